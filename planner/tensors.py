@@ -1,0 +1,262 @@
+"""Tensor maps: one model of a checkpoint's tensors, from a GGUF header, a config.json or a built-in.
+
+Architectures are data (``data/architectures.toml``: tensor names, ``ne`` shapes as products of
+parameter names, source dtypes); built-in models are their config numbers (``data/models.toml``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from planner.errors import UnknownModelError
+
+DATA = Path(__file__).parent / "data"
+_BLK = re.compile(r"^blk\.(\d+)\.(.+?)\.(weight|bias|scale)$")
+_GLOBAL = re.compile(r"^(.+?)\.(weight|bias|scale)$")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelParams:
+    """Architecture numbers the planner needs (GGUF ``{arch}.*`` keys / config.json fields)."""
+
+    arch: str
+    n_layer: int
+    n_embd: int
+    n_vocab: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    n_expert: int = 0
+    n_expert_used: int = 0
+    n_ff: int = 0
+    n_ff_exp: int = 0
+    n_ctx_train: int = 0
+    tied: bool = False
+    n_dense_lead: int = 0
+    kv_lora_rank: int = 0       # MLA (deepseek2); 0 = not an MLA model
+    n_rot: int = 0
+    head_dim_v: int = 0         # 0 = same as head_dim
+
+    @property
+    def is_moe(self) -> bool:
+        return self.n_expert > 0
+
+    @property
+    def is_mla(self) -> bool:
+        return self.kv_lora_rank > 0
+
+    @property
+    def n_gqa(self) -> int:
+        return self.n_head // max(1, self.n_head_kv)
+
+    @property
+    def n_embd_k_gqa(self) -> int:
+        return self.head_dim * self.n_head_kv
+
+    @property
+    def n_embd_v_gqa(self) -> int:
+        return (self.head_dim_v or self.head_dim) * self.n_head_kv
+
+
+@dataclass(frozen=True, slots=True)
+class TensorInfo:
+    """One tensor: llama.cpp name, ggml ``ne`` shape, stored type name, and derived role/layer."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    role: str = field(init=False)
+    layer: int | None = field(init=False)
+    n_elements: int = field(init=False)
+    n_rows: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        m = _BLK.match(self.name)
+        if m:
+            role, layer = m.group(2), int(m.group(1))
+        else:
+            g = _GLOBAL.match(self.name)
+            role, layer = (g.group(1) if g else self.name), None
+        object.__setattr__(self, "role", role)
+        object.__setattr__(self, "layer", layer)
+        object.__setattr__(self, "n_elements", math.prod(self.shape))
+        object.__setattr__(self, "n_rows", math.prod(self.shape[1:]) if len(self.shape) > 1 else 1)
+
+    @property
+    def ne0(self) -> int:
+        return self.shape[0]
+
+    @property
+    def n_dims(self) -> int:
+        return len(self.shape)
+
+    @property
+    def is_expert(self) -> bool:
+        return self.role.endswith("_exps") and len(self.shape) == 3
+
+    @property
+    def n_expert(self) -> int:
+        return self.shape[2] if self.is_expert else 1
+
+
+@dataclass(frozen=True, slots=True)
+class TensorMap:
+    """All tensors of a checkpoint plus the numbers that size its KV cache and compute."""
+
+    name: str
+    params: ModelParams
+    tensors: tuple[TensorInfo, ...]
+    source: str                       # "builtin:NAME", a path, or a URL
+    file_bytes: int | None = None     # size of the source file(s) when known
+    header: Any = field(default=None, compare=False, repr=False, metadata={"json": False})
+
+    @property
+    def n_elements(self) -> int:
+        return sum(t.n_elements for t in self.tensors)
+
+    def by_name(self) -> dict[str, TensorInfo]:
+        return {t.name: t for t in self.tensors}
+
+    def layers(self) -> range:
+        return range(self.params.n_layer)
+
+
+# ---------------------------------------------------------------------------- templates
+
+@functools.cache
+def _architectures() -> dict[str, Any]:
+    return tomllib.loads((DATA / "architectures.toml").read_text())
+
+
+@functools.cache
+def _models() -> dict[str, Any]:
+    return tomllib.loads((DATA / "models.toml").read_text())
+
+
+def builtin_names() -> list[str]:
+    return sorted(_models())
+
+
+def _dim(expr: str, env: Mapping[str, int]) -> int:
+    value = 1
+    for factor in expr.split("*"):
+        factor = factor.strip()
+        value *= int(factor) if factor.isdigit() else env[factor]
+    return value
+
+
+def _shape(spec: str, env: Mapping[str, int]) -> tuple[int, ...]:
+    return tuple(_dim(part, env) for part in spec.split(","))
+
+
+def _cond(cond: str, params: ModelParams, layer: int | None) -> bool:
+    if not cond:
+        return True
+    if cond == "untied":
+        return not params.tied
+    if cond == "dense":
+        return layer is not None and (layer < params.n_dense_lead or not params.is_moe)
+    if cond == "moe":
+        return layer is not None and layer >= params.n_dense_lead and params.is_moe
+    raise ValueError(f"unknown template condition {cond!r}")
+
+
+def build(params: ModelParams, name: str, source: str) -> TensorMap:
+    """Expand an architecture template into a TensorMap, in GGUF file order."""
+    try:
+        tpl = _architectures()[params.arch]
+    except KeyError:
+        raise UnknownModelError(
+            f"no built-in template for architecture {params.arch!r}",
+            hint=f"known: {', '.join(sorted(_architectures()))}; or read the GGUF header instead") from None
+    env = {f.name: getattr(params, f.name) for f in fields(params) if isinstance(getattr(params, f.name), int)}
+    out: list[TensorInfo] = []
+    for tname, spec, dtype, cond in tpl["head"]:
+        if _cond(cond, params, None):
+            out.append(TensorInfo(tname, _shape(spec, env), dtype))
+    for il in range(params.n_layer):
+        for tname, spec, dtype, cond in tpl["block"]:
+            if _cond(cond, params, il):
+                out.append(TensorInfo(f"blk.{il}.{tname}", _shape(spec, env), dtype))
+    for tname, spec, dtype, cond in tpl["tail"]:
+        if _cond(cond, params, None):
+            out.append(TensorInfo(tname, _shape(spec, env), dtype))
+    return TensorMap(name=name, params=params, tensors=tuple(out), source=source)
+
+
+def builtin(name: str) -> TensorMap:
+    """A built-in model by name (case-insensitive), e.g. ``qwen3-235b-a22b``."""
+    models = _models()
+    key = name.lower()
+    if key not in models:
+        raise UnknownModelError(f"unknown built-in model {name!r}",
+                                hint=f"built-in models: {', '.join(builtin_names())}")
+    spec = dict(models[key])
+    display = spec.pop("display", key)
+    spec.pop("source", None)
+    params = ModelParams(**spec)
+    return build(params, display, f"builtin:{key}")
+
+
+# HF config.json field -> ModelParams field (first present wins)
+_HF_FIELDS: dict[str, tuple[str, ...]] = {
+    "n_layer": ("num_hidden_layers",),
+    "n_embd": ("hidden_size",),
+    "n_vocab": ("vocab_size",),
+    "n_head": ("num_attention_heads",),
+    "n_head_kv": ("num_key_value_heads", "num_attention_heads"),
+    "head_dim": ("head_dim",),
+    "n_expert": ("num_experts", "n_routed_experts", "num_local_experts"),
+    "n_expert_used": ("num_experts_per_tok",),
+    "n_ff": ("intermediate_size",),
+    "n_ff_exp": ("moe_intermediate_size",),
+    "n_ctx_train": ("max_position_embeddings",),
+    "tied": ("tie_word_embeddings",),
+}
+
+
+def from_config(config: Mapping[str, Any], source: str = "config.json") -> TensorMap:
+    """A TensorMap from a Hugging Face ``config.json`` dict."""
+    model_type = config.get("model_type", "")
+    arch = next((a for a, t in _architectures().items() if model_type in t.get("hf_model_types", ())), None)
+    if arch is None:
+        raise UnknownModelError(f"config.json model_type {model_type!r} has no architecture template",
+                                hint="supported: " + ", ".join(
+                                    sorted(m for t in _architectures().values() for m in t["hf_model_types"])))
+    values: dict[str, Any] = {"arch": arch}
+    for target, keys in _HF_FIELDS.items():
+        for k in keys:
+            if k in config and config[k] is not None:
+                values[target] = config[k]
+                break
+    if "head_dim" not in values:
+        values["head_dim"] = values["n_embd"] // values["n_head"]
+    if arch in ("qwen3", "llama"):
+        values.pop("n_expert", None), values.pop("n_expert_used", None)
+    values["tied"] = bool(values.get("tied", False))
+    missing = [f for f in ("n_layer", "n_embd", "n_vocab", "n_head") if f not in values]
+    if missing:
+        raise UnknownModelError(f"{source}: config.json lacks {', '.join(missing)}")
+    params = ModelParams(**values)
+    name = config.get("_name_or_path") or (config.get("architectures") or [model_type])[0]
+    return build(params, str(name), source)
+
+
+def from_config_file(path: Path) -> TensorMap:
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UnknownModelError(f"cannot read {path} as config.json: {exc}") from exc
+    return from_config(config, source=str(path))
+
+
+def with_tensors(tmap: TensorMap, tensors: tuple[TensorInfo, ...]) -> TensorMap:
+    return replace(tmap, tensors=tensors)
