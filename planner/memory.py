@@ -1,0 +1,259 @@
+"""Memory model: bytes per device for a given mix and placement.
+
+Exact terms: weights (Σ ggml_nbytes of the tensors placed there) and the KV cache (ik
+``llama_kv_cache_init``: per-head K rows, context padded to 256 with flash attention, 32
+without).  Estimated terms (labelled): compute buffers, the per-GPU safety margin, the OS
+reserve.  Constants cite their source in ``data/speed_constants.toml`` / comments.
+"""
+
+from __future__ import annotations
+
+import functools
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from planner.quants import catalogue
+from planner.tensors import ModelParams, TensorInfo, TensorMap
+
+DATA = Path(__file__).parent / "data"
+GIB = 1 << 30
+MIB = 1 << 20
+CPU = "CPU"
+
+# Engine profiles -> the quant engine whose type catalogue and loader rules apply.
+ENGINE_PROFILES = ("ik", "ik-2025", "mainline")
+
+
+def quant_engine(engine: str) -> str:
+    return "mainline" if engine == "mainline" else "ik"
+
+
+@functools.cache
+def constants() -> dict:
+    """Estimate constants (memory reserves, efficiencies), each with its source in the TOML."""
+    return tomllib.loads((DATA / "speed_constants.toml").read_text())
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    """How the model will be run: the flags that change memory and speed."""
+
+    engine: str = "ik"                 # ik | ik-2025 | mainline (flag spellings differ)
+    ctx: int = 32768
+    type_k: str = "q8_0"
+    type_v: str = "q8_0"
+    flash_attn: bool = True
+    ubatch: int = 512
+    batch: int = 2048
+    amb: int = 512                     # -amb MiB (ik)
+    load: str = "rtr"                  # mmap | no-mmap | rtr
+    n_parallel: int = 1
+    threads: int | None = None
+    gpu_margin_bytes: int = GIB        # per-GPU safety margin (ik --fit default 1024 MiB, facts §5)
+    os_reserve_bytes: int = 4 * GIB    # RAM left to the OS and the server process (estimate, see TOML)
+
+    @property
+    def qengine(self) -> str:
+        return quant_engine(self.engine)
+
+    @property
+    def kv_size(self) -> int:
+        """Cells allocated: n_ctx padded (ik: 256 with FA, 32 without; mainline: always 256)."""
+        p = 256 if (self.flash_attn or self.engine == "mainline") else 32
+        return (self.ctx + p - 1) // p * p
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where each tensor lives and which device holds each layer's attention and KV cache."""
+
+    tensor_device: Mapping[str, str]
+    layer_device: tuple[str, ...]       # per layer: "CPU" or "CUDA<i>"
+    devices: tuple[str, ...]            # all devices considered, CPU last
+
+    def device_of(self, name: str) -> str:
+        return self.tensor_device.get(name, CPU)
+
+
+@dataclass(frozen=True, slots=True)
+class Term:
+    name: str
+    bytes: int
+    exact: bool
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceMemory:
+    device: str
+    budget_bytes: int
+    terms: tuple[Term, ...]
+    total_bytes: int = field(init=False)
+    free_bytes: int = field(init=False)
+    fits: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        total = sum(t.bytes for t in self.terms)
+        object.__setattr__(self, "total_bytes", total)
+        object.__setattr__(self, "free_bytes", self.budget_bytes - total)
+        object.__setattr__(self, "fits", total <= self.budget_bytes)
+
+    def term(self, name: str) -> int:
+        return sum(t.bytes for t in self.terms if t.name == name)
+
+    @property
+    def dominant(self) -> Term:
+        return max(self.terms, key=lambda t: t.bytes)
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryReport:
+    devices: tuple[DeviceMemory, ...]
+    kv_cache_bytes: int
+    kv_size: int
+    fits: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fits", all(d.fits for d in self.devices))
+
+    def device(self, name: str) -> DeviceMemory:
+        return next(d for d in self.devices if d.device == name)
+
+    def shortfall(self) -> dict[str, int]:
+        return {d.device: -d.free_bytes for d in self.devices if not d.fits}
+
+    def problems(self) -> list[str]:
+        out = []
+        for d in self.devices:
+            if not d.fits:
+                out.append(f"{d.device} over budget by {-d.free_bytes / GIB:.2f} GiB "
+                           f"(largest term: {d.dominant.name} {d.dominant.bytes / GIB:.2f} GiB)")
+        return out
+
+
+# ----------------------------------------------------------------------------- exact terms
+
+def tensor_bytes(t: TensorInfo, type_name: str) -> int:
+    return catalogue().get(type_name).tensor_bytes(t.shape)
+
+
+def mix_bytes(tmap: TensorMap, mix: Mapping[str, str]) -> dict[str, int]:
+    """ggml_nbytes of every tensor at its mix type."""
+    return {t.name: tensor_bytes(t, mix.get(t.name, t.dtype)) for t in tmap.tensors}
+
+
+def kv_bytes_per_layer(params: ModelParams, cfg: RunConfig) -> int:
+    """ik llama_kv_cache_init / cache_size for one layer (facts §5), at the padded context."""
+    c = catalogue()
+    tk, tv = c.get(cfg.type_k), c.get(cfg.type_v)
+    kv = cfg.kv_size
+    if params.is_mla and cfg.engine != "mainline":
+        # MLA with FA (mla 3): only the compressed K cache, kv_lora_rank + n_rot per token
+        return tk.row_bytes(params.kv_lora_rank + params.n_rot) * kv
+    if cfg.engine == "mainline":
+        k = tk.row_bytes(params.n_embd_k_gqa) * kv
+    else:
+        k = tk.row_bytes(params.head_dim) * params.n_head_kv * kv   # per-head rows (q8_KV meta per head)
+    v = tv.row_bytes(params.n_embd_v_gqa) * kv
+    return (k + v) * max(1, cfg.n_parallel if cfg.engine == "mainline" else 1)
+
+
+# ----------------------------------------------------------------------------- estimates
+
+def layer_compute_bytes(tmap: TensorMap, cfg: RunConfig) -> int:
+    """Largest per-layer activation buffer (ik --fit estimator, facts §5). Estimate."""
+    p = tmap.params
+    ub = min(cfg.ubatch, cfg.batch)
+    best = 0
+    for il in range(p.n_layer):
+        exps = shexp = dense = 0
+        for t in _layer_tensors(tmap, il):
+            if t.n_dims < 2:
+                continue
+            if t.is_expert:
+                exps += t.shape[1] * ub * max(1, p.n_expert_used) * 4
+            elif "shexp" in t.role:
+                shexp += t.shape[1] * ub * 4
+            elif t.role.startswith("ffn_"):
+                dense += t.shape[1] * ub * 4
+        best = max(best, max(exps, shexp, dense) + p.n_embd * ub * 4 * 2)
+    return best
+
+
+@functools.lru_cache(maxsize=64)
+def _layer_index(tmap: TensorMap) -> dict[int, tuple[TensorInfo, ...]]:
+    out: dict[int, list[TensorInfo]] = {}
+    for t in tmap.tensors:
+        if t.layer is not None:
+            out.setdefault(t.layer, []).append(t)
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def _layer_tensors(tmap: TensorMap, il: int) -> tuple[TensorInfo, ...]:
+    return _layer_index(tmap).get(il, ())
+
+
+def compute_buffer_bytes(tmap: TensorMap, cfg: RunConfig, *, holds_layers: bool, holds_output: bool,
+                         is_gpu: bool) -> int:
+    """Compute-buffer estimate for one device (scales with -ub, -amb, vocab and expert width)."""
+    if not holds_layers and not holds_output:
+        return 0
+    p = tmap.params
+    ub = min(cfg.ubatch, cfg.batch)
+    total = layer_compute_bytes(tmap, cfg) if holds_layers else 0
+    if holds_output:
+        total += p.n_vocab * ub * 4                      # logits
+    if holds_layers and not cfg.flash_attn:
+        kq = cfg.kv_size * ub * p.n_head * 4             # K*Q, capped by -amb (ik)
+        cap = cfg.amb * MIB if (cfg.amb and cfg.engine != "mainline") else kq
+        total += min(kq, cap)
+    k = constants()["memory"]
+    factor = k["gpu_compute_factor"] if is_gpu else k["cpu_compute_factor"]
+    return int(total * factor)
+
+
+# ----------------------------------------------------------------------------- report
+
+def memory_report(tmap: TensorMap, mix: Mapping[str, str], placement: Placement, budgets: Mapping[str, int],
+                  cfg: RunConfig) -> MemoryReport:
+    """Per-device memory for a mix and placement against per-device budgets (bytes).
+
+    ``budgets`` maps "CUDA<i>" to the GPU's memory and "CPU" to usable RAM (both before margins).
+    """
+    sizes = mix_bytes(tmap, mix)
+    weights: dict[str, int] = {d: 0 for d in placement.devices}
+    for name, nbytes in sizes.items():
+        dev = placement.device_of(name)
+        weights[dev] = weights.get(dev, 0) + nbytes
+    kv_layer = kv_bytes_per_layer(tmap.params, cfg)
+    kv: dict[str, int] = {d: 0 for d in placement.devices}
+    for dev in placement.layer_device:
+        kv[dev] = kv.get(dev, 0) + kv_layer
+    out_dev = placement.device_of("output.weight") if "output.weight" in sizes else placement.device_of(
+        "token_embd.weight")
+    devices = []
+    for dev in placement.devices:
+        is_gpu = dev != CPU
+        holds_layers = dev in placement.layer_device or (not is_gpu and any(
+            placement.device_of(n) == CPU for n in sizes if n.startswith("blk.")))
+        terms = [Term("weights", weights.get(dev, 0), True,
+                      "" if is_gpu else _ram_mode_note(cfg))]
+        terms.append(Term("kv_cache", kv.get(dev, 0), True,
+                          f"{cfg.type_k}/{cfg.type_v}, {cfg.kv_size} cells"))
+        terms.append(Term("compute", compute_buffer_bytes(
+            tmap, cfg, holds_layers=holds_layers, holds_output=(out_dev == dev), is_gpu=is_gpu), False,
+            f"estimate, -ub {cfg.ubatch}"))
+        if is_gpu:
+            terms.append(Term("margin", cfg.gpu_margin_bytes, False, "safety margin (CUDA context, fragmentation)"))
+        else:
+            terms.append(Term("os_reserve", cfg.os_reserve_bytes, False, "OS and server process"))
+        devices.append(DeviceMemory(dev, int(budgets.get(dev, 0)), tuple(terms)))
+    return MemoryReport(tuple(devices), kv_layer * len(placement.layer_device), cfg.kv_size)
+
+
+def _ram_mode_note(cfg: RunConfig) -> str:
+    if cfg.load == "mmap":
+        return "mmap: page cache (must stay resident for speed)"
+    return f"{cfg.load}: copied into RAM (pinned CUDA_Host when built with CUDA)"

@@ -1,0 +1,175 @@
+"""The optimizer: choose one (quant type, device) option per tensor group with OR-Tools CP-SAT.
+
+Pure and deterministic: no I/O, inputs sorted, fixed seed and worker count.  Groups whose options
+have identical bytes, losses and times (typically the same role in interchangeable layers) are
+aggregated into classes with one integer count per (class, option): this removes the symmetry that
+makes a per-layer model slow (``../shared/reference/solver-notes.md``: 0.16 s optimal vs no proof in
+30 s) without losing optimality, since any assignment of the counts within a class costs the same.
+Concrete layers are then filled in ascending order, GPU options first, which keeps the emitted
+regexes short (layer ranges).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from planner.errors import InfeasibleBudgetError, SolverError
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One choice for a group: a stored type and a device, with its exact bytes and modelled costs."""
+
+    type_name: str
+    device: str
+    bytes: int          # exact bytes charged to ``device`` (weights, plus any device-bound extra)
+    loss: float         # predicted quality loss contribution
+    seconds: float      # predicted seconds per generated token contributed
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """Tensors that must share one type and one device (e.g. a layer's gate+up experts)."""
+
+    key: str
+    role: str
+    layer: int | None
+    tensors: tuple[str, ...]
+    options: tuple[Option, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Objective:
+    kind: str = "balanced"                # quality | speed | balanced
+    max_seconds: float | None = None      # from --min-tg
+    max_total_bytes: int | None = None    # cap on the weights summed over all devices
+    seconds_weight: float = 0.0           # balanced: loss units per second per token
+    time_limit_s: float = 10.0
+    workers: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Solution:
+    choice: dict[str, Option]             # group key -> chosen option
+    status: str                           # OPTIMAL | FEASIBLE
+    objective: float
+    bound: float
+    gap: float
+    wall_s: float
+    n_classes: int
+    n_vars: int
+    loss: float
+    seconds: float
+    bytes_by_device: dict[str, int] = field(default_factory=dict)
+    scaling_error_bound: float = 0.0      # max change of the objective due to integer scaling
+
+
+def _signature(g: Group) -> tuple:
+    return (g.role, tuple((o.type_name, o.device, o.bytes, round(o.loss, 12), round(o.seconds, 12))
+                          for o in g.options))
+
+
+def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objective,
+          *, fixed_seconds: float = 0.0) -> Solution:
+    """Optimal (type, device) per group under per-device byte capacities.
+
+    Raises:
+        InfeasibleBudgetError: no assignment fits (shortfall estimated per device).
+        SolverError: the time limit passed without any solution.
+    """
+    from ortools.sat.python import cp_model  # imported here: it costs ~0.3 s
+
+    t_start = time.perf_counter()
+    groups = sorted(groups, key=lambda g: (g.layer if g.layer is not None else -1, g.key))
+    classes: dict[tuple, list[Group]] = {}
+    for g in groups:
+        classes.setdefault(_signature(g), []).append(g)
+    class_list = list(classes.values())
+
+    m = cp_model.CpModel()
+    counts: list[list] = []
+    for ci, members in enumerate(class_list):
+        opts = members[0].options
+        vs = [m.NewIntVar(0, len(members), f"n{ci}_{oi}") for oi in range(len(opts))]
+        m.Add(sum(vs) == len(members))
+        counts.append(vs)
+
+    devices = sorted(capacity)
+    for dev in devices:
+        terms = [(v, o.bytes) for members, vs in zip(class_list, counts)
+                 for v, o in zip(vs, members[0].options) if o.device == dev and o.bytes]
+        if terms:
+            m.Add(sum(c * v for v, c in terms) <= max(0, int(capacity[dev])))
+    all_opts = [(v, o) for members, vs in zip(class_list, counts) for v, o in zip(vs, members[0].options)]
+    if objective.max_total_bytes is not None:
+        m.Add(sum(o.bytes * v for v, o in all_opts) <= objective.max_total_bytes)
+
+    # integer scaling: time in nanoseconds-ish units, loss scaled so both have ~1e-9 resolution
+    max_loss = max((o.loss for _, o in all_opts), default=0.0) or 1.0
+    max_sec = max((o.seconds for _, o in all_opts), default=0.0) or 1.0
+    loss_scale = 1e9 / max_loss
+    sec_scale = 1e9 / max_sec
+    if objective.max_seconds is not None:
+        budget = objective.max_seconds - fixed_seconds
+        m.Add(sum(round(o.seconds * sec_scale) * v for v, o in all_opts) <= math.floor(budget * sec_scale))
+
+    if objective.kind == "speed":
+        coef = [(v, o.seconds * sec_scale + o.loss * loss_scale * 1e-6) for v, o in all_opts]
+    elif objective.kind == "quality":
+        coef = [(v, o.loss * loss_scale + o.seconds * sec_scale * 1e-6) for v, o in all_opts]
+    else:
+        w = objective.seconds_weight
+        coef = [(v, (o.loss + w * o.seconds) * loss_scale) for v, o in all_opts]
+    int_coef = [(v, round(c)) for v, c in coef]
+    m.Minimize(sum(c * v for v, c in int_coef if c))
+
+    solver = cp_model.CpSolver()
+    solver.parameters.num_workers = objective.workers
+    solver.parameters.max_time_in_seconds = objective.time_limit_s
+    solver.parameters.random_seed = 0
+    status = solver.Solve(m)
+    name = solver.StatusName(status)
+    if status == cp_model.INFEASIBLE:
+        raise InfeasibleBudgetError("no assignment of types and devices fits the budgets",
+                                    shortfall_bytes=_shortfall(class_list, capacity))
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        raise SolverError(f"CP-SAT ended with status {name} after {solver.WallTime():.1f} s",
+                          hint="raise the time limit or use a coarser --granularity")
+
+    choice: dict[str, Option] = {}
+    loss = seconds = 0.0
+    used: dict[str, int] = {d: 0 for d in devices}
+    for members, vs in zip(class_list, counts):
+        opts = members[0].options
+        n = [solver.Value(v) for v in vs]
+        # fill layers in ascending order: GPU options first, then by option order (type order)
+        order = sorted(range(len(opts)), key=lambda i: (opts[i].device == "CPU", i))
+        it = iter(members)
+        for oi in order:
+            for _ in range(n[oi]):
+                g = next(it)
+                o = opts[oi]
+                choice[g.key] = o
+                loss += o.loss
+                seconds += o.seconds
+                used[o.device] = used.get(o.device, 0) + o.bytes
+    err = 0.5 * sum(len(members) for members in class_list) / loss_scale
+    obj = solver.ObjectiveValue() / loss_scale if objective.kind != "speed" else solver.ObjectiveValue() / sec_scale
+    bound = solver.BestObjectiveBound() / (loss_scale if objective.kind != "speed" else sec_scale)
+    gap = 0.0 if status == cp_model.OPTIMAL else abs(obj - bound) / max(abs(obj), 1e-30)
+    return Solution(choice=choice, status=name, objective=obj, bound=bound, gap=gap,
+                    wall_s=time.perf_counter() - t_start, n_classes=len(class_list),
+                    n_vars=sum(len(v) for v in counts), loss=loss, seconds=seconds + fixed_seconds,
+                    bytes_by_device=used, scaling_error_bound=err)
+
+
+def _shortfall(class_list: list[list[Group]], capacity: Mapping[str, int]) -> dict[str, int]:
+    """Lower bound of the bytes missing: every group at its smallest option, anywhere."""
+    need = sum(min(o.bytes for o in members[0].options) * len(members) for members in class_list)
+    have = sum(max(0, c) for c in capacity.values())
+    if need > have:
+        return {"all devices": need - have}
+    return {d: -c for d, c in capacity.items() if c < 0}
