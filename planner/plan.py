@@ -1,0 +1,439 @@
+"""Placement and joint planning: tensor map + hardware + run config -> a verified Plan.
+
+``place`` keeps each tensor's type and chooses devices; ``plan`` chooses types and devices together.
+Both build the same groups and hand them to :func:`planner.solver.solve`; the result is re-checked
+independently by :func:`planner.memory.memory_report` before anyone sees it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from planner.errors import InfeasibleBudgetError, UsageError
+from planner.memory import (CPU, GIB, MemoryReport, Placement, RunConfig, compute_buffer_bytes,
+                            kv_bytes_per_layer, memory_report, mix_bytes)
+from planner.quants import catalogue
+from planner.solver import Group, Objective, Option, Solution, solve
+from planner.speed import SpeedEstimate, active_fraction, device_speeds, estimate_speed
+from planner.tensors import TensorInfo, TensorMap
+
+# gate and up share one type and one device (ik fuses them; -ot regexes move them together)
+TIED_ROLES = {"ffn_gate_exps": "ffn_gate_up_exps", "ffn_up_exps": "ffn_gate_up_exps",
+              "ffn_gate": "ffn_gate_up", "ffn_up": "ffn_gate_up",
+              "ffn_gate_shexp": "ffn_gate_up_shexp", "ffn_up_shexp": "ffn_gate_up_shexp"}
+
+# Candidate types for the joint planner, best quality first.  Types that llama-quantize refuses
+# without an imatrix (facts §3a) are only offered when one is given.
+DEFAULT_CANDIDATES = {
+    "ik": ("q8_0", "iq6_k", "q6_K", "iq5_k", "iq5_ks", "q5_K", "iq4_k", "iq4_ks", "iq4_xs", "q4_K",
+           "iq4_kss", "iq3_k", "iq3_ks", "q3_K", "iq2_kl", "iq2_k", "iq2_ks"),
+    "mainline": ("q8_0", "q6_K", "q5_K", "q4_K", "iq4_xs", "iq4_nl", "q3_K", "iq3_s", "q2_K"),
+}
+NEEDS_IMATRIX = ("iq2_xxs", "iq2_xs", "iq2_s", "iq1_s", "iq1_m", "iq1_kt", "iq2_kt")
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """Per-device memory the plan may use, before margins, KV and compute (bytes)."""
+
+    devices: tuple[str, ...]            # "CUDA0", ..., "CPU" last
+    bytes: dict[str, int]
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_hardware(cls, hw) -> "Budget":
+        devs, sizes, labels = [], {}, {}
+        for g in hw.gpus:
+            name = f"CUDA{g.index}"
+            devs.append(name)
+            sizes[name] = int(g.total_bytes)
+            labels[name] = g.name
+        devs.append(CPU)
+        sizes[CPU] = int(getattr(hw, "usable_ram_bytes", hw.ram_total_bytes))
+        labels[CPU] = getattr(hw, "cpu_model", "CPU")
+        return cls(tuple(devs), sizes, labels)
+
+    @property
+    def gpus(self) -> tuple[str, ...]:
+        return tuple(d for d in self.devices if d != CPU)
+
+
+@dataclass(frozen=True, slots=True)
+class SolverInfo:
+    status: str
+    gap: float
+    wall_s: float
+    objective: float
+    objective_kind: str
+    n_classes: int
+    n_vars: int
+    scaling_error_bound: float
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A verified assignment of a type and a device to every tensor, with its predictions."""
+
+    model: str
+    model_source: str
+    engine: str
+    base_type: str
+    run: RunConfig
+    types: dict[str, str]
+    devices: dict[str, str]
+    layer_device: tuple[str, ...]
+    budgets: dict[str, int]
+    total_bytes: int
+    n_elements: int
+    bpw: float
+    memory: MemoryReport
+    speed: SpeedEstimate
+    quality: object | None
+    solver: SolverInfo | None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def placement(self) -> Placement:
+        devs = tuple(sorted({*self.devices.values(), *self.layer_device}, key=lambda d: (d == CPU, d)))
+        if CPU not in devs:
+            devs = devs + (CPU,)
+        return Placement(self.devices, self.layer_device, devs)
+
+
+# --------------------------------------------------------------------------------- helpers
+
+def _quantizable(t: TensorInfo) -> bool:
+    from planner.quantize import QuantizeSpec, is_quantizable
+
+    return is_quantizable(t, QuantizeSpec())
+
+
+def layer_split(n_layer: int, budget: Budget, n_cpu_layers: int = 0) -> tuple[str, ...]:
+    """Layers' attention/KV devices: the first ``n_cpu_layers`` on CPU, the rest split over GPUs in
+    contiguous ranges proportional to their memory (llama.cpp's default tensor split)."""
+    gpus = budget.gpus
+    if not gpus:
+        return tuple([CPU] * n_layer)
+    n_gpu = n_layer - n_cpu_layers
+    total = sum(budget.bytes[g] for g in gpus)
+    out = [CPU] * n_cpu_layers
+    assigned = 0
+    for i, g in enumerate(gpus):
+        if i == len(gpus) - 1:
+            k = n_gpu - assigned
+        else:
+            k = round(n_gpu * budget.bytes[g] / total)
+        out += [g] * k
+        assigned += k
+    return tuple(out)
+
+
+def _group_key(t: TensorInfo) -> tuple[str, str]:
+    role = TIED_ROLES.get(t.role, t.role)
+    if t.layer is None:
+        return role, role
+    return f"blk.{t.layer}.{role}", role
+
+
+def candidate_types(t: TensorInfo, engine: str, *, allow: Sequence[str] | None, deny: Sequence[str],
+                    has_imatrix: bool, on_gpu: bool) -> list[str]:
+    """Stored types (after llama-quantize's row fallback) the planner may give ``t``."""
+    cat = catalogue()
+    names = list(allow) if allow else list(DEFAULT_CANDIDATES[engine])
+    out: list[str] = []
+    for n in names:
+        qt = cat.get(n, engine=engine)
+        if qt.name in deny or (not has_imatrix and qt.name in NEEDS_IMATRIX and not allow):
+            continue
+        qt, _ = cat.row_fallback(qt, t.ne0, engine)
+        if t.role == "token_embd" and qt.is_repacked:
+            continue
+        if qt.is_repacked and t.shape[1] % qt.repack_rows:
+            qt = cat.get(qt.repack_base)
+        if on_gpu and not qt.runs_on_cuda(engine):
+            continue
+        if qt.name not in out:
+            out.append(qt.name)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class PlanRequest:
+    """Everything the planner needs besides the model and the machine."""
+
+    run: RunConfig = RunConfig()
+    objective: str = "balanced"          # quality | speed | balanced
+    min_tg: float | None = None
+    max_size_bytes: int | None = None
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    fixed: tuple[tuple[str, str], ...] = ()   # (regex, type) pinned by the user
+    base_type: str = "IQ3_K"
+    has_imatrix: bool = True
+    time_limit_s: float = 10.0
+    tradeoff: float = 10.0               # balanced: % of TG worth 1 % of PPL (see objective_weight)
+
+
+def _seconds_per_byte(hw, cfg: RunConfig) -> dict[str, float]:
+    return {d: 1.0 / s.mem_bw_gbs for d, s in device_speeds(hw, cfg).items()}
+
+
+def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, hw, cfg: RunConfig, *,
+                 types: Mapping[str, str] | None, request: PlanRequest, quality=None
+                 ) -> tuple[list[Group], dict[str, int]]:
+    """Groups and the bytes that are fixed per device (non-quantized tensors, token_embd in place mode).
+
+    ``types`` given: placement only (each group's type is fixed). Otherwise the joint problem.
+    """
+    import re
+
+    from planner.speed import constants as _c
+
+    engine = cfg.qengine
+    spb = _seconds_per_byte(hw, cfg)
+    handoff = _c()["speed"]["handoff_s"]
+    p = tmap.params
+    fixed_bytes: dict[str, int] = {d: 0 for d in budget.devices}
+    members: dict[str, list[TensorInfo]] = {}
+    roles: dict[str, str] = {}
+    for t in tmap.tensors:
+        key, role = _group_key(t)
+        members.setdefault(key, []).append(t)
+        roles[key] = role
+    fixed_rules = [(re.compile(rx), ty) for rx, ty in request.fixed]
+    last_gpu = budget.gpus[-1] if budget.gpus else CPU
+    out_dev_extra = {}
+    if "output.weight" in {t.name for t in tmap.tensors}:
+        base = {d: compute_buffer_bytes(tmap, cfg, holds_layers=True, holds_output=False, is_gpu=d != CPU)
+                for d in budget.devices}
+        out_dev_extra = {d: compute_buffer_bytes(tmap, cfg, holds_layers=True, holds_output=True,
+                                                 is_gpu=d != CPU) - base[d] for d in budget.devices}
+    groups: list[Group] = []
+    for key, ts in members.items():
+        t0 = ts[0]
+        role = roles[key]
+        layer = t0.layer
+        if layer is not None:
+            home = layer_device[layer]
+        elif role == "token_embd":
+            home = CPU     # ik and mainline keep the input layer on the CPU
+        else:
+            home = last_gpu
+        if not _quantizable(t0) or (types is not None and role == "token_embd"):
+            for t in ts:
+                nb = catalogue().get(types.get(t.name, t.dtype) if types else t.dtype).tensor_bytes(t.shape)
+                fixed_bytes[home] += nb
+            continue
+        # device options: attention and norms stay with their layer; FFN and output may go to CPU
+        movable = role.startswith("ffn_") or role == "output"
+        devs = [home] + ([CPU] if movable and home != CPU else [])
+        options: list[Option] = []
+        for dev in devs:
+            if types is not None:
+                tnames = [types.get(t.name, t.dtype) for t in ts]
+                choices = [tuple(tnames)]
+            else:
+                pinned = next((ty for rx, ty in fixed_rules if rx.search(t0.name)), None)
+                cands = candidate_types(t0, engine, allow=[pinned] if pinned else request.allow or None,
+                                        deny=request.deny, has_imatrix=request.has_imatrix,
+                                        on_gpu=dev != CPU)
+                choices = [tuple([c] * len(ts)) for c in cands]
+            for tn in choices:
+                if types is not None and dev != CPU and not all(
+                        catalogue().get(x).runs_on_cuda(engine) for x in tn):
+                    continue
+                nbytes = sum(catalogue().get(x).tensor_bytes(t.shape) for x, t in zip(tn, ts))
+                extra = out_dev_extra.get(dev, 0) if role == "output" else 0
+                sec = sum(catalogue().get(x).tensor_bytes(t.shape) * active_fraction(t, p.n_expert_used)
+                          for x, t in zip(tn, ts)) * spb[dev]
+                if dev != home:
+                    sec += handoff
+                loss = sum(quality.tensor_loss(t.name, x) for x, t in zip(tn, ts)) if quality else 0.0
+                options.append(Option("+".join(dict.fromkeys(tn)) if len(set(tn)) > 1 else tn[0], dev,
+                                      nbytes + extra, loss, sec))
+        if not options:
+            raise UsageError(f"no allowed type can store {t0.name} on {devs}",
+                             hint="check --allow/--deny and the engine's type set")
+        groups.append(Group(key, role, layer, tuple(t.name for t in ts), tuple(options)))
+    return groups, fixed_bytes
+
+
+def capacities(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, cfg: RunConfig,
+               fixed_bytes: Mapping[str, int]) -> dict[str, int]:
+    """Bytes left for the solver's groups on each device: budget minus margin/reserve, KV, compute, fixed."""
+    kv = kv_bytes_per_layer(tmap.params, cfg)
+    cap = {}
+    for d in budget.devices:
+        is_gpu = d != CPU
+        holds = d in layer_device or not is_gpu
+        c = budget.bytes[d] - (cfg.gpu_margin_bytes if is_gpu else cfg.os_reserve_bytes)
+        c -= kv * sum(1 for x in layer_device if x == d)
+        c -= compute_buffer_bytes(tmap, cfg, holds_layers=holds, holds_output=False, is_gpu=is_gpu)
+        c -= fixed_bytes.get(d, 0)
+        cap[d] = c
+    return cap
+
+
+def objective_weight(quality, request: PlanRequest) -> float:
+    """Balanced objective: loss units per second/token such that ``tradeoff`` % faster generation is
+    worth 1 % of PPL ratio at a 10 tok/s reference speed (documented in the README)."""
+    if quality is None:
+        return 1.0
+    k = quality.ppl_scale if hasattr(quality, "ppl_scale") else 1.0
+    loss_per_pct = math.log(1.01) / k
+    seconds_per_pct = 0.1 * request.tradeoff / 100.0     # at the 0.1 s/token reference
+    return loss_per_pct / seconds_per_pct
+
+
+def _finish(tmap: TensorMap, hw, budget: Budget, request: PlanRequest, layer_device: tuple[str, ...],
+            types: dict[str, str], devices: dict[str, str], sol: Solution | None, quality,
+            notes: list[str]) -> Plan:
+    cfg = request.run
+    placement = Placement(devices, layer_device, budget.devices)
+    mem = memory_report(tmap, types, placement, budget.bytes, cfg)
+    if not mem.fits:
+        raise InfeasibleBudgetError("internal re-check failed: " + "; ".join(mem.problems()),
+                                    shortfall_bytes=mem.shortfall())
+    spd = estimate_speed(tmap, types, placement, hw, cfg)
+    sizes = mix_bytes(tmap, types)
+    total = sum(sizes.values())
+    q = quality.estimate(types) if quality is not None else None
+    info = None
+    if sol is not None:
+        info = SolverInfo(sol.status, sol.gap, sol.wall_s, sol.objective,
+                          "placement" if request.objective == "placement" else request.objective,
+                          sol.n_classes, sol.n_vars, sol.scaling_error_bound)
+    return Plan(model=tmap.name, model_source=tmap.source, engine=cfg.engine, base_type=request.base_type,
+                run=cfg, types=dict(types), devices=dict(devices), layer_device=layer_device,
+                budgets=dict(budget.bytes), total_bytes=total, n_elements=tmap.n_elements,
+                bpw=8.0 * total / tmap.n_elements, memory=mem, speed=spd, quality=q, solver=info,
+                notes=tuple(notes))
+
+
+def _solve_with_layers(tmap, hw, budget, request, *, types, quality) -> tuple[tuple[str, ...], Solution]:
+    """Try all layers on the GPUs first; if attention + KV do not fit, move the first layers to CPU."""
+    n = tmap.params.n_layer
+    last_err: InfeasibleBudgetError | None = None
+    tried = [0] if not budget.gpus else sorted({0, *range(max(1, n // 16), n + 1, max(1, n // 16)), n})
+    for n_cpu in tried:
+        layer_device = layer_split(n, budget, n_cpu)
+        groups, fixed = build_groups(tmap, layer_device, budget, hw, request.run, types=types,
+                                     request=request, quality=quality)
+        cap = capacities(tmap, layer_device, budget, request.run, fixed)
+        if any(c < 0 for c in cap.values()):
+            last_err = InfeasibleBudgetError("fixed terms alone exceed a device budget",
+                                             shortfall_bytes={d: -c for d, c in cap.items() if c < 0})
+            continue
+        obj = _objective(request, quality, types is not None)
+        try:
+            return layer_device, solve(groups, cap, obj)
+        except InfeasibleBudgetError as exc:
+            last_err = exc
+    assert last_err is not None
+    raise last_err
+
+
+def _objective(request: PlanRequest, quality, placement_only: bool) -> Objective:
+    max_s = 1.0 / request.min_tg if request.min_tg else None
+    if placement_only:
+        return Objective("speed", max_seconds=max_s, time_limit_s=request.time_limit_s)
+    return Objective(request.objective, max_seconds=max_s, max_total_bytes=request.max_size_bytes,
+                     seconds_weight=objective_weight(quality, request), time_limit_s=request.time_limit_s)
+
+
+def _expand(sol: Solution, groups_tensors: Mapping[str, tuple[str, ...]]) -> tuple[dict, dict]:
+    types, devices = {}, {}
+    for key, opt in sol.choice.items():
+        names = groups_tensors[key]
+        tnames = opt.type_name.split("+")
+        for i, n in enumerate(names):
+            types[n] = tnames[i] if len(tnames) > 1 else tnames[0]
+            devices[n] = opt.device
+    return types, devices
+
+
+def place(tmap: TensorMap, types: Mapping[str, str], hw, request: PlanRequest) -> Plan:
+    """Choose a device for every tensor of a fixed mix, maximising predicted TG within every budget.
+
+    Raises:
+        InfeasibleBudgetError: with the shortfall per device and the nearest feasible options.
+    """
+    budget = Budget.from_hardware(hw)
+    try:
+        layer_device, sol = _solve_with_layers(tmap, hw, budget, replace(request, objective="placement"),
+                                               types=types, quality=None)
+    except InfeasibleBudgetError as exc:
+        raise _with_options(exc, tmap, types, budget, request) from None
+    return _assemble(tmap, hw, budget, replace(request, objective="placement"), layer_device, sol,
+                     fixed_types=types, quality=None)
+
+
+def _assemble(tmap, hw, budget, request, layer_device, sol, *, fixed_types, quality) -> Plan:
+    groups, _ = build_groups(tmap, layer_device, budget, hw, request.run, types=fixed_types,
+                             request=request, quality=quality)
+    gmap = {g.key: g.tensors for g in groups}
+    types, devices = _expand(sol, gmap)
+    for t in tmap.tensors:
+        if t.name not in types:
+            types[t.name] = fixed_types.get(t.name, t.dtype) if fixed_types else t.dtype
+        if t.name not in devices:
+            devices[t.name] = (CPU if t.role == "token_embd" else
+                               layer_device[t.layer] if t.layer is not None else
+                               (budget.gpus[-1] if budget.gpus else CPU))
+    notes = []
+    n_cpu = sum(1 for d in layer_device if d == CPU)
+    if budget.gpus and n_cpu:
+        notes.append(f"attention and KV of the first {n_cpu} layers stay on the CPU (-ngl {len(layer_device) - n_cpu})")
+    return _finish(tmap, hw, budget, request, layer_device, types, devices, sol, quality, notes)
+
+
+def joint_plan(tmap: TensorMap, hw, request: PlanRequest, quality) -> Plan:
+    """Choose quant types and devices together (the ILP of issue 6)."""
+    budget = Budget.from_hardware(hw)
+    try:
+        layer_device, sol = _solve_with_layers(tmap, hw, budget, request, types=None, quality=quality)
+    except InfeasibleBudgetError as exc:
+        raise _with_options(exc, tmap, None, budget, request) from None
+    return _assemble(tmap, hw, budget, request, layer_device, sol, fixed_types=None, quality=quality)
+
+
+def _with_options(exc: InfeasibleBudgetError, tmap: TensorMap, types, budget: Budget,
+                  request: PlanRequest) -> InfeasibleBudgetError:
+    """Name the nearest feasible changes: more RAM, a smaller context or KV type."""
+    cfg = request.run
+    cat = catalogue()
+    smallest = {}
+    for t in tmap.tensors:
+        if types is not None:
+            smallest[t.name] = cat.get(types.get(t.name, t.dtype)).tensor_bytes(t.shape)
+        elif _quantizable(t) and t.role != "token_embd" or t.role == "token_embd" and _quantizable(t):
+            cands = candidate_types(t, cfg.qengine, allow=request.allow or None, deny=request.deny,
+                                    has_imatrix=request.has_imatrix, on_gpu=False) or [t.dtype]
+            smallest[t.name] = min(cat.get(c).tensor_bytes(t.shape) for c in cands)
+        else:
+            smallest[t.name] = cat.get(t.dtype).tensor_bytes(t.shape)
+    weights = sum(smallest.values())
+    kv = kv_bytes_per_layer(tmap.params, cfg) * tmap.params.n_layer
+    gpu_usable = sum(max(0, budget.bytes[g] - cfg.gpu_margin_bytes) for g in budget.gpus)
+    need_total = weights + kv + cfg.os_reserve_bytes + compute_buffer_bytes(
+        tmap, cfg, holds_layers=True, holds_output=True, is_gpu=False)
+    ram_needed = max(0, need_total - gpu_usable)
+    have = budget.bytes[CPU]
+    options = []
+    if ram_needed > have:
+        options.append(f"--ram {math.ceil(ram_needed / GIB)} (with this VRAM)")
+        vram_needed = need_total - have + cfg.gpu_margin_bytes * max(1, len(budget.gpus))
+        options.append(f"--vram {math.ceil(vram_needed / GIB)} (with this RAM)")
+    if cfg.ctx > 4096:
+        options.append("a smaller context such as --ctx 4096")
+    if cfg.type_k not in ("q4_0",):
+        options.append("a smaller KV cache type such as --kv q4_0")
+    short = exc.shortfall_bytes or {}
+    if ram_needed > have and not short:
+        short = {"RAM+VRAM": ram_needed - have}
+    what = "the smallest allowed mix" if types is None else "this mix"
+    return InfeasibleBudgetError(
+        f"{tmap.name}: {what} does not fit {' + '.join(f'{budget.bytes[d] / GIB:.0f} GiB {d}' for d in budget.devices)}",
+        shortfall_bytes=short, options=options)
