@@ -1,0 +1,127 @@
+"""Recipe emitter: a plan's per-tensor types as a short, first-match-safe --custom-q / --tensor-type.
+
+Rules are built per (role, type) over layer ranges, made disjoint so rule order cannot matter, and
+verified by re-applying them through the llama-quantize emulation (planner.quantize) to every tensor:
+the result must equal the plan, or nothing is emitted.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from planner.launch import layers_regex
+from planner.quants import catalogue
+from planner.tensors import TensorMap
+
+
+@dataclass(frozen=True, slots=True)
+class Recipe:
+    engine: str
+    base_type: str
+    rules: tuple[tuple[str, str], ...]        # (regex, type) in order
+    custom_q: str                             # ik: the --custom-q argument; mainline: space-joined --tensor-type items
+
+    def quantize_argv(self, src: str, dst: str, *, imatrix: str | None = None, threads: int | None = None,
+                      binary: str = "llama-quantize") -> list[str]:
+        argv = [binary]
+        if self.engine == "mainline":
+            for rx, ty in self.rules:
+                argv += ["--tensor-type", f"{rx}={ty}"]
+        else:
+            argv += ["--custom-q", self.custom_q]
+        if imatrix:
+            argv += ["--imatrix", imatrix]
+        argv += [src, dst, self.base_type]
+        if threads:
+            argv.append(str(threads))
+        return argv
+
+    def quantize_command(self, src: str, dst: str, **kw) -> str:
+        return " ".join(shlex.quote(a) for a in self.quantize_argv(src, dst, **kw))
+
+
+def _role_rx(roles: Sequence[str]) -> str:
+    roles = sorted(set(roles))
+    if len(roles) == 1:
+        return re.escape(roles[0]).replace(r"\_", "_")
+    # factor a common prefix such as attn_ or ffn_
+    prefix = roles[0].split("_")[0] + "_"
+    if all(r.startswith(prefix) for r in roles):
+        return prefix + "(" + "|".join(r[len(prefix):] for r in roles) + ")"
+    return "(" + "|".join(roles) + ")"
+
+
+def build_recipe(tmap: TensorMap, types: Mapping[str, str], *, engine: str = "ik",
+                 base_type: str | None = None) -> Recipe:
+    """Compress ``types`` (tensor -> stored type) into rules and verify them by re-application.
+
+    Raises:
+        AssertionError: the compressed recipe would not reproduce the plan (never emitted).
+    """
+    from planner.quantize import QuantizeSpec, is_quantizable
+
+    spec0 = QuantizeSpec(engine=engine)
+    quantized = [t for t in tmap.tensors if is_quantizable(t, spec0)]
+    n_layer = tmap.params.n_layer
+    # (role) -> {type: [layers]}
+    by_role: dict[str, dict[str, list[int]]] = {}
+    globals_: list[tuple[str, str]] = []
+    for t in quantized:
+        ty = types[t.name]
+        if t.layer is None:
+            globals_.append((t.name, ty))
+        else:
+            by_role.setdefault(t.role, {}).setdefault(ty, []).append(t.layer)
+    # roles whose whole-layer-set assignment is identical are merged into one rule
+    signature: dict[tuple, list[str]] = {}
+    for role, per_type in by_role.items():
+        sig = tuple(sorted((ty, tuple(sorted(ls))) for ty, ls in per_type.items()))
+        signature.setdefault(sig, []).append(role)
+    rules: list[tuple[str, str]] = []
+    all_layers = tuple(sorted({t.layer for t in tmap.tensors if t.layer is not None}))
+    for sig, roles in sorted(signature.items(), key=lambda kv: sorted(kv[1])):
+        role_rx = _role_rx(roles)
+        for ty, layers in sorted(sig, key=lambda x: (x[1][0], x[0])):
+            lx = r".*" if tuple(layers) == all_layers else layers_regex(layers)
+            rules.append((rf"blk\.{lx}\.{role_rx}\.weight", ty))
+    for name, ty in globals_:
+        rules.append(("^" + re.escape(name).replace(r"\_", "_"), ty))
+    if base_type is None:
+        base_type = _base_for(types, tmap, engine)
+    sep = "," if engine != "mainline" else " "
+    recipe = Recipe(engine, base_type, tuple(rules), sep.join(f"{rx}={ty}" for rx, ty in rules))
+    verify_recipe(tmap, types, recipe)
+    return recipe
+
+
+def _base_for(types: Mapping[str, str], tmap: TensorMap, engine: str) -> str:
+    """The named ftype whose default type carries most of the plan's bytes (sets general.file_type)."""
+    from planner.quantize import ftype_for_type
+
+    weight = Counter()
+    for t in tmap.tensors:
+        ty = catalogue().get(types[t.name])
+        if ty.is_quantized:
+            weight[ty.name] += ty.tensor_bytes(t.shape)
+    for name, _ in weight.most_common():
+        ft = ftype_for_type(name, engine)
+        if ft:
+            return ft
+    return "Q8_0"
+
+
+def verify_recipe(tmap: TensorMap, types: Mapping[str, str], recipe: Recipe) -> None:
+    from planner.quantize import QuantizeSpec, Rule, quantize
+
+    spec = QuantizeSpec(base_type=recipe.base_type, engine=recipe.engine,
+                        custom_q=tuple(Rule(rx, ty, i) for i, (rx, ty) in enumerate(recipe.rules)))
+    fp = quantize(tmap, spec)
+    got = {r.name: r.type_name for r in fp.tensors}
+    bad = [n for n in got if got[n] != types.get(n, got[n])]
+    if bad:
+        raise AssertionError(f"recipe does not reproduce the plan for {len(bad)} tensors, e.g. {bad[0]}: "
+                             f"{got[bad[0]]} != {types[bad[0]]}")
