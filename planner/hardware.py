@@ -507,6 +507,18 @@ def _probe_gpus(nvml: Any, notes: list[str], fallback: GPU | None) -> tuple[list
     return gpus, sources
 
 
+def _disk_free(disk_path: str | os.PathLike[str], system: Any, notes: list[str]) -> int | None:
+    """Free bytes on the disk that holds ``disk_path`` (or its nearest existing parent: a model not yet fetched)."""
+    where = Path(disk_path)
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    try:
+        return int(system.disk_usage(str(where)).free)
+    except Exception as exc:  # noqa: BLE001
+        notes.append(f"free disk space at {disk_path} unavailable ({_exc(exc)})")
+        return None
+
+
 def probe(root: Path = Path("/"), nvml: Any = None, disk_path: str | os.PathLike[str] | None = None, *,
           system: Any = None) -> Hardware:
     """Describe this machine.
@@ -563,15 +575,7 @@ def probe(root: Path = Path("/"), nvml: Any = None, disk_path: str | os.PathLike
         notes.append(f"physical core count not reported by psutil; using {physical}")
     mem_limit, cpu_quota = _cgroup_limits(root)
 
-    disk_free = None
-    if disk_path is not None:
-        where = Path(disk_path)
-        while not where.exists() and where != where.parent:
-            where = where.parent
-        try:
-            disk_free = int(system.disk_usage(str(where)).free)
-        except Exception as exc:  # noqa: BLE001
-            notes.append(f"free disk space at {disk_path} unavailable ({_exc(exc)})")
+    disk_free = _disk_free(disk_path, system, notes) if disk_path is not None else None
 
     gpus, gpu_src = _probe_gpus(nvml, notes, default.gpus[0] if default.gpus else None)
 
@@ -965,7 +969,7 @@ def resolve_hardware(*, profile: str | os.PathLike[str] | None = None, vram: Seq
 
     ``vram`` is GiB per GPU (``[]`` or ``[0]``: CPU only), ``ram`` GiB, ``gpu`` a model in the GPU spec table
     (sets name, bandwidth and PCIe of every GPU; alone on a GPU-less base it adds one card of the model's size),
-    ``ram_bw`` GB/s.
+    ``ram_bw`` GB/s.  ``disk_path`` (the model) adds the free space of its disk on this machine.
 
     Raises:
         UsageError: a flag value is out of range or ``gpu`` is unknown.
@@ -989,10 +993,16 @@ def resolve_hardware(*, profile: str | os.PathLike[str] | None = None, vram: Seq
             f"{DEFAULT_PROFILE}",))
     else:
         base = probe_fn(disk_path=disk_path) if disk_path is not None else probe_fn()
+        disk_path = None  # the probe measured it
 
     src = dict(base.sources)
     notes = list(base.notes)
     changes: dict[str, Any] = {}
+    if disk_path is not None:  # the model's disk is on this machine whatever the profile says
+        import psutil
+
+        changes["disk_free_bytes"] = _disk_free(disk_path, psutil, notes)
+        src["disk_free_bytes"] = "probed"
     gpus = list(base.gpus)
 
     if vram is not None:
