@@ -798,7 +798,8 @@ def _load(path: Path) -> tuple[Hardware, str]:
     for i in range(len(gpus)):
         src.update(_gpu_sources(i, "profile"))
     hw = Hardware(
-        gpus=tuple(gpus), ram_total_bytes=gib_to_bytes(mem["total_gib"]), ram_available_bytes=opt_bytes("available_gib"),
+        gpus=tuple(gpus), ram_total_bytes=gib_to_bytes(mem["total_gib"]),
+        ram_available_bytes=opt_bytes("available_gib"),
         ram_limit_bytes=opt_bytes("limit_gib"), cpu_model=cpu["model"], physical_cores=cpu["physical_cores"],
         logical_cores=cpu["logical_cores"], cpu_quota_cores=cpu.get("quota_cores"),
         cpu_flags=tuple(f for f in CPU_FLAGS if f in cpu.get("flags", [])), ram_bw_gbs=float(bandwidth),

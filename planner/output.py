@@ -117,7 +117,8 @@ def render_hardware(hw: Any) -> None:
                      g.source))
         rows.append(("  memory", gib(g.total_bytes) + free, hw.source_of(f"gpus[{i}].total_bytes")))
         rows.append(("  memory bandwidth", f"{g.mem_bw_gbs:g} GB/s", hw.source_of(f"gpus[{i}].mem_bw_gbs")))
-        rows.append(("  host→device", f"{g.h2d_gbs:g} GB/s ({pcie(g)}, estimate)", hw.source_of(f"gpus[{i}].h2d_gbs")))
+        rows.append(("  host→device", f"{g.h2d_gbs:g} GB/s ({pcie(g)}, estimate)",
+                     hw.source_of(f"gpus[{i}].h2d_gbs")))
     ram_bw = f"{hw.ram_bw_gbs:g} GB/s"
     if hw.ram_channels and hw.ram_mts:
         ram_bw += f" ({hw.ram_channels} channels x {hw.ram_mts} MT/s)"
@@ -136,7 +137,8 @@ def render_hardware(hw: Any) -> None:
         ("CPU flags", " ".join(hw.cpu_flags) or "none of interest", hw.source_of("cpu_flags")),
     ]
     for node in hw.numa_nodes:
-        rows.append((f"NUMA node {node.id}", f"{gib(node.mem_total_bytes)}, cpus {node.cpus}", hw.source_of("numa_nodes")))
+        rows.append((f"NUMA node {node.id}", f"{gib(node.mem_total_bytes)}, cpus {node.cpus}",
+                     hw.source_of("numa_nodes")))
     rows += [
         ("THP enabled / defrag", f"{opt(hw.thp_enabled)} / {opt(hw.thp_defrag)}", hw.source_of("thp_enabled")),
         ("hugepages free", opt(hw.hugepages_free), hw.source_of("hugepages_free")),

@@ -595,7 +595,8 @@ def test_vram_or_ram_without_profile_describes_a_machine_by_hand():
 
 def test_disk_free_is_measured_here_even_with_a_profile(tmp_path):
     hw = resolve_hardware(profile=DEFAULT_PROFILE, disk_path=tmp_path / "not-yet.gguf", probe_fn=_no_probe)
-    assert abs(hw.disk_free_bytes - psutil.disk_usage(str(tmp_path)).free) < GIB  # tmp_path's disk, give or take writes
+    # tmp_path's disk, give or take other writes meanwhile
+    assert abs(hw.disk_free_bytes - psutil.disk_usage(str(tmp_path)).free) < GIB
     assert hw.source_of("disk_free_bytes") == "probed" and hw.source_of("ram_total_bytes") == "profile"
     seen = {}
     probed = resolve_hardware(disk_path="/models/x.gguf", probe_fn=lambda **kw: seen.update(kw) or
