@@ -116,3 +116,324 @@ def profiles_command(as_json):
     from planner import hardware, output
 
     output.emit(hardware.list_profiles(), as_json=as_json, render=output.render_profiles)
+
+
+# --- model, recipe and run options (shared) -----------------------------------------------------
+
+def model_options(func):
+    """MODEL plus the recipe options of `footprint` (they win over a GGUF's stored types)."""
+    options = [
+        click.option("--base-type", metavar="FTYPE", help="llama-quantize base type, e.g. IQ3_K, Q4_K_M"),
+        click.option("--custom-q", "custom_q", multiple=True, metavar="RE=TYPE,...",
+                     help="ik --custom-q rules (mainline: --tensor-type items); repeatable"),
+        click.option("--recipe-file", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+                     help="recipe file: one regex=type per line, # comments"),
+        click.option("--token-embedding-type", metavar="TYPE"),
+        click.option("--output-tensor-type", metavar="TYPE"),
+        click.option("--pure", is_flag=True, help="llama-quantize --pure (no per-tensor default rules)"),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def run_options(func):
+    """Context, KV cache, batch and load flags that change memory and speed."""
+    options = [
+        click.option("--engine", type=click.Choice(["ik", "ik-2025", "mainline"]), default="ik", show_default=True,
+                     help="engine profile the flags and type sets are for"),
+        click.option("--ctx", default="32768", show_default=True, metavar="N|max", help="context length"),
+        click.option("--kv", default="q8_0", show_default=True, metavar="TYPE", help="KV cache type (-ctk and -ctv)"),
+        click.option("--ub", "ubatch", type=int, default=512, show_default=True, help="-ub micro-batch"),
+        click.option("--amb", type=int, default=512, show_default=True, help="-amb MiB (ik)"),
+        click.option("--load", type=click.Choice(["rtr", "no-mmap", "mmap"]), default=None,
+                     help="how weights are loaded (default: rtr for ik, mmap for mainline)"),
+        click.option("--threads", type=int, default=None, help="CPU threads (default: physical cores)"),
+        click.option("--gpu-margin", type=float, default=1.0, show_default=True, metavar="GIB",
+                     help="VRAM kept free per GPU"),
+        click.option("--os-reserve", type=float, default=4.0, show_default=True, metavar="GIB",
+                     help="RAM kept for the OS and the server process"),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _run_config(engine, ctx, kv, ubatch, amb, load, threads, gpu_margin, os_reserve, hw=None):
+    from planner.launch import engine_profile
+    from planner.memory import RunConfig
+
+    if ctx != "max":
+        try:
+            ctx_n = int(ctx)
+        except ValueError:
+            raise click.BadParameter(f"--ctx expects a number or 'max', got {ctx!r}") from None
+    else:
+        ctx_n = 0
+    return RunConfig(engine=engine, ctx=ctx_n, type_k=kv, type_v=kv, ubatch=ubatch, amb=amb,
+                     load=load or engine_profile(engine)["default_load"],
+                     threads=threads or (hw.threads_default if hw is not None else None),
+                     gpu_margin_bytes=int(gpu_margin * (1 << 30)), os_reserve_bytes=int(os_reserve * (1 << 30)))
+
+
+def _recipe_text(recipe_file):
+    if not recipe_file:
+        return None
+    from pathlib import Path
+
+    return Path(recipe_file).read_text()
+
+
+@main.command("inspect")
+@click.argument("model", required=False)
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of tables")
+def inspect_command(model, as_json):
+    """Show a model's tensors: architecture, parameters, size, BPW, types, per-role and per-layer bytes.
+
+    MODEL is a GGUF file (or the first shard of a split), a config.json, a URL, or a built-in name
+    (default: qwen3-235b-a22b).
+
+    \b
+    Examples:
+      gguf-planner inspect qwen3-235b-a22b
+      gguf-planner inspect Qwen3-235B-A22B-mix-IQ3_K-00001-of-00003.gguf --json
+    """
+    from planner import output
+    from planner.source import load_model
+    from planner.summary import summarize
+
+    output.emit(summarize(load_model(model)), as_json=as_json, render=output.render_summary)
+
+
+@main.command("footprint")
+@click.argument("model", required=False)
+@model_options
+@click.option("--engine", type=click.Choice(["ik", "mainline"]), default="ik", show_default=True)
+@click.option("--all-tensors", is_flag=True, help="list every tensor, not only the first of each role")
+@click.option("--json", "as_json", is_flag=True)
+def footprint_command(model, base_type, custom_q, recipe_file, token_embedding_type, output_tensor_type, pure,
+                      engine, all_tensors, as_json):
+    """Predict what llama-quantize writes: per-tensor types, bytes, GiB, BPW, per-type counts, fallbacks.
+
+    \b
+    Examples:
+      gguf-planner footprint qwen3-235b-a22b --base-type IQ3_K --recipe-file examples/seed-mix-IQ3_K.recipe
+      gguf-planner footprint model-bf16.gguf --base-type Q4_K_M --json
+    """
+    from planner import output
+    from planner.plan import mix_from_options
+    from planner.source import load_model
+
+    tmap = load_model(model)
+    _, fp = mix_from_options(tmap, base_type=base_type or "IQ3_K" if engine == "ik" else base_type or "Q4_K_M",
+                             custom_q=custom_q, recipe_text=_recipe_text(recipe_file), engine=engine,
+                             token_embedding_type=token_embedding_type, output_tensor_type=output_tensor_type,
+                             pure=pure)
+    output.emit(fp, as_json=as_json, render=lambda f: output.render_footprint(f, all_tensors=all_tensors))
+
+
+def _write_json_out(doc, out, force):
+    if not out:
+        return
+    from pathlib import Path
+
+    from planner import output
+    from planner.launch import write_new_file
+
+    write_new_file(Path(out), output.dumps(doc), force=force)
+    output.note(f"wrote {out}")
+
+
+@main.command("place")
+@click.argument("model", required=False)
+@model_options
+@hardware_options
+@run_options
+@click.option("--model-path", metavar="PATH", help="path of the GGUF in the emitted command (default: MODEL)")
+@click.option("--min-tg", type=float, help="refuse placements slower than this many tokens/s")
+@click.option("--out", type=click.Path(dir_okay=False), help="write the plan JSON here")
+@click.option("--force", is_flag=True, help="let --out overwrite")
+@click.option("--json", "as_json", is_flag=True)
+def place_command(model, base_type, custom_q, recipe_file, token_embedding_type, output_tensor_type, pure,
+                  hw_opts, engine, ctx, kv, ubatch, amb, load, threads, gpu_margin, os_reserve, model_path,
+                  min_tg, out, force, as_json):
+    """Choose GPU(s) or CPU for every tensor of a given mix, maximising predicted generation speed.
+
+    \b
+    Examples:
+      gguf-planner place qwen3-235b-a22b --recipe-file examples/seed-mix-IQ3_K.recipe --profile rtx3090ti-9950x-96g
+      gguf-planner place model.gguf --vram 24,24 --ram 256 --ctx max --engine mainline
+    """
+    from planner import hardware, output
+    from planner.plan import PlanRequest, document, mix_from_options, place_with_ctx
+    from planner.source import load_model
+
+    tmap = load_model(model)
+    hw = hardware.hardware_from_options(**hw_opts)
+    run = _run_config(engine, ctx, kv, ubatch, amb, load, threads, gpu_margin, os_reserve, hw)
+    types, _ = mix_from_options(tmap, base_type=base_type, custom_q=custom_q, recipe_text=_recipe_text(recipe_file),
+                                engine=engine, token_embedding_type=token_embedding_type,
+                                output_tensor_type=output_tensor_type, pure=pure)
+    plan = place_with_ctx(tmap, types, hw, PlanRequest(run=run, min_tg=min_tg), ctx_max=(ctx == "max"))
+    doc = document(tmap, plan, model_path=model_path or model or f"{tmap.name}.gguf", with_recipe=False)
+    _write_json_out(doc, out, force)
+    output.emit(doc, as_json=as_json, render=output.render_plan)
+
+
+@main.command("check", context_settings={"ignore_unknown_options": True})
+@click.argument("model", required=False)
+@model_options
+@hardware_options
+@click.option("--engine", type=click.Choice(["ik", "ik-2025", "mainline"]), default="ik", show_default=True)
+@click.option("--gpu-margin", type=float, default=1.0, show_default=True, metavar="GIB")
+@click.option("--os-reserve", type=float, default=4.0, show_default=True, metavar="GIB")
+@click.option("--json", "as_json", is_flag=True)
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def check_command(model, base_type, custom_q, recipe_file, token_embedding_type, output_tensor_type, pure, hw_opts,
+                  engine, gpu_margin, os_reserve, as_json, command):
+    """Predict memory per device and speed of your own llama-server command, and what will not fit.
+
+    Put the command after `--`. The model is the command's -m unless MODEL or recipe options are given
+    (they win, so a mix can be checked before it is made). Exits 2 when it does not fit.
+
+    \b
+    Examples:
+      gguf-planner check --profile rtx3090ti-9950x-96g -- llama-server -m model.gguf -c 32768 -ngl 99 -ot "blk\\.[2-9][0-9]\\.ffn.*=CPU"
+      gguf-planner check qwen3-235b-a22b --recipe-file examples/seed-mix-IQ3_K.recipe --vram 24 --ram 96 -- llama-server -c 32768 -ctk q8_0 -ctv q8_0 -ngl 99 -rtr
+    """
+    import dataclasses
+
+    from planner import hardware, output
+    from planner.errors import UsageError
+    from planner.launch import parse_server_command, placement_from_command
+    from planner.plan import evaluate, mix_from_options
+    from planner.source import load_model
+
+    if not command:
+        raise UsageError("give the llama-server command after --")
+    parsed = parse_server_command(list(command), engine=engine)
+    if not (model or parsed.model):
+        raise UsageError("no model: give MODEL or -m in the command")
+    tmap = load_model(model or parsed.model)
+    hw = hardware.hardware_from_options(**hw_opts)
+    run = dataclasses.replace(parsed.run, ctx=parsed.run.ctx or tmap.params.n_ctx_train,
+                              threads=parsed.run.threads or hw.threads_default,
+                              gpu_margin_bytes=int(gpu_margin * (1 << 30)), os_reserve_bytes=int(os_reserve * (1 << 30)))
+    types, _ = mix_from_options(tmap, base_type=base_type, custom_q=custom_q, recipe_text=_recipe_text(recipe_file),
+                                engine=engine, token_embedding_type=token_embedding_type,
+                                output_tensor_type=output_tensor_type, pure=pure)
+    placement = placement_from_command(tmap, parsed, [f"CUDA{g.index}" for g in hw.gpus])
+    result = evaluate(tmap, types, placement, hw, run)
+    output.emit(result, as_json=as_json, render=output.render_check)
+    if not result.memory.fits:
+        sys.exit(2)
+
+
+@main.command("export")
+@click.option("--plan", "plan_file", type=click.Path(exists=True, dir_okay=False), required=True,
+              help="a plan JSON from `plan --out` or `place --out`")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="script to write, e.g. run.sh")
+@click.option("--model-path", metavar="PATH", help="GGUF path baked into the script (MODEL env var overrides it)")
+@click.option("--port", type=int, default=8080, show_default=True)
+@click.option("--check-binary", type=click.Path(exists=True, dir_okay=False), help="refuse flags this binary lacks")
+@click.option("--force", is_flag=True, help="overwrite an existing script")
+def export_command(plan_file, out, model_path, port, check_binary, force):
+    """Write a bash launch script for a plan (set -euo pipefail, quoted arguments, predictions as comments).
+
+    \b
+    Examples:
+      gguf-planner plan --vram 24 --ram 96 --out plan.json
+      gguf-planner export --plan plan.json --out run.sh --model-path /models/mix-00001-of-00003.gguf
+    """
+    from pathlib import Path
+
+    from planner import output
+    from planner.launch import build_launch, check_flags, export_script, help_of_binary, write_new_file
+    from planner.plan import load_plan_json, script_comments
+
+    tmap, types, devices, layer_device, run, saved_path = load_plan_json(plan_file)
+    path = model_path or saved_path or f"{tmap.name}.gguf"
+    launch = build_launch(tmap, devices, layer_device, run, path, port=port)
+    if check_binary:
+        check_flags(launch.argv, help_of_binary(check_binary))
+    text = export_script(launch, model_path=path, port=port, comments=script_comments(plan_file))
+    write_new_file(Path(out), text, force=force, mode=0o755)
+    output.note(f"wrote {out}")
+
+
+@main.command("plan")
+@click.argument("model", required=False)
+@hardware_options
+@run_options
+@click.option("--objective", type=click.Choice(["balanced", "quality", "speed"]), default="balanced", show_default=True)
+@click.option("--min-tg", type=float, help="minimum predicted generation speed, tokens/s")
+@click.option("--max-size", type=float, metavar="GIB", help="cap on the total size of the weights")
+@click.option("--allow", multiple=True, metavar="TYPE", help="candidate types (repeatable; default: a curated set)")
+@click.option("--deny", multiple=True, metavar="TYPE", help="types never to use (repeatable)")
+@click.option("--fixed", multiple=True, metavar="REGEX=TYPE", help="pin matching tensors to a type (repeatable)")
+@click.option("--imatrix", type=click.Path(exists=True, dir_okay=False), help="imatrix file (.dat or GGUF)")
+@click.option("--no-imatrix", is_flag=True, help="plan for quantizing without an imatrix")
+@click.option("--tradeoff", type=float, default=10.0, show_default=True,
+              help="balanced objective: %% faster generation worth 1 %% of perplexity")
+@click.option("--model-path", metavar="PATH", help="output GGUF path used in the emitted commands")
+@click.option("--out", type=click.Path(dir_okay=False), help="write the plan JSON here")
+@click.option("--force", is_flag=True)
+@click.option("--json", "as_json", is_flag=True)
+def plan_command(model, hw_opts, engine, ctx, kv, ubatch, amb, load, threads, gpu_margin, os_reserve, objective,
+                 min_tg, max_size, allow, deny, fixed, imatrix, no_imatrix, tradeoff, model_path, out, force, as_json):
+    """Choose quant types and device placement together (exact ILP), and emit the recipe and launch command.
+
+    Without hardware flags the machine is probed; --vram/--ram describe a machine by hand and the remaining
+    figures come from the default profile (the seed rig). A quantized GGUF keeps its types (this is `place`).
+
+    \b
+    Examples:
+      gguf-planner plan --vram 24 --ram 96
+      gguf-planner plan qwen3-235b-a22b --profile rtx4090-7950x-192g --ctx 65536 --out plan.json
+      gguf-planner plan --vram 24,24 --ram 256 --engine mainline --min-tg 12
+    """
+    from planner import hardware, output
+    from planner.plan import plan_command_impl
+
+    hw = hardware.hardware_from_options(**hw_opts)
+    run = _run_config(engine, ctx, kv, ubatch, amb, load, threads, gpu_margin, os_reserve, hw)
+    doc = plan_command_impl(model, hw, run, objective=objective, min_tg=min_tg, max_size_gib=max_size,
+                            allow=allow, deny=deny, fixed=fixed, imatrix=imatrix, has_imatrix=not no_imatrix,
+                            tradeoff=tradeoff, model_path=model_path, ctx_max=(ctx == "max"))
+    _write_json_out(doc, out, force)
+    output.emit(doc, as_json=as_json, render=output.render_plan)
+
+
+@main.command("compare")
+@click.argument("candidates", nargs=-1, required=True)
+@click.option("--model", "model", help="model the named ftypes and recipes apply to (default: qwen3-235b-a22b)")
+@hardware_options
+@run_options
+@click.option("--plot", type=click.Path(dir_okay=False), help="write size vs quality (speed as colour), .png or .svg")
+@click.option("--force", is_flag=True, help="let --plot overwrite")
+@click.option("--json", "as_json", is_flag=True)
+def compare_command(candidates, model, hw_opts, engine, ctx, kv, ubatch, amb, load, threads, gpu_margin,
+                    os_reserve, plot, force, as_json):
+    """Compare candidate mixes side by side on this hardware: size, BPW, fit, GPU/CPU bytes, speed, quality.
+
+    A candidate is a named ftype (IQ3_K), a recipe string (re=type,...), a recipe file, a GGUF file, or a
+    plan JSON. Non-dominated rows (size, TG, quality) are marked.
+
+    \b
+    Examples:
+      gguf-planner compare IQ3_K IQ4_KS Q4_K_M examples/seed-mix-IQ3_K.recipe --vram 24 --ram 96 --plot out.png
+    """
+    from planner import hardware, output
+    from planner.compare import compare, plot_comparison
+
+    hw = hardware.hardware_from_options(**hw_opts)
+    run = _run_config(engine, ctx, kv, ubatch, amb, load, threads, gpu_margin, os_reserve, hw)
+    result = compare(list(candidates), model=model, hw=hw, run=run)
+    if plot:
+        plot_comparison(result, plot, force=force)
+        output.note(f"wrote {plot}")
+    output.emit(result, as_json=as_json, render=output.render_compare)
+
+
+def run() -> None:  # pragma: no cover - console entry alias
+    main()

@@ -172,3 +172,128 @@ def render_profiles(profiles: Any) -> None:
     for row in rows:
         table.add_row(*row)
     _console().print(table)
+
+
+# --- renderers for the model, footprint, plan, check and compare commands ----------------------
+
+def _counts_block(counts) -> str:
+    from planner.quantize import format_type_counts
+
+    return format_type_counts(counts)
+
+
+def render_summary(s) -> None:
+    print_kv(f"{s.name} ({s.arch})", [
+        ("source", s.source), ("layers", s.n_layer),
+        ("experts", f"{s.n_expert} ({s.n_expert_used} used)" if s.n_expert else "dense"),
+        ("tensors", s.n_tensors), ("parameters", f"{s.n_elements:,} ({s.n_elements / 1e9:.2f} B)"),
+        ("size", f"{gib(s.total_bytes)} ({s.bpw:.3f} BPW), {s.total_bytes:,} bytes"),
+        ("file", f"{s.file_bytes:,} bytes" if s.file_bytes else "n/a (built-in description)"),
+    ])
+    print_text(_counts_block(s.type_counts))
+    print_table("per role", ["role", "tensors", "parameters", "size", "types"],
+                [(r.role, r.tensors, f"{r.n_elements:,}", mib(r.bytes), r.types) for r in s.roles],
+                justify=["left", "right", "right", "right", "left"])
+    layers = s.layer_bytes
+    if layers:
+        rows = []
+        start = 0
+        for i in range(1, len(layers) + 1):
+            if i == len(layers) or layers[i] != layers[start]:
+                rows.append((f"{start}" if i - 1 == start else f"{start}-{i - 1}", mib(layers[start])))
+                start = i
+        rows.append(("outside layers", mib(s.nonlayer_bytes)))
+        print_table("per layer", ["layers", "size per layer"], rows, justify=["left", "right"])
+
+
+def render_footprint(fp, *, all_tensors: bool = False) -> None:
+    print_text(f"{fp.model}: base {fp.base_type}, engine {fp.engine}")
+    print_text(f"{gib(fp.total_bytes)} ({fp.bpw:.3f} BPW), {fp.total_bytes:,} bytes of tensors, "
+               f"{fp.data_bytes:,} bytes of padded data")
+    if getattr(fp, "file_bytes", None):
+        print_text(f"predicted file size: {fp.file_bytes:,} bytes")
+    print_text("")
+    print_text(_counts_block(fp.type_counts))
+    seen: set[tuple] = set()
+    rows = []
+    for r in fp.tensors:
+        key = (r.name.split(".", 2)[-1] if r.name.startswith("blk.") else r.name, r.type_name, r.reason)
+        if not all_tensors and key in seen:
+            continue
+        seen.add(key)
+        rows.append((r.name, r.src_type, r.type_name, f"{r.nbytes:,}", r.reason))
+    print_table("tensors" + ("" if all_tensors else " (first of each role/type; --all-tensors for every one)"),
+                ["tensor", "source", "type", "bytes", "why"], rows,
+                justify=["left", "left", "left", "right", "left"])
+    if fp.fallbacks:
+        print_table("row-size fallbacks", ["tensor", "type", "why"],
+                    [(r.name, r.type_name, r.fallback) for r in fp.fallbacks])
+
+
+def _memory_rows(mem):
+    rows = []
+    for d in mem.devices:
+        terms = ", ".join(f"{t.name} {gib(t.bytes, 2)}" + ("" if t.exact else " (est.)") for t in d.terms)
+        rows.append((d.device, gib(d.total_bytes, 2), gib(d.budget_bytes, 2), gib(d.free_bytes, 2),
+                     "yes" if d.fits else "NO", terms))
+    return rows
+
+
+def _print_memory(mem, title: str = "memory per device") -> None:
+    print_table(title, ["device", "total", "budget", "free", "fits", "terms"], _memory_rows(mem),
+                justify=["left", "right", "right", "right", "left", "left"])
+
+
+def _print_speed(s) -> None:
+    print_text(f"speed (estimate): TG {s.tg_tps:.1f} tok/s at depth 0, {s.tg_tps_ctx:.1f} at full context; "
+               f"PP {s.pp_tps:.0f} tok/s at depth 0, {s.pp_tps_ctx:.0f} at full context")
+    print_text("  assumptions: " + "; ".join(s.assumptions))
+
+
+def render_plan(doc) -> None:
+    p = doc.plan
+    from collections import Counter
+
+    print_text(f"{p.model} on {', '.join(f'{d} {b / GIB:.0f} GiB' for d, b in p.budgets.items())}, "
+               f"engine {p.engine}, context {p.run.ctx}, KV {p.run.type_k}/{p.run.type_v}")
+    if p.solver:
+        s = p.solver
+        print_text(f"solver: {s.status} ({s.objective_kind}), gap {s.gap:.2%}, {s.wall_s:.2f} s, "
+                   f"{s.n_classes} classes / {s.n_vars} variables, integer scaling error <= {s.scaling_error_bound:.2e}")
+    print_text(f"size: {gib(p.total_bytes)} ({p.bpw:.3f} BPW), {p.total_bytes:,} bytes")
+    print_text(_counts_block(dict(Counter(p.types.values()))))
+    _print_memory(p.memory)
+    _print_speed(p.speed)
+    if p.quality is not None:
+        q = p.quality
+        print_text(f"quality (estimate): PPL ratio {q.ppl_ratio:.4f} (range {q.ppl_ratio_low:.4f}-{q.ppl_ratio_high:.4f})")
+    for n in p.notes:
+        print_text(f"note: {n}")
+    if doc.recipe is not None:
+        print_text("\nrecipe (--custom-q):\n" + doc.recipe.custom_q)
+        print_text("\nquantize:\n" + doc.quantize_command)
+    print_text("\nlaunch:\n" + doc.launch_command)
+
+
+def render_check(r) -> None:
+    print_text(f"{r.model}: {gib(r.total_bytes)} of weights, context {r.run.ctx}, KV {r.run.type_k}/{r.run.type_v}")
+    _print_memory(r.memory)
+    _print_speed(r.speed)
+    if r.problems:
+        for p in r.problems:
+            print_text(f"DOES NOT FIT: {p}")
+    else:
+        print_text("fits")
+
+
+def render_compare(c) -> None:
+    rows = []
+    for r in c.rows:
+        rows.append(("*" if r.pareto else "", r.name, gib(r.total_bytes, 2), f"{r.bpw:.3f}",
+                     gib(r.gpu_bytes, 1), gib(r.cpu_bytes, 1), "yes" if r.fits else "no",
+                     f"{r.tg_tps:.1f}" if r.tg_tps else "-", f"{r.pp_tps:.0f}" if r.pp_tps else "-",
+                     f"{r.ppl_ratio:.4f}" if r.ppl_ratio else "-"))
+    print_table(f"{c.model} on {c.hardware}", ["", "candidate", "size", "BPW", "GPU", "CPU", "fits", "TG t/s",
+                                              "PP t/s", "PPL ratio"], rows,
+                justify=["left", "left", "right", "right", "right", "right", "left", "right", "right", "right"],
+                caption="* = not dominated in (size, TG, quality); TG/PP/PPL are estimates")

@@ -437,3 +437,193 @@ def _with_options(exc: InfeasibleBudgetError, tmap: TensorMap, types, budget: Bu
     return InfeasibleBudgetError(
         f"{tmap.name}: {what} does not fit {' + '.join(f'{budget.bytes[d] / GIB:.0f} GiB {d}' for d in budget.devices)}",
         shortfall_bytes=short, options=options)
+
+
+# --------------------------------------------------------------------------------- documents
+
+PLAN_FORMAT = "gguf-planner/plan-v1"
+
+
+@dataclass(frozen=True, slots=True)
+class PlanDocument:
+    """A plan plus what it emits: the recipe, the llama-quantize and llama-server commands."""
+
+    format: str
+    plan: Plan
+    recipe: object | None               # planner.recipe.Recipe
+    quantize_command: str | None
+    launch: object                      # planner.launch.LaunchCommand
+    launch_command: str
+    sweep_command: str
+
+
+def document(tmap: TensorMap, plan: Plan, *, model_path: str, source_path: str | None = None,
+             imatrix: str | None = None, with_recipe: bool = True, host: str = "127.0.0.1",
+             port: int = 8080) -> PlanDocument:
+    """Emit the recipe (verified by re-application) and the launch command (verified -ot) for a plan."""
+    from planner.launch import build_launch
+    from planner.recipe import build_recipe
+
+    recipe = qcmd = None
+    if with_recipe:
+        recipe = build_recipe(tmap, plan.types, engine=plan.run.qengine)
+        src = source_path or f"{tmap.name}-BF16-00001-of-0000N.gguf"
+        qcmd = recipe.quantize_command(src, model_path, imatrix=imatrix)
+    launch = build_launch(tmap, plan.devices, plan.layer_device, plan.run, model_path, host=host, port=port)
+    return PlanDocument(PLAN_FORMAT, plan, recipe, qcmd, launch, launch.shell(), launch.shell(launch.sweep_argv))
+
+
+def mix_from_options(tmap: TensorMap, *, base_type: str | None, custom_q: Sequence[str] = (),
+                     recipe_text: str | None = None, engine: str = "ik", token_embedding_type: str | None = None,
+                     output_tensor_type: str | None = None, pure: bool = False, has_imatrix: bool = False):
+    """The mix to place: stored types of a quantized GGUF, or the llama-quantize prediction of a recipe.
+
+    Returns (types, footprint or None).
+
+    Raises:
+        UsageError: an unquantized model with no recipe (there is nothing sensible to place).
+    """
+    from planner.quantize import QuantizeSpec, parse_custom_q, parse_recipe_text, quantize
+
+    items = list(custom_q)
+    if recipe_text:
+        items += parse_recipe_text(recipe_text)
+    qengine = "mainline" if engine == "mainline" else "ik"
+    if base_type or items or token_embedding_type or output_tensor_type:
+        spec = QuantizeSpec(base_type=base_type or ("IQ3_K" if qengine == "ik" else "Q4_K_M"),
+                            custom_q=parse_custom_q(items, qengine) if items else (), engine=qengine,
+                            token_embedding_type=token_embedding_type, output_tensor_type=output_tensor_type,
+                            pure=pure, has_imatrix=has_imatrix)
+        fp = quantize(tmap, spec)
+        return {r.name: r.type_name for r in fp.tensors}, fp
+    if not any(catalogue().get(t.dtype).is_quantized for t in tmap.tensors):
+        raise UsageError(f"{tmap.name} is unquantized ({tmap.source})",
+                         hint="say which mix to use: --base-type IQ4_KS, --custom-q RULES or --recipe-file FILE")
+    return {t.name: t.dtype for t in tmap.tensors}, None
+
+
+def load_plan_json(path: str):
+    """Read a plan JSON written by `plan`/`place --out`: returns (tmap, types, devices, layer_device, run, model)."""
+    import json
+
+    from planner.source import load_model
+
+    try:
+        doc = json.loads(open(path).read())
+        p = doc["plan"] if "plan" in doc else doc
+        src = p["model_source"]
+        tmap = load_model(src.removeprefix("builtin:"), check_size=False)
+        run = RunConfig(**p["run"])
+        model_path = doc.get("launch", {}).get("argv", [None, None, None])[2] if "launch" in doc else None
+        return tmap, dict(p["types"]), dict(p["devices"]), tuple(p["layer_device"]), run, model_path
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"{path} is not a gguf-planner plan JSON: {exc}") from exc
+
+
+def evaluate(tmap: TensorMap, types: Mapping[str, str], placement: Placement, hw, run: RunConfig,
+             quality=None):
+    """Memory and speed of a given mix and placement (the `check` command's library call)."""
+    budget = Budget.from_hardware(hw)
+    mem = memory_report(tmap, types, placement, budget.bytes, run)
+    spd = estimate_speed(tmap, types, placement, hw, run)
+    q = quality.estimate(types) if quality is not None else None
+    sizes = mix_bytes(tmap, types)
+    return CheckResult(model=tmap.name, run=run, memory=mem, speed=spd, quality=q,
+                       total_bytes=sum(sizes.values()),
+                       weights_by_device={d.device: d.term("weights") for d in mem.devices},
+                       problems=tuple(mem.problems()))
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    model: str
+    run: RunConfig
+    memory: MemoryReport
+    speed: SpeedEstimate
+    quality: object | None
+    total_bytes: int
+    weights_by_device: dict[str, int]
+    problems: tuple[str, ...]
+
+
+def _largest_ctx(tmap: TensorMap, attempt, request: PlanRequest) -> Plan:
+    """--ctx max: the largest context (multiple of 256, up to n_ctx_train) for which ``attempt`` succeeds."""
+    hi = max(256, tmap.params.n_ctx_train or 131072) // 256
+    lo, best = 1, None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        try:
+            best = attempt(replace(request, run=replace(request.run, ctx=mid * 256)))
+            lo = mid + 1
+        except InfeasibleBudgetError:
+            hi = mid - 1
+    if best is None:
+        return attempt(replace(request, run=replace(request.run, ctx=256)))   # raises with the shortfall
+    return best
+
+
+def place_with_ctx(tmap: TensorMap, types: Mapping[str, str], hw, request: PlanRequest, *, ctx_max: bool) -> Plan:
+    if ctx_max:
+        return _largest_ctx(tmap, lambda r: place(tmap, types, hw, r), request)
+    return place(tmap, types, hw, request)
+
+
+def plan_with_ctx(tmap: TensorMap, hw, request: PlanRequest, quality, *, ctx_max: bool) -> Plan:
+    if ctx_max:
+        return _largest_ctx(tmap, lambda r: joint_plan(tmap, hw, r, quality), request)
+    return joint_plan(tmap, hw, request, quality)
+
+
+def script_comments(plan_file: str) -> list[str]:
+    """Predicted memory and speed of a plan JSON, for the exported script's header."""
+    import json
+
+    doc = json.loads(open(plan_file).read())
+    p = doc.get("plan", doc)
+    out = [f"model: {p['model']} ({p['model_source']}), engine {p['engine']}, context {p['run']['ctx']}"]
+    for d in p["memory"]["devices"]:
+        terms = ", ".join(f"{t['name']} {t['bytes'] / GIB:.2f}" + ("" if t["exact"] else "~")
+                          for t in d["terms"])
+        out.append(f"{d['device']}: {d['total_bytes'] / GIB:.2f} of {d['budget_bytes'] / GIB:.2f} GiB ({terms}; ~ = estimate)")
+    s = p["speed"]
+    out.append(f"estimated TG {s['tg_tps']:.1f} tok/s (at full context {s['tg_tps_ctx']:.1f}), "
+               f"PP {s['pp_tps']:.0f} tok/s")
+    return out
+
+
+def plan_command_impl(model: str | None, hw, run: RunConfig, *, objective: str = "balanced",
+                      min_tg: float | None = None, max_size_gib: float | None = None, allow=(), deny=(), fixed=(),
+                      imatrix: str | None = None, has_imatrix: bool = True, tradeoff: float = 10.0,
+                      model_path: str | None = None, ctx_max: bool = False) -> PlanDocument:
+    """`gguf-planner plan`: the joint ILP for an unquantized model, placement for a quantized GGUF."""
+    from planner.quality import QualityModel
+    from planner.source import load_model
+
+    tmap = load_model(model)
+    pinned = []
+    for item in fixed:
+        if "=" not in item:
+            raise UsageError(f"--fixed {item!r} is not REGEX=TYPE")
+        rx, ty = item.rsplit("=", 1)
+        catalogue().get(ty, engine=run.qengine)
+        pinned.append((rx, ty))
+    for ty in (*allow, *deny):
+        catalogue().get(ty, engine=run.qengine)
+    imx = None
+    if imatrix:
+        from planner.imatrix import read_imatrix
+
+        imx = read_imatrix(imatrix)
+    request = PlanRequest(run=run, objective=objective, min_tg=min_tg,
+                          max_size_bytes=int(max_size_gib * GIB) if max_size_gib else None,
+                          allow=tuple(allow), deny=tuple(deny), fixed=tuple(pinned),
+                          has_imatrix=has_imatrix or bool(imatrix), tradeoff=tradeoff)
+    out_path = model_path or (model if model and model.endswith(".gguf") else f"{tmap.name}-planned.gguf")
+    if any(catalogue().get(t.dtype).is_quantized for t in tmap.tensors):
+        types = {t.name: t.dtype for t in tmap.tensors}
+        p = place_with_ctx(tmap, types, hw, request, ctx_max=ctx_max)
+        return document(tmap, p, model_path=out_path, with_recipe=False)
+    quality = QualityModel.build(tmap, imatrix=imx, has_imatrix=request.has_imatrix)
+    p = plan_with_ctx(tmap, hw, request, quality, ctx_max=ctx_max)
+    return document(tmap, p, model_path=out_path, source_path=model if model and model.endswith(".gguf") else None,
+                    imatrix=imatrix)

@@ -1,0 +1,159 @@
+"""`compare`: candidate mixes side by side on one machine (size, fit, placement, speed, quality)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from planner.errors import InfeasibleBudgetError, PlannerError, UsageError
+from planner.memory import CPU, RunConfig
+from planner.tensors import TensorMap
+
+
+@dataclass(frozen=True, slots=True)
+class CompareRow:
+    name: str
+    kind: str                  # ftype | recipe | gguf | plan
+    total_bytes: int
+    bpw: float
+    fits: bool
+    gpu_bytes: int
+    cpu_bytes: int
+    tg_tps: float | None
+    pp_tps: float | None
+    ppl_ratio: float | None
+    ppl_ratio_low: float | None
+    ppl_ratio_high: float | None
+    pareto: bool
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    model: str
+    hardware: str
+    rows: tuple[CompareRow, ...]
+
+
+def _candidate_types(cand: str, tmap: TensorMap, engine: str) -> tuple[str, str, dict[str, str], TensorMap]:
+    from planner.plan import load_plan_json, mix_from_options
+    from planner.quantize import get_ftype
+    from planner.source import load_model
+
+    path = Path(cand)
+    if path.is_file():
+        if path.suffix == ".gguf":
+            t2 = load_model(cand)
+            return path.name, "gguf", {t.name: t.dtype for t in t2.tensors}, t2
+        if path.suffix == ".json":
+            t2, types, *_ = load_plan_json(cand)
+            return path.name, "plan", types, t2
+        types, _ = mix_from_options(tmap, base_type=None, recipe_text=path.read_text(), engine=engine)
+        return path.name, "recipe", types, tmap
+    if "=" in cand:
+        types, _ = mix_from_options(tmap, base_type=None, custom_q=[cand], engine=engine)
+        short = cand if len(cand) <= 40 else cand[:37] + "..."
+        return short, "recipe", types, tmap
+    get_ftype(cand, engine)
+    types, _ = mix_from_options(tmap, base_type=cand, engine=engine)
+    return cand, "ftype", types, tmap
+
+
+def compare(candidates: list[str], *, model: str | None, hw, run: RunConfig) -> Comparison:
+    """Evaluate each candidate: exact size, best placement on ``hw``, estimated speed and quality."""
+    from planner.memory import mix_bytes
+    from planner.plan import PlanRequest, place
+    from planner.quality import QualityModel
+    from planner.source import load_model
+
+    tmap = load_model(model)
+    qengine = run.qengine
+    quality_cache: dict[str, object] = {}
+    rows = []
+    for cand in candidates:
+        try:
+            name, kind, types, tm = _candidate_types(cand, tmap, run.engine)
+        except PlannerError as exc:
+            raise UsageError(f"candidate {cand!r}: {exc}") from exc
+        sizes = mix_bytes(tm, types)
+        total = sum(sizes.values())
+        q = quality_cache.get(tm.source)
+        if q is None:
+            q = quality_cache[tm.source] = QualityModel.build(tm)
+        qe = q.estimate(types)
+        try:
+            p = place(tm, types, hw, PlanRequest(run=run))
+            gpu = sum(d.term("weights") for d in p.memory.devices if d.device != CPU)
+            cpu = p.memory.device(CPU).term("weights")
+            rows.append(CompareRow(name, kind, total, 8.0 * total / tm.n_elements, True, gpu, cpu,
+                                   p.speed.tg_tps, p.speed.pp_tps, qe.ppl_ratio, qe.ppl_ratio_low,
+                                   qe.ppl_ratio_high, False))
+        except InfeasibleBudgetError as exc:
+            rows.append(CompareRow(name, kind, total, 8.0 * total / tm.n_elements, False, 0, 0, None, None,
+                                   qe.ppl_ratio, qe.ppl_ratio_low, qe.ppl_ratio_high, False, str(exc)))
+    marked = []
+    for r in rows:
+        dominated = any(
+            o is not r and o.fits and (o.total_bytes <= r.total_bytes) and ((o.tg_tps or 0) >= (r.tg_tps or 0))
+            and (o.ppl_ratio or 9) <= (r.ppl_ratio or 9)
+            and (o.total_bytes, -(o.tg_tps or 0), o.ppl_ratio) != (r.total_bytes, -(r.tg_tps or 0), r.ppl_ratio)
+            for o in rows)
+        marked.append(_replace(r, pareto=r.fits and not dominated))
+    marked.sort(key=lambda r: (not r.fits, r.ppl_ratio or 9, r.total_bytes))
+    gpus = " + ".join(f"{g.name} {g.total_bytes / 2**30:.0f} GiB" for g in hw.gpus) or "no GPU"
+    return Comparison(tmap.name, f"{gpus}, {hw.ram_total_bytes / 2**30:.0f} GiB RAM", tuple(marked))
+
+
+def _replace(r: CompareRow, **kw) -> CompareRow:
+    import dataclasses
+
+    return dataclasses.replace(r, **kw)
+
+
+def plot_comparison(c: Comparison, path: str, *, force: bool = False) -> None:
+    """Size vs predicted PPL ratio, TG as colour; non-dominated candidates outlined."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from planner.launch import write_new_file
+
+    if Path(path).exists() and not force:
+        from planner.errors import OutputExistsError
+
+        raise OutputExistsError(path)
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    xs = [r.total_bytes / 2**30 for r in c.rows]
+    ys = [r.ppl_ratio for r in c.rows]
+    tg = [r.tg_tps or 0.0 for r in c.rows]
+    sc = ax.scatter(xs, ys, c=tg, cmap="viridis", s=90,
+                    edgecolors=["red" if r.pareto else "none" for r in c.rows], linewidths=1.5)
+    for r, x, y in zip(c.rows, xs, ys):
+        ax.annotate(r.name + ("" if r.fits else " (does not fit)"), (x, y), textcoords="offset points",
+                    xytext=(6, 4), fontsize=8)
+        if r.ppl_ratio_low and r.ppl_ratio_high:
+            ax.plot([x, x], [r.ppl_ratio_low, r.ppl_ratio_high], color="grey", alpha=0.4, linewidth=1)
+    fig.colorbar(sc, ax=ax, label="predicted TG, tokens/s (estimate)")
+    ax.set_xlabel("size of weights, GiB (exact)")
+    ax.set_ylabel("predicted PPL ratio vs unquantized (estimate)")
+    ax.set_title(f"{c.model} on {c.hardware}\nred outline = not dominated", fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO() if path.endswith(".png") else io.StringIO()
+    fig.savefig(buf, format="svg" if path.endswith(".svg") else "png")
+    plt.close(fig)
+    data = buf.getvalue()
+    if isinstance(data, bytes):
+        p = Path(path)
+        if p.exists() and not force:
+            from planner.errors import OutputExistsError
+
+            raise OutputExistsError(path)
+        tmp = p.with_name(f".{p.name}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(p)
+    else:
+        write_new_file(Path(path), data, force=True)
