@@ -32,7 +32,10 @@ def engines() -> dict:
 
 def engine_profile(name: str) -> dict:
     try:
-        return engines()[name]
+        prof = engines()[name]
+        if not isinstance(prof, dict):
+            raise KeyError(name)
+        return prof
     except KeyError:
         raise UsageError(f"unknown engine {name!r}", hint=f"choose one of {', '.join(engines())}") from None
 
@@ -290,6 +293,8 @@ def check_flags(argv: Sequence[str], help_text: str) -> None:
         EngineFlagError: naming the unknown flags.
     """
     known = known_flags(help_text)
+    if "-ngl" not in known and "--gpu-layers" not in known:
+        known |= set(engines()["help_gpu_only"])   # a CPU build's help omits the offload flags
     unknown = [a for a in argv[1:] if a.startswith("-") and _FLAG.fullmatch(a) and a not in known]
     if unknown:
         raise EngineFlagError(f"the binary does not know {', '.join(dict.fromkeys(unknown))}",
