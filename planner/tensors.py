@@ -260,3 +260,72 @@ def from_config_file(path: Path) -> TensorMap:
 
 def with_tensors(tmap: TensorMap, tensors: tuple[TensorInfo, ...]) -> TensorMap:
     return replace(tmap, tensors=tensors)
+
+
+# ---------------------------------------------------------------------------- from a GGUF header
+
+def from_gguf(header: Any) -> TensorMap:
+    """A TensorMap from a parsed :class:`planner.gguf_header.GGUFHeader` (every tensor as stored).
+
+    Raises:
+        GGUFFormatError: the header lacks ``general.architecture`` or a required ``{arch}.*`` number.
+    """
+    from planner.errors import GGUFFormatError
+
+    arch = header.arch
+    if not arch:
+        raise GGUFFormatError("the header has no general.architecture", field="general.architecture",
+                              source=header.source)
+
+    def num(key: str, default: int | None = None) -> int | None:
+        value = header.get(f"{arch}.{key}")
+        if isinstance(value, (tuple, list)):       # per-layer arrays (e.g. head_count_kv): the largest
+            value = max(value) if value else None
+        if value is None or isinstance(value, str):
+            return default
+        return int(value)
+
+    def required(key: str) -> int:
+        value = num(key)
+        if value is None:
+            raise GGUFFormatError(f"the header lacks {arch}.{key}", field=f"{arch}.{key}", source=header.source)
+        return value
+
+    names = {t.name: t for t in header.tensors}
+    n_embd, n_head = required("embedding_length"), required("attention.head_count")
+    n_vocab = num("vocab_size")
+    if n_vocab is None:
+        tokens = header.get("tokenizer.ggml.tokens")
+        if isinstance(tokens, tuple) and tokens:
+            n_vocab = len(tokens)
+        elif "token_embd.weight" in names and len(names["token_embd.weight"].shape) > 1:
+            n_vocab = names["token_embd.weight"].shape[1]
+        else:
+            n_vocab = 0
+    head_dim = num("attention.key_length") or (n_embd // n_head if n_head else 0)
+    head_dim_v = num("attention.value_length", 0) or 0
+    params = ModelParams(
+        arch=arch,
+        n_layer=required("block_count"),
+        n_embd=n_embd,
+        n_vocab=n_vocab,
+        n_head=n_head,
+        n_head_kv=num("attention.head_count_kv") or n_head,
+        head_dim=head_dim,
+        n_expert=num("expert_count", 0) or 0,
+        n_expert_used=num("expert_used_count", 0) or 0,
+        n_ff=num("feed_forward_length", 0) or 0,
+        n_ff_exp=num("expert_feed_forward_length", 0) or 0,
+        n_ctx_train=num("context_length", 0) or 0,
+        tied="output.weight" not in names,
+        n_dense_lead=num("leading_dense_block_count", 0) or 0,
+        kv_lora_rank=num("attention.kv_lora_rank", 0) or 0,
+        n_rot=num("rope.dimension_count", 0) or 0,
+        head_dim_v=0 if head_dim_v == head_dim else head_dim_v,
+    )
+    tensors = tuple(TensorInfo(t.name, tuple(t.shape), t.type_name) for t in header.tensors)
+    name = header.get("general.name")
+    if not isinstance(name, str) or not name:
+        name = re.sub(r"(-\d{5}-of-\d{5})?\.gguf$", "", header.source.rstrip("/").rsplit("/", 1)[-1])
+    return TensorMap(name=name, params=params, tensors=tensors, source=header.source,
+                     file_bytes=header.file_bytes, header=header)
