@@ -1,0 +1,214 @@
+"""Remote header reads against a Range-capable HTTP server on 127.0.0.1 (no network)."""
+
+import re
+import shutil
+import threading
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from conftest import IK
+
+from planner.errors import GGUFFormatError, RemoteReadError
+from planner.gguf_header import GGUFHeader, read_gguf
+from planner.remote import HTTPRangeSource, resolve_url
+
+_RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.root = root
+        self.ignore_range = False
+        self.log: list[dict] = []          # one entry per request
+        self.bytes_served = 0
+        self.lock = threading.Lock()
+
+    def url(self, rel: str, host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.server_address[1]}/{rel}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def log_message(self, *args) -> None:  # keep test output clean
+        pass
+
+    def _send(self, status: int, body: bytes = b"", headers: dict | None = None) -> None:
+        self.send_response(status)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            return
+        with self.server.lock:
+            self.server.bytes_served += len(body)
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        with self.server.lock:
+            self.server.log.append({"path": path, "range": self.headers.get("Range"),
+                                    "auth": self.headers.get("Authorization"), "host": self.headers.get("Host")})
+        if path.startswith("/redirect/"):   # to the other spelling of this host, like the hub's CDN hop
+            target = f"http://localhost:{self.server.server_address[1]}/{path[len('/redirect/'):]}"
+            self._send(302, headers={"Location": target})
+            return
+        path = re.sub(r"^/[^/]+/[^/]+/resolve/[^/]+/", "/", path)   # hub-style resolve URLs
+        file = self.server.root / path.lstrip("/")
+        if not file.is_file():
+            self._send(404, b"not found")
+            return
+        data = file.read_bytes()
+        m = _RANGE.match(self.headers.get("Range") or "")
+        if m is None or self.server.ignore_range:
+            self._send(200, data)
+            return
+        start = int(m.group(1))
+        end = min(int(m.group(2)) if m.group(2) else len(data) - 1, len(data) - 1)
+        if start >= len(data):
+            self._send(416, headers={"Content-Range": f"bytes */{len(data)}"})
+            return
+        self._send(206, data[start:end + 1], {"Content-Range": f"bytes {start}-{end}/{len(data)}"})
+
+
+@pytest.fixture
+def server():
+    srv = _Server(IK)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def _same(remote: GGUFHeader, local: GGUFHeader) -> None:
+    assert remote.kv == local.kv
+    assert remote.tensors == local.tensors
+    assert [replace(s, path="") for s in remote.shards] == [replace(s, path="") for s in local.shards]
+
+
+@pytest.mark.parametrize("fname", ["tiny-a-seed-mix-IQ3_K.gguf", "tiny-a-bf16.gguf", "tiny-b-seed-mix-IQ3_K.gguf"])
+def test_remote_single_file_matches_local(server, fname):
+    h = read_gguf(server.url(fname))
+    _same(h, read_gguf(IK / fname))
+    assert h.source == server.url(fname)
+    assert len(server.log) <= 2
+    assert server.bytes_served <= (1 << 20) + 4096
+    assert all(e["range"] for e in server.log)
+    assert server.bytes_served < (IK / fname).stat().st_size
+
+
+def test_remote_split_matches_local(server):
+    first = "split/tiny-a-seed-mix-IQ3_K-00001-of-00003.gguf"
+    h = read_gguf(server.url(first))
+    _same(h, read_gguf(IK / first))
+    assert [s.path for s in h.shards] == [server.url(f"split/tiny-a-seed-mix-IQ3_K-0000{i}-of-00003.gguf")
+                                          for i in (1, 2, 3)]
+    assert len(server.log) <= 6   # one or two requests per shard
+    assert server.bytes_served <= sum((IK / "split" / Path(s.path).name).stat().st_size for s in h.shards)
+
+
+def test_range_source_caches_blocks(server):
+    src = HTTPRangeSource(server.url("tiny-a-bf16.gguf"))
+    assert src.size() == (IK / "tiny-a-bf16.gguf").stat().st_size
+    assert src.read(0, 4) == b"GGUF"
+    assert src.read(100, 1000) == (IK / "tiny-a-bf16.gguf").read_bytes()[100:1100]
+    assert src.requests == 1 and len(server.log) == 1
+    tail = src.read(src.size() - 10, 100)   # clamped at the end
+    assert len(tail) == 10 and src.read(src.size(), 10) == b""
+    assert src.requests == 2
+
+
+def test_404_is_a_remote_read_error(server):
+    with pytest.raises(RemoteReadError) as ei:
+        read_gguf(server.url("nope.gguf"))
+    assert ei.value.status == 404
+    assert ei.value.url == server.url("nope.gguf")
+    assert "404" in str(ei.value) and "nope.gguf" in str(ei.value)
+
+
+def test_connection_refused_is_a_remote_read_error():
+    srv = _Server(IK)
+    port = srv.server_address[1]
+    srv.server_close()
+    with pytest.raises(RemoteReadError, match="cannot connect"):
+        read_gguf(f"http://127.0.0.1:{port}/x.gguf")
+
+
+def test_remote_missing_shard(server, tmp_path):
+    for i in (1, 3):
+        name = f"tiny-a-seed-mix-IQ3_K-0000{i}-of-00003.gguf"
+        shutil.copy(IK / "split" / name, tmp_path / name)
+    server.root = tmp_path
+    with pytest.raises(GGUFFormatError, match="shard 2 of 3 is missing"):
+        read_gguf(server.url("tiny-a-seed-mix-IQ3_K-00001-of-00003.gguf"))
+
+
+def test_server_ignoring_range_still_reads_the_start(server):
+    server.ignore_range = True
+    h = read_gguf(server.url("tiny-b-seed-mix-IQ3_K.gguf"))
+    _same(h, read_gguf(IK / "tiny-b-seed-mix-IQ3_K.gguf"))
+
+
+def test_truncated_remote_file(server, tmp_path):
+    data = (IK / "tiny-a-IQ4_KS.gguf").read_bytes()
+    (tmp_path / "cut.gguf").write_bytes(data[:-4096])
+    server.root = tmp_path
+    with pytest.raises(GGUFFormatError, match="differs"):
+        read_gguf(server.url("cut.gguf"))
+
+
+def test_hf_urls_and_token(server, monkeypatch):
+    # hf:// goes to the endpoint's resolve URL; the token goes to the hub host only
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    h = read_gguf("hf://someone/tiny-GGUF/split/tiny-a-seed-mix-IQ3_K-00001-of-00003.gguf")
+    assert len(h.tensors) == 39 and len(h.shards) == 3
+    assert all(e["path"].startswith("/someone/tiny-GGUF/resolve/main/split/") for e in server.log)
+    assert all(e["auth"] == "Bearer hf_test_token" for e in server.log)
+
+    # a redirect to another host drops the token but keeps the range
+    server.log.clear()
+    src = HTTPRangeSource(f"{endpoint}/redirect/tiny-a-bf16.gguf")
+    assert src.read(0, 4) == b"GGUF"
+    assert [e["auth"] for e in server.log] == ["Bearer hf_test_token", None]
+    assert server.log[1]["host"].startswith("localhost") and server.log[1]["range"]
+
+
+def test_token_not_sent_to_other_hosts(server, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    read_gguf(server.url("tiny-b-bf16.gguf"))
+    assert all(e["auth"] is None for e in server.log)
+
+
+@pytest.mark.parametrize("location,url", [
+    # hf://owner/repo/path -> resolve/main
+    ("hf://org/Repo-GGUF/Q4_K_M/m-00001-of-00002.gguf",
+     "https://huggingface.co/org/Repo-GGUF/resolve/main/Q4_K_M/m-00001-of-00002.gguf"),
+    # a revision after @
+    ("hf://org/Repo-GGUF@v2/m.gguf", "https://huggingface.co/org/Repo-GGUF/resolve/v2/m.gguf"),
+    # the web page URL of a file
+    ("https://huggingface.co/org/Repo-GGUF/blob/main/m.gguf",
+     "https://huggingface.co/org/Repo-GGUF/resolve/main/m.gguf"),
+    # already a resolve URL
+    ("https://huggingface.co/org/R/resolve/main/m.gguf?download=true",
+     "https://huggingface.co/org/R/resolve/main/m.gguf?download=true"),
+    # any other server is left alone
+    ("http://127.0.0.1:8000/blob/x.gguf", "http://127.0.0.1:8000/blob/x.gguf"),
+])
+def test_resolve_url(monkeypatch, location, url):
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    assert resolve_url(location) == url
+
+
+def test_bad_hf_location():
+    with pytest.raises(RemoteReadError, match="hf://OWNER/REPO/PATH"):
+        resolve_url("hf://only-owner/repo")
