@@ -236,7 +236,8 @@ def _read_dat(r: _Reader) -> Imatrix:
         nval_at = r.pos
         nval = r.unpack("i", f"{name} nval")
         if nval <= 0 or 4 * nval > r.left:
-            raise r.fail(f"{name}: nval {nval} does not fit in the {r.left} bytes left", offset=nval_at)
+            raise r.fail(f"{name}: nval {nval} values do not fit in the {r.left} bytes left (truncated or corrupt)",
+                         offset=nval_at)
         values = r.floats(nval, f"{name} values")
         if ncall > 0:
             values = values / np.float32(ncall)        # stored as mean(x^2) * ncall
