@@ -110,6 +110,11 @@ def _quantizable(t: TensorInfo) -> bool:
     return is_quantizable(t, QuantizeSpec())
 
 
+def _movable(t: TensorInfo) -> bool:
+    """Tensors a placement may send to another device than their layer's: FFN matrices and the output."""
+    return t.n_dims >= 2 and ((t.role.startswith("ffn_") and t.role != "ffn_gate_inp") or t.role == "output")
+
+
 def layer_split(n_layer: int, budget: Budget, n_cpu_layers: int = 0) -> tuple[str, ...]:
     """Layers' attention/KV devices: the first ``n_cpu_layers`` on CPU, the rest split over GPUs in
     contiguous ranges proportional to their memory (llama.cpp's default tensor split)."""
@@ -221,7 +226,8 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
             home = CPU     # ik and mainline keep the input layer on the CPU
         else:
             home = last_gpu
-        if not _quantizable(t0) or (types is not None and role == "token_embd"):
+        placement_only = types is not None
+        if (not placement_only and not _quantizable(t0)) or (placement_only and not _movable(t0)):
             for t in ts:
                 nb = catalogue().get(types.get(t.name, t.dtype) if types else t.dtype).tensor_bytes(t.shape)
                 fixed_bytes[home] += nb
@@ -248,15 +254,14 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
                 extra = out_dev_extra.get(dev, 0) if role == "output" else 0
                 sec = sum(catalogue().get(x).tensor_bytes(t.shape) * active_fraction(t, p.n_expert_used)
                           for x, t in zip(tn, ts)) * spb[dev]
-                if dev != home:
-                    sec += handoff
                 loss = sum(quality.tensor_loss(t.name, x) for x, t in zip(tn, ts)) if quality else 0.0
                 options.append(Option("+".join(dict.fromkeys(tn)) if len(set(tn)) > 1 else tn[0], dev,
                                       nbytes + extra, loss, sec))
         if not options:
             raise UsageError(f"no allowed type can store {t0.name} on {devs}",
                              hint="check --allow/--deny and the engine's type set")
-        groups.append(Group(key, role, layer, tuple(t.name for t in ts), tuple(options)))
+        groups.append(Group(key, role, layer, tuple(t.name for t in ts), tuple(options), home=home,
+                            handoff_s=2 * handoff if (movable and layer is not None and home != CPU) else 0.0))
     return groups, fixed_bytes
 
 

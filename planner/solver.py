@@ -39,6 +39,9 @@ class Group:
     layer: int | None
     tensors: tuple[str, ...]
     options: tuple[Option, ...]
+    home: str = ""                       # the layer's device; options elsewhere cost hand-offs
+    handoff_s: float = 0.0               # seconds per token for the round trip when any group of the
+                                         # layer is away from home (charged once per layer, not per group)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +71,7 @@ class Solution:
 
 
 def _signature(g: Group) -> tuple:
-    return (g.role, tuple((o.type_name, o.device, o.bytes, round(o.loss, 12), round(o.seconds, 12))
+    return (g.role, g.home, g.handoff_s, tuple((o.type_name, o.device, o.bytes, round(o.loss, 12), round(o.seconds, 12))
                           for o in g.options))
 
 
@@ -104,6 +107,24 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
         if terms:
             m.Add(sum(c * v for v, c in terms) <= max(0, int(capacity[dev])))
     all_opts = [(v, o) for members, vs in zip(class_list, counts) for v, o in zip(vs, members[0].options)]
+    # hand-offs: a layer pays one GPU->CPU->GPU round trip if ANY of its groups is away from home.
+    # Classes covering the same layers share y = layers with something away (y >= each class's away count);
+    # since layers are filled in the same ascending order, the away parts coincide and y is exact.
+    away_by_layers: dict[tuple, list] = {}
+    for members, vs in zip(class_list, counts):
+        g0 = members[0]
+        if g0.handoff_s and g0.layer is not None:
+            key = (tuple(sorted(m.layer for m in members)), g0.handoff_s)
+            away_by_layers.setdefault(key, []).append(
+                [v for v, o in zip(vs, g0.options) if o.device != g0.home])
+    handoff_vars = []
+    for (layers, h), aways in sorted(away_by_layers.items()):
+        y = m.NewIntVar(0, len(layers), f"y{len(handoff_vars)}")
+        for away in aways:
+            if away:
+                m.Add(y >= sum(away))
+        handoff_vars.append((y, Option("handoff", "", 0, 0.0, h)))
+    all_opts += handoff_vars
     if objective.max_total_bytes is not None:
         m.Add(sum(o.bytes * v for v, o in all_opts) <= objective.max_total_bytes)
 
@@ -156,6 +177,7 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
                 loss += o.loss
                 seconds += o.seconds
                 used[o.device] = used.get(o.device, 0) + o.bytes
+    seconds += sum(solver.Value(y) * o.seconds for y, o in handoff_vars)
     err = 0.5 * sum(len(members) for members in class_list) / loss_scale
     obj = solver.ObjectiveValue() / loss_scale if objective.kind != "speed" else solver.ObjectiveValue() / sec_scale
     bound = solver.BestObjectiveBound() / (loss_scale if objective.kind != "speed" else sec_scale)
