@@ -1,0 +1,937 @@
+"""Emulation of ``llama-quantize``: which type every tensor gets, and how many bytes it takes.
+
+Both engines are covered: ik_llama.cpp (``--custom-q``, its ftype list and row-interleaved types) and
+mainline llama.cpp (``--tensor-type``).  The facts live in data files, this module is the small
+interpreter that walks them:
+
+* ``data/ftypes.csv``: the named file types (the TYPE argument), their LLAMA_FTYPE ids and default types;
+* ``data/ftype_rules.toml``: ``llama_tensor_get_type``'s per-tensor rules as ordered arms and clauses (its
+  header documents the condition language), the never-quantized name lists and the imatrix refusals.
+
+The pipeline for one tensor, ik (``src/llama-quantize.cpp``)::
+
+    never-quantized checks (keep the source type)
+    -> pure:                  ftype default, row-size fallback
+       default is quantized:  llama_tensor_get_type rules, then the first matching --custom-q rule
+                              (regex_search), then the row-size fallback
+       default is F16/BF16/F32: the default (custom-q ignored)
+    -> --token-embedding-type / --output-tensor-type / --ffn-gate-inp-type (no fallback check)
+    -> token_embd cannot be row-interleaved: back to the base type
+    -> type unchanged: copied; else imatrix refusal, requantize refusal, rows check (ne[1] % rows -> base)
+
+Mainline (``src/llama-quant.cpp``) checks --token-embedding-type / --output-tensor-type first, then the
+first matching ``--tensor-type`` rule (which skips the mixture rules and their counters) or the mixture
+rules, then its own fallback table; it processes tensors in its loader's order (layer, then name).
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import functools
+import re
+import tomllib
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from planner.errors import (RecipeError, RegexDialectError, UnknownQuantTypeError, UnsupportedTensorSizeError,
+                            UsageError)
+from planner.quants import GGUF_DEFAULT_ALIGNMENT, QuantType, catalogue, pad
+from planner.tensors import ModelParams, TensorInfo, TensorMap
+
+DATA = Path(__file__).parent / "data"
+ENGINES = ("ik", "mainline")
+
+__all__ = [
+    "Ftype", "Rule", "QuantizeSpec", "TensorResult", "Footprint", "QuantizeState",
+    "get_ftype", "ftype_names", "parse_custom_q", "parse_recipe_text", "check_regex",
+    "target_type", "quantize", "is_quantizable", "format_type_counts", "format_size_line",
+]
+
+
+# ================================================================================== data models
+
+@dataclass(frozen=True, slots=True)
+class Ftype:
+    """One named llama-quantize file type (the TYPE positional argument)."""
+
+    name: str                 # as QUANT_OPTIONS spells it, e.g. "IQ3_K", "Q4_K_M"
+    id: int                   # LLAMA_FTYPE_* value written to general.file_type
+    default_type: str         # catalogue name of the default tensor type (for COPY: f32, unused)
+    engine: str
+    needs_imatrix: bool       # llama-quantize refuses the ftype without --imatrix
+    copy_only: bool = False   # COPY: every tensor is copied as stored
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One ``regex=type`` item of ``--custom-q`` (ik) or ``--tensor-type`` (mainline).
+
+    ``index`` is the rule's 1-based position, as reasons and errors print it ("custom rule 3").
+    ``type_name`` is the catalogue spelling (mainline input is case-insensitive; ik input is exact).
+    """
+
+    pattern: str
+    type_name: str
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class QuantizeSpec:
+    """Everything on a llama-quantize command line that changes the output's tensor types."""
+
+    base_type: str = "IQ3_K"                  # the TYPE argument: ftype name or numeric id
+    custom_q: tuple[Rule, ...] = ()           # parse_custom_q(...) for the same engine
+    engine: str = "ik"
+    token_embedding_type: str | None = None   # --token-embedding-type
+    output_tensor_type: str | None = None     # --output-tensor-type
+    pure: bool = False                        # --pure
+    has_imatrix: bool = False                 # --imatrix given (assumed to cover every tensor)
+    ffn_gate_inp_type: str | None = None      # --ffn-gate-inp-type (ik only)
+    leave_output_tensor: bool = False         # --leave-output-tensor
+    ignore_imatrix_rules: bool = False        # --ignore-imatrix-rules (ik only)
+    allow_requantize: bool = False            # --allow-requantize
+
+
+@dataclass(frozen=True, slots=True)
+class TensorResult:
+    """The type llama-quantize writes for one tensor, its size and why."""
+
+    name: str
+    src_type: str
+    type_name: str
+    shape: tuple[int, ...]
+    nbytes: int               # ggml_nbytes of the written tensor (unpadded)
+    reason: str               # e.g. "custom rule 3 (...)", "ftype IQ3_K default", "not quantized: 1-D"
+    fallback: str | None      # why the written type differs from the chosen one (row size, rows, token_embd)
+
+
+@dataclass(frozen=True, slots=True)
+class Footprint:
+    """The predicted output of one llama-quantize run."""
+
+    model: str
+    engine: str
+    base_type: str
+    tensors: tuple[TensorResult, ...]          # in the order llama-quantize writes them
+    total_bytes: int                           # sum of nbytes: llama.cpp's "model size"
+    data_bytes: int                            # sum of PAD(nbytes, alignment): the GGUF data section
+    n_elements: int
+    bpw: float                                 # total_bytes * 8 / n_elements
+    type_counts: dict[str, int]                # by catalogue id order
+    fallbacks: tuple[TensorResult, ...]        # tensors whose written type differs from the chosen one
+
+    @property
+    def total_gib(self) -> float:
+        return self.total_bytes / 2**30
+
+
+@dataclass(slots=True)
+class QuantizeState:
+    """The mutable part of quantize_state_internal: counters that llama_tensor_get_type consults.
+
+    Rules such as Q3_K_M's "first two attn_v get q5_K" or the low-bit group's ffn_down bump depend on
+    how many tensors of a kind came before, so :func:`quantize` threads one state through the file.
+    """
+
+    has_output: bool = True          # the file has output.weight (else token_embd doubles as output)
+    n_attention_wv: int = 0          # attn_v(-like) tensors in the file
+    counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_COUNTERS, 0))
+
+    @classmethod
+    def for_tensors(cls, tensors: Iterable[TensorInfo], engine: str = "ik") -> QuantizeState:
+        """The state llama-quantize builds in its first pass over the tensor list."""
+        rules = _rules(engine)
+        names = [t.name for t in tensors]
+        return cls(has_output="output.weight" in names,
+                   n_attention_wv=sum(1 for n in names if any(s in n for s in rules.wv_count)))
+
+
+_COUNTERS = ("attention_wv", "ffn_down", "ffn_gate", "ffn_up")
+
+
+# ================================================================================== ftypes
+
+def _check_engine(engine: str) -> None:
+    if engine not in ENGINES:
+        raise UsageError(f"unknown engine {engine!r}", hint="use 'ik' (ik_llama.cpp) or 'mainline' (llama.cpp)")
+
+
+def _data_lines(path: Path) -> Iterable[str]:
+    with path.open(newline="") as f:
+        for line in f:
+            if not line.startswith("#"):
+                yield line
+
+
+@functools.cache
+def _ftypes(engine: str) -> tuple[Ftype, ...]:
+    out = []
+    for row in csv.DictReader(_data_lines(DATA / "ftypes.csv")):
+        if engine in row["engines"].split(";"):
+            out.append(Ftype(name=row["name"], id=int(row["id"]), default_type=row["default_type"], engine=engine,
+                             needs_imatrix=row["needs_imatrix"] == "1", copy_only=row["copy_only"] == "1",
+                             source=row["source"]))
+    return tuple(out)
+
+
+def ftype_names(engine: str = "ik") -> list[str]:
+    """The TYPE names llama-quantize accepts, in its QUANT_OPTIONS order."""
+    _check_engine(engine)
+    return [f.name for f in _ftypes(engine)]
+
+
+_STOI = re.compile(r"\s*([+-]?\d+)")
+
+
+@functools.cache
+def get_ftype(name: str | int, engine: str = "ik") -> Ftype:
+    """Resolve llama-quantize's TYPE argument like ``try_parse_ftype``.
+
+    The name is upper-cased and compared with the engine's names; failing that, a leading integer
+    (``std::stoi``) selects the first ftype with that LLAMA_FTYPE id.
+
+    Raises:
+        UnknownQuantTypeError: with close matches, or a hint when only the other engine knows the name.
+    """
+    _check_engine(engine)
+    table = _ftypes(engine)
+    text = str(name)
+    upper = text.upper()
+    for f in table:
+        if f.name == upper:
+            return f
+    m = _STOI.match(text)
+    if m:
+        wanted = int(m.group(1))
+        for f in table:
+            if f.id == wanted:
+                return f
+    names = [f.name for f in table]
+    other = "mainline" if engine == "ik" else "ik"
+    hint = ""
+    if any(f.name == upper for f in _ftypes(other)):
+        hint = f"{upper} is a {other} llama-quantize type, not an {engine} one"
+    else:
+        close = difflib.get_close_matches(upper, names, n=3, cutoff=0.6)
+        if close:
+            hint = "did you mean " + " or ".join(repr(c) for c in close) + "?"
+    raise UnknownQuantTypeError(text, known=(), context=f"llama-quantize TYPE for {engine}",
+                                hint=hint or f"known: {', '.join(names)}")
+
+
+# ================================================================================== rules data
+
+_QUANTITIES: dict[str, Callable[[Any], int]] = {
+    "gqa": lambda c: c.params.n_gqa,
+    "n_expert": lambda c: c.params.n_expert,
+    "n_vocab": lambda c: c.params.n_vocab,
+    "n_embd": lambda c: c.params.n_embd,
+    "n_head": lambda c: c.params.n_head,
+    "n_head_kv": lambda c: c.params.n_head_kv,
+    "n_layer": lambda c: c.params.n_layer,
+    "ne0": lambda c: c.t.shape[0],
+    "ne1": lambda c: c.t.shape[1] if len(c.t.shape) > 1 else 1,
+    "ne2": lambda c: c.t.shape[2] if len(c.t.shape) > 2 else 1,
+    "wv": lambda c: c.state.counters["attention_wv"],
+    "layer": lambda c: c.layer()[0],
+    "n/8": lambda c: c.layer()[1] // 8,
+    "n/16": lambda c: c.layer()[1] // 16,
+    "7n/8": lambda c: 7 * c.layer()[1] // 8,
+}
+
+
+def _use_more_bits(i: int, n: int) -> bool:
+    # llama_tensor_get_type's use_more_bits; i >= n/8 whenever the modulo is reached, so % agrees with C
+    return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
+
+
+_BOOLEANS: dict[str, Callable[[Any], bool]] = {
+    "tied": lambda c: not c.state.has_output,
+    "imatrix": lambda c: c.spec.has_imatrix,
+    "falcon": lambda c: c.params.arch == "falcon",
+    "more_bits": lambda c: _use_more_bits(*c.layer()),
+    "more_bits_wv": lambda c: _use_more_bits(c.state.counters["attention_wv"], c.state.n_attention_wv),
+    "output_type_given": lambda c: c.spec.output_tensor_type is not None,
+    "token_type_given": lambda c: c.spec.token_embedding_type is not None,
+}
+
+_OPS = {">=": int.__ge__, "<=": int.__le__, "==": int.__eq__, "!=": int.__ne__, "<": int.__lt__, ">": int.__gt__}
+_CMP = re.compile(r"^([\w/]+)(>=|<=|==|!=|<|>)([\w/]+)$")
+_MOD = re.compile(r"^ne0%(\d+|block)!=0$")
+
+
+def _operand(token: str) -> Callable[[Any], int]:
+    if token.isdigit():
+        value = int(token)
+        return lambda c: value
+    if token in _QUANTITIES:
+        return _QUANTITIES[token]
+    raise ValueError(f"unknown quantity {token!r}")
+
+
+def _compile_atom(atom: str) -> Callable[[Any], bool]:
+    neg = atom.startswith("!")
+    body = atom[1:] if neg else atom
+    fn: Callable[[Any], bool]
+    if body.startswith("name="):
+        s = body[5:]
+        fn = lambda c: c.t.name == s  # noqa: E731
+    elif body.startswith("name~"):
+        s = body[5:]
+        fn = lambda c: s in c.t.name  # noqa: E731
+    elif body.startswith("model:"):
+        cls = body[6:]
+        fn = lambda c: c.model_class == cls  # noqa: E731
+    elif body in _BOOLEANS:
+        fn = _BOOLEANS[body]
+    elif m := _MOD.match(body):
+        block = m.group(1)
+        if block == "block":
+            fn = lambda c: c.t.shape[0] % catalogue().get(c.type).block_size != 0  # noqa: E731
+        else:
+            k = int(block)
+            fn = lambda c: c.t.shape[0] % k != 0  # noqa: E731
+    elif m := _CMP.match(body):
+        a, op, b = _operand(m.group(1)), _OPS[m.group(2)], _operand(m.group(3))
+        fn = lambda c: op(a(c), b(c))  # noqa: E731
+    else:
+        raise ValueError(f"unknown atom {atom!r}")
+    return (lambda c: not fn(c)) if neg else fn
+
+
+def _compile_when(text: str | None) -> Callable[[Any], bool] | None:
+    """A DNF condition string ("a && b || c") as a predicate on the evaluation context."""
+    if not text:
+        return None
+    if "(" in text or ")" in text:
+        raise ValueError(f"parentheses are not part of the rule language: {text!r}")
+    alternatives = [[_compile_atom(a.strip()) for a in alt.split("&&")] for alt in text.split("||")]
+    return lambda c: any(all(atom(c) for atom in conj) for conj in alternatives)
+
+
+@dataclass(frozen=True, slots=True)
+class _Clause:
+    when_text: str
+    when: Callable[[Any], bool] | None
+    ftypes: frozenset[str] | None
+    unless_type: frozenset[str]
+    type: str | None
+    mapping: Mapping[str, str] | None
+    keep: bool
+
+    def applies(self, c: Any) -> bool:
+        if self.ftypes is not None and c.ftype.name not in self.ftypes:
+            return False
+        if self.unless_type and c.type in self.unless_type:
+            return False
+        return self.when is None or self.when(c)
+
+    def result(self, c: Any) -> str:
+        if self.keep:
+            return c.type
+        if self.mapping is not None:
+            return self.mapping.get(c.type, c.type)
+        if self.type == "@output_tensor_type":
+            return _option_type(c.spec.output_tensor_type, c.spec.engine, "--output-tensor-type").name
+        if self.type == "@token_embedding_type":
+            return _option_type(c.spec.token_embedding_type, c.spec.engine, "--token-embedding-type").name
+        return self.type  # type: ignore[return-value]
+
+
+@dataclass(frozen=True, slots=True)
+class _Arm:
+    label: str
+    when: Callable[[Any], bool] | None
+    ftypes: frozenset[str] | None
+    group: str | None
+    counter: str | None
+    layer: str | None
+    chains: tuple[tuple[_Clause, ...], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Rules:
+    engine: str
+    arms: tuple[_Arm, ...]
+    groups: Mapping[str, tuple[_Arm, ...]]
+    wv_count: tuple[str, ...]
+    never_find: tuple[tuple[str, str], ...]
+    never_eq: tuple[tuple[str, str], ...]
+    imatrix_types: frozenset[str]
+    imatrix_q2k_ftype: str
+    model_classes: tuple[tuple[str, Callable[[Any], bool], str], ...]
+
+
+def _expand(names: Iterable[str], sets: Mapping[str, list[str]]) -> list[str]:
+    out: list[str] = []
+    for n in names:
+        out.extend(sets[n[1:]] if n.startswith("$") else [n])
+    return out
+
+
+def _build_clause(raw: Mapping[str, Any], sets: Mapping[str, list[str]], engine: str) -> _Clause:
+    known_ftypes = set(ftype_names(engine))
+    ftypes = frozenset(_expand(raw["ftypes"], sets)) if "ftypes" in raw else None
+    for f in ftypes or ():
+        if f not in known_ftypes:
+            raise ValueError(f"{engine} rule names unknown ftype {f!r}")
+    results = [k for k in ("type", "map", "keep") if k in raw]
+    if len(results) != 1:
+        raise ValueError(f"{engine} rule needs exactly one of type/map/keep: {raw!r}")
+    cat = catalogue()
+    named = [raw.get("type")] if "type" in raw else []
+    named += [x for kv in raw.get("map", {}).items() for x in kv]
+    unless = _expand(raw.get("unless_type", ()), sets)
+    for t in named + unless:
+        if t and not t.startswith("@"):
+            cat.get(t, engine=engine, case_sensitive=True)
+    return _Clause(when_text=raw.get("when", ""), when=_compile_when(raw.get("when")), ftypes=ftypes,
+                   unless_type=frozenset(unless), type=raw.get("type"),
+                   mapping=dict(raw["map"]) if "map" in raw else None, keep=bool(raw.get("keep", False)))
+
+
+def _build_arm(raw: Mapping[str, Any], sets: Mapping[str, list[str]], engine: str) -> _Arm:
+    chains = [raw.get("rules", ())] + list(raw.get("then", ()))
+    if raw.get("counter") not in (None, *_COUNTERS) or raw.get("layer") not in (None, "info", "count"):
+        raise ValueError(f"bad counter/layer in {engine} arm {raw.get('label')!r}")
+    ftypes = frozenset(_expand(raw["ftypes"], sets)) if "ftypes" in raw else None
+    return _Arm(label=raw["label"], when=_compile_when(raw.get("when")), ftypes=ftypes, group=raw.get("group"),
+                counter=raw.get("counter"), layer=raw.get("layer"),
+                chains=tuple(tuple(_build_clause(c, sets, engine) for c in chain) for chain in chains))
+
+
+@functools.cache
+def _rules(engine: str) -> _Rules:
+    """The rule tables of one engine, compiled and checked against the catalogue and ftypes.csv."""
+    _check_engine(engine)
+    doc = tomllib.loads((DATA / "ftype_rules.toml").read_text())
+    sec = doc[engine]
+    sets = sec.get("sets", {})
+    arms = tuple(_build_arm(a, sets, engine) for a in sec["arms"])
+    groups = {g: tuple(_build_arm(a, sets, engine) for a in sub) for g, sub in sec.get("group", {}).items()}
+    for a in arms:
+        if a.group and a.group not in groups:
+            raise ValueError(f"{engine} arm {a.label!r} names missing group {a.group!r}")
+    classes = tuple((m["arch"], _compile_when(m["when"]), m["class"]) for m in doc.get("model_class", ()))
+    return _Rules(engine=engine, arms=arms, groups=groups, wv_count=tuple(sec["wv_count"]),
+                  never_find=tuple((a, b) for a, b in sec["never_find"]),
+                  never_eq=tuple((a, b) for a, b in sec["never_eq"]),
+                  imatrix_types=frozenset(sec["imatrix_types"]), imatrix_q2k_ftype=sec["imatrix_q2k_ftype"],
+                  model_classes=classes)  # type: ignore[arg-type]
+
+
+# ================================================================================== evaluation context
+
+_BLK = re.compile(r"blk\.([+-]?\d+)\.")
+
+
+class _Ctx:
+    """What one clause can look at: the tensor, the model, the spec, the counters, the current type."""
+
+    __slots__ = ("t", "params", "spec", "ftype", "state", "type", "model_class", "arm", "_layer")
+
+    def __init__(self, t: TensorInfo | None, params: ModelParams, spec: QuantizeSpec, ftype: Ftype | None,
+                 state: QuantizeState, type_name: str, model_class: str) -> None:
+        self.t, self.params, self.spec, self.ftype, self.state = t, params, spec, ftype, state
+        self.type, self.model_class = type_name, model_class
+        self.arm: _Arm | None = None
+        self._layer: tuple[int, int] | None = None
+
+    def layer(self) -> tuple[int, int]:
+        """(i_layer, n_layer) as the current arm computes it (layer_info() or the raw counter)."""
+        if self._layer is None:
+            arm = self.arm
+            if arm is None or arm.layer is None or arm.counter is None:
+                raise ValueError("layer atom used in an arm without `layer`")
+            n = self.params.n_layer
+            i = self.state.counters[arm.counter]
+            if arm.layer == "info" and self.params.n_expert > 1:
+                assert self.t is not None
+                m = _BLK.match(self.t.name)
+                if not m:
+                    raise RecipeError(f"failed to determine the layer of tensor {self.t.name} "
+                                      "(llama-quantize's layer_info needs a blk.N. name in MoE models)")
+                i = int(m.group(1))
+                if not 0 <= i < n:
+                    raise RecipeError(f"bad layer {i} for tensor {self.t.name}: must be in [0, {n})")
+            self._layer = (i, n)
+        return self._layer
+
+
+def _model_class(params: ModelParams, engine: str) -> str:
+    rules = _rules(engine)
+    ctx = _Ctx(None, params, QuantizeSpec(engine=engine), None, QuantizeState(), "f32", "")
+    for arch, when, cls in rules.model_classes:
+        if arch == params.arch and when(ctx):
+            return cls
+    return ""
+
+
+def _run_arms(arms: Sequence[_Arm], groups: Mapping[str, tuple[_Arm, ...]], c: _Ctx,
+              prefix: str = "") -> tuple[str, str | None]:
+    """The first arm that applies decides; returns (type, reason or None when the type is unchanged)."""
+    assert c.ftype is not None
+    for arm in arms:
+        if arm.ftypes is not None and c.ftype.name not in arm.ftypes:
+            continue
+        if arm.when is not None and not arm.when(c):
+            continue
+        if arm.group is not None:
+            return _run_arms(groups[arm.group], groups, c, prefix=f"{arm.label} ")
+        c.arm, c._layer = arm, None
+        if arm.layer == "info":
+            c.layer()  # layer_info() runs (and may throw) before any rule is tested
+        start, reasons = c.type, []
+        for chain in arm.chains:
+            for clause in chain:
+                if clause.applies(c):
+                    new = clause.result(c)
+                    if new != c.type:
+                        what = f" with {clause.when_text}" if clause.when_text else ""
+                        if clause.ftypes is not None:
+                            what += f" ({c.ftype.name})"
+                        change = f": {c.type} -> {new}" if clause.mapping is not None else f" -> {new}"
+                        reasons.append(f"ftype rule: {prefix}{arm.label}{what}{change}")
+                        c.type = new
+                    break
+        if arm.counter is not None:
+            c.state.counters[arm.counter] += 1
+        c.arm = None
+        return c.type, ("; ".join(reasons) if c.type != start else None)
+    return c.type, None
+
+
+# ================================================================================== types and options
+
+def _option_type(name: str | None, engine: str, option: str) -> QuantType:
+    """A type named on the command line (exact spelling in ik, case-insensitive in mainline)."""
+    assert name is not None
+    qt = catalogue().get(name, engine=engine, context=option)
+    if engine == "ik" and qt.name != name:
+        raise UnknownQuantTypeError(name, context=option,
+                                    hint=f"ik's llama-quantize only knows the spelling {qt.name!r}")
+    return qt
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    spec: QuantizeSpec
+    ftype: Ftype
+    rules: _Rules
+    default: QuantType
+    patterns: tuple[tuple[re.Pattern[str], Rule], ...]
+
+
+@functools.lru_cache(maxsize=256)
+def _prepare(spec: QuantizeSpec) -> _Prepared:
+    _check_engine(spec.engine)
+    ftype = get_ftype(spec.base_type, spec.engine)
+    for option, value in (("--token-embedding-type", spec.token_embedding_type),
+                          ("--output-tensor-type", spec.output_tensor_type),
+                          ("--ffn-gate-inp-type", spec.ffn_gate_inp_type)):
+        if value is not None:
+            _option_type(value, spec.engine, option)
+    if spec.engine == "mainline" and spec.ffn_gate_inp_type is not None:
+        raise UsageError("--ffn-gate-inp-type is an ik_llama.cpp option; mainline never quantizes ffn_gate_inp")
+    if ftype.needs_imatrix and not spec.has_imatrix and not (spec.engine == "ik" and spec.ignore_imatrix_rules):
+        raise RecipeError(f"llama-quantize refuses {ftype.name} without an importance matrix",
+                          hint="pass an imatrix (has_imatrix=True)"
+                               + (" or --ignore-imatrix-rules" if spec.engine == "ik" else ""))
+    patterns = []
+    for rule in spec.custom_q:
+        _option_type(rule.type_name, spec.engine, f"custom rule {rule.index}")
+        patterns.append((check_regex(rule.pattern), rule))
+    return _Prepared(spec=spec, ftype=ftype, rules=_rules(spec.engine),
+                     default=catalogue().get(ftype.default_type), patterns=tuple(patterns))
+
+
+# ================================================================================== never quantized
+
+def _n_dims(shape: Sequence[int]) -> int:
+    # ggml_n_dims: trailing dimensions of 1 do not count ([4096, 1] is 1-D)
+    dims = len(shape)
+    while dims > 1 and shape[dims - 1] == 1:
+        dims -= 1
+    return dims
+
+
+def _never_reason(t: TensorInfo, spec: QuantizeSpec, prep: _Prepared) -> str | None:
+    name, rules = t.name, prep.rules
+    src = catalogue().get(t.dtype)
+    if src.kind == "index":
+        return "not quantized: integer type"
+    if not name.endswith("weight"):
+        return "not quantized: name does not end in 'weight'"
+    if _n_dims(t.shape) < 2:
+        return "not quantized: 1-D"
+    if prep.ftype.copy_only:
+        return "not quantized: COPY"
+    for sub, label in rules.never_find:
+        if sub in name:
+            return f"not quantized: {label}"
+    if spec.leave_output_tensor and name == "output.weight":
+        return "not quantized: output.weight with --leave-output-tensor"
+    if rules.engine == "ik" and "ffn_gate_inp.weight" in name:
+        wanted = spec.ffn_gate_inp_type
+        if wanted is None or wanted == t.dtype:
+            return "not quantized: ffn_gate_inp"
+    for eq, label in rules.never_eq:
+        if name == eq:
+            return f"not quantized: {label}"
+    return None
+
+
+def is_quantizable(t: TensorInfo, spec: QuantizeSpec) -> bool:
+    """Whether llama-quantize even considers ``t`` (the "never quantized" rules of the engine)."""
+    return _never_reason(t, spec, _prepare(spec)) is None
+
+
+# ================================================================================== one tensor
+
+def _row_fallback(type_name: str, t: TensorInfo, engine: str) -> tuple[str, str | None]:
+    cat = catalogue()
+    try:
+        qt, why = cat.row_fallback(cat.get(type_name), t.shape[0], engine)
+    except UnsupportedTensorSizeError as exc:
+        raise UnsupportedTensorSizeError(f"{t.name}: {exc.message}", hint=exc.hint) from exc
+    return qt.name, why
+
+
+def _first_rule(prep: _Prepared, name: str) -> Rule | None:
+    for pattern, rule in prep.patterns:
+        if pattern.search(name):
+            return rule
+    return None
+
+
+def _rule_reason(rule: Rule) -> str:
+    return f"custom rule {rule.index} ({rule.pattern}={rule.type_name})"
+
+
+def _decide(t: TensorInfo, params: ModelParams, prep: _Prepared, state: QuantizeState,
+            model_class: str) -> TensorResult:
+    spec, ftype, engine = prep.spec, prep.ftype, prep.spec.engine
+    cat = catalogue()
+    src = t.dtype
+    never = _never_reason(t, spec, prep)
+    if never is not None:
+        return TensorResult(t.name, src, src, tuple(t.shape), cat.get(src).tensor_bytes(t.shape), never, None)
+
+    default = prep.default.name
+    fallback: str | None = None
+    rules_ran = False
+    if engine == "mainline" and spec.token_embedding_type is not None and \
+            t.name in ("token_embd.weight", "per_layer_token_embd.weight"):
+        new = _option_type(spec.token_embedding_type, engine, "--token-embedding-type").name
+        reason = "--token-embedding-type"
+    elif engine == "mainline" and spec.output_tensor_type is not None and t.name == "output.weight":
+        new = _option_type(spec.output_tensor_type, engine, "--output-tensor-type").name
+        reason = "--output-tensor-type"
+    elif spec.pure:
+        new, reason = default, f"ftype {ftype.name} default (--pure)"
+        if engine == "ik":
+            new, fallback = _row_fallback(new, t, engine)
+        elif not cat.get(new).fits_row(t.shape[0]):
+            raise UnsupportedTensorSizeError(
+                f"{t.name}: --pure {new} cannot store rows of {t.shape[0]} weights and mainline "
+                "llama-quantize applies no fallback with --pure")
+    elif not prep.default.is_quantized:
+        new, reason = default, f"ftype {ftype.name} default"
+    else:
+        rules_ran = True
+        rule = _first_rule(prep, t.name)
+        if engine == "mainline" and rule is not None:
+            # a --tensor-type match skips the mixture rules (and their counters)
+            new, reason = rule.type_name, _rule_reason(rule)
+        else:
+            c = _Ctx(t, params, spec, ftype, state, default, model_class)
+            new, why = _run_arms(prep.rules.arms, prep.rules.groups, c)
+            reason = why or f"ftype {ftype.name} default"
+            if rule is not None:
+                new, reason = rule.type_name, _rule_reason(rule)
+        new, fallback = _row_fallback(new, t, engine)
+
+    if engine == "ik":
+        for option, value, hit in (
+                ("--token-embedding-type", spec.token_embedding_type, t.name == "token_embd.weight"),
+                ("--output-tensor-type", spec.output_tensor_type, t.name == "output.weight"),
+                ("--ffn-gate-inp-type", spec.ffn_gate_inp_type, "ffn_gate_inp.weight" in t.name)):
+            if value is not None and hit:
+                new, reason, fallback = _option_type(value, engine, option).name, option, None
+        if t.name == "token_embd.weight" or (rules_ran and t.name == "per_layer_token_embd.weight"):
+            qt = cat.get(new)
+            if qt.is_repacked and qt.repack_base:
+                fallback = _join(fallback, f"token embeddings cannot be row-interleaved: {new} -> {qt.repack_base}")
+                new = qt.repack_base
+
+    if new != src:
+        _check_imatrix(t, new, prep)
+        if cat.get(src).is_quantized and not spec.allow_requantize:
+            raise RecipeError(f"{t.name}: requantizing from type {src} is disabled",
+                              hint="quantize from the bf16/f16 source, or pass --allow-requantize")
+        qt = cat.get(new)
+        if engine == "ik" and qt.is_repacked and qt.repack_base:
+            ne1 = t.shape[1] if len(t.shape) > 1 else 1
+            if ne1 % qt.repack_rows:
+                fallback = _join(fallback, f"ne1={ne1} not a multiple of {qt.repack_rows} rows: "
+                                           f"{new} -> {qt.repack_base}")
+                new = qt.repack_base
+    return TensorResult(t.name, src, new, tuple(t.shape), cat.get(new).tensor_bytes(t.shape), reason, fallback)
+
+
+def _join(a: str | None, b: str) -> str:
+    return f"{a}; {b}" if a else b
+
+
+def _check_imatrix(t: TensorInfo, new: str, prep: _Prepared) -> None:
+    spec, rules = prep.spec, prep.rules
+    if spec.has_imatrix or (spec.engine == "ik" and spec.ignore_imatrix_rules):
+        return
+    if t.name in ("token_embd.weight", "output.weight"):
+        return
+    if new in rules.imatrix_types or (new == "q2_K" and prep.ftype.name == rules.imatrix_q2k_ftype):
+        raise RecipeError(f"{t.name}: llama-quantize refuses {new} without an importance matrix "
+                          "('Missing importance matrix for tensor ... in a very low-bit quantization')",
+                          hint="pass an imatrix (has_imatrix=True)"
+                               + (" or --ignore-imatrix-rules" if spec.engine == "ik" else ""))
+
+
+def target_type(t: TensorInfo, params: ModelParams, spec: QuantizeSpec, *,
+                state: QuantizeState | None = None) -> tuple[str, str, str | None]:
+    """The full pipeline for one tensor: ``(type_name, reason, fallback reason)``.
+
+    ``state`` carries llama-quantize's per-category counters; pass the same state for every tensor in
+    file order (what :func:`quantize` does).  Without one, a state is derived from the tensor alone:
+    the counters equal its block number and the output is untied unless ``params.tied``, which matches
+    a whole-file run for the usual one-tensor-per-kind-per-layer layouts.
+
+    Raises:
+        UnknownQuantTypeError, RecipeError, UnsupportedTensorSizeError: as llama-quantize would fail.
+    """
+    prep = _prepare(spec)
+    if state is None:
+        state = QuantizeState(has_output=not params.tied, n_attention_wv=params.n_layer)
+        if t.layer is not None:
+            state.counters = dict.fromkeys(_COUNTERS, t.layer)
+    r = _decide(t, params, prep, state, _model_class(params, spec.engine))
+    return r.type_name, r.reason, r.fallback
+
+
+def _mainline_order(t: TensorInfo) -> tuple[int, str]:
+    # llama_model_loader::weight_name_comparer: by blk.N (else -1), then by name
+    m = _BLK.match(t.name)
+    return (int(m.group(1)) if m else -1, t.name)
+
+
+def quantize(tmap: TensorMap, spec: QuantizeSpec, *, alignment: int = GGUF_DEFAULT_ALIGNMENT) -> Footprint:
+    """Predict llama-quantize's output for every tensor of ``tmap``.
+
+    ik keeps the file order; mainline writes tensors in its loader's order (block number, then name),
+    and the order matters because of the per-category counters.
+
+    Raises:
+        UnknownQuantTypeError, RecipeError, RegexDialectError, UnsupportedTensorSizeError.
+    """
+    prep = _prepare(spec)
+    tensors = tmap.tensors if spec.engine == "ik" else tuple(sorted(tmap.tensors, key=_mainline_order))
+    state = QuantizeState.for_tensors(tensors, spec.engine)
+    model_class = _model_class(tmap.params, spec.engine)
+    results = tuple(_decide(t, tmap.params, prep, state, model_class) for t in tensors)
+    total = sum(r.nbytes for r in results)
+    n_elements = sum(t.n_elements for t in tensors)
+    cat = catalogue()
+    counts = Counter(r.type_name for r in results)
+    type_counts = {k: counts[k] for k in sorted(counts, key=lambda n: cat.get(n).id)}
+    return Footprint(model=tmap.name, engine=spec.engine, base_type=prep.ftype.name, tensors=results,
+                     total_bytes=total, data_bytes=sum(pad(r.nbytes, alignment) for r in results),
+                     n_elements=n_elements, bpw=total * 8 / n_elements if n_elements else 0.0,
+                     type_counts=type_counts, fallbacks=tuple(r for r in results if r.fallback))
+
+
+# ================================================================================== formatting
+
+def format_type_counts(counts: Mapping[str, int]) -> str:
+    """Per-type tensor counts as llama.cpp's loader prints them (``%4s: %4d tensors``, right-aligned).
+
+    Lines are joined with newlines, without a trailing newline, in catalogue id order.
+    """
+    cat = catalogue()
+    names = sorted(counts, key=lambda n: (cat.get(n).id if cat.has(n) else 1 << 30, n))
+    wn = max([4, *(len(n) for n in names)])
+    wc = max([4, *(len(str(counts[n])) for n in names)])
+    return "\n".join(f"{n:>{wn}}: {counts[n]:>{wc}} tensors" for n in names)
+
+
+def format_size_line(fp: Footprint) -> str:
+    """The size headline of a model card, e.g. ``106.830 GiB (3.903 BPW)``."""
+    return f"{fp.total_bytes / 2**30:.3f} GiB ({fp.bpw:.3f} BPW)"
+
+
+# ================================================================================== recipes
+
+def parse_recipe_text(text: str) -> list[str]:
+    """The rule items of a recipe block such as the seed card's ``custom="..."``.
+
+    Mirrors the card's shell: ``grep -v '^#'`` drops lines that start with '#', ``sed -Ez 's:\\n+:,:g'``
+    joins the rest with commas (so blank lines vanish), and llama-quantize then splits on commas.
+    Whitespace-only lines are dropped too (the shell would pass them on and llama-quantize would reject
+    them); other whitespace is kept, as the shell keeps it.
+    """
+    lines = [ln.rstrip("\r") for ln in text.split("\n")]
+    kept = [ln for ln in lines if not ln.startswith("#") and ln.strip()]
+    return ",".join(kept).split(",") if kept else []
+
+
+def parse_custom_q(items: str | Sequence[str], engine: str = "ik") -> tuple[Rule, ...]:
+    """Parse ``--custom-q`` arguments (ik) or ``--tensor-type`` arguments (mainline) into rules.
+
+    ik: every argument is split on ',' and each item on its first '='; the type must be spelled exactly
+    as ``ggml_type_name`` prints it (``q4_K``, ``iq4_ks``, ``q8_KV``).  Mainline: each argument is one
+    ``NAME=TYPE``; NAME is lower-cased and TYPE matched case-insensitively.  Every pattern passes
+    :func:`check_regex`.
+
+    Raises:
+        RecipeError: an item without '=' or with an empty pattern or type, or a regex Python cannot compile.
+        RegexDialectError: a regex whose meaning differs between Python and C++ std::regex ECMAScript.
+        UnknownQuantTypeError: a type the engine does not know (close matches in the hint).
+    """
+    _check_engine(engine)
+    args = [items] if isinstance(items, str) else list(items)
+    rules: list[Rule] = []
+    for arg in args:
+        for item in (arg.split(",") if engine == "ik" else [arg]):
+            index = len(rules) + 1
+            where = f"custom rule {index} {item!r}"
+            if "=" not in item:
+                raise RecipeError(f"{where} has no '=' (expected regex=type)",
+                                  hint="a stray comma leaves an empty rule" if not item else "")
+            pattern, type_name = item.split("=", 1)
+            if engine == "mainline":
+                pattern = pattern.lower()
+            if not pattern:
+                raise RecipeError(f"{where} has an empty pattern")
+            if not type_name:
+                raise RecipeError(f"{where} has an empty type")
+            qt = _option_type(type_name, engine, where)
+            check_regex(pattern, where=where)
+            rules.append(Rule(pattern=pattern, type_name=qt.name, index=index))
+    return tuple(rules)
+
+
+# ================================================================================== regex dialect
+
+_QUANT_BRACE = re.compile(r"\{(\d+)(,(\d*))?\}")
+
+
+def _dialect_problem(p: str) -> str | None:
+    """The first construct whose meaning differs between Python ``re`` and C++ std::regex ECMAScript.
+
+    Checked: lookbehind; named groups and references (both spellings); atomic groups; possessive
+    quantifiers; inline/scoped flags; comments; conditionals; ``\\A \\Z \\z \\G``; POSIX bracket
+    expressions (``[[:alpha:]]``, ``[[=a=]]``, ``[[.a.]]``); a ']' first in a class (ECMAScript's ``[]``
+    is an empty class); ``{,n}`` and braces that are not a quantifier.
+    """
+    i, n = 0, len(p)
+    prev_quant = False   # the previous token was a quantifier
+    while i < n:
+        c = p[i]
+        if c == "\\":
+            e = p[i + 1] if i + 1 < n else ""
+            if e in ("A", "Z", "z", "G"):
+                return (f"\\{e} is a Python anchor with no ECMAScript meaning "
+                        "(use ^ and $: std::regex_search sees one tensor name)")
+            i += 2
+            prev_quant = False
+            continue
+        if c == "[":
+            j = i + 1
+            if j < n and p[j] == "^":
+                j += 1
+            if j < n and p[j] == "]":
+                return ("']' first in a character class is a literal in Python but closes an empty class "
+                        "in ECMAScript; escape it as \\]")
+            while j < n and p[j] != "]":
+                if p[j] == "\\":
+                    j += 2
+                    continue
+                if p[j] == "[" and j + 1 < n and p[j + 1] in ":=.":
+                    return ("POSIX bracket expressions like [[:alpha:]] are classes in ECMAScript "
+                            "but literal characters in Python")
+                j += 1
+            i = j + 1
+            prev_quant = False
+            continue
+        if c == "(":
+            if p.startswith("(?", i):
+                ext = p[i + 2:i + 4]
+                if ext.startswith(("<=", "<!")):
+                    return "lookbehind (?<= / (?<! does not exist in ECMAScript std::regex"
+                if ext.startswith("P"):
+                    return "(?P...) named groups are Python-only"
+                if ext.startswith("<"):
+                    return "named groups (?<name>...) are not supported by C++ std::regex"
+                if ext.startswith(">"):
+                    return "atomic groups (?>...) are not ECMAScript"
+                if ext.startswith("#"):
+                    return "(?#...) comments are Python-only"
+                if ext.startswith("("):
+                    return "conditional groups (?(...)...) are Python-only"
+                if ext[:1] and ext[0] in "aiLmsux-":
+                    return "inline flags such as (?i) are Python-only; std::regex ignores nothing and fails"
+            i += 1
+            prev_quant = False
+            continue
+        if c in "*+?":
+            if prev_quant and c == "+":
+                return "possessive quantifiers (*+, ++, ?+, {n}+) are Python 3.11+ only"
+            prev_quant = not (prev_quant and c == "?")   # a '?' after a quantifier only makes it lazy
+            i += 1
+            continue
+        if c == "{":
+            m = _QUANT_BRACE.match(p, i)
+            if m is None:
+                if re.match(r"\{,\d*\}", p[i:]):
+                    return "{,n} means {0,n} in Python but is not a quantifier in ECMAScript"
+                return "a literal '{' must be escaped: Python reads it literally, std::regex rejects it"
+            if prev_quant:
+                return "a quantifier after a quantifier is an error in ECMAScript"
+            i = m.end()
+            prev_quant = True
+            continue
+        if c == "}":
+            return "an unescaped '}' is a literal in Python but an error in std::regex"
+        prev_quant = False
+        i += 1
+    return None
+
+
+def check_regex(pattern: str, *, where: str = "") -> re.Pattern[str]:
+    """Compile a ``--custom-q`` / ``--tensor-type`` / ``-ot`` regex after the dialect check.
+
+    llama.cpp compiles these with C++ ``std::regex`` (ECMAScript grammar) and applies ``regex_search``
+    (unanchored), which Python's ``re.search`` reproduces for the shared subset of the two dialects.
+    Constructs outside that subset are refused rather than guessed (see :func:`_dialect_problem`).
+
+    Raises:
+        RegexDialectError: the pattern uses a construct whose meaning differs between the dialects.
+        RecipeError: Python cannot compile the pattern.
+    """
+    prefix = f"{where}: " if where else ""
+    problem = _dialect_problem(pattern)
+    if problem:
+        raise RegexDialectError(f"{prefix}regex {pattern!r}: {problem}",
+                                hint="rewrite it with plain ECMAScript syntax (., *, +, ?, [..], (..|..), ^, $)")
+    try:
+        return _compile(pattern)
+    except re.error as exc:
+        raise RecipeError(f"{prefix}regex {pattern!r} does not compile: {exc}") from exc
+
+
+@functools.lru_cache(maxsize=1024)
+def _compile(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
