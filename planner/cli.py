@@ -373,14 +373,14 @@ def export_command(plan_file, out, model_path, port, check_binary, force):
 @click.option("--fixed", multiple=True, metavar="REGEX=TYPE", help="pin matching tensors to a type (repeatable)")
 @click.option("--imatrix", type=click.Path(exists=True, dir_okay=False), help="imatrix file (.dat or GGUF)")
 @click.option("--no-imatrix", is_flag=True, help="plan for quantizing without an imatrix")
-@click.option("--tradeoff", type=float, default=10.0, show_default=True,
-              help="balanced objective: %% faster generation worth 1 %% of perplexity")
+@click.option("--quality-slack", type=float, default=0.5, show_default=True, metavar="PCT",
+              help="balanced: the fastest plan whose predicted PPL ratio is within PCT %% of the best-quality plan")
 @click.option("--model-path", metavar="PATH", help="output GGUF path used in the emitted commands")
 @click.option("--out", type=click.Path(dir_okay=False), help="write the plan JSON here")
 @click.option("--force", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
 def plan_command(model, hw_opts, engine, ctx, kv, ubatch, amb, load, threads, gpu_margin, os_reserve, objective,
-                 min_tg, max_size, allow, deny, fixed, imatrix, no_imatrix, tradeoff, model_path, out, force, as_json):
+                 min_tg, max_size, allow, deny, fixed, imatrix, no_imatrix, quality_slack, model_path, out, force, as_json):
     """Choose quant types and device placement together (exact ILP), and emit the recipe and launch command.
 
     Without hardware flags the machine is probed; --vram/--ram describe a machine by hand and the remaining
@@ -399,7 +399,7 @@ def plan_command(model, hw_opts, engine, ctx, kv, ubatch, amb, load, threads, gp
     run = _run_config(engine, ctx, kv, ubatch, amb, load, threads, gpu_margin, os_reserve, hw)
     doc = plan_command_impl(model, hw, run, objective=objective, min_tg=min_tg, max_size_gib=max_size,
                             allow=allow, deny=deny, fixed=fixed, imatrix=imatrix, has_imatrix=not no_imatrix,
-                            tradeoff=tradeoff, model_path=model_path, ctx_max=(ctx == "max"))
+                            quality_slack=quality_slack, model_path=model_path, ctx_max=(ctx == "max"))
     _write_json_out(doc, out, force)
     output.emit(doc, as_json=as_json, render=output.render_plan)
 

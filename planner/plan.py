@@ -64,7 +64,7 @@ class Budget:
 class SolverInfo:
     status: str
     gap: float
-    wall_s: float
+    wall_s: float = field(metadata={"json": False})   # timing varies run to run: kept out of the plan JSON
     objective: float
     objective_kind: str
     n_classes: int
@@ -178,7 +178,7 @@ class PlanRequest:
     base_type: str = "IQ3_K"
     has_imatrix: bool = True
     time_limit_s: float = 10.0
-    tradeoff: float = 10.0               # balanced: % of TG worth 1 % of PPL (see objective_weight)
+    quality_slack_pct: float = 0.5       # balanced: PPL ratio may exceed the best-quality plan's by this %
 
 
 def _seconds_per_byte(hw, cfg: RunConfig) -> dict[str, float]:
@@ -281,15 +281,10 @@ def capacities(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, cfg
     return cap
 
 
-def objective_weight(quality, request: PlanRequest) -> float:
-    """Balanced objective: loss units per second/token such that ``tradeoff`` % faster generation is
-    worth 1 % of PPL ratio at a 10 tok/s reference speed (documented in the README)."""
-    if quality is None:
-        return 1.0
-    k = quality.ppl_scale if hasattr(quality, "ppl_scale") else 1.0
-    loss_per_pct = math.log(1.01) / k
-    seconds_per_pct = 0.1 * request.tradeoff / 100.0     # at the 0.1 s/token reference
-    return loss_per_pct / seconds_per_pct
+def loss_slack(quality, request: PlanRequest) -> float:
+    """Balanced objective: loss units equal to ``quality_slack_pct`` % of PPL ratio (ppl = exp(k * loss))."""
+    k = getattr(quality, "ppl_scale", None) or getattr(quality, "k", 1.0)
+    return math.log(1.0 + request.quality_slack_pct / 100.0) / k
 
 
 def _finish(tmap: TensorMap, hw, budget: Budget, request: PlanRequest, layer_device: tuple[str, ...],
@@ -333,6 +328,11 @@ def _solve_with_layers(tmap, hw, budget, request, *, types, quality) -> tuple[tu
             continue
         obj = _objective(request, quality, types is not None)
         try:
+            if obj.kind == "balanced":
+                # epsilon-constraint: the best quality first, then the fastest plan within the slack of it
+                best = solve(groups, cap, replace(obj, kind="quality"))
+                sol = solve(groups, cap, replace(obj, kind="speed", max_loss=best.loss + loss_slack(quality, request)))
+                return layer_device, replace(sol, wall_s=sol.wall_s + best.wall_s)
             return layer_device, solve(groups, cap, obj)
         except InfeasibleBudgetError as exc:
             last_err = exc
@@ -345,7 +345,7 @@ def _objective(request: PlanRequest, quality, placement_only: bool) -> Objective
     if placement_only:
         return Objective("speed", max_seconds=max_s, time_limit_s=request.time_limit_s)
     return Objective(request.objective, max_seconds=max_s, max_total_bytes=request.max_size_bytes,
-                     seconds_weight=objective_weight(quality, request), time_limit_s=request.time_limit_s)
+                     time_limit_s=request.time_limit_s)
 
 
 def _expand(sol: Solution, groups_tensors: Mapping[str, tuple[str, ...]]) -> tuple[dict, dict]:
@@ -598,7 +598,7 @@ def script_comments(plan_file: str) -> list[str]:
 
 def plan_command_impl(model: str | None, hw, run: RunConfig, *, objective: str = "balanced",
                       min_tg: float | None = None, max_size_gib: float | None = None, allow=(), deny=(), fixed=(),
-                      imatrix: str | None = None, has_imatrix: bool = True, tradeoff: float = 10.0,
+                      imatrix: str | None = None, has_imatrix: bool = True, quality_slack: float = 0.5,
                       model_path: str | None = None, ctx_max: bool = False) -> PlanDocument:
     """`gguf-planner plan`: the joint ILP for an unquantized model, placement for a quantized GGUF."""
     from planner.quality import QualityModel
@@ -622,7 +622,7 @@ def plan_command_impl(model: str | None, hw, run: RunConfig, *, objective: str =
     request = PlanRequest(run=run, objective=objective, min_tg=min_tg,
                           max_size_bytes=int(max_size_gib * GIB) if max_size_gib else None,
                           allow=tuple(allow), deny=tuple(deny), fixed=tuple(pinned),
-                          has_imatrix=has_imatrix or bool(imatrix), tradeoff=tradeoff)
+                          has_imatrix=has_imatrix or bool(imatrix), quality_slack_pct=quality_slack)
     out_path = model_path or (model if model and model.endswith(".gguf") else f"{tmap.name}-planned.gguf")
     if any(catalogue().get(t.dtype).is_quantized for t in tmap.tensors):
         types = {t.name: t.dtype for t in tmap.tensors}

@@ -100,7 +100,14 @@ def build_recipe(tmap: TensorMap, types: Mapping[str, str], *, engine: str = "ik
 
 def _base_for(types: Mapping[str, str], tmap: TensorMap, engine: str) -> str:
     """The named ftype whose default type carries most of the plan's bytes (sets general.file_type)."""
-    from planner.quantize import ftype_for_type
+    from planner.quantize import ftype_names, get_ftype
+
+    def ftype_for_type(type_name: str, eng: str) -> str | None:
+        for n in ftype_names(eng):
+            ft = get_ftype(n, eng)
+            if ft.default_type == type_name and not n.endswith(("_S", "_L")):
+                return ft.name
+        return None
 
     weight = Counter()
     for t in tmap.tensors:

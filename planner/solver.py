@@ -49,7 +49,7 @@ class Objective:
     kind: str = "balanced"                # quality | speed | balanced
     max_seconds: float | None = None      # from --min-tg
     max_total_bytes: int | None = None    # cap on the weights summed over all devices
-    seconds_weight: float = 0.0           # balanced: loss units per second per token
+    max_loss: float | None = None         # balanced, second step: loss at most this
     time_limit_s: float = 10.0
     workers: int = 2
 
@@ -137,13 +137,15 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
         budget = objective.max_seconds - fixed_seconds
         m.Add(sum(round(o.seconds * sec_scale) * v for v, o in all_opts) <= math.floor(budget * sec_scale))
 
+    if objective.max_loss is not None:
+        m.Add(sum(round(o.loss * loss_scale) * v for v, o in all_opts if o.loss)
+              <= math.floor(objective.max_loss * loss_scale))
     if objective.kind == "speed":
         coef = [(v, o.seconds * sec_scale + o.loss * loss_scale * 1e-6) for v, o in all_opts]
     elif objective.kind == "quality":
         coef = [(v, o.loss * loss_scale + o.seconds * sec_scale * 1e-6) for v, o in all_opts]
     else:
-        w = objective.seconds_weight
-        coef = [(v, (o.loss + w * o.seconds) * loss_scale) for v, o in all_opts]
+        raise ValueError(f"unknown objective {objective.kind!r}")
     int_coef = [(v, round(c)) for v, c in coef]
     m.Minimize(sum(c * v for v, c in int_coef if c))
 
