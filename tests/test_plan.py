@@ -1,0 +1,106 @@
+"""Acceptance of the joint planner (issue 6) and consistency with footprint/check."""
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from planner.cli import main
+from planner.hardware import resolve_hardware
+from planner.launch import parse_server_command, placement_from_command
+from planner.memory import GIB, RunConfig
+from planner.plan import evaluate, plan_command_impl
+from planner.quantize import QuantizeSpec, Rule, quantize
+
+ROOT = Path(__file__).parents[1]
+SEED_ARGV = [tok for line in (ROOT / "examples/seed-command.sh").read_text().splitlines()
+             if line.strip() and not line.startswith("#") for tok in line.split()]
+
+
+@pytest.fixture(scope="module")
+def planned():
+    hw = resolve_hardware(vram=[24.0], ram=96.0)
+    run = RunConfig(threads=hw.threads_default)
+    return hw, plan_command_impl(None, hw, run)
+
+
+@pytest.fixture(scope="module")
+def seed_reference(planned):
+    from planner.plan import mix_from_options
+    from planner.quality import QualityModel
+    from planner.source import load_model
+
+    hw, _ = planned
+    tm = load_model(None)
+    types, fp = mix_from_options(tm, base_type="IQ3_K", recipe_text=(ROOT / "examples/seed-mix-IQ3_K.recipe").read_text())
+    parsed = parse_server_command(SEED_ARGV, engine="ik-2025")
+    res = evaluate(tm, types, placement_from_command(tm, parsed, ["CUDA0"]), hw, parsed.run,
+                   quality=QualityModel.build(tm))
+    return fp, res
+
+
+def test_plan_dominates_the_seed(planned, seed_reference):
+    _, doc = planned
+    fp, seed = seed_reference
+    p = doc.plan
+    assert p.solver.status == "OPTIMAL"
+    assert p.total_bytes <= fp.total_bytes                       # no larger than 106.830 GiB
+    assert p.quality.loss <= seed.quality.loss                   # predicted quality loss at most the seed's
+    assert p.speed.tg_tps >= seed.speed.tg_tps                   # predicted TG at least the seed command's
+    assert p.memory.fits
+
+
+def test_recipe_through_footprint_gives_the_plans_bytes(planned):
+    from planner.source import load_model
+
+    _, doc = planned
+    tm = load_model(None)
+    spec = QuantizeSpec(base_type=doc.recipe.base_type,
+                        custom_q=tuple(Rule(rx, ty, i) for i, (rx, ty) in enumerate(doc.recipe.rules)))
+    fp = quantize(tm, spec)
+    assert fp.total_bytes == doc.plan.total_bytes
+    assert {r.name: r.type_name for r in fp.tensors} == doc.plan.types
+
+
+def test_launch_through_check_gives_the_plans_memory(planned):
+    from planner.source import load_model
+
+    hw, doc = planned
+    tm = load_model(None)
+    parsed = parse_server_command(list(doc.launch.argv), engine="ik")
+    res = evaluate(tm, doc.plan.types, placement_from_command(tm, parsed, ["CUDA0"]), hw, parsed.run)
+    for d in doc.plan.memory.devices:
+        assert res.memory.device(d.device).total_bytes == d.total_bytes
+    assert len(doc.launch.overrides) <= 3
+
+
+def test_impossible_budget_exits_2_with_shortfall_and_options():
+    r = CliRunner().invoke(main, ["plan", "--vram", "8", "--ram", "32"])
+    assert r.exit_code == 2
+    assert "short by" in r.output and "nearest feasible" in r.output and "--ram" in r.output
+    assert "Traceback" not in r.output
+
+
+def test_plan_json_is_byte_identical(tmp_path):
+    outs = []
+    for i in range(2):
+        r = CliRunner().invoke(main, ["plan", "qwen3-30b-a3b", "--vram", "8", "--ram", "32", "--json"])
+        assert r.exit_code == 0, r.output
+        outs.append(r.stdout)
+    assert outs[0] == outs[1]
+    doc = json.loads(outs[0])
+    assert doc["format"] == "gguf-planner/plan-v1" and "wall_s" not in doc["plan"]["solver"]
+
+
+def test_export_from_plan_json(tmp_path):
+    pj = tmp_path / "plan.json"
+    r = CliRunner().invoke(main, ["plan", "qwen3-30b-a3b", "--vram", "8", "--ram", "32", "--out", str(pj)])
+    assert r.exit_code == 0, r.output
+    sh = tmp_path / "run.sh"
+    r = CliRunner().invoke(main, ["export", "--plan", str(pj), "--out", str(sh), "--model-path", "/m/x.gguf"])
+    assert r.exit_code == 0, r.output
+    text = sh.read_text()
+    assert text.startswith("#!/usr/bin/env bash") and "set -euo pipefail" in text and "estimated TG" in text
+    r = CliRunner().invoke(main, ["export", "--plan", str(pj), "--out", str(sh)])
+    assert r.exit_code == 3 and "already exists" in r.output and sh.read_text() == text
