@@ -166,33 +166,19 @@ def layer_compute_bytes(tmap: TensorMap, cfg: RunConfig) -> int:
     """Largest per-layer activation buffer (ik --fit estimator, facts §5). Estimate."""
     p = tmap.params
     ub = min(cfg.ubatch, cfg.batch)
-    best = 0
-    for il in range(p.n_layer):
-        exps = shexp = dense = 0
-        for t in _layer_tensors(tmap, il):
-            if t.n_dims < 2:
-                continue
-            if t.is_expert:
-                exps += t.shape[1] * ub * max(1, p.n_expert_used) * 4
-            elif "shexp" in t.role:
-                shexp += t.shape[1] * ub * 4
-            elif t.role.startswith("ffn_"):
-                dense += t.shape[1] * ub * 4
-        best = max(best, max(exps, shexp, dense) + p.n_embd * ub * 4 * 2)
-    return best
-
-
-@functools.lru_cache(maxsize=64)
-def _layer_index(tmap: TensorMap) -> dict[int, tuple[TensorInfo, ...]]:
-    out: dict[int, list[TensorInfo]] = {}
+    per_layer: dict[int, list[int]] = {}          # layer -> [experts, shared experts, dense ffn]
     for t in tmap.tensors:
-        if t.layer is not None:
-            out.setdefault(t.layer, []).append(t)
-    return {k: tuple(v) for k, v in out.items()}
-
-
-def _layer_tensors(tmap: TensorMap, il: int) -> tuple[TensorInfo, ...]:
-    return _layer_index(tmap).get(il, ())
+        if t.layer is None or t.n_dims < 2:
+            continue
+        acc = per_layer.setdefault(t.layer, [0, 0, 0])
+        if t.is_expert:
+            acc[0] += t.shape[1] * ub * max(1, p.n_expert_used) * 4
+        elif "shexp" in t.role:
+            acc[1] += t.shape[1] * ub * 4
+        elif t.role.startswith("ffn_"):
+            acc[2] += t.shape[1] * ub * 4
+    residual = p.n_embd * ub * 4 * 2
+    return max((max(acc) + residual for acc in per_layer.values()), default=residual)
 
 
 def compute_buffer_bytes(tmap: TensorMap, cfg: RunConfig, *, holds_layers: bool, holds_output: bool,

@@ -366,6 +366,13 @@ def place(tmap: TensorMap, types: Mapping[str, str], hw, request: PlanRequest) -
         InfeasibleBudgetError: with the shortfall per device and the nearest feasible options.
     """
     budget = Budget.from_hardware(hw)
+    cfg = request.run
+    need = sum(mix_bytes(tmap, types).values()) + cfg.os_reserve_bytes + cfg.gpu_margin_bytes * len(budget.gpus)
+    have = sum(budget.bytes.values())
+    if need > have:   # no placement can help: skip the solver
+        raise _with_options(InfeasibleBudgetError("weights alone exceed RAM + VRAM",
+                                                  shortfall_bytes={"RAM+VRAM": need - have}),
+                            tmap, types, budget, request)
     try:
         layer_device, sol = _solve_with_layers(tmap, hw, budget, replace(request, objective="placement"),
                                                types=types, quality=None)

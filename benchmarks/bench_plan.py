@@ -1,0 +1,37 @@
+"""Prints figures (no assertions): whole-process time of `gguf-planner plan --vram 24 --ram 96`,
+the ILP time at per-layer granularity, and the time of `compare` on the built-in Qwen3-235B-A22B."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+
+def wall(cmd: list[str], repeat: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def main() -> None:
+    exe = [sys.executable, "-m", "planner"]
+    print(f"plan --vram 24 --ram 96 (whole process, best of 3): {wall(exe + ['plan', '--vram', '24', '--ram', '96']):.2f} s")
+    from planner.hardware import resolve_hardware
+    from planner.memory import RunConfig
+    from planner.plan import plan_command_impl
+
+    hw = resolve_hardware(vram=[24.0], ram=96.0)
+    doc = plan_command_impl(None, hw, RunConfig(threads=hw.threads_default))
+    s = doc.plan.solver
+    print(f"ILP (per-layer granularity, class-aggregated, both balanced steps): {s.wall_s:.2f} s, status {s.status}, "
+          f"{s.n_classes} classes, {s.n_vars} variables")
+    print(f"compare IQ3_K IQ4_KS Q4_K_M <seed recipe> --vram 24 --ram 96 (whole process): "
+          f"{wall(exe + ['compare', 'IQ3_K', 'IQ4_KS', 'Q4_K_M', 'examples/seed-mix-IQ3_K.recipe', '--vram', '24', '--ram', '96'], 1):.2f} s")
+
+
+if __name__ == "__main__":
+    main()
