@@ -13,8 +13,10 @@ Formats (``../shared/reference/ik_llama_facts.md`` §6):
   ``<name>.in_sum2`` (F32, ne = [ne0, n_mat], raw sums of x^2) and ``<name>.counts`` (F32, ne = [1, n_mat]);
   importance = in_sum2 / counts.  Other statistics (``.in_sum`` ...) are ignored.
 
-Every count and length is bounded by the bytes left in the file before anything is allocated; malformed input
-raises :class:`~planner.errors.ImatrixFormatError` naming the byte offset (also set as ``exc.offset``).
+The GGUF header goes through the project's reader (``planner.gguf_header``, header only); the F32 statistics
+are read here.  Every count and length is bounded by the bytes left in the file before anything is allocated;
+malformed input raises :class:`~planner.errors.ImatrixFormatError` naming the byte offset where known (also set
+as ``exc.offset``).
 """
 
 from __future__ import annotations
@@ -30,14 +32,13 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
-from planner.errors import ImatrixFormatError
+from planner.errors import ImatrixFormatError, PlannerError
 
 if TYPE_CHECKING:
     from planner.tensors import TensorMap
 
 MAX_NAME_BYTES = 1 << 16      # names are ~30 bytes; anything near this is corrupt
 GGUF_MAGIC = b"GGUF"
-_GGUF_TYPE_F32 = 0            # ggml_type id of F32
 _BLK = re.compile(r"^blk\.(\d+)\.")
 
 
@@ -290,114 +291,62 @@ def _infer_dat_experts(entries: dict[str, ImatrixEntry]) -> dict[str, ImatrixEnt
     return out
 
 
-# GGUF value types: id -> struct format (None: string / array)
-_GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
-_GGUF_STRING, _GGUF_ARRAY = 8, 9
-
-
-def _gguf_string(r: _Reader, what: str) -> str:
-    at = r.pos
-    n = r.unpack("Q", f"{what} length")
-    if n > min(MAX_NAME_BYTES * 16, r.left):
-        raise r.fail(f"{what}: string length {n} exceeds the file", offset=at)
-    return r.take(n, what).decode("utf-8", errors="replace")
-
-
-def _gguf_value(r: _Reader, vtype: int, what: str, depth: int = 0) -> object:
-    if vtype in _GGUF_SCALARS:
-        return r.unpack(_GGUF_SCALARS[vtype], what)
-    if vtype == _GGUF_STRING:
-        return _gguf_string(r, what)
-    if vtype == _GGUF_ARRAY and depth == 0:
-        at = r.pos
-        itype = r.unpack("I", f"{what} item type")
-        count = r.unpack("Q", f"{what} item count")
-        min_size = struct.calcsize(_GGUF_SCALARS[itype]) if itype in _GGUF_SCALARS else 8
-        if itype not in _GGUF_SCALARS and itype != _GGUF_STRING:
-            raise r.fail(f"{what}: unsupported array item type {itype}", offset=at)
-        if count * min_size > r.left:
-            raise r.fail(f"{what}: {count} items cannot fit in the {r.left} bytes left", offset=at)
-        return [_gguf_value(r, itype, what, depth + 1) for _ in range(count)]
-    raise r.fail(f"{what}: unknown GGUF value type {vtype}", offset=r.pos - 4)
-
-
 def _read_gguf(r: _Reader) -> Imatrix:
-    r.seek(4)
-    version = r.unpack("I", "version")
-    if version not in (2, 3):
-        raise r.fail(f"unsupported GGUF version {version}", offset=4)
-    n_tensors = r.unpack("Q", "tensor count")
-    n_kv = r.unpack("Q", "kv count")
-    if n_kv * 13 > r.left or n_tensors * 33 > r.left:
-        raise r.fail(f"{n_tensors} tensors / {n_kv} keys cannot fit in the {r.left} bytes left", offset=8)
-    kv: dict[str, object] = {}
-    for i in range(n_kv):
-        key = _gguf_string(r, f"key {i}")
-        vtype = r.unpack("I", f"{key} type")
-        kv[key] = _gguf_value(r, vtype, key)
-    gtype = kv.get("general.type")
+    """GGUF imatrix: the header through the project's GGUF reader, the F32 statistics read here, bounded."""
+    from planner.gguf_header import LocalFile, parse_gguf  # noqa: PLC0415  (keeps .dat reading light)
+
+    try:
+        with LocalFile(r.source) as src:
+            head = parse_gguf(src, check_size=False)
+    except PlannerError as exc:       # GGUFFormatError (offset, field) or an unknown type id
+        raise _error(f"bad GGUF imatrix header: {exc}", getattr(exc, "offset", None), r.source) from exc
+    gtype = head.get("general.type")
     if gtype is not None and gtype != "imatrix":
         raise r.fail(f"general.type is {gtype!r}, not 'imatrix'", offset=None,
                      hint="this GGUF is a model, not an imatrix")
-    infos: dict[str, tuple[tuple[int, ...], int, int, int]] = {}
-    for i in range(n_tensors):
-        at = r.pos
-        name = _gguf_string(r, f"tensor {i} name")
-        n_dims = r.unpack("I", f"{name} n_dims")
-        if not 1 <= n_dims <= 4:
-            raise r.fail(f"{name}: n_dims {n_dims} outside 1..4", offset=r.pos - 4)
-        ne = tuple(int(r.unpack("Q", f"{name} ne[{d}]")) for d in range(n_dims))
-        ttype = r.unpack("I", f"{name} type")
-        offset = r.unpack("Q", f"{name} offset")
-        infos[name] = (ne, ttype, offset, at)
-    alignment = kv.get("general.alignment", 32)
-    if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
-        raise r.fail(f"general.alignment {alignment!r} is not a power of two", offset=None)
-    data_start = (r.pos + alignment - 1) // alignment * alignment
+    infos = {t.name: t for t in head.tensors}
 
     def load(name: str) -> tuple[np.ndarray, tuple[int, ...]]:
-        ne, ttype, offset, at = infos[name]
-        if ttype != _GGUF_TYPE_F32:
-            raise r.fail(f"{name}: tensor type {ttype}, expected F32 (0)", offset=at)
-        n = math.prod(ne)
-        start = data_start + offset
-        if n <= 0 or start + 4 * n > r.size:
-            raise r.fail(f"{name}: {n} floats at data offset {offset} run past the end of the file ({r.size} B)",
-                         offset=at)
+        t = infos[name]
+        if t.type_name != "f32":
+            raise r.fail(f"{name}: tensor type {t.type_name}, expected F32", offset=None)
+        n = math.prod(t.shape)
+        start = head.data_start + t.offset
+        if start + 4 * n > r.size:
+            raise r.fail(f"{name}: {n} floats at data offset {t.offset} run past the end of the file "
+                         f"({r.size} bytes; truncated)", offset=start)
         r.seek(start)
-        return r.floats(n, name), ne
+        return r.floats(n, name), t.shape
 
     entries: dict[str, ImatrixEntry] = {}
-    chunk_size = kv.get("imatrix.chunk_size")
+    chunk_size = head.get("imatrix.chunk_size")
     for tname in infos:
-        for suffix in (".in_sum2", ".sums"):
-            if tname.endswith(suffix):
-                break
-        else:
+        # ".sums" is the older name convert_imatrix_gguf_to_dat.py also accepts
+        suffix = next((x for x in (".in_sum2", ".sums") if tname.endswith(x)), None)
+        if suffix is None:
             continue
         base = tname[: -len(suffix)]
         if base in entries or (suffix == ".sums" and base + ".in_sum2" in infos):
             continue
         if base + ".counts" not in infos:
-            raise r.fail(f"{tname} has no matching {base}.counts tensor", offset=infos[tname][3])
+            raise r.fail(f"{tname} has no matching {base}.counts tensor", offset=None)
         sums, ne = load(tname)
         counts, cne = load(base + ".counts")
         n_mat = math.prod(ne[1:])
         if cne[0] != 1 or counts.size != n_mat:
-            raise r.fail(f"{base}.counts has shape {list(cne)}, expected [1, {n_mat}]", offset=infos[base + ".counts"][3])
-        ne0 = ne[0]
-        sums = sums.reshape(n_mat, ne0).astype(np.float64)
+            raise r.fail(f"{base}.counts has shape {list(cne)}, expected [1, {n_mat}]", offset=None)
         c = counts.astype(np.float64)
         safe = np.where(c > 0, c, 1.0)
-        values = np.where(c[:, None] > 0, sums / safe[:, None], 1.0)   # mainline uses 1 where a count is 0
-        top = float(c.max()) if c.size else 0.0
+        per_expert = sums.reshape(n_mat, ne[0]).astype(np.float64) / safe[:, None]
+        values = np.where(c[:, None] > 0, per_expert, 1.0)          # mainline uses 1 where a count is 0
+        top = float(c.max())
         ncall = math.ceil(top / chunk_size) if isinstance(chunk_size, int) and chunk_size > 0 else int(top)
         entries[base] = ImatrixEntry(base, ncall, values.astype(np.float32).reshape(-1), n_mat, c)
     if not entries:
         raise r.fail("no <name>.in_sum2 tensors: not an imatrix GGUF", offset=None)
-    chunks = kv.get("imatrix.chunk_count")
-    datasets = kv.get("imatrix.datasets")
-    dataset = ", ".join(str(d) for d in datasets) if isinstance(datasets, list) and datasets else None
+    chunks = head.get("imatrix.chunk_count")
+    datasets = head.get("imatrix.datasets")
+    dataset = ", ".join(str(d) for d in datasets) if isinstance(datasets, (list, tuple)) and datasets else None
     return Imatrix(entries, int(chunks) if isinstance(chunks, int) else None, dataset, "gguf", r.source)
 
 

@@ -291,3 +291,28 @@ def test_arbitrary_bytes_never_crash(tmp_path, blob, as_gguf):
         read_imatrix(p)
     except ImatrixFormatError:
         pass
+
+
+@pytest.fixture(scope="module")
+def valid_files(tmp_path_factory) -> dict[str, bytes]:
+    d = tmp_path_factory.mktemp("valid")
+    entries = entries_for(tiny_moe(1), counts=True)
+    write_imatrix_dat(d / "a.dat", entries, chunks=3, dataset="d")
+    write_imatrix_gguf(d / "a.gguf", entries, chunks=3, datasets=["d"])
+    return {"dat": (d / "a.dat").read_bytes(), "gguf": (d / "a.gguf").read_bytes()}
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(["dat", "gguf"]), st.lists(st.tuples(st.integers(0, 1 << 20), st.integers(0, 255)),
+                                                  min_size=1, max_size=6))
+def test_corrupted_valid_files_never_crash(tmp_path, valid_files, kind, flips):
+    # byte flips inside a real file (header fields, lengths, floats) give our error or a parse, nothing else
+    data = bytearray(valid_files[kind])
+    for at, value in flips:
+        data[at % len(data)] = value
+    p = tmp_path / f"flipped.{kind}"
+    p.write_bytes(bytes(data))
+    try:
+        read_imatrix(p)
+    except ImatrixFormatError:
+        pass
