@@ -155,16 +155,23 @@ def test_ranking_of_ftypes(model, mixes):
     assert losses["Q8_0"] < losses["Q6_K"] < losses["Q4_K_M"] < losses["seed"] < losses["IQ2_KS"], losses
 
 
+SEED_CUSTOM_Q = (  # the seed card's recipe, as its script passes it to --custom-q
+    r"blk\..*\.attn_k.*=iq6_k,blk\..*\.attn_q.*=iq6_k,blk\..*\.attn_v.*=iq6_k,blk\..*\.attn_output.*=iq6_k,"
+    r"token_embd\.weight=q8_0,output\.weight=q8_0,"
+    r"blk\..*\.ffn_down_exps\.weight=iq4_k,blk\..*\.ffn_(gate|up)_exps\.weight=iq3_k")
+
+
 def test_ranking_with_quantize_module(qwen, model):
-    # the project's llama-quantize emulation, when present, gives the same ordering
-    quantize = pytest.importorskip("planner.quantize")
-    spec = quantize.QuantizeSpec
-    losses = []
-    for ftype in ("Q8_0", "Q6_K", "Q4_K_M", "IQ2_KS"):
-        fp = quantize.quantize(qwen, spec(base_type=ftype, has_imatrix=True))
-        losses.append(model.estimate({r.name: r.type_name for r in fp.tensors}).loss)
-    seed = model.estimate(ftype_mixes(qwen)["seed"]).loss
-    assert losses[0] < losses[1] < losses[2] < seed < losses[3]
+    # the project's llama-quantize emulation gives the per-tensor types of the named ftypes and of the seed recipe
+    from planner.quantize import QuantizeSpec, parse_custom_q, quantize
+
+    def loss(spec):
+        return model.estimate({r.name: r.type_name for r in quantize(qwen, spec).tensors}).loss
+
+    ftypes = [loss(QuantizeSpec(base_type=f, has_imatrix=True)) for f in ("Q8_0", "Q6_K", "Q4_K_M", "IQ2_KS")]
+    seed = loss(QuantizeSpec(base_type="IQ3_K", custom_q=parse_custom_q(SEED_CUSTOM_Q), has_imatrix=True))
+    assert ftypes[0] < ftypes[1] < ftypes[2] < seed < ftypes[3]
+    assert seed == pytest.approx(model.estimate(ftype_mixes(qwen)["seed"]).loss)
 
 
 def test_seed_mix_matches_published_ratio(model, mixes):
