@@ -215,7 +215,7 @@ def get_ftype(name: str | int, engine: str = "ik") -> Ftype:
     other = "mainline" if engine == "ik" else "ik"
     hint = ""
     if any(f.name == upper for f in _ftypes(other)):
-        hint = f"{upper} is a {other} llama-quantize type, not an {engine} one"
+        hint = f"{upper} is a llama-quantize type of {other}, not of {engine}"
     else:
         close = difflib.get_close_matches(upper, names, n=3, cutoff=0.6)
         if close:
@@ -809,8 +809,18 @@ def parse_custom_q(items: str | Sequence[str], engine: str = "ik") -> tuple[Rule
             where = f"custom rule {index} {item!r}"
             if "=" not in item:
                 raise RecipeError(f"{where} has no '=' (expected regex=type)",
-                                  hint="a stray comma leaves an empty rule" if not item else "")
+                                  hint="a stray comma leaves an empty rule" if not item else
+                                  "llama-quantize splits --custom-q at every ',', so a regex cannot contain one"
+                                  if engine == "ik" else "")
             pattern, type_name = item.split("=", 1)
+            if pattern.endswith("(?<"):
+                raise RegexDialectError(
+                    f"{where}: lookbehind (?<= does not exist in ECMAScript std::regex, and llama-quantize "
+                    f"splits the rule at that '=' anyway (pattern {pattern!r})")
+            if pattern.endswith("(?"):
+                raise RecipeError(f"{where}: llama-quantize splits each rule at its first '=', which cuts the "
+                                  f"lookahead (?= short (pattern {pattern!r})",
+                                  hint="rewrite the rule without '=' in the regex")
             if engine == "mainline":
                 pattern = pattern.lower()
             if not pattern:
@@ -831,10 +841,11 @@ _QUANT_BRACE = re.compile(r"\{(\d+)(,(\d*))?\}")
 def _dialect_problem(p: str) -> str | None:
     """The first construct whose meaning differs between Python ``re`` and C++ std::regex ECMAScript.
 
-    Checked: lookbehind; named groups and references (both spellings); atomic groups; possessive
-    quantifiers; inline/scoped flags; comments; conditionals; ``\\A \\Z \\z \\G``; POSIX bracket
-    expressions (``[[:alpha:]]``, ``[[=a=]]``, ``[[.a.]]``); a ']' first in a class (ECMAScript's ``[]``
-    is an empty class); ``{,n}`` and braces that are not a quantifier.
+    Checked: lookbehind; named groups (both spellings); atomic groups; possessive quantifiers; inline
+    flags and other ``(?x`` extensions; comments; conditionals; ``\\A \\Z \\z \\G`` and the escapes
+    ``\\a \\U \\N \\c``; POSIX bracket expressions (``[[:alpha:]]``, ``[[=a=]]``, ``[[.a.]]``); a ']'
+    first in a class (ECMAScript's ``[]`` is an empty class); ``{,n}`` and braces that are not a quantifier.
+    Everything else Python compiles is read the same way by both for tensor names (ASCII, one line).
     """
     i, n = 0, len(p)
     prev_quant = False   # the previous token was a quantifier
@@ -845,6 +856,8 @@ def _dialect_problem(p: str) -> str | None:
             if e in ("A", "Z", "z", "G"):
                 return (f"\\{e} is a Python anchor with no ECMAScript meaning "
                         "(use ^ and $: std::regex_search sees one tensor name)")
+            if e in ("a", "U", "N", "c"):
+                return f"the escape \\{e} means different things (or nothing) in Python and ECMAScript"
             i += 2
             prev_quant = False
             continue
@@ -871,7 +884,7 @@ def _dialect_problem(p: str) -> str | None:
                 ext = p[i + 2:i + 4]
                 if ext.startswith(("<=", "<!")):
                     return "lookbehind (?<= / (?<! does not exist in ECMAScript std::regex"
-                if ext.startswith("P"):
+                if ext.startswith(("P", "p")):
                     return "(?P...) named groups are Python-only"
                 if ext.startswith("<"):
                     return "named groups (?<name>...) are not supported by C++ std::regex"
@@ -881,8 +894,8 @@ def _dialect_problem(p: str) -> str | None:
                     return "(?#...) comments are Python-only"
                 if ext.startswith("("):
                     return "conditional groups (?(...)...) are Python-only"
-                if ext[:1] and ext[0] in "aiLmsux-":
-                    return "inline flags such as (?i) are Python-only; std::regex ignores nothing and fails"
+                if ext[:1].isalpha() or ext.startswith("-"):
+                    return "inline flags and extensions such as (?i) are Python-only"
             i += 1
             prev_quant = False
             continue
