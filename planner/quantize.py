@@ -515,6 +515,8 @@ def _option_type(name: str | None, engine: str, option: str) -> QuantType:
     if engine == "ik" and qt.name != name:
         raise UnknownQuantTypeError(name, context=option,
                                     hint=f"ik's llama-quantize only knows the spelling {qt.name!r}")
+    if qt.kind == "index":
+        raise RecipeError(f"{option}: {qt.name} holds integers and is not a quantization target")
     return qt
 
 
@@ -538,10 +540,6 @@ def _prepare(spec: QuantizeSpec) -> _Prepared:
             _option_type(value, spec.engine, option)
     if spec.engine == "mainline" and spec.ffn_gate_inp_type is not None:
         raise UsageError("--ffn-gate-inp-type is an ik_llama.cpp option; mainline never quantizes ffn_gate_inp")
-    if ftype.needs_imatrix and not spec.has_imatrix and not (spec.engine == "ik" and spec.ignore_imatrix_rules):
-        raise RecipeError(f"llama-quantize refuses {ftype.name} without an importance matrix",
-                          hint="pass an imatrix (has_imatrix=True)"
-                               + (" or --ignore-imatrix-rules" if spec.engine == "ik" else ""))
     patterns = []
     for rule in spec.custom_q:
         _option_type(rule.type_name, spec.engine, f"custom rule {rule.index}")
@@ -688,6 +686,14 @@ def _join(a: str | None, b: str) -> str:
     return f"{a}; {b}" if a else b
 
 
+def _check_ftype_imatrix(prep: _Prepared) -> None:
+    spec, ftype = prep.spec, prep.ftype
+    if ftype.needs_imatrix and not spec.has_imatrix and not (spec.engine == "ik" and spec.ignore_imatrix_rules):
+        raise RecipeError(f"llama-quantize refuses {ftype.name} without an importance matrix",
+                          hint="pass an imatrix (has_imatrix=True)"
+                               + (" or --ignore-imatrix-rules" if spec.engine == "ik" else ""))
+
+
 def _check_imatrix(t: TensorInfo, new: str, prep: _Prepared) -> None:
     spec, rules = prep.spec, prep.rules
     if spec.has_imatrix or (spec.engine == "ik" and spec.ignore_imatrix_rules):
@@ -714,6 +720,7 @@ def target_type(t: TensorInfo, params: ModelParams, spec: QuantizeSpec, *,
         UnknownQuantTypeError, RecipeError, UnsupportedTensorSizeError: as llama-quantize would fail.
     """
     prep = _prepare(spec)
+    _check_ftype_imatrix(prep)
     if state is None:
         state = QuantizeState(has_output=not params.tied, n_attention_wv=params.n_layer)
         if t.layer is not None:
@@ -738,6 +745,7 @@ def quantize(tmap: TensorMap, spec: QuantizeSpec, *, alignment: int = GGUF_DEFAU
         UnknownQuantTypeError, RecipeError, RegexDialectError, UnsupportedTensorSizeError.
     """
     prep = _prepare(spec)
+    _check_ftype_imatrix(prep)
     tensors = tmap.tensors if spec.engine == "ik" else tuple(sorted(tmap.tensors, key=_mainline_order))
     state = QuantizeState.for_tensors(tensors, spec.engine)
     model_class = _model_class(tmap.params, spec.engine)

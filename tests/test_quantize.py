@@ -498,6 +498,7 @@ def test_parse_tensor_type_mainline():
 
 
 @pytest.mark.parametrize("items,message", [
+    ("attn=i32", "not a quantization target"),
     ("=q8_0", "empty pattern"),
     ("attn=", "empty type"),
     ("attn", "has no '='"),
