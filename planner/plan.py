@@ -208,6 +208,23 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
         members.setdefault(key, []).append(t)
         roles[key] = role
     fixed_rules = [(re.compile(rx), ty) for rx, ty in request.fixed]
+    cat = catalogue()
+    size_cache: dict[tuple, int] = {}
+    loss_cache: dict[tuple, float] = {}
+
+    def nbytes_of(type_name: str, shape: tuple[int, ...]) -> int:
+        key = (type_name, shape)
+        if key not in size_cache:
+            size_cache[key] = cat.get(type_name).tensor_bytes(shape)
+        return size_cache[key]
+
+    def loss_of(name: str, type_name: str) -> float:
+        key = (name, type_name)
+        if key not in loss_cache:
+            loss_cache[key] = quality.tensor_loss(name, type_name)
+        return loss_cache[key]
+
+    active = {t.name: active_fraction(t, p.n_expert_used) for t in tmap.tensors}
     last_gpu = budget.gpus[-1] if budget.gpus else CPU
     out_dev_extra = {}
     if "output.weight" in {t.name for t in tmap.tensors}:
@@ -250,13 +267,12 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
                 if types is not None and dev != CPU and not all(
                         catalogue().get(x).runs_on_cuda(engine) for x in tn):
                     continue
-                nbytes = sum(catalogue().get(x).tensor_bytes(t.shape) for x, t in zip(tn, ts))
+                per = [nbytes_of(x, t.shape) for x, t in zip(tn, ts)]
                 extra = out_dev_extra.get(dev, 0) if role == "output" else 0
-                sec = sum(catalogue().get(x).tensor_bytes(t.shape) * active_fraction(t, p.n_expert_used)
-                          for x, t in zip(tn, ts)) * spb[dev]
-                loss = sum(quality.tensor_loss(t.name, x) for x, t in zip(tn, ts)) if quality else 0.0
+                sec = sum(b * active[t.name] for b, t in zip(per, ts)) * spb[dev]
+                loss = sum(loss_of(t.name, x) for x, t in zip(tn, ts)) if quality else 0.0
                 options.append(Option("+".join(dict.fromkeys(tn)) if len(set(tn)) > 1 else tn[0], dev,
-                                      nbytes + extra, loss, sec))
+                                      sum(per) + extra, loss, sec))
         if not options:
             raise UsageError(f"no allowed type can store {t0.name} on {devs}",
                              hint="check --allow/--deny and the engine's type set")
@@ -312,7 +328,7 @@ def _finish(tmap: TensorMap, hw, budget: Budget, request: PlanRequest, layer_dev
                 notes=tuple(notes))
 
 
-def _solve_with_layers(tmap, hw, budget, request, *, types, quality) -> tuple[tuple[str, ...], Solution]:
+def _solve_with_layers(tmap, hw, budget, request, *, types, quality) -> tuple[tuple[str, ...], Solution, list]:
     """Try all layers on the GPUs first; if attention + KV do not fit, move the first layers to CPU."""
     n = tmap.params.n_layer
     last_err: InfeasibleBudgetError | None = None
@@ -331,9 +347,10 @@ def _solve_with_layers(tmap, hw, budget, request, *, types, quality) -> tuple[tu
             if obj.kind == "balanced":
                 # epsilon-constraint: the best quality first, then the fastest plan within the slack of it
                 best = solve(groups, cap, replace(obj, kind="quality"))
-                sol = solve(groups, cap, replace(obj, kind="speed", max_loss=best.loss + loss_slack(quality, request)))
-                return layer_device, replace(sol, wall_s=sol.wall_s + best.wall_s)
-            return layer_device, solve(groups, cap, obj)
+                sol = solve(groups, cap, replace(obj, kind="speed", max_loss=best.loss + loss_slack(quality, request)),
+                            hint=best)
+                return layer_device, replace(sol, wall_s=sol.wall_s + best.wall_s), groups
+            return layer_device, solve(groups, cap, obj), groups
         except InfeasibleBudgetError as exc:
             last_err = exc
     assert last_err is not None
@@ -374,17 +391,15 @@ def place(tmap: TensorMap, types: Mapping[str, str], hw, request: PlanRequest) -
                                                   shortfall_bytes={"RAM+VRAM": need - have}),
                             tmap, types, budget, request)
     try:
-        layer_device, sol = _solve_with_layers(tmap, hw, budget, replace(request, objective="placement"),
-                                               types=types, quality=None)
+        layer_device, sol, groups = _solve_with_layers(tmap, hw, budget, replace(request, objective="placement"),
+                                                       types=types, quality=None)
     except InfeasibleBudgetError as exc:
         raise _with_options(exc, tmap, types, budget, request) from None
-    return _assemble(tmap, hw, budget, replace(request, objective="placement"), layer_device, sol,
+    return _assemble(tmap, hw, budget, replace(request, objective="placement"), layer_device, sol, groups,
                      fixed_types=types, quality=None)
 
 
-def _assemble(tmap, hw, budget, request, layer_device, sol, *, fixed_types, quality) -> Plan:
-    groups, _ = build_groups(tmap, layer_device, budget, hw, request.run, types=fixed_types,
-                             request=request, quality=quality)
+def _assemble(tmap, hw, budget, request, layer_device, sol, groups, *, fixed_types, quality) -> Plan:
     gmap = {g.key: g.tensors for g in groups}
     types, devices = _expand(sol, gmap)
     for t in tmap.tensors:
@@ -405,10 +420,10 @@ def joint_plan(tmap: TensorMap, hw, request: PlanRequest, quality) -> Plan:
     """Choose quant types and devices together (the ILP of issue 6)."""
     budget = Budget.from_hardware(hw)
     try:
-        layer_device, sol = _solve_with_layers(tmap, hw, budget, request, types=None, quality=quality)
+        layer_device, sol, groups = _solve_with_layers(tmap, hw, budget, request, types=None, quality=quality)
     except InfeasibleBudgetError as exc:
         raise _with_options(exc, tmap, None, budget, request) from None
-    return _assemble(tmap, hw, budget, request, layer_device, sol, fixed_types=None, quality=quality)
+    return _assemble(tmap, hw, budget, request, layer_device, sol, groups, fixed_types=None, quality=quality)
 
 
 def _with_options(exc: InfeasibleBudgetError, tmap: TensorMap, types, budget: Budget,

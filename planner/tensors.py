@@ -192,6 +192,7 @@ def build(params: ModelParams, name: str, source: str) -> TensorMap:
     return TensorMap(name=name, params=params, tensors=tuple(out), source=source)
 
 
+@functools.cache
 def builtin(name: str) -> TensorMap:
     """A built-in model by name (case-insensitive), e.g. ``qwen3-235b-a22b``."""
     models = _models()
