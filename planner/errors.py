@@ -121,13 +121,17 @@ class InfeasibleBudgetError(PlannerError):
     def __str__(self) -> str:
         text = self.message
         if self.shortfall_bytes:
-            parts = [f"{dev} short by {b / 2**30:.2f} GiB" for dev, b in self.shortfall_bytes.items()]
+            parts = [f"{dev} short by {_size(b)}" for dev, b in self.shortfall_bytes.items()]
             text += "; " + ", ".join(parts)
         if self.options:
             text += "; nearest feasible: " + "; ".join(self.options)
         if self.hint:
             text += f" ({self.hint})"
         return text
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 // 100 else f"{n / 2**20:.1f} MiB"
 
 
 class HardwareProbeError(PlannerError):

@@ -124,6 +124,8 @@ class Footprint:
     bpw: float                                 # total_bytes * 8 / n_elements
     type_counts: dict[str, int]                # by catalogue id order
     fallbacks: tuple[TensorResult, ...]        # tensors whose written type differs from the chosen one
+    file_bytes: int | None = None              # exact output file size, when the source is a GGUF header
+                                               # (llama-quantize's KVs; without the optional imatrix KVs)
 
     @property
     def total_gib(self) -> float:
@@ -755,10 +757,20 @@ def quantize(tmap: TensorMap, spec: QuantizeSpec, *, alignment: int = GGUF_DEFAU
     cat = catalogue()
     counts = Counter(r.type_name for r in results)
     type_counts = {k: counts[k] for k in sorted(counts, key=lambda n: cat.get(n).id)}
+    file_bytes = None
+    header = tmap.header
+    if header is not None:
+        # the output keeps the source's KVs plus quantization_version/file_type, minus split.* (facts §2)
+        from planner.gguf_header import data_start_for, quantized_kv
+
+        alignment = header.alignment
+        kv = quantized_kv(header.kv, prep.ftype.id)
+        file_bytes = data_start_for(kv, results, alignment) + sum(pad(r.nbytes, alignment) for r in results)
     return Footprint(model=tmap.name, engine=spec.engine, base_type=prep.ftype.name, tensors=results,
                      total_bytes=total, data_bytes=sum(pad(r.nbytes, alignment) for r in results),
                      n_elements=n_elements, bpw=total * 8 / n_elements if n_elements else 0.0,
-                     type_counts=type_counts, fallbacks=tuple(r for r in results if r.fallback))
+                     type_counts=type_counts, fallbacks=tuple(r for r in results if r.fallback),
+                     file_bytes=file_bytes)
 
 
 # ================================================================================== formatting

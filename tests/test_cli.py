@@ -1,0 +1,128 @@
+"""The CLI end to end: exact numbers through every command, one-line errors, README in line with --help."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from planner.cli import main
+
+ROOT = Path(__file__).parents[1]
+IK = Path(__file__).parent / "fixtures/ik"
+SEED_RECIPE = str(ROOT / "examples/seed-mix-IQ3_K.recipe")
+SEED_ARGV = [tok for line in (ROOT / "examples/seed-command.sh").read_text().splitlines()
+             if line.strip() and not line.startswith("#") for tok in line.split()]
+MANIFEST = json.loads((IK / "manifest.json").read_text())
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_footprint_seed_card_block():
+    r = run("footprint", "qwen3-235b-a22b", "--base-type", "IQ3_K", "--recipe-file", SEED_RECIPE)
+    assert r.exit_code == 0, r.output
+    assert "106.830 GiB (3.903 BPW)" in r.output
+    block = "  f32:  471 tensors\n q8_0:    2 tensors\niq3_k:  188 tensors\niq4_k:   94 tensors\niq6_k:  376 tensors\n"
+    assert block in r.output
+
+
+@pytest.mark.parametrize("name", [n for n, v in MANIFEST["files"].items() if v.get("source")])
+def test_footprint_predicts_real_llama_quantize_output_file(name):
+    v = MANIFEST["files"][name]
+    args = ["footprint", IK / f"{v['source']}.gguf", "--base-type", v["base_type"], "--json"]
+    if v["custom_q"]:
+        args += ["--custom-q", v["custom_q"]]
+    r = run(*args)
+    assert r.exit_code == 0, r.output
+    fp = json.loads(r.stdout)
+    assert fp["file_bytes"] == v["file_size_bytes"]                   # exact size of the real file
+    got = {t["name"]: (t["type_name"], t["nbytes"]) for t in fp["tensors"]}
+    assert got == {t["name"]: (t["type"], t["nbytes"]) for t in v["tensors"]}
+
+
+def test_inspect_split_and_builtin():
+    r = run("inspect", IK / "split/tiny-a-seed-mix-IQ3_K-00001-of-00003.gguf", "--json")
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert s["n_tensors"] == 39 and s["type_counts"] == MANIFEST["files"]["tiny-a-seed-mix-IQ3_K.gguf"]["type_counts"]
+    assert s["file_bytes"] == sum(MANIFEST["files"][f"split/tiny-a-seed-mix-IQ3_K-0000{i}-of-00003.gguf"]
+                                  ["file_size_bytes"] for i in (1, 2, 3))
+    r = run("inspect", "qwen3-235b-a22b", "--json")
+    s = json.loads(r.stdout)
+    assert (s["n_layer"], s["n_tensors"], s["n_expert"], s["n_expert_used"]) == (94, 1131, 128, 8)
+    assert s["total_bytes"] == 470_287_431_680      # the seed card's 448501.04 MiB of bf16
+
+
+def test_check_seed_command_fits_and_reports_exact_kv():
+    r = run("check", "qwen3-235b-a22b", "--base-type", "IQ3_K", "--recipe-file", SEED_RECIPE,
+            "--profile", "rtx3090ti-9950x-96g", "--engine", "ik-2025", "--json", "--", *SEED_ARGV)
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert res["memory"]["kv_cache_bytes"] == 3196 * 2**20
+    assert res["problems"] == [] and res["memory"]["fits"]
+
+
+def test_check_without_expert_offload_does_not_fit_exit_2():
+    argv = [a for a in SEED_ARGV]
+    while "-ot" in argv:                      # drop the -ot pairs: every expert on the 24 GiB GPU
+        i = argv.index("-ot")
+        del argv[i:i + 2]
+    r = run("check", "qwen3-235b-a22b", "--base-type", "IQ3_K", "--recipe-file", SEED_RECIPE,
+            "--profile", "rtx3090ti-9950x-96g", "--engine", "ik-2025", "--", *argv)
+    assert r.exit_code == 2
+    assert "DOES NOT FIT: CUDA0 over budget by" in r.output and "largest term: weights" in r.output
+
+
+def test_hostile_gguf_is_one_line(tmp_path):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + (3).to_bytes(4, "little") + (2**63).to_bytes(8, "little") + b"\0" * 8)
+    r = run("inspect", bad)
+    assert r.exit_code == 4
+    assert r.output.count("\n") == 1 and r.output.startswith("error:") and "Traceback" not in r.output
+
+
+def test_truncated_download_is_named(tmp_path):
+    src = (IK / "tiny-a-IQ4_KS.gguf").read_bytes()
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(src[:-1000])
+    r = run("inspect", cut)
+    assert r.exit_code == 4 and "incomplete" in r.output and str(len(src) - 1000) in r.output
+
+
+def test_unknown_type_name_suggests_spelling():
+    r = run("footprint", "qwen3-30b-a3b", "--custom-q", r"ffn_down_exps=q4_k")
+    assert r.exit_code == 2 and "q4_K" in r.output and "Traceback" not in r.output
+
+
+def test_unquantized_model_needs_a_mix_for_place():
+    r = run("place", "qwen3-30b-a3b", "--vram", "8", "--ram", "32")
+    assert r.exit_code == 2 and "--base-type" in r.output
+
+
+def test_place_ctx_max_finds_the_largest_context():
+    # CPU only, 113 GiB: what is left after the 106.83 GiB of weights and the reserve bounds the KV cache
+    common = ["qwen3-235b-a22b", "--base-type", "IQ3_K", "--recipe-file", SEED_RECIPE, "--vram", "0", "--ram", "113"]
+    r = run("place", *common, "--ctx", "max", "--json")
+    assert r.exit_code == 0, r.output
+    p = json.loads(r.stdout)["plan"]
+    ctx = p["run"]["ctx"]
+    assert ctx % 256 == 0 and 4096 < ctx < 40960 and p["memory"]["fits"]
+    assert run("place", *common, "--ctx", ctx + 256).exit_code == 2     # one step more does not fit
+
+
+def test_readme_command_table_matches_help():
+    readme = (ROOT / "README.md").read_text()
+    listed = set(re.findall(r"^\| `gguf-planner (\w+)", readme, re.M))
+    listed |= set(re.findall(r"`gguf-planner (\w+)[^`]*` / `gguf-planner (\w+)", readme)[0])
+    r = run("--help")
+    commands = set(re.findall(r"^  (\w+)\s", r.output.split("Commands:")[1], re.M))
+    assert listed == commands
+    # the README's first two shell commands install+run the main job and the tests, as .ci/run does
+    blocks = re.findall(r"```bash\n(.+?)\n```", readme)
+    assert blocks[0] == "pip install -e . && gguf-planner plan --vram 24 --ram 96"
+    assert blocks[1] == "pip install -e '.[test]' && python3 -m pytest"
+    ci = (ROOT / ".ci/run").read_text()
+    assert "pip install -q -e '.[test]'" in ci and "python3 -m pytest" in ci
