@@ -143,16 +143,17 @@ def run_options(func):
         click.option("--engine", type=click.Choice(["ik", "ik-2025", "mainline"]), default="ik", show_default=True,
                      help="engine profile the flags and type sets are for"),
         click.option("--ctx", default="32768", show_default=True, metavar="N|max", help="context length"),
-        click.option("--kv", default="q8_0", show_default=True, metavar="TYPE", help="KV cache type (-ctk and -ctv)"),
+        click.option("--kv", default="q8_0", show_default=True, metavar="TYPE|auto",
+                     help="KV cache type (-ctk and -ctv); plan: auto = q8_0, or q4_0 when q8_0 does not fit"),
         click.option("--ub", "ubatch", type=int, default=512, show_default=True, help="-ub micro-batch"),
         click.option("--amb", type=int, default=512, show_default=True, help="-amb MiB (ik)"),
         click.option("--load", type=click.Choice(["rtr", "no-mmap", "mmap"]), default=None,
                      help="how weights are loaded (default: rtr for ik, mmap for mainline)"),
         click.option("--threads", type=int, default=None, help="CPU threads (default: physical cores)"),
-        click.option("--gpu-margin", type=float, default=1.0, show_default=True, metavar="GIB",
-                     help="VRAM kept free per GPU"),
-        click.option("--os-reserve", type=float, default=4.0, show_default=True, metavar="GIB",
-                     help="RAM kept for the OS and the server process"),
+        click.option("--gpu-margin", type=float, default=None, metavar="GIB",
+                     help="VRAM kept free per GPU [default: 1.0]"),
+        click.option("--os-reserve", type=float, default=None, metavar="GIB",
+                     help="RAM kept for the OS and the server process [default: 4.0]"),
     ]
     for option in reversed(options):
         func = option(func)
@@ -173,7 +174,16 @@ def _run_config(engine, ctx, kv, ubatch, amb, load, threads, gpu_margin, os_rese
     return RunConfig(engine=engine, ctx=ctx_n, type_k=kv, type_v=kv, ubatch=ubatch, amb=amb,
                      load=load or engine_profile(engine)["default_load"],
                      threads=threads or (hw.threads_default if hw is not None else None),
-                     gpu_margin_bytes=int(gpu_margin * (1 << 30)), os_reserve_bytes=int(os_reserve * (1 << 30)))
+                     **_margins(gpu_margin, os_reserve))
+
+
+def _margins(gpu_margin, os_reserve) -> dict:
+    out = {}
+    if gpu_margin is not None:
+        out["gpu_margin_bytes"] = int(gpu_margin * (1 << 30))
+    if os_reserve is not None:
+        out["os_reserve_bytes"] = int(os_reserve * (1 << 30))
+    return out
 
 
 def _recipe_text(recipe_file):
@@ -251,12 +261,14 @@ def _write_json_out(doc, out, force):
 @run_options
 @click.option("--model-path", metavar="PATH", help="path of the GGUF in the emitted command (default: MODEL)")
 @click.option("--min-tg", type=float, help="refuse placements slower than this many tokens/s")
+@click.option("--check-binary", type=click.Path(exists=True, dir_okay=False),
+              help="refuse launch flags this llama-server binary does not list in --help")
 @click.option("--out", type=click.Path(dir_okay=False), help="write the plan JSON here")
 @click.option("--force", is_flag=True, help="let --out overwrite")
 @click.option("--json", "as_json", is_flag=True)
 def place_command(model, base_type, custom_q, recipe_file, token_embedding_type, output_tensor_type, pure,
                   hw_opts, engine, ctx, kv, ubatch, amb, load, threads, gpu_margin, os_reserve, model_path,
-                  min_tg, out, force, as_json):
+                  min_tg, check_binary, out, force, as_json):
     """Choose GPU(s) or CPU for every tensor of a given mix, maximising predicted generation speed.
 
     \b
@@ -275,7 +287,8 @@ def place_command(model, base_type, custom_q, recipe_file, token_embedding_type,
                                 engine=engine, token_embedding_type=token_embedding_type,
                                 output_tensor_type=output_tensor_type, pure=pure)
     plan = place_with_ctx(tmap, types, hw, PlanRequest(run=run, min_tg=min_tg), ctx_max=(ctx == "max"))
-    doc = document(tmap, plan, model_path=model_path or model or f"{tmap.name}.gguf", with_recipe=False)
+    doc = document(tmap, plan, model_path=model_path or model or f"{tmap.name}.gguf", with_recipe=False,
+                   check_binary=check_binary)
     _write_json_out(doc, out, force)
     output.emit(doc, as_json=as_json, render=output.render_plan)
 
@@ -285,8 +298,9 @@ def place_command(model, base_type, custom_q, recipe_file, token_embedding_type,
 @model_options
 @hardware_options
 @click.option("--engine", type=click.Choice(["ik", "ik-2025", "mainline"]), default="ik", show_default=True)
-@click.option("--gpu-margin", type=float, default=1.0, show_default=True, metavar="GIB")
-@click.option("--os-reserve", type=float, default=4.0, show_default=True, metavar="GIB")
+@click.option("--gpu-margin", type=float, default=None, metavar="GIB", help="VRAM kept free per GPU [default: 1.0]")
+@click.option("--os-reserve", type=float, default=None, metavar="GIB",
+              help="RAM kept for the OS and the server process [default: 4.0]")
 @click.option("--json", "as_json", is_flag=True)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def check_command(model, base_type, custom_q, recipe_file, token_embedding_type, output_tensor_type, pure, hw_opts,
@@ -318,7 +332,7 @@ def check_command(model, base_type, custom_q, recipe_file, token_embedding_type,
     hw = hardware.hardware_from_options(**hw_opts)
     run = dataclasses.replace(parsed.run, ctx=parsed.run.ctx or tmap.params.n_ctx_train,
                               threads=parsed.run.threads or hw.threads_default,
-                              gpu_margin_bytes=int(gpu_margin * (1 << 30)), os_reserve_bytes=int(os_reserve * (1 << 30)))
+                              **_margins(gpu_margin, os_reserve))
     types, _ = mix_from_options(tmap, base_type=base_type, custom_q=custom_q, recipe_text=_recipe_text(recipe_file),
                                 engine=engine, token_embedding_type=token_embedding_type,
                                 output_tensor_type=output_tensor_type, pure=pure)
@@ -371,6 +385,12 @@ def export_command(plan_file, out, model_path, port, check_binary, force):
 @click.option("--allow", multiple=True, metavar="TYPE", help="candidate types (repeatable; default: a curated set)")
 @click.option("--deny", multiple=True, metavar="TYPE", help="types never to use (repeatable)")
 @click.option("--fixed", multiple=True, metavar="REGEX=TYPE", help="pin matching tensors to a type (repeatable)")
+@click.option("--pareto", type=int, default=0, metavar="N",
+              help="return N non-dominated plans from the best-quality to the fastest (table / JSON list)")
+@click.option("--granularity", type=click.Choice(["layer", "role", "band"]), default="layer", show_default=True,
+              help="types per tensor of each layer, one per role, or one per role in 4 layer bands (shorter recipes)")
+@click.option("--check-binary", type=click.Path(exists=True, dir_okay=False),
+              help="refuse launch flags this llama-server binary does not list in --help")
 @click.option("--imatrix", type=click.Path(exists=True, dir_okay=False), help="imatrix file (.dat or GGUF)")
 @click.option("--no-imatrix", is_flag=True, help="plan for quantizing without an imatrix")
 @click.option("--quality-slack", type=float, default=0.5, show_default=True, metavar="PCT",
@@ -380,7 +400,7 @@ def export_command(plan_file, out, model_path, port, check_binary, force):
 @click.option("--force", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
 def plan_command(model, hw_opts, engine, ctx, kv, ubatch, amb, load, threads, gpu_margin, os_reserve, objective,
-                 min_tg, max_size, allow, deny, fixed, imatrix, no_imatrix, quality_slack, model_path, out, force, as_json):
+                 min_tg, max_size, allow, deny, fixed, pareto, granularity, check_binary, imatrix, no_imatrix, quality_slack, model_path, out, force, as_json):
     """Choose quant types and device placement together (exact ILP), and emit the recipe and launch command.
 
     Without hardware flags the machine is probed; --vram/--ram describe a machine by hand and the remaining
@@ -396,12 +416,14 @@ def plan_command(model, hw_opts, engine, ctx, kv, ubatch, amb, load, threads, gp
     from planner.plan import plan_command_impl
 
     hw = hardware.hardware_from_options(**hw_opts)
-    run = _run_config(engine, ctx, kv, ubatch, amb, load, threads, gpu_margin, os_reserve, hw)
-    doc = plan_command_impl(model, hw, run, objective=objective, min_tg=min_tg, max_size_gib=max_size,
+    run = _run_config(engine, ctx, "q8_0" if kv == "auto" else kv, ubatch, amb, load, threads, gpu_margin,
+                      os_reserve, hw)
+    doc = plan_command_impl(model, hw, run, objective=objective, granularity=granularity, kv_auto=(kv == "auto"),
+                            check_binary=check_binary, pareto=pareto, min_tg=min_tg, max_size_gib=max_size,
                             allow=allow, deny=deny, fixed=fixed, imatrix=imatrix, has_imatrix=not no_imatrix,
                             quality_slack=quality_slack, model_path=model_path, ctx_max=(ctx == "max"))
     _write_json_out(doc, out, force)
-    output.emit(doc, as_json=as_json, render=output.render_plan)
+    output.emit(doc, as_json=as_json, render=output.render_pareto if pareto else output.render_plan)
 
 
 @main.command("compare")

@@ -36,6 +36,11 @@ def constants() -> dict:
     return tomllib.loads((DATA / "speed_constants.toml").read_text())
 
 
+_MEM = constants()["memory"]
+DEFAULT_GPU_MARGIN_BYTES = int(_MEM["gpu_margin_mib"]) * MIB
+DEFAULT_OS_RESERVE_BYTES = int(_MEM["os_reserve_gib"] * GIB)
+
+
 @dataclass(frozen=True, slots=True)
 class RunConfig:
     """How the model will be run: the flags that change memory and speed."""
@@ -51,8 +56,8 @@ class RunConfig:
     load: str = "rtr"                  # mmap | no-mmap | rtr
     n_parallel: int = 1
     threads: int | None = None
-    gpu_margin_bytes: int = GIB        # per-GPU safety margin (ik --fit default 1024 MiB, facts §5)
-    os_reserve_bytes: int = 4 * GIB    # RAM left to the OS and the server process (estimate, see TOML)
+    gpu_margin_bytes: int = DEFAULT_GPU_MARGIN_BYTES   # per-GPU safety margin (data/speed_constants.toml)
+    os_reserve_bytes: int = DEFAULT_OS_RESERVE_BYTES   # RAM left to the OS and the server (estimate, same file)
 
     @property
     def qengine(self) -> str:

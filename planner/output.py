@@ -297,3 +297,15 @@ def render_compare(c) -> None:
                                               "PP t/s", "PPL ratio"], rows,
                 justify=["left", "left", "right", "right", "right", "right", "left", "right", "right", "right"],
                 caption="* = not dominated in (size, TG, quality); TG/PP/PPL are estimates")
+
+
+def render_pareto(ps) -> None:
+    rows = []
+    for i, d in enumerate(ps.documents, 1):
+        p = d.plan
+        rows.append((i, gib(p.total_bytes, 2), f"{p.bpw:.3f}", f"{p.speed.tg_tps:.1f}", f"{p.speed.pp_tps:.0f}",
+                     f"{p.quality.ppl_ratio:.4f}" if p.quality else "-", len(d.recipe.rules) if d.recipe else "-",
+                     p.solver.status if p.solver else "-"))
+    print_table(f"{ps.model}: non-dominated plans (best quality first)",
+                ["#", "size", "BPW", "TG t/s", "PP t/s", "PPL ratio", "rules", "solver"], rows,
+                justify=["right"] * 7 + ["left"], caption="TG/PP/PPL are estimates; --json prints every plan in full")

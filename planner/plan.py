@@ -110,6 +110,19 @@ def _quantizable(t: TensorInfo) -> bool:
     return is_quantizable(t, QuantizeSpec())
 
 
+N_BANDS = 4   # --granularity band: the layers in this many contiguous bands, one type per role in each
+
+
+def _type_key(role: str, layer: int | None, n_layer: int, granularity: str) -> str:
+    """Groups sharing a key share one type: none per layer, one per role, or one per role and band."""
+    if granularity == "layer" or layer is None:
+        return ""
+    if granularity == "role":
+        return role
+    band = layer * N_BANDS // max(1, n_layer)
+    return f"{role}@band{band}"
+
+
 def _movable(t: TensorInfo) -> bool:
     """Tensors a placement may send to another device than their layer's: FFN matrices and the output."""
     return t.n_dims >= 2 and ((t.role.startswith("ffn_") and t.role != "ffn_gate_inp") or t.role == "output")
@@ -179,6 +192,7 @@ class PlanRequest:
     has_imatrix: bool = True
     time_limit_s: float = 10.0
     quality_slack_pct: float = 0.5       # balanced: PPL ratio may exceed the best-quality plan's by this %
+    granularity: str = "layer"           # layer | role | band: how many distinct types a role may get
 
 
 def _seconds_per_byte(hw, cfg: RunConfig) -> dict[str, float]:
@@ -277,7 +291,8 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
             raise UsageError(f"no allowed type can store {t0.name} on {devs}",
                              hint="check --allow/--deny and the engine's type set")
         groups.append(Group(key, role, layer, tuple(t.name for t in ts), tuple(options), home=home,
-                            handoff_s=2 * handoff if (movable and layer is not None and home != CPU) else 0.0))
+                            handoff_s=2 * handoff if (movable and layer is not None and home != CPU) else 0.0,
+                            type_key=_type_key(role, layer, p.n_layer, request.granularity) if types is None else ""))
     return groups, fixed_bytes
 
 
@@ -486,7 +501,7 @@ class PlanDocument:
 
 def document(tmap: TensorMap, plan: Plan, *, model_path: str, source_path: str | None = None,
              imatrix: str | None = None, with_recipe: bool = True, host: str = "127.0.0.1",
-             port: int = 8080) -> PlanDocument:
+             port: int = 8080, check_binary: str | None = None) -> PlanDocument:
     """Emit the recipe (verified by re-application) and the launch command (verified -ot) for a plan."""
     from planner.launch import build_launch
     from planner.recipe import build_recipe
@@ -497,6 +512,10 @@ def document(tmap: TensorMap, plan: Plan, *, model_path: str, source_path: str |
         src = source_path or f"{tmap.name}-BF16-00001-of-0000N.gguf"
         qcmd = recipe.quantize_command(src, model_path, imatrix=imatrix)
     launch = build_launch(tmap, plan.devices, plan.layer_device, plan.run, model_path, host=host, port=port)
+    if check_binary:
+        from planner.launch import check_flags, help_of_binary
+
+        check_flags(launch.argv, help_of_binary(check_binary))
     return PlanDocument(PLAN_FORMAT, plan, recipe, qcmd, launch, launch.shell(), launch.shell(launch.sweep_argv))
 
 
@@ -621,8 +640,21 @@ def script_comments(plan_file: str) -> list[str]:
 def plan_command_impl(model: str | None, hw, run: RunConfig, *, objective: str = "balanced",
                       min_tg: float | None = None, max_size_gib: float | None = None, allow=(), deny=(), fixed=(),
                       imatrix: str | None = None, has_imatrix: bool = True, quality_slack: float = 0.5,
-                      model_path: str | None = None, ctx_max: bool = False) -> PlanDocument:
-    """`gguf-planner plan`: the joint ILP for an unquantized model, placement for a quantized GGUF."""
+                      model_path: str | None = None, ctx_max: bool = False, granularity: str = "layer",
+                      kv_auto: bool = False, check_binary: str | None = None, pareto: int = 0):
+    """`gguf-planner plan`: the joint ILP for an unquantized model, placement for a quantized GGUF.
+
+    ``kv_auto``: q8_0 KV cache (half of f16, near-lossless), q4_0 only if q8_0 does not fit.
+    """
+    if kv_auto:
+        try:
+            return plan_command_impl(model, hw, replace(run, type_k="q8_0", type_v="q8_0"), objective=objective,
+                                     min_tg=min_tg, max_size_gib=max_size_gib, allow=allow, deny=deny, fixed=fixed,
+                                     imatrix=imatrix, has_imatrix=has_imatrix, quality_slack=quality_slack,
+                                     model_path=model_path, ctx_max=ctx_max, granularity=granularity,
+                                     check_binary=check_binary, pareto=pareto)
+        except InfeasibleBudgetError:
+            run = replace(run, type_k="q4_0", type_v="q4_0")
     from planner.quality import QualityModel
     from planner.source import load_model
 
@@ -644,13 +676,48 @@ def plan_command_impl(model: str | None, hw, run: RunConfig, *, objective: str =
     request = PlanRequest(run=run, objective=objective, min_tg=min_tg,
                           max_size_bytes=int(max_size_gib * GIB) if max_size_gib else None,
                           allow=tuple(allow), deny=tuple(deny), fixed=tuple(pinned),
-                          has_imatrix=has_imatrix or bool(imatrix), quality_slack_pct=quality_slack)
+                          has_imatrix=has_imatrix or bool(imatrix), quality_slack_pct=quality_slack,
+                          granularity=granularity)
     out_path = model_path or (model if model and model.endswith(".gguf") else f"{tmap.name}-planned.gguf")
     if any(catalogue().get(t.dtype).is_quantized for t in tmap.tensors):
         types = {t.name: t.dtype for t in tmap.tensors}
         p = place_with_ctx(tmap, types, hw, request, ctx_max=ctx_max)
-        return document(tmap, p, model_path=out_path, with_recipe=False)
+        return document(tmap, p, model_path=out_path, with_recipe=False, check_binary=check_binary)
     quality = QualityModel.build(tmap, imatrix=imx, has_imatrix=request.has_imatrix)
+    if pareto:
+        return pareto_plans(tmap, hw, request, quality, pareto, model_path=out_path)
     p = plan_with_ctx(tmap, hw, request, quality, ctx_max=ctx_max)
     return document(tmap, p, model_path=out_path, source_path=model if model and model.endswith(".gguf") else None,
-                    imatrix=imatrix)
+                    imatrix=imatrix, check_binary=check_binary)
+
+
+@dataclass(frozen=True, slots=True)
+class ParetoSet:
+    """Non-dominated plans from the best-quality one to the fastest one (``--pareto N``)."""
+
+    model: str
+    documents: tuple[PlanDocument, ...]
+
+
+def pareto_plans(tmap: TensorMap, hw, request: PlanRequest, quality, n: int, *, model_path: str) -> ParetoSet:
+    """N plans across speeds: the best-quality plan, the fastest plan, and the best quality at evenly spaced
+    generation times between them (epsilon-constraint, each solved to optimality)."""
+    if n < 2:
+        raise UsageError("--pareto needs at least 2 plans")
+    best = joint_plan(tmap, hw, replace(request, objective="quality", min_tg=None), quality)
+    fast = joint_plan(tmap, hw, replace(request, objective="speed", min_tg=None), quality)
+    t_best, t_fast = 1.0 / best.speed.tg_tps, 1.0 / fast.speed.tg_tps
+    plans = [best]
+    for i in range(1, n - 1):
+        target = t_best - i * (t_best - t_fast) / (n - 1)
+        try:
+            plans.append(joint_plan(tmap, hw, replace(request, objective="quality", min_tg=1.0 / target), quality))
+        except InfeasibleBudgetError:
+            continue
+    plans.append(fast)
+    unique: list[Plan] = []
+    for p in plans:
+        if all(p.types != q.types or p.devices != q.devices for q in unique):
+            unique.append(p)
+    docs = tuple(document(tmap, p, model_path=model_path) for p in unique)
+    return ParetoSet(tmap.name, docs)

@@ -42,6 +42,8 @@ class Group:
     home: str = ""                       # the layer's device; options elsewhere cost hand-offs
     handoff_s: float = 0.0               # seconds per token for the round trip when any group of the
                                          # layer is away from home (charged once per layer, not per group)
+    type_key: str = ""                   # groups with the same non-empty key must share one type
+                                         # (--granularity role / band); devices may still differ
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +78,7 @@ RESOLUTION = 1e7
 
 
 def _signature(g: Group) -> tuple:
-    return (g.role, g.home, g.handoff_s, tuple((o.type_name, o.device, o.bytes, round(o.loss, 12), round(o.seconds, 12))
+    return (g.role, g.home, g.handoff_s, g.type_key, tuple((o.type_name, o.device, o.bytes, round(o.loss, 12), round(o.seconds, 12))
                           for o in g.options))
 
 
@@ -95,7 +97,8 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
     classes: dict[tuple, list[Group]] = {}
     for g in groups:
         classes.setdefault(_signature(g), []).append(g)
-    class_list = [_prune(members) for members in classes.values()]
+    # pruning is per class; a shared type key couples classes, so only prune there within one type
+    class_list = [_prune(members, same_type_only=bool(members[0].type_key)) for members in classes.values()]
 
     m = cp_model.CpModel()
     counts: list[list] = []
@@ -115,6 +118,23 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
             g = math.gcd(*(c for _, c in terms))
             m.Add(sum((c // g) * v for v, c in terms) <= max(0, int(capacity[dev])) // g)
     all_opts = [(v, o) for members, vs in zip(class_list, counts) for v, o in zip(vs, members[0].options)]
+    # shared type keys: one Boolean per (key, type); a class may only use the key's chosen type
+    by_key: dict[str, list[int]] = {}
+    for ci, members in enumerate(class_list):
+        if members[0].type_key:
+            by_key.setdefault(members[0].type_key, []).append(ci)
+    for key, cis in sorted(by_key.items()):
+        tnames = sorted({o.type_name for ci in cis for o in class_list[ci][0].options})
+        z = {t: m.NewBoolVar(f"z[{key},{t}]") for t in tnames}
+        m.AddExactlyOne(z.values())
+        for ci in cis:
+            size = len(class_list[ci])
+            for t in tnames:
+                using = [v for v, o in zip(counts[ci], class_list[ci][0].options) if o.type_name == t]
+                if using:
+                    m.Add(sum(using) <= size * z[t])
+                else:
+                    m.Add(z[t] == 0)
     # hand-offs: a layer pays one GPU->CPU->GPU round trip if ANY of its groups is away from home.
     # Classes covering the same layers share y = layers with something away (y >= each class's away count);
     # since layers are filled in the same ascending order, the away parts coincide and y is exact.
@@ -214,14 +234,14 @@ def _dominated(a: Option, b: Option) -> bool:
             and (b.bytes, b.loss, b.seconds) != (a.bytes, a.loss, a.seconds))
 
 
-def _prune(members: list[Group]) -> list[Group]:
+def _prune(members: list[Group], *, same_type_only: bool = False) -> list[Group]:
     """Drop dominated options from a class (exact: swapping a dominated choice never hurts).
 
     Equal options keep the first (candidate order = preference order)."""
     opts = members[0].options
     keep = []
     for i, a in enumerate(opts):
-        if any(_dominated(a, b) for b in opts):
+        if any(_dominated(a, b) and (not same_type_only or a.type_name == b.type_name) for b in opts):
             continue
         if any((a.device, a.bytes, a.loss, a.seconds) == (b.device, b.bytes, b.loss, b.seconds) for b in opts[:i]):
             continue

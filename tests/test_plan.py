@@ -104,3 +104,37 @@ def test_export_from_plan_json(tmp_path):
     assert text.startswith("#!/usr/bin/env bash") and "set -euo pipefail" in text and "estimated TG" in text
     r = CliRunner().invoke(main, ["export", "--plan", str(pj), "--out", str(sh)])
     assert r.exit_code == 3 and "already exists" in r.output and sh.read_text() == text
+
+
+def test_granularity_role_gives_one_type_per_role():
+    from planner.source import load_model
+
+    hw = resolve_hardware(vram=[8.0], ram=32.0)
+    doc = plan_command_impl("qwen3-30b-a3b", hw, RunConfig(threads=16), granularity="role")
+    tm = load_model("qwen3-30b-a3b")
+    per_role = {}
+    for t in tm.tensors:
+        if t.layer is not None and t.n_dims >= 2 and t.role != "ffn_gate_inp":
+            per_role.setdefault(t.role, set()).add(doc.plan.types[t.name])
+    assert all(len(v) == 1 for v in per_role.values()), per_role
+    assert all(r"blk\..*\." in rx for rx, _ in doc.recipe.rules if rx.startswith("blk"))
+
+
+def test_pareto_plans_are_non_dominated_and_ordered():
+    hw = resolve_hardware(vram=[8.0], ram=32.0)
+    ps = plan_command_impl("qwen3-30b-a3b", hw, RunConfig(threads=16), pareto=3)
+    plans = [d.plan for d in ps.documents]
+    assert len(plans) >= 2
+    for a, b in zip(plans, plans[1:]):
+        assert a.quality.loss < b.quality.loss and a.speed.tg_tps < b.speed.tg_tps   # trade quality for speed
+
+
+def test_kv_auto_falls_back_to_q4_0_when_q8_0_does_not_fit():
+    # CPU only, qwen3-30b-a3b at its full 40960 context: pick a RAM size where only q4_0 KV fits
+    hw = resolve_hardware(vram=[0.0], ram=14.0)
+    run = RunConfig(ctx=40960, threads=16)
+    from planner.errors import InfeasibleBudgetError
+    with pytest.raises(InfeasibleBudgetError):
+        plan_command_impl("qwen3-30b-a3b", hw, run, allow=("iq2_ks",), min_tg=None)
+    doc = plan_command_impl("qwen3-30b-a3b", hw, run, allow=("iq2_ks",), kv_auto=True)
+    assert (doc.plan.run.type_k, doc.plan.run.type_v) == ("q4_0", "q4_0")
