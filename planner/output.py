@@ -270,7 +270,8 @@ def render_plan(doc) -> None:
     for n in p.notes:
         print_text(f"note: {n}")
     if doc.recipe is not None:
-        print_text("\nrecipe (--custom-q):\n" + doc.recipe.custom_q)
+        label = "--tensor-type items" if doc.recipe.engine == "mainline" else "--custom-q"
+        print_text(f"\nrecipe ({label}):\n" + doc.recipe.custom_q)
         print_text("\nquantize:\n" + doc.quantize_command)
     print_text("\nlaunch:\n" + doc.launch_command)
 

@@ -64,7 +64,7 @@ def build_recipe(tmap: TensorMap, types: Mapping[str, str], *, engine: str = "ik
     """
     from planner.quantize import QuantizeSpec, is_quantizable
 
-    spec0 = QuantizeSpec(engine=engine)
+    spec0 = QuantizeSpec(base_type="Q8_0", engine=engine)   # an ftype both engines know
     quantized = [t for t in tmap.tensors if is_quantizable(t, spec0)]
     n_layer = tmap.params.n_layer
     # (role) -> {type: [layers]}
