@@ -138,3 +138,23 @@ def test_kv_auto_falls_back_to_q4_0_when_q8_0_does_not_fit():
         plan_command_impl("qwen3-30b-a3b", hw, run, allow=("iq2_ks",), min_tg=None)
     doc = plan_command_impl("qwen3-30b-a3b", hw, run, allow=("iq2_ks",), kv_auto=True)
     assert (doc.plan.run.type_k, doc.plan.run.type_v) == ("q4_0", "q4_0")
+
+
+@pytest.mark.parametrize("engine", ["ik", "mainline"])
+def test_two_gpus_launch_reproduces_plan_memory(engine):
+    from planner.source import load_model
+
+    hw = resolve_hardware(vram=[6.0, 6.0], ram=24.0)
+    doc = plan_command_impl("qwen3-30b-a3b", hw, RunConfig(engine=engine, threads=16,
+                                                           load="rtr" if engine == "ik" else "mmap"))
+    assert doc.launch.tensor_split == (24, 24)
+    assert "-ts" in doc.launch.argv
+    tm = load_model("qwen3-30b-a3b")
+    parsed = parse_server_command(list(doc.launch.argv), engine=engine)
+    pl = placement_from_command(tm, parsed, ["CUDA0", "CUDA1"])
+    assert dict(pl.tensor_device) == doc.plan.devices and pl.layer_device == doc.plan.layer_device
+    res = evaluate(tm, doc.plan.types, pl, hw, doc.plan.run)
+    assert [d.total_bytes for d in res.memory.devices] == [d.total_bytes for d in doc.plan.memory.devices]
+    if engine == "mainline":
+        from planner.quants import catalogue
+        assert all("mainline" in catalogue().get(t).engines for t in doc.plan.types.values())
