@@ -261,6 +261,7 @@ def _write_json_out(doc, out, force):
 @run_options
 @click.option("--model-path", metavar="PATH", help="path of the GGUF in the emitted command (default: MODEL)")
 @click.option("--min-tg", type=float, help="refuse placements slower than this many tokens/s")
+@click.option("--min-pp", type=float, help="refuse placements with slower prompt processing (tokens/s)")
 @click.option("--check-binary", type=click.Path(exists=True, dir_okay=False),
               help="refuse launch flags this llama-server binary does not list in --help")
 @click.option("--out", type=click.Path(dir_okay=False), help="write the plan JSON here")
@@ -268,7 +269,7 @@ def _write_json_out(doc, out, force):
 @click.option("--json", "as_json", is_flag=True)
 def place_command(model, base_type, custom_q, recipe_file, token_embedding_type, output_tensor_type, pure,
                   hw_opts, engine, ctx, kv, ubatch, amb, load, threads, gpu_margin, os_reserve, model_path,
-                  min_tg, check_binary, out, force, as_json):
+                  min_tg, min_pp, check_binary, out, force, as_json):
     """Choose GPU(s) or CPU for every tensor of a given mix, maximising predicted generation speed.
 
     \b
@@ -286,7 +287,7 @@ def place_command(model, base_type, custom_q, recipe_file, token_embedding_type,
     types, _ = mix_from_options(tmap, base_type=base_type, custom_q=custom_q, recipe_text=_recipe_text(recipe_file),
                                 engine=engine, token_embedding_type=token_embedding_type,
                                 output_tensor_type=output_tensor_type, pure=pure)
-    plan = place_with_ctx(tmap, types, hw, PlanRequest(run=run, min_tg=min_tg), ctx_max=(ctx == "max"))
+    plan = place_with_ctx(tmap, types, hw, PlanRequest(run=run, min_tg=min_tg, min_pp=min_pp), ctx_max=(ctx == "max"))
     doc = document(tmap, plan, model_path=model_path or model or f"{tmap.name}.gguf", with_recipe=False,
                    check_binary=check_binary)
     _write_json_out(doc, out, force)
@@ -381,6 +382,7 @@ def export_command(plan_file, out, model_path, port, check_binary, force):
 @run_options
 @click.option("--objective", type=click.Choice(["balanced", "quality", "speed"]), default="balanced", show_default=True)
 @click.option("--min-tg", type=float, help="minimum predicted generation speed, tokens/s")
+@click.option("--min-pp", type=float, help="minimum predicted prompt processing speed (one ubatch), tokens/s")
 @click.option("--max-size", type=float, metavar="GIB", help="cap on the total size of the weights")
 @click.option("--allow", multiple=True, metavar="TYPE", help="candidate types (repeatable; default: a curated set)")
 @click.option("--deny", multiple=True, metavar="TYPE", help="types never to use (repeatable)")
@@ -400,7 +402,7 @@ def export_command(plan_file, out, model_path, port, check_binary, force):
 @click.option("--force", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
 def plan_command(model, hw_opts, engine, ctx, kv, ubatch, amb, load, threads, gpu_margin, os_reserve, objective,
-                 min_tg, max_size, allow, deny, fixed, pareto, granularity, check_binary, imatrix, no_imatrix, quality_slack, model_path, out, force, as_json):
+                 min_tg, min_pp, max_size, allow, deny, fixed, pareto, granularity, check_binary, imatrix, no_imatrix, quality_slack, model_path, out, force, as_json):
     """Choose quant types and device placement together (exact ILP), and emit the recipe and launch command.
 
     Without hardware flags the machine is probed; --vram/--ram describe a machine by hand and the remaining
@@ -419,6 +421,7 @@ def plan_command(model, hw_opts, engine, ctx, kv, ubatch, amb, load, threads, gp
     run = _run_config(engine, ctx, "q8_0" if kv == "auto" else kv, ubatch, amb, load, threads, gpu_margin,
                       os_reserve, hw)
     doc = plan_command_impl(model, hw, run, objective=objective, granularity=granularity, kv_auto=(kv == "auto"),
+                            min_pp=min_pp,
                             check_binary=check_binary, pareto=pareto, min_tg=min_tg, max_size_gib=max_size,
                             allow=allow, deny=deny, fixed=fixed, imatrix=imatrix, has_imatrix=not no_imatrix,
                             quality_slack=quality_slack, model_path=model_path, ctx_max=(ctx == "max"))

@@ -184,6 +184,7 @@ class PlanRequest:
     run: RunConfig = RunConfig()
     objective: str = "balanced"          # quality | speed | balanced
     min_tg: float | None = None
+    min_pp: float | None = None
     max_size_bytes: int | None = None
     allow: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
@@ -201,8 +202,9 @@ def _seconds_per_byte(hw, cfg: RunConfig) -> dict[str, float]:
 
 def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, hw, cfg: RunConfig, *,
                  types: Mapping[str, str] | None, request: PlanRequest, quality=None
-                 ) -> tuple[list[Group], dict[str, int]]:
-    """Groups and the bytes that are fixed per device (non-quantized tensors, token_embd in place mode).
+                 ) -> tuple[list[Group], dict[str, int], dict[str, float]]:
+    """Groups, the bytes fixed per device (non-quantized tensors, token_embd), and the fixed parts of the
+    TG and PP times ({"tg_s", "pp_s"}) that no choice changes.
 
     ``types`` given: placement only (each group's type is fixed). Otherwise the joint problem.
     """
@@ -212,6 +214,13 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
 
     engine = cfg.qengine
     spb = _seconds_per_byte(hw, cfg)
+    speeds = device_speeds(hw, cfg)
+    consts = _c()["speed"]
+    offload = bool(budget.gpus) and min(cfg.ubatch, cfg.batch) >= consts["offload_min_batch"]
+    h2d = speeds[budget.gpus[0]].h2d_gbs if budget.gpus else 0.0
+    ub = min(cfg.ubatch, cfg.batch)
+    fixed_time = {"tg_s": consts["token_overhead_s"], "pp_s": 0.0}
+    flops_tok = 0.0
     handoff = _c()["speed"]["handoff_s"]
     p = tmap.params
     fixed_bytes: dict[str, int] = {d: 0 for d in budget.devices}
@@ -247,6 +256,13 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
         out_dev_extra = {d: compute_buffer_bytes(tmap, cfg, holds_layers=True, holds_output=True,
                                                  is_gpu=d != CPU) - base[d] for d in budget.devices}
     groups: list[Group] = []
+    for t in tmap.tensors:
+        if t.n_dims >= 2 and t.role != "token_embd":
+            flops_tok += 2.0 * t.n_elements * active_fraction(t, p.n_expert_used)
+    if offload:
+        fixed_time["pp_s"] = ub * flops_tok / sum(speeds[g].flops for g in budget.gpus)
+    else:
+        fixed_time["pp_s"] = sum(ub * flops_tok / speeds[d].flops for d in (CPU,))
     for key, ts in members.items():
         t0 = ts[0]
         role = roles[key]
@@ -262,6 +278,9 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
             for t in ts:
                 nb = catalogue().get(types.get(t.name, t.dtype) if types else t.dtype).tensor_bytes(t.shape)
                 fixed_bytes[home] += nb
+                fixed_time["tg_s"] += nb * active_fraction(t, p.n_expert_used) * spb[home]
+                if offload and home == CPU and t.layer is not None:
+                    fixed_time["pp_s"] += nb / h2d
             continue
         # device options: attention and norms stay with their layer; FFN and output may go to CPU
         movable = role.startswith("ffn_") or role == "output"
@@ -285,15 +304,16 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
                 extra = out_dev_extra.get(dev, 0) if role == "output" else 0
                 sec = sum(b * active[t.name] for b, t in zip(per, ts)) * spb[dev]
                 loss = sum(loss_of(t.name, x) for x, t in zip(tn, ts)) if quality else 0.0
+                pp = sum(per) / h2d if (offload and dev == CPU and layer is not None) else 0.0
                 options.append(Option("+".join(dict.fromkeys(tn)) if len(set(tn)) > 1 else tn[0], dev,
-                                      sum(per) + extra, loss, sec))
+                                      sum(per) + extra, loss, sec, pp))
         if not options:
             raise UsageError(f"no allowed type can store {t0.name} on {devs}",
                              hint="check --allow/--deny and the engine's type set")
         groups.append(Group(key, role, layer, tuple(t.name for t in ts), tuple(options), home=home,
                             handoff_s=2 * handoff if (movable and layer is not None and home != CPU) else 0.0,
                             type_key=_type_key(role, layer, p.n_layer, request.granularity) if types is None else ""))
-    return groups, fixed_bytes
+    return groups, fixed_bytes, fixed_time
 
 
 def capacities(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, cfg: RunConfig,
@@ -328,6 +348,12 @@ def _finish(tmap: TensorMap, hw, budget: Budget, request: PlanRequest, layer_dev
         raise InfeasibleBudgetError("internal re-check failed: " + "; ".join(mem.problems()),
                                     shortfall_bytes=mem.shortfall())
     spd = estimate_speed(tmap, types, placement, hw, cfg)
+    # the ILP's time terms are memory-bound and linear; the full estimate also checks compute: say so if it differs
+    if request.min_tg and spd.tg_tps < request.min_tg:
+        notes.append(f"predicted TG {spd.tg_tps:.2f} tok/s is below --min-tg {request.min_tg}: the CPU is "
+                     "compute-bound here, which the ILP's bandwidth terms do not see")
+    if request.min_pp and spd.pp_tps < request.min_pp * 0.999:
+        notes.append(f"predicted PP {spd.pp_tps:.1f} tok/s is below --min-pp {request.min_pp}")
     sizes = mix_bytes(tmap, types)
     total = sum(sizes.values())
     q = quality.estimate(types) if quality is not None else None
@@ -350,34 +376,37 @@ def _solve_with_layers(tmap, hw, budget, request, *, types, quality) -> tuple[tu
     tried = [0] if not budget.gpus else sorted({0, *range(max(1, n // 16), n + 1, max(1, n // 16)), n})
     for n_cpu in tried:
         layer_device = layer_split(n, budget, n_cpu)
-        groups, fixed = build_groups(tmap, layer_device, budget, hw, request.run, types=types,
-                                     request=request, quality=quality)
+        groups, fixed, fixed_time = build_groups(tmap, layer_device, budget, hw, request.run, types=types,
+                                                 request=request, quality=quality)
         cap = capacities(tmap, layer_device, budget, request.run, fixed)
         if any(c < 0 for c in cap.values()):
             last_err = InfeasibleBudgetError("fixed terms alone exceed a device budget",
                                              shortfall_bytes={d: -c for d, c in cap.items() if c < 0})
             continue
-        obj = _objective(request, quality, types is not None)
+        obj = _objective(request, quality, types is not None, fixed_time)
         try:
             if obj.kind == "balanced":
                 # epsilon-constraint: the best quality first, then the fastest plan within the slack of it
-                best = solve(groups, cap, replace(obj, kind="quality"))
+                best = solve(groups, cap, replace(obj, kind="quality"), fixed_seconds=fixed_time["tg_s"])
                 sol = solve(groups, cap, replace(obj, kind="speed", max_loss=best.loss + loss_slack(quality, request)),
-                            hint=best)
+                            hint=best, fixed_seconds=fixed_time["tg_s"])
                 return layer_device, replace(sol, wall_s=sol.wall_s + best.wall_s), groups
-            return layer_device, solve(groups, cap, obj), groups
+            return layer_device, solve(groups, cap, obj, fixed_seconds=fixed_time["tg_s"]), groups
         except InfeasibleBudgetError as exc:
             last_err = exc
     assert last_err is not None
     raise last_err
 
 
-def _objective(request: PlanRequest, quality, placement_only: bool) -> Objective:
+def _objective(request: PlanRequest, quality, placement_only: bool, fixed_time: Mapping[str, float]) -> Objective:
     max_s = 1.0 / request.min_tg if request.min_tg else None
+    max_pp = None
+    if request.min_pp:
+        max_pp = min(request.run.ubatch, request.run.batch) / request.min_pp - fixed_time["pp_s"]
     if placement_only:
-        return Objective("speed", max_seconds=max_s, time_limit_s=request.time_limit_s)
-    return Objective(request.objective, max_seconds=max_s, max_total_bytes=request.max_size_bytes,
-                     time_limit_s=request.time_limit_s)
+        return Objective("speed", max_seconds=max_s, max_pp_seconds=max_pp, time_limit_s=request.time_limit_s)
+    return Objective(request.objective, max_seconds=max_s, max_pp_seconds=max_pp,
+                     max_total_bytes=request.max_size_bytes, time_limit_s=request.time_limit_s)
 
 
 def _expand(sol: Solution, groups_tensors: Mapping[str, tuple[str, ...]]) -> tuple[dict, dict]:
@@ -638,7 +667,7 @@ def script_comments(plan_file: str) -> list[str]:
 
 
 def plan_command_impl(model: str | None, hw, run: RunConfig, *, objective: str = "balanced",
-                      min_tg: float | None = None, max_size_gib: float | None = None, allow=(), deny=(), fixed=(),
+                      min_tg: float | None = None, min_pp: float | None = None, max_size_gib: float | None = None, allow=(), deny=(), fixed=(),
                       imatrix: str | None = None, has_imatrix: bool = True, quality_slack: float = 0.5,
                       model_path: str | None = None, ctx_max: bool = False, granularity: str = "layer",
                       kv_auto: bool = False, check_binary: str | None = None, pareto: int = 0):
@@ -649,7 +678,7 @@ def plan_command_impl(model: str | None, hw, run: RunConfig, *, objective: str =
     if kv_auto:
         try:
             return plan_command_impl(model, hw, replace(run, type_k="q8_0", type_v="q8_0"), objective=objective,
-                                     min_tg=min_tg, max_size_gib=max_size_gib, allow=allow, deny=deny, fixed=fixed,
+                                     min_tg=min_tg, min_pp=min_pp, max_size_gib=max_size_gib, allow=allow, deny=deny, fixed=fixed,
                                      imatrix=imatrix, has_imatrix=has_imatrix, quality_slack=quality_slack,
                                      model_path=model_path, ctx_max=ctx_max, granularity=granularity,
                                      check_binary=check_binary, pareto=pareto)
@@ -673,7 +702,7 @@ def plan_command_impl(model: str | None, hw, run: RunConfig, *, objective: str =
         from planner.imatrix import read_imatrix
 
         imx = read_imatrix(imatrix)
-    request = PlanRequest(run=run, objective=objective, min_tg=min_tg,
+    request = PlanRequest(run=run, objective=objective, min_tg=min_tg, min_pp=min_pp,
                           max_size_bytes=int(max_size_gib * GIB) if max_size_gib else None,
                           allow=tuple(allow), deny=tuple(deny), fixed=tuple(pinned),
                           has_imatrix=has_imatrix or bool(imatrix), quality_slack_pct=quality_slack,

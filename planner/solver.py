@@ -28,6 +28,7 @@ class Option:
     bytes: int          # exact bytes charged to ``device`` (weights, plus any device-bound extra)
     loss: float         # predicted quality loss contribution
     seconds: float      # predicted seconds per generated token contributed
+    pp_seconds: float = 0.0   # predicted seconds per prompt ubatch contributed (PCIe copy of CPU weights)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +50,8 @@ class Group:
 @dataclass(frozen=True, slots=True)
 class Objective:
     kind: str = "balanced"                # quality | speed | balanced
-    max_seconds: float | None = None      # from --min-tg
+    max_seconds: float | None = None      # from --min-tg (placement-dependent part, fixed part removed)
+    max_pp_seconds: float | None = None   # from --min-pp, per ubatch (placement-dependent part)
     max_total_bytes: int | None = None    # cap on the weights summed over all devices
     max_loss: float | None = None         # balanced, second step: loss at most this
     time_limit_s: float = 10.0
@@ -78,7 +80,8 @@ RESOLUTION = 1e7
 
 
 def _signature(g: Group) -> tuple:
-    return (g.role, g.home, g.handoff_s, g.type_key, tuple((o.type_name, o.device, o.bytes, round(o.loss, 12), round(o.seconds, 12))
+    return (g.role, g.home, g.handoff_s, g.type_key, tuple((o.type_name, o.device, o.bytes, round(o.loss, 12),
+                                                            round(o.seconds, 12), round(o.pp_seconds, 12))
                           for o in g.options))
 
 
@@ -166,6 +169,13 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
         budget = objective.max_seconds - fixed_seconds
         m.Add(sum(round(o.seconds * sec_scale) * v for v, o in all_opts) <= math.floor(budget * sec_scale))
 
+    if objective.max_pp_seconds is not None:
+        pp = [(v, o.pp_seconds) for v, o in all_opts if o.pp_seconds]
+        if objective.max_pp_seconds < 0:
+            m.Add(sum(v for v, _ in all_opts) < 0)          # even an all-GPU placement is too slow
+        elif pp:
+            pp_scale = RESOLUTION / max(c for _, c in pp)
+            m.Add(sum(round(c * pp_scale) * v for v, c in pp) <= math.floor(objective.max_pp_seconds * pp_scale))
     if objective.max_loss is not None:
         m.Add(sum(round(o.loss * loss_scale) * v for v, o in all_opts if o.loss)
               <= math.floor(objective.max_loss * loss_scale))
@@ -231,7 +241,8 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
 def _dominated(a: Option, b: Option) -> bool:
     """b is at least as good as a in every constraint and objective term (same device)."""
     return (a.device == b.device and b.bytes <= a.bytes and b.loss <= a.loss and b.seconds <= a.seconds
-            and (b.bytes, b.loss, b.seconds) != (a.bytes, a.loss, a.seconds))
+            and b.pp_seconds <= a.pp_seconds
+            and (b.bytes, b.loss, b.seconds, b.pp_seconds) != (a.bytes, a.loss, a.seconds, a.pp_seconds))
 
 
 def _prune(members: list[Group], *, same_type_only: bool = False) -> list[Group]:
@@ -243,7 +254,8 @@ def _prune(members: list[Group], *, same_type_only: bool = False) -> list[Group]
     for i, a in enumerate(opts):
         if any(_dominated(a, b) and (not same_type_only or a.type_name == b.type_name) for b in opts):
             continue
-        if any((a.device, a.bytes, a.loss, a.seconds) == (b.device, b.bytes, b.loss, b.seconds) for b in opts[:i]):
+        if any((a.device, a.bytes, a.loss, a.seconds, a.pp_seconds) == (b.device, b.bytes, b.loss, b.seconds,
+                                                                          b.pp_seconds) for b in opts[:i]):
             continue
         keep.append(a)
     if len(keep) == len(opts):
