@@ -158,3 +158,14 @@ def test_two_gpus_launch_reproduces_plan_memory(engine):
     if engine == "mainline":
         from planner.quants import catalogue
         assert all("mainline" in catalogue().get(t).engines for t in doc.plan.types.values())
+
+
+def test_min_tg_and_min_pp_are_met():
+    hw = resolve_hardware(vram=[8.0], ram=32.0)
+    base = plan_command_impl("qwen3-30b-a3b", hw, RunConfig(threads=16)).plan
+    want_pp = base.speed.pp_tps * 1.15
+    p = plan_command_impl("qwen3-30b-a3b", hw, RunConfig(threads=16), min_pp=want_pp).plan
+    assert p.speed.pp_tps >= want_pp * 0.999 and not p.notes
+    want_tg = base.speed.tg_tps * 1.2
+    p = plan_command_impl("qwen3-30b-a3b", hw, RunConfig(threads=16), min_tg=want_tg).plan
+    assert p.speed.tg_tps >= want_tg and p.quality.loss >= base.quality.loss
