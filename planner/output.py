@@ -274,6 +274,7 @@ def render_plan(doc) -> None:
         print_text(f"\nrecipe ({label}):\n" + doc.recipe.custom_q)
         print_text("\nquantize:\n" + doc.quantize_command)
     print_text("\nlaunch:\n" + doc.launch_command)
+    print_text("\nbenchmark the same placement:\n" + doc.sweep_command)
 
 
 def render_check(r) -> None:
