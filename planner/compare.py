@@ -67,7 +67,6 @@ def compare(candidates: list[str], *, model: str | None, hw, run: RunConfig) -> 
     from planner.source import load_model
 
     tmap = load_model(model)
-    qengine = run.qengine
     quality_cache: dict[str, object] = {}
     rows = []
     for cand in candidates:

@@ -19,7 +19,7 @@ import os
 import re
 import statistics
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from planner.errors import UnknownQuantTypeError, UsageError
 from planner.imatrix import Imatrix, read_imatrix
 from planner.quants import catalogue
 from planner.tensors import TensorInfo, TensorMap, builtin
+from planner.tables import read_csv_table
 
 DATA = Path(__file__).parent / "data"
 DISTRIBUTIONS = ("student_t5", "gaussian", "outlier_cols")   # first = default: LLM weights are heavy-tailed
@@ -46,13 +47,6 @@ class QualityEstimate:
 
 
 # ------------------------------------------------------------------------------------------ data tables
-
-def _data_lines(path: Path) -> Iterable[str]:
-    with path.open(newline="") as f:
-        for line in f:
-            if not line.startswith("#"):
-                yield line
-
 
 @functools.cache
 def _prior() -> dict:
@@ -74,7 +68,7 @@ def _error_table() -> tuple[dict[tuple[str, str, bool], float], dict[tuple[str, 
     table: dict[tuple[str, str, bool], float] = {}
     points: dict[tuple[str, bool], list[tuple[float, float]]] = {}
     exclude = set(_prior()["fit"]["exclude"])
-    for row in csv.DictReader(_data_lines(DATA / "quant_error.csv")):
+    for row in read_csv_table("quant_error.csv"):
         imx = row["imatrix_weighted"] == "yes"
         rel = float(row["rel_rmse_importance_weighted"] if imx else row["rel_rmse"])
         key = (row["type"], row["distribution"], imx)

@@ -26,7 +26,6 @@ rules, then its own fallback table; it processes tensors in its loader's order (
 
 from __future__ import annotations
 
-import csv
 import difflib
 import functools
 import re
@@ -41,6 +40,7 @@ from planner.errors import (RecipeError, RegexDialectError, UnknownQuantTypeErro
                             UsageError)
 from planner.quants import GGUF_DEFAULT_ALIGNMENT, QuantType, catalogue, pad
 from planner.tensors import ModelParams, TensorInfo, TensorMap
+from planner.tables import read_csv_table
 
 DATA = Path(__file__).parent / "data"
 ENGINES = ("ik", "mainline")
@@ -163,17 +163,10 @@ def _check_engine(engine: str) -> None:
         raise UsageError(f"unknown engine {engine!r}", hint="use 'ik' (ik_llama.cpp) or 'mainline' (llama.cpp)")
 
 
-def _data_lines(path: Path) -> Iterable[str]:
-    with path.open(newline="") as f:
-        for line in f:
-            if not line.startswith("#"):
-                yield line
-
-
 @functools.cache
 def _ftypes(engine: str) -> tuple[Ftype, ...]:
     out = []
-    for row in csv.DictReader(_data_lines(DATA / "ftypes.csv")):
+    for row in read_csv_table("ftypes.csv"):
         if engine in row["engines"].split(";"):
             out.append(Ftype(name=row["name"], id=int(row["id"]), default_type=row["default_type"], engine=engine,
                              needs_imatrix=row["needs_imatrix"] == "1", copy_only=row["copy_only"] == "1",

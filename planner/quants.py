@@ -10,14 +10,14 @@ this module only loads and looks them up.  Size rules (ik_llama.cpp ``ggml/src/g
 
 from __future__ import annotations
 
-import csv
 import functools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from planner.errors import UnknownQuantTypeError, UnsupportedTensorSizeError
+from planner.tables import read_csv_table
 
 DATA = Path(__file__).parent / "data"
 ENGINES = ("ik", "mainline")
@@ -203,17 +203,10 @@ def _parse_row(row: dict) -> QuantType:
         source=row["source"])
 
 
-def _data_lines(path: Path) -> Iterable[str]:
-    with path.open(newline="") as f:
-        for line in f:
-            if not line.startswith("#"):
-                yield line
-
-
 @functools.cache
 def catalogue() -> Catalogue:
     """The catalogue loaded once from ``data/quant_types.csv``."""
-    rows = csv.DictReader(_data_lines(DATA / "quant_types.csv"))
+    rows = read_csv_table("quant_types.csv")
     return Catalogue(tuple(_parse_row(r) for r in rows))
 
 

@@ -66,7 +66,6 @@ def build_recipe(tmap: TensorMap, types: Mapping[str, str], *, engine: str = "ik
 
     spec0 = QuantizeSpec(base_type="Q8_0", engine=engine)   # an ftype both engines know
     quantized = [t for t in tmap.tensors if is_quantizable(t, spec0)]
-    n_layer = tmap.params.n_layer
     # (role) -> {type: [layers]}
     by_role: dict[str, dict[str, list[int]]] = {}
     globals_: list[tuple[str, str]] = []

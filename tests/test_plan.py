@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from planner.cli import main
 from planner.hardware import resolve_hardware
 from planner.launch import parse_server_command, placement_from_command
-from planner.memory import GIB, RunConfig
+from planner.memory import RunConfig
 from planner.plan import evaluate, plan_command_impl
 from planner.quantize import QuantizeSpec, Rule, quantize
 

@@ -1,4 +1,3 @@
-import gguf
 import pytest
 from gguf.constants import GGML_QUANT_SIZES
 
