@@ -142,7 +142,8 @@ def run_options(func):
     options = [
         click.option("--engine", type=click.Choice(["ik", "ik-2025", "mainline"]), default="ik", show_default=True,
                      help="engine profile the flags and type sets are for"),
-        click.option("--ctx", default="32768", show_default=True, metavar="N|max", help="context length"),
+        click.option("--ctx", default=None, metavar="N|max",
+                     help="context length [default: 32768, or the model's training context if shorter]"),
         click.option("--kv", default="q8_0", show_default=True, metavar="TYPE|auto",
                      help="KV cache type (-ctk and -ctv); plan: auto = q8_0, or q4_0 when q8_0 does not fit"),
         click.option("--ub", "ubatch", type=int, default=512, show_default=True, help="-ub micro-batch"),
@@ -164,13 +165,14 @@ def _run_config(engine, ctx, kv, ubatch, amb, load, threads, gpu_margin, os_rese
     from planner.launch import engine_profile
     from planner.memory import RunConfig
 
-    if ctx != "max":
+    ctx_n = 0   # 0: chosen per model (planner.plan.resolve_ctx) or searched (--ctx max)
+    if ctx not in (None, "max"):
         try:
             ctx_n = int(ctx)
         except ValueError:
             raise click.BadParameter(f"--ctx expects a number or 'max', got {ctx!r}") from None
-    else:
-        ctx_n = 0
+        if ctx_n <= 0:
+            raise click.BadParameter("--ctx must be positive")
     return RunConfig(engine=engine, ctx=ctx_n, type_k=kv, type_v=kv, ubatch=ubatch, amb=amb,
                      load=load or engine_profile(engine)["default_load"],
                      threads=threads or (hw.threads_default if hw is not None else None),

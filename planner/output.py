@@ -254,7 +254,7 @@ def render_plan(doc) -> None:
     p = doc.plan
     from collections import Counter
 
-    print_text(f"{p.model} on {', '.join(f'{d} {b / GIB:.0f} GiB' for d, b in p.budgets.items())}, "
+    print_text(f"{p.model} on {', '.join(f'{d} {round(b / GIB, 2):g} GiB' for d, b in p.budgets.items())}, "
                f"engine {p.engine}, context {p.run.ctx}, KV {p.run.type_k}/{p.run.type_v}")
     if p.solver:
         s = p.solver

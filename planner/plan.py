@@ -645,13 +645,27 @@ def _largest_ctx(tmap: TensorMap, attempt, request: PlanRequest) -> Plan:
     return best
 
 
+DEFAULT_CTX = 32768
+
+
+def resolve_ctx(tmap: TensorMap, run: RunConfig) -> RunConfig:
+    """ctx 0 (not given): 32768, or the model's training context when that is shorter."""
+    if run.ctx:
+        return run
+    return replace(run, ctx=min(DEFAULT_CTX, tmap.params.n_ctx_train or DEFAULT_CTX))
+
+
 def place_with_ctx(tmap: TensorMap, types: Mapping[str, str], hw, request: PlanRequest, *, ctx_max: bool) -> Plan:
+    if not ctx_max:
+        request = replace(request, run=resolve_ctx(tmap, request.run))
     if ctx_max:
         return _largest_ctx(tmap, lambda r: place(tmap, types, hw, r), request)
     return place(tmap, types, hw, request)
 
 
 def plan_with_ctx(tmap: TensorMap, hw, request: PlanRequest, quality, *, ctx_max: bool) -> Plan:
+    if not ctx_max:
+        request = replace(request, run=resolve_ctx(tmap, request.run))
     if ctx_max:
         return _largest_ctx(tmap, lambda r: joint_plan(tmap, hw, r, quality), request)
     return joint_plan(tmap, hw, request, quality)
@@ -672,6 +686,18 @@ def script_comments(plan_file: str) -> list[str]:
     out.append(f"estimated TG {s['tg_tps']:.1f} tok/s (at full context {s['tg_tps_ctx']:.1f}), "
                f"PP {s['pp_tps']:.0f} tok/s")
     return out
+
+
+def planned_name(model: str | None, tmap: TensorMap) -> str:
+    """Output GGUF name for a planned quantization: next to the source, never the source itself."""
+    import re as _re
+    from pathlib import Path
+
+    if model and model.endswith(".gguf") and "://" not in model:
+        stem = _re.sub(r"-\d{5}-of-\d{5}$", "", Path(model).name[:-5])
+        stem = _re.sub(r"[-_.](bf16|BF16|f16|F16|f32|F32)$", "", stem)
+        return str(Path(model).with_name(f"{stem}-planned.gguf"))
+    return f"{tmap.name}-planned.gguf"
 
 
 def plan_command_impl(model: str | None, hw, run: RunConfig, *, objective: str = "balanced",
@@ -715,8 +741,9 @@ def plan_command_impl(model: str | None, hw, run: RunConfig, *, objective: str =
                           allow=tuple(allow), deny=tuple(deny), fixed=tuple(pinned),
                           has_imatrix=has_imatrix or bool(imatrix), quality_slack_pct=quality_slack,
                           granularity=granularity)
-    out_path = model_path or (model if model and model.endswith(".gguf") else f"{tmap.name}-planned.gguf")
-    if any(catalogue().get(t.dtype).is_quantized for t in tmap.tensors):
+    quantized = any(catalogue().get(t.dtype).is_quantized for t in tmap.tensors)
+    out_path = model_path or (model if quantized and model else planned_name(model, tmap))
+    if quantized:
         types = {t.name: t.dtype for t in tmap.tensors}
         p = place_with_ctx(tmap, types, hw, request, ctx_max=ctx_max)
         return document(tmap, p, model_path=out_path, with_recipe=False, check_binary=check_binary)
