@@ -66,7 +66,10 @@ def compare(candidates: list[str], *, model: str | None, hw, run: RunConfig) -> 
     from planner.quality import QualityModel
     from planner.source import load_model
 
+    from planner.plan import resolve_ctx
+
     tmap = load_model(model)
+    run = resolve_ctx(tmap, run)
     quality_cache: dict[str, object] = {}
     rows = []
     for cand in candidates:

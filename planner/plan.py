@@ -768,6 +768,7 @@ def pareto_plans(tmap: TensorMap, hw, request: PlanRequest, quality, n: int, *, 
     generation times between them (epsilon-constraint, each solved to optimality)."""
     if n < 2:
         raise UsageError("--pareto needs at least 2 plans")
+    request = replace(request, run=resolve_ctx(tmap, request.run))
     best = joint_plan(tmap, hw, replace(request, objective="quality", min_tg=None), quality)
     fast = joint_plan(tmap, hw, replace(request, objective="speed", min_tg=None), quality)
     t_best, t_fast = 1.0 / best.speed.tg_tps, 1.0 / fast.speed.tg_tps
