@@ -34,7 +34,18 @@ from planner.errors import OutputExistsError, ProfileError, UsageError
 GIB = 1 << 30
 
 DEFAULT_PROFILE = "rtx3090ti-9950x-96g"
-PROFILES_DIR = Path(__file__).resolve().parents[1] / "hwprofiles"
+def _profiles_dir() -> Path:
+    """hwprofiles/ beside the package (source checkout, editable install), else the copy a wheel installs
+    under <prefix>/share/gguf-planner/hwprofiles (pyproject data-files)."""
+    import sys
+
+    here = Path(__file__).resolve().parents[1] / "hwprofiles"
+    if here.is_dir():
+        return here
+    return Path(sys.prefix) / "share" / "gguf-planner" / "hwprofiles"
+
+
+PROFILES_DIR = _profiles_dir()
 GPU_TABLE = Path(__file__).resolve().parent / "data" / "gpus.csv"
 
 SOURCES = ("probed", "profile", "user", "default")
