@@ -111,9 +111,13 @@ def main() -> None:
     t0 = time.perf_counter()
     ref = builtin("qwen3-235b-a22b")
     first_ms = (time.perf_counter() - t0) * 1e3
-    again_ms, again_med = _best_ms(lambda: builtin("qwen3-235b-a22b"), args.repeat)
+    def rebuild():
+        builtin.cache_clear()      # builtin() memoizes its result; time the expansion itself
+        return builtin("qwen3-235b-a22b")
+
+    again_ms, again_med = _best_ms(rebuild, args.repeat)
     print(f"built-in map qwen3-235b-a22b ({len(ref.tensors)} tensors): first {first_ms:.1f} ms "
-          f"(loads the TOML), then best {again_ms:.1f} ms / median {again_med:.1f} ms")
+          f"(loads the TOML), then best {again_ms:.1f} ms / median {again_med:.1f} ms (cached after the first call)")
 
     variants = [("tensor infos + small KVs (no tokenizer arrays)", synthetic_header(ref, tokens=0)),
                 ("+ 151936 tokens and token types (no merges)", synthetic_header(ref, merges=0)),
