@@ -250,6 +250,7 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
         return loss_cache[key]
 
     active = {t.name: active_fraction(t, p.n_expert_used) for t in tmap.tensors}
+    cand_cache: dict[tuple, list[str]] = {}
     last_gpu = budget.gpus[-1] if budget.gpus else CPU
     out_dev_extra = {}
     if "output.weight" in {t.name for t in tmap.tensors}:
@@ -294,9 +295,12 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
                 choices = [tuple(tnames)]
             else:
                 pinned = next((ty for rx, ty in fixed_rules if rx.search(t0.name)), None)
-                cands = candidate_types(t0, engine, allow=[pinned] if pinned else request.allow or None,
-                                        deny=request.deny, has_imatrix=request.has_imatrix,
-                                        on_gpu=dev != CPU)
+                ckey = (t0.ne0, t0.shape[1] if t0.n_dims > 1 else 1, t0.role == "token_embd", dev != CPU, pinned)
+                cands = cand_cache.get(ckey)
+                if cands is None:
+                    cands = cand_cache[ckey] = candidate_types(
+                        t0, engine, allow=[pinned] if pinned else request.allow or None, deny=request.deny,
+                        has_imatrix=request.has_imatrix, on_gpu=dev != CPU)
                 choices = [tuple([c] * len(ts)) for c in cands]
             for tn in choices:
                 if types is not None and dev != CPU and not all(
@@ -373,6 +377,12 @@ def _finish(tmap: TensorMap, hw, budget: Budget, request: PlanRequest, layer_dev
 
 def _solve_with_layers(tmap, hw, budget, request, *, types, quality) -> tuple[tuple[str, ...], Solution, list]:
     """Try all layers on the GPUs first; if attention + KV do not fit, move the first layers to CPU."""
+    cfg = request.run
+    need = (_smallest_weights(tmap, types, request) + kv_bytes_per_layer(tmap.params, cfg) * tmap.params.n_layer
+            + cfg.os_reserve_bytes + cfg.gpu_margin_bytes * len(budget.gpus))
+    if need > sum(budget.bytes.values()):      # necessary condition: no split of layers can help
+        raise InfeasibleBudgetError("even the smallest types do not fit in RAM + VRAM together",
+                                    shortfall_bytes={"all devices": need - sum(budget.bytes.values())})
     n = tmap.params.n_layer
     last_err: InfeasibleBudgetError | None = None
     tried = [0] if not budget.gpus else sorted({0, *range(max(1, n // 16), n + 1, max(1, n // 16)), n})
@@ -386,6 +396,8 @@ def _solve_with_layers(tmap, hw, budget, request, *, types, quality) -> tuple[tu
                                              shortfall_bytes={d: -c for d, c in cap.items() if c < 0})
             continue
         obj = _objective(request, quality, types is not None, fixed_time)
+        # capacities are all non-negative here: moving more attention to the CPU moves the same bytes
+        # and only slows generation, so an infeasible answer now is final
         try:
             if obj.kind == "balanced":
                 # epsilon-constraint: the best quality first, then the fastest plan within the slack of it
@@ -402,6 +414,7 @@ def _solve_with_layers(tmap, hw, budget, request, *, types, quality) -> tuple[tu
             return layer_device, solve(groups, cap, obj, fixed_seconds=fixed_time["tg_s"]), groups
         except InfeasibleBudgetError as exc:
             last_err = exc
+            break
     assert last_err is not None
     raise last_err
 
@@ -441,12 +454,12 @@ def place(tmap: TensorMap, types: Mapping[str, str], hw, request: PlanRequest) -
     if need > have:   # no placement can help: skip the solver
         raise _with_options(InfeasibleBudgetError("weights alone exceed RAM + VRAM",
                                                   shortfall_bytes={"RAM+VRAM": need - have}),
-                            tmap, types, budget, request)
+                            tmap, types, budget, request, hw)
     try:
         layer_device, sol, groups = _solve_with_layers(tmap, hw, budget, replace(request, objective="placement"),
                                                        types=types, quality=None)
     except InfeasibleBudgetError as exc:
-        raise _with_options(exc, tmap, types, budget, request) from None
+        raise _with_options(exc, tmap, types, budget, request, hw) from None
     return _assemble(tmap, hw, budget, replace(request, objective="placement"), layer_device, sol, groups,
                      fixed_types=types, quality=None)
 
@@ -474,48 +487,83 @@ def joint_plan(tmap: TensorMap, hw, request: PlanRequest, quality) -> Plan:
     try:
         layer_device, sol, groups = _solve_with_layers(tmap, hw, budget, request, types=None, quality=quality)
     except InfeasibleBudgetError as exc:
-        raise _with_options(exc, tmap, None, budget, request) from None
+        raise _with_options(exc, tmap, None, budget, request, hw, quality) from None
     return _assemble(tmap, hw, budget, request, layer_device, sol, groups, fixed_types=None, quality=quality)
 
 
-def _with_options(exc: InfeasibleBudgetError, tmap: TensorMap, types, budget: Budget,
-                  request: PlanRequest) -> InfeasibleBudgetError:
-    """Name the nearest feasible changes: more RAM, a smaller context or KV type."""
-    cfg = request.run
+def _feasible(tmap: TensorMap, hw, budget: Budget, request: PlanRequest, types, quality) -> bool:
+    """Whether any plan exists under these budgets (the fastest objective: feasibility is all we ask)."""
+    probe_req = replace(request, objective="speed", time_limit_s=5.0)
+    try:
+        _solve_with_layers(tmap, hw, budget, probe_req, types=types, quality=quality)
+        return True
+    except InfeasibleBudgetError:
+        return False
+
+
+def _smallest_weights(tmap: TensorMap, types, request: PlanRequest) -> int:
     cat = catalogue()
-    smallest = {}
+    total = 0
     for t in tmap.tensors:
         if types is not None:
-            smallest[t.name] = cat.get(types.get(t.name, t.dtype)).tensor_bytes(t.shape)
-        elif _quantizable(t) and t.role != "token_embd" or t.role == "token_embd" and _quantizable(t):
-            cands = candidate_types(t, cfg.qengine, allow=request.allow or None, deny=request.deny,
+            total += cat.get(types.get(t.name, t.dtype)).tensor_bytes(t.shape)
+        elif _quantizable(t):
+            cands = candidate_types(t, request.run.qengine, allow=request.allow or None, deny=request.deny,
                                     has_imatrix=request.has_imatrix, on_gpu=False) or [t.dtype]
-            smallest[t.name] = min(cat.get(c).tensor_bytes(t.shape) for c in cands)
+            total += min(cat.get(c).tensor_bytes(t.shape) for c in cands)
         else:
-            smallest[t.name] = cat.get(t.dtype).tensor_bytes(t.shape)
-    weights = sum(smallest.values())
+            total += cat.get(t.dtype).tensor_bytes(t.shape)
+    return total
+
+
+def _with_options(exc: InfeasibleBudgetError, tmap: TensorMap, types, budget: Budget, request: PlanRequest,
+                  hw=None, quality=None) -> InfeasibleBudgetError:
+    """Name the nearest changes that make a plan feasible; each one is checked with the solver."""
+    cfg = request.run
+    weights = _smallest_weights(tmap, types, request)
     kv = kv_bytes_per_layer(tmap.params, cfg) * tmap.params.n_layer
     gpu_usable = sum(max(0, budget.bytes[g] - cfg.gpu_margin_bytes) for g in budget.gpus)
     need_total = weights + kv + cfg.os_reserve_bytes + compute_buffer_bytes(
         tmap, cfg, holds_layers=True, holds_output=True, is_gpu=False)
-    ram_needed = max(0, need_total - gpu_usable)
     have = budget.bytes[CPU]
-    options = []
-    if ram_needed > have:
-        options.append(f"--ram {math.ceil(ram_needed / GIB)} (with this VRAM)")
-        vram_needed = need_total - have + cfg.gpu_margin_bytes * max(1, len(budget.gpus))
-        options.append(f"--vram {math.ceil(vram_needed / GIB)} (with this RAM)")
-    if cfg.ctx > 4096:
-        options.append("a smaller context such as --ctx 4096")
-    if cfg.type_k not in ("q4_0",):
-        options.append("a smaller KV cache type such as --kv q4_0")
-    short = exc.shortfall_bytes or {}
-    if ram_needed > have and not short:
-        short = {"RAM+VRAM": ram_needed - have}
+    short = dict(exc.shortfall_bytes or {})
+    if need_total > have + gpu_usable and not short:
+        short = {"RAM+VRAM": need_total - have - gpu_usable}
+    options: list[str] = []
+    if hw is not None:
+        def ok(b: Budget, r: PlanRequest) -> bool:
+            return _feasible(tmap, hw, b, r, types, quality)
+
+        if request.min_tg or request.min_pp:
+            if ok(budget, replace(request, min_tg=None, min_pp=None)):
+                options.append("drop --min-tg/--min-pp (the memory fits; the speed target does not)")
+        start = max(have // GIB + 1, math.ceil((need_total - gpu_usable) / GIB))
+        for ram_gib in range(start, start + 8):
+            b = Budget(budget.devices, {**budget.bytes, CPU: ram_gib * GIB}, budget.labels)
+            if ok(b, request):
+                options.append(f"--ram {ram_gib}")
+                break
+        if len(budget.gpus) == 1:
+            g = budget.gpus[0]
+            start = max(budget.bytes[g] // GIB + 1,
+                        math.ceil((need_total - have + cfg.gpu_margin_bytes) / GIB))
+            for vram_gib in range(start, start + 8):
+                b = Budget(budget.devices, {**budget.bytes, g: vram_gib * GIB}, budget.labels)
+                if ok(b, request):
+                    options.append(f"--vram {vram_gib}")
+                    break
+        ctx = cfg.ctx // 2 // 256 * 256
+        while ctx >= 2048:
+            if ok(budget, replace(request, run=replace(cfg, ctx=ctx))):
+                options.append(f"--ctx {ctx}")
+                break
+            ctx = ctx // 2 // 256 * 256
+        if cfg.type_k != "q4_0" and ok(budget, replace(request, run=replace(cfg, type_k="q4_0", type_v="q4_0"))):
+            options.append("--kv q4_0")
     what = "the smallest allowed mix" if types is None else "this mix"
-    return InfeasibleBudgetError(
-        f"{tmap.name}: {what} does not fit {' + '.join(f'{budget.bytes[d] / GIB:.0f} GiB {d}' for d in budget.devices)}",
-        shortfall_bytes=short, options=options)
+    sizes = " + ".join(f"{round(budget.bytes[d] / GIB, 2):g} GiB {d}" for d in budget.devices)
+    return InfeasibleBudgetError(f"{tmap.name}: {what} does not fit {sizes}", shortfall_bytes=short,
+                                 options=options or ["none found by changing one of --ram, --vram, --ctx, --kv"])
 
 
 # --------------------------------------------------------------------------------- documents
