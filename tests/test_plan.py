@@ -76,10 +76,15 @@ def test_launch_through_check_gives_the_plans_memory(planned):
 
 
 def test_impossible_budget_exits_2_with_shortfall_and_options():
+    import re
+
     r = CliRunner().invoke(main, ["plan", "--vram", "8", "--ram", "32"])
     assert r.exit_code == 2
-    assert "short by" in r.output and "nearest feasible" in r.output and "--ram" in r.output
-    assert "Traceback" not in r.output
+    assert "short by" in r.output and "nearest feasible" in r.output and "Traceback" not in r.output
+    ram = int(re.search(r"--ram (\d+)", r.output).group(1))
+    # the named option really is feasible, and one GiB less is not
+    assert CliRunner().invoke(main, ["plan", "--vram", "8", "--ram", str(ram)]).exit_code == 0
+    assert CliRunner().invoke(main, ["plan", "--vram", "8", "--ram", str(ram - 1)]).exit_code == 2
 
 
 def test_plan_json_is_byte_identical(tmp_path):
