@@ -49,7 +49,9 @@ class Budget:
         for g in hw.gpus:
             name = f"CUDA{g.index}"
             devs.append(name)
-            sizes[name] = int(g.total_bytes)
+            # a probed GPU: what is free now (a desktop or another process may hold some), as llama.cpp's
+            # own --fit does; profiles and flags describe an idle card: its total
+            sizes[name] = int(g.free_bytes if g.free_bytes is not None else g.total_bytes)
             labels[name] = g.name
         devs.append(CPU)
         sizes[CPU] = int(getattr(hw, "usable_ram_bytes", hw.ram_total_bytes))

@@ -174,3 +174,14 @@ def test_min_tg_and_min_pp_are_met():
     want_tg = base.speed.tg_tps * 1.2
     p = plan_command_impl("qwen3-30b-a3b", hw, RunConfig(threads=16), min_tg=want_tg).plan
     assert p.speed.tg_tps >= want_tg and p.quality.loss >= base.quality.loss
+
+
+def test_budget_uses_free_vram_of_a_probed_gpu():
+    import dataclasses
+
+    from planner.plan import Budget
+
+    hw = resolve_hardware(vram=[24.0], ram=96.0)
+    probed = dataclasses.replace(hw, gpus=(dataclasses.replace(hw.gpus[0], free_bytes=20 << 30),))
+    assert Budget.from_hardware(probed).bytes["CUDA0"] == 20 << 30     # a desktop holds 4 GiB right now
+    assert Budget.from_hardware(hw).bytes["CUDA0"] == 24 << 30         # a card described by hand is idle
