@@ -49,7 +49,7 @@ def device_speeds(hw, cfg: RunConfig) -> dict[str, DeviceSpeed]:
                     tflops["default"])
         out[f"CUDA{g.index}"] = DeviceSpeed(
             f"CUDA{g.index}", g.mem_bw_gbs * 1e9 * k["gpu_bw_efficiency"],
-            peak * 1e12 * k["gpu_flops_efficiency"], g.h2d_gbs * 1e9 * k["h2d_efficiency"])
+            peak * 1e12 * k["gpu_flops_efficiency"], g.h2d_gbs * 1e9)   # GPU.h2d_gbs is already effective
     flags = set(hw.cpu_flags)
     per_core = (k["cpu_gflops_per_core_avx512"] if "avx512f" in flags else
                 k["cpu_gflops_per_core_avx2"] if "avx2" in flags else k["cpu_gflops_per_core_other"])
