@@ -154,9 +154,12 @@ def kv_bytes_per_layer(params: ModelParams, cfg: RunConfig) -> int:
     c = catalogue()
     tk, tv = c.get(cfg.type_k), c.get(cfg.type_v)
     kv = cfg.kv_size
-    if params.is_mla and cfg.engine != "mainline":
-        # MLA with FA (mla 3): only the compressed K cache, kv_lora_rank + n_rot per token
-        return tk.row_bytes(params.kv_lora_rank + params.n_rot) * kv
+    if params.is_mla:
+        # ik MLA (default -mla 3). With FA: only the compressed cache, kv_lora_rank + n_rot per token in the K
+        # type; without FA: the same width in the V type (facts §5). Mainline caches the same compressed
+        # latent (assumption: same bytes as ik with FA; re-check against llama-kv-cache.cpp).
+        width = params.kv_lora_rank + params.n_rot
+        return (tk if cfg.flash_attn or cfg.engine == "mainline" else tv).row_bytes(width) * kv
     if cfg.engine == "mainline":
         k = tk.row_bytes(params.n_embd_k_gqa) * kv
     else:

@@ -96,3 +96,19 @@ def test_place_seed_mix_puts_at_least_the_cards_layers_on_gpu(seed):
                      ("CUDA0", CPU))
     assert memory_report(tm, mix, base, plan.budgets, plan.run).device("CUDA0").total_bytes == \
         plan.memory.device("CUDA0").total_bytes
+
+
+@pytest.mark.parametrize("fa,tk,tv,per_token", [
+    (True, "f16", "f16", 576 * 2),        # facts §7: DeepSeek-V3 MLA, FA: 1152 B per token per layer
+    (True, "q8_0", "f16", 576 // 32 * 34),  # K type decides with FA
+    (False, "q8_0", "f16", 576 * 2),      # without FA (mla 2/3) the V type decides
+])
+def test_mla_kv_cache(fa, tk, tv, per_token):
+    from planner.tensors import ModelParams
+
+    p = ModelParams(arch="deepseek2", n_layer=61, n_embd=7168, n_vocab=129280, n_head=128, n_head_kv=128,
+                    head_dim=192, kv_lora_rank=512, n_rot=64)
+    cfg = RunConfig(ctx=256, type_k=tk, type_v=tv, flash_attn=fa)
+    assert kv_bytes_per_layer(p, cfg) == per_token * 256
+    if (fa, tk) == (True, "f16"):
+        assert kv_bytes_per_layer(p, cfg) * 61 // 256 == 70_272     # per token, all 61 layers
