@@ -19,6 +19,11 @@ class PlannerGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
+        except BrokenPipeError:
+            # stdout closed early (e.g. `| head`): no traceback, no further writes to the dead pipe
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(141)
         except Exception as exc:  # noqa: BLE001 - the one place errors become exit codes
             if os.environ.get("GGUF_PLANNER_DEBUG") or (
                     not isinstance(exc, PlannerError) and "PYTEST_CURRENT_TEST" in os.environ):
@@ -340,7 +345,7 @@ def check_command(model, base_type, custom_q, recipe_file, token_embedding_type,
                                 engine=engine, token_embedding_type=token_embedding_type,
                                 output_tensor_type=output_tensor_type, pure=pure)
     placement = placement_from_command(tmap, parsed, [f"CUDA{g.index}" for g in hw.gpus])
-    result = evaluate(tmap, types, placement, hw, run)
+    result = evaluate(tmap, types, placement, hw, run, warnings=parsed.warnings)
     output.emit(result, as_json=as_json, render=output.render_check)
     if not result.memory.fits:
         sys.exit(2)

@@ -323,6 +323,7 @@ class ParsedCommand:
     n_cpu_moe: int | None
     cpu_moe: bool
     ignored: tuple[str, ...] = field(default=())
+    warnings: tuple[str, ...] = field(default=())   # flags the engine rejects or reads differently
 
 
 _VALUE_FLAGS = {"-m", "--model", "-c", "--ctx-size", "-ctk", "--cache-type-k", "-ctv", "--cache-type-v",
@@ -347,15 +348,22 @@ def parse_server_command(argv: Sequence[str], engine: str = "ik") -> ParsedComma
     flags: set[str] = set()
     ignored: list[str] = []
     fa = True if engine != "ik-2025" else False
+    prof = engine_profile(engine)
+    warnings: list[str] = []
     i = 0
     while i < len(args):
         a = args[i]
+        if a in prof["removed"]:
+            warnings.append(f"{a}: {prof['removed'][a]}")
         if a in ("-fa", "--flash-attn"):
             nxt = args[i + 1] if i + 1 < len(args) else ""
             if nxt in ("on", "off", "auto", "0", "1"):
                 fa = nxt in ("on", "auto", "1")
                 i += 2
             else:
+                if prof["fa_takes_value"]:
+                    warnings.append(f"bare {a}: {engine} expects a value (-fa on); it would take "
+                                    f"{nxt or 'nothing'!r} as the value and fail")
                 fa = True
                 i += 1
             continue
@@ -413,7 +421,8 @@ def parse_server_command(argv: Sequence[str], engine: str = "ik") -> ParsedComma
     return ParsedCommand(model=vals.get("-m", vals.get("--model")), run=run,
                          ngl=num("-ngl", "--gpu-layers", "--n-gpu-layers", default=None), overrides=tuple(ot),
                          tensor_split=ts, n_cpu_moe=num("-ncmoe", "--n-cpu-moe", default=None),
-                         cpu_moe=("-cmoe" in flags or "--cpu-moe" in flags), ignored=tuple(ignored))
+                         cpu_moe=("-cmoe" in flags or "--cpu-moe" in flags), ignored=tuple(ignored),
+                         warnings=tuple(warnings))
 
 
 def placement_from_command(tmap: TensorMap, cmd: ParsedCommand, gpus: Sequence[str]) -> Placement:

@@ -279,6 +279,8 @@ def render_plan(doc) -> None:
 
 def render_check(r) -> None:
     print_text(f"{r.model}: {gib(r.total_bytes)} of weights, context {r.run.ctx}, KV {r.run.type_k}/{r.run.type_v}")
+    for w in r.warnings:
+        print_text(f"warning ({r.run.engine}): {w}")
     _print_memory(r.memory)
     _print_speed(r.speed)
     if r.problems:

@@ -654,7 +654,7 @@ def load_plan_json(path: str):
 
 
 def evaluate(tmap: TensorMap, types: Mapping[str, str], placement: Placement, hw, run: RunConfig,
-             quality=None):
+             quality=None, warnings: Sequence[str] = ()):
     """Memory and speed of a given mix and placement (the `check` command's library call)."""
     budget = Budget.from_hardware(hw)
     mem = memory_report(tmap, types, placement, budget.bytes, run)
@@ -664,7 +664,7 @@ def evaluate(tmap: TensorMap, types: Mapping[str, str], placement: Placement, hw
     return CheckResult(model=tmap.name, run=run, memory=mem, speed=spd, quality=q,
                        total_bytes=sum(sizes.values()),
                        weights_by_device={d.device: d.term("weights") for d in mem.devices},
-                       problems=tuple(mem.problems()))
+                       problems=tuple(mem.problems()), warnings=tuple(warnings))
 
 
 @dataclass(frozen=True, slots=True)
@@ -677,6 +677,7 @@ class CheckResult:
     total_bytes: int
     weights_by_device: dict[str, int]
     problems: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
 
 
 def _largest_ctx(tmap: TensorMap, attempt, request: PlanRequest) -> Plan:

@@ -126,3 +126,13 @@ def test_readme_command_table_matches_help():
     assert blocks[1] == "pip install -e '.[test]' && python3 -m pytest"
     ci = (ROOT / ".ci/run").read_text()
     assert "pip install -q -e '.[test]'" in ci and "python3 -m pytest" in ci
+
+
+def test_check_warns_about_flags_current_ik_rejects():
+    r = run("check", "qwen3-235b-a22b", "--base-type", "IQ3_K", "--recipe-file", SEED_RECIPE,
+            "--profile", "rtx3090ti-9950x-96g", "--engine", "ik", "--", *SEED_ARGV)
+    assert "warning (ik): -fmoe: removed 2025-10-25" in r.output
+    assert "warning (ik): bare -fa: ik expects a value" in r.output
+    r = run("check", "qwen3-235b-a22b", "--base-type", "IQ3_K", "--recipe-file", SEED_RECIPE,
+            "--profile", "rtx3090ti-9950x-96g", "--engine", "ik-2025", "--", *SEED_ARGV)
+    assert "warning" not in r.output          # the card's own era accepted both
