@@ -113,7 +113,11 @@ def _replace(r: CompareRow, **kw) -> CompareRow:
 
 
 def plot_comparison(c: Comparison, path: str, *, force: bool = False) -> None:
-    """Size vs predicted PPL ratio, TG as colour; non-dominated candidates outlined."""
+    """Size vs predicted PPL ratio, TG as colour; non-dominated candidates outlined (.png or .svg).
+
+    Raises:
+        OutputExistsError: ``path`` exists and ``force`` is false (checked before drawing).
+    """
     import io
 
     import matplotlib
@@ -121,11 +125,10 @@ def plot_comparison(c: Comparison, path: str, *, force: bool = False) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from planner.errors import OutputExistsError
     from planner.launch import write_new_file
 
     if Path(path).exists() and not force:
-        from planner.errors import OutputExistsError
-
         raise OutputExistsError(path)
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
     xs = [r.total_bytes / 2**30 for r in c.rows]
@@ -144,18 +147,7 @@ def plot_comparison(c: Comparison, path: str, *, force: bool = False) -> None:
     ax.set_title(f"{c.model} on {c.hardware}\nred outline = not dominated", fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    buf = io.BytesIO() if path.endswith(".png") else io.StringIO()
+    buf = io.BytesIO()
     fig.savefig(buf, format="svg" if path.endswith(".svg") else "png")
     plt.close(fig)
-    data = buf.getvalue()
-    if isinstance(data, bytes):
-        p = Path(path)
-        if p.exists() and not force:
-            from planner.errors import OutputExistsError
-
-            raise OutputExistsError(path)
-        tmp = p.with_name(f".{p.name}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(p)
-    else:
-        write_new_file(Path(path), data, force=True)
+    write_new_file(Path(path), buf.getvalue(), force=force)

@@ -467,7 +467,7 @@ def placement_from_command(tmap: TensorMap, cmd: ParsedCommand, gpus: Sequence[s
 
 # ------------------------------------------------------------------------- files
 
-def write_new_file(path: Path, text: str, *, force: bool = False, mode: int | None = None) -> None:
+def write_new_file(path: Path, content: str | bytes, *, force: bool = False, mode: int | None = None) -> None:
     """Write atomically (temp file + rename); refuse to overwrite unless ``force``.
 
     Raises:
@@ -478,8 +478,8 @@ def write_new_file(path: Path, text: str, *, force: bool = False, mode: int | No
         raise OutputExistsError(str(path))
     fd, tmp = tempfile.mkstemp(dir=path.parent or Path("."), prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb" if isinstance(content, bytes) else "w") as f:
+            f.write(content)
         if mode is not None:
             os.chmod(tmp, mode)
         os.replace(tmp, path)
