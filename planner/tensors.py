@@ -44,6 +44,11 @@ class ModelParams:
     kv_lora_rank: int = 0       # MLA (deepseek2); 0 = not an MLA model
     n_rot: int = 0
     head_dim_v: int = 0         # 0 = same as head_dim
+    q_lora_rank: int = 0        # MLA query compression (attn_q_a/attn_q_b); 0 = a plain attn_q
+    qk_nope_head_dim: int = 0   # MLA: per-head Q/K width without RoPE (head_dim = qk_nope_head_dim + n_rot)
+    n_shared_exp: int = 0       # shared experts per MoE layer: ffn_*_shexp are n_ff_exp * n_shared_exp wide
+    n_nextn: int = 0            # trailing NextN/MTP blocks the file keeps (counted in n_layer)
+    qk_norm: bool = False       # attn_q_norm/attn_k_norm where a template makes them optional (GLM-4.5)
 
     @property
     def is_moe(self) -> bool:
@@ -146,11 +151,15 @@ def builtin_names() -> list[str]:
 
 
 def _dim(expr: str, env: Mapping[str, int]) -> int:
-    value = 1
-    for factor in expr.split("*"):
-        factor = factor.strip()
-        value *= int(factor) if factor.isdigit() else env[factor]
-    return value
+    """A sum of products of parameter names and integers, e.g. ``kv_lora_rank + n_rot``."""
+    total = 0
+    for term in expr.split("+"):
+        value = 1
+        for factor in term.split("*"):
+            factor = factor.strip()
+            value *= int(factor) if factor.isdigit() else env[factor]
+        total += value
+    return total
 
 
 def _shape(spec: str, env: Mapping[str, int]) -> tuple[int, ...]:
@@ -158,6 +167,9 @@ def _shape(spec: str, env: Mapping[str, int]) -> tuple[int, ...]:
 
 
 def _cond(cond: str, params: ModelParams, layer: int | None) -> bool:
+    """A template condition; several joined by ``&`` must all hold."""
+    if "&" in cond:
+        return all(_cond(c.strip(), params, layer) for c in cond.split("&"))
     if not cond:
         return True
     if cond == "untied":
@@ -166,6 +178,11 @@ def _cond(cond: str, params: ModelParams, layer: int | None) -> bool:
         return layer is not None and (layer < params.n_dense_lead or not params.is_moe)
     if cond == "moe":
         return layer is not None and layer >= params.n_dense_lead and params.is_moe
+    if cond == "nextn":
+        return layer is not None and params.n_nextn > 0 and layer >= params.n_layer - params.n_nextn
+    kind, _, name = cond.partition(":")
+    if kind in ("has", "no") and name in ModelParams.__dataclass_fields__:
+        return bool(getattr(params, name)) == (kind == "has")
     raise ValueError(f"unknown template condition {cond!r}")
 
 
@@ -178,6 +195,7 @@ def build(params: ModelParams, name: str, source: str) -> TensorMap:
             f"no built-in template for architecture {params.arch!r}",
             hint=f"known: {', '.join(sorted(_architectures()))}; or read the GGUF header instead") from None
     env = {f.name: getattr(params, f.name) for f in fields(params) if isinstance(getattr(params, f.name), int)}
+    env["head_dim_v"] = params.head_dim_v or params.head_dim
     out: list[TensorInfo] = []
     for tname, spec, dtype, cond in tpl["head"]:
         if _cond(cond, params, None):
@@ -221,6 +239,14 @@ _HF_FIELDS: dict[str, tuple[str, ...]] = {
     "n_ff_exp": ("moe_intermediate_size",),
     "n_ctx_train": ("max_position_embeddings",),
     "tied": ("tie_word_embeddings",),
+    "n_dense_lead": ("first_k_dense_replace",),
+    "n_shared_exp": ("n_shared_experts",),
+    "q_lora_rank": ("q_lora_rank",),
+    "kv_lora_rank": ("kv_lora_rank",),
+    "qk_nope_head_dim": ("qk_nope_head_dim",),
+    "n_rot": ("qk_rope_head_dim",),
+    "head_dim_v": ("v_head_dim",),
+    "qk_norm": ("use_qk_norm",),
 }
 
 
@@ -238,14 +264,27 @@ def from_config(config: Mapping[str, Any], source: str = "config.json") -> Tenso
             if k in config and config[k] is not None:
                 values[target] = config[k]
                 break
-    if "head_dim" not in values:
-        values["head_dim"] = values["n_embd"] // values["n_head"]
-    if arch in ("qwen3", "llama"):
-        values.pop("n_expert", None), values.pop("n_expert_used", None)
-    values["tied"] = bool(values.get("tied", False))
     missing = [f for f in ("n_layer", "n_embd", "n_vocab", "n_head") if f not in values]
     if missing:
         raise UnknownModelError(f"{source}: config.json lacks {', '.join(missing)}")
+    if values.get("kv_lora_rank"):
+        # MLA: Q/K heads are qk_nope + qk_rope wide, as convert_hf_to_gguf writes attention.key_length
+        # (transformers' DeepseekV3Config may serialize head_dim = qk_rope_head_dim, which is not that)
+        values["head_dim"] = values.get("qk_nope_head_dim", 0) + values.get("n_rot", 0)
+    elif "head_dim" not in values:
+        values["head_dim"] = values["n_embd"] // values["n_head"]
+    if "n_rot" not in values and config.get("partial_rotary_factor"):
+        values["n_rot"] = int(values["head_dim"] * config["partial_rotary_factor"])   # GLM-4.5: 0.5
+    if values.get("head_dim_v") == values["head_dim"]:
+        values["head_dim_v"] = 0
+    if _architectures()[arch].get("keeps_nextn"):
+        # the converter appends the NextN/MTP block(s) after the decoder blocks (block_count = L + nextn)
+        values["n_nextn"] = int(config.get("num_nextn_predict_layers") or 0)
+        values["n_layer"] += values["n_nextn"]
+    if arch in ("qwen3", "llama"):
+        values.pop("n_expert", None), values.pop("n_expert_used", None)
+    values["tied"] = bool(values.get("tied", False))
+    values["qk_norm"] = bool(values.get("qk_norm", False))
     params = ModelParams(**values)
     name = config.get("_name_or_path") or (config.get("architectures") or [model_type])[0]
     return build(params, str(name), source)
@@ -264,6 +303,12 @@ def with_tensors(tmap: TensorMap, tensors: tuple[TensorInfo, ...]) -> TensorMap:
 
 
 # ---------------------------------------------------------------------------- from a GGUF header
+
+def _optional_qk_norm(arch: str) -> bool:
+    """Whether ``arch``'s template makes attn_q_norm conditional on ``qk_norm`` (else the flag stays False)."""
+    tpl = _architectures().get(arch, {})
+    return any("qk_norm" in cond for _, _, _, cond in tpl.get("block", ()))
+
 
 def from_gguf(header: Any) -> TensorMap:
     """A TensorMap from a parsed :class:`planner.gguf_header.GGUFHeader` (every tensor as stored).
@@ -303,8 +348,14 @@ def from_gguf(header: Any) -> TensorMap:
             n_vocab = names["token_embd.weight"].shape[1]
         else:
             n_vocab = 0
-    head_dim = num("attention.key_length") or (n_embd // n_head if n_head else 0)
-    head_dim_v = num("attention.value_length", 0) or 0
+    # MLA files from newer converters store the latent widths in key_length/value_length (576/512) and the
+    # per-head ones in key_length_mla/value_length_mla (192/128); older ones only the per-head widths
+    head_dim = (num("attention.key_length_mla") or num("attention.key_length")
+                or (n_embd // n_head if n_head else 0))
+    head_dim_v = num("attention.value_length_mla", 0) or num("attention.value_length", 0) or 0
+    kv_lora_rank = num("attention.kv_lora_rank", 0) or 0
+    n_rot = num("rope.dimension_count", 0) or 0
+    tensors = tuple(TensorInfo(t.name, tuple(t.shape), t.type_name) for t in header.tensors)
     params = ModelParams(
         arch=arch,
         n_layer=required("block_count"),
@@ -320,11 +371,15 @@ def from_gguf(header: Any) -> TensorMap:
         n_ctx_train=num("context_length", 0) or 0,
         tied="output.weight" not in names,
         n_dense_lead=num("leading_dense_block_count", 0) or 0,
-        kv_lora_rank=num("attention.kv_lora_rank", 0) or 0,
-        n_rot=num("rope.dimension_count", 0) or 0,
+        kv_lora_rank=kv_lora_rank,
+        n_rot=n_rot,
         head_dim_v=0 if head_dim_v == head_dim else head_dim_v,
+        q_lora_rank=num("attention.q_lora_rank", 0) or 0,
+        qk_nope_head_dim=max(0, head_dim - n_rot) if kv_lora_rank else 0,
+        n_shared_exp=num("expert_shared_count", 0) or 0,
+        n_nextn=num("nextn_predict_layers", 0) or 0,
+        qk_norm=_optional_qk_norm(arch) and any(t.role == "attn_q_norm" for t in tensors),
     )
-    tensors = tuple(TensorInfo(t.name, tuple(t.shape), t.type_name) for t in header.tensors)
     name = header.get("general.name")
     if not isinstance(name, str) or not name:
         name = re.sub(r"(-\d{5}-of-\d{5})?\.gguf$", "", header.source.rstrip("/").rsplit("/", 1)[-1])
