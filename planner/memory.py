@@ -216,14 +216,16 @@ def memory_report(tmap: TensorMap, mix: Mapping[str, str], placement: Placement,
 
     ``budgets`` maps "CUDA<i>" to the GPU's memory and "CPU" to usable RAM (both before margins).
     """
-    sizes = mix_bytes(tmap, mix)
+    loaded = {t.name for t in tmap.tensors if tmap.is_loaded(t)}
+    sizes = {n: b for n, b in mix_bytes(tmap, mix).items() if n in loaded}
     weights: dict[str, int] = {d: 0 for d in placement.devices}
     for name, nbytes in sizes.items():
         dev = placement.device_of(name)
         weights[dev] = weights.get(dev, 0) + nbytes
     kv_layer = kv_bytes_per_layer(tmap.params, cfg)
     kv: dict[str, int] = {d: 0 for d in placement.devices}
-    for dev in placement.layer_device:
+    n_kv_layers = tmap.params.n_loaded_layers
+    for dev in placement.layer_device[:n_kv_layers]:
         kv[dev] = kv.get(dev, 0) + kv_layer
     out_dev = placement.device_of("output.weight") if "output.weight" in sizes else placement.device_of(
         "token_embd.weight")
@@ -244,7 +246,7 @@ def memory_report(tmap: TensorMap, mix: Mapping[str, str], placement: Placement,
         else:
             terms.append(Term("os_reserve", cfg.os_reserve_bytes, False, "OS and server process"))
         devices.append(DeviceMemory(dev, int(budgets.get(dev, 0)), tuple(terms)))
-    return MemoryReport(tuple(devices), kv_layer * len(placement.layer_device), cfg.kv_size)
+    return MemoryReport(tuple(devices), kv_layer * len(placement.layer_device[:n_kv_layers]), cfg.kv_size)
 
 
 def _ram_mode_note(cfg: RunConfig) -> str:

@@ -154,9 +154,10 @@ def layer_split(n_layer: int, budget: Budget, n_cpu_layers: int = 0) -> tuple[st
 
 def _group_key(t: TensorInfo) -> tuple[str, str]:
     role = TIED_ROLES.get(t.role, t.role)
+    suffix = "" if t.name.endswith(".weight") else "." + t.name.rsplit(".", 1)[-1]   # biases stay apart
     if t.layer is None:
-        return role, role
-    return f"blk.{t.layer}.{role}", role
+        return role + suffix, role
+    return f"blk.{t.layer}.{role}{suffix}", role
 
 
 def candidate_types(t: TensorInfo, engine: str, *, allow: Sequence[str] | None, deny: Sequence[str],
@@ -231,6 +232,8 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
     members: dict[str, list[TensorInfo]] = {}
     roles: dict[str, str] = {}
     for t in tmap.tensors:
+        if not tmap.is_loaded(t):
+            continue          # NextN/MTP blocks are not loaded: no memory, no time; typed after the solve
         key, role = _group_key(t)
         members.setdefault(key, []).append(t)
         roles[key] = role
@@ -333,7 +336,7 @@ def capacities(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, cfg
         is_gpu = d != CPU
         holds = d in layer_device or not is_gpu
         c = budget.bytes[d] - (cfg.gpu_margin_bytes if is_gpu else cfg.os_reserve_bytes)
-        c -= kv * sum(1 for x in layer_device if x == d)
+        c -= kv * sum(1 for x in layer_device[:tmap.params.n_loaded_layers] if x == d)
         c -= compute_buffer_bytes(tmap, cfg, holds_layers=holds, holds_output=False, is_gpu=is_gpu)
         c -= fixed_bytes.get(d, 0)
         cap[d] = c
@@ -469,7 +472,13 @@ def place(tmap: TensorMap, types: Mapping[str, str], hw, request: PlanRequest) -
 def _assemble(tmap, hw, budget, request, layer_device, sol, groups, *, fixed_types, quality) -> Plan:
     gmap = {g.key: g.tensors for g in groups}
     types, devices = _expand(sol, gmap)
+    last = tmap.params.n_loaded_layers - 1
     for t in tmap.tensors:
+        if t.name not in types and not tmap.is_loaded(t) and fixed_types is None:
+            # a NextN/MTP block is not loaded: quantize it like the same role in the last loaded layer
+            twin = f"blk.{last}." + t.name.split(".", 2)[2]
+            if twin in types and _quantizable(t):
+                types[t.name] = types[twin]
         if t.name not in types:
             types[t.name] = fixed_types.get(t.name, t.dtype) if fixed_types else t.dtype
         if t.name not in devices:

@@ -74,7 +74,7 @@ def handoffs(tmap: TensorMap, placement: Placement) -> int:
     for t in tmap.tensors:
         if t.layer is not None and t.n_dims >= 2:
             by_layer.setdefault(t.layer, []).append(t)
-    for il in range(tmap.params.n_layer):
+    for il in range(tmap.params.n_loaded_layers):
         seq.append(placement.layer_device[il] if il < len(placement.layer_device) else CPU)
         for t in by_layer.get(il, []):
             if t.role.startswith("ffn_") and t.role != "ffn_gate_inp":
@@ -96,6 +96,8 @@ def estimate_speed(tmap: TensorMap, mix: Mapping[str, str], placement: Placement
     cpu_layer_flops = 0.0
     gpu_flops_tok = 0.0
     for t in tmap.tensors:
+        if not tmap.is_loaded(t):
+            continue
         dev = placement.device_of(t.name)
         if dev not in speeds:
             dev = CPU
@@ -110,7 +112,7 @@ def estimate_speed(tmap: TensorMap, mix: Mapping[str, str], placement: Placement
             gpu_flops_tok += f
     kv_cell = kv_bytes_per_layer(p, cfg) / cfg.kv_size
     kv_layers: dict[str, int] = {}
-    for dev in placement.layer_device:
+    for dev in placement.layer_device[:p.n_loaded_layers]:
         kv_layers[dev] = kv_layers.get(dev, 0) + 1
     n_handoff = handoffs(tmap, placement)
     fixed = n_handoff * k["handoff_s"] + k["token_overhead_s"]

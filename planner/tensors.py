@@ -55,6 +55,11 @@ class ModelParams:
         return self.n_expert > 0
 
     @property
+    def n_loaded_layers(self) -> int:
+        """Layers the engines load: trailing NextN/MTP blocks are skipped unless MTP is enabled (facts §5)."""
+        return self.n_layer - self.n_nextn
+
+    @property
     def is_mla(self) -> bool:
         return self.kv_lora_rank > 0
 
@@ -132,6 +137,10 @@ class TensorMap:
 
     def layers(self) -> range:
         return range(self.params.n_layer)
+
+    def is_loaded(self, t: TensorInfo) -> bool:
+        """False for tensors of NextN/MTP blocks, which ik and mainline skip at load time."""
+        return t.layer is None or t.layer < self.params.n_loaded_layers
 
 
 # ---------------------------------------------------------------------------- templates
