@@ -7,6 +7,7 @@ independently by :func:`planner.memory.memory_report` before anyone sees it.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -107,10 +108,11 @@ class Plan:
 
 # --------------------------------------------------------------------------------- helpers
 
+@functools.lru_cache(maxsize=None)
 def _quantizable(t: TensorInfo) -> bool:
     from planner.quantize import QuantizeSpec, is_quantizable
 
-    return is_quantizable(t, QuantizeSpec())
+    return is_quantizable(t, QuantizeSpec(base_type="Q8_0"))
 
 
 SPEED_STEP_GAP = 1e-3   # balanced, second step: stop within 0.1 % of the fastest plan (0.01 tok/s at 10 tok/s)
@@ -513,15 +515,22 @@ def _feasible(tmap: TensorMap, hw, budget: Budget, request: PlanRequest, types, 
 
 
 def _smallest_weights(tmap: TensorMap, types, request: PlanRequest) -> int:
+    """Bytes of the loaded tensors at their smallest allowed types (a lower bound for every plan)."""
     cat = catalogue()
     total = 0
+    smallest: dict[tuple, int] = {}
     for t in tmap.tensors:
+        if not tmap.is_loaded(t):
+            continue
         if types is not None:
             total += cat.get(types.get(t.name, t.dtype)).tensor_bytes(t.shape)
         elif _quantizable(t):
-            cands = candidate_types(t, request.run.qengine, allow=request.allow or None, deny=request.deny,
-                                    has_imatrix=request.has_imatrix, on_gpu=False) or [t.dtype]
-            total += min(cat.get(c).tensor_bytes(t.shape) for c in cands)
+            key = (t.shape, t.role == "token_embd")
+            if key not in smallest:
+                cands = candidate_types(t, request.run.qengine, allow=request.allow or None, deny=request.deny,
+                                        has_imatrix=request.has_imatrix, on_gpu=False) or [t.dtype]
+                smallest[key] = min(cat.get(c).tensor_bytes(t.shape) for c in cands)
+            total += smallest[key]
         else:
             total += cat.get(t.dtype).tensor_bytes(t.shape)
     return total
