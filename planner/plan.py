@@ -115,6 +115,7 @@ def _quantizable(t: TensorInfo) -> bool:
     return is_quantizable(t, QuantizeSpec(base_type="Q8_0"))
 
 
+PROOF_WORK = 0.5        # balanced, second step: deterministic work allowed for a proof of the fastest plan
 SPEED_STEP_GAP = 1e-3   # balanced, second step: stop within 0.1 % of the fastest plan (0.01 tok/s at 10 tok/s)
 N_BANDS = 4   # --granularity band: the layers in this many contiguous bands, one type per role in each
 
@@ -198,7 +199,7 @@ class PlanRequest:
     fixed: tuple[tuple[str, str], ...] = ()   # (regex, type) pinned by the user
     base_type: str = "IQ3_K"
     has_imatrix: bool = True
-    time_limit_s: float = 10.0
+    work_limit: float = 2.0              # CP-SAT deterministic time per solve (see planner.solver.Objective)
     quality_slack_pct: float = 0.5       # balanced: PPL ratio may exceed the best-quality plan's by this %
     granularity: str = "layer"           # layer | role | band: how many distinct types a role may get
 
@@ -412,7 +413,7 @@ def _solve_with_layers(tmap, hw, budget, request, *, types, quality) -> tuple[tu
                 best = solve(groups, cap, replace(obj, kind="quality"), fixed_seconds=fixed_time["tg_s"])
                 step2 = replace(obj, kind="speed", max_loss=best.loss + loss_slack(quality, request))
                 # prove the fastest plan within the slack if that is quick; else accept 0.1 % of TG (reported)
-                sol = solve(groups, cap, replace(step2, time_limit_s=min(3.0, obj.time_limit_s)),
+                sol = solve(groups, cap, replace(step2, work_limit=min(PROOF_WORK, obj.work_limit)),
                             hint=best, fixed_seconds=fixed_time["tg_s"])
                 if sol.status != "OPTIMAL":
                     sol = solve(groups, cap, replace(step2, relative_gap=SPEED_STEP_GAP), hint=sol,
@@ -432,9 +433,9 @@ def _objective(request: PlanRequest, quality, placement_only: bool, fixed_time: 
     if request.min_pp:
         max_pp = min(request.run.ubatch, request.run.batch) / request.min_pp - fixed_time["pp_s"]
     if placement_only:
-        return Objective("speed", max_seconds=max_s, max_pp_seconds=max_pp, time_limit_s=request.time_limit_s)
+        return Objective("speed", max_seconds=max_s, max_pp_seconds=max_pp, work_limit=request.work_limit)
     return Objective(request.objective, max_seconds=max_s, max_pp_seconds=max_pp,
-                     max_total_bytes=request.max_size_bytes, time_limit_s=request.time_limit_s)
+                     max_total_bytes=request.max_size_bytes, work_limit=request.work_limit)
 
 
 def _expand(sol: Solution, groups_tensors: Mapping[str, tuple[str, ...]]) -> tuple[dict, dict]:
@@ -506,7 +507,7 @@ def joint_plan(tmap: TensorMap, hw, request: PlanRequest, quality) -> Plan:
 
 def _feasible(tmap: TensorMap, hw, budget: Budget, request: PlanRequest, types, quality) -> bool:
     """Whether any plan exists under these budgets (the fastest objective: feasibility is all we ask)."""
-    probe_req = replace(request, objective="speed", time_limit_s=5.0)
+    probe_req = replace(request, objective="speed", work_limit=1.0)
     try:
         _solve_with_layers(tmap, hw, budget, probe_req, types=types, quality=quality)
         return True
