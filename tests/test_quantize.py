@@ -18,7 +18,7 @@ from planner.quantize import (QuantizeSpec, QuantizeState, Rule, check_regex, fo
 from planner.quants import catalogue, pad
 from planner.tensors import ModelParams, TensorInfo, TensorMap, build, builtin
 
-SEED_CARD = Path(__file__).resolve().parents[2] / "shared" / "seed" / "000_350d834170176196.txt"
+SEED_CARD = Path(__file__).resolve().parent / "fixtures" / "seed" / "000_350d834170176196.txt"   # copy of ../shared/seed
 QUANTIZED_FIXTURES = ["tiny-a-seed-mix-IQ3_K.gguf", "tiny-a-IQ4_KS.gguf", "tiny-a-Q4_K_M.gguf",
                       "tiny-b-seed-mix-IQ3_K.gguf", "tiny-a-kt-ks-r8.gguf"]
 
