@@ -295,7 +295,11 @@ def place_command(model, base_type, custom_q, recipe_file, token_embedding_type,
                                 engine=engine, token_embedding_type=token_embedding_type,
                                 output_tensor_type=output_tensor_type, pure=pure)
     plan = place_with_ctx(tmap, types, hw, PlanRequest(run=run, min_tg=min_tg, min_pp=min_pp), ctx_max=(ctx == "max"))
-    doc = document(tmap, plan, model_path=model_path or model or f"{tmap.name}.gguf", with_recipe=False,
+    from pathlib import Path
+
+    is_file = bool(model) and (Path(model).is_file() or "://" in model)
+    doc = document(tmap, plan, model_path=model_path or (model if is_file else f"{tmap.name}.gguf"),
+                   with_recipe=False,
                    check_binary=check_binary)
     _write_json_out(doc, out, force)
     output.emit(doc, as_json=as_json, render=output.render_plan)
