@@ -83,7 +83,6 @@ class Plan:
     model: str
     model_source: str
     engine: str
-    base_type: str
     run: RunConfig
     types: dict[str, str]
     devices: dict[str, str]
@@ -197,7 +196,6 @@ class PlanRequest:
     allow: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
     fixed: tuple[tuple[str, str], ...] = ()   # (regex, type) pinned by the user
-    base_type: str = "IQ3_K"
     has_imatrix: bool = True
     work_limit: float = 2.0              # CP-SAT deterministic time per solve (see planner.solver.Objective)
     quality_slack_pct: float = 0.5       # balanced: PPL ratio may exceed the best-quality plan's by this %
@@ -376,7 +374,7 @@ def _finish(tmap: TensorMap, hw, budget: Budget, request: PlanRequest, layer_dev
         info = SolverInfo(sol.status, sol.gap, sol.wall_s, sol.objective,
                           "placement" if request.objective == "placement" else request.objective,
                           sol.n_classes, sol.n_vars, sol.scaling_error_bound)
-    return Plan(model=tmap.name, model_source=tmap.source, engine=cfg.engine, base_type=request.base_type,
+    return Plan(model=tmap.name, model_source=tmap.source, engine=cfg.engine,
                 run=cfg, types=dict(types), devices=dict(devices), layer_device=layer_device,
                 budgets=dict(budget.bytes), total_bytes=total, n_elements=tmap.n_elements,
                 bpw=8.0 * total / tmap.n_elements, memory=mem, speed=spd, quality=q, solver=info,
