@@ -193,6 +193,17 @@ def _margins(gpu_margin, os_reserve) -> dict:
     return out
 
 
+def _local_dir(path):
+    """The folder of a local model/output path, for the free space of its disk; None otherwise."""
+    from pathlib import Path
+
+    if not path or "://" in path:
+        return None
+    p = Path(path).expanduser()
+    d = p if p.is_dir() else p.parent
+    return str(d) if (p.suffix == ".gguf" or p.is_dir()) and d.is_dir() else None
+
+
 def _recipe_text(recipe_file):
     if not recipe_file:
         return None
@@ -428,7 +439,7 @@ def plan_command(model, hw_opts, engine, ctx, kv, ubatch, amb, load, threads, gp
     from planner import hardware, output
     from planner.plan import plan_command_impl
 
-    hw = hardware.hardware_from_options(**hw_opts)
+    hw = hardware.hardware_from_options(**hw_opts, disk_path=_local_dir(model_path or model))
     run = _run_config(engine, ctx, "q8_0" if kv == "auto" else kv, ubatch, amb, load, threads, gpu_margin,
                       os_reserve, hw)
     doc = plan_command_impl(model, hw, run, objective=objective, granularity=granularity, kv_auto=(kv == "auto"),

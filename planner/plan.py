@@ -819,6 +819,10 @@ def plan_command_impl(model: str | None, hw, run: RunConfig, *, objective: str =
     if pareto:
         return pareto_plans(tmap, hw, request, quality, pareto, model_path=out_path)
     p = plan_with_ctx(tmap, hw, request, quality, ctx_max=ctx_max)
+    free = getattr(hw, "disk_free_bytes", None)
+    if free is not None and p.total_bytes > free:
+        p = replace(p, notes=p.notes + (
+            f"the quantized file needs {p.total_bytes / GIB:.1f} GiB but its disk has {free / GIB:.1f} GiB free",))
     return document(tmap, p, model_path=out_path, source_path=model if model and model.endswith(".gguf") else None,
                     imatrix=imatrix, check_binary=check_binary)
 

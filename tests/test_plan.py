@@ -185,3 +185,12 @@ def test_budget_uses_free_vram_of_a_probed_gpu():
     probed = dataclasses.replace(hw, gpus=(dataclasses.replace(hw.gpus[0], free_bytes=20 << 30),))
     assert Budget.from_hardware(probed).bytes["CUDA0"] == 20 << 30     # a desktop holds 4 GiB right now
     assert Budget.from_hardware(hw).bytes["CUDA0"] == 24 << 30         # a card described by hand is idle
+
+
+def test_plan_warns_when_the_quantized_file_does_not_fit_its_disk():
+    import dataclasses
+
+    hw = dataclasses.replace(resolve_hardware(vram=[1.5], ram=4.0), disk_free_bytes=1_000_000)
+    doc = plan_command_impl(str(ROOT / "tests/fixtures/ik/tiny-a-bf16.gguf"), hw, RunConfig(threads=16, os_reserve_bytes=1 << 30))
+    assert any("disk has 0.0 GiB free" in n for n in doc.plan.notes)
+    assert doc.quantize_command.split()[-2].endswith("tiny-a-planned.gguf")   # never the source file
