@@ -430,10 +430,12 @@ def _objective(request: PlanRequest, quality, placement_only: bool, fixed_time: 
     max_pp = None
     if request.min_pp:
         max_pp = min(request.run.ubatch, request.run.batch) / request.min_pp - fixed_time["pp_s"]
+    cpu_first = request.run.engine == "mainline"
     if placement_only:
-        return Objective("speed", max_seconds=max_s, max_pp_seconds=max_pp, work_limit=request.work_limit)
+        return Objective("speed", max_seconds=max_s, max_pp_seconds=max_pp, work_limit=request.work_limit,
+                         cpu_first=cpu_first)
     return Objective(request.objective, max_seconds=max_s, max_pp_seconds=max_pp,
-                     max_total_bytes=request.max_size_bytes, work_limit=request.work_limit)
+                     max_total_bytes=request.max_size_bytes, work_limit=request.work_limit, cpu_first=cpu_first)
 
 
 def _expand(sol: Solution, groups_tensors: Mapping[str, tuple[str, ...]]) -> tuple[dict, dict]:

@@ -57,6 +57,8 @@ class Objective:
     work_limit: float = 2.0               # CP-SAT deterministic time (measured here: ~5-6 wall s per unit on
                                           # 2 cores); machine-independent, so a plan does not depend on load
     relative_gap: float = 0.0             # stop when the proven gap is at most this (0 = prove optimality)
+    cpu_first: bool = False               # fill a class's lowest layers with CPU options first (mainline's
+                                          # --n-cpu-moe N keeps the FIRST N layers' experts on the CPU)
     workers: int = 1                      # one worker: deterministic, and fastest on 2 cores (measured)
 
 
@@ -225,7 +227,7 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
         opts = members[0].options
         n = [solver.Value(v) for v in vs]
         # fill layers in ascending order: GPU options first, then by option order (type order)
-        order = sorted(range(len(opts)), key=lambda i: (opts[i].device == "CPU", i))
+        order = sorted(range(len(opts)), key=lambda i: ((opts[i].device == "CPU") != objective.cpu_first, i))
         it = iter(members)
         for oi in order:
             for _ in range(n[oi]):
