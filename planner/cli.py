@@ -252,7 +252,14 @@ def footprint_command(model, base_type, custom_q, recipe_file, token_embedding_t
     from planner.plan import mix_from_options
     from planner.source import load_model
 
+    from planner.errors import UsageError
+    from planner.quants import catalogue
+
     tmap = load_model(model)
+    if any(catalogue().get(t.dtype).is_quantized for t in tmap.tensors):
+        raise UsageError(f"{tmap.source} is already quantized",
+                         hint=f"`gguf-planner inspect {model}` shows its types and sizes; footprint predicts "
+                              "llama-quantize's output from an unquantized source")
     _, fp = mix_from_options(tmap, base_type=base_type or "IQ3_K" if engine == "ik" else base_type or "Q4_K_M",
                              custom_q=custom_q, recipe_text=_recipe_text(recipe_file), engine=engine,
                              token_embedding_type=token_embedding_type, output_tensor_type=output_tensor_type,
