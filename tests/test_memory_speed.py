@@ -92,10 +92,17 @@ def test_place_seed_mix_puts_at_least_the_cards_layers_on_gpu(seed):
     assert gpu_layers[:12] == list(range(12)) and len(gpu_layers) >= 12
     assert plan.memory.fits and plan.solver.status == "OPTIMAL"
     assert plan.memory.device("CUDA0").free_bytes >= 0
-    base = Placement({n: ("CUDA0" if n in () else plan.devices[n]) for n in plan.devices}, plan.layer_device,
-                     ("CUDA0", CPU))
-    assert memory_report(tm, mix, base, plan.budgets, plan.run).device("CUDA0").total_bytes == \
-        plan.memory.device("CUDA0").total_bytes
+    sizes = mix_bytes(tm, mix)
+    assert plan.memory.device("CUDA0").term("weights") == sum(
+        b for n, b in sizes.items() if plan.devices[n] == "CUDA0")            # exact, re-derived here
+    # one more expert layer on the GPU would not fit: the placement is as full as the budget allows
+    nxt = min(t.layer for t in tm.tensors if t.is_expert and plan.devices[t.name] == CPU)
+    more = dict(plan.devices)
+    for t in tm.tensors:
+        if t.is_expert and t.layer == nxt:
+            more[t.name] = "CUDA0"
+    fuller = memory_report(tm, mix, Placement(more, plan.layer_device, ("CUDA0", CPU)), plan.budgets, plan.run)
+    assert not fuller.device("CUDA0").fits
 
 
 @pytest.mark.parametrize("fa,tk,tv,per_token", [
