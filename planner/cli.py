@@ -409,7 +409,9 @@ def export_command(plan_file, out, model_path, port, check_binary, force):
 @click.argument("model", required=False)
 @hardware_options
 @run_options
-@click.option("--objective", type=click.Choice(["balanced", "quality", "speed"]), default="balanced", show_default=True)
+@click.option("--objective", type=click.Choice(["balanced", "quality", "speed"]), default="balanced", show_default=True,
+              help="balanced: the best quality, then the fastest plan within --quality-slack of it; quality: "
+                   "least predicted loss; speed: fastest predicted generation")
 @click.option("--min-tg", type=float, help="minimum predicted generation speed, tokens/s")
 @click.option("--min-pp", type=float, help="minimum predicted prompt processing speed (one ubatch), tokens/s")
 @click.option("--max-size", type=float, metavar="GIB", help="cap on the total size of the weights")
