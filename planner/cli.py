@@ -252,14 +252,7 @@ def footprint_command(model, base_type, custom_q, recipe_file, token_embedding_t
     from planner.plan import mix_from_options
     from planner.source import load_model
 
-    from planner.errors import UsageError
-    from planner.quants import catalogue
-
     tmap = load_model(model)
-    if any(catalogue().get(t.dtype).is_quantized for t in tmap.tensors):
-        raise UsageError(f"{tmap.source} is already quantized",
-                         hint=f"`gguf-planner inspect {model}` shows its types and sizes; footprint predicts "
-                              "llama-quantize's output from an unquantized source")
     _, fp = mix_from_options(tmap, base_type=base_type or "IQ3_K" if engine == "ik" else base_type or "Q4_K_M",
                              custom_q=custom_q, recipe_text=_recipe_text(recipe_file), engine=engine,
                              token_embedding_type=token_embedding_type, output_tensor_type=output_tensor_type,
@@ -303,22 +296,18 @@ def place_command(model, base_type, custom_q, recipe_file, token_embedding_type,
       gguf-planner place model.gguf --vram 24,24 --ram 256 --ctx max --engine mainline
     """
     from planner import hardware, output
-    from planner.plan import PlanRequest, document, mix_from_options, place_with_ctx
+    from planner.plan import PlanRequest, document, launch_model_path, mix_from_options, place_with_ctx
     from planner.source import load_model
 
     tmap = load_model(model)
     hw = hardware.hardware_from_options(**hw_opts)
     run = _run_config(engine, ctx, kv, ubatch, amb, load, threads, gpu_margin, os_reserve, hw)
-    types, _ = mix_from_options(tmap, base_type=base_type, custom_q=custom_q, recipe_text=_recipe_text(recipe_file),
-                                engine=engine, token_embedding_type=token_embedding_type,
-                                output_tensor_type=output_tensor_type, pure=pure)
+    types, fp = mix_from_options(tmap, base_type=base_type, custom_q=custom_q, recipe_text=_recipe_text(recipe_file),
+                                 engine=engine, token_embedding_type=token_embedding_type,
+                                 output_tensor_type=output_tensor_type, pure=pure)
     plan = place_with_ctx(tmap, types, hw, PlanRequest(run=run, min_tg=min_tg, min_pp=min_pp), ctx_max=(ctx == "max"))
-    from pathlib import Path
-
-    is_file = bool(model) and (Path(model).is_file() or "://" in model)
-    doc = document(tmap, plan, model_path=model_path or (model if is_file else f"{tmap.name}.gguf"),
-                   with_recipe=False,
-                   check_binary=check_binary)
+    doc = document(tmap, plan, model_path=model_path or launch_model_path(model, tmap, quantized_here=fp is not None),
+                   with_recipe=False, check_binary=check_binary)
     _write_json_out(doc, out, force)
     output.emit(doc, as_json=as_json, render=output.render_plan)
 

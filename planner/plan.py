@@ -642,13 +642,17 @@ def mix_from_options(tmap: TensorMap, *, base_type: str | None, custom_q: Sequen
         items += parse_recipe_text(recipe_text)
     qengine = "mainline" if engine == "mainline" else "ik"
     if base_type or items or token_embedding_type or output_tensor_type:
+        if tmap.is_quantized:
+            raise UsageError(f"{tmap.source} is already quantized: a recipe applies to an unquantized source",
+                             hint="`gguf-planner inspect` shows its types and sizes; `place` and `check` take it "
+                                  "without recipe options")
         spec = QuantizeSpec(base_type=base_type or ("IQ3_K" if qengine == "ik" else "Q4_K_M"),
                             custom_q=parse_custom_q(items, qengine) if items else (), engine=qengine,
                             token_embedding_type=token_embedding_type, output_tensor_type=output_tensor_type,
                             pure=pure, has_imatrix=has_imatrix)
         fp = quantize(tmap, spec)
         return {r.name: r.type_name for r in fp.tensors}, fp
-    if not any(catalogue().get(t.dtype).is_quantized for t in tmap.tensors):
+    if not tmap.is_quantized:
         raise UsageError(f"{tmap.name} is unquantized ({tmap.source})",
                          hint="say which mix to use: --base-type IQ4_KS, --custom-q RULES or --recipe-file FILE")
     return {t.name: t.dtype for t in tmap.tensors}, None
@@ -758,6 +762,18 @@ def script_comments(plan_file: str) -> list[str]:
     return out
 
 
+def launch_model_path(model: str | None, tmap: TensorMap, *, quantized_here: bool) -> str:
+    """The GGUF the emitted commands load: the file given when it is used as it is, else the file a
+    quantization from it would write (never the source itself), else a name for a built-in model."""
+    from pathlib import Path
+
+    if quantized_here:
+        return planned_name(model, tmap)
+    if model and ("://" in model or Path(model).is_file()):
+        return model
+    return f"{tmap.name}.gguf"
+
+
 def planned_name(model: str | None, tmap: TensorMap) -> str:
     """Output GGUF name for a planned quantization: next to the source, never the source itself."""
     import re as _re
@@ -811,8 +827,8 @@ def plan_command_impl(model: str | None, hw, run: RunConfig, *, objective: str =
                           allow=tuple(allow), deny=tuple(deny), fixed=tuple(pinned),
                           has_imatrix=has_imatrix or bool(imatrix), quality_slack_pct=quality_slack,
                           granularity=granularity)
-    quantized = any(catalogue().get(t.dtype).is_quantized for t in tmap.tensors)
-    out_path = model_path or (model if quantized and model else planned_name(model, tmap))
+    quantized = tmap.is_quantized
+    out_path = model_path or launch_model_path(model, tmap, quantized_here=not quantized)
     if quantized:
         types = {t.name: t.dtype for t in tmap.tensors}
         p = place_with_ctx(tmap, types, hw, request, ctx_max=ctx_max)

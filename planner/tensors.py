@@ -138,6 +138,13 @@ class TensorMap:
     def layers(self) -> range:
         return range(self.params.n_layer)
 
+    @property
+    def is_quantized(self) -> bool:
+        """Whether any tensor is stored in a quantized type (an output of llama-quantize, not a source)."""
+        from planner.quants import catalogue
+
+        return any(catalogue().get(t.dtype).is_quantized for t in self.tensors)
+
     def is_loaded(self, t: TensorInfo) -> bool:
         """False for tensors of NextN/MTP blocks, which ik and mainline skip at load time."""
         return t.layer is None or t.layer < self.params.n_loaded_layers
