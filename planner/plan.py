@@ -202,10 +202,6 @@ class PlanRequest:
     granularity: str = "layer"           # layer | role | band: how many distinct types a role may get
 
 
-def _seconds_per_byte(hw, cfg: RunConfig) -> dict[str, float]:
-    return {d: 1.0 / s.mem_bw_gbs for d, s in device_speeds(hw, cfg).items()}
-
-
 def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, hw, cfg: RunConfig, *,
                  types: Mapping[str, str] | None, request: PlanRequest, quality=None
                  ) -> tuple[list[Group], dict[str, int], dict[str, float]]:
@@ -219,8 +215,8 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
     from planner.speed import constants as _c
 
     engine = cfg.qengine
-    spb = _seconds_per_byte(hw, cfg)
     speeds = device_speeds(hw, cfg)
+    spb = {d: 1.0 / sp.mem_bw_gbs for d, sp in speeds.items()}    # seconds per byte read per token
     consts = _c()["speed"]
     offload = bool(budget.gpus) and min(cfg.ubatch, cfg.batch) >= consts["offload_min_batch"]
     h2d = speeds[budget.gpus[0]].h2d_gbs if budget.gpus else 0.0

@@ -104,6 +104,8 @@ def _base_for(types: Mapping[str, str], tmap: TensorMap, engine: str) -> str:
     def ftype_for_type(type_name: str, eng: str) -> str | None:
         for n in ftype_names(eng):
             ft = get_ftype(n, eng)
+            # every quantizable tensor has a rule, so the ftype only sets general.file_type: prefer the plain
+            # name (Q4_K_M over Q4_K_S/L) for what the file reports
             if ft.default_type == type_name and not n.endswith(("_S", "_L")):
                 return ft.name
         return None
