@@ -164,6 +164,10 @@ class ImatrixFormatError(PlannerError):
     """An imatrix file (legacy .dat or GGUF) is malformed."""
 
 
+class LogFormatError(PlannerError):
+    """Engine output (a load log, a sweep-bench/llama-bench table, perplexity output) that cannot be read."""
+
+
 class SolverError(PlannerError):
     """The optimizer failed for a reason other than infeasibility (time limit without a solution...)."""
 
@@ -183,6 +187,7 @@ EXIT_CODES: dict[type[BaseException], int] = {
     OutputExistsError: 3,
     GGUFFormatError: 4,
     ImatrixFormatError: 4,
+    LogFormatError: 4,
     RemoteReadError: 5,
     HardwareProbeError: 6,
     EngineFlagError: 2,
