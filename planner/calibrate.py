@@ -1,0 +1,234 @@
+"""Fit the speed model's constants to a machine from its own llama-sweep-bench output (an ESTIMATE, with errors).
+
+The speed model (:func:`planner.speed.speed_terms`) writes TG seconds per token and PP seconds per ubatch as sums
+of named terms: CPU weight reads (1 / effective CPU bandwidth), GPU weight reads, KV reads and attention compute
+(growing with depth), per-layer launch/sync, hand-offs, fixed per-token cost; PCIe weight copies, GPU GEMM, CPU
+GEMM, prompt attention.  Calibration fits one multiplier per term group so that, for every sweep-bench row,
+
+    1 / S_TG(depth)  = Σ_g  m_g · TG_term_g(depth)        ubatch / S_PP(depth) = Σ_g  m_g · PP_term_g(depth)
+
+by least squares on relative residuals, in log space (multipliers stay positive), with a weak prior pulling each
+log-multiplier towards 0 (the shipped constants, ±``PRIOR_SIGMA`` in log terms).  Directions the runs cannot
+separate (a single placement cannot tell CPU from GPU bandwidth) therefore stay near the shipped split while
+their sum is fitted; their uncertainty is reported as large and they are listed as not separated.  More runs
+with other placements, ``-ub`` values or depths separate them (``benchmarks/calibration_design.py`` says which).
+
+The fitted multipliers translate into machine constants: effective CPU/GPU bandwidth, CPU GEMM rate, PCIe rate,
+launch and hand-off cost, and the depth slope (ms per 1K cells of context).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from planner.errors import LogFormatError, UsageError
+from planner.logparse import SweepBench
+from planner.memory import Placement, RunConfig
+from planner.speed import GROUPS, PP_GROUPS, TG_GROUPS, device_speeds, speed_terms
+from planner.tensors import TensorMap
+
+PRIOR_SIGMA = 1.0          # log-multiplier prior width: the shipped constants are trusted to about a factor e
+SEPARATED_BELOW = 0.25     # a multiplier whose log-stderr is below this is "fitted"; above, "not separated"
+MIN_ROWS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class CalibrationRun:
+    """One sweep-bench run and what was run: the model, its mix, the placement, the machine and the flags."""
+
+    tmap: TensorMap
+    mix: Mapping[str, str]
+    placement: Placement
+    hw: object
+    run: RunConfig
+    sweep: SweepBench
+    numa: str | None = None
+    threads_batch: int | None = None
+    label: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FittedConstant:
+    group: str
+    multiplier: float
+    rel_uncertainty: float          # 1-sigma, relative (exp(stderr of the log-multiplier) - 1)
+    separated: bool                 # the runs pin it down (vs held near the shipped value by the prior)
+    quantity: str                   # what it means on this machine
+    value: float | None             # the machine constant after calibration, in ``unit``
+    unit: str
+    shipped: float | None           # the same constant before calibration
+
+
+@dataclass(frozen=True, slots=True)
+class Residual:
+    run: str
+    kind: str                       # "TG" | "PP"
+    depth: int
+    measured_tps: float
+    predicted_tps: float            # after calibration
+    shipped_tps: float              # before
+
+    @property
+    def rel_error(self) -> float:
+        return self.predicted_tps / self.measured_tps - 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    constants: tuple[FittedConstant, ...]
+    residuals: tuple[Residual, ...]
+    rms_residual: float             # relative, after
+    rms_residual_shipped: float     # relative, before
+    n_rows: int
+    label: str = "calibrated"
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def scales(self) -> dict[str, float]:
+        """Multipliers to pass to :func:`planner.speed.estimate_speed` (``scales=``)."""
+        return {c.group: c.multiplier for c in self.constants}
+
+    @property
+    def separated(self) -> tuple[str, ...]:
+        return tuple(c.group for c in self.constants if c.separated)
+
+
+# ----------------------------------------------------------------------------- the fit
+
+def _rows(runs: Sequence[CalibrationRun]):
+    """Per measured number: (run label, kind, depth, measured seconds, {group: nominal seconds}, tokens)."""
+    out = []
+    for i, r in enumerate(runs):
+        if not r.sweep.rows:
+            raise LogFormatError(f"run {r.label or i + 1}: the sweep-bench table has no rows")
+        ub = r.sweep.ubatch
+        run = r.run
+        if ub != min(run.ubatch, run.batch):
+            from dataclasses import replace
+            run = replace(run, ubatch=ub, batch=max(run.batch, ub))
+        depths = sorted({row.n_kv for row in r.sweep.rows})
+        terms = {t.depth: t for t in speed_terms(r.tmap, r.mix, r.placement, r.hw, run, depths, numa=r.numa,
+                                                 threads_batch=r.threads_batch)}
+        name = r.label or f"run {i + 1}"
+        for row in r.sweep.rows:
+            t = terms[row.n_kv]
+            out.append((name, "TG", row.n_kv, row.t_tg_s / row.tg, dict(t.tg), 1))
+            out.append((name, "PP", row.n_kv, row.t_pp_s, dict(t.pp), row.pp))
+    return out
+
+
+def calibrate(runs: Sequence[CalibrationRun], *, groups: Sequence[str] = GROUPS,
+              prior_sigma: float = PRIOR_SIGMA) -> Calibration:
+    """Fit per-group multipliers of the speed model to sweep-bench rows (see the module docstring).
+
+    Raises:
+        UsageError: no runs, or fewer than two rows in total.
+    """
+    import numpy as np
+    from scipy.optimize import least_squares
+
+    if not runs:
+        raise UsageError("calibrate needs at least one llama-sweep-bench output")
+    rows = _rows(runs)
+    if len(rows) < 2 * MIN_ROWS:
+        raise UsageError(f"calibrate needs at least {MIN_ROWS} sweep-bench rows, got {len(rows) // 2}")
+    active = [g for g in groups if any(r[4].get(g, 0.0) > 0 for r in rows)]
+    # PP rows: time per ubatch; scale so that each measured number is one relative residual
+    A = np.array([[r[4].get(g, 0.0) * (1.0 / r[5] if r[1] == "PP" else 1.0) for g in active] for r in rows])
+    y = np.array([r[3] / (r[5] if r[1] == "PP" else 1.0) for r in rows])
+
+    def resid(logm):
+        pred = A @ np.exp(logm)
+        return np.concatenate([np.log(pred / y), logm / prior_sigma])
+
+    fit = least_squares(resid, np.zeros(len(active)), method="lm" if len(rows) + len(active) > len(active) else "trf")
+    logm = fit.x
+    data_res = resid(logm)[:len(rows)]
+    n, p = len(rows), len(active)
+    dof = max(1, n - p)
+    s2 = max(float(data_res @ data_res) / dof, 1e-6)
+    J = fit.jac
+    try:
+        # data part scaled by the residual variance, prior part exact
+        Jd, Jp = J[:n], J[n:]
+        info = Jd.T @ Jd / s2 + Jp.T @ Jp
+        cov = np.linalg.inv(info)
+        se = np.sqrt(np.clip(np.diag(cov), 0, None))
+    except np.linalg.LinAlgError:
+        se = np.full(p, prior_sigma)
+    mult = dict(zip(active, np.exp(logm)))
+    pred_after = A @ np.exp(logm)
+    pred_before = A @ np.ones(p)
+    residuals = tuple(Residual(r[0], r[1], r[2], 1.0 / y[i], 1.0 / pred_after[i], 1.0 / pred_before[i])
+                      for i, r in enumerate(rows))
+    first = runs[0]
+    consts = tuple(_describe(g, float(mult.get(g, 1.0)), float(se[active.index(g)]) if g in active else prior_sigma,
+                             g in active and float(se[active.index(g)]) < SEPARATED_BELOW, first)
+                   for g in groups if g in active)
+    rms = math.sqrt(sum(x.rel_error ** 2 for x in residuals) / len(residuals))
+    rms0 = math.sqrt(sum((x.shipped_tps / x.measured_tps - 1) ** 2 for x in residuals) / len(residuals))
+    notes = []
+    held = [c.group for c in consts if not c.separated]
+    if held:
+        notes.append("not separated by these runs (kept near the shipped constants, their sum fitted): "
+                     + ", ".join(held))
+    return Calibration(consts, residuals, rms, rms0, len(rows) // 2, notes=tuple(notes))
+
+
+# ----------------------------------------------------------------------------- what a multiplier means
+
+def _describe(group: str, m: float, log_se: float, separated: bool, run: CalibrationRun) -> FittedConstant:
+    """The machine constant behind a term group's multiplier (rates divide by it, times multiply)."""
+    from planner.memory import CPU
+    from planner.speed import _k
+
+    k = _k()
+    rel = math.exp(log_se) - 1.0
+    speeds = device_speeds(run.hw, run.run, numa=run.numa)
+    gpus = [d for d in speeds if d != CPU]
+    shipped: float | None = None
+    unit = ""
+    quantity = group
+    if group == "cpu_weights":
+        shipped, unit, quantity = speeds[CPU].mem_bw_gbs / 1e9, "GB/s", "effective CPU memory bandwidth (TG)"
+        value = shipped / m
+    elif group == "gpu_weights" and gpus:
+        shipped, unit = speeds[gpus[0]].mem_bw_gbs / 1e9, "GB/s"
+        quantity = f"effective {gpus[0]} memory bandwidth (TG)"
+        value = shipped / m
+    elif group == "pcie" and gpus:
+        shipped, unit, quantity = speeds[gpus[0]].h2d_gbs / 1e9, "GB/s", "effective host->GPU copy rate (PP)"
+        value = shipped / m
+    elif group == "cpu_gemm":
+        shipped, unit, quantity = speeds[CPU].flops / 1e12, "TFLOP/s", "CPU matmul peak (PP, full reuse)"
+        value = shipped / m
+    elif group == "gpu_gemm" and gpus:
+        shipped, unit, quantity = sum(speeds[g].flops for g in gpus) / 1e12, "TFLOP/s", "GPU matmul rate (PP)"
+        value = shipped / m
+    elif group == "handoff":
+        shipped, unit, quantity = k["handoff_s"] * 1e6, "us", "GPU<->CPU hand-off"
+        value = shipped * m
+    elif group == "launch":
+        shipped, unit, quantity = k["gpu_layer_s"] * 1e6, "us", "per-layer launch/sync (GPU layer)"
+        value = shipped * m
+    elif group in ("kv_read", "attn"):
+        unit, quantity = "x", ("KV-cache reads at depth" if group == "kv_read" else "attention compute at depth")
+        shipped, value = 1.0, m
+    else:
+        unit, quantity, shipped, value = "x", group, 1.0, m
+    return FittedConstant(group, m, rel, separated, quantity, value, unit, shipped)
+
+
+def depth_slope_ms_per_1k(cal: Calibration, run: CalibrationRun) -> tuple[float, float]:
+    """TG milliseconds added per 1024 cells of depth: (shipped, calibrated) for one run's placement."""
+    terms = speed_terms(run.tmap, run.mix, run.placement, run.hw, run.run, (0, 1024), numa=run.numa)
+    d0, d1 = terms
+    ship = (d1.tg_time() - d0.tg_time()) * 1e3
+    cal_ = (d1.tg_time(cal.scales) - d0.tg_time(cal.scales)) * 1e3
+    return ship, cal_
+
+
+__all__ = ["Calibration", "CalibrationRun", "FittedConstant", "Residual", "calibrate", "depth_slope_ms_per_1k",
+           "TG_GROUPS", "PP_GROUPS"]
