@@ -230,5 +230,31 @@ def depth_slope_ms_per_1k(cal: Calibration, run: CalibrationRun) -> tuple[float,
     return ship, cal_
 
 
-__all__ = ["Calibration", "CalibrationRun", "FittedConstant", "Residual", "calibrate", "depth_slope_ms_per_1k",
+def expected_uncertainty(designs: Sequence[tuple[TensorMap, Mapping[str, str], Placement, object, RunConfig,
+                                                Sequence[int]]],
+                         *, noise: float = 0.02, groups: Sequence[str] = GROUPS,
+                         prior_sigma: float = PRIOR_SIGMA) -> dict[str, float]:
+    """Relative 1-sigma uncertainty each group's multiplier would have after calibrating on these sweep-bench runs
+    (model, mix, placement, machine, flags, depths), if every measured rate carried ``noise`` relative error.
+
+    The same linearised least squares as :func:`calibrate`, at the shipped constants; groups no run exercises come
+    back as the prior's width.  Used to choose which sweep-bench commands to run.
+    """
+    import numpy as np
+
+    rows = []
+    for tmap, mix, placement, hw, run, depths in designs:
+        ub = min(run.ubatch, run.batch)
+        for t in speed_terms(tmap, mix, placement, hw, run, tuple(depths)):
+            rows.append((t.tg, 1.0))
+            rows.append((t.pp, float(ub)))
+    A = np.array([[r[0].get(g, 0.0) / r[1] for g in groups] for r in rows])
+    y = A.sum(axis=1)
+    J = A / y[:, None]                           # d log(pred) / d log m at m = 1
+    info = J.T @ J / noise ** 2 + np.eye(len(groups)) / prior_sigma ** 2
+    se = np.sqrt(np.diag(np.linalg.inv(info)))
+    return {g: float(math.exp(se[i]) - 1.0) for i, g in enumerate(groups)}
+
+
+__all__ = ["expected_uncertainty", "Calibration", "CalibrationRun", "FittedConstant", "Residual", "calibrate", "depth_slope_ms_per_1k",
            "TG_GROUPS", "PP_GROUPS"]
