@@ -426,3 +426,20 @@ def estimate_speed(tmap: TensorMap, mix: Mapping[str, str], placement: Placement
         tg_tps=by_depth[0][0], tg_tps_ctx=by_depth[cfg.ctx][0], pp_tps=by_depth[0][1], pp_tps_ctx=by_depth[cfg.ctx][1],
         tg_ms_by_device=per_dev, handoffs_per_token=n_cpu_gpu + n_gpu_gpu, assumptions=assumptions, label=label,
         points=points, terms=terms)
+
+
+def linear_tg_costs(tmap: TensorMap, hw, cfg: RunConfig, layer_device: Sequence[str]) -> tuple[float, float]:
+    """For the planner's linear model of TG time: (seconds per token that do not depend on where the FFN tensors
+    go, with every layer's FFN on its layer's device; seconds added per layer whose routed experts move from a GPU
+    to the CPU).  Same constants as :func:`speed_terms` (launch/sync per layer, fixed per-token cost)."""
+    k = _k()
+    eng = engine_constants(cfg.engine)
+    moe = any(t.is_expert for t in tmap.tensors)
+    fixed = k["token_overhead_s"] * (0.25 if eng["graph_reuse"] else 1.0)
+    for dev in layer_device[:tmap.params.n_loaded_layers]:
+        if dev == CPU:
+            fixed += k["cpu_layer_s"]
+        else:
+            fixed += k["gpu_layer_s"] + (k["gpu_moe_layer_s"] if moe else 0.0)
+    move = (k["cpu_layer_s"] - k["gpu_moe_layer_s"]) if moe else k["cpu_layer_s"]
+    return fixed, move
