@@ -258,3 +258,43 @@ def expected_uncertainty(designs: Sequence[tuple[TensorMap, Mapping[str, str], P
 
 __all__ = ["expected_uncertainty", "Calibration", "CalibrationRun", "FittedConstant", "Residual", "calibrate", "depth_slope_ms_per_1k",
            "TG_GROUPS", "PP_GROUPS"]
+
+
+def calibrate_logs(paths, tmap: TensorMap, mix: Mapping[str, str], hw, *, engine: str, argv=None) -> Calibration:
+    """Calibrate on the sweep-bench tables of these log files (the ``calibrate`` command's library call).
+
+    Raises:
+        LogFormatError: a log has no llama-sweep-bench table.
+        UsageError: see :func:`planner.verify.logged_runs`.
+    """
+    from planner.verify import logged_runs
+
+    runs = []
+    for r in logged_runs(paths, tmap, hw, engine=engine, argv=argv):
+        if not r.log.sweeps:
+            raise LogFormatError(f"{r.log.source}: no llama-sweep-bench table to calibrate on")
+        for i, sw in enumerate(r.log.sweeps):
+            runs.append(CalibrationRun(tmap, mix, r.placement, hw, r.run, sw, numa=r.numa,
+                                       threads_batch=r.threads_batch or sw.n_threads_batch,
+                                       label=r.log.source + (f"#{i + 1}" if len(r.log.sweeps) > 1 else "")))
+    return calibrate(runs)
+
+
+def calibration_toml(cal: Calibration, sources: Sequence[str] = ()) -> str:
+    """The ``[calibration]`` table a calibrated hardware profile carries (read back by the profile loader)."""
+    def q(s: str) -> str:
+        return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines = ["", "# Speed-model multipliers fitted by `gguf-planner calibrate` on this machine's llama-sweep-bench "
+             "output.", "# time = sum(multiplier x term); rates are shipped rate / multiplier.",
+             "[calibration]",
+             f"residual = {cal.rms_residual:.6f}",
+             f"residual_shipped = {cal.rms_residual_shipped:.6f}",
+             f"rows = {cal.n_rows}",
+             "logs = [" + ", ".join(q(s) for s in sources) + "]",
+             "separated = [" + ", ".join(q(g) for g in cal.separated) + "]",
+             "", "[calibration.multipliers]"]
+    lines += [f"{c.group} = {c.multiplier:.6f}" for c in cal.constants]
+    lines += ["", "[calibration.uncertainty]"]
+    lines += [f"{c.group} = {c.rel_uncertainty:.6f}" for c in cal.constants]
+    return "\n".join(lines) + "\n"

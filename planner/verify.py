@@ -214,3 +214,56 @@ def summarize(report: VerifyReport) -> dict[str, float]:
 
 
 __all__ = ["Check", "VerifyReport", "device_map", "summarize", "verify"]
+
+
+# ----------------------------------------------------------------------------- from files (the CLI's library calls)
+
+@dataclass(frozen=True, slots=True)
+class LoggedRun:
+    """One log with the command it ran and the placement that command gives on the logged devices."""
+
+    log: EngineLog
+    command: tuple[str, ...]
+    run: RunConfig
+    placement: Placement
+    threads_batch: int | None
+    numa: str | None
+    warnings: tuple[str, ...]
+
+
+def logged_runs(paths, tmap: TensorMap, hw, *, engine: str, argv=None) -> tuple[LoggedRun, ...]:
+    """Parse each log, take its command (the one printed in the log, else ``argv``) and place the model with it.
+
+    Raises:
+        LogFormatError: a log is not engine output.
+        UsageError: no command in the log and none given; the command places tensors on a device the log lacks.
+    """
+    from planner.errors import UsageError
+    from planner.launch import parse_server_command, placement_from_command
+    from planner.logparse import parse_log_files
+
+    out = []
+    for lg in parse_log_files(paths):
+        argv_used = tuple(argv) if argv else lg.command
+        if not argv_used:
+            raise UsageError(f"{lg.source}: the log does not show the command that ran",
+                             hint="give it after --, e.g. `-- llama-sweep-bench -m M.gguf -ngl 99 -ot ...`")
+        cmd = parse_server_command(list(argv_used), engine=engine)
+        gpus = gpus_in_log(lg) if lg.load is not None else [f"CUDA{g.index}" for g in hw.gpus]
+        placement = placement_from_command(tmap, cmd, gpus)
+        vals = dict(zip(argv_used, argv_used[1:]))
+        tb = vals.get("-tb") or vals.get("--threads-batch")
+        numa = vals.get("--numa")
+        run = cmd.run
+        if lg.sweeps and lg.sweeps[0].n_threads and not run.threads:
+            run = replace(run, threads=lg.sweeps[0].n_threads)
+        out.append(LoggedRun(lg, tuple(argv_used), run, placement, int(tb) if tb and tb.isdigit() else None, numa,
+                             cmd.warnings))
+    return tuple(out)
+
+
+def verify_logs(paths, tmap: TensorMap, mix: Mapping[str, str], hw, *, engine: str, argv=None,
+                scales: Mapping[str, float] | None = None) -> tuple[VerifyReport, ...]:
+    """:func:`verify` for each log file (the ``verify`` command's library call)."""
+    return tuple(verify(r.log, tmap, mix, r.placement, hw, r.run, scales=scales, numa=r.numa)
+                 for r in logged_runs(paths, tmap, hw, engine=engine, argv=argv))

@@ -68,3 +68,25 @@ def test_needs_rows(seed_run):
     one = replace(seed_run, sweep=SweepBench(seed_run.sweep.rows[:1]))
     with pytest.raises(UsageError):
         calibrate([one])
+
+
+def test_calibrate_logs_and_profile_table_roundtrip():
+    import tomllib
+
+    from planner.calibrate import calibrate_logs, calibration_toml
+
+    argv = ["llama-sweep-bench", *shlex.split(acc.SEED)]
+    cal = calibrate_logs([LOGS / "ik-seed-pr370-ubergarm.log"], acc.model(), dict(acc.mix("mix-IQ3_K")),
+                         load_profile("rtx3090ti-9950x-96g"), engine="ik", argv=argv)
+    doc = tomllib.loads(calibration_toml(cal, ["seed.log"]))["calibration"]
+    assert doc["rows"] == 64 and doc["logs"] == ["seed.log"] and "cpu_weights" in doc["separated"]
+    assert doc["multipliers"]["cpu_weights"] == pytest.approx(cal.scales["cpu_weights"], rel=1e-5)
+
+
+def test_calibrate_logs_without_a_table():
+    from planner.calibrate import calibrate_logs
+    from planner.errors import LogFormatError
+
+    with pytest.raises(LogFormatError):
+        calibrate_logs([LOGS / "ik-load-glm4-pr344.log"], acc.model(), {}, load_profile("rtx3090ti-9950x-96g"),
+                       engine="ik", argv=["llama-sweep-bench", "-ngl", "0"])

@@ -101,3 +101,22 @@ def test_nothing_to_verify():
     lg = parse_log(read_log(LOGS / "ik-perplexity-pr262.txt"))
     with pytest.raises(LogFormatError):
         verify(lg, acc.model(), {}, None, None, None)
+
+
+def test_verify_logs_takes_the_command_from_the_log():
+    from planner.verify import logged_runs
+
+    (r,) = logged_runs([LOGS / "ik-2gpu-q6k-pr370-aessedai.log"], acc.model(),
+                       load_profile(ROOT / "benchmarks/rigs/epyc9355-vm-2x3090.toml"), engine="ik-2025")
+    assert r.command[0] == "llama-sweep-bench" and r.run.ctx == 16384 and r.run.threads == 48
+    assert r.placement.device_of("blk.8.ffn_up_exps.weight") == "CUDA1"
+    assert r.placement.device_of("blk.20.ffn_up_exps.weight") == "CPU"
+
+
+def test_a_log_without_command_needs_one():
+    from planner.errors import UsageError
+    from planner.verify import verify_logs
+
+    with pytest.raises(UsageError):
+        verify_logs([LOGS / "ik-load-glm4-pr344.log"], acc.model(), {}, load_profile("rtx3090ti-9950x-96g"),
+                    engine="ik")
