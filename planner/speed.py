@@ -260,6 +260,7 @@ def speed_terms(tmap: TensorMap, mix: Mapping[str, str], placement: Placement, h
     flops_tok = {d: 0.0 for d in speeds}
     pcie_bytes = 0.0                         # CPU-resident weights the GPU multiplies in PP (copied per ubatch)
     pp_gpu_flops_tok = 0.0                   # per token, run on GPUs in PP (resident + offloaded)
+    pp_gpu_expert_mats = 0                   # expert tensors multiplied on a GPU in PP (one matmul per expert each)
     pp_cpu_flop_rows: list[tuple[float, float]] = []   # (FLOPs per token, activation rows per weight row)
     moe_layers_on: dict[str, set[int]] = {d: set() for d in speeds}
     touched = 1.0 - (1.0 - n_used / p.n_expert) ** ub if p.n_expert else 1.0
@@ -283,6 +284,7 @@ def speed_terms(tmap: TensorMap, mix: Mapping[str, str], placement: Placement, h
         rows = ub * n_used / t.n_expert if (t.is_expert and t.n_expert) else ub
         if dev != CPU:
             pp_gpu_flops_tok += f
+            pp_gpu_expert_mats += 1 if t.is_expert else 0
             continue
         qtype = mix.get(t.name, t.dtype)
         if cfg.load == "rtr" and cfg.engine != "mainline":
@@ -292,6 +294,7 @@ def speed_terms(tmap: TensorMap, mix: Mapping[str, str], placement: Placement, h
             share = touched if (t.is_expert and eng["only_active_experts"]) else 1.0
             pcie_bytes += nbytes * share
             pp_gpu_flops_tok += f
+            pp_gpu_expert_mats += 1 if t.is_expert else 0
         else:
             pp_cpu_flop_rows.append((f, rows))
 
@@ -358,6 +361,8 @@ def speed_terms(tmap: TensorMap, mix: Mapping[str, str], placement: Placement, h
             pp["pcie"] = pcie_bytes / h2d if h2d else 0.0
             gpu_rate = sum(speeds[g].flops for g in gpus)
             pp["gpu_gemm"] = pp_gpu_flops_tok * ub / gpu_rate
+            # the id-matmul walks the experts one by one (ids copied to the host first)
+            pp["gpu_gemm"] += pp_gpu_expert_mats * min(p.n_expert, ub * n_used) * k["gpu_expert_matmul_s"]
         for f, rows in pp_cpu_flop_rows:
             eff = rows / (rows + k["cpu_gemm_half_rows"])
             pp["cpu_gemm"] += f * ub / (cpu_peak * cpu_cores_pp * eff)

@@ -135,3 +135,28 @@ def test_dev_record_accuracy_meets_the_targets():
     assert fr["tg_20"] >= 0.80 and fr["pp_35"] >= 0.70 and fr["tg_deep_25"] >= 0.70, fr
     recs = json.loads((ROOT / "tests/fixtures/speed/published_dev_speed.json").read_text())
     assert len([r for r in recs if r["kind"] == "speed"]) == len(acc.CASES) == 16
+
+
+def test_small_moe_fully_on_one_gpu():
+    # ik PR 370 (ubergarm): Qwen3-30B-A3B mix-IQ4_K on an RTX 3090 Ti, everything on the GPU: TG 106.26 at 0 and
+    # 60.93 at 16384, PP 1649 at 512 and 1110 at 16384 -- the id-matmul's per-expert launches dominate PP
+    from planner.logparse import parse_log, read_log
+
+    lg = parse_log(read_log(ROOT / "tests/fixtures/logs/ik-qwen3-30b-gpu-pr370-ubergarm.log"))
+    tm = builtin("qwen3-30b-a3b")
+    mix = {}
+    for t in tm.tensors:     # "q8_0: 6, iq4_k: 96, iq5_k: 48, iq6_k: 188" in the log: ubergarm's mix-IQ4_K
+        if t.n_dims < 2 or t.role == "ffn_gate_inp":
+            mix[t.name] = t.dtype
+        elif t.role in ("token_embd", "output"):
+            mix[t.name] = "q8_0"
+        else:
+            mix[t.name] = "iq5_k" if t.role == "ffn_down_exps" else "iq4_k" if t.is_expert else "iq6_k"
+    cmd = parse_server_command(list(lg.command), engine="ik-2025")
+    pl = placement_from_command(tm, cmd, ["CUDA0"])
+    s = estimate_speed(tm, mix, pl, load_profile("rtx3090ti-9950x-96g"), cmd.run, depths=(0, 512, 16384))
+    rows = {r.n_kv: r for r in lg.sweeps[0].rows}
+    assert abs(s.tg_at(0) / rows[0].s_tg_tps - 1) <= 0.20
+    assert abs(s.tg_at(16384) / rows[16384].s_tg_tps - 1) <= 0.25
+    assert abs(s.pp_at(512) / rows[512].s_pp_tps - 1) <= 0.35
+    assert abs(s.pp_at(16384) / rows[16384].s_pp_tps - 1) <= 0.35
