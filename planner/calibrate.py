@@ -186,7 +186,7 @@ def _describe(group: str, m: float, log_se: float, separated: bool, run: Calibra
 
     k = _k()
     rel = math.exp(log_se) - 1.0
-    speeds = device_speeds(run.hw, run.run, numa=run.numa)
+    speeds = device_speeds(run.hw, run.run, numa=run.numa, calibrated=False)
     gpus = [d for d in speeds if d != CPU]
     shipped: float | None = None
     unit = ""

@@ -81,6 +81,7 @@ class SpeedEstimate:
     assumptions: tuple[str, ...]
     label: str = "estimate"
     points: tuple[tuple[int, float, float], ...] = field(default=())    # (depth, TG tok/s, PP tok/s)
+    basis: "SpeedBasis | None" = None
     terms: tuple[SpeedTerms, ...] = field(default=(), metadata={"json": False})
 
     def tg_at(self, depth: int) -> float:
@@ -145,8 +146,19 @@ def cpu_threads(hw, cfg: RunConfig) -> int:
     return int(cfg.threads or getattr(hw, "threads_default", 0) or hw.physical_cores)
 
 
-def device_speeds(hw, cfg: RunConfig, *, numa: str | None = None) -> dict[str, DeviceSpeed]:
-    """Effective bandwidth and compute of each device of a Hardware description."""
+def hw_scales(hw) -> dict[str, float]:
+    """The calibration multipliers a hardware description carries (``hw.calibration["multipliers"]``), or {}."""
+    cal = getattr(hw, "calibration", None)
+    if not cal:
+        return {}
+    mult = cal.get("multipliers", {}) if isinstance(cal, Mapping) else getattr(cal, "scales", {})
+    return {g: float(v) for g, v in mult.items() if g in GROUPS and float(v) > 0}
+
+
+def device_speeds(hw, cfg: RunConfig, *, numa: str | None = None, calibrated: bool = True) -> dict[str, DeviceSpeed]:
+    """Effective bandwidth and compute of each device of a Hardware description (with the machine's calibration
+    applied to the rates, unless ``calibrated`` is false: the nominal rates the calibration multiplies)."""
+    m = hw_scales(hw) if calibrated else {}
     k = _k()
     out: dict[str, DeviceSpeed] = {}
     for g in hw.gpus:
@@ -157,8 +169,8 @@ def device_speeds(hw, cfg: RunConfig, *, numa: str | None = None) -> dict[str, D
         except ValueError:
             cc = None
         out[f"CUDA{g.index}"] = DeviceSpeed(
-            f"CUDA{g.index}", g.mem_bw_gbs * 1e9 * k["gpu_bw_efficiency"], peak * k["gpu_flops_efficiency"],
-            g.h2d_gbs * 1e9, peak, cc)
+            f"CUDA{g.index}", g.mem_bw_gbs * 1e9 * k["gpu_bw_efficiency"] / m.get("gpu_weights", 1.0),
+            peak * k["gpu_flops_efficiency"] / m.get("gpu_gemm", 1.0), g.h2d_gbs * 1e9 / m.get("pcie", 1.0), peak, cc)
     threads = cpu_threads(hw, cfg)
     cores = effective_cores(hw, threads)
     bw = hw.ram_bw_gbs * 1e9 * k["cpu_bw_efficiency"] * numa_bandwidth_factor(hw, numa)
@@ -168,7 +180,8 @@ def device_speeds(hw, cfg: RunConfig, *, numa: str | None = None) -> dict[str, D
     if cfg.load == "mmap":
         bw *= k["cpu_bw_mmap_factor"]
     eng = engine_constants(cfg.engine)
-    out[CPU] = DeviceSpeed(CPU, bw, cpu_core_gflops(hw) * 1e9 * cores * eng["cpu_gemm_scale"])
+    out[CPU] = DeviceSpeed(CPU, bw / m.get("cpu_weights", 1.0),
+                           cpu_core_gflops(hw) * 1e9 * cores * eng["cpu_gemm_scale"] / m.get("cpu_gemm", 1.0))
     return out
 
 
@@ -249,7 +262,7 @@ def speed_terms(tmap: TensorMap, mix: Mapping[str, str], placement: Placement, h
     eng = engine_constants(cfg.engine)
     p = tmap.params
     cat = catalogue()
-    speeds = device_speeds(hw, cfg, numa=numa)
+    speeds = device_speeds(hw, cfg, numa=numa, calibrated=False)
     gpus = [d for d in speeds if d != CPU]
     sizes = mix_bytes(tmap, mix)
     ub = max(1, min(cfg.ubatch, cfg.batch))
@@ -397,7 +410,9 @@ def estimate_speed(tmap: TensorMap, mix: Mapping[str, str], placement: Placement
         depths = depths + (cfg.ctx,)
     terms = speed_terms(tmap, mix, placement, hw, cfg, depths, numa=numa, threads_batch=threads_batch)
     k = _k()
-    speeds = device_speeds(hw, cfg, numa=numa)
+    if scales is None:
+        scales = hw_scales(hw) or None
+    speeds = device_speeds(hw, cfg, numa=numa, calibrated=False)
     ub = terms[0].ubatch
     points = tuple((t.depth, 1.0 / t.tg_time(scales), ub / t.pp_time(scales)) for t in terms)
     by_depth = {d: (tg, pp) for d, tg, pp in points}
@@ -430,7 +445,7 @@ def estimate_speed(tmap: TensorMap, mix: Mapping[str, str], placement: Placement
     return SpeedEstimate(
         tg_tps=by_depth[0][0], tg_tps_ctx=by_depth[cfg.ctx][0], pp_tps=by_depth[0][1], pp_tps_ctx=by_depth[cfg.ctx][1],
         tg_ms_by_device=per_dev, handoffs_per_token=n_cpu_gpu + n_gpu_gpu, assumptions=assumptions, label=label,
-        points=points, terms=terms)
+        points=points, basis=speed_basis(hw), terms=terms)
 
 
 def linear_tg_costs(tmap: TensorMap, hw, cfg: RunConfig, layer_device: Sequence[str]) -> tuple[float, float]:
@@ -448,3 +463,59 @@ def linear_tg_costs(tmap: TensorMap, hw, cfg: RunConfig, layer_device: Sequence[
             fixed += k["gpu_layer_s"] + (k["gpu_moe_layer_s"] if moe else 0.0)
     move = (k["cpu_layer_s"] - k["gpu_moe_layer_s"]) if moe else k["cpu_layer_s"]
     return fixed, move
+
+
+# ----------------------------------------------------------------------------- the basis of an estimate
+
+@dataclass(frozen=True, slots=True)
+class SpeedBasis:
+    """What a speed estimate rests on, for the plan's label and the figures that were defaulted."""
+
+    kind: str                        # "calibrated" | "shipped" | "guessed"
+    label: str                       # e.g. "estimate (calibrated on your machine, residual 4 %)"
+    defaulted: tuple[str, ...]       # hardware figures the user did not give and the probe did not find
+
+
+_DEFAULTED_FIGURES = (
+    ("ram_bw_gbs", lambda hw: f"RAM bandwidth {hw.ram_bw_gbs:.1f} GB/s"),
+    ("physical_cores", lambda hw: f"{hw.physical_cores} cores ({hw.threads_default} threads)"),
+    ("cpu_flags", lambda hw: "CPU ISA " + (", ".join(hw.cpu_flags) or "none")),
+    ("cpu_model", lambda hw: f"CPU {hw.cpu_model}"),
+    ("numa_nodes", lambda hw: f"{len(hw.numa_nodes) or 1} NUMA node(s)"),
+)
+
+
+@functools.cache
+def _shipped_descriptions() -> dict[str, str]:
+    from planner.hardware import list_profiles
+
+    return {p.name: (p.description or p.name) for p in list_profiles()}
+
+
+def speed_basis(hw, *, profile_descriptions: Mapping[str, str] | None = None) -> SpeedBasis:
+    """The basis of the speed estimate on this machine: a calibration carried by the hardware description
+    (``hw.calibration``: multipliers and residual), the shipped constants on a shipped profile, or a guess (the
+    machine was described by hand or probed and no profile matches its CPU); plus every figure that was defaulted
+    (``hw.sources`` == "default"), so the plan can print them instead of hiding them in assumptions."""
+    defaulted = []
+    sources = getattr(hw, "sources", {}) or {}
+    for key, fmt in _DEFAULTED_FIGURES:
+        if sources.get(key) == "default":
+            defaulted.append(fmt(hw) + " (defaulted)")
+    for i, g in enumerate(getattr(hw, "gpus", ())):
+        if sources.get(f"gpus[{i}].mem_bw_gbs") == "default":
+            defaulted.append(f"CUDA{g.index} bandwidth {g.mem_bw_gbs:.0f} GB/s (defaulted)")
+        if sources.get(f"gpus[{i}].h2d_gbs") == "default":
+            defaulted.append(f"CUDA{g.index} PCIe {g.h2d_gbs:.1f} GB/s (defaulted)")
+    cal = getattr(hw, "calibration", None)
+    if cal:
+        residual = cal.get("residual") if isinstance(cal, Mapping) else getattr(cal, "residual", None)
+        res = f", residual {residual * 100:.0f} %" if residual is not None else ""
+        return SpeedBasis("calibrated", f"estimate (calibrated on your machine{res})", tuple(defaulted))
+    descriptions = profile_descriptions if profile_descriptions is not None else _shipped_descriptions()
+    name = getattr(hw, "name", "")
+    if name in descriptions and not defaulted:
+        return SpeedBasis("shipped", f"estimate (shipped constants for {descriptions[name]})", ())
+    if defaulted:
+        return SpeedBasis("guessed", "estimate (guessed: figures defaulted, see below)", tuple(defaulted))
+    return SpeedBasis("guessed", "estimate (guessed: no profile or calibration for this machine)", ())

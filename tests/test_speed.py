@@ -160,3 +160,36 @@ def test_small_moe_fully_on_one_gpu():
     assert abs(s.tg_at(16384) / rows[16384].s_tg_tps - 1) <= 0.25
     assert abs(s.pp_at(512) / rows[512].s_pp_tps - 1) <= 0.35
     assert abs(s.pp_at(16384) / rows[16384].s_pp_tps - 1) <= 0.35
+
+
+class _Calibrated:
+    """A hardware description carrying a calibration (the profile field arrives with the profile loader)."""
+
+    def __init__(self, hw, calibration):
+        self._hw, self.calibration = hw, calibration
+
+    def __getattr__(self, name):
+        return getattr(self._hw, name)
+
+
+def test_a_calibration_on_the_hardware_drives_rates_and_label(seed):
+    tm, mix, pl, hw, run = seed
+    cal = _Calibrated(hw, {"residual": 0.04, "multipliers": {"cpu_weights": 0.5, "pcie": 2.0}})
+    base, fitted = device_speeds(hw, run), device_speeds(cal, run)
+    assert fitted["CPU"].mem_bw_gbs == pytest.approx(2 * base["CPU"].mem_bw_gbs)      # rate = shipped / multiplier
+    assert fitted["CUDA0"].h2d_gbs == pytest.approx(base["CUDA0"].h2d_gbs / 2)
+    s0, s1 = estimate_speed(tm, mix, pl, hw, run), estimate_speed(tm, mix, pl, cal, run)
+    assert s1.tg_tps > s0.tg_tps and s1.pp_tps < s0.pp_tps
+    assert s1.basis.kind == "calibrated" and s1.basis.label == "estimate (calibrated on your machine, residual 4 %)"
+
+
+def test_basis_names_shipped_profiles_and_lists_defaulted_figures():
+    from planner.hardware import resolve_hardware
+    from planner.speed import speed_basis
+
+    shipped = speed_basis(load_profile("rtx3090ti-9950x-96g"))
+    assert shipped.kind == "shipped" and "RTX 3090 Ti" in shipped.label and not shipped.defaulted
+    manual = speed_basis(resolve_hardware(vram=[0], ram=32))      # --vram 0 --ram 32: bandwidth and cores defaulted
+    assert manual.kind == "guessed"
+    assert any(d.startswith("RAM bandwidth 102.4 GB/s") for d in manual.defaulted)
+    assert any(d.startswith("16 cores") for d in manual.defaulted)
