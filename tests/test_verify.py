@@ -120,3 +120,15 @@ def test_a_log_without_command_needs_one():
     with pytest.raises(UsageError):
         verify_logs([LOGS / "ik-load-glm4-pr344.log"], acc.model(), {}, load_profile("rtx3090ti-9950x-96g"),
                     engine="ik")
+
+
+def test_mainline_rpc_log_to_0_1_mib():
+    # mainline 0c1e57098, -ts 1,1: layers 0-47 on device 0, 48-93 and the output on device 1 (upper_bound over
+    # the cumulative split with act = min(ngl, n_layer + 1) = 95), token_embd in CPU_Mapped
+    lg = parse_log(read_log(LOGS / "mainline-rpc2-ts1-1.log"))
+    tm = load_model(str(LOGS / "t94.header.gguf"), check_size=False)
+    cmd = parse_server_command(["llama-completion", "-ngl", "99", "-c", "512", "-ts", "1,1"], engine="mainline")
+    rep = verify(lg, tm, {t.name: t.dtype for t in tm.tensors}, split_placement(tm, cmd, ["CUDA0", "CUDA1"], 48),
+                 load_profile("rtx3090ti-9950x-96g"), cmd.run)
+    assert rep.engine == "mainline" and rep.exact_ok, [(c.term, c.device, c.error) for c in rep.checks if c.exact]
+    assert [c.measured for c in rep.checks if c.term == "kv"] == [12.0, 11.5]
