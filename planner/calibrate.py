@@ -298,3 +298,34 @@ def calibration_toml(cal: Calibration, sources: Sequence[str] = ()) -> str:
     lines += ["", "[calibration.uncertainty]"]
     lines += [f"{c.group} = {c.rel_uncertainty:.6f}" for c in cal.constants]
     return "\n".join(lines) + "\n"
+
+
+def validate_calibration_table(data: object, where: str = "calibration") -> dict:
+    """Check a profile's ``[calibration]`` table (as read from TOML) and return it normalised:
+    ``{"residual": float, "multipliers": {group: float}, ...}``.
+
+    Raises:
+        ValueError: with a one-line message naming the bad key (the profile loader wraps it in ProfileError).
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: must be a table")
+    known = {"residual", "residual_shipped", "rows", "logs", "separated", "multipliers", "uncertainty"}
+    for key in data:
+        if key not in known:
+            raise ValueError(f"{where}.{key}: unknown key (known: {', '.join(sorted(known))})")
+    mult = data.get("multipliers")
+    if not isinstance(mult, dict) or not mult:
+        raise ValueError(f"{where}.multipliers: missing or empty")
+    out_mult = {}
+    for g, v in mult.items():
+        if g not in GROUPS:
+            raise ValueError(f"{where}.multipliers.{g}: unknown term (known: {', '.join(GROUPS)})")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0.01 <= float(v) <= 100.0):
+            raise ValueError(f"{where}.multipliers.{g}: {v!r} is not a number between 0.01 and 100")
+        out_mult[g] = float(v)
+    out = dict(data)
+    out["multipliers"] = out_mult
+    for key in ("residual", "residual_shipped"):
+        if key in out and (isinstance(out[key], bool) or not isinstance(out[key], (int, float)) or out[key] < 0):
+            raise ValueError(f"{where}.{key}: must be a non-negative number")
+    return out

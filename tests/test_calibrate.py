@@ -91,3 +91,21 @@ def test_calibrate_logs_without_a_table():
     with pytest.raises(LogFormatError):
         calibrate_logs([LOGS / "ik-load-glm4-pr344.log"], acc.model(), {}, load_profile("rtx3090ti-9950x-96g"),
                        engine="ik", argv=["llama-sweep-bench", "-ngl", "0"])
+
+
+@pytest.mark.parametrize("table,msg", [
+    ({"multipliers": {"cpu_weights": 0.8}, "residual": 0.01}, None),
+    ({"multipliers": {}}, "empty"),                                     # nothing fitted
+    ({"multipliers": {"warp_drive": 1.0}}, "unknown term"),
+    ({"multipliers": {"cpu_weights": -1}}, "between"),                 # negative multiplier
+    ({"multipliers": {"cpu_weights": True}}, "between"),               # TOML bool is not a number
+    ({"multipliers": {"cpu_weights": 1.0}, "extra": 1}, "unknown key"),
+])
+def test_calibration_table_validation(table, msg):
+    from planner.calibrate import validate_calibration_table
+
+    if msg is None:
+        assert validate_calibration_table(table)["multipliers"] == {"cpu_weights": 0.8}
+    else:
+        with pytest.raises(ValueError, match=msg):
+            validate_calibration_table(table)
