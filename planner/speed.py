@@ -465,6 +465,29 @@ def linear_tg_costs(tmap: TensorMap, hw, cfg: RunConfig, layer_device: Sequence[
     return fixed, move
 
 
+def linear_pp_fixed(tmap: TensorMap, hw, cfg: RunConfig, layer_device: Sequence[str]) -> float:
+    """For the planner's linear model of PP time: seconds per ubatch (at depth 0) that do not depend on where the
+    FFN tensors go: the prompt's own attention on each layer's device and, when a GPU multiplies the experts (all
+    of them, resident or copied), the id-matmul's per-expert launches.  Same constants as :func:`speed_terms`."""
+    k = _k()
+    p = tmap.params
+    speeds = device_speeds(hw, cfg)
+    ub = max(1, min(cfg.ubatch, cfg.batch))
+    gpus = [d for d in speeds if d != CPU]
+    n_head, dk, dv = _attn_dims(tmap)
+    work_layer = 2.0 * n_head * (dk + dv) * (ub / 2.0) * ub
+    eng = engine_constants(cfg.engine)
+    cpu_rate = cpu_core_gflops(hw) * 1e9 * effective_cores(hw, cpu_threads(hw, cfg)) * eng["cpu_gemm_scale"]
+    out = 0.0
+    for dev in layer_device[:p.n_loaded_layers]:
+        out += work_layer / (speeds[dev].tensor_flops * k["gpu_fa_pp_efficiency"] if dev != CPU
+                             else cpu_rate * eng["cpu_fa_pp_scale"])
+    if gpus and ub >= k["offload_min_batch"] and p.n_expert:
+        n_mats = sum(1 for t in tmap.tensors if t.is_expert and tmap.is_loaded(t))
+        out += n_mats * min(p.n_expert, ub * max(1, p.n_expert_used)) * k["gpu_expert_matmul_s"]
+    return out
+
+
 # ----------------------------------------------------------------------------- the basis of an estimate
 
 @dataclass(frozen=True, slots=True)
