@@ -300,6 +300,35 @@ def calibration_toml(cal: Calibration, sources: Sequence[str] = ()) -> str:
     return "\n".join(lines) + "\n"
 
 
+@dataclass(frozen=True, slots=True)
+class MachineCalibration:
+    """The calibration a hardware profile carries (its ``[calibration]`` table), hashable like the rest of it."""
+
+    multipliers: tuple[tuple[str, float], ...]
+    residual: float | None = None
+    residual_shipped: float | None = None
+    rows: int | None = None
+    logs: tuple[str, ...] = ()
+    separated: tuple[str, ...] = ()
+
+    @property
+    def scales(self) -> dict[str, float]:
+        return dict(self.multipliers)
+
+    @classmethod
+    def from_table(cls, data: object, where: str = "calibration") -> "MachineCalibration":
+        """From a profile's ``[calibration]`` table (validated by :func:`validate_calibration_table`)."""
+        t = validate_calibration_table(data, where)
+        return cls(tuple(sorted(t["multipliers"].items())), t.get("residual"), t.get("residual_shipped"),
+                   t.get("rows"), tuple(t.get("logs", ())), tuple(t.get("separated", ())))
+
+    def without(self, groups: Sequence[str]) -> "MachineCalibration":
+        """The same calibration minus some groups (a user flag now sets the figure they calibrate)."""
+        return MachineCalibration(tuple((g, v) for g, v in self.multipliers if g not in groups), self.residual,
+                                  self.residual_shipped, self.rows, self.logs,
+                                  tuple(g for g in self.separated if g not in groups))
+
+
 def validate_calibration_table(data: object, where: str = "calibration") -> dict:
     """Check a profile's ``[calibration]`` table (as read from TOML) and return it normalised:
     ``{"residual": float, "multipliers": {group: float}, ...}``.

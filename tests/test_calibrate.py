@@ -109,3 +109,26 @@ def test_calibration_table_validation(table, msg):
     else:
         with pytest.raises(ValueError, match=msg):
             validate_calibration_table(table)
+
+
+def test_machine_calibration_from_saved_table(seed_run):
+    import tomllib
+
+    from planner.calibrate import MachineCalibration, calibration_toml
+    from planner.speed import hw_scales, speed_basis
+
+    cal = calibrate([seed_run])
+    mc = MachineCalibration.from_table(tomllib.loads(calibration_toml(cal, ["a.log"]))["calibration"])
+    assert hash(mc) and mc.scales == pytest.approx(cal.scales, rel=1e-5) and mc.logs == ("a.log",)
+    assert "cpu_weights" not in mc.without(["cpu_weights"]).scales
+
+    class HW:                                  # the profile loader attaches it as Hardware.calibration
+        def __init__(self, hw, c):
+            self._hw, self.calibration = hw, c
+
+        def __getattr__(self, name):
+            return getattr(self._hw, name)
+
+    hw = HW(seed_run.hw, mc)
+    assert hw_scales(hw) == pytest.approx(cal.scales, rel=1e-5)
+    assert speed_basis(hw).label == "estimate (calibrated on your machine, residual 1 %)"
