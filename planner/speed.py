@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from planner.memory import CPU, Placement, RunConfig, constants, kv_bytes_per_layer, mix_bytes
 from planner.quants import catalogue
@@ -312,7 +312,8 @@ def speed_terms(tmap: TensorMap, mix: Mapping[str, str], placement: Placement, h
             pp_cpu_flop_rows.append((f, rows))
 
     # KV cache and attention geometry
-    kv_cell_layer = kv_bytes_per_layer(p, cfg) / cfg.kv_size
+    kv_cfg = cfg if cfg.kv_size else replace(cfg, ctx=256)      # bytes per cell do not depend on the context
+    kv_cell_layer = kv_bytes_per_layer(p, kv_cfg) / kv_cfg.kv_size
     layers_on: dict[str, int] = {}
     for dev in placement.layer_device[:p.n_loaded_layers]:
         dev = dev if dev in speeds else CPU

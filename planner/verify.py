@@ -106,8 +106,8 @@ def verify(log: EngineLog, tmap: TensorMap, mix: Mapping[str, str], placement: P
     Raises:
         LogFormatError: the log has neither a load log nor a sweep-bench table.
     """
-    if log.load is None and not log.sweeps:
-        raise LogFormatError(f"{log.source}: no load log and no sweep-bench table to verify against")
+    if log.load is None and not log.sweeps and log.bench is None:
+        raise LogFormatError(f"{log.source}: no load log, sweep-bench or llama-bench table to verify against")
     checks: list[Check] = []
     notes: list[str] = []
     dmap = device_map(log)
@@ -195,8 +195,27 @@ def verify(log: EngineLog, tmap: TensorMap, mix: Mapping[str, str], placement: P
             for row in sw.rows:
                 checks.append(Check("TG", f"depth {row.n_kv}", est.tg_at(row.n_kv), row.s_tg_tps, "tok/s", False))
                 checks.append(Check("PP", f"depth {row.n_kv}", est.pp_at(row.n_kv), row.s_pp_tps, "tok/s", False))
+    if log.bench:
+        from planner.speed import estimate_speed
+
+        for row in log.bench.rows:
+            if row.n_prompt and row.n_gen:
+                continue                       # pp+tg rows mix both phases: not one term
+            ub_col = row.column("n_ubatch")
+            r = run
+            if ub_col and ub_col.isdigit():
+                r = replace(r, ubatch=int(ub_col), batch=max(r.batch, int(ub_col)))
+            th = row.column("threads")
+            if th and th.isdigit():
+                r = replace(r, threads=int(th))
+            # llama-bench: ppN processes N prompt tokens from depth d; tgN generates N tokens from depth d
+            depth = row.depth + (row.n_gen // 2 if row.n_gen else 0)
+            r = replace(r, ctx=max(r.ctx, row.depth + row.n_prompt + row.n_gen))
+            est = estimate_speed(tmap, mix, placement, hw, r, depths=(depth,), scales=scales, numa=numa)
+            kind, pred = ("TG", est.tg_at(depth)) if row.n_gen else ("PP", est.pp_at(depth))
+            checks.append(Check(kind, f"{row.test}", pred, row.tps, "tok/s", False))
     engine = log.load.engine if log.load else "unknown"
-    spelling = log.load.spelling if log.load else "sweep-bench table only"
+    spelling = log.load.spelling if log.load else ("sweep-bench table only" if log.sweeps else "llama-bench only")
     return VerifyReport(log.source, engine, spelling, tuple(checks),
                         tuple(sorted(dmap.items(), key=lambda kv: kv[1])), tuple(notes))
 

@@ -132,3 +132,15 @@ def test_mainline_rpc_log_to_0_1_mib():
                  load_profile("rtx3090ti-9950x-96g"), cmd.run)
     assert rep.engine == "mainline" and rep.exact_ok, [(c.term, c.device, c.error) for c in rep.checks if c.exact]
     assert [c.measured for c in rep.checks if c.term == "kv"] == [12.0, 11.5]
+
+
+def test_llama_bench_rows_become_tg_and_pp_checks():
+    # 4onen, mainline PR 12922: DeepSeek-Coder-V2-Lite Q6_K CPU only, 4 threads, q8_0 cache: pp4096 62.50, tg4096 9.51
+    lg = parse_log(read_log(LOGS / "mainline-llama-bench-pr12922.md"))
+    tm = acc.model()
+    cmd = parse_server_command(["llama-bench", "-ngl", "0", "-ctk", "q8_0", "-ctv", "q8_0", "-fa", "1"],
+                               engine="mainline")
+    pl = placement_from_command(tm, cmd, [])
+    rep = verify(lg, tm, dict(acc.mix("Q6_K")), pl, load_profile("cpu-epyc9654-768g"), cmd.run)
+    assert [(c.term, c.device, c.measured) for c in rep.checks] == [("PP", "pp4096", 62.5), ("TG", "tg4096", 9.51)]
+    assert all(c.ok is None and c.predicted > 0 for c in rep.checks)      # estimates, not judged
