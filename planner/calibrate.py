@@ -358,3 +358,34 @@ def validate_calibration_table(data: object, where: str = "calibration") -> dict
         if key in out and (isinstance(out[key], bool) or not isinstance(out[key], (int, float)) or out[key] < 0):
             raise ValueError(f"{where}.{key}: must be a non-negative number")
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class CalibrateResult:
+    """What the ``calibrate`` command reports: the fit, and the calibrated profile it wrote (if asked)."""
+
+    calibration: Calibration
+    saved: str | None = None
+
+
+def calibrate_and_save(paths, tmap: TensorMap, mix: Mapping[str, str], hw, *, engine: str, argv=None,
+                       save: str | None = None, force: bool = False) -> CalibrateResult:
+    """:func:`calibrate_logs`, then (with ``save``) write the machine's profile with a ``[calibration]`` table.
+
+    Raises:
+        OutputExistsError: ``save`` exists and ``force`` is false.
+    """
+    from pathlib import Path
+
+    from planner.hardware import profile_toml
+    from planner.launch import write_new_file
+
+    cal = calibrate_logs(paths, tmap, mix, hw, engine=engine, argv=argv)
+    if save is None:
+        return CalibrateResult(cal)
+    base = getattr(hw, "name", "machine")
+    text = profile_toml(hw, description=f"{base}, calibrated by gguf-planner calibrate "
+                                        f"(residual {cal.rms_residual:.1%})")
+    text += calibration_toml(cal, [Path(p).name for p in paths])
+    write_new_file(Path(save), text, force=force)
+    return CalibrateResult(cal, str(save))
