@@ -303,6 +303,9 @@ def speed_terms(tmap: TensorMap, mix: Mapping[str, str], placement: Placement, h
         if cfg.load == "rtr" and cfg.engine != "mainline":
             qtype = rtr_type(qtype)
         on_gpu = offload and t.layer is not None and cat.has(qtype) and cat.get(qtype).runs_on_cuda(cfg.qengine)
+        if on_gpu and t.is_expert and eng["moe_offload"] == "active" and t.n_expert:
+            # ik: offload an id-matmul only if ub x n_expert_used >= min_batch x n_expert
+            on_gpu = ub * n_used >= k["offload_min_batch"] * t.n_expert
         if on_gpu:
             share = touched if (t.is_expert and eng["only_active_experts"]) else 1.0
             pcie_bytes += nbytes * share

@@ -193,3 +193,16 @@ def test_basis_names_shipped_profiles_and_lists_defaulted_figures():
     assert manual.kind == "guessed"
     assert any(d.startswith("RAM bandwidth 102.4 GB/s") for d in manual.defaulted)
     assert any(d.startswith("16 cores") for d in manual.defaulted)
+
+
+def test_ik_offloads_experts_only_when_the_ubatch_routes_enough_tokens():
+    # ik ggml-cuda.cu ggml_backend_cuda_offload_op (0006d4fc): ub x n_expert_used >= 32 x n_expert
+    tm = builtin("kimi-k2")                                   # 384 experts, 8 used: needs -ub 1536
+    hw = load_profile("rtx4090-7950x-192g")
+    mix = {t.name: ("iq2_kl" if t.is_expert else "q8_0") if t.n_dims >= 2 else t.dtype for t in tm.tensors}
+    pl = placement_from_command(tm, parse_server_command(["x", "-ngl", "99", "-ot", "exps=CPU"], "ik"), ["CUDA0"])
+    small = speed_terms(tm, mix, pl, hw, RunConfig(engine="ik", ubatch=512, batch=2048, load="no-mmap"))[0].pp
+    big = speed_terms(tm, mix, pl, hw, RunConfig(engine="ik", ubatch=2048, batch=2048, load="no-mmap"))[0].pp
+    assert small["cpu_gemm"] > 0 and small["pcie"] < 0.05 * big["pcie"] and big["cpu_gemm"] == 0
+    old = speed_terms(tm, mix, pl, hw, RunConfig(engine="ik-2025", ubatch=512, batch=2048, load="no-mmap"))[0].pp
+    assert old["cpu_gemm"] == 0 and old["pcie"] > 0             # the original rule: any ubatch >= 32
