@@ -22,12 +22,22 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from planner.errors import LogFormatError, UsageError
 from planner.logparse import SweepBench
 from planner.memory import Placement, RunConfig
 from planner.speed import GROUPS, PP_GROUPS, TG_GROUPS, device_speeds, speed_terms
 from planner.tensors import TensorMap
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import numpy as np
+
+    from planner.hardware import Hardware
+
+_Row = tuple[str, str, int, float, dict[str, float], int]
 
 PRIOR_SIGMA = 1.0          # log-multiplier prior width: the shipped constants are trusted to about a factor e
 SEPARATED_BELOW = 0.25     # a multiplier whose log-stderr is below this is "fitted"; above, "not separated"
@@ -41,7 +51,7 @@ class CalibrationRun:
     tmap: TensorMap
     mix: Mapping[str, str]
     placement: Placement
-    hw: object
+    hw: Any
     run: RunConfig
     sweep: SweepBench
     numa: str | None = None
@@ -97,9 +107,9 @@ class Calibration:
 
 # ----------------------------------------------------------------------------- the fit
 
-def _rows(runs: Sequence[CalibrationRun]):
+def _rows(runs: Sequence[CalibrationRun]) -> list[_Row]:
     """Per measured number: (run label, kind, depth, measured seconds, {group: nominal seconds}, tokens)."""
-    out = []
+    out: list[_Row] = []
     for i, r in enumerate(runs):
         if not r.sweep.rows:
             raise LogFormatError(f"run {r.label or i + 1}: the sweep-bench table has no rows")
@@ -139,7 +149,7 @@ def calibrate(runs: Sequence[CalibrationRun], *, groups: Sequence[str] = GROUPS,
     A = np.array([[r[4].get(g, 0.0) * (1.0 / r[5] if r[1] == "PP" else 1.0) for g in active] for r in rows])
     y = np.array([r[3] / (r[5] if r[1] == "PP" else 1.0) for r in rows])
 
-    def resid(logm):
+    def resid(logm: np.ndarray) -> np.ndarray:
         pred = A @ np.exp(logm)
         return np.concatenate([np.log(pred / y), logm / prior_sigma])
 
@@ -260,7 +270,8 @@ __all__ = ["expected_uncertainty", "Calibration", "CalibrationRun", "FittedConst
            "TG_GROUPS", "PP_GROUPS"]
 
 
-def calibrate_logs(paths, tmap: TensorMap, mix: Mapping[str, str], hw, *, engine: str, argv=None) -> Calibration:
+def calibrate_logs(paths: Sequence[str | Path], tmap: TensorMap, mix: Mapping[str, str], hw: Hardware, *,
+                   engine: str, argv: Sequence[str] | None = None) -> Calibration:
     """Calibrate on the sweep-bench tables of these log files (the ``calibrate`` command's library call).
 
     Raises:
@@ -368,8 +379,9 @@ class CalibrateResult:
     saved: str | None = None
 
 
-def calibrate_and_save(paths, tmap: TensorMap, mix: Mapping[str, str], hw, *, engine: str, argv=None,
-                       save: str | None = None, force: bool = False) -> CalibrateResult:
+def calibrate_and_save(paths: Sequence[str | Path], tmap: TensorMap, mix: Mapping[str, str], hw: Hardware, *,
+                       engine: str, argv: Sequence[str] | None = None, save: str | None = None,
+                       force: bool = False) -> CalibrateResult:
     """:func:`calibrate_logs`, then (with ``save``) write the machine's profile with a ``[calibration]`` table.
 
     Raises:

@@ -401,12 +401,13 @@ def parse_sweep_tables(text: str, source: str = "text") -> tuple[SweepBench, ...
                 rows.append(row)
                 j += 1
             if rows:
-                kw = {}
                 if main:
-                    kw = dict(n_kv_max=int(main[1]), n_batch=int(main[2]), n_ubatch=int(main[3]),
-                              flash_attn=int(main[4]) > 0, n_gpu_layers=int(main[5]), n_threads=int(main[6]),
-                              n_threads_batch=int(main[7]))
-                out.append(SweepBench(tuple(rows), **kw))
+                    out.append(SweepBench(tuple(rows), n_kv_max=int(main[1]), n_batch=int(main[2]),
+                                          n_ubatch=int(main[3]), flash_attn=int(main[4]) > 0,
+                                          n_gpu_layers=int(main[5]), n_threads=int(main[6]),
+                                          n_threads_batch=int(main[7])))
+                else:
+                    out.append(SweepBench(tuple(rows)))
                 main = None
             i = j
             continue

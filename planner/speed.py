@@ -26,7 +26,6 @@ sweep-bench output; :func:`estimate_speed` sums them (with those multipliers, if
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -290,7 +289,7 @@ def speed_terms(tmap: TensorMap, mix: Mapping[str, str], placement: Placement, h
         matmul = t.n_dims >= 2 and t.role != "token_embd"
         f = 2.0 * t.n_elements * frac if matmul else 0.0
         flops_tok[dev] += f
-        if t.is_expert:
+        if t.is_expert and t.layer is not None:
             moe_layers_on[dev].add(t.layer)
         if not matmul:
             continue
@@ -422,11 +421,9 @@ def estimate_speed(tmap: TensorMap, mix: Mapping[str, str], placement: Placement
     by_depth = {d: (tg, pp) for d, tg, pp in points}
     t0 = terms[0]
     gpus = [d for d in speeds if d != CPU]
-    per_dev = {}
-    for d, s in speeds.items():
-        per_dev[d] = 0.0
+    per_dev: dict[str, float] = {}
     # weights part of TG per device (ms), for the plan's explanation
-    for d, s in speeds.items():
+    for d in speeds:
         grp = "cpu_weights" if d == CPU else "gpu_weights"
         share = 1.0 if d == CPU else (1.0 / max(1, len(gpus)))
         per_dev[d] = t0.tg[grp] * share * (scales or {}).get(grp, 1.0) * 1e3

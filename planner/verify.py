@@ -16,13 +16,18 @@ first appearance to ``CUDA0``, ``CUDA1`` ... so that ``-ts``/``-ot`` in the comm
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from planner.errors import LogFormatError
 from planner.logparse import EngineLog, host_or_device
 from planner.memory import CPU, MIB, Placement, RunConfig, compute_buffer_bytes, kv_bytes_per_layer, mix_bytes
 from planner.tensors import TensorMap
+
+if TYPE_CHECKING:
+    from planner.hardware import Hardware
 
 EXACT_TOLERANCE_MIB = 0.1
 
@@ -99,7 +104,7 @@ def gpus_in_log(log: EngineLog) -> list[str]:
     return devs
 
 
-def verify(log: EngineLog, tmap: TensorMap, mix: Mapping[str, str], placement: Placement, hw, run: RunConfig, *,
+def verify(log: EngineLog, tmap: TensorMap, mix: Mapping[str, str], placement: Placement, hw: Hardware, run: RunConfig, *,
            scales: Mapping[str, float] | None = None, numa: str | None = None) -> VerifyReport:
     """Every term the log shows next to the planner's prediction for the same model, mix, placement and flags.
 
@@ -198,22 +203,22 @@ def verify(log: EngineLog, tmap: TensorMap, mix: Mapping[str, str], placement: P
     if log.bench:
         from planner.speed import estimate_speed
 
-        for row in log.bench.rows:
-            if row.n_prompt and row.n_gen:
+        for brow in log.bench.rows:
+            if brow.n_prompt and brow.n_gen:
                 continue                       # pp+tg rows mix both phases: not one term
-            ub_col = row.column("n_ubatch")
+            ub_col = brow.column("n_ubatch")
             r = run
             if ub_col and ub_col.isdigit():
                 r = replace(r, ubatch=int(ub_col), batch=max(r.batch, int(ub_col)))
-            th = row.column("threads")
+            th = brow.column("threads")
             if th and th.isdigit():
                 r = replace(r, threads=int(th))
             # llama-bench: ppN processes N prompt tokens from depth d; tgN generates N tokens from depth d
-            depth = row.depth + (row.n_gen // 2 if row.n_gen else 0)
-            r = replace(r, ctx=max(r.ctx, row.depth + row.n_prompt + row.n_gen))
+            depth = brow.depth + (brow.n_gen // 2 if brow.n_gen else 0)
+            r = replace(r, ctx=max(r.ctx, brow.depth + brow.n_prompt + brow.n_gen))
             est = estimate_speed(tmap, mix, placement, hw, r, depths=(depth,), scales=scales, numa=numa)
-            kind, pred = ("TG", est.tg_at(depth)) if row.n_gen else ("PP", est.pp_at(depth))
-            checks.append(Check(kind, f"{row.test}", pred, row.tps, "tok/s", False))
+            kind, pred = ("TG", est.tg_at(depth)) if brow.n_gen else ("PP", est.pp_at(depth))
+            checks.append(Check(kind, f"{brow.test}", pred, brow.tps, "tok/s", False))
     engine = log.load.engine if log.load else "unknown"
     spelling = log.load.spelling if log.load else ("sweep-bench table only" if log.sweeps else "llama-bench only")
     return VerifyReport(log.source, engine, spelling, tuple(checks),
@@ -250,7 +255,8 @@ class LoggedRun:
     warnings: tuple[str, ...]
 
 
-def logged_runs(paths, tmap: TensorMap, hw, *, engine: str, argv=None) -> tuple[LoggedRun, ...]:
+def logged_runs(paths: Sequence[str | Path], tmap: TensorMap, hw: Hardware, *, engine: str,
+                argv: Sequence[str] | None = None) -> tuple[LoggedRun, ...]:
     """Parse each log, take its command (the one printed in the log, else ``argv``) and place the model with it.
 
     Raises:
@@ -281,7 +287,8 @@ def logged_runs(paths, tmap: TensorMap, hw, *, engine: str, argv=None) -> tuple[
     return tuple(out)
 
 
-def verify_logs(paths, tmap: TensorMap, mix: Mapping[str, str], hw, *, engine: str, argv=None,
+def verify_logs(paths: Sequence[str | Path], tmap: TensorMap, mix: Mapping[str, str], hw: Hardware, *, engine: str,
+                argv: Sequence[str] | None = None,
                 scales: Mapping[str, float] | None = None) -> tuple[VerifyReport, ...]:
     """:func:`verify` for each log file (the ``verify`` command's library call)."""
     return tuple(verify(r.log, tmap, mix, r.placement, hw, r.run, scales=scales, numa=r.numa)
