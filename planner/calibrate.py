@@ -20,7 +20,7 @@ launch and hand-off cost, and the depth slope (ms per 1K cells of context).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -137,7 +137,6 @@ def calibrate(runs: Sequence[CalibrationRun], *, groups: Sequence[str] = GROUPS,
         UsageError: no runs, or fewer than two rows in total.
     """
     import numpy as np
-    from scipy.optimize import least_squares
 
     if not runs:
         raise UsageError("calibrate needs at least one llama-sweep-bench output")
@@ -149,17 +148,21 @@ def calibrate(runs: Sequence[CalibrationRun], *, groups: Sequence[str] = GROUPS,
     A = np.array([[r[4].get(g, 0.0) * (1.0 / r[5] if r[1] == "PP" else 1.0) for g in active] for r in rows])
     y = np.array([r[3] / (r[5] if r[1] == "PP" else 1.0) for r in rows])
 
+    n, p = len(rows), len(active)
+
     def resid(logm: np.ndarray) -> np.ndarray:
         pred = A @ np.exp(logm)
         return np.concatenate([np.log(pred / y), logm / prior_sigma])
 
-    fit = least_squares(resid, np.zeros(len(active)), method="lm" if len(rows) + len(active) > len(active) else "trf")
-    logm = fit.x
-    data_res = resid(logm)[:len(rows)]
-    n, p = len(rows), len(active)
+    def jac(logm: np.ndarray) -> np.ndarray:
+        pred = A @ np.exp(logm)
+        return np.vstack([A * np.exp(logm)[None, :] / pred[:, None], np.eye(p) / prior_sigma])
+
+    logm = _levenberg_marquardt(resid, jac, np.zeros(p))
+    data_res = resid(logm)[:n]
     dof = max(1, n - p)
     s2 = max(float(data_res @ data_res) / dof, 1e-6)
-    J = fit.jac
+    J = jac(logm)
     try:
         # data part scaled by the residual variance, prior part exact
         Jd, Jp = J[:n], J[n:]
@@ -185,6 +188,39 @@ def calibrate(runs: Sequence[CalibrationRun], *, groups: Sequence[str] = GROUPS,
         notes.append("not separated by these runs (kept near the shipped constants, their sum fitted): "
                      + ", ".join(held))
     return Calibration(consts, residuals, rms, rms0, len(rows) // 2, notes=tuple(notes))
+
+
+def _levenberg_marquardt(resid: Callable[[np.ndarray], np.ndarray], jac: Callable[[np.ndarray], np.ndarray],
+                         x0: np.ndarray, *, max_iter: int = 200) -> np.ndarray:
+    """Minimise ||resid(x)||^2 (Levenberg-Marquardt with Marquardt's diagonal scaling; numpy only)."""
+    import numpy as np
+
+    x = x0.astype(float)
+    r = resid(x)
+    cost = float(r @ r)
+    lam = 1e-3
+    for _ in range(max_iter):
+        J = jac(x)
+        g = J.T @ r
+        H = J.T @ J
+        step_ok = False
+        while lam < 1e12:
+            try:
+                dx = np.linalg.solve(H + lam * np.diag(np.diag(H) + 1e-12), -g)
+            except np.linalg.LinAlgError:
+                lam *= 10
+                continue
+            r_new = resid(x + dx)
+            cost_new = float(r_new @ r_new)
+            if np.isfinite(cost_new) and cost_new < cost:
+                x, r, lam, step_ok = x + dx, r_new, max(lam / 10, 1e-12), True
+                converged = cost - cost_new < 1e-14 * max(1.0, cost)
+                cost = cost_new
+                break
+            lam *= 10
+        if not step_ok or converged or float(np.max(np.abs(dx))) < 1e-10:
+            break
+    return x
 
 
 # ----------------------------------------------------------------------------- what a multiplier means

@@ -525,12 +525,12 @@ def speed_basis(hw, *, profile_descriptions: Mapping[str, str] | None = None) ->
     sources = getattr(hw, "sources", {}) or {}
     for key, fmt in _DEFAULTED_FIGURES:
         if sources.get(key) == "default":
-            defaulted.append(fmt(hw) + " (defaulted)")
+            defaulted.append(fmt(hw))
     for i, g in enumerate(getattr(hw, "gpus", ())):
         if sources.get(f"gpus[{i}].mem_bw_gbs") == "default":
-            defaulted.append(f"CUDA{g.index} bandwidth {g.mem_bw_gbs:.0f} GB/s (defaulted)")
+            defaulted.append(f"CUDA{g.index} bandwidth {g.mem_bw_gbs:.0f} GB/s")
         if sources.get(f"gpus[{i}].h2d_gbs") == "default":
-            defaulted.append(f"CUDA{g.index} PCIe {g.h2d_gbs:.1f} GB/s (defaulted)")
+            defaulted.append(f"CUDA{g.index} PCIe {g.h2d_gbs:.1f} GB/s")
     cal = getattr(hw, "calibration", None)
     if cal:
         residual = cal.get("residual") if isinstance(cal, Mapping) else getattr(cal, "residual", None)
@@ -541,5 +541,5 @@ def speed_basis(hw, *, profile_descriptions: Mapping[str, str] | None = None) ->
     if name in descriptions and not defaulted:
         return SpeedBasis("shipped", f"estimate (shipped constants for {descriptions[name]})", ())
     if defaulted:
-        return SpeedBasis("guessed", "estimate (guessed: figures defaulted, see below)", tuple(defaulted))
+        return SpeedBasis("guessed", "estimate (guessed: hardware figures defaulted, listed below)", tuple(defaulted))
     return SpeedBasis("guessed", "estimate (guessed: no profile or calibration for this machine)", ())
