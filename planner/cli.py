@@ -266,7 +266,7 @@ def _write_json_out(doc, out, force):
     from pathlib import Path
 
     from planner import output
-    from planner.launch import write_new_file
+    from planner.fileout import write_new_file
 
     write_new_file(Path(out), output.dumps(doc), force=force)
     output.note(f"wrote {out}")
@@ -296,7 +296,13 @@ def place_command(model, base_type, custom_q, recipe_file, token_embedding_type,
       gguf-planner place model.gguf --vram 24,24 --ram 256 --ctx max --engine mainline
     """
     from planner import hardware, output
-    from planner.plan import PlanRequest, document, launch_model_path, mix_from_options, place_with_ctx
+    from planner.plan import (
+        PlanRequest,
+        document,
+        launch_model_path,
+        mix_from_options,
+        place_with_ctx,
+    )
     from planner.source import load_model
 
     tmap = load_model(model)
@@ -381,7 +387,8 @@ def export_command(plan_file, out, model_path, port, check_binary, force):
     from pathlib import Path
 
     from planner import output
-    from planner.launch import build_launch, check_flags, export_script, help_of_binary, write_new_file
+    from planner.fileout import write_new_file
+    from planner.launch import build_launch, check_flags, export_script, help_of_binary
     from planner.plan import load_plan_json, script_comments
 
     tmap, types, devices, layer_device, run, saved_path = load_plan_json(plan_file)

@@ -62,11 +62,9 @@ def _candidate_types(cand: str, tmap: TensorMap, engine: str) -> tuple[str, str,
 def compare(candidates: list[str], *, model: str | None, hw, run: RunConfig) -> Comparison:
     """Evaluate each candidate: exact size, best placement on ``hw``, estimated speed and quality."""
     from planner.memory import mix_bytes
-    from planner.plan import PlanRequest, place
+    from planner.plan import PlanRequest, place, resolve_ctx
     from planner.quality import QualityModel
     from planner.source import load_model
-
-    from planner.plan import resolve_ctx
 
     tmap = load_model(model)
     run = resolve_ctx(tmap, run)
@@ -120,13 +118,17 @@ def plot_comparison(c: Comparison, path: str, *, force: bool = False) -> None:
     """
     import io
 
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise UsageError("compare --plot needs matplotlib, an optional extra",
+                         hint="pip install 'gguf-planner[plot]' (or pip install matplotlib)") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from planner.errors import OutputExistsError
-    from planner.launch import write_new_file
+    from planner.fileout import write_new_file
 
     if Path(path).exists() and not force:
         raise OutputExistsError(path)

@@ -156,6 +156,14 @@ class OutputExistsError(PlannerError):
         self.path = path
 
 
+class OutputWriteError(PlannerError):
+    """An output file could not be written (folder missing, permission, disk full)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"cannot write {path} ({reason})", hint="check the folder exists and is writable")
+        self.path = path
+
+
 class RemoteReadError(PlannerError):
     """Reading a remote GGUF over HTTP failed."""
 
@@ -181,6 +189,7 @@ EXIT_CODES: dict[type[BaseException], int] = {
     RecipeError: 2,
     ProfileError: 2,
     OutputExistsError: 3,
+    OutputWriteError: 3,
     GGUFFormatError: 4,
     ImatrixFormatError: 4,
     RemoteReadError: 5,

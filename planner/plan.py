@@ -14,8 +14,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from planner.errors import InfeasibleBudgetError, UsageError
-from planner.memory import (CPU, GIB, MemoryReport, Placement, RunConfig, compute_buffer_bytes,
-                            kv_bytes_per_layer, memory_report, mix_bytes)
+from planner.memory import (
+    CPU,
+    GIB,
+    MemoryReport,
+    Placement,
+    RunConfig,
+    compute_buffer_bytes,
+    kv_bytes_per_layer,
+    memory_report,
+    mix_bytes,
+)
 from planner.quants import catalogue
 from planner.solver import Group, Objective, Option, Solution, solve
 from planner.speed import SpeedEstimate, active_fraction, device_speeds, estimate_speed
@@ -631,7 +640,12 @@ def mix_from_options(tmap: TensorMap, *, base_type: str | None, custom_q: Sequen
     Raises:
         UsageError: an unquantized model with no recipe (there is nothing sensible to place).
     """
-    from planner.quantize import QuantizeSpec, parse_custom_q, parse_recipe_text, quantize
+    from planner.quantize import (
+        QuantizeSpec,
+        parse_custom_q,
+        parse_recipe_text,
+        quantize,
+    )
 
     items = list(custom_q)
     if recipe_text:

@@ -36,18 +36,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from planner.errors import (RecipeError, RegexDialectError, UnknownQuantTypeError, UnsupportedTensorSizeError,
-                            UsageError)
+from planner.errors import (
+    RecipeError,
+    RegexDialectError,
+    UnknownQuantTypeError,
+    UnsupportedTensorSizeError,
+    UsageError,
+)
 from planner.quants import GGUF_DEFAULT_ALIGNMENT, QuantType, catalogue, pad
-from planner.tensors import ModelParams, TensorInfo, TensorMap
+from planner.regexes import compile_user_regex, search
 from planner.tables import read_csv_table
+from planner.tensors import ModelParams, TensorInfo, TensorMap
 
 DATA = Path(__file__).parent / "data"
 ENGINES = ("ik", "mainline")
 
 __all__ = [
     "Ftype", "Rule", "QuantizeSpec", "TensorResult", "Footprint", "QuantizeState",
-    "get_ftype", "ftype_names", "parse_custom_q", "parse_recipe_text", "check_regex",
+    "get_ftype", "ftype_names", "parse_custom_q", "parse_recipe_text",
     "target_type", "quantize", "is_quantizable", "format_type_counts", "format_size_line",
 ]
 
@@ -538,7 +544,7 @@ def _prepare(spec: QuantizeSpec) -> _Prepared:
     patterns = []
     for rule in spec.custom_q:
         _option_type(rule.type_name, spec.engine, f"custom rule {rule.index}")
-        patterns.append((check_regex(rule.pattern), rule))
+        patterns.append((compile_user_regex(rule.pattern), rule))
     return _Prepared(spec=spec, ftype=ftype, rules=_rules(spec.engine),
                      default=catalogue().get(ftype.default_type), patterns=tuple(patterns))
 
@@ -597,7 +603,7 @@ def _row_fallback(type_name: str, t: TensorInfo, engine: str) -> tuple[str, str 
 
 def _first_rule(prep: _Prepared, name: str) -> Rule | None:
     for pattern, rule in prep.patterns:
-        if pattern.search(name):
+        if search(pattern, name):
             return rule
     return None
 
@@ -806,7 +812,7 @@ def parse_custom_q(items: str | Sequence[str], engine: str = "ik") -> tuple[Rule
     ik: every argument is split on ',' and each item on its first '='; the type must be spelled exactly
     as ``ggml_type_name`` prints it (``q4_K``, ``iq4_ks``, ``q8_KV``).  Mainline: each argument is one
     ``NAME=TYPE``; NAME is lower-cased and TYPE matched case-insensitively.  Every pattern passes
-    :func:`check_regex`.
+    :func:`planner.regexes.compile_user_regex`.
 
     Raises:
         RecipeError: an item without '=' or with an empty pattern or type, or a regex Python cannot compile.
@@ -841,123 +847,6 @@ def parse_custom_q(items: str | Sequence[str], engine: str = "ik") -> tuple[Rule
             if not type_name:
                 raise RecipeError(f"{where} has an empty type")
             qt = _option_type(type_name, engine, where)
-            check_regex(pattern, where=where)
+            compile_user_regex(pattern, where)
             rules.append(Rule(pattern=pattern, type_name=qt.name, index=index))
     return tuple(rules)
-
-
-# ================================================================================== regex dialect
-
-_QUANT_BRACE = re.compile(r"\{(\d+)(,(\d*))?\}")
-
-
-def _dialect_problem(p: str) -> str | None:
-    """The first construct whose meaning differs between Python ``re`` and C++ std::regex ECMAScript.
-
-    Checked: lookbehind; named groups (both spellings); atomic groups; possessive quantifiers; inline
-    flags and other ``(?x`` extensions; comments; conditionals; ``\\A \\Z \\z \\G`` and the escapes
-    ``\\a \\U \\N \\c``; POSIX bracket expressions (``[[:alpha:]]``, ``[[=a=]]``, ``[[.a.]]``); a ']'
-    first in a class (ECMAScript's ``[]`` is an empty class); ``{,n}`` and braces that are not a quantifier.
-    Everything else Python compiles is read the same way by both for tensor names (ASCII, one line).
-    """
-    i, n = 0, len(p)
-    prev_quant = False   # the previous token was a quantifier
-    while i < n:
-        c = p[i]
-        if c == "\\":
-            e = p[i + 1] if i + 1 < n else ""
-            if e in ("A", "Z", "z", "G"):
-                return (f"\\{e} is a Python anchor with no ECMAScript meaning "
-                        "(use ^ and $: std::regex_search sees one tensor name)")
-            if e in ("a", "U", "N", "c"):
-                return f"the escape \\{e} means different things (or nothing) in Python and ECMAScript"
-            i += 2
-            prev_quant = False
-            continue
-        if c == "[":
-            j = i + 1
-            if j < n and p[j] == "^":
-                j += 1
-            if j < n and p[j] == "]":
-                return ("']' first in a character class is a literal in Python but closes an empty class "
-                        "in ECMAScript; escape it as \\]")
-            while j < n and p[j] != "]":
-                if p[j] == "\\":
-                    j += 2
-                    continue
-                if p[j] == "[" and j + 1 < n and p[j + 1] in ":=.":
-                    return ("POSIX bracket expressions like [[:alpha:]] are classes in ECMAScript "
-                            "but literal characters in Python")
-                j += 1
-            i = j + 1
-            prev_quant = False
-            continue
-        if c == "(":
-            if p.startswith("(?", i):
-                ext = p[i + 2:i + 4]
-                if ext.startswith(("<=", "<!")):
-                    return "lookbehind (?<= / (?<! does not exist in ECMAScript std::regex"
-                if ext.startswith(("P", "p")):
-                    return "(?P...) named groups are Python-only"
-                if ext.startswith("<"):
-                    return "named groups (?<name>...) are not supported by C++ std::regex"
-                if ext.startswith(">"):
-                    return "atomic groups (?>...) are not ECMAScript"
-                if ext.startswith("#"):
-                    return "(?#...) comments are Python-only"
-                if ext.startswith("("):
-                    return "conditional groups (?(...)...) are Python-only"
-                if ext[:1].isalpha() or ext.startswith("-"):
-                    return "inline flags and extensions such as (?i) are Python-only"
-            i += 1
-            prev_quant = False
-            continue
-        if c in "*+?":
-            if prev_quant and c == "+":
-                return "possessive quantifiers (*+, ++, ?+, {n}+) are Python 3.11+ only"
-            prev_quant = not (prev_quant and c == "?")   # a '?' after a quantifier only makes it lazy
-            i += 1
-            continue
-        if c == "{":
-            m = _QUANT_BRACE.match(p, i)
-            if m is None:
-                if re.match(r"\{,\d*\}", p[i:]):
-                    return "{,n} means {0,n} in Python but is not a quantifier in ECMAScript"
-                return "a literal '{' must be escaped: Python reads it literally, std::regex rejects it"
-            if prev_quant:
-                return "a quantifier after a quantifier is an error in ECMAScript"
-            i = m.end()
-            prev_quant = True
-            continue
-        if c == "}":
-            return "an unescaped '}' is a literal in Python but an error in std::regex"
-        prev_quant = False
-        i += 1
-    return None
-
-
-def check_regex(pattern: str, *, where: str = "") -> re.Pattern[str]:
-    """Compile a ``--custom-q`` / ``--tensor-type`` / ``-ot`` regex after the dialect check.
-
-    llama.cpp compiles these with C++ ``std::regex`` (ECMAScript grammar) and applies ``regex_search``
-    (unanchored), which Python's ``re.search`` reproduces for the shared subset of the two dialects.
-    Constructs outside that subset are refused rather than guessed (see :func:`_dialect_problem`).
-
-    Raises:
-        RegexDialectError: the pattern uses a construct whose meaning differs between the dialects.
-        RecipeError: Python cannot compile the pattern.
-    """
-    prefix = f"{where}: " if where else ""
-    problem = _dialect_problem(pattern)
-    if problem:
-        raise RegexDialectError(f"{prefix}regex {pattern!r}: {problem}",
-                                hint="rewrite it with plain ECMAScript syntax (., *, +, ?, [..], (..|..), ^, $)")
-    try:
-        return _compile(pattern)
-    except re.error as exc:
-        raise RecipeError(f"{prefix}regex {pattern!r} does not compile: {exc}") from exc
-
-
-@functools.lru_cache(maxsize=1024)
-def _compile(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
