@@ -4,14 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from planner.devices import CPU
 from planner.errors import InfeasibleBudgetError, PlannerError, UsageError
-from planner.memory import CPU, RunConfig
+from planner.runconfig import RunConfig
 from planner.tensors import TensorMap
+
+if TYPE_CHECKING:
+    from planner.hardware import Hardware
+    from planner.quality import QualityModel
 
 
 @dataclass(frozen=True, slots=True)
 class CompareRow:
+    """One candidate: exact size, whether and how it fits, predicted speed and quality."""
+
     name: str
     kind: str                  # ftype | recipe | gguf | plan
     total_bytes: int
@@ -30,13 +38,16 @@ class CompareRow:
 
 @dataclass(frozen=True, slots=True)
 class Comparison:
+    """All candidates on one machine; non-dominated rows have ``pareto`` set."""
+
     model: str
     hardware: str
     rows: tuple[CompareRow, ...]
 
 
 def _candidate_types(cand: str, tmap: TensorMap, engine: str) -> tuple[str, str, dict[str, str], TensorMap]:
-    from planner.plan import load_plan_json, mix_from_options
+    from planner.documents import load_plan_json
+    from planner.mix import mix_from_options
     from planner.quantize import get_ftype
     from planner.source import load_model
 
@@ -46,8 +57,8 @@ def _candidate_types(cand: str, tmap: TensorMap, engine: str) -> tuple[str, str,
             t2 = load_model(cand)
             return path.name, "gguf", {t.name: t.dtype for t in t2.tensors}, t2
         if path.suffix == ".json":
-            t2, types, *_ = load_plan_json(cand)
-            return path.name, "plan", types, t2
+            saved = load_plan_json(cand)
+            return path.name, "plan", saved.types, saved.tmap
         types, _ = mix_from_options(tmap, base_type=None, recipe_text=path.read_text(), engine=engine)
         return path.name, "recipe", types, tmap
     if "=" in cand:
@@ -59,17 +70,18 @@ def _candidate_types(cand: str, tmap: TensorMap, engine: str) -> tuple[str, str,
     return cand, "ftype", types, tmap
 
 
-def compare(candidates: list[str], *, model: str | None, hw, run: RunConfig) -> Comparison:
+def compare(candidates: list[str], *, model: str | None, hw: Hardware, run: RunConfig) -> Comparison:
     """Evaluate each candidate: exact size, best placement on ``hw``, estimated speed and quality."""
     from planner.memory import mix_bytes
-    from planner.plan import PlanRequest, place, resolve_ctx
+    from planner.planning import place, resolve_ctx
     from planner.quality import QualityModel
+    from planner.request import PlanRequest
     from planner.source import load_model
 
     tmap = load_model(model)
     run = resolve_ctx(tmap, run)
-    quality_cache: dict[str, object] = {}
-    rows = []
+    quality_cache: dict[str, QualityModel] = {}
+    rows: list[CompareRow] = []
     for cand in candidates:
         try:
             name, kind, types, tm = _candidate_types(cand, tmap, run.engine)

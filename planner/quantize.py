@@ -50,11 +50,15 @@ from planner.tensors import ModelParams, TensorInfo, TensorMap
 
 DATA = Path(__file__).parent / "data"
 ENGINES = ("ik", "mainline")
+# llama-quantize has no default TYPE; these are the base types the CLI assumes when a recipe gives none
+# (a mid-size ftype each engine knows: ik's IQ3_K of the seed card, mainline's common Q4_K_M).
+DEFAULT_BASE_TYPE = {"ik": "IQ3_K", "mainline": "Q4_K_M"}
 
 __all__ = [
     "Ftype", "Rule", "QuantizeSpec", "TensorResult", "Footprint", "QuantizeState",
     "get_ftype", "ftype_names", "parse_custom_q", "parse_recipe_text",
-    "target_type", "quantize", "is_quantizable", "format_type_counts", "format_size_line",
+    "target_type", "quantize", "is_quantizable", "quantizable", "default_base_type", "DEFAULT_BASE_TYPE",
+    "imatrix_types", "format_type_counts", "format_size_line",
 ]
 
 
@@ -90,7 +94,7 @@ class Rule:
 class QuantizeSpec:
     """Everything on a llama-quantize command line that changes the output's tensor types."""
 
-    base_type: str = "IQ3_K"                  # the TYPE argument: ftype name or numeric id
+    base_type: str = DEFAULT_BASE_TYPE["ik"]  # the TYPE argument: ftype name or numeric id
     custom_q: tuple[Rule, ...] = ()           # parse_custom_q(...) for the same engine
     engine: str = "ik"
     token_embedding_type: str | None = None   # --token-embedding-type
@@ -585,9 +589,26 @@ def _never_reason(t: TensorInfo, spec: QuantizeSpec, prep: _Prepared) -> str | N
     return None
 
 
+def imatrix_types(engine: str = "ik") -> frozenset[str]:
+    """Types llama-quantize refuses to write without an imatrix (``imatrix_types`` of ftype_rules.toml)."""
+    return _rules("mainline" if engine == "mainline" else "ik").imatrix_types
+
+
 def is_quantizable(t: TensorInfo, spec: QuantizeSpec) -> bool:
     """Whether llama-quantize even considers ``t`` (the "never quantized" rules of the engine)."""
     return _never_reason(t, spec, _prepare(spec)) is None
+
+
+@functools.cache
+def quantizable(t: TensorInfo, engine: str = "ik") -> bool:
+    """The one "may this tensor get a chosen type" predicate of the planner and the recipe emitter: what
+    llama-quantize quantizes under a plain ftype (Q8_0, known to both engines), before any recipe."""
+    return is_quantizable(t, QuantizeSpec(base_type="Q8_0", engine=engine))
+
+
+def default_base_type(engine: str) -> str:
+    """The base TYPE assumed for a recipe that names none, per quant engine."""
+    return DEFAULT_BASE_TYPE["mainline" if engine == "mainline" else "ik"]
 
 
 # ================================================================================== one tensor
