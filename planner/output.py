@@ -15,8 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-GIB = 1 << 30
-MIB = 1 << 20
+from planner.units import GIB, MIB
 
 
 def to_jsonable(obj: Any) -> Any:

@@ -27,9 +27,8 @@ from planner.errors import UnknownQuantTypeError, UsageError
 from planner.imatrix import Imatrix, read_imatrix
 from planner.quants import catalogue
 from planner.tensors import TensorInfo, TensorMap, builtin
-from planner.tables import read_csv_table
+from planner.tables import DATA, read_csv_table
 
-DATA = Path(__file__).parent / "data"
 DISTRIBUTIONS = ("student_t5", "gaussian", "outlier_cols")   # first = default: LLM weights are heavy-tailed
 FLOAT_SOURCES = ("bf16", "f16", "f32")
 

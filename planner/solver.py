@@ -81,7 +81,6 @@ class Solution:
 # Objective coefficients are rounded to integers at this resolution relative to the largest term;
 # the reported scaling_error_bound says how much the rounding can move the optimum.
 RESOLUTION = 1e7
-_LAST_DETERMINISTIC_TIME = [0.0]   # for benchmarks: the deterministic time the last solve used
 
 
 def _signature(g: Group) -> tuple:
@@ -211,7 +210,6 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
     solver.parameters.linearization_level = 2
     solver.parameters.relative_gap_limit = objective.relative_gap
     status = solver.Solve(m)
-    _LAST_DETERMINISTIC_TIME[0] = solver.deterministic_time
     name = solver.StatusName(status)
     if status == cp_model.INFEASIBLE:
         raise InfeasibleBudgetError("no assignment of types and devices fits the budgets",
