@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -146,7 +147,7 @@ def plot_comparison(c: Comparison, path: str, *, force: bool = False) -> None:
         raise OutputExistsError(path)
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
     xs = [r.total_bytes / 2**30 for r in c.rows]
-    ys = [r.ppl_ratio for r in c.rows]
+    ys = [r.ppl_ratio if r.ppl_ratio is not None else math.nan for r in c.rows]
     tg = [r.tg_tps or 0.0 for r in c.rows]
     sc = ax.scatter(xs, ys, c=tg, cmap="viridis", s=90,
                     edgecolors=["red" if r.pareto else "none" for r in c.rows], linewidths=1.5)

@@ -169,7 +169,12 @@ class RemoteReadError(PlannerError):
 
 
 class ImatrixFormatError(PlannerError):
-    """An imatrix file (legacy .dat or GGUF) is malformed."""
+    """An imatrix file (legacy .dat or GGUF) is malformed (``offset`` and ``source`` say where, when known)."""
+
+    def __init__(self, message: str, *, hint: str = "", offset: int | None = None, source: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.offset = offset
+        self.source = source
 
 
 class SolverError(PlannerError):

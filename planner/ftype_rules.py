@@ -17,6 +17,9 @@ from planner.tables import read_toml
 from planner.tensors import ModelParams, TensorInfo
 from planner.ftypes import Ftype, QuantizeSpec, _check_engine, _option_type, ftype_names
 
+_COUNTERS = ("attention_wv", "ffn_down", "ffn_gate", "ffn_up")
+
+
 @dataclass(slots=True)
 class QuantizeState:
     """The mutable part of quantize_state_internal: counters that llama_tensor_get_type consults.
@@ -38,7 +41,6 @@ class QuantizeState:
                    n_attention_wv=sum(1 for n in names if any(s in n for s in rules.wv_count)))
 
 
-_COUNTERS = ("attention_wv", "ffn_down", "ffn_gate", "ffn_up")
 
 
 _QUANTITIES: dict[str, Callable[[Any], int]] = {

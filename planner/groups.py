@@ -127,7 +127,7 @@ def candidate_types(t: TensorInfo, engine: str, *, allow: Sequence[str] | None, 
         if t.role == "token_embd" and qt.is_repacked:
             continue
         if qt.is_repacked and t.shape[1] % qt.repack_rows:
-            qt = cat.get(qt.repack_base)
+            qt = cat.get(qt.repack_base or qt.name)
         if on_gpu and not qt.runs_on_cuda(engine):
             continue
         if qt.name not in out:

@@ -75,9 +75,9 @@ def compress_overrides(tmap: TensorMap, devices: Mapping[str, str], defaults: Ma
     for layer, by_dev in per_layer.items():
         for dev, roles in by_dev.items():
             buckets.setdefault((dev, tuple(sorted(roles))), []).append(layer)
-    rules = []
-    for (dev, roles), layers in sorted(buckets.items(), key=lambda kv: (min(kv[1]), kv[0])):
-        rules.append(OverrideRule(rf"blk\.{layers_regex(layers)}\.{roles_regex(roles)}", dev))
+    rules: list[OverrideRule] = []
+    for (dev, role_set), layers in sorted(buckets.items(), key=lambda kv: (min(kv[1]), kv[0])):
+        rules.append(OverrideRule(rf"blk\.{layers_regex(layers)}\.{roles_regex(role_set)}", dev))
     return rules + others
 
 
@@ -127,7 +127,8 @@ def build_launch(tmap: TensorMap, devices: Mapping[str, str], layer_device: Sequ
     rules = compress_overrides(tmap, devices, defaults)
     n_cpu_moe = None
     if prof["n_cpu_moe"] and rules:
-        cpu_layers = sorted({t.layer for t in tmap.tensors if t.is_expert and devices[t.name] == CPU})
+        cpu_layers = sorted({t.layer for t in tmap.tensors
+                             if t.is_expert and t.layer is not None and devices[t.name] == CPU})
         n = len(cpu_layers)
         if cpu_layers == list(range(n)):
             alt = _ncmoe_rules(n)
@@ -332,7 +333,7 @@ def placement_from_command(tmap: TensorMap, cmd: ParsedCommand, gpus: Sequence[s
     out_dev = (layer_device[-1] if layer_device[-1] != CPU else gpus[-1]) if (gpus and ngl > n) else None
     defaults = default_devices(tmap, layer_device, out_dev)
     rules = list(cmd.overrides)
-    exps_layers = sorted({t.layer for t in tmap.tensors if t.is_expert})
+    exps_layers = sorted({t.layer for t in tmap.tensors if t.is_expert and t.layer is not None})
     if cmd.cpu_moe:
         rules.append(OverrideRule(r"\.ffn_(up|down|gate|gate_up)_(ch|)exps", CPU))
     elif cmd.n_cpu_moe:

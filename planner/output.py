@@ -13,9 +13,12 @@ import json
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from planner.units import GIB, MIB
+
+if TYPE_CHECKING:
+    from rich.console import JustifyMethod
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -74,7 +77,7 @@ def print_text(text: str) -> None:
 
 
 def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]],
-                *, justify: Sequence[str] | None = None, caption: str | None = None) -> None:
+                *, justify: Sequence[JustifyMethod] | None = None, caption: str | None = None) -> None:
     """Render one table to stdout."""
     from rich.table import Table
 
@@ -311,4 +314,4 @@ def render_pareto(ps) -> None:
                      p.solver.status if p.solver else "-"))
     print_table(f"{ps.model}: non-dominated plans (best quality first)",
                 ["#", "size", "BPW", "TG t/s", "PP t/s", "PPL ratio", "rules", "solver"], rows,
-                justify=["right"] * 7 + ["left"], caption="TG/PP/PPL are estimates; --json prints every plan in full")
+                justify=["right", "right", "right", "right", "right", "right", "right", "left"], caption="TG/PP/PPL are estimates; --json prints every plan in full")

@@ -83,7 +83,7 @@ SPEED_STEP_GAP = 1e-3   # balanced, second step: stop within 0.1 % of the fastes
 
 def loss_slack(quality: QualityModel | None, request: PlanRequest) -> float:
     """Balanced objective: loss units equal to ``quality_slack_pct`` % of PPL ratio (ppl = exp(k * loss))."""
-    k = getattr(quality, "ppl_scale", None) or getattr(quality, "k", 1.0)
+    k = (quality.ppl_scale or quality.k) if quality is not None else 1.0
     return math.log(1.0 + request.quality_slack_pct / 100.0) / k
 
 

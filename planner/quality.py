@@ -236,7 +236,7 @@ def prior_importance(tmap: TensorMap, variant: str = "matrix") -> tuple[dict[str
         raise ValueError(f"unknown prior variant {variant!r}")
     total = sum(raw.values())
     imp = {k: (v / total if total > 0 else 0.0) for k, v in raw.items()}
-    notes = ()
+    notes: tuple[str, ...] = ()
     if unknown_roles:
         notes = (f"roles not in the prior table, treated as generic matrices: {', '.join(sorted(unknown_roles))}",)
     return imp, notes

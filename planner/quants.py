@@ -93,12 +93,14 @@ class Catalogue:
     """All known types, indexed by name and id."""
 
     types: tuple[QuantType, ...]
-    _by_name: dict = field(init=False, repr=False, compare=False)
-    _by_id: dict = field(init=False, repr=False, compare=False)
-    _by_lower: dict = field(init=False, repr=False, compare=False)
+    _by_name: dict[str, QuantType] = field(init=False, repr=False, compare=False)
+    _by_id: dict[int, QuantType] = field(init=False, repr=False, compare=False)
+    _by_lower: dict[str, QuantType] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        by_name, by_id, by_lower = {}, {}, {}
+        by_name: dict[str, QuantType] = {}
+        by_id: dict[int, QuantType] = {}
+        by_lower: dict[str, QuantType] = {}
         for t in self.types:
             by_name[t.name] = t
             by_id[t.id] = t

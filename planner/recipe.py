@@ -110,7 +110,7 @@ def _base_for(types: Mapping[str, str], tmap: TensorMap, engine: str) -> str:
                 return ft.name
         return None
 
-    weight = Counter()
+    weight: Counter[str] = Counter()
     for t in tmap.tensors:
         ty = catalogue().get(types[t.name])
         if ty.is_quantized:

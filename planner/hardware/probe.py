@@ -151,7 +151,9 @@ def _probe_gpus(nvml: Any, notes: list[str], fallback: GPU | None) -> tuple[list
     """GPUs through the NVML seam (an object with the pynvml functions used below)."""
     if nvml is None:
         try:
-            import pynvml as nvml  # the one place pynvml is imported
+            import pynvml  # the one place pynvml is imported
+
+            nvml = pynvml
         except ImportError as exc:
             notes.append(f"NVML unavailable: {_exc(exc)}; planning for the CPU only")
             return [], {}
@@ -261,7 +263,9 @@ def probe(root: Path = Path("/"), nvml: Any = None, disk_path: str | os.PathLike
     src: dict[str, str] = {}
     default = default_profile()
     if system is None:
-        import psutil as system
+        import psutil
+
+        system = psutil
 
     # RAM, swap: psutil, with /proc/meminfo as the fallback.
     meminfo = _read(root / "proc/meminfo")

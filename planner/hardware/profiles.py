@@ -243,7 +243,7 @@ def _load(path: Path | Traversable) -> tuple[Hardware, str]:
         ram_channels=mem.get("channels"), ram_mts=mem.get("mts"), numa_nodes=tuple(numa),
         thp_enabled=osv.get("thp_enabled"), thp_defrag=osv.get("thp_defrag"),
         hugepages_free=mem.get("hugepages_free"), swap_total_bytes=opt_bytes("swap_gib"), disk_free_bytes=None,
-        sources=_sources(src), notes=(), name=path.stem)
+        sources=_sources(src), notes=(), name=Path(path.name).stem)
     return hw, meta.get("description", "")
 
 
