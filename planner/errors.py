@@ -181,6 +181,13 @@ class SolverError(PlannerError):
     """The optimizer failed for a reason other than infeasibility (time limit without a solution...)."""
 
 
+class EmitterError(PlannerError):
+    """An emitted recipe or -ot set failed its own re-application check: a bug in the planner, never emitted."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, hint="this is a bug in gguf-planner; please report it with the command you ran")
+
+
 class EngineFlagError(PlannerError):
     """A launch flag is not known to the target engine / binary."""
 
@@ -201,6 +208,7 @@ EXIT_CODES: dict[type[BaseException], int] = {
     HardwareProbeError: 6,
     EngineFlagError: 2,
     SolverError: 7,
+    EmitterError: 70,
     PlannerError: 1,
 }
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from planner.engines import engine_profile, engines
-from planner.errors import EngineFlagError, UsageError
+from planner.errors import EmitterError, EngineFlagError, UsageError
 from planner.memory import CPU, Placement, RunConfig
 from planner.regexes import compile_user_regex, layers_regex, roles_regex, search
 from planner.tensors import TensorMap
@@ -83,12 +83,16 @@ def compress_overrides(tmap: TensorMap, devices: Mapping[str, str], defaults: Ma
 
 def verify_overrides(tmap: TensorMap, rules: Sequence[OverrideRule], defaults: Mapping[str, str],
                      devices: Mapping[str, str]) -> None:
-    """Re-apply the rules to every tensor name; any difference from the plan is a bug, never emitted."""
+    """Re-apply the rules to every tensor name; any difference from the plan is a bug, never emitted.
+
+    Raises:
+        EmitterError: the rules do not reproduce the plan.
+    """
     got = apply_overrides([t.name for t in tmap.tensors], rules, defaults)
     bad = [n for n in got if got[n] != devices[n]]
     if bad:
-        raise AssertionError(f"-ot rules do not reproduce the plan for {len(bad)} tensors, e.g. {bad[0]}: "
-                             f"{got[bad[0]]} != {devices[bad[0]]}")
+        raise EmitterError(f"-ot rules do not reproduce the plan for {len(bad)} tensors, e.g. {bad[0]}: "
+                           f"{got[bad[0]]} != {devices[bad[0]]}")
 
 
 # ------------------------------------------------------------------------- launch command
@@ -108,7 +112,8 @@ class LaunchCommand:
 
 
 def _ncmoe_rules(n: int) -> list[OverrideRule]:
-    # mainline -ncmoe N: blk.i.ffn_(up|down|gate|gate_up)_(ch|)exps = CPU for i < N (facts §4b)
+    # mainline -ncmoe N: blk.i.ffn_(up|down|gate|gate_up)_(ch|)exps = CPU for i < N (llama.cpp common/arg.cpp,
+    # --n-cpu-moe, llm_ffn_exps_block_regex)
     return [OverrideRule(rf"blk\.{i}\.ffn_(up|down|gate|gate_up)_(ch|)exps", CPU) for i in range(n)]
 
 
@@ -287,7 +292,7 @@ def parse_server_command(argv: Sequence[str], engine: str = "ik") -> ParsedComma
         "no-mmap" if "--no-mmap" in flags else "mmap")
     if load == "mmap" and engine != "mainline" and (ot or "-ncmoe" in vals or "--n-cpu-moe" in vals
                                                     or "-cmoe" in flags or "--cpu-moe" in flags):
-        load = "no-mmap"   # ik since 2026-03-26: any CPU override disables the mmap buffer (facts §4a)
+        load = "no-mmap"   # ik since 2026-03-26 (PR 1510, src/llama-load-tensors.cpp): a CPU override disables mmap
     run = RunConfig(engine=engine, ctx=num("-c", "--ctx-size", default=0),
                     type_k=vals.get("-ctk", vals.get("--cache-type-k", "f16")),
                     type_v=vals.get("-ctv", vals.get("--cache-type-v", "f16")), flash_attn=fa,

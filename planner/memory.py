@@ -102,13 +102,14 @@ def mix_bytes(tmap: TensorMap, mix: Mapping[str, str]) -> dict[str, int]:
 
 
 def kv_bytes_per_layer(params: ModelParams, cfg: RunConfig) -> int:
-    """ik llama_kv_cache_init / cache_size for one layer (facts §5), at the padded context."""
+    """KV cache bytes of one layer at the padded context: ik_llama.cpp ``src/llama.cpp`` ``llama_kv_cache_init`` and
+    ``src/llama-model.cpp`` ``llama_model::cache_size`` at 8337e4cd (per-head K rows; MLA: one compressed row)."""
     c = catalogue()
     tk, tv = c.get(cfg.type_k), c.get(cfg.type_v)
     kv = cfg.kv_size
     if params.is_mla:
         # ik MLA (default -mla 3). With FA: only the compressed cache, kv_lora_rank + n_rot per token in the K
-        # type; without FA: the same width in the V type (facts §5). Mainline caches the same compressed
+        # type; without FA: the same width in the V type (llama_kv_cache_init, -mla 3). Mainline caches the same compressed
         # latent (assumption: same bytes as ik with FA; re-check against llama-kv-cache.cpp).
         width = params.kv_lora_rank + params.n_rot
         return (tk if cfg.flash_attn or cfg.engine == "mainline" else tv).row_bytes(width) * kv
@@ -123,7 +124,8 @@ def kv_bytes_per_layer(params: ModelParams, cfg: RunConfig) -> int:
 # ----------------------------------------------------------------------------- estimates
 
 def layer_compute_bytes(tmap: TensorMap, cfg: RunConfig) -> int:
-    """Largest per-layer activation buffer (ik --fit estimator, facts §5). Estimate."""
+    """Largest per-layer activation buffer (ik ``src/llama.cpp`` ``get_layer_sizes``, the --fit estimator, at
+    8337e4cd). Estimate."""
     p = tmap.params
     ub = min(cfg.ubatch, cfg.batch)
     per_layer: dict[int, list[int]] = {}          # layer -> [experts, shared experts, dense ffn]

@@ -405,7 +405,8 @@ def quantize(tmap: TensorMap, spec: QuantizeSpec, *, alignment: int = GGUF_DEFAU
     file_bytes = None
     header = tmap.header
     if header is not None:
-        # the output keeps the source's KVs plus quantization_version/file_type, minus split.* (facts §2)
+        # the output keeps the source's KVs plus quantization_version/file_type, minus split.* (gguf-py GGUFWriter; ik src/llama-quantize.cpp copies the KVs, then sets general.quantization_version and
+        # general.file_type)
         from planner.gguf_header import data_start_for, quantized_kv
 
         alignment = header.alignment

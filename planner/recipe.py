@@ -13,8 +13,9 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from planner.launch import layers_regex
+from planner.errors import EmitterError
 from planner.quants import catalogue
+from planner.regexes import layers_regex
 from planner.tensors import TensorMap
 
 
@@ -60,7 +61,7 @@ def build_recipe(tmap: TensorMap, types: Mapping[str, str], *, engine: str = "ik
     """Compress ``types`` (tensor -> stored type) into rules and verify them by re-application.
 
     Raises:
-        AssertionError: the compressed recipe would not reproduce the plan (never emitted).
+        EmitterError: the compressed recipe would not reproduce the plan (never emitted).
     """
     from planner.quantize import QuantizeSpec, is_quantizable
 
@@ -131,5 +132,5 @@ def verify_recipe(tmap: TensorMap, types: Mapping[str, str], recipe: Recipe) -> 
     got = {r.name: r.type_name for r in fp.tensors}
     bad = [n for n in got if got[n] != types.get(n, got[n])]
     if bad:
-        raise AssertionError(f"recipe does not reproduce the plan for {len(bad)} tensors, e.g. {bad[0]}: "
-                             f"{got[bad[0]]} != {types[bad[0]]}")
+        raise EmitterError(f"recipe does not reproduce the plan for {len(bad)} tensors, e.g. {bad[0]}: "
+                           f"{got[bad[0]]} != {types[bad[0]]}")
