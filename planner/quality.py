@@ -27,6 +27,7 @@ from planner.errors import UnknownQuantTypeError, UsageError
 from planner.imatrix import Imatrix, read_imatrix
 from planner.quants import catalogue
 from planner.tensors import TensorInfo, TensorMap, builtin
+from planner.roles import active_fraction
 from planner.tables import DATA, read_csv_table
 
 DISTRIBUTIONS = ("student_t5", "gaussian", "outlier_cols")   # first = default: LLM weights are heavy-tailed
@@ -172,13 +173,8 @@ def _branch(role: str) -> str:
 
 
 def _active_fraction(t: TensorInfo, tmap: TensorMap) -> float:
-    """Fraction of the tensor's weights one token touches (experts: n_expert_used / n_expert)."""
-    if t.is_expert:
-        used = tmap.params.n_expert_used or t.n_expert
-        return min(1.0, used / t.n_expert)
-    if t.role == "token_embd":
-        return 1.0 / max(1, t.n_rows)      # a lookup: one row per token
-    return 1.0
+    """Fraction of the tensor's weights one token touches (the one rule: :func:`planner.roles.active_fraction`)."""
+    return active_fraction(t, tmap.params.n_expert_used)
 
 
 def _layer_factor(layer: int, n_layer: int) -> float:
