@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from planner.devices import CPU
 from planner.errors import InfeasibleBudgetError, PlannerError, UsageError
@@ -117,7 +117,7 @@ def compare(candidates: list[str], *, model: str | None, hw: Hardware, run: RunC
     return Comparison(tmap.name, f"{gpus}, {hw.ram_total_bytes / 2**30:.0f} GiB RAM", tuple(marked))
 
 
-def _replace(r: CompareRow, **kw) -> CompareRow:
+def _replace(r: CompareRow, **kw: Any) -> CompareRow:
     import dataclasses
 
     return dataclasses.replace(r, **kw)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 from dataclasses import dataclass, field
 
 from planner.engines import engine_profile, engines
@@ -279,7 +280,7 @@ def parse_server_command(argv: Sequence[str], engine: str = "ik") -> ParsedComma
             ignored.append(a)
         i += 1
 
-    def num(*names: str, default=None, cast=int):
+    def num(*names: str, default: Any = None, cast: Callable[[str], Any] = int) -> Any:
         for n in names:
             if n in vals:
                 try:

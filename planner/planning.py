@@ -88,7 +88,7 @@ def loss_slack(quality: QualityModel | None, request: PlanRequest) -> float:
 
 
 def _finish(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequest, layer_device: tuple[str, ...],
-            types: dict[str, str], devices: dict[str, str], sol: Solution | None, quality,
+            types: dict[str, str], devices: dict[str, str], sol: Solution | None, quality: QualityModel | None,
             notes: list[str]) -> Plan:
     cfg = request.run
     placement = Placement(devices, layer_device, budget.devices)

@@ -41,8 +41,9 @@ class Recipe:
             argv.append(str(threads))
         return argv
 
-    def quantize_command(self, src: str, dst: str, **kw) -> str:
-        return " ".join(shlex.quote(a) for a in self.quantize_argv(src, dst, **kw))
+    def quantize_command(self, src: str, dst: str, *, imatrix: str | None = None, threads: int | None = None) -> str:
+        """The llama-quantize command line, shell-quoted."""
+        return " ".join(shlex.quote(a) for a in self.quantize_argv(src, dst, imatrix=imatrix, threads=threads))
 
 
 def _role_rx(roles: Sequence[str]) -> str:
