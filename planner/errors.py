@@ -165,7 +165,12 @@ class OutputWriteError(PlannerError):
 
 
 class RemoteReadError(PlannerError):
-    """Reading a remote GGUF over HTTP failed."""
+    """Reading a remote GGUF over HTTP failed (``url``, and the HTTP ``status`` when there was one)."""
+
+    def __init__(self, message: str, *, hint: str = "", url: str = "", status: int | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.url = url
+        self.status = status
 
 
 class ImatrixFormatError(PlannerError):
