@@ -146,14 +146,14 @@ class _Clause:
     mapping: Mapping[str, str] | None
     keep: bool
 
-    def applies(self, c: Any) -> bool:
-        if self.ftypes is not None and c.ftype.name not in self.ftypes:
+    def applies(self, c: _Ctx) -> bool:
+        if self.ftypes is not None and (c.ftype is None or c.ftype.name not in self.ftypes):
             return False
         if self.unless_type and c.type in self.unless_type:
             return False
         return self.when is None or self.when(c)
 
-    def result(self, c: Any) -> str:
+    def result(self, c: _Ctx) -> str:
         if self.keep:
             return c.type
         if self.mapping is not None:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from planner.check import CheckResult
     from planner.compare import Comparison
     from planner.documents import ParetoSet, PlanDocument
-    from planner.hardware import Hardware, ProfileSummary
+    from planner.hardware import GPU, Hardware, ProfileSummary
     from planner.memory import MemoryReport
     from planner.quantize import Footprint
     from planner.speed import SpeedEstimate
@@ -116,7 +116,7 @@ def emit(result: Any, *, as_json: bool, render: Renderer) -> None:
 
 def render_hardware(hw: Hardware) -> None:
     """A ``Hardware``: one row per figure with its source, then the notes."""
-    def pcie(g: Any) -> str:
+    def pcie(g: GPU) -> str:
         return f"PCIe {g.pcie_gen}.0 x{g.pcie_width}" if g.pcie_gen and g.pcie_width else "PCIe link unknown"
 
     rows: list[tuple[str, Any, str]] = []
