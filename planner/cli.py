@@ -9,6 +9,7 @@ import click
 
 from planner import __version__
 from planner.errors import PlannerError, exit_code_for, format_error
+from planner.units import GIB
 
 
 class PlannerGroup(click.Group):
@@ -187,9 +188,9 @@ def _run_config(engine, ctx, kv, ubatch, amb, load, threads, gpu_margin, os_rese
 def _margins(gpu_margin, os_reserve) -> dict:
     out = {}
     if gpu_margin is not None:
-        out["gpu_margin_bytes"] = int(gpu_margin * (1 << 30))
+        out["gpu_margin_bytes"] = int(gpu_margin * GIB)
     if os_reserve is not None:
-        out["os_reserve_bytes"] = int(os_reserve * (1 << 30))
+        out["os_reserve_bytes"] = int(os_reserve * GIB)
     return out
 
 

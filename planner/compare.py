@@ -11,6 +11,7 @@ from planner.devices import CPU
 from planner.errors import InfeasibleBudgetError, PlannerError, UsageError
 from planner.runconfig import RunConfig
 from planner.tensors import TensorMap
+from planner.units import GIB
 
 if TYPE_CHECKING:
     from planner.hardware import Hardware
@@ -113,8 +114,8 @@ def compare(candidates: list[str], *, model: str | None, hw: Hardware, run: RunC
             for o in rows)
         marked.append(_replace(r, pareto=r.fits and not dominated))
     marked.sort(key=lambda r: (not r.fits, r.ppl_ratio or 9, r.total_bytes))
-    gpus = " + ".join(f"{g.name} {g.total_bytes / 2**30:.0f} GiB" for g in hw.gpus) or "no GPU"
-    return Comparison(tmap.name, f"{gpus}, {hw.ram_total_bytes / 2**30:.0f} GiB RAM", tuple(marked))
+    gpus = " + ".join(f"{g.name} {g.total_bytes / GIB:.0f} GiB" for g in hw.gpus) or "no GPU"
+    return Comparison(tmap.name, f"{gpus}, {hw.ram_total_bytes / GIB:.0f} GiB RAM", tuple(marked))
 
 
 def _replace(r: CompareRow, **kw: Any) -> CompareRow:
@@ -146,7 +147,7 @@ def plot_comparison(c: Comparison, path: str, *, force: bool = False) -> None:
     if Path(path).exists() and not force:
         raise OutputExistsError(path)
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
-    xs = [r.total_bytes / 2**30 for r in c.rows]
+    xs = [r.total_bytes / GIB for r in c.rows]
     ys = [r.ppl_ratio if r.ppl_ratio is not None else math.nan for r in c.rows]
     tg = [r.tg_tps or 0.0 for r in c.rows]
     sc = ax.scatter(xs, ys, c=tg, cmap="viridis", s=90,

@@ -11,6 +11,8 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Mapping, Sequence
 
+from planner.units import GIB, MIB
+
 
 class PlannerError(Exception):
     """Root of every error gguf-planner raises on purpose."""
@@ -131,7 +133,7 @@ class InfeasibleBudgetError(PlannerError):
 
 
 def _size(n: int) -> str:
-    return f"{n / 2**30:.2f} GiB" if n >= 2**30 // 100 else f"{n / 2**20:.1f} MiB"
+    return f"{n / GIB:.2f} GiB" if n >= GIB // 100 else f"{n / MIB:.1f} MiB"
 
 
 class HardwareProbeError(PlannerError):

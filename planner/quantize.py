@@ -39,6 +39,7 @@ from planner.ftypes import (DEFAULT_BASE_TYPE, Ftype, QuantizeSpec, Rule, _check
 from planner.quants import GGUF_DEFAULT_ALIGNMENT, QuantType, catalogue, pad
 from planner.regexes import compile_user_regex, search
 from planner.tensors import ModelParams, TensorInfo, TensorMap
+from planner.units import GIB
 
 __all__ = [
     "Ftype", "Rule", "QuantizeSpec", "TensorResult", "Footprint", "QuantizeState",
@@ -88,7 +89,7 @@ class Footprint:
 
     @property
     def total_gib(self) -> float:
-        return self.total_bytes / 2**30
+        return self.total_bytes / GIB
 
 
 
@@ -435,7 +436,7 @@ def format_type_counts(counts: Mapping[str, int]) -> str:
 
 def format_size_line(fp: Footprint) -> str:
     """The size headline of a model card, e.g. ``106.830 GiB (3.903 BPW)``."""
-    return f"{fp.total_bytes / 2**30:.3f} GiB ({fp.bpw:.3f} BPW)"
+    return f"{fp.total_bytes / GIB:.3f} GiB ({fp.bpw:.3f} BPW)"
 
 
 # ================================================================================== recipes
