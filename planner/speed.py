@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 
 from planner.memory import CPU, Placement, RunConfig, constants, kv_bytes_per_layer, mix_bytes
 from planner.quants import catalogue
+from planner.roles import active_fraction, moves_with_ffn
 from planner.tensors import TensorInfo, TensorMap
 
 # Term groups: the quantities calibrate can fit, one multiplier each (time = Σ multiplier x nominal term).
@@ -186,15 +187,6 @@ def device_speeds(hw, cfg: RunConfig, *, numa: str | None = None, calibrated: bo
 
 # ----------------------------------------------------------------------------- model pieces
 
-def active_fraction(t: TensorInfo, n_expert_used: int) -> float:
-    """Share of a tensor's bytes one token reads: routed experts by used/total; token_embd one row."""
-    if t.is_expert and t.n_expert:
-        return min(1.0, n_expert_used / t.n_expert)
-    if t.role == "token_embd":
-        return 1.0 / max(1, t.shape[1])
-    return 1.0
-
-
 def _path(tmap: TensorMap, placement: Placement) -> list[str]:
     """Devices along one token's path: per layer the attention device, then each FFN tensor's device."""
     by_layer: dict[int, list[TensorInfo]] = {}
@@ -205,7 +197,7 @@ def _path(tmap: TensorMap, placement: Placement) -> list[str]:
     for il in range(tmap.params.n_loaded_layers):
         seq.append(placement.layer_device[il] if il < len(placement.layer_device) else CPU)
         for t in by_layer.get(il, []):
-            if t.role.startswith("ffn_") and t.role != "ffn_gate_inp":
+            if moves_with_ffn(t.role):
                 seq.append(placement.device_of(t.name))
     seq.append(placement.device_of("output.weight"))
     return seq
