@@ -103,7 +103,7 @@ def mix(name: str) -> tuple[tuple[str, str], ...]:
     other quantizable tensor q8_0 -- the split that comes closest in size (199.7 GiB here; all experts iq6_k would
     be 183.2 GiB).
     """
-    from planner.plan import mix_from_options
+    from planner.mix import mix_from_options
 
     tm = model()
     if name == "mix-IQ3_K":

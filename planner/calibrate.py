@@ -314,6 +314,8 @@ def calibrate_logs(paths: Sequence[str | Path], tmap: TensorMap, mix: Mapping[st
         LogFormatError: a log has no llama-sweep-bench table.
         UsageError: see :func:`planner.verify.logged_runs`.
     """
+    from pathlib import Path
+
     from planner.verify import logged_runs
 
     runs = []
@@ -323,7 +325,7 @@ def calibrate_logs(paths: Sequence[str | Path], tmap: TensorMap, mix: Mapping[st
         for i, sw in enumerate(r.log.sweeps):
             runs.append(CalibrationRun(tmap, mix, r.placement, hw, r.run, sw, numa=r.numa,
                                        threads_batch=r.threads_batch or sw.n_threads_batch,
-                                       label=r.log.source + (f"#{i + 1}" if len(r.log.sweeps) > 1 else "")))
+                                       label=Path(r.log.source).name + (f"#{i + 1}" if len(r.log.sweeps) > 1 else "")))
     return calibrate(runs)
 
 
@@ -426,7 +428,7 @@ def calibrate_and_save(paths: Sequence[str | Path], tmap: TensorMap, mix: Mappin
     from pathlib import Path
 
     from planner.hardware import profile_toml
-    from planner.launch import write_new_file
+    from planner.fileout import write_new_file
 
     cal = calibrate_logs(paths, tmap, mix, hw, engine=engine, argv=argv)
     if save is None:
