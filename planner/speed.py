@@ -508,6 +508,13 @@ def _shipped_descriptions() -> dict[str, str]:
     return {p.name: (p.description or p.name) for p in list_profiles()}
 
 
+@functools.cache
+def _shipped_cpu_models() -> dict[str, str]:
+    from planner.hardware import load_profile, profile_names
+
+    return {n: load_profile(n).cpu_model for n in profile_names()}
+
+
 def speed_basis(hw, *, profile_descriptions: Mapping[str, str] | None = None) -> SpeedBasis:
     """The basis of the speed estimate on this machine: a calibration carried by the hardware description
     (``hw.calibration``: multipliers and residual), the shipped constants on a shipped profile, or a guess (the
@@ -534,4 +541,8 @@ def speed_basis(hw, *, profile_descriptions: Mapping[str, str] | None = None) ->
         return SpeedBasis("shipped", f"estimate (shipped constants for {descriptions[name]})", ())
     if defaulted:
         return SpeedBasis("guessed", "estimate (guessed: hardware figures defaulted, listed below)", tuple(defaulted))
-    return SpeedBasis("guessed", "estimate (guessed: no profile or calibration for this machine)", ())
+    cpu = getattr(hw, "cpu_model", "")
+    same_cpu = [n for n, model in _shipped_cpu_models().items() if model and model == cpu]
+    if same_cpu:
+        return SpeedBasis("shipped", f"estimate (shipped constants for {descriptions[same_cpu[0]]})", ())
+    return SpeedBasis("guessed", f"estimate (guessed: no profile for this CPU{', ' + cpu if cpu else ''})", ())
