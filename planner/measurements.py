@@ -333,12 +333,16 @@ class PerplexityResult:
     kld_mean: float | None
     kld_se: float | None
     same_top_p: float | None     # percent
+    ppl_ratio: float | None = None      # "Mean PPL(Q)/PPL(base)" of a --kl-divergence run
+    ppl_ratio_se: float | None = None
 
 
 _FINAL = re.compile(r"Final estimate: PPL(?: over (\d+) chunks for n_ctx=\d+)? = ([0-9.]+) \+/- ([0-9.]+)")
 _KLD = re.compile(r"^Mean\s+KLD:\s+([-0-9.eE]+)\s+(?:±|\+/-)\s+([0-9.eE]+)", re.M)
 _TOP = re.compile(r"^Same top p:\s+([0-9.]+)\s+(?:±|\+/-)", re.M)
 _CHUNKS = re.compile(r"calculating perplexity over (\d+) chunks")
+_PPL_Q = re.compile(r"^Mean PPL\(Q\)\s+:\s+([0-9.]+)\s+(?:±|\+/-)\s+([0-9.]+)", re.M)
+_RATIO = re.compile(r"^Mean PPL\(Q\)/PPL\(base\)\s+:\s+([0-9.]+)\s+(?:±|\+/-)\s+([0-9.]+)", re.M)
 
 
 def parse_perplexity_output(text: str) -> PerplexityResult:
@@ -352,7 +356,7 @@ def parse_perplexity_output(text: str) -> PerplexityResult:
     """
     m = _FINAL.search(text)
     k = _KLD.search(text)
-    if m is None and k is None:
+    if m is None and k is None and _PPL_Q.search(text) is None:
         raise UsageError("no 'Final estimate: PPL = ...' or 'Mean KLD:' line in the llama-perplexity output",
                          hint="pass the complete output of llama-perplexity (stdout and stderr)")
     chunks = None
@@ -362,9 +366,14 @@ def parse_perplexity_output(text: str) -> PerplexityResult:
         c = _CHUNKS.search(text)
         chunks = int(c.group(1)) if c else None
     t = _TOP.search(text)
-    return PerplexityResult(ppl=float(m.group(2)) if m else None, ppl_se=float(m.group(3)) if m else None,
-                            chunks=chunks, kld_mean=float(k.group(1)) if k else None,
-                            kld_se=float(k.group(2)) if k else None, same_top_p=float(t.group(1)) if t else None)
+    q = _PPL_Q.search(text)
+    ratio = _RATIO.search(text)
+    ppl = float(m.group(2)) if m else float(q.group(1)) if q else None
+    se = float(m.group(3)) if m else float(q.group(2)) if q else None
+    return PerplexityResult(ppl=ppl, ppl_se=se, chunks=chunks, kld_mean=float(k.group(1)) if k else None,
+                            kld_se=float(k.group(2)) if k else None, same_top_p=float(t.group(1)) if t else None,
+                            ppl_ratio=float(ratio.group(1)) if ratio else None,
+                            ppl_ratio_se=float(ratio.group(2)) if ratio else None)
 
 
 __all__ = ["Ladder", "LadderEvaluation", "LadderPoint", "MixSpec", "PerplexityResult", "PointResult",

@@ -1,0 +1,77 @@
+"""Measured constants of the quality model: recomputed from the cited ladders, and its accuracy on them.
+
+The acceptance numbers are checked on measurements the model was not fitted to: the GLM family's whole-model
+sweeps (Thireus GGUF-Tool-Suite), predicted with per-type corrections fitted on the Qwen3 / DeepSeek sweeps only
+and with k pooled over the other families (no GLM number enters the prediction).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from planner.quality import DATA, QualityModel, scale_source
+from planner.quality_fit import accuracy_report, fit_constants, render_toml
+from planner.tensors import builtin
+
+
+@pytest.fixture(scope="module")
+def constants():
+    return fit_constants()
+
+
+@pytest.fixture(scope="module")
+def report(constants):
+    return {(lid, how): ev for lid, how, ev in accuracy_report(constants)}
+
+
+def test_data_file_is_the_fit_of_the_shipped_ladders(constants):
+    assert (DATA / "quality_measured.toml").read_text() == render_toml(constants)
+
+
+def test_corrections_come_only_from_the_named_sweeps(constants):
+    # GLM sweeps are held out: dropping them from the ladder set must not change any correction
+    from planner.measurements import load_ladders
+    no_glm = fit_constants([lad for lad in load_ladders() if "glm" not in lad.id])
+    assert no_glm.corrections == constants.corrections
+    assert all(0.5 <= c <= 2.0 and n >= 2 for c, n in constants.corrections.values())
+
+
+@pytest.mark.parametrize("lid", ["thireus-group0-glm-4.5-air", "thireus-group0-glm-4.5", "thireus-group0-glm-4.6",
+                                 "thireus-group0-glm-4.7"])
+def test_held_out_family_accuracy(report, lid):
+    """Issue acceptance on a family the model was not fitted to: Spearman >= 0.9, median |d ratio| <= 0.01."""
+    ev = report[(lid, "other families")]
+    assert len(ev.points) >= 29
+    assert ev.spearman >= 0.9, ev.spearman
+    assert ev.median_abs_error <= 0.01, ev.median_abs_error
+
+
+@pytest.mark.parametrize("lid, rho, med", [
+    # dev ladders with their own model's k (in-sample scale): published wiki.test.raw ladders
+    ("qwen3-235b-a22b-2507-ubergarm", 0.95, 0.003),
+    ("deepseek-r1-0528-ubergarm", 0.99, 0.005),
+    ("deepseek-r1-0528-attn-sweep", 0.75, 0.005),     # 11 mixes within 1.3 % of each other: noise-limited ranks
+])
+def test_dev_ladder_accuracy(report, lid, rho, med):
+    ev = report[(lid, "own model")]
+    assert ev.spearman >= rho and ev.median_abs_error <= med, (ev.spearman, ev.median_abs_error)
+
+
+def test_deepseek_q4_0_experts_no_longer_over_penalised(report):
+    # the issue: q4_0-expert mixes were predicted ~x1.8 too costly; with the measured q4_0 correction and
+    # DeepSeek's own k the median ln-ratio error of the attention sweep is within 30 %
+    ev = report[("deepseek-r1-0528-attn-sweep", "own model")]
+    logs = [math.log(math.log(p.predicted_ratio) / math.log(p.measured_ratio)) for p in ev.points]
+    assert abs(sorted(logs)[len(logs) // 2]) < math.log(1.3)
+
+
+def test_sources_of_constants():
+    assert scale_source(builtin("deepseek-r1")).kind == "measured"
+    glm = scale_source(builtin("glm-4.5-air"))
+    assert glm.kind == "measured" and "GLM-4.5-Air" in glm.detail and "converted" in glm.detail
+    kimi = scale_source(builtin("kimi-k2"))
+    assert kimi.kind == "transferred" and "deepseek2" in kimi.detail
+    e = QualityModel.build(builtin("kimi-k2")).estimate({})
+    assert e.constants_kind == "transferred" and e.ppl_ratio == 1.0
