@@ -303,16 +303,17 @@ def prior_importance(tmap: TensorMap, variant: str = "matrix") -> tuple[dict[str
     cfg = _prior()
     raw: dict[str, float] = {t.name: 0.0 for t in tmap.tensors}
     unknown_roles: set[str] = set()
-    n_layer = tmap.params.n_layer
+    # NextN/MTP blocks (the last n_nextn layers) are in the file but never loaded by the engines: no importance
+    n_layer = tmap.params.n_layer - tmap.params.n_nextn
     if variant == "active_weight":
         for t in tmap.tensors:
-            if quantizable(t):
+            if quantizable(t) and (t.layer is None or t.layer < n_layer):
                 lf = _layer_factor(t.layer, n_layer) if t.layer is not None else 1.0
                 raw[t.name] = t.n_elements * _active_fraction(t, tmap) * lf
     elif variant == "matrix":
         groups: dict[tuple[int, str], list[TensorInfo]] = {}
         for t in tmap.tensors:
-            if not quantizable(t):
+            if not quantizable(t) or (t.layer is not None and t.layer >= n_layer):
                 continue
             if t.layer is None:
                 share = cfg["globals"].get(t.role)
