@@ -294,12 +294,40 @@ def _layer_factor(layer: int, n_layer: int) -> float:
     return cfg["edge_factor"] if layer < edge or layer >= n_layer - edge else 1.0
 
 
-def prior_importance(tmap: TensorMap, variant: str = "matrix") -> tuple[dict[str, float], tuple[str, ...]]:
+@functools.cache
+def _role_weight_entries() -> tuple[tuple[str, tuple, str, dict[str, float]], ...]:
+    out = []
+    for e in _measured().get("role_weights", ()):
+        tm = builtin(e["builtin"])
+        out.append((e["model"], _shape_key(tm), tm.params.arch, {r: float(w) for r, w in e["w"].items()}))
+    return tuple(out)
+
+
+def role_weights_for(tmap: TensorMap, entries: Sequence[tuple[str, tuple, str, Mapping[str, float]]] | None = None
+                     ) -> tuple[dict[str, float], str]:
+    """Measured role multipliers for ``tmap`` and where they come from: the model's own per-tensor KLD file, else
+    a model of the same shapes, else one of the same architecture; none otherwise (they do not transfer across
+    families: GLM's per-tensor ranks get worse with Qwen3/DeepSeek weights, docs/quality.md)."""
+    entries = _role_weight_entries() if entries is None else entries
+    name, shape = _norm_name(tmap.name), _shape_key(tmap)
+    for test, label in ((lambda e: _norm_name(e[0]) == name, "measured for {}"),
+                        (lambda e: e[1] == shape, "measured for {} (same shapes)"),
+                        (lambda e: e[2] == tmap.params.arch, "transferred from {} (same architecture)")):
+        hit = [e for e in entries if test(e)]
+        if hit:
+            return dict(hit[0][3]), label.format(hit[0][0])
+    return {}, "prior only"
+
+
+def prior_importance(tmap: TensorMap, variant: str = "matrix", role_weights: Mapping[str, float] | None = None
+                     ) -> tuple[dict[str, float], tuple[str, ...]]:
     """Normalised importance (sums to 1 over quantizable tensors) and notes on guesses it had to make.
 
     ``variant`` "matrix" (default prior: each matrix on a residual write path counts) or "active_weight"
-    (importance proportional to the weights a token touches). Both apply the layer-edge factor.
+    (importance proportional to the weights a token touches). Both apply the layer-edge factor, then the measured
+    role multipliers (``role_weights``; None: those of data/quality_measured.toml, {}: none).
     """
+    rw = role_weights_for(tmap)[0] if role_weights is None else role_weights
     cfg = _prior()
     raw: dict[str, float] = {t.name: 0.0 for t in tmap.tensors}
     unknown_roles: set[str] = set()
@@ -342,6 +370,10 @@ def prior_importance(tmap: TensorMap, variant: str = "matrix") -> tuple[dict[str
                 raw[name] = scale * w / norm
     else:
         raise ValueError(f"unknown prior variant {variant!r}")
+    if rw:
+        for t in tmap.tensors:
+            if raw[t.name] > 0:
+                raw[t.name] *= rw.get(t.role, 1.0)
     total = sum(raw.values())
     imp = {k: (v / total if total > 0 else 0.0) for k, v in raw.items()}
     notes = ()
@@ -597,12 +629,13 @@ class QualityModel:
     def build(cls, tmap: TensorMap, *, imatrix: Imatrix | str | os.PathLike[str] | None = None,
               calibration: Calibration | str | os.PathLike[str] | None = None,
               has_imatrix: bool = True, type_corrections: Mapping[str, float] | None = None,
-              scale: ScaleSource | None = None) -> QualityModel:
+              role_weights: Mapping[str, float] | None = None, scale: ScaleSource | None = None) -> QualityModel:
         """Importances for ``tmap`` (prior, then imatrix, then user calibration) and its scale k.
 
         ``has_imatrix`` says whether the quantization uses an imatrix (selects the error column); ``imatrix``
         (an :class:`Imatrix` or a path) sharpens the prior.  ``type_corrections`` replaces the measured per-type
-        corrections (``{}``: none); ``scale`` replaces the model's measured / transferred / prior k.
+        corrections (``{}``: none), ``role_weights`` the measured role multipliers; ``scale`` replaces the model's
+        measured / transferred / prior k.
 
         Raises:
             ImatrixFormatError: the imatrix is malformed or does not fit the model's shapes.
@@ -626,7 +659,7 @@ class QualityModel:
         variants: list[_Variant] = []
         n_sharp = 0
         for prior in sorted(cfg["prior"]["variants"], key=lambda p: p != cfg["prior"]["default"]):
-            imp, prior_notes = prior_importance(tmap, prior)
+            imp, prior_notes = prior_importance(tmap, prior, role_weights)
             if imatrix is not None:
                 imp, n_sharp = _sharpen(imp, tmap, imatrix)
             for dist in DISTRIBUTIONS:
@@ -641,7 +674,9 @@ class QualityModel:
                      "ik_llama.cpp 8337e4cd)"
                      + (f", corrected per type by {len(corr)} measured whole-model sweeps (data/quality_measured.toml)"
                         if corr else ""))
-        notes.append(f"importance: '{default.prior}' prior from role and layer (data/quality_prior.toml)")
+        rw, rw_src = role_weights_for(tmap) if role_weights is None else (role_weights, "given")
+        notes.append(f"importance: '{default.prior}' prior from role and layer (data/quality_prior.toml)"
+                     + (f", role weights from per-tensor KLD ({rw_src})" if rw else ""))
         notes.append(f"k = {scale.k:.3f}: {scale.detail}")
         if imatrix is not None:
             notes.append(f"importance sharpened by imatrix {imatrix.source or '(in memory)'} ({imatrix.format}, "
@@ -778,5 +813,6 @@ def _overrides(tmap: TensorMap, imp: Mapping[str, float], cal: Calibration
 
 
 __all__ = ["Calibration", "CalibrationRow", "QualityEstimate", "QualityModel", "ScaleSource", "apply_rules",
-           "calibration_fit", "canonical_base", "difference_inside_band", "measured_type_corrections", "scale_source",
+           "calibration_fit", "canonical_base", "difference_inside_band", "measured_type_corrections",
+           "role_weights_for", "scale_source",
            "error_fit", "is_calibration_model", "prior_importance", "quantizable", "read_calibration", "rel_mse"]

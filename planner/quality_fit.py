@@ -50,8 +50,8 @@ def _cfg() -> Mapping:
     return _prior()["measured"]
 
 
-def _diffs(ladder: Ladder, corrections: Mapping[str, float] | None) -> list[tuple]:
-    qm = QualityModel.build(ladder_tmap(ladder), type_corrections=corrections)
+def _diffs(ladder: Ladder, corrections: Mapping[str, float], role_weights: Mapping[str, float]) -> list[tuple]:
+    qm = QualityModel.build(ladder_tmap(ladder), type_corrections=corrections, role_weights=role_weights)
     return ladder_losses(ladder, qm.loss)
 
 
@@ -89,7 +89,7 @@ def fit_type_corrections(ladders: Sequence[Ladder]) -> dict[str, tuple[float, in
     per_type: dict[str, list[float]] = {}
     sweeps: dict[str, set[str]] = {}
     for lad in ladders:
-        diffs = _diffs(lad, {})
+        diffs = _diffs(lad, {}, {})
         pts = _implied(lad, diffs, cfg["min_ratio"], hi)
         if not pts:
             continue
@@ -108,9 +108,94 @@ def fit_type_corrections(ladders: Sequence[Ladder]) -> dict[str, tuple[float, in
     return out
 
 
+def _sensitivity_terms(entry: Mapping, corrections: Mapping[str, float], role_weights: Mapping[str, float]
+                       ) -> list[tuple[str, str, float, float]]:
+    """(tensor, role, measured KLD, predicted importance x error difference) for one per-tensor KLD file."""
+    from planner.measurements import DATA as MEASURED, read_sensitivity  # noqa: PLC0415
+    from planner.quality import prior_importance, rel_mse  # noqa: PLC0415
+    from planner.quants import catalogue  # noqa: PLC0415
+    from planner.tensors import builtin  # noqa: PLC0415
+
+    table = read_sensitivity(MEASURED / entry["file"])
+    tmap = builtin(entry["builtin"])
+    by_name = tmap.by_name()
+    imp, _ = prior_importance(tmap, "matrix", role_weights)
+    cat = catalogue()
+
+    def err(t: str | None) -> float:
+        return 0.0 if t is None else rel_mse(t)[0] * corrections.get(canonical_base(t), 1.0)
+
+    out = []
+    for qtype, row in table.values.items():
+        for name, kld in row.items():
+            t = by_name.get(name)
+            if t is None or imp.get(name, 0.0) <= 0:
+                continue
+            q, _ = cat.row_fallback(cat.get(qtype), t.ne0, "ik")
+            b = None if entry["baseline"] in ("bf16", "f16", "f32") else cat.row_fallback(
+                cat.get(entry["baseline"]), t.ne0, "ik")[0].name
+            p = imp[name] * (err(q.name) - err(b))
+            if p > 0:
+                out.append((name, t.role, kld, p))
+    return out
+
+
+def fit_role_weights(corrections: Mapping[str, float]) -> dict[str, dict[str, float]]:
+    """Role multipliers per model with a per-tensor KLD file (``[[measured.sensitivity]]``).
+
+    Per file, each tensor's measured KLD / predicted (prior importance x error difference), divided by the file's
+    median ratio; per role the median.  A role is kept only where every file that has it agrees on the direction
+    by more than ``role_weight_agree`` (and at least two files have it): the structure the families share, not
+    one file's noise.  Kept roles get w ** ``role_weight_shrink``, clipped; weights are used for the model, its
+    shapes and its architecture only.
+    """
+    cfg = _cfg()
+    lo, hi = cfg["role_weight_clip"]
+    raw: dict[str, dict[str, float]] = {}
+    for entry in cfg["sensitivity"]:
+        terms = _sensitivity_terms(entry, corrections, {})
+        g = statistics.median(k / p for _, _, k, p in terms)
+        roles: dict[str, list[float]] = {}
+        for _, role, k, p in terms:
+            roles.setdefault(role, []).append(k / p / g)
+        raw[entry["model"]] = {r: statistics.median(ws) for r, ws in sorted(roles.items())}
+    agree = math.log(cfg["role_weight_agree"])
+    kept = set()
+    for role in {r for w in raw.values() for r in w}:
+        logs = [math.log(w[role]) for w in raw.values() if role in w]
+        if len(logs) >= 2 and (all(x > agree for x in logs) or all(x < -agree for x in logs)):
+            kept.add(role)
+    a = cfg["role_weight_shrink"]
+    return {m: {r: min(hi, max(lo, w[r] ** a)) for r in sorted(kept) if r in w} for m, w in raw.items()}
+
+
+def _rw_entries(role_weights: Mapping[str, Mapping[str, float]]) -> list[tuple]:
+    from planner.quality import _shape_key  # noqa: PLC0415
+    from planner.tensors import builtin  # noqa: PLC0415
+    out = []
+    for e in _cfg()["sensitivity"]:
+        tm = builtin(e["builtin"])
+        out.append((e["model"], _shape_key(tm), tm.params.arch, role_weights[e["model"]]))
+    return out
+
+
+def _rw_for(ladder: Ladder, role_weights: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    from planner.quality import role_weights_for  # noqa: PLC0415
+    return role_weights_for(ladder_tmap(ladder), _rw_entries(role_weights))[0]
+
+
+def sensitivity_rank(entry_model: str, corrections: Mapping[str, float], role_weights: Mapping[str, float]) -> float:
+    """Spearman between measured per-tensor KLD and the model's predicted terms for one shipped file."""
+    from planner.measurements import spearman  # noqa: PLC0415
+    entry = next(e for e in _cfg()["sensitivity"] if e["model"] == entry_model)
+    terms = _sensitivity_terms(entry, corrections, role_weights)
+    return spearman([k for _, _, k, _ in terms], [p for _, _, _, p in terms])
+
+
 @dataclass(frozen=True, slots=True)
 class Constants:
     corrections: dict[str, tuple[float, int]]
+    role_weights: dict[str, dict[str, float]]      # model -> role -> multiplier
     scales: tuple[ScaleFit, ...]
     models: dict[str, dict]                # model -> {k, log_se, corpus_k, source ...} on the reference corpus
     corpus_factor: float
@@ -133,7 +218,9 @@ def fit_constants(ladders: Sequence[Ladder] | None = None) -> Constants:
     corr_ids = set(cfg["type_correction_ladders"])
     corrections = fit_type_corrections([lad for lad in ladders if lad.id in corr_ids])
     cmap = {t: c for t, (c, _) in corrections.items()}
-    scales = tuple(f for lad in ladders if (f := fit_scale(lad, _diffs(lad, cmap))) is not None)
+    role_weights = fit_role_weights(cmap)
+    scales = tuple(f for lad in ladders
+                   if (f := fit_scale(lad, _diffs(lad, cmap, _rw_for(lad, role_weights)))) is not None)
     by_model: dict[tuple[str, str], list[ScaleFit]] = {}
     for f in scales:
         by_model.setdefault((f.model, f.corpus), []).append(f)
@@ -162,8 +249,8 @@ def fit_constants(ladders: Sequence[Ladder] | None = None) -> Constants:
                          "point_log_sd": max(f.point_log_sd for f in fits),
                          "loss_min": min(f.loss_min for f in fits), "loss_max": max(f.loss_max for f in fits)}
     ks = [math.log(v["k"]) for v in models.values()]
-    return Constants(corrections, scales, models, math.exp(f_log), f_se, math.exp(statistics.fmean(ks)),
-                     statistics.stdev(ks))
+    return Constants(corrections, role_weights, scales, models, math.exp(f_log), f_se,
+                     math.exp(statistics.fmean(ks)), statistics.stdev(ks))
 
 
 def render_toml(c: Constants) -> str:
@@ -189,6 +276,12 @@ def render_toml(c: Constants) -> str:
     ]
     for t, (v, n) in c.corrections.items():
         lines.append(f'{t} = {{ c = {v:.4f}, sweeps = {n} }}')
+    for e in _cfg()["sensitivity"]:
+        w = c.role_weights[e["model"]]
+        lines += ["", "[[role_weights]]",
+                  "# measured per-tensor KLD / prior prediction by role (median tensor = 1)",
+                  f'model = "{e["model"]}"', f'builtin = "{e["builtin"]}"',
+                  "w = { " + ", ".join(f"{r} = {v:.4f}" for r, v in w.items()) + " }"]
     for model, v in c.models.items():
         lines += ["", "[[model]]", f'name = "{model}"', f'builtin = "{v["builtin"]}"', f"k = {v['k']:.4f}",
                   f"log_se = {v['log_se']:.4f}", f'corpus = "{v["corpus"]}"', f"k_on_corpus = {v['k_on_corpus']:.4f}",
@@ -205,7 +298,7 @@ def accuracy_report(c: Constants | None = None) -> list[tuple[str, str, LadderEv
     ref_corpus = _cfg()["reference_corpus"]
     out = []
     for lad in load_ladders():
-        diffs = _diffs(lad, cmap)
+        diffs = _diffs(lad, cmap, _rw_for(lad, c.role_weights))
         own = c.models.get(lad.model)
         if own is not None:
             k_own = own["k_on_corpus"] if own["corpus"] == lad.corpus else own["k"]
@@ -238,6 +331,15 @@ def main(argv: Sequence[str]) -> int:
     for lid, how, ev in accuracy_report(c):
         sys.stdout.write(f"{lid:45s} {how:15s} n={len(ev.points):2d} k={ev.scale:.2f} "
                          f"spearman={ev.spearman:.3f} median|d|={ev.median_abs_error:.4f}\n")
+    cmap = {t: v for t, (v, _) in c.corrections.items()}
+    for e in _cfg()["sensitivity"]:
+        own = c.role_weights[e["model"]]
+        others = [m for m in c.role_weights if m != e["model"]]
+        line = (f"per-tensor KLD {e['model']:30s} spearman prior={sensitivity_rank(e['model'], cmap, {}):.3f} "
+                f"own role weights={sensitivity_rank(e['model'], cmap, own):.3f}")
+        for m in others:
+            line += f" {m} weights={sensitivity_rank(e['model'], cmap, c.role_weights[m]):.3f}"
+        sys.stdout.write(line + "\n")
     return 0
 
 

@@ -75,3 +75,32 @@ def test_sources_of_constants():
     assert kimi.kind == "transferred" and "deepseek2" in kimi.detail
     e = QualityModel.build(builtin("kimi-k2")).estimate({})
     assert e.constants_kind == "transferred" and e.ppl_ratio == 1.0
+
+
+def test_role_weights_keep_only_what_the_families_agree_on(constants):
+    """Per-tensor KLD files of three families: output and shared experts are measured more sensitive than the prior
+    says, the dense FFN layers less, in every file; attention/expert roles disagree and are not kept."""
+    rw = constants.role_weights
+    assert set(rw) == {"DeepSeek-V3.1-Terminus", "Qwen3-VL-235B-A22B-Instruct", "GLM-4.5-Air"}
+    for w in rw.values():
+        assert w["output"] > 1.4
+        assert not {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_down_exps"} & set(w)
+    for m in ("DeepSeek-V3.1-Terminus", "GLM-4.5-Air"):
+        assert rw[m]["ffn_up_shexp"] > 1.4 and rw[m]["ffn_down"] < 0.7
+
+
+def test_role_weights_do_not_hurt_held_out_per_tensor_ranks(constants):
+    from planner.quality_fit import sensitivity_rank
+    cmap = {t: v for t, (v, _) in constants.corrections.items()}
+    prior = sensitivity_rank("GLM-4.5-Air", cmap, {})
+    transferred = sensitivity_rank("GLM-4.5-Air", cmap, constants.role_weights["DeepSeek-V3.1-Terminus"])
+    assert transferred >= prior - 0.01
+
+
+def test_output_importance_is_measured_up():
+    # Qwen3-235B uses Qwen3-VL's weights (same shapes): output counts ~x3.8 more than the prior
+    from planner.quality import prior_importance
+    q = builtin("qwen3-235b-a22b")
+    with_w, _ = prior_importance(q)
+    without, _ = prior_importance(q, role_weights={})
+    assert with_w["output.weight"] / without["output.weight"] > 3.0
