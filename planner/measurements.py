@@ -65,7 +65,7 @@ class Ladder:
 
     id: str
     model: str
-    builtin: str
+    builtin: str                            # "" in a user's ladder for a model read from a file
     params: tuple[tuple[str, int], ...]     # overrides of the built-in's ModelParams (same template, other shapes)
     corpus: str
     imatrix: bool
@@ -94,7 +94,7 @@ def _ladder(raw: Mapping, where: str) -> Ladder:
             points.append(LadderPoint(str(p["name"]), ppl, None if se is None else float(se), spec))
         if len(points) < 2:
             raise UsageError(f"{where}: ladder {raw['id']} needs a reference and at least one point")
-        return Ladder(id=str(raw["id"]), model=str(raw["model"]), builtin=str(raw["builtin"]),
+        return Ladder(id=str(raw["id"]), model=str(raw["model"]), builtin=str(raw.get("builtin", "")),
                       params=tuple(sorted((str(k), int(v)) for k, v in raw.get("params", {}).items())),
                       corpus=str(raw["corpus"]), imatrix=bool(raw.get("imatrix", True)), source=str(raw["source"]),
                       points=tuple(points))

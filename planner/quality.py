@@ -204,6 +204,36 @@ def scale_source(tmap: TensorMap) -> ScaleSource:
                        + (f" ({len(entries)})" if entries else "") + ", band from held-out LLaMA points")
 
 
+@dataclass(frozen=True, slots=True)
+class PredictedVsMeasured:
+    """A mix's predicted PPL ratio next to a measurement of it (both against the unquantized model)."""
+
+    predicted: float
+    low: float
+    high: float
+    measured: float
+    measured_se: float | None
+    inside_band: bool          # the measurement (within 2 standard errors) lies inside the predicted band
+
+
+def predicted_vs_measured(estimate: QualityEstimate, measured_ppl: float, reference_ppl: float,
+                          measured_se: float | None = None) -> PredictedVsMeasured:
+    """Compare an estimate with a measured PPL of the same mix and the PPL of the unquantized model (or of a Q8_0,
+    which the model predicts at ~1.0002) on the same text.
+
+    Raises:
+        UsageError: a non-positive or non-finite perplexity.
+    """
+    for v, what in ((measured_ppl, "measured PPL"), (reference_ppl, "reference PPL")):
+        if not (v > 0 and math.isfinite(v)):
+            raise UsageError(f"{what} {v} is not a perplexity")
+    r = measured_ppl / reference_ppl
+    se = measured_se / reference_ppl if measured_se is not None else None
+    slack = 2 * se if se is not None else 0.0
+    inside = estimate.ppl_ratio_low - slack <= r <= estimate.ppl_ratio_high + slack
+    return PredictedVsMeasured(estimate.ppl_ratio, estimate.ppl_ratio_low, estimate.ppl_ratio_high, r, se, inside)
+
+
 @functools.lru_cache(maxsize=None)
 def rel_mse(type_name: str, distribution: str = DISTRIBUTIONS[0], imatrix: bool = True,
             source_dtype: str = "bf16") -> tuple[float, str]:
@@ -812,7 +842,8 @@ def _overrides(tmap: TensorMap, imp: Mapping[str, float], cal: Calibration
     return out, notes
 
 
-__all__ = ["Calibration", "CalibrationRow", "QualityEstimate", "QualityModel", "ScaleSource", "apply_rules",
+__all__ = ["Calibration", "CalibrationRow", "PredictedVsMeasured", "QualityEstimate", "QualityModel", "ScaleSource",
+           "apply_rules", "predicted_vs_measured",
            "calibration_fit", "canonical_base", "difference_inside_band", "measured_type_corrections",
            "role_weights_for", "scale_source",
            "error_fit", "is_calibration_model", "prior_importance", "quantizable", "read_calibration", "rel_mse"]

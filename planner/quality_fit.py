@@ -321,6 +321,36 @@ def ladder_tmap_arch(builtin_name: str) -> str:
     return builtin(builtin_name).params.arch
 
 
+def user_scale(tmap, path):
+    """k for ``tmap`` from the user's own ladder file (the format of data/measured/ladders.toml; ``builtin`` may be
+    left out) as a :class:`planner.quality.ScaleSource`: every ladder in it is fitted on ``tmap`` with the shipped
+    corrections and role weights.
+
+    Raises:
+        UsageError: unreadable ladder file, no point above the noise threshold, or a recipe that does not parse.
+    """
+    from planner.errors import UsageError  # noqa: PLC0415
+    from planner.measurements import mix_types, read_ladders  # noqa: PLC0415
+    from planner.quality import ScaleSource  # noqa: PLC0415
+
+    qm = QualityModel.build(tmap)
+    fits = []
+    for lad in read_ladders(path):
+        ref = qm.loss(mix_types(tmap, lad.reference.mix, imatrix=lad.imatrix))
+        diffs = [(p, qm.loss(mix_types(tmap, p.mix, imatrix=lad.imatrix)) - ref) for p in lad.points[1:]]
+        f = fit_scale(lad, diffs)
+        if f is not None:
+            fits.append(f)
+    if not fits:
+        raise UsageError(f"{path}: no measured point is more than {(_cfg()['min_ratio'] - 1) * 100:.0f} % above its "
+                         "reference: nothing to fit a scale on", hint="add lower-bit mixes to the ladder")
+    k, se = _pool(fits)
+    n = sum(f.n for f in fits)
+    return ScaleSource("measured", k, math.hypot(se, max(f.point_log_sd for f in fits)),
+                       f"measured from your ladder {path} ({n} points)",
+                       (min(f.loss_min for f in fits), max(f.loss_max for f in fits)))
+
+
 def main(argv: Sequence[str]) -> int:
     c = fit_constants()
     text = render_toml(c)

@@ -104,3 +104,46 @@ def test_output_importance_is_measured_up():
     with_w, _ = prior_importance(q)
     without, _ = prior_importance(q, role_weights={})
     assert with_w["output.weight"] / without["output.weight"] > 3.0
+
+
+def test_user_ladder_gives_a_measured_scale(tmp_path):
+    """A user's own ladder (here: the R1 card's numbers in the shipped format, builtin left out) fits k on the
+    model it is applied to, and the estimate says it is measured from that file."""
+    from planner.quality_fit import user_scale
+    p = tmp_path / "mine.toml"
+    p.write_text('[[ladder]]\nid = "mine"\nmodel = "my R1"\ncorpus = "wiki.test.raw"\nsource = "my runs"\n'
+                 '[[ladder.point]]\nname = "Q8_0"\nppl = 3.2130\nftype = "Q8_0"\n'
+                 '[[ladder.point]]\nname = "IQ2_K_R4"\nppl = 3.5069\nftype = "IQ2_K_R4"\n'
+                 "custom_q = ['blk\\\\..*\\\\.ffn_down_exps\\\\.weight=iq3_k_r4', "
+                 "'blk\\\\..*\\\\.ffn_(gate|up)_exps\\\\.weight=iq2_k_r4']\n")
+    tmap = builtin("deepseek-r1")
+    src = user_scale(tmap, p)
+    assert src.kind == "measured" and "mine.toml" in src.detail and src.k > 0
+    e = QualityModel.build(tmap, scale=src).estimate({})
+    assert e.constants_kind == "measured" and "your ladder" in e.constants
+
+
+def test_user_ladder_without_signal(tmp_path):
+    from planner.errors import UsageError
+    from planner.quality_fit import user_scale
+    p = tmp_path / "flat.toml"
+    p.write_text('[[ladder]]\nid = "x"\nmodel = "m"\ncorpus = "c"\nsource = "s"\n'
+                 '[[ladder.point]]\nname = "Q8_0"\nppl = 3.0\nftype = "Q8_0"\n'
+                 '[[ladder.point]]\nname = "Q6_K"\nppl = 3.001\nftype = "Q6_K"\n')
+    with pytest.raises(UsageError, match="nothing to fit"):
+        user_scale(builtin("deepseek-r1"), p)
+
+
+def test_predicted_vs_measured():
+    from planner.errors import UsageError
+    from planner.quality import predicted_vs_measured
+    from planner.measurements import ladder_tmap, load_ladders, mix_types
+    lad = next(x for x in load_ladders() if x.id == "qwen3-235b-a22b-2507-ubergarm")
+    tmap = ladder_tmap(lad)
+    p = next(x for x in lad.points if x.name == "IQ3_K")
+    e = QualityModel.build(tmap).estimate(mix_types(tmap, p.mix))
+    pm = predicted_vs_measured(e, 4.4561, 4.3079, 0.02657)        # PR 642: IQ3_K vs BF16
+    assert pm.measured == pytest.approx(4.4561 / 4.3079) and pm.predicted == e.ppl_ratio
+    assert pm.inside_band
+    with pytest.raises(UsageError):
+        predicted_vs_measured(e, -1.0, 4.3)
