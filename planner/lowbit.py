@@ -93,10 +93,32 @@ def floor_role(name: str) -> str | None:
     return None
 
 
+def floors_for_budget(engine: str, weight_budget_bytes: int, n_weights: int, *, n_expert: int = 1) -> FloorClass:
+    """The floor class for the densest mix a weight budget allows (8 * budget / weights bits per weight).
+
+    Floors rise with the class, so a plan that ends up below the budget's bpw still respects the floors of its
+    own class.
+    """
+    bpw = 8.0 * weight_budget_bytes / max(1, n_weights)
+    return floors(engine, bpw, n_expert=n_expert)
+
+
+def filter_candidates(name: str, candidates: list[str], floor: FloorClass) -> list[str]:
+    """``candidates`` without the types below ``floor`` for tensor ``name`` (unchanged when no floor applies or
+    when nothing would be left)."""
+    role = floor_role(name)
+    ft = floor.floors.get(role) if role else None
+    if ft is None:
+        return candidates
+    kept = [c for c in candidates if respects_floor(c, ft)]
+    return kept or candidates
+
+
 def respects_floor(type_name: str, floor_type: str) -> bool:
     """Whether ``type_name`` has at least the bits per weight of ``floor_type``."""
     cat = catalogue()
     return cat.get(type_name).bpw >= cat.get(floor_type).bpw - 1e-9
 
 
-__all__ = ["FloorClass", "candidate_names", "floor_classes", "floor_role", "floors", "respects_floor"]
+__all__ = ["FloorClass", "candidate_names", "filter_candidates", "floor_classes", "floor_role", "floors",
+           "floors_for_budget", "respects_floor"]

@@ -99,3 +99,18 @@ def test_floor_role_names():
     assert floor_role("blk.3.attn_v.weight") == "attn_v" and floor_role("blk.3.attn_kv_b.weight") == "attn_v"
     assert floor_role("blk.3.attn_output.weight") is None
     assert respects_floor("iq5_k", "q5_K") and not respects_floor("iq4_k", "q5_K")
+
+
+def test_budget_class_and_filter():
+    from planner.lowbit import filter_candidates, floors_for_budget
+    r1 = builtin("deepseek-r1")
+    n = sum(t.n_elements for t in r1.tensors)
+    low = floors_for_budget("ik", 140 * 2**30, n, n_expert=256)      # ~1.8 bpw: the IQ1/IQ2_XXS class
+    assert low.name == "IQ1/IQ2_XXS/IQ2_XS"
+    cands = ["q8_0", "q6_K", "q5_K", "iq4_k", "iq3_k", "iq1_s"]
+    assert filter_candidates("output.weight", cands, low) == ["q8_0", "q6_K", "q5_K"]
+    assert filter_candidates("token_embd.weight", cands, low) == ["q8_0", "q6_K", "q5_K", "iq4_k", "iq3_k"]
+    assert filter_candidates("blk.3.ffn_up_exps.weight", cands, low) == cands
+    high = floors_for_budget("ik", 400 * 2**30, n, n_expert=256)
+    assert filter_candidates("output.weight", cands, high) == ["q8_0", "q6_K"]
+    assert filter_candidates("output.weight", ["iq3_k"], high) == ["iq3_k"]      # never leaves nothing
