@@ -30,7 +30,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from planner.errors import UsageError
+
+if TYPE_CHECKING:
+    from planner.tensors import TensorMap
 
 DATA = Path(__file__).parent / "data" / "measured"
 MISSING_MARK = 404.0          # Thireus' CSVs write 404 where a measurement is missing
@@ -125,17 +130,18 @@ def load_ladders() -> tuple[Ladder, ...]:
     return tuple(out)
 
 
-def ladder_tmap(ladder: Ladder):
+def ladder_tmap(ladder: Ladder) -> TensorMap:
     """The tensor map of the ladder's model: the built-in, with the ladder's shape overrides applied."""
     from planner.tensors import build, builtin  # noqa: PLC0415  (tensors imports quants; keep this module light)
 
     tmap = builtin(ladder.builtin)
     if not ladder.params:
         return tmap
-    return build(replace(tmap.params, **dict(ladder.params)), ladder.model, f"{ladder.builtin} template, {ladder.id}")
+    params = replace(tmap.params, **dict(ladder.params))  # type: ignore[arg-type]  # int fields only (TOML)
+    return build(params, ladder.model, f"{ladder.builtin} template, {ladder.id}")
 
 
-def mix_types(tmap, spec: MixSpec, *, imatrix: bool = True) -> dict[str, str]:
+def mix_types(tmap: TensorMap, spec: MixSpec, *, imatrix: bool = True) -> dict[str, str]:
     """Per-tensor types llama-quantize writes for ``spec`` (tensors it keeps in their source type are left out).
 
     Raises:

@@ -22,6 +22,7 @@ measured PPL ratio| per ladder, in-sample and transferred); ``--write`` replaces
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import sys
 from collections.abc import Mapping, Sequence
@@ -29,7 +30,8 @@ from dataclasses import dataclass
 
 from planner.measurements import (Ladder, LadderEvaluation, evaluate_ladder, ladder_losses, ladder_tmap,
                                   load_ladders)
-from planner.quality import DATA, QualityModel, _prior, canonical_base
+from planner.quality import DATA, QualityModel, ScaleSource, _prior, canonical_base
+from planner.tensors import TensorMap
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,19 +276,20 @@ def render_toml(c: Constants) -> str:
         "[type_correction]",
         "# real / synthetic error of a type (geometric mean over whole-model sweeps; repacks use their base)",
     ]
-    for t, (v, n) in c.corrections.items():
-        lines.append(f'{t} = {{ c = {v:.4f}, sweeps = {n} }}')
+    for t, (cv, n) in c.corrections.items():
+        lines.append(f'{t} = {{ c = {cv:.4f}, sweeps = {n} }}')
     for e in _cfg()["sensitivity"]:
         w = c.role_weights[e["model"]]
         lines += ["", "[[role_weights]]",
                   "# measured per-tensor KLD / prior prediction by role (median tensor = 1)",
                   f'model = "{e["model"]}"', f'builtin = "{e["builtin"]}"',
-                  "w = { " + ", ".join(f"{r} = {v:.4f}" for r, v in w.items()) + " }"]
+                  "w = { " + ", ".join(f"{r} = {x:.4f}" for r, x in w.items()) + " }"]
     for model, v in c.models.items():
         lines += ["", "[[model]]", f'name = "{model}"', f'builtin = "{v["builtin"]}"', f"k = {v['k']:.4f}",
                   f"log_se = {v['log_se']:.4f}", f'corpus = "{v["corpus"]}"', f"k_on_corpus = {v['k_on_corpus']:.4f}",
                   f"points = {v['points']}", f"point_log_sd = {v['point_log_sd']:.4f}",
-                  f"loss_min = {v['loss_min']:.6f}", f"loss_max = {v['loss_max']:.6f}", "ladders = [" + ", ".join(f'"{x}"' for x in v["ladders"]) + "]"]
+                  f"loss_min = {v['loss_min']:.6f}", f"loss_max = {v['loss_max']:.6f}",
+                  "ladders = [" + ", ".join(f'"{x}"' for x in v["ladders"]) + "]"]
     return "\n".join(lines) + "\n"
 
 
@@ -321,7 +324,7 @@ def ladder_tmap_arch(builtin_name: str) -> str:
     return builtin(builtin_name).params.arch
 
 
-def user_scale(tmap, path):
+def user_scale(tmap: TensorMap, path: str | os.PathLike[str]) -> ScaleSource:
     """k for ``tmap`` from the user's own ladder file (the format of data/measured/ladders.toml; ``builtin`` may be
     left out) as a :class:`planner.quality.ScaleSource`: every ladder in it is fitted on ``tmap`` with the shipped
     corrections and role weights.
@@ -331,8 +334,6 @@ def user_scale(tmap, path):
     """
     from planner.errors import UsageError  # noqa: PLC0415
     from planner.measurements import mix_types, read_ladders  # noqa: PLC0415
-    from planner.quality import ScaleSource  # noqa: PLC0415
-
     qm = QualityModel.build(tmap)
     fits = []
     for lad in read_ladders(path):

@@ -73,7 +73,7 @@ def simplify_mix(tmap: TensorMap, types: Mapping[str, str], *, ln_ratio_of: Call
         n_rules = counter(cur)
         need = max_rules is not None and n_rules > max_rules
         groups = _groups(tmap, cur, lambda _n: True)
-        best: tuple[float, tuple, str, int, dict[str, int]] | None = None
+        best: tuple[tuple[float, int], tuple[str, str], str, int, dict[str, int]] | None = None
         for (role, ty), names in groups.items():
             others = [t2 for (r2, t2) in groups if r2 == role and t2 != ty]
             for to in others:
@@ -88,18 +88,18 @@ def simplify_mix(tmap: TensorMap, types: Mapping[str, str], *, ln_ratio_of: Call
                     continue
                 if not need and spent + max(cost, 0.0) > tolerance:
                     continue
-                key = (max(cost, 0.0), len(names))
+                key: tuple[float, int] = (max(cost, 0.0), len(names))
                 if best is None or key < best[0]:
                     best = (key, (role, ty), to, len(names), per_dev)
         if best is None:
             break
-        (cost, _), (role, ty), to, n, per_dev = best
+        (cost, _), (role, ty), to, n_merged, per_dev = best
         for name in groups[(role, ty)]:
             cur[name] = to
         for d, delta in per_dev.items():
             free[d] = free.get(d, 0) - delta
         spent += cost
-        merges.append(Merge(role, ty, to, n, cost, sum(per_dev.values())))
+        merges.append(Merge(role, ty, to, n_merged, cost, sum(per_dev.values())))
         if max_rules is not None and counter(cur) <= max_rules and spent >= tolerance:
             break
     return Simplified(cur, tuple(merges), before, counter(cur), spent)

@@ -11,7 +11,6 @@ the llama-quantize emulation, without the header), estimated for safetensors.  F
 from __future__ import annotations
 
 import functools
-import math
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
