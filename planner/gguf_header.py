@@ -37,6 +37,7 @@ from planner.quants import GGUF_DEFAULT_ALIGNMENT, catalogue, pad
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)        # gguf.cpp rejects v1; v2 and v3 share this layout (v3 added big-endian)
 GGML_MAX_DIMS = 4                  # ggml.h
+GGML_MAX_NAME = 64                 # ggml.h; gguf.cpp rejects a tensor name of GGML_MAX_NAME bytes or more
 MAX_TENSOR_ELEMENTS = 1 << 62      # our bound on ne0*ne1*ne2*ne3 (gguf.cpp: < INT64_MAX)
 MAX_HEADER_BYTES = 256 << 20       # a header must end within this; real ones are < 32 MiB
 MAX_ARRAY_ELEMENTS = 1 << 24       # real tokenizers have < 300k entries
@@ -432,6 +433,9 @@ def _read_tensor_infos(cur: _Cursor, n_tensors: int, alignment: int, shard: int)
     for t in range(n_tensors):
         start = cur.pos
         name = cur.string(f"tensor[{t}].name")
+        if len(name.encode("utf-8")) >= GGML_MAX_NAME:
+            raise cur.error(f"tensor name {name[:80]!r} is {len(name.encode('utf-8'))} bytes; ggml allows at most "
+                            f"{GGML_MAX_NAME - 1}", f"tensor[{t}].name", offset=start)
         if name in seen:
             raise cur.error(f"duplicate tensor name {name!r}", f"tensor[{t}].name", offset=start)
         seen.add(name)

@@ -333,11 +333,13 @@ def from_gguf(header: Any) -> TensorMap:
         GGUFFormatError: the header lacks ``general.architecture`` or a required ``{arch}.*`` number.
     """
     from planner.errors import GGUFFormatError
+    from planner.validate import validate_header, validate_model
 
     arch = header.arch
     if not arch:
         raise GGUFFormatError("the header has no general.architecture", field="general.architecture",
                               source=header.source)
+    validate_header(header)
 
     def num(key: str, default: int | None = None) -> int | None:
         value = header.get(f"{arch}.{key}")
@@ -399,5 +401,7 @@ def from_gguf(header: Any) -> TensorMap:
     name = header.get("general.name")
     if not isinstance(name, str) or not name:
         name = re.sub(r"(-\d{5}-of-\d{5})?\.gguf$", "", header.source.rstrip("/").rsplit("/", 1)[-1])
-    return TensorMap(name=name, params=params, tensors=tensors, source=header.source,
+    tmap = TensorMap(name=name, params=params, tensors=tensors, source=header.source,
                      file_bytes=header.file_bytes, header=header)
+    validate_model(tmap)
+    return tmap

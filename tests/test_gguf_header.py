@@ -564,19 +564,20 @@ def test_from_gguf_fallbacks():
     kv = [("general.architecture", GGUF_STRING, "llama"), ("llama.block_count", GGUF_UINT32, 2),
           ("llama.embedding_length", GGUF_UINT32, 512), ("llama.attention.head_count", GGUF_UINT32, 8),
           ("llama.attention.head_count_kv", GGUF_ARRAY, [2, 4], GGUF_UINT32)]
-    h = parse_gguf(BytesSource(gguf_bytes(kv, [("token_embd.weight", (512, 1000), "f16")]),
+    layers = [(f"blk.{i}.attn_norm.weight", (512,), "f32") for i in range(2)]
+    h = parse_gguf(BytesSource(gguf_bytes(kv, [("token_embd.weight", (512, 1000), "f16"), *layers]),
                                name="/models/My-Model-00001-of-00001.gguf"))
     p = from_gguf(h).params
     assert (p.n_head_kv, p.head_dim, p.n_vocab, p.tied) == (4, 64, 1000, True)
     assert from_gguf(h).name == "My-Model"
     with pytest.raises(GGUFFormatError, match="llama.block_count"):
-        from_gguf(_parse(gguf_bytes(kv[:1] + kv[2:])))
+        from_gguf(_parse(gguf_bytes(kv[:1] + kv[2:], layers)))
 
 
 def test_from_gguf_vocab_from_tokens():
     kv = {"general.architecture": "qwen3", "qwen3.block_count": 1, "qwen3.embedding_length": 64,
           "qwen3.attention.head_count": 2, "tokenizer.ggml.tokens": ["a", "b", "c"]}
-    assert from_gguf(_parse(gguf_bytes(kv))).params.n_vocab == 3
+    assert from_gguf(_parse(gguf_bytes(kv, [("blk.0.attn_norm.weight", (64,), "f32")]))).params.n_vocab == 3
 
 
 def test_from_gguf_matches_builtin_shapes():

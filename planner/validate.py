@@ -1,0 +1,213 @@
+"""Boundary validation of model headers: hyperparameters and tensor names, before any stage uses them.
+
+The GGUF reader (:mod:`planner.gguf_header`) checks the *format* (counts, lengths, offsets, type ids);
+this module checks the *numbers* a header carries, the way llama.cpp's loader does before it builds a
+model, so the stages behind (memory, speed, solver, emitters) can assume sane values.  Every failure is
+a :class:`~planner.errors.GGUFFormatError` (exit 4) whose ``field`` names the key or tensor.
+
+Engine rules mirrored here (ggml-org/llama.cpp ``src/llama-model.cpp`` ``llama_model::load_hparams`` and
+``src/llama-model-loader.cpp``; ik_llama.cpp ``src/llama.cpp`` ``llm_load_hparams``, reference 8337e4cd):
+
+- hyperparameters are read with ``get_key``/``get_key_or_arr``, which accept an integer key or, for
+  per-layer keys (``head_count``, ``head_count_kv``, ``feed_forward_length``), an array of integers;
+- ``GGML_ASSERT(hparams.n_expert <= LLAMA_MAX_EXPERTS)``; ``if (n_expert > 0) GGML_ASSERT(n_expert_used > 0)
+  else GGML_ASSERT(n_expert_used == 0)``; ``GGML_ASSERT(n_expert_used <= n_expert)``;
+- ``n_layer`` is at most ``LLAMA_MAX_LAYERS`` (512, ``src/llama-hparams.h``);
+- tensors are requested by the names ``LLM_TN`` formats with ``"blk.%d."``, so ``blk.-1.x``, ``blk.007.x``
+  or ``blk.99.x`` in a 94-layer file are tensors nobody loads (``done_getting_tensors``: "wrong number of
+  tensors"), and a layer whose tensors are missing fails ``create_tensor`` ("missing tensor").
+
+The numeric caps below that are not engine asserts are our own plausibility bounds, far above any real
+model, which keep every later computation bounded in time and memory.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from planner.errors import GGUFFormatError
+
+LLAMA_MAX_LAYERS = 512        # src/llama-hparams.h (llama.cpp and ik_llama.cpp)
+MAX_LAYERS = 4096             # our bound (8x the engines'), so a future engine bump still reads
+MAX_EXPERTS = 1 << 16         # our bound; llama.cpp's LLAMA_MAX_EXPERTS is 512 (Qwen3-Next)
+MAX_WIDTH = 1 << 20           # embedding / FFN / head widths: real models are < 2^16
+MAX_HEADS = 1 << 16
+MAX_CONTEXT = (1 << 32) - 1   # n_ctx_train is uint32_t in both engines
+MAX_VOCAB = (1 << 31) - 1     # llama_vocab token ids are int32
+
+# key suffix -> (minimum, maximum); absent keys are fine here (tensors.from_gguf says which are required)
+INT_KEYS: dict[str, tuple[int, int]] = {
+    "block_count": (1, MAX_LAYERS),
+    "embedding_length": (1, MAX_WIDTH),
+    "feed_forward_length": (0, MAX_WIDTH),
+    "expert_feed_forward_length": (0, MAX_WIDTH),
+    "expert_shared_feed_forward_length": (0, MAX_WIDTH),
+    "expert_count": (0, MAX_EXPERTS),
+    "expert_used_count": (0, MAX_EXPERTS),
+    "expert_shared_count": (0, MAX_EXPERTS),
+    "attention.head_count": (1, MAX_HEADS),
+    "attention.head_count_kv": (1, MAX_HEADS),
+    "attention.key_length": (1, MAX_WIDTH),
+    "attention.value_length": (1, MAX_WIDTH),
+    "attention.key_length_mla": (1, MAX_WIDTH),
+    "attention.value_length_mla": (1, MAX_WIDTH),
+    "attention.kv_lora_rank": (0, MAX_WIDTH),
+    "attention.q_lora_rank": (0, MAX_WIDTH),
+    "rope.dimension_count": (0, MAX_WIDTH),
+    "context_length": (0, MAX_CONTEXT),
+    "vocab_size": (0, MAX_VOCAB),
+    "leading_dense_block_count": (0, MAX_LAYERS),
+    "nextn_predict_layers": (0, MAX_LAYERS),
+}
+# keys llama.cpp reads with get_key_or_arr (one value per layer allowed); 0 marks a layer without attention
+PER_LAYER_KEYS = frozenset({"attention.head_count", "attention.head_count_kv", "feed_forward_length"})
+
+_INT_VTYPES = frozenset((0, 1, 2, 3, 4, 5, 10, 11))
+_FLOAT_VTYPES = frozenset((6, 12))
+_GGUF_ARRAY = 9
+_BLK_NAME = re.compile(r"blk\.([^.]*)\.")
+_CANONICAL_LAYER = re.compile(r"0|[1-9][0-9]*")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _error(message: str, key: str, source: str, hint: str = "") -> GGUFFormatError:
+    return GGUFFormatError(message, field=key, source=source, hint=hint)
+
+
+def validate_header(header: Any) -> None:
+    """Check the ``{arch}.*`` hyperparameters and the tensor names of a parsed header.
+
+    Integer keys must hold integers (or, for per-layer keys, a non-empty array of integers) within
+    :data:`INT_KEYS`; every float under ``{arch}.`` must be finite; tensor names must not contain
+    control characters, and ``blk.N.`` names must carry a canonical decimal ``N``.
+
+    Raises:
+        GGUFFormatError: naming the key or tensor (exit 4).
+    """
+    arch = header.arch
+    source = header.source
+    if _CONTROL.search(arch) or len(arch) > 64:
+        raise _error(f"general.architecture {arch[:80]!r} is not an architecture name", "general.architecture",
+                     source)
+    prefix = arch + "."
+    for entry in header.kv:
+        key = entry.key
+        if not key.startswith(prefix):
+            continue
+        suffix = key[len(prefix):]
+        if entry.vtype in _FLOAT_VTYPES and not math.isfinite(entry.value):
+            raise _error(f"{key} is {entry.value}, not a finite number", key, source)
+        if entry.vtype == _GGUF_ARRAY and entry.elem_type in _FLOAT_VTYPES and isinstance(entry.value, tuple) \
+                and not all(math.isfinite(v) for v in entry.value):
+            raise _error(f"{key} holds a value that is not a finite number", key, source)
+        bounds = INT_KEYS.get(suffix)
+        if bounds is None:
+            continue
+        values = _int_values(entry, suffix in PER_LAYER_KEYS, key, source)
+        lo, hi = bounds
+        for v in values:
+            # a per-layer array may mark layers without attention/FFN with 0 (hybrid models)
+            low = 0 if (len(values) > 1 or entry.vtype == _GGUF_ARRAY) and suffix in PER_LAYER_KEYS else lo
+            if not low <= v <= hi:
+                raise _error(f"{key} = {v} is outside {lo}..{hi}", key, source)
+        if suffix in PER_LAYER_KEYS and max(values) < lo:
+            raise _error(f"{key}: every layer's value is {max(values)}, at least one must be >= {lo}", key, source)
+    for t in header.tensors:
+        _check_tensor_name(t.name, source)
+
+
+def _int_values(entry: Any, per_layer: bool, key: str, source: str) -> tuple[int, ...]:
+    if entry.vtype in _INT_VTYPES:
+        return (int(entry.value),)
+    if entry.vtype == _GGUF_ARRAY and per_layer and entry.elem_type in _INT_VTYPES:
+        if not isinstance(entry.value, tuple) or not entry.value:
+            raise _error(f"{key} is an empty array", key, source)
+        return tuple(int(v) for v in entry.value)
+    what = "an integer or an array of integers" if per_layer else "an integer"
+    raise _error(f"{key} must be {what}, not {entry.type_name}", key, source)
+
+
+def _check_tensor_name(name: str, source: str) -> None:
+    if _CONTROL.search(name):
+        raise _error(f"tensor name {name!r} contains a control character", f"tensor {name!r}", source)
+    if name.startswith("blk."):
+        m = _BLK_NAME.match(name)
+        if m is None or not _CANONICAL_LAYER.fullmatch(m.group(1)):
+            raise _error(f"tensor {name!r} does not name a layer as blk.N. with a decimal N (the engines "
+                         "request blk.%d. names, so nothing would load it)", f"tensor {name}", source)
+
+
+def layer_of(name: str) -> int | None:
+    """The layer index of a ``blk.N.`` tensor name (canonical decimal), else None."""
+    m = _BLK_NAME.match(name)
+    if m is None or not _CANONICAL_LAYER.fullmatch(m.group(1)):
+        return None
+    return int(m.group(1))
+
+
+def validate_model(tmap: Any) -> None:
+    """Check that a header's tensors and hyperparameters agree (a TensorMap built from a GGUF).
+
+    - at least one tensor; every ``blk.N.`` tensor has ``N < block_count`` and every layer in
+      ``[0, block_count)`` has at least one tensor (llama.cpp: "missing tensor" / "wrong number of tensors");
+    - ``expert_used_count <= expert_count``, and ``expert_used_count >= 1`` exactly when there are experts
+      (llama.cpp ``load_hparams`` asserts); a 3-D ``*_exps`` tensor's ``ne[2]`` equals ``expert_count``
+      (``create_tensor`` checks the shape ``{.., .., n_expert}``);
+    - ``head_count_kv`` divides ``head_count`` (ggml broadcasts K/V heads over query heads),
+      ``leading_dense_block_count`` and ``nextn_predict_layers`` are below ``block_count``.
+
+    Raises:
+        GGUFFormatError: naming the key (``{arch}.expert_count`` ...) or the tensor (exit 4).
+    """
+    p = tmap.params
+    source = tmap.source
+    arch = p.arch
+    if not tmap.tensors:
+        raise _error("the file holds no tensors", "n_tensors", source,
+                     hint="a metadata-only file is not a model; pass the model's first shard")
+    key = f"{arch}.block_count"
+    present: set[int] = set()
+    for t in tmap.tensors:
+        layer = layer_of(t.name)
+        if layer is None:
+            continue
+        if layer >= p.n_layer:
+            raise _error(f"tensor {t.name} is outside the {p.n_layer} layers {key} declares",
+                         f"tensor {t.name}", source)
+        present.add(layer)
+    missing = _first_missing(present, p.n_layer)
+    if missing is not None:
+        raise _error(f"{key} = {p.n_layer} but layer {missing} has no tensors "
+                     f"({len(present)} layers have tensors)", key, source)
+    if p.n_expert_used > p.n_expert:
+        raise _error(f"{arch}.expert_used_count = {p.n_expert_used} exceeds {arch}.expert_count = {p.n_expert}",
+                     f"{arch}.expert_used_count", source)
+    if p.n_expert > 0 and p.n_expert_used < 1:
+        raise _error(f"{arch}.expert_count = {p.n_expert} but {arch}.expert_used_count is 0 or absent",
+                     f"{arch}.expert_used_count", source)
+    for t in tmap.tensors:
+        if t.role.endswith("_exps") and len(t.shape) == 3 and t.shape[2] != p.n_expert:
+            raise _error(f"tensor {t.name} holds {t.shape[2]} experts but {arch}.expert_count = {p.n_expert}",
+                         f"{arch}.expert_count", source)
+    if p.n_head_kv < 1 or p.n_head % p.n_head_kv:
+        raise _error(f"{arch}.attention.head_count_kv = {p.n_head_kv} does not divide "
+                     f"{arch}.attention.head_count = {p.n_head}", f"{arch}.attention.head_count_kv", source)
+    for name, value in (("leading_dense_block_count", p.n_dense_lead), ("nextn_predict_layers", p.n_nextn)):
+        if value >= p.n_layer:
+            raise _error(f"{arch}.{name} = {value} is not below {key} = {p.n_layer}", f"{arch}.{name}", source)
+    if p.head_dim < 1:
+        raise _error(f"the head width is {p.head_dim}: set {arch}.attention.key_length",
+                     f"{arch}.attention.key_length", source)
+
+
+def _first_missing(present: Iterable[int], n_layer: int) -> int | None:
+    seen = set(present)
+    if len(seen) == n_layer:
+        return None
+    return next(i for i in range(n_layer) if i not in seen)
+
+
+__all__ = ["validate_header", "validate_model", "layer_of"]

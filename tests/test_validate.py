@@ -1,0 +1,169 @@
+"""Hostile header hyperparameters and tensor names: a typed GGUFFormatError naming the key, never a crash."""
+
+from __future__ import annotations
+
+import math
+import struct
+
+import pytest
+from click.testing import CliRunner
+from conftest import IK, gguf_bytes
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from planner.cli import main
+from planner.errors import GGUFFormatError, PlannerError
+from planner.gguf_header import (
+    GGUF_ARRAY,
+    GGUF_FLOAT32,
+    GGUF_INT32,
+    GGUF_STRING,
+    GGUF_UINT32,
+    GGUF_UINT64,
+    BytesSource,
+    parse_gguf,
+    read_gguf,
+)
+from planner.tensors import from_gguf
+
+BASE = read_gguf(IK / "tiny-a-bf16.gguf")          # qwen3moe, 3 layers, 4 experts (2 used), 4/2 heads
+KV = [(e.key, e.vtype, list(e.value) if isinstance(e.value, tuple) else e.value, e.elem_type) for e in BASE.kv]
+TENSORS = [(t.name, t.shape, t.type_name) for t in BASE.tensors]
+
+
+def header(kv_changes=(), tensors=None, drop_keys=()):
+    kv = [list(e) for e in KV if e[0] not in drop_keys]
+    for change in kv_changes:
+        row = next((r for r in kv if r[0] == change[0]), None)
+        if row is None:
+            kv.append(list(change) + [None] * (4 - len(change)))
+        else:
+            row[1:] = list(change[1:]) + [None] * (4 - len(change))
+    items = [(k, t, v, e) if e is not None else (k, t, v) for k, t, v, e in kv]
+    return parse_gguf(BytesSource(gguf_bytes(items, TENSORS if tensors is None else tensors), name="hostile.gguf"))
+
+
+def load(**kw):
+    return from_gguf(header(**kw))
+
+
+def test_the_unmodified_fixture_loads():
+    p = load().params
+    assert (p.n_layer, p.n_expert, p.n_expert_used, p.n_head, p.n_head_kv) == (3, 4, 2, 4, 2)
+
+
+@pytest.mark.parametrize("change, field", [
+    # zero / negative / huge counts
+    (("qwen3moe.block_count", GGUF_UINT32, 0), "qwen3moe.block_count"),
+    (("qwen3moe.block_count", GGUF_INT32, -1), "qwen3moe.block_count"),
+    (("qwen3moe.block_count", GGUF_UINT64, 4_000_000_000), "qwen3moe.block_count"),        # OverflowError before
+    (("qwen3moe.block_count", GGUF_UINT64, 2**63), "qwen3moe.block_count"),
+    (("qwen3moe.block_count", GGUF_UINT32, 94), "qwen3moe.block_count"),                    # far beyond 3 layers
+    (("qwen3moe.block_count", GGUF_UINT32, 2), "tensor blk.2."),                            # tensors outside it
+    (("qwen3moe.embedding_length", GGUF_UINT32, 0), "qwen3moe.embedding_length"),
+    (("qwen3moe.attention.head_count", GGUF_UINT32, 0), "qwen3moe.attention.head_count"),
+    (("qwen3moe.attention.head_count_kv", GGUF_UINT32, 0), "qwen3moe.attention.head_count_kv"),
+    (("qwen3moe.attention.head_count_kv", GGUF_UINT32, 3), "qwen3moe.attention.head_count_kv"),   # 4 % 3
+    (("qwen3moe.attention.key_length", GGUF_UINT32, 0), "qwen3moe.attention.key_length"),
+    # experts: used > count, used = 0 with experts, count disagreeing with the expert tensors
+    (("qwen3moe.expert_used_count", GGUF_UINT32, 5), "qwen3moe.expert_used_count"),
+    (("qwen3moe.expert_used_count", GGUF_UINT32, 0), "qwen3moe.expert_used_count"),
+    (("qwen3moe.expert_count", GGUF_UINT32, 0), "qwen3moe.expert_used_count"),
+    (("qwen3moe.expert_count", GGUF_UINT32, 8), "qwen3moe.expert_count"),
+    (("qwen3moe.expert_count", GGUF_UINT64, 2**40), "qwen3moe.expert_count"),
+    # NaN / inf floats and wrong value types
+    (("qwen3moe.attention.layer_norm_rms_epsilon", GGUF_FLOAT32, math.nan), "qwen3moe.attention.layer_norm_rms_eps"),
+    (("qwen3moe.rope.freq_base", GGUF_FLOAT32, math.inf), "qwen3moe.rope.freq_base"),
+    (("qwen3moe.block_count", GGUF_FLOAT32, math.nan), "qwen3moe.block_count"),             # int(nan) before
+    (("qwen3moe.block_count", GGUF_STRING, "3"), "qwen3moe.block_count"),
+    (("qwen3moe.expert_count", GGUF_ARRAY, [4, 4, 4], GGUF_UINT32), "qwen3moe.expert_count"),
+    (("qwen3moe.attention.head_count_kv", GGUF_ARRAY, [], GGUF_UINT32), "qwen3moe.attention.head_count_kv"),
+    (("qwen3moe.attention.head_count_kv", GGUF_ARRAY, [0, 0, 0], GGUF_UINT32), "qwen3moe.attention.head_count_kv"),
+    (("qwen3moe.leading_dense_block_count", GGUF_UINT32, 3), "qwen3moe.leading_dense_block_count"),
+    (("qwen3moe.context_length", GGUF_UINT64, 2**40), "qwen3moe.context_length"),
+    (("general.architecture", GGUF_STRING, "qwen3moe\nrm -rf ~"), "general.architecture"),
+])
+def test_hostile_hyperparameter_names_the_key(change, field):
+    with pytest.raises(GGUFFormatError) as e:
+        load(kv_changes=[change])
+    assert field in e.value.field or field in str(e.value)
+
+
+def test_per_layer_head_count_kv_may_mark_layers_without_attention():
+    # hybrid models write 0 for recurrent layers; the largest value is the one that sizes the KV cache
+    p = load(kv_changes=[("qwen3moe.attention.head_count_kv", GGUF_ARRAY, [2, 0, 2], GGUF_UINT32)]).params
+    assert p.n_head_kv == 2
+
+
+@pytest.mark.parametrize("rename, why", [
+    ("blk.-1.attn_v.weight", "negative layer"),
+    ("blk.99.attn_v.weight", "layer beyond block_count"),
+    ("blk.007.attn_v.weight", "non-canonical number: the engines format blk.%d."),
+    ("blk.4294967296.attn_v.weight", "u32 overflow"),
+    ("blk.18446744073709551616.attn_v.weight", "beyond any index"),
+    ("blk.0.attn_v.weight\nrm -rf ~", "control character"),
+    ("blk..attn_v.weight", "empty layer"),
+])
+def test_tensor_names_outside_the_layers(rename, why):
+    tensors = [(rename if name == "blk.0.attn_v.weight" else name, shape, ty) for name, shape, ty in TENSORS]
+    with pytest.raises(GGUFFormatError, match="tensor"):
+        from_gguf(parse_gguf(BytesSource(gguf_bytes([(k, t, v, e) if e is not None else (k, t, v)
+                                                     for k, t, v, e in KV], tensors))))
+
+
+def test_no_tensors_at_all():
+    with pytest.raises(GGUFFormatError, match="no tensors"):
+        load(tensors=[])
+
+
+def test_tensor_name_of_64_bytes_is_refused_like_gguf_cpp():
+    # gguf.cpp gguf_init_from_file_impl: name.length() >= GGML_MAX_NAME (64) -> "tensor name is too long"
+    ok = [("x" * 63, (32,), "f32")]
+    parse_gguf(BytesSource(gguf_bytes({}, ok)))
+    with pytest.raises(GGUFFormatError, match="at most 63"):
+        parse_gguf(BytesSource(gguf_bytes({}, [("x" * 64, (32,), "f32")])))
+
+
+@pytest.mark.parametrize("command", ["inspect", "footprint", "place", "plan"])
+def test_cli_exit_4_one_line(tmp_path, command):
+    path = tmp_path / "m.gguf"
+    items = [(k, GGUF_UINT32, 0) if k == "qwen3moe.attention.head_count_kv" else
+             (k, t, v, e) if e is not None else (k, t, v) for k, t, v, e in KV]
+    path.write_bytes(gguf_bytes(items, TENSORS))
+    extra = {"inspect": [], "footprint": ["--base-type", "Q8_0"], "place": ["--base-type", "Q8_0", "--vram", "8",
+                                                                             "--ram", "16"],
+             "plan": ["--vram", "8", "--ram", "16"]}[command]
+    r = CliRunner().invoke(main, [command, str(path), *extra])
+    assert r.exit_code == 4, r.output
+    assert r.output.count("\n") == 1 and "head_count_kv" in r.output
+
+
+# ---------------------------------------------------------------------------- property: result or typed error
+
+_INTS = st.one_of(st.sampled_from([0, 1, 2, 3, 4, 8, 2**31 - 1, 2**32 - 1]), st.integers(0, 2**32 - 1))
+_KEYS = st.sampled_from(["block_count", "embedding_length", "expert_count", "expert_used_count",
+                         "attention.head_count", "attention.head_count_kv", "attention.key_length",
+                         "feed_forward_length", "expert_feed_forward_length", "context_length",
+                         "leading_dense_block_count", "nextn_predict_layers", "vocab_size"])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(_KEYS, _INTS), max_size=3), st.lists(st.integers(0, 38), max_size=3),
+       st.binary(max_size=4), st.integers(0, 4000))
+def test_any_header_gives_a_result_or_a_typed_error(changes, dropped, flip, at):
+    """Any mutated header through the loader, inspect and footprint: a result or a PlannerError."""
+    tensors = [t for i, t in enumerate(TENSORS) if i not in dropped]
+    items = [(k, t, v, e) if e is not None else (k, t, v) for k, t, v, e in KV]
+    for key, value in changes:
+        items = [it for it in items if it[0] != f"qwen3moe.{key}"] + [(f"qwen3moe.{key}", GGUF_UINT32, value)]
+    data = bytearray(gguf_bytes(items, tensors, data=False))
+    data[at:at + len(flip)] = flip
+    try:
+        tmap = from_gguf(parse_gguf(BytesSource(bytes(data)), check_size=False))
+    except PlannerError:
+        return
+    from planner.summary import summarize
+
+    s = summarize(tmap)
+    assert s.n_tensors == len(tmap.tensors) and s.total_bytes >= 0
+    assert struct.pack("<Q", s.n_layer)   # a sane, bounded layer count
