@@ -360,7 +360,7 @@ def from_gguf(header: Any) -> TensorMap:
     n_vocab = num("vocab_size")
     if n_vocab is None:
         tokens = header.get("tokenizer.ggml.tokens")
-        if isinstance(tokens, tuple) and tokens:
+        if not isinstance(tokens, (str, type(None))) and hasattr(tokens, "__len__") and len(tokens):
             n_vocab = len(tokens)
         elif "token_embd.weight" in names and len(names["token_embd.weight"].shape) > 1:
             n_vocab = names["token_embd.weight"].shape[1]

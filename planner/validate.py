@@ -123,7 +123,9 @@ def _int_values(entry: Any, per_layer: bool, key: str, source: str) -> tuple[int
     if entry.vtype in _INT_VTYPES:
         return (int(entry.value),)
     if entry.vtype == _GGUF_ARRAY and per_layer and entry.elem_type in _INT_VTYPES:
-        if not isinstance(entry.value, tuple) or not entry.value:
+        if not isinstance(entry.value, tuple):
+            raise _error(f"{key} has {len(entry.value)} values, more than any layer count", key, source)
+        if not entry.value:
             raise _error(f"{key} is an empty array", key, source)
         return tuple(int(v) for v in entry.value)
     what = "an integer or an array of integers" if per_layer else "an integer"
