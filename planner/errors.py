@@ -101,6 +101,10 @@ class RegexDialectError(RecipeError):
     """A user regex means different things in Python ``re`` and C++ std::regex (ECMAScript)."""
 
 
+class RegexBudgetError(RecipeError):
+    """A user regex needs more backtracking work than the budget (catastrophic backtracking)."""
+
+
 class UnsupportedTensorSizeError(RecipeError):
     """No type (not even the fallback) can store a tensor with this row width."""
 
