@@ -206,10 +206,38 @@ def apply(m: Model, ops: list[list[Any]]) -> Model:
     return m
 
 
+def _current(m: Model, key: str) -> Any:
+    return next((v for k, _, v, _ in m.kv if k == key), None)
+
+
+def _plausible(rng: random.Random, m: Model) -> list[Any]:
+    """A hyperparameter nudged to a value a validator may accept: the deep stages see odd but legal models."""
+    arch = _arch(m)
+    suffix = rng.choice(HYPER_KEYS)
+    key = f"{arch}.{suffix}"
+    cur = _current(m, key)
+    base = cur if isinstance(cur, int) and not isinstance(cur, bool) else rng.choice((1, 2, 4, 64))
+    n_layer = _current(m, f"{arch}.block_count") or 3
+    n_exp = _current(m, f"{arch}.expert_count") or 4
+    choices = {
+        "expert_used_count": list(range(0, n_exp + 2)),
+        "leading_dense_block_count": list(range(0, n_layer + 1)),
+        "nextn_predict_layers": list(range(0, n_layer + 1)),
+        "context_length": [0, 1, 255, 256, 4096, 1 << 20, 2**32 - 1],
+        "attention.head_count_kv": [1, 2, 4, base],
+        "attention.head_count": [1, 2, 4, 8, base],
+    }.get(suffix, [max(0, base - 1), base + 1, base * 2, max(1, base // 2), 1])
+    return ["kv", key, U32, rng.choice(choices)]
+
+
 def _hyper(rng: random.Random, m: Model) -> list[list[Any]]:
     arch = _arch(m)
     ops = []
     for _ in range(rng.choice((1, 1, 2, 3))):
+        r = rng.random()
+        if r < 0.45:
+            ops.append(_plausible(rng, m))
+            continue
         r = rng.random()
         if r < 0.6:
             key = f"{arch}.{rng.choice(HYPER_KEYS)}"
@@ -239,6 +267,19 @@ def _hyper(rng: random.Random, m: Model) -> list[list[Any]]:
 def _names(rng: random.Random, m: Model) -> list[list[Any]]:
     n = len(m.tensors)
     r = rng.random()
+    if r < 0.2:   # legal-looking names: an unknown role, a role moved to another layer, swapped layers
+        i = rng.randrange(n)
+        old = m.tensors[i][0]
+        parts = old.split(".")
+        if old.startswith("blk.") and len(parts) >= 4:
+            choice = rng.random()
+            if choice < 0.4:
+                parts[2] = rng.choice(("attn_foo", "ffn_gate_exps", "ffn_down_shexp", "attn_q_norm", "nextn"))
+            else:
+                parts[1] = str(rng.randrange(max(1, int(_current(m, f"{_arch(m)}.block_count") or 3))))
+            return [["rename", i, ".".join(parts)]]
+        return [["rename", i, rng.choice(("output.weight", "output_norm.weight", "token_embd.weight",
+                                          "rope_freqs.weight", "x.weight"))]]
     if r < 0.45:
         i = rng.randrange(n)
         old = m.tensors[i][0]
@@ -301,7 +342,8 @@ def _split(rng: random.Random, n_shards: int) -> list[Any]:
     return [["shard", k, _bytes(rng, b"x" * 2000)]]
 
 
-KINDS = ("bytes", "truncate", "hyper", "names", "sizes", "version", "split")
+KINDS = ("bytes", "bytes", "truncate", "hyper", "hyper", "hyper", "names", "names", "sizes", "version", "split",
+         "split")
 
 
 def make_case(rng: random.Random, fixtures: dict[str, list[Model]]) -> dict[str, Any]:
@@ -365,8 +407,12 @@ def materialise(case: dict[str, Any], fixtures: dict[str, list[Model]], workdir:
 
 # ----------------------------------------------------------------------------------------- running
 
-def commands(path: Path) -> list[list[str]]:
+def commands(path: Path, quantized: bool) -> list[list[str]]:
+    """The four commands; a quantized source skips `footprint` (it refuses requantizing by design) and
+    `place` keeps the file's own types."""
     p = str(path)
+    if quantized:
+        return [["inspect", p], ["place", p, *HW], ["plan", p, *HW]]
     return [["inspect", p], ["footprint", p, "--base-type", "Q8_0"],
             ["place", p, "--base-type", "Q8_0", *HW], ["plan", p, *HW]]
 
@@ -401,7 +447,7 @@ def child(case: dict[str, Any], fixtures: dict[str, list[Model]], wfd: int, work
     os.dup2(devnull, 2)
     os.environ["GGUF_PLANNER_DEBUG"] = "1"   # typed errors raise, so the harness sees the exception
     path = materialise(case, fixtures, workdir)
-    for i, args in enumerate(commands(path)):
+    for i, args in enumerate(commands(path, "bf16" not in case["fixture"])):
         os.write(wfd, (json.dumps({"start": i, "cmd": args[0]}) + "\n").encode())
         t = time.monotonic()
         outcome, detail = run_one(args)

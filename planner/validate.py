@@ -71,6 +71,8 @@ _GGUF_ARRAY = 9
 _BLK_NAME = re.compile(r"blk\.([^.]*)\.")
 _CANONICAL_LAYER = re.compile(r"0|[1-9][0-9]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# every name the engines request is built from these (LLM_TN: "blk.%d.attn_q" + ".weight", "token_embd", ...)
+_NAME_CHARS = re.compile(r"[A-Za-z0-9_.\-]+")
 
 
 def _error(message: str, key: str, source: str, hint: str = "") -> GGUFFormatError:
@@ -135,6 +137,9 @@ def _int_values(entry: Any, per_layer: bool, key: str, source: str) -> tuple[int
 def _check_tensor_name(name: str, source: str) -> None:
     if _CONTROL.search(name):
         raise _error(f"tensor name {name!r} contains a control character", f"tensor {name!r}", source)
+    if not _NAME_CHARS.fullmatch(name):
+        raise _error(f"tensor name {name!r} is empty or has characters no engine tensor name has "
+                     "(letters, digits, '_', '.', '-')", f"tensor {name!r}", source)
     if name.startswith("blk."):
         m = _BLK_NAME.match(name)
         if m is None or not _CANONICAL_LAYER.fullmatch(m.group(1)):
@@ -158,6 +163,7 @@ def validate_model(tmap: Any) -> None:
     - ``expert_used_count <= expert_count``, and ``expert_used_count >= 1`` exactly when there are experts
       (llama.cpp ``load_hparams`` asserts); a 3-D ``*_exps`` tensor's ``ne[2]`` equals ``expert_count``
       (``create_tensor`` checks the shape ``{.., .., n_expert}``);
+    - ``token_embd.weight`` / ``output.weight`` are ``[n_embd, n_vocab]`` (``create_tensor`` checks shapes);
     - ``head_count_kv`` divides ``head_count`` (ggml broadcasts K/V heads over query heads),
       ``leading_dense_block_count`` and ``nextn_predict_layers`` are below ``block_count``.
 
@@ -200,6 +206,13 @@ def validate_model(tmap: Any) -> None:
     for name, value in (("leading_dense_block_count", p.n_dense_lead), ("nextn_predict_layers", p.n_nextn)):
         if value >= p.n_layer:
             raise _error(f"{arch}.{name} = {value} is not below {key} = {p.n_layer}", f"{arch}.{name}", source)
+    by_name = {t.name: t for t in tmap.tensors}
+    for name in ("token_embd.weight", "output.weight"):
+        # llama.cpp create_tensor(tn(LLM_TENSOR_TOKEN_EMBD / LLM_TENSOR_OUTPUT), {n_embd, n_vocab})
+        t = by_name.get(name)
+        if t is not None and (len(t.shape) != 2 or t.shape[0] != p.n_embd):
+            raise _error(f"tensor {name} has shape {list(t.shape)}; the engines expect [{p.n_embd}, n_vocab] "
+                         f"({arch}.embedding_length = {p.n_embd})", f"tensor {name}", source)
     if p.head_dim < 1:
         raise _error(f"the head width is {p.head_dim}: set {arch}.attention.key_length",
                      f"{arch}.attention.key_length", source)

@@ -40,7 +40,8 @@ def header(kv_changes=(), tensors=None, drop_keys=()):
         else:
             row[1:] = list(change[1:]) + [None] * (4 - len(change))
     items = [(k, t, v, e) if e is not None else (k, t, v) for k, t, v, e in kv]
-    return parse_gguf(BytesSource(gguf_bytes(items, TENSORS if tensors is None else tensors), name="hostile.gguf"))
+    data = gguf_bytes(items, TENSORS if tensors is None else tensors, data=False)
+    return parse_gguf(BytesSource(data, name="hostile.gguf"), check_size=False)
 
 
 def load(**kw):
@@ -103,12 +104,22 @@ def test_per_layer_head_count_kv_may_mark_layers_without_attention():
     ("blk.18446744073709551616.attn_v.weight", "beyond any index"),
     ("blk.0.attn_v.weight\nrm -rf ~", "control character"),
     ("blk..attn_v.weight", "empty layer"),
+    ("", "empty name: an -ot rule for it would match every tensor"),
+    ("output.weight$|x", "regex metacharacters"),
+    ("blk.0.attn v.weight", "a space"),
 ])
 def test_tensor_names_outside_the_layers(rename, why):
     tensors = [(rename if name == "blk.0.attn_v.weight" else name, shape, ty) for name, shape, ty in TENSORS]
     with pytest.raises(GGUFFormatError, match="tensor"):
         from_gguf(parse_gguf(BytesSource(gguf_bytes([(k, t, v, e) if e is not None else (k, t, v)
                                                      for k, t, v, e in KV], tensors))))
+
+
+@pytest.mark.parametrize("shape", [(2**62,), (256,), (128, 300), (256, 300, 2)])
+def test_token_embd_shape_is_n_embd_by_n_vocab(shape):
+    tensors = [(n, shape if n == "token_embd.weight" else sh, ty) for n, sh, ty in TENSORS]
+    with pytest.raises(GGUFFormatError, match="token_embd.weight has shape"):
+        load(tensors=tensors)
 
 
 def test_no_tensors_at_all():
