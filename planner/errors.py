@@ -164,6 +164,16 @@ class RemoteReadError(PlannerError):
     """Reading a remote GGUF over HTTP failed."""
 
 
+class PlanFileError(PlannerError):
+    """A plan JSON does not match the schema the tool writes (``path`` is the JSON path of the bad field)."""
+
+    def __init__(self, message: str, *, path: str = "", source: str = "", hint: str = "") -> None:
+        where = ", ".join(x for x in (source, f"at {path}" if path else "") if x)
+        super().__init__(f"{message} [{where}]" if where else message, hint=hint)
+        self.path = path
+        self.source = source
+
+
 class ImatrixFormatError(PlannerError):
     """An imatrix file (legacy .dat or GGUF) is malformed."""
 
@@ -187,6 +197,7 @@ EXIT_CODES: dict[type[BaseException], int] = {
     OutputExistsError: 3,
     GGUFFormatError: 4,
     ImatrixFormatError: 4,
+    PlanFileError: 4,
     RemoteReadError: 5,
     HardwareProbeError: 6,
     EngineFlagError: 2,

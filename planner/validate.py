@@ -225,4 +225,195 @@ def _first_missing(present: Iterable[int], n_layer: int) -> int | None:
     return next(i for i in range(n_layer) if i not in seen)
 
 
-__all__ = ["validate_header", "validate_model", "layer_of"]
+
+
+# ============================================================================ options
+
+class Range:
+    """An option's allowed values: ``lo..hi`` (``lo`` excluded when ``open_lo``), integers when ``integer``."""
+
+    __slots__ = ("lo", "hi", "unit", "integer", "open_lo")
+
+    def __init__(self, lo: float, hi: float, unit: str = "", *, integer: bool = False, open_lo: bool = False) -> None:
+        self.lo, self.hi, self.unit, self.integer, self.open_lo = lo, hi, unit, integer, open_lo
+
+    def describe(self) -> str:
+        lo = f"> {self.lo:g}" if self.open_lo else f"{self.lo:g}"
+        text = f"{lo} and <= {self.hi:g}" if self.open_lo else f"{lo}..{self.hi:g}"
+        return f"{text} {self.unit}".rstrip() + (" (a whole number)" if self.integer else "")
+
+    def contains(self, value: float) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return False
+        if self.integer and value != int(value):
+            return False
+        return (self.lo < value if self.open_lo else self.lo <= value) and value <= self.hi
+
+
+# Bounds a real machine or run can have, generous on purpose: they stop typos and hostile values
+# (a negative margin that invents memory, 1e30 GiB reaching the solver) before any stage sees them.
+OPTION_RANGES: dict[str, Range] = {
+    "--vram": Range(0, 1024, "GiB per GPU"),
+    "--ram": Range(0, 65536, "GiB", open_lo=True),
+    "--cores": Range(1, 4096, integer=True),
+    "--threads": Range(1, 4096, integer=True),
+    "--ram-bw": Range(0, 100_000, "GB/s", open_lo=True),
+    "--gpu-margin": Range(0, 64, "GiB"),
+    "--os-reserve": Range(0, 1024, "GiB"),
+    "--ctx": Range(1, 1 << 30, "tokens", integer=True),
+    "--ub": Range(1, 65536, "tokens", integer=True),
+    "--amb": Range(1, 1 << 20, "MiB", integer=True),
+    "--port": Range(1, 65535, integer=True),
+    "--min-tg": Range(0, 1e6, "tokens/s", open_lo=True),
+    "--min-pp": Range(0, 1e7, "tokens/s", open_lo=True),
+    "--max-size": Range(0, 1 << 20, "GiB", open_lo=True),
+    "--quality-slack": Range(0, 100, "%"),
+    "--pareto": Range(0, 32, "plans", integer=True),
+}
+
+
+def check_option(option: str, value: Any, allowed: Range | None = None) -> Any:
+    """``value`` unchanged when it is inside the option's range (None passes: the option was not given).
+
+    Raises:
+        UsageError: one line naming the option, the value and the allowed range (exit 2).
+    """
+    from planner.errors import UsageError
+
+    if value is None:
+        return None
+    rng = allowed or OPTION_RANGES[option]
+    if not rng.contains(value):
+        raise UsageError(f"{option} {value!r} is out of range: allowed {rng.describe()}")
+    return value
+
+
+def check_options(values: dict[str, Any]) -> None:
+    """:func:`check_option` for every ``--option: value`` given (lists are checked item by item)."""
+    for option, value in values.items():
+        for v in (value if isinstance(value, (list, tuple)) else (value,)):
+            check_option(option, v)
+
+
+# ============================================================================ JSON documents
+
+class Schema:
+    """A JSON schema in a few combinators; :meth:`check` raises PlanFileError with the JSON path.
+
+    Kinds: ``int(lo, hi)``, ``num(lo, hi)``, ``text(max_len, pattern)``, ``enum(*values)``, ``boolean()``,
+    ``obj(required={...}, optional={...})`` (no other keys), ``array(item, max_len)``,
+    ``mapping(key, value, max_len)``, ``nullable(schema)``, ``anything()``.
+    """
+
+    __slots__ = ("kind", "args")
+
+    def __init__(self, kind: str, *args: Any) -> None:
+        self.kind, self.args = kind, args
+
+    def check(self, value: Any, path: str = "$", source: str = "") -> None:
+        from planner.errors import PlanFileError
+
+        def fail(expected: str) -> None:
+            shown = repr(value)
+            raise PlanFileError(f"expected {expected}, got {shown[:60] + ('...' if len(shown) > 60 else '')}",
+                                path=path, source=source,
+                                hint="the file was not written by gguf-planner or was edited; write it again with --out")
+
+        k, a = self.kind, self.args
+        if k == "anything":
+            return
+        if k == "nullable":
+            if value is not None:
+                a[0].check(value, path, source)
+            return
+        if k == "int":
+            if isinstance(value, bool) or not isinstance(value, int) or not a[0] <= value <= a[1]:
+                fail(f"an integer in {a[0]}..{a[1]}")
+        elif k == "num":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or not a[0] <= value <= a[1]:
+                fail(f"a finite number in {a[0]:g}..{a[1]:g}")
+        elif k == "bool":
+            if not isinstance(value, bool):
+                fail("true or false")
+        elif k == "text":
+            max_len, pattern = a
+            if not isinstance(value, str) or len(value) > max_len or (pattern is not None and not pattern.fullmatch(value)):
+                fail(f"a string of at most {max_len} characters" + (f" matching {pattern.pattern}" if pattern else ""))
+        elif k == "enum":
+            if value not in a[0] or isinstance(value, bool) != any(isinstance(x, bool) for x in a[0]):
+                fail("one of " + ", ".join(repr(x) for x in sorted(a[0], key=str)))
+        elif k == "obj":
+            required, optional = a
+            if not isinstance(value, dict):
+                fail("an object")
+            for key in value:
+                if key not in required and key not in optional:
+                    raise PlanFileError(f"unknown field {key!r}", path=f"{path}.{key}", source=source)
+            for key, sub in required.items():
+                if key not in value:
+                    raise PlanFileError("missing field", path=f"{path}.{key}", source=source)
+                sub.check(value[key], f"{path}.{key}", source)
+            for key, sub in optional.items():
+                if key in value:
+                    sub.check(value[key], f"{path}.{key}", source)
+        elif k == "array":
+            item, max_len = a
+            if not isinstance(value, list) or len(value) > max_len:
+                fail(f"a list of at most {max_len} items")
+            for i, v in enumerate(value):
+                item.check(v, f"{path}[{i}]", source)
+        elif k == "mapping":
+            key_schema, item, max_len = a
+            if not isinstance(value, dict) or len(value) > max_len:
+                fail(f"an object of at most {max_len} entries")
+            for key, v in value.items():
+                key_schema.check(key, f"{path}.{key!s}"[:200], source)
+                item.check(v, f"{path}.{key!s}"[:200], source)
+        else:  # pragma: no cover - the combinators below make only these kinds
+            raise AssertionError(k)
+
+
+def int_(lo: int, hi: int) -> Schema:
+    return Schema("int", lo, hi)
+
+
+def num(lo: float, hi: float) -> Schema:
+    return Schema("num", lo, hi)
+
+
+def text(max_len: int = 256, pattern: str | None = None) -> Schema:
+    return Schema("text", max_len, re.compile(pattern) if pattern else None)
+
+
+def enum(*values: Any) -> Schema:
+    return Schema("enum", frozenset(values))
+
+
+def boolean() -> Schema:
+    return Schema("bool")
+
+
+def obj(required: dict[str, Schema], optional: dict[str, Schema] | None = None) -> Schema:
+    return Schema("obj", required, optional or {})
+
+
+def array(item: Schema, max_len: int = 100_000) -> Schema:
+    return Schema("array", item, max_len)
+
+
+def mapping(key: Schema, value: Schema, max_len: int = 200_000) -> Schema:
+    return Schema("mapping", key, value, max_len)
+
+
+def nullable(schema: Schema) -> Schema:
+    return Schema("nullable", schema)
+
+
+def anything() -> Schema:
+    return Schema("anything")
+
+
+__all__ = ["OPTION_RANGES", "Range", "Schema", "anything", "array", "boolean", "check_option", "check_options",
+           "enum", "int_", "layer_of", "mapping", "nullable", "num", "obj", "text", "validate_header",
+           "validate_model"]

@@ -178,3 +178,69 @@ def test_any_header_gives_a_result_or_a_typed_error(changes, dropped, flip, at):
     s = summarize(tmap)
     assert s.n_tensors == len(tmap.tensors) and s.total_bytes >= 0
     assert struct.pack("<Q", s.n_layer)   # a sane, bounded layer count
+
+
+# ---------------------------------------------------------------------------- options and JSON schemas
+
+from planner.errors import PlanFileError, UsageError, exit_code_for  # noqa: E402
+from planner.validate import (  # noqa: E402
+    array,
+    check_option,
+    check_options,
+    enum,
+    int_,
+    mapping,
+    num,
+    obj,
+    text,
+)
+
+
+@pytest.mark.parametrize("option, value", [
+    ("--gpu-margin", -100.0),          # once reported a 2 GiB card with 102 GiB free
+    ("--gpu-margin", math.nan),
+    ("--os-reserve", math.inf),
+    ("--ram", 1e30),                   # once reached OR-Tools as a 5-line TypeError
+    ("--ram", 0.0),
+    ("--vram", -1.0),
+    ("--ub", 0), ("--ub", -1), ("--amb", 0), ("--threads", -4),   # once emitted as -ub -1 -t -4
+    ("--ctx", 0), ("--ctx", -5), ("--ctx", 10**12),
+    ("--pareto", 100_000),             # once ran for minutes
+    ("--max-size", 0.0),               # once silently ignored
+    ("--min-tg", -1.0), ("--min-pp", math.nan), ("--quality-slack", 101.0), ("--port", 0), ("--port", 70000),
+    ("--cores", 2.5),
+])
+def test_option_out_of_range_is_one_line_exit_2(option, value):
+    with pytest.raises(UsageError) as e:
+        check_option(option, value)
+    message = str(e.value)
+    assert option in message and "allowed" in message and "\n" not in message and exit_code_for(e.value) == 2
+
+
+def test_options_in_range_pass():
+    check_options({"--vram": [24.0, 0.0], "--ram": 96.0, "--ctx": 32768, "--ub": 512, "--pareto": 0,
+                   "--gpu-margin": 0.0, "--min-tg": None})
+
+
+PLAN_LIKE = obj({"engine": enum("ik", "mainline"), "ctx": int_(1, 1 << 30),
+                 "devices": mapping(text(64, r"[A-Za-z0-9_.\-]+"), enum("CPU", "CUDA0", "CUDA1")),
+                 "argv": array(text(4096), 200), "score": num(0, 1e9)},
+                {"note": text(200)})
+
+
+@pytest.mark.parametrize("doc, path", [
+    ({"engine": "ik; rm -rf ~", "ctx": 1, "devices": {}, "argv": [], "score": 0}, "$.engine"),
+    ({"engine": "ik", "ctx": "4096\nrm", "devices": {}, "argv": [], "score": 0}, "$.ctx"),
+    ({"engine": "ik", "ctx": True, "devices": {}, "argv": [], "score": 0}, "$.ctx"),
+    ({"engine": "ik", "ctx": 1, "devices": {"a": "CUDA9"}, "argv": [], "score": 0}, "$.devices.a"),
+    ({"engine": "ik", "ctx": 1, "devices": {"a b": "CPU"}, "argv": [], "score": 0}, "$.devices.a b"),
+    ({"engine": "ik", "ctx": 1, "devices": {}, "argv": [1], "score": 0}, "$.argv[0]"),
+    ({"engine": "ik", "ctx": 1, "devices": {}, "argv": [], "score": math.nan}, "$.score"),
+    ({"engine": "ik", "ctx": 1, "devices": {}, "argv": []}, "$.score"),
+    ({"engine": "ik", "ctx": 1, "devices": {}, "argv": [], "score": 0, "url": "http://x"}, "$.url"),
+    ([], "$"),
+])
+def test_schema_names_the_json_path(doc, path):
+    with pytest.raises(PlanFileError) as e:
+        PLAN_LIKE.check(doc, source="plan.json")
+    assert e.value.path == path and exit_code_for(e.value) == 4 and "plan.json" in str(e.value)
