@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import stat
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -117,8 +118,21 @@ class LocalFile:
 
     def _file(self):
         if self._f is None:
-            self._f = open(self.path, "rb")  # noqa: SIM115 - closed by close()/__exit__
-            self._size = os.fstat(self._f.fileno()).st_size
+            # O_NONBLOCK: opening a FIFO must not wait for a writer; anything but a regular file is refused
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+                    raise GGUFFormatError(f"{self.name} is {what}", source=self.name,
+                                          hint="give the path of a .gguf file")
+                if hasattr(os, "set_blocking"):
+                    os.set_blocking(fd, True)
+                self._f = os.fdopen(fd, "rb")  # noqa: SIM115 - closed by close()/__exit__
+            except BaseException:
+                os.close(fd)
+                raise
+            self._size = st.st_size
         return self._f
 
     def read(self, offset: int, n: int) -> bytes:

@@ -661,3 +661,21 @@ def test_limits_on_counts_and_lengths():
     many = b"GGUF" + struct.pack("<IQQ", 3, 0, (1 << 16) + 1) + bytes(14 * ((1 << 16) + 1))
     with pytest.raises(GGUFFormatError, match="n_kv"):
         _parse(many, check_size=False)
+
+
+def test_special_files_are_refused_without_blocking(tmp_path):
+    # a FIFO would block open() until a writer came: a shard named like one must not hang the reader
+    import os
+
+    for i in (1, 3):
+        name = f"tiny-a-seed-mix-IQ3_K-0000{i}-of-00003.gguf"
+        shutil.copy(IK / "split" / name, tmp_path / name)
+    os.mkfifo(tmp_path / "tiny-a-seed-mix-IQ3_K-00002-of-00003.gguf")
+    t0 = time.perf_counter()
+    with pytest.raises(GGUFFormatError, match="not a regular file"):
+        read_gguf(tmp_path / "tiny-a-seed-mix-IQ3_K-00001-of-00003.gguf")
+    assert time.perf_counter() - t0 < 5
+    with pytest.raises(GGUFFormatError, match="not a regular file"):
+        read_gguf("/dev/zero")
+    with pytest.raises(GGUFFormatError, match="directory"):
+        read_gguf(tmp_path)
