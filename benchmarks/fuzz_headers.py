@@ -279,7 +279,8 @@ def _names(rng: random.Random, m: Model) -> list[list[Any]]:
                 parts[1] = str(rng.randrange(max(1, int(_current(m, f"{_arch(m)}.block_count") or 3))))
             return [["rename", i, ".".join(parts)]]
         return [["rename", i, rng.choice(("output.weight", "output_norm.weight", "token_embd.weight",
-                                          "rope_freqs.weight", "x.weight"))]]
+                                          "rope_freqs.weight", "x.weight", "token_embd", "output", "token_embd.bias",
+                                          "output.weight.x", "output.weightx", "blk.0.attn_k.weight.x"))]]
     if r < 0.45:
         i = rng.randrange(n)
         old = m.tensors[i][0]

@@ -206,13 +206,12 @@ def validate_model(tmap: Any) -> None:
     for name, value in (("leading_dense_block_count", p.n_dense_lead), ("nextn_predict_layers", p.n_nextn)):
         if value >= p.n_layer:
             raise _error(f"{arch}.{name} = {value} is not below {key} = {p.n_layer}", f"{arch}.{name}", source)
-    by_name = {t.name: t for t in tmap.tensors}
-    for name in ("token_embd.weight", "output.weight"):
-        # llama.cpp create_tensor(tn(LLM_TENSOR_TOKEN_EMBD / LLM_TENSOR_OUTPUT), {n_embd, n_vocab})
-        t = by_name.get(name)
-        if t is not None and (len(t.shape) != 2 or t.shape[0] != p.n_embd):
-            raise _error(f"tensor {name} has shape {list(t.shape)}; the engines expect [{p.n_embd}, n_vocab] "
-                         f"({arch}.embedding_length = {p.n_embd})", f"tensor {name}", source)
+    for t in tmap.tensors:
+        # llama.cpp create_tensor(tn(LLM_TENSOR_TOKEN_EMBD / LLM_TENSOR_OUTPUT), {n_embd, n_vocab}); the planner
+        # reads every tensor of these roles (token_embd, token_embd.weight, output.bias ...) as that matrix
+        if t.role in ("token_embd", "output") and (len(t.shape) != 2 or t.shape[0] != p.n_embd):
+            raise _error(f"tensor {t.name} has shape {list(t.shape)}; the engines expect [{p.n_embd}, n_vocab] "
+                         f"({arch}.embedding_length = {p.n_embd})", f"tensor {t.name}", source)
     if p.head_dim < 1:
         raise _error(f"the head width is {p.head_dim}: set {arch}.attention.key_length",
                      f"{arch}.attention.key_length", source)

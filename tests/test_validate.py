@@ -122,6 +122,14 @@ def test_token_embd_shape_is_n_embd_by_n_vocab(shape):
         load(tensors=tensors)
 
 
+@pytest.mark.parametrize("name", ["token_embd", "token_embd.bias", "output"])
+def test_a_1d_tensor_in_the_embedding_roles(name):
+    # once an IndexError in speed.py: the planner reads every tensor of these roles as [n_embd, n_vocab]
+    tensors = [(name if n == "blk.0.attn_norm.weight" else n, sh, ty) for n, sh, ty in TENSORS]
+    with pytest.raises(GGUFFormatError, match=f"tensor {name} has shape"):
+        load(tensors=tensors)
+
+
 def test_no_tensors_at_all():
     with pytest.raises(GGUFFormatError, match="no tensors"):
         load(tensors=[])
