@@ -423,3 +423,20 @@ def test_bad_locations_are_usage_errors(location):
 def test_bad_url_exit_2_on_the_cli():
     r = CliRunner().invoke(main, ["inspect", "http://[::1/x.gguf"])
     assert r.exit_code == 2 and r.output.startswith("error: bad URL") and r.output.count("\n") == 1
+
+
+def test_default_progress_only_on_a_terminal(monkeypatch):
+    import io
+
+    from planner import remote
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    for stream, shown in ((io.StringIO(), False), (Tty(), True)):
+        monkeypatch.setattr(remote.sys, "stderr", stream)
+        remote._tty_progress("http://h/m.gguf", 3 << 20, 16 << 20, 2.0)
+        remote._tty_progress("http://h/m.gguf", -1, 16 << 20, 2.5)
+        text = stream.getvalue()
+        assert ("3.0 of 16.0 MiB" in text) is shown and ("\x1b[K" in text) is shown
