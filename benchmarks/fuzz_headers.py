@@ -530,10 +530,23 @@ def main() -> int:
     args = ap.parse_args()
 
     # load everything the commands import once, so every forked child shares it
-    import planner.cli  # noqa: F401
-    import planner.plan  # noqa: F401
-    import planner.solver  # noqa: F401
-    from planner.summary import summarize  # noqa: F401
+    import importlib
+    import pkgutil
+
+    import planner
+
+    for mod in pkgutil.walk_packages(planner.__path__, prefix="planner.", onerror=lambda name: None):
+        if mod.name.split(".")[-1].startswith("_"):
+            continue
+        try:
+            importlib.import_module(mod.name)
+        except Exception:  # noqa: BLE001 - a module that fails to import fails in the cases too
+            pass
+    try:
+        import rich.console  # noqa: F401
+        import rich.table  # noqa: F401
+    except ImportError:
+        pass
     try:
         from ortools.sat.python import cp_model  # noqa: F401
     except ImportError:
@@ -548,6 +561,7 @@ def main() -> int:
     outcomes: Counter[str] = Counter()
     per_kind: Counter[tuple[str, str]] = Counter()
     per_cmd: Counter[tuple[str, str]] = Counter()
+    cmd_seconds: Counter[str] = Counter()
     internal_sigs: Counter[str] = Counter()
     peak = 0
     slowest: list[tuple[float, str, str]] = []
@@ -558,6 +572,7 @@ def main() -> int:
         worst = "ok"
         for r in res["results"]:
             per_cmd[(r["cmd"], r["outcome"])] += 1
+            cmd_seconds[r["cmd"]] += r.get("s", 0.0)
             if r["outcome"] == "internal":
                 worst = "internal"
                 internal_sigs[r["detail"].split(":")[0] + ": " + r["detail"].split(": ", 2)[-1][:80]] += 1
@@ -582,6 +597,7 @@ def main() -> int:
           ", ".join(f"{k} {outcomes[k]}" for k in ("ok", "typed", "internal", "hang")))
     print(f"peak RSS of a case (forked child, includes the preloaded modules): {peak / 1024:.0f} MB")
     print("per command:", ", ".join(f"{c}/{o} {v}" for (c, o), v in sorted(per_cmd.items())))
+    print("seconds in each command:", ", ".join(f"{c} {v:.0f}" for c, v in sorted(cmd_seconds.items())))
     print("per mutation kind:", ", ".join(f"{k}/{o} {v}" for (k, o), v in sorted(per_kind.items())))
     for sig, v in internal_sigs.most_common(20):
         print(f"  internal x{v}: {sig}")
