@@ -57,10 +57,14 @@ class RegexSyntaxError(RecipeError):
 # ("char", byte) ("set", frozenset) ("any",) ("bol",) ("eol",) ("wordb", bool) ("cat", [nodes])
 # ("alt", [nodes]) ("group", node) ("look", node, positive) ("rep", node, min, max|None, greedy)
 
+MAX_NESTING = 100                   # parentheses inside parentheses (real rules use 1-3)
+
+
 class _Parser:
     def __init__(self, pattern: str) -> None:
         self.p = pattern
         self.i = 0
+        self.depth = 0
 
     def error(self, message: str) -> RegexSyntaxError:
         return RegexSyntaxError(f"regex {self.p!r}: {message} at character {self.i}")
@@ -75,6 +79,15 @@ class _Parser:
         return node
 
     def disjunction(self) -> tuple:
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise self.error(f"groups nested more than {MAX_NESTING} deep")
+        try:
+            return self._disjunction()
+        finally:
+            self.depth -= 1
+
+    def _disjunction(self) -> tuple:
         alts = [self.alternative()]
         while self.peek() == "|":
             self.i += 1
@@ -506,7 +519,12 @@ def _ways(node: tuple, n: int) -> float:
     if hi is None:
         return _INF
     w = _ways(atom, n)
-    return sum(w ** k for k in range(lo, hi + 1)) if w > 1 else hi - lo + 1
+    if w <= 1:
+        return hi - lo + 1
+    try:
+        return sum(w ** k for k in range(lo, hi + 1))
+    except OverflowError:
+        return _INF
 
 
 # ---------------------------------------------------------------------------- matcher

@@ -152,3 +152,24 @@ def test_a_recipe_over_a_large_model_is_quick():
         hits = sum(rule.search(n) for n in QWEN_NAMES)
         assert hits > 0 and rule.steps_used <= MAX_STEPS_PER_NAME
     assert time.perf_counter() - t0 < 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ab.*+?()[]{}|^$\\-,0123456789dwsbBx=!:", max_size=40), st.text(max_size=20))
+def test_any_pattern_compiles_or_is_a_usage_error(pattern, name):
+    try:
+        rule = ecma_regex.compile(pattern, where="rule 1")
+    except RegexSyntaxError as e:
+        assert exit_code_for(e) == 2 and "\n" not in str(e)
+        return
+    try:
+        assert rule.search(name) in (True, False)
+    except RegexBudgetError:
+        pass
+
+
+@pytest.mark.parametrize("pattern", ["(" * 5000 + "a" + ")" * 5000, "a" * 60000 + "{1000}", "(a{1000}){1000}",
+                                     "|".join(["a"] * 30000), "(a|b){1000}" * 10])
+def test_oversized_patterns_are_refused(pattern):
+    with pytest.raises(RegexSyntaxError):
+        ecma_regex.compile(pattern)
