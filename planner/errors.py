@@ -160,6 +160,10 @@ class OutputExistsError(PlannerError):
         self.path = path
 
 
+class OutputWriteError(PlannerError):
+    """An output file could not be written (disk full, file size limit, permissions); nothing is left behind."""
+
+
 class RemoteReadError(PlannerError):
     """Reading a remote GGUF over HTTP failed."""
 
@@ -195,6 +199,7 @@ EXIT_CODES: dict[type[BaseException], int] = {
     RecipeError: 2,
     ProfileError: 2,
     OutputExistsError: 3,
+    OutputWriteError: 3,
     GGUFFormatError: 4,
     ImatrixFormatError: 4,
     PlanFileError: 4,
