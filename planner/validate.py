@@ -413,6 +413,74 @@ def anything() -> Schema:
     return Schema("anything")
 
 
+
+
+MAX_JSON_INT = 1 << 62
+MAX_JSON_TEXT = 4096
+
+
+def schema_for(cls: type, overrides: dict[str, Schema] | None = None, *, _seen: tuple = ()) -> Schema:
+    """The JSON schema of what :func:`planner.output.to_jsonable` writes for dataclass ``cls``.
+
+    Fields map by their annotations (``int``, ``float``, ``str``, ``bool``, ``X | None``, ``tuple[X, ...]``,
+    ``list[X]``, ``dict[str, X]``, nested dataclasses; fields with ``metadata={"json": False}`` are not
+    written, so not allowed); a field without a default is required.  ``overrides`` maps a field name (at
+    any depth) or ``Class.field`` to a stricter schema (enums, name patterns, ranges).  Every string is at
+    most :data:`MAX_JSON_TEXT` characters and every integer within +-2^62 unless overridden.
+    """
+    import dataclasses
+    import types
+    import typing
+
+    overrides = overrides or {}
+    hints = typing.get_type_hints(cls)
+    required: dict[str, Schema] = {}
+    optional: dict[str, Schema] = {}
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("json") is False:
+            continue
+        sub = overrides.get(f"{cls.__name__}.{f.name}") or overrides.get(f.name)
+        if sub is None:
+            sub = _schema_of_type(hints[f.name], overrides, (*_seen, cls), types, typing)
+        has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+        (optional if has_default else required)[f.name] = sub
+    return obj(required, optional)
+
+
+def _schema_of_type(tp: Any, overrides: dict[str, Schema], seen: tuple, types: Any, typing: Any) -> Schema:
+    import dataclasses
+
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any or tp is object:
+        return anything()
+    if origin in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        inner = _schema_of_type(rest[0], overrides, seen, types, typing) if len(rest) == 1 else anything()
+        return nullable(inner) if len(rest) < len(args) else inner
+    if origin is typing.Literal:
+        return enum(*args)
+    if tp is bool:
+        return boolean()
+    if tp is int:
+        return int_(-MAX_JSON_INT, MAX_JSON_INT)
+    if tp is float:
+        return Schema("num", -1e300, 1e300)
+    if tp is str:
+        return text(MAX_JSON_TEXT)
+    if origin in (tuple, list):
+        item = args[0] if args else Any
+        return array(_schema_of_type(item, overrides, seen, types, typing))
+    if origin is dict:
+        return mapping(text(MAX_JSON_TEXT), _schema_of_type(args[1] if len(args) > 1 else Any, overrides, seen,
+                                                            types, typing))
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if tp in seen:
+            return anything()
+        return schema_for(tp, overrides, _seen=seen)
+    return anything()
+
+
 __all__ = ["OPTION_RANGES", "Range", "Schema", "anything", "array", "boolean", "check_option", "check_options",
-           "enum", "int_", "layer_of", "mapping", "nullable", "num", "obj", "text", "validate_header",
-           "validate_model"]
+           "enum", "int_", "layer_of", "mapping", "nullable", "num", "obj", "schema_for", "text",
+           "validate_header", "validate_model"]

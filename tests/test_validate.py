@@ -252,3 +252,36 @@ def test_schema_names_the_json_path(doc, path):
     with pytest.raises(PlanFileError) as e:
         PLAN_LIKE.check(doc, source="plan.json")
     assert e.value.path == path and exit_code_for(e.value) == 4 and "plan.json" in str(e.value)
+
+
+def test_schema_derived_from_dataclasses():
+    from dataclasses import dataclass, field
+
+    from planner.validate import schema_for
+
+    @dataclass(frozen=True)
+    class Run:
+        engine: str
+        ctx: int
+        threads: int | None = None
+
+    @dataclass(frozen=True)
+    class Doc:
+        run: Run
+        devices: dict[str, str]
+        layer_device: tuple[str, ...]
+        score: float = 0.0
+        secret: str = field(default="", metadata={"json": False})
+
+    schema = schema_for(Doc, {"engine": enum("ik", "mainline"), "Doc.devices": mapping(text(64), enum("CPU"))})
+    good = {"run": {"engine": "ik", "ctx": 4096, "threads": None}, "devices": {"a": "CPU"}, "layer_device": ["CPU"]}
+    schema.check(good)
+    for bad, path in [({**good, "secret": "x"}, "$.secret"),                       # not written, so not allowed
+                      ({**good, "run": {"engine": "ik"}}, "$.run.ctx"),             # required field missing
+                      ({**good, "run": {"engine": "ik", "ctx": 1.5}}, "$.run.ctx"),
+                      ({**good, "run": {"engine": "$(id)", "ctx": 1}}, "$.run.engine"),
+                      ({**good, "layer_device": "CPU"}, "$.layer_device"),
+                      ({**good, "score": "1"}, "$.score")]:
+        with pytest.raises(PlanFileError) as e:
+            schema.check(bad)
+        assert e.value.path == path
