@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import struct
+from dataclasses import dataclass, field
 
 import pytest
 from click.testing import CliRunner
@@ -254,26 +255,26 @@ def test_schema_names_the_json_path(doc, path):
     assert e.value.path == path and exit_code_for(e.value) == 4 and "plan.json" in str(e.value)
 
 
-def test_schema_derived_from_dataclasses():
-    from dataclasses import dataclass, field
+@dataclass(frozen=True)
+class _Run:
+    engine: str
+    ctx: int
+    threads: int | None = None
 
+
+@dataclass(frozen=True)
+class _Doc:
+    run: _Run
+    devices: dict[str, str]
+    layer_device: tuple[str, ...]
+    score: float = 0.0
+    secret: str = field(default="", metadata={"json": False})
+
+
+def test_schema_derived_from_dataclasses():
     from planner.validate import schema_for
 
-    @dataclass(frozen=True)
-    class Run:
-        engine: str
-        ctx: int
-        threads: int | None = None
-
-    @dataclass(frozen=True)
-    class Doc:
-        run: Run
-        devices: dict[str, str]
-        layer_device: tuple[str, ...]
-        score: float = 0.0
-        secret: str = field(default="", metadata={"json": False})
-
-    schema = schema_for(Doc, {"engine": enum("ik", "mainline"), "Doc.devices": mapping(text(64), enum("CPU"))})
+    schema = schema_for(_Doc, {"engine": enum("ik", "mainline"), "_Doc.devices": mapping(text(64), enum("CPU"))})
     good = {"run": {"engine": "ik", "ctx": 4096, "threads": None}, "devices": {"a": "CPU"}, "layer_device": ["CPU"]}
     schema.check(good)
     for bad, path in [({**good, "secret": "x"}, "$.secret"),                       # not written, so not allowed
