@@ -294,8 +294,11 @@ def _names(rng: random.Random, m: Model) -> list[list[Any]]:
     if r < 0.75:
         k = rng.choice((n, n - 1, rng.randint(1, n)))
         return [["drop", sorted(rng.sample(range(n), k))]]
-    if r < 0.82:
+    if r < 0.78:
         return [["dup", rng.randrange(n)]]
+    if r < 0.82:   # a copy under a name that extends another one (regex rules without '$' match both)
+        i = rng.randrange(n)
+        return [["dup", i], ["rename", n, m.tensors[i][0] + rng.choice(("x", "2", ".x", "_exps", "-1"))]]
     if r < 0.92:
         i = rng.randrange(n)
         return [["shape", i, [rng.choice((0, -1, 1, 2**31, 2**62, 2**63 - 1, 32, 256))
