@@ -27,7 +27,6 @@ import json
 import math
 import os
 import random
-import resource
 import select
 import shutil
 import signal

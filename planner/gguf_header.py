@@ -24,7 +24,7 @@ import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 from planner.errors import (
     FileSizeMismatchError,
@@ -113,10 +113,10 @@ class LocalFile:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.name = str(path)
-        self._f = None
+        self._f: BinaryIO | None = None
         self._size: int | None = None
 
-    def _file(self):
+    def _file(self) -> BinaryIO:
         if self._f is None:
             # O_NONBLOCK: opening a FIFO must not wait for a writer; anything but a regular file is refused
             fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
@@ -398,7 +398,7 @@ def _read_value(cur: _Cursor, vtype: int, field: str) -> Any:
     return st.unpack_from(cur.buf, i)[0]
 
 
-def _read_array(cur: _Cursor, field: str) -> tuple[int, tuple]:
+def _read_array(cur: _Cursor, field: str) -> tuple[int, tuple[Any, ...] | Unread]:
     type_at = cur.pos
     etype = cur.i32(field + " element type")
     if etype == GGUF_ARRAY:

@@ -236,7 +236,7 @@ class _HTTPSHandler(urllib.request.HTTPSHandler):
 
     def https_open(self, req):  # noqa: D102 - urllib hook
         return self.do_open(functools.partial(_HTTPSConnection, deadline=self._deadline), req,
-                            context=self._context)
+                            context=getattr(self, "_context", None))
 
 
 class _AuthStaysOnOrigin(urllib.request.HTTPRedirectHandler):
@@ -262,10 +262,7 @@ def _opener(deadline: _Deadline) -> urllib.request.OpenerDirector:
 
 
 def _error(url: str, message: str, status: int | None = None, hint: str = "") -> RemoteReadError:
-    err = RemoteReadError(f"{message} [{url}]", hint=hint)
-    err.url = url  # type: ignore[attr-defined]
-    err.status = status  # type: ignore[attr-defined]
-    return err
+    return RemoteReadError(f"{message} [{url}]", hint=hint, url=url, status=status)
 
 
 class _Retry(Exception):
@@ -433,7 +430,7 @@ class HTTPRangeSource:
             raise error from None
         except RemoteReadError:
             raise
-        except (TimeoutError, socket.timeout) as exc:
+        except TimeoutError as exc:
             raise _error(url, f"no complete answer within {limit}" if deadline.expired or deadline.remaining() <= 0
                          else f"read timed out ({exc or 'no data'})",
                          hint="the server is too slow or stalled; try again later") from None
@@ -441,7 +438,7 @@ class HTTPRangeSource:
             if deadline.expired:
                 raise _error(url, f"no complete answer within {limit}", hint="try again later") from None
             reason = exc.reason
-            if isinstance(reason, (ConnectionResetError, TimeoutError, socket.timeout)):
+            if isinstance(reason, (ConnectionResetError, TimeoutError)):
                 raise _Retry(_error(url, f"connection failed: {reason}", hint="try again")) from None
             raise _error(url, f"cannot connect: {reason}", hint="check the URL and the network") from None
         except (http.client.HTTPException, OSError, ValueError) as exc:

@@ -1,4 +1,4 @@
-"""The one writer: atomic, never replaces anything but a regular file, keeps modes, one typed error."""
+"""planner.fileout, the one writer: atomic, never replaces anything but a regular file, keeps modes, one typed error."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from planner.errors import OutputExistsError, OutputWriteError, UsageError, exit_code_for
-from planner.safe_write import write_new_file
+from planner.fileout import write_new_file
 
 ROOT = Path(__file__).parents[1]
 
@@ -25,7 +25,7 @@ def test_new_files_follow_the_umask(tmp_path):
     old = os.umask(0o022)
     try:
         assert _mode(write_new_file(tmp_path / "plan.json", "{}")) == 0o644
-        assert _mode(write_new_file(tmp_path / "run.sh", "#!/bin/sh\n", executable=True)) == 0o755
+        assert _mode(write_new_file(tmp_path / "run.sh", "#!/bin/sh\n", mode=0o777)) == 0o755
     finally:
         os.umask(old)
     assert (tmp_path / "plan.json").read_text() == "{}"
@@ -38,7 +38,7 @@ def test_existing_file_needs_force_and_keeps_its_mode(tmp_path):
     with pytest.raises(OutputExistsError) as e:
         write_new_file(p, "new")
     assert exit_code_for(e.value) == 3 and p.read_text() == "old"
-    write_new_file(p, "new", force=True, executable=True)
+    write_new_file(p, "new", force=True, mode=0o777)
     assert p.read_text() == "new" and _mode(p) == 0o700
 
 
@@ -80,7 +80,7 @@ def test_disk_full_leaves_nothing(tmp_path, monkeypatch):
 
 def test_file_size_limit_leaves_nothing(tmp_path):
     # ulimit -f 1 (512-byte blocks): Python ignores SIGXFSZ, so the write fails with EFBIG
-    code = ("import sys; from planner.safe_write import write_new_file\n"
+    code = ("import sys; from planner.fileout import write_new_file\n"
             "from planner.errors import OutputWriteError\n"
             "try:\n    write_new_file(sys.argv[1], 'x' * 100000)\n"
             "except OutputWriteError as e:\n    print(e)\n")
