@@ -253,3 +253,11 @@ def attention_kind(params: ModelParams) -> str:
     if params.full_attn_interval:
         parts.append(f"gated delta-net ({params.full_attn_interval - 1}:1 with full)")
     return ", ".join(parts)
+
+
+def bytes_by_layer(params: ModelParams, cfg: CacheConfig) -> tuple[int, ...]:
+    """Cache bytes of every block, indexed by layer (0 for blocks without a cache, e.g. unloaded NextN)."""
+    out = [0] * params.n_layer
+    for c in layer_caches(params, cfg):
+        out[c.layer] = c.total_bytes
+    return tuple(out)

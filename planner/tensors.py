@@ -589,6 +589,18 @@ def _gguf_layout(header: Any, arch: str, tensors: tuple[TensorInfo, ...]) -> dic
     ratios = raw("attention.compress_ratios")
     if isinstance(ratios, (tuple, list)):
         out["compress_ratios"] = tuple(int(x) for x in ratios)
+    elif arch == "deepseek4":
+        # no compress_ratios key: ik infers each layer's ratio from its tensors (src/llama-hparams.cpp @8337e4cd,
+        # LLM_ARCH_DEEPSEEK4): an indexer -> 4 (CSA), an attention compressor only -> 128 (HCA), else 0
+        roles: dict[int, set[str]] = {}
+        for t in tensors:
+            if t.layer is not None:
+                roles.setdefault(t.layer, set()).add(t.role)
+        n_layer = as_int("block_count")
+        comp = {"attn_compress_kv", "attn_compressor_kv"}
+        index = {"indexer.attn_q_b", "indexer.compress_kv", "indexer_compressor_kv"}
+        out["compress_ratios"] = tuple(4 if roles.get(il, set()) & index else 128 if roles.get(il, set()) & comp
+                                       else 0 for il in range(n_layer))
     # Recurrent/state tensors the planner has no state formula for: a hybrid needs its full-attention interval
     # and ssm sizes; anything else (Mamba, RWKV time-mix, LFM2 short-conv, KDA) is named, never guessed.
     state_roles = sorted({t.role for t in tensors if t.role.startswith(_STATE_ROLE_PREFIXES)})

@@ -102,3 +102,18 @@ def test_mamba_header_is_refused_by_name():
     with pytest.raises(UnknownModelError, match="mamba: cannot size the KV/state cache: recurrent-state tensors "
                                                 "ssm_a, ssm_conv1d, ssm_in"):
         layer_caches(m.params, CacheConfig())
+
+
+def test_deepseek4_ratios_inferred_from_tensors():
+    # no attention.compress_ratios key: layer 0 plain, 1 indexer (CSA, 4), 2 attention compressor only (HCA, 128)
+    kv = {"general.architecture": "deepseek4", "deepseek4.block_count": 3, "deepseek4.context_length": 4096,
+          "deepseek4.embedding_length": 256, "deepseek4.attention.head_count": 4,
+          "deepseek4.attention.head_count_kv": 1, "deepseek4.attention.key_length": 128,
+          "deepseek4.attention.indexer.key_length": 64, "deepseek4.vocab_size": 100}
+    tensors = [("token_embd.weight", (256, 100), "bf16"),
+               ("blk.1.attn_compress_kv.weight", (256, 256), "bf16"), ("blk.1.indexer.attn_q_b.weight", (64, 256), "bf16"),
+               ("blk.2.attn_compressor_kv.weight", (256, 256), "bf16")]
+    m = from_gguf(_header(kv, tensors))
+    assert m.params.compress_ratios == (0, 4, 128)
+    c = layer_caches(m.params, CacheConfig(ctx=4096, type_k="f16"))
+    assert [x.kind for x in c] == ["dsv4"] * 3 and c[0].index_bytes == 0 and c[1].index_bytes > c[2].index_bytes > 0
