@@ -208,7 +208,13 @@ def _mainline_layer(params: ModelParams, il: int, cfg: CacheConfig) -> LayerCach
         return LayerCache(il, "recurrent", 0, state_bytes=4 * (r + s) * max(1, cfg.n_seq))
     if params.arch in MLA_ARCHS and params.kv_lora_rank:
         # MLA GGUFs: head_count_kv = 1, key_length = kv_lora_rank + n_rot; has_v = !is_mla
-        return LayerCache(il, "mla", kv, k_bytes=_row(cfg.type_k, params.kv_lora_rank + params.n_rot) * kv)
+        index = 0
+        if params.arch == "glm-dsa" and params.indexer_head_size:
+            # llama_kv_cache_dsa (src/llama-kv-cache-dsa.cpp @035aa95b): a second llama_kv_cache for the
+            # lightning indexer with n_head_kv = 1, n_embd_head_k = indexer_head_size, the K type, no V (MLA)
+            index = _row(cfg.type_k, params.indexer_head_size) * kv
+        return LayerCache(il, "mla", kv, k_bytes=_row(cfg.type_k, params.kv_lora_rank + params.n_rot) * kv,
+                          index_bytes=index)
     cells, kind = kv, "full"
     if params.is_swa(il):
         kind = "swa"

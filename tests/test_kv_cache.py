@@ -202,3 +202,11 @@ def test_total_is_the_sum_of_layers():
     cfg = CacheConfig(engine="mainline", ctx=8192)
     assert total_cache_bytes(p, cfg) == sum(c.total_bytes for c in layer_caches(p, cfg)) == (
         12 * 2 * Q8(512) * 768 + 12 * 2 * Q8(512) * 8192)
+
+
+def test_glm5_dsa_indexer_cache_mainline():
+    # llama_kv_cache_dsa: kv_lid = llama_kv_cache with n_head_kv 1, n_embd_head_k = indexer_head_size, K type only
+    p = builtin("glm-5").params
+    c = layer_caches(p, CacheConfig(engine="mainline", ctx=8192, type_k="q8_0"))
+    assert len(c) == 78 and {x.index_bytes for x in c} == {Q8(128) * 8192}
+    assert c[0].k_bytes == Q8(576) * 8192 and c[0].v_bytes == 0
