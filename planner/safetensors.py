@@ -224,6 +224,16 @@ def to_gguf(arch: str, hf_tensors: tuple[HFTensor, ...], config: Mapping[str, An
         if name.endswith(".experts.down_proj_bias") and len(t.shape) == 2:
             emit(mapped(name.removesuffix("_bias") + ".bias"), _ne(t.shape), t.dtype)
             continue
+        if name.endswith("linear_attn.in_proj_qkvz.weight"):
+            # Qwen3-Next: the converter de-interleaves the fused projection into attn_qkv + attn_gate
+            kd = int(flat["linear_key_head_dim"]) * int(flat["linear_num_key_heads"])
+            vd = int(flat["linear_value_head_dim"]) * int(flat["linear_num_value_heads"])
+            if t.shape[0] != 2 * kd + 2 * vd:
+                raise UnknownModelError(f"{name}: {t.shape[0]} rows, expected 2*key_dim + 2*value_dim")
+            stem = name.removesuffix("in_proj_qkvz.weight")
+            emit(mapped(stem + "in_proj_qkv.weight"), (t.shape[1], 2 * kd + vd), t.dtype)
+            emit(mapped(stem + "in_proj_z.weight"), (t.shape[1], vd), t.dtype)
+            continue
         if name.endswith("kv_b_proj.weight") and flat.get("kv_lora_rank"):
             _split_kv_b(name, t, flat, mapped, emit, keep_kv_b=split_kv_b)
             continue

@@ -106,8 +106,10 @@ def test_qwen3_next_layer_kinds():
     assert "blk.3.attn_q.weight" in by and "blk.0.attn_q.weight" not in by
     # attn_q is query + gate: {n_embd, n_embd_head_k * n_head * 2}
     assert by["blk.3.attn_q.weight"].shape == (2048, 256 * 16 * 2)
-    # ssm_in {n_embd, 2*key_dim + 2*value_dim}, conv1d {d_conv, 2*key_dim + value_dim}
-    assert by["blk.0.ssm_in.weight"].shape == (2048, 2 * 2048 + 2 * 4096)
+    # conv1d {d_conv, 2*key_dim + value_dim}
+    # attn_qkv {n_embd, 2*key_dim + value_dim} + attn_gate {n_embd, value_dim} (the de-interleaved in_proj_qkvz)
+    assert by["blk.0.attn_qkv.weight"].shape == (2048, 2 * 2048 + 4096)
+    assert by["blk.0.attn_gate.weight"].shape == (2048, 4096)
     assert by["blk.0.ssm_conv1d.weight"].shape == (4, 2 * 2048 + 4096)
     assert by["blk.0.ssm_a"].shape == (32,) and by["blk.0.ssm_a"].layer == 0
     assert by["blk.0.ssm_norm.weight"].shape == (128,)

@@ -253,3 +253,12 @@ def test_read_repo_missing_config_is_a_remote_error():
             read_repo(server.url)
     finally:
         server.close()
+
+
+def test_qwen3_next_qkvz_is_deinterleaved():
+    # Qwen3-Next's fused in_proj_qkvz [2*key_dim + 2*value_dim, n_embd] -> attn_qkv + attn_gate (GGUFs in use)
+    cfg = {"num_hidden_layers": 1, "linear_key_head_dim": 4, "linear_num_key_heads": 2,
+           "linear_value_head_dim": 4, "linear_num_value_heads": 4}
+    t = HFTensor("model.layers.0.linear_attn.in_proj_qkvz.weight", "BF16", (2 * 8 + 2 * 16, 32), 2 * 48 * 32)
+    tensors, _ = to_gguf("qwen3next", (t,), cfg)
+    assert {x.name: x.shape for x in tensors} == {"blk.0.attn_qkv.weight": (32, 32), "blk.0.attn_gate.weight": (32, 16)}
