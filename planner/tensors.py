@@ -257,10 +257,12 @@ def build(params: ModelParams, name: str, source: str) -> TensorMap:
     """Expand an architecture template into a TensorMap, in GGUF file order."""
     try:
         tpl = _architectures()[params.arch]
+        tpl["block"]
     except KeyError:
         raise UnknownModelError(
             f"no built-in template for architecture {params.arch!r}",
-            hint=f"known: {', '.join(sorted(_architectures()))}; or read the GGUF header instead") from None
+            hint=f"known: {', '.join(sorted(a for a, t in _architectures().items() if 'block' in t))}; "
+                 "or read the GGUF header instead") from None
     env = {f.name: getattr(params, f.name) for f in fields(params) if isinstance(getattr(params, f.name), int)}
     env["head_dim_v"] = params.head_dim_v or params.head_dim
     env["ssm_head_v_dim"] = params.ssm_d_inner // params.ssm_dt_rank if params.ssm_dt_rank else 0
@@ -363,7 +365,7 @@ def config_arch(config: Mapping[str, Any]) -> str:
             return arch
     raise UnknownModelError(f"config.json model_type {config.get('model_type', '')!r} has no architecture template",
                             hint="supported: " + ", ".join(
-                                sorted(m for t in _architectures().values() for m in t["hf_model_types"])))
+                                sorted(m for t in _architectures().values() for m in t.get("hf_model_types", ()))))
 
 
 def from_config(config: Mapping[str, Any], source: str = "config.json", *, name: str | None = None) -> TensorMap:

@@ -26,7 +26,7 @@ def _gguf_names(arch: str) -> set[str]:
     return {gguf.TENSOR_NAMES[t] for t in gguf.MODEL_TENSORS[GGUF_ARCHS[arch]]}
 
 
-@pytest.mark.parametrize("arch", sorted(_architectures()))
+@pytest.mark.parametrize("arch", sorted(a for a, t in _architectures().items() if "block" in t))
 def test_template_tensor_names_come_from_gguf(arch):
     assert arch in GGUF_ARCHS, f"{arch} is not an architecture gguf {gguf.__name__} knows"
     known = _gguf_names(arch)
