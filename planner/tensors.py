@@ -543,7 +543,10 @@ def from_gguf(header: Any) -> TensorMap:
         **_gguf_layout(header, arch, tensors),
     )
     name = header.get("general.name")
-    if not isinstance(name, str) or not name:
+    if isinstance(name, str) and name.strip():
+        # converters title-case the folder name with spaces ("Qwen3 235B A22B"): a file-name-safe spelling
+        name = re.sub(r"[^\w.+-]+", "-", name.strip()).strip("-")
+    else:
         name = re.sub(r"(-\d{5}-of-\d{5})?\.gguf$", "", header.source.rstrip("/").rsplit("/", 1)[-1])
     return TensorMap(name=name, params=params, tensors=tensors, source=header.source,
                      file_bytes=header.file_bytes, header=header)

@@ -117,3 +117,9 @@ def test_deepseek4_ratios_inferred_from_tensors():
     assert m.params.compress_ratios == (0, 4, 128)
     c = layer_caches(m.params, CacheConfig(ctx=4096, type_k="f16"))
     assert [x.kind for x in c] == ["dsv4"] * 3 and c[0].index_bytes == 0 and c[1].index_bytes > c[2].index_bytes > 0
+
+
+def test_header_name_is_file_name_safe():
+    ref = builtin("qwen3-32b")
+    kv = _base_kv("qwen3", ref.params) | {"general.name": "Qwen3 32B Instruct"}
+    assert from_gguf(_header(kv, _tensors(ref))).name == "Qwen3-32B-Instruct"
