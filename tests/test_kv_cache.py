@@ -210,3 +210,26 @@ def test_glm5_dsa_indexer_cache_mainline():
     c = layer_caches(p, CacheConfig(engine="mainline", ctx=8192, type_k="q8_0"))
     assert len(c) == 78 and {x.index_bytes for x in c} == {Q8(128) * 8192}
     assert c[0].k_bytes == Q8(576) * 8192 and c[0].v_bytes == 0
+
+
+def test_gqa_ik_matches_a_real_engine_log():
+    # ik_llama.cpp 8337e4cd, llama-cli on a 94-layer qwen3moe (h512, 2 KV heads x 64), -c 512, FA on, f16 cache:
+    #   "KV self size = 23.50 MiB, K (f16): 11.75 MiB, V (f16): 11.75 MiB"; with -ts 1,1 over two RPC devices
+    #   "RPC0[...50152] KV buffer size = 12.75 MiB", "RPC0[...50153] KV buffer size = 10.75 MiB" (51 + 43 layers)
+    p = ModelParams(arch="qwen3moe", n_layer=94, n_embd=512, n_vocab=512, n_head=8, n_head_kv=2, head_dim=64,
+                    n_expert=8, n_expert_used=2, n_ff_exp=256)
+    caches = layer_caches(p, CacheConfig(ctx=512, type_k="f16", type_v="f16", flash_attn=True))
+    mib = 1 << 20
+    assert sum(c.k_bytes for c in caches) == 11.75 * mib and sum(c.v_bytes for c in caches) == 11.75 * mib
+    assert sum(c.total_bytes for c in caches[:51]) == 12.75 * mib
+    assert sum(c.total_bytes for c in caches[51:]) == 10.75 * mib
+
+
+def test_gqa_mainline_matches_a_real_engine_log():
+    # llama.cpp (mainline 0c1e57098, the RPC harness build) on the same model: "llama_kv_cache: size = 23.50 MiB (512 cells, 94 layers, 1/1 seqs),
+    #   K (f16): 11.75 MiB, V (f16): 11.75 MiB"
+    p = ModelParams(arch="qwen3moe", n_layer=94, n_embd=512, n_vocab=512, n_head=8, n_head_kv=2, head_dim=64,
+                    n_expert=8, n_expert_used=2, n_ff_exp=256)
+    caches = layer_caches(p, CacheConfig(engine="mainline", ctx=512, type_k="f16", type_v="f16"))
+    assert {c.cells for c in caches} == {512} and len(caches) == 94
+    assert sum(c.k_bytes for c in caches) == sum(c.v_bytes for c in caches) == 11.75 * (1 << 20)
