@@ -333,7 +333,7 @@ def read_repo(location: str, *, open_source: Callable[[str], Any] | None = None)
     from planner.tensors import config_arch, from_config, model_display_name
 
     if open_source is None:
-        from planner.remote import HTTPRangeSource as open_source   # noqa: N813 - the transport's reader
+        from planner.remote import HTTPRangeSource as open_source
     base = location.rstrip("/")
 
     def whole(name: str, limit: int) -> bytes:

@@ -21,8 +21,13 @@ from planner.kv_cache import CacheConfig, cache_layers, layer_caches, total_cach
 from planner.memory import RunConfig, kv_bytes_per_layer
 from planner.tensors import ModelParams, builtin
 
-Q8 = lambda n: n // 32 * 34          # noqa: E731  ggml_row_size(GGML_TYPE_Q8_0, n)
-F16 = lambda n: 2 * n                # noqa: E731
+
+def Q8(n: int) -> int:       # ggml_row_size(GGML_TYPE_Q8_0, n): 34 bytes per block of 32
+    return n // 32 * 34
+
+
+def F16(n: int) -> int:
+    return 2 * n
 
 
 # ------------------------------------------------------------------------------------- full attention (GQA)
@@ -226,8 +231,8 @@ def test_gqa_ik_matches_a_real_engine_log():
 
 
 def test_gqa_mainline_matches_a_real_engine_log():
-    # llama.cpp (mainline 0c1e57098, the RPC harness build) on the same model: "llama_kv_cache: size = 23.50 MiB (512 cells, 94 layers, 1/1 seqs),
-    #   K (f16): 11.75 MiB, V (f16): 11.75 MiB"
+    # llama.cpp (mainline 0c1e57098, the RPC harness build) on the same model:
+    #   "llama_kv_cache: size = 23.50 MiB (512 cells, 94 layers, 1/1 seqs), K (f16): 11.75 MiB, V (f16): 11.75 MiB"
     p = ModelParams(arch="qwen3moe", n_layer=94, n_embd=512, n_vocab=512, n_head=8, n_head_kv=2, head_dim=64,
                     n_expert=8, n_expert_used=2, n_ff_exp=256)
     caches = layer_caches(p, CacheConfig(engine="mainline", ctx=512, type_k="f16", type_v="f16"))
