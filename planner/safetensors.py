@@ -332,12 +332,17 @@ def read_repo(location: str, *, open_source: Callable[[str], Any] | None = None)
     from planner.errors import RemoteReadError
     from planner.tensors import config_arch, from_config, model_display_name
 
+    opener: Callable[[str], Any]
     if open_source is None:
-        from planner.remote import HTTPRangeSource as open_source
+        from planner.remote import HTTPRangeSource
+
+        opener = HTTPRangeSource
+    else:
+        opener = open_source
     base = location.rstrip("/")
 
     def whole(name: str, limit: int) -> bytes:
-        src = open_source(f"{base}/{name}")
+        src = opener(f"{base}/{name}")
         size = src.size()
         if size is not None and size > limit:
             raise GGUFFormatError(f"{name} is {size} bytes, over the {limit}-byte limit", source=f"{base}/{name}")
@@ -369,7 +374,7 @@ def read_repo(location: str, *, open_source: Callable[[str], Any] | None = None)
         shards = ["model.safetensors"]
     hf: list[HFTensor] = []
     for shard in shards:
-        src = open_source(f"{base}/{shard}")
+        src = opener(f"{base}/{shard}")
         if hasattr(src, "chunk_bytes"):
             src.chunk_bytes = 64 << 10          # a shard header is a few KB: no 1 MiB first block per shard
         n = header_length(src.read(0, 8), source=f"{base}/{shard}")
