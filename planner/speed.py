@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from planner.memory import CPU, Placement, RunConfig, constants, kv_bytes_per_layer, mix_bytes
+from planner.memory import CPU, Placement, RunConfig, constants, mix_bytes
 from planner.roles import active_fraction, moves_with_ffn
 from planner.tensors import TensorInfo, TensorMap
 
@@ -102,17 +102,29 @@ def estimate_speed(tmap: TensorMap, mix: Mapping[str, str], placement: Placement
             cpu_layer_flops += f
         elif dev != CPU:
             gpu_flops_tok += f
-    kv_cell = kv_bytes_per_layer(p, cfg) / cfg.kv_size
+    # KV read per token: each attention block reads its cached cells (up to its window), each recurrent block its
+    # whole per-sequence state; per block from the engines' allocation (planner.kv_cache)
+    from planner.kv_cache import CacheConfig, layer_caches
+
+    kv_cells: dict[str, list[tuple[float, int]]] = {}     # device -> [(bytes per cell, cells)] of attention blocks
+    state_read: dict[str, float] = {}
     kv_layers: dict[str, int] = {}
-    for dev in placement.layer_device[:p.n_loaded_layers]:
-        kv_layers[dev] = kv_layers.get(dev, 0) + 1
+    for c in layer_caches(p, CacheConfig.from_run(cfg)):
+        dev = placement.layer_device[c.layer] if c.layer < len(placement.layer_device) else CPU
+        state_read[dev] = state_read.get(dev, 0.0) + c.state_bytes
+        if c.cells:
+            kv_cells.setdefault(dev, []).append(((c.k_bytes + c.v_bytes + c.index_bytes) / c.cells, c.cells))
+            kv_layers[dev] = kv_layers.get(dev, 0) + 1
+
+    def kv_read(d: str, depth: int) -> float:
+        return state_read.get(d, 0.0) + sum(per * min(depth, cells) for per, cells in kv_cells.get(d, ()))
     n_handoff = handoffs(tmap, placement)
     fixed = n_handoff * k["handoff_s"] + k["token_overhead_s"]
 
     def tg_time(depth: int) -> tuple[float, dict[str, float]]:
         per_dev = {}
         for d, s in speeds.items():
-            b = read[d] + kv_cell * depth * kv_layers.get(d, 0)
+            b = read[d] + kv_read(d, depth)
             t_mem = b / s.mem_bw_gbs if s.mem_bw_gbs else 0.0
             t_cmp = flops[d] / s.flops if s.flops else 0.0
             per_dev[d] = max(t_mem, t_cmp)
