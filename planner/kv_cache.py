@@ -255,9 +255,9 @@ def attention_kind(params: ModelParams) -> str:
         parts.append("MHA")
     if params.n_swa:
         period = params.swa_period
-        parts.append(f"SWA {params.n_swa}" + (f" ({period - 1}:1 with full)" if period > 1 else ""))
+        parts.append(f"SWA {params.n_swa}" + (f" {period - 1}:1" if period > 1 else ""))
     if params.full_attn_interval:
-        parts.append(f"gated delta-net ({params.full_attn_interval - 1}:1 with full)")
+        parts.append(f"delta-net {params.full_attn_interval - 1}:1")
     return ", ".join(parts)
 
 

@@ -22,7 +22,7 @@ class ParamCounts:
 
 
 @dataclass(frozen=True, slots=True)
-class ModelSummary:
+class BuiltinModel:
     name: str           # the built-in's key, e.g. "gpt-oss-120b"
     display: str        # the model's own name, e.g. "gpt-oss-120b" / "GLM-4.6"
     arch: str           # GGUF general.architecture
@@ -56,18 +56,18 @@ def param_counts(tmap: TensorMap) -> ParamCounts:
     return ParamCounts(total=total, loaded=loaded, active=round(active))
 
 
-def summarize(name: str) -> ModelSummary:
+def summarize(name: str) -> BuiltinModel:
     tm = builtin(name)
     info = builtin_info(name)
     counts = param_counts(tm)
     pub = info.get("published", {})
-    return ModelSummary(
+    return BuiltinModel(
         name=name, display=tm.name, arch=tm.params.arch, total_params=counts.loaded,
         active_params=counts.active, n_layer=tm.params.n_loaded_layers, n_expert=tm.params.n_expert,
         n_expert_used=tm.params.n_expert_used, attention=attention_kind(tm.params),
         published_total=pub.get("total"), published_active=pub.get("active"), source=info.get("source", ""))
 
 
-def list_models() -> tuple[ModelSummary, ...]:
+def list_models() -> tuple[BuiltinModel, ...]:
     """Every built-in, sorted by name (what ``gguf-planner models`` prints)."""
     return tuple(summarize(n) for n in builtin_names())

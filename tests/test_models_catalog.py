@@ -84,7 +84,7 @@ def test_listing_covers_every_builtin():
     assert set(rows) == set(builtin_names())
     assert rows["gpt-oss-120b"].attention.startswith("GQA 64/8, SWA 128")
     assert rows["glm-5"].attention == "MLA + DSA indexer" and rows["glm-5"].n_layer == 78
-    assert "gated delta-net" in rows["qwen3-next-80b-a3b"].attention
+    assert "delta-net 3:1" in rows["qwen3-next-80b-a3b"].attention
     assert rows["mixtral-8x22b"].arch == "llama" and rows["mixtral-8x22b"].n_expert == 8
 
 
@@ -182,3 +182,17 @@ def test_builtin_from_its_own_config_roundtrip():
         ref = builtin(name)
         again = build(ref.params, ref.name, ref.source)
         assert [(t.name, t.shape) for t in again.tensors] == [(t.name, t.shape) for t in ref.tensors]
+
+
+def test_models_command_json():
+    from click.testing import CliRunner
+
+    from planner.cli import main
+
+    r = CliRunner().invoke(main, ["models", "--json"])
+    assert r.exit_code == 0, r.output
+    rows = {m["name"]: m for m in json.loads(r.output)}
+    assert set(rows) == set(builtin_names())
+    g = rows["gpt-oss-120b"]
+    assert (g["arch"], g["n_layer"], g["n_expert"], g["n_expert_used"]) == ("gpt-oss", 36, 128, 4)
+    assert round(g["total_params"] / 1e7) == 11683                 # the card's 116.83B
