@@ -262,3 +262,18 @@ def test_qwen3_next_qkvz_is_deinterleaved():
     t = HFTensor("model.layers.0.linear_attn.in_proj_qkvz.weight", "BF16", (2 * 8 + 2 * 16, 32), 2 * 48 * 32)
     tensors, _ = to_gguf("qwen3next", (t,), cfg)
     assert {x.name: x.shape for x in tensors} == {"blk.0.attn_qkv.weight": (32, 32), "blk.0.attn_gate.weight": (32, 16)}
+
+
+def test_hf_repo_without_a_file_reads_config_and_headers(monkeypatch):
+    # MODEL = hf://owner/repo: the Hub endpoint (HF_ENDPOINT) serves config.json, the index and shard headers
+    from planner.source import load_model
+
+    files = _shard_files("qwen3.5-18b-reap-a3b", _qwen35_shape)
+    server = _RepoServer(files)
+    monkeypatch.setenv("HF_ENDPOINT", server.url.rsplit("/", 1)[0])
+    try:
+        tm = load_model("hf://bryce-hoehn/Qwen3.5-18B-REAP-A3B-Coding")
+    finally:
+        server.close()
+    assert tm.name == "Qwen3.5-18B-REAP-A3B-Coding" and tm.params.arch == "qwen35moe"
+    assert len(tm.tensors) == len(from_config(json.loads(files["config.json"])).tensors)
