@@ -103,6 +103,10 @@ class RegexDialectError(RecipeError):
     """A user regex means different things in Python ``re`` and C++ std::regex (ECMAScript)."""
 
 
+class RegexBudgetError(RecipeError):
+    """A user regex needs more backtracking work than the budget (catastrophic backtracking)."""
+
+
 class UnsupportedTensorSizeError(RecipeError):
     """No type (not even the fallback) can store a tensor with this row width."""
 
@@ -159,10 +163,11 @@ class OutputExistsError(PlannerError):
 
 
 class OutputWriteError(PlannerError):
-    """An output file could not be written (folder missing, permission, disk full)."""
+    """An output file could not be written (folder missing, permission, disk full, file size limit);
+    nothing is left behind."""
 
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f"cannot write {path} ({reason})", hint="check the folder exists and is writable")
+    def __init__(self, path: str, reason: str, *, hint: str = "check the folder exists and is writable") -> None:
+        super().__init__(f"cannot write {path} ({reason})", hint=hint)
         self.path = path
 
 
@@ -173,6 +178,16 @@ class RemoteReadError(PlannerError):
         super().__init__(message, hint=hint)
         self.url = url
         self.status = status
+
+
+class PlanFileError(PlannerError):
+    """A plan JSON does not match the schema the tool writes (``path`` is the JSON path of the bad field)."""
+
+    def __init__(self, message: str, *, path: str = "", source: str = "", hint: str = "") -> None:
+        where = ", ".join(x for x in (source, f"at {path}" if path else "") if x)
+        super().__init__(f"{message} [{where}]" if where else message, hint=hint)
+        self.path = path
+        self.source = source
 
 
 class ImatrixFormatError(PlannerError):
@@ -215,6 +230,7 @@ EXIT_CODES: dict[type[BaseException], int] = {
     OutputWriteError: 3,
     GGUFFormatError: 4,
     ImatrixFormatError: 4,
+    PlanFileError: 4,
     LogFormatError: 4,
     RemoteReadError: 5,
     HardwareProbeError: 6,
