@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from planner.errors import LogFormatError
 from planner.logparse import EngineLog, host_or_device
-from planner.memory import CPU, MIB, Placement, RunConfig, compute_buffer_bytes, kv_bytes_per_layer, mix_bytes
+from planner.memory import CPU, MIB, Placement, RunConfig, compute_buffer_bytes, kv_bytes_by_layer, mix_bytes
 from planner.tensors import TensorMap
 
 if TYPE_CHECKING:
@@ -159,10 +159,10 @@ def verify(log: EngineLog, tmap: TensorMap, mix: Mapping[str, str], placement: P
         for dev, mib in by_planner("weights").items():
             checks.append(Check("weights", dev, weights.get(dev, 0) / MIB, round(mib, 2), "MiB", True,
                                 " + ".join(logged_names.get(dev, []))))
-        kv_layer = kv_bytes_per_layer(tmap.params, run)
         kv_pred: dict[str, float] = {}
-        for dev in placement.layer_device[:tmap.params.n_loaded_layers]:
-            kv_pred[dev] = kv_pred.get(dev, 0) + kv_layer
+        for il, nbytes in enumerate(kv_bytes_by_layer(tmap.params, run)):    # per block, engine's allocation
+            dev = placement.layer_device[il] if il < len(placement.layer_device) else CPU
+            kv_pred[dev] = kv_pred.get(dev, 0) + nbytes
         for dev, mib in by_planner("kv").items():
             checks.append(Check("kv", dev, kv_pred.get(dev, 0) / MIB, round(mib, 2), "MiB", True,
                                 " + ".join(logged_names.get(dev, []))))
