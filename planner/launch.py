@@ -299,7 +299,8 @@ def parse_server_command(argv: Sequence[str], engine: str = "ik") -> ParsedComma
                     type_v=vals.get("-ctv", vals.get("--cache-type-v", "f16")), flash_attn=fa,
                     ubatch=num("-ub", "--ubatch-size", default=512), batch=num("-b", "--batch-size", default=2048),
                     amb=num("-amb", "--attention-max-batch", default=256), load=load,
-                    threads=num("-t", "--threads", default=None))
+                    threads=num("-t", "--threads", default=None),
+                    threads_batch=num("-tb", "--threads-batch", default=None), numa=vals.get("--numa"))
     ts_raw = vals.get("-ts", vals.get("--tensor-split"))
     ts: tuple[float, ...] = ()
     if ts_raw:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from planner.constants import constants
 from planner.engines import quant_engine
@@ -30,6 +30,9 @@ class RunConfig:
     threads: int | None = None
     gpu_margin_bytes: int = DEFAULT_GPU_MARGIN_BYTES   # per-GPU safety margin (data/speed_constants.toml)
     os_reserve_bytes: int = DEFAULT_OS_RESERVE_BYTES   # RAM left to the OS and the server (estimate, same file)
+    # speed-only flags of a user's command (not emitted in plans, so kept out of the plan JSON): -tb and --numa
+    threads_batch: int | None = field(default=None, metadata={"json": False})
+    numa: str | None = field(default=None, metadata={"json": False})
 
     @property
     def qengine(self) -> str:

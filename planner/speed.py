@@ -159,6 +159,7 @@ def device_speeds(hw, cfg: RunConfig, *, numa: str | None = None, calibrated: bo
     """Effective bandwidth and compute of each device of a Hardware description (with the machine's calibration
     applied to the rates, unless ``calibrated`` is false: the nominal rates the calibration multiplies)."""
     m = hw_scales(hw) if calibrated else {}
+    numa = numa if numa is not None else getattr(cfg, "numa", None)
     k = _k()
     out: dict[str, DeviceSpeed] = {}
     for g in hw.gpus:
@@ -352,7 +353,7 @@ def speed_terms(tmap: TensorMap, mix: Mapping[str, str], placement: Placement, h
     fixed = k["token_overhead_s"] * (0.25 if eng["graph_reuse"] else 1.0)
 
     threads = cpu_threads(hw, cfg)
-    tb = threads_batch or threads
+    tb = threads_batch or cfg.threads_batch or threads
     cpu_cores_pp = effective_cores(hw, tb)
     cpu_peak = cpu_core_gflops(hw) * 1e9 * eng["cpu_gemm_scale"]
     cpu_fa_tg_rate = eng["cpu_fa_tg_gflops_per_core"] * 1e9 * effective_cores(hw, threads)
@@ -418,6 +419,8 @@ def estimate_speed(tmap: TensorMap, mix: Mapping[str, str], placement: Placement
         depths = (0,) + depths
     if cfg.ctx not in depths:
         depths = depths + (cfg.ctx,)
+    numa = numa if numa is not None else cfg.numa
+    threads_batch = threads_batch if threads_batch is not None else cfg.threads_batch
     terms = speed_terms(tmap, mix, placement, hw, cfg, depths, numa=numa, threads_batch=threads_batch)
     k = _k()
     if scales is None:
