@@ -95,6 +95,8 @@ def validate_header(header: Any) -> None:
         raise _error(f"general.architecture {arch[:80]!r} is not an architecture name", "general.architecture",
                      source)
     prefix = arch + "."
+    # a model without attention blocks (Mamba: the converter writes attention.head_count = 0) has no heads to count
+    attention_free = not any(".attn_" in t.name for t in header.tensors)
     for entry in header.kv:
         key = entry.key
         if not key.startswith(prefix):
@@ -110,6 +112,8 @@ def validate_header(header: Any) -> None:
             continue
         values = _int_values(entry, suffix in PER_LAYER_KEYS, key, source)
         lo, hi = bounds
+        if attention_free and suffix.startswith("attention.head_count"):
+            lo = 0
         for v in values:
             # a per-layer array may mark layers without attention/FFN with 0 (hybrid models)
             low = 0 if (len(values) > 1 or entry.vtype == _GGUF_ARRAY) and suffix in PER_LAYER_KEYS else lo
@@ -200,7 +204,8 @@ def validate_model(tmap: Any) -> None:
         if t.role.endswith("_exps") and len(t.shape) == 3 and t.shape[2] != p.n_expert:
             raise _error(f"tensor {t.name} holds {t.shape[2]} experts but {arch}.expert_count = {p.n_expert}",
                          f"{arch}.expert_count", source)
-    if p.n_head_kv < 1 or p.n_head % p.n_head_kv:
+    attention_free = not any(t.role.startswith("attn_") for t in tmap.tensors)
+    if not attention_free and (p.n_head_kv < 1 or p.n_head % p.n_head_kv):
         raise _error(f"{arch}.attention.head_count_kv = {p.n_head_kv} does not divide "
                      f"{arch}.attention.head_count = {p.n_head}", f"{arch}.attention.head_count_kv", source)
     for name, value in (("leading_dense_block_count", p.n_dense_lead), ("nextn_predict_layers", p.n_nextn)):
@@ -212,7 +217,7 @@ def validate_model(tmap: Any) -> None:
         if t.role in ("token_embd", "output") and (len(t.shape) != 2 or t.shape[0] != p.n_embd):
             raise _error(f"tensor {t.name} has shape {list(t.shape)}; the engines expect [{p.n_embd}, n_vocab] "
                          f"({arch}.embedding_length = {p.n_embd})", f"tensor {t.name}", source)
-    if p.head_dim < 1:
+    if not attention_free and p.head_dim < 1:
         raise _error(f"the head width is {p.head_dim}: set {arch}.attention.key_length",
                      f"{arch}.attention.key_length", source)
 
