@@ -275,6 +275,13 @@ def _print_memory(mem: MemoryReport, title: str = "memory per device") -> None:
                 justify=["left", "right", "right", "right", "left", "left"])
 
 
+def pct(gap: float) -> str:
+    """A solver gap as a percentage; a tiny non-zero gap is shown as such, never rounded to 0.00 %."""
+    if 0 < gap < 5e-5:
+        return f"{gap * 100:.1g}%"
+    return f"{gap:.2%}"
+
+
 def _print_speed(s: SpeedEstimate) -> None:
     basis = s.basis
     label = basis.label if basis is not None else "estimate"
@@ -293,8 +300,12 @@ def render_plan(doc: PlanDocument) -> None:
                f"engine {p.engine}, context {p.run.ctx}, KV {p.run.type_k}/{p.run.type_v}")
     if p.solver:
         s = p.solver
-        print_text(f"solver: {s.status} ({s.objective_kind}), gap {s.gap:.2%}, {s.wall_s:.2f} s, "
+        print_text(f"solver: {s.status} ({s.objective_kind}), gap {pct(s.gap)}, {s.wall_s:.2f} s, "
                    f"{s.n_classes} classes / {s.n_vars} variables, integer scaling error <= {s.scaling_error_bound:.2e}")
+        if len(s.steps) > 1:
+            print_text("  steps: " + "; ".join(
+                f"{st.objective} {st.status} (gap {pct(st.gap)}"
+                + (f", stop at {pct(st.gap_limit)})" if st.gap_limit else ")") for st in s.steps))
     print_text(f"size: {gib(p.total_bytes)} ({p.bpw:.3f} BPW), {p.total_bytes:,} bytes")
     print_text(_counts_block(dict(Counter(p.types.values()))))
     _print_memory(p.memory)
@@ -344,9 +355,9 @@ def render_pareto(ps: ParetoSet) -> None:
         p = d.plan
         rows.append((i, gib(p.total_bytes, 2), f"{p.bpw:.3f}", f"{p.speed.tg_tps:.1f}", f"{p.speed.pp_tps:.0f}",
                      f"{p.quality.ppl_ratio:.4f}" if p.quality else "-", len(d.recipe.rules) if d.recipe else "-",
-                     p.solver.status if p.solver else "-"))
+                     f"{p.solver.status} {pct(p.solver.gap)}" if p.solver else "-"))
     print_table(f"{ps.model}: non-dominated plans (best quality first)",
-                ["#", "size", "BPW", "TG t/s", "PP t/s", "PPL ratio", "rules", "solver"], rows,
+                ["#", "size", "BPW", "TG t/s", "PP t/s", "PPL ratio", "rules", "solver (gap)"], rows,
                 justify=["right", "right", "right", "right", "right", "right", "right", "left"], caption="TG/PP/PPL are estimates; --json prints every plan in full")
 
 
