@@ -23,6 +23,7 @@ from planner.layer_split import (
     SplitDevice,
     SplitRequest,
     engine_buffers,
+    flags_for,
     format_layer_sizes,
     ik_kv_bytes,
     ik_layer_sizes,
@@ -287,3 +288,29 @@ def test_cpu_only_offloads_nothing():
     for engine in ("mainline", "ik-2025"):
         s = layer_split(engine, SplitRequest(n_layer=4, n_gpu_layers=99, devices=()))
         assert s.layer_device == (None,) * 4 and s.output_device is None
+
+
+@pytest.mark.parametrize("engine", ["mainline", "ik-2025", "ik"])
+def test_flags_for_reproduce_a_wanted_map_under_the_engine_rule(engine):
+    # the 2x3090 DeepSeek-R1 case: 30 layers on the first GPU, 31 + output on the second; dividing by n_layer
+    # (-ts 30,31) gets it wrong (test above), the per-device counts with the output counted get it right
+    sizes = LayerSizes(weights=(100 * MIB,) * 3 + (300 * MIB,) * 58, kv=(MIB,) * 61, compute=(10 * MIB,) * 61,
+                       output_weights=50 * MIB, output_extra=0)
+    req = SplitRequest(n_layer=61, n_gpu_layers=0, devices=_devs(2))
+    want = (0,) * 30 + (1,) * 31
+    flags = flags_for(engine, req, want, 1, sizes)
+    assert flags is not None
+    again = layer_split(engine, SplitRequest(n_layer=61, n_gpu_layers=flags.n_gpu_layers, devices=_devs(2),
+                                             tensor_split=flags.tensor_split), sizes)
+    assert again.layer_device == want and again.output_device == 1
+    assert flags.n_gpu_layers == 62
+
+
+def test_flags_for_refuses_maps_the_flags_cannot_express():
+    req = SplitRequest(n_layer=6, n_gpu_layers=0, devices=_devs(2))
+    assert flags_for("mainline", req, (0, 0, None, 1, 1, 1), 1) is None          # a CPU layer in the middle
+    assert flags_for("mainline", req, (None, 1, 1, 0, 0, 0), 0) is None          # devices out of order
+    assert flags_for("ik-2025", req, (None, 0, 0, 1, 1, 1), 1) is None           # ik: output only with all layers
+    # partial offload, output on the CPU: ik -ngl counts repeating layers only
+    flags = flags_for("ik-2025", req, (None, None, 0, 0, 1, 1), None)
+    assert flags is not None and flags.n_gpu_layers == 4
