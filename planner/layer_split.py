@@ -389,6 +389,24 @@ def ik_kv_bytes(tmap: TensorMap, il: int, *, ctx: int, type_k: str, type_v: str,
     return k + v
 
 
+def mainline_kv_bytes(tmap: TensorMap, il: int, *, ctx: int, type_k: str, type_v: str, n_stream: int = 1) -> int:
+    """mainline ``llama_kv_cache`` (src/llama-kv-cache.cpp at 0c1e57098) for one layer at ``kv_size = ctx`` cells.
+
+    ``K = row(type_k, n_embd_k_gqa) * ctx``, ``V = row(type_v, n_embd_v_gqa) * ctx``, times the streams
+    (``-np`` without ``--kv-unified``). An MLA file (mainline layout: ``attention.key_length_mla`` present, one KV
+    head) caches K only, ``kv_lora_rank + n_rot`` wide; a legacy DeepSeek file (one ``attn_kv_b``, no ``*_mla``
+    keys) runs as plain multi-head attention with full per-head K and V. SWA and recurrent layers are not modelled.
+    """
+    p = tmap.params
+    if not 0 <= il < p.n_layer:
+        return 0
+    header = getattr(tmap, "header", None)
+    mla = p.is_mla and header is not None and header.get(f"{p.arch}.attention.key_length_mla") is not None
+    if mla:
+        return _row_size(type_k, p.kv_lora_rank + p.n_rot) * ctx * n_stream
+    return (_row_size(type_k, p.n_embd_k_gqa) + _row_size(type_v, p.n_embd_v_gqa)) * ctx * n_stream
+
+
 def ik_layer_sizes(tmap: TensorMap, mix: Mapping[str, str] | None = None, *, ctx: int, type_k: str = "f16",
                    type_v: str = "f16", n_ubatch: int = 512, n_batch: int = 2048, flash_attn: bool = True,
                    mla_attn: int = 3, amb: int = 0, worst_case_tokens: int = 0, mtp: bool = False) -> LayerSizes:
@@ -541,13 +559,15 @@ def tensor_devices(tmap: TensorMap, split: LayerSplit,
 
 def engine_buffers(tmap: TensorMap, mix: Mapping[str, str] | None, split: LayerSplit, *, n_devices: int,
                    kv_layer_bytes: Sequence[int], overrides: Sequence[tuple[str, int | None]] = (),
-                   cuda: Sequence[bool] | None = None) -> tuple[EngineBuffer, ...]:
+                   cuda: Sequence[bool] | None = None, cpu_mapped: bool = False) -> tuple[EngineBuffer, ...]:
     """Weight and KV buffer bytes per device, as ``llm_load_tensors``/``llama_kv_cache_init`` allocate them.
 
     ``kv_layer_bytes[il]`` is the KV of layer ``il`` at the allocated (padded) context. ``cuda[d]`` says whether
     device ``d`` is a CUDA buffer (alignment 128, quantized rows padded to 512 weights) rather than a host or RPC
-    buffer (alignment 32). CPU weights are reported as allocated buffers (``--no-mmap``, or ik with ``-ot``); a
-    mmap'ed CPU buffer spans file ranges instead and is not modelled here. When the output is tied to
+    buffer (alignment 32). CPU weights are an allocated buffer (``--no-mmap``; ik also whenever ``-ot`` is given,
+    ``use_mmap_buffer &= !has_buft_overrides``) or, with ``cpu_mapped``, a buffer over the mmap'ed file from the
+    first CPU tensor's offset to the last one's end (``llama_model_loader::get_mapping_range``: tensors of other
+    devices in between count too; mainline logs it as ``CPU_Mapped``). When the output is tied to
     ``token_embd`` and offloaded, the engine loads a duplicate of ``token_embd`` on the output device.
     """
     devs = tensor_devices(tmap, split, overrides)
@@ -562,6 +582,12 @@ def engine_buffers(tmap: TensorMap, mix: Mapping[str, str] | None, split: LayerS
         dev = split.output_device
         weights[dev] = weights.get(dev, 0) + alloc_bytes(type_of(t, mix), t.shape, nbytes(t, mix),
                                                          cuda=bool(cuda and cuda[dev]))
+    header = getattr(tmap, "header", None)
+    if cpu_mapped and header is not None and None in weights:
+        cpu = {name for name, dev in devs.items() if dev is None}
+        spans = [(g.offset, g.offset + g.nbytes) for g in header.tensors if g.name in cpu and g.shard == 0]
+        if spans:
+            weights[None] = max(e for _, e in spans) - min(b for b, _ in spans)
     kv: dict[int | None, int] = {}
     for il, dev in enumerate(split.kv_device):
         if il < len(kv_layer_bytes):

@@ -28,6 +28,7 @@ from planner.layer_split import (
     ik_kv_bytes,
     ik_layer_sizes,
     layer_split,
+    mainline_kv_bytes,
     split_ik,
     split_ik_2025,
     split_mainline,
@@ -172,11 +173,17 @@ def derive(fx: dict):
     split = layer_split(engine, req, sizes)
     pad = 256 if (cmd.flash_attn or engine == "mainline") else 32
     cells = -(-ctx // pad) * pad
-    kv = [ik_kv_bytes(tmap, il, ctx=cells, type_k=cmd.type_k, type_v=cmd.type_v, flash_attn=cmd.flash_attn)
-          for il in range(tmap.params.n_layer)]
+    if engine == "mainline":
+        kv = [mainline_kv_bytes(tmap, il, ctx=cells, type_k=cmd.type_k, type_v=cmd.type_v)
+              for il in range(tmap.params.n_layer)]
+    else:
+        kv = [ik_kv_bytes(tmap, il, ctx=cells, type_k=cmd.type_k, type_v=cmd.type_v, flash_attn=cmd.flash_attn)
+              for il in range(tmap.params.n_layer)]
     names = [d.name for d in devices]
     overrides = tuple((rx, None if dev.upper().startswith("CPU") else names.index(dev)) for rx, dev in cmd.overrides)
-    buffers = engine_buffers(tmap, None, split, n_devices=len(devices), kv_layer_bytes=kv, overrides=overrides)
+    mapped = "--no-mmap" not in fx["command"] and (engine == "mainline" or not overrides)
+    buffers = engine_buffers(tmap, None, split, n_devices=len(devices), kv_layer_bytes=kv, overrides=overrides,
+                             cpu_mapped=mapped)
     return tmap, cmd, lines, devices, sizes, split, buffers
 
 
@@ -200,13 +207,12 @@ def test_layer_mapping_matches_engine_log(log):
     if not expected:
         pytest.skip("this log has no per-layer lines (the buffer test still pins the mapping)")
     n = tmap.params.n_layer
+    short = [m.group(1) for ln in lines if (m := _ML_DEV.search(ln))]     # mainline prints "RPC0", "RPC1", ...
     for il, dev in expected.items():
         got = split.output_device if il == n else split.layer_device[il]
-        if isinstance(dev, str):                                   # mainline prints the device name
-            got_name = "CPU" if got is None else devices[got].name
-            assert got_name.replace("RPC0[", "").rstrip("]") in dev or got_name == dev, (il, got_name, dev)
-        else:
-            assert got == dev, (il, got, dev)
+        if isinstance(dev, str):
+            dev = None if dev == "CPU" else short.index(dev)
+        assert got == dev, (il, got, dev)
     if fx["engine"] == "ik":
         # layers ik did not print are exactly the CPU ones (below i_gpu_start)
         on_cpu = {il for il in range(n) if split.layer_device[il] is None}

@@ -33,7 +33,7 @@ mkdir -p "$out/full"
 case "$engine" in
   ik)       rpc="$bin/rpc-server";      cli="$bin/llama-cli";        commit=8337e4cd;  base=50150; extra=() ;;
   mainline) rpc="$bin/ggml-rpc-server"; cli="$bin/llama-completion"; commit=0c1e57098; base=50170
-            extra=(-no-cnv -lv 4 --fit off) ;;
+            extra=(-no-cnv -lv 5 --fit off) ;;
   *) echo "engine must be ik or mainline" >&2; exit 2 ;;
 esac
 [ -x "$rpc" ] && [ -x "$cli" ] || { echo "missing $rpc or $cli" >&2; exit 2; }
@@ -94,20 +94,21 @@ EXP_CPU_0_20='blk\.([0-9]|1[0-9]|20)\.ffn_(gate|up|down)_exps\.weight=CPU'
 EXP_CPU_40S='blk\.(4[0-9])\.ffn_(gate|up|down)_exps\.weight=CPU'
 EXP_CPU_ODD='blk\.[0-9]*[13579]\.ffn_(gate|up)_exps\.weight=CPU'
 
-if [ "$engine" = ik ]; then
-  run_case rpc3-ngl99-default-split  3 -ngl 99 -c 512
-  run_case rpc3-ts1,2,1-ub256        3 -ngl 99 -ts 1,2,1 -c 1024 -ub 256
-  run_case rpc3-ts2,1,1-ngl60        3 -ngl 60 -ts 2,1,1 -c 512
-  run_case rpc4-ts1,1,1,1-ot0-20     4 -ngl 99 -ts 1,1,1,1 -c 2048 -ub 1024 -b 1024 -ot "$EXP_CPU_0_20"
-  run_case rpc4-ts3,1,1,1-ngl94      4 -ngl 94 -ts 3,1,1,1 -c 512 -ub 128
-  run_case rpc4-ngl80-ot40s-c4096    4 -ngl 80 -c 4096 -ot "$EXP_CPU_40S"
-  run_case rpc3-ts1,1,2-q8kv-otodd   3 -ngl 99 -ts 1,1,2 -c 3000 -ctk q8_0 -ctv q8_0 -ot "$EXP_CPU_ODD"
-else
-  run_case rpc3-ngl99-default-split  3 -ngl 99 -c 512
-  run_case rpc3-ts1,2,1-ub256        3 -ngl 99 -ts 1,2,1 -c 1024 -ub 256
-  run_case rpc3-ts2,1,1-ngl60        3 -ngl 60 -ts 2,1,1 -c 512
-  run_case rpc4-ts1,1,1,1-ot0-20     4 -ngl 99 -ts 1,1,1,1 -c 2048 -ub 1024 -b 1024 -ot "$EXP_CPU_0_20"
-  run_case rpc4-ts3,1,1,1-ngl94      4 -ngl 94 -ts 3,1,1,1 -c 512 -ub 128
-  run_case rpc4-ngl80-ot40s-c4096    4 -ngl 80 -c 4096 -ot "$EXP_CPU_40S"
-fi
+case "$(basename "$model")" in
+  ds*)   # tiny DeepSeek (make_tiny_deepseek2.py, 20 layers): MLA in ik, full multi-head K/V in mainline
+    DS_EXP_CPU='blk\.([5-9]|1[0-2])\.ffn_(gate|up|down)_exps\.weight=CPU'
+    run_case ds-rpc3-ngl99-ts1,1,1      3 -ngl 99 -ts 1,1,1 -c 1024
+    run_case ds-rpc3-ngl15-ts2,1,1      3 -ngl 15 -ts 2,1,1 -c 512
+    run_case ds-rpc4-ngl99-ot5-12-ub256 4 -ngl 99 -ts 1,1,1,1 -c 2048 -ub 256 -ot "$DS_EXP_CPU"
+    ;;
+  *)     # t94 (make_tiny_qwen3moe.py, 94 layers, Qwen3-235B tensor names)
+    run_case rpc3-ngl99-default-split  3 -ngl 99 -c 512
+    run_case rpc3-ts1,2,1-ub256        3 -ngl 99 -ts 1,2,1 -c 1024 -ub 256
+    run_case rpc3-ts2,1,1-ngl60        3 -ngl 60 -ts 2,1,1 -c 512
+    run_case rpc4-ts1,1,1,1-ot0-20     4 -ngl 99 -ts 1,1,1,1 -c 2048 -ub 1024 -b 1024 -ot "$EXP_CPU_0_20"
+    run_case rpc4-ts3,1,1,1-ngl94      4 -ngl 94 -ts 3,1,1,1 -c 512 -ub 128
+    run_case rpc4-ngl80-ot40s-c4096    4 -ngl 80 -c 4096 -ot "$EXP_CPU_40S"
+    run_case rpc3-ts1,1,2-q8kv-otodd   3 -ngl 99 -ts 1,1,2 -c 3000 -ctk q8_0 -ctv q8_0 -ot "$EXP_CPU_ODD"
+    ;;
+esac
 echo "done: $out" >&2
