@@ -679,3 +679,34 @@ def flags_for(engine: str, req: SplitRequest, layer_device: Sequence[int | None]
         if got.layer_device == want and got.output_device == output_device:
             return SplitFlags(ngl, ts, got)
     return None
+
+
+def buffer_lines(engine: str, buffers: Sequence[EngineBuffer], device_names: Sequence[str], *,
+                 cpu_mapped: bool = False) -> list[str]:
+    """The engine's own load-log lines for these buffers, so a user can compare line by line.
+
+    ik: ``llm_load_tensors: <dev> buffer size = X MiB`` and ``llama_kv_cache_init: <dev> KV buffer size``;
+    mainline: ``load_tensors: <dev> model buffer size`` (``CPU_Mapped`` for a mmap'ed CPU buffer) and
+    ``llama_kv_cache: <dev> KV buffer size``. Buffers of devices that share a name (an rpc-server listed twice)
+    are summed, as the engine allocates one buffer per buffer type.
+    """
+    cpu_name = "CPU_Mapped" if (cpu_mapped and engine == "mainline") else "CPU"
+    sums: dict[tuple[str, str], int] = {}
+    for b in buffers:
+        name = cpu_name if b.device is None else device_names[b.device]
+        if b.kind == "kv" and b.device is None:
+            name = "CPU"
+        sums[(b.kind, name)] = sums.get((b.kind, name), 0) + b.bytes
+    lines = []
+    for (kind, name), nbytes in sums.items():
+        if kind == "weights":
+            prefix, what = ("load_tensors", "model buffer size") if engine == "mainline" else ("llm_load_tensors",
+                                                                                                "buffer size")
+        elif kind == "kv":
+            prefix, what = ("llama_kv_cache", "KV buffer size") if engine == "mainline" else ("llama_kv_cache_init",
+                                                                                               "KV buffer size")
+        else:
+            prefix, what = ("sched_reserve" if engine == "mainline" else "llama_init_from_model",
+                            "compute buffer size")
+        lines.append(f"{prefix}: {name:>10} {what} = {nbytes / MIB:8.2f} MiB")
+    return lines

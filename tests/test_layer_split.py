@@ -22,6 +22,7 @@ from planner.layer_split import (
     LayerSizes,
     SplitDevice,
     SplitRequest,
+    buffer_lines,
     engine_buffers,
     flags_for,
     format_layer_sizes,
@@ -320,3 +321,14 @@ def test_flags_for_refuses_maps_the_flags_cannot_express():
     # partial offload, output on the CPU: ik -ngl counts repeating layers only
     flags = flags_for("ik-2025", req, (None, None, 0, 0, 1, 1), None)
     assert flags is not None and flags.n_gpu_layers == 4
+
+
+@pytest.mark.parametrize("log", FIXTURES)
+def test_buffer_lines_read_like_the_engine_log(log):
+    # the report a user compares with their own load log: the same lines, parsed by the same reader, same values
+    fx = next(f for f in manifest() if f["log"] == log)
+    _, cmd, lines, devices, _, _, buffers = derive(fx)
+    mapped = "--no-mmap" not in fx["command"] and (fx["engine"] == "mainline" or not cmd.overrides)
+    ours = logged_buffers(buffer_lines(fx["engine"], buffers, [d.name for d in devices], cpu_mapped=mapped))
+    theirs = logged_buffers(lines)
+    assert {k: v for k, v in ours.items() if float(v) > 0} == {k: v for k, v in theirs.items() if float(v) > 0}
