@@ -471,7 +471,7 @@ def ik_layer_sizes(tmap: TensorMap, mix: Mapping[str, str] | None = None, *, ctx
         if kb is not None and vb is not None and kvb is None:
             kb_type = type_of(kb, mix)
             kind = "q8_0" if catalogue().get(kb_type).is_quantized else kb_type
-            weights[il] += _row_size(kind, vb.shape[0]) * (vb.shape[1] + kb.shape[1]) * vb.shape[2] * 2
+            weights[il] += _row_size(kind, _ne(vb, 0)) * (_ne(vb, 1) + _ne(kb, 1)) * _ne(vb, 2) * 2
         elif kvb is not None:
             half = tensor_bytes[kvb.name] // 2
             if kb is None:
@@ -479,8 +479,8 @@ def ik_layer_sizes(tmap: TensorMap, mix: Mapping[str, str] | None = None, *, ctx
             if vb is None:
                 weights[il] += half
         if mla_attn == 3 and vb is not None:
-            n_head = vb.shape[2]
-            kv_f32_mib = (2 * vb.shape[1] * n_head * ctx * 4) / (1024.0 * 1024.0)
+            n_head = _ne(vb, 2)                        # 1 for the 2-D attn_v_b ik's converter writes
+            kv_f32_mib = (2 * _ne(vb, 1) * n_head * ctx * 4) / (1024.0 * 1024.0)
             n_max_head = n_head
             if amb > 0 and kv_f32_mib > amb:
                 n_max_head = 1
@@ -488,7 +488,7 @@ def ik_layer_sizes(tmap: TensorMap, mix: Mapping[str, str] | None = None, *, ctx
                     if n_head % niter == 0 and kv_f32_mib / niter <= amb:
                         n_max_head = n_head // niter
                         break
-            compute[il] = max(compute[il], 2 * vb.shape[1] * n_max_head * ctx * 4)
+            compute[il] = max(compute[il], 2 * _ne(vb, 1) * n_max_head * ctx * 4)
     kv = [ik_kv_bytes(tmap, il, ctx=ctx, type_k=type_k, type_v=type_v, flash_attn=flash_attn, mla_attn=mla_attn)
           for il in range(n)]
     output_weights = ow or embd
@@ -496,6 +496,11 @@ def ik_layer_sizes(tmap: TensorMap, mix: Mapping[str, str] | None = None, *, ctx
     n_output = worst_case_tokens if worst_case_tokens > 0 else ub
     logits = p.n_vocab * n_output * 4
     return LayerSizes(tuple(weights), tuple(kv), tuple(compute), output_weights, max(logits, max_compute) - max_compute)
+
+
+def _ne(t: TensorInfo, i: int) -> int:
+    """ggml ne[i]: dimensions past the stored ones are 1."""
+    return t.shape[i] if i < len(t.shape) else 1
 
 
 def format_layer_sizes(sizes: LayerSizes) -> list[str]:
@@ -620,10 +625,11 @@ def flags_for(engine: str, req: SplitRequest, layer_device: Sequence[int | None]
     The wanted map must be expressible: CPU layers first, then contiguous runs on devices in increasing device
     order, the output on the last GPU layer's device or on the CPU (then every repeating layer's device is as
     wanted only when ``-ngl <= n_layer``). ``req`` supplies the devices and split mode; its ``n_gpu_layers`` and
-    ``tensor_split`` are replaced. Candidates: for the ``upper_bound`` rules (mainline, ik-2025) the per-device
-    layer counts (the output counted as a layer); for ik's greedy fill the per-device loads (``max_compute`` plus
-    the layer sizes, in MiB) and small nudges of them. Every candidate is re-derived with the engine's own rule and
-    only an exact reproduction is returned; None when no candidate reproduces the map (the caller then needs
+    ``tensor_split`` are replaced. Candidates, simplest first: the per-device layer counts (the output counted
+    as a layer; exact for the ``upper_bound`` rules of mainline and ik-2025), then for ik's greedy fill the
+    per-device loads (``max_compute`` plus the layer sizes) in whole MiB, to 0.001 MiB, and small nudges of them.
+    Every candidate is re-derived with the engine's own rule and
+    the first exact reproduction is returned; None when no candidate reproduces the map (the caller then needs
     explicit per-tensor overrides).
     """
     n = req.n_layer
@@ -651,10 +657,8 @@ def flags_for(engine: str, req: SplitRequest, layer_device: Sequence[int | None]
     counts = [0.0] * n_dev
     for d in seq:
         counts[d] += 1
-    candidates: list[tuple[float, ...] | None] = []
-    if engine in ("mainline", "ik-2025"):
-        candidates.append(tuple(counts))
-    else:
+    candidates: list[tuple[float, ...] | None] = [tuple(counts)]      # simplest first: layer counts
+    if engine == "ik":
         if sizes is None:
             raise UsageError("the ik rule needs the per-layer sizes (ik_layer_sizes)")
         loads = [float(sizes.max_compute)] * n_dev
@@ -663,6 +667,7 @@ def flags_for(engine: str, req: SplitRequest, layer_device: Sequence[int | None]
         if output_device is not None:
             loads[output_device] += sizes.total(n)
         base = [x / MIB for x in loads]
+        candidates.append(tuple(float(round(x)) for x in base))     # per-device loads in whole MiB
         candidates.append(tuple(_ts_text(x) for x in base))
         for nudge in (0.001, 0.01, 0.1, -0.001, -0.01, -0.1):
             candidates.append(tuple(_ts_text(x * (1 + nudge)) if i < n_dev - 1 else _ts_text(x)

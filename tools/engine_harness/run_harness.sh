@@ -109,6 +109,10 @@ case "$(basename "$model")" in
     run_case rpc4-ts3,1,1,1-ngl94      4 -ngl 94 -ts 3,1,1,1 -c 512 -ub 128
     run_case rpc4-ngl80-ot40s-c4096    4 -ngl 80 -c 4096 -ot "$EXP_CPU_40S"
     run_case rpc3-ts1,1,2-q8kv-otodd   3 -ngl 99 -ts 1,1,2 -c 3000 -ctk q8_0 -ctv q8_0 -ot "$EXP_CPU_ODD"
+    if [ "$engine" = ik ]; then
+      run_case rpc3-sm-graph-ts1,1,1   3 -ngl 99 -sm graph -ts 1,1,1 -c 512
+      run_case rpc3-sm-graph-maxgpu2   3 -ngl 99 -sm graph -ts 1,1,1 -c 512 --max-gpu 2
+    fi
     ;;
 esac
 echo "done: $out" >&2
