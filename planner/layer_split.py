@@ -715,3 +715,56 @@ def buffer_lines(engine: str, buffers: Sequence[EngineBuffer], device_names: Seq
                             "compute buffer size")
         lines.append(f"{prefix}: {name:>10} {what} = {nbytes / MIB:8.2f} MiB")
     return lines
+
+
+# ----------------------------------------------------------------------------------------------- glue for plan/check
+
+CPU_NAME = "CPU"
+
+
+@dataclass(frozen=True, slots=True)
+class NamedSplit:
+    """A layer map in the planner's device names ("CUDA0", ..., "CPU")."""
+
+    layer_device: tuple[str, ...]
+    output_device: str
+    split: LayerSplit
+    sizes: LayerSizes | None
+
+
+def run_sizes(engine: str, tmap: TensorMap, mix: Mapping[str, str] | None, *, ctx: int, type_k: str, type_v: str,
+              ubatch: int, batch: int, flash_attn: bool = True, amb: int = 0) -> LayerSizes | None:
+    """ik's layer-size table for a run (None for the engines whose rule does not use it)."""
+    if engine != "ik":
+        return None
+    return ik_layer_sizes(tmap, mix, ctx=ctx, type_k=type_k, type_v=type_v, n_ubatch=ubatch, n_batch=batch,
+                          flash_attn=flash_attn, amb=amb)
+
+
+def map_for_flags(engine: str, tmap: TensorMap, gpus: Sequence[str], gpu_free_bytes: Sequence[int], *,
+                  n_gpu_layers: int | None, tensor_split: Sequence[float] | None, split_mode: str = "layer",
+                  main_gpu: int = 0, sizes: LayerSizes | None = None) -> NamedSplit:
+    """What ``-ngl``/``-ts``/``-sm``/``-mg`` do on this machine under ``engine``'s own rule, in planner names.
+
+    ``gpus`` are the CUDA devices in engine order; ``gpu_free_bytes`` what each reports free at load (used when
+    ``-ts`` is absent). ``n_gpu_layers`` None = the flag was not given (the engine default: all layers).
+    """
+    devices = tuple(SplitDevice(g, int(b)) for g, b in zip(gpus, gpu_free_bytes))
+    req = SplitRequest(n_layer=tmap.params.n_layer, n_gpu_layers=-1 if n_gpu_layers is None else n_gpu_layers,
+                       devices=devices, tensor_split=tuple(tensor_split) if tensor_split else None,
+                       split_mode=split_mode, main_gpu=main_gpu)
+    split = layer_split(engine, req, sizes)
+    names = tuple(CPU_NAME if d is None else gpus[d] for d in split.layer_device)
+    out = CPU_NAME if split.output_device is None else gpus[split.output_device]
+    return NamedSplit(names, out, split, sizes)
+
+
+def flags_for_names(engine: str, tmap: TensorMap, gpus: Sequence[str], layer_device: Sequence[str],
+                    output_device: str, *, sizes: LayerSizes | None = None) -> SplitFlags | None:
+    """:func:`flags_for` in planner device names; the free memory is irrelevant since ``-ts`` is always given."""
+    devices = tuple(SplitDevice(g, 0) for g in gpus)
+    req = SplitRequest(n_layer=tmap.params.n_layer, n_gpu_layers=0, devices=devices)
+    index = {g: i for i, g in enumerate(gpus)}
+    want = tuple(None if d == CPU_NAME else index[d] for d in layer_device)
+    out = None if output_device == CPU_NAME else index[output_device]
+    return flags_for(engine, req, want, out, sizes)

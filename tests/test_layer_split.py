@@ -30,6 +30,9 @@ from planner.layer_split import (
     ik_layer_sizes,
     layer_split,
     mainline_kv_bytes,
+    map_for_flags,
+    flags_for_names,
+    run_sizes,
     split_ik,
     split_ik_2025,
     split_mainline,
@@ -332,3 +335,18 @@ def test_buffer_lines_read_like_the_engine_log(log):
     ours = logged_buffers(buffer_lines(fx["engine"], buffers, [d.name for d in devices], cpu_mapped=mapped))
     theirs = logged_buffers(lines)
     assert {k: v for k, v in ours.items() if float(v) > 0} == {k: v for k, v in theirs.items() if float(v) > 0}
+
+
+def test_named_glue_round_trips_a_plan_map():
+    tmap = model("t94-plan.header.gguf")
+    sizes = run_sizes("ik", tmap, None, ctx=4096, type_k="q8_0", type_v="q8_0", ubatch=512, batch=2048)
+    gpus = ("CUDA0", "CUDA1", "CUDA2")
+    want = ("CPU",) * 4 + ("CUDA0",) * 30 + ("CUDA1",) * 30 + ("CUDA2",) * 30
+    for engine in ("ik", "ik-2025"):
+        flags = flags_for_names(engine, tmap, gpus, want, "CPU", sizes=sizes if engine == "ik" else None)
+        assert flags is not None and flags.n_gpu_layers == 90
+        got = map_for_flags(engine, tmap, gpus, (24 << 30,) * 3, n_gpu_layers=flags.n_gpu_layers,
+                            tensor_split=flags.tensor_split, sizes=sizes if engine == "ik" else None)
+        assert got.layer_device == want and got.output_device == "CPU"
+    # mainline cannot leave the output on the CPU while offloading layers
+    assert flags_for_names("mainline", tmap, gpus, want, "CPU") is None
