@@ -306,7 +306,7 @@ def split_ik(req: SplitRequest, sizes: LayerSizes) -> LayerSplit:
                     loaded = f32(loaded + size)
                     il += 1
                     continue
-                if loaded + size - target < target - loaded:
+                if loaded + size - target < f32(target - loaded):     # right side: float - float, in float
                     default[il] = dev
                     loaded = f32(loaded + size)
                     il += 1
