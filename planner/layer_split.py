@@ -200,14 +200,15 @@ def split_mainline(req: SplitRequest) -> LayerSplit:
     ``splits`` = cumulative ``-ts`` (or free memory per device when ``-ts`` is absent or all zero) normalised in
     float; ``i_gpu_start = max(n_layer + 1 - ngl, 0)``, ``act_gpu_layers = min(ngl, n_layer + 1)``; layer ``il``
     (the output layer is ``il = n_layer``) goes to ``upper_bound(splits, float(il - i_gpu_start) / act)``, layers
-    below ``i_gpu_start`` to the CPU. ``-sm none``/``row``: every offloaded layer on ``-mg`` (the device list is
-    reduced to the main GPU in ``llama_model_load_from_file_impl``).
+    below ``i_gpu_start`` to the CPU. ``-sm none``: every offloaded layer on ``-mg`` (``llama_prepare_model_devices``
+    reduces the device list to the main GPU). ``-sm row``: the same layer map, with each layer's matrices row-split
+    over the devices (``graph_split``). ``-sm tensor`` (the meta device) is not modelled.
     """
     n = req.n_layer
     ngl = _ngl(req, mainline=True)
     if not req.devices or ngl == 0:
         return LayerSplit("mainline", req.split_mode, (None,) * n, None, (1.0,))
-    if req.split_mode in ("none", "row"):
+    if req.split_mode == "none":
         i_gpu_start = max(n + 1 - ngl, 0)
         dev = [None if il < i_gpu_start else req.main_gpu for il in range(n + 1)]
         return LayerSplit("mainline", req.split_mode, tuple(dev[:n]), dev[n], (1.0,))
@@ -221,7 +222,9 @@ def split_mainline(req: SplitRequest) -> LayerSplit:
             out.append(None)
         else:
             out.append(_upper_bound_split(req, splits, i_gpu_start, act, range(il, il + 1))[0])
-    return LayerSplit("mainline", req.split_mode, tuple(out[:n]), out[n], splits)
+    # -sm row: the same layer map; the layers' matrices are row-split over the devices by -ts (split buffer)
+    return LayerSplit("mainline", req.split_mode, tuple(out[:n]), out[n], splits,
+                      graph_split=req.split_mode == "row" and len(req.devices) > 1)
 
 
 def split_ik_2025(req: SplitRequest) -> LayerSplit:
