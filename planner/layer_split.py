@@ -160,7 +160,12 @@ class LayerSplit:
 # ----------------------------------------------------------------------------------------------- split points
 
 def _cumulative(values: Sequence[float]) -> tuple[float, ...]:
-    """The engines' split normalisation, in float: running float sum, then each divided by the total."""
+    """The engines' split normalisation, in float: running float sum, then each divided by the total.
+
+    All zero (only possible for free memory: the engines divide 0 by 0 and index past the device list) is
+    taken as equal shares, so a caller that does not know the free memory still gets a usable map."""
+    if not any(values):
+        values = [1.0] * len(values)
     acc = 0.0
     cum = []
     for v in values:
