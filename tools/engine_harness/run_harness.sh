@@ -9,6 +9,7 @@
 #   ik_llama.cpp 8337e4cd:
 #     cmake -B build-rpc -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DGGML_OPENMP=ON -DGGML_RPC=ON -DCMAKE_BUILD_TYPE=Release
 #     cmake --build build-rpc --target rpc-server llama-cli llama-quantize
+#     (the captured ik logs: objects not yet compiled after the first 15 were built at -O1, see the fixtures README)
 #   llama.cpp 0c1e57098 (the tree vendored by the llama-cpp-python 0.3.36 sdist, vendor/llama.cpp):
 #     cmake -B build -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DGGML_RPC=ON -DLLAMA_BUILD_TESTS=OFF \
 #           -DLLAMA_BUILD_EXAMPLES=OFF -DCMAKE_BUILD_TYPE=Release
