@@ -776,3 +776,53 @@ def flags_for_names(engine: str, tmap: TensorMap, gpus: Sequence[str], layer_dev
     want = tuple(None if d == CPU_NAME else index[d] for d in layer_device)
     out = None if output_device == CPU_NAME else index[output_device]
     return flags_for(engine, req, want, out, sizes)
+
+
+def placement_buffers(engine: str, tmap: TensorMap, mix: Mapping[str, str] | None, tensor_device: Mapping[str, str],
+                      layer_device: Sequence[str], kv_layer_bytes: Sequence[int], *, load: str = "mmap",
+                      cuda_devices: bool = True) -> list[tuple[str, str, int]]:
+    """Memory per engine buffer for a placement in planner names: (kind, buffer name, bytes), in log order.
+
+    Weights per device (GPU buffers with CUDA's alignment and row padding when ``cuda_devices``), the CPU split
+    the way the engines log it: ``token_embd`` (the input layer) apart from the other CPU weights (``-ot``/CPU
+    layers). Names: GPUs as given; ik puts the input layer in the host buffer of the GPU backend (``CUDA_Host``;
+    ``CPU`` without a GPU or when mmap'ed), other CPU weights in ``CPU``; mainline logs a mmap'ed CPU buffer as
+    ``CPU_Mapped`` (the span of the file from the first CPU tensor to the last when the header is known, see
+    :func:`engine_buffers`). KV per layer device. Bytes are exact for
+    host/RPC buffers (checked against the harness logs); the CUDA padding follows ggml-cuda's get_alloc_size.
+    """
+    weights: dict[str, int] = {}
+    order: list[str] = []
+    has_gpu = any(d != CPU_NAME for d in (*layer_device, *tensor_device.values()))
+    for t in tmap.tensors:
+        if not tmap.is_loaded(t):
+            continue
+        dev = tensor_device.get(t.name, CPU_NAME)
+        if dev == CPU_NAME:
+            if t.name == "token_embd.weight":
+                name = "CUDA_Host" if (engine != "mainline" and has_gpu and load != "mmap") else (
+                    "CPU_Mapped" if (engine == "mainline" and load == "mmap") else "CPU")
+            else:
+                name = "CPU_Mapped" if (engine == "mainline" and load == "mmap") else "CPU"
+            size = alloc_bytes(type_of(t, mix), t.shape, nbytes(t, mix), cuda=False)
+        else:
+            name = dev
+            size = alloc_bytes(type_of(t, mix), t.shape, nbytes(t, mix), cuda=cuda_devices)
+        if name not in weights:
+            order.append(name)
+            weights[name] = 0
+        weights[name] += size
+    header = getattr(tmap, "header", None)
+    if "CPU_Mapped" in weights and header is not None:
+        cpu = {t.name for t in tmap.tensors if tmap.is_loaded(t) and tensor_device.get(t.name, CPU_NAME) == CPU_NAME}
+        spans = [(g.offset, g.offset + g.nbytes) for g in header.tensors if g.name in cpu and g.shard == 0]
+        if spans:
+            weights["CPU_Mapped"] = max(e for _, e in spans) - min(b for b, _ in spans)
+    kv: dict[str, int] = {}
+    for il, dev in enumerate(layer_device):
+        if il < len(kv_layer_bytes) and kv_layer_bytes[il]:
+            kv[dev] = kv.get(dev, 0) + int(kv_layer_bytes[il])
+    gpu_first = sorted(order, key=lambda n: (not n.startswith("CUDA") or n == "CUDA_Host", n))
+    out = [("weights", n, weights[n]) for n in gpu_first]
+    out += [("kv", d, b) for d, b in sorted(kv.items(), key=lambda x: (x[0] == CPU_NAME, x[0]))]
+    return out

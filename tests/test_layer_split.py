@@ -30,6 +30,8 @@ from planner.layer_split import (
     ik_layer_sizes,
     layer_split,
     mainline_kv_bytes,
+    placement_buffers,
+    tensor_devices,
     map_for_flags,
     flags_for_names,
     run_sizes,
@@ -350,3 +352,27 @@ def test_named_glue_round_trips_a_plan_map():
         assert got.layer_device == want and got.output_device == "CPU"
     # mainline cannot leave the output on the CPU while offloading layers
     assert flags_for_names("mainline", tmap, gpus, want, "CPU") is None
+
+
+@pytest.mark.parametrize("log", [f["log"] for f in manifest() if f["engine"] == "mainline"])
+def test_placement_buffers_in_planner_names_match_the_log(log):
+    # the same buffers from a placement in planner device names (what plan/check hold), RPC devices as "CUDA<i>"
+    # without CUDA padding: weights per device, the mmap'ed CPU span, KV per device
+    fx = next(f for f in manifest() if f["log"] == log)
+    tmap, cmd, lines, devices, _, split, _ = derive(fx)
+    names = [f"CUDA{i}" for i in range(len(devices))]
+    devs = tensor_devices(tmap, split, [(rx, None) for rx, _ in cmd.overrides])
+    tensor_device = {n: "CPU" if d is None else names[d] for n, d in devs.items()}
+    layer_device = ["CPU" if d is None else names[d] for d in split.layer_device]
+    cells = -(-(cmd.ctx or tmap.params.n_ctx_train) // 256) * 256
+    kv = [mainline_kv_bytes(tmap, il, ctx=cells, type_k=cmd.type_k, type_v=cmd.type_v)
+          for il in range(tmap.params.n_layer)]
+    ours = {(k, n): f"{b / MIB:.2f}" for k, n, b in placement_buffers("mainline", tmap, None, tensor_device,
+                                                                      layer_device, kv, cuda_devices=False)}
+    logged = logged_buffers(lines)
+    theirs = {}
+    for (kind, name), mib in logged.items():
+        if name.startswith("RPC"):
+            name = names[[d.name for d in devices].index(name)]
+        theirs[(kind, name)] = mib
+    assert {k: v for k, v in ours.items() if float(v) > 0} == {k: v for k, v in theirs.items() if float(v) > 0}
