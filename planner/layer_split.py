@@ -634,7 +634,8 @@ def flags_for(engine: str, req: SplitRequest, layer_device: Sequence[int | None]
     order, the output on the last GPU layer's device or on the CPU (then every repeating layer's device is as
     wanted only when ``-ngl <= n_layer``). ``req`` supplies the devices and split mode; its ``n_gpu_layers`` and
     ``tensor_split`` are replaced. Candidates, simplest first: the per-device layer counts (the output counted
-    as a layer; exact for the ``upper_bound`` rules of mainline and ik-2025), then for ik's greedy fill the
+    as a layer; exact for the ``upper_bound`` rules of mainline and ik-2025), the counts of repeating layers only,
+    then for ik's greedy fill the
     per-device loads (``max_compute`` plus the layer sizes) in whole MiB, to 0.001 MiB, and small nudges of them.
     Every candidate is re-derived with the engine's own rule and
     the first exact reproduction is returned; None when no candidate reproduces the map (the caller then needs
@@ -664,8 +665,13 @@ def flags_for(engine: str, req: SplitRequest, layer_device: Sequence[int | None]
         ngl = n + 1 if output_device is not None else len(gpu_layers)
     counts = [0.0] * n_dev
     for d in seq:
-        counts[d] += 1
+        if d is not None:
+            counts[d] += 1
     candidates: list[tuple[float, ...] | None] = [tuple(counts)]      # simplest first: layer counts
+    if output_device is not None:
+        no_out = list(counts)
+        no_out[output_device] -= 1
+        candidates.append(tuple(no_out))                                # repeating layers only
     if engine == "ik":
         if sizes is None:
             raise UsageError("the ik rule needs the per-layer sizes (ik_layer_sizes)")
@@ -694,14 +700,20 @@ def flags_for(engine: str, req: SplitRequest, layer_device: Sequence[int | None]
     return None
 
 
+# ik's CPU backend allocates 32 bytes more than asked (ggml_backend_cpu_buffer_type_alloc_buffer: "malloc may
+# return an address that is not aligned") and reports that size, for a local CPU buffer and an rpc-server's alike.
+IK_HOST_ALLOC_EXTRA = 32
+
+
 def buffer_lines(engine: str, buffers: Sequence[EngineBuffer], device_names: Sequence[str], *,
-                 cpu_mapped: bool = False) -> list[str]:
+                 cpu_mapped: bool = False, host_alloc_extra: int = 0) -> list[str]:
     """The engine's own load-log lines for these buffers, so a user can compare line by line.
 
     ik: ``llm_load_tensors: <dev> buffer size = X MiB`` and ``llama_kv_cache_init: <dev> KV buffer size``;
     mainline: ``load_tensors: <dev> model buffer size`` (``CPU_Mapped`` for a mmap'ed CPU buffer) and
     ``llama_kv_cache: <dev> KV buffer size``. Buffers of devices that share a name (an rpc-server listed twice)
-    are summed, as the engine allocates one buffer per buffer type.
+    are summed, as the engine allocates one buffer per buffer type. ``host_alloc_extra`` is added once per
+    allocated host buffer (:data:`IK_HOST_ALLOC_EXTRA` for ik's CPU backend and rpc-servers; not for a mmap'ed one).
     """
     cpu_name = "CPU_Mapped" if (cpu_mapped and engine == "mainline") else "CPU"
     sums: dict[tuple[str, str], int] = {}
@@ -712,6 +724,8 @@ def buffer_lines(engine: str, buffers: Sequence[EngineBuffer], device_names: Seq
         sums[(b.kind, name)] = sums.get((b.kind, name), 0) + b.bytes
     lines = []
     for (kind, name), nbytes in sums.items():
+        if nbytes and not (kind == "weights" and name == cpu_name and cpu_mapped):
+            nbytes += host_alloc_extra
         if kind == "weights":
             prefix, what = ("load_tensors", "model buffer size") if engine == "mainline" else ("llm_load_tensors",
                                                                                                 "buffer size")
