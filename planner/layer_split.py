@@ -340,6 +340,8 @@ def layer_split(engine: str, req: SplitRequest, sizes: LayerSizes | None = None)
     if engine == "ik-2025":
         return split_ik_2025(req)
     if engine == "ik":
+        if not req.devices or req.n_gpu_layers == 0:
+            return LayerSplit("ik", req.split_mode, (None,) * req.n_layer, None, (1.0,))
         if sizes is None:
             raise UsageError("the ik rule needs the per-layer sizes (ik_layer_sizes)")
         return split_ik(req, sizes)
