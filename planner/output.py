@@ -369,7 +369,7 @@ def render_pareto(ps: ParetoSet) -> None:
 def render_verify(reports: Sequence[VerifyReport]) -> None:
     """`verify`: memory terms (exact ones judged to 0.1 MiB) and TG/PP per depth next to the prediction."""
     for rep in reports:
-        mem = [c for c in rep.checks if c.term not in ("TG", "PP")]
+        mem = [c for c in rep.checks if c.term not in ("TG", "PP", "ppl_ratio")]
         if mem:
             rows = []
             for c in mem:
@@ -402,6 +402,10 @@ def render_verify(reports: Sequence[VerifyReport]) -> None:
             print_table("speed (estimate), tok/s", ["at", "TG pred.", "TG meas.", "err", "PP pred.", "PP meas.", "err"],
                         srows, justify=["left", "right", "right", "right", "right", "right", "right"],
                         caption=f"{len(speed)} rows" + (", 9 shown" if len(speed) > 9 else ""))
+        for c in rep.checks:
+            if c.term == "ppl_ratio":
+                print_text(f"PPL(Q)/PPL(base): predicted {c.predicted:.4f} (estimate), measured {c.measured:.4f} "
+                           f"({c.rel_error:+.1%})")
         for n in rep.notes:
             print_text(f"  note: {n}")
 
