@@ -147,6 +147,14 @@ def _check_tensor_name(name: str, source: str) -> None:
                          "request blk.%d. names, so nothing would load it)", f"tensor {name}", source)
 
 
+def display_name(name: str, max_len: int = 200) -> str:
+    """A model name from a header made fit to show and to write into files: control characters become
+    ``\\xHH`` escapes and the length is bounded (``general.name`` is free text in a GGUF)."""
+    out = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}"
+                  for c in name[:max_len])
+    return out
+
+
 def layer_of(name: str) -> int | None:
     """The layer index of a ``blk.N.`` tensor name (canonical decimal), else None."""
     m = _BLK_NAME.match(name)
@@ -237,8 +245,11 @@ class Range:
         self.lo, self.hi, self.unit, self.integer, self.open_lo = lo, hi, unit, integer, open_lo
 
     def describe(self) -> str:
-        lo = f"> {self.lo:g}" if self.open_lo else f"{self.lo:g}"
-        text = f"{lo} and <= {self.hi:g}" if self.open_lo else f"{lo}..{self.hi:g}"
+        def show(v: float) -> str:
+            return f"{int(v):,}" if float(v).is_integer() else f"{v:g}"
+
+        lo = f"> {show(self.lo)}" if self.open_lo else show(self.lo)
+        text = f"{lo} and <= {show(self.hi)}" if self.open_lo else f"{lo}..{show(self.hi)}"
         return f"{text} {self.unit}".rstrip() + (" (a whole number)" if self.integer else "")
 
     def contains(self, value: float) -> bool:
@@ -433,7 +444,7 @@ def schema_for(cls: type, overrides: dict[str, Schema] | None = None, *, _seen: 
     import typing
 
     overrides = overrides or {}
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls, typing)
     required: dict[str, Schema] = {}
     optional: dict[str, Schema] = {}
     for f in dataclasses.fields(cls):
@@ -445,6 +456,23 @@ def schema_for(cls: type, overrides: dict[str, Schema] | None = None, *, _seen: 
         has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
         (optional if has_default else required)[f.name] = sub
     return obj(required, optional)
+
+
+def _type_hints(cls: type, typing: Any) -> dict[str, Any]:
+    """The field annotations of ``cls``; a name imported only for type checking becomes ``Any``."""
+    import sys
+
+    try:
+        return dict(typing.get_type_hints(cls))
+    except NameError:
+        module = vars(sys.modules[cls.__module__])
+        out: dict[str, Any] = {}
+        for name, ann in cls.__annotations__.items():
+            try:
+                out[name] = eval(ann, module) if isinstance(ann, str) else ann  # noqa: S307 - our own source
+            except NameError:
+                out[name] = Any
+        return out
 
 
 def _schema_of_type(tp: Any, overrides: dict[str, Schema], seen: tuple, types: Any, typing: Any) -> Schema:
@@ -482,5 +510,5 @@ def _schema_of_type(tp: Any, overrides: dict[str, Schema], seen: tuple, types: A
 
 
 __all__ = ["OPTION_RANGES", "Range", "Schema", "anything", "array", "boolean", "check_option", "check_options",
-           "enum", "int_", "layer_of", "mapping", "nullable", "num", "obj", "schema_for", "text",
+           "display_name", "enum", "int_", "layer_of", "mapping", "nullable", "num", "obj", "schema_for", "text",
            "validate_header", "validate_model"]
