@@ -199,6 +199,10 @@ class ImatrixFormatError(PlannerError):
         self.source = source
 
 
+class LogFormatError(PlannerError):
+    """Engine output (a load log, a sweep-bench/llama-bench table, perplexity output) that cannot be read."""
+
+
 class SolverError(PlannerError):
     """The optimizer failed for a reason other than infeasibility (time limit without a solution...)."""
 
@@ -227,6 +231,7 @@ EXIT_CODES: dict[type[BaseException], int] = {
     GGUFFormatError: 4,
     ImatrixFormatError: 4,
     PlanFileError: 4,
+    LogFormatError: 4,
     RemoteReadError: 5,
     HardwareProbeError: 6,
     EngineFlagError: 2,
