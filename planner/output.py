@@ -81,7 +81,13 @@ def note(text: str) -> None:
 
 
 def print_json(obj: Any) -> None:
-    sys.stdout.write(dumps(obj))
+    """JSON on stdout; \\u escapes when stdout's encoding is not UTF-8 (PYTHONIOENCODING=ascii), so the
+    document stays valid JSON whatever the terminal."""
+    encoding = (getattr(sys.stdout, "encoding", "") or "").lower().replace("-", "")
+    if encoding == "utf8":
+        sys.stdout.write(dumps(obj))
+    else:
+        sys.stdout.write(json.dumps(to_jsonable(obj), indent=2, ensure_ascii=True) + "\n")
 
 
 def print_text(text: str) -> None:
