@@ -107,6 +107,7 @@ class LaunchCommand:
     ngl: int
     tensor_split: tuple[float, ...] = ()
     n_cpu_moe: int | None = None
+    split_note: str = ""       # how -ngl/-ts reproduce the plan's layer map under the engine's rule
 
     def shell(self, argv: Sequence[str] | None = None) -> str:
         from planner.quoting import shell_quote
@@ -194,6 +195,16 @@ def build_launch(tmap: TensorMap, devices: Mapping[str, str], layer_device: Sequ
             raise EmitterError(f"-ngl {ngl} -ts {ts} does not reproduce the plan's layer map under {run.engine}")
     else:
         ngl = 0
+    split_note = ""
+    if len(gpu_list) > 1 and ts:
+        counts = [sum(1 for d in layer_device if d == g) + (1 if ngl_out == g else 0) for g in gpu_list]
+        unit = ("layers per GPU, the output layer counted" if list(ts) == counts else
+                "layers per GPU" if list(ts) == [sum(1 for d in layer_device if d == g) for g in gpu_list] else
+                "MiB per GPU of ik's own layer sizes: weights + KV per layer, one compute buffer per GPU")
+        where = _ranges(layer_device).replace(" CUDA", " on CUDA").replace(" CPU", " on CPU")
+        out = f", the output on {ngl_out}" if ngl_out != CPU else ""
+        split_note = (f"-ngl {ngl} -ts {','.join(_num(x) for x in ts)} makes {run.engine} put layers {where}{out} "
+                      f"as planned, re-derived with its own layer rule (-ts in {unit})")
     defaults = default_devices(tmap, layer_device, None if ngl_out == CPU else ngl_out)
     rules = compress_overrides(tmap, devices, defaults)
     n_cpu_moe = None
@@ -232,7 +243,7 @@ def build_launch(tmap: TensorMap, devices: Mapping[str, str], layer_device: Sequ
     model = ["-m", model_path]
     argv = (server_bin, *model, *args, "--host", host, "--port", str(port))
     sweep = ("llama-sweep-bench", *model, *args)
-    return LaunchCommand(run.engine, tuple(argv), tuple(sweep), tuple(rules), ngl, ts, n_cpu_moe)
+    return LaunchCommand(run.engine, tuple(argv), tuple(sweep), tuple(rules), ngl, ts, n_cpu_moe, split_note)
 
 
 # ------------------------------------------------------------------------- binary check

@@ -326,6 +326,8 @@ def render_plan(doc: PlanDocument) -> None:
         print_text(f"\nrecipe ({label}):\n" + doc.recipe.custom_q)
         print_text("\nquantize:\n" + (doc.quantize_command or ""))
     print_text("\nlaunch:\n" + doc.launch_command)
+    if doc.launch.split_note:
+        print_text(f"note: {doc.launch.split_note}")
     print_text("\nbenchmark the same placement:\n" + doc.sweep_command)
 
 
