@@ -458,7 +458,8 @@ def check_command(model, base_type, custom_q, recipe_file, token_embedding_type,
     types, _ = mix_from_options(tmap, base_type=base_type, custom_q=custom_q, recipe_text=_recipe_text(recipe_file),
                                 engine=engine, token_embedding_type=token_embedding_type,
                                 output_tensor_type=output_tensor_type, pure=pure)
-    placement = placement_from_command(tmap, parsed, [f"CUDA{g.index}" for g in hw.gpus])
+    placement = placement_from_command(tmap, parsed, [f"CUDA{g.index}" for g in hw.gpus], types=types,
+                                       gpu_free_bytes=[g.free_bytes if g.free_bytes is not None else g.total_bytes for g in hw.gpus])
     result = api.check(tmap, types, placement, hw, PlanRequest(run=run), warnings=parsed.warnings)
     output.emit(result, as_json=as_json, render=output.render_check)
     if not result.memory.fits:
@@ -492,7 +493,8 @@ def export_command(plan_file, out, model_path, port, check_binary, force):
     from planner.quoting import safe_filename
 
     path = model_path or saved.model_path or f"{safe_filename(saved.tmap.name)}.gguf"
-    launch = build_launch(saved.tmap, saved.devices, saved.layer_device, saved.run, path, port=port)
+    launch = build_launch(saved.tmap, saved.devices, saved.layer_device, saved.run, path, port=port,
+                          types=saved.types)
     if check_binary:
         check_flags(launch.argv, help_of_binary(check_binary))
     text = export_script(launch, model_path=path, port=port, comments=script_comments(saved))

@@ -53,12 +53,43 @@ def document(tmap: TensorMap, plan: Plan, *, model_path: str, source_path: str |
         recipe = build_recipe(tmap, plan.types, engine=plan.run.qengine)
         src = source_path or f"{tmap.name}-BF16-00001-of-0000N.gguf"
         qcmd = recipe.quantize_command(src, model_path, imatrix=imatrix)
-    launch = build_launch(tmap, plan.devices, plan.layer_device, plan.run, model_path, host=host, port=port)
+    gpus = [d for d in sorted(plan.budgets, key=lambda d: (len(d), d)) if d != "CPU"]
+    launch = build_launch(tmap, plan.devices, plan.layer_device, plan.run, model_path, host=host, port=port,
+                          types=plan.types, gpus=gpus or None)
+    if len(gpus) > 1:
+        recheck_launch(tmap, plan, launch, gpus)
     if check_binary:
         from planner.launch import check_flags, help_of_binary
 
         check_flags(launch.argv, help_of_binary(check_binary))
     return PlanDocument(PLAN_FORMAT, plan, recipe, qcmd, launch, launch.shell(), launch.shell(launch.sweep_argv))
+
+
+def recheck_launch(tmap: TensorMap, plan: Plan, launch: LaunchCommand, gpus: list[str]) -> None:
+    """Re-derive a multi-GPU command as the engine will read it (its -ngl/-ts under the engine's own layer rule,
+    then -ot) and check memory per device; a command that does not reproduce the plan, or does not fit, is a
+    bug and is never emitted.
+
+    Raises:
+        EmitterError: the layer map, a tensor's device or a device's memory differs from the plan.
+    """
+    from planner.errors import EmitterError
+    from planner.launch import parse_server_command, placement_from_command
+    from planner.memory import memory_report
+
+    parsed = parse_server_command(list(launch.argv), engine=plan.run.engine)
+    placement = placement_from_command(tmap, parsed, gpus, types=plan.types,
+                                       gpu_free_bytes=[plan.budgets[g] for g in gpus])
+    if placement.layer_device != plan.layer_device:
+        raise EmitterError(f"{plan.run.engine} would map the layers differently from the plan under "
+                           f"{' '.join(launch.argv[:12])} ...")
+    bad = [n for n, d in plan.devices.items() if placement.device_of(n) != d]
+    if bad:
+        raise EmitterError(f"the command puts {bad[0]} on {placement.device_of(bad[0])}, the plan on "
+                           f"{plan.devices[bad[0]]}")
+    mem = memory_report(tmap, plan.types, placement, plan.budgets, plan.run)
+    if not mem.fits:
+        raise EmitterError("the command re-derived under the engine's rule does not fit: " + "; ".join(mem.problems()))
 
 
 @dataclass(frozen=True, slots=True)
