@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from planner.verify import Check, VerifyReport
     from planner.summary import ModelSummary
 
+MAX_TABLE_ROWS = 200   # rows of a table in the text output; --json has them all
+
 
 def to_jsonable(obj: Any) -> Any:
     """Convert dataclasses, tuples, enums and paths into JSON-ready values (stable order)."""
@@ -228,9 +230,13 @@ def render_summary(s: ModelSummary) -> None:
         ("file", f"{s.file_bytes:,} bytes" if s.file_bytes else "n/a (built-in description)"),
     ])
     print_text(_counts_block(s.type_counts))
+    # a table renders in time quadratic-ish in its rows: a header with 50,000 distinct roles took a minute
+    shown = sorted(s.roles, key=lambda r: -r.bytes)[:MAX_TABLE_ROWS] if len(s.roles) > MAX_TABLE_ROWS else s.roles
     print_table("per role", ["role", "tensors", "parameters", "size", "types"],
-                [(r.role, r.tensors, f"{r.n_elements:,}", mib(r.bytes), r.types) for r in s.roles],
-                justify=["left", "right", "right", "right", "left"])
+                [(r.role, r.tensors, f"{r.n_elements:,}", mib(r.bytes), r.types) for r in shown],
+                justify=["left", "right", "right", "right", "left"],
+                caption=(f"the {MAX_TABLE_ROWS} largest of {len(s.roles):,} roles; --json lists all"
+                         if len(shown) < len(s.roles) else None))
     layers = s.layer_bytes
     if layers:
         rows = []
@@ -239,6 +245,8 @@ def render_summary(s: ModelSummary) -> None:
             if i == len(layers) or layers[i] != layers[start]:
                 rows.append((f"{start}" if i - 1 == start else f"{start}-{i - 1}", mib(layers[start])))
                 start = i
+        more = len(rows) - MAX_TABLE_ROWS
+        rows = rows[:MAX_TABLE_ROWS] + ([(f"... {more:,} more ranges", "--json lists all")] if more > 0 else [])
         rows.append(("outside layers", mib(s.nonlayer_bytes)))
         print_table("per layer", ["layers", "size per layer"], rows, justify=["left", "right"])
 
