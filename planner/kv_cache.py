@@ -41,7 +41,8 @@ class CacheConfig:
 
     ``-c`` cells are shared by all sequences (ik; mainline with a unified KV cache).  Mainline without
     ``--kv-unified`` splits them into ``-np`` streams padded one by one, and its SWA cache then holds ``n_swa +
-    n_ubatch`` cells per stream: not modelled (the totals differ by at most the padding).
+    n_ubatch`` cells per stream: not modelled (full layers differ by the padding, SWA layers by up to
+    ``(np - 1) * n_ubatch`` cells).
     """
 
     engine: str = "ik"              # "ik" (ik_llama.cpp) or "mainline" (llama.cpp)
