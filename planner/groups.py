@@ -25,7 +25,7 @@ from planner.request import PlanRequest
 from planner.roles import TIED_ROLES, active_fraction, is_movable, moves_with_ffn
 from planner.runconfig import RunConfig
 from planner.solver import Group, Option
-from planner.speed import device_speeds
+from planner.speed import device_speeds, linear_pp_fixed, linear_tg_costs
 from planner.tensors import TensorInfo, TensorMap
 
 if TYPE_CHECKING:
@@ -153,7 +153,8 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
     offload = bool(budget.gpus) and min(cfg.ubatch, cfg.batch) >= consts["offload_min_batch"]
     h2d = speeds[budget.gpus[0]].h2d_gbs if budget.gpus else 0.0
     ub = min(cfg.ubatch, cfg.batch)
-    fixed_time = {"tg_s": consts["token_overhead_s"], "pp_s": 0.0}
+    fixed_tg, move_s = linear_tg_costs(tmap, hw, cfg, layer_device)     # launch/sync and per-token costs
+    fixed_time = {"tg_s": fixed_tg, "pp_s": linear_pp_fixed(tmap, hw, cfg, layer_device)}
     flops_tok = 0.0
     handoff = consts["handoff_s"]
     p = tmap.params
@@ -198,9 +199,9 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
         if t.n_dims >= 2 and t.role != "token_embd":
             flops_tok += 2.0 * t.n_elements * active_fraction(t, p.n_expert_used)
     if offload:
-        fixed_time["pp_s"] = ub * flops_tok / sum(speeds[g].flops for g in budget.gpus)
+        fixed_time["pp_s"] += ub * flops_tok / sum(speeds[g].flops for g in budget.gpus)
     else:
-        fixed_time["pp_s"] = sum(ub * flops_tok / speeds[d].flops for d in (CPU,))
+        fixed_time["pp_s"] += sum(ub * flops_tok / speeds[d].flops for d in (CPU,))
     for key, ts in members.items():
         t0 = next((t for t in ts if t.name.endswith(".weight")), ts[0])     # the matrix decides the types
         role = roles[key]
@@ -252,7 +253,8 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
             raise UsageError(f"no allowed type can store {t0.name} on {devs}",
                              hint="check --allow/--deny and the engine's type set")
         groups.append(Group(key, role, layer, tuple(t.name for t in ts), tuple(options), home=home,
-                            handoff_s=2 * handoff if (movable and layer is not None and home != CPU) else 0.0,
+                            handoff_s=(2 * handoff + (move_s / 2 if t0.is_expert else 0.0))
+                            if (movable and layer is not None and home != CPU) else 0.0,
                             type_key=_type_key(role, layer, p.n_layer, request.granularity) if types is None else ""))
     return groups, fixed_bytes, fixed_time
 

@@ -478,11 +478,13 @@ def from_gguf(header: Any) -> TensorMap:
         GGUFFormatError: the header lacks ``general.architecture`` or a required ``{arch}.*`` number.
     """
     from planner.errors import GGUFFormatError
+    from planner.validate import validate_header, validate_model
 
     arch = header.arch
     if not arch:
         raise GGUFFormatError("the header has no general.architecture", field="general.architecture",
                               source=header.source)
+    validate_header(header)
 
     def num(key: str, default: int | None = None) -> int | None:
         value = header.get(f"{arch}.{key}")
@@ -503,7 +505,7 @@ def from_gguf(header: Any) -> TensorMap:
     n_vocab = num("vocab_size")
     if n_vocab is None:
         tokens = header.get("tokenizer.ggml.tokens")
-        if isinstance(tokens, tuple) and tokens:
+        if not isinstance(tokens, (str, type(None))) and hasattr(tokens, "__len__") and len(tokens):
             n_vocab = len(tokens)
         elif "token_embd.weight" in names and len(names["token_embd.weight"].shape) > 1:
             n_vocab = names["token_embd.weight"].shape[1]
@@ -548,8 +550,10 @@ def from_gguf(header: Any) -> TensorMap:
         name = re.sub(r"[^\w.+-]+", "-", name.strip()).strip("-")
     else:
         name = re.sub(r"(-\d{5}-of-\d{5})?\.gguf$", "", header.source.rstrip("/").rsplit("/", 1)[-1])
-    return TensorMap(name=name, params=params, tensors=tensors, source=header.source,
+    tmap = TensorMap(name=name, params=params, tensors=tensors, source=header.source,
                      file_bytes=header.file_bytes, header=header)
+    validate_model(tmap)
+    return tmap
 
 
 def _gguf_layout(header: Any, arch: str, tensors: tuple[TensorInfo, ...]) -> dict[str, Any]:
