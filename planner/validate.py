@@ -48,8 +48,8 @@ INT_KEYS: dict[str, tuple[int, int]] = {
     "expert_count": (0, MAX_EXPERTS),
     "expert_used_count": (0, MAX_EXPERTS),
     "expert_shared_count": (0, MAX_EXPERTS),
-    "attention.head_count": (1, MAX_HEADS),
-    "attention.head_count_kv": (1, MAX_HEADS),
+    "attention.head_count": (0, MAX_HEADS),        # 0: no attention (Mamba/RWKV: ik load_hparams n_head() == 0)
+    "attention.head_count_kv": (0, MAX_HEADS),
     "attention.key_length": (1, MAX_WIDTH),
     "attention.value_length": (1, MAX_WIDTH),
     "attention.key_length_mla": (1, MAX_WIDTH),
@@ -200,7 +200,13 @@ def validate_model(tmap: Any) -> None:
         if t.role.endswith("_exps") and len(t.shape) == 3 and t.shape[2] != p.n_expert:
             raise _error(f"tensor {t.name} holds {t.shape[2]} experts but {arch}.expert_count = {p.n_expert}",
                          f"{arch}.expert_count", source)
-    if p.n_head_kv < 1 or p.n_head % p.n_head_kv:
+    attn = next((t.name for t in tmap.tensors if t.role in ("attn_q", "attn_k", "attn_v", "attn_qkv")), None)
+    if p.n_head == 0 and attn is not None:      # 0 heads is only for models without attention (Mamba, RWKV)
+        raise _error(f"{arch}.attention.head_count is 0 but the file has attention tensors ({attn})",
+                     f"{arch}.attention.head_count", source)
+    raw_kv = tmap.header.get(f"{arch}.attention.head_count_kv") if tmap.header is not None else None
+    no_kv_heads = raw_kv == 0 or (isinstance(raw_kv, (tuple, list)) and bool(raw_kv) and max(raw_kv) == 0)
+    if p.n_head > 0 and (p.n_head_kv < 1 or p.n_head % p.n_head_kv or no_kv_heads):
         raise _error(f"{arch}.attention.head_count_kv = {p.n_head_kv} does not divide "
                      f"{arch}.attention.head_count = {p.n_head}", f"{arch}.attention.head_count_kv", source)
     for name, value in (("leading_dense_block_count", p.n_dense_lead), ("nextn_predict_layers", p.n_nextn)):
@@ -212,7 +218,7 @@ def validate_model(tmap: Any) -> None:
         if t.role in ("token_embd", "output") and (len(t.shape) != 2 or t.shape[0] != p.n_embd):
             raise _error(f"tensor {t.name} has shape {list(t.shape)}; the engines expect [{p.n_embd}, n_vocab] "
                          f"({arch}.embedding_length = {p.n_embd})", f"tensor {t.name}", source)
-    if p.head_dim < 1:
+    if p.head_dim < 1 and p.n_head > 0:
         raise _error(f"the head width is {p.head_dim}: set {arch}.attention.key_length",
                      f"{arch}.attention.key_length", source)
 
