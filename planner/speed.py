@@ -29,7 +29,7 @@ import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from planner.memory import CPU, Placement, RunConfig, constants, kv_bytes_per_layer, mix_bytes
+from planner.memory import CPU, Placement, RunConfig, constants, mix_bytes
 from planner.quants import catalogue
 from planner.roles import active_fraction, moves_with_ffn
 from planner.tensors import TensorInfo, TensorMap
@@ -307,7 +307,26 @@ def speed_terms(tmap: TensorMap, mix: Mapping[str, str], placement: Placement, h
 
     # KV cache and attention geometry
     kv_cfg = cfg if cfg.kv_size else replace(cfg, ctx=256)      # bytes per cell do not depend on the context
-    kv_cell_layer = kv_bytes_per_layer(p, kv_cfg) / kv_cfg.kv_size
+    # per block from the engines' allocation (planner.kv_cache): an attention block reads its cells up to its
+    # window (sliding-window blocks hold fewer cells than the context), a recurrent block its whole state
+    from planner.kv_cache import CacheConfig, layer_caches
+
+    kv_blocks: dict[str, list[tuple[float, int | None]]] = {}   # device -> [(bytes per cell, cell cap or None)]
+    state_on: dict[str, float] = {}
+    for c in layer_caches(p, CacheConfig.from_run(kv_cfg)):
+        dev = placement.layer_device[c.layer] if c.layer < len(placement.layer_device) else CPU
+        dev = dev if dev in speeds else CPU
+        state_on[dev] = state_on.get(dev, 0.0) + c.state_bytes
+        if c.cells:
+            cap = c.cells if c.cells < kv_cfg.kv_size else None
+            kv_blocks.setdefault(dev, []).append(((c.k_bytes + c.v_bytes + c.index_bytes) / c.cells, cap))
+
+    def kv_cells(d: str, depth: int) -> tuple[float, int]:
+        """Bytes of cached K/V read and attention cells visited on device ``d`` for one token at ``depth``."""
+        blocks = kv_blocks.get(d, ())
+        cells = [depth if cap is None else min(depth, cap) for _per, cap in blocks]
+        return state_on.get(d, 0.0) + sum(per * n for (per, _cap), n in zip(blocks, cells)), sum(cells)
+
     layers_on: dict[str, int] = {}
     for dev in placement.layer_device[:p.n_loaded_layers]:
         dev = dev if dev in speeds else CPU
@@ -347,18 +366,20 @@ def speed_terms(tmap: TensorMap, mix: Mapping[str, str], placement: Placement, h
             grp = "cpu_weights" if d == CPU else "gpu_weights"
             tg[grp] += read[d] / s.mem_bw_gbs if s.mem_bw_gbs else 0.0
             n_layers = layers_on.get(d, 0)
-            if not n_layers or not depth:
+            if not n_layers:
                 continue
-            kv_bytes = kv_cell_layer * depth * n_layers
+            kv_bytes, cells = kv_cells(d, depth)      # cells: Σ over attention blocks of the cells read
             tg["kv_read"] += kv_bytes / s.mem_bw_gbs
+            if not cells:
+                continue
             if d == CPU:
-                tg["attn"] += attn_flops_cell * depth * n_layers / cpu_fa_tg_rate
+                tg["attn"] += attn_flops_cell * cells / cpu_fa_tg_rate
             elif gpu_fa_kernel(cfg.engine, cfg, n_gqa, s.compute_capability) == "mma":
                 if quant_cache:      # convert to f16: write the f16 copy and read it again
-                    tg["attn"] += 2.0 * f16_cell_layer * depth * n_layers / s.mem_bw_gbs
+                    tg["attn"] += 2.0 * f16_cell_layer * cells / s.mem_bw_gbs
             else:
                 eff = k["gpu_fa_vec_efficiency_quant"] if quant_cache else k["gpu_fa_vec_efficiency_f16"]
-                tg["attn"] += attn_flops_cell * depth * n_layers / (s.tensor_flops * eff)
+                tg["attn"] += attn_flops_cell * cells / (s.tensor_flops * eff)
         tg["launch"] = launch
         tg["handoff"] = handoff_t
         tg["fixed"] = fixed
@@ -374,10 +395,11 @@ def speed_terms(tmap: TensorMap, mix: Mapping[str, str], placement: Placement, h
         for f, rows in pp_cpu_flop_rows:
             eff = rows / (rows + k["cpu_gemm_half_rows"])
             pp["cpu_gemm"] += f * ub / (cpu_peak * cpu_cores_pp * eff)
-        # attention of the ubatch against depth + half of itself (causal), on the device holding each layer
-        pp_cells = (depth + ub / 2.0) * ub
-        for d, n_layers in layers_on.items():
-            work = attn_flops_cell * pp_cells * n_layers
+        # attention of the ubatch against depth + half of itself (causal), on the device holding each attention
+        # block (up to a sliding window's cells; recurrent blocks have no attention)
+        for d, blocks in kv_blocks.items():
+            seen = depth + ub / 2.0
+            work = attn_flops_cell * ub * sum(seen if cap is None else min(seen, cap) for _per, cap in blocks)
             if d == CPU:
                 pp["attn_pp"] += work / (cpu_peak * cpu_cores_pp * eng["cpu_fa_pp_scale"])
             else:
