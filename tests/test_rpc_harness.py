@@ -185,3 +185,17 @@ def test_tensor_cache_sends_big_tensors_once():
     assert re.search(rf"\[set_tensor_hash\][^\n]*size: {size}", warm)
     # everything below the threshold is sent again on the warm load
     assert sorted(load_sets(warm)) == sorted(s for s in load_sets(cold) if s != size)
+
+
+def test_layer_counts_with_the_output_counted_give_the_wanted_map():
+    """The -ts a cluster plan emits (mainline): each device's layer count, the output counted on its device,
+    with -ngl n_layer + 1.  The engine put exactly the wanted layers on each server."""
+    case = next(c for c in CASES if c["case"] == "two-ts-output")
+    log = (FIX / case["log"]).read_text(encoding="utf-8")
+    assert "-ngl 9 -ts 3,6" in case["command"]
+    got = dict(re.findall(r"layer +(\d+) assigned to device (\w+),", log))
+    assert [got[str(i)] for i in range(9)] == ["RPC0"] * 3 + ["RPC1"] * 6      # 3 layers | 5 layers + output
+    _, _, bufts, weights, kv = _predict(case, log)
+    allocs = [_allocs((FIX / f"mainline-two-ts-output-server{i}.log").read_text(encoding="utf-8"))
+              for i in range(2)]
+    assert [a[:2] for a in allocs] == [[weights[b], kv[b]] for b in bufts]

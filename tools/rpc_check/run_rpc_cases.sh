@@ -125,6 +125,9 @@ run_case one-ngl5        $M 1 ""  -ngl 5 -c 512
 run_case one-ot-exps     $M 1 ""  -ngl 99 -c 1024 -ot "$EXP03"
 run_case two-ot-rpc      $M 2 ""  -ngl 99 -ts 1,1 -c 512 -ot 'blk\.[0-7]\.ffn_(gate|up|down)_exps\.weight=RPC0[@1]'
 run_case two-ot-mixed    $M 2 ""  -ngl 99 -ts 1,1 -c 768 -ot 'blk\.[0-3]\.ffn_(gate|up)_exps\.weight=RPC0[@0],blk\.[4-7]\.ffn_down_exps\.weight=CPU'
+# the -ts the planner emits for a wanted layer map: layer counts with the output counted on its device
+# (3 layers on the first server, 5 and the output on the second: -ngl 9 -ts 3,6)
+run_case two-ts-output   $M 2 ""  -ngl 9 -ts 3,6 -c 512
 run_case cache-cold      $B 1 "-c" -ngl 99 -c 512
 run_case cache-warm      $B 1 "-c" -ngl 99 -c 512
 echo "done: $out" >&2
