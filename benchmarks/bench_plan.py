@@ -21,11 +21,12 @@ def main() -> None:
     exe = [sys.executable, "-m", "planner"]
     print(f"plan --vram 24 --ram 96 (whole process, best of 3): {wall(exe + ['plan', '--vram', '24', '--ram', '96']):.2f} s")
     from planner.hardware import resolve_hardware
-    from planner.memory import RunConfig
-    from planner.plan import plan_command_impl
+    from planner import api
+    from planner.request import PlanRequest
+    from planner.runconfig import RunConfig
 
     hw = resolve_hardware(vram=[24.0], ram=96.0)
-    doc = plan_command_impl(None, hw, RunConfig(threads=hw.threads_default))
+    doc = api.plan(None, hw, PlanRequest(run=RunConfig(threads=hw.threads_default)))
     s = doc.plan.solver
     print(f"ILP (per-layer granularity, class-aggregated, both balanced steps): {s.wall_s:.2f} s, status {s.status}, "
           f"{s.n_classes} classes, {s.n_vars} variables")

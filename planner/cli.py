@@ -9,6 +9,7 @@ import click
 
 from planner import __version__
 from planner.errors import PlannerError, exit_code_for, format_error
+from planner.units import GIB
 
 
 class PlannerGroup(click.Group):
@@ -187,9 +188,9 @@ def _run_config(engine, ctx, kv, ubatch, amb, load, threads, gpu_margin, os_rese
 def _margins(gpu_margin, os_reserve) -> dict:
     out = {}
     if gpu_margin is not None:
-        out["gpu_margin_bytes"] = int(gpu_margin * (1 << 30))
+        out["gpu_margin_bytes"] = int(gpu_margin * GIB)
     if os_reserve is not None:
-        out["os_reserve_bytes"] = int(os_reserve * (1 << 30))
+        out["os_reserve_bytes"] = int(os_reserve * GIB)
     return out
 
 
@@ -249,11 +250,12 @@ def footprint_command(model, base_type, custom_q, recipe_file, token_embedding_t
       gguf-planner footprint model-bf16.gguf --base-type Q4_K_M --json
     """
     from planner import output
-    from planner.plan import mix_from_options
+    from planner.mix import mix_from_options
+    from planner.quantize import default_base_type
     from planner.source import load_model
 
     tmap = load_model(model)
-    _, fp = mix_from_options(tmap, base_type=base_type or "IQ3_K" if engine == "ik" else base_type or "Q4_K_M",
+    _, fp = mix_from_options(tmap, base_type=base_type or default_base_type(engine),
                              custom_q=custom_q, recipe_text=_recipe_text(recipe_file), engine=engine,
                              token_embedding_type=token_embedding_type, output_tensor_type=output_tensor_type,
                              pure=pure)
@@ -266,7 +268,7 @@ def _write_json_out(doc, out, force):
     from pathlib import Path
 
     from planner import output
-    from planner.launch import write_new_file
+    from planner.fileout import write_new_file
 
     write_new_file(Path(out), output.dumps(doc), force=force)
     output.note(f"wrote {out}")
@@ -295,8 +297,9 @@ def place_command(model, base_type, custom_q, recipe_file, token_embedding_type,
       gguf-planner place qwen3-235b-a22b --recipe-file examples/seed-mix-IQ3_K.recipe --profile rtx3090ti-9950x-96g
       gguf-planner place model.gguf --vram 24,24 --ram 256 --ctx max --engine mainline
     """
-    from planner import hardware, output
-    from planner.plan import PlanRequest, document, launch_model_path, mix_from_options, place_with_ctx
+    from planner import api, hardware, output
+    from planner.mix import mix_from_options
+    from planner.request import EmitOptions, PlanRequest
     from planner.source import load_model
 
     tmap = load_model(model)
@@ -305,9 +308,8 @@ def place_command(model, base_type, custom_q, recipe_file, token_embedding_type,
     types, fp = mix_from_options(tmap, base_type=base_type, custom_q=custom_q, recipe_text=_recipe_text(recipe_file),
                                  engine=engine, token_embedding_type=token_embedding_type,
                                  output_tensor_type=output_tensor_type, pure=pure)
-    plan = place_with_ctx(tmap, types, hw, PlanRequest(run=run, min_tg=min_tg, min_pp=min_pp), ctx_max=(ctx == "max"))
-    doc = document(tmap, plan, model_path=model_path or launch_model_path(model, tmap, quantized_here=fp is not None),
-                   with_recipe=False, check_binary=check_binary)
+    doc = api.place(model, tmap, types, hw, PlanRequest(run=run, min_tg=min_tg, min_pp=min_pp, ctx_max=(ctx == "max")),
+                    EmitOptions(model_path=model_path, check_binary=check_binary), quantized_here=fp is not None)
     _write_json_out(doc, out, force)
     output.emit(doc, as_json=as_json, render=output.render_plan)
 
@@ -339,7 +341,9 @@ def check_command(model, base_type, custom_q, recipe_file, token_embedding_type,
     from planner import hardware, output
     from planner.errors import UsageError
     from planner.launch import parse_server_command, placement_from_command
-    from planner.plan import evaluate, mix_from_options
+    from planner import api
+    from planner.mix import mix_from_options
+    from planner.request import PlanRequest
     from planner.source import load_model
 
     if not command:
@@ -356,7 +360,7 @@ def check_command(model, base_type, custom_q, recipe_file, token_embedding_type,
                                 engine=engine, token_embedding_type=token_embedding_type,
                                 output_tensor_type=output_tensor_type, pure=pure)
     placement = placement_from_command(tmap, parsed, [f"CUDA{g.index}" for g in hw.gpus])
-    result = evaluate(tmap, types, placement, hw, run, warnings=parsed.warnings)
+    result = api.check(tmap, types, placement, hw, PlanRequest(run=run), warnings=parsed.warnings)
     output.emit(result, as_json=as_json, render=output.render_check)
     if not result.memory.fits:
         sys.exit(2)
@@ -381,15 +385,16 @@ def export_command(plan_file, out, model_path, port, check_binary, force):
     from pathlib import Path
 
     from planner import output
-    from planner.launch import build_launch, check_flags, export_script, help_of_binary, write_new_file
-    from planner.plan import load_plan_json, script_comments
+    from planner.fileout import write_new_file
+    from planner.launch import build_launch, check_flags, export_script, help_of_binary
+    from planner.documents import load_plan_json, script_comments
 
-    tmap, types, devices, layer_device, run, saved_path = load_plan_json(plan_file)
-    path = model_path or saved_path or f"{tmap.name}.gguf"
-    launch = build_launch(tmap, devices, layer_device, run, path, port=port)
+    saved = load_plan_json(plan_file)
+    path = model_path or saved.model_path or f"{saved.tmap.name}.gguf"
+    launch = build_launch(saved.tmap, saved.devices, saved.layer_device, saved.run, path, port=port)
     if check_binary:
         check_flags(launch.argv, help_of_binary(check_binary))
-    text = export_script(launch, model_path=path, port=port, comments=script_comments(plan_file))
+    text = export_script(launch, model_path=path, port=port, comments=script_comments(saved))
     write_new_file(Path(out), text, force=force, mode=0o755)
     output.note(f"wrote {out}")
 
@@ -434,17 +439,18 @@ def plan_command(model, hw_opts, engine, ctx, kv, ubatch, amb, load, threads, gp
       gguf-planner plan qwen3-235b-a22b --profile rtx4090-7950x-192g --ctx 65536 --out plan.json
       gguf-planner plan --vram 24,24 --ram 256 --engine mainline --min-tg 12
     """
-    from planner import hardware, output
-    from planner.plan import plan_command_impl
+    from planner import api, hardware, output
+    from planner.request import EmitOptions, PlanRequest
 
     hw = hardware.hardware_from_options(**hw_opts, disk_path=_local_dir(model_path or model))
     run = _run_config(engine, ctx, "q8_0" if kv == "auto" else kv, ubatch, amb, load, threads, gpu_margin,
                       os_reserve, hw)
-    doc = plan_command_impl(model, hw, run, objective=objective, granularity=granularity, kv_auto=(kv == "auto"),
-                            min_pp=min_pp,
-                            check_binary=check_binary, pareto=pareto, min_tg=min_tg, max_size_gib=max_size,
-                            allow=allow, deny=deny, fixed=fixed, imatrix=imatrix, has_imatrix=not no_imatrix,
-                            quality_slack=quality_slack, model_path=model_path, ctx_max=(ctx == "max"))
+    request = PlanRequest(run=run, objective=objective, min_tg=min_tg, min_pp=min_pp,
+                          max_size_bytes=api.size_cap_bytes(max_size), allow=tuple(allow), deny=tuple(deny),
+                          fixed=api.parse_fixed(fixed, run.qengine), has_imatrix=not no_imatrix,
+                          quality_slack_pct=quality_slack, granularity=granularity, ctx_max=(ctx == "max"),
+                          kv_auto=(kv == "auto"), pareto=pareto, imatrix=imatrix)
+    doc = api.plan(model, hw, request, EmitOptions(model_path=model_path, check_binary=check_binary))
     _write_json_out(doc, out, force)
     output.emit(doc, as_json=as_json, render=output.render_pareto if pareto else output.render_plan)
 
@@ -478,7 +484,3 @@ def compare_command(candidates, model, hw_opts, engine, ctx, kv, ubatch, amb, lo
         plot_comparison(result, plot, force=force)
         output.note(f"wrote {plot}")
     output.emit(result, as_json=as_json, render=output.render_compare)
-
-
-def run() -> None:  # pragma: no cover - console entry alias
-    main()

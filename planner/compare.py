@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from planner.devices import CPU
 from planner.errors import InfeasibleBudgetError, PlannerError, UsageError
-from planner.memory import CPU, RunConfig
+from planner.runconfig import RunConfig
 from planner.tensors import TensorMap
+from planner.units import GIB
+
+if TYPE_CHECKING:
+    from planner.hardware import Hardware
+    from planner.quality import QualityModel
 
 
 @dataclass(frozen=True, slots=True)
 class CompareRow:
+    """One candidate: exact size, whether and how it fits, predicted speed and quality."""
+
     name: str
     kind: str                  # ftype | recipe | gguf | plan
     total_bytes: int
@@ -30,13 +40,16 @@ class CompareRow:
 
 @dataclass(frozen=True, slots=True)
 class Comparison:
+    """All candidates on one machine; non-dominated rows have ``pareto`` set."""
+
     model: str
     hardware: str
     rows: tuple[CompareRow, ...]
 
 
 def _candidate_types(cand: str, tmap: TensorMap, engine: str) -> tuple[str, str, dict[str, str], TensorMap]:
-    from planner.plan import load_plan_json, mix_from_options
+    from planner.documents import load_plan_json
+    from planner.mix import mix_from_options
     from planner.quantize import get_ftype
     from planner.source import load_model
 
@@ -46,8 +59,8 @@ def _candidate_types(cand: str, tmap: TensorMap, engine: str) -> tuple[str, str,
             t2 = load_model(cand)
             return path.name, "gguf", {t.name: t.dtype for t in t2.tensors}, t2
         if path.suffix == ".json":
-            t2, types, *_ = load_plan_json(cand)
-            return path.name, "plan", types, t2
+            saved = load_plan_json(cand)
+            return path.name, "plan", saved.types, saved.tmap
         types, _ = mix_from_options(tmap, base_type=None, recipe_text=path.read_text(), engine=engine)
         return path.name, "recipe", types, tmap
     if "=" in cand:
@@ -59,19 +72,18 @@ def _candidate_types(cand: str, tmap: TensorMap, engine: str) -> tuple[str, str,
     return cand, "ftype", types, tmap
 
 
-def compare(candidates: list[str], *, model: str | None, hw, run: RunConfig) -> Comparison:
+def compare(candidates: list[str], *, model: str | None, hw: Hardware, run: RunConfig) -> Comparison:
     """Evaluate each candidate: exact size, best placement on ``hw``, estimated speed and quality."""
     from planner.memory import mix_bytes
-    from planner.plan import PlanRequest, place
+    from planner.planning import place, resolve_ctx
     from planner.quality import QualityModel
+    from planner.request import PlanRequest
     from planner.source import load_model
-
-    from planner.plan import resolve_ctx
 
     tmap = load_model(model)
     run = resolve_ctx(tmap, run)
-    quality_cache: dict[str, object] = {}
-    rows = []
+    quality_cache: dict[str, QualityModel] = {}
+    rows: list[CompareRow] = []
     for cand in candidates:
         try:
             name, kind, types, tm = _candidate_types(cand, tmap, run.engine)
@@ -102,11 +114,11 @@ def compare(candidates: list[str], *, model: str | None, hw, run: RunConfig) -> 
             for o in rows)
         marked.append(_replace(r, pareto=r.fits and not dominated))
     marked.sort(key=lambda r: (not r.fits, r.ppl_ratio or 9, r.total_bytes))
-    gpus = " + ".join(f"{g.name} {g.total_bytes / 2**30:.0f} GiB" for g in hw.gpus) or "no GPU"
-    return Comparison(tmap.name, f"{gpus}, {hw.ram_total_bytes / 2**30:.0f} GiB RAM", tuple(marked))
+    gpus = " + ".join(f"{g.name} {g.total_bytes / GIB:.0f} GiB" for g in hw.gpus) or "no GPU"
+    return Comparison(tmap.name, f"{gpus}, {hw.ram_total_bytes / GIB:.0f} GiB RAM", tuple(marked))
 
 
-def _replace(r: CompareRow, **kw) -> CompareRow:
+def _replace(r: CompareRow, **kw: Any) -> CompareRow:
     import dataclasses
 
     return dataclasses.replace(r, **kw)
@@ -120,19 +132,23 @@ def plot_comparison(c: Comparison, path: str, *, force: bool = False) -> None:
     """
     import io
 
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise UsageError("compare --plot needs matplotlib, an optional extra",
+                         hint="pip install 'gguf-planner[plot]' (or pip install matplotlib)") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from planner.errors import OutputExistsError
-    from planner.launch import write_new_file
+    from planner.fileout import write_new_file
 
     if Path(path).exists() and not force:
         raise OutputExistsError(path)
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
-    xs = [r.total_bytes / 2**30 for r in c.rows]
-    ys = [r.ppl_ratio for r in c.rows]
+    xs = [r.total_bytes / GIB for r in c.rows]
+    ys = [r.ppl_ratio if r.ppl_ratio is not None else math.nan for r in c.rows]
     tg = [r.tg_tps or 0.0 for r in c.rows]
     sc = ax.scatter(xs, ys, c=tg, cmap="viridis", s=90,
                     edgecolors=["red" if r.pareto else "none" for r in c.rows], linewidths=1.5)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Mapping, Sequence
 
+from planner.units import GIB, MIB
+
 
 class PlannerError(Exception):
     """Root of every error gguf-planner raises on purpose."""
@@ -131,7 +133,7 @@ class InfeasibleBudgetError(PlannerError):
 
 
 def _size(n: int) -> str:
-    return f"{n / 2**30:.2f} GiB" if n >= 2**30 // 100 else f"{n / 2**20:.1f} MiB"
+    return f"{n / GIB:.2f} GiB" if n >= GIB // 100 else f"{n / MIB:.1f} MiB"
 
 
 class HardwareProbeError(PlannerError):
@@ -156,16 +158,41 @@ class OutputExistsError(PlannerError):
         self.path = path
 
 
+class OutputWriteError(PlannerError):
+    """An output file could not be written (folder missing, permission, disk full)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"cannot write {path} ({reason})", hint="check the folder exists and is writable")
+        self.path = path
+
+
 class RemoteReadError(PlannerError):
-    """Reading a remote GGUF over HTTP failed."""
+    """Reading a remote GGUF over HTTP failed (``url``, and the HTTP ``status`` when there was one)."""
+
+    def __init__(self, message: str, *, hint: str = "", url: str = "", status: int | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.url = url
+        self.status = status
 
 
 class ImatrixFormatError(PlannerError):
-    """An imatrix file (legacy .dat or GGUF) is malformed."""
+    """An imatrix file (legacy .dat or GGUF) is malformed (``offset`` and ``source`` say where, when known)."""
+
+    def __init__(self, message: str, *, hint: str = "", offset: int | None = None, source: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.offset = offset
+        self.source = source
 
 
 class SolverError(PlannerError):
     """The optimizer failed for a reason other than infeasibility (time limit without a solution...)."""
+
+
+class EmitterError(PlannerError):
+    """An emitted recipe or -ot set failed its own re-application check: a bug in the planner, never emitted."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, hint="this is a bug in gguf-planner; please report it with the command you ran")
 
 
 class EngineFlagError(PlannerError):
@@ -181,12 +208,14 @@ EXIT_CODES: dict[type[BaseException], int] = {
     RecipeError: 2,
     ProfileError: 2,
     OutputExistsError: 3,
+    OutputWriteError: 3,
     GGUFFormatError: 4,
     ImatrixFormatError: 4,
     RemoteReadError: 5,
     HardwareProbeError: 6,
     EngineFlagError: 2,
     SolverError: 7,
+    EmitterError: 70,
     PlannerError: 1,
 }
 

@@ -23,7 +23,7 @@ import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 from planner.errors import (
     FileSizeMismatchError,
@@ -103,10 +103,10 @@ class LocalFile:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.name = str(path)
-        self._f = None
+        self._f: BinaryIO | None = None
         self._size: int | None = None
 
-    def _file(self):
+    def _file(self) -> BinaryIO:
         if self._f is None:
             self._f = open(self.path, "rb")  # noqa: SIM115 - closed by close()/__exit__
             self._size = os.fstat(self._f.fileno()).st_size

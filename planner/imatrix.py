@@ -138,10 +138,7 @@ class Imatrix:
 
 def _error(message: str, offset: int | None, source: str, *, hint: str = "") -> ImatrixFormatError:
     where = ", ".join(x for x in (source, f"offset {offset}" if offset is not None else "") if x)
-    exc = ImatrixFormatError(f"{message} [{where}]" if where else message, hint=hint)
-    exc.offset = offset      # structured, like GGUFFormatError.offset
-    exc.source = source
-    return exc
+    return ImatrixFormatError(f"{message} [{where}]" if where else message, hint=hint, offset=offset, source=source)
 
 
 # ------------------------------------------------------------------------------------------ bounded reader

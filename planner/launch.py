@@ -2,138 +2,28 @@
 
 Flag spellings come from ``data/engines.toml``.  ``-ot`` regexes are compressed into layer ranges
 and verified by re-applying them (first match wins, regex_search) to every tensor name: the
-result must equal the plan.  Scripts are written through :func:`write_new_file`.
+result must equal the plan.  Scripts are written through :func:`planner.fileout.write_new_file`.
 """
 
 from __future__ import annotations
 
-import functools
-import os
 import re
 import shlex
 import subprocess
-import tempfile
-import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from planner.errors import EngineFlagError, OutputExistsError, UsageError
+from planner.engines import engine_profile, engines
+from planner.errors import EmitterError, EngineFlagError, UsageError
 from planner.memory import CPU, Placement, RunConfig
+from planner.regexes import compile_user_regex, layers_regex, roles_regex, search
 from planner.tensors import TensorMap
 
-DATA = Path(__file__).parent / "data"
-
-
-@functools.cache
-def engines() -> dict:
-    return tomllib.loads((DATA / "engines.toml").read_text())
-
-
-def engine_profile(name: str) -> dict:
-    try:
-        prof = engines()[name]
-        if not isinstance(prof, dict):
-            raise KeyError(name)
-        return prof
-    except KeyError:
-        raise UsageError(f"unknown engine {name!r}", hint=f"choose one of {', '.join(engines())}") from None
+__all__ = ["engine_profile", "engines"]   # re-exported from planner.engines for older imports
 
 
 # ------------------------------------------------------------------------- regex compression
-
-def _range_regex(lo: int, hi: int) -> list[str]:
-    """Regex alternatives matching exactly the decimal integers lo..hi (no leading zeros)."""
-    if lo > hi:
-        return []
-    slo, shi = str(lo), str(hi)
-    if len(slo) < len(shi):
-        # split at the first power of ten above lo
-        edge = 10 ** len(slo) - 1
-        return _range_regex(lo, edge) + _range_regex(edge + 1, hi)
-    if lo == hi:
-        return [slo]
-    # same length: longest common prefix, then digit ranges
-    i = 0
-    while slo[i] == shi[i]:
-        i += 1
-    prefix = slo[:i]
-    rest = len(slo) - i - 1
-    if slo[i + 1:] == "0" * rest and shi[i + 1:] == "9" * rest:
-        d = slo[i] if slo[i] == shi[i] else f"[{slo[i]}-{shi[i]}]"
-        return [prefix + d + "[0-9]" * rest]
-    out: list[str] = []
-    lo_tail_full = slo[i + 1:] == "0" * rest
-    hi_tail_full = shi[i + 1:] == "9" * rest
-    a, b = int(slo[i]), int(shi[i])
-    if not lo_tail_full:
-        out += [prefix + slo[i] + x for x in _suffix_from(slo[i + 1:])]
-        a += 1
-    if not hi_tail_full:
-        b_hi = b - 1
-    else:
-        b_hi = b
-    if a <= b_hi:
-        d = str(a) if a == b_hi else f"[{a}-{b_hi}]"
-        out.append(prefix + d + "[0-9]" * rest)
-    if not hi_tail_full:
-        out += [prefix + shi[i] + x for x in _suffix_to(shi[i + 1:])]
-    return out
-
-
-def _digits(a: int, b: int) -> str:
-    return str(a) if a == b else f"[{a}-{b}]"
-
-
-def _suffix_from(s: str) -> list[str]:
-    """Patterns for all digit strings of len(s) that are >= s."""
-    if not s:
-        return [""]
-    d, rest = int(s[0]), s[1:]
-    if rest == "0" * len(rest):
-        return [_digits(d, 9) + "[0-9]" * len(rest)]
-    out = [s[0] + x for x in _suffix_from(rest)]
-    if d < 9:
-        out.append(_digits(d + 1, 9) + "[0-9]" * len(rest))
-    return out
-
-
-def _suffix_to(s: str) -> list[str]:
-    """Patterns for all digit strings of len(s) that are <= s."""
-    if not s:
-        return [""]
-    d, rest = int(s[0]), s[1:]
-    if rest == "9" * len(rest):
-        return [_digits(0, d) + "[0-9]" * len(rest)]
-    out = []
-    if d > 0:
-        out.append(_digits(0, d - 1) + "[0-9]" * len(rest))
-    out += [s[0] + x for x in _suffix_to(rest)]
-    return out
-
-
-def layers_regex(layers: Sequence[int]) -> str:
-    """A regex group matching exactly these layer numbers, e.g. ``(1[2-9]|[2-8][0-9]|9[0-3])``."""
-    xs = sorted(set(layers))
-    runs: list[tuple[int, int]] = []
-    for x in xs:
-        if runs and x == runs[-1][1] + 1:
-            runs[-1] = (runs[-1][0], x)
-        else:
-            runs.append((x, x))
-    alts = [a for lo, hi in runs for a in _range_regex(lo, hi)]
-    return alts[0] if len(alts) == 1 else "(" + "|".join(alts) + ")"
-
-
-def _roles_regex(roles: Sequence[str]) -> str:
-    roles = sorted(set(roles))
-    m = [re.fullmatch(r"ffn_(\w+?)_exps", r) for r in roles]
-    if len(roles) > 1 and all(m):
-        return "ffn_(" + "|".join(x.group(1) for x in m) + ")_exps"
-    if len(roles) == 1:
-        return roles[0]
-    return "(" + "|".join(roles) + ")"
-
 
 @dataclass(frozen=True, slots=True)
 class OverrideRule:
@@ -159,10 +49,10 @@ def default_devices(tmap: TensorMap, layer_device: Sequence[str], ngl_output_on_
 
 def apply_overrides(names: Sequence[str], rules: Sequence[OverrideRule], defaults: Mapping[str, str]) -> dict[str, str]:
     """llama.cpp -ot semantics: regex_search, the first matching override wins."""
-    compiled = [(re.compile(r.pattern), r.device) for r in rules]
+    compiled = [(compile_user_regex(r.pattern, "-ot"), r.device) for r in rules]
     out = {}
     for n in names:
-        out[n] = next((dev for rx, dev in compiled if rx.search(n)), defaults[n])
+        out[n] = next((dev for rx, dev in compiled if search(rx, n)), defaults[n])
     return out
 
 
@@ -186,20 +76,24 @@ def compress_overrides(tmap: TensorMap, devices: Mapping[str, str], defaults: Ma
     for layer, by_dev in per_layer.items():
         for dev, roles in by_dev.items():
             buckets.setdefault((dev, tuple(sorted(roles))), []).append(layer)
-    rules = []
-    for (dev, roles), layers in sorted(buckets.items(), key=lambda kv: (min(kv[1]), kv[0])):
-        rules.append(OverrideRule(rf"blk\.{layers_regex(layers)}\.{_roles_regex(roles)}", dev))
+    rules: list[OverrideRule] = []
+    for (dev, role_set), layers in sorted(buckets.items(), key=lambda kv: (min(kv[1]), kv[0])):
+        rules.append(OverrideRule(rf"blk\.{layers_regex(layers)}\.{roles_regex(role_set)}", dev))
     return rules + others
 
 
 def verify_overrides(tmap: TensorMap, rules: Sequence[OverrideRule], defaults: Mapping[str, str],
                      devices: Mapping[str, str]) -> None:
-    """Re-apply the rules to every tensor name; any difference from the plan is a bug, never emitted."""
+    """Re-apply the rules to every tensor name; any difference from the plan is a bug, never emitted.
+
+    Raises:
+        EmitterError: the rules do not reproduce the plan.
+    """
     got = apply_overrides([t.name for t in tmap.tensors], rules, defaults)
     bad = [n for n in got if got[n] != devices[n]]
     if bad:
-        raise AssertionError(f"-ot rules do not reproduce the plan for {len(bad)} tensors, e.g. {bad[0]}: "
-                             f"{got[bad[0]]} != {devices[bad[0]]}")
+        raise EmitterError(f"-ot rules do not reproduce the plan for {len(bad)} tensors, e.g. {bad[0]}: "
+                           f"{got[bad[0]]} != {devices[bad[0]]}")
 
 
 # ------------------------------------------------------------------------- launch command
@@ -219,7 +113,8 @@ class LaunchCommand:
 
 
 def _ncmoe_rules(n: int) -> list[OverrideRule]:
-    # mainline -ncmoe N: blk.i.ffn_(up|down|gate|gate_up)_(ch|)exps = CPU for i < N (facts §4b)
+    # mainline -ncmoe N: blk.i.ffn_(up|down|gate|gate_up)_(ch|)exps = CPU for i < N (llama.cpp common/arg.cpp,
+    # --n-cpu-moe, llm_ffn_exps_block_regex)
     return [OverrideRule(rf"blk\.{i}\.ffn_(up|down|gate|gate_up)_(ch|)exps", CPU) for i in range(n)]
 
 
@@ -238,7 +133,8 @@ def build_launch(tmap: TensorMap, devices: Mapping[str, str], layer_device: Sequ
     rules = compress_overrides(tmap, devices, defaults)
     n_cpu_moe = None
     if prof["n_cpu_moe"] and rules:
-        cpu_layers = sorted({t.layer for t in tmap.tensors if t.is_expert and devices[t.name] == CPU})
+        cpu_layers = sorted({t.layer for t in tmap.tensors
+                             if t.is_expert and t.layer is not None and devices[t.name] == CPU})
         n = len(cpu_layers)
         if cpu_layers == list(range(n)):
             alt = _ncmoe_rules(n)
@@ -326,14 +222,6 @@ class ParsedCommand:
     warnings: tuple[str, ...] = field(default=())   # flags the engine rejects or reads differently
 
 
-_VALUE_FLAGS = {"-m", "--model", "-c", "--ctx-size", "-ctk", "--cache-type-k", "-ctv", "--cache-type-v",
-                "-ub", "--ubatch-size", "-b", "--batch-size", "-amb", "--attention-max-batch", "-ngl",
-                "--gpu-layers", "--n-gpu-layers", "-ot", "--override-tensor", "-ts", "--tensor-split",
-                "-ncmoe", "--n-cpu-moe", "-t", "--threads", "--host", "--port", "--alias", "-a", "-np",
-                "--parallel", "-tb", "--threads-batch", "-mg", "--main-gpu", "-sm", "--split-mode",
-                "--fit", "-fit", "--numa", "-mla", "--mla-use", "-ser", "--fit-margin"}
-
-
 def parse_server_command(argv: Sequence[str], engine: str = "ik") -> ParsedCommand:
     """Parse a llama-server command line (the binary name first or not).
 
@@ -349,6 +237,7 @@ def parse_server_command(argv: Sequence[str], engine: str = "ik") -> ParsedComma
     ignored: list[str] = []
     fa = True if engine != "ik-2025" else False
     prof = engine_profile(engine)
+    value_flags = set(engines()["server_value_flags"])
     warnings: list[str] = []
     i = 0
     while i < len(args):
@@ -371,7 +260,7 @@ def parse_server_command(argv: Sequence[str], engine: str = "ik") -> ParsedComma
             fa = False
             i += 1
             continue
-        if a in _VALUE_FLAGS:
+        if a in value_flags:
             if i + 1 >= len(args):
                 raise UsageError(f"{a} needs a value")
             v = args[i + 1]
@@ -391,7 +280,7 @@ def parse_server_command(argv: Sequence[str], engine: str = "ik") -> ParsedComma
             ignored.append(a)
         i += 1
 
-    def num(*names: str, default=None, cast=int):
+    def num(*names: str, default: Any = None, cast: Callable[[str], Any] = int) -> Any:
         for n in names:
             if n in vals:
                 try:
@@ -404,7 +293,7 @@ def parse_server_command(argv: Sequence[str], engine: str = "ik") -> ParsedComma
         "no-mmap" if "--no-mmap" in flags else "mmap")
     if load == "mmap" and engine != "mainline" and (ot or "-ncmoe" in vals or "--n-cpu-moe" in vals
                                                     or "-cmoe" in flags or "--cpu-moe" in flags):
-        load = "no-mmap"   # ik since 2026-03-26: any CPU override disables the mmap buffer (facts §4a)
+        load = "no-mmap"   # ik since 2026-03-26 (PR 1510, src/llama-load-tensors.cpp): a CPU override disables mmap
     run = RunConfig(engine=engine, ctx=num("-c", "--ctx-size", default=0),
                     type_k=vals.get("-ctk", vals.get("--cache-type-k", "f16")),
                     type_v=vals.get("-ctv", vals.get("--cache-type-v", "f16")), flash_attn=fa,
@@ -450,7 +339,7 @@ def placement_from_command(tmap: TensorMap, cmd: ParsedCommand, gpus: Sequence[s
     out_dev = (layer_device[-1] if layer_device[-1] != CPU else gpus[-1]) if (gpus and ngl > n) else None
     defaults = default_devices(tmap, layer_device, out_dev)
     rules = list(cmd.overrides)
-    exps_layers = sorted({t.layer for t in tmap.tensors if t.is_expert})
+    exps_layers = sorted({t.layer for t in tmap.tensors if t.is_expert and t.layer is not None})
     if cmd.cpu_moe:
         rules.append(OverrideRule(r"\.ffn_(up|down|gate|gate_up)_(ch|)exps", CPU))
     elif cmd.n_cpu_moe:
@@ -463,29 +352,6 @@ def placement_from_command(tmap: TensorMap, cmd: ParsedCommand, gpus: Sequence[s
             raise UsageError(f"-ot sends {name} to {dev}, but this machine has "
                              f"{', '.join(gpus) or 'no GPU'}")
     return Placement(devices, tuple(layer_device), tuple(gpus) + (CPU,))
-
-
-# ------------------------------------------------------------------------- files
-
-def write_new_file(path: Path, content: str | bytes, *, force: bool = False, mode: int | None = None) -> None:
-    """Write atomically (temp file + rename); refuse to overwrite unless ``force``.
-
-    Raises:
-        OutputExistsError: the file exists and ``force`` is false.
-    """
-    path = Path(path)
-    if path.exists() and not force:
-        raise OutputExistsError(str(path))
-    fd, tmp = tempfile.mkstemp(dir=path.parent or Path("."), prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb" if isinstance(content, bytes) else "w") as f:
-            f.write(content)
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def export_script(launch: LaunchCommand, *, model_path: str, port: int, comments: Sequence[str]) -> str:

@@ -8,66 +8,18 @@ reserve.  Constants cite their source in ``data/speed_constants.toml`` / comment
 
 from __future__ import annotations
 
-import functools
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from planner.constants import constants
+from planner.devices import CPU
 from planner.quants import catalogue
+from planner.runconfig import RunConfig
 from planner.tensors import ModelParams, TensorInfo, TensorMap
+from planner.units import GIB, MIB
 
-DATA = Path(__file__).parent / "data"
-GIB = 1 << 30
-MIB = 1 << 20
-CPU = "CPU"
-
-# Engine profiles -> the quant engine whose type catalogue and loader rules apply.
-ENGINE_PROFILES = ("ik", "ik-2025", "mainline")
-
-
-def quant_engine(engine: str) -> str:
-    return "mainline" if engine == "mainline" else "ik"
-
-
-@functools.cache
-def constants() -> dict:
-    """Estimate constants (memory reserves, efficiencies), each with its source in the TOML."""
-    return tomllib.loads((DATA / "speed_constants.toml").read_text())
-
-
-_MEM = constants()["memory"]
-DEFAULT_GPU_MARGIN_BYTES = int(_MEM["gpu_margin_mib"]) * MIB
-DEFAULT_OS_RESERVE_BYTES = int(_MEM["os_reserve_gib"] * GIB)
-
-
-@dataclass(frozen=True, slots=True)
-class RunConfig:
-    """How the model will be run: the flags that change memory and speed."""
-
-    engine: str = "ik"                 # ik | ik-2025 | mainline (flag spellings differ)
-    ctx: int = 32768
-    type_k: str = "q8_0"
-    type_v: str = "q8_0"
-    flash_attn: bool = True
-    ubatch: int = 512
-    batch: int = 2048
-    amb: int = 512                     # -amb MiB (ik)
-    load: str = "rtr"                  # mmap | no-mmap | rtr
-    n_parallel: int = 1
-    threads: int | None = None
-    gpu_margin_bytes: int = DEFAULT_GPU_MARGIN_BYTES   # per-GPU safety margin (data/speed_constants.toml)
-    os_reserve_bytes: int = DEFAULT_OS_RESERVE_BYTES   # RAM left to the OS and the server (estimate, same file)
-
-    @property
-    def qengine(self) -> str:
-        return quant_engine(self.engine)
-
-    @property
-    def kv_size(self) -> int:
-        """Cells allocated: n_ctx padded (ik: 256 with FA, 32 without; mainline: always 256)."""
-        p = 256 if (self.flash_attn or self.engine == "mainline") else 32
-        return (self.ctx + p - 1) // p * p
+__all__ = ["CPU", "DeviceMemory", "MemoryReport", "Placement", "RunConfig", "Term", "compute_buffer_bytes",
+           "constants", "kv_bytes_per_layer", "layer_compute_bytes", "memory_report", "mix_bytes", "tensor_bytes"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,13 +102,14 @@ def mix_bytes(tmap: TensorMap, mix: Mapping[str, str]) -> dict[str, int]:
 
 
 def kv_bytes_per_layer(params: ModelParams, cfg: RunConfig) -> int:
-    """ik llama_kv_cache_init / cache_size for one layer (facts §5), at the padded context."""
+    """KV cache bytes of one layer at the padded context: ik_llama.cpp ``src/llama.cpp`` ``llama_kv_cache_init`` and
+    ``src/llama-model.cpp`` ``llama_model::cache_size`` at 8337e4cd (per-head K rows; MLA: one compressed row)."""
     c = catalogue()
     tk, tv = c.get(cfg.type_k), c.get(cfg.type_v)
     kv = cfg.kv_size
     if params.is_mla:
         # ik MLA (default -mla 3). With FA: only the compressed cache, kv_lora_rank + n_rot per token in the K
-        # type; without FA: the same width in the V type (facts §5). Mainline caches the same compressed
+        # type; without FA: the same width in the V type (llama_kv_cache_init, -mla 3). Mainline caches the same compressed
         # latent (assumption: same bytes as ik with FA; re-check against llama-kv-cache.cpp).
         width = params.kv_lora_rank + params.n_rot
         return (tk if cfg.flash_attn or cfg.engine == "mainline" else tv).row_bytes(width) * kv
@@ -171,7 +124,8 @@ def kv_bytes_per_layer(params: ModelParams, cfg: RunConfig) -> int:
 # ----------------------------------------------------------------------------- estimates
 
 def layer_compute_bytes(tmap: TensorMap, cfg: RunConfig) -> int:
-    """Largest per-layer activation buffer (ik --fit estimator, facts §5). Estimate."""
+    """Largest per-layer activation buffer (ik ``src/llama.cpp`` ``get_layer_sizes``, the --fit estimator, at
+    8337e4cd). Estimate."""
     p = tmap.params
     ub = min(cfg.ubatch, cfg.batch)
     per_layer: dict[int, list[int]] = {}          # layer -> [experts, shared experts, dense ffn]

@@ -11,12 +11,23 @@ import dataclasses
 import enum
 import json
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-GIB = 1 << 30
-MIB = 1 << 20
+from planner.units import GIB, MIB
+
+if TYPE_CHECKING:
+    from rich.console import Console, JustifyMethod
+
+    from planner.check import CheckResult
+    from planner.compare import Comparison
+    from planner.documents import ParetoSet, PlanDocument
+    from planner.hardware import GPU, Hardware, ProfileSummary
+    from planner.memory import MemoryReport
+    from planner.quantize import Footprint
+    from planner.speed import SpeedEstimate
+    from planner.summary import ModelSummary
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -55,7 +66,7 @@ def mib(n_bytes: int | float, digits: int = 1) -> str:
     return f"{n_bytes / MIB:.{digits}f} MiB"
 
 
-def _console(stderr: bool = False):
+def _console(stderr: bool = False) -> Console:
     from rich.console import Console
 
     return Console(file=sys.stderr if stderr else sys.stdout, highlight=False, soft_wrap=True)
@@ -75,7 +86,7 @@ def print_text(text: str) -> None:
 
 
 def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]],
-                *, justify: Sequence[str] | None = None, caption: str | None = None) -> None:
+                *, justify: Sequence[JustifyMethod] | None = None, caption: str | None = None) -> None:
     """Render one table to stdout."""
     from rich.table import Table
 
@@ -103,9 +114,9 @@ def emit(result: Any, *, as_json: bool, render: Renderer) -> None:
         render(result)
 
 
-def render_hardware(hw: Any) -> None:
+def render_hardware(hw: Hardware) -> None:
     """A ``Hardware``: one row per figure with its source, then the notes."""
-    def pcie(g: Any) -> str:
+    def pcie(g: GPU) -> str:
         return f"PCIe {g.pcie_gen}.0 x{g.pcie_width}" if g.pcie_gen and g.pcie_width else "PCIe link unknown"
 
     rows: list[tuple[str, Any, str]] = []
@@ -151,7 +162,7 @@ def render_hardware(hw: Any) -> None:
         print_text(f"note: {line}")
 
 
-def render_profiles(profiles: Any) -> None:
+def render_profiles(profiles: Sequence[ProfileSummary]) -> None:
     """The shipped hardware profiles, one row each."""
     rows = []
     for p in profiles:
@@ -176,13 +187,13 @@ def render_profiles(profiles: Any) -> None:
 
 # --- renderers for the model, footprint, plan, check and compare commands ----------------------
 
-def _counts_block(counts) -> str:
+def _counts_block(counts: Mapping[str, int]) -> str:
     from planner.quantize import format_type_counts
 
     return format_type_counts(counts)
 
 
-def render_summary(s) -> None:
+def render_summary(s: ModelSummary) -> None:
     print_kv(f"{s.name} ({s.arch})", [
         ("source", s.source), ("layers", s.n_layer),
         ("experts", f"{s.n_expert} ({s.n_expert_used} used)" if s.n_expert else "dense"),
@@ -206,7 +217,7 @@ def render_summary(s) -> None:
         print_table("per layer", ["layers", "size per layer"], rows, justify=["left", "right"])
 
 
-def render_footprint(fp, *, all_tensors: bool = False) -> None:
+def render_footprint(fp: Footprint, *, all_tensors: bool = False) -> None:
     print_text(f"{fp.model}: base {fp.base_type}, engine {fp.engine}")
     print_text(f"{gib(fp.total_bytes)} ({fp.bpw:.3f} BPW), {fp.total_bytes:,} bytes of tensors, "
                f"{fp.data_bytes:,} bytes of padded data")
@@ -230,7 +241,7 @@ def render_footprint(fp, *, all_tensors: bool = False) -> None:
                     [(r.name, r.type_name, r.fallback) for r in fp.fallbacks])
 
 
-def _memory_rows(mem):
+def _memory_rows(mem: MemoryReport) -> list[tuple[str, str, str, str, str, str]]:
     rows = []
     for d in mem.devices:
         terms = ", ".join(f"{t.name} {gib(t.bytes, 2)}" + ("" if t.exact else " (est.)") for t in d.terms)
@@ -239,18 +250,18 @@ def _memory_rows(mem):
     return rows
 
 
-def _print_memory(mem, title: str = "memory per device") -> None:
+def _print_memory(mem: MemoryReport, title: str = "memory per device") -> None:
     print_table(title, ["device", "total", "budget", "free", "fits", "terms"], _memory_rows(mem),
                 justify=["left", "right", "right", "right", "left", "left"])
 
 
-def _print_speed(s) -> None:
+def _print_speed(s: SpeedEstimate) -> None:
     print_text(f"speed (estimate): TG {s.tg_tps:.1f} tok/s at depth 0, {s.tg_tps_ctx:.1f} at full context; "
                f"PP {s.pp_tps:.0f} tok/s at depth 0, {s.pp_tps_ctx:.0f} at full context")
     print_text("  assumptions: " + "; ".join(s.assumptions))
 
 
-def render_plan(doc) -> None:
+def render_plan(doc: PlanDocument) -> None:
     p = doc.plan
     from collections import Counter
 
@@ -272,12 +283,12 @@ def render_plan(doc) -> None:
     if doc.recipe is not None:
         label = "--tensor-type items" if doc.recipe.engine == "mainline" else "--custom-q"
         print_text(f"\nrecipe ({label}):\n" + doc.recipe.custom_q)
-        print_text("\nquantize:\n" + doc.quantize_command)
+        print_text("\nquantize:\n" + (doc.quantize_command or ""))
     print_text("\nlaunch:\n" + doc.launch_command)
     print_text("\nbenchmark the same placement:\n" + doc.sweep_command)
 
 
-def render_check(r) -> None:
+def render_check(r: CheckResult) -> None:
     print_text(f"{r.model}: {gib(r.total_bytes)} of weights, context {r.run.ctx}, KV {r.run.type_k}/{r.run.type_v}")
     for w in r.warnings:
         print_text(f"warning ({r.run.engine}): {w}")
@@ -290,7 +301,7 @@ def render_check(r) -> None:
         print_text("fits")
 
 
-def render_compare(c) -> None:
+def render_compare(c: Comparison) -> None:
     rows = []
     for r in c.rows:
         rows.append(("*" if r.pareto else "", r.name, gib(r.total_bytes, 2), f"{r.bpw:.3f}",
@@ -303,7 +314,7 @@ def render_compare(c) -> None:
                 caption="* = not dominated in (size, TG, quality); TG/PP/PPL are estimates")
 
 
-def render_pareto(ps) -> None:
+def render_pareto(ps: ParetoSet) -> None:
     rows = []
     for i, d in enumerate(ps.documents, 1):
         p = d.plan
@@ -312,4 +323,4 @@ def render_pareto(ps) -> None:
                      p.solver.status if p.solver else "-"))
     print_table(f"{ps.model}: non-dominated plans (best quality first)",
                 ["#", "size", "BPW", "TG t/s", "PP t/s", "PPL ratio", "rules", "solver"], rows,
-                justify=["right"] * 7 + ["left"], caption="TG/PP/PPL are estimates; --json prints every plan in full")
+                justify=["right", "right", "right", "right", "right", "right", "right", "left"], caption="TG/PP/PPL are estimates; --json prints every plan in full")

@@ -27,9 +27,9 @@ from planner.errors import UnknownQuantTypeError, UsageError
 from planner.imatrix import Imatrix, read_imatrix
 from planner.quants import catalogue
 from planner.tensors import TensorInfo, TensorMap, builtin
-from planner.tables import read_csv_table
+from planner.roles import active_fraction
+from planner.tables import DATA, read_csv_table
 
-DATA = Path(__file__).parent / "data"
 DISTRIBUTIONS = ("student_t5", "gaussian", "outlier_cols")   # first = default: LLM weights are heavy-tailed
 FLOAT_SOURCES = ("bf16", "f16", "f32")
 
@@ -173,13 +173,8 @@ def _branch(role: str) -> str:
 
 
 def _active_fraction(t: TensorInfo, tmap: TensorMap) -> float:
-    """Fraction of the tensor's weights one token touches (experts: n_expert_used / n_expert)."""
-    if t.is_expert:
-        used = tmap.params.n_expert_used or t.n_expert
-        return min(1.0, used / t.n_expert)
-    if t.role == "token_embd":
-        return 1.0 / max(1, t.n_rows)      # a lookup: one row per token
-    return 1.0
+    """Fraction of the tensor's weights one token touches (the one rule: :func:`planner.roles.active_fraction`)."""
+    return active_fraction(t, tmap.params.n_expert_used)
 
 
 def _layer_factor(layer: int, n_layer: int) -> float:
@@ -237,7 +232,7 @@ def prior_importance(tmap: TensorMap, variant: str = "matrix") -> tuple[dict[str
         raise ValueError(f"unknown prior variant {variant!r}")
     total = sum(raw.values())
     imp = {k: (v / total if total > 0 else 0.0) for k, v in raw.items()}
-    notes = ()
+    notes: tuple[str, ...] = ()
     if unknown_roles:
         notes = (f"roles not in the prior table, treated as generic matrices: {', '.join(sorted(unknown_roles))}",)
     return imp, notes

@@ -26,75 +26,35 @@ rules, then its own fallback table; it processes tensors in its loader's order (
 
 from __future__ import annotations
 
-import difflib
 import functools
 import re
-import tomllib
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
-from planner.errors import (RecipeError, RegexDialectError, UnknownQuantTypeError, UnsupportedTensorSizeError,
-                            UsageError)
+from planner.errors import RecipeError, RegexDialectError, UnsupportedTensorSizeError, UsageError
+from planner.ftype_rules import _BLK, _COUNTERS, QuantizeState, _Ctx, _model_class, _rules, _Rules, _run_arms
+from planner.ftypes import (DEFAULT_BASE_TYPE, Ftype, QuantizeSpec, Rule, _check_engine, _option_type,
+                            ftype_names, get_ftype)
 from planner.quants import GGUF_DEFAULT_ALIGNMENT, QuantType, catalogue, pad
+from planner.regexes import compile_user_regex, search
 from planner.tensors import ModelParams, TensorInfo, TensorMap
-from planner.tables import read_csv_table
-
-DATA = Path(__file__).parent / "data"
-ENGINES = ("ik", "mainline")
+from planner.units import GIB
 
 __all__ = [
     "Ftype", "Rule", "QuantizeSpec", "TensorResult", "Footprint", "QuantizeState",
-    "get_ftype", "ftype_names", "parse_custom_q", "parse_recipe_text", "check_regex",
-    "target_type", "quantize", "is_quantizable", "format_type_counts", "format_size_line",
+    "get_ftype", "ftype_names", "parse_custom_q", "parse_recipe_text",
+    "target_type", "quantize", "is_quantizable", "quantizable", "default_base_type", "DEFAULT_BASE_TYPE",
+    "imatrix_types", "format_type_counts", "format_size_line",
 ]
 
 
 # ================================================================================== data models
 
-@dataclass(frozen=True, slots=True)
-class Ftype:
-    """One named llama-quantize file type (the TYPE positional argument)."""
-
-    name: str                 # as QUANT_OPTIONS spells it, e.g. "IQ3_K", "Q4_K_M"
-    id: int                   # LLAMA_FTYPE_* value written to general.file_type
-    default_type: str         # catalogue name of the default tensor type (for COPY: f32, unused)
-    engine: str
-    needs_imatrix: bool       # llama-quantize refuses the ftype without --imatrix
-    copy_only: bool = False   # COPY: every tensor is copied as stored
-    source: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Rule:
-    """One ``regex=type`` item of ``--custom-q`` (ik) or ``--tensor-type`` (mainline).
-
-    ``index`` is the rule's 1-based position, as reasons and errors print it ("custom rule 3").
-    ``type_name`` is the catalogue spelling (mainline input is case-insensitive; ik input is exact).
-    """
-
-    pattern: str
-    type_name: str
-    index: int
 
 
-@dataclass(frozen=True, slots=True)
-class QuantizeSpec:
-    """Everything on a llama-quantize command line that changes the output's tensor types."""
-
-    base_type: str = "IQ3_K"                  # the TYPE argument: ftype name or numeric id
-    custom_q: tuple[Rule, ...] = ()           # parse_custom_q(...) for the same engine
-    engine: str = "ik"
-    token_embedding_type: str | None = None   # --token-embedding-type
-    output_tensor_type: str | None = None     # --output-tensor-type
-    pure: bool = False                        # --pure
-    has_imatrix: bool = False                 # --imatrix given (assumed to cover every tensor)
-    ffn_gate_inp_type: str | None = None      # --ffn-gate-inp-type (ik only)
-    leave_output_tensor: bool = False         # --leave-output-tensor
-    ignore_imatrix_rules: bool = False        # --ignore-imatrix-rules (ik only)
-    allow_requantize: bool = False            # --allow-requantize
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,390 +89,66 @@ class Footprint:
 
     @property
     def total_gib(self) -> float:
-        return self.total_bytes / 2**30
+        return self.total_bytes / GIB
 
 
-@dataclass(slots=True)
-class QuantizeState:
-    """The mutable part of quantize_state_internal: counters that llama_tensor_get_type consults.
-
-    Rules such as Q3_K_M's "first two attn_v get q5_K" or the low-bit group's ffn_down bump depend on
-    how many tensors of a kind came before, so :func:`quantize` threads one state through the file.
-    """
-
-    has_output: bool = True          # the file has output.weight (else token_embd doubles as output)
-    n_attention_wv: int = 0          # attn_v(-like) tensors in the file
-    counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_COUNTERS, 0))
-
-    @classmethod
-    def for_tensors(cls, tensors: Iterable[TensorInfo], engine: str = "ik") -> QuantizeState:
-        """The state llama-quantize builds in its first pass over the tensor list."""
-        rules = _rules(engine)
-        names = [t.name for t in tensors]
-        return cls(has_output="output.weight" in names,
-                   n_attention_wv=sum(1 for n in names if any(s in n for s in rules.wv_count)))
 
 
-_COUNTERS = ("attention_wv", "ffn_down", "ffn_gate", "ffn_up")
 
 
 # ================================================================================== ftypes
 
-def _check_engine(engine: str) -> None:
-    if engine not in ENGINES:
-        raise UsageError(f"unknown engine {engine!r}", hint="use 'ik' (ik_llama.cpp) or 'mainline' (llama.cpp)")
 
 
-@functools.cache
-def _ftypes(engine: str) -> tuple[Ftype, ...]:
-    out = []
-    for row in read_csv_table("ftypes.csv"):
-        if engine in row["engines"].split(";"):
-            out.append(Ftype(name=row["name"], id=int(row["id"]), default_type=row["default_type"], engine=engine,
-                             needs_imatrix=row["needs_imatrix"] == "1", copy_only=row["copy_only"] == "1",
-                             source=row["source"]))
-    return tuple(out)
 
 
-def ftype_names(engine: str = "ik") -> list[str]:
-    """The TYPE names llama-quantize accepts, in its QUANT_OPTIONS order."""
-    _check_engine(engine)
-    return [f.name for f in _ftypes(engine)]
 
 
-_STOI = re.compile(r"\s*([+-]?\d+)")
 
 
-@functools.cache
-def get_ftype(name: str | int, engine: str = "ik") -> Ftype:
-    """Resolve llama-quantize's TYPE argument like ``try_parse_ftype``.
-
-    The name is upper-cased and compared with the engine's names; failing that, a leading integer
-    (``std::stoi``) selects the first ftype with that LLAMA_FTYPE id.
-
-    Raises:
-        UnknownQuantTypeError: with close matches, or a hint when only the other engine knows the name.
-    """
-    _check_engine(engine)
-    table = _ftypes(engine)
-    text = str(name)
-    upper = text.upper()
-    for f in table:
-        if f.name == upper:
-            return f
-    m = _STOI.match(text)
-    if m:
-        wanted = int(m.group(1))
-        for f in table:
-            if f.id == wanted:
-                return f
-    names = [f.name for f in table]
-    other = "mainline" if engine == "ik" else "ik"
-    hint = ""
-    if any(f.name == upper for f in _ftypes(other)):
-        hint = f"{upper} is a llama-quantize type of {other}, not of {engine}"
-    else:
-        close = difflib.get_close_matches(upper, names, n=3, cutoff=0.6)
-        if close:
-            hint = "did you mean " + " or ".join(repr(c) for c in close) + "?"
-    raise UnknownQuantTypeError(text, known=(), context=f"llama-quantize TYPE for {engine}",
-                                hint=hint or f"known: {', '.join(names)}")
 
 
 # ================================================================================== rules data
 
-_QUANTITIES: dict[str, Callable[[Any], int]] = {
-    "gqa": lambda c: c.params.n_gqa,
-    "n_expert": lambda c: c.params.n_expert,
-    "n_vocab": lambda c: c.params.n_vocab,
-    "n_embd": lambda c: c.params.n_embd,
-    "n_head": lambda c: c.params.n_head,
-    "n_head_kv": lambda c: c.params.n_head_kv,
-    "n_layer": lambda c: c.params.n_layer,
-    "ne0": lambda c: c.t.shape[0],
-    "ne1": lambda c: c.t.shape[1] if len(c.t.shape) > 1 else 1,
-    "ne2": lambda c: c.t.shape[2] if len(c.t.shape) > 2 else 1,
-    "wv": lambda c: c.state.counters["attention_wv"],
-    "layer": lambda c: c.layer()[0],
-    "n/8": lambda c: c.layer()[1] // 8,
-    "n/16": lambda c: c.layer()[1] // 16,
-    "7n/8": lambda c: 7 * c.layer()[1] // 8,
-}
 
 
-def _use_more_bits(i: int, n: int) -> bool:
-    # llama_tensor_get_type's use_more_bits; i >= n/8 whenever the modulo is reached, so % agrees with C
-    return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
 
 
-_BOOLEANS: dict[str, Callable[[Any], bool]] = {
-    "tied": lambda c: not c.state.has_output,
-    "imatrix": lambda c: c.spec.has_imatrix,
-    "falcon": lambda c: c.params.arch == "falcon",
-    "more_bits": lambda c: _use_more_bits(*c.layer()),
-    "more_bits_wv": lambda c: _use_more_bits(c.state.counters["attention_wv"], c.state.n_attention_wv),
-    "output_type_given": lambda c: c.spec.output_tensor_type is not None,
-    "token_type_given": lambda c: c.spec.token_embedding_type is not None,
-}
-
-_OPS = {">=": int.__ge__, "<=": int.__le__, "==": int.__eq__, "!=": int.__ne__, "<": int.__lt__, ">": int.__gt__}
-_CMP = re.compile(r"^([\w/]+)(>=|<=|==|!=|<|>)([\w/]+)$")
-_MOD = re.compile(r"^ne0%(\d+|block)!=0$")
 
 
-def _operand(token: str) -> Callable[[Any], int]:
-    if token.isdigit():
-        value = int(token)
-        return lambda c: value
-    if token in _QUANTITIES:
-        return _QUANTITIES[token]
-    raise ValueError(f"unknown quantity {token!r}")
 
 
-def _compile_atom(atom: str) -> Callable[[Any], bool]:
-    neg = atom.startswith("!")
-    body = atom[1:] if neg else atom
-    fn: Callable[[Any], bool]
-    if body.startswith("name="):
-        s = body[5:]
-        fn = lambda c: c.t.name == s  # noqa: E731
-    elif body.startswith("name~"):
-        s = body[5:]
-        fn = lambda c: s in c.t.name  # noqa: E731
-    elif body.startswith("model:"):
-        cls = body[6:]
-        fn = lambda c: c.model_class == cls  # noqa: E731
-    elif body in _BOOLEANS:
-        fn = _BOOLEANS[body]
-    elif m := _MOD.match(body):
-        block = m.group(1)
-        if block == "block":
-            fn = lambda c: c.t.shape[0] % catalogue().get(c.type).block_size != 0  # noqa: E731
-        else:
-            k = int(block)
-            fn = lambda c: c.t.shape[0] % k != 0  # noqa: E731
-    elif m := _CMP.match(body):
-        a, op, b = _operand(m.group(1)), _OPS[m.group(2)], _operand(m.group(3))
-        fn = lambda c: op(a(c), b(c))  # noqa: E731
-    else:
-        raise ValueError(f"unknown atom {atom!r}")
-    return (lambda c: not fn(c)) if neg else fn
 
 
-def _compile_when(text: str | None) -> Callable[[Any], bool] | None:
-    """A DNF condition string ("a && b || c") as a predicate on the evaluation context."""
-    if not text:
-        return None
-    if "(" in text or ")" in text:
-        raise ValueError(f"parentheses are not part of the rule language: {text!r}")
-    alternatives = [[_compile_atom(a.strip()) for a in alt.split("&&")] for alt in text.split("||")]
-    return lambda c: any(all(atom(c) for atom in conj) for conj in alternatives)
 
 
-@dataclass(frozen=True, slots=True)
-class _Clause:
-    when_text: str
-    when: Callable[[Any], bool] | None
-    ftypes: frozenset[str] | None
-    unless_type: frozenset[str]
-    type: str | None
-    mapping: Mapping[str, str] | None
-    keep: bool
-
-    def applies(self, c: Any) -> bool:
-        if self.ftypes is not None and c.ftype.name not in self.ftypes:
-            return False
-        if self.unless_type and c.type in self.unless_type:
-            return False
-        return self.when is None or self.when(c)
-
-    def result(self, c: Any) -> str:
-        if self.keep:
-            return c.type
-        if self.mapping is not None:
-            return self.mapping.get(c.type, c.type)
-        if self.type == "@output_tensor_type":
-            return _option_type(c.spec.output_tensor_type, c.spec.engine, "--output-tensor-type").name
-        if self.type == "@token_embedding_type":
-            return _option_type(c.spec.token_embedding_type, c.spec.engine, "--token-embedding-type").name
-        return self.type  # type: ignore[return-value]
 
 
-@dataclass(frozen=True, slots=True)
-class _Arm:
-    label: str
-    when: Callable[[Any], bool] | None
-    ftypes: frozenset[str] | None
-    group: str | None
-    counter: str | None
-    layer: str | None
-    chains: tuple[tuple[_Clause, ...], ...]
 
 
-@dataclass(frozen=True, slots=True)
-class _Rules:
-    engine: str
-    arms: tuple[_Arm, ...]
-    groups: Mapping[str, tuple[_Arm, ...]]
-    wv_count: tuple[str, ...]
-    never_find: tuple[tuple[str, str], ...]
-    never_eq: tuple[tuple[str, str], ...]
-    imatrix_types: frozenset[str]
-    imatrix_q2k_ftype: str
-    model_classes: tuple[tuple[str, Callable[[Any], bool], str], ...]
 
 
-def _expand(names: Iterable[str], sets: Mapping[str, list[str]]) -> list[str]:
-    out: list[str] = []
-    for n in names:
-        out.extend(sets[n[1:]] if n.startswith("$") else [n])
-    return out
 
 
-def _build_clause(raw: Mapping[str, Any], sets: Mapping[str, list[str]], engine: str) -> _Clause:
-    known_ftypes = set(ftype_names(engine))
-    ftypes = frozenset(_expand(raw["ftypes"], sets)) if "ftypes" in raw else None
-    for f in ftypes or ():
-        if f not in known_ftypes:
-            raise ValueError(f"{engine} rule names unknown ftype {f!r}")
-    results = [k for k in ("type", "map", "keep") if k in raw]
-    if len(results) != 1:
-        raise ValueError(f"{engine} rule needs exactly one of type/map/keep: {raw!r}")
-    cat = catalogue()
-    named = [raw.get("type")] if "type" in raw else []
-    named += [x for kv in raw.get("map", {}).items() for x in kv]
-    unless = _expand(raw.get("unless_type", ()), sets)
-    for t in named + unless:
-        if t and not t.startswith("@"):
-            cat.get(t, engine=engine, case_sensitive=True)
-    return _Clause(when_text=raw.get("when", ""), when=_compile_when(raw.get("when")), ftypes=ftypes,
-                   unless_type=frozenset(unless), type=raw.get("type"),
-                   mapping=dict(raw["map"]) if "map" in raw else None, keep=bool(raw.get("keep", False)))
 
 
-def _build_arm(raw: Mapping[str, Any], sets: Mapping[str, list[str]], engine: str) -> _Arm:
-    chains = [raw.get("rules", ())] + list(raw.get("then", ()))
-    if raw.get("counter") not in (None, *_COUNTERS) or raw.get("layer") not in (None, "info", "count"):
-        raise ValueError(f"bad counter/layer in {engine} arm {raw.get('label')!r}")
-    ftypes = frozenset(_expand(raw["ftypes"], sets)) if "ftypes" in raw else None
-    return _Arm(label=raw["label"], when=_compile_when(raw.get("when")), ftypes=ftypes, group=raw.get("group"),
-                counter=raw.get("counter"), layer=raw.get("layer"),
-                chains=tuple(tuple(_build_clause(c, sets, engine) for c in chain) for chain in chains))
 
 
-@functools.cache
-def _rules(engine: str) -> _Rules:
-    """The rule tables of one engine, compiled and checked against the catalogue and ftypes.csv."""
-    _check_engine(engine)
-    doc = tomllib.loads((DATA / "ftype_rules.toml").read_text())
-    sec = doc[engine]
-    sets = sec.get("sets", {})
-    arms = tuple(_build_arm(a, sets, engine) for a in sec["arms"])
-    groups = {g: tuple(_build_arm(a, sets, engine) for a in sub) for g, sub in sec.get("group", {}).items()}
-    for a in arms:
-        if a.group and a.group not in groups:
-            raise ValueError(f"{engine} arm {a.label!r} names missing group {a.group!r}")
-    classes = tuple((m["arch"], _compile_when(m["when"]), m["class"]) for m in doc.get("model_class", ()))
-    return _Rules(engine=engine, arms=arms, groups=groups, wv_count=tuple(sec["wv_count"]),
-                  never_find=tuple((a, b) for a, b in sec["never_find"]),
-                  never_eq=tuple((a, b) for a, b in sec["never_eq"]),
-                  imatrix_types=frozenset(sec["imatrix_types"]), imatrix_q2k_ftype=sec["imatrix_q2k_ftype"],
-                  model_classes=classes)  # type: ignore[arg-type]
+
 
 
 # ================================================================================== evaluation context
 
-_BLK = re.compile(r"blk\.([+-]?\d+)\.")
 
 
-class _Ctx:
-    """What one clause can look at: the tensor, the model, the spec, the counters, the current type."""
-
-    __slots__ = ("t", "params", "spec", "ftype", "state", "type", "model_class", "arm", "_layer")
-
-    def __init__(self, t: TensorInfo | None, params: ModelParams, spec: QuantizeSpec, ftype: Ftype | None,
-                 state: QuantizeState, type_name: str, model_class: str) -> None:
-        self.t, self.params, self.spec, self.ftype, self.state = t, params, spec, ftype, state
-        self.type, self.model_class = type_name, model_class
-        self.arm: _Arm | None = None
-        self._layer: tuple[int, int] | None = None
-
-    def layer(self) -> tuple[int, int]:
-        """(i_layer, n_layer) as the current arm computes it (layer_info() or the raw counter)."""
-        if self._layer is None:
-            arm = self.arm
-            if arm is None or arm.layer is None or arm.counter is None:
-                raise ValueError("layer atom used in an arm without `layer`")
-            n = self.params.n_layer
-            i = self.state.counters[arm.counter]
-            if arm.layer == "info" and self.params.n_expert > 1:
-                assert self.t is not None
-                m = _BLK.match(self.t.name)
-                if not m:
-                    raise RecipeError(f"failed to determine the layer of tensor {self.t.name} "
-                                      "(llama-quantize's layer_info needs a blk.N. name in MoE models)")
-                i = int(m.group(1))
-                if not 0 <= i < n:
-                    raise RecipeError(f"bad layer {i} for tensor {self.t.name}: must be in [0, {n})")
-            self._layer = (i, n)
-        return self._layer
 
 
-def _model_class(params: ModelParams, engine: str) -> str:
-    rules = _rules(engine)
-    ctx = _Ctx(None, params, QuantizeSpec(engine=engine), None, QuantizeState(), "f32", "")
-    for arch, when, cls in rules.model_classes:
-        if arch == params.arch and when(ctx):
-            return cls
-    return ""
 
 
-def _run_arms(arms: Sequence[_Arm], groups: Mapping[str, tuple[_Arm, ...]], c: _Ctx,
-              prefix: str = "") -> tuple[str, str | None]:
-    """The first arm that applies decides; returns (type, reason or None when the type is unchanged)."""
-    assert c.ftype is not None
-    for arm in arms:
-        if arm.ftypes is not None and c.ftype.name not in arm.ftypes:
-            continue
-        if arm.when is not None and not arm.when(c):
-            continue
-        if arm.group is not None:
-            return _run_arms(groups[arm.group], groups, c, prefix=f"{arm.label} ")
-        c.arm, c._layer = arm, None
-        if arm.layer == "info":
-            c.layer()  # layer_info() runs (and may throw) before any rule is tested
-        start, reasons = c.type, []
-        for chain in arm.chains:
-            for clause in chain:
-                if clause.applies(c):
-                    new = clause.result(c)
-                    if new != c.type:
-                        what = f" with {clause.when_text}" if clause.when_text else ""
-                        if clause.ftypes is not None:
-                            what += f" ({c.ftype.name})"
-                        change = f": {c.type} -> {new}" if clause.mapping is not None else f" -> {new}"
-                        reasons.append(f"ftype rule: {prefix}{arm.label}{what}{change}")
-                        c.type = new
-                    break
-        if arm.counter is not None:
-            c.state.counters[arm.counter] += 1
-        c.arm = None
-        return c.type, ("; ".join(reasons) if c.type != start else None)
-    return c.type, None
 
 
 # ================================================================================== types and options
 
-def _option_type(name: str | None, engine: str, option: str) -> QuantType:
-    """A type named on the command line (exact spelling in ik, case-insensitive in mainline)."""
-    assert name is not None
-    qt = catalogue().get(name, engine=engine, context=option)
-    if engine == "ik" and qt.name != name:
-        raise UnknownQuantTypeError(name, context=option,
-                                    hint=f"ik's llama-quantize only knows the spelling {qt.name!r}")
-    if qt.kind == "index":
-        raise RecipeError(f"{option}: {qt.name} holds integers and is not a quantization target")
-    return qt
 
 
 @dataclass(frozen=True, slots=True)
@@ -538,7 +174,7 @@ def _prepare(spec: QuantizeSpec) -> _Prepared:
     patterns = []
     for rule in spec.custom_q:
         _option_type(rule.type_name, spec.engine, f"custom rule {rule.index}")
-        patterns.append((check_regex(rule.pattern), rule))
+        patterns.append((compile_user_regex(rule.pattern), rule))
     return _Prepared(spec=spec, ftype=ftype, rules=_rules(spec.engine),
                      default=catalogue().get(ftype.default_type), patterns=tuple(patterns))
 
@@ -579,9 +215,26 @@ def _never_reason(t: TensorInfo, spec: QuantizeSpec, prep: _Prepared) -> str | N
     return None
 
 
+def imatrix_types(engine: str = "ik") -> frozenset[str]:
+    """Types llama-quantize refuses to write without an imatrix (``imatrix_types`` of ftype_rules.toml)."""
+    return _rules("mainline" if engine == "mainline" else "ik").imatrix_types
+
+
 def is_quantizable(t: TensorInfo, spec: QuantizeSpec) -> bool:
     """Whether llama-quantize even considers ``t`` (the "never quantized" rules of the engine)."""
     return _never_reason(t, spec, _prepare(spec)) is None
+
+
+@functools.cache
+def quantizable(t: TensorInfo, engine: str = "ik") -> bool:
+    """The one "may this tensor get a chosen type" predicate of the planner and the recipe emitter: what
+    llama-quantize quantizes under a plain ftype (Q8_0, known to both engines), before any recipe."""
+    return is_quantizable(t, QuantizeSpec(base_type="Q8_0", engine=engine))
+
+
+def default_base_type(engine: str) -> str:
+    """The base TYPE assumed for a recipe that names none, per quant engine."""
+    return DEFAULT_BASE_TYPE["mainline" if engine == "mainline" else "ik"]
 
 
 # ================================================================================== one tensor
@@ -597,7 +250,7 @@ def _row_fallback(type_name: str, t: TensorInfo, engine: str) -> tuple[str, str 
 
 def _first_rule(prep: _Prepared, name: str) -> Rule | None:
     for pattern, rule in prep.patterns:
-        if pattern.search(name):
+        if search(pattern, name):
             return rule
     return None
 
@@ -753,7 +406,8 @@ def quantize(tmap: TensorMap, spec: QuantizeSpec, *, alignment: int = GGUF_DEFAU
     file_bytes = None
     header = tmap.header
     if header is not None:
-        # the output keeps the source's KVs plus quantization_version/file_type, minus split.* (facts §2)
+        # the output keeps the source's KVs plus quantization_version/file_type, minus split.* (gguf-py GGUFWriter; ik src/llama-quantize.cpp copies the KVs, then sets general.quantization_version and
+        # general.file_type)
         from planner.gguf_header import data_start_for, quantized_kv
 
         alignment = header.alignment
@@ -782,7 +436,7 @@ def format_type_counts(counts: Mapping[str, int]) -> str:
 
 def format_size_line(fp: Footprint) -> str:
     """The size headline of a model card, e.g. ``106.830 GiB (3.903 BPW)``."""
-    return f"{fp.total_bytes / 2**30:.3f} GiB ({fp.bpw:.3f} BPW)"
+    return f"{fp.total_bytes / GIB:.3f} GiB ({fp.bpw:.3f} BPW)"
 
 
 # ================================================================================== recipes
@@ -806,7 +460,7 @@ def parse_custom_q(items: str | Sequence[str], engine: str = "ik") -> tuple[Rule
     ik: every argument is split on ',' and each item on its first '='; the type must be spelled exactly
     as ``ggml_type_name`` prints it (``q4_K``, ``iq4_ks``, ``q8_KV``).  Mainline: each argument is one
     ``NAME=TYPE``; NAME is lower-cased and TYPE matched case-insensitively.  Every pattern passes
-    :func:`check_regex`.
+    :func:`planner.regexes.compile_user_regex`.
 
     Raises:
         RecipeError: an item without '=' or with an empty pattern or type, or a regex Python cannot compile.
@@ -841,123 +495,6 @@ def parse_custom_q(items: str | Sequence[str], engine: str = "ik") -> tuple[Rule
             if not type_name:
                 raise RecipeError(f"{where} has an empty type")
             qt = _option_type(type_name, engine, where)
-            check_regex(pattern, where=where)
+            compile_user_regex(pattern, where)
             rules.append(Rule(pattern=pattern, type_name=qt.name, index=index))
     return tuple(rules)
-
-
-# ================================================================================== regex dialect
-
-_QUANT_BRACE = re.compile(r"\{(\d+)(,(\d*))?\}")
-
-
-def _dialect_problem(p: str) -> str | None:
-    """The first construct whose meaning differs between Python ``re`` and C++ std::regex ECMAScript.
-
-    Checked: lookbehind; named groups (both spellings); atomic groups; possessive quantifiers; inline
-    flags and other ``(?x`` extensions; comments; conditionals; ``\\A \\Z \\z \\G`` and the escapes
-    ``\\a \\U \\N \\c``; POSIX bracket expressions (``[[:alpha:]]``, ``[[=a=]]``, ``[[.a.]]``); a ']'
-    first in a class (ECMAScript's ``[]`` is an empty class); ``{,n}`` and braces that are not a quantifier.
-    Everything else Python compiles is read the same way by both for tensor names (ASCII, one line).
-    """
-    i, n = 0, len(p)
-    prev_quant = False   # the previous token was a quantifier
-    while i < n:
-        c = p[i]
-        if c == "\\":
-            e = p[i + 1] if i + 1 < n else ""
-            if e in ("A", "Z", "z", "G"):
-                return (f"\\{e} is a Python anchor with no ECMAScript meaning "
-                        "(use ^ and $: std::regex_search sees one tensor name)")
-            if e in ("a", "U", "N", "c"):
-                return f"the escape \\{e} means different things (or nothing) in Python and ECMAScript"
-            i += 2
-            prev_quant = False
-            continue
-        if c == "[":
-            j = i + 1
-            if j < n and p[j] == "^":
-                j += 1
-            if j < n and p[j] == "]":
-                return ("']' first in a character class is a literal in Python but closes an empty class "
-                        "in ECMAScript; escape it as \\]")
-            while j < n and p[j] != "]":
-                if p[j] == "\\":
-                    j += 2
-                    continue
-                if p[j] == "[" and j + 1 < n and p[j + 1] in ":=.":
-                    return ("POSIX bracket expressions like [[:alpha:]] are classes in ECMAScript "
-                            "but literal characters in Python")
-                j += 1
-            i = j + 1
-            prev_quant = False
-            continue
-        if c == "(":
-            if p.startswith("(?", i):
-                ext = p[i + 2:i + 4]
-                if ext.startswith(("<=", "<!")):
-                    return "lookbehind (?<= / (?<! does not exist in ECMAScript std::regex"
-                if ext.startswith(("P", "p")):
-                    return "(?P...) named groups are Python-only"
-                if ext.startswith("<"):
-                    return "named groups (?<name>...) are not supported by C++ std::regex"
-                if ext.startswith(">"):
-                    return "atomic groups (?>...) are not ECMAScript"
-                if ext.startswith("#"):
-                    return "(?#...) comments are Python-only"
-                if ext.startswith("("):
-                    return "conditional groups (?(...)...) are Python-only"
-                if ext[:1].isalpha() or ext.startswith("-"):
-                    return "inline flags and extensions such as (?i) are Python-only"
-            i += 1
-            prev_quant = False
-            continue
-        if c in "*+?":
-            if prev_quant and c == "+":
-                return "possessive quantifiers (*+, ++, ?+, {n}+) are Python 3.11+ only"
-            prev_quant = not (prev_quant and c == "?")   # a '?' after a quantifier only makes it lazy
-            i += 1
-            continue
-        if c == "{":
-            m = _QUANT_BRACE.match(p, i)
-            if m is None:
-                if re.match(r"\{,\d*\}", p[i:]):
-                    return "{,n} means {0,n} in Python but is not a quantifier in ECMAScript"
-                return "a literal '{' must be escaped: Python reads it literally, std::regex rejects it"
-            if prev_quant:
-                return "a quantifier after a quantifier is an error in ECMAScript"
-            i = m.end()
-            prev_quant = True
-            continue
-        if c == "}":
-            return "an unescaped '}' is a literal in Python but an error in std::regex"
-        prev_quant = False
-        i += 1
-    return None
-
-
-def check_regex(pattern: str, *, where: str = "") -> re.Pattern[str]:
-    """Compile a ``--custom-q`` / ``--tensor-type`` / ``-ot`` regex after the dialect check.
-
-    llama.cpp compiles these with C++ ``std::regex`` (ECMAScript grammar) and applies ``regex_search``
-    (unanchored), which Python's ``re.search`` reproduces for the shared subset of the two dialects.
-    Constructs outside that subset are refused rather than guessed (see :func:`_dialect_problem`).
-
-    Raises:
-        RegexDialectError: the pattern uses a construct whose meaning differs between the dialects.
-        RecipeError: Python cannot compile the pattern.
-    """
-    prefix = f"{where}: " if where else ""
-    problem = _dialect_problem(pattern)
-    if problem:
-        raise RegexDialectError(f"{prefix}regex {pattern!r}: {problem}",
-                                hint="rewrite it with plain ECMAScript syntax (., *, +, ?, [..], (..|..), ^, $)")
-    try:
-        return _compile(pattern)
-    except re.error as exc:
-        raise RecipeError(f"{prefix}regex {pattern!r} does not compile: {exc}") from exc
-
-
-@functools.lru_cache(maxsize=1024)
-def _compile(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)

@@ -14,12 +14,10 @@ import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from planner.errors import UnknownQuantTypeError, UnsupportedTensorSizeError
 from planner.tables import read_csv_table
 
-DATA = Path(__file__).parent / "data"
 ENGINES = ("ik", "mainline")
 GGUF_DEFAULT_ALIGNMENT = 32  # gguf.h GGUF_DEFAULT_ALIGNMENT
 
@@ -68,10 +66,6 @@ class QuantType:
             return math.prod(shape) // 4 + 32
         return self.row_bytes(shape[0]) * n_rows
 
-    def effective_bpw(self, ne0: int) -> float:
-        """Bits per weight including row metadata at row width ``ne0``."""
-        return 8.0 * self.row_bytes(ne0) / ne0
-
     # -- properties of the type -------------------------------------------------------------
     @property
     def is_quantized(self) -> bool:
@@ -93,24 +87,20 @@ class QuantType:
     def fallback(self, engine: str) -> str | None:
         return self.fallback_ik if engine == "ik" else self.fallback_mainline
 
-    def spelled(self, engine: str) -> str:
-        """Name as the engine's tools spell it."""
-        if engine == "mainline" and self.aliases:
-            return self.aliases[0]
-        return self.name
-
 
 @dataclass(frozen=True, slots=True)
 class Catalogue:
     """All known types, indexed by name and id."""
 
     types: tuple[QuantType, ...]
-    _by_name: dict = field(init=False, repr=False, compare=False)
-    _by_id: dict = field(init=False, repr=False, compare=False)
-    _by_lower: dict = field(init=False, repr=False, compare=False)
+    _by_name: dict[str, QuantType] = field(init=False, repr=False, compare=False)
+    _by_id: dict[int, QuantType] = field(init=False, repr=False, compare=False)
+    _by_lower: dict[str, QuantType] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        by_name, by_id, by_lower = {}, {}, {}
+        by_name: dict[str, QuantType] = {}
+        by_id: dict[int, QuantType] = {}
+        by_lower: dict[str, QuantType] = {}
         for t in self.types:
             by_name[t.name] = t
             by_id[t.id] = t
@@ -208,7 +198,3 @@ def catalogue() -> Catalogue:
     """The catalogue loaded once from ``data/quant_types.csv``."""
     rows = read_csv_table("quant_types.csv")
     return Catalogue(tuple(_parse_row(r) for r in rows))
-
-
-def get_type(name: str, engine: str | None = None) -> QuantType:
-    return catalogue().get(name, engine=engine)

@@ -13,8 +13,9 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from planner.launch import layers_regex
+from planner.errors import EmitterError
 from planner.quants import catalogue
+from planner.regexes import layers_regex
 from planner.tensors import TensorMap
 
 
@@ -40,8 +41,9 @@ class Recipe:
             argv.append(str(threads))
         return argv
 
-    def quantize_command(self, src: str, dst: str, **kw) -> str:
-        return " ".join(shlex.quote(a) for a in self.quantize_argv(src, dst, **kw))
+    def quantize_command(self, src: str, dst: str, *, imatrix: str | None = None, threads: int | None = None) -> str:
+        """The llama-quantize command line, shell-quoted."""
+        return " ".join(shlex.quote(a) for a in self.quantize_argv(src, dst, imatrix=imatrix, threads=threads))
 
 
 def _role_rx(roles: Sequence[str]) -> str:
@@ -60,7 +62,7 @@ def build_recipe(tmap: TensorMap, types: Mapping[str, str], *, engine: str = "ik
     """Compress ``types`` (tensor -> stored type) into rules and verify them by re-application.
 
     Raises:
-        AssertionError: the compressed recipe would not reproduce the plan (never emitted).
+        EmitterError: the compressed recipe would not reproduce the plan (never emitted).
     """
     from planner.quantize import QuantizeSpec, is_quantizable
 
@@ -110,7 +112,7 @@ def _base_for(types: Mapping[str, str], tmap: TensorMap, engine: str) -> str:
                 return ft.name
         return None
 
-    weight = Counter()
+    weight: Counter[str] = Counter()
     for t in tmap.tensors:
         ty = catalogue().get(types[t.name])
         if ty.is_quantized:
@@ -131,5 +133,5 @@ def verify_recipe(tmap: TensorMap, types: Mapping[str, str], recipe: Recipe) -> 
     got = {r.name: r.type_name for r in fp.tensors}
     bad = [n for n in got if got[n] != types.get(n, got[n])]
     if bad:
-        raise AssertionError(f"recipe does not reproduce the plan for {len(bad)} tensors, e.g. {bad[0]}: "
-                             f"{got[bad[0]]} != {types[bad[0]]}")
+        raise EmitterError(f"recipe does not reproduce the plan for {len(bad)} tensors, e.g. {bad[0]}: "
+                           f"{got[bad[0]]} != {types[bad[0]]}")

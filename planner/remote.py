@@ -78,10 +78,7 @@ _OPENER = urllib.request.build_opener(_AuthStaysOnHost)
 
 
 def _error(url: str, message: str, status: int | None = None, hint: str = "") -> RemoteReadError:
-    err = RemoteReadError(f"{message} [{url}]", hint=hint)
-    err.url = url  # type: ignore[attr-defined]
-    err.status = status  # type: ignore[attr-defined]
-    return err
+    return RemoteReadError(f"{message} [{url}]", hint=hint, url=url, status=status)
 
 
 class HTTPRangeSource:

@@ -3,8 +3,10 @@
 Pure and deterministic: no I/O, inputs sorted, fixed seed and worker count.  Groups whose options
 have identical bytes, losses and times (typically the same role in interchangeable layers) are
 aggregated into classes with one integer count per (class, option): this removes the symmetry that
-makes a per-layer model slow (``../shared/reference/solver-notes.md``: 0.16 s optimal vs no proof in
-30 s) without losing optimality, since any assignment of the counts within a class costs the same.
+makes a per-layer model slow (on the headline Qwen3-235B instance: 0.16 s to a proven optimum with classes,
+no proof in 30 s without; the technique is orbit aggregation of interchangeable variables, F. Margot, "Symmetry
+in Integer Linear Programming", in 50 Years of Integer Programming, Springer 2010) without losing optimality,
+since any assignment of the counts within a class costs the same.
 Concrete layers are then filled in ascending order, GPU options first, which keeps the emitted
 regexes short (layer ranges).
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
+from typing import Any
 from dataclasses import dataclass, field
 
 from planner.errors import InfeasibleBudgetError, SolverError
@@ -81,7 +84,6 @@ class Solution:
 # Objective coefficients are rounded to integers at this resolution relative to the largest term;
 # the reported scaling_error_bound says how much the rounding can move the optimum.
 RESOLUTION = 1e7
-_LAST_DETERMINISTIC_TIME = [0.0]   # for benchmarks: the deterministic time the last solve used
 
 
 def _signature(g: Group) -> tuple:
@@ -112,8 +114,8 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
     counts: list[list] = []
     for ci, members in enumerate(class_list):
         opts = members[0].options
-        vs = [m.NewIntVar(0, len(members), f"n{ci}_{oi}") for oi in range(len(opts))]
-        m.Add(sum(vs) == len(members))
+        vs = [m.new_int_var(0, len(members), f"n{ci}_{oi}") for oi in range(len(opts))]
+        m.add(sum(vs) == len(members))
         counts.append(vs)
 
     devices = sorted(capacity)
@@ -123,8 +125,8 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
         if terms:
             # divide by the gcd of the byte counts (tensor sizes share large powers of two): exact, and
             # far smaller coefficients for CP-SAT's LP relaxation
-            g = math.gcd(*(c for _, c in terms))
-            m.Add(sum((c // g) * v for v, c in terms) <= max(0, int(capacity[dev])) // g)
+            div = math.gcd(*(c for _, c in terms))
+            m.add(sum((c // div) * v for v, c in terms) <= max(0, int(capacity[dev])) // div)
     all_opts = [(v, o) for members, vs in zip(class_list, counts) for v, o in zip(vs, members[0].options)]
     # shared type keys: one Boolean per (key, type); a class may only use the key's chosen type
     by_key: dict[str, list[int]] = {}
@@ -133,37 +135,37 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
             by_key.setdefault(members[0].type_key, []).append(ci)
     for key, cis in sorted(by_key.items()):
         tnames = sorted({o.type_name for ci in cis for o in class_list[ci][0].options})
-        z = {t: m.NewBoolVar(f"z[{key},{t}]") for t in tnames}
-        m.AddExactlyOne(z.values())
+        z = {t: m.new_bool_var(f"z[{key},{t}]") for t in tnames}
+        m.add_exactly_one(z.values())
         for ci in cis:
             size = len(class_list[ci])
             for t in tnames:
                 using = [v for v, o in zip(counts[ci], class_list[ci][0].options) if o.type_name == t]
                 if using:
-                    m.Add(sum(using) <= size * z[t])
+                    m.add(sum(using) <= size * z[t])
                 else:
-                    m.Add(z[t] == 0)
+                    m.add(z[t] == 0)
     # hand-offs: a layer pays one GPU->CPU->GPU round trip if ANY of its groups is away from home.
     # Classes covering the same layers share y = layers with something away (y >= each class's away count);
     # since layers are filled in the same ascending order, the away parts coincide and y is exact.
-    away_by_layers: dict[tuple, list] = {}
+    away_by_layers: dict[tuple[tuple[int, ...], float], list[list[Any]]] = {}
     for members, vs in zip(class_list, counts):
         g0 = members[0]
         if g0.handoff_s and g0.layer is not None:
-            key = (tuple(sorted(m.layer for m in members)), g0.handoff_s)
-            away_by_layers.setdefault(key, []).append(
+            layers_key = (tuple(sorted(x.layer for x in members if x.layer is not None)), g0.handoff_s)
+            away_by_layers.setdefault(layers_key, []).append(
                 [v for v, o in zip(vs, g0.options) if o.device != g0.home])
-    handoff_vars = []
+    handoff_vars: list[tuple[Any, Option]] = []
     for (layers, h), aways in sorted(away_by_layers.items()):
-        y = m.NewIntVar(0, len(layers), f"y{len(handoff_vars)}")
+        y = m.new_int_var(0, len(layers), f"y{len(handoff_vars)}")
         for away in aways:
             if away:
-                m.Add(y >= sum(away))
+                m.add(y >= sum(away))
         handoff_vars.append((y, Option("handoff", "", 0, 0.0, h)))
     all_opts += handoff_vars
     if objective.max_total_bytes is not None:
-        g = math.gcd(*(o.bytes for _, o in all_opts if o.bytes)) or 1
-        m.Add(sum((o.bytes // g) * v for v, o in all_opts) <= objective.max_total_bytes // g)
+        div = math.gcd(*(o.bytes for _, o in all_opts if o.bytes)) or 1
+        m.add(sum((o.bytes // div) * v for v, o in all_opts) <= objective.max_total_bytes // div)
 
     # integer scaling: time in nanoseconds-ish units, loss scaled so both have ~1e-9 resolution
     max_loss = max((o.loss for _, o in all_opts), default=0.0) or 1.0
@@ -172,17 +174,17 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
     sec_scale = RESOLUTION / max_sec
     if objective.max_seconds is not None:
         budget = objective.max_seconds - fixed_seconds
-        m.Add(sum(round(o.seconds * sec_scale) * v for v, o in all_opts) <= math.floor(budget * sec_scale))
+        m.add(sum(round(o.seconds * sec_scale) * v for v, o in all_opts) <= math.floor(budget * sec_scale))
 
     if objective.max_pp_seconds is not None:
         pp = [(v, o.pp_seconds) for v, o in all_opts if o.pp_seconds]
         if objective.max_pp_seconds < 0:
-            m.Add(sum(v for v, _ in all_opts) < 0)          # even an all-GPU placement is too slow
+            m.add(sum(v for v, _ in all_opts) < 0)          # even an all-GPU placement is too slow
         elif pp:
             pp_scale = RESOLUTION / max(c for _, c in pp)
-            m.Add(sum(round(c * pp_scale) * v for v, c in pp) <= math.floor(objective.max_pp_seconds * pp_scale))
+            m.add(sum(round(c * pp_scale) * v for v, c in pp) <= math.floor(objective.max_pp_seconds * pp_scale))
     if objective.max_loss is not None:
-        m.Add(sum(round(o.loss * loss_scale) * v for v, o in all_opts if o.loss)
+        m.add(sum(round(o.loss * loss_scale) * v for v, o in all_opts if o.loss)
               <= math.floor(objective.max_loss * loss_scale))
     if objective.kind == "speed":
         coef = [(v, o.seconds * sec_scale + o.loss * loss_scale * 1e-6) for v, o in all_opts]
@@ -191,7 +193,7 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
     else:
         raise ValueError(f"unknown objective {objective.kind!r}")
     int_coef = [(v, round(c)) for v, c in coef]
-    m.Minimize(sum(c * v for v, c in int_coef if c))
+    m.minimize(sum(c * v for v, c in int_coef if c))
 
     if hint is not None:
         # a previous solution (e.g. the best-quality plan, feasible for the balanced second step)
@@ -199,7 +201,7 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
             opts = members[0].options
             chosen = [hint.choice.get(g.key) for g in members]
             for v, o in zip(vs, opts):
-                m.AddHint(v, sum(1 for c in chosen if c == o))
+                m.add_hint(v, sum(1 for c in chosen if c == o))
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = objective.workers
     # The limit is CP-SAT's deterministic time (work units), so the same inputs give the same plan on a slow
@@ -210,14 +212,13 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
     # full LP relaxation at every node: measured 1.5-2x faster to a proof on this multiple-choice knapsack
     solver.parameters.linearization_level = 2
     solver.parameters.relative_gap_limit = objective.relative_gap
-    status = solver.Solve(m)
-    _LAST_DETERMINISTIC_TIME[0] = solver.deterministic_time
-    name = solver.StatusName(status)
+    status = solver.solve(m)
+    name = solver.status_name(status)
     if status == cp_model.INFEASIBLE:
         raise InfeasibleBudgetError("no assignment of types and devices fits the budgets",
                                     shortfall_bytes=_shortfall(class_list, capacity))
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        raise SolverError(f"CP-SAT ended with status {name} after {solver.WallTime():.1f} s",
+        raise SolverError(f"CP-SAT ended with status {name} after {solver.wall_time:.1f} s",
                           hint="use a coarser --granularity or fewer --allow types")
 
     choice: dict[str, Option] = {}
@@ -225,7 +226,7 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
     used: dict[str, int] = {d: 0 for d in devices}
     for members, vs in zip(class_list, counts):
         opts = members[0].options
-        n = [solver.Value(v) for v in vs]
+        n = [solver.value(v) for v in vs]
         # fill layers in ascending order: GPU options first, then by option order (type order)
         order = sorted(range(len(opts)), key=lambda i: ((opts[i].device == "CPU") != objective.cpu_first, i))
         it = iter(members)
@@ -237,10 +238,10 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
                 loss += o.loss
                 seconds += o.seconds
                 used[o.device] = used.get(o.device, 0) + o.bytes
-    seconds += sum(solver.Value(y) * o.seconds for y, o in handoff_vars)
+    seconds += sum(solver.value(y) * o.seconds for y, o in handoff_vars)
     err = 0.5 * sum(len(members) for members in class_list) / loss_scale
-    obj = solver.ObjectiveValue() / loss_scale if objective.kind != "speed" else solver.ObjectiveValue() / sec_scale
-    bound = solver.BestObjectiveBound() / (loss_scale if objective.kind != "speed" else sec_scale)
+    obj = solver.objective_value / loss_scale if objective.kind != "speed" else solver.objective_value / sec_scale
+    bound = solver.best_objective_bound / (loss_scale if objective.kind != "speed" else sec_scale)
     gap = abs(obj - bound) / max(abs(obj), 1e-30)
     if status == cp_model.OPTIMAL and gap > 1e-9:
         name = "OPTIMAL_WITHIN_GAP"      # CP-SAT says OPTIMAL when relative_gap_limit is met; we say which

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from planner.memory import CPU, Placement, RunConfig, constants, kv_bytes_per_layer, mix_bytes
+from planner.roles import active_fraction, moves_with_ffn
 from planner.tensors import TensorInfo, TensorMap
 
 
@@ -58,15 +59,6 @@ def device_speeds(hw, cfg: RunConfig) -> dict[str, DeviceSpeed]:
     return out
 
 
-def active_fraction(t: TensorInfo, n_expert_used: int) -> float:
-    """Share of a tensor's bytes one token reads: routed experts by used/total; token_embd one row."""
-    if t.is_expert and t.n_expert:
-        return min(1.0, n_expert_used / t.n_expert)
-    if t.role == "token_embd":
-        return 1.0 / max(1, t.shape[1])
-    return 1.0
-
-
 def handoffs(tmap: TensorMap, placement: Placement) -> int:
     """Device changes along one token's path through the layers (attention, then FFN, per layer)."""
     seq: list[str] = []
@@ -77,7 +69,7 @@ def handoffs(tmap: TensorMap, placement: Placement) -> int:
     for il in range(tmap.params.n_loaded_layers):
         seq.append(placement.layer_device[il] if il < len(placement.layer_device) else CPU)
         for t in by_layer.get(il, []):
-            if t.role.startswith("ffn_") and t.role != "ffn_gate_inp":
+            if moves_with_ffn(t.role):
                 seq.append(placement.device_of(t.name))
     seq.append(placement.device_of("output.weight"))
     return sum(1 for a, b in zip(seq, seq[1:]) if a != b)

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from planner.errors import UnknownModelError
+from planner.tables import DATA
 
-DATA = Path(__file__).parent / "data"
 _BLK = re.compile(r"^blk\.(\d+)\.(.+?)\.(weight|bias|scale)$")
 _GLOBAL = re.compile(r"^(.+?)\.(weight|bias|scale)$")
 

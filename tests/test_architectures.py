@@ -240,9 +240,9 @@ def test_quantize_deepseek_r1_iq4_ks():
 @pytest.fixture(scope="module")
 def r1_plan():
     from planner.hardware import resolve_hardware
-    from planner.plan import plan_command_impl
+    from planhelp import plan_doc
 
-    return plan_command_impl("deepseek-r1", resolve_hardware(vram=[24.0], ram=512.0), RunConfig(threads=32))
+    return plan_doc("deepseek-r1", resolve_hardware(vram=[24.0], ram=512.0), RunConfig(threads=32))
 
 
 def test_plan_deepseek_r1_end_to_end(r1_plan):
@@ -261,7 +261,8 @@ def test_plan_deepseek_r1_end_to_end(r1_plan):
 
 def test_place_deepseek_r1_quantized_mix():
     from planner.hardware import resolve_hardware
-    from planner.plan import PlanRequest, place
+    from planner.planning import place
+    from planner.request import PlanRequest
     from planner.quantize import QuantizeSpec, quantize
 
     tm = builtin("deepseek-r1")
@@ -272,11 +273,11 @@ def test_place_deepseek_r1_quantized_mix():
 
 def test_plan_glm_air_end_to_end():
     from planner.hardware import resolve_hardware
-    from planner.plan import plan_command_impl
+    from planhelp import plan_doc
     from planner.quantize import QuantizeSpec, Rule, quantize
 
     tm = builtin("glm-4.5-air")
-    doc = plan_command_impl("glm-4.5-air", resolve_hardware(vram=[24.0], ram=512.0), RunConfig(threads=32))
+    doc = plan_doc("glm-4.5-air", resolve_hardware(vram=[24.0], ram=512.0), RunConfig(threads=32))
     p = doc.plan
     assert p.types["blk.0.attn_q.bias"] == "f32"                 # biases keep their type (never quantized)
     # the NextN block (layer 46) is in the file but not loaded: no weights, no KV cache, typed like layer 45

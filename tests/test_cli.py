@@ -126,6 +126,9 @@ def test_readme_command_table_matches_help():
     assert blocks[1] == "pip install -e '.[test]' && python3 -m pytest"
     ci = (ROOT / ".ci/run").read_text()
     assert "pip install -q -e '.[test]'" in ci and "python3 -m pytest" in ci
+    # the linters run before the tests, from the pinned lint extra
+    assert ci.index("python3 -m ruff check") < ci.index("python3 -m mypy") < ci.index("python3 -m pytest")
+    assert "pip install -q -e '.[lint]'" in ci
 
 
 def test_check_warns_about_flags_current_ik_rejects():

@@ -418,7 +418,7 @@ def test_shipped_profile_loads(name):
         spec = match_gpu(g.name, g.total_bytes)
         assert spec is not None and spec.mem_bw_gbs == g.mem_bw_gbs  # profile and spec table agree
         assert g.h2d_gbs == h2d_gbs(g.pcie_gen, g.pcie_width)
-    text = (hwmod.PROFILES_DIR / f"{name}.toml").read_text()
+    text = (hwmod.PROFILES / f"{name}.toml").read_text()
     assert re.search(r"# .*https://www\.(amd|intel)\.com/", text), "CPU spec must be cited"
     if n_gpus:
         assert "https://www.nvidia.com/" in text, "GPU spec must be cited"

@@ -8,8 +8,17 @@ from pathlib import Path
 import pytest
 
 from planner.errors import EngineFlagError, OutputExistsError, UsageError
-from planner.launch import (OverrideRule, apply_overrides, build_launch, check_flags, export_script, layers_regex,
-                            parse_server_command, placement_from_command, write_new_file)
+from planner.fileout import write_new_file
+from planner.launch import (
+    OverrideRule,
+    apply_overrides,
+    build_launch,
+    check_flags,
+    export_script,
+    layers_regex,
+    parse_server_command,
+    placement_from_command,
+)
 from planner.memory import CPU, RunConfig
 from planner.tensors import builtin
 

@@ -5,7 +5,9 @@ import pytest
 from planner.hardware import load_profile
 from planner.launch import parse_server_command, placement_from_command
 from planner.memory import CPU, GIB, MIB, Placement, RunConfig, kv_bytes_per_layer, memory_report, mix_bytes
-from planner.plan import PlanRequest, evaluate, place
+from planner.check import evaluate
+from planner.planning import place
+from planner.request import PlanRequest
 from planner.speed import estimate_speed
 from planner.tensors import builtin
 

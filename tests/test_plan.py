@@ -10,7 +10,9 @@ from planner.cli import main
 from planner.hardware import resolve_hardware
 from planner.launch import parse_server_command, placement_from_command
 from planner.memory import RunConfig
-from planner.plan import evaluate, plan_command_impl
+from planhelp import plan_doc
+
+from planner.check import evaluate
 from planner.quantize import QuantizeSpec, Rule, quantize
 
 ROOT = Path(__file__).parents[1]
@@ -22,12 +24,12 @@ SEED_ARGV = [tok for line in (ROOT / "examples/seed-command.sh").read_text().spl
 def planned():
     hw = resolve_hardware(vram=[24.0], ram=96.0)
     run = RunConfig(threads=hw.threads_default)
-    return hw, plan_command_impl(None, hw, run)
+    return hw, plan_doc(None, hw, run)
 
 
 @pytest.fixture(scope="module")
 def seed_reference(planned):
-    from planner.plan import mix_from_options
+    from planner.mix import mix_from_options
     from planner.quality import QualityModel
     from planner.source import load_model
 
@@ -89,7 +91,7 @@ def test_impossible_budget_exits_2_with_shortfall_and_options():
 
 def test_plan_json_is_byte_identical(tmp_path):
     outs = []
-    for i in range(2):
+    for _ in range(2):
         r = CliRunner().invoke(main, ["plan", "qwen3-30b-a3b", "--vram", "8", "--ram", "32", "--json"])
         assert r.exit_code == 0, r.output
         outs.append(r.stdout)
@@ -115,7 +117,7 @@ def test_granularity_role_gives_one_type_per_role():
     from planner.source import load_model
 
     hw = resolve_hardware(vram=[8.0], ram=32.0)
-    doc = plan_command_impl("qwen3-30b-a3b", hw, RunConfig(threads=16), granularity="role")
+    doc = plan_doc("qwen3-30b-a3b", hw, RunConfig(threads=16), granularity="role")
     tm = load_model("qwen3-30b-a3b")
     per_role = {}
     for t in tm.tensors:
@@ -127,7 +129,7 @@ def test_granularity_role_gives_one_type_per_role():
 
 def test_pareto_plans_are_non_dominated_and_ordered():
     hw = resolve_hardware(vram=[8.0], ram=32.0)
-    ps = plan_command_impl("qwen3-30b-a3b", hw, RunConfig(threads=16), pareto=3)
+    ps = plan_doc("qwen3-30b-a3b", hw, RunConfig(threads=16), pareto=3)
     plans = [d.plan for d in ps.documents]
     assert len(plans) >= 2
     for a, b in zip(plans, plans[1:]):
@@ -140,8 +142,8 @@ def test_kv_auto_falls_back_to_q4_0_when_q8_0_does_not_fit():
     run = RunConfig(ctx=40960, threads=16)
     from planner.errors import InfeasibleBudgetError
     with pytest.raises(InfeasibleBudgetError):
-        plan_command_impl("qwen3-30b-a3b", hw, run, allow=("iq2_ks",), min_tg=None)
-    doc = plan_command_impl("qwen3-30b-a3b", hw, run, allow=("iq2_ks",), kv_auto=True)
+        plan_doc("qwen3-30b-a3b", hw, run, allow=("iq2_ks",), min_tg=None)
+    doc = plan_doc("qwen3-30b-a3b", hw, run, allow=("iq2_ks",), kv_auto=True)
     assert (doc.plan.run.type_k, doc.plan.run.type_v) == ("q4_0", "q4_0")
 
 
@@ -150,7 +152,7 @@ def test_two_gpus_launch_reproduces_plan_memory(engine):
     from planner.source import load_model
 
     hw = resolve_hardware(vram=[6.0, 6.0], ram=24.0)
-    doc = plan_command_impl("qwen3-30b-a3b", hw, RunConfig(engine=engine, threads=16,
+    doc = plan_doc("qwen3-30b-a3b", hw, RunConfig(engine=engine, threads=16,
                                                            load="rtr" if engine == "ik" else "mmap"))
     assert doc.launch.tensor_split == (24, 24)
     assert "-ts" in doc.launch.argv
@@ -167,19 +169,19 @@ def test_two_gpus_launch_reproduces_plan_memory(engine):
 
 def test_min_tg_and_min_pp_are_met():
     hw = resolve_hardware(vram=[8.0], ram=32.0)
-    base = plan_command_impl("qwen3-30b-a3b", hw, RunConfig(threads=16)).plan
+    base = plan_doc("qwen3-30b-a3b", hw, RunConfig(threads=16)).plan
     want_pp = base.speed.pp_tps * 1.15
-    p = plan_command_impl("qwen3-30b-a3b", hw, RunConfig(threads=16), min_pp=want_pp).plan
+    p = plan_doc("qwen3-30b-a3b", hw, RunConfig(threads=16), min_pp=want_pp).plan
     assert p.speed.pp_tps >= want_pp * 0.999 and not p.notes
     want_tg = base.speed.tg_tps * 1.2
-    p = plan_command_impl("qwen3-30b-a3b", hw, RunConfig(threads=16), min_tg=want_tg).plan
+    p = plan_doc("qwen3-30b-a3b", hw, RunConfig(threads=16), min_tg=want_tg).plan
     assert p.speed.tg_tps >= want_tg and p.quality.loss >= base.quality.loss
 
 
 def test_budget_uses_free_vram_of_a_probed_gpu():
     import dataclasses
 
-    from planner.plan import Budget
+    from planner.groups import Budget
 
     hw = resolve_hardware(vram=[24.0], ram=96.0)
     probed = dataclasses.replace(hw, gpus=(dataclasses.replace(hw.gpus[0], free_bytes=20 << 30),))
@@ -191,6 +193,6 @@ def test_plan_warns_when_the_quantized_file_does_not_fit_its_disk():
     import dataclasses
 
     hw = dataclasses.replace(resolve_hardware(vram=[1.5], ram=4.0), disk_free_bytes=1_000_000)
-    doc = plan_command_impl(str(ROOT / "tests/fixtures/ik/tiny-a-bf16.gguf"), hw, RunConfig(threads=16, os_reserve_bytes=1 << 30))
+    doc = plan_doc(str(ROOT / "tests/fixtures/ik/tiny-a-bf16.gguf"), hw, RunConfig(threads=16, os_reserve_bytes=1 << 30))
     assert any("disk has 0.0 GiB free" in n for n in doc.plan.notes)
     assert doc.quantize_command.split()[-2].endswith("tiny-a-planned.gguf")   # never the source file

@@ -174,10 +174,11 @@ def test_ranking_with_quantize_module(qwen, model):
     assert seed == pytest.approx(model.estimate(ftype_mixes(qwen)["seed"]).loss)
 
 
-def test_seed_mix_matches_published_ratio(model, mixes):
+def test_consistency_seed_mix_reproduces_its_calibration_point(model, mixes):
+    """A consistency check, not a validation: k is solved on exactly the seed card's published ratio, so this only
+    shows the fitted scale is applied the same way by ``estimate`` (ratio to Q8_0, band, label)."""
     seed, q8 = model.estimate(mixes["seed"]), model.estimate(mixes["Q8_0"])
     predicted = seed.ppl_ratio / q8.ppl_ratio         # the card compares with Q8_0, which is not lossless
-    assert predicted == pytest.approx(SEED_RATIO, rel=0.01)      # acceptance
     assert predicted == pytest.approx(SEED_RATIO, rel=1e-4)      # k is solved on exactly this point
     assert q8.ppl_ratio > 1.0                                      # Q8_0 itself costs something
     assert seed.ppl_ratio_low < seed.ppl_ratio < seed.ppl_ratio_high

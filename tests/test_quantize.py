@@ -10,12 +10,29 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from planner.errors import (RecipeError, RegexDialectError, UnknownQuantTypeError, UnsupportedTensorSizeError,
-                            UsageError)
-from planner.quantize import (QuantizeSpec, QuantizeState, Rule, check_regex, format_size_line,
-                              format_type_counts, ftype_names, get_ftype, is_quantizable, parse_custom_q,
-                              parse_recipe_text, quantize, target_type)
+from planner.errors import (
+    RecipeError,
+    RegexDialectError,
+    UnknownQuantTypeError,
+    UnsupportedTensorSizeError,
+    UsageError,
+)
+from planner.quantize import (
+    QuantizeSpec,
+    QuantizeState,
+    Rule,
+    format_size_line,
+    format_type_counts,
+    ftype_names,
+    get_ftype,
+    is_quantizable,
+    parse_custom_q,
+    parse_recipe_text,
+    quantize,
+    target_type,
+)
 from planner.quants import catalogue, pad
+from planner.regexes import compile_user_regex
 from planner.tensors import ModelParams, TensorInfo, TensorMap, build, builtin
 
 SEED_CARD = Path(__file__).resolve().parent / "fixtures" / "seed" / "000_350d834170176196.txt"   # copy of ../shared/seed
@@ -542,7 +559,7 @@ def test_mainline_manual_override_skips_counters():
 ])
 def test_regex_dialect_differences_are_refused(pattern):
     with pytest.raises(RegexDialectError):
-        check_regex(pattern)
+        compile_user_regex(pattern)
     if "=" not in pattern:   # mainline --tensor-type: one item, split at the first '='
         with pytest.raises(RegexDialectError):
             parse_custom_q(f"{pattern}=q8_0", ML)
@@ -553,12 +570,12 @@ def test_regex_dialect_differences_are_refused(pattern):
     r"ffn_down_exps.*?", r"blk\.\d{2}\.", r"[^a-z]attn", r"(?:attn|ffn)_q", r"attn(?=_q)", r"x\{y\}",
 ])
 def test_shared_dialect_compiles(pattern):
-    assert check_regex(pattern).pattern == pattern
+    assert compile_user_regex(pattern).pattern == pattern
 
 
 def test_python_compile_errors_are_recipe_errors():
     with pytest.raises(RecipeError) as ei:
-        check_regex(r"blk\.(1")
+        compile_user_regex(r"blk\.(1")
     assert not isinstance(ei.value, RegexDialectError)
 
 

@@ -1,0 +1,122 @@
+"""The library API: a few functions over typed requests, one per command that plans.
+
+    >>> from planner.api import plan
+    >>> from planner.hardware import resolve_hardware
+    >>> from planner.request import PlanRequest
+    >>> from planner.runconfig import RunConfig
+    >>> hw = resolve_hardware(vram=[24.0], ram=96.0)
+    >>> doc = plan(None, hw, PlanRequest(run=RunConfig(threads=hw.threads_default)))   # doctest: +SKIP
+
+:func:`plan` chooses types and devices for an unquantized model (or places a quantized one),
+:func:`place` places a given mix, :func:`check` predicts a user's own command.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+
+from planner.check import CheckResult, evaluate
+from planner.documents import ParetoSet, PlanDocument, document, launch_model_path
+from planner.errors import InfeasibleBudgetError, UsageError
+from planner.hardware import Hardware
+from planner.memory import Placement
+from planner.planning import joint_plan, pareto_plans, with_ctx
+from planner.planning import place as place_mix
+from planner.quants import catalogue
+from planner.request import EmitOptions, PlanRequest
+from planner.tensors import TensorMap
+from planner.units import GIB
+
+__all__ = ["check", "parse_fixed", "place", "plan", "size_cap_bytes"]
+
+
+def parse_fixed(items: Sequence[str], engine: str) -> tuple[tuple[str, str], ...]:
+    """``--fixed REGEX=TYPE`` items as (regex, type) pairs; the type must exist for the engine.
+
+    Raises:
+        UsageError: an item is not REGEX=TYPE.
+        UnknownQuantTypeError: the type is not in the engine's catalogue.
+    """
+    pinned: list[tuple[str, str]] = []
+    for item in items:
+        if "=" not in item:
+            raise UsageError(f"--fixed {item!r} is not REGEX=TYPE")
+        rx, ty = item.rsplit("=", 1)
+        catalogue().get(ty, engine=engine)
+        pinned.append((rx, ty))
+    return tuple(pinned)
+
+
+def size_cap_bytes(max_size_gib: float | None) -> int | None:
+    """``--max-size GIB`` in bytes (None: no cap)."""
+    return int(max_size_gib * GIB) if max_size_gib else None
+
+
+def plan(model: str | None, hardware: Hardware, request: PlanRequest,
+         emit: EmitOptions | None = None) -> PlanDocument | ParetoSet:
+    """``gguf-planner plan``: the joint ILP for an unquantized model, placement for a quantized GGUF.
+
+    ``request.kv_auto``: q8_0 KV cache (half of f16, near-lossless), q4_0 only if q8_0 does not fit.
+
+    Raises:
+        InfeasibleBudgetError: nothing fits, with the shortfall and the nearest feasible options.
+        UsageError, UnknownQuantTypeError: a malformed request.
+    """
+    emit = emit or EmitOptions()
+    if request.kv_auto:
+        q8 = replace(request, kv_auto=False, run=replace(request.run, type_k="q8_0", type_v="q8_0"))
+        try:
+            return plan(model, hardware, q8, emit)
+        except InfeasibleBudgetError:
+            request = replace(q8, run=replace(q8.run, type_k="q4_0", type_v="q4_0"))
+    from planner.quality import QualityModel
+    from planner.source import load_model
+
+    tmap = load_model(model)
+    for ty in (*request.allow, *request.deny, *(ty for _, ty in request.fixed)):
+        catalogue().get(ty, engine=request.run.qengine)
+    request = replace(request, has_imatrix=request.has_imatrix or bool(request.imatrix))
+    out_path = emit.model_path or launch_model_path(model, tmap, quantized_here=not tmap.is_quantized)
+    if tmap.is_quantized:
+        types = {t.name: t.dtype for t in tmap.tensors}
+        placed = with_ctx(tmap, request, lambda r: place_mix(tmap, types, hardware, r))
+        return document(tmap, placed, model_path=out_path, with_recipe=False, check_binary=emit.check_binary)
+    imx = None
+    if request.imatrix:
+        from planner.imatrix import read_imatrix
+
+        imx = read_imatrix(request.imatrix)
+    quality = QualityModel.build(tmap, imatrix=imx, has_imatrix=request.has_imatrix)
+    if request.pareto:
+        plans = pareto_plans(tmap, hardware, request, quality, request.pareto)
+        return ParetoSet(tmap.name, tuple(document(tmap, p, model_path=out_path) for p in plans))
+    p = with_ctx(tmap, request, lambda r: joint_plan(tmap, hardware, r, quality))
+    free = hardware.disk_free_bytes
+    if free is not None and p.total_bytes > free:
+        p = replace(p, notes=p.notes + (
+            f"the quantized file needs {p.total_bytes / GIB:.1f} GiB but its disk has {free / GIB:.1f} GiB free",))
+    return document(tmap, p, model_path=out_path, source_path=model if model and model.endswith(".gguf") else None,
+                    imatrix=request.imatrix, check_binary=emit.check_binary)
+
+
+def place(model: str | None, tmap: TensorMap, types: Mapping[str, str], hardware: Hardware, request: PlanRequest,
+          emit: EmitOptions | None = None, *, quantized_here: bool = False) -> PlanDocument:
+    """``gguf-planner place``: devices for a given mix (``types``), maximising predicted generation speed.
+
+    ``quantized_here``: the mix is what a quantization of ``model`` would write (the command then names the
+    quantized output, never the source).
+
+    Raises:
+        InfeasibleBudgetError: the mix does not fit, with the shortfall and the nearest feasible options.
+    """
+    emit = emit or EmitOptions()
+    placed = with_ctx(tmap, request, lambda r: place_mix(tmap, types, hardware, r))
+    path = emit.model_path or launch_model_path(model, tmap, quantized_here=quantized_here)
+    return document(tmap, placed, model_path=path, with_recipe=False, check_binary=emit.check_binary)
+
+
+def check(tmap: TensorMap, types: Mapping[str, str], placement: Placement, hardware: Hardware,
+          request: PlanRequest, warnings: Sequence[str] = ()) -> CheckResult:
+    """``gguf-planner check``: memory per device and speed of a given mix and placement."""
+    return evaluate(tmap, types, placement, hardware, request.run, warnings=warnings)

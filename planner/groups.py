@@ -1,0 +1,292 @@
+"""Solver input: the groups of tensors that share a type and a device, their options, the per-device capacities.
+
+Every tensor of the model lands in exactly one :class:`planner.solver.Group` (gate and up tied, biases
+apart) or in the fixed bytes of its home device.  A group's options are (type, device) pairs with their exact
+bytes, predicted loss and predicted seconds per token; the capacities are each device's budget minus what no
+choice changes (margin or OS reserve, KV cache of the layers it holds, compute buffer, fixed tensors).
+Where a layer's attention and KV live follows the engines' layer split (llama.cpp ``src/llama.cpp``
+``llm_load_tensors``: the first ``n_layer - ngl`` layers on the CPU, the rest split over GPUs by ``-ts``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from planner.constants import constants
+from planner.devices import CPU, gpu_name
+from planner.errors import UsageError
+from planner.memory import compute_buffer_bytes, kv_bytes_per_layer
+from planner.quantize import imatrix_types, quantizable
+from planner.quants import catalogue
+from planner.regexes import compile_user_regex, search
+from planner.request import PlanRequest
+from planner.roles import TIED_ROLES, active_fraction, is_movable, moves_with_ffn
+from planner.runconfig import RunConfig
+from planner.solver import Group, Option
+from planner.speed import device_speeds
+from planner.tensors import TensorInfo, TensorMap
+
+if TYPE_CHECKING:
+    from planner.hardware import Hardware
+    from planner.quality import QualityModel
+
+# Candidate types for the joint planner, best quality first.  Types that llama-quantize refuses
+# without an imatrix (``imatrix_types`` in data/ftype_rules.toml) are only offered when one is given.
+DEFAULT_CANDIDATES = {
+    "ik": ("q8_0", "iq6_k", "q6_K", "iq5_k", "iq5_ks", "q5_K", "iq4_k", "iq4_ks", "iq4_xs", "q4_K",
+           "iq4_kss", "iq3_k", "iq3_ks", "q3_K", "iq2_kl", "iq2_k", "iq2_ks"),
+    "mainline": ("q8_0", "q6_K", "q5_K", "q4_K", "iq4_xs", "iq4_nl", "q3_K", "iq3_s", "q2_K"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """Per-device memory the plan may use, before margins, KV and compute (bytes)."""
+
+    devices: tuple[str, ...]            # "CUDA0", ..., "CPU" last
+    bytes: dict[str, int]
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_hardware(cls, hw: Hardware) -> Budget:
+        """GPUs first (free memory when probed, else total), the CPU's usable RAM last."""
+        devs: list[str] = []
+        sizes: dict[str, int] = {}
+        labels: dict[str, str] = {}
+        for g in hw.gpus:
+            name = gpu_name(g.index)
+            devs.append(name)
+            # a probed GPU: what is free now (a desktop or another process may hold some), as llama.cpp's
+            # own --fit does; profiles and flags describe an idle card: its total
+            sizes[name] = int(g.free_bytes if g.free_bytes is not None else g.total_bytes)
+            labels[name] = g.name
+        devs.append(CPU)
+        sizes[CPU] = int(hw.usable_ram_bytes)
+        labels[CPU] = hw.cpu_model
+        return cls(tuple(devs), sizes, labels)
+
+    @property
+    def gpus(self) -> tuple[str, ...]:
+        return tuple(d for d in self.devices if d != CPU)
+
+
+N_BANDS = 4   # --granularity band: the layers in this many contiguous bands, one type per role in each
+
+
+def _type_key(role: str, layer: int | None, n_layer: int, granularity: str) -> str:
+    """Groups sharing a key share one type: none per layer, one per role, or one per role and band."""
+    if granularity == "layer" or layer is None:
+        return ""
+    if granularity == "role":
+        return role
+    band = layer * N_BANDS // max(1, n_layer)
+    return f"{role}@band{band}"
+
+
+def layer_split(n_layer: int, budget: Budget, n_cpu_layers: int = 0) -> tuple[str, ...]:
+    """Layers' attention/KV devices: the first ``n_cpu_layers`` on CPU, the rest split over GPUs in
+    contiguous ranges proportional to their memory (llama.cpp's default tensor split)."""
+    gpus = budget.gpus
+    if not gpus:
+        return tuple([CPU] * n_layer)
+    n_gpu = n_layer - n_cpu_layers
+    total = sum(budget.bytes[g] for g in gpus)
+    out = [CPU] * n_cpu_layers
+    assigned = 0
+    for i, g in enumerate(gpus):
+        if i == len(gpus) - 1:
+            k = n_gpu - assigned
+        else:
+            k = round(n_gpu * budget.bytes[g] / total)
+        out += [g] * k
+        assigned += k
+    return tuple(out)
+
+
+def _group_key(t: TensorInfo) -> tuple[str, str]:
+    role = TIED_ROLES.get(t.role, t.role)
+    suffix = "" if t.name.endswith(".weight") else "." + t.name.rsplit(".", 1)[-1]   # biases stay apart
+    if t.layer is None:
+        return role + suffix, role
+    return f"blk.{t.layer}.{role}{suffix}", role
+
+
+def candidate_types(t: TensorInfo, engine: str, *, allow: Sequence[str] | None, deny: Sequence[str],
+                    has_imatrix: bool, on_gpu: bool) -> list[str]:
+    """Stored types (after llama-quantize's row fallback) the planner may give ``t``."""
+    cat = catalogue()
+    names = list(allow) if allow else list(DEFAULT_CANDIDATES[engine])
+    out: list[str] = []
+    for n in names:
+        qt = cat.get(n, engine=engine)
+        if qt.name in deny or (not has_imatrix and qt.name in imatrix_types(engine) and not allow):
+            continue
+        qt, _ = cat.row_fallback(qt, t.ne0, engine)
+        if t.role == "token_embd" and qt.is_repacked:
+            continue
+        if qt.is_repacked and t.shape[1] % qt.repack_rows:
+            qt = cat.get(qt.repack_base or qt.name)
+        if on_gpu and not qt.runs_on_cuda(engine):
+            continue
+        if qt.name not in out:
+            out.append(qt.name)
+    return out
+
+
+def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, hw: Hardware, cfg: RunConfig, *,
+                 types: Mapping[str, str] | None, request: PlanRequest, quality: QualityModel | None = None
+                 ) -> tuple[list[Group], dict[str, int], dict[str, float]]:
+    """Groups, the bytes fixed per device (non-quantized tensors, token_embd), and the fixed parts of the
+    TG and PP times ({"tg_s", "pp_s"}) that no choice changes.
+
+    ``types`` given: placement only (each group's type is fixed). Otherwise the joint problem.
+    """
+    engine = cfg.qengine
+    speeds = device_speeds(hw, cfg)
+    spb = {d: 1.0 / sp.mem_bw_gbs for d, sp in speeds.items()}    # seconds per byte read per token
+    consts = constants()["speed"]
+    offload = bool(budget.gpus) and min(cfg.ubatch, cfg.batch) >= consts["offload_min_batch"]
+    h2d = speeds[budget.gpus[0]].h2d_gbs if budget.gpus else 0.0
+    ub = min(cfg.ubatch, cfg.batch)
+    fixed_time = {"tg_s": consts["token_overhead_s"], "pp_s": 0.0}
+    flops_tok = 0.0
+    handoff = consts["handoff_s"]
+    p = tmap.params
+    fixed_bytes: dict[str, int] = {d: 0 for d in budget.devices}
+    members: dict[str, list[TensorInfo]] = {}
+    roles: dict[str, str] = {}
+    for t in tmap.tensors:
+        if not tmap.is_loaded(t):
+            continue          # NextN/MTP blocks are not loaded: no memory, no time; typed after the solve
+        key, role = _group_key(t)
+        members.setdefault(key, []).append(t)
+        roles[key] = role
+    fixed_rules = [(compile_user_regex(rx, "--fixed"), ty) for rx, ty in request.fixed]
+    cat = catalogue()
+    size_cache: dict[tuple[str, tuple[int, ...]], int] = {}
+    loss_cache: dict[tuple[str, str], float] = {}
+
+    def nbytes_of(type_name: str, shape: tuple[int, ...]) -> int:
+        key = (type_name, shape)
+        if key not in size_cache:
+            size_cache[key] = cat.get(type_name).tensor_bytes(shape)
+        return size_cache[key]
+
+    def loss_of(name: str, type_name: str) -> float:
+        key = (name, type_name)
+        if key not in loss_cache:
+            assert quality is not None   # only called when a quality model is given
+            loss_cache[key] = quality.tensor_loss(name, type_name)
+        return loss_cache[key]
+
+    active = {t.name: active_fraction(t, p.n_expert_used) for t in tmap.tensors}
+    cand_cache: dict[tuple[int, int, bool, bool, str | None], list[str]] = {}
+    last_gpu = budget.gpus[-1] if budget.gpus else CPU
+    out_dev_extra: dict[str, int] = {}
+    if "output.weight" in {t.name for t in tmap.tensors}:
+        base = {d: compute_buffer_bytes(tmap, cfg, holds_layers=True, holds_output=False, is_gpu=d != CPU)
+                for d in budget.devices}
+        out_dev_extra = {d: compute_buffer_bytes(tmap, cfg, holds_layers=True, holds_output=True,
+                                                 is_gpu=d != CPU) - base[d] for d in budget.devices}
+    groups: list[Group] = []
+    for t in tmap.tensors:
+        if t.n_dims >= 2 and t.role != "token_embd":
+            flops_tok += 2.0 * t.n_elements * active_fraction(t, p.n_expert_used)
+    if offload:
+        fixed_time["pp_s"] = ub * flops_tok / sum(speeds[g].flops for g in budget.gpus)
+    else:
+        fixed_time["pp_s"] = sum(ub * flops_tok / speeds[d].flops for d in (CPU,))
+    for key, ts in members.items():
+        t0 = ts[0]
+        role = roles[key]
+        layer = t0.layer
+        if layer is not None:
+            home = layer_device[layer]
+        elif role == "token_embd":
+            home = CPU     # ik and mainline keep the input layer on the CPU
+        else:
+            home = last_gpu
+        placement_only = types is not None
+        if (not placement_only and not quantizable(t0, engine)) or (placement_only and not is_movable(t0)):
+            for t in ts:
+                nb = catalogue().get(types.get(t.name, t.dtype) if types else t.dtype).tensor_bytes(t.shape)
+                fixed_bytes[home] += nb
+                fixed_time["tg_s"] += nb * active_fraction(t, p.n_expert_used) * spb[home]
+                if offload and home == CPU and t.layer is not None:
+                    fixed_time["pp_s"] += nb / h2d
+            continue
+        # device options: attention and norms stay with their layer; FFN and output may go to CPU
+        movable = moves_with_ffn(role) or role == "output"
+        devs = [home] + ([CPU] if movable and home != CPU else [])
+        options: list[Option] = []
+        for dev in devs:
+            if types is not None:
+                tnames = [types.get(t.name, t.dtype) for t in ts]
+                choices = [tuple(tnames)]
+            else:
+                pinned = next((ty for rx, ty in fixed_rules if search(rx, t0.name)), None)
+                ckey = (t0.ne0, t0.shape[1] if t0.n_dims > 1 else 1, t0.role == "token_embd", dev != CPU, pinned)
+                cands = cand_cache.get(ckey)
+                if cands is None:
+                    cands = cand_cache[ckey] = candidate_types(
+                        t0, engine, allow=[pinned] if pinned else request.allow or None, deny=request.deny,
+                        has_imatrix=request.has_imatrix, on_gpu=dev != CPU)
+                choices = [tuple([c] * len(ts)) for c in cands]
+            for tn in choices:
+                if types is not None and dev != CPU and not all(
+                        catalogue().get(x).runs_on_cuda(engine) for x in tn):
+                    continue
+                per = [nbytes_of(x, t.shape) for x, t in zip(tn, ts)]
+                extra = out_dev_extra.get(dev, 0) if role == "output" else 0
+                sec = sum(b * active[t.name] for b, t in zip(per, ts)) * spb[dev]
+                loss = sum(loss_of(t.name, x) for x, t in zip(tn, ts)) if quality else 0.0
+                pp = sum(per) / h2d if (offload and dev == CPU and layer is not None) else 0.0
+                options.append(Option("+".join(dict.fromkeys(tn)) if len(set(tn)) > 1 else tn[0], dev,
+                                      sum(per) + extra, loss, sec, pp))
+        if not options:
+            raise UsageError(f"no allowed type can store {t0.name} on {devs}",
+                             hint="check --allow/--deny and the engine's type set")
+        groups.append(Group(key, role, layer, tuple(t.name for t in ts), tuple(options), home=home,
+                            handoff_s=2 * handoff if (movable and layer is not None and home != CPU) else 0.0,
+                            type_key=_type_key(role, layer, p.n_layer, request.granularity) if types is None else ""))
+    return groups, fixed_bytes, fixed_time
+
+
+def capacities(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, cfg: RunConfig,
+               fixed_bytes: Mapping[str, int]) -> dict[str, int]:
+    """Bytes left for the solver's groups on each device: budget minus margin/reserve, KV, compute, fixed."""
+    kv = kv_bytes_per_layer(tmap.params, cfg)
+    cap = {}
+    for d in budget.devices:
+        is_gpu = d != CPU
+        holds = d in layer_device or not is_gpu
+        c = budget.bytes[d] - (cfg.gpu_margin_bytes if is_gpu else cfg.os_reserve_bytes)
+        c -= kv * sum(1 for x in layer_device[:tmap.params.n_loaded_layers] if x == d)
+        c -= compute_buffer_bytes(tmap, cfg, holds_layers=holds, holds_output=False, is_gpu=is_gpu)
+        c -= fixed_bytes.get(d, 0)
+        cap[d] = c
+    return cap
+
+
+def smallest_weights(tmap: TensorMap, types: Mapping[str, str] | None, request: PlanRequest) -> int:
+    """Bytes of the loaded tensors at their smallest allowed types (a lower bound for every plan)."""
+    cat = catalogue()
+    total = 0
+    smallest: dict[tuple, int] = {}
+    for t in tmap.tensors:
+        if not tmap.is_loaded(t):
+            continue
+        if types is not None:
+            total += cat.get(types.get(t.name, t.dtype)).tensor_bytes(t.shape)
+        elif quantizable(t, request.run.qengine):
+            key = (t.shape, t.role == "token_embd")
+            if key not in smallest:
+                cands = candidate_types(t, request.run.qengine, allow=request.allow or None, deny=request.deny,
+                                        has_imatrix=request.has_imatrix, on_gpu=False) or [t.dtype]
+                smallest[key] = min(cat.get(c).tensor_bytes(t.shape) for c in cands)
+            total += smallest[key]
+        else:
+            total += cat.get(t.dtype).tensor_bytes(t.shape)
+    return total

@@ -1,0 +1,322 @@
+"""Orchestration: place a fixed mix, or plan types and devices together, then re-check and predict.
+
+``place`` keeps each tensor's type and chooses devices; ``joint_plan`` chooses types and devices together.
+Both build the same groups (:mod:`planner.groups`), try layer splits from all-GPU towards the CPU, hand them
+to :func:`planner.solver.solve`, and re-check the result independently with
+:func:`planner.memory.memory_report` before anyone sees it.  ``with_ctx`` resolves or searches the context;
+``pareto_plans`` walks the quality/speed frontier.  Infeasible budgets are reported with the nearest feasible
+changes (:mod:`planner.hints`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from planner.devices import CPU
+from planner.errors import InfeasibleBudgetError, UsageError
+from planner.groups import Budget, build_groups, capacities, layer_split, smallest_weights
+from planner.hints import with_options
+from planner.memory import MemoryReport, Placement, kv_bytes_per_layer, memory_report, mix_bytes
+from planner.quantize import quantizable
+from planner.request import PlanRequest
+from planner.runconfig import RunConfig
+from planner.solver import Group, Objective, Solution, solve
+from planner.speed import SpeedEstimate, estimate_speed
+from planner.tensors import TensorMap
+
+if TYPE_CHECKING:
+    from planner.hardware import Hardware
+    from planner.quality import QualityEstimate, QualityModel
+
+
+@dataclass(frozen=True, slots=True)
+class SolverInfo:
+    """How the solve that produced a plan ended (status, gap, problem size); wall time stays out of the JSON."""
+
+    status: str
+    gap: float
+    wall_s: float = field(metadata={"json": False})   # timing varies run to run: kept out of the plan JSON
+    objective: float
+    objective_kind: str
+    n_classes: int
+    n_vars: int
+    scaling_error_bound: float
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A verified assignment of a type and a device to every tensor, with its predictions."""
+
+    model: str
+    model_source: str
+    engine: str
+    run: RunConfig
+    types: dict[str, str]
+    devices: dict[str, str]
+    layer_device: tuple[str, ...]
+    budgets: dict[str, int]
+    total_bytes: int
+    n_elements: int
+    bpw: float
+    memory: MemoryReport
+    speed: SpeedEstimate
+    quality: QualityEstimate | None
+    solver: SolverInfo | None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def placement(self) -> Placement:
+        """The plan's devices as a :class:`Placement` (GPUs in name order, the CPU last)."""
+        devs = tuple(sorted({*self.devices.values(), *self.layer_device}, key=lambda d: (d == CPU, d)))
+        if CPU not in devs:
+            devs = devs + (CPU,)
+        return Placement(self.devices, self.layer_device, devs)
+
+
+PROOF_WORK = 0.5        # balanced, second step: deterministic work allowed for a proof of the fastest plan
+SPEED_STEP_GAP = 1e-3   # balanced, second step: stop within 0.1 % of the fastest plan (0.01 tok/s at 10 tok/s)
+
+
+def loss_slack(quality: QualityModel | None, request: PlanRequest) -> float:
+    """Balanced objective: loss units equal to ``quality_slack_pct`` % of PPL ratio (ppl = exp(k * loss))."""
+    k = (quality.ppl_scale or quality.k) if quality is not None else 1.0
+    return math.log(1.0 + request.quality_slack_pct / 100.0) / k
+
+
+def _finish(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequest, layer_device: tuple[str, ...],
+            types: dict[str, str], devices: dict[str, str], sol: Solution | None, quality: QualityModel | None,
+            notes: list[str]) -> Plan:
+    cfg = request.run
+    placement = Placement(devices, layer_device, budget.devices)
+    mem = memory_report(tmap, types, placement, budget.bytes, cfg)
+    if not mem.fits:
+        raise InfeasibleBudgetError("internal re-check failed: " + "; ".join(mem.problems()),
+                                    shortfall_bytes=mem.shortfall())
+    spd = estimate_speed(tmap, types, placement, hw, cfg)
+    # the ILP's time terms are memory-bound and linear; the full estimate also checks compute: say so if it differs
+    if request.min_tg and spd.tg_tps < request.min_tg:
+        notes.append(f"predicted TG {spd.tg_tps:.2f} tok/s is below --min-tg {request.min_tg}: the CPU is "
+                     "compute-bound here, which the ILP's bandwidth terms do not see")
+    if request.min_pp and spd.pp_tps < request.min_pp * 0.999:
+        notes.append(f"predicted PP {spd.pp_tps:.1f} tok/s is below --min-pp {request.min_pp}")
+    sizes = mix_bytes(tmap, types)
+    total = sum(sizes.values())
+    q = quality.estimate(types) if quality is not None else None
+    info = None
+    if sol is not None:
+        info = SolverInfo(sol.status, sol.gap, sol.wall_s, sol.objective,
+                          "placement" if request.objective == "placement" else request.objective,
+                          sol.n_classes, sol.n_vars, sol.scaling_error_bound)
+    return Plan(model=tmap.name, model_source=tmap.source, engine=cfg.engine,
+                run=cfg, types=dict(types), devices=dict(devices), layer_device=layer_device,
+                budgets=dict(budget.bytes), total_bytes=total, n_elements=tmap.n_elements,
+                bpw=8.0 * total / tmap.n_elements, memory=mem, speed=spd, quality=q, solver=info,
+                notes=tuple(notes))
+
+
+def _solve_with_layers(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequest, *,
+                       types: Mapping[str, str] | None, quality: QualityModel | None
+                       ) -> tuple[tuple[str, ...], Solution, list[Group]]:
+    """Try all layers on the GPUs first; if attention + KV do not fit, move the first layers to CPU."""
+    cfg = request.run
+    need = (smallest_weights(tmap, types, request) + kv_bytes_per_layer(tmap.params, cfg) * tmap.params.n_layer
+            + cfg.os_reserve_bytes + cfg.gpu_margin_bytes * len(budget.gpus))
+    if need > sum(budget.bytes.values()):      # necessary condition: no split of layers can help
+        raise InfeasibleBudgetError("even the smallest types do not fit in RAM + VRAM together",
+                                    shortfall_bytes={"all devices": need - sum(budget.bytes.values())})
+    n = tmap.params.n_layer
+    last_err: InfeasibleBudgetError | None = None
+    tried = [0] if not budget.gpus else sorted({0, *range(max(1, n // 16), n + 1, max(1, n // 16)), n})
+    for n_cpu in tried:
+        layer_device = layer_split(n, budget, n_cpu)
+        groups, fixed, fixed_time = build_groups(tmap, layer_device, budget, hw, request.run, types=types,
+                                                 request=request, quality=quality)
+        cap = capacities(tmap, layer_device, budget, request.run, fixed)
+        if any(c < 0 for c in cap.values()):
+            last_err = InfeasibleBudgetError("fixed terms alone exceed a device budget",
+                                             shortfall_bytes={d: -c for d, c in cap.items() if c < 0})
+            continue
+        obj = _objective(request, quality, types is not None, fixed_time)
+        # capacities are all non-negative here: moving more attention to the CPU moves the same bytes
+        # and only slows generation, so an infeasible answer now is final
+        try:
+            if obj.kind == "balanced":
+                # epsilon-constraint: the best quality first, then the fastest plan within the slack of it
+                t0 = time.perf_counter()
+                best = solve(groups, cap, replace(obj, kind="quality"), fixed_seconds=fixed_time["tg_s"])
+                step2 = replace(obj, kind="speed", max_loss=best.loss + loss_slack(quality, request))
+                # prove the fastest plan within the slack if that is quick; else accept 0.1 % of TG (reported)
+                sol = solve(groups, cap, replace(step2, work_limit=min(PROOF_WORK, obj.work_limit)),
+                            hint=best, fixed_seconds=fixed_time["tg_s"])
+                if sol.status != "OPTIMAL":
+                    sol = solve(groups, cap, replace(step2, relative_gap=SPEED_STEP_GAP), hint=sol,
+                                fixed_seconds=fixed_time["tg_s"])
+                return layer_device, replace(sol, wall_s=time.perf_counter() - t0), groups
+            return layer_device, solve(groups, cap, obj, fixed_seconds=fixed_time["tg_s"]), groups
+        except InfeasibleBudgetError as exc:
+            last_err = exc
+            break
+    assert last_err is not None
+    raise last_err
+
+
+def _objective(request: PlanRequest, quality: QualityModel | None, placement_only: bool, fixed_time: Mapping[str, float]) -> Objective:
+    max_s = 1.0 / request.min_tg if request.min_tg else None
+    max_pp = None
+    if request.min_pp:
+        max_pp = min(request.run.ubatch, request.run.batch) / request.min_pp - fixed_time["pp_s"]
+    cpu_first = request.run.engine == "mainline"
+    if placement_only:
+        return Objective("speed", max_seconds=max_s, max_pp_seconds=max_pp, work_limit=request.work_limit,
+                         cpu_first=cpu_first)
+    return Objective(request.objective, max_seconds=max_s, max_pp_seconds=max_pp,
+                     max_total_bytes=request.max_size_bytes, work_limit=request.work_limit, cpu_first=cpu_first)
+
+
+def _expand(sol: Solution, groups_tensors: Mapping[str, tuple[str, ...]]) -> tuple[dict[str, str], dict[str, str]]:
+    types: dict[str, str] = {}
+    devices: dict[str, str] = {}
+    for key, opt in sol.choice.items():
+        names = groups_tensors[key]
+        tnames = opt.type_name.split("+")
+        for i, n in enumerate(names):
+            types[n] = tnames[i] if len(tnames) > 1 else tnames[0]
+            devices[n] = opt.device
+    return types, devices
+
+
+def place(tmap: TensorMap, types: Mapping[str, str], hw: Hardware, request: PlanRequest) -> Plan:
+    """Choose a device for every tensor of a fixed mix, maximising predicted TG within every budget.
+
+    Raises:
+        InfeasibleBudgetError: with the shortfall per device and the nearest feasible options.
+    """
+    budget = Budget.from_hardware(hw)
+    cfg = request.run
+    need = sum(mix_bytes(tmap, types).values()) + cfg.os_reserve_bytes + cfg.gpu_margin_bytes * len(budget.gpus)
+    have = sum(budget.bytes.values())
+    if need > have:   # no placement can help: skip the solver
+        raise with_options(InfeasibleBudgetError("weights alone exceed RAM + VRAM",
+                                                 shortfall_bytes={"RAM+VRAM": need - have}),
+                           tmap, types, budget, request, _feasibility(tmap, hw, types, None))
+    try:
+        layer_device, sol, groups = _solve_with_layers(tmap, hw, budget, replace(request, objective="placement"),
+                                                       types=types, quality=None)
+    except InfeasibleBudgetError as exc:
+        raise with_options(exc, tmap, types, budget, request, _feasibility(tmap, hw, types, None)) from None
+    return _assemble(tmap, hw, budget, replace(request, objective="placement"), layer_device, sol, groups,
+                     fixed_types=types, quality=None)
+
+
+def _assemble(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequest, layer_device: tuple[str, ...],
+              sol: Solution, groups: list[Group], *, fixed_types: Mapping[str, str] | None,
+              quality: QualityModel | None) -> Plan:
+    gmap = {g.key: g.tensors for g in groups}
+    types, devices = _expand(sol, gmap)
+    last = tmap.params.n_loaded_layers - 1
+    for t in tmap.tensors:
+        if t.name not in types and not tmap.is_loaded(t) and fixed_types is None:
+            # a NextN/MTP block is not loaded: quantize it like the same role in the last loaded layer
+            twin = f"blk.{last}." + t.name.split(".", 2)[2]
+            if twin in types and quantizable(t, request.run.qengine):
+                types[t.name] = types[twin]
+        if t.name not in types:
+            types[t.name] = fixed_types.get(t.name, t.dtype) if fixed_types else t.dtype
+        if t.name not in devices:
+            devices[t.name] = (CPU if t.role == "token_embd" else
+                               layer_device[t.layer] if t.layer is not None else
+                               (budget.gpus[-1] if budget.gpus else CPU))
+    notes: list[str] = []
+    n_cpu = sum(1 for d in layer_device if d == CPU)
+    if budget.gpus and n_cpu:
+        notes.append(f"attention and KV of the first {n_cpu} layers stay on the CPU (-ngl {len(layer_device) - n_cpu})")
+    return _finish(tmap, hw, budget, request, layer_device, types, devices, sol, quality, notes)
+
+
+def joint_plan(tmap: TensorMap, hw: Hardware, request: PlanRequest, quality: QualityModel) -> Plan:
+    """Choose quant types and devices together (one integer program over (type, device) options per group)."""
+    budget = Budget.from_hardware(hw)
+    try:
+        layer_device, sol, groups = _solve_with_layers(tmap, hw, budget, request, types=None, quality=quality)
+    except InfeasibleBudgetError as exc:
+        raise with_options(exc, tmap, None, budget, request, _feasibility(tmap, hw, None, quality)) from None
+    return _assemble(tmap, hw, budget, request, layer_device, sol, groups, fixed_types=None, quality=quality)
+
+
+def _feasible(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequest,
+              types: Mapping[str, str] | None, quality: QualityModel | None) -> bool:
+    """Whether any plan exists under these budgets (the fastest objective: feasibility is all we ask)."""
+    probe_req = replace(request, objective="speed", work_limit=1.0)
+    try:
+        _solve_with_layers(tmap, hw, budget, probe_req, types=types, quality=quality)
+        return True
+    except InfeasibleBudgetError:
+        return False
+
+
+def _feasibility(tmap: TensorMap, hw: Hardware, types: Mapping[str, str] | None,
+                 quality: QualityModel | None) -> Callable[[Budget, PlanRequest], bool]:
+    return lambda budget, request: _feasible(tmap, hw, budget, request, types, quality)
+
+
+def with_ctx(tmap: TensorMap, request: PlanRequest, attempt: Callable[[PlanRequest], Plan]) -> Plan:
+    """Run ``attempt`` (a place or a joint plan) at the requested context: the given one, the default for the
+    model when none is given, or the largest that fits (``request.ctx_max``)."""
+    if request.ctx_max:
+        return _largest_ctx(tmap, attempt, request)
+    return attempt(replace(request, run=resolve_ctx(tmap, request.run)))
+
+
+def _largest_ctx(tmap: TensorMap, attempt: Callable[[PlanRequest], Plan], request: PlanRequest) -> Plan:
+    """--ctx max: the largest context (multiple of 256, up to n_ctx_train) for which ``attempt`` succeeds."""
+    hi = max(256, tmap.params.n_ctx_train or 131072) // 256
+    lo, best = 1, None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        try:
+            best = attempt(replace(request, run=replace(request.run, ctx=mid * 256)))
+            lo = mid + 1
+        except InfeasibleBudgetError:
+            hi = mid - 1
+    if best is None:
+        return attempt(replace(request, run=replace(request.run, ctx=256)))   # raises with the shortfall
+    return best
+
+
+DEFAULT_CTX = 32768
+
+
+def resolve_ctx(tmap: TensorMap, run: RunConfig) -> RunConfig:
+    """ctx 0 (not given): 32768, or the model's training context when that is shorter."""
+    if run.ctx:
+        return run
+    return replace(run, ctx=min(DEFAULT_CTX, tmap.params.n_ctx_train or DEFAULT_CTX))
+
+
+def pareto_plans(tmap: TensorMap, hw: Hardware, request: PlanRequest, quality: QualityModel,
+                 n: int) -> list[Plan]:
+    """N plans across speeds: the best-quality plan, the fastest plan, and the best quality at evenly spaced
+    generation times between them (epsilon-constraint, each solved to optimality); duplicates dropped."""
+    if n < 2:
+        raise UsageError("--pareto needs at least 2 plans")
+    request = replace(request, run=resolve_ctx(tmap, request.run))
+    best = joint_plan(tmap, hw, replace(request, objective="quality", min_tg=None), quality)
+    fast = joint_plan(tmap, hw, replace(request, objective="speed", min_tg=None), quality)
+    t_best, t_fast = 1.0 / best.speed.tg_tps, 1.0 / fast.speed.tg_tps
+    plans = [best]
+    for i in range(1, n - 1):
+        target = t_best - i * (t_best - t_fast) / (n - 1)
+        try:
+            plans.append(joint_plan(tmap, hw, replace(request, objective="quality", min_tg=1.0 / target), quality))
+        except InfeasibleBudgetError:
+            continue
+    plans.append(fast)
+    unique: list[Plan] = []
+    for p in plans:
+        if all(p.types != q.types or p.devices != q.devices for q in unique):
+            unique.append(p)
+    return unique

@@ -1,0 +1,43 @@
+"""Rules about tensor roles that several stages share, each written once.
+
+* :data:`TIED_ROLES`: gate and up share one type and one device (ik fuses them, ``-ot`` regexes move them
+  together).
+* :func:`moves_with_ffn` / :func:`is_movable`: which tensors a placement may send to another device than their
+  layer's.  ``-ot``/``--override-tensor`` moves FFN matrices and the output; ``ffn_gate_inp`` (the router) is
+  an FFN tensor the engines keep with the layer's attention (it is used before the expert matmuls; llama.cpp
+  ``--cpu-moe`` and ik's ``-ncmoe`` patterns match ``ffn_(up|down|gate)_exps`` only, common/common.cpp).
+* :func:`active_fraction`: the share of a tensor's weights one token reads: routed experts by
+  ``n_expert_used / n_expert`` (the router's top-k, llama.cpp ``llm_graph_context::build_moe_ffn``), the token
+  embedding one row (a ``get_rows`` lookup), everything else fully.
+"""
+
+from __future__ import annotations
+
+from planner.tensors import TensorInfo
+
+TIED_ROLES = {"ffn_gate_exps": "ffn_gate_up_exps", "ffn_up_exps": "ffn_gate_up_exps",
+              "ffn_gate": "ffn_gate_up", "ffn_up": "ffn_gate_up",
+              "ffn_gate_shexp": "ffn_gate_up_shexp", "ffn_up_shexp": "ffn_gate_up_shexp"}
+
+
+def moves_with_ffn(role: str) -> bool:
+    """An FFN role the placement may move off the layer's device (every ``ffn_*`` except the router)."""
+    return role.startswith("ffn_") and role != "ffn_gate_inp"
+
+
+def is_movable(t: TensorInfo) -> bool:
+    """Tensors a placement may send to another device than their layer's: FFN matrices and the output."""
+    return t.n_dims >= 2 and (moves_with_ffn(t.role) or t.role == "output")
+
+
+def active_fraction(t: TensorInfo, n_expert_used: int) -> float:
+    """Share of a tensor's weights one token reads.
+
+    Routed experts: ``n_expert_used / n_expert`` (all experts when the model does not say how many are used:
+    the conservative reading for both speed and quality); ``token_embd``: one row; everything else: all.
+    """
+    if t.is_expert and t.n_expert:
+        return min(1.0, (n_expert_used or t.n_expert) / t.n_expert)
+    if t.role == "token_embd":
+        return 1.0 / max(1, t.shape[1])
+    return 1.0
