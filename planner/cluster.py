@@ -27,16 +27,16 @@ import ipaddress
 import math
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from planner.errors import PlannerError, ProfileError, UsageError
-from planner.hardware import PROFILES_DIR, Hardware, resolve_hardware
+from planner.hardware import PROFILES, Hardware, resolve_hardware
 
 DATA = Path(__file__).parent / "data"
-CLUSTERS_DIR = PROFILES_DIR / "clusters"
+CLUSTERS_DIR = Path(str(PROFILES)) / "clusters"   # package data: a real folder in a checkout and in an installed wheel
 MAIN = "main"                     # the host that runs llama-server; never a remote name
 DEFAULT_PORT = 50052              # rpc-server's default port (both engines' rpc_server_params)
 TRANSPORTS = ("tcp", "rdma")
@@ -174,7 +174,7 @@ def link_from_preset(name: str) -> Link:
                                    f"(measured for TCP); latency {row['latency_source']}")
 
 
-def _check_link(bw: float, lat: float, transport: str, fail) -> None:
+def _check_link(bw: float, lat: float, transport: str, fail: Callable[[str, str], PlannerError]) -> None:
     if not (math.isfinite(bw) and 0 < bw <= 1000):
         raise fail("bandwidth", f"{bw!r} GB/s is not a link bandwidth (0 < GB/s <= 1000)")
     if not (math.isfinite(lat) and 0 <= lat <= 1e6):
@@ -312,7 +312,7 @@ def _resolve_profile(ref: str, base: Path) -> str:
     return ref
 
 
-def _host_hardware(spec: Mapping[str, Any], base: Path, fail) -> Hardware:
+def _host_hardware(spec: Mapping[str, Any], base: Path, fail: Callable[..., PlannerError]) -> Hardware:
     """Hardware of one host from ``profile`` and/or the by-hand keys (the flags' rules: user > profile)."""
     # A remote host is never probed (this machine is not that host): a profile, or at least its RAM by hand;
     # figures not given then come from the default profile and are labelled "default".
@@ -397,7 +397,7 @@ def _remote(raw: Any, i: int, chk: _Checker, base: Path) -> RemoteHost:
                       link=_link(r["link"], chk, f"{where}.link"), cache=r.get("cache", False), threads=threads)
 
 
-def _check_unique(remotes: Sequence[RemoteHost], fail) -> None:
+def _check_unique(remotes: Sequence[RemoteHost], fail: Callable[[str, str], PlannerError]) -> None:
     names: set[str] = set()
     endpoints: set[str] = set()
     for i, h in enumerate(remotes):
@@ -651,13 +651,13 @@ def parse_rpc_host(text: str, *, base: Path | None = None) -> RemoteHost:
                       cache="cache" in words, threads=threads)
 
 
-def _int(text: str, key: str, fail) -> int:
+def _int(text: str, key: str, fail: Callable[[str], PlannerError]) -> int:
     if not re.fullmatch(r"\d{1,9}", text):
         raise fail(f"{key}: {text!r} is not a whole number")
     return int(text)
 
 
-def _float(text: str, key: str, fail) -> float:
+def _float(text: str, key: str, fail: Callable[[str], PlannerError]) -> float:
     if not re.fullmatch(r"\d+(\.\d*)?|\.\d+", text):
         raise fail(f"{key}: {text!r} is not a non-negative number")
     return float(text)

@@ -120,11 +120,17 @@ def _ncmoe_rules(n: int) -> list[OverrideRule]:
 
 def build_launch(tmap: TensorMap, devices: Mapping[str, str], layer_device: Sequence[str], run: RunConfig,
                  model_path: str, *, host: str = "127.0.0.1", port: int = 8080,
-                 server: str | None = None) -> LaunchCommand:
-    """The llama-server (and llama-sweep-bench) command that reproduces a placement."""
+                 server: str | None = None, device_order: Sequence[str] | None = None,
+                 rpc: str | None = None) -> LaunchCommand:
+    """The llama-server (and llama-sweep-bench) command that reproduces a placement.
+
+    On an RPC cluster ``devices``/``layer_device`` carry the engine's own names (``RPC0[host:port]``),
+    ``device_order`` is the engine's device order (remote devices first: the ``-ts`` order) and ``rpc`` the
+    ``--rpc`` value (:mod:`planner.rpc`).
+    """
     prof = engine_profile(run.engine)
     n_layer = tmap.params.n_layer
-    gpus = sorted({d for d in layer_device if d != CPU})
+    gpus = list(device_order) if device_order is not None else sorted({d for d in layer_device if d != CPU})
     n_gpu_layers = sum(1 for d in layer_device if d != CPU)
     out_dev = devices.get("output.weight", devices.get("token_embd.weight", CPU))
     ngl = n_gpu_layers + 1 if (n_gpu_layers == n_layer and out_dev != CPU) else n_gpu_layers
@@ -151,6 +157,11 @@ def build_launch(tmap: TensorMap, devices: Mapping[str, str], layer_device: Sequ
     ts: tuple[int, ...] = ()
     if len(gpus) > 1:
         ts = tuple(sum(1 for d in layer_device if d == g) for g in gpus)
+        if device_order is not None and ngl_out is not None:
+            # the output layer is one of the ngl layers the engine splits by -ts (mainline
+            # llama_model::load_tensors: act_gpu_layers = min(ngl, n_layer + 1)): count it where it goes, so
+            # the split points fall exactly between the planned layers
+            ts = tuple(c + (1 if g == ngl_out else 0) for c, g in zip(ts, gpus))
         args += [prof["tensor_split"], ",".join(map(str, ts))]
     if n_cpu_moe:
         args += [prof["n_cpu_moe"], str(n_cpu_moe)]
@@ -166,7 +177,7 @@ def build_launch(tmap: TensorMap, devices: Mapping[str, str], layer_device: Sequ
     if run.threads:
         args += [prof["threads"], str(run.threads)]
     server_bin = server or prof["server"]
-    model = ["-m", model_path]
+    model = ["-m", model_path] + (["--rpc", rpc] if rpc else [])
     argv = (server_bin, *model, *args, "--host", host, "--port", str(port))
     sweep = ("llama-sweep-bench", *model, *args)
     return LaunchCommand(run.engine, tuple(argv), tuple(sweep), tuple(rules), ngl, ts, n_cpu_moe)
@@ -220,6 +231,7 @@ class ParsedCommand:
     cpu_moe: bool
     ignored: tuple[str, ...] = field(default=())
     warnings: tuple[str, ...] = field(default=())   # flags the engine rejects or reads differently
+    rpc: tuple[str, ...] = field(default=())        # --rpc endpoints, in order (planner.cluster_plan.check_cluster)
 
 
 def parse_server_command(argv: Sequence[str], engine: str = "ik") -> ParsedCommand:
@@ -311,7 +323,7 @@ def parse_server_command(argv: Sequence[str], engine: str = "ik") -> ParsedComma
                          ngl=num("-ngl", "--gpu-layers", "--n-gpu-layers", default=None), overrides=tuple(ot),
                          tensor_split=ts, n_cpu_moe=num("-ncmoe", "--n-cpu-moe", default=None),
                          cpu_moe=("-cmoe" in flags or "--cpu-moe" in flags), ignored=tuple(ignored),
-                         warnings=tuple(warnings))
+                         warnings=tuple(warnings), rpc=tuple(e for e in vals.get("--rpc", "").split(",") if e))
 
 
 def placement_from_command(tmap: TensorMap, cmd: ParsedCommand, gpus: Sequence[str]) -> Placement:

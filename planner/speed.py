@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from planner.devices import is_remote
 from planner.memory import CPU, Placement, RunConfig, constants, kv_bytes_per_layer, mix_bytes
 from planner.roles import active_fraction, moves_with_ffn
 from planner.tensors import TensorInfo, TensorMap
@@ -76,11 +77,17 @@ def handoffs(tmap: TensorMap, placement: Placement) -> int:
 
 
 def estimate_speed(tmap: TensorMap, mix: Mapping[str, str], placement: Placement, hw,
-                   cfg: RunConfig) -> SpeedEstimate:
-    """Predicted TG and PP (labelled estimates) for a mix and placement on a machine."""
+                   cfg: RunConfig, *, speeds: Mapping[str, DeviceSpeed] | None = None,
+                   network=None) -> SpeedEstimate:
+    """Predicted TG and PP (labelled estimates) for a mix and placement on a machine.
+
+    On an RPC cluster, ``speeds`` holds every device (remote ones named ``host/device``) and ``network`` (a
+    :class:`planner.network.NetworkCost`) adds the link terms per token and per ubatch; a remote device
+    computes its own layers in PP (the RPC backend offloads nothing to the main host's GPU).
+    """
     k = constants()["speed"]
     p = tmap.params
-    speeds = device_speeds(hw, cfg)
+    speeds = dict(speeds) if speeds is not None else device_speeds(hw, cfg)
     sizes = mix_bytes(tmap, mix)
     read: dict[str, float] = {d: 0.0 for d in speeds}
     flops: dict[str, float] = {d: 0.0 for d in speeds}
@@ -100,7 +107,7 @@ def estimate_speed(tmap: TensorMap, mix: Mapping[str, str], placement: Placement
         if dev == CPU and t.layer is not None:
             cpu_layer_bytes += sizes[t.name]
             cpu_layer_flops += f
-        elif dev != CPU:
+        elif dev != CPU and not is_remote(dev):
             gpu_flops_tok += f
     kv_cell = kv_bytes_per_layer(p, cfg) / cfg.kv_size
     kv_layers: dict[str, int] = {}
@@ -120,22 +127,29 @@ def estimate_speed(tmap: TensorMap, mix: Mapping[str, str], placement: Placement
 
     t0, per_dev0 = tg_time(0)
     t_ctx, _ = tg_time(cfg.ctx)
+    if network is not None:
+        t0 += network.tg_s
+        t_ctx += network.tg_s_ctx
 
-    gpus = [d for d in speeds if d != CPU]
+    gpus = [d for d in speeds if d != CPU and not is_remote(d)]
+    remotes = [d for d in speeds if is_remote(d)]
     ub = min(cfg.ubatch, cfg.batch)
     attn_flops_per_depth = 4.0 * p.n_head * p.head_dim  # QK^T and AV per token per cached token per layer
 
     def pp_time(depth: int) -> float:
         attn = {d: attn_flops_per_depth * depth * kv_layers.get(d, 0) * ub for d in speeds}
+        remote_t = sum((flops[d] * ub + attn[d]) / speeds[d].flops for d in remotes)
+        if network is not None:
+            remote_t += network.pp_s_ctx if depth else network.pp_s
         if gpus and ub >= k["offload_min_batch"]:
             main = speeds[gpus[0]]
             copy = cpu_layer_bytes / main.h2d_gbs if main.h2d_gbs else 0.0
             gpu_work = (gpu_flops_tok + cpu_layer_flops) * ub + sum(attn[g] for g in gpus) + attn.get(CPU, 0)
             gpu_t = gpu_work / sum(speeds[g].flops for g in gpus)
-            return copy + gpu_t
+            return copy + gpu_t + remote_t
         cpu_t = (flops[CPU] * ub + attn.get(CPU, 0)) / speeds[CPU].flops
         gpu_t = sum((flops[g] * ub + attn[g]) / speeds[g].flops for g in gpus)
-        return cpu_t + gpu_t
+        return cpu_t + gpu_t + remote_t
 
     assumptions = (
         f"CPU bandwidth {hw.ram_bw_gbs:.0f} GB/s x {k['cpu_bw_efficiency']}",
@@ -145,6 +159,8 @@ def estimate_speed(tmap: TensorMap, mix: Mapping[str, str], placement: Placement
         f"{n_handoff} GPU<->CPU hand-offs per token at {k['handoff_s'] * 1e6:.0f} us",
         "expert tensors read by n_expert_used/n_expert per token",
         f"PP: CPU-resident weights copied to the GPU once per ubatch of {ub}" if gpus else "PP on CPU",
+        *(f"{d}: {speeds[d].mem_bw_gbs / 1e9:.0f} GB/s effective, its layers computed there" for d in remotes),
+        *(network.assumptions if network is not None else ()),
     )
     return SpeedEstimate(
         tg_tps=1.0 / t0, tg_tps_ctx=1.0 / t_ctx,
