@@ -22,7 +22,6 @@ What the engines allow is checked here, where the description enters, so emitter
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import math
 import re
@@ -34,8 +33,8 @@ from typing import Any
 
 from planner.errors import PlannerError, ProfileError, UsageError
 from planner.hardware import PROFILES, Hardware, resolve_hardware
+from planner.tables import read_toml
 
-DATA = Path(__file__).parent / "data"
 CLUSTERS_DIR = Path(str(PROFILES)) / "clusters"   # package data: a real folder in a checkout and in an installed wheel
 MAIN = "main"                     # the host that runs llama-server; never a remote name
 DEFAULT_PORT = 50052              # rpc-server's default port (both engines' rpc_server_params)
@@ -45,10 +44,9 @@ _DNS_NAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])
 _DEVICE = re.compile(r"CPU|CUDA(0|[1-9][0-9]?)")
 
 
-@functools.cache
 def network_table() -> dict[str, Any]:
     """``planner/data/network.toml``: link presets and protocol constants, each with its source."""
-    return tomllib.loads((DATA / "network.toml").read_text(encoding="utf-8"))
+    return read_toml("network.toml")
 
 
 # --- the data model ----------------------------------------------------------------------------------------------

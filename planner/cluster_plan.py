@@ -280,6 +280,13 @@ def plan_cluster(tmap: TensorMap, cluster: Cluster, request: PlanRequest, qualit
     launch = build_launch(tmap, {k: names[v] for k, v in plan.devices.items()},
                           [names[d] for d in plan.layer_device], cfg, model_path, device_order=order,
                           rpc=rpc_servers_arg(cluster))
+    if cfg.engine == "ik":
+        # ik 8337e4cd fills devices greedily by layer size (llm_load_tensors, get_layer_sizes), so layer counts
+        # in -ts do not pin the map there (the RPC harness shows it: tests/fixtures/rpc/ik-two-ts-output.log)
+        plan = replace(plan, notes=plan.notes + (
+            "ik fills devices by layer size: -ts here reproduces the plan's layer map under the count rule of "
+            "mainline and ik-2025; compare the 'Setting default device in layer N to D' lines ik prints at load "
+            "with the plan (remote layers first) before relying on the memory figures",))
     servers = {h.name: rpc_server_argv(h, cfg.engine) for h in cluster.remotes}
     return ClusterPlan(plan=plan, cluster=cluster, remote_layers=counts, hosts=host_memory(plan.memory, cluster),
                        network=net, launch=launch, servers=servers, warnings=security_warning(cluster))

@@ -91,7 +91,7 @@ def _cluster_of(endpoints: list[str]):
                                             for i, e in enumerate(endpoints)])
 
 
-@pytest.mark.parametrize("engine", ["mainline"])
+@pytest.mark.parametrize("engine", ["ik", "mainline"])
 def test_buffer_names_match_the_engine_logs(engine):
     log, endpoints = _case(engine, "two-ot-rpc")
     c = _cluster_of(endpoints)
@@ -105,7 +105,7 @@ def test_mainline_device_names_match_its_log():
     assert used == [(d.dev, c.host(d.host).endpoint) for d in engine_devices(c, "mainline")]
 
 
-@pytest.mark.parametrize("engine", ["mainline"])
+@pytest.mark.parametrize("engine", ["ik", "mainline"])
 def test_emitted_server_flags_are_in_the_server_usage(engine):
     usage = (FIX / f"{engine}-rpc-server-help.txt").read_text(encoding="utf-8")
     known = set(re.findall(r"(?<![\w-])(--?[A-Za-z][\w-]*)", usage))

@@ -74,14 +74,19 @@ def _cluster(endpoints):
 def _layer_map(case: dict, log: str, bufts: list[str], n_layer: int, ngl: int) -> list[str]:
     """Device (buffer type name or CPU) of each layer 0..n_layer (n_layer = the output layer)."""
     if len(bufts) == 1:
-        start = max(n_layer + 1 - ngl, 0)
-        return [bufts[0] if i >= start else CPU for i in range(n_layer + 1)]
+        # mainline llama_model::load_tensors: i_gpu_start = max(n_layer + 1 - ngl, 0), the output (il = n_layer)
+        # included; ik llm_load_tensors: i_gpu_start = max(n_layer - ngl, 0), the output offloaded iff ngl > n_layer
+        if case["engine"] == "mainline":
+            start = max(n_layer + 1 - ngl, 0)
+            return [bufts[0] if i >= start else CPU for i in range(n_layer + 1)]
+        start = max(n_layer - ngl, 0)
+        return [bufts[0] if i >= start else CPU for i in range(n_layer)] + [bufts[0] if ngl > n_layer else CPU]
     if case["engine"] == "mainline":
         got = dict(re.findall(r"layer +(\d+) assigned to device (\w+),", log))
         return [bufts[int(got[str(i)][3:])] if got[str(i)].startswith("RPC") else CPU for i in range(n_layer + 1)]
+    # ik logs the layers it offloads, the output as layer n_layer
     got = {int(a): int(b) for a, b in re.findall(r"Setting default device in layer +(\d+) to (\d+)", log)}
-    out = [bufts[got[i]] if i in got else CPU for i in range(n_layer)]
-    return out + [out[-1]]    # ik: the output layer goes with the last device used
+    return [bufts[got[i]] if i in got else CPU for i in range(n_layer + 1)]
 
 
 def _predict(case: dict, log: str):
@@ -189,8 +194,9 @@ def test_tensor_cache_sends_big_tensors_once():
 
 def test_layer_counts_with_the_output_counted_give_the_wanted_map():
     """The -ts a cluster plan emits (mainline): each device's layer count, the output counted on its device,
-    with -ngl n_layer + 1.  The engine put exactly the wanted layers on each server."""
-    case = next(c for c in CASES if c["case"] == "two-ts-output")
+    with -ngl n_layer + 1.  The engine put exactly the wanted layers on each server.  (ik's current rule fills
+    devices by layer size: the same flags give it 4 layers on the first server, see ik-two-ts-output.log.)"""
+    case = next(c for c in CASES if c["case"] == "two-ts-output" and c["engine"] == "mainline")
     log = (FIX / case["log"]).read_text(encoding="utf-8")
     assert "-ngl 9 -ts 3,6" in case["command"]
     got = dict(re.findall(r"layer +(\d+) assigned to device (\w+),", log))
@@ -199,3 +205,12 @@ def test_layer_counts_with_the_output_counted_give_the_wanted_map():
     allocs = [_allocs((FIX / f"mainline-two-ts-output-server{i}.log").read_text(encoding="utf-8"))
               for i in range(2)]
     assert [a[:2] for a in allocs] == [[weights[b], kv[b]] for b in bufts]
+
+
+def test_ik_fills_devices_by_layer_size_not_by_counts():
+    """ik 8337e4cd (llm_load_tensors, greedy by get_layer_sizes) reads the same -ngl 9 -ts 3,6 differently:
+    4 layers on the first server.  A cluster plan for ik must take its -ts from ik's own rule."""
+    case = next(c for c in CASES if c["case"] == "two-ts-output" and c["engine"] == "ik")
+    log = (FIX / case["log"]).read_text(encoding="utf-8")
+    got = {int(a): int(b) for a, b in re.findall(r"Setting default device in layer +(\d+) to (\d+)", log)}
+    assert [got[i] for i in range(9)] == [0] * 4 + [1] * 5
