@@ -396,12 +396,14 @@ def check_command(model, base_type, custom_q, recipe_file, token_embedding_type,
 @main.command("export")
 @click.option("--plan", "plan_file", type=click.Path(exists=True, dir_okay=False), required=True,
               help="a plan JSON from `plan --out` or `place --out`")
-@click.option("--out", type=click.Path(dir_okay=False), required=True, help="script to write, e.g. run.sh")
+@click.option("--out", type=click.Path(dir_okay=False), help="script to write, e.g. run.sh")
+@click.option("--scripts", "scripts_dir", type=click.Path(file_okay=False),
+              help="a cluster plan: write main.sh and one <host>.sh per rpc-server host into this folder")
 @click.option("--model-path", metavar="PATH", help="GGUF path baked into the script (MODEL env var overrides it)")
 @click.option("--port", type=int, default=8080, show_default=True)
 @click.option("--check-binary", type=click.Path(exists=True, dir_okay=False), help="refuse flags this binary lacks")
 @click.option("--force", is_flag=True, help="overwrite an existing script")
-def export_command(plan_file, out, model_path, port, check_binary, force):
+def export_command(plan_file, out, scripts_dir, model_path, port, check_binary, force):
     """Write a bash launch script for a plan (set -euo pipefail, quoted arguments, predictions as comments).
 
     \b
@@ -416,6 +418,14 @@ def export_command(plan_file, out, model_path, port, check_binary, force):
     from planner.launch import build_launch, check_flags, export_script, help_of_binary
     from planner.documents import load_plan_json, script_comments
 
+    if scripts_dir:
+        from planner.cluster_plan import export_cluster_json
+
+        for written in export_cluster_json(plan_file, scripts_dir, force=force, model_path=model_path, port=port):
+            output.note(f"wrote {written}")
+        return
+    if not out:
+        raise click.UsageError("give --out run.sh (or --scripts DIR for a cluster plan)")
     saved = load_plan_json(plan_file)
     path = model_path or saved.model_path or f"{saved.tmap.name}.gguf"
     launch = build_launch(saved.tmap, saved.devices, saved.layer_device, saved.run, path, port=port)
@@ -497,7 +507,7 @@ def plan_command(model, hw_opts, engine, ctx, kv, ubatch, amb, load, threads, gp
         cdoc = api.plan_cluster(model, clus, request, EmitOptions(model_path=model_path, check_binary=check_binary))
         _write_json_out(cdoc, out, force)
         if scripts_dir:
-            for path in write_cluster_scripts(cdoc, clus, scripts_dir, force=force):
+            for path in write_cluster_scripts(cdoc, scripts_dir, force=force):
                 output.note(f"wrote {path}")
         output.emit(cdoc, as_json=as_json, render=output.render_cluster_plan)
         return

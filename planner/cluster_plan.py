@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from planner.launch import LaunchCommand, ParsedCommand
     from planner.network import NetworkCost
     from planner.planning import Plan
+    from planner.rpc import ServerSpec
     from planner.quality import QualityModel
     from planner.request import PlanRequest
     from planner.tensors import TensorMap
@@ -323,6 +324,9 @@ class ClusterDocument:
     load_notes: tuple[str, ...]
     servers: tuple[ServerCommand, ...]
     warnings: tuple[str, ...]
+    engine: str
+    specs: tuple[ServerSpec, ...]          # what export needs to write the rpc-server scripts again
+    main_gpus: int
 
 
 def cluster_document(tmap: TensorMap, cp: ClusterPlan, *, model_path: str, source_path: str | None = None,
@@ -333,6 +337,7 @@ def cluster_document(tmap: TensorMap, cp: ClusterPlan, *, model_path: str, sourc
 
     from planner.documents import PLAN_FORMAT, PlanDocument
     from planner.recipe import build_recipe
+    from planner.rpc import server_spec
 
     recipe = build_recipe(tmap, cp.plan.types, engine=cp.plan.run.qengine)
     src = source_path or f"{tmap.name}-BF16-00001-of-0000N.gguf"
@@ -343,42 +348,99 @@ def cluster_document(tmap: TensorMap, cp: ClusterPlan, *, model_path: str, sourc
     load = cp.network.load
     return ClusterDocument(CLUSTER_FORMAT, doc, cp.cluster.name, dict(cp.remote_layers), cp.hosts,
                            cp.network.tg_s * 1e3, cp.network.tg_s_ctx * 1e3, cp.network.pp_s * 1e3,
-                           load.cold_s, load.warm_s, load.notes, servers, cp.warnings)
+                           load.cold_s, load.warm_s, load.notes, servers, cp.warnings, cp.plan.run.engine,
+                           tuple(server_spec(h) for h in cp.cluster.remotes), len(cp.cluster.main.gpus))
 
 
-def write_cluster_scripts(cd: ClusterDocument, cluster: Cluster, folder: str, *, force: bool = False) -> list[str]:
+def write_cluster_scripts(cd: ClusterDocument, folder: str, *, force: bool = False) -> list[str]:
     """``main.sh`` (llama-server, MODEL/PORT/LLAMA_SERVER overridable) and ``<host>.sh`` per rpc-server host,
-    all shell-quoted, written atomically; nothing is overwritten without ``force``.
+    all shell-quoted (comments included), written atomically; nothing is overwritten without ``force``.
 
     Raises:
         OutputExistsError: a script exists and ``force`` is false (nothing is written then).
     """
+    return write_scripts(cd.document.launch, cd.specs, cd.engine, cd.remote_layers, cd.cluster, folder, force=force)
+
+
+def write_scripts(launch: LaunchCommand, specs: Sequence[ServerSpec], engine: str, remote_layers: Mapping[str, int],
+                  cluster_name: str, folder: str, *, force: bool = False) -> list[str]:
+    """The scripts of :func:`write_cluster_scripts` from their parts (``export`` rebuilds them from a plan JSON)."""
     from pathlib import Path
 
     from planner.errors import OutputExistsError
     from planner.fileout import write_new_file
     from planner.launch import export_script
-    from planner.rpc import rpc_server_script, security_warning
+    from planner.rpc import one_line, rpc_server_script
 
     out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
-    doc = cd.document
-    plan = doc.plan
-    files = {"main.sh": export_script(doc.launch, model_path=doc.launch.argv[doc.launch.argv.index("-m") + 1],
-                                      port=int(doc.launch.argv[doc.launch.argv.index("--port") + 1]),
-                                      comments=[f"main host of cluster {cluster.name}: start every rpc-server "
-                                                f"first ({', '.join(h.name + '.sh' for h in cluster.remotes)})",
-                                                *security_warning(cluster)])}
-    for h in cluster.remotes:
-        files[f"{h.name}.sh"] = rpc_server_script(h, plan.run.engine, comments=[
-            f"{cd.remote_layers.get(d.name, 0)} layers on {d.name}" for d in cluster.remote_devices
-            if d.host == h.name])
+    argv = launch.argv
+    main_comments = [one_line(f"main host of cluster {cluster_name}: start every rpc-server first "
+                              f"({', '.join(s.name + '.sh' for s in specs)})"),
+                     "rpc-server has no authentication and no encryption: keep every rpc-server port reachable "
+                     "only from this host"]
+    files = {"main.sh": export_script(launch, model_path=argv[argv.index("-m") + 1],
+                                      port=int(argv[argv.index("--port") + 1]), comments=main_comments)}
+    for spec in specs:
+        files[f"{spec.name}.sh"] = rpc_server_script(spec, engine, comments=[
+            f"{n} layers on {dev}" for dev, n in remote_layers.items() if dev.split("/", 1)[0] == spec.name])
     existing = [n for n in files if (out / n).exists()]
     if existing and not force:
         raise OutputExistsError(str(out / existing[0]))
+    out.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
         write_new_file(out / name, text, force=force, mode=0o755)
     return [str(out / n) for n in files]
+
+
+def export_cluster_json(path: str, folder: str, *, force: bool = False, model_path: str | None = None,
+                        port: int | None = None) -> list[str]:
+    """``export`` for a cluster plan JSON: the main script rebuilt from the saved plan (its ``-ot``/``-ts``
+    verified again), one rpc-server script per saved host (every field validated: the JSON is untrusted).
+
+    Raises:
+        UsageError: not a cluster plan, a malformed host, a device the saved hosts do not have.
+        OutputExistsError: a script exists and ``force`` is false.
+    """
+    import json
+    from pathlib import Path
+
+    from planner.documents import saved_plan
+    from planner.errors import UsageError
+    from planner.launch import build_launch
+    from planner.rpc import engine_devices_of, spec_from_json
+
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path} is not a gguf-planner plan JSON: {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("format") != CLUSTER_FORMAT:
+        raise UsageError(f"{path} is not a cluster plan ({CLUSTER_FORMAT})")
+    raw_specs = doc.get("specs")
+    if not isinstance(raw_specs, list) or not raw_specs or len(raw_specs) > 16:
+        raise UsageError(f"{path}: specs must list 1 to 16 rpc-server hosts")
+    specs = tuple(spec_from_json(v, f"{path}: specs[{i}]") for i, v in enumerate(raw_specs))
+    main_gpus, engine, layers = doc.get("main_gpus"), doc.get("engine"), doc.get("remote_layers")
+    if not (isinstance(main_gpus, int) and 0 <= main_gpus <= 64) or engine not in ("ik", "ik-2025", "mainline"):
+        raise UsageError(f"{path}: main_gpus/engine malformed")
+    if not isinstance(layers, dict) or not all(isinstance(v, int) for v in layers.values()):
+        raise UsageError(f"{path}: remote_layers malformed")
+    inner = doc.get("document")
+    if not isinstance(inner, dict):
+        raise UsageError(f"{path}: no plan document")
+    saved = saved_plan(inner, path)
+    devs = engine_devices_of(specs, main_gpus, engine)
+    names = {d.name: d.buft for d in devs}
+    names[CPU] = CPU
+    unknown = sorted({*saved.devices.values(), *saved.layer_device} - set(names))
+    if unknown:
+        raise UsageError(f"{path}: devices {', '.join(unknown)} are not among the saved hosts' devices")
+    argv = inner.get("launch", {}).get("argv", []) if isinstance(inner.get("launch"), dict) else []
+    saved_port = int(argv[argv.index("--port") + 1]) if "--port" in argv else 8080
+    launch = build_launch(saved.tmap, {k: names[v] for k, v in saved.devices.items()},
+                          [names[d] for d in saved.layer_device], saved.run,
+                          model_path or saved.model_path or f"{saved.tmap.name}.gguf", port=port or saved_port,
+                          device_order=[d.buft for d in devs], rpc=",".join(s.endpoint for s in specs))
+    return write_scripts(launch, specs, engine, layers, str(doc.get("cluster", "cluster")), folder, force=force)
 
 
 # --- checking a user's command ------------------------------------------------------------------------------------

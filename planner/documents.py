@@ -82,14 +82,26 @@ def load_plan_json(path: str) -> SavedPlan:
     Raises:
         UsageError: the file cannot be read, is not JSON, or lacks what a plan has.
     """
-    from planner.source import load_model
-
     try:
         doc = json.loads(Path(path).read_text())
         if not isinstance(doc, dict):
             raise TypeError("the top level is not an object")
         if doc.get("format", PLAN_FORMAT) != PLAN_FORMAT:
             raise ValueError(f"format {doc['format']!r}, expected {PLAN_FORMAT!r}")
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise UsageError(f"{path} is not a gguf-planner plan JSON: {exc}") from exc
+    return saved_plan(doc, path)
+
+
+def saved_plan(doc: dict[str, Any], path: str) -> SavedPlan:
+    """A plan document (or a bare plan object) already parsed from JSON; ``path`` names it in errors.
+
+    Raises:
+        UsageError: it lacks what a plan has.
+    """
+    from planner.source import load_model
+
+    try:
         p = doc["plan"] if "plan" in doc else doc
         src = p["model_source"]
         tmap = load_model(src.removeprefix("builtin:"), check_size=False)

@@ -32,7 +32,7 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from planner.cluster import MAIN, Cluster, RemoteHost, default_devices
+from planner.cluster import MAIN, Cluster, RemoteHost
 from planner.errors import UsageError
 
 RPC_SERVER = {"ik": "rpc-server", "ik-2025": "rpc-server", "mainline": "ggml-rpc-server"}
@@ -55,19 +55,82 @@ class EngineDevice:
     dev: str           # what -dev names: mainline "RPC0", ik "RPC0[192.168.10.2:50052]", local "CUDA0"
 
 
-def engine_devices(cluster: Cluster, engine: str) -> tuple[EngineDevice, ...]:
+@dataclass(frozen=True, slots=True)
+class ServerSpec:
+    """What a plan keeps of one rpc-server host: enough for its command, the ``--rpc`` item and the engine's
+    names of its devices (the plan JSON stores it; :func:`spec_from_json` validates it back)."""
+
+    name: str
+    address: str
+    port: int
+    bind: str
+    devices: tuple[str, ...]
+    cache: bool
+    threads: int | None
+    n_gpus: int
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.address}:{self.port}"
+
+
+def server_spec(host: RemoteHost) -> ServerSpec:
+    return ServerSpec(host.name, host.address, host.port, host.bind, host.devices, host.cache, host.threads,
+                      len(host.hardware.gpus))
+
+
+def spec_from_json(value: object, where: str) -> ServerSpec:
+    """A :class:`ServerSpec` from a plan JSON, checked like a cluster file (the JSON is untrusted input).
+
+    Raises:
+        UsageError: a missing or malformed field, an address rpc-server cannot use, a device it cannot have.
+    """
+    from planner.cluster import check_address, check_bind
+
+    def bad(msg: str) -> UsageError:
+        return UsageError(f"{where}: {msg}")
+    if not isinstance(value, dict):
+        raise bad("not an object")
+    try:
+        name, address, bind = str(value["name"]), str(value["address"]), str(value["bind"])
+        port, n_gpus = value["port"], value["n_gpus"]
+        devices, cache, threads = value["devices"], value["cache"], value["threads"]
+    except KeyError as exc:
+        raise bad(f"missing {exc}") from None
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", name):
+        raise bad(f"host name {name!r}")
+    for what, why in (("address", check_address(address)), ("bind", check_bind(bind))):
+        if why:
+            raise bad(f"{what}: {why}")
+    if not (isinstance(port, int) and not isinstance(port, bool) and 1 <= port <= 65535):
+        raise bad(f"port {port!r}")
+    if not (isinstance(n_gpus, int) and not isinstance(n_gpus, bool) and 0 <= n_gpus <= 64):
+        raise bad(f"n_gpus {n_gpus!r}")
+    if not (isinstance(devices, list) and devices and all(
+            isinstance(d, str) and (d == "CPU" or re.fullmatch(r"CUDA(0|[1-9][0-9]?)", d)) for d in devices)):
+        raise bad(f"devices {devices!r}")
+    if not isinstance(cache, bool) or not (threads is None or (isinstance(threads, int) and threads >= 1)):
+        raise bad("cache/threads")
+    return ServerSpec(name, address, port, bind, tuple(devices), cache, threads, n_gpus)
+
+
+def engine_devices_of(specs: Sequence[ServerSpec], main_gpus: int, engine: str) -> tuple[EngineDevice, ...]:
     """Remote devices (``--rpc`` order, server order) then the main host's GPUs, as the engine orders them."""
     engine = _engine(engine)
     out: list[EngineDevice] = []
-    for d in cluster.remote_devices:
-        host = cluster.host(d.host)
-        buft = f"RPC{d.server_index}[{host.endpoint}]"
-        dev = f"RPC{d.global_index}" if engine == "mainline" else buft
-        out.append(EngineDevice(d.name, d.host, len(out), buft, dev))
-    for g in cluster.main.gpus:
-        name = f"CUDA{g.index}"
-        out.append(EngineDevice(name, MAIN, len(out), name, name))
+    for spec in specs:
+        for k, local in enumerate(spec.devices):
+            buft = f"RPC{k}[{spec.endpoint}]"
+            dev = f"RPC{len(out)}" if engine == "mainline" else buft
+            out.append(EngineDevice(f"{spec.name}/{local}", spec.name, len(out), buft, dev))
+    for i in range(main_gpus):
+        out.append(EngineDevice(f"CUDA{i}", MAIN, len(out), f"CUDA{i}", f"CUDA{i}"))
     return tuple(out)
+
+
+def engine_devices(cluster: Cluster, engine: str) -> tuple[EngineDevice, ...]:
+    """Remote devices (``--rpc`` order, server order) then the main host's GPUs, as the engine orders them."""
+    return engine_devices_of([server_spec(h) for h in cluster.remotes], len(cluster.main.gpus), engine)
 
 
 def ot_target(device: str, cluster: Cluster, engine: str) -> str:
@@ -96,11 +159,16 @@ def rpc_servers_arg(cluster: Cluster) -> str:
 
 def rpc_server_argv(host: RemoteHost, engine: str, *, binary: str | None = None) -> tuple[str, ...]:
     """The ``rpc-server`` command for one host: bind address, port, devices, cache, threads."""
+    return server_argv(server_spec(host), engine, binary=binary)
+
+
+def server_argv(host: ServerSpec, engine: str, *, binary: str | None = None) -> tuple[str, ...]:
+    """:func:`rpc_server_argv` from a :class:`ServerSpec`."""
     engine = _engine(engine)
     argv = [binary or RPC_SERVER[engine], "-H", host.bind, "-p", str(host.port)]
-    if host.devices != default_devices(host.hardware):
+    if host.devices != (tuple(f"CUDA{i}" for i in range(host.n_gpus)) or ("CPU",)):
         argv += ["-d", ",".join(host.devices)]
-    if engine != "mainline" and "CPU" in host.devices and host.hardware.gpus:
+    if engine != "mainline" and "CPU" in host.devices and host.n_gpus:
         argv.append("-cpu")     # ik exposes the CPU beside GPUs only with -cpu
     if host.cache:
         argv.append("-c")
@@ -128,15 +196,21 @@ def security_warning(cluster: Cluster) -> tuple[str, ...]:
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+def one_line(text: str) -> str:
+    """``text`` with control characters (newlines included) turned into spaces."""
+    return _CONTROL.sub(" ", str(text))
+
+
 def comment(text: str) -> str:
     """One shell comment line: control characters (newlines included) become spaces, so text from a plan or
     a profile can never end the comment and become a command."""
     return "# " + _CONTROL.sub(" ", str(text))
 
 
-def rpc_server_script(host: RemoteHost, engine: str, *, comments: Sequence[str] = ()) -> str:
+def rpc_server_script(host: RemoteHost | ServerSpec, engine: str, *, comments: Sequence[str] = ()) -> str:
     """A bash script to run on ``host``: its rpc-server, RPC_SERVER overridable, everything shell-quoted."""
-    argv = rpc_server_argv(host, engine)
+    spec = server_spec(host) if isinstance(host, RemoteHost) else host
+    argv = server_argv(spec, engine)
     fixed = " ".join(shlex.quote(a) for a in argv[1:])
     lines = ["#!/usr/bin/env bash",
              comment(f"Generated by gguf-planner: run on host {host.name} ({host.address}) before the main "
@@ -149,6 +223,6 @@ def rpc_server_script(host: RemoteHost, engine: str, *, comments: Sequence[str] 
     return "\n".join(lines) + "\n"
 
 
-def security_warning_for(host: RemoteHost) -> tuple[str, ...]:
+def security_warning_for(host: RemoteHost | ServerSpec) -> tuple[str, ...]:
     return (f"WARNING: rpc-server is unauthenticated. It listens on {host.bind}:{host.port}; keep that port "
             f"reachable only from the main host (e.g. a firewall rule allowing only its address).",)

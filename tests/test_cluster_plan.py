@@ -124,7 +124,7 @@ def test_per_host_memory_adds_up(small):
 def test_scripts_one_per_host_quoted_and_never_overwritten(small, tmp_path):
     tmap, cluster, _, cp = small
     cd = cluster_document(tmap, cp, model_path="q.gguf")
-    written = write_cluster_scripts(cd, cluster, str(tmp_path))
+    written = write_cluster_scripts(cd, str(tmp_path))
     assert sorted(Path(w).name for w in written) == ["box2.sh", "main.sh"]
     for w in written:
         assert subprocess.run(["bash", "-n", w]).returncode == 0
@@ -138,7 +138,7 @@ def test_scripts_one_per_host_quoted_and_never_overwritten(small, tmp_path):
                                env={"LLAMA_SERVER": str(fake), "PATH": "/usr/bin:/bin"}).stdout.splitlines()
     assert main_args == list(cp.launch.argv[1:])
     with pytest.raises(OutputExistsError):
-        write_cluster_scripts(cd, cluster, str(tmp_path))
+        write_cluster_scripts(cd, str(tmp_path))
 
 
 def test_cli_one_box_does_not_fit_and_says_so():
@@ -158,6 +158,20 @@ def test_cli_cluster_plan_json(tmp_path):
     assert doc["document"]["launch_command"].startswith("llama-server -m ")
     assert "--rpc 10.0.0.2:50052" in doc["document"]["launch_command"]
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["box2.sh", "main.sh"]
+    # export rebuilds the same scripts from the plan JSON
+    (tmp_path / "plan.json").write_text(r.stdout)
+    r2 = CliRunner().invoke(main, ["export", "--plan", str(tmp_path / "plan.json"), "--scripts", str(tmp_path / "e")])
+    assert r2.exit_code == 0, r2.output
+    for name in ("main.sh", "box2.sh"):
+        assert (tmp_path / "e" / name).read_text() == (tmp_path / "s" / name).read_text()
+    r3 = CliRunner().invoke(main, ["export", "--plan", str(tmp_path / "plan.json"), "--scripts", str(tmp_path / "e")])
+    assert r3.exit_code == 3                                     # never overwritten without --force
+    # the JSON is untrusted: a host field that is not an address is refused, nothing is written
+    evil = doc.copy()
+    evil["specs"] = [dict(doc["specs"][0], bind="10.0.0.2 -c; reboot")]
+    (tmp_path / "evil.json").write_text(json.dumps(evil))
+    r4 = CliRunner().invoke(main, ["export", "--plan", str(tmp_path / "evil.json"), "--scripts", str(tmp_path / "x")])
+    assert r4.exit_code == 2 and "bind" in r4.output and not (tmp_path / "x").exists()
     r = CliRunner().invoke(main, ["plan", "--cluster", "2x3090-384g+epyc-256g-10gbe", "--ram", "64"])
     assert r.exit_code == 2 and "--cluster describes every host" in r.output
 
@@ -185,7 +199,7 @@ def test_kimi_k2_on_two_boxes_over_10gbe(tmp_path):
     assert cp.network.tg_s == pytest.approx(hand) and 0 < plan.speed.tg_tps < 100 and plan.speed.pp_tps > 0
     assert cp.network.load.cold_s > 60          # ~1.2 GB/s: minutes for the remote weights
     cd = cluster_document(tmap, cp, model_path="k2.gguf")
-    names = sorted(Path(p).name for p in write_cluster_scripts(cd, cluster, str(tmp_path)))
+    names = sorted(Path(p).name for p in write_cluster_scripts(cd, str(tmp_path)))
     assert names == ["box2.sh", "main.sh"]
     assert "--rpc 192.168.10.2:50052" in cd.document.launch_command
     assert cd.servers[0].command == "rpc-server -H 192.168.10.2 -p 50052 -c -t 32"
