@@ -24,6 +24,8 @@ from planner.speed import DeviceSpeed, device_speeds
 
 if TYPE_CHECKING:
     from planner.check import CheckResult
+    from planner.memory import Placement
+    from planner.speed import SpeedEstimate
     from planner.documents import PlanDocument
     from planner.errors import InfeasibleBudgetError
     from planner.launch import LaunchCommand, ParsedCommand
@@ -79,6 +81,19 @@ def cluster_budgets(cluster: Cluster) -> tuple[tuple[str, ...], dict[str, int], 
     sizes[CPU] = int(cluster.main.usable_ram_bytes)
     labels[CPU] = cluster.main.cpu_model
     return tuple(devs), sizes, labels
+
+
+def cluster_speed(tmap: TensorMap, types: Mapping[str, str], placement: Placement, cluster: Cluster,
+                  cfg: RunConfig, speeds: Mapping[str, DeviceSpeed]) -> SpeedEstimate:
+    """The speed estimate of a placement on a cluster: every device at its own speed, the links per pass."""
+    from planner.network import network_cost, pass_cost
+    from planner.speed import estimate_speed
+
+    def net(n_tokens: int, depth: int) -> float:
+        return pass_cost(tmap, placement, cluster, cfg, n_tokens=n_tokens, depth=depth).seconds
+
+    notes = network_cost(tmap, types, placement, cluster, cfg).assumptions
+    return estimate_speed(tmap, types, placement, cluster.main, cfg, speeds=speeds, network=net, notes=notes)
 
 
 def remote_layer_counts(n_layer: int, cluster: Cluster, *, layer_bytes: float, kv_layer_bytes: int,
@@ -217,7 +232,6 @@ def plan_cluster(tmap: TensorMap, cluster: Cluster, request: PlanRequest, qualit
     from planner.network import network_cost
     from planner.planning import _assemble, _solve_with_layers
     from planner.rpc import engine_devices, rpc_server_argv, rpc_servers_arg, security_warning
-    from planner.speed import SpeedEstimate, estimate_speed
 
     cfg = request.run
     devs, sizes, labels = cluster_budgets(cluster)
@@ -248,10 +262,8 @@ def plan_cluster(tmap: TensorMap, cluster: Cluster, request: PlanRequest, qualit
                          base_layers, devs)
         net0 = network_cost(tmap, dtypes, base, cluster, cfg)
 
-
         def speed_of(types: Mapping[str, str], placement: Placement) -> SpeedEstimate:
-            return estimate_speed(tmap, types, placement, cluster.main, cfg, speeds=speeds,
-                                  network=network_cost(tmap, types, placement, cluster, cfg))
+            return cluster_speed(tmap, types, placement, cluster, cfg, speeds)
 
         layer_device, sol, groups = _solve_with_layers(tmap, cluster.main, budget, request, types=None,
                                                        quality=quality, layout=layout, speeds=speeds,
@@ -459,9 +471,7 @@ def check_cluster(tmap: TensorMap, types: Mapping[str, str], parsed: ParsedComma
     from planner.errors import UsageError
     from planner.launch import placement_from_command
     from planner.memory import Placement, memory_report, mix_bytes
-    from planner.network import network_cost
     from planner.rpc import engine_devices
-    from planner.speed import estimate_speed
 
     want = [h.endpoint for h in cluster.remotes]
     if list(parsed.rpc) != want:
@@ -476,8 +486,7 @@ def check_cluster(tmap: TensorMap, types: Mapping[str, str], parsed: ParsedComma
                           tuple(d.name for d in devs) + (CPU,))
     _, budgets, _ = cluster_budgets(cluster)
     mem = memory_report(tmap, types, placement, budgets, run)
-    net = network_cost(tmap, types, placement, cluster, run)
-    spd = estimate_speed(tmap, types, placement, cluster.main, run, speeds=cluster_speeds(cluster, run), network=net)
+    spd = cluster_speed(tmap, types, placement, cluster, run, cluster_speeds(cluster, run))
     notes = list(warnings)
     notes += [f"{h.host}: {fmt_gib(h.total_bytes)} of {fmt_gib(h.budget_bytes)}" for h in host_memory(mem, cluster)]
     return CheckResult(model=tmap.name, run=run, memory=mem, speed=spd, quality=None,

@@ -347,6 +347,55 @@ def _read_gguf(r: _Reader) -> Imatrix:
     return Imatrix(entries, int(chunks) if isinstance(chunks, int) else None, dataset, "gguf", r.source)
 
 
+# ------------------------------------------------------------------------------------------ lookup
+
+_GATE_UP_EXPS = re.compile(r"ffn_(up|gate)_exps\.weight")
+_MLA_ALTERNATIVES = (".attn_v_b.weight", ".attn_kv_b.weight")
+
+
+def entry_for(imatrix: Imatrix, tensor_name: str, engine: str = "ik") -> str | None:
+    """The imatrix entry llama-quantize uses for ``tensor_name``, or None when it finds none.
+
+    ik (``src/llama-quantize.cpp`` ``llama_model_quantize_internal`` @ 8337e4cd, lines 1627-1663): the exact name,
+    else for ``ffn_up_exps``/``ffn_gate_exps`` the merged ``ffn_gate_up_exps`` entry then ``ffn_up_exps``; for
+    ``ffn_gate_up_exps`` the ``ffn_up_exps`` entry; for ``ffn_gate`` the ``ffn_up`` entry; for MLA the
+    ``attn_v_b`` <-> ``attn_kv_b`` swap (they see the same activations).  ``attn_k_b`` has no alternative: an
+    imatrix computed with standard attention lacks it.  Mainline looks the exact name up only.
+    """
+    e = imatrix.entries
+    if tensor_name in e:
+        return tensor_name
+    if engine != "ik":
+        return None
+    m = _GATE_UP_EXPS.search(tensor_name)
+    if m:
+        stem = tensor_name[:m.start()]
+        for alt in (stem + "ffn_gate_up_exps.weight", stem + "ffn_up_exps.weight"):
+            if alt in e:
+                return alt
+        return None
+    pos = tensor_name.find("ffn_gate_up_exps.weight")
+    if pos >= 0:
+        alt = tensor_name[:pos] + "ffn_up_exps.weight"
+        return alt if alt in e else None
+    pos = tensor_name.find("ffn_gate.weight")
+    if pos >= 0:
+        alt = tensor_name[:pos] + "ffn_up.weight"
+        return alt if alt in e else None
+    for j, suffix in enumerate(_MLA_ALTERNATIVES):
+        pos = tensor_name.find(suffix)
+        if pos >= 0:
+            alt = tensor_name[:pos] + _MLA_ALTERNATIVES[(j + 1) % 2]
+            return alt if alt in e else None
+    return None
+
+
+def uncovered(imatrix: Imatrix, names: Iterable[str], engine: str = "ik") -> list[str]:
+    """Names (in order) for which llama-quantize finds no imatrix entry; with an imatrix-only type chosen for
+    one of them (other than token_embd/output) llama-quantize stops ("Missing importance matrix for tensor")."""
+    return [n for n in names if entry_for(imatrix, n, engine) is None]
+
+
 # ------------------------------------------------------------------------------------------ writers
 
 def _as_list(entries: Mapping[str, ImatrixEntry] | Iterable[ImatrixEntry]) -> list[ImatrixEntry]:
@@ -401,4 +450,4 @@ def write_imatrix_gguf(path: str | os.PathLike[str], entries: Mapping[str, Imatr
     w.close()
 
 
-__all__ = ["Imatrix", "ImatrixEntry", "read_imatrix", "write_imatrix_dat", "write_imatrix_gguf"]
+__all__ = ["Imatrix", "ImatrixEntry", "entry_for", "read_imatrix", "uncovered", "write_imatrix_dat", "write_imatrix_gguf"]

@@ -20,7 +20,7 @@ import re
 import statistics
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from planner.errors import UnknownQuantTypeError, UsageError
@@ -44,6 +44,18 @@ class QualityEstimate:
     ppl_ratio_high: float
     assumptions: tuple[str, ...]
     label: str = "estimate"
+    constants: str = "prior only"      # "measured for M" | "transferred from family F (...)" | "prior only"
+    constants_kind: str = "prior"      # "measured" | "transferred" | "prior"
+
+    def overlaps(self, other: QualityEstimate) -> bool:
+        """Whether the two bands overlap: the difference between the mixes is inside the model's uncertainty."""
+        return difference_inside_band(self, other)
+
+
+def difference_inside_band(a: QualityEstimate, b: QualityEstimate) -> bool:
+    """True when the predicted PPL ratios of ``a`` and ``b`` differ by less than the uncertainty of either band
+    (each point estimate lies inside the other's band): the model cannot tell which mix is better."""
+    return (b.ppl_ratio_low <= a.ppl_ratio <= b.ppl_ratio_high) or (a.ppl_ratio_low <= b.ppl_ratio <= a.ppl_ratio_high)
 
 
 # ------------------------------------------------------------------------------------------ data tables
@@ -96,6 +108,130 @@ def error_fit(distribution: str = DISTRIBUTIONS[0], imatrix: bool = True) -> Err
 @functools.lru_cache(maxsize=None)
 def _canonical(type_name: str) -> str:
     return catalogue().get(type_name, context="quality model").name
+
+
+@functools.lru_cache(maxsize=None)
+def canonical_base(type_name: str) -> str:
+    """The catalogue name of a type, repacked variants mapped to the type they repack (iq3_k_r4 -> iq3_k)."""
+    qt = catalogue().get(type_name, context="quality model")
+    return qt.repack_base or qt.name
+
+
+@functools.cache
+def _measured() -> dict:
+    path = DATA / "quality_measured.toml"
+    return tomllib.loads(path.read_text()) if path.exists() else {}
+
+
+def measured_type_corrections() -> dict[str, float]:
+    """c(type) of data/quality_measured.toml: real / synthetic error, by base type (absent = 1)."""
+    return {t: float(v["c"]) for t, v in _measured().get("type_correction", {}).items()}
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleSource:
+    """Where a model's scale k comes from, and how uncertain it is (log standard deviation)."""
+
+    kind: str                 # "measured" | "transferred" | "prior"
+    k: float
+    log_sigma: float
+    detail: str
+    loss_range: tuple[float, float] | None = None   # losses of the measured points (the band widens outside)
+
+
+def _norm_name(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+@functools.cache
+def _measured_models() -> tuple[tuple[dict, tuple, str], ...]:
+    from planner.measurements import ladder_tmap, load_ladders  # noqa: PLC0415
+    ladders = {lad.id: lad for lad in load_ladders()}
+    out = []
+    for m in _measured().get("model", ()):
+        tm = ladder_tmap(ladders[m["ladders"][0]])
+        out.append((m, _shape_key(tm), tm.params.arch))
+    return tuple(out)
+
+
+def _pool_k(models: Sequence[dict]) -> tuple[float, float]:
+    logs = [math.log(m["k"]) for m in models]
+    mean = statistics.fmean(logs)
+    se = math.sqrt(sum(m["log_se"] ** 2 for m in models)) / len(models)
+    spread = statistics.stdev(logs) if len(logs) > 1 else 0.0
+    return math.exp(mean), math.hypot(se, spread)
+
+
+def scale_source(tmap: TensorMap) -> ScaleSource:
+    """k for ``tmap``: measured for this model, else for models of the same shapes, else transferred from the
+    same architecture, else the prior (seed calibration with the transfer band)."""
+    cfg = _prior()
+    entries = _measured_models()
+    name = _norm_name(tmap.name)
+    shape = _shape_key(tmap)
+
+    def rng(ms: Sequence[Mapping]) -> tuple[float, float] | None:
+        los = [m["loss_min"] for m in ms if "loss_min" in m]
+        his = [m["loss_max"] for m in ms if "loss_max" in m]
+        return (min(los), max(his)) if los and his else None
+
+    exact = [m for m, _, _ in entries if _norm_name(m["name"]) == name]
+    if exact:
+        m = exact[0]
+        return ScaleSource("measured", m["k"], math.hypot(m["log_se"], m.get("point_log_sd", 0.0)),
+                           f"measured for {m['name']} ({m['points']} points: {', '.join(m['ladders'])}"
+                           + ("" if m["corpus"] == _measured()["corpus"]["reference"] else
+                              f"; {m['corpus']} converted to {_measured()['corpus']['reference']}") + ")",
+                           rng(exact))
+    same = [m for m, key, _ in entries if key == shape]
+    if same:
+        k, s = _pool_k(same)
+        pt = max(m.get("point_log_sd", 0.0) for m in same)
+        return ScaleSource("measured", k, math.hypot(s, pt), "measured for models of the same shapes: "
+                           + ", ".join(m["name"] for m in same), rng(same))
+    family = [m for m, _, arch in entries if arch == tmap.params.arch]
+    if family:
+        k, s = _pool_k(family)
+        fam_sd = float(_measured()["pooled"]["log_sd"])
+        return ScaleSource("transferred", k, math.hypot(s, fam_sd),
+                           f"transferred from family {tmap.params.arch} ({', '.join(m['name'] for m in family)})",
+                           rng(family))
+    fit = calibration_fit()
+    pooled = _measured().get("pooled")
+    k = float(pooled["k"]) if pooled else fit.k
+    return ScaleSource("prior", k, cfg["uncertainty"]["transfer_sigma"],
+                       "prior only: k pooled over the measured models"
+                       + (f" ({len(entries)})" if entries else "") + ", band from held-out LLaMA points")
+
+
+@dataclass(frozen=True, slots=True)
+class PredictedVsMeasured:
+    """A mix's predicted PPL ratio next to a measurement of it (both against the unquantized model)."""
+
+    predicted: float
+    low: float
+    high: float
+    measured: float
+    measured_se: float | None
+    inside_band: bool          # the measurement (within 2 standard errors) lies inside the predicted band
+
+
+def predicted_vs_measured(estimate: QualityEstimate, measured_ppl: float, reference_ppl: float,
+                          measured_se: float | None = None) -> PredictedVsMeasured:
+    """Compare an estimate with a measured PPL of the same mix and the PPL of the unquantized model (or of a Q8_0,
+    which the model predicts at ~1.0002) on the same text.
+
+    Raises:
+        UsageError: a non-positive or non-finite perplexity.
+    """
+    for v, what in ((measured_ppl, "measured PPL"), (reference_ppl, "reference PPL")):
+        if not (v > 0 and math.isfinite(v)):
+            raise UsageError(f"{what} {v} is not a perplexity")
+    r = measured_ppl / reference_ppl
+    se = measured_se / reference_ppl if measured_se is not None else None
+    slack = 2 * se if se is not None else 0.0
+    inside = estimate.ppl_ratio_low - slack <= r <= estimate.ppl_ratio_high + slack
+    return PredictedVsMeasured(estimate.ppl_ratio, estimate.ppl_ratio_low, estimate.ppl_ratio_high, r, se, inside)
 
 
 @functools.lru_cache(maxsize=None)
@@ -183,25 +319,54 @@ def _layer_factor(layer: int, n_layer: int) -> float:
     return cfg["edge_factor"] if layer < edge or layer >= n_layer - edge else 1.0
 
 
-def prior_importance(tmap: TensorMap, variant: str = "matrix") -> tuple[dict[str, float], tuple[str, ...]]:
+@functools.cache
+def _role_weight_entries() -> tuple[tuple[str, tuple, str, dict[str, float]], ...]:
+    out = []
+    for e in _measured().get("role_weights", ()):
+        tm = builtin(e["builtin"])
+        out.append((e["model"], _shape_key(tm), tm.params.arch, {r: float(w) for r, w in e["w"].items()}))
+    return tuple(out)
+
+
+def role_weights_for(tmap: TensorMap, entries: Sequence[tuple[str, tuple, str, Mapping[str, float]]] | None = None
+                     ) -> tuple[dict[str, float], str]:
+    """Measured role multipliers for ``tmap`` and where they come from: the model's own per-tensor KLD file, else
+    a model of the same shapes, else one of the same architecture; none otherwise (they do not transfer across
+    families: GLM's per-tensor ranks get worse with Qwen3/DeepSeek weights, docs/quality.md)."""
+    entries = _role_weight_entries() if entries is None else entries
+    name, shape = _norm_name(tmap.name), _shape_key(tmap)
+    for test, label in ((lambda e: _norm_name(e[0]) == name, "measured for {}"),
+                        (lambda e: e[1] == shape, "measured for {} (same shapes)"),
+                        (lambda e: e[2] == tmap.params.arch, "transferred from {} (same architecture)")):
+        hit = [e for e in entries if test(e)]
+        if hit:
+            return dict(hit[0][3]), label.format(hit[0][0])
+    return {}, "prior only"
+
+
+def prior_importance(tmap: TensorMap, variant: str = "matrix", role_weights: Mapping[str, float] | None = None
+                     ) -> tuple[dict[str, float], tuple[str, ...]]:
     """Normalised importance (sums to 1 over quantizable tensors) and notes on guesses it had to make.
 
     ``variant`` "matrix" (default prior: each matrix on a residual write path counts) or "active_weight"
-    (importance proportional to the weights a token touches). Both apply the layer-edge factor.
+    (importance proportional to the weights a token touches). Both apply the layer-edge factor, then the measured
+    role multipliers (``role_weights``; None: those of data/quality_measured.toml, {}: none).
     """
+    rw = role_weights_for(tmap)[0] if role_weights is None else role_weights
     cfg = _prior()
     raw: dict[str, float] = {t.name: 0.0 for t in tmap.tensors}
     unknown_roles: set[str] = set()
-    n_layer = tmap.params.n_layer
+    # NextN/MTP blocks (the last n_nextn layers) are in the file but never loaded by the engines: no importance
+    n_layer = tmap.params.n_layer - tmap.params.n_nextn
     if variant == "active_weight":
         for t in tmap.tensors:
-            if quantizable(t):
+            if quantizable(t) and (t.layer is None or t.layer < n_layer):
                 lf = _layer_factor(t.layer, n_layer) if t.layer is not None else 1.0
                 raw[t.name] = t.n_elements * _active_fraction(t, tmap) * lf
     elif variant == "matrix":
         groups: dict[tuple[int, str], list[TensorInfo]] = {}
         for t in tmap.tensors:
-            if not quantizable(t):
+            if not quantizable(t) or (t.layer is not None and t.layer >= n_layer):
                 continue
             if t.layer is None:
                 share = cfg["globals"].get(t.role)
@@ -230,6 +395,10 @@ def prior_importance(tmap: TensorMap, variant: str = "matrix") -> tuple[dict[str
                 raw[name] = scale * w / norm
     else:
         raise ValueError(f"unknown prior variant {variant!r}")
+    if rw:
+        for t in tmap.tensors:
+            if raw[t.name] > 0:
+                raw[t.name] *= rw.get(t.role, 1.0)
     total = sum(raw.values())
     imp = {k: (v / total if total > 0 else 0.0) for k, v in raw.items()}
     notes: tuple[str, ...] = ()
@@ -278,8 +447,10 @@ def apply_rules(tmap: TensorMap, rules: Sequence[Sequence[str]]) -> dict[str, st
 
 
 def _loss(imp: Mapping[str, float], src: Mapping[str, str], types: Mapping[str, str], distribution: str,
-          imatrix: bool) -> float:
-    return sum(imp[n] * rel_mse(ty, distribution, imatrix, src[n])[0] for n, ty in types.items() if imp[n] > 0)
+          imatrix: bool, corrections: Mapping[str, float] | None = None) -> float:
+    c = measured_type_corrections() if corrections is None else corrections
+    return sum(imp[n] * rel_mse(ty, distribution, imatrix, src[n])[0] * c.get(canonical_base(ty), 1.0)
+               for n, ty in types.items() if imp[n] > 0)
 
 
 def _source_dtypes(tmap: TensorMap) -> tuple[dict[str, str], int]:
@@ -472,19 +643,24 @@ class QualityModel:
     k: float
     distribution: str
     calibration_loss: float
-    uncertainty_fixed: float                   # calibration + transfer log-sigma of k
+    uncertainty_fixed: float                   # log-sigma of k for this model (measured / transferred / prior)
     overrides: Mapping[tuple[str, str], float]  # (tensor, type) -> ln PPL contribution from the user's file
     variants: tuple[_Variant, ...]             # variants[0] is the default (prior, distribution)
     assumptions: tuple[str, ...]
+    corrections: Mapping[str, float] = field(default_factory=dict)   # base type -> real / synthetic error
+    scale: ScaleSource | None = None
 
     @classmethod
     def build(cls, tmap: TensorMap, *, imatrix: Imatrix | str | os.PathLike[str] | None = None,
               calibration: Calibration | str | os.PathLike[str] | None = None,
-              has_imatrix: bool = True) -> QualityModel:
-        """Importances for ``tmap`` (prior, then imatrix, then user calibration) and the calibrated k.
+              has_imatrix: bool = True, type_corrections: Mapping[str, float] | None = None,
+              role_weights: Mapping[str, float] | None = None, scale: ScaleSource | None = None) -> QualityModel:
+        """Importances for ``tmap`` (prior, then imatrix, then user calibration) and its scale k.
 
         ``has_imatrix`` says whether the quantization uses an imatrix (selects the error column); ``imatrix``
-        (an :class:`Imatrix` or a path) sharpens the prior.
+        (an :class:`Imatrix` or a path) sharpens the prior.  ``type_corrections`` replaces the measured per-type
+        corrections (``{}``: none), ``role_weights`` the measured role multipliers; ``scale`` replaces the model's
+        measured / transferred / prior k.
 
         Raises:
             ImatrixFormatError: the imatrix is malformed or does not fit the model's shapes.
@@ -498,54 +674,59 @@ class QualityModel:
             imatrix = imatrix.with_shapes(tmap)
         if calibration is not None and not isinstance(calibration, Calibration):
             calibration = read_calibration(calibration)
+        corr = dict(measured_type_corrections() if type_corrections is None else type_corrections)
         src, assumed = _source_dtypes(tmap)
         if assumed:
             notes.append(f"{assumed} tensors are stored quantized in the source: loss is relative to an assumed "
                          "bf16 original")
+        scale = scale or scale_source(tmap)
+        fit = calibration_fit(cfg["prior"]["default"], DISTRIBUTIONS[0])
         variants: list[_Variant] = []
         n_sharp = 0
         for prior in sorted(cfg["prior"]["variants"], key=lambda p: p != cfg["prior"]["default"]):
-            imp, prior_notes = prior_importance(tmap, prior)
+            imp, prior_notes = prior_importance(tmap, prior, role_weights)
             if imatrix is not None:
                 imp, n_sharp = _sharpen(imp, tmap, imatrix)
             for dist in DISTRIBUTIONS:
-                variants.append(_Variant(prior, dist, imp, calibration_fit(prior, dist).k))
+                # each variant keeps its k relative to the default on the seed point: the model's k is measured
+                # for the default variant, the others are alternative readings of the same data
+                variants.append(_Variant(prior, dist, imp, scale.k * calibration_fit(prior, dist).k / fit.k))
             if prior == cfg["prior"]["default"]:
                 notes.extend(prior_notes)
         default = variants[0]
-        fit = calibration_fit(default.prior, default.distribution)
         notes.append(f"per-tensor error: {default.distribution} synthetic weights, "
                      f"{'imatrix-weighted' if has_imatrix else 'no imatrix'} (data/quant_error.csv, "
-                     "ik_llama.cpp 8337e4cd)")
-        notes.append(f"importance: '{default.prior}' prior from role and layer (data/quality_prior.toml), "
-                     "not calibrated per model")
-        notes.append(f"k = {fit.k:.3f} from " + "; ".join(n for n, _, _ in fit.points))
+                     "ik_llama.cpp 8337e4cd)"
+                     + (f", corrected per type by {len(corr)} measured whole-model sweeps (data/quality_measured.toml)"
+                        if corr else ""))
+        rw, rw_src = role_weights_for(tmap) if role_weights is None else (role_weights, "given")
+        notes.append(f"importance: '{default.prior}' prior from role and layer (data/quality_prior.toml)"
+                     + (f", role weights from per-tensor KLD ({rw_src})" if rw else ""))
+        notes.append(f"k = {scale.k:.3f}: {scale.detail}")
         if imatrix is not None:
             notes.append(f"importance sharpened by imatrix {imatrix.source or '(in memory)'} ({imatrix.format}, "
                          f"{n_sharp} tensors)")
             missing = [n for n in imatrix.entries if n not in src]
             if missing:
                 notes.append(f"{len(missing)} imatrix entries name no tensor of this model")
-        sigma = fit.ln_ratio_se / max(1e-12, abs(fit.points[0][1]))
-        if not is_calibration_model(tmap):
-            t = cfg["uncertainty"]["transfer_sigma"]
-            sigma = math.hypot(sigma, t)
-            notes.append(f"{tmap.name} is not a calibration model: k transferred (band widened by x{math.exp(t):.1f})")
         overrides: dict[tuple[str, str], float] = {}
         if calibration is not None:
             overrides, cal_notes = _overrides(tmap, default.importance, calibration)
             notes.extend(cal_notes)
-        notes.append("PPL ratio is relative to the unquantized (bf16) model; the Q8_0 reference of the "
-                     "calibration point is itself predicted, not taken as lossless")
+        notes.append("PPL ratio is relative to the unquantized (bf16) model on wiki.test.raw-like text")
         return cls(model=tmap.name, importance=default.importance, source_dtype=src, has_imatrix=has_imatrix,
-                   k=fit.k, distribution=default.distribution, calibration_loss=fit.calibration_loss,
-                   uncertainty_fixed=sigma, overrides=overrides, variants=tuple(variants),
-                   assumptions=tuple(notes))
+                   k=scale.k, distribution=default.distribution, calibration_loss=fit.calibration_loss,
+                   uncertainty_fixed=scale.log_sigma, overrides=overrides, variants=tuple(variants),
+                   assumptions=tuple(notes), corrections=corr, scale=scale)
 
     @property
     def ppl_scale(self) -> float:
         """k: ln(PPL ratio) per unit of loss (what an objective needs to price loss in PPL terms)."""
         return self.k
+
+    def _err(self, type_name: str, src: str, distribution: str) -> float:
+        return (rel_mse(type_name, distribution, self.has_imatrix, src)[0]
+                * self.corrections.get(canonical_base(type_name), 1.0))
 
     # -- the optimizer's inner loop -------------------------------------------------------------
     def tensor_loss(self, name: str, type_name: str) -> float:
@@ -564,7 +745,11 @@ class QualityModel:
             return o / self.k
         if imp == 0.0:
             return 0.0
-        return imp * rel_mse(ty, self.distribution, self.has_imatrix, self.source_dtype[name])[0]
+        return imp * self._err(ty, self.source_dtype[name], self.distribution)
+
+    def loss(self, types: Mapping[str, str]) -> float:
+        """loss(mix) of the default variant (no band, no checks beyond the tensor names): what fits need."""
+        return sum(self.tensor_loss(n, t) for n, t in types.items())
 
     # -- whole mixes ------------------------------------------------------------------------------
     def estimate(self, types: Mapping[str, str]) -> QualityEstimate:
@@ -593,12 +778,19 @@ class QualityModel:
                 if o is not None:
                     loss += o / v.k
                 elif v.importance[n] > 0:
-                    loss += v.importance[n] * rel_mse(t, v.distribution, self.has_imatrix, self.source_dtype[n])[0]
+                    loss += v.importance[n] * self._err(t, self.source_dtype[n], v.distribution)
             rs.append(v.k * loss)
             losses.append(loss)
         loss0, r0 = losses[0], rs[0]
         shape = _prior()["uncertainty"]["shape_per_efold"]
-        s_shape = shape * abs(math.log(loss0 / self.calibration_loss)) if loss0 > 0 else 0.0
+        rng = self.scale.loss_range if self.scale is not None and self.scale.loss_range else None
+        if loss0 <= 0:
+            s_shape = 0.0
+        elif rng is not None:      # inside the measured range the point scatter already holds the shape error
+            lo_l, hi_l = rng
+            s_shape = shape * max(0.0, math.log(lo_l / loss0), math.log(loss0 / hi_l))
+        else:
+            s_shape = shape * abs(math.log(loss0 / self.calibration_loss))
         s = math.hypot(self.uncertainty_fixed, s_shape)
         lo = max(0.0, min(rs)) * math.exp(-s)
         hi = max(rs) * math.exp(s)
@@ -611,10 +803,12 @@ class QualityModel:
             notes.append(f"types without a measurement, from the fitted error line: {', '.join(fitted)}")
         if n_over:
             notes.append(f"{n_over} tensor terms from the user calibration file")
-        notes.append(f"band: spread of {len(self.variants)} prior/distribution variants each calibrated on the same "
-                     f"points, widened by log-sigma {s:.2f}")
+        notes.append(f"band: spread of {len(self.variants)} prior/distribution variants, widened by log-sigma {s:.2f}")
+        kind = self.scale.kind if self.scale else "prior"
+        detail = self.scale.detail if self.scale else "prior only"
         return QualityEstimate(loss=loss0, ppl_ratio=math.exp(r0), ppl_ratio_low=math.exp(min(lo, r0)),
-                               ppl_ratio_high=math.exp(max(hi, r0)), assumptions=tuple(notes))
+                               ppl_ratio_high=math.exp(max(hi, r0)), assumptions=tuple(notes),
+                               constants=detail, constants_kind=kind)
 
 
 def _overrides(tmap: TensorMap, imp: Mapping[str, float], cal: Calibration
@@ -643,5 +837,8 @@ def _overrides(tmap: TensorMap, imp: Mapping[str, float], cal: Calibration
     return out, notes
 
 
-__all__ = ["Calibration", "CalibrationRow", "QualityEstimate", "QualityModel", "apply_rules", "calibration_fit",
+__all__ = ["Calibration", "CalibrationRow", "PredictedVsMeasured", "QualityEstimate", "QualityModel", "ScaleSource",
+           "apply_rules", "predicted_vs_measured",
+           "calibration_fit", "canonical_base", "difference_inside_band", "measured_type_corrections",
+           "role_weights_for", "scale_source",
            "error_fit", "is_calibration_model", "prior_importance", "quantizable", "read_calibration", "rel_mse"]

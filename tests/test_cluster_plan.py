@@ -103,12 +103,21 @@ def test_network_terms_are_in_the_speed(small):
     hand = 2 * (link.latency_s + p.n_embd * 4 / link.bandwidth_bytes_s) + (256 * 2 + 4) / link.bandwidth_bytes_s
     assert cp.network.tg_s == pytest.approx(hand)
     spd = cp.plan.speed
-    devices_s = sum(spd.tg_ms_by_device.values()) / 1e3
-    from planner.constants import constants
-    k = constants()["speed"]
-    fixed = spd.handoffs_per_token * k["handoff_s"] + k["token_overhead_s"]
-    assert 1 / spd.tg_tps == pytest.approx(devices_s + fixed + hand)
+    t0 = spd.terms[0]
+    # the link time is one named term of the estimate, and TG is the sum of the terms
+    assert t0.depth == 0 and t0.tg["network"] == pytest.approx(hand)
+    assert 1 / spd.tg_tps == pytest.approx(t0.tg_time())
+    # the remote host's weights are read at its own bandwidth (its DDR, not the main host's)
+    remote_bw = cluster.host("box2").hardware.ram_bw_gbs
+    assert t0.tg["weights box2/CPU"] > 0 and spd.tg_ms_by_device["box2/CPU"] == pytest.approx(
+        t0.tg["weights box2/CPU"] * 1e3)
+    assert any(f"box2/CPU: {remote_bw * 0.65:.0f} GB/s" in a or "box2/CPU:" in a for a in spd.assumptions)
     assert any("box2: " in a and "GB/s payload" in a for a in spd.assumptions)
+    # PP pays the ubatch-sized transfers: 2 x n_embd x ub f32 plus the mask (256-padded cells x ub x f16)
+    ub = min(cp.plan.run.ubatch, cp.plan.run.batch)
+    pp_hand = 2 * (link.latency_s + p.n_embd * 4 * ub / link.bandwidth_bytes_s) + \
+        (512 * ub * 2 + ub * 4) / link.bandwidth_bytes_s
+    assert t0.pp["network"] == pytest.approx(pp_hand)
 
 
 def test_per_host_memory_adds_up(small):

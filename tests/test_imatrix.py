@@ -316,3 +316,25 @@ def test_corrupted_valid_files_never_crash(tmp_path, valid_files, kind, flips):
         read_imatrix(p)
     except ImatrixFormatError:
         pass
+
+
+# ------------------------------------------------------------------------------------------ llama-quantize lookup
+
+def _imx(names):
+    from planner.imatrix import Imatrix, ImatrixEntry
+    return Imatrix({n: ImatrixEntry(n, 1, np.ones(4, np.float32)) for n in names}, 1, None, "dat")
+
+
+def test_entry_lookup_follows_ik_llama_quantize():
+    """ik src/llama-quantize.cpp lines 1627-1663 at 8337e4cd: merged gate/up, gate->up, MLA v_b<->kv_b."""
+    from planner.imatrix import entry_for, uncovered
+    imx = _imx(["blk.3.ffn_gate_up_exps.weight", "blk.0.ffn_up.weight", "blk.3.attn_kv_b.weight",
+                "blk.4.ffn_up_exps.weight", "blk.5.attn_v_b.weight"])
+    assert entry_for(imx, "blk.3.ffn_up_exps.weight") == "blk.3.ffn_gate_up_exps.weight"
+    assert entry_for(imx, "blk.4.ffn_gate_exps.weight") == "blk.4.ffn_up_exps.weight"
+    assert entry_for(imx, "blk.0.ffn_gate.weight") == "blk.0.ffn_up.weight"
+    assert entry_for(imx, "blk.3.attn_v_b.weight") == "blk.3.attn_kv_b.weight"
+    assert entry_for(imx, "blk.5.attn_kv_b.weight") == "blk.5.attn_v_b.weight"
+    assert entry_for(imx, "blk.3.attn_k_b.weight") is None          # no alternative for k_b
+    assert entry_for(imx, "blk.0.ffn_gate.weight", engine="mainline") is None   # mainline: exact names only
+    assert uncovered(imx, ["blk.3.attn_k_b.weight", "blk.0.ffn_up.weight"]) == ["blk.3.attn_k_b.weight"]
