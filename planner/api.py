@@ -23,7 +23,7 @@ from planner.documents import ParetoSet, PlanDocument, document, launch_model_pa
 from planner.errors import InfeasibleBudgetError, UsageError
 from planner.hardware import Hardware
 from planner.memory import Placement
-from planner.planning import joint_plan, pareto_plans, resolve_ctx, with_ctx
+from planner.planning import feasible_for, joint_plan, pareto_plans, resolve_ctx, with_ctx
 from planner.planning import place as place_mix
 from planner.quants import catalogue
 from planner.request import EmitOptions, PlanRequest
@@ -82,7 +82,8 @@ def plan(model: str | None, hardware: Hardware, request: PlanRequest,
     out_path = emit.model_path or launch_model_path(model, tmap, quantized_here=not tmap.is_quantized)
     if tmap.is_quantized:
         types = {t.name: t.dtype for t in tmap.tensors}
-        placed = with_ctx(tmap, request, lambda r: place_mix(tmap, types, hardware, r))
+        placed = with_ctx(tmap, request, lambda r: place_mix(tmap, types, hardware, r),
+                          feasible_for(tmap, hardware, types, None))
         return document(tmap, placed, model_path=out_path, with_recipe=False, check_binary=emit.check_binary)
     imx = None
     if request.imatrix:
@@ -94,7 +95,8 @@ def plan(model: str | None, hardware: Hardware, request: PlanRequest,
         plans = pareto_plans(tmap, hardware, request, quality, request.pareto)
         return ParetoSet(tmap.name, tuple(document(tmap, p, model_path=out_path) for p in plans))
     try:
-        p = with_ctx(tmap, request, lambda r: joint_plan(tmap, hardware, r, quality))
+        p = with_ctx(tmap, request, lambda r: joint_plan(tmap, hardware, r, quality),
+                     feasible_for(tmap, hardware, None, quality))
     except InfeasibleBudgetError as exc:
         from planner.cluster_plan import second_box_option
 
@@ -119,7 +121,8 @@ def place(model: str | None, tmap: TensorMap, types: Mapping[str, str], hardware
         InfeasibleBudgetError: the mix does not fit, with the shortfall and the nearest feasible options.
     """
     emit = emit or EmitOptions()
-    placed = with_ctx(tmap, request, lambda r: place_mix(tmap, types, hardware, r))
+    placed = with_ctx(tmap, request, lambda r: place_mix(tmap, types, hardware, r),
+                      feasible_for(tmap, hardware, types, None))
     path = emit.model_path or launch_model_path(model, tmap, quantized_here=quantized_here)
     return document(tmap, placed, model_path=path, with_recipe=False, check_binary=emit.check_binary)
 

@@ -291,15 +291,8 @@ def plan_cluster(tmap: TensorMap, cluster: Cluster, request: PlanRequest, qualit
     names = _engine_names(cluster, cfg.engine)
     order = [d.buft for d in engine_devices(cluster, cfg.engine)]
     launch = build_launch(tmap, {k: names[v] for k, v in plan.devices.items()},
-                          [names[d] for d in plan.layer_device], cfg, model_path, device_order=order,
-                          rpc=rpc_servers_arg(cluster))
-    if cfg.engine == "ik":
-        # ik 8337e4cd fills devices greedily by layer size (llm_load_tensors, get_layer_sizes), so layer counts
-        # in -ts do not pin the map there (the RPC harness shows it: tests/fixtures/rpc/ik-two-ts-output.log)
-        plan = replace(plan, notes=plan.notes + (
-            "ik fills devices by layer size: -ts here reproduces the plan's layer map under the count rule of "
-            "mainline and ik-2025; compare the 'Setting default device in layer N to D' lines ik prints at load "
-            "with the plan (remote layers first) before relying on the memory figures",))
+                          [names[d] for d in plan.layer_device], cfg, model_path, gpus=order,
+                          rpc=rpc_servers_arg(cluster), types=plan.types)
     servers = {h.name: rpc_server_argv(h, cfg.engine) for h in cluster.remotes}
     return ClusterPlan(plan=plan, cluster=cluster, remote_layers=counts, hosts=host_memory(plan.memory, cluster),
                        network=net, launch=launch, servers=servers, warnings=security_warning(cluster))
@@ -413,18 +406,12 @@ def export_cluster_json(path: str, folder: str, *, force: bool = False, model_pa
         UsageError: not a cluster plan, a malformed host, a device the saved hosts do not have.
         OutputExistsError: a script exists and ``force`` is false.
     """
-    import json
-    from pathlib import Path
-
-    from planner.documents import saved_plan
+    from planner.documents import read_plan_file, saved_plan
     from planner.errors import UsageError
     from planner.launch import build_launch
     from planner.rpc import engine_devices_of, spec_from_json
 
-    try:
-        doc = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{path} is not a gguf-planner plan JSON: {exc}") from exc
+    doc = read_plan_file(path)
     if not isinstance(doc, dict) or doc.get("format") != CLUSTER_FORMAT:
         raise UsageError(f"{path} is not a cluster plan ({CLUSTER_FORMAT})")
     raw_specs = doc.get("specs")
@@ -451,7 +438,7 @@ def export_cluster_json(path: str, folder: str, *, force: bool = False, model_pa
     launch = build_launch(saved.tmap, {k: names[v] for k, v in saved.devices.items()},
                           [names[d] for d in saved.layer_device], saved.run,
                           model_path or saved.model_path or f"{saved.tmap.name}.gguf", port=port or saved_port,
-                          device_order=[d.buft for d in devs], rpc=",".join(s.endpoint for s in specs))
+                          gpus=[d.buft for d in devs], rpc=",".join(s.endpoint for s in specs), types=saved.types)
     return write_scripts(launch, specs, engine, layers, str(doc.get("cluster", "cluster")), folder, force=force)
 
 
@@ -478,13 +465,15 @@ def check_cluster(tmap: TensorMap, types: Mapping[str, str], parsed: ParsedComma
         raise UsageError(f"the command's --rpc {','.join(parsed.rpc) or '(none)'} is not the cluster's "
                          f"{','.join(want)}", hint="the order matters: it numbers the RPC devices")
     devs = engine_devices(cluster, run.engine)
-    engine_placement = placement_from_command(tmap, parsed, [d.buft for d in devs])
+    _, budgets, _ = cluster_budgets(cluster)
+    # rpc-server reports its device's memory as free (ik: the host's RAM for its CPU), the default split's input
+    engine_placement = placement_from_command(tmap, parsed, [d.buft for d in devs], types=types,
+                                              gpu_free_bytes=[budgets[d.name] for d in devs])
     back = {d.buft: d.name for d in devs}
     back[CPU] = CPU
     placement = Placement({k: back[v] for k, v in engine_placement.tensor_device.items()},
                           tuple(back[d] for d in engine_placement.layer_device),
                           tuple(d.name for d in devs) + (CPU,))
-    _, budgets, _ = cluster_budgets(cluster)
     mem = memory_report(tmap, types, placement, budgets, run)
     spd = cluster_speed(tmap, types, placement, cluster, run, cluster_speeds(cluster, run))
     notes = list(warnings)
