@@ -160,14 +160,16 @@ def engine_output_device(engine: str, layer_device: Sequence[str], out_dev: str)
 def build_launch(tmap: TensorMap, devices: Mapping[str, str], layer_device: Sequence[str], run: RunConfig,
                  model_path: str, *, host: str = "127.0.0.1", port: int = 8080,
                  server: str | None = None, types: Mapping[str, str] | None = None,
-                 gpus: Sequence[str] | None = None) -> LaunchCommand:
+                 gpus: Sequence[str] | None = None, rpc: str | None = None) -> LaunchCommand:
     """The llama-server (and llama-sweep-bench) command that reproduces a placement.
 
     ``-ngl``/``-ts`` come from :func:`planner.layer_split.flags_for_names`: values under which the engine profile's
     own layer rule (ik's greedy fill by layer size, mainline's and ik-2025's ``upper_bound``) puts every layer,
     and so its KV cache, on the planned device; the map is re-derived from the emitted values before anything
     is returned. ``types`` (the mix) sizes ik's layers; ``gpus`` is the engine's device list when it has GPUs the
-    plan leaves empty.
+    plan leaves empty.  On an RPC cluster ``devices``/``layer_device``
+    carry the engine's own names (``RPC0[host:port]``), ``gpus`` is its device order (remote devices first) and
+    ``rpc`` the ``--rpc`` value (:mod:`planner.rpc`).
 
     Raises:
         EmitterError: no -ngl/-ts reproduces the plan's layer map, or the -ot rules do not reproduce it.
@@ -240,7 +242,7 @@ def build_launch(tmap: TensorMap, devices: Mapping[str, str], layer_device: Sequ
     if run.threads:
         args += [prof["threads"], str(run.threads)]
     server_bin = server or prof["server"]
-    model = ["-m", model_path]
+    model = ["-m", model_path] + (["--rpc", rpc] if rpc else [])
     argv = (server_bin, *model, *args, "--host", host, "--port", str(port))
     sweep = ("llama-sweep-bench", *model, *args)
     return LaunchCommand(run.engine, tuple(argv), tuple(sweep), tuple(rules), ngl, ts, n_cpu_moe, split_note)
@@ -294,6 +296,7 @@ class ParsedCommand:
     cpu_moe: bool
     ignored: tuple[str, ...] = field(default=())
     warnings: tuple[str, ...] = field(default=())   # flags the engine rejects or reads differently
+    rpc: tuple[str, ...] = field(default=())        # --rpc endpoints, in order (planner.cluster_plan.check_cluster)
 
 
 def parse_server_command(argv: Sequence[str], engine: str = "ik") -> ParsedCommand:
@@ -404,7 +407,7 @@ def parse_server_command(argv: Sequence[str], engine: str = "ik") -> ParsedComma
                          ngl=num("-ngl", "--gpu-layers", "--n-gpu-layers", default=None), overrides=tuple(ot),
                          tensor_split=ts, n_cpu_moe=num("-ncmoe", "--n-cpu-moe", default=None),
                          cpu_moe=("-cmoe" in flags or "--cpu-moe" in flags), ignored=tuple(ignored),
-                         warnings=tuple(warnings))
+                         warnings=tuple(warnings), rpc=tuple(e for e in vals.get("--rpc", "").split(",") if e))
 
 
 def placement_from_command(tmap: TensorMap, cmd: ParsedCommand, gpus: Sequence[str], *,

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from rich.console import Console, JustifyMethod
 
     from planner.check import CheckResult
+    from planner.cluster_plan import ClusterDocument
     from planner.compare import Comparison
     from planner.documents import ParetoSet, PlanDocument
     from planner.hardware import GPU, Hardware, ProfileSummary
@@ -448,3 +449,24 @@ def render_calibration(res: CalibrateResult) -> None:
         print_text(f"  note: {n}")
     if res.saved:
         print_text(f"saved calibrated profile {res.saved}: use it with --profile {res.saved}")
+
+
+def render_cluster_plan(cd: ClusterDocument) -> None:
+    """A cluster plan: the plan as for one box, then per host, the network, and what to run where."""
+    render_plan(cd.document)
+    print_table("memory per host", ["host", "devices", "total", "budget", "weights", "KV", "fits"],
+                [(h.host, ", ".join(h.devices), gib(h.total_bytes, 2), gib(h.budget_bytes, 2),
+                  gib(h.weights_bytes, 2), gib(h.kv_bytes, 2), "yes" if h.fits else "NO") for h in cd.hosts],
+                justify=["left", "left", "right", "right", "right", "right", "left"])
+    layers = ", ".join(f"{d}: {n}" for d, n in cd.remote_layers.items())
+    print_text(f"remote layers (whole layers, first in the engines' device order): {layers}")
+    print_text(f"network (estimate, in the speed above): {cd.network_tg_ms:.2f} ms per token at depth 0, "
+               f"{cd.network_tg_ms_ctx:.2f} at full context; {cd.network_pp_ms:.1f} ms per ubatch")
+    warm = "" if cd.load_warm_s is None else f", {cd.load_warm_s / 60:.1f} min with a warm rpc-server -c cache"
+    print_text(f"load (estimate): remote weights {cd.load_cold_s / 60:.1f} min over the links{warm}")
+    for n in cd.load_notes:
+        print_text(f"  {n}")
+    for s in cd.servers:
+        print_text(f"\non {s.host} ({s.address}), start first:\n{s.command}")
+    for w in cd.warnings:
+        print_text(f"\nwarning: {w}")
