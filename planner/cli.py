@@ -155,7 +155,8 @@ def run_options(func):
         click.option("--ub", "ubatch", type=int, default=512, show_default=True, help="-ub micro-batch"),
         click.option("--amb", type=int, default=512, show_default=True, help="-amb MiB (ik)"),
         click.option("--load", type=click.Choice(["rtr", "no-mmap", "mmap"]), default=None,
-                     help="how weights are loaded (default: rtr for ik, mmap for mainline)"),
+                     help="how weights are loaded (plan/place default: chosen by predicted speed: --no-mmap for "
+                          "hybrid ik runs unless -rtr is predicted faster, rtr for CPU-only ik, mmap for mainline)"),
         click.option("--threads", type=int, default=None, help="CPU threads (default: physical cores)"),
         click.option("--gpu-margin", type=float, default=None, metavar="GIB",
                      help="VRAM kept free per GPU [default: 1.0]"),
@@ -308,7 +309,8 @@ def place_command(model, base_type, custom_q, recipe_file, token_embedding_type,
     types, fp = mix_from_options(tmap, base_type=base_type, custom_q=custom_q, recipe_text=_recipe_text(recipe_file),
                                  engine=engine, token_embedding_type=token_embedding_type,
                                  output_tensor_type=output_tensor_type, pure=pure)
-    doc = api.place(model, tmap, types, hw, PlanRequest(run=run, min_tg=min_tg, min_pp=min_pp, ctx_max=(ctx == "max")),
+    doc = api.place(model, tmap, types, hw, PlanRequest(run=run, min_tg=min_tg, min_pp=min_pp, ctx_max=(ctx == "max"),
+                                                        load_auto=load is None),
                     EmitOptions(model_path=model_path, check_binary=check_binary), quantized_here=fp is not None)
     _write_json_out(doc, out, force)
     output.emit(doc, as_json=as_json, render=output.render_plan)
@@ -445,7 +447,7 @@ def plan_command(model, hw_opts, engine, ctx, kv, ubatch, amb, load, threads, gp
     hw = hardware.hardware_from_options(**hw_opts, disk_path=_local_dir(model_path or model))
     run = _run_config(engine, ctx, "q8_0" if kv == "auto" else kv, ubatch, amb, load, threads, gpu_margin,
                       os_reserve, hw)
-    request = PlanRequest(run=run, objective=objective, min_tg=min_tg, min_pp=min_pp,
+    request = PlanRequest(run=run, objective=objective, min_tg=min_tg, min_pp=min_pp, load_auto=load is None,
                           max_size_bytes=api.size_cap_bytes(max_size), allow=tuple(allow), deny=tuple(deny),
                           fixed=api.parse_fixed(fixed, run.qengine), has_imatrix=not no_imatrix,
                           quality_slack_pct=quality_slack, granularity=granularity, ctx_max=(ctx == "max"),

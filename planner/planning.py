@@ -20,6 +20,7 @@ from planner.devices import CPU
 from planner.errors import InfeasibleBudgetError, UsageError
 from planner.groups import Budget, build_groups, capacities, layer_split, smallest_weights
 from planner.hints import with_options
+from planner.loadmode import choose_load
 from planner.memory import MemoryReport, Placement, kv_bytes_per_layer, memory_report, mix_bytes
 from planner.quantize import quantizable
 from planner.request import PlanRequest
@@ -97,11 +98,18 @@ def _finish(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequest,
             notes: list[str]) -> Plan:
     cfg = request.run
     placement = Placement(devices, layer_device, budget.devices)
+    if request.load_auto:
+        # -rtr or --no-mmap copy the same bytes into RAM, so the placement stays valid; speed decides
+        choice = choose_load(tmap, types, placement, hw, cfg)
+        cfg, spd = choice.run, choice.speed
+        if choice.reason:
+            notes.append(choice.reason)
+    else:
+        spd = estimate_speed(tmap, types, placement, hw, cfg)
     mem = memory_report(tmap, types, placement, budget.bytes, cfg)
     if not mem.fits:
         raise InfeasibleBudgetError("internal re-check failed: " + "; ".join(mem.problems()),
                                     shortfall_bytes=mem.shortfall())
-    spd = estimate_speed(tmap, types, placement, hw, cfg)
     # the ILP's time terms are memory-bound and linear; the full estimate also checks compute: say so if it differs
     if request.min_tg and spd.tg_tps < request.min_tg:
         notes.append(f"predicted TG {spd.tg_tps:.2f} tok/s is below --min-tg {request.min_tg}: the CPU is "
