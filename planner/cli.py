@@ -152,7 +152,10 @@ def run_options(func):
                      help="context length [default: 32768, or the model's training context if shorter]"),
         click.option("--kv", default="q8_0", show_default=True, metavar="TYPE|auto",
                      help="KV cache type (-ctk and -ctv); plan: auto = q8_0, or q4_0 when q8_0 does not fit"),
-        click.option("--ub", "ubatch", type=int, default=512, show_default=True, help="-ub micro-batch"),
+        click.option("--ub", "ubatch", type=int, default=None,
+                     help="-ub micro-batch [plan/place default: the largest of 512..4096 that fits beside the plan; "
+                          "with --min-pp the smallest that meets it; else 512]"),
+        click.option("--batch", "batch", type=int, default=None, help="-b logical batch, >= -ub [default: max(2048, -ub)]"),
         click.option("--amb", type=int, default=512, show_default=True, help="-amb MiB (ik)"),
         click.option("--load", type=click.Choice(["rtr", "no-mmap", "mmap"]), default=None,
                      help="how weights are loaded (plan/place default: chosen by predicted speed: --no-mmap for "
@@ -168,9 +171,9 @@ def run_options(func):
     return func
 
 
-def _run_config(engine, ctx, kv, ubatch, amb, load, threads, gpu_margin, os_reserve, hw=None):
+def _run_config(engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, hw=None):
     from planner.launch import engine_profile
-    from planner.memory import RunConfig
+    from planner.runconfig import RunConfig, batch_sizes
 
     ctx_n = 0   # 0: chosen per model (planner.plan.resolve_ctx) or searched (--ctx max)
     if ctx not in (None, "max"):
@@ -180,7 +183,8 @@ def _run_config(engine, ctx, kv, ubatch, amb, load, threads, gpu_margin, os_rese
             raise click.BadParameter(f"--ctx expects a number or 'max', got {ctx!r}") from None
         if ctx_n <= 0:
             raise click.BadParameter("--ctx must be positive")
-    return RunConfig(engine=engine, ctx=ctx_n, type_k=kv, type_v=kv, ubatch=ubatch, amb=amb,
+    ub, b = batch_sizes(ubatch, batch)
+    return RunConfig(engine=engine, ctx=ctx_n, type_k=kv, type_v=kv, ubatch=ub, batch=b, amb=amb,
                      load=load or engine_profile(engine)["default_load"],
                      threads=threads or (hw.threads_default if hw is not None else None),
                      **_margins(gpu_margin, os_reserve))
@@ -289,7 +293,7 @@ def _write_json_out(doc, out, force):
 @click.option("--force", is_flag=True, help="let --out overwrite")
 @click.option("--json", "as_json", is_flag=True)
 def place_command(model, base_type, custom_q, recipe_file, token_embedding_type, output_tensor_type, pure,
-                  hw_opts, engine, ctx, kv, ubatch, amb, load, threads, gpu_margin, os_reserve, model_path,
+                  hw_opts, engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, model_path,
                   min_tg, min_pp, check_binary, out, force, as_json):
     """Choose GPU(s) or CPU for every tensor of a given mix, maximising predicted generation speed.
 
@@ -305,12 +309,12 @@ def place_command(model, base_type, custom_q, recipe_file, token_embedding_type,
 
     tmap = load_model(model)
     hw = hardware.hardware_from_options(**hw_opts)
-    run = _run_config(engine, ctx, kv, ubatch, amb, load, threads, gpu_margin, os_reserve, hw)
+    run = _run_config(engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, hw)
     types, fp = mix_from_options(tmap, base_type=base_type, custom_q=custom_q, recipe_text=_recipe_text(recipe_file),
                                  engine=engine, token_embedding_type=token_embedding_type,
                                  output_tensor_type=output_tensor_type, pure=pure)
     doc = api.place(model, tmap, types, hw, PlanRequest(run=run, min_tg=min_tg, min_pp=min_pp, ctx_max=(ctx == "max"),
-                                                        load_auto=load is None),
+                                                        load_auto=load is None, ub_auto=ubatch is None and batch is None),
                     EmitOptions(model_path=model_path, check_binary=check_binary), quantized_here=fp is not None)
     _write_json_out(doc, out, force)
     output.emit(doc, as_json=as_json, render=output.render_plan)
@@ -428,7 +432,7 @@ def export_command(plan_file, out, model_path, port, check_binary, force):
 @click.option("--out", type=click.Path(dir_okay=False), help="write the plan JSON here")
 @click.option("--force", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
-def plan_command(model, hw_opts, engine, ctx, kv, ubatch, amb, load, threads, gpu_margin, os_reserve, objective,
+def plan_command(model, hw_opts, engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, objective,
                  min_tg, min_pp, max_size, allow, deny, fixed, pareto, granularity, check_binary, imatrix, no_imatrix, quality_slack, model_path, out, force, as_json):
     """Choose quant types and device placement together (exact ILP), and emit the recipe and launch command.
 
@@ -445,9 +449,10 @@ def plan_command(model, hw_opts, engine, ctx, kv, ubatch, amb, load, threads, gp
     from planner.request import EmitOptions, PlanRequest
 
     hw = hardware.hardware_from_options(**hw_opts, disk_path=_local_dir(model_path or model))
-    run = _run_config(engine, ctx, "q8_0" if kv == "auto" else kv, ubatch, amb, load, threads, gpu_margin,
+    run = _run_config(engine, ctx, "q8_0" if kv == "auto" else kv, ubatch, batch, amb, load, threads, gpu_margin,
                       os_reserve, hw)
     request = PlanRequest(run=run, objective=objective, min_tg=min_tg, min_pp=min_pp, load_auto=load is None,
+                          ub_auto=ubatch is None and batch is None,
                           max_size_bytes=api.size_cap_bytes(max_size), allow=tuple(allow), deny=tuple(deny),
                           fixed=api.parse_fixed(fixed, run.qengine), has_imatrix=not no_imatrix,
                           quality_slack_pct=quality_slack, granularity=granularity, ctx_max=(ctx == "max"),
@@ -556,7 +561,7 @@ def calibrate_command(logs, model, base_type, custom_q, recipe_file, token_embed
 @click.option("--plot", type=click.Path(dir_okay=False), help="write size vs quality (speed as colour), .png or .svg")
 @click.option("--force", is_flag=True, help="let --plot overwrite")
 @click.option("--json", "as_json", is_flag=True)
-def compare_command(candidates, model, hw_opts, engine, ctx, kv, ubatch, amb, load, threads, gpu_margin,
+def compare_command(candidates, model, hw_opts, engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin,
                     os_reserve, plot, force, as_json):
     """Compare candidate mixes side by side on this hardware: size, BPW, fit, GPU/CPU bytes, speed, quality.
 
@@ -571,7 +576,7 @@ def compare_command(candidates, model, hw_opts, engine, ctx, kv, ubatch, amb, lo
     from planner.compare import compare, plot_comparison
 
     hw = hardware.hardware_from_options(**hw_opts)
-    run = _run_config(engine, ctx, kv, ubatch, amb, load, threads, gpu_margin, os_reserve, hw)
+    run = _run_config(engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, hw)
     result = compare(list(candidates), model=model, hw=hw, run=run)
     if plot:
         plot_comparison(result, plot, force=force)

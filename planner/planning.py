@@ -24,7 +24,7 @@ from planner.loadmode import choose_load
 from planner.memory import MemoryReport, Placement, kv_bytes_per_layer, memory_report, mix_bytes
 from planner.quantize import quantizable
 from planner.request import PlanRequest
-from planner.runconfig import RunConfig
+from planner.runconfig import UBATCH_CHOICES, RunConfig
 from planner.solver import Group, Objective, Solution, SolveStep, solve, weakest
 from planner.speed import SpeedEstimate, estimate_speed
 from planner.tensors import TensorMap
@@ -98,6 +98,8 @@ def _finish(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequest,
             notes: list[str]) -> Plan:
     cfg = request.run
     placement = Placement(devices, layer_device, budget.devices)
+    if request.ub_auto:
+        cfg = _largest_ubatch_that_fits(tmap, types, placement, budget, cfg, notes)
     if request.load_auto:
         # -rtr or --no-mmap copy the same bytes into RAM, so the placement stays valid; speed decides
         choice = choose_load(tmap, types, placement, hw, cfg)
@@ -130,6 +132,25 @@ def _finish(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequest,
                 budgets=dict(budget.bytes), total_bytes=total, n_elements=tmap.n_elements,
                 bpw=8.0 * total / tmap.n_elements, memory=mem, speed=spd, quality=q, solver=info,
                 notes=tuple(notes))
+
+
+def _largest_ubatch_that_fits(tmap: TensorMap, types: Mapping[str, str], placement: Placement, budget: Budget,
+                              cfg: RunConfig, notes: list[str]) -> RunConfig:
+    """-ub as a decision: the largest of UBATCH_CHOICES whose compute buffers still fit beside the plan on every
+    device (types and placement unchanged, so TG and quality are too; larger micro-batches amortise the per-ubatch
+    copy of CPU-resident weights and raise PP).  -b follows as max(-b, -ub)."""
+    best = cfg
+    for ub in UBATCH_CHOICES:
+        if ub <= cfg.ubatch:
+            continue
+        trial = replace(cfg, ubatch=ub, batch=max(cfg.batch, ub))
+        if not memory_report(tmap, types, placement, budget.bytes, trial).fits:
+            break
+        best = trial
+    if best.ubatch != cfg.ubatch:
+        notes.append(f"-ub {best.ubatch}: the largest micro-batch whose compute buffers fit beside the plan "
+                     f"(faster prompt processing; types and placement unchanged)")
+    return best
 
 
 def _solve_with_layers(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequest, *,

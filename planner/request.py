@@ -31,6 +31,7 @@ class PlanRequest:
     pareto: int = 0                      # > 1: that many non-dominated plans instead of one
     imatrix: str | None = None           # imatrix file (.dat or GGUF): sharpens the quality model
     load_auto: bool = False              # run.load is the engine default, not the user's: choose it by speed
+    ub_auto: bool = False                # -ub/-b not given: choose -ub (UBATCH_CHOICES) within the memory budget
 
 
 @dataclass(frozen=True, slots=True)
