@@ -109,6 +109,22 @@ def probe_command(as_json, save, force, hw_opts):
     output.emit(hw, as_json=as_json, render=output.render_hardware)
 
 
+@main.command("models")
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+def models_command(as_json):
+    """List the built-in models: architecture, total/active parameters, layers, attention kind.
+
+    \b
+    Examples:
+      gguf-planner models
+      gguf-planner plan gpt-oss-120b --vram 24 --ram 128
+    """
+    from planner import output
+    from planner.model_list import list_models
+
+    output.emit(list_models(), as_json=as_json, render=output.render_models)
+
+
 @main.command("profiles")
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
 def profiles_command(as_json):

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from planner.documents import ParetoSet, PlanDocument
     from planner.hardware import GPU, Hardware, ProfileSummary
     from planner.memory import MemoryReport
+    from planner.model_list import BuiltinModel
     from planner.quantize import Footprint
     from planner.calibrate import CalibrateResult
     from planner.speed import SpeedEstimate
@@ -184,6 +185,23 @@ def render_profiles(profiles: Sequence[ProfileSummary]) -> None:
         table.add_column(col, justify="right")
     for row in rows:
         table.add_row(*row)
+    _console().print(table)
+
+
+def render_models(models: Sequence[BuiltinModel]) -> None:
+    """The built-in models, one row each: architecture, parameters (total/active), layers, attention kind."""
+    from rich.table import Table
+
+    table = Table(title="Built-in models", title_justify="left")
+    table.add_column("name", no_wrap=True)  # a name to type as MODEL: never cut
+    table.add_column("arch")
+    for col in ("total", "active", "layers", "experts"):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("attention / state", min_width=16)
+    for m in models:
+        experts = f"{m.n_expert_used}/{m.n_expert}" if m.n_expert else "dense"
+        table.add_row(m.name, m.arch, f"{m.total_params / 1e9:.1f}B", f"{m.active_params / 1e9:.1f}B",
+                      str(m.n_layer), experts, m.attention)
     _console().print(table)
 
 
