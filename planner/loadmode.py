@@ -57,7 +57,11 @@ def choose_load(tmap: TensorMap, types: Mapping[str, str], placement: Placement,
     if faster:
         return LoadChoice(rtr_run, rtr, f"load: -rtr, predicted faster (TG {rtr.tg_tps:.1f} vs {plain.tg_tps:.1f} "
                                         f"tok/s, PP {rtr.pp_tps:.0f} vs {plain.pp_tps:.0f} tok/s without it)")
-    return LoadChoice(plain_run, plain, (
-        f"load: --no-mmap, not -rtr: with -rtr the CPU-resident weights whose repacked types have no CUDA kernel "
-        f"would be multiplied on the CPU during prompt processing (predicted PP {rtr.pp_tps:.0f} vs "
-        f"{plain.pp_tps:.0f} tok/s, TG {rtr.tg_tps:.1f} vs {plain.tg_tps:.1f}); pass --load rtr to force it"))
+    figures = (f"predicted with -rtr: PP {rtr.pp_tps:.0f} vs {plain.pp_tps:.0f} tok/s, "
+               f"TG {rtr.tg_tps:.1f} vs {plain.tg_tps:.1f}; pass --load rtr to force it")
+    if rtr.pp_tps < plain.pp_tps:
+        why = ("with -rtr the CPU-resident weights whose repacked types have no CUDA kernel would be multiplied "
+               "on the CPU during prompt processing")
+    else:
+        why = "-rtr is not predicted faster here, and ik's README advises against it for hybrid runs"
+    return LoadChoice(plain_run, plain, f"load: --no-mmap, not -rtr: {why} ({figures})")

@@ -81,7 +81,13 @@ def note(text: str) -> None:
 
 
 def print_json(obj: Any) -> None:
-    sys.stdout.write(dumps(obj))
+    """JSON on stdout; \\u escapes when stdout's encoding is not UTF-8 (PYTHONIOENCODING=ascii), so the
+    document stays valid JSON whatever the terminal."""
+    encoding = (getattr(sys.stdout, "encoding", "") or "").lower().replace("-", "")
+    if encoding == "utf8":
+        sys.stdout.write(dumps(obj))
+    else:
+        sys.stdout.write(json.dumps(to_jsonable(obj), indent=2, ensure_ascii=True) + "\n")
 
 
 def print_text(text: str) -> None:
@@ -328,6 +334,11 @@ def render_check(r: CheckResult) -> None:
     for w in r.warnings:
         print_text(f"warning ({r.run.engine}): {w}")
     _print_memory(r.memory)
+    if getattr(r, "buffers", ()):
+        print_text("engine buffers (as the load log prints them; compute: see the table, estimate):")
+        for kind, name, nbytes in r.buffers:
+            what = "KV buffer size" if kind == "kv" else "buffer size"
+            print_text(f"  {name:>10} {what} = {nbytes / 2**20:10.2f} MiB")
     _print_speed(r.speed)
     if r.problems:
         for p in r.problems:
@@ -364,7 +375,7 @@ def render_pareto(ps: ParetoSet) -> None:
 def render_verify(reports: Sequence[VerifyReport]) -> None:
     """`verify`: memory terms (exact ones judged to 0.1 MiB) and TG/PP per depth next to the prediction."""
     for rep in reports:
-        mem = [c for c in rep.checks if c.term not in ("TG", "PP")]
+        mem = [c for c in rep.checks if c.term not in ("TG", "PP", "ppl_ratio")]
         if mem:
             rows = []
             for c in mem:
@@ -397,6 +408,10 @@ def render_verify(reports: Sequence[VerifyReport]) -> None:
             print_table("speed (estimate), tok/s", ["at", "TG pred.", "TG meas.", "err", "PP pred.", "PP meas.", "err"],
                         srows, justify=["left", "right", "right", "right", "right", "right", "right"],
                         caption=f"{len(speed)} rows" + (", 9 shown" if len(speed) > 9 else ""))
+        for c in rep.checks:
+            if c.term == "ppl_ratio":
+                print_text(f"PPL(Q)/PPL(base): predicted {c.predicted:.4f} (estimate), measured {c.measured:.4f} "
+                           f"({c.rel_error:+.1%})")
         for n in rep.notes:
             print_text(f"  note: {n}")
 
