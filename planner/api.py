@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 from planner.check import CheckResult, evaluate
@@ -23,10 +23,11 @@ from planner.documents import ParetoSet, PlanDocument, document, launch_model_pa
 from planner.errors import InfeasibleBudgetError, UsageError
 from planner.hardware import Hardware
 from planner.memory import Placement
-from planner.planning import feasible_for, joint_plan, pareto_plans, resolve_ctx, with_ctx
+from planner.planning import Plan, feasible_for, joint_plan, pareto_plans, resolve_ctx, with_ctx
 from planner.planning import place as place_mix
 from planner.quants import catalogue
 from planner.request import EmitOptions, PlanRequest
+from planner.runconfig import UBATCH_CHOICES
 from planner.tensors import TensorMap
 from planner.units import GIB
 
@@ -95,7 +96,7 @@ def plan(model: str | None, hardware: Hardware, request: PlanRequest,
         plans = pareto_plans(tmap, hardware, request, quality, request.pareto)
         return ParetoSet(tmap.name, tuple(document(tmap, p, model_path=out_path) for p in plans))
     try:
-        p = with_ctx(tmap, request, lambda r: joint_plan(tmap, hardware, r, quality),
+        p = with_ctx(tmap, request, _ubatch_for_min_pp(request, lambda r: joint_plan(tmap, hardware, r, quality)),
                      feasible_for(tmap, hardware, None, quality))
     except InfeasibleBudgetError as exc:
         from planner.cluster_plan import second_box_option
@@ -108,6 +109,34 @@ def plan(model: str | None, hardware: Hardware, request: PlanRequest,
             f"the quantized file needs {p.total_bytes / GIB:.1f} GiB but its disk has {free / GIB:.1f} GiB free",))
     return document(tmap, p, model_path=out_path, source_path=model if model and model.endswith(".gguf") else None,
                     imatrix=request.imatrix, check_binary=emit.check_binary)
+
+
+def _ubatch_for_min_pp(request: PlanRequest, attempt: Callable[[PlanRequest], Plan]) -> Callable[[PlanRequest], Plan]:
+    """With --min-pp and -ub not given: the smallest -ub (UBATCH_CHOICES) whose plan meets the target; a larger
+    micro-batch raises PP but its compute buffers take memory the weights could use."""
+    if not (request.ub_auto and request.min_pp):
+        return attempt
+
+    def by_ubatch(r: PlanRequest) -> Plan:
+        # the ILP's PP terms are linear; the full estimate may still miss the target: then try the next -ub
+        last: InfeasibleBudgetError | None = None
+        fallback: Plan | None = None
+        for ub in UBATCH_CHOICES:
+            run = replace(r.run, ubatch=ub, batch=max(r.run.batch, ub))
+            try:
+                p = attempt(replace(r, run=run, ub_auto=False))
+            except InfeasibleBudgetError as exc:
+                last = exc
+                continue
+            if p.speed.pp_tps >= (r.min_pp or 0.0) * 0.999:
+                return p
+            fallback = fallback or p
+        if fallback is not None:
+            return fallback            # carries the note that the target is missed
+        assert last is not None
+        raise last
+
+    return by_ubatch
 
 
 def place(model: str | None, tmap: TensorMap, types: Mapping[str, str], hardware: Hardware, request: PlanRequest,

@@ -79,7 +79,7 @@ class PlannerGroup(click.Group):
 
 # click parameter name -> the option a user typed, for the range checks of planner.validate.OPTION_RANGES
 _OPTION_OF = {"vram": "--vram", "ram": "--ram", "cores": "--cores", "ram_bw": "--ram-bw", "ubatch": "--ub",
-              "amb": "--amb", "threads": "--threads", "gpu_margin": "--gpu-margin", "os_reserve": "--os-reserve",
+              "batch": "--batch", "amb": "--amb", "threads": "--threads", "gpu_margin": "--gpu-margin", "os_reserve": "--os-reserve",
               "min_tg": "--min-tg", "min_pp": "--min-pp", "max_size": "--max-size", "pareto": "--pareto",
               "quality_slack": "--quality-slack", "port": "--port"}
 
@@ -243,10 +243,14 @@ def run_options(func):
                      help="context length [default: 32768, or the model's training context if shorter]"),
         click.option("--kv", default="q8_0", show_default=True, metavar="TYPE|auto",
                      help="KV cache type (-ctk and -ctv); plan: auto = q8_0, or q4_0 when q8_0 does not fit"),
-        click.option("--ub", "ubatch", type=int, default=512, show_default=True, help="-ub micro-batch"),
+        click.option("--ub", "ubatch", type=int, default=None,
+                     help="-ub micro-batch [plan/place default: the largest of 512..4096 that fits beside the plan; "
+                          "with --min-pp the smallest that meets it; else 512]"),
+        click.option("--batch", "batch", type=int, default=None, help="-b logical batch, >= -ub [default: max(2048, -ub)]"),
         click.option("--amb", type=int, default=512, show_default=True, help="-amb MiB (ik)"),
         click.option("--load", type=click.Choice(["rtr", "no-mmap", "mmap"]), default=None,
-                     help="how weights are loaded (default: rtr for ik, mmap for mainline)"),
+                     help="how weights are loaded (plan/place default: chosen by predicted speed: --no-mmap for "
+                          "hybrid ik runs unless -rtr is predicted faster, rtr for CPU-only ik, mmap for mainline)"),
         click.option("--threads", type=int, default=None, help="CPU threads (default: physical cores)"),
         click.option("--gpu-margin", type=float, default=None, metavar="GIB",
                      help="VRAM kept free per GPU [default: 1.0]"),
@@ -258,9 +262,9 @@ def run_options(func):
     return func
 
 
-def _run_config(engine, ctx, kv, ubatch, amb, load, threads, gpu_margin, os_reserve, hw=None):
+def _run_config(engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, hw=None):
     from planner.launch import engine_profile
-    from planner.memory import RunConfig
+    from planner.runconfig import RunConfig, batch_sizes
 
     ctx_n = 0   # 0: chosen per model (planner.plan.resolve_ctx) or searched (--ctx max)
     if ctx not in (None, "max"):
@@ -272,7 +276,8 @@ def _run_config(engine, ctx, kv, ubatch, amb, load, threads, gpu_margin, os_rese
         except ValueError:
             raise UsageError(f"--ctx expects a number or 'max', got {ctx!r}") from None
         check_option("--ctx", ctx_n)
-    return RunConfig(engine=engine, ctx=ctx_n, type_k=kv, type_v=kv, ubatch=ubatch, amb=amb,
+    ub, b = batch_sizes(ubatch, batch)
+    return RunConfig(engine=engine, ctx=ctx_n, type_k=kv, type_v=kv, ubatch=ub, batch=b, amb=amb,
                      load=load or engine_profile(engine)["default_load"],
                      threads=threads or (hw.threads_default if hw is not None else None),
                      **_margins(gpu_margin, os_reserve))
@@ -395,7 +400,7 @@ def _write_json_out(doc, out, force):
 @click.option("--force", is_flag=True, help="let --out overwrite")
 @click.option("--json", "as_json", is_flag=True)
 def place_command(model, base_type, custom_q, recipe_file, token_embedding_type, output_tensor_type, pure,
-                  hw_opts, engine, ctx, kv, ubatch, amb, load, threads, gpu_margin, os_reserve, model_path,
+                  hw_opts, engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, model_path,
                   min_tg, min_pp, check_binary, out, force, as_json):
     """Choose GPU(s) or CPU for every tensor of a given mix, maximising predicted generation speed.
 
@@ -411,11 +416,12 @@ def place_command(model, base_type, custom_q, recipe_file, token_embedding_type,
 
     tmap = load_model(model)
     hw = hardware.hardware_from_options(**hw_opts)
-    run = _run_config(engine, ctx, kv, ubatch, amb, load, threads, gpu_margin, os_reserve, hw)
+    run = _run_config(engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, hw)
     types, fp = mix_from_options(tmap, base_type=base_type, custom_q=custom_q, recipe_text=_recipe_text(recipe_file),
                                  engine=engine, token_embedding_type=token_embedding_type,
                                  output_tensor_type=output_tensor_type, pure=pure)
-    doc = api.place(model, tmap, types, hw, PlanRequest(run=run, min_tg=min_tg, min_pp=min_pp, ctx_max=(ctx == "max")),
+    doc = api.place(model, tmap, types, hw, PlanRequest(run=run, min_tg=min_tg, min_pp=min_pp, ctx_max=(ctx == "max"),
+                                                        load_auto=load is None, ub_auto=ubatch is None and batch is None),
                     EmitOptions(model_path=model_path, check_binary=check_binary), quantized_here=fp is not None)
     _write_json_out(doc, out, force)
     output.emit(doc, as_json=as_json, render=output.render_plan)
@@ -575,7 +581,7 @@ def export_command(plan_file, out, scripts_dir, model_path, port, check_binary, 
 @click.option("--out", type=click.Path(dir_okay=False), help="write the plan JSON here")
 @click.option("--force", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
-def plan_command(model, hw_opts, engine, ctx, kv, ubatch, amb, load, threads, gpu_margin, os_reserve, objective,
+def plan_command(model, hw_opts, engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, objective,
                  min_tg, min_pp, max_size, allow, deny, fixed, pareto, granularity, check_binary, imatrix, no_imatrix,
                  quality_slack, model_path, cluster, rpc_hosts, scripts_dir, out, force, as_json):
     """Choose quant types and device placement together (exact ILP), and emit the recipe and launch command.
@@ -598,9 +604,10 @@ def plan_command(model, hw_opts, engine, ctx, kv, ubatch, amb, load, threads, gp
                                "(one box: `export --plan`)")
     hw = clus.main if clus is not None else hardware.hardware_from_options(
         **hw_opts, disk_path=_local_dir(model_path or model))
-    run = _run_config(engine, ctx, "q8_0" if kv == "auto" else kv, ubatch, amb, load, threads, gpu_margin,
+    run = _run_config(engine, ctx, "q8_0" if kv == "auto" else kv, ubatch, batch, amb, load, threads, gpu_margin,
                       os_reserve, hw)
-    request = PlanRequest(run=run, objective=objective, min_tg=min_tg, min_pp=min_pp,
+    request = PlanRequest(run=run, objective=objective, min_tg=min_tg, min_pp=min_pp, load_auto=load is None,
+                          ub_auto=ubatch is None and batch is None,
                           max_size_bytes=api.size_cap_bytes(max_size), allow=tuple(allow), deny=tuple(deny),
                           fixed=api.parse_fixed(fixed, run.qengine), has_imatrix=not no_imatrix,
                           quality_slack_pct=quality_slack, granularity=granularity, ctx_max=(ctx == "max"),
@@ -719,7 +726,7 @@ def calibrate_command(logs, model, base_type, custom_q, recipe_file, token_embed
 @click.option("--plot", type=click.Path(dir_okay=False), help="write size vs quality (speed as colour), .png or .svg")
 @click.option("--force", is_flag=True, help="let --plot overwrite")
 @click.option("--json", "as_json", is_flag=True)
-def compare_command(candidates, model, hw_opts, engine, ctx, kv, ubatch, amb, load, threads, gpu_margin,
+def compare_command(candidates, model, hw_opts, engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin,
                     os_reserve, plot, force, as_json):
     """Compare candidate mixes side by side on this hardware: size, BPW, fit, GPU/CPU bytes, speed, quality.
 
@@ -734,7 +741,7 @@ def compare_command(candidates, model, hw_opts, engine, ctx, kv, ubatch, amb, lo
     from planner.compare import compare, plot_comparison
 
     hw = hardware.hardware_from_options(**hw_opts)
-    run = _run_config(engine, ctx, kv, ubatch, amb, load, threads, gpu_margin, os_reserve, hw)
+    run = _run_config(engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, hw)
     result = compare(list(candidates), model=model, hw=hw, run=run)
     if plot:
         plot_comparison(result, plot, force=force)

@@ -20,10 +20,11 @@ from planner.devices import CPU
 from planner.errors import InfeasibleBudgetError, UsageError
 from planner.groups import Budget, build_groups, capacities, layer_split, smallest_weights
 from planner.hints import with_options
+from planner.loadmode import choose_load
 from planner.memory import MemoryReport, Placement, kv_bytes_by_layer, memory_report, mix_bytes
 from planner.quantize import quantizable
 from planner.request import PlanRequest
-from planner.runconfig import RunConfig
+from planner.runconfig import UBATCH_CHOICES, RunConfig
 from planner.solver import Group, Objective, Solution, SolveStep, solve, weakest
 from planner.speed import DeviceSpeed, SpeedEstimate, estimate_speed
 from planner.tensors import TensorMap
@@ -98,11 +99,22 @@ def _finish(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequest,
             speed_of: Callable[[Mapping[str, str], Placement], SpeedEstimate] | None = None) -> Plan:
     cfg = request.run
     placement = Placement(devices, layer_device, budget.devices)
+    if request.ub_auto:
+        cfg = _largest_ubatch_that_fits(tmap, types, placement, budget, cfg, notes)
+    if request.load_auto:
+        # -rtr or --no-mmap copy the same bytes into RAM, so the placement stays valid; speed decides
+        choice = choose_load(tmap, types, placement, hw, cfg)
+        cfg, spd = choice.run, choice.speed
+        if choice.reason:
+            notes.append(choice.reason)
+    else:
+        spd = estimate_speed(tmap, types, placement, hw, cfg)
     mem = memory_report(tmap, types, placement, budget.bytes, cfg)
     if not mem.fits:
         raise InfeasibleBudgetError("internal re-check failed: " + "; ".join(mem.problems()),
                                     shortfall_bytes=mem.shortfall())
-    spd = speed_of(types, placement) if speed_of is not None else estimate_speed(tmap, types, placement, hw, cfg)
+    if speed_of is not None:      # a cluster's estimate (network terms, remote devices) replaces the one-box one
+        spd = speed_of(types, placement)
     # the ILP's time terms are memory-bound and linear; the full estimate also checks compute: say so if it differs
     if request.min_tg and spd.tg_tps < request.min_tg:
         notes.append(f"predicted TG {spd.tg_tps:.2f} tok/s is below --min-tg {request.min_tg}: the CPU is "
@@ -123,6 +135,25 @@ def _finish(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequest,
                 budgets=dict(budget.bytes), total_bytes=total, n_elements=tmap.n_elements,
                 bpw=8.0 * total / tmap.n_elements, memory=mem, speed=spd, quality=q, solver=info,
                 notes=tuple(notes))
+
+
+def _largest_ubatch_that_fits(tmap: TensorMap, types: Mapping[str, str], placement: Placement, budget: Budget,
+                              cfg: RunConfig, notes: list[str]) -> RunConfig:
+    """-ub as a decision: the largest of UBATCH_CHOICES whose compute buffers still fit beside the plan on every
+    device (types and placement unchanged, so TG and quality are too; larger micro-batches amortise the per-ubatch
+    copy of CPU-resident weights and raise PP).  -b follows as max(-b, -ub)."""
+    best = cfg
+    for ub in UBATCH_CHOICES:
+        if ub <= cfg.ubatch:
+            continue
+        trial = replace(cfg, ubatch=ub, batch=max(cfg.batch, ub))
+        if not memory_report(tmap, types, placement, budget.bytes, trial).fits:
+            break
+        best = trial
+    if best.ubatch != cfg.ubatch:
+        notes.append(f"-ub {best.ubatch}: the largest micro-batch whose compute buffers fit beside the plan "
+                     f"(faster prompt processing; types and placement unchanged)")
+    return best
 
 
 def _solve_with_layers(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequest, *,

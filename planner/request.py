@@ -30,6 +30,8 @@ class PlanRequest:
     kv_auto: bool = False                # q8_0 KV cache, or q4_0 when q8_0 does not fit
     pareto: int = 0                      # > 1: that many non-dominated plans instead of one
     imatrix: str | None = None           # imatrix file (.dat or GGUF): sharpens the quality model
+    load_auto: bool = False              # run.load is the engine default, not the user's: choose it by speed
+    ub_auto: bool = False                # -ub/-b not given: choose -ub (UBATCH_CHOICES) within the memory budget
 
 
 @dataclass(frozen=True, slots=True)

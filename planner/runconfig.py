@@ -13,6 +13,35 @@ DEFAULT_GPU_MARGIN_BYTES = int(_MEM["gpu_margin_mib"]) * MIB
 DEFAULT_OS_RESERVE_BYTES = int(_MEM["os_reserve_gib"] * GIB)
 
 
+DEFAULT_UBATCH = 512     # llama.cpp / ik common.h n_ubatch default
+DEFAULT_BATCH = 2048     # common.h n_batch default
+# -ub values the planner chooses among (powers of two; ik's published sweeps use 512-4096)
+UBATCH_CHOICES = (512, 1024, 2048, 4096)
+
+
+def batch_sizes(ubatch: int | None, batch: int | None) -> tuple[int, int]:
+    """(-ub, -b) from the flags given (None: not given), keeping b >= ub.
+
+    llama.cpp caps the micro-batch at the batch (``src/llama-context.cpp``: ``n_ubatch = min(n_batch,
+    n_ubatch)``; ik ``src/llama.cpp`` llama_new_context_with_model likewise), so a plan with b < ub would not run
+    the -ub it predicts.
+
+    Raises:
+        UsageError: both given and b < ub, or a value not positive.
+    """
+    from planner.errors import UsageError
+
+    for name, v in (("--ub", ubatch), ("--batch", batch)):
+        if v is not None and v <= 0:
+            raise UsageError(f"{name} must be positive, got {v}")
+    if ubatch is not None and batch is not None and batch < ubatch:
+        raise UsageError(f"--batch {batch} is smaller than --ub {ubatch}",
+                         hint="llama.cpp caps -ub at -b (n_ubatch = min(n_batch, n_ubatch)); give -b >= -ub")
+    ub = ubatch if ubatch is not None else min(DEFAULT_UBATCH, batch if batch is not None else DEFAULT_UBATCH)
+    b = batch if batch is not None else max(DEFAULT_BATCH, ub)
+    return ub, b
+
+
 @dataclass(frozen=True, slots=True)
 class RunConfig:
     """How the model will be run: the flags that change memory and speed."""
@@ -22,8 +51,8 @@ class RunConfig:
     type_k: str = "q8_0"
     type_v: str = "q8_0"
     flash_attn: bool = True
-    ubatch: int = 512
-    batch: int = 2048
+    ubatch: int = DEFAULT_UBATCH
+    batch: int = DEFAULT_BATCH
     amb: int = 512                     # -amb MiB (ik)
     load: str = "rtr"                  # mmap | no-mmap | rtr
     n_parallel: int = 1
