@@ -42,7 +42,7 @@ def evaluate(tmap: TensorMap, types: Mapping[str, str], placement: Placement, hw
     spd = estimate_speed(tmap, types, placement, hw, run)
     q = quality.estimate(types) if quality is not None else None
     sizes = mix_bytes(tmap, types)
-    from planner.layer_split import placement_buffers
+    from planner.engine_buffers import placement_buffers
     from planner.memory import kv_bytes_per_layer
 
     kv = [kv_bytes_per_layer(tmap.params, run)] * tmap.params.n_loaded_layers

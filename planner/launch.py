@@ -174,7 +174,7 @@ def build_launch(tmap: TensorMap, devices: Mapping[str, str], layer_device: Sequ
     Raises:
         EmitterError: no -ngl/-ts reproduces the plan's layer map, or the -ot rules do not reproduce it.
     """
-    from planner.layer_split import flags_for_names, map_for_flags, run_sizes
+    from planner.engine_buffers import flags_for_names, map_for_flags, run_sizes
 
     prof = engine_profile(run.engine)
     gpu_list = _gpu_names(layer_device, devices, gpus)
@@ -419,7 +419,7 @@ def placement_from_command(tmap: TensorMap, cmd: ParsedCommand, gpus: Sequence[s
     fill needs the mix (``types``) for its layer sizes, and every rule the GPUs' free memory when ``-ts`` is absent
     (``gpu_free_bytes``; default: equal).
     """
-    from planner.layer_split import map_for_flags, run_sizes
+    from planner.engine_buffers import map_for_flags, run_sizes
 
     run = cmd.run
     sizes = run_sizes(run.engine, tmap, types, ctx=run.ctx or tmap.params.n_ctx_train, type_k=run.type_k,

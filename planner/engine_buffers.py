@@ -1,0 +1,248 @@
+"""Per-buffer bytes the engines log, from a layer map: ``<dev> buffer size``, ``KV buffer size``, and the glue
+that gives plan, place and check the engine's own layer map and buffers in planner device names.
+
+Allocation rules transcribed from ggml ``ggml-backend.cpp`` (host buffers aligned to 32 bytes), ggml-cuda
+``ggml_backend_cuda_buffer_type_get_alloc_size`` (quantized matrices padded to ``MATRIX_ROW_PADDING`` = 512 columns,
+128-byte alignment) and the load logs of ik_llama.cpp 8337e4cd and llama.cpp 0c1e57098 (the layer rules
+themselves are in :mod:`planner.layer_split`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from planner.layer_split import (
+    CUDA_ALIGNMENT, CUDA_MATRIX_ROW_PADDING, HOST_ALIGNMENT, MIB, LayerSizes, LayerSplit, SplitDevice, SplitFlags,
+    SplitRequest, _row_size, flags_for, ik_layer_sizes, layer_split, nbytes, type_of,
+)
+from planner.quants import catalogue
+from planner.tensors import TensorMap
+
+# ----------------------------------------------------------------------------------------------- engine buffers
+
+@dataclass(frozen=True, slots=True)
+class EngineBuffer:
+    """One buffer as the engine logs it: ``kind`` is "weights", "kv" or "compute"; ``device`` None = the CPU."""
+
+    kind: str
+    device: int | None
+    bytes: int
+    exact: bool = True
+
+
+def alloc_bytes(type_name: str, shape: Sequence[int], nbytes: int, *, cuda: bool) -> int:
+    """ggml_backend_alloc_ctx_tensors_from_buft: PAD(get_alloc_size, alignment) for one tensor."""
+    if not cuda:
+        return -(-nbytes // HOST_ALIGNMENT) * HOST_ALIGNMENT
+    size = nbytes
+    qt = catalogue().get(type_name)
+    if qt.is_quantized and shape[0] % CUDA_MATRIX_ROW_PADDING:
+        size += _row_size(type_name, CUDA_MATRIX_ROW_PADDING - shape[0] % CUDA_MATRIX_ROW_PADDING)
+    return -(-size // CUDA_ALIGNMENT) * CUDA_ALIGNMENT
+
+
+def tensor_devices(tmap: TensorMap, split: LayerSplit,
+                   overrides: Sequence[tuple[str, int | None]] = ()) -> dict[str, int | None]:
+    """Device of every loaded tensor: ``-ot`` (first matching regex, searched in the name) wins, else
+    ``token_embd`` on the CPU, ``output``/``output_norm`` with the output layer, ``blk.i.*`` with layer i.
+    Tensors of NextN blocks (not loaded) are left out."""
+    compiled = [(re.compile(rx), dev) for rx, dev in overrides]
+    out: dict[str, int | None] = {}
+    for t in tmap.tensors:
+        if not tmap.is_loaded(t):
+            continue
+        dev: int | None
+        if t.layer is not None:
+            dev = split.layer_device[t.layer] if t.layer < len(split.layer_device) else None
+        elif t.name == "token_embd.weight":
+            dev = None
+        else:
+            dev = split.output_device
+        for rx, target in compiled:
+            if rx.search(t.name):
+                dev = target
+                break
+        out[t.name] = dev
+    return out
+
+
+def engine_buffers(tmap: TensorMap, mix: Mapping[str, str] | None, split: LayerSplit, *, n_devices: int,
+                   kv_layer_bytes: Sequence[int], overrides: Sequence[tuple[str, int | None]] = (),
+                   cuda: Sequence[bool] | None = None, cpu_mapped: bool = False) -> tuple[EngineBuffer, ...]:
+    """Weight and KV buffer bytes per device, as ``llm_load_tensors``/``llama_kv_cache_init`` allocate them.
+
+    ``kv_layer_bytes[il]`` is the KV of layer ``il`` at the allocated (padded) context. ``cuda[d]`` says whether
+    device ``d`` is a CUDA buffer (alignment 128, quantized rows padded to 512 weights) rather than a host or RPC
+    buffer (alignment 32). CPU weights are an allocated buffer (``--no-mmap``; ik also whenever ``-ot`` is given,
+    ``use_mmap_buffer &= !has_buft_overrides``) or, with ``cpu_mapped``, a buffer over the mmap'ed file from the
+    first CPU tensor's offset to the last one's end (``llama_model_loader::get_mapping_range``: tensors of other
+    devices in between count too; mainline logs it as ``CPU_Mapped``). When the output is tied to
+    ``token_embd`` and offloaded, the engine loads a duplicate of ``token_embd`` on the output device.
+    """
+    devs = tensor_devices(tmap, split, overrides)
+    by_name = tmap.by_name()
+    weights: dict[int | None, int] = {}
+    for name, dev in devs.items():
+        t = by_name[name]
+        is_cuda = dev is not None and bool(cuda and cuda[dev])
+        weights[dev] = weights.get(dev, 0) + alloc_bytes(type_of(t, mix), t.shape, nbytes(t, mix), cuda=is_cuda)
+    if "output.weight" not in by_name and split.output_device is not None and "token_embd.weight" in by_name:
+        t = by_name["token_embd.weight"]
+        dev = split.output_device
+        weights[dev] = weights.get(dev, 0) + alloc_bytes(type_of(t, mix), t.shape, nbytes(t, mix),
+                                                         cuda=bool(cuda and cuda[dev]))
+    header = getattr(tmap, "header", None)
+    if cpu_mapped and header is not None and None in weights:
+        cpu = {name for name, dev in devs.items() if dev is None}
+        spans = [(g.offset, g.offset + g.nbytes) for g in header.tensors if g.name in cpu and g.shard == 0]
+        if spans:
+            weights[None] = max(e for _, e in spans) - min(b for b, _ in spans)
+    kv: dict[int | None, int] = {}
+    for il, dev in enumerate(split.kv_device):
+        if il < len(kv_layer_bytes):
+            kv[dev] = kv.get(dev, 0) + int(kv_layer_bytes[il])
+    out = [EngineBuffer("weights", d, weights[d]) for d in [*range(n_devices), None] if d in weights]
+    out += [EngineBuffer("kv", d, kv[d]) for d in [*range(n_devices), None] if d in kv and kv[d]]
+    return tuple(out)
+
+
+IK_HOST_ALLOC_EXTRA = 32
+
+
+def buffer_lines(engine: str, buffers: Sequence[EngineBuffer], device_names: Sequence[str], *,
+                 cpu_mapped: bool = False, host_alloc_extra: int = 0) -> list[str]:
+    """The engine's own load-log lines for these buffers, so a user can compare line by line.
+
+    ik: ``llm_load_tensors: <dev> buffer size = X MiB`` and ``llama_kv_cache_init: <dev> KV buffer size``;
+    mainline: ``load_tensors: <dev> model buffer size`` (``CPU_Mapped`` for a mmap'ed CPU buffer) and
+    ``llama_kv_cache: <dev> KV buffer size``. Buffers of devices that share a name (an rpc-server listed twice)
+    are summed, as the engine allocates one buffer per buffer type. ``host_alloc_extra`` is added once per
+    allocated host buffer (:data:`IK_HOST_ALLOC_EXTRA` for ik's CPU backend and rpc-servers; not for a mmap'ed one).
+    """
+    cpu_name = "CPU_Mapped" if (cpu_mapped and engine == "mainline") else "CPU"
+    sums: dict[tuple[str, str], int] = {}
+    for b in buffers:
+        name = cpu_name if b.device is None else device_names[b.device]
+        if b.kind == "kv" and b.device is None:
+            name = "CPU"
+        sums[(b.kind, name)] = sums.get((b.kind, name), 0) + b.bytes
+    lines = []
+    for (kind, name), size in sums.items():
+        if size and not (kind == "weights" and name == cpu_name and cpu_mapped):
+            size += host_alloc_extra
+        if kind == "weights":
+            prefix, what = ("load_tensors", "model buffer size") if engine == "mainline" else ("llm_load_tensors",
+                                                                                                "buffer size")
+        elif kind == "kv":
+            prefix, what = ("llama_kv_cache", "KV buffer size") if engine == "mainline" else ("llama_kv_cache_init",
+                                                                                               "KV buffer size")
+        else:
+            prefix, what = ("sched_reserve" if engine == "mainline" else "llama_init_from_model",
+                            "compute buffer size")
+        lines.append(f"{prefix}: {name:>10} {what} = {size / MIB:8.2f} MiB")
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------- glue for plan/check
+
+CPU_NAME = "CPU"
+
+
+@dataclass(frozen=True, slots=True)
+class NamedSplit:
+    """A layer map in the planner's device names ("CUDA0", ..., "CPU")."""
+
+    layer_device: tuple[str, ...]
+    output_device: str
+    split: LayerSplit
+    sizes: LayerSizes | None
+
+
+def run_sizes(engine: str, tmap: TensorMap, mix: Mapping[str, str] | None, *, ctx: int, type_k: str, type_v: str,
+              ubatch: int, batch: int, flash_attn: bool = True, amb: int = 0) -> LayerSizes | None:
+    """ik's layer-size table for a run (None for the engines whose rule does not use it)."""
+    if engine != "ik":
+        return None
+    return ik_layer_sizes(tmap, mix, ctx=ctx, type_k=type_k, type_v=type_v, n_ubatch=ubatch, n_batch=batch,
+                          flash_attn=flash_attn, amb=amb)
+
+
+def map_for_flags(engine: str, tmap: TensorMap, gpus: Sequence[str], gpu_free_bytes: Sequence[int], *,
+                  n_gpu_layers: int | None, tensor_split: Sequence[float] | None, split_mode: str = "layer",
+                  main_gpu: int = 0, sizes: LayerSizes | None = None) -> NamedSplit:
+    """What ``-ngl``/``-ts``/``-sm``/``-mg`` do on this machine under ``engine``'s own rule, in planner names.
+
+    ``gpus`` are the CUDA devices in engine order; ``gpu_free_bytes`` what each reports free at load (used when
+    ``-ts`` is absent). ``n_gpu_layers`` None = the flag was not given (the engine default: all layers).
+    """
+    devices = tuple(SplitDevice(g, int(b)) for g, b in zip(gpus, gpu_free_bytes))
+    req = SplitRequest(n_layer=tmap.params.n_layer, n_gpu_layers=-1 if n_gpu_layers is None else n_gpu_layers,
+                       devices=devices, tensor_split=tuple(tensor_split) if tensor_split else None,
+                       split_mode=split_mode, main_gpu=main_gpu)
+    split = layer_split(engine, req, sizes)
+    names = tuple(CPU_NAME if d is None else gpus[d] for d in split.layer_device)
+    out = CPU_NAME if split.output_device is None else gpus[split.output_device]
+    return NamedSplit(names, out, split, sizes)
+
+
+def flags_for_names(engine: str, tmap: TensorMap, gpus: Sequence[str], layer_device: Sequence[str],
+                    output_device: str, *, sizes: LayerSizes | None = None) -> SplitFlags | None:
+    """:func:`flags_for` in planner device names; the free memory is irrelevant since ``-ts`` is always given."""
+    devices = tuple(SplitDevice(g, 0) for g in gpus)
+    req = SplitRequest(n_layer=tmap.params.n_layer, n_gpu_layers=0, devices=devices)
+    index = {g: i for i, g in enumerate(gpus)}
+    want = tuple(None if d == CPU_NAME else index[d] for d in layer_device)
+    out = None if output_device == CPU_NAME else index[output_device]
+    return flags_for(engine, req, want, out, sizes)
+
+
+def placement_buffers(engine: str, tmap: TensorMap, mix: Mapping[str, str] | None, tensor_device: Mapping[str, str],
+                      layer_device: Sequence[str], kv_layer_bytes: Sequence[int], *, load: str = "mmap",
+                      cuda_devices: bool = True) -> list[tuple[str, str, int]]:
+    """Memory per engine buffer for a placement in planner names: (kind, buffer name, bytes), in log order.
+
+    Weights per device (GPU buffers with CUDA's alignment and row padding when ``cuda_devices``), the CPU split
+    the way the engines log it: ``token_embd`` (the input layer) apart from the other CPU weights (``-ot``/CPU
+    layers). Names: GPUs as given; ik puts the input layer in the host buffer of the GPU backend (``CUDA_Host``;
+    ``CPU`` without a GPU or when mmap'ed), other CPU weights in ``CPU``; mainline logs a mmap'ed CPU buffer as
+    ``CPU_Mapped`` (the span of the file from the first CPU tensor to the last when the header is known, see
+    :func:`engine_buffers`). KV per layer device. Bytes are exact for
+    host/RPC buffers (checked against the harness logs); the CUDA padding follows ggml-cuda's get_alloc_size.
+    """
+    weights: dict[str, int] = {}
+    order: list[str] = []
+    has_gpu = any(d != CPU_NAME for d in (*layer_device, *tensor_device.values()))
+    for t in tmap.tensors:
+        if not tmap.is_loaded(t):
+            continue
+        dev = tensor_device.get(t.name, CPU_NAME)
+        if dev == CPU_NAME:
+            if t.name == "token_embd.weight":
+                name = "CUDA_Host" if (engine != "mainline" and has_gpu and load != "mmap") else (
+                    "CPU_Mapped" if (engine == "mainline" and load == "mmap") else "CPU")
+            else:
+                name = "CPU_Mapped" if (engine == "mainline" and load == "mmap") else "CPU"
+            size = alloc_bytes(type_of(t, mix), t.shape, nbytes(t, mix), cuda=False)
+        else:
+            name = dev
+            size = alloc_bytes(type_of(t, mix), t.shape, nbytes(t, mix), cuda=cuda_devices)
+        if name not in weights:
+            order.append(name)
+            weights[name] = 0
+        weights[name] += size
+    header = getattr(tmap, "header", None)
+    if "CPU_Mapped" in weights and header is not None:
+        cpu = {t.name for t in tmap.tensors if tmap.is_loaded(t) and tensor_device.get(t.name, CPU_NAME) == CPU_NAME}
+        spans = [(g.offset, g.offset + g.nbytes) for g in header.tensors if g.name in cpu and g.shard == 0]
+        if spans:
+            weights["CPU_Mapped"] = max(e for _, e in spans) - min(b for b, _ in spans)
+    kv: dict[str, int] = {}
+    for il, dev in enumerate(layer_device):
+        if il < len(kv_layer_bytes) and kv_layer_bytes[il]:
+            kv[dev] = kv.get(dev, 0) + int(kv_layer_bytes[il])
+    gpu_first = sorted(order, key=lambda n: (not n.startswith("CUDA") or n == "CUDA_Host", n))
+    out = [("weights", n, weights[n]) for n in gpu_first]
+    out += [("kv", d, b) for d, b in sorted(kv.items(), key=lambda x: (x[0] == CPU_NAME, x[0]))]
+    return out
