@@ -20,16 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from planner.gguf_encode import encode_kv  # noqa: E402
 from planner.gguf_header import (  # noqa: E402
-    GGUF_ARRAY,
-    GGUF_FLOAT32,
-    GGUF_INT32,
-    GGUF_STRING,
-    GGUF_UINT32,
-    BytesSource,
-    LocalFile,
-    encode_kv,
-    parse_gguf,
+    GGUF_ARRAY, GGUF_FLOAT32, GGUF_INT32, GGUF_STRING, GGUF_UINT32, BytesSource, LocalFile, parse_gguf,
 )
 from planner.quants import catalogue, pad  # noqa: E402
 from planner.tensors import TensorMap, builtin  # noqa: E402

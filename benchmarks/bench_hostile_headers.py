@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from conftest import gguf_bytes  # noqa: E402
 
-from planner.gguf_header import read_gguf  # noqa: E402
+from planner.gguf_files import read_gguf  # noqa: E402
 from planner.quants import catalogue, pad  # noqa: E402
 
 

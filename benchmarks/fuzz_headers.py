@@ -123,7 +123,7 @@ def encode(m: Model) -> tuple[bytes, int]:
 
 
 def load_model_file(path: Path) -> Model:
-    from planner.gguf_header import read_gguf
+    from planner.gguf_files import read_gguf
 
     h = read_gguf(path, check_size=False) if "-of-" not in path.name else None
     if h is None:

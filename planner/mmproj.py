@@ -30,7 +30,7 @@ def read_mmproj(path: str | Path) -> Mmproj:
         UnknownModelError: the file is a GGUF but not a clip/mmproj file.
         GGUFFormatError / RemoteReadError: from the header reader.
     """
-    from planner.gguf_header import read_gguf
+    from planner.gguf_files import read_gguf
 
     header = read_gguf(path, check_size=False)
     if header.arch != "clip":

@@ -408,7 +408,7 @@ def quantize(tmap: TensorMap, spec: QuantizeSpec, *, alignment: int = GGUF_DEFAU
     if header is not None:
         # the output keeps the source's KVs plus quantization_version/file_type, minus split.* (gguf-py GGUFWriter; ik src/llama-quantize.cpp copies the KVs, then sets general.quantization_version and
         # general.file_type)
-        from planner.gguf_header import data_start_for, quantized_kv
+        from planner.gguf_encode import data_start_for, quantized_kv
 
         alignment = header.alignment
         kv = quantized_kv(header.kv, prep.ftype.id)

@@ -24,7 +24,7 @@ def load_model(spec: str | None, *, check_size: bool = True) -> TensorMap:
 
         return read_repo(spec)
     if spec.startswith(("http://", "https://", "hf://")):
-        from planner.gguf_header import read_gguf
+        from planner.gguf_files import read_gguf
         from planner.tensors import from_gguf
 
         return from_gguf(read_gguf(spec, check_size=check_size))
@@ -32,7 +32,7 @@ def load_model(spec: str | None, *, check_size: bool = True) -> TensorMap:
     if path.is_file():
         if path.name.endswith(".json"):
             return from_config_file(path)
-        from planner.gguf_header import read_gguf
+        from planner.gguf_files import read_gguf
         from planner.tensors import from_gguf
 
         return from_gguf(read_gguf(path, check_size=check_size))

@@ -29,14 +29,10 @@ from planner.gguf_header import (
     GGUFHeader,
     LocalFile,
     Source,
-    data_start_for,
-    encode_kv,
-    header_bytes_for,
-    make_kv,
     parse_gguf,
-    quantized_kv,
-    read_gguf,
 )
+from planner.gguf_encode import data_start_for, encode_kv, header_bytes_for, make_kv, quantized_kv
+from planner.gguf_files import read_gguf
 from planner.quants import pad
 from planner.tensors import builtin, from_gguf
 

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from conftest import IK, gguf_bytes
 
 from planner.cli import main
-from planner.gguf_header import read_gguf
+from planner.gguf_files import read_gguf
 
 ROOT = Path(__file__).parents[1]
 EVIL_NAME = "Mödel\n$(touch PWNED)`touch PWNED2`${IFS}; touch PWNED3 #'\""

@@ -11,7 +11,8 @@ import pytest
 from conftest import IK
 
 from planner.errors import GGUFFormatError, RemoteReadError, UsageError
-from planner.gguf_header import GGUFHeader, read_gguf
+from planner.gguf_header import GGUFHeader
+from planner.gguf_files import read_gguf
 from planner.remote import HTTPRangeSource, resolve_url
 
 _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")

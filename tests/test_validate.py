@@ -14,17 +14,8 @@ from hypothesis import strategies as st
 
 from planner.cli import main
 from planner.errors import GGUFFormatError, PlannerError
-from planner.gguf_header import (
-    GGUF_ARRAY,
-    GGUF_FLOAT32,
-    GGUF_INT32,
-    GGUF_STRING,
-    GGUF_UINT32,
-    GGUF_UINT64,
-    BytesSource,
-    parse_gguf,
-    read_gguf,
-)
+from planner.gguf_header import GGUF_ARRAY, GGUF_FLOAT32, GGUF_INT32, GGUF_STRING, GGUF_UINT32, GGUF_UINT64, BytesSource, parse_gguf
+from planner.gguf_files import read_gguf
 from planner.tensors import from_gguf
 
 BASE = read_gguf(IK / "tiny-a-bf16.gguf")          # qwen3moe, 3 layers, 4 experts (2 used), 4/2 heads

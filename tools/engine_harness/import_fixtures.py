@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO))
 def main() -> int:
     out, models = Path(sys.argv[1]), Path(sys.argv[2])
     rename = dict(arg.split("=", 1) for arg in sys.argv[3:])
-    from planner.gguf_header import read_gguf
+    from planner.gguf_files import read_gguf
 
     manifest_path = DEST / "fixtures.json"
     manifest = json.loads(manifest_path.read_text())
