@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from planner.recipe import Recipe
 from planner.runconfig import RunConfig
 from planner.tensors import TensorMap
 from planner.units import GIB
+from planner.workflow import Workflow, quantize_workflow
 
 PLAN_FORMAT = "gguf-planner/plan-v1"
 
@@ -32,6 +34,9 @@ class PlanDocument:
     launch: LaunchCommand
     launch_command: str
     sweep_command: str
+    workflow: Workflow | None = None       # BF16 source, imatrix and quantize steps (planner.workflow)
+    imatrix: str = ""                      # what the quantize step assumes about the imatrix, in words
+    rule_count: int | None = None          # rules in the recipe
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,22 +49,39 @@ class ParetoSet:
 
 def document(tmap: TensorMap, plan: Plan, *, model_path: str, source_path: str | None = None,
              imatrix: str | None = None, with_recipe: bool = True, host: str = "127.0.0.1",
-             port: int = 8080, check_binary: str | None = None) -> PlanDocument:
-    """Emit the recipe (verified by re-application) and the launch command (verified -ot) for a plan."""
+             port: int = 8080, check_binary: str | None = None, has_imatrix: bool = False,
+             ignore_imatrix_rules: bool = False) -> PlanDocument:
+    """Emit the recipe (verified by re-application), the quantize workflow and the launch command (verified -ot).
+
+    ``has_imatrix``: the plan assumes an imatrix (``imatrix`` names the file, else the workflow computes one);
+    the recipe is verified under the same imatrix rules llama-quantize will apply.
+    """
     from planner.launch import build_launch
     from planner.recipe import build_recipe
     recipe: Recipe | None = None
     qcmd: str | None = None
+    wf: Workflow | None = None
+    note = ""
     if with_recipe:
-        recipe = build_recipe(tmap, plan.types, engine=plan.run.qengine)
-        src = source_path or f"{tmap.name}-BF16-00001-of-0000N.gguf"
-        qcmd = recipe.quantize_command(src, model_path, imatrix=imatrix)
+        recipe = build_recipe(tmap, plan.types, engine=plan.run.qengine, has_imatrix=has_imatrix,
+                              ignore_imatrix_rules=ignore_imatrix_rules)
+        builtin_name = tmap.source.removeprefix("builtin:") if tmap.source.startswith("builtin:") else None
+        wf = quantize_workflow(tmap, recipe, builtin_name=builtin_name, engine=plan.run.qengine, output=model_path,
+                               quantized_bytes=plan.total_bytes, imatrix=imatrix, use_imatrix=has_imatrix,
+                               threads=plan.run.threads, ram_bytes=plan.budgets.get("CPU"), source_gguf=source_path,
+                               ignore_imatrix_rules=ignore_imatrix_rules)
+        qcmd = shlex.join(wf.steps[-1].argv)
+        note = (f"imatrix: {imatrix}" if has_imatrix and imatrix else
+                f"imatrix: computed by the workflow ({wf.imatrix}); the plan assumes one (default), "
+                "--no-imatrix plans without" if has_imatrix else
+                "imatrix: none (--no-imatrix): llama-quantize without --imatrix, imatrix-only types not used")
     launch = build_launch(tmap, plan.devices, plan.layer_device, plan.run, model_path, host=host, port=port)
     if check_binary:
         from planner.launch import check_flags, help_of_binary
 
         check_flags(launch.argv, help_of_binary(check_binary))
-    return PlanDocument(PLAN_FORMAT, plan, recipe, qcmd, launch, launch.shell(), launch.shell(launch.sweep_argv))
+    return PlanDocument(PLAN_FORMAT, plan, recipe, qcmd, launch, launch.shell(), launch.shell(launch.sweep_argv),
+                        wf, note, len(recipe.rules) if recipe else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +121,41 @@ def load_plan_json(path: str) -> SavedPlan:
                          model_path, p)
     except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
         raise UsageError(f"{path} is not a gguf-planner plan JSON: {exc}") from exc
+
+
+def quantize_script(path: str) -> str:
+    """The quantize workflow of a plan JSON (``plan --out``) as a bash script, one step after the other.
+
+    Raises:
+        UsageError: the file is not a plan document with a quantize workflow (``place`` plans and already
+            quantized models have none).
+    """
+    from planner.scripts import command_lines, comment, script
+    from planner.workflow import disk_gib
+
+    try:
+        doc = json.loads(Path(path).read_text())
+        wf = doc["workflow"]
+        if not isinstance(wf, dict):
+            raise TypeError("no quantize workflow in this plan")
+        steps = [(str(st["title"]), [str(a) for a in st["argv"]], int(st["disk_bytes"]), bool(st["disk_exact"]),
+                  str(st.get("writes", ""))) for st in wf["steps"]]
+        notes = [str(a) for a in wf.get("assumptions", ())]
+        comments = [f"quantize workflow for {doc['plan']['model']} ({doc['plan']['model_source']}), "
+                    f"{doc.get('imatrix', '')}",
+                    f"disk: {disk_gib(int(wf['total_disk_bytes']))} if every file is kept, "
+                    f"{disk_gib(int(wf['peak_disk_bytes']))} at most when intermediates are deleted", *notes]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"{path} has no quantize workflow: {exc}",
+                         hint="write the plan JSON with `gguf-planner plan --out` for an unquantized model") from exc
+    body: list[str] = []
+    for i, (title, argv, nbytes, exact, writes) in enumerate(steps, 1):
+        if not argv:
+            raise UsageError(f"{path}: step {i} has no command")
+        body.append(comment(f"{i}. {title}: writes {writes}, {disk_gib(nbytes)}" + ("" if exact else " (est.)")))
+        body += command_lines(argv)
+        body.append("")
+    return script(comments, body)
 
 
 def script_comments(saved: SavedPlan) -> list[str]:

@@ -123,7 +123,7 @@ def _solve_with_layers(tmap: TensorMap, hw: Hardware, budget: Budget, request: P
                        ) -> tuple[tuple[str, ...], Solution, list[Group]]:
     """Try all layers on the GPUs first; if attention + KV do not fit, move the first layers to CPU."""
     cfg = request.run
-    need = (smallest_weights(tmap, types, request) + kv_bytes_per_layer(tmap.params, cfg) * tmap.params.n_layer
+    need = (smallest_weights(tmap, types, request, budget) + kv_bytes_per_layer(tmap.params, cfg) * tmap.params.n_layer
             + cfg.os_reserve_bytes + cfg.gpu_margin_bytes * len(budget.gpus))
     if need > sum(budget.bytes.values()):      # necessary condition: no split of layers can help
         raise InfeasibleBudgetError("even the smallest types do not fit in RAM + VRAM together",

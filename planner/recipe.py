@@ -58,7 +58,8 @@ def _role_rx(roles: Sequence[str]) -> str:
 
 
 def build_recipe(tmap: TensorMap, types: Mapping[str, str], *, engine: str = "ik",
-                 base_type: str | None = None) -> Recipe:
+                 base_type: str | None = None, has_imatrix: bool = False,
+                 ignore_imatrix_rules: bool = False) -> Recipe:
     """Compress ``types`` (tensor -> stored type) into rules and verify them by re-application.
 
     Raises:
@@ -95,7 +96,7 @@ def build_recipe(tmap: TensorMap, types: Mapping[str, str], *, engine: str = "ik
         base_type = _base_for(types, tmap, engine)
     sep = "," if engine != "mainline" else " "
     recipe = Recipe(engine, base_type, tuple(rules), sep.join(f"{rx}={ty}" for rx, ty in rules))
-    verify_recipe(tmap, types, recipe)
+    verify_recipe(tmap, types, recipe, has_imatrix=has_imatrix, ignore_imatrix_rules=ignore_imatrix_rules)
     return recipe
 
 
@@ -124,10 +125,12 @@ def _base_for(types: Mapping[str, str], tmap: TensorMap, engine: str) -> str:
     return "Q8_0"
 
 
-def verify_recipe(tmap: TensorMap, types: Mapping[str, str], recipe: Recipe) -> None:
+def verify_recipe(tmap: TensorMap, types: Mapping[str, str], recipe: Recipe, *, has_imatrix: bool = False,
+                  ignore_imatrix_rules: bool = False) -> None:
     from planner.quantize import QuantizeSpec, Rule, quantize
 
-    spec = QuantizeSpec(base_type=recipe.base_type, engine=recipe.engine,
+    spec = QuantizeSpec(base_type=recipe.base_type, engine=recipe.engine, has_imatrix=has_imatrix,
+                        ignore_imatrix_rules=ignore_imatrix_rules and recipe.engine == "ik",
                         custom_q=tuple(Rule(rx, ty, i) for i, (rx, ty) in enumerate(recipe.rules)))
     fp = quantize(tmap, spec)
     got = {r.name: r.type_name for r in fp.tensors}
