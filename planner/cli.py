@@ -109,6 +109,22 @@ def probe_command(as_json, save, force, hw_opts):
     output.emit(hw, as_json=as_json, render=output.render_hardware)
 
 
+@main.command("models")
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+def models_command(as_json):
+    """List the built-in models: architecture, total/active parameters, layers, attention kind.
+
+    \b
+    Examples:
+      gguf-planner models
+      gguf-planner plan gpt-oss-120b --vram 24 --ram 128
+    """
+    from planner import output
+    from planner.model_list import list_models
+
+    output.emit(list_models(), as_json=as_json, render=output.render_models)
+
+
 @main.command("profiles")
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
 def profiles_command(as_json):
@@ -476,6 +492,97 @@ def plan_command(model, hw_opts, engine, ctx, kv, ubatch, amb, load, threads, gp
     doc = api.plan(model, hw, request, EmitOptions(model_path=model_path, check_binary=check_binary))
     _write_json_out(doc, out, force)
     output.emit(doc, as_json=as_json, render=output.render_pareto if pareto else output.render_plan)
+
+
+# --- verify and calibrate: the user's own engine logs -------------------------------------------
+
+def _logs_model_mix(model, base_type, custom_q, recipe_file, token_embedding_type, output_tensor_type, pure,
+                    engine):
+    from planner.mix import mix_from_options
+    from planner.source import load_model
+
+    tmap = load_model(model)
+    types, _ = mix_from_options(tmap, base_type=base_type, custom_q=custom_q, recipe_text=_recipe_text(recipe_file),
+                                engine="mainline" if engine == "mainline" else "ik",
+                                token_embedding_type=token_embedding_type, output_tensor_type=output_tensor_type,
+                                pure=pure)
+    return tmap, types
+
+
+@main.command("verify")
+@click.argument("logs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--model", "model", metavar="MODEL", help="the model the logs ran (GGUF, config.json, built-in)")
+@model_options
+@hardware_options
+@click.option("--engine", type=click.Choice(["ik", "ik-2025", "mainline"]), default="ik", show_default=True,
+              help="engine profile of the logged build")
+@click.option("--command", "command", metavar="'llama-... ARGS'",
+              help="the command that produced the logs, when they do not show it")
+@click.option("--json", "as_json", is_flag=True)
+def verify_command(logs, model, base_type, custom_q, recipe_file, token_embedding_type, output_tensor_type, pure,
+                   hw_opts, engine, command, as_json):
+    """Compare engine logs with the prediction for the same model and command, term by term.
+
+    LOGS are what llama-server, llama-cli, llama-sweep-bench or llama-bench printed (ik_llama.cpp or llama.cpp):
+    weights and KV per device must match to 0.1 MiB; compute buffers and TG/PP are estimates, shown with their
+    error.
+
+    \b
+    Examples:
+      gguf-planner verify run.log --model Qwen3-235B-A22B-mix-IQ3_K-00001-of-00003.gguf --profile rtx3090ti-9950x-96g
+      gguf-planner verify sweep.log --model qwen3-235b-a22b --recipe-file mix.recipe --base-type IQ3_K \\
+          --command 'llama-sweep-bench -m m.gguf -ngl 99 -ot exps=CPU -fa -ctk q8_0 -ctv q8_0'
+    """
+    import shlex
+
+    from planner import hardware, output
+    from planner.verify import verify_logs
+
+    tmap, types = _logs_model_mix(model, base_type, custom_q, recipe_file, token_embedding_type,
+                                  output_tensor_type, pure, engine)
+    hw = hardware.hardware_from_options(**hw_opts)
+    reports = verify_logs(logs, tmap, types, hw, engine=engine, argv=shlex.split(command) if command else None)
+    output.emit(reports, as_json=as_json, render=output.render_verify)
+
+
+@main.command("calibrate")
+@click.argument("logs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--model", "model", metavar="MODEL", help="the model the logs ran (GGUF, config.json, built-in)")
+@model_options
+@hardware_options
+@click.option("--engine", type=click.Choice(["ik", "ik-2025", "mainline"]), default="ik", show_default=True,
+              help="engine profile of the logged build")
+@click.option("--command", "command", metavar="'llama-... ARGS'",
+              help="the command that produced the logs, when they do not show it")
+@click.option("--save", type=click.Path(dir_okay=False), metavar="PROFILE.toml",
+              help="write the machine's profile with the fitted constants (use it with --profile)")
+@click.option("--force", is_flag=True, help="let --save overwrite")
+@click.option("--json", "as_json", is_flag=True)
+def calibrate_command(logs, model, base_type, custom_q, recipe_file, token_embedding_type, output_tensor_type, pure,
+                      hw_opts, engine, command, save, force, as_json):
+    """Fit the speed model's constants to this machine from its own llama-sweep-bench output(s).
+
+    Least squares on the model's terms (CPU/GPU bandwidth, PCIe, GEMM rates, launch cost, depth slope): the
+    fitted values with their uncertainty, the residual of every row, and which constants the runs could not tell
+    apart (benchmarks/calibration_design.py says which runs separate them).
+
+    \b
+    Examples:
+      gguf-planner calibrate sweep.log --model qwen3-235b-a22b --base-type IQ3_K --recipe-file mix.recipe \\
+          --profile rtx3090ti-9950x-96g --save mybox.toml
+      gguf-planner plan --profile mybox.toml
+    """
+    import shlex
+
+    from planner import hardware, output
+    from planner.calibrate import calibrate_and_save
+
+    tmap, types = _logs_model_mix(model, base_type, custom_q, recipe_file, token_embedding_type,
+                                  output_tensor_type, pure, engine)
+    hw = hardware.hardware_from_options(**hw_opts)
+    res = calibrate_and_save(logs, tmap, types, hw, engine=engine, argv=shlex.split(command) if command else None,
+                             save=save, force=force)
+    output.emit(res, as_json=as_json, render=output.render_calibration)
 
 
 @main.command("compare")

@@ -103,6 +103,10 @@ class RegexDialectError(RecipeError):
     """A user regex means different things in Python ``re`` and C++ std::regex (ECMAScript)."""
 
 
+class RegexBudgetError(RecipeError):
+    """A user regex needs more backtracking work than the budget (catastrophic backtracking)."""
+
+
 class UnsupportedTensorSizeError(RecipeError):
     """No type (not even the fallback) can store a tensor with this row width."""
 
@@ -159,10 +163,11 @@ class OutputExistsError(PlannerError):
 
 
 class OutputWriteError(PlannerError):
-    """An output file could not be written (folder missing, permission, disk full)."""
+    """An output file could not be written (folder missing, permission, disk full, file size limit);
+    nothing is left behind."""
 
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f"cannot write {path} ({reason})", hint="check the folder exists and is writable")
+    def __init__(self, path: str, reason: str, *, hint: str = "check the folder exists and is writable") -> None:
+        super().__init__(f"cannot write {path} ({reason})", hint=hint)
         self.path = path
 
 
@@ -175,6 +180,16 @@ class RemoteReadError(PlannerError):
         self.status = status
 
 
+class PlanFileError(PlannerError):
+    """A plan JSON does not match the schema the tool writes (``path`` is the JSON path of the bad field)."""
+
+    def __init__(self, message: str, *, path: str = "", source: str = "", hint: str = "") -> None:
+        where = ", ".join(x for x in (source, f"at {path}" if path else "") if x)
+        super().__init__(f"{message} [{where}]" if where else message, hint=hint)
+        self.path = path
+        self.source = source
+
+
 class ImatrixFormatError(PlannerError):
     """An imatrix file (legacy .dat or GGUF) is malformed (``offset`` and ``source`` say where, when known)."""
 
@@ -182,6 +197,10 @@ class ImatrixFormatError(PlannerError):
         super().__init__(message, hint=hint)
         self.offset = offset
         self.source = source
+
+
+class LogFormatError(PlannerError):
+    """Engine output (a load log, a sweep-bench/llama-bench table, perplexity output) that cannot be read."""
 
 
 class SolverError(PlannerError):
@@ -211,6 +230,8 @@ EXIT_CODES: dict[type[BaseException], int] = {
     OutputWriteError: 3,
     GGUFFormatError: 4,
     ImatrixFormatError: 4,
+    PlanFileError: 4,
+    LogFormatError: 4,
     RemoteReadError: 5,
     HardwareProbeError: 6,
     EngineFlagError: 2,

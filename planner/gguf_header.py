@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import stat
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -37,9 +38,18 @@ from planner.quants import GGUF_DEFAULT_ALIGNMENT, catalogue, pad
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)        # gguf.cpp rejects v1; v2 and v3 share this layout (v3 added big-endian)
 GGML_MAX_DIMS = 4                  # ggml.h
+GGML_MAX_NAME = 64                 # ggml.h; gguf.cpp rejects a tensor name of GGML_MAX_NAME bytes or more
 MAX_TENSOR_ELEMENTS = 1 << 62      # our bound on ne0*ne1*ne2*ne3 (gguf.cpp: < INT64_MAX)
 MAX_HEADER_BYTES = 256 << 20       # a header must end within this; real ones are < 32 MiB
 MAX_ARRAY_ELEMENTS = 1 << 24       # real tokenizers have < 300k entries
+MAX_STRING_ARRAY_ELEMENTS = 1 << 20  # 4x the largest real vocabulary (262,144); walking them takes ~0.3 s
+MAX_KEY_BYTES = (1 << 16) - 1      # GGUF spec (ggml docs/gguf.md): a key is at most 65535 bytes
+MAX_KV = 1 << 16                   # our bound: real files carry < 100 pairs
+MAX_TENSORS = 1 << 17              # our bound: real models have < 3,000 tensors
+# values larger than these are not materialised: the planner never reads them, and a hostile header could
+# otherwise cost gigabytes (a 2^24-element array as a tuple, a 250 MiB string decoded)
+MAX_MATERIALISED_ELEMENTS = 4096   # arrays up to this many elements are kept (per-layer keys need <= 4096)
+MAX_MATERIALISED_STRING = 1 << 20  # strings up to 1 MiB are kept (chat templates are < 100 KiB)
 MAX_CHUNK_BYTES = 16 << 20
 
 # gguf_type value ids (gguf.h)
@@ -108,8 +118,21 @@ class LocalFile:
 
     def _file(self) -> BinaryIO:
         if self._f is None:
-            self._f = open(self.path, "rb")  # noqa: SIM115 - closed by close()/__exit__
-            self._size = os.fstat(self._f.fileno()).st_size
+            # O_NONBLOCK: opening a FIFO must not wait for a writer; anything but a regular file is refused
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+                    raise GGUFFormatError(f"{self.name} is {what}", source=self.name,
+                                          hint="give the path of a .gguf file")
+                if hasattr(os, "set_blocking"):
+                    os.set_blocking(fd, True)
+                self._f = os.fdopen(fd, "rb")  # noqa: SIM115 - closed by close()/__exit__
+            except BaseException:
+                os.close(fd)
+                raise
+            self._size = st.st_size
         return self._f
 
     def read(self, offset: int, n: int) -> bytes:
@@ -136,12 +159,30 @@ class LocalFile:
 # ---------------------------------------------------------------------------- data model
 
 @dataclass(frozen=True, slots=True)
+class Unread:
+    """A metadata value the reader stepped over without materialising it (a large array or string).
+
+    ``count`` is the number of elements of an array or the byte length of a string; ``len()`` gives it.
+    """
+
+    elem_type: int | None        # element gguf_type of an array, None for a string
+    count: int
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __str__(self) -> str:
+        what = "string" if self.elem_type is None else f"array[{VALUE_TYPE_NAMES[self.elem_type]}]"
+        return f"<{what} of {self.count} {'bytes' if self.elem_type is None else 'elements'}, not read>"
+
+
+@dataclass(frozen=True, slots=True)
 class KVEntry:
     """One metadata pair. ``nbytes`` is the encoded size of the whole pair (key, type, value)."""
 
     key: str
     vtype: int                   # gguf_type; 9 = array
-    value: Any                   # int | float | bool | str, or a tuple for arrays
+    value: Any                   # int | float | bool | str, a tuple for arrays, or Unread when large
     nbytes: int
     elem_type: int | None = None  # element gguf_type of an array
 
@@ -305,12 +346,23 @@ class _Cursor:
         self.pos += 8
         return _U64.unpack_from(self.buf, i)[0]
 
-    def string(self, field: str) -> str:
+    def skip(self, n: int, field: str) -> None:
+        """Step over ``n`` bytes without buffering them (they must exist within the limit)."""
+        if n < 0 or self.pos + n > self.limit:
+            raise self.short(n, field)
+        self.pos += n
+        if self.pos - self.base > len(self.buf):
+            self.buf = b""
+            self.base = self.pos
+
+    def string(self, field: str, max_bytes: int | None = None) -> str:
         start = self.pos
         n = self.u64(field)
         if n > self.remaining():
             self.pos = start
             raise self.error(f"string length {n} exceeds the {self.remaining() - 8} bytes left", field)
+        if max_bytes is not None and n > max_bytes:
+            raise self.error(f"string of {n} bytes exceeds the limit of {max_bytes}", field, offset=start)
         i = self.need(n, field)
         try:
             s = str(self.buf[i:i + n], "utf-8")
@@ -331,6 +383,12 @@ class _Cursor:
 
 def _read_value(cur: _Cursor, vtype: int, field: str) -> Any:
     if vtype == GGUF_STRING:
+        start = cur.pos
+        n = cur.u64(field)
+        cur.pos = start
+        if n > MAX_MATERIALISED_STRING and n <= cur.remaining() - 8:
+            cur.skip(8 + n, field)
+            return Unread(None, n)
         return cur.string(field)
     st = _SCALAR_STRUCT.get(vtype)
     if st is None:
@@ -340,7 +398,7 @@ def _read_value(cur: _Cursor, vtype: int, field: str) -> Any:
     return st.unpack_from(cur.buf, i)[0]
 
 
-def _read_array(cur: _Cursor, field: str) -> tuple[int, tuple]:
+def _read_array(cur: _Cursor, field: str) -> tuple[int, tuple[Any, ...] | Unread]:
     type_at = cur.pos
     etype = cur.i32(field + " element type")
     if etype == GGUF_ARRAY:
@@ -351,15 +409,52 @@ def _read_array(cur: _Cursor, field: str) -> tuple[int, tuple]:
     n = cur.u64(field + " count")
     esize = 8 if etype == GGUF_STRING else _SCALAR_SIZE[etype]
     cur.count(n, esize, field + " count", count_at)
-    if n > MAX_ARRAY_ELEMENTS:
-        raise cur.error(f"array of {n} elements exceeds the limit of {MAX_ARRAY_ELEMENTS}", field + " count",
+    limit = MAX_STRING_ARRAY_ELEMENTS if etype == GGUF_STRING else MAX_ARRAY_ELEMENTS
+    if n > limit:
+        raise cur.error(f"array of {n} elements exceeds the limit of {limit}", field + " count",
                         offset=count_at)
     if etype != GGUF_STRING:
         nbytes = n * esize
+        if n > MAX_MATERIALISED_ELEMENTS:
+            cur.skip(nbytes, field)
+            return etype, Unread(etype, n)
         i = cur.need(nbytes, field)
         cur.pos += nbytes
         return etype, struct.unpack_from(f"<{n}{_SCALAR_FMT[etype]}", cur.buf, i)
+    if n > MAX_MATERIALISED_ELEMENTS:
+        _skip_str_array(cur, n, field)
+        return etype, Unread(etype, n)
     return etype, _read_str_array(cur, n, field)
+
+
+def _skip_str_array(cur: _Cursor, n: int, field: str) -> None:
+    """Walk ``n`` length-prefixed strings without decoding or keeping them (bounded chunks of the source)."""
+    unpack = _U64.unpack_from
+    j = 0
+    while j < n:
+        buf, base = cur.buf, cur.base
+        size = len(buf)
+        i = cur.pos - base
+        while j < n and i + 8 <= size:
+            end = i + 8 + unpack(buf, i)[0]
+            if end > size:
+                break
+            i = end
+            j += 1
+        cur.pos = base + i
+        if j < n:
+            at = cur.pos
+            length = cur.u64(f"{field}[{j}]")
+            if length > cur.remaining():
+                raise cur.error(f"string length {length} exceeds the {cur.remaining()} bytes left", f"{field}[{j}]",
+                                offset=at)
+            if length <= cur.max_chunk:
+                cur.pos = at
+                cur.need(8 + length, f"{field}[{j}]")   # buffer this element and what follows it
+                cur.pos = at + 8 + length
+            else:
+                cur.skip(length, f"{field}[{j}]")
+            j += 1
 
 
 def _read_str_array(cur: _Cursor, n: int, field: str) -> tuple[str, ...]:
@@ -395,7 +490,7 @@ def _read_kvs(cur: _Cursor, n_kv: int) -> tuple[tuple[KVEntry, ...], dict[str, i
     starts: dict[str, int] = {}
     for k in range(n_kv):
         start = cur.pos
-        key = cur.string(f"kv[{k}].key")
+        key = cur.string(f"kv[{k}].key", MAX_KEY_BYTES)
         if key in starts:
             raise cur.error(f"duplicate key {key!r}", f"kv[{k}].key", offset=start)
         starts[key] = start
@@ -431,7 +526,7 @@ def _read_tensor_infos(cur: _Cursor, n_tensors: int, alignment: int, shard: int)
     expect = 0
     for t in range(n_tensors):
         start = cur.pos
-        name = cur.string(f"tensor[{t}].name")
+        name = cur.string(f"tensor[{t}].name", GGML_MAX_NAME - 1)
         if name in seen:
             raise cur.error(f"duplicate tensor name {name!r}", f"tensor[{t}].name", offset=start)
         seen.add(name)
@@ -488,6 +583,10 @@ def parse_gguf(source: Source, *, check_size: bool = True, shard: int = 0) -> GG
     cur.pos = 24
     cur.count(n_tensors, _MIN_TI_BYTES, "n_tensors", 8)
     cur.count(n_kv, _MIN_KV_BYTES, "n_kv", 16)
+    if n_tensors > MAX_TENSORS:
+        raise cur.error(f"n_tensors = {n_tensors} exceeds the limit of {MAX_TENSORS}", "n_tensors", offset=8)
+    if n_kv > MAX_KV:
+        raise cur.error(f"n_kv = {n_kv} exceeds the limit of {MAX_KV}", "n_kv", offset=16)
     kv, starts = _read_kvs(cur, n_kv)
     alignment = _alignment(cur, kv, starts)
     tensors = _read_tensor_infos(cur, n_tensors, alignment, shard)
@@ -713,7 +812,7 @@ def data_start_for(kv_entries: Iterable[KVEntry], tensors: Iterable[Any],
 
 
 __all__ = [
-    "BytesSource", "GGUFHeader", "GGUFTensor", "KVEntry", "LocalFile", "Shard", "Source",
+    "BytesSource", "GGUFHeader", "GGUFTensor", "KVEntry", "LocalFile", "Shard", "Source", "Unread",
     "data_start_for", "encode_kv", "ggml_n_dims", "header_bytes_for", "make_kv", "parse_gguf",
     "quantized_kv", "read_gguf", "set_kv", "shard_location", "split_name", "tensor_info_bytes",
 ]

@@ -18,7 +18,7 @@ from planner.constants import constants
 from planner.devices import CPU, gpu_name
 from planner.errors import UsageError
 from planner.lowbit import FloorClass, candidate_names, filter_candidates, floor_role, floors_for_budget
-from planner.memory import compute_buffer_bytes, kv_bytes_per_layer
+from planner.memory import compute_buffer_bytes, kv_bytes_by_layer
 from planner.quantize import imatrix_types, quantizable
 from planner.quants import catalogue
 from planner.regexes import compile_user_regex, search
@@ -26,7 +26,7 @@ from planner.request import PlanRequest
 from planner.roles import TIED_ROLES, active_fraction, is_movable, moves_with_ffn
 from planner.runconfig import RunConfig
 from planner.solver import Group, Option
-from planner.speed import device_speeds
+from planner.speed import device_speeds, linear_pp_fixed, linear_tg_costs
 from planner.tensors import TensorInfo, TensorMap
 
 if TYPE_CHECKING:
@@ -103,7 +103,10 @@ def layer_split(n_layer: int, budget: Budget, n_cpu_layers: int = 0) -> tuple[st
 
 def _group_key(t: TensorInfo) -> tuple[str, str]:
     role = TIED_ROLES.get(t.role, t.role)
-    suffix = "" if t.name.endswith(".weight") else "." + t.name.rsplit(".", 1)[-1]   # biases stay apart
+    # biases stay apart, except the experts' (gpt-oss): the engines' -ot patterns (ffn_.*_exps) move them with
+    # their weights, so they share the group's device; they keep their own type
+    joins = t.name.endswith(".weight") or (role.endswith("_exps") and t.name.endswith(".bias"))
+    suffix = "" if joins else "." + t.name.rsplit(".", 1)[-1]
     if t.layer is None:
         return role + suffix, role
     return f"blk.{t.layer}.{role}{suffix}", role
@@ -164,7 +167,8 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
     offload = bool(budget.gpus) and min(cfg.ubatch, cfg.batch) >= consts["offload_min_batch"]
     h2d = speeds[budget.gpus[0]].h2d_gbs if budget.gpus else 0.0
     ub = min(cfg.ubatch, cfg.batch)
-    fixed_time = {"tg_s": consts["token_overhead_s"], "pp_s": 0.0}
+    fixed_tg, move_s = linear_tg_costs(tmap, hw, cfg, layer_device)     # launch/sync and per-token costs
+    fixed_time = {"tg_s": fixed_tg, "pp_s": linear_pp_fixed(tmap, hw, cfg, layer_device)}
     flops_tok = 0.0
     handoff = consts["handoff_s"]
     p = tmap.params
@@ -210,11 +214,11 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
         if t.n_dims >= 2 and t.role != "token_embd":
             flops_tok += 2.0 * t.n_elements * active_fraction(t, p.n_expert_used)
     if offload:
-        fixed_time["pp_s"] = ub * flops_tok / sum(speeds[g].flops for g in budget.gpus)
+        fixed_time["pp_s"] += ub * flops_tok / sum(speeds[g].flops for g in budget.gpus)
     else:
-        fixed_time["pp_s"] = sum(ub * flops_tok / speeds[d].flops for d in (CPU,))
+        fixed_time["pp_s"] += sum(ub * flops_tok / speeds[d].flops for d in (CPU,))
     for key, ts in members.items():
-        t0 = ts[0]
+        t0 = next((t for t in ts if t.name.endswith(".weight")), ts[0])     # the matrix decides the types
         role = roles[key]
         layer = t0.layer
         if layer is not None:
@@ -250,7 +254,7 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
                         t0, engine, allow=[pinned] if pinned else request.allow or None, deny=request.deny,
                         has_imatrix=request.has_imatrix, on_gpu=dev != CPU, floor=floor,
                         ignore_imatrix_rules=request.ignore_imatrix_rules)
-                choices = [tuple([c] * len(ts)) for c in cands]
+                choices = [tuple(c if quantizable(t, engine) else t.dtype for t in ts) for c in cands]
             for tn in choices:
                 if types is not None and dev != CPU and not all(
                         catalogue().get(x).runs_on_cuda(engine) for x in tn):
@@ -260,13 +264,14 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
                 sec = sum(b * active[t.name] for b, t in zip(per, ts)) * spb[dev]
                 loss = sum(loss_of(t.name, x) for x, t in zip(tn, ts)) if quality else 0.0
                 pp = sum(per) / h2d if (offload and dev == CPU and layer is not None) else 0.0
-                options.append(Option("+".join(dict.fromkeys(tn)) if len(set(tn)) > 1 else tn[0], dev,
+                options.append(Option("+".join(tn) if len(set(tn)) > 1 else tn[0], dev,   # one type per member
                                       sum(per) + extra, loss, sec, pp))
         if not options:
             raise UsageError(f"no allowed type can store {t0.name} on {devs}",
                              hint="check --allow/--deny and the engine's type set")
         groups.append(Group(key, role, layer, tuple(t.name for t in ts), tuple(options), home=home,
-                            handoff_s=2 * handoff if (movable and layer is not None and home != CPU) else 0.0,
+                            handoff_s=(2 * handoff + (move_s / 2 if t0.is_expert else 0.0))
+                            if (movable and layer is not None and home != CPU) else 0.0,
                             type_key=_type_key(role, layer, p.n_layer, request.granularity) if types is None else ""))
     return groups, fixed_bytes, fixed_time
 
@@ -274,13 +279,13 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
 def capacities(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, cfg: RunConfig,
                fixed_bytes: Mapping[str, int]) -> dict[str, int]:
     """Bytes left for the solver's groups on each device: budget minus margin/reserve, KV, compute, fixed."""
-    kv = kv_bytes_per_layer(tmap.params, cfg)
+    kv = kv_bytes_by_layer(tmap.params, cfg)
     cap = {}
     for d in budget.devices:
         is_gpu = d != CPU
         holds = d in layer_device or not is_gpu
         c = budget.bytes[d] - (cfg.gpu_margin_bytes if is_gpu else cfg.os_reserve_bytes)
-        c -= kv * sum(1 for x in layer_device[:tmap.params.n_loaded_layers] if x == d)
+        c -= sum(nbytes for x, nbytes in zip(layer_device, kv) if x == d)
         c -= compute_buffer_bytes(tmap, cfg, holds_layers=holds, holds_output=False, is_gpu=is_gpu)
         c -= fixed_bytes.get(d, 0)
         cap[d] = c

@@ -12,7 +12,7 @@ from dataclasses import replace
 from planner.devices import CPU
 from planner.errors import InfeasibleBudgetError
 from planner.groups import Budget, smallest_weights
-from planner.memory import compute_buffer_bytes, kv_bytes_per_layer
+from planner.memory import compute_buffer_bytes, kv_bytes_by_layer
 from planner.request import PlanRequest
 from planner.tensors import TensorMap
 from planner.units import GIB
@@ -24,7 +24,7 @@ def with_options(exc: InfeasibleBudgetError, tmap: TensorMap, types: Mapping[str
     """Name the nearest changes that make a plan feasible; each one is checked with the solver."""
     cfg = request.run
     weights = smallest_weights(tmap, types, request)
-    kv = kv_bytes_per_layer(tmap.params, cfg) * tmap.params.n_layer
+    kv = sum(kv_bytes_by_layer(tmap.params, cfg))
     gpu_usable = sum(max(0, budget.bytes[g] - cfg.gpu_margin_bytes) for g in budget.gpus)
     need_total = weights + kv + cfg.os_reserve_bytes + compute_buffer_bytes(
         tmap, cfg, holds_layers=True, holds_output=True, is_gpu=False)

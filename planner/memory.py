@@ -1,8 +1,7 @@
 """Memory model: bytes per device for a given mix and placement.
 
-Exact terms: weights (Σ ggml_nbytes of the tensors placed there) and the KV cache (ik
-``llama_kv_cache_init``: per-head K rows, context padded to 256 with flash attention, 32
-without).  Estimated terms (labelled): compute buffers, the per-GPU safety margin, the OS
+Exact terms: weights (Σ ggml_nbytes of the tensors placed there) and the KV cache / recurrent state
+of each block on its device (:mod:`planner.kv_cache`: the engines' allocation code per attention kind).  Estimated terms (labelled): compute buffers, the per-GPU safety margin, the OS
 reserve.  Constants cite their source in ``data/speed_constants.toml`` / comments.
 """
 
@@ -19,7 +18,7 @@ from planner.tensors import ModelParams, TensorInfo, TensorMap
 from planner.units import GIB, MIB
 
 __all__ = ["CPU", "DeviceMemory", "MemoryReport", "Placement", "RunConfig", "Term", "compute_buffer_bytes",
-           "constants", "kv_bytes_per_layer", "layer_compute_bytes", "memory_report", "mix_bytes", "tensor_bytes"]
+           "constants", "kv_bytes_by_layer", "kv_bytes_per_layer", "layer_compute_bytes", "memory_report", "mix_bytes", "tensor_bytes"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,24 +100,23 @@ def mix_bytes(tmap: TensorMap, mix: Mapping[str, str]) -> dict[str, int]:
     return {t.name: tensor_bytes(t, mix.get(t.name, t.dtype)) for t in tmap.tensors}
 
 
+def kv_bytes_by_layer(params: ModelParams, cfg: RunConfig) -> tuple[int, ...]:
+    """KV cache / recurrent state bytes of every block, on the block's device (0 for blocks without one).
+
+    The engines' own allocation code, per engine and attention kind (GQA, MLA per ``-mla``/FA, sliding window,
+    gated delta-net state, DSA indexer keys, DeepSeek-V4 compressed caches, NextN/MTP): :mod:`planner.kv_cache`.
+
+    Raises:
+        UnknownModelError: a layout the planner cannot size exactly (named in the message).
+    """
+    from planner.kv_cache import CacheConfig, bytes_by_layer
+
+    return bytes_by_layer(params, CacheConfig.from_run(cfg))
+
+
 def kv_bytes_per_layer(params: ModelParams, cfg: RunConfig) -> int:
-    """KV cache bytes of one layer at the padded context: ik_llama.cpp ``src/llama.cpp`` ``llama_kv_cache_init`` and
-    ``src/llama-model.cpp`` ``llama_model::cache_size`` at 8337e4cd (per-head K rows; MLA: one compressed row)."""
-    c = catalogue()
-    tk, tv = c.get(cfg.type_k), c.get(cfg.type_v)
-    kv = cfg.kv_size
-    if params.is_mla:
-        # ik MLA (default -mla 3). With FA: only the compressed cache, kv_lora_rank + n_rot per token in the K
-        # type; without FA: the same width in the V type (llama_kv_cache_init, -mla 3). Mainline caches the same compressed
-        # latent (assumption: same bytes as ik with FA; re-check against llama-kv-cache.cpp).
-        width = params.kv_lora_rank + params.n_rot
-        return (tk if cfg.flash_attn or cfg.engine == "mainline" else tv).row_bytes(width) * kv
-    if cfg.engine == "mainline":
-        k = tk.row_bytes(params.n_embd_k_gqa) * kv
-    else:
-        k = tk.row_bytes(params.head_dim) * params.n_head_kv * kv   # per-head rows (q8_KV meta per head)
-    v = tv.row_bytes(params.n_embd_v_gqa) * kv
-    return (k + v) * max(1, cfg.n_parallel if cfg.engine == "mainline" else 1)
+    """The largest block's cache (one figure for summaries); use :func:`kv_bytes_by_layer` for placement."""
+    return max(kv_bytes_by_layer(params, cfg), default=0)
 
 
 # ----------------------------------------------------------------------------- estimates
@@ -176,11 +174,10 @@ def memory_report(tmap: TensorMap, mix: Mapping[str, str], placement: Placement,
     for name, nbytes in sizes.items():
         dev = placement.device_of(name)
         weights[dev] = weights.get(dev, 0) + nbytes
-    kv_layer = kv_bytes_per_layer(tmap.params, cfg)
+    kv_by_layer = kv_bytes_by_layer(tmap.params, cfg)
     kv: dict[str, int] = {d: 0 for d in placement.devices}
-    n_kv_layers = tmap.params.n_loaded_layers
-    for dev in placement.layer_device[:n_kv_layers]:
-        kv[dev] = kv.get(dev, 0) + kv_layer
+    for dev, nbytes in zip(placement.layer_device, kv_by_layer):
+        kv[dev] = kv.get(dev, 0) + nbytes
     out_dev = placement.device_of("output.weight") if "output.weight" in sizes else placement.device_of(
         "token_embd.weight")
     devices = []
@@ -200,7 +197,7 @@ def memory_report(tmap: TensorMap, mix: Mapping[str, str], placement: Placement,
         else:
             terms.append(Term("os_reserve", cfg.os_reserve_bytes, False, "OS and server process"))
         devices.append(DeviceMemory(dev, int(budgets.get(dev, 0)), tuple(terms)))
-    return MemoryReport(tuple(devices), kv_layer * len(placement.layer_device[:n_kv_layers]), cfg.kv_size)
+    return MemoryReport(tuple(devices), sum(kv.values()), cfg.kv_size)
 
 
 def _ram_mode_note(cfg: RunConfig) -> str:

@@ -25,8 +25,11 @@ if TYPE_CHECKING:
     from planner.documents import ParetoSet, PlanDocument
     from planner.hardware import GPU, Hardware, ProfileSummary
     from planner.memory import MemoryReport
+    from planner.model_list import BuiltinModel
     from planner.quantize import Footprint
+    from planner.calibrate import CalibrateResult
     from planner.speed import SpeedEstimate
+    from planner.verify import Check, VerifyReport
     from planner.summary import ModelSummary
 
 
@@ -185,6 +188,23 @@ def render_profiles(profiles: Sequence[ProfileSummary]) -> None:
     _console().print(table)
 
 
+def render_models(models: Sequence[BuiltinModel]) -> None:
+    """The built-in models, one row each: architecture, parameters (total/active), layers, attention kind."""
+    from rich.table import Table
+
+    table = Table(title="Built-in models", title_justify="left")
+    table.add_column("name", no_wrap=True)  # a name to type as MODEL: never cut
+    table.add_column("arch")
+    for col in ("total", "active", "layers", "experts"):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("attention / state", min_width=16)
+    for m in models:
+        experts = f"{m.n_expert_used}/{m.n_expert}" if m.n_expert else "dense"
+        table.add_row(m.name, m.arch, f"{m.total_params / 1e9:.1f}B", f"{m.active_params / 1e9:.1f}B",
+                      str(m.n_layer), experts, m.attention)
+    _console().print(table)
+
+
 # --- renderers for the model, footprint, plan, check and compare commands ----------------------
 
 def _counts_block(counts: Mapping[str, int]) -> str:
@@ -256,8 +276,12 @@ def _print_memory(mem: MemoryReport, title: str = "memory per device") -> None:
 
 
 def _print_speed(s: SpeedEstimate) -> None:
-    print_text(f"speed (estimate): TG {s.tg_tps:.1f} tok/s at depth 0, {s.tg_tps_ctx:.1f} at full context; "
+    basis = s.basis
+    label = basis.label if basis is not None else "estimate"
+    print_text(f"speed, {label}: TG {s.tg_tps:.1f} tok/s at depth 0, {s.tg_tps_ctx:.1f} at full context; "
                f"PP {s.pp_tps:.0f} tok/s at depth 0, {s.pp_tps_ctx:.0f} at full context")
+    if basis is not None and basis.defaulted:
+        print_text("  defaulted hardware figures: " + "; ".join(basis.defaulted))
     print_text("  assumptions: " + "; ".join(s.assumptions))
 
 
@@ -347,3 +371,67 @@ def render_pareto(ps: ParetoSet) -> None:
     print_table(f"{ps.model}: non-dominated plans (best quality first)",
                 ["#", "size", "BPW", "TG t/s", "PP t/s", "PPL ratio", "rules", "solver"], rows,
                 justify=["right", "right", "right", "right", "right", "right", "right", "left"], caption="TG/PP/PPL are estimates; --json prints every plan in full")
+
+
+def render_verify(reports: Sequence[VerifyReport]) -> None:
+    """`verify`: memory terms (exact ones judged to 0.1 MiB) and TG/PP per depth next to the prediction."""
+    for rep in reports:
+        mem = [c for c in rep.checks if c.term not in ("TG", "PP")]
+        if mem:
+            rows = []
+            for c in mem:
+                verdict = "estimate" if c.ok is None else ("match" if c.ok else "MISMATCH")
+                where = c.device or "total"
+                if c.log_name and c.log_name != c.device:
+                    where += f" ({c.log_name})"
+                rows.append((c.term, where, f"{c.predicted:,.2f}", f"{c.measured:,.2f}", f"{c.error:+,.2f}", verdict))
+            print_table(f"{rep.source}: {rep.engine} log, {rep.spelling}",
+                        ["term", "device", "predicted", "measured", "error", ""], rows,
+                        justify=["left", "left", "right", "right", "right", "left"],
+                        caption="MiB; weights and KV are exact (match within 0.1 MiB), compute buffers an estimate")
+        speed: dict[str, dict[str, Check]] = {}
+        for c in rep.checks:
+            if c.term in ("TG", "PP"):
+                speed.setdefault(c.device, {})[c.term] = c
+        if speed:
+            keys = list(speed)
+            if len(keys) > 9:                       # evenly spaced rows, first and last included
+                step = (len(keys) - 1) / 8
+                keys = [keys[round(i * step)] for i in range(9)]
+            srows: list[tuple[str, ...]] = []
+            for k in keys:
+                row: list[str] = [k]
+                for term in ("TG", "PP"):
+                    sc = speed[k].get(term)
+                    row += ([f"{sc.predicted:.2f}", f"{sc.measured:.2f}", f"{sc.rel_error:+.0%}"]
+                            if sc is not None else ["", "", ""])
+                srows.append(tuple(row))
+            print_table("speed (estimate), tok/s", ["at", "TG pred.", "TG meas.", "err", "PP pred.", "PP meas.", "err"],
+                        srows, justify=["left", "right", "right", "right", "right", "right", "right"],
+                        caption=f"{len(speed)} rows" + (", 9 shown" if len(speed) > 9 else ""))
+        for n in rep.notes:
+            print_text(f"  note: {n}")
+
+
+def render_calibration(res: CalibrateResult) -> None:
+    """`calibrate`: fitted constants with uncertainty, residuals before/after, what the runs did not separate."""
+    cal = res.calibration
+    rows = []
+    for c in cal.constants:
+        shipped = "" if c.shipped is None else f"{c.shipped:,.4g} {c.unit}"
+        value = "" if c.value is None else f"{c.value:,.4g} {c.unit}"
+        rows.append((c.quantity, shipped, value, f"±{c.rel_uncertainty:.0%}", f"x{c.multiplier:.3f}",
+                     "fitted" if c.separated else "not separated"))
+    print_table(f"calibrated on {cal.n_rows} sweep-bench rows (estimate)",
+                ["constant", "shipped", "this machine", "1 sigma", "multiplier", ""], rows)
+    res_rows: list[tuple[object, ...]] = [
+        (r.run, r.kind, r.depth, f"{r.measured_tps:.2f}", f"{r.shipped_tps:.2f}", f"{r.predicted_tps:.2f}",
+         f"{r.rel_error:+.1%}") for r in cal.residuals]
+    if len(res_rows) > 12:                    # the first and last rows
+        res_rows = res_rows[:6] + [("...", "", "", "", "", "", "")] + res_rows[-6:]
+    print_table("rows (tok/s)", ["run", "", "depth", "measured", "shipped", "calibrated", "error"], res_rows)
+    print_text(f"residual {cal.rms_residual:.1%} (shipped constants: {cal.rms_residual_shipped:.1%})")
+    for n in cal.notes:
+        print_text(f"  note: {n}")
+    if res.saved:
+        print_text(f"saved calibrated profile {res.saved}: use it with --profile {res.saved}")

@@ -20,7 +20,7 @@ from planner.devices import CPU
 from planner.errors import InfeasibleBudgetError, UsageError
 from planner.groups import Budget, build_groups, capacities, layer_split, smallest_weights
 from planner.hints import with_options
-from planner.memory import MemoryReport, Placement, kv_bytes_per_layer, memory_report, mix_bytes
+from planner.memory import MemoryReport, Placement, kv_bytes_by_layer, memory_report, mix_bytes
 from planner.quantize import quantizable
 from planner.request import PlanRequest
 from planner.runconfig import RunConfig
@@ -123,7 +123,7 @@ def _solve_with_layers(tmap: TensorMap, hw: Hardware, budget: Budget, request: P
                        ) -> tuple[tuple[str, ...], Solution, list[Group]]:
     """Try all layers on the GPUs first; if attention + KV do not fit, move the first layers to CPU."""
     cfg = request.run
-    need = (smallest_weights(tmap, types, request, budget) + kv_bytes_per_layer(tmap.params, cfg) * tmap.params.n_layer
+    need = (smallest_weights(tmap, types, request, budget) + sum(kv_bytes_by_layer(tmap.params, cfg))
             + cfg.os_reserve_bytes + cfg.gpu_margin_bytes * len(budget.gpus))
     if need > sum(budget.bytes.values()):      # necessary condition: no split of layers can help
         raise InfeasibleBudgetError("even the smallest types do not fit in RAM + VRAM together",

@@ -27,7 +27,6 @@ rules, then its own fallback table; it processes tensors in its loader's order (
 from __future__ import annotations
 
 import functools
-import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from planner.ftype_rules import _BLK, _COUNTERS, QuantizeState, _Ctx, _model_cla
 from planner.ftypes import (DEFAULT_BASE_TYPE, Ftype, QuantizeSpec, Rule, _check_engine, _option_type,
                             ftype_names, get_ftype)
 from planner.quants import GGUF_DEFAULT_ALIGNMENT, QuantType, catalogue, pad
+from planner.ecma_regex import EcmaPattern
 from planner.regexes import compile_user_regex, search
 from planner.tensors import ModelParams, TensorInfo, TensorMap
 from planner.units import GIB
@@ -157,7 +157,7 @@ class _Prepared:
     ftype: Ftype
     rules: _Rules
     default: QuantType
-    patterns: tuple[tuple[re.Pattern[str], Rule], ...]
+    patterns: tuple[tuple[EcmaPattern, Rule], ...]
 
 
 @functools.lru_cache(maxsize=256)
@@ -174,7 +174,7 @@ def _prepare(spec: QuantizeSpec) -> _Prepared:
     patterns = []
     for rule in spec.custom_q:
         _option_type(rule.type_name, spec.engine, f"custom rule {rule.index}")
-        patterns.append((compile_user_regex(rule.pattern), rule))
+        patterns.append((compile_user_regex(rule.pattern, f"custom rule {rule.index}"), rule))
     return _Prepared(spec=spec, ftype=ftype, rules=_rules(spec.engine),
                      default=catalogue().get(ftype.default_type), patterns=tuple(patterns))
 

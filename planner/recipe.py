@@ -85,10 +85,14 @@ def build_recipe(tmap: TensorMap, types: Mapping[str, str], *, engine: str = "ik
         signature.setdefault(sig, []).append(role)
     rules: list[tuple[str, str]] = []
     all_layers = tuple(sorted({t.layer for t in tmap.tensors if t.layer is not None}))
+    all_roles = {t.role for t in tmap.tensors if t.layer is not None}
     for sig, roles in sorted(signature.items(), key=lambda kv: sorted(kv[1])):
         role_rx = _role_rx(roles)
         for ty, layers in sorted(sig, key=lambda x: (x[1][0], x[0])):
-            lx = r".*" if tuple(layers) == all_layers else layers_regex(layers)
+            # ".*" would also match a nested role of the same name (blk.N.indexer.attn_q_b for attn_q_b): then
+            # the layer number is spelled out
+            nested = any(r2 != r and r2.endswith("." + r) for r in roles for r2 in all_roles)
+            lx = (r"[0-9]+" if nested else r".*") if tuple(layers) == all_layers else layers_regex(layers)
             rules.append((rf"blk\.{lx}\.{role_rx}\.weight", ty))
     for name, ty in globals_:
         rules.append(("^" + re.escape(name).replace(r"\_", "_"), ty))

@@ -5,48 +5,47 @@ Every regex that reaches a llama.cpp tool (``--custom-q``/``--tensor-type`` reci
 The engines compile these with C++ ``std::regex`` (ECMAScript grammar) and apply ``std::regex_search``
 (unanchored): llama.cpp ``src/llama-quant.cpp`` (``tensor_type_option``) and ``common/arg.cpp``
 (``--override-tensor``); ik_llama.cpp ``src/llama.cpp`` at 8337e4cd (``llama_model_quantize_internal``,
-``custom_quants``).  Python's ``re.search`` reproduces that for the shared subset of the two dialects;
-constructs outside it are refused (:func:`dialect_problem`).  The layer-range builders (:func:`layers_regex`)
-write the compressed ranges the emitters use.
+``custom_quants``).  :mod:`planner.ecma_regex` parses the ECMAScript grammar itself and matches the bytes of
+the name in a bounded number of backtracking steps, so a catastrophic pattern fails fast with a usage error
+naming the rule (the engine's own backtracking matcher would stall on it).  Python-only constructs are refused
+first with a message that says which (:func:`dialect_problem`).  The layer-range builders
+(:func:`layers_regex`) write the compressed ranges the emitters use.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Sequence
 
-from planner.errors import RecipeError, RegexDialectError
+from planner import ecma_regex
+from planner.ecma_regex import EcmaPattern
+from planner.errors import RegexDialectError
 
 __all__ = ["compile_user_regex", "search", "dialect_problem", "layers_regex", "roles_regex"]
 
 
-def compile_user_regex(pattern: str, where: str = "") -> re.Pattern[str]:
-    """Compile a tensor-name regex after the dialect check (cached).
+def compile_user_regex(pattern: str, where: str = "") -> EcmaPattern:
+    """Compile a tensor-name regex (ECMAScript, parse cached); each call has its own step budget.
 
     Raises:
-        RegexDialectError: the pattern uses a construct whose meaning differs between the dialects.
-        RecipeError: Python cannot compile the pattern.
+        RegexDialectError: the pattern uses a Python-only construct (the message says which).
+        RecipeError: the pattern is not valid ECMAScript, or too large (``RegexSyntaxError``).
     """
     prefix = f"{where}: " if where else ""
     problem = dialect_problem(pattern)
     if problem:
         raise RegexDialectError(f"{prefix}regex {pattern!r}: {problem}",
                                 hint="rewrite it with plain ECMAScript syntax (., *, +, ?, [..], (..|..), ^, $)")
-    try:
-        return _compile(pattern)
-    except re.error as exc:
-        raise RecipeError(f"{prefix}regex {pattern!r} does not compile: {exc}") from exc
+    return ecma_regex.compile(pattern, where=where)
 
 
-def search(compiled: re.Pattern[str], name: str) -> bool:
-    """``std::regex_search`` semantics: does ``compiled`` match anywhere in the tensor name?"""
-    return compiled.search(name) is not None
+def search(compiled: EcmaPattern, name: str) -> bool:
+    """``std::regex_search`` semantics: does ``compiled`` match anywhere in the tensor name?
 
-
-@functools.lru_cache(maxsize=1024)
-def _compile(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
+    Raises:
+        RegexBudgetError: the pattern needs more backtracking than the budget (exit 2, names the rule).
+    """
+    return compiled.search(name)
 
 
 # ------------------------------------------------------------------------- dialect check

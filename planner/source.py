@@ -18,6 +18,11 @@ def load_model(spec: str | None, *, check_size: bool = True) -> TensorMap:
         GGUFFormatError / FileSizeMismatchError / RemoteReadError: from the GGUF reader.
     """
     spec = spec or DEFAULT_MODEL
+    if spec.startswith("hf://") and spec[len("hf://"):].strip("/").count("/") == 1:
+        # hf://owner/repo[@revision] without a file: config.json + safetensors headers (planner.safetensors)
+        from planner.safetensors import read_repo
+
+        return read_repo(spec)
     if spec.startswith(("http://", "https://", "hf://")):
         from planner.gguf_header import read_gguf
         from planner.tensors import from_gguf

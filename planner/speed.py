@@ -1,31 +1,73 @@
-"""Speed model (an ESTIMATE): token generation and prompt processing in tokens/s.
+"""Speed model (an ESTIMATE): token generation and prompt processing from the mechanisms that take the time.
 
-Token generation is memory-bound: every token reads the dense tensors fully, the routed expert
-tensors by ``n_expert_used / n_expert`` and the KV cache up to the current depth, each over its
-device's effective bandwidth; compute bound is checked too.  Prompt processing, for batches of at
-least ``offload_min_batch`` tokens, copies CPU-resident weights to the GPU over PCIe once per ubatch
-(why ``-ub 2048`` multiplies PP on hybrid rigs) and runs the matmuls there.  All constants are in
-``data/speed_constants.toml`` with their sources; the same constants serve every rig.
+Token generation (one token, the devices run one after another along the layers):
+
+* every device reads its weights: dense tensors fully, routed experts by ``n_expert_used / n_expert``, over its
+  effective bandwidth (GPU: spec x efficiency; CPU: DRAM peak x efficiency, capped by threads x per-thread rate,
+  cut by SMT oversubscription and NUMA placement);
+* the KV cache up to the current depth is read where each layer's cache lives, and attention costs compute that
+  grows with depth: CUDA flash attention "vec" (CUDA cores, per Q head) or "mma" (tensor cores, once per KV head,
+  a quantized cache converted to f16 first) by the engine's rule, CPU flash attention by the engine's rate;
+* per-layer kernel launch / thread-pool sync on each device, each GPU<->CPU and GPU<->GPU hand-off, and a fixed
+  per-token cost (graph build unless the engine reuses the graph).
+
+Prompt processing (one ubatch of ``-ub`` tokens): CPU-resident weights that the GPU can multiply are copied to the
+GPU once per ubatch (ggml-backend offload of batches >= 32; only the routed experts with ik's
+only_active_experts) and multiplied there at a fraction of the tensor-core peak; weights it cannot multiply (the
+``-rtr`` repacks without CUDA kernels, or a CPU-only run) are multiplied on the CPU at the ISA's rate times
+``n / (n + half)`` for ``n`` activation rows per weight row (so CPU PP grows with ``-ub`` for MoE experts) and the
+thread count; flash attention over the depth on whichever device holds each layer.
+
+Every constant is in ``data/speed_constants.toml`` with its source.  :func:`speed_terms` returns the model as a sum
+of named terms (seconds) so that :mod:`planner.calibrate` can fit one multiplier per term group to a user's own
+sweep-bench output; :func:`estimate_speed` sums them (with those multipliers, if given).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import functools
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from planner.memory import CPU, Placement, RunConfig, constants, kv_bytes_per_layer, mix_bytes
+from planner.quants import catalogue
 from planner.roles import active_fraction, moves_with_ffn
 from planner.tensors import TensorInfo, TensorMap
+
+# Term groups: the quantities calibrate can fit, one multiplier each (time = Σ multiplier x nominal term).
+TG_GROUPS = ("cpu_weights", "gpu_weights", "kv_read", "attn", "launch", "handoff", "fixed")
+PP_GROUPS = ("pcie", "gpu_gemm", "cpu_gemm", "attn_pp", "pp_fixed")
+GROUPS = TG_GROUPS + PP_GROUPS
 
 
 @dataclass(frozen=True, slots=True)
 class DeviceSpeed:
-    """What the speed model needs to know about one device."""
+    """What the speed model needs to know about one device (rates in bytes/s and FLOP/s)."""
 
     name: str
-    mem_bw_gbs: float
-    flops: float          # effective FLOP/s for matmuls
-    h2d_gbs: float = 0.0  # host->device, GPUs only
+    mem_bw_gbs: float     # effective bytes/s for TG reads (the name is historical: the value is in B/s)
+    flops: float          # effective FLOP/s for prompt-processing matmuls at full reuse
+    h2d_gbs: float = 0.0  # host->device bytes/s, GPUs only (effective: PCIe rate x pinned-copy efficiency)
+    tensor_flops: float = 0.0   # GPU dense FP16 tensor peak (FLOP/s)
+    compute_capability: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SpeedTerms:
+    """The model at one depth as named terms: TG seconds per token and PP seconds per ubatch, by group."""
+
+    depth: int
+    ubatch: int
+    tg: dict[str, float]
+    pp: dict[str, float]
+
+    def tg_time(self, scales: Mapping[str, float] | None = None) -> float:
+        s = scales or {}
+        return sum(v * s.get(k, 1.0) for k, v in self.tg.items())
+
+    def pp_time(self, scales: Mapping[str, float] | None = None) -> float:
+        s = scales or {}
+        return sum(v * s.get(k, 1.0) for k, v in self.pp.items())
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,116 +80,458 @@ class SpeedEstimate:
     handoffs_per_token: int
     assumptions: tuple[str, ...]
     label: str = "estimate"
+    points: tuple[tuple[int, float, float], ...] = field(default=())    # (depth, TG tok/s, PP tok/s)
+    basis: "SpeedBasis | None" = None
+    terms: tuple[SpeedTerms, ...] = field(default=(), metadata={"json": False})
+
+    def tg_at(self, depth: int) -> float:
+        return next(tg for d, tg, _ in self.points if d == depth)
+
+    def pp_at(self, depth: int) -> float:
+        return next(pp for d, _, pp in self.points if d == depth)
 
 
-def device_speeds(hw, cfg: RunConfig) -> dict[str, DeviceSpeed]:
-    """Effective bandwidth and compute of each device of a Hardware description."""
-    k = constants()["speed"]
+# ----------------------------------------------------------------------------- constants and devices
+
+@functools.cache
+def _k() -> dict:
+    return constants()["speed"]
+
+
+def engine_constants(engine: str) -> dict:
+    """The per-engine speed constants (``[engine.<profile>]`` in speed_constants.toml)."""
+    table = constants()["engine"]
+    return table.get(engine, table["ik"])
+
+
+def gpu_tensor_tflops(name: str) -> float:
+    """Dense FP16 tensor peak of a GPU by name (longest matching key of ``[gpu_tflops]``)."""
     tflops = constants()["gpu_tflops"]
+    hits = [k for k in tflops if k != "default" and k.lower() in name.lower()]
+    return tflops[max(hits, key=len)] if hits else tflops["default"]
+
+
+def cpu_core_gflops(hw) -> float:
+    """CPU matmul peak per physical core for the machine's best ISA (GFLOP/s)."""
+    k = _k()
+    flags = set(getattr(hw, "cpu_flags", ()))
+    if "avx512f" in flags:
+        return k["cpu_gflops_per_core_avx512"]
+    if "avx2" in flags:
+        return k["cpu_gflops_per_core_avx2"]
+    return k["cpu_gflops_per_core_other"]
+
+
+def effective_cores(hw, threads: int) -> float:
+    """Physical cores doing work for ``threads`` threads; oversubscribing physical cores (SMT) costs
+    ``smt_oversubscribed_factor``."""
+    phys = max(1, int(getattr(hw, "physical_cores", threads) or threads))
+    if threads <= phys:
+        return float(threads)
+    return phys * _k()["smt_oversubscribed_factor"]
+
+
+def numa_bandwidth_factor(hw, numa: str | None) -> float:
+    """Effective DRAM bandwidth as a fraction of the whole machine's peak under a ``--numa`` mode."""
+    nodes = len(getattr(hw, "numa_nodes", ()) or ()) or 1
+    if nodes <= 1:
+        return 1.0
+    k = _k()
+    frac = {None: k["numa_default_node_fraction"], "distribute": k["numa_distribute_node_fraction"],
+            "isolate": k["numa_isolate_node_fraction"], "numactl": k["numa_isolate_node_fraction"]}
+    return min(1.0, frac.get(numa, k["numa_default_node_fraction"]) / nodes)
+
+
+def cpu_threads(hw, cfg: RunConfig) -> int:
+    return int(cfg.threads or getattr(hw, "threads_default", 0) or hw.physical_cores)
+
+
+def hw_scales(hw) -> dict[str, float]:
+    """The calibration multipliers a hardware description carries (``hw.calibration["multipliers"]``), or {}."""
+    cal = getattr(hw, "calibration", None)
+    if not cal:
+        return {}
+    mult = cal.get("multipliers", {}) if isinstance(cal, Mapping) else getattr(cal, "scales", {})
+    return {g: float(v) for g, v in mult.items() if g in GROUPS and float(v) > 0}
+
+
+def device_speeds(hw, cfg: RunConfig, *, numa: str | None = None, calibrated: bool = True) -> dict[str, DeviceSpeed]:
+    """Effective bandwidth and compute of each device of a Hardware description (with the machine's calibration
+    applied to the rates, unless ``calibrated`` is false: the nominal rates the calibration multiplies)."""
+    m = hw_scales(hw) if calibrated else {}
+    k = _k()
     out: dict[str, DeviceSpeed] = {}
     for g in hw.gpus:
-        peak = next((v for key, v in tflops.items() if key != "default" and key.lower() in g.name.lower()),
-                    tflops["default"])
+        peak = gpu_tensor_tflops(g.name) * 1e12
+        cc = None
+        try:
+            cc = float(g.compute_capability) if g.compute_capability else None
+        except ValueError:
+            cc = None
         out[f"CUDA{g.index}"] = DeviceSpeed(
-            f"CUDA{g.index}", g.mem_bw_gbs * 1e9 * k["gpu_bw_efficiency"],
-            peak * 1e12 * k["gpu_flops_efficiency"], g.h2d_gbs * 1e9)   # GPU.h2d_gbs is already effective
-    flags = set(hw.cpu_flags)
-    per_core = (k["cpu_gflops_per_core_avx512"] if "avx512f" in flags else
-                k["cpu_gflops_per_core_avx2"] if "avx2" in flags else k["cpu_gflops_per_core_other"])
-    threads = cfg.threads or hw.physical_cores
-    out[CPU] = DeviceSpeed(CPU, hw.ram_bw_gbs * 1e9 * k["cpu_bw_efficiency"], per_core * 1e9 * threads)
+            f"CUDA{g.index}", g.mem_bw_gbs * 1e9 * k["gpu_bw_efficiency"] / m.get("gpu_weights", 1.0),
+            peak * k["gpu_flops_efficiency"] / m.get("gpu_gemm", 1.0), g.h2d_gbs * 1e9 / m.get("pcie", 1.0), peak, cc)
+    threads = cpu_threads(hw, cfg)
+    cores = effective_cores(hw, threads)
+    bw = hw.ram_bw_gbs * 1e9 * k["cpu_bw_efficiency"] * numa_bandwidth_factor(hw, numa)
+    bw = min(bw, threads * k["cpu_bw_per_thread_gbs"] * 1e9)
+    if threads > max(1, hw.physical_cores):
+        bw *= k["smt_oversubscribed_factor"]
+    if cfg.load == "mmap":
+        bw *= k["cpu_bw_mmap_factor"]
+    eng = engine_constants(cfg.engine)
+    out[CPU] = DeviceSpeed(CPU, bw / m.get("cpu_weights", 1.0),
+                           cpu_core_gflops(hw) * 1e9 * cores * eng["cpu_gemm_scale"] / m.get("cpu_gemm", 1.0))
     return out
 
 
-def handoffs(tmap: TensorMap, placement: Placement) -> int:
-    """Device changes along one token's path through the layers (attention, then FFN, per layer)."""
-    seq: list[str] = []
+# ----------------------------------------------------------------------------- model pieces
+
+def _path(tmap: TensorMap, placement: Placement) -> list[str]:
+    """Devices along one token's path: per layer the attention device, then each FFN tensor's device."""
     by_layer: dict[int, list[TensorInfo]] = {}
     for t in tmap.tensors:
         if t.layer is not None and t.n_dims >= 2:
             by_layer.setdefault(t.layer, []).append(t)
+    seq: list[str] = []
     for il in range(tmap.params.n_loaded_layers):
         seq.append(placement.layer_device[il] if il < len(placement.layer_device) else CPU)
         for t in by_layer.get(il, []):
             if moves_with_ffn(t.role):
                 seq.append(placement.device_of(t.name))
     seq.append(placement.device_of("output.weight"))
+    return seq
+
+
+def handoffs(tmap: TensorMap, placement: Placement) -> int:
+    """Device changes along one token's path through the layers (attention, then FFN, per layer)."""
+    seq = _path(tmap, placement)
     return sum(1 for a, b in zip(seq, seq[1:]) if a != b)
 
 
-def estimate_speed(tmap: TensorMap, mix: Mapping[str, str], placement: Placement, hw,
-                   cfg: RunConfig) -> SpeedEstimate:
-    """Predicted TG and PP (labelled estimates) for a mix and placement on a machine."""
-    k = constants()["speed"]
+def handoff_kinds(tmap: TensorMap, placement: Placement) -> tuple[int, int]:
+    """(GPU<->CPU, GPU<->GPU) device changes along one token's path."""
+    seq = _path(tmap, placement)
+    cpu_gpu = sum(1 for a, b in zip(seq, seq[1:]) if a != b and CPU in (a, b))
+    gpu_gpu = sum(1 for a, b in zip(seq, seq[1:]) if a != b and CPU not in (a, b))
+    return cpu_gpu, gpu_gpu
+
+
+def rtr_type(type_name: str) -> str:
+    """What ``-rtr`` turns a CPU-resident tensor's type into (get_repack_info, data/speed_constants.toml)."""
+    return constants()["rtr_repack"].get(type_name, type_name)
+
+
+def gpu_fa_kernel(engine: str, cfg: RunConfig, n_gqa: int, cc: float | None) -> str:
+    """"mma" or "vec": the CUDA flash-attention kernel an engine runs for one token (rule in the TOML)."""
+    rule = engine_constants(engine)["fa_tg"]
+    if rule == "vec" or n_gqa % 2:
+        return "vec"
+    if rule == "mma":
+        return "mma"
+    ada = constants()["gpu_arch"]["ada_cc"]
+    f16 = cfg.type_k == "f16" and cfg.type_v == "f16"
+    return "mma" if (f16 and (cc is None or cc < ada)) else "vec"
+
+
+def _attn_dims(tmap: TensorMap) -> tuple[int, int, int]:
+    """(Q heads, head size for QK, head size for V) of the attention as the kernels see it."""
     p = tmap.params
-    speeds = device_speeds(hw, cfg)
+    if p.is_mla:
+        # MLA with the compressed cache: each head attends over kv_lora_rank + n_rot (K) and kv_lora_rank (V)
+        return p.n_head, p.kv_lora_rank + p.n_rot, p.kv_lora_rank
+    return p.n_head, p.head_dim, (p.head_dim_v or p.head_dim)
+
+
+# ----------------------------------------------------------------------------- the terms
+
+def speed_terms(tmap: TensorMap, mix: Mapping[str, str], placement: Placement, hw, cfg: RunConfig,
+                depths: Iterable[int] = (0,), *, numa: str | None = None,
+                threads_batch: int | None = None) -> tuple[SpeedTerms, ...]:
+    """The model's named terms at each depth (see the module docstring)."""
+    k = _k()
+    eng = engine_constants(cfg.engine)
+    p = tmap.params
+    cat = catalogue()
+    speeds = device_speeds(hw, cfg, numa=numa, calibrated=False)
+    gpus = [d for d in speeds if d != CPU]
     sizes = mix_bytes(tmap, mix)
-    read: dict[str, float] = {d: 0.0 for d in speeds}
-    flops: dict[str, float] = {d: 0.0 for d in speeds}
-    cpu_layer_bytes = 0      # CPU-resident layer weights streamed to the GPU per ubatch in PP
-    cpu_layer_flops = 0.0
-    gpu_flops_tok = 0.0
+    ub = max(1, min(cfg.ubatch, cfg.batch))
+    n_used = max(1, p.n_expert_used or 1)
+
+    # per-token weight reads and per-token matmul FLOPs by device
+    read = {d: 0.0 for d in speeds}
+    flops_tok = {d: 0.0 for d in speeds}
+    pcie_bytes = 0.0                         # CPU-resident weights the GPU multiplies in PP (copied per ubatch)
+    pp_gpu_flops_tok = 0.0                   # per token, run on GPUs in PP (resident + offloaded)
+    pp_gpu_expert_mats = 0                   # expert tensors multiplied on a GPU in PP (one matmul per expert each)
+    pp_cpu_flop_rows: list[tuple[float, float]] = []   # (FLOPs per token, activation rows per weight row)
+    moe_layers_on: dict[str, set[int]] = {d: set() for d in speeds}
+    touched = 1.0 - (1.0 - n_used / p.n_expert) ** ub if p.n_expert else 1.0
+    offload = bool(gpus) and ub >= k["offload_min_batch"]
     for t in tmap.tensors:
         if not tmap.is_loaded(t):
             continue
         dev = placement.device_of(t.name)
         if dev not in speeds:
             dev = CPU
-        frac = active_fraction(t, p.n_expert_used)
-        read[dev] += sizes[t.name] * frac
-        f = 2.0 * t.n_elements * frac if t.n_dims >= 2 and t.role != "token_embd" else 0.0
-        flops[dev] += f
-        if dev == CPU and t.layer is not None:
-            cpu_layer_bytes += sizes[t.name]
-            cpu_layer_flops += f
-        elif dev != CPU:
-            gpu_flops_tok += f
-    kv_cell = kv_bytes_per_layer(p, cfg) / cfg.kv_size
-    kv_layers: dict[str, int] = {}
+        frac = active_fraction(t, n_used)
+        nbytes = sizes[t.name]
+        read[dev] += nbytes * frac
+        matmul = t.n_dims >= 2 and t.role != "token_embd"
+        f = 2.0 * t.n_elements * frac if matmul else 0.0
+        flops_tok[dev] += f
+        if t.is_expert and t.layer is not None:
+            moe_layers_on[dev].add(t.layer)
+        if not matmul:
+            continue
+        rows = ub * n_used / t.n_expert if (t.is_expert and t.n_expert) else ub
+        if dev != CPU:
+            pp_gpu_flops_tok += f
+            pp_gpu_expert_mats += 1 if t.is_expert else 0
+            continue
+        qtype = mix.get(t.name, t.dtype)
+        if cfg.load == "rtr" and cfg.engine != "mainline":
+            qtype = rtr_type(qtype)
+        on_gpu = offload and t.layer is not None and cat.has(qtype) and cat.get(qtype).runs_on_cuda(cfg.qengine)
+        if on_gpu and t.is_expert and eng["moe_offload"] == "active" and t.n_expert:
+            # ik: offload an id-matmul only if ub x n_expert_used >= min_batch x n_expert
+            on_gpu = ub * n_used >= k["offload_min_batch"] * t.n_expert
+        if on_gpu:
+            share = touched if (t.is_expert and eng["only_active_experts"]) else 1.0
+            pcie_bytes += nbytes * share
+            pp_gpu_flops_tok += f
+            pp_gpu_expert_mats += 1 if t.is_expert else 0
+        else:
+            pp_cpu_flop_rows.append((f, rows))
+
+    # KV cache and attention geometry
+    kv_cfg = cfg if cfg.kv_size else replace(cfg, ctx=256)      # bytes per cell do not depend on the context
+    kv_cell_layer = kv_bytes_per_layer(p, kv_cfg) / kv_cfg.kv_size
+    layers_on: dict[str, int] = {}
     for dev in placement.layer_device[:p.n_loaded_layers]:
-        kv_layers[dev] = kv_layers.get(dev, 0) + 1
-    n_handoff = handoffs(tmap, placement)
-    fixed = n_handoff * k["handoff_s"] + k["token_overhead_s"]
+        dev = dev if dev in speeds else CPU
+        layers_on[dev] = layers_on.get(dev, 0) + 1
+    n_head, dk, dv = _attn_dims(tmap)
+    attn_flops_cell = 2.0 * n_head * (dk + dv)             # QK^T and AV for one query against one cached cell
+    n_gqa = max(1, p.n_head // max(1, p.n_head_kv)) if not p.is_mla else 2
+    f16_row = catalogue().get("f16").row_bytes
+    f16_cell_layer = (f16_row(p.n_embd_k_gqa) + f16_row(p.n_embd_v_gqa)) if not p.is_mla else \
+        f16_row(p.kv_lora_rank + p.n_rot)
+    quant_cache = not (cfg.type_k == "f16" and cfg.type_v == "f16")
 
-    def tg_time(depth: int) -> tuple[float, dict[str, float]]:
-        per_dev = {}
+    # fixed per-token costs
+    cpu_gpu, gpu_gpu = handoff_kinds(tmap, placement)
+    launch = 0.0
+    for d in speeds:
+        n_layers = layers_on.get(d, 0)
+        if d == CPU:
+            n_cpu = len({t.layer for t in tmap.tensors if t.layer is not None and tmap.is_loaded(t)
+                         and t.n_dims >= 2 and (placement.device_of(t.name) == CPU)})
+            launch += n_cpu * k["cpu_layer_s"]
+        else:
+            launch += n_layers * k["gpu_layer_s"] + len(moe_layers_on[d]) * k["gpu_moe_layer_s"]
+    handoff_t = cpu_gpu * k["handoff_s"] + gpu_gpu * k["gpu_handoff_s"]
+    fixed = k["token_overhead_s"] * (0.25 if eng["graph_reuse"] else 1.0)
+
+    threads = cpu_threads(hw, cfg)
+    tb = threads_batch or threads
+    cpu_cores_pp = effective_cores(hw, tb)
+    cpu_peak = cpu_core_gflops(hw) * 1e9 * eng["cpu_gemm_scale"]
+    cpu_fa_tg_rate = eng["cpu_fa_tg_gflops_per_core"] * 1e9 * effective_cores(hw, threads)
+
+    out = []
+    for depth in depths:
+        tg = dict.fromkeys(TG_GROUPS, 0.0)
         for d, s in speeds.items():
-            b = read[d] + kv_cell * depth * kv_layers.get(d, 0)
-            t_mem = b / s.mem_bw_gbs if s.mem_bw_gbs else 0.0
-            t_cmp = flops[d] / s.flops if s.flops else 0.0
-            per_dev[d] = max(t_mem, t_cmp)
-        return sum(per_dev.values()) + fixed, per_dev
+            grp = "cpu_weights" if d == CPU else "gpu_weights"
+            tg[grp] += read[d] / s.mem_bw_gbs if s.mem_bw_gbs else 0.0
+            n_layers = layers_on.get(d, 0)
+            if not n_layers or not depth:
+                continue
+            kv_bytes = kv_cell_layer * depth * n_layers
+            tg["kv_read"] += kv_bytes / s.mem_bw_gbs
+            if d == CPU:
+                tg["attn"] += attn_flops_cell * depth * n_layers / cpu_fa_tg_rate
+            elif gpu_fa_kernel(cfg.engine, cfg, n_gqa, s.compute_capability) == "mma":
+                if quant_cache:      # convert to f16: write the f16 copy and read it again
+                    tg["attn"] += 2.0 * f16_cell_layer * depth * n_layers / s.mem_bw_gbs
+            else:
+                eff = k["gpu_fa_vec_efficiency_quant"] if quant_cache else k["gpu_fa_vec_efficiency_f16"]
+                tg["attn"] += attn_flops_cell * depth * n_layers / (s.tensor_flops * eff)
+        tg["launch"] = launch
+        tg["handoff"] = handoff_t
+        tg["fixed"] = fixed
 
-    t0, per_dev0 = tg_time(0)
-    t_ctx, _ = tg_time(cfg.ctx)
+        pp = dict.fromkeys(PP_GROUPS, 0.0)
+        if gpus:
+            h2d = speeds[gpus[0]].h2d_gbs
+            pp["pcie"] = pcie_bytes / h2d if h2d else 0.0
+            gpu_rate = sum(speeds[g].flops for g in gpus)
+            pp["gpu_gemm"] = pp_gpu_flops_tok * ub / gpu_rate
+            # the id-matmul walks the experts one by one (ids copied to the host first)
+            pp["gpu_gemm"] += pp_gpu_expert_mats * min(p.n_expert, ub * n_used) * k["gpu_expert_matmul_s"]
+        for f, rows in pp_cpu_flop_rows:
+            eff = rows / (rows + k["cpu_gemm_half_rows"])
+            pp["cpu_gemm"] += f * ub / (cpu_peak * cpu_cores_pp * eff)
+        # attention of the ubatch against depth + half of itself (causal), on the device holding each layer
+        pp_cells = (depth + ub / 2.0) * ub
+        for d, n_layers in layers_on.items():
+            work = attn_flops_cell * pp_cells * n_layers
+            if d == CPU:
+                pp["attn_pp"] += work / (cpu_peak * cpu_cores_pp * eng["cpu_fa_pp_scale"])
+            else:
+                pp["attn_pp"] += work / (speeds[d].tensor_flops * k["gpu_fa_pp_efficiency"])
+        pp["pp_fixed"] = handoff_t + launch
+        out.append(SpeedTerms(depth, ub, tg, pp))
+    return tuple(out)
 
+
+def estimate_speed(tmap: TensorMap, mix: Mapping[str, str], placement: Placement, hw, cfg: RunConfig, *,
+                   depths: Sequence[int] | None = None, scales: Mapping[str, float] | None = None,
+                   constants: Mapping[str, float] | None = None, numa: str | None = None,
+                   threads_batch: int | None = None, label: str = "estimate") -> SpeedEstimate:
+    """Predicted TG and PP (labelled estimates) for a mix and placement on a machine.
+
+    ``depths``: the KV depths to evaluate (default 0 and the full context); ``scales``: per-term-group multipliers
+    (a calibration, :mod:`planner.calibrate`); ``constants`` is accepted for API symmetry and must be None.
+    """
+    if constants is not None:
+        raise ValueError("constants overrides go through scales")
+    depths = tuple(depths) if depths is not None else (0, cfg.ctx)
+    if 0 not in depths:
+        depths = (0,) + depths
+    if cfg.ctx not in depths:
+        depths = depths + (cfg.ctx,)
+    terms = speed_terms(tmap, mix, placement, hw, cfg, depths, numa=numa, threads_batch=threads_batch)
+    k = _k()
+    if scales is None:
+        scales = hw_scales(hw) or None
+    speeds = device_speeds(hw, cfg, numa=numa, calibrated=False)
+    ub = terms[0].ubatch
+    points = tuple((t.depth, 1.0 / t.tg_time(scales), ub / t.pp_time(scales)) for t in terms)
+    by_depth = {d: (tg, pp) for d, tg, pp in points}
+    t0 = terms[0]
     gpus = [d for d in speeds if d != CPU]
-    ub = min(cfg.ubatch, cfg.batch)
-    attn_flops_per_depth = 4.0 * p.n_head * p.head_dim  # QK^T and AV per token per cached token per layer
-
-    def pp_time(depth: int) -> float:
-        attn = {d: attn_flops_per_depth * depth * kv_layers.get(d, 0) * ub for d in speeds}
-        if gpus and ub >= k["offload_min_batch"]:
-            main = speeds[gpus[0]]
-            copy = cpu_layer_bytes / main.h2d_gbs if main.h2d_gbs else 0.0
-            gpu_work = (gpu_flops_tok + cpu_layer_flops) * ub + sum(attn[g] for g in gpus) + attn.get(CPU, 0)
-            gpu_t = gpu_work / sum(speeds[g].flops for g in gpus)
-            return copy + gpu_t
-        cpu_t = (flops[CPU] * ub + attn.get(CPU, 0)) / speeds[CPU].flops
-        gpu_t = sum((flops[g] * ub + attn[g]) / speeds[g].flops for g in gpus)
-        return cpu_t + gpu_t
-
+    per_dev: dict[str, float] = {}
+    # weights part of TG per device (ms), for the plan's explanation
+    for d in speeds:
+        grp = "cpu_weights" if d == CPU else "gpu_weights"
+        share = 1.0 if d == CPU else (1.0 / max(1, len(gpus)))
+        per_dev[d] = t0.tg[grp] * share * (scales or {}).get(grp, 1.0) * 1e3
+    n_cpu_gpu, n_gpu_gpu = handoff_kinds(tmap, placement)
+    threads = cpu_threads(hw, cfg)
     assumptions = (
-        f"CPU bandwidth {hw.ram_bw_gbs:.0f} GB/s x {k['cpu_bw_efficiency']}",
+        f"CPU bandwidth {hw.ram_bw_gbs:.0f} GB/s x {k['cpu_bw_efficiency']}"
+        + (f" ({speeds[CPU].mem_bw_gbs / 1e9:.0f} GB/s effective with {threads} threads)"),
         *(f"{g}: {speeds[g].mem_bw_gbs / 1e9:.0f} GB/s effective, PCIe {speeds[g].h2d_gbs / 1e9:.1f} GB/s effective"
           for g in gpus),
-        f"{cfg.threads or hw.physical_cores} CPU threads",
-        f"{n_handoff} GPU<->CPU hand-offs per token at {k['handoff_s'] * 1e6:.0f} us",
+        f"{threads} CPU threads",
+        f"{n_cpu_gpu} GPU<->CPU hand-offs per token at {k['handoff_s'] * 1e6:.0f} us"
+        + (f", {n_gpu_gpu} GPU<->GPU at {k['gpu_handoff_s'] * 1e6:.0f} us" if n_gpu_gpu else ""),
         "expert tensors read by n_expert_used/n_expert per token",
-        f"PP: CPU-resident weights copied to the GPU once per ubatch of {ub}" if gpus else "PP on CPU",
+        f"attention at depth: engine {cfg.engine}, KV {cfg.type_k}/{cfg.type_v}",
+        f"PP: CPU-resident weights the GPU can multiply copied to it once per ubatch of {ub}" if gpus
+        else f"PP on the CPU, ubatch {ub}",
+        *(("calibrated multipliers: " + ", ".join(f"{g} x{v:.2f}" for g, v in scales.items()),) if scales else ()),
     )
     return SpeedEstimate(
-        tg_tps=1.0 / t0, tg_tps_ctx=1.0 / t_ctx,
-        pp_tps=ub / pp_time(0), pp_tps_ctx=ub / pp_time(cfg.ctx),
-        tg_ms_by_device={d: v * 1e3 for d, v in per_dev0.items()},
-        handoffs_per_token=n_handoff, assumptions=assumptions)
+        tg_tps=by_depth[0][0], tg_tps_ctx=by_depth[cfg.ctx][0], pp_tps=by_depth[0][1], pp_tps_ctx=by_depth[cfg.ctx][1],
+        tg_ms_by_device=per_dev, handoffs_per_token=n_cpu_gpu + n_gpu_gpu, assumptions=assumptions, label=label,
+        points=points, basis=speed_basis(hw), terms=terms)
+
+
+def linear_tg_costs(tmap: TensorMap, hw, cfg: RunConfig, layer_device: Sequence[str]) -> tuple[float, float]:
+    """For the planner's linear model of TG time: (seconds per token that do not depend on where the FFN tensors
+    go, with every layer's FFN on its layer's device; seconds added per layer whose routed experts move from a GPU
+    to the CPU).  Same constants as :func:`speed_terms` (launch/sync per layer, fixed per-token cost)."""
+    k = _k()
+    eng = engine_constants(cfg.engine)
+    moe = any(t.is_expert for t in tmap.tensors)
+    fixed = k["token_overhead_s"] * (0.25 if eng["graph_reuse"] else 1.0)
+    for dev in layer_device[:tmap.params.n_loaded_layers]:
+        if dev == CPU:
+            fixed += k["cpu_layer_s"]
+        else:
+            fixed += k["gpu_layer_s"] + (k["gpu_moe_layer_s"] if moe else 0.0)
+    move = (k["cpu_layer_s"] - k["gpu_moe_layer_s"]) if moe else k["cpu_layer_s"]
+    return fixed, move
+
+
+def linear_pp_fixed(tmap: TensorMap, hw, cfg: RunConfig, layer_device: Sequence[str]) -> float:
+    """For the planner's linear model of PP time: seconds per ubatch (at depth 0) that do not depend on where the
+    FFN tensors go: the prompt's own attention on each layer's device and, when a GPU multiplies the experts (all
+    of them, resident or copied), the id-matmul's per-expert launches.  Same constants as :func:`speed_terms`."""
+    k = _k()
+    p = tmap.params
+    speeds = device_speeds(hw, cfg)
+    ub = max(1, min(cfg.ubatch, cfg.batch))
+    gpus = [d for d in speeds if d != CPU]
+    n_head, dk, dv = _attn_dims(tmap)
+    work_layer = 2.0 * n_head * (dk + dv) * (ub / 2.0) * ub
+    eng = engine_constants(cfg.engine)
+    cpu_rate = cpu_core_gflops(hw) * 1e9 * effective_cores(hw, cpu_threads(hw, cfg)) * eng["cpu_gemm_scale"]
+    out = 0.0
+    for dev in layer_device[:p.n_loaded_layers]:
+        out += work_layer / (speeds[dev].tensor_flops * k["gpu_fa_pp_efficiency"] if dev != CPU
+                             else cpu_rate * eng["cpu_fa_pp_scale"])
+    if gpus and ub >= k["offload_min_batch"] and p.n_expert:
+        n_mats = sum(1 for t in tmap.tensors if t.is_expert and tmap.is_loaded(t))
+        out += n_mats * min(p.n_expert, ub * max(1, p.n_expert_used)) * k["gpu_expert_matmul_s"]
+    return out
+
+
+# ----------------------------------------------------------------------------- the basis of an estimate
+
+@dataclass(frozen=True, slots=True)
+class SpeedBasis:
+    """What a speed estimate rests on, for the plan's label and the figures that were defaulted."""
+
+    kind: str                        # "calibrated" | "shipped" | "guessed"
+    label: str                       # e.g. "estimate (calibrated on your machine, residual 4 %)"
+    defaulted: tuple[str, ...]       # hardware figures the user did not give and the probe did not find
+
+
+_DEFAULTED_FIGURES = (
+    ("ram_bw_gbs", lambda hw: f"RAM bandwidth {hw.ram_bw_gbs:.1f} GB/s"),
+    ("physical_cores", lambda hw: f"{hw.physical_cores} cores ({hw.threads_default} threads)"),
+    ("cpu_flags", lambda hw: "CPU ISA " + (", ".join(hw.cpu_flags) or "none")),
+    ("cpu_model", lambda hw: f"CPU {hw.cpu_model}"),
+    ("numa_nodes", lambda hw: f"{len(hw.numa_nodes) or 1} NUMA node(s)"),
+)
+
+
+@functools.cache
+def _shipped_descriptions() -> dict[str, str]:
+    from planner.hardware import list_profiles
+
+    return {p.name: (p.description or p.name) for p in list_profiles()}
+
+
+def speed_basis(hw, *, profile_descriptions: Mapping[str, str] | None = None) -> SpeedBasis:
+    """The basis of the speed estimate on this machine: a calibration carried by the hardware description
+    (``hw.calibration``: multipliers and residual), the shipped constants on a shipped profile, or a guess (the
+    machine was described by hand or probed and no profile matches its CPU); plus every figure that was defaulted
+    (``hw.sources`` == "default"), so the plan can print them instead of hiding them in assumptions."""
+    defaulted = []
+    sources = getattr(hw, "sources", {}) or {}
+    for key, fmt in _DEFAULTED_FIGURES:
+        if sources.get(key) == "default":
+            defaulted.append(fmt(hw))
+    for i, g in enumerate(getattr(hw, "gpus", ())):
+        if sources.get(f"gpus[{i}].mem_bw_gbs") == "default":
+            defaulted.append(f"CUDA{g.index} bandwidth {g.mem_bw_gbs:.0f} GB/s")
+        if sources.get(f"gpus[{i}].h2d_gbs") == "default":
+            defaulted.append(f"CUDA{g.index} PCIe {g.h2d_gbs:.1f} GB/s")
+    cal = getattr(hw, "calibration", None)
+    if cal:
+        residual = cal.get("residual") if isinstance(cal, Mapping) else getattr(cal, "residual", None)
+        res = f", residual {residual * 100:.0f} %" if residual is not None else ""
+        return SpeedBasis("calibrated", f"estimate (calibrated on your machine{res})", tuple(defaulted))
+    descriptions = profile_descriptions if profile_descriptions is not None else _shipped_descriptions()
+    name = getattr(hw, "name", "")
+    if name in descriptions and not defaulted:
+        return SpeedBasis("shipped", f"estimate (shipped constants for {descriptions[name]})", ())
+    if defaulted:
+        return SpeedBasis("guessed", "estimate (guessed: hardware figures defaulted, listed below)", tuple(defaulted))
+    return SpeedBasis("guessed", "estimate (guessed: no profile or calibration for this machine)", ())

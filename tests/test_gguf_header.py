@@ -564,19 +564,20 @@ def test_from_gguf_fallbacks():
     kv = [("general.architecture", GGUF_STRING, "llama"), ("llama.block_count", GGUF_UINT32, 2),
           ("llama.embedding_length", GGUF_UINT32, 512), ("llama.attention.head_count", GGUF_UINT32, 8),
           ("llama.attention.head_count_kv", GGUF_ARRAY, [2, 4], GGUF_UINT32)]
-    h = parse_gguf(BytesSource(gguf_bytes(kv, [("token_embd.weight", (512, 1000), "f16")]),
+    layers = [(f"blk.{i}.attn_norm.weight", (512,), "f32") for i in range(2)]
+    h = parse_gguf(BytesSource(gguf_bytes(kv, [("token_embd.weight", (512, 1000), "f16"), *layers]),
                                name="/models/My-Model-00001-of-00001.gguf"))
     p = from_gguf(h).params
     assert (p.n_head_kv, p.head_dim, p.n_vocab, p.tied) == (4, 64, 1000, True)
     assert from_gguf(h).name == "My-Model"
     with pytest.raises(GGUFFormatError, match="llama.block_count"):
-        from_gguf(_parse(gguf_bytes(kv[:1] + kv[2:])))
+        from_gguf(_parse(gguf_bytes(kv[:1] + kv[2:], layers)))
 
 
 def test_from_gguf_vocab_from_tokens():
     kv = {"general.architecture": "qwen3", "qwen3.block_count": 1, "qwen3.embedding_length": 64,
           "qwen3.attention.head_count": 2, "tokenizer.ggml.tokens": ["a", "b", "c"]}
-    assert from_gguf(_parse(gguf_bytes(kv))).params.n_vocab == 3
+    assert from_gguf(_parse(gguf_bytes(kv, [("blk.0.attn_norm.weight", (64,), "f32")]))).params.n_vocab == 3
 
 
 def test_from_gguf_matches_builtin_shapes():
@@ -589,3 +590,92 @@ def test_from_gguf_matches_builtin_shapes():
     m = from_gguf(_parse(bench.synthetic_header(ref, tokens=1000), check_size=False))
     assert [(t.name, t.shape) for t in m.tensors] == [(t.name, t.shape) for t in ref.tensors]
     assert m.params.n_layer == 94 and m.params.n_expert == 128 and math.prod(m.tensors[0].shape) > 0
+
+
+# ---------------------------------------------------------------------------- bounded memory on large values
+
+def _sparse_header(tmp_path, name: str, big: bytes, hole: int) -> Path:
+    """tiny-a-bf16's header with one extra pair whose value is ``big`` + ``hole`` zero bytes (a sparse file)."""
+    base = read_gguf(IK / "tiny-a-bf16.gguf")
+    items = [(e.key, e.vtype, list(e.value) if isinstance(e.value, tuple) else e.value, e.elem_type)
+             if e.elem_type is not None else (e.key, e.vtype, e.value) for e in base.kv]
+    tensors = [(t.name, t.shape, t.type_name) for t in base.tensors]
+    body = gguf_bytes(items, tensors, data=False)
+    path = tmp_path / name
+    with open(path, "wb") as f:
+        f.write(b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(items) + 1) + big)
+        f.seek(hole, 1)
+        f.write(body[24:])
+    return path
+
+
+@pytest.mark.parametrize("what, big, hole, count", [
+    # a 2^24-element u32 array (64 MiB): stepped over, never a 16M-entry tuple
+    ("u32 array", None, 4 << 24, 1 << 24),
+    # 2^20 empty strings under a tokenizer key: walked, never decoded
+    ("string array", None, 8 << 20, 1 << 20),
+    # a 250 MiB string
+    ("string", None, 250 << 20, 250 << 20),
+])
+def test_large_values_are_not_materialised(tmp_path, what, big, hole, count):
+    import tracemalloc
+
+    from planner.gguf_header import Unread
+    from planner.tensors import from_gguf
+
+    key = {"u32 array": b"general.junk", "string array": b"tokenizer.ggml.junk", "string": b"general.junk"}[what]
+    head = struct.pack("<Q", len(key)) + key + {
+        "u32 array": struct.pack("<iiQ", GGUF_ARRAY, 4, count),
+        "string array": struct.pack("<iiQ", GGUF_ARRAY, GGUF_STRING, count),
+        "string": struct.pack("<iQ", GGUF_STRING, count)}[what]
+    path = _sparse_header(tmp_path, "big.gguf", head, hole)
+    t0 = time.perf_counter()
+    h = read_gguf(path, check_size=False)
+    tmap = from_gguf(h)
+    assert time.perf_counter() - t0 < 5          # < 1 s alone; generous for a loaded CI machine
+    if what != "string array":                   # (tracing 2^20 small unpacks is slow, not memory)
+        tracemalloc.start()
+        try:
+            read_gguf(path, check_size=False)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    else:
+        peak = 0
+    assert peak < 40 << 20, peak                 # the file holds 64-250 MiB in this one value
+    value = h.get(key.decode())
+    assert isinstance(value, Unread) and len(value) == count
+    assert tmap.params.n_layer == 3 and h.entry(key.decode()).nbytes == len(head) + hole
+
+
+def test_limits_on_counts_and_lengths():
+    from planner.gguf_header import MAX_STRING_ARRAY_ELEMENTS
+
+    too_many = gguf_bytes([("k", GGUF_ARRAY, [], GGUF_STRING)], data=False)[:-8] + struct.pack(
+        "<Q", MAX_STRING_ARRAY_ELEMENTS + 1) + bytes(8 * (MAX_STRING_ARRAY_ELEMENTS + 1))
+    with pytest.raises(GGUFFormatError, match="exceeds the limit"):
+        _parse(too_many, check_size=False)
+    long_key = gguf_bytes([("k" * 65536, GGUF_UINT32, 1)], data=False)
+    with pytest.raises(GGUFFormatError, match="limit of 65535"):
+        _parse(long_key, check_size=False)
+    many = b"GGUF" + struct.pack("<IQQ", 3, 0, (1 << 16) + 1) + bytes(14 * ((1 << 16) + 1))
+    with pytest.raises(GGUFFormatError, match="n_kv"):
+        _parse(many, check_size=False)
+
+
+def test_special_files_are_refused_without_blocking(tmp_path):
+    # a FIFO would block open() until a writer came: a shard named like one must not hang the reader
+    import os
+
+    for i in (1, 3):
+        name = f"tiny-a-seed-mix-IQ3_K-0000{i}-of-00003.gguf"
+        shutil.copy(IK / "split" / name, tmp_path / name)
+    os.mkfifo(tmp_path / "tiny-a-seed-mix-IQ3_K-00002-of-00003.gguf")
+    t0 = time.perf_counter()
+    with pytest.raises(GGUFFormatError, match="not a regular file"):
+        read_gguf(tmp_path / "tiny-a-seed-mix-IQ3_K-00001-of-00003.gguf")
+    assert time.perf_counter() - t0 < 5
+    with pytest.raises(GGUFFormatError, match="not a regular file"):
+        read_gguf("/dev/zero")
+    with pytest.raises(GGUFFormatError, match="directory"):
+        read_gguf(tmp_path)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import IK
 
-from planner.errors import GGUFFormatError, RemoteReadError
+from planner.errors import GGUFFormatError, RemoteReadError, UsageError
 from planner.gguf_header import GGUFHeader, read_gguf
 from planner.remote import HTTPRangeSource, resolve_url
 
@@ -210,5 +210,233 @@ def test_resolve_url(monkeypatch, location, url):
 
 
 def test_bad_hf_location():
-    with pytest.raises(RemoteReadError, match="hf://OWNER/REPO/PATH"):
+    with pytest.raises(UsageError, match="hf://OWNER/REPO/PATH"):
         resolve_url("hf://only-owner/repo")
+
+
+# ---------------------------------------------------------------------------- misbehaving servers
+
+import socket  # noqa: E402
+import time  # noqa: E402
+
+from click.testing import CliRunner  # noqa: E402
+
+from planner.cli import main  # noqa: E402
+
+FILE = (IK / "tiny-a-bf16.gguf").read_bytes()
+
+
+class _RawServer:
+    """A 127.0.0.1 server whose answer per request is scripted: ``script(n, request_text) -> list of
+    (bytes, pause_s)`` pieces sent in order, then the connection closes."""
+
+    def __init__(self, script) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.script = script
+        self.requests: list[str] = []
+        self.stop = False
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/m.gguf"
+
+    def _serve(self) -> None:
+        while not self.stop:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn) -> None:
+        with conn:
+            req = b""
+            while b"\r\n\r\n" not in req:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                req += chunk
+            self.requests.append(req.decode("latin-1"))
+            try:
+                for data, pause in self.script(len(self.requests), req.decode("latin-1")):
+                    if self.stop:
+                        return
+                    conn.sendall(data)
+                    time.sleep(pause)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.stop = True
+        self.sock.close()
+
+
+def _partial(req: str, body: bytes = FILE, declared: int | None = None) -> bytes:
+    m = re.search(r"Range: bytes=(\d+)-(\d+)", req)
+    start, end = int(m.group(1)), min(int(m.group(2)), len(body) - 1)
+    part = body[start:end + 1]
+    length = len(part) if declared is None else declared
+    return (f"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {start}-{start + length - 1}/{len(body)}\r\n"
+            f"Content-Length: {length}\r\nConnection: close\r\n\r\n").encode() + part
+
+
+@pytest.fixture
+def raw():
+    servers = []
+
+    def make(script):
+        srv = _RawServer(script)
+        servers.append(srv)
+        return srv
+
+    yield make
+    for srv in servers:
+        srv.close()
+
+
+def test_trickling_body_ends_at_the_deadline(raw):
+    # headers at once, then one byte every 0.3 s: the 1 s deadline ends it, not the 30 s socket timeout
+    def script(n, req):
+        head = _partial(req)[:200]
+        return [(head, 0)] + [(b"\0", 0.3)] * 100
+    srv = raw(script)
+    t0 = time.monotonic()
+    with pytest.raises(RemoteReadError, match="no complete answer within 1 s"):
+        HTTPRangeSource(srv.url, deadline=1.0, progress=None).read(0, 4)
+    assert time.monotonic() - t0 < 3
+
+
+def test_trickling_headers_end_at_the_deadline(raw):
+    # the status line itself arrives one byte at a time
+    srv = raw(lambda n, req: [(bytes([b]), 0.2) for b in b"HTTP/1.1 206 Partial Content\r\n" * 10])
+    t0 = time.monotonic()
+    with pytest.raises(RemoteReadError, match="within"):
+        HTTPRangeSource(srv.url, deadline=0.8, progress=None).read(0, 4)
+    assert time.monotonic() - t0 < 3
+
+
+def test_retries_503_then_succeeds(raw):
+    busy = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    srv = raw(lambda n, req: [(busy, 0)] if n <= 2 else [(_partial(req), 0)])
+    src = HTTPRangeSource(srv.url, backoff=0.01, progress=None)
+    assert src.read(0, 4) == b"GGUF" and src.requests == 3 and len(srv.requests) == 3
+
+
+def test_persistent_500_gives_up_with_the_status(raw):
+    err = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    srv = raw(lambda n, req: [(err, 0)])
+    with pytest.raises(RemoteReadError) as e:
+        HTTPRangeSource(srv.url, backoff=0.01, retries=2, progress=None).read(0, 4)
+    assert e.value.status == 500 and len(srv.requests) == 3
+
+
+def test_429_retry_after_beyond_the_deadline_stops_at_once(raw):
+    limited = b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3600\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    srv = raw(lambda n, req: [(limited, 0)])
+    t0 = time.monotonic()
+    with pytest.raises(RemoteReadError, match="429") as e:
+        HTTPRangeSource(srv.url, deadline=5, progress=None).read(0, 4)
+    assert e.value.status == 429 and len(srv.requests) == 1 and time.monotonic() - t0 < 2
+
+
+def test_truncated_body_is_a_remote_error_not_a_corrupt_file(raw, monkeypatch):
+    # Content-Length promises the whole range, the connection closes halfway: exit 5, after retries
+    srv = raw(lambda n, req: [(_partial(req)[:-(1 << 19)], 0)])     # half of the 1 MiB block is missing
+    with pytest.raises(RemoteReadError, match="truncated"):
+        read_gguf_remote = HTTPRangeSource(srv.url, backoff=0.01, retries=1, progress=None)
+        read_gguf_remote.read(0, 1 << 20)
+    assert len(srv.requests) == 2
+    monkeypatch.setattr("planner.remote.HTTPRangeSource.__init__.__kwdefaults__", {
+        **HTTPRangeSource.__init__.__kwdefaults__, "backoff": 0.01})       # the CLI's retries, without the waits
+    r = CliRunner().invoke(main, ["inspect", srv.url])
+    assert r.exit_code == 5 and "truncated" in r.output
+
+
+def test_progress_is_shown_for_slow_reads(raw):
+    # the body arrives in 8 pieces over ~1.6 s: the progress callback sees growing counts, then a final clear
+    def script(n, req):
+        data = _partial(req)
+        step = len(data) // 8 + 1
+        return [(data[i:i + step], 0.2) for i in range(0, len(data), step)]
+    srv = raw(script)
+    seen = []
+    src = HTTPRangeSource(srv.url, progress=lambda url, done, total, elapsed: seen.append((done, total)))
+    assert src.read(0, 4) == b"GGUF"
+    assert seen and seen[-1][0] == -1
+    counts = [d for d, _ in seen[:-1]]
+    assert counts == sorted(counts) and counts[-1] == 1 << 20     # the first block the reader asks for
+
+
+@pytest.mark.parametrize("url, token_sent", [
+    ("https://huggingface.co/o/r/resolve/main/m.gguf", True),
+    ("https://cdn-lfs.huggingface.co/x", True),
+    ("http://huggingface.co/o/r/resolve/main/m.gguf", False),       # plain http
+    ("https://huggingface.co:8443/o/r/resolve/main/m.gguf", False),  # another port of the hub host
+    ("https://huggingface.co.evil.example/m.gguf", False),
+    ("https://evilhuggingface.co/m.gguf", False),
+    ("https://user@evil.example/@huggingface.co/m.gguf", False),
+])
+def test_token_only_over_https_to_the_hub(monkeypatch, url, token_sent):
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    assert (HTTPRangeSource(url, token="hf_x")._token == "hf_x") is token_sent
+
+
+def test_token_not_sent_to_another_port_of_the_endpoint(server, monkeypatch, raw):
+    other = raw(lambda n, req: [(_partial(req), 0)])
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    HTTPRangeSource(other.url, progress=None).read(0, 4)
+    assert "Authorization" not in other.requests[0]
+    HTTPRangeSource(server.url("tiny-a-bf16.gguf"), progress=None).read(0, 4)
+    assert server.log[-1]["auth"] == "Bearer hf_test_token"
+
+
+@pytest.mark.parametrize("location, expected", [
+    ("hf://o/r/a/../b.gguf", "https://huggingface.co/o/r/resolve/main/b.gguf"),
+    ("hf://o/r/./x/./m.gguf", "https://huggingface.co/o/r/resolve/main/x/m.gguf"),
+    ("http://127.0.0.1:9/a/b/../../../m.gguf", "http://127.0.0.1:9/m.gguf"),       # never above the root
+])
+def test_dot_segments_are_normalised(monkeypatch, location, expected):
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    assert resolve_url(location) == expected
+
+
+@pytest.mark.parametrize("location", [
+    "hf://o/r/../../x",             # leaves the repository
+    "hf://o/r/..",
+    "hf://../r/m.gguf",             # not a Hub owner name
+    "hf://o/r@../m.gguf",
+    "http://[::1/x.gguf",           # unclosed IPv6 literal
+    "http://host:99999/x.gguf",     # port out of range
+    "http:///x.gguf",               # no host
+    "http://host/a b.gguf",         # a space
+    "http://host/x.gguf\r\nX-Injected: 1",
+])
+def test_bad_locations_are_usage_errors(location):
+    with pytest.raises(UsageError):
+        resolve_url(location)
+
+
+def test_bad_url_exit_2_on_the_cli():
+    r = CliRunner().invoke(main, ["inspect", "http://[::1/x.gguf"])
+    assert r.exit_code == 2 and r.output.startswith("error: bad URL") and r.output.count("\n") == 1
+
+
+def test_default_progress_only_on_a_terminal(monkeypatch):
+    import io
+
+    from planner import remote
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    for stream, shown in ((io.StringIO(), False), (Tty(), True)):
+        monkeypatch.setattr(remote.sys, "stderr", stream)
+        remote._tty_progress("http://h/m.gguf", 3 << 20, 16 << 20, 2.0)
+        remote._tty_progress("http://h/m.gguf", -1, 16 << 20, 2.5)
+        text = stream.getvalue()
+        assert ("3.0 of 16.0 MiB" in text) is shown and ("\x1b[K" in text) is shown

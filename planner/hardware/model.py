@@ -7,9 +7,12 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from planner.units import GIB
+
+if TYPE_CHECKING:
+    from planner.calibrate import MachineCalibration
 
 SOURCES = ("probed", "profile", "user", "default")
 
@@ -92,6 +95,8 @@ class Hardware:
     sources: Sources  # figure → source; per-GPU keys look like "gpus[0].mem_bw_gbs"
     notes: tuple[str, ...]  # why something is missing or assumed
     name: str  # profile name, "probed" or "manual"
+    # speed-model multipliers fitted on this machine (`gguf-planner calibrate --save`; a profile's [calibration])
+    calibration: MachineCalibration | None = None
     # Derived once at construction (and part of --json):
     usable_ram_bytes: int = field(init=False)  # min(total, cgroup limit)
     threads_default: int = field(init=False)  # physical cores, capped by the cgroup CPU quota
@@ -125,7 +130,7 @@ class Hardware:
 
 
 _HW_FIELDS = tuple(f.name for f in dataclasses.fields(Hardware)
-                   if f.init and f.name not in ("sources", "notes", "name"))
+                   if f.init and f.name not in ("sources", "notes", "name", "calibration"))
 
 
 _GPU_FIELDS = tuple(f.name for f in dataclasses.fields(GPU))

@@ -160,9 +160,17 @@ def _load(path: Path | Traversable) -> tuple[Hardware, str]:
     except UnicodeDecodeError as exc:
         raise ProfileError("not UTF-8 text", path=str(path)) from exc
     for key in data:
-        if key not in _SCHEMA:
+        if key not in _SCHEMA and key != "calibration":
             raise chk.fail(key, "unknown table", hint="known tables: " + ", ".join(
-                f"[[{t}]]" if t in _ARRAYS else f"[{t}]" for t in _SCHEMA))
+                f"[[{t}]]" if t in _ARRAYS else f"[{t}]" for t in (*_SCHEMA, "calibration")))
+    calibration = None
+    if "calibration" in data:        # written by `gguf-planner calibrate --save` (planner.calibrate)
+        from planner.calibrate import MachineCalibration
+
+        try:
+            calibration = MachineCalibration.from_table(data["calibration"])
+        except ValueError as exc:
+            raise chk.fail("calibration", str(exc)) from exc
     for key in _REQUIRED_TABLES:
         if key not in data:
             raise chk.fail(key, f"missing required table [{key}]")
@@ -243,7 +251,7 @@ def _load(path: Path | Traversable) -> tuple[Hardware, str]:
         ram_channels=mem.get("channels"), ram_mts=mem.get("mts"), numa_nodes=tuple(numa),
         thp_enabled=osv.get("thp_enabled"), thp_defrag=osv.get("thp_defrag"),
         hugepages_free=mem.get("hugepages_free"), swap_total_bytes=opt_bytes("swap_gib"), disk_free_bytes=None,
-        sources=_sources(src), notes=(), name=Path(path.name).stem)
+        sources=_sources(src), notes=(), name=Path(path.name).stem, calibration=calibration)
     return hw, meta.get("description", "")
 
 

@@ -58,7 +58,8 @@ def resolve_hardware(*, profile: str | os.PathLike[str] | None = None, vram: Seq
                      ram: float | None = None, cores: int | None = None, gpu: str | None = None,
                      ram_bw: float | None = None, probe_fn: Callable[..., Hardware] = probe,
                      disk_path: str | os.PathLike[str] | None = None) -> Hardware:
-    """Hardware from a profile and/or flags, falling back to the probe: user flag > profile > probe.
+    """Hardware from a profile and/or flags, falling back to the probe: user flag > calibrated profile > profile >
+    probe (a flag that sets a figure also drops the calibration multiplier fitted for that figure).
 
     * ``profile`` given: the profile, with the flags on top.
     * ``vram`` or ``ram`` given without a profile: the user is describing a machine by hand, so every
@@ -162,6 +163,14 @@ def resolve_hardware(*, profile: str | os.PathLike[str] | None = None, vram: Seq
                          f"{base.ram_mts} MT/s peak of {ram_bw_gbs(base.ram_channels, base.ram_mts):g} GB/s")
     if base.name == "probed" and ram_bw is not None:
         notes = [n for n in notes if not n.startswith("RAM bandwidth cannot be probed")]
+    if base.calibration is not None:
+        # user flag > calibrated profile: a flag that sets a figure drops the multiplier fitted for it
+        dropped = [g for flag, groups in ((ram_bw, ("cpu_weights",)), (spec, ("gpu_weights", "pcie", "gpu_gemm")),
+                                          (cores, ("cpu_gemm",)))
+                   if flag is not None for g in groups if g in base.calibration.scales]
+        if dropped:
+            changes["calibration"] = base.calibration.without(dropped)
+            notes.append("flags replace the calibrated " + ", ".join(dropped))
     return replace(base, **changes, sources=_sources(src), notes=tuple(notes))
 
 

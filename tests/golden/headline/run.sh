@@ -3,7 +3,7 @@
 # model: Qwen3-235B-A22B (builtin:qwen3-235b-a22b), engine ik, context 32768
 # CUDA0: 24.00 of 24.00 GiB (weights 19.25, kv_cache 3.12, compute 0.62~, margin 1.00~; ~ = estimate)
 # CPU: 91.69 of 96.00 GiB (weights 87.50, kv_cache 0.00, compute 0.19~, os_reserve 4.00~; ~ = estimate)
-# estimated TG 9.8 tok/s (at full context 9.4), PP 123 tok/s
+# estimated TG 9.5 tok/s (at full context 7.8), PP 112 tok/s
 set -euo pipefail
 
 default_model=Qwen3-235B-A22B-planned.gguf

@@ -4,7 +4,7 @@
 # CUDA0: 23.99 of 24.00 GiB (weights 21.24, kv_cache 1.56, compute 0.19~, margin 1.00~; ~ = estimate)
 # CUDA1: 23.99 of 24.00 GiB (weights 20.81, kv_cache 1.56, compute 0.62~, margin 1.00~; ~ = estimate)
 # CPU: 99.23 of 384.00 GiB (weights 95.05, kv_cache 0.00, compute 0.19~, os_reserve 4.00~; ~ = estimate)
-# estimated TG 25.7 tok/s (at full context 22.7), PP 120 tok/s
+# estimated TG 23.2 tok/s (at full context 14.8), PP 108 tok/s
 set -euo pipefail
 
 default_model=Qwen3-235B-A22B-planned.gguf

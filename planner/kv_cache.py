@@ -1,0 +1,269 @@
+"""KV cache and recurrent state per layer, as the engines allocate them.
+
+One function per engine, each a transcription of the engine's allocation code:
+
+* ik_llama.cpp @ 8337e4cd: ``llama_kv_cache_init`` (src/llama.cpp, line 1161) and its own per-layer size
+  estimate ``llama_model::cache_size`` (src/llama-model.cpp, line 2463); the DeepSeek-V4 compressed caches in
+  ``llama_context::ensure_dsv4_cache_tensors`` (src/llama-dsv4.cpp, line 883).
+* llama.cpp (mainline): ``llama_kv_cache::llama_kv_cache`` (src/llama-kv-cache.cpp: ``has_v = !is_mla``, K and V
+  ``[n_embd_{k,v}_gqa, kv_size, n_stream]``), ``llama_kv_cache_iswa::llama_kv_cache_iswa``
+  (src/llama-kv-cache-iswa.cpp: the SWA cache holds ``GGML_PAD(min(kv_size, n_swa * n_seq + n_ubatch), 256)``
+  cells) and ``llama_memory_recurrent`` (src/llama-memory-recurrent.cpp: F32 ``r``/``s`` rows of
+  ``n_embd_r()``/``n_embd_s()`` per sequence, src/llama-hparams.cpp).
+
+Every layer gets a :class:`LayerCache` (bytes on the device that holds the layer).  A layout the planner cannot
+size exactly raises :class:`planner.errors.UnknownModelError` naming what is missing; nothing is guessed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from planner.errors import UnknownModelError
+from planner.quants import catalogue
+from planner.tensors import ModelParams
+
+# ik: is_mla_model() (src/llama-model.h:593 @ 8337e4cd)
+MLA_ARCHS = frozenset({"deepseek2", "glm-dsa", "mistral4", "bailingmoe3"})
+# ik: llm_arch_is_hybrid() (src/llama-arch.cpp:318 @ 8337e4cd): gated delta-net state in a per-sequence tail
+HYBRID_ARCHS = frozenset({"qwen3next", "qwen35", "qwen35moe", "bailingmoe3"})
+# ik: llama_mtp_tail_uses_layer_cache() (src/llama.cpp:1154 @ 8337e4cd)
+MTP_TAIL_CACHE_ARCHS = frozenset({"glm-dsa", "qwen35moe", "step35"})
+# DeepSeek-V4 (ik only): runtime compression ratios, llama-context.h dsv4_runtime::CSA_RATIO / HCA_RATIO
+DSV4_CSA_RATIO, DSV4_HCA_RATIO, DSV4_CACHE_PAD = 4, 128, 256
+ENGINES = ("ik", "mainline")
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    """The run flags that change the cache: engine, ``-c``, ``-ctk/-ctv``, ``-fa``, ``-mla``, ``-np``, ``-ub``."""
+
+    engine: str = "ik"              # "ik" (ik_llama.cpp) or "mainline" (llama.cpp)
+    ctx: int = 32768
+    type_k: str = "q8_0"
+    type_v: str = "q8_0"
+    flash_attn: bool = True
+    mla: int = 3                    # ik -mla (0 = plain attention on an MLA model)
+    n_seq: int = 1                  # -np: sequences (recurrent state slots, mainline SWA cells)
+    ubatch: int = 512
+    idx_type_k: str = "f16"         # ik DSA indexer key cache type (cparams.idx_type_k default F16)
+    mtp: bool = False               # NextN/MTP layers loaded (ik -mtp); mainline never allocates them
+    swa_full: bool = False          # mainline --swa-full: SWA layers get the full context
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, not {self.engine!r}")
+        if self.ctx < 1 or self.n_seq < 1 or self.ubatch < 1:
+            raise ValueError("ctx, n_seq and ubatch must be positive")
+
+    @property
+    def pad(self) -> int:
+        """Cell padding: ik ``llama_kv_cache::get_padding`` = 256 with FA, 32 without; mainline pads to 256."""
+        return 256 if (self.flash_attn or self.engine == "mainline") else 32
+
+    @property
+    def kv_size(self) -> int:
+        return -(-self.ctx // self.pad) * self.pad
+
+    @classmethod
+    def from_run(cls, run: Any) -> CacheConfig:
+        """From a RunConfig-like object (engine profile names such as ``ik-2025`` map to ``ik``)."""
+        engine = "mainline" if getattr(run, "engine", "ik") == "mainline" else "ik"
+        return cls(engine=engine, ctx=int(run.ctx), type_k=run.type_k, type_v=run.type_v,
+                   flash_attn=bool(run.flash_attn), mla=int(getattr(run, "mla", 3)),
+                   n_seq=max(1, int(getattr(run, "n_parallel", 1))), ubatch=int(getattr(run, "ubatch", 512)),
+                   mtp=bool(getattr(run, "mtp", False)))
+
+
+@dataclass(frozen=True, slots=True)
+class LayerCache:
+    """Cache bytes of one layer, by kind: ``full``, ``swa``, ``mla``, ``recurrent``, ``dsv4``."""
+
+    layer: int
+    kind: str
+    cells: int                      # KV cells (0 for a recurrent layer)
+    k_bytes: int = 0
+    v_bytes: int = 0
+    state_bytes: int = 0            # recurrent state (per sequence, independent of the context)
+    index_bytes: int = 0            # DSA indexer key cache / DeepSeek-V4 compressed caches
+    total_bytes: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "total_bytes", self.k_bytes + self.v_bytes + self.state_bytes + self.index_bytes)
+
+
+def _row(type_name: str, n: int) -> int:
+    return catalogue().get(type_name).row_bytes(n)
+
+
+def cache_layers(params: ModelParams, cfg: CacheConfig) -> range:
+    """Layers that get a cache: NextN/MTP blocks only when ik loads them (``-mtp``).
+
+    ik ``llama_kv_cache_init``: ``n_layer = model.mtp ? n_layer : n_layer - nextn_predict_layers``; mainline sets
+    ``n_layer_kv_from_start = n_layer - nextn_predict_layers`` (GLM-4.5, Qwen3.5), so NextN blocks have no KV.
+    """
+    if cfg.engine == "ik" and cfg.mtp:
+        return range(params.n_layer)
+    return range(params.n_loaded_layers)
+
+
+def n_embd_v_s(params: ModelParams) -> int:
+    """ik ``llama_hparams::n_embd_v_s`` (src/llama-hparams.h:329 @ 8337e4cd): gated delta-net conv + state floats."""
+    if params.ssm_n_group > 0:
+        key_dim = params.ssm_d_state * params.ssm_n_group
+        conv = max(0, params.ssm_d_conv - 1) * (2 * key_dim + params.ssm_d_inner)
+        head_v = params.ssm_d_inner // params.ssm_dt_rank if params.ssm_dt_rank else 0
+        return conv + head_v * head_v * params.ssm_dt_rank
+    return params.ssm_d_state * params.ssm_d_inner
+
+
+def n_embd_r_s(params: ModelParams) -> tuple[int, int]:
+    """mainline ``llama_hparams::n_embd_r`` / ``n_embd_s`` (src/llama-hparams.cpp): conv rows and SSM state."""
+    r = max(0, params.ssm_d_conv - 1) * (params.ssm_d_inner + 2 * params.ssm_n_group * params.ssm_d_state)
+    return r, params.ssm_d_state * params.ssm_d_inner
+
+
+def _check_supported(params: ModelParams, cfg: CacheConfig) -> None:
+    """Refuse layouts whose cache the planner does not size exactly, naming what is missing."""
+    if params.unknown_layout:
+        raise UnknownModelError(f"{params.arch}: cannot size the KV/state cache: {params.unknown_layout}",
+                                hint="no state formula for this architecture; supported recurrent layouts: "
+                                     "gated delta-net hybrids (qwen3next, qwen35, qwen35moe)")
+    if params.full_attn_interval and not (params.ssm_d_inner and params.ssm_d_state and params.ssm_d_conv):
+        raise UnknownModelError(
+            f"{params.arch}: recurrent layers without their state sizes",
+            hint="the header/config must give ssm.conv_kernel, ssm.inner_size, ssm.state_size "
+                 "(GGUF {arch}.ssm.*, config linear_conv_kernel_dim/linear_*_head_dim/linear_num_*_heads)")
+    if params.full_attn_interval and params.ssm_n_group == 0:
+        raise UnknownModelError(f"{params.arch}: recurrent layers without ssm.group_count (gated delta-net "
+                                "k-heads); only gated delta-net hybrids are sized")
+    if params.compress_ratios or params.arch == "deepseek4":
+        if cfg.engine == "mainline":
+            raise UnknownModelError("deepseek4: llama.cpp (mainline) does not load DeepSeek-V4 in the planner's "
+                                    "reference; use --engine ik")
+        if len(params.compress_ratios) < params.n_layer:
+            raise UnknownModelError("deepseek4: attention.compress_ratios is missing or shorter than block_count")
+        bad = sorted({r for r in params.compress_ratios if r not in (0, DSV4_CSA_RATIO, DSV4_HCA_RATIO)})
+        if bad:
+            raise UnknownModelError(f"deepseek4: compress ratio(s) {bad} not in the engine's (0, 4, 128)")
+    if params.n_swa and not params.swa_layers and params.swa_period <= 0 and cfg.engine == "mainline":
+        raise UnknownModelError(f"{params.arch}: sliding window {params.n_swa} without a layer pattern",
+                                hint="needs attention.sliding_window_pattern (or a known per-architecture period)")
+
+
+def _ik_layer(params: ModelParams, il: int, cfg: CacheConfig) -> LayerCache:
+    """ik ``llama_kv_cache_init`` / ``llama_model::cache_size`` for layer ``il`` (no ``--swa-compress``)."""
+    kv = cfg.kv_size
+    if params.is_recurrent(il):
+        # s = F32 [n_embd_v_s, slots], slots = min(max(1, n_seq_max), kv_size) (llama_qwen3next_state_slots)
+        slots = min(max(1, cfg.n_seq), kv)
+        return LayerCache(il, "recurrent", 0, state_bytes=4 * n_embd_v_s(params) * slots)
+    if params.arch in MLA_ARCHS and params.kv_lora_rank and cfg.mla:
+        width = params.kv_lora_rank + params.n_rot
+        if cfg.flash_attn:
+            k, v = _row(cfg.type_k, width) * kv, 0
+        else:
+            k = _row(cfg.type_k if cfg.mla == 1 else cfg.type_v, width) * kv
+            v = _row(cfg.type_v, params.kv_lora_rank * kv) if cfg.mla == 1 else 0    # kv^T, 1-D
+        index = 0
+        is_mtp_tail = params.arch in MTP_TAIL_CACHE_ARCHS and il >= params.n_loaded_layers
+        if (params.arch == "glm-dsa" and params.indexer_head_size and not is_mtp_tail
+                and (il <= 1 or il % 4 == 2)):
+            # cache_kr_l: [indexer_head_size, kv_size] in idx_type_k on "full" indexer layers
+            # (indexer_is_full[il] = il <= 1 || il % 4 == 2, src/llama-hparams.cpp:1918; src/llama.cpp:1433)
+            index = _row(cfg.idx_type_k, params.indexer_head_size) * kv
+        return LayerCache(il, "mla", kv, k_bytes=k, v_bytes=v, index_bytes=index)
+    if params.compress_ratios:
+        # DeepSeek-V4: K-only raw cache plus compressed caches (llama_model::cache_size, src/llama-model.cpp)
+        head = params.layer_head_dim(il)
+        n_stream = max(1, cfg.n_seq)
+        k = _row(cfg.type_k, head) * params.head_count_kv(il) * kv
+        ratio = params.compress_ratios[il]
+        index = 0
+        if ratio == DSV4_CSA_RATIO:
+            csa = -(-max(1, -(-kv // DSV4_CSA_RATIO)) // DSV4_CACHE_PAD) * DSV4_CACHE_PAD
+            index += _row(cfg.type_k, head) * csa * n_stream
+            index += _row(cfg.idx_type_k, params.indexer_head_size) * csa * n_stream
+            index += 2 * head * 2 * DSV4_CSA_RATIO * n_stream * 4 * 2
+            index += 2 * params.indexer_head_size * 2 * DSV4_CSA_RATIO * n_stream * 4 * 2
+        elif ratio == DSV4_HCA_RATIO:
+            hca = -(-max(1, -(-kv // DSV4_HCA_RATIO)) // DSV4_CACHE_PAD) * DSV4_CACHE_PAD
+            index += _row(cfg.type_k, head) * hca * n_stream
+            index += head * DSV4_HCA_RATIO * n_stream * 4 * 2
+        return LayerCache(il, "dsv4", kv, k_bytes=k, index_bytes=index)
+    head_k = params.layer_head_dim(il)
+    head_v = head_k if (params.head_dim_swa and params.is_swa(il)) else (params.head_dim_v or params.head_dim)
+    n_kv = params.head_count_kv(il)
+    k = _row(cfg.type_k, head_k) * n_kv * kv          # [n_embd_head_k, n_head_kv * kv_size]: per-head rows
+    v = _row(cfg.type_v, head_v * n_kv) * kv          # n_embd_v_gqa per cell (hybrid: no state tail)
+    return LayerCache(il, "swa" if params.is_swa(il) else "full", kv, k_bytes=k, v_bytes=v)
+
+
+def _mainline_layer(params: ModelParams, il: int, cfg: CacheConfig) -> LayerCache:
+    """llama.cpp ``llama_kv_cache`` / ``llama_kv_cache_iswa`` / ``llama_memory_recurrent`` for layer ``il``."""
+    kv = cfg.kv_size
+    if params.is_recurrent(il):
+        r, s = n_embd_r_s(params)
+        return LayerCache(il, "recurrent", 0, state_bytes=4 * (r + s) * max(1, cfg.n_seq))
+    if params.arch in MLA_ARCHS and params.kv_lora_rank:
+        # MLA GGUFs: head_count_kv = 1, key_length = kv_lora_rank + n_rot; has_v = !is_mla
+        index = 0
+        if params.arch == "glm-dsa" and params.indexer_head_size:
+            # llama_kv_cache_dsa (src/llama-kv-cache-dsa.cpp @035aa95b): a second llama_kv_cache for the
+            # lightning indexer with n_head_kv = 1, n_embd_head_k = indexer_head_size, the K type, no V (MLA)
+            index = _row(cfg.type_k, params.indexer_head_size) * kv
+        return LayerCache(il, "mla", kv, k_bytes=_row(cfg.type_k, params.kv_lora_rank + params.n_rot) * kv,
+                          index_bytes=index)
+    cells, kind = kv, "full"
+    if params.is_swa(il):
+        kind = "swa"
+        if not cfg.swa_full:
+            cells = -(-min(kv, params.n_swa * cfg.n_seq + cfg.ubatch) // 256) * 256
+    head_k = params.layer_head_dim(il)
+    head_v = head_k if (params.head_dim_swa and params.is_swa(il)) else (params.head_dim_v or params.head_dim)
+    n_kv = params.head_count_kv(il)
+    return LayerCache(il, kind, cells, k_bytes=_row(cfg.type_k, head_k * n_kv) * cells,
+                      v_bytes=_row(cfg.type_v, head_v * n_kv) * cells)
+
+
+def layer_caches(params: ModelParams, cfg: CacheConfig) -> tuple[LayerCache, ...]:
+    """The cache of every layer that has one, in layer order.
+
+    Raises:
+        UnknownModelError: the layout needs a number the model does not give (named in the message).
+    """
+    _check_supported(params, cfg)
+    fn = _ik_layer if cfg.engine == "ik" else _mainline_layer
+    return tuple(fn(params, il, cfg) for il in cache_layers(params, cfg))
+
+
+def total_cache_bytes(params: ModelParams, cfg: CacheConfig) -> int:
+    return sum(c.total_bytes for c in layer_caches(params, cfg))
+
+
+def attention_kind(params: ModelParams) -> str:
+    """A short name for the model's attention/state layout (for listings)."""
+    parts = []
+    if params.compress_ratios or params.arch == "deepseek4":
+        parts.append("CSA/HCA compressed MQA (DeepSeek-V4)")
+    elif params.arch in MLA_ARCHS and params.kv_lora_rank:
+        parts.append("MLA" + (" + DSA indexer" if params.indexer_head_size else ""))
+    elif params.n_head_kv and params.n_head_kv < params.n_head:
+        parts.append(f"GQA {params.n_head}/{params.n_head_kv}")
+    else:
+        parts.append("MHA")
+    if params.n_swa:
+        period = params.swa_period
+        parts.append(f"SWA {params.n_swa}" + (f" {period - 1}:1" if period > 1 else ""))
+    if params.full_attn_interval:
+        parts.append(f"delta-net {params.full_attn_interval - 1}:1")
+    return ", ".join(parts)
+
+
+def bytes_by_layer(params: ModelParams, cfg: CacheConfig) -> tuple[int, ...]:
+    """Cache bytes of every block, indexed by layer (0 for blocks without a cache, e.g. unloaded NextN)."""
+    out = [0] * params.n_layer
+    for c in layer_caches(params, cfg):
+        out[c.layer] = c.total_bytes
+    return tuple(out)

@@ -1,0 +1,295 @@
+"""Prediction vs reality: match an engine log to the planner's prediction for the same model, mix and command.
+
+For a parsed log (:mod:`planner.logparse`) and the model and machine it ran, this recomputes what the planner
+predicts for the same command and lines the two up term by term:
+
+* weights per device (exact: Σ ggml_nbytes of the tensors placed there; the engine prints MiB with 2 decimals,
+  so a match is within 0.1 MiB), host buffers (CPU, CPU_Mapped, CUDA_Host) summed as ``CPU``;
+* KV cache per device and in total (exact; ik adds a few KiB per device buffer, within 0.1 MiB);
+* compute buffers per device (an estimate: the error is printed, not judged);
+* the layer -> device assignment when the engine printed it (ik: ``Setting default device in layer N to D``);
+* TG and PP at every sweep-bench depth (estimates), and, given a calibration, after calibration.
+
+Device names: ``CUDAi`` stay themselves; other device names in the log (RPC servers, ...) are mapped in order of
+first appearance to ``CUDA0``, ``CUDA1`` ... so that ``-ts``/``-ot`` in the command mean the same devices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from planner.errors import LogFormatError
+from planner.logparse import EngineLog, host_or_device
+from planner.memory import CPU, MIB, Placement, RunConfig, compute_buffer_bytes, kv_bytes_per_layer, mix_bytes
+from planner.tensors import TensorMap
+
+if TYPE_CHECKING:
+    from planner.hardware import Hardware
+
+EXACT_TOLERANCE_MIB = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    term: str                  # weights | kv | kv_total | compute | layers | TG | PP
+    device: str                # planner device (CUDA0, CPU) or "" for totals; for TG/PP "depth N"
+    predicted: float
+    measured: float
+    unit: str
+    exact: bool                # an exact prediction (judged against the tolerance) vs an estimate
+    log_name: str = ""         # the device as the log spells it
+
+    @property
+    def error(self) -> float:
+        return self.predicted - self.measured
+
+    @property
+    def rel_error(self) -> float:
+        return self.predicted / self.measured - 1.0 if self.measured else float("inf")
+
+    @property
+    def ok(self) -> bool | None:
+        if not self.exact:
+            return None
+        if self.unit == "MiB":
+            return abs(self.error) <= EXACT_TOLERANCE_MIB
+        return self.predicted == self.measured
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    source: str
+    engine: str
+    spelling: str
+    checks: tuple[Check, ...]
+    device_map: tuple[tuple[str, str], ...]      # (log name, planner device)
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def exact_ok(self) -> bool:
+        return all(c.ok for c in self.checks if c.exact)
+
+    def check(self, term: str, device: str = "") -> Check:
+        return next(c for c in self.checks if c.term == term and c.device == device)
+
+
+def device_map(log: EngineLog) -> dict[str, str]:
+    """Log device name -> planner device (see the module docstring)."""
+    out: dict[str, str] = {}
+    names = []
+    if log.load:
+        names = [b.device for b in log.load.buffers]
+    n = 0
+    for name in names:
+        if host_or_device(name) == CPU:
+            out[name] = CPU
+            continue
+        if name in out:
+            continue
+        if name.startswith("CUDA") and name[4:].isdigit():
+            out[name] = name
+        else:
+            while f"CUDA{n}" in out.values():
+                n += 1
+            out[name] = f"CUDA{n}"
+            n += 1
+    return out
+
+
+def gpus_in_log(log: EngineLog) -> list[str]:
+    devs = sorted({d for d in device_map(log).values() if d != CPU}, key=lambda d: int(d[4:]))
+    return devs
+
+
+def verify(log: EngineLog, tmap: TensorMap, mix: Mapping[str, str], placement: Placement, hw: Hardware, run: RunConfig, *,
+           scales: Mapping[str, float] | None = None, numa: str | None = None) -> VerifyReport:
+    """Every term the log shows next to the planner's prediction for the same model, mix, placement and flags.
+
+    Raises:
+        LogFormatError: the log has neither a load log nor a sweep-bench table.
+    """
+    if log.load is None and not log.sweeps and log.bench is None:
+        raise LogFormatError(f"{log.source}: no load log, sweep-bench or llama-bench table to verify against")
+    checks: list[Check] = []
+    notes: list[str] = []
+    dmap = device_map(log)
+    loaded = {t.name for t in tmap.tensors if tmap.is_loaded(t)}
+    sizes = {n: b for n, b in mix_bytes(tmap, mix).items() if n in loaded}
+    if log.load is not None:
+        ld = log.load
+        if ld.n_ctx and ld.n_ctx != run.kv_size and ld.n_ctx != run.ctx:
+            notes.append(f"the log's n_ctx {ld.n_ctx} differs from the command's context {run.ctx}: "
+                         f"KV predicted for n_ctx {ld.n_ctx}")
+        if ld.n_ctx:
+            run = replace(run, ctx=ld.n_ctx)
+        if ld.type_k and ld.type_v and (ld.type_k, ld.type_v) != (run.type_k, run.type_v):
+            run = replace(run, type_k=ld.type_k, type_v=ld.type_v)
+        weights: dict[str, float] = {}
+        for name, nbytes in sizes.items():
+            dev = placement.device_of(name)
+            weights[dev] = weights.get(dev, 0) + nbytes
+        logged_names: dict[str, list[str]] = {}
+        for b in ld.buffers:
+            logged_names.setdefault(dmap.get(b.device, b.device), [])
+            if b.device not in logged_names[dmap.get(b.device, b.device)]:
+                logged_names[dmap.get(b.device, b.device)].append(b.device)
+
+        def by_planner(kind: str, keep_max: bool = False) -> dict[str, float]:
+            acc: dict[str, float] = {}
+            seen: dict[str, float] = {}
+            for b in ld.buffers:
+                if b.kind != kind:
+                    continue
+                if keep_max:
+                    seen[b.device] = max(seen.get(b.device, 0.0), b.mib)
+                else:
+                    dev = dmap.get(b.device, b.device)
+                    acc[dev] = acc.get(dev, 0.0) + b.mib
+            for name, mib in seen.items():
+                dev = dmap.get(name, name)
+                acc[dev] = acc.get(dev, 0.0) + mib
+            return acc
+
+        for dev, mib in by_planner("weights").items():
+            checks.append(Check("weights", dev, weights.get(dev, 0) / MIB, round(mib, 2), "MiB", True,
+                                " + ".join(logged_names.get(dev, []))))
+        kv_layer = kv_bytes_per_layer(tmap.params, run)
+        kv_pred: dict[str, float] = {}
+        for dev in placement.layer_device[:tmap.params.n_loaded_layers]:
+            kv_pred[dev] = kv_pred.get(dev, 0) + kv_layer
+        for dev, mib in by_planner("kv").items():
+            checks.append(Check("kv", dev, kv_pred.get(dev, 0) / MIB, round(mib, 2), "MiB", True,
+                                " + ".join(logged_names.get(dev, []))))
+        if ld.kv_total_mib is not None:
+            checks.append(Check("kv_total", "", sum(kv_pred.values()) / MIB, ld.kv_total_mib, "MiB", True))
+        out_dev = placement.device_of("output.weight") if "output.weight" in sizes else placement.device_of(
+            "token_embd.weight")
+        for dev, mib in by_planner("compute", keep_max=True).items():
+            is_gpu = dev != CPU
+            holds_layers = dev in placement.layer_device or (not is_gpu and any(
+                placement.device_of(n) == CPU for n in sizes if n.startswith("blk.")))
+            pred = compute_buffer_bytes(tmap, run, holds_layers=holds_layers, holds_output=(out_dev == dev),
+                                        is_gpu=is_gpu) / MIB
+            checks.append(Check("compute", dev, pred, round(mib, 2), "MiB", False,
+                                " + ".join(logged_names.get(dev, []))))
+        if ld.layer_device:
+            gpus = gpus_in_log(log)
+            log_layers = dict(ld.layer_device)
+            n = tmap.params.n_loaded_layers
+            mism = [il for il in range(n) if il in log_layers and log_layers[il] < len(gpus)
+                    and placement.layer_device[il] != gpus[log_layers[il]]]
+            checks.append(Check("layers", "", float(n - len(mism)), float(n), "layers", True))
+            if mism:
+                notes.append(f"layer assignment differs on {len(mism)} layers (first: layer {mism[0]}: log "
+                             f"{gpus[log_layers[mism[0]]]}, predicted {placement.layer_device[mism[0]]})")
+    if log.sweeps:
+        from planner.speed import estimate_speed
+
+        for sw in log.sweeps:
+            r = run
+            if sw.ubatch != min(r.ubatch, r.batch):
+                r = replace(r, ubatch=sw.ubatch, batch=max(r.batch, sw.ubatch))
+            if sw.n_threads and not r.threads:
+                r = replace(r, threads=sw.n_threads)
+            depths = sorted({row.n_kv for row in sw.rows})
+            est = estimate_speed(tmap, mix, placement, hw, r, depths=depths, scales=scales, numa=numa,
+                                 threads_batch=sw.n_threads_batch)
+            for row in sw.rows:
+                checks.append(Check("TG", f"depth {row.n_kv}", est.tg_at(row.n_kv), row.s_tg_tps, "tok/s", False))
+                checks.append(Check("PP", f"depth {row.n_kv}", est.pp_at(row.n_kv), row.s_pp_tps, "tok/s", False))
+    if log.bench:
+        from planner.speed import estimate_speed
+
+        for brow in log.bench.rows:
+            if brow.n_prompt and brow.n_gen:
+                continue                       # pp+tg rows mix both phases: not one term
+            ub_col = brow.column("n_ubatch")
+            r = run
+            if ub_col and ub_col.isdigit():
+                r = replace(r, ubatch=int(ub_col), batch=max(r.batch, int(ub_col)))
+            th = brow.column("threads")
+            if th and th.isdigit():
+                r = replace(r, threads=int(th))
+            # llama-bench: ppN processes N prompt tokens from depth d; tgN generates N tokens from depth d
+            depth = brow.depth + (brow.n_gen // 2 if brow.n_gen else 0)
+            r = replace(r, ctx=max(r.ctx, brow.depth + brow.n_prompt + brow.n_gen))
+            est = estimate_speed(tmap, mix, placement, hw, r, depths=(depth,), scales=scales, numa=numa)
+            kind, pred = ("TG", est.tg_at(depth)) if brow.n_gen else ("PP", est.pp_at(depth))
+            checks.append(Check(kind, f"{brow.test}", pred, brow.tps, "tok/s", False))
+    engine = log.load.engine if log.load else "unknown"
+    spelling = log.load.spelling if log.load else ("sweep-bench table only" if log.sweeps else "llama-bench only")
+    return VerifyReport(log.source, engine, spelling, tuple(checks),
+                        tuple(sorted(dmap.items(), key=lambda kv: kv[1])), tuple(notes))
+
+
+def summarize(report: VerifyReport) -> dict[str, float]:
+    """Headline numbers: exact terms matched / total, median relative error of TG and PP rows."""
+    import statistics
+
+    exact = [c for c in report.checks if c.exact]
+    tg = [abs(c.rel_error) for c in report.checks if c.term == "TG"]
+    pp = [abs(c.rel_error) for c in report.checks if c.term == "PP"]
+    return {"exact_matched": float(sum(bool(c.ok) for c in exact)), "exact_total": float(len(exact)),
+            "tg_median_abs_error": statistics.median(tg) if tg else float("nan"),
+            "pp_median_abs_error": statistics.median(pp) if pp else float("nan")}
+
+
+__all__ = ["Check", "VerifyReport", "device_map", "summarize", "verify"]
+
+
+# ----------------------------------------------------------------------------- from files (the CLI's library calls)
+
+@dataclass(frozen=True, slots=True)
+class LoggedRun:
+    """One log with the command it ran and the placement that command gives on the logged devices."""
+
+    log: EngineLog
+    command: tuple[str, ...]
+    run: RunConfig
+    placement: Placement
+    threads_batch: int | None
+    numa: str | None
+    warnings: tuple[str, ...]
+
+
+def logged_runs(paths: Sequence[str | Path], tmap: TensorMap, hw: Hardware, *, engine: str,
+                argv: Sequence[str] | None = None) -> tuple[LoggedRun, ...]:
+    """Parse each log, take its command (the one printed in the log, else ``argv``) and place the model with it.
+
+    Raises:
+        LogFormatError: a log is not engine output.
+        UsageError: no command in the log and none given; the command places tensors on a device the log lacks.
+    """
+    from planner.errors import UsageError
+    from planner.launch import parse_server_command, placement_from_command
+    from planner.logparse import parse_log_files
+
+    out = []
+    for lg in parse_log_files(paths):
+        argv_used = tuple(argv) if argv else lg.command
+        if not argv_used:
+            raise UsageError(f"{lg.source}: the log does not show the command that ran",
+                             hint="give it after --, e.g. `-- llama-sweep-bench -m M.gguf -ngl 99 -ot ...`")
+        cmd = parse_server_command(list(argv_used), engine=engine)
+        gpus = gpus_in_log(lg) if lg.load is not None else [f"CUDA{g.index}" for g in hw.gpus]
+        placement = placement_from_command(tmap, cmd, gpus)
+        vals = dict(zip(argv_used, argv_used[1:]))
+        tb = vals.get("-tb") or vals.get("--threads-batch")
+        numa = vals.get("--numa")
+        run = cmd.run
+        if lg.sweeps and lg.sweeps[0].n_threads and not run.threads:
+            run = replace(run, threads=lg.sweeps[0].n_threads)
+        out.append(LoggedRun(lg, tuple(argv_used), run, placement, int(tb) if tb and tb.isdigit() else None, numa,
+                             cmd.warnings))
+    return tuple(out)
+
+
+def verify_logs(paths: Sequence[str | Path], tmap: TensorMap, mix: Mapping[str, str], hw: Hardware, *, engine: str,
+                argv: Sequence[str] | None = None,
+                scales: Mapping[str, float] | None = None) -> tuple[VerifyReport, ...]:
+    """:func:`verify` for each log file (the ``verify`` command's library call)."""
+    return tuple(verify(r.log, tmap, mix, r.placement, hw, r.run, scales=scales, numa=r.numa)
+                 for r in logged_runs(paths, tmap, hw, engine=engine, argv=argv))
