@@ -21,7 +21,7 @@ from planner.documents import ParetoSet, PlanDocument, document, launch_model_pa
 from planner.errors import InfeasibleBudgetError, UsageError
 from planner.hardware import Hardware
 from planner.memory import Placement
-from planner.planning import joint_plan, pareto_plans, with_ctx
+from planner.planning import feasible_for, joint_plan, pareto_plans, with_ctx
 from planner.planning import place as place_mix
 from planner.quants import catalogue
 from planner.request import EmitOptions, PlanRequest
@@ -101,7 +101,8 @@ def plan(model: str | None, hardware: Hardware, request: PlanRequest,
     out_path = emit.model_path or launch_model_path(model, tmap, quantized_here=not tmap.is_quantized)
     if tmap.is_quantized:
         types = {t.name: t.dtype for t in tmap.tensors}
-        placed = with_ctx(tmap, request, lambda r: place_mix(tmap, types, hardware, r))
+        placed = with_ctx(tmap, request, lambda r: place_mix(tmap, types, hardware, r),
+                          feasible_for(tmap, hardware, types, None))
         return document(tmap, placed, model_path=out_path, with_recipe=False, check_binary=emit.check_binary)
     imx = None
     if request.imatrix:
@@ -115,7 +116,8 @@ def plan(model: str | None, hardware: Hardware, request: PlanRequest,
                                                    has_imatrix=request.has_imatrix,
                                                    ignore_imatrix_rules=request.ignore_imatrix_rules)
                                           for p in plans))
-    p = with_ctx(tmap, request, lambda r: joint_plan(tmap, hardware, r, quality))
+    p = with_ctx(tmap, request, lambda r: joint_plan(tmap, hardware, r, quality),
+                 feasible_for(tmap, hardware, None, quality))
     free = hardware.disk_free_bytes
     if free is not None and p.total_bytes > free:
         p = replace(p, notes=p.notes + (
@@ -136,7 +138,8 @@ def place(model: str | None, tmap: TensorMap, types: Mapping[str, str], hardware
         InfeasibleBudgetError: the mix does not fit, with the shortfall and the nearest feasible options.
     """
     emit = emit or EmitOptions()
-    placed = with_ctx(tmap, request, lambda r: place_mix(tmap, types, hardware, r))
+    placed = with_ctx(tmap, request, lambda r: place_mix(tmap, types, hardware, r),
+                      feasible_for(tmap, hardware, types, None))
     path = emit.model_path or launch_model_path(model, tmap, quantized_here=quantized_here)
     return document(tmap, placed, model_path=path, with_recipe=False, check_binary=emit.check_binary)
 

@@ -30,6 +30,8 @@ class CheckResult:
     weights_by_device: dict[str, int]
     problems: tuple[str, ...]
     warnings: tuple[str, ...] = ()
+    # memory per engine buffer as the load log names them: (kind, buffer, bytes); compute is in ``memory``
+    buffers: tuple[tuple[str, str, int], ...] = ()
 
 
 def evaluate(tmap: TensorMap, types: Mapping[str, str], placement: Placement, hw: Hardware, run: RunConfig,
@@ -40,7 +42,13 @@ def evaluate(tmap: TensorMap, types: Mapping[str, str], placement: Placement, hw
     spd = estimate_speed(tmap, types, placement, hw, run)
     q = quality.estimate(types) if quality is not None else None
     sizes = mix_bytes(tmap, types)
+    from planner.layer_split import placement_buffers
+    from planner.memory import kv_bytes_per_layer
+
+    kv = [kv_bytes_per_layer(tmap.params, run)] * tmap.params.n_loaded_layers
+    buffers = placement_buffers(run.engine, tmap, types, placement.tensor_device, placement.layer_device, kv,
+                                load=run.load)
     return CheckResult(model=tmap.name, run=run, memory=mem, speed=spd, quality=q,
                        total_bytes=sum(sizes.values()),
                        weights_by_device={d.device: d.term("weights") for d in mem.devices},
-                       problems=tuple(mem.problems()), warnings=tuple(warnings))
+                       problems=tuple(mem.problems()), warnings=tuple(warnings), buffers=tuple(buffers))

@@ -12,12 +12,48 @@ from planner.errors import PlannerError, exit_code_for, format_error
 from planner.units import GIB
 
 
+def _safe_streams() -> None:
+    """Streams that never raise on odd text: a closed stdout is an error of its own (exit 3), and an encoding
+    that cannot show a character (PYTHONIOENCODING=ascii) writes an escape instead of failing."""
+    from planner.errors import OutputWriteError
+
+    if sys.stdout is None:
+        raise OutputWriteError("stdout", "it is closed", hint="run the command with stdout open, e.g. > out.txt")
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None and (getattr(stream, "encoding", "") or "").lower().replace("-", "") != "utf8":
+            reconfigure(errors="backslashreplace")
+
+
+def _stdout_failed(exc: OSError) -> int:
+    """stdout cannot take the output (disk full, I/O error): one line on stderr, exit 3, and the dead stream
+    is pointed at /dev/null so the interpreter's last flush cannot fail again."""
+    import errno as errno_
+
+    from planner.errors import OutputWriteError, exit_code_for
+
+    reason = {errno_.ENOSPC: "the disk is full", errno_.EFBIG: "the file size limit was reached"}.get(
+        exc.errno or 0, exc.strerror or str(exc))
+    err = OutputWriteError("stdout", reason, hint="nothing more was written")
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+    except OSError:
+        pass
+    click.echo(format_error(err), err=True)
+    return exit_code_for(err)
+
+
 class PlannerGroup(click.Group):
     """Maps every exception to one line and an exit code (tracebacks only with GGUF_PLANNER_DEBUG=1)."""
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            _safe_streams()
+            result = super().invoke(ctx)
+            if sys.stdout is not None:
+                sys.stdout.flush()       # a full disk on stdout shows here, not at interpreter exit
+            return result
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except BrokenPipeError:
@@ -25,12 +61,49 @@ class PlannerGroup(click.Group):
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             sys.exit(141)
+        except OSError as exc:
+            if exc.errno in (28, 5, 27) and not isinstance(exc, PlannerError) and sys.stdout is not None \
+                    and not os.environ.get("GGUF_PLANNER_DEBUG"):
+                sys.exit(_stdout_failed(exc))    # ENOSPC / EIO / EFBIG while writing the output
+            if os.environ.get("GGUF_PLANNER_DEBUG") or "PYTEST_CURRENT_TEST" in os.environ:
+                raise
+            click.echo(format_error(exc), err=True)
+            sys.exit(exit_code_for(exc))
         except Exception as exc:  # noqa: BLE001 - the one place errors become exit codes
             if os.environ.get("GGUF_PLANNER_DEBUG") or (
                     not isinstance(exc, PlannerError) and "PYTEST_CURRENT_TEST" in os.environ):
                 raise
             click.echo(format_error(exc), err=True)
             sys.exit(exit_code_for(exc))
+
+
+# click parameter name -> the option a user typed, for the range checks of planner.validate.OPTION_RANGES
+_OPTION_OF = {"vram": "--vram", "ram": "--ram", "cores": "--cores", "ram_bw": "--ram-bw", "ubatch": "--ub",
+              "amb": "--amb", "threads": "--threads", "gpu_margin": "--gpu-margin", "os_reserve": "--os-reserve",
+              "min_tg": "--min-tg", "min_pp": "--min-pp", "max_size": "--max-size", "pareto": "--pareto",
+              "quality_slack": "--quality-slack", "port": "--port"}
+
+
+class CheckedCommand(click.Command):
+    """A command whose numeric options are range-checked before it runs: one line naming the option, exit 2."""
+
+    def invoke(self, ctx: click.Context):
+        from planner.validate import check_option
+
+        for name, value in ctx.params.items():
+            option = _OPTION_OF.get(name)
+            if option is None or value is None:
+                continue
+            if name == "vram":
+                for item in str(value).split(","):
+                    try:
+                        number = float(item)
+                    except ValueError:
+                        continue          # not a number: the hardware parser names it
+                    check_option(option, number)
+            else:
+                check_option(option, value)
+        return super().invoke(ctx)
 
 
 @click.group(cls=PlannerGroup, context_settings={"help_option_names": ["-h", "--help"],
@@ -46,6 +119,8 @@ def main() -> None:
       gguf-planner probe --json
     """
 
+
+main.command_class = CheckedCommand
 
 # --- commands are registered below, one block per command -------------------------------------
 
@@ -189,12 +264,14 @@ def _run_config(engine, ctx, kv, ubatch, amb, load, threads, gpu_margin, os_rese
 
     ctx_n = 0   # 0: chosen per model (planner.plan.resolve_ctx) or searched (--ctx max)
     if ctx not in (None, "max"):
+        from planner.errors import UsageError
+        from planner.validate import check_option
+
         try:
             ctx_n = int(ctx)
         except ValueError:
-            raise click.BadParameter(f"--ctx expects a number or 'max', got {ctx!r}") from None
-        if ctx_n <= 0:
-            raise click.BadParameter("--ctx must be positive")
+            raise UsageError(f"--ctx expects a number or 'max', got {ctx!r}") from None
+        check_option("--ctx", ctx_n)
     return RunConfig(engine=engine, ctx=ctx_n, type_k=kv, type_v=kv, ubatch=ubatch, amb=amb,
                      load=load or engine_profile(engine)["default_load"],
                      threads=threads or (hw.threads_default if hw is not None else None),
@@ -362,6 +439,12 @@ def check_command(model, base_type, custom_q, recipe_file, token_embedding_type,
     from planner.request import PlanRequest
     from planner.source import load_model
 
+    from pathlib import Path
+
+    if model is not None and command and command[0].startswith("-") and \
+            Path(model).name.removesuffix(".exe") in ("llama-server", "server", "llama-sweep-bench", "llama-cli"):
+        # `check -- llama-server -m ...`: click binds the first word after `--` to MODEL; it is the binary
+        model, command = None, (model, *command)
     if not command:
         raise UsageError("give the llama-server command after --")
     parsed = parse_server_command(list(command), engine=engine)
@@ -375,7 +458,8 @@ def check_command(model, base_type, custom_q, recipe_file, token_embedding_type,
     types, _ = mix_from_options(tmap, base_type=base_type, custom_q=custom_q, recipe_text=_recipe_text(recipe_file),
                                 engine=engine, token_embedding_type=token_embedding_type,
                                 output_tensor_type=output_tensor_type, pure=pure)
-    placement = placement_from_command(tmap, parsed, [f"CUDA{g.index}" for g in hw.gpus])
+    placement = placement_from_command(tmap, parsed, [f"CUDA{g.index}" for g in hw.gpus], types=types,
+                                       gpu_free_bytes=[g.free_bytes if g.free_bytes is not None else g.total_bytes for g in hw.gpus])
     result = api.check(tmap, types, placement, hw, PlanRequest(run=run), warnings=parsed.warnings)
     output.emit(result, as_json=as_json, render=output.render_check)
     if not result.memory.fits:
@@ -416,8 +500,11 @@ def export_command(plan_file, out, model_path, port, check_binary, quantize_scri
         return
 
     saved = load_plan_json(plan_file)
-    path = model_path or saved.model_path or f"{saved.tmap.name}.gguf"
-    launch = build_launch(saved.tmap, saved.devices, saved.layer_device, saved.run, path, port=port)
+    from planner.quoting import safe_filename
+
+    path = model_path or saved.model_path or f"{safe_filename(saved.tmap.name)}.gguf"
+    launch = build_launch(saved.tmap, saved.devices, saved.layer_device, saved.run, path, port=port,
+                          types=saved.types)
     if check_binary:
         check_flags(launch.argv, help_of_binary(check_binary))
     text = export_script(launch, model_path=path, port=port, comments=script_comments(saved))

@@ -75,13 +75,44 @@ def document(tmap: TensorMap, plan: Plan, *, model_path: str, source_path: str |
                 f"imatrix: computed by the workflow ({wf.imatrix}); the plan assumes one (default), "
                 "--no-imatrix plans without" if has_imatrix else
                 "imatrix: none (--no-imatrix): llama-quantize without --imatrix, imatrix-only types not used")
-    launch = build_launch(tmap, plan.devices, plan.layer_device, plan.run, model_path, host=host, port=port)
+    gpus = [d for d in sorted(plan.budgets, key=lambda d: (len(d), d)) if d != "CPU"]
+    launch = build_launch(tmap, plan.devices, plan.layer_device, plan.run, model_path, host=host, port=port,
+                          types=plan.types, gpus=gpus or None)
+    if len(gpus) > 1:
+        recheck_launch(tmap, plan, launch, gpus)
     if check_binary:
         from planner.launch import check_flags, help_of_binary
 
         check_flags(launch.argv, help_of_binary(check_binary))
     return PlanDocument(PLAN_FORMAT, plan, recipe, qcmd, launch, launch.shell(), launch.shell(launch.sweep_argv),
                         wf, note, len(recipe.rules) if recipe else None)
+
+
+def recheck_launch(tmap: TensorMap, plan: Plan, launch: LaunchCommand, gpus: list[str]) -> None:
+    """Re-derive a multi-GPU command as the engine will read it (its -ngl/-ts under the engine's own layer rule,
+    then -ot) and check memory per device; a command that does not reproduce the plan, or does not fit, is a
+    bug and is never emitted.
+
+    Raises:
+        EmitterError: the layer map, a tensor's device or a device's memory differs from the plan.
+    """
+    from planner.errors import EmitterError
+    from planner.launch import parse_server_command, placement_from_command
+    from planner.memory import memory_report
+
+    parsed = parse_server_command(list(launch.argv), engine=plan.run.engine)
+    placement = placement_from_command(tmap, parsed, gpus, types=plan.types,
+                                       gpu_free_bytes=[plan.budgets[g] for g in gpus])
+    if placement.layer_device != plan.layer_device:
+        raise EmitterError(f"{plan.run.engine} would map the layers differently from the plan under "
+                           f"{' '.join(launch.argv[:12])} ...")
+    bad = [n for n, d in plan.devices.items() if placement.device_of(n) != d]
+    if bad:
+        raise EmitterError(f"the command puts {bad[0]} on {placement.device_of(bad[0])}, the plan on "
+                           f"{plan.devices[bad[0]]}")
+    mem = memory_report(tmap, plan.types, placement, plan.budgets, plan.run)
+    if not mem.fits:
+        raise EmitterError("the command re-derived under the engine's rule does not fit: " + "; ".join(mem.problems()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,29 +129,110 @@ class SavedPlan:
     plan: dict[str, Any]              # the saved plan object (memory and speed predictions as written)
 
 
-def load_plan_json(path: str) -> SavedPlan:
-    """Read a plan JSON written by ``plan``/``place --out`` (a document, or a bare plan object).
+MAX_PLAN_BYTES = 64 << 20          # a plan JSON of the largest model is a few MiB
+_NAME = r"[A-Za-z0-9_.\-]{1,63}"                        # tensor names (validate.py: the engines' character set)
+_DEVICE = r"[A-Za-z][A-Za-z0-9_:.\[\]/\-]{0,63}"        # CPU, CUDA0, RPC[host:port]...
+_PRINTABLE = r"[^\x00-\x1f\x7f]*"
 
-    Raises:
-        UsageError: the file cannot be read, is not JSON, or lacks what a plan has.
-    """
-    from planner.source import load_model
+
+def plan_schema() -> Any:
+    """The schema of a plan JSON as :func:`planner.output.to_jsonable` writes a :class:`PlanDocument`: every
+    field with its type, plus what the commands rebuild from it held to the values the tool writes (engines,
+    KV and tensor types, device and tensor names, run numbers in range, one-line text)."""
+    from planner.engines import engine_names
+    from planner.quants import catalogue
+    from planner.validate import array, enum, int_, mapping, nullable, schema_for, text
+
+    types = enum(*catalogue().names())
+    device = text(64, _DEVICE)
+    overrides = {
+        "PlanDocument.format": enum(PLAN_FORMAT),
+        "Plan.model": text(256, _PRINTABLE),
+        "Plan.model_source": text(4096, _PRINTABLE),
+        "Plan.engine": enum(*engine_names()),
+        "Plan.types": mapping(text(63, _NAME), types),
+        "Plan.devices": mapping(text(63, _NAME), device),
+        "Plan.layer_device": array(device, 4096),
+        "Plan.budgets": mapping(device, int_(0, 1 << 60)),
+        "Plan.notes": array(text(1024, _PRINTABLE), 100),
+        "RunConfig.engine": enum(*engine_names()),
+        "RunConfig.ctx": int_(1, 1 << 30),
+        "RunConfig.type_k": types,
+        "RunConfig.type_v": types,
+        "RunConfig.ubatch": int_(1, 1 << 16),
+        "RunConfig.batch": int_(1, 1 << 20),
+        "RunConfig.amb": int_(0, 1 << 20),
+        "RunConfig.load": enum("rtr", "no-mmap", "mmap"),
+        "RunConfig.n_parallel": int_(1, 4096),
+        "RunConfig.threads": nullable(int_(1, 4096)),
+        "RunConfig.gpu_margin_bytes": int_(0, 1 << 40),
+        "RunConfig.os_reserve_bytes": int_(0, 1 << 50),
+        "LaunchCommand.argv": array(text(1 << 16, _PRINTABLE), 1000),
+        "LaunchCommand.sweep_argv": array(text(1 << 16, _PRINTABLE), 1000),
+    }
+    return schema_for(PlanDocument, overrides)
+
+
+def _read_plan_json(path: str) -> Any:
+    from planner.errors import PlanFileError
 
     try:
-        doc = json.loads(Path(path).read_text())
-        if not isinstance(doc, dict):
-            raise TypeError("the top level is not an object")
-        if doc.get("format", PLAN_FORMAT) != PLAN_FORMAT:
-            raise ValueError(f"format {doc['format']!r}, expected {PLAN_FORMAT!r}")
-        p = doc["plan"] if "plan" in doc else doc
-        src = p["model_source"]
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_PLAN_BYTES + 1)
+    except OSError as exc:
+        raise PlanFileError(f"cannot read the plan file: {exc.strerror or exc}", source=path) from None
+    if len(raw) > MAX_PLAN_BYTES:
+        raise PlanFileError(f"the plan file is larger than {MAX_PLAN_BYTES >> 20} MiB", source=path)
+
+    def no_constants(name: str) -> None:
+        raise ValueError(f"{name} is not a JSON number")
+
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=no_constants)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise PlanFileError(f"not a JSON document: {str(exc)[:200]}", path="$", source=path,
+                            hint="give a plan JSON written by `gguf-planner plan --out` or `place --out`") from None
+
+
+def load_plan_json(path: str) -> SavedPlan:
+    """Read a plan JSON written by ``plan``/``place --out``, validated against :func:`plan_schema` before any
+    field is used (a plan file is untrusted input: it may have been edited or come from someone else).
+
+    The model is rebuilt from the plan's ``model_source`` only when that is a built-in name or a local file:
+    a URL is never fetched because a plan file says so.
+
+    Raises:
+        PlanFileError: anything but what the tool writes, with the JSON path of the first bad field (exit 4).
+    """
+    from planner.errors import PlanFileError, PlannerError
+    from planner.source import load_model
+
+    doc = _read_plan_json(path)
+    plan_schema().check(doc, source=path)
+    p = doc["plan"]
+    src = p["model_source"]
+    if "://" in src:
+        raise PlanFileError("the plan's model is a URL, and export never fetches a URL named in a plan file",
+                            path="$.plan.model_source", source=path,
+                            hint="download the model and plan from the local file, or plan the built-in name")
+    try:
         tmap = load_model(src.removeprefix("builtin:"), check_size=False)
-        run = RunConfig(**p["run"])
-        model_path = doc.get("launch", {}).get("argv", [None, None, None])[2] if "launch" in doc else None
-        return SavedPlan(path, tmap, dict(p["types"]), dict(p["devices"]), tuple(p["layer_device"]), run,
-                         model_path, p)
-    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
-        raise UsageError(f"{path} is not a gguf-planner plan JSON: {exc}") from exc
+    except PlannerError as exc:
+        raise PlanFileError(f"the plan's model cannot be loaded: {exc}", path="$.plan.model_source",
+                            source=path) from None
+    names = {t.name for t in tmap.tensors}
+    for key in ("types", "devices"):
+        if set(p[key]) != names:
+            odd = sorted(set(p[key]) ^ names)[0]
+            raise PlanFileError(f"the plan's {key} do not name the model's tensors (e.g. {odd!r})",
+                                path=f"$.plan.{key}", source=path)
+    if len(p["layer_device"]) != tmap.params.n_loaded_layers:
+        raise PlanFileError(f"{len(p['layer_device'])} layer devices for a model of "
+                            f"{tmap.params.n_loaded_layers} layers", path="$.plan.layer_device", source=path)
+    argv = doc["launch"]["argv"]
+    model_path = argv[argv.index("-m") + 1] if "-m" in argv[:-1] else None
+    return SavedPlan(path, tmap, dict(p["types"]), dict(p["devices"]), tuple(p["layer_device"]),
+                     RunConfig(**p["run"]), model_path, p)
 
 
 def quantize_script(path: str) -> str:
@@ -130,7 +242,8 @@ def quantize_script(path: str) -> str:
         UsageError: the file is not a plan document with a quantize workflow (``place`` plans and already
             quantized models have none).
     """
-    from planner.scripts import command_lines, comment, script
+    from planner.quoting import comment_line
+    from planner.scripts import command_lines, script
     from planner.workflow import disk_gib
 
     try:
@@ -140,11 +253,11 @@ def quantize_script(path: str) -> str:
             raise TypeError("no quantize workflow in this plan")
         steps = [(str(st["title"]), [str(a) for a in st["argv"]], int(st["disk_bytes"]), bool(st["disk_exact"]),
                   str(st.get("writes", ""))) for st in wf["steps"]]
-        notes = [str(a) for a in wf.get("assumptions", ())]
-        comments = [f"quantize workflow for {doc['plan']['model']} ({doc['plan']['model_source']}), "
-                    f"{doc.get('imatrix', '')}",
-                    f"disk: {disk_gib(int(wf['total_disk_bytes']))} if every file is kept, "
-                    f"{disk_gib(int(wf['peak_disk_bytes']))} at most when intermediates are deleted", *notes]
+        comments = [comment_line("quantize workflow for {} ({})", doc["plan"]["model"], doc["plan"]["model_source"]),
+                    comment_line("{}", str(doc.get("imatrix", ""))),
+                    comment_line("disk: {} if every file is kept, {} at most when intermediates are deleted",
+                                 disk_gib(int(wf["total_disk_bytes"])), disk_gib(int(wf["peak_disk_bytes"]))),
+                    *(comment_line("{}", str(a)) for a in wf.get("assumptions", ()))]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UsageError(f"{path} has no quantize workflow: {exc}",
                          hint="write the plan JSON with `gguf-planner plan --out` for an unquantized model") from exc
@@ -152,48 +265,55 @@ def quantize_script(path: str) -> str:
     for i, (title, argv, nbytes, exact, writes) in enumerate(steps, 1):
         if not argv:
             raise UsageError(f"{path}: step {i} has no command")
-        body.append(comment(f"{i}. {title}: writes {writes}, {disk_gib(nbytes)}" + ("" if exact else " (est.)")))
+        body.append(comment_line(f"{i}. {{}}: writes {{}}, {{}}", title, writes,
+                                 disk_gib(nbytes) + ("" if exact else " (est.)")))
         body += command_lines(argv)
         body.append("")
     return script(comments, body)
 
 
 def script_comments(saved: SavedPlan) -> list[str]:
-    """Predicted memory and speed of a saved plan, for the exported script's header.
+    """Predicted memory and speed of a saved plan, as complete ``#`` lines for the exported script's header:
+    every value from the plan file goes through :func:`planner.quoting.comment_line` (one quoting function)."""
+    from planner.quoting import comment_line
 
-    Raises:
-        UsageError: the saved plan lacks its predictions.
-    """
     p = saved.plan
-    try:
-        out = [f"model: {p['model']} ({p['model_source']}), engine {p['engine']}, context {p['run']['ctx']}"]
-        for d in p["memory"]["devices"]:
-            terms = ", ".join(f"{t['name']} {t['bytes'] / GIB:.2f}" + ("" if t["exact"] else "~")
-                              for t in d["terms"])
-            out.append(f"{d['device']}: {d['total_bytes'] / GIB:.2f} of {d['budget_bytes'] / GIB:.2f} GiB "
-                       f"({terms}; ~ = estimate)")
-        s = p["speed"]
-        out.append(f"estimated TG {s['tg_tps']:.1f} tok/s (at full context {s['tg_tps_ctx']:.1f}), "
-                   f"PP {s['pp_tps']:.0f} tok/s")
-    except (KeyError, TypeError) as exc:
-        raise UsageError(f"{saved.path} lacks the predictions of a plan: {exc}") from exc
+    out = [comment_line("model: {} ({}), engine {}, context {}", p["model"], p["model_source"], p["engine"],
+                        p["run"]["ctx"])]
+    for d in p["memory"]["devices"]:
+        terms = ", ".join("{} {}" + ("" if t["exact"] else "~") for t in d["terms"])
+        values = [v for t in d["terms"] for v in (t["name"], f"{t['bytes'] / GIB:.2f}")]
+        out.append(comment_line("{}: {} of {} GiB (" + terms + "; ~ = estimate)", d["device"],
+                                f"{d['total_bytes'] / GIB:.2f}", f"{d['budget_bytes'] / GIB:.2f}", *values))
+    s = p["speed"]
+    out.append(comment_line("estimated TG {} tok/s (at full context {}), PP {} tok/s", f"{s['tg_tps']:.1f}",
+                            f"{s['tg_tps_ctx']:.1f}", f"{s['pp_tps']:.0f}"))
     return out
 
 
 def launch_model_path(model: str | None, tmap: TensorMap, *, quantized_here: bool) -> str:
     """The GGUF the emitted commands load: the file given when it is used as it is, else the file a
-    quantization from it would write (never the source itself), else a name for a built-in model."""
+    quantization from it would write (never the source itself), else a name for a built-in model (a file
+    name made safe from the model's name, which may come from a header)."""
+    from planner.quoting import safe_filename
+
     if quantized_here:
         return planned_name(model, tmap)
     if model and ("://" in model or Path(model).is_file()):
         return model
-    return f"{tmap.name}.gguf"
+    return f"{safe_filename(tmap.name)}.gguf"
 
 
 def planned_name(model: str | None, tmap: TensorMap) -> str:
-    """Output GGUF name for a planned quantization: next to the source, never the source itself."""
+    """Output GGUF name for a planned quantization: next to the source, never the source itself.
+
+    The name comes from the user's own path when there is one, else from the model's name made safe
+    (``general.name`` with ``/``, ``..`` or an absolute path cannot pick the folder llama-quantize writes to).
+    """
+    from planner.quoting import safe_filename
+
     if model and model.endswith(".gguf") and "://" not in model:
         stem = re.sub(r"-\d{5}-of-\d{5}$", "", Path(model).name[:-5])
         stem = re.sub(r"[-_.](bf16|BF16|f16|F16|f32|F32)$", "", stem)
-        return str(Path(model).with_name(f"{stem}-planned.gguf"))
-    return f"{tmap.name}-planned.gguf"
+        return str(Path(model).with_name(f"{safe_filename(stem)}-planned.gguf"))
+    return f"{safe_filename(tmap.name)}-planned.gguf"

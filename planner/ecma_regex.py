@@ -67,7 +67,7 @@ class _Parser:
         self.depth = 0
 
     def error(self, message: str) -> RegexSyntaxError:
-        return RegexSyntaxError(f"regex {self.p!r}: {message} at character {self.i}")
+        return RegexSyntaxError(f"regex {_show(self.p)}: {message} at character {self.i}")
 
     def peek(self) -> str:
         return self.p[self.i] if self.i < len(self.p) else ""
@@ -711,7 +711,7 @@ class EcmaPattern:
             self.steps_used += allowed
             scope = "for one tensor name" if allowed == MAX_STEPS_PER_NAME else "over this model's tensor names"
             raise RegexBudgetError(
-                f"{_prefix(self.where)}regex {self.pattern!r} needs more than {allowed:,} backtracking steps "
+                f"{_prefix(self.where)}regex {_show(self.pattern)} needs more than {allowed:,} backtracking steps "
                 f"{scope} (at {name!r}): llama.cpp's std::regex would stall on it as well",
                 hint="avoid nested quantifiers such as (\\w+\\.?)+ and overlapping alternatives under * or +, "
                      "e.g. write blk\\.[0-9]+\\.ffn_.*_exps") from None
@@ -722,6 +722,11 @@ class EcmaPattern:
 
     def __repr__(self) -> str:
         return f"EcmaPattern({self.pattern!r})"
+
+
+def _show(pattern: str) -> str:
+    """A pattern as the user typed it (quoted), or its repr when it holds unprintable characters."""
+    return f"'{pattern}'" if pattern.isprintable() else repr(pattern)
 
 
 def _prefix(where: str) -> str:

@@ -7,8 +7,8 @@ result must equal the plan.  Scripts are written through :func:`planner.fileout.
 
 from __future__ import annotations
 
+import math
 import re
-import shlex
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -105,11 +105,28 @@ class LaunchCommand:
     sweep_argv: tuple[str, ...]
     overrides: tuple[OverrideRule, ...]
     ngl: int
-    tensor_split: tuple[int, ...] = ()
+    tensor_split: tuple[float, ...] = ()
     n_cpu_moe: int | None = None
 
     def shell(self, argv: Sequence[str] | None = None) -> str:
-        return " ".join(shlex.quote(a) for a in (argv or self.argv))
+        from planner.quoting import shell_quote
+
+        return " ".join(shell_quote(a) for a in (argv or self.argv))
+
+
+def _num(x: float) -> str:
+    """-ts values as short as they print: 30, 176885, 0.5."""
+    return f"{x:.3f}".rstrip("0").rstrip(".") if x != int(x) else str(int(x))
+
+
+def _ranges(layer_device: Sequence[str]) -> str:
+    out: list[str] = []
+    start = 0
+    for i in range(1, len(layer_device) + 1):
+        if i == len(layer_device) or layer_device[i] != layer_device[start]:
+            out.append(f"{start}-{i - 1} {layer_device[start]}")
+            start = i
+    return ", ".join(out)
 
 
 def _ncmoe_rules(n: int) -> list[OverrideRule]:
@@ -118,18 +135,66 @@ def _ncmoe_rules(n: int) -> list[OverrideRule]:
     return [OverrideRule(rf"blk\.{i}\.ffn_(up|down|gate|gate_up)_(ch|)exps", CPU) for i in range(n)]
 
 
+def _gpu_names(layer_device: Sequence[str], devices: Mapping[str, str], gpus: Sequence[str] | None) -> list[str]:
+    """The engine's GPU list: given, else CUDA0..CUDA<max used> (an unused GPU in between still counts in -ts)."""
+    if gpus is not None:
+        return list(gpus)
+    used = {d for d in (*layer_device, *devices.values()) if d != CPU}
+    idx = sorted(int(d[4:]) for d in used if d.startswith("CUDA") and d[4:].isdigit())
+    return [f"CUDA{i}" for i in range(idx[-1] + 1)] if idx else sorted(used)
+
+
+def engine_output_device(engine: str, layer_device: Sequence[str], out_dev: str) -> str:
+    """Where the engine can put the output layer (output_norm, logits): ik/ik-2025 offload it only with every
+    repeating layer (-ngl > n_layer), mainline always with the first offloaded layer (its -ngl counts the output
+    first); in both cases on the last layer's device. Anything else takes an explicit -ot for output.weight."""
+    gpu_layers = [d for d in layer_device if d != CPU]
+    if not gpu_layers:
+        return out_dev if engine == "mainline" else CPU
+    if engine == "mainline":
+        return layer_device[-1]
+    return layer_device[-1] if (len(gpu_layers) == len(layer_device) and out_dev != CPU) else CPU
+
+
 def build_launch(tmap: TensorMap, devices: Mapping[str, str], layer_device: Sequence[str], run: RunConfig,
                  model_path: str, *, host: str = "127.0.0.1", port: int = 8080,
-                 server: str | None = None) -> LaunchCommand:
-    """The llama-server (and llama-sweep-bench) command that reproduces a placement."""
+                 server: str | None = None, types: Mapping[str, str] | None = None,
+                 gpus: Sequence[str] | None = None) -> LaunchCommand:
+    """The llama-server (and llama-sweep-bench) command that reproduces a placement.
+
+    ``-ngl``/``-ts`` come from :func:`planner.layer_split.flags_for_names`: values under which the engine profile's
+    own layer rule (ik's greedy fill by layer size, mainline's and ik-2025's ``upper_bound``) puts every layer,
+    and so its KV cache, on the planned device; the map is re-derived from the emitted values before anything
+    is returned. ``types`` (the mix) sizes ik's layers; ``gpus`` is the engine's device list when it has GPUs the
+    plan leaves empty.
+
+    Raises:
+        EmitterError: no -ngl/-ts reproduces the plan's layer map, or the -ot rules do not reproduce it.
+    """
+    from planner.layer_split import flags_for_names, map_for_flags, run_sizes
+
     prof = engine_profile(run.engine)
-    n_layer = tmap.params.n_layer
-    gpus = sorted({d for d in layer_device if d != CPU})
-    n_gpu_layers = sum(1 for d in layer_device if d != CPU)
+    gpu_list = _gpu_names(layer_device, devices, gpus)
     out_dev = devices.get("output.weight", devices.get("token_embd.weight", CPU))
-    ngl = n_gpu_layers + 1 if (n_gpu_layers == n_layer and out_dev != CPU) else n_gpu_layers
-    ngl_out = (gpus[-1] if gpus else None) if ngl > n_layer else None
-    defaults = default_devices(tmap, layer_device, ngl_out)
+    ngl_out = engine_output_device(run.engine, layer_device, out_dev)
+    sizes = run_sizes(run.engine, tmap, types, ctx=run.ctx, type_k=run.type_k, type_v=run.type_v,
+                      ubatch=run.ubatch, batch=run.batch, flash_attn=run.flash_attn, amb=run.amb)
+    ts: tuple[float, ...] = ()
+    if gpu_list:
+        flags = flags_for_names(run.engine, tmap, gpu_list, layer_device, ngl_out, sizes=sizes)
+        if flags is None:
+            raise EmitterError(f"no -ngl/-ts makes {run.engine} put the layers where the plan does "
+                               f"({_ranges(layer_device)})")
+        ngl = flags.n_gpu_layers
+        if len(gpu_list) > 1 and flags.tensor_split is not None:
+            ts = tuple(int(x) if x == int(x) else x for x in flags.tensor_split)   # JSON: 47, not 47.0
+        again = map_for_flags(run.engine, tmap, gpu_list, [1] * len(gpu_list), n_gpu_layers=ngl,
+                              tensor_split=ts or None, sizes=sizes)
+        if again.layer_device != tuple(layer_device) or again.output_device != ngl_out:
+            raise EmitterError(f"-ngl {ngl} -ts {ts} does not reproduce the plan's layer map under {run.engine}")
+    else:
+        ngl = 0
+    defaults = default_devices(tmap, layer_device, None if ngl_out == CPU else ngl_out)
     rules = compress_overrides(tmap, devices, defaults)
     n_cpu_moe = None
     if prof["n_cpu_moe"] and rules:
@@ -148,10 +213,8 @@ def build_launch(tmap: TensorMap, devices: Mapping[str, str], layer_device: Sequ
         args += list(prof["flash_attn"])
     args += list(prof["extra"])
     args += [prof["ngl"], str(ngl)]
-    ts: tuple[int, ...] = ()
-    if len(gpus) > 1:
-        ts = tuple(sum(1 for d in layer_device if d == g) for g in gpus)
-        args += [prof["tensor_split"], ",".join(map(str, ts))]
+    if ts:
+        args += [prof["tensor_split"], ",".join(_num(x) for x in ts)]
     if n_cpu_moe:
         args += [prof["n_cpu_moe"], str(n_cpu_moe)]
     for r in rules:
@@ -289,6 +352,7 @@ def parse_server_command(argv: Sequence[str], engine: str = "ik") -> ParsedComma
                     raise UsageError(f"{n} expects a number, got {vals[n]!r}") from None
         return default
 
+    threads = num("-t", "--threads")
     load = "rtr" if ("-rtr" in flags or "--run-time-repack" in flags) else (
         "no-mmap" if "--no-mmap" in flags else "mmap")
     if load == "mmap" and engine != "mainline" and (ot or "-ncmoe" in vals or "--n-cpu-moe" in vals
@@ -299,7 +363,7 @@ def parse_server_command(argv: Sequence[str], engine: str = "ik") -> ParsedComma
                     type_v=vals.get("-ctv", vals.get("--cache-type-v", "f16")), flash_attn=fa,
                     ubatch=num("-ub", "--ubatch-size", default=512), batch=num("-b", "--batch-size", default=2048),
                     amb=num("-amb", "--attention-max-batch", default=256), load=load,
-                    threads=num("-t", "--threads", default=None))
+                    threads=threads if threads is not None and threads > 0 else None)
     ts_raw = vals.get("-ts", vals.get("--tensor-split"))
     ts: tuple[float, ...] = ()
     if ts_raw:
@@ -307,6 +371,23 @@ def parse_server_command(argv: Sequence[str], engine: str = "ik") -> ParsedComma
             ts = tuple(float(x) for x in re.split(r"[,/]", ts_raw) if x)
         except ValueError:
             raise UsageError(f"-ts expects numbers, got {ts_raw!r}") from None
+        if not all(math.isfinite(x) and x >= 0 for x in ts) or not any(x > 0 for x in ts):
+            raise UsageError(f"-ts {ts_raw}: the split needs finite, non-negative proportions, at least one above 0")
+    for names, lo, what in ((("-c", "--ctx-size"), 0, "0 (the model's context) or more"),
+                            (("-ngl", "--gpu-layers", "--n-gpu-layers"), 0, "0 or more (999: all layers)"),
+                            (("-ncmoe", "--n-cpu-moe"), 0, "0 or more"), (("-ub", "--ubatch-size"), 1, "1 or more"),
+                            (("-b", "--batch-size"), 1, "1 or more"), (("-amb", "--attention-max-batch"), 0,
+                                                                        "0 or more")):
+        value = num(*names)
+        if value is not None and not lo <= value <= (1 << 30):
+            raise UsageError(f"{next(n for n in names if n in vals)} {value}: impossible value, allowed {what}")
+    if threads is not None and threads <= 0:
+        warnings.append(f"-t {threads}: the engine reads a value <= 0 as all hardware threads; "
+                        "this check assumes the physical cores")
+    known = value_flags | set(engines()["help_gpu_only"]) | set(engines()["server_switches"]) | set(prof["removed"])
+    for flag in sorted(flags - known):
+        warnings.append(f"{flag}: not a llama-server flag gguf-planner knows; it is ignored here and the engine "
+                        "may reject it")
     return ParsedCommand(model=vals.get("-m", vals.get("--model")), run=run,
                          ngl=num("-ngl", "--gpu-layers", "--n-gpu-layers", default=None), overrides=tuple(ot),
                          tensor_split=ts, n_cpu_moe=num("-ncmoe", "--n-cpu-moe", default=None),
@@ -314,29 +395,26 @@ def parse_server_command(argv: Sequence[str], engine: str = "ik") -> ParsedComma
                          warnings=tuple(warnings))
 
 
-def placement_from_command(tmap: TensorMap, cmd: ParsedCommand, gpus: Sequence[str]) -> Placement:
-    """Apply -ngl, -ts, -ncmoe/-cmoe and -ot to every tensor, as the engine would."""
-    n = tmap.params.n_layer
-    ngl = n + 1 if cmd.ngl is None else cmd.ngl     # ik: unset -> 999 when a GPU is present
-    if not gpus:
-        ngl = 0
-    n_gpu_layers = min(ngl, n)
-    start = n - n_gpu_layers
-    layer_device = [CPU] * n
-    if gpus and n_gpu_layers:
-        weights = list(cmd.tensor_split[:len(gpus)]) or [1.0] * len(gpus)
-        weights += [0.0] * (len(gpus) - len(weights))
-        total = sum(weights) or 1.0
-        cum = []
-        acc = 0.0
-        for w in weights:
-            acc += w / total
-            cum.append(acc)
-        for il in range(start, n):
-            frac = (il - start) / n_gpu_layers
-            gi = next((k for k, c in enumerate(cum) if frac < c), len(gpus) - 1)
-            layer_device[il] = gpus[gi]
-    out_dev = (layer_device[-1] if layer_device[-1] != CPU else gpus[-1]) if (gpus and ngl > n) else None
+def placement_from_command(tmap: TensorMap, cmd: ParsedCommand, gpus: Sequence[str], *,
+                           types: Mapping[str, str] | None = None,
+                           gpu_free_bytes: Sequence[int] | None = None) -> Placement:
+    """Apply -ngl, -ts, -ncmoe/-cmoe and -ot to every tensor, as the engine would.
+
+    The layer map is the engine profile's own rule (:func:`planner.layer_split.map_for_flags`): ik's greedy
+    fill needs the mix (``types``) for its layer sizes, and every rule the GPUs' free memory when ``-ts`` is absent
+    (``gpu_free_bytes``; default: equal).
+    """
+    from planner.layer_split import map_for_flags, run_sizes
+
+    run = cmd.run
+    sizes = run_sizes(run.engine, tmap, types, ctx=run.ctx or tmap.params.n_ctx_train, type_k=run.type_k,
+                      type_v=run.type_v, ubatch=run.ubatch, batch=run.batch, flash_attn=run.flash_attn,
+                      amb=run.amb) if gpus else None
+    free = list(gpu_free_bytes) if gpu_free_bytes is not None else [24 << 30] * len(gpus)
+    named = map_for_flags(run.engine, tmap, list(gpus), free, n_gpu_layers=cmd.ngl,
+                          tensor_split=cmd.tensor_split or None, sizes=sizes)
+    layer_device = list(named.layer_device)
+    out_dev = None if named.output_device == CPU else named.output_device
     defaults = default_devices(tmap, layer_device, out_dev)
     rules = list(cmd.overrides)
     exps_layers = sorted({t.layer for t in tmap.tensors if t.is_expert and t.layer is not None})
@@ -357,17 +435,37 @@ def placement_from_command(tmap: TensorMap, cmd: ParsedCommand, gpus: Sequence[s
 def export_script(launch: LaunchCommand, *, model_path: str, port: int, comments: Sequence[str]) -> str:
     """A bash script that runs the launch command; MODEL, PORT and LLAMA_SERVER are overridable.
 
-    Rendered by :mod:`planner.scripts`, the one script renderer (comments and arguments quoted there).
+    Every value is rendered by :func:`planner.quoting.shell_quote`; ``comments`` are complete ``#`` lines from
+    :func:`planner.quoting.comment_line`, or plain text, which is quoted onto a line of its own.
     """
-    from planner.scripts import command_lines, script
+    from planner.quoting import comment_line, shell_quote
 
     argv = list(launch.argv)
     mi = argv.index("-m") + 1
     pi = argv.index("--port") + 1
-    argv[0], argv[mi], argv[pi] = '"$LLAMA_SERVER"', '"$MODEL"', '"$PORT"'
-    body = [f"default_model={shlex.quote(model_path)}",
-            'MODEL="${GGUF_PLANNER_MODEL:-$default_model}"',
-            f'PORT="${{PORT:-{port}}}"',
-            f'LLAMA_SERVER="${{LLAMA_SERVER:-{shlex.quote(launch.argv[0])}}}"', "",
-            *command_lines(argv, raw=(0, mi, pi), prefix="exec ")]
-    return script(comments, body)
+    fixed = [shell_quote(a) for a in argv[1:]]
+    fixed[mi - 1] = '"$MODEL"'
+    fixed[pi - 1] = '"$PORT"'
+    # complete lines from comment_line pass as they are; any other text is one quoted value of its own line
+    rendered = [c if c.startswith("# ") and c.isprintable() else comment_line("{}", c) for c in comments]
+    lines = ["#!/usr/bin/env bash",
+             comment_line("Generated by gguf-planner. Predictions below are estimates unless marked exact."),
+             *rendered,
+             "set -euo pipefail", "",
+             f"default_model={shell_quote(model_path)}",
+             'MODEL="${GGUF_PLANNER_MODEL:-$default_model}"',
+             f'PORT="${{PORT:-{shell_quote(int(port))}}}"',
+             f'LLAMA_SERVER="${{LLAMA_SERVER:-{shell_quote(argv[0])}}}"', "",
+             'exec "$LLAMA_SERVER" \\']
+    chunks: list[str] = []
+    i = 0
+    while i < len(fixed):
+        if fixed[i].startswith("-") and i + 1 < len(fixed) and not fixed[i + 1].startswith("-"):
+            chunks.append(f"{fixed[i]} {fixed[i + 1]}")
+            i += 2
+        else:
+            chunks.append(fixed[i])
+            i += 1
+    for j, c in enumerate(chunks):
+        lines.append(f"    {c}" + (" \\" if j < len(chunks) - 1 else ""))
+    return "\n".join(lines) + "\n"

@@ -81,7 +81,13 @@ def note(text: str) -> None:
 
 
 def print_json(obj: Any) -> None:
-    sys.stdout.write(dumps(obj))
+    """JSON on stdout; \\u escapes when stdout's encoding is not UTF-8 (PYTHONIOENCODING=ascii), so the
+    document stays valid JSON whatever the terminal."""
+    encoding = (getattr(sys.stdout, "encoding", "") or "").lower().replace("-", "")
+    if encoding == "utf8":
+        sys.stdout.write(dumps(obj))
+    else:
+        sys.stdout.write(json.dumps(to_jsonable(obj), indent=2, ensure_ascii=True) + "\n")
 
 
 def print_text(text: str) -> None:
@@ -275,6 +281,13 @@ def _print_memory(mem: MemoryReport, title: str = "memory per device") -> None:
                 justify=["left", "right", "right", "right", "left", "left"])
 
 
+def pct(gap: float) -> str:
+    """A solver gap as a percentage; a tiny non-zero gap is shown as such, never rounded to 0.00 %."""
+    if 0 < gap < 5e-5:
+        return f"{gap * 100:.1g}%"
+    return f"{gap:.2%}"
+
+
 def _print_speed(s: SpeedEstimate) -> None:
     basis = s.basis
     label = basis.label if basis is not None else "estimate"
@@ -293,8 +306,12 @@ def render_plan(doc: PlanDocument) -> None:
                f"engine {p.engine}, context {p.run.ctx}, KV {p.run.type_k}/{p.run.type_v}")
     if p.solver:
         s = p.solver
-        print_text(f"solver: {s.status} ({s.objective_kind}), gap {s.gap:.2%}, {s.wall_s:.2f} s, "
+        print_text(f"solver: {s.status} ({s.objective_kind}), gap {pct(s.gap)}, {s.wall_s:.2f} s, "
                    f"{s.n_classes} classes / {s.n_vars} variables, integer scaling error <= {s.scaling_error_bound:.2e}")
+        if len(s.steps) > 1:
+            print_text("  steps: " + "; ".join(
+                f"{st.objective} {st.status} (gap {pct(st.gap)}"
+                + (f", stop at {pct(st.gap_limit)})" if st.gap_limit else ")") for st in s.steps))
     print_text(f"size: {gib(p.total_bytes)} ({p.bpw:.3f} BPW), {p.total_bytes:,} bytes")
     print_text(_counts_block(dict(Counter(p.types.values()))))
     _print_memory(p.memory)
@@ -340,6 +357,11 @@ def render_check(r: CheckResult) -> None:
     for w in r.warnings:
         print_text(f"warning ({r.run.engine}): {w}")
     _print_memory(r.memory)
+    if getattr(r, "buffers", ()):
+        print_text("engine buffers (as the load log prints them; compute: see the table, estimate):")
+        for kind, name, nbytes in r.buffers:
+            what = "KV buffer size" if kind == "kv" else "buffer size"
+            print_text(f"  {name:>10} {what} = {nbytes / 2**20:10.2f} MiB")
     _print_speed(r.speed)
     if r.problems:
         for p in r.problems:
@@ -367,16 +389,16 @@ def render_pareto(ps: ParetoSet) -> None:
         p = d.plan
         rows.append((i, gib(p.total_bytes, 2), f"{p.bpw:.3f}", f"{p.speed.tg_tps:.1f}", f"{p.speed.pp_tps:.0f}",
                      f"{p.quality.ppl_ratio:.4f}" if p.quality else "-", len(d.recipe.rules) if d.recipe else "-",
-                     p.solver.status if p.solver else "-"))
+                     f"{p.solver.status} {pct(p.solver.gap)}" if p.solver else "-"))
     print_table(f"{ps.model}: non-dominated plans (best quality first)",
-                ["#", "size", "BPW", "TG t/s", "PP t/s", "PPL ratio", "rules", "solver"], rows,
+                ["#", "size", "BPW", "TG t/s", "PP t/s", "PPL ratio", "rules", "solver (gap)"], rows,
                 justify=["right", "right", "right", "right", "right", "right", "right", "left"], caption="TG/PP/PPL are estimates; --json prints every plan in full")
 
 
 def render_verify(reports: Sequence[VerifyReport]) -> None:
     """`verify`: memory terms (exact ones judged to 0.1 MiB) and TG/PP per depth next to the prediction."""
     for rep in reports:
-        mem = [c for c in rep.checks if c.term not in ("TG", "PP")]
+        mem = [c for c in rep.checks if c.term not in ("TG", "PP", "ppl_ratio")]
         if mem:
             rows = []
             for c in mem:
@@ -409,6 +431,10 @@ def render_verify(reports: Sequence[VerifyReport]) -> None:
             print_table("speed (estimate), tok/s", ["at", "TG pred.", "TG meas.", "err", "PP pred.", "PP meas.", "err"],
                         srows, justify=["left", "right", "right", "right", "right", "right", "right"],
                         caption=f"{len(speed)} rows" + (", 9 shown" if len(speed) > 9 else ""))
+        for c in rep.checks:
+            if c.term == "ppl_ratio":
+                print_text(f"PPL(Q)/PPL(base): predicted {c.predicted:.4f} (estimate), measured {c.measured:.4f} "
+                           f"({c.rel_error:+.1%})")
         for n in rep.notes:
             print_text(f"  note: {n}")
 

@@ -8,7 +8,6 @@ the result must equal the plan, or nothing is emitted.
 from __future__ import annotations
 
 import re
-import shlex
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -43,7 +42,9 @@ class Recipe:
 
     def quantize_command(self, src: str, dst: str, *, imatrix: str | None = None, threads: int | None = None) -> str:
         """The llama-quantize command line, shell-quoted."""
-        return " ".join(shlex.quote(a) for a in self.quantize_argv(src, dst, imatrix=imatrix, threads=threads))
+        from planner.quoting import shell_quote
+
+        return " ".join(shell_quote(a) for a in self.quantize_argv(src, dst, imatrix=imatrix, threads=threads))
 
 
 def _role_rx(roles: Sequence[str]) -> str:

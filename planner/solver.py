@@ -52,7 +52,7 @@ class Group:
 
 @dataclass(frozen=True, slots=True)
 class Objective:
-    kind: str = "balanced"                # quality | speed | balanced
+    kind: str = "balanced"                # quality | speed | balanced | feasibility (no objective)
     max_seconds: float | None = None      # from --min-tg (placement-dependent part, fixed part removed)
     max_pp_seconds: float | None = None   # from --min-pp, per ubatch (placement-dependent part)
     max_total_bytes: int | None = None    # cap on the weights summed over all devices
@@ -63,6 +63,26 @@ class Objective:
     cpu_first: bool = False               # fill a class's lowest layers with CPU options first (mainline's
                                           # --n-cpu-moe N keeps the FIRST N layers' experts on the CPU)
     workers: int = 1                      # one worker: deterministic, and fastest on 2 cores (measured)
+
+
+# How far a solve got, strongest first: proven optimal; optimal within the requested relative gap; a solution
+# without a proof (CP-SAT stopped at its work limit).
+STATUS_ORDER = ("OPTIMAL", "OPTIMAL_WITHIN_GAP", "FEASIBLE")
+
+
+@dataclass(frozen=True, slots=True)
+class SolveStep:
+    """One CP-SAT solve that produced (part of) a plan: its objective, how far it got, its proven gap."""
+
+    objective: str                        # quality | speed (placement uses speed)
+    status: str                           # one of STATUS_ORDER
+    gap: float                            # |objective - bound| / |objective| at the end of the solve
+    gap_limit: float = 0.0                # the relative gap the solve was allowed to stop at (0: a proof)
+
+
+def weakest(steps: Sequence[SolveStep]) -> SolveStep:
+    """The step with the weakest status (ties: the largest gap): what a plan built from all of them can claim."""
+    return max(steps, key=lambda s: (STATUS_ORDER.index(s.status), s.gap))
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +99,7 @@ class Solution:
     seconds: float
     bytes_by_device: dict[str, int] = field(default_factory=dict)
     scaling_error_bound: float = 0.0      # max change of the objective due to integer scaling
+    steps: tuple[SolveStep, ...] = ()     # every solve this solution rests on, in order
 
 
 # Objective coefficients are rounded to integers at this resolution relative to the largest term;
@@ -92,6 +113,32 @@ def _signature(g: Group) -> tuple:
                           for o in g.options))
 
 
+def _cp_model() -> Any:
+    """``ortools.sat.python.cp_model``, imported on first use without pandas.
+
+    cp_model imports pandas at module level (0.2-0.3 s of CPU on the 2-core CI machine, about a sixth of the
+    headline plan) only for its ``*_series`` helpers and a type alias; the planner never passes pandas objects.
+    When pandas is not loaded yet, a stand-in module with the two names the import needs is in place during
+    the import only, so a later ``import pandas`` anywhere gets the real one.
+    """
+    import sys
+
+    if "ortools.sat.python.cp_model" in sys.modules or "pandas" in sys.modules:
+        from ortools.sat.python import cp_model
+        return cp_model
+    import types
+
+    stand_in = types.ModuleType("pandas")
+    stand_in.Index = type("Index", (), {})      # type: ignore[attr-defined]
+    stand_in.Series = type("Series", (), {})    # type: ignore[attr-defined]
+    sys.modules["pandas"] = stand_in
+    try:
+        from ortools.sat.python import cp_model
+    finally:
+        del sys.modules["pandas"]
+    return cp_model
+
+
 def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objective,
           *, fixed_seconds: float = 0.0, hint: Solution | None = None) -> Solution:
     """Optimal (type, device) per group under per-device byte capacities.
@@ -100,7 +147,7 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
         InfeasibleBudgetError: no assignment fits (shortfall estimated per device).
         SolverError: the time limit passed without any solution.
     """
-    from ortools.sat.python import cp_model  # imported here: it costs ~0.3 s
+    cp_model = _cp_model()
 
     t_start = time.perf_counter()
     groups = sorted(groups, key=lambda g: (g.layer if g.layer is not None else -1, g.key))
@@ -186,14 +233,17 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
     if objective.max_loss is not None:
         m.add(sum(round(o.loss * loss_scale) * v for v, o in all_opts if o.loss)
               <= math.floor(objective.max_loss * loss_scale))
-    if objective.kind == "speed":
+    if objective.kind == "feasibility":
+        coef = []                                   # any assignment that meets every constraint
+    elif objective.kind == "speed":
         coef = [(v, o.seconds * sec_scale + o.loss * loss_scale * 1e-6) for v, o in all_opts]
     elif objective.kind == "quality":
         coef = [(v, o.loss * loss_scale + o.seconds * sec_scale * 1e-6) for v, o in all_opts]
     else:
         raise ValueError(f"unknown objective {objective.kind!r}")
     int_coef = [(v, round(c)) for v, c in coef]
-    m.minimize(sum(c * v for v, c in int_coef if c))
+    if int_coef:
+        m.minimize(sum(c * v for v, c in int_coef if c))
 
     if hint is not None:
         # a previous solution (e.g. the best-quality plan, feasible for the balanced second step)
@@ -248,7 +298,8 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
     return Solution(choice=choice, status=name, objective=obj, bound=bound, gap=gap,
                     wall_s=time.perf_counter() - t_start, n_classes=len(class_list),
                     n_vars=sum(len(v) for v in counts), loss=loss, seconds=seconds + fixed_seconds,
-                    bytes_by_device=used, scaling_error_bound=err)
+                    bytes_by_device=used, scaling_error_bound=err,
+                    steps=(SolveStep(objective.kind, name, gap, objective.relative_gap),))
 
 
 def _dominated(a: Option, b: Option) -> bool:

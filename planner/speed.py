@@ -29,7 +29,7 @@ import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from planner.memory import CPU, Placement, RunConfig, constants, kv_bytes_per_layer, mix_bytes
+from planner.memory import CPU, Placement, RunConfig, constants, mix_bytes
 from planner.quants import catalogue
 from planner.roles import active_fraction, moves_with_ffn
 from planner.tensors import TensorInfo, TensorMap
@@ -305,13 +305,30 @@ def speed_terms(tmap: TensorMap, mix: Mapping[str, str], placement: Placement, h
         else:
             pp_cpu_flop_rows.append((f, rows))
 
-    # KV cache and attention geometry
-    kv_cfg = cfg if cfg.kv_size else replace(cfg, ctx=256)      # bytes per cell do not depend on the context
-    kv_cell_layer = kv_bytes_per_layer(p, kv_cfg) / kv_cfg.kv_size
+    # KV cache per block as the engine allocates it (planner.kv_cache): attention blocks read their cached cells up
+    # to the depth (a sliding window caps them), recurrent blocks their whole per-sequence state every token
+    from planner.kv_cache import CacheConfig, layer_caches
+
+    cache_ctx = max(cfg.ctx, max(depths, default=0) + 1, 256)
+    attn_blocks: dict[str, list[tuple[float, int]]] = {}     # device -> [(bytes per cell, cells)]
+    state_bytes: dict[str, float] = {}
+    for c in layer_caches(p, CacheConfig.from_run(replace(cfg, ctx=cache_ctx))):
+        dev = placement.layer_device[c.layer] if c.layer < len(placement.layer_device) else CPU
+        dev = dev if dev in speeds else CPU
+        state_bytes[dev] = state_bytes.get(dev, 0.0) + c.state_bytes
+        if c.cells:
+            attn_blocks.setdefault(dev, []).append(((c.k_bytes + c.v_bytes + c.index_bytes) / c.cells, c.cells))
     layers_on: dict[str, int] = {}
     for dev in placement.layer_device[:p.n_loaded_layers]:
         dev = dev if dev in speeds else CPU
         layers_on[dev] = layers_on.get(dev, 0) + 1
+
+    def cells_read(d: str, depth: int) -> tuple[float, float]:
+        """(KV bytes, attention cell-layers) one token reads on device d at this depth."""
+        blocks = attn_blocks.get(d, ())
+        return (state_bytes.get(d, 0.0) + sum(per * min(depth, n) for per, n in blocks),
+                float(sum(min(depth, n) for _, n in blocks)))
+
     n_head, dk, dv = _attn_dims(tmap)
     attn_flops_cell = 2.0 * n_head * (dk + dv)             # QK^T and AV for one query against one cached cell
     n_gqa = max(1, p.n_head // max(1, p.n_head_kv)) if not p.is_mla else 2
@@ -346,19 +363,18 @@ def speed_terms(tmap: TensorMap, mix: Mapping[str, str], placement: Placement, h
         for d, s in speeds.items():
             grp = "cpu_weights" if d == CPU else "gpu_weights"
             tg[grp] += read[d] / s.mem_bw_gbs if s.mem_bw_gbs else 0.0
-            n_layers = layers_on.get(d, 0)
-            if not n_layers or not depth:
+            kv_bytes, cell_layers = cells_read(d, depth)
+            tg["kv_read"] += kv_bytes / s.mem_bw_gbs if s.mem_bw_gbs else 0.0
+            if not cell_layers:
                 continue
-            kv_bytes = kv_cell_layer * depth * n_layers
-            tg["kv_read"] += kv_bytes / s.mem_bw_gbs
             if d == CPU:
-                tg["attn"] += attn_flops_cell * depth * n_layers / cpu_fa_tg_rate
+                tg["attn"] += attn_flops_cell * cell_layers / cpu_fa_tg_rate
             elif gpu_fa_kernel(cfg.engine, cfg, n_gqa, s.compute_capability) == "mma":
                 if quant_cache:      # convert to f16: write the f16 copy and read it again
-                    tg["attn"] += 2.0 * f16_cell_layer * depth * n_layers / s.mem_bw_gbs
+                    tg["attn"] += 2.0 * f16_cell_layer * cell_layers / s.mem_bw_gbs
             else:
                 eff = k["gpu_fa_vec_efficiency_quant"] if quant_cache else k["gpu_fa_vec_efficiency_f16"]
-                tg["attn"] += attn_flops_cell * depth * n_layers / (s.tensor_flops * eff)
+                tg["attn"] += attn_flops_cell * cell_layers / (s.tensor_flops * eff)
         tg["launch"] = launch
         tg["handoff"] = handoff_t
         tg["fixed"] = fixed
@@ -375,9 +391,8 @@ def speed_terms(tmap: TensorMap, mix: Mapping[str, str], placement: Placement, h
             eff = rows / (rows + k["cpu_gemm_half_rows"])
             pp["cpu_gemm"] += f * ub / (cpu_peak * cpu_cores_pp * eff)
         # attention of the ubatch against depth + half of itself (causal), on the device holding each layer
-        pp_cells = (depth + ub / 2.0) * ub
-        for d, n_layers in layers_on.items():
-            work = attn_flops_cell * pp_cells * n_layers
+        for d, blocks in attn_blocks.items():
+            work = attn_flops_cell * ub * sum(min(depth, n) + ub / 2.0 for _, n in blocks)
             if d == CPU:
                 pp["attn_pp"] += work / (cpu_peak * cpu_cores_pp * eng["cpu_fa_pp_scale"])
             else:
@@ -508,6 +523,13 @@ def _shipped_descriptions() -> dict[str, str]:
     return {p.name: (p.description or p.name) for p in list_profiles()}
 
 
+@functools.cache
+def _shipped_cpu_models() -> dict[str, str]:
+    from planner.hardware import load_profile, profile_names
+
+    return {n: load_profile(n).cpu_model for n in profile_names()}
+
+
 def speed_basis(hw, *, profile_descriptions: Mapping[str, str] | None = None) -> SpeedBasis:
     """The basis of the speed estimate on this machine: a calibration carried by the hardware description
     (``hw.calibration``: multipliers and residual), the shipped constants on a shipped profile, or a guess (the
@@ -534,4 +556,8 @@ def speed_basis(hw, *, profile_descriptions: Mapping[str, str] | None = None) ->
         return SpeedBasis("shipped", f"estimate (shipped constants for {descriptions[name]})", ())
     if defaulted:
         return SpeedBasis("guessed", "estimate (guessed: hardware figures defaulted, listed below)", tuple(defaulted))
-    return SpeedBasis("guessed", "estimate (guessed: no profile or calibration for this machine)", ())
+    cpu = getattr(hw, "cpu_model", "")
+    same_cpu = [n for n, model in _shipped_cpu_models().items() if model and model == cpu]
+    if same_cpu:
+        return SpeedBasis("shipped", f"estimate (shipped constants for {descriptions[same_cpu[0]]})", ())
+    return SpeedBasis("guessed", f"estimate (guessed: no profile for this CPU{', ' + cpu if cpu else ''})", ())

@@ -478,7 +478,7 @@ def from_gguf(header: Any) -> TensorMap:
         GGUFFormatError: the header lacks ``general.architecture`` or a required ``{arch}.*`` number.
     """
     from planner.errors import GGUFFormatError
-    from planner.validate import validate_header, validate_model
+    from planner.validate import display_name, validate_header, validate_model
 
     arch = header.arch
     if not arch:
@@ -550,7 +550,7 @@ def from_gguf(header: Any) -> TensorMap:
         name = re.sub(r"[^\w.+-]+", "-", name.strip()).strip("-")
     else:
         name = re.sub(r"(-\d{5}-of-\d{5})?\.gguf$", "", header.source.rstrip("/").rsplit("/", 1)[-1])
-    tmap = TensorMap(name=name, params=params, tensors=tensors, source=header.source,
+    tmap = TensorMap(name=display_name(name), params=params, tensors=tensors, source=header.source,
                      file_bytes=header.file_bytes, header=header)
     validate_model(tmap)
     return tmap

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
 from typing import Any
 
 from planner.errors import GGUFFormatError
@@ -48,8 +47,8 @@ INT_KEYS: dict[str, tuple[int, int]] = {
     "expert_count": (0, MAX_EXPERTS),
     "expert_used_count": (0, MAX_EXPERTS),
     "expert_shared_count": (0, MAX_EXPERTS),
-    "attention.head_count": (1, MAX_HEADS),
-    "attention.head_count_kv": (1, MAX_HEADS),
+    "attention.head_count": (0, MAX_HEADS),          # 0: no attention at all (Mamba writes 0 for both)
+    "attention.head_count_kv": (0, MAX_HEADS),
     "attention.key_length": (1, MAX_WIDTH),
     "attention.value_length": (1, MAX_WIDTH),
     "attention.key_length_mla": (1, MAX_WIDTH),
@@ -117,6 +116,16 @@ def validate_header(header: Any) -> None:
                 raise _error(f"{key} = {v} is outside {lo}..{hi}", key, source)
         if suffix in PER_LAYER_KEYS and max(values) < lo:
             raise _error(f"{key}: every layer's value is {max(values)}, at least one must be >= {lo}", key, source)
+    heads = header.entry(prefix + "attention.head_count")
+    kv_heads = header.entry(prefix + "attention.head_count_kv")
+    def largest(entry: Any) -> int:
+        return int(entry.value) if entry.vtype in _INT_VTYPES else max(entry.value or (0,))
+
+    if heads is not None and kv_heads is not None and largest(kv_heads) == 0:
+        n_head = largest(heads)
+        if n_head:
+            key = prefix + "attention.head_count_kv"
+            raise _error(f"{key} = 0 with {n_head} attention heads: no K/V head to share", key, source)
     for t in header.tensors:
         _check_tensor_name(t.name, source)
 
@@ -147,6 +156,14 @@ def _check_tensor_name(name: str, source: str) -> None:
                          "request blk.%d. names, so nothing would load it)", f"tensor {name}", source)
 
 
+def display_name(name: str, max_len: int = 200) -> str:
+    """A model name from a header made fit to show and to write into files: control characters become
+    ``\\xHH`` escapes and the length is bounded (``general.name`` is free text in a GGUF)."""
+    out = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}"
+                  for c in name[:max_len])
+    return out
+
+
 def layer_of(name: str) -> int | None:
     """The layer index of a ``blk.N.`` tensor name (canonical decimal), else None."""
     m = _BLK_NAME.match(name)
@@ -158,8 +175,8 @@ def layer_of(name: str) -> int | None:
 def validate_model(tmap: Any) -> None:
     """Check that a header's tensors and hyperparameters agree (a TensorMap built from a GGUF).
 
-    - at least one tensor; every ``blk.N.`` tensor has ``N < block_count`` and every layer in
-      ``[0, block_count)`` has at least one tensor (llama.cpp: "missing tensor" / "wrong number of tensors");
+    - at least one tensor; every ``blk.N.`` tensor has ``N < block_count`` and the last layer,
+      ``block_count - 1``, has tensors (llama.cpp: "missing tensor" / "wrong number of tensors");
     - ``expert_used_count <= expert_count``, and ``expert_used_count >= 1`` exactly when there are experts
       (llama.cpp ``load_hparams`` asserts); a 3-D ``*_exps`` tensor's ``ne[2]`` equals ``expert_count``
       (``create_tensor`` checks the shape ``{.., .., n_expert}``);
@@ -186,10 +203,10 @@ def validate_model(tmap: Any) -> None:
             raise _error(f"tensor {t.name} is outside the {p.n_layer} layers {key} declares",
                          f"tensor {t.name}", source)
         present.add(layer)
-    missing = _first_missing(present, p.n_layer)
-    if missing is not None:
-        raise _error(f"{key} = {p.n_layer} but layer {missing} has no tensors "
-                     f"({len(present)} layers have tensors)", key, source)
+    last = max(present, default=-1)
+    if last + 1 != p.n_layer:
+        raise _error(f"{key} = {p.n_layer} but the last layer with tensors is "
+                     f"{'none' if last < 0 else last} ({len(present)} layers have tensors)", key, source)
     if p.n_expert_used > p.n_expert:
         raise _error(f"{arch}.expert_used_count = {p.n_expert_used} exceeds {arch}.expert_count = {p.n_expert}",
                      f"{arch}.expert_used_count", source)
@@ -200,7 +217,10 @@ def validate_model(tmap: Any) -> None:
         if t.role.endswith("_exps") and len(t.shape) == 3 and t.shape[2] != p.n_expert:
             raise _error(f"tensor {t.name} holds {t.shape[2]} experts but {arch}.expert_count = {p.n_expert}",
                          f"{arch}.expert_count", source)
-    if p.n_head_kv < 1 or p.n_head % p.n_head_kv:
+    if p.n_head_kv > p.n_head:
+        raise _error(f"{arch}.attention.head_count = {p.n_head} is below head_count_kv = {p.n_head_kv}",
+                     f"{arch}.attention.head_count", source)
+    if p.n_head > 0 and (p.n_head_kv < 1 or p.n_head % p.n_head_kv):
         raise _error(f"{arch}.attention.head_count_kv = {p.n_head_kv} does not divide "
                      f"{arch}.attention.head_count = {p.n_head}", f"{arch}.attention.head_count_kv", source)
     for name, value in (("leading_dense_block_count", p.n_dense_lead), ("nextn_predict_layers", p.n_nextn)):
@@ -212,18 +232,9 @@ def validate_model(tmap: Any) -> None:
         if t.role in ("token_embd", "output") and (len(t.shape) != 2 or t.shape[0] != p.n_embd):
             raise _error(f"tensor {t.name} has shape {list(t.shape)}; the engines expect [{p.n_embd}, n_vocab] "
                          f"({arch}.embedding_length = {p.n_embd})", f"tensor {t.name}", source)
-    if p.head_dim < 1:
+    if p.n_head > 0 and p.head_dim < 1:
         raise _error(f"the head width is {p.head_dim}: set {arch}.attention.key_length",
                      f"{arch}.attention.key_length", source)
-
-
-def _first_missing(present: Iterable[int], n_layer: int) -> int | None:
-    seen = set(present)
-    if len(seen) == n_layer:
-        return None
-    return next(i for i in range(n_layer) if i not in seen)
-
-
 
 
 # ============================================================================ options
@@ -237,8 +248,11 @@ class Range:
         self.lo, self.hi, self.unit, self.integer, self.open_lo = lo, hi, unit, integer, open_lo
 
     def describe(self) -> str:
-        lo = f"> {self.lo:g}" if self.open_lo else f"{self.lo:g}"
-        text = f"{lo} and <= {self.hi:g}" if self.open_lo else f"{lo}..{self.hi:g}"
+        def show(v: float) -> str:
+            return f"{int(v):,}" if float(v).is_integer() else f"{v:g}"
+
+        lo = f"> {show(self.lo)}" if self.open_lo else show(self.lo)
+        text = f"{lo} and <= {show(self.hi)}" if self.open_lo else f"{lo}..{show(self.hi)}"
         return f"{text} {self.unit}".rstrip() + (" (a whole number)" if self.integer else "")
 
     def contains(self, value: float) -> bool:
@@ -362,6 +376,12 @@ class Schema:
                 fail(f"a list of at most {max_len} items")
             for i, v in enumerate(value):
                 item.check(v, f"{path}[{i}]", source)
+        elif k == "tuple":
+            items = a[0]
+            if not isinstance(value, list) or len(value) != len(items):
+                fail(f"a list of exactly {len(items)} items")
+            for i, (sub, v) in enumerate(zip(items, value)):
+                sub.check(v, f"{path}[{i}]", source)
         elif k == "mapping":
             key_schema, item, max_len = a
             if not isinstance(value, dict) or len(value) > max_len:
@@ -433,7 +453,7 @@ def schema_for(cls: type, overrides: dict[str, Schema] | None = None, *, _seen: 
     import typing
 
     overrides = overrides or {}
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls, typing)
     required: dict[str, Schema] = {}
     optional: dict[str, Schema] = {}
     for f in dataclasses.fields(cls):
@@ -445,6 +465,23 @@ def schema_for(cls: type, overrides: dict[str, Schema] | None = None, *, _seen: 
         has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
         (optional if has_default else required)[f.name] = sub
     return obj(required, optional)
+
+
+def _type_hints(cls: type, typing: Any) -> dict[str, Any]:
+    """The field annotations of ``cls``; a name imported only for type checking becomes ``Any``."""
+    import sys
+
+    try:
+        return dict(typing.get_type_hints(cls))
+    except NameError:
+        module = vars(sys.modules[cls.__module__])
+        out: dict[str, Any] = {}
+        for name, ann in cls.__annotations__.items():
+            try:
+                out[name] = eval(ann, module) if isinstance(ann, str) else ann  # noqa: S307 - our own source
+            except NameError:
+                out[name] = Any
+        return out
 
 
 def _schema_of_type(tp: Any, overrides: dict[str, Schema], seen: tuple, types: Any, typing: Any) -> Schema:
@@ -468,6 +505,8 @@ def _schema_of_type(tp: Any, overrides: dict[str, Schema], seen: tuple, types: A
         return Schema("num", -1e300, 1e300)
     if tp is str:
         return text(MAX_JSON_TEXT)
+    if origin is tuple and args and args[-1] is not Ellipsis:     # tuple[int, float]: one schema per position
+        return Schema("tuple", tuple(_schema_of_type(a, overrides, seen, types, typing) for a in args))
     if origin in (tuple, list):
         item = args[0] if args else Any
         return array(_schema_of_type(item, overrides, seen, types, typing))
@@ -482,5 +521,5 @@ def _schema_of_type(tp: Any, overrides: dict[str, Schema], seen: tuple, types: A
 
 
 __all__ = ["OPTION_RANGES", "Range", "Schema", "anything", "array", "boolean", "check_option", "check_options",
-           "enum", "int_", "layer_of", "mapping", "nullable", "num", "obj", "schema_for", "text",
+           "display_name", "enum", "int_", "layer_of", "mapping", "nullable", "num", "obj", "schema_for", "text",
            "validate_header", "validate_model"]

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from planner.errors import LogFormatError
 from planner.logparse import EngineLog, host_or_device
-from planner.memory import CPU, MIB, Placement, RunConfig, compute_buffer_bytes, kv_bytes_per_layer, mix_bytes
+from planner.memory import CPU, MIB, Placement, RunConfig, compute_buffer_bytes, kv_bytes_by_layer, mix_bytes
 from planner.tensors import TensorMap
 
 if TYPE_CHECKING:
@@ -105,14 +105,17 @@ def gpus_in_log(log: EngineLog) -> list[str]:
 
 
 def verify(log: EngineLog, tmap: TensorMap, mix: Mapping[str, str], placement: Placement, hw: Hardware, run: RunConfig, *,
-           scales: Mapping[str, float] | None = None, numa: str | None = None) -> VerifyReport:
+           scales: Mapping[str, float] | None = None, numa: str | None = None,
+           predicted_ppl_ratio: float | None = None) -> VerifyReport:
     """Every term the log shows next to the planner's prediction for the same model, mix, placement and flags.
 
     Raises:
         LogFormatError: the log has neither a load log nor a sweep-bench table.
     """
-    if log.load is None and not log.sweeps and log.bench is None:
-        raise LogFormatError(f"{log.source}: no load log, sweep-bench or llama-bench table to verify against")
+    if log.load is None and not log.sweeps and log.bench is None and (
+            log.perplexity is None or log.perplexity.ppl_ratio is None):
+        raise LogFormatError(f"{log.source}: no load log, sweep-bench or llama-bench table, or perplexity ratio "
+                             "to verify against")
     checks: list[Check] = []
     notes: list[str] = []
     dmap = device_map(log)
@@ -156,10 +159,10 @@ def verify(log: EngineLog, tmap: TensorMap, mix: Mapping[str, str], placement: P
         for dev, mib in by_planner("weights").items():
             checks.append(Check("weights", dev, weights.get(dev, 0) / MIB, round(mib, 2), "MiB", True,
                                 " + ".join(logged_names.get(dev, []))))
-        kv_layer = kv_bytes_per_layer(tmap.params, run)
         kv_pred: dict[str, float] = {}
-        for dev in placement.layer_device[:tmap.params.n_loaded_layers]:
-            kv_pred[dev] = kv_pred.get(dev, 0) + kv_layer
+        for il, nbytes in enumerate(kv_bytes_by_layer(tmap.params, run)):    # per block, engine's allocation
+            dev = placement.layer_device[il] if il < len(placement.layer_device) else CPU
+            kv_pred[dev] = kv_pred.get(dev, 0) + nbytes
         for dev, mib in by_planner("kv").items():
             checks.append(Check("kv", dev, kv_pred.get(dev, 0) / MIB, round(mib, 2), "MiB", True,
                                 " + ".join(logged_names.get(dev, []))))
@@ -219,6 +222,9 @@ def verify(log: EngineLog, tmap: TensorMap, mix: Mapping[str, str], placement: P
             est = estimate_speed(tmap, mix, placement, hw, r, depths=(depth,), scales=scales, numa=numa)
             kind, pred = ("TG", est.tg_at(depth)) if brow.n_gen else ("PP", est.pp_at(depth))
             checks.append(Check(kind, f"{brow.test}", pred, brow.tps, "tok/s", False))
+    if log.perplexity is not None and log.perplexity.ppl_ratio is not None and predicted_ppl_ratio is not None:
+        # llama-perplexity --kl-divergence: Mean PPL(Q)/PPL(base) against the quality model's PPL ratio
+        checks.append(Check("ppl_ratio", "", predicted_ppl_ratio, log.perplexity.ppl_ratio, "", False))
     engine = log.load.engine if log.load else "unknown"
     spelling = log.load.spelling if log.load else ("sweep-bench table only" if log.sweeps else "llama-bench only")
     return VerifyReport(log.source, engine, spelling, tuple(checks),
@@ -290,6 +296,13 @@ def logged_runs(paths: Sequence[str | Path], tmap: TensorMap, hw: Hardware, *, e
 def verify_logs(paths: Sequence[str | Path], tmap: TensorMap, mix: Mapping[str, str], hw: Hardware, *, engine: str,
                 argv: Sequence[str] | None = None,
                 scales: Mapping[str, float] | None = None) -> tuple[VerifyReport, ...]:
-    """:func:`verify` for each log file (the ``verify`` command's library call)."""
-    return tuple(verify(r.log, tmap, mix, r.placement, hw, r.run, scales=scales, numa=r.numa)
-                 for r in logged_runs(paths, tmap, hw, engine=engine, argv=argv))
+    """:func:`verify` for each log file (the ``verify`` command's library call); a --kl-divergence perplexity
+    result is compared with the quality model's PPL ratio for the mix."""
+    runs = logged_runs(paths, tmap, hw, engine=engine, argv=argv)
+    ratio = None
+    if any(r.log.perplexity is not None and r.log.perplexity.ppl_ratio is not None for r in runs):
+        from planner.quality import QualityModel
+
+        ratio = QualityModel.build(tmap).estimate(mix).ppl_ratio
+    return tuple(verify(r.log, tmap, mix, r.placement, hw, r.run, scales=scales, numa=r.numa,
+                        predicted_ppl_ratio=ratio) for r in runs)

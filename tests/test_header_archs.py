@@ -110,7 +110,7 @@ def test_deepseek4_ratios_inferred_from_tensors():
           "deepseek4.embedding_length": 256, "deepseek4.attention.head_count": 4,
           "deepseek4.attention.head_count_kv": 1, "deepseek4.attention.key_length": 128,
           "deepseek4.attention.indexer.key_length": 64, "deepseek4.vocab_size": 100}
-    tensors = [("token_embd.weight", (256, 100), "bf16"),
+    tensors = [("token_embd.weight", (256, 100), "bf16"), ("blk.0.attn_norm.weight", (256,), "f32"),
                ("blk.1.attn_compress_kv.weight", (256, 256), "bf16"),
                ("blk.1.indexer.attn_q_b.weight", (64, 256), "bf16"),
                ("blk.2.attn_compressor_kv.weight", (256, 256), "bf16")]

@@ -154,11 +154,13 @@ def test_two_gpus_launch_reproduces_plan_memory(engine):
     hw = resolve_hardware(vram=[6.0, 6.0], ram=24.0)
     doc = plan_doc("qwen3-30b-a3b", hw, RunConfig(engine=engine, threads=16,
                                                            load="rtr" if engine == "ik" else "mmap"))
-    assert doc.launch.tensor_split == (24, 24)
+    # 24 layers on each GPU and the output on CUDA1: -ngl 49 -ts 24,25 (the engines' upper_bound divides by
+    # ngl = n_layer + 1, so -ts 24,24 would put layer 24 on CUDA0; ik's greedy fill reproduces it as well)
+    assert doc.launch.tensor_split == (24, 25)
     assert "-ts" in doc.launch.argv
     tm = load_model("qwen3-30b-a3b")
     parsed = parse_server_command(list(doc.launch.argv), engine=engine)
-    pl = placement_from_command(tm, parsed, ["CUDA0", "CUDA1"])
+    pl = placement_from_command(tm, parsed, ["CUDA0", "CUDA1"], types=doc.plan.types)
     assert dict(pl.tensor_device) == doc.plan.devices and pl.layer_device == doc.plan.layer_device
     res = evaluate(tm, doc.plan.types, pl, hw, doc.plan.run)
     assert [d.total_bytes for d in res.memory.devices] == [d.total_bytes for d in doc.plan.memory.devices]

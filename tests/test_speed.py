@@ -206,3 +206,15 @@ def test_ik_offloads_experts_only_when_the_ubatch_routes_enough_tokens():
     assert small["cpu_gemm"] > 0 and small["pcie"] < 0.05 * big["pcie"] and big["cpu_gemm"] == 0
     old = speed_terms(tm, mix, pl, hw, RunConfig(engine="ik-2025", ubatch=512, batch=2048, load="no-mmap"))[0].pp
     assert old["cpu_gemm"] == 0 and old["pcie"] > 0             # the original rule: any ubatch >= 32
+
+
+def test_probed_machine_basis_names_its_cpu():
+    from dataclasses import replace as dc_replace
+
+    from planner.speed import speed_basis
+
+    hw = load_profile("rtx3090ti-9950x-96g")
+    same = speed_basis(dc_replace(hw, name="probed"))                     # a shipped profile has this CPU
+    other = speed_basis(dc_replace(hw, name="probed", cpu_model="Intel Xeon w9-3495X"))
+    assert same.kind == "shipped" and other.kind == "guessed"
+    assert other.label == "estimate (guessed: no profile for this CPU, Intel Xeon w9-3495X)"

@@ -145,3 +145,12 @@ def test_llama_bench_rows_become_tg_and_pp_checks():
     rep = verify(lg, tm, dict(acc.mix("Q6_K")), pl, load_profile("cpu-epyc9654-768g"), cmd.run)
     assert [(c.term, c.device, c.measured) for c in rep.checks] == [("PP", "pp4096", 62.5), ("TG", "tg4096", 9.51)]
     assert all(c.ok is None and c.predicted > 0 for c in rep.checks)      # estimates, not judged
+
+
+def test_kld_ppl_ratio_is_compared_with_the_quality_prediction():
+    # AesSedai, mainline PR 19661: Mean PPL(Q)/PPL(base) 1.178739 (the model here is a stand-in: only the mapping)
+    lg = parse_log(read_log(LOGS / "mainline-kld-pr19661.txt"))
+    tm = acc.model()
+    rep = verify(lg, tm, dict(acc.mix("Q6_K")), None, None, None, predicted_ppl_ratio=1.01)
+    (c,) = rep.checks
+    assert (c.term, c.predicted, c.measured, c.ok) == ("ppl_ratio", 1.01, 1.178739, None)

@@ -1,0 +1,844 @@
+"""The engines' own layer→device rule: which device holds each repeating layer, its KV cache and the output.
+
+One pure function per engine profile, each transcribed from the engine's source at a named commit:
+
+* :func:`split_ik` — ik_llama.cpp ``src/llama.cpp`` ``llm_load_tensors`` + ``get_layer_sizes`` at 8337e4cd
+  (the rule since commit 0871ab29, "Take into account layer sizes for setting GPU layers", PR 1466, 2026-03-20):
+  devices are filled greedily, in device order, by a per-layer size (weights + KV cache), each device first
+  charged one maximal per-layer compute buffer, up to its share of ``-ts`` (or of the free memory less a 1 GiB
+  margin when no ``-ts`` is given).
+* :func:`split_ik_2025` — ik_llama.cpp ``src/llama.cpp`` ``llm_load_tensors`` at 17a5a809 (2025-12-29, the last
+  2025 commit; the same rule holds from spring 2025 up to b56a3c2d, the parent of 0871ab29):
+  ``layer_gpu = upper_bound(splits, (i - i_gpu_start) / act_gpu_layers)`` with
+  ``i_gpu_start = max(n_layer - ngl, 0)``.
+* :func:`split_mainline` — llama.cpp ``src/llama-model.cpp`` ``llama_model::load_tensors`` at 0c1e57098 (the tree
+  vendored by llama-cpp-python 0.3.36): the same ``upper_bound`` rule, but ``i_gpu_start = max(n_layer + 1 - ngl,
+  0)`` — ``-ngl`` counts the output layer too, so ``-ngl n_layer`` leaves layer 0 on the CPU and puts the output
+  on a GPU.
+
+The engines compute the split points in ``float`` (and ik its running sum in ``float``, its targets from a
+``double``); both are emulated bit for bit here, so a layer that sits on a boundary lands where the engine puts it.
+
+Everything else the plan needs follows from the layer→device map: a layer's KV cache lives on its device (ik
+``llama_kv_cache_init``, mainline ``llama_kv_cache``: per layer on the layer's buffer type unless ``-nkvo``),
+``token_embd`` always stays on the CPU (the "input layer"; ``buft_input`` / ``dev_input``), and the output layer
+(``output_norm``, ``output``) is on a device only when ``-ngl`` reaches it. :func:`engine_buffers` turns a map,
+a mix and ``-ot`` overrides into the per-buffer bytes the engines log (``<dev> buffer size``, ``KV buffer size``).
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from planner.errors import UsageError
+from planner.quants import catalogue
+from planner.tensors import TensorInfo, TensorMap
+
+MIB = 1 << 20
+# ik llm_load_tensors: k_default_mem_margin = 1 GiB, subtracted from each device's free memory (--fit-margin).
+IK_DEFAULT_MARGIN_BYTES = 1 << 30
+ENGINES = ("ik", "ik-2025", "mainline")
+SPLIT_MODES = ("layer", "graph", "attn", "none", "row")
+
+# ggml-backend.cpp TENSOR_ALIGNMENT (CPU and RPC-of-CPU buffers) and ggml-cuda.cu: alignment 128 and the last
+# row of a quantized matrix padded to MATRIX_ROW_PADDING = 512 weights (ggml_backend_cuda_buffer_type_get_alloc_size).
+HOST_ALIGNMENT = 32
+CUDA_ALIGNMENT = 128
+CUDA_MATRIX_ROW_PADDING = 512
+
+
+def f32(x: float) -> float:
+    """Round a double to the nearest IEEE single (what a C++ ``float`` store does)."""
+    return float(struct.unpack("<f", struct.pack("<f", x))[0])
+
+
+# ----------------------------------------------------------------------------------------------- inputs / outputs
+
+@dataclass(frozen=True, slots=True)
+class SplitDevice:
+    """One entry of the engine's offload device list, in the engine's order.
+
+    ``free_bytes`` is what the backend reports as free at load (cudaMemGetInfo, or an rpc-server's host RAM); it only
+    matters when no ``-ts`` is given (the default split is proportional to it) and, in ik, for its fit messages.
+    """
+
+    name: str
+    free_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class SplitRequest:
+    """The flags that decide the layer→device map."""
+
+    n_layer: int                          # hparams.n_layer / n_layer_all: the GGUF block_count (NextN included)
+    n_gpu_layers: int                     # -ngl; negative = the engine default (all layers)
+    devices: tuple[SplitDevice, ...]      # the offload devices in engine order; empty = CPU only
+    tensor_split: tuple[float, ...] | None = None   # -ts values as given (padded with zeros to the device count)
+    split_mode: str = "layer"             # -sm: layer | graph | attn (ik) | none | row (mainline)
+    main_gpu: int = 0                     # -mg
+    margin_bytes: int = IK_DEFAULT_MARGIN_BYTES      # ik --fit-margin (MiB on the command line)
+
+    def __post_init__(self) -> None:
+        if self.n_layer < 1:
+            raise UsageError(f"n_layer must be positive, got {self.n_layer}")
+        if self.split_mode not in SPLIT_MODES:
+            raise UsageError(f"unknown split mode {self.split_mode!r}", hint=f"one of {', '.join(SPLIT_MODES)}")
+        if self.tensor_split is not None and any(x < 0 for x in self.tensor_split):
+            raise UsageError("-ts values must not be negative")
+        if self.devices and not 0 <= self.main_gpu < len(self.devices):
+            raise UsageError(f"-mg {self.main_gpu} is not one of the {len(self.devices)} devices")
+
+
+@dataclass(frozen=True, slots=True)
+class LayerSizes:
+    """ik ``get_layer_sizes`` at 8337e4cd: the per-layer table it prints as "Layer sizes" (bytes).
+
+    ``weights[il]`` is Σ ggml_nbytes of the layer's tensors as stored in the file (before ``-ot``: the engine sizes
+    a layer by all its weights wherever ``-ot`` sends them), plus for MLA models the ``wk_b``/``wv_b`` the engine
+    derives at load. ``kv[il]`` is ``llama_model::cache_size`` at the unpadded ``-c``. ``output_weights`` is
+    ``output.weight`` (``token_embd`` when tied); ``output_extra`` the logits buffer beyond the largest per-layer
+    compute buffer.
+    """
+
+    weights: tuple[int, ...]
+    kv: tuple[int, ...]
+    compute: tuple[int, ...]
+    output_weights: int
+    output_extra: int
+
+    @property
+    def n_layer(self) -> int:
+        return len(self.weights)
+
+    @property
+    def max_compute(self) -> int:
+        return max(self.compute, default=0)
+
+    def total(self, il: int) -> int:
+        """What the greedy fill charges for layer ``il`` (``il == n_layer``: the output layer)."""
+        if il == self.n_layer:
+            return self.output_weights + self.output_extra
+        return self.weights[il] + self.kv[il]
+
+
+@dataclass(frozen=True, slots=True)
+class LayerSplit:
+    """Where the engine puts each layer: device indices into ``SplitRequest.devices``, ``None`` = CPU."""
+
+    engine: str
+    split_mode: str
+    layer_device: tuple[int | None, ...]   # per repeating layer
+    output_device: int | None              # output_norm + output (+ the logits compute)
+    splits: tuple[float, ...]              # the cumulative split points the engine used (float32 values)
+    graph_split: bool = False              # -sm graph/attn in ik: each layer's matrices are spread over all devices
+
+    @property
+    def kv_device(self) -> tuple[int | None, ...]:
+        """A layer's KV cache lives on the layer's device (with -nkvo everything is on the CPU instead)."""
+        return self.layer_device
+
+    def layers_on(self, device: int | None) -> tuple[int, ...]:
+        return tuple(i for i, d in enumerate(self.layer_device) if d == device)
+
+    def counts(self, n_devices: int) -> tuple[int, ...]:
+        """Layers per device, the output layer included (what ik logs as "offloaded N/M layers")."""
+        out = [0] * n_devices
+        for d in (*self.layer_device, self.output_device):
+            if d is not None:
+                out[d] += 1
+        return tuple(out)
+
+    def compute_devices(self) -> tuple[int, ...]:
+        """Devices that get a compute buffer: every device holding a layer or the output (the CPU always has one)."""
+        return tuple(sorted({d for d in (*self.layer_device, self.output_device) if d is not None}))
+
+
+# ----------------------------------------------------------------------------------------------- split points
+
+def _cumulative(values: Sequence[float]) -> tuple[float, ...]:
+    """The engines' split normalisation, in float: running float sum, then each divided by the total.
+
+    All zero (only possible for free memory: the engines divide 0 by 0 and index past the device list) is
+    taken as equal shares, so a caller that does not know the free memory still gets a usable map."""
+    if not any(values):
+        values = [1.0] * len(values)
+    acc = 0.0
+    cum = []
+    for v in values:
+        acc = f32(acc + f32(v))
+        cum.append(acc)
+    return tuple(f32(c / acc) if acc else float("nan") for c in cum)
+
+
+def _requested(req: SplitRequest) -> tuple[float, ...] | None:
+    """-ts padded with zeros to the device count, or None when all zero (= not given)."""
+    n = len(req.devices)
+    if req.tensor_split is None:
+        return None
+    ts = tuple(f32(x) for x in req.tensor_split[:n]) + (0.0,) * max(0, n - len(req.tensor_split))
+    return None if all(x == 0.0 for x in ts) else ts
+
+
+def _ngl(req: SplitRequest, *, mainline: bool) -> int:
+    if not req.devices:
+        return 0
+    if req.n_gpu_layers < 0:
+        # ik llama_load_model_from_file: -1 -> 999 with a GPU; mainline llama_model::n_gpu_layers(): n_layer_all + 1
+        return req.n_layer + 1 if mainline else 999
+    return req.n_gpu_layers
+
+
+def _upper_bound_split(req: SplitRequest, splits: tuple[float, ...], i_gpu_start: int, act: int,
+                       layers: range) -> list[int]:
+    return [bisect.bisect_right(splits, f32((il - i_gpu_start) / act)) for il in layers]
+
+
+# ----------------------------------------------------------------------------------------------- the rules
+
+def split_mainline(req: SplitRequest) -> LayerSplit:
+    """llama.cpp ``src/llama-model.cpp`` ``llama_model::load_tensors`` at 0c1e57098.
+
+    ``splits`` = cumulative ``-ts`` (or free memory per device when ``-ts`` is absent or all zero) normalised in
+    float; ``i_gpu_start = max(n_layer + 1 - ngl, 0)``, ``act_gpu_layers = min(ngl, n_layer + 1)``; layer ``il``
+    (the output layer is ``il = n_layer``) goes to ``upper_bound(splits, float(il - i_gpu_start) / act)``, layers
+    below ``i_gpu_start`` to the CPU. ``-sm none``: every offloaded layer on ``-mg`` (``llama_prepare_model_devices``
+    reduces the device list to the main GPU). ``-sm row``: the same layer map, with each layer's matrices row-split
+    over the devices (``graph_split``). ``-sm tensor`` (the meta device) is not modelled.
+    """
+    n = req.n_layer
+    ngl = _ngl(req, mainline=True)
+    if not req.devices or ngl == 0:
+        return LayerSplit("mainline", req.split_mode, (None,) * n, None, (1.0,))
+    if req.split_mode == "none":
+        i_gpu_start = max(n + 1 - ngl, 0)
+        dev = [None if il < i_gpu_start else req.main_gpu for il in range(n + 1)]
+        return LayerSplit("mainline", req.split_mode, tuple(dev[:n]), dev[n], (1.0,))
+    ts = _requested(req)
+    splits = _cumulative(ts if ts is not None else [float(d.free_bytes) for d in req.devices])
+    i_gpu_start = max(n + 1 - ngl, 0)
+    act = min(ngl, n + 1)
+    out: list[int | None] = []
+    for il in range(n + 1):
+        if il < i_gpu_start or il - i_gpu_start >= act:
+            out.append(None)
+        else:
+            out.append(_upper_bound_split(req, splits, i_gpu_start, act, range(il, il + 1))[0])
+    # -sm row: the same layer map; the layers' matrices are row-split over the devices by -ts (split buffer)
+    return LayerSplit("mainline", req.split_mode, tuple(out[:n]), out[n], splits,
+                      graph_split=req.split_mode == "row" and len(req.devices) > 1)
+
+
+def split_ik_2025(req: SplitRequest) -> LayerSplit:
+    """ik_llama.cpp ``src/llama.cpp`` ``llm_load_tensors`` at 17a5a809 (same rule from spring 2025 to b56a3c2d).
+
+    ``splits`` as mainline (free memory with no margin when ``-ts`` is absent); ``i_gpu_start = max(n_layer - ngl,
+    0)`` (``-ngl`` counts repeating layers only), ``act_gpu_layers = min(ngl, n_layer + 1)``; layer ``i`` →
+    ``upper_bound(splits, float(i - i_gpu_start) / act)``; the output layer is offloaded when ``ngl > n_layer``, to
+    ``upper_bound(splits, float(act - 1) / act)``. ``-sm graph``/``attn``/``none``: every offloaded layer's
+    non-split part and the output on ``-mg`` (graph: the matrices split by ``splits`` over all devices).
+    """
+    n = req.n_layer
+    ngl = _ngl(req, mainline=False)
+    if not req.devices or ngl == 0:
+        return LayerSplit("ik-2025", req.split_mode, (None,) * n, None, (1.0,))
+    i_gpu_start = max(n - ngl, 0)
+    act = min(ngl, n + 1)
+    if len(req.devices) > 1:
+        ts = _requested(req)
+        splits = _cumulative(ts if ts is not None else [float(d.free_bytes) for d in req.devices])
+    else:
+        splits = (1.0,)
+    if req.split_mode != "layer":
+        layers = tuple(None if il < i_gpu_start else req.main_gpu for il in range(n))
+        out = req.main_gpu if ngl > n else None
+        return LayerSplit("ik-2025", req.split_mode, layers, out, splits,
+                          graph_split=req.split_mode in ("graph", "attn") and len(splits) > 1)
+    layers = tuple(None if il < i_gpu_start else bisect.bisect_right(splits, f32((il - i_gpu_start) / act))
+                   for il in range(n))
+    out = bisect.bisect_right(splits, f32((act - 1) / act)) if ngl > n else None
+    return LayerSplit("ik-2025", req.split_mode, layers, out, splits)
+
+
+def split_ik(req: SplitRequest, sizes: LayerSizes) -> LayerSplit:
+    """ik_llama.cpp ``src/llama.cpp`` ``llm_load_tensors`` (with ``get_layer_sizes``) at 8337e4cd.
+
+    ``device_mem[i]`` = free memory less the 1 GiB margin (0 when below it). ``splits`` = cumulative ``-ts``, or
+    ``device_mem`` when ``-ts`` is absent or all zero, normalised in float. ``default_layer_device`` starts at the
+    last device for every layer and the output. With more than one device, for ``i_gpu_start = max(n_layer - ngl,
+    0)`` up to ``n_last`` (``n_layer``, plus the output layer when ``ngl > n_layer``), with
+    ``sum = max_compute * n_devices + Σ layer_size``: each device in turn first adds ``max_compute`` to a running
+    float ``loaded_sum``, then takes layers while ``loaded_sum + size <= splits[id] * sum``; the first layer that
+    does not fit is still taken when that overshoots by less than the room left. Layers nobody took stay on the
+    last device. Layers below ``i_gpu_start`` are on the CPU; the output is offloaded (to its default device) only
+    when ``ngl > n_layer``. ``-sm graph``/``attn`` use the same default devices for the non-split tensors and
+    spread each layer's matrices over the devices by ``splits``.
+
+    Not modelled: ``--fit`` (adds ``-ot`` overrides of its own), the Gemma-4 MTP assistant, and the
+    split-adjustment branch that needs a null ``tensor_split`` pointer (common always passes an array).
+    """
+    n = req.n_layer
+    ngl = _ngl(req, mainline=False)
+    if sizes.n_layer != n:
+        raise UsageError(f"layer sizes cover {sizes.n_layer} layers, the model has {n}")
+    if not req.devices or ngl == 0:
+        return LayerSplit("ik", req.split_mode, (None,) * n, None, (1.0,))
+    count = len(req.devices)
+    device_mem = [d.free_bytes - req.margin_bytes if d.free_bytes > req.margin_bytes else 0 for d in req.devices]
+    if count > 1:
+        ts = _requested(req)
+        splits = _cumulative(ts if ts is not None else [float(m) for m in device_mem])
+    else:
+        splits = (1.0,)
+    i_gpu_start = max(n - ngl, 0)
+    default = [count - 1] * (n + 1)
+    if count > 1:
+        max_compute = float(sizes.max_compute)
+        n_last = n + 1 if ngl > n else n
+        total = max_compute * count
+        for il in range(i_gpu_start, n_last):
+            total += float(sizes.total(il))
+        last = i_gpu_start
+        loaded = 0.0                                   # float loaded_sum
+        for dev in range(count):
+            loaded = f32(loaded + max_compute)
+            target = f32(splits[dev] * total)          # float split_size = model.splits[id]*sum
+            il = last
+            while il < n_last:
+                size = float(sizes.total(il))
+                if loaded + size <= target:
+                    default[il] = dev
+                    loaded = f32(loaded + size)
+                    il += 1
+                    continue
+                if loaded + size - target < f32(target - loaded):     # right side: float - float, in float
+                    default[il] = dev
+                    loaded = f32(loaded + size)
+                    il += 1
+                break
+            last = il
+    layers = tuple(None if il < i_gpu_start else default[il] for il in range(n))
+    out = default[n] if ngl > n else None
+    graph = req.split_mode in ("graph", "attn") and count > 1
+    if req.split_mode in ("graph", "attn") and ngl <= n and ngl > 0:
+        # partial -ngl with -sm graph: the output goes to the device of the last layer (to avoid a CPU sync)
+        out = max(0, default[n - 1])
+    return LayerSplit("ik", req.split_mode, layers, out, splits, graph_split=graph)
+
+
+def layer_split(engine: str, req: SplitRequest, sizes: LayerSizes | None = None) -> LayerSplit:
+    """The layer→device map ``engine`` (ik | ik-2025 | mainline) makes for ``req``.
+
+    Raises:
+        UsageError: unknown engine, or ik without its layer-size table.
+    """
+    if engine == "mainline":
+        return split_mainline(req)
+    if engine == "ik-2025":
+        return split_ik_2025(req)
+    if engine == "ik":
+        if not req.devices or req.n_gpu_layers == 0:
+            return LayerSplit("ik", req.split_mode, (None,) * req.n_layer, None, (1.0,))
+        if sizes is None:
+            raise UsageError("the ik rule needs the per-layer sizes (ik_layer_sizes)")
+        return split_ik(req, sizes)
+    raise UsageError(f"unknown engine profile {engine!r}", hint=f"one of {', '.join(ENGINES)}")
+
+
+# ----------------------------------------------------------------------------------------------- ik layer sizes
+
+_EXPS = frozenset({"ffn_gate_exps", "ffn_up_exps", "ffn_down_exps", "ffn_gate_up_exps"})
+_SHEXP = frozenset({"ffn_up_shexp", "ffn_gate_shexp", "ffn_down_shexp"})
+_DENSE = frozenset({"ffn_up", "ffn_gate", "ffn_down"})
+# LLM_TENSOR_ATTN_NORM, _ATTN_NORM_2, _ATTN_OUT_NORM, _ATTN_POST_NORM, _FFN_NORM, _FFN_POST_NORM, _LAYER_OUT_NORM
+_NORMS = frozenset({"attn_norm", "attn_norm_2", "attn_output_norm", "post_attention_norm", "ffn_norm",
+                    "post_ffw_norm", "layer_output_norm"})
+_SKIPPED_GLOBAL = frozenset({"output_norm.weight", "rope_freqs.weight", "mtp_pre_proj.weight",
+                             "mtp_post_proj.weight", "mtp_centroids.weight", "mtp_token_ordering.weight",
+                             "nextn.post_projection.weight", "nextn.pre_projection.weight"})
+
+
+def _row_size(type_name: str, ne0: int) -> int:
+    return catalogue().get(type_name).row_bytes(ne0)
+
+
+def type_of(t: TensorInfo, mix: Mapping[str, str] | None) -> str:
+    return (mix or {}).get(t.name, t.dtype)
+
+
+def nbytes(t: TensorInfo, mix: Mapping[str, str] | None = None) -> int:
+    """ggml_nbytes of ``t`` at its mix type."""
+    return catalogue().get(type_of(t, mix)).tensor_bytes(t.shape)
+
+
+def ik_kv_bytes(tmap: TensorMap, il: int, *, ctx: int, type_k: str, type_v: str, flash_attn: bool = True,
+                mla_attn: int = 3) -> int:
+    """ik ``llama_model::cache_size`` (src/llama-model.cpp at 8337e4cd) for one layer at ``kv_size = ctx``.
+
+    Standard attention: ``row(type_k, head_dim_k) * n_head_kv * ctx + row(type_v, n_embd_v_gqa) * ctx``. MLA with
+    ``-mla`` > 0 and flash attention: ``row(type_k, kv_lora_rank + n_rot) * ctx``; without FA the same width in the
+    V type (K type for ``-mla 1``, which adds a transposed V of ``kv_lora_rank``). SWA compression, recurrent and
+    DeepSeek-V4 layers are not modelled (their architectures are not in the planner's tables).
+    """
+    p = tmap.params
+    if not 0 <= il < p.n_layer:
+        return 0
+    if p.is_mla and mla_attn:
+        width = p.kv_lora_rank + p.n_rot
+        if flash_attn:
+            return _row_size(type_k, width) * ctx
+        size = _row_size(type_k if mla_attn == 1 else type_v, width) * ctx
+        if mla_attn == 1:
+            size += _row_size(type_v, p.kv_lora_rank * ctx)
+        return size
+    k = _row_size(type_k, p.head_dim) * p.n_head_kv * ctx
+    v = _row_size(type_v, p.n_embd_v_gqa) * ctx
+    return k + v
+
+
+def mainline_kv_bytes(tmap: TensorMap, il: int, *, ctx: int, type_k: str, type_v: str, n_stream: int = 1) -> int:
+    """mainline ``llama_kv_cache`` (src/llama-kv-cache.cpp at 0c1e57098) for one layer at ``kv_size = ctx`` cells.
+
+    ``K = row(type_k, n_embd_k_gqa) * ctx``, ``V = row(type_v, n_embd_v_gqa) * ctx``, times the streams
+    (``-np`` without ``--kv-unified``). An MLA file (mainline layout: ``attention.key_length_mla`` present, one KV
+    head) caches K only, ``kv_lora_rank + n_rot`` wide; a legacy DeepSeek file (one ``attn_kv_b``, no ``*_mla``
+    keys) runs as plain multi-head attention with full per-head K and V. SWA and recurrent layers are not modelled.
+    """
+    p = tmap.params
+    if not 0 <= il < p.n_layer:
+        return 0
+    header = getattr(tmap, "header", None)
+    mla = p.is_mla and header is not None and header.get(f"{p.arch}.attention.key_length_mla") is not None
+    if mla:
+        return _row_size(type_k, p.kv_lora_rank + p.n_rot) * ctx * n_stream
+    return (_row_size(type_k, p.n_embd_k_gqa) + _row_size(type_v, p.n_embd_v_gqa)) * ctx * n_stream
+
+
+def ik_layer_sizes(tmap: TensorMap, mix: Mapping[str, str] | None = None, *, ctx: int, type_k: str = "f16",
+                   type_v: str = "f16", n_ubatch: int = 512, n_batch: int = 2048, flash_attn: bool = True,
+                   mla_attn: int = 3, amb: int = 0, worst_case_tokens: int = 0, mtp: bool = False) -> LayerSizes:
+    """ik ``get_layer_sizes`` (src/llama.cpp at 8337e4cd) for a mix (tensor name → type; default: the file's types).
+
+    ``ctx`` is ``-c`` as given (the engine passes ``max_ctx_size = n_ctx``, unpadded); ``n_ubatch`` is
+    ``min(-ub, min(-b, -c))`` as common's ``get_batch_ubatch`` makes it. Per layer: weights = Σ bytes of
+    ``blk.il.*`` (NextN blocks skipped unless ``mtp``), MLA adds ``wk_b + wv_b`` (derived at load from
+    ``attn_kv_b``: half its bytes each; from ``k_b``/``v_b`` without ``kv_b``: their Q8_0 re-quantised size x 2);
+    compute = max(routed experts ``ne1 * ub * n_expert_used * 4`` summed over gate/up/down, shared experts
+    ``ne1 * ub * 4``, dense FFN ``ne1 * ub * 4``) + ``n_embd * ub * 4`` (x2 when the layer has a norm); with
+    ``-mla 3`` the attention ``2 * ne1(wv_b) * heads * ctx * 4`` (heads cut by ``-amb``) when larger.
+    Output = ``output.weight`` (``token_embd`` when tied), plus the logits ``n_vocab * ub * 4`` beyond the largest
+    compute buffer.
+    """
+    p = tmap.params
+    n = p.n_layer
+    ub = min(n_ubatch, min(n_batch, ctx) if ctx > 0 else n_batch)
+    weights = [0] * n
+    exps = [0] * n
+    shexp = [0] * n
+    dense = [0] * n
+    has_norm = [False] * n
+    mla: dict[int, dict[str, TensorInfo]] = {}
+    ow = embd = 0
+    tensor_bytes = {t.name: nbytes(t, mix) for t in tmap.tensors}
+    for t in tmap.tensors:
+        size = tensor_bytes[t.name]
+        if t.name == "token_embd.weight":
+            embd = size
+            continue
+        if t.name == "output.weight":
+            ow += size
+            continue
+        if t.layer is None:
+            continue                                    # output_norm, rope_freqs, ... are not counted
+        il = t.layer
+        if not 0 <= il < n:
+            continue
+        if not mtp and p.n_nextn > 0 and il >= n - p.n_nextn:
+            continue
+        weights[il] += size
+        if t.name.endswith((".bias", ".scale")):
+            continue
+        if p.is_mla and t.role in ("attn_k_b", "attn_v_b", "attn_kv_b"):
+            mla.setdefault(il, {})[t.role] = t
+            continue
+        if t.role in _EXPS:
+            exps[il] += t.shape[1] * ub * p.n_expert_used * 4
+        elif t.role in _SHEXP:
+            shexp[il] += t.shape[1] * ub * 4
+        elif t.role in _DENSE:
+            dense[il] += t.shape[1] * ub * 4
+        elif t.role in _NORMS:
+            has_norm[il] = True
+    compute = []
+    for il in range(n):
+        inp = p.n_embd * ub * 4 * (2 if has_norm[il] else 1)
+        compute.append(max(exps[il], shexp[il], dense[il]) + inp)
+    for il, parts in mla.items():
+        kb, vb, kvb = parts.get("attn_k_b"), parts.get("attn_v_b"), parts.get("attn_kv_b")
+        if kb is not None and vb is not None and kvb is None:
+            kb_type = type_of(kb, mix)
+            kind = "q8_0" if catalogue().get(kb_type).is_quantized else kb_type
+            weights[il] += _row_size(kind, _ne(vb, 0)) * (_ne(vb, 1) + _ne(kb, 1)) * _ne(vb, 2) * 2
+        elif kvb is not None:
+            half = tensor_bytes[kvb.name] // 2
+            if kb is None:
+                weights[il] += half
+            if vb is None:
+                weights[il] += half
+        if mla_attn == 3 and vb is not None:
+            n_head = _ne(vb, 2)                        # 1 for the 2-D attn_v_b ik's converter writes
+            kv_f32_mib = (2 * _ne(vb, 1) * n_head * ctx * 4) / (1024.0 * 1024.0)
+            n_max_head = n_head
+            if amb > 0 and kv_f32_mib > amb:
+                n_max_head = 1
+                for niter in range(2, n_head):
+                    if n_head % niter == 0 and kv_f32_mib / niter <= amb:
+                        n_max_head = n_head // niter
+                        break
+            compute[il] = max(compute[il], 2 * _ne(vb, 1) * n_max_head * ctx * 4)
+    kv = [ik_kv_bytes(tmap, il, ctx=ctx, type_k=type_k, type_v=type_v, flash_attn=flash_attn, mla_attn=mla_attn)
+          for il in range(n)]
+    output_weights = ow or embd
+    max_compute = max(compute, default=0)
+    n_output = worst_case_tokens if worst_case_tokens > 0 else ub
+    logits = p.n_vocab * n_output * 4
+    return LayerSizes(tuple(weights), tuple(kv), tuple(compute), output_weights, max(logits, max_compute) - max_compute)
+
+
+def _ne(t: TensorInfo, i: int) -> int:
+    """ggml ne[i]: dimensions past the stored ones are 1."""
+    return t.shape[i] if i < len(t.shape) else 1
+
+
+def format_layer_sizes(sizes: LayerSizes) -> list[str]:
+    """The table ik prints at load ("Layer NN: weights, kv, total   compute MiB"), for line-by-line comparison."""
+    lines = []
+    for il in range(sizes.n_layer):
+        w, k, c = sizes.weights[il] / MIB, sizes.kv[il] / MIB, sizes.compute[il] / MIB
+        lines.append(f"Layer {il:2d}: {w:9.2f}, {k:9.2f}, {w + k:9.2f}   {c:9.2f}  MiB")
+    w, x = sizes.output_weights / MIB, sizes.output_extra / MIB
+    lines.append(f"Layer {sizes.n_layer:2d}: {w:9.2f}, {x:9.2f}, {w + x:9.2f} MiB (output layer)")
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------- engine buffers
+
+@dataclass(frozen=True, slots=True)
+class EngineBuffer:
+    """One buffer as the engine logs it: ``kind`` is "weights", "kv" or "compute"; ``device`` None = the CPU."""
+
+    kind: str
+    device: int | None
+    bytes: int
+    exact: bool = True
+
+
+def alloc_bytes(type_name: str, shape: Sequence[int], nbytes: int, *, cuda: bool) -> int:
+    """ggml_backend_alloc_ctx_tensors_from_buft: PAD(get_alloc_size, alignment) for one tensor."""
+    if not cuda:
+        return -(-nbytes // HOST_ALIGNMENT) * HOST_ALIGNMENT
+    size = nbytes
+    qt = catalogue().get(type_name)
+    if qt.is_quantized and shape[0] % CUDA_MATRIX_ROW_PADDING:
+        size += _row_size(type_name, CUDA_MATRIX_ROW_PADDING - shape[0] % CUDA_MATRIX_ROW_PADDING)
+    return -(-size // CUDA_ALIGNMENT) * CUDA_ALIGNMENT
+
+
+def tensor_devices(tmap: TensorMap, split: LayerSplit,
+                   overrides: Sequence[tuple[str, int | None]] = ()) -> dict[str, int | None]:
+    """Device of every loaded tensor: ``-ot`` (first matching regex, searched in the name) wins, else
+    ``token_embd`` on the CPU, ``output``/``output_norm`` with the output layer, ``blk.i.*`` with layer i.
+    Tensors of NextN blocks (not loaded) are left out."""
+    compiled = [(re.compile(rx), dev) for rx, dev in overrides]
+    out: dict[str, int | None] = {}
+    for t in tmap.tensors:
+        if not tmap.is_loaded(t):
+            continue
+        dev: int | None
+        if t.layer is not None:
+            dev = split.layer_device[t.layer] if t.layer < len(split.layer_device) else None
+        elif t.name == "token_embd.weight":
+            dev = None
+        else:
+            dev = split.output_device
+        for rx, target in compiled:
+            if rx.search(t.name):
+                dev = target
+                break
+        out[t.name] = dev
+    return out
+
+
+def engine_buffers(tmap: TensorMap, mix: Mapping[str, str] | None, split: LayerSplit, *, n_devices: int,
+                   kv_layer_bytes: Sequence[int], overrides: Sequence[tuple[str, int | None]] = (),
+                   cuda: Sequence[bool] | None = None, cpu_mapped: bool = False) -> tuple[EngineBuffer, ...]:
+    """Weight and KV buffer bytes per device, as ``llm_load_tensors``/``llama_kv_cache_init`` allocate them.
+
+    ``kv_layer_bytes[il]`` is the KV of layer ``il`` at the allocated (padded) context. ``cuda[d]`` says whether
+    device ``d`` is a CUDA buffer (alignment 128, quantized rows padded to 512 weights) rather than a host or RPC
+    buffer (alignment 32). CPU weights are an allocated buffer (``--no-mmap``; ik also whenever ``-ot`` is given,
+    ``use_mmap_buffer &= !has_buft_overrides``) or, with ``cpu_mapped``, a buffer over the mmap'ed file from the
+    first CPU tensor's offset to the last one's end (``llama_model_loader::get_mapping_range``: tensors of other
+    devices in between count too; mainline logs it as ``CPU_Mapped``). When the output is tied to
+    ``token_embd`` and offloaded, the engine loads a duplicate of ``token_embd`` on the output device.
+    """
+    devs = tensor_devices(tmap, split, overrides)
+    by_name = tmap.by_name()
+    weights: dict[int | None, int] = {}
+    for name, dev in devs.items():
+        t = by_name[name]
+        is_cuda = dev is not None and bool(cuda and cuda[dev])
+        weights[dev] = weights.get(dev, 0) + alloc_bytes(type_of(t, mix), t.shape, nbytes(t, mix), cuda=is_cuda)
+    if "output.weight" not in by_name and split.output_device is not None and "token_embd.weight" in by_name:
+        t = by_name["token_embd.weight"]
+        dev = split.output_device
+        weights[dev] = weights.get(dev, 0) + alloc_bytes(type_of(t, mix), t.shape, nbytes(t, mix),
+                                                         cuda=bool(cuda and cuda[dev]))
+    header = getattr(tmap, "header", None)
+    if cpu_mapped and header is not None and None in weights:
+        cpu = {name for name, dev in devs.items() if dev is None}
+        spans = [(g.offset, g.offset + g.nbytes) for g in header.tensors if g.name in cpu and g.shard == 0]
+        if spans:
+            weights[None] = max(e for _, e in spans) - min(b for b, _ in spans)
+    kv: dict[int | None, int] = {}
+    for il, dev in enumerate(split.kv_device):
+        if il < len(kv_layer_bytes):
+            kv[dev] = kv.get(dev, 0) + int(kv_layer_bytes[il])
+    out = [EngineBuffer("weights", d, weights[d]) for d in [*range(n_devices), None] if d in weights]
+    out += [EngineBuffer("kv", d, kv[d]) for d in [*range(n_devices), None] if d in kv and kv[d]]
+    return tuple(out)
+
+
+# ----------------------------------------------------------------------------------------------- inverse: flags
+
+@dataclass(frozen=True, slots=True)
+class SplitFlags:
+    """``-ngl``/``-ts`` that make the engine reproduce a wanted layer→device map, re-derived with its own rule."""
+
+    n_gpu_layers: int
+    tensor_split: tuple[float, ...] | None
+    split: LayerSplit
+
+
+def _ts_text(x: float) -> float:
+    """-ts values are printed with up to 3 decimals; the engine parses them with stof."""
+    return float(f"{x:.3f}")
+
+
+def flags_for(engine: str, req: SplitRequest, layer_device: Sequence[int | None], output_device: int | None,
+              sizes: LayerSizes | None = None) -> SplitFlags | None:
+    """Find ``-ngl`` and ``-ts`` under which ``engine`` puts every layer and the output where the plan wants them.
+
+    The wanted map must be expressible: CPU layers first, then contiguous runs on devices in increasing device
+    order, the output on the last GPU layer's device or on the CPU (then every repeating layer's device is as
+    wanted only when ``-ngl <= n_layer``). ``req`` supplies the devices and split mode; its ``n_gpu_layers`` and
+    ``tensor_split`` are replaced. Candidates, simplest first: the per-device layer counts (the output counted
+    as a layer; exact for the ``upper_bound`` rules of mainline and ik-2025), the counts of repeating layers only,
+    then for ik's greedy fill the
+    per-device loads (``max_compute`` plus the layer sizes) in whole MiB, to 0.001 MiB, and small nudges of them.
+    Every candidate is re-derived with the engine's own rule and
+    the first exact reproduction is returned; None when no candidate reproduces the map (the caller then needs
+    explicit per-tensor overrides).
+    """
+    n = req.n_layer
+    want = tuple(layer_device)
+    if len(want) != n:
+        raise UsageError(f"wanted map covers {len(want)} layers, the model has {n}")
+    gpu_layers = [il for il in range(n) if want[il] is not None]
+    n_cpu = n - len(gpu_layers)
+    if gpu_layers and gpu_layers != list(range(n_cpu, n)):
+        return None                                         # CPU layers must come first
+    seq = [want[il] for il in gpu_layers] + ([output_device] if output_device is not None else [])
+    if any(b is not None and a is not None and b < a for a, b in zip(seq, seq[1:])):
+        return None                                         # devices must be visited in increasing order
+    if output_device is not None and gpu_layers and output_device != want[n - 1]:
+        return None
+    n_dev = len(req.devices)
+    if engine == "mainline":
+        if output_device is None and gpu_layers:
+            return None                                     # mainline offloads the output before any layer
+        ngl = len(gpu_layers) + (1 if output_device is not None else 0)
+    else:
+        if output_device is not None and len(gpu_layers) != n:
+            return None                                     # ik offloads the output only with every layer
+        ngl = n + 1 if output_device is not None else len(gpu_layers)
+    counts = [0.0] * n_dev
+    for d in seq:
+        if d is not None:
+            counts[d] += 1
+    candidates: list[tuple[float, ...] | None] = [tuple(counts)]      # simplest first: layer counts
+    if output_device is not None:
+        no_out = list(counts)
+        no_out[output_device] -= 1
+        candidates.append(tuple(no_out))                                # repeating layers only
+    if engine == "ik":
+        if sizes is None:
+            raise UsageError("the ik rule needs the per-layer sizes (ik_layer_sizes)")
+        loads = [float(sizes.max_compute)] * n_dev
+        for il in gpu_layers:
+            loads[want[il]] += sizes.total(il)                       # type: ignore[index]
+        if output_device is not None:
+            loads[output_device] += sizes.total(n)
+        base = [x / MIB for x in loads]
+        candidates.append(tuple(float(round(x)) for x in base))     # per-device loads in whole MiB
+        candidates.append(tuple(_ts_text(x) for x in base))
+        for nudge in (0.001, 0.01, 0.1, -0.001, -0.01, -0.1):
+            candidates.append(tuple(_ts_text(x * (1 + nudge)) if i < n_dev - 1 else _ts_text(x)
+                                    for i, x in enumerate(base)))
+    used = sorted({d for d in seq if d is not None})
+    if len(used) <= 1:
+        candidates.insert(0, None if n_dev <= 1 else tuple(1.0 if i == (used[0] if used else 0) else 0.0
+                                                           for i in range(n_dev)))
+    from dataclasses import replace
+
+    for ts in candidates:
+        trial = replace(req, n_gpu_layers=ngl, tensor_split=ts)
+        got = layer_split(engine, trial, sizes)
+        if got.layer_device == want and got.output_device == output_device:
+            return SplitFlags(ngl, ts, got)
+    return None
+
+
+# ik's CPU backend allocates 32 bytes more than asked (ggml_backend_cpu_buffer_type_alloc_buffer: "malloc may
+# return an address that is not aligned") and reports that size, for a local CPU buffer and an rpc-server's alike.
+IK_HOST_ALLOC_EXTRA = 32
+
+
+def buffer_lines(engine: str, buffers: Sequence[EngineBuffer], device_names: Sequence[str], *,
+                 cpu_mapped: bool = False, host_alloc_extra: int = 0) -> list[str]:
+    """The engine's own load-log lines for these buffers, so a user can compare line by line.
+
+    ik: ``llm_load_tensors: <dev> buffer size = X MiB`` and ``llama_kv_cache_init: <dev> KV buffer size``;
+    mainline: ``load_tensors: <dev> model buffer size`` (``CPU_Mapped`` for a mmap'ed CPU buffer) and
+    ``llama_kv_cache: <dev> KV buffer size``. Buffers of devices that share a name (an rpc-server listed twice)
+    are summed, as the engine allocates one buffer per buffer type. ``host_alloc_extra`` is added once per
+    allocated host buffer (:data:`IK_HOST_ALLOC_EXTRA` for ik's CPU backend and rpc-servers; not for a mmap'ed one).
+    """
+    cpu_name = "CPU_Mapped" if (cpu_mapped and engine == "mainline") else "CPU"
+    sums: dict[tuple[str, str], int] = {}
+    for b in buffers:
+        name = cpu_name if b.device is None else device_names[b.device]
+        if b.kind == "kv" and b.device is None:
+            name = "CPU"
+        sums[(b.kind, name)] = sums.get((b.kind, name), 0) + b.bytes
+    lines = []
+    for (kind, name), nbytes in sums.items():
+        if nbytes and not (kind == "weights" and name == cpu_name and cpu_mapped):
+            nbytes += host_alloc_extra
+        if kind == "weights":
+            prefix, what = ("load_tensors", "model buffer size") if engine == "mainline" else ("llm_load_tensors",
+                                                                                                "buffer size")
+        elif kind == "kv":
+            prefix, what = ("llama_kv_cache", "KV buffer size") if engine == "mainline" else ("llama_kv_cache_init",
+                                                                                               "KV buffer size")
+        else:
+            prefix, what = ("sched_reserve" if engine == "mainline" else "llama_init_from_model",
+                            "compute buffer size")
+        lines.append(f"{prefix}: {name:>10} {what} = {nbytes / MIB:8.2f} MiB")
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------- glue for plan/check
+
+CPU_NAME = "CPU"
+
+
+@dataclass(frozen=True, slots=True)
+class NamedSplit:
+    """A layer map in the planner's device names ("CUDA0", ..., "CPU")."""
+
+    layer_device: tuple[str, ...]
+    output_device: str
+    split: LayerSplit
+    sizes: LayerSizes | None
+
+
+def run_sizes(engine: str, tmap: TensorMap, mix: Mapping[str, str] | None, *, ctx: int, type_k: str, type_v: str,
+              ubatch: int, batch: int, flash_attn: bool = True, amb: int = 0) -> LayerSizes | None:
+    """ik's layer-size table for a run (None for the engines whose rule does not use it)."""
+    if engine != "ik":
+        return None
+    return ik_layer_sizes(tmap, mix, ctx=ctx, type_k=type_k, type_v=type_v, n_ubatch=ubatch, n_batch=batch,
+                          flash_attn=flash_attn, amb=amb)
+
+
+def map_for_flags(engine: str, tmap: TensorMap, gpus: Sequence[str], gpu_free_bytes: Sequence[int], *,
+                  n_gpu_layers: int | None, tensor_split: Sequence[float] | None, split_mode: str = "layer",
+                  main_gpu: int = 0, sizes: LayerSizes | None = None) -> NamedSplit:
+    """What ``-ngl``/``-ts``/``-sm``/``-mg`` do on this machine under ``engine``'s own rule, in planner names.
+
+    ``gpus`` are the CUDA devices in engine order; ``gpu_free_bytes`` what each reports free at load (used when
+    ``-ts`` is absent). ``n_gpu_layers`` None = the flag was not given (the engine default: all layers).
+    """
+    devices = tuple(SplitDevice(g, int(b)) for g, b in zip(gpus, gpu_free_bytes))
+    req = SplitRequest(n_layer=tmap.params.n_layer, n_gpu_layers=-1 if n_gpu_layers is None else n_gpu_layers,
+                       devices=devices, tensor_split=tuple(tensor_split) if tensor_split else None,
+                       split_mode=split_mode, main_gpu=main_gpu)
+    split = layer_split(engine, req, sizes)
+    names = tuple(CPU_NAME if d is None else gpus[d] for d in split.layer_device)
+    out = CPU_NAME if split.output_device is None else gpus[split.output_device]
+    return NamedSplit(names, out, split, sizes)
+
+
+def flags_for_names(engine: str, tmap: TensorMap, gpus: Sequence[str], layer_device: Sequence[str],
+                    output_device: str, *, sizes: LayerSizes | None = None) -> SplitFlags | None:
+    """:func:`flags_for` in planner device names; the free memory is irrelevant since ``-ts`` is always given."""
+    devices = tuple(SplitDevice(g, 0) for g in gpus)
+    req = SplitRequest(n_layer=tmap.params.n_layer, n_gpu_layers=0, devices=devices)
+    index = {g: i for i, g in enumerate(gpus)}
+    want = tuple(None if d == CPU_NAME else index[d] for d in layer_device)
+    out = None if output_device == CPU_NAME else index[output_device]
+    return flags_for(engine, req, want, out, sizes)
+
+
+def placement_buffers(engine: str, tmap: TensorMap, mix: Mapping[str, str] | None, tensor_device: Mapping[str, str],
+                      layer_device: Sequence[str], kv_layer_bytes: Sequence[int], *, load: str = "mmap",
+                      cuda_devices: bool = True) -> list[tuple[str, str, int]]:
+    """Memory per engine buffer for a placement in planner names: (kind, buffer name, bytes), in log order.
+
+    Weights per device (GPU buffers with CUDA's alignment and row padding when ``cuda_devices``), the CPU split
+    the way the engines log it: ``token_embd`` (the input layer) apart from the other CPU weights (``-ot``/CPU
+    layers). Names: GPUs as given; ik puts the input layer in the host buffer of the GPU backend (``CUDA_Host``;
+    ``CPU`` without a GPU or when mmap'ed), other CPU weights in ``CPU``; mainline logs a mmap'ed CPU buffer as
+    ``CPU_Mapped`` (the span of the file from the first CPU tensor to the last when the header is known, see
+    :func:`engine_buffers`). KV per layer device. Bytes are exact for
+    host/RPC buffers (checked against the harness logs); the CUDA padding follows ggml-cuda's get_alloc_size.
+    """
+    weights: dict[str, int] = {}
+    order: list[str] = []
+    has_gpu = any(d != CPU_NAME for d in (*layer_device, *tensor_device.values()))
+    for t in tmap.tensors:
+        if not tmap.is_loaded(t):
+            continue
+        dev = tensor_device.get(t.name, CPU_NAME)
+        if dev == CPU_NAME:
+            if t.name == "token_embd.weight":
+                name = "CUDA_Host" if (engine != "mainline" and has_gpu and load != "mmap") else (
+                    "CPU_Mapped" if (engine == "mainline" and load == "mmap") else "CPU")
+            else:
+                name = "CPU_Mapped" if (engine == "mainline" and load == "mmap") else "CPU"
+            size = alloc_bytes(type_of(t, mix), t.shape, nbytes(t, mix), cuda=False)
+        else:
+            name = dev
+            size = alloc_bytes(type_of(t, mix), t.shape, nbytes(t, mix), cuda=cuda_devices)
+        if name not in weights:
+            order.append(name)
+            weights[name] = 0
+        weights[name] += size
+    header = getattr(tmap, "header", None)
+    if "CPU_Mapped" in weights and header is not None:
+        cpu = {t.name for t in tmap.tensors if tmap.is_loaded(t) and tensor_device.get(t.name, CPU_NAME) == CPU_NAME}
+        spans = [(g.offset, g.offset + g.nbytes) for g in header.tensors if g.name in cpu and g.shard == 0]
+        if spans:
+            weights["CPU_Mapped"] = max(e for _, e in spans) - min(b for b, _ in spans)
+    kv: dict[str, int] = {}
+    for il, dev in enumerate(layer_device):
+        if il < len(kv_layer_bytes) and kv_layer_bytes[il]:
+            kv[dev] = kv.get(dev, 0) + int(kv_layer_bytes[il])
+    gpu_first = sorted(order, key=lambda n: (not n.startswith("CUDA") or n == "CUDA_Host", n))
+    out = [("weights", n, weights[n]) for n in gpu_first]
+    out += [("kv", d, b) for d, b in sorted(kv.items(), key=lambda x: (x[0] == CPU_NAME, x[0]))]
+    return out
