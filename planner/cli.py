@@ -234,6 +234,29 @@ def model_options(func):
     return func
 
 
+def imatrix_options(func):
+    """--imatrix / --no-imatrix / --ignore-imatrix-rules for commands that predict what llama-quantize writes."""
+    options = [
+        click.option("--imatrix", "imatrix_file", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+                     help="quantize with this imatrix: llama-quantize's imatrix rules apply [default: none]"),
+        click.option("--no-imatrix", is_flag=True, help="quantize without an imatrix (the default, stated here)"),
+        click.option("--ignore-imatrix-rules", is_flag=True,
+                     help="ik llama-quantize --ignore-imatrix-rules: imatrix-only types without an imatrix"),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _imatrix_state(imatrix_file, no_imatrix) -> tuple[bool, str]:
+    if imatrix_file and no_imatrix:
+        raise click.BadParameter("--imatrix and --no-imatrix contradict each other")
+    if imatrix_file:
+        return True, f"imatrix: {imatrix_file} (llama-quantize's imatrix rules applied)"
+    return False, ("imatrix: none (--no-imatrix)" if no_imatrix else
+                   "imatrix: none (default; --imatrix FILE applies llama-quantize's imatrix rules)")
+
+
 def run_options(func):
     """Context, KV cache, batch and load flags that change memory and speed."""
     options = [
@@ -332,9 +355,10 @@ def inspect_command(model, as_json):
 @model_options
 @click.option("--engine", type=click.Choice(["ik", "mainline"]), default="ik", show_default=True)
 @click.option("--all-tensors", is_flag=True, help="list every tensor, not only the first of each role")
+@imatrix_options
 @click.option("--json", "as_json", is_flag=True)
 def footprint_command(model, base_type, custom_q, recipe_file, token_embedding_type, output_tensor_type, pure,
-                      engine, all_tensors, as_json):
+                      engine, all_tensors, imatrix_file, no_imatrix, ignore_imatrix_rules, as_json):
     """Predict what llama-quantize writes: per-tensor types, bytes, GiB, BPW, per-type counts, fallbacks.
 
     \b
@@ -348,10 +372,13 @@ def footprint_command(model, base_type, custom_q, recipe_file, token_embedding_t
     from planner.source import load_model
 
     tmap = load_model(model)
+    has_imatrix, imx_note = _imatrix_state(imatrix_file, no_imatrix)
     _, fp = mix_from_options(tmap, base_type=base_type or default_base_type(engine),
                              custom_q=custom_q, recipe_text=_recipe_text(recipe_file), engine=engine,
                              token_embedding_type=token_embedding_type, output_tensor_type=output_tensor_type,
-                             pure=pure)
+                             pure=pure, has_imatrix=has_imatrix, ignore_imatrix_rules=ignore_imatrix_rules)
+    if not as_json:
+        output.note(imx_note)
     output.emit(fp, as_json=as_json, render=lambda f: output.render_footprint(f, all_tensors=all_tensors))
 
 

@@ -90,3 +90,25 @@ def test_printed_workflow_and_export_quantize_script(tmp_path):
     if shutil.which("bash"):
         assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
     assert run("export", "--plan", str(out), "--quantize", "--out", str(script)).exit_code == 3   # no overwrite
+
+
+def test_footprint_imatrix_options(tmp_path):
+    r = run("footprint", "qwen3-235b-a22b", "--base-type", "IQ2_XXS")
+    # ik src/llama-quantize.cpp 1692-1704: refused without an imatrix; the hint names the real flags
+    assert r.exit_code == 2 and "--imatrix FILE" in r.output and "--ignore-imatrix-rules" in r.output
+    assert "has_imatrix" not in r.output
+    imx = tmp_path / "any.dat"
+    imx.write_bytes(b"")
+    r = run("footprint", "qwen3-235b-a22b", "--base-type", "IQ2_XXS", "--imatrix", str(imx))
+    assert r.exit_code == 0 and "imatrix rules applied" in r.output
+    r = run("footprint", "qwen3-235b-a22b", "--base-type", "IQ2_XXS", "--ignore-imatrix-rules")
+    assert r.exit_code == 0 and "imatrix: none (default" in r.output
+
+
+def test_recipe_simplification_and_max_rules():
+    doc = run_json("plan", "--vram", "24", "--ram", "96")
+    notes = [n for n in doc["plan"]["notes"] if n.startswith("recipe simplified")]
+    assert notes and float(notes[0].rsplit("+", 1)[1].split(" %")[0]) <= 0.1     # within the tolerance
+    short = run_json("plan", "--vram", "24", "--ram", "96", "--max-rules", "8")
+    assert short["rule_count"] <= doc["rule_count"]
+    assert short["plan"]["memory"]["fits"]
