@@ -13,18 +13,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 from planner.check import CheckResult, evaluate
+from planner.cluster import Cluster
+from planner.cluster_plan import ClusterDocument
 from planner.documents import ParetoSet, PlanDocument, document, launch_model_path
 from planner.errors import InfeasibleBudgetError, UsageError
 from planner.hardware import Hardware
 from planner.memory import Placement
-from planner.planning import feasible_for, joint_plan, pareto_plans, with_ctx
+from planner.planning import Plan, feasible_for, joint_plan, pareto_plans, resolve_ctx, with_ctx
 from planner.planning import place as place_mix
 from planner.quants import catalogue
 from planner.request import EmitOptions, PlanRequest
+from planner.runconfig import UBATCH_CHOICES
 from planner.tensors import TensorMap
 from planner.units import GIB
 
@@ -116,8 +119,14 @@ def plan(model: str | None, hardware: Hardware, request: PlanRequest,
                                                    has_imatrix=request.has_imatrix,
                                                    ignore_imatrix_rules=request.ignore_imatrix_rules)
                                           for p in plans))
-    p = with_ctx(tmap, request, lambda r: joint_plan(tmap, hardware, r, quality),
-                 feasible_for(tmap, hardware, None, quality))
+    try:
+        p = with_ctx(tmap, request, _ubatch_for_min_pp(request, lambda r: joint_plan(tmap, hardware, r, quality)),
+                     feasible_for(tmap, hardware, None, quality))
+    except InfeasibleBudgetError as exc:
+        from planner.cluster_plan import second_box_option
+
+        exc.options.append(second_box_option(exc))
+        raise
     free = hardware.disk_free_bytes
     if free is not None and p.total_bytes > free:
         p = replace(p, notes=p.notes + (
@@ -125,6 +134,34 @@ def plan(model: str | None, hardware: Hardware, request: PlanRequest,
     return document(tmap, p, model_path=out_path, source_path=model if model and model.endswith(".gguf") else None,
                     imatrix=request.imatrix, check_binary=emit.check_binary, has_imatrix=request.has_imatrix,
                     ignore_imatrix_rules=request.ignore_imatrix_rules)
+
+
+def _ubatch_for_min_pp(request: PlanRequest, attempt: Callable[[PlanRequest], Plan]) -> Callable[[PlanRequest], Plan]:
+    """With --min-pp and -ub not given: the smallest -ub (UBATCH_CHOICES) whose plan meets the target; a larger
+    micro-batch raises PP but its compute buffers take memory the weights could use."""
+    if not (request.ub_auto and request.min_pp):
+        return attempt
+
+    def by_ubatch(r: PlanRequest) -> Plan:
+        # the ILP's PP terms are linear; the full estimate may still miss the target: then try the next -ub
+        last: InfeasibleBudgetError | None = None
+        fallback: Plan | None = None
+        for ub in UBATCH_CHOICES:
+            run = replace(r.run, ubatch=ub, batch=max(r.run.batch, ub))
+            try:
+                p = attempt(replace(r, run=run, ub_auto=False))
+            except InfeasibleBudgetError as exc:
+                last = exc
+                continue
+            if p.speed.pp_tps >= (r.min_pp or 0.0) * 0.999:
+                return p
+            fallback = fallback or p
+        if fallback is not None:
+            return fallback            # carries the note that the target is missed
+        assert last is not None
+        raise last
+
+    return by_ubatch
 
 
 def place(model: str | None, tmap: TensorMap, types: Mapping[str, str], hardware: Hardware, request: PlanRequest,
@@ -148,3 +185,39 @@ def check(tmap: TensorMap, types: Mapping[str, str], placement: Placement, hardw
           request: PlanRequest, warnings: Sequence[str] = ()) -> CheckResult:
     """``gguf-planner check``: memory per device and speed of a given mix and placement."""
     return evaluate(tmap, types, placement, hardware, request.run, warnings=warnings)
+
+
+def plan_cluster(model: str | None, cluster: Cluster, request: PlanRequest, emit: EmitOptions | None = None
+                 ) -> ClusterDocument:
+    """``gguf-planner plan --cluster/--rpc-host``: types and placement over an RPC cluster (remote devices as
+    budgets, the network in the speed terms), with the main command and one rpc-server command per host.
+
+    Raises:
+        UsageError: a quantized model (its types are fixed: use ``check``), --ctx max, --kv auto or --pareto.
+        InfeasibleBudgetError: the model does not fit the cluster.
+    """
+    from planner.cluster_plan import cluster_document, plan_cluster as _plan_cluster
+    from planner.quality import QualityModel
+    from planner.source import load_model
+
+    emit = emit or EmitOptions()
+    if request.ctx_max or request.kv_auto or request.pareto:
+        raise UsageError("--ctx max, --kv auto and --pareto are not available for cluster plans yet",
+                         hint="give --ctx N and --kv TYPE")
+    tmap = load_model(model)
+    if tmap.is_quantized:
+        raise UsageError("cluster plans choose the types of an unquantized model",
+                         hint="for a quantized GGUF, write the command and run `check` on it")
+    request = replace(request, has_imatrix=request.has_imatrix or bool(request.imatrix),
+                      run=resolve_ctx(tmap, request.run))
+    imx = None
+    if request.imatrix:
+        from planner.imatrix import read_imatrix
+
+        imx = read_imatrix(request.imatrix)
+    quality = QualityModel.build(tmap, imatrix=imx, has_imatrix=request.has_imatrix)
+    out_path = emit.model_path or launch_model_path(model, tmap, quantized_here=True)
+    cp = _plan_cluster(tmap, cluster, request, quality, model_path=out_path)
+    return cluster_document(tmap, cp, model_path=out_path,
+                            source_path=model if model and model.endswith(".gguf") else None,
+                            imatrix=request.imatrix)

@@ -79,7 +79,7 @@ class PlannerGroup(click.Group):
 
 # click parameter name -> the option a user typed, for the range checks of planner.validate.OPTION_RANGES
 _OPTION_OF = {"vram": "--vram", "ram": "--ram", "cores": "--cores", "ram_bw": "--ram-bw", "ubatch": "--ub",
-              "amb": "--amb", "threads": "--threads", "gpu_margin": "--gpu-margin", "os_reserve": "--os-reserve",
+              "batch": "--batch", "amb": "--amb", "threads": "--threads", "gpu_margin": "--gpu-margin", "os_reserve": "--os-reserve",
               "min_tg": "--min-tg", "min_pp": "--min-pp", "max_size": "--max-size", "pareto": "--pareto",
               "quality_slack": "--quality-slack", "port": "--port"}
 
@@ -266,10 +266,14 @@ def run_options(func):
                      help="context length [default: 32768, or the model's training context if shorter]"),
         click.option("--kv", default="q8_0", show_default=True, metavar="TYPE|auto",
                      help="KV cache type (-ctk and -ctv); plan: auto = q8_0, or q4_0 when q8_0 does not fit"),
-        click.option("--ub", "ubatch", type=int, default=512, show_default=True, help="-ub micro-batch"),
+        click.option("--ub", "ubatch", type=int, default=None,
+                     help="-ub micro-batch [plan/place default: the largest of 512..4096 that fits beside the plan; "
+                          "with --min-pp the smallest that meets it; else 512]"),
+        click.option("--batch", "batch", type=int, default=None, help="-b logical batch, >= -ub [default: max(2048, -ub)]"),
         click.option("--amb", type=int, default=512, show_default=True, help="-amb MiB (ik)"),
         click.option("--load", type=click.Choice(["rtr", "no-mmap", "mmap"]), default=None,
-                     help="how weights are loaded (default: rtr for ik, mmap for mainline)"),
+                     help="how weights are loaded (plan/place default: chosen by predicted speed: --no-mmap for "
+                          "hybrid ik runs unless -rtr is predicted faster, rtr for CPU-only ik, mmap for mainline)"),
         click.option("--threads", type=int, default=None, help="CPU threads (default: physical cores)"),
         click.option("--gpu-margin", type=float, default=None, metavar="GIB",
                      help="VRAM kept free per GPU [default: 1.0]"),
@@ -281,9 +285,9 @@ def run_options(func):
     return func
 
 
-def _run_config(engine, ctx, kv, ubatch, amb, load, threads, gpu_margin, os_reserve, hw=None):
+def _run_config(engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, hw=None):
     from planner.launch import engine_profile
-    from planner.memory import RunConfig
+    from planner.runconfig import RunConfig, batch_sizes
 
     ctx_n = 0   # 0: chosen per model (planner.plan.resolve_ctx) or searched (--ctx max)
     if ctx not in (None, "max"):
@@ -295,7 +299,8 @@ def _run_config(engine, ctx, kv, ubatch, amb, load, threads, gpu_margin, os_rese
         except ValueError:
             raise UsageError(f"--ctx expects a number or 'max', got {ctx!r}") from None
         check_option("--ctx", ctx_n)
-    return RunConfig(engine=engine, ctx=ctx_n, type_k=kv, type_v=kv, ubatch=ubatch, amb=amb,
+    ub, b = batch_sizes(ubatch, batch)
+    return RunConfig(engine=engine, ctx=ctx_n, type_k=kv, type_v=kv, ubatch=ub, batch=b, amb=amb,
                      load=load or engine_profile(engine)["default_load"],
                      threads=threads or (hw.threads_default if hw is not None else None),
                      **_margins(gpu_margin, os_reserve))
@@ -308,6 +313,20 @@ def _margins(gpu_margin, os_reserve) -> dict:
     if os_reserve is not None:
         out["os_reserve_bytes"] = int(os_reserve * GIB)
     return out
+
+
+def _cluster_from_options(cluster, rpc_hosts, hw_opts):
+    """The cluster of ``--cluster FILE`` or of ``--rpc-host`` values over the main host's hardware; None if neither."""
+    if not cluster and not rpc_hosts:
+        return None
+    from planner import cluster as clustermod
+    from planner import hardware
+
+    if cluster:
+        if rpc_hosts or any(v is not None for v in hw_opts.values()):
+            raise click.UsageError("--cluster describes every host: leave out --rpc-host and the hardware options")
+        return clustermod.load_cluster(cluster)
+    return clustermod.cluster_from_flags(hardware.hardware_from_options(**hw_opts), list(rpc_hosts))
 
 
 def _local_dir(path):
@@ -408,7 +427,7 @@ def _write_json_out(doc, out, force):
 @click.option("--force", is_flag=True, help="let --out overwrite")
 @click.option("--json", "as_json", is_flag=True)
 def place_command(model, base_type, custom_q, recipe_file, token_embedding_type, output_tensor_type, pure,
-                  hw_opts, engine, ctx, kv, ubatch, amb, load, threads, gpu_margin, os_reserve, model_path,
+                  hw_opts, engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, model_path,
                   min_tg, min_pp, check_binary, out, force, as_json):
     """Choose GPU(s) or CPU for every tensor of a given mix, maximising predicted generation speed.
 
@@ -424,11 +443,12 @@ def place_command(model, base_type, custom_q, recipe_file, token_embedding_type,
 
     tmap = load_model(model)
     hw = hardware.hardware_from_options(**hw_opts)
-    run = _run_config(engine, ctx, kv, ubatch, amb, load, threads, gpu_margin, os_reserve, hw)
+    run = _run_config(engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, hw)
     types, fp = mix_from_options(tmap, base_type=base_type, custom_q=custom_q, recipe_text=_recipe_text(recipe_file),
                                  engine=engine, token_embedding_type=token_embedding_type,
                                  output_tensor_type=output_tensor_type, pure=pure)
-    doc = api.place(model, tmap, types, hw, PlanRequest(run=run, min_tg=min_tg, min_pp=min_pp, ctx_max=(ctx == "max")),
+    doc = api.place(model, tmap, types, hw, PlanRequest(run=run, min_tg=min_tg, min_pp=min_pp, ctx_max=(ctx == "max"),
+                                                        load_auto=load is None, ub_auto=ubatch is None and batch is None),
                     EmitOptions(model_path=model_path, check_binary=check_binary), quantized_here=fp is not None)
     _write_json_out(doc, out, force)
     output.emit(doc, as_json=as_json, render=output.render_plan)
@@ -442,10 +462,13 @@ def place_command(model, base_type, custom_q, recipe_file, token_embedding_type,
 @click.option("--gpu-margin", type=float, default=None, metavar="GIB", help="VRAM kept free per GPU [default: 1.0]")
 @click.option("--os-reserve", type=float, default=None, metavar="GIB",
               help="RAM kept for the OS and the server process [default: 4.0]")
+@click.option("--cluster", metavar="NAME|PATH", help="the hosts of a command with --rpc: a cluster TOML")
+@click.option("--rpc-host", "rpc_hosts", multiple=True, metavar="NAME=KEY:VALUE,...",
+              help="an rpc-server host of the command's --rpc (repeatable, in --rpc order)")
 @click.option("--json", "as_json", is_flag=True)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def check_command(model, base_type, custom_q, recipe_file, token_embedding_type, output_tensor_type, pure, hw_opts,
-                  engine, gpu_margin, os_reserve, as_json, command):
+                  engine, gpu_margin, os_reserve, cluster, rpc_hosts, as_json, command):
     """Predict memory per device and speed of your own llama-server command, and what will not fit.
 
     Put the command after `--`. The model is the command's -m unless MODEL or recipe options are given
@@ -478,16 +501,27 @@ def check_command(model, base_type, custom_q, recipe_file, token_embedding_type,
     if not (model or parsed.model):
         raise UsageError("no model: give MODEL or -m in the command")
     tmap = load_model(model or parsed.model)
-    hw = hardware.hardware_from_options(**hw_opts)
+    clus = _cluster_from_options(cluster, rpc_hosts, hw_opts)
+    hw = clus.main if clus is not None else hardware.hardware_from_options(**hw_opts)
     run = dataclasses.replace(parsed.run, ctx=parsed.run.ctx or tmap.params.n_ctx_train,
                               threads=parsed.run.threads or hw.threads_default,
                               **_margins(gpu_margin, os_reserve))
     types, _ = mix_from_options(tmap, base_type=base_type, custom_q=custom_q, recipe_text=_recipe_text(recipe_file),
                                 engine=engine, token_embedding_type=token_embedding_type,
                                 output_tensor_type=output_tensor_type, pure=pure)
-    placement = placement_from_command(tmap, parsed, [f"CUDA{g.index}" for g in hw.gpus], types=types,
-                                       gpu_free_bytes=[g.free_bytes if g.free_bytes is not None else g.total_bytes for g in hw.gpus])
-    result = api.check(tmap, types, placement, hw, PlanRequest(run=run), warnings=parsed.warnings)
+    if parsed.rpc or clus is not None:
+        if clus is None:
+            raise UsageError("the command uses --rpc: describe those hosts with --cluster FILE or --rpc-host "
+                             "NAME=addr:IP,port:P,ram:GIB,bw:LINK (one per --rpc endpoint, in order)")
+        from planner.cluster_plan import check_cluster
+
+        run = dataclasses.replace(run, threads=parsed.run.threads or clus.main.threads_default)
+        result = check_cluster(tmap, types, parsed, clus, run, warnings=parsed.warnings)
+    else:
+        placement = placement_from_command(tmap, parsed, [f"CUDA{g.index}" for g in hw.gpus], types=types,
+                                           gpu_free_bytes=[g.free_bytes if g.free_bytes is not None else g.total_bytes
+                                                           for g in hw.gpus])
+        result = api.check(tmap, types, placement, hw, PlanRequest(run=run), warnings=parsed.warnings)
     output.emit(result, as_json=as_json, render=output.render_check)
     if not result.memory.fits:
         sys.exit(2)
@@ -496,14 +530,16 @@ def check_command(model, base_type, custom_q, recipe_file, token_embedding_type,
 @main.command("export")
 @click.option("--plan", "plan_file", type=click.Path(exists=True, dir_okay=False), required=True,
               help="a plan JSON from `plan --out` or `place --out`")
-@click.option("--out", type=click.Path(dir_okay=False), required=True, help="script to write, e.g. run.sh")
+@click.option("--out", type=click.Path(dir_okay=False), help="script to write, e.g. run.sh")
+@click.option("--scripts", "scripts_dir", type=click.Path(file_okay=False),
+              help="a cluster plan: write main.sh and one <host>.sh per rpc-server host into this folder")
 @click.option("--model-path", metavar="PATH", help="GGUF path baked into the script (MODEL env var overrides it)")
 @click.option("--port", type=int, default=8080, show_default=True)
 @click.option("--check-binary", type=click.Path(exists=True, dir_okay=False), help="refuse flags this binary lacks")
 @click.option("--quantize", "quantize_script", is_flag=True,
               help="write the quantize workflow (BF16 source, imatrix, llama-quantize) instead of the launch script")
 @click.option("--force", is_flag=True, help="overwrite an existing script")
-def export_command(plan_file, out, model_path, port, check_binary, quantize_script, force):
+def export_command(plan_file, out, scripts_dir, model_path, port, check_binary, quantize_script, force):
     """Write a bash launch script for a plan (set -euo pipefail, quoted arguments, predictions as comments).
 
     With --quantize: the plan's quantize workflow as a script instead (the same renderer).
@@ -526,6 +562,14 @@ def export_command(plan_file, out, model_path, port, check_binary, quantize_scri
         output.note(f"wrote {out}")
         return
 
+    if scripts_dir:
+        from planner.cluster_plan import export_cluster_json
+
+        for written in export_cluster_json(plan_file, scripts_dir, force=force, model_path=model_path, port=port):
+            output.note(f"wrote {written}")
+        return
+    if not out:
+        raise click.UsageError("give --out run.sh (or --scripts DIR for a cluster plan)")
     saved = load_plan_json(plan_file)
     from planner.quoting import safe_filename
 
@@ -571,12 +615,21 @@ def export_command(plan_file, out, model_path, port, check_binary, quantize_scri
 @click.option("--quality-slack", type=float, default=0.5, show_default=True, metavar="PCT",
               help="balanced: the fastest plan whose predicted PPL ratio is within PCT %% of the best-quality plan")
 @click.option("--model-path", metavar="PATH", help="output GGUF path used in the emitted commands")
+@click.option("--cluster", metavar="NAME|PATH",
+              help="plan across hosts joined by llama.cpp RPC: a cluster TOML (docs/rpc.md); it names the main "
+                   "host's profile")
+@click.option("--rpc-host", "rpc_hosts", multiple=True, metavar="NAME=KEY:VALUE,...",
+              help="an rpc-server host, e.g. box2=addr:192.168.1.20,ram:256,bw:10gbe,cache (repeatable; the main "
+                   "host is the machine described by the hardware options)")
+@click.option("--scripts", "scripts_dir", type=click.Path(file_okay=False),
+              help="cluster plans: write main.sh and one <host>.sh per rpc-server host into this folder")
 @click.option("--out", type=click.Path(dir_okay=False), help="write the plan JSON here")
 @click.option("--force", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
-def plan_command(model, hw_opts, engine, ctx, kv, ubatch, amb, load, threads, gpu_margin, os_reserve, objective,
+def plan_command(model, hw_opts, engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, objective,
                  min_tg, min_pp, max_size, allow, deny, fixed, pareto, granularity, check_binary, imatrix, no_imatrix,
-                 ignore_imatrix_rules, no_floors, max_rules, quality_slack, model_path, out, force, as_json):
+                 ignore_imatrix_rules, no_floors, max_rules, quality_slack, model_path, cluster, rpc_hosts, scripts_dir,
+                 out, force, as_json):
     """Choose quant types and device placement together (exact ILP), and emit the recipe and launch command.
 
     Without hardware flags the machine is probed; --vram/--ram describe a machine by hand and the remaining
@@ -592,10 +645,16 @@ def plan_command(model, hw_opts, engine, ctx, kv, ubatch, amb, load, threads, gp
     from planner import api, hardware, output
     from planner.request import EmitOptions, PlanRequest
 
-    hw = hardware.hardware_from_options(**hw_opts, disk_path=_local_dir(model_path or model))
-    run = _run_config(engine, ctx, "q8_0" if kv == "auto" else kv, ubatch, amb, load, threads, gpu_margin,
+    clus = _cluster_from_options(cluster, rpc_hosts, hw_opts)
+    if scripts_dir and clus is None:
+        raise click.UsageError("--scripts writes a cluster's scripts: give --cluster or --rpc-host "
+                               "(one box: `export --plan`)")
+    hw = clus.main if clus is not None else hardware.hardware_from_options(
+        **hw_opts, disk_path=_local_dir(model_path or model))
+    run = _run_config(engine, ctx, "q8_0" if kv == "auto" else kv, ubatch, batch, amb, load, threads, gpu_margin,
                       os_reserve, hw)
-    request = PlanRequest(run=run, objective=objective, min_tg=min_tg, min_pp=min_pp,
+    request = PlanRequest(run=run, objective=objective, min_tg=min_tg, min_pp=min_pp, load_auto=load is None,
+                          ub_auto=ubatch is None and batch is None,
                           max_size_bytes=api.size_cap_bytes(max_size), allow=tuple(allow), deny=tuple(deny),
                           fixed=api.parse_fixed(fixed, run.qengine), has_imatrix=not no_imatrix,
                           quality_slack_pct=quality_slack, granularity=granularity, ctx_max=(ctx == "max"),
@@ -603,6 +662,16 @@ def plan_command(model, hw_opts, engine, ctx, kv, ubatch, amb, load, threads, gp
                           ignore_imatrix_rules=ignore_imatrix_rules, floors=not no_floors, max_rules=max_rules)
     if imatrix and no_imatrix:
         raise click.BadParameter("--imatrix and --no-imatrix contradict each other")
+    if clus is not None:
+        from planner.cluster_plan import write_cluster_scripts
+
+        cdoc = api.plan_cluster(model, clus, request, EmitOptions(model_path=model_path, check_binary=check_binary))
+        _write_json_out(cdoc, out, force)
+        if scripts_dir:
+            for path in write_cluster_scripts(cdoc, scripts_dir, force=force):
+                output.note(f"wrote {path}")
+        output.emit(cdoc, as_json=as_json, render=output.render_cluster_plan)
+        return
     doc = api.plan(model, hw, request, EmitOptions(model_path=model_path, check_binary=check_binary))
     _write_json_out(doc, out, force)
     output.emit(doc, as_json=as_json, render=output.render_pareto if pareto else output.render_plan)
@@ -707,7 +776,7 @@ def calibrate_command(logs, model, base_type, custom_q, recipe_file, token_embed
 @click.option("--plot", type=click.Path(dir_okay=False), help="write size vs quality (speed as colour), .png or .svg")
 @click.option("--force", is_flag=True, help="let --plot overwrite")
 @click.option("--json", "as_json", is_flag=True)
-def compare_command(candidates, model, hw_opts, engine, ctx, kv, ubatch, amb, load, threads, gpu_margin,
+def compare_command(candidates, model, hw_opts, engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin,
                     os_reserve, plot, force, as_json):
     """Compare candidate mixes side by side on this hardware: size, BPW, fit, GPU/CPU bytes, speed, quality.
 
@@ -722,7 +791,7 @@ def compare_command(candidates, model, hw_opts, engine, ctx, kv, ubatch, amb, lo
     from planner.compare import compare, plot_comparison
 
     hw = hardware.hardware_from_options(**hw_opts)
-    run = _run_config(engine, ctx, kv, ubatch, amb, load, threads, gpu_margin, os_reserve, hw)
+    run = _run_config(engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, hw)
     result = compare(list(candidates), model=model, hw=hw, run=run)
     if plot:
         plot_comparison(result, plot, force=force)

@@ -204,10 +204,27 @@ def load_plan_json(path: str) -> SavedPlan:
     Raises:
         PlanFileError: anything but what the tool writes, with the JSON path of the first bad field (exit 4).
     """
+    return saved_plan(read_plan_file(path), path)
+
+
+def read_plan_file(path: str) -> Any:
+    """A plan file's JSON, size-capped and strictly parsed (no NaN/Infinity), not yet validated.
+
+    Raises:
+        PlanFileError: unreadable, too large or not JSON.
+    """
+    return _read_plan_json(path)
+
+
+def saved_plan(doc: Any, path: str) -> SavedPlan:
+    """:func:`load_plan_json` for a document already read (a cluster plan keeps its plan document nested).
+
+    Raises:
+        PlanFileError: anything but what the tool writes, with the JSON path of the first bad field (exit 4).
+    """
     from planner.errors import PlanFileError, PlannerError
     from planner.source import load_model
 
-    doc = _read_plan_json(path)
     plan_schema().check(doc, source=path)
     p = doc["plan"]
     src = p["model_source"]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from planner.constants import constants
-from planner.devices import CPU, gpu_name
+from planner.devices import CPU, gpu_name, is_gpu, is_remote
 from planner.errors import UsageError
 from planner.lowbit import FloorClass, candidate_names, filter_candidates, floor_role, floors_for_budget
 from planner.memory import compute_buffer_bytes, kv_bytes_by_layer
@@ -26,7 +26,7 @@ from planner.request import PlanRequest
 from planner.roles import TIED_ROLES, active_fraction, is_movable, moves_with_ffn
 from planner.runconfig import RunConfig
 from planner.solver import Group, Option
-from planner.speed import device_speeds, linear_pp_fixed, linear_tg_costs
+from planner.speed import DeviceSpeed, device_speeds, linear_pp_fixed, linear_tg_costs
 from planner.tensors import TensorInfo, TensorMap
 
 if TYPE_CHECKING:
@@ -153,22 +153,28 @@ def candidate_types(t: TensorInfo, engine: str, *, allow: Sequence[str] | None, 
 
 
 def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, hw: Hardware, cfg: RunConfig, *,
-                 types: Mapping[str, str] | None, request: PlanRequest, quality: QualityModel | None = None
+                 types: Mapping[str, str] | None, request: PlanRequest, quality: QualityModel | None = None,
+                 speeds: Mapping[str, DeviceSpeed] | None = None, extra_time: Mapping[str, float] | None = None
                  ) -> tuple[list[Group], dict[str, int], dict[str, float]]:
     """Groups, the bytes fixed per device (non-quantized tensors, token_embd), and the fixed parts of the
     TG and PP times ({"tg_s", "pp_s"}) that no choice changes.
 
-    ``types`` given: placement only (each group's type is fixed). Otherwise the joint problem.
+    ``types`` given: placement only (each group's type is fixed). Otherwise the joint problem.  A cluster
+    (:mod:`planner.cluster_plan`) passes every device's ``speeds`` and the network's ``extra_time``; a layer
+    whose device is remote keeps all its tensors there (one crossing of the link each way per token).
     """
     engine = cfg.qengine
-    speeds = device_speeds(hw, cfg)
+    speeds = dict(speeds) if speeds is not None else device_speeds(hw, cfg)
     spb = {d: 1.0 / sp.mem_bw_gbs for d, sp in speeds.items()}    # seconds per byte read per token
     consts = constants()["speed"]
-    offload = bool(budget.gpus) and min(cfg.ubatch, cfg.batch) >= consts["offload_min_batch"]
-    h2d = speeds[budget.gpus[0]].h2d_gbs if budget.gpus else 0.0
+    local_gpus = [g for g in budget.gpus if not is_remote(g)]
+    offload = bool(local_gpus) and min(cfg.ubatch, cfg.batch) >= consts["offload_min_batch"]
+    h2d = speeds[local_gpus[0]].h2d_gbs if local_gpus else 0.0
     ub = min(cfg.ubatch, cfg.batch)
     fixed_tg, move_s = linear_tg_costs(tmap, hw, cfg, layer_device)     # launch/sync and per-token costs
-    fixed_time = {"tg_s": fixed_tg, "pp_s": linear_pp_fixed(tmap, hw, cfg, layer_device)}
+    fixed_time = {"tg_s": fixed_tg + (extra_time or {}).get("tg_s", 0.0),
+                  "pp_s": linear_pp_fixed(tmap, hw, cfg, layer_device, speeds) + (extra_time or {}).get("pp_s", 0.0)}
+    remote_flops: dict[str, float] = {}
     flops_tok = 0.0
     handoff = consts["handoff_s"]
     p = tmap.params
@@ -205,18 +211,24 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
     last_gpu = budget.gpus[-1] if budget.gpus else CPU
     out_dev_extra: dict[str, int] = {}
     if "output.weight" in {t.name for t in tmap.tensors}:
-        base = {d: compute_buffer_bytes(tmap, cfg, holds_layers=True, holds_output=False, is_gpu=d != CPU)
+        base = {d: compute_buffer_bytes(tmap, cfg, holds_layers=True, holds_output=False, is_gpu=is_gpu(d))
                 for d in budget.devices}
         out_dev_extra = {d: compute_buffer_bytes(tmap, cfg, holds_layers=True, holds_output=True,
-                                                 is_gpu=d != CPU) - base[d] for d in budget.devices}
+                                                 is_gpu=is_gpu(d)) - base[d] for d in budget.devices}
     groups: list[Group] = []
     for t in tmap.tensors:
         if t.n_dims >= 2 and t.role != "token_embd":
-            flops_tok += 2.0 * t.n_elements * active_fraction(t, p.n_expert_used)
+            f = 2.0 * t.n_elements * active_fraction(t, p.n_expert_used)
+            if t.layer is not None and is_remote(layer_device[t.layer]):
+                remote_flops[layer_device[t.layer]] = remote_flops.get(layer_device[t.layer], 0.0) + f
+            else:
+                flops_tok += f
     if offload:
-        fixed_time["pp_s"] += ub * flops_tok / sum(speeds[g].flops for g in budget.gpus)
+        fixed_time["pp_s"] += ub * flops_tok / sum(speeds[g].flops for g in local_gpus)
     else:
         fixed_time["pp_s"] += sum(ub * flops_tok / speeds[d].flops for d in (CPU,))
+    # a remote layer runs where it lives: no ubatch copy to the main host's GPU (the RPC backend offloads nothing)
+    fixed_time["pp_s"] += sum(ub * f / speeds[d].flops for d, f in remote_flops.items())
     for key, ts in members.items():
         t0 = next((t for t in ts if t.name.endswith(".weight")), ts[0])     # the matrix decides the types
         role = roles[key]
@@ -237,7 +249,7 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
                     fixed_time["pp_s"] += nb / h2d
             continue
         # device options: attention and norms stay with their layer; FFN and output may go to CPU
-        movable = moves_with_ffn(role) or role == "output"
+        movable = (moves_with_ffn(role) or role == "output") and not is_remote(home)
         devs = [home] + ([CPU] if movable and home != CPU else [])
         options: list[Option] = []
         for dev in devs:
@@ -246,17 +258,17 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
                 choices = [tuple(tnames)]
             else:
                 pinned = next((ty for rx, ty in fixed_rules if search(rx, t0.name)), None)
-                ckey = (t0.ne0, t0.shape[1] if t0.n_dims > 1 else 1, t0.role == "token_embd", dev != CPU, pinned,
+                ckey = (t0.ne0, t0.shape[1] if t0.n_dims > 1 else 1, t0.role == "token_embd", is_gpu(dev), pinned,
                         floor_role(t0.name))
                 cands = cand_cache.get(ckey)
                 if cands is None:
                     cands = cand_cache[ckey] = candidate_types(
                         t0, engine, allow=[pinned] if pinned else request.allow or None, deny=request.deny,
-                        has_imatrix=request.has_imatrix, on_gpu=dev != CPU, floor=floor,
+                        has_imatrix=request.has_imatrix, on_gpu=is_gpu(dev), floor=floor,
                         ignore_imatrix_rules=request.ignore_imatrix_rules)
                 choices = [tuple(c if quantizable(t, engine) else t.dtype for t in ts) for c in cands]
             for tn in choices:
-                if types is not None and dev != CPU and not all(
+                if types is not None and is_gpu(dev) and not all(
                         catalogue().get(x).runs_on_cuda(engine) for x in tn):
                     continue
                 per = [nbytes_of(x, t.shape) for x, t in zip(tn, ts)]
@@ -282,11 +294,11 @@ def capacities(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, cfg
     kv = kv_bytes_by_layer(tmap.params, cfg)
     cap = {}
     for d in budget.devices:
-        is_gpu = d != CPU
-        holds = d in layer_device or not is_gpu
-        c = budget.bytes[d] - (cfg.gpu_margin_bytes if is_gpu else cfg.os_reserve_bytes)
+        gpu = is_gpu(d)
+        holds = d in layer_device or not gpu
+        c = budget.bytes[d] - (cfg.gpu_margin_bytes if gpu else cfg.os_reserve_bytes)
         c -= sum(nbytes for x, nbytes in zip(layer_device, kv) if x == d)
-        c -= compute_buffer_bytes(tmap, cfg, holds_layers=holds, holds_output=False, is_gpu=is_gpu)
+        c -= compute_buffer_bytes(tmap, cfg, holds_layers=holds, holds_output=False, is_gpu=gpu)
         c -= fixed_bytes.get(d, 0)
         cap[d] = c
     return cap

@@ -37,7 +37,13 @@ ENGINES = ("ik", "mainline")
 
 @dataclass(frozen=True, slots=True)
 class CacheConfig:
-    """The run flags that change the cache: engine, ``-c``, ``-ctk/-ctv``, ``-fa``, ``-mla``, ``-np``, ``-ub``."""
+    """The run flags that change the cache: engine, ``-c``, ``-ctk/-ctv``, ``-fa``, ``-mla``, ``-np``, ``-ub``.
+
+    ``-c`` cells are shared by all sequences (ik; mainline with a unified KV cache).  Mainline without
+    ``--kv-unified`` splits them into ``-np`` streams padded one by one, and its SWA cache then holds ``n_swa +
+    n_ubatch`` cells per stream: not modelled (full layers differ by the padding, SWA layers by up to
+    ``(np - 1) * n_ubatch`` cells).
+    """
 
     engine: str = "ik"              # "ik" (ik_llama.cpp) or "mainline" (llama.cpp)
     ctx: int = 32768

@@ -107,6 +107,7 @@ class LaunchCommand:
     ngl: int
     tensor_split: tuple[float, ...] = ()
     n_cpu_moe: int | None = None
+    split_note: str = ""       # how -ngl/-ts reproduce the plan's layer map under the engine's rule
 
     def shell(self, argv: Sequence[str] | None = None) -> str:
         from planner.quoting import shell_quote
@@ -159,14 +160,16 @@ def engine_output_device(engine: str, layer_device: Sequence[str], out_dev: str)
 def build_launch(tmap: TensorMap, devices: Mapping[str, str], layer_device: Sequence[str], run: RunConfig,
                  model_path: str, *, host: str = "127.0.0.1", port: int = 8080,
                  server: str | None = None, types: Mapping[str, str] | None = None,
-                 gpus: Sequence[str] | None = None) -> LaunchCommand:
+                 gpus: Sequence[str] | None = None, rpc: str | None = None) -> LaunchCommand:
     """The llama-server (and llama-sweep-bench) command that reproduces a placement.
 
     ``-ngl``/``-ts`` come from :func:`planner.layer_split.flags_for_names`: values under which the engine profile's
     own layer rule (ik's greedy fill by layer size, mainline's and ik-2025's ``upper_bound``) puts every layer,
     and so its KV cache, on the planned device; the map is re-derived from the emitted values before anything
     is returned. ``types`` (the mix) sizes ik's layers; ``gpus`` is the engine's device list when it has GPUs the
-    plan leaves empty.
+    plan leaves empty.  On an RPC cluster ``devices``/``layer_device``
+    carry the engine's own names (``RPC0[host:port]``), ``gpus`` is its device order (remote devices first) and
+    ``rpc`` the ``--rpc`` value (:mod:`planner.rpc`).
 
     Raises:
         EmitterError: no -ngl/-ts reproduces the plan's layer map, or the -ot rules do not reproduce it.
@@ -194,6 +197,16 @@ def build_launch(tmap: TensorMap, devices: Mapping[str, str], layer_device: Sequ
             raise EmitterError(f"-ngl {ngl} -ts {ts} does not reproduce the plan's layer map under {run.engine}")
     else:
         ngl = 0
+    split_note = ""
+    if len(gpu_list) > 1 and ts:
+        counts = [sum(1 for d in layer_device if d == g) + (1 if ngl_out == g else 0) for g in gpu_list]
+        unit = ("layers per GPU, the output layer counted" if list(ts) == counts else
+                "layers per GPU" if list(ts) == [sum(1 for d in layer_device if d == g) for g in gpu_list] else
+                "MiB per GPU of ik's own layer sizes: weights + KV per layer, one compute buffer per GPU")
+        where = _ranges(layer_device).replace(" CUDA", " on CUDA").replace(" CPU", " on CPU")
+        out = f", the output on {ngl_out}" if ngl_out != CPU else ""
+        split_note = (f"-ngl {ngl} -ts {','.join(_num(x) for x in ts)} makes {run.engine} put layers {where}{out} "
+                      f"as planned, re-derived with its own layer rule (-ts in {unit})")
     defaults = default_devices(tmap, layer_device, None if ngl_out == CPU else ngl_out)
     rules = compress_overrides(tmap, devices, defaults)
     n_cpu_moe = None
@@ -229,10 +242,10 @@ def build_launch(tmap: TensorMap, devices: Mapping[str, str], layer_device: Sequ
     if run.threads:
         args += [prof["threads"], str(run.threads)]
     server_bin = server or prof["server"]
-    model = ["-m", model_path]
+    model = ["-m", model_path] + (["--rpc", rpc] if rpc else [])
     argv = (server_bin, *model, *args, "--host", host, "--port", str(port))
     sweep = ("llama-sweep-bench", *model, *args)
-    return LaunchCommand(run.engine, tuple(argv), tuple(sweep), tuple(rules), ngl, ts, n_cpu_moe)
+    return LaunchCommand(run.engine, tuple(argv), tuple(sweep), tuple(rules), ngl, ts, n_cpu_moe, split_note)
 
 
 # ------------------------------------------------------------------------- binary check
@@ -283,6 +296,7 @@ class ParsedCommand:
     cpu_moe: bool
     ignored: tuple[str, ...] = field(default=())
     warnings: tuple[str, ...] = field(default=())   # flags the engine rejects or reads differently
+    rpc: tuple[str, ...] = field(default=())        # --rpc endpoints, in order (planner.cluster_plan.check_cluster)
 
 
 def parse_server_command(argv: Sequence[str], engine: str = "ik") -> ParsedCommand:
@@ -363,7 +377,8 @@ def parse_server_command(argv: Sequence[str], engine: str = "ik") -> ParsedComma
                     type_v=vals.get("-ctv", vals.get("--cache-type-v", "f16")), flash_attn=fa,
                     ubatch=num("-ub", "--ubatch-size", default=512), batch=num("-b", "--batch-size", default=2048),
                     amb=num("-amb", "--attention-max-batch", default=256), load=load,
-                    threads=threads if threads is not None and threads > 0 else None)
+                    threads=threads if threads is not None and threads > 0 else None,
+                    threads_batch=num("-tb", "--threads-batch", default=None), numa=vals.get("--numa"))
     ts_raw = vals.get("-ts", vals.get("--tensor-split"))
     ts: tuple[float, ...] = ()
     if ts_raw:
@@ -392,7 +407,7 @@ def parse_server_command(argv: Sequence[str], engine: str = "ik") -> ParsedComma
                          ngl=num("-ngl", "--gpu-layers", "--n-gpu-layers", default=None), overrides=tuple(ot),
                          tensor_split=ts, n_cpu_moe=num("-ncmoe", "--n-cpu-moe", default=None),
                          cpu_moe=("-cmoe" in flags or "--cpu-moe" in flags), ignored=tuple(ignored),
-                         warnings=tuple(warnings))
+                         warnings=tuple(warnings), rpc=tuple(e for e in vals.get("--rpc", "").split(",") if e))
 
 
 def placement_from_command(tmap: TensorMap, cmd: ParsedCommand, gpus: Sequence[str], *,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from planner.constants import constants
 from planner.devices import CPU
+from planner.devices import is_gpu as devices_is_gpu
 from planner.quants import catalogue
 from planner.runconfig import RunConfig
 from planner.tensors import ModelParams, TensorInfo, TensorMap
@@ -182,7 +183,7 @@ def memory_report(tmap: TensorMap, mix: Mapping[str, str], placement: Placement,
         "token_embd.weight")
     devices = []
     for dev in placement.devices:
-        is_gpu = dev != CPU
+        is_gpu = devices_is_gpu(dev)
         holds_layers = dev in placement.layer_device or (not is_gpu and any(
             placement.device_of(n) == CPU for n in sizes if n.startswith("blk.")))
         terms = [Term("weights", weights.get(dev, 0), True,

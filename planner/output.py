@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from rich.console import Console, JustifyMethod
 
     from planner.check import CheckResult
+    from planner.cluster_plan import ClusterDocument
     from planner.compare import Comparison
     from planner.documents import ParetoSet, PlanDocument
     from planner.hardware import GPU, Hardware, ProfileSummary
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     from planner.speed import SpeedEstimate
     from planner.verify import Check, VerifyReport
     from planner.summary import ModelSummary
+
+MAX_TABLE_ROWS = 200   # rows of a table in the text output; --json has them all
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -228,9 +231,13 @@ def render_summary(s: ModelSummary) -> None:
         ("file", f"{s.file_bytes:,} bytes" if s.file_bytes else "n/a (built-in description)"),
     ])
     print_text(_counts_block(s.type_counts))
+    # a table renders in time quadratic-ish in its rows: a header with 50,000 distinct roles took a minute
+    shown = sorted(s.roles, key=lambda r: -r.bytes)[:MAX_TABLE_ROWS] if len(s.roles) > MAX_TABLE_ROWS else s.roles
     print_table("per role", ["role", "tensors", "parameters", "size", "types"],
-                [(r.role, r.tensors, f"{r.n_elements:,}", mib(r.bytes), r.types) for r in s.roles],
-                justify=["left", "right", "right", "right", "left"])
+                [(r.role, r.tensors, f"{r.n_elements:,}", mib(r.bytes), r.types) for r in shown],
+                justify=["left", "right", "right", "right", "left"],
+                caption=(f"the {MAX_TABLE_ROWS} largest of {len(s.roles):,} roles; --json lists all"
+                         if len(shown) < len(s.roles) else None))
     layers = s.layer_bytes
     if layers:
         rows = []
@@ -239,6 +246,8 @@ def render_summary(s: ModelSummary) -> None:
             if i == len(layers) or layers[i] != layers[start]:
                 rows.append((f"{start}" if i - 1 == start else f"{start}-{i - 1}", mib(layers[start])))
                 start = i
+        more = len(rows) - MAX_TABLE_ROWS
+        rows = rows[:MAX_TABLE_ROWS] + ([(f"... {more:,} more ranges", "--json lists all")] if more > 0 else [])
         rows.append(("outside layers", mib(s.nonlayer_bytes)))
         print_table("per layer", ["layers", "size per layer"], rows, justify=["left", "right"])
 
@@ -330,6 +339,8 @@ def render_plan(doc: PlanDocument) -> None:
         else:
             print_text("\nquantize:\n" + (doc.quantize_command or ""))
     print_text("\nlaunch:\n" + doc.launch_command)
+    if doc.launch.split_note:
+        print_text(f"note: {doc.launch.split_note}")
     print_text("\nbenchmark the same placement:\n" + doc.sweep_command)
 
 
@@ -461,3 +472,24 @@ def render_calibration(res: CalibrateResult) -> None:
         print_text(f"  note: {n}")
     if res.saved:
         print_text(f"saved calibrated profile {res.saved}: use it with --profile {res.saved}")
+
+
+def render_cluster_plan(cd: ClusterDocument) -> None:
+    """A cluster plan: the plan as for one box, then per host, the network, and what to run where."""
+    render_plan(cd.document)
+    print_table("memory per host", ["host", "devices", "total", "budget", "weights", "KV", "fits"],
+                [(h.host, ", ".join(h.devices), gib(h.total_bytes, 2), gib(h.budget_bytes, 2),
+                  gib(h.weights_bytes, 2), gib(h.kv_bytes, 2), "yes" if h.fits else "NO") for h in cd.hosts],
+                justify=["left", "left", "right", "right", "right", "right", "left"])
+    layers = ", ".join(f"{d}: {n}" for d, n in cd.remote_layers.items())
+    print_text(f"remote layers (whole layers, first in the engines' device order): {layers}")
+    print_text(f"network (estimate, in the speed above): {cd.network_tg_ms:.2f} ms per token at depth 0, "
+               f"{cd.network_tg_ms_ctx:.2f} at full context; {cd.network_pp_ms:.1f} ms per ubatch")
+    warm = "" if cd.load_warm_s is None else f", {cd.load_warm_s / 60:.1f} min with a warm rpc-server -c cache"
+    print_text(f"load (estimate): remote weights {cd.load_cold_s / 60:.1f} min over the links{warm}")
+    for n in cd.load_notes:
+        print_text(f"  {n}")
+    for s in cd.servers:
+        print_text(f"\non {s.host} ({s.address}), start first:\n{s.command}")
+    for w in cd.warnings:
+        print_text(f"\nwarning: {w}")

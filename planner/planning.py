@@ -20,14 +20,15 @@ from planner.devices import CPU
 from planner.errors import InfeasibleBudgetError, UsageError
 from planner.groups import Budget, build_groups, capacities, layer_split, smallest_weights
 from planner.hints import with_options
+from planner.loadmode import choose_load
 from planner.memory import MemoryReport, Placement, kv_bytes_by_layer, memory_report, mix_bytes
 from planner.quantize import quantizable
 from planner.quants import catalogue
 from planner.regexes import compile_user_regex, search
 from planner.request import PlanRequest
-from planner.runconfig import RunConfig
+from planner.runconfig import UBATCH_CHOICES, RunConfig
 from planner.solver import Group, Objective, Solution, SolveStep, solve, weakest
-from planner.speed import SpeedEstimate, estimate_speed
+from planner.speed import DeviceSpeed, SpeedEstimate, estimate_speed
 from planner.tensors import TensorMap
 
 if TYPE_CHECKING:
@@ -96,14 +97,26 @@ def loss_slack(quality: QualityModel | None, request: PlanRequest) -> float:
 
 def _finish(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequest, layer_device: tuple[str, ...],
             types: dict[str, str], devices: dict[str, str], sol: Solution | None, quality: QualityModel | None,
-            notes: list[str]) -> Plan:
+            notes: list[str], *,
+            speed_of: Callable[[Mapping[str, str], Placement], SpeedEstimate] | None = None) -> Plan:
     cfg = request.run
     placement = Placement(devices, layer_device, budget.devices)
+    if request.ub_auto:
+        cfg = _largest_ubatch_that_fits(tmap, types, placement, budget, cfg, notes)
+    if request.load_auto:
+        # -rtr or --no-mmap copy the same bytes into RAM, so the placement stays valid; speed decides
+        choice = choose_load(tmap, types, placement, hw, cfg)
+        cfg, spd = choice.run, choice.speed
+        if choice.reason:
+            notes.append(choice.reason)
+    else:
+        spd = estimate_speed(tmap, types, placement, hw, cfg)
     mem = memory_report(tmap, types, placement, budget.bytes, cfg)
     if not mem.fits:
         raise InfeasibleBudgetError("internal re-check failed: " + "; ".join(mem.problems()),
                                     shortfall_bytes=mem.shortfall())
-    spd = estimate_speed(tmap, types, placement, hw, cfg)
+    if speed_of is not None:      # a cluster's estimate (network terms, remote devices) replaces the one-box one
+        spd = speed_of(types, placement)
     # the ILP's time terms are memory-bound and linear; the full estimate also checks compute: say so if it differs
     if request.min_tg and spd.tg_tps < request.min_tg:
         notes.append(f"predicted TG {spd.tg_tps:.2f} tok/s is below --min-tg {request.min_tg}: the CPU is "
@@ -126,10 +139,35 @@ def _finish(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequest,
                 notes=tuple(notes))
 
 
+def _largest_ubatch_that_fits(tmap: TensorMap, types: Mapping[str, str], placement: Placement, budget: Budget,
+                              cfg: RunConfig, notes: list[str]) -> RunConfig:
+    """-ub as a decision: the largest of UBATCH_CHOICES whose compute buffers still fit beside the plan on every
+    device (types and placement unchanged, so TG and quality are too; larger micro-batches amortise the per-ubatch
+    copy of CPU-resident weights and raise PP).  -b follows as max(-b, -ub)."""
+    best = cfg
+    for ub in UBATCH_CHOICES:
+        if ub <= cfg.ubatch:
+            continue
+        trial = replace(cfg, ubatch=ub, batch=max(cfg.batch, ub))
+        if not memory_report(tmap, types, placement, budget.bytes, trial).fits:
+            break
+        best = trial
+    if best.ubatch != cfg.ubatch:
+        notes.append(f"-ub {best.ubatch}: the largest micro-batch whose compute buffers fit beside the plan "
+                     f"(faster prompt processing; types and placement unchanged)")
+    return best
+
+
 def _solve_with_layers(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequest, *,
-                       types: Mapping[str, str] | None, quality: QualityModel | None
+                       types: Mapping[str, str] | None, quality: QualityModel | None,
+                       layout: Callable[[int], tuple[str, ...]] | None = None,
+                       speeds: Mapping[str, DeviceSpeed] | None = None,
+                       extra_time: Mapping[str, float] | None = None
                        ) -> tuple[tuple[str, ...], Solution, list[Group]]:
-    """Try all layers on the GPUs first; if attention + KV do not fit, move the first layers to CPU."""
+    """Try all layers on the GPUs first; if attention + KV do not fit, move the first layers to CPU.
+
+    ``layout(n_cpu)`` replaces the one-box layer split (a cluster puts its remote layers first) and
+    ``speeds`` and ``extra_time`` go to :func:`build_groups` (a cluster's device speeds and network time)."""
     cfg = request.run
     need = (smallest_weights(tmap, types, request, budget) + sum(kv_bytes_by_layer(tmap.params, cfg))
             + cfg.os_reserve_bytes + cfg.gpu_margin_bytes * len(budget.gpus))
@@ -140,9 +178,10 @@ def _solve_with_layers(tmap: TensorMap, hw: Hardware, budget: Budget, request: P
     last_err: InfeasibleBudgetError | None = None
     tried = [0] if not budget.gpus else sorted({0, *range(max(1, n // 16), n + 1, max(1, n // 16)), n})
     for n_cpu in tried:
-        layer_device = layer_split(n, budget, n_cpu)
+        layer_device = layout(n_cpu) if layout is not None else layer_split(n, budget, n_cpu)
         groups, fixed, fixed_time = build_groups(tmap, layer_device, budget, hw, request.run, types=types,
-                                                 request=request, quality=quality)
+                                                 request=request, quality=quality, speeds=speeds,
+                                                 extra_time=extra_time)
         cap = capacities(tmap, layer_device, budget, request.run, fixed)
         if any(c < 0 for c in cap.values()):
             last_err = InfeasibleBudgetError("fixed terms alone exceed a device budget",
@@ -230,7 +269,8 @@ def place(tmap: TensorMap, types: Mapping[str, str], hw: Hardware, request: Plan
 
 def _assemble(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequest, layer_device: tuple[str, ...],
               sol: Solution, groups: list[Group], *, fixed_types: Mapping[str, str] | None,
-              quality: QualityModel | None) -> Plan:
+              quality: QualityModel | None,
+              speed_of: Callable[[Mapping[str, str], Placement], SpeedEstimate] | None = None) -> Plan:
     gmap = {g.key: g.tensors for g in groups}
     types, devices = _expand(sol, gmap)
     last = tmap.params.n_loaded_layers - 1
@@ -250,7 +290,7 @@ def _assemble(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanReques
     n_cpu = sum(1 for d in layer_device if d == CPU)
     if budget.gpus and n_cpu:
         notes.append(f"attention and KV of the first {n_cpu} layers stay on the CPU (-ngl {len(layer_device) - n_cpu})")
-    return _finish(tmap, hw, budget, request, layer_device, types, devices, sol, quality, notes)
+    return _finish(tmap, hw, budget, request, layer_device, types, devices, sol, quality, notes, speed_of=speed_of)
 
 
 def joint_plan(tmap: TensorMap, hw: Hardware, request: PlanRequest, quality: QualityModel) -> Plan:

@@ -33,6 +33,8 @@ class PlanRequest:
     ignore_imatrix_rules: bool = False   # ik llama-quantize --ignore-imatrix-rules: imatrix-only types without one
     floors: bool = True                  # keep output/token_embd/attn_v at the engines' own floors (planner.lowbit)
     max_rules: int | None = None         # merge type groups until the recipe has at most this many (planner.simplify)
+    load_auto: bool = False              # run.load is the engine default, not the user's: choose it by speed
+    ub_auto: bool = False                # -ub/-b not given: choose -ub (UBATCH_CHOICES) within the memory budget
 
 
 @dataclass(frozen=True, slots=True)

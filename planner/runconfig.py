@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from planner.constants import constants
 from planner.engines import quant_engine
@@ -11,6 +11,35 @@ from planner.units import GIB, MIB
 _MEM = constants()["memory"]
 DEFAULT_GPU_MARGIN_BYTES = int(_MEM["gpu_margin_mib"]) * MIB
 DEFAULT_OS_RESERVE_BYTES = int(_MEM["os_reserve_gib"] * GIB)
+
+
+DEFAULT_UBATCH = 512     # llama.cpp / ik common.h n_ubatch default
+DEFAULT_BATCH = 2048     # common.h n_batch default
+# -ub values the planner chooses among (powers of two; ik's published sweeps use 512-4096)
+UBATCH_CHOICES = (512, 1024, 2048, 4096)
+
+
+def batch_sizes(ubatch: int | None, batch: int | None) -> tuple[int, int]:
+    """(-ub, -b) from the flags given (None: not given), keeping b >= ub.
+
+    llama.cpp caps the micro-batch at the batch (``src/llama-context.cpp``: ``n_ubatch = min(n_batch,
+    n_ubatch)``; ik ``src/llama.cpp`` llama_new_context_with_model likewise), so a plan with b < ub would not run
+    the -ub it predicts.
+
+    Raises:
+        UsageError: both given and b < ub, or a value not positive.
+    """
+    from planner.errors import UsageError
+
+    for name, v in (("--ub", ubatch), ("--batch", batch)):
+        if v is not None and v <= 0:
+            raise UsageError(f"{name} must be positive, got {v}")
+    if ubatch is not None and batch is not None and batch < ubatch:
+        raise UsageError(f"--batch {batch} is smaller than --ub {ubatch}",
+                         hint="llama.cpp caps -ub at -b (n_ubatch = min(n_batch, n_ubatch)); give -b >= -ub")
+    ub = ubatch if ubatch is not None else min(DEFAULT_UBATCH, batch if batch is not None else DEFAULT_UBATCH)
+    b = batch if batch is not None else max(DEFAULT_BATCH, ub)
+    return ub, b
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,14 +51,17 @@ class RunConfig:
     type_k: str = "q8_0"
     type_v: str = "q8_0"
     flash_attn: bool = True
-    ubatch: int = 512
-    batch: int = 2048
+    ubatch: int = DEFAULT_UBATCH
+    batch: int = DEFAULT_BATCH
     amb: int = 512                     # -amb MiB (ik)
     load: str = "rtr"                  # mmap | no-mmap | rtr
     n_parallel: int = 1
     threads: int | None = None
     gpu_margin_bytes: int = DEFAULT_GPU_MARGIN_BYTES   # per-GPU safety margin (data/speed_constants.toml)
     os_reserve_bytes: int = DEFAULT_OS_RESERVE_BYTES   # RAM left to the OS and the server (estimate, same file)
+    # speed-only flags of a user's command (not emitted in plans, so kept out of the plan JSON): -tb and --numa
+    threads_batch: int | None = field(default=None, metadata={"json": False})
+    numa: str | None = field(default=None, metadata={"json": False})
 
     @property
     def qengine(self) -> str:

@@ -26,9 +26,10 @@ sweep-bench output; :func:`estimate_speed` sums them (with those multipliers, if
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from planner.devices import is_gpu, is_remote
 from planner.memory import CPU, Placement, RunConfig, constants, mix_bytes
 from planner.quants import catalogue
 from planner.roles import active_fraction, moves_with_ffn
@@ -159,6 +160,7 @@ def device_speeds(hw, cfg: RunConfig, *, numa: str | None = None, calibrated: bo
     """Effective bandwidth and compute of each device of a Hardware description (with the machine's calibration
     applied to the rates, unless ``calibrated`` is false: the nominal rates the calibration multiplies)."""
     m = hw_scales(hw) if calibrated else {}
+    numa = numa if numa is not None else getattr(cfg, "numa", None)
     k = _k()
     out: dict[str, DeviceSpeed] = {}
     for g in hw.gpus:
@@ -247,14 +249,25 @@ def _attn_dims(tmap: TensorMap) -> tuple[int, int, int]:
 
 def speed_terms(tmap: TensorMap, mix: Mapping[str, str], placement: Placement, hw, cfg: RunConfig,
                 depths: Iterable[int] = (0,), *, numa: str | None = None,
-                threads_batch: int | None = None) -> tuple[SpeedTerms, ...]:
-    """The model's named terms at each depth (see the module docstring)."""
+                threads_batch: int | None = None, speeds: Mapping[str, DeviceSpeed] | None = None,
+                network: Callable[[int, int], float] | None = None) -> tuple[SpeedTerms, ...]:
+    """The model's named terms at each depth (see the module docstring).
+
+    On an RPC cluster (:mod:`planner.cluster_plan`) ``speeds`` holds every device, remote ones named
+    ``host/device``: a remote device's weights are read at its own bandwidth (term ``weights <device>``, not
+    calibrated), its layers' PP matmuls run there at its own rate (the RPC backend offloads nothing to the main
+    host's GPU), and ``network(n_tokens, depth)`` adds the link time of one pass (term ``network``).
+    """
     k = _k()
     eng = engine_constants(cfg.engine)
     p = tmap.params
     cat = catalogue()
-    speeds = device_speeds(hw, cfg, numa=numa, calibrated=False)
-    gpus = [d for d in speeds if d != CPU]
+    speeds = dict(speeds) if speeds is not None else device_speeds(hw, cfg, numa=numa, calibrated=False)
+    gpus = [d for d in speeds if d != CPU and not is_remote(d)]
+    remote_pp: dict[str, float] = {}         # per token, the matmul FLOPs a remote device runs in PP
+
+    def cpu_like(d: str) -> bool:
+        return d == CPU or (is_remote(d) and not is_gpu(d))
     sizes = mix_bytes(tmap, mix)
     ub = max(1, min(cfg.ubatch, cfg.batch))
     n_used = max(1, p.n_expert_used or 1)
@@ -286,6 +299,9 @@ def speed_terms(tmap: TensorMap, mix: Mapping[str, str], placement: Placement, h
         if not matmul:
             continue
         rows = ub * n_used / t.n_expert if (t.is_expert and t.n_expert) else ub
+        if is_remote(dev):
+            remote_pp[dev] = remote_pp.get(dev, 0.0) + f
+            continue
         if dev != CPU:
             pp_gpu_flops_tok += f
             pp_gpu_expert_mats += 1 if t.is_expert else 0
@@ -346,13 +362,15 @@ def speed_terms(tmap: TensorMap, mix: Mapping[str, str], placement: Placement, h
             n_cpu = len({t.layer for t in tmap.tensors if t.layer is not None and tmap.is_loaded(t)
                          and t.n_dims >= 2 and (placement.device_of(t.name) == CPU)})
             launch += n_cpu * k["cpu_layer_s"]
+        elif cpu_like(d):
+            launch += n_layers * k["cpu_layer_s"]
         else:
             launch += n_layers * k["gpu_layer_s"] + len(moe_layers_on[d]) * k["gpu_moe_layer_s"]
     handoff_t = cpu_gpu * k["handoff_s"] + gpu_gpu * k["gpu_handoff_s"]
     fixed = k["token_overhead_s"] * (0.25 if eng["graph_reuse"] else 1.0)
 
     threads = cpu_threads(hw, cfg)
-    tb = threads_batch or threads
+    tb = threads_batch or cfg.threads_batch or threads
     cpu_cores_pp = effective_cores(hw, tb)
     cpu_peak = cpu_core_gflops(hw) * 1e9 * eng["cpu_gemm_scale"]
     cpu_fa_tg_rate = eng["cpu_fa_tg_gflops_per_core"] * 1e9 * effective_cores(hw, threads)
@@ -361,13 +379,13 @@ def speed_terms(tmap: TensorMap, mix: Mapping[str, str], placement: Placement, h
     for depth in depths:
         tg = dict.fromkeys(TG_GROUPS, 0.0)
         for d, s in speeds.items():
-            grp = "cpu_weights" if d == CPU else "gpu_weights"
-            tg[grp] += read[d] / s.mem_bw_gbs if s.mem_bw_gbs else 0.0
+            grp = f"weights {d}" if is_remote(d) else "cpu_weights" if d == CPU else "gpu_weights"
+            tg[grp] = tg.get(grp, 0.0) + (read[d] / s.mem_bw_gbs if s.mem_bw_gbs else 0.0)
             kv_bytes, cell_layers = cells_read(d, depth)
             tg["kv_read"] += kv_bytes / s.mem_bw_gbs if s.mem_bw_gbs else 0.0
             if not cell_layers:
                 continue
-            if d == CPU:
+            if cpu_like(d):      # (a remote CPU at the main host's per-core rate: an assumption)
                 tg["attn"] += attn_flops_cell * cell_layers / cpu_fa_tg_rate
             elif gpu_fa_kernel(cfg.engine, cfg, n_gqa, s.compute_capability) == "mma":
                 if quant_cache:      # convert to f16: write the f16 copy and read it again
@@ -378,6 +396,8 @@ def speed_terms(tmap: TensorMap, mix: Mapping[str, str], placement: Placement, h
         tg["launch"] = launch
         tg["handoff"] = handoff_t
         tg["fixed"] = fixed
+        if network is not None:
+            tg["network"] = network(1, depth)
 
         pp = dict.fromkeys(PP_GROUPS, 0.0)
         if gpus:
@@ -387,13 +407,17 @@ def speed_terms(tmap: TensorMap, mix: Mapping[str, str], placement: Placement, h
             pp["gpu_gemm"] = pp_gpu_flops_tok * ub / gpu_rate
             # the id-matmul walks the experts one by one (ids copied to the host first)
             pp["gpu_gemm"] += pp_gpu_expert_mats * min(p.n_expert, ub * n_used) * k["gpu_expert_matmul_s"]
+        for d, f in remote_pp.items():
+            pp["cpu_gemm" if cpu_like(d) else "gpu_gemm"] += f * ub / speeds[d].flops
+        if network is not None:
+            pp["network"] = network(ub, depth)
         for f, rows in pp_cpu_flop_rows:
             eff = rows / (rows + k["cpu_gemm_half_rows"])
             pp["cpu_gemm"] += f * ub / (cpu_peak * cpu_cores_pp * eff)
         # attention of the ubatch against depth + half of itself (causal), on the device holding each layer
         for d, blocks in attn_blocks.items():
             work = attn_flops_cell * ub * sum(min(depth, n) + ub / 2.0 for _, n in blocks)
-            if d == CPU:
+            if cpu_like(d):
                 pp["attn_pp"] += work / (cpu_peak * cpu_cores_pp * eng["cpu_fa_pp_scale"])
             else:
                 pp["attn_pp"] += work / (speeds[d].tensor_flops * k["gpu_fa_pp_efficiency"])
@@ -405,7 +429,10 @@ def speed_terms(tmap: TensorMap, mix: Mapping[str, str], placement: Placement, h
 def estimate_speed(tmap: TensorMap, mix: Mapping[str, str], placement: Placement, hw, cfg: RunConfig, *,
                    depths: Sequence[int] | None = None, scales: Mapping[str, float] | None = None,
                    constants: Mapping[str, float] | None = None, numa: str | None = None,
-                   threads_batch: int | None = None, label: str = "estimate") -> SpeedEstimate:
+                   threads_batch: int | None = None, label: str = "estimate",
+                   speeds: Mapping[str, DeviceSpeed] | None = None,
+                   network: Callable[[int, int], float] | None = None,
+                   notes: Sequence[str] = ()) -> SpeedEstimate:
     """Predicted TG and PP (labelled estimates) for a mix and placement on a machine.
 
     ``depths``: the KV depths to evaluate (default 0 and the full context); ``scales``: per-term-group multipliers
@@ -418,19 +445,25 @@ def estimate_speed(tmap: TensorMap, mix: Mapping[str, str], placement: Placement
         depths = (0,) + depths
     if cfg.ctx not in depths:
         depths = depths + (cfg.ctx,)
-    terms = speed_terms(tmap, mix, placement, hw, cfg, depths, numa=numa, threads_batch=threads_batch)
+    numa = numa if numa is not None else cfg.numa
+    threads_batch = threads_batch if threads_batch is not None else cfg.threads_batch
+    terms = speed_terms(tmap, mix, placement, hw, cfg, depths, numa=numa, threads_batch=threads_batch,
+                        speeds=speeds, network=network)
     k = _k()
     if scales is None:
         scales = hw_scales(hw) or None
-    speeds = device_speeds(hw, cfg, numa=numa, calibrated=False)
+    speeds = dict(speeds) if speeds is not None else device_speeds(hw, cfg, numa=numa, calibrated=False)
     ub = terms[0].ubatch
     points = tuple((t.depth, 1.0 / t.tg_time(scales), ub / t.pp_time(scales)) for t in terms)
     by_depth = {d: (tg, pp) for d, tg, pp in points}
     t0 = terms[0]
-    gpus = [d for d in speeds if d != CPU]
+    gpus = [d for d in speeds if d != CPU and not is_remote(d)]
     per_dev: dict[str, float] = {}
     # weights part of TG per device (ms), for the plan's explanation
     for d in speeds:
+        if is_remote(d):
+            per_dev[d] = t0.tg.get(f"weights {d}", 0.0) * 1e3
+            continue
         grp = "cpu_weights" if d == CPU else "gpu_weights"
         share = 1.0 if d == CPU else (1.0 / max(1, len(gpus)))
         per_dev[d] = t0.tg[grp] * share * (scales or {}).get(grp, 1.0) * 1e3
@@ -449,6 +482,9 @@ def estimate_speed(tmap: TensorMap, mix: Mapping[str, str], placement: Placement
         f"PP: CPU-resident weights the GPU can multiply copied to it once per ubatch of {ub}" if gpus
         else f"PP on the CPU, ubatch {ub}",
         *(("calibrated multipliers: " + ", ".join(f"{g} x{v:.2f}" for g, v in scales.items()),) if scales else ()),
+        *(f"{d}: {speeds[d].mem_bw_gbs / 1e9:.0f} GB/s effective on its host, its layers computed there" for d in speeds
+          if is_remote(d)),
+        *notes,
     )
     return SpeedEstimate(
         tg_tps=by_depth[0][0], tg_tps_ctx=by_depth[cfg.ctx][0], pp_tps=by_depth[0][1], pp_tps_ctx=by_depth[cfg.ctx][1],
@@ -465,7 +501,7 @@ def linear_tg_costs(tmap: TensorMap, hw, cfg: RunConfig, layer_device: Sequence[
     moe = any(t.is_expert for t in tmap.tensors)
     fixed = k["token_overhead_s"] * (0.25 if eng["graph_reuse"] else 1.0)
     for dev in layer_device[:tmap.params.n_loaded_layers]:
-        if dev == CPU:
+        if dev == CPU or (is_remote(dev) and not is_gpu(dev)):
             fixed += k["cpu_layer_s"]
         else:
             fixed += k["gpu_layer_s"] + (k["gpu_moe_layer_s"] if moe else 0.0)
@@ -473,22 +509,23 @@ def linear_tg_costs(tmap: TensorMap, hw, cfg: RunConfig, layer_device: Sequence[
     return fixed, move
 
 
-def linear_pp_fixed(tmap: TensorMap, hw, cfg: RunConfig, layer_device: Sequence[str]) -> float:
+def linear_pp_fixed(tmap: TensorMap, hw, cfg: RunConfig, layer_device: Sequence[str],
+                    speeds: Mapping[str, DeviceSpeed] | None = None) -> float:
     """For the planner's linear model of PP time: seconds per ubatch (at depth 0) that do not depend on where the
     FFN tensors go: the prompt's own attention on each layer's device and, when a GPU multiplies the experts (all
     of them, resident or copied), the id-matmul's per-expert launches.  Same constants as :func:`speed_terms`."""
     k = _k()
     p = tmap.params
-    speeds = device_speeds(hw, cfg)
+    speeds = dict(speeds) if speeds is not None else device_speeds(hw, cfg)
     ub = max(1, min(cfg.ubatch, cfg.batch))
-    gpus = [d for d in speeds if d != CPU]
+    gpus = [d for d in speeds if d != CPU and not is_remote(d)]
     n_head, dk, dv = _attn_dims(tmap)
     work_layer = 2.0 * n_head * (dk + dv) * (ub / 2.0) * ub
     eng = engine_constants(cfg.engine)
     cpu_rate = cpu_core_gflops(hw) * 1e9 * effective_cores(hw, cpu_threads(hw, cfg)) * eng["cpu_gemm_scale"]
     out = 0.0
     for dev in layer_device[:p.n_loaded_layers]:
-        out += work_layer / (speeds[dev].tensor_flops * k["gpu_fa_pp_efficiency"] if dev != CPU
+        out += work_layer / (speeds[dev].tensor_flops * k["gpu_fa_pp_efficiency"] if is_gpu(dev)
                              else cpu_rate * eng["cpu_fa_pp_scale"])
     if gpus and ub >= k["offload_min_batch"] and p.n_expert:
         n_mats = sum(1 for t in tmap.tensors if t.is_expert and tmap.is_loaded(t))

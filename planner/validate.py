@@ -275,6 +275,7 @@ OPTION_RANGES: dict[str, Range] = {
     "--os-reserve": Range(0, 1024, "GiB"),
     "--ctx": Range(1, 1 << 30, "tokens", integer=True),
     "--ub": Range(1, 65536, "tokens", integer=True),
+    "--batch": Range(1, 1 << 20, "tokens", integer=True),
     "--amb": Range(1, 1 << 20, "MiB", integer=True),
     "--port": Range(1, 65535, integer=True),
     "--min-tg": Range(0, 1e6, "tokens/s", open_lo=True),

@@ -227,3 +227,20 @@ def test_non_utf8_model_path(tmp_path):
     r = subprocess.run([sys.executable, "-m", "planner", "inspect", odd, "--json"], cwd=ROOT, capture_output=True,
                        timeout=60)
     assert r.returncode == 0, r.stderr
+
+
+# ---------------------------------------------------------------------------- 5. bounded output
+
+def test_inspect_table_of_many_roles_is_capped(tmp_path):
+    # 50,000 distinct roles once took a minute as a table (4-6 s as --json); the table shows the largest 200
+    kv = {"general.architecture": "llama", "llama.block_count": 1, "llama.embedding_length": 64,
+          "llama.attention.head_count": 2, "llama.feed_forward_length": 128}
+    tensors = [("token_embd.weight", (64, 100), "f16"), ("blk.0.attn_norm.weight", (64,), "f32")] + [
+        (f"r{j}.weight", (64,), "f32") for j in range(3000)]
+    path = tmp_path / "roles.gguf"
+    path.write_bytes(gguf_bytes(kv, tensors))
+    t0 = time.perf_counter()
+    r = run("inspect", path)
+    assert r.exit_code == 0, r.output
+    assert "the 200 largest of 3,002 roles; --json lists all" in r.output and time.perf_counter() - t0 < 20
+    assert len(json.loads(run("inspect", path, "--json").stdout)["roles"]) == 3002

@@ -51,3 +51,21 @@ def test_too_big_models_name_the_budget_they_need(model, needs):
     # without an imatrix (no iq1/iq2 types); with one, GLM-5 fits 24 + 128 at ~1.6 bpw
     with pytest.raises(InfeasibleBudgetError, match=needs):
         plan_doc(model, resolve_hardware(vram=[24.0], ram=128.0), RunConfig(threads=16), has_imatrix=False)
+
+
+def test_hybrid_kv_read_counts_attention_blocks_and_state_only():
+    # Qwen3-Next all on the CPU: per token the 36 recurrent states are read whole at any depth, and only the 12
+    # attention blocks read cached cells (bytes per cell from the cache layout: K 2 x row(q8_0, 256) + V row(512))
+    from planner.memory import Placement
+    from planner.speed import device_speeds, speed_terms
+
+    tm = builtin("qwen3-next-80b-a3b")
+    hw = resolve_hardware(vram=[0.0], ram=256.0)
+    cfg = RunConfig(threads=16, ctx=8192)
+    mix = {t.name: t.dtype for t in tm.tensors}
+    placement = Placement({}, ("CPU",) * tm.params.n_layer, ("CPU",))
+    t0, t1 = speed_terms(tm, mix, placement, hw, cfg, (0, 8192))
+    bw = device_speeds(hw, cfg)["CPU"].mem_bw_gbs
+    state = 36 * 4 * (3 * (2 * 2048 + 4096) + 128 * 128 * 32)
+    assert t0.tg["kv_read"] == pytest.approx(state / bw)
+    assert t1.tg["kv_read"] - t0.tg["kv_read"] == pytest.approx(12 * (2 * _q8(256) + _q8(512)) * 8192 / bw)

@@ -218,3 +218,17 @@ def test_probed_machine_basis_names_its_cpu():
     other = speed_basis(dc_replace(hw, name="probed", cpu_model="Intel Xeon w9-3495X"))
     assert same.kind == "shipped" and other.kind == "guessed"
     assert other.label == "estimate (guessed: no profile for this CPU, Intel Xeon w9-3495X)"
+
+
+def test_numa_and_threads_batch_from_the_users_command():
+    # the same CPU-only command with and without --numa distribute on a two-socket machine; -tb sets PP threads
+    tm = builtin("qwen3-30b-a3b")
+    hw = load_profile("cpu-2xgold6248-384g")
+    mix = {t.name: ("q4_K" if t.n_dims >= 2 else t.dtype) for t in tm.tensors}
+    plain = parse_server_command(["llama-server", "-t", "40"], "ik")
+    dist = parse_server_command(["llama-server", "-t", "40", "--numa", "distribute", "-tb", "20"], "ik")
+    assert (dist.run.numa, dist.run.threads_batch) == ("distribute", 20)
+    pl = placement_from_command(tm, plain, [])
+    a, b = estimate_speed(tm, mix, pl, hw, plain.run), estimate_speed(tm, mix, pl, hw, dist.run)
+    assert b.tg_tps > 2 * a.tg_tps                  # default placement reads across the socket link
+    assert b.pp_tps < estimate_speed(tm, mix, pl, hw, replace(dist.run, threads_batch=None)).pp_tps

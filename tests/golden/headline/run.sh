@@ -3,7 +3,7 @@
 # model: Qwen3-235B-A22B (builtin:qwen3-235b-a22b), engine ik, context 32768
 # CUDA0: 23.95 of 24.00 GiB (weights 19.21, kv_cache 3.12, compute 0.62~, margin 1.00~; ~ = estimate)
 # CPU: 91.67 of 96.00 GiB (weights 87.48, kv_cache 0.00, compute 0.19~, os_reserve 4.00~; ~ = estimate)
-# estimated TG 9.5 tok/s (at full context 7.8), PP 112 tok/s
+# estimated TG 9.5 tok/s (at full context 7.8), PP 113 tok/s
 set -euo pipefail
 
 default_model=Qwen3-235B-A22B-planned.gguf
@@ -22,7 +22,7 @@ exec "$LLAMA_SERVER" \
     -ub 512 \
     -b 2048 \
     -amb 512 \
-    -rtr \
+    --no-mmap \
     -t 16 \
     --host 127.0.0.1 \
     --port "$PORT"

@@ -24,7 +24,7 @@ exec "$LLAMA_SERVER" \
     -ub 512 \
     -b 2048 \
     -amb 512 \
-    -rtr \
+    --no-mmap \
     -t 32 \
     --host 127.0.0.1 \
     --port "$PORT"

@@ -1,0 +1,484 @@
+"""Planning on a cluster: remote devices as budgets, whole layers per remote host, the per-host view, the main
+command and one script per host.
+
+The layer layout follows the engines: remote devices come first in their device list (ik ``src/llama.cpp``
+``llama_model_load_from_file``, mainline ``src/llama.cpp`` ``llama_prepare_model_devices``, both "to minimize
+network transfers"), so a contiguous block of the first layers goes to the remote devices, then the main host's
+GPUs; a remote layer keeps all its tensors (attention, KV, experts) on its device, so one token crosses each link
+twice whatever the number of remote layers (``planner.network``).  How many layers each remote device takes is
+chosen outside the solver (see :func:`remote_layer_counts`); types and the main host's placement are chosen by
+the solver with the remote devices as budgets like local ones.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from typing import TYPE_CHECKING
+
+from planner.cluster import MAIN, Cluster
+from planner.memory import CPU, GIB, MemoryReport, RunConfig
+from planner.speed import DeviceSpeed, device_speeds
+
+if TYPE_CHECKING:
+    from planner.check import CheckResult
+    from planner.memory import Placement
+    from planner.speed import SpeedEstimate
+    from planner.documents import PlanDocument
+    from planner.errors import InfeasibleBudgetError
+    from planner.launch import LaunchCommand, ParsedCommand
+    from planner.network import NetworkCost
+    from planner.planning import Plan
+    from planner.rpc import ServerSpec
+    from planner.quality import QualityModel
+    from planner.request import PlanRequest
+    from planner.tensors import TensorMap
+
+
+def is_gpu_device(name: str) -> bool:
+    """``CUDA0`` and ``box2/CUDA1`` are GPUs; ``CPU`` and ``box2/CPU`` are not."""
+    return name.rsplit("/", 1)[-1].startswith("CUDA")
+
+
+def cluster_speeds(cluster: Cluster, cfg: RunConfig) -> dict[str, DeviceSpeed]:
+    """Effective bandwidth and compute of every device of the cluster, under planner names.
+
+    The main host's as :func:`planner.speed.device_speeds`; each remote host's from its own hardware with its
+    rpc-server ``-t`` (or its physical cores) as the CPU thread count.
+    """
+    out = dict(device_speeds(cluster.main, cfg))
+    for host in cluster.remotes:
+        local = device_speeds(host.hardware, replace(cfg, threads=host.threads or host.hardware.physical_cores))
+        for dev in host.devices:
+            sp = local[dev]
+            out[f"{host.name}/{dev}"] = replace(sp, name=f"{host.name}/{dev}", h2d_gbs=0.0)
+    return out
+
+
+def cluster_budgets(cluster: Cluster) -> tuple[tuple[str, ...], dict[str, int], dict[str, str]]:
+    """(devices in engine order with the main CPU last, bytes per device, labels).
+
+    Remote devices first (``--rpc`` order), then the main host's GPUs, then its CPU: the order of ``-ts``.
+    A GPU's budget is its total memory, a CPU's its usable RAM (reserves are subtracted by the memory model).
+    """
+    devs: list[str] = []
+    sizes: dict[str, int] = {}
+    labels: dict[str, str] = {}
+    for d in cluster.remote_devices:
+        host = cluster.host(d.host)
+        devs.append(d.name)
+        sizes[d.name] = d.budget_bytes
+        labels[d.name] = (host.hardware.cpu_model if d.local == "CPU"
+                          else host.hardware.gpus[int(d.local[4:])].name) + f" on {host.name}"
+    for g in cluster.main.gpus:
+        name = f"CUDA{g.index}"
+        devs.append(name)
+        sizes[name] = int(g.free_bytes if g.free_bytes is not None else g.total_bytes)
+        labels[name] = g.name
+    devs.append(CPU)
+    sizes[CPU] = int(cluster.main.usable_ram_bytes)
+    labels[CPU] = cluster.main.cpu_model
+    return tuple(devs), sizes, labels
+
+
+def cluster_speed(tmap: TensorMap, types: Mapping[str, str], placement: Placement, cluster: Cluster,
+                  cfg: RunConfig, speeds: Mapping[str, DeviceSpeed]) -> SpeedEstimate:
+    """The speed estimate of a placement on a cluster: every device at its own speed, the links per pass."""
+    from planner.network import network_cost, pass_cost
+    from planner.speed import estimate_speed
+
+    def net(n_tokens: int, depth: int) -> float:
+        return pass_cost(tmap, placement, cluster, cfg, n_tokens=n_tokens, depth=depth).seconds
+
+    notes = network_cost(tmap, types, placement, cluster, cfg).assumptions
+    return estimate_speed(tmap, types, placement, cluster.main, cfg, speeds=speeds, network=net, notes=notes)
+
+
+def remote_layer_counts(n_layer: int, cluster: Cluster, *, layer_bytes: float, kv_layer_bytes: int,
+                        reserve_bytes: Mapping[str, int], main_bytes: int) -> dict[str, int]:
+    """Layers per remote device: the remote devices' share of the cluster's usable memory, in whole layers
+    (llama.cpp's own default split is proportional to free memory too), capped by what fits on each.
+
+    ``layer_bytes`` is the average bytes of a layer at the types the plan is expected to reach (weights), so a
+    remote device never gets more layers than its memory holds; ``main_bytes`` is the main host's usable memory.
+    """
+    usable = {d.name: max(0, d.budget_bytes - reserve_bytes.get(d.name, 0)) for d in cluster.remote_devices}
+    total = sum(usable.values()) + max(0, main_bytes)
+    counts: dict[str, int] = {}
+    left = n_layer
+    for d in cluster.remote_devices:
+        share = round(n_layer * usable[d.name] / total) if total else 0
+        fit = int(usable[d.name] // max(1.0, layer_bytes + kv_layer_bytes))
+        counts[d.name] = max(0, min(share, fit, left))
+        left -= counts[d.name]
+    return counts
+
+
+def cluster_layer_device(n_layer: int, remote_counts: Mapping[str, int], local: Sequence[str]) -> tuple[str, ...]:
+    """The first layers on the remote devices (in order, ``remote_counts`` each), then ``local``'s layout of
+    the rest (the main host's own split: CPU layers first, then its GPUs)."""
+    out: list[str] = []
+    for dev, k in remote_counts.items():
+        out += [dev] * k
+    rest = n_layer - len(out)
+    if rest < 0:
+        raise ValueError("more remote layers than layers")
+    if len(local) != rest:
+        raise ValueError(f"local layout has {len(local)} layers, {rest} are left")
+    return tuple(out) + tuple(local)
+
+
+@dataclass(frozen=True, slots=True)
+class HostMemory:
+    """One host's share of a plan: its devices' totals and budgets (bytes)."""
+
+    host: str
+    devices: tuple[str, ...]
+    total_bytes: int
+    budget_bytes: int
+    weights_bytes: int
+    kv_bytes: int
+    fits: bool
+
+
+def host_memory(report: MemoryReport, cluster: Cluster) -> tuple[HostMemory, ...]:
+    """Per-host totals of a memory report (main first, then the remotes in ``--rpc`` order)."""
+    out = []
+    for host in (MAIN, *(h.name for h in cluster.remotes)):
+        devs = [d for d in report.devices if cluster.host_of(d.device) == host]
+        out.append(HostMemory(host=host, devices=tuple(d.device for d in devs),
+                              total_bytes=sum(d.total_bytes for d in devs),
+                              budget_bytes=sum(d.budget_bytes for d in devs),
+                              weights_bytes=sum(d.term("weights") for d in devs),
+                              kv_bytes=sum(d.term("kv_cache") for d in devs),
+                              fits=all(d.fits for d in devs)))
+    return tuple(out)
+
+
+def second_box_option(exc: InfeasibleBudgetError) -> str:
+    """The option a one-box "does not fit" offers: a second machine over RPC, with at least the shortfall plus
+    that machine's OS reserve in RAM (the cluster plan then decides how many layers it takes)."""
+    from planner.runconfig import RunConfig
+    short = sum(exc.shortfall_bytes.values())
+    need = math.ceil((short + RunConfig().os_reserve_bytes) / GIB) if short else None
+    ram = f"ram:{need}" if need else "ram:GIB"
+    return (f"a second machine over llama.cpp RPC: --rpc-host NAME=addr:IP,{ram},bw:10gbe "
+            f"(or --cluster FILE; see docs/rpc.md)")
+
+
+def fmt_gib(n: int) -> str:
+    return f"{n / GIB:.2f} GiB" if math.isfinite(n) else "?"
+
+
+# --- planning ----------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class ClusterPlan:
+    """A plan on a cluster: the verified plan (planner device names), its per-host view, the network terms and
+    what to run on each host."""
+
+    plan: Plan
+    cluster: Cluster
+    remote_layers: dict[str, int]
+    hosts: tuple[HostMemory, ...]
+    network: NetworkCost
+    launch: LaunchCommand
+    servers: dict[str, tuple[str, ...]]     # host -> rpc-server argv
+    warnings: tuple[str, ...]
+
+
+REMOTE_FRACTIONS = (1.0, 2 / 3, 1 / 3)
+
+
+def _pick(candidates: Sequence[tuple[dict[str, int], Plan]], request: PlanRequest,
+          quality: QualityModel | None) -> tuple[dict[str, int], Plan]:
+    """The objective across remote-layer counts: quality: least loss; speed: fastest TG; balanced: the fastest
+    within the quality slack of the best (the same epsilon-constraint the solver uses within one layout)."""
+    from planner.planning import loss_slack
+    if request.objective == "speed":
+        return max(candidates, key=lambda c: c[1].speed.tg_tps)
+    loss = {id(c): (c[1].quality.loss if c[1].quality is not None else 0.0) for c in candidates}
+    # (quality estimates carry a loss; a plan without one counts as lossless here)
+    best = min(loss.values())
+    if request.objective == "quality":
+        return min(candidates, key=lambda c: loss[id(c)])
+    ok = [c for c in candidates if loss[id(c)] <= best + loss_slack(quality, request)]
+    return max(ok, key=lambda c: c[1].speed.tg_tps)
+
+
+def _engine_names(cluster: Cluster, engine: str) -> dict[str, str]:
+    from planner.rpc import engine_devices
+    names = {d.name: d.buft for d in engine_devices(cluster, engine)}
+    names[CPU] = CPU
+    return names
+
+
+def plan_cluster(tmap: TensorMap, cluster: Cluster, request: PlanRequest, quality: QualityModel | None, *,
+                 model_path: str = "model.gguf",
+                 fractions: Sequence[float] = REMOTE_FRACTIONS) -> ClusterPlan:
+    """Types and placement for ``tmap`` on ``cluster``: remote devices are budgets like local ones, whole layers
+    go to them first (the engines' device order), the network is in the objective's fixed time and in the
+    estimate, and the result carries the main command and one rpc-server command per host.
+
+    Raises:
+        InfeasibleBudgetError: the model does not fit the cluster (shortfall per device).
+    """
+    from planner.errors import InfeasibleBudgetError
+    from planner.groups import Budget, layer_split, smallest_weights
+    from planner.launch import build_launch
+    from planner.memory import Placement, kv_bytes_per_layer
+    from planner.network import network_cost
+    from planner.planning import _assemble, _solve_with_layers
+    from planner.rpc import engine_devices, rpc_server_argv, rpc_servers_arg, security_warning
+
+    cfg = request.run
+    devs, sizes, labels = cluster_budgets(cluster)
+    budget = Budget(devs, sizes, labels)
+    local = Budget(tuple(d for d in devs if "/" not in d), {d: sizes[d] for d in devs if "/" not in d},
+                   {d: labels[d] for d in devs if "/" not in d})
+    speeds = cluster_speeds(cluster, cfg)
+    p = tmap.params
+    n = p.n_layer
+    reserve = {d: (cfg.gpu_margin_bytes if is_gpu_device(d) else cfg.os_reserve_bytes) for d in devs}
+    main_usable = sum(sizes[d] - reserve[d] for d in local.devices)
+    smallest = smallest_weights(tmap, None, request)
+    counts0 = remote_layer_counts(n, cluster, layer_bytes=smallest / max(1, n),
+                                  kv_layer_bytes=kv_bytes_per_layer(p, cfg), reserve_bytes=reserve,
+                                  main_bytes=main_usable)
+    dtypes = {t.name: t.dtype for t in tmap.tensors}
+
+    def attempt(counts: dict[str, int]) -> Plan:
+        r_total = sum(counts.values())
+
+        def layout(n_cpu: int) -> tuple[str, ...]:
+            rest = n - r_total
+            return cluster_layer_device(n, counts, layer_split(rest, local, min(n_cpu, rest)))
+
+        # the network terms of whole remote layers depend on neither the types nor the main host's placement
+        base_layers = layout(0)
+        base = Placement({t.name: (base_layers[t.layer] if t.layer is not None else CPU) for t in tmap.tensors},
+                         base_layers, devs)
+        net0 = network_cost(tmap, dtypes, base, cluster, cfg)
+
+        def speed_of(types: Mapping[str, str], placement: Placement) -> SpeedEstimate:
+            return cluster_speed(tmap, types, placement, cluster, cfg, speeds)
+
+        layer_device, sol, groups = _solve_with_layers(tmap, cluster.main, budget, request, types=None,
+                                                       quality=quality, layout=layout, speeds=speeds,
+                                                       extra_time={"tg_s": net0.tg_s, "pp_s": net0.pp_s})
+        return _assemble(tmap, cluster.main, budget, request, layer_device, sol, groups, fixed_types=None,
+                         quality=quality, speed_of=speed_of)
+
+    # how many layers go to the remote devices: their share of the memory, two thirds and one third of it
+    # (fewer remote layers: less network-free speed lost to a slower host, but less room for quality)
+    tried: dict[tuple[int, ...], tuple[dict[str, int], Plan]] = {}
+    errors: list[InfeasibleBudgetError] = []
+    for frac in fractions:
+        counts = {d: round(k * frac) for d, k in counts0.items()}
+        key = tuple(counts.values())
+        if key in tried or (frac < 1 and not any(key)):
+            continue
+        try:
+            tried[key] = (counts, attempt(counts))
+        except InfeasibleBudgetError as exc:
+            errors.append(exc)
+    if not tried:
+        raise errors[0]
+    counts, plan = _pick(list(tried.values()), request, quality)
+    net = network_cost(tmap, plan.types, plan.placement, cluster, cfg)
+    names = _engine_names(cluster, cfg.engine)
+    order = [d.buft for d in engine_devices(cluster, cfg.engine)]
+    launch = build_launch(tmap, {k: names[v] for k, v in plan.devices.items()},
+                          [names[d] for d in plan.layer_device], cfg, model_path, gpus=order,
+                          rpc=rpc_servers_arg(cluster), types=plan.types)
+    servers = {h.name: rpc_server_argv(h, cfg.engine) for h in cluster.remotes}
+    return ClusterPlan(plan=plan, cluster=cluster, remote_layers=counts, hosts=host_memory(plan.memory, cluster),
+                       network=net, launch=launch, servers=servers, warnings=security_warning(cluster))
+
+
+# --- documents and scripts ---------------------------------------------------------------------------------------
+
+CLUSTER_FORMAT = "gguf-planner/cluster-plan-v1"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerCommand:
+    host: str
+    address: str
+    argv: tuple[str, ...]
+    command: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterDocument:
+    """A cluster plan and what it emits: the plan document (recipe, quantize, main launch command), the
+    per-host memory, the network terms, one rpc-server command per host and the security warnings."""
+
+    format: str
+    document: PlanDocument                 # recipe, quantize command, the main launch command with --rpc
+    cluster: str
+    remote_layers: dict[str, int]
+    hosts: tuple[HostMemory, ...]
+    network_tg_ms: float
+    network_tg_ms_ctx: float
+    network_pp_ms: float
+    load_cold_s: float
+    load_warm_s: float | None
+    load_notes: tuple[str, ...]
+    servers: tuple[ServerCommand, ...]
+    warnings: tuple[str, ...]
+    engine: str
+    specs: tuple[ServerSpec, ...]          # what export needs to write the rpc-server scripts again
+    main_gpus: int
+
+
+def cluster_document(tmap: TensorMap, cp: ClusterPlan, *, model_path: str, source_path: str | None = None,
+                     imatrix: str | None = None) -> ClusterDocument:
+    """The emitted commands of a cluster plan: recipe and quantize command as for one box, the main
+    ``llama-server`` with ``--rpc`` and the engine's remote device names, and each host's ``rpc-server``."""
+    import shlex
+
+    from planner.documents import PLAN_FORMAT, PlanDocument
+    from planner.recipe import build_recipe
+    from planner.rpc import server_spec
+
+    recipe = build_recipe(tmap, cp.plan.types, engine=cp.plan.run.qengine)
+    src = source_path or f"{tmap.name}-BF16-00001-of-0000N.gguf"
+    doc = PlanDocument(PLAN_FORMAT, cp.plan, recipe, recipe.quantize_command(src, model_path, imatrix=imatrix),
+                       cp.launch, cp.launch.shell(), cp.launch.shell(cp.launch.sweep_argv))
+    servers = tuple(ServerCommand(h.name, h.address, cp.servers[h.name],
+                                  " ".join(shlex.quote(a) for a in cp.servers[h.name])) for h in cp.cluster.remotes)
+    load = cp.network.load
+    return ClusterDocument(CLUSTER_FORMAT, doc, cp.cluster.name, dict(cp.remote_layers), cp.hosts,
+                           cp.network.tg_s * 1e3, cp.network.tg_s_ctx * 1e3, cp.network.pp_s * 1e3,
+                           load.cold_s, load.warm_s, load.notes, servers, cp.warnings, cp.plan.run.engine,
+                           tuple(server_spec(h) for h in cp.cluster.remotes), len(cp.cluster.main.gpus))
+
+
+def write_cluster_scripts(cd: ClusterDocument, folder: str, *, force: bool = False) -> list[str]:
+    """``main.sh`` (llama-server, MODEL/PORT/LLAMA_SERVER overridable) and ``<host>.sh`` per rpc-server host,
+    all shell-quoted (comments included), written atomically; nothing is overwritten without ``force``.
+
+    Raises:
+        OutputExistsError: a script exists and ``force`` is false (nothing is written then).
+    """
+    return write_scripts(cd.document.launch, cd.specs, cd.engine, cd.remote_layers, cd.cluster, folder, force=force)
+
+
+def write_scripts(launch: LaunchCommand, specs: Sequence[ServerSpec], engine: str, remote_layers: Mapping[str, int],
+                  cluster_name: str, folder: str, *, force: bool = False) -> list[str]:
+    """The scripts of :func:`write_cluster_scripts` from their parts (``export`` rebuilds them from a plan JSON)."""
+    from pathlib import Path
+
+    from planner.errors import OutputExistsError
+    from planner.fileout import write_new_file
+    from planner.launch import export_script
+    from planner.rpc import one_line, rpc_server_script
+
+    out = Path(folder)
+    argv = launch.argv
+    main_comments = [one_line(f"main host of cluster {cluster_name}: start every rpc-server first "
+                              f"({', '.join(s.name + '.sh' for s in specs)})"),
+                     "rpc-server has no authentication and no encryption: keep every rpc-server port reachable "
+                     "only from this host"]
+    files = {"main.sh": export_script(launch, model_path=argv[argv.index("-m") + 1],
+                                      port=int(argv[argv.index("--port") + 1]), comments=main_comments)}
+    for spec in specs:
+        files[f"{spec.name}.sh"] = rpc_server_script(spec, engine, comments=[
+            f"{n} layers on {dev}" for dev, n in remote_layers.items() if dev.split("/", 1)[0] == spec.name])
+    existing = [n for n in files if (out / n).exists()]
+    if existing and not force:
+        raise OutputExistsError(str(out / existing[0]))
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        write_new_file(out / name, text, force=force, mode=0o755)
+    return [str(out / n) for n in files]
+
+
+def export_cluster_json(path: str, folder: str, *, force: bool = False, model_path: str | None = None,
+                        port: int | None = None) -> list[str]:
+    """``export`` for a cluster plan JSON: the main script rebuilt from the saved plan (its ``-ot``/``-ts``
+    verified again), one rpc-server script per saved host (every field validated: the JSON is untrusted).
+
+    Raises:
+        UsageError: not a cluster plan, a malformed host, a device the saved hosts do not have.
+        OutputExistsError: a script exists and ``force`` is false.
+    """
+    from planner.documents import read_plan_file, saved_plan
+    from planner.errors import UsageError
+    from planner.launch import build_launch
+    from planner.rpc import engine_devices_of, spec_from_json
+
+    doc = read_plan_file(path)
+    if not isinstance(doc, dict) or doc.get("format") != CLUSTER_FORMAT:
+        raise UsageError(f"{path} is not a cluster plan ({CLUSTER_FORMAT})")
+    raw_specs = doc.get("specs")
+    if not isinstance(raw_specs, list) or not raw_specs or len(raw_specs) > 16:
+        raise UsageError(f"{path}: specs must list 1 to 16 rpc-server hosts")
+    specs = tuple(spec_from_json(v, f"{path}: specs[{i}]") for i, v in enumerate(raw_specs))
+    main_gpus, engine, layers = doc.get("main_gpus"), doc.get("engine"), doc.get("remote_layers")
+    if not (isinstance(main_gpus, int) and 0 <= main_gpus <= 64) or engine not in ("ik", "ik-2025", "mainline"):
+        raise UsageError(f"{path}: main_gpus/engine malformed")
+    if not isinstance(layers, dict) or not all(isinstance(v, int) for v in layers.values()):
+        raise UsageError(f"{path}: remote_layers malformed")
+    inner = doc.get("document")
+    if not isinstance(inner, dict):
+        raise UsageError(f"{path}: no plan document")
+    saved = saved_plan(inner, path)
+    devs = engine_devices_of(specs, main_gpus, engine)
+    names = {d.name: d.buft for d in devs}
+    names[CPU] = CPU
+    unknown = sorted({*saved.devices.values(), *saved.layer_device} - set(names))
+    if unknown:
+        raise UsageError(f"{path}: devices {', '.join(unknown)} are not among the saved hosts' devices")
+    argv = inner.get("launch", {}).get("argv", []) if isinstance(inner.get("launch"), dict) else []
+    saved_port = int(argv[argv.index("--port") + 1]) if "--port" in argv else 8080
+    launch = build_launch(saved.tmap, {k: names[v] for k, v in saved.devices.items()},
+                          [names[d] for d in saved.layer_device], saved.run,
+                          model_path or saved.model_path or f"{saved.tmap.name}.gguf", port=port or saved_port,
+                          gpus=[d.buft for d in devs], rpc=",".join(s.endpoint for s in specs), types=saved.types)
+    return write_scripts(launch, specs, engine, layers, str(doc.get("cluster", "cluster")), folder, force=force)
+
+
+# --- checking a user's command ------------------------------------------------------------------------------------
+
+def check_cluster(tmap: TensorMap, types: Mapping[str, str], parsed: ParsedCommand, cluster: Cluster,
+                  run: RunConfig, warnings: Sequence[str] = ()) -> CheckResult:
+    """``check`` for a command with ``--rpc``: the engine's device order and names (remote devices first,
+    ``-ot ...=RPC<i>[addr:port]``), each remote device's budget from the cluster description, its speed, and
+    the network terms.
+
+    Raises:
+        UsageError: the command's ``--rpc`` endpoints are not the cluster's (in the same order), or an ``-ot``
+            names a device the cluster does not have.
+    """
+    from planner.check import CheckResult
+    from planner.errors import UsageError
+    from planner.launch import placement_from_command
+    from planner.memory import Placement, memory_report, mix_bytes
+    from planner.rpc import engine_devices
+
+    want = [h.endpoint for h in cluster.remotes]
+    if list(parsed.rpc) != want:
+        raise UsageError(f"the command's --rpc {','.join(parsed.rpc) or '(none)'} is not the cluster's "
+                         f"{','.join(want)}", hint="the order matters: it numbers the RPC devices")
+    devs = engine_devices(cluster, run.engine)
+    _, budgets, _ = cluster_budgets(cluster)
+    # rpc-server reports its device's memory as free (ik: the host's RAM for its CPU), the default split's input
+    engine_placement = placement_from_command(tmap, parsed, [d.buft for d in devs], types=types,
+                                              gpu_free_bytes=[budgets[d.name] for d in devs])
+    back = {d.buft: d.name for d in devs}
+    back[CPU] = CPU
+    placement = Placement({k: back[v] for k, v in engine_placement.tensor_device.items()},
+                          tuple(back[d] for d in engine_placement.layer_device),
+                          tuple(d.name for d in devs) + (CPU,))
+    mem = memory_report(tmap, types, placement, budgets, run)
+    spd = cluster_speed(tmap, types, placement, cluster, run, cluster_speeds(cluster, run))
+    notes = list(warnings)
+    notes += [f"{h.host}: {fmt_gib(h.total_bytes)} of {fmt_gib(h.budget_bytes)}" for h in host_memory(mem, cluster)]
+    return CheckResult(model=tmap.name, run=run, memory=mem, speed=spd, quality=None,
+                       total_bytes=sum(mix_bytes(tmap, types).values()),
+                       weights_by_device={d.device: d.term("weights") for d in mem.devices},
+                       problems=tuple(mem.problems()), warnings=tuple(notes))

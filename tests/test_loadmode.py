@@ -1,0 +1,48 @@
+"""Load mode: no -rtr in a hybrid plan unless the speed model predicts it faster, and the plan says why.
+
+Independent facts: ik_llama.cpp's README says k-quants (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) have no CUDA row-interleaved
+implementation, so with -rtr their CPU-resident matrices are multiplied on the CPU even for prompt processing.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from planner.cli import main
+from planner.quants import catalogue
+from planner.speed import rtr_type
+
+
+def plan_json(*args: str) -> dict:
+    r = CliRunner().invoke(main, ["plan", "qwen3-30b-a3b", *args, "--json"])
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+@pytest.mark.parametrize("kquant", ["q2_K", "q3_K", "q4_K", "q5_K", "q6_K"])
+def test_repacked_k_quants_have_no_cuda_kernel(kquant):
+    repacked = rtr_type(kquant)
+    assert repacked != kquant                                  # -rtr does repack them ...
+    assert not catalogue().get(repacked).runs_on_cuda("ik")   # ... into types CUDA cannot multiply (ik README)
+
+
+def test_hybrid_plan_does_not_emit_rtr_and_says_why():
+    doc = plan_json("--vram", "8", "--ram", "32")
+    argv = doc["launch"]["argv"]
+    assert any(d == "CPU" for d in doc["plan"]["devices"].values()) and "CUDA0" in doc["plan"]["devices"].values()
+    assert "-rtr" not in argv and "--no-mmap" in argv and doc["plan"]["run"]["load"] == "no-mmap"
+    assert any(n.startswith("load: --no-mmap, not -rtr") for n in doc["plan"]["notes"])
+
+
+def test_load_flag_forces_rtr():
+    doc = plan_json("--vram", "8", "--ram", "32", "--load", "rtr")
+    assert "-rtr" in doc["launch"]["argv"] and doc["plan"]["run"]["load"] == "rtr"
+    assert not any(n.startswith("load:") for n in doc["plan"]["notes"])
+
+
+def test_cpu_only_plan_keeps_the_engine_default():
+    doc = plan_json("--vram", "0", "--ram", "64")
+    assert "-rtr" in doc["launch"]["argv"]
