@@ -51,6 +51,26 @@ def parse_fixed(items: Sequence[str], engine: str) -> tuple[tuple[str, str], ...
     return tuple(pinned)
 
 
+def _check_imatrix_types(request: PlanRequest) -> None:
+    """Imatrix-only types are allowed exactly when an imatrix is declared (or ik's --ignore-imatrix-rules).
+
+    Raises:
+        UsageError: ``--allow``/``--fixed`` names such a type while planning with --no-imatrix.
+    """
+    from planner.quantize import imatrix_types
+
+    engine = request.run.qengine
+    if request.has_imatrix or (request.ignore_imatrix_rules and engine == "ik"):
+        return
+    need = imatrix_types(engine)
+    named = sorted({catalogue().get(t, engine=engine).name for t in (*request.allow, *(ty for _, ty in request.fixed))}
+                   & need)
+    if named:
+        raise UsageError(f"{', '.join(named)} need an importance matrix and the plan has none (--no-imatrix)",
+                         hint="pass --imatrix FILE" + (", or --ignore-imatrix-rules to quantize without one"
+                                                       if engine == "ik" else ""))
+
+
 def size_cap_bytes(max_size_gib: float | None) -> int | None:
     """``--max-size GIB`` in bytes (None: no cap)."""
     return int(max_size_gib * GIB) if max_size_gib else None
@@ -80,6 +100,7 @@ def plan(model: str | None, hardware: Hardware, request: PlanRequest,
     for ty in (*request.allow, *request.deny, *(ty for _, ty in request.fixed)):
         catalogue().get(ty, engine=request.run.qengine)
     request = replace(request, has_imatrix=request.has_imatrix or bool(request.imatrix))
+    _check_imatrix_types(request)
     out_path = emit.model_path or launch_model_path(model, tmap, quantized_here=not tmap.is_quantized)
     if tmap.is_quantized:
         types = {t.name: t.dtype for t in tmap.tensors}
@@ -94,7 +115,10 @@ def plan(model: str | None, hardware: Hardware, request: PlanRequest,
     quality = QualityModel.build(tmap, imatrix=imx, has_imatrix=request.has_imatrix)
     if request.pareto:
         plans = pareto_plans(tmap, hardware, request, quality, request.pareto)
-        return ParetoSet(tmap.name, tuple(document(tmap, p, model_path=out_path) for p in plans))
+        return ParetoSet(tmap.name, tuple(document(tmap, p, model_path=out_path, imatrix=request.imatrix,
+                                                   has_imatrix=request.has_imatrix,
+                                                   ignore_imatrix_rules=request.ignore_imatrix_rules)
+                                          for p in plans))
     try:
         p = with_ctx(tmap, request, _ubatch_for_min_pp(request, lambda r: joint_plan(tmap, hardware, r, quality)),
                      feasible_for(tmap, hardware, None, quality))
@@ -108,7 +132,8 @@ def plan(model: str | None, hardware: Hardware, request: PlanRequest,
         p = replace(p, notes=p.notes + (
             f"the quantized file needs {p.total_bytes / GIB:.1f} GiB but its disk has {free / GIB:.1f} GiB free",))
     return document(tmap, p, model_path=out_path, source_path=model if model and model.endswith(".gguf") else None,
-                    imatrix=request.imatrix, check_binary=emit.check_binary)
+                    imatrix=request.imatrix, check_binary=emit.check_binary, has_imatrix=request.has_imatrix,
+                    ignore_imatrix_rules=request.ignore_imatrix_rules)
 
 
 def _ubatch_for_min_pp(request: PlanRequest, attempt: Callable[[PlanRequest], Plan]) -> Callable[[PlanRequest], Plan]:

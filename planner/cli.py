@@ -234,6 +234,29 @@ def model_options(func):
     return func
 
 
+def imatrix_options(func):
+    """--imatrix / --no-imatrix / --ignore-imatrix-rules for commands that predict what llama-quantize writes."""
+    options = [
+        click.option("--imatrix", "imatrix_file", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+                     help="quantize with this imatrix: llama-quantize's imatrix rules apply [default: none]"),
+        click.option("--no-imatrix", is_flag=True, help="quantize without an imatrix (the default, stated here)"),
+        click.option("--ignore-imatrix-rules", is_flag=True,
+                     help="ik llama-quantize --ignore-imatrix-rules: imatrix-only types without an imatrix"),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _imatrix_state(imatrix_file, no_imatrix) -> tuple[bool, str]:
+    if imatrix_file and no_imatrix:
+        raise click.BadParameter("--imatrix and --no-imatrix contradict each other")
+    if imatrix_file:
+        return True, f"imatrix: {imatrix_file} (llama-quantize's imatrix rules applied)"
+    return False, ("imatrix: none (--no-imatrix)" if no_imatrix else
+                   "imatrix: none (default; --imatrix FILE applies llama-quantize's imatrix rules)")
+
+
 def run_options(func):
     """Context, KV cache, batch and load flags that change memory and speed."""
     options = [
@@ -351,9 +374,10 @@ def inspect_command(model, as_json):
 @model_options
 @click.option("--engine", type=click.Choice(["ik", "mainline"]), default="ik", show_default=True)
 @click.option("--all-tensors", is_flag=True, help="list every tensor, not only the first of each role")
+@imatrix_options
 @click.option("--json", "as_json", is_flag=True)
 def footprint_command(model, base_type, custom_q, recipe_file, token_embedding_type, output_tensor_type, pure,
-                      engine, all_tensors, as_json):
+                      engine, all_tensors, imatrix_file, no_imatrix, ignore_imatrix_rules, as_json):
     """Predict what llama-quantize writes: per-tensor types, bytes, GiB, BPW, per-type counts, fallbacks.
 
     \b
@@ -367,10 +391,13 @@ def footprint_command(model, base_type, custom_q, recipe_file, token_embedding_t
     from planner.source import load_model
 
     tmap = load_model(model)
+    has_imatrix, imx_note = _imatrix_state(imatrix_file, no_imatrix)
     _, fp = mix_from_options(tmap, base_type=base_type or default_base_type(engine),
                              custom_q=custom_q, recipe_text=_recipe_text(recipe_file), engine=engine,
                              token_embedding_type=token_embedding_type, output_tensor_type=output_tensor_type,
-                             pure=pure)
+                             pure=pure, has_imatrix=has_imatrix, ignore_imatrix_rules=ignore_imatrix_rules)
+    if not as_json:
+        output.note(imx_note)
     output.emit(fp, as_json=as_json, render=lambda f: output.render_footprint(f, all_tensors=all_tensors))
 
 
@@ -509,21 +536,31 @@ def check_command(model, base_type, custom_q, recipe_file, token_embedding_type,
 @click.option("--model-path", metavar="PATH", help="GGUF path baked into the script (MODEL env var overrides it)")
 @click.option("--port", type=int, default=8080, show_default=True)
 @click.option("--check-binary", type=click.Path(exists=True, dir_okay=False), help="refuse flags this binary lacks")
+@click.option("--quantize", "quantize_script", is_flag=True,
+              help="write the quantize workflow (BF16 source, imatrix, llama-quantize) instead of the launch script")
 @click.option("--force", is_flag=True, help="overwrite an existing script")
-def export_command(plan_file, out, scripts_dir, model_path, port, check_binary, force):
+def export_command(plan_file, out, scripts_dir, model_path, port, check_binary, quantize_script, force):
     """Write a bash launch script for a plan (set -euo pipefail, quoted arguments, predictions as comments).
+
+    With --quantize: the plan's quantize workflow as a script instead (the same renderer).
 
     \b
     Examples:
       gguf-planner plan --vram 24 --ram 96 --out plan.json
       gguf-planner export --plan plan.json --out run.sh --model-path /models/mix-00001-of-00003.gguf
+      gguf-planner export --plan plan.json --quantize --out quantize.sh
     """
     from pathlib import Path
 
     from planner import output
+    from planner.documents import load_plan_json, quantize_script as workflow_script, script_comments
     from planner.fileout import write_new_file
     from planner.launch import build_launch, check_flags, export_script, help_of_binary
-    from planner.documents import load_plan_json, script_comments
+
+    if quantize_script:
+        write_new_file(Path(out), workflow_script(plan_file), force=force, mode=0o755)
+        output.note(f"wrote {out}")
+        return
 
     if scripts_dir:
         from planner.cluster_plan import export_cluster_json
@@ -565,8 +602,16 @@ def export_command(plan_file, out, scripts_dir, model_path, port, check_binary, 
               help="types per tensor of each layer, one per role, or one per role in 4 layer bands (shorter recipes)")
 @click.option("--check-binary", type=click.Path(exists=True, dir_okay=False),
               help="refuse launch flags this llama-server binary does not list in --help")
-@click.option("--imatrix", type=click.Path(exists=True, dir_okay=False), help="imatrix file (.dat or GGUF)")
-@click.option("--no-imatrix", is_flag=True, help="plan for quantizing without an imatrix")
+@click.option("--imatrix", type=click.Path(exists=True, dir_okay=False),
+              help="imatrix file (.dat or GGUF) llama-quantize will use [default: one is assumed and the workflow "
+                   "computes it]")
+@click.option("--no-imatrix", is_flag=True, help="plan for quantizing without an imatrix (no imatrix-only types)")
+@click.option("--ignore-imatrix-rules", is_flag=True,
+              help="ik llama-quantize --ignore-imatrix-rules: allow imatrix-only types without an imatrix")
+@click.option("--no-floors", is_flag=True,
+              help="let output/token_embd/attn_v go below the engine's own floors for the plan's bpw class")
+@click.option("--max-rules", type=int, default=None, metavar="N",
+              help="merge per-role type groups until the recipe has at most N rules (the cost is reported)")
 @click.option("--quality-slack", type=float, default=0.5, show_default=True, metavar="PCT",
               help="balanced: the fastest plan whose predicted PPL ratio is within PCT %% of the best-quality plan")
 @click.option("--model-path", metavar="PATH", help="output GGUF path used in the emitted commands")
@@ -583,7 +628,8 @@ def export_command(plan_file, out, scripts_dir, model_path, port, check_binary, 
 @click.option("--json", "as_json", is_flag=True)
 def plan_command(model, hw_opts, engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, objective,
                  min_tg, min_pp, max_size, allow, deny, fixed, pareto, granularity, check_binary, imatrix, no_imatrix,
-                 quality_slack, model_path, cluster, rpc_hosts, scripts_dir, out, force, as_json):
+                 ignore_imatrix_rules, no_floors, max_rules, quality_slack, model_path, cluster, rpc_hosts, scripts_dir,
+                 out, force, as_json):
     """Choose quant types and device placement together (exact ILP), and emit the recipe and launch command.
 
     Without hardware flags the machine is probed; --vram/--ram describe a machine by hand and the remaining
@@ -594,6 +640,7 @@ def plan_command(model, hw_opts, engine, ctx, kv, ubatch, batch, amb, load, thre
       gguf-planner plan --vram 24 --ram 96
       gguf-planner plan qwen3-235b-a22b --profile rtx4090-7950x-192g --ctx 65536 --out plan.json
       gguf-planner plan --vram 24,24 --ram 256 --engine mainline --min-tg 12
+      gguf-planner plan deepseek-r1 --vram 24 --ram 128 --imatrix imatrix-DeepSeek-R1-0528.dat
     """
     from planner import api, hardware, output
     from planner.request import EmitOptions, PlanRequest
@@ -611,7 +658,10 @@ def plan_command(model, hw_opts, engine, ctx, kv, ubatch, batch, amb, load, thre
                           max_size_bytes=api.size_cap_bytes(max_size), allow=tuple(allow), deny=tuple(deny),
                           fixed=api.parse_fixed(fixed, run.qengine), has_imatrix=not no_imatrix,
                           quality_slack_pct=quality_slack, granularity=granularity, ctx_max=(ctx == "max"),
-                          kv_auto=(kv == "auto"), pareto=pareto, imatrix=imatrix)
+                          kv_auto=(kv == "auto"), pareto=pareto, imatrix=imatrix,
+                          ignore_imatrix_rules=ignore_imatrix_rules, floors=not no_floors, max_rules=max_rules)
+    if imatrix and no_imatrix:
+        raise click.BadParameter("--imatrix and --no-imatrix contradict each other")
     if clus is not None:
         from planner.cluster_plan import write_cluster_scripts
 

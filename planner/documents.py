@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from planner.errors import UsageError
 from planner.launch import LaunchCommand
 from planner.planning import Plan
 from planner.recipe import Recipe
 from planner.runconfig import RunConfig
 from planner.tensors import TensorMap
 from planner.units import GIB
+from planner.workflow import Workflow, quantize_workflow
 
 PLAN_FORMAT = "gguf-planner/plan-v1"
 
@@ -31,6 +34,9 @@ class PlanDocument:
     launch: LaunchCommand
     launch_command: str
     sweep_command: str
+    workflow: Workflow | None = None       # BF16 source, imatrix and quantize steps (planner.workflow)
+    imatrix: str = ""                      # what the quantize step assumes about the imatrix, in words
+    rule_count: int | None = None          # rules in the recipe
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,16 +49,32 @@ class ParetoSet:
 
 def document(tmap: TensorMap, plan: Plan, *, model_path: str, source_path: str | None = None,
              imatrix: str | None = None, with_recipe: bool = True, host: str = "127.0.0.1",
-             port: int = 8080, check_binary: str | None = None) -> PlanDocument:
-    """Emit the recipe (verified by re-application) and the launch command (verified -ot) for a plan."""
+             port: int = 8080, check_binary: str | None = None, has_imatrix: bool = False,
+             ignore_imatrix_rules: bool = False) -> PlanDocument:
+    """Emit the recipe (verified by re-application), the quantize workflow and the launch command (verified -ot).
+
+    ``has_imatrix``: the plan assumes an imatrix (``imatrix`` names the file, else the workflow computes one);
+    the recipe is verified under the same imatrix rules llama-quantize will apply.
+    """
     from planner.launch import build_launch
     from planner.recipe import build_recipe
     recipe: Recipe | None = None
     qcmd: str | None = None
+    wf: Workflow | None = None
+    note = ""
     if with_recipe:
-        recipe = build_recipe(tmap, plan.types, engine=plan.run.qengine)
-        src = source_path or f"{tmap.name}-BF16-00001-of-0000N.gguf"
-        qcmd = recipe.quantize_command(src, model_path, imatrix=imatrix)
+        recipe = build_recipe(tmap, plan.types, engine=plan.run.qengine, has_imatrix=has_imatrix,
+                              ignore_imatrix_rules=ignore_imatrix_rules)
+        builtin_name = tmap.source.removeprefix("builtin:") if tmap.source.startswith("builtin:") else None
+        wf = quantize_workflow(tmap, recipe, builtin_name=builtin_name, engine=plan.run.qengine, output=model_path,
+                               quantized_bytes=plan.total_bytes, imatrix=imatrix, use_imatrix=has_imatrix,
+                               threads=plan.run.threads, ram_bytes=plan.budgets.get("CPU"), source_gguf=source_path,
+                               ignore_imatrix_rules=ignore_imatrix_rules)
+        qcmd = shlex.join(wf.steps[-1].argv)
+        note = (f"imatrix: {imatrix}" if has_imatrix and imatrix else
+                f"imatrix: computed by the workflow ({wf.imatrix}); the plan assumes one (default), "
+                "--no-imatrix plans without" if has_imatrix else
+                "imatrix: none (--no-imatrix): llama-quantize without --imatrix, imatrix-only types not used")
     gpus = [d for d in sorted(plan.budgets, key=lambda d: (len(d), d)) if d != "CPU"]
     launch = build_launch(tmap, plan.devices, plan.layer_device, plan.run, model_path, host=host, port=port,
                           types=plan.types, gpus=gpus or None)
@@ -62,7 +84,8 @@ def document(tmap: TensorMap, plan: Plan, *, model_path: str, source_path: str |
         from planner.launch import check_flags, help_of_binary
 
         check_flags(launch.argv, help_of_binary(check_binary))
-    return PlanDocument(PLAN_FORMAT, plan, recipe, qcmd, launch, launch.shell(), launch.shell(launch.sweep_argv))
+    return PlanDocument(PLAN_FORMAT, plan, recipe, qcmd, launch, launch.shell(), launch.shell(launch.sweep_argv),
+                        wf, note, len(recipe.rules) if recipe else None)
 
 
 def recheck_launch(tmap: TensorMap, plan: Plan, launch: LaunchCommand, gpus: list[str]) -> None:
@@ -227,6 +250,43 @@ def saved_plan(doc: Any, path: str) -> SavedPlan:
     model_path = argv[argv.index("-m") + 1] if "-m" in argv[:-1] else None
     return SavedPlan(path, tmap, dict(p["types"]), dict(p["devices"]), tuple(p["layer_device"]),
                      RunConfig(**p["run"]), model_path, p)
+
+
+def quantize_script(path: str) -> str:
+    """The quantize workflow of a plan JSON (``plan --out``) as a bash script, one step after the other.
+
+    Raises:
+        UsageError: the file is not a plan document with a quantize workflow (``place`` plans and already
+            quantized models have none).
+    """
+    from planner.quoting import comment_line
+    from planner.scripts import command_lines, script
+    from planner.workflow import disk_gib
+
+    try:
+        doc = json.loads(Path(path).read_text())
+        wf = doc["workflow"]
+        if not isinstance(wf, dict):
+            raise TypeError("no quantize workflow in this plan")
+        steps = [(str(st["title"]), [str(a) for a in st["argv"]], int(st["disk_bytes"]), bool(st["disk_exact"]),
+                  str(st.get("writes", ""))) for st in wf["steps"]]
+        comments = [comment_line("quantize workflow for {} ({})", doc["plan"]["model"], doc["plan"]["model_source"]),
+                    comment_line("{}", str(doc.get("imatrix", ""))),
+                    comment_line("disk: {} if every file is kept, {} at most when intermediates are deleted",
+                                 disk_gib(int(wf["total_disk_bytes"])), disk_gib(int(wf["peak_disk_bytes"]))),
+                    *(comment_line("{}", str(a)) for a in wf.get("assumptions", ()))]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"{path} has no quantize workflow: {exc}",
+                         hint="write the plan JSON with `gguf-planner plan --out` for an unquantized model") from exc
+    body: list[str] = []
+    for i, (title, argv, nbytes, exact, writes) in enumerate(steps, 1):
+        if not argv:
+            raise UsageError(f"{path}: step {i} has no command")
+        body.append(comment_line(f"{i}. {{}}: writes {{}}, {{}}", title, writes,
+                                 disk_gib(nbytes) + ("" if exact else " (est.)")))
+        body += command_lines(argv)
+        body.append("")
+    return script(comments, body)
 
 
 def script_comments(saved: SavedPlan) -> list[str]:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from planner.constants import constants
 from planner.devices import CPU, gpu_name, is_gpu, is_remote
 from planner.errors import UsageError
+from planner.lowbit import FloorClass, candidate_names, filter_candidates, floor_role, floors_for_budget
 from planner.memory import compute_buffer_bytes, kv_bytes_by_layer
 from planner.quantize import imatrix_types, quantizable
 from planner.quants import catalogue
@@ -32,13 +33,8 @@ if TYPE_CHECKING:
     from planner.hardware import Hardware
     from planner.quality import QualityModel
 
-# Candidate types for the joint planner, best quality first.  Types that llama-quantize refuses
-# without an imatrix (``imatrix_types`` in data/ftype_rules.toml) are only offered when one is given.
-DEFAULT_CANDIDATES = {
-    "ik": ("q8_0", "iq6_k", "q6_K", "iq5_k", "iq5_ks", "q5_K", "iq4_k", "iq4_ks", "iq4_xs", "q4_K",
-           "iq4_kss", "iq3_k", "iq3_ks", "q3_K", "iq2_kl", "iq2_k", "iq2_ks"),
-    "mainline": ("q8_0", "q6_K", "q5_K", "q4_K", "iq4_xs", "iq4_nl", "q3_K", "iq3_s", "q2_K"),
-}
+# Candidate types for the joint planner: data/candidates.toml through planner.lowbit (imatrix-only types exactly
+# when an imatrix is declared), kept at or above the engines' own floors for output/token_embd/attn_v.
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,15 +112,31 @@ def _group_key(t: TensorInfo) -> tuple[str, str]:
     return f"blk.{t.layer}.{role}{suffix}", role
 
 
+def plan_floor(tmap: TensorMap, budget: Budget, request: PlanRequest) -> FloorClass | None:
+    """The engines' floor class for this plan (None with ``request.floors`` off): from the densest mix the
+    weight budget allows (RAM + VRAM, or --max-size when smaller)."""
+    if not request.floors:
+        return None
+    weights = sum(budget.bytes.values())
+    if request.max_size_bytes:
+        weights = min(weights, request.max_size_bytes)
+    n = sum(t.n_elements for t in tmap.tensors if tmap.is_loaded(t))
+    return floors_for_budget(request.run.qengine, weights, n, n_expert=tmap.params.n_expert)
+
+
 def candidate_types(t: TensorInfo, engine: str, *, allow: Sequence[str] | None, deny: Sequence[str],
-                    has_imatrix: bool, on_gpu: bool) -> list[str]:
-    """Stored types (after llama-quantize's row fallback) the planner may give ``t``."""
+                    has_imatrix: bool, on_gpu: bool, floor: FloorClass | None = None,
+                    ignore_imatrix_rules: bool = False) -> list[str]:
+    """Stored types (after llama-quantize's row fallback) the planner may give ``t``: the engine's candidates
+    (or ``allow``) without ``deny``, without imatrix-only types unless an imatrix is declared (or ik's
+    --ignore-imatrix-rules), at or above ``floor`` for output/token_embd/attn_v."""
     cat = catalogue()
-    names = list(allow) if allow else list(DEFAULT_CANDIDATES[engine])
+    ok_imatrix = has_imatrix or (ignore_imatrix_rules and engine == "ik")
+    names = list(allow) if allow else list(candidate_names(engine, has_imatrix=ok_imatrix, on_cpu=not on_gpu))
     out: list[str] = []
     for n in names:
         qt = cat.get(n, engine=engine)
-        if qt.name in deny or (not has_imatrix and qt.name in imatrix_types(engine) and not allow):
+        if qt.name in deny or (not ok_imatrix and qt.name in imatrix_types(engine)):
             continue
         qt, _ = cat.row_fallback(qt, t.ne0, engine)
         if t.role == "token_embd" and qt.is_repacked:
@@ -135,6 +147,8 @@ def candidate_types(t: TensorInfo, engine: str, *, allow: Sequence[str] | None, 
             continue
         if qt.name not in out:
             out.append(qt.name)
+    if floor is not None and not allow:
+        out = filter_candidates(t.name, out, floor)
     return out
 
 
@@ -174,6 +188,7 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
         members.setdefault(key, []).append(t)
         roles[key] = role
     fixed_rules = [(compile_user_regex(rx, "--fixed"), ty) for rx, ty in request.fixed]
+    floor = plan_floor(tmap, budget, request) if types is None else None
     cat = catalogue()
     size_cache: dict[tuple[str, tuple[int, ...]], int] = {}
     loss_cache: dict[tuple[str, str], float] = {}
@@ -192,7 +207,7 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
         return loss_cache[key]
 
     active = {t.name: active_fraction(t, p.n_expert_used) for t in tmap.tensors}
-    cand_cache: dict[tuple[int, int, bool, bool, str | None], list[str]] = {}
+    cand_cache: dict[tuple[int, int, bool, bool, str | None, str | None], list[str]] = {}
     last_gpu = budget.gpus[-1] if budget.gpus else CPU
     out_dev_extra: dict[str, int] = {}
     if "output.weight" in {t.name for t in tmap.tensors}:
@@ -243,12 +258,14 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
                 choices = [tuple(tnames)]
             else:
                 pinned = next((ty for rx, ty in fixed_rules if search(rx, t0.name)), None)
-                ckey = (t0.ne0, t0.shape[1] if t0.n_dims > 1 else 1, t0.role == "token_embd", is_gpu(dev), pinned)
+                ckey = (t0.ne0, t0.shape[1] if t0.n_dims > 1 else 1, t0.role == "token_embd", is_gpu(dev), pinned,
+                        floor_role(t0.name))
                 cands = cand_cache.get(ckey)
                 if cands is None:
                     cands = cand_cache[ckey] = candidate_types(
                         t0, engine, allow=[pinned] if pinned else request.allow or None, deny=request.deny,
-                        has_imatrix=request.has_imatrix, on_gpu=is_gpu(dev))
+                        has_imatrix=request.has_imatrix, on_gpu=is_gpu(dev), floor=floor,
+                        ignore_imatrix_rules=request.ignore_imatrix_rules)
                 choices = [tuple(c if quantizable(t, engine) else t.dtype for t in ts) for c in cands]
             for tn in choices:
                 if types is not None and is_gpu(dev) and not all(
@@ -287,9 +304,12 @@ def capacities(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, cfg
     return cap
 
 
-def smallest_weights(tmap: TensorMap, types: Mapping[str, str] | None, request: PlanRequest) -> int:
-    """Bytes of the loaded tensors at their smallest allowed types (a lower bound for every plan)."""
+def smallest_weights(tmap: TensorMap, types: Mapping[str, str] | None, request: PlanRequest,
+                     budget: Budget | None = None) -> int:
+    """Bytes of the loaded tensors at their smallest allowed types (a lower bound for every plan; with
+    ``budget`` the floors of that budget's class apply)."""
     cat = catalogue()
+    floor = plan_floor(tmap, budget, request) if budget is not None and types is None else None
     total = 0
     smallest: dict[tuple, int] = {}
     for t in tmap.tensors:
@@ -298,10 +318,11 @@ def smallest_weights(tmap: TensorMap, types: Mapping[str, str] | None, request: 
         if types is not None:
             total += cat.get(types.get(t.name, t.dtype)).tensor_bytes(t.shape)
         elif quantizable(t, request.run.qengine):
-            key = (t.shape, t.role == "token_embd")
+            key = (t.shape, t.role == "token_embd", floor_role(t.name))
             if key not in smallest:
                 cands = candidate_types(t, request.run.qengine, allow=request.allow or None, deny=request.deny,
-                                        has_imatrix=request.has_imatrix, on_gpu=False) or [t.dtype]
+                                        has_imatrix=request.has_imatrix, on_gpu=False, floor=floor,
+                                        ignore_imatrix_rules=request.ignore_imatrix_rules) or [t.dtype]
                 smallest[key] = min(cat.get(c).tensor_bytes(t.shape) for c in cands)
             total += smallest[key]
         else:

@@ -12,8 +12,8 @@ from planner.tensors import TensorMap
 
 def mix_from_options(tmap: TensorMap, *, base_type: str | None, custom_q: Sequence[str] = (),
                      recipe_text: str | None = None, engine: str = "ik", token_embedding_type: str | None = None,
-                     output_tensor_type: str | None = None, pure: bool = False, has_imatrix: bool = False
-                     ) -> tuple[dict[str, str], Footprint | None]:
+                     output_tensor_type: str | None = None, pure: bool = False, has_imatrix: bool = False,
+                     ignore_imatrix_rules: bool = False) -> tuple[dict[str, str], Footprint | None]:
     """The mix to place: stored types of a quantized GGUF, or the llama-quantize prediction of a recipe.
 
     Returns (types, footprint or None).
@@ -33,7 +33,8 @@ def mix_from_options(tmap: TensorMap, *, base_type: str | None, custom_q: Sequen
         spec = QuantizeSpec(base_type=base_type or default_base_type(qengine),
                             custom_q=parse_custom_q(items, qengine) if items else (), engine=qengine,
                             token_embedding_type=token_embedding_type, output_tensor_type=output_tensor_type,
-                            pure=pure, has_imatrix=has_imatrix)
+                            pure=pure, has_imatrix=has_imatrix,
+                            ignore_imatrix_rules=ignore_imatrix_rules and qengine == "ik")
         fp = quantize(tmap, spec)
         return {r.name: r.type_name for r in fp.tensors}, fp
     if not tmap.is_quantized:

@@ -327,17 +327,40 @@ def render_plan(doc: PlanDocument) -> None:
     _print_speed(p.speed)
     if p.quality is not None:
         q = p.quality
-        print_text(f"quality (estimate): PPL ratio {q.ppl_ratio:.4f} (range {q.ppl_ratio_low:.4f}-{q.ppl_ratio_high:.4f})")
+        print_text(f"quality (estimate): PPL ratio {q.ppl_ratio:.4f} (range {q.ppl_ratio_low:.4f}-{q.ppl_ratio_high:.4f}); "
+                   f"constants {q.constants}")
     for n in p.notes:
         print_text(f"note: {n}")
     if doc.recipe is not None:
         label = "--tensor-type items" if doc.recipe.engine == "mainline" else "--custom-q"
-        print_text(f"\nrecipe ({label}):\n" + doc.recipe.custom_q)
-        print_text("\nquantize:\n" + (doc.quantize_command or ""))
+        print_text(f"\nrecipe ({label}, {doc.rule_count} rules):\n" + doc.recipe.custom_q)
+        if doc.workflow is not None:
+            _print_workflow(doc)
+        else:
+            print_text("\nquantize:\n" + (doc.quantize_command or ""))
     print_text("\nlaunch:\n" + doc.launch_command)
     if doc.launch.split_note:
         print_text(f"note: {doc.launch.split_note}")
     print_text("\nbenchmark the same placement:\n" + doc.sweep_command)
+
+
+def _print_workflow(doc: PlanDocument) -> None:
+    """The quantize workflow: each step's command and the disk space it writes."""
+    import shlex
+
+    from planner.workflow import disk_gib
+
+    wf = doc.workflow
+    assert wf is not None
+    print_text(f"\nquantize workflow ({doc.imatrix}):")
+    for i, st in enumerate(wf.steps, 1):
+        size = disk_gib(st.disk_bytes) + ("" if st.disk_exact else " (est.)")
+        print_text(f"{i}. {st.title}: writes {st.writes}, {size}" + (f"; {st.note}" if st.note else ""))
+        print_text("   " + shlex.join(st.argv))
+    print_text(f"disk: {disk_gib(wf.total_disk_bytes)} if every file is kept, {disk_gib(wf.peak_disk_bytes)} at most "
+               "when each intermediate is deleted after its last use")
+    for a in wf.assumptions:
+        print_text(f"note: {a}")
 
 
 def render_check(r: CheckResult) -> None:

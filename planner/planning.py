@@ -23,6 +23,8 @@ from planner.hints import with_options
 from planner.loadmode import choose_load
 from planner.memory import MemoryReport, Placement, kv_bytes_by_layer, memory_report, mix_bytes
 from planner.quantize import quantizable
+from planner.quants import catalogue
+from planner.regexes import compile_user_regex, search
 from planner.request import PlanRequest
 from planner.runconfig import UBATCH_CHOICES, RunConfig
 from planner.solver import Group, Objective, Solution, SolveStep, solve, weakest
@@ -167,7 +169,7 @@ def _solve_with_layers(tmap: TensorMap, hw: Hardware, budget: Budget, request: P
     ``layout(n_cpu)`` replaces the one-box layer split (a cluster puts its remote layers first) and
     ``speeds`` and ``extra_time`` go to :func:`build_groups` (a cluster's device speeds and network time)."""
     cfg = request.run
-    need = (smallest_weights(tmap, types, request) + sum(kv_bytes_by_layer(tmap.params, cfg))
+    need = (smallest_weights(tmap, types, request, budget) + sum(kv_bytes_by_layer(tmap.params, cfg))
             + cfg.os_reserve_bytes + cfg.gpu_margin_bytes * len(budget.gpus))
     if need > sum(budget.bytes.values()):      # necessary condition: no split of layers can help
         raise InfeasibleBudgetError("even the smallest types do not fit in RAM + VRAM together",
@@ -298,7 +300,53 @@ def joint_plan(tmap: TensorMap, hw: Hardware, request: PlanRequest, quality: Qua
         layer_device, sol, groups = _solve_with_layers(tmap, hw, budget, request, types=None, quality=quality)
     except InfeasibleBudgetError as exc:
         raise with_options(exc, tmap, None, budget, request, _feasibility(tmap, hw, None, quality)) from None
-    return _assemble(tmap, hw, budget, request, layer_device, sol, groups, fixed_types=None, quality=quality)
+    plan = _assemble(tmap, hw, budget, request, layer_device, sol, groups, fixed_types=None, quality=quality)
+    if (request.min_tg or request.min_pp) and request.max_rules is None:
+        return plan      # the speed targets were solved exactly; merging groups could undo them
+    return _simplify(tmap, hw, budget, request, plan, sol, quality)
+
+
+def _simplify(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequest, plan: Plan, sol: Solution,
+              quality: QualityModel) -> Plan:
+    """Merge one-off type groups that buy no measurable quality (planner.simplify), or down to --max-rules;
+    the merged plan is re-checked like any other."""
+    from planner.groups import candidate_types, plan_floor
+    from planner.simplify import simplify_mix
+
+    cat = catalogue()
+    by = tmap.by_name()
+    floor = plan_floor(tmap, budget, request)
+    engine = request.run.qengine
+    pinned = [compile_user_regex(rx, "--fixed") for rx, _ in request.fixed]
+
+    def allowed(name: str, ty: str) -> bool:
+        if any(search(rx, name) for rx in pinned):
+            return False
+        t = by[name]
+        return ty in candidate_types(t, engine, allow=request.allow or None, deny=request.deny,
+                                     has_imatrix=request.has_imatrix, on_gpu=plan.devices[name] != CPU,
+                                     floor=floor, ignore_imatrix_rules=request.ignore_imatrix_rules)
+
+    s = simplify_mix(tmap, plan.types, ln_ratio_of=lambda n, ty: quality.k * quality.tensor_loss(n, ty),
+                     bytes_of=lambda n, ty: cat.get(ty).tensor_bytes(by[n].shape),
+                     device_of=lambda n: plan.devices[n],
+                     free_bytes={d.device: max(0, d.free_bytes) for d in plan.memory.devices},
+                     allowed=allowed, max_rules=request.max_rules)
+    if not s.merges:
+        return plan
+    last = tmap.params.n_loaded_layers - 1
+    types = dict(s.types)
+    for t in tmap.tensors:          # NextN/MTP blocks follow the last loaded layer, as before the merge
+        if not tmap.is_loaded(t) and t.name in types:
+            twin = f"blk.{last}." + t.name.split(".", 2)[2]
+            if twin in types:
+                types[t.name] = types[twin]
+    note = (f"recipe simplified: {len(s.merges)} type groups merged ({s.groups_before} -> {s.groups_after}), "
+            f"predicted PPL +{(math.exp(s.ln_ratio_cost) - 1) * 100:.2f} %")
+    if request.max_rules is not None and s.ln_ratio_cost > 0.001:
+        note += f" to meet --max-rules {request.max_rules} (above the 0.1 % a PPL run resolves)"
+    return _finish(tmap, hw, budget, request, plan.layer_device, types, dict(plan.devices), sol, quality,
+                   [*plan.notes, note])
 
 
 def _feasible(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequest,

@@ -338,7 +338,7 @@ def _check_ftype_imatrix(prep: _Prepared) -> None:
     spec, ftype = prep.spec, prep.ftype
     if ftype.needs_imatrix and not spec.has_imatrix and not (spec.engine == "ik" and spec.ignore_imatrix_rules):
         raise RecipeError(f"llama-quantize refuses {ftype.name} without an importance matrix",
-                          hint="pass an imatrix (has_imatrix=True)"
+                          hint="pass --imatrix FILE"
                                + (" or --ignore-imatrix-rules" if spec.engine == "ik" else ""))
 
 
@@ -351,7 +351,7 @@ def _check_imatrix(t: TensorInfo, new: str, prep: _Prepared) -> None:
     if new in rules.imatrix_types or (new == "q2_K" and prep.ftype.name == rules.imatrix_q2k_ftype):
         raise RecipeError(f"{t.name}: llama-quantize refuses {new} without an importance matrix "
                           "('Missing importance matrix for tensor ... in a very low-bit quantization')",
-                          hint="pass an imatrix (has_imatrix=True)"
+                          hint="pass --imatrix FILE"
                                + (" or --ignore-imatrix-rules" if spec.engine == "ik" else ""))
 
 

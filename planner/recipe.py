@@ -59,7 +59,8 @@ def _role_rx(roles: Sequence[str]) -> str:
 
 
 def build_recipe(tmap: TensorMap, types: Mapping[str, str], *, engine: str = "ik",
-                 base_type: str | None = None) -> Recipe:
+                 base_type: str | None = None, has_imatrix: bool = False,
+                 ignore_imatrix_rules: bool = False) -> Recipe:
     """Compress ``types`` (tensor -> stored type) into rules and verify them by re-application.
 
     Raises:
@@ -85,10 +86,14 @@ def build_recipe(tmap: TensorMap, types: Mapping[str, str], *, engine: str = "ik
         signature.setdefault(sig, []).append(role)
     rules: list[tuple[str, str]] = []
     all_layers = tuple(sorted({t.layer for t in tmap.tensors if t.layer is not None}))
+    all_roles = {t.role for t in tmap.tensors if t.layer is not None}
     for sig, roles in sorted(signature.items(), key=lambda kv: sorted(kv[1])):
         role_rx = _role_rx(roles)
         for ty, layers in sorted(sig, key=lambda x: (x[1][0], x[0])):
-            lx = r".*" if tuple(layers) == all_layers else layers_regex(layers)
+            # ".*" would also match a nested role of the same name (blk.N.indexer.attn_q_b for attn_q_b): then
+            # the layer number is spelled out
+            nested = any(r2 != r and r2.endswith("." + r) for r in roles for r2 in all_roles)
+            lx = (r"[0-9]+" if nested else r".*") if tuple(layers) == all_layers else layers_regex(layers)
             rules.append((rf"blk\.{lx}\.{role_rx}\.weight", ty))
     for name, ty in globals_:
         rules.append(("^" + re.escape(name).replace(r"\_", "_"), ty))
@@ -96,7 +101,7 @@ def build_recipe(tmap: TensorMap, types: Mapping[str, str], *, engine: str = "ik
         base_type = _base_for(types, tmap, engine)
     sep = "," if engine != "mainline" else " "
     recipe = Recipe(engine, base_type, tuple(rules), sep.join(f"{rx}={ty}" for rx, ty in rules))
-    verify_recipe(tmap, types, recipe)
+    verify_recipe(tmap, types, recipe, has_imatrix=has_imatrix, ignore_imatrix_rules=ignore_imatrix_rules)
     return recipe
 
 
@@ -125,10 +130,12 @@ def _base_for(types: Mapping[str, str], tmap: TensorMap, engine: str) -> str:
     return "Q8_0"
 
 
-def verify_recipe(tmap: TensorMap, types: Mapping[str, str], recipe: Recipe) -> None:
+def verify_recipe(tmap: TensorMap, types: Mapping[str, str], recipe: Recipe, *, has_imatrix: bool = False,
+                  ignore_imatrix_rules: bool = False) -> None:
     from planner.quantize import QuantizeSpec, Rule, quantize
 
-    spec = QuantizeSpec(base_type=recipe.base_type, engine=recipe.engine,
+    spec = QuantizeSpec(base_type=recipe.base_type, engine=recipe.engine, has_imatrix=has_imatrix,
+                        ignore_imatrix_rules=ignore_imatrix_rules and recipe.engine == "ik",
                         custom_q=tuple(Rule(rx, ty, i) for i, (rx, ty) in enumerate(recipe.rules)))
     fp = quantize(tmap, spec)
     got = {r.name: r.type_name for r in fp.tensors}

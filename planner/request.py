@@ -30,6 +30,9 @@ class PlanRequest:
     kv_auto: bool = False                # q8_0 KV cache, or q4_0 when q8_0 does not fit
     pareto: int = 0                      # > 1: that many non-dominated plans instead of one
     imatrix: str | None = None           # imatrix file (.dat or GGUF): sharpens the quality model
+    ignore_imatrix_rules: bool = False   # ik llama-quantize --ignore-imatrix-rules: imatrix-only types without one
+    floors: bool = True                  # keep output/token_embd/attn_v at the engines' own floors (planner.lowbit)
+    max_rules: int | None = None         # merge type groups until the recipe has at most this many (planner.simplify)
     load_auto: bool = False              # run.load is the engine default, not the user's: choose it by speed
     ub_auto: bool = False                # -ub/-b not given: choose -ub (UBATCH_CHOICES) within the memory budget
 

@@ -42,11 +42,15 @@ class Simplified:
 
 
 def _groups(tmap: TensorMap, types: Mapping[str, str], movable: Callable[[str], bool]) -> dict[tuple[str, str], list[str]]:
+    from planner.roles import TIED_ROLES
+
     out: dict[tuple[str, str], list[str]] = {}
     for t in tmap.tensors:
-        if t.layer is None or t.name not in types or not movable(t.name):
+        if (t.layer is None or t.name not in types or not movable(t.name) or not tmap.is_loaded(t)
+                or t.n_dims < 2 or not t.name.endswith(".weight")):
             continue
-        out.setdefault((t.role, types[t.name]), []).append(t.name)
+        # gate and up experts share one type (ik fuses them): they merge together
+        out.setdefault((TIED_ROLES.get(t.role, t.role), types[t.name]), []).append(t.name)
     return out
 
 

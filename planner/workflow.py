@@ -80,7 +80,7 @@ def _imatrix_bytes(tmap: TensorMap) -> int:
 def quantize_workflow(tmap: TensorMap, recipe: _Recipe, *, builtin_name: str | None, engine: str = "ik",
                       output: str, quantized_bytes: int, imatrix: str | None = None, use_imatrix: bool = True,
                       threads: int | None = None, ram_bytes: int | None = None, source_gguf: str | None = None,
-                      hf_dir: str | None = None) -> Workflow:
+                      hf_dir: str | None = None, ignore_imatrix_rules: bool = False) -> Workflow:
     """Steps from the original weights to ``output``.
 
     ``imatrix`` names an existing imatrix file (no computing step); with ``use_imatrix`` and no file the workflow
@@ -151,6 +151,8 @@ def quantize_workflow(tmap: TensorMap, recipe: _Recipe, *, builtin_name: str | N
                           f"{facts['imatrix']['calibration']}: a calibration text you supply",
                           reads=(model_for_imatrix,)))
     q_argv = recipe.quantize_argv(source_gguf, output, imatrix=imx_file, threads=threads)
+    if ignore_imatrix_rules and not imx_file and engine == "ik":
+        q_argv = [q_argv[0], "--ignore-imatrix-rules", *q_argv[1:]]     # ik's own override of the refusal
     steps.append(Step("quantize", tuple(q_argv), output, quantized_bytes, True,
                       reads=(source_gguf,) + ((imx_file,) if imx_file and imx_source == "computed" else ())))
     if not use_imatrix:

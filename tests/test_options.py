@@ -96,7 +96,8 @@ def test_imatrix_reaches_the_quantize_command_before_the_positional_arguments(tm
     # llama-quantize [--help] [--allow-requantize] ... [--imatrix] ... model-f32.gguf [model-quant.gguf] type
     i = argv.index("--imatrix")
     assert argv[i + 1] == str(imx) and i < argv.index(BF16)
-    assert argv[-1] == doc["recipe"]["base_type"]
+    # usage: ... model-f32.gguf [model-quant.gguf] type [nthreads]
+    assert argv[-2] == doc["recipe"]["base_type"] and argv[-1].isdigit()
 
 
 # ------------------------------------------------------------------------------------------------ quantized GGUF

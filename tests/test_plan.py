@@ -197,4 +197,6 @@ def test_plan_warns_when_the_quantized_file_does_not_fit_its_disk():
     hw = dataclasses.replace(resolve_hardware(vram=[1.5], ram=4.0), disk_free_bytes=1_000_000)
     doc = plan_doc(str(ROOT / "tests/fixtures/ik/tiny-a-bf16.gguf"), hw, RunConfig(threads=16, os_reserve_bytes=1 << 30))
     assert any("disk has 0.0 GiB free" in n for n in doc.plan.notes)
-    assert doc.quantize_command.split()[-2].endswith("tiny-a-planned.gguf")   # never the source file
+    args = doc.quantize_command.split()
+    out = next(a for a in args if a.endswith(".gguf") and "planned" in a)       # never the source file
+    assert out.endswith("tiny-a-planned.gguf") and args.index(out) == len(args) - 3   # ... out TYPE nthreads

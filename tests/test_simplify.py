@@ -59,9 +59,10 @@ def test_max_rules_forces_merges_and_reports_the_cost(qwen, qm):
     types = base_mix(qwen)
     for layer in range(0, 94, 2):
         types[f"blk.{layer}.ffn_up_exps.weight"] = "iq3_k"      # half the layers a different type
-    s = run(qwen, qm, types, free=0, max_rules=7)      # 7 block roles: one type group each at best
-    assert s.groups_before == 8 and s.groups_after == 7
+    s = run(qwen, qm, types, free=0, max_rules=6)      # 6 block roles (gate/up tied): one type group each at best
+    assert s.groups_before == 7 and s.groups_after == 6
     assert s.types["blk.1.ffn_up_exps.weight"] == "iq3_k"      # merged down: no bytes to merge up
+    assert s.types["blk.1.ffn_gate_exps.weight"] == "iq3_k"    # gate follows up (one fused type)
     assert s.ln_ratio_cost > 0.001                     # above the tolerance: the caller must say so
     assert all(m.bytes_delta <= 0 for m in s.merges)   # no free bytes: only merges that shrink
 

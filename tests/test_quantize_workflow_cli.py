@@ -1,0 +1,114 @@
+"""Issue acceptance through the CLI: low-bit plans for DeepSeek-R1 and Kimi-K2 on the boxes people use, the
+engines' floors, the imatrix options, the printed workflow and `export --quantize` (bash -n).
+
+Independent values: the floors from ik_llama.cpp src/llama-quantize.cpp at 8337e4cd (output q5_K for IQ1/IQ2
+ftypes, lines 367-375; q6_K otherwise, 385-387; token_embd q2_K for IQ1_S/IQ1_M/IQ2_XXS/IQ2_XS, 393-397), the
+imatrix refusal list (1692-1704), and the box sizes the issue names.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+
+import pytest
+from click.testing import CliRunner
+
+from planner.cli import main
+from planner.quants import catalogue
+
+GIB = 2**30
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+def run_json(*args: str) -> dict:
+    r = run(*args, "--json")
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+def bpw(t: str) -> float:
+    return catalogue().get(t).bpw
+
+
+@pytest.mark.parametrize("model, vram, ram", [
+    ("deepseek-r1", "24", "128"),     # issue acceptance: DeepSeek-R1 at 24 + 128
+    ("kimi-k2", "24", "192"),         # issue acceptance: Kimi-K2 at 24 + 192
+])
+def test_trillion_parameter_models_plan_on_consumer_boxes(model, vram, ram):
+    doc = run_json("plan", model, "--vram", vram, "--ram", ram)
+    plan = doc["plan"]
+    assert plan["total_bytes"] < (int(vram) + int(ram)) * GIB
+    types = plan["types"]
+    imatrix_only = {"iq1_s", "iq1_m", "iq1_kt", "iq2_kt", "iq2_xxs", "iq2_xs", "iq2_s", "iq1_s_r4", "iq1_m_r4"}
+    assert imatrix_only & set(types.values())                 # only reachable with the low-bit candidates
+    assert bpw(types["output.weight"]) >= bpw("q5_K")          # ik floor for IQ1/IQ2 ftypes
+    assert bpw(types["token_embd.weight"]) >= bpw("q2_K")
+    q = shlex.split(doc["quantize_command"])
+    assert q[0] == "llama-quantize" and "--imatrix" in q      # imatrix-only types: the command must pass one
+    assert doc["rule_count"] == len(doc["recipe"]["rules"])
+    assert plan["quality"]["constants_kind"] in ("measured", "transferred")
+
+
+def test_output_floor_in_the_headline_plan():
+    types = run_json("plan", "--vram", "24", "--ram", "96")["plan"]["types"]
+    assert bpw(types["output.weight"]) >= bpw("q6_K")         # above IQ3_K: output q6_K or better
+    assert all(t == "q8_0" for n, t in types.items() if n.endswith(".attn_v.weight"))   # MoE attn_v: q8_0
+
+
+def test_imatrix_only_types_need_an_imatrix():
+    r = run("plan", "deepseek-r1", "--vram", "24", "--ram", "128", "--no-imatrix", "--allow", "iq1_s",
+            "--allow", "q8_0")
+    assert r.exit_code == 2
+    assert "--imatrix FILE" in r.output and "--ignore-imatrix-rules" in r.output and "Traceback" not in r.output
+
+
+def test_no_imatrix_plan_says_so_and_has_no_imatrix_flag():
+    doc = run_json("plan", "--vram", "24", "--ram", "96", "--no-imatrix")
+    assert "--imatrix" not in shlex.split(doc["quantize_command"])
+    assert "none (--no-imatrix)" in doc["imatrix"]
+    assert not {"iq1_s", "iq1_m", "iq2_xxs", "iq2_kt"} & set(doc["plan"]["types"].values())
+
+
+def test_printed_workflow_and_export_quantize_script(tmp_path):
+    out = tmp_path / "plan.json"
+    r = run("plan", "--vram", "24", "--ram", "96", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    text = r.output
+    assert "quantize workflow (imatrix:" in text and "convert_hf_to_gguf.py --outtype bf16" in text
+    assert "llama-imatrix -m" in text and "rules):" in text
+    script = tmp_path / "quantize.sh"
+    r = run("export", "--plan", str(out), "--quantize", "--out", str(script))
+    assert r.exit_code == 0, r.output
+    body = script.read_text()
+    assert body.startswith("#!/usr/bin/env bash") and "set -euo pipefail" in body and "--imatrix" in body
+    if shutil.which("bash"):
+        assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    assert run("export", "--plan", str(out), "--quantize", "--out", str(script)).exit_code == 3   # no overwrite
+
+
+def test_footprint_imatrix_options(tmp_path):
+    r = run("footprint", "qwen3-235b-a22b", "--base-type", "IQ2_XXS")
+    # ik src/llama-quantize.cpp 1692-1704: refused without an imatrix; the hint names the real flags
+    assert r.exit_code == 2 and "--imatrix FILE" in r.output and "--ignore-imatrix-rules" in r.output
+    assert "has_imatrix" not in r.output
+    imx = tmp_path / "any.dat"
+    imx.write_bytes(b"")
+    r = run("footprint", "qwen3-235b-a22b", "--base-type", "IQ2_XXS", "--imatrix", str(imx))
+    assert r.exit_code == 0 and "imatrix rules applied" in r.output
+    r = run("footprint", "qwen3-235b-a22b", "--base-type", "IQ2_XXS", "--ignore-imatrix-rules")
+    assert r.exit_code == 0 and "imatrix: none (default" in r.output
+
+
+def test_recipe_simplification_and_max_rules():
+    doc = run_json("plan", "--vram", "24", "--ram", "96")
+    notes = [n for n in doc["plan"]["notes"] if n.startswith("recipe simplified")]
+    assert notes and float(notes[0].rsplit("+", 1)[1].split(" %")[0]) <= 0.1     # within the tolerance
+    short = run_json("plan", "--vram", "24", "--ram", "96", "--max-rules", "8")
+    assert short["rule_count"] <= doc["rule_count"]
+    assert short["plan"]["memory"]["fits"]
