@@ -136,7 +136,7 @@ def _finish(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequest,
                 run=cfg, types=dict(types), devices=dict(devices), layer_device=layer_device,
                 budgets=dict(budget.bytes), total_bytes=total, n_elements=tmap.n_elements,
                 bpw=8.0 * total / tmap.n_elements, memory=mem, speed=spd, quality=q, solver=info,
-                notes=tuple(notes))
+                notes=tuple(dict.fromkeys(notes)))    # a re-finish (recipe simplification) repeats notes
 
 
 def _largest_ubatch_that_fits(tmap: TensorMap, types: Mapping[str, str], placement: Placement, budget: Budget,
