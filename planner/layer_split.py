@@ -458,8 +458,8 @@ def ik_layer_sizes(tmap: TensorMap, mix: Mapping[str, str] | None = None, *, ctx
         if not mtp and p.n_nextn > 0 and il >= n - p.n_nextn:
             continue
         weights[il] += size
-        if t.name.endswith((".bias", ".scale")):
-            continue
+        if t.name.endswith((".bias", ".scale")) or len(t.shape) < 2:
+            continue                                    # vectors add no activation buffer
         if p.is_mla and t.role in ("attn_k_b", "attn_v_b", "attn_kv_b"):
             mla.setdefault(il, {})[t.role] = t
             continue
