@@ -458,19 +458,21 @@ def ik_layer_sizes(tmap: TensorMap, mix: Mapping[str, str] | None = None, *, ctx
         if not mtp and p.n_nextn > 0 and il >= n - p.n_nextn:
             continue
         weights[il] += size
-        if t.name.endswith((".bias", ".scale")) or len(t.shape) < 2:
-            continue                                    # vectors add no activation buffer
+        if t.name.endswith((".bias", ".scale")):
+            continue
         if p.is_mla and t.role in ("attn_k_b", "attn_v_b", "attn_kv_b"):
             mla.setdefault(il, {})[t.role] = t
             continue
-        if t.role in _EXPS:
+        if t.role in _NORMS:
+            has_norm[il] = True
+        elif len(t.shape) < 2:
+            continue                                    # a vector under a matrix role adds no activation buffer
+        elif t.role in _EXPS:
             exps[il] += t.shape[1] * ub * p.n_expert_used * 4
         elif t.role in _SHEXP:
             shexp[il] += t.shape[1] * ub * 4
         elif t.role in _DENSE:
             dense[il] += t.shape[1] * ub * 4
-        elif t.role in _NORMS:
-            has_norm[il] = True
     compute = []
     for il in range(n):
         inp = p.n_embd * ub * 4 * (2 if has_norm[il] else 1)
