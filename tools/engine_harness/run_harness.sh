@@ -5,15 +5,12 @@
 # lines the tests compare: layer assignment, layer sizes, weight/KV/compute buffers) and the exact command, and
 # stops its rpc-servers. rpc-server is unauthenticated: never bind it to anything but 127.0.0.1.
 #
-# Engines these fixtures were captured with (CPU-only builds, -DGGML_RPC=ON):
-#   ik_llama.cpp 8337e4cd:
-#     cmake -B build-rpc -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DGGML_OPENMP=ON -DGGML_RPC=ON -DCMAKE_BUILD_TYPE=Release
-#     cmake --build build-rpc --target rpc-server llama-cli llama-quantize
-#     (the captured ik logs: objects not yet compiled after the first 15 were built at -O1, see the fixtures README)
-#   llama.cpp 0c1e57098 (the tree vendored by the llama-cpp-python 0.3.36 sdist, vendor/llama.cpp):
-#     cmake -B build -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DGGML_RPC=ON -DLLAMA_BUILD_TESTS=OFF \
-#           -DLLAMA_BUILD_EXAMPLES=OFF -DCMAKE_BUILD_TYPE=Release
-#     cmake --build build --target ggml-rpc-server llama-completion
+# Engines these fixtures were captured with: CPU-only builds with the options GGML_RPC=ON, GGML_NATIVE=ON,
+# LLAMA_CURL=OFF, release optimisation (ik also GGML_OPENMP=ON):
+#   ik_llama.cpp 8337e4cd (binaries rpc-server, llama-cli, llama-quantize; the captured ik logs: objects not yet
+#     compiled after the first 15 were built at -O1, see the fixtures README)
+#   llama.cpp 0c1e57098, the tree vendored by the llama-cpp-python 0.3.36 sdist (binaries ggml-rpc-server,
+#     llama-completion)
 #
 # Usage:
 #   run_harness.sh ik       BIN_DIR MODEL.gguf OUT_DIR [CASE_FILTER]

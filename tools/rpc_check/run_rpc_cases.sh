@@ -4,12 +4,9 @@
 # and each rpc-server's own log, the exact commands, the engine commit.  rpc-server is unauthenticated: this
 # script never binds it to anything but 127.0.0.1.
 #
-# Engines (CPU-only builds with RPC):
-#   ik_llama.cpp 8337e4cd: cmake -B build-rpc -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DGGML_OPENMP=ON -DGGML_RPC=ON
-#       -DCMAKE_BUILD_TYPE=Release; cmake --build build-rpc --target rpc-server llama-cli
-#   llama.cpp 0c1e57098 (vendored by the llama-cpp-python 0.3.36 sdist): cmake -B build -DGGML_NATIVE=ON
-#       -DLLAMA_CURL=OFF -DGGML_RPC=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DCMAKE_BUILD_TYPE=Release;
-#       cmake --build build --target ggml-rpc-server llama-completion
+# Engines: CPU-only builds with the options GGML_RPC=ON, GGML_NATIVE=ON, LLAMA_CURL=OFF, release optimisation:
+#   ik_llama.cpp 8337e4cd (rpc-server, llama-cli); llama.cpp 0c1e57098 as vendored by the llama-cpp-python 0.3.36
+#   sdist (ggml-rpc-server, llama-completion).
 # Models: tools/rpc_check/make_models.sh (make_tiny_qwen3moe.py, bf16, seed 0).
 #
 # Usage: run_rpc_cases.sh ik|mainline BIN_DIR MODEL_DIR OUT_DIR [CASE_FILTER]
