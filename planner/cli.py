@@ -692,15 +692,21 @@ def _logs_model_mix(model, base_type, custom_q, recipe_file, token_embedding_typ
     return tmap, types
 
 
+def log_options(func):
+    """LOGS plus what `verify` and `calibrate` need to predict them: the model and mix, the machine, the engine
+    profile and the command (when the logs do not show it)."""
+    func = click.option("--command", "command", metavar="'llama-... ARGS'",
+                        help="the command that produced the logs, when they do not show it")(func)
+    func = click.option("--engine", type=click.Choice(["ik", "ik-2025", "mainline"]), default="ik",
+                        show_default=True, help="engine profile of the logged build")(func)
+    func = model_options(hardware_options(func))
+    func = click.option("--model", "model", metavar="MODEL",
+                        help="the model the logs ran (GGUF, config.json, built-in)")(func)
+    return click.argument("logs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))(func)
+
+
 @main.command("verify")
-@click.argument("logs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--model", "model", metavar="MODEL", help="the model the logs ran (GGUF, config.json, built-in)")
-@model_options
-@hardware_options
-@click.option("--engine", type=click.Choice(["ik", "ik-2025", "mainline"]), default="ik", show_default=True,
-              help="engine profile of the logged build")
-@click.option("--command", "command", metavar="'llama-... ARGS'",
-              help="the command that produced the logs, when they do not show it")
+@log_options
 @click.option("--json", "as_json", is_flag=True)
 def verify_command(logs, model, base_type, custom_q, recipe_file, token_embedding_type, output_tensor_type, pure,
                    hw_opts, engine, command, as_json):
@@ -729,14 +735,7 @@ def verify_command(logs, model, base_type, custom_q, recipe_file, token_embeddin
 
 
 @main.command("calibrate")
-@click.argument("logs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--model", "model", metavar="MODEL", help="the model the logs ran (GGUF, config.json, built-in)")
-@model_options
-@hardware_options
-@click.option("--engine", type=click.Choice(["ik", "ik-2025", "mainline"]), default="ik", show_default=True,
-              help="engine profile of the logged build")
-@click.option("--command", "command", metavar="'llama-... ARGS'",
-              help="the command that produced the logs, when they do not show it")
+@log_options
 @click.option("--save", type=click.Path(dir_okay=False), metavar="PROFILE.toml",
               help="write the machine's profile with the fitted constants (use it with --profile)")
 @click.option("--force", is_flag=True, help="let --save overwrite")

@@ -200,7 +200,9 @@ class _Deadline:
         self._timer.cancel()
 
 
-class _HTTPConnection(http.client.HTTPConnection):
+class _DeadlineConnection(http.client.HTTPConnection):
+    """A connection whose socket the read's deadline watchdog may close (HTTP and, through the MRO, HTTPS)."""
+
     def __init__(self, *args, deadline: _Deadline, **kw) -> None:
         super().__init__(*args, **kw)
         self._deadline = deadline
@@ -210,14 +212,12 @@ class _HTTPConnection(http.client.HTTPConnection):
         self._deadline.add(self.sock)
 
 
-class _HTTPSConnection(http.client.HTTPSConnection):
-    def __init__(self, *args, deadline: _Deadline, **kw) -> None:
-        super().__init__(*args, **kw)
-        self._deadline = deadline
+class _HTTPConnection(_DeadlineConnection):
+    pass
 
-    def connect(self) -> None:
-        super().connect()
-        self._deadline.add(self.sock)
+
+class _HTTPSConnection(_DeadlineConnection, http.client.HTTPSConnection):
+    pass
 
 
 class _HTTPHandler(urllib.request.HTTPHandler):
