@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
 from planner.check import CheckResult, evaluate
 from planner.cluster import Cluster
@@ -31,7 +32,7 @@ from planner.runconfig import UBATCH_CHOICES
 from planner.tensors import TensorMap
 from planner.units import GIB
 
-__all__ = ["check", "parse_fixed", "place", "plan", "size_cap_bytes"]
+__all__ = ["check", "check_command", "parse_fixed", "place", "plan", "size_cap_bytes"]
 
 
 def parse_fixed(items: Sequence[str], engine: str) -> tuple[tuple[str, str], ...]:
@@ -185,6 +186,35 @@ def check(tmap: TensorMap, types: Mapping[str, str], placement: Placement, hardw
           request: PlanRequest, warnings: Sequence[str] = ()) -> CheckResult:
     """``gguf-planner check``: memory per device and speed of a given mix and placement."""
     return evaluate(tmap, types, placement, hardware, request.run, warnings=warnings)
+
+
+def check_command(model: str | None, tmap: TensorMap, types: Mapping[str, str], argv: Sequence[str],
+                  hardware: Hardware, *, engine: str, run_overrides: Mapping[str, Any] | None = None,
+                  propose: bool = True) -> CheckResult:
+    """``gguf-planner check -- llama-server ...`` on one box: memory per device and speed of the command as the
+    engine reads it, and (``propose``) the smallest change that makes it fit or a faster one, with the plan's own
+    command for the same mix and machine (:mod:`planner.fixes`); every proposed command is checked the same way.
+    """
+    from planner.check import check_command as _check_command
+    from planner.errors import PlannerError
+    from planner.fixes import propose_fix
+
+    result = _check_command(tmap, types, argv, hardware, engine=engine, run_overrides=run_overrides)
+    if not propose:
+        return result
+    model_path = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("-m", "--model")), None)
+
+    def plan_command() -> tuple[Sequence[str], str]:
+        try:
+            doc = place(model, tmap, types, hardware, PlanRequest(run=result.run),
+                        EmitOptions(model_path=model_path or launch_model_path(model, tmap, quantized_here=False)))
+        except PlannerError as exc:
+            return (), f"no plan places this mix here: {str(exc).splitlines()[0]}"
+        return doc.launch.argv, "gguf-planner place: devices chosen by the solver for the same mix, context and KV"
+
+    fix = propose_fix(tmap, types, argv, hardware, result, engine=engine, run_overrides=run_overrides,
+                      plan_command=plan_command)
+    return replace(result, fix=fix)
 
 
 def plan_cluster(model: str | None, cluster: Cluster, request: PlanRequest, emit: EmitOptions | None = None

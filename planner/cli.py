@@ -483,10 +483,9 @@ def check_command(model, base_type, custom_q, recipe_file, token_embedding_type,
 
     from planner import hardware, output
     from planner.errors import UsageError
-    from planner.launch import parse_server_command, placement_from_command
+    from planner.launch import parse_server_command
     from planner import api
     from planner.mix import mix_from_options
-    from planner.request import PlanRequest
     from planner.source import load_model
 
     from pathlib import Path
@@ -518,10 +517,8 @@ def check_command(model, base_type, custom_q, recipe_file, token_embedding_type,
         run = dataclasses.replace(run, threads=parsed.run.threads or clus.main.threads_default)
         result = check_cluster(tmap, types, parsed, clus, run, warnings=parsed.warnings)
     else:
-        placement = placement_from_command(tmap, parsed, [f"CUDA{g.index}" for g in hw.gpus], types=types,
-                                           gpu_free_bytes=[g.free_bytes if g.free_bytes is not None else g.total_bytes
-                                                           for g in hw.gpus])
-        result = api.check(tmap, types, placement, hw, PlanRequest(run=run), warnings=parsed.warnings)
+        result = api.check_command(model or parsed.model, tmap, types, list(command), hw, engine=engine,
+                                   run_overrides=_margins(gpu_margin, os_reserve))
     output.emit(result, as_json=as_json, render=output.render_check)
     if not result.memory.fits:
         sys.exit(2)

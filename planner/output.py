@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from planner.cluster_plan import ClusterDocument
     from planner.compare import Comparison
     from planner.documents import ParetoSet, PlanDocument
+    from planner.fixes import FixOption, FixProposal
     from planner.hardware import GPU, Hardware, ProfileSummary
     from planner.memory import MemoryReport
     from planner.model_list import BuiltinModel
@@ -379,6 +380,38 @@ def render_check(r: CheckResult) -> None:
             print_text(f"DOES NOT FIT: {p}")
     else:
         print_text("fits")
+    if r.fix is not None:
+        _print_fix(r.fix, r.speed)
+
+
+def _fix_line(o: FixOption) -> str:
+    free = ", ".join(f"{d} {v / GIB:+.2f} GiB" for d, v in o.free_bytes.items())
+    moved = f"; moves {gib(o.moved_bytes, 2)} of weights" if o.moved_bytes else ""
+    cost = f"; gives up: {o.cost}" if o.cost else ""
+    return (f"{'fits' if o.fits else 'DOES NOT FIT'}, TG {o.tg_tps:.1f} tok/s, PP {o.pp_tps:.0f} tok/s (estimates); "
+            f"free after: {free}{moved}{cost}")
+
+
+def _print_fix(f: FixProposal, now: SpeedEstimate) -> None:
+    """`check`: the proposed change, checked the same way as the command, the alternatives and the plan's own."""
+    print_text(f"\nfix ({f.reason}):")
+    print_text(f"  smallest = {f.smallest}")
+    if f.fix is None:
+        print_text("  no change of where weights live makes it fit; see the alternatives")
+    else:
+        print_text(f"  change: {f.fix.change}")
+        print_text(f"  checked: {_fix_line(f.fix)} (now: TG {now.tg_tps:.1f}, PP {now.pp_tps:.0f})")
+        print_text(f"  {f.fix.command}")
+    for o in f.alternatives:
+        print_text(f"  alternative: {o.change}")
+        print_text(f"    checked: {_fix_line(o)}")
+        print_text(f"    {o.command}")
+    if f.plan is not None:
+        print_text(f"  the plan's own command ({f.plan_note}):")
+        print_text(f"    checked: {_fix_line(f.plan)}")
+        print_text(f"    {f.plan.command}")
+    elif f.plan_note:
+        print_text(f"  the plan's own command: {f.plan_note}")
 
 
 def render_compare(c: Comparison) -> None:
