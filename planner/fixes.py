@@ -255,7 +255,10 @@ def _experts_on(judge: _Judge, argv: list[str], placement: Placement, gpus: Sequ
         if fewest:
             k = _smallest(1, len(left), lambda n: judge.memory(with_k(n)).device(CPU).fits)
             if k is None:                   # not even all of them: take what this GPU holds, go on to the next
-                k = _largest(1, len(left), lambda n, g=gpu: judge.memory(with_k(n)).device(g).fits)
+                def holds(n: int, g: str = gpu) -> bool:
+                    return judge.memory(with_k(n)).device(g).fits
+
+                k = _largest(1, len(left), holds)
         else:
             k = _largest(1, len(left), lambda n: judge.fits(with_k(n)))
         if k is None:
