@@ -132,9 +132,12 @@ def plan(model: str | None, hardware: Hardware, request: PlanRequest,
     if free is not None and p.total_bytes > free:
         p = replace(p, notes=p.notes + (
             f"the quantized file needs {p.total_bytes / GIB:.1f} GiB but its disk has {free / GIB:.1f} GiB free",))
-    return document(tmap, p, model_path=out_path, source_path=model if model and model.endswith(".gguf") else None,
-                    imatrix=request.imatrix, check_binary=emit.check_binary, has_imatrix=request.has_imatrix,
-                    ignore_imatrix_rules=request.ignore_imatrix_rules)
+    from planner.explain import explain
+
+    doc = document(tmap, p, model_path=out_path, source_path=model if model and model.endswith(".gguf") else None,
+                   imatrix=request.imatrix, check_binary=emit.check_binary, has_imatrix=request.has_imatrix,
+                   ignore_imatrix_rules=request.ignore_imatrix_rules)
+    return replace(doc, explanation=explain(tmap, p, hardware, request, quality))
 
 
 def _ubatch_for_min_pp(request: PlanRequest, attempt: Callable[[PlanRequest], Plan]) -> Callable[[PlanRequest], Plan]:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from planner.cluster_plan import ClusterDocument
     from planner.compare import Comparison
     from planner.documents import ParetoSet, PlanDocument
+    from planner.explain import Explanation
     from planner.fixes import FixOption, FixProposal
     from planner.hardware import GPU, Hardware, ProfileSummary
     from planner.memory import MemoryReport
@@ -332,6 +333,8 @@ def render_plan(doc: PlanDocument) -> None:
                    f"constants {q.constants}")
     for n in p.notes:
         print_text(f"note: {n}")
+    if doc.explanation is not None:
+        _print_explanation(doc.explanation)
     if doc.recipe is not None:
         label = "--tensor-type items" if doc.recipe.engine == "mainline" else "--custom-q"
         print_text(f"\nrecipe ({label}, {doc.rule_count} rules):\n" + doc.recipe.custom_q)
@@ -343,6 +346,29 @@ def render_plan(doc: PlanDocument) -> None:
     if doc.launch.split_note:
         print_text(f"note: {doc.launch.split_note}")
     print_text("\nbenchmark the same placement:\n" + doc.sweep_command)
+
+
+def _print_explanation(e: Explanation) -> None:
+    """`plan`: why the plan is what it is, every number from the plan's own models (planner.explain)."""
+    print_text("\nwhy (the plan's own memory, speed and quality models):")
+    print_text(f"  binding: {e.binding}")
+    print_text(f"  objective: {e.objective}")
+    for x in e.experts:
+        kinds = ", ".join(f"{k} {v:.3f}" for k, v in x.next_unit.items())
+        print_text(f"  experts on {x.device}: layers {x.layers} ({x.n_layers} layers, {gib(x.bytes, 2)}) save "
+                   f"{x.tg_ms_saved:.2f} ms/token of TG against the CPU ({x.ms_per_gib:.3f} ms per GiB)"
+                   + (f"; one more CPU layer would save per GiB (by its expert types): {kinds} ms" if kinds else ""))
+    print_text(f"  position: {e.position}")
+    for t in e.types:
+        nxt = (f"{t.next_type} would cost +{gib(t.extra_bytes, 2)} for -{t.ppl_gain_pct:.3f} % PPL "
+               f"({t.pct_per_gib:.3f} % per GiB); "
+               + (f"it fits, at TG {t.upgrade_tg_delta:+.2f} tok/s" if t.upgrade_fits else "it does not fit")
+               if t.next_type else "no larger candidate is predicted better")
+        print_text(f"  types: {t.group} at {t.type_name} ({t.n_tensors} tensors, {gib(t.bytes, 2)}): {nxt}")
+    for w in e.next_gib:
+        ppl = ("" if w.ppl_delta_pct is None else
+               f", PPL {w.ppl_delta_pct:+.3f} %" + (f" ({w.ppl_ratio:.4f})" if w.ppl_ratio is not None else ""))
+        print_text(f"  next GiB: {w.resource}: TG {w.tg_delta:+.3f} tok/s ({w.tg_tps:.2f}){ppl}; {w.method}")
 
 
 def _print_workflow(doc: PlanDocument) -> None:
