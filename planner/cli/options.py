@@ -139,14 +139,15 @@ def cluster_from_options(cluster, rpc_hosts, hw_opts):
     """The cluster of ``--cluster FILE`` or of ``--rpc-host`` values over the main host's hardware; None if neither."""
     if not cluster and not rpc_hosts:
         return None
-    from planner import cluster as clustermod
     from planner import hardware
+    from planner.cluster_flags import cluster_from_flags
+    from planner.cluster_toml import load_cluster
 
     if cluster:
         if rpc_hosts or any(v is not None for v in hw_opts.values()):
             raise click.UsageError("--cluster describes every host: leave out --rpc-host and the hardware options")
-        return clustermod.load_cluster(cluster)
-    return clustermod.cluster_from_flags(hardware.hardware_from_options(**hw_opts), list(rpc_hosts))
+        return load_cluster(cluster)
+    return cluster_from_flags(hardware.hardware_from_options(**hw_opts), list(rpc_hosts))
 
 
 def local_dir(path):
