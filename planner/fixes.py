@@ -34,9 +34,9 @@ if TYPE_CHECKING:
     from planner.hardware import Hardware
     from planner.memory import MemoryReport, Placement
 
-SMALLEST = ("the change of where weights live (routed experts to the CPU with one -ot rule, or a lower -ngl) that "
-            "fits with the highest predicted TG, i.e. the fewest expert bytes moved off the GPU; a shorter -c or a "
-            "quantized KV cache gives something up and is only listed")
+SMALLEST = ("the change of where weights live (routed experts moved by -ot rules to a GPU with room or to the CPU, "
+            "-ts in proportion to the GPUs' memory, or a lower -ngl) that fits with the highest predicted TG, i.e. the fewest expert bytes moved off the "
+            "GPUs; a shorter -c or a quantized KV cache gives something up and is only listed")
 FASTER_MIN_GAIN = 0.02   # a fitting command gets a faster suggestion when predicted TG or PP gains at least 2 %
 OT_FLAGS = ("-ot", "--override-tensor")
 NGL_FLAGS = ("-ngl", "--gpu-layers", "--n-gpu-layers")
@@ -210,6 +210,63 @@ def _experts_off(judge: _Judge, argv: list[str], placement: Placement, over: Seq
                         moved=expert_bytes(tmap, judge.types, moved))
 
 
+def _experts_across(judge: _Judge, argv: list[str], placement: Placement, over: str,
+                    to: str) -> FixOption | None:
+    """Move as few of the over-budget GPU's last expert layers as make it fit, as many of them as ``to`` (a GPU with
+    room) holds and the rest to the CPU, the CPU ones last (two -ot rules at most)."""
+    tmap = judge.tmap
+    layers = expert_layers(tmap, placement, over)[::-1]
+
+    def with_k(k: int, n_gpu: int) -> list[str]:
+        off = layers[:k]
+        cpu, gpu = sorted(off[:k - n_gpu]), sorted(off[k - n_gpu:])
+        out = list(argv)
+        if cpu:
+            out = prepend_override(out, expert_rule(tmap, cpu, CPU))
+        if gpu:
+            out = prepend_override(out, expert_rule(tmap, gpu, to))
+        return out
+
+    k = _smallest(1, len(layers), lambda n: judge.memory(with_k(n, 0)).device(over).fits)
+    if k is None:
+        return None
+    n_gpu = _largest(1, k, lambda n: judge.memory(with_k(k, n)).device(to).fits
+                     and judge.memory(with_k(k, n)).device(over).fits)
+    if n_gpu is None or not judge.fits(with_k(k, n_gpu)):
+        return None
+    off = layers[:k]
+    cpu, gpu = sorted(off[:k - n_gpu]), sorted(off[k - n_gpu:])
+    what = " ".join(f"-ot '{expert_rule(tmap, ls, dev)}'" for ls, dev in ((gpu, to), (cpu, CPU)) if ls)
+    return judge.option("experts-to-gpu", f"move the routed experts of {k} layer{'s' if k > 1 else ''} off {over}: "
+                        f"{len(gpu)} to {to}, {len(cpu)} to the CPU: {what} (before the other -ot rules)",
+                        with_k(k, n_gpu), moved=expert_bytes(tmap, judge.types, cpu))
+
+
+def _rebalanced_ts(judge: _Judge, argv: list[str], gpus: Sequence[str]) -> FixOption | None:
+    """-ts in proportion to each GPU's memory (the engine's own layer rule maps it), plus the fewest expert layers
+    to the CPU if that alone does not fit."""
+    from planner.check import command_placement
+
+    budgets = [judge.hw.gpus[i].free_bytes or judge.hw.gpus[i].total_bytes for i in range(len(gpus))]
+    ts = ",".join(str(round(b / GIB)) for b in budgets)
+    new = set_flag(argv, ("-ts", "--tensor-split"), ts)
+    if new == list(argv):
+        return None
+    if judge.fits(new):
+        return judge.option("ts", f"-ts {ts} (layers in proportion to each GPU's memory, mapped by the engine's own "
+                            "layer rule)", new)
+    _, _, placement = command_placement(judge.tmap, judge.types, new, judge.hw, engine=judge.engine,
+                                        run_overrides=judge.over)
+    over = [d.device for d in judge.memory(new).devices if not d.fits]
+    if CPU in over:
+        return None
+    opt = _experts_off(judge, new, placement, over)
+    if opt is None:
+        return None
+    return FixOption("ts", f"-ts {ts} and {opt.change}", opt.argv, opt.command, opt.fits, opt.tg_tps, opt.pp_tps,
+                     opt.moved_bytes, opt.free_bytes)
+
+
 def _lower_ngl(judge: _Judge, argv: list[str], ngl_now: int) -> FixOption | None:
     k = _largest(0, ngl_now - 1, lambda n: judge.fits(set_flag(argv, NGL_FLAGS, str(n))))
     if k is None:
@@ -308,7 +365,13 @@ def propose_fix(tmap: TensorMap, types: Mapping[str, str], argv: Sequence[str], 
                                               for d in mem.devices if not d.fits)
         over_gpus = [g for g in over if g != CPU]
         if over_gpus:
-            for opt in (_experts_off(judge, args, placement, over_gpus), _lower_ngl(judge, args, ngl_now)):
+            roomy = [g for g in gpus if g not in over and mem.device(g).free_bytes > 0]
+            across = ([_experts_across(judge, args, placement, over_gpus[0], max(roomy, key=lambda g:
+                                                                                  mem.device(g).free_bytes))]
+                      if len(over_gpus) == 1 and roomy else [])
+            ts = [_rebalanced_ts(judge, args, gpus)] if len(gpus) > 1 else []
+            for opt in (*across, *ts, _experts_off(judge, args, placement, over_gpus),
+                        _lower_ngl(judge, args, ngl_now)):
                 if opt is not None:
                     options.append(opt)
         elif CPU in over and gpus:

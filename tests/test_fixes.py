@@ -8,6 +8,7 @@ weights; f32 4 bytes, f16 2 bytes), never read back from the planner's output.
 
 import json
 import math
+import re
 import shlex
 
 import pytest
@@ -87,3 +88,32 @@ def test_text_output_names_the_change_and_the_command():
     assert "fix (does not fit: CUDA0 over by" in r.stdout
     line = next(x for x in r.stdout.splitlines() if x.strip().startswith("llama-server") and "exps=CPU" in x)
     assert check(*shlex.split(line))[0] == 0
+
+
+def test_two_gpus_one_over_budget_gets_a_rebalanced_split_and_it_is_minimal():
+    """-ts 3,1 on 2 x 16 GiB overfills CUDA0; the fix keeps more on the GPUs than moving experts to the CPU only,
+    and one expert layer fewer on the CPU no longer fits (the engine's own layer rule maps the new -ts)."""
+    argv = ["llama-server", "-m", "q.gguf", "-c", "32768", "-ngl", "99", "-ts", "3,1"]
+    r = CliRunner().invoke(main, ["check", "qwen3-30b-a3b", "--base-type", "Q8_0", "--pure", "--vram", "16,16",
+                                  "--ram", "64", "--json", "--", *argv])
+    assert r.exit_code == 2
+    doc = json.loads(r.stdout)
+    best, alts = doc["fix"]["fix"], doc["fix"]["alternatives"]
+    assert best["fits"] and best["moved_bytes"] % EXPERT_LAYER == 0
+    cpu_only = next(a for a in alts if a["kind"] == "experts-to-cpu")
+    assert best["tg_tps"] > cpu_only["tg_tps"] and best["moved_bytes"] < cpu_only["moved_bytes"]
+
+    def check2(cmd):
+        res = CliRunner().invoke(main, ["check", "qwen3-30b-a3b", "--base-type", "Q8_0", "--pure", "--vram",
+                                        "16,16", "--ram", "64", "--json", "--", *cmd])
+        assert res.exit_code in (0, 2), res.output
+        return json.loads(res.stdout)["memory"]["fits"]
+
+    assert check2(best["argv"]) is True
+    rule = next(a for a in best["argv"] if a.endswith("exps=CPU"))
+    layers = [i for i in range(N_LAYER) if re.search(rule.split("=")[0], f"blk.{i}.ffn_up_exps.weight")]
+    assert len(layers) * EXPERT_LAYER == best["moved_bytes"]
+    for drop in (layers[0], layers[-1]):          # one layer fewer, from either end: over budget again
+        keep = "|".join(str(i) for i in layers if i != drop)
+        fewer = [a if a != rule else rf"blk\.({keep})\.ffn_(down|gate|up)_exps=CPU" for a in best["argv"]]
+        assert check2(fewer) is False
