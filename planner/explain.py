@@ -144,9 +144,15 @@ def explain(tmap: TensorMap, plan: Plan, hw: Hardware, request: PlanRequest,
     sizes = {t.name: tensor_bytes(t, plan.types.get(t.name, t.dtype)) for t in tmap.tensors}
     unit_bytes = {k: sum(sizes[n] for n in v) for k, v in units.items()}
     unit_dev = {k: plan.devices[v[0]] for k, v in units.items()}
-    smallest = min(unit_bytes.values(), default=0)
+    # the smallest thing the solver could still move: a routed-expert unit, else (a dense model) a layer's weights
+    per_layer: dict[int, int] = {}
+    for t in tmap.tensors:
+        if t.layer is not None and tmap.is_loaded(t):
+            per_layer[t.layer] = per_layer.get(t.layer, 0) + sizes[t.name]
+    smallest = min(unit_bytes.values(), default=min(per_layer.values(), default=0))
+    what = "routed-expert unit" if unit_bytes else "layer"
     gpus = [d.device for d in plan.memory.devices if d.device != CPU]
-    rooms = tuple(DeviceRoom(d.device, d.budget_bytes, d.free_bytes, bool(units) and d.free_bytes < smallest)
+    rooms = tuple(DeviceRoom(d.device, d.budget_bytes, d.free_bytes, d.free_bytes < smallest)
                   for d in plan.memory.devices)
     base_ms = _tg_ms(tmap, plan.types, plan.devices, plan, hw)
 
@@ -166,7 +172,8 @@ def explain(tmap: TensorMap, plan: Plan, hw: Hardware, request: PlanRequest,
         kinds: dict[str, int] = {}
         homed = sorted({k[0] for k in cpu_units if plan.layer_device[k[0]] == g})   # attention on g: no hand-off
         for layer in homed or sorted({k[0] for k in cpu_units}):
-            kind = "/".join(plan.types[units[k][0]] for k in sorted(units) if k[0] == layer)
+            kind = " + ".join(f"{k[1].removeprefix('ffn_').removesuffix('_exps')} {plan.types[units[k][0]]}"
+                              for k in sorted(units) if k[0] == layer)
             kinds.setdefault(kind, layer)
         nxt: dict[str, float] = {}
         for kind, layer in list(kinds.items())[:3]:
@@ -183,20 +190,21 @@ def explain(tmap: TensorMap, plan: Plan, hw: Hardware, request: PlanRequest,
     full = [r for r in rooms if r.full]
     if full:
         binding = "; ".join(f"{r.device} is full: {r.free_bytes / GIB:.2f} GiB free of {r.budget_bytes / GIB:.2f}, "
-                            f"less than the smallest routed-expert unit ({smallest / GIB:.2f} GiB)" for r in full)
+                            f"less than the smallest {what} ({smallest / GIB:.2f} GiB)" for r in full)
     else:
-        binding = "no device is full (each has room for at least one more routed-expert unit)"
+        binding = f"no device is full (each has room for at least one more {what})"
     rest = [r for r in rooms if not r.full]
     if rest and full:
         binding += "; room left: " + ", ".join(f"{r.device} {r.free_bytes / GIB:.2f} GiB" for r in rest)
 
     position = ("the speed model has no position term: TG and PP depend on the bytes each device reads and on "
                 "the GPU<->CPU hand-offs, not on which layers; among layers of the same types the solver fills the "
-                "GPU from the lowest layer up, so the CPU experts are the later layers of each kind. "
+                "GPU from the lowest layer up, so what stays on the CPU is the later layers of each kind. "
                 + POSITION_EVIDENCE + "; not modelled, so it is not a reason here")
     objective = _objective_text(request)
-    types = _type_choices(tmap, plan, hw, request, quality, base_ms) if quality is not None else ()
-    next_gib = _next_gib(tmap, plan, hw, quality, units, unit_bytes, unit_dev, base_ms)
+    prices = _Prices(tmap, plan, request, quality) if quality is not None else None
+    types = _type_choices(tmap, plan, hw, prices, base_ms) if prices is not None else ()
+    next_gib = _next_gib(tmap, plan, hw, prices, units, unit_bytes, unit_dev, base_ms)
     return Explanation(binding, rooms, tuple(experts), position, objective, types, next_gib)
 
 
@@ -213,15 +221,48 @@ def _objective_text(request: PlanRequest) -> str:
     return f"{kind}: devices for a given mix (placement only)"
 
 
-def _type_choices(tmap: TensorMap, plan: Plan, hw: Hardware, request: PlanRequest, quality: QualityModel,
-                  base_ms: float) -> tuple[TypeChoice, ...]:
-    """The largest (role family, device, type) groups and the price of their next larger candidate type."""
-    from planner.groups import Budget, candidate_types, plan_floor
-    from planner.quants import catalogue
+class _Prices:
+    """The next larger candidate type of a tensor group that the quality model predicts better: its bytes and loss."""
 
-    cat = catalogue()
-    budget = Budget(plan.placement.devices, dict(plan.budgets))
-    floor = plan_floor(tmap, budget, request)
+    def __init__(self, tmap: TensorMap, plan: Plan, request: PlanRequest, quality: QualityModel) -> None:
+        from planner.groups import Budget, plan_floor
+        from planner.quants import catalogue
+
+        self.cat = catalogue()
+        self.by = tmap.by_name()
+        self.plan, self.request, self.quality = plan, request, quality
+        self.floor = plan_floor(tmap, Budget(plan.placement.devices, dict(plan.budgets)), request)
+        self._cands: dict[tuple[str, str, tuple[int, ...], str], list[str]] = {}
+
+    def next_type(self, names: Sequence[str], ty: str, dev: str) -> tuple[str, int, float] | None:
+        """(type, extra bytes, loss saved) of the cheapest larger candidate predicted better, or None."""
+        from planner.groups import candidate_types
+
+        t0 = self.by[names[0]]
+        key = (t0.role, dev, t0.shape, t0.dtype)
+        if key not in self._cands:
+            r = self.request
+            self._cands[key] = candidate_types(t0, r.run.qengine, allow=r.allow or None, deny=r.deny,
+                                               has_imatrix=r.has_imatrix, on_gpu=dev != CPU, floor=self.floor,
+                                               ignore_imatrix_rules=r.ignore_imatrix_rules)
+        shapes: dict[tuple[int, ...], int] = {}
+        for n in names:
+            shapes[self.by[n].shape] = shapes.get(self.by[n].shape, 0) + 1
+        cur = sum(self.cat.get(ty).tensor_bytes(sh) * m for sh, m in shapes.items())
+        now = sum(self.quality.tensor_loss(n, ty) for n in names)
+        for b, c in sorted((sum(self.cat.get(c).tensor_bytes(sh) * m for sh, m in shapes.items()), c)
+                           for c in self._cands[key] if c != ty):
+            if b > cur:
+                saved = now - sum(self.quality.tensor_loss(n, c) for n in names)
+                if saved > 0:          # a larger type the model rates no better is never a reason
+                    return c, b - cur, saved
+        return None
+
+
+def _type_choices(tmap: TensorMap, plan: Plan, hw: Hardware, prices: _Prices, base_ms: float
+                  ) -> tuple[TypeChoice, ...]:
+    """The largest (role family, device, type) groups and the price of their next larger candidate type."""
+    cat = prices.cat
     by_key: dict[tuple[str, str, str], list[str]] = {}
     for t in tmap.tensors:
         if t.n_dims < 2 or not tmap.is_loaded(t):
@@ -230,47 +271,69 @@ def _type_choices(tmap: TensorMap, plan: Plan, hw: Hardware, request: PlanReques
         if not cat.get(ty).is_quantized:
             continue
         by_key.setdefault((_family(t.role), plan.devices[t.name], ty), []).append(t.name)
-    by = tmap.by_name()
-    scale = quality.ppl_scale
+    by = prices.by
+    scale = prices.quality.ppl_scale
     size = {k: sum(tensor_bytes(by[n], k[2]) for n in v) for k, v in by_key.items()}
     out: list[TypeChoice] = []
     for key in sorted(by_key, key=lambda k: -size[k])[:MAX_TYPE_GROUPS]:
         fam, dev, ty = key
         names = by_key[key]
-        t0 = by[names[0]]
-        cands = candidate_types(t0, request.run.qengine, allow=request.allow or None, deny=request.deny,
-                                has_imatrix=request.has_imatrix, on_gpu=dev != CPU, floor=floor,
-                                ignore_imatrix_rules=request.ignore_imatrix_rules)
-        cur = size[key]
-        now = sum(quality.tensor_loss(n, ty) for n in names)
-        # the next candidate that costs more bytes and is predicted better (a larger type the model rates no
-        # better is never a reason)
-        shapes: dict[tuple[int, ...], int] = {}
-        for n in names:
-            shapes[by[n].shape] = shapes.get(by[n].shape, 0) + 1
-        by_bytes = sorted((sum(cat.get(c).tensor_bytes(sh) * m for sh, m in shapes.items()), c)
-                          for c in cands if c != ty)
-        better = [(b, c, now - sum(quality.tensor_loss(n, c) for n in names)) for b, c in by_bytes if b > cur]
-        better = [x for x in better if x[2] > 0]
         nxt, extra, gain, fits, dtg = "", 0, 0.0, False, 0.0
-        if better:
-            b, nxt, dloss = better[0]
-            extra = b - cur
+        found = prices.next_type(names, ty, dev)
+        if found is not None:
+            nxt, extra, dloss = found
             gain = (1.0 - math.exp(-scale * dloss)) * 100.0
             up = {**plan.types, **dict.fromkeys(names, nxt)}
             fits = memory_report(tmap, up, plan.placement, plan.budgets, plan.run).fits
             if fits:
                 dtg = 1e3 / _tg_ms(tmap, up, plan.devices, plan, hw) - 1e3 / base_ms
-        out.append(TypeChoice(f"{fam} on {dev}", ty, len(names), cur, nxt, extra, round(gain, 4),
+        out.append(TypeChoice(f"{fam} on {dev}", ty, len(names), size[key], nxt, extra, round(gain, 4),
                               round(gain / (extra / GIB), 4) if extra else 0.0, fits, round(dtg, 4)))
     return tuple(out)
 
 
-def _next_gib(tmap: TensorMap, plan: Plan, hw: Hardware, quality: QualityModel | None,
+def _upgrades(tmap: TensorMap, plan: Plan, hw: Hardware, prices: _Prices, device: str, base_ms: float,
+              base_ppl: float) -> WhatIf:
+    """+1 GiB on ``device`` spent on type upgrades of the groups it holds (per layer and role family), the best
+    predicted PPL per byte first, placement kept; re-checked by memory_report."""
+    groups: dict[tuple[int, str], list[str]] = {}
+    for t in tmap.tensors:
+        if (t.layer is None or t.n_dims < 2 or not tmap.is_loaded(t) or plan.devices[t.name] != device
+                or not prices.cat.get(plan.types[t.name]).is_quantized):
+            continue
+        groups.setdefault((t.layer, _family(t.role)), []).append(t.name)
+    steps: list[tuple[float, int, tuple[int, str], str]] = []
+    for k, names in groups.items():
+        found = prices.next_type(names, plan.types[names[0]], device)
+        if found is not None:
+            up, extra, saved = found
+            steps.append((-saved / extra, extra, k, up))
+    room = plan.memory.device(device).free_bytes + GIB
+    types = dict(plan.types)
+    n_up = 0
+    for _, extra, k, up in sorted(steps):
+        if extra <= room:
+            room -= extra
+            n_up += 1
+            types.update(dict.fromkeys(groups[k], up))
+    name = "RAM" if device == CPU else device
+    budgets = {**plan.budgets, device: plan.budgets[device] + GIB}
+    base_tps = 1e3 / base_ms
+    if not n_up or not memory_report(tmap, types, plan.placement, budgets, plan.run).fits:
+        return WhatIf(f"+1 GiB {name}", "no type upgrade fits", round(base_tps, 4), 0.0, base_ppl, 0.0)
+    tps = 1e3 / _tg_ms(tmap, types, plan.devices, plan, hw)
+    ppl = prices.quality.estimate(types).ppl_ratio
+    return WhatIf(f"+1 GiB {name}", f"{n_up} tensor groups on {device} one type up (the best predicted PPL per "
+                  "byte first), placement kept", round(tps, 4), round(tps - base_tps, 4), round(ppl, 6),
+                  round((ppl / base_ppl - 1.0) * 100.0, 4))
+
+
+def _next_gib(tmap: TensorMap, plan: Plan, hw: Hardware, prices: _Prices | None,
               units: Mapping[tuple[int, str], list[str]], unit_bytes: Mapping[tuple[int, str], int],
               unit_dev: Mapping[tuple[int, str], str], base_ms: float) -> tuple[WhatIf, ...]:
-    """+1 GiB on each GPU (next CPU expert units moved in, types kept) and +1 GiB of RAM (best PPL-per-byte type
-    upgrades of CPU-resident expert units, placement kept), each re-checked by memory_report."""
+    """+1 GiB on each GPU (the next CPU expert units moved in, types kept; with none on the CPU, type upgrades on
+    the GPU) and +1 GiB of RAM (type upgrades of what the CPU holds), each re-checked by memory_report."""
+    quality = prices.quality if prices is not None else None
     out: list[WhatIf] = []
     base_tps = 1e3 / base_ms
     base_ppl = quality.estimate(plan.types).ppl_ratio if quality is not None else None
@@ -305,6 +368,9 @@ def _next_gib(tmap: TensorMap, plan: Plan, hw: Hardware, quality: QualityModel |
                 best = (1e3 / _tg_ms(tmap, plan.types, devices, plan, hw), f"{moved} more {what[moved == 1]} from the CPU, "
                         "types kept")
                 break
+        if best is None and prices is not None and base_ppl is not None and not cands:
+            out.append(_upgrades(tmap, plan, hw, prices, d.device, base_ms, base_ppl))
+            continue
         if best is None:
             out.append(WhatIf(f"+1 GiB {d.device}", "no routed-expert unit more fits", round(base_tps, 4), 0.0,
                               base_ppl, 0.0 if base_ppl is not None else None))
@@ -319,42 +385,6 @@ def _next_gib(tmap: TensorMap, plan: Plan, hw: Hardware, quality: QualityModel |
                           "already (more bytes on the CPU would only slow TG under this objective)",
                           round(base_tps, 4), 0.0, base_ppl, 0.0))
         return tuple(out)
-    budgets = {**plan.budgets, CPU: plan.budgets[CPU] + GIB}
-    room = cpu.free_bytes + GIB
-    by = tmap.by_name()
-    from planner.quants import catalogue
-
-    cat = catalogue()
-    ladder = sorted({ty for k, v in units.items() for ty in (plan.types[v[0]],)},
-                    key=lambda ty: cat.get(ty).tensor_bytes((256, 256)))
-    steps: list[tuple[float, int, tuple[int, str], str]] = []
-    for k in (k for k in units if unit_dev[k] == CPU):
-        ty = plan.types[units[k][0]]
-        up = [x for x in ladder if cat.get(x).tensor_bytes((256, 256)) > cat.get(ty).tensor_bytes((256, 256))]
-        if not up:
-            continue
-        extra = sum(tensor_bytes(by[n], up[0]) for n in units[k]) - unit_bytes[k]
-        dloss = sum(quality.tensor_loss(n, ty) - quality.tensor_loss(n, up[0]) for n in units[k])
-        if extra > 0 and dloss > 0:
-            steps.append((-dloss / extra, extra, k, up[0]))
-    types = dict(plan.types)
-    n_up = 0
-    for _, extra, k, up_ty in sorted(steps):
-        if extra > room:
-            continue
-        room -= extra
-        n_up += 1
-        for n in units[k]:
-            types[n] = up_ty
-    if not n_up or not memory_report(tmap, types, plan.placement, budgets, plan.run).fits:
-        out.append(WhatIf("+1 GiB RAM", "no upgrade of a CPU-resident expert unit fits", round(base_tps, 4), 0.0,
-                          base_ppl, 0.0))
-        return tuple(out)
-    tps = 1e3 / _tg_ms(tmap, types, plan.devices, plan, hw)
-    ppl = quality.estimate(types).ppl_ratio
-    assert base_ppl is not None
-    out.append(WhatIf("+1 GiB RAM", f"{n_up} CPU-resident expert units one type up (the best PPL per byte among "
-                      "the plan's expert types), placement kept", round(tps, 4), round(tps - base_tps, 4),
-                      round(ppl, 6), round((ppl / base_ppl - 1.0) * 100.0, 4)))
+    assert prices is not None and base_ppl is not None
+    out.append(_upgrades(tmap, plan, hw, prices, CPU, base_ms, base_ppl))
     return tuple(out)
-
