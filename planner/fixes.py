@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from planner.memory import MemoryReport, Placement
 
 SMALLEST = ("the change of where weights live (routed experts moved by -ot rules to a GPU with room or to the CPU, "
-            "-ts in proportion to the GPUs' memory, or a lower -ngl) that fits with the highest predicted TG, i.e. the fewest expert bytes moved off the "
+            "-ts in proportion to the GPUs' memory, or -ngl) that fits with the highest predicted TG, i.e. the fewest expert bytes moved off the "
             "GPUs; a shorter -c or a quantized KV cache gives something up and is only listed")
 FASTER_MIN_GAIN = 0.02   # a fitting command gets a faster suggestion when predicted TG or PP gains at least 2 %
 OT_FLAGS = ("-ot", "--override-tensor")
@@ -267,6 +267,27 @@ def _rebalanced_ts(judge: _Judge, argv: list[str], gpus: Sequence[str]) -> FixOp
                      opt.moved_bytes, opt.free_bytes)
 
 
+def _all_layers(judge: _Judge, argv: list[str]) -> FixOption | None:
+    """Every layer offloaded (-ngl n_layer+1: attention and KV on the GPUs) and the fewest expert layers to the CPU
+    that make it fit: the layout the planner itself uses for MoE models."""
+    from planner.check import command_placement
+
+    n = judge.tmap.params.n_layer + 1
+    new = set_flag(argv, NGL_FLAGS, str(n))
+    if judge.fits(new):
+        return judge.option("ngl", f"-ngl {n}", new)
+    _, _, placement = command_placement(judge.tmap, judge.types, new, judge.hw, engine=judge.engine,
+                                        run_overrides=judge.over)
+    over = [d.device for d in judge.memory(new).devices if not d.fits]
+    if CPU in over:
+        return None
+    opt = _experts_off(judge, new, placement, over)
+    if opt is None:
+        return None
+    return FixOption("ngl", f"-ngl {n} and {opt.change}", opt.argv, opt.command, opt.fits, opt.tg_tps, opt.pp_tps,
+                     opt.moved_bytes, opt.free_bytes)
+
+
 def _lower_ngl(judge: _Judge, argv: list[str], ngl_now: int) -> FixOption | None:
     k = _largest(0, ngl_now - 1, lambda n: judge.fits(set_flag(argv, NGL_FLAGS, str(n))))
     if k is None:
@@ -371,7 +392,7 @@ def propose_fix(tmap: TensorMap, types: Mapping[str, str], argv: Sequence[str], 
                       if len(over_gpus) == 1 and roomy else [])
             ts = [_rebalanced_ts(judge, args, gpus)] if len(gpus) > 1 else []
             for opt in (*across, *ts, _experts_off(judge, args, placement, over_gpus),
-                        _lower_ngl(judge, args, ngl_now)):
+                        _lower_ngl(judge, args, ngl_now), _all_layers(judge, args) if ngl_now <= n_layer else None):
                 if opt is not None:
                     options.append(opt)
         elif CPU in over and gpus:
@@ -387,7 +408,8 @@ def propose_fix(tmap: TensorMap, types: Mapping[str, str], argv: Sequence[str], 
     else:
         room = sorted((g for g in gpus if mem.device(g).free_bytes > 0), key=lambda g: -mem.device(g).free_bytes)
         cands = [o for o in (_experts_on(judge, args, placement, room) if room else None,
-                             _raise_ngl(judge, args, ngl_now) if room and ngl_now <= n_layer else None)
+                             _raise_ngl(judge, args, ngl_now) if room and ngl_now <= n_layer else None,
+                             _all_layers(judge, args) if room and ngl_now <= n_layer else None)
                  if o is not None]
         gain = [o for o in cands if o.fits and (o.tg_tps >= result.speed.tg_tps * (1 + FASTER_MIN_GAIN)
                                                 or o.pp_tps >= result.speed.pp_tps * (1 + FASTER_MIN_GAIN))]

@@ -117,3 +117,15 @@ def test_two_gpus_one_over_budget_gets_a_rebalanced_split_and_it_is_minimal():
         keep = "|".join(str(i) for i in layers if i != drop)
         fewer = [a if a != rule else rf"blk\.({keep})\.ffn_(down|gate|up)_exps=CPU" for a in best["argv"]]
         assert check2(fewer) is False
+
+
+def test_partial_offload_gets_all_layers_and_the_fewest_experts_on_the_cpu():
+    """-ngl 10 fits but leaves attention of 38 layers on the CPU: the fix offloads every layer and moves the same
+    18 expert layers as the overflowing -ngl 99 command needs (k computed by hand in the first test)."""
+    code, doc = check("llama-server", "-m", "q.gguf", "-c", "32768", "-ngl", "10")
+    assert code == 0
+    best = doc["fix"]["fix"]
+    assert best["argv"][best["argv"].index("-ngl") + 1] == str(N_LAYER + 1)
+    assert r"blk\.(3[0-9]|4[0-7])\.ffn_(down|gate|up)_exps=CPU" in best["argv"]
+    assert best["tg_tps"] > doc["speed"]["tg_tps"] * 1.02
+    assert check(*best["argv"])[0] == 0
