@@ -129,3 +129,24 @@ def test_partial_offload_gets_all_layers_and_the_fewest_experts_on_the_cpu():
     assert r"blk\.(3[0-9]|4[0-7])\.ffn_(down|gate|up)_exps=CPU" in best["argv"]
     assert best["tg_tps"] > doc["speed"]["tg_tps"] * 1.02
     assert check(*best["argv"])[0] == 0
+
+
+def test_kv_and_context_alternatives_are_listed_with_their_cost_and_checked():
+    """17 of the 18 needed layers moved: 0.31 GiB over. A q8_0 KV cache (34 bytes per 32 values instead of 2 per
+    value) or a shorter context also fit; they are listed, not chosen, and each fits when fed back."""
+    rule = r"blk\.(3[1-9]|4[0-7])\.ffn_(down|gate|up)_exps=CPU"
+    code, doc = check(*BASE, "-ot", rule)
+    assert code == 2
+    over = -next(d["free_bytes"] for d in doc["memory"]["devices"] if d["device"] == "CUDA0")
+    alts = {a["kind"]: a for a in doc["fix"]["alternatives"]}
+    kv = alts["kv"]
+    saved = N_LAYER * 32768 * 1024 * 2 - N_LAYER * 32768 * 1024 * 34 // 32
+    assert kv["fits"] and "q8_0" in kv["cost"]
+    assert kv["free_bytes"]["CUDA0"] == saved - over
+    ctx = alts["ctx"]
+    n = int(ctx["argv"][ctx["argv"].index("-c") + 1])
+    assert ctx["fits"] and n % 256 == 0 and n < 32768 and "context 32768 ->" in ctx["cost"]
+    assert check(*ctx["argv"])[0] == 0
+    longer = [str(n + 256) if a == str(n) else a for a in ctx["argv"]]
+    assert check(*longer)[0] == 2
+    assert doc["fix"]["fix"]["kind"] != "kv" and doc["fix"]["fix"]["kind"] != "ctx"
