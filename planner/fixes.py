@@ -6,10 +6,11 @@ Every candidate is a modified command line judged by :func:`planner.check.check_
 memory by :mod:`planner.memory`, speed by :mod:`planner.speed`) that judged the user's command; nothing is
 proposed that this check does not pass.
 
-"Smallest" is defined on what the user keeps: a change of *where weights live* (routed experts moved to the CPU
-with one ``-ot`` rule, or ``-ngl`` lowered) that fits with the highest predicted TG, i.e. the fewest expert bytes
-off the GPU, is the fix. Changes that give something up (a shorter ``-c``, a quantized KV cache ``-ctk/-ctv
-q8_0``) are listed as alternatives with what they cost, never chosen for the user.
+"Smallest" is defined on what the user keeps: a change of *where weights live* (routed experts moved by ``-ot``
+rules to a GPU with room or to the CPU, ``-ts``, the command's own ``-ncmoe``, or ``-ngl``) that fits with the
+highest predicted TG, then the fewest expert bytes moved between the GPUs and the CPU, is the fix
+(:data:`SMALLEST`). Changes that give something up (a shorter ``-c``, a quantized KV cache ``-ctk/-ctv q8_0``)
+are listed as alternatives with what they cost, never chosen for the user.
 
 Which layers' experts move: the last ones on the device first. The speed model has no position term (only bytes
 and hand-offs count), but ik_llama.cpp PR 2262 (commit da2293ded, 2026-08-06) measured CPU experts in the last
@@ -35,8 +36,9 @@ if TYPE_CHECKING:
     from planner.memory import MemoryReport, Placement
 
 SMALLEST = ("the change of where weights live (routed experts moved by -ot rules to a GPU with room or to the CPU, "
-            "-ts in proportion to the GPUs' memory, or -ngl) that fits with the highest predicted TG, i.e. the fewest expert bytes moved off the "
-            "GPUs; a shorter -c or a quantized KV cache gives something up and is only listed")
+            "-ts in proportion to the GPUs' memory, the command's own -ncmoe, or -ngl) that fits with the highest "
+            "predicted TG, then the fewest expert bytes moved between the GPUs and the CPU; a shorter -c or a "
+            "quantized KV cache gives something up and is only listed")
 FASTER_MIN_GAIN = 0.02   # a fitting command gets a faster suggestion when predicted TG or PP gains at least 2 %
 OT_FLAGS = ("-ot", "--override-tensor")
 NGL_FLAGS = ("-ngl", "--gpu-layers", "--n-gpu-layers")
@@ -159,6 +161,7 @@ class _Judge:
                  run_overrides: Mapping[str, Any] | None) -> None:
         self.tmap, self.types, self.hw, self.engine, self.over = tmap, types, hw, engine, run_overrides
         self._mem: dict[tuple[str, ...], MemoryReport] = {}
+        self.original: Placement | None = None
 
     def memory(self, argv: Sequence[str]) -> MemoryReport:
         from planner.check import command_fits
@@ -177,10 +180,25 @@ class _Judge:
 
         return check_command(self.tmap, self.types, argv, self.hw, engine=self.engine, run_overrides=self.over)
 
-    def option(self, kind: str, change: str, argv: Sequence[str], *, moved: int = 0, cost: str = "") -> FixOption:
+    def option(self, kind: str, change: str, argv: Sequence[str], *, moved: int | None = None,
+               cost: str = "") -> FixOption:
         r = self.full(argv)
+        if moved is None:
+            moved = self.moved_bytes(argv)
         return FixOption(kind, change, tuple(argv), _shell(argv), r.memory.fits, r.speed.tg_tps, r.speed.pp_tps,
                          moved, {d.device: d.free_bytes for d in r.memory.devices}, cost)
+
+    def moved_bytes(self, argv: Sequence[str]) -> int:
+        """Routed-expert bytes whose device changes between the GPUs and the CPU against the original command."""
+        from planner.check import command_placement
+        from planner.memory import tensor_bytes
+
+        assert self.original is not None
+        _, _, new = command_placement(self.tmap, self.types, argv, self.hw, engine=self.engine,
+                                      run_overrides=self.over)
+        return sum(tensor_bytes(t, self.types.get(t.name, t.dtype)) for t in self.tmap.tensors
+                   if t.is_expert and self.tmap.is_loaded(t)
+                   and (self.original.device_of(t.name) == CPU) != (new.device_of(t.name) == CPU))
 
 
 def _experts_off(judge: _Judge, argv: list[str], placement: Placement, over: Sequence[str]) -> FixOption | None:
@@ -206,8 +224,7 @@ def _experts_off(judge: _Judge, argv: list[str], placement: Placement, over: Seq
     rule = expert_rule(tmap, sorted(moved), CPU)
     return judge.option("experts-to-cpu",
                         f"move the routed experts of {len(moved)} layer{'s' if len(moved) > 1 else ''} to the CPU: "
-                        f"-ot '{rule}' (before the other -ot rules)", fixed,
-                        moved=expert_bytes(tmap, judge.types, moved))
+                        f"-ot '{rule}' (before the other -ot rules)", fixed)
 
 
 def _experts_across(judge: _Judge, argv: list[str], placement: Placement, over: str,
@@ -239,7 +256,7 @@ def _experts_across(judge: _Judge, argv: list[str], placement: Placement, over: 
     what = " ".join(f"-ot '{expert_rule(tmap, ls, dev)}'" for ls, dev in ((gpu, to), (cpu, CPU)) if ls)
     return judge.option("experts-to-gpu", f"move the routed experts of {k} layer{'s' if k > 1 else ''} off {over}: "
                         f"{len(gpu)} to {to}, {len(cpu)} to the CPU: {what} (before the other -ot rules)",
-                        with_k(k, n_gpu), moved=expert_bytes(tmap, judge.types, cpu))
+                        with_k(k, n_gpu))
 
 
 def _rebalanced_ts(judge: _Judge, argv: list[str], gpus: Sequence[str]) -> FixOption | None:
@@ -288,11 +305,30 @@ def _all_layers(judge: _Judge, argv: list[str]) -> FixOption | None:
                      opt.moved_bytes, opt.free_bytes)
 
 
+NCMOE_FLAGS = ("-ncmoe", "--n-cpu-moe")
+
+
+def _ncmoe(judge: _Judge, argv: list[str], n_now: int, *, more: bool) -> FixOption | None:
+    """The command's own -ncmoe knob: the smallest N above it that fits (``more``), or the smallest N below it that
+    still fits (which layers the engine picks is its own rule: ik the last ones on one GPU, mainline the first)."""
+    n_layer = judge.tmap.params.n_layer
+
+    def with_n(n: int) -> list[str]:
+        return set_flag(argv, NCMOE_FLAGS, str(n))
+
+    n = (_smallest(n_now + 1, n_layer, lambda k: judge.fits(with_n(k))) if more
+         else _smallest(0, n_now - 1, lambda k: judge.fits(with_n(k))))
+    if n is None:
+        return None
+    return judge.option("ncmoe", f"-ncmoe {n} (was {n_now}: the engine keeps the routed experts of {n} layers on the "
+                        "CPU)", with_n(n))
+
+
 def _lower_ngl(judge: _Judge, argv: list[str], ngl_now: int) -> FixOption | None:
     k = _largest(0, ngl_now - 1, lambda n: judge.fits(set_flag(argv, NGL_FLAGS, str(n))))
     if k is None:
         return None
-    return judge.option("ngl", f"-ngl {k} (attention, KV and the experts of the first {ngl_now - k} offloaded "
+    return judge.option("ngl", f"-ngl {k} (all weights, attention and KV of {ngl_now - k} more of the first "
                         "layers on the CPU)", set_flag(argv, NGL_FLAGS, str(k)))
 
 
@@ -350,8 +386,7 @@ def _experts_on(judge: _Judge, argv: list[str], placement: Placement, gpus: Sequ
         return None
     what = " ".join(f"-ot '{r}'" for r in rules)
     return judge.option("experts-to-gpu", f"bring the routed experts of {len(taken)} CPU layer"
-                        f"{'s' if len(taken) > 1 else ''} onto the GPU: {what}", cur,
-                        moved=expert_bytes(tmap, judge.types, taken))
+                        f"{'s' if len(taken) > 1 else ''} onto the GPU: {what}", cur)
 
 
 def _raise_ngl(judge: _Judge, argv: list[str], ngl_now: int) -> FixOption | None:
@@ -375,6 +410,7 @@ def propose_fix(tmap: TensorMap, types: Mapping[str, str], argv: Sequence[str], 
     judge = _Judge(tmap, types, hw, engine, run_overrides)
     args = list(argv)
     parsed, run, placement = command_placement(tmap, types, args, hw, engine=engine, run_overrides=run_overrides)
+    judge.original = placement
     mem = result.memory
     n_layer = tmap.params.n_layer
     ngl_now = min(parsed.ngl if parsed.ngl is not None else n_layer + 1, n_layer + 1)
@@ -391,7 +427,8 @@ def propose_fix(tmap: TensorMap, types: Mapping[str, str], argv: Sequence[str], 
                                                                                   mem.device(g).free_bytes))]
                       if len(over_gpus) == 1 and roomy else [])
             ts = [_rebalanced_ts(judge, args, gpus)] if len(gpus) > 1 else []
-            for opt in (*across, *ts, _experts_off(judge, args, placement, over_gpus),
+            own = [_ncmoe(judge, args, parsed.n_cpu_moe, more=True)] if parsed.n_cpu_moe is not None else []
+            for opt in (*own, *across, *ts, _experts_off(judge, args, placement, over_gpus),
                         _lower_ngl(judge, args, ngl_now), _all_layers(judge, args) if ngl_now <= n_layer else None):
                 if opt is not None:
                     options.append(opt)
@@ -407,7 +444,9 @@ def propose_fix(tmap: TensorMap, types: Mapping[str, str], argv: Sequence[str], 
         alternatives = tuple(placement_fixes[1:]) + tuple(others)
     else:
         room = sorted((g for g in gpus if mem.device(g).free_bytes > 0), key=lambda g: -mem.device(g).free_bytes)
-        cands = [o for o in (_experts_on(judge, args, placement, room) if room else None,
+        fewer = (_ncmoe(judge, args, parsed.n_cpu_moe, more=False)
+                 if room and parsed.n_cpu_moe and not parsed.overrides else None)
+        cands = [o for o in (fewer, _experts_on(judge, args, placement, room) if room else None,
                              _raise_ngl(judge, args, ngl_now) if room and ngl_now <= n_layer else None,
                              _all_layers(judge, args) if room and ngl_now <= n_layer else None)
                  if o is not None]

@@ -150,3 +150,25 @@ def test_kv_and_context_alternatives_are_listed_with_their_cost_and_checked():
     longer = [str(n + 256) if a == str(n) else a for a in ctx["argv"]]
     assert check(*longer)[0] == 2
     assert doc["fix"]["fix"]["kind"] != "kv" and doc["fix"]["fix"]["kind"] != "ctx"
+
+
+def test_ncmoe_command_gets_its_own_knob_turned_minimally():
+    """mainline -ncmoe keeps the FIRST N layers' experts on the CPU (common/arg.cpp --n-cpu-moe); the fix raises N
+    to the smallest value that fits. gpt-oss-20b (config.json: hidden 2880, intermediate 2880, 32 experts) stores its
+    experts as MXFP4, block_mxfp4 = e + qs[16] = 17 bytes per 32 weights (ggml-common.h)."""
+    layer = 3 * 2880 * 2880 * 32 // 32 * 17                          # gate, up, down of one layer
+    args = ["gpt-oss-20b", "--vram", "8", "--ram", "32", "--engine", "mainline", "--json", "--"]
+    cmd = ["llama-server", "-m", "q.gguf", "-c", "16384", "-ngl", "99", "-ncmoe", "2"]
+
+    def run(c):
+        r = CliRunner().invoke(main, ["check", *args, *c])
+        assert r.exit_code in (0, 2), r.output
+        return json.loads(r.stdout)
+
+    doc = run(cmd)
+    best = doc["fix"]["fix"]
+    assert best["kind"] == "ncmoe" and best["fits"]
+    n = int(best["argv"][best["argv"].index("-ncmoe") + 1])
+    assert best["moved_bytes"] == (n - 2) * layer
+    assert run(best["argv"])["memory"]["fits"] is True
+    assert run([*cmd[:-1], str(n - 1)])["memory"]["fits"] is False
