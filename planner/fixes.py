@@ -454,7 +454,7 @@ def propose_fix(tmap: TensorMap, types: Mapping[str, str], argv: Sequence[str], 
                                                 or o.pp_tps >= result.speed.pp_tps * (1 + FASTER_MIN_GAIN))]
         if not gain:
             return None
-        gain.sort(key=lambda o: -o.tg_tps)
+        gain.sort(key=lambda o: (-o.tg_tps, o.moved_bytes))
         fix, alternatives = gain[0], tuple(gain[1:])
         reason = ("fits, but slower than it could be: " + ", ".join(
             f"{g} has {mem.device(g).free_bytes / GIB:.2f} GiB free" for g in room)

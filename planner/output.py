@@ -423,7 +423,8 @@ def _print_fix(f: FixProposal, now: SpeedEstimate) -> None:
     print_text(f"\nfix ({f.reason}):")
     print_text(f"  smallest = {f.smallest}")
     if f.fix is None:
-        print_text("  no change of where weights live makes it fit; see the alternatives")
+        print_text("  no change of where weights live makes it fit" + ("; see the alternatives" if f.alternatives else
+                                                                          ", nor a shorter -c or a q8_0 KV cache"))
     else:
         print_text(f"  change: {f.fix.change}")
         print_text(f"  checked: {_fix_line(f.fix)} (now: TG {now.tg_tps:.1f}, PP {now.pp_tps:.0f})")
