@@ -22,6 +22,7 @@ from planner.cluster_plan import ClusterDocument
 from planner.documents import ParetoSet, PlanDocument, document, launch_model_path
 from planner.errors import InfeasibleBudgetError, UsageError
 from planner.hardware import Hardware
+from planner.imatrix_use import ImatrixUse
 from planner.memory import Placement
 from planner.planning import Plan, feasible_for, joint_plan, pareto_plans, resolve_ctx, with_ctx
 from planner.planning import place as place_mix
@@ -182,8 +183,22 @@ def place(model: str | None, tmap: TensorMap, types: Mapping[str, str], hardware
 
 
 def check(tmap: TensorMap, types: Mapping[str, str], placement: Placement, hardware: Hardware,
-          request: PlanRequest, warnings: Sequence[str] = ()) -> CheckResult:
-    """``gguf-planner check``: memory per device and speed of a given mix and placement."""
+          request: PlanRequest, warnings: Sequence[str] = (), imatrix: ImatrixUse | None = None) -> CheckResult:
+    """``gguf-planner check``: memory per device and speed of a given mix and placement, and with ``imatrix``
+    (the declared or recorded imatrix use) its predicted quality.
+
+    Raises:
+        ImatrixFormatError: the declared imatrix file is malformed or made for another model.
+    """
+    quality = None
+    if imatrix is not None:
+        from planner.imatrix_use import imatrix_for
+        from planner.quality import QualityModel
+
+        use = imatrix_for(tmap, imatrix)
+        quality = QualityModel.build(tmap, imatrix=use.file if use.origin == "given" else None, has_imatrix=use.used)
+        result = evaluate(tmap, types, placement, hardware, request.run, quality=quality, warnings=warnings)
+        return replace(result, imatrix=use.note)
     return evaluate(tmap, types, placement, hardware, request.run, warnings=warnings)
 
 

@@ -32,6 +32,7 @@ class CheckResult:
     warnings: tuple[str, ...] = ()
     # memory per engine buffer as the load log names them: (kind, buffer, bytes); compute is in ``memory``
     buffers: tuple[tuple[str, str, int], ...] = ()
+    imatrix: str = ""          # the imatrix assumption behind ``quality`` (planner.imatrix_use), in words
 
 
 def evaluate(tmap: TensorMap, types: Mapping[str, str], placement: Placement, hw: Hardware, run: RunConfig,

@@ -238,23 +238,17 @@ def imatrix_options(func):
     """--imatrix / --no-imatrix / --ignore-imatrix-rules for commands that predict what llama-quantize writes."""
     options = [
         click.option("--imatrix", "imatrix_file", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
-                     help="quantize with this imatrix: llama-quantize's imatrix rules apply [default: none]"),
-        click.option("--no-imatrix", is_flag=True, help="quantize without an imatrix (the default, stated here)"),
+                     help="quantize with this imatrix: llama-quantize's imatrix rules and its importances apply "
+                          "[default: an imatrix is assumed, as plan's workflow computes one; a quantized GGUF's "
+                          "quantize.imatrix.* record wins]"),
+        click.option("--no-imatrix", is_flag=True, help="quantize without an imatrix (no-imatrix rules, "
+                                                        "imatrix-only types refused)"),
         click.option("--ignore-imatrix-rules", is_flag=True,
                      help="ik llama-quantize --ignore-imatrix-rules: imatrix-only types without an imatrix"),
     ]
     for option in reversed(options):
         func = option(func)
     return func
-
-
-def _imatrix_state(imatrix_file, no_imatrix) -> tuple[bool, str]:
-    if imatrix_file and no_imatrix:
-        raise click.BadParameter("--imatrix and --no-imatrix contradict each other")
-    if imatrix_file:
-        return True, f"imatrix: {imatrix_file} (llama-quantize's imatrix rules applied)"
-    return False, ("imatrix: none (--no-imatrix)" if no_imatrix else
-                   "imatrix: none (default; --imatrix FILE applies llama-quantize's imatrix rules)")
 
 
 def run_options(func):
@@ -386,18 +380,17 @@ def footprint_command(model, base_type, custom_q, recipe_file, token_embedding_t
       gguf-planner footprint model-bf16.gguf --base-type Q4_K_M --json
     """
     from planner import output
+    from planner.imatrix_use import declared_imatrix
     from planner.mix import mix_from_options
     from planner.quantize import default_base_type
     from planner.source import load_model
 
+    imx = declared_imatrix(imatrix_file, no_imatrix, ignore_imatrix_rules, engine)
     tmap = load_model(model)
-    has_imatrix, imx_note = _imatrix_state(imatrix_file, no_imatrix)
     _, fp = mix_from_options(tmap, base_type=base_type or default_base_type(engine),
                              custom_q=custom_q, recipe_text=_recipe_text(recipe_file), engine=engine,
                              token_embedding_type=token_embedding_type, output_tensor_type=output_tensor_type,
-                             pure=pure, has_imatrix=has_imatrix, ignore_imatrix_rules=ignore_imatrix_rules)
-    if not as_json:
-        output.note(imx_note)
+                             pure=pure, imatrix=imx)
     output.emit(fp, as_json=as_json, render=lambda f: output.render_footprint(f, all_tensors=all_tensors))
 
 
@@ -465,10 +458,12 @@ def place_command(model, base_type, custom_q, recipe_file, token_embedding_type,
 @click.option("--cluster", metavar="NAME|PATH", help="the hosts of a command with --rpc: a cluster TOML")
 @click.option("--rpc-host", "rpc_hosts", multiple=True, metavar="NAME=KEY:VALUE,...",
               help="an rpc-server host of the command's --rpc (repeatable, in --rpc order)")
+@imatrix_options
 @click.option("--json", "as_json", is_flag=True)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def check_command(model, base_type, custom_q, recipe_file, token_embedding_type, output_tensor_type, pure, hw_opts,
-                  engine, gpu_margin, os_reserve, cluster, rpc_hosts, as_json, command):
+                  engine, gpu_margin, os_reserve, cluster, rpc_hosts, imatrix_file, no_imatrix, ignore_imatrix_rules,
+                  as_json, command):
     """Predict memory per device and speed of your own llama-server command, and what will not fit.
 
     Put the command after `--`. The model is the command's -m unless MODEL or recipe options are given
@@ -485,6 +480,7 @@ def check_command(model, base_type, custom_q, recipe_file, token_embedding_type,
     from planner.errors import UsageError
     from planner.launch import parse_server_command, placement_from_command
     from planner import api
+    from planner.imatrix_use import declared_imatrix
     from planner.mix import mix_from_options
     from planner.request import PlanRequest
     from planner.source import load_model
@@ -506,9 +502,10 @@ def check_command(model, base_type, custom_q, recipe_file, token_embedding_type,
     run = dataclasses.replace(parsed.run, ctx=parsed.run.ctx or tmap.params.n_ctx_train,
                               threads=parsed.run.threads or hw.threads_default,
                               **_margins(gpu_margin, os_reserve))
+    imx = declared_imatrix(imatrix_file, no_imatrix, ignore_imatrix_rules, engine)
     types, _ = mix_from_options(tmap, base_type=base_type, custom_q=custom_q, recipe_text=_recipe_text(recipe_file),
                                 engine=engine, token_embedding_type=token_embedding_type,
-                                output_tensor_type=output_tensor_type, pure=pure)
+                                output_tensor_type=output_tensor_type, pure=pure, imatrix=imx)
     if parsed.rpc or clus is not None:
         if clus is None:
             raise UsageError("the command uses --rpc: describe those hosts with --cluster FILE or --rpc-host "
@@ -521,7 +518,7 @@ def check_command(model, base_type, custom_q, recipe_file, token_embedding_type,
         placement = placement_from_command(tmap, parsed, [f"CUDA{g.index}" for g in hw.gpus], types=types,
                                            gpu_free_bytes=[g.free_bytes if g.free_bytes is not None else g.total_bytes
                                                            for g in hw.gpus])
-        result = api.check(tmap, types, placement, hw, PlanRequest(run=run), warnings=parsed.warnings)
+        result = api.check(tmap, types, placement, hw, PlanRequest(run=run), warnings=parsed.warnings, imatrix=imx)
     output.emit(result, as_json=as_json, render=output.render_check)
     if not result.memory.fits:
         sys.exit(2)
@@ -643,6 +640,7 @@ def plan_command(model, hw_opts, engine, ctx, kv, ubatch, batch, amb, load, thre
       gguf-planner plan deepseek-r1 --vram 24 --ram 128 --imatrix imatrix-DeepSeek-R1-0528.dat
     """
     from planner import api, hardware, output
+    from planner.imatrix_use import declared_imatrix
     from planner.request import EmitOptions, PlanRequest
 
     clus = _cluster_from_options(cluster, rpc_hosts, hw_opts)
@@ -660,8 +658,7 @@ def plan_command(model, hw_opts, engine, ctx, kv, ubatch, batch, amb, load, thre
                           quality_slack_pct=quality_slack, granularity=granularity, ctx_max=(ctx == "max"),
                           kv_auto=(kv == "auto"), pareto=pareto, imatrix=imatrix,
                           ignore_imatrix_rules=ignore_imatrix_rules, floors=not no_floors, max_rules=max_rules)
-    if imatrix and no_imatrix:
-        raise click.BadParameter("--imatrix and --no-imatrix contradict each other")
+    declared_imatrix(imatrix, no_imatrix, ignore_imatrix_rules, engine)    # contradictions and engine flags
     if clus is not None:
         from planner.cluster_plan import write_cluster_scripts
 
@@ -772,11 +769,18 @@ def calibrate_command(logs, model, base_type, custom_q, recipe_file, token_embed
 @click.option("--model", "model", help="model the named ftypes and recipes apply to (default: qwen3-235b-a22b)")
 @hardware_options
 @run_options
+@imatrix_options
+@click.option("--measured", multiple=True, metavar="NAME=PPL[+-ERR]|NAME=LOG",
+              help="a measured PPL of candidate NAME (or a llama-perplexity log), shown next to the prediction; "
+                   "repeatable; the reference PPL is a candidate's or --reference-ppl")
+@click.option("--reference-ppl", metavar="PPL[+-ERR]|LOG",
+              help="PPL of the unquantized model (or a Q8_0) on the same text, for --measured")
 @click.option("--plot", type=click.Path(dir_okay=False), help="write size vs quality (speed as colour), .png or .svg")
 @click.option("--force", is_flag=True, help="let --plot overwrite")
 @click.option("--json", "as_json", is_flag=True)
 def compare_command(candidates, model, hw_opts, engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin,
-                    os_reserve, plot, force, as_json):
+                    os_reserve, imatrix_file, no_imatrix, ignore_imatrix_rules, measured, reference_ppl, plot, force,
+                    as_json):
     """Compare candidate mixes side by side on this hardware: size, BPW, fit, GPU/CPU bytes, speed, quality.
 
     A candidate is a named ftype (IQ3_K), a recipe string (re=type,...), a recipe file, a GGUF file, or a
@@ -788,10 +792,13 @@ def compare_command(candidates, model, hw_opts, engine, ctx, kv, ubatch, batch, 
     """
     from planner import hardware, output
     from planner.compare import compare, plot_comparison
+    from planner.imatrix_use import declared_imatrix
 
+    imx = declared_imatrix(imatrix_file, no_imatrix, ignore_imatrix_rules, engine)
     hw = hardware.hardware_from_options(**hw_opts)
     run = _run_config(engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, hw)
-    result = compare(list(candidates), model=model, hw=hw, run=run)
+    result = compare(list(candidates), model=model, hw=hw, run=run, imatrix=imx, measured=list(measured),
+                     reference=reference_ppl)
     if plot:
         plot_comparison(result, plot, force=force)
         output.note(f"wrote {plot}")

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from planner.hardware import GPU, Hardware, ProfileSummary
     from planner.memory import MemoryReport
     from planner.model_list import BuiltinModel
+    from planner.quality import QualityEstimate
     from planner.quantize import Footprint
     from planner.calibrate import CalibrateResult
     from planner.speed import SpeedEstimate
@@ -258,6 +259,8 @@ def render_footprint(fp: Footprint, *, all_tensors: bool = False) -> None:
                f"{fp.data_bytes:,} bytes of padded data")
     if getattr(fp, "file_bytes", None):
         print_text(f"predicted file size: {fp.file_bytes:,} bytes")
+    if fp.imatrix:
+        print_text(fp.imatrix)
     print_text("")
     print_text(_counts_block(fp.type_counts))
     seen: set[tuple] = set()
@@ -307,6 +310,11 @@ def _print_speed(s: SpeedEstimate) -> None:
     print_text("  assumptions: " + "; ".join(s.assumptions))
 
 
+def _print_quality(q: QualityEstimate) -> None:
+    print_text(f"quality (estimate): PPL ratio {q.ppl_ratio:.4f} (range {q.ppl_ratio_low:.4f}-{q.ppl_ratio_high:.4f}); "
+               f"constants {q.constants}")
+
+
 def render_plan(doc: PlanDocument) -> None:
     p = doc.plan
     from collections import Counter
@@ -326,9 +334,7 @@ def render_plan(doc: PlanDocument) -> None:
     _print_memory(p.memory)
     _print_speed(p.speed)
     if p.quality is not None:
-        q = p.quality
-        print_text(f"quality (estimate): PPL ratio {q.ppl_ratio:.4f} (range {q.ppl_ratio_low:.4f}-{q.ppl_ratio_high:.4f}); "
-                   f"constants {q.constants}")
+        _print_quality(p.quality)
     for n in p.notes:
         print_text(f"note: {n}")
     if doc.recipe is not None:
@@ -374,6 +380,10 @@ def render_check(r: CheckResult) -> None:
             what = "KV buffer size" if kind == "kv" else "buffer size"
             print_text(f"  {name:>10} {what} = {nbytes / 2**20:10.2f} MiB")
     _print_speed(r.speed)
+    if r.quality is not None:
+        _print_quality(r.quality)
+    if r.imatrix:
+        print_text(r.imatrix)
     if r.problems:
         for p in r.problems:
             print_text(f"DOES NOT FIT: {p}")
@@ -382,16 +392,32 @@ def render_check(r: CheckResult) -> None:
 
 
 def render_compare(c: Comparison) -> None:
+    has_measured = any(r.measured_ratio is not None for r in c.rows)
     rows = []
     for r in c.rows:
-        rows.append(("*" if r.pareto else "", r.name, gib(r.total_bytes, 2), f"{r.bpw:.3f}",
-                     gib(r.gpu_bytes, 1), gib(r.cpu_bytes, 1), "yes" if r.fits else "no",
-                     f"{r.tg_tps:.1f}" if r.tg_tps else "-", f"{r.pp_tps:.0f}" if r.pp_tps else "-",
-                     f"{r.ppl_ratio:.4f}" if r.ppl_ratio else "-"))
-    print_table(f"{c.model} on {c.hardware}", ["", "candidate", "size", "BPW", "GPU", "CPU", "fits", "TG t/s",
-                                              "PP t/s", "PPL ratio"], rows,
-                justify=["left", "left", "right", "right", "right", "right", "left", "right", "right", "right"],
+        band = (f"{r.ppl_ratio:.4f} ({r.ppl_ratio_low:.4f}-{r.ppl_ratio_high:.4f})"
+                if r.ppl_ratio and r.ppl_ratio_low and r.ppl_ratio_high else "-")
+        row = ["*" if r.pareto else "", r.name, gib(r.total_bytes, 2), f"{r.bpw:.3f}",
+               gib(r.gpu_bytes, 1), gib(r.cpu_bytes, 1), "yes" if r.fits else "no",
+               f"{r.tg_tps:.1f}" if r.tg_tps else "-", f"{r.pp_tps:.0f}" if r.pp_tps else "-", band]
+        if has_measured:
+            row.append("-" if r.measured_ratio is None else
+                       f"{r.measured_ratio:.4f}" + (f" ± {r.measured_se:.4f}" if r.measured_se else "")
+                       + (" (inside band)" if r.measured_inside_band else " (OUTSIDE band)"))
+        rows.append(tuple(row))
+    head = ["", "candidate", "size", "BPW", "GPU", "CPU", "fits", "TG t/s", "PP t/s", "PPL ratio (band)"]
+    justify: list[JustifyMethod] = ["left", "left", "right", "right", "right", "right", "left", "right", "right",
+                                    "right"]
+    if has_measured:
+        head.append("measured")
+        justify.append("right")
+    print_table(f"{c.model} on {c.hardware}", head, rows, justify=justify,
                 caption="* = not dominated in (size, TG, quality); TG/PP/PPL are estimates")
+    sources = sorted({r.constants for r in c.rows if r.constants})
+    for src in sources:
+        print_text(f"quality constants: {src}")
+    for n in c.notes:
+        print_text(f"note: {n}")
 
 
 def render_pareto(ps: ParetoSet) -> None:
