@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
@@ -609,6 +610,9 @@ def export_command(plan_file, out, scripts_dir, model_path, port, check_binary, 
               help="let output/token_embd/attn_v go below the engine's own floors for the plan's bpw class")
 @click.option("--max-rules", type=int, default=None, metavar="N",
               help="merge per-role type groups until the recipe has at most N rules (the cost is reported)")
+@click.option("--style", "recipe_style", type=click.Choice(["plain", "ubergarm"]), default="plain", show_default=True,
+              help="recipe text: one --custom-q line, or grouped by role and layer range with comments (the same "
+                   "rules)")
 @click.option("--quality-slack", type=float, default=0.5, show_default=True, metavar="PCT",
               help="balanced: the fastest plan whose predicted PPL ratio is within PCT %% of the best-quality plan")
 @click.option("--model-path", metavar="PATH", help="output GGUF path used in the emitted commands")
@@ -625,8 +629,8 @@ def export_command(plan_file, out, scripts_dir, model_path, port, check_binary, 
 @click.option("--json", "as_json", is_flag=True)
 def plan_command(model, hw_opts, engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, objective,
                  min_tg, min_pp, max_size, allow, deny, fixed, pareto, granularity, check_binary, imatrix, no_imatrix,
-                 ignore_imatrix_rules, no_floors, max_rules, quality_slack, model_path, cluster, rpc_hosts, scripts_dir,
-                 out, force, as_json):
+                 ignore_imatrix_rules, no_floors, max_rules, recipe_style, quality_slack, model_path, cluster, rpc_hosts,
+                 scripts_dir, out, force, as_json):
     """Choose quant types and device placement together (exact ILP), and emit the recipe and launch command.
 
     Without hardware flags the machine is probed; --vram/--ram describe a machine by hand and the remaining
@@ -671,7 +675,8 @@ def plan_command(model, hw_opts, engine, ctx, kv, ubatch, batch, amb, load, thre
         return
     doc = api.plan(model, hw, request, EmitOptions(model_path=model_path, check_binary=check_binary))
     _write_json_out(doc, out, force)
-    output.emit(doc, as_json=as_json, render=output.render_pareto if pareto else output.render_plan)
+    output.emit(doc, as_json=as_json, render=output.render_pareto if pareto else
+                functools.partial(output.render_plan, style=recipe_style))
 
 
 # --- verify and calibrate: the user's own engine logs -------------------------------------------

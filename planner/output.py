@@ -315,7 +315,9 @@ def _print_quality(q: QualityEstimate) -> None:
                f"constants {q.constants}")
 
 
-def render_plan(doc: PlanDocument) -> None:
+def render_plan(doc: PlanDocument, style: str = "plain") -> None:
+    """A plan as text; ``style="ubergarm"`` writes the recipe grouped by role and layer range with comments
+    (planner.recipe_style) and the quantize step with it."""
     p = doc.plan
     from collections import Counter
 
@@ -337,7 +339,17 @@ def render_plan(doc: PlanDocument) -> None:
         _print_quality(p.quality)
     for n in p.notes:
         print_text(f"note: {n}")
-    if doc.recipe is not None:
+    if doc.recipe is not None and style == "ubergarm":
+        import shlex
+
+        from planner.recipe_style import styled_script
+
+        argv = _quantize_argv(doc) or shlex.split(doc.quantize_command or "")
+        print_text(f"\nrecipe and quantize command (ubergarm style, {doc.rule_count} rules):\n"
+                   + styled_script(doc.recipe, p.types, argv, p.devices).rstrip("\n"))
+        if doc.workflow is not None:
+            _print_workflow(doc, skip_quantize=True)
+    elif doc.recipe is not None:
         label = "--tensor-type items" if doc.recipe.engine == "mainline" else "--custom-q"
         print_text(f"\nrecipe ({label}, {doc.rule_count} rules):\n" + doc.recipe.custom_q)
         if doc.workflow is not None:
@@ -350,8 +362,19 @@ def render_plan(doc: PlanDocument) -> None:
     print_text("\nbenchmark the same placement:\n" + doc.sweep_command)
 
 
-def _print_workflow(doc: PlanDocument) -> None:
-    """The quantize workflow: each step's command and the disk space it writes."""
+def _quantize_argv(doc: PlanDocument) -> list[str] | None:
+    """The workflow's llama-quantize step (the one whose argv carries the recipe)."""
+    if doc.workflow is None or doc.recipe is None:
+        return None
+    for st in doc.workflow.steps:
+        if doc.recipe.custom_q in st.argv or any(a == f"{rx}={ty}" for a in st.argv for rx, ty in doc.recipe.rules):
+            return list(st.argv)
+    return None
+
+
+def _print_workflow(doc: PlanDocument, skip_quantize: bool = False) -> None:
+    """The quantize workflow: each step's command and the disk space it writes (``skip_quantize``: the
+    llama-quantize step's command was printed with the styled recipe)."""
     import shlex
 
     from planner.workflow import disk_gib
@@ -362,6 +385,9 @@ def _print_workflow(doc: PlanDocument) -> None:
     for i, st in enumerate(wf.steps, 1):
         size = disk_gib(st.disk_bytes) + ("" if st.disk_exact else " (est.)")
         print_text(f"{i}. {st.title}: writes {st.writes}, {size}" + (f"; {st.note}" if st.note else ""))
+        if skip_quantize and list(st.argv) == _quantize_argv(doc):
+            print_text("   (the llama-quantize command under the recipe above)")
+            continue
         print_text("   " + shlex.join(st.argv))
     print_text(f"disk: {disk_gib(wf.total_disk_bytes)} if every file is kept, {disk_gib(wf.peak_disk_bytes)} at most "
                "when each intermediate is deleted after its last use")
