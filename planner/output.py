@@ -447,15 +447,26 @@ def render_compare(c: Comparison) -> None:
 
 
 def render_pareto(ps: ParetoSet) -> None:
+    from planner.quality import difference_inside_band
+
     rows = []
     for i, d in enumerate(ps.documents, 1):
         p = d.plan
+        q = p.quality
         rows.append((i, gib(p.total_bytes, 2), f"{p.bpw:.3f}", f"{p.speed.tg_tps:.1f}", f"{p.speed.pp_tps:.0f}",
-                     f"{p.quality.ppl_ratio:.4f}" if p.quality else "-", len(d.recipe.rules) if d.recipe else "-",
+                     f"{q.ppl_ratio:.4f} ({q.ppl_ratio_low:.4f}-{q.ppl_ratio_high:.4f})" if q else "-",
+                     len(d.recipe.rules) if d.recipe else "-",
                      f"{p.solver.status} {pct(p.solver.gap)}" if p.solver else "-"))
     print_table(f"{ps.model}: non-dominated plans (best quality first)",
-                ["#", "size", "BPW", "TG t/s", "PP t/s", "PPL ratio", "rules", "solver (gap)"], rows,
+                ["#", "size", "BPW", "TG t/s", "PP t/s", "PPL ratio (band)", "rules", "solver (gap)"], rows,
                 justify=["right", "right", "right", "right", "right", "right", "right", "left"], caption="TG/PP/PPL are estimates; --json prints every plan in full")
+    for src in sorted({d.plan.quality.constants for d in ps.documents if d.plan.quality}):
+        print_text(f"quality constants: {src}")
+    for i, (a, b) in enumerate(zip(ps.documents, ps.documents[1:]), 1):
+        qa, qb = a.plan.quality, b.plan.quality
+        if qa is not None and qb is not None and difference_inside_band(qa, qb):
+            print_text(f"note: plans {i} and {i + 1}: predicted PPL ratios {qa.ppl_ratio:.4f} and {qb.ppl_ratio:.4f} "
+                       "differ by less than the band (the model cannot tell which is better)")
 
 
 def render_verify(reports: Sequence[VerifyReport]) -> None:
