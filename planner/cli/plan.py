@@ -7,8 +7,8 @@ import functools
 import click
 
 from planner.cli.app import main
-from planner.cli.options import (cluster_from_options, hardware_options, local_dir, model_options, recipe_text,
-                                  run_config, run_options, write_json_out)
+from planner.cli.options import (cluster_from_options, hardware_options, imatrix_options, local_dir, model_options,
+                                  recipe_text, run_config, run_options, write_json_out)
 
 @main.command("plan")
 @click.argument("model", required=False)
@@ -120,10 +120,11 @@ def plan_command(model, hw_opts, engine, ctx, kv, ubatch, batch, amb, load, thre
               help="refuse launch flags this llama-server binary does not list in --help")
 @click.option("--out", type=click.Path(dir_okay=False), help="write the plan JSON here")
 @click.option("--force", is_flag=True, help="let --out overwrite")
+@imatrix_options
 @click.option("--json", "as_json", is_flag=True)
 def place_command(model, base_type, custom_q, recipe_file, token_embedding_type, output_tensor_type, pure,
                   hw_opts, engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, model_path,
-                  min_tg, min_pp, check_binary, out, force, as_json):
+                  min_tg, min_pp, check_binary, out, force, imatrix_file, no_imatrix, ignore_imatrix_rules, as_json):
     """Choose GPU(s) or CPU for every tensor of a given mix, maximising predicted generation speed.
 
     \b
@@ -132,18 +133,22 @@ def place_command(model, base_type, custom_q, recipe_file, token_embedding_type,
       gguf-planner place model.gguf --vram 24,24 --ram 256 --ctx max --engine mainline
     """
     from planner import api, hardware, output
+    from planner.imatrix_use import declared_imatrix
     from planner.mix import mix_from_options
     from planner.request import EmitOptions, PlanRequest
     from planner.source import load_model
 
+    imx = declared_imatrix(imatrix_file, no_imatrix, ignore_imatrix_rules, engine)
     tmap = load_model(model)
     hw = hardware.hardware_from_options(**hw_opts)
     run = run_config(engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, hw)
     types, fp = mix_from_options(tmap, base_type=base_type, custom_q=custom_q, recipe_text=recipe_text(recipe_file),
                                  engine=engine, token_embedding_type=token_embedding_type,
-                                 output_tensor_type=output_tensor_type, pure=pure)
+                                 output_tensor_type=output_tensor_type, pure=pure, imatrix=imx)
     doc = api.place(model, tmap, types, hw, PlanRequest(run=run, min_tg=min_tg, min_pp=min_pp, ctx_max=(ctx == "max"),
                                                         load_auto=load is None, ub_auto=ubatch is None and batch is None),
                     EmitOptions(model_path=model_path, check_binary=check_binary), quantized_here=fp is not None)
     write_json_out(doc, out, force)
+    if fp is not None:
+        output.note(imx.note)         # the recipe was sized under this assumption
     output.emit(doc, as_json=as_json, render=output.render_plan)
