@@ -142,3 +142,23 @@ def test_compare_says_when_a_difference_is_inside_the_band():
         said = any(n.startswith(f"{a['name']} vs {b['name']}:") for n in doc["notes"])
         assert said == overlap, (a["name"], b["name"])
     assert any("inside" in n or "less than the band" in n for n in doc["notes"])   # IQ4_KS vs IQ4_XS: ~same bpw
+
+
+def test_check_reads_the_imatrix_importances(tmp_path):
+    """--imatrix FILE is read (not only its rules): the quality model sharpens the importances of the tensors the
+    file covers (here two hand-written legacy .dat entries for attn_q, ne0 = n_embd = 2048)."""
+    import numpy as np
+
+    from planner.imatrix import ImatrixEntry, write_imatrix_dat
+
+    entries = [ImatrixEntry(f"blk.{i}.attn_q.weight", 1, np.full(2048, 1.0 + i, dtype=np.float32), 1)
+               for i in (0, 1)]
+    dat = tmp_path / "imatrix-Qwen3-30B-A3B.dat"
+    write_imatrix_dat(dat, entries)
+    cmd = ["--", "llama-server", "-c", "4096", "-ngl", "99", "-ot", "exps=CPU"]
+    r = run("check", "qwen3-30b-a3b", "--base-type", "IQ4_XS", "--vram", "24", "--ram", "64", "--imatrix", str(dat),
+            "--json", *cmd)
+    doc = json.loads(r.stdout)
+    assert doc["imatrix"].startswith(f"imatrix: {dat}")
+    assert any(a.startswith(f"importance sharpened by imatrix {dat}") and "2 tensors" in a
+               for a in doc["quality"]["assumptions"]), doc["quality"]["assumptions"]
