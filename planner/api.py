@@ -32,7 +32,7 @@ from planner.runconfig import UBATCH_CHOICES
 from planner.tensors import TensorMap
 from planner.units import GIB
 
-__all__ = ["check", "parse_fixed", "place", "plan", "size_cap_bytes"]
+__all__ = ["check", "parse_fixed", "place", "plan", "size_cap_bytes", "with_quality"]
 
 
 def parse_fixed(items: Sequence[str], engine: str) -> tuple[tuple[str, str], ...]:
@@ -190,16 +190,23 @@ def check(tmap: TensorMap, types: Mapping[str, str], placement: Placement, hardw
     Raises:
         ImatrixFormatError: the declared imatrix file is malformed or made for another model.
     """
-    quality = None
-    if imatrix is not None:
-        from planner.imatrix_use import imatrix_for
-        from planner.quality import QualityModel
+    result = evaluate(tmap, types, placement, hardware, request.run, warnings=warnings)
+    return with_quality(result, tmap, types, imatrix) if imatrix is not None else result
 
-        use = imatrix_for(tmap, imatrix)
-        quality = QualityModel.build(tmap, imatrix=use.file if use.origin == "given" else None, has_imatrix=use.used)
-        result = evaluate(tmap, types, placement, hardware, request.run, quality=quality, warnings=warnings)
-        return replace(result, imatrix=use.note)
-    return evaluate(tmap, types, placement, hardware, request.run, warnings=warnings)
+
+def with_quality(result: CheckResult, tmap: TensorMap, types: Mapping[str, str], imatrix: ImatrixUse) -> CheckResult:
+    """``result`` with the predicted quality of its mix (band and the source of its constants) under the imatrix
+    use that applies to ``tmap`` (a quantized GGUF's record wins over the declaration).
+
+    Raises:
+        ImatrixFormatError: the declared imatrix file is malformed or made for another model.
+    """
+    from planner.imatrix_use import imatrix_for
+    from planner.quality import QualityModel
+
+    use = imatrix_for(tmap, imatrix)
+    quality = QualityModel.build(tmap, imatrix=use.file if use.origin == "given" else None, has_imatrix=use.used)
+    return replace(result, quality=quality.estimate(types), imatrix=use.note)
 
 
 def plan_cluster(model: str | None, cluster: Cluster, request: PlanRequest, emit: EmitOptions | None = None

@@ -162,3 +162,14 @@ def test_check_reads_the_imatrix_importances(tmp_path):
     assert doc["imatrix"].startswith(f"imatrix: {dat}")
     assert any(a.startswith(f"importance sharpened by imatrix {dat}") and "2 tensors" in a
                for a in doc["quality"]["assumptions"]), doc["quality"]["assumptions"]
+
+
+def test_check_of_an_rpc_command_prints_quality_too():
+    r = run("check", "qwen3-30b-a3b", "--base-type", "Q4_K_M", "--vram", "4", "--ram", "8", "--no-imatrix",
+            "--rpc-host", "box2=addr:10.0.0.2,port:50052,ram:64,bw:10gbe", "--json",
+            "--", "llama-server", "--rpc", "10.0.0.2:50052", "-ngl", "99", "-c", "4096")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    q = doc["quality"]
+    assert q["ppl_ratio_low"] <= q["ppl_ratio"] <= q["ppl_ratio_high"] and q["constants_kind"] == "measured"
+    assert doc["imatrix"].startswith("imatrix: none (--no-imatrix)")

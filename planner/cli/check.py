@@ -76,7 +76,8 @@ def check_command(model, base_type, custom_q, recipe_file, token_embedding_type,
         from planner.cluster_plan import check_cluster
 
         run = dataclasses.replace(run, threads=parsed.run.threads or clus.main.threads_default)
-        result = check_cluster(tmap, types, parsed, clus, run, warnings=parsed.warnings)
+        result = api.with_quality(check_cluster(tmap, types, parsed, clus, run, warnings=parsed.warnings), tmap,
+                                  types, imx)
     else:
         placement = placement_from_command(tmap, parsed, [f"CUDA{g.index}" for g in hw.gpus], types=types,
                                            gpu_free_bytes=[g.free_bytes if g.free_bytes is not None else g.total_bytes
