@@ -23,6 +23,7 @@ from planner.cluster_plan import ClusterDocument
 from planner.documents import ParetoSet, PlanDocument, document, launch_model_path
 from planner.errors import InfeasibleBudgetError, UsageError
 from planner.hardware import Hardware
+from planner.imatrix_use import ImatrixUse
 from planner.memory import Placement
 from planner.planning import Plan, feasible_for, joint_plan, pareto_plans, resolve_ctx, with_ctx
 from planner.planning import place as place_mix
@@ -32,7 +33,7 @@ from planner.runconfig import UBATCH_CHOICES
 from planner.tensors import TensorMap
 from planner.units import GIB
 
-__all__ = ["check", "check_command", "parse_fixed", "place", "plan", "size_cap_bytes"]
+__all__ = ["check", "check_command", "parse_fixed", "place", "plan", "size_cap_bytes", "with_quality"]
 
 
 def parse_fixed(items: Sequence[str], engine: str) -> tuple[tuple[str, str], ...]:
@@ -186,9 +187,30 @@ def place(model: str | None, tmap: TensorMap, types: Mapping[str, str], hardware
 
 
 def check(tmap: TensorMap, types: Mapping[str, str], placement: Placement, hardware: Hardware,
-          request: PlanRequest, warnings: Sequence[str] = ()) -> CheckResult:
-    """``gguf-planner check``: memory per device and speed of a given mix and placement."""
-    return evaluate(tmap, types, placement, hardware, request.run, warnings=warnings)
+          request: PlanRequest, warnings: Sequence[str] = (), imatrix: ImatrixUse | None = None) -> CheckResult:
+    """``gguf-planner check``: memory per device and speed of a given mix and placement, and with ``imatrix``
+    (the declared or recorded imatrix use) its predicted quality.
+
+    Raises:
+        ImatrixFormatError: the declared imatrix file is malformed or made for another model.
+    """
+    result = evaluate(tmap, types, placement, hardware, request.run, warnings=warnings)
+    return with_quality(result, tmap, types, imatrix) if imatrix is not None else result
+
+
+def with_quality(result: CheckResult, tmap: TensorMap, types: Mapping[str, str], imatrix: ImatrixUse) -> CheckResult:
+    """``result`` with the predicted quality of its mix (band and the source of its constants) under the imatrix
+    use that applies to ``tmap`` (a quantized GGUF's record wins over the declaration).
+
+    Raises:
+        ImatrixFormatError: the declared imatrix file is malformed or made for another model.
+    """
+    from planner.imatrix_use import imatrix_for
+    from planner.quality import QualityModel
+
+    use = imatrix_for(tmap, imatrix)
+    quality = QualityModel.build(tmap, imatrix=use.file if use.origin == "given" else None, has_imatrix=use.used)
+    return replace(result, quality=quality.estimate(types), imatrix=use.note)
 
 
 def check_command(model: str | None, tmap: TensorMap, types: Mapping[str, str], argv: Sequence[str],

@@ -36,6 +36,7 @@ class CheckResult:
     buffers: tuple[tuple[str, str, int], ...] = ()
     # the smallest change that makes the command fit, or a faster one (planner.fixes; None: nothing to propose)
     fix: FixProposal | None = None
+    imatrix: str = ""          # the imatrix assumption behind ``quality`` (planner.imatrix_use), in words
 
 
 def evaluate(tmap: TensorMap, types: Mapping[str, str], placement: Placement, hw: Hardware, run: RunConfig,

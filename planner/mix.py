@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from planner.engines import quant_engine
 from planner.errors import UsageError
 from planner.quantize import Footprint, QuantizeSpec, default_base_type, parse_custom_q, parse_recipe_text, quantize
 from planner.tensors import TensorMap
 
+if TYPE_CHECKING:
+    from planner.imatrix_use import ImatrixUse
+
 
 def mix_from_options(tmap: TensorMap, *, base_type: str | None, custom_q: Sequence[str] = (),
                      recipe_text: str | None = None, engine: str = "ik", token_embedding_type: str | None = None,
                      output_tensor_type: str | None = None, pure: bool = False, has_imatrix: bool = False,
-                     ignore_imatrix_rules: bool = False) -> tuple[dict[str, str], Footprint | None]:
+                     ignore_imatrix_rules: bool = False, imatrix: ImatrixUse | None = None
+                     ) -> tuple[dict[str, str], Footprint | None]:
     """The mix to place: stored types of a quantized GGUF, or the llama-quantize prediction of a recipe.
+
+    ``imatrix`` (when given) replaces ``has_imatrix``/``ignore_imatrix_rules`` and its note goes into the footprint.
 
     Returns (types, footprint or None).
 
@@ -25,6 +33,8 @@ def mix_from_options(tmap: TensorMap, *, base_type: str | None, custom_q: Sequen
     if recipe_text:
         items += parse_recipe_text(recipe_text)
     qengine = quant_engine(engine)
+    if imatrix is not None:
+        has_imatrix, ignore_imatrix_rules = imatrix.used, imatrix.ignore_rules
     if base_type or items or token_embedding_type or output_tensor_type:
         if tmap.is_quantized:
             raise UsageError(f"{tmap.source} is already quantized: a recipe applies to an unquantized source",
@@ -36,6 +46,8 @@ def mix_from_options(tmap: TensorMap, *, base_type: str | None, custom_q: Sequen
                             pure=pure, has_imatrix=has_imatrix,
                             ignore_imatrix_rules=ignore_imatrix_rules and qengine == "ik")
         fp = quantize(tmap, spec)
+        if imatrix is not None:
+            fp = dataclasses.replace(fp, imatrix=imatrix.note)
         return {r.name: r.type_name for r in fp.tensors}, fp
     if not tmap.is_quantized:
         raise UsageError(f"{tmap.name} is unquantized ({tmap.source})",

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from planner.hardware import GPU, Hardware, ProfileSummary
     from planner.memory import MemoryReport
     from planner.model_list import BuiltinModel
+    from planner.quality import QualityEstimate
     from planner.quantize import Footprint
     from planner.calibrate import CalibrateResult
     from planner.speed import SpeedEstimate
@@ -260,6 +261,8 @@ def render_footprint(fp: Footprint, *, all_tensors: bool = False) -> None:
                f"{fp.data_bytes:,} bytes of padded data")
     if getattr(fp, "file_bytes", None):
         print_text(f"predicted file size: {fp.file_bytes:,} bytes")
+    if fp.imatrix:
+        print_text(fp.imatrix)
     print_text("")
     print_text(_counts_block(fp.type_counts))
     seen: set[tuple] = set()
@@ -309,7 +312,14 @@ def _print_speed(s: SpeedEstimate) -> None:
     print_text("  assumptions: " + "; ".join(s.assumptions))
 
 
-def render_plan(doc: PlanDocument) -> None:
+def _print_quality(q: QualityEstimate) -> None:
+    print_text(f"quality (estimate): PPL ratio {q.ppl_ratio:.4f} (range {q.ppl_ratio_low:.4f}-{q.ppl_ratio_high:.4f}); "
+               f"constants {q.constants}")
+
+
+def render_plan(doc: PlanDocument, style: str = "plain") -> None:
+    """A plan as text; ``style="ubergarm"`` writes the recipe grouped by role and layer range with comments
+    (planner.recipe_style) and the quantize step with it."""
     p = doc.plan
     from collections import Counter
 
@@ -328,14 +338,22 @@ def render_plan(doc: PlanDocument) -> None:
     _print_memory(p.memory)
     _print_speed(p.speed)
     if p.quality is not None:
-        q = p.quality
-        print_text(f"quality (estimate): PPL ratio {q.ppl_ratio:.4f} (range {q.ppl_ratio_low:.4f}-{q.ppl_ratio_high:.4f}); "
-                   f"constants {q.constants}")
+        _print_quality(p.quality)
     for n in p.notes:
         print_text(f"note: {n}")
     if doc.explanation is not None:
         _print_explanation(doc.explanation)
-    if doc.recipe is not None:
+    if doc.recipe is not None and style == "ubergarm":
+        import shlex
+
+        from planner.recipe_style import styled_script
+
+        argv = _quantize_argv(doc) or shlex.split(doc.quantize_command or "")
+        print_text(f"\nrecipe and quantize command (ubergarm style, {doc.rule_count} rules):\n"
+                   + styled_script(doc.recipe, p.types, argv, p.devices).rstrip("\n"))
+        if doc.workflow is not None:
+            _print_workflow(doc, skip_quantize=True)
+    elif doc.recipe is not None:
         label = "--tensor-type items" if doc.recipe.engine == "mainline" else "--custom-q"
         print_text(f"\nrecipe ({label}, {doc.rule_count} rules):\n" + doc.recipe.custom_q)
         if doc.workflow is not None:
@@ -371,8 +389,19 @@ def _print_explanation(e: Explanation) -> None:
         print_text(f"  next GiB: {w.resource}: TG {w.tg_delta:+.3f} tok/s ({w.tg_tps:.2f}){ppl}; {w.method}")
 
 
-def _print_workflow(doc: PlanDocument) -> None:
-    """The quantize workflow: each step's command and the disk space it writes."""
+def _quantize_argv(doc: PlanDocument) -> list[str] | None:
+    """The workflow's llama-quantize step (the one whose argv carries the recipe)."""
+    if doc.workflow is None or doc.recipe is None:
+        return None
+    for st in doc.workflow.steps:
+        if doc.recipe.custom_q in st.argv or any(a == f"{rx}={ty}" for a in st.argv for rx, ty in doc.recipe.rules):
+            return list(st.argv)
+    return None
+
+
+def _print_workflow(doc: PlanDocument, skip_quantize: bool = False) -> None:
+    """The quantize workflow: each step's command and the disk space it writes (``skip_quantize``: the
+    llama-quantize step's command was printed with the styled recipe)."""
     import shlex
 
     from planner.workflow import disk_gib
@@ -383,6 +412,9 @@ def _print_workflow(doc: PlanDocument) -> None:
     for i, st in enumerate(wf.steps, 1):
         size = disk_gib(st.disk_bytes) + ("" if st.disk_exact else " (est.)")
         print_text(f"{i}. {st.title}: writes {st.writes}, {size}" + (f"; {st.note}" if st.note else ""))
+        if skip_quantize and list(st.argv) == _quantize_argv(doc):
+            print_text("   (the llama-quantize command under the recipe above)")
+            continue
         print_text("   " + shlex.join(st.argv))
     print_text(f"disk: {disk_gib(wf.total_disk_bytes)} if every file is kept, {disk_gib(wf.peak_disk_bytes)} at most "
                "when each intermediate is deleted after its last use")
@@ -401,6 +433,10 @@ def render_check(r: CheckResult) -> None:
             what = "KV buffer size" if kind == "kv" else "buffer size"
             print_text(f"  {name:>10} {what} = {nbytes / 2**20:10.2f} MiB")
     _print_speed(r.speed)
+    if r.quality is not None:
+        _print_quality(r.quality)
+    if r.imatrix:
+        print_text(r.imatrix)
     if r.problems:
         for p in r.problems:
             print_text(f"DOES NOT FIT: {p}")
@@ -442,28 +478,55 @@ def _print_fix(f: FixProposal, now: SpeedEstimate) -> None:
 
 
 def render_compare(c: Comparison) -> None:
+    has_measured = any(r.measured_ratio is not None for r in c.rows)
     rows = []
     for r in c.rows:
-        rows.append(("*" if r.pareto else "", r.name, gib(r.total_bytes, 2), f"{r.bpw:.3f}",
-                     gib(r.gpu_bytes, 1), gib(r.cpu_bytes, 1), "yes" if r.fits else "no",
-                     f"{r.tg_tps:.1f}" if r.tg_tps else "-", f"{r.pp_tps:.0f}" if r.pp_tps else "-",
-                     f"{r.ppl_ratio:.4f}" if r.ppl_ratio else "-"))
-    print_table(f"{c.model} on {c.hardware}", ["", "candidate", "size", "BPW", "GPU", "CPU", "fits", "TG t/s",
-                                              "PP t/s", "PPL ratio"], rows,
-                justify=["left", "left", "right", "right", "right", "right", "left", "right", "right", "right"],
+        band = (f"{r.ppl_ratio:.4f} ({r.ppl_ratio_low:.4f}-{r.ppl_ratio_high:.4f})"
+                if r.ppl_ratio and r.ppl_ratio_low and r.ppl_ratio_high else "-")
+        row = ["*" if r.pareto else "", r.name, gib(r.total_bytes, 2), f"{r.bpw:.3f}",
+               gib(r.gpu_bytes, 1), gib(r.cpu_bytes, 1), "yes" if r.fits else "no",
+               f"{r.tg_tps:.1f}" if r.tg_tps else "-", f"{r.pp_tps:.0f}" if r.pp_tps else "-", band]
+        if has_measured:
+            row.append("-" if r.measured_ratio is None else
+                       f"{r.measured_ratio:.4f}" + (f" ± {r.measured_se:.4f}" if r.measured_se else "")
+                       + (" (inside band)" if r.measured_inside_band else " (OUTSIDE band)"))
+        rows.append(tuple(row))
+    head = ["", "candidate", "size", "BPW", "GPU", "CPU", "fits", "TG t/s", "PP t/s", "PPL ratio (band)"]
+    justify: list[JustifyMethod] = ["left", "left", "right", "right", "right", "right", "left", "right", "right",
+                                    "right"]
+    if has_measured:
+        head.append("measured")
+        justify.append("right")
+    print_table(f"{c.model} on {c.hardware}", head, rows, justify=justify,
                 caption="* = not dominated in (size, TG, quality); TG/PP/PPL are estimates")
+    sources = sorted({r.constants for r in c.rows if r.constants})
+    for src in sources:
+        print_text(f"quality constants: {src}")
+    for n in c.notes:
+        print_text(f"note: {n}")
 
 
 def render_pareto(ps: ParetoSet) -> None:
+    from planner.quality import difference_inside_band
+
     rows = []
     for i, d in enumerate(ps.documents, 1):
         p = d.plan
+        q = p.quality
         rows.append((i, gib(p.total_bytes, 2), f"{p.bpw:.3f}", f"{p.speed.tg_tps:.1f}", f"{p.speed.pp_tps:.0f}",
-                     f"{p.quality.ppl_ratio:.4f}" if p.quality else "-", len(d.recipe.rules) if d.recipe else "-",
+                     f"{q.ppl_ratio:.4f} ({q.ppl_ratio_low:.4f}-{q.ppl_ratio_high:.4f})" if q else "-",
+                     len(d.recipe.rules) if d.recipe else "-",
                      f"{p.solver.status} {pct(p.solver.gap)}" if p.solver else "-"))
     print_table(f"{ps.model}: non-dominated plans (best quality first)",
-                ["#", "size", "BPW", "TG t/s", "PP t/s", "PPL ratio", "rules", "solver (gap)"], rows,
+                ["#", "size", "BPW", "TG t/s", "PP t/s", "PPL ratio (band)", "rules", "solver (gap)"], rows,
                 justify=["right", "right", "right", "right", "right", "right", "right", "left"], caption="TG/PP/PPL are estimates; --json prints every plan in full")
+    for src in sorted({d.plan.quality.constants for d in ps.documents if d.plan.quality}):
+        print_text(f"quality constants: {src}")
+    for i, (a, b) in enumerate(zip(ps.documents, ps.documents[1:]), 1):
+        qa, qb = a.plan.quality, b.plan.quality
+        if qa is not None and qb is not None and difference_inside_band(qa, qb):
+            print_text(f"note: plans {i} and {i + 1}: predicted PPL ratios {qa.ppl_ratio:.4f} and {qb.ppl_ratio:.4f} "
+                       "differ by less than the band (the model cannot tell which is better)")
 
 
 def render_verify(reports: Sequence[VerifyReport]) -> None:

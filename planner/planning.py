@@ -95,6 +95,20 @@ def loss_slack(quality: QualityModel | None, request: PlanRequest) -> float:
     return math.log(1.0 + request.quality_slack_pct / 100.0) / k
 
 
+VS_BEST = "quality against the best-quality plan:"
+
+
+def _vs_best_note(q: QualityEstimate, best_ln_ratio: float) -> str:
+    """Balanced plans: the chosen plan's predicted PPL ratio next to the best-quality plan's, and whether the
+    difference is inside the chosen plan's band (then the model cannot tell the two plans apart)."""
+    best = math.exp(best_ln_ratio)
+    inside = q.ppl_ratio_low <= best <= q.ppl_ratio_high
+    return (f"{VS_BEST} PPL ratio {q.ppl_ratio:.4f} against {best:.4f} ({(q.ppl_ratio / best - 1) * 100:+.2f} %), "
+            + (f"inside the band {q.ppl_ratio_low:.4f}-{q.ppl_ratio_high:.4f}: the model cannot tell the two "
+               "plans apart" if inside else
+               f"outside the band {q.ppl_ratio_low:.4f}-{q.ppl_ratio_high:.4f}: a predicted quality cost"))
+
+
 def _finish(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequest, layer_device: tuple[str, ...],
             types: dict[str, str], devices: dict[str, str], sol: Solution | None, quality: QualityModel | None,
             notes: list[str], *,
@@ -126,6 +140,8 @@ def _finish(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequest,
     sizes = mix_bytes(tmap, types)
     total = sum(sizes.values())
     q = quality.estimate(types) if quality is not None else None
+    if q is not None and quality is not None and sol is not None and sol.best_loss is not None:
+        notes = [n for n in notes if not n.startswith(VS_BEST)] + [_vs_best_note(q, quality.k * sol.best_loss)]
     info = None
     if sol is not None:
         worst = weakest(sol.steps)
@@ -210,7 +226,7 @@ def _solve_with_layers(tmap: TensorMap, hw: Hardware, budget: Budget, request: P
                                 fixed_seconds=fixed_time["tg_s"])
                 # the plan rests on the best-quality solve (it sets the loss bound) and on the final speed solve
                 return layer_device, replace(sol, wall_s=time.perf_counter() - t0,
-                                             steps=best.steps + sol.steps), groups
+                                             steps=best.steps + sol.steps, best_loss=best.loss), groups
             return layer_device, solve(groups, cap, obj, fixed_seconds=fixed_time["tg_s"]), groups
         except InfeasibleBudgetError as exc:
             last_err = exc

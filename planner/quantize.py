@@ -86,6 +86,7 @@ class Footprint:
     fallbacks: tuple[TensorResult, ...]        # tensors whose written type differs from the chosen one
     file_bytes: int | None = None              # exact output file size, when the source is a GGUF header
                                                # (llama-quantize's KVs; without the optional imatrix KVs)
+    imatrix: str = ""                          # the imatrix assumption in words (planner.imatrix_use), when known
 
     @property
     def total_gib(self) -> float:

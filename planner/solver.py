@@ -100,6 +100,7 @@ class Solution:
     bytes_by_device: dict[str, int] = field(default_factory=dict)
     scaling_error_bound: float = 0.0      # max change of the objective due to integer scaling
     steps: tuple[SolveStep, ...] = ()     # every solve this solution rests on, in order
+    best_loss: float | None = None        # balanced: the loss of the best-quality solve the speed step kept near
 
 
 # Objective coefficients are rounded to integers at this resolution relative to the largest term;

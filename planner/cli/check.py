@@ -7,7 +7,8 @@ import click
 import sys
 
 from planner.cli.app import main
-from planner.cli.options import cluster_from_options, hardware_options, margins, model_options, recipe_text
+from planner.cli.options import (cluster_from_options, hardware_options, imatrix_options, margins, model_options,
+                                  recipe_text)
 
 @main.command("check", context_settings={"ignore_unknown_options": True})
 @click.argument("model", required=False)
@@ -20,10 +21,12 @@ from planner.cli.options import cluster_from_options, hardware_options, margins,
 @click.option("--cluster", metavar="NAME|PATH", help="the hosts of a command with --rpc: a cluster TOML")
 @click.option("--rpc-host", "rpc_hosts", multiple=True, metavar="NAME=KEY:VALUE,...",
               help="an rpc-server host of the command's --rpc (repeatable, in --rpc order)")
+@imatrix_options
 @click.option("--json", "as_json", is_flag=True)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def check_command(model, base_type, custom_q, recipe_file, token_embedding_type, output_tensor_type, pure, hw_opts,
-                  engine, gpu_margin, os_reserve, cluster, rpc_hosts, as_json, command):
+                  engine, gpu_margin, os_reserve, cluster, rpc_hosts, imatrix_file, no_imatrix, ignore_imatrix_rules,
+                  as_json, command):
     """Predict memory per device and speed of your own llama-server command, and what will not fit.
 
     Put the command after `--`. The model is the command's -m unless MODEL or recipe options are given
@@ -40,6 +43,7 @@ def check_command(model, base_type, custom_q, recipe_file, token_embedding_type,
     from planner.errors import UsageError
     from planner.launch import parse_server_command
     from planner import api
+    from planner.imatrix_use import declared_imatrix
     from planner.mix import mix_from_options
     from planner.source import load_model
 
@@ -60,9 +64,10 @@ def check_command(model, base_type, custom_q, recipe_file, token_embedding_type,
     run = dataclasses.replace(parsed.run, ctx=parsed.run.ctx or tmap.params.n_ctx_train,
                               threads=parsed.run.threads or hw.threads_default,
                               **margins(gpu_margin, os_reserve))
+    imx = declared_imatrix(imatrix_file, no_imatrix, ignore_imatrix_rules, engine)
     types, _ = mix_from_options(tmap, base_type=base_type, custom_q=custom_q, recipe_text=recipe_text(recipe_file),
                                 engine=engine, token_embedding_type=token_embedding_type,
-                                output_tensor_type=output_tensor_type, pure=pure)
+                                output_tensor_type=output_tensor_type, pure=pure, imatrix=imx)
     if parsed.rpc or clus is not None:
         if clus is None:
             raise UsageError("the command uses --rpc: describe those hosts with --cluster FILE or --rpc-host "
@@ -70,10 +75,12 @@ def check_command(model, base_type, custom_q, recipe_file, token_embedding_type,
         from planner.cluster_plan import check_cluster
 
         run = dataclasses.replace(run, threads=parsed.run.threads or clus.main.threads_default)
-        result = check_cluster(tmap, types, parsed, clus, run, warnings=parsed.warnings)
+        result = api.with_quality(check_cluster(tmap, types, parsed, clus, run, warnings=parsed.warnings), tmap,
+                                  types, imx)
     else:
-        result = api.check_command(model or parsed.model, tmap, types, list(command), hw, engine=engine,
-                                   run_overrides=margins(gpu_margin, os_reserve))
+        checked = api.check_command(model or parsed.model, tmap, types, list(command), hw, engine=engine,
+                                    run_overrides=margins(gpu_margin, os_reserve))
+        result = api.with_quality(checked, tmap, types, imx)
     output.emit(result, as_json=as_json, render=output.render_check)
     if not result.memory.fits:
         sys.exit(2)

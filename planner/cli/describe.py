@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from planner.cli.app import main
-from planner.cli.options import hardware_options, imatrix_options, imatrix_state, model_options, recipe_text
+from planner.cli.options import hardware_options, imatrix_options, model_options, recipe_text
 
 @main.command("probe")
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
@@ -104,16 +104,15 @@ def footprint_command(model, base_type, custom_q, recipe_file, token_embedding_t
       gguf-planner footprint model-bf16.gguf --base-type Q4_K_M --json
     """
     from planner import output
+    from planner.imatrix_use import declared_imatrix
     from planner.mix import mix_from_options
     from planner.quantize import default_base_type
     from planner.source import load_model
 
+    imx = declared_imatrix(imatrix_file, no_imatrix, ignore_imatrix_rules, engine)
     tmap = load_model(model)
-    has_imatrix, imx_note = imatrix_state(imatrix_file, no_imatrix)
     _, fp = mix_from_options(tmap, base_type=base_type or default_base_type(engine),
                              custom_q=custom_q, recipe_text=recipe_text(recipe_file), engine=engine,
                              token_embedding_type=token_embedding_type, output_tensor_type=output_tensor_type,
-                             pure=pure, has_imatrix=has_imatrix, ignore_imatrix_rules=ignore_imatrix_rules)
-    if not as_json:
-        output.note(imx_note)
+                             pure=pure, imatrix=imx)
     output.emit(fp, as_json=as_json, render=lambda f: output.render_footprint(f, all_tensors=all_tensors))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+
 import click
 
 from planner.cli.app import main
-from planner.cli.options import (cluster_from_options, hardware_options, local_dir, model_options, recipe_text,
-                                  run_config, run_options, write_json_out)
+from planner.cli.options import (cluster_from_options, hardware_options, imatrix_options, local_dir, model_options,
+                                  recipe_text, run_config, run_options, write_json_out)
 
 @main.command("plan")
 @click.argument("model", required=False)
@@ -37,6 +39,9 @@ from planner.cli.options import (cluster_from_options, hardware_options, local_d
               help="let output/token_embd/attn_v go below the engine's own floors for the plan's bpw class")
 @click.option("--max-rules", type=int, default=None, metavar="N",
               help="merge per-role type groups until the recipe has at most N rules (the cost is reported)")
+@click.option("--style", "recipe_style", type=click.Choice(["plain", "ubergarm"]), default="plain", show_default=True,
+              help="recipe text: one --custom-q line, or grouped by role and layer range with comments (the same "
+                   "rules)")
 @click.option("--quality-slack", type=float, default=0.5, show_default=True, metavar="PCT",
               help="balanced: the fastest plan whose predicted PPL ratio is within PCT %% of the best-quality plan")
 @click.option("--model-path", metavar="PATH", help="output GGUF path used in the emitted commands")
@@ -53,8 +58,8 @@ from planner.cli.options import (cluster_from_options, hardware_options, local_d
 @click.option("--json", "as_json", is_flag=True)
 def plan_command(model, hw_opts, engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, objective,
                  min_tg, min_pp, max_size, allow, deny, fixed, pareto, granularity, check_binary, imatrix, no_imatrix,
-                 ignore_imatrix_rules, no_floors, max_rules, quality_slack, model_path, cluster, rpc_hosts, scripts_dir,
-                 out, force, as_json):
+                 ignore_imatrix_rules, no_floors, max_rules, recipe_style, quality_slack, model_path, cluster, rpc_hosts,
+                 scripts_dir, out, force, as_json):
     """Choose quant types and device placement together (exact ILP), and emit the recipe and launch command.
 
     Without hardware flags the machine is probed; --vram/--ram describe a machine by hand and the remaining
@@ -68,6 +73,7 @@ def plan_command(model, hw_opts, engine, ctx, kv, ubatch, batch, amb, load, thre
       gguf-planner plan deepseek-r1 --vram 24 --ram 128 --imatrix imatrix-DeepSeek-R1-0528.dat
     """
     from planner import api, hardware, output
+    from planner.imatrix_use import declared_imatrix
     from planner.request import EmitOptions, PlanRequest
 
     clus = cluster_from_options(cluster, rpc_hosts, hw_opts)
@@ -85,8 +91,7 @@ def plan_command(model, hw_opts, engine, ctx, kv, ubatch, batch, amb, load, thre
                           quality_slack_pct=quality_slack, granularity=granularity, ctx_max=(ctx == "max"),
                           kv_auto=(kv == "auto"), pareto=pareto, imatrix=imatrix,
                           ignore_imatrix_rules=ignore_imatrix_rules, floors=not no_floors, max_rules=max_rules)
-    if imatrix and no_imatrix:
-        raise click.BadParameter("--imatrix and --no-imatrix contradict each other")
+    declared_imatrix(imatrix, no_imatrix, ignore_imatrix_rules, engine)    # contradictions and engine flags
     if clus is not None:
         from planner.cluster_plan import write_cluster_scripts
 
@@ -99,7 +104,8 @@ def plan_command(model, hw_opts, engine, ctx, kv, ubatch, batch, amb, load, thre
         return
     doc = api.plan(model, hw, request, EmitOptions(model_path=model_path, check_binary=check_binary))
     write_json_out(doc, out, force)
-    output.emit(doc, as_json=as_json, render=output.render_pareto if pareto else output.render_plan)
+    output.emit(doc, as_json=as_json, render=output.render_pareto if pareto else
+                functools.partial(output.render_plan, style=recipe_style))
 
 
 @main.command("place")
@@ -114,10 +120,11 @@ def plan_command(model, hw_opts, engine, ctx, kv, ubatch, batch, amb, load, thre
               help="refuse launch flags this llama-server binary does not list in --help")
 @click.option("--out", type=click.Path(dir_okay=False), help="write the plan JSON here")
 @click.option("--force", is_flag=True, help="let --out overwrite")
+@imatrix_options
 @click.option("--json", "as_json", is_flag=True)
 def place_command(model, base_type, custom_q, recipe_file, token_embedding_type, output_tensor_type, pure,
                   hw_opts, engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, model_path,
-                  min_tg, min_pp, check_binary, out, force, as_json):
+                  min_tg, min_pp, check_binary, out, force, imatrix_file, no_imatrix, ignore_imatrix_rules, as_json):
     """Choose GPU(s) or CPU for every tensor of a given mix, maximising predicted generation speed.
 
     \b
@@ -126,18 +133,22 @@ def place_command(model, base_type, custom_q, recipe_file, token_embedding_type,
       gguf-planner place model.gguf --vram 24,24 --ram 256 --ctx max --engine mainline
     """
     from planner import api, hardware, output
+    from planner.imatrix_use import declared_imatrix
     from planner.mix import mix_from_options
     from planner.request import EmitOptions, PlanRequest
     from planner.source import load_model
 
+    imx = declared_imatrix(imatrix_file, no_imatrix, ignore_imatrix_rules, engine)
     tmap = load_model(model)
     hw = hardware.hardware_from_options(**hw_opts)
     run = run_config(engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, hw)
     types, fp = mix_from_options(tmap, base_type=base_type, custom_q=custom_q, recipe_text=recipe_text(recipe_file),
                                  engine=engine, token_embedding_type=token_embedding_type,
-                                 output_tensor_type=output_tensor_type, pure=pure)
+                                 output_tensor_type=output_tensor_type, pure=pure, imatrix=imx)
     doc = api.place(model, tmap, types, hw, PlanRequest(run=run, min_tg=min_tg, min_pp=min_pp, ctx_max=(ctx == "max"),
                                                         load_auto=load is None, ub_auto=ubatch is None and batch is None),
                     EmitOptions(model_path=model_path, check_binary=check_binary), quantized_here=fp is not None)
     write_json_out(doc, out, force)
+    if fp is not None:
+        output.note(imx.note)         # the recipe was sized under this assumption
     output.emit(doc, as_json=as_json, render=output.render_plan)
