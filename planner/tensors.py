@@ -65,6 +65,10 @@ class ModelParams:
     indexer_n_head: int = 0     # DeepSeek sparse attention lightning indexer ({arch}.attention.indexer.*)
     indexer_head_size: int = 0
     compress_ratios: tuple[int, ...] = ()    # DeepSeek-V4 per-layer KV compression ratio (0, 4 or 128)
+    o_groups: int = 0           # DeepSeek-V4 grouped output LoRA (attn_output_a/_b): groups and rank per group
+    o_lora_rank: int = 0
+    hc_mult: int = 0            # DeepSeek-V4 hyper-connection streams (hc_*_fn/base/scale)
+    n_hash_layers: int = 0      # DeepSeek-V4 leading layers routed by a token-id table (ffn_gate_tid2eid)
     n_ff_shexp: int = 0         # shared-expert FFN width when it is not n_ff_exp * n_shared_exp (Qwen3-Next)
     moe_every: int = 0          # MoE only in layers where (il + 1) % moe_every == 0 (Llama-4 Maverick); 0 = all
     unknown_layout: str = ""    # what a GGUF carries that the KV/state model cannot size (named in its error)
@@ -212,13 +216,23 @@ def builtin_names() -> list[str]:
 
 
 def _dim(expr: str, env: Mapping[str, int]) -> int:
-    """A sum of products of parameter names and integers, e.g. ``kv_lora_rank + n_rot``."""
+    """A sum of products of parameter names and integers, e.g. ``kv_lora_rank + n_rot``; ``/`` divides exactly
+    (left to right within a term: ``n_head*head_dim/o_groups``)."""
     total = 0
     for term in expr.split("+"):
-        value = 1
-        for factor in term.split("*"):
-            factor = factor.strip()
-            value *= int(factor) if factor.isdigit() else env[factor]
+        value, op = 1, "*"
+        for i, part in enumerate(re.split(r"([*/])", term)):
+            if i % 2:
+                op = part
+                continue
+            part = part.strip()
+            factor = int(part) if part.isdigit() else env[part]
+            if op == "/":
+                if factor == 0 or value % factor:
+                    raise ValueError(f"{expr!r}: {value} is not divisible by {part} = {factor}")
+                value //= factor
+            else:
+                value *= factor
         total += value
     return total
 
@@ -245,6 +259,13 @@ def _cond(cond: str, params: ModelParams, layer: int | None) -> bool:
         return layer is not None and params.is_recurrent(layer)
     if cond == "swa":
         return layer is not None and params.is_swa(layer)
+    if cond == "hash":            # DeepSeek-V4: the leading layers routed by a token-id table
+        return layer is not None and layer < params.n_hash_layers
+    if cond == "scored":          # ... and the others, routed by scores with a selection bias
+        return layer is not None and layer >= params.n_hash_layers
+    if cond.startswith("ratio:"):  # DeepSeek-V4: this layer's KV compression ratio
+        ratios = params.compress_ratios
+        return layer is not None and layer < len(ratios) and ratios[layer] == int(cond[6:])
     if cond == "nextn":
         return layer is not None and params.n_nextn > 0 and layer >= params.n_layer - params.n_nextn
     kind, _, name = cond.partition(":")
@@ -340,6 +361,11 @@ _HF_FIELDS: dict[str, tuple[str, ...]] = {
     "indexer_head_size": ("index_head_dim",),
     "n_ff_shexp": ("shared_expert_intermediate_size",),
     "moe_every": ("interleave_moe_layer_step",),
+    "compress_ratios": ("compress_ratios",),
+    "o_groups": ("o_groups",),
+    "o_lora_rank": ("o_lora_rank",),
+    "hc_mult": ("hc_mult",),
+    "n_hash_layers": ("num_hash_layers",),
 }
 
 
@@ -422,6 +448,8 @@ def from_config(config: Mapping[str, Any], source: str = "config.json", *, name:
     for key in ("n_swa", "n_expert", "n_expert_used", "n_dense_lead", "n_shared_exp", "full_attn_interval"):
         if key in values:
             values[key] = int(values[key])
+    if isinstance(values.get("compress_ratios"), list):
+        values["compress_ratios"] = tuple(int(r) for r in values["compress_ratios"])
     try:
         params = ModelParams(**values)
     except TypeError as exc:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import gguf
 import pytest
@@ -22,13 +23,21 @@ from planner.tensors import _architectures, build, builtin, builtin_names, from_
 GGUF_ARCHS = {gguf.MODEL_ARCH_NAMES[a]: a for a in gguf.MODEL_ARCH}
 
 
+FIXTURE_NAMES = Path(__file__).parent / "fixtures" / "gguf_names"
+
+
 def _gguf_names(arch: str) -> set[str]:
+    if arch not in GGUF_ARCHS:
+        # newer than gguf 0.19: the names transcribed from llama.cpp's gguf-py (the file cites the commit)
+        lines = (FIXTURE_NAMES / f"{arch}.txt").read_text().splitlines()
+        return {line.strip() for line in lines if line.strip() and not line.startswith("#")}
     return {gguf.TENSOR_NAMES[t] for t in gguf.MODEL_TENSORS[GGUF_ARCHS[arch]]}
 
 
 @pytest.mark.parametrize("arch", sorted(a for a, t in _architectures().items() if "block" in t))
 def test_template_tensor_names_come_from_gguf(arch):
-    assert arch in GGUF_ARCHS, f"{arch} is not an architecture gguf {gguf.__name__} knows"
+    assert arch in GGUF_ARCHS or (FIXTURE_NAMES / f"{arch}.txt").is_file(), \
+        f"{arch} is not an architecture gguf {gguf.__name__} knows"
     known = _gguf_names(arch)
     tpl = _architectures()[arch]
     for part in ("head", "block", "tail"):
@@ -47,6 +56,9 @@ _GAPS: dict[tuple[str, str], str] = {
     ("kimi-k2-0905", "active"): "card rounds 32.2B to '32 billion'",
     ("kimi-k2-thinking", "total"): "card rounds 1.027T to '1 trillion'",
     ("kimi-k2-thinking", "active"): "card rounds 32.2B to '32 billion'",
+    ("kimi-k2.5", "total"): "card rounds the 1.027T language model to '1T' (the 0.47B MoonViT goes to the mmproj)",
+    ("kimi-k2.5", "active"): "card rounds 32.2B to '32B'",
+    ("deepseek-v4-flash", "active"): "card rounds 13.27B to '13B'",
     ("deepseek-v3.1", "active"): "card rounds 37.65B to '37B'",
     ("deepseek-v3.2", "active"): "card rounds 37.65B to '37B'",
     ("llama-4-scout", "total"): "109B includes the vision encoder (mmproj); text model 107.8B",
@@ -196,3 +208,42 @@ def test_models_command_json():
     g = rows["gpt-oss-120b"]
     assert (g["arch"], g["n_layer"], g["n_expert"], g["n_expert_used"]) == ("gpt-oss", 36, 128, 4)
     assert round(g["total_params"] / 1e7) == 11683                 # the card's 116.83B
+
+
+def test_deepseek_v4_flash_shapes_from_the_loader():
+    """Shapes as llama.cpp src/models/deepseek4.cpp load_arch_tensors @00395eb2 creates them for the config's
+    numbers (n_embd 4096, n_head 64, head_dim 512, q_lora 1024, o_groups 8, o_lora 1024, hc_mult 4, 256 experts
+    of 2048, 6 used, indexer 64 x 128, num_hash_layers 3)."""
+    tm = builtin("deepseek-v4-flash")
+    by = tm.by_name()
+    assert tm.params.compress_ratios[:5] == (0, 0, 4, 128, 4) and tm.params.n_layer == 43
+    assert by["blk.0.attn_q_b.weight"].shape == (1024, 64 * 512)
+    assert by["blk.0.attn_kv.weight"].shape == (4096, 512)                       # one K=V head
+    assert by["blk.0.attn_output_a.weight"].shape == (64 * 512 // 8, 1024 * 8)
+    assert by["blk.0.attn_output_b.weight"].shape == (8 * 1024, 4096)
+    assert by["blk.0.hc_attn_fn.weight"].shape == (4 * 4096, (2 + 4) * 4)
+    assert by["blk.0.hc_ffn_scale.weight"].shape == (3,)
+    assert by["output_hc_fn.weight"].shape == (4 * 4096, 4) and by["output_hc_scale.weight"].shape == (1,)
+    # ratio 0 (layers 0, 1): no compressor; ratio 4: coff 2 plus the indexer; ratio 128: coff 1, no indexer
+    assert "blk.1.attn_compressor_kv.weight" not in by
+    assert by["blk.2.attn_compressor_kv.weight"].shape == (4096, 2 * 512)
+    assert by["blk.2.attn_compressor_ape.weight"].shape == (2 * 512, 4)
+    assert by["blk.2.indexer.attn_q_b.weight"].shape == (1024, 64 * 128)
+    assert by["blk.2.indexer_compressor_kv.weight"].shape == (4096, 2 * 128)
+    assert by["blk.3.attn_compressor_kv.weight"].shape == (4096, 512)
+    assert by["blk.3.attn_compressor_ape.weight"].shape == (512, 128)
+    assert "blk.3.indexer.proj.weight" not in by
+    # hash-routed layers carry tid2eid {n_expert_used, n_vocab} and no selection bias, the others the reverse
+    assert by["blk.2.ffn_gate_tid2eid.weight"].shape == (6, 129280) and "blk.2.exp_probs_b.bias" not in by
+    assert "blk.3.ffn_gate_tid2eid.weight" not in by and by["blk.3.exp_probs_b.bias"].shape == (256,)
+    assert by["blk.0.ffn_gate_exps.weight"].dtype == "mxfp4"          # the converter repacks the FP4 experts
+    assert "blk.43.attn_norm.weight" not in by                        # mtp.* skipped by the converter
+
+
+def test_kimi_k25_text_model_is_kimi_k2():
+    """Kimi-K2.5's text_config is Kimi-K2's (DeepseekV3ForCausalLM, 61 layers, 384 experts): the GGUF of the
+    language model has the same tensors; the MoonViT tower goes to the mmproj (read with --mmproj)."""
+    a, b = builtin("kimi-k2.5"), builtin("kimi-k2-thinking")
+    assert a.params.arch == "deepseek2" and a.params.n_ctx_train == 262144
+    assert [(t.name, t.shape) for t in a.tensors] == [(t.name, t.shape) for t in b.tensors]
+    assert not any(t.name.startswith(("v.", "mm.")) for t in a.tensors)
