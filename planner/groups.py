@@ -188,6 +188,7 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
         members.setdefault(key, []).append(t)
         roles[key] = role
     fixed_rules = [(compile_user_regex(rx, "--fixed"), ty) for rx, ty in request.fixed]
+    prequantized = tmap.prequantized
     floor = plan_floor(tmap, budget, request) if types is None else None
     cat = catalogue()
     size_cache: dict[tuple[str, tuple[int, ...]], int] = {}
@@ -266,7 +267,10 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
                         t0, engine, allow=[pinned] if pinned else request.allow or None, deny=request.deny,
                         has_imatrix=request.has_imatrix, on_gpu=is_gpu(dev), floor=floor,
                         ignore_imatrix_rules=request.ignore_imatrix_rules)
-                choices = [tuple(c if quantizable(t, engine) else t.dtype for t in ts) for c in cands]
+                # a converter's quantized tensors (MXFP4 experts) keep their type: llama-quantize will not
+                # requantize them (quantize.keep_prequantized_items)
+                choices = list(dict.fromkeys(tuple(c if quantizable(t, engine) and t.name not in prequantized
+                                                   else t.dtype for t in ts) for c in cands))
             for tn in choices:
                 if types is not None and is_gpu(dev) and not all(
                         catalogue().get(x).runs_on_cuda(engine) for x in tn):

@@ -176,6 +176,10 @@ class TensorMap:
     source: str                       # "builtin:NAME", a path, or a URL
     file_bytes: int | None = None     # size of the source file(s) when known
     header: Any = field(default=None, compare=False, repr=False, metadata={"json": False})
+    # built from an architecture template (built-in, config.json, hf://): the types are what the converter
+    # writes, so a quantized tensor there (gpt-oss's or DeepSeek-V4's MXFP4 experts) is part of a source that
+    # llama-quantize starts from, not the output of an earlier llama-quantize run
+    converter_types: bool = False
 
     @property
     def n_elements(self) -> int:
@@ -189,10 +193,18 @@ class TensorMap:
 
     @property
     def is_quantized(self) -> bool:
-        """Whether any tensor is stored in a quantized type (an output of llama-quantize, not a source)."""
+        """Whether this is an output of llama-quantize (a quantized GGUF: its types are fixed), not a source.
+
+        A converter's output that already stores some tensors quantized (MXFP4 experts) is a source."""
+        return not self.converter_types and bool(self.prequantized)
+
+    @property
+    def prequantized(self) -> frozenset[str]:
+        """Names of the tensors stored in a quantized type."""
         from planner.quants import catalogue
 
-        return any(catalogue().get(t.dtype).is_quantized for t in self.tensors)
+        cat = catalogue()
+        return frozenset(t.name for t in self.tensors if cat.get(t.dtype).is_quantized)
 
     def is_loaded(self, t: TensorInfo) -> bool:
         """False for tensors of NextN/MTP blocks, which ik and mainline skip at load time."""
@@ -298,7 +310,7 @@ def build(params: ModelParams, name: str, source: str) -> TensorMap:
     for tname, spec, dtype, cond in tpl["tail"]:
         if _cond(cond, params, None):
             out.append(TensorInfo(tname, _shape(spec, env), dtype))
-    return TensorMap(name=name, params=params, tensors=tuple(out), source=source)
+    return TensorMap(name=name, params=params, tensors=tuple(out), source=source, converter_types=True)
 
 
 @functools.cache
