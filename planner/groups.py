@@ -19,6 +19,7 @@ from planner.devices import CPU, gpu_name, is_gpu, is_remote
 from planner.errors import UsageError
 from planner.lowbit import FloorClass, candidate_names, filter_candidates, floor_role, floors_for_budget
 from planner.memory import compute_buffer_bytes, kv_bytes_by_layer
+from planner.mmproj import mmproj_device
 from planner.quantize import imatrix_types, quantizable
 from planner.quants import catalogue
 from planner.regexes import compile_user_regex, search
@@ -296,6 +297,7 @@ def capacities(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, cfg
                fixed_bytes: Mapping[str, int]) -> dict[str, int]:
     """Bytes left for the solver's groups on each device: budget minus margin/reserve, KV, compute, fixed."""
     kv = kv_bytes_by_layer(tmap.params, cfg)
+    mm_dev = mmproj_device(cfg, budget.devices)
     cap = {}
     for d in budget.devices:
         gpu = is_gpu(d)
@@ -304,6 +306,7 @@ def capacities(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, cfg
         c -= sum(nbytes for x, nbytes in zip(layer_device, kv) if x == d)
         c -= compute_buffer_bytes(tmap, cfg, holds_layers=holds, holds_output=False, is_gpu=gpu)
         c -= fixed_bytes.get(d, 0)
+        c -= cfg.mmproj_bytes if d == mm_dev else 0
         cap[d] = c
     return cap
 

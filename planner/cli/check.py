@@ -7,7 +7,9 @@ import click
 import sys
 
 from planner.cli.app import main
-from planner.cli.options import cluster_from_options, hardware_options, margins, model_options, recipe_text
+from planner.cli.options import (cluster_from_options, hardware_options, margins, mmproj_options, model_options,
+                                  recipe_text)
+from planner.mmproj import with_mmproj
 
 @main.command("check", context_settings={"ignore_unknown_options": True})
 @click.argument("model", required=False)
@@ -20,10 +22,11 @@ from planner.cli.options import cluster_from_options, hardware_options, margins,
 @click.option("--cluster", metavar="NAME|PATH", help="the hosts of a command with --rpc: a cluster TOML")
 @click.option("--rpc-host", "rpc_hosts", multiple=True, metavar="NAME=KEY:VALUE,...",
               help="an rpc-server host of the command's --rpc (repeatable, in --rpc order)")
+@mmproj_options
 @click.option("--json", "as_json", is_flag=True)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def check_command(model, base_type, custom_q, recipe_file, token_embedding_type, output_tensor_type, pure, hw_opts,
-                  engine, gpu_margin, os_reserve, cluster, rpc_hosts, as_json, command):
+                  engine, gpu_margin, os_reserve, cluster, rpc_hosts, mmproj, no_mmproj_offload, as_json, command):
     """Predict memory per device and speed of your own llama-server command, and what will not fit.
 
     Put the command after `--`. The model is the command's -m unless MODEL or recipe options are given
@@ -61,6 +64,8 @@ def check_command(model, base_type, custom_q, recipe_file, token_embedding_type,
     run = dataclasses.replace(parsed.run, ctx=parsed.run.ctx or tmap.params.n_ctx_train,
                               threads=parsed.run.threads or hw.threads_default,
                               **margins(gpu_margin, os_reserve))
+    # --mmproj here, else the command's own --mmproj: its bytes come from the file's header
+    run = with_mmproj(run, mmproj or run.mmproj, offload=run.mmproj_offload and not no_mmproj_offload)
     types, _ = mix_from_options(tmap, base_type=base_type, custom_q=custom_q, recipe_text=recipe_text(recipe_file),
                                 engine=engine, token_embedding_type=token_embedding_type,
                                 output_tensor_type=output_tensor_type, pure=pure)
