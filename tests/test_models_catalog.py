@@ -67,8 +67,12 @@ _GAPS: dict[tuple[str, str], str] = {
     ("minimax-m2", "total"): "card rounds 228.7B to '230 billion'",
     ("minimax-m2", "active"): "card rounds 10.4B to '10 billion'",
     ("qwen3-next-80b-a3b", "active"): "card rounds to '3B activated' (3.56B with the output head and attention)",
-    ("qwen3.5-397b-a17b", "active"): "card rounds to '17B activated' (16.3B by this count)",
-    ("qwen3-coder-480b-a35b", "active"): "card rounds to '35B activated' (34.5B by this count)",
+    # checked, not a counting mistake: the qwen35moe template matches a Qwen3.5-MoE checkpoint's safetensors
+    # index tensor for tensor (test_safetensors); 16.33B counts the shared expert, its gate and the doubled
+    # attn_q (output gate), without token_embd; with it 17.35B; the MTP block is not loaded (test below)
+    ("qwen3.5-397b-a17b", "active"): "card rounds: 16.33B (17.35B with token_embd) to '17B activated'",
+    # Qwen3-MoE has no shared expert: 62 x (attention 163.6M + 8 of 160 experts 377.5M + router) + head 0.93B
+    ("qwen3-coder-480b-a35b", "active"): "card rounds: 34.54B (35.48B with token_embd) to '35B activated'",
 }
 _PUBLISHED = [(m, which) for m in builtin_names() for which in ("total", "active")
               if summarize(m).published_total is not None]
@@ -247,3 +251,23 @@ def test_kimi_k25_text_model_is_kimi_k2():
     assert a.params.arch == "deepseek2" and a.params.n_ctx_train == 262144
     assert [(t.name, t.shape) for t in a.tensors] == [(t.name, t.shape) for t in b.tensors]
     assert not any(t.name.startswith(("v.", "mm.")) for t in a.tensors)
+
+
+def test_qwen_active_counts_decompose_from_the_config():
+    """The active counts behind the two Qwen gaps, rebuilt by hand from config.json (HF names), not from the
+    template: Qwen3-Coder-480B (Qwen3MoeForCausalLM: no shared expert) and Qwen3.5-397B (gated delta-net 3:1,
+    gated attention with q doubled for the output gate, a shared expert with a sigmoid gate)."""
+    h, L, heads, kv, hd, e, k, fe, vocab = 6144, 62, 96, 8, 128, 160, 8, 2560, 151936
+    attn = h * heads * hd + 2 * h * kv * hd + heads * hd * h + 2 * hd + h   # q, k, v, o, q/k norms, attn_norm
+    moe = k * 3 * h * fe + h * e + h                                          # 8 experts, router, ffn_norm
+    coder = L * (attn + moe) + h + h * vocab                                  # output_norm, output
+    assert summarize("qwen3-coder-480b-a35b").active_params == coder
+
+    h, L, vocab, e, k, fe, fs = 4096, 60, 248320, 512, 10, 1024, 1024
+    heads, kv, hd = 32, 2, 256
+    kd, vd, nv, conv = 16 * 128, 64 * 128, 64, 4
+    full = h * 2 * heads * hd + 2 * h * kv * hd + heads * hd * h + 2 * hd
+    linear = h * (2 * kd + vd) + h * vd + conv * (2 * kd + vd) + 2 * nv + 2 * h * nv + 128 + vd * h
+    ffn = k * 3 * h * fe + h * e + h + 3 * h * fs                             # routed, router, shared gate, shared
+    q35 = 15 * full + 45 * linear + L * (ffn + 2 * h) + h + h * vocab         # 2 norms per layer, output
+    assert summarize("qwen3.5-397b-a17b").active_params == q35

@@ -14,8 +14,8 @@ import pytest
 
 from planner.errors import RecipeError
 from planner.mix import mix_from_options
-from planner.quantize import QuantizeSpec, keep_prequantized_items, parse_custom_q, quantize
-from planner.tensors import TensorInfo, builtin
+from planner.quantize import QuantizeSpec, default_base_type, keep_prequantized_items, parse_custom_q, quantize
+from planner.tensors import TensorInfo, builtin, builtin_names
 
 
 def _types(name: str, base: str, engine: str = "ik", keep: bool = True, imatrix: bool = False) -> dict[str, str]:
@@ -125,3 +125,14 @@ def test_n_attention_wv_check():
     quantize(replace(tm, tensors=fused), QuantizeSpec(base_type="Q4_K_M", engine="mainline"))   # not checked
     for name in ("glm-4.6", "deepseek-v4-flash", "llama-4-maverick"):     # NextN kept / MLA-like / interleaved
         _types(name, "Q4_K_M")
+
+
+@pytest.mark.parametrize("name", builtin_names())
+def test_every_builtin_footprints_with_the_default_recipe(name):
+    # the acceptance's footprint leg (benchmarks/acceptance_builtins.py runs inspect/footprint/plan on 24 + 128 GiB):
+    # the default recipe goes through llama-quantize's rules without a refusal, and every converter-quantized
+    # tensor keeps its type
+    tm = builtin(name)
+    types, fp = mix_from_options(tm, base_type=default_base_type("ik"))
+    assert fp is not None and fp.total_bytes > 0
+    assert all(types[n] == t.dtype for n in tm.prequantized for t in (tm.by_name()[n],))
