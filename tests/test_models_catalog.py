@@ -61,9 +61,11 @@ _GAPS: dict[tuple[str, str], str] = {
     ("deepseek-v4-flash", "active"): "card rounds 13.27B to '13B'",
     ("deepseek-v3.1", "active"): "card rounds 37.65B to '37B'",
     ("deepseek-v3.2", "active"): "card rounds 37.65B to '37B'",
-    ("llama-4-scout", "total"): "109B includes the vision encoder (mmproj); text model 107.8B",
-    ("llama-4-scout", "active"): "'17B active' includes the vision encoder",
-    ("llama-4-maverick", "active"): "'17B active' includes the vision encoder",
+    ("llama-4-scout", "total"): "109B counts the checkpoint with its vision encoder (the mmproj); the text model "
+                                "is 107.77B (no published split to check the remainder against)",
+    # 16.14B / 16.15B without token_embd (this tool's convention), 17.17B / 17.19B with it: '17B' either way
+    ("llama-4-scout", "active"): "card rounds: 16.14B (17.17B with token_embd) to '17B active'",
+    ("llama-4-maverick", "active"): "card rounds: 16.15B (17.19B with token_embd) to '17B active'",
     ("minimax-m2", "total"): "card rounds 228.7B to '230 billion'",
     ("minimax-m2", "active"): "card rounds 10.4B to '10 billion'",
     ("qwen3-next-80b-a3b", "active"): "card rounds to '3B activated' (3.56B with the output head and attention)",
