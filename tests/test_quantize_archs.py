@@ -2,8 +2,9 @@
 against the engine source line that decides it.
 
 ik: ikawrakow/ik_llama.cpp src/llama-quantize.cpp @8337e4cd3861406fc04e0854b1409cd1b027fbc9 (line numbers below).
-mainline: ggml-org/llama.cpp src/llama-quant.cpp llama_tensor_get_type_impl (the MXFP4_MOE branch: MoE tensors
-with ne[2] > 1 -> MXFP4, other tensors -> Q8_0, output -> Q8_0).
+mainline: ggml-org/llama.cpp src/llama-quant.cpp @007dbbf3fd17eefe9b47fee45f48f7ba5e62b714: tensor_allows_quantization
+(ffn_gate_tid2eid never quantized) and llama_tensor_get_type_impl's MXFP4_MOE branch (MoE tensors with ne[2] > 1
+-> MXFP4, other tensors -> Q8_0, the output -> Q8_0).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ def test_gpt_oss_attn_v_q8_0_for_moe():
 def test_mainline_mxfp4_moe_ftype():
     # mainline MXFP4_MOE: experts (ne2 > 1) MXFP4 (copied, as the source already is), other 2-D Q8_0, output Q8_0
     ty = _types("gpt-oss-20b", "MXFP4_MOE", engine="mainline", keep=False)
+    assert _types("deepseek-v4-flash", "Q4_K_M", engine="mainline")["blk.0.ffn_gate_tid2eid.weight"] == "i32"
     assert ty["blk.0.ffn_up_exps.weight"] == "mxfp4"
     assert ty["blk.0.attn_output.weight"] == "q8_0" and ty["output.weight"] == "q8_0"
     assert ty["blk.0.attn_sinks.weight"] == "f32"
