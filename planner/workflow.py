@@ -117,7 +117,9 @@ def quantize_workflow(tmap: TensorMap, recipe: _Recipe, *, builtin_name: str | N
         steps.append(Step("convert to a BF16 GGUF", _fill(facts["convert"]["argv"], bf16_gguf=bf16_gguf,
                                                             bf16_dir=bf16_dir),
                           bf16_gguf, _bf16_bytes(tmap), True,
-                          f"convert_hf_to_gguf.py of the {engine} checkout", reads=(bf16_dir,)))
+                          f"convert_hf_to_gguf.py of the "
+                          f"{facts['convert'].get('checkout_by_arch', {}).get(tmap.params.arch, engine)} checkout",
+                          reads=(bf16_dir,)))
         source_gguf = bf16_gguf
     else:
         notes.append(f"source GGUF given: {source_gguf} (no download or convert step)")

@@ -69,6 +69,13 @@ def test_mainline_mxfp4_moe_ftype():
     assert ty["blk.0.attn_sinks.weight"] == "f32"
 
 
+def test_mxfp4_moe_size_matches_a_published_file():
+    # bartowski/openai_gpt-oss-20b-GGUF README (llama.cpp b6096): gpt-oss-20b-MXFP4.gguf, "Full MXFP4 weights",
+    # 12.1GB: experts MXFP4, every other matrix Q8_0 (the MXFP4_MOE ftype)
+    fp = quantize(builtin("gpt-oss-20b"), QuantizeSpec(base_type="MXFP4_MOE", engine="mainline"))
+    assert abs(fp.total_bytes - 12.1e9) / 12.1e9 < 0.005
+
+
 def test_deepseek_v4_rules():
     ty = _types("deepseek-v4-flash", "IQ4_KS")
     assert ty["blk.0.ffn_gate_tid2eid.weight"] == "i32"              # integer table: lines 1455-1458
