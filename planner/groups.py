@@ -19,6 +19,7 @@ from planner.devices import CPU, gpu_name, is_gpu, is_remote
 from planner.errors import UsageError
 from planner.lowbit import FloorClass, candidate_names, filter_candidates, floor_role, floors_for_budget
 from planner.memory import compute_buffer_bytes, kv_bytes_by_layer
+from planner.mmproj import mmproj_device
 from planner.quantize import imatrix_types, quantizable
 from planner.quants import catalogue
 from planner.regexes import compile_user_regex, search
@@ -188,6 +189,7 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
         members.setdefault(key, []).append(t)
         roles[key] = role
     fixed_rules = [(compile_user_regex(rx, "--fixed"), ty) for rx, ty in request.fixed]
+    prequantized = tmap.prequantized
     floor = plan_floor(tmap, budget, request) if types is None else None
     cat = catalogue()
     size_cache: dict[tuple[str, tuple[int, ...]], int] = {}
@@ -266,7 +268,10 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
                         t0, engine, allow=[pinned] if pinned else request.allow or None, deny=request.deny,
                         has_imatrix=request.has_imatrix, on_gpu=is_gpu(dev), floor=floor,
                         ignore_imatrix_rules=request.ignore_imatrix_rules)
-                choices = [tuple(c if quantizable(t, engine) else t.dtype for t in ts) for c in cands]
+                # a converter's quantized tensors (MXFP4 experts) keep their type: llama-quantize will not
+                # requantize them (quantize.keep_prequantized_items)
+                choices = list(dict.fromkeys(tuple(c if quantizable(t, engine) and t.name not in prequantized
+                                                   else t.dtype for t in ts) for c in cands))
             for tn in choices:
                 if types is not None and is_gpu(dev) and not all(
                         catalogue().get(x).runs_on_cuda(engine) for x in tn):
@@ -292,6 +297,7 @@ def capacities(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, cfg
                fixed_bytes: Mapping[str, int]) -> dict[str, int]:
     """Bytes left for the solver's groups on each device: budget minus margin/reserve, KV, compute, fixed."""
     kv = kv_bytes_by_layer(tmap.params, cfg)
+    mm_dev = mmproj_device(cfg, budget.devices)
     cap = {}
     for d in budget.devices:
         gpu = is_gpu(d)
@@ -300,6 +306,7 @@ def capacities(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, cfg
         c -= sum(nbytes for x, nbytes in zip(layer_device, kv) if x == d)
         c -= compute_buffer_bytes(tmap, cfg, holds_layers=holds, holds_output=False, is_gpu=gpu)
         c -= fixed_bytes.get(d, 0)
+        c -= cfg.mmproj_bytes if d == mm_dev else 0
         cap[d] = c
     return cap
 

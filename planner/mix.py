@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 from planner.engines import quant_engine
 from planner.errors import UsageError
-from planner.quantize import Footprint, QuantizeSpec, default_base_type, parse_custom_q, parse_recipe_text, quantize
+from planner.quantize import (Footprint, QuantizeSpec, default_base_type, keep_prequantized_items, parse_custom_q,
+                              parse_recipe_text, quantize)
 from planner.tensors import TensorMap
 
 if TYPE_CHECKING:
@@ -40,6 +41,9 @@ def mix_from_options(tmap: TensorMap, *, base_type: str | None, custom_q: Sequen
             raise UsageError(f"{tmap.source} is already quantized: a recipe applies to an unquantized source",
                              hint="`gguf-planner inspect` shows its types and sizes; `place` and `check` take it "
                                   "without recipe options")
+        # a converter's MXFP4/Q8_0 tensors keep their type (llama-quantize refuses to requantize them); the
+        # keep rules go first, as llama-quantize takes the first matching rule
+        items = keep_prequantized_items(tmap) + items
         spec = QuantizeSpec(base_type=base_type or default_base_type(qengine),
                             custom_q=parse_custom_q(items, qengine) if items else (), engine=qengine,
                             token_embedding_type=token_embedding_type, output_tensor_type=output_tensor_type,
@@ -49,7 +53,7 @@ def mix_from_options(tmap: TensorMap, *, base_type: str | None, custom_q: Sequen
         if imatrix is not None:
             fp = dataclasses.replace(fp, imatrix=imatrix.note)
         return {r.name: r.type_name for r in fp.tensors}, fp
-    if not tmap.is_quantized:
+    if not tmap.prequantized:
         raise UsageError(f"{tmap.name} is unquantized ({tmap.source})",
                          hint="say which mix to use: --base-type IQ4_KS, --custom-q RULES or --recipe-file FILE")
     return {t.name: t.dtype for t in tmap.tensors}, None

@@ -46,7 +46,10 @@ def to_jsonable(obj: Any) -> Any:
         for f in dataclasses.fields(obj):
             if f.metadata.get("json") is False:
                 continue
-            out[f.name] = to_jsonable(getattr(obj, f.name))
+            value = getattr(obj, f.name)
+            if f.metadata.get("json") == "omit_default" and value == f.default:
+                continue                      # an option left at its default leaves the JSON as it was
+            out[f.name] = to_jsonable(value)
         return out
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}

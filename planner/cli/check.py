@@ -7,8 +7,9 @@ import click
 import sys
 
 from planner.cli.app import main
-from planner.cli.options import (cluster_from_options, hardware_options, imatrix_options, margins, model_options,
-                                  recipe_text)
+from planner.cli.options import (cluster_from_options, hardware_options, imatrix_options, margins,
+                                  mmproj_options, model_options, recipe_text)
+from planner.mmproj import with_mmproj
 
 @main.command("check", context_settings={"ignore_unknown_options": True})
 @click.argument("model", required=False)
@@ -22,11 +23,12 @@ from planner.cli.options import (cluster_from_options, hardware_options, imatrix
 @click.option("--rpc-host", "rpc_hosts", multiple=True, metavar="NAME=KEY:VALUE,...",
               help="an rpc-server host of the command's --rpc (repeatable, in --rpc order)")
 @imatrix_options
+@mmproj_options
 @click.option("--json", "as_json", is_flag=True)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def check_command(model, base_type, custom_q, recipe_file, token_embedding_type, output_tensor_type, pure, hw_opts,
                   engine, gpu_margin, os_reserve, cluster, rpc_hosts, imatrix_file, no_imatrix, ignore_imatrix_rules,
-                  as_json, command):
+                  mmproj, no_mmproj_offload, as_json, command):
     """Predict memory per device and speed of your own llama-server command, and what will not fit.
 
     Put the command after `--`. The model is the command's -m unless MODEL or recipe options are given
@@ -65,6 +67,8 @@ def check_command(model, base_type, custom_q, recipe_file, token_embedding_type,
                               threads=parsed.run.threads or hw.threads_default,
                               **margins(gpu_margin, os_reserve))
     imx = declared_imatrix(imatrix_file, no_imatrix, ignore_imatrix_rules, engine)
+    # --mmproj here, else the command's own --mmproj: its bytes come from the file's header
+    run = with_mmproj(run, mmproj or run.mmproj, offload=run.mmproj_offload and not no_mmproj_offload)
     types, _ = mix_from_options(tmap, base_type=base_type, custom_q=custom_q, recipe_text=recipe_text(recipe_file),
                                 engine=engine, token_embedding_type=token_embedding_type,
                                 output_tensor_type=output_tensor_type, pure=pure, imatrix=imx)
@@ -79,7 +83,9 @@ def check_command(model, base_type, custom_q, recipe_file, token_embedding_type,
                                   types, imx)
     else:
         checked = api.check_command(model or parsed.model, tmap, types, list(command), hw, engine=engine,
-                                    run_overrides=margins(gpu_margin, os_reserve))
+                                    run_overrides={**margins(gpu_margin, os_reserve), "mmproj": run.mmproj,
+                                                   "mmproj_bytes": run.mmproj_bytes,
+                                                   "mmproj_offload": run.mmproj_offload})
         result = api.with_quality(checked, tmap, types, imx)
     output.emit(result, as_json=as_json, render=output.render_check)
     if not result.memory.fits:

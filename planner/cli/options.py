@@ -100,6 +100,19 @@ def run_options(func):
     return func
 
 
+def mmproj_options(func):
+    """--mmproj FILE and --no-mmproj-offload: a projector loaded beside the model (planner/mmproj.py)."""
+    options = [
+        click.option("--mmproj", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+                     help="a vision/audio projector GGUF loaded with the model: its weights (from its header) are "
+                          "charged to the first GPU (the CPU with --no-mmproj-offload) and --mmproj is emitted"),
+        click.option("--no-mmproj-offload", is_flag=True, help="keep the --mmproj projector on the CPU"),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def run_config(engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, hw=None):
     from planner.launch import engine_profile
     from planner.runconfig import RunConfig, batch_sizes

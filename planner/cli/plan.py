@@ -7,8 +7,10 @@ import functools
 import click
 
 from planner.cli.app import main
-from planner.cli.options import (cluster_from_options, hardware_options, imatrix_options, local_dir, model_options,
-                                  recipe_text, run_config, run_options, write_json_out)
+from planner.cli.options import (cluster_from_options, hardware_options, imatrix_options, local_dir,
+                                  mmproj_options, model_options, recipe_text, run_config, run_options,
+                                  write_json_out)
+from planner.mmproj import with_mmproj
 
 @main.command("plan")
 @click.argument("model", required=False)
@@ -44,6 +46,7 @@ from planner.cli.options import (cluster_from_options, hardware_options, imatrix
                    "rules)")
 @click.option("--quality-slack", type=float, default=0.5, show_default=True, metavar="PCT",
               help="balanced: the fastest plan whose predicted PPL ratio is within PCT %% of the best-quality plan")
+@mmproj_options
 @click.option("--model-path", metavar="PATH", help="output GGUF path used in the emitted commands")
 @click.option("--cluster", metavar="NAME|PATH",
               help="plan across hosts joined by llama.cpp RPC: a cluster TOML (docs/rpc.md); it names the main "
@@ -58,8 +61,8 @@ from planner.cli.options import (cluster_from_options, hardware_options, imatrix
 @click.option("--json", "as_json", is_flag=True)
 def plan_command(model, hw_opts, engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, objective,
                  min_tg, min_pp, max_size, allow, deny, fixed, pareto, granularity, check_binary, imatrix, no_imatrix,
-                 ignore_imatrix_rules, no_floors, max_rules, recipe_style, quality_slack, model_path, cluster, rpc_hosts,
-                 scripts_dir, out, force, as_json):
+                 ignore_imatrix_rules, no_floors, max_rules, recipe_style, quality_slack, mmproj,
+                 no_mmproj_offload, model_path, cluster, rpc_hosts, scripts_dir, out, force, as_json):
     """Choose quant types and device placement together (exact ILP), and emit the recipe and launch command.
 
     Without hardware flags the machine is probed; --vram/--ram describe a machine by hand and the remaining
@@ -82,8 +85,8 @@ def plan_command(model, hw_opts, engine, ctx, kv, ubatch, batch, amb, load, thre
                                "(one box: `export --plan`)")
     hw = clus.main if clus is not None else hardware.hardware_from_options(
         **hw_opts, disk_path=local_dir(model_path or model))
-    run = run_config(engine, ctx, "q8_0" if kv == "auto" else kv, ubatch, batch, amb, load, threads, gpu_margin,
-                      os_reserve, hw)
+    run = with_mmproj(run_config(engine, ctx, "q8_0" if kv == "auto" else kv, ubatch, batch, amb, load, threads,
+                                 gpu_margin, os_reserve, hw), mmproj, offload=not no_mmproj_offload)
     request = PlanRequest(run=run, objective=objective, min_tg=min_tg, min_pp=min_pp, load_auto=load is None,
                           ub_auto=ubatch is None and batch is None,
                           max_size_bytes=api.size_cap_bytes(max_size), allow=tuple(allow), deny=tuple(deny),
@@ -113,6 +116,7 @@ def plan_command(model, hw_opts, engine, ctx, kv, ubatch, batch, amb, load, thre
 @model_options
 @hardware_options
 @run_options
+@mmproj_options
 @click.option("--model-path", metavar="PATH", help="path of the GGUF in the emitted command (default: MODEL)")
 @click.option("--min-tg", type=float, help="refuse placements slower than this many tokens/s")
 @click.option("--min-pp", type=float, help="refuse placements with slower prompt processing (tokens/s)")
@@ -123,8 +127,9 @@ def plan_command(model, hw_opts, engine, ctx, kv, ubatch, batch, amb, load, thre
 @imatrix_options
 @click.option("--json", "as_json", is_flag=True)
 def place_command(model, base_type, custom_q, recipe_file, token_embedding_type, output_tensor_type, pure,
-                  hw_opts, engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, model_path,
-                  min_tg, min_pp, check_binary, out, force, imatrix_file, no_imatrix, ignore_imatrix_rules, as_json):
+                  hw_opts, engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, mmproj,
+                  no_mmproj_offload, model_path, min_tg, min_pp, check_binary, out, force, imatrix_file, no_imatrix,
+                  ignore_imatrix_rules, as_json):
     """Choose GPU(s) or CPU for every tensor of a given mix, maximising predicted generation speed.
 
     \b
@@ -141,7 +146,8 @@ def place_command(model, base_type, custom_q, recipe_file, token_embedding_type,
     imx = declared_imatrix(imatrix_file, no_imatrix, ignore_imatrix_rules, engine)
     tmap = load_model(model)
     hw = hardware.hardware_from_options(**hw_opts)
-    run = run_config(engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, hw)
+    run = with_mmproj(run_config(engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, hw),
+                      mmproj, offload=not no_mmproj_offload)
     types, fp = mix_from_options(tmap, base_type=base_type, custom_q=custom_q, recipe_text=recipe_text(recipe_file),
                                  engine=engine, token_embedding_type=token_embedding_type,
                                  output_tensor_type=output_tensor_type, pure=pure, imatrix=imx)
