@@ -31,7 +31,7 @@ def small():
     tmap = builtin("qwen3-30b-a3b")
     cluster = cluster_from_flags(resolve_hardware(**SMALL_MAIN), [BOX2])
     request = PlanRequest(run=RunConfig(engine="mainline", ctx=4096, load="mmap"))
-    cp = plan_cluster(tmap, cluster, request, QualityModel.build(tmap), model_path="q.gguf", fractions=(1.0,))
+    cp = plan_cluster(tmap, cluster, request, QualityModel.build(tmap), model_path="q.gguf")
     return tmap, cluster, request, cp
 
 
@@ -192,7 +192,7 @@ def test_kimi_k2_on_two_boxes_over_10gbe(tmp_path):
     tmap = builtin("kimi-k2")
     cluster = load_cluster("2x3090-384g+epyc-256g-10gbe")
     request = PlanRequest(run=RunConfig(engine="ik", ctx=32768))
-    cp = plan_cluster(tmap, cluster, request, QualityModel.build(tmap), model_path="k2.gguf", fractions=(1.0,))
+    cp = plan_cluster(tmap, cluster, request, QualityModel.build(tmap), model_path="k2.gguf")
     plan = cp.plan
     # it needs both boxes: more weights than the main box holds
     main_usable = 384 * 2 ** 30 + 2 * 23 * 2 ** 30
