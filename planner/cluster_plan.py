@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from planner.speed import SpeedEstimate
     from planner.documents import PlanDocument
     from planner.errors import InfeasibleBudgetError
+    from planner.groups import Budget
     from planner.launch import LaunchCommand, ParsedCommand
     from planner.network import NetworkCost
     from planner.planning import Plan
@@ -193,6 +194,39 @@ def link_terms(tmap: TensorMap, cluster: Cluster, cfg: RunConfig, order: Sequenc
     return {d: c[0] for d, c in one.items()}, {d: c[1] for d, c in one.items()}, tuple(shared)
 
 
+def start_layouts(tmap: TensorMap, cluster: Cluster, budget: Budget, cfg: RunConfig, request: PlanRequest
+                  ) -> list[tuple[str, ...]]:
+    """Warm starts for the solver (not the answer): the remote devices take their share of the cluster's usable
+    memory in whole layers (what llama.cpp's default split does, proportional to free memory), capped by what
+    fits at the smallest types, then half and none of that; the main host's layers split over its GPUs."""
+    from planner.groups import Budget as B, layer_split, smallest_weights
+    from planner.memory import kv_bytes_per_layer
+
+    n = tmap.params.n_layer
+    local = B(tuple(d for d in budget.devices if "/" not in d),
+              {d: budget.bytes[d] for d in budget.devices if "/" not in d})
+    reserve = {d: (cfg.gpu_margin_bytes if is_gpu_device(d) else cfg.os_reserve_bytes) for d in budget.devices}
+    usable = {d: max(0, budget.bytes[d] - reserve[d]) for d in budget.devices}
+    total = sum(usable.values()) or 1
+    per_layer = smallest_weights(tmap, None, request) / max(1, n) + kv_bytes_per_layer(tmap.params, cfg)
+    full: dict[str, int] = {}
+    left = n
+    for d in cluster.remote_devices:
+        k = max(0, min(round(n * usable[d.name] / total), int(usable[d.name] // max(1.0, per_layer)), left))
+        full[d.name] = k
+        left -= k
+    out = []
+    for frac in (1.0, 0.5, 0.0):
+        counts = {d: round(k * frac) for d, k in full.items()}
+        rest = n - sum(counts.values())
+        loc = layer_split(rest, local)
+        cpu = tuple(d for d in loc if d == CPU)         # CPU layers come first (-ngl), then the device list
+        layout = cpu + tuple(d for d, k in counts.items() for _ in range(k)) + loc[len(cpu):]
+        if layout not in out:
+            out.append(layout)
+    return out
+
+
 def layer_order(devs: Sequence[str]) -> tuple[str, ...]:
     """The layers' devices in the engines' order: CPU layers first (``-ngl``), then the device list (remote
     devices first, ``llama_prepare_model_devices`` / ``llama_model_load_from_file``), then the main host's GPUs."""
@@ -209,6 +243,7 @@ def plan_cluster(tmap: TensorMap, cluster: Cluster, request: PlanRequest, qualit
     Raises:
         InfeasibleBudgetError: the model does not fit the cluster (shortfall per device).
     """
+    from planner.errors import InfeasibleBudgetError
     from planner.groups import Budget
     from planner.launch import build_launch
     from planner.network import network_cost
@@ -219,14 +254,23 @@ def plan_cluster(tmap: TensorMap, cluster: Cluster, request: PlanRequest, qualit
     devs, sizes, labels = cluster_budgets(cluster)
     budget = Budget(devs, sizes, labels)
     speeds = cluster_speeds(cluster, cfg)
-    order = layer_order(devs)
-    hold_s, hold_pp_s, shared = link_terms(tmap, cluster, cfg, order)
 
     def speed_of(types: Mapping[str, str], placement: Placement) -> SpeedEstimate:
         return cluster_speed(tmap, types, placement, cluster, cfg, speeds)
 
-    layer_device, sol, groups = solve_layered(tmap, cluster.main, budget, request, quality, order, speeds=speeds,
-                                              hold_s=hold_s, hold_pp_s=hold_pp_s, shared=shared)
+    # as on one box, a layer's attention goes to the main host's CPU only when the GPUs cannot take every layer
+    # (the -ngl < n_layer case): the layered model without the CPU as a home first, then with it
+    orders = [layer_order(devs)[1:], layer_order(devs)] if cluster.main.gpus else [layer_order(devs)]
+    for i, order in enumerate(orders):
+        hold_s, hold_pp_s, shared = link_terms(tmap, cluster, cfg, order)
+        try:
+            layer_device, sol, groups = solve_layered(
+                tmap, cluster.main, budget, request, quality, order, speeds=speeds, hold_s=hold_s,
+                hold_pp_s=hold_pp_s, shared=shared, start=start_layouts(tmap, cluster, budget, cfg, request))
+            break
+        except InfeasibleBudgetError:
+            if i == len(orders) - 1:
+                raise
     plan = _assemble(tmap, cluster.main, budget, request, layer_device, sol, groups, fixed_types=None,
                      quality=quality, speed_of=speed_of)
     counts = {d.name: sum(1 for x in plan.layer_device if x == d.name) for d in cluster.remote_devices}

@@ -237,7 +237,9 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
                 away_by_layers.setdefault((layers, g0.handoff_s, home), []).append(
                     [v for v, o in zip(vs, g0.options) if (o.home or g0.home) == home and o.device != home])
     handoff_vars: list[tuple[Any, Option]] = []
+    handoff_away: list[list[list[Any]]] = []
     for (layers, h, _), aways in sorted(away_by_layers.items()):
+        handoff_away.append(aways)
         y = m.new_int_var(0, len(layers), f"y{len(handoff_vars)}")
         for away in aways:
             if away:
@@ -288,10 +290,16 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
             chosen = [hint.choice.get(g.key) for g in members]
             for v, o in zip(vs, opts):
                 m.add_hint(v, sum(1 for c in chosen if c == o))
+        # a complete hint (the auxiliary variables too): CP-SAT then starts from a feasible solution
+        value: dict[int, int] = {}
+        for members, vs in zip(class_list, counts):
+            chosen = [hint.choice.get(g.key) for g in members]
+            for v, o in zip(vs, members[0].options):
+                value[v.index] = sum(1 for c in chosen if c == o)
+        for (y, _), aways in zip(handoff_vars, handoff_away):
+            m.add_hint(y, max((sum(value.get(v.index, 0) for v in away) for away in aways), default=0))
         if home_terms is not None and homes is not None and len(hint.layer_device) == homes.n_layer:
-            for il, row in enumerate(home_terms.x):
-                for h, v in zip(homes.order, row):
-                    m.add_hint(v, int(hint.layer_device[il] == h))
+            home_terms.hint(m, hint.layer_device, homes)
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = objective.workers
     # The limit is CP-SAT's deterministic time (work units), so the same inputs give the same plan on a slow
@@ -360,6 +368,20 @@ class _HomeTerms:
     x: list[list[Any]]                              # x[layer][home index]: the layer lives there
     bytes: dict[str, list[tuple[Any, int]]]         # device -> (variable, bytes) capacity terms
     costs: list[tuple[Any, Option]]                 # (variable, pseudo-option carrying seconds / pp seconds)
+    hold: dict[str, Any]                            # device -> holds at least one layer
+    hosts: list[tuple[Any, Any, list[str]]]         # (any used, extra used, devices) per host with several
+
+    def hint(self, m: Any, layer_device: Sequence[str], homes: LayerHomes) -> None:
+        """Hint every variable of the homes from a layout."""
+        for il, row in enumerate(self.x):
+            for h, v in zip(homes.order, row):
+                m.add_hint(v, int(layer_device[il] == h))
+        for d, v in self.hold.items():
+            m.add_hint(v, int(d in layer_device))
+        for any_used, extra, devs in self.hosts:
+            used = sum(1 for d in devs if d in layer_device)
+            m.add_hint(any_used, int(used > 0))
+            m.add_hint(extra, max(0, used - 1))
 
 
 def _add_homes(m: Any, homes: LayerHomes, class_list: list[list[Group]], counts: list[list[Any]]) -> _HomeTerms:
@@ -406,6 +428,7 @@ def _add_homes(m: Any, homes: LayerHomes, class_list: list[list[Group]], counts:
             by_dev.setdefault(d, []).append((hold[d], int(homes.hold_bytes[d])))
         if homes.hold_s.get(d) or homes.hold_pp_s.get(d):
             costs.append((hold[d], Option("hold", d, 0, 0.0, homes.hold_s.get(d, 0.0), homes.hold_pp_s.get(d, 0.0))))
+    hosts = []
     for k, (devs, s, pp) in enumerate(homes.shared):
         hs = [hold[d] for d in devs if d in hold]
         if len(hs) < 2:
@@ -416,7 +439,8 @@ def _add_homes(m: Any, homes: LayerHomes, class_list: list[list[Group]], counts:
         extra = m.new_int_var(0, len(hs) - 1, f"extra{k}")
         m.add(extra == sum(hs) - any_used)
         costs.append((extra, Option("shared", "", 0, 0.0, s, pp)))
-    return _HomeTerms(x, by_dev, costs)
+        hosts.append((any_used, extra, [d for d in devs if d in hold]))
+    return _HomeTerms(x, by_dev, costs, hold, hosts)
 
 
 def _dominated(a: Option, b: Option) -> bool:
