@@ -84,8 +84,10 @@ def cluster_budgets(cluster: Cluster) -> tuple[tuple[str, ...], dict[str, int], 
 
 
 def cluster_speed(tmap: TensorMap, types: Mapping[str, str], placement: Placement, cluster: Cluster,
-                  cfg: RunConfig, speeds: Mapping[str, DeviceSpeed]) -> SpeedEstimate:
-    """The speed estimate of a placement on a cluster: every device at its own speed, the links per pass."""
+                  cfg: RunConfig, speeds: Mapping[str, DeviceSpeed], depths: Sequence[int] | None = None
+                  ) -> SpeedEstimate:
+    """The speed estimate of a placement on a cluster: every device at its own speed, the links per pass
+    (at ``depths`` when given, else the estimate's own)."""
     from planner.network import network_cost, pass_cost
     from planner.speed import estimate_speed
 
@@ -93,6 +95,9 @@ def cluster_speed(tmap: TensorMap, types: Mapping[str, str], placement: Placemen
         return pass_cost(tmap, placement, cluster, cfg, n_tokens=n_tokens, depth=depth).seconds
 
     notes = network_cost(tmap, types, placement, cluster, cfg).assumptions
+    if depths is not None:
+        return estimate_speed(tmap, types, placement, cluster.main, cfg, speeds=speeds, network=net, notes=notes,
+                              depths=depths)
     return estimate_speed(tmap, types, placement, cluster.main, cfg, speeds=speeds, network=net, notes=notes)
 
 
@@ -431,20 +436,27 @@ def export_cluster_json(path: str, folder: str, *, force: bool = False, model_pa
 
 # --- checking a user's command ------------------------------------------------------------------------------------
 
-def check_cluster(tmap: TensorMap, types: Mapping[str, str], parsed: ParsedCommand, cluster: Cluster,
-                  run: RunConfig, warnings: Sequence[str] = ()) -> CheckResult:
-    """``check`` for a command with ``--rpc``: the engine's device order and names (remote devices first,
-    ``-ot ...=RPC<i>[addr:port]``), each remote device's budget from the cluster description, its speed, and
-    the network terms.
+@dataclass(frozen=True, slots=True)
+class ClusterCommand:
+    """A command with ``--rpc`` read on a cluster: its placement under planner names, the engine's device order
+    (planner names) and the engine's buffer names (``RPC0[host:port]``, ``CUDA0``) -> planner names."""
+
+    placement: Placement
+    devices: tuple[str, ...]
+    log_names: dict[str, str]
+
+
+def command_on_cluster(tmap: TensorMap, types: Mapping[str, str], parsed: ParsedCommand, cluster: Cluster,
+                       run: RunConfig) -> ClusterCommand:
+    """Where the engine puts every tensor for a command with ``--rpc`` on ``cluster`` (remote devices first,
+    ``-ot ...=RPC<i>[addr:port]``, the engine's own layer rule with each rpc-server's reported memory).
 
     Raises:
         UsageError: the command's ``--rpc`` endpoints are not the cluster's (in the same order), or an ``-ot``
             names a device the cluster does not have.
     """
-    from planner.check import CheckResult
     from planner.errors import UsageError
     from planner.launch import placement_from_command
-    from planner.memory import Placement, memory_report, mix_bytes
     from planner.rpc import engine_devices
 
     want = [h.endpoint for h in cluster.remotes]
@@ -461,6 +473,24 @@ def check_cluster(tmap: TensorMap, types: Mapping[str, str], parsed: ParsedComma
     placement = Placement({k: back[v] for k, v in engine_placement.tensor_device.items()},
                           tuple(back[d] for d in engine_placement.layer_device),
                           tuple(d.name for d in devs) + (CPU,))
+    return ClusterCommand(placement, tuple(d.name for d in devs), {d.buft: d.name for d in devs})
+
+
+def check_cluster(tmap: TensorMap, types: Mapping[str, str], parsed: ParsedCommand, cluster: Cluster,
+                  run: RunConfig, warnings: Sequence[str] = ()) -> CheckResult:
+    """``check`` for a command with ``--rpc``: the engine's device order and names (remote devices first,
+    ``-ot ...=RPC<i>[addr:port]``), each remote device's budget from the cluster description, its speed, and
+    the network terms.
+
+    Raises:
+        UsageError: the command's ``--rpc`` endpoints are not the cluster's (in the same order), or an ``-ot``
+            names a device the cluster does not have.
+    """
+    from planner.check import CheckResult
+    from planner.memory import memory_report, mix_bytes
+
+    placement = command_on_cluster(tmap, types, parsed, cluster, run).placement
+    _, budgets, _ = cluster_budgets(cluster)
     mem = memory_report(tmap, types, placement, budgets, run)
     spd = cluster_speed(tmap, types, placement, cluster, run, cluster_speeds(cluster, run))
     notes = list(warnings)

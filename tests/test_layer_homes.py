@@ -24,6 +24,7 @@ import pytest
 
 from planner.cluster_flags import cluster_from_flags
 from planner.cluster_plan import cluster_budgets, cluster_speeds, layer_order, link_terms, plan_cluster
+from planner.errors import InfeasibleBudgetError
 from planner.groups import Budget, build_groups, build_layered_groups, capacities, layered_capacities
 from planner.hardware import resolve_hardware
 from planner.memory import CPU, Placement
@@ -131,7 +132,7 @@ def test_the_chosen_split_is_the_best_of_every_split(objective):
             continue
         try:
             s = solve(groups, cap, _objective(request, quality, False, fixed_time), fixed_seconds=fixed_time["tg_s"])
-        except Exception:          # this split has no feasible assignment
+        except InfeasibleBudgetError:          # this split has no feasible assignment
             continue
         assert s.status == "OPTIMAL"
         best[cand] = s.seconds if objective == "speed" else s.loss
