@@ -290,15 +290,16 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
             chosen = [hint.choice.get(g.key) for g in members]
             for v, o in zip(vs, opts):
                 m.add_hint(v, sum(1 for c in chosen if c == o))
-        # a complete hint (the auxiliary variables too): CP-SAT then starts from a feasible solution
-        value: dict[int, int] = {}
-        for members, vs in zip(class_list, counts):
-            chosen = [hint.choice.get(g.key) for g in members]
-            for v, o in zip(vs, members[0].options):
-                value[v.index] = sum(1 for c in chosen if c == o)
-        for (y, _), aways in zip(handoff_vars, handoff_away):
-            m.add_hint(y, max((sum(value.get(v.index, 0) for v in away) for away in aways), default=0))
         if home_terms is not None and homes is not None and len(hint.layer_device) == homes.n_layer:
+            # layer homes: a complete hint (the auxiliary variables too), so CP-SAT starts from a feasible solution
+            # (one box keeps its partial hint: measured to prove its plans within the short first try)
+            value: dict[int, int] = {}
+            for members, vs in zip(class_list, counts):
+                chosen = [hint.choice.get(g.key) for g in members]
+                for v, o in zip(vs, members[0].options):
+                    value[v.index] = sum(1 for c in chosen if c == o)
+            for (y, _), aways in zip(handoff_vars, handoff_away):
+                m.add_hint(y, max((sum(value.get(v.index, 0) for v in away) for away in aways), default=0))
             home_terms.hint(m, hint.layer_device, homes)
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = objective.workers
