@@ -170,6 +170,10 @@ def test_one_generated_token_sends_what_the_network_model_counts():
     mask_and_pos = input_bytes(tmap, cfg, 1, 2)                   # n_kv (256 cells) x 1 token x f16 + 1 x i32
     assert 256 * 2 in sets and 4 in sets and mask_and_pos == 256 * 2 + 4
     assert gets == [p.n_vocab * 4]                                # the logits row
+    # the command count the network model charges per pass (planner/data/network.toml set_tensors_per_split)
+    from planner.cluster import network_table
+    assert len(sets) == network_table()["protocol"]["set_tensors_per_split"]
+    assert [cmd for cmd, _ in sent if cmd.startswith("graph")] in (["graph_compute"], ["graph_recompute"])
     # what the model does not itemise (the KV write indices, one more per-token input): a few KB at most
     other = sum(sets) - p.n_embd * 4 - mask_and_pos
     assert 0 <= other <= 4 * p.n_embd * 4
