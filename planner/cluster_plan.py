@@ -128,15 +128,29 @@ def host_memory(report: MemoryReport, cluster: Cluster) -> tuple[HostMemory, ...
     return tuple(out)
 
 
-def second_box_option(exc: InfeasibleBudgetError) -> str:
-    """The option a one-box "does not fit" offers: a second machine over RPC, with at least the shortfall plus
-    that machine's OS reserve in RAM (the cluster plan then decides how many layers it takes)."""
+def second_box_option(exc: InfeasibleBudgetError, tmap: TensorMap | None = None,
+                      request: PlanRequest | None = None) -> str:
+    """The option a one-box "does not fit" offers: a second machine over RPC with at least the shortfall, plus
+    that machine's OS reserve and, given the model and request, its compute buffer and one more layer (layers
+    move whole, with their KV) — a lower bound, said so: the cluster plan then decides whether it fits and how
+    many layers it takes."""
+    from planner.memory import compute_buffer_bytes, kv_bytes_per_layer
     from planner.runconfig import RunConfig
+
     short = sum(exc.shortfall_bytes.values())
-    need = math.ceil((short + RunConfig().os_reserve_bytes) / GIB) if short else None
+    cfg = request.run if request is not None else RunConfig()
+    extra = cfg.os_reserve_bytes
+    if tmap is not None and request is not None:
+        from planner.groups import smallest_weights
+
+        extra += compute_buffer_bytes(tmap, cfg, holds_layers=True, holds_output=False, is_gpu=False)
+        extra += smallest_weights(tmap, None, request) // max(1, tmap.params.n_layer) + kv_bytes_per_layer(
+            tmap.params, cfg)
+    need = math.ceil((short + extra) / GIB) if short else None
     ram = f"ram:{need}" if need else "ram:GIB"
-    return (f"a second machine over llama.cpp RPC: --rpc-host NAME=addr:IP,{ram},bw:10gbe "
-            f"(or --cluster FILE; see docs/rpc.md)")
+    return (f"a second machine over llama.cpp RPC: --rpc-host NAME=addr:IP,{ram},bw:10gbe (a lower bound on its "
+            f"RAM: the shortfall at the smallest types, its OS reserve, compute buffer and one layer; or --cluster "
+            f"FILE; see docs/rpc.md)")
 
 
 def fmt_gib(n: int) -> str:
@@ -279,11 +293,11 @@ def plan_cluster(tmap: TensorMap, cluster: Cluster, request: PlanRequest, qualit
     plan = _assemble(tmap, cluster.main, budget, request, layer_device, sol, groups, fixed_types=None,
                      quality=quality, speed_of=speed_of)
     counts = {d.name: sum(1 for x in plan.layer_device if x == d.name) for d in cluster.remote_devices}
-    net = network_cost(tmap, plan.types, plan.placement, cluster, cfg)
+    net = network_cost(tmap, plan.types, plan.placement, cluster, plan.run)
     names = _engine_names(cluster, cfg.engine)
     engine_order = [d.buft for d in engine_devices(cluster, cfg.engine)]
     launch = build_launch(tmap, {k: names[v] for k, v in plan.devices.items()},
-                          [names[d] for d in plan.layer_device], cfg, model_path, gpus=engine_order,
+                          [names[d] for d in plan.layer_device], plan.run, model_path, gpus=engine_order,
                           rpc=rpc_servers_arg(cluster), types=plan.types)
     servers = {h.name: rpc_server_argv(h, cfg.engine) for h in cluster.remotes}
     return ClusterPlan(plan=plan, cluster=cluster, remote_layers=counts, hosts=host_memory(plan.memory, cluster),

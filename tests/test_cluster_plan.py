@@ -161,6 +161,15 @@ def test_cli_one_box_does_not_fit_and_says_so():
                                   "--no-imatrix"])
     assert r.exit_code == 2
     assert "a second machine over llama.cpp RPC: --rpc-host" in r.output
+    # the offered RAM is a lower bound (said so); a second box above it makes the same plan a cluster plan
+    import re
+    offered = int(re.search(r"--rpc-host NAME=addr:IP,ram:(\d+),bw:10gbe \(a lower bound", r.output).group(1))
+    assert 4 + 1 < offered <= 12        # the OS reserve (4 GiB) plus at least the 1.19 GiB shortfall
+    r2 = CliRunner().invoke(main, ["plan", "qwen3-30b-a3b", "--vram", "4", "--ram", "8", "--ctx", "4096",
+                                   "--no-imatrix", "--objective", "speed", "--rpc-host",
+                                   "box2=addr:10.0.0.2,ram:12,bw:10gbe"])
+    assert r2.exit_code == 0, r2.output
+    assert "rpc-server -H 10.0.0.2 -p 50052" in r2.output and "--rpc 10.0.0.2:50052" in r2.output
 
 
 def test_cli_cluster_plan_json(tmp_path):
@@ -220,6 +229,14 @@ def test_kimi_k2_on_two_boxes_over_10gbe(tmp_path):
     assert names == ["box2.sh", "main.sh"]
     assert "--rpc 192.168.10.2:50052" in cd.document.launch_command
     assert cd.servers[0].command == "rpc-server -H 192.168.10.2 -p 50052 -c -t 32"
+    # the command runs what the plan chose (load mode, -ub), not the request's defaults
+    argv = cp.launch.argv
+    assert ("-rtr" in argv) == (plan.run.load == "rtr") and ("--no-mmap" in argv) == (plan.run.load == "no-mmap")
+    assert argv[argv.index("-ub") + 1] == str(plan.run.ubatch)
+    # every layer's device was chosen in the model: the remote layers are one contiguous range
+    r = cp.remote_layers["box2/CPU"]
+    first = plan.layer_device.index("box2/CPU")
+    assert r > 0 and plan.layer_device[first:first + r] == ("box2/CPU",) * r
 
 
 def test_check_understands_rpc_commands(small):
