@@ -140,9 +140,11 @@ def second_box_option(exc: InfeasibleBudgetError, tmap: TensorMap | None = None,
     short = sum(exc.shortfall_bytes.values())
     cfg = request.run if request is not None else RunConfig()
     extra = cfg.os_reserve_bytes
-    if tmap is not None and request is not None:
+    if short and tmap is not None and request is not None:
         from planner.groups import smallest_weights
+        from planner.planning import resolve_ctx
 
+        cfg = resolve_ctx(tmap, cfg)          # --ctx not given: the default the plan would have used
         extra += compute_buffer_bytes(tmap, cfg, holds_layers=True, holds_output=False, is_gpu=False)
         extra += smallest_weights(tmap, None, request) // max(1, tmap.params.n_layer) + kv_bytes_per_layer(
             tmap.params, cfg)

@@ -161,6 +161,9 @@ def test_cli_one_box_does_not_fit_and_says_so():
                                   "--no-imatrix"])
     assert r.exit_code == 2
     assert "a second machine over llama.cpp RPC: --rpc-host" in r.output
+    # without --ctx (the default context, resolved later) the offer is still a one-line error, not a crash
+    r0 = CliRunner().invoke(main, ["plan", "qwen3-30b-a3b", "--vram", "4", "--ram", "8", "--no-imatrix"])
+    assert r0.exit_code == 2 and "--rpc-host NAME=addr:IP,ram:" in r0.output
     # the offered RAM is a lower bound (said so); a second box above it makes the same plan a cluster plan
     import re
     offered = int(re.search(r"--rpc-host NAME=addr:IP,ram:(\d+),bw:10gbe \(a lower bound", r.output).group(1))
