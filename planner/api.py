@@ -127,7 +127,7 @@ def plan(model: str | None, hardware: Hardware, request: PlanRequest,
     except InfeasibleBudgetError as exc:
         from planner.cluster_plan import second_box_option
 
-        exc.options.append(second_box_option(exc))
+        exc.options.append(second_box_option(exc, tmap, request))
         raise
     free = hardware.disk_free_bytes
     if free is not None and p.total_bytes > free:

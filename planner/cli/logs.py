@@ -10,9 +10,12 @@ from planner.cli.options import log_options, logs_model_mix
 
 @main.command("verify")
 @log_options
+@click.option("--cluster", metavar="NAME|PATH", help="the hosts of a command with --rpc: a cluster TOML")
+@click.option("--rpc-host", "rpc_hosts", multiple=True, metavar="NAME=KEY:VALUE,...",
+              help="an rpc-server host of the command's --rpc (repeatable, in --rpc order)")
 @click.option("--json", "as_json", is_flag=True)
 def verify_command(logs, model, base_type, custom_q, recipe_file, token_embedding_type, output_tensor_type, pure,
-                   hw_opts, engine, command, as_json):
+                   hw_opts, engine, command, cluster, rpc_hosts, as_json):
     """Compare engine logs with the prediction for the same model and command, term by term.
 
     LOGS are what llama-server, llama-cli, llama-sweep-bench or llama-bench printed (ik_llama.cpp or llama.cpp):
@@ -24,16 +27,21 @@ def verify_command(logs, model, base_type, custom_q, recipe_file, token_embeddin
       gguf-planner verify run.log --model Qwen3-235B-A22B-mix-IQ3_K-00001-of-00003.gguf --profile rtx3090ti-9950x-96g
       gguf-planner verify sweep.log --model qwen3-235b-a22b --recipe-file mix.recipe --base-type IQ3_K \\
           --command 'llama-sweep-bench -m m.gguf -ngl 99 -ot exps=CPU -fa -ctk q8_0 -ctv q8_0'
+      gguf-planner verify main.log --model k2.gguf --cluster 2x3090-384g+epyc-256g-10gbe \\
+          --command 'llama-server -m k2.gguf --rpc 192.168.10.2:50052 -ngl 62 -ts 15,23,23 ...'
     """
     import shlex
 
     from planner import hardware, output
+    from planner.cli.options import cluster_from_options
     from planner.verify import verify_logs
 
     tmap, types = logs_model_mix(model, base_type, custom_q, recipe_file, token_embedding_type,
                                   output_tensor_type, pure, engine)
-    hw = hardware.hardware_from_options(**hw_opts)
-    reports = verify_logs(logs, tmap, types, hw, engine=engine, argv=shlex.split(command) if command else None)
+    clus = cluster_from_options(cluster, rpc_hosts, hw_opts)
+    hw = clus.main if clus is not None else hardware.hardware_from_options(**hw_opts)
+    reports = verify_logs(logs, tmap, types, hw, engine=engine, argv=shlex.split(command) if command else None,
+                          cluster=clus)
     output.emit(reports, as_json=as_json, render=output.render_verify)
 
 
