@@ -369,10 +369,10 @@ def render_check(r: CheckResult) -> None:
         print_text(f"warning ({r.run.engine}): {w}")
     _print_memory(r.memory)
     if getattr(r, "buffers", ()):
-        print_text("engine buffers (as the load log prints them; compute: see the table, estimate):")
+        print_text("engine buffers (as the load log prints them; weights and KV exact, compute estimated):")
         for kind, name, nbytes in r.buffers:
-            what = "KV buffer size" if kind == "kv" else "buffer size"
-            print_text(f"  {name:>10} {what} = {nbytes / 2**20:10.2f} MiB")
+            what = {"kv": "KV buffer size", "compute": "compute buffer size"}.get(kind, "buffer size")
+            print_text(f"  {name:>10} {what} = {nbytes / 2**20:10.2f} MiB" + (" (est.)" if kind == "compute" else ""))
     _print_speed(r.speed)
     if r.problems:
         for p in r.problems:

@@ -172,10 +172,11 @@ def verify(log: EngineLog, tmap: TensorMap, mix: Mapping[str, str], placement: P
             "token_embd.weight")
         for dev, mib in by_planner("compute", keep_max=True).items():
             is_gpu = dev != CPU
-            holds_layers = dev in placement.layer_device or (not is_gpu and any(
-                placement.device_of(n) == CPU for n in sizes if n.startswith("blk.")))
-            pred = compute_buffer_bytes(tmap, run, holds_layers=holds_layers, holds_output=(out_dev == dev),
-                                        is_gpu=is_gpu) / MIB
+            holds_ffn = any(placement.device_of(n) == dev for n in sizes
+                            if n.startswith("blk.") and ".ffn_" in n and "norm" not in n)
+            pred = compute_buffer_bytes(tmap, run, holds_layers=dev in placement.layer_device,
+                                        holds_output=(out_dev == dev), is_gpu=is_gpu, holds_ffn=holds_ffn,
+                                        first_layer=placement.layer_device[:1] == (dev,)) / MIB
             checks.append(Check("compute", dev, pred, round(mib, 2), "MiB", False,
                                 " + ".join(logged_names.get(dev, []))))
         if ld.layer_device:

@@ -1,0 +1,138 @@
+"""Compute buffers per device: the largest set of intermediate tensors alive at once for one ubatch.
+
+The engines reserve their compute buffers by building the worst-case graph (one ubatch of
+``T = min(n_ctx, n_ubatch)`` tokens against a full cache of ``n_kv`` cells, every token an output) and letting
+ggml-alloc place it (``ggml_backend_sched_reserve``; ik ``src/llama.cpp`` llama_new_context_with_model at 8337e4cd,
+mainline ``src/llama-context.cpp`` sched_reserve at 0c1e57098). ggml-alloc frees a tensor after its last consumer
+and reuses the memory, so each backend's buffer is the high-water mark of the tensors alive together on it. This
+module names those live sets (all f32 activations, 4 bytes, ``E = n_embd * T * 4``):
+
+* **output** (the device holding ``output.weight``): the logits ``n_vocab x T`` plus the final norm's input and
+  output (2 E): ik ``llm_build_context`` ``result_norm`` / ``result_output``; mainline ``llm_graph_context``
+  ``res->t_logits``.  Matches the published ik logs to the 0.01 MiB (see tests/test_compute_buffers.py).
+* **attention** (a device holding a layer's attention): Q and the attention output (``n_head * head_dim * T``
+  each), the residual and the normed input (2 E; ik 3 E: the split's input copy as well), and without flash attention ``KQ = n_kv * T * n_head``
+  (ik: ``-amb`` caps one KQ chunk at that many MiB, ``llm_build_kqv`` splits the heads).  MLA in ik: the inputs
+  and ``KQ = n_kv * T * n_head`` (per ``-amb`` chunk) whatever flash attention says (the ik harness logs grow by
+  exactly 4 B x n_head + the f16 mask per cell and token).
+* **ffn** (the device computing a layer's FFN: the expert tensors' device under ``-ot``): residual E, the up/gate
+  product ``n_ff_exp * n_expert_used * T`` (ik ``ggml_moe_up_gate`` writes one fused tensor; mainline keeps up,
+  gate and the SwiGLU product: 3x), and the down projection per expert ``n_embd * n_expert_used * T``
+  (ik ``llm_build_moe_ffn``, mainline ``build_moe_ffn``).  Dense FFN layers: ``n_ff * T`` for up, gate, product.
+* **inputs**: the KQ mask ``n_kv x pad(T, GGML_KQ_MASK_PAD)`` (f16 under flash attention in ik from 2025-09,
+  ``build_inp_KQ_mask``; f32 input cast to f16 in mainline and ik-2025) lives in the CPU backend's buffer as a
+  graph input (ggml-backend ``ggml_backend_sched_backend_id_from_cur``: inputs go to the last backend, the CPU) and
+  a copy on each device that runs attention; the token embeddings (``get_rows``, E) on the CPU.
+
+What remains an estimate (labelled as such in the output): the allocator's in-place reuse and fragmentation are
+not simulated; the live sets are the terms above summed, the buffer their maximum.  The tests state the error
+against every engine log we have (RPC harness, published CUDA logs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from planner.runconfig import RunConfig
+from planner.tensors import ModelParams, TensorMap
+
+F32 = 4
+KQ_MASK_PAD = {"ik": 16, "ik-2025": 64, "mainline": 64}    # ggml.h GGML_KQ_MASK_PAD at each profile's commit
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRole:
+    """What a device computes in the worst-case graph."""
+
+    attention: bool          # holds at least one layer (attention and KV)
+    ffn: bool                # computes at least one layer's FFN (its FFN/expert weights are there)
+    output: bool             # holds the output layer
+    host: bool = False       # the CPU backend (graph inputs live there)
+    first_layer: bool = False  # holds layer 0: where ik-2025/mainline cast the f32 mask input to f16
+
+
+@dataclass(frozen=True, slots=True)
+class ComputeEstimate:
+    bytes: int
+    dominant: str            # which live set sets the size
+    sets: tuple[tuple[str, int], ...]
+
+
+def _tokens(cfg: RunConfig) -> int:
+    return max(1, min(cfg.ubatch, cfg.batch, cfg.ctx))
+
+
+def _pad(x: int, p: int) -> int:
+    return -(-x // p) * p
+
+
+def mask_bytes(p: ModelParams, cfg: RunConfig, *, on_host: bool) -> int:
+    """The KQ mask: n_kv x pad(T); f16 when flash attention is on (ik builds it f16; ik-2025/mainline cast their
+    f32 input to f16, so the host holds the f32 tensor and the devices the f16 copy)."""
+    t = _pad(_tokens(cfg), KQ_MASK_PAD.get(cfg.engine, 64))
+    n_kv = cfg.kv_size
+    if not cfg.flash_attn:
+        return n_kv * t * F32
+    if on_host and cfg.engine != "ik":
+        return n_kv * t * F32
+    return n_kv * t * 2
+
+
+def live_sets(tmap: TensorMap, cfg: RunConfig, role: DeviceRole) -> list[tuple[str, int]]:
+    """The live sets (name, bytes) that can set this device's compute buffer."""
+    p = tmap.params
+    t = _tokens(cfg)
+    e = p.n_embd * t * F32
+    out: list[tuple[str, int]] = []
+    # the f16 mask every attention op reads stays alive through the graph on each backend that runs attention or
+    # the FFN between them; the f32 input (ik-2025, mainline) is freed once cast, so it only joins the inputs
+    mask = mask_bytes(p, cfg, on_host=False) if (role.attention or role.ffn) else 0
+    if role.first_layer and not role.host and cfg.engine == "ik-2025" and cfg.flash_attn:
+        mask += mask_bytes(p, cfg, on_host=True)     # the f32 input copied over for the cast (published #297)
+    if role.output:
+        out.append(("output", p.n_vocab * t * F32 + 2 * e))
+    if role.attention:
+        e_in = (2 if cfg.engine == "mainline" else 3) * e
+        if cfg.engine != "mainline" and p.kv_lora_rank:
+            # ik MLA: the latent Q and output are consumed head by head; what stays is KQ per head chunk
+            attn = e_in + _kq(p, cfg, t)
+        else:
+            q = p.n_head * p.head_dim * t * F32
+            o = p.n_head * (p.head_dim_v or p.head_dim) * t * F32
+            attn = e_in + q + o + (0 if cfg.flash_attn else _kq(p, cfg, t))
+        out.append(("attention", attn + mask))
+    if role.ffn:
+        out.append(("ffn", _ffn_bytes(p, cfg, t, e) + mask))
+    if role.host:
+        out.append(("inputs", mask_bytes(p, cfg, on_host=True) + e))
+    return out
+
+
+def _kq(p: ModelParams, cfg: RunConfig, t: int) -> int:
+    """KQ = n_kv x T x n_head f32; ik splits the heads so one chunk stays under -amb MiB (llm_build_kqv)."""
+    kq = cfg.kv_size * t * p.n_head * F32
+    if cfg.amb and cfg.engine != "mainline":
+        kq = min(kq, cfg.amb * (1 << 20))
+    return kq
+
+
+def _ffn_bytes(p: ModelParams, cfg: RunConfig, t: int, e: int) -> int:
+    fused = cfg.engine != "mainline"                 # ik: ggml_moe_up_gate (-fmoe, default on)
+    if p.n_expert and p.n_ff_exp:
+        used = max(1, p.n_expert_used)
+        up = p.n_ff_exp * used * t * F32
+        down = p.n_embd * used * t * F32
+        shared = (p.n_ff_shexp or (p.n_ff_exp * p.n_shared_exp)) * t * F32
+        moe = e + (up if fused else 3 * up) + down + shared
+    else:
+        moe = 0
+    dense = 2 * e + 3 * p.n_ff * t * F32 if (p.n_ff and (p.n_dense_lead or not p.n_expert)) else 0
+    return max(moe, dense)
+
+
+def estimate(tmap: TensorMap, cfg: RunConfig, role: DeviceRole) -> ComputeEstimate:
+    sets = live_sets(tmap, cfg, role)
+    if not sets:
+        return ComputeEstimate(0, "", ())
+    name, size = max(sets, key=lambda s: s[1])
+    return ComputeEstimate(size, name, tuple(sets))
