@@ -70,6 +70,9 @@ class MemoryReport:
     devices: tuple[DeviceMemory, ...]
     kv_cache_bytes: int
     kv_size: int
+    # memory per engine buffer as the engine's load log names them, in log order: (kind, buffer name, bytes) with
+    # kind "weights" and "kv" (exact: planner.engine_buffers) and "compute" (estimate: planner.compute_buffers)
+    buffers: tuple[tuple[str, str, int], ...] = ()
     fits: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -178,7 +181,16 @@ def memory_report(tmap: TensorMap, mix: Mapping[str, str], placement: Placement,
         else:
             terms.append(Term("os_reserve", cfg.os_reserve_bytes, False, "OS and server process"))
         devices.append(DeviceMemory(dev, int(budgets.get(dev, 0)), tuple(terms)))
-    return MemoryReport(tuple(devices), sum(kv.values()), cfg.kv_size)
+    from planner.engine_buffers import placement_buffers
+
+    buffers = placement_buffers(cfg.engine, tmap, mix, placement.tensor_device, placement.layer_device, kv_by_layer,
+                                load=cfg.load)
+    has_gpu = any(devices_is_gpu(d) for d in (*placement.layer_device, *placement.tensor_device.values()))
+    for d in devices:
+        if d.term("compute"):
+            name = d.device if devices_is_gpu(d.device) else ("CUDA_Host" if has_gpu else "CPU")
+            buffers.append(("compute", name, d.term("compute")))
+    return MemoryReport(tuple(devices), sum(kv.values()), cfg.kv_size, tuple(buffers))
 
 
 def _ram_mode_note(cfg: RunConfig) -> str:

@@ -9,6 +9,7 @@ cases it misses by more than 10 % are strict xfails with the reason, so a fix sh
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import sys
@@ -197,3 +198,42 @@ def test_margin_is_the_engines_fit_default_and_cannot_be_zero():
     assert 24 * 1024 * MIB - DEFAULT_GPU_MARGIN_BYTES <= 23863 * MIB
     # and the tightest published run (#290, RTX A6000, f16 cache 32768) still fits with it
     assert _published_fit(290).fits
+
+
+# ------------------------------------------------------------------------------------------- reporting like the log
+
+SEED_ARGS = ["check", "qwen3-235b-a22b", "--recipe-file", str(ROOT / "examples" / "seed-mix-IQ3_K.recipe"),
+             "--base-type", "IQ3_K", "--profile", "rtx3090ti-9950x-96g", "--engine", "ik-2025", "--",
+             "llama-sweep-bench", *shlex.split(
+                 "-fa -ctk q8_0 -ctv q8_0 -c 32768 -fmoe -amb 512 -rtr -ot blk\\.1[2-9]\\.ffn.*=CPU "
+                 "-ot blk\\.[2-8][0-9]\\.ffn.*=CPU -ot blk\\.9[0-3]\\.ffn.*=CPU -ngl 99 --threads 16")]
+
+
+def _buffer_lines(text: str) -> dict[tuple[str, str], float]:
+    out = {}
+    for line in text.splitlines():
+        m = re.search(r"(\S+) (KV buffer|compute buffer|buffer) size = +([\d.]+) MiB", line)
+        if m:
+            out[({"KV buffer": "kv", "compute buffer": "compute"}.get(m.group(2), "weights"), m.group(1))] = float(
+                m.group(3))
+    return out
+
+
+def test_check_prints_the_engine_buffers_line_by_line_like_the_seed_log():
+    # the seed rig's own load log (ik PR 370, published_dev #289): every buffer line it prints has its counterpart
+    # in `check`, weights and KV to the logged 0.01 MiB (KV: ik-2025 logs 0.05 MiB over K + V), compute within 10 %
+    from click.testing import CliRunner
+
+    from planner.cli import main
+
+    res = CliRunner().invoke(main, SEED_ARGS)
+    assert res.exit_code == 0, res.output
+    ours = _buffer_lines(res.output)
+    theirs = _buffer_lines((LOGS / "ik-seed-pr370-ubergarm.log").read_text())
+    theirs.pop(("weights", "output"), None)                     # "CUDA_Host  output buffer size": not a model buffer
+    assert set(ours) == set(theirs)
+    for key, mib in theirs.items():
+        tol = {"weights": 0.005, "kv": 0.06}.get(key[0], 0.10 * mib)
+        assert abs(ours[key] - mib) <= tol, (key, ours[key], mib)
+    js = CliRunner().invoke(main, [*SEED_ARGS[:1], "--json", *SEED_ARGS[1:]])
+    assert [b[:2] for b in json.loads(js.output)["memory"]["buffers"]] == [list(k) for k in ours]
