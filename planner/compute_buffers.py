@@ -11,19 +11,27 @@ module names those live sets (all f32 activations, 4 bytes, ``E = n_embd * T * 4
   output (2 E): ik ``llm_build_context`` ``result_norm`` / ``result_output``; mainline ``llm_graph_context``
   ``res->t_logits``.  Matches the published ik logs to the 0.01 MiB (see tests/test_compute_buffers.py).
 * **attention** (a device holding a layer's attention): Q and the attention output (``n_head * head_dim * T``
-  each), the residual and the normed input (2 E; ik 3 E: the split's input copy as well), and without flash attention ``KQ = n_kv * T * n_head``
-  (ik: ``-amb`` caps one KQ chunk at that many MiB, ``llm_build_kqv`` splits the heads).  MLA in ik: the inputs
-  and ``KQ = n_kv * T * n_head`` (per ``-amb`` chunk) whatever flash attention says (the ik harness logs grow by
-  exactly 4 B x n_head + the f16 mask per cell and token).
-* **ffn** (the device computing a layer's FFN: the expert tensors' device under ``-ot``): residual E, the up/gate
-  product ``n_ff_exp * n_expert_used * T`` (ik ``ggml_moe_up_gate`` writes one fused tensor; mainline keeps up,
-  gate and the SwiGLU product: 3x), and the down projection per expert ``n_embd * n_expert_used * T``
-  (ik ``llm_build_moe_ffn``, mainline ``build_moe_ffn``).  Dense FFN layers: ``n_ff * T`` for up, gate, product.
-* **inputs**: the KQ mask ``n_kv x pad(T, GGML_KQ_MASK_PAD)`` (f16 under flash attention in ik from 2025-09,
-  ``build_inp_KQ_mask``; f32 input cast to f16 in mainline and ik-2025) lives in the CPU backend's buffer as a
-  graph input (ggml-backend ``ggml_backend_sched_backend_id_from_cur``: inputs go to the last backend, the CPU) and
-  a copy on each device that runs attention; the token embeddings (``get_rows``, E) on the CPU.
+  each), the residual and the normed input (2 E; ik 3 E: the split's input copy as well, on every ik harness
+  log), and without flash attention ``KQ = n_kv * T * n_head`` (ik: ``-amb`` caps one KQ chunk at that many MiB,
+  ``llm_build_kqv`` splits the heads).  MLA in ik: the inputs and ``KQ = n_kv * T * n_head`` (per ``-amb`` chunk)
+  whatever flash attention says (the ik harness logs grow by exactly 4 B x n_head + the f16 mask per cell and
+  token).
+* **ffn** (the device computing a layer's FFN: where its up/gate/down weights are, ``-ot`` included): the larger
+  of two steps, (residual, normed input, up/gate products) and (residual, SwiGLU product, per-expert down
+  projection ``n_embd * n_expert_used * T``); ik ``ggml_moe_up_gate`` writes one fused ``n_ff_exp *
+  n_expert_used * T`` tensor, mainline keeps up and gate (the product reuses gate's memory); ik
+  ``llm_build_moe_ffn``, mainline ``build_moe_ffn``.  Dense FFN layers: ``n_ff * T`` for up, gate, product.
+* **inputs**: the KQ mask ``n_kv x pad(T, GGML_KQ_MASK_PAD)`` (ik 8337e4cd builds it f16 under flash attention,
+  ``build_inp_KQ_mask``; ik-2025 and mainline build it f32 and cast it to f16) lives in the CPU backend's buffer
+  as a graph input (ggml-backend ``ggml_backend_sched_backend_id_from_cur``: inputs go to the last backend, the
+  CPU) and a copy on each device that runs attention or the FFN; the token embeddings (``get_rows``, E) on the
+  CPU.  ik-2025: the device of layer 0 also holds the f32 mask it casts (published #297: CUDA0 144.00 MiB);
+  mainline: the first device after CPU-resident layers holds the residual it receives (E).
 
+What remains an estimate (labelled as such in the output): the allocator's in-place reuse and fragmentation are
+not simulated; the live sets are the terms above summed, the buffer their maximum.  The tests state the error
+against every engine log we have (RPC harness, published CUDA logs) and list the misses: mainline with every
+layer offloaded and no ``-ot`` logs 1.5-2.6x these sets on the RPC harness (not understood; not modelled).
 What remains an estimate (labelled as such in the output): the allocator's in-place reuse and fragmentation are
 not simulated; the live sets are the terms above summed, the buffer their maximum.  The tests state the error
 against every engine log we have (RPC harness, published CUDA logs).
@@ -31,13 +39,15 @@ against every engine log we have (RPC harness, published CUDA logs).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from planner.runconfig import RunConfig
 from planner.tensors import ModelParams, TensorMap
 
 F32 = 4
-KQ_MASK_PAD = {"ik": 16, "ik-2025": 64, "mainline": 64}    # ggml.h GGML_KQ_MASK_PAD at each profile's commit
+KQ_MASK_PAD = {"ik": 16, "ik-2025": 64, "mainline": 64}    # GGML_KQ_MASK_PAD: ik ggml.h 8337e4cd; others assumed
+# 64 (the value before ik lowered it); no effect when -ub is a multiple of 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +58,9 @@ class DeviceRole:
     ffn: bool                # computes at least one layer's FFN (its FFN/expert weights are there)
     output: bool             # holds the output layer
     host: bool = False       # the CPU backend (graph inputs live there)
-    first_layer: bool = False  # holds layer 0: where ik-2025/mainline cast the f32 mask input to f16
+    # where the graph enters this device: "input" = it holds layer 0 (ik-2025 casts the f32 KQ mask to f16
+    # there), "cpu" = it holds the first offloaded layer after CPU-resident ones (receives the residual stream)
+    entry: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +68,26 @@ class ComputeEstimate:
     bytes: int
     dominant: str            # which live set sets the size
     sets: tuple[tuple[str, int], ...]
+
+
+def entry_of(layer_device: Sequence[object], dev: object, cpu: object) -> str:
+    """:attr:`DeviceRole.entry` of ``dev`` for a layer map (``cpu`` is the map's name for the CPU)."""
+    if not layer_device or dev == cpu:
+        return ""
+    if layer_device[0] == dev:
+        return "input"
+    first = next((d for d in layer_device if d != cpu), None)
+    return "cpu" if first == dev else ""
+
+
+def is_ffn_matmul(name: str) -> bool:
+    """A tensor whose matmul produces the FFN intermediates (up/gate/down, experts, shared experts, dense): the
+    FFN live set is on the device that holds these (``-ot`` decides); the router (``ffn_gate_inp``) and the norms
+    produce n_expert x T or n_embd x T only."""
+    if not name.startswith("blk."):
+        return False
+    part = name.split(".")[2] if name.count(".") >= 2 else ""
+    return part.startswith(("ffn_up", "ffn_gate", "ffn_down")) and not part.startswith("ffn_gate_inp")
 
 
 def _tokens(cfg: RunConfig) -> int:
@@ -87,8 +119,10 @@ def live_sets(tmap: TensorMap, cfg: RunConfig, role: DeviceRole) -> list[tuple[s
     # the f16 mask every attention op reads stays alive through the graph on each backend that runs attention or
     # the FFN between them; the f32 input (ik-2025, mainline) is freed once cast, so it only joins the inputs
     mask = mask_bytes(p, cfg, on_host=False) if (role.attention or role.ffn) else 0
-    if role.first_layer and not role.host and cfg.engine == "ik-2025" and cfg.flash_attn:
+    if role.entry == "input" and not role.host and cfg.engine == "ik-2025" and cfg.flash_attn:
         mask += mask_bytes(p, cfg, on_host=True)     # the f32 input copied over for the cast (published #297)
+    if role.entry == "cpu" and not role.host and cfg.engine == "mainline":
+        mask += e                                    # the CPU layers' residual handed over (RPC harness logs)
     if role.output:
         out.append(("output", p.n_vocab * t * F32 + 2 * e))
     if role.attention:
@@ -117,13 +151,16 @@ def _kq(p: ModelParams, cfg: RunConfig, t: int) -> int:
 
 
 def _ffn_bytes(p: ModelParams, cfg: RunConfig, t: int, e: int) -> int:
-    fused = cfg.engine != "mainline"                 # ik: ggml_moe_up_gate (-fmoe, default on)
+    """The MoE's largest step: the residual with either the up/gate products (mainline keeps up and gate, the
+    SwiGLU product reuses gate's memory; ik writes one fused tensor) or the SwiGLU product with the per-expert
+    down projection."""
     if p.n_expert and p.n_ff_exp:
         used = max(1, p.n_expert_used)
         up = p.n_ff_exp * used * t * F32
         down = p.n_embd * used * t * F32
         shared = (p.n_ff_shexp or (p.n_ff_exp * p.n_shared_exp)) * t * F32
-        moe = e + (up if fused else 3 * up) + down + shared
+        up_gate = 2 * e + (2 * up if cfg.engine == "mainline" else up)
+        moe = max(up_gate, e + up + down) + shared
     else:
         moe = 0
     dense = 2 * e + 3 * p.n_ff * t * F32 if (p.n_ff and (p.n_dense_lead or not p.n_expert)) else 0

@@ -126,7 +126,7 @@ def kv_bytes_per_layer(params: ModelParams, cfg: RunConfig) -> int:
 # ----------------------------------------------------------------------------- estimates
 
 def compute_buffer_bytes(tmap: TensorMap, cfg: RunConfig, *, holds_layers: bool, holds_output: bool,
-                         is_gpu: bool, holds_ffn: bool | None = None, first_layer: bool = False) -> int:
+                         is_gpu: bool, holds_ffn: bool | None = None, entry: str = "") -> int:
     """Compute buffer of one device: the largest live set of the worst-case ubatch graph
     (:mod:`planner.compute_buffers`; scales with -ub, -c, -amb, vocab and expert width). Estimate.
 
@@ -139,7 +139,7 @@ def compute_buffer_bytes(tmap: TensorMap, cfg: RunConfig, *, holds_layers: bool,
     if is_gpu and not (holds_layers or holds_output or ffn):
         return 0
     return estimate(tmap, cfg, DeviceRole(holds_layers, ffn, holds_output, host=not is_gpu,
-                                          first_layer=first_layer)).bytes
+                                          entry=entry)).bytes
 
 
 # ----------------------------------------------------------------------------- report
@@ -163,7 +163,9 @@ def memory_report(tmap: TensorMap, mix: Mapping[str, str], placement: Placement,
     out_dev = placement.device_of("output.weight") if "output.weight" in sizes else placement.device_of(
         "token_embd.weight")
     devices = []
-    ffn_devs = {placement.device_of(n) for n in sizes if n.startswith("blk.") and ".ffn_" in n and "norm" not in n}
+    from planner.compute_buffers import entry_of, is_ffn_matmul
+
+    ffn_devs = {placement.device_of(n) for n in sizes if is_ffn_matmul(n)}
     for dev in placement.devices:
         is_gpu = devices_is_gpu(dev)
         holds_layers = dev in placement.layer_device
@@ -173,7 +175,7 @@ def memory_report(tmap: TensorMap, mix: Mapping[str, str], placement: Placement,
                           f"{cfg.type_k}/{cfg.type_v}, {cfg.kv_size} cells"))
         terms.append(Term("compute", compute_buffer_bytes(
             tmap, cfg, holds_layers=holds_layers, holds_output=(out_dev == dev), is_gpu=is_gpu,
-            holds_ffn=dev in ffn_devs, first_layer=bool(placement.layer_device) and placement.layer_device[0] == dev),
+            holds_ffn=dev in ffn_devs, entry=entry_of(placement.layer_device, dev, CPU)),
             False,
             f"estimate: largest live set of one -ub {min(cfg.ubatch, cfg.batch)} graph"))
         if is_gpu:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from planner.compute_buffers import DeviceRole, estimate
+from planner.compute_buffers import DeviceRole, entry_of, estimate, is_ffn_matmul
 from planner.engine_buffers import tensor_devices
 from planner.runconfig import DEFAULT_GPU_MARGIN_BYTES, RunConfig
 from planner.tensors import builtin
@@ -46,15 +46,15 @@ def logged_compute(text: str) -> dict[str, float]:
 PUBLISHED = [
     # ik PR 370 seed rig (#289): -ngl 99, ffn of layers 12-93 on the CPU, -fa -ctk/-ctv q8_0 -c 32768 -amb 512
     ("ik-seed-pr370-ubergarm.log", "qwen3-235b-a22b", RunConfig(engine="ik-2025", ctx=32768, amb=512),
-     {"CUDA0": DeviceRole(True, True, True, first_layer=True), "CUDA_Host": DeviceRole(False, True, False, True)}),
+     {"CUDA0": DeviceRole(True, True, True, entry="input"), "CUDA_Host": DeviceRole(False, True, False, True)}),
     # AesSedai 2x RTX 3090 (#297's command, unsloth Q6_K): ffn 0-6 CUDA0, 7-13 CUDA1, rest CPU; -c 16384
     ("ik-2gpu-q6k-pr370-aessedai.log", "qwen3-235b-a22b", RunConfig(engine="ik-2025", ctx=16384, amb=0),
-     {"CUDA0": DeviceRole(True, True, False, first_layer=True), "CUDA1": DeviceRole(True, True, True),
+     {"CUDA0": DeviceRole(True, True, False, entry="input"), "CUDA1": DeviceRole(True, True, True),
       "CUDA_Host": DeviceRole(False, True, False, True)}),
     # Qwen3-30B-A3B fully on one RTX 3090 Ti, f16 cache, -c 32768
     ("ik-qwen3-30b-gpu-pr370-ubergarm.log", "qwen3-30b-a3b",
      RunConfig(engine="ik-2025", ctx=32768, amb=0, type_k="f16", type_v="f16"),
-     {"CUDA0": DeviceRole(True, True, True, first_layer=True), "CUDA_Host": DeviceRole(False, False, False, True)}),
+     {"CUDA0": DeviceRole(True, True, True, entry="input"), "CUDA_Host": DeviceRole(False, False, False, True)}),
 ]
 
 
@@ -83,36 +83,46 @@ def test_output_device_is_logits_plus_two_hidden_states_exactly():
 # ------------------------------------------------------------------------------------------- RPC harness logs
 
 # Cases the live-set formula misses by more than 10 % (strict: a fix turns these into failures to update).
-# mainline 0c1e57098 on RPC devices: full offload without -ot logs twice the buffer of the same layers under
-# partial offload (11.04 vs 5.51 MiB), and its CPU buffer holds more than the inputs; the allocator's reuse is not
-# simulated, so these are not modelled.  ik: the ds20 MLA run at -ub 256 and a few CPU/first-device buffers of
-# tiny (1-5 MiB) size where one extra hidden state is 10-50 %.
+# mainline 0c1e57098: with every layer offloaded and no -ot the RPC devices log 1.5-2.6x the buffer the same layers
+# take under partial offload (t94: 11.04 vs 4.54 MiB; a single device too, so not pipeline parallelism), the CPU
+# buffer holds more than the inputs when it runs layers, and the DeepSeek (ds20, plain MHA in mainline) graph is
+# larger than the MHA sets.  ik: the ds20 MLA run at -ub 256 (15.8 vs 9.75 MiB), and a few CPU/first-device
+# buffers of 1-5 MiB where one hidden state (0.25-1 MiB) is 10-50 %.  Not modelled: ggml-alloc is not simulated.
 KNOWN_MISSES = {
-    "ik-ds-rpc4-ngl99-ot5-12-ub256.log": {"CPU", "RPC0[127.0.0.1:50150]", "RPC0[127.0.0.1:50151]",
-                                          "RPC0[127.0.0.1:50152]", "RPC0[127.0.0.1:50153]"},
-    "ik-rpc3-ts1,1,2-q8kv-otodd.log": {"CPU"},
-    "ik-rpc3-ts2,1,1-ngl60.log": {"RPC0[127.0.0.1:50150]"},
-    "ik-rpc4-ngl80-ot40s-c4096.log": {"RPC0[127.0.0.1:50150]", "RPC0[127.0.0.1:50153]"},
-    "ik-rpc4-ts3,1,1,1-ngl94.log": {"CPU"},
-    "mainline-ds-rpc3-ngl15-ts2,1,1.log": {"CPU", "RPC0[127.0.0.1:50170]", "RPC0[127.0.0.1:50171]",
-                                           "RPC0[127.0.0.1:50172]"},
-    "mainline-ds-rpc3-ngl99-ts1,1,1.log": {"CPU", "RPC0[127.0.0.1:50170]", "RPC0[127.0.0.1:50171]",
-                                           "RPC0[127.0.0.1:50172]"},
-    "mainline-ds-rpc4-ngl99-ot5-12-ub256.log": {"CPU", "RPC0[127.0.0.1:50170]", "RPC0[127.0.0.1:50171]",
-                                                "RPC0[127.0.0.1:50172]", "RPC0[127.0.0.1:50173]"},
-    "mainline-rpc2-ts1,1.log": {"CPU", "RPC0[127.0.0.1:50162]", "RPC0[127.0.0.1:50163]"},
-    "mainline-rpc3-ngl99-default-split.log": {"CPU", "RPC0[127.0.0.1:50170]", "RPC0[127.0.0.1:50171]",
-                                              "RPC0[127.0.0.1:50172]"},
-    "mainline-rpc3-ts1,1,2-q8kv-otodd.log": {"CPU"},
-    "mainline-rpc3-ts1,2,1-ub256.log": {"CPU", "RPC0[127.0.0.1:50170]", "RPC0[127.0.0.1:50171]",
-                                        "RPC0[127.0.0.1:50172]"},
-    "mainline-rpc3-ts2,1,1-ngl60.log": {"RPC0[127.0.0.1:50170]", "RPC0[127.0.0.1:50171]", "RPC0[127.0.0.1:50172]"},
-    "mainline-rpc4-ngl80-ot40s-c4096.log": {"RPC0[127.0.0.1:50170]", "RPC0[127.0.0.1:50171]",
-                                            "RPC0[127.0.0.1:50172]", "RPC0[127.0.0.1:50173]"},
-    "mainline-rpc4-ts1,1,1,1-ot0-20.log": {"CPU", "RPC0[127.0.0.1:50170]", "RPC0[127.0.0.1:50171]",
-                                           "RPC0[127.0.0.1:50172]", "RPC0[127.0.0.1:50173]"},
-    "mainline-rpc4-ts3,1,1,1-ngl94.log": {"RPC0[127.0.0.1:50170]", "RPC0[127.0.0.1:50171]",
-                                          "RPC0[127.0.0.1:50172]", "RPC0[127.0.0.1:50173]"},
+    'ik-ds-rpc4-ngl99-ot5-12-ub256.log': {'CPU', 'RPC0[127.0.0.1:50150]', 'RPC0[127.0.0.1:50151]',
+        'RPC0[127.0.0.1:50152]', 'RPC0[127.0.0.1:50153]'},
+    'ik-one-ngl5.log': {'RPC0[127.0.0.1:50200]'},
+    'ik-one-ot-exps.log': {'CPU'},
+    'ik-rpc3-ts1,1,2-q8kv-otodd.log': {'CPU'},
+    'ik-rpc3-ts2,1,1-ngl60.log': {'RPC0[127.0.0.1:50150]'},
+    'ik-rpc4-ngl80-ot40s-c4096.log': {'RPC0[127.0.0.1:50150]', 'RPC0[127.0.0.1:50153]'},
+    'ik-rpc4-ts3,1,1,1-ngl94.log': {'CPU'},
+    'ik-two-ot-mixed.log': {'CPU'},
+    'ik-two-ot-rpc.log': {'RPC0[127.0.0.1:50200]'},
+    'mainline-cache-cold.log': {'CPU', 'RPC0[127.0.0.1:50220]'},
+    'mainline-cache-warm.log': {'CPU', 'RPC0[127.0.0.1:50220]'},
+    'mainline-ds-rpc3-ngl15-ts2,1,1.log': {'CPU', 'RPC0[127.0.0.1:50170]', 'RPC0[127.0.0.1:50171]',
+        'RPC0[127.0.0.1:50172]'},
+    'mainline-ds-rpc3-ngl99-ts1,1,1.log': {'CPU', 'RPC0[127.0.0.1:50170]', 'RPC0[127.0.0.1:50171]',
+        'RPC0[127.0.0.1:50172]'},
+    'mainline-ds-rpc4-ngl99-ot5-12-ub256.log': {'CPU', 'RPC0[127.0.0.1:50170]', 'RPC0[127.0.0.1:50171]',
+        'RPC0[127.0.0.1:50172]', 'RPC0[127.0.0.1:50173]'},
+    'mainline-one-ngl5.log': {'CPU'},
+    'mainline-one-ot-exps.log': {'CPU', 'RPC0[127.0.0.1:50220]'},
+    'mainline-rpc2-ts1,1.log': {'CPU', 'RPC0[127.0.0.1:50162]', 'RPC0[127.0.0.1:50163]'},
+    'mainline-rpc3-ngl99-default-split.log': {'CPU', 'RPC0[127.0.0.1:50170]', 'RPC0[127.0.0.1:50171]',
+        'RPC0[127.0.0.1:50172]'},
+    'mainline-rpc3-ts1,1,2-q8kv-otodd.log': {'RPC0[127.0.0.1:50170]', 'RPC0[127.0.0.1:50171]',
+        'RPC0[127.0.0.1:50172]'},
+    'mainline-rpc3-ts1,2,1-ub256.log': {'CPU', 'RPC0[127.0.0.1:50170]', 'RPC0[127.0.0.1:50171]',
+        'RPC0[127.0.0.1:50172]'},
+    'mainline-rpc3-ts2,1,1-ngl60.log': {'CPU', 'RPC0[127.0.0.1:50172]'},
+    'mainline-rpc4-ngl80-ot40s-c4096.log': {'CPU'},
+    'mainline-rpc4-ts1,1,1,1-ot0-20.log': {'RPC0[127.0.0.1:50170]', 'RPC0[127.0.0.1:50171]', 'RPC0[127.0.0.1:50172]',
+        'RPC0[127.0.0.1:50173]'},
+    'mainline-rpc4-ts3,1,1,1-ngl94.log': {'CPU', 'RPC0[127.0.0.1:50173]'},
+    'mainline-two-ot-mixed.log': {'RPC0[127.0.0.1:50220]', 'RPC0[127.0.0.1:50221]'},
+    'mainline-two-ts-output.log': {'CPU', 'RPC0[127.0.0.1:50220]', 'RPC0[127.0.0.1:50221]'},
 }
 
 
@@ -136,7 +146,7 @@ def predicted_harness(log: str, dev: str) -> tuple[float, float]:
     names = [d.name for d in devices]
     overrides = tuple((rx, None if d.upper().startswith("CPU") else names.index(d)) for rx, d in cmd.overrides)
     tdev = tensor_devices(tmap, split, overrides)
-    ffn = {dv for n, dv in tdev.items() if ".ffn_" in n and "norm" not in n}
+    ffn = {dv for n, dv in tdev.items() if is_ffn_matmul(n)}
     cfg = RunConfig(engine=fx["engine"], ctx=cmd.ctx or tmap.params.n_ctx_train, type_k=cmd.type_k,
                     type_v=cmd.type_v, flash_attn=cmd.flash_attn, ubatch=cmd.ubatch, batch=cmd.batch,
                     amb=256 if fx["engine"] != "mainline" else 0)       # ik's -amb default (log: attn_max_b = 256)
@@ -146,13 +156,57 @@ def predicted_harness(log: str, dev: str) -> tuple[float, float]:
         idx = [i for i, d in enumerate(devices) if d.name == dev]        # ik lists an RPC device twice
         role = DeviceRole(any(split.layer_device[il] in idx for il in range(len(split.layer_device))),
                           any(i in ffn for i in idx), split.output_device in idx,
-                          first_layer=split.layer_device[0] in idx)
+                          entry=entry_of([None if d is None else devices[d].name for d in split.layer_device], dev,
+                                         None))
     return estimate(tmap, cfg, role).bytes / MIB, logged_compute("\n".join(lines))[dev]
+
+
+def predicted_rpc(log: str, dev: str) -> tuple[float, float]:
+    """tests/fixtures/rpc/ (the rpc8/rpc2big models of tools/rpc_check): the layer map as the log prints it."""
+    import test_rpc_harness as h
+
+    case = next(c for c in h.CASES if c["log"] == log)
+    text = (h.FIX / log).read_text(encoding="utf-8")
+    tmap, a = h._model(case["model"]), h._args(case["command"])
+    bufts = [d.buft for d in h.engine_devices(h._cluster(a["rpc"]), case["engine"])]
+    n = tmap.params.n_layer
+    ld = h._layer_map(case, text, bufts, n, a["ngl"])
+    ffn = set()
+    for t in tmap.tensors:
+        target = next((d for rx, d in a["ot"] if re.search(rx, t.name)), None)
+        if target is None:
+            target = ld[t.layer] if t.layer is not None else ("CPU" if t.role == "token_embd" else ld[n])
+        if is_ffn_matmul(t.name):
+            ffn.add(target)
+    cfg = RunConfig(engine=case["engine"], ctx=a["ctx"], type_k=a["ctk"], type_v=a["ctv"],
+                    amb=256 if case["engine"] != "mainline" else 0)
+    role = DeviceRole(dev in ld[:n], dev in ffn, ld[n] == dev, host=dev == "CPU",
+                      entry=entry_of(ld[:n], dev, "CPU"))
+    return estimate(tmap, cfg, role).bytes / MIB, logged_compute(text)[dev]
+
+
+def rpc_cases():
+    import test_rpc_harness as h
+
+    out = []
+    for case in h.CASES:
+        for dev in logged_compute((h.FIX / case["log"]).read_text(encoding="utf-8")):
+            miss = dev in KNOWN_MISSES.get(case["log"], set())
+            marks = [pytest.mark.xfail(strict=True, reason="live-set formula off by > 10 % here (see KNOWN_MISSES)")
+                     ] if miss else []
+            out.append(pytest.param(case["log"], dev, marks=marks, id=f"rpc/{case['log']}:{dev}"))
+    return out
 
 
 @pytest.mark.parametrize("log,dev", harness_cases())
 def test_harness_compute_buffer_within_10_percent(log, dev):
     pred, logged = predicted_harness(log, dev)
+    assert abs(pred / logged - 1) <= 0.10, (pred, logged)
+
+
+@pytest.mark.parametrize("log,dev", rpc_cases())
+def test_rpc_fixture_compute_buffer_within_10_percent(log, dev):
+    pred, logged = predicted_rpc(log, dev)
     assert abs(pred / logged - 1) <= 0.10, (pred, logged)
 
 
