@@ -130,6 +130,14 @@ def live_sets(tmap: TensorMap, cfg: RunConfig, role: DeviceRole) -> list[tuple[s
         if cfg.engine != "mainline" and p.kv_lora_rank:
             # ik MLA: the latent Q and output are consumed head by head; what stays is KQ per head chunk
             attn = e_in + _kq(p, cfg, t)
+        elif p.kv_lora_rank and any(x.role == "attn_kv_b" for x in tmap.tensors):
+            # mainline on the legacy attn_kv_b layout runs plain multi-head attention: the compressed KV
+            # (kv_lora_rank + n_rot), its decompression (n_head x (qk_nope + v)) and the K and V built from it
+            # stay alive with Q and the output (llm_build_deepseek2, not is_mla)
+            nope = p.qk_nope_head_dim or (p.head_dim - p.n_rot)
+            hv = p.head_dim_v or p.head_dim
+            attn = e_in + t * F32 * (p.n_head * p.head_dim * 2 + p.n_head * hv * 2 + p.n_head * (nope + hv)
+                                     + p.kv_lora_rank + p.n_rot)
         else:
             q = p.n_head * p.head_dim * t * F32
             o = p.n_head * (p.head_dim_v or p.head_dim) * t * F32
