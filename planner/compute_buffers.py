@@ -13,9 +13,8 @@ module names those live sets (all f32 activations, 4 bytes, ``E = n_embd * T * 4
 * **attention** (a device holding a layer's attention): Q and the attention output (``n_head * head_dim * T``
   each), the residual and the normed input (2 E; ik 3 E: the split's input copy as well, on every ik harness
   log), and without flash attention ``KQ = n_kv * T * n_head`` (ik: ``-amb`` caps one KQ chunk at that many MiB,
-  ``llm_build_kqv`` splits the heads).  MLA in ik: the inputs and ``KQ = n_kv * T * n_head`` (per ``-amb`` chunk)
-  whatever flash attention says (the ik harness logs grow by exactly 4 B x n_head + the f16 mask per cell and
-  token).
+  ``llm_build_kqv`` splits the heads).  MLA in ik (``-mla 3``): a prompt batch decompresses the latent cache
+  per chunk of heads (:func:`_ik_mla_attention`).
 * **ffn** (the device computing a layer's FFN: where its up/gate/down weights are, ``-ot`` included): the larger
   of two steps, (residual, normed input, up/gate products) and (residual, SwiGLU product, per-expert down
   projection ``n_embd * n_expert_used * T``); ik ``ggml_moe_up_gate`` writes one fused ``n_ff_exp *
@@ -128,8 +127,7 @@ def live_sets(tmap: TensorMap, cfg: RunConfig, role: DeviceRole) -> list[tuple[s
     if role.attention:
         e_in = (2 if cfg.engine == "mainline" else 3) * e
         if cfg.engine != "mainline" and p.kv_lora_rank:
-            # ik MLA: the latent Q and output are consumed head by head; what stays is KQ per head chunk
-            attn = e_in + _kq(p, cfg, t)
+            attn = e_in + _ik_mla_attention(p, cfg, t)
         elif p.kv_lora_rank and any(x.role == "attn_kv_b" for x in tmap.tensors):
             # mainline on the legacy attn_kv_b layout runs plain multi-head attention: the compressed KV
             # (kv_lora_rank + n_rot), its decompression (n_head x (qk_nope + v)) and the K and V built from it
@@ -148,6 +146,31 @@ def live_sets(tmap: TensorMap, cfg: RunConfig, role: DeviceRole) -> list[tuple[s
     if role.host:
         out.append(("inputs", mask_bytes(p, cfg, on_host=True) + e))
     return out
+
+
+def _ik_mla_attention(p: ModelParams, cfg: RunConfig, t: int) -> int:
+    """ik MLA (``-mla 3``, the default) for a prompt batch (``src/graphs/build_deepseek2.cpp`` at 8337e4cd,
+    ``pp_opt = n_tokens >= 128 && mla_attn > 1`` with flash attention): per chunk of heads the latent cache is
+    decompressed, ``kv_f32 = n_heads x (qk_nope + v) x n_kv`` f32, and cast to f16 V, K_nope and the repeated
+    K_rope, beside the concatenated Q ``n_head x (qk_nope + rope) x T`` f32; ``-amb`` picks the chunk: the fewest
+    iterations (a divisor of n_head) that keep ``kv_f32`` under -amb MiB.  Smaller batches (``T < 128``) keep
+    the compressed cache: KQ per ``-amb`` chunk."""
+    nope = p.qk_nope_head_dim or max(p.head_dim - p.n_rot, 0)
+    hv = p.head_dim_v or p.head_dim
+    if t < 128 or not cfg.flash_attn:
+        return _kq(p, cfg, t)
+    n_kv = cfg.kv_size
+    heads = p.n_head
+    kv_f32_mib = p.n_head * (nope + hv) * n_kv * F32 // (1 << 20)
+    if cfg.amb and kv_f32_mib > cfg.amb:
+        heads = 1
+        for niter in range(2, p.n_head):
+            if p.n_head % niter == 0 and kv_f32_mib // niter <= cfg.amb:
+                heads = p.n_head // niter
+                break
+    q = p.n_head * (nope + p.n_rot) * t * F32
+    chunk = heads * n_kv * ((nope + hv) * F32 + (hv + nope + p.n_rot) * 2)
+    return q + chunk
 
 
 def _kq(p: ModelParams, cfg: RunConfig, t: int) -> int:
