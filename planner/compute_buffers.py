@@ -154,7 +154,8 @@ def _ik_mla_attention(p: ModelParams, cfg: RunConfig, t: int) -> int:
     decompressed, ``kv_f32 = n_heads x (qk_nope + v) x n_kv`` f32, and cast to f16 V, K_nope and the repeated
     K_rope, beside the concatenated Q ``n_head x (qk_nope + rope) x T`` f32; ``-amb`` picks the chunk: the fewest
     iterations (a divisor of n_head) that keep ``kv_f32`` under -amb MiB.  Smaller batches (``T < 128``) keep
-    the compressed cache: KQ per ``-amb`` chunk."""
+    the compressed cache: KQ per ``-amb`` chunk.  ik PR 260 (FlashMLA-2) describes the same three tensors:
+    X = W_kv K in f32 and its f16 V and K_nope "all need to exist" at once, -amb bounding X."""
     nope = p.qk_nope_head_dim or max(p.head_dim - p.n_rot, 0)
     hv = p.head_dim_v or p.head_dim
     if t < 128 or not cfg.flash_attn:
