@@ -32,8 +32,6 @@ class CheckResult:
     weights_by_device: dict[str, int]
     problems: tuple[str, ...]
     warnings: tuple[str, ...] = ()
-    # memory per engine buffer as the load log names them: (kind, buffer, bytes); compute is in ``memory``
-    buffers: tuple[tuple[str, str, int], ...] = ()
     # the smallest change that makes the command fit, or a faster one (planner.fixes; None: nothing to propose)
     fix: FixProposal | None = None
     imatrix: str = ""          # the imatrix assumption behind ``quality`` (planner.imatrix_use), in words
@@ -47,16 +45,10 @@ def evaluate(tmap: TensorMap, types: Mapping[str, str], placement: Placement, hw
     spd = estimate_speed(tmap, types, placement, hw, run)
     q = quality.estimate(types) if quality is not None else None
     sizes = mix_bytes(tmap, types)
-    from planner.engine_buffers import placement_buffers
-    from planner.memory import kv_bytes_per_layer
-
-    kv = [kv_bytes_per_layer(tmap.params, run)] * tmap.params.n_loaded_layers
-    buffers = placement_buffers(run.engine, tmap, types, placement.tensor_device, placement.layer_device, kv,
-                                load=run.load)
     return CheckResult(model=tmap.name, run=run, memory=mem, speed=spd, quality=q,
                        total_bytes=sum(sizes.values()),
                        weights_by_device={d.device: d.term("weights") for d in mem.devices},
-                       problems=tuple(mem.problems()), warnings=tuple(warnings), buffers=tuple(buffers))
+                       problems=tuple(mem.problems()), warnings=tuple(warnings))
 
 
 def command_placement(tmap: TensorMap, types: Mapping[str, str], argv: Sequence[str], hw: Hardware, *,

@@ -20,8 +20,8 @@ from planner.runconfig import RunConfig
 from planner.tensors import ModelParams, TensorInfo, TensorMap
 from planner.units import GIB, MIB
 
-__all__ = ["CPU", "DeviceMemory", "MemoryReport", "Placement", "RunConfig", "Term", "compute_buffer_bytes",
-           "constants", "kv_bytes_by_layer", "kv_bytes_per_layer", "layer_compute_bytes", "memory_report", "mix_bytes", "tensor_bytes"]
+__all__ = ["CPU", "MIB", "DeviceMemory", "MemoryReport", "Placement", "RunConfig", "Term", "compute_buffer_bytes",
+           "constants", "kv_bytes_by_layer", "kv_bytes_per_layer", "memory_report", "mix_bytes", "tensor_bytes"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +72,9 @@ class MemoryReport:
     devices: tuple[DeviceMemory, ...]
     kv_cache_bytes: int
     kv_size: int
+    # memory per engine buffer as the engine's load log names them, in log order: (kind, buffer name, bytes) with
+    # kind "weights" and "kv" (exact: planner.engine_buffers) and "compute" (estimate: planner.compute_buffers)
+    buffers: tuple[tuple[str, str, int], ...] = ()
     fits: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -124,43 +127,21 @@ def kv_bytes_per_layer(params: ModelParams, cfg: RunConfig) -> int:
 
 # ----------------------------------------------------------------------------- estimates
 
-def layer_compute_bytes(tmap: TensorMap, cfg: RunConfig) -> int:
-    """Largest per-layer activation buffer (ik ``src/llama.cpp`` ``get_layer_sizes``, the --fit estimator, at
-    8337e4cd). Estimate."""
-    p = tmap.params
-    ub = min(cfg.ubatch, cfg.batch)
-    per_layer: dict[int, list[int]] = {}          # layer -> [experts, shared experts, dense ffn]
-    for t in tmap.tensors:
-        if t.layer is None or t.n_dims < 2:
-            continue
-        acc = per_layer.setdefault(t.layer, [0, 0, 0])
-        if t.is_expert:
-            acc[0] += t.shape[1] * ub * max(1, p.n_expert_used) * 4
-        elif "shexp" in t.role:
-            acc[1] += t.shape[1] * ub * 4
-        elif t.role.startswith("ffn_"):
-            acc[2] += t.shape[1] * ub * 4
-    residual = p.n_embd * ub * 4 * 2
-    return max((max(acc) + residual for acc in per_layer.values()), default=residual)
-
-
 def compute_buffer_bytes(tmap: TensorMap, cfg: RunConfig, *, holds_layers: bool, holds_output: bool,
-                         is_gpu: bool) -> int:
-    """Compute-buffer estimate for one device (scales with -ub, -amb, vocab and expert width)."""
-    if not holds_layers and not holds_output:
+                         is_gpu: bool, holds_ffn: bool | None = None, entry: str = "") -> int:
+    """Compute buffer of one device: the largest live set of the worst-case ubatch graph
+    (:mod:`planner.compute_buffers`; scales with -ub, -c, -amb, vocab and expert width). Estimate.
+
+    ``holds_layers``: the device runs layers' attention; ``holds_ffn``: it runs FFN/expert matmuls (None: same as
+    ``holds_layers``); the CPU (``is_gpu`` False) also holds the graph inputs (KQ mask, token embeddings).
+    """
+    from planner.compute_buffers import DeviceRole, estimate
+
+    ffn = holds_layers if holds_ffn is None else holds_ffn
+    if is_gpu and not (holds_layers or holds_output or ffn):
         return 0
-    p = tmap.params
-    ub = min(cfg.ubatch, cfg.batch)
-    total = layer_compute_bytes(tmap, cfg) if holds_layers else 0
-    if holds_output:
-        total += p.n_vocab * ub * 4                      # logits
-    if holds_layers and not cfg.flash_attn:
-        kq = cfg.kv_size * ub * p.n_head * 4             # K*Q, capped by -amb (ik)
-        cap = cfg.amb * MIB if (cfg.amb and cfg.engine != "mainline") else kq
-        total += min(kq, cap)
-    k = constants()["memory"]
-    factor = k["gpu_compute_factor"] if is_gpu else k["cpu_compute_factor"]
-    return int(total * factor)
+    return estimate(tmap, cfg, DeviceRole(holds_layers, ffn, holds_output, host=not is_gpu,
+                                          entry=entry)).bytes
 
 
 # ----------------------------------------------------------------------------- report
@@ -185,17 +166,21 @@ def memory_report(tmap: TensorMap, mix: Mapping[str, str], placement: Placement,
         "token_embd.weight")
     mm_dev = mmproj_device(cfg, budgets or placement.devices)
     devices = []
+    from planner.compute_buffers import entry_of, is_ffn_matmul
+
+    ffn_devs = {placement.device_of(n) for n in sizes if is_ffn_matmul(n)}
     for dev in placement.devices:
         is_gpu = devices_is_gpu(dev)
-        holds_layers = dev in placement.layer_device or (not is_gpu and any(
-            placement.device_of(n) == CPU for n in sizes if n.startswith("blk.")))
+        holds_layers = dev in placement.layer_device
         terms = [Term("weights", weights.get(dev, 0), True,
                       "" if is_gpu else _ram_mode_note(cfg))]
         terms.append(Term("kv_cache", kv.get(dev, 0), True,
                           f"{cfg.type_k}/{cfg.type_v}, {cfg.kv_size} cells"))
         terms.append(Term("compute", compute_buffer_bytes(
-            tmap, cfg, holds_layers=holds_layers, holds_output=(out_dev == dev), is_gpu=is_gpu), False,
-            f"estimate, -ub {cfg.ubatch}"))
+            tmap, cfg, holds_layers=holds_layers, holds_output=(out_dev == dev), is_gpu=is_gpu,
+            holds_ffn=dev in ffn_devs, entry=entry_of(placement.layer_device, dev, CPU)),
+            False,
+            f"estimate: largest live set of one -ub {min(cfg.ubatch, cfg.batch)} graph"))
         if dev == mm_dev:
             terms.append(Term("mmproj", cfg.mmproj_bytes, True,
                               f"--mmproj {Path(cfg.mmproj or '').name}: projector weights from its header"))
@@ -204,7 +189,16 @@ def memory_report(tmap: TensorMap, mix: Mapping[str, str], placement: Placement,
         else:
             terms.append(Term("os_reserve", cfg.os_reserve_bytes, False, "OS and server process"))
         devices.append(DeviceMemory(dev, int(budgets.get(dev, 0)), tuple(terms)))
-    return MemoryReport(tuple(devices), sum(kv.values()), cfg.kv_size)
+    from planner.engine_buffers import placement_buffers
+
+    buffers = placement_buffers(cfg.engine, tmap, mix, placement.tensor_device, placement.layer_device, kv_by_layer,
+                                load=cfg.load)
+    has_gpu = any(devices_is_gpu(d) for d in (*placement.layer_device, *placement.tensor_device.values()))
+    for d in devices:
+        if d.term("compute"):
+            name = d.device if devices_is_gpu(d.device) else ("CUDA_Host" if has_gpu else "CPU")
+            buffers.append(("compute", name, d.term("compute")))
+    return MemoryReport(tuple(devices), sum(kv.values()), cfg.kv_size, tuple(buffers))
 
 
 def _ram_mode_note(cfg: RunConfig) -> str:

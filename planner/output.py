@@ -298,6 +298,17 @@ def _print_memory(mem: MemoryReport, title: str = "memory per device") -> None:
                 justify=["left", "right", "right", "right", "left", "left"])
 
 
+def _print_buffers(mem: MemoryReport) -> None:
+    """The engine's own buffer lines (``<name> buffer size``, ``KV buffer size``, ``compute buffer size``) so a
+    user can compare them line by line with the load log."""
+    if not mem.buffers:
+        return
+    print_text("engine buffers (as the load log prints them; weights and KV exact, compute estimated):")
+    for kind, name, nbytes in mem.buffers:
+        what = {"kv": "KV buffer size", "compute": "compute buffer size"}.get(kind, "buffer size")
+        print_text(f"  {name:>10} {what} = {nbytes / 2**20:10.2f} MiB" + (" (est.)" if kind == "compute" else ""))
+
+
 def pct(gap: float) -> str:
     """A solver gap as a percentage; a tiny non-zero gap is shown as such, never rounded to 0.00 %."""
     if 0 < gap < 5e-5:
@@ -339,6 +350,7 @@ def render_plan(doc: PlanDocument, style: str = "plain") -> None:
     print_text(f"size: {gib(p.total_bytes)} ({p.bpw:.3f} BPW), {p.total_bytes:,} bytes")
     print_text(_counts_block(dict(Counter(p.types.values()))))
     _print_memory(p.memory)
+    _print_buffers(p.memory)
     _print_speed(p.speed)
     if p.quality is not None:
         _print_quality(p.quality)
@@ -430,11 +442,7 @@ def render_check(r: CheckResult) -> None:
     for w in r.warnings:
         print_text(f"warning ({r.run.engine}): {w}")
     _print_memory(r.memory)
-    if getattr(r, "buffers", ()):
-        print_text("engine buffers (as the load log prints them; compute: see the table, estimate):")
-        for kind, name, nbytes in r.buffers:
-            what = "KV buffer size" if kind == "kv" else "buffer size"
-            print_text(f"  {name:>10} {what} = {nbytes / 2**20:10.2f} MiB")
+    _print_buffers(r.memory)
     _print_speed(r.speed)
     if r.quality is not None:
         _print_quality(r.quality)

@@ -92,7 +92,7 @@ def test_place_seed_mix_puts_at_least_the_cards_layers_on_gpu(seed):
     gpu_layers = sorted({t.layer for t in tm.tensors if t.is_expert and plan.devices[t.name] == "CUDA0"
                          and t.role == "ffn_up_exps"})
     assert gpu_layers[:12] == list(range(12)) and len(gpu_layers) >= 12
-    assert plan.memory.fits and plan.solver.status == "OPTIMAL"
+    assert plan.memory.fits and plan.solver.status in ("OPTIMAL", "OPTIMAL_WITHIN_GAP") and plan.solver.gap <= 1e-4
     assert plan.memory.device("CUDA0").free_bytes >= 0
     sizes = mix_bytes(tm, mix)
     assert plan.memory.device("CUDA0").term("weights") == sum(
