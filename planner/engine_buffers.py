@@ -13,10 +13,10 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from planner.layer_split import (
-    CUDA_ALIGNMENT, CUDA_MATRIX_ROW_PADDING, HOST_ALIGNMENT, MIB, LayerSizes, LayerSplit, SplitDevice, SplitFlags,
-    SplitRequest, _row_size, flags_for, ik_layer_sizes, layer_split, nbytes, type_of,
-)
+from planner.layer_sizes import _row_size, ik_layer_sizes, nbytes, type_of
+from planner.layer_split import (CUDA_ALIGNMENT, CUDA_MATRIX_ROW_PADDING, HOST_ALIGNMENT, MIB, LayerSizes, LayerSplit,
+                                 SplitDevice, SplitRequest, layer_split)
+from planner.layer_split_flags import SplitFlags, flags_for
 from planner.quants import catalogue
 from planner.tensors import TensorMap
 

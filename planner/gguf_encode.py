@@ -10,9 +10,8 @@ from typing import Any
 
 from planner.quants import GGUF_DEFAULT_ALIGNMENT, pad
 
-from planner.gguf_header import (
-    GGUF_ARRAY, GGUF_STRING, GGUF_UINT32, KVEntry, _FIXED, _I32, _SCALAR_FMT, _SCALAR_STRUCT, _U64,
-)
+from planner.gguf_header import _FIXED
+from planner.gguf_values import GGUF_ARRAY, GGUF_STRING, GGUF_UINT32, _I32, _SCALAR_FMT, _SCALAR_STRUCT, _U64, KVEntry
 
 # ---------------------------------------------------------------------------- encoding and size prediction
 

@@ -15,9 +15,9 @@ from planner.errors import (
     UnknownModelError,
 )
 
-from planner.gguf_header import (
-    SPLIT_COUNT, SPLIT_NO, SPLIT_TENSORS, GGUFHeader, LocalFile, Source, _INT_TYPES, _SPLIT_NAME, parse_gguf,
-)
+from planner.gguf_header import SPLIT_COUNT, SPLIT_NO, SPLIT_TENSORS, GGUFHeader, _SPLIT_NAME, parse_gguf
+from planner.gguf_source import LocalFile, Source
+from planner.gguf_values import _INT_TYPES
 
 # ---------------------------------------------------------------------------- split models and entry point
 

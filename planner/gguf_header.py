@@ -12,25 +12,31 @@ Layout (ggml ``gguf.cpp``; ik ``ggml/src/ggml.c`` matches; all little-endian)::
     n_kv      x { key: str, vtype: i32, value }            str = u64 length + UTF-8 bytes
     n_tensors x { name: str, n_dims: u32, ne: u64[n_dims], type: i32, offset: u64 }
     zero padding to ALIGNMENT | tensor data, each tensor padded to ALIGNMENT
+
+Modules: :mod:`planner.gguf_source` (byte sources), :mod:`planner.gguf_values` (the bounded cursor, value types and
+key/value pairs); this one reads the fixed header and the tensor infos into a :class:`GGUFHeader`, and re-exports
+the public names of the other two.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import re
-import stat
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, BinaryIO, Protocol, runtime_checkable
+from typing import Any
 
 from planner.errors import (
     FileSizeMismatchError,
-    GGUFFormatError,
     UnsupportedTensorSizeError,
 )
+from planner.gguf_source import BytesSource, LocalFile, Source
+from planner.gguf_values import (GGUF_ARRAY, GGUF_BOOL, GGUF_FLOAT32, GGUF_FLOAT64, GGUF_INT8, GGUF_INT16, GGUF_INT32,
+                                 GGUF_INT64, GGUF_STRING, GGUF_UINT8, GGUF_UINT16, GGUF_UINT32, GGUF_UINT64,
+                                 MAX_ARRAY_ELEMENTS, MAX_CHUNK_BYTES, MAX_HEADER_BYTES, MAX_KEY_BYTES,
+                                 MAX_MATERIALISED_ELEMENTS, MAX_MATERIALISED_STRING, MAX_STRING_ARRAY_ELEMENTS,
+                                 VALUE_TYPE_NAMES, KVEntry, Unread, _Cursor, _read_kvs)
 from planner.quants import GGUF_DEFAULT_ALIGNMENT, catalogue, pad
 
 GGUF_MAGIC = b"GGUF"
@@ -38,31 +44,9 @@ SUPPORTED_VERSIONS = (2, 3)        # gguf.cpp rejects v1; v2 and v3 share this l
 GGML_MAX_DIMS = 4                  # ggml.h
 GGML_MAX_NAME = 64                 # ggml.h; gguf.cpp rejects a tensor name of GGML_MAX_NAME bytes or more
 MAX_TENSOR_ELEMENTS = 1 << 62      # our bound on ne0*ne1*ne2*ne3 (gguf.cpp: < INT64_MAX)
-MAX_HEADER_BYTES = 256 << 20       # a header must end within this; real ones are < 32 MiB
-MAX_ARRAY_ELEMENTS = 1 << 24       # real tokenizers have < 300k entries
-MAX_STRING_ARRAY_ELEMENTS = 1 << 20  # 4x the largest real vocabulary (262,144); walking them takes ~0.3 s
-MAX_KEY_BYTES = (1 << 16) - 1      # GGUF spec (ggml docs/gguf.md): a key is at most 65535 bytes
 MAX_KV = 1 << 16                   # our bound: real files carry < 100 pairs
 MAX_TENSORS = 1 << 17              # our bound: real models have < 3,000 tensors
-# values larger than these are not materialised: the planner never reads them, and a hostile header could
-# otherwise cost gigabytes (a 2^24-element array as a tuple, a 250 MiB string decoded)
-MAX_MATERIALISED_ELEMENTS = 4096   # arrays up to this many elements are kept (per-layer keys need <= 4096)
-MAX_MATERIALISED_STRING = 1 << 20  # strings up to 1 MiB are kept (chat templates are < 100 KiB)
-MAX_CHUNK_BYTES = 16 << 20
 
-# gguf_type value ids (gguf.h)
-GGUF_UINT8, GGUF_INT8, GGUF_UINT16, GGUF_INT16, GGUF_UINT32, GGUF_INT32 = 0, 1, 2, 3, 4, 5
-GGUF_FLOAT32, GGUF_BOOL, GGUF_STRING, GGUF_ARRAY, GGUF_UINT64, GGUF_INT64, GGUF_FLOAT64 = 6, 7, 8, 9, 10, 11, 12
-VALUE_TYPE_NAMES = ("u8", "i8", "u16", "i16", "u32", "i32", "f32", "bool", "str", "array", "u64", "i64", "f64")
-# struct format and byte size of each fixed-size value type
-_SCALAR_FMT = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
-_SCALAR_SIZE = {t: struct.calcsize("<" + f) for t, f in _SCALAR_FMT.items()}
-_SCALAR_STRUCT = {t: struct.Struct("<" + f) for t, f in _SCALAR_FMT.items()}
-_INT_TYPES = frozenset((0, 1, 2, 3, 4, 5, 10, 11))
-
-_U32 = struct.Struct("<I")
-_I32 = struct.Struct("<i")
-_U64 = struct.Struct("<Q")
 _FIXED = struct.Struct("<4sIQQ")   # magic, version, n_tensors, n_kv
 # per n_dims: ne as signed int64 (a u64 >= 2^63 reads negative and is rejected), type i32, offset u64
 _TI_TAIL = {n: struct.Struct(f"<{n}qiQ") for n in range(1, GGML_MAX_DIMS + 1)}
@@ -71,124 +55,6 @@ _MIN_TI_BYTES = 8 + 4 + 8 + 4 + 8  # empty name, n_dims, one ne, type, offset
 
 SPLIT_NO, SPLIT_COUNT, SPLIT_TENSORS = "split.no", "split.count", "split.tensors.count"
 _SPLIT_NAME = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
-
-
-# ---------------------------------------------------------------------------- sources
-
-@runtime_checkable
-class Source(Protocol):
-    """Where header bytes come from. ``read`` returns fewer than ``n`` bytes only at the end."""
-
-    name: str
-
-    def read(self, offset: int, n: int) -> bytes: ...
-
-    def size(self) -> int | None: ...
-
-
-class BytesSource:
-    """Bytes in memory (tests, benchmarks)."""
-
-    chunk_bytes = 1 << 20
-
-    def __init__(self, data: bytes, name: str = "<bytes>") -> None:
-        self._data = bytes(data)
-        self.name = name
-
-    def read(self, offset: int, n: int) -> bytes:
-        return self._data[offset:offset + n]
-
-    def size(self) -> int:
-        return len(self._data)
-
-
-class LocalFile:
-    """A local file read with plain ``read`` calls: no mmap, only the header region is touched."""
-
-    chunk_bytes = 64 << 10
-    max_chunk_bytes = 1 << 20
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.name = str(path)
-        self._f: BinaryIO | None = None
-        self._size: int | None = None
-
-    def _file(self) -> BinaryIO:
-        if self._f is None:
-            # O_NONBLOCK: opening a FIFO must not wait for a writer; anything but a regular file is refused
-            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-            try:
-                st = os.fstat(fd)
-                if not stat.S_ISREG(st.st_mode):
-                    what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-                    raise GGUFFormatError(f"{self.name} is {what}", source=self.name,
-                                          hint="give the path of a .gguf file")
-                if hasattr(os, "set_blocking"):
-                    os.set_blocking(fd, True)
-                self._f = os.fdopen(fd, "rb")  # noqa: SIM115 - closed by close()/__exit__
-            except BaseException:
-                os.close(fd)
-                raise
-            self._size = st.st_size
-        return self._f
-
-    def read(self, offset: int, n: int) -> bytes:
-        f = self._file()
-        f.seek(offset)
-        return f.read(max(0, min(n, (self._size or 0) - offset)))
-
-    def size(self) -> int:
-        self._file()
-        return self._size  # type: ignore[return-value]
-
-    def close(self) -> None:
-        if self._f is not None:
-            self._f.close()
-            self._f = None
-
-    def __enter__(self) -> LocalFile:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-# ---------------------------------------------------------------------------- data model
-
-@dataclass(frozen=True, slots=True)
-class Unread:
-    """A metadata value the reader stepped over without materialising it (a large array or string).
-
-    ``count`` is the number of elements of an array or the byte length of a string; ``len()`` gives it.
-    """
-
-    elem_type: int | None        # element gguf_type of an array, None for a string
-    count: int
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __str__(self) -> str:
-        what = "string" if self.elem_type is None else f"array[{VALUE_TYPE_NAMES[self.elem_type]}]"
-        return f"<{what} of {self.count} {'bytes' if self.elem_type is None else 'elements'}, not read>"
-
-
-@dataclass(frozen=True, slots=True)
-class KVEntry:
-    """One metadata pair. ``nbytes`` is the encoded size of the whole pair (key, type, value)."""
-
-    key: str
-    vtype: int                   # gguf_type; 9 = array
-    value: Any                   # int | float | bool | str, a tuple for arrays, or Unread when large
-    nbytes: int
-    elem_type: int | None = None  # element gguf_type of an array
-
-    @property
-    def type_name(self) -> str:
-        if self.vtype == GGUF_ARRAY and self.elem_type is not None:
-            return f"array[{VALUE_TYPE_NAMES[self.elem_type]}]"
-        return VALUE_TYPE_NAMES[self.vtype]
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,240 +132,6 @@ class GGUFHeader:
     def tensor_data_bytes(self) -> int:
         """Sum of padded tensor sizes (the data sections of all shards)."""
         return sum(s.expected_file_bytes - s.data_start for s in self.shards)
-
-
-# ---------------------------------------------------------------------------- cursor
-
-class _Cursor:
-    """Sequential reader over a source with a growing buffer; raises GGUFFormatError on short data."""
-
-    __slots__ = ("src", "name", "buf", "base", "pos", "size", "limit", "chunk", "max_chunk")
-
-    def __init__(self, src: Source) -> None:
-        self.src = src
-        self.name = src.name
-        self.buf = b""
-        self.base = 0             # file offset of buf[0]
-        self.pos = 0              # file offset of the next byte to parse
-        self.size = src.size()
-        self.limit = MAX_HEADER_BYTES if self.size is None else min(self.size, MAX_HEADER_BYTES)
-        # reads start small and double, so a header costs O(log size) reads and little over-read
-        self.chunk = int(getattr(src, "chunk_bytes", 64 << 10))
-        self.max_chunk = int(getattr(src, "max_chunk_bytes", MAX_CHUNK_BYTES))
-
-    def remaining(self) -> int:
-        return self.limit - self.pos
-
-    def error(self, message: str, field: str, offset: int | None = None, hint: str = "") -> GGUFFormatError:
-        return GGUFFormatError(message, offset=self.pos if offset is None else offset, field=field,
-                               source=self.name, hint=hint)
-
-    def short(self, n: int, field: str) -> GGUFFormatError:
-        if self.size is not None and self.pos + n > self.size:
-            return self.error(f"file ends inside the header: {n} bytes needed, {self.size - self.pos} left",
-                              field, hint="the file is truncated or not a GGUF; download it again")
-        return self.error(f"header would extend past {self.limit} bytes ({n} bytes needed here)", field,
-                          hint="this is not a plausible GGUF header")
-
-    def need(self, n: int, field: str) -> int:
-        """Make ``n`` bytes at ``pos`` available; return their index into ``buf``."""
-        i = self.pos - self.base
-        if i + n <= len(self.buf):
-            return i
-        if n < 0 or self.pos + n > self.limit:
-            raise self.short(n, field)
-        parts = [self.buf[i:]]
-        got = len(parts[0])
-        read_at = self.pos + got
-        while got < n:
-            step = min(max(n - got, self.chunk), self.limit - read_at)
-            data = self.src.read(read_at, step)
-            self.chunk = min(self.chunk * 2, self.max_chunk)
-            if not data:
-                break
-            parts.append(data)
-            got += len(data)
-            read_at += len(data)
-            if len(data) < step:
-                break
-        self.buf = b"".join(parts)
-        self.base = self.pos
-        if len(self.buf) < n:
-            self.size = self.limit = self.base + len(self.buf)  # the source was shorter than it said
-            raise self.short(n, field)
-        return 0
-
-    def u32(self, field: str) -> int:
-        i = self.need(4, field)
-        self.pos += 4
-        return _U32.unpack_from(self.buf, i)[0]
-
-    def i32(self, field: str) -> int:
-        i = self.need(4, field)
-        self.pos += 4
-        return _I32.unpack_from(self.buf, i)[0]
-
-    def u64(self, field: str) -> int:
-        i = self.need(8, field)
-        self.pos += 8
-        return _U64.unpack_from(self.buf, i)[0]
-
-    def skip(self, n: int, field: str) -> None:
-        """Step over ``n`` bytes without buffering them (they must exist within the limit)."""
-        if n < 0 or self.pos + n > self.limit:
-            raise self.short(n, field)
-        self.pos += n
-        if self.pos - self.base > len(self.buf):
-            self.buf = b""
-            self.base = self.pos
-
-    def string(self, field: str, max_bytes: int | None = None) -> str:
-        start = self.pos
-        n = self.u64(field)
-        if n > self.remaining():
-            self.pos = start
-            raise self.error(f"string length {n} exceeds the {self.remaining() - 8} bytes left", field)
-        if max_bytes is not None and n > max_bytes:
-            raise self.error(f"string of {n} bytes exceeds the limit of {max_bytes}", field, offset=start)
-        i = self.need(n, field)
-        try:
-            s = str(self.buf[i:i + n], "utf-8")
-        except UnicodeDecodeError as exc:
-            raise self.error(f"string is not valid UTF-8 ({exc.reason} at byte {exc.start})", field) from None
-        self.pos += n
-        return s
-
-    def count(self, n: int, min_bytes: int, field: str, start: int) -> None:
-        """Reject a count that cannot fit in the bytes left, before anything is allocated."""
-        if n * min_bytes > self.remaining():
-            raise self.error(f"{field} = {n} cannot fit: it needs at least {n * min_bytes} bytes and only "
-                             f"{self.remaining()} are left", field, offset=start,
-                             hint="the file is truncated or corrupt")
-
-
-# ---------------------------------------------------------------------------- values
-
-def _read_value(cur: _Cursor, vtype: int, field: str) -> Any:
-    if vtype == GGUF_STRING:
-        start = cur.pos
-        n = cur.u64(field)
-        cur.pos = start
-        if n > MAX_MATERIALISED_STRING and n <= cur.remaining() - 8:
-            cur.skip(8 + n, field)
-            return Unread(None, n)
-        return cur.string(field)
-    st = _SCALAR_STRUCT.get(vtype)
-    if st is None:
-        raise cur.error(f"invalid value type {vtype}", field, offset=cur.pos - 4)
-    i = cur.need(st.size, field)
-    cur.pos += st.size
-    return st.unpack_from(cur.buf, i)[0]
-
-
-def _read_array(cur: _Cursor, field: str) -> tuple[int, tuple[Any, ...] | Unread]:
-    type_at = cur.pos
-    etype = cur.i32(field + " element type")
-    if etype == GGUF_ARRAY:
-        raise cur.error("nested arrays are not allowed", field, offset=type_at)
-    if etype != GGUF_STRING and etype not in _SCALAR_FMT:
-        raise cur.error(f"invalid array element type {etype}", field, offset=type_at)
-    count_at = cur.pos
-    n = cur.u64(field + " count")
-    esize = 8 if etype == GGUF_STRING else _SCALAR_SIZE[etype]
-    cur.count(n, esize, field + " count", count_at)
-    limit = MAX_STRING_ARRAY_ELEMENTS if etype == GGUF_STRING else MAX_ARRAY_ELEMENTS
-    if n > limit:
-        raise cur.error(f"array of {n} elements exceeds the limit of {limit}", field + " count",
-                        offset=count_at)
-    if etype != GGUF_STRING:
-        nbytes = n * esize
-        if n > MAX_MATERIALISED_ELEMENTS:
-            cur.skip(nbytes, field)
-            return etype, Unread(etype, n)
-        i = cur.need(nbytes, field)
-        cur.pos += nbytes
-        return etype, struct.unpack_from(f"<{n}{_SCALAR_FMT[etype]}", cur.buf, i)
-    if n > MAX_MATERIALISED_ELEMENTS:
-        _skip_str_array(cur, n, field)
-        return etype, Unread(etype, n)
-    return etype, _read_str_array(cur, n, field)
-
-
-def _skip_str_array(cur: _Cursor, n: int, field: str) -> None:
-    """Walk ``n`` length-prefixed strings without decoding or keeping them (bounded chunks of the source)."""
-    unpack = _U64.unpack_from
-    j = 0
-    while j < n:
-        buf, base = cur.buf, cur.base
-        size = len(buf)
-        i = cur.pos - base
-        while j < n and i + 8 <= size:
-            end = i + 8 + unpack(buf, i)[0]
-            if end > size:
-                break
-            i = end
-            j += 1
-        cur.pos = base + i
-        if j < n:
-            at = cur.pos
-            length = cur.u64(f"{field}[{j}]")
-            if length > cur.remaining():
-                raise cur.error(f"string length {length} exceeds the {cur.remaining()} bytes left", f"{field}[{j}]",
-                                offset=at)
-            if length <= cur.max_chunk:
-                cur.pos = at
-                cur.need(8 + length, f"{field}[{j}]")   # buffer this element and what follows it
-                cur.pos = at + 8 + length
-            else:
-                cur.skip(length, f"{field}[{j}]")
-            j += 1
-
-
-def _read_str_array(cur: _Cursor, n: int, field: str) -> tuple[str, ...]:
-    out: list[str] = []
-    append = out.append
-    unpack = _U64.unpack_from
-    j = 0
-    while j < n:
-        # tight loop over the elements already buffered; anything unusual takes the checked path
-        buf, base = cur.buf, cur.base
-        size = len(buf)
-        i = cur.pos - base
-        try:
-            while j < n and i + 8 <= size:
-                end = i + 8 + unpack(buf, i)[0]
-                if end > size:
-                    break
-                append(buf[i + 8:end].decode())
-                i = end
-                j += 1
-        except UnicodeDecodeError:
-            pass  # cur.string below raises with the element's offset and field
-        cur.pos = base + i
-        if j < n:
-            append(cur.string(f"{field}[{j}]"))
-            j += 1
-    return tuple(out)
-
-
-def _read_kvs(cur: _Cursor, n_kv: int) -> tuple[tuple[KVEntry, ...], dict[str, int]]:
-    """The pairs, and the file offset where each key starts (for error messages)."""
-    entries: list[KVEntry] = []
-    starts: dict[str, int] = {}
-    for k in range(n_kv):
-        start = cur.pos
-        key = cur.string(f"kv[{k}].key", MAX_KEY_BYTES)
-        if key in starts:
-            raise cur.error(f"duplicate key {key!r}", f"kv[{k}].key", offset=start)
-        starts[key] = start
-        vtype = cur.i32(key + " type")
-        elem = None
-        if vtype == GGUF_ARRAY:
-            elem, value = _read_array(cur, key)
-        else:
-            value = _read_value(cur, vtype, key)
-        entries.append(KVEntry(key, vtype, value, cur.pos - start, elem))
-    return tuple(entries), starts
 
 
 def _alignment(cur: _Cursor, kv: Sequence[KVEntry], starts: dict[str, int]) -> int:
@@ -601,5 +233,10 @@ def parse_gguf(source: Source, *, check_size: bool = True, shard: int = 0) -> GG
 
 
 __all__ = [
+    "GGML_MAX_DIMS", "GGML_MAX_NAME", "GGUF_ARRAY", "GGUF_BOOL", "GGUF_FLOAT32", "GGUF_FLOAT64", "GGUF_INT8",
+    "GGUF_INT16", "GGUF_INT32", "GGUF_INT64", "GGUF_MAGIC", "GGUF_STRING", "GGUF_UINT8", "GGUF_UINT16", "GGUF_UINT32",
+    "GGUF_UINT64", "MAX_ARRAY_ELEMENTS", "MAX_CHUNK_BYTES", "MAX_HEADER_BYTES", "MAX_KEY_BYTES", "MAX_KV",
+    "MAX_MATERIALISED_ELEMENTS", "MAX_MATERIALISED_STRING", "MAX_STRING_ARRAY_ELEMENTS", "MAX_TENSORS",
+    "MAX_TENSOR_ELEMENTS", "SPLIT_COUNT", "SPLIT_NO", "SPLIT_TENSORS", "SUPPORTED_VERSIONS", "VALUE_TYPE_NAMES",
     "BytesSource", "GGUFHeader", "GGUFTensor", "KVEntry", "LocalFile", "Shard", "Source", "Unread", "parse_gguf",
 ]

@@ -172,7 +172,7 @@ def fit_role_weights(corrections: Mapping[str, float]) -> dict[str, dict[str, fl
 
 
 def _rw_entries(role_weights: Mapping[str, Mapping[str, float]]) -> list[tuple]:
-    from planner.quality import _shape_key  # noqa: PLC0415
+    from planner.quality_prior import _shape_key  # noqa: PLC0415
     from planner.tensors import builtin  # noqa: PLC0415
     out = []
     for e in _cfg()["sensitivity"]:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from planner.cluster import (CLUSTERS_DIR, DEFAULT_PORT, check_address, check_bind, cluster_from_flags,
-                             link_from_preset, load_cluster, parse_bandwidth, parse_latency, parse_rpc_host)
+from planner.cluster import CLUSTERS_DIR, DEFAULT_PORT, check_address, check_bind, link_from_preset
+from planner.cluster_flags import cluster_from_flags, parse_bandwidth, parse_latency, parse_rpc_host
+from planner.cluster_toml import load_cluster
 from planner.errors import ProfileError, UsageError, exit_code_for
 from planner.hardware import GIB, load_profile
 

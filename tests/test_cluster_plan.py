@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from planner.cli import main
-from planner.cluster import cluster_from_flags, load_cluster
+from planner.cluster_flags import cluster_from_flags
+from planner.cluster_toml import load_cluster
 from planner.cluster_plan import cluster_document, plan_cluster, write_cluster_scripts
 from planner.errors import OutputExistsError
 from planner.hardware import resolve_hardware

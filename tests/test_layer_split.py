@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 
 from planner.errors import UsageError
-from planner.layer_split import LayerSizes, SplitDevice, SplitRequest, flags_for, format_layer_sizes, ik_kv_bytes, ik_layer_sizes, layer_split, mainline_kv_bytes, split_ik, split_ik_2025, split_mainline
+from planner.layer_sizes import format_layer_sizes, ik_kv_bytes, ik_layer_sizes, mainline_kv_bytes
+from planner.layer_split import LayerSizes, SplitDevice, SplitRequest, layer_split, split_ik, split_ik_2025, split_mainline
+from planner.layer_split_flags import flags_for
 from planner.engine_buffers import IK_HOST_ALLOC_EXTRA, buffer_lines, engine_buffers, placement_buffers, tensor_devices, map_for_flags, flags_for_names, run_sizes
 from planner.source import load_model
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from planner.cluster import Cluster, cluster_from_flags, link_from_preset
+from planner.cluster import Cluster, link_from_preset
+from planner.cluster_flags import cluster_from_flags
 from planner.hardware import load_profile
 from planner.memory import CPU, Placement, RunConfig, mix_bytes
 from planner.network import input_bytes, load_cost, network_cost, pass_cost, token_path

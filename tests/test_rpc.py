@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from planner.cluster import cluster_from_flags, load_cluster
+from planner.cluster_flags import cluster_from_flags
+from planner.cluster_toml import load_cluster
 from planner.errors import UsageError
 from planner.hardware import load_profile
 from planner.rpc import (comment, engine_devices, ot_target, rpc_server_argv, rpc_server_script, rpc_servers_arg,

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from planner.cluster import cluster_from_flags
+from planner.cluster_flags import cluster_from_flags
 from planner.hardware import load_profile
 from planner.memory import CPU, RunConfig, kv_bytes_per_layer, tensor_bytes
 from planner.network import input_bytes

@@ -283,7 +283,7 @@ def test_a_vector_under_a_matrix_role_sizes_like_a_vector():
     # fuzz case {"kind": "names", "ops": [["rename", 19, "blk.1.ffn_down_shexp.weight"]]}: once an IndexError in
     # ik_layer_sizes, which read shape[1] of every FFN-role tensor; a vector has no activation buffer (as ik's
     # get_layer_sizes only sizes 2-D weights) and its bytes stay in its layer
-    from planner.layer_split import ik_layer_sizes
+    from planner.layer_sizes import ik_layer_sizes
 
     tensors = [("blk.1.ffn_down_shexp.weight" if n == "blk.1.ffn_norm.weight" else n, sh, ty) for n, sh, ty in TENSORS]
     renamed, plain = ik_layer_sizes(load(tensors=tensors), ctx=512), ik_layer_sizes(load(), ctx=512)

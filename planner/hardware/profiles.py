@@ -5,11 +5,9 @@ same format back."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
-import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -21,6 +19,7 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 
 from planner.fileout import write_new_file
+from planner.tomlcheck import TomlChecker, read_toml_file
 from planner.hardware.gpus import GPU_TABLE, PCIE_LANE, PCIE_WIDTHS, h2d_gbs, match_gpu, ram_bw_gbs
 from planner.hardware.model import (_HW_FIELDS, CPU_FLAGS, GPU, THP_DEFRAG_MODES, THP_ENABLED_MODES, Hardware, NumaNode,
                                     _exc, _gpu_sources, _sources, gib_to_bytes)
@@ -52,9 +51,6 @@ _ARRAYS = ("numa", "gpu")  # [[numa]] and [[gpu]] are arrays of tables
 _REQUIRED_TABLES = ("cpu", "memory")
 
 
-_TYPE_WORDS = {"int": "an integer", "num": "a number", "str": "a string", "[str]": "a list of strings"}
-
-
 @dataclass(frozen=True, slots=True)
 class ProfileSummary:
     """One line of ``gguf-planner profiles``."""
@@ -68,55 +64,6 @@ class ProfileSummary:
     physical_cores: int
     logical_cores: int
     path: str
-
-
-class _Checker:
-    """Strict reads from one parsed TOML file; every complaint names the file and the dotted key."""
-
-    def __init__(self, path: Path | Traversable) -> None:
-        self.path = str(path)
-
-    def fail(self, key: str, message: str, hint: str = "") -> ProfileError:
-        return ProfileError(message, path=self.path, key=key, hint=hint)
-
-    def table(self, where: str, data: Any, schema: Mapping[str, tuple[str, bool]]) -> dict[str, Any]:
-        if not isinstance(data, dict):
-            raise self.fail(where, "must be a table")
-        for key in data:
-            if key not in schema:
-                raise self.fail(f"{where}.{key}", "unknown key",
-                                hint="known keys: " + ", ".join(schema))
-        out: dict[str, Any] = {}
-        for key, (kind, required) in schema.items():
-            dotted = f"{where}.{key}"
-            if key not in data:
-                if required:
-                    raise self.fail(dotted, "missing required key")
-                continue
-            value = data[key]
-            ok = {"int": isinstance(value, int) and not isinstance(value, bool),
-                  "num": isinstance(value, (int, float)) and not isinstance(value, bool),
-                  "str": isinstance(value, str),
-                  "[str]": isinstance(value, list) and all(isinstance(v, str) for v in value)}[kind]
-            if not ok:
-                raise self.fail(dotted, f"must be {_TYPE_WORDS[kind]}, not {type(value).__name__} {value!r}")
-            if kind == "num":
-                if not math.isfinite(value):
-                    raise self.fail(dotted, f"must be finite, not {value!r}")
-                value = float(value)
-            if key.endswith("_gib") and value < 0:
-                raise self.fail(dotted, f"negative size {value:g} GiB")
-            out[key] = value
-        return out
-
-    def positive(self, where: str, values: Mapping[str, Any], *keys: str) -> None:
-        for key in keys:
-            if key in values and values[key] <= 0:
-                raise self.fail(f"{where}.{key}", f"must be positive, not {values[key]!r}")
-
-    def choice(self, dotted: str, value: Any, allowed: Sequence[Any]) -> None:
-        if value not in allowed:
-            raise self.fail(dotted, f"{value!r} is not one of {', '.join(map(str, allowed))}")
 
 
 def resolve_profile_path(name_or_path: str | os.PathLike[str]) -> Path | Traversable:
@@ -150,15 +97,8 @@ def profile_names() -> list[str]:
 
 def _load(path: Path | Traversable) -> tuple[Hardware, str]:
     """(Hardware, description) from one profile file, strictly validated."""
-    chk = _Checker(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ProfileError(f"cannot read profile ({_exc(exc)})", path=str(path)) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ProfileError(f"not valid TOML: {exc}", path=str(path)) from exc
-    except UnicodeDecodeError as exc:
-        raise ProfileError("not UTF-8 text", path=str(path)) from exc
+    chk = TomlChecker(path, nonnegative_gib=True)
+    data = read_toml_file(path, "profile")
     for key in data:
         if key not in _SCHEMA and key != "calibration":
             raise chk.fail(key, "unknown table", hint="known tables: " + ", ".join(

@@ -1,0 +1,82 @@
+"""`check`: predict memory and speed of the user's own llama-server command."""
+
+from __future__ import annotations
+
+import click
+
+import sys
+
+from planner.cli.app import main
+from planner.cli.options import cluster_from_options, hardware_options, margins, model_options, recipe_text
+
+@main.command("check", context_settings={"ignore_unknown_options": True})
+@click.argument("model", required=False)
+@model_options
+@hardware_options
+@click.option("--engine", type=click.Choice(["ik", "ik-2025", "mainline"]), default="ik", show_default=True)
+@click.option("--gpu-margin", type=float, default=None, metavar="GIB", help="VRAM kept free per GPU [default: 1.0]")
+@click.option("--os-reserve", type=float, default=None, metavar="GIB",
+              help="RAM kept for the OS and the server process [default: 4.0]")
+@click.option("--cluster", metavar="NAME|PATH", help="the hosts of a command with --rpc: a cluster TOML")
+@click.option("--rpc-host", "rpc_hosts", multiple=True, metavar="NAME=KEY:VALUE,...",
+              help="an rpc-server host of the command's --rpc (repeatable, in --rpc order)")
+@click.option("--json", "as_json", is_flag=True)
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def check_command(model, base_type, custom_q, recipe_file, token_embedding_type, output_tensor_type, pure, hw_opts,
+                  engine, gpu_margin, os_reserve, cluster, rpc_hosts, as_json, command):
+    """Predict memory per device and speed of your own llama-server command, and what will not fit.
+
+    Put the command after `--`. The model is the command's -m unless MODEL or recipe options are given
+    (they win, so a mix can be checked before it is made). Exits 2 when it does not fit.
+
+    \b
+    Examples:
+      gguf-planner check --profile rtx3090ti-9950x-96g -- llama-server -m model.gguf -c 32768 -ngl 99 -ot "blk\\.[2-9][0-9]\\.ffn.*=CPU"
+      gguf-planner check qwen3-235b-a22b --recipe-file examples/seed-mix-IQ3_K.recipe --vram 24 --ram 96 -- llama-server -c 32768 -ctk q8_0 -ctv q8_0 -ngl 99 -rtr
+    """
+    import dataclasses
+
+    from planner import hardware, output
+    from planner.errors import UsageError
+    from planner.launch import parse_server_command, placement_from_command
+    from planner import api
+    from planner.mix import mix_from_options
+    from planner.request import PlanRequest
+    from planner.source import load_model
+
+    from pathlib import Path
+
+    if model is not None and command and command[0].startswith("-") and \
+            Path(model).name.removesuffix(".exe") in ("llama-server", "server", "llama-sweep-bench", "llama-cli"):
+        # `check -- llama-server -m ...`: click binds the first word after `--` to MODEL; it is the binary
+        model, command = None, (model, *command)
+    if not command:
+        raise UsageError("give the llama-server command after --")
+    parsed = parse_server_command(list(command), engine=engine)
+    if not (model or parsed.model):
+        raise UsageError("no model: give MODEL or -m in the command")
+    tmap = load_model(model or parsed.model)
+    clus = cluster_from_options(cluster, rpc_hosts, hw_opts)
+    hw = clus.main if clus is not None else hardware.hardware_from_options(**hw_opts)
+    run = dataclasses.replace(parsed.run, ctx=parsed.run.ctx or tmap.params.n_ctx_train,
+                              threads=parsed.run.threads or hw.threads_default,
+                              **margins(gpu_margin, os_reserve))
+    types, _ = mix_from_options(tmap, base_type=base_type, custom_q=custom_q, recipe_text=recipe_text(recipe_file),
+                                engine=engine, token_embedding_type=token_embedding_type,
+                                output_tensor_type=output_tensor_type, pure=pure)
+    if parsed.rpc or clus is not None:
+        if clus is None:
+            raise UsageError("the command uses --rpc: describe those hosts with --cluster FILE or --rpc-host "
+                             "NAME=addr:IP,port:P,ram:GIB,bw:LINK (one per --rpc endpoint, in order)")
+        from planner.cluster_plan import check_cluster
+
+        run = dataclasses.replace(run, threads=parsed.run.threads or clus.main.threads_default)
+        result = check_cluster(tmap, types, parsed, clus, run, warnings=parsed.warnings)
+    else:
+        placement = placement_from_command(tmap, parsed, [f"CUDA{g.index}" for g in hw.gpus], types=types,
+                                           gpu_free_bytes=[g.free_bytes if g.free_bytes is not None else g.total_bytes
+                                                           for g in hw.gpus])
+        result = api.check(tmap, types, placement, hw, PlanRequest(run=run), warnings=parsed.warnings)
+    output.emit(result, as_json=as_json, render=output.render_check)
+    if not result.memory.fits:
+        sys.exit(2)

@@ -1,0 +1,38 @@
+"""`compare`: candidate mixes side by side on one machine."""
+
+from __future__ import annotations
+
+import click
+
+from planner.cli.app import main
+from planner.cli.options import hardware_options, run_config, run_options
+
+@main.command("compare")
+@click.argument("candidates", nargs=-1, required=True)
+@click.option("--model", "model", help="model the named ftypes and recipes apply to (default: qwen3-235b-a22b)")
+@hardware_options
+@run_options
+@click.option("--plot", type=click.Path(dir_okay=False), help="write size vs quality (speed as colour), .png or .svg")
+@click.option("--force", is_flag=True, help="let --plot overwrite")
+@click.option("--json", "as_json", is_flag=True)
+def compare_command(candidates, model, hw_opts, engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin,
+                    os_reserve, plot, force, as_json):
+    """Compare candidate mixes side by side on this hardware: size, BPW, fit, GPU/CPU bytes, speed, quality.
+
+    A candidate is a named ftype (IQ3_K), a recipe string (re=type,...), a recipe file, a GGUF file, or a
+    plan JSON. Non-dominated rows (size, TG, quality) are marked.
+
+    \b
+    Examples:
+      gguf-planner compare IQ3_K IQ4_KS Q4_K_M examples/seed-mix-IQ3_K.recipe --vram 24 --ram 96 --plot out.png
+    """
+    from planner import hardware, output
+    from planner.compare import compare, plot_comparison
+
+    hw = hardware.hardware_from_options(**hw_opts)
+    run = run_config(engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, hw)
+    result = compare(list(candidates), model=model, hw=hw, run=run)
+    if plot:
+        plot_comparison(result, plot, force=force)
+        output.note(f"wrote {plot}")
+    output.emit(result, as_json=as_json, render=output.render_compare)

@@ -1,0 +1,70 @@
+"""`verify` and `calibrate`: the user's own engine logs against the prediction, and the speed constants fitted to
+them."""
+
+from __future__ import annotations
+
+import click
+
+from planner.cli.app import main
+from planner.cli.options import log_options, logs_model_mix
+
+@main.command("verify")
+@log_options
+@click.option("--json", "as_json", is_flag=True)
+def verify_command(logs, model, base_type, custom_q, recipe_file, token_embedding_type, output_tensor_type, pure,
+                   hw_opts, engine, command, as_json):
+    """Compare engine logs with the prediction for the same model and command, term by term.
+
+    LOGS are what llama-server, llama-cli, llama-sweep-bench or llama-bench printed (ik_llama.cpp or llama.cpp):
+    weights and KV per device must match to 0.1 MiB; compute buffers and TG/PP are estimates, shown with their
+    error.
+
+    \b
+    Examples:
+      gguf-planner verify run.log --model Qwen3-235B-A22B-mix-IQ3_K-00001-of-00003.gguf --profile rtx3090ti-9950x-96g
+      gguf-planner verify sweep.log --model qwen3-235b-a22b --recipe-file mix.recipe --base-type IQ3_K \\
+          --command 'llama-sweep-bench -m m.gguf -ngl 99 -ot exps=CPU -fa -ctk q8_0 -ctv q8_0'
+    """
+    import shlex
+
+    from planner import hardware, output
+    from planner.verify import verify_logs
+
+    tmap, types = logs_model_mix(model, base_type, custom_q, recipe_file, token_embedding_type,
+                                  output_tensor_type, pure, engine)
+    hw = hardware.hardware_from_options(**hw_opts)
+    reports = verify_logs(logs, tmap, types, hw, engine=engine, argv=shlex.split(command) if command else None)
+    output.emit(reports, as_json=as_json, render=output.render_verify)
+
+
+@main.command("calibrate")
+@log_options
+@click.option("--save", type=click.Path(dir_okay=False), metavar="PROFILE.toml",
+              help="write the machine's profile with the fitted constants (use it with --profile)")
+@click.option("--force", is_flag=True, help="let --save overwrite")
+@click.option("--json", "as_json", is_flag=True)
+def calibrate_command(logs, model, base_type, custom_q, recipe_file, token_embedding_type, output_tensor_type, pure,
+                      hw_opts, engine, command, save, force, as_json):
+    """Fit the speed model's constants to this machine from its own llama-sweep-bench output(s).
+
+    Least squares on the model's terms (CPU/GPU bandwidth, PCIe, GEMM rates, launch cost, depth slope): the
+    fitted values with their uncertainty, the residual of every row, and which constants the runs could not tell
+    apart (benchmarks/calibration_design.py says which runs separate them).
+
+    \b
+    Examples:
+      gguf-planner calibrate sweep.log --model qwen3-235b-a22b --base-type IQ3_K --recipe-file mix.recipe \\
+          --profile rtx3090ti-9950x-96g --save mybox.toml
+      gguf-planner plan --profile mybox.toml
+    """
+    import shlex
+
+    from planner import hardware, output
+    from planner.calibrate import calibrate_and_save
+
+    tmap, types = logs_model_mix(model, base_type, custom_q, recipe_file, token_embedding_type,
+                                  output_tensor_type, pure, engine)
+    hw = hardware.hardware_from_options(**hw_opts)
+    res = calibrate_and_save(logs, tmap, types, hw, engine=engine, argv=shlex.split(command) if command else None,
+                             save=save, force=force)
+    output.emit(res, as_json=as_json, render=output.render_calibration)

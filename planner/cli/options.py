@@ -1,0 +1,207 @@
+"""The options several commands share (hardware, model and recipe, imatrix, run, logs) and the small
+conversions from their values to the library's requests."""
+
+from __future__ import annotations
+
+import click
+
+from planner.units import GIB
+
+HARDWARE_OPTION_NAMES = ("profile", "vram", "ram", "cores", "gpu", "ram_bw")
+
+
+def hardware_options(func):
+    """Add --profile/--vram/--ram/--cores/--gpu/--ram-bw; the command receives them as one ``hw_opts`` dict.
+
+    Use: ``hw = hardware.hardware_from_options(**hw_opts)`` (add ``disk_path=`` for the model's disk).
+    """
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        hw_opts = {name: kwargs.pop(name) for name in HARDWARE_OPTION_NAMES}
+        return func(*args, hw_opts=hw_opts, **kwargs)
+
+    options = [
+        click.option("--profile", metavar="NAME|PATH",
+                     help="hardware profile: a name from `gguf-planner profiles` or a .toml path"),
+        click.option("--vram", metavar="GIB[,GIB...]",
+                     help="GPU memory per GPU in GiB, e.g. 24 or 24,24; 0 for CPU only"),
+        click.option("--ram", type=float, metavar="GIB", help="system RAM in GiB"),
+        click.option("--cores", type=int, metavar="N", help="physical CPU cores"),
+        click.option("--gpu", metavar="MODEL", help="GPU model for bandwidth and PCIe, e.g. 'RTX 3090'"),
+        click.option("--ram-bw", "ram_bw", type=float, metavar="GB/S", help="RAM bandwidth in GB/s"),
+    ]
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+def model_options(func):
+    """MODEL plus the recipe options of `footprint` (they win over a GGUF's stored types)."""
+    options = [
+        click.option("--base-type", metavar="FTYPE", help="llama-quantize base type, e.g. IQ3_K, Q4_K_M"),
+        click.option("--custom-q", "custom_q", multiple=True, metavar="RE=TYPE,...",
+                     help="ik --custom-q rules (mainline: --tensor-type items); repeatable"),
+        click.option("--recipe-file", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+                     help="recipe file: one regex=type per line, # comments"),
+        click.option("--token-embedding-type", metavar="TYPE"),
+        click.option("--output-tensor-type", metavar="TYPE"),
+        click.option("--pure", is_flag=True, help="llama-quantize --pure (no per-tensor default rules)"),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def imatrix_options(func):
+    """--imatrix / --no-imatrix / --ignore-imatrix-rules for commands that predict what llama-quantize writes."""
+    options = [
+        click.option("--imatrix", "imatrix_file", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+                     help="quantize with this imatrix: llama-quantize's imatrix rules apply [default: none]"),
+        click.option("--no-imatrix", is_flag=True, help="quantize without an imatrix (the default, stated here)"),
+        click.option("--ignore-imatrix-rules", is_flag=True,
+                     help="ik llama-quantize --ignore-imatrix-rules: imatrix-only types without an imatrix"),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def imatrix_state(imatrix_file, no_imatrix) -> tuple[bool, str]:
+    if imatrix_file and no_imatrix:
+        raise click.BadParameter("--imatrix and --no-imatrix contradict each other")
+    if imatrix_file:
+        return True, f"imatrix: {imatrix_file} (llama-quantize's imatrix rules applied)"
+    return False, ("imatrix: none (--no-imatrix)" if no_imatrix else
+                   "imatrix: none (default; --imatrix FILE applies llama-quantize's imatrix rules)")
+
+
+def run_options(func):
+    """Context, KV cache, batch and load flags that change memory and speed."""
+    options = [
+        click.option("--engine", type=click.Choice(["ik", "ik-2025", "mainline"]), default="ik", show_default=True,
+                     help="engine profile the flags and type sets are for"),
+        click.option("--ctx", default=None, metavar="N|max",
+                     help="context length [default: 32768, or the model's training context if shorter]"),
+        click.option("--kv", default="q8_0", show_default=True, metavar="TYPE|auto",
+                     help="KV cache type (-ctk and -ctv); plan: auto = q8_0, or q4_0 when q8_0 does not fit"),
+        click.option("--ub", "ubatch", type=int, default=None,
+                     help="-ub micro-batch [plan/place default: the largest of 512..4096 that fits beside the plan; "
+                          "with --min-pp the smallest that meets it; else 512]"),
+        click.option("--batch", "batch", type=int, default=None, help="-b logical batch, >= -ub [default: max(2048, -ub)]"),
+        click.option("--amb", type=int, default=512, show_default=True, help="-amb MiB (ik)"),
+        click.option("--load", type=click.Choice(["rtr", "no-mmap", "mmap"]), default=None,
+                     help="how weights are loaded (plan/place default: chosen by predicted speed: --no-mmap for "
+                          "hybrid ik runs unless -rtr is predicted faster, rtr for CPU-only ik, mmap for mainline)"),
+        click.option("--threads", type=int, default=None, help="CPU threads (default: physical cores)"),
+        click.option("--gpu-margin", type=float, default=None, metavar="GIB",
+                     help="VRAM kept free per GPU [default: 1.0]"),
+        click.option("--os-reserve", type=float, default=None, metavar="GIB",
+                     help="RAM kept for the OS and the server process [default: 4.0]"),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def run_config(engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, hw=None):
+    from planner.launch import engine_profile
+    from planner.runconfig import RunConfig, batch_sizes
+
+    ctx_n = 0   # 0: chosen per model (planner.plan.resolve_ctx) or searched (--ctx max)
+    if ctx not in (None, "max"):
+        from planner.errors import UsageError
+        from planner.validate import check_option
+
+        try:
+            ctx_n = int(ctx)
+        except ValueError:
+            raise UsageError(f"--ctx expects a number or 'max', got {ctx!r}") from None
+        check_option("--ctx", ctx_n)
+    ub, b = batch_sizes(ubatch, batch)
+    return RunConfig(engine=engine, ctx=ctx_n, type_k=kv, type_v=kv, ubatch=ub, batch=b, amb=amb,
+                     load=load or engine_profile(engine)["default_load"],
+                     threads=threads or (hw.threads_default if hw is not None else None),
+                     **margins(gpu_margin, os_reserve))
+
+
+def margins(gpu_margin, os_reserve) -> dict:
+    out = {}
+    if gpu_margin is not None:
+        out["gpu_margin_bytes"] = int(gpu_margin * GIB)
+    if os_reserve is not None:
+        out["os_reserve_bytes"] = int(os_reserve * GIB)
+    return out
+
+
+def cluster_from_options(cluster, rpc_hosts, hw_opts):
+    """The cluster of ``--cluster FILE`` or of ``--rpc-host`` values over the main host's hardware; None if neither."""
+    if not cluster and not rpc_hosts:
+        return None
+    from planner import hardware
+    from planner.cluster_flags import cluster_from_flags
+    from planner.cluster_toml import load_cluster
+
+    if cluster:
+        if rpc_hosts or any(v is not None for v in hw_opts.values()):
+            raise click.UsageError("--cluster describes every host: leave out --rpc-host and the hardware options")
+        return load_cluster(cluster)
+    return cluster_from_flags(hardware.hardware_from_options(**hw_opts), list(rpc_hosts))
+
+
+def local_dir(path):
+    """The folder of a local model/output path, for the free space of its disk; None otherwise."""
+    from pathlib import Path
+
+    if not path or "://" in path:
+        return None
+    p = Path(path).expanduser()
+    d = p if p.is_dir() else p.parent
+    return str(d) if (p.suffix == ".gguf" or p.is_dir()) and d.is_dir() else None
+
+
+def recipe_text(recipe_file):
+    if not recipe_file:
+        return None
+    from pathlib import Path
+
+    return Path(recipe_file).read_text()
+
+
+def write_json_out(doc, out, force):
+    if not out:
+        return
+    from pathlib import Path
+
+    from planner import output
+    from planner.fileout import write_new_file
+
+    write_new_file(Path(out), output.dumps(doc), force=force)
+    output.note(f"wrote {out}")
+
+
+def logs_model_mix(model, base_type, custom_q, recipe_file, token_embedding_type, output_tensor_type, pure,
+                    engine):
+    from planner.mix import mix_from_options
+    from planner.source import load_model
+
+    tmap = load_model(model)
+    types, _ = mix_from_options(tmap, base_type=base_type, custom_q=custom_q, recipe_text=recipe_text(recipe_file),
+                                engine="mainline" if engine == "mainline" else "ik",
+                                token_embedding_type=token_embedding_type, output_tensor_type=output_tensor_type,
+                                pure=pure)
+    return tmap, types
+
+
+def log_options(func):
+    """LOGS plus what `verify` and `calibrate` need to predict them: the model and mix, the machine, the engine
+    profile and the command (when the logs do not show it)."""
+    func = click.option("--command", "command", metavar="'llama-... ARGS'",
+                        help="the command that produced the logs, when they do not show it")(func)
+    func = click.option("--engine", type=click.Choice(["ik", "ik-2025", "mainline"]), default="ik",
+                        show_default=True, help="engine profile of the logged build")(func)
+    func = model_options(hardware_options(func))
+    func = click.option("--model", "model", metavar="MODEL",
+                        help="the model the logs ran (GGUF, config.json, built-in)")(func)
+    return click.argument("logs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))(func)

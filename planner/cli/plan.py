@@ -1,0 +1,143 @@
+"""`plan` (choose types and placement together) and `place` (placement of a given mix)."""
+
+from __future__ import annotations
+
+import click
+
+from planner.cli.app import main
+from planner.cli.options import (cluster_from_options, hardware_options, local_dir, model_options, recipe_text,
+                                  run_config, run_options, write_json_out)
+
+@main.command("plan")
+@click.argument("model", required=False)
+@hardware_options
+@run_options
+@click.option("--objective", type=click.Choice(["balanced", "quality", "speed"]), default="balanced", show_default=True,
+              help="balanced: the best quality, then the fastest plan within --quality-slack of it; quality: "
+                   "least predicted loss; speed: fastest predicted generation")
+@click.option("--min-tg", type=float, help="minimum predicted generation speed, tokens/s")
+@click.option("--min-pp", type=float, help="minimum predicted prompt processing speed (one ubatch), tokens/s")
+@click.option("--max-size", type=float, metavar="GIB", help="cap on the total size of the weights")
+@click.option("--allow", multiple=True, metavar="TYPE", help="candidate types (repeatable; default: a curated set)")
+@click.option("--deny", multiple=True, metavar="TYPE", help="types never to use (repeatable)")
+@click.option("--fixed", multiple=True, metavar="REGEX=TYPE", help="pin matching tensors to a type (repeatable)")
+@click.option("--pareto", type=int, default=0, metavar="N",
+              help="return N non-dominated plans from the best-quality to the fastest (table / JSON list)")
+@click.option("--granularity", type=click.Choice(["layer", "role", "band"]), default="layer", show_default=True,
+              help="types per tensor of each layer, one per role, or one per role in 4 layer bands (shorter recipes)")
+@click.option("--check-binary", type=click.Path(exists=True, dir_okay=False),
+              help="refuse launch flags this llama-server binary does not list in --help")
+@click.option("--imatrix", type=click.Path(exists=True, dir_okay=False),
+              help="imatrix file (.dat or GGUF) llama-quantize will use [default: one is assumed and the workflow "
+                   "computes it]")
+@click.option("--no-imatrix", is_flag=True, help="plan for quantizing without an imatrix (no imatrix-only types)")
+@click.option("--ignore-imatrix-rules", is_flag=True,
+              help="ik llama-quantize --ignore-imatrix-rules: allow imatrix-only types without an imatrix")
+@click.option("--no-floors", is_flag=True,
+              help="let output/token_embd/attn_v go below the engine's own floors for the plan's bpw class")
+@click.option("--max-rules", type=int, default=None, metavar="N",
+              help="merge per-role type groups until the recipe has at most N rules (the cost is reported)")
+@click.option("--quality-slack", type=float, default=0.5, show_default=True, metavar="PCT",
+              help="balanced: the fastest plan whose predicted PPL ratio is within PCT %% of the best-quality plan")
+@click.option("--model-path", metavar="PATH", help="output GGUF path used in the emitted commands")
+@click.option("--cluster", metavar="NAME|PATH",
+              help="plan across hosts joined by llama.cpp RPC: a cluster TOML (docs/rpc.md); it names the main "
+                   "host's profile")
+@click.option("--rpc-host", "rpc_hosts", multiple=True, metavar="NAME=KEY:VALUE,...",
+              help="an rpc-server host, e.g. box2=addr:192.168.1.20,ram:256,bw:10gbe,cache (repeatable; the main "
+                   "host is the machine described by the hardware options)")
+@click.option("--scripts", "scripts_dir", type=click.Path(file_okay=False),
+              help="cluster plans: write main.sh and one <host>.sh per rpc-server host into this folder")
+@click.option("--out", type=click.Path(dir_okay=False), help="write the plan JSON here")
+@click.option("--force", is_flag=True)
+@click.option("--json", "as_json", is_flag=True)
+def plan_command(model, hw_opts, engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, objective,
+                 min_tg, min_pp, max_size, allow, deny, fixed, pareto, granularity, check_binary, imatrix, no_imatrix,
+                 ignore_imatrix_rules, no_floors, max_rules, quality_slack, model_path, cluster, rpc_hosts, scripts_dir,
+                 out, force, as_json):
+    """Choose quant types and device placement together (exact ILP), and emit the recipe and launch command.
+
+    Without hardware flags the machine is probed; --vram/--ram describe a machine by hand and the remaining
+    figures come from the default profile (the seed rig). A quantized GGUF keeps its types (this is `place`).
+
+    \b
+    Examples:
+      gguf-planner plan --vram 24 --ram 96
+      gguf-planner plan qwen3-235b-a22b --profile rtx4090-7950x-192g --ctx 65536 --out plan.json
+      gguf-planner plan --vram 24,24 --ram 256 --engine mainline --min-tg 12
+      gguf-planner plan deepseek-r1 --vram 24 --ram 128 --imatrix imatrix-DeepSeek-R1-0528.dat
+    """
+    from planner import api, hardware, output
+    from planner.request import EmitOptions, PlanRequest
+
+    clus = cluster_from_options(cluster, rpc_hosts, hw_opts)
+    if scripts_dir and clus is None:
+        raise click.UsageError("--scripts writes a cluster's scripts: give --cluster or --rpc-host "
+                               "(one box: `export --plan`)")
+    hw = clus.main if clus is not None else hardware.hardware_from_options(
+        **hw_opts, disk_path=local_dir(model_path or model))
+    run = run_config(engine, ctx, "q8_0" if kv == "auto" else kv, ubatch, batch, amb, load, threads, gpu_margin,
+                      os_reserve, hw)
+    request = PlanRequest(run=run, objective=objective, min_tg=min_tg, min_pp=min_pp, load_auto=load is None,
+                          ub_auto=ubatch is None and batch is None,
+                          max_size_bytes=api.size_cap_bytes(max_size), allow=tuple(allow), deny=tuple(deny),
+                          fixed=api.parse_fixed(fixed, run.qengine), has_imatrix=not no_imatrix,
+                          quality_slack_pct=quality_slack, granularity=granularity, ctx_max=(ctx == "max"),
+                          kv_auto=(kv == "auto"), pareto=pareto, imatrix=imatrix,
+                          ignore_imatrix_rules=ignore_imatrix_rules, floors=not no_floors, max_rules=max_rules)
+    if imatrix and no_imatrix:
+        raise click.BadParameter("--imatrix and --no-imatrix contradict each other")
+    if clus is not None:
+        from planner.cluster_plan import write_cluster_scripts
+
+        cdoc = api.plan_cluster(model, clus, request, EmitOptions(model_path=model_path, check_binary=check_binary))
+        write_json_out(cdoc, out, force)
+        if scripts_dir:
+            for path in write_cluster_scripts(cdoc, scripts_dir, force=force):
+                output.note(f"wrote {path}")
+        output.emit(cdoc, as_json=as_json, render=output.render_cluster_plan)
+        return
+    doc = api.plan(model, hw, request, EmitOptions(model_path=model_path, check_binary=check_binary))
+    write_json_out(doc, out, force)
+    output.emit(doc, as_json=as_json, render=output.render_pareto if pareto else output.render_plan)
+
+
+@main.command("place")
+@click.argument("model", required=False)
+@model_options
+@hardware_options
+@run_options
+@click.option("--model-path", metavar="PATH", help="path of the GGUF in the emitted command (default: MODEL)")
+@click.option("--min-tg", type=float, help="refuse placements slower than this many tokens/s")
+@click.option("--min-pp", type=float, help="refuse placements with slower prompt processing (tokens/s)")
+@click.option("--check-binary", type=click.Path(exists=True, dir_okay=False),
+              help="refuse launch flags this llama-server binary does not list in --help")
+@click.option("--out", type=click.Path(dir_okay=False), help="write the plan JSON here")
+@click.option("--force", is_flag=True, help="let --out overwrite")
+@click.option("--json", "as_json", is_flag=True)
+def place_command(model, base_type, custom_q, recipe_file, token_embedding_type, output_tensor_type, pure,
+                  hw_opts, engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, model_path,
+                  min_tg, min_pp, check_binary, out, force, as_json):
+    """Choose GPU(s) or CPU for every tensor of a given mix, maximising predicted generation speed.
+
+    \b
+    Examples:
+      gguf-planner place qwen3-235b-a22b --recipe-file examples/seed-mix-IQ3_K.recipe --profile rtx3090ti-9950x-96g
+      gguf-planner place model.gguf --vram 24,24 --ram 256 --ctx max --engine mainline
+    """
+    from planner import api, hardware, output
+    from planner.mix import mix_from_options
+    from planner.request import EmitOptions, PlanRequest
+    from planner.source import load_model
+
+    tmap = load_model(model)
+    hw = hardware.hardware_from_options(**hw_opts)
+    run = run_config(engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, hw)
+    types, fp = mix_from_options(tmap, base_type=base_type, custom_q=custom_q, recipe_text=recipe_text(recipe_file),
+                                 engine=engine, token_embedding_type=token_embedding_type,
+                                 output_tensor_type=output_tensor_type, pure=pure)
+    doc = api.place(model, tmap, types, hw, PlanRequest(run=run, min_tg=min_tg, min_pp=min_pp, ctx_max=(ctx == "max"),
+                                                        load_auto=load is None, ub_auto=ubatch is None and batch is None),
+                    EmitOptions(model_path=model_path, check_binary=check_binary), quantized_here=fp is not None)
+    write_json_out(doc, out, force)
+    output.emit(doc, as_json=as_json, render=output.render_plan)

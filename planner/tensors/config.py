@@ -1,0 +1,163 @@
+"""Tensor maps from a Hugging Face ``config.json``: its fields mapped to :class:`ModelParams` (``_HF_FIELDS``, per
+architecture ``hf_fields``/``defaults``/``derived`` in architectures.toml, as ``convert_hf_to_gguf.py`` writes the
+GGUF keys), then the architecture template."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from planner.errors import UnknownModelError
+from planner.tensors.model import ModelParams, TensorMap
+from planner.tensors.templates import _architectures, build
+
+# HF config.json field -> ModelParams field (first present wins)
+_HF_FIELDS: dict[str, tuple[str, ...]] = {
+    "n_layer": ("num_hidden_layers",),
+    "n_embd": ("hidden_size",),
+    "n_vocab": ("vocab_size",),
+    "n_head": ("num_attention_heads",),
+    "n_head_kv": ("num_key_value_heads", "num_attention_heads"),
+    "head_dim": ("head_dim",),
+    "n_expert": ("num_experts", "n_routed_experts", "num_local_experts", "moe_num_experts"),
+    "n_expert_used": ("num_experts_per_tok", "experts_per_token", "moe_k"),
+    "n_ff": ("intermediate_size",),
+    "n_ff_exp": ("moe_intermediate_size",),
+    "n_ctx_train": ("max_position_embeddings",),
+    "tied": ("tie_word_embeddings",),
+    "n_dense_lead": ("first_k_dense_replace", "moe_layer_start_index"),
+    "n_shared_exp": ("n_shared_experts", "moe_num_shared_experts"),
+    "q_lora_rank": ("q_lora_rank",),
+    "kv_lora_rank": ("kv_lora_rank",),
+    "qk_nope_head_dim": ("qk_nope_head_dim",),
+    "n_rot": ("qk_rope_head_dim",),
+    "head_dim_v": ("v_head_dim",),
+    "qk_norm": ("use_qk_norm",),
+    "full_attn_interval": ("full_attention_interval",),
+    "ssm_d_conv": ("linear_conv_kernel_dim",),
+    "ssm_d_state": ("linear_key_head_dim",),
+    "ssm_n_group": ("linear_num_key_heads",),
+    "ssm_dt_rank": ("linear_num_value_heads",),
+    "indexer_n_head": ("index_n_heads",),
+    "indexer_head_size": ("index_head_dim",),
+    "n_ff_shexp": ("shared_expert_intermediate_size",),
+    "moe_every": ("interleave_moe_layer_step",),
+}
+
+
+def _flatten_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Multimodal configs (Gemma 3, Llama 4, Qwen3.5) nest the language model in ``text_config``: it wins."""
+    flat = dict(config)
+    text = config.get("text_config")
+    if isinstance(text, Mapping):
+        flat.update({k: v for k, v in text.items() if v is not None})
+    return flat
+
+
+def config_arch(config: Mapping[str, Any]) -> str:
+    """The GGUF architecture a config.json converts to (by ``model_type``, text_config first).
+
+    Raises:
+        UnknownModelError: no template maps this model_type (the message lists the supported ones).
+    """
+    flat = _flatten_config(config)
+    for model_type in (flat.get("model_type", ""), config.get("model_type", "")):
+        arch = next((a for a, t in _architectures().items() if model_type in t.get("hf_model_types", ())), None)
+        if arch is not None:
+            return arch
+    raise UnknownModelError(f"config.json model_type {config.get('model_type', '')!r} has no architecture template",
+                            hint="supported: " + ", ".join(
+                                sorted(m for t in _architectures().values() for m in t.get("hf_model_types", ()))))
+
+
+def from_config(config: Mapping[str, Any], source: str = "config.json", *, name: str | None = None) -> TensorMap:
+    """A TensorMap from a Hugging Face ``config.json`` dict.
+
+    Field names: :data:`_HF_FIELDS`, overridden per architecture by ``hf_fields`` in ``architectures.toml``;
+    fixed per-architecture numbers (SWA period, full-attention interval) come from its ``defaults``.
+    """
+    arch = config_arch(config)
+    tpl = _architectures()[arch]
+    flat = _flatten_config(config)
+    values: dict[str, Any] = {"arch": arch}
+    fields_map = dict(_HF_FIELDS)
+    fields_map.update({k: tuple(v) for k, v in tpl.get("hf_fields", {}).items()})
+    for target, keys in fields_map.items():
+        for k in keys:
+            if k in flat and flat[k] is not None:
+                values[target] = flat[k]
+                break
+    missing = [f for f in ("n_layer", "n_embd", "n_vocab", "n_head") if f not in values]
+    if missing:
+        raise UnknownModelError(f"{source}: config.json lacks {', '.join(missing)}")
+    for key, value in tpl.get("defaults", {}).items():
+        values.setdefault(key, value)
+    for key in tpl.get("ignore", ()):
+        values.pop(key, None)
+    if values.get("kv_lora_rank"):
+        # MLA: Q/K heads are qk_nope + qk_rope wide, as convert_hf_to_gguf writes attention.key_length
+        # (transformers' DeepseekV3Config may serialize head_dim = qk_rope_head_dim, which is not that)
+        values["head_dim"] = values.get("qk_nope_head_dim", 0) + values.get("n_rot", 0)
+    elif "head_dim" not in values:
+        values["head_dim"] = values["n_embd"] // values["n_head"]
+    if "n_rot" not in values and flat.get("partial_rotary_factor"):
+        values["n_rot"] = int(values["head_dim"] * flat["partial_rotary_factor"])   # GLM-4.5: 0.5
+    if values.get("head_dim_v") == values["head_dim"]:
+        values["head_dim_v"] = 0
+    if "ssm_d_inner" in tpl.get("derived", ()):
+        # gated delta-net: value width = linear_value_head_dim * linear_num_value_heads (GGUF ssm.inner_size)
+        values["ssm_d_inner"] = int(flat["linear_value_head_dim"]) * int(flat["linear_num_value_heads"])
+    if "n_ff_exp=n_ff" in tpl.get("derived", ()) and "n_ff_exp" not in values and values.get("n_ff"):
+        values["n_ff_exp"] = values["n_ff"]                      # Mixtral: experts are intermediate_size wide
+    if not values.get("n_swa"):
+        values.pop("swa_period", None)
+    if tpl.get("keeps_nextn"):
+        # the converter appends the NextN/MTP block(s) after the decoder blocks (block_count = L + nextn)
+        values["n_nextn"] = int(flat.get("num_nextn_predict_layers") or 0)
+        values["n_layer"] += values["n_nextn"]
+    if not values.get("n_expert"):
+        values.pop("n_expert", None), values.pop("n_expert_used", None)
+    if arch == "qwen3":
+        values.pop("n_expert", None), values.pop("n_expert_used", None)
+    values["tied"] = bool(values.get("tied", tpl.get("tied_default", False)))
+    values["qk_norm"] = bool(values.get("qk_norm", False))
+    for key in ("n_swa", "n_expert", "n_expert_used", "n_dense_lead", "n_shared_exp", "full_attn_interval"):
+        if key in values:
+            values[key] = int(values[key])
+    try:
+        params = ModelParams(**values)
+    except TypeError as exc:
+        raise UnknownModelError(f"{source}: config.json field has the wrong type: {exc}") from exc
+    if name is None:
+        name = model_display_name(config)
+    return build(params, name, source)
+
+
+def model_display_name(config: Mapping[str, Any], folder: str | None = None) -> str:
+    """The name users know the model by (``GLM-4.6``), not its transformers class (``Glm4MoeForCausalLM``).
+
+    ``_name_or_path``'s last component when the config carries one, else the folder (or Hub repo) the
+    config.json came from, else the architecture class as a last resort.
+    """
+    named = config.get("_name_or_path")
+    if isinstance(named, str) and named.strip("/ "):
+        return named.rstrip("/").rsplit("/", 1)[-1]
+    if folder and folder.strip("/ .") and folder not in ("snapshots", "main"):
+        return folder.rstrip("/").rsplit("/", 1)[-1]
+    return str((config.get("architectures") or [config.get("model_type") or "model"])[0])
+
+
+def from_config_file(path: Path) -> TensorMap:
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UnknownModelError(f"cannot read {path} as config.json: {exc}") from exc
+    if not isinstance(config, dict):
+        raise UnknownModelError(f"{path} is not a config.json object")
+    parent = path.resolve().parent
+    folder = parent.name
+    if parent.parent.name == "snapshots" and parent.parent.parent.name.startswith("models--"):
+        folder = parent.parent.parent.name.split("--")[-1]        # Hugging Face cache: models--org--name
+    return from_config(config, source=str(path), name=model_display_name(config, folder))

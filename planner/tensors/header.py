@@ -1,0 +1,168 @@
+"""Tensor maps from a parsed GGUF header: every tensor as stored, the architecture numbers from the ``{arch}.*``
+keys, and the attention/state layout keys that size the KV cache and recurrent state."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from planner.tensors.model import ModelParams, TensorInfo, TensorMap
+from planner.tensors.templates import _architectures
+
+def _optional_qk_norm(arch: str) -> bool:
+    """Whether ``arch``'s template makes attn_q_norm conditional on ``qk_norm`` (else the flag stays False)."""
+    tpl = _architectures().get(arch, {})
+    return any("qk_norm" in cond for _, _, _, cond in tpl.get("block", ()))
+
+
+def from_gguf(header: Any) -> TensorMap:
+    """A TensorMap from a parsed :class:`planner.gguf_header.GGUFHeader` (every tensor as stored).
+
+    Raises:
+        GGUFFormatError: the header lacks ``general.architecture`` or a required ``{arch}.*`` number.
+    """
+    from planner.errors import GGUFFormatError
+    from planner.validate import display_name, validate_header, validate_model
+
+    arch = header.arch
+    if not arch:
+        raise GGUFFormatError("the header has no general.architecture", field="general.architecture",
+                              source=header.source)
+    validate_header(header)
+
+    def num(key: str, default: int | None = None) -> int | None:
+        value = header.get(f"{arch}.{key}")
+        if isinstance(value, (tuple, list)):       # per-layer arrays (e.g. head_count_kv): the largest
+            value = max(value) if value else None
+        if value is None or isinstance(value, str):
+            return default
+        return int(value)
+
+    def required(key: str) -> int:
+        value = num(key)
+        if value is None:
+            raise GGUFFormatError(f"the header lacks {arch}.{key}", field=f"{arch}.{key}", source=header.source)
+        return value
+
+    names = {t.name: t for t in header.tensors}
+    n_embd, n_head = required("embedding_length"), required("attention.head_count")
+    n_vocab = num("vocab_size")
+    if n_vocab is None:
+        tokens = header.get("tokenizer.ggml.tokens")
+        if not isinstance(tokens, (str, type(None))) and hasattr(tokens, "__len__") and len(tokens):
+            n_vocab = len(tokens)
+        elif "token_embd.weight" in names and len(names["token_embd.weight"].shape) > 1:
+            n_vocab = names["token_embd.weight"].shape[1]
+        else:
+            n_vocab = 0
+    # MLA files from newer converters store the latent widths in key_length/value_length (576/512) and the
+    # per-head ones in key_length_mla/value_length_mla (192/128); older ones only the per-head widths
+    head_dim = (num("attention.key_length_mla") or num("attention.key_length")
+                or (n_embd // n_head if n_head else 0))
+    head_dim_v = num("attention.value_length_mla", 0) or num("attention.value_length", 0) or 0
+    kv_lora_rank = num("attention.kv_lora_rank", 0) or 0
+    n_rot = num("rope.dimension_count", 0) or 0
+    tensors = tuple(TensorInfo(t.name, tuple(t.shape), t.type_name) for t in header.tensors)
+    params = ModelParams(
+        arch=arch,
+        n_layer=required("block_count"),
+        n_embd=n_embd,
+        n_vocab=n_vocab,
+        n_head=n_head,
+        n_head_kv=num("attention.head_count_kv") or n_head,
+        head_dim=head_dim,
+        n_expert=num("expert_count", 0) or 0,
+        n_expert_used=num("expert_used_count", 0) or 0,
+        n_ff=num("feed_forward_length", 0) or 0,
+        n_ff_exp=num("expert_feed_forward_length", 0) or 0,
+        n_ctx_train=num("context_length", 0) or 0,
+        tied="output.weight" not in names,
+        n_dense_lead=num("leading_dense_block_count", 0) or 0,
+        kv_lora_rank=kv_lora_rank,
+        n_rot=n_rot,
+        head_dim_v=0 if head_dim_v == head_dim else head_dim_v,
+        q_lora_rank=num("attention.q_lora_rank", 0) or 0,
+        qk_nope_head_dim=max(0, head_dim - n_rot) if kv_lora_rank else 0,
+        n_shared_exp=num("expert_shared_count", 0) or 0,
+        n_nextn=num("nextn_predict_layers", 0) or 0,
+        qk_norm=_optional_qk_norm(arch) and any(t.role == "attn_q_norm" for t in tensors),
+        **_gguf_layout(header, arch, tensors),
+    )
+    name = header.get("general.name")
+    if isinstance(name, str) and name.strip():
+        # converters title-case the folder name with spaces ("Qwen3 235B A22B"): a file-name-safe spelling
+        name = re.sub(r"[^\w.+-]+", "-", name.strip()).strip("-")
+    else:
+        name = re.sub(r"(-\d{5}-of-\d{5})?\.gguf$", "", header.source.rstrip("/").rsplit("/", 1)[-1])
+    tmap = TensorMap(name=display_name(name), params=params, tensors=tensors, source=header.source,
+                     file_bytes=header.file_bytes, header=header)
+    validate_model(tmap)
+    return tmap
+
+
+def _gguf_layout(header: Any, arch: str, tensors: tuple[TensorInfo, ...]) -> dict[str, Any]:
+    """The attention/state layout keys of a GGUF header (what sizes the KV cache and recurrent state).
+
+    Keys as the engines' loaders read them (ik src/llama-hparams.cpp @8337e4cd, llama_model_loader keys in
+    src/llama-arch.cpp): ``attention.sliding_window`` (+ ``_pattern``, a period or a per-layer bool array),
+    ``attention.key_length_swa``, per-layer ``attention.head_count_kv``, ``ssm.*`` and ``full_attention_interval``,
+    ``attention.indexer.*``, ``attention.compress_ratios``, ``interleave_moe_layer_step``.  Numbers an engine
+    hard-codes for an architecture (Llama 4's 8192-token chunks every 3 of 4 layers, gpt-oss's alternation) come
+    from ``gguf_defaults`` in architectures.toml.
+    """
+    def raw(key: str) -> Any:
+        return header.get(f"{arch}.{key}")
+
+    def as_int(key: str) -> int:
+        value = raw(key)
+        return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+
+    out: dict[str, Any] = dict(_architectures().get(arch, {}).get("gguf_defaults", {}))
+    if as_int("attention.sliding_window"):
+        out["n_swa"] = as_int("attention.sliding_window")
+    pattern = raw("attention.sliding_window_pattern")
+    if isinstance(pattern, (tuple, list)) and pattern:
+        out["swa_layers"] = tuple(bool(x) for x in pattern)
+    elif isinstance(pattern, int) and not isinstance(pattern, bool) and pattern > 0:
+        out["swa_period"] = int(pattern)
+    if as_int("attention.key_length_swa"):
+        out["head_dim_swa"] = as_int("attention.key_length_swa")
+    kv_heads = raw("attention.head_count_kv")
+    if isinstance(kv_heads, (tuple, list)) and len(set(kv_heads)) > 1:
+        out["n_head_kv_layers"] = tuple(int(x) for x in kv_heads)
+    for field_name, key in (("ssm_d_conv", "ssm.conv_kernel"), ("ssm_d_inner", "ssm.inner_size"),
+                            ("ssm_d_state", "ssm.state_size"), ("ssm_dt_rank", "ssm.time_step_rank"),
+                            ("ssm_n_group", "ssm.group_count"), ("full_attn_interval", "full_attention_interval"),
+                            ("indexer_n_head", "attention.indexer.head_count"),
+                            ("indexer_head_size", "attention.indexer.key_length"),
+                            ("n_ff_shexp", "expert_shared_feed_forward_length"),
+                            ("moe_every", "interleave_moe_layer_step")):
+        if as_int(key):
+            out[field_name] = as_int(key)
+    ratios = raw("attention.compress_ratios")
+    if isinstance(ratios, (tuple, list)):
+        out["compress_ratios"] = tuple(int(x) for x in ratios)
+    elif arch == "deepseek4":
+        # no compress_ratios key: ik infers each layer's ratio from its tensors (src/llama-hparams.cpp @8337e4cd,
+        # LLM_ARCH_DEEPSEEK4): an indexer -> 4 (CSA), an attention compressor only -> 128 (HCA), else 0
+        roles: dict[int, set[str]] = {}
+        for t in tensors:
+            if t.layer is not None:
+                roles.setdefault(t.layer, set()).add(t.role)
+        n_layer = as_int("block_count")
+        comp = {"attn_compress_kv", "attn_compressor_kv"}
+        index = {"indexer.attn_q_b", "indexer.compress_kv", "indexer_compressor_kv"}
+        out["compress_ratios"] = tuple(4 if roles.get(il, set()) & index else 128 if roles.get(il, set()) & comp
+                                       else 0 for il in range(n_layer))
+    # Recurrent/state tensors the planner has no state formula for: a hybrid needs its full-attention interval
+    # and ssm sizes; anything else (Mamba, RWKV time-mix, LFM2 short-conv, KDA) is named, never guessed.
+    state_roles = sorted({t.role for t in tensors if t.role.startswith(_STATE_ROLE_PREFIXES)})
+    if state_roles and not out.get("full_attn_interval"):
+        out["unknown_layout"] = "recurrent-state tensors " + ", ".join(state_roles[:6])
+    if not out.get("n_swa"):
+        out.pop("swa_period", None)
+        out.pop("swa_layers", None)
+    return out
+
+
+_STATE_ROLE_PREFIXES = ("ssm_", "time_mix_", "channel_mix_", "shortconv", "conv1d")

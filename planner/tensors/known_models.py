@@ -1,0 +1,51 @@
+"""The built-in models: ``data/models.toml`` (config numbers or a config.json body per model, with the published
+parameter counts they are checked against), each expanded once into a :class:`TensorMap`."""
+
+from __future__ import annotations
+
+import functools
+import tomllib
+from typing import Any
+
+from planner.errors import UnknownModelError
+from planner.tables import DATA
+from planner.tensors.config import from_config
+from planner.tensors.model import ModelParams, TensorMap
+from planner.tensors.templates import build
+
+@functools.cache
+def _models() -> dict[str, Any]:
+    return tomllib.loads((DATA / "models.toml").read_text())
+
+
+def builtin_names() -> list[str]:
+    return sorted(_models())
+
+
+@functools.cache
+def builtin(name: str) -> TensorMap:
+    """A built-in model by name (case-insensitive), e.g. ``qwen3-235b-a22b``."""
+    models = _models()
+    key = name.lower()
+    if key not in models:
+        raise UnknownModelError(f"unknown built-in model {name!r}",
+                                hint=f"built-in models: {', '.join(builtin_names())}")
+    spec = dict(models[key])
+    display = spec.pop("display", key)
+    for meta in ("source", "published", "notes"):
+        spec.pop(meta, None)
+    if "config" in spec:
+        return from_config(spec["config"], source=f"builtin:{key}", name=display)
+    params = ModelParams(**spec)
+    return build(params, display, f"builtin:{key}")
+
+
+def builtin_info(name: str) -> dict[str, Any]:
+    """A built-in's metadata: display name, config source, published parameter counts, notes."""
+    models = _models()
+    key = name.lower()
+    if key not in models:
+        raise UnknownModelError(f"unknown built-in model {name!r}",
+                                hint=f"built-in models: {', '.join(builtin_names())}")
+    spec = models[key]
+    return {k: spec[k] for k in ("display", "source", "published", "notes") if k in spec}

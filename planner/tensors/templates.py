@@ -1,0 +1,88 @@
+"""Architecture templates: ``data/architectures.toml`` (tensor names, ``ne`` shapes as sums of products of
+parameter names, source dtypes, conditions) expanded with a model's numbers into a :class:`TensorMap` in GGUF file
+order (:func:`build`)."""
+
+from __future__ import annotations
+
+import functools
+import tomllib
+from collections.abc import Mapping
+from dataclasses import fields
+from typing import Any
+
+from planner.errors import UnknownModelError
+from planner.tables import DATA
+from planner.tensors.model import ModelParams, TensorInfo, TensorMap
+
+@functools.cache
+def _architectures() -> dict[str, Any]:
+    return tomllib.loads((DATA / "architectures.toml").read_text())
+
+
+def _dim(expr: str, env: Mapping[str, int]) -> int:
+    """A sum of products of parameter names and integers, e.g. ``kv_lora_rank + n_rot``."""
+    total = 0
+    for term in expr.split("+"):
+        value = 1
+        for factor in term.split("*"):
+            factor = factor.strip()
+            value *= int(factor) if factor.isdigit() else env[factor]
+        total += value
+    return total
+
+
+def _shape(spec: str, env: Mapping[str, int]) -> tuple[int, ...]:
+    return tuple(_dim(part, env) for part in spec.split(","))
+
+
+def _cond(cond: str, params: ModelParams, layer: int | None) -> bool:
+    """A template condition; several joined by ``&`` must all hold."""
+    if "&" in cond:
+        return all(_cond(c.strip(), params, layer) for c in cond.split("&"))
+    if not cond:
+        return True
+    if cond == "untied":
+        return not params.tied
+    if cond == "dense":
+        return layer is not None and not params.is_moe_layer(layer)
+    if cond == "moe":
+        return layer is not None and params.is_moe_layer(layer)
+    if cond == "full_attn":
+        return layer is not None and not params.is_recurrent(layer)
+    if cond == "recurrent":
+        return layer is not None and params.is_recurrent(layer)
+    if cond == "swa":
+        return layer is not None and params.is_swa(layer)
+    if cond == "nextn":
+        return layer is not None and params.n_nextn > 0 and layer >= params.n_layer - params.n_nextn
+    kind, _, name = cond.partition(":")
+    if kind in ("has", "no") and name in ModelParams.__dataclass_fields__:
+        return bool(getattr(params, name)) == (kind == "has")
+    raise ValueError(f"unknown template condition {cond!r}")
+
+
+def build(params: ModelParams, name: str, source: str) -> TensorMap:
+    """Expand an architecture template into a TensorMap, in GGUF file order."""
+    try:
+        tpl = _architectures()[params.arch]
+        tpl["block"]
+    except KeyError:
+        raise UnknownModelError(
+            f"no built-in template for architecture {params.arch!r}",
+            hint=f"known: {', '.join(sorted(a for a, t in _architectures().items() if 'block' in t))}; "
+                 "or read the GGUF header instead") from None
+    env = {f.name: getattr(params, f.name) for f in fields(params) if isinstance(getattr(params, f.name), int)}
+    env["head_dim_v"] = params.head_dim_v or params.head_dim
+    env["ssm_head_v_dim"] = params.ssm_d_inner // params.ssm_dt_rank if params.ssm_dt_rank else 0
+    out: list[TensorInfo] = []
+    for tname, spec, dtype, cond in tpl["head"]:
+        if _cond(cond, params, None):
+            out.append(TensorInfo(tname, _shape(spec, env), dtype))
+    for il in range(params.n_layer):
+        for tname, spec, dtype, cond in tpl["block"]:
+            if _cond(cond, params, il):
+                out.append(TensorInfo(f"blk.{il}.{tname}", _shape(spec, env), dtype))
+    for tname, spec, dtype, cond in tpl["tail"]:
+        if _cond(cond, params, None):
+            out.append(TensorInfo(tname, _shape(spec, env), dtype))
+    return TensorMap(name=name, params=params, tensors=tuple(out), source=source)
