@@ -54,14 +54,22 @@ def test_candidate_types_memo_matches_the_uncached_rule(model):
                          ignore_imatrix_rules=False)
 
 
-def test_groups_are_reused_only_for_the_same_inputs():
+def test_groups_are_reused_only_for_the_same_inputs_within_pareto():
     tm = load_model(None)
     hw = resolve_hardware(vram=[24.0], ram=96.0)
     budget = Budget.from_hardware(hw)
     q = QualityModel.build(tm)
     req = PlanRequest(run=RunConfig(threads=hw.threads_default, ctx=32768))
     split = layer_split(tm.params.n_layer, budget, 0)
-    planning._GROUPS_CACHE.clear()
+    assert planning._GROUPS_CACHE is None          # only pareto_plans turns the reuse on
+    planning._GROUPS_CACHE = {}
+    try:
+        _check_reuse(tm, hw, budget, q, req, split)
+    finally:
+        planning._GROUPS_CACHE = None
+
+
+def _check_reuse(tm, hw, budget, q, req, split):
 
     def groups_of(request, layer_device=split):
         return planning._groups(tm, layer_device, budget, hw, request, types=None, quality=q, speeds=None,
