@@ -130,7 +130,29 @@ def candidate_types(t: TensorInfo, engine: str, *, allow: Sequence[str] | None, 
                     ignore_imatrix_rules: bool = False) -> list[str]:
     """Stored types (after llama-quantize's row fallback) the planner may give ``t``: the engine's candidates
     (or ``allow``) without ``deny``, without imatrix-only types unless an imatrix is declared (or ik's
-    --ignore-imatrix-rules), at or above ``floor`` for output/token_embd/attn_v."""
+    --ignore-imatrix-rules), at or above ``floor`` for output/token_embd/attn_v.
+
+    Pure in what it reads of ``t`` (row length, row count, whether it is token_embd, its floor role), so the
+    answer is memoized on those: a plan asks once per tensor and again per tensor when simplifying the recipe
+    (measured: 0.3 of 2.6 CPU s of the headline plan before the memo)."""
+    frole = floor_role(t.name) if floor is not None and not allow else None
+    key = (t.ne0, t.shape[1] if t.n_dims > 1 else 1, t.role == "token_embd", engine, tuple(allow or ()),
+           tuple(deny), has_imatrix, on_gpu, floor.floors.get(frole) if floor is not None and frole else None,
+           ignore_imatrix_rules)
+    hit = _CANDIDATES.get(key)
+    if hit is None:
+        hit = _CANDIDATES[key] = tuple(_candidate_types(t, engine, allow=allow, deny=deny, has_imatrix=has_imatrix,
+                                                        on_gpu=on_gpu, floor=floor,
+                                                        ignore_imatrix_rules=ignore_imatrix_rules))
+    return list(hit)
+
+
+_CANDIDATES: dict[tuple, tuple[str, ...]] = {}
+
+
+def _candidate_types(t: TensorInfo, engine: str, *, allow: Sequence[str] | None, deny: Sequence[str],
+                     has_imatrix: bool, on_gpu: bool, floor: FloorClass | None,
+                     ignore_imatrix_rules: bool) -> list[str]:
     cat = catalogue()
     ok_imatrix = has_imatrix or (ignore_imatrix_rules and engine == "ik")
     names = list(allow) if allow else list(candidate_names(engine, has_imatrix=ok_imatrix, on_cpu=not on_gpu))

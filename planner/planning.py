@@ -195,9 +195,8 @@ def _solve_with_layers(tmap: TensorMap, hw: Hardware, budget: Budget, request: P
     tried = [0] if not budget.gpus else sorted({0, *range(max(1, n // 16), n + 1, max(1, n // 16)), n})
     for n_cpu in tried:
         layer_device = layout(n_cpu) if layout is not None else layer_split(n, budget, n_cpu)
-        groups, fixed, fixed_time = build_groups(tmap, layer_device, budget, hw, request.run, types=types,
-                                                 request=request, quality=quality, speeds=speeds,
-                                                 extra_time=extra_time)
+        groups, fixed, fixed_time = _groups(tmap, layer_device, budget, hw, request, types=types, quality=quality,
+                                            speeds=speeds, extra_time=extra_time)
         cap = capacities(tmap, layer_device, budget, request.run, fixed)
         if any(c < 0 for c in cap.values()):
             last_err = InfeasibleBudgetError("fixed terms alone exceed a device budget",
@@ -304,6 +303,35 @@ def _warm_start(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequ
                   for k, o in sol.choice.items()}
         return replace(sol, choice=choice, layer_device=tuple(layout))
     return None
+
+
+# build_groups' answers while :func:`pareto_plans` runs (None otherwise): --pareto asks for the same groups once per
+# point (only the objective and --min-tg differ), about 0.35 CPU s each on the headline model.  Keyed on the objects
+# themselves (held, so their ids stay theirs) and on every request field build_groups reads.
+_GROUPS_CACHE: dict[tuple, tuple[tuple[object, ...], tuple[list[Group], dict[str, int], dict[str, float]]]] | None = None
+
+
+def _groups(tmap: TensorMap, layer_device: tuple[str, ...], budget: Budget, hw: Hardware, request: PlanRequest, *,
+            types: Mapping[str, str] | None, quality: QualityModel | None,
+            speeds: Mapping[str, DeviceSpeed] | None, extra_time: Mapping[str, float] | None
+            ) -> tuple[list[Group], dict[str, int], dict[str, float]]:
+    """:func:`build_groups`, remembered across the points of one :func:`pareto_plans` (placement of a fixed mix and
+    cluster plans, whose inputs are mappings, are built afresh)."""
+    cache = _GROUPS_CACHE
+    if cache is None or types is not None or speeds is not None or extra_time is not None:
+        return build_groups(tmap, layer_device, budget, hw, request.run, types=types, request=request,
+                            quality=quality, speeds=speeds, extra_time=extra_time)
+    key = (id(tmap), id(hw), id(quality), layer_device, budget.devices, tuple(sorted(budget.bytes.items())),
+           request.run, request.fixed, request.allow, request.deny, request.has_imatrix,
+           request.ignore_imatrix_rules, request.floors, request.max_size_bytes, request.granularity)
+    hit = cache.get(key)
+    if hit is not None and all(a is b for a, b in zip(hit[0], (tmap, hw, quality))):
+        groups, fixed, fixed_time = hit[1]
+    else:
+        groups, fixed, fixed_time = build_groups(tmap, layer_device, budget, hw, request.run, types=None,
+                                                 request=request, quality=quality)
+        cache[key] = ((tmap, hw, quality), (groups, fixed, fixed_time))
+    return list(groups), dict(fixed), dict(fixed_time)
 
 
 def _objective(request: PlanRequest, quality: QualityModel | None, placement_only: bool, fixed_time: Mapping[str, float]) -> Objective:
@@ -527,7 +555,16 @@ def pareto_plans(tmap: TensorMap, hw: Hardware, request: PlanRequest, quality: Q
     generation times between them (epsilon-constraint, each solved to optimality); duplicates dropped."""
     if n < 2:
         raise UsageError("--pareto needs at least 2 plans")
+    global _GROUPS_CACHE
     request = replace(request, run=resolve_ctx(tmap, request.run))
+    _GROUPS_CACHE = {}
+    try:
+        return _pareto(tmap, hw, request, quality, n)
+    finally:
+        _GROUPS_CACHE = None
+
+
+def _pareto(tmap: TensorMap, hw: Hardware, request: PlanRequest, quality: QualityModel, n: int) -> list[Plan]:
     best = joint_plan(tmap, hw, replace(request, objective="quality", min_tg=None), quality)
     fast = joint_plan(tmap, hw, replace(request, objective="speed", min_tg=None), quality)
     t_best, t_fast = 1.0 / best.speed.tg_tps, 1.0 / fast.speed.tg_tps

@@ -134,16 +134,15 @@ def scale_source(tmap: TensorMap) -> ScaleSource:
     """k for ``tmap``: measured for this model, else for models of the same shapes, else transferred from the
     same architecture, else the prior (seed calibration with the transfer band)."""
     cfg = _prior()
-    entries = _measured_models()
     name = _norm_name(tmap.name)
-    shape = _shape_key(tmap)
 
     def rng(ms: Sequence[Mapping]) -> tuple[float, float] | None:
         los = [m["loss_min"] for m in ms if "loss_min" in m]
         his = [m["loss_max"] for m in ms if "loss_max" in m]
         return (min(los), max(his)) if los and his else None
 
-    exact = [m for m, _, _ in entries if _norm_name(m["name"]) == name]
+    # a name match needs no shapes: the ladders' tensor maps (0.2 CPU s to build) are only read below it
+    exact = [m for m in _measured().get("model", ()) if _norm_name(m["name"]) == name]
     if exact:
         m = exact[0]
         return ScaleSource("measured", m["k"], math.hypot(m["log_se"], m.get("point_log_sd", 0.0)),
@@ -151,6 +150,8 @@ def scale_source(tmap: TensorMap) -> ScaleSource:
                            + ("" if m["corpus"] == _measured()["corpus"]["reference"] else
                               f"; {m['corpus']} converted to {_measured()['corpus']['reference']}") + ")",
                            rng(exact))
+    entries = _measured_models()
+    shape = _shape_key(tmap)
     same = [m for m, key, _ in entries if key == shape]
     if same:
         k, s = _pool_k(same)
