@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from planner.cli.app import main
@@ -15,8 +17,10 @@ from planner.cli.options import hardware_options, run_config, run_options
 @click.option("--plot", type=click.Path(dir_okay=False), help="write size vs quality (speed as colour), .png or .svg")
 @click.option("--force", is_flag=True, help="let --plot overwrite")
 @click.option("--json", "as_json", is_flag=True)
-def compare_command(candidates, model, hw_opts, engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin,
-                    os_reserve, plot, force, as_json):
+def compare_command(candidates: tuple[str, ...], model: str | None, hw_opts: dict[str, Any], engine: str,
+                    ctx: str | None, kv: str, ubatch: int | None, batch: int | None, amb: int, load: str | None,
+                    threads: int | None, gpu_margin: float | None, os_reserve: float | None, plot: str | None,
+                    force: bool, as_json: bool) -> None:
     """Compare candidate mixes side by side on this hardware: size, BPW, fit, GPU/CPU bytes, speed, quality.
 
     A candidate is a named ftype (IQ3_K), a recipe string (re=type,...), a recipe file, a GGUF file, or a

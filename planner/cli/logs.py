@@ -3,6 +3,8 @@ them."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from planner.cli.app import main
@@ -11,8 +13,9 @@ from planner.cli.options import log_options, logs_model_mix
 @main.command("verify")
 @log_options
 @click.option("--json", "as_json", is_flag=True)
-def verify_command(logs, model, base_type, custom_q, recipe_file, token_embedding_type, output_tensor_type, pure,
-                   hw_opts, engine, command, as_json):
+def verify_command(logs: tuple[str, ...], model: str | None, base_type: str | None, custom_q: tuple[str, ...],
+                   recipe_file: str | None, token_embedding_type: str | None, output_tensor_type: str | None,
+                   pure: bool, hw_opts: dict[str, Any], engine: str, command: str | None, as_json: bool) -> None:
     """Compare engine logs with the prediction for the same model and command, term by term.
 
     LOGS are what llama-server, llama-cli, llama-sweep-bench or llama-bench printed (ik_llama.cpp or llama.cpp):
@@ -43,8 +46,10 @@ def verify_command(logs, model, base_type, custom_q, recipe_file, token_embeddin
               help="write the machine's profile with the fitted constants (use it with --profile)")
 @click.option("--force", is_flag=True, help="let --save overwrite")
 @click.option("--json", "as_json", is_flag=True)
-def calibrate_command(logs, model, base_type, custom_q, recipe_file, token_embedding_type, output_tensor_type, pure,
-                      hw_opts, engine, command, save, force, as_json):
+def calibrate_command(logs: tuple[str, ...], model: str | None, base_type: str | None, custom_q: tuple[str, ...],
+                      recipe_file: str | None, token_embedding_type: str | None, output_tensor_type: str | None,
+                      pure: bool, hw_opts: dict[str, Any], engine: str, command: str | None, save: str | None,
+                      force: bool, as_json: bool) -> None:
     """Fit the speed model's constants to this machine from its own llama-sweep-bench output(s).
 
     Least squares on the model's terms (CPU/GPU bandwidth, PCIe, GEMM rates, launch cost, depth slope): the
