@@ -221,20 +221,20 @@ class _HTTPSConnection(_DeadlineConnection, http.client.HTTPSConnection):
     pass
 
 
-class _HTTPHandler(urllib.request.HTTPHandler):
+class _DeadlineHandler(urllib.request.AbstractHTTPHandler):
+    """A handler whose connections carry the read's deadline (HTTP and, through the MRO, HTTPS)."""
+
     def __init__(self, deadline: _Deadline) -> None:
         super().__init__()
         self._deadline = deadline
 
+
+class _HTTPHandler(_DeadlineHandler, urllib.request.HTTPHandler):
     def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:  # urllib hook
         return self.do_open(functools.partial(_HTTPConnection, deadline=self._deadline), req)
 
 
-class _HTTPSHandler(urllib.request.HTTPSHandler):
-    def __init__(self, deadline: _Deadline) -> None:
-        super().__init__()
-        self._deadline = deadline
-
+class _HTTPSHandler(_DeadlineHandler, urllib.request.HTTPSHandler):
     def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:  # urllib hook
         return self.do_open(functools.partial(_HTTPSConnection, deadline=self._deadline), req,
                             context=getattr(self, "_context", None))

@@ -9,8 +9,9 @@ import click
 import sys
 
 from planner.cli.app import main
-from planner.cli.options import (cluster_from_options, cluster_options, engine_option, hardware_options, margin_options,
-                                  margins, model_options, recipe_text)
+from planner.cli.options import (cluster_from_options, cluster_options, engine_option, hardware_options, json_option,
+                                 margin_options, margins, model_options, recipe_text)
+
 
 @main.command("check", context_settings={"ignore_unknown_options": True})
 @click.argument("model", required=False)
@@ -20,7 +21,7 @@ from planner.cli.options import (cluster_from_options, cluster_options, engine_o
 @margin_options
 @cluster_options("the hosts of a command with --rpc: a cluster TOML",
                  "an rpc-server host of the command's --rpc (repeatable, in --rpc order)")
-@click.option("--json", "as_json", is_flag=True)
+@json_option()
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def check_command(model: str | None, base_type: str | None, custom_q: tuple[str, ...], recipe_file: str | None,
                   token_embedding_type: str | None, output_tensor_type: str | None, pure: bool, hw_opts: dict[str, Any],

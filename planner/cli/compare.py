@@ -7,7 +7,8 @@ from typing import Any
 import click
 
 from planner.cli.app import main
-from planner.cli.options import hardware_options, run_config, run_options
+from planner.cli.options import hardware_options, json_option, run_config, run_options
+
 
 @main.command("compare")
 @click.argument("candidates", nargs=-1, required=True)
@@ -16,7 +17,7 @@ from planner.cli.options import hardware_options, run_config, run_options
 @run_options
 @click.option("--plot", type=click.Path(dir_okay=False), help="write size vs quality (speed as colour), .png or .svg")
 @click.option("--force", is_flag=True, help="let --plot overwrite")
-@click.option("--json", "as_json", is_flag=True)
+@json_option()
 def compare_command(candidates: tuple[str, ...], model: str | None, hw_opts: dict[str, Any], engine: str,
                     ctx: str | None, kv: str, ubatch: int | None, batch: int | None, amb: int, load: str | None,
                     threads: int | None, gpu_margin: float | None, os_reserve: float | None, plot: str | None,

@@ -8,10 +8,12 @@ from typing import Any
 import click
 
 from planner.cli.app import main
-from planner.cli.options import engine_option, hardware_options, imatrix_options, imatrix_state, model_options, recipe_text
+from planner.cli.options import (engine_option, hardware_options, imatrix_options, imatrix_state, json_option,
+                                 model_options, recipe_text)
+
 
 @main.command("probe")
-@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+@json_option("print JSON instead of a table")
 @click.option("--save", type=click.Path(dir_okay=False), metavar="FILE.toml",
               help="also write the result as a hardware profile")
 @click.option("--force", is_flag=True, help="let --save overwrite an existing file")
@@ -38,7 +40,7 @@ def probe_command(as_json: bool, save: str | None, force: bool, hw_opts: dict[st
 
 
 @main.command("models")
-@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+@json_option("print JSON instead of a table")
 def models_command(as_json: bool) -> None:
     """List the built-in models: architecture, total/active parameters, layers, attention kind.
 
@@ -54,7 +56,7 @@ def models_command(as_json: bool) -> None:
 
 
 @main.command("profiles")
-@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+@json_option("print JSON instead of a table")
 def profiles_command(as_json: bool) -> None:
     """List the shipped hardware profiles (use one with --profile NAME).
 
@@ -70,7 +72,7 @@ def profiles_command(as_json: bool) -> None:
 
 @main.command("inspect")
 @click.argument("model", required=False)
-@click.option("--json", "as_json", is_flag=True, help="print JSON instead of tables")
+@json_option("print JSON instead of tables")
 def inspect_command(model: str | None, as_json: bool) -> None:
     """Show a model's tensors: architecture, parameters, size, BPW, types, per-role and per-layer bytes.
 
@@ -95,7 +97,7 @@ def inspect_command(model: str | None, as_json: bool) -> None:
 @engine_option(choices=("ik", "mainline"))
 @click.option("--all-tensors", is_flag=True, help="list every tensor, not only the first of each role")
 @imatrix_options
-@click.option("--json", "as_json", is_flag=True)
+@json_option()
 def footprint_command(model: str | None, base_type: str | None, custom_q: tuple[str, ...], recipe_file: str | None,
                       token_embedding_type: str | None, output_tensor_type: str | None, pure: bool, engine: str,
                       all_tensors: bool, imatrix_file: str | None, no_imatrix: bool, ignore_imatrix_rules: bool,

@@ -6,6 +6,7 @@ import click
 
 from planner.cli.app import main
 
+
 @main.command("export")
 @click.option("--plan", "plan_file", type=click.Path(exists=True, dir_okay=False), required=True,
               help="a plan JSON from `plan --out` or `place --out`")

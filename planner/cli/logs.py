@@ -8,11 +8,12 @@ from typing import Any
 import click
 
 from planner.cli.app import main
-from planner.cli.options import log_options, logs_model_mix
+from planner.cli.options import json_option, log_options, logs_model_mix
+
 
 @main.command("verify")
 @log_options
-@click.option("--json", "as_json", is_flag=True)
+@json_option()
 def verify_command(logs: tuple[str, ...], model: str | None, base_type: str | None, custom_q: tuple[str, ...],
                    recipe_file: str | None, token_embedding_type: str | None, output_tensor_type: str | None,
                    pure: bool, hw_opts: dict[str, Any], engine: str, command: str | None, as_json: bool) -> None:
@@ -45,7 +46,7 @@ def verify_command(logs: tuple[str, ...], model: str | None, base_type: str | No
 @click.option("--save", type=click.Path(dir_okay=False), metavar="PROFILE.toml",
               help="write the machine's profile with the fitted constants (use it with --profile)")
 @click.option("--force", is_flag=True, help="let --save overwrite")
-@click.option("--json", "as_json", is_flag=True)
+@json_option()
 def calibrate_command(logs: tuple[str, ...], model: str | None, base_type: str | None, custom_q: tuple[str, ...],
                       recipe_file: str | None, token_embedding_type: str | None, output_tensor_type: str | None,
                       pure: bool, hw_opts: dict[str, Any], engine: str, command: str | None, save: str | None,

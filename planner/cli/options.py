@@ -36,6 +36,11 @@ def engine_option(help: str | None = None, choices: Sequence[str] = ENGINE_PROFI
     return click.option("--engine", type=click.Choice(list(choices)), default="ik", show_default=True, help=help)
 
 
+def json_option(help: str | None = None) -> Decorator:  # noqa: A002
+    """--json: print the result as JSON (output.py's one sink) instead of tables."""
+    return click.option("--json", "as_json", is_flag=True, help=help)
+
+
 def margin_options(func: F) -> F:
     """--gpu-margin / --os-reserve: memory kept free per GPU and for the OS (run_options and `check`)."""
     return stack(func, [

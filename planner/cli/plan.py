@@ -7,8 +7,9 @@ from typing import Any
 import click
 
 from planner.cli.app import main
-from planner.cli.options import (cluster_from_options, cluster_options, hardware_options, local_dir, model_options,
-                                  recipe_text, run_config, run_options, write_json_out)
+from planner.cli.options import (cluster_from_options, cluster_options, hardware_options, json_option, local_dir,
+                                 model_options, recipe_text, run_config, run_options, write_json_out)
+
 
 @main.command("plan")
 @click.argument("model", required=False)
@@ -50,7 +51,7 @@ from planner.cli.options import (cluster_from_options, cluster_options, hardware
               help="cluster plans: write main.sh and one <host>.sh per rpc-server host into this folder")
 @click.option("--out", type=click.Path(dir_okay=False), help="write the plan JSON here")
 @click.option("--force", is_flag=True)
-@click.option("--json", "as_json", is_flag=True)
+@json_option()
 def plan_command(model: str | None, hw_opts: dict[str, Any], engine: str, ctx: str | None, kv: str, ubatch: int | None,
                  batch: int | None, amb: int, load: str | None, threads: int | None, gpu_margin: float | None,
                  os_reserve: float | None, objective: str, min_tg: float | None, min_pp: float | None,
@@ -118,7 +119,7 @@ def plan_command(model: str | None, hw_opts: dict[str, Any], engine: str, ctx: s
               help="refuse launch flags this llama-server binary does not list in --help")
 @click.option("--out", type=click.Path(dir_okay=False), help="write the plan JSON here")
 @click.option("--force", is_flag=True, help="let --out overwrite")
-@click.option("--json", "as_json", is_flag=True)
+@json_option()
 def place_command(model: str | None, base_type: str | None, custom_q: tuple[str, ...], recipe_file: str | None,
                   token_embedding_type: str | None, output_tensor_type: str | None, pure: bool, hw_opts: dict[str, Any],
                   engine: str, ctx: str | None, kv: str, ubatch: int | None, batch: int | None, amb: int,
