@@ -30,6 +30,21 @@ def main() -> None:
     s = doc.plan.solver
     print(f"ILP (per-layer granularity, class-aggregated, both balanced steps): {s.wall_s:.2f} s, status {s.status}, "
           f"{s.n_classes} classes, {s.n_vars} variables")
+    # the explanation (planner.explain) runs inside `plan`: its CPU seconds beside the whole plan call's
+    from planner.explain import explain
+    from planner.quality import QualityModel
+    from planner.source import load_model
+
+    req = PlanRequest(run=RunConfig(threads=hw.threads_default))
+    t = time.process_time()
+    api.plan(None, hw, req)
+    t_plan = time.process_time() - t
+    tmap = load_model(None)
+    quality = QualityModel.build(tmap, has_imatrix=True)
+    t = time.process_time()
+    explain(tmap, doc.plan, hw, req, quality)
+    t_explain = time.process_time() - t
+    print(f"explanation inside plan: {t_explain:.3f} CPU s of {t_plan:.2f} ({t_explain / t_plan:.1%})")
     print(f"compare IQ3_K IQ4_KS Q4_K_M <seed recipe> --vram 24 --ram 96 (whole process): "
           f"{wall(exe + ['compare', 'IQ3_K', 'IQ4_KS', 'Q4_K_M', 'examples/seed-mix-IQ3_K.recipe', '--vram', '24', '--ram', '96'], 1):.2f} s")
 

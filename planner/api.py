@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
 from planner.check import CheckResult, evaluate
 from planner.cluster import Cluster
@@ -22,6 +23,7 @@ from planner.cluster_plan import ClusterDocument
 from planner.documents import ParetoSet, PlanDocument, document, launch_model_path
 from planner.errors import InfeasibleBudgetError, UsageError
 from planner.hardware import Hardware
+from planner.imatrix_use import ImatrixUse
 from planner.memory import Placement
 from planner.planning import Plan, feasible_for, joint_plan, pareto_plans, resolve_ctx, with_ctx
 from planner.planning import place as place_mix
@@ -31,7 +33,7 @@ from planner.runconfig import UBATCH_CHOICES
 from planner.tensors import TensorMap
 from planner.units import GIB
 
-__all__ = ["check", "parse_fixed", "place", "plan", "size_cap_bytes"]
+__all__ = ["check", "check_command", "parse_fixed", "place", "plan", "size_cap_bytes", "with_quality"]
 
 
 def parse_fixed(items: Sequence[str], engine: str) -> tuple[tuple[str, str], ...]:
@@ -125,15 +127,18 @@ def plan(model: str | None, hardware: Hardware, request: PlanRequest,
     except InfeasibleBudgetError as exc:
         from planner.cluster_plan import second_box_option
 
-        exc.options.append(second_box_option(exc))
+        exc.options.append(second_box_option(exc, tmap, request))
         raise
     free = hardware.disk_free_bytes
     if free is not None and p.total_bytes > free:
         p = replace(p, notes=p.notes + (
             f"the quantized file needs {p.total_bytes / GIB:.1f} GiB but its disk has {free / GIB:.1f} GiB free",))
-    return document(tmap, p, model_path=out_path, source_path=model if model and model.endswith(".gguf") else None,
-                    imatrix=request.imatrix, check_binary=emit.check_binary, has_imatrix=request.has_imatrix,
-                    ignore_imatrix_rules=request.ignore_imatrix_rules)
+    from planner.explain import explain
+
+    doc = document(tmap, p, model_path=out_path, source_path=model if model and model.endswith(".gguf") else None,
+                   imatrix=request.imatrix, check_binary=emit.check_binary, has_imatrix=request.has_imatrix,
+                   ignore_imatrix_rules=request.ignore_imatrix_rules)
+    return replace(doc, explanation=explain(tmap, p, hardware, request, quality))
 
 
 def _ubatch_for_min_pp(request: PlanRequest, attempt: Callable[[PlanRequest], Plan]) -> Callable[[PlanRequest], Plan]:
@@ -182,9 +187,59 @@ def place(model: str | None, tmap: TensorMap, types: Mapping[str, str], hardware
 
 
 def check(tmap: TensorMap, types: Mapping[str, str], placement: Placement, hardware: Hardware,
-          request: PlanRequest, warnings: Sequence[str] = ()) -> CheckResult:
-    """``gguf-planner check``: memory per device and speed of a given mix and placement."""
-    return evaluate(tmap, types, placement, hardware, request.run, warnings=warnings)
+          request: PlanRequest, warnings: Sequence[str] = (), imatrix: ImatrixUse | None = None) -> CheckResult:
+    """``gguf-planner check``: memory per device and speed of a given mix and placement, and with ``imatrix``
+    (the declared or recorded imatrix use) its predicted quality.
+
+    Raises:
+        ImatrixFormatError: the declared imatrix file is malformed or made for another model.
+    """
+    result = evaluate(tmap, types, placement, hardware, request.run, warnings=warnings)
+    return with_quality(result, tmap, types, imatrix) if imatrix is not None else result
+
+
+def with_quality(result: CheckResult, tmap: TensorMap, types: Mapping[str, str], imatrix: ImatrixUse) -> CheckResult:
+    """``result`` with the predicted quality of its mix (band and the source of its constants) under the imatrix
+    use that applies to ``tmap`` (a quantized GGUF's record wins over the declaration).
+
+    Raises:
+        ImatrixFormatError: the declared imatrix file is malformed or made for another model.
+    """
+    from planner.imatrix_use import imatrix_for
+    from planner.quality import QualityModel
+
+    use = imatrix_for(tmap, imatrix)
+    quality = QualityModel.build(tmap, imatrix=use.file if use.origin == "given" else None, has_imatrix=use.used)
+    return replace(result, quality=quality.estimate(types), imatrix=use.note)
+
+
+def check_command(model: str | None, tmap: TensorMap, types: Mapping[str, str], argv: Sequence[str],
+                  hardware: Hardware, *, engine: str, run_overrides: Mapping[str, Any] | None = None,
+                  propose: bool = True) -> CheckResult:
+    """``gguf-planner check -- llama-server ...`` on one box: memory per device and speed of the command as the
+    engine reads it, and (``propose``) the smallest change that makes it fit or a faster one, with the plan's own
+    command for the same mix and machine (:mod:`planner.fixes`); every proposed command is checked the same way.
+    """
+    from planner.check import check_command as _check_command
+    from planner.errors import PlannerError
+    from planner.fixes import propose_fix
+
+    result = _check_command(tmap, types, argv, hardware, engine=engine, run_overrides=run_overrides)
+    if not propose:
+        return result
+    model_path = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("-m", "--model")), None)
+
+    def plan_command() -> tuple[Sequence[str], str]:
+        try:
+            doc = place(model, tmap, types, hardware, PlanRequest(run=result.run),
+                        EmitOptions(model_path=model_path or launch_model_path(model, tmap, quantized_here=False)))
+        except PlannerError as exc:
+            return (), f"no plan places this mix here: {str(exc).splitlines()[0]}"
+        return doc.launch.argv, "gguf-planner place: devices chosen by the solver for the same mix, context and KV"
+
+    fix = propose_fix(tmap, types, argv, hardware, result, engine=engine, run_overrides=run_overrides,
+                      plan_command=plan_command)
+    return replace(result, fix=fix)
 
 
 def plan_cluster(model: str | None, cluster: Cluster, request: PlanRequest, emit: EmitOptions | None = None

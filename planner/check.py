@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from planner.groups import Budget
 from planner.memory import MemoryReport, Placement, memory_report, mix_bytes
@@ -13,7 +13,9 @@ from planner.speed import SpeedEstimate, estimate_speed
 from planner.tensors import TensorMap
 
 if TYPE_CHECKING:
+    from planner.fixes import FixProposal
     from planner.hardware import Hardware
+    from planner.launch import ParsedCommand
     from planner.quality import QualityEstimate, QualityModel
 
 
@@ -32,6 +34,9 @@ class CheckResult:
     warnings: tuple[str, ...] = ()
     # memory per engine buffer as the load log names them: (kind, buffer, bytes); compute is in ``memory``
     buffers: tuple[tuple[str, str, int], ...] = ()
+    # the smallest change that makes the command fit, or a faster one (planner.fixes; None: nothing to propose)
+    fix: FixProposal | None = None
+    imatrix: str = ""          # the imatrix assumption behind ``quality`` (planner.imatrix_use), in words
 
 
 def evaluate(tmap: TensorMap, types: Mapping[str, str], placement: Placement, hw: Hardware, run: RunConfig,
@@ -52,3 +57,35 @@ def evaluate(tmap: TensorMap, types: Mapping[str, str], placement: Placement, hw
                        total_bytes=sum(sizes.values()),
                        weights_by_device={d.device: d.term("weights") for d in mem.devices},
                        problems=tuple(mem.problems()), warnings=tuple(warnings), buffers=tuple(buffers))
+
+
+def command_placement(tmap: TensorMap, types: Mapping[str, str], argv: Sequence[str], hw: Hardware, *,
+                      engine: str, run_overrides: Mapping[str, Any] | None = None
+                      ) -> tuple[ParsedCommand, RunConfig, Placement]:
+    """A llama-server command as the engine reads it on ``hw``: the parsed flags, the run (context 0 = the
+    model's training context, threads defaulted to the machine's) and the placement under the engine's own
+    layer rule (:func:`planner.launch.placement_from_command`). ``check`` and every fix it proposes go through
+    here, so a proposed command is judged by exactly the rules the user's own command was."""
+    from planner.launch import parse_server_command, placement_from_command
+
+    parsed = parse_server_command(list(argv), engine=engine)
+    run = replace(parsed.run, ctx=parsed.run.ctx or tmap.params.n_ctx_train,
+                  threads=parsed.run.threads or hw.threads_default, **dict(run_overrides or {}))
+    placement = placement_from_command(tmap, parsed, [f"CUDA{g.index}" for g in hw.gpus], types=types,
+                                       gpu_free_bytes=[g.free_bytes if g.free_bytes is not None else g.total_bytes
+                                                       for g in hw.gpus])
+    return parsed, run, placement
+
+
+def check_command(tmap: TensorMap, types: Mapping[str, str], argv: Sequence[str], hw: Hardware, *, engine: str,
+                  run_overrides: Mapping[str, Any] | None = None) -> CheckResult:
+    """Memory and speed of a llama-server command line on ``hw`` (the ``check`` command for one box)."""
+    parsed, run, placement = command_placement(tmap, types, argv, hw, engine=engine, run_overrides=run_overrides)
+    return evaluate(tmap, types, placement, hw, run, warnings=parsed.warnings)
+
+
+def command_fits(tmap: TensorMap, types: Mapping[str, str], argv: Sequence[str], hw: Hardware, *, engine: str,
+                 run_overrides: Mapping[str, Any] | None = None) -> MemoryReport:
+    """Only the memory half of :func:`check_command` (the search for a fix evaluates many commands)."""
+    _, run, placement = command_placement(tmap, types, argv, hw, engine=engine, run_overrides=run_overrides)
+    return memory_report(tmap, types, placement, Budget.from_hardware(hw).bytes, run)

@@ -1,13 +1,13 @@
-"""Planning on a cluster: remote devices as budgets, whole layers per remote host, the per-host view, the main
-command and one script per host.
+"""Planning on a cluster: remote devices as budgets, every layer's device chosen in the same CP-SAT model as the
+quant types, the per-host view, the main command and one script per host.
 
-The layer layout follows the engines: remote devices come first in their device list (ik ``src/llama.cpp``
-``llama_model_load_from_file``, mainline ``src/llama.cpp`` ``llama_prepare_model_devices``, both "to minimize
-network transfers"), so a contiguous block of the first layers goes to the remote devices, then the main host's
-GPUs; a remote layer keeps all its tensors (attention, KV, experts) on its device, so one token crosses each link
-twice whatever the number of remote layers (``planner.network``).  How many layers each remote device takes is
-chosen outside the solver (see :func:`remote_layer_counts`); types and the main host's placement are chosen by
-the solver with the remote devices as budgets like local ones.
+The layer layout follows the engines: CPU layers first (``-ngl``), then the device list, in which remote devices
+come first (ik ``src/llama.cpp`` ``llama_model_load_from_file``, mainline ``src/llama.cpp``
+``llama_prepare_model_devices``, both "to minimize network transfers"), then the main host's GPUs; each device's
+layers are one contiguous range, possibly empty, chosen by the solver (:class:`planner.solver.LayerHomes`).  A
+remote layer keeps all its tensors (attention, KV, experts) on its device, so a token crosses a remote host's
+link a fixed number of times whatever the number of layers there: that cost is paid once per device that holds
+layers (:func:`link_terms`), and zero remote layers is one of the solutions.
 """
 
 from __future__ import annotations
@@ -19,15 +19,15 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from planner.cluster import MAIN, Cluster
-from planner.memory import CPU, GIB, MemoryReport, RunConfig
+from planner.memory import CPU, GIB, MemoryReport, Placement, RunConfig
 from planner.speed import DeviceSpeed, device_speeds
 
 if TYPE_CHECKING:
     from planner.check import CheckResult
-    from planner.memory import Placement
     from planner.speed import SpeedEstimate
     from planner.documents import PlanDocument
     from planner.errors import InfeasibleBudgetError
+    from planner.groups import Budget
     from planner.launch import LaunchCommand, ParsedCommand
     from planner.network import NetworkCost
     from planner.planning import Plan
@@ -84,8 +84,10 @@ def cluster_budgets(cluster: Cluster) -> tuple[tuple[str, ...], dict[str, int], 
 
 
 def cluster_speed(tmap: TensorMap, types: Mapping[str, str], placement: Placement, cluster: Cluster,
-                  cfg: RunConfig, speeds: Mapping[str, DeviceSpeed]) -> SpeedEstimate:
-    """The speed estimate of a placement on a cluster: every device at its own speed, the links per pass."""
+                  cfg: RunConfig, speeds: Mapping[str, DeviceSpeed], depths: Sequence[int] | None = None
+                  ) -> SpeedEstimate:
+    """The speed estimate of a placement on a cluster: every device at its own speed, the links per pass
+    (at ``depths`` when given, else the estimate's own)."""
     from planner.network import network_cost, pass_cost
     from planner.speed import estimate_speed
 
@@ -93,41 +95,10 @@ def cluster_speed(tmap: TensorMap, types: Mapping[str, str], placement: Placemen
         return pass_cost(tmap, placement, cluster, cfg, n_tokens=n_tokens, depth=depth).seconds
 
     notes = network_cost(tmap, types, placement, cluster, cfg).assumptions
+    if depths is not None:
+        return estimate_speed(tmap, types, placement, cluster.main, cfg, speeds=speeds, network=net, notes=notes,
+                              depths=depths)
     return estimate_speed(tmap, types, placement, cluster.main, cfg, speeds=speeds, network=net, notes=notes)
-
-
-def remote_layer_counts(n_layer: int, cluster: Cluster, *, layer_bytes: float, kv_layer_bytes: int,
-                        reserve_bytes: Mapping[str, int], main_bytes: int) -> dict[str, int]:
-    """Layers per remote device: the remote devices' share of the cluster's usable memory, in whole layers
-    (llama.cpp's own default split is proportional to free memory too), capped by what fits on each.
-
-    ``layer_bytes`` is the average bytes of a layer at the types the plan is expected to reach (weights), so a
-    remote device never gets more layers than its memory holds; ``main_bytes`` is the main host's usable memory.
-    """
-    usable = {d.name: max(0, d.budget_bytes - reserve_bytes.get(d.name, 0)) for d in cluster.remote_devices}
-    total = sum(usable.values()) + max(0, main_bytes)
-    counts: dict[str, int] = {}
-    left = n_layer
-    for d in cluster.remote_devices:
-        share = round(n_layer * usable[d.name] / total) if total else 0
-        fit = int(usable[d.name] // max(1.0, layer_bytes + kv_layer_bytes))
-        counts[d.name] = max(0, min(share, fit, left))
-        left -= counts[d.name]
-    return counts
-
-
-def cluster_layer_device(n_layer: int, remote_counts: Mapping[str, int], local: Sequence[str]) -> tuple[str, ...]:
-    """The first layers on the remote devices (in order, ``remote_counts`` each), then ``local``'s layout of
-    the rest (the main host's own split: CPU layers first, then its GPUs)."""
-    out: list[str] = []
-    for dev, k in remote_counts.items():
-        out += [dev] * k
-    rest = n_layer - len(out)
-    if rest < 0:
-        raise ValueError("more remote layers than layers")
-    if len(local) != rest:
-        raise ValueError(f"local layout has {len(local)} layers, {rest} are left")
-    return tuple(out) + tuple(local)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,15 +128,31 @@ def host_memory(report: MemoryReport, cluster: Cluster) -> tuple[HostMemory, ...
     return tuple(out)
 
 
-def second_box_option(exc: InfeasibleBudgetError) -> str:
-    """The option a one-box "does not fit" offers: a second machine over RPC, with at least the shortfall plus
-    that machine's OS reserve in RAM (the cluster plan then decides how many layers it takes)."""
+def second_box_option(exc: InfeasibleBudgetError, tmap: TensorMap | None = None,
+                      request: PlanRequest | None = None) -> str:
+    """The option a one-box "does not fit" offers: a second machine over RPC with at least the shortfall, plus
+    that machine's OS reserve and, given the model and request, its compute buffer and one more layer (layers
+    move whole, with their KV) — a lower bound, said so: the cluster plan then decides whether it fits and how
+    many layers it takes."""
+    from planner.memory import compute_buffer_bytes, kv_bytes_per_layer
     from planner.runconfig import RunConfig
+
     short = sum(exc.shortfall_bytes.values())
-    need = math.ceil((short + RunConfig().os_reserve_bytes) / GIB) if short else None
+    cfg = request.run if request is not None else RunConfig()
+    extra = cfg.os_reserve_bytes
+    if short and tmap is not None and request is not None:
+        from planner.groups import smallest_weights
+        from planner.planning import resolve_ctx
+
+        cfg = resolve_ctx(tmap, cfg)          # --ctx not given: the default the plan would have used
+        extra += compute_buffer_bytes(tmap, cfg, holds_layers=True, holds_output=False, is_gpu=False)
+        extra += smallest_weights(tmap, None, request) // max(1, tmap.params.n_layer) + kv_bytes_per_layer(
+            tmap.params, cfg)
+    need = math.ceil((short + extra) / GIB) if short else None
     ram = f"ram:{need}" if need else "ram:GIB"
-    return (f"a second machine over llama.cpp RPC: --rpc-host NAME=addr:IP,{ram},bw:10gbe "
-            f"(or --cluster FILE; see docs/rpc.md)")
+    return (f"a second machine over llama.cpp RPC: --rpc-host NAME=addr:IP,{ram},bw:10gbe (a lower bound on its "
+            f"RAM: the shortfall at the smallest types, its OS reserve, compute buffer and one layer; or --cluster "
+            f"FILE; see docs/rpc.md)")
 
 
 def fmt_gib(n: int) -> str:
@@ -189,25 +176,6 @@ class ClusterPlan:
     warnings: tuple[str, ...]
 
 
-REMOTE_FRACTIONS = (1.0, 2 / 3, 1 / 3)
-
-
-def _pick(candidates: Sequence[tuple[dict[str, int], Plan]], request: PlanRequest,
-          quality: QualityModel | None) -> tuple[dict[str, int], Plan]:
-    """The objective across remote-layer counts: quality: least loss; speed: fastest TG; balanced: the fastest
-    within the quality slack of the best (the same epsilon-constraint the solver uses within one layout)."""
-    from planner.planning import loss_slack
-    if request.objective == "speed":
-        return max(candidates, key=lambda c: c[1].speed.tg_tps)
-    loss = {id(c): (c[1].quality.loss if c[1].quality is not None else 0.0) for c in candidates}
-    # (quality estimates carry a loss; a plan without one counts as lossless here)
-    best = min(loss.values())
-    if request.objective == "quality":
-        return min(candidates, key=lambda c: loss[id(c)])
-    ok = [c for c in candidates if loss[id(c)] <= best + loss_slack(quality, request)]
-    return max(ok, key=lambda c: c[1].speed.tg_tps)
-
-
 def _engine_names(cluster: Cluster, engine: str) -> dict[str, str]:
     from planner.rpc import engine_devices
     names = {d.name: d.buft for d in engine_devices(cluster, engine)}
@@ -215,83 +183,123 @@ def _engine_names(cluster: Cluster, engine: str) -> dict[str, str]:
     return names
 
 
+def link_terms(tmap: TensorMap, cluster: Cluster, cfg: RunConfig, order: Sequence[str]
+               ) -> tuple[dict[str, float], dict[str, float], tuple[tuple[tuple[str, ...], float, float], ...]]:
+    """The network as the solver's once-per-device terms: for each remote device, what one token (and one
+    ubatch) costs on the links when that device holds layers (:func:`planner.network.pass_cost` of a layout with
+    one layer there); for each host with several devices, the change per used device beyond the first (a copy
+    inside one rpc-server replaces leaving and entering the host).  With the layers contiguous and every remote
+    layer's tensors on its device, the network time of any layout is the sum of these terms (tested)."""
+    from planner.memory import Placement
+    from planner.network import pass_cost
+
+    n = tmap.params.n_layer
+    ub = min(cfg.ubatch, cfg.batch)
+
+    def cost(devs: Sequence[str]) -> tuple[float, float]:
+        layers = tuple(devs) + (CPU,) * (n - len(devs))
+        placement = Placement({t.name: (layers[t.layer] if t.layer is not None else CPU) for t in tmap.tensors},
+                              layers, tuple(order))
+        return (pass_cost(tmap, placement, cluster, cfg, n_tokens=1, depth=0).seconds,
+                pass_cost(tmap, placement, cluster, cfg, n_tokens=ub, depth=0).seconds)
+
+    remote = [d for d in order if "/" in d]
+    one = {d: cost([d]) for d in remote}
+    shared = []
+    for host in cluster.remotes:
+        devs = [d for d in remote if cluster.host_of(d) == host.name]
+        if len(devs) >= 2 and n >= 2:
+            both = cost(devs[:2])
+            shared.append((tuple(devs), both[0] - one[devs[0]][0] - one[devs[1]][0],
+                           both[1] - one[devs[0]][1] - one[devs[1]][1]))
+    return {d: c[0] for d, c in one.items()}, {d: c[1] for d, c in one.items()}, tuple(shared)
+
+
+def start_layouts(tmap: TensorMap, cluster: Cluster, budget: Budget, cfg: RunConfig, request: PlanRequest
+                  ) -> list[tuple[str, ...]]:
+    """Warm starts for the solver (not the answer): the remote devices take their share of the cluster's usable
+    memory in whole layers (what llama.cpp's default split does, proportional to free memory), capped by what
+    fits at the smallest types, then half and none of that; the main host's layers split over its GPUs."""
+    from planner.groups import Budget as B, layer_split, smallest_weights
+    from planner.memory import kv_bytes_per_layer
+
+    n = tmap.params.n_layer
+    local = B(tuple(d for d in budget.devices if "/" not in d),
+              {d: budget.bytes[d] for d in budget.devices if "/" not in d})
+    reserve = {d: (cfg.gpu_margin_bytes if is_gpu_device(d) else cfg.os_reserve_bytes) for d in budget.devices}
+    usable = {d: max(0, budget.bytes[d] - reserve[d]) for d in budget.devices}
+    total = sum(usable.values()) or 1
+    per_layer = smallest_weights(tmap, None, request) / max(1, n) + kv_bytes_per_layer(tmap.params, cfg)
+    full: dict[str, int] = {}
+    left = n
+    for d in cluster.remote_devices:
+        k = max(0, min(round(n * usable[d.name] / total), int(usable[d.name] // max(1.0, per_layer)), left))
+        full[d.name] = k
+        left -= k
+    out = []
+    for frac in (1.0, 0.5, 0.0):
+        counts = {d: round(k * frac) for d, k in full.items()}
+        rest = n - sum(counts.values())
+        loc = layer_split(rest, local)
+        cpu = tuple(d for d in loc if d == CPU)         # CPU layers come first (-ngl), then the device list
+        layout = cpu + tuple(d for d, k in counts.items() for _ in range(k)) + loc[len(cpu):]
+        if layout not in out:
+            out.append(layout)
+    return out
+
+
+def layer_order(devs: Sequence[str]) -> tuple[str, ...]:
+    """The layers' devices in the engines' order: CPU layers first (``-ngl``), then the device list (remote
+    devices first, ``llama_prepare_model_devices`` / ``llama_model_load_from_file``), then the main host's GPUs."""
+    return (CPU,) + tuple(d for d in devs if d != CPU)
+
+
 def plan_cluster(tmap: TensorMap, cluster: Cluster, request: PlanRequest, quality: QualityModel | None, *,
-                 model_path: str = "model.gguf",
-                 fractions: Sequence[float] = REMOTE_FRACTIONS) -> ClusterPlan:
-    """Types and placement for ``tmap`` on ``cluster``: remote devices are budgets like local ones, whole layers
-    go to them first (the engines' device order), the network is in the objective's fixed time and in the
-    estimate, and the result carries the main command and one rpc-server command per host.
+                 model_path: str = "model.gguf") -> ClusterPlan:
+    """Types, placement and every layer's device for ``tmap`` on ``cluster`` in one CP-SAT model: remote devices
+    are budgets like local ones, each device's layers a contiguous range in the engines' order (possibly none),
+    a remote device's link crossings charged per token and per ubatch when it holds layers; the result carries
+    the main command and one rpc-server command per host.
 
     Raises:
         InfeasibleBudgetError: the model does not fit the cluster (shortfall per device).
     """
     from planner.errors import InfeasibleBudgetError
-    from planner.groups import Budget, layer_split, smallest_weights
+    from planner.groups import Budget
     from planner.launch import build_launch
-    from planner.memory import Placement, kv_bytes_per_layer
     from planner.network import network_cost
-    from planner.planning import _assemble, _solve_with_layers
+    from planner.planning import _assemble, solve_layered
     from planner.rpc import engine_devices, rpc_server_argv, rpc_servers_arg, security_warning
 
     cfg = request.run
     devs, sizes, labels = cluster_budgets(cluster)
     budget = Budget(devs, sizes, labels)
-    local = Budget(tuple(d for d in devs if "/" not in d), {d: sizes[d] for d in devs if "/" not in d},
-                   {d: labels[d] for d in devs if "/" not in d})
     speeds = cluster_speeds(cluster, cfg)
-    p = tmap.params
-    n = p.n_layer
-    reserve = {d: (cfg.gpu_margin_bytes if is_gpu_device(d) else cfg.os_reserve_bytes) for d in devs}
-    main_usable = sum(sizes[d] - reserve[d] for d in local.devices)
-    smallest = smallest_weights(tmap, None, request)
-    counts0 = remote_layer_counts(n, cluster, layer_bytes=smallest / max(1, n),
-                                  kv_layer_bytes=kv_bytes_per_layer(p, cfg), reserve_bytes=reserve,
-                                  main_bytes=main_usable)
-    dtypes = {t.name: t.dtype for t in tmap.tensors}
 
-    def attempt(counts: dict[str, int]) -> Plan:
-        r_total = sum(counts.values())
+    def speed_of(types: Mapping[str, str], placement: Placement) -> SpeedEstimate:
+        return cluster_speed(tmap, types, placement, cluster, cfg, speeds)
 
-        def layout(n_cpu: int) -> tuple[str, ...]:
-            rest = n - r_total
-            return cluster_layer_device(n, counts, layer_split(rest, local, min(n_cpu, rest)))
-
-        # the network terms of whole remote layers depend on neither the types nor the main host's placement
-        base_layers = layout(0)
-        base = Placement({t.name: (base_layers[t.layer] if t.layer is not None else CPU) for t in tmap.tensors},
-                         base_layers, devs)
-        net0 = network_cost(tmap, dtypes, base, cluster, cfg)
-
-        def speed_of(types: Mapping[str, str], placement: Placement) -> SpeedEstimate:
-            return cluster_speed(tmap, types, placement, cluster, cfg, speeds)
-
-        layer_device, sol, groups = _solve_with_layers(tmap, cluster.main, budget, request, types=None,
-                                                       quality=quality, layout=layout, speeds=speeds,
-                                                       extra_time={"tg_s": net0.tg_s, "pp_s": net0.pp_s})
-        return _assemble(tmap, cluster.main, budget, request, layer_device, sol, groups, fixed_types=None,
-                         quality=quality, speed_of=speed_of)
-
-    # how many layers go to the remote devices: their share of the memory, two thirds and one third of it
-    # (fewer remote layers: less network-free speed lost to a slower host, but less room for quality)
-    tried: dict[tuple[int, ...], tuple[dict[str, int], Plan]] = {}
-    errors: list[InfeasibleBudgetError] = []
-    for frac in fractions:
-        counts = {d: round(k * frac) for d, k in counts0.items()}
-        key = tuple(counts.values())
-        if key in tried or (frac < 1 and not any(key)):
-            continue
+    # as on one box, a layer's attention goes to the main host's CPU only when the GPUs cannot take every layer
+    # (the -ngl < n_layer case): the layered model without the CPU as a home first, then with it
+    orders = [layer_order(devs)[1:], layer_order(devs)] if cluster.main.gpus else [layer_order(devs)]
+    for i, order in enumerate(orders):
+        hold_s, hold_pp_s, shared = link_terms(tmap, cluster, cfg, order)
         try:
-            tried[key] = (counts, attempt(counts))
-        except InfeasibleBudgetError as exc:
-            errors.append(exc)
-    if not tried:
-        raise errors[0]
-    counts, plan = _pick(list(tried.values()), request, quality)
-    net = network_cost(tmap, plan.types, plan.placement, cluster, cfg)
+            layer_device, sol, groups = solve_layered(
+                tmap, cluster.main, budget, request, quality, order, speeds=speeds, hold_s=hold_s,
+                hold_pp_s=hold_pp_s, shared=shared, start=start_layouts(tmap, cluster, budget, cfg, request))
+            break
+        except InfeasibleBudgetError:
+            if i == len(orders) - 1:
+                raise
+    plan = _assemble(tmap, cluster.main, budget, request, layer_device, sol, groups, fixed_types=None,
+                     quality=quality, speed_of=speed_of)
+    counts = {d.name: sum(1 for x in plan.layer_device if x == d.name) for d in cluster.remote_devices}
+    net = network_cost(tmap, plan.types, plan.placement, cluster, plan.run)
     names = _engine_names(cluster, cfg.engine)
-    order = [d.buft for d in engine_devices(cluster, cfg.engine)]
+    engine_order = [d.buft for d in engine_devices(cluster, cfg.engine)]
     launch = build_launch(tmap, {k: names[v] for k, v in plan.devices.items()},
-                          [names[d] for d in plan.layer_device], cfg, model_path, gpus=order,
+                          [names[d] for d in plan.layer_device], plan.run, model_path, gpus=engine_order,
                           rpc=rpc_servers_arg(cluster), types=plan.types)
     servers = {h.name: rpc_server_argv(h, cfg.engine) for h in cluster.remotes}
     return ClusterPlan(plan=plan, cluster=cluster, remote_layers=counts, hosts=host_memory(plan.memory, cluster),
@@ -444,20 +452,27 @@ def export_cluster_json(path: str, folder: str, *, force: bool = False, model_pa
 
 # --- checking a user's command ------------------------------------------------------------------------------------
 
-def check_cluster(tmap: TensorMap, types: Mapping[str, str], parsed: ParsedCommand, cluster: Cluster,
-                  run: RunConfig, warnings: Sequence[str] = ()) -> CheckResult:
-    """``check`` for a command with ``--rpc``: the engine's device order and names (remote devices first,
-    ``-ot ...=RPC<i>[addr:port]``), each remote device's budget from the cluster description, its speed, and
-    the network terms.
+@dataclass(frozen=True, slots=True)
+class ClusterCommand:
+    """A command with ``--rpc`` read on a cluster: its placement under planner names, the engine's device order
+    (planner names) and the engine's buffer names (``RPC0[host:port]``, ``CUDA0``) -> planner names."""
+
+    placement: Placement
+    devices: tuple[str, ...]
+    log_names: dict[str, str]
+
+
+def command_on_cluster(tmap: TensorMap, types: Mapping[str, str], parsed: ParsedCommand, cluster: Cluster,
+                       run: RunConfig) -> ClusterCommand:
+    """Where the engine puts every tensor for a command with ``--rpc`` on ``cluster`` (remote devices first,
+    ``-ot ...=RPC<i>[addr:port]``, the engine's own layer rule with each rpc-server's reported memory).
 
     Raises:
         UsageError: the command's ``--rpc`` endpoints are not the cluster's (in the same order), or an ``-ot``
             names a device the cluster does not have.
     """
-    from planner.check import CheckResult
     from planner.errors import UsageError
     from planner.launch import placement_from_command
-    from planner.memory import Placement, memory_report, mix_bytes
     from planner.rpc import engine_devices
 
     want = [h.endpoint for h in cluster.remotes]
@@ -474,6 +489,24 @@ def check_cluster(tmap: TensorMap, types: Mapping[str, str], parsed: ParsedComma
     placement = Placement({k: back[v] for k, v in engine_placement.tensor_device.items()},
                           tuple(back[d] for d in engine_placement.layer_device),
                           tuple(d.name for d in devs) + (CPU,))
+    return ClusterCommand(placement, tuple(d.name for d in devs), {d.buft: d.name for d in devs})
+
+
+def check_cluster(tmap: TensorMap, types: Mapping[str, str], parsed: ParsedCommand, cluster: Cluster,
+                  run: RunConfig, warnings: Sequence[str] = ()) -> CheckResult:
+    """``check`` for a command with ``--rpc``: the engine's device order and names (remote devices first,
+    ``-ot ...=RPC<i>[addr:port]``), each remote device's budget from the cluster description, its speed, and
+    the network terms.
+
+    Raises:
+        UsageError: the command's ``--rpc`` endpoints are not the cluster's (in the same order), or an ``-ot``
+            names a device the cluster does not have.
+    """
+    from planner.check import CheckResult
+    from planner.memory import memory_report, mix_bytes
+
+    placement = command_on_cluster(tmap, types, parsed, cluster, run).placement
+    _, budgets, _ = cluster_budgets(cluster)
     mem = memory_report(tmap, types, placement, budgets, run)
     spd = cluster_speed(tmap, types, placement, cluster, run, cluster_speeds(cluster, run))
     notes = list(warnings)

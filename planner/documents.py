@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from planner.errors import UsageError
+from planner.explain import Explanation
 from planner.launch import LaunchCommand
 from planner.planning import Plan
 from planner.recipe import Recipe
@@ -37,6 +38,7 @@ class PlanDocument:
     workflow: Workflow | None = None       # BF16 source, imatrix and quantize steps (planner.workflow)
     imatrix: str = ""                      # what the quantize step assumes about the imatrix, in words
     rule_count: int | None = None          # rules in the recipe
+    explanation: Explanation | None = None  # why the plan is what it is (planner.explain; `plan` only)
 
 
 @dataclass(frozen=True, slots=True)

@@ -182,6 +182,8 @@ class _Rules:
     arms: tuple[_Arm, ...]
     groups: Mapping[str, tuple[_Arm, ...]]
     wv_count: tuple[str, ...]
+    wv_multiples: tuple[int, ...]          # allowed n_attention_wv / block_count ratios; () = not checked
+    wv_exempt_archs: frozenset[str]
     never_find: tuple[tuple[str, str], ...]
     never_eq: tuple[tuple[str, str], ...]
     imatrix_types: frozenset[str]
@@ -241,6 +243,8 @@ def _rules(engine: str) -> _Rules:
             raise ValueError(f"{engine} arm {a.label!r} names missing group {a.group!r}")
     classes = tuple((m["arch"], _compile_when(m["when"]), m["class"]) for m in doc.get("model_class", ()))
     return _Rules(engine=engine, arms=arms, groups=groups, wv_count=tuple(sec["wv_count"]),
+                  wv_multiples=tuple(sec.get("wv_multiples", ())),
+                  wv_exempt_archs=frozenset(sec.get("wv_exempt_archs", ())),
                   never_find=tuple((a, b) for a, b in sec["never_find"]),
                   never_eq=tuple((a, b) for a, b in sec["never_eq"]),
                   imatrix_types=frozenset(sec["imatrix_types"]), imatrix_q2k_ftype=sec["imatrix_q2k_ftype"],

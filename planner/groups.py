@@ -19,13 +19,14 @@ from planner.devices import CPU, gpu_name, is_gpu, is_remote
 from planner.errors import UsageError
 from planner.lowbit import FloorClass, candidate_names, filter_candidates, floor_role, floors_for_budget
 from planner.memory import compute_buffer_bytes, kv_bytes_by_layer
+from planner.mmproj import mmproj_device
 from planner.quantize import imatrix_types, quantizable
 from planner.quants import catalogue
 from planner.regexes import compile_user_regex, search
 from planner.request import PlanRequest
 from planner.roles import TIED_ROLES, active_fraction, is_movable, moves_with_ffn
 from planner.runconfig import RunConfig
-from planner.solver import Group, Option
+from planner.solver import Group, LayerHomes, Option
 from planner.speed import DeviceSpeed, device_speeds, linear_pp_fixed, linear_tg_costs
 from planner.tensors import TensorInfo, TensorMap
 
@@ -188,6 +189,7 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
         members.setdefault(key, []).append(t)
         roles[key] = role
     fixed_rules = [(compile_user_regex(rx, "--fixed"), ty) for rx, ty in request.fixed]
+    prequantized = tmap.prequantized
     floor = plan_floor(tmap, budget, request) if types is None else None
     cat = catalogue()
     size_cache: dict[tuple[str, tuple[int, ...]], int] = {}
@@ -208,7 +210,8 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
 
     active = {t.name: active_fraction(t, p.n_expert_used) for t in tmap.tensors}
     cand_cache: dict[tuple[int, int, bool, bool, str | None, str | None], list[str]] = {}
-    last_gpu = budget.gpus[-1] if budget.gpus else CPU
+    # the output layer's home: the main host's last GPU (a cluster's remote devices come before it)
+    last_gpu = next((g for g in reversed(budget.gpus) if not is_remote(g)), CPU)
     out_dev_extra: dict[str, int] = {}
     if "output.weight" in {t.name for t in tmap.tensors}:
         base = {d: compute_buffer_bytes(tmap, cfg, holds_layers=True, holds_output=False, is_gpu=is_gpu(d))
@@ -266,7 +269,10 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
                         t0, engine, allow=[pinned] if pinned else request.allow or None, deny=request.deny,
                         has_imatrix=request.has_imatrix, on_gpu=is_gpu(dev), floor=floor,
                         ignore_imatrix_rules=request.ignore_imatrix_rules)
-                choices = [tuple(c if quantizable(t, engine) else t.dtype for t in ts) for c in cands]
+                # a converter's quantized tensors (MXFP4 experts) keep their type: llama-quantize will not
+                # requantize them (quantize.keep_prequantized_items)
+                choices = list(dict.fromkeys(tuple(c if quantizable(t, engine) and t.name not in prequantized
+                                                   else t.dtype for t in ts) for c in cands))
             for tn in choices:
                 if types is not None and is_gpu(dev) and not all(
                         catalogue().get(x).runs_on_cuda(engine) for x in tn):
@@ -292,6 +298,7 @@ def capacities(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, cfg
                fixed_bytes: Mapping[str, int]) -> dict[str, int]:
     """Bytes left for the solver's groups on each device: budget minus margin/reserve, KV, compute, fixed."""
     kv = kv_bytes_by_layer(tmap.params, cfg)
+    mm_dev = mmproj_device(cfg, budget.devices)
     cap = {}
     for d in budget.devices:
         gpu = is_gpu(d)
@@ -300,6 +307,7 @@ def capacities(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, cfg
         c -= sum(nbytes for x, nbytes in zip(layer_device, kv) if x == d)
         c -= compute_buffer_bytes(tmap, cfg, holds_layers=holds, holds_output=False, is_gpu=gpu)
         c -= fixed_bytes.get(d, 0)
+        c -= cfg.mmproj_bytes if d == mm_dev else 0
         cap[d] = c
     return cap
 
@@ -328,3 +336,108 @@ def smallest_weights(tmap: TensorMap, types: Mapping[str, str] | None, request: 
         else:
             total += cat.get(t.dtype).tensor_bytes(t.shape)
     return total
+
+
+def build_layered_groups(tmap: TensorMap, order: Sequence[str], budget: Budget, hw: Hardware, cfg: RunConfig, *,
+                         request: PlanRequest, quality: QualityModel | None,
+                         speeds: Mapping[str, DeviceSpeed] | None = None,
+                         hold_s: Mapping[str, float] | None = None, hold_pp_s: Mapping[str, float] | None = None,
+                         shared: Sequence[tuple[tuple[str, ...], float, float]] = ()
+                         ) -> tuple[list[Group], dict[str, int], dict[str, float], LayerHomes]:
+    """The joint problem with every layer's device a decision too (:class:`planner.solver.LayerHomes`).
+
+    A layer's groups get the options of :func:`build_groups` for each home in ``order`` (tagged with it); what
+    :func:`build_groups` fixes by the layout (KV, fixed tensors, launch/sync, attention and matmul time per
+    ubatch) is split into per-layer, per-home terms, the rest stays fixed.  ``hold_s``/``hold_pp_s`` are paid
+    once by a device holding a layer (a remote device's link crossings), ``shared`` corrects them per host.
+    Returns the groups, the fixed bytes per device (compute buffers not included), the fixed times and the
+    homes; ``base + sum of a layout's per-layer terms`` equals :func:`build_groups` on that layout.
+    """
+    from planner.memory import compute_buffer_bytes
+
+    n = tmap.params.n_layer
+    speeds = dict(speeds) if speeds is not None else device_speeds(hw, cfg)
+    built = {h: build_groups(tmap, (h,) * n, budget, hw, cfg, types=None, request=request, quality=quality,
+                             speeds=speeds) for h in order}
+    first = order[0]
+    merged: dict[str, Group] = {}
+    for h in order:
+        for g in built[h][0]:
+            if g.layer is None:
+                merged.setdefault(g.key, g)
+                continue
+            opts = tuple(replace_option(o, h) for o in g.options)
+            if g.key not in merged:
+                merged[g.key] = Group(g.key, g.role, g.layer, g.tensors, opts, home="", handoff_s=g.handoff_s,
+                                      type_key=g.type_key)
+            else:
+                m = merged[g.key]
+                merged[g.key] = Group(m.key, m.role, m.layer, m.tensors, m.options + opts, home="",
+                                      handoff_s=max(m.handoff_s, g.handoff_s), type_key=m.type_key)
+    in_groups = {name for g in merged.values() for name in g.tensors}
+    cat = catalogue()
+    p = tmap.params
+    consts = constants()["speed"]
+    local_gpus = [g for g in budget.gpus if not is_remote(g)]
+    ub = min(cfg.ubatch, cfg.batch)
+    offload = bool(local_gpus) and ub >= consts["offload_min_batch"]
+    h2d = speeds[local_gpus[0]].h2d_gbs if local_gpus else 0.0
+    local_rate = sum(speeds[g].flops for g in local_gpus) if offload else speeds[CPU].flops
+    kv = kv_bytes_by_layer(p, cfg)
+    tg0, pp0 = linear_tg_costs(tmap, hw, cfg, [])[0], linear_pp_fixed(tmap, hw, cfg, [], speeds)
+    per_tg = {h: linear_tg_costs(tmap, hw, cfg, [h])[0] - tg0 for h in order}
+    per_pp = {h: linear_pp_fixed(tmap, hw, cfg, [h], speeds) - pp0 for h in order}
+    layer_bytes: list[dict[str, int]] = []
+    layer_s: list[dict[str, float]] = []
+    layer_pp: list[dict[str, float]] = []
+    by_layer: dict[int, list[TensorInfo]] = {}
+    for t in tmap.tensors:
+        if t.layer is not None:
+            by_layer.setdefault(t.layer, []).append(t)
+    for il in range(n):
+        ts = by_layer.get(il, [])
+        fixed = [(t, cat.get(t.dtype).tensor_bytes(t.shape)) for t in ts if tmap.is_loaded(t) and t.name not in in_groups]
+        flops = sum(2.0 * t.n_elements * active_fraction(t, p.n_expert_used) for t in ts if t.n_dims >= 2)
+        loaded = il < p.n_loaded_layers
+        b: dict[str, int] = {}
+        s: dict[str, float] = {}
+        pp: dict[str, float] = {}
+        for h in order:
+            b[h] = kv[il] + sum(nb for _, nb in fixed)
+            s[h] = (per_tg[h] if loaded else 0.0) + sum(nb * active_fraction(t, p.n_expert_used) / speeds[h].mem_bw_gbs
+                                                        for t, nb in fixed)
+            pp[h] = ((per_pp[h] if loaded else 0.0) + ub * flops / (speeds[h].flops if is_remote(h) else local_rate)
+                     + (sum(nb for t, nb in fixed) / h2d if (offload and h == CPU) else 0.0))
+        layer_bytes.append(b)
+        layer_s.append(s)
+        layer_pp.append(pp)
+    # what stays fixed: build_groups' fixed terms on the uniform layout, less that layout's per-layer terms
+    _, fixed_bytes0, fixed_time0 = built[first]
+    fixed_bytes = dict(fixed_bytes0)
+    fixed_bytes[first] -= sum(lb[first] - kv[il] for il, lb in enumerate(layer_bytes))
+    fixed_time = {"tg_s": fixed_time0["tg_s"] - sum(x[first] for x in layer_s),
+                  "pp_s": fixed_time0["pp_s"] - sum(x[first] for x in layer_pp)}
+    hold_bytes = {d: compute_buffer_bytes(tmap, cfg, holds_layers=True, holds_output=False, is_gpu=is_gpu(d))
+                  for d in order if d != CPU}
+    homes = LayerHomes(tuple(order), tuple(layer_bytes), tuple(layer_s), tuple(layer_pp), hold_bytes=hold_bytes,
+                       hold_s=dict(hold_s or {}), hold_pp_s=dict(hold_pp_s or {}), shared=tuple(shared))
+    return sorted(merged.values(), key=lambda g: g.key), fixed_bytes, fixed_time, homes
+
+
+def replace_option(o: Option, home: str) -> Option:
+    """``o`` as the option of a layer living on ``home``."""
+    return Option(o.type_name, o.device, o.bytes, o.loss, o.seconds, o.pp_seconds, home)
+
+
+def layered_capacities(tmap: TensorMap, budget: Budget, cfg: RunConfig, fixed_bytes: Mapping[str, int]) -> dict[str, int]:
+    """Bytes left per device before the layer homes' terms: budget less margin or reserve, the fixed tensors and
+    (the main host's CPU, which always computes) its compute buffer; KV and the other compute buffers follow the
+    layers (:class:`planner.solver.LayerHomes`)."""
+    cap = {}
+    for d in budget.devices:
+        gpu = is_gpu(d)
+        c = budget.bytes[d] - (cfg.gpu_margin_bytes if gpu else cfg.os_reserve_bytes) - fixed_bytes.get(d, 0)
+        if d == CPU:
+            c -= compute_buffer_bytes(tmap, cfg, holds_layers=True, holds_output=False, is_gpu=False)
+        cap[d] = c
+    return cap

@@ -243,7 +243,10 @@ def build_launch(tmap: TensorMap, devices: Mapping[str, str], layer_device: Sequ
         args += [prof["threads"], str(run.threads)]
     server_bin = server or prof["server"]
     model = ["-m", model_path] + (["--rpc", rpc] if rpc else [])
-    argv = (server_bin, *model, *args, "--host", host, "--port", str(port))
+    mmproj: list[str] = []
+    if run.mmproj:
+        mmproj = [prof["mmproj"], run.mmproj] + ([] if run.mmproj_offload else [prof["no_mmproj_offload"]])
+    argv = (server_bin, *model, *args, *mmproj, "--host", host, "--port", str(port))
     sweep = ("llama-sweep-bench", *model, *args)
     return LaunchCommand(run.engine, tuple(argv), tuple(sweep), tuple(rules), ngl, ts, n_cpu_moe, split_note)
 
@@ -378,7 +381,9 @@ def parse_server_command(argv: Sequence[str], engine: str = "ik") -> ParsedComma
                     ubatch=num("-ub", "--ubatch-size", default=512), batch=num("-b", "--batch-size", default=2048),
                     amb=num("-amb", "--attention-max-batch", default=256), load=load,
                     threads=threads if threads is not None and threads > 0 else None,
-                    threads_batch=num("-tb", "--threads-batch", default=None), numa=vals.get("--numa"))
+                    threads_batch=num("-tb", "--threads-batch", default=None), numa=vals.get("--numa"),
+                    mmproj=vals.get("--mmproj", vals.get("-mm")),
+                    mmproj_offload="--no-mmproj-offload" not in flags)
     ts_raw = vals.get("-ts", vals.get("--tensor-split"))
     ts: tuple[float, ...] = ()
     if ts_raw:

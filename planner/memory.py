@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from planner.constants import constants
 from planner.devices import CPU
 from planner.devices import is_gpu as devices_is_gpu
 from planner.quants import catalogue
+from planner.mmproj import mmproj_device
 from planner.runconfig import RunConfig
 from planner.tensors import ModelParams, TensorInfo, TensorMap
 from planner.units import GIB, MIB
@@ -181,6 +183,7 @@ def memory_report(tmap: TensorMap, mix: Mapping[str, str], placement: Placement,
         kv[dev] = kv.get(dev, 0) + nbytes
     out_dev = placement.device_of("output.weight") if "output.weight" in sizes else placement.device_of(
         "token_embd.weight")
+    mm_dev = mmproj_device(cfg, budgets or placement.devices)
     devices = []
     for dev in placement.devices:
         is_gpu = devices_is_gpu(dev)
@@ -193,6 +196,9 @@ def memory_report(tmap: TensorMap, mix: Mapping[str, str], placement: Placement,
         terms.append(Term("compute", compute_buffer_bytes(
             tmap, cfg, holds_layers=holds_layers, holds_output=(out_dev == dev), is_gpu=is_gpu), False,
             f"estimate, -ub {cfg.ubatch}"))
+        if dev == mm_dev:
+            terms.append(Term("mmproj", cfg.mmproj_bytes, True,
+                              f"--mmproj {Path(cfg.mmproj or '').name}: projector weights from its header"))
         if is_gpu:
             terms.append(Term("margin", cfg.gpu_margin_bytes, False, "safety margin (CUDA context, fragmentation)"))
         else:

@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from planner.cluster import MAIN, Cluster, network_table
+from planner.cluster import MAIN, Cluster, Link, network_table
 from planner.memory import CPU, Placement, RunConfig, mix_bytes
 from planner.tensors import TensorMap
 
@@ -135,6 +135,21 @@ def input_bytes(tmap: TensorMap, cfg: RunConfig, n_tokens: int, depth: int) -> i
     return _n_kv(depth, n_tokens, cfg) * rows * elem + n_tokens * 4
 
 
+def sends_s(link: Link, sends: int) -> float:
+    """Time ``sends`` of ggml-rpc's ``send_data`` calls take on ``link``, in series on the critical path.
+
+    From the source (ggml-org/llama.cpp 0c1e57098 ``ggml/src/ggml-rpc/transport.cpp`` ``socket_t::impl``;
+    ik_llama.cpp 8337e4cd ``ggml/src/ggml-rpc.cpp`` ``send_data``): over TCP each call is one ``send()`` on a
+    ``TCP_NODELAY`` socket, so one segment through both kernels, without waiting for the peer (the per-segment
+    cost is ASSUMED, ``[tcp] segment_us``); over RDMA (mainline's Linux transport, ``rdma_send``) each call posts
+    one signaled SEND and polls for its completion, which a reliable-connection queue pair reports only after the
+    peer's acknowledgement: one round trip of the link per call.  ik_llama.cpp has no RDMA transport.
+    """
+    if link.transport == "rdma":
+        return sends * 2 * link.latency_s
+    return sends * network_table()["tcp"]["segment_us"] * 1e-6
+
+
 def pass_cost(tmap: TensorMap, placement: Placement, cluster: Cluster, cfg: RunConfig, *, n_tokens: int,
               depth: int, n_outputs: int = 1) -> PassCost:
     """Network time of one pass of ``n_tokens`` tokens at ``depth`` cached tokens (TG: 1; PP: the ubatch)."""
@@ -144,10 +159,18 @@ def pass_cost(tmap: TensorMap, placement: Placement, cluster: Cluster, cfg: RunC
     logits = p.n_vocab * n_outputs * F32
     trav: list[Traversal] = []
 
+    proto = network_table()["protocol"]
+    per_cmd, per_reply = proto["sends_per_command"], proto["sends_per_reply"]
+
     def cross(host: str, direction: str, what: str, nbytes: int) -> None:
         link = cluster.link_to(host)
         assert link is not None
-        t = link.latency_s + (nbytes / link.bandwidth_bytes_s if direction != "within" else 0.0)
+        if direction == "to":          # SET_TENSOR of the activations, then GRAPH_(RE)COMPUTE: one way
+            t = link.latency_s + nbytes / link.bandwidth_bytes_s + sends_s(link, 2 * per_cmd)
+        elif direction == "from":      # GET_TENSOR: the request, the server's reply with the data
+            t = link.latency_s + nbytes / link.bandwidth_bytes_s + sends_s(link, per_cmd + per_reply)
+        else:                          # COPY_TENSOR inside one rpc-server: half of its round trip each
+            t = link.latency_s + sends_s(link, per_cmd + per_reply) / 2
         trav.append(Traversal(host, direction, what, nbytes, t))
 
     last = len(path) - 1
@@ -169,12 +192,14 @@ def pass_cost(tmap: TensorMap, placement: Placement, cluster: Cluster, cfg: RunC
     attn_remote = sorted({d for d in placement.layer_device[:p.n_loaded_layers] if is_remote(d)})
     if attn_remote:
         per_dev = input_bytes(tmap, cfg, n_tokens, depth)
+        n_inputs = proto["set_tensors_per_split"] - 1          # the residual's SET is counted with the crossing
         for d in attn_remote:
             host = _host(cluster, d)
             link = cluster.link_to(host)
             assert link is not None
-            # sent in the same stream just before the activations: bandwidth only, no extra latency
-            trav.append(Traversal(host, "to", "inputs", per_dev, per_dev / link.bandwidth_bytes_s))
+            # one SET_TENSOR per graph input, sent in the stream before the activations: no latency of their own
+            trav.append(Traversal(host, "to", "inputs", per_dev,
+                                  per_dev / link.bandwidth_bytes_s + sends_s(link, n_inputs * per_cmd)))
     return PassCost(sum(t.seconds for t in trav), sum(t.bytes for t in trav), tuple(trav))
 
 

@@ -24,9 +24,12 @@ if TYPE_CHECKING:
     from planner.cluster_plan import ClusterDocument
     from planner.compare import Comparison
     from planner.documents import ParetoSet, PlanDocument
+    from planner.explain import Explanation
+    from planner.fixes import FixOption, FixProposal
     from planner.hardware import GPU, Hardware, ProfileSummary
     from planner.memory import MemoryReport
     from planner.model_list import BuiltinModel
+    from planner.quality import QualityEstimate
     from planner.quantize import Footprint
     from planner.calibrate import CalibrateResult
     from planner.speed import SpeedEstimate
@@ -43,7 +46,10 @@ def to_jsonable(obj: Any) -> Any:
         for f in dataclasses.fields(obj):
             if f.metadata.get("json") is False:
                 continue
-            out[f.name] = to_jsonable(getattr(obj, f.name))
+            value = getattr(obj, f.name)
+            if f.metadata.get("json") == "omit_default" and value == f.default:
+                continue                      # an option left at its default leaves the JSON as it was
+            out[f.name] = to_jsonable(value)
         return out
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
@@ -258,6 +264,8 @@ def render_footprint(fp: Footprint, *, all_tensors: bool = False) -> None:
                f"{fp.data_bytes:,} bytes of padded data")
     if getattr(fp, "file_bytes", None):
         print_text(f"predicted file size: {fp.file_bytes:,} bytes")
+    if fp.imatrix:
+        print_text(fp.imatrix)
     print_text("")
     print_text(_counts_block(fp.type_counts))
     seen: set[tuple] = set()
@@ -307,7 +315,14 @@ def _print_speed(s: SpeedEstimate) -> None:
     print_text("  assumptions: " + "; ".join(s.assumptions))
 
 
-def render_plan(doc: PlanDocument) -> None:
+def _print_quality(q: QualityEstimate) -> None:
+    print_text(f"quality (estimate): PPL ratio {q.ppl_ratio:.4f} (range {q.ppl_ratio_low:.4f}-{q.ppl_ratio_high:.4f}); "
+               f"constants {q.constants}")
+
+
+def render_plan(doc: PlanDocument, style: str = "plain") -> None:
+    """A plan as text; ``style="ubergarm"`` writes the recipe grouped by role and layer range with comments
+    (planner.recipe_style) and the quantize step with it."""
     p = doc.plan
     from collections import Counter
 
@@ -326,12 +341,22 @@ def render_plan(doc: PlanDocument) -> None:
     _print_memory(p.memory)
     _print_speed(p.speed)
     if p.quality is not None:
-        q = p.quality
-        print_text(f"quality (estimate): PPL ratio {q.ppl_ratio:.4f} (range {q.ppl_ratio_low:.4f}-{q.ppl_ratio_high:.4f}); "
-                   f"constants {q.constants}")
+        _print_quality(p.quality)
     for n in p.notes:
         print_text(f"note: {n}")
-    if doc.recipe is not None:
+    if doc.explanation is not None:
+        _print_explanation(doc.explanation)
+    if doc.recipe is not None and style == "ubergarm":
+        import shlex
+
+        from planner.recipe_style import styled_script
+
+        argv = _quantize_argv(doc) or shlex.split(doc.quantize_command or "")
+        print_text(f"\nrecipe and quantize command (ubergarm style, {doc.rule_count} rules):\n"
+                   + styled_script(doc.recipe, p.types, argv, p.devices).rstrip("\n"))
+        if doc.workflow is not None:
+            _print_workflow(doc, skip_quantize=True)
+    elif doc.recipe is not None:
         label = "--tensor-type items" if doc.recipe.engine == "mainline" else "--custom-q"
         print_text(f"\nrecipe ({label}, {doc.rule_count} rules):\n" + doc.recipe.custom_q)
         if doc.workflow is not None:
@@ -344,8 +369,42 @@ def render_plan(doc: PlanDocument) -> None:
     print_text("\nbenchmark the same placement:\n" + doc.sweep_command)
 
 
-def _print_workflow(doc: PlanDocument) -> None:
-    """The quantize workflow: each step's command and the disk space it writes."""
+def _print_explanation(e: Explanation) -> None:
+    """`plan`: why the plan is what it is, every number from the plan's own models (planner.explain)."""
+    print_text("\nwhy (the plan's own memory, speed and quality models):")
+    print_text(f"  binding: {e.binding}")
+    print_text(f"  objective: {e.objective}")
+    for x in e.experts:
+        kinds = ", ".join(f"{k} {v:.3f}" for k, v in x.next_unit.items())
+        print_text(f"  experts on {x.device}: layers {x.layers} ({x.n_layers} layers, {gib(x.bytes, 2)}) save "
+                   f"{x.tg_ms_saved:.2f} ms/token of TG against the CPU ({x.ms_per_gib:.3f} ms per GiB)"
+                   + (f"; one more CPU layer would save per GiB (by its expert types): {kinds} ms" if kinds else ""))
+    print_text(f"  position: {e.position}")
+    for t in e.types:
+        nxt = (f"{t.next_type} would cost +{gib(t.extra_bytes, 2)} for -{t.ppl_gain_pct:.3f} % PPL "
+               f"({t.pct_per_gib:.3f} % per GiB); "
+               + (f"it fits, at TG {t.upgrade_tg_delta:+.2f} tok/s" if t.upgrade_fits else "it does not fit")
+               if t.next_type else "no larger candidate is predicted better")
+        print_text(f"  types: {t.group} at {t.type_name} ({t.n_tensors} tensors, {gib(t.bytes, 2)}): {nxt}")
+    for w in e.next_gib:
+        ppl = ("" if w.ppl_delta_pct is None else
+               f", PPL {w.ppl_delta_pct:+.3f} %" + (f" ({w.ppl_ratio:.4f})" if w.ppl_ratio is not None else ""))
+        print_text(f"  next GiB: {w.resource}: TG {w.tg_delta:+.3f} tok/s ({w.tg_tps:.2f}){ppl}; {w.method}")
+
+
+def _quantize_argv(doc: PlanDocument) -> list[str] | None:
+    """The workflow's llama-quantize step (the one whose argv carries the recipe)."""
+    if doc.workflow is None or doc.recipe is None:
+        return None
+    for st in doc.workflow.steps:
+        if doc.recipe.custom_q in st.argv or any(a == f"{rx}={ty}" for a in st.argv for rx, ty in doc.recipe.rules):
+            return list(st.argv)
+    return None
+
+
+def _print_workflow(doc: PlanDocument, skip_quantize: bool = False) -> None:
+    """The quantize workflow: each step's command and the disk space it writes (``skip_quantize``: the
+    llama-quantize step's command was printed with the styled recipe)."""
     import shlex
 
     from planner.workflow import disk_gib
@@ -356,6 +415,9 @@ def _print_workflow(doc: PlanDocument) -> None:
     for i, st in enumerate(wf.steps, 1):
         size = disk_gib(st.disk_bytes) + ("" if st.disk_exact else " (est.)")
         print_text(f"{i}. {st.title}: writes {st.writes}, {size}" + (f"; {st.note}" if st.note else ""))
+        if skip_quantize and list(st.argv) == _quantize_argv(doc):
+            print_text("   (the llama-quantize command under the recipe above)")
+            continue
         print_text("   " + shlex.join(st.argv))
     print_text(f"disk: {disk_gib(wf.total_disk_bytes)} if every file is kept, {disk_gib(wf.peak_disk_bytes)} at most "
                "when each intermediate is deleted after its last use")
@@ -374,36 +436,100 @@ def render_check(r: CheckResult) -> None:
             what = "KV buffer size" if kind == "kv" else "buffer size"
             print_text(f"  {name:>10} {what} = {nbytes / 2**20:10.2f} MiB")
     _print_speed(r.speed)
+    if r.quality is not None:
+        _print_quality(r.quality)
+    if r.imatrix:
+        print_text(r.imatrix)
     if r.problems:
         for p in r.problems:
             print_text(f"DOES NOT FIT: {p}")
     else:
         print_text("fits")
+    if r.fix is not None:
+        _print_fix(r.fix, r.speed)
+
+
+def _fix_line(o: FixOption) -> str:
+    free = ", ".join(f"{d} {v / GIB:+.2f} GiB" for d, v in o.free_bytes.items())
+    moved = f"; moves {gib(o.moved_bytes, 2)} of weights" if o.moved_bytes else ""
+    cost = f"; gives up: {o.cost}" if o.cost else ""
+    return (f"{'fits' if o.fits else 'DOES NOT FIT'}, TG {o.tg_tps:.1f} tok/s, PP {o.pp_tps:.0f} tok/s (estimates); "
+            f"free after: {free}{moved}{cost}")
+
+
+def _print_fix(f: FixProposal, now: SpeedEstimate) -> None:
+    """`check`: the proposed change, checked the same way as the command, the alternatives and the plan's own."""
+    print_text(f"\nfix ({f.reason}):")
+    print_text(f"  smallest = {f.smallest}")
+    if f.fix is None:
+        print_text("  no change of where weights live makes it fit" + ("; see the alternatives" if f.alternatives else
+                                                                          ", nor a shorter -c or a q8_0 KV cache"))
+    else:
+        print_text(f"  change: {f.fix.change}")
+        print_text(f"  checked: {_fix_line(f.fix)} (now: TG {now.tg_tps:.1f}, PP {now.pp_tps:.0f})")
+        print_text(f"  {f.fix.command}")
+    for o in f.alternatives:
+        print_text(f"  alternative: {o.change}")
+        print_text(f"    checked: {_fix_line(o)}")
+        print_text(f"    {o.command}")
+    if f.plan is not None:
+        print_text(f"  the plan's own command ({f.plan_note}):")
+        print_text(f"    checked: {_fix_line(f.plan)}")
+        print_text(f"    {f.plan.command}")
+    elif f.plan_note:
+        print_text(f"  the plan's own command: {f.plan_note}")
 
 
 def render_compare(c: Comparison) -> None:
+    has_measured = any(r.measured_ratio is not None for r in c.rows)
     rows = []
     for r in c.rows:
-        rows.append(("*" if r.pareto else "", r.name, gib(r.total_bytes, 2), f"{r.bpw:.3f}",
-                     gib(r.gpu_bytes, 1), gib(r.cpu_bytes, 1), "yes" if r.fits else "no",
-                     f"{r.tg_tps:.1f}" if r.tg_tps else "-", f"{r.pp_tps:.0f}" if r.pp_tps else "-",
-                     f"{r.ppl_ratio:.4f}" if r.ppl_ratio else "-"))
-    print_table(f"{c.model} on {c.hardware}", ["", "candidate", "size", "BPW", "GPU", "CPU", "fits", "TG t/s",
-                                              "PP t/s", "PPL ratio"], rows,
-                justify=["left", "left", "right", "right", "right", "right", "left", "right", "right", "right"],
+        band = (f"{r.ppl_ratio:.4f} ({r.ppl_ratio_low:.4f}-{r.ppl_ratio_high:.4f})"
+                if r.ppl_ratio and r.ppl_ratio_low and r.ppl_ratio_high else "-")
+        row = ["*" if r.pareto else "", r.name, gib(r.total_bytes, 2), f"{r.bpw:.3f}",
+               gib(r.gpu_bytes, 1), gib(r.cpu_bytes, 1), "yes" if r.fits else "no",
+               f"{r.tg_tps:.1f}" if r.tg_tps else "-", f"{r.pp_tps:.0f}" if r.pp_tps else "-", band]
+        if has_measured:
+            row.append("-" if r.measured_ratio is None else
+                       f"{r.measured_ratio:.4f}" + (f" ± {r.measured_se:.4f}" if r.measured_se else "")
+                       + (" (inside band)" if r.measured_inside_band else " (OUTSIDE band)"))
+        rows.append(tuple(row))
+    head = ["", "candidate", "size", "BPW", "GPU", "CPU", "fits", "TG t/s", "PP t/s", "PPL ratio (band)"]
+    justify: list[JustifyMethod] = ["left", "left", "right", "right", "right", "right", "left", "right", "right",
+                                    "right"]
+    if has_measured:
+        head.append("measured")
+        justify.append("right")
+    print_table(f"{c.model} on {c.hardware}", head, rows, justify=justify,
                 caption="* = not dominated in (size, TG, quality); TG/PP/PPL are estimates")
+    sources = sorted({r.constants for r in c.rows if r.constants})
+    for src in sources:
+        print_text(f"quality constants: {src}")
+    for n in c.notes:
+        print_text(f"note: {n}")
 
 
 def render_pareto(ps: ParetoSet) -> None:
+    from planner.quality import difference_inside_band
+
     rows = []
     for i, d in enumerate(ps.documents, 1):
         p = d.plan
+        q = p.quality
         rows.append((i, gib(p.total_bytes, 2), f"{p.bpw:.3f}", f"{p.speed.tg_tps:.1f}", f"{p.speed.pp_tps:.0f}",
-                     f"{p.quality.ppl_ratio:.4f}" if p.quality else "-", len(d.recipe.rules) if d.recipe else "-",
+                     f"{q.ppl_ratio:.4f} ({q.ppl_ratio_low:.4f}-{q.ppl_ratio_high:.4f})" if q else "-",
+                     len(d.recipe.rules) if d.recipe else "-",
                      f"{p.solver.status} {pct(p.solver.gap)}" if p.solver else "-"))
     print_table(f"{ps.model}: non-dominated plans (best quality first)",
-                ["#", "size", "BPW", "TG t/s", "PP t/s", "PPL ratio", "rules", "solver (gap)"], rows,
+                ["#", "size", "BPW", "TG t/s", "PP t/s", "PPL ratio (band)", "rules", "solver (gap)"], rows,
                 justify=["right", "right", "right", "right", "right", "right", "right", "left"], caption="TG/PP/PPL are estimates; --json prints every plan in full")
+    for src in sorted({d.plan.quality.constants for d in ps.documents if d.plan.quality}):
+        print_text(f"quality constants: {src}")
+    for i, (a, b) in enumerate(zip(ps.documents, ps.documents[1:]), 1):
+        qa, qb = a.plan.quality, b.plan.quality
+        if qa is not None and qb is not None and difference_inside_band(qa, qb):
+            print_text(f"note: plans {i} and {i + 1}: predicted PPL ratios {qa.ppl_ratio:.4f} and {qb.ppl_ratio:.4f} "
+                       "differ by less than the band (the model cannot tell which is better)")
 
 
 def render_verify(reports: Sequence[VerifyReport]) -> None:

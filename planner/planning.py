@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from planner.devices import CPU
-from planner.errors import InfeasibleBudgetError, UsageError
+from planner.errors import InfeasibleBudgetError, SolverError, UsageError
 from planner.groups import Budget, build_groups, capacities, layer_split, smallest_weights
 from planner.hints import with_options
 from planner.loadmode import choose_load
@@ -27,7 +27,7 @@ from planner.quants import catalogue
 from planner.regexes import compile_user_regex, search
 from planner.request import PlanRequest
 from planner.runconfig import UBATCH_CHOICES, RunConfig
-from planner.solver import Group, Objective, Solution, SolveStep, solve, weakest
+from planner.solver import Group, LayerHomes, Objective, Solution, SolveStep, solve, weakest
 from planner.speed import DeviceSpeed, SpeedEstimate, estimate_speed
 from planner.tensors import TensorMap
 
@@ -95,6 +95,20 @@ def loss_slack(quality: QualityModel | None, request: PlanRequest) -> float:
     return math.log(1.0 + request.quality_slack_pct / 100.0) / k
 
 
+VS_BEST = "quality against the best-quality plan:"
+
+
+def _vs_best_note(q: QualityEstimate, best_ln_ratio: float) -> str:
+    """Balanced plans: the chosen plan's predicted PPL ratio next to the best-quality plan's, and whether the
+    difference is inside the chosen plan's band (then the model cannot tell the two plans apart)."""
+    best = math.exp(best_ln_ratio)
+    inside = q.ppl_ratio_low <= best <= q.ppl_ratio_high
+    return (f"{VS_BEST} PPL ratio {q.ppl_ratio:.4f} against {best:.4f} ({(q.ppl_ratio / best - 1) * 100:+.2f} %), "
+            + (f"inside the band {q.ppl_ratio_low:.4f}-{q.ppl_ratio_high:.4f}: the model cannot tell the two "
+               "plans apart" if inside else
+               f"outside the band {q.ppl_ratio_low:.4f}-{q.ppl_ratio_high:.4f}: a predicted quality cost"))
+
+
 def _finish(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequest, layer_device: tuple[str, ...],
             types: dict[str, str], devices: dict[str, str], sol: Solution | None, quality: QualityModel | None,
             notes: list[str], *,
@@ -126,6 +140,8 @@ def _finish(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequest,
     sizes = mix_bytes(tmap, types)
     total = sum(sizes.values())
     q = quality.estimate(types) if quality is not None else None
+    if q is not None and quality is not None and sol is not None and sol.best_loss is not None:
+        notes = [n for n in notes if not n.startswith(VS_BEST)] + [_vs_best_note(q, quality.k * sol.best_loss)]
     info = None
     if sol is not None:
         worst = weakest(sol.steps)
@@ -191,32 +207,103 @@ def _solve_with_layers(tmap: TensorMap, hw: Hardware, budget: Budget, request: P
         # capacities are all non-negative here: moving more attention to the CPU moves the same bytes
         # and only slows generation, so an infeasible answer now is final
         try:
-            if obj.kind == "balanced":
-                # epsilon-constraint: the best quality first, then the fastest plan within the slack of it
-                t0 = time.perf_counter()
-                # prove the best quality if that is quick; else continue from there to within 0.01 % (reported)
-                step1 = replace(obj, kind="quality")
-                best = solve(groups, cap, replace(step1, work_limit=min(PROOF_WORK, obj.work_limit)),
-                             fixed_seconds=fixed_time["tg_s"])
-                if best.status != "OPTIMAL":
-                    best = solve(groups, cap, replace(step1, relative_gap=QUALITY_STEP_GAP), hint=best,
-                                 fixed_seconds=fixed_time["tg_s"])
-                step2 = replace(obj, kind="speed", max_loss=best.loss + loss_slack(quality, request))
-                # prove the fastest plan within the slack if that is quick; else accept 0.1 % of TG (reported)
-                sol = solve(groups, cap, replace(step2, work_limit=min(PROOF_WORK, obj.work_limit)),
-                            hint=best, fixed_seconds=fixed_time["tg_s"])
-                if sol.status != "OPTIMAL":
-                    sol = solve(groups, cap, replace(step2, relative_gap=SPEED_STEP_GAP), hint=sol,
-                                fixed_seconds=fixed_time["tg_s"])
-                # the plan rests on the best-quality solve (it sets the loss bound) and on the final speed solve
-                return layer_device, replace(sol, wall_s=time.perf_counter() - t0,
-                                             steps=best.steps + sol.steps), groups
-            return layer_device, solve(groups, cap, obj, fixed_seconds=fixed_time["tg_s"]), groups
+            return layer_device, _solve_objective(groups, cap, obj, fixed_time, quality, request), groups
         except InfeasibleBudgetError as exc:
             last_err = exc
             break
     assert last_err is not None
     raise last_err
+
+
+def _solve_objective(groups: list[Group], cap: Mapping[str, int], obj: Objective, fixed_time: Mapping[str, float],
+                     quality: QualityModel | None, request: PlanRequest, homes: LayerHomes | None = None,
+                     hint: Solution | None = None) -> Solution:
+    """One solve of ``obj``; balanced is the epsilon-constraint: the best quality first, then the fastest plan
+    within the slack of it (each step proven if quick, else within its reported gap)."""
+    if obj.kind != "balanced":
+        return solve(groups, cap, obj, fixed_seconds=fixed_time["tg_s"], homes=homes, hint=hint)
+    t0 = time.perf_counter()
+    step1 = replace(obj, kind="quality")
+    try:
+        best: Solution | None = solve(groups, cap, replace(step1, work_limit=min(PROOF_WORK, obj.work_limit)),
+                                      fixed_seconds=fixed_time["tg_s"], homes=homes, hint=hint)
+    except SolverError:
+        best = None           # no solution in the short try (layer homes make the model larger): the full one
+    if best is None or best.status != "OPTIMAL":
+        best = solve(groups, cap, replace(step1, relative_gap=QUALITY_STEP_GAP), hint=best or hint,
+                     fixed_seconds=fixed_time["tg_s"], homes=homes)
+    step2 = replace(obj, kind="speed", max_loss=best.loss + loss_slack(quality, request))
+    try:
+        sol: Solution | None = solve(groups, cap, replace(step2, work_limit=min(PROOF_WORK, obj.work_limit)),
+                                     hint=best, fixed_seconds=fixed_time["tg_s"], homes=homes)
+    except SolverError:
+        sol = None
+    if sol is None or sol.status != "OPTIMAL":
+        sol = solve(groups, cap, replace(step2, relative_gap=SPEED_STEP_GAP), hint=sol or best,
+                    fixed_seconds=fixed_time["tg_s"], homes=homes)
+    # the plan rests on the best-quality solve (it sets the loss bound) and on the final speed solve
+    return replace(sol, wall_s=time.perf_counter() - t0, steps=best.steps + sol.steps, best_loss=best.loss)
+
+
+def solve_layered(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequest, quality: QualityModel | None,
+                  order: tuple[str, ...], *, speeds: Mapping[str, DeviceSpeed] | None = None,
+                  hold_s: Mapping[str, float] | None = None, hold_pp_s: Mapping[str, float] | None = None,
+                  shared: tuple[tuple[tuple[str, ...], float, float], ...] = (),
+                  start: Sequence[tuple[str, ...]] = ()) -> tuple[tuple[str, ...], Solution, list[Group]]:
+    """Types, devices and every layer's device in one model (:func:`planner.groups.build_layered_groups`): the
+    layers in contiguous ranges over ``order``, any range possibly empty.
+
+    ``start``: layouts to warm-start from, first feasible wins (the fixed-layout model of :func:`build_groups`
+    solved briefly for quality; its assignment is the hint).  Only the search's starting point: the solution is
+    the layered model's.
+
+    Raises:
+        InfeasibleBudgetError: nothing fits (the shortfall per device).
+    """
+    from planner.groups import build_layered_groups, layered_capacities
+
+    cfg = request.run
+    need = (smallest_weights(tmap, None, request, budget) + sum(kv_bytes_by_layer(tmap.params, cfg))
+            + cfg.os_reserve_bytes + cfg.gpu_margin_bytes * len(budget.gpus))
+    if need > sum(budget.bytes.values()):
+        raise InfeasibleBudgetError("even the smallest types do not fit in RAM + VRAM together",
+                                    shortfall_bytes={"all devices": need - sum(budget.bytes.values())})
+    groups, fixed, fixed_time, homes = build_layered_groups(tmap, order, budget, hw, cfg, request=request,
+                                                            quality=quality, speeds=speeds, hold_s=hold_s,
+                                                            hold_pp_s=hold_pp_s, shared=shared)
+    cap = layered_capacities(tmap, budget, cfg, fixed)
+    if any(c < 0 for c in cap.values()):
+        raise InfeasibleBudgetError("fixed terms alone exceed a device budget",
+                                    shortfall_bytes={d: -c for d, c in cap.items() if c < 0})
+    obj = _objective(request, quality, False, fixed_time)
+    hint = _warm_start(tmap, hw, budget, request, quality, start, speeds)
+    sol = _solve_objective(groups, cap, obj, fixed_time, quality, request, homes, hint=hint)
+    return sol.layer_device, sol, groups
+
+
+def _warm_start(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequest, quality: QualityModel | None,
+                layouts: Sequence[tuple[str, ...]], speeds: Mapping[str, DeviceSpeed] | None) -> Solution | None:
+    """A feasible assignment for the layered model from the first layout whose fixed-layout model solves (its
+    options re-tagged with their layer's home), or None."""
+    from planner.groups import replace_option
+
+    for layout in layouts:
+        groups, fixed, fixed_time = build_groups(tmap, layout, budget, hw, request.run, types=None, request=request,
+                                                 quality=quality, speeds=speeds)
+        cap = capacities(tmap, layout, budget, request.run, fixed)
+        if any(c < 0 for c in cap.values()):
+            continue
+        obj = replace(_objective(request, quality, False, fixed_time), kind="quality" if quality else "speed",
+                      work_limit=min(PROOF_WORK, request.work_limit), relative_gap=QUALITY_STEP_GAP)
+        try:
+            sol = solve(groups, cap, obj, fixed_seconds=fixed_time["tg_s"])
+        except (InfeasibleBudgetError, SolverError):
+            continue
+        by_key = {g.key: g for g in groups}
+        choice = {k: (replace_option(o, layout[by_key[k].layer]) if by_key[k].layer is not None else o)  # type: ignore[index]
+                  for k, o in sol.choice.items()}
+        return replace(sol, choice=choice, layer_device=tuple(layout))
+    return None
 
 
 def _objective(request: PlanRequest, quality: QualityModel | None, placement_only: bool, fixed_time: Mapping[str, float]) -> Objective:

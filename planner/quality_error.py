@@ -98,11 +98,14 @@ def rel_mse(type_name: str, distribution: str = DISTRIBUTIONS[0], imatrix: bool 
     precision, or "fitted" (the 2^(a+b*bpw) line) for types the table lacks.
 
     Raises:
-        UnknownQuantTypeError: unknown type, or an integer type that cannot hold weights.
+        UnknownQuantTypeError: unknown type, or an integer type asked to hold weights (one kept as stored
+            costs nothing).
     """
     qt = catalogue().get(type_name, context="quality model")
     table, fits = _error_table()
     if qt.kind == "index":
+        if source_dtype == type_name:
+            return 0.0, "lossless"        # an integer table kept as stored (DeepSeek-V4's ffn_gate_tid2eid)
         raise UnknownQuantTypeError(type_name, context="integer type, not a weight type")
     if qt.kind == "float":
         base = qt.repack_base or qt.name

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from planner.quality_error import (DISTRIBUTIONS, FLOAT_SOURCES, _canonical, _measured, _prior, canonical_base,
                                    measured_type_corrections, rel_mse)
 from planner.quality_prior import _norm_name, _shape_key, prior_importance, quantizable
+from planner.quants import catalogue
 from planner.tensors import TensorMap, builtin
 
 def apply_rules(tmap: TensorMap, rules: Sequence[Sequence[str]]) -> dict[str, str]:
@@ -41,8 +42,8 @@ def _loss(imp: Mapping[str, float], src: Mapping[str, str], types: Mapping[str, 
 def _source_dtypes(tmap: TensorMap) -> tuple[dict[str, str], int]:
     src, assumed = {}, 0
     for t in tmap.tensors:
-        if t.dtype in FLOAT_SOURCES:
-            src[t.name] = t.dtype
+        if t.dtype in FLOAT_SOURCES or catalogue().get(t.dtype).kind == "index":
+            src[t.name] = t.dtype          # (an integer table is no weight: kept as stored, it costs nothing)
         else:
             src[t.name] = "bf16"
             assumed += quantizable(t)

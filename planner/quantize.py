@@ -27,6 +27,7 @@ rules, then its own fallback table; it processes tensors in its loader's order (
 from __future__ import annotations
 
 import functools
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ __all__ = [
     "Ftype", "Rule", "QuantizeSpec", "TensorResult", "Footprint", "QuantizeState",
     "get_ftype", "ftype_names", "parse_custom_q", "parse_recipe_text",
     "target_type", "quantize", "is_quantizable", "quantizable", "default_base_type", "DEFAULT_BASE_TYPE",
-    "imatrix_types", "format_type_counts", "format_size_line",
+    "imatrix_types", "format_type_counts", "format_size_line", "keep_prequantized_items",
 ]
 
 
@@ -86,6 +87,7 @@ class Footprint:
     fallbacks: tuple[TensorResult, ...]        # tensors whose written type differs from the chosen one
     file_bytes: int | None = None              # exact output file size, when the source is a GGUF header
                                                # (llama-quantize's KVs; without the optional imatrix KVs)
+    imatrix: str = ""                          # the imatrix assumption in words (planner.imatrix_use), when known
 
     @property
     def total_gib(self) -> float:
@@ -377,6 +379,17 @@ def target_type(t: TensorInfo, params: ModelParams, spec: QuantizeSpec, *,
     return r.type_name, r.reason, r.fallback
 
 
+def _check_wv_count(tmap: TensorMap, state: QuantizeState, rules: _Rules) -> None:
+    """llama-quantize's sanity check on the attn_v-like tensor count (``wv_multiples`` of ftype_rules.toml)."""
+    n_layer = tmap.params.n_layer
+    if (not rules.wv_multiples or tmap.params.arch in rules.wv_exempt_archs
+            or any(state.n_attention_wv == m * n_layer for m in rules.wv_multiples)):
+        return
+    raise RecipeError(f"llama-quantize would abort on {tmap.name}: {state.n_attention_wv} attn_v/attn_qkv tensors "
+                      f"for {n_layer} blocks (\"n_attention_wv is unexpected\")",
+                      hint="the engine accepts " + ", ".join(f"{m} x block_count" for m in rules.wv_multiples))
+
+
 def _mainline_order(t: TensorInfo) -> tuple[int, str]:
     # llama_model_loader::weight_name_comparer: by blk.N (else -1), then by name
     m = _BLK.match(t.name)
@@ -396,6 +409,7 @@ def quantize(tmap: TensorMap, spec: QuantizeSpec, *, alignment: int = GGUF_DEFAU
     _check_ftype_imatrix(prep)
     tensors = tmap.tensors if spec.engine == "ik" else tuple(sorted(tmap.tensors, key=_mainline_order))
     state = QuantizeState.for_tensors(tensors, spec.engine)
+    _check_wv_count(tmap, state, prep.rules)
     model_class = _model_class(tmap.params, spec.engine)
     results = tuple(_decide(t, tmap.params, prep, state, model_class) for t in tensors)
     total = sum(r.nbytes for r in results)
@@ -498,3 +512,26 @@ def parse_custom_q(items: str | Sequence[str], engine: str = "ik") -> tuple[Rule
             compile_user_regex(pattern, where)
             rules.append(Rule(pattern=pattern, type_name=qt.name, index=index))
     return tuple(rules)
+
+
+def keep_prequantized_items(tmap: TensorMap) -> list[str]:
+    """``regex=type`` items that keep a converter's already-quantized tensors (gpt-oss's and DeepSeek-V4's MXFP4
+    experts, V4's FP8 linears written as Q8_0) at their stored type.
+
+    Neither engine re-quantizes a quantized tensor without ``--allow-requantize`` (ik src/llama-quantize.cpp:1724
+    @8337e4cd throws "requantizing from type %s is disabled"; mainline src/llama-quant.cpp the same), and a rule
+    naming the tensor's own type makes llama-quantize copy it (ik line 1614: ``quantize &= tensor->type !=
+    new_type``).  One item per (role, type), anchored to the block tensors of that role.
+    """
+    if not tmap.converter_types:
+        return []
+    by_name = tmap.by_name()
+    seen: dict[tuple[bool, str, str], None] = {}
+    for name in sorted(tmap.prequantized):
+        t = by_name[name]
+        seen[(t.layer is not None, t.role if t.layer is not None else name, t.dtype)] = None
+    items = []
+    for in_block, role, dtype in seen:
+        rx = (rf"blk\.[0-9]+\.{re.escape(role)}\.weight" if in_block else "^" + re.escape(role) + "$")
+        items.append(f"{rx.replace(chr(92) + '_', '_')}={dtype}")
+    return items

@@ -62,6 +62,11 @@ class RunConfig:
     # speed-only flags of a user's command (not emitted in plans, so kept out of the plan JSON): -tb and --numa
     threads_batch: int | None = field(default=None, metadata={"json": False})
     numa: str | None = field(default=None, metadata={"json": False})
+    # --mmproj FILE: a vision/audio projector loaded beside the model (planner/mmproj.py); its weight bytes come
+    # from its header; --no-mmproj-offload keeps it on the CPU.  Written to the plan JSON only when used.
+    mmproj: str | None = field(default=None, metadata={"json": "omit_default"})
+    mmproj_bytes: int = field(default=0, metadata={"json": "omit_default"})
+    mmproj_offload: bool = field(default=True, metadata={"json": "omit_default"})
 
     @property
     def qengine(self) -> str:

@@ -32,6 +32,7 @@ class Option:
     loss: float         # predicted quality loss contribution
     seconds: float      # predicted seconds per generated token contributed
     pp_seconds: float = 0.0   # predicted seconds per prompt ubatch contributed (PCIe copy of CPU weights)
+    home: str = ""            # with :class:`LayerHomes`: the layer's device this option assumes ("" = the group's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,33 @@ class Group:
                                          # layer is away from home (charged once per layer, not per group)
     type_key: str = ""                   # groups with the same non-empty key must share one type
                                          # (--granularity role / band); devices may still differ
+
+
+@dataclass(frozen=True, slots=True)
+class LayerHomes:
+    """Where each repeating layer lives (its attention, KV cache and fixed tensors) as a decision of the model.
+
+    The layers form contiguous ranges in ``order`` (the engines' layer rule: CPU layers first, then the devices
+    in device order), any range possibly empty.  Groups of a layer then carry options for every home
+    (:attr:`Option.home`); each class's options of home ``h`` are used exactly as often as the class has layers
+    in ``h``'s range.  Terms that follow the home and not a group's choice are given per layer and home; terms
+    paid once by a device that holds at least one layer (its compute buffer, the network crossings of a remote
+    device) per device; ``shared`` corrects the latter for devices of one host (a copy between two devices of one
+    rpc-server replaces a crossing of the link) per used device beyond the first.
+    """
+
+    order: tuple[str, ...]
+    layer_bytes: tuple[dict[str, int], ...]       # per layer: home -> bytes charged to it (KV, fixed tensors)
+    layer_s: tuple[dict[str, float], ...]         # per layer: home -> seconds per token
+    layer_pp_s: tuple[dict[str, float], ...]      # per layer: home -> seconds per ubatch
+    hold_bytes: dict[str, int] = field(default_factory=dict)
+    hold_s: dict[str, float] = field(default_factory=dict)
+    hold_pp_s: dict[str, float] = field(default_factory=dict)
+    shared: tuple[tuple[tuple[str, ...], float, float], ...] = ()   # (devices of one host, s, pp_s)
+
+    @property
+    def n_layer(self) -> int:
+        return len(self.layer_bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +128,8 @@ class Solution:
     bytes_by_device: dict[str, int] = field(default_factory=dict)
     scaling_error_bound: float = 0.0      # max change of the objective due to integer scaling
     steps: tuple[SolveStep, ...] = ()     # every solve this solution rests on, in order
+    best_loss: float | None = None        # balanced: the loss of the best-quality solve the speed step kept near
+    layer_device: tuple[str, ...] = ()    # with LayerHomes: the chosen home of every layer
 
 
 # Objective coefficients are rounded to integers at this resolution relative to the largest term;
@@ -109,7 +139,7 @@ RESOLUTION = 1e7
 
 def _signature(g: Group) -> tuple:
     return (g.role, g.home, g.handoff_s, g.type_key, tuple((o.type_name, o.device, o.bytes, round(o.loss, 12),
-                                                            round(o.seconds, 12), round(o.pp_seconds, 12))
+                                                            round(o.seconds, 12), round(o.pp_seconds, 12), o.home)
                           for o in g.options))
 
 
@@ -140,8 +170,8 @@ def _cp_model() -> Any:
 
 
 def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objective,
-          *, fixed_seconds: float = 0.0, hint: Solution | None = None) -> Solution:
-    """Optimal (type, device) per group under per-device byte capacities.
+          *, fixed_seconds: float = 0.0, hint: Solution | None = None, homes: LayerHomes | None = None) -> Solution:
+    """Optimal (type, device) per group under per-device byte capacities; with ``homes``, the layers' devices too.
 
     Raises:
         InfeasibleBudgetError: no assignment fits (shortfall estimated per device).
@@ -165,10 +195,13 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
         m.add(sum(vs) == len(members))
         counts.append(vs)
 
+    home_terms = _add_homes(m, homes, class_list, counts) if homes is not None else None
     devices = sorted(capacity)
     for dev in devices:
         terms = [(v, o.bytes) for members, vs in zip(class_list, counts)
                  for v, o in zip(vs, members[0].options) if o.device == dev and o.bytes]
+        if home_terms is not None:
+            terms += [(v, b) for v, b in home_terms.bytes.get(dev, []) if b]
         if terms:
             # divide by the gcd of the byte counts (tensor sizes share large powers of two): exact, and
             # far smaller coefficients for CP-SAT's LP relaxation
@@ -195,21 +228,27 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
     # hand-offs: a layer pays one GPU->CPU->GPU round trip if ANY of its groups is away from home.
     # Classes covering the same layers share y = layers with something away (y >= each class's away count);
     # since layers are filled in the same ascending order, the away parts coincide and y is exact.
-    away_by_layers: dict[tuple[tuple[int, ...], float], list[list[Any]]] = {}
+    # With layer homes, the same per home: a class's layers of one home are filled in the same order too.
+    away_by_layers: dict[tuple[tuple[int, ...], float, str], list[list[Any]]] = {}
     for members, vs in zip(class_list, counts):
         g0 = members[0]
         if g0.handoff_s and g0.layer is not None:
-            layers_key = (tuple(sorted(x.layer for x in members if x.layer is not None)), g0.handoff_s)
-            away_by_layers.setdefault(layers_key, []).append(
-                [v for v, o in zip(vs, g0.options) if o.device != g0.home])
+            layers = tuple(sorted(x.layer for x in members if x.layer is not None))
+            for home in sorted({o.home for o in g0.options}) if not g0.home else [g0.home]:
+                away_by_layers.setdefault((layers, g0.handoff_s, home), []).append(
+                    [v for v, o in zip(vs, g0.options) if (o.home or g0.home) == home and o.device != home])
     handoff_vars: list[tuple[Any, Option]] = []
-    for (layers, h), aways in sorted(away_by_layers.items()):
+    handoff_away: list[list[list[Any]]] = []
+    for (layers, h, _), aways in sorted(away_by_layers.items()):
+        handoff_away.append(aways)
         y = m.new_int_var(0, len(layers), f"y{len(handoff_vars)}")
         for away in aways:
             if away:
                 m.add(y >= sum(away))
         handoff_vars.append((y, Option("handoff", "", 0, 0.0, h)))
     all_opts += handoff_vars
+    if home_terms is not None:
+        all_opts += home_terms.costs
     if objective.max_total_bytes is not None:
         div = math.gcd(*(o.bytes for _, o in all_opts if o.bytes)) or 1
         m.add(sum((o.bytes // div) * v for v, o in all_opts) <= objective.max_total_bytes // div)
@@ -252,6 +291,17 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
             chosen = [hint.choice.get(g.key) for g in members]
             for v, o in zip(vs, opts):
                 m.add_hint(v, sum(1 for c in chosen if c == o))
+        if home_terms is not None and homes is not None and len(hint.layer_device) == homes.n_layer:
+            # layer homes: a complete hint (the auxiliary variables too), so CP-SAT starts from a feasible solution
+            # (one box keeps its partial hint: measured to prove its plans within the short first try)
+            value: dict[int, int] = {}
+            for members, vs in zip(class_list, counts):
+                chosen = [hint.choice.get(g.key) for g in members]
+                for v, o in zip(vs, members[0].options):
+                    value[v.index] = sum(1 for c in chosen if c == o)
+            for (y, _), aways in zip(handoff_vars, handoff_away):
+                m.add_hint(y, max((sum(value.get(v.index, 0) for v in away) for away in aways), default=0))
+            home_terms.hint(m, hint.layer_device, homes)
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = objective.workers
     # The limit is CP-SAT's deterministic time (work units), so the same inputs give the same plan on a slow
@@ -274,16 +324,29 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
     choice: dict[str, Option] = {}
     loss = seconds = 0.0
     used: dict[str, int] = {d: 0 for d in devices}
+    layer_device: tuple[str, ...] = ()
+    if home_terms is not None and homes is not None:
+        layer_device = tuple(next(h for h, v in zip(homes.order, row) if solver.value(v)) for row in home_terms.x)
+        for dev, vb in home_terms.bytes.items():
+            used[dev] = used.get(dev, 0) + sum(solver.value(v) * b for v, b in vb)
+        seconds += sum(solver.value(v) * o.seconds for v, o in home_terms.costs)
     for members, vs in zip(class_list, counts):
         opts = members[0].options
         n = [solver.value(v) for v in vs]
-        # fill layers in ascending order: GPU options first, then by option order (type order)
+        # fill layers in ascending order: GPU options first, then by option order (type order); with layer
+        # homes, each home's layers (contiguous) from that home's options
         order = sorted(range(len(opts)), key=lambda i: ((opts[i].device == "CPU") != objective.cpu_first, i))
-        it = iter(members)
+        if layer_device:
+            by_home: dict[str, list[Group]] = {}
+            for g in members:
+                by_home.setdefault(layer_device[g.layer] if g.layer is not None else "", []).append(g)
+            its = {h: iter(gs) for h, gs in by_home.items()}
+        else:
+            its = {"": iter(members)}
         for oi in order:
+            o = opts[oi]
             for _ in range(n[oi]):
-                g = next(it)
-                o = opts[oi]
+                g = next(its[o.home if layer_device else ""])
                 choice[g.key] = o
                 loss += o.loss
                 seconds += o.seconds
@@ -299,12 +362,92 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
                     wall_s=time.perf_counter() - t_start, n_classes=len(class_list),
                     n_vars=sum(len(v) for v in counts), loss=loss, seconds=seconds + fixed_seconds,
                     bytes_by_device=used, scaling_error_bound=err,
-                    steps=(SolveStep(objective.kind, name, gap, objective.relative_gap),))
+                    steps=(SolveStep(objective.kind, name, gap, objective.relative_gap),), layer_device=layer_device)
+
+
+@dataclass(frozen=True, slots=True)
+class _HomeTerms:
+    x: list[list[Any]]                              # x[layer][home index]: the layer lives there
+    bytes: dict[str, list[tuple[Any, int]]]         # device -> (variable, bytes) capacity terms
+    costs: list[tuple[Any, Option]]                 # (variable, pseudo-option carrying seconds / pp seconds)
+    hold: dict[str, Any]                            # device -> holds at least one layer
+    hosts: list[tuple[Any, Any, list[str]]]         # (any used, extra used, devices) per host with several
+
+    def hint(self, m: Any, layer_device: Sequence[str], homes: LayerHomes) -> None:
+        """Hint every variable of the homes from a layout."""
+        for il, row in enumerate(self.x):
+            for h, v in zip(homes.order, row):
+                m.add_hint(v, int(layer_device[il] == h))
+        for d, v in self.hold.items():
+            m.add_hint(v, int(d in layer_device))
+        for any_used, extra, devs in self.hosts:
+            used = sum(1 for d in devs if d in layer_device)
+            m.add_hint(any_used, int(used > 0))
+            m.add_hint(extra, max(0, used - 1))
+
+
+def _add_homes(m: Any, homes: LayerHomes, class_list: list[list[Group]], counts: list[list[Any]]) -> _HomeTerms:
+    """The layer-home variables of :class:`LayerHomes`: one Boolean per (layer, home), contiguous ranges in
+    ``homes.order``, each class's per-home option counts tied to its layers there, the per-layer and per-held-device
+    terms as capacity terms and pseudo-options (bytes 0: they are not weights, so ``max_total_bytes`` skips them)."""
+    order = homes.order
+    n = homes.n_layer
+    x = [[m.new_bool_var(f"x{il}_{j}") for j in range(len(order))] for il in range(n)]
+    for il in range(n):
+        m.add_exactly_one(x[il])
+    for il in range(n - 1):
+        # contiguous ranges: the home index never decreases from one layer to the next
+        for j in range(len(order) - 1):
+            m.add(sum(x[il][:j + 1]) >= sum(x[il + 1][:j + 1]))
+    for members, vs in zip(class_list, counts):
+        g0 = members[0]
+        if g0.home or g0.layer is None:
+            continue
+        layers = [g.layer for g in members if g.layer is not None]
+        for j, h in enumerate(order):
+            using = [v for v, o in zip(vs, g0.options) if o.home == h]
+            m.add(sum(using) == sum(x[il][j] for il in layers))
+    by_dev: dict[str, list[tuple[Any, int]]] = {}
+    costs: list[tuple[Any, Option]] = []
+    for il in range(n):
+        for j, h in enumerate(order):
+            by_dev.setdefault(h, []).append((x[il][j], int(homes.layer_bytes[il].get(h, 0))))
+            s, pp = homes.layer_s[il].get(h, 0.0), homes.layer_pp_s[il].get(h, 0.0)
+            if s or pp:
+                costs.append((x[il][j], Option("layer", h, 0, 0.0, s, pp)))
+    held = sorted(set(homes.hold_bytes) | set(homes.hold_s) | set(homes.hold_pp_s)
+                  | {d for devs, _, _ in homes.shared for d in devs})
+    hold = {}
+    for d in held:
+        if d not in order:
+            continue
+        j = order.index(d)
+        hold[d] = m.new_bool_var(f"hold[{d}]")
+        for il in range(n):
+            m.add(hold[d] >= x[il][j])
+        m.add(hold[d] <= sum(x[il][j] for il in range(n)))      # exactly "holds a layer": no phantom hold
+        if homes.hold_bytes.get(d):
+            by_dev.setdefault(d, []).append((hold[d], int(homes.hold_bytes[d])))
+        if homes.hold_s.get(d) or homes.hold_pp_s.get(d):
+            costs.append((hold[d], Option("hold", d, 0, 0.0, homes.hold_s.get(d, 0.0), homes.hold_pp_s.get(d, 0.0))))
+    hosts = []
+    for k, (devs, s, pp) in enumerate(homes.shared):
+        hs = [hold[d] for d in devs if d in hold]
+        if len(hs) < 2:
+            continue
+        any_used = m.new_bool_var(f"host{k}")
+        for h in hs:
+            m.add(any_used >= h)
+        extra = m.new_int_var(0, len(hs) - 1, f"extra{k}")
+        m.add(extra == sum(hs) - any_used)
+        costs.append((extra, Option("shared", "", 0, 0.0, s, pp)))
+        hosts.append((any_used, extra, [d for d in devs if d in hold]))
+    return _HomeTerms(x, by_dev, costs, hold, hosts)
 
 
 def _dominated(a: Option, b: Option) -> bool:
-    """b is at least as good as a in every constraint and objective term (same device)."""
-    return (a.device == b.device and b.bytes <= a.bytes and b.loss <= a.loss and b.seconds <= a.seconds
+    """b is at least as good as a in every constraint and objective term (same device and home)."""
+    return (a.device == b.device and a.home == b.home and b.bytes <= a.bytes and b.loss <= a.loss and b.seconds <= a.seconds
             and b.pp_seconds <= a.pp_seconds
             and (b.bytes, b.loss, b.seconds, b.pp_seconds) != (a.bytes, a.loss, a.seconds, a.pp_seconds))
 
@@ -318,8 +461,8 @@ def _prune(members: list[Group], *, same_type_only: bool = False) -> list[Group]
     for i, a in enumerate(opts):
         if any(_dominated(a, b) and (not same_type_only or a.type_name == b.type_name) for b in opts):
             continue
-        if any((a.device, a.bytes, a.loss, a.seconds, a.pp_seconds) == (b.device, b.bytes, b.loss, b.seconds,
-                                                                          b.pp_seconds) for b in opts[:i]):
+        if any((a.device, a.bytes, a.loss, a.seconds, a.pp_seconds, a.home)
+               == (b.device, b.bytes, b.loss, b.seconds, b.pp_seconds, b.home) for b in opts[:i]):
             continue
         keep.append(a)
     if len(keep) == len(opts):

@@ -27,7 +27,9 @@ from planner.memory import CPU, MIB, Placement, RunConfig, compute_buffer_bytes,
 from planner.tensors import TensorMap
 
 if TYPE_CHECKING:
+    from planner.cluster import Cluster
     from planner.hardware import Hardware
+    from planner.speed import SpeedEstimate
 
 EXACT_TOLERANCE_MIB = 0.1
 
@@ -106,8 +108,12 @@ def gpus_in_log(log: EngineLog) -> list[str]:
 
 def verify(log: EngineLog, tmap: TensorMap, mix: Mapping[str, str], placement: Placement, hw: Hardware, run: RunConfig, *,
            scales: Mapping[str, float] | None = None, numa: str | None = None,
-           predicted_ppl_ratio: float | None = None) -> VerifyReport:
+           predicted_ppl_ratio: float | None = None, cluster: Cluster | None = None,
+           devices: Sequence[str] | None = None, log_names: Mapping[str, str] | None = None) -> VerifyReport:
     """Every term the log shows next to the planner's prediction for the same model, mix, placement and flags.
+
+    On an RPC cluster, ``devices`` is the engine's device order and ``log_names`` its buffer names (``RPC0[host:
+    port]``) under planner names (:func:`planner.cluster_plan.command_on_cluster`); speeds are the cluster's.
 
     Raises:
         LogFormatError: the log has neither a load log nor a sweep-bench table.
@@ -119,6 +125,8 @@ def verify(log: EngineLog, tmap: TensorMap, mix: Mapping[str, str], placement: P
     checks: list[Check] = []
     notes: list[str] = []
     dmap = device_map(log)
+    if log_names:
+        dmap.update(log_names)
     loaded = {t.name for t in tmap.tensors if tmap.is_loaded(t)}
     sizes = {n: b for n, b in mix_bytes(tmap, mix).items() if n in loaded}
     if log.load is not None:
@@ -179,7 +187,7 @@ def verify(log: EngineLog, tmap: TensorMap, mix: Mapping[str, str], placement: P
             checks.append(Check("compute", dev, pred, round(mib, 2), "MiB", False,
                                 " + ".join(logged_names.get(dev, []))))
         if ld.layer_device:
-            gpus = gpus_in_log(log)
+            gpus = list(devices) if devices is not None else gpus_in_log(log)
             log_layers = dict(ld.layer_device)
             n = tmap.params.n_loaded_layers
             mism = [il for il in range(n) if il in log_layers and log_layers[il] < len(gpus)
@@ -198,8 +206,9 @@ def verify(log: EngineLog, tmap: TensorMap, mix: Mapping[str, str], placement: P
             if sw.n_threads and not r.threads:
                 r = replace(r, threads=sw.n_threads)
             depths = sorted({row.n_kv for row in sw.rows})
-            est = estimate_speed(tmap, mix, placement, hw, r, depths=depths, scales=scales, numa=numa,
-                                 threads_batch=sw.n_threads_batch)
+            est = (estimate_speed(tmap, mix, placement, hw, r, depths=depths, scales=scales, numa=numa,
+                                  threads_batch=sw.n_threads_batch) if cluster is None else
+                   _cluster_estimate(tmap, mix, placement, cluster, r, depths))
             for row in sw.rows:
                 checks.append(Check("TG", f"depth {row.n_kv}", est.tg_at(row.n_kv), row.s_tg_tps, "tok/s", False))
                 checks.append(Check("PP", f"depth {row.n_kv}", est.pp_at(row.n_kv), row.s_pp_tps, "tok/s", False))
@@ -219,7 +228,8 @@ def verify(log: EngineLog, tmap: TensorMap, mix: Mapping[str, str], placement: P
             # llama-bench: ppN processes N prompt tokens from depth d; tgN generates N tokens from depth d
             depth = brow.depth + (brow.n_gen // 2 if brow.n_gen else 0)
             r = replace(r, ctx=max(r.ctx, brow.depth + brow.n_prompt + brow.n_gen))
-            est = estimate_speed(tmap, mix, placement, hw, r, depths=(depth,), scales=scales, numa=numa)
+            est = (estimate_speed(tmap, mix, placement, hw, r, depths=(depth,), scales=scales, numa=numa)
+                   if cluster is None else _cluster_estimate(tmap, mix, placement, cluster, r, (depth,)))
             kind, pred = ("TG", est.tg_at(depth)) if brow.n_gen else ("PP", est.pp_at(depth))
             checks.append(Check(kind, f"{brow.test}", pred, brow.tps, "tok/s", False))
     if log.perplexity is not None and log.perplexity.ppl_ratio is not None and predicted_ppl_ratio is not None:
@@ -229,6 +239,13 @@ def verify(log: EngineLog, tmap: TensorMap, mix: Mapping[str, str], placement: P
     spelling = log.load.spelling if log.load else ("sweep-bench table only" if log.sweeps else "llama-bench only")
     return VerifyReport(log.source, engine, spelling, tuple(checks),
                         tuple(sorted(dmap.items(), key=lambda kv: kv[1])), tuple(notes))
+
+
+def _cluster_estimate(tmap: TensorMap, mix: Mapping[str, str], placement: Placement, cluster: Cluster,
+                      run: RunConfig, depths: Sequence[int]) -> SpeedEstimate:
+    from planner.cluster_plan import cluster_speed, cluster_speeds
+
+    return cluster_speed(tmap, mix, placement, cluster, run, cluster_speeds(cluster, run), depths=depths)
 
 
 def summarize(report: VerifyReport) -> dict[str, float]:
@@ -259,15 +276,20 @@ class LoggedRun:
     threads_batch: int | None
     numa: str | None
     warnings: tuple[str, ...]
+    devices: tuple[str, ...] | None = None        # on a cluster: the engine's device order (planner names)
+    log_names: dict[str, str] | None = None       # on a cluster: the engine's buffer names -> planner names
 
 
 def logged_runs(paths: Sequence[str | Path], tmap: TensorMap, hw: Hardware, *, engine: str,
-                argv: Sequence[str] | None = None) -> tuple[LoggedRun, ...]:
-    """Parse each log, take its command (the one printed in the log, else ``argv``) and place the model with it.
+                argv: Sequence[str] | None = None, cluster: Cluster | None = None,
+                mix: Mapping[str, str] | None = None) -> tuple[LoggedRun, ...]:
+    """Parse each log, take its command (the one printed in the log, else ``argv``) and place the model with it
+    (a command with ``--rpc`` on ``cluster``'s devices).
 
     Raises:
         LogFormatError: a log is not engine output.
-        UsageError: no command in the log and none given; the command places tensors on a device the log lacks.
+        UsageError: no command in the log and none given; the command places tensors on a device the log lacks;
+            the command uses ``--rpc`` and no cluster describes its hosts, or not this cluster's.
     """
     from planner.errors import UsageError
     from planner.launch import parse_server_command, placement_from_command
@@ -280,8 +302,18 @@ def logged_runs(paths: Sequence[str | Path], tmap: TensorMap, hw: Hardware, *, e
             raise UsageError(f"{lg.source}: the log does not show the command that ran",
                              hint="give it after --, e.g. `-- llama-sweep-bench -m M.gguf -ngl 99 -ot ...`")
         cmd = parse_server_command(list(argv_used), engine=engine)
-        gpus = gpus_in_log(lg) if lg.load is not None else [f"CUDA{g.index}" for g in hw.gpus]
-        placement = placement_from_command(tmap, cmd, gpus)
+        devices = log_names = None
+        if cmd.rpc or cluster is not None:
+            if cluster is None:
+                raise UsageError(f"{lg.source}: the command uses --rpc: describe its hosts with --cluster FILE or "
+                                 "--rpc-host NAME=addr:IP,port:P,ram:GIB (one per --rpc endpoint, in order)")
+            from planner.cluster_plan import command_on_cluster
+
+            cc = command_on_cluster(tmap, mix or {}, cmd, cluster, cmd.run)
+            placement, devices, log_names = cc.placement, cc.devices, cc.log_names
+        else:
+            gpus = gpus_in_log(lg) if lg.load is not None else [f"CUDA{g.index}" for g in hw.gpus]
+            placement = placement_from_command(tmap, cmd, gpus)
         vals = dict(zip(argv_used, argv_used[1:]))
         tb = vals.get("-tb") or vals.get("--threads-batch")
         numa = vals.get("--numa")
@@ -289,20 +321,22 @@ def logged_runs(paths: Sequence[str | Path], tmap: TensorMap, hw: Hardware, *, e
         if lg.sweeps and lg.sweeps[0].n_threads and not run.threads:
             run = replace(run, threads=lg.sweeps[0].n_threads)
         out.append(LoggedRun(lg, tuple(argv_used), run, placement, int(tb) if tb and tb.isdigit() else None, numa,
-                             cmd.warnings))
+                             cmd.warnings, devices, log_names))
     return tuple(out)
 
 
 def verify_logs(paths: Sequence[str | Path], tmap: TensorMap, mix: Mapping[str, str], hw: Hardware, *, engine: str,
-                argv: Sequence[str] | None = None,
-                scales: Mapping[str, float] | None = None) -> tuple[VerifyReport, ...]:
+                argv: Sequence[str] | None = None, scales: Mapping[str, float] | None = None,
+                cluster: Cluster | None = None) -> tuple[VerifyReport, ...]:
     """:func:`verify` for each log file (the ``verify`` command's library call); a --kl-divergence perplexity
-    result is compared with the quality model's PPL ratio for the mix."""
-    runs = logged_runs(paths, tmap, hw, engine=engine, argv=argv)
+    result is compared with the quality model's PPL ratio for the mix; a command with ``--rpc`` is read on
+    ``cluster``'s devices."""
+    runs = logged_runs(paths, tmap, hw, engine=engine, argv=argv, cluster=cluster, mix=mix)
     ratio = None
     if any(r.log.perplexity is not None and r.log.perplexity.ppl_ratio is not None for r in runs):
         from planner.quality import QualityModel
 
         ratio = QualityModel.build(tmap).estimate(mix).ppl_ratio
-    return tuple(verify(r.log, tmap, mix, r.placement, hw, r.run, scales=scales, numa=r.numa,
-                        predicted_ppl_ratio=ratio) for r in runs)
+    return tuple(verify(r.log, tmap, mix, r.placement, hw if cluster is None else cluster.main, r.run,
+                        scales=scales, numa=r.numa, predicted_ppl_ratio=ratio, cluster=cluster, devices=r.devices,
+                        log_names=r.log_names) for r in runs)

@@ -61,13 +61,14 @@ def _fill(argv: Sequence[str], **kw: str) -> tuple[str, ...]:
 
 def _bf16_bytes(tmap: TensorMap) -> int:
     """Tensor bytes of the BF16 GGUF convert_hf_to_gguf --outtype bf16 writes: the map's own dtypes, which follow
-    the converter (1-D tensors, norms, ffn_gate_inp and non-.weight tensors f32, the rest bf16); 2-D+ weights
-    stored quantized in the map count as bf16."""
+    the converter (1-D tensors, norms, ffn_gate_inp and non-.weight tensors f32, the rest bf16).  A template's
+    quantized tensors are what the converter writes (gpt-oss's and DeepSeek-V4's MXFP4 experts, V4's Q8_0
+    linears: convert_hf_to_gguf.py GptOssModel / DeepseekV4Model); in a quantized GGUF's map they count as bf16."""
     from planner.quants import catalogue  # noqa: PLC0415
     cat = catalogue()
     total = 0
     for t in tmap.tensors:
-        dtype = t.dtype if t.dtype in ("f32", "bf16", "f16") else "bf16"
+        dtype = t.dtype if t.dtype in ("f32", "bf16", "f16") or tmap.converter_types else "bf16"
         total += cat.get(dtype).tensor_bytes(t.shape)
     return total
 
@@ -88,7 +89,7 @@ def quantize_workflow(tmap: TensorMap, recipe: _Recipe, *, builtin_name: str | N
     existing BF16/Q8_0 GGUF (no download or convert step).  ``ram_bytes``: when the BF16 does not fit, the imatrix
     is computed on a Q8_0 made from it (what people do for 671B-class models).
     """
-    from planner.quantize import QuantizeSpec, quantize  # noqa: PLC0415
+    from planner.quantize import QuantizeSpec, keep_prequantized_items, parse_custom_q, quantize  # noqa: PLC0415
 
     facts = _facts()
     name = tmap.name
@@ -116,7 +117,9 @@ def quantize_workflow(tmap: TensorMap, recipe: _Recipe, *, builtin_name: str | N
         steps.append(Step("convert to a BF16 GGUF", _fill(facts["convert"]["argv"], bf16_gguf=bf16_gguf,
                                                             bf16_dir=bf16_dir),
                           bf16_gguf, _bf16_bytes(tmap), True,
-                          f"convert_hf_to_gguf.py of the {engine} checkout", reads=(bf16_dir,)))
+                          f"convert_hf_to_gguf.py of the "
+                          f"{facts['convert'].get('checkout_by_arch', {}).get(tmap.params.arch, engine)} checkout",
+                          reads=(bf16_dir,)))
         source_gguf = bf16_gguf
     else:
         notes.append(f"source GGUF given: {source_gguf} (no download or convert step)")
@@ -131,9 +134,16 @@ def quantize_workflow(tmap: TensorMap, recipe: _Recipe, *, builtin_name: str | N
         bf16 = _bf16_bytes(tmap)
         if ram_bytes is not None and bf16 > ram_bytes:
             q8 = f"{name}-Q8_0.gguf"
-            q8_bytes = quantize(tmap, QuantizeSpec(base_type="Q8_0", engine=engine)).total_bytes
+            keep = keep_prequantized_items(tmap)      # MXFP4 experts are copied, not requantized
+            q8_bytes = quantize(tmap, QuantizeSpec(base_type="Q8_0", engine=engine,
+                                                   custom_q=parse_custom_q(keep, engine) if keep else ())).total_bytes
+            keep_argv: tuple[str, ...] = ()
+            if keep:
+                keep_argv = (("--custom-q", ",".join(keep)) if engine != "mainline"
+                             else tuple(a for item in keep for a in ("--tensor-type", item)))
             steps.append(Step("Q8_0 for the imatrix run (the BF16 does not fit in RAM)",
-                              ("llama-quantize", source_gguf, q8, "Q8_0") + ((threads_s,) if threads else ()), q8,
+                              ("llama-quantize", *keep_argv, source_gguf, q8, "Q8_0")
+                              + ((threads_s,) if threads else ()), q8,
                               q8_bytes, True,
                               reads=(source_gguf,)))
             model_for_imatrix = q8

@@ -25,6 +25,7 @@ from planner.tensors import builtin
 
 SMALL_MAIN = dict(vram=[4.0], ram=8.0)           # Qwen3-30B-A3B does not fit this alone (see the CLI test)
 BOX2 = "box2=addr:10.0.0.2,ram:16,bw:1gbe"
+SEGMENT_S = 5e-6       # planner/data/network.toml [tcp] segment_us (assumed): one small TCP segment's way
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def small():
     tmap = builtin("qwen3-30b-a3b")
     cluster = cluster_from_flags(resolve_hardware(**SMALL_MAIN), [BOX2])
     request = PlanRequest(run=RunConfig(engine="mainline", ctx=4096, load="mmap"))
-    cp = plan_cluster(tmap, cluster, request, QualityModel.build(tmap), model_path="q.gguf", fractions=(1.0,))
+    cp = plan_cluster(tmap, cluster, request, QualityModel.build(tmap), model_path="q.gguf")
     return tmap, cluster, request, cp
 
 
@@ -102,6 +103,9 @@ def test_network_terms_are_in_the_speed(small):
     # per token: the residual into box2 and back (latency + n_embd f32 each way) and the KQ mask + position
     # (mainline: n_kv 256 cells x 1 token x f16 + 1 x i32) on the way in
     hand = 2 * (link.latency_s + p.n_embd * 4 / link.bandwidth_bytes_s) + (256 * 2 + 4) / link.bandwidth_bytes_s
+    # and every send_data of the pass, one TCP segment each (ggml-rpc: 3 per command, 2 per reply): into box2 the
+    # 8 SET_TENSOR the harness log shows per pass plus GRAPH_COMPUTE, out of it one GET_TENSOR and its reply
+    hand += (3 * (8 + 1) + 3 + 2) * SEGMENT_S
     assert cp.network.tg_s == pytest.approx(hand)
     spd = cp.plan.speed
     t0 = spd.terms[0]
@@ -117,7 +121,7 @@ def test_network_terms_are_in_the_speed(small):
     # PP pays the ubatch-sized transfers: 2 x n_embd x ub f32 plus the mask (256-padded cells x ub x f16)
     ub = min(cp.plan.run.ubatch, cp.plan.run.batch)
     pp_hand = 2 * (link.latency_s + p.n_embd * 4 * ub / link.bandwidth_bytes_s) + \
-        (512 * ub * 2 + ub * 4) / link.bandwidth_bytes_s
+        (512 * ub * 2 + ub * 4) / link.bandwidth_bytes_s + (3 * (8 + 1) + 3 + 2) * SEGMENT_S
     assert t0.pp["network"] == pytest.approx(pp_hand)
 
 
@@ -157,6 +161,18 @@ def test_cli_one_box_does_not_fit_and_says_so():
                                   "--no-imatrix"])
     assert r.exit_code == 2
     assert "a second machine over llama.cpp RPC: --rpc-host" in r.output
+    # without --ctx (the default context, resolved later) the offer is still a one-line error, not a crash
+    r0 = CliRunner().invoke(main, ["plan", "qwen3-30b-a3b", "--vram", "4", "--ram", "8", "--no-imatrix"])
+    assert r0.exit_code == 2 and "--rpc-host NAME=addr:IP,ram:" in r0.output
+    # the offered RAM is a lower bound (said so); a second box above it makes the same plan a cluster plan
+    import re
+    offered = int(re.search(r"--rpc-host NAME=addr:IP,ram:(\d+),bw:10gbe \(a lower bound", r.output).group(1))
+    assert 4 + 1 < offered <= 12        # the OS reserve (4 GiB) plus at least the 1.19 GiB shortfall
+    r2 = CliRunner().invoke(main, ["plan", "qwen3-30b-a3b", "--vram", "4", "--ram", "8", "--ctx", "4096",
+                                   "--no-imatrix", "--objective", "speed", "--rpc-host",
+                                   "box2=addr:10.0.0.2,ram:12,bw:10gbe"])
+    assert r2.exit_code == 0, r2.output
+    assert "rpc-server -H 10.0.0.2 -p 50052" in r2.output and "--rpc 10.0.0.2:50052" in r2.output
 
 
 def test_cli_cluster_plan_json(tmp_path):
@@ -193,7 +209,7 @@ def test_kimi_k2_on_two_boxes_over_10gbe(tmp_path):
     tmap = builtin("kimi-k2")
     cluster = load_cluster("2x3090-384g+epyc-256g-10gbe")
     request = PlanRequest(run=RunConfig(engine="ik", ctx=32768))
-    cp = plan_cluster(tmap, cluster, request, QualityModel.build(tmap), model_path="k2.gguf", fractions=(1.0,))
+    cp = plan_cluster(tmap, cluster, request, QualityModel.build(tmap), model_path="k2.gguf")
     plan = cp.plan
     # it needs both boxes: more weights than the main box holds
     main_usable = 384 * 2 ** 30 + 2 * 23 * 2 ** 30
@@ -207,7 +223,8 @@ def test_kimi_k2_on_two_boxes_over_10gbe(tmp_path):
     assert hosts["box2"].kv_bytes == kv_layer * cp.remote_layers["box2/CPU"]
     # TG and PP include the network: 2 crossings of 7168 f32 each + ik's mask (256 cells x 16 rows x f16)
     link = cluster.host("box2").link
-    hand = 2 * (link.latency_s + 7168 * 4 / link.bandwidth_bytes_s) + (256 * 16 * 2 + 4) / link.bandwidth_bytes_s
+    hand = 2 * (link.latency_s + 7168 * 4 / link.bandwidth_bytes_s) + (256 * 16 * 2 + 4) / link.bandwidth_bytes_s \
+        + (3 * (8 + 1) + 3 + 2) * SEGMENT_S
     assert cp.network.tg_s == pytest.approx(hand) and 0 < plan.speed.tg_tps < 100 and plan.speed.pp_tps > 0
     assert cp.network.load.cold_s > 60          # ~1.2 GB/s: minutes for the remote weights
     cd = cluster_document(tmap, cp, model_path="k2.gguf")
@@ -215,6 +232,14 @@ def test_kimi_k2_on_two_boxes_over_10gbe(tmp_path):
     assert names == ["box2.sh", "main.sh"]
     assert "--rpc 192.168.10.2:50052" in cd.document.launch_command
     assert cd.servers[0].command == "rpc-server -H 192.168.10.2 -p 50052 -c -t 32"
+    # the command runs what the plan chose (load mode, -ub), not the request's defaults
+    argv = cp.launch.argv
+    assert ("-rtr" in argv) == (plan.run.load == "rtr") and ("--no-mmap" in argv) == (plan.run.load == "no-mmap")
+    assert argv[argv.index("-ub") + 1] == str(plan.run.ubatch)
+    # every layer's device was chosen in the model: the remote layers are one contiguous range
+    r = cp.remote_layers["box2/CPU"]
+    first = plan.layer_device.index("box2/CPU")
+    assert r > 0 and plan.layer_device[first:first + r] == ("box2/CPU",) * r
 
 
 def test_check_understands_rpc_commands(small):

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import gguf
 import pytest
@@ -22,13 +23,21 @@ from planner.tensors import _architectures, build, builtin, builtin_names, from_
 GGUF_ARCHS = {gguf.MODEL_ARCH_NAMES[a]: a for a in gguf.MODEL_ARCH}
 
 
+FIXTURE_NAMES = Path(__file__).parent / "fixtures" / "gguf_names"
+
+
 def _gguf_names(arch: str) -> set[str]:
+    if arch not in GGUF_ARCHS:
+        # newer than gguf 0.19: the names transcribed from llama.cpp's gguf-py (the file cites the commit)
+        lines = (FIXTURE_NAMES / f"{arch}.txt").read_text().splitlines()
+        return {line.strip() for line in lines if line.strip() and not line.startswith("#")}
     return {gguf.TENSOR_NAMES[t] for t in gguf.MODEL_TENSORS[GGUF_ARCHS[arch]]}
 
 
 @pytest.mark.parametrize("arch", sorted(a for a, t in _architectures().items() if "block" in t))
 def test_template_tensor_names_come_from_gguf(arch):
-    assert arch in GGUF_ARCHS, f"{arch} is not an architecture gguf {gguf.__name__} knows"
+    assert arch in GGUF_ARCHS or (FIXTURE_NAMES / f"{arch}.txt").is_file(), \
+        f"{arch} is not an architecture gguf {gguf.__name__} knows"
     known = _gguf_names(arch)
     tpl = _architectures()[arch]
     for part in ("head", "block", "tail"):
@@ -47,16 +56,25 @@ _GAPS: dict[tuple[str, str], str] = {
     ("kimi-k2-0905", "active"): "card rounds 32.2B to '32 billion'",
     ("kimi-k2-thinking", "total"): "card rounds 1.027T to '1 trillion'",
     ("kimi-k2-thinking", "active"): "card rounds 32.2B to '32 billion'",
+    ("kimi-k2.5", "total"): "card rounds the 1.027T language model to '1T' (the 0.47B MoonViT goes to the mmproj)",
+    ("kimi-k2.5", "active"): "card rounds 32.2B to '32B'",
+    ("deepseek-v4-flash", "active"): "card rounds 13.27B to '13B'",
     ("deepseek-v3.1", "active"): "card rounds 37.65B to '37B'",
     ("deepseek-v3.2", "active"): "card rounds 37.65B to '37B'",
-    ("llama-4-scout", "total"): "109B includes the vision encoder (mmproj); text model 107.8B",
-    ("llama-4-scout", "active"): "'17B active' includes the vision encoder",
-    ("llama-4-maverick", "active"): "'17B active' includes the vision encoder",
+    ("llama-4-scout", "total"): "109B counts the checkpoint with its vision encoder (the mmproj); the text model "
+                                "is 107.77B (no published split to check the remainder against)",
+    # 16.14B / 16.15B without token_embd (this tool's convention), 17.17B / 17.19B with it: '17B' either way
+    ("llama-4-scout", "active"): "card rounds: 16.14B (17.17B with token_embd) to '17B active'",
+    ("llama-4-maverick", "active"): "card rounds: 16.15B (17.19B with token_embd) to '17B active'",
     ("minimax-m2", "total"): "card rounds 228.7B to '230 billion'",
     ("minimax-m2", "active"): "card rounds 10.4B to '10 billion'",
     ("qwen3-next-80b-a3b", "active"): "card rounds to '3B activated' (3.56B with the output head and attention)",
-    ("qwen3.5-397b-a17b", "active"): "card rounds to '17B activated' (16.3B by this count)",
-    ("qwen3-coder-480b-a35b", "active"): "card rounds to '35B activated' (34.5B by this count)",
+    # checked, not a counting mistake: the qwen35moe template matches a Qwen3.5-MoE checkpoint's safetensors
+    # index tensor for tensor (test_safetensors); 16.33B counts the shared expert, its gate and the doubled
+    # attn_q (output gate), without token_embd; with it 17.35B; the MTP block is not loaded (test below)
+    ("qwen3.5-397b-a17b", "active"): "card rounds: 16.33B (17.35B with token_embd) to '17B activated'",
+    # Qwen3-MoE has no shared expert: 62 x (attention 163.6M + 8 of 160 experts 377.5M + router) + head 0.93B
+    ("qwen3-coder-480b-a35b", "active"): "card rounds: 34.54B (35.48B with token_embd) to '35B activated'",
 }
 _PUBLISHED = [(m, which) for m in builtin_names() for which in ("total", "active")
               if summarize(m).published_total is not None]
@@ -196,3 +214,62 @@ def test_models_command_json():
     g = rows["gpt-oss-120b"]
     assert (g["arch"], g["n_layer"], g["n_expert"], g["n_expert_used"]) == ("gpt-oss", 36, 128, 4)
     assert round(g["total_params"] / 1e7) == 11683                 # the card's 116.83B
+
+
+def test_deepseek_v4_flash_shapes_from_the_loader():
+    """Shapes as llama.cpp src/models/deepseek4.cpp load_arch_tensors @00395eb2 creates them for the config's
+    numbers (n_embd 4096, n_head 64, head_dim 512, q_lora 1024, o_groups 8, o_lora 1024, hc_mult 4, 256 experts
+    of 2048, 6 used, indexer 64 x 128, num_hash_layers 3)."""
+    tm = builtin("deepseek-v4-flash")
+    by = tm.by_name()
+    assert tm.params.compress_ratios[:5] == (0, 0, 4, 128, 4) and tm.params.n_layer == 43
+    assert by["blk.0.attn_q_b.weight"].shape == (1024, 64 * 512)
+    assert by["blk.0.attn_kv.weight"].shape == (4096, 512)                       # one K=V head
+    assert by["blk.0.attn_output_a.weight"].shape == (64 * 512 // 8, 1024 * 8)
+    assert by["blk.0.attn_output_b.weight"].shape == (8 * 1024, 4096)
+    assert by["blk.0.hc_attn_fn.weight"].shape == (4 * 4096, (2 + 4) * 4)
+    assert by["blk.0.hc_ffn_scale.weight"].shape == (3,)
+    assert by["output_hc_fn.weight"].shape == (4 * 4096, 4) and by["output_hc_scale.weight"].shape == (1,)
+    # ratio 0 (layers 0, 1): no compressor; ratio 4: coff 2 plus the indexer; ratio 128: coff 1, no indexer
+    assert "blk.1.attn_compressor_kv.weight" not in by
+    assert by["blk.2.attn_compressor_kv.weight"].shape == (4096, 2 * 512)
+    assert by["blk.2.attn_compressor_ape.weight"].shape == (2 * 512, 4)
+    assert by["blk.2.indexer.attn_q_b.weight"].shape == (1024, 64 * 128)
+    assert by["blk.2.indexer_compressor_kv.weight"].shape == (4096, 2 * 128)
+    assert by["blk.3.attn_compressor_kv.weight"].shape == (4096, 512)
+    assert by["blk.3.attn_compressor_ape.weight"].shape == (512, 128)
+    assert "blk.3.indexer.proj.weight" not in by
+    # hash-routed layers carry tid2eid {n_expert_used, n_vocab} and no selection bias, the others the reverse
+    assert by["blk.2.ffn_gate_tid2eid.weight"].shape == (6, 129280) and "blk.2.exp_probs_b.bias" not in by
+    assert "blk.3.ffn_gate_tid2eid.weight" not in by and by["blk.3.exp_probs_b.bias"].shape == (256,)
+    assert by["blk.0.ffn_gate_exps.weight"].dtype == "mxfp4"          # the converter repacks the FP4 experts
+    assert "blk.43.attn_norm.weight" not in by                        # mtp.* skipped by the converter
+
+
+def test_kimi_k25_text_model_is_kimi_k2():
+    """Kimi-K2.5's text_config is Kimi-K2's (DeepseekV3ForCausalLM, 61 layers, 384 experts): the GGUF of the
+    language model has the same tensors; the MoonViT tower goes to the mmproj (read with --mmproj)."""
+    a, b = builtin("kimi-k2.5"), builtin("kimi-k2-thinking")
+    assert a.params.arch == "deepseek2" and a.params.n_ctx_train == 262144
+    assert [(t.name, t.shape) for t in a.tensors] == [(t.name, t.shape) for t in b.tensors]
+    assert not any(t.name.startswith(("v.", "mm.")) for t in a.tensors)
+
+
+def test_qwen_active_counts_decompose_from_the_config():
+    """The active counts behind the two Qwen gaps, rebuilt by hand from config.json (HF names), not from the
+    template: Qwen3-Coder-480B (Qwen3MoeForCausalLM: no shared expert) and Qwen3.5-397B (gated delta-net 3:1,
+    gated attention with q doubled for the output gate, a shared expert with a sigmoid gate)."""
+    h, L, heads, kv, hd, e, k, fe, vocab = 6144, 62, 96, 8, 128, 160, 8, 2560, 151936
+    attn = h * heads * hd + 2 * h * kv * hd + heads * hd * h + 2 * hd + h   # q, k, v, o, q/k norms, attn_norm
+    moe = k * 3 * h * fe + h * e + h                                          # 8 experts, router, ffn_norm
+    coder = L * (attn + moe) + h + h * vocab                                  # output_norm, output
+    assert summarize("qwen3-coder-480b-a35b").active_params == coder
+
+    h, L, vocab, e, k, fe, fs = 4096, 60, 248320, 512, 10, 1024, 1024
+    heads, kv, hd = 32, 2, 256
+    kd, vd, nv, conv = 16 * 128, 64 * 128, 64, 4
+    full = h * 2 * heads * hd + 2 * h * kv * hd + heads * hd * h + 2 * hd
+    linear = h * (2 * kd + vd) + h * vd + conv * (2 * kd + vd) + 2 * nv + 2 * h * nv + 128 + vd * h
+    ffn = k * 3 * h * fe + h * e + h + 3 * h * fs                             # routed, router, shared gate, shared
+    q35 = 15 * full + 45 * linear + L * (ffn + 2 * h) + h + h * vocab         # 2 norms per layer, output
+    assert summarize("qwen3.5-397b-a17b").active_params == q35

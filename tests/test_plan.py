@@ -10,6 +10,7 @@ from planner.cli import main
 from planner.hardware import resolve_hardware
 from planner.launch import parse_server_command, placement_from_command
 from planner.memory import RunConfig
+from planner.planning import VS_BEST
 from planhelp import plan_doc
 
 from planner.check import evaluate
@@ -174,7 +175,7 @@ def test_min_tg_and_min_pp_are_met():
     base = plan_doc("qwen3-30b-a3b", hw, RunConfig(threads=16)).plan
     want_pp = base.speed.pp_tps * 1.15
     p = plan_doc("qwen3-30b-a3b", hw, RunConfig(threads=16), min_pp=want_pp).plan
-    assert p.speed.pp_tps >= want_pp * 0.999 and not p.notes
+    assert p.speed.pp_tps >= want_pp * 0.999 and not [n for n in p.notes if not n.startswith(VS_BEST)]   # no "target missed"
     want_tg = base.speed.tg_tps * 1.2
     p = plan_doc("qwen3-30b-a3b", hw, RunConfig(threads=16), min_tg=want_tg).plan
     assert p.speed.tg_tps >= want_tg and p.quality.loss >= base.quality.loss

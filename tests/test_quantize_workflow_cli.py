@@ -96,16 +96,26 @@ def test_printed_workflow_and_export_quantize_script(tmp_path):
 
 
 def test_footprint_imatrix_options(tmp_path):
-    r = run("footprint", "qwen3-235b-a22b", "--base-type", "IQ2_XXS")
+    r = run("footprint", "qwen3-235b-a22b", "--base-type", "IQ2_XXS", "--no-imatrix")
     # ik src/llama-quantize.cpp 1692-1704: refused without an imatrix; the hint names the real flags
     assert r.exit_code == 2 and "--imatrix FILE" in r.output and "--ignore-imatrix-rules" in r.output
     assert "has_imatrix" not in r.output
     imx = tmp_path / "any.dat"
     imx.write_bytes(b"")
     r = run("footprint", "qwen3-235b-a22b", "--base-type", "IQ2_XXS", "--imatrix", str(imx))
-    assert r.exit_code == 0 and "imatrix rules applied" in r.output
-    r = run("footprint", "qwen3-235b-a22b", "--base-type", "IQ2_XXS", "--ignore-imatrix-rules")
-    assert r.exit_code == 0 and "imatrix: none (default" in r.output
+    assert r.exit_code == 0 and "imatrix rules and importances applied" in r.output
+    r = run("footprint", "qwen3-235b-a22b", "--base-type", "IQ2_XXS", "--no-imatrix", "--ignore-imatrix-rules")
+    assert r.exit_code == 0 and "imatrix: none (--no-imatrix)" in r.output and "--ignore-imatrix-rules lets ik" in r.output
+    # the default is the same as plan's (an imatrix is assumed) and is stated, in the text and in the JSON
+    r = run("footprint", "qwen3-235b-a22b", "--base-type", "IQ2_XXS")
+    assert r.exit_code == 0 and "imatrix: assumed (default" in r.output
+    assert run_json("footprint", "qwen3-235b-a22b", "--base-type", "IQ2_XXS")["imatrix"].startswith("imatrix: assumed")
+    # mainline's llama-quantize has no override (tools/quantize/quantize.cpp usage(): no such flag)
+    r = run("footprint", "qwen3-235b-a22b", "--base-type", "IQ2_XXS", "--engine", "mainline", "--no-imatrix",
+            "--ignore-imatrix-rules")
+    assert r.exit_code == 2 and "mainline has no override" in r.output and "Traceback" not in r.output
+    r = run("footprint", "qwen3-235b-a22b", "--imatrix", str(imx), "--no-imatrix")
+    assert r.exit_code == 2 and "contradict" in r.output
 
 
 def test_recipe_simplification_and_max_rules():

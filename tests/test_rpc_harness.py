@@ -170,6 +170,10 @@ def test_one_generated_token_sends_what_the_network_model_counts():
     mask_and_pos = input_bytes(tmap, cfg, 1, 2)                   # n_kv (256 cells) x 1 token x f16 + 1 x i32
     assert 256 * 2 in sets and 4 in sets and mask_and_pos == 256 * 2 + 4
     assert gets == [p.n_vocab * 4]                                # the logits row
+    # the command count the network model charges per pass (planner/data/network.toml set_tensors_per_split)
+    from planner.cluster import network_table
+    assert len(sets) == network_table()["protocol"]["set_tensors_per_split"]
+    assert [cmd for cmd, _ in sent if cmd.startswith("graph")] in (["graph_compute"], ["graph_recompute"])
     # what the model does not itemise (the KV write indices, one more per-token input): a few KB at most
     other = sum(sets) - p.n_embd * 4 - mask_and_pos
     assert 0 <= other <= 4 * p.n_embd * 4
@@ -214,3 +218,61 @@ def test_ik_fills_devices_by_layer_size_not_by_counts():
     log = (FIX / case["log"]).read_text(encoding="utf-8")
     got = {int(a): int(b) for a, b in re.findall(r"Setting default device in layer +(\d+) to (\d+)", log)}
     assert [got[i] for i in range(9)] == [0] * 4 + [1] * 5
+
+
+def _verify_case(case):
+    from planner.verify import verify_logs
+
+    a = _args(case["command"])
+    tmap = _model(case["model"])
+    cluster = _cluster(a["rpc"])
+    mix = {t.name: t.dtype for t in tmap.tensors}
+    (report,) = verify_logs([FIX / case["log"]], tmap, mix, cluster.main, engine=case["engine"],
+                            argv=shlex.split(case["command"]), cluster=cluster)
+    return a, report
+
+
+# ik with -ts over two rpc-servers: ik's greedy fill by layer size puts 6 layers on the first server where the
+# planner's emulation (planner.layer_split.split_ik with the sizes of planner.engine_buffers) puts 4 (-ts 1,1) or 2
+# (-ts 3,6); the harness test above reads those maps from the log.  verify must show the difference.
+IK_TS_CASES = [c for c in LOAD_CASES if c["engine"] == "ik" and "-ts" in c["command"]]
+VERIFY_CASES = [c for c in LOAD_CASES if c not in IK_TS_CASES]
+
+
+@pytest.mark.parametrize("case", VERIFY_CASES, ids=lambda c: f"{c['engine']}-{c['case']}")
+def test_verify_reads_an_rpc_run_on_the_clusters_devices(case):
+    """`verify --cluster`/`--rpc-host`: the client log of a real RPC run against the prediction for its command on
+    the cluster's devices (remote devices by the engine's buffer names ``RPC0[host:port]``): every logged model and
+    KV buffer of a remote device is checked, and matches to the 0.01 MiB the engine prints."""
+    a, report = _verify_case(case)
+    # (the main host's CPU_Mapped buffer spans the mapped file region, not the CPU's tensors: not checked here)
+    bad = [c for c in report.checks if c.exact and not c.ok and (c.term != "weights" or c.device != CPU)]
+    assert not bad, bad
+    log = (FIX / case["log"]).read_text(encoding="utf-8")
+    logged = _logged_mib(log, "model")
+    remote = [f"s{i}/CPU" for i in range(len(a["rpc"]))]
+    for i, dev in enumerate(remote):
+        w = report.check("weights", dev)
+        assert w.log_name == f"RPC0[{a['rpc'][i]}]" and w.measured == logged[w.log_name]
+        assert abs(w.error) <= 0.0051, (dev, w)
+        kv = report.check("kv", dev)
+        assert abs(kv.error) <= 0.0051, (dev, kv)
+
+
+@pytest.mark.parametrize("case", IK_TS_CASES, ids=lambda c: c["case"])
+def test_verify_shows_where_iks_split_over_rpc_servers_differs(case):
+    a, report = _verify_case(case)
+    layers = report.check("layers")
+    assert layers.measured == 8 and layers.predicted < 8 and not layers.ok
+    assert any("layer assignment differs" in n for n in report.notes)
+
+
+def test_verify_without_the_hosts_of_rpc_is_a_one_line_error():
+    from click.testing import CliRunner
+
+    from planner.cli import main
+
+    case = LOAD_CASES[0]
+    r = CliRunner().invoke(main, ["verify", str(FIX / case["log"]), "--model", "qwen3-30b-a3b", "--base-type", "Q8_0",
+                                  "--command", case["command"], "--engine", case["engine"]])
+    assert r.exit_code == 2 and "uses --rpc" in r.output and "Traceback" not in r.output

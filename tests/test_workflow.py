@@ -87,3 +87,23 @@ def test_disk_peak_is_less_than_keeping_everything(r1):
     assert w.peak_disk_bytes == max(by["download the original weights"] + by["FP8 -> BF16 safetensors"],
                                     by["FP8 -> BF16 safetensors"] + by["convert to a BF16 GGUF"])
     assert w.peak_disk_bytes < w.total_disk_bytes
+
+
+def test_converter_quantized_models_convert_at_their_real_size_and_with_the_right_checkout():
+    """gpt-oss's converter keeps the checkpoint's MXFP4 experts, so the "BF16" GGUF is bf16 elsewhere only
+    (13.78e9 bytes for gpt-oss-20b, not 2 bytes x 20.9e9); DeepSeek-V4's model GGUF comes from llama.cpp's
+    converter (workflow.toml checkout_by_arch: ik 8337e4cd's converts the MTP companion only)."""
+    from planner.api import plan as api_plan
+    from planner.hardware import resolve_hardware
+    from planner.request import PlanRequest
+    from planner.runconfig import RunConfig
+
+    hw = resolve_hardware(vram=[24.0], ram=128.0)
+    doc = api_plan("gpt-oss-20b", hw, PlanRequest(run=RunConfig(threads=16)))
+    convert = next(s for s in doc.workflow.steps if s.title.startswith("convert"))
+    n_elements = sum(t.n_elements for t in builtin("gpt-oss-20b").tensors)
+    assert convert.disk_bytes < 0.7 * 2 * n_elements
+    assert "ik checkout" in convert.note
+    doc = api_plan("deepseek-v4-flash", hw, PlanRequest(run=RunConfig(threads=16)))
+    convert = next(s for s in doc.workflow.steps if s.title.startswith("convert"))
+    assert "mainline checkout" in convert.note

@@ -9,8 +9,10 @@ import click
 import sys
 
 from planner.cli.app import main
-from planner.cli.options import (cluster_from_options, cluster_options, engine_option, hardware_options, json_option,
-                                 margin_options, margins, model_options, recipe_text)
+from planner.cli.options import (cluster_from_options, cluster_options, engine_option, hardware_options, imatrix_options,
+                                 json_option, margin_options, margins, mmproj_options, model_options, recipe_text)
+from planner.mmproj import with_mmproj
+
 
 
 @main.command("check", context_settings={"ignore_unknown_options": True})
@@ -21,12 +23,15 @@ from planner.cli.options import (cluster_from_options, cluster_options, engine_o
 @margin_options
 @cluster_options("the hosts of a command with --rpc: a cluster TOML",
                  "an rpc-server host of the command's --rpc (repeatable, in --rpc order)")
+@imatrix_options
+@mmproj_options
 @json_option()
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def check_command(model: str | None, base_type: str | None, custom_q: tuple[str, ...], recipe_file: str | None,
                   token_embedding_type: str | None, output_tensor_type: str | None, pure: bool, hw_opts: dict[str, Any],
                   engine: str, gpu_margin: float | None, os_reserve: float | None, cluster: str | None,
-                  rpc_hosts: tuple[str, ...], as_json: bool, command: tuple[str, ...]) -> None:
+                  rpc_hosts: tuple[str, ...], imatrix_file: str | None, no_imatrix: bool, ignore_imatrix_rules: bool,
+                  mmproj: str | None, no_mmproj_offload: bool, as_json: bool, command: tuple[str, ...]) -> None:
     """Predict memory per device and speed of your own llama-server command, and what will not fit.
 
     Put the command after `--`. The model is the command's -m unless MODEL or recipe options are given
@@ -41,10 +46,10 @@ def check_command(model: str | None, base_type: str | None, custom_q: tuple[str,
 
     from planner import hardware, output
     from planner.errors import UsageError
-    from planner.launch import parse_server_command, placement_from_command
+    from planner.launch import parse_server_command
     from planner import api
+    from planner.imatrix_use import declared_imatrix
     from planner.mix import mix_from_options
-    from planner.request import PlanRequest
     from planner.source import load_model
 
     from pathlib import Path
@@ -65,9 +70,12 @@ def check_command(model: str | None, base_type: str | None, custom_q: tuple[str,
     run = dataclasses.replace(parsed.run, ctx=parsed.run.ctx or tmap.params.n_ctx_train,
                               threads=parsed.run.threads or hw.threads_default,
                               **margins(gpu_margin, os_reserve))
+    imx = declared_imatrix(imatrix_file, no_imatrix, ignore_imatrix_rules, engine)
+    # --mmproj here, else the command's own --mmproj: its bytes come from the file's header
+    run = with_mmproj(run, mmproj or run.mmproj, offload=run.mmproj_offload and not no_mmproj_offload)
     types, _ = mix_from_options(tmap, base_type=base_type, custom_q=custom_q, recipe_text=recipe_text(recipe_file),
                                 engine=engine, token_embedding_type=token_embedding_type,
-                                output_tensor_type=output_tensor_type, pure=pure)
+                                output_tensor_type=output_tensor_type, pure=pure, imatrix=imx)
     if parsed.rpc or clus is not None:
         if clus is None:
             raise UsageError("the command uses --rpc: describe those hosts with --cluster FILE or --rpc-host "
@@ -75,12 +83,14 @@ def check_command(model: str | None, base_type: str | None, custom_q: tuple[str,
         from planner.cluster_plan import check_cluster
 
         run = dataclasses.replace(run, threads=parsed.run.threads or clus.main.threads_default)
-        result = check_cluster(tmap, types, parsed, clus, run, warnings=parsed.warnings)
+        result = api.with_quality(check_cluster(tmap, types, parsed, clus, run, warnings=parsed.warnings), tmap,
+                                  types, imx)
     else:
-        placement = placement_from_command(tmap, parsed, [f"CUDA{g.index}" for g in hw.gpus], types=types,
-                                           gpu_free_bytes=[g.free_bytes if g.free_bytes is not None else g.total_bytes
-                                                           for g in hw.gpus])
-        result = api.check(tmap, types, placement, hw, PlanRequest(run=run), warnings=parsed.warnings)
+        checked = api.check_command(model or parsed.model, tmap, types, list(command), hw, engine=engine,
+                                    run_overrides={**margins(gpu_margin, os_reserve), "mmproj": run.mmproj,
+                                                   "mmproj_bytes": run.mmproj_bytes,
+                                                   "mmproj_offload": run.mmproj_offload})
+        result = api.with_quality(checked, tmap, types, imx)
     output.emit(result, as_json=as_json, render=output.render_check)
     if not result.memory.fits:
         sys.exit(2)

@@ -8,8 +8,7 @@ from typing import Any
 import click
 
 from planner.cli.app import main
-from planner.cli.options import (engine_option, hardware_options, imatrix_options, imatrix_state, json_option,
-                                 model_options, recipe_text)
+from planner.cli.options import engine_option, hardware_options, imatrix_options, json_option, model_options, recipe_text
 
 
 @main.command("probe")
@@ -110,16 +109,15 @@ def footprint_command(model: str | None, base_type: str | None, custom_q: tuple[
       gguf-planner footprint model-bf16.gguf --base-type Q4_K_M --json
     """
     from planner import output
+    from planner.imatrix_use import declared_imatrix
     from planner.mix import mix_from_options
     from planner.quantize import default_base_type
     from planner.source import load_model
 
+    imx = declared_imatrix(imatrix_file, no_imatrix, ignore_imatrix_rules, engine)
     tmap = load_model(model)
-    has_imatrix, imx_note = imatrix_state(imatrix_file, no_imatrix)
     _, fp = mix_from_options(tmap, base_type=base_type or default_base_type(engine),
                              custom_q=custom_q, recipe_text=recipe_text(recipe_file), engine=engine,
                              token_embedding_type=token_embedding_type, output_tensor_type=output_tensor_type,
-                             pure=pure, has_imatrix=has_imatrix, ignore_imatrix_rules=ignore_imatrix_rules)
-    if not as_json:
-        output.note(imx_note)
+                             pure=pure, imatrix=imx)
     output.emit(fp, as_json=as_json, render=lambda f: output.render_footprint(f, all_tensors=all_tensors))

@@ -8,15 +8,18 @@ from typing import Any
 import click
 
 from planner.cli.app import main
-from planner.cli.options import json_option, log_options, logs_model_mix
+from planner.cli.options import cluster_options, json_option, log_options, logs_model_mix
 
 
 @main.command("verify")
 @log_options
+@cluster_options("the hosts of a command with --rpc: a cluster TOML",
+                 "an rpc-server host of the command's --rpc (repeatable, in --rpc order)")
 @json_option()
 def verify_command(logs: tuple[str, ...], model: str | None, base_type: str | None, custom_q: tuple[str, ...],
                    recipe_file: str | None, token_embedding_type: str | None, output_tensor_type: str | None,
-                   pure: bool, hw_opts: dict[str, Any], engine: str, command: str | None, as_json: bool) -> None:
+                   pure: bool, hw_opts: dict[str, Any], engine: str, command: str | None, cluster: str | None,
+                   rpc_hosts: tuple[str, ...], as_json: bool) -> None:
     """Compare engine logs with the prediction for the same model and command, term by term.
 
     LOGS are what llama-server, llama-cli, llama-sweep-bench or llama-bench printed (ik_llama.cpp or llama.cpp):
@@ -28,16 +31,21 @@ def verify_command(logs: tuple[str, ...], model: str | None, base_type: str | No
       gguf-planner verify run.log --model Qwen3-235B-A22B-mix-IQ3_K-00001-of-00003.gguf --profile rtx3090ti-9950x-96g
       gguf-planner verify sweep.log --model qwen3-235b-a22b --recipe-file mix.recipe --base-type IQ3_K \\
           --command 'llama-sweep-bench -m m.gguf -ngl 99 -ot exps=CPU -fa -ctk q8_0 -ctv q8_0'
+      gguf-planner verify main.log --model k2.gguf --cluster 2x3090-384g+epyc-256g-10gbe \\
+          --command 'llama-server -m k2.gguf --rpc 192.168.10.2:50052 -ngl 62 -ts 15,23,23 ...'
     """
     import shlex
 
     from planner import hardware, output
+    from planner.cli.options import cluster_from_options
     from planner.verify import verify_logs
 
     tmap, types = logs_model_mix(model, base_type, custom_q, recipe_file, token_embedding_type,
                                   output_tensor_type, pure, engine)
-    hw = hardware.hardware_from_options(**hw_opts)
-    reports = verify_logs(logs, tmap, types, hw, engine=engine, argv=shlex.split(command) if command else None)
+    clus = cluster_from_options(cluster, rpc_hosts, hw_opts)
+    hw = clus.main if clus is not None else hardware.hardware_from_options(**hw_opts)
+    reports = verify_logs(logs, tmap, types, hw, engine=engine, argv=shlex.split(command) if command else None,
+                          cluster=clus)
     output.emit(reports, as_json=as_json, render=output.render_verify)
 
 

@@ -102,24 +102,19 @@ def model_options(func: F) -> F:
 
 
 def imatrix_options(func: F) -> F:
-    """--imatrix / --no-imatrix / --ignore-imatrix-rules for commands that predict what llama-quantize writes."""
+    """--imatrix / --no-imatrix / --ignore-imatrix-rules for commands that predict what llama-quantize writes
+    (the answer itself: planner.imatrix_use.declared_imatrix)."""
     options = [
         click.option("--imatrix", "imatrix_file", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
-                     help="quantize with this imatrix: llama-quantize's imatrix rules apply [default: none]"),
-        click.option("--no-imatrix", is_flag=True, help="quantize without an imatrix (the default, stated here)"),
+                     help="quantize with this imatrix: llama-quantize's imatrix rules and its importances apply "
+                          "[default: an imatrix is assumed, as plan's workflow computes one; a quantized GGUF's "
+                          "quantize.imatrix.* record wins]"),
+        click.option("--no-imatrix", is_flag=True, help="quantize without an imatrix (no-imatrix rules, "
+                                                        "imatrix-only types refused)"),
         click.option("--ignore-imatrix-rules", is_flag=True,
                      help="ik llama-quantize --ignore-imatrix-rules: imatrix-only types without an imatrix"),
     ]
     return stack(func, options)
-
-
-def imatrix_state(imatrix_file: str | None, no_imatrix: bool) -> tuple[bool, str]:
-    if imatrix_file and no_imatrix:
-        raise click.BadParameter("--imatrix and --no-imatrix contradict each other")
-    if imatrix_file:
-        return True, f"imatrix: {imatrix_file} (llama-quantize's imatrix rules applied)"
-    return False, ("imatrix: none (--no-imatrix)" if no_imatrix else
-                   "imatrix: none (default; --imatrix FILE applies llama-quantize's imatrix rules)")
 
 
 def run_options(func: F) -> F:
@@ -142,6 +137,16 @@ def run_options(func: F) -> F:
         margin_options,
     ]
     return stack(func, options)
+
+
+def mmproj_options(func: F) -> F:
+    """--mmproj FILE and --no-mmproj-offload: a projector loaded beside the model (planner/mmproj.py)."""
+    return stack(func, [
+        click.option("--mmproj", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+                     help="a vision/audio projector GGUF loaded with the model: its weights (from its header) are "
+                          "charged to the first GPU (the CPU with --no-mmproj-offload) and --mmproj is emitted"),
+        click.option("--no-mmproj-offload", is_flag=True, help="keep the --mmproj projector on the CPU"),
+    ])
 
 
 def run_config(engine: str, ctx: str | None, kv: str, ubatch: int | None, batch: int | None, amb: int, load: str | None,

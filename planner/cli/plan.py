@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import click
 
 from planner.cli.app import main
-from planner.cli.options import (cluster_from_options, cluster_options, hardware_options, json_option, local_dir,
-                                 model_options, recipe_text, run_config, run_options, write_json_out)
+from planner.cli.options import (cluster_from_options, cluster_options, hardware_options, imatrix_options, json_option,
+                                 local_dir, mmproj_options, model_options, recipe_text, run_config, run_options,
+                                 write_json_out)
+from planner.mmproj import with_mmproj
+
 
 
 @main.command("plan")
@@ -40,8 +44,12 @@ from planner.cli.options import (cluster_from_options, cluster_options, hardware
               help="let output/token_embd/attn_v go below the engine's own floors for the plan's bpw class")
 @click.option("--max-rules", type=int, default=None, metavar="N",
               help="merge per-role type groups until the recipe has at most N rules (the cost is reported)")
+@click.option("--style", "recipe_style", type=click.Choice(["plain", "ubergarm"]), default="plain", show_default=True,
+              help="recipe text: one --custom-q line, or grouped by role and layer range with comments (the same "
+                   "rules)")
 @click.option("--quality-slack", type=float, default=0.5, show_default=True, metavar="PCT",
               help="balanced: the fastest plan whose predicted PPL ratio is within PCT %% of the best-quality plan")
+@mmproj_options
 @click.option("--model-path", metavar="PATH", help="output GGUF path used in the emitted commands")
 @cluster_options("plan across hosts joined by llama.cpp RPC: a cluster TOML (docs/rpc.md); it names the main "
                  "host's profile",
@@ -57,9 +65,10 @@ def plan_command(model: str | None, hw_opts: dict[str, Any], engine: str, ctx: s
                  os_reserve: float | None, objective: str, min_tg: float | None, min_pp: float | None,
                  max_size: float | None, allow: tuple[str, ...], deny: tuple[str, ...], fixed: tuple[str, ...],
                  pareto: int, granularity: str, check_binary: str | None, imatrix: str | None, no_imatrix: bool,
-                 ignore_imatrix_rules: bool, no_floors: bool, max_rules: int | None, quality_slack: float,
-                 model_path: str | None, cluster: str | None, rpc_hosts: tuple[str, ...], scripts_dir: str | None,
-                 out: str | None, force: bool, as_json: bool) -> None:
+                 ignore_imatrix_rules: bool, no_floors: bool, max_rules: int | None, recipe_style: str,
+                 quality_slack: float, mmproj: str | None, no_mmproj_offload: bool, model_path: str | None,
+                 cluster: str | None, rpc_hosts: tuple[str, ...], scripts_dir: str | None, out: str | None,
+                 force: bool, as_json: bool) -> None:
     """Choose quant types and device placement together (exact ILP), and emit the recipe and launch command.
 
     Without hardware flags the machine is probed; --vram/--ram describe a machine by hand and the remaining
@@ -73,6 +82,7 @@ def plan_command(model: str | None, hw_opts: dict[str, Any], engine: str, ctx: s
       gguf-planner plan deepseek-r1 --vram 24 --ram 128 --imatrix imatrix-DeepSeek-R1-0528.dat
     """
     from planner import api, hardware, output
+    from planner.imatrix_use import declared_imatrix
     from planner.request import EmitOptions, PlanRequest
 
     clus = cluster_from_options(cluster, rpc_hosts, hw_opts)
@@ -81,8 +91,8 @@ def plan_command(model: str | None, hw_opts: dict[str, Any], engine: str, ctx: s
                                "(one box: `export --plan`)")
     hw = clus.main if clus is not None else hardware.hardware_from_options(
         **hw_opts, disk_path=local_dir(model_path or model))
-    run = run_config(engine, ctx, "q8_0" if kv == "auto" else kv, ubatch, batch, amb, load, threads, gpu_margin,
-                      os_reserve, hw)
+    run = with_mmproj(run_config(engine, ctx, "q8_0" if kv == "auto" else kv, ubatch, batch, amb, load, threads,
+                                 gpu_margin, os_reserve, hw), mmproj, offload=not no_mmproj_offload)
     request = PlanRequest(run=run, objective=objective, min_tg=min_tg, min_pp=min_pp, load_auto=load is None,
                           ub_auto=ubatch is None and batch is None,
                           max_size_bytes=api.size_cap_bytes(max_size), allow=tuple(allow), deny=tuple(deny),
@@ -90,8 +100,7 @@ def plan_command(model: str | None, hw_opts: dict[str, Any], engine: str, ctx: s
                           quality_slack_pct=quality_slack, granularity=granularity, ctx_max=(ctx == "max"),
                           kv_auto=(kv == "auto"), pareto=pareto, imatrix=imatrix,
                           ignore_imatrix_rules=ignore_imatrix_rules, floors=not no_floors, max_rules=max_rules)
-    if imatrix and no_imatrix:
-        raise click.BadParameter("--imatrix and --no-imatrix contradict each other")
+    declared_imatrix(imatrix, no_imatrix, ignore_imatrix_rules, engine)    # contradictions and engine flags
     if clus is not None:
         from planner.cluster_plan import write_cluster_scripts
 
@@ -104,7 +113,8 @@ def plan_command(model: str | None, hw_opts: dict[str, Any], engine: str, ctx: s
         return
     doc = api.plan(model, hw, request, EmitOptions(model_path=model_path, check_binary=check_binary))
     write_json_out(doc, out, force)
-    output.emit(doc, as_json=as_json, render=output.render_pareto if pareto else output.render_plan)
+    output.emit(doc, as_json=as_json, render=output.render_pareto if pareto else
+                functools.partial(output.render_plan, style=recipe_style))
 
 
 @main.command("place")
@@ -112,6 +122,7 @@ def plan_command(model: str | None, hw_opts: dict[str, Any], engine: str, ctx: s
 @model_options
 @hardware_options
 @run_options
+@mmproj_options
 @click.option("--model-path", metavar="PATH", help="path of the GGUF in the emitted command (default: MODEL)")
 @click.option("--min-tg", type=float, help="refuse placements slower than this many tokens/s")
 @click.option("--min-pp", type=float, help="refuse placements with slower prompt processing (tokens/s)")
@@ -119,13 +130,15 @@ def plan_command(model: str | None, hw_opts: dict[str, Any], engine: str, ctx: s
               help="refuse launch flags this llama-server binary does not list in --help")
 @click.option("--out", type=click.Path(dir_okay=False), help="write the plan JSON here")
 @click.option("--force", is_flag=True, help="let --out overwrite")
+@imatrix_options
 @json_option()
 def place_command(model: str | None, base_type: str | None, custom_q: tuple[str, ...], recipe_file: str | None,
                   token_embedding_type: str | None, output_tensor_type: str | None, pure: bool, hw_opts: dict[str, Any],
                   engine: str, ctx: str | None, kv: str, ubatch: int | None, batch: int | None, amb: int,
                   load: str | None, threads: int | None, gpu_margin: float | None, os_reserve: float | None,
-                  model_path: str | None, min_tg: float | None, min_pp: float | None, check_binary: str | None,
-                  out: str | None, force: bool, as_json: bool) -> None:
+                  mmproj: str | None, no_mmproj_offload: bool, model_path: str | None, min_tg: float | None,
+                  min_pp: float | None, check_binary: str | None, out: str | None, force: bool,
+                  imatrix_file: str | None, no_imatrix: bool, ignore_imatrix_rules: bool, as_json: bool) -> None:
     """Choose GPU(s) or CPU for every tensor of a given mix, maximising predicted generation speed.
 
     \b
@@ -134,18 +147,23 @@ def place_command(model: str | None, base_type: str | None, custom_q: tuple[str,
       gguf-planner place model.gguf --vram 24,24 --ram 256 --ctx max --engine mainline
     """
     from planner import api, hardware, output
+    from planner.imatrix_use import declared_imatrix
     from planner.mix import mix_from_options
     from planner.request import EmitOptions, PlanRequest
     from planner.source import load_model
 
+    imx = declared_imatrix(imatrix_file, no_imatrix, ignore_imatrix_rules, engine)
     tmap = load_model(model)
     hw = hardware.hardware_from_options(**hw_opts)
-    run = run_config(engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, hw)
+    run = with_mmproj(run_config(engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, hw),
+                      mmproj, offload=not no_mmproj_offload)
     types, fp = mix_from_options(tmap, base_type=base_type, custom_q=custom_q, recipe_text=recipe_text(recipe_file),
                                  engine=engine, token_embedding_type=token_embedding_type,
-                                 output_tensor_type=output_tensor_type, pure=pure)
+                                 output_tensor_type=output_tensor_type, pure=pure, imatrix=imx)
     doc = api.place(model, tmap, types, hw, PlanRequest(run=run, min_tg=min_tg, min_pp=min_pp, ctx_max=(ctx == "max"),
                                                         load_auto=load is None, ub_auto=ubatch is None and batch is None),
                     EmitOptions(model_path=model_path, check_binary=check_binary), quantized_here=fp is not None)
     write_json_out(doc, out, force)
+    if fp is not None:
+        output.note(imx.note)         # the recipe was sized under this assumption
     output.emit(doc, as_json=as_json, render=output.render_plan)

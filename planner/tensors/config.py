@@ -44,6 +44,11 @@ _HF_FIELDS: dict[str, tuple[str, ...]] = {
     "indexer_head_size": ("index_head_dim",),
     "n_ff_shexp": ("shared_expert_intermediate_size",),
     "moe_every": ("interleave_moe_layer_step",),
+    "compress_ratios": ("compress_ratios",),
+    "o_groups": ("o_groups",),
+    "o_lora_rank": ("o_lora_rank",),
+    "hc_mult": ("hc_mult",),
+    "n_hash_layers": ("num_hash_layers",),
 }
 
 
@@ -126,6 +131,8 @@ def from_config(config: Mapping[str, Any], source: str = "config.json", *, name:
     for key in ("n_swa", "n_expert", "n_expert_used", "n_dense_lead", "n_shared_exp", "full_attn_interval"):
         if key in values:
             values[key] = int(values[key])
+    if isinstance(values.get("compress_ratios"), list):
+        values["compress_ratios"] = tuple(int(r) for r in values["compress_ratios"])
     try:
         params = ModelParams(**values)
     except TypeError as exc:

@@ -55,6 +55,10 @@ class ModelParams:
     indexer_n_head: int = 0     # DeepSeek sparse attention lightning indexer ({arch}.attention.indexer.*)
     indexer_head_size: int = 0
     compress_ratios: tuple[int, ...] = ()    # DeepSeek-V4 per-layer KV compression ratio (0, 4 or 128)
+    o_groups: int = 0           # DeepSeek-V4 grouped output LoRA (attn_output_a/_b): groups and rank per group
+    o_lora_rank: int = 0
+    hc_mult: int = 0            # DeepSeek-V4 hyper-connection streams (hc_*_fn/base/scale)
+    n_hash_layers: int = 0      # DeepSeek-V4 leading layers routed by a token-id table (ffn_gate_tid2eid)
     n_ff_shexp: int = 0         # shared-expert FFN width when it is not n_ff_exp * n_shared_exp (Qwen3-Next)
     moe_every: int = 0          # MoE only in layers where (il + 1) % moe_every == 0 (Llama-4 Maverick); 0 = all
     unknown_layout: str = ""    # what a GGUF carries that the KV/state model cannot size (named in its error)
@@ -162,6 +166,10 @@ class TensorMap:
     source: str                       # "builtin:NAME", a path, or a URL
     file_bytes: int | None = None     # size of the source file(s) when known
     header: Any = field(default=None, compare=False, repr=False, metadata={"json": False})
+    # built from an architecture template (built-in, config.json, hf://): the types are what the converter
+    # writes, so a quantized tensor there (gpt-oss's or DeepSeek-V4's MXFP4 experts) is part of a source that
+    # llama-quantize starts from, not the output of an earlier llama-quantize run
+    converter_types: bool = False
 
     @property
     def n_elements(self) -> int:
@@ -175,10 +183,18 @@ class TensorMap:
 
     @property
     def is_quantized(self) -> bool:
-        """Whether any tensor is stored in a quantized type (an output of llama-quantize, not a source)."""
+        """Whether this is an output of llama-quantize (a quantized GGUF: its types are fixed), not a source.
+
+        A converter's output that already stores some tensors quantized (MXFP4 experts) is a source."""
+        return not self.converter_types and bool(self.prequantized)
+
+    @property
+    def prequantized(self) -> frozenset[str]:
+        """Names of the tensors stored in a quantized type."""
         from planner.quants import catalogue
 
-        return any(catalogue().get(t.dtype).is_quantized for t in self.tensors)
+        cat = catalogue()
+        return frozenset(t.name for t in self.tensors if cat.get(t.dtype).is_quantized)
 
     def is_loaded(self, t: TensorInfo) -> bool:
         """False for tensors of NextN/MTP blocks, which ik and mainline skip at load time."""

@@ -5,6 +5,7 @@ order (:func:`build`)."""
 from __future__ import annotations
 
 import functools
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import fields
@@ -20,13 +21,23 @@ def _architectures() -> dict[str, Any]:
 
 
 def _dim(expr: str, env: Mapping[str, int]) -> int:
-    """A sum of products of parameter names and integers, e.g. ``kv_lora_rank + n_rot``."""
+    """A sum of products of parameter names and integers, e.g. ``kv_lora_rank + n_rot``; ``/`` divides exactly
+    (left to right within a term: ``n_head*head_dim/o_groups``)."""
     total = 0
     for term in expr.split("+"):
-        value = 1
-        for factor in term.split("*"):
-            factor = factor.strip()
-            value *= int(factor) if factor.isdigit() else env[factor]
+        value, op = 1, "*"
+        for i, part in enumerate(re.split(r"([*/])", term)):
+            if i % 2:
+                op = part
+                continue
+            part = part.strip()
+            factor = int(part) if part.isdigit() else env[part]
+            if op == "/":
+                if factor == 0 or value % factor:
+                    raise ValueError(f"{expr!r}: {value} is not divisible by {part} = {factor}")
+                value //= factor
+            else:
+                value *= factor
         total += value
     return total
 
@@ -53,6 +64,13 @@ def _cond(cond: str, params: ModelParams, layer: int | None) -> bool:
         return layer is not None and params.is_recurrent(layer)
     if cond == "swa":
         return layer is not None and params.is_swa(layer)
+    if cond == "hash":            # DeepSeek-V4: the leading layers routed by a token-id table
+        return layer is not None and layer < params.n_hash_layers
+    if cond == "scored":          # ... and the others, routed by scores with a selection bias
+        return layer is not None and layer >= params.n_hash_layers
+    if cond.startswith("ratio:"):  # DeepSeek-V4: this layer's KV compression ratio
+        ratios = params.compress_ratios
+        return layer is not None and layer < len(ratios) and ratios[layer] == int(cond[6:])
     if cond == "nextn":
         return layer is not None and params.n_nextn > 0 and layer >= params.n_layer - params.n_nextn
     kind, _, name = cond.partition(":")
@@ -85,4 +103,4 @@ def build(params: ModelParams, name: str, source: str) -> TensorMap:
     for tname, spec, dtype, cond in tpl["tail"]:
         if _cond(cond, params, None):
             out.append(TensorInfo(tname, _shape(spec, env), dtype))
-    return TensorMap(name=name, params=params, tensors=tuple(out), source=source)
+    return TensorMap(name=name, params=params, tensors=tuple(out), source=source, converter_types=True)

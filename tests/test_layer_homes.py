@@ -1,0 +1,156 @@
+"""Layer homes: every layer's device as a decision of the CP-SAT model (planner.solver.LayerHomes), used by cluster
+plans to choose how many layers each host takes jointly with the quant types.
+
+The checks are against independent computations, not against the layered model's own numbers:
+
+* the per-layer/per-home split of the fixed terms adds back up to :func:`planner.groups.build_groups` on any
+  contiguous layout (the fixed-layout model, tested on its own);
+* the once-per-device link terms add up to :func:`planner.network.pass_cost` of the whole layout (the network
+  physics, tested against the harness logs);
+* brute force: every contiguous split of the 8-layer harness model over (main CPU, remote CPU, main GPU) solved as
+  a fixed-layout model (45 solves); the layered model's optimum equals the best of them, for the speed and the
+  quality objective;
+* zero remote layers is chosen when the link makes the remote host slower than keeping the layers home, and
+  remote layers are chosen over the same link when it is fast.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from planner.cluster_flags import cluster_from_flags
+from planner.cluster_plan import cluster_budgets, cluster_speeds, layer_order, link_terms, plan_cluster
+from planner.errors import InfeasibleBudgetError
+from planner.groups import Budget, build_groups, build_layered_groups, capacities, layered_capacities
+from planner.hardware import resolve_hardware
+from planner.memory import CPU, Placement
+from planner.network import pass_cost
+from planner.planning import _objective, solve_layered
+from planner.quality import QualityModel
+from planner.request import PlanRequest
+from planner.runconfig import RunConfig
+from planner.solver import solve
+from planner.source import load_model
+
+FIX = Path(__file__).parent / "fixtures" / "rpc"
+MIB = 1 << 20
+GIB = 1 << 30
+
+
+def _tiny(link: str = "bw:10gbe", main_bw: float | None = None, remote: str = ""):
+    """The harness model (8 layers, 15.5 MiB in bf16) on a main host with a 9 MiB GPU and 10 MiB of RAM, and a
+    16 MiB box: it fits neither the GPU nor the RAM alone."""
+    tmap = load_model(str(FIX / "rpc8.header.gguf"), check_size=False)
+    hw = resolve_hardware(vram=[9 * MIB / GIB], ram=10 * MIB / GIB, ram_bw=main_bw)
+    cluster = cluster_from_flags(hw, [f"box2=addr:10.0.0.2,ram:{16 * MIB / GIB},{link}{remote}"])
+    run = RunConfig(engine="mainline", ctx=512, load="mmap", os_reserve_bytes=0, gpu_margin_bytes=0)
+    return tmap, cluster, run
+
+
+def _layouts(n: int, order: tuple[str, ...]):
+    """Every contiguous layout of n layers over order (ranges may be empty)."""
+    for cut in itertools.combinations_with_replacement(range(n + 1), len(order) - 1):
+        bounds = (0, *cut, n)
+        yield tuple(order[j] for j in range(len(order)) for _ in range(bounds[j + 1] - bounds[j]))
+
+
+def _placement(tmap, layout, devs):
+    return Placement({t.name: (layout[t.layer] if t.layer is not None else CPU) for t in tmap.tensors},
+                     tuple(layout), tuple(devs))
+
+
+def test_per_layer_terms_add_up_to_the_fixed_layout_model():
+    tmap, cluster, run = _tiny()
+    request = PlanRequest(run=run, allow=("Q8_0", "Q4_0"), floors=False)
+    devs, sizes, labels = cluster_budgets(cluster)
+    budget = Budget(devs, sizes, labels)
+    speeds = cluster_speeds(cluster, run)
+    order = layer_order(devs)
+    hold_s, hold_pp_s, _ = link_terms(tmap, cluster, run, order)
+    groups, fixed, fixed_time, homes = build_layered_groups(tmap, order, budget, cluster.main, run, request=request,
+                                                            quality=None, speeds=speeds)
+    n = tmap.params.n_layer
+    checked = 0
+    for layout in _layouts(n, order):
+        g2, fixed2, time2 = build_groups(tmap, layout, budget, cluster.main, run, types=None, request=request,
+                                         speeds=speeds)
+        tg = fixed_time["tg_s"] + sum(homes.layer_s[il][layout[il]] for il in range(n))
+        pp = fixed_time["pp_s"] + sum(homes.layer_pp_s[il][layout[il]] for il in range(n))
+        assert tg == pytest.approx(time2["tg_s"], rel=1e-12) and pp == pytest.approx(time2["pp_s"], rel=1e-12)
+        # bytes: the fixed tensors per device, and capacities (KV and compute buffers of the devices used)
+        cap2 = capacities(tmap, layout, budget, run, fixed2)
+        cap = layered_capacities(tmap, budget, run, fixed)
+        for d in devs:
+            held = d in layout
+            mine = cap[d] - sum(homes.layer_bytes[il][d] for il in range(n) if layout[il] == d) \
+                - (homes.hold_bytes.get(d, 0) if held else 0)
+            if d != "box2/CPU" or held:      # the fixed-layout model charges a CPU its compute buffer always
+                assert mine == cap2[d], (layout, d)
+        # every layer group has the fixed-layout model's options for its layer's device
+        opts = {g.key: g.options for g in groups}
+        for g in g2:
+            if g.layer is not None:
+                mine_opts = [replace(o, home="") for o in opts[g.key] if o.home == layout[g.layer]]
+                assert mine_opts == list(g.options), g.key
+        # the link terms: what pass_cost says the layout costs on the network
+        net = pass_cost(tmap, _placement(tmap, layout, devs), cluster, run, n_tokens=1, depth=0).seconds
+        assert net == pytest.approx(hold_s["box2/CPU"] if "box2/CPU" in layout else 0.0, rel=1e-12)
+        net_pp = pass_cost(tmap, _placement(tmap, layout, devs), cluster, run, n_tokens=min(run.ubatch, run.batch),
+                           depth=0).seconds
+        assert net_pp == pytest.approx(hold_pp_s["box2/CPU"] if "box2/CPU" in layout else 0.0, rel=1e-12)
+        checked += 1
+    assert checked == 45          # C(8 + 2, 2) layouts of 8 layers over 3 devices
+
+
+@pytest.mark.parametrize("objective", ["speed", "quality"])
+def test_the_chosen_split_is_the_best_of_every_split(objective):
+    tmap, cluster, run = _tiny()
+    request = PlanRequest(run=run, allow=("Q8_0", "Q4_0"), floors=False, objective=objective)
+    quality = QualityModel.build(tmap)
+    devs, sizes, labels = cluster_budgets(cluster)
+    budget = Budget(devs, sizes, labels)
+    speeds = cluster_speeds(cluster, run)
+    order = layer_order(devs)
+    hold_s, hold_pp_s, shared = link_terms(tmap, cluster, run, order)
+    layout, sol, _ = solve_layered(tmap, cluster.main, budget, request, quality, order, speeds=speeds,
+                                   hold_s=hold_s, hold_pp_s=hold_pp_s, shared=shared)
+    assert sol.status == "OPTIMAL"
+    best: dict[tuple, float] = {}
+    ub = min(run.ubatch, run.batch)
+    for cand in _layouts(tmap.params.n_layer, order):
+        placement = _placement(tmap, cand, devs)
+        net = {"tg_s": pass_cost(tmap, placement, cluster, run, n_tokens=1, depth=0).seconds,
+               "pp_s": pass_cost(tmap, placement, cluster, run, n_tokens=ub, depth=0).seconds}
+        groups, fixed, fixed_time = build_groups(tmap, cand, budget, cluster.main, run, types=None,
+                                                 request=request, quality=quality, speeds=speeds, extra_time=net)
+        cap = capacities(tmap, cand, budget, run, fixed)
+        if any(c < 0 for c in cap.values()):
+            continue
+        try:
+            s = solve(groups, cap, _objective(request, quality, False, fixed_time), fixed_seconds=fixed_time["tg_s"])
+        except InfeasibleBudgetError:          # this split has no feasible assignment
+            continue
+        assert s.status == "OPTIMAL"
+        best[cand] = s.seconds if objective == "speed" else s.loss
+    assert len(best) > 5
+    top = min(best.values())
+    mine = sol.seconds if objective == "speed" else sol.loss
+    assert mine == pytest.approx(top, rel=1e-6)
+    # and the split it chose is one whose own optimum is that value
+    assert best[layout] == pytest.approx(top, rel=1e-6)
+
+
+def test_zero_remote_layers_when_the_link_is_slow_and_remote_layers_when_it_is_fast():
+    """The same hosts; the main host's RAM is slow (5 GB/s) and the box's fast (400 GB/s): over a fast link the
+    fastest plan puts layers on the box, over a link with 20 ms of latency it keeps every layer home."""
+    for link, want_remote in (("bw:100gbe,lat:1us", True), ("bw:10gbe,lat:20ms", False)):
+        tmap, cluster, run = _tiny(link=link, main_bw=5.0, remote=",ram-bw:400,cores:32")
+        request = PlanRequest(run=run, allow=("Q4_0",), floors=False, objective="speed")
+        cp = plan_cluster(tmap, cluster, request, None, model_path="t.gguf")
+        assert (cp.remote_layers["box2/CPU"] > 0) == want_remote, (link, cp.plan.layer_device)
+        assert cp.plan.solver is not None and cp.plan.solver.status == "OPTIMAL"
+        assert all(d.fits for d in cp.plan.memory.devices)
