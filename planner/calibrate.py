@@ -276,7 +276,7 @@ def depth_slope_ms_per_1k(cal: Calibration, run: CalibrationRun) -> tuple[float,
     return ship, cal_
 
 
-def expected_uncertainty(designs: Sequence[tuple[TensorMap, Mapping[str, str], Placement, object, RunConfig,
+def expected_uncertainty(designs: Sequence[tuple[TensorMap, Mapping[str, str], Placement, Hardware, RunConfig,
                                                 Sequence[int]]],
                          *, noise: float = 0.02, groups: Sequence[str] = GROUPS,
                          prior_sigma: float = PRIOR_SIGMA) -> dict[str, float]:

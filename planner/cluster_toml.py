@@ -13,7 +13,7 @@ from planner.cluster import (CLUSTERS_DIR, DEFAULT_PORT, MAIN, Cluster, Link, Re
                              check_bind, default_devices, link_from_preset)
 from planner.errors import PlannerError, ProfileError, UsageError
 from planner.hardware import resolve_hardware
-from planner.tomlcheck import TomlChecker, read_toml_file
+from planner.tomlcheck import TomlChecker, find_toml_file, read_toml_file
 
 # table -> key -> (kind, required); kinds: planner.tomlcheck.TYPE_WORDS.
 _SCHEMA: Mapping[str, Mapping[str, tuple[str, bool]]] = {
@@ -94,14 +94,9 @@ def resolve_cluster_path(name_or_path: str) -> Path:
     Raises:
         ProfileError: no such file (with the shipped names as a hint).
     """
-    as_path = Path(name_or_path).expanduser()
-    if "/" in name_or_path or name_or_path.endswith(".toml") or as_path.is_file():
-        if not as_path.is_file():
-            raise ProfileError("cluster file not found", path=name_or_path)
-        return as_path
-    candidate = CLUSTERS_DIR / f"{name_or_path}.toml"
-    if candidate.is_file():
-        return candidate
+    found = find_toml_file(name_or_path, CLUSTERS_DIR, "cluster file")
+    if isinstance(found, Path):
+        return found
     names = sorted(p.stem for p in CLUSTERS_DIR.glob("*.toml") if _is_cluster_file(p))
     raise ProfileError(f"unknown cluster {name_or_path!r}", path=str(CLUSTERS_DIR),
                        hint="shipped clusters: " + (", ".join(names) or "none"))

@@ -167,8 +167,10 @@ class _Reader:
         self.pos += n
         return data
 
-    def unpack(self, fmt: str, what: str) -> int | float:
-        return struct.unpack("<" + fmt, self.take(struct.calcsize(fmt), what))[0]
+    def i32(self, what: str) -> int:
+        """One little-endian int32 (the legacy .dat format's only integer type: llama-imatrix writes ``int``)."""
+        value: int = struct.unpack("<i", self.take(4, what))[0]
+        return value
 
     def seek(self, pos: int) -> None:
         self.pos = pos
@@ -210,7 +212,7 @@ def read_imatrix(path: str | os.PathLike[str], *, tmap: TensorMap | None = None)
 
 
 def _read_dat(r: _Reader) -> Imatrix:
-    n_entries = r.unpack("i", "n_entries")
+    n_entries = r.i32("n_entries")
     if n_entries < 0:
         raise r.fail(f"negative entry count {n_entries}", offset=0)
     # smallest entry: i32 len + 1 name byte + i32 ncall + i32 nval + one f32
@@ -220,7 +222,7 @@ def _read_dat(r: _Reader) -> Imatrix:
     entries: dict[str, ImatrixEntry] = {}
     for i in range(n_entries):
         start = r.pos
-        length = r.unpack("i", f"entry {i} name length")
+        length = r.i32(f"entry {i} name length")
         if length <= 0 or length > min(MAX_NAME_BYTES, r.left):
             raise r.fail(f"entry {i}: bad name length {length}", offset=start)
         raw = r.take(length, f"entry {i} name")
@@ -228,11 +230,11 @@ def _read_dat(r: _Reader) -> Imatrix:
             name = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise r.fail(f"entry {i}: name is not UTF-8", offset=start + 4) from None
-        ncall = r.unpack("i", f"{name} ncall")
+        ncall = r.i32(f"{name} ncall")
         if ncall < 0:
             raise r.fail(f"{name}: negative ncall {ncall}", offset=r.pos - 4)
         nval_at = r.pos
-        nval = r.unpack("i", f"{name} nval")
+        nval = r.i32(f"{name} nval")
         if nval <= 0 or 4 * nval > r.left:
             raise r.fail(f"{name}: nval {nval} values do not fit in the {r.left} bytes left (truncated or corrupt)",
                          offset=nval_at)
@@ -248,8 +250,8 @@ def _read_dat(r: _Reader) -> Imatrix:
         tail = r.pos
         if r.left < 8:
             raise r.fail(f"{r.left} trailing bytes: too short for the last_call/dataset tail", offset=tail)
-        chunks = r.unpack("i", "last_call")
-        length = r.unpack("i", "dataset name length")
+        chunks = r.i32("last_call")
+        length = r.i32("dataset name length")
         if chunks < 0 or length < 0 or length > r.left:
             raise r.fail(f"bad tail (last_call {chunks}, dataset length {length})", offset=tail)
         dataset = r.take(length, "dataset name").decode("utf-8", errors="replace")

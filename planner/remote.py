@@ -30,6 +30,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from typing import IO, Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from planner import __version__
@@ -203,7 +204,7 @@ class _Deadline:
 class _DeadlineConnection(http.client.HTTPConnection):
     """A connection whose socket the read's deadline watchdog may close (HTTP and, through the MRO, HTTPS)."""
 
-    def __init__(self, *args, deadline: _Deadline, **kw) -> None:
+    def __init__(self, *args: Any, deadline: _Deadline, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self._deadline = deadline
 
@@ -220,21 +221,21 @@ class _HTTPSConnection(_DeadlineConnection, http.client.HTTPSConnection):
     pass
 
 
-class _HTTPHandler(urllib.request.HTTPHandler):
+class _DeadlineHandler(urllib.request.AbstractHTTPHandler):
+    """A handler whose connections carry the read's deadline (HTTP and, through the MRO, HTTPS)."""
+
     def __init__(self, deadline: _Deadline) -> None:
         super().__init__()
         self._deadline = deadline
 
-    def http_open(self, req):  # noqa: D102 - urllib hook
+
+class _HTTPHandler(_DeadlineHandler, urllib.request.HTTPHandler):
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:  # urllib hook
         return self.do_open(functools.partial(_HTTPConnection, deadline=self._deadline), req)
 
 
-class _HTTPSHandler(urllib.request.HTTPSHandler):
-    def __init__(self, deadline: _Deadline) -> None:
-        super().__init__()
-        self._deadline = deadline
-
-    def https_open(self, req):  # noqa: D102 - urllib hook
+class _HTTPSHandler(_DeadlineHandler, urllib.request.HTTPSHandler):
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:  # urllib hook
         return self.do_open(functools.partial(_HTTPSConnection, deadline=self._deadline), req,
                             context=getattr(self, "_context", None))
 
@@ -244,7 +245,8 @@ class _AuthStaysOnOrigin(urllib.request.HTTPRedirectHandler):
 
     max_redirections = 10
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D102 - urllib hook
+    def redirect_request(self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str,  # urllib hook
+                         headers: http.client.HTTPMessage, newurl: str) -> urllib.request.Request | None:
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
         if new is not None:
             try:
@@ -450,7 +452,7 @@ class HTTPRangeSource:
             raise error from None
         return data
 
-    def _read_body(self, resp, expected: int, status: int, deadline: _Deadline,
+    def _read_body(self, resp: http.client.HTTPResponse, expected: int, status: int, deadline: _Deadline,
                    report: Callable[[int], None]) -> bytes:
         parts: list[bytes] = []
         got = 0

@@ -28,12 +28,17 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from planner.devices import is_gpu, is_remote
 from planner.memory import CPU, Placement, RunConfig, constants, mix_bytes
 from planner.quants import catalogue
 from planner.roles import active_fraction, moves_with_ffn
+from planner.speed_basis import SpeedBasis, speed_basis
 from planner.tensors import TensorInfo, TensorMap
+
+if TYPE_CHECKING:
+    from planner.hardware import Hardware
 
 # Term groups: the quantities calibrate can fit, one multiplier each (time = Σ multiplier x nominal term).
 TG_GROUPS = ("cpu_weights", "gpu_weights", "kv_read", "attn", "launch", "handoff", "fixed")
@@ -82,7 +87,7 @@ class SpeedEstimate:
     assumptions: tuple[str, ...]
     label: str = "estimate"
     points: tuple[tuple[int, float, float], ...] = field(default=())    # (depth, TG tok/s, PP tok/s)
-    basis: "SpeedBasis | None" = None
+    basis: SpeedBasis | None = None
     terms: tuple[SpeedTerms, ...] = field(default=(), metadata={"json": False})
 
     def tg_at(self, depth: int) -> float:
@@ -112,7 +117,7 @@ def gpu_tensor_tflops(name: str) -> float:
     return tflops[max(hits, key=len)] if hits else tflops["default"]
 
 
-def cpu_core_gflops(hw) -> float:
+def cpu_core_gflops(hw: Hardware) -> float:
     """CPU matmul peak per physical core for the machine's best ISA (GFLOP/s)."""
     k = _k()
     flags = set(getattr(hw, "cpu_flags", ()))
@@ -123,7 +128,7 @@ def cpu_core_gflops(hw) -> float:
     return k["cpu_gflops_per_core_other"]
 
 
-def effective_cores(hw, threads: int) -> float:
+def effective_cores(hw: Hardware, threads: int) -> float:
     """Physical cores doing work for ``threads`` threads; oversubscribing physical cores (SMT) costs
     ``smt_oversubscribed_factor``."""
     phys = max(1, int(getattr(hw, "physical_cores", threads) or threads))
@@ -132,7 +137,7 @@ def effective_cores(hw, threads: int) -> float:
     return phys * _k()["smt_oversubscribed_factor"]
 
 
-def numa_bandwidth_factor(hw, numa: str | None) -> float:
+def numa_bandwidth_factor(hw: Hardware, numa: str | None) -> float:
     """Effective DRAM bandwidth as a fraction of the whole machine's peak under a ``--numa`` mode."""
     nodes = len(getattr(hw, "numa_nodes", ()) or ()) or 1
     if nodes <= 1:
@@ -143,11 +148,11 @@ def numa_bandwidth_factor(hw, numa: str | None) -> float:
     return min(1.0, frac.get(numa, k["numa_default_node_fraction"]) / nodes)
 
 
-def cpu_threads(hw, cfg: RunConfig) -> int:
+def cpu_threads(hw: Hardware, cfg: RunConfig) -> int:
     return int(cfg.threads or getattr(hw, "threads_default", 0) or hw.physical_cores)
 
 
-def hw_scales(hw) -> dict[str, float]:
+def hw_scales(hw: Hardware) -> dict[str, float]:
     """The calibration multipliers a hardware description carries (``hw.calibration["multipliers"]``), or {}."""
     cal = getattr(hw, "calibration", None)
     if not cal:
@@ -156,7 +161,7 @@ def hw_scales(hw) -> dict[str, float]:
     return {g: float(v) for g, v in mult.items() if g in GROUPS and float(v) > 0}
 
 
-def device_speeds(hw, cfg: RunConfig, *, numa: str | None = None, calibrated: bool = True) -> dict[str, DeviceSpeed]:
+def device_speeds(hw: Hardware, cfg: RunConfig, *, numa: str | None = None, calibrated: bool = True) -> dict[str, DeviceSpeed]:
     """Effective bandwidth and compute of each device of a Hardware description (with the machine's calibration
     applied to the rates, unless ``calibrated`` is false: the nominal rates the calibration multiplies)."""
     m = hw_scales(hw) if calibrated else {}
@@ -247,7 +252,7 @@ def _attn_dims(tmap: TensorMap) -> tuple[int, int, int]:
 
 # ----------------------------------------------------------------------------- the terms
 
-def speed_terms(tmap: TensorMap, mix: Mapping[str, str], placement: Placement, hw, cfg: RunConfig,
+def speed_terms(tmap: TensorMap, mix: Mapping[str, str], placement: Placement, hw: Hardware, cfg: RunConfig,
                 depths: Iterable[int] = (0,), *, numa: str | None = None,
                 threads_batch: int | None = None, speeds: Mapping[str, DeviceSpeed] | None = None,
                 network: Callable[[int, int], float] | None = None) -> tuple[SpeedTerms, ...]:
@@ -426,7 +431,7 @@ def speed_terms(tmap: TensorMap, mix: Mapping[str, str], placement: Placement, h
     return tuple(out)
 
 
-def estimate_speed(tmap: TensorMap, mix: Mapping[str, str], placement: Placement, hw, cfg: RunConfig, *,
+def estimate_speed(tmap: TensorMap, mix: Mapping[str, str], placement: Placement, hw: Hardware, cfg: RunConfig, *,
                    depths: Sequence[int] | None = None, scales: Mapping[str, float] | None = None,
                    constants: Mapping[str, float] | None = None, numa: str | None = None,
                    threads_batch: int | None = None, label: str = "estimate",
@@ -492,7 +497,7 @@ def estimate_speed(tmap: TensorMap, mix: Mapping[str, str], placement: Placement
         points=points, basis=speed_basis(hw), terms=terms)
 
 
-def linear_tg_costs(tmap: TensorMap, hw, cfg: RunConfig, layer_device: Sequence[str]) -> tuple[float, float]:
+def linear_tg_costs(tmap: TensorMap, hw: Hardware, cfg: RunConfig, layer_device: Sequence[str]) -> tuple[float, float]:
     """For the planner's linear model of TG time: (seconds per token that do not depend on where the FFN tensors
     go, with every layer's FFN on its layer's device; seconds added per layer whose routed experts move from a GPU
     to the CPU).  Same constants as :func:`speed_terms` (launch/sync per layer, fixed per-token cost)."""
@@ -509,7 +514,7 @@ def linear_tg_costs(tmap: TensorMap, hw, cfg: RunConfig, layer_device: Sequence[
     return fixed, move
 
 
-def linear_pp_fixed(tmap: TensorMap, hw, cfg: RunConfig, layer_device: Sequence[str],
+def linear_pp_fixed(tmap: TensorMap, hw: Hardware, cfg: RunConfig, layer_device: Sequence[str],
                     speeds: Mapping[str, DeviceSpeed] | None = None) -> float:
     """For the planner's linear model of PP time: seconds per ubatch (at depth 0) that do not depend on where the
     FFN tensors go: the prompt's own attention on each layer's device and, when a GPU multiplies the experts (all
@@ -531,70 +536,3 @@ def linear_pp_fixed(tmap: TensorMap, hw, cfg: RunConfig, layer_device: Sequence[
         n_mats = sum(1 for t in tmap.tensors if t.is_expert and tmap.is_loaded(t))
         out += n_mats * min(p.n_expert, ub * max(1, p.n_expert_used)) * k["gpu_expert_matmul_s"]
     return out
-
-
-# ----------------------------------------------------------------------------- the basis of an estimate
-
-@dataclass(frozen=True, slots=True)
-class SpeedBasis:
-    """What a speed estimate rests on, for the plan's label and the figures that were defaulted."""
-
-    kind: str                        # "calibrated" | "shipped" | "guessed"
-    label: str                       # e.g. "estimate (calibrated on your machine, residual 4 %)"
-    defaulted: tuple[str, ...]       # hardware figures the user did not give and the probe did not find
-
-
-_DEFAULTED_FIGURES = (
-    ("ram_bw_gbs", lambda hw: f"RAM bandwidth {hw.ram_bw_gbs:.1f} GB/s"),
-    ("physical_cores", lambda hw: f"{hw.physical_cores} cores ({hw.threads_default} threads)"),
-    ("cpu_flags", lambda hw: "CPU ISA " + (", ".join(hw.cpu_flags) or "none")),
-    ("cpu_model", lambda hw: f"CPU {hw.cpu_model}"),
-    ("numa_nodes", lambda hw: f"{len(hw.numa_nodes) or 1} NUMA node(s)"),
-)
-
-
-@functools.cache
-def _shipped_descriptions() -> dict[str, str]:
-    from planner.hardware import list_profiles
-
-    return {p.name: (p.description or p.name) for p in list_profiles()}
-
-
-@functools.cache
-def _shipped_cpu_models() -> dict[str, str]:
-    from planner.hardware import load_profile, profile_names
-
-    return {n: load_profile(n).cpu_model for n in profile_names()}
-
-
-def speed_basis(hw, *, profile_descriptions: Mapping[str, str] | None = None) -> SpeedBasis:
-    """The basis of the speed estimate on this machine: a calibration carried by the hardware description
-    (``hw.calibration``: multipliers and residual), the shipped constants on a shipped profile, or a guess (the
-    machine was described by hand or probed and no profile matches its CPU); plus every figure that was defaulted
-    (``hw.sources`` == "default"), so the plan can print them instead of hiding them in assumptions."""
-    defaulted = []
-    sources = getattr(hw, "sources", {}) or {}
-    for key, fmt in _DEFAULTED_FIGURES:
-        if sources.get(key) == "default":
-            defaulted.append(fmt(hw))
-    for i, g in enumerate(getattr(hw, "gpus", ())):
-        if sources.get(f"gpus[{i}].mem_bw_gbs") == "default":
-            defaulted.append(f"CUDA{g.index} bandwidth {g.mem_bw_gbs:.0f} GB/s")
-        if sources.get(f"gpus[{i}].h2d_gbs") == "default":
-            defaulted.append(f"CUDA{g.index} PCIe {g.h2d_gbs:.1f} GB/s")
-    cal = getattr(hw, "calibration", None)
-    if cal:
-        residual = cal.get("residual") if isinstance(cal, Mapping) else getattr(cal, "residual", None)
-        res = f", residual {residual * 100:.0f} %" if residual is not None else ""
-        return SpeedBasis("calibrated", f"estimate (calibrated on your machine{res})", tuple(defaulted))
-    descriptions = profile_descriptions if profile_descriptions is not None else _shipped_descriptions()
-    name = getattr(hw, "name", "")
-    if name in descriptions and not defaulted:
-        return SpeedBasis("shipped", f"estimate (shipped constants for {descriptions[name]})", ())
-    if defaulted:
-        return SpeedBasis("guessed", "estimate (guessed: hardware figures defaulted, listed below)", tuple(defaulted))
-    cpu = getattr(hw, "cpu_model", "")
-    same_cpu = [n for n, model in _shipped_cpu_models().items() if model and model == cpu]
-    if same_cpu:
-        return SpeedBasis("shipped", f"estimate (shipped constants for {descriptions[same_cpu[0]]})", ())
-    return SpeedBasis("guessed", f"estimate (guessed: no profile for this CPU{', ' + cpu if cpu else ''})", ())

@@ -42,6 +42,22 @@ def _has_kind(value: Any, kind: str) -> bool:
     raise ValueError(f"unknown schema kind {kind!r}")
 
 
+def find_toml_file(name_or_path: str, folder: Path | Traversable, what: str) -> Path | Traversable | None:
+    """A user's ``NAME`` (``folder/NAME.toml``) or ``PATH`` (it has a ``/``, ends in ``.toml`` or is a file); None
+    for a NAME that ``folder`` does not have (the caller says which names it has).
+
+    Raises:
+        ProfileError: a PATH that is not a file ("<what> not found").
+    """
+    as_path = Path(name_or_path).expanduser()
+    if os.sep in name_or_path or "/" in name_or_path or name_or_path.endswith(".toml") or as_path.is_file():
+        if not as_path.is_file():
+            raise ProfileError(f"{what} not found", path=name_or_path)
+        return as_path
+    candidate = folder / f"{name_or_path}.toml"
+    return candidate if candidate.is_file() else None
+
+
 def read_toml_file(path: str | os.PathLike[str] | Traversable, what: str) -> dict[str, Any]:
     """The parsed TOML of a user file; ``what`` names it in the error ("profile", "cluster file").
 

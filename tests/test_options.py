@@ -145,3 +145,14 @@ def test_pareto_text_has_one_row_per_plan():
     assert len(rows) == len(plans) >= 2
     for row, p in zip(rows, plans):
         assert f"{p['plan']['bpw']:.3f}" in row and p["plan"]["solver"]["status"] in row
+
+
+def test_engine_choices_are_the_engine_profiles():
+    """The --engine choices the CLI offers (a literal, so `--help` reads no data file) are the profiles of
+    data/engines.toml, in its order; one engine profile added to the table without the CLI fails here."""
+    from planner.cli.options import ENGINE_PROFILES
+    from planner.engines import engine_names
+
+    assert ENGINE_PROFILES == engine_names()
+    r = run("check", "--engine", "nope", "--", "llama-server", "-m", "x.gguf")
+    assert r.exit_code == 2 and all(name in r.output for name in engine_names())

@@ -90,6 +90,9 @@ def test_printed_workflow_and_export_quantize_script(tmp_path):
     if shutil.which("bash"):
         assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
     assert run("export", "--plan", str(out), "--quantize", "--out", str(script)).exit_code == 3   # no overwrite
+    # without --out: a usage error naming the option (it was a TypeError from Path(None) before)
+    r = run("export", "--plan", str(out), "--quantize")
+    assert r.exit_code == 2 and "give --out" in r.output, r.output
 
 
 def test_footprint_imatrix_options(tmp_path):

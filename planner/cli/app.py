@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import click
 
@@ -47,7 +48,7 @@ def _stdout_failed(exc: OSError) -> int:
 class PlannerGroup(click.Group):
     """Maps every exception to one line and an exit code (tracebacks only with GGUF_PLANNER_DEBUG=1)."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: click.Context) -> Any:
         try:
             _safe_streams()
             result = super().invoke(ctx)
@@ -87,7 +88,7 @@ _OPTION_OF = {"vram": "--vram", "ram": "--ram", "cores": "--cores", "ram_bw": "-
 class CheckedCommand(click.Command):
     """A command whose numeric options are range-checked before it runs: one line naming the option, exit 2."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: click.Context) -> Any:
         from planner.validate import check_option
 
         for name, value in ctx.params.items():

@@ -2,33 +2,36 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 import sys
 
 from planner.cli.app import main
-from planner.cli.options import (cluster_from_options, hardware_options, imatrix_options, margins,
-                                  mmproj_options, model_options, recipe_text)
+from planner.cli.options import (cluster_from_options, cluster_options, engine_option, hardware_options, imatrix_options,
+                                 json_option, margin_options, margins, mmproj_options, model_options, recipe_text)
 from planner.mmproj import with_mmproj
+
+
 
 @main.command("check", context_settings={"ignore_unknown_options": True})
 @click.argument("model", required=False)
 @model_options
 @hardware_options
-@click.option("--engine", type=click.Choice(["ik", "ik-2025", "mainline"]), default="ik", show_default=True)
-@click.option("--gpu-margin", type=float, default=None, metavar="GIB", help="VRAM kept free per GPU [default: 1.0]")
-@click.option("--os-reserve", type=float, default=None, metavar="GIB",
-              help="RAM kept for the OS and the server process [default: 4.0]")
-@click.option("--cluster", metavar="NAME|PATH", help="the hosts of a command with --rpc: a cluster TOML")
-@click.option("--rpc-host", "rpc_hosts", multiple=True, metavar="NAME=KEY:VALUE,...",
-              help="an rpc-server host of the command's --rpc (repeatable, in --rpc order)")
+@engine_option()
+@margin_options
+@cluster_options("the hosts of a command with --rpc: a cluster TOML",
+                 "an rpc-server host of the command's --rpc (repeatable, in --rpc order)")
 @imatrix_options
 @mmproj_options
-@click.option("--json", "as_json", is_flag=True)
+@json_option()
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def check_command(model, base_type, custom_q, recipe_file, token_embedding_type, output_tensor_type, pure, hw_opts,
-                  engine, gpu_margin, os_reserve, cluster, rpc_hosts, imatrix_file, no_imatrix, ignore_imatrix_rules,
-                  mmproj, no_mmproj_offload, as_json, command):
+def check_command(model: str | None, base_type: str | None, custom_q: tuple[str, ...], recipe_file: str | None,
+                  token_embedding_type: str | None, output_tensor_type: str | None, pure: bool, hw_opts: dict[str, Any],
+                  engine: str, gpu_margin: float | None, os_reserve: float | None, cluster: str | None,
+                  rpc_hosts: tuple[str, ...], imatrix_file: str | None, no_imatrix: bool, ignore_imatrix_rules: bool,
+                  mmproj: str | None, no_mmproj_offload: bool, as_json: bool, command: tuple[str, ...]) -> None:
     """Predict memory per device and speed of your own llama-server command, and what will not fit.
 
     Put the command after `--`. The model is the command's -m unless MODEL or recipe options are given
@@ -54,7 +57,8 @@ def check_command(model, base_type, custom_q, recipe_file, token_embedding_type,
     if model is not None and command and command[0].startswith("-") and \
             Path(model).name.removesuffix(".exe") in ("llama-server", "server", "llama-sweep-bench", "llama-cli"):
         # `check -- llama-server -m ...`: click binds the first word after `--` to MODEL; it is the binary
-        model, command = None, (model, *command)
+        command = (model, *command)
+        model = None
     if not command:
         raise UsageError("give the llama-server command after --")
     parsed = parse_server_command(list(command), engine=engine)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from planner.cli.app import main
-from planner.cli.options import hardware_options, imatrix_options, run_config, run_options
+from planner.cli.options import hardware_options, imatrix_options, json_option, run_config, run_options
+
+
 
 @main.command("compare")
 @click.argument("candidates", nargs=-1, required=True)
@@ -20,10 +24,12 @@ from planner.cli.options import hardware_options, imatrix_options, run_config, r
               help="PPL of the unquantized model (or a Q8_0) on the same text, for --measured")
 @click.option("--plot", type=click.Path(dir_okay=False), help="write size vs quality (speed as colour), .png or .svg")
 @click.option("--force", is_flag=True, help="let --plot overwrite")
-@click.option("--json", "as_json", is_flag=True)
-def compare_command(candidates, model, hw_opts, engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin,
-                    os_reserve, imatrix_file, no_imatrix, ignore_imatrix_rules, measured, reference_ppl, plot, force,
-                    as_json):
+@json_option()
+def compare_command(candidates: tuple[str, ...], model: str | None, hw_opts: dict[str, Any], engine: str,
+                    ctx: str | None, kv: str, ubatch: int | None, batch: int | None, amb: int, load: str | None,
+                    threads: int | None, gpu_margin: float | None, os_reserve: float | None, imatrix_file: str | None,
+                    no_imatrix: bool, ignore_imatrix_rules: bool, measured: tuple[str, ...], reference_ppl: str | None,
+                    plot: str | None, force: bool, as_json: bool) -> None:
     """Compare candidate mixes side by side on this hardware: size, BPW, fit, GPU/CPU bytes, speed, quality.
 
     A candidate is a named ftype (IQ3_K), a recipe string (re=type,...), a recipe file, a GGUF file, or a

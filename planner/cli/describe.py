@@ -3,18 +3,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from planner.cli.app import main
-from planner.cli.options import hardware_options, imatrix_options, model_options, recipe_text
+from planner.cli.options import engine_option, hardware_options, imatrix_options, json_option, model_options, recipe_text
+
 
 @main.command("probe")
-@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+@json_option("print JSON instead of a table")
 @click.option("--save", type=click.Path(dir_okay=False), metavar="FILE.toml",
               help="also write the result as a hardware profile")
 @click.option("--force", is_flag=True, help="let --save overwrite an existing file")
 @hardware_options
-def probe_command(as_json, save, force, hw_opts):
+def probe_command(as_json: bool, save: str | None, force: bool, hw_opts: dict[str, Any]) -> None:
     """Describe this machine (GPUs, RAM, CPU, THP, NUMA) and where each figure came from.
 
     Flags override the probe; with --vram/--ram and no --profile the machine is described by hand and the
@@ -36,8 +39,8 @@ def probe_command(as_json, save, force, hw_opts):
 
 
 @main.command("models")
-@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
-def models_command(as_json):
+@json_option("print JSON instead of a table")
+def models_command(as_json: bool) -> None:
     """List the built-in models: architecture, total/active parameters, layers, attention kind.
 
     \b
@@ -52,8 +55,8 @@ def models_command(as_json):
 
 
 @main.command("profiles")
-@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
-def profiles_command(as_json):
+@json_option("print JSON instead of a table")
+def profiles_command(as_json: bool) -> None:
     """List the shipped hardware profiles (use one with --profile NAME).
 
     \b
@@ -68,8 +71,8 @@ def profiles_command(as_json):
 
 @main.command("inspect")
 @click.argument("model", required=False)
-@click.option("--json", "as_json", is_flag=True, help="print JSON instead of tables")
-def inspect_command(model, as_json):
+@json_option("print JSON instead of tables")
+def inspect_command(model: str | None, as_json: bool) -> None:
     """Show a model's tensors: architecture, parameters, size, BPW, types, per-role and per-layer bytes.
 
     MODEL is a GGUF file (or the first shard of a split), a config.json, a URL, or a built-in name
@@ -90,12 +93,14 @@ def inspect_command(model, as_json):
 @main.command("footprint")
 @click.argument("model", required=False)
 @model_options
-@click.option("--engine", type=click.Choice(["ik", "mainline"]), default="ik", show_default=True)
+@engine_option(choices=("ik", "mainline"))
 @click.option("--all-tensors", is_flag=True, help="list every tensor, not only the first of each role")
 @imatrix_options
-@click.option("--json", "as_json", is_flag=True)
-def footprint_command(model, base_type, custom_q, recipe_file, token_embedding_type, output_tensor_type, pure,
-                      engine, all_tensors, imatrix_file, no_imatrix, ignore_imatrix_rules, as_json):
+@json_option()
+def footprint_command(model: str | None, base_type: str | None, custom_q: tuple[str, ...], recipe_file: str | None,
+                      token_embedding_type: str | None, output_tensor_type: str | None, pure: bool, engine: str,
+                      all_tensors: bool, imatrix_file: str | None, no_imatrix: bool, ignore_imatrix_rules: bool,
+                      as_json: bool) -> None:
     """Predict what llama-quantize writes: per-tensor types, bytes, GiB, BPW, per-type counts, fallbacks.
 
     \b

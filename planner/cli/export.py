@@ -6,6 +6,7 @@ import click
 
 from planner.cli.app import main
 
+
 @main.command("export")
 @click.option("--plan", "plan_file", type=click.Path(exists=True, dir_okay=False), required=True,
               help="a plan JSON from `plan --out` or `place --out`")
@@ -18,7 +19,8 @@ from planner.cli.app import main
 @click.option("--quantize", "quantize_script", is_flag=True,
               help="write the quantize workflow (BF16 source, imatrix, llama-quantize) instead of the launch script")
 @click.option("--force", is_flag=True, help="overwrite an existing script")
-def export_command(plan_file, out, scripts_dir, model_path, port, check_binary, quantize_script, force):
+def export_command(plan_file: str, out: str | None, scripts_dir: str | None, model_path: str | None, port: int,
+                   check_binary: str | None, quantize_script: bool, force: bool) -> None:
     """Write a bash launch script for a plan (set -euo pipefail, quoted arguments, predictions as comments).
 
     With --quantize: the plan's quantize workflow as a script instead (the same renderer).
@@ -37,6 +39,8 @@ def export_command(plan_file, out, scripts_dir, model_path, port, check_binary, 
     from planner.launch import build_launch, check_flags, export_script, help_of_binary
 
     if quantize_script:
+        if not out:
+            raise click.UsageError("give --out quantize.sh")
         write_new_file(Path(out), workflow_script(plan_file), force=force, mode=0o755)
         output.note(f"wrote {out}")
         return

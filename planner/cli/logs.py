@@ -3,19 +3,23 @@ them."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from planner.cli.app import main
-from planner.cli.options import log_options, logs_model_mix
+from planner.cli.options import cluster_options, json_option, log_options, logs_model_mix
+
 
 @main.command("verify")
 @log_options
-@click.option("--cluster", metavar="NAME|PATH", help="the hosts of a command with --rpc: a cluster TOML")
-@click.option("--rpc-host", "rpc_hosts", multiple=True, metavar="NAME=KEY:VALUE,...",
-              help="an rpc-server host of the command's --rpc (repeatable, in --rpc order)")
-@click.option("--json", "as_json", is_flag=True)
-def verify_command(logs, model, base_type, custom_q, recipe_file, token_embedding_type, output_tensor_type, pure,
-                   hw_opts, engine, command, cluster, rpc_hosts, as_json):
+@cluster_options("the hosts of a command with --rpc: a cluster TOML",
+                 "an rpc-server host of the command's --rpc (repeatable, in --rpc order)")
+@json_option()
+def verify_command(logs: tuple[str, ...], model: str | None, base_type: str | None, custom_q: tuple[str, ...],
+                   recipe_file: str | None, token_embedding_type: str | None, output_tensor_type: str | None,
+                   pure: bool, hw_opts: dict[str, Any], engine: str, command: str | None, cluster: str | None,
+                   rpc_hosts: tuple[str, ...], as_json: bool) -> None:
     """Compare engine logs with the prediction for the same model and command, term by term.
 
     LOGS are what llama-server, llama-cli, llama-sweep-bench or llama-bench printed (ik_llama.cpp or llama.cpp):
@@ -50,9 +54,11 @@ def verify_command(logs, model, base_type, custom_q, recipe_file, token_embeddin
 @click.option("--save", type=click.Path(dir_okay=False), metavar="PROFILE.toml",
               help="write the machine's profile with the fitted constants (use it with --profile)")
 @click.option("--force", is_flag=True, help="let --save overwrite")
-@click.option("--json", "as_json", is_flag=True)
-def calibrate_command(logs, model, base_type, custom_q, recipe_file, token_embedding_type, output_tensor_type, pure,
-                      hw_opts, engine, command, save, force, as_json):
+@json_option()
+def calibrate_command(logs: tuple[str, ...], model: str | None, base_type: str | None, custom_q: tuple[str, ...],
+                      recipe_file: str | None, token_embedding_type: str | None, output_tensor_type: str | None,
+                      pure: bool, hw_opts: dict[str, Any], engine: str, command: str | None, save: str | None,
+                      force: bool, as_json: bool) -> None:
     """Fit the speed model's constants to this machine from its own llama-sweep-bench output(s).
 
     Least squares on the model's terms (CPU/GPU bandwidth, PCIe, GEMM rates, launch cost, depth slope): the

@@ -3,14 +3,65 @@ conversions from their values to the library's requests."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
 import click
 
 from planner.units import GIB
 
+if TYPE_CHECKING:
+    from planner.cluster import Cluster
+    from planner.hardware import Hardware
+    from planner.runconfig import RunConfig
+    from planner.tensors import TensorMap
+
+F = TypeVar("F", bound=Callable[..., Any])
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]   # what click.option(...) returns
+
 HARDWARE_OPTION_NAMES = ("profile", "vram", "ram", "cores", "gpu", "ram_bw")
+ENGINE_PROFILES = ("ik", "ik-2025", "mainline")    # data/engines.toml's profiles (tests/test_options.py checks)
 
 
-def hardware_options(func):
+def stack(func: F, options: Sequence[Decorator]) -> F:
+    """``func`` under ``options`` in the order written: the first is the first in --help."""
+    out: Callable[..., Any] = func
+    for option in reversed(options):
+        out = option(out)
+    return cast(F, out)       # click options register parameters on the function and return it
+
+
+def engine_option(help: str | None = None, choices: Sequence[str] = ENGINE_PROFILES) -> Decorator:  # noqa: A002
+    """--engine: the engine profile a command predicts for (default ik)."""
+    return click.option("--engine", type=click.Choice(list(choices)), default="ik", show_default=True, help=help)
+
+
+def json_option(help: str | None = None) -> Decorator:  # noqa: A002
+    """--json: print the result as JSON (output.py's one sink) instead of tables."""
+    return click.option("--json", "as_json", is_flag=True, help=help)
+
+
+def margin_options(func: F) -> F:
+    """--gpu-margin / --os-reserve: memory kept free per GPU and for the OS (run_options and `check`)."""
+    return stack(func, [
+        click.option("--gpu-margin", type=float, default=None, metavar="GIB",
+                     help="VRAM kept free per GPU [default: 1.0]"),
+        click.option("--os-reserve", type=float, default=None, metavar="GIB",
+                     help="RAM kept for the OS and the server process [default: 4.0]"),
+    ])
+
+
+def cluster_options(cluster_help: str, rpc_host_help: str) -> Decorator:
+    """--cluster / --rpc-host (`plan` and `check`); the command reads them with :func:`cluster_from_options`."""
+    def apply(func: Callable[..., Any]) -> Callable[..., Any]:
+        return stack(func, [
+            click.option("--cluster", metavar="NAME|PATH", help=cluster_help),
+            click.option("--rpc-host", "rpc_hosts", multiple=True, metavar="NAME=KEY:VALUE,...", help=rpc_host_help),
+        ])
+    return apply
+
+
+def hardware_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Add --profile/--vram/--ram/--cores/--gpu/--ram-bw; the command receives them as one ``hw_opts`` dict.
 
     Use: ``hw = hardware.hardware_from_options(**hw_opts)`` (add ``disk_path=`` for the model's disk).
@@ -18,7 +69,7 @@ def hardware_options(func):
     import functools
 
     @functools.wraps(func)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
         hw_opts = {name: kwargs.pop(name) for name in HARDWARE_OPTION_NAMES}
         return func(*args, hw_opts=hw_opts, **kwargs)
 
@@ -32,12 +83,10 @@ def hardware_options(func):
         click.option("--gpu", metavar="MODEL", help="GPU model for bandwidth and PCIe, e.g. 'RTX 3090'"),
         click.option("--ram-bw", "ram_bw", type=float, metavar="GB/S", help="RAM bandwidth in GB/s"),
     ]
-    for option in reversed(options):
-        wrapper = option(wrapper)
-    return wrapper
+    return stack(wrapper, options)
 
 
-def model_options(func):
+def model_options(func: F) -> F:
     """MODEL plus the recipe options of `footprint` (they win over a GGUF's stored types)."""
     options = [
         click.option("--base-type", metavar="FTYPE", help="llama-quantize base type, e.g. IQ3_K, Q4_K_M"),
@@ -49,12 +98,10 @@ def model_options(func):
         click.option("--output-tensor-type", metavar="TYPE"),
         click.option("--pure", is_flag=True, help="llama-quantize --pure (no per-tensor default rules)"),
     ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    return stack(func, options)
 
 
-def imatrix_options(func):
+def imatrix_options(func: F) -> F:
     """--imatrix / --no-imatrix / --ignore-imatrix-rules for commands that predict what llama-quantize writes
     (the answer itself: planner.imatrix_use.declared_imatrix)."""
     options = [
@@ -67,16 +114,13 @@ def imatrix_options(func):
         click.option("--ignore-imatrix-rules", is_flag=True,
                      help="ik llama-quantize --ignore-imatrix-rules: imatrix-only types without an imatrix"),
     ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    return stack(func, options)
 
 
-def run_options(func):
+def run_options(func: F) -> F:
     """Context, KV cache, batch and load flags that change memory and speed."""
-    options = [
-        click.option("--engine", type=click.Choice(["ik", "ik-2025", "mainline"]), default="ik", show_default=True,
-                     help="engine profile the flags and type sets are for"),
+    options: list[Decorator] = [
+        engine_option("engine profile the flags and type sets are for"),
         click.option("--ctx", default=None, metavar="N|max",
                      help="context length [default: 32768, or the model's training context if shorter]"),
         click.option("--kv", default="q8_0", show_default=True, metavar="TYPE|auto",
@@ -90,30 +134,25 @@ def run_options(func):
                      help="how weights are loaded (plan/place default: chosen by predicted speed: --no-mmap for "
                           "hybrid ik runs unless -rtr is predicted faster, rtr for CPU-only ik, mmap for mainline)"),
         click.option("--threads", type=int, default=None, help="CPU threads (default: physical cores)"),
-        click.option("--gpu-margin", type=float, default=None, metavar="GIB",
-                     help="VRAM kept free per GPU [default: 1.0]"),
-        click.option("--os-reserve", type=float, default=None, metavar="GIB",
-                     help="RAM kept for the OS and the server process [default: 4.0]"),
+        margin_options,
     ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    return stack(func, options)
 
 
-def mmproj_options(func):
+def mmproj_options(func: F) -> F:
     """--mmproj FILE and --no-mmproj-offload: a projector loaded beside the model (planner/mmproj.py)."""
-    options = [
+    return stack(func, [
         click.option("--mmproj", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
                      help="a vision/audio projector GGUF loaded with the model: its weights (from its header) are "
                           "charged to the first GPU (the CPU with --no-mmproj-offload) and --mmproj is emitted"),
         click.option("--no-mmproj-offload", is_flag=True, help="keep the --mmproj projector on the CPU"),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    ])
 
 
-def run_config(engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, hw=None):
+def run_config(engine: str, ctx: str | None, kv: str, ubatch: int | None, batch: int | None, amb: int, load: str | None,
+               threads: int | None, gpu_margin: float | None, os_reserve: float | None,
+               hw: Hardware | None = None) -> RunConfig:
+    """The :class:`RunConfig` of the run options (``--ctx max`` and no --ctx: 0, chosen later)."""
     from planner.launch import engine_profile
     from planner.runconfig import RunConfig, batch_sizes
 
@@ -134,7 +173,8 @@ def run_config(engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, o
                      **margins(gpu_margin, os_reserve))
 
 
-def margins(gpu_margin, os_reserve) -> dict:
+def margins(gpu_margin: float | None, os_reserve: float | None) -> dict[str, Any]:
+    """RunConfig keyword arguments of --gpu-margin / --os-reserve (GiB -> bytes); only those given."""
     out = {}
     if gpu_margin is not None:
         out["gpu_margin_bytes"] = int(gpu_margin * GIB)
@@ -143,7 +183,7 @@ def margins(gpu_margin, os_reserve) -> dict:
     return out
 
 
-def cluster_from_options(cluster, rpc_hosts, hw_opts):
+def cluster_from_options(cluster: str | None, rpc_hosts: Sequence[str], hw_opts: dict[str, Any]) -> Cluster | None:
     """The cluster of ``--cluster FILE`` or of ``--rpc-host`` values over the main host's hardware; None if neither."""
     if not cluster and not rpc_hosts:
         return None
@@ -158,7 +198,7 @@ def cluster_from_options(cluster, rpc_hosts, hw_opts):
     return cluster_from_flags(hardware.hardware_from_options(**hw_opts), list(rpc_hosts))
 
 
-def local_dir(path):
+def local_dir(path: str | None) -> str | None:
     """The folder of a local model/output path, for the free space of its disk; None otherwise."""
     from pathlib import Path
 
@@ -169,7 +209,8 @@ def local_dir(path):
     return str(d) if (p.suffix == ".gguf" or p.is_dir()) and d.is_dir() else None
 
 
-def recipe_text(recipe_file):
+def recipe_text(recipe_file: str | None) -> str | None:
+    """The text of --recipe-file, None without one."""
     if not recipe_file:
         return None
     from pathlib import Path
@@ -177,7 +218,8 @@ def recipe_text(recipe_file):
     return Path(recipe_file).read_text()
 
 
-def write_json_out(doc, out, force):
+def write_json_out(doc: object, out: str | None, force: bool) -> None:
+    """Write a result as JSON to --out (refusing to overwrite without --force); nothing without --out."""
     if not out:
         return
     from pathlib import Path
@@ -189,8 +231,10 @@ def write_json_out(doc, out, force):
     output.note(f"wrote {out}")
 
 
-def logs_model_mix(model, base_type, custom_q, recipe_file, token_embedding_type, output_tensor_type, pure,
-                    engine):
+def logs_model_mix(model: str | None, base_type: str | None, custom_q: Sequence[str], recipe_file: str | None,
+                   token_embedding_type: str | None, output_tensor_type: str | None, pure: bool,
+                   engine: str) -> tuple[TensorMap, dict[str, str]]:
+    """The model and mix the logs of `verify` / `calibrate` ran (the recipe options applied)."""
     from planner.mix import mix_from_options
     from planner.source import load_model
 
@@ -202,13 +246,12 @@ def logs_model_mix(model, base_type, custom_q, recipe_file, token_embedding_type
     return tmap, types
 
 
-def log_options(func):
+def log_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """LOGS plus what `verify` and `calibrate` need to predict them: the model and mix, the machine, the engine
     profile and the command (when the logs do not show it)."""
     func = click.option("--command", "command", metavar="'llama-... ARGS'",
                         help="the command that produced the logs, when they do not show it")(func)
-    func = click.option("--engine", type=click.Choice(["ik", "ik-2025", "mainline"]), default="ik",
-                        show_default=True, help="engine profile of the logged build")(func)
+    func = engine_option("engine profile of the logged build")(func)
     func = model_options(hardware_options(func))
     func = click.option("--model", "model", metavar="MODEL",
                         help="the model the logs ran (GGUF, config.json, built-in)")(func)

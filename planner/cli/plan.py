@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import click
 
 from planner.cli.app import main
-from planner.cli.options import (cluster_from_options, hardware_options, imatrix_options, local_dir,
-                                  mmproj_options, model_options, recipe_text, run_config, run_options,
-                                  write_json_out)
+from planner.cli.options import (cluster_from_options, cluster_options, hardware_options, imatrix_options, json_option,
+                                 local_dir, mmproj_options, model_options, recipe_text, run_config, run_options,
+                                 write_json_out)
 from planner.mmproj import with_mmproj
+
+
 
 @main.command("plan")
 @click.argument("model", required=False)
@@ -48,21 +51,24 @@ from planner.mmproj import with_mmproj
               help="balanced: the fastest plan whose predicted PPL ratio is within PCT %% of the best-quality plan")
 @mmproj_options
 @click.option("--model-path", metavar="PATH", help="output GGUF path used in the emitted commands")
-@click.option("--cluster", metavar="NAME|PATH",
-              help="plan across hosts joined by llama.cpp RPC: a cluster TOML (docs/rpc.md); it names the main "
-                   "host's profile")
-@click.option("--rpc-host", "rpc_hosts", multiple=True, metavar="NAME=KEY:VALUE,...",
-              help="an rpc-server host, e.g. box2=addr:192.168.1.20,ram:256,bw:10gbe,cache (repeatable; the main "
-                   "host is the machine described by the hardware options)")
+@cluster_options("plan across hosts joined by llama.cpp RPC: a cluster TOML (docs/rpc.md); it names the main "
+                 "host's profile",
+                 "an rpc-server host, e.g. box2=addr:192.168.1.20,ram:256,bw:10gbe,cache (repeatable; the main "
+                 "host is the machine described by the hardware options)")
 @click.option("--scripts", "scripts_dir", type=click.Path(file_okay=False),
               help="cluster plans: write main.sh and one <host>.sh per rpc-server host into this folder")
 @click.option("--out", type=click.Path(dir_okay=False), help="write the plan JSON here")
 @click.option("--force", is_flag=True)
-@click.option("--json", "as_json", is_flag=True)
-def plan_command(model, hw_opts, engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, objective,
-                 min_tg, min_pp, max_size, allow, deny, fixed, pareto, granularity, check_binary, imatrix, no_imatrix,
-                 ignore_imatrix_rules, no_floors, max_rules, recipe_style, quality_slack, mmproj,
-                 no_mmproj_offload, model_path, cluster, rpc_hosts, scripts_dir, out, force, as_json):
+@json_option()
+def plan_command(model: str | None, hw_opts: dict[str, Any], engine: str, ctx: str | None, kv: str, ubatch: int | None,
+                 batch: int | None, amb: int, load: str | None, threads: int | None, gpu_margin: float | None,
+                 os_reserve: float | None, objective: str, min_tg: float | None, min_pp: float | None,
+                 max_size: float | None, allow: tuple[str, ...], deny: tuple[str, ...], fixed: tuple[str, ...],
+                 pareto: int, granularity: str, check_binary: str | None, imatrix: str | None, no_imatrix: bool,
+                 ignore_imatrix_rules: bool, no_floors: bool, max_rules: int | None, recipe_style: str,
+                 quality_slack: float, mmproj: str | None, no_mmproj_offload: bool, model_path: str | None,
+                 cluster: str | None, rpc_hosts: tuple[str, ...], scripts_dir: str | None, out: str | None,
+                 force: bool, as_json: bool) -> None:
     """Choose quant types and device placement together (exact ILP), and emit the recipe and launch command.
 
     Without hardware flags the machine is probed; --vram/--ram describe a machine by hand and the remaining
@@ -125,11 +131,14 @@ def plan_command(model, hw_opts, engine, ctx, kv, ubatch, batch, amb, load, thre
 @click.option("--out", type=click.Path(dir_okay=False), help="write the plan JSON here")
 @click.option("--force", is_flag=True, help="let --out overwrite")
 @imatrix_options
-@click.option("--json", "as_json", is_flag=True)
-def place_command(model, base_type, custom_q, recipe_file, token_embedding_type, output_tensor_type, pure,
-                  hw_opts, engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, mmproj,
-                  no_mmproj_offload, model_path, min_tg, min_pp, check_binary, out, force, imatrix_file, no_imatrix,
-                  ignore_imatrix_rules, as_json):
+@json_option()
+def place_command(model: str | None, base_type: str | None, custom_q: tuple[str, ...], recipe_file: str | None,
+                  token_embedding_type: str | None, output_tensor_type: str | None, pure: bool, hw_opts: dict[str, Any],
+                  engine: str, ctx: str | None, kv: str, ubatch: int | None, batch: int | None, amb: int,
+                  load: str | None, threads: int | None, gpu_margin: float | None, os_reserve: float | None,
+                  mmproj: str | None, no_mmproj_offload: bool, model_path: str | None, min_tg: float | None,
+                  min_pp: float | None, check_binary: str | None, out: str | None, force: bool,
+                  imatrix_file: str | None, no_imatrix: bool, ignore_imatrix_rules: bool, as_json: bool) -> None:
     """Choose GPU(s) or CPU for every tensor of a given mix, maximising predicted generation speed.
 
     \b

@@ -19,7 +19,7 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 
 from planner.fileout import write_new_file
-from planner.tomlcheck import TomlChecker, read_toml_file
+from planner.tomlcheck import TomlChecker, find_toml_file, read_toml_file
 from planner.hardware.gpus import GPU_TABLE, PCIE_LANE, PCIE_WIDTHS, h2d_gbs, match_gpu, ram_bw_gbs
 from planner.hardware.model import (_HW_FIELDS, CPU_FLAGS, GPU, THP_DEFRAG_MODES, THP_ENABLED_MODES, Hardware, NumaNode,
                                     _exc, _gpu_sources, _sources, gib_to_bytes)
@@ -73,15 +73,9 @@ def resolve_profile_path(name_or_path: str | os.PathLike[str]) -> Path | Travers
         ProfileError: no such profile (with the shipped names as a hint).
     """
     text = os.fspath(name_or_path)
-    as_path = Path(text).expanduser()
-    looks_like_path = os.sep in text or "/" in text or text.endswith(".toml")
-    if looks_like_path or as_path.is_file():
-        if not as_path.is_file():
-            raise ProfileError("profile file not found", path=text)
-        return as_path
-    candidate = PROFILES / f"{text}.toml"
-    if candidate.is_file():
-        return candidate
+    found = find_toml_file(text, PROFILES, "profile file")
+    if found is not None:
+        return found
     import difflib
     names = profile_names()
     close = difflib.get_close_matches(text, names, n=3, cutoff=0.4)

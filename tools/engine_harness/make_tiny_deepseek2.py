@@ -13,9 +13,8 @@ Usage: make_tiny_deepseek2.py OUT.gguf [--layers 12] [--hidden 256] [--heads 4] 
 import argparse
 
 import gguf
-import numpy as np
 
-from make_tiny_qwen3moe import make_vocab
+from tiny_gguf import TinyWeights, add_tokenizer
 
 
 def main():
@@ -42,7 +41,6 @@ def main():
     if a.layers in (26, 27):
         ap.error("26/27 layers make the engines treat the model as DeepSeek-V2-Lite (no q_lora)")
 
-    rng = np.random.default_rng(a.seed)
     H, L, E, nh = a.hidden, a.layers, a.experts, a.heads
     hk = a.nope + a.rope
 
@@ -71,27 +69,10 @@ def main():
     w.add_expert_gating_func(gguf.ExpertGatingFuncType.SIGMOID)
     w.add_file_type(gguf.LlamaFileType.MOSTLY_BF16)
 
-    tokens, types, merges, sp = make_vocab(a.vocab)
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("qwen2")
-    w.add_token_list(tokens)
-    w.add_token_types(types)
-    w.add_token_merges(merges)
-    w.add_eos_token_id(sp["<|im_end|>"])
-    w.add_pad_token_id(sp["<|endoftext|>"])
-    w.add_bos_token_id(sp["<|endoftext|>"])
-    w.add_add_bos_token(False)
+    add_tokenizer(w, a.vocab)
 
-    def big(name, shape_np):            # numpy (row-major) shape = reversed ggml ne
-        x = (rng.standard_normal(shape_np, dtype=np.float32) * 0.02).astype(np.float32)
-        w.add_tensor(name, gguf.quants.quantize(x, gguf.GGMLQuantizationType.BF16),
-                     raw_dtype=gguf.GGMLQuantizationType.BF16)
-
-    def f32(name, shape_np, val=None):
-        x = (np.full(shape_np, val, dtype=np.float32) if val is not None
-             else (rng.standard_normal(shape_np, dtype=np.float32) * 0.02).astype(np.float32))
-        w.add_tensor(name, x)
-
+    t = TinyWeights(w, a.seed)
+    big, f32 = t.big, t.f32
     big("token_embd.weight", (a.vocab, H))
     for i in range(L):
         p = f"blk.{i}."
@@ -120,10 +101,7 @@ def main():
     f32("output_norm.weight", (H,), 1.0)
     big("output.weight", (a.vocab, H))
 
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    t.finish()
 
 
 if __name__ == "__main__":

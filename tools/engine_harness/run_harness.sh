@@ -77,7 +77,7 @@ run_case() {   # $1 = name, $2 = number of devices, rest = engine flags
   # generating (double free), which is why the status is not checked: the load log is complete before that.
   (cd "$(dirname "$model")" && "$cli" -m "$(basename "$model")" --rpc "$list" "$@" -n 1 -p hi "${extra[@]}" \
       < /dev/null > "$out/full/$engine-$name.log" 2>&1) || true
-  python3 "$here/strip_log.py" "$out/full/$engine-$name.log" > "$out/$engine-$name.log"
+  python3 "$here/../strip_log.py" --filter harness "$out/full/$engine-$name.log" > "$out/$engine-$name.log"
   python3 - "$out/cases.jsonl" "$engine-$name.log" "$engine" "$commit" "$(basename "$model")" "${cmd[@]}" <<'EOF'
 import json, shlex, sys
 path, log, engine, commit, model, *cmd = sys.argv[1:]

@@ -100,9 +100,9 @@ run_case() {   # $1 = name, $2 = model file, $3 = number of servers, $4 = server
   (cd "$models" && "$cli" -m "$model" --rpc "$list" "${args[@]}" -n 2 -p hi "${extra[@]}" \
       < /dev/null > "$out/full/$engine-$name.log" 2>&1) || true
   stop_servers
-  python3 "$here/strip_log.py" "$out/full/$engine-$name.log" > "$out/$engine-$name.log"
+  python3 "$here/../strip_log.py" --filter rpc-client "$out/full/$engine-$name.log" > "$out/$engine-$name.log"
   for ((i = 0; i < n; i++)); do
-    python3 "$here/strip_log.py" --server "$out/full/$engine-$name-server$i.log" > "$out/$engine-$name-server$i.log"
+    python3 "$here/../strip_log.py" --filter rpc-server "$out/full/$engine-$name-server$i.log" > "$out/$engine-$name-server$i.log"
   done
   python3 - "$out/cases.jsonl" "$engine" "$name" "$commit" "$model" "$n" "$sflags" "$(basename "$cli")" \
       "$list" "${args[@]}" "-n" "2" "-p" "hi" "${extra[@]}" <<'PY'

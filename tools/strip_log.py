@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""Keep the lines of an engine (or rpc-server) log that the committed fixtures are compared on.
+
+Usage: strip_log.py --filter NAME FULL.log > FIXTURE.log.  Lines are kept verbatim (non-UTF-8 bytes replaced).
+
+One filter per kind of fixture, because each set of committed fixtures was cut with its own line set and a test
+reads exactly those lines:
+
+* ``harness``: engine load logs of tools/engine_harness (tests/fixtures/engine/*.log): layer assignment, per-device
+  buffers, KV, compute, the ik layer-size table and fit messages.
+* ``rpc-client``: the llama-cli side of tools/rpc_check (tests/fixtures/rpc/<engine>-<case>.log).
+* ``rpc-server``: an rpc-server's debug log (mainline, GGML_RPC_DEBUG=1; tests/fixtures/rpc/*-server<i>.log):
+  every buffer allocation in bytes, and every command that moves data (load: set_tensor / set_tensor_hash; per
+  token: set_tensor, graph_(re)compute, get_tensor, copy_tensor).
+
+tests/test_strip_log.py re-filters every committed fixture with its filter and checks nothing is lost.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterable, Iterator
+
+FILTERS: dict[str, re.Pattern[str]] = {
+    "harness": re.compile(
+        r"using device|Free memory|^Layer +\d+:|^Total   :|Setting default device|Setting layer|Memory required|"
+        r"Memory available|offload|buffer size|KV self size|llama_kv_cache: size|assigned to device|"
+        r"memory_breakdown_print|common_params_fit|common_fit_params|llama_model_loader: - type|n_layer  |"
+        r"n_ctx  |n_batch  |n_ubatch  |flash_attn  |Adding experts|overrid|graph splits|graph: nodes|"
+        r"model size|repeating layers|fit margin|max_gpu|split mode|Split mode|MLA|mla|n_swa|Layer \d+: assigning|"
+        r"error|failed|warning"),
+    "rpc-client": re.compile(
+        r"using device|buffer size|KV self size|llama_kv_cache: size|assigned to device|Setting default device|"
+        r"offload|llama_model_loader: - type|n_layer  |n_ctx  |n_ubatch  |flash_attn  |graph splits|"
+        r"memory_breakdown_print|load time|error|failed|Available buffer types|^  RPC|^  CPU"),
+    "rpc-server": re.compile(
+        r"alloc_buffer|set_tensor|get_tensor|copy_tensor|graph_compute|graph_recompute|Starting RPC|"
+        r"endpoint|local cache|Devices|^  CPU|transport|error|failed|WARNING|create_backend|using"),
+}
+
+
+def strip(lines: Iterable[str], name: str) -> Iterator[str]:
+    """The lines the filter ``name`` keeps, verbatim and in order."""
+    keep = FILTERS[name]
+    return (line for line in lines if keep.search(line))
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 3 or argv[0] != "--filter" or argv[1] not in FILTERS:
+        print(f"usage: strip_log.py --filter {{{','.join(FILTERS)}}} FULL.log > FIXTURE.log", file=sys.stderr)
+        return 2
+    with open(argv[2], encoding="utf-8", errors="replace") as fh:
+        sys.stdout.writelines(strip(fh, argv[1]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
