@@ -269,7 +269,7 @@ def plan_cluster(tmap: TensorMap, cluster: Cluster, request: PlanRequest, qualit
     from planner.launch import build_launch
     from planner.network import network_cost
     from planner.planning import _assemble, solve_layered
-    from planner.rpc import engine_devices, rpc_server_argv, rpc_servers_arg, security_warning
+    from planner.rpc import engine_devices, offload_list, rpc_server_argv, rpc_servers_arg, security_warning
 
     cfg = request.run
     devs, sizes, labels = cluster_budgets(cluster)
@@ -297,7 +297,7 @@ def plan_cluster(tmap: TensorMap, cluster: Cluster, request: PlanRequest, qualit
     counts = {d.name: sum(1 for x in plan.layer_device if x == d.name) for d in cluster.remote_devices}
     net = network_cost(tmap, plan.types, plan.placement, cluster, plan.run)
     names = _engine_names(cluster, cfg.engine)
-    engine_order = [d.buft for d in engine_devices(cluster, cfg.engine)]
+    engine_order = list(offload_list(engine_devices(cluster, cfg.engine), cfg.engine))
     launch = build_launch(tmap, {k: names[v] for k, v in plan.devices.items()},
                           [names[d] for d in plan.layer_device], plan.run, model_path, gpus=engine_order,
                           rpc=rpc_servers_arg(cluster), types=plan.types)
@@ -417,7 +417,7 @@ def export_cluster_json(path: str, folder: str, *, force: bool = False, model_pa
     from planner.documents import read_plan_file, saved_plan
     from planner.errors import UsageError
     from planner.launch import build_launch
-    from planner.rpc import engine_devices_of, spec_from_json
+    from planner.rpc import engine_devices_of, offload_list, spec_from_json
 
     doc = read_plan_file(path)
     if not isinstance(doc, dict) or doc.get("format") != CLUSTER_FORMAT:
@@ -446,7 +446,8 @@ def export_cluster_json(path: str, folder: str, *, force: bool = False, model_pa
     launch = build_launch(saved.tmap, {k: names[v] for k, v in saved.devices.items()},
                           [names[d] for d in saved.layer_device], saved.run,
                           model_path or saved.model_path or f"{saved.tmap.name}.gguf", port=port or saved_port,
-                          gpus=[d.buft for d in devs], rpc=",".join(s.endpoint for s in specs), types=saved.types)
+                          gpus=list(offload_list(devs, engine)), rpc=",".join(s.endpoint for s in specs),
+                          types=saved.types)
     return write_scripts(launch, specs, engine, layers, str(doc.get("cluster", "cluster")), folder, force=force)
 
 
@@ -473,7 +474,7 @@ def command_on_cluster(tmap: TensorMap, types: Mapping[str, str], parsed: Parsed
     """
     from planner.errors import UsageError
     from planner.launch import placement_from_command
-    from planner.rpc import engine_devices
+    from planner.rpc import CPU_ENTRY_FREE_BYTES, engine_devices, offload_list
 
     want = [h.endpoint for h in cluster.remotes]
     if list(parsed.rpc) != want:
@@ -481,9 +482,13 @@ def command_on_cluster(tmap: TensorMap, types: Mapping[str, str], parsed: Parsed
                          f"{','.join(want)}", hint="the order matters: it numbers the RPC devices")
     devs = engine_devices(cluster, run.engine)
     _, budgets, _ = cluster_budgets(cluster)
+    # the rule runs over the engine's offload list (ik: each RPC device twice, a CPU entry on a CPU-only main host);
     # rpc-server reports its device's memory as free (ik: the host's RAM for its CPU), the default split's input
-    engine_placement = placement_from_command(tmap, parsed, [d.buft for d in devs], types=types,
-                                              gpu_free_bytes=[budgets[d.name] for d in devs])
+    free = {d.buft: budgets[d.name] for d in devs}
+    free[CPU] = CPU_ENTRY_FREE_BYTES
+    order = offload_list(devs, run.engine)
+    engine_placement = placement_from_command(tmap, parsed, list(order), types=types,
+                                              gpu_free_bytes=[free[b] for b in order])
     back = {d.buft: d.name for d in devs}
     back[CPU] = CPU
     placement = Placement({k: back[v] for k, v in engine_placement.tensor_device.items()},

@@ -176,6 +176,8 @@ def map_for_flags(engine: str, tmap: TensorMap, gpus: Sequence[str], gpu_free_by
 
     ``gpus`` are the CUDA devices in engine order; ``gpu_free_bytes`` what each reports free at load (used when
     ``-ts`` is absent). ``n_gpu_layers`` None = the flag was not given (the engine default: all layers).
+    On an RPC cluster ``gpus`` is the engine's whole offload list (:func:`planner.rpc.offload_list`): a device may
+    appear twice (each entry has its own ``-ts`` position and share) and a ``CPU`` entry maps to the CPU.
     """
     devices = tuple(SplitDevice(g, int(b)) for g, b in zip(gpus, gpu_free_bytes))
     req = SplitRequest(n_layer=tmap.params.n_layer, n_gpu_layers=-1 if n_gpu_layers is None else n_gpu_layers,
@@ -189,10 +191,14 @@ def map_for_flags(engine: str, tmap: TensorMap, gpus: Sequence[str], gpu_free_by
 
 def flags_for_names(engine: str, tmap: TensorMap, gpus: Sequence[str], layer_device: Sequence[str],
                     output_device: str, *, sizes: LayerSizes | None = None) -> SplitFlags | None:
-    """:func:`flags_for` in planner device names; the free memory is irrelevant since ``-ts`` is always given."""
+    """:func:`flags_for` in planner device names; the free memory is irrelevant since ``-ts`` is always given.
+
+    A device listed twice in ``gpus`` (ik's offload list over RPC) is wanted at its first entry."""
     devices = tuple(SplitDevice(g, 0) for g in gpus)
     req = SplitRequest(n_layer=tmap.params.n_layer, n_gpu_layers=0, devices=devices)
-    index = {g: i for i, g in enumerate(gpus)}
+    index: dict[str, int] = {}
+    for i, g in enumerate(gpus):
+        index.setdefault(g, i)
     want = tuple(None if d == CPU_NAME else index[d] for d in layer_device)
     out = None if output_device == CPU_NAME else index[output_device]
     return flags_for(engine, req, want, out, sizes)

@@ -199,10 +199,16 @@ def build_launch(tmap: TensorMap, devices: Mapping[str, str], layer_device: Sequ
         ngl = 0
     split_note = ""
     if len(gpu_list) > 1 and ts:
-        counts = [sum(1 for d in layer_device if d == g) + (1 if ngl_out == g else 0) for g in gpu_list]
+        # a device the engine lists twice (ik over RPC, planner.rpc.offload_list) gets its layers at its first entry
+        first = [g not in gpu_list[:i] for i, g in enumerate(gpu_list)]
+        layers = [sum(1 for d in layer_device if d == g) if f else 0 for g, f in zip(gpu_list, first)]
+        counts = [n + (1 if ngl_out == g and f else 0) for n, g, f in zip(layers, gpu_list, first)]
         unit = ("layers per GPU, the output layer counted" if list(ts) == counts else
-                "layers per GPU" if list(ts) == [sum(1 for d in layer_device if d == g) for g in gpu_list] else
+                "layers per GPU" if list(ts) == layers else
                 "MiB per GPU of ik's own layer sizes: weights + KV per layer, one compute buffer per GPU")
+        if not all(first) or CPU in gpu_list:
+            unit += "; one value per entry of the engine's device list, which repeats each RPC device"
+            unit += " and has a CPU entry" if CPU in gpu_list else ""
         where = _ranges(layer_device).replace(" CUDA", " on CUDA").replace(" CPU", " on CPU")
         out = f", the output on {ngl_out}" if ngl_out != CPU else ""
         split_note = (f"-ngl {ngl} -ts {','.join(_num(x) for x in ts)} makes {run.engine} put layers {where}{out} "

@@ -128,6 +128,36 @@ def engine_devices_of(specs: Sequence[ServerSpec], main_gpus: int, engine: str) 
     return tuple(out)
 
 
+# llama_get_device_memory's answer for the CPU entry of a CPU-only build (ik src/llama.cpp 8337e4cd line 549:
+# ``return 1;`` when no GPU backend is compiled in); below the 1 GiB margin, so the entry's share of free memory is 0
+CPU_ENTRY_FREE_BYTES = 1
+
+
+def offload_list(devs: Sequence[EngineDevice], engine: str) -> tuple[str, ...]:
+    """The engine's offload device list (``model->devices``) in buffer-type names: what ``-ts`` positions, the
+    default split by free memory and ik's greedy fill run over. An entry may repeat a device; a ``CPU`` entry is
+    the main host's CPU buffer type (layers the rule puts there stay on the CPU).
+
+    ik 8337e4cd (``src/llama.cpp`` ``llama_load_model_from_file``, lines 7750-7830): ``model->rpc_servers`` is set
+    before ``llama_get_device_count`` (lines 434-449: the local count — CUDA devices, or 1 in a CPU-only build —
+    plus the RPC servers), so the list of "every buffer-type name" it appends after the RPC names holds the local
+    devices (``CPU`` in a CPU-only build, ``llama_default_buffer_type_offload`` lines 452-477) and every RPC
+    device again: RPC…, local…, RPC…  (the harness logs print that list: "using device" five times for two
+    rpc-servers on a CPU-only main host). ik-2025 (17a5a809, lines 4200-4230) set ``rpc_servers`` after counting:
+    RPC…, local…, each once. mainline (0c1e57098 ``llama_prepare_model_devices``): RPC…, GPUs…, no CPU entry.
+    A main host without GPUs is taken as a CPU-only build.
+    """
+    engine = _engine(engine)
+    remote = [d.buft for d in devs if d.host != MAIN]
+    local = [d.buft for d in devs if d.host == MAIN]
+    if engine == "mainline":
+        return (*remote, *local)
+    if not remote:
+        return tuple(local)
+    local = local or ["CPU"]
+    return (*remote, *local, *remote) if engine == "ik" else (*remote, *local)
+
+
 def engine_devices(cluster: Cluster, engine: str) -> tuple[EngineDevice, ...]:
     """Remote devices (``--rpc`` order, server order) then the main host's GPUs, as the engine orders them."""
     return engine_devices_of([server_spec(h) for h in cluster.remotes], len(cluster.main.gpus), engine)
@@ -148,8 +178,13 @@ def ot_target(device: str, cluster: Cluster, engine: str) -> str:
 
 
 def tensor_split(layers_per_device: dict[str, int], cluster: Cluster, engine: str) -> tuple[int, ...]:
-    """``-ts`` values in the engine's device order (0 for a device without layers)."""
-    return tuple(layers_per_device.get(d.name, 0) for d in engine_devices(cluster, engine))
+    """``-ts`` values over the engine's offload list (:func:`offload_list`; 0 for a device without layers, for a
+    device's second entry and for ik's CPU entry)."""
+    devs = engine_devices(cluster, engine)
+    name = {d.buft: d.name for d in devs}
+    order = offload_list(devs, engine)
+    return tuple(layers_per_device.get(name[b], 0) if b in name and b not in order[:i] else 0
+                 for i, b in enumerate(order))
 
 
 def rpc_servers_arg(cluster: Cluster) -> str:

@@ -17,8 +17,8 @@ from planner.cluster_flags import cluster_from_flags
 from planner.cluster_toml import load_cluster
 from planner.errors import UsageError
 from planner.hardware import load_profile
-from planner.rpc import (comment, engine_devices, ot_target, rpc_server_argv, rpc_server_script, rpc_servers_arg,
-                         security_warning, tensor_split)
+from planner.rpc import (comment, engine_devices, offload_list, ot_target, rpc_server_argv, rpc_server_script,
+                         rpc_servers_arg, security_warning, tensor_split)
 
 FIX = Path(__file__).parent / "fixtures" / "rpc"
 
@@ -40,7 +40,18 @@ def test_shipped_cluster_commands_ik_and_mainline():
         ("box2/CPU", "RPC0[192.168.10.2:50052]", "RPC0[192.168.10.2:50052]"),
         ("CUDA0", "CUDA0", "CUDA0"), ("CUDA1", "CUDA1", "CUDA1")]
     assert [d.dev for d in engine_devices(c, "mainline")] == ["RPC0", "CUDA0", "CUDA1"]
-    assert tensor_split({"box2/CPU": 30, "CUDA0": 16, "CUDA1": 15}, c, "ik") == (30, 16, 15)
+    # -ts runs over the engine's offload list: ik 8337e4cd lists the RPC device again after the GPUs
+    # (llama_load_model_from_file: rpc_servers counted in llama_get_device_count before the buffer-type names are
+    # listed), ik-2025 17a5a809 and mainline 0c1e57098 do not
+    assert tensor_split({"box2/CPU": 30, "CUDA0": 16, "CUDA1": 15}, c, "ik") == (30, 16, 15, 0)
+    assert tensor_split({"box2/CPU": 30, "CUDA0": 16, "CUDA1": 15}, c, "ik-2025") == (30, 16, 15)
+    assert tensor_split({"box2/CPU": 30, "CUDA0": 16, "CUDA1": 15}, c, "mainline") == (30, 16, 15)
+    assert offload_list(ik, "ik") == ("RPC0[192.168.10.2:50052]", "CUDA0", "CUDA1", "RPC0[192.168.10.2:50052]")
+    # a CPU-only main host (the harness): ik's CPU build lists its CPU buffer type between them
+    cpu = cluster_from_flags(_cpu_main(), ["g=addr:10.0.0.5,ram:128,bw:10gbe"])
+    assert offload_list(engine_devices(cpu, "ik"), "ik") == ("RPC0[10.0.0.5:50052]", "CPU", "RPC0[10.0.0.5:50052]")
+    assert offload_list(engine_devices(cpu, "ik-2025"), "ik-2025") == ("RPC0[10.0.0.5:50052]", "CPU")
+    assert offload_list(engine_devices(cpu, "mainline"), "mainline") == ("RPC0[10.0.0.5:50052]",)
     assert ot_target("box2/CPU", c, "ik") == "RPC0[192.168.10.2:50052]" and ot_target("CPU", c, "ik") == "CPU"
     with pytest.raises(UsageError):
         ot_target("box9/CPU", c, "ik")

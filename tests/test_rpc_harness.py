@@ -84,9 +84,16 @@ def _layer_map(case: dict, log: str, bufts: list[str], n_layer: int, ngl: int) -
     if case["engine"] == "mainline":
         got = dict(re.findall(r"layer +(\d+) assigned to device (\w+),", log))
         return [bufts[int(got[str(i)][3:])] if got[str(i)].startswith("RPC") else CPU for i in range(n_layer + 1)]
-    # ik logs the layers it offloads, the output as layer n_layer
+    # ik logs the layers it offloads, the output as layer n_layer, by their entry in its offload list
+    entries = _ik_offload_list(log)
     got = {int(a): int(b) for a, b in re.findall(r"Setting default device in layer +(\d+) to (\d+)", log)}
-    return [bufts[got[i]] if i in got else CPU for i in range(n_layer + 1)]
+    return [entries[got[i]] if i in got else CPU for i in range(n_layer + 1)]
+
+
+def _ik_offload_list(log: str) -> list[str]:
+    """ik's ``model->devices`` as its log prints it ("NAME: using device NAME - N MiB free", one line per entry,
+    llama_load_model_from_file at 8337e4cd): a CPU-only build lists each RPC device twice, a CPU entry between."""
+    return re.findall(r"^(\S+): using device \S+ - \d+ MiB free$", log, re.M)
 
 
 def _predict(case: dict, log: str):
@@ -198,8 +205,8 @@ def test_tensor_cache_sends_big_tensors_once():
 
 def test_layer_counts_with_the_output_counted_give_the_wanted_map():
     """The -ts a cluster plan emits (mainline): each device's layer count, the output counted on its device,
-    with -ngl n_layer + 1.  The engine put exactly the wanted layers on each server.  (ik's current rule fills
-    devices by layer size: the same flags give it 4 layers on the first server, see ik-two-ts-output.log.)"""
+    with -ngl n_layer + 1.  The engine put exactly the wanted layers on each server.  (ik reads the same flags
+    over its own offload list and by layer size: 4 layers on the first server, see the test below.)"""
     case = next(c for c in CASES if c["case"] == "two-ts-output" and c["engine"] == "mainline")
     log = (FIX / case["log"]).read_text(encoding="utf-8")
     assert "-ngl 9 -ts 3,6" in case["command"]
@@ -220,6 +227,39 @@ def test_ik_fills_devices_by_layer_size_not_by_counts():
     assert [got[i] for i in range(9)] == [0] * 4 + [1] * 5
 
 
+@pytest.mark.parametrize("case", [c for c in LOAD_CASES if c["engine"] == "ik"], ids=lambda c: c["case"])
+def test_iks_offload_list_is_the_one_its_log_prints(case):
+    """planner.rpc.offload_list against the "using device" lines of the real ik build (RPC…, CPU, RPC…)."""
+    from planner.rpc import offload_list
+
+    log = (FIX / case["log"]).read_text(encoding="utf-8")
+    c = _cluster(_args(case["command"])["rpc"])
+    assert list(offload_list(engine_devices(c, "ik"), "ik")) == _ik_offload_list(log)
+
+
+@pytest.mark.parametrize("case", LOAD_CASES, ids=lambda c: f"{c['engine']}-{c['case']}")
+def test_cluster_command_predicts_the_engines_layer_map(case):
+    """Every layer's device and the output's, as the engine logged them (ik: "Setting default device in layer N
+    to D" over its offload list; mainline: "layer N assigned to device RPCk"), predicted from the command and the
+    cluster alone (planner.cluster_plan.command_on_cluster: the engine's own rule over the engine's device list)."""
+    from planner.cluster_plan import command_on_cluster
+    from planner.launch import parse_server_command
+
+    log = (FIX / case["log"]).read_text(encoding="utf-8")
+    a = _args(case["command"])
+    tmap = _model(case["model"])
+    c = _cluster(a["rpc"])
+    devs = engine_devices(c, case["engine"])
+    logged = _layer_map(case, log, [d.buft for d in devs], tmap.params.n_layer, a["ngl"])
+    names = {d.buft: d.name for d in devs}
+    names[CPU] = CPU
+    cmd = parse_server_command(shlex.split(case["command"]), engine=case["engine"])
+    got = command_on_cluster(tmap, {t.name: t.dtype for t in tmap.tensors}, cmd, c, cmd.run).placement
+    assert list(got.layer_device) == [names[b] for b in logged[:-1]]
+    assert got.device_of("output.weight") == names[logged[-1]] or any(
+        re.search(p, "output.weight") for p, _ in a["ot"])
+
+
 def _verify_case(case):
     from planner.verify import verify_logs
 
@@ -232,11 +272,7 @@ def _verify_case(case):
     return a, report
 
 
-# ik with -ts over two rpc-servers: ik's greedy fill by layer size puts 6 layers on the first server where the
-# planner's emulation (planner.layer_split.split_ik with the sizes of planner.engine_buffers) puts 4 (-ts 1,1) or 2
-# (-ts 3,6); the harness test above reads those maps from the log.  verify must show the difference.
-IK_TS_CASES = [c for c in LOAD_CASES if c["engine"] == "ik" and "-ts" in c["command"]]
-VERIFY_CASES = [c for c in LOAD_CASES if c not in IK_TS_CASES]
+VERIFY_CASES = LOAD_CASES
 
 
 @pytest.mark.parametrize("case", VERIFY_CASES, ids=lambda c: f"{c['engine']}-{c['case']}")
@@ -259,12 +295,15 @@ def test_verify_reads_an_rpc_run_on_the_clusters_devices(case):
         assert abs(kv.error) <= 0.0051, (dev, kv)
 
 
-@pytest.mark.parametrize("case", IK_TS_CASES, ids=lambda c: c["case"])
-def test_verify_shows_where_iks_split_over_rpc_servers_differs(case):
+@pytest.mark.parametrize("case", [c for c in LOAD_CASES if c["engine"] == "ik" and "-ts" in c["command"]],
+                         ids=lambda c: c["case"])
+def test_verify_matches_iks_split_over_rpc_servers(case):
+    """ik with -ts over two rpc-servers (6 | 2 + output for -ts 1,1; 4 | 4 + output for -ts 3,6 in the logs):
+    the layer check and every remote buffer match once the rule runs over ik's own offload list."""
     a, report = _verify_case(case)
     layers = report.check("layers")
-    assert layers.measured == 8 and layers.predicted < 8 and not layers.ok
-    assert any("layer assignment differs" in n for n in report.notes)
+    assert layers.ok and layers.measured == layers.predicted == 8, report.notes
+    assert not any("layer assignment differs" in n for n in report.notes), report.notes
 
 
 def test_verify_without_the_hosts_of_rpc_is_a_one_line_error():
