@@ -185,3 +185,12 @@ def test_footprint_validates_the_declared_imatrix_file(tmp_path):
     assert "Traceback" not in r.output
     err = r.output.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "n_entries" in err[0]
+
+
+def test_place_validates_the_declared_imatrix_file(tmp_path):
+    bogus = tmp_path / "not-an-imatrix.dat"
+    bogus.write_bytes(b"abc")
+    r = CliRunner().invoke(main, ["place", "qwen3-30b-a3b", "--base-type", "IQ4_XS", "--vram", "24", "--ram", "96",
+                                  "--imatrix", str(bogus)])
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    assert r.output.strip().splitlines()[-1].startswith("error:") and "n_entries" in r.output
