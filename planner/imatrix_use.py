@@ -98,3 +98,17 @@ def imatrix_for(tmap: TensorMap, declared: ImatrixUse) -> ImatrixUse:
 
 __all__ = ["IMATRIX_ENTRIES_KEY", "IMATRIX_FILE_KEY", "ImatrixUse", "declared_imatrix", "imatrix_for",
            "recorded_imatrix"]
+
+
+def validate_declared(use: ImatrixUse, tmap: TensorMap) -> None:
+    """Read a declared ``--imatrix FILE`` where it enters, for commands that otherwise apply only its rules
+    (``footprint``, ``place``): it must be an imatrix, made for this model.
+
+    Raises:
+        ImatrixFormatError: the file is malformed, hostile or made for another model.
+    """
+    if use.origin == "given" and use.file:
+        from planner.imatrix import read_imatrix
+
+        read_imatrix(use.file, tmap=tmap)
+

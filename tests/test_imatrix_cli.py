@@ -173,3 +173,24 @@ def test_check_of_an_rpc_command_prints_quality_too():
     q = doc["quality"]
     assert q["ppl_ratio_low"] <= q["ppl_ratio"] <= q["ppl_ratio_high"] and q["constants_kind"] == "measured"
     assert doc["imatrix"].startswith("imatrix: none (--no-imatrix)")
+
+
+def test_footprint_validates_the_declared_imatrix_file(tmp_path):
+    """--imatrix FILE is read where it enters, even by footprint (which applies only the rules): a file that is
+    not an imatrix is a one-line error, not a silently accepted declaration."""
+    bogus = tmp_path / "not-an-imatrix.dat"
+    bogus.write_bytes(b"abc")                        # too short for the .dat entry count (int32)
+    r = CliRunner().invoke(main, ["footprint", "qwen3-30b-a3b", "--base-type", "IQ4_XS", "--imatrix", str(bogus)])
+    assert r.exit_code != 0 and (r.exception is None or isinstance(r.exception, SystemExit))
+    assert "Traceback" not in r.output
+    err = r.output.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "n_entries" in err[0]
+
+
+def test_place_validates_the_declared_imatrix_file(tmp_path):
+    bogus = tmp_path / "not-an-imatrix.dat"
+    bogus.write_bytes(b"abc")
+    r = CliRunner().invoke(main, ["place", "qwen3-30b-a3b", "--base-type", "IQ4_XS", "--vram", "24", "--ram", "96",
+                                  "--imatrix", str(bogus)])
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    assert r.output.strip().splitlines()[-1].startswith("error:") and "n_entries" in r.output

@@ -1,4 +1,4 @@
-"""Thin click CLI: parse options, make one library call, hand the result to output.py.
+"""Thin click CLI: parse options, make one library call, hand the result to planner.output.
 
 ``app`` holds the group (errors → exit codes, option range checks), ``options`` the option blocks several commands
 share; each other module registers the commands of one job on ``main``.

@@ -109,13 +109,14 @@ def footprint_command(model: str | None, base_type: str | None, custom_q: tuple[
       gguf-planner footprint model-bf16.gguf --base-type Q4_K_M --json
     """
     from planner import output
-    from planner.imatrix_use import declared_imatrix
+    from planner.imatrix_use import declared_imatrix, validate_declared
     from planner.mix import mix_from_options
     from planner.quantize import default_base_type
     from planner.source import load_model
 
     imx = declared_imatrix(imatrix_file, no_imatrix, ignore_imatrix_rules, engine)
     tmap = load_model(model)
+    validate_declared(imx, tmap)
     _, fp = mix_from_options(tmap, base_type=base_type or default_base_type(engine),
                              custom_q=custom_q, recipe_text=recipe_text(recipe_file), engine=engine,
                              token_embedding_type=token_embedding_type, output_tensor_type=output_tensor_type,

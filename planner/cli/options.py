@@ -37,7 +37,7 @@ def engine_option(help: str | None = None, choices: Sequence[str] = ENGINE_PROFI
 
 
 def json_option(help: str | None = None) -> Decorator:  # noqa: A002
-    """--json: print the result as JSON (output.py's one sink) instead of tables."""
+    """--json: print the result as JSON (planner.output's one sink) instead of tables."""
     return click.option("--json", "as_json", is_flag=True, help=help)
 
 

@@ -147,13 +147,14 @@ def place_command(model: str | None, base_type: str | None, custom_q: tuple[str,
       gguf-planner place model.gguf --vram 24,24 --ram 256 --ctx max --engine mainline
     """
     from planner import api, hardware, output
-    from planner.imatrix_use import declared_imatrix
+    from planner.imatrix_use import declared_imatrix, validate_declared
     from planner.mix import mix_from_options
     from planner.request import EmitOptions, PlanRequest
     from planner.source import load_model
 
     imx = declared_imatrix(imatrix_file, no_imatrix, ignore_imatrix_rules, engine)
     tmap = load_model(model)
+    validate_declared(imx, tmap)
     hw = hardware.hardware_from_options(**hw_opts)
     run = with_mmproj(run_config(engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, hw),
                       mmproj, offload=not no_mmproj_offload)
