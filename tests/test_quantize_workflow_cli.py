@@ -100,8 +100,12 @@ def test_footprint_imatrix_options(tmp_path):
     # ik src/llama-quantize.cpp 1692-1704: refused without an imatrix; the hint names the real flags
     assert r.exit_code == 2 and "--imatrix FILE" in r.output and "--ignore-imatrix-rules" in r.output
     assert "has_imatrix" not in r.output
-    imx = tmp_path / "any.dat"
-    imx.write_bytes(b"")
+    import numpy as np
+
+    from planner.imatrix import ImatrixEntry, write_imatrix_dat
+
+    imx = tmp_path / "any.dat"        # a well-formed imatrix for this model (n_embd 4096): --imatrix reads it
+    write_imatrix_dat(imx, [ImatrixEntry("blk.0.attn_q.weight", 1, np.ones(4096, dtype=np.float32))])
     r = run("footprint", "qwen3-235b-a22b", "--base-type", "IQ2_XXS", "--imatrix", str(imx))
     assert r.exit_code == 0 and "imatrix rules and importances applied" in r.output
     r = run("footprint", "qwen3-235b-a22b", "--base-type", "IQ2_XXS", "--no-imatrix", "--ignore-imatrix-rules")
