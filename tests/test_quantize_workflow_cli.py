@@ -129,3 +129,15 @@ def test_recipe_simplification_and_max_rules():
     short = run_json("plan", "--vram", "24", "--ram", "96", "--max-rules", "8")
     assert short["rule_count"] <= doc["rule_count"]
     assert short["plan"]["memory"]["fits"]
+
+
+def test_no_floors_lets_output_go_below_the_engine_floor():
+    """On a tight box (Qwen3-30B-A3B on 4 GiB + 12 GiB) the plan keeps ik's own floors (output q6_K and MoE attn_v
+    q8_0: ik src/llama-quantize.cpp 385-387 and 544-547 at 8337e4cd); --no-floors lifts them, and the solver then
+    spends those bytes elsewhere, so output.weight drops below q6_K."""
+    box = ("plan", "qwen3-30b-a3b", "--vram", "4", "--ram", "12")
+    kept = run_json(*box)["plan"]["types"]
+    assert bpw(kept["output.weight"]) >= bpw("q6_K")
+    assert all(t == "q8_0" for n, t in kept.items() if n.endswith(".attn_v.weight"))
+    free = run_json(*box, "--no-floors")["plan"]["types"]
+    assert bpw(free["output.weight"]) < bpw("q6_K")
