@@ -262,7 +262,6 @@ def _experts_across(judge: _Judge, argv: list[str], placement: Placement, over: 
 def _rebalanced_ts(judge: _Judge, argv: list[str], gpus: Sequence[str]) -> FixOption | None:
     """-ts in proportion to each GPU's memory (the engine's own layer rule maps it), plus the fewest expert layers
     to the CPU if that alone does not fit."""
-    from planner.check import command_placement
 
     budgets = [judge.hw.gpus[i].free_bytes or judge.hw.gpus[i].total_bytes for i in range(len(gpus))]
     ts = ",".join(str(round(b / GIB)) for b in budgets)
@@ -272,27 +271,25 @@ def _rebalanced_ts(judge: _Judge, argv: list[str], gpus: Sequence[str]) -> FixOp
     if judge.fits(new):
         return judge.option("ts", f"-ts {ts} (layers in proportion to each GPU's memory, mapped by the engine's own "
                             "layer rule)", new)
-    _, _, placement = command_placement(judge.tmap, judge.types, new, judge.hw, engine=judge.engine,
-                                        run_overrides=judge.over)
-    over = [d.device for d in judge.memory(new).devices if not d.fits]
-    if CPU in over:
-        return None
-    opt = _experts_off(judge, new, placement, over)
-    if opt is None:
-        return None
-    return FixOption("ts", f"-ts {ts} and {opt.change}", opt.argv, opt.command, opt.fits, opt.tg_tps, opt.pp_tps,
-                     opt.moved_bytes, opt.free_bytes)
+    return _and_experts_off(judge, new, "ts", f"-ts {ts}")
 
 
 def _all_layers(judge: _Judge, argv: list[str]) -> FixOption | None:
     """Every layer offloaded (-ngl n_layer+1: attention and KV on the GPUs) and the fewest expert layers to the CPU
     that make it fit: the layout the planner itself uses for MoE models."""
-    from planner.check import command_placement
 
     n = judge.tmap.params.n_layer + 1
     new = set_flag(argv, NGL_FLAGS, str(n))
     if judge.fits(new):
         return judge.option("ngl", f"-ngl {n}", new)
+    return _and_experts_off(judge, new, "ngl", f"-ngl {n}")
+
+
+def _and_experts_off(judge: _Judge, new: list[str], kind: str, change: str) -> FixOption | None:
+    """``new`` (an edited command that does not fit yet) plus the fewest expert layers off its full GPUs; None when
+    the CPU itself is over or no such move fits."""
+    from planner.check import command_placement
+
     _, _, placement = command_placement(judge.tmap, judge.types, new, judge.hw, engine=judge.engine,
                                         run_overrides=judge.over)
     over = [d.device for d in judge.memory(new).devices if not d.fits]
@@ -301,7 +298,7 @@ def _all_layers(judge: _Judge, argv: list[str]) -> FixOption | None:
     opt = _experts_off(judge, new, placement, over)
     if opt is None:
         return None
-    return FixOption("ngl", f"-ngl {n} and {opt.change}", opt.argv, opt.command, opt.fits, opt.tg_tps, opt.pp_tps,
+    return FixOption(kind, f"{change} and {opt.change}", opt.argv, opt.command, opt.fits, opt.tg_tps, opt.pp_tps,
                      opt.moved_bytes, opt.free_bytes)
 
 

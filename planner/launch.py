@@ -483,15 +483,9 @@ def export_script(launch: LaunchCommand, *, model_path: str, port: int, comments
              f'PORT="${{PORT:-{shell_quote(int(port))}}}"',
              f'LLAMA_SERVER="${{LLAMA_SERVER:-{shell_quote(argv[0])}}}"', "",
              'exec "$LLAMA_SERVER" \\']
-    chunks: list[str] = []
-    i = 0
-    while i < len(fixed):
-        if fixed[i].startswith("-") and i + 1 < len(fixed) and not fixed[i + 1].startswith("-"):
-            chunks.append(f"{fixed[i]} {fixed[i + 1]}")
-            i += 2
-        else:
-            chunks.append(fixed[i])
-            i += 1
+    from planner.scripts import pair_flags
+
+    chunks = pair_flags(fixed)
     for j, c in enumerate(chunks):
         lines.append(f"    {c}" + (" \\" if j < len(chunks) - 1 else ""))
     return "\n".join(lines) + "\n"
