@@ -55,6 +55,7 @@ _GAPS: dict[tuple[str, str], str] = {
     ("glm-4.6", "total"): "355B counts differently from the 352.8B loaded blocks (358.3B with the NextN block)",
     ("glm-4.6", "active"): "card rounds to 32B; 32.86B with the output head, 32.08B without",
     ("glm-5", "active"): "card rounds to 40B; 40.83B with the output head, 39.88B without",
+    # Kimi: the card rounds; the exact audited figures are matched to the parameter below
     ("kimi-k2-0905", "total"): "card rounds 1.026T (checkpoint tensors, kv_b once) to '1 trillion'",
     ("kimi-k2-0905", "active"): "card rounds 31.69B (32.86B with token_embd) to '32 billion'",
     ("kimi-k2-thinking", "total"): "card rounds 1.026T to '1 trillion'",
@@ -121,6 +122,31 @@ def test_count_is_the_card_figure_at_its_stated_precision(model, which):
     f = _figure(model, which)
     assert f.published - f.unit / 2 <= f.ours < f.published + f.unit / 2, \
         f"{model} {which}: {f.ours / 1e9:.3f}B is not {f.published / 1e9}B to the {f.unit / 1e9}B"
+
+
+@pytest.mark.parametrize("model", ["kimi-k2-0905", "kimi-k2-thinking", "kimi-k2.5"])
+def test_kimi_counts_equal_the_checkpoint_audit(model):
+    """Exact figures from a header audit of the released checkpoints (published.exact in data/models.toml): the
+    logical parameters of every tensor (INT4/FP8 unpacked, scales not counted) and its per-token linear proxy.
+    Ours like for like: kv_b_proj once; the proxy is our active count without the 1-D weights (norms, the
+    selection bias).  K2.5's total also holds the MoonViT tower and its patch merger, counted here by hand from
+    vision_config (nn.Conv2d patch embedding with bias, a 64 x 64 learned position table, 27 pre-norm blocks of
+    fused qkv / out / fc0 / fc1 with biases and two LayerNorms, a final LayerNorm; the merger: LayerNorm, then
+    4*1152 -> 4*1152 -> 7168 linears with biases)."""
+    from planner.tensors import builtin_info
+
+    exact = builtin_info(model)["published"]["exact"]
+    tm = builtin(model)
+    one_d = sum(t.n_elements for t in tm.tensors if len(t.shape) == 1 and tm.is_loaded(t))
+    assert _figure(model, "active").ours - one_d == exact["linear_active"]
+    vision = 0
+    if model == "kimi-k2.5":
+        d, ff, layers, patch, out = 1152, 4304, 27, 14, 7168
+        block = 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + 2 * d + (d * ff + ff) + (ff * d + d)
+        tower = 3 * patch * patch * d + d + 64 * 64 * d + layers * block + 2 * d
+        merger = 2 * d + (4 * d * 4 * d + 4 * d) + (4 * d * out + out)
+        vision = tower + merger
+    assert _figure(model, "total").ours + vision == exact["total"]
 
 
 def test_card_conventions_are_applied():
