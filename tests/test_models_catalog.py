@@ -18,7 +18,7 @@ import pytest
 
 from planner.errors import UnknownModelError
 from planner.model_list import CardFigure, card_figures, list_models, param_counts, summarize
-from planner.tensors import _architectures, build, builtin, builtin_names, from_config, from_config_file
+from planner.tensors import _architectures, build, builtin, builtin_info, builtin_names, from_config, from_config_file
 
 GGUF_ARCHS = {gguf.MODEL_ARCH_NAMES[a]: a for a in gguf.MODEL_ARCH}
 
@@ -64,9 +64,10 @@ _GAPS: dict[tuple[str, str], str] = {
     ("kimi-k2.5", "active"): "card rounds 31.69B (32.86B with token_embd) to '32B'",
     ("deepseek-v4-flash", "active"): "card rounds 13.27B to '13B' (the total is checked exactly against the Hub's "
                                      "safetensors count in test_safetensors_v4)",
-    # deepseek-ai/DeepSeek-V3 README_WEIGHTS.md @0b39205a gives 36.7B for the main model 'including 0.9B for
-    # Embedding and 0.9B for the output Head'; its tensors give 37.55B with the embedding and 36.63B without, so
-    # the parenthesis does not add up and 36.7B is not used as a sharper figure
+    # deepseek-ai/DeepSeek-V3 README_WEIGHTS.md (b4e06d88 on GitHub) gives 36.7B 'which includes 0.9B for
+    # Embedding and 0.9B for the Output Head'; the tensors give 37.55B with the embedding and 36.63B without, so
+    # that parenthesis does not add up; a later copy reads '36.6B (including 0.9B for the output Head)', and header
+    # recounts give 36,625,618,432 -- ours to the parameter (test_counts_equal_exact_published_figures)
     ("deepseek-v3.1", "active"): "card rounds 36.63B (kv_b once, no token_embd) to '37B'",
     ("deepseek-v3.2", "active"): "card rounds 36.63B (kv_b once, no token_embd) to '37B'",
     ("llama-4-scout", "total"): "109B counts the checkpoint with its vision encoder (the mmproj); the text model "
@@ -124,29 +125,46 @@ def test_count_is_the_card_figure_at_its_stated_precision(model, which):
         f"{model} {which}: {f.ours / 1e9:.3f}B is not {f.published / 1e9}B to the {f.unit / 1e9}B"
 
 
-@pytest.mark.parametrize("model", ["kimi-k2-0905", "kimi-k2-thinking", "kimi-k2.5"])
-def test_kimi_counts_equal_the_checkpoint_audit(model):
-    """Exact figures from a header audit of the released checkpoints (published.exact in data/models.toml): the
-    logical parameters of every tensor (INT4/FP8 unpacked, scales not counted) and its per-token linear proxy.
-    Ours like for like: kv_b_proj once; the proxy is our active count without the 1-D weights (norms, the
-    selection bias).  K2.5's total also holds the MoonViT tower and its patch merger, counted here by hand from
-    vision_config (nn.Conv2d patch embedding with bias, a 64 x 64 learned position table, 27 pre-norm blocks of
-    fused qkv / out / fc0 / fc1 with biases and two LayerNorms, a final LayerNorm; the merger: LayerNorm, then
-    4*1152 -> 4*1152 -> 7168 linears with biases)."""
-    from planner.tensors import builtin_info
+_EXACT = [m for m in builtin_names() if "exact" in builtin_info(m).get("published", {})]
 
+
+def _moonvit_params(vision: dict, text_hidden: int) -> int:
+    """MoonViT tower + patch merger, by hand from vision_config: nn.Conv2d patch embedding with bias, a learned
+    init_pos_emb_height x width table, pre-norm blocks of fused qkv / out / fc0 / fc1 with biases and two
+    LayerNorms, a final LayerNorm; the merger: LayerNorm, then (k*k*d -> k*k*d -> text_hidden) with biases."""
+    d, ff, layers, patch = (vision["vt_hidden_size"], vision["vt_intermediate_size"], vision["vt_num_hidden_layers"],
+                            vision["patch_size"])
+    block = 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + 2 * d + (d * ff + ff) + (ff * d + d)
+    tower = 3 * patch * patch * d + d + vision["init_pos_emb_height"] * vision["init_pos_emb_width"] * d \
+        + layers * block + 2 * d
+    kk = vision["merge_kernel_size"][0] * vision["merge_kernel_size"][1] * d
+    return tower + 2 * d + (kk * kk + kk) + (kk * text_hidden + text_hidden)
+
+
+@pytest.mark.parametrize("model", _EXACT)
+def test_counts_equal_exact_published_figures(model):
+    """Exact figures (published.exact in data/models.toml, each with what it counts): header recounts of the
+    released checkpoints, the Hub's safetensors totals, the engine's own n_params of a GGUF.  Ours like for like
+    (published.counts: kv_b_proj once).  Kimi's audit also gives a per-token linear proxy: our active count
+    without the 1-D weights (norms, the selection bias).  K2.5's total holds the MoonViT tower and its merger."""
     exact = builtin_info(model)["published"]["exact"]
     tm = builtin(model)
-    one_d = sum(t.n_elements for t in tm.tensors if len(t.shape) == 1 and tm.is_loaded(t))
-    assert _figure(model, "active").ours - one_d == exact["linear_active"]
     vision = 0
-    if model == "kimi-k2.5":
-        d, ff, layers, patch, out = 1152, 4304, 27, 14, 7168
-        block = 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + 2 * d + (d * ff + ff) + (ff * d + d)
-        tower = 3 * patch * patch * d + d + 64 * 64 * d + layers * block + 2 * d
-        merger = 2 * d + (4 * d * 4 * d + 4 * d) + (4 * d * out + out)
-        vision = tower + merger
+    cfg = builtin_config(model)
+    if "vision_config" in cfg:
+        vision = _moonvit_params(cfg["vision_config"], cfg["vision_config"]["text_hidden_size"])
     assert _figure(model, "total").ours + vision == exact["total"]
+    if "active" in exact:
+        assert _figure(model, "active").ours == exact["active"]
+    if "linear_active" in exact:
+        one_d = sum(t.n_elements for t in tm.tensors if len(t.shape) == 1 and tm.is_loaded(t))
+        assert _figure(model, "active").ours - one_d == exact["linear_active"]
+
+
+def test_exact_figures_cover_the_rounded_cards():
+    assert {"deepseek-v3.1", "kimi-k2-0905", "kimi-k2-thinking", "kimi-k2.5", "minimax-m2", "qwen3-coder-480b-a35b",
+            "qwen3-next-80b-a3b", "mixtral-8x22b"} <= set(_EXACT)
+    assert _moonvit_params(builtin_config("kimi-k2.5")["vision_config"], 7168) == 471_143_920
 
 
 def test_card_conventions_are_applied():
