@@ -176,7 +176,7 @@ def test_counts_equal_exact_published_figures(model):
 def test_exact_figures_cover_the_rounded_cards():
     assert {"deepseek-v3.1", "kimi-k2-0905", "kimi-k2-thinking", "kimi-k2.5", "minimax-m2", "qwen3-coder-480b-a35b",
             "qwen3-next-80b-a3b", "mixtral-8x22b", "glm-4.5", "glm-4.6", "glm-5", "qwen3.5-397b-a17b",
-            "llama-4-maverick", "gemma-3-27b"} <= set(_EXACT)
+            "llama-4-maverick", "gemma-3-27b", "deepseek-v4-flash"} <= set(_EXACT)
     assert _moonvit_params(builtin_config("kimi-k2.5")["vision_config"], 7168) == 471_143_920
 
 
