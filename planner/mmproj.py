@@ -78,9 +78,10 @@ class MmprojCompute:
 def compute_estimate(vision: VisionShape, projector: str, engine: str, *, flash_attn: bool = True) -> MmprojCompute:
     """The projector's compute buffer for the engine's warmup image (an estimate; see the module docstring)."""
     import math
-    import tomllib
 
-    rules = tomllib.loads((Path(__file__).parent / "data" / "mmproj.toml").read_text())
+    from planner.tables import read_toml
+
+    rules = read_toml("mmproj.toml")
     rule = rules["mainline" if engine == "mainline" else "ik"].get(projector, {"warmup": "image_size"})
     merge = vision.merge or int(rule.get("merge", 1))
     how = rule["warmup"] if rule["warmup"] != "max_pixels" or vision.max_pixels else rule["fallback"]
