@@ -74,7 +74,8 @@ _GAPS: dict[tuple[str, str], str] = {
     ("deepseek-v3.1", "active"): "card rounds 36.63B (kv_b once, no token_embd) to '37B'",
     ("deepseek-v3.2", "active"): "card rounds 36.63B (kv_b once, no token_embd) to '37B'",
     ("llama-4-scout", "total"): "109B counts the checkpoint with its vision encoder (the mmproj); the text model "
-                                "is 107.77B (no published split to check the remainder against)",
+                                "is 107.77B, + 0.872B vision = the Hub's 108,641,793,536 exactly "
+                                "(test_counts_equal_exact_published_figures)",
     ("llama-4-scout", "active"): "card rounds 17.17B (with token_embd, as the card counts) to '17B active'",
     ("llama-4-maverick", "active"): "card rounds 17.19B (with token_embd, as the card counts) to '17B active'",
     ("minimax-m2", "total"): "card rounds 228.7B to '230 billion'",
@@ -117,7 +118,8 @@ _MISSES_AT_CARD_PRECISION: dict[tuple[str, str], str] = {
                                     "'397B' is text + the 0.456B vision tower (396.80B), which the text GGUF lacks",
     ("qwen3.5-397b-a17b", "active"): "16.33B, 17.35B with token_embd: '17B' holds only with the embedding, which "
                                      "the card does not state",
-    ("llama-4-scout", "total"): "107.77B text model; '109B' includes the vision encoder (the mmproj)",
+    ("llama-4-scout", "total"): "107.77B text model; '109B' includes the vision encoder (the mmproj): 108.64B "
+                                "with it, exactly the Hub's count",
 }
 
 
@@ -148,6 +150,21 @@ def _moonvit_params(vision: dict, text_hidden: int) -> int:
     return tower + 2 * d + (kk * kk + kk) + (kk * text_hidden + text_hidden)
 
 
+def _llama4_vision_params(v: dict, text_hidden: int) -> int:
+    """Llama 4's vision encoder, pixel-shuffle adapter and projector, by hand from vision_config (transformers
+    Llama4VisionModel): an unfolded 14x14x3 patch projection without bias, a class embedding, (336/14)^2 + 1
+    position embeddings, pre/post LayerNorms, blocks of q/k/v/o with biases, fc1/fc2 with biases and two
+    LayerNorms; the adapter (4*d after the 0.5 pixel shuffle -> 4096 -> 4096, no biases) and the projector
+    4096 -> text hidden (no bias)."""
+    d, ff, layers, patch = v["hidden_size"], v["intermediate_size"], v["num_hidden_layers"], v["patch_size"]
+    n_pos = (v["image_size"] // patch) ** 2 + 1
+    block = 2 * d + 4 * (d * d + d) + 2 * d + (d * ff + ff) + (ff * d + d)
+    encoder = 3 * patch * patch * d + d + n_pos * d + 4 * d + layers * block
+    shuffled = int(d / (v["pixel_shuffle_ratio"] ** 2))
+    adapter = shuffled * v["projector_input_dim"] + v["projector_input_dim"] * v["projector_output_dim"]
+    return encoder + adapter + v["projector_output_dim"] * text_hidden
+
+
 @pytest.mark.parametrize("model", _EXACT)
 def test_counts_equal_exact_published_figures(model):
     """Exact figures (published.exact in data/models.toml, each with what it counts): header recounts of the
@@ -158,8 +175,10 @@ def test_counts_equal_exact_published_figures(model):
     tm = builtin(model)
     vision = 0
     cfg = builtin_config(model)
-    if "vision_config" in cfg:
+    if cfg.get("model_type") == "kimi_k25":
         vision = _moonvit_params(cfg["vision_config"], cfg["vision_config"]["text_hidden_size"])
+    elif cfg.get("model_type") == "llama4":
+        vision = _llama4_vision_params(cfg["vision_config"], cfg["text_config"]["hidden_size"])
     nextn = 0
     if exact.get("with_nextn"):                        # the Hub counts the NextN block the converter keeps
         c = param_counts(tm)
@@ -176,8 +195,10 @@ def test_counts_equal_exact_published_figures(model):
 def test_exact_figures_cover_the_rounded_cards():
     assert {"deepseek-v3.1", "kimi-k2-0905", "kimi-k2-thinking", "kimi-k2.5", "minimax-m2", "qwen3-coder-480b-a35b",
             "qwen3-next-80b-a3b", "mixtral-8x22b", "glm-4.5", "glm-4.6", "glm-5", "qwen3.5-397b-a17b",
-            "llama-4-maverick", "gemma-3-27b", "deepseek-v4-flash"} <= set(_EXACT)
+            "llama-4-maverick", "llama-4-scout", "gemma-3-27b", "deepseek-v4-flash"} <= set(_EXACT)
     assert _moonvit_params(builtin_config("kimi-k2.5")["vision_config"], 7168) == 471_143_920
+    # the same Llama 4 vision part closes both published totals (Scout's Hub count, Maverick's Fireworks count)
+    assert _llama4_vision_params(builtin_config("llama-4-scout")["vision_config"], 5120) == 871_932_416
 
 
 def test_card_conventions_are_applied():
