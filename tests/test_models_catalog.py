@@ -165,6 +165,29 @@ def _llama4_vision_params(v: dict, text_hidden: int) -> int:
     return encoder + adapter + v["projector_output_dim"] * text_hidden
 
 
+def _qwen3vl_vision_params(v: dict) -> int:
+    """Qwen3.5's vision tower and merger, by hand from vision_config (transformers Qwen3-VL vision model): a
+    Conv3d patch embedding (temporal x 16 x 16 x 3) with bias, a learned position table, pre-norm blocks of fused
+    qkv / proj / fc1 / fc2 with biases and two LayerNorms; the merger: LayerNorm, then (m*m*d -> m*m*d ->
+    out_hidden) with biases."""
+    d, ff, layers, patch = v["hidden_size"], v["intermediate_size"], v["depth"], v["patch_size"]
+    block = 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + 2 * d + (d * ff + ff) + (ff * d + d)
+    tower = 3 * v["temporal_patch_size"] * patch * patch * d + d + v["num_position_embeddings"] * d + layers * block
+    kk = v["spatial_merge_size"] ** 2 * d
+    return tower + 2 * d + (kk * kk + kk) + (kk * v["out_hidden_size"] + v["out_hidden_size"])
+
+
+def test_qwen35_card_total_is_text_plus_vision():
+    """The header audit splits Qwen3.5-397B into text 396,346,350,336 (ours exactly), vision 456,010,480 and MTP;
+    the vision part counted by hand from vision_config is exactly the audit's, and text + vision is the card's
+    '397B' to its precision (and within 0.5 %)."""
+    exact = builtin_info("qwen3.5-397b-a17b")["published"]["exact"]
+    vision = _qwen3vl_vision_params(builtin_config("qwen3.5-397b-a17b")["vision_config"])
+    assert vision == exact["vision"]
+    both = _figure("qwen3.5-397b-a17b", "total").ours + vision
+    assert 396.5e9 <= both < 397.5e9 and abs(both - 397e9) / 397e9 <= 0.005
+
+
 @pytest.mark.parametrize("model", _EXACT)
 def test_counts_equal_exact_published_figures(model):
     """Exact figures (published.exact in data/models.toml, each with what it counts): header recounts of the
