@@ -22,10 +22,11 @@ image's patches, as ggml-alloc reuses memory between blocks (ik clip.cpp build_v
   ik computes one head at a time once n_pos^2 x n_head reaches 256 Mi elements (ik clip.cpp 2758).
 
 The CPU backend also holds the graph input, the f32 image (warmup^2 x 3 x 4 bytes), when the encoder runs on a
-GPU.  Checked against one published log (mainline, Qwen3.6-27B mmproj-BF16, qwen3vl_merger, warmup 1472 x 1472,
-flash attention on): CUDA0 248.10 MiB logged vs 213.4 estimated (-14 %), CPU 24.93 MiB vs 24.80 (-0.5 %).  Not
-modelled: projector-specific tensors kept across blocks (e.g. deepstack features), the merger after the last
-block, ``--image-max-tokens`` overrides and allocator fragmentation.
+GPU.  Checked against two published mainline logs (tests/fixtures/mmproj/published_logs.toml; qwen3vl_merger,
+warmup 1472 x 1472, flash attention on): Qwen3.6-27B mmproj-BF16 CUDA0 248.10 MiB logged vs 213.4 estimated
+(-14 %), CPU 24.93 MiB vs 24.80 (-0.5 %); Qwen3.5-4B CUDA0 223.30 MiB vs 198.4 (-11 %).  So it runs low by about
+a tenth: not modelled are tensors kept across blocks (position embeddings, deepstack features), the patch
+embedding and merger stages, ``--image-max-tokens`` overrides and allocator fragmentation.
 """
 
 from __future__ import annotations
