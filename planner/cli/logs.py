@@ -49,7 +49,7 @@ def verify_command(logs: tuple[str, ...], model: str | None, base_type: str | No
     hw = clus.main if clus is not None else hardware.hardware_from_options(**hw_opts)
     reports = verify_logs(logs, tmap, types, hw, engine=engine, argv=shlex.split(command) if command else None,
                           cluster=clus)
-    reports = [dataclasses.replace(r, notes=(*r.notes, imx.note)) for r in reports]
+    reports = tuple(dataclasses.replace(r, notes=(*r.notes, imx.note)) for r in reports)
     output.emit(reports, as_json=as_json, render=output.render_verify)
 
 
