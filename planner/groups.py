@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 from planner.constants import constants
 from planner.devices import CPU, gpu_name, is_gpu, is_remote
 from planner.errors import UsageError
-from planner.lowbit import FloorClass, candidate_names, filter_candidates, floor_role, floors_for_budget
+from planner.lowbit import (FloorClass, candidate_names, filter_candidates, floor_role, floors_for_budget,
+                            respects_floor)
 from planner.memory import compute_buffer_bytes, kv_bytes_by_layer
 from planner.mmproj import mmproj_device
 from planner.quantize import imatrix_types, quantizable
@@ -135,7 +136,7 @@ def candidate_types(t: TensorInfo, engine: str, *, allow: Sequence[str] | None, 
     Pure in what it reads of ``t`` (row length, row count, whether it is token_embd, its floor role), so the
     answer is memoized on those: a plan asks once per tensor and again per tensor when simplifying the recipe
     (measured: 0.3 of 2.6 CPU s of the headline plan before the memo)."""
-    frole = floor_role(t.name) if floor is not None and not allow else None
+    frole = floor_role(t.name) if floor is not None else None
     key = (t.ne0, t.shape[1] if t.n_dims > 1 else 1, t.role == "token_embd", engine, tuple(allow or ()),
            tuple(deny), has_imatrix, on_gpu, floor.floors.get(frole) if floor is not None and frole else None,
            ignore_imatrix_rules)
@@ -170,7 +171,15 @@ def _candidate_types(t: TensorInfo, engine: str, *, allow: Sequence[str] | None,
             continue
         if qt.name not in out:
             out.append(qt.name)
-    if floor is not None and not allow:
+    if floor is not None:
+        # an --allow list restricts the other tensors' types, not the floors: when none of its types reaches
+        # the floor, the floor type itself stays a candidate (--no-floors is how to go below it)
+        role = floor_role(t.name)
+        ft = floor.floors.get(role) if role else None
+        if ft is not None and not any(respects_floor(c, ft) for c in out):
+            qt, _ = cat.row_fallback(cat.get(ft, engine=engine), t.ne0, engine)
+            if not (on_gpu and not qt.runs_on_cuda(engine)) and qt.name not in deny:
+                out.append(qt.name)
         out = filter_candidates(t.name, out, floor)
     return out
 

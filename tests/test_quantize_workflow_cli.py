@@ -141,3 +141,17 @@ def test_no_floors_lets_output_go_below_the_engine_floor():
     assert all(t == "q8_0" for n, t in kept.items() if n.endswith(".attn_v.weight"))
     free = run_json(*box, "--no-floors")["plan"]["types"]
     assert bpw(free["output.weight"]) < bpw("q6_K")
+
+
+def test_an_allow_list_does_not_lift_the_floors():
+    """--allow restricts the types the solver picks; it is not a request to go below the engine's floors.  With
+    only iq2_ks allowed on Qwen3-30B-A3B (8 + 32 GiB), output.weight keeps ik's q6_K floor and the MoE attn_v
+    q8_0 (ik src/llama-quantize.cpp 385-387 and 544-547 at 8337e4cd), the floor type being added where no
+    allowed type reaches it; --no-floors gives every tensor iq2_ks."""
+    box = ("plan", "qwen3-30b-a3b", "--vram", "8", "--ram", "32", "--allow", "iq2_ks")
+    kept = run_json(*box)["plan"]["types"]
+    assert kept["output.weight"] == "q6_K"
+    assert all(t == "q8_0" for n, t in kept.items() if n.endswith(".attn_v.weight"))
+    assert {t for n, t in kept.items() if "_exps." in n} == {"iq2_ks"}
+    free = run_json(*box, "--no-floors")["plan"]["types"]
+    assert free["output.weight"] == "iq2_ks"
