@@ -338,7 +338,8 @@ def capacities(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, cfg
         c -= sum(nbytes for x, nbytes in zip(layer_device, kv) if x == d)
         c -= compute_buffer_bytes(tmap, cfg, holds_layers=holds, holds_output=False, is_gpu=gpu)
         c -= fixed_bytes.get(d, 0)
-        c -= cfg.mmproj_bytes if d == mm_dev else 0
+        c -= cfg.mmproj_bytes + cfg.mmproj_compute_bytes if d == mm_dev else 0
+        c -= cfg.mmproj_input_bytes if mm_dev is not None and d == CPU else 0
         cap[d] = c
     return cap
 

@@ -184,6 +184,11 @@ def memory_report(tmap: TensorMap, mix: Mapping[str, str], placement: Placement,
         if dev == mm_dev:
             terms.append(Term("mmproj", cfg.mmproj_bytes, True,
                               f"--mmproj {Path(cfg.mmproj or '').name}: projector weights from its header"))
+            if cfg.mmproj_compute_bytes:
+                terms.append(Term("mmproj_compute", cfg.mmproj_compute_bytes, False,
+                                  "estimate: projector's largest live set for the engine's warmup image"))
+        if mm_dev is not None and dev == CPU and cfg.mmproj_input_bytes:
+            terms.append(Term("mmproj_input", cfg.mmproj_input_bytes, False, "projector's f32 warmup image"))
         if is_gpu:
             terms.append(Term("margin", cfg.gpu_margin_bytes, False, "safety margin (CUDA context, fragmentation)"))
         else:
