@@ -49,8 +49,11 @@ def test_template_tensor_names_come_from_gguf(arch):
 
 # published figure -> why 0.5 % cannot hold for it (None: it must hold)
 _GAPS: dict[tuple[str, str], str] = {
-    ("glm-4.6", "total"): "355B counts differently from the 352.8B loaded blocks (358.3B with the NextN block)",
+    ("glm-4.6", "total"): "355B counts differently from the 352.8B loaded blocks (356.8B with the NextN block, "
+                          "which shares the main embedding and head)",
     ("glm-4.6", "active"): "card rounds to 32B; 32.86B with the output head",
+    ("glm-4.5", "total"): "355B counts differently from the 352.8B loaded blocks (358.3B with the NextN block)",
+    ("glm-4.5", "active"): "card rounds to 32B; 32.86B with the output head",
     ("glm-5", "active"): "card rounds to 40B; 40.83B with the output head",
     ("kimi-k2-0905", "total"): "card rounds 1.027T to '1 trillion'",
     ("kimi-k2-0905", "active"): "card rounds 32.2B to '32 billion'",
@@ -150,6 +153,18 @@ def test_glm5_shapes():
     assert by["blk.0.attn_v_b.weight"].shape == (512, 256, 64)
     assert by["blk.78.nextn.eh_proj.weight"].shape == (2 * 6144, 6144)
     assert not builtin("glm-5").is_loaded(by["blk.78.nextn.eh_proj.weight"])
+
+
+def test_glm46_nextn_block_shares_the_embedding_and_head():
+    """GLM-4.6's checkpoint stores no model.layers.92.embed_tokens / shared_head.head (vllm-project/vllm issue
+    25993: MTP "works fine with GLM-4.5, but not in GLM-4.6"), so its GGUF's NextN block has neither; GLM-4.5's
+    has both.  ubergarm's GLM-4.6 BF16 (664.707 GiB, 16.003 BPW) is 2 x 151552 x 5120 bf16 elements smaller than
+    the block with them would make it (test_published_sizes_cli sizes it through the CLI)."""
+    g46, g45 = builtin("glm-4.6").by_name(), builtin("glm-4.5").by_name()
+    for name in ("blk.92.nextn.embed_tokens.weight", "blk.92.nextn.shared_head_head.weight"):
+        assert name not in g46 and g45[name].shape == (5120, 151552)
+    assert g46["blk.92.nextn.eh_proj.weight"].shape == g45["blk.92.nextn.eh_proj.weight"].shape == (2 * 5120, 5120)
+    assert len(g45) - len(g46) == 2
 
 
 def test_mixtral_is_llama_with_experts():

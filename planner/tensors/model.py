@@ -38,6 +38,8 @@ class ModelParams:
     qk_nope_head_dim: int = 0   # MLA: per-head Q/K width without RoPE (head_dim = qk_nope_head_dim + n_rot)
     n_shared_exp: int = 0       # shared experts per MoE layer: ffn_*_shexp are n_ff_exp * n_shared_exp wide
     n_nextn: int = 0            # trailing NextN/MTP blocks the file keeps (counted in n_layer)
+    nextn_shares_embd: bool = False  # the NextN block reuses token_embd/output: the checkpoint stores no
+                                     # nextn.embed_tokens/shared_head_head (GLM-4.6), so the converter writes none
     qk_norm: bool = False       # attn_q_norm/attn_k_norm where a template makes them optional (GLM-4.5)
     # --- attention / state layout (what sizes the KV cache; planner/kv_cache.py) ---
     n_swa: int = 0              # sliding-window (or chunked) attention window in tokens; 0 = none
