@@ -26,7 +26,7 @@ module names those live sets (all f32 activations, 4 bytes, ``E = n_embd * T * 4
   backend, the CPU) and a copy on each device that runs attention or the FFN; the token embeddings (``get_rows``,
   E) on the CPU; mainline also allocates ``inp_embd`` (E), a second input its graph selects away but keeps as a
   leaf.  ik-2025: the device of layer 0 also holds the f32 mask it casts (published #297: CUDA0 144.00 MiB);
-  mainline: the first device after CPU-resident layers holds the residual it receives (E).
+  the first device after CPU-resident layers holds the residual it receives (E).
 * **pipeline parallelism** (mainline, every layer and the output on more than one device, no ``-ot``:
   :func:`sched_copies`): the scheduler keeps ``GGML_SCHED_MAX_COPIES`` = 4 copies of every split input and graph
   input, flagged as outputs so ggml-alloc never frees them.  This was the 1.5-2.6x the RPC harness logged for
@@ -162,8 +162,9 @@ def live_sets(tmap: TensorMap, cfg: RunConfig, role: DeviceRole) -> list[tuple[s
     mask = mask_bytes(p, cfg, on_host=False) if (role.attention or role.ffn) else 0
     if role.entry == "input" and not role.host and cfg.engine == "ik-2025" and cfg.flash_attn:
         mask += mask_bytes(p, cfg, on_host=True)     # the f32 input copied over for the cast (published #297)
-    if role.entry == "cpu" and not role.host and cfg.engine == "mainline":
-        mask += e                                    # the CPU layers' residual handed over (RPC harness logs)
+    if role.entry == "cpu" and not role.host:
+        mask += e                                    # the CPU layers' residual handed over (RPC harness logs,
+        # mainline and ik: every device after CPU layers there is within 10 % with it, 3 ik ones only with it)
     if role.output:
         out.append(("output", p.n_vocab * t * F32 + 2 * e))
     if role.attention:

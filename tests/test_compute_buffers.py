@@ -98,11 +98,9 @@ def test_output_device_is_logits_plus_two_hidden_states_exactly():
 KNOWN_MISSES = {
     'ik-ds-rpc3-ngl15-ts2,1,1.log': {'RPC0[127.0.0.1:50152]'},
     'ik-ds-rpc4-ngl99-ot5-12-ub256.log': {'CPU'},
-    'ik-one-ngl5.log': {'RPC0[127.0.0.1:50200]'},
     'ik-one-ot-exps.log': {'CPU'},
     'ik-rpc3-ts1,1,2-q8kv-otodd.log': {'CPU'},
-    'ik-rpc3-ts2,1,1-ngl60.log': {'RPC0[127.0.0.1:50150]'},
-    'ik-rpc4-ngl80-ot40s-c4096.log': {'RPC0[127.0.0.1:50150]', 'RPC0[127.0.0.1:50153]'},
+    'ik-rpc4-ngl80-ot40s-c4096.log': {'RPC0[127.0.0.1:50153]'},
     'ik-rpc4-ts3,1,1,1-ngl94.log': {'CPU'},
     'ik-two-ot-mixed.log': {'CPU'},
     'ik-two-ot-rpc.log': {'RPC0[127.0.0.1:50200]'},
