@@ -202,6 +202,17 @@ class TensorMap:
         """False for tensors of NextN/MTP blocks, which ik and mainline skip at load time."""
         return t.layer is None or t.layer < self.params.n_loaded_layers
 
+    def nextn_twin(self, t: TensorInfo) -> str | None:
+        """The loaded tensor a NextN/MTP tensor is quantized like (issue 12: "like the last loaded layer"): the
+        same role in the last loaded layer, token_embd for its own embedding, output for its own head, the last
+        layer's attn_output for its eh_proj (the block's dense projection); None for loaded tensors."""
+        if self.is_loaded(t) or t.layer is None:
+            return None
+        rest = t.name.split(".", 2)[2]
+        special = {"nextn.embed_tokens.weight": "token_embd.weight", "nextn.shared_head_head.weight": "output.weight",
+                   "nextn.eh_proj.weight": f"blk.{self.params.n_loaded_layers - 1}.attn_output.weight"}
+        return special.get(rest, f"blk.{self.params.n_loaded_layers - 1}.{rest}")
+
 
 def with_tensors(tmap: TensorMap, tensors: tuple[TensorInfo, ...]) -> TensorMap:
     return replace(tmap, tensors=tensors)
