@@ -303,6 +303,9 @@ def test_pipeline_parallelism_follows_the_engines_condition():
     assert sched_copies("mainline", n_devices=3, all_offloaded=False, overrides=False) == 1
     assert sched_copies("mainline", n_devices=3, all_offloaded=True, overrides=True) == 1
     assert sched_copies("ik", n_devices=3, all_offloaded=True, overrides=False) == 1
+    # ik-2025: its published 2-GPU run (ik PR 370 branch 056f0818, AesSedai) prints the copies it ran with
+    assert "pipeline parallelism enabled (n_copies=1)" in (LOGS / "ik-2gpu-q6k-pr370-aessedai.log").read_text()
+    assert sched_copies("ik-2025", n_devices=2, all_offloaded=True, overrides=False) == 1
 
 
 def _mainline_full_offload_logs():
