@@ -293,14 +293,16 @@ def render_toml(c: Constants) -> str:
     return "\n".join(lines) + "\n"
 
 
-def accuracy_report(c: Constants | None = None) -> list[tuple[str, str, LadderEvaluation]]:
-    """(ladder id, how k was chosen, evaluation) for every ladder: in-sample (its own model's k) and transferred
-    (k from the other families only: pooled over models of other architectures, converted to the ladder's corpus)."""
+def accuracy_report(c: Constants | None = None, ladders: Sequence[Ladder] | None = None
+                    ) -> list[tuple[str, str, LadderEvaluation]]:
+    """(ladder id, how k was chosen, evaluation) for every ladder (the shipped ones, or ``ladders``, e.g. ones
+    kept out of the fit): in-sample (its own model's k) and transferred (k from the other families only: pooled
+    over models of other architectures, converted to the ladder's corpus)."""
     c = c or fit_constants()
     cmap = {t: v for t, (v, _) in c.corrections.items()}
     ref_corpus = _cfg()["reference_corpus"]
     out = []
-    for lad in load_ladders():
+    for lad in (load_ladders() if ladders is None else ladders):
         diffs = _diffs(lad, cmap, _rw_for(lad, c.role_weights))
         own = c.models.get(lad.model)
         if own is not None:

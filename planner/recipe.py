@@ -51,11 +51,14 @@ def _role_rx(roles: Sequence[str]) -> str:
     roles = sorted(set(roles))
     if len(roles) == 1:
         return re.escape(roles[0]).replace(r"\_", "_")
+    def esc(text: str) -> str:       # a role such as nextn.eh_proj: its "." is literal
+        return re.escape(text).replace(r"\_", "_")
+
     # factor a common prefix such as attn_ or ffn_
     prefix = roles[0].split("_")[0] + "_"
     if all(r.startswith(prefix) for r in roles):
-        return prefix + "(" + "|".join(r[len(prefix):] for r in roles) + ")"
-    return "(" + "|".join(roles) + ")"
+        return esc(prefix) + "(" + "|".join(esc(r[len(prefix):]) for r in roles) + ")"
+    return "(" + "|".join(esc(r) for r in roles) + ")"
 
 
 def build_recipe(tmap: TensorMap, types: Mapping[str, str], *, engine: str = "ik",

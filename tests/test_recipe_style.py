@@ -179,3 +179,15 @@ def test_export_style_keeps_hostile_rules_as_data(exported, tmp_path):
 def test_style_needs_quantize(exported):
     r = CliRunner().invoke(main, ["export", "--plan", str(exported[0]), "--style", "ubergarm", "--out", "x.sh"])
     assert r.exit_code == 2 and "add --quantize" in r.output
+
+
+def test_merged_role_groups_escape_the_dot():
+    """A role with a "." in its name (GLM's nextn.eh_proj, GLM-5's indexer.attn_k) is matched literally: the
+    closing note of the last session found `(nextn.eh_proj|...)` matching any character there."""
+    from planner.recipe import _role_rx
+    from planner.regexes import compile_user_regex, search
+
+    rx = _role_rx(["nextn.eh_proj", "nextn.shared_head_head"])
+    assert rx == r"(nextn\.eh_proj|nextn\.shared_head_head)"
+    pat = compile_user_regex(rf"blk\.46\.{rx}\.weight", "recipe")
+    assert search(pat, "blk.46.nextn.eh_proj.weight") and not search(pat, "blk.46.nextnXeh_proj.weight")
