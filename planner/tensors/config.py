@@ -77,11 +77,14 @@ def config_arch(config: Mapping[str, Any]) -> str:
                                 sorted(m for t in _architectures().values() for m in t.get("hf_model_types", ()))))
 
 
-def from_config(config: Mapping[str, Any], source: str = "config.json", *, name: str | None = None) -> TensorMap:
+def from_config(config: Mapping[str, Any], source: str = "config.json", *, name: str | None = None,
+                overrides: Mapping[str, Any] | None = None) -> TensorMap:
     """A TensorMap from a Hugging Face ``config.json`` dict.
 
     Field names: :data:`_HF_FIELDS`, overridden per architecture by ``hf_fields`` in ``architectures.toml``;
     fixed per-architecture numbers (SWA period, full-attention interval) come from its ``defaults``.
+    ``overrides``: ModelParams fields a config.json cannot say (a built-in's ``params`` in models.toml, e.g.
+    which tensors the checkpoint leaves out), applied last.
     """
     arch = config_arch(config)
     tpl = _architectures()[arch]
@@ -133,6 +136,7 @@ def from_config(config: Mapping[str, Any], source: str = "config.json", *, name:
             values[key] = int(values[key])
     if isinstance(values.get("compress_ratios"), list):
         values["compress_ratios"] = tuple(int(r) for r in values["compress_ratios"])
+    values.update(overrides or {})
     try:
         params = ModelParams(**values)
     except TypeError as exc:

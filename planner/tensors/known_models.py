@@ -35,7 +35,7 @@ def builtin(name: str) -> TensorMap:
     for meta in ("source", "published", "notes"):
         spec.pop(meta, None)
     if "config" in spec:
-        return from_config(spec["config"], source=f"builtin:{key}", name=display)
+        return from_config(spec["config"], source=f"builtin:{key}", name=display, overrides=spec.get("params"))
     params = ModelParams(**spec)
     return build(params, display, f"builtin:{key}")
 
