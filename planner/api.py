@@ -25,7 +25,8 @@ from planner.errors import InfeasibleBudgetError, UsageError
 from planner.hardware import Hardware
 from planner.imatrix_use import ImatrixUse
 from planner.memory import Placement
-from planner.planning import Plan, feasible_for, joint_plan, pareto_plans, resolve_ctx, with_ctx
+from planner.pareto import pareto_plans
+from planner.planning import Plan, feasible_for, joint_plan, resolve_ctx, with_ctx
 from planner.planning import place as place_mix
 from planner.quants import catalogue
 from planner.request import EmitOptions, PlanRequest

@@ -4,7 +4,7 @@
 Both build the same groups (:mod:`planner.groups`), try layer splits from all-GPU towards the CPU, hand them
 to :func:`planner.solver.solve`, and re-check the result independently with
 :func:`planner.memory.memory_report` before anyone sees it.  ``with_ctx`` resolves or searches the context;
-``pareto_plans`` walks the quality/speed frontier.  Infeasible budgets are reported with the nearest feasible
+:mod:`planner.pareto` walks the quality/speed frontier with it.  Infeasible budgets are reported with the nearest feasible
 changes (:mod:`planner.hints`).
 """
 
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from planner.devices import CPU
-from planner.errors import InfeasibleBudgetError, SolverError, UsageError
+from planner.errors import InfeasibleBudgetError, SolverError
 from planner.groups import Budget, build_groups, capacities, layer_split, smallest_weights
 from planner.hints import with_options
 from planner.loadmode import choose_load
@@ -178,12 +178,13 @@ def _solve_with_layers(tmap: TensorMap, hw: Hardware, budget: Budget, request: P
                        types: Mapping[str, str] | None, quality: QualityModel | None,
                        layout: Callable[[int], tuple[str, ...]] | None = None,
                        speeds: Mapping[str, DeviceSpeed] | None = None,
-                       extra_time: Mapping[str, float] | None = None
+                       extra_time: Mapping[str, float] | None = None, hint: Solution | None = None
                        ) -> tuple[tuple[str, ...], Solution, list[Group]]:
     """Try all layers on the GPUs first; if attention + KV do not fit, move the first layers to CPU.
 
     ``layout(n_cpu)`` replaces the one-box layer split (a cluster puts its remote layers first) and
-    ``speeds`` and ``extra_time`` go to :func:`build_groups` (a cluster's device speeds and network time)."""
+    ``speeds`` and ``extra_time`` go to :func:`build_groups` (a cluster's device speeds and network time);
+    ``hint``: a solution to start from (its choices count where its group keys match)."""
     cfg = request.run
     need = (smallest_weights(tmap, types, request, budget) + sum(kv_bytes_by_layer(tmap.params, cfg))
             + cfg.os_reserve_bytes + cfg.gpu_margin_bytes * len(budget.gpus))
@@ -206,7 +207,7 @@ def _solve_with_layers(tmap: TensorMap, hw: Hardware, budget: Budget, request: P
         # capacities are all non-negative here: moving more attention to the CPU moves the same bytes
         # and only slows generation, so an infeasible answer now is final
         try:
-            return layer_device, _solve_objective(groups, cap, obj, fixed_time, quality, request), groups
+            return layer_device, _solve_objective(groups, cap, obj, fixed_time, quality, request, hint=hint), groups
         except InfeasibleBudgetError as exc:
             last_err = exc
             break
@@ -219,29 +220,29 @@ def _solve_objective(groups: list[Group], cap: Mapping[str, int], obj: Objective
                      hint: Solution | None = None) -> Solution:
     """One solve of ``obj``; balanced is the epsilon-constraint: the best quality first, then the fastest plan
     within the slack of it (each step proven if quick, else within its reported gap)."""
+    fixed_s = fixed_time["tg_s"]
     if obj.kind != "balanced":
-        return solve(groups, cap, obj, fixed_seconds=fixed_time["tg_s"], homes=homes, hint=hint)
+        return solve(groups, cap, obj, fixed_seconds=fixed_s, homes=homes, hint=hint)
     t0 = time.perf_counter()
-    step1 = replace(obj, kind="quality")
-    try:
-        best: Solution | None = solve(groups, cap, replace(step1, work_limit=min(PROOF_WORK, obj.work_limit)),
-                                      fixed_seconds=fixed_time["tg_s"], homes=homes, hint=hint)
-    except SolverError:
-        best = None           # no solution in the short try (layer homes make the model larger): the full one
-    if best is None or best.status != "OPTIMAL":
-        best = solve(groups, cap, replace(step1, relative_gap=QUALITY_STEP_GAP), hint=best or hint,
-                     fixed_seconds=fixed_time["tg_s"], homes=homes)
+    best = _proven_or_within(groups, cap, replace(obj, kind="quality"), QUALITY_STEP_GAP, fixed_s, homes, hint)
     step2 = replace(obj, kind="speed", max_loss=best.loss + loss_slack(quality, request))
+    sol = _proven_or_within(groups, cap, step2, SPEED_STEP_GAP, fixed_s, homes, best)
+    # the plan rests on the best-quality solve (it sets the loss bound) and on the final speed solve
+    return replace(sol, wall_s=time.perf_counter() - t0, steps=best.steps + sol.steps, best_loss=best.loss)
+
+
+def _proven_or_within(groups: list[Group], cap: Mapping[str, int], obj: Objective, gap: float, fixed_s: float,
+                      homes: LayerHomes | None, hint: Solution | None) -> Solution:
+    """A proof within PROOF_WORK work units, else the full work limit stopping within ``gap`` (from the short
+    try's solution; with none found there, from ``hint``: layer homes make the model larger)."""
     try:
-        sol: Solution | None = solve(groups, cap, replace(step2, work_limit=min(PROOF_WORK, obj.work_limit)),
-                                     hint=best, fixed_seconds=fixed_time["tg_s"], homes=homes)
+        sol: Solution | None = solve(groups, cap, replace(obj, work_limit=min(PROOF_WORK, obj.work_limit)),
+                                     fixed_seconds=fixed_s, homes=homes, hint=hint)
     except SolverError:
         sol = None
     if sol is None or sol.status != "OPTIMAL":
-        sol = solve(groups, cap, replace(step2, relative_gap=SPEED_STEP_GAP), hint=sol or best,
-                    fixed_seconds=fixed_time["tg_s"], homes=homes)
-    # the plan rests on the best-quality solve (it sets the loss bound) and on the final speed solve
-    return replace(sol, wall_s=time.perf_counter() - t0, steps=best.steps + sol.steps, best_loss=best.loss)
+        sol = solve(groups, cap, replace(obj, relative_gap=gap), hint=sol or hint, fixed_seconds=fixed_s, homes=homes)
+    return sol
 
 
 def solve_layered(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequest, quality: QualityModel | None,
@@ -305,7 +306,7 @@ def _warm_start(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequ
     return None
 
 
-# build_groups' answers while :func:`pareto_plans` runs (None otherwise): --pareto asks for the same groups once per
+# build_groups' answers while :func:`planner.pareto.pareto_plans` runs (None otherwise): --pareto asks for the same groups once per
 # point (only the objective and --min-tg differ), about 0.35 CPU s each on the headline model.  Keyed on the objects
 # themselves (held, so their ids stay theirs) and on every request field build_groups reads.
 _GROUPS_CACHE: dict[tuple, tuple[tuple[object, ...], tuple[list[Group], dict[str, int], dict[str, float]]]] | None = None
@@ -344,7 +345,8 @@ def _objective(request: PlanRequest, quality: QualityModel | None, placement_onl
         return Objective("feasibility" if request.objective == "feasibility" else "speed", max_seconds=max_s, max_pp_seconds=max_pp, work_limit=request.work_limit,
                          cpu_first=cpu_first)
     return Objective(request.objective, max_seconds=max_s, max_pp_seconds=max_pp,
-                     max_total_bytes=request.max_size_bytes, work_limit=request.work_limit, cpu_first=cpu_first)
+                     max_total_bytes=request.max_size_bytes, work_limit=request.work_limit, cpu_first=cpu_first,
+                     relative_gap=request.relative_gap)
 
 
 def _expand(sol: Solution, groups_tensors: Mapping[str, tuple[str, ...]]) -> tuple[dict[str, str], dict[str, str]]:
@@ -409,15 +411,23 @@ def _assemble(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanReques
 
 def joint_plan(tmap: TensorMap, hw: Hardware, request: PlanRequest, quality: QualityModel) -> Plan:
     """Choose quant types and devices together (one integer program over (type, device) options per group)."""
+    return joint_plan_and_solution(tmap, hw, request, quality)[0]
+
+
+def joint_plan_and_solution(tmap: TensorMap, hw: Hardware, request: PlanRequest, quality: QualityModel,
+                            hint: Solution | None = None) -> tuple[Plan, Solution]:
+    """:func:`joint_plan` and the solve it rests on (``hint``: a solution to start from, e.g. a neighbouring
+    --pareto point's)."""
     budget = Budget.from_hardware(hw)
     try:
-        layer_device, sol, groups = _solve_with_layers(tmap, hw, budget, request, types=None, quality=quality)
+        layer_device, sol, groups = _solve_with_layers(tmap, hw, budget, request, types=None, quality=quality,
+                                                       hint=hint)
     except InfeasibleBudgetError as exc:
         raise with_options(exc, tmap, None, budget, request, _feasibility(tmap, hw, None, quality)) from None
     plan = _assemble(tmap, hw, budget, request, layer_device, sol, groups, fixed_types=None, quality=quality)
     if (request.min_tg or request.min_pp) and request.max_rules is None:
-        return plan      # the speed targets were solved exactly; merging groups could undo them
-    return _simplify(tmap, hw, budget, request, plan, sol, quality)
+        return plan, sol     # the speed targets were solved exactly; merging groups could undo them
+    return _simplify(tmap, hw, budget, request, plan, sol, quality), sol
 
 
 def _simplify(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequest, plan: Plan, sol: Solution,
@@ -546,37 +556,3 @@ def resolve_ctx(tmap: TensorMap, run: RunConfig) -> RunConfig:
     if run.ctx:
         return run
     return replace(run, ctx=min(DEFAULT_CTX, tmap.params.n_ctx_train or DEFAULT_CTX))
-
-
-def pareto_plans(tmap: TensorMap, hw: Hardware, request: PlanRequest, quality: QualityModel,
-                 n: int) -> list[Plan]:
-    """N plans across speeds: the best-quality plan, the fastest plan, and the best quality at evenly spaced
-    generation times between them (epsilon-constraint, each solved to optimality); duplicates dropped."""
-    if n < 2:
-        raise UsageError("--pareto needs at least 2 plans")
-    global _GROUPS_CACHE
-    request = replace(request, run=resolve_ctx(tmap, request.run))
-    _GROUPS_CACHE = {}
-    try:
-        return _pareto(tmap, hw, request, quality, n)
-    finally:
-        _GROUPS_CACHE = None
-
-
-def _pareto(tmap: TensorMap, hw: Hardware, request: PlanRequest, quality: QualityModel, n: int) -> list[Plan]:
-    best = joint_plan(tmap, hw, replace(request, objective="quality", min_tg=None), quality)
-    fast = joint_plan(tmap, hw, replace(request, objective="speed", min_tg=None), quality)
-    t_best, t_fast = 1.0 / best.speed.tg_tps, 1.0 / fast.speed.tg_tps
-    plans = [best]
-    for i in range(1, n - 1):
-        target = t_best - i * (t_best - t_fast) / (n - 1)
-        try:
-            plans.append(joint_plan(tmap, hw, replace(request, objective="quality", min_tg=1.0 / target), quality))
-        except InfeasibleBudgetError:
-            continue
-    plans.append(fast)
-    unique: list[Plan] = []
-    for p in plans:
-        if all(p.types != q.types or p.devices != q.devices for q in unique):
-            unique.append(p)
-    return unique

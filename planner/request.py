@@ -24,6 +24,8 @@ class PlanRequest:
     fixed: tuple[tuple[str, str], ...] = ()   # (regex, type) pinned by the user
     has_imatrix: bool = True
     work_limit: float = 2.0              # CP-SAT deterministic time per solve (see planner.solver.Objective)
+    relative_gap: float = 0.0            # a quality or speed plan's solve may stop this close to its bound
+                                         # (0: prove optimality; --pareto's inner points: the quality step's gap)
     quality_slack_pct: float = 0.5       # balanced: PPL ratio may exceed the best-quality plan's by this %
     granularity: str = "layer"           # layer | role | band: how many distinct types a role may get
     ctx_max: bool = False                # search the largest context that fits (run.ctx is then ignored)

@@ -107,3 +107,50 @@ def test_plan_status_is_the_weakest_of_its_solves(monkeypatch):
     assert p.solver.status == "FEASIBLE" and p.solver.gap >= 3e-4
     assert [s.objective for s in p.solver.steps] == ["quality", "speed"]
     assert p.solver.steps[1].status in ("OPTIMAL", "OPTIMAL_WITHIN_GAP")
+
+
+def _record_solves(monkeypatch):
+    from planner import planning
+
+    real_solve = planning.solve
+    calls = []
+
+    def recording(groups, cap, objective, **kw):
+        sol = real_solve(groups, cap, objective, **kw)
+        calls.append((objective, kw.get("hint"), sol))
+        return sol
+
+    monkeypatch.setattr(planning, "solve", recording)
+    return calls
+
+
+def test_pareto_points_start_from_a_feasible_neighbour(monkeypatch):
+    """--pareto solves its inner points from the fastest to the slowest, each hinted with the previous
+    solution, which meets the tighter TG limit and so every looser one: a complete feasible start."""
+    from planner.hardware import resolve_hardware
+    from planner.pareto import pareto_plans
+    from planner.quality import QualityModel
+    from planner.request import PlanRequest
+    from planner.runconfig import RunConfig
+    from planner.source import load_model
+
+    calls = _record_solves(monkeypatch)
+    tmap = load_model("qwen3-30b-a3b")
+    hw = resolve_hardware(vram=[8.0], ram=32.0)
+    plans = pareto_plans(tmap, hw, PlanRequest(run=RunConfig(threads=16, ctx=4096)), QualityModel.build(tmap), 5)
+    assert len(plans) >= 3
+    from planner.planning import QUALITY_STEP_GAP
+
+    inner = [(o, h, s) for o, h, s in calls if o.kind == "quality" and o.max_seconds is not None]
+    limits = [o.max_seconds for o, _, _ in inner]
+    assert limits == sorted(limits) and len(set(limits)) >= 2       # fastest (tightest) first
+    for objective, hint, _ in inner:
+        assert hint is not None and objective.relative_gap == QUALITY_STEP_GAP
+        # the hint's own TG time (placement-dependent part) is within this point's limit
+        assert hint.seconds <= objective.max_seconds + 1e-12
+    # the two ends are plain quality / speed plans: a proof is their goal, as before
+    ends = [o for o, _, _ in calls if o.max_seconds is None]
+    assert {o.kind for o in ends} == {"quality", "speed"} and all(o.relative_gap == 0.0 for o in ends)
+    # each point's label is the status of its own solve, within the gap it was allowed
+    for p in plans:
+        assert p.solver is not None and all(s.gap <= s.gap_limit or s.status == "FEASIBLE" for s in p.solver.steps)
