@@ -10,11 +10,14 @@ import re
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from planner.imatrix import Imatrix
 from planner.quality_error import _measured, _prior
 from planner.roles import active_fraction
 from planner.tensors import TensorInfo, TensorMap, builtin
+
+if TYPE_CHECKING:
+    from planner.imatrix import Imatrix
 
 _SHAPE_FIELDS = ("arch", "n_layer", "n_embd", "n_vocab", "n_head", "n_head_kv", "head_dim", "n_expert",
                  "n_expert_used", "n_ff", "n_ff_exp")
