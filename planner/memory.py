@@ -7,6 +7,7 @@ reserve.  Constants cite their source in ``data/speed_constants.toml`` / comment
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from planner.tensors import ModelParams, TensorInfo, TensorMap
 from planner.units import GIB, MIB
 
 __all__ = ["CPU", "MIB", "DeviceMemory", "MemoryReport", "Placement", "RunConfig", "Term", "compute_buffer_bytes",
-           "constants", "kv_bytes_by_layer", "kv_bytes_per_layer", "memory_report", "mix_bytes", "tensor_bytes"]
+           "constants", "kv_bytes_by_layer", "kv_bytes_per_layer", "memory_report", "mix_bytes", "shape_bytes", "tensor_bytes"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,13 +98,21 @@ class MemoryReport:
 
 # ----------------------------------------------------------------------------- exact terms
 
+@functools.lru_cache(maxsize=16384)
+def shape_bytes(type_name: str, shape: tuple[int, ...]) -> int:
+    """ggml_nbytes of a ``shape`` tensor of ``type_name`` (remembered: the catalogue is loaded once, and a plan
+    asks for the same few (type, shape) pairs thousands of times)."""
+    return catalogue().get(type_name).tensor_bytes(shape)
+
+
 def tensor_bytes(t: TensorInfo, type_name: str) -> int:
-    return catalogue().get(type_name).tensor_bytes(t.shape)
+    return shape_bytes(type_name, t.shape)
 
 
 def mix_bytes(tmap: TensorMap, mix: Mapping[str, str]) -> dict[str, int]:
     """ggml_nbytes of every tensor at its mix type."""
-    return {t.name: tensor_bytes(t, mix.get(t.name, t.dtype)) for t in tmap.tensors}
+    get = mix.get
+    return {t.name: shape_bytes(get(t.name, t.dtype), t.shape) for t in tmap.tensors}
 
 
 def kv_bytes_by_layer(params: ModelParams, cfg: RunConfig) -> tuple[int, ...]:
