@@ -15,11 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from planner.check import CheckResult, evaluate
-from planner.cluster import Cluster
-from planner.cluster_plan import ClusterDocument
 from planner.documents import ParetoSet, PlanDocument, document, launch_model_path
 from planner.errors import InfeasibleBudgetError, UsageError
 from planner.hardware import Hardware
@@ -32,6 +29,11 @@ from planner.request import EmitOptions, PlanRequest
 from planner.runconfig import UBATCH_CHOICES
 from planner.tensors import TensorMap
 from planner.units import GIB
+
+if TYPE_CHECKING:       # check and cluster plans import their stages when they run (a plan does not need them)
+    from planner.check import CheckResult
+    from planner.cluster import Cluster
+    from planner.cluster_plan import ClusterDocument
 
 __all__ = ["check", "check_command", "parse_fixed", "place", "plan", "size_cap_bytes", "with_quality"]
 
@@ -194,6 +196,8 @@ def check(tmap: TensorMap, types: Mapping[str, str], placement: Placement, hardw
     Raises:
         ImatrixFormatError: the declared imatrix file is malformed or made for another model.
     """
+    from planner.check import evaluate
+
     result = evaluate(tmap, types, placement, hardware, request.run, warnings=warnings)
     return with_quality(result, tmap, types, imatrix) if imatrix is not None else result
 

@@ -18,7 +18,7 @@ from planner.constants import constants
 from planner.devices import CPU, gpu_name, is_gpu, is_remote
 from planner.errors import UsageError
 from planner.lowbit import FloorClass, candidate_names, filter_candidates, floor_role, floors_for_budget
-from planner.memory import compute_buffer_bytes, kv_bytes_by_layer
+from planner.memory import compute_buffer_bytes, kv_bytes_by_layer, shape_bytes
 from planner.mmproj import mmproj_device
 from planner.quantize import imatrix_types, quantizable
 from planner.quants import catalogue
@@ -213,15 +213,7 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
     fixed_rules = [(compile_user_regex(rx, "--fixed"), ty) for rx, ty in request.fixed]
     prequantized = tmap.prequantized
     floor = plan_floor(tmap, budget, request) if types is None else None
-    cat = catalogue()
-    size_cache: dict[tuple[str, tuple[int, ...]], int] = {}
     loss_cache: dict[tuple[str, str], float] = {}
-
-    def nbytes_of(type_name: str, shape: tuple[int, ...]) -> int:
-        key = (type_name, shape)
-        if key not in size_cache:
-            size_cache[key] = cat.get(type_name).tensor_bytes(shape)
-        return size_cache[key]
 
     def loss_of(name: str, type_name: str) -> float:
         key = (name, type_name)
@@ -276,6 +268,10 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
         # device options: attention and norms stay with their layer; FFN and output may go to CPU
         movable = (moves_with_ffn(role) or role == "output") and not is_remote(home)
         devs = [home] + ([CPU] if movable and home != CPU else [])
+        # a converter's quantized tensors (MXFP4 experts) keep their type: llama-quantize will not requantize
+        # them (quantize.keep_prequantized_items)
+        kept = [t.dtype if not quantizable(t, engine) or t.name in prequantized else None for t in ts]
+        priced: dict[tuple[str, ...], tuple[list[int], float, float]] = {}   # per type tuple, on any device
         options: list[Option] = []
         for dev in devs:
             if types is not None:
@@ -291,21 +287,21 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
                         t0, engine, allow=[pinned] if pinned else request.allow or None, deny=request.deny,
                         has_imatrix=request.has_imatrix, on_gpu=is_gpu(dev), floor=floor,
                         ignore_imatrix_rules=request.ignore_imatrix_rules)
-                # a converter's quantized tensors (MXFP4 experts) keep their type: llama-quantize will not
-                # requantize them (quantize.keep_prequantized_items)
-                choices = list(dict.fromkeys(tuple(c if quantizable(t, engine) and t.name not in prequantized
-                                                   else t.dtype for t in ts) for c in cands))
+                choices = list(dict.fromkeys(tuple(c if k is None else k for k in kept) for c in cands))
             for tn in choices:
                 if types is not None and is_gpu(dev) and not all(
                         catalogue().get(x).runs_on_cuda(engine) for x in tn):
                     continue
-                per = [nbytes_of(x, t.shape) for x, t in zip(tn, ts)]
+                price = priced.get(tn)
+                if price is None:       # bytes, bytes one token reads, loss: the same on every device
+                    per = [shape_bytes(x, t.shape) for x, t in zip(tn, ts)]
+                    price = priced[tn] = (per, sum(b * active[t.name] for b, t in zip(per, ts)),
+                                          sum(loss_of(t.name, x) for x, t in zip(tn, ts)) if quality else 0.0)
+                per, read, loss = price
                 extra = out_dev_extra.get(dev, 0) if role == "output" else 0
-                sec = sum(b * active[t.name] for b, t in zip(per, ts)) * spb[dev]
-                loss = sum(loss_of(t.name, x) for x, t in zip(tn, ts)) if quality else 0.0
                 pp = sum(per) / h2d if (offload and dev == CPU and layer is not None) else 0.0
                 options.append(Option("+".join(tn) if len(set(tn)) > 1 else tn[0], dev,   # one type per member
-                                      sum(per) + extra, loss, sec, pp))
+                                      sum(per) + extra, loss, read * spb[dev], pp))
         if not options:
             raise UsageError(f"no allowed type can store {t0.name} on {devs}",
                              hint="check --allow/--deny and the engine's type set")
