@@ -22,7 +22,8 @@ from planner.tensors import ModelParams, TensorInfo, TensorMap
 from planner.units import GIB, MIB
 
 __all__ = ["CPU", "MIB", "DeviceMemory", "MemoryReport", "Placement", "RunConfig", "Term", "compute_buffer_bytes",
-           "constants", "kv_bytes_by_layer", "kv_bytes_per_layer", "memory_report", "mix_bytes", "shape_bytes", "tensor_bytes"]
+           "constants", "kv_bytes_by_layer", "kv_bytes_per_layer", "memory_report", "loaded_shapes", "mix_bytes", "shape_bytes",
+           "tensor_bytes"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,17 +156,30 @@ def compute_buffer_bytes(tmap: TensorMap, cfg: RunConfig, *, holds_layers: bool,
 
 # ----------------------------------------------------------------------------- report
 
+def loaded_shapes(tmap: TensorMap) -> tuple[tuple[str, tuple[int, ...], str], ...]:
+    """(name, shape, stored type) of every loaded tensor (NextN/MTP blocks are not), in map order."""
+    return tuple((t.name, t.shape, t.dtype) for t in tmap.tensors if tmap.is_loaded(t))
+
+
+def _ffn_matmuls(tmap: TensorMap) -> tuple[str, ...]:
+    """Loaded tensors whose matmul produces the FFN intermediates (:func:`planner.compute_buffers.is_ffn_matmul`)."""
+    from planner.compute_buffers import is_ffn_matmul
+
+    return tuple(n for n, _, _ in tmap.derived(loaded_shapes) if is_ffn_matmul(n))
+
+
 def memory_report(tmap: TensorMap, mix: Mapping[str, str], placement: Placement, budgets: Mapping[str, int],
                   cfg: RunConfig) -> MemoryReport:
     """Per-device memory for a mix and placement against per-device budgets (bytes).
 
     ``budgets`` maps "CUDA<i>" to the GPU's memory and "CPU" to usable RAM (both before margins).
     """
-    loaded = {t.name for t in tmap.tensors if tmap.is_loaded(t)}
-    sizes = {n: b for n, b in mix_bytes(tmap, mix).items() if n in loaded}
+    get = mix.get
+    sizes = {n: shape_bytes(get(n, dtype), shape) for n, shape, dtype in tmap.derived(loaded_shapes)}
     weights: dict[str, int] = {d: 0 for d in placement.devices}
+    device_of = placement.device_of
     for name, nbytes in sizes.items():
-        dev = placement.device_of(name)
+        dev = device_of(name)
         weights[dev] = weights.get(dev, 0) + nbytes
     kv_by_layer = kv_bytes_by_layer(tmap.params, cfg)
     kv: dict[str, int] = {d: 0 for d in placement.devices}
@@ -175,9 +189,9 @@ def memory_report(tmap: TensorMap, mix: Mapping[str, str], placement: Placement,
         "token_embd.weight")
     mm_dev = mmproj_device(cfg, budgets or placement.devices)
     devices = []
-    from planner.compute_buffers import entry_of, is_ffn_matmul
+    from planner.compute_buffers import entry_of
 
-    ffn_devs = {placement.device_of(n) for n in sizes if is_ffn_matmul(n)}
+    ffn_devs = {device_of(n) for n in tmap.derived(_ffn_matmuls)}
     for dev in placement.devices:
         is_gpu = devices_is_gpu(dev)
         holds_layers = dev in placement.layer_device
