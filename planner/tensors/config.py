@@ -83,6 +83,14 @@ def from_config(config: Mapping[str, Any], source: str = "config.json", *, name:
     Field names: :data:`_HF_FIELDS`, overridden per architecture by ``hf_fields`` in ``architectures.toml``;
     fixed per-architecture numbers (SWA period, full-attention interval) come from its ``defaults``.
     """
+    params = params_from_config(config, source)
+    if name is None:
+        name = model_display_name(config)
+    return build(params, name, source)
+
+
+def params_from_config(config: Mapping[str, Any], source: str = "config.json") -> ModelParams:
+    """The architecture numbers of a Hugging Face ``config.json`` dict (:func:`from_config` without the tensors)."""
     arch = config_arch(config)
     tpl = _architectures()[arch]
     flat = _flatten_config(config)
@@ -134,12 +142,9 @@ def from_config(config: Mapping[str, Any], source: str = "config.json", *, name:
     if isinstance(values.get("compress_ratios"), list):
         values["compress_ratios"] = tuple(int(r) for r in values["compress_ratios"])
     try:
-        params = ModelParams(**values)
+        return ModelParams(**values)
     except TypeError as exc:
         raise UnknownModelError(f"{source}: config.json field has the wrong type: {exc}") from exc
-    if name is None:
-        name = model_display_name(config)
-    return build(params, name, source)
 
 
 def model_display_name(config: Mapping[str, Any], folder: str | None = None) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar, cast
 
@@ -173,16 +173,18 @@ class TensorMap:
     # llama-quantize starts from, not the output of an earlier llama-quantize run
     converter_types: bool = False
     # tables other stages derive from this map alone (derived(): built on first use, kept with the map)
-    _derived: dict[Callable[[TensorMap], Any], Any] = field(default_factory=dict, init=False, repr=False,
-                                                             compare=False, metadata={"json": False})
+    _derived: dict[tuple[Callable[..., Any], tuple[Hashable, ...]], Any] = field(
+        default_factory=dict, init=False, repr=False, compare=False, metadata={"json": False})
 
-    def derived(self, build: Callable[[TensorMap], _T]) -> _T:
-        """``build(self)``, computed once per map: the map is immutable, so a table derived from it alone (a
-        stage's per-tensor constants) never goes stale; a map made with ``replace`` starts without any."""
+    def derived(self, build: Callable[..., _T], *args: Hashable) -> _T:
+        """``build(self, *args)``, computed once per map and ``args``: the map is immutable, so a table derived
+        from it alone (a stage's per-tensor constants) never goes stale; a map made with ``replace`` starts
+        without any.  ``build`` must be pure, and its result is shared: callers must not mutate it."""
+        key = (build, args)
         try:
-            return cast(_T, self._derived[build])
+            return cast(_T, self._derived[key])
         except KeyError:
-            value = self._derived[build] = build(self)
+            value = self._derived[key] = build(self, *args)
             return value
 
     @property
