@@ -109,7 +109,7 @@ def plan(model: str | None, hardware: Hardware, request: PlanRequest,
     if tmap.is_quantized:
         types = {t.name: t.dtype for t in tmap.tensors}
         placed = with_ctx(tmap, request, lambda r: place_mix(tmap, types, hardware, r),
-                          feasible_for(tmap, hardware, types, None))
+                          feasible_for(tmap, hardware, types))
         return document(tmap, placed, model_path=out_path, with_recipe=False, check_binary=emit.check_binary)
     imx = None
     if request.imatrix:
@@ -125,7 +125,7 @@ def plan(model: str | None, hardware: Hardware, request: PlanRequest,
                                           for p in plans))
     try:
         p = with_ctx(tmap, request, _ubatch_for_min_pp(request, lambda r: joint_plan(tmap, hardware, r, quality)),
-                     feasible_for(tmap, hardware, None, quality))
+                     feasible_for(tmap, hardware, None))
     except InfeasibleBudgetError as exc:
         from planner.cluster_plan import second_box_option
 
@@ -183,7 +183,7 @@ def place(model: str | None, tmap: TensorMap, types: Mapping[str, str], hardware
     """
     emit = emit or EmitOptions()
     placed = with_ctx(tmap, request, lambda r: place_mix(tmap, types, hardware, r),
-                      feasible_for(tmap, hardware, types, None))
+                      feasible_for(tmap, hardware, types))
     path = emit.model_path or launch_model_path(model, tmap, quantized_here=quantized_here)
     return document(tmap, placed, model_path=path, with_recipe=False, check_binary=emit.check_binary)
 

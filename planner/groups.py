@@ -271,7 +271,9 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
         # a converter's quantized tensors (MXFP4 experts) keep their type: llama-quantize will not requantize
         # them (quantize.keep_prequantized_items)
         kept = [t.dtype if not quantizable(t, engine) or t.name in prequantized else None for t in ts]
-        priced: dict[tuple[str, ...], tuple[list[int], float, float]] = {}   # per type tuple, on any device
+        any_kept = any(k is not None for k in kept)
+        # per type tuple, the same on every device: option name, bytes, bytes one token reads, loss
+        priced: dict[tuple[str, ...], tuple[str, int, float, float]] = {}
         options: list[Option] = []
         for dev in devs:
             if types is not None:
@@ -287,21 +289,22 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
                         t0, engine, allow=[pinned] if pinned else request.allow or None, deny=request.deny,
                         has_imatrix=request.has_imatrix, on_gpu=is_gpu(dev), floor=floor,
                         ignore_imatrix_rules=request.ignore_imatrix_rules)
-                choices = list(dict.fromkeys(tuple(c if k is None else k for k in kept) for c in cands))
+                choices = (list(dict.fromkeys(tuple(c if k is None else k for k in kept) for c in cands))
+                           if any_kept else [(c,) * len(ts) for c in cands])
             for tn in choices:
                 if types is not None and is_gpu(dev) and not all(
                         catalogue().get(x).runs_on_cuda(engine) for x in tn):
                     continue
                 price = priced.get(tn)
-                if price is None:       # bytes, bytes one token reads, loss: the same on every device
+                if price is None:
                     per = [shape_bytes(x, t.shape) for x, t in zip(tn, ts)]
-                    price = priced[tn] = (per, sum(b * active[t.name] for b, t in zip(per, ts)),
+                    price = priced[tn] = ("+".join(tn) if len(set(tn)) > 1 else tn[0],    # one type per member
+                                          sum(per), sum(b * active[t.name] for b, t in zip(per, ts)),
                                           sum(loss_of(t.name, x) for x, t in zip(tn, ts)) if quality else 0.0)
-                per, read, loss = price
+                label, total, read, loss = price
                 extra = out_dev_extra.get(dev, 0) if role == "output" else 0
-                pp = sum(per) / h2d if (offload and dev == CPU and layer is not None) else 0.0
-                options.append(Option("+".join(tn) if len(set(tn)) > 1 else tn[0], dev,   # one type per member
-                                      sum(per) + extra, loss, read * spb[dev], pp))
+                pp = total / h2d if (offload and dev == CPU and layer is not None) else 0.0
+                options.append(Option(label, dev, total + extra, loss, read * spb[dev], pp))
         if not options:
             raise UsageError(f"no allowed type can store {t0.name} on {devs}",
                              hint="check --allow/--deny and the engine's type set")

@@ -372,12 +372,12 @@ def place(tmap: TensorMap, types: Mapping[str, str], hw: Hardware, request: Plan
     if need > have:   # no placement can help: skip the solver
         raise with_options(InfeasibleBudgetError("weights alone exceed RAM + VRAM",
                                                  shortfall_bytes={"RAM+VRAM": need - have}),
-                           tmap, types, budget, request, _feasibility(tmap, hw, types, None))
+                           tmap, types, budget, request, _feasibility(tmap, hw, types))
     try:
         layer_device, sol, groups = _solve_with_layers(tmap, hw, budget, replace(request, objective="placement"),
                                                        types=types, quality=None)
     except InfeasibleBudgetError as exc:
-        raise with_options(exc, tmap, types, budget, request, _feasibility(tmap, hw, types, None)) from None
+        raise with_options(exc, tmap, types, budget, request, _feasibility(tmap, hw, types)) from None
     return _assemble(tmap, hw, budget, replace(request, objective="placement"), layer_device, sol, groups,
                      fixed_types=types, quality=None)
 
@@ -414,7 +414,7 @@ def joint_plan(tmap: TensorMap, hw: Hardware, request: PlanRequest, quality: Qua
     try:
         layer_device, sol, groups = _solve_with_layers(tmap, hw, budget, request, types=None, quality=quality)
     except InfeasibleBudgetError as exc:
-        raise with_options(exc, tmap, None, budget, request, _feasibility(tmap, hw, None, quality)) from None
+        raise with_options(exc, tmap, None, budget, request, _feasibility(tmap, hw, None)) from None
     plan = _assemble(tmap, hw, budget, request, layer_device, sol, groups, fixed_types=None, quality=quality)
     if (request.min_tg or request.min_pp) and request.max_rules is None:
         return plan      # the speed targets were solved exactly; merging groups could undo them
@@ -465,27 +465,27 @@ def _simplify(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanReques
 
 
 def _feasible(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequest,
-              types: Mapping[str, str] | None, quality: QualityModel | None) -> bool:
+              types: Mapping[str, str] | None) -> bool:
     """Whether any plan exists under these budgets (no objective: the first assignment that meets every
-    constraint answers)."""
+    constraint answers).  No quality model: no constraint of the question reads a loss, and groups without
+    losses are cheaper to build (about half of build_groups) and prune to a smaller model."""
     probe_req = replace(request, objective="feasibility", work_limit=1.0)
     try:
-        _solve_with_layers(tmap, hw, budget, probe_req, types=types, quality=quality)
+        _solve_with_layers(tmap, hw, budget, probe_req, types=types, quality=None)
         return True
     except InfeasibleBudgetError:
         return False
 
 
-def _feasibility(tmap: TensorMap, hw: Hardware, types: Mapping[str, str] | None,
-                 quality: QualityModel | None) -> Callable[[Budget, PlanRequest], bool]:
-    return lambda budget, request: _feasible(tmap, hw, budget, request, types, quality)
+def _feasibility(tmap: TensorMap, hw: Hardware, types: Mapping[str, str] | None
+                 ) -> Callable[[Budget, PlanRequest], bool]:
+    return lambda budget, request: _feasible(tmap, hw, budget, request, types)
 
 
-def feasible_for(tmap: TensorMap, hw: Hardware, types: Mapping[str, str] | None,
-                 quality: QualityModel | None) -> Callable[[PlanRequest], bool]:
+def feasible_for(tmap: TensorMap, hw: Hardware, types: Mapping[str, str] | None) -> Callable[[PlanRequest], bool]:
     """``request -> whether any plan exists`` on ``hw`` (a fixed mix when ``types`` is given)."""
     budget = Budget.from_hardware(hw)
-    return lambda request: _feasible(tmap, hw, budget, request, types, quality)
+    return lambda request: _feasible(tmap, hw, budget, request, types)
 
 
 def with_ctx(tmap: TensorMap, request: PlanRequest, attempt: Callable[[PlanRequest], Plan],
