@@ -20,33 +20,38 @@ module names those live sets (all f32 activations, 4 bytes, ``E = n_embd * T * 4
   projection ``n_embd * n_expert_used * T``); ik ``ggml_moe_up_gate`` writes one fused ``n_ff_exp *
   n_expert_used * T`` tensor, mainline keeps up and gate (the product reuses gate's memory); ik
   ``llm_build_moe_ffn``, mainline ``build_moe_ffn``.  Dense FFN layers: ``n_ff * T`` for up, gate, product.
-* **inputs**: the KQ mask ``n_kv x pad(T, GGML_KQ_MASK_PAD)`` (ik 8337e4cd builds it f16 under flash attention,
-  ``build_inp_KQ_mask``; ik-2025 and mainline build it f32 and cast it to f16) lives in the CPU backend's buffer
-  as a graph input (ggml-backend ``ggml_backend_sched_backend_id_from_cur``: inputs go to the last backend, the
-  CPU) and a copy on each device that runs attention or the FFN; the token embeddings (``get_rows``, E) on the
-  CPU.  ik-2025: the device of layer 0 also holds the f32 mask it casts (published #297: CUDA0 144.00 MiB);
-  mainline: the first device after CPU-resident layers holds the residual it receives (E).
+* **inputs**: the KQ mask ``n_kv x pad(T, GGML_KQ_MASK_PAD)`` (ik 8337e4cd and mainline 0c1e57098 build it f16
+  under flash attention, mainline unpadded; ik-2025 builds it f32 and casts it to f16) lives in the CPU backend's
+  buffer as a graph input (ggml-backend ``ggml_backend_sched_backend_id_from_cur``: inputs go to the last
+  backend, the CPU) and a copy on each device that runs attention or the FFN; the token embeddings (``get_rows``,
+  E) on the CPU; mainline also allocates ``inp_embd`` (E), a second input its graph selects away but keeps as a
+  leaf.  ik-2025: the device of layer 0 also holds the f32 mask it casts (published #297: CUDA0 144.00 MiB);
+  the first device after CPU-resident layers holds the residual it receives (E).
+* **pipeline parallelism** (mainline, every layer and the output on more than one device, no ``-ot``:
+  :func:`sched_copies`): the scheduler keeps ``GGML_SCHED_MAX_COPIES`` = 4 copies of every split input and graph
+  input, flagged as outputs so ggml-alloc never frees them.  This was the 1.5-2.6x the RPC harness logged for
+  mainline full offload.
 
-What remains an estimate (labelled as such in the output): the allocator's in-place reuse and fragmentation are
-not simulated; the live sets are the terms above summed, the buffer their maximum.  The tests state the error
-against every engine log we have (RPC harness, published CUDA logs) and list the misses: mainline with every
-layer offloaded and no ``-ot`` logs 1.5-2.6x these sets on the RPC harness (not understood; not modelled).
-What remains an estimate (labelled as such in the output): the allocator's in-place reuse and fragmentation are
-not simulated; the live sets are the terms above summed, the buffer their maximum.  The tests state the error
-against every engine log we have (RPC harness, published CUDA logs).
+What remains an estimate (labelled as such in the output): the allocator's best-fit placement is not simulated;
+the live sets are the terms above summed, the buffer their maximum.  Holes the placement leaves make the engines
+log up to about two hidden states (2 E) more on some devices; tests/test_compute_buffers.py lists every miss
+against the engine logs we have (RPC harness, published CUDA logs) with a worked example, and checks that 2 E
+stays inside the per-GPU margin for the built-in models.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from planner.runconfig import RunConfig
 from planner.tensors import ModelParams, TensorMap
 
 F32 = 4
-KQ_MASK_PAD = {"ik": 16, "ik-2025": 64, "mainline": 64}    # GGML_KQ_MASK_PAD: ik ggml.h 8337e4cd; others assumed
-# 64 (the value before ik lowered it); no effect when -ub is a multiple of 64
+# GGML_KQ_MASK_PAD: ik ggml.h 8337e4cd (16); ik-2025 assumed 64 (the value before ik lowered it); mainline 0c1e57098
+# has no padding: build_attn_inp_kq_mask allocates n_kv x n_tokens (src/llama-graph.cpp:29-45)
+KQ_MASK_PAD = {"ik": 16, "ik-2025": 64, "mainline": 1}
+I32 = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +62,8 @@ class DeviceRole:
     ffn: bool                # computes at least one layer's FFN (its FFN/expert weights are there)
     output: bool             # holds the output layer
     host: bool = False       # the CPU backend (graph inputs live there)
+    # the scheduler's input copies (:func:`sched_copies`): 1, or GGML_SCHED_MAX_COPIES under pipeline parallelism
+    copies: int = 1
     # where the graph enters this device: "input" = it holds layer 0 (ik-2025 casts the f32 KQ mask to f16
     # there), "cpu" = it holds the first offloaded layer after CPU-resident ones (receives the residual stream)
     entry: str = ""
@@ -79,6 +86,24 @@ def entry_of(layer_device: Sequence[object], dev: object, cpu: object) -> str:
     return "cpu" if first == dev else ""
 
 
+def placement_copies(engine: str, devices: Sequence[str], layer_device: Sequence[str],
+                     tensor_device: Mapping[str, str], output_device: str, cpu: str) -> int:
+    """:func:`sched_copies` for a placement: ``devices`` are all the devices the model is given (mainline
+    ``model.n_devices()`` counts a GPU that ``-ts`` leaves empty), "every layer offloaded" means no layer and not
+    the output on ``cpu``, and a tensor override is a layer tensor away from its layer's device (what ``-ot``
+    expresses; the emitted commands write ``-ot`` only for those)."""
+    gpus = {d for d in (*devices, *layer_device, output_device) if d != cpu}
+    offloaded = cpu not in layer_device and output_device != cpu
+    overrides = False
+    for name, dev in tensor_device.items():
+        parts = name.split(".")
+        if parts[0] == "blk" and len(parts) > 1 and parts[1].isdigit() and int(parts[1]) < len(layer_device):
+            if dev != layer_device[int(parts[1])]:
+                overrides = True
+                break
+    return sched_copies(engine, n_devices=len(gpus), all_offloaded=offloaded, overrides=overrides)
+
+
 def is_ffn_matmul(name: str) -> bool:
     """A tensor whose matmul produces the FFN intermediates (up/gate/down, experts, shared experts, dense): the
     FFN live set is on the device that holds these (``-ot`` decides); the router (``ffn_gate_inp``) and the norms
@@ -98,15 +123,31 @@ def _pad(x: int, p: int) -> int:
 
 
 def mask_bytes(p: ModelParams, cfg: RunConfig, *, on_host: bool) -> int:
-    """The KQ mask: n_kv x pad(T); f16 when flash attention is on (ik builds it f16; ik-2025/mainline cast their
+    """The KQ mask: n_kv x pad(T); f16 when flash attention is on (ik and mainline build it f16: ik
+    build_inp_KQ_mask, mainline src/llama-graph.cpp:38 "flash attention requires an f16 mask"; ik-2025 casts its
     f32 input to f16, so the host holds the f32 tensor and the devices the f16 copy)."""
     t = _pad(_tokens(cfg), KQ_MASK_PAD.get(cfg.engine, 64))
     n_kv = cfg.kv_size
     if not cfg.flash_attn:
         return n_kv * t * F32
-    if on_host and cfg.engine != "ik":
+    if on_host and cfg.engine == "ik-2025":
         return n_kv * t * F32
     return n_kv * t * 2
+
+
+def sched_copies(engine: str, *, n_devices: int, all_offloaded: bool, overrides: bool) -> int:
+    """The scheduler's input copies for a run: ``GGML_SCHED_MAX_COPIES`` (``sched_copies`` in
+    ``data/engines.toml``) when the engine turns on pipeline parallelism, else 1.
+
+    mainline ``src/llama-context.cpp:430-457`` @0c1e57098: more than one device, ``n_gpu_layers > n_layer`` (every
+    layer and the output offloaded), ``-sm layer``, the KV cache offloaded, no tensor overrides (``-ot``), and
+    every device with async compute and events (CUDA; RPC too, ``ggml-rpc.cpp:2192-2195``).  ik ``src/llama.cpp:
+    8610-8619`` @8337e4cd: the same test, CUDA builds only (and ik builds one copy since PR 751)."""
+    from planner.engines import engine_profile
+
+    if n_devices > 1 and all_offloaded and not overrides:
+        return int(engine_profile(engine).get("sched_copies", 1))
+    return 1
 
 
 def live_sets(tmap: TensorMap, cfg: RunConfig, role: DeviceRole) -> list[tuple[str, int]]:
@@ -114,14 +155,16 @@ def live_sets(tmap: TensorMap, cfg: RunConfig, role: DeviceRole) -> list[tuple[s
     p = tmap.params
     t = _tokens(cfg)
     e = p.n_embd * t * F32
+    small = 3 * t * I32          # the I32 inputs: token ids, positions, output ids (n_outputs = T when reserving)
     out: list[tuple[str, int]] = []
     # the f16 mask every attention op reads stays alive through the graph on each backend that runs attention or
     # the FFN between them; the f32 input (ik-2025, mainline) is freed once cast, so it only joins the inputs
     mask = mask_bytes(p, cfg, on_host=False) if (role.attention or role.ffn) else 0
     if role.entry == "input" and not role.host and cfg.engine == "ik-2025" and cfg.flash_attn:
         mask += mask_bytes(p, cfg, on_host=True)     # the f32 input copied over for the cast (published #297)
-    if role.entry == "cpu" and not role.host and cfg.engine == "mainline":
-        mask += e                                    # the CPU layers' residual handed over (RPC harness logs)
+    if role.entry == "cpu" and not role.host:
+        mask += e                                    # the CPU layers' residual handed over (RPC harness logs,
+        # mainline and ik: every device after CPU layers there is within 10 % with it, 3 ik ones only with it)
     if role.output:
         out.append(("output", p.n_vocab * t * F32 + 2 * e))
     if role.attention:
@@ -143,8 +186,25 @@ def live_sets(tmap: TensorMap, cfg: RunConfig, role: DeviceRole) -> list[tuple[s
         out.append(("attention", attn + mask))
     if role.ffn:
         out.append(("ffn", _ffn_bytes(p, cfg, t, e) + mask))
+    if role.copies > 1 and not role.host and out:
+        # pipeline parallelism: each split input gets `copies` copies flagged input+output, which ggml-alloc
+        # never frees (ggml-backend.cpp:1379-1390 and 1563-1590 @0c1e57098; ggml-alloc.c ggml_gallocr_free_node:
+        # "graph outputs are never freed").  The mask and positions are alive through the split anyway (one
+        # copy is in the sets above), the residual handed in is freed after the split's first layer without them.
+        held = (role.copies - 1) * (mask + small) + role.copies * e
+        out = [(name, size + held) for name, size in out]
     if role.host:
-        out.append(("inputs", mask_bytes(p, cfg, on_host=True) + e))
+        if cfg.engine == "mainline":
+            # graph inputs live on the CPU (ggml_backend_sched_backend_id_from_cur, ggml-backend.cpp:944-948):
+            # token ids, positions, the f16 mask, output ids and inp_embd, an f32 n_embd x T input that
+            # build_inp_embd adds with ggml_build_forward_select (src/llama-graph.cpp:2389-2436) beside the
+            # token path: a leaf without consumers, allocated and never freed (ggml-alloc.c:723-728).  With
+            # pipeline parallelism each of them `copies` times (ggml-backend.cpp:1411-1436).  ggml-alloc places
+            # the leafs first, then the token embeddings' get_rows output (E) beside them.
+            inputs = role.copies * (e + mask_bytes(p, cfg, on_host=True) + small) + e
+        else:
+            inputs = role.copies * mask_bytes(p, cfg, on_host=True) + e
+        out.append(("inputs", inputs))
     return out
 
 

@@ -254,14 +254,28 @@ def saved_plan(doc: Any, path: str) -> SavedPlan:
                      RunConfig(**p["run"]), model_path, p)
 
 
-def quantize_script(path: str) -> str:
+def _styled_recipe_of(doc: Any) -> tuple[Recipe, dict[str, str], dict[str, str]]:
+    """The plan JSON's recipe, tensor types and devices for ``--style ubergarm`` (checked: strings only)."""
+    r = doc["recipe"]
+    rules = tuple((str(rx), str(ty)) for rx, ty in r["rules"])
+    recipe = Recipe(engine=str(r["engine"]), base_type=str(r["base_type"]), rules=rules, custom_q=str(r["custom_q"]))
+    types = {str(k): str(v) for k, v in doc["plan"]["types"].items()}
+    devices = {str(k): str(v) for k, v in (doc["plan"].get("devices") or {}).items()}
+    return recipe, types, devices
+
+
+def quantize_script(path: str, style: str = "plain") -> str:
     """The quantize workflow of a plan JSON (``plan --out``) as a bash script, one step after the other.
+
+    ``style="ubergarm"``: the llama-quantize step is written as :func:`planner.recipe_style.styled_script` writes
+    it (the recipe grouped by role and layer range with comments, in a quoted here-document, joined for the engine).
 
     Raises:
         UsageError: the file is not a plan document with a quantize workflow (``place`` plans and already
-            quantized models have none).
+            quantized models have none), or its recipe cannot be written as a here-document.
     """
     from planner.quoting import comment_line
+    from planner.recipe_style import carries_recipe, styled_script
     from planner.scripts import command_lines, script
     from planner.workflow import disk_gib
 
@@ -277,7 +291,8 @@ def quantize_script(path: str) -> str:
                     comment_line("disk: {} if every file is kept, {} at most when intermediates are deleted",
                                  disk_gib(int(wf["total_disk_bytes"])), disk_gib(int(wf["peak_disk_bytes"]))),
                     *(comment_line("{}", str(a)) for a in wf.get("assumptions", ()))]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        styled = _styled_recipe_of(doc) if style == "ubergarm" else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UsageError(f"{path} has no quantize workflow: {exc}",
                          hint="write the plan JSON with `gguf-planner plan --out` for an unquantized model") from exc
     body: list[str] = []
@@ -286,8 +301,17 @@ def quantize_script(path: str) -> str:
             raise UsageError(f"{path}: step {i} has no command")
         body.append(comment_line(f"{i}. {{}}: writes {{}}, {{}}", title, writes,
                                  disk_gib(nbytes) + ("" if exact else " (est.)")))
-        body += command_lines(argv)
+        if styled is not None and carries_recipe(styled[0], argv):
+            try:
+                body += styled_script(styled[0], styled[1], argv, styled[2]).rstrip("\n").split("\n")
+            except ValueError as exc:
+                raise UsageError(f"{path}: {exc}", hint="export without --style ubergarm") from exc
+            styled = None
+        else:
+            body += command_lines(argv)
         body.append("")
+    if styled is not None:
+        raise UsageError(f"{path}: no llama-quantize step of the workflow takes the plan's recipe")
     return script(comments, body)
 
 

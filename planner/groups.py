@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 from planner.constants import constants
 from planner.devices import CPU, gpu_name, is_gpu, is_remote
 from planner.errors import UsageError
-from planner.lowbit import FloorClass, candidate_names, filter_candidates, floor_role, floors_for_budget
+from planner.lowbit import (FloorClass, candidate_names, filter_candidates, floor_role, floors_for_budget,
+                            respects_floor)
 from planner.memory import compute_buffer_bytes, kv_bytes_by_layer, shape_bytes
 from planner.mmproj import mmproj_device
 from planner.quantize import imatrix_types, quantizable
@@ -135,7 +136,7 @@ def candidate_types(t: TensorInfo, engine: str, *, allow: Sequence[str] | None, 
     Pure in what it reads of ``t`` (row length, row count, whether it is token_embd, its floor role), so the
     answer is memoized on those: a plan asks once per tensor and again per tensor when simplifying the recipe
     (measured: 0.3 of 2.6 CPU s of the headline plan before the memo)."""
-    frole = floor_role(t.name) if floor is not None and not allow else None
+    frole = floor_role(t.name) if floor is not None else None
     key = (t.ne0, t.shape[1] if t.n_dims > 1 else 1, t.role == "token_embd", engine, tuple(allow or ()),
            tuple(deny), has_imatrix, on_gpu, floor.floors.get(frole) if floor is not None and frole else None,
            ignore_imatrix_rules)
@@ -170,7 +171,15 @@ def _candidate_types(t: TensorInfo, engine: str, *, allow: Sequence[str] | None,
             continue
         if qt.name not in out:
             out.append(qt.name)
-    if floor is not None and not allow:
+    if floor is not None:
+        # an --allow list restricts the other tensors' types, not the floors: when none of its types reaches
+        # the floor, the floor type itself stays a candidate (--no-floors is how to go below it)
+        role = floor_role(t.name)
+        ft = floor.floors.get(role) if role else None
+        if ft is not None and not any(respects_floor(c, ft) for c in out):
+            qt, _ = cat.row_fallback(cat.get(ft, engine=engine), t.ne0, engine)
+            if not (on_gpu and not qt.runs_on_cuda(engine)) and qt.name not in deny:
+                out.append(qt.name)
         out = filter_candidates(t.name, out, floor)
     return out
 
@@ -228,10 +237,11 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
     last_gpu = next((g for g in reversed(budget.gpus) if not is_remote(g)), CPU)
     out_dev_extra: dict[str, int] = {}
     if "output.weight" in {t.name for t in tmap.tensors}:
-        base = {d: compute_buffer_bytes(tmap, cfg, holds_layers=True, holds_output=False, is_gpu=is_gpu(d))
-                for d in budget.devices}
+        copies = solver_copies(tmap, budget, cfg)
+        base = {d: compute_buffer_bytes(tmap, cfg, holds_layers=True, holds_output=False, is_gpu=is_gpu(d),
+                                        copies=copies) for d in budget.devices}
         out_dev_extra = {d: compute_buffer_bytes(tmap, cfg, holds_layers=True, holds_output=True,
-                                                 is_gpu=is_gpu(d)) - base[d] for d in budget.devices}
+                                                 is_gpu=is_gpu(d), copies=copies) - base[d] for d in budget.devices}
     groups: list[Group] = []
     for t in tmap.tensors:
         if t.n_dims >= 2 and t.role != "token_embd":
@@ -315,20 +325,38 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
     return groups, fixed_bytes, fixed_time
 
 
+def solver_copies(tmap: TensorMap, budget: Budget, cfg: RunConfig) -> int:
+    """The scheduler input copies the solver reserves compute buffers for.  A plan that puts every layer on the
+    GPUs without ``-ot`` runs with pipeline parallelism on mainline (:func:`planner.compute_buffers.sched_copies`),
+    which holds each split input that many times; the solver cannot know beforehand whether its answer is such a
+    plan, so it reserves for it unless the model cannot fit on the GPUs even at the catalogue's smallest type."""
+    from planner.compute_buffers import sched_copies
+
+    copies = sched_copies(cfg.engine, n_devices=len(budget.gpus), all_offloaded=True, overrides=False)
+    if copies == 1:
+        return 1
+    bpw = min(t.bpw for t in catalogue().types if cfg.qengine in t.engines)
+    floor = sum(t.n_elements for t in tmap.tensors if tmap.is_loaded(t)) * bpw / 8
+    room = sum(budget.bytes[g] - cfg.gpu_margin_bytes for g in budget.gpus)
+    return copies if floor <= room else 1
+
+
 def capacities(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, cfg: RunConfig,
                fixed_bytes: Mapping[str, int]) -> dict[str, int]:
     """Bytes left for the solver's groups on each device: budget minus margin/reserve, KV, compute, fixed."""
     kv = kv_bytes_by_layer(tmap.params, cfg)
     mm_dev = mmproj_device(cfg, budget.devices)
+    copies = solver_copies(tmap, budget, cfg)
     cap = {}
     for d in budget.devices:
         gpu = is_gpu(d)
         holds = d in layer_device or not gpu
         c = budget.bytes[d] - (cfg.gpu_margin_bytes if gpu else cfg.os_reserve_bytes)
         c -= sum(nbytes for x, nbytes in zip(layer_device, kv) if x == d)
-        c -= compute_buffer_bytes(tmap, cfg, holds_layers=holds, holds_output=False, is_gpu=gpu)
+        c -= compute_buffer_bytes(tmap, cfg, holds_layers=holds, holds_output=False, is_gpu=gpu, copies=copies)
         c -= fixed_bytes.get(d, 0)
-        c -= cfg.mmproj_bytes if d == mm_dev else 0
+        c -= cfg.mmproj_bytes + cfg.mmproj_compute_bytes if d == mm_dev else 0
+        c -= cfg.mmproj_input_bytes if mm_dev is not None and d == CPU else 0
         cap[d] = c
     return cap
 
@@ -438,8 +466,9 @@ def build_layered_groups(tmap: TensorMap, order: Sequence[str], budget: Budget, 
     fixed_bytes[first] -= sum(lb[first] - kv[il] for il, lb in enumerate(layer_bytes))
     fixed_time = {"tg_s": fixed_time0["tg_s"] - sum(x[first] for x in layer_s),
                   "pp_s": fixed_time0["pp_s"] - sum(x[first] for x in layer_pp)}
-    hold_bytes = {d: compute_buffer_bytes(tmap, cfg, holds_layers=True, holds_output=False, is_gpu=is_gpu(d))
-                  for d in order if d != CPU}
+    copies = solver_copies(tmap, budget, cfg)
+    hold_bytes = {d: compute_buffer_bytes(tmap, cfg, holds_layers=True, holds_output=False, is_gpu=is_gpu(d),
+                                          copies=copies) for d in order if d != CPU}
     homes = LayerHomes(tuple(order), tuple(layer_bytes), tuple(layer_s), tuple(layer_pp), hold_bytes=hold_bytes,
                        hold_s=dict(hold_s or {}), hold_pp_s=dict(hold_pp_s or {}), shared=tuple(shared))
     return sorted(merged.values(), key=lambda g: g.key), fixed_bytes, fixed_time, homes
@@ -459,6 +488,7 @@ def layered_capacities(tmap: TensorMap, budget: Budget, cfg: RunConfig, fixed_by
         gpu = is_gpu(d)
         c = budget.bytes[d] - (cfg.gpu_margin_bytes if gpu else cfg.os_reserve_bytes) - fixed_bytes.get(d, 0)
         if d == CPU:
-            c -= compute_buffer_bytes(tmap, cfg, holds_layers=True, holds_output=False, is_gpu=False)
+            c -= compute_buffer_bytes(tmap, cfg, holds_layers=True, holds_output=False, is_gpu=False,
+                                      copies=solver_copies(tmap, budget, cfg))
         cap[d] = c
     return cap

@@ -1,6 +1,7 @@
 """Whether llama-quantize gets an importance matrix: what the user declared, what a GGUF records, or the default.
 
-One answer for every command that predicts a quantization (``plan``, ``footprint``, ``check``, ``compare``):
+One answer for every command that predicts a quantization (``plan``, ``footprint``, ``place``, ``check``,
+``compare``, and ``verify``/``calibrate`` where they size a recipe):
 
 * ``--imatrix FILE``: llama-quantize runs with it; its imatrix rules apply (mainline's ftype rules bump
   ``ffn_down``/``attn_v`` of some ftypes only without one; imatrix-only types are allowed) and the quality model
@@ -10,8 +11,8 @@ One answer for every command that predicts a quantization (``plan``, ``footprint
   llama-quantize has no such flag: ``tools/quantize/quantize.cpp`` usage()).
 * neither: **an imatrix is assumed** — the default of every command, so that a recipe printed by ``plan`` (whose
   workflow computes an imatrix) is sized the same by ``footprint``/``check``/``compare``, and because the
-  published quants people compare against are made with one (all 20 files of known recipe in
-  ``tests/test_published_sizes_cli.py``).  The output says so and names ``--no-imatrix``.
+  published quants people compare against are made with one (all but the converter's two BF16 files of
+  known recipe in ``tests/test_published_sizes_cli.py``).  The output says so and names ``--no-imatrix``.
 * a quantized GGUF records the fact: llama-quantize writes ``quantize.imatrix.file`` (and ``entries_count``)
   whenever it used an imatrix, ``"top_secret"`` under ik's ``--hide-imatrix`` (ik ``examples/quantize/quantize.cpp``
   lines 517-545 at 8337e4cd); for that file the record wins over any declaration.

@@ -138,12 +138,13 @@ def kv_bytes_per_layer(params: ModelParams, cfg: RunConfig) -> int:
 # ----------------------------------------------------------------------------- estimates
 
 def compute_buffer_bytes(tmap: TensorMap, cfg: RunConfig, *, holds_layers: bool, holds_output: bool,
-                         is_gpu: bool, holds_ffn: bool | None = None, entry: str = "") -> int:
+                         is_gpu: bool, holds_ffn: bool | None = None, entry: str = "", copies: int = 1) -> int:
     """Compute buffer of one device: the largest live set of the worst-case ubatch graph
     (:mod:`planner.compute_buffers`; scales with -ub, -c, -amb, vocab and expert width). Estimate.
 
     ``holds_layers``: the device runs layers' attention; ``holds_ffn``: it runs FFN/expert matmuls (None: same as
-    ``holds_layers``); the CPU (``is_gpu`` False) also holds the graph inputs (KQ mask, token embeddings).
+    ``holds_layers``); the CPU (``is_gpu`` False) also holds the graph inputs (KQ mask, token embeddings);
+    ``copies``: the scheduler's input copies (:func:`planner.compute_buffers.placement_copies`).
     """
     from planner.compute_buffers import DeviceRole, estimate
 
@@ -151,7 +152,7 @@ def compute_buffer_bytes(tmap: TensorMap, cfg: RunConfig, *, holds_layers: bool,
     if is_gpu and not (holds_layers or holds_output or ffn):
         return 0
     return estimate(tmap, cfg, DeviceRole(holds_layers, ffn, holds_output, host=not is_gpu,
-                                          entry=entry)).bytes
+                                          entry=entry, copies=copies)).bytes
 
 
 # ----------------------------------------------------------------------------- report
@@ -189,9 +190,11 @@ def memory_report(tmap: TensorMap, mix: Mapping[str, str], placement: Placement,
         "token_embd.weight")
     mm_dev = mmproj_device(cfg, budgets or placement.devices)
     devices = []
-    from planner.compute_buffers import entry_of
+    from planner.compute_buffers import entry_of, placement_copies
 
     ffn_devs = {device_of(n) for n in tmap.derived(_ffn_matmuls)}
+    copies = placement_copies(cfg.engine, placement.devices, placement.layer_device,
+                              {n: device_of(n) for n in sizes}, out_dev, CPU)
     for dev in placement.devices:
         is_gpu = devices_is_gpu(dev)
         holds_layers = dev in placement.layer_device
@@ -201,12 +204,18 @@ def memory_report(tmap: TensorMap, mix: Mapping[str, str], placement: Placement,
                           f"{cfg.type_k}/{cfg.type_v}, {cfg.kv_size} cells"))
         terms.append(Term("compute", compute_buffer_bytes(
             tmap, cfg, holds_layers=holds_layers, holds_output=(out_dev == dev), is_gpu=is_gpu,
-            holds_ffn=dev in ffn_devs, entry=entry_of(placement.layer_device, dev, CPU)),
+            holds_ffn=dev in ffn_devs, entry=entry_of(placement.layer_device, dev, CPU), copies=copies),
             False,
-            f"estimate: largest live set of one -ub {min(cfg.ubatch, cfg.batch)} graph"))
+            f"estimate: largest live set of one -ub {min(cfg.ubatch, cfg.batch)} graph"
+            + (f", {copies} input copies (pipeline parallelism)" if copies > 1 else "")))
         if dev == mm_dev:
             terms.append(Term("mmproj", cfg.mmproj_bytes, True,
                               f"--mmproj {Path(cfg.mmproj or '').name}: projector weights from its header"))
+            if cfg.mmproj_compute_bytes:
+                terms.append(Term("mmproj_compute", cfg.mmproj_compute_bytes, False,
+                                  "estimate: projector's largest live set for the engine's warmup image"))
+        if mm_dev is not None and dev == CPU and cfg.mmproj_input_bytes:
+            terms.append(Term("mmproj_input", cfg.mmproj_input_bytes, False, "projector's f32 warmup image"))
         if is_gpu:
             terms.append(Term("margin", cfg.gpu_margin_bytes, False, "safety margin (CUDA context, fragmentation)"))
         else:

@@ -56,6 +56,50 @@ def param_counts(tmap: TensorMap) -> ParamCounts:
     return ParamCounts(total=total, loaded=loaded, active=round(active))
 
 
+COUNT_CONVENTIONS = ("kv_b_once", "active_token_embd")
+
+
+@dataclass(frozen=True, slots=True)
+class CardFigure:
+    """One published parameter count and ours counted the way the figure counts (``published.counts``)."""
+
+    which: str          # "total" or "active"
+    published: float
+    unit: float         # the precision it is stated to: the unit of its last digit ("32B": 1e9)
+    ours: int           # this tool's count under the figure's convention
+
+
+def card_figures(name: str) -> tuple[CardFigure, ...]:
+    """The built-in's published figures, each with our count under the convention the figure states.
+
+    ``kv_b_once``: drop the attn_k_b/attn_v_b tensors ik's converter derives from attn_kv_b (the checkpoint holds
+    kv_b_proj once); ``active_token_embd``: the active figure includes token_embd.  Totals are the loaded tensors
+    (NextN/MTP blocks excluded), as ``models`` lists them.
+
+    Raises:
+        ValueError: a ``counts`` entry that is not a known convention (a data error).
+    """
+    tm = builtin(name)
+    pub = builtin_info(name).get("published", {})
+    if not pub:
+        return ()
+    counts = tuple(pub.get("counts", ()))
+    unknown = set(counts) - set(COUNT_CONVENTIONS)
+    if unknown:
+        raise ValueError(f"{name}: published.counts {sorted(unknown)} not in {COUNT_CONVENTIONS}")
+    c = param_counts(tm)
+    total, active = c.loaded, c.active
+    if "kv_b_once" in counts:
+        kv_b_layers = {t.layer for t in tm.tensors if t.role == "attn_kv_b"}
+        split = sum(t.n_elements for t in tm.tensors
+                    if tm.is_loaded(t) and t.role in ("attn_k_b", "attn_v_b") and t.layer in kv_b_layers)
+        total, active = total - split, active - split
+    if "active_token_embd" in counts:
+        active += sum(t.n_elements for t in tm.tensors if t.role == "token_embd")
+    return (CardFigure("total", float(pub["total"]), float(pub["total_unit"]), total),
+            CardFigure("active", float(pub["active"]), float(pub["active_unit"]), active))
+
+
 def summarize(name: str) -> BuiltinModel:
     tm = builtin(name)
     info = builtin_info(name)

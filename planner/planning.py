@@ -388,13 +388,12 @@ def _assemble(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanReques
               speed_of: Callable[[Mapping[str, str], Placement], SpeedEstimate] | None = None) -> Plan:
     gmap = {g.key: g.tensors for g in groups}
     types, devices = _expand(sol, gmap)
-    last = tmap.params.n_loaded_layers - 1
+    cat = catalogue()
     for t in tmap.tensors:
-        if t.name not in types and not tmap.is_loaded(t) and fixed_types is None:
-            # a NextN/MTP block is not loaded: quantize it like the same role in the last loaded layer
-            twin = f"blk.{last}." + t.name.split(".", 2)[2]
-            if twin in types and quantizable(t, request.run.qengine):
-                types[t.name] = types[twin]
+        twin = tmap.nextn_twin(t) if t.name not in types and fixed_types is None else None
+        if twin in types and quantizable(t, request.run.qengine):    # a NextN/MTP block is not loaded
+            types[t.name] = cat.row_fallback(cat.get(types[twin], engine=request.run.qengine), t.ne0,
+                                             request.run.qengine)[0].name
         if t.name not in types:
             types[t.name] = fixed_types.get(t.name, t.dtype) if fixed_types else t.dtype
         if t.name not in devices:

@@ -98,15 +98,38 @@ def styled_recipe(recipe: Recipe, types: Mapping[str, str], devices: Mapping[str
     return "\n".join(lines) + "\n"
 
 
+def carries_recipe(recipe: Recipe, argv: Sequence[str]) -> bool:
+    """Whether ``argv`` is the llama-quantize command that takes ``recipe`` (its ``--custom-q`` argument, or a
+    mainline ``--tensor-type`` item of it)."""
+    items = {f"{rx}={ty}" for rx, ty in recipe.rules}
+    return recipe.custom_q in argv or any(a in items for a in argv)
+
+
 def styled_script(recipe: Recipe, types: Mapping[str, str], quantize_argv: Sequence[str],
                   devices: Mapping[str, str] | None = None) -> str:
     """The styled block as the shell lines ubergarm publishes: the block in a quoted here-document (no expansion),
     joined for the engine (ik: one comma-separated ``--custom-q``; mainline: one ``--tensor-type`` per rule), then
-    the llama-quantize command of ``quantize_argv`` with the recipe argument(s) replaced by the variable."""
+    the llama-quantize command of ``quantize_argv`` with the recipe argument(s) replaced by the variable.
+
+    Every argument is :func:`planner.quoting.shell_quote`-d; the block is data in a quoted here-document whose end
+    word appears on no line of it.
+
+    Raises:
+        ValueError: a rule or tensor name holds a line break or control character (no here-document line can).
+    """
     from planner.quoting import shell_quote
 
-    block = styled_recipe(recipe, types, devices)
-    out = ["custom=$(cat <<'RECIPE'", block.rstrip("\n"), "RECIPE", ")"]
+    texts = [x for rx, ty in recipe.rules for x in (rx, ty)] + list(types) + list((devices or {}).values())
+    bad = next((x for x in texts if not x.isprintable()), None)
+    if bad is not None:
+        # a line break or control character would split a rule (or end the here-document early)
+        raise ValueError(f"recipe text {bad[:60]!r} is not one printable line")
+    block = styled_recipe(recipe, types, devices).rstrip("\n")
+    lines = block.split("\n")
+    delim = "RECIPE"
+    while delim in lines:           # the quoted here-document ends only at a line that is exactly its word
+        delim += "_END"
+    out = [f"custom=$(cat <<'{delim}'", block, delim, ")"]
     argv = list(quantize_argv)
     if recipe.engine == "mainline":
         out += ["args=()", "while IFS= read -r rule; do args+=(--tensor-type \"$rule\"); done < <(",
@@ -120,4 +143,4 @@ def styled_script(recipe: Recipe, types: Mapping[str, str], quantize_argv: Seque
     return "\n".join(out) + "\n"
 
 
-__all__ = ["STYLES", "styled_recipe", "styled_script"]
+__all__ = ["STYLES", "carries_recipe", "styled_recipe", "styled_script"]

@@ -67,6 +67,10 @@ class RunConfig:
     mmproj: str | None = field(default=None, metadata={"json": "omit_default"})
     mmproj_bytes: int = field(default=0, metadata={"json": "omit_default"})
     mmproj_offload: bool = field(default=True, metadata={"json": "omit_default"})
+    # its compute buffer for the warmup image (an estimate, planner/mmproj.py) on the projector's device, and the
+    # f32 input image on the CPU
+    mmproj_compute_bytes: int = field(default=0, metadata={"json": "omit_default"})
+    mmproj_input_bytes: int = field(default=0, metadata={"json": "omit_default"})
 
     @property
     def qengine(self) -> str:

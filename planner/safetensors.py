@@ -159,10 +159,12 @@ def to_gguf(arch: str, hf_tensors: tuple[HFTensor, ...], config: Mapping[str, An
     from planner.tensors import _architectures, _flatten_config
 
     flat = _flatten_config(config)
+    tpl = _architectures().get(arch, {})
+    if "hf" in tpl:
+        return _by_table(arch, hf_tensors, flat, tpl)
     gguf_arch = next((a for a in gguf.MODEL_ARCH if gguf.MODEL_ARCH_NAMES[a] == arch), None)
     if gguf_arch is None:
         raise UnknownModelError(f"gguf {gguf.__name__} has no tensor name table for architecture {arch!r}")
-    tpl = _architectures().get(arch, {})
     n_layer = int(flat.get("num_hidden_layers") or 0)
     n_nextn = int(flat.get("num_nextn_predict_layers") or 0) if tpl.get("keeps_nextn") else 0
     name_map = gguf.get_tensor_name_map(gguf_arch, n_layer + n_nextn + 1)
@@ -251,6 +253,61 @@ def to_gguf(arch: str, hf_tensors: tuple[HFTensor, ...], config: Mapping[str, An
     return _ordered(out, tpl), tuple(dropped)
 
 
+def _by_table(arch: str, hf_tensors: tuple[HFTensor, ...], flat: Mapping[str, Any],
+              tpl: Mapping[str, Any]) -> tuple[tuple[TensorInfo, ...], tuple[str, ...]]:
+    """Checkpoints with their own tensor names, mapped by the template's ``hf`` table (architectures.toml cites
+    the converter it is transcribed from): root and per-layer names, dropped patterns, per-expert tensors stacked
+    (packed FP4 bytes widened to their element count and repacked to MXFP4), and the converter's output types
+    from the header dtype (``types``; 1-D tensors f32, as gguf's writer stores them)."""
+    rules = tpl["hf"]
+    layer_rx = re.compile("^" + rules["layer"] + "(?P<rest>.+)$")
+    drops = [re.compile(rx) for rx in rules.get("drop", ())]
+    expert_rx = re.compile("^" + rules["experts"]) if "experts" in rules else None
+    n_layer, n_hash = int(flat.get("num_hidden_layers") or 0), int(flat.get("num_hash_layers") or 0)
+    types, packed = rules.get("types", {}), rules.get("packed", {})
+    out: dict[str, TensorInfo] = {}
+    dropped: list[str] = []
+    experts: dict[tuple[int, str], dict[int, HFTensor]] = {}
+
+    def emit(name: str, ne: tuple[int, ...], src: str) -> None:
+        dtype = "f32" if len(ne) == 1 else types.get(src)
+        if dtype is None:
+            raise UnknownModelError(f"{arch}: {name}: no converter type for a {src} tensor")
+        out[name] = TensorInfo(name, ne, dtype)
+
+    for t in hf_tensors:
+        if any(rx.search(t.name) for rx in drops):
+            dropped.append(t.name)
+            continue
+        if t.name in rules["root"]:
+            emit(rules["root"][t.name], _ne(t.shape), t.dtype)
+            continue
+        m = layer_rx.match(t.name)
+        if m is None:
+            raise UnknownModelError(f"{arch}: no GGUF name for HF tensor {t.name!r}")
+        bid, rest = int(m.group(1)), m.group("rest")
+        if bid >= n_layer or (bid < n_hash and rest in rules.get("hash_layer_drop", ())):
+            dropped.append(t.name)
+            continue
+        e = expert_rx.match(rest) if expert_rx else None
+        if e:
+            experts.setdefault((bid, e.group(2)), {})[int(e.group(1))] = t
+            continue
+        if rest not in rules["block"]:
+            raise UnknownModelError(f"{arch}: no GGUF name for HF tensor {t.name!r}")
+        emit(f"blk.{bid}.{rules['block'][rest]}", _ne(t.shape), t.dtype)
+    for (bid, proj), per_expert in experts.items():
+        n_exp = max(per_expert) + 1
+        if set(per_expert) != set(range(n_exp)):
+            raise UnknownModelError(f"{arch}: experts of layer {bid} {proj} are not numbered 0..{n_exp - 1}")
+        first = per_expert[0]
+        ne = _ne(first.shape)
+        per_byte = int(packed.get(first.dtype, 1))
+        emit(f"blk.{bid}.{rules['expert_names'][proj]}", (ne[0] * per_byte,) + ne[1:] + (n_exp,),
+             "MXFP4" if per_byte > 1 else first.dtype)
+    return _ordered(out, tpl), tuple(dropped)
+
+
 def _split_gate_up(name: str, t: HFTensor, mapped: Callable[[str], str],
                    emit: Callable[[str, tuple[int, ...], str], None]) -> None:
     base = name.removesuffix("_bias").removesuffix(".experts.gate_up_proj") + ".experts."
@@ -300,7 +357,9 @@ def _gguf_type(gguf_name: str, ne: tuple[int, ...], src: str, tpl_types: Mapping
 
 def _ordered(tensors: Mapping[str, TensorInfo], tpl: Mapping[str, Any]) -> tuple[TensorInfo, ...]:
     """GGUF order: token_embd, blocks in layer order (template order inside a block), then the rest."""
-    rank = {name: i for i, (name, *_rest) in enumerate(tpl.get("block", ()))}
+    rank: dict[str, int] = {}
+    for i, (name, *_rest) in enumerate(tpl.get("block", ())):
+        rank.setdefault(name, i)          # a name listed per condition (deepseek4 compressors) ranks at its first
     tail = {name: i for i, (name, *_rest) in enumerate(tpl.get("tail", ()))}
 
     def key(t: TensorInfo) -> tuple:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from planner.compute_buffers import DeviceRole, entry_of, estimate, is_ffn_matmul
+from planner.compute_buffers import DeviceRole, entry_of, estimate, is_ffn_matmul, sched_copies
 from planner.engine_buffers import tensor_devices
 from planner.runconfig import DEFAULT_GPU_MARGIN_BYTES, RunConfig
 from planner.tensors import builtin
@@ -83,43 +83,40 @@ def test_output_device_is_logits_plus_two_hidden_states_exactly():
 # ------------------------------------------------------------------------------------------- RPC harness logs
 
 # Cases the live-set formula misses by more than 10 % (strict: a fix turns these into failures to update).
-# mainline 0c1e57098: with every layer offloaded and no -ot the RPC devices log 1.5-2.6x the buffer the same layers
-# take under partial offload (t94: 11.04 vs 4.54 MiB; a single device too, so not pipeline parallelism), and the
-# CPU buffer holds more than the inputs when it runs layers or everything is offloaded.  ik: a few CPU and
-# first-device buffers of 1-5 MiB where one hidden state (0.25-1 MiB) is 10-50 %.  ggml-alloc is not simulated.
+# What is left is the allocator itself: ggml-alloc places each tensor in the best-fitting free block
+# (ggml_dyn_tallocr_alloc) and frees it after its last consumer, so the order of the graph leaves holes the live
+# sets do not see.  Worked example, mainline-one-ot-exps.log CPU (rpc8, E = 0.5 MiB, mask 1 MiB): the leafs
+# (token ids, inp_embd 0.5, positions, mask 1.0, output ids) and the get_rows output (0.5) fill 2.0 MiB; the mask
+# and the get_rows output are freed once copied to RPC0, leaving a 1 MiB hole and a 0.5 MiB tail; layer 0's
+# expert input copy (0.5) and up (0.5) take the hole, gate (0.5) the tail, swiglu (not in place: GLU is not in
+# ggml_op_can_inplace) reuses the input's slot, and down (1.0) fits nowhere but past the end: 2.5 MiB, as logged,
+# against a live set of 2.0.  The same effect adds one hidden state (E) on the device after CPU layers, on the
+# output device of some splits, and on devices whose experts run on the CPU (the expert sum arrives as a copy);
+# the CPU running -ot experts is over-predicted (only the expert matmuls and swiglu run there: ggml-backend.cpp
+# pass 2 expands GPU backends first).  ik: a few CPU and first-device buffers of 1-5 MiB.  Every remaining miss
+# is at most 2 E on a device or 1 E + the mask on the CPU: see test_remaining_misses_are_small_against_the_margin.
 KNOWN_MISSES = {
     'ik-ds-rpc3-ngl15-ts2,1,1.log': {'RPC0[127.0.0.1:50152]'},
     'ik-ds-rpc4-ngl99-ot5-12-ub256.log': {'CPU'},
-    'ik-one-ngl5.log': {'RPC0[127.0.0.1:50200]'},
     'ik-one-ot-exps.log': {'CPU'},
     'ik-rpc3-ts1,1,2-q8kv-otodd.log': {'CPU'},
-    'ik-rpc3-ts2,1,1-ngl60.log': {'RPC0[127.0.0.1:50150]'},
-    'ik-rpc4-ngl80-ot40s-c4096.log': {'RPC0[127.0.0.1:50150]', 'RPC0[127.0.0.1:50153]'},
+    'ik-rpc4-ngl80-ot40s-c4096.log': {'RPC0[127.0.0.1:50153]'},
     'ik-rpc4-ts3,1,1,1-ngl94.log': {'CPU'},
     'ik-two-ot-mixed.log': {'CPU'},
     'ik-two-ot-rpc.log': {'RPC0[127.0.0.1:50200]'},
-    'mainline-cache-cold.log': {'CPU', 'RPC0[127.0.0.1:50220]'},
-    'mainline-cache-warm.log': {'CPU', 'RPC0[127.0.0.1:50220]'},
+    'mainline-cache-cold.log': {'RPC0[127.0.0.1:50220]'},
+    'mainline-cache-warm.log': {'RPC0[127.0.0.1:50220]'},
     'mainline-ds-rpc3-ngl15-ts2,1,1.log': {'RPC0[127.0.0.1:50170]'},
-    'mainline-ds-rpc3-ngl99-ts1,1,1.log': {'CPU', 'RPC0[127.0.0.1:50170]', 'RPC0[127.0.0.1:50171]',
-        'RPC0[127.0.0.1:50172]'},
     'mainline-ds-rpc4-ngl99-ot5-12-ub256.log': {'CPU'},
     'mainline-one-ngl5.log': {'CPU'},
-    'mainline-one-ot-exps.log': {'CPU', 'RPC0[127.0.0.1:50220]'},
-    'mainline-rpc2-ts1,1.log': {'CPU', 'RPC0[127.0.0.1:50162]', 'RPC0[127.0.0.1:50163]'},
-    'mainline-rpc3-ngl99-default-split.log': {'CPU', 'RPC0[127.0.0.1:50170]', 'RPC0[127.0.0.1:50171]',
-        'RPC0[127.0.0.1:50172]'},
-    'mainline-rpc3-ts1,1,2-q8kv-otodd.log': {'RPC0[127.0.0.1:50170]', 'RPC0[127.0.0.1:50171]',
-        'RPC0[127.0.0.1:50172]'},
-    'mainline-rpc3-ts1,2,1-ub256.log': {'CPU', 'RPC0[127.0.0.1:50170]', 'RPC0[127.0.0.1:50171]',
-        'RPC0[127.0.0.1:50172]'},
-    'mainline-rpc3-ts2,1,1-ngl60.log': {'CPU', 'RPC0[127.0.0.1:50172]'},
+    'mainline-one-ot-exps.log': {'RPC0[127.0.0.1:50220]', 'CPU'},
+    'mainline-rpc3-ts1,1,2-q8kv-otodd.log': {'RPC0[127.0.0.1:50170]', 'RPC0[127.0.0.1:50171]', 'RPC0[127.0.0.1:50172]'},
+    'mainline-rpc3-ts2,1,1-ngl60.log': {'RPC0[127.0.0.1:50172]', 'CPU'},
     'mainline-rpc4-ngl80-ot40s-c4096.log': {'CPU'},
-    'mainline-rpc4-ts1,1,1,1-ot0-20.log': {'RPC0[127.0.0.1:50170]', 'RPC0[127.0.0.1:50171]', 'RPC0[127.0.0.1:50172]',
-        'RPC0[127.0.0.1:50173]'},
-    'mainline-rpc4-ts3,1,1,1-ngl94.log': {'CPU', 'RPC0[127.0.0.1:50173]'},
+    'mainline-rpc4-ts1,1,1,1-ot0-20.log': {'RPC0[127.0.0.1:50170]', 'RPC0[127.0.0.1:50171]',
+        'RPC0[127.0.0.1:50172]', 'RPC0[127.0.0.1:50173]'},
+    'mainline-rpc4-ts3,1,1,1-ngl94.log': {'RPC0[127.0.0.1:50173]', 'CPU'},
     'mainline-two-ot-mixed.log': {'RPC0[127.0.0.1:50220]', 'RPC0[127.0.0.1:50221]'},
-    'mainline-two-ts-output.log': {'CPU', 'RPC0[127.0.0.1:50220]', 'RPC0[127.0.0.1:50221]'},
 }
 
 
@@ -147,14 +144,17 @@ def predicted_harness(log: str, dev: str) -> tuple[float, float]:
     cfg = RunConfig(engine=fx["engine"], ctx=cmd.ctx or tmap.params.n_ctx_train, type_k=cmd.type_k,
                     type_v=cmd.type_v, flash_attn=cmd.flash_attn, ubatch=cmd.ubatch, batch=cmd.batch,
                     amb=256 if fx["engine"] != "mainline" else 0)       # ik's -amb default (log: attn_max_b = 256)
+    copies = sched_copies(fx["engine"], n_devices=len(set(names)), overrides=bool(cmd.overrides),
+                          all_offloaded=None not in split.layer_device and split.output_device is not None)
     if dev == "CPU":
-        role = DeviceRole(None in split.layer_device, None in ffn, split.output_device is None, host=True)
+        role = DeviceRole(None in split.layer_device, None in ffn, split.output_device is None, host=True,
+                          copies=copies)
     else:
         idx = [i for i, d in enumerate(devices) if d.name == dev]        # ik lists an RPC device twice
         role = DeviceRole(any(split.layer_device[il] in idx for il in range(len(split.layer_device))),
                           any(i in ffn for i in idx), split.output_device in idx,
                           entry=entry_of([None if d is None else devices[d].name for d in split.layer_device], dev,
-                                         None))
+                                         None), copies=copies)
     return estimate(tmap, cfg, role).bytes / MIB, logged_compute("\n".join(lines))[dev]
 
 
@@ -177,8 +177,10 @@ def predicted_rpc(log: str, dev: str) -> tuple[float, float]:
             ffn.add(target)
     cfg = RunConfig(engine=case["engine"], ctx=a["ctx"], type_k=a["ctk"], type_v=a["ctv"],
                     amb=256 if case["engine"] != "mainline" else 0)
+    copies = sched_copies(case["engine"], n_devices=len(bufts), overrides=bool(a["ot"]),
+                          all_offloaded="CPU" not in ld[:n + 1])
     role = DeviceRole(dev in ld[:n], dev in ffn, ld[n] == dev, host=dev == "CPU",
-                      entry=entry_of(ld[:n], dev, "CPU"))
+                      entry=entry_of(ld[:n], dev, "CPU"), copies=copies)
     return estimate(tmap, cfg, role).bytes / MIB, logged_compute(text)[dev]
 
 
@@ -288,3 +290,94 @@ def test_check_prints_the_engine_buffers_line_by_line_like_the_seed_log():
         assert abs(ours[key] - mib) <= tol, (key, ours[key], mib)
     js = CliRunner().invoke(main, [*SEED_ARGS[:1], "--json", *SEED_ARGS[1:]])
     assert [b[:2] for b in json.loads(js.output)["memory"]["buffers"]] == [list(k) for k in ours]
+
+
+# ------------------------------------------------------------------------------------------- pipeline parallelism
+
+def test_pipeline_parallelism_follows_the_engines_condition():
+    # mainline src/llama-context.cpp:430-457 @0c1e57098: > 1 device, n_gpu_layers > n_layer, -sm layer, no -ot;
+    # GGML_SCHED_MAX_COPIES = 4 (ggml/CMakeLists.txt:188).  ik @8337e4cd: ggml/CMakeLists.txt:110 sets it to 1
+    # (PR 751, d29c21ecb), so its scheduler never keeps copies.
+    assert sched_copies("mainline", n_devices=2, all_offloaded=True, overrides=False) == 4
+    assert sched_copies("mainline", n_devices=1, all_offloaded=True, overrides=False) == 1
+    assert sched_copies("mainline", n_devices=3, all_offloaded=False, overrides=False) == 1
+    assert sched_copies("mainline", n_devices=3, all_offloaded=True, overrides=True) == 1
+    assert sched_copies("ik", n_devices=3, all_offloaded=True, overrides=False) == 1
+
+
+def _mainline_full_offload_logs():
+    """(log text, model params, T, ctx, copies) of every mainline harness log with every layer offloaded and
+    nothing overridden to the CPU (the CPU computes only get_rows there)."""
+    import test_rpc_harness as h
+
+    out = []
+    for fx in manifest():
+        if fx["engine"] != "mainline":
+            continue
+        tmap, cmd, lines, devices, _, split, _ = derive(fx)
+        if None in split.layer_device or split.output_device is None or any(
+                d.upper().startswith("CPU") for _, d in cmd.overrides):
+            continue
+        copies = sched_copies("mainline", n_devices=len({d.name for d in devices}), overrides=bool(cmd.overrides),
+                              all_offloaded=True)
+        out.append(("\n".join(lines), tmap.params, min(cmd.ubatch, cmd.batch, cmd.ctx), cmd.ctx, copies))
+    for case in h.CASES:
+        if case["engine"] != "mainline":
+            continue
+        text = (h.FIX / case["log"]).read_text(encoding="utf-8")
+        a = h._args(case["command"])
+        tmap = h._model(case["model"])
+        ld = h._layer_map(case, text, [d.buft for d in h.engine_devices(h._cluster(a["rpc"]), "mainline")],
+                          tmap.params.n_layer, a["ngl"])
+        if "CPU" in ld or any(d == "CPU" for _, d in a["ot"]):
+            continue
+        copies = sched_copies("mainline", n_devices=len(a["rpc"]), overrides=bool(a["ot"]),
+                              all_offloaded=True)
+        out.append((text, tmap.params, min(512, a["ctx"]), a["ctx"], copies))
+    return out
+
+
+def test_mainline_cpu_buffer_is_the_graph_inputs_times_the_copies():
+    # With every layer offloaded the CPU computes only get_rows on token_embd; its buffer is the graph inputs
+    # (token ids, positions, output ids: I32 x T; inp_embd: f32 n_embd x T, a leaf without consumers; the f16
+    # mask n_kv x T), `copies` times each, plus the get_rows output: llama-graph.cpp:2384-2436 and 29-45,
+    # ggml-backend.cpp:944-948 and 1411-1436, ggml-alloc.c:723-728 @0c1e57098.  Checked against every such log
+    # to 0.04 MiB (the logs hold 8 KiB per copy more: a small input we do not name).
+    cases = _mainline_full_offload_logs()
+    assert {c[4] for c in cases} == {1, 4}             # both regimes are covered
+    for text, p, t, ctx, copies in cases:
+        n_kv = -(-ctx // 256) * 256
+        expect = copies * (p.n_embd * t * 4 + n_kv * t * 2 + 3 * t * 4) + p.n_embd * t * 4
+        assert logged_compute(text)["CPU"] == pytest.approx(expect / MIB, abs=0.04), (copies, expect / MIB)
+
+
+def _shortfalls():
+    import test_rpc_harness as h
+
+    for p in harness_cases() + rpc_cases():
+        log, dev = p.values
+        if p.id.startswith("rpc/"):
+            pred, logged = predicted_rpc(log, dev)
+            case = next(c for c in h.CASES if c["log"] == log)
+            tmap, t = h._model(case["model"]), min(512, h._args(case["command"])["ctx"])
+        else:
+            pred, logged = predicted_harness(log, dev)
+            fx = next(f for f in manifest() if f["log"] == log)
+            tmap, cmd = derive(fx)[:2]
+            t = min(cmd.ubatch, cmd.batch, cmd.ctx)
+        yield log, dev, logged - pred, tmap.params.n_embd * t * 4 / MIB
+
+
+def test_remaining_misses_are_small_against_the_margin():
+    # Under-predictions left on the harness logs are allocator holes of at most ~2 hidden states (E = n_embd x T
+    # x 4 B); measured here, the worst is 2.07 E.  For the built-in models at the largest -ub the planner picks
+    # (4096), 2.1 E stays inside what the 1024 MiB margin leaves after the CUDA context (24576 - 23863 = 713 MiB
+    # on a 3090, ggml-org/llama.cpp issue 20431), so no plan reported as fitting exceeds a device by them.
+    worst = max(short / e for _, _, short, e in _shortfalls())
+    assert worst <= 2.1
+    from planner.runconfig import UBATCH_CHOICES
+    from planner.tensors.known_models import builtin_names
+
+    room = DEFAULT_GPU_MARGIN_BYTES - (24576 - 23863) * MIB
+    for name in builtin_names():
+        assert 2.1 * builtin(name).params.n_embd * max(UBATCH_CHOICES) * 4 < room, name

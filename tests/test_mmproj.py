@@ -99,3 +99,89 @@ def test_check_reads_the_commands_mmproj(tmp_path):
                 "llama-server", "-c", "8192", "-ngl", "99", "--mmproj", str(p)])
     assert _terms(doc, "CUDA0")["mmproj"] == nbytes
     assert not any("--mmproj" in w for w in doc.get("warnings", []))
+
+
+# ------------------------------------------------------------------------- the projector's compute buffer
+
+def _published_logs() -> dict:
+    import tomllib
+    from pathlib import Path
+
+    return tomllib.loads((Path(__file__).parent / "fixtures" / "mmproj" / "published_logs.toml").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(_published_logs()))
+def test_compute_estimate_against_published_logs(name):
+    """The warmup image side is exact (the engine logs it); the encoder's compute buffer is an estimate that
+    leaves out the patch-embedding input stage: it must stay within 15 % under the logged buffer; the CPU side
+    (the f32 warmup image) within 1 %."""
+    from planner.mmproj import VisionShape, compute_estimate
+
+    log = _published_logs()[name]
+    vision = VisionShape(image_size=log["image_size"], patch_size=log["patch_size"], n_embd=log["n_embd"],
+                         n_ff=log["n_ff"], n_head=log["n_head"], merge=log["n_merge"],
+                         max_pixels=log["image_max_pixels"], gated_ffn=False)
+    c = compute_estimate(vision, log["projector"], log["engine"])
+    assert c.warmup == log["warmup_logged"]
+    logged = log["cuda0_mib"] * 2**20
+    assert 0.85 * logged <= c.device_bytes <= logged, f"{c.device_bytes / 2**20:.2f} vs {log['cuda0_mib']} MiB"
+    if "cpu_mib" in log:
+        assert abs(c.input_bytes - log["cpu_mib"] * 2**20) <= 0.01 * log["cpu_mib"] * 2**20
+
+
+def test_gemma3_attention_matrix_without_flash_attention_per_engine():
+    """gemma3 warms up at its image_size (896 / 14 = 64 x 64 = 4096 patches).  Without flash attention mainline
+    materialises KQ for all 16 heads: 16 x 4096^2 x 4 B = 1 GiB (the figure ollama37 #63 reports for gemma3's
+    attention matrix); ik computes one head at a time once n_pos^2 x n_head reaches 256 Mi (clip.cpp 2758): 64 MiB."""
+    from planner.mmproj import VisionShape, compute_estimate
+
+    v = VisionShape(image_size=896, patch_size=14, n_embd=1152, n_ff=4304, n_head=16, merge=0, max_pixels=0,
+                    gated_ffn=False)
+    fa = compute_estimate(v, "gemma3", "mainline")
+    assert fa.warmup == 896 and fa.n_pos == 4096
+    assert fa.device_bytes == (2 * 1152 + 4304) * 4096 * 4                  # the FFN block dominates
+    assert compute_estimate(v, "gemma3", "mainline", flash_attn=False).device_bytes - fa.device_bytes == 1 << 30
+    assert compute_estimate(v, "gemma3", "ik", flash_attn=False).device_bytes - fa.device_bytes == 64 << 20
+    assert compute_estimate(v, "gemma3", "ik").device_bytes == fa.device_bytes
+
+
+def test_kimi_k25_warmup_differs_per_engine():
+    """ik overrides the max-pixels warmup with 256 tokens (clip.cpp 3326-3342); mainline keeps sqrt(max_pixels)."""
+    from planner.mmproj import VisionShape, compute_estimate
+
+    v = VisionShape(image_size=896, patch_size=14, n_embd=1152, n_ff=4304, n_head=16, merge=2,
+                    max_pixels=1792 * 1792, gated_ffn=False)
+    assert compute_estimate(v, "kimik25", "ik").warmup == 16 * 14 * 2
+    assert compute_estimate(v, "kimik25", "mainline").warmup == 1792
+
+
+def _write_vision_mmproj(path):
+    import gguf
+    import numpy as np
+
+    w = gguf.GGUFWriter(str(path), "clip")
+    w.add_string("clip.projector_type", "gemma3")
+    w.add_bool("clip.has_vision_encoder", True)
+    for key, value in (("image_size", 896), ("patch_size", 14), ("embedding_length", 1152),
+                       ("feed_forward_length", 4304), ("attention.head_count", 16), ("block_count", 27)):
+        w.add_uint32(f"clip.vision.{key}", value)
+    w.add_tensor("v.patch_embd.weight", np.ones((64, 3, 14, 14), dtype=np.float16))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def test_place_charges_the_projector_compute_buffer(tmp_path):
+    p = tmp_path / "mmproj-gemma3.gguf"
+    _write_vision_mmproj(p)
+    base = ["place", "qwen3-30b-a3b", "--base-type", "Q4_K_M", "--vram", "80,80", "--ram", "128", "--ub", "512",
+            "--ctx", "8192", "--json"]
+    doc = _cli([*base, "--mmproj", str(p)])
+    # by hand: 896 / 14 = 64 patches a side; the FFN block (2 x 1152 + 4304) x 4096 f32 dominates attention
+    assert _terms(doc, "CUDA0")["mmproj_compute"] == (2 * 1152 + 4304) * 4096 * 4
+    assert _terms(doc, "CPU")["mmproj_input"] == 896 * 896 * 3 * 4
+    assert "mmproj_compute" not in _terms(doc, "CUDA1")
+    cpu = _cli([*base, "--mmproj", str(p), "--no-mmproj-offload"])
+    assert _terms(cpu, "CPU")["mmproj_compute"] == (2 * 1152 + 4304) * 4096 * 4
+    assert "mmproj_compute" not in _terms(cpu, "CUDA0")

@@ -141,3 +141,40 @@ def test_no_floors_lets_output_go_below_the_engine_floor():
     assert all(t == "q8_0" for n, t in kept.items() if n.endswith(".attn_v.weight"))
     free = run_json(*box, "--no-floors")["plan"]["types"]
     assert bpw(free["output.weight"]) < bpw("q6_K")
+
+
+def test_an_allow_list_does_not_lift_the_floors():
+    """--allow restricts the types the solver picks; it is not a request to go below the engine's floors.  With
+    only iq2_ks allowed on Qwen3-30B-A3B (8 + 32 GiB), output.weight keeps ik's q6_K floor and the MoE attn_v
+    q8_0 (ik src/llama-quantize.cpp 385-387 and 544-547 at 8337e4cd), the floor type being added where no
+    allowed type reaches it; --no-floors gives every tensor iq2_ks."""
+    box = ("plan", "qwen3-30b-a3b", "--vram", "8", "--ram", "32", "--allow", "iq2_ks")
+    kept = run_json(*box)["plan"]["types"]
+    assert kept["output.weight"] == "q6_K"
+    assert all(t == "q8_0" for n, t in kept.items() if n.endswith(".attn_v.weight"))
+    assert {t for n, t in kept.items() if "_exps." in n} == {"iq2_ks"}
+    free = run_json(*box, "--no-floors")["plan"]["types"]
+    assert free["output.weight"] == "iq2_ks"
+
+
+def test_nextn_block_is_quantized_like_the_last_loaded_layer():
+    """Issue 12: GLM-4.5-Air's NextN tensors were kept in bf16 (2.3 GiB of file never loaded: ik loads the block
+    with TENSOR_SKIP unless MTP is on).  They now take the types of what they mirror: the block's own embedding
+    and head those of token_embd and output, eh_proj the last loaded layer's attn_output, the rest the same
+    role in layer 45 (GLM-4.5-Air: 46 decoder blocks + 1 NextN block)."""
+    doc = run_json("plan", "glm-4.5-air", "--vram", "24", "--ram", "64")
+    t = doc["plan"]["types"]
+    nextn = {n: ty for n, ty in t.items() if n.startswith("blk.46.")}
+    assert "bf16" not in nextn.values()
+    assert nextn["blk.46.nextn.embed_tokens.weight"] == t["token_embd.weight"]
+    assert nextn["blk.46.nextn.shared_head_head.weight"] == t["output.weight"]
+    assert nextn["blk.46.nextn.eh_proj.weight"] == t["blk.45.attn_output.weight"]
+    assert nextn["blk.46.ffn_down_exps.weight"] == t["blk.45.ffn_down_exps.weight"]
+    # and the recipe says so: re-applied through the llama-quantize emulation it gives the same types
+    from planner.quantize import QuantizeSpec, parse_custom_q, quantize
+    from planner.tensors import builtin
+
+    rec = doc["recipe"]
+    fp = quantize(builtin("glm-4.5-air"), QuantizeSpec(base_type=rec["base_type"], has_imatrix=True,
+                                                       custom_q=parse_custom_q([f"{rx}={ty}" for rx, ty in rec["rules"]], "ik")))
+    assert {r.name: r.type_name for r in fp.tensors if r.name.startswith("blk.46.")} == nextn

@@ -91,3 +91,91 @@ def test_the_script_lines_join_the_rules_for_each_engine(engine):
         got = [args[i + 1] for i, a in enumerate(args) if a == "--tensor-type"]
         assert sorted(got) == sorted(f"{rx}={ty}" for rx, ty in recipe.rules)
     assert args[-3:] == ["in.gguf", "out.gguf", base]
+
+
+# ------------------------------------------------------------------ export --quantize --style ubergarm
+
+_FAKES = ("huggingface-cli() { :; }; python3() { :; }; llama-imatrix() { :; }; "
+          "llama-quantize() { printf '%s\\n' \"$@\" > \"$QUANTIZE_ARGS\"; }\n")
+
+
+def _run_script(path, tmp_path) -> list[str]:
+    """The exported script run by bash with every step's binary replaced by a function; what the last
+    llama-quantize call received, one argument per line (the recipe as bash itself reads it back)."""
+    args = tmp_path / "quantize.args"
+    subprocess.run(["bash", "-c", _FAKES + f"source {path}"], capture_output=True, text=True, check=True,
+                   cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "QUANTIZE_ARGS": str(args)})
+    return args.read_text().split("\n")[:-1]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("export")
+    plan_json = tmp / "plan.json"
+    r = CliRunner().invoke(main, [*PLAN, "--out", str(plan_json)])
+    assert r.exit_code == 0, r.output
+    styled, plain = tmp / "styled.sh", tmp / "plain.sh"
+    for path, extra in ((styled, ["--style", "ubergarm"]), (plain, [])):
+        r = CliRunner().invoke(main, ["export", "--plan", str(plan_json), "--quantize", *extra, "--out", str(path)])
+        assert r.exit_code == 0, r.output
+    return plan_json, styled, plain
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash not installed")
+def test_export_quantize_style_ubergarm_is_the_same_recipe(exported, tmp_path):
+    plan_json, styled, plain = exported
+    doc = json.loads(plan_json.read_text())
+    text = styled.read_text()
+    assert subprocess.run(["bash", "-n", str(styled)], capture_output=True).returncode == 0
+    assert "## Attention [0-47]" in text and "## Routed Experts [0-47]" in text
+    assert f"# {doc['rule_count']} rules for llama-quantize" in text
+    args = _run_script(styled, tmp_path)
+    # the command bash ran is the plain export's, but for the order of the --custom-q rules
+    plain_args = _run_script(plain, tmp_path)
+    i = args.index("--custom-q")
+    assert args[:i + 1] + args[i + 2:] == plain_args[:i + 1] + plain_args[i + 2:]
+    assert sorted(args[i + 1].split(",")) == sorted(plain_args[i + 1].split(","))
+    # and every tensor gets the plan's type from the recipe bash read back
+    tmap = builtin("qwen3-30b-a3b")
+    got = _apply(tmap, doc["recipe"]["base_type"], args[i + 1].split(","))
+    assert got == {n: t for n, t in doc["plan"]["types"].items() if n in got}
+    assert len(got) == len(tmap.tensors)
+
+
+def _hostile_plan(plan_json, tmp_path, rule: str):
+    doc = json.loads(plan_json.read_text())
+    doc["recipe"]["rules"].append([rule, "q8_0"])
+    doc["recipe"]["custom_q"] += f",{rule}=q8_0"
+    step = doc["workflow"]["steps"][-1]
+    step["argv"] = [doc["recipe"]["custom_q"] if a.startswith("blk") else a for a in step["argv"]]
+    path = tmp_path / "hostile.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash not installed")
+def test_export_style_keeps_hostile_rules_as_data(exported, tmp_path):
+    """Same safety as the launch script: a rule is data (quoted here-document, the end word on no line of it),
+    never run; one with a line break cannot be written and is refused with a one-line error."""
+    plan_json = exported[0]
+    rule = "x$(touch PWNED)`touch PWNED2`'\"|RECIPE"      # a valid regex (the CLI checks that first)
+    hostile = _hostile_plan(plan_json, tmp_path, rule)
+    out = tmp_path / "q.sh"
+    r = CliRunner().invoke(main, ["export", "--plan", str(hostile), "--quantize", "--style", "ubergarm",
+                                  "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert subprocess.run(["bash", "-n", str(out)], capture_output=True).returncode == 0
+    args = _run_script(out, tmp_path)
+    assert f"{rule}=q8_0" in args[args.index("--custom-q") + 1].split(",")
+    assert not (tmp_path / "PWNED").exists() and not (tmp_path / "PWNED2").exists()
+    # a line break inside a rule: refused, no script, no traceback
+    hostile = _hostile_plan(plan_json, tmp_path, "a\nRECIPE\ntouch PWNED3")
+    r = CliRunner().invoke(main, ["export", "--plan", str(hostile), "--quantize", "--style", "ubergarm",
+                                  "--out", str(tmp_path / "q3.sh")])
+    assert r.exit_code == 2 and "not one printable line" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "q3.sh").exists()
+
+
+def test_style_needs_quantize(exported):
+    r = CliRunner().invoke(main, ["export", "--plan", str(exported[0]), "--style", "ubergarm", "--out", "x.sh"])
+    assert r.exit_code == 2 and "add --quantize" in r.output

@@ -107,3 +107,18 @@ def test_converter_quantized_models_convert_at_their_real_size_and_with_the_righ
     doc = api_plan("deepseek-v4-flash", hw, PlanRequest(run=RunConfig(threads=16)))
     convert = next(s for s in doc.workflow.steps if s.title.startswith("convert"))
     assert "mainline checkout" in convert.note
+
+
+def test_every_listed_source_is_the_checkpoint_the_builtin_was_read_from():
+    """The download step's repository for a built-in is the one whose config.json models.toml cites."""
+    import tomllib
+
+    from planner.tables import DATA
+    from planner.tensors import builtin_info
+
+    sources = tomllib.loads((DATA / "workflow.toml").read_text())["sources"]
+    # keys with a dot must be quoted in TOML: glm-4.5-air was read as glm-4 -> {"5-air": ...} and never found
+    assert {"glm-4.5-air", "glm-4.6", "qwen3-coder-480b-a35b", "deepseek-v3.1"} <= set(sources)
+    for name, src in sources.items():
+        assert f"huggingface.co/{src['repo']}" in builtin_info(name)["source"].replace("/blob/main", ""), name
+        assert src["dtype"] in ("bf16", "fp8")

@@ -89,7 +89,9 @@ def check_command(model: str | None, base_type: str | None, custom_q: tuple[str,
         checked = api.check_command(model or parsed.model, tmap, types, list(command), hw, engine=engine,
                                     run_overrides={**margins(gpu_margin, os_reserve), "mmproj": run.mmproj,
                                                    "mmproj_bytes": run.mmproj_bytes,
-                                                   "mmproj_offload": run.mmproj_offload})
+                                                   "mmproj_offload": run.mmproj_offload,
+                                                   "mmproj_compute_bytes": run.mmproj_compute_bytes,
+                                                   "mmproj_input_bytes": run.mmproj_input_bytes})
         result = api.with_quality(checked, tmap, types, imx)
     output.emit(result, as_json=as_json, render=output.render_check)
     if not result.memory.fits:

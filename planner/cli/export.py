@@ -18,9 +18,12 @@ from planner.cli.app import main
 @click.option("--check-binary", type=click.Path(exists=True, dir_okay=False), help="refuse flags this binary lacks")
 @click.option("--quantize", "quantize_script", is_flag=True,
               help="write the quantize workflow (BF16 source, imatrix, llama-quantize) instead of the launch script")
+@click.option("--style", "recipe_style", type=click.Choice(["plain", "ubergarm"]), default="plain", show_default=True,
+              help="with --quantize: ubergarm writes the recipe grouped by role and layer range with comments, as "
+                   "plan --style does")
 @click.option("--force", is_flag=True, help="overwrite an existing script")
 def export_command(plan_file: str, out: str | None, scripts_dir: str | None, model_path: str | None, port: int,
-                   check_binary: str | None, quantize_script: bool, force: bool) -> None:
+                   check_binary: str | None, quantize_script: bool, recipe_style: str, force: bool) -> None:
     """Write a bash launch script for a plan (set -euo pipefail, quoted arguments, predictions as comments).
 
     With --quantize: the plan's quantize workflow as a script instead (the same renderer).
@@ -30,6 +33,7 @@ def export_command(plan_file: str, out: str | None, scripts_dir: str | None, mod
       gguf-planner plan --vram 24 --ram 96 --out plan.json
       gguf-planner export --plan plan.json --out run.sh --model-path /models/mix-00001-of-00003.gguf
       gguf-planner export --plan plan.json --quantize --out quantize.sh
+      gguf-planner export --plan plan.json --quantize --style ubergarm --out quantize.sh
     """
     from pathlib import Path
 
@@ -41,9 +45,11 @@ def export_command(plan_file: str, out: str | None, scripts_dir: str | None, mod
     if quantize_script:
         if not out:
             raise click.UsageError("give --out quantize.sh")
-        write_new_file(Path(out), workflow_script(plan_file), force=force, mode=0o755)
+        write_new_file(Path(out), workflow_script(plan_file, style=recipe_style), force=force, mode=0o755)
         output.note(f"wrote {out}")
         return
+    if recipe_style != "plain":
+        raise click.UsageError("--style applies to the quantize script: add --quantize")
 
     if scripts_dir:
         from planner.cluster_plan import export_cluster_json

@@ -18,7 +18,8 @@ from planner.cli.options import cluster_options, json_option, log_options, logs_
 @json_option()
 def verify_command(logs: tuple[str, ...], model: str | None, base_type: str | None, custom_q: tuple[str, ...],
                    recipe_file: str | None, token_embedding_type: str | None, output_tensor_type: str | None,
-                   pure: bool, hw_opts: dict[str, Any], engine: str, command: str | None, cluster: str | None,
+                   pure: bool, hw_opts: dict[str, Any], imatrix_file: str | None, no_imatrix: bool,
+                   ignore_imatrix_rules: bool, engine: str, command: str | None, cluster: str | None,
                    rpc_hosts: tuple[str, ...], as_json: bool) -> None:
     """Compare engine logs with the prediction for the same model and command, term by term.
 
@@ -34,18 +35,21 @@ def verify_command(logs: tuple[str, ...], model: str | None, base_type: str | No
       gguf-planner verify main.log --model k2.gguf --cluster 2x3090-384g+epyc-256g-10gbe \\
           --command 'llama-server -m k2.gguf --rpc 192.168.10.2:50052 -ngl 62 -ts 15,23,23 ...'
     """
+    import dataclasses
     import shlex
 
     from planner import hardware, output
     from planner.cli.options import cluster_from_options
     from planner.verify import verify_logs
 
-    tmap, types = logs_model_mix(model, base_type, custom_q, recipe_file, token_embedding_type,
-                                  output_tensor_type, pure, engine)
+    tmap, types, imx = logs_model_mix(model, base_type, custom_q, recipe_file, token_embedding_type,
+                                       output_tensor_type, pure, engine, imatrix_file, no_imatrix,
+                                       ignore_imatrix_rules)
     clus = cluster_from_options(cluster, rpc_hosts, hw_opts)
     hw = clus.main if clus is not None else hardware.hardware_from_options(**hw_opts)
     reports = verify_logs(logs, tmap, types, hw, engine=engine, argv=shlex.split(command) if command else None,
                           cluster=clus)
+    reports = tuple(dataclasses.replace(r, notes=(*r.notes, imx.note)) for r in reports)
     output.emit(reports, as_json=as_json, render=output.render_verify)
 
 
@@ -57,7 +61,8 @@ def verify_command(logs: tuple[str, ...], model: str | None, base_type: str | No
 @json_option()
 def calibrate_command(logs: tuple[str, ...], model: str | None, base_type: str | None, custom_q: tuple[str, ...],
                       recipe_file: str | None, token_embedding_type: str | None, output_tensor_type: str | None,
-                      pure: bool, hw_opts: dict[str, Any], engine: str, command: str | None, save: str | None,
+                      pure: bool, hw_opts: dict[str, Any], imatrix_file: str | None, no_imatrix: bool,
+                      ignore_imatrix_rules: bool, engine: str, command: str | None, save: str | None,
                       force: bool, as_json: bool) -> None:
     """Fit the speed model's constants to this machine from its own llama-sweep-bench output(s).
 
@@ -71,14 +76,18 @@ def calibrate_command(logs: tuple[str, ...], model: str | None, base_type: str |
           --profile rtx3090ti-9950x-96g --save mybox.toml
       gguf-planner plan --profile mybox.toml
     """
+    import dataclasses
     import shlex
 
     from planner import hardware, output
     from planner.calibrate import calibrate_and_save
 
-    tmap, types = logs_model_mix(model, base_type, custom_q, recipe_file, token_embedding_type,
-                                  output_tensor_type, pure, engine)
+    tmap, types, imx = logs_model_mix(model, base_type, custom_q, recipe_file, token_embedding_type,
+                                       output_tensor_type, pure, engine, imatrix_file, no_imatrix,
+                                       ignore_imatrix_rules)
     hw = hardware.hardware_from_options(**hw_opts)
     res = calibrate_and_save(logs, tmap, types, hw, engine=engine, argv=shlex.split(command) if command else None,
                              save=save, force=force)
+    cal = res.calibration
+    res = dataclasses.replace(res, calibration=dataclasses.replace(cal, notes=(*cal.notes, imx.note)))
     output.emit(res, as_json=as_json, render=output.render_calibration)

@@ -13,6 +13,7 @@ from planner.units import GIB
 if TYPE_CHECKING:
     from planner.cluster import Cluster
     from planner.hardware import Hardware
+    from planner.imatrix_use import ImatrixUse
     from planner.runconfig import RunConfig
     from planner.tensors import TensorMap
 
@@ -233,17 +234,23 @@ def write_json_out(doc: object, out: str | None, force: bool) -> None:
 
 def logs_model_mix(model: str | None, base_type: str | None, custom_q: Sequence[str], recipe_file: str | None,
                    token_embedding_type: str | None, output_tensor_type: str | None, pure: bool,
-                   engine: str) -> tuple[TensorMap, dict[str, str]]:
-    """The model and mix the logs of `verify` / `calibrate` ran (the recipe options applied)."""
+                   engine: str, imatrix_file: str | None = None, no_imatrix: bool = False,
+                   ignore_imatrix_rules: bool = False) -> tuple[TensorMap, dict[str, str], ImatrixUse]:
+    """The model and mix the logs of `verify` / `calibrate` ran (the recipe options applied with the imatrix
+    setting every command shares: planner.imatrix_use; a quantized GGUF's own record wins)."""
+    from planner.imatrix_use import declared_imatrix, imatrix_for, validate_declared
     from planner.mix import mix_from_options
     from planner.source import load_model
 
+    qengine = "mainline" if engine == "mainline" else "ik"
+    declared = declared_imatrix(imatrix_file, no_imatrix, ignore_imatrix_rules, qengine)
     tmap = load_model(model)
+    validate_declared(declared, tmap)
+    imx = imatrix_for(tmap, declared)
     types, _ = mix_from_options(tmap, base_type=base_type, custom_q=custom_q, recipe_text=recipe_text(recipe_file),
-                                engine="mainline" if engine == "mainline" else "ik",
-                                token_embedding_type=token_embedding_type, output_tensor_type=output_tensor_type,
-                                pure=pure)
-    return tmap, types
+                                engine=qengine, token_embedding_type=token_embedding_type,
+                                output_tensor_type=output_tensor_type, pure=pure, imatrix=imx)
+    return tmap, types, imx
 
 
 def log_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -252,7 +259,7 @@ def log_options(func: Callable[..., Any]) -> Callable[..., Any]:
     func = click.option("--command", "command", metavar="'llama-... ARGS'",
                         help="the command that produced the logs, when they do not show it")(func)
     func = engine_option("engine profile of the logged build")(func)
-    func = model_options(hardware_options(func))
+    func = model_options(hardware_options(imatrix_options(func)))
     func = click.option("--model", "model", metavar="MODEL",
                         help="the model the logs ran (GGUF, config.json, built-in)")(func)
     return click.argument("logs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))(func)

@@ -47,9 +47,15 @@ def render_plan(doc: PlanDocument, style: str = "plain") -> None:
 
         from planner.recipe_style import styled_script
 
+        from planner.errors import UsageError
+
         argv = _quantize_argv(doc) or shlex.split(doc.quantize_command or "")
+        try:
+            styled = styled_script(doc.recipe, p.types, argv, p.devices)
+        except ValueError as exc:       # a tensor name with a line break (a hostile header)
+            raise UsageError(str(exc), hint="plan without --style ubergarm") from exc
         print_text(f"\nrecipe and quantize command (ubergarm style, {doc.rule_count} rules):\n"
-                   + styled_script(doc.recipe, p.types, argv, p.devices).rstrip("\n"))
+                   + styled.rstrip("\n"))
         if doc.workflow is not None:
             _print_workflow(doc, skip_quantize=True)
     elif doc.recipe is not None:
@@ -90,10 +96,12 @@ def _print_explanation(e: Explanation) -> None:
 
 def _quantize_argv(doc: PlanDocument) -> list[str] | None:
     """The workflow's llama-quantize step (the one whose argv carries the recipe)."""
+    from planner.recipe_style import carries_recipe
+
     if doc.workflow is None or doc.recipe is None:
         return None
     for st in doc.workflow.steps:
-        if doc.recipe.custom_q in st.argv or any(a == f"{rx}={ty}" for a in st.argv for rx, ty in doc.recipe.rules):
+        if carries_recipe(doc.recipe, st.argv):
             return list(st.argv)
     return None
 

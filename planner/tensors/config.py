@@ -77,20 +77,25 @@ def config_arch(config: Mapping[str, Any]) -> str:
                                 sorted(m for t in _architectures().values() for m in t.get("hf_model_types", ()))))
 
 
-def from_config(config: Mapping[str, Any], source: str = "config.json", *, name: str | None = None) -> TensorMap:
+def from_config(config: Mapping[str, Any], source: str = "config.json", *, name: str | None = None,
+                overrides: Mapping[str, Any] | None = None) -> TensorMap:
     """A TensorMap from a Hugging Face ``config.json`` dict.
 
     Field names: :data:`_HF_FIELDS`, overridden per architecture by ``hf_fields`` in ``architectures.toml``;
     fixed per-architecture numbers (SWA period, full-attention interval) come from its ``defaults``.
+    ``overrides``: ModelParams fields a config.json cannot say (a built-in's ``params`` in models.toml, e.g.
+    which tensors the checkpoint leaves out), applied last.
     """
-    params = params_from_config(config, source)
+    params = params_from_config(config, source, overrides=overrides)
     if name is None:
         name = model_display_name(config)
     return build(params, name, source)
 
 
-def params_from_config(config: Mapping[str, Any], source: str = "config.json") -> ModelParams:
-    """The architecture numbers of a Hugging Face ``config.json`` dict (:func:`from_config` without the tensors)."""
+def params_from_config(config: Mapping[str, Any], source: str = "config.json", *,
+                       overrides: Mapping[str, Any] | None = None) -> ModelParams:
+    """The architecture numbers of a Hugging Face ``config.json`` dict (:func:`from_config` without the tensors;
+    ``overrides`` as there)."""
     arch = config_arch(config)
     tpl = _architectures()[arch]
     flat = _flatten_config(config)
@@ -141,6 +146,7 @@ def params_from_config(config: Mapping[str, Any], source: str = "config.json") -
             values[key] = int(values[key])
     if isinstance(values.get("compress_ratios"), list):
         values["compress_ratios"] = tuple(int(r) for r in values["compress_ratios"])
+    values.update(overrides or {})
     try:
         return ModelParams(**values)
     except TypeError as exc:

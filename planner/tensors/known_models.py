@@ -41,7 +41,7 @@ def builtin(name: str) -> TensorMap:
     """A built-in model by name (case-insensitive), e.g. ``qwen3-235b-a22b``."""
     key, display, spec = _spec(name)
     if "config" in spec:
-        return from_config(spec["config"], source=f"builtin:{key}", name=display)
+        return from_config(spec["config"], source=f"builtin:{key}", name=display, overrides=spec.get("params"))
     return build(ModelParams(**spec), display, f"builtin:{key}")
 
 
@@ -51,7 +51,7 @@ def builtin_params(name: str) -> ModelParams:
     ``.params``)."""
     key, _, spec = _spec(name)
     if "config" in spec:
-        return params_from_config(spec["config"], source=f"builtin:{key}")
+        return params_from_config(spec["config"], source=f"builtin:{key}", overrides=spec.get("params"))
     return ModelParams(**spec)
 
 

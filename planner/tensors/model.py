@@ -40,6 +40,8 @@ class ModelParams:
     qk_nope_head_dim: int = 0   # MLA: per-head Q/K width without RoPE (head_dim = qk_nope_head_dim + n_rot)
     n_shared_exp: int = 0       # shared experts per MoE layer: ffn_*_shexp are n_ff_exp * n_shared_exp wide
     n_nextn: int = 0            # trailing NextN/MTP blocks the file keeps (counted in n_layer)
+    nextn_shares_embd: bool = False  # the NextN block reuses token_embd/output: the checkpoint stores no
+                                     # nextn.embed_tokens/shared_head_head (GLM-4.6), so the converter writes none
     qk_norm: bool = False       # attn_q_norm/attn_k_norm where a template makes them optional (GLM-4.5)
     # --- attention / state layout (what sizes the KV cache; planner/kv_cache.py) ---
     n_swa: int = 0              # sliding-window (or chunked) attention window in tokens; 0 = none
@@ -215,6 +217,17 @@ class TensorMap:
     def is_loaded(self, t: TensorInfo) -> bool:
         """False for tensors of NextN/MTP blocks, which ik and mainline skip at load time."""
         return t.layer is None or t.layer < self.params.n_loaded_layers
+
+    def nextn_twin(self, t: TensorInfo) -> str | None:
+        """The loaded tensor a NextN/MTP tensor is quantized like (issue 12: "like the last loaded layer"): the
+        same role in the last loaded layer, token_embd for its own embedding, output for its own head, the last
+        layer's attn_output for its eh_proj (the block's dense projection); None for loaded tensors."""
+        if self.is_loaded(t) or t.layer is None:
+            return None
+        rest = t.name.split(".", 2)[2]
+        special = {"nextn.embed_tokens.weight": "token_embd.weight", "nextn.shared_head_head.weight": "output.weight",
+                   "nextn.eh_proj.weight": f"blk.{self.params.n_loaded_layers - 1}.attn_output.weight"}
+        return special.get(rest, f"blk.{self.params.n_loaded_layers - 1}.{rest}")
 
 
 def with_tensors(tmap: TensorMap, tensors: tuple[TensorInfo, ...]) -> TensorMap:
