@@ -222,14 +222,10 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
     fixed_rules = [(compile_user_regex(rx, "--fixed"), ty) for rx, ty in request.fixed]
     prequantized = tmap.prequantized
     floor = plan_floor(tmap, budget, request) if types is None else None
-    loss_cache: dict[tuple[str, str], float] = {}
 
     def loss_of(name: str, type_name: str) -> float:
-        key = (name, type_name)
-        if key not in loss_cache:
-            assert quality is not None   # only called when a quality model is given
-            loss_cache[key] = quality.tensor_loss(name, type_name)
-        return loss_cache[key]
+        assert quality is not None   # only called when a quality model is given (it remembers each pair)
+        return quality.tensor_loss(name, type_name)
 
     active = {t.name: active_fraction(t, p.n_expert_used) for t in tmap.tensors}
     cand_cache: dict[tuple[int, int, bool, bool, str | None, str | None], list[str]] = {}
@@ -306,6 +302,9 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
                         catalogue().get(x).runs_on_cuda(engine) for x in tn):
                     continue
                 price = priced.get(tn)
+                if price is None and len(ts) == 1:      # most groups: one tensor (the same sums, spelled out)
+                    b = shape_bytes(tn[0], t0.shape)
+                    price = priced[tn] = (tn[0], b, b * active[t0.name], loss_of(t0.name, tn[0]) if quality else 0.0)
                 if price is None:
                     per = [shape_bytes(x, t.shape) for x, t in zip(tn, ts)]
                     price = priced[tn] = ("+".join(tn) if len(set(tn)) > 1 else tn[0],    # one type per member

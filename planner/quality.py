@@ -117,6 +117,10 @@ class QualityModel:
     assumptions: tuple[str, ...]
     corrections: Mapping[str, float] = field(default_factory=dict)   # base type -> real / synthetic error
     scale: ScaleSource | None = None
+    # (tensor, type) -> tensor_loss, filled as asked: the planner asks the same pairs from the groups, the
+    # recipe simplification and the explanation
+    _losses: dict[tuple[str, str], float] = field(default_factory=dict, init=False, repr=False, compare=False,
+                                                  metadata={"json": False})
 
     @classmethod
     def build(cls, tmap: TensorMap, *, imatrix: Imatrix | str | os.PathLike[str] | None = None,
@@ -206,6 +210,13 @@ class QualityModel:
             UsageError: ``name`` is not a tensor of the model.
             UnknownQuantTypeError: unknown type name.
         """
+        key = (name, type_name)
+        loss = self._losses.get(key)
+        if loss is None:
+            loss = self._losses[key] = self._tensor_loss(name, type_name)
+        return loss
+
+    def _tensor_loss(self, name: str, type_name: str) -> float:
         imp = self.importance.get(name)
         if imp is None:
             raise UsageError(f"tensor {name!r} is not in model {self.model}")
