@@ -512,7 +512,9 @@ def _largest_ctx(tmap: TensorMap, request: PlanRequest, feasible: Callable[[Plan
     """--ctx max: the largest context (multiple of 256, up to n_ctx_train) for which a plan exists; 256 when none
     does (the attempt there then raises with the shortfall)."""
     lo, hi = _ctx_range(tmap)
-    best = 256
+    if feasible(replace(request, run=replace(request.run, ctx=hi * 256))):
+        return hi * 256         # the whole range fits (MoE models with a quantized cache, often): no search
+    best, hi = 256, hi - 1
     while lo <= hi:
         mid = (lo + hi) // 2
         if feasible(replace(request, run=replace(request.run, ctx=mid * 256))):
