@@ -15,11 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from planner.check import CheckResult, evaluate
-from planner.cluster import Cluster
-from planner.cluster_plan import ClusterDocument
 from planner.documents import ParetoSet, PlanDocument, document, launch_model_path
 from planner.errors import InfeasibleBudgetError, UsageError
 from planner.hardware import Hardware
@@ -33,6 +30,11 @@ from planner.request import EmitOptions, PlanRequest
 from planner.runconfig import UBATCH_CHOICES
 from planner.tensors import TensorMap
 from planner.units import GIB
+
+if TYPE_CHECKING:       # check and cluster plans import their stages when they run (a plan does not need them)
+    from planner.check import CheckResult
+    from planner.cluster import Cluster
+    from planner.cluster_plan import ClusterDocument
 
 __all__ = ["check", "check_command", "parse_fixed", "place", "plan", "size_cap_bytes", "with_quality"]
 
@@ -108,7 +110,7 @@ def plan(model: str | None, hardware: Hardware, request: PlanRequest,
     if tmap.is_quantized:
         types = {t.name: t.dtype for t in tmap.tensors}
         placed = with_ctx(tmap, request, lambda r: place_mix(tmap, types, hardware, r),
-                          feasible_for(tmap, hardware, types, None))
+                          feasible_for(tmap, hardware, types))
         return document(tmap, placed, model_path=out_path, with_recipe=False, check_binary=emit.check_binary)
     imx = None
     if request.imatrix:
@@ -124,7 +126,7 @@ def plan(model: str | None, hardware: Hardware, request: PlanRequest,
                                           for p in plans))
     try:
         p = with_ctx(tmap, request, _ubatch_for_min_pp(request, lambda r: joint_plan(tmap, hardware, r, quality)),
-                     feasible_for(tmap, hardware, None, quality))
+                     feasible_for(tmap, hardware, None))
     except InfeasibleBudgetError as exc:
         from planner.cluster_plan import second_box_option
 
@@ -182,7 +184,7 @@ def place(model: str | None, tmap: TensorMap, types: Mapping[str, str], hardware
     """
     emit = emit or EmitOptions()
     placed = with_ctx(tmap, request, lambda r: place_mix(tmap, types, hardware, r),
-                      feasible_for(tmap, hardware, types, None))
+                      feasible_for(tmap, hardware, types))
     path = emit.model_path or launch_model_path(model, tmap, quantized_here=quantized_here)
     return document(tmap, placed, model_path=path, with_recipe=False, check_binary=emit.check_binary)
 
@@ -195,6 +197,8 @@ def check(tmap: TensorMap, types: Mapping[str, str], placement: Placement, hardw
     Raises:
         ImatrixFormatError: the declared imatrix file is malformed or made for another model.
     """
+    from planner.check import evaluate
+
     result = evaluate(tmap, types, placement, hardware, request.run, warnings=warnings)
     return with_quality(result, tmap, types, imatrix) if imatrix is not None else result
 

@@ -9,11 +9,13 @@ themselves are in :mod:`planner.layer_split`).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from planner.layer_sizes import _row_size, ik_layer_sizes, nbytes, type_of
+from planner.memory import loaded_shapes, shape_bytes
 from planner.layer_split import (CUDA_ALIGNMENT, CUDA_MATRIX_ROW_PADDING, HOST_ALIGNMENT, MIB, LayerSizes, LayerSplit,
                                  SplitDevice, SplitRequest, layer_split)
 from planner.layer_split_flags import SplitFlags, flags_for
@@ -41,6 +43,12 @@ def alloc_bytes(type_name: str, shape: Sequence[int], nbytes: int, *, cuda: bool
     if qt.is_quantized and shape[0] % CUDA_MATRIX_ROW_PADDING:
         size += _row_size(type_name, CUDA_MATRIX_ROW_PADDING - shape[0] % CUDA_MATRIX_ROW_PADDING)
     return -(-size // CUDA_ALIGNMENT) * CUDA_ALIGNMENT
+
+
+@functools.lru_cache(maxsize=16384)
+def _alloc(type_name: str, shape: tuple[int, ...], cuda: bool) -> int:
+    """:func:`alloc_bytes` of a ``shape`` tensor of ``type_name`` (remembered: a few (type, shape) pairs recur)."""
+    return alloc_bytes(type_name, shape, shape_bytes(type_name, shape), cuda=cuda)
 
 
 def tensor_devices(tmap: TensorMap, split: LayerSplit,
@@ -220,20 +228,19 @@ def placement_buffers(engine: str, tmap: TensorMap, mix: Mapping[str, str] | Non
     weights: dict[str, int] = {}
     order: list[str] = []
     has_gpu = any(d != CPU_NAME for d in (*layer_device, *tensor_device.values()))
-    for t in tmap.tensors:
-        if not tmap.is_loaded(t):
-            continue
-        dev = tensor_device.get(t.name, CPU_NAME)
+    types = mix or {}
+    for name_, shape, dtype in tmap.derived(loaded_shapes):
+        dev = tensor_device.get(name_, CPU_NAME)
         if dev == CPU_NAME:
-            if t.name == "token_embd.weight":
+            if name_ == "token_embd.weight":
                 name = "CUDA_Host" if (engine != "mainline" and has_gpu and load != "mmap") else (
                     "CPU_Mapped" if (engine == "mainline" and load == "mmap") else "CPU")
             else:
                 name = "CPU_Mapped" if (engine == "mainline" and load == "mmap") else "CPU"
-            size = alloc_bytes(type_of(t, mix), t.shape, nbytes(t, mix), cuda=False)
+            size = _alloc(types.get(name_, dtype), shape, False)
         else:
             name = dev
-            size = alloc_bytes(type_of(t, mix), t.shape, nbytes(t, mix), cuda=cuda_devices)
+            size = _alloc(types.get(name_, dtype), shape, cuda_devices)
         if name not in weights:
             order.append(name)
             weights[name] = 0

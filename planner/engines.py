@@ -5,6 +5,7 @@ Read by the launch emitter, the command parser of ``check`` and :class:`planner.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from planner.errors import UsageError
@@ -35,6 +36,7 @@ def engine_profile(name: str) -> dict[str, Any]:
     return prof
 
 
+@functools.cache
 def quant_engine(engine: str) -> str:
     """The quant engine whose type catalogue and llama-quantize rules an engine profile uses (``quant_engine``)."""
     return str(engine_profile(engine)["quant_engine"])

@@ -19,7 +19,7 @@ from planner.devices import CPU, gpu_name, is_gpu, is_remote
 from planner.errors import UsageError
 from planner.lowbit import (FloorClass, candidate_names, filter_candidates, floor_role, floors_for_budget,
                             respects_floor)
-from planner.memory import compute_buffer_bytes, kv_bytes_by_layer
+from planner.memory import compute_buffer_bytes, kv_bytes_by_layer, shape_bytes
 from planner.mmproj import mmproj_device
 from planner.quantize import imatrix_types, quantizable
 from planner.quants import catalogue
@@ -222,22 +222,10 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
     fixed_rules = [(compile_user_regex(rx, "--fixed"), ty) for rx, ty in request.fixed]
     prequantized = tmap.prequantized
     floor = plan_floor(tmap, budget, request) if types is None else None
-    cat = catalogue()
-    size_cache: dict[tuple[str, tuple[int, ...]], int] = {}
-    loss_cache: dict[tuple[str, str], float] = {}
-
-    def nbytes_of(type_name: str, shape: tuple[int, ...]) -> int:
-        key = (type_name, shape)
-        if key not in size_cache:
-            size_cache[key] = cat.get(type_name).tensor_bytes(shape)
-        return size_cache[key]
 
     def loss_of(name: str, type_name: str) -> float:
-        key = (name, type_name)
-        if key not in loss_cache:
-            assert quality is not None   # only called when a quality model is given
-            loss_cache[key] = quality.tensor_loss(name, type_name)
-        return loss_cache[key]
+        assert quality is not None   # only called when a quality model is given (it remembers each pair)
+        return quality.tensor_loss(name, type_name)
 
     active = {t.name: active_fraction(t, p.n_expert_used) for t in tmap.tensors}
     cand_cache: dict[tuple[int, int, bool, bool, str | None, str | None], list[str]] = {}
@@ -286,6 +274,12 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
         # device options: attention and norms stay with their layer; FFN and output may go to CPU
         movable = (moves_with_ffn(role) or role == "output") and not is_remote(home)
         devs = [home] + ([CPU] if movable and home != CPU else [])
+        # a converter's quantized tensors (MXFP4 experts) keep their type: llama-quantize will not requantize
+        # them (quantize.keep_prequantized_items)
+        kept = [t.dtype if not quantizable(t, engine) or t.name in prequantized else None for t in ts]
+        any_kept = any(k is not None for k in kept)
+        # per type tuple, the same on every device: option name, bytes, bytes one token reads, loss
+        priced: dict[tuple[str, ...], tuple[str, int, float, float]] = {}
         options: list[Option] = []
         for dev in devs:
             if types is not None:
@@ -301,21 +295,25 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
                         t0, engine, allow=[pinned] if pinned else request.allow or None, deny=request.deny,
                         has_imatrix=request.has_imatrix, on_gpu=is_gpu(dev), floor=floor,
                         ignore_imatrix_rules=request.ignore_imatrix_rules)
-                # a converter's quantized tensors (MXFP4 experts) keep their type: llama-quantize will not
-                # requantize them (quantize.keep_prequantized_items)
-                choices = list(dict.fromkeys(tuple(c if quantizable(t, engine) and t.name not in prequantized
-                                                   else t.dtype for t in ts) for c in cands))
+                choices = (list(dict.fromkeys(tuple(c if k is None else k for k in kept) for c in cands))
+                           if any_kept else [(c,) * len(ts) for c in cands])
             for tn in choices:
                 if types is not None and is_gpu(dev) and not all(
                         catalogue().get(x).runs_on_cuda(engine) for x in tn):
                     continue
-                per = [nbytes_of(x, t.shape) for x, t in zip(tn, ts)]
+                price = priced.get(tn)
+                if price is None and len(ts) == 1:      # most groups: one tensor (the same sums, spelled out)
+                    b = shape_bytes(tn[0], t0.shape)
+                    price = priced[tn] = (tn[0], b, b * active[t0.name], loss_of(t0.name, tn[0]) if quality else 0.0)
+                if price is None:
+                    per = [shape_bytes(x, t.shape) for x, t in zip(tn, ts)]
+                    price = priced[tn] = ("+".join(tn) if len(set(tn)) > 1 else tn[0],    # one type per member
+                                          sum(per), sum(b * active[t.name] for b, t in zip(per, ts)),
+                                          sum(loss_of(t.name, x) for x, t in zip(tn, ts)) if quality else 0.0)
+                label, total, read, loss = price
                 extra = out_dev_extra.get(dev, 0) if role == "output" else 0
-                sec = sum(b * active[t.name] for b, t in zip(per, ts)) * spb[dev]
-                loss = sum(loss_of(t.name, x) for x, t in zip(tn, ts)) if quality else 0.0
-                pp = sum(per) / h2d if (offload and dev == CPU and layer is not None) else 0.0
-                options.append(Option("+".join(tn) if len(set(tn)) > 1 else tn[0], dev,   # one type per member
-                                      sum(per) + extra, loss, sec, pp))
+                pp = total / h2d if (offload and dev == CPU and layer is not None) else 0.0
+                options.append(Option(label, dev, total + extra, loss, read * spb[dev], pp))
         if not options:
             raise UsageError(f"no allowed type can store {t0.name} on {devs}",
                              hint="check --allow/--deny and the engine's type set")

@@ -17,6 +17,7 @@ size exactly raises :class:`planner.errors.UnknownModelError` naming what is mis
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -233,8 +234,10 @@ def _mainline_layer(params: ModelParams, il: int, cfg: CacheConfig) -> LayerCach
                       v_bytes=_row(cfg.type_v, head_v * n_kv) * cells)
 
 
+@functools.lru_cache(maxsize=256)
 def layer_caches(params: ModelParams, cfg: CacheConfig) -> tuple[LayerCache, ...]:
-    """The cache of every layer that has one, in layer order.
+    """The cache of every layer that has one, in layer order (remembered per model and run flags: a plan asks
+    for the same caches once per memory report and speed estimate).
 
     Raises:
         UnknownModelError: the layout needs a number the model does not give (named in the message).

@@ -45,9 +45,8 @@ def choose_load(tmap: TensorMap, types: Mapping[str, str], placement: Placement,
     has_gpu = any(d != CPU for d in placement.devices)
     cpu_weights = any(placement.device_of(t.name) == CPU and t.n_dims >= 2 and t.role != "token_embd"
                       for t in tmap.tensors)
-    current = estimate_speed(tmap, types, placement, hw, run)
     if not prof["rtr"] or not has_gpu or not cpu_weights:
-        return LoadChoice(run, current, "")
+        return LoadChoice(run, estimate_speed(tmap, types, placement, hw, run), "")
     rtr_run = replace(run, load="rtr")
     plain_run = replace(run, load="no-mmap")
     rtr = estimate_speed(tmap, types, placement, hw, rtr_run)

@@ -7,6 +7,7 @@ reserve.  Constants cite their source in ``data/speed_constants.toml`` / comment
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,8 @@ from planner.tensors import ModelParams, TensorInfo, TensorMap
 from planner.units import GIB, MIB
 
 __all__ = ["CPU", "MIB", "DeviceMemory", "MemoryReport", "Placement", "RunConfig", "Term", "compute_buffer_bytes",
-           "constants", "kv_bytes_by_layer", "kv_bytes_per_layer", "memory_report", "mix_bytes", "tensor_bytes"]
+           "constants", "kv_bytes_by_layer", "kv_bytes_per_layer", "memory_report", "loaded_shapes", "mix_bytes", "shape_bytes",
+           "tensor_bytes"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,13 +99,21 @@ class MemoryReport:
 
 # ----------------------------------------------------------------------------- exact terms
 
+@functools.lru_cache(maxsize=16384)
+def shape_bytes(type_name: str, shape: tuple[int, ...]) -> int:
+    """ggml_nbytes of a ``shape`` tensor of ``type_name`` (remembered: the catalogue is loaded once, and a plan
+    asks for the same few (type, shape) pairs thousands of times)."""
+    return catalogue().get(type_name).tensor_bytes(shape)
+
+
 def tensor_bytes(t: TensorInfo, type_name: str) -> int:
-    return catalogue().get(type_name).tensor_bytes(t.shape)
+    return shape_bytes(type_name, t.shape)
 
 
 def mix_bytes(tmap: TensorMap, mix: Mapping[str, str]) -> dict[str, int]:
     """ggml_nbytes of every tensor at its mix type."""
-    return {t.name: tensor_bytes(t, mix.get(t.name, t.dtype)) for t in tmap.tensors}
+    get = mix.get
+    return {t.name: shape_bytes(get(t.name, t.dtype), t.shape) for t in tmap.tensors}
 
 
 def kv_bytes_by_layer(params: ModelParams, cfg: RunConfig) -> tuple[int, ...]:
@@ -147,17 +157,30 @@ def compute_buffer_bytes(tmap: TensorMap, cfg: RunConfig, *, holds_layers: bool,
 
 # ----------------------------------------------------------------------------- report
 
+def loaded_shapes(tmap: TensorMap) -> tuple[tuple[str, tuple[int, ...], str], ...]:
+    """(name, shape, stored type) of every loaded tensor (NextN/MTP blocks are not), in map order."""
+    return tuple((t.name, t.shape, t.dtype) for t in tmap.tensors if tmap.is_loaded(t))
+
+
+def _ffn_matmuls(tmap: TensorMap) -> tuple[str, ...]:
+    """Loaded tensors whose matmul produces the FFN intermediates (:func:`planner.compute_buffers.is_ffn_matmul`)."""
+    from planner.compute_buffers import is_ffn_matmul
+
+    return tuple(n for n, _, _ in tmap.derived(loaded_shapes) if is_ffn_matmul(n))
+
+
 def memory_report(tmap: TensorMap, mix: Mapping[str, str], placement: Placement, budgets: Mapping[str, int],
                   cfg: RunConfig) -> MemoryReport:
     """Per-device memory for a mix and placement against per-device budgets (bytes).
 
     ``budgets`` maps "CUDA<i>" to the GPU's memory and "CPU" to usable RAM (both before margins).
     """
-    loaded = {t.name for t in tmap.tensors if tmap.is_loaded(t)}
-    sizes = {n: b for n, b in mix_bytes(tmap, mix).items() if n in loaded}
+    get = mix.get
+    sizes = {n: shape_bytes(get(n, dtype), shape) for n, shape, dtype in tmap.derived(loaded_shapes)}
     weights: dict[str, int] = {d: 0 for d in placement.devices}
+    device_of = placement.device_of
     for name, nbytes in sizes.items():
-        dev = placement.device_of(name)
+        dev = device_of(name)
         weights[dev] = weights.get(dev, 0) + nbytes
     kv_by_layer = kv_bytes_by_layer(tmap.params, cfg)
     kv: dict[str, int] = {d: 0 for d in placement.devices}
@@ -167,11 +190,11 @@ def memory_report(tmap: TensorMap, mix: Mapping[str, str], placement: Placement,
         "token_embd.weight")
     mm_dev = mmproj_device(cfg, budgets or placement.devices)
     devices = []
-    from planner.compute_buffers import entry_of, is_ffn_matmul, placement_copies
+    from planner.compute_buffers import entry_of, placement_copies
 
-    ffn_devs = {placement.device_of(n) for n in sizes if is_ffn_matmul(n)}
+    ffn_devs = {device_of(n) for n in tmap.derived(_ffn_matmuls)}
     copies = placement_copies(cfg.engine, placement.devices, placement.layer_device,
-                              {n: placement.device_of(n) for n in sizes}, out_dev, CPU)
+                              {n: device_of(n) for n in sizes}, out_dev, CPU)
     for dev in placement.devices:
         is_gpu = devices_is_gpu(dev)
         holds_layers = dev in placement.layer_device

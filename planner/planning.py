@@ -374,12 +374,12 @@ def place(tmap: TensorMap, types: Mapping[str, str], hw: Hardware, request: Plan
     if need > have:   # no placement can help: skip the solver
         raise with_options(InfeasibleBudgetError("weights alone exceed RAM + VRAM",
                                                  shortfall_bytes={"RAM+VRAM": need - have}),
-                           tmap, types, budget, request, _feasibility(tmap, hw, types, None))
+                           tmap, types, budget, request, _feasibility(tmap, hw, types))
     try:
         layer_device, sol, groups = _solve_with_layers(tmap, hw, budget, replace(request, objective="placement"),
                                                        types=types, quality=None)
     except InfeasibleBudgetError as exc:
-        raise with_options(exc, tmap, types, budget, request, _feasibility(tmap, hw, types, None)) from None
+        raise with_options(exc, tmap, types, budget, request, _feasibility(tmap, hw, types)) from None
     return _assemble(tmap, hw, budget, replace(request, objective="placement"), layer_device, sol, groups,
                      fixed_types=types, quality=None)
 
@@ -423,7 +423,7 @@ def joint_plan_and_solution(tmap: TensorMap, hw: Hardware, request: PlanRequest,
         layer_device, sol, groups = _solve_with_layers(tmap, hw, budget, request, types=None, quality=quality,
                                                        hint=hint)
     except InfeasibleBudgetError as exc:
-        raise with_options(exc, tmap, None, budget, request, _feasibility(tmap, hw, None, quality)) from None
+        raise with_options(exc, tmap, None, budget, request, _feasibility(tmap, hw, None)) from None
     plan = _assemble(tmap, hw, budget, request, layer_device, sol, groups, fixed_types=None, quality=quality)
     if (request.min_tg or request.min_pp) and request.max_rules is None:
         return plan, sol     # the speed targets were solved exactly; merging groups could undo them
@@ -474,27 +474,27 @@ def _simplify(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanReques
 
 
 def _feasible(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequest,
-              types: Mapping[str, str] | None, quality: QualityModel | None) -> bool:
+              types: Mapping[str, str] | None) -> bool:
     """Whether any plan exists under these budgets (no objective: the first assignment that meets every
-    constraint answers)."""
+    constraint answers).  No quality model: no constraint of the question reads a loss, and groups without
+    losses are cheaper to build (about half of build_groups) and prune to a smaller model."""
     probe_req = replace(request, objective="feasibility", work_limit=1.0)
     try:
-        _solve_with_layers(tmap, hw, budget, probe_req, types=types, quality=quality)
+        _solve_with_layers(tmap, hw, budget, probe_req, types=types, quality=None)
         return True
     except InfeasibleBudgetError:
         return False
 
 
-def _feasibility(tmap: TensorMap, hw: Hardware, types: Mapping[str, str] | None,
-                 quality: QualityModel | None) -> Callable[[Budget, PlanRequest], bool]:
-    return lambda budget, request: _feasible(tmap, hw, budget, request, types, quality)
+def _feasibility(tmap: TensorMap, hw: Hardware, types: Mapping[str, str] | None
+                 ) -> Callable[[Budget, PlanRequest], bool]:
+    return lambda budget, request: _feasible(tmap, hw, budget, request, types)
 
 
-def feasible_for(tmap: TensorMap, hw: Hardware, types: Mapping[str, str] | None,
-                 quality: QualityModel | None) -> Callable[[PlanRequest], bool]:
+def feasible_for(tmap: TensorMap, hw: Hardware, types: Mapping[str, str] | None) -> Callable[[PlanRequest], bool]:
     """``request -> whether any plan exists`` on ``hw`` (a fixed mix when ``types`` is given)."""
     budget = Budget.from_hardware(hw)
-    return lambda request: _feasible(tmap, hw, budget, request, types, quality)
+    return lambda request: _feasible(tmap, hw, budget, request, types)
 
 
 def with_ctx(tmap: TensorMap, request: PlanRequest, attempt: Callable[[PlanRequest], Plan],
@@ -522,7 +522,9 @@ def _largest_ctx(tmap: TensorMap, request: PlanRequest, feasible: Callable[[Plan
     """--ctx max: the largest context (multiple of 256, up to n_ctx_train) for which a plan exists; 256 when none
     does (the attempt there then raises with the shortfall)."""
     lo, hi = _ctx_range(tmap)
-    best = 256
+    if feasible(replace(request, run=replace(request.run, ctx=hi * 256))):
+        return hi * 256         # the whole range fits (MoE models with a quantized cache, often): no search
+    best, hi = 256, hi - 1
     while lo <= hi:
         mid = (lo + hi) // 2
         if feasible(replace(request, run=replace(request.run, ctx=mid * 256))):

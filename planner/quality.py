@@ -20,9 +20,9 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from planner.errors import UsageError
-from planner.imatrix import Imatrix, read_imatrix
 from planner.quality_error import (DISTRIBUTIONS, FLOAT_SOURCES, ErrorFit, _canonical, _prior, canonical_base,
                                    error_fit, measured_type_corrections, rel_mse)
 from planner.quality_prior import _sharpen, prior_importance, quantizable, role_weights_for
@@ -31,6 +31,10 @@ from planner.quality_scale import (CalibrationFit, ScaleSource, _source_dtypes, 
 from planner.quality_user import Calibration, CalibrationRow, _overrides, read_calibration
 from planner.tables import DATA
 from planner.tensors import TensorMap
+
+if TYPE_CHECKING:
+    from planner.imatrix import Imatrix
+
 
 @dataclass(frozen=True, slots=True)
 class QualityEstimate:
@@ -113,6 +117,10 @@ class QualityModel:
     assumptions: tuple[str, ...]
     corrections: Mapping[str, float] = field(default_factory=dict)   # base type -> real / synthetic error
     scale: ScaleSource | None = None
+    # (tensor, type) -> tensor_loss, filled as asked: the planner asks the same pairs from the groups, the
+    # recipe simplification and the explanation
+    _losses: dict[tuple[str, str], float] = field(default_factory=dict, init=False, repr=False, compare=False,
+                                                  metadata={"json": False})
 
     @classmethod
     def build(cls, tmap: TensorMap, *, imatrix: Imatrix | str | os.PathLike[str] | None = None,
@@ -132,7 +140,9 @@ class QualityModel:
         """
         cfg = _prior()
         notes: list[str] = []
-        if imatrix is not None and not isinstance(imatrix, Imatrix):
+        if isinstance(imatrix, (str, os.PathLike)):
+            from planner.imatrix import read_imatrix      # numpy, only when an imatrix is read
+
             imatrix = read_imatrix(imatrix)
         if imatrix is not None:
             imatrix = imatrix.with_shapes(tmap)
@@ -200,6 +210,13 @@ class QualityModel:
             UsageError: ``name`` is not a tensor of the model.
             UnknownQuantTypeError: unknown type name.
         """
+        key = (name, type_name)
+        loss = self._losses.get(key)
+        if loss is None:
+            loss = self._losses[key] = self._tensor_loss(name, type_name)
+        return loss
+
+    def _tensor_loss(self, name: str, type_name: str) -> float:
         imp = self.importance.get(name)
         if imp is None:
             raise UsageError(f"tensor {name!r} is not in model {self.model}")

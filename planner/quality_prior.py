@@ -10,18 +10,25 @@ import re
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from planner.imatrix import Imatrix
 from planner.quality_error import _measured, _prior
 from planner.roles import active_fraction
-from planner.tensors import TensorInfo, TensorMap, builtin
+from planner.tensors import ModelParams, TensorInfo, TensorMap, builtin_params
+
+if TYPE_CHECKING:
+    from planner.imatrix import Imatrix
 
 _SHAPE_FIELDS = ("arch", "n_layer", "n_embd", "n_vocab", "n_head", "n_head_kv", "head_dim", "n_expert",
                  "n_expert_used", "n_ff", "n_ff_exp")
 
 
 def _shape_key(tmap: TensorMap) -> tuple:
-    return tuple(getattr(tmap.params, f) for f in _SHAPE_FIELDS)
+    return _params_key(tmap.params)
+
+
+def _params_key(params: ModelParams) -> tuple:
+    return tuple(getattr(params, f) for f in _SHAPE_FIELDS)
 
 
 def _norm_name(name: str) -> str:
@@ -82,8 +89,8 @@ def _layer_factor(layer: int, n_layer: int) -> float:
 def _role_weight_entries() -> tuple[tuple[str, tuple, str, dict[str, float]], ...]:
     out = []
     for e in _measured().get("role_weights", ()):
-        tm = builtin(e["builtin"])
-        out.append((e["model"], _shape_key(tm), tm.params.arch, {r: float(w) for r, w in e["w"].items()}))
+        params = builtin_params(e["builtin"])      # the numbers only: expanding the tensors is not needed
+        out.append((e["model"], _params_key(params), params.arch, {r: float(w) for r, w in e["w"].items()}))
     return tuple(out)
 
 
@@ -111,6 +118,14 @@ def prior_importance(tmap: TensorMap, variant: str = "matrix", role_weights: Map
     (importance proportional to the weights a token touches). Both apply the layer-edge factor, then the measured
     role multipliers (``role_weights``; None: those of data/quality_measured.toml, {}: none).
     """
+    if role_weights is None:     # the measured multipliers: the same answer per model and variant, remembered
+        imp, notes = tmap.derived(_prior_importance, variant, None)
+        return dict(imp), notes
+    return _prior_importance(tmap, variant, role_weights)
+
+
+def _prior_importance(tmap: TensorMap, variant: str, role_weights: Mapping[str, float] | None
+                      ) -> tuple[dict[str, float], tuple[str, ...]]:
     rw = role_weights_for(tmap)[0] if role_weights is None else role_weights
     cfg = _prior()
     raw: dict[str, float] = {t.name: 0.0 for t in tmap.tensors}

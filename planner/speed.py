@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from planner.devices import is_gpu, is_remote
-from planner.memory import CPU, Placement, RunConfig, constants, mix_bytes
+from planner.memory import CPU, Placement, RunConfig, constants, shape_bytes
 from planner.quants import catalogue
 from planner.roles import active_fraction, moves_with_ffn
 from planner.speed_basis import SpeedBasis, speed_basis
@@ -194,20 +194,28 @@ def device_speeds(hw: Hardware, cfg: RunConfig, *, numa: str | None = None, cali
 
 # ----------------------------------------------------------------------------- model pieces
 
-def _path(tmap: TensorMap, placement: Placement) -> list[str]:
-    """Devices along one token's path: per layer the attention device, then each FFN tensor's device."""
+def _path_order(tmap: TensorMap) -> tuple[int | str, ...]:
+    """One token's path through the loaded layers, placement aside: per layer its index (the attention's device
+    is the layer's), then the name of each FFN matrix, in map order; the output last."""
     by_layer: dict[int, list[TensorInfo]] = {}
     for t in tmap.tensors:
         if t.layer is not None and t.n_dims >= 2:
             by_layer.setdefault(t.layer, []).append(t)
-    seq: list[str] = []
+    seq: list[int | str] = []
     for il in range(tmap.params.n_loaded_layers):
-        seq.append(placement.layer_device[il] if il < len(placement.layer_device) else CPU)
-        for t in by_layer.get(il, []):
-            if moves_with_ffn(t.role):
-                seq.append(placement.device_of(t.name))
-    seq.append(placement.device_of("output.weight"))
-    return seq
+        seq.append(il)
+        seq.extend(t.name for t in by_layer.get(il, []) if moves_with_ffn(t.role))
+    seq.append("output.weight")
+    return tuple(seq)
+
+
+def _path(tmap: TensorMap, placement: Placement) -> list[str]:
+    """Devices along one token's path: per layer the attention device, then each FFN tensor's device."""
+    layer_device = placement.layer_device
+    n = len(layer_device)
+    device_of = placement.device_of
+    return [(layer_device[x] if x < n else CPU) if isinstance(x, int) else device_of(x)
+            for x in tmap.derived(_path_order)]
 
 
 def handoffs(tmap: TensorMap, placement: Placement) -> int:
@@ -252,6 +260,26 @@ def _attn_dims(tmap: TensorMap) -> tuple[int, int, int]:
 
 # ----------------------------------------------------------------------------- the terms
 
+_Row = tuple[str, int | None, tuple[int, ...], str, float, bool, bool, float, bool, int]
+
+
+def _tensor_rows(tmap: TensorMap) -> tuple[_Row, ...]:
+    """Per loaded tensor, what :func:`speed_terms` needs that placement and mix do not change: (name, layer,
+    shape, stored type, share one token reads, 1-D, is a matmul, matmul FLOPs per token, routed expert,
+    experts)."""
+    n_used = max(1, tmap.params.n_expert_used or 1)
+    rows: list[_Row] = []
+    for t in tmap.tensors:
+        if not tmap.is_loaded(t):
+            continue
+        frac = active_fraction(t, n_used)
+        matmul = t.n_dims >= 2 and t.role != "token_embd"
+        rows.append((t.name, t.layer, t.shape, t.dtype, frac, t.n_dims < 2, matmul,
+                     2.0 * t.n_elements * frac if matmul else 0.0, t.is_expert, t.n_expert))
+    return tuple(rows)
+
+
+
 def speed_terms(tmap: TensorMap, mix: Mapping[str, str], placement: Placement, hw: Hardware, cfg: RunConfig,
                 depths: Iterable[int] = (0,), *, numa: str | None = None,
                 threads_batch: int | None = None, speeds: Mapping[str, DeviceSpeed] | None = None,
@@ -273,7 +301,6 @@ def speed_terms(tmap: TensorMap, mix: Mapping[str, str], placement: Placement, h
 
     def cpu_like(d: str) -> bool:
         return d == CPU or (is_remote(d) and not is_gpu(d))
-    sizes = mix_bytes(tmap, mix)
     ub = max(1, min(cfg.ubatch, cfg.batch))
     n_used = max(1, p.n_expert_used or 1)
 
@@ -287,42 +314,41 @@ def speed_terms(tmap: TensorMap, mix: Mapping[str, str], placement: Placement, h
     moe_layers_on: dict[str, set[int]] = {d: set() for d in speeds}
     touched = 1.0 - (1.0 - n_used / p.n_expert) ** ub if p.n_expert else 1.0
     offload = bool(gpus) and ub >= k["offload_min_batch"]
-    for t in tmap.tensors:
-        if not tmap.is_loaded(t):
-            continue
-        dev = placement.device_of(t.name)
+    cpu_matmul_layers: set[int] = set()     # layers with a 2-D tensor on the CPU (their thread-pool syncs)
+    device_of = placement.device_of
+    for name, layer, shape, dtype, frac, flat, matmul, f, expert, n_expert in tmap.derived(_tensor_rows):
+        dev = device_of(name)
+        if dev == CPU and layer is not None and not flat:
+            cpu_matmul_layers.add(layer)
         if dev not in speeds:
             dev = CPU
-        frac = active_fraction(t, n_used)
-        nbytes = sizes[t.name]
+        qtype = mix.get(name, dtype)
+        nbytes = shape_bytes(qtype, shape)
         read[dev] += nbytes * frac
-        matmul = t.n_dims >= 2 and t.role != "token_embd"
-        f = 2.0 * t.n_elements * frac if matmul else 0.0
         flops_tok[dev] += f
-        if t.is_expert and t.layer is not None:
-            moe_layers_on[dev].add(t.layer)
+        if expert and layer is not None:
+            moe_layers_on[dev].add(layer)
         if not matmul:
             continue
-        rows = ub * n_used / t.n_expert if (t.is_expert and t.n_expert) else ub
+        rows = ub * n_used / n_expert if (expert and n_expert) else ub
         if is_remote(dev):
             remote_pp[dev] = remote_pp.get(dev, 0.0) + f
             continue
         if dev != CPU:
             pp_gpu_flops_tok += f
-            pp_gpu_expert_mats += 1 if t.is_expert else 0
+            pp_gpu_expert_mats += 1 if expert else 0
             continue
-        qtype = mix.get(t.name, t.dtype)
         if cfg.load == "rtr" and cfg.engine != "mainline":
             qtype = rtr_type(qtype)
-        on_gpu = offload and t.layer is not None and cat.has(qtype) and cat.get(qtype).runs_on_cuda(cfg.qengine)
-        if on_gpu and t.is_expert and eng["moe_offload"] == "active" and t.n_expert:
+        on_gpu = offload and layer is not None and cat.has(qtype) and cat.get(qtype).runs_on_cuda(cfg.qengine)
+        if on_gpu and expert and eng["moe_offload"] == "active" and n_expert:
             # ik: offload an id-matmul only if ub x n_expert_used >= min_batch x n_expert
-            on_gpu = ub * n_used >= k["offload_min_batch"] * t.n_expert
+            on_gpu = ub * n_used >= k["offload_min_batch"] * n_expert
         if on_gpu:
-            share = touched if (t.is_expert and eng["only_active_experts"]) else 1.0
+            share = touched if (expert and eng["only_active_experts"]) else 1.0
             pcie_bytes += nbytes * share
             pp_gpu_flops_tok += f
-            pp_gpu_expert_mats += 1 if t.is_expert else 0
+            pp_gpu_expert_mats += 1 if expert else 0
         else:
             pp_cpu_flop_rows.append((f, rows))
 
@@ -364,9 +390,7 @@ def speed_terms(tmap: TensorMap, mix: Mapping[str, str], placement: Placement, h
     for d in speeds:
         n_layers = layers_on.get(d, 0)
         if d == CPU:
-            n_cpu = len({t.layer for t in tmap.tensors if t.layer is not None and tmap.is_loaded(t)
-                         and t.n_dims >= 2 and (placement.device_of(t.name) == CPU)})
-            launch += n_cpu * k["cpu_layer_s"]
+            launch += len(cpu_matmul_layers) * k["cpu_layer_s"]
         elif cpu_like(d):
             launch += n_layers * k["cpu_layer_s"]
         else:

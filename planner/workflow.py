@@ -78,6 +78,16 @@ def _imatrix_bytes(tmap: TensorMap) -> int:
     return sum(12 + len(t.name) + 4 * t.ne0 * t.n_expert for t in tmap.tensors if t.n_dims >= 2)
 
 
+def _q8_bytes(tmap: TensorMap, engine: str) -> int:
+    """Size of the Q8_0 GGUF llama-quantize makes from the BF16 (the map's prequantized tensors kept): the same
+    for every plan of a model, so ``--pareto`` computes it once."""
+    from planner.quantize import QuantizeSpec, keep_prequantized_items, parse_custom_q, quantize  # noqa: PLC0415
+
+    keep = keep_prequantized_items(tmap)
+    return quantize(tmap, QuantizeSpec(base_type="Q8_0", engine=engine,
+                                       custom_q=parse_custom_q(keep, engine) if keep else ())).total_bytes
+
+
 def quantize_workflow(tmap: TensorMap, recipe: _Recipe, *, builtin_name: str | None, engine: str = "ik",
                       output: str, quantized_bytes: int, imatrix: str | None = None, use_imatrix: bool = True,
                       threads: int | None = None, ram_bytes: int | None = None, source_gguf: str | None = None,
@@ -89,7 +99,7 @@ def quantize_workflow(tmap: TensorMap, recipe: _Recipe, *, builtin_name: str | N
     existing BF16/Q8_0 GGUF (no download or convert step).  ``ram_bytes``: when the BF16 does not fit, the imatrix
     is computed on a Q8_0 made from it (what people do for 671B-class models).
     """
-    from planner.quantize import QuantizeSpec, keep_prequantized_items, parse_custom_q, quantize  # noqa: PLC0415
+    from planner.quantize import keep_prequantized_items  # noqa: PLC0415
 
     facts = _facts()
     name = tmap.name
@@ -135,8 +145,7 @@ def quantize_workflow(tmap: TensorMap, recipe: _Recipe, *, builtin_name: str | N
         if ram_bytes is not None and bf16 > ram_bytes:
             q8 = f"{name}-Q8_0.gguf"
             keep = keep_prequantized_items(tmap)      # MXFP4 experts are copied, not requantized
-            q8_bytes = quantize(tmap, QuantizeSpec(base_type="Q8_0", engine=engine,
-                                                   custom_q=parse_custom_q(keep, engine) if keep else ())).total_bytes
+            q8_bytes = tmap.derived(_q8_bytes, engine)
             keep_argv: tuple[str, ...] = ()
             if keep:
                 keep_argv = (("--custom-q", ",".join(keep)) if engine != "mainline"

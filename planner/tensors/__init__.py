@@ -13,10 +13,10 @@ from __future__ import annotations
 from planner.tensors.config import _HF_FIELDS, _flatten_config, config_arch, from_config, from_config_file, \
     model_display_name
 from planner.tensors.header import from_gguf
-from planner.tensors.known_models import _models, builtin, builtin_info, builtin_names
+from planner.tensors.known_models import _models, builtin, builtin_info, builtin_names, builtin_params
 from planner.tensors.model import ModelParams, TensorInfo, TensorMap, with_tensors
 from planner.tensors.templates import _architectures, build
 
 __all__ = ["_HF_FIELDS", "ModelParams", "TensorInfo", "TensorMap", "_architectures", "_flatten_config", "_models",
-           "build", "builtin", "builtin_info", "builtin_names", "config_arch", "from_config", "from_config_file",
+           "build", "builtin", "builtin_info", "builtin_names", "builtin_params", "config_arch", "from_config", "from_config_file",
            "from_gguf", "model_display_name", "with_tensors"]

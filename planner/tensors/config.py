@@ -86,6 +86,16 @@ def from_config(config: Mapping[str, Any], source: str = "config.json", *, name:
     ``overrides``: ModelParams fields a config.json cannot say (a built-in's ``params`` in models.toml, e.g.
     which tensors the checkpoint leaves out), applied last.
     """
+    params = params_from_config(config, source, overrides=overrides)
+    if name is None:
+        name = model_display_name(config)
+    return build(params, name, source)
+
+
+def params_from_config(config: Mapping[str, Any], source: str = "config.json", *,
+                       overrides: Mapping[str, Any] | None = None) -> ModelParams:
+    """The architecture numbers of a Hugging Face ``config.json`` dict (:func:`from_config` without the tensors;
+    ``overrides`` as there)."""
     arch = config_arch(config)
     tpl = _architectures()[arch]
     flat = _flatten_config(config)
@@ -138,12 +148,9 @@ def from_config(config: Mapping[str, Any], source: str = "config.json", *, name:
         values["compress_ratios"] = tuple(int(r) for r in values["compress_ratios"])
     values.update(overrides or {})
     try:
-        params = ModelParams(**values)
+        return ModelParams(**values)
     except TypeError as exc:
         raise UnknownModelError(f"{source}: config.json field has the wrong type: {exc}") from exc
-    if name is None:
-        name = model_display_name(config)
-    return build(params, name, source)
 
 
 def model_display_name(config: Mapping[str, Any], folder: str | None = None) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 from planner.errors import UnknownModelError
 from planner.tables import DATA
-from planner.tensors.config import from_config
+from planner.tensors.config import from_config, params_from_config
 from planner.tensors.model import ModelParams, TensorMap
 from planner.tensors.templates import build
 
@@ -22,9 +22,8 @@ def builtin_names() -> list[str]:
     return sorted(_models())
 
 
-@functools.cache
-def builtin(name: str) -> TensorMap:
-    """A built-in model by name (case-insensitive), e.g. ``qwen3-235b-a22b``."""
+def _spec(name: str) -> tuple[str, str, dict[str, Any]]:
+    """(key, display name, config numbers or ``config``) of a built-in model."""
     models = _models()
     key = name.lower()
     if key not in models:
@@ -34,10 +33,26 @@ def builtin(name: str) -> TensorMap:
     display = spec.pop("display", key)
     for meta in ("source", "published", "notes"):
         spec.pop(meta, None)
+    return key, display, spec
+
+
+@functools.cache
+def builtin(name: str) -> TensorMap:
+    """A built-in model by name (case-insensitive), e.g. ``qwen3-235b-a22b``."""
+    key, display, spec = _spec(name)
     if "config" in spec:
         return from_config(spec["config"], source=f"builtin:{key}", name=display, overrides=spec.get("params"))
-    params = ModelParams(**spec)
-    return build(params, display, f"builtin:{key}")
+    return build(ModelParams(**spec), display, f"builtin:{key}")
+
+
+@functools.cache
+def builtin_params(name: str) -> ModelParams:
+    """A built-in model's architecture numbers, without expanding its tensors (what :func:`builtin` would give as
+    ``.params``)."""
+    key, _, spec = _spec(name)
+    if "config" in spec:
+        return params_from_config(spec["config"], source=f"builtin:{key}", overrides=spec.get("params"))
+    return ModelParams(**spec)
 
 
 def builtin_info(name: str) -> dict[str, Any]:

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar, cast
 
 _BLK = re.compile(r"^blk\.(\d+)\.(.+?)(?:\.(weight|bias|scale))?$")   # ssm_a has no suffix
 _GLOBAL = re.compile(r"^(.+?)\.(weight|bias|scale)$")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +174,20 @@ class TensorMap:
     # writes, so a quantized tensor there (gpt-oss's or DeepSeek-V4's MXFP4 experts) is part of a source that
     # llama-quantize starts from, not the output of an earlier llama-quantize run
     converter_types: bool = False
+    # tables other stages derive from this map alone (derived(): built on first use, kept with the map)
+    _derived: dict[tuple[Callable[..., Any], tuple[Hashable, ...]], Any] = field(
+        default_factory=dict, init=False, repr=False, compare=False, metadata={"json": False})
+
+    def derived(self, build: Callable[..., _T], *args: Hashable) -> _T:
+        """``build(self, *args)``, computed once per map and ``args``: the map is immutable, so a table derived
+        from it alone (a stage's per-tensor constants) never goes stale; a map made with ``replace`` starts
+        without any.  ``build`` must be pure, and its result is shared: callers must not mutate it."""
+        key = (build, args)
+        try:
+            return cast(_T, self._derived[key])
+        except KeyError:
+            value = self._derived[key] = build(self, *args)
+            return value
 
     @property
     def n_elements(self) -> int:
