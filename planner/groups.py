@@ -231,13 +231,16 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
     cand_cache: dict[tuple[int, int, bool, bool, str | None, str | None], list[str]] = {}
     # the output layer's home: the main host's last GPU (a cluster's remote devices come before it)
     last_gpu = next((g for g in reversed(budget.gpus) if not is_remote(g)), CPU)
-    out_dev_extra: dict[str, int] = {}
-    if "output.weight" in {t.name for t in tmap.tensors}:
-        copies = solver_copies(tmap, budget, cfg)
-        base = {d: compute_buffer_bytes(tmap, cfg, holds_layers=True, holds_output=False, is_gpu=is_gpu(d),
-                                        copies=copies) for d in budget.devices}
-        out_dev_extra = {d: compute_buffer_bytes(tmap, cfg, holds_layers=True, holds_output=True,
-                                                 is_gpu=is_gpu(d), copies=copies) - base[d] for d in budget.devices}
+    copies = solver_copies(tmap, budget, cfg)
+    base = {d: compute_buffer_bytes(tmap, cfg, holds_layers=True, holds_output=False, is_gpu=is_gpu(d),
+                                    copies=copies) for d in budget.devices}
+    out_dev_extra = {d: compute_buffer_bytes(tmap, cfg, holds_layers=True, holds_output=True,
+                                             is_gpu=is_gpu(d), copies=copies) - base[d] for d in budget.devices}
+    if "output.weight" not in {t.name for t in tmap.tensors}:
+        # output tied to token_embd: the logits are computed where token_embd lives (the CPU, below), so the
+        # output's share of the compute buffer is a fixed CPU term (memory_report charges it there too)
+        fixed_bytes[CPU] = fixed_bytes.get(CPU, 0) + out_dev_extra.get(CPU, 0)
+        out_dev_extra = {}
     groups: list[Group] = []
     for t in tmap.tensors:
         if t.n_dims >= 2 and t.role != "token_embd":
@@ -343,6 +346,8 @@ def solver_copies(tmap: TensorMap, budget: Budget, cfg: RunConfig) -> int:
 def capacities(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, cfg: RunConfig,
                fixed_bytes: Mapping[str, int]) -> dict[str, int]:
     """Bytes left for the solver's groups on each device: budget minus margin/reserve, KV, compute, fixed."""
+    from planner.compute_buffers import entry_of
+
     kv = kv_bytes_by_layer(tmap.params, cfg)
     mm_dev = mmproj_device(cfg, budget.devices)
     copies = solver_copies(tmap, budget, cfg)
@@ -352,7 +357,8 @@ def capacities(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, cfg
         holds = d in layer_device or not gpu
         c = budget.bytes[d] - (cfg.gpu_margin_bytes if gpu else cfg.os_reserve_bytes)
         c -= sum(nbytes for x, nbytes in zip(layer_device, kv) if x == d)
-        c -= compute_buffer_bytes(tmap, cfg, holds_layers=holds, holds_output=False, is_gpu=gpu, copies=copies)
+        c -= compute_buffer_bytes(tmap, cfg, holds_layers=holds, holds_output=False, is_gpu=gpu, copies=copies,
+                                  entry=entry_of(layer_device, d, CPU))   # as memory_report charges it
         c -= fixed_bytes.get(d, 0)
         c -= cfg.mmproj_bytes + cfg.mmproj_compute_bytes if d == mm_dev else 0
         c -= cfg.mmproj_input_bytes if mm_dev is not None and d == CPU else 0
@@ -466,8 +472,12 @@ def build_layered_groups(tmap: TensorMap, order: Sequence[str], budget: Budget, 
     fixed_time = {"tg_s": fixed_time0["tg_s"] - sum(x[first] for x in layer_s),
                   "pp_s": fixed_time0["pp_s"] - sum(x[first] for x in layer_pp)}
     copies = solver_copies(tmap, budget, cfg)
-    hold_bytes = {d: compute_buffer_bytes(tmap, cfg, holds_layers=True, holds_output=False, is_gpu=is_gpu(d),
-                                          copies=copies) for d in order if d != CPU}
+    # a device's compute buffer depends on how the graph enters it (compute_buffers.entry_of), which the layer
+    # homes decide: reserve the largest of the entries its position in ``order`` allows ("cpu" only after the CPU)
+    hold_bytes = {d: max(compute_buffer_bytes(tmap, cfg, holds_layers=True, holds_output=False, is_gpu=is_gpu(d),
+                                              copies=copies, entry=e)
+                         for e in ("", "input", *(("cpu",) if CPU in order[:i] else ())))
+                  for i, d in enumerate(order) if d != CPU}
     homes = LayerHomes(tuple(order), tuple(layer_bytes), tuple(layer_s), tuple(layer_pp), hold_bytes=hold_bytes,
                        hold_s=dict(hold_s or {}), hold_pp_s=dict(hold_pp_s or {}), shared=tuple(shared))
     return sorted(merged.values(), key=lambda g: g.key), fixed_bytes, fixed_time, homes

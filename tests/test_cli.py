@@ -113,6 +113,19 @@ def test_place_ctx_max_finds_the_largest_context():
     assert run("place", *common, "--ctx", ctx + 256).exit_code == 2     # one step more does not fit
 
 
+def test_plan_reserves_what_the_memory_report_charges():
+    # The solver's capacities and the final memory re-check must charge the same compute buffers, or a plan the
+    # solver found is refused ("internal re-check failed"). Two terms were missing from the solver: the logits of
+    # a tied output (gemma-3: no output.weight, the logits are computed where token_embd lives, n_vocab 262,144 x
+    # ub x 4 bytes on the CPU) and the CPU layers' residual that the first GPU after them receives. At this budget
+    # both devices end within 0.1 GiB of full, so either term made the plan fail.
+    r = run("plan", "gemma-3-27b", "--vram", "8", "--ram", "32", "--ctx", "61440", "--kv", "f16", "--json")
+    assert r.exit_code == 0, r.output
+    plan = json.loads(r.stdout)["plan"]
+    assert plan["memory"]["fits"]
+    assert all(d["free_bytes"] < 2**30 for d in plan["memory"]["devices"])     # the case is tight on both
+
+
 def test_readme_command_table_matches_help():
     readme = (ROOT / "README.md").read_text()
     listed = set(re.findall(r"^\| `gguf-planner (\w+)", readme, re.M))

@@ -53,11 +53,11 @@ def test_bytes_semantics_of_std_regex_char():
 ])
 def test_catastrophic_patterns_fail_fast_naming_the_rule(pattern):
     rule = ecma_regex.compile(pattern, where="custom rule 3")
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     with pytest.raises(RegexBudgetError, match=r"custom rule 3: regex .* needs more than") as e:
         for name in QWEN_NAMES:
             rule.search(name)
-    assert time.perf_counter() - t0 < 2
+    assert time.process_time() - t0 < 2
     assert exit_code_for(e.value) == 2 and EXIT_CODES[RecipeError] == 2
 
 
@@ -146,12 +146,12 @@ def test_fast_path_agrees_with_the_matcher(pattern, subject):
 def test_a_recipe_over_a_large_model_is_quick():
     rules = [r"blk\..*\.attn_k.*", r"blk\.([0-9]|1[0-1]|8[3-9]|90)\.attn_k\.weight", r"^token_embd\.weight",
              r"blk\..*\.ffn_(gate|up)_exps", r"^output\.weight"]
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     for r in rules:
         rule = ecma_regex.compile(r)
         hits = sum(rule.search(n) for n in QWEN_NAMES)
         assert hits > 0 and rule.steps_used <= MAX_STEPS_PER_NAME
-    assert time.perf_counter() - t0 < 1
+    assert time.process_time() - t0 < 1
 
 
 @settings(max_examples=300, deadline=None)

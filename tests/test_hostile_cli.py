@@ -142,10 +142,10 @@ def test_force_keeps_the_mode_of_the_replaced_file(evil_plan, tmp_path):
 ])
 def test_option_values_are_checked_at_the_boundary(args, option, tmp_path, evil_plan):
     args = [str(evil_plan) if a == "PLAN" else str(tmp_path / "x.sh") if a == "OUT" else a for a in args]
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     r = run(*args)
     assert r.exit_code == 2 and one_line(r) and option in r.output, r.output
-    assert time.perf_counter() - t0 < 10
+    assert time.process_time() - t0 < 10
 
 
 @pytest.mark.parametrize("flags, word", [
@@ -177,10 +177,10 @@ def test_first_check_help_example_works_as_printed():
 # ---------------------------------------------------------------------------- 6. regexes
 
 def test_catastrophic_custom_q_fails_fast_naming_the_rule():
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     r = run("footprint", "qwen3-235b-a22b", "--custom-q", r"^(\w+\.?)+x$=q8_0")
     assert r.exit_code == 2 and one_line(r) and r"^(\w+\.?)+x$" in r.output
-    assert time.perf_counter() - t0 < 5
+    assert time.process_time() - t0 < 5
 
 
 # ---------------------------------------------------------------------------- 8. environment
@@ -239,8 +239,8 @@ def test_inspect_table_of_many_roles_is_capped(tmp_path):
         (f"r{j}.weight", (64,), "f32") for j in range(3000)]
     path = tmp_path / "roles.gguf"
     path.write_bytes(gguf_bytes(kv, tensors))
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     r = run("inspect", path)
     assert r.exit_code == 0, r.output
-    assert "the 200 largest of 3,002 roles; --json lists all" in r.output and time.perf_counter() - t0 < 20
+    assert "the 200 largest of 3,002 roles; --json lists all" in r.output and time.process_time() - t0 < 20
     assert len(json.loads(run("inspect", path, "--json").stdout)["roles"]) == 3002

@@ -25,9 +25,12 @@ import pytest
 from planner.cluster_flags import cluster_from_flags
 from planner.cluster_plan import cluster_budgets, cluster_speeds, layer_order, link_terms, plan_cluster
 from planner.errors import InfeasibleBudgetError
-from planner.groups import Budget, build_groups, build_layered_groups, capacities, layered_capacities
+from planner.groups import (Budget, build_groups, build_layered_groups, capacities, layered_capacities,
+                            solver_copies)
 from planner.hardware import resolve_hardware
-from planner.memory import CPU, Placement
+from planner.compute_buffers import entry_of
+from planner.devices import is_gpu
+from planner.memory import CPU, Placement, compute_buffer_bytes
 from planner.network import pass_cost
 from planner.planning import _objective, solve_layered
 from planner.quality import QualityModel
@@ -89,6 +92,15 @@ def test_per_layer_terms_add_up_to_the_fixed_layout_model():
             mine = cap[d] - sum(homes.layer_bytes[il][d] for il in range(n) if layout[il] == d) \
                 - (homes.hold_bytes.get(d, 0) if held else 0)
             if d != "box2/CPU" or held:      # the fixed-layout model charges a CPU its compute buffer always
+                # the layered model reserves the largest compute buffer a device's position allows (it cannot
+                # know which layout the solver picks); the fixed layout charges the entry it has
+                # (compute_buffers.entry_of): swapping the one for the other gives the same capacity
+                if held and d in homes.hold_bytes:
+                    actual = compute_buffer_bytes(tmap, run, holds_layers=True, holds_output=False,
+                                                  is_gpu=is_gpu(d), entry=entry_of(layout, d, CPU),
+                                                  copies=solver_copies(tmap, budget, run))
+                    assert homes.hold_bytes[d] >= actual
+                    mine += homes.hold_bytes[d] - actual
                 assert mine == cap2[d], (layout, d)
         # every layer group has the fixed-layout model's options for its layer's device
         opts = {g.key: g.options for g in groups}
