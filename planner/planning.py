@@ -109,11 +109,17 @@ def _vs_best_note(q: QualityEstimate, best_ln_ratio: float) -> str:
                f"outside the band {q.ppl_ratio_low:.4f}-{q.ppl_ratio_high:.4f}: a predicted quality cost"))
 
 
+_FINISH_NOTES = ("load: ", "-ub ", "predicted TG ", "predicted PP ")     # the notes _finish itself writes
+
+
 def _finish(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequest, layer_device: tuple[str, ...],
             types: dict[str, str], devices: dict[str, str], sol: Solution | None, quality: QualityModel | None,
             notes: list[str], *,
             speed_of: Callable[[Mapping[str, str], Placement], SpeedEstimate] | None = None) -> Plan:
     cfg = request.run
+    # a re-finish (recipe simplification) decides -ub, the load mode and the target checks again: its notes replace
+    # the first finish's (their figures can differ), the others are kept
+    notes = [n for n in notes if not n.startswith(_FINISH_NOTES)]
     placement = Placement(devices, layer_device, budget.devices)
     if request.ub_auto:
         cfg = _largest_ubatch_that_fits(tmap, types, placement, budget, cfg, notes)
