@@ -127,7 +127,8 @@ class DepthLaw:
     """ln k = ln k_ref + alpha * ln(depth / depth_ref), fitted over the measured models (quality_fit.fit_depth_law).
 
     The importance prior sums to 1 over the layers, so a mix's loss is a per-layer average; the ladders say the
-    PPL cost of the same average grows with the number of layers that inject it (docs/quality.md, "Depth law").
+    PPL cost of the same average grows with the number of layers that inject it (errors accumulate through the
+    layers that follow: arXiv 2504.09629; the exponent is fitted on the ladders, docs/quality.md "Depth law").
     Depths outside the fitted range are clamped to it: the law is not extrapolated.
     """
 
