@@ -46,7 +46,7 @@ def test_ranks_on_held_out_cards(report, lid):
 
 @pytest.mark.parametrize("lid", [
     pytest.param("heldout-qwen3-coder-480b-a35b-ubergarm", marks=pytest.mark.xfail(
-        strict=True, reason="median |d ratio| 0.013: k transferred 5.2, the card implies 3.2-3.6 below IQ4_K "
+        strict=True, reason="median |d ratio| 0.013: k transferred 5.2, the card implies 3.2-3.6 from IQ4_KSS to IQ2_KS "
                             "(IQ2 mixes 1.090-1.188 vs 1.062-1.112)")),
     pytest.param("heldout-glm-4.6-ubergarm", marks=pytest.mark.xfail(
         strict=True, reason="median |d ratio| 0.017: k transferred 5.7, the card implies 8-13 (x1.7 its own "
