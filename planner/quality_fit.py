@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from planner.measurements import (Ladder, LadderEvaluation, evaluate_ladder, ladder_losses, ladder_tmap,
                                   load_ladders)
 from planner.quality import DATA, QualityModel, ScaleSource, _prior, canonical_base
+from planner.quality_scale import DepthLaw, model_depth
 from planner.tensors import TensorMap
 
 
@@ -204,6 +205,28 @@ class Constants:
     corpus_factor_log_se: float
     pooled_k: float
     pooled_log_sd: float
+    depth_law: DepthLaw | None = None
+
+
+DEPTH_REF = 64     # layers at which the depth law states k_ref (a round number inside the measured 46-94)
+
+
+def fit_depth_law(models: Mapping[str, Mapping]) -> DepthLaw | None:
+    """ln k = ln k_ref + alpha * ln(depth / DEPTH_REF), ordinary least squares over the measured models (each
+    model one point, k on the reference corpus); None with fewer than three models or a single depth."""
+    pts = [(math.log(v["depth"] / DEPTH_REF), math.log(v["k"])) for v in models.values()]
+    if len(pts) < 3:
+        return None
+    mx = statistics.fmean(x for x, _ in pts)
+    my = statistics.fmean(y for _, y in pts)
+    sxx = sum((x - mx) ** 2 for x, _ in pts)
+    if sxx <= 0:
+        return None
+    alpha = sum((x - mx) * (y - my) for x, y in pts) / sxx
+    res = [y - my - alpha * (x - mx) for x, y in pts]
+    sd = math.sqrt(sum(r * r for r in res) / (len(pts) - 2))
+    depths = [int(v["depth"]) for v in models.values()]
+    return DepthLaw(alpha, math.exp(my - alpha * mx), DEPTH_REF, sd, (min(depths), max(depths)))
 
 
 def _pool(fits: Sequence[ScaleFit]) -> tuple[float, float]:
@@ -216,6 +239,7 @@ def fit_constants(ladders: Sequence[Ladder] | None = None) -> Constants:
     """Every measured constant, from the shipped ladders (or ``ladders``)."""
     cfg = _cfg()
     ladders = tuple(load_ladders() if ladders is None else ladders)
+    by_id = {lad.id: lad for lad in ladders}
     ref_corpus = cfg["reference_corpus"]
     corr_ids = set(cfg["type_correction_ladders"])
     corrections = fit_type_corrections([lad for lad in ladders if lad.id in corr_ids])
@@ -248,11 +272,39 @@ def fit_constants(ladders: Sequence[Ladder] | None = None) -> Constants:
             continue                      # a ladder on the reference corpus wins
         models[model] = {"k": kk, "log_se": s, "corpus": corpus, "k_on_corpus": k, "builtin": fits[0].builtin,
                          "ladders": sorted(f.ladder for f in fits), "points": sum(f.n for f in fits),
+                         "depth": model_depth(ladder_tmap(by_id[fits[0].ladder])),
                          "point_log_sd": max(f.point_log_sd for f in fits),
                          "loss_min": min(f.loss_min for f in fits), "loss_max": max(f.loss_max for f in fits)}
     ks = [math.log(v["k"]) for v in models.values()]
     return Constants(corrections, role_weights, scales, models, math.exp(f_log), f_se,
-                     math.exp(statistics.fmean(ks)), statistics.stdev(ks))
+                     math.exp(statistics.fmean(ks)), statistics.stdev(ks), _law_with_out_of_family_sd(models))
+
+
+def leave_family_out(models: Mapping[str, Mapping]) -> list[tuple[str, float, float, float]]:
+    """(model, ln k measured, ln k from the depth law fitted on the other architectures, ln k pooled over them)
+    for every measured model: how well each rule transfers a scale to a family it has never seen."""
+    from planner.tensors import builtin  # noqa: PLC0415
+    arch = {m: builtin(v["builtin"]).params.arch for m, v in models.items()}
+    out = []
+    for m, v in models.items():
+        others = {o: w for o, w in models.items() if arch[o] != arch[m]}
+        law = fit_depth_law(others)
+        if law is None:
+            continue
+        pooled = statistics.fmean(math.log(w["k"]) for w in others.values())
+        out.append((m, math.log(v["k"]), math.log(law.k(int(v["depth"]))), pooled))
+    return out
+
+
+def _law_with_out_of_family_sd(models: Mapping[str, Mapping]) -> DepthLaw | None:
+    """The depth law over all measured models, its scatter stated as the RMS leave-one-family-out error (what a
+    transferred k is off by on a family the law has not seen) rather than the in-sample residual."""
+    law = fit_depth_law(models)
+    errs = [a - b for _, a, b, _ in leave_family_out(models)]
+    if law is None or not errs:
+        return law
+    return DepthLaw(law.alpha, law.k_ref, law.depth_ref, max(law.log_sd, math.sqrt(statistics.fmean(
+        e * e for e in errs))), law.depth_range)
 
 
 def render_toml(c: Constants) -> str:
@@ -273,6 +325,24 @@ def render_toml(c: Constants) -> str:
         f"k = {c.pooled_k:.4f}",
         f"log_sd = {c.pooled_log_sd:.4f}",
         "",
+    ]
+    if c.depth_law is not None:
+        d = c.depth_law
+        lines += [
+            "[depth_law]",
+            "# ln k = ln k_ref + alpha * ln(layers / depth_ref), least squares over the measured models (one point",
+            "# each, reference corpus); log_sd is the RMS error of ln k when each architecture is predicted by the",
+            "# law fitted on the others.  Transferred and prior scales use it, depths clamped to [depth_min, depth_max].",
+            f"alpha = {d.alpha:.4f}",
+            f"k_ref = {d.k_ref:.4f}",
+            f"depth_ref = {d.depth_ref}",
+            f"log_sd = {d.log_sd:.4f}",
+            f"depth_min = {d.depth_range[0]}",
+            f"depth_max = {d.depth_range[1]}",
+            f"models = {len(c.models)}",
+            "",
+        ]
+    lines += [
         "[type_correction]",
         "# real / synthetic error of a type (geometric mean over whole-model sweeps; repacks use their base)",
     ]
@@ -287,7 +357,7 @@ def render_toml(c: Constants) -> str:
     for model, v in c.models.items():
         lines += ["", "[[model]]", f'name = "{model}"', f'builtin = "{v["builtin"]}"', f"k = {v['k']:.4f}",
                   f"log_se = {v['log_se']:.4f}", f'corpus = "{v["corpus"]}"', f"k_on_corpus = {v['k_on_corpus']:.4f}",
-                  f"points = {v['points']}", f"point_log_sd = {v['point_log_sd']:.4f}",
+                  f"points = {v['points']}", f"depth = {v['depth']}", f"point_log_sd = {v['point_log_sd']:.4f}",
                   f"loss_min = {v['loss_min']:.6f}", f"loss_max = {v['loss_max']:.6f}",
                   "ladders = [" + ", ".join(f'"{x}"' for x in v["ladders"]) + "]"]
     return "\n".join(lines) + "\n"
@@ -296,8 +366,8 @@ def render_toml(c: Constants) -> str:
 def accuracy_report(c: Constants | None = None, ladders: Sequence[Ladder] | None = None
                     ) -> list[tuple[str, str, LadderEvaluation]]:
     """(ladder id, how k was chosen, evaluation) for every ladder (the shipped ones, or ``ladders``, e.g. ones
-    kept out of the fit): in-sample (its own model's k) and transferred (k from the other families only: pooled
-    over models of other architectures, converted to the ladder's corpus)."""
+    kept out of the fit): in-sample (its own model's k) and transferred (k from the other families only: the depth
+    law fitted on the models of other architectures, read at the ladder's depth, converted to its corpus)."""
     c = c or fit_constants()
     cmap = {t: v for t, (v, _) in c.corrections.items()}
     ref_corpus = _cfg()["reference_corpus"]
@@ -310,11 +380,13 @@ def accuracy_report(c: Constants | None = None, ladders: Sequence[Ladder] | None
             if lad.corpus != ref_corpus and own["corpus"] == ref_corpus:
                 k_own = own["k"] / c.corpus_factor
             out.append((lad.id, "own model", evaluate_ladder(lad, diffs, k_own)))
-        arch = ladder_tmap(lad).params.arch
-        others = [math.log(v["k"]) for m, v in c.models.items()
-                  if ladder_tmap_arch(v["builtin"]) != arch]
+        tmap = ladder_tmap(lad)
+        others = {m: v for m, v in c.models.items() if ladder_tmap_arch(v["builtin"]) != tmap.params.arch}
         if others:
-            k_t = math.exp(statistics.fmean(others))
+            # the depth law fitted on the other families only, read at this model's depth
+            law = fit_depth_law(others)
+            k_t = (law.k(model_depth(tmap)) if law is not None
+                   else math.exp(statistics.fmean(math.log(v["k"]) for v in others.values())))
             if lad.corpus != ref_corpus:
                 k_t /= c.corpus_factor
             out.append((lad.id, "other families", evaluate_ladder(lad, diffs, k_t)))

@@ -122,8 +122,50 @@ def _measured_models() -> tuple[tuple[dict, tuple, str], ...]:
     return tuple(out)
 
 
-def _pool_k(models: Sequence[dict]) -> tuple[float, float]:
-    logs = [math.log(m["k"]) for m in models]
+@dataclass(frozen=True, slots=True)
+class DepthLaw:
+    """ln k = ln k_ref + alpha * ln(depth / depth_ref), fitted over the measured models (quality_fit.fit_depth_law).
+
+    The importance prior sums to 1 over the layers, so a mix's loss is a per-layer average; the ladders say the
+    PPL cost of the same average grows with the number of layers that inject it (errors accumulate through the
+    layers that follow: arXiv 2504.09629; the exponent is fitted on the ladders, docs/quality.md "Depth law").
+    Depths outside the fitted range are clamped to it: the law is not extrapolated.
+    """
+
+    alpha: float
+    k_ref: float
+    depth_ref: int
+    log_sd: float                 # residual scatter of ln k about the law (what a transferred k can be off by)
+    depth_range: tuple[int, int]
+
+    def factor(self, depth: int, from_depth: int) -> float:
+        """k(depth) / k(from_depth) under the law, both clamped to the fitted range."""
+        lo, hi = self.depth_range
+        return (min(hi, max(lo, depth)) / min(hi, max(lo, from_depth))) ** self.alpha
+
+    def k(self, depth: int) -> float:
+        return self.k_ref * self.factor(depth, self.depth_ref)
+
+
+def model_depth(tmap: TensorMap) -> int:
+    """Layers that run on every token: NextN/MTP blocks are not counted (the engines skip them)."""
+    return tmap.params.n_loaded_layers
+
+
+def depth_law() -> DepthLaw | None:
+    """The law of data/quality_measured.toml ``[depth_law]``, or None when the file has none."""
+    d = _measured().get("depth_law")
+    if not d:
+        return None
+    return DepthLaw(float(d["alpha"]), float(d["k_ref"]), int(d["depth_ref"]), float(d["log_sd"]),
+                    (int(d["depth_min"]), int(d["depth_max"])))
+
+
+def _pool_k(models: Sequence[dict], depth: int | None = None, law: DepthLaw | None = None) -> tuple[float, float]:
+    """Geometric mean of the models' k (each moved to ``depth`` by the depth law when given) and its log
+    uncertainty: the standard error and the spread between the models, combined."""
+    logs = [math.log(m["k"] * (law.factor(depth, int(m["depth"])) if law and depth and "depth" in m else 1.0))
+            for m in models]
     mean = statistics.fmean(logs)
     se = math.sqrt(sum(m["log_se"] ** 2 for m in models)) / len(models)
     spread = statistics.stdev(logs) if len(logs) > 1 else 0.0
@@ -132,7 +174,7 @@ def _pool_k(models: Sequence[dict]) -> tuple[float, float]:
 
 def scale_source(tmap: TensorMap) -> ScaleSource:
     """k for ``tmap``: measured for this model, else for models of the same shapes, else transferred from the
-    same architecture, else the prior (seed calibration with the transfer band)."""
+    same architecture, else the prior; the last two are moved to the model's depth by the depth law."""
     cfg = _prior()
     name = _norm_name(tmap.name)
 
@@ -158,16 +200,23 @@ def scale_source(tmap: TensorMap) -> ScaleSource:
         pt = max(m.get("point_log_sd", 0.0) for m in same)
         return ScaleSource("measured", k, math.hypot(s, pt), "measured for models of the same shapes: "
                            + ", ".join(m["name"] for m in same), rng(same))
+    law = depth_law()
+    depth = model_depth(tmap)
     family = [m for m, _, arch in entries if arch == tmap.params.arch]
     if family:
-        k, s = _pool_k(family)
-        fam_sd = float(_measured()["pooled"]["log_sd"])
+        k, s = _pool_k(family, depth, law)
+        fam_sd = law.log_sd if law else float(_measured()["pooled"]["log_sd"])
         return ScaleSource("transferred", k, math.hypot(s, fam_sd),
-                           f"transferred from family {tmap.params.arch} ({', '.join(m['name'] for m in family)})",
+                           f"transferred from family {tmap.params.arch} ({', '.join(m['name'] for m in family)})"
+                           + (f", moved to {depth} layers by the depth law (k ~ layers^{law.alpha:.2f})"
+                              if law else ""),
                            rng(family))
-    fit = calibration_fit()
     pooled = _measured().get("pooled")
-    k = float(pooled["k"]) if pooled else fit.k
+    if law is not None:
+        return ScaleSource("prior", law.k(depth), cfg["uncertainty"]["transfer_sigma"],
+                           f"prior only: k from the depth law over {len(entries)} measured models at {depth} layers"
+                           ", band from held-out LLaMA points")
+    k = float(pooled["k"]) if pooled else calibration_fit().k
     return ScaleSource("prior", k, cfg["uncertainty"]["transfer_sigma"],
                        "prior only: k pooled over the measured models"
                        + (f" ({len(entries)})" if entries else "") + ", band from held-out LLaMA points")

@@ -3,10 +3,13 @@ ubergarm's Qwen3-Coder-480B, GLM-4.6 and DeepSeek-V3.1 cards, whole mixes from I
 card prints).  ``planner/quality_fit.py`` fits only ``planner/data/measured``; these rows never enter a constant.
 
 Issue 12's acceptance on families the model was not fitted to: Spearman >= 0.9 and median |predicted - measured
-PPL ratio| <= 0.01.  The ranks hold on all three; the size of the loss does on DeepSeek-V3.1 only (measured:
-Qwen3-Coder 0.019, GLM-4.6 0.021 with the transferred k and 0.013 with GLM-4.6's own Thireus-measured k): the
-model over-predicts Qwen3-Coder's IQ2 mixes (1.169-1.196 vs 1.110-1.112) and under-predicts GLM-4.6's (IQ2_KL
-1.076 vs 1.203, smol-IQ2_KS 1.227 vs 1.531).  Those two are strict xfails naming the numbers.
+PPL ratio| <= 0.01, k from the other families only (the depth law fitted on the models of other architectures, read
+at this model's depth).  The ranks hold on all three; the size of the loss does on DeepSeek-V3.1 only.  Measured:
+Qwen3-Coder 0.0129 (0.0187 with the pooled k before the depth law), GLM-4.6 0.0170 (0.0208; 0.0131 with GLM-4.6's
+own Thireus-measured k), DeepSeek-V3.1 0.0045 (0.0042).  The misses are the models' scale, not the shape of the
+per-type curve: within each card the implied k = ln r / loss is flat from IQ4_KSS down to IQ2_KS (Qwen3-Coder
+3.2-3.6, GLM-4.6 8.0-13.3) while the families the model was fitted to give 4.1-6.4, and no link between loss and
+ln PPL fitted on the dev ladders (power, convex, saturating) moves both cards the right way (docs/quality.md).
 """
 
 from __future__ import annotations
@@ -43,11 +46,44 @@ def test_ranks_on_held_out_cards(report, lid):
 
 @pytest.mark.parametrize("lid", [
     pytest.param("heldout-qwen3-coder-480b-a35b-ubergarm", marks=pytest.mark.xfail(
-        strict=True, reason="median |d ratio| 0.019: IQ2 mixes over-predicted (1.169-1.196 vs 1.110-1.112)")),
+        strict=True, reason="median |d ratio| 0.013: k transferred 5.2, the card implies 3.2-3.6 from IQ4_KSS to IQ2_KS "
+                            "(IQ2 mixes 1.090-1.188 vs 1.062-1.112)")),
     pytest.param("heldout-glm-4.6-ubergarm", marks=pytest.mark.xfail(
-        strict=True, reason="median |d ratio| 0.021: IQ2/IQ1 mixes under-predicted (1.076 vs 1.203, 1.227 vs 1.531)")),
+        strict=True, reason="median |d ratio| 0.017: k transferred 5.7, the card implies 8-13 (x1.7 its own "
+                            "Thireus sweep's k); IQ4_KS..IQ3_KS 1.011-1.040 vs 1.025-1.057, IQ2_KL 1.084 vs 1.203")),
     "heldout-deepseek-v3.1-ubergarm",
 ])
 def test_loss_size_on_held_out_cards(report, lid):
     ev = report[(lid, "other families")]
     assert ev.median_abs_error <= 0.01, ev.median_abs_error
+
+
+@pytest.fixture(scope="module")
+def as_planned():
+    """Each card scored with the k the planner itself uses for that model (``scale_source``: measured, same shapes,
+    transferred from the same architecture by the depth law, or prior) and the shipped corrections."""
+    from planner.measurements import evaluate_ladder, ladder_tmap
+    from planner.quality_fit import _diffs, _rw_for, fit_constants
+    from planner.quality_scale import scale_source
+    c = fit_constants()
+    cmap = {t: v for t, (v, _) in c.corrections.items()}
+    out = {}
+    for lad in read_ladders(FIXTURE):
+        src = scale_source(ladder_tmap(lad))
+        out[lad.id] = (src, evaluate_ladder(lad, _diffs(lad, cmap, _rw_for(lad, c.role_weights)), src.k))
+    return out
+
+
+@pytest.mark.parametrize("lid, kind", [
+    # transferred from Qwen3-235B / 30B / VL (94 and 48 layers) to 62 layers: 0.0056 (0.0182 before the depth law)
+    ("heldout-qwen3-coder-480b-a35b-ubergarm", "transferred"),
+    pytest.param("heldout-glm-4.6-ubergarm", "measured", marks=pytest.mark.xfail(
+        strict=True, reason="median |d ratio| 0.013: GLM-4.6's own Thireus sweep (calibration corpus, x1.84 to "
+                            "wiki.test.raw) gives k 6.3, the card implies 8-13")),
+    ("heldout-deepseek-v3.1-ubergarm", "measured"),        # R1-0528 and V3.1-Terminus have its shapes: 0.0040
+])
+def test_loss_size_as_the_planner_predicts_it(as_planned, lid, kind):
+    """The same acceptance with the constants a plan for that model prints (no card row enters them)."""
+    src, ev = as_planned[lid]
+    assert src.kind == kind, src.detail
+    assert ev.spearman >= 0.9 and ev.median_abs_error <= 0.01, (ev.spearman, ev.median_abs_error)
