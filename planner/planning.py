@@ -234,14 +234,21 @@ def _solve_objective(groups: list[Group], cap: Mapping[str, int], obj: Objective
 def _proven_or_within(groups: list[Group], cap: Mapping[str, int], obj: Objective, gap: float, fixed_s: float,
                       homes: LayerHomes | None, hint: Solution | None) -> Solution:
     """A proof within PROOF_WORK work units, else the full work limit stopping within ``gap`` (from the short
-    try's solution; with none found there, from ``hint``: layer homes make the model larger)."""
+    try's solution; with none found there, from ``hint``: layer homes make the model larger).
+
+    Reduced-cost bounds (``Objective.tighten``) cut the model after a first solution in the long try, and in the
+    short try of the quality step, where the LP gap is a few hundredths of a percent and they fix most counts
+    (measured: the headline's quality step proven in the short try, 2.8 -> 1.6 CPU s for the whole plan; the
+    speed step's LP gap is ten times larger, so there they only pay off in the long try)."""
     try:
-        sol: Solution | None = solve(groups, cap, replace(obj, work_limit=min(PROOF_WORK, obj.work_limit)),
+        sol: Solution | None = solve(groups, cap, replace(obj, work_limit=min(PROOF_WORK, obj.work_limit),
+                                                          tighten=obj.kind == "quality"),
                                      fixed_seconds=fixed_s, homes=homes, hint=hint)
     except SolverError:
         sol = None
     if sol is None or sol.status != "OPTIMAL":
-        sol = solve(groups, cap, replace(obj, relative_gap=gap), hint=sol or hint, fixed_seconds=fixed_s, homes=homes)
+        sol = solve(groups, cap, replace(obj, relative_gap=gap, tighten=True), hint=sol or hint, fixed_seconds=fixed_s,
+                    homes=homes)
     return sol
 
 
