@@ -222,8 +222,7 @@ def _solve_objective(groups: list[Group], cap: Mapping[str, int], obj: Objective
     within the slack of it (each step proven if quick, else within its reported gap)."""
     fixed_s = fixed_time["tg_s"]
     if obj.kind == "quality" and obj.max_seconds is None and obj.max_pp_seconds is None:
-        # --objective quality and the best-quality --pareto point: the balanced quality step's model, whose small
-        # LP gap the tightening exploits (the inner --pareto points add a time row: measured slower this way)
+        # the balanced quality step's model (--objective quality, the best --pareto point); not with a time row
         return _proven_or_within(groups, cap, obj, obj.relative_gap, fixed_s, homes, hint)
     if obj.kind != "balanced":
         return solve(groups, cap, obj, fixed_seconds=fixed_s, homes=homes, hint=hint)
@@ -238,12 +237,9 @@ def _solve_objective(groups: list[Group], cap: Mapping[str, int], obj: Objective
 def _proven_or_within(groups: list[Group], cap: Mapping[str, int], obj: Objective, gap: float, fixed_s: float,
                       homes: LayerHomes | None, hint: Solution | None) -> Solution:
     """A proof within PROOF_WORK work units, else the full work limit stopping within ``gap`` (from the short
-    try's solution; with none found there, from ``hint``: layer homes make the model larger).
-
-    Reduced-cost bounds (``Objective.tighten``) cut the model after a first solution in the long try, and in the
-    short try of the quality step, where the LP gap is a few hundredths of a percent and they fix most counts
-    (measured: the headline's quality step proven in the short try, 2.8 -> 1.6 CPU s for the whole plan; the
-    speed step's LP gap is ten times larger, so there they only pay off in the long try)."""
+    try's solution; with none found there, from ``hint``: layer homes make the model larger).  Reduced-cost
+    bounds (``Objective.tighten``) in the long try, and in the quality step's short try (its LP gap is ten times
+    smaller than the speed step's: measured, the headline's quality step is then proven in the short try)."""
     try:
         sol: Solution | None = solve(groups, cap, replace(obj, work_limit=min(PROOF_WORK, obj.work_limit),
                                                           tighten=obj.kind == "quality"),
