@@ -46,12 +46,14 @@ def _feasible_points(xs, size, rows):
             yield point
 
 
-@pytest.mark.parametrize("seed", range(8))
+FEASIBLE_SEEDS = (1, 2, 3, 4, 6, 7, 9, 11)     # seeds 0, 5 and 8 give models without a feasible point
+
+
+@pytest.mark.parametrize("seed", FEASIBLE_SEEDS)
 def test_bounds_keep_every_solution_at_least_as_good(seed):
     m, xs, cost, size, rows = _knapsack_model(seed)
     points = list(_feasible_points(xs, size, rows))
-    if not points:
-        pytest.skip("no feasible point for this seed")
+    assert points
     values = sorted({sum(c * p for c, p in zip(cost, pt)) for pt in points})
     tightened_any = False
     for upper in values[:4]:               # the optimum and the next few objective values
@@ -65,7 +67,7 @@ def test_bounds_keep_every_solution_at_least_as_good(seed):
     assert tightened_any or len(points) == 1
 
 
-@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("seed", FEASIBLE_SEEDS[:4])
 def test_lagrangian_bound_is_the_lp_optimum(seed):
     from scipy.optimize import linprog
 
@@ -79,8 +81,7 @@ def test_lagrangian_bound_is_the_lp_optimum(seed):
         a_ub[r, idx] = [size[j] for j in idx]
     lp = linprog(cost, A_ub=a_ub, b_ub=[cap for _, cap in rows], A_eq=a_eq, b_eq=[2, 2, 2], bounds=(0, 2),
                  method="highs")
-    if lp.status == 2:
-        pytest.skip("LP infeasible for this seed")
+    assert lp.status == 0, lp.message
     got = lagrangian_bound(m.proto)
     assert got is not None
     assert float(got[0]) == pytest.approx(lp.fun, rel=1e-7, abs=1e-6)
