@@ -9,7 +9,9 @@ CPU seconds are user + system of the child process (`resource.getrusage(RUSAGE_C
 
 Each case runs twice more, instrumented: ``planner.solver.solve`` is wrapped to count the CPU seconds spent inside
 it (building and solving the CP-SAT models, including importing ortools), so the table shows what the solver takes
-and what the rest of the pipeline (imports, groups, re-checks, explanation, emitters) takes.
+and what the rest of the pipeline (imports, groups, re-checks, explanation, emitters) takes.  The last column is
+CP-SAT's deterministic time summed over the run's searches: the solver's work in its own units, the same on any
+machine however loaded (the CPU seconds on the shared machine vary by 20-30 % from run to run).
 
 Python compiles each module's source on import unless its bytecode is cached. An installed package has its
 ``.pyc`` files (pip writes them), so by default the runs use a temporary bytecode cache (``PYTHONPYCACHEPREFIX``,
@@ -32,14 +34,19 @@ CASES = {
     "--pareto 8": ["plan", "--vram", "24", "--ram", "96", "--pareto", "8"],
     "--ctx max": ["plan", "--vram", "24", "--ram", "96", "--ctx", "max"],
     "2x3090 profile": ["plan", "--profile", "2xrtx3090-epyc9354-384g"],
+    "R1 2x3090": ["plan", "deepseek-r1", "--profile", "2xrtx3090-epyc9354-384g"],
+    "Kimi-K2 2x3090": ["plan", "kimi-k2", "--profile", "2xrtx3090-epyc9354-384g"],
+    "4x3090": ["plan", "--vram", "24,24,24,24", "--ram", "384", "--gpu", "RTX 3090"],
 }
 
-# the instrumented child: CPU seconds inside planner.solver.solve (outermost calls), printed as JSON on stderr
+# the instrumented child: CPU seconds inside planner.solver.solve (outermost calls) and CP-SAT's deterministic time
+# summed over every search (its work units: the same on any machine however loaded), printed as JSON on stderr
 _PROBE = """
 import io, json, os, sys, time, contextlib
 import planner.planning, planner.solver
 inner = planner.solver.solve
 spent = [0.0]
+work = [0.0]
 def solve(*a, **k):
     t = time.process_time()
     try:
@@ -47,6 +54,20 @@ def solve(*a, **k):
     finally:
         spent[0] += time.process_time() - t
 planner.solver.solve = planner.planning.solve = solve
+load_cp_model = planner.solver._cp_model
+def cp_model_counted():
+    cp_model = load_cp_model()
+    search = cp_model.CpSolver.solve
+    if not getattr(search, "counted", False):
+        def counted(self, *a, **k):
+            try:
+                return search(self, *a, **k)
+            finally:
+                work[0] += self.deterministic_time
+        counted.counted = True
+        cp_model.CpSolver.solve = counted
+    return cp_model
+planner.solver._cp_model = cp_model_counted
 from planner.cli import main
 try:
     with contextlib.redirect_stdout(io.StringIO()):
@@ -55,7 +76,7 @@ except SystemExit as exc:
     if exc.code:
         raise
 t = os.times()
-print(json.dumps({"total": t.user + t.system, "solve": spent[0]}), file=sys.stderr)
+print(json.dumps({"total": t.user + t.system, "solve": spent[0], "work": work[0]}), file=sys.stderr)
 """
 
 
@@ -75,11 +96,11 @@ def cpu_seconds(args: list[str], env: dict[str, str]) -> float:
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def solve_share(args: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """(whole process, inside planner.solver.solve) CPU seconds of one instrumented run."""
+def solve_share(args: list[str], env: dict[str, str]) -> tuple[float, float, float]:
+    """(whole process, inside planner.solver.solve) CPU seconds of one instrumented run, and CP-SAT's work units."""
     out = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True, text=True, check=True, env=env)
     figures = json.loads(out.stderr.strip().splitlines()[-1])
-    return figures["total"], figures["solve"]
+    return figures["total"], figures["solve"], figures["work"]
 
 
 def main() -> None:
@@ -98,14 +119,14 @@ def main() -> None:
         rows = {}
         for name in names:
             whole = min(cpu_seconds(CASES[name], env) for _ in range(a.repeat))
-            total, solve = min(solve_share(CASES[name], env) for _ in range(2))
-            rows[name] = (whole, solve, total - solve)
+            total, solve, work = min(solve_share(CASES[name], env) for _ in range(2))
+            rows[name] = (whole, solve, total - solve, work)
     base = rows["headline"][0]
     print(f"bytecode cache: {'off (sources compiled on every start)' if a.no_bytecode_cache else 'on'}; "
           f"best of {a.repeat}")
-    print(f"{'case':16} {'CPU s':>7} {'x headline':>10} {'in solve':>9} {'outside':>8}")
-    for name, (whole, solve, rest) in rows.items():
-        print(f"{name:16} {whole:7.2f} {whole / base:10.2f} {solve:9.2f} {rest:8.2f}")
+    print(f"{'case':16} {'CPU s':>7} {'x headline':>10} {'in solve':>9} {'outside':>8} {'CP-SAT work':>12}")
+    for name, (whole, solve, rest, work) in rows.items():
+        print(f"{name:16} {whole:7.2f} {whole / base:10.2f} {solve:9.2f} {rest:8.2f} {work:12.3f}")
 
 
 if __name__ == "__main__":
