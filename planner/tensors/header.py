@@ -79,6 +79,8 @@ def from_gguf(header: Any) -> TensorMap:
         tied="output.weight" not in names,
         n_dense_lead=num("leading_dense_block_count", 0) or 0,
         kv_lora_rank=kv_lora_rank,
+        # mainline llama_hparams::is_mla() is n_embd_head_k_mla != 0: only files with key_length_mla are MLA there
+        mla_legacy=bool(kv_lora_rank) and num("attention.key_length_mla") is None,
         n_rot=n_rot,
         head_dim_v=0 if head_dim_v == head_dim else head_dim_v,
         q_lora_rank=num("attention.q_lora_rank", 0) or 0,

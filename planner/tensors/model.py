@@ -34,6 +34,8 @@ class ModelParams:
     tied: bool = False
     n_dense_lead: int = 0
     kv_lora_rank: int = 0       # MLA (deepseek2); 0 = not an MLA model
+    mla_legacy: bool = False    # an MLA GGUF in the old converter layout (one attn_kv_b, no key_length_mla): mainline
+                                # runs it as plain multi-head attention (is_mla() false), ik still as MLA
     n_rot: int = 0
     head_dim_v: int = 0         # 0 = same as head_dim
     q_lora_rank: int = 0        # MLA query compression (attn_q_a/attn_q_b); 0 = a plain attn_q
