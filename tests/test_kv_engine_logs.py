@@ -209,3 +209,26 @@ def test_legacy_mla_file_is_plain_attention_on_mainline_and_mla_on_ik():
     assert f"{sum(c.total_bytes for c in ml) / MIB:.2f}" == "50.00"
     assert f"{sum(c.total_bytes for c in ik) / MIB:.2f}" == "22.50"
     assert not _model("mla.header.gguf").params.mla_legacy
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids(CASES))
+def test_log_parser_reads_every_cache_buffer(case):
+    """What `verify` reads from these logs (planner.logparse): every KV, RS and DSV4 state buffer counts as the
+    cache of its device, and the total sums every cache's own size line (mainline prints one per cache)."""
+    from planner.logparse import parse_load_log
+
+    text = log_text(case["log"])
+    ld = parse_load_log(text)
+    kv = [b for b in ld.buffers if b.kind == "kv"]
+    assert [f"{b.mib:.2f}" for b in kv] == _BUFFER.findall(text)
+    caches = predicted(case)
+    if case["servers"]:
+        device_of = {int(il): dev for il, dev in _ASSIGNED.findall(text)}
+        names = re.findall(r"using device (RPC\d) \(([^)]*)\)", text)
+        for i, (dev, addr) in enumerate(names):
+            logged = sum(b.mib for b in kv if b.device == f"RPC0[{addr}]")
+            want = sum(c.total_bytes for c in caches if device_of[c.layer] == dev) / MIB
+            assert abs(logged - want) <= 0.005 * sum(b.device == f"RPC0[{addr}]" for b in kv) + 1e-9, (i, dev)
+    total = sum(c.total_bytes for c in caches) / MIB
+    n_lines = len(re.findall(r"(?:llama_kv_cache|llama_memory_recurrent): size|ratio = \d.*size =", text))
+    assert ld.kv_total_mib is not None and abs(ld.kv_total_mib - total) <= 0.005 * n_lines + 0.005
