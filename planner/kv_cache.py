@@ -150,6 +150,9 @@ def _check_supported(params: ModelParams, cfg: CacheConfig) -> None:
     if params.compress_ratios or params.arch == "deepseek4":
         if len(params.compress_ratios) < params.n_layer:
             raise UnknownModelError("deepseek4: attention.compress_ratios is missing or shorter than block_count")
+        if cfg.engine == "mainline" and params.n_swa <= 0:
+            raise UnknownModelError("deepseek4: attention.sliding_window is missing (mainline's raw K cache holds "
+                                    "the window plus one ubatch; the loader requires the key)")
         bad = sorted({r for r in params.compress_ratios if r not in (0, DSV4_CSA_RATIO, DSV4_HCA_RATIO)})
         if bad:
             raise UnknownModelError(f"deepseek4: compress ratio(s) {bad} not in the engine's (0, 4, 128)")

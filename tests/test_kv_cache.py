@@ -198,9 +198,21 @@ def test_deepseek4_mainline_formula():
     assert c[2].index_bytes == F16(512) * 256 + 2 * 4 * 512 * 128
 
 
-def test_deepseek4_refused_without_ratios():
+def test_deepseek4_refused_without_ratios_or_window():
     with pytest.raises(UnknownModelError, match="compress_ratios"):
         layer_caches(dataclasses.replace(_dsv4_params(), compress_ratios=(0,)), CacheConfig())
+    # mainline's loader reads attention.sliding_window unconditionally (src/models/deepseek4.cpp:32)
+    with pytest.raises(UnknownModelError, match="sliding_window"):
+        layer_caches(_dsv4_params(), CacheConfig(engine="mainline"))
+
+
+def test_deepseek4_builtin_window_from_config():
+    """V4-Flash's config.json sliding_window = 128 reaches the model (the converter writes it,
+    conversion/deepseek.py:665 @0c1e57098): mainline's raw cache is 128 + 512 padded to 768 cells."""
+    p = builtin("deepseek-v4-flash").params
+    assert p.n_swa == 128
+    c = layer_caches(p, CacheConfig(engine="mainline", ctx=131072, type_k="f16", type_v="f16"))
+    assert {x.cells for x in c} == {768} and c[0].k_bytes == F16(512) * 768
 
 
 # ----------------------------------------------------------------------------------- what is refused
