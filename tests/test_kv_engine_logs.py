@@ -105,10 +105,19 @@ RPC = [c for c in CASES if c["servers"]]
 
 @pytest.mark.parametrize("case", RPC, ids=_ids(RPC))
 def test_rpc_cache_allocations_equal_the_prediction_to_the_byte(case):
+    """Per device, from the command alone: mainline's layer rule (-ngl 99 -ts 1,1 over the rpc devices,
+    planner.layer_split) gives each layer's device, which must be the one the engine logged; the planner's cache
+    bytes of the layers on a device must equal that server's cache allocations."""
+    from planner.engine_buffers import map_for_flags
+
     text = log_text(case["log"])
-    device_of = {int(il): dev for il, dev in _ASSIGNED.findall(text)}
+    logged = {int(il): dev for il, dev in _ASSIGNED.findall(text)}
+    n = case["servers"]
+    split = map_for_flags("mainline", _model(case["model"]), [f"RPC{i}" for i in range(n)], [1] * n,
+                          n_gpu_layers=99, tensor_split=(1,) * n)
+    device_of = dict(enumerate(split.layer_device))
+    assert {il: dev for il, dev in logged.items() if il in device_of} == device_of
     caches = predicted(case)
-    assert {c.layer for c in caches} <= set(device_of)
     for i in range(case["servers"]):
         allocs = [int(x) for x in _ALLOC.findall(log_text(case["log"].replace(".log", f"-server{i}.log")))]
         assert len(allocs) >= 3                          # model buffer, cache buffer(s), compute buffer
