@@ -110,11 +110,17 @@ def cache_layers(params: ModelParams, cfg: CacheConfig) -> range:
     """Layers that get a cache: NextN/MTP blocks only when ik loads them (``-mtp``).
 
     ik ``llama_kv_cache_init``: ``n_layer = model.mtp ? n_layer : n_layer - nextn_predict_layers``; mainline sets
-    ``n_layer_kv_from_start = n_layer - nextn_predict_layers`` (GLM-4.5, Qwen3.5), so NextN blocks have no KV.
+    ``n_layer_kv_from_start = n_layer - nextn_predict_layers`` (GLM-4.5, Qwen3.5), so NextN blocks have no KV; nor
+    do layers that share an earlier layer's KV (``n_layer_kv``).
     """
     if cfg.engine == "ik" and cfg.mtp:
-        return range(params.n_layer)
-    return range(params.n_loaded_layers)
+        n = params.n_layer
+    else:
+        n = params.n_loaded_layers
+    # hparams.has_kv(il) = il < n_layer_kv_from_start: gemma3n/gemma4 layers past it reuse an earlier layer's K/V
+    # (mainline src/llama-hparams.cpp:321 and the reuse callback in llama_model::create_memory, src/llama-model.cpp
+    # :2780 @0c1e57098; ik src/llama-hparams.h:257 and llama_kv_cache_init, src/llama.cpp:1466 @8337e4cd)
+    return range(min(n, params.n_layer_kv) if params.n_layer_kv else n)
 
 
 def n_embd_v_s(params: ModelParams) -> int:
@@ -283,10 +289,21 @@ def _mainline_layer(params: ModelParams, il: int, cfg: CacheConfig) -> LayerCach
     if params.is_swa(il):
         kind, cells = "swa", _mainline_swa_cells(params, cfg, kv)
     head_k = params.layer_head_dim(il)
-    head_v = head_k if (params.head_dim_swa and params.is_swa(il)) else (params.head_dim_v or params.head_dim)
     n_kv = params.head_count_kv(il)
+    # without flash attention V is stored transposed and every layer's rows are n_embd_v_gqa_max() wide
+    # (src/llama-kv-cache.cpp:210, [TAG_V_CACHE_VARIABLE] @0c1e57098): a model whose layers differ (gemma4's SWA and
+    # full layers) pads the narrower ones
+    v_width = (_n_embd_v_gqa(params, il) if cfg.flash_attn
+               else max(_n_embd_v_gqa(params, j) for j in range(params.n_layer)))
     return LayerCache(il, kind, cells, k_bytes=_row(cfg.type_k, head_k * n_kv) * cells,
-                      v_bytes=_row(cfg.type_v, head_v * n_kv) * cells)
+                      v_bytes=_row(cfg.type_v, v_width) * cells)
+
+
+def _n_embd_v_gqa(params: ModelParams, il: int) -> int:
+    """``llama_hparams::n_embd_v_gqa(il)``: the V head width (the SWA one on sliding layers) times the KV heads."""
+    head_v = (params.layer_head_dim(il) if (params.head_dim_swa and params.is_swa(il))
+              else (params.head_dim_v or params.head_dim))
+    return head_v * params.head_count_kv(il)
 
 
 @functools.lru_cache(maxsize=256)

@@ -108,7 +108,7 @@ def _gguf_layout(header: Any, arch: str, tensors: tuple[TensorInfo, ...]) -> dic
     Keys as the engines' loaders read them (ik src/llama-hparams.cpp @8337e4cd, llama_model_loader keys in
     src/llama-arch.cpp): ``attention.sliding_window`` (+ ``_pattern``, a period or a per-layer bool array),
     ``attention.key_length_swa``, per-layer ``attention.head_count_kv``, ``ssm.*`` and ``full_attention_interval``,
-    ``attention.indexer.*``, ``attention.compress_ratios``, ``interleave_moe_layer_step``.  Numbers an engine
+    ``attention.indexer.*``, ``attention.compress_ratios``, ``interleave_moe_layer_step``, ``attention.shared_kv_layers``.  Numbers an engine
     hard-codes for an architecture (Llama 4's 8192-token chunks every 3 of 4 layers, gpt-oss's alternation) come
     from ``gguf_defaults`` in architectures.toml.
     """
@@ -141,6 +141,10 @@ def _gguf_layout(header: Any, arch: str, tensors: tuple[TensorInfo, ...]) -> dic
                             ("moe_every", "interleave_moe_layer_step")):
         if as_int(key):
             out[field_name] = as_int(key)
+    if as_int("attention.shared_kv_layers"):
+        # gemma4: n_layer_kv_from_start = n_layer - shared_kv_layers (llama.cpp src/models/gemma4.cpp:11
+        # @0c1e57098; ik src/llama-hparams.cpp:858 @8337e4cd); the later layers allocate no cache (has_kv)
+        out["n_layer_kv"] = as_int("block_count") - as_int("attention.shared_kv_layers")
     ratios = raw("attention.compress_ratios")
     if isinstance(ratios, (tuple, list)):
         out["compress_ratios"] = tuple(int(x) for x in ratios)

@@ -51,6 +51,8 @@ class ModelParams:
     swa_layers: tuple[bool, ...] = ()   # explicit per-layer SWA flags (a header array); wins over swa_period
     head_dim_swa: int = 0       # key/value head width on SWA layers when it differs (key_length_swa); 0 = head_dim
     n_head_kv_layers: tuple[int, ...] = ()   # per-layer head_count_kv when the header stores an array
+    n_layer_kv: int = 0         # layers il >= n_layer_kv reuse an earlier layer's K/V and allocate none (gemma3n,
+                                # gemma4 attention.shared_kv_layers: hparams.has_kv in both engines); 0 = all own
     full_attn_interval: int = 0  # hybrid models: layer il is full attention when (il + 1) % interval == 0, else
                                  # a recurrent (gated delta-net) layer; 0 = no recurrent layers
     ssm_d_conv: int = 0         # recurrent state sizes ({arch}.ssm.conv_kernel/inner_size/state_size/...)

@@ -17,6 +17,8 @@ Kinds (name -> GGUF architecture, what the cache holds):
   qwen35moe  qwen35moe   gated delta-net recurrent layers + full-attention every 4th layer (llama-memory-hybrid)
   gemma3     gemma3      sliding window 512 on 5 of 6 layers (llama-kv-cache-iswa.cpp)
   gptoss     gpt-oss     sliding window 128 on every other layer, attention sinks (llama-kv-cache-iswa.cpp)
+  gemma4     gemma4      sliding window on 4 of 5 layers, per-layer head widths and KV heads, the last layers
+                         reusing earlier layers' KV (shared_kv_layers; src/llama-model.cpp create_memory reuse)
 
 Usage: make_tiny_arch.py KIND OUT.gguf [--seed 0]
 """
@@ -43,7 +45,8 @@ def _common(w: gguf.GGUFWriter, arch: str, *, n_layer: int, n_embd: int, n_ff: i
     if n_ff:
         w.add_feed_forward_length(n_ff)
     w.add_head_count(n_head)
-    w.add_head_count_kv(n_head_kv)
+    if n_head_kv:                                            # 0: the builder writes a per-layer array
+        w.add_head_count_kv(n_head_kv)
     w.add_rope_freq_base(rope_base)
     w.add_layer_norm_rms_eps(eps)
     w.add_file_type(gguf.LlamaFileType.MOSTLY_BF16)
@@ -394,6 +397,54 @@ def build_gptoss(w: gguf.GGUFWriter, t: TinyWeights) -> None:
         f32(p + "ffn_up_exps.bias", (E, ffn_exp), 0.0)
 
 
+def build_gemma4(w: gguf.GGUFWriter, t: TinyWeights) -> None:
+    """gemma4: 10 layers, every 5th full attention (sliding_window_pattern written as a per-layer array), window
+    512, wider heads and fewer KV heads on full layers (key_length 256 / key_length_swa 128, head_count_kv as a
+    per-layer array 4 (SWA) / 1 (full), so V rows differ: 512 vs 256), and the last 5 layers reusing the KV of layers 3 (SWA) and 4 (full)
+    (shared_kv_layers = 5; the engine's reuse rule n_layer_kv_from_start - (is_swa ? 2 : 1) needs the last owner
+    pair to be SWA then full, as in Gemma-4 E2B: 35 layers, 20 shared):
+    src/models/gemma4.cpp load_arch_hparams/load_arch_tensors; keys as conversion/gemma.py Gemma4Model writes
+    them (lines 671-735); one rope_freqs tensor for the full layers (proportional RoPE), no per-layer embeddings."""
+    arch, L, H, nh, ffn, shared = "gemma4", 10, 256, 8, 512, 5
+    hd_full, hd_swa, kv_full, kv_swa = 256, 128, 1, 4
+    swa = [il % 5 < 4 for il in range(L)]
+    kv_heads = [kv_swa if s else kv_full for s in swa]
+    _common(w, arch, n_layer=L, n_embd=H, n_ff=ffn, n_head=nh, n_head_kv=0, ctx=131072, rope_base=1e6)
+    w.add_array(f"{arch}.attention.head_count_kv", kv_heads)
+    _u32(w, arch, "attention.sliding_window", 512)
+    _f32(w, arch, "rope.freq_base_swa", 10000.0)
+    _u32(w, arch, "attention.shared_kv_layers", shared)
+    _u32(w, arch, "embedding_length_per_layer_input", 0)
+    w.add_array(f"{arch}.attention.sliding_window_pattern", swa)
+    w.add_key_length(hd_full)
+    w.add_value_length(hd_full)
+    _u32(w, arch, "attention.key_length_swa", hd_swa)
+    _u32(w, arch, "attention.value_length_swa", hd_swa)
+    w.add_rope_dimension_count(hd_full)
+    _u32(w, arch, "rope.dimension_count_swa", hd_swa)
+    add_tokenizer(w, VOCAB)
+    big, f32 = t.big, t.f32
+    big("token_embd.weight", (VOCAB, H))
+    f32("output_norm.weight", (H,), 1.0)
+    f32("rope_freqs.weight", (hd_full // 2,), 1.0)
+    for i in range(L):
+        p, hd, nkv = f"blk.{i}.", (hd_swa if swa[i] else hd_full), kv_heads[i]
+        f32(p + "attn_norm.weight", (H,), 1.0)
+        big(p + "attn_q.weight", (hd * nh, H))
+        big(p + "attn_k.weight", (hd * nkv, H))
+        big(p + "attn_v.weight", (hd * nkv, H))
+        big(p + "attn_output.weight", (H, hd * nh))
+        f32(p + "attn_q_norm.weight", (hd,), 1.0)
+        f32(p + "attn_k_norm.weight", (hd,), 1.0)
+        f32(p + "post_attention_norm.weight", (H,), 1.0)
+        f32(p + "layer_output_scale.weight", (1,), 1.0)
+        f32(p + "ffn_norm.weight", (H,), 1.0)
+        big(p + "ffn_gate.weight", (ffn, H))
+        big(p + "ffn_up.weight", (ffn, H))
+        big(p + "ffn_down.weight", (H, ffn))
+        f32(p + "post_ffw_norm.weight", (H,), 1.0)
+
+
 BUILDERS: dict[str, tuple[str, Callable[[gguf.GGUFWriter, TinyWeights], None]]] = {
     "dsv4": ("deepseek4", build_dsv4),
     "mla": ("deepseek2", build_mla),
@@ -401,6 +452,7 @@ BUILDERS: dict[str, tuple[str, Callable[[gguf.GGUFWriter, TinyWeights], None]]] 
     "qwen35moe": ("qwen35moe", build_qwen35moe),
     "gemma3": ("gemma3", build_gemma3),
     "gptoss": ("gpt-oss", build_gptoss),
+    "gemma4": ("gemma4", build_gemma4),
 }
 
 

@@ -7,7 +7,7 @@
 # Engine: llama.cpp 0c1e57098 (the tree vendored by the llama-cpp-python 0.3.36 sdist), CPU-only build with
 # GGML_RPC=ON, GGML_NATIVE=ON, LLAMA_CURL=OFF, release; binaries llama-completion and ggml-rpc-server.
 #
-# Usage: run_kv_kinds.sh BIN_DIR OUT_DIR [WORK_DIR] [KIND_FILTER]
+# Usage: run_kv_kinds.sh BIN_DIR OUT_DIR [WORK_DIR] [KIND_FILTER]   (a filter re-runs only the kinds it matches)
 # OUT_DIR gets, per case, CASE.log (stripped with tools/strip_log.py --filter kv), CASE-server<i>.log for RPC
 # cases, KIND.header.gguf (the model's bytes before the tensor data) and cases.jsonl ({"log", "engine", "commit",
 # "model", "kind", "servers", "command"}). WORK_DIR (default: a temporary folder) keeps the models and full logs.
@@ -87,7 +87,7 @@ with open(path, "a") as fh:
 EOF
 }
 
-for kind in dsv4 mla dsa qwen35moe gemma3 gptoss; do
+for kind in dsv4 mla dsa qwen35moe gemma3 gptoss gemma4; do
   if [ -n "$filter" ] && [[ "$kind" != $filter ]]; then continue; fi
   make_model "$kind"
 done
@@ -120,6 +120,19 @@ run_kind qwen35moe "c4096-np2:-c 4096 -np 2"
 # sliding window: window + ubatch cells on SWA layers, the context on full ones
 run_kind gemma3 "c4096-swa-full:-c 4096 --swa-full" "c4096-ub256:-c 4096 -ub 256"
 run_kind gptoss "c4096-ub256:-c 4096 -ub 256" "c4096-q8:-c 4096 -ctk q8_0 -ctv q8_0"
+# gemma-4: the last layers reuse earlier layers' KV; without flash attention V rows are padded to the widest layer
+run_kind gemma4 "c4096-fa-off:-c 4096 -fa off"
 
-mv "$out/cases.jsonl.new" "$out/cases.jsonl"
+# a KIND_FILTER run replaces only its kinds' entries
+python3 - "$out/cases.jsonl" "$out/cases.jsonl.new" <<'EOF'
+import json, os, sys
+old_path, new_path = sys.argv[1:]
+new = [json.loads(x) for x in open(new_path) if x.strip()]
+kinds = {c["kind"] for c in new}
+old = [json.loads(x) for x in open(old_path) if x.strip()] if os.path.exists(old_path) else []
+keep = [c for c in old if c["kind"] not in kinds]
+with open(old_path, "w") as fh:
+    fh.writelines(json.dumps(c) + "\n" for c in keep + new)
+os.remove(new_path)
+EOF
 echo "done: $out (models and full logs in $work)" >&2
