@@ -35,7 +35,7 @@ FIX = Path(__file__).parent / "fixtures" / "kv_kinds"
 ENGINE_FIX = Path(__file__).parent / "fixtures" / "engine"
 CASES = [json.loads(line) for line in (FIX / "cases.jsonl").read_text(encoding="utf-8").splitlines() if line]
 MIB = 1 << 20
-KINDS = ("dsv4", "mla", "dsa", "qwen35moe", "gemma3", "gptoss", "gemma4")
+KINDS = ("dsv4", "mla", "dsa", "qwen35moe", "gemma3", "gptoss", "gemma4", "llama4")
 
 _BUFFER = re.compile(r"(?:KV|RS|state) buffer size = +([\d.]+) MiB")
 _ALLOC = re.compile(r"\[alloc_buffer\] device: \d+, size: (\d+)")
@@ -140,7 +140,7 @@ def _cache_blocks(text: str) -> list[tuple[str, int, int]]:
     return out
 
 
-SWA_KINDS = [c for c in CASES if c["kind"] in ("gemma3", "gptoss", "dsv4", "gemma4")]
+SWA_KINDS = [c for c in CASES if c["kind"] in ("gemma3", "gptoss", "dsv4", "gemma4", "llama4")]
 
 
 @pytest.mark.parametrize("case", SWA_KINDS, ids=_ids(SWA_KINDS))
@@ -258,3 +258,28 @@ def test_gemma4_shared_kv_layers_and_padded_v_without_flash_attention():
     full_on = next(c for c in predicted(fa_on) if c.kind == "full")
     full_off = next(c for c in predicted(fa_off) if c.kind == "full")
     assert (full_on.v_bytes, full_off.v_bytes) == (4096 * 256 * 2, 4096 * 512 * 2)
+
+
+def test_llama4_chunks_from_the_loader_and_a_zero_window_disables_them():
+    """The llama4 file carries no sliding_window key: the loader's 8192-token chunks on 3 of 4 layers apply (the
+    planner's gguf_defaults for llama4); cells = GGML_PAD(min(n_ctx, 8192 + n_ubatch), 256): 4096 at -c 4096,
+    8704 at -c 16384 (as logged). A header with sliding_window = 0 (the converter's MobileLLM case) turns them off
+    (src/models/llama4.cpp:7 @0c1e57098: found_swa && n_swa == 0 -> LLAMA_SWA_TYPE_NONE)."""
+    import dataclasses
+
+    from conftest import gguf_bytes
+
+    from planner.gguf_header import BytesSource, parse_gguf
+    from planner.tensors import from_gguf
+
+    cells = {parse(c["command"]).ctx: next(b[1] for b in _cache_blocks(log_text(c["log"])) if b[0] == "SWA")
+             for c in CASES if c["kind"] == "llama4" and c["servers"] == 0}
+    assert cells == {4096: 4096, 16384: 8704}
+    p = _model("llama4.header.gguf").params
+    assert (p.n_swa, [p.is_swa(il) for il in range(4)]) == (8192, [True, True, True, False])
+    head = parse_gguf(BytesSource((FIX / "llama4.header.gguf").read_bytes()), check_size=False)
+    kv = [(e.key, e.vtype, e.value, e.elem_type) for e in head.kv] + [("llama4.attention.sliding_window", 4, 0)]
+    data = gguf_bytes(kv, [(t.name, tuple(t.shape), t.type_name) for t in head.tensors], data=False)
+    off = from_gguf(parse_gguf(BytesSource(data), check_size=False)).params
+    assert off.n_swa == 0 and not any(off.is_swa(il) for il in range(off.n_layer))
+    assert dataclasses.replace(off, n_swa=8192, swa_period=4) == p

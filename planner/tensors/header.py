@@ -122,6 +122,10 @@ def _gguf_layout(header: Any, arch: str, tensors: tuple[TensorInfo, ...]) -> dic
     out: dict[str, Any] = dict(_architectures().get(arch, {}).get("gguf_defaults", {}))
     if as_int("attention.sliding_window"):
         out["n_swa"] = as_int("attention.sliding_window")
+    elif raw("attention.sliding_window") is not None:
+        # written as 0: no window, whatever the architecture's default (llama4: 'found_swa && n_swa == 0' ->
+        # LLAMA_SWA_TYPE_NONE, src/models/llama4.cpp:7 @0c1e57098; the converter writes 0 for MobileLLM)
+        out["n_swa"] = 0
     pattern = raw("attention.sliding_window_pattern")
     if isinstance(pattern, (tuple, list)) and pattern:
         out["swa_layers"] = tuple(bool(x) for x in pattern)

@@ -17,6 +17,7 @@ Kinds (name -> GGUF architecture, what the cache holds):
   qwen35moe  qwen35moe   gated delta-net recurrent layers + full-attention every 4th layer (llama-memory-hybrid)
   gemma3     gemma3      sliding window 512 on 5 of 6 layers (llama-kv-cache-iswa.cpp)
   gptoss     gpt-oss     sliding window 128 on every other layer, attention sinks (llama-kv-cache-iswa.cpp)
+  llama4     llama4      chunked attention (8192-token chunks) on 3 of 4 layers (llama-kv-cache-iswa.cpp)
   gemma4     gemma4      sliding window on 4 of 5 layers, per-layer head widths and KV heads, the last layers
                          reusing earlier layers' KV (shared_kv_layers; src/llama-model.cpp create_memory reuse)
 
@@ -445,6 +446,48 @@ def build_gemma4(w: gguf.GGUFWriter, t: TinyWeights) -> None:
         f32(p + "post_ffw_norm.weight", (H,), 1.0)
 
 
+def build_llama4(w: gguf.GGUFWriter, t: TinyWeights) -> None:
+    """llama4 (Llama 4 Maverick-like): 8 layers, MoE every 2nd layer (interleave_moe_layer_step), no
+    sliding_window key, so the loader's chunked attention applies: n_swa = 8192 on 3 of 4 layers
+    (src/models/llama4.cpp load_arch_hparams: LLAMA_SWA_TYPE_CHUNKED, load_swa_pattern(ml, 4)); keys as
+    conversion/llama.py Llama4Model writes them (interleave_moe_layer_step, expert_feed_forward_length)."""
+    arch, L, H, nh, nkv, hd, ffn = "llama4", 8, 256, 4, 2, 64, 512
+    E, used, ffn_exp = 8, 1, 128
+    _common(w, arch, n_layer=L, n_embd=H, n_ff=ffn, n_head=nh, n_head_kv=nkv, ctx=1048576, eps=1e-5,
+            rope_base=500000.0)
+    w.add_rope_dimension_count(hd)
+    w.add_vocab_size(VOCAB)
+    w.add_expert_count(E)
+    w.add_expert_used_count(used)
+    _u32(w, arch, "interleave_moe_layer_step", 2)
+    w.add_expert_feed_forward_length(ffn_exp)
+    add_tokenizer(w, VOCAB)
+    big, f32 = t.big, t.f32
+    big("token_embd.weight", (VOCAB, H))
+    f32("output_norm.weight", (H,), 1.0)
+    big("output.weight", (VOCAB, H))
+    for i in range(L):
+        p = f"blk.{i}."
+        f32(p + "attn_norm.weight", (H,), 1.0)
+        big(p + "attn_q.weight", (hd * nh, H))
+        big(p + "attn_k.weight", (hd * nkv, H))
+        big(p + "attn_v.weight", (hd * nkv, H))
+        big(p + "attn_output.weight", (H, hd * nh))
+        f32(p + "ffn_norm.weight", (H,), 1.0)
+        if (i + 1) % 2 == 0:
+            f32(p + "ffn_gate_inp.weight", (E, H))
+            big(p + "ffn_gate_exps.weight", (E, ffn_exp, H))
+            big(p + "ffn_down_exps.weight", (E, H, ffn_exp))
+            big(p + "ffn_up_exps.weight", (E, ffn_exp, H))
+            big(p + "ffn_gate_shexp.weight", (ffn_exp, H))
+            big(p + "ffn_down_shexp.weight", (H, ffn_exp))
+            big(p + "ffn_up_shexp.weight", (ffn_exp, H))
+        else:
+            big(p + "ffn_gate.weight", (ffn, H))
+            big(p + "ffn_down.weight", (H, ffn))
+            big(p + "ffn_up.weight", (ffn, H))
+
+
 BUILDERS: dict[str, tuple[str, Callable[[gguf.GGUFWriter, TinyWeights], None]]] = {
     "dsv4": ("deepseek4", build_dsv4),
     "mla": ("deepseek2", build_mla),
@@ -453,6 +496,7 @@ BUILDERS: dict[str, tuple[str, Callable[[gguf.GGUFWriter, TinyWeights], None]]] 
     "gemma3": ("gemma3", build_gemma3),
     "gptoss": ("gpt-oss", build_gptoss),
     "gemma4": ("gemma4", build_gemma4),
+    "llama4": ("llama4", build_llama4),
 }
 
 
