@@ -283,3 +283,26 @@ def test_llama4_chunks_from_the_loader_and_a_zero_window_disables_them():
     off = from_gguf(parse_gguf(BytesSource(data), check_size=False)).params
     assert off.n_swa == 0 and not any(off.is_swa(il) for il in range(off.n_layer))
     assert dataclasses.replace(off, n_swa=8192, swa_period=4) == p
+
+
+def test_recurrent_layers_array_wins_over_the_interval():
+    """The qwen35moe loader reads attention.recurrent_layers first and falls back to full_attention_interval only
+    without it (src/models/qwen35moe.cpp load_arch_hparams @0c1e57098); the converter writes the array from
+    config.json layer_types. The fixture's array follows the interval (as Qwen3.5's does); an irregular one moves
+    the attention caches with it."""
+    from conftest import gguf_bytes
+
+    from planner.gguf_header import BytesSource, parse_gguf
+    from planner.tensors import from_gguf
+
+    p = _model("qwen35moe.header.gguf").params
+    assert p.recurrent_layers == (True, True, True, False, True, True, True, False, False)
+    head = parse_gguf(BytesSource((FIX / "qwen35moe.header.gguf").read_bytes()), check_size=False)
+    irregular = (True, False, True, True, True, True, False, True, False)
+    kv = [(e.key, e.vtype, irregular if e.key.endswith("recurrent_layers") else e.value, e.elem_type)
+          for e in head.kv]
+    data = gguf_bytes(kv, [(t.name, tuple(t.shape), t.type_name) for t in head.tensors], data=False)
+    q = from_gguf(parse_gguf(BytesSource(data), check_size=False)).params
+    caches = layer_caches(q, CacheConfig(engine="mainline", ctx=4096, type_k="f16", type_v="f16"))
+    assert [c.layer for c in caches if c.kind == "full"] == [1, 6]
+    assert [c.layer for c in caches if c.kind == "recurrent"] == [0, 2, 3, 4, 5, 7]

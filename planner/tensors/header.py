@@ -145,6 +145,12 @@ def _gguf_layout(header: Any, arch: str, tensors: tuple[TensorInfo, ...]) -> dic
                             ("moe_every", "interleave_moe_layer_step")):
         if as_int(key):
             out[field_name] = as_int(key)
+    recurrent = raw("attention.recurrent_layers")
+    if isinstance(recurrent, (tuple, list)) and recurrent and out.get("full_attn_interval"):
+        # the loaders read this array first and fall back to full_attention_interval only without it
+        # (src/models/qwen35moe.cpp, qwen3next.cpp load_arch_hparams @0c1e57098); the converter writes it from
+        # config.json layer_types (conversion/qwen.py:382-388)
+        out["recurrent_layers"] = tuple(bool(x) for x in recurrent)
     if as_int("attention.shared_kv_layers"):
         # gemma4: n_layer_kv_from_start = n_layer - shared_kv_layers (llama.cpp src/models/gemma4.cpp:11
         # @0c1e57098; ik src/llama-hparams.cpp:858 @8337e4cd); the later layers allocate no cache (has_kv)

@@ -55,6 +55,8 @@ class ModelParams:
                                 # gemma4 attention.shared_kv_layers: hparams.has_kv in both engines); 0 = all own
     full_attn_interval: int = 0  # hybrid models: layer il is full attention when (il + 1) % interval == 0, else
                                  # a recurrent (gated delta-net) layer; 0 = no recurrent layers
+    recurrent_layers: tuple[bool, ...] = ()  # per-layer recurrent flags when the header stores them
+                                             # (attention.recurrent_layers); wins over full_attn_interval
     ssm_d_conv: int = 0         # recurrent state sizes ({arch}.ssm.conv_kernel/inner_size/state_size/...)
     ssm_d_inner: int = 0
     ssm_d_state: int = 0
@@ -106,8 +108,11 @@ class ModelParams:
 
     def is_recurrent(self, il: int) -> bool:
         """Whether layer ``il`` is a recurrent (linear-attention) layer of a hybrid model; NextN blocks never are."""
-        return (self.full_attn_interval > 0 and il < self.n_loaded_layers
-                and (il + 1) % self.full_attn_interval != 0)
+        if il >= self.n_loaded_layers:
+            return False
+        if self.recurrent_layers:
+            return il < len(self.recurrent_layers) and self.recurrent_layers[il]
+        return self.full_attn_interval > 0 and (il + 1) % self.full_attn_interval != 0
 
     def head_count_kv(self, il: int) -> int:
         if self.n_head_kv_layers and il < len(self.n_head_kv_layers):

@@ -276,6 +276,8 @@ def build_qwen35moe(w: gguf.GGUFWriter, t: TinyWeights) -> None:
     _u32(w, arch, "ssm.group_count", n_k)
     _u32(w, arch, "ssm.time_step_rank", n_v)
     _u32(w, arch, "ssm.inner_size", value_dim)
+    # config.json layer_types -> attention.recurrent_layers (NextN block: False), then the interval (qwen.py:382-389)
+    w.add_array(f"{arch}.attention.recurrent_layers", [(i + 1) % 4 != 0 for i in range(L)] + [False] * nextn)
     _u32(w, arch, "full_attention_interval", 4)
     w.add_rope_dimension_count(hd // 4)
     w.add_array(f"{arch}.rope.dimension_sections", [6, 5, 5, 0])
