@@ -31,6 +31,9 @@ from planner.tensors import ModelParams
 MLA_ARCHS = frozenset({"deepseek2", "glm-dsa", "mistral4", "bailingmoe3"})
 # ik: llm_arch_is_hybrid() (src/llama-arch.cpp:318 @ 8337e4cd): gated delta-net state in a per-sequence tail
 HYBRID_ARCHS = frozenset({"qwen3next", "qwen35", "qwen35moe", "bailingmoe3"})
+# Mamba-2 state (mainline n_embd_r/n_embd_s): conv rows (d_conv - 1) x (d_inner + 2 n_group d_state) and the SSM
+# state d_state x d_inner, F32 per sequence; ik 8337e4cd sizes recurrent layers for gated delta-net only
+MAMBA2_HYBRID_ARCHS = frozenset({"nemotron_h", "nemotron_h_moe"})
 # ik: llama_mtp_tail_uses_layer_cache() (src/llama.cpp:1154 @ 8337e4cd)
 MTP_TAIL_CACHE_ARCHS = frozenset({"glm-dsa", "qwen35moe", "step35"})
 # DeepSeek-V4 (ik only): runtime compression ratios, llama-context.h dsv4_runtime::CSA_RATIO / HCA_RATIO
@@ -87,7 +90,8 @@ class CacheConfig:
 
 @dataclass(frozen=True, slots=True)
 class LayerCache:
-    """Cache bytes of one layer, by kind: ``full``, ``swa``, ``mla``, ``recurrent``, ``dsv4``."""
+    """Cache bytes of one layer, by kind: ``full``, ``swa``, ``mla``, ``recurrent``, ``dsv4`` (``none``: a layer
+    without attention or state, e.g. a Mamba-2 hybrid's MLP layer)."""
 
     layer: int
     kind: str
@@ -144,13 +148,18 @@ def _check_supported(params: ModelParams, cfg: CacheConfig) -> None:
     if params.unknown_layout:
         raise UnknownModelError(f"{params.arch}: cannot size the KV/state cache: {params.unknown_layout}",
                                 hint="no state formula for this architecture; supported recurrent layouts: "
-                                     "gated delta-net hybrids (qwen3next, qwen35, qwen35moe)")
-    if params.full_attn_interval and not (params.ssm_d_inner and params.ssm_d_state and params.ssm_d_conv):
+                                     "gated delta-net hybrids (qwen3next, qwen35, qwen35moe), Mamba-2 hybrids "
+                                     "(nemotron_h, nemotron_h_moe; mainline)")
+    if params.arch in MAMBA2_HYBRID_ARCHS and cfg.engine == "ik":
+        raise UnknownModelError(f"{params.arch}: ik_llama.cpp does not load this architecture (Mamba-2 hybrid) in "
+                                "the planner's reference (8337e4cd); use --engine mainline")
+    hybrid = params.full_attn_interval or params.recurrent_layers
+    if hybrid and not (params.ssm_d_inner and params.ssm_d_state and params.ssm_d_conv):
         raise UnknownModelError(
             f"{params.arch}: recurrent layers without their state sizes",
             hint="the header/config must give ssm.conv_kernel, ssm.inner_size, ssm.state_size "
                  "(GGUF {arch}.ssm.*, config linear_conv_kernel_dim/linear_*_head_dim/linear_num_*_heads)")
-    if params.full_attn_interval and params.ssm_n_group == 0:
+    if hybrid and params.ssm_n_group == 0:
         raise UnknownModelError(f"{params.arch}: recurrent layers without ssm.group_count (gated delta-net "
                                 "k-heads); only gated delta-net hybrids are sized")
     if params.compress_ratios or params.arch == "deepseek4":
@@ -290,6 +299,8 @@ def _mainline_layer(params: ModelParams, il: int, cfg: CacheConfig) -> LayerCach
         kind, cells = "swa", _mainline_swa_cells(params, cfg, kv)
     head_k = params.layer_head_dim(il)
     n_kv = params.head_count_kv(il)
+    if n_kv == 0:       # a layer without attention (a Mamba-2 hybrid's MLP layer): filtered out of every cache
+        return LayerCache(il, "none", 0)
     # without flash attention V is stored transposed and every layer's rows are n_embd_v_gqa_max() wide
     # (src/llama-kv-cache.cpp:210, [TAG_V_CACHE_VARIABLE] @0c1e57098): a model whose layers differ (gemma4's SWA and
     # full layers) pads the narrower ones
@@ -337,7 +348,11 @@ def attention_kind(params: ModelParams) -> str:
     if params.n_swa:
         period = params.swa_period
         parts.append(f"SWA {params.n_swa}" + (f" {period - 1}:1" if period > 1 else ""))
-    if params.full_attn_interval:
+    if params.recurrent_layers:
+        n_rec = sum(params.recurrent_layers[:params.n_loaded_layers])
+        kind = "Mamba-2" if params.arch in MAMBA2_HYBRID_ARCHS else "delta-net"
+        parts.append(f"{kind} {n_rec} of {params.n_loaded_layers} layers")
+    elif params.full_attn_interval:
         parts.append(f"delta-net {params.full_attn_interval - 1}:1")
     return ", ".join(parts)
 

@@ -35,7 +35,7 @@ FIX = Path(__file__).parent / "fixtures" / "kv_kinds"
 ENGINE_FIX = Path(__file__).parent / "fixtures" / "engine"
 CASES = [json.loads(line) for line in (FIX / "cases.jsonl").read_text(encoding="utf-8").splitlines() if line]
 MIB = 1 << 20
-KINDS = ("dsv4", "mla", "dsa", "qwen35moe", "gemma3", "gptoss", "gemma4", "llama4")
+KINDS = ("dsv4", "mla", "dsa", "qwen35moe", "gemma3", "gptoss", "gemma4", "llama4", "nemotronh")
 
 _BUFFER = re.compile(r"(?:KV|RS|state) buffer size = +([\d.]+) MiB")
 _ALLOC = re.compile(r"\[alloc_buffer\] device: \d+, size: (\d+)")
@@ -306,3 +306,23 @@ def test_recurrent_layers_array_wins_over_the_interval():
     caches = layer_caches(q, CacheConfig(engine="mainline", ctx=4096, type_k="f16", type_v="f16"))
     assert [c.layer for c in caches if c.kind == "full"] == [1, 6]
     assert [c.layer for c in caches if c.kind == "recurrent"] == [0, 2, 3, 4, 5, 7]
+
+
+def test_mamba2_hybrid_layers_from_the_per_layer_arrays():
+    """Nemotron-H ("M-M*M-M-"): SSM layers where head_count_kv and feed_forward_length are both 0, KV on the one
+    attention layer, nothing on MLP layers; the RS buffer (Mamba-2 conv + SSM state, F32 per sequence: (4-1) x
+    (256 + 2*2*32) + 32*256 floats per layer) is the same at 4096 and 16384 tokens; ik is refused by name (no
+    NEMOTRON_H in ik_llama.cpp 8337e4cd)."""
+    from planner.errors import UnknownModelError
+
+    p = _model("nemotronh.header.gguf").params
+    assert p.recurrent_layers == (True, False, True, False, True, False, True, False)
+    one = next(c for c in CASES if c["log"] == "nemotronh-c4096.log")
+    assert [(c.layer, c.kind) for c in predicted(one) if c.total_bytes] == [
+        (0, "recurrent"), (2, "recurrent"), (3, "full"), (4, "recurrent"), (6, "recurrent")]
+    assert {c.state_bytes for c in predicted(one) if c.kind == "recurrent"} == {4 * (3 * (256 + 2 * 2 * 32) + 32 * 256)}
+    rs = {parse(c["command"]).ctx: re.search(r"RS buffer size = +([\d.]+) MiB", log_text(c["log"])).group(1)
+          for c in CASES if c["kind"] == "nemotronh" and c["servers"] == 0}
+    assert rs == {4096: "0.14", 16384: "0.14"}
+    with pytest.raises(UnknownModelError, match="ik_llama.cpp does not load"):
+        layer_caches(p, CacheConfig(engine="ik"))

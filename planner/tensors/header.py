@@ -151,6 +151,13 @@ def _gguf_layout(header: Any, arch: str, tensors: tuple[TensorInfo, ...]) -> dic
         # (src/models/qwen35moe.cpp, qwen3next.cpp load_arch_hparams @0c1e57098); the converter writes it from
         # config.json layer_types (conversion/qwen.py:382-388)
         out["recurrent_layers"] = tuple(bool(x) for x in recurrent)
+    if _architectures().get(arch, {}).get("recurrent_from") == "kv0_ff0":
+        # Mamba-2 hybrids: recurrent iff head_count_kv(il) == 0 and n_ff(il) == 0 (src/models/nemotron-h.cpp
+        # load_arch_hparams @0c1e57098); the converter writes both as per-layer arrays
+        kv, ff = raw("attention.head_count_kv"), raw("feed_forward_length")
+        n = as_int("block_count")
+        if isinstance(kv, (tuple, list)) and isinstance(ff, (tuple, list)) and len(kv) >= n and len(ff) >= n:
+            out["recurrent_layers"] = tuple(int(kv[il]) == 0 and int(ff[il]) == 0 for il in range(n))
     if as_int("attention.shared_kv_layers"):
         # gemma4: n_layer_kv_from_start = n_layer - shared_kv_layers (llama.cpp src/models/gemma4.cpp:11
         # @0c1e57098; ik src/llama-hparams.cpp:858 @8337e4cd); the later layers allocate no cache (has_kv)
@@ -173,7 +180,7 @@ def _gguf_layout(header: Any, arch: str, tensors: tuple[TensorInfo, ...]) -> dic
     # Recurrent/state tensors the planner has no state formula for: a hybrid needs its full-attention interval
     # and ssm sizes; anything else (Mamba, RWKV time-mix, LFM2 short-conv, KDA) is named, never guessed.
     state_roles = sorted({t.role for t in tensors if t.role.startswith(_STATE_ROLE_PREFIXES)})
-    if state_roles and not out.get("full_attn_interval"):
+    if state_roles and not (out.get("full_attn_interval") or out.get("recurrent_layers")):
         out["unknown_layout"] = "recurrent-state tensors " + ", ".join(state_roles[:6])
     if not out.get("n_swa"):
         out.pop("swa_period", None)

@@ -18,6 +18,7 @@ Kinds (name -> GGUF architecture, what the cache holds):
   gemma3     gemma3      sliding window 512 on 5 of 6 layers (llama-kv-cache-iswa.cpp)
   gptoss     gpt-oss     sliding window 128 on every other layer, attention sinks (llama-kv-cache-iswa.cpp)
   llama4     llama4      chunked attention (8192-token chunks) on 3 of 4 layers (llama-kv-cache-iswa.cpp)
+  nemotronh  nemotron_h  Mamba-2 SSM / attention / MLP layers from per-layer arrays (llama-memory-hybrid.cpp)
   gemma4     gemma4      sliding window on 4 of 5 layers, per-layer head widths and KV heads, the last layers
                          reusing earlier layers' KV (shared_kv_layers; src/llama-model.cpp create_memory reuse)
 
@@ -490,6 +491,56 @@ def build_llama4(w: gguf.GGUFWriter, t: TinyWeights) -> None:
             big(p + "ffn_up.weight", (ffn, H))
 
 
+def build_nemotronh(w: gguf.GGUFWriter, t: TinyWeights) -> None:
+    """nemotron_h (Nemotron-H): a Mamba-2 hybrid whose layer kinds come from per-layer arrays: head_count_kv 0 and
+    feed_forward_length 0 = a Mamba-2 (SSM) layer, head_count_kv > 0 = attention, feed_forward_length > 0 = MLP
+    (src/models/nemotron-h.cpp load_arch_hparams/load_arch_tensors @0c1e57098); keys as conversion/nemotron.py
+    NemotronHModel / granite.py GraniteHybridModel write them from hybrid_override_pattern. Pattern "M-M*M-M-":
+    4 SSM layers, 1 attention layer, 3 MLP layers."""
+    arch, H, nh, nkv, hd, ffn = "nemotron_h", 256, 4, 2, 64, 512
+    pattern = "M-M*M-M-"
+    L = len(pattern)
+    d_conv, d_inner, d_state, n_group, n_ssm_head = 4, 256, 32, 2, 8
+    conv_dim = d_inner + 2 * n_group * d_state
+    d_in_proj = 2 * d_inner + 2 * n_group * d_state + n_ssm_head
+    _common(w, arch, n_layer=L, n_embd=H, n_ff=0, n_head=nh, n_head_kv=0, ctx=8192, eps=1e-5)
+    w.add_array(f"{arch}.attention.head_count_kv", [nkv if c == "*" else 0 for c in pattern])
+    w.add_array(f"{arch}.feed_forward_length", [ffn if c == "-" else 0 for c in pattern])
+    w.add_key_length(hd)
+    w.add_value_length(hd)
+    _f32(w, arch, "attention.layer_norm_epsilon", 1e-5)
+    _u32(w, arch, "ssm.conv_kernel", d_conv)
+    _u32(w, arch, "ssm.state_size", d_state)
+    _u32(w, arch, "ssm.group_count", n_group)
+    _u32(w, arch, "ssm.inner_size", d_inner)
+    _u32(w, arch, "ssm.time_step_rank", n_ssm_head)
+    add_tokenizer(w, VOCAB)
+    big, f32 = t.big, t.f32
+    big("token_embd.weight", (VOCAB, H))
+    f32("output_norm.weight", (H,), 1.0)
+    big("output.weight", (VOCAB, H))
+    for i, kind in enumerate(pattern):
+        p = f"blk.{i}."
+        f32(p + "attn_norm.weight", (H,), 1.0)
+        if kind == "M":
+            big(p + "ssm_in.weight", (d_in_proj, H))
+            f32(p + "ssm_conv1d.weight", (conv_dim, d_conv))
+            f32(p + "ssm_conv1d.bias", (conv_dim,), 0.0)
+            f32(p + "ssm_dt.bias", (n_ssm_head,), 0.0)
+            f32(p + "ssm_a", (n_ssm_head, 1), -1.0)
+            f32(p + "ssm_d", (n_ssm_head, 1), 1.0)
+            f32(p + "ssm_norm.weight", (n_group, d_inner // n_group), 1.0)
+            big(p + "ssm_out.weight", (H, d_inner))
+        elif kind == "*":
+            big(p + "attn_q.weight", (hd * nh, H))
+            big(p + "attn_k.weight", (hd * nkv, H))
+            big(p + "attn_v.weight", (hd * nkv, H))
+            big(p + "attn_output.weight", (H, hd * nh))
+        else:
+            big(p + "ffn_up.weight", (ffn, H))
+            big(p + "ffn_down.weight", (H, ffn))
+
+
 BUILDERS: dict[str, tuple[str, Callable[[gguf.GGUFWriter, TinyWeights], None]]] = {
     "dsv4": ("deepseek4", build_dsv4),
     "mla": ("deepseek2", build_mla),
@@ -499,6 +550,7 @@ BUILDERS: dict[str, tuple[str, Callable[[gguf.GGUFWriter, TinyWeights], None]]] 
     "gptoss": ("gpt-oss", build_gptoss),
     "gemma4": ("gemma4", build_gemma4),
     "llama4": ("llama4", build_llama4),
+    "nemotronh": ("nemotron_h", build_nemotronh),
 }
 
 

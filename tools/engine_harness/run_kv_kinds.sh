@@ -87,7 +87,7 @@ with open(path, "a") as fh:
 EOF
 }
 
-for kind in dsv4 mla dsa qwen35moe gemma3 gptoss gemma4 llama4; do
+for kind in dsv4 mla dsa qwen35moe gemma3 gptoss gemma4 llama4 nemotronh; do
   if [ -n "$filter" ] && [[ "$kind" != $filter ]]; then continue; fi
   make_model "$kind"
 done
@@ -124,6 +124,8 @@ run_kind gptoss "c4096-ub256:-c 4096 -ub 256" "c4096-q8:-c 4096 -ctk q8_0 -ctv q
 run_kind gemma4 "c4096-fa-off:-c 4096 -fa off"
 # Llama 4: 8192-token chunks (cells = min(context, 8192 + ubatch)): the context at 4096, 8704 cells at 16384
 run_kind llama4 "c16384-ub256:-c 16384 -ub 256"
+# Nemotron-H (Mamba-2 hybrid): SSM state per sequence, KV on the attention layer only, nothing for MLP layers
+run_kind nemotronh "c4096-np2:-c 4096 -np 2"
 
 # a KIND_FILTER run replaces only its kinds' entries
 python3 - "$out/cases.jsonl" "$out/cases.jsonl.new" <<'EOF'
