@@ -5,9 +5,9 @@ One builder per kind. Each writes every tensor the mainline loader at 0c1e57098 
 ``LLM_TENSOR_NAMES`` in src/llama-arch.cpp, ggml shapes from the model's ``load_arch_tensors`` in
 src/models/<arch>.cpp) and the hyperparameter keys as the converter writes them (conversion/<family>.py and
 conversion/base.py ``set_gguf_parameters``; key strings from ``LLM_KV_NAMES`` in src/llama-arch.cpp). Weights are
-seeded random (tiny_gguf.TinyWeights: 2-D/3-D BF16, 1-D F32); widths are small, so each file is a few MB, but the
-cache-relevant numbers (head counts, head widths, windows, patterns, state sizes, compress ratios) follow the real
-models' structure.
+seeded random (tiny_gguf.TinyWeights: 2-D/3-D BF16, 1-D F32); widths are small (4-26 MB a file; the tests keep
+only the headers, a few KB), but the cache-relevant numbers (head counts, head widths, windows, patterns, state
+sizes, compress ratios) follow the real models' structure.
 
 Kinds (name -> GGUF architecture, what the cache holds):
   dsv4       deepseek4   K-only raw SWA cache + CSA/HCA compressed caches + lightning-indexer cache + compressor
