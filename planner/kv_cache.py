@@ -9,7 +9,9 @@ One function per engine, each a transcription of the engine's allocation code:
   ``[n_embd_{k,v}_gqa, kv_size, n_stream]``), ``llama_kv_cache_iswa::llama_kv_cache_iswa``
   (src/llama-kv-cache-iswa.cpp: the SWA cache holds ``GGML_PAD(min(kv_size, n_swa * n_seq + n_ubatch), 256)``
   cells) and ``llama_memory_recurrent`` (src/llama-memory-recurrent.cpp: F32 ``r``/``s`` rows of
-  ``n_embd_r()``/``n_embd_s()`` per sequence, src/llama-hparams.cpp).
+  ``n_embd_r()``/``n_embd_s()`` per sequence, src/llama-hparams.cpp); DeepSeek-V4 in ``llama_kv_cache_dsv4``
+  (src/llama-kv-cache-dsv4.cpp @0c1e57098): a window-sized raw K cache, compressed/indexer caches and compressor
+  states.  Checked against real mainline logs of tiny models of every kind in tests/test_kv_engine_logs.py.
 
 Every layer gets a :class:`LayerCache` (bytes on the device that holds the layer).  A layout the planner cannot
 size exactly raises :class:`planner.errors.UnknownModelError` naming what is missing; nothing is guessed.
@@ -29,6 +31,9 @@ from planner.tensors import ModelParams
 MLA_ARCHS = frozenset({"deepseek2", "glm-dsa", "mistral4", "bailingmoe3"})
 # ik: llm_arch_is_hybrid() (src/llama-arch.cpp:318 @ 8337e4cd): gated delta-net state in a per-sequence tail
 HYBRID_ARCHS = frozenset({"qwen3next", "qwen35", "qwen35moe", "bailingmoe3"})
+# Mamba-2 state (mainline n_embd_r/n_embd_s): conv rows (d_conv - 1) x (d_inner + 2 n_group d_state) and the SSM
+# state d_state x d_inner, F32 per sequence; ik 8337e4cd sizes recurrent layers for gated delta-net only
+MAMBA2_HYBRID_ARCHS = frozenset({"nemotron_h", "nemotron_h_moe"})
 # ik: llama_mtp_tail_uses_layer_cache() (src/llama.cpp:1154 @ 8337e4cd)
 MTP_TAIL_CACHE_ARCHS = frozenset({"glm-dsa", "qwen35moe", "step35"})
 # DeepSeek-V4 (ik only): runtime compression ratios, llama-context.h dsv4_runtime::CSA_RATIO / HCA_RATIO
@@ -85,7 +90,8 @@ class CacheConfig:
 
 @dataclass(frozen=True, slots=True)
 class LayerCache:
-    """Cache bytes of one layer, by kind: ``full``, ``swa``, ``mla``, ``recurrent``, ``dsv4``."""
+    """Cache bytes of one layer, by kind: ``full``, ``swa``, ``mla``, ``recurrent``, ``dsv4`` (``none``: a layer
+    without attention or state, e.g. a Mamba-2 hybrid's MLP layer)."""
 
     layer: int
     kind: str
@@ -108,11 +114,17 @@ def cache_layers(params: ModelParams, cfg: CacheConfig) -> range:
     """Layers that get a cache: NextN/MTP blocks only when ik loads them (``-mtp``).
 
     ik ``llama_kv_cache_init``: ``n_layer = model.mtp ? n_layer : n_layer - nextn_predict_layers``; mainline sets
-    ``n_layer_kv_from_start = n_layer - nextn_predict_layers`` (GLM-4.5, Qwen3.5), so NextN blocks have no KV.
+    ``n_layer_kv_from_start = n_layer - nextn_predict_layers`` (GLM-4.5, Qwen3.5), so NextN blocks have no KV; nor
+    do layers that share an earlier layer's KV (``n_layer_kv``).
     """
     if cfg.engine == "ik" and cfg.mtp:
-        return range(params.n_layer)
-    return range(params.n_loaded_layers)
+        n = params.n_layer
+    else:
+        n = params.n_loaded_layers
+    # hparams.has_kv(il) = il < n_layer_kv_from_start: gemma3n/gemma4 layers past it reuse an earlier layer's K/V
+    # (mainline src/llama-hparams.cpp:321 and the reuse callback in llama_model::create_memory, src/llama-model.cpp
+    # :2780 @0c1e57098; ik src/llama-hparams.h:257 and llama_kv_cache_init, src/llama.cpp:1466 @8337e4cd)
+    return range(min(n, params.n_layer_kv) if params.n_layer_kv else n)
 
 
 def n_embd_v_s(params: ModelParams) -> int:
@@ -136,25 +148,32 @@ def _check_supported(params: ModelParams, cfg: CacheConfig) -> None:
     if params.unknown_layout:
         raise UnknownModelError(f"{params.arch}: cannot size the KV/state cache: {params.unknown_layout}",
                                 hint="no state formula for this architecture; supported recurrent layouts: "
-                                     "gated delta-net hybrids (qwen3next, qwen35, qwen35moe)")
-    if params.full_attn_interval and not (params.ssm_d_inner and params.ssm_d_state and params.ssm_d_conv):
+                                     "gated delta-net hybrids (qwen3next, qwen35, qwen35moe), Mamba-2 hybrids "
+                                     "(nemotron_h, nemotron_h_moe; mainline)")
+    if params.arch in MAMBA2_HYBRID_ARCHS and cfg.engine == "ik":
+        raise UnknownModelError(f"{params.arch}: ik_llama.cpp does not load this architecture (Mamba-2 hybrid) in "
+                                "the planner's reference (8337e4cd); use --engine mainline")
+    hybrid = params.full_attn_interval or params.recurrent_layers
+    if hybrid and not (params.ssm_d_inner and params.ssm_d_state and params.ssm_d_conv):
         raise UnknownModelError(
             f"{params.arch}: recurrent layers without their state sizes",
             hint="the header/config must give ssm.conv_kernel, ssm.inner_size, ssm.state_size "
                  "(GGUF {arch}.ssm.*, config linear_conv_kernel_dim/linear_*_head_dim/linear_num_*_heads)")
-    if params.full_attn_interval and params.ssm_n_group == 0:
+    if hybrid and params.ssm_n_group == 0:
         raise UnknownModelError(f"{params.arch}: recurrent layers without ssm.group_count (gated delta-net "
                                 "k-heads); only gated delta-net hybrids are sized")
     if params.compress_ratios or params.arch == "deepseek4":
-        if cfg.engine == "mainline":
-            raise UnknownModelError("deepseek4: llama.cpp (mainline) does not load DeepSeek-V4 in the planner's "
-                                    "reference; use --engine ik")
         if len(params.compress_ratios) < params.n_layer:
             raise UnknownModelError("deepseek4: attention.compress_ratios is missing or shorter than block_count")
+        if cfg.engine == "mainline" and params.n_swa <= 0:
+            raise UnknownModelError("deepseek4: attention.sliding_window is missing (mainline's raw K cache holds "
+                                    "the window plus one ubatch; the loader requires the key)")
         bad = sorted({r for r in params.compress_ratios if r not in (0, DSV4_CSA_RATIO, DSV4_HCA_RATIO)})
         if bad:
             raise UnknownModelError(f"deepseek4: compress ratio(s) {bad} not in the engine's (0, 4, 128)")
-    if params.n_swa and not params.swa_layers and params.swa_period <= 0 and cfg.engine == "mainline":
+    # DeepSeek-V4 needs no pattern: every trunk layer slides (set_swa_pattern(0), src/models/deepseek4.cpp:66)
+    if (params.n_swa and not params.swa_layers and params.swa_period <= 0 and cfg.engine == "mainline"
+            and not params.compress_ratios):
         raise UnknownModelError(f"{params.arch}: sliding window {params.n_swa} without a layer pattern",
                                 hint="needs attention.sliding_window_pattern (or a known per-architecture period)")
 
@@ -207,13 +226,66 @@ def _ik_layer(params: ModelParams, il: int, cfg: CacheConfig) -> LayerCache:
     return LayerCache(il, "swa" if params.is_swa(il) else "full", kv, k_bytes=k, v_bytes=v)
 
 
+# mainline DeepSeek-V4 compressor states (src/llama-kv-cache-dsv4.cpp:1313-1328 @0c1e57098): per compressed layer
+# two F32 tensors (kv, score) of [n_embd_state, state_size, n_stream * (1 + n_rs_seq)]; (ratio, state_size,
+# n_embd_state) with the widths as multiples of the head (CSA, HCA) or of the indexer head (lightning indexer)
+DSV4_MAINLINE_STATES = (("csa", DSV4_CSA_RATIO, 2 * DSV4_CSA_RATIO, 2, "head"),
+                        ("hca", DSV4_HCA_RATIO, DSV4_HCA_RATIO, 1, "head"),
+                        ("lid", DSV4_CSA_RATIO, 2 * DSV4_CSA_RATIO, 2, "indexer"))
+
+
+def _pad(n: int, to: int) -> int:
+    return -(-n // to) * to
+
+
+def _mainline_swa_cells(params: ModelParams, cfg: CacheConfig, kv: int, per_stream: bool = False) -> int:
+    """``llama_kv_cache_iswa``: ``size_swa = GGML_PAD(min(size_base, n_swa * (unified ? n_seq_max : 1) + n_ubatch),
+    256)`` (src/llama-kv-cache-iswa.cpp:73 @0c1e57098); ``--swa-full`` keeps ``size_base``."""
+    if cfg.swa_full:
+        return kv
+    return _pad(min(kv, params.n_swa * (1 if per_stream else cfg.n_seq) + cfg.ubatch), 256)
+
+
+def _mainline_dsv4_layer(params: ModelParams, il: int, cfg: CacheConfig) -> LayerCache:
+    """mainline ``llama_kv_cache_dsv4::llama_kv_cache_dsv4`` (src/llama-kv-cache-dsv4.cpp:1210-1335 @0c1e57098).
+
+    Every cache keeps one stream per sequence (``unified_raw = unified_compressed = false``), over the per-sequence
+    context ``n_ctx_seq`` (src/llama-context.cpp:290-296: ``GGML_PAD(n_ctx / n_seq_max, 256)``):
+
+    * raw: a K-only (``dsv4_make_k_only``) ``llama_kv_cache_iswa`` in which every trunk layer slides
+      (``set_swa_pattern(0)``, src/models/deepseek4.cpp:66), so ``n_swa + n_ubatch`` cells, padded to 256;
+    * CSA layers (ratio 4): a K cache of ``GGML_PAD(ceil(n_ctx_seq / 4), 256)`` cells and the lightning-indexer K
+      cache of the same cells ``indexer.key_length`` wide, both in the K type; HCA layers (ratio 128): a K cache
+      of ``GGML_PAD(ceil(n_ctx_seq / 128), 256)`` cells;
+    * compressor states, F32 (:data:`DSV4_MAINLINE_STATES`), ``n_rs_seq`` = 0 (no rollback snapshots).
+    """
+    n_stream = max(1, cfg.n_seq)
+    ctx_seq = cfg.kv_size if n_stream == 1 else _pad(cfg.kv_size // n_stream, 256)
+    head = params.layer_head_dim(il)
+    k = _row(cfg.type_k, head * params.head_count_kv(il)) * _mainline_swa_cells(params, cfg, ctx_seq, True) * n_stream
+    ratio = params.compress_ratios[il]
+    index = 0
+    if ratio:
+        cells = _pad(max(1, -(-ctx_seq // ratio)), 256)
+        index += _row(cfg.type_k, head) * cells * n_stream
+        if ratio == DSV4_CSA_RATIO:
+            index += _row(cfg.type_k, params.indexer_head_size) * cells * n_stream
+        for _name, state_ratio, state_size, mult, width in DSV4_MAINLINE_STATES:
+            if state_ratio == ratio:
+                n_embd_state = mult * (head if width == "head" else params.indexer_head_size)
+                index += 2 * 4 * n_embd_state * state_size * n_stream
+    return LayerCache(il, "dsv4", _mainline_swa_cells(params, cfg, ctx_seq, True), k_bytes=k, index_bytes=index)
+
+
 def _mainline_layer(params: ModelParams, il: int, cfg: CacheConfig) -> LayerCache:
     """llama.cpp ``llama_kv_cache`` / ``llama_kv_cache_iswa`` / ``llama_memory_recurrent`` for layer ``il``."""
     kv = cfg.kv_size
     if params.is_recurrent(il):
         r, s = n_embd_r_s(params)
         return LayerCache(il, "recurrent", 0, state_bytes=4 * (r + s) * max(1, cfg.n_seq))
-    if params.arch in MLA_ARCHS and params.kv_lora_rank:
+    if params.compress_ratios:
+        return _mainline_dsv4_layer(params, il, cfg)
+    if params.arch in MLA_ARCHS and params.kv_lora_rank and not params.mla_legacy:
         # MLA GGUFs: head_count_kv = 1, key_length = kv_lora_rank + n_rot; has_v = !is_mla
         index = 0
         if params.arch == "glm-dsa" and params.indexer_head_size:
@@ -224,14 +296,25 @@ def _mainline_layer(params: ModelParams, il: int, cfg: CacheConfig) -> LayerCach
                           index_bytes=index)
     cells, kind = kv, "full"
     if params.is_swa(il):
-        kind = "swa"
-        if not cfg.swa_full:
-            cells = -(-min(kv, params.n_swa * cfg.n_seq + cfg.ubatch) // 256) * 256
+        kind, cells = "swa", _mainline_swa_cells(params, cfg, kv)
     head_k = params.layer_head_dim(il)
-    head_v = head_k if (params.head_dim_swa and params.is_swa(il)) else (params.head_dim_v or params.head_dim)
     n_kv = params.head_count_kv(il)
+    if n_kv == 0:       # a layer without attention (a Mamba-2 hybrid's MLP layer): filtered out of every cache
+        return LayerCache(il, "none", 0)
+    # without flash attention V is stored transposed and every layer's rows are n_embd_v_gqa_max() wide
+    # (src/llama-kv-cache.cpp:210, [TAG_V_CACHE_VARIABLE] @0c1e57098): a model whose layers differ (gemma4's SWA and
+    # full layers) pads the narrower ones
+    v_width = (_n_embd_v_gqa(params, il) if cfg.flash_attn
+               else max(_n_embd_v_gqa(params, j) for j in range(params.n_layer)))
     return LayerCache(il, kind, cells, k_bytes=_row(cfg.type_k, head_k * n_kv) * cells,
-                      v_bytes=_row(cfg.type_v, head_v * n_kv) * cells)
+                      v_bytes=_row(cfg.type_v, v_width) * cells)
+
+
+def _n_embd_v_gqa(params: ModelParams, il: int) -> int:
+    """``llama_hparams::n_embd_v_gqa(il)``: the V head width (the SWA one on sliding layers) times the KV heads."""
+    head_v = (params.layer_head_dim(il) if (params.head_dim_swa and params.is_swa(il))
+              else (params.head_dim_v or params.head_dim))
+    return head_v * params.head_count_kv(il)
 
 
 @functools.lru_cache(maxsize=256)
@@ -265,7 +348,11 @@ def attention_kind(params: ModelParams) -> str:
     if params.n_swa:
         period = params.swa_period
         parts.append(f"SWA {params.n_swa}" + (f" {period - 1}:1" if period > 1 else ""))
-    if params.full_attn_interval:
+    if params.recurrent_layers:
+        n_rec = sum(params.recurrent_layers[:params.n_loaded_layers])
+        kind = "Mamba-2" if params.arch in MAMBA2_HYBRID_ARCHS else "delta-net"
+        parts.append(f"{kind} {n_rec} of {params.n_loaded_layers} layers")
+    elif params.full_attn_interval:
         parts.append(f"delta-net {params.full_attn_interval - 1}:1")
     return ", ".join(parts)
 

@@ -60,21 +60,19 @@ def ik_kv_bytes(tmap: TensorMap, il: int, *, ctx: int, type_k: str, type_v: str,
 
 
 def mainline_kv_bytes(tmap: TensorMap, il: int, *, ctx: int, type_k: str, type_v: str, n_stream: int = 1) -> int:
-    """mainline ``llama_kv_cache`` (src/llama-kv-cache.cpp at 0c1e57098) for one layer at ``kv_size = ctx`` cells.
-
-    ``K = row(type_k, n_embd_k_gqa) * ctx``, ``V = row(type_v, n_embd_v_gqa) * ctx``, times the streams
-    (``-np`` without ``--kv-unified``). An MLA file (mainline layout: ``attention.key_length_mla`` present, one KV
-    head) caches K only, ``kv_lora_rank + n_rot`` wide; a legacy DeepSeek file (one ``attn_kv_b``, no ``*_mla``
-    keys) runs as plain multi-head attention with full per-head K and V. SWA and recurrent layers are not modelled.
+    """mainline's cache of layer ``il`` at ``kv_size = ctx`` cells, times the streams (``-np`` without
+    ``--kv-unified``): the one rule of :mod:`planner.kv_cache` (``llama_kv_cache`` and its iSWA, recurrent, DSA and
+    DeepSeek-V4 variants at 0c1e57098). An MLA file in the converter's current layout (``key_length_mla``) caches
+    K only, ``kv_lora_rank + n_rot`` wide; a legacy DeepSeek file (one ``attn_kv_b``, no ``*_mla`` keys) runs as
+    plain multi-head attention with full per-head K and V.
     """
+    from planner.kv_cache import CacheConfig, bytes_by_layer
+
     p = tmap.params
     if not 0 <= il < p.n_layer:
         return 0
-    header = getattr(tmap, "header", None)
-    mla = p.is_mla and header is not None and header.get(f"{p.arch}.attention.key_length_mla") is not None
-    if mla:
-        return _row_size(type_k, p.kv_lora_rank + p.n_rot) * ctx * n_stream
-    return (_row_size(type_k, p.n_embd_k_gqa) + _row_size(type_v, p.n_embd_v_gqa)) * ctx * n_stream
+    cfg = CacheConfig(engine="mainline", ctx=ctx, type_k=type_k, type_v=type_v)
+    return bytes_by_layer(p, cfg)[il] * n_stream
 
 
 def ik_layer_sizes(tmap: TensorMap, mix: Mapping[str, str] | None = None, *, ctx: int, type_k: str = "f16",

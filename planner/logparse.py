@@ -8,7 +8,11 @@ Everything here reads text that ik_llama.cpp or llama.cpp printed, in the spelli
   host buffers and ``CUDA_Host`` for pinned ones.  KV cache: ``llama_kv_cache_init: CUDA0 KV buffer size`` (ik,
   old mainline), ``llama_kv_cache_unified:`` / ``llama_kv_cache:`` (mainline 2025/2026), and the totals line
   ``KV self size = T MiB, K (q8_0): K MiB, V (q8_0): V MiB`` or ``llama_kv_cache: size = T MiB (cells, layers,
-  seqs), K (f16): ..``.  Compute buffers: ``<device> compute buffer size`` (any prefix).  Context lines
+  seqs), K (f16): ..``; mainline prints one such line per cache (sliding-window and full caches, the DSA indexer
+  cache, DeepSeek-V4's raw/compressed/indexer caches) and the recurrent state and DeepSeek-V4 compressor states
+  apart (``llama_memory_recurrent: CPU RS buffer size``, ``llama_dsv4_comp_state: CPU DSV4 csa state buffer
+  size``, each with its own ``size =`` line): all of them are the cache, summed per device and in the total
+  (src/llama-kv-cache.cpp, llama-memory-recurrent.cpp, llama-kv-cache-dsv4.cpp at 0c1e57098).  Compute buffers: ``<device> compute buffer size`` (any prefix).  Context lines
   ``n_ctx``/``n_batch``/``n_ubatch``/``flash_attn`` from ``llama_new_context_with_model:`` (ik before 2025-05),
   ``llama_init_from_model:`` (ik current), ``llama_context:`` (mainline).  Layer assignment: ik's ``Setting default
   device in layer N to D`` (``src/llama.cpp``, 8337e4cd) and ``offloaded N/M layers to GPU`` (both).
@@ -141,8 +145,10 @@ class EngineLog:
 
 _BUF = re.compile(
     r"^(?P<pfx>llm_load_tensors|load_tensors|llama_kv_cache_init|llama_kv_cache_unified|llama_kv_cache|"
+    r"llama_memory_recurrent|llama_dsv4_comp_state|"
     r"llama_new_context_with_model|llama_init_from_model|llama_context|sched_reserve|graph_reserve)\s*:\s+"
-    r"(?P<dev>\S(?:.*?\S)?)\s+(?P<what>model buffer|KV buffer|compute buffer|output buffer|buffer)\s+size\s*="
+    r"(?P<dev>\S(?:.*?\S)?)\s+(?P<what>model buffer|KV buffer|RS buffer|DSV4 \w+ state buffer|compute buffer|"
+    r"output buffer|buffer)\s+size\s*="
     rf"\s*(?P<mib>{_NUM})\s*MiB")
 _KV_TOTAL_OLD = re.compile(
     rf"KV self size\s*=\s*(?P<t>{_NUM})\s*MiB,\s*K \((?P<tk>\w+)\):\s*(?P<k>{_NUM})\s*MiB,\s*"
@@ -150,6 +156,8 @@ _KV_TOTAL_OLD = re.compile(
 _KV_TOTAL_NEW = re.compile(
     rf"llama_kv_cache\w*:\s+size\s*=\s*(?P<t>{_NUM})\s*MiB\s*\(.*?\),\s*K \((?P<tk>\w+)\):\s*(?P<k>{_NUM})\s*MiB,"
     rf"\s*V \((?P<tv>\w+)\):\s*(?P<v>{_NUM})\s*MiB")
+_STATE_TOTAL = re.compile(
+    rf"^(?:llama_memory_recurrent:\s+size|llama_dsv4_comp_state:\s+\w+ ratio = .*?, size)\s*=\s*(?P<t>{_NUM})\s*MiB")
 _CTX = re.compile(r"^(?:llama_new_context_with_model|llama_init_from_model|llama_context)\s*:\s+"
                   r"(?P<key>n_ctx|n_batch|n_ubatch|flash_attn|mla_attn)\s*=\s*(?P<val>\w+)\s*$")
 _OFFLOADED = re.compile(r"^(?:llm_load_tensors|load_tensors)\s*:\s+offloaded (\d+)/(\d+) layers to GPU")
@@ -158,8 +166,8 @@ _SPLITS = re.compile(r"graph[: ]\s*(?:splits\s*=\s*|nodes\s*=\s*\d+,\s*splits\s*
 _META = re.compile(r"^(?:llm_load_print_meta|print_info)\s*:\s+(arch|n_layer)\s*=\s*(\S+)\s*$")
 _IK_MARKERS = ("Setting default device in layer", "============ Repacked", "HAVE_FANCY_SIMD", "fused_moe",
                "mla_attn", "attn_max_b", "llm_load_print_meta", "Layer sizes:")
-_KIND = {"model buffer": "weights", "buffer": "weights", "KV buffer": "kv", "compute buffer": "compute",
-         "output buffer": "output"}
+_KIND = {"model buffer": "weights", "buffer": "weights", "KV buffer": "kv", "RS buffer": "kv", "compute buffer":
+         "compute", "output buffer": "output"}
 
 
 def parse_load_log(text: str) -> LoadLog:
@@ -171,6 +179,7 @@ def parse_load_log(text: str) -> LoadLog:
     lines = [_strip_prefix(x) for x in text.splitlines()]
     buffers: list[Buffer] = []
     kv = None
+    kv_sums = [0.0, 0.0, 0.0]           # total, K, V over every cache's size line (mainline: one per cache)
     ctx: dict[str, str] = {}
     offloaded = None
     layer_dev: list[tuple[int, int]] = []
@@ -180,7 +189,7 @@ def parse_load_log(text: str) -> LoadLog:
     for ln in lines:
         m = _BUF.match(ln)
         if m:
-            kind = _KIND[m["what"]]
+            kind = "kv" if m["what"].startswith("DSV4") else _KIND[m["what"]]
             if kind == "weights" and m["pfx"] not in ("llm_load_tensors", "load_tensors"):
                 continue
             prefixes.add(m["pfx"])
@@ -188,7 +197,12 @@ def parse_load_log(text: str) -> LoadLog:
             continue
         m = _KV_TOTAL_OLD.search(ln) or _KV_TOTAL_NEW.search(ln)
         if m:
-            kv = m
+            kv = kv or m
+            kv_sums = [kv_sums[0] + float(m["t"]), kv_sums[1] + float(m["k"]), kv_sums[2] + float(m["v"])]
+            continue
+        m = _STATE_TOTAL.match(ln)
+        if m:
+            kv_sums[0] += float(m["t"])
             continue
         m = _CTX.match(ln)
         if m:
@@ -230,8 +244,9 @@ def parse_load_log(text: str) -> LoadLog:
     fa = ctx.get("flash_attn")
     return LoadLog(
         engine=engine, spelling=spelling, buffers=tuple(buffers),
-        kv_total_mib=float(kv["t"]) if kv else None, kv_k_mib=float(kv["k"]) if kv else None,
-        kv_v_mib=float(kv["v"]) if kv else None, type_k=kv["tk"] if kv else None, type_v=kv["tv"] if kv else None,
+        kv_total_mib=round(kv_sums[0], 2) if kv else None, kv_k_mib=round(kv_sums[1], 2) if kv else None,
+        kv_v_mib=round(kv_sums[2], 2) if kv else None, type_k=kv["tk"] if kv else None,
+        type_v=kv["tv"] if kv else None,
         n_ctx=num("n_ctx"), n_batch=num("n_batch"), n_ubatch=num("n_ubatch"),
         flash_attn=None if fa is None else fa in ("1", "true", "on", "enabled"),
         mla=num("mla_attn"), offloaded_layers=offloaded, layer_device=tuple(layer_dev), graph_splits=splits,

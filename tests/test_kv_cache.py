@@ -181,11 +181,38 @@ def test_deepseek4_compressed_caches_ik():
     assert c[2].index_bytes == F16(512) * hca + 512 * 128 * 4 * 2
 
 
-def test_deepseek4_refused_on_mainline_and_without_ratios():
-    with pytest.raises(UnknownModelError, match="deepseek4"):
-        layer_caches(_dsv4_params(), CacheConfig(engine="mainline"))
+def test_deepseek4_mainline_formula():
+    """llama.cpp 0c1e57098 llama_kv_cache_dsv4 (src/llama-kv-cache-dsv4.cpp:1210-1335): a K-only raw cache in an
+    iSWA cache where every layer slides (GGML_PAD(min(kv, n_swa + n_ubatch), 256) cells), the CSA (ratio 4) and
+    lightning-indexer caches of GGML_PAD(ceil(kv / 4), 256) cells, the HCA (ratio 128) cache of
+    GGML_PAD(ceil(kv / 128), 256) cells, all in the K type, and F32 compressor states [n_embd_state, state_size]
+    x 2 (kv, score): CSA 2*head x 8, HCA head x 128, indexer 2*index_head x 8 (lines 1313-1328)."""
+    p = dataclasses.replace(_dsv4_params(), n_swa=128)
+    kv = 32768
+    c = layer_caches(p, CacheConfig(engine="mainline", ctx=kv, type_k="f16", type_v="f16", ubatch=512))
+    raw = F16(512) * 768                                          # GGML_PAD(min(32768, 128 + 512), 256) = 768
+    assert [x.k_bytes for x in c] == [raw] * 3 and [x.cells for x in c] == [768] * 3
+    assert c[0].index_bytes == 0
+    assert c[1].index_bytes == (F16(512) * 8192 + F16(128) * 8192
+                                + 2 * 4 * (2 * 512) * 8 + 2 * 4 * (2 * 128) * 8)
+    assert c[2].index_bytes == F16(512) * 256 + 2 * 4 * 512 * 128
+
+
+def test_deepseek4_refused_without_ratios_or_window():
     with pytest.raises(UnknownModelError, match="compress_ratios"):
         layer_caches(dataclasses.replace(_dsv4_params(), compress_ratios=(0,)), CacheConfig())
+    # mainline's loader reads attention.sliding_window unconditionally (src/models/deepseek4.cpp:32)
+    with pytest.raises(UnknownModelError, match="sliding_window"):
+        layer_caches(_dsv4_params(), CacheConfig(engine="mainline"))
+
+
+def test_deepseek4_builtin_window_from_config():
+    """V4-Flash's config.json sliding_window = 128 reaches the model (the converter writes it,
+    conversion/deepseek.py:665 @0c1e57098): mainline's raw cache is 128 + 512 padded to 768 cells."""
+    p = builtin("deepseek-v4-flash").params
+    assert p.n_swa == 128
+    c = layer_caches(p, CacheConfig(engine="mainline", ctx=131072, type_k="f16", type_v="f16"))
+    assert {x.cells for x in c} == {768} and c[0].k_bytes == F16(512) * 768
 
 
 # ----------------------------------------------------------------------------------- what is refused

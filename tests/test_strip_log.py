@@ -2,7 +2,7 @@
 
 The independent check is the committed fixtures themselves: each was cut from a full engine log by the filter
 that is now its named configuration (tests/fixtures/engine/*.log by the engine harness's, tests/fixtures/rpc/*.log
-by the RPC harness's client and --server filters), so filtering a fixture again must give it back line for line.
+by the RPC harness's client and --server filters, tests/fixtures/kv_kinds/*.log by the KV harness's), so filtering a fixture again must give it back line for line.
 A filter that dropped a line some fixture kept fails here.
 """
 
@@ -30,6 +30,7 @@ def _cases() -> list[tuple[Path, str]]:
     out = [(p, "harness") for p in sorted((FIXTURES / "engine").glob("*.log"))]
     for p in sorted((FIXTURES / "rpc").glob("*.log")):
         out.append((p, "rpc-server" if re.search(r"-server\d+\.log$", p.name) else "rpc-client"))
+    out += [(p, "kv") for p in sorted((FIXTURES / "kv_kinds").glob("*.log"))]
     return out
 
 
@@ -38,7 +39,7 @@ CASES = _cases()
 
 def test_every_kind_of_fixture_is_covered():
     kinds = {kind for _, kind in CASES}
-    assert kinds == {"harness", "rpc-client", "rpc-server"}
+    assert kinds == {"harness", "rpc-client", "rpc-server", "kv"}
     assert len(CASES) >= 30
 
 

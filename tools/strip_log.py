@@ -12,6 +12,9 @@ reads exactly those lines:
 * ``rpc-server``: an rpc-server's debug log (mainline, GGML_RPC_DEBUG=1; tests/fixtures/rpc/*-server<i>.log):
   every buffer allocation in bytes, and every command that moves data (load: set_tensor / set_tensor_hash; per
   token: set_tensor, graph_(re)compute, get_tensor, copy_tensor).
+* ``kv``: the KV/state fixtures of tools/engine_harness/run_kv_kinds.sh (tests/fixtures/kv_kinds/), client and
+  server logs alike: context flags, the layout lines (n_swa, layer -> device, which layers each cache holds), every
+  KV / recurrent-state / DeepSeek-V4 compressor-state / compute buffer and each server's allocations in bytes.
 
 tests/test_strip_log.py re-filters every committed fixture with its filter and checks nothing is lost.
 """
@@ -37,6 +40,13 @@ FILTERS: dict[str, re.Pattern[str]] = {
     "rpc-server": re.compile(
         r"alloc_buffer|set_tensor|get_tensor|copy_tensor|graph_compute|graph_recompute|Starting RPC|"
         r"endpoint|local cache|Devices|^  CPU|transport|error|failed|WARNING|create_backend|using"),
+    "kv": re.compile(
+        r"llama_context: +(n_seq_max|n_ctx|n_ctx_seq|n_batch|n_ubatch|flash_attn|kv_unified|n_rs_seq) |"
+        r"print_info: +(n_layer|n_swa|n_head_kv|n_embd_head_k|n_embd_head_v|is_swa_any) |assigned to device|"
+        r"using device|model buffer size|KV buffer size|RS buffer size|state buffer size|llama_kv_cache: size|"
+        r"llama_memory_recurrent: size|ratio = \d|creating|: layer +\d+: (dev|filtered)|compute buffer size|"
+        r"memory_breakdown_print|alloc_buffer|Starting RPC|endpoint|padding V cache|does not have KV|reuse layer|"
+        r"error|failed|warning|WARN"),
 }
 
 

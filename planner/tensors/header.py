@@ -79,6 +79,8 @@ def from_gguf(header: Any) -> TensorMap:
         tied="output.weight" not in names,
         n_dense_lead=num("leading_dense_block_count", 0) or 0,
         kv_lora_rank=kv_lora_rank,
+        # mainline llama_hparams::is_mla() is n_embd_head_k_mla != 0: only files with key_length_mla are MLA there
+        mla_legacy=bool(kv_lora_rank) and num("attention.key_length_mla") is None,
         n_rot=n_rot,
         head_dim_v=0 if head_dim_v == head_dim else head_dim_v,
         q_lora_rank=num("attention.q_lora_rank", 0) or 0,
@@ -106,7 +108,7 @@ def _gguf_layout(header: Any, arch: str, tensors: tuple[TensorInfo, ...]) -> dic
     Keys as the engines' loaders read them (ik src/llama-hparams.cpp @8337e4cd, llama_model_loader keys in
     src/llama-arch.cpp): ``attention.sliding_window`` (+ ``_pattern``, a period or a per-layer bool array),
     ``attention.key_length_swa``, per-layer ``attention.head_count_kv``, ``ssm.*`` and ``full_attention_interval``,
-    ``attention.indexer.*``, ``attention.compress_ratios``, ``interleave_moe_layer_step``.  Numbers an engine
+    ``attention.indexer.*``, ``attention.compress_ratios``, ``interleave_moe_layer_step``, ``attention.shared_kv_layers``.  Numbers an engine
     hard-codes for an architecture (Llama 4's 8192-token chunks every 3 of 4 layers, gpt-oss's alternation) come
     from ``gguf_defaults`` in architectures.toml.
     """
@@ -120,6 +122,10 @@ def _gguf_layout(header: Any, arch: str, tensors: tuple[TensorInfo, ...]) -> dic
     out: dict[str, Any] = dict(_architectures().get(arch, {}).get("gguf_defaults", {}))
     if as_int("attention.sliding_window"):
         out["n_swa"] = as_int("attention.sliding_window")
+    elif raw("attention.sliding_window") is not None:
+        # written as 0: no window, whatever the architecture's default (llama4: 'found_swa && n_swa == 0' ->
+        # LLAMA_SWA_TYPE_NONE, src/models/llama4.cpp:7 @0c1e57098; the converter writes 0 for MobileLLM)
+        out["n_swa"] = 0
     pattern = raw("attention.sliding_window_pattern")
     if isinstance(pattern, (tuple, list)) and pattern:
         out["swa_layers"] = tuple(bool(x) for x in pattern)
@@ -139,6 +145,23 @@ def _gguf_layout(header: Any, arch: str, tensors: tuple[TensorInfo, ...]) -> dic
                             ("moe_every", "interleave_moe_layer_step")):
         if as_int(key):
             out[field_name] = as_int(key)
+    recurrent = raw("attention.recurrent_layers")
+    if isinstance(recurrent, (tuple, list)) and recurrent and out.get("full_attn_interval"):
+        # the loaders read this array first and fall back to full_attention_interval only without it
+        # (src/models/qwen35moe.cpp, qwen3next.cpp load_arch_hparams @0c1e57098); the converter writes it from
+        # config.json layer_types (conversion/qwen.py:382-388)
+        out["recurrent_layers"] = tuple(bool(x) for x in recurrent)
+    if _architectures().get(arch, {}).get("recurrent_from") == "kv0_ff0":
+        # Mamba-2 hybrids: recurrent iff head_count_kv(il) == 0 and n_ff(il) == 0 (src/models/nemotron-h.cpp
+        # load_arch_hparams @0c1e57098); the converter writes both as per-layer arrays
+        kv, ff = raw("attention.head_count_kv"), raw("feed_forward_length")
+        n = as_int("block_count")
+        if isinstance(kv, (tuple, list)) and isinstance(ff, (tuple, list)) and len(kv) >= n and len(ff) >= n:
+            out["recurrent_layers"] = tuple(int(kv[il]) == 0 and int(ff[il]) == 0 for il in range(n))
+    if as_int("attention.shared_kv_layers"):
+        # gemma4: n_layer_kv_from_start = n_layer - shared_kv_layers (llama.cpp src/models/gemma4.cpp:11
+        # @0c1e57098; ik src/llama-hparams.cpp:858 @8337e4cd); the later layers allocate no cache (has_kv)
+        out["n_layer_kv"] = as_int("block_count") - as_int("attention.shared_kv_layers")
     ratios = raw("attention.compress_ratios")
     if isinstance(ratios, (tuple, list)):
         out["compress_ratios"] = tuple(int(x) for x in ratios)
@@ -157,7 +180,7 @@ def _gguf_layout(header: Any, arch: str, tensors: tuple[TensorInfo, ...]) -> dic
     # Recurrent/state tensors the planner has no state formula for: a hybrid needs its full-attention interval
     # and ssm sizes; anything else (Mamba, RWKV time-mix, LFM2 short-conv, KDA) is named, never guessed.
     state_roles = sorted({t.role for t in tensors if t.role.startswith(_STATE_ROLE_PREFIXES)})
-    if state_roles and not out.get("full_attn_interval"):
+    if state_roles and not (out.get("full_attn_interval") or out.get("recurrent_layers")):
         out["unknown_layout"] = "recurrent-state tensors " + ", ".join(state_roles[:6])
     if not out.get("n_swa"):
         out.pop("swa_period", None)

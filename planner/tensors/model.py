@@ -34,6 +34,8 @@ class ModelParams:
     tied: bool = False
     n_dense_lead: int = 0
     kv_lora_rank: int = 0       # MLA (deepseek2); 0 = not an MLA model
+    mla_legacy: bool = False    # an MLA GGUF in the old converter layout (one attn_kv_b, no key_length_mla): mainline
+                                # runs it as plain multi-head attention (is_mla() false), ik still as MLA
     n_rot: int = 0
     head_dim_v: int = 0         # 0 = same as head_dim
     q_lora_rank: int = 0        # MLA query compression (attn_q_a/attn_q_b); 0 = a plain attn_q
@@ -49,8 +51,12 @@ class ModelParams:
     swa_layers: tuple[bool, ...] = ()   # explicit per-layer SWA flags (a header array); wins over swa_period
     head_dim_swa: int = 0       # key/value head width on SWA layers when it differs (key_length_swa); 0 = head_dim
     n_head_kv_layers: tuple[int, ...] = ()   # per-layer head_count_kv when the header stores an array
+    n_layer_kv: int = 0         # layers il >= n_layer_kv reuse an earlier layer's K/V and allocate none (gemma3n,
+                                # gemma4 attention.shared_kv_layers: hparams.has_kv in both engines); 0 = all own
     full_attn_interval: int = 0  # hybrid models: layer il is full attention when (il + 1) % interval == 0, else
                                  # a recurrent (gated delta-net) layer; 0 = no recurrent layers
+    recurrent_layers: tuple[bool, ...] = ()  # per-layer recurrent flags when the header stores them
+                                             # (attention.recurrent_layers); wins over full_attn_interval
     ssm_d_conv: int = 0         # recurrent state sizes ({arch}.ssm.conv_kernel/inner_size/state_size/...)
     ssm_d_inner: int = 0
     ssm_d_state: int = 0
@@ -102,8 +108,11 @@ class ModelParams:
 
     def is_recurrent(self, il: int) -> bool:
         """Whether layer ``il`` is a recurrent (linear-attention) layer of a hybrid model; NextN blocks never are."""
-        return (self.full_attn_interval > 0 and il < self.n_loaded_layers
-                and (il + 1) % self.full_attn_interval != 0)
+        if il >= self.n_loaded_layers:
+            return False
+        if self.recurrent_layers:
+            return il < len(self.recurrent_layers) and self.recurrent_layers[il]
+        return self.full_attn_interval > 0 and (il + 1) % self.full_attn_interval != 0
 
     def head_count_kv(self, il: int) -> int:
         if self.n_head_kv_layers and il < len(self.n_head_kv_layers):

@@ -1,0 +1,571 @@
+#!/usr/bin/env python3
+"""Tiny but structurally faithful GGUFs of the attention/state kinds the planner sizes, for mainline llama.cpp.
+
+One builder per kind. Each writes every tensor the mainline loader at 0c1e57098 creates as required (names from
+``LLM_TENSOR_NAMES`` in src/llama-arch.cpp, ggml shapes from the model's ``load_arch_tensors`` in
+src/models/<arch>.cpp) and the hyperparameter keys as the converter writes them (conversion/<family>.py and
+conversion/base.py ``set_gguf_parameters``; key strings from ``LLM_KV_NAMES`` in src/llama-arch.cpp). Weights are
+seeded random (tiny_gguf.TinyWeights: 2-D/3-D BF16, 1-D F32); widths are small (4-26 MB a file; the tests keep
+only the headers, a few KB), but the cache-relevant numbers (head counts, head widths, windows, patterns, state
+sizes, compress ratios) follow the real models' structure.
+
+Kinds (name -> GGUF architecture, what the cache holds):
+  dsv4       deepseek4   K-only raw SWA cache + CSA/HCA compressed caches + lightning-indexer cache + compressor
+                         states (src/llama-kv-cache-dsv4.cpp)
+  mla        deepseek2   MLA in the converter's current layout (attn_k_b/attn_v_b, key_length_mla): K-only cache
+  dsa        glm-dsa     MLA + DSA lightning-indexer key cache on "full" indexer layers (llama-kv-cache-dsa.cpp)
+  qwen35moe  qwen35moe   gated delta-net recurrent layers + full-attention every 4th layer (llama-memory-hybrid)
+  gemma3     gemma3      sliding window 512 on 5 of 6 layers (llama-kv-cache-iswa.cpp)
+  gptoss     gpt-oss     sliding window 128 on every other layer, attention sinks (llama-kv-cache-iswa.cpp)
+  llama4     llama4      chunked attention (8192-token chunks) on 3 of 4 layers (llama-kv-cache-iswa.cpp)
+  nemotronh  nemotron_h  Mamba-2 SSM / attention / MLP layers from per-layer arrays (llama-memory-hybrid.cpp)
+  gemma4     gemma4      sliding window on 4 of 5 layers, per-layer head widths and KV heads, the last layers
+                         reusing earlier layers' KV (shared_kv_layers; src/llama-model.cpp create_memory reuse)
+
+Usage: make_tiny_arch.py KIND OUT.gguf [--seed 0]
+"""
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+import gguf
+import numpy as np
+
+from tiny_gguf import TinyWeights, add_tokenizer
+
+VOCAB = 512
+
+
+def _common(w: gguf.GGUFWriter, arch: str, *, n_layer: int, n_embd: int, n_ff: int, n_head: int, n_head_kv: int,
+            ctx: int = 4096, eps: float = 1e-6, rope_base: float = 10000.0) -> None:
+    """What conversion/base.py TextModel.set_gguf_parameters writes for every model."""
+    w.add_name(f"tiny-{arch}")
+    w.add_block_count(n_layer)
+    w.add_context_length(ctx)
+    w.add_embedding_length(n_embd)
+    if n_ff:
+        w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    if n_head_kv:                                            # 0: the builder writes a per-layer array
+        w.add_head_count_kv(n_head_kv)
+    w.add_rope_freq_base(rope_base)
+    w.add_layer_norm_rms_eps(eps)
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_BF16)
+
+
+def _u32(w: gguf.GGUFWriter, arch: str, key: str, value: int) -> None:
+    w.add_uint32(f"{arch}.{key}", value)
+
+
+def _f32(w: gguf.GGUFWriter, arch: str, key: str, value: float) -> None:
+    w.add_float32(f"{arch}.{key}", value)
+
+
+# ----------------------------------------------------------------------------------------------- DeepSeek-V4
+
+def build_dsv4(w: gguf.GGUFWriter, t: TinyWeights) -> None:
+    """deepseek4: src/models/deepseek4.cpp load_arch_hparams/load_arch_tensors (lines 19-176); keys as
+    conversion/deepseek.py DeepseekV4Model.set_gguf_parameters writes them (lines 659-689). The layer pattern is
+    V4-Flash's: two uncompressed (pure sliding-window) layers, then CSA (ratio 4, with the lightning indexer) and
+    HCA (ratio 128) alternating; one hash-routed layer (ffn_gate_tid2eid, I32)."""
+    arch = "deepseek4"
+    L, H, nh, hd, rope = 6, 256, 4, 128, 64
+    q_lora, o_groups, o_lora, hc = 64, 2, 32, 4
+    E, used, ffn_exp, n_hash = 8, 2, 64, 1
+    ix_heads, ix_dim = 4, 64
+    ratios = [0, 0, 4, 128, 4, 128]
+    _common(w, arch, n_layer=L, n_embd=H, n_ff=0, n_head=nh, n_head_kv=1)
+    w.add_key_length(hd)
+    w.add_value_length(hd)
+    w.add_expert_count(E)
+    w.add_expert_used_count(used)
+    _u32(w, arch, "expert_gating_func", 4)                       # LLAMA_EXPERT_GATING_FUNC_TYPE_SQRT_SOFTPLUS
+    w.add_rope_dimension_count(rope)
+    w.add_q_lora_rank(q_lora)
+    _u32(w, arch, "attention.sliding_window", 128)
+    w.add_expert_feed_forward_length(ffn_exp)
+    w.add_expert_shared_count(1)
+    w.add_expert_weights_scale(1.5)
+    w.add_expert_weights_norm(True)
+    w.add_array(f"{arch}.swiglu_clamp_exp", [10.0] * L)
+    w.add_array(f"{arch}.swiglu_clamp_shexp", [10.0] * L)
+    _u32(w, arch, "attention.indexer.head_count", ix_heads)
+    _u32(w, arch, "attention.indexer.key_length", ix_dim)
+    _u32(w, arch, "attention.indexer.top_k", 64)
+    _u32(w, arch, "attention.output_group_count", o_groups)
+    _u32(w, arch, "attention.output_lora_rank", o_lora)
+    w.add_array(f"{arch}.attention.compress_ratios", ratios)
+    _f32(w, arch, "attention.compress_rope_freq_base", 160000.0)
+    _u32(w, arch, "hyper_connection.count", hc)
+    _u32(w, arch, "hyper_connection.sinkhorn_iterations", 20)
+    _f32(w, arch, "hyper_connection.epsilon", 1e-6)
+    _u32(w, arch, "hash_layer_count", n_hash)
+    _u32(w, arch, "embedding_length_out", H * hc)
+    add_tokenizer(w, VOCAB)
+
+    big, f32 = t.big, t.f32
+    hc_dim, hc_mix = hc * H, (2 + hc) * hc
+    big("token_embd.weight", (VOCAB, H))
+    f32("output_norm.weight", (H,), 1.0)
+    big("output.weight", (VOCAB, H))
+    f32("output_hc_fn.weight", (hc, hc_dim))
+    f32("output_hc_base.weight", (hc,))
+    f32("output_hc_scale.weight", (1,), 1.0)
+    rng = np.random.default_rng(1234)
+    for i in range(L):
+        p = f"blk.{i}."
+        f32(p + "attn_norm.weight", (H,), 1.0)
+        f32(p + "attn_sinks.weight", (nh,), 0.0)
+        big(p + "attn_q_a.weight", (q_lora, H))
+        f32(p + "attn_q_a_norm.weight", (q_lora,), 1.0)
+        big(p + "attn_q_b.weight", (nh * hd, q_lora))
+        big(p + "attn_kv.weight", (hd, H))
+        f32(p + "attn_kv_a_norm.weight", (hd,), 1.0)
+        big(p + "attn_output_a.weight", (o_lora * o_groups, nh * hd // o_groups))
+        big(p + "attn_output_b.weight", (H, o_groups * o_lora))
+        for part in ("attn", "ffn"):
+            f32(p + f"hc_{part}_fn.weight", (hc_mix, hc_dim))
+            f32(p + f"hc_{part}_base.weight", (hc_mix,))
+            f32(p + f"hc_{part}_scale.weight", (3,), 1.0)
+        r = ratios[i]
+        if r:
+            coff = 2 if r == 4 else 1
+            big(p + "attn_compressor_kv.weight", (coff * hd, H))
+            big(p + "attn_compressor_gate.weight", (coff * hd, H))
+            f32(p + "attn_compressor_ape.weight", (r, coff * hd))
+            f32(p + "attn_compressor_norm.weight", (hd,), 1.0)
+            if r == 4:
+                big(p + "indexer.proj.weight", (ix_heads, H))
+                big(p + "indexer.attn_q_b.weight", (ix_heads * ix_dim, q_lora))
+                big(p + "indexer_compressor_kv.weight", (2 * ix_dim, H))
+                big(p + "indexer_compressor_gate.weight", (2 * ix_dim, H))
+                f32(p + "indexer_compressor_ape.weight", (r, 2 * ix_dim))
+                f32(p + "indexer_compressor_norm.weight", (ix_dim,), 1.0)
+        f32(p + "ffn_gate_inp.weight", (E, H))
+        if i < n_hash:
+            # conversion/deepseek.py _write_hash_routing_tensors: I32 token-id -> expert table [n_vocab, n_used]
+            w.add_tensor(p + "ffn_gate_tid2eid.weight", rng.integers(0, E, size=(VOCAB, used), dtype=np.int32))
+        else:
+            f32(p + "exp_probs_b.bias", (E,), 0.0)
+        f32(p + "ffn_norm.weight", (H,), 1.0)
+        big(p + "ffn_gate_exps.weight", (E, ffn_exp, H))
+        big(p + "ffn_down_exps.weight", (E, H, ffn_exp))
+        big(p + "ffn_up_exps.weight", (E, ffn_exp, H))
+        big(p + "ffn_gate_shexp.weight", (ffn_exp, H))
+        big(p + "ffn_down_shexp.weight", (H, ffn_exp))
+        big(p + "ffn_up_shexp.weight", (ffn_exp, H))
+
+
+# ------------------------------------------------------------------------------ MLA (deepseek2) and DSA (glm-dsa)
+
+def _mla_keys(w: gguf.GGUFWriter, arch: str, *, L: int, H: int, nh: int, q_lora: int, kv_lora: int, rope: int,
+              nope: int, v_head: int, E: int, used: int, ffn_exp: int, ffn: int, ctx: int) -> None:
+    """conversion/deepseek.py DeepseekV2Model.set_gguf_parameters (lines 319-380): MLA converts to MQA with one
+    KV head of kv_lora_rank + rope (key) / kv_lora_rank (value) and the per-head widths in *_mla."""
+    _common(w, arch, n_layer=L, n_embd=H, n_ff=ffn, n_head=nh, n_head_kv=1, ctx=ctx)
+    w.add_leading_dense_block_count(1)
+    w.add_vocab_size(VOCAB)
+    w.add_q_lora_rank(q_lora)
+    w.add_kv_lora_rank(kv_lora)
+    w.add_key_length(kv_lora + rope)
+    w.add_value_length(kv_lora)
+    _u32(w, arch, "attention.key_length_mla", nope + rope)
+    _u32(w, arch, "attention.value_length_mla", v_head)
+    w.add_expert_feed_forward_length(ffn_exp)
+    w.add_expert_count(E)
+    w.add_expert_used_count(used)
+    w.add_expert_shared_count(1)
+    w.add_expert_weights_scale(2.5)
+    w.add_expert_weights_norm(True)
+    w.add_expert_gating_func(gguf.ExpertGatingFuncType.SIGMOID)
+    w.add_rope_dimension_count(rope)
+
+
+def _mla_block(t: TinyWeights, i: int, *, H: int, nh: int, q_lora: int, kv_lora: int, rope: int, nope: int,
+               v_head: int, E: int, ffn_exp: int, ffn: int) -> None:
+    """src/models/deepseek2.cpp load_arch_tensors (is_mla: attn_k_b/attn_v_b, not the legacy attn_kv_b)."""
+    big, f32, p = t.big, t.f32, f"blk.{i}."
+    f32(p + "attn_norm.weight", (H,), 1.0)
+    f32(p + "attn_q_a_norm.weight", (q_lora,), 1.0)
+    f32(p + "attn_kv_a_norm.weight", (kv_lora,), 1.0)
+    big(p + "attn_q_a.weight", (q_lora, H))
+    big(p + "attn_q_b.weight", (nh * (nope + rope), q_lora))
+    big(p + "attn_kv_a_mqa.weight", (kv_lora + rope, H))
+    big(p + "attn_k_b.weight", (nh, kv_lora, nope))
+    big(p + "attn_v_b.weight", (nh, v_head, kv_lora))
+    big(p + "attn_output.weight", (H, nh * v_head))
+    f32(p + "ffn_norm.weight", (H,), 1.0)
+    if i == 0:
+        big(p + "ffn_gate.weight", (ffn, H))
+        big(p + "ffn_down.weight", (H, ffn))
+        big(p + "ffn_up.weight", (ffn, H))
+    else:
+        f32(p + "ffn_gate_inp.weight", (E, H))
+        f32(p + "exp_probs_b.bias", (E,), 0.0)
+        big(p + "ffn_gate_exps.weight", (E, ffn_exp, H))
+        big(p + "ffn_down_exps.weight", (E, H, ffn_exp))
+        big(p + "ffn_up_exps.weight", (E, ffn_exp, H))
+        big(p + "ffn_gate_shexp.weight", (ffn_exp, H))
+        big(p + "ffn_down_shexp.weight", (H, ffn_exp))
+        big(p + "ffn_up_shexp.weight", (ffn_exp, H))
+
+
+_MLA = dict(H=256, nh=4, q_lora=96, kv_lora=512, rope=64, nope=128, v_head=128, E=8, ffn_exp=64, ffn=512)
+
+
+def build_mla(w: gguf.GGUFWriter, t: TinyWeights) -> None:
+    """deepseek2 in the converter's current MLA layout; DeepSeek-V3 head widths (kv_lora 512, rope 64, nope 128,
+    v 128), 6 layers (not 26/27/47/48: those trigger the engines' Lite/GLM-Lite special cases)."""
+    L = 6
+    _mla_keys(w, "deepseek2", L=L, used=2, ctx=163840, **_MLA)
+    add_tokenizer(w, VOCAB)
+    t.big("token_embd.weight", (VOCAB, _MLA["H"]))
+    for i in range(L):
+        _mla_block(t, i, **_MLA)
+    t.f32("output_norm.weight", (_MLA["H"],), 1.0)
+    t.big("output.weight", (VOCAB, _MLA["H"]))
+
+
+def build_dsa(w: gguf.GGUFWriter, t: TinyWeights) -> None:
+    """glm-dsa (GLM-5): MLA plus the DSA lightning indexer on every layer (src/models/glm-dsa.cpp lines 1-140; a
+    context_length under 1,048,576 and no indexer_types key make every layer a "full" indexer layer, as for
+    GLM-5/5.1); keys as conversion/glm.py GlmMoeDsaModel.set_gguf_parameters writes them."""
+    arch, L, ix_heads, ix_dim = "glm-dsa", 6, 4, 128
+    _mla_keys(w, arch, L=L, used=2, ctx=202752, **_MLA)
+    _u32(w, arch, "attention.indexer.head_count", ix_heads)
+    _u32(w, arch, "attention.indexer.key_length", ix_dim)
+    _u32(w, arch, "attention.indexer.top_k", 64)
+    add_tokenizer(w, VOCAB)
+    H, q_lora = _MLA["H"], _MLA["q_lora"]
+    t.big("token_embd.weight", (VOCAB, H))
+    for i in range(L):
+        _mla_block(t, i, **_MLA)
+        p = f"blk.{i}."
+        t.f32(p + "indexer.k_norm.weight", (ix_dim,), 1.0)
+        t.f32(p + "indexer.k_norm.bias", (ix_dim,), 0.0)
+        t.big(p + "indexer.proj.weight", (ix_heads, H))
+        t.big(p + "indexer.attn_k.weight", (ix_dim, H))
+        t.big(p + "indexer.attn_q_b.weight", (ix_heads * ix_dim, q_lora))
+    t.f32("output_norm.weight", (H,), 1.0)
+    t.big("output.weight", (VOCAB, H))
+
+
+# ------------------------------------------------------------------------------------ gated delta-net hybrid
+
+def build_qwen35moe(w: gguf.GGUFWriter, t: TinyWeights) -> None:
+    """qwen35moe (Qwen3.5 MoE): 8 trunk layers, full attention every 4th (layers 3, 7), the rest gated delta-net,
+    plus one MTP block (nextn_predict_layers = 1, skipped by the loader without MTP). src/models/qwen35moe.cpp
+    load_arch_hparams/load_arch_tensors; keys as conversion/qwen.py Qwen3NextModel.set_gguf_parameters (lines
+    372-395: ssm.conv_kernel = linear_conv_kernel_dim, state_size = linear_key_head_dim, group_count =
+    linear_num_key_heads, time_step_rank = linear_num_value_heads, inner_size = value_head_dim * value heads)."""
+    arch, L, nextn = "qwen35moe", 8, 1
+    H, nh, nkv, hd = 256, 4, 2, 128
+    d_conv, d_state, n_k, n_v = 4, 64, 2, 4
+    E, used, ffn_exp = 8, 2, 64
+    key_dim, value_dim = d_state * n_k, d_state * n_v
+    conv_dim = 2 * key_dim + value_dim
+    _common(w, arch, n_layer=L + nextn, n_embd=H, n_ff=0, n_head=nh, n_head_kv=nkv, ctx=262144)
+    w.add_key_length(hd)
+    w.add_value_length(hd)
+    w.add_expert_count(E)
+    w.add_expert_used_count(used)
+    w.add_expert_feed_forward_length(ffn_exp)
+    _u32(w, arch, "expert_shared_feed_forward_length", ffn_exp)
+    _u32(w, arch, "ssm.conv_kernel", d_conv)
+    _u32(w, arch, "ssm.state_size", d_state)
+    _u32(w, arch, "ssm.group_count", n_k)
+    _u32(w, arch, "ssm.time_step_rank", n_v)
+    _u32(w, arch, "ssm.inner_size", value_dim)
+    # config.json layer_types -> attention.recurrent_layers (NextN block: False), then the interval (qwen.py:382-389)
+    w.add_array(f"{arch}.attention.recurrent_layers", [(i + 1) % 4 != 0 for i in range(L)] + [False] * nextn)
+    _u32(w, arch, "full_attention_interval", 4)
+    w.add_rope_dimension_count(hd // 4)
+    w.add_array(f"{arch}.rope.dimension_sections", [6, 5, 5, 0])
+    _u32(w, arch, "nextn_predict_layers", nextn)
+    add_tokenizer(w, VOCAB)
+
+    big, f32 = t.big, t.f32
+    big("token_embd.weight", (VOCAB, H))
+    f32("output_norm.weight", (H,), 1.0)
+    big("output.weight", (VOCAB, H))
+    for i in range(L + nextn):
+        p = f"blk.{i}."
+        f32(p + "attn_norm.weight", (H,), 1.0)
+        f32(p + "post_attention_norm.weight", (H,), 1.0)
+        if i >= L or (i + 1) % 4 == 0:
+            big(p + "attn_q.weight", (2 * hd * nh, H))          # query and its output gate
+            big(p + "attn_k.weight", (hd * nkv, H))
+            big(p + "attn_v.weight", (hd * nkv, H))
+            big(p + "attn_output.weight", (H, hd * nh))
+            f32(p + "attn_q_norm.weight", (hd,), 1.0)
+            f32(p + "attn_k_norm.weight", (hd,), 1.0)
+        else:
+            big(p + "attn_qkv.weight", (conv_dim, H))
+            big(p + "attn_gate.weight", (value_dim, H))
+            f32(p + "ssm_conv1d.weight", (conv_dim, d_conv))
+            f32(p + "ssm_dt.bias", (n_v,), 0.0)
+            f32(p + "ssm_a", (n_v,), -1.0)
+            big(p + "ssm_beta.weight", (n_v, H))
+            big(p + "ssm_alpha.weight", (n_v, H))
+            f32(p + "ssm_norm.weight", (d_state,), 1.0)
+            big(p + "ssm_out.weight", (H, value_dim))
+        f32(p + "ffn_gate_inp.weight", (E, H))
+        big(p + "ffn_gate_exps.weight", (E, ffn_exp, H))
+        big(p + "ffn_down_exps.weight", (E, H, ffn_exp))
+        big(p + "ffn_up_exps.weight", (E, ffn_exp, H))
+        f32(p + "ffn_gate_inp_shexp.weight", (H,))
+        big(p + "ffn_gate_shexp.weight", (ffn_exp, H))
+        big(p + "ffn_up_shexp.weight", (ffn_exp, H))
+        big(p + "ffn_down_shexp.weight", (H, ffn_exp))
+        if i >= L:
+            big(p + "nextn.eh_proj.weight", (H, 2 * H))
+            f32(p + "nextn.enorm.weight", (H,), 1.0)
+            f32(p + "nextn.hnorm.weight", (H,), 1.0)
+            f32(p + "nextn.shared_head_norm.weight", (H,), 1.0)
+
+
+# ------------------------------------------------------------------------------------------ sliding window
+
+def build_gemma3(w: gguf.GGUFWriter, t: TinyWeights) -> None:
+    """gemma3: 8 layers, window 512, no pattern key (conversion/gemma.py Gemma3Model writes sliding_window only;
+    src/models/gemma3.cpp load_swa_pattern(ml, 6): layers il % 6 < 5 slide), gemma-3's 2:1 query:KV heads and
+    head_dim 128; tied embeddings (no output.weight), as the 27B checkpoint."""
+    arch, L, H, nh, nkv, hd, ffn = "gemma3", 8, 256, 4, 2, 128, 512
+    _common(w, arch, n_layer=L, n_embd=H, n_ff=ffn, n_head=nh, n_head_kv=nkv, ctx=131072, rope_base=1e6)
+    w.add_key_length(hd)
+    w.add_value_length(hd)
+    _u32(w, arch, "attention.sliding_window", 512)
+    _f32(w, arch, "rope.freq_base_swa", 10000.0)
+    add_tokenizer(w, VOCAB)
+    big, f32 = t.big, t.f32
+    big("token_embd.weight", (VOCAB, H))
+    f32("output_norm.weight", (H,), 1.0)
+    for i in range(L):
+        p = f"blk.{i}."
+        f32(p + "attn_norm.weight", (H,), 1.0)
+        big(p + "attn_q.weight", (hd * nh, H))
+        big(p + "attn_k.weight", (hd * nkv, H))
+        big(p + "attn_v.weight", (hd * nkv, H))
+        big(p + "attn_output.weight", (H, hd * nh))
+        f32(p + "post_attention_norm.weight", (H,), 1.0)
+        f32(p + "attn_k_norm.weight", (hd,), 1.0)
+        f32(p + "attn_q_norm.weight", (hd,), 1.0)
+        f32(p + "ffn_norm.weight", (H,), 1.0)
+        big(p + "ffn_gate.weight", (ffn, H))
+        big(p + "ffn_up.weight", (ffn, H))
+        big(p + "ffn_down.weight", (H, ffn))
+        f32(p + "post_ffw_norm.weight", (H,), 1.0)
+
+
+def build_gptoss(w: gguf.GGUFWriter, t: TinyWeights) -> None:
+    """gpt-oss: 6 layers, window 128 on even layers (src/models/openai-moe.cpp load_swa_pattern(ml, 2)), 64-wide
+    heads with 8:1... here 4 query heads per KV head, attention sinks and biases; keys as conversion/gpt_oss.py
+    writes them (sliding_window, expert_feed_forward_length; no pattern key)."""
+    arch, L, H, nh, nkv, hd = "gpt-oss", 6, 256, 8, 2, 64
+    E, used, ffn_exp = 8, 2, 128
+    _common(w, arch, n_layer=L, n_embd=H, n_ff=ffn_exp, n_head=nh, n_head_kv=nkv, ctx=131072, eps=1e-5,
+            rope_base=150000.0)
+    w.add_key_length(hd)
+    w.add_value_length(hd)
+    w.add_rope_dimension_count(hd)
+    w.add_expert_count(E)
+    w.add_expert_used_count(used)
+    _u32(w, arch, "attention.sliding_window", 128)
+    w.add_expert_feed_forward_length(ffn_exp)
+    add_tokenizer(w, VOCAB)
+    big, f32 = t.big, t.f32
+    big("token_embd.weight", (VOCAB, H))
+    f32("output_norm.weight", (H,), 1.0)
+    big("output.weight", (VOCAB, H))
+    for i in range(L):
+        p = f"blk.{i}."
+        f32(p + "attn_norm.weight", (H,), 1.0)
+        f32(p + "post_attention_norm.weight", (H,), 1.0)
+        big(p + "attn_q.weight", (hd * nh, H))
+        big(p + "attn_k.weight", (hd * nkv, H))
+        big(p + "attn_v.weight", (hd * nkv, H))
+        f32(p + "attn_q.bias", (hd * nh,), 0.0)
+        f32(p + "attn_k.bias", (hd * nkv,), 0.0)
+        f32(p + "attn_v.bias", (hd * nkv,), 0.0)
+        big(p + "attn_output.weight", (H, hd * nh))
+        f32(p + "attn_output.bias", (H,), 0.0)
+        f32(p + "attn_sinks.weight", (nh,), 0.0)
+        f32(p + "ffn_gate_inp.weight", (E, H))
+        f32(p + "ffn_gate_inp.bias", (E,), 0.0)
+        big(p + "ffn_gate_exps.weight", (E, ffn_exp, H))
+        big(p + "ffn_down_exps.weight", (E, H, ffn_exp))
+        big(p + "ffn_up_exps.weight", (E, ffn_exp, H))
+        f32(p + "ffn_gate_exps.bias", (E, ffn_exp), 0.0)
+        f32(p + "ffn_down_exps.bias", (E, H), 0.0)
+        f32(p + "ffn_up_exps.bias", (E, ffn_exp), 0.0)
+
+
+def build_gemma4(w: gguf.GGUFWriter, t: TinyWeights) -> None:
+    """gemma4: 10 layers, every 5th full attention (sliding_window_pattern written as a per-layer array), window
+    512, wider heads and fewer KV heads on full layers (key_length 256 / key_length_swa 128, head_count_kv as a
+    per-layer array 4 (SWA) / 1 (full), so V rows differ: 512 vs 256), and the last 5 layers reusing the KV of layers 3 (SWA) and 4 (full)
+    (shared_kv_layers = 5; the engine's reuse rule n_layer_kv_from_start - (is_swa ? 2 : 1) needs the last owner
+    pair to be SWA then full, as in Gemma-4 E2B: 35 layers, 20 shared):
+    src/models/gemma4.cpp load_arch_hparams/load_arch_tensors; keys as conversion/gemma.py Gemma4Model writes
+    them (lines 671-735); one rope_freqs tensor for the full layers (proportional RoPE), no per-layer embeddings."""
+    arch, L, H, nh, ffn, shared = "gemma4", 10, 256, 8, 512, 5
+    hd_full, hd_swa, kv_full, kv_swa = 256, 128, 1, 4
+    swa = [il % 5 < 4 for il in range(L)]
+    kv_heads = [kv_swa if s else kv_full for s in swa]
+    _common(w, arch, n_layer=L, n_embd=H, n_ff=ffn, n_head=nh, n_head_kv=0, ctx=131072, rope_base=1e6)
+    w.add_array(f"{arch}.attention.head_count_kv", kv_heads)
+    _u32(w, arch, "attention.sliding_window", 512)
+    _f32(w, arch, "rope.freq_base_swa", 10000.0)
+    _u32(w, arch, "attention.shared_kv_layers", shared)
+    _u32(w, arch, "embedding_length_per_layer_input", 0)
+    w.add_array(f"{arch}.attention.sliding_window_pattern", swa)
+    w.add_key_length(hd_full)
+    w.add_value_length(hd_full)
+    _u32(w, arch, "attention.key_length_swa", hd_swa)
+    _u32(w, arch, "attention.value_length_swa", hd_swa)
+    w.add_rope_dimension_count(hd_full)
+    _u32(w, arch, "rope.dimension_count_swa", hd_swa)
+    add_tokenizer(w, VOCAB)
+    big, f32 = t.big, t.f32
+    big("token_embd.weight", (VOCAB, H))
+    f32("output_norm.weight", (H,), 1.0)
+    f32("rope_freqs.weight", (hd_full // 2,), 1.0)
+    for i in range(L):
+        p, hd, nkv = f"blk.{i}.", (hd_swa if swa[i] else hd_full), kv_heads[i]
+        f32(p + "attn_norm.weight", (H,), 1.0)
+        big(p + "attn_q.weight", (hd * nh, H))
+        big(p + "attn_k.weight", (hd * nkv, H))
+        big(p + "attn_v.weight", (hd * nkv, H))
+        big(p + "attn_output.weight", (H, hd * nh))
+        f32(p + "attn_q_norm.weight", (hd,), 1.0)
+        f32(p + "attn_k_norm.weight", (hd,), 1.0)
+        f32(p + "post_attention_norm.weight", (H,), 1.0)
+        f32(p + "layer_output_scale.weight", (1,), 1.0)
+        f32(p + "ffn_norm.weight", (H,), 1.0)
+        big(p + "ffn_gate.weight", (ffn, H))
+        big(p + "ffn_up.weight", (ffn, H))
+        big(p + "ffn_down.weight", (H, ffn))
+        f32(p + "post_ffw_norm.weight", (H,), 1.0)
+
+
+def build_llama4(w: gguf.GGUFWriter, t: TinyWeights) -> None:
+    """llama4 (Llama 4 Maverick-like): 8 layers, MoE every 2nd layer (interleave_moe_layer_step), no
+    sliding_window key, so the loader's chunked attention applies: n_swa = 8192 on 3 of 4 layers
+    (src/models/llama4.cpp load_arch_hparams: LLAMA_SWA_TYPE_CHUNKED, load_swa_pattern(ml, 4)); keys as
+    conversion/llama.py Llama4Model writes them (interleave_moe_layer_step, expert_feed_forward_length)."""
+    arch, L, H, nh, nkv, hd, ffn = "llama4", 8, 256, 4, 2, 64, 512
+    E, used, ffn_exp = 8, 1, 128
+    _common(w, arch, n_layer=L, n_embd=H, n_ff=ffn, n_head=nh, n_head_kv=nkv, ctx=1048576, eps=1e-5,
+            rope_base=500000.0)
+    w.add_rope_dimension_count(hd)
+    w.add_vocab_size(VOCAB)
+    w.add_expert_count(E)
+    w.add_expert_used_count(used)
+    _u32(w, arch, "interleave_moe_layer_step", 2)
+    w.add_expert_feed_forward_length(ffn_exp)
+    add_tokenizer(w, VOCAB)
+    big, f32 = t.big, t.f32
+    big("token_embd.weight", (VOCAB, H))
+    f32("output_norm.weight", (H,), 1.0)
+    big("output.weight", (VOCAB, H))
+    for i in range(L):
+        p = f"blk.{i}."
+        f32(p + "attn_norm.weight", (H,), 1.0)
+        big(p + "attn_q.weight", (hd * nh, H))
+        big(p + "attn_k.weight", (hd * nkv, H))
+        big(p + "attn_v.weight", (hd * nkv, H))
+        big(p + "attn_output.weight", (H, hd * nh))
+        f32(p + "ffn_norm.weight", (H,), 1.0)
+        if (i + 1) % 2 == 0:
+            f32(p + "ffn_gate_inp.weight", (E, H))
+            big(p + "ffn_gate_exps.weight", (E, ffn_exp, H))
+            big(p + "ffn_down_exps.weight", (E, H, ffn_exp))
+            big(p + "ffn_up_exps.weight", (E, ffn_exp, H))
+            big(p + "ffn_gate_shexp.weight", (ffn_exp, H))
+            big(p + "ffn_down_shexp.weight", (H, ffn_exp))
+            big(p + "ffn_up_shexp.weight", (ffn_exp, H))
+        else:
+            big(p + "ffn_gate.weight", (ffn, H))
+            big(p + "ffn_down.weight", (H, ffn))
+            big(p + "ffn_up.weight", (ffn, H))
+
+
+def build_nemotronh(w: gguf.GGUFWriter, t: TinyWeights) -> None:
+    """nemotron_h (Nemotron-H): a Mamba-2 hybrid whose layer kinds come from per-layer arrays: head_count_kv 0 and
+    feed_forward_length 0 = a Mamba-2 (SSM) layer, head_count_kv > 0 = attention, feed_forward_length > 0 = MLP
+    (src/models/nemotron-h.cpp load_arch_hparams/load_arch_tensors @0c1e57098); keys as conversion/nemotron.py
+    NemotronHModel / granite.py GraniteHybridModel write them from hybrid_override_pattern. Pattern "M-M*M-M-":
+    4 SSM layers, 1 attention layer, 3 MLP layers."""
+    arch, H, nh, nkv, hd, ffn = "nemotron_h", 256, 4, 2, 64, 512
+    pattern = "M-M*M-M-"
+    L = len(pattern)
+    d_conv, d_inner, d_state, n_group, n_ssm_head = 4, 256, 32, 2, 8
+    conv_dim = d_inner + 2 * n_group * d_state
+    d_in_proj = 2 * d_inner + 2 * n_group * d_state + n_ssm_head
+    _common(w, arch, n_layer=L, n_embd=H, n_ff=0, n_head=nh, n_head_kv=0, ctx=8192, eps=1e-5)
+    w.add_array(f"{arch}.attention.head_count_kv", [nkv if c == "*" else 0 for c in pattern])
+    w.add_array(f"{arch}.feed_forward_length", [ffn if c == "-" else 0 for c in pattern])
+    w.add_key_length(hd)
+    w.add_value_length(hd)
+    _f32(w, arch, "attention.layer_norm_epsilon", 1e-5)
+    _u32(w, arch, "ssm.conv_kernel", d_conv)
+    _u32(w, arch, "ssm.state_size", d_state)
+    _u32(w, arch, "ssm.group_count", n_group)
+    _u32(w, arch, "ssm.inner_size", d_inner)
+    _u32(w, arch, "ssm.time_step_rank", n_ssm_head)
+    add_tokenizer(w, VOCAB)
+    big, f32 = t.big, t.f32
+    big("token_embd.weight", (VOCAB, H))
+    f32("output_norm.weight", (H,), 1.0)
+    big("output.weight", (VOCAB, H))
+    for i, kind in enumerate(pattern):
+        p = f"blk.{i}."
+        f32(p + "attn_norm.weight", (H,), 1.0)
+        if kind == "M":
+            big(p + "ssm_in.weight", (d_in_proj, H))
+            f32(p + "ssm_conv1d.weight", (conv_dim, d_conv))
+            f32(p + "ssm_conv1d.bias", (conv_dim,), 0.0)
+            f32(p + "ssm_dt.bias", (n_ssm_head,), 0.0)
+            f32(p + "ssm_a", (n_ssm_head, 1), -1.0)
+            f32(p + "ssm_d", (n_ssm_head, 1), 1.0)
+            f32(p + "ssm_norm.weight", (n_group, d_inner // n_group), 1.0)
+            big(p + "ssm_out.weight", (H, d_inner))
+        elif kind == "*":
+            big(p + "attn_q.weight", (hd * nh, H))
+            big(p + "attn_k.weight", (hd * nkv, H))
+            big(p + "attn_v.weight", (hd * nkv, H))
+            big(p + "attn_output.weight", (H, hd * nh))
+        else:
+            big(p + "ffn_up.weight", (ffn, H))
+            big(p + "ffn_down.weight", (H, ffn))
+
+
+BUILDERS: dict[str, tuple[str, Callable[[gguf.GGUFWriter, TinyWeights], None]]] = {
+    "dsv4": ("deepseek4", build_dsv4),
+    "mla": ("deepseek2", build_mla),
+    "dsa": ("glm-dsa", build_dsa),
+    "qwen35moe": ("qwen35moe", build_qwen35moe),
+    "gemma3": ("gemma3", build_gemma3),
+    "gptoss": ("gpt-oss", build_gptoss),
+    "gemma4": ("gemma4", build_gemma4),
+    "llama4": ("llama4", build_llama4),
+    "nemotronh": ("nemotron_h", build_nemotronh),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("kind", choices=sorted(BUILDERS))
+    ap.add_argument("out")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    arch, build = BUILDERS[a.kind]
+    w = gguf.GGUFWriter(a.out, arch)
+    t = TinyWeights(w, a.seed)
+    build(w, t)
+    t.finish()
+
+
+if __name__ == "__main__":
+    main()
