@@ -32,16 +32,20 @@ module names those live sets (all f32 activations, 4 bytes, ``E = n_embd * T * 4
   input, flagged as outputs so ggml-alloc never frees them.  This was the 1.5-2.6x the RPC harness logged for
   mainline full offload.
 
-What remains an estimate (labelled as such in the output): the allocator's best-fit placement is not simulated;
-the live sets are the terms above summed, the buffer their maximum.  Holes the placement leaves make the engines
-log up to about two hidden states (2 E) more on some devices; tests/test_compute_buffers.py lists every miss
-against the engine logs we have (RPC harness, published CUDA logs) with a worked example, and checks that 2 E
-stays inside the per-GPU margin for the built-in models.
+Where ``data/engine_graphs.toml`` has the engine's graph for the architecture (mainline, Qwen3-MoE shapes), the
+live sets are not used: :func:`placement_compute` rebuilds the graph node by node and replays ggml's scheduler
+and best-fit allocator over it (:mod:`planner.engine_graph`, :mod:`planner.gallocr`), holes and reuse included,
+for the placement itself; :func:`estimate` (a device's role, what the solver knows before it places anything)
+replays a small placement that gives the device that role (:func:`_canonical`).  Elsewhere the live sets summed
+are the estimate, the buffer their maximum; holes the allocator leaves make the engines log up to about two
+hidden states (2 E) more on some devices; tests/test_compute_buffers.py lists every miss against the engine logs
+we have (RPC harness, published CUDA logs) and checks that 2 E stays inside the per-GPU margin for the built-in
+models.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from planner.runconfig import RunConfig
@@ -259,7 +263,75 @@ def _ffn_bytes(p: ModelParams, cfg: RunConfig, t: int, e: int) -> int:
     return max(moe, dense)
 
 
+def placement_compute(tmap: TensorMap, cfg: RunConfig, devices: Sequence[str], layer_device: Sequence[str],
+                      device_of: Callable[[str], str], out_dev: str, cpu: str, copies: int) -> dict[str, int] | None:
+    """Each device's compute buffer (bytes) for a whole placement, from the engine's graph replayed through its
+    allocator (:mod:`planner.engine_graph`); None where no graph of this engine and architecture is in the data.
+    ``devices``: every device the engine is given (the CPU is put last, as ggml's scheduler has it);
+    ``device_of``: where each weight is loaded (``-ot`` included)."""
+    from planner.engine_graph import GraphShape, compute_buffers, has_graph
+
+    p = tmap.params
+    if not has_graph(cfg.engine, p):
+        return None
+    order = [d for d in dict.fromkeys((*devices, *layer_device, out_dev)) if d != cpu] + [cpu]
+    idx = {d: i for i, d in enumerate(order)}
+    ld = [idx[d] for d in layer_device[:p.n_loaded_layers]]
+    out = idx[out_dev]
+    moved: dict[str, int] = {}
+    for t in tmap.tensors:
+        if not tmap.is_loaded(t):
+            continue
+        home = cpu if t.role == "token_embd" else (layer_device[t.layer] if t.layer is not None else out_dev)
+        dev = device_of(t.name)
+        if dev != home:
+            moved[t.name] = idx[dev]
+    shape = GraphShape.of(p, _tokens(cfg), cfg.kv_size, cfg.flash_attn)
+    sizes = compute_buffers(cfg.engine, p, shape, ld, moved, out, len(order), copies)
+    return {d: sizes[i] for d, i in idx.items()}
+
+
+_K = 3      # layers per device in the role's stand-in placement: the graph repeats per layer, so a device's
+#             buffer is the same for any count from 2 on (tests/test_compute_buffers.py checks 3 against 40)
+
+
+def _canonical(tmap: TensorMap, cfg: RunConfig, role: DeviceRole) -> int | None:
+    """:func:`estimate` from the allocator replay: a placement over the device ``D``, one other GPU ``O`` and the
+    CPU that gives ``D`` the role, ``_K`` layers per block: CPU-resident layers first when D's entry is "cpu" (or
+    D is the CPU and runs layers), then D's layers (its experts on the CPU when it does not run its FFN), then
+    O's (the output on D when D holds it)."""
+    from planner.engine_graph import GraphShape, compute_buffers, has_graph
+
+    p = tmap.params
+    if not has_graph(cfg.engine, p):
+        return None
+    d, o, c = 0, 1, 2
+    if role.host:
+        layers = [c] * _K + [o] * _K if role.attention else [o] * (2 * _K)
+        out = o
+        ffn_cpu = range(_K) if (role.ffn and not role.attention) else range(0)
+        me = c
+    else:
+        mine = [d] * _K if role.attention or not role.ffn else [o] * _K
+        before = [c] * _K if role.entry == "cpu" else ([] if role.entry == "input" else [o] * _K)
+        after = [] if role.output else [o] * _K
+        layers = before + mine + after
+        out = d if role.output else o
+        start = len(before)
+        ffn_cpu = range(start, start + _K) if (role.attention and not role.ffn) else range(0)
+        me = d
+    moved = {f"blk.{il}.{r}.weight": c for il in ffn_cpu for r in ("ffn_gate_exps", "ffn_up_exps", "ffn_down_exps")}
+    if not role.host and role.ffn and not role.attention:
+        moved.update({f"blk.{il}.{r}.weight": d for il in range(len(before), len(before) + _K)
+                      for r in ("ffn_gate_exps", "ffn_up_exps", "ffn_down_exps")})
+    shape = GraphShape.of(p, _tokens(cfg), cfg.kv_size, cfg.flash_attn)
+    return compute_buffers(cfg.engine, p, shape, layers, moved, out, 3, role.copies)[me]
+
+
 def estimate(tmap: TensorMap, cfg: RunConfig, role: DeviceRole) -> ComputeEstimate:
+    sim = _canonical(tmap, cfg, role) if (role.attention or role.ffn or role.output or role.host) else None
+    if sim is not None:
+        return ComputeEstimate(sim, "graph", (("graph", sim),))
     sets = live_sets(tmap, cfg, role)
     if not sets:
         return ComputeEstimate(0, "", ())

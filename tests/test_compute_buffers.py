@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from planner.compute_buffers import DeviceRole, entry_of, estimate, is_ffn_matmul, sched_copies
+from planner.compute_buffers import DeviceRole, entry_of, estimate, is_ffn_matmul, placement_compute, sched_copies
 from planner.engine_buffers import tensor_devices
 from planner.runconfig import DEFAULT_GPU_MARGIN_BYTES, RunConfig
 from planner.tensors import builtin
@@ -104,19 +104,8 @@ KNOWN_MISSES = {
     'ik-rpc4-ts3,1,1,1-ngl94.log': {'CPU'},
     'ik-two-ot-mixed.log': {'CPU'},
     'ik-two-ot-rpc.log': {'RPC0[127.0.0.1:50200]'},
-    'mainline-cache-cold.log': {'RPC0[127.0.0.1:50220]'},
-    'mainline-cache-warm.log': {'RPC0[127.0.0.1:50220]'},
     'mainline-ds-rpc3-ngl15-ts2,1,1.log': {'RPC0[127.0.0.1:50170]'},
     'mainline-ds-rpc4-ngl99-ot5-12-ub256.log': {'CPU'},
-    'mainline-one-ngl5.log': {'CPU'},
-    'mainline-one-ot-exps.log': {'RPC0[127.0.0.1:50220]', 'CPU'},
-    'mainline-rpc3-ts1,1,2-q8kv-otodd.log': {'RPC0[127.0.0.1:50170]', 'RPC0[127.0.0.1:50171]', 'RPC0[127.0.0.1:50172]'},
-    'mainline-rpc3-ts2,1,1-ngl60.log': {'RPC0[127.0.0.1:50172]', 'CPU'},
-    'mainline-rpc4-ngl80-ot40s-c4096.log': {'CPU'},
-    'mainline-rpc4-ts1,1,1,1-ot0-20.log': {'RPC0[127.0.0.1:50170]', 'RPC0[127.0.0.1:50171]',
-        'RPC0[127.0.0.1:50172]', 'RPC0[127.0.0.1:50173]'},
-    'mainline-rpc4-ts3,1,1,1-ngl94.log': {'RPC0[127.0.0.1:50173]', 'CPU'},
-    'mainline-two-ot-mixed.log': {'RPC0[127.0.0.1:50220]', 'RPC0[127.0.0.1:50221]'},
 }
 
 
@@ -146,6 +135,12 @@ def predicted_harness(log: str, dev: str) -> tuple[float, float]:
                     amb=256 if fx["engine"] != "mainline" else 0)       # ik's -amb default (log: attn_max_b = 256)
     copies = sched_copies(fx["engine"], n_devices=len(set(names)), overrides=bool(cmd.overrides),
                           all_offloaded=None not in split.layer_device and split.output_device is not None)
+    name_of = {None: "CPU", **dict(enumerate(names))}
+    graph = placement_compute(tmap, cfg, names, [name_of[d] for d in split.layer_device],
+                              lambda n: name_of[tdev.get(n)] if n != "token_embd.weight" else "CPU",
+                              name_of[split.output_device], "CPU", copies)
+    if graph is not None:
+        return graph[dev] / MIB, logged_compute("\n".join(lines))[dev]
     if dev == "CPU":
         role = DeviceRole(None in split.layer_device, None in ffn, split.output_device is None, host=True,
                           copies=copies)
@@ -179,6 +174,17 @@ def predicted_rpc(log: str, dev: str) -> tuple[float, float]:
                     amb=256 if case["engine"] != "mainline" else 0)
     copies = sched_copies(case["engine"], n_devices=len(bufts), overrides=bool(a["ot"]),
                           all_offloaded="CPU" not in ld[:n + 1])
+    if case["engine"] == "mainline":
+        def where(name: str) -> str:
+            hit = next((d for rx, d in a["ot"] if re.search(rx, name)), None)
+            if hit is not None:
+                return hit
+            t = next(t for t in tmap.tensors if t.name == name)
+            return ld[t.layer] if t.layer is not None else ("CPU" if t.role == "token_embd" else ld[n])
+
+        graph = placement_compute(tmap, cfg, bufts, ld[:n], where, ld[n], "CPU", copies)
+        if graph is not None:
+            return graph[dev] / MIB, logged_compute(text)[dev]
     role = DeviceRole(dev in ld[:n], dev in ffn, ld[n] == dev, host=dev == "CPU",
                       entry=entry_of(ld[:n], dev, "CPU"), copies=copies)
     return estimate(tmap, cfg, role).bytes / MIB, logged_compute(text)[dev]

@@ -1,0 +1,180 @@
+"""The compute graph an engine builds for one worst-case ubatch, rebuilt from ``data/engine_graphs.toml`` and
+replayed through ggml's scheduler and allocator (:mod:`planner.gallocr`) to size every backend's compute buffer
+as the engine logs it.
+
+Which graphs exist: ``engine_graphs.toml`` has a table per (engine, architecture); :func:`has_graph` says whether
+one applies (today: mainline, Qwen3-MoE-shaped models: MoE in every layer, softmax gating, no shared experts, no
+MLA, no SWA).  Others keep the live-set estimate of :mod:`planner.compute_buffers`.
+
+The worst-case ubatch (mainline ``llama_context::sched_reserve``, src/llama-context.cpp): ``T = min(n_ctx,
+n_ubatch)`` tokens, every one an output, against ``n_kv`` cache cells; the buffer the engine keeps is the largest
+over the graphs it reserves, and the prompt-sized one is the largest.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from planner.gallocr import T, buffer_sizes
+from planner.tensors import ModelParams
+
+ARCHS = {"qwen3moe": "qwen3moe"}        # ModelParams.arch -> the template that draws its graph
+
+
+@cache
+def _templates() -> dict[str, Any]:
+    with resources.files("planner.data").joinpath("engine_graphs.toml").open("rb") as fh:
+        return tomllib.load(fh)
+
+
+def has_graph(engine: str, p: ModelParams) -> bool:
+    """Whether a node-level graph of this engine and architecture is in the data (and the model has its shape)."""
+    arch = ARCHS.get(p.arch)
+    if arch is None or arch not in _templates().get(engine, {}):
+        return False
+    return (p.n_expert > 0 and p.n_expert_used > 0 and p.n_ff_exp > 0 and not p.kv_lora_rank and not p.n_dense_lead
+            and not p.n_shared_exp and not p.n_ff_shexp and not p.n_swa and not p.full_attn_interval)
+
+
+@dataclass(frozen=True, slots=True)
+class GraphShape:
+    """The numbers the graph's sizes are products of (see engine_graphs.toml)."""
+
+    T: int
+    n_embd: int
+    q: int
+    kv: int
+    n_kv: int
+    n_expert: int
+    n_used: int
+    ff: int
+    n_vocab: int
+    mask: int          # bytes per mask element: 2 (f16, flash attention) or 4
+
+    @classmethod
+    def of(cls, p: ModelParams, tokens: int, n_kv: int, flash_attn: bool) -> GraphShape:
+        return cls(T=tokens, n_embd=p.n_embd, q=p.n_head * p.head_dim, kv=p.n_head_kv * p.head_dim, n_kv=n_kv,
+                   n_expert=p.n_expert, n_used=p.n_expert_used, ff=p.n_ff_exp, n_vocab=p.n_vocab,
+                   mask=2 if flash_attn else 4)
+
+    def size(self, expr: str) -> int:
+        if expr == "topk":         # a view of the first n_used of n_expert sorted ids per token (its nbytes)
+            return ((self.T - 1) * self.n_expert + self.n_used) * 4
+        out = 1
+        for f in expr.split("*"):
+            out *= int(f) if f.isdigit() else int(getattr(self, f))
+        return out
+
+
+def build(engine: str, p: ModelParams, shape: GraphShape, layer_dev: Sequence[int], device_of: Callable[[str], int],
+          out_dev: int, cpu: int) -> list[T]:
+    """The graph's tensors in graph order; devices are backend indices (``cpu`` the last).  ``device_of`` maps a
+    weight's GGUF name to its device (``-ot`` included)."""
+    tpl = _templates()[engine][ARCHS[p.arch]]
+    ts: list[T] = []
+    ids: dict[str, int] = {}
+    n_layer = len(layer_dev)
+    full_offload = cpu not in layer_dev and out_dev != cpu
+    pin_norm = shape.T < 32 or full_offload      # llama-context.cpp:2646-2657 graph_get_cb
+
+    def add(t: T) -> int:
+        ts.append(t)
+        return len(ts) - 1
+
+    for name, expr in tpl["inputs"]:
+        ids["in:" + name] = add(T(f"inp_{name}", "NONE", shape.size(expr), layout=expr, inp=True))
+    weights: dict[str, int] = {}
+
+    def weight(name: str) -> int:
+        if name not in weights:
+            weights[name] = add(T(name, "NONE", 0, dev=device_of(name), weight=True))
+        return weights[name]
+
+    def nodes(rows: list[list[Any]], il: int, local: dict[str, int]) -> None:
+        dev = layer_dev[il] if il >= 0 else out_dev
+        for row in rows:
+            name, op, expr, srcs = row[0], row[1], row[2], row[3]
+            view = row[4] if len(row) > 4 else ""
+            flag = row[5] if len(row) > 5 else ""
+            if flag == "last" and il != n_layer - 1:
+                continue
+            resolved: list[int] = []
+            for s in srcs:
+                alts = [a for a in s.split("|") if a in local or a.startswith(("in:", "w:", "kv:"))]
+                s = alts[-1] if alts else s
+                if s.startswith("w:"):
+                    role = s[2:]
+                    resolved.append(weight(f"blk.{il}.{role}.weight" if il >= 0 and role not in (
+                        "output", "output_norm", "token_embd") else f"{role}.weight"))
+                elif s.startswith("kv:"):
+                    key = f"{s}{il}"
+                    if key not in local:
+                        local[key] = add(T(f"cache_{s[3:]}_l{il}", "NONE", 0, dev=dev))
+                    resolved.append(local[key])
+                elif s.startswith("in:"):
+                    resolved.append(ids[s])
+                else:
+                    resolved.append(local[s])
+            if op == "EXPERT_SUM":      # build_moe_ffn: n_used views of `weighted`, summed by n_used - 1 ADDs
+                views = [add(T(f"{name}{k}-{il}", "VIEW", shape.size(expr), srcs=(resolved[0],),
+                               view_src=resolved[0])) for k in range(shape.n_used)]
+                cur = views[0]
+                for v in views[1:]:
+                    cur = add(T(f"moe_out-{il}", "ADD", shape.size(expr), srcs=(cur, v), layout=expr))
+                local["moe_out"] = cur
+                continue
+            v_src = None
+            if view:
+                if view.startswith("kv:"):
+                    key = f"{view}{il}"
+                    if key not in local:
+                        local[key] = add(T(f"cache_{view[3:]}_l{il}", "NONE", 0, dev=dev))
+                    v_src = local[key]
+                else:
+                    v_src = local[view]
+                    while ts[v_src].view_src is not None:
+                        v_src = ts[v_src].view_src      # type: ignore[assignment]
+            pin = dev if (flag == "norm" and pin_norm and il >= 0) else None
+            local[name] = add(T(f"{name}-{il}", op, shape.size(expr), srcs=tuple(resolved), view_src=v_src,
+                                layout=expr, pin=pin, out=flag == "out"))
+
+    head: dict[str, int] = {}
+    nodes(tpl["head"], -1, head)
+    inp = head["inp_embd"]
+    for il in range(n_layer):
+        local = {"inpL": inp}
+        nodes(tpl["layer"], il, local)
+        inp = local["l_out"]
+    nodes(tpl["tail"], -1, {"inpL": inp})
+    return ts
+
+
+@cache
+def _sizes(engine: str, p: ModelParams, shape: GraphShape, layer_dev: tuple[int, ...],
+           weight_dev: tuple[tuple[str, int], ...], out_dev: int, n_backends: int, copies: int) -> tuple[int, ...]:
+    wd = dict(weight_dev)
+    cpu = n_backends - 1
+
+    def device_of(name: str) -> int:
+        if name in wd:
+            return wd[name]
+        if name.startswith("blk."):
+            return layer_dev[int(name.split(".")[1])]
+        return cpu if name == "token_embd.weight" else out_dev
+
+    ts = build(engine, p, shape, layer_dev, device_of, out_dev, cpu)
+    return tuple(buffer_sizes(ts, n_backends, copies=copies))
+
+
+def compute_buffers(engine: str, p: ModelParams, shape: GraphShape, layer_dev: Sequence[int],
+                    weight_dev: dict[str, int], out_dev: int, n_backends: int, copies: int = 1) -> tuple[int, ...]:
+    """Each backend's compute buffer in bytes (backend ``n_backends - 1`` is the CPU).  ``weight_dev``: the
+    weights away from their layer's device (``-ot``), by GGUF name; token_embd is on the CPU, the output's
+    tensors on ``out_dev``."""
+    return _sizes(engine, p, shape, tuple(layer_dev), tuple(sorted(weight_dev.items())), out_dev, n_backends,
+                  copies)
