@@ -286,7 +286,7 @@ def placement_compute(tmap: TensorMap, cfg: RunConfig, devices: Sequence[str], l
         dev = device_of(t.name)
         if dev != home:
             moved[t.name] = idx[dev]
-    shape = GraphShape.of(p, _tokens(cfg), cfg.kv_size, cfg.flash_attn)
+    shape = GraphShape.of(p, _tokens(cfg), cfg.kv_size, cfg.flash_attn, cfg.type_k, cfg.type_v)
     sizes = compute_buffers(cfg.engine, p, shape, ld, moved, out, len(order), copies)
     return {d: sizes[i] for d, i in idx.items()}
 
@@ -324,7 +324,7 @@ def _canonical(tmap: TensorMap, cfg: RunConfig, role: DeviceRole) -> int | None:
     if not role.host and role.ffn and not role.attention:
         moved.update({f"blk.{il}.{r}.weight": d for il in range(len(before), len(before) + _K)
                       for r in ("ffn_gate_exps", "ffn_up_exps", "ffn_down_exps")})
-    shape = GraphShape.of(p, _tokens(cfg), cfg.kv_size, cfg.flash_attn)
+    shape = GraphShape.of(p, _tokens(cfg), cfg.kv_size, cfg.flash_attn, cfg.type_k, cfg.type_v)
     return compute_buffers(cfg.engine, p, shape, layers, moved, out, 3, role.copies)[me]
 
 

@@ -24,6 +24,7 @@ from planner.gallocr import T, buffer_sizes
 from planner.tensors import ModelParams
 
 ARCHS = {"qwen3moe": "qwen3moe"}        # ModelParams.arch -> the template that draws its graph
+UNQUANTIZED = frozenset({"f32", "f16", "bf16"})
 
 
 @cache
@@ -54,13 +55,29 @@ class GraphShape:
     n_used: int
     ff: int
     n_vocab: int
+    n_head: int
     mask: int          # bytes per mask element: 2 (f16, flash attention) or 4
+    vidx: int          # V-cache row indices per token: 1, or kv without flash attention (transposed V)
+    rk: int = 0        # Hadamard rotation of a quantized K cache: the matrix width (0 = none)
+    rotv: bool = False  # ... of a quantized V cache (64 x 64)
 
     @classmethod
-    def of(cls, p: ModelParams, tokens: int, n_kv: int, flash_attn: bool) -> GraphShape:
+    def of(cls, p: ModelParams, tokens: int, n_kv: int, flash_attn: bool, type_k: str = "f16",
+           type_v: str = "f16") -> GraphShape:
+        rk = 0
+        if type_k.lower() not in UNQUANTIZED and p.head_dim % 64 == 0:      # llama-kv-cache.cpp:321-325, 1450-1458
+            rk = 64
+            while p.head_dim % (rk * 2) == 0:
+                rk *= 2
+        rotv = type_v.lower() not in UNQUANTIZED and (p.head_dim_v or p.head_dim) % 64 == 0
         return cls(T=tokens, n_embd=p.n_embd, q=p.n_head * p.head_dim, kv=p.n_head_kv * p.head_dim, n_kv=n_kv,
-                   n_expert=p.n_expert, n_used=p.n_expert_used, ff=p.n_ff_exp, n_vocab=p.n_vocab,
-                   mask=2 if flash_attn else 4)
+                   n_expert=p.n_expert, n_used=p.n_expert_used, ff=p.n_ff_exp, n_vocab=p.n_vocab, n_head=p.n_head,
+                   mask=2 if flash_attn else 4, vidx=1 if flash_attn else p.n_head_kv * p.head_dim, rk=rk,
+                   rotv=rotv)
+
+    def has(self, flag: str) -> bool:
+        """Whether a row with this flag is in the graph."""
+        return {"fa": self.mask == 2, "nofa": self.mask != 2, "rotk": self.rk > 0, "rotv": self.rotv}.get(flag, True)
 
     def size(self, expr: str) -> int:
         if expr == "topk":         # a view of the first n_used of n_expert sorted ids per token (its nbytes)
@@ -86,8 +103,9 @@ def build(engine: str, p: ModelParams, shape: GraphShape, layer_dev: Sequence[in
         ts.append(t)
         return len(ts) - 1
 
-    for name, expr in tpl["inputs"]:
-        ids["in:" + name] = add(T(f"inp_{name}", "NONE", shape.size(expr), layout=expr, inp=True))
+    for name, expr, *flag in tpl["inputs"]:
+        if shape.has(flag[0] if flag else ""):
+            ids["in:" + name] = add(T(f"inp_{name}", "NONE", shape.size(expr), layout=expr, inp=True))
     weights: dict[str, int] = {}
 
     def weight(name: str) -> int:
@@ -101,7 +119,7 @@ def build(engine: str, p: ModelParams, shape: GraphShape, layer_dev: Sequence[in
             name, op, expr, srcs = row[0], row[1], row[2], row[3]
             view = row[4] if len(row) > 4 else ""
             flag = row[5] if len(row) > 5 else ""
-            if flag == "last" and il != n_layer - 1:
+            if (flag == "last" and il != n_layer - 1) or not shape.has(flag):
                 continue
             resolved: list[int] = []
             for s in srcs:
@@ -136,9 +154,10 @@ def build(engine: str, p: ModelParams, shape: GraphShape, layer_dev: Sequence[in
                         local[key] = add(T(f"cache_{view[3:]}_l{il}", "NONE", 0, dev=dev))
                     v_src = local[key]
                 else:
-                    v_src = local[view]
-                    while ts[v_src].view_src is not None:
-                        v_src = ts[v_src].view_src      # type: ignore[assignment]
+                    root = local[[a for a in view.split("|") if a in local][-1]]
+                    while (up := ts[root].view_src) is not None:    # ggml keeps a view's root (ggml.c)
+                        root = up
+                    v_src = root
             pin = dev if (flag == "norm" and pin_norm and il >= 0) else None
             local[name] = add(T(f"{name}-{il}", op, shape.size(expr), srcs=tuple(resolved), view_src=v_src,
                                 layout=expr, pin=pin, out=flag == "out"))

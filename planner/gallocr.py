@@ -126,14 +126,16 @@ def _assign(ts: Sequence[T], nodes: Sequence[int], cpu: int) -> list[int]:
         t = ts[i]
         if be[i] != -1:
             continue
-        if t.view_src is not None and ts[t.view_src].dev is not None:
-            be[i] = ts[t.view_src].dev
+        vdev = ts[t.view_src].dev if t.view_src is not None else None
+        if vdev is not None:
+            be[i] = vdev
         elif t.inp:
             be[i] = cpu
         else:
             for s in t.srcs:
-                if ts[s].weight:
-                    be[i] = ts[s].dev                          # type: ignore[assignment]
+                dev = ts[s].dev
+                if ts[s].weight and dev is not None:
+                    be[i] = dev
                     break
     plain = [i for i in nodes if ts[i].op not in VIEW_OPS]
     for order, skip_cpu in ((plain, True), (plain[::-1], True), (plain, False), (plain[::-1], False)):
@@ -156,14 +158,28 @@ def _assign(ts: Sequence[T], nodes: Sequence[int], cpu: int) -> list[int]:
     return be
 
 
-def buffer_sizes(ts: Sequence[T], n_backends: int, *, copies: int = 1) -> list[int]:
-    """Each backend's compute buffer (bytes) for the graph ``ts`` (every tensor that is not pre-allocated and
-    not a graph input is a node, in graph order).  The last backend is the CPU."""
+@dataclass(slots=True)
+class Schedule:
+    """The scheduler's result: every tensor (the copies and dependency views it adds appended), its backend, its
+    sources (copies in place of other backends' tensors), the graph copy in order as (tensor, backend), the split
+    inputs' copies in creation order, and each split as (backend, its first non-view node, the tensors it copies
+    in)."""
+
+    ts: list[T]
+    be: list[int]
+    srcs: list[list[int]]
+    graph: list[tuple[int, int]]
+    split_inputs: list[int]
+    splits: list[tuple[int, int, list[int]]]
+
+
+def schedule(ts: Sequence[T], n_backends: int, *, copies: int = 1) -> Schedule:
+    """Passes 1-5 of ggml_backend_sched_split_graph and the graph copy (see the module docstring)."""
     cpu = n_backends - 1
     nodes = [i for i, t in enumerate(ts) if t.op != "NONE"]
-    leafs = [i for i, t in enumerate(ts) if t.op == "NONE"]
     be = _assign(ts, nodes, cpu)
     ts = list(ts)
+    splits: list[tuple[int, int, list[int]]] = []
     # pass 5: splits and their input copies
     copy_of: dict[tuple[int, int], list[int]] = {}
     graph: list[tuple[int, int]] = []            # (tensor, backend) in graph-copy order
@@ -187,6 +203,7 @@ def buffer_sizes(ts: Sequence[T], n_backends: int, *, copies: int = 1) -> list[i
         if be[i] != split_be:
             flush()
             split_be = be[i]
+            splits.append((split_be, i, []))
         split.append(i)
         for j, s in enumerate(srcs[i]):
             if be[s] == split_be:
@@ -202,6 +219,7 @@ def buffer_sizes(ts: Sequence[T], n_backends: int, *, copies: int = 1) -> list[i
                     made.append(len(ts) - 1)
                 copy_of[key] = made
                 split_inputs.extend(made)
+                splits[-1][2].append(s)
                 ts.append(T(f"{ts[s].name} (dep)", "DEP", 0, srcs=(s,), view_src=s))
                 be.append(be[s])
                 srcs.append([s])
@@ -209,6 +227,16 @@ def buffer_sizes(ts: Sequence[T], n_backends: int, *, copies: int = 1) -> list[i
                 deps.append((made[0], split_be))
             srcs[i][j] = copy_of[key][0]
     flush()
+    return Schedule(ts, be, srcs, graph, split_inputs, splits)
+
+
+def buffer_sizes(ts: Sequence[T], n_backends: int, *, copies: int = 1) -> list[int]:
+    """Each backend's compute buffer (bytes) for the graph ``ts`` (every tensor that is not pre-allocated and
+    not a graph input is a node, in graph order).  The last backend is the CPU."""
+    cpu = n_backends - 1
+    leafs = [i for i, t in enumerate(ts) if t.op == "NONE"]
+    sc = schedule(ts, n_backends, copies=copies)
+    ts, be, srcs, graph, split_inputs = sc.ts, sc.be, sc.srcs, sc.graph, sc.split_inputs
     # ggml-alloc
     allocs = [_Alloc() for _ in range(n_backends)]
     n = len(ts)
@@ -263,7 +291,7 @@ def buffer_sizes(ts: Sequence[T], n_backends: int, *, copies: int = 1) -> list[i
             allocate(c, be[c])
     for i in leafs:
         allocate(i, be[i])
-    for i, b in graph:
+    for i, _b in graph:
         t = ts[i]
         if t.view_src is not None and t.op != "DEP":
             views[t.view_src] += 1

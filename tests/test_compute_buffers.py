@@ -329,7 +329,8 @@ def _mainline_full_offload_logs():
             continue
         copies = sched_copies("mainline", n_devices=len({d.name for d in devices}), overrides=bool(cmd.overrides),
                               all_offloaded=True)
-        out.append(("\n".join(lines), tmap.params, min(cmd.ubatch, cmd.batch, cmd.ctx), cmd.ctx, copies))
+        out.append(("\n".join(lines), tmap.params, min(cmd.ubatch, cmd.batch, cmd.ctx), cmd.ctx, copies,
+                    cmd.flash_attn))
     for case in h.CASES:
         if case["engine"] != "mainline":
             continue
@@ -342,7 +343,7 @@ def _mainline_full_offload_logs():
             continue
         copies = sched_copies("mainline", n_devices=len(a["rpc"]), overrides=bool(a["ot"]),
                               all_offloaded=True)
-        out.append((text, tmap.params, min(512, a["ctx"]), a["ctx"], copies))
+        out.append((text, tmap.params, min(512, a["ctx"]), a["ctx"], copies, True))
     return out
 
 
@@ -350,14 +351,17 @@ def test_mainline_cpu_buffer_is_the_graph_inputs_times_the_copies():
     # With every layer offloaded the CPU computes only get_rows on token_embd; its buffer is the graph inputs
     # (token ids, positions, output ids: I32 x T; inp_embd: f32 n_embd x T, a leaf without consumers; the f16
     # mask n_kv x T), `copies` times each, plus the get_rows output: llama-graph.cpp:2384-2436 and 29-45,
-    # ggml-backend.cpp:944-948 and 1411-1436, ggml-alloc.c:723-728 @0c1e57098.  Checked against every such log
-    # to 0.04 MiB (the logs hold 8 KiB per copy more: a small input we do not name).
+    # ggml-backend.cpp:944-948 and 1411-1436, ggml-alloc.c:723-728 @0c1e57098, and the cache's row indices (I64:
+    # T for K; T for V, or T x n_embd_v_gqa without flash attention, the V cache then being transposed:
+    # llama-kv-cache.cpp:1430-1445).  Checked against every such log to the printed 0.01 MiB.
     cases = _mainline_full_offload_logs()
     assert {c[4] for c in cases} == {1, 4}             # both regimes are covered
-    for text, p, t, ctx, copies in cases:
+    assert {c[5] for c in cases} == {True, False}      # with and without flash attention
+    for text, p, t, ctx, copies, fa in cases:
         n_kv = -(-ctx // 256) * 256
-        expect = copies * (p.n_embd * t * 4 + n_kv * t * 2 + 3 * t * 4) + p.n_embd * t * 4
-        assert logged_compute(text)["CPU"] == pytest.approx(expect / MIB, abs=0.04), (copies, expect / MIB)
+        idxs = t * 8 * (1 + (1 if fa else p.n_head_kv * p.head_dim))
+        expect = copies * (p.n_embd * t * 4 + n_kv * t * (2 if fa else 4) + 3 * t * 4 + idxs) + p.n_embd * t * 4
+        assert logged_compute(text)["CPU"] == pytest.approx(expect / MIB, abs=0.006), (copies, expect / MIB)
 
 
 def _shortfalls():
