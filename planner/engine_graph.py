@@ -190,10 +190,35 @@ def _sizes(engine: str, p: ModelParams, shape: GraphShape, layer_dev: tuple[int,
     return tuple(buffer_sizes(ts, n_backends, copies=copies))
 
 
+RUN = 3     # identical layers in a row kept by :func:`compress` (tests/test_engine_graph.py: 2 is not enough)
+
+
+def compress(layer_dev: Sequence[int], weight_dev: dict[str, int]) -> tuple[list[int], dict[str, int]]:
+    """The same placement with every run of identical layers (same device, same weights moved where) cut to
+    ``RUN`` layers.  The graph repeats per layer, so the allocator reaches its steady state within a run and a
+    longer run changes no buffer (checked on every harness placement, tests/test_engine_graph.py); the last layer
+    stays the last (it alone gathers the output rows)."""
+    moved: dict[int, list[tuple[str, int]]] = {}
+    for name, dev in weight_dev.items():
+        if name.startswith("blk."):
+            moved.setdefault(int(name.split(".")[1]), []).append((name.split(".", 2)[2], dev))
+    sig = [(d, tuple(sorted(moved.get(il, ())))) for il, d in enumerate(layer_dev)]
+    keep = [il for il in range(len(sig))
+            if il < RUN or any(sig[j] != sig[il] for j in range(il - RUN, il)) or il == len(sig) - 1]
+    new_dev = [layer_dev[il] for il in keep]
+    new_w = {name: dev for name, dev in weight_dev.items() if not name.startswith("blk.")}
+    for k, il in enumerate(keep):
+        new_w.update({f"blk.{k}.{rest}": dev for rest, dev in moved.get(il, ())})
+    return new_dev, new_w
+
+
 def compute_buffers(engine: str, p: ModelParams, shape: GraphShape, layer_dev: Sequence[int],
-                    weight_dev: dict[str, int], out_dev: int, n_backends: int, copies: int = 1) -> tuple[int, ...]:
+                    weight_dev: dict[str, int], out_dev: int, n_backends: int, copies: int = 1,
+                    *, exact_layers: bool = False) -> tuple[int, ...]:
     """Each backend's compute buffer in bytes (backend ``n_backends - 1`` is the CPU).  ``weight_dev``: the
     weights away from their layer's device (``-ot``), by GGUF name; token_embd is on the CPU, the output's
-    tensors on ``out_dev``."""
+    tensors on ``out_dev``.  The placement is :func:`compress`-ed unless ``exact_layers``."""
+    if not exact_layers:
+        layer_dev, weight_dev = compress(layer_dev, weight_dev)
     return _sizes(engine, p, shape, tuple(layer_dev), tuple(sorted(weight_dev.items())), out_dev, n_backends,
                   copies)

@@ -30,8 +30,9 @@ MIB = 1 << 20
 GRAPHS = ENGINE_DIR / "graphs"
 
 
-def _placement(fx: dict):
-    """(graph tensors, backend names with the CPU last) for a harness fixture, as memory_report builds them."""
+def _placement(fx: dict, *, graph: bool = True):
+    """(graph tensors, backend names with the CPU last) for a harness fixture, as memory_report builds them (or,
+    ``graph`` False, what compute_buffers takes: params, shape, layer devices, moved weights, output, backends)."""
     tmap, cmd, _, devices, _, split, _ = derive(fx)
     names = [d.name for d in devices]
     cpu = len(names)
@@ -42,8 +43,13 @@ def _placement(fx: dict):
     ctx = cmd.ctx or tmap.params.n_ctx_train
     shape = GraphShape.of(tmap.params, min(cmd.ubatch, cmd.batch, ctx), -(-ctx // 256) * 256, cmd.flash_attn,
                           cmd.type_k, cmd.type_v)
+    out = conv[split.output_device]
+    if not graph:
+        moved = {n: conv[d] for n, d in tdev.items() if n.startswith("blk.") and conv[d] != ld[int(n.split(".")[1])]}
+        copies = 4 if (cpu not in ld and out != cpu and len(names) > 1 and not cmd.overrides) else 1
+        return tmap.params, shape, ld, moved, out, cpu + 1, copies
     ts = build("mainline", tmap.params, shape, ld,
-               lambda n: cpu if n == "token_embd.weight" else conv[tdev[n]], conv[split.output_device], cpu)
+               lambda n: cpu if n == "token_embd.weight" else conv[tdev[n]], out, cpu)
     return ts, [*names, "CPU"]
 
 
@@ -128,10 +134,10 @@ def test_replay_equals_the_logged_buffer_to_the_printed_digit(rpc, log, dev, log
 
 
 def test_every_qwen3moe_shaped_mainline_log_is_replayed():
-    # 60 devices across 25 logs: t94 (94 layers), rpc8, rpc2big and u8 (8 of 16 experts); -ub 128 to 4096, with
+    # 79 devices of the mainline logs of t94 (94 layers), rpc8, rpc2big and u8 (8 of 16 experts); -ub 128 to 4096, with
     # and without flash attention, -ot to the CPU and between devices, pipeline parallelism (4 copies)
     cases = _graph_cases()
-    assert len(cases) >= 60
+    assert len(cases) >= 79
     assert any("ub4096" in c.values[1] for c in cases) and any("ub2048" in c.values[1] for c in cases)
 
 
@@ -145,9 +151,22 @@ def test_three_layers_per_device_reach_the_steady_state():
     for ub in (512, 4096):
         cfg = RunConfig(engine="mainline", ctx=32768, ubatch=ub, batch=4096)
         shape = GraphShape.of(p, ub, cfg.kv_size, True, cfg.type_k, cfg.type_v)
-        full = compute_buffers("mainline", p, shape, [2] * 30 + [0] * 34 + [1] * 30, {}, 1, 3, 1)
+        full = compute_buffers("mainline", p, shape, [2] * 30 + [0] * 34 + [1] * 30, {}, 1, 3, 1, exact_layers=True)
         assert estimate(tm, cfg, DeviceRole(True, True, False, entry="cpu")).bytes == full[0]
         assert estimate(tm, cfg, DeviceRole(True, True, True)).bytes == full[1]
         assert estimate(tm, cfg, DeviceRole(True, True, False, host=True)).bytes == full[2]
-        two = compute_buffers("mainline", p, shape, [2] * 2 + [0] * 2 + [1] * 2, {}, 1, 3, 1)
+        two = compute_buffers("mainline", p, shape, [2] * 2 + [0] * 2 + [1] * 2, {}, 1, 3, 1, exact_layers=True)
         assert two[0] < full[0]                    # two layers are not enough: the 3 is not arbitrary
+
+
+@pytest.mark.parametrize("log", [f["log"] for f in manifest() if f["engine"] == "mainline"
+                                 and has_graph("mainline", derive(f)[0].params)])
+def test_runs_of_identical_layers_cut_to_three_change_no_buffer(log):
+    # planner.engine_graph.compress: the 94-layer t94 placements (ngl 60/80/94, -ot 0-20, 40s, odd layers)
+    # replayed whole and cut give the same bytes on every backend
+    from planner.engine_graph import compress, compute_buffers
+
+    p, shape, ld, moved, out, n, copies = _placement(next(f for f in manifest() if f["log"] == log), graph=False)
+    assert compute_buffers("mainline", p, shape, ld, moved, out, n, copies) == compute_buffers(
+        "mainline", p, shape, ld, moved, out, n, copies, exact_layers=True)
+    assert len(compress(ld, moved)[0]) <= len(ld)
