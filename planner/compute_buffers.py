@@ -269,10 +269,11 @@ def placement_compute(tmap: TensorMap, cfg: RunConfig, devices: Sequence[str], l
     allocator (:mod:`planner.engine_graph`); None where no graph of this engine and architecture is in the data.
     ``devices``: every device the engine is given (the CPU is put last, as ggml's scheduler has it);
     ``device_of``: where each weight is loaded (``-ot`` included)."""
-    from planner.engine_graph import GraphShape, compute_buffers, has_graph
+    from planner.engine_graph import GraphShape, compute_buffers, graph_of
 
     p = tmap.params
-    if not has_graph(cfg.engine, p):
+    graph = graph_of(cfg.engine, tmap)
+    if graph is None:
         return None
     order = [d for d in dict.fromkeys((*devices, *layer_device, out_dev)) if d != cpu] + [cpu]
     idx = {d: i for i, d in enumerate(order)}
@@ -287,7 +288,7 @@ def placement_compute(tmap: TensorMap, cfg: RunConfig, devices: Sequence[str], l
         if dev != home:
             moved[t.name] = idx[dev]
     shape = GraphShape.of(p, _tokens(cfg), cfg.kv_size, cfg.flash_attn, cfg.type_k, cfg.type_v)
-    sizes = compute_buffers(cfg.engine, p, shape, ld, moved, out, len(order), copies)
+    sizes = compute_buffers(cfg.engine, graph, p, shape, ld, moved, out, len(order), copies)
     return {d: sizes[i] for d, i in idx.items()}
 
 
@@ -300,10 +301,11 @@ def _canonical(tmap: TensorMap, cfg: RunConfig, role: DeviceRole) -> int | None:
     CPU that gives ``D`` the role, ``_K`` layers per block: CPU-resident layers first when D's entry is "cpu" (or
     D is the CPU and runs layers), then D's layers (its experts on the CPU when it does not run its FFN), then
     O's (the output on D when D holds it)."""
-    from planner.engine_graph import GraphShape, compute_buffers, has_graph
+    from planner.engine_graph import GraphShape, compute_buffers, graph_of
 
     p = tmap.params
-    if not has_graph(cfg.engine, p):
+    graph = graph_of(cfg.engine, tmap)
+    if graph is None:
         return None
     d, o, c = 0, 1, 2
     if role.host:
@@ -325,7 +327,7 @@ def _canonical(tmap: TensorMap, cfg: RunConfig, role: DeviceRole) -> int | None:
         moved.update({f"blk.{il}.{r}.weight": d for il in range(len(before), len(before) + _K)
                       for r in ("ffn_gate_exps", "ffn_up_exps", "ffn_down_exps")})
     shape = GraphShape.of(p, _tokens(cfg), cfg.kv_size, cfg.flash_attn, cfg.type_k, cfg.type_v)
-    return compute_buffers(cfg.engine, p, shape, layers, moved, out, 3, role.copies)[me]
+    return compute_buffers(cfg.engine, graph, p, shape, layers, moved, out, 3, role.copies)[me]
 
 
 def estimate(tmap: TensorMap, cfg: RunConfig, role: DeviceRole) -> ComputeEstimate:

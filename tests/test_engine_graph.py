@@ -17,7 +17,7 @@ import pytest
 
 from planner.compute_buffers import DeviceRole, estimate
 from planner.engine_buffers import tensor_devices
-from planner.engine_graph import GraphShape, build, has_graph
+from planner.engine_graph import GraphShape, build, graph_of, has_graph
 from planner.gallocr import VIEW_OPS, schedule
 from planner.runconfig import RunConfig
 from planner.tensors import builtin
@@ -44,12 +44,14 @@ def _placement(fx: dict, *, graph: bool = True):
     shape = GraphShape.of(tmap.params, min(cmd.ubatch, cmd.batch, ctx), -(-ctx // 256) * 256, cmd.flash_attn,
                           cmd.type_k, cmd.type_v)
     out = conv[split.output_device]
+    tpl = graph_of("mainline", tmap)
+    assert tpl is not None
     if not graph:
         moved = {n: conv[d] for n, d in tdev.items() if n.startswith("blk.") and conv[d] != ld[int(n.split(".")[1])]}
         copies = 4 if (cpu not in ld and out != cpu and len(names) > 1 and not cmd.overrides) else 1
-        return tmap.params, shape, ld, moved, out, cpu + 1, copies
-    ts = build("mainline", tmap.params, shape, ld,
-               lambda n: cpu if n == "token_embd.weight" else conv[tdev[n]], out, cpu)
+        return tpl, tmap.params, shape, ld, moved, out, cpu + 1, copies
+    ts = build("mainline", tpl, shape, ld, lambda n: cpu if n == "token_embd.weight" else conv[tdev[n]], out, cpu,
+               [il < tmap.params.n_dense_lead for il in range(len(ld))])
     return ts, [*names, "CPU"]
 
 
@@ -58,7 +60,7 @@ def _fmt(size: int) -> str:                     # ggml-backend.cpp:987-995 fmt_s
 
 
 # ggml_op_desc as the dump prints it ("%10.10s"): GLU ops print their GLU name
-_OP = {"GLU": "SWIGLU", "FLASH_ATTN_EXT": "FLASH_ATTN"}
+_OP = {"GLU": "SWIGLU", "FLASH_ATTN_EXT": "FLASH_ATTN", "UNARY": "SIGMOID"}
 
 
 @pytest.mark.parametrize("dump", sorted(p.name for p in GRAPHS.glob("*.txt")))
@@ -121,7 +123,7 @@ def _graph_cases():
         else:
             fx = next(f for f in manifest() if f["log"] == log)
             tmap, text = derive(fx)[0], (ENGINE_DIR / log).read_text(encoding="utf-8")
-        if has_graph("mainline", tmap.params):
+        if has_graph("mainline", tmap):
             out.append(pytest.param(p.id.startswith("rpc/"), log, dev, _precise(text)[dev], id=p.id))
     return out
 
@@ -133,11 +135,13 @@ def test_replay_equals_the_logged_buffer_to_the_printed_digit(rpc, log, dev, log
     assert abs(pred - mib) <= tol + 1e-9, (pred, mib)
 
 
-def test_every_qwen3moe_shaped_mainline_log_is_replayed():
-    # 79 devices of the mainline logs of t94 (94 layers), rpc8, rpc2big and u8 (8 of 16 experts); -ub 128 to 4096, with
-    # and without flash attention, -ot to the CPU and between devices, pipeline parallelism (4 copies)
+def test_every_mainline_harness_log_is_replayed():
+    # all 98 mainline buffers of the harness: t94 (94 layers), rpc8, rpc2big, u8 (8 of 16 experts) and ds20
+    # (DeepSeek, dense lead layer, shared expert); -ub 128 to 4096, with and without flash attention, q8_0 cache,
+    # -ot to the CPU and between devices, pipeline parallelism (4 copies)
     cases = _graph_cases()
-    assert len(cases) >= 79
+    assert len(cases) >= 98
+    assert {c.values[1].split("-")[1] for c in cases} >= {"rpc2", "rpc3", "rpc4", "ds", "g", "one", "two", "cache"}
     assert any("ub4096" in c.values[1] for c in cases) and any("ub2048" in c.values[1] for c in cases)
 
 
@@ -151,22 +155,24 @@ def test_three_layers_per_device_reach_the_steady_state():
     for ub in (512, 4096):
         cfg = RunConfig(engine="mainline", ctx=32768, ubatch=ub, batch=4096)
         shape = GraphShape.of(p, ub, cfg.kv_size, True, cfg.type_k, cfg.type_v)
-        full = compute_buffers("mainline", p, shape, [2] * 30 + [0] * 34 + [1] * 30, {}, 1, 3, 1, exact_layers=True)
+        full = compute_buffers("mainline", "qwen3moe", p, shape, [2] * 30 + [0] * 34 + [1] * 30, {}, 1, 3, 1,
+                               exact_layers=True)
         assert estimate(tm, cfg, DeviceRole(True, True, False, entry="cpu")).bytes == full[0]
         assert estimate(tm, cfg, DeviceRole(True, True, True)).bytes == full[1]
         assert estimate(tm, cfg, DeviceRole(True, True, False, host=True)).bytes == full[2]
-        two = compute_buffers("mainline", p, shape, [2] * 2 + [0] * 2 + [1] * 2, {}, 1, 3, 1, exact_layers=True)
+        two = compute_buffers("mainline", "qwen3moe", p, shape, [2] * 2 + [0] * 2 + [1] * 2, {}, 1, 3, 1,
+                              exact_layers=True)
         assert two[0] < full[0]                    # two layers are not enough: the 3 is not arbitrary
 
 
 @pytest.mark.parametrize("log", [f["log"] for f in manifest() if f["engine"] == "mainline"
-                                 and has_graph("mainline", derive(f)[0].params)])
+                                 and has_graph("mainline", derive(f)[0])])
 def test_runs_of_identical_layers_cut_to_three_change_no_buffer(log):
     # planner.engine_graph.compress: the 94-layer t94 placements (ngl 60/80/94, -ot 0-20, 40s, odd layers)
     # replayed whole and cut give the same bytes on every backend
     from planner.engine_graph import compress, compute_buffers
 
-    p, shape, ld, moved, out, n, copies = _placement(next(f for f in manifest() if f["log"] == log), graph=False)
-    assert compute_buffers("mainline", p, shape, ld, moved, out, n, copies) == compute_buffers(
-        "mainline", p, shape, ld, moved, out, n, copies, exact_layers=True)
+    tpl, p, shape, ld, moved, out, n, copies = _placement(next(f for f in manifest() if f["log"] == log), graph=False)
+    assert compute_buffers("mainline", tpl, p, shape, ld, moved, out, n, copies) == compute_buffers(
+        "mainline", tpl, p, shape, ld, moved, out, n, copies, exact_layers=True)
     assert len(compress(ld, moved)[0]) <= len(ld)

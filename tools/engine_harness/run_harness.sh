@@ -112,9 +112,12 @@ case "$(basename "$model")" in
     ;;
   ds*)   # tiny DeepSeek (make_tiny_deepseek2.py, 20 layers): MLA in ik, full multi-head K/V in mainline
     DS_EXP_CPU='blk\.([5-9]|1[0-2])\.ffn_(gate|up|down)_exps\.weight=CPU'
+    DS_EXP_CPU_10S='blk\.1[0-9]\.ffn_(gate|up|down)_exps\.weight=CPU'
     run_case ds-rpc3-ngl99-ts1,1,1      3 -ngl 99 -ts 1,1,1 -c 1024
     run_case ds-rpc3-ngl15-ts2,1,1      3 -ngl 15 -ts 2,1,1 -c 512
     run_case ds-rpc4-ngl99-ot5-12-ub256 4 -ngl 99 -ts 1,1,1,1 -c 2048 -ub 256 -ot "$DS_EXP_CPU"
+    run_case g-ds-rpc2-ngl12-ub1024     2 -ngl 12 -c 2048 -ub 1024 -b 1024
+    run_case g-ds-rpc2-nofa-ot10s       2 -ngl 99 -c 1024 -fa off -ot "$DS_EXP_CPU_10S"
     ;;
   *)     # t94 (make_tiny_qwen3moe.py, 94 layers, Qwen3-235B tensor names)
     run_case rpc3-ngl99-default-split  3 -ngl 99 -c 512
