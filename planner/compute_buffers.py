@@ -297,35 +297,68 @@ _K = 3      # layers per device in the role's stand-in placement: the graph repe
 
 
 def _canonical(tmap: TensorMap, cfg: RunConfig, role: DeviceRole) -> int | None:
-    """:func:`estimate` from the allocator replay: a placement over the device ``D``, one other GPU ``O`` and the
-    CPU that gives ``D`` the role, ``_K`` layers per block: CPU-resident layers first when D's entry is "cpu" (or
-    D is the CPU and runs layers), then D's layers (its experts on the CPU when it does not run its FFN), then
-    O's (the output on D when D holds it)."""
-    from planner.engine_graph import GraphShape, compute_buffers, graph_of
+    """:func:`estimate` from the allocator replay, for a device whose neighbours are not known yet (the solver):
+    the largest of the buffers the device gets in small placements that give it the role, over one other GPU
+    ``O`` and the CPU, ``_K`` layers per block: whatever comes before it (``O``'s layers, CPU layers, nothing:
+    unless ``role.entry`` says), and with the FFN on the device, or the experts of one of its layers on the CPU,
+    or the up/gate experts of every other layer (partial ``-ot``s).  The CPU: running layers, or only the experts of GPU layers.  A model's dense lead layers
+    (DeepSeek) are the first block's, with ``_K`` MoE layers after them when that block is the device's."""
+    from planner.engine_graph import graph_of
 
-    p = tmap.params
     graph = graph_of(cfg.engine, tmap)
     if graph is None:
         return None
-    d, o, c = 0, 1, 2
     if role.host:
-        layers = [c] * _K + [o] * _K if role.attention else [o] * (2 * _K)
-        out = o
-        ffn_cpu = range(_K) if (role.ffn and not role.attention) else range(0)
+        variants = [(role.entry, k) for k in ((0, 1, 2) if role.ffn else (0, 2))]
+    else:
+        entries = [role.entry] if role.entry else ["", "cpu", "input"]
+        variants = [(e, k) for e in entries for k in ((0, 1, 2) if role.attention and role.ffn else (0,))]
+    return max(_stand_in(tmap, cfg, role, graph, entry, split) for entry, split in variants)
+
+
+def _stand_in(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str, entry: str, split: int) -> int:
+    """One placement for :func:`_canonical`: ``split`` 1 moves the experts of one of the device's layers to the
+    CPU (the CPU: of one GPU layer, besides its own), 2 the up/gate experts of every other layer of the device;
+    for the CPU, ``split`` 2 puts the last GPU block on a second
+    GPU (the CPU's buffer depends on whether the GPU its expert results go back to also holds the output)."""
+    from planner.engine_graph import GraphShape, compute_buffers
+
+    p = tmap.params
+    d, o, c = 0, 1, 2
+    lead = p.n_dense_lead
+    first = _K + lead                       # the first block: the dense layers and _K MoE layers
+    exps: tuple[str, ...] = ("ffn_gate_exps", "ffn_up_exps", "ffn_down_exps")
+    cpu_exps: range = range(0)
+    own_exps: range = range(0)
+    if role.host:
+        tail = [d] * _K if split == 2 else [o] * _K
+        layers = ([c] if role.attention else [o]) * first + tail
+        out = layers[-1]
+        if role.ffn and not role.attention:
+            cpu_exps = range(lead, first)
+        elif role.ffn and split == 1:
+            cpu_exps = range(first, first + 1)
         me = c
     else:
-        mine = [d] * _K if role.attention or not role.ffn else [o] * _K
-        before = [c] * _K if role.entry == "cpu" else ([] if role.entry == "input" else [o] * _K)
+        before = [c] * first if entry == "cpu" else ([] if entry == "input" else [o] * first)
+        n_mine = first if not before else _K
+        mine = [d] * n_mine if role.attention or not role.ffn else [o] * n_mine
         after = [] if role.output else [o] * _K
         layers = before + mine + after
         out = d if role.output else o
-        start = len(before)
-        ffn_cpu = range(start, start + _K) if (role.attention and not role.ffn) else range(0)
+        mine_moe = range(len(before) + n_mine - _K, len(before) + n_mine)
+        if role.attention and not role.ffn:
+            cpu_exps = mine_moe
+        elif role.ffn and not role.attention:
+            own_exps = mine_moe
+        elif split == 1:
+            cpu_exps = range(mine_moe.start, mine_moe.start + 1)
+        elif split == 2:
+            cpu_exps = range(mine_moe.start, mine_moe.stop, 2)
+            exps = exps[:2]                 # gate and up only: the down projection stays (the -ot split of up/gate)
         me = d
-    moved = {f"blk.{il}.{r}.weight": c for il in ffn_cpu for r in ("ffn_gate_exps", "ffn_up_exps", "ffn_down_exps")}
-    if not role.host and role.ffn and not role.attention:
-        moved.update({f"blk.{il}.{r}.weight": d for il in range(len(before), len(before) + _K)
-                      for r in ("ffn_gate_exps", "ffn_up_exps", "ffn_down_exps")})
+    moved = {f"blk.{il}.{r}.weight": c for il in cpu_exps for r in exps}
+    moved.update({f"blk.{il}.{r}.weight": d for il in own_exps for r in exps})
     shape = GraphShape.of(p, _tokens(cfg), cfg.kv_size, cfg.flash_attn, cfg.type_k, cfg.type_v)
     return compute_buffers(cfg.engine, graph, p, shape, layers, moved, out, 3, role.copies)[me]
 

@@ -176,3 +176,42 @@ def test_runs_of_identical_layers_cut_to_three_change_no_buffer(log):
     assert compute_buffers("mainline", tpl, p, shape, ld, moved, out, n, copies) == compute_buffers(
         "mainline", tpl, p, shape, ld, moved, out, n, copies, exact_layers=True)
     assert len(compress(ld, moved)[0]) <= len(ld)
+
+
+def _role_and_replay(fx: dict):
+    """(device, the role estimate the solver reserves, the placement replay check reports) per device."""
+    from planner.compute_buffers import entry_of, is_ffn_matmul, placement_compute, sched_copies
+
+    tmap, cmd, _, devices, _, split, _ = derive(fx)
+    names = [d.name for d in devices]
+    overrides = tuple((rx, None if d.upper().startswith("CPU") else names.index(d)) for rx, d in cmd.overrides)
+    tdev = tensor_devices(tmap, split, overrides)
+    ffn = {dv for n, dv in tdev.items() if is_ffn_matmul(n)}
+    cfg = RunConfig(engine="mainline", ctx=cmd.ctx, type_k=cmd.type_k, type_v=cmd.type_v,
+                    flash_attn=cmd.flash_attn, ubatch=cmd.ubatch, batch=cmd.batch, amb=0)
+    copies = sched_copies("mainline", n_devices=len(set(names)), overrides=bool(cmd.overrides),
+                          all_offloaded=None not in split.layer_device and split.output_device is not None)
+    name_of = {None: "CPU", **dict(enumerate(names))}
+    replay = placement_compute(tmap, cfg, names, [name_of[d] for d in split.layer_device],
+                               lambda n: name_of[tdev.get(n)] if n != "token_embd.weight" else "CPU",
+                               name_of[split.output_device], "CPU", copies)
+    assert replay is not None
+    for i, dev in enumerate([*names, "CPU"]):
+        if dev == "CPU":
+            role = DeviceRole(None in split.layer_device, None in ffn, split.output_device is None, host=True,
+                              copies=copies)
+        else:
+            role = DeviceRole(i in split.layer_device, i in ffn, split.output_device == i, copies=copies,
+                              entry=entry_of([name_of[d] for d in split.layer_device], dev, "CPU"))
+        yield dev, estimate(tmap, cfg, role).bytes, replay[dev]
+
+
+@pytest.mark.parametrize("log", [f["log"] for f in manifest() if f["engine"] == "mainline"
+                                 and has_graph("mainline", derive(f)[0])])
+def test_the_solvers_role_estimate_never_reserves_less_than_the_replay(log):
+    # the solver sizes compute buffers per device role before it places anything (planner.compute_buffers
+    # ._canonical: the largest over stand-in placements); the plan is then re-checked with the placement's own
+    # replay, which equals the engine's log (above).  Reserving less would fail that re-check on a tight plan.
+    fx = next(f for f in manifest() if f["log"] == log)
+    for dev, role_bytes, replay_bytes in _role_and_replay(fx):
+        assert role_bytes >= replay_bytes, (dev, role_bytes / MIB, replay_bytes / MIB)
