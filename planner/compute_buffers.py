@@ -46,7 +46,7 @@ models.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from planner.runconfig import RunConfig
 from planner.tensors import ModelParams, TensorMap
@@ -308,7 +308,14 @@ def _canonical(tmap: TensorMap, cfg: RunConfig, role: DeviceRole) -> int | None:
     graph = graph_of(cfg.engine, tmap)
     if graph is None:
         return None
-    if role.host:
+    if role.copies > 1:
+        # pipeline parallelism only runs with every layer on the GPUs and no -ot (sched_copies): the CPU then
+        # computes the token embeddings alone, and no stand-in has CPU layers or experts
+        if role.host:
+            role = replace(role, attention=False, ffn=False)
+        entries = [role.entry] if role.entry else ["", "input"]
+        variants = [(e, 0) for e in entries] if not role.host else [(role.entry, 0), (role.entry, 2)]
+    elif role.host:
         variants = [(role.entry, k) for k in ((0, 1, 2) if role.ffn else (0, 2))]
     else:
         entries = [role.entry] if role.entry else ["", "cpu", "input"]
