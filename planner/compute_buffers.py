@@ -309,14 +309,25 @@ def _canonical(tmap: TensorMap, cfg: RunConfig, role: DeviceRole) -> int | None:
     if graph is None:
         return None
     if role.copies > 1:
-        # pipeline parallelism only runs with every layer on the GPUs and no -ot (sched_copies): the CPU then
-        # computes the token embeddings alone, and no stand-in has CPU layers or experts
-        if role.host:
-            role = replace(role, attention=False, ffn=False)
-        entries = [role.entry] if role.entry else ["", "input"]
-        variants = [(e, 0) for e in entries] if not role.host else [(role.entry, 0), (role.entry, 2)]
-    elif role.host:
-        variants = [(role.entry, k) for k in ((0, 1, 2) if role.ffn else (0, 2))]
+        # the solver reserves input copies when the plan might run with pipeline parallelism (groups.solver_copies)
+        # but its answer may keep experts on the CPU (-ot, one copy): reserve for either
+        return max(_pipelined(tmap, cfg, role, graph), _canonical(tmap, cfg, replace(role, copies=1)) or 0)
+    return _pipelined(tmap, cfg, role, graph)
+
+
+def _pipelined(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str) -> int:
+    """:func:`_canonical` for one number of input copies."""
+    if role.host:
+        # the CPU: running layers or not (the solver reserves for a CPU that may; a cluster's main CPU may hold
+        # none), its own experts or a GPU layer's; under pipeline parallelism (every layer on the GPUs, no -ot:
+        # sched_copies) it computes the token embeddings alone
+        hosts = [replace(role, attention=False, ffn=False)] if role.copies > 1 else (
+            [role, replace(role, attention=False)] if role.attention else [role])
+        return max(_stand_in(tmap, cfg, h, graph, role.entry, k) for h in hosts
+                   for k in ((0, 1, 2) if h.ffn else (0, 2)))
+    if role.copies > 1:
+        entries = [role.entry] if role.entry else ["", "input"]      # no CPU layers, no -ot
+        variants = [(e, 0) for e in entries]
     else:
         entries = [role.entry] if role.entry else ["", "cpu", "input"]
         variants = [(e, k) for e in entries for k in ((0, 1, 2) if role.attention and role.ffn else (0,))]
