@@ -32,17 +32,21 @@ module names those live sets (all f32 activations, 4 bytes, ``E = n_embd * T * 4
   input, flagged as outputs so ggml-alloc never frees them.  This was the 1.5-2.6x the RPC harness logged for
   mainline full offload.
 
-What remains an estimate (labelled as such in the output): the allocator's best-fit placement is not simulated;
-the live sets are the terms above summed, the buffer their maximum.  Holes the placement leaves make the engines
-log up to about two hidden states (2 E) more on some devices; tests/test_compute_buffers.py lists every miss
-against the engine logs we have (RPC harness, published CUDA logs) with a worked example, and checks that 2 E
-stays inside the per-GPU margin for the built-in models.
+Where ``data/engine_graphs.toml`` has the engine's graph for the architecture (mainline, Qwen3-MoE shapes), the
+live sets are not used: :func:`placement_compute` rebuilds the graph node by node and replays ggml's scheduler
+and best-fit allocator over it (:mod:`planner.engine_graph`, :mod:`planner.gallocr`), holes and reuse included,
+for the placement itself; :func:`estimate` (a device's role, what the solver knows before it places anything)
+replays a small placement that gives the device that role (:func:`_canonical`).  Elsewhere the live sets summed
+are the estimate, the buffer their maximum; holes the allocator leaves make the engines log up to about two
+hidden states (2 E) more on some devices; tests/test_compute_buffers.py lists every miss against the engine logs
+we have (RPC harness, published CUDA logs) and checks that 2 E stays inside the per-GPU margin for the built-in
+models.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 
 from planner.runconfig import RunConfig
 from planner.tensors import ModelParams, TensorMap
@@ -259,7 +263,128 @@ def _ffn_bytes(p: ModelParams, cfg: RunConfig, t: int, e: int) -> int:
     return max(moe, dense)
 
 
+def placement_compute(tmap: TensorMap, cfg: RunConfig, devices: Sequence[str], layer_device: Sequence[str],
+                      device_of: Callable[[str], str], out_dev: str, cpu: str, copies: int) -> dict[str, int] | None:
+    """Each device's compute buffer (bytes) for a whole placement, from the engine's graph replayed through its
+    allocator (:mod:`planner.engine_graph`); None where no graph of this engine and architecture is in the data.
+    ``devices``: every device the engine is given (the CPU is put last, as ggml's scheduler has it);
+    ``device_of``: where each weight is loaded (``-ot`` included)."""
+    from planner.engine_graph import GraphShape, compute_buffers, graph_of
+
+    p = tmap.params
+    graph = graph_of(cfg.engine, tmap)
+    if graph is None:
+        return None
+    order = [d for d in dict.fromkeys((*devices, *layer_device, out_dev)) if d != cpu] + [cpu]
+    idx = {d: i for i, d in enumerate(order)}
+    ld = [idx[d] for d in layer_device[:p.n_loaded_layers]]
+    out = idx[out_dev]
+    moved: dict[str, int] = {}
+    for t in tmap.tensors:
+        if not tmap.is_loaded(t):
+            continue
+        home = cpu if t.role == "token_embd" else (layer_device[t.layer] if t.layer is not None else out_dev)
+        dev = device_of(t.name)
+        if dev != home:
+            moved[t.name] = idx[dev]
+    shape = GraphShape.of(p, _tokens(cfg), cfg.kv_size, cfg.flash_attn, cfg.type_k, cfg.type_v)
+    sizes = compute_buffers(cfg.engine, graph, p, shape, ld, moved, out, len(order), copies)
+    return {d: sizes[i] for d, i in idx.items()}
+
+
+_K = 3      # layers per device in the role's stand-in placement: the graph repeats per layer, so a device's
+#             buffer is the same for any count from 2 on (tests/test_compute_buffers.py checks 3 against 40)
+
+
+def _canonical(tmap: TensorMap, cfg: RunConfig, role: DeviceRole) -> int | None:
+    """:func:`estimate` from the allocator replay, for a device whose neighbours are not known yet (the solver):
+    the largest of the buffers the device gets in small placements that give it the role, over one other GPU
+    ``O`` and the CPU, ``_K`` layers per block: whatever comes before it (``O``'s layers, CPU layers, nothing:
+    unless ``role.entry`` says), and with the FFN on the device, or the experts of one of its layers on the CPU,
+    or the up/gate experts of every other layer (partial ``-ot``s).  The CPU: running layers, or only the experts of GPU layers.  A model's dense lead layers
+    (DeepSeek) are the first block's, with ``_K`` MoE layers after them when that block is the device's."""
+    from planner.engine_graph import graph_of
+
+    graph = graph_of(cfg.engine, tmap)
+    if graph is None:
+        return None
+    if role.copies > 1:
+        # the solver reserves input copies when the plan might run with pipeline parallelism (groups.solver_copies)
+        # but its answer may keep experts on the CPU (-ot, one copy): reserve for either
+        return max(_pipelined(tmap, cfg, role, graph), _canonical(tmap, cfg, replace(role, copies=1)) or 0)
+    return _pipelined(tmap, cfg, role, graph)
+
+
+def _pipelined(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str) -> int:
+    """:func:`_canonical` for one number of input copies."""
+    if role.host:
+        # the CPU: running layers or not (the solver reserves for a CPU that may; a cluster's main CPU may hold
+        # none), its own experts or a GPU layer's; under pipeline parallelism (every layer on the GPUs, no -ot:
+        # sched_copies) it computes the token embeddings alone
+        hosts = [replace(role, attention=False, ffn=False)] if role.copies > 1 else (
+            [role, replace(role, attention=False)] if role.attention else [role])
+        return max(_stand_in(tmap, cfg, h, graph, role.entry, k) for h in hosts
+                   for k in ((0, 1, 2) if h.ffn else (0, 2)))
+    if role.copies > 1:
+        entries = [role.entry] if role.entry else ["", "input"]      # no CPU layers, no -ot
+        variants = [(e, 0) for e in entries]
+    else:
+        entries = [role.entry] if role.entry else ["", "cpu", "input"]
+        variants = [(e, k) for e in entries for k in ((0, 1, 2) if role.attention and role.ffn else (0,))]
+    return max(_stand_in(tmap, cfg, role, graph, entry, split) for entry, split in variants)
+
+
+def _stand_in(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str, entry: str, split: int) -> int:
+    """One placement for :func:`_canonical`: ``split`` 1 moves the experts of one of the device's layers to the
+    CPU (the CPU: of one GPU layer, besides its own), 2 the up/gate experts of every other layer of the device;
+    for the CPU, ``split`` 2 puts the last GPU block on a second
+    GPU (the CPU's buffer depends on whether the GPU its expert results go back to also holds the output)."""
+    from planner.engine_graph import GraphShape, compute_buffers
+
+    p = tmap.params
+    d, o, c = 0, 1, 2
+    lead = p.n_dense_lead
+    first = _K + lead                       # the first block: the dense layers and _K MoE layers
+    exps: tuple[str, ...] = ("ffn_gate_exps", "ffn_up_exps", "ffn_down_exps")
+    cpu_exps: range = range(0)
+    own_exps: range = range(0)
+    if role.host:
+        tail = [d] * _K if split == 2 else [o] * _K
+        layers = ([c] if role.attention else [o]) * first + tail
+        out = layers[-1]
+        if role.ffn and not role.attention:
+            cpu_exps = range(lead, first)
+        elif role.ffn and split == 1:
+            cpu_exps = range(first, first + 1)
+        me = c
+    else:
+        before = [c] * first if entry == "cpu" else ([] if entry == "input" else [o] * first)
+        n_mine = first if not before else _K
+        mine = [d] * n_mine if role.attention or not role.ffn else [o] * n_mine
+        after = [] if role.output else [o] * _K
+        layers = before + mine + after
+        out = d if role.output else o
+        mine_moe = range(len(before) + n_mine - _K, len(before) + n_mine)
+        if role.attention and not role.ffn:
+            cpu_exps = mine_moe
+        elif role.ffn and not role.attention:
+            own_exps = mine_moe
+        elif split == 1:
+            cpu_exps = range(mine_moe.start, mine_moe.start + 1)
+        elif split == 2:
+            cpu_exps = range(mine_moe.start, mine_moe.stop, 2)
+            exps = exps[:2]                 # gate and up only: the down projection stays (the -ot split of up/gate)
+        me = d
+    moved = {f"blk.{il}.{r}.weight": c for il in cpu_exps for r in exps}
+    moved.update({f"blk.{il}.{r}.weight": d for il in own_exps for r in exps})
+    shape = GraphShape.of(p, _tokens(cfg), cfg.kv_size, cfg.flash_attn, cfg.type_k, cfg.type_v)
+    return compute_buffers(cfg.engine, graph, p, shape, layers, moved, out, 3, role.copies)[me]
+
+
 def estimate(tmap: TensorMap, cfg: RunConfig, role: DeviceRole) -> ComputeEstimate:
+    sim = _canonical(tmap, cfg, role) if (role.attention or role.ffn or role.output or role.host) else None
+    if sim is not None:
+        return ComputeEstimate(sim, "graph", (("graph", sim),))
     sets = live_sets(tmap, cfg, role)
     if not sets:
         return ComputeEstimate(0, "", ())

@@ -190,11 +190,12 @@ def memory_report(tmap: TensorMap, mix: Mapping[str, str], placement: Placement,
         "token_embd.weight")
     mm_dev = mmproj_device(cfg, budgets or placement.devices)
     devices = []
-    from planner.compute_buffers import entry_of, placement_copies
+    from planner.compute_buffers import entry_of, placement_compute, placement_copies
 
     ffn_devs = {device_of(n) for n in tmap.derived(_ffn_matmuls)}
     copies = placement_copies(cfg.engine, placement.devices, placement.layer_device,
                               {n: device_of(n) for n in sizes}, out_dev, CPU)
+    graph = placement_compute(tmap, cfg, placement.devices, placement.layer_device, device_of, out_dev, CPU, copies)
     for dev in placement.devices:
         is_gpu = devices_is_gpu(dev)
         holds_layers = dev in placement.layer_device
@@ -202,12 +203,16 @@ def memory_report(tmap: TensorMap, mix: Mapping[str, str], placement: Placement,
                       "" if is_gpu else _ram_mode_note(cfg))]
         terms.append(Term("kv_cache", kv.get(dev, 0), True,
                           f"{cfg.type_k}/{cfg.type_v}, {cfg.kv_size} cells"))
-        terms.append(Term("compute", compute_buffer_bytes(
-            tmap, cfg, holds_layers=holds_layers, holds_output=(out_dev == dev), is_gpu=is_gpu,
-            holds_ffn=dev in ffn_devs, entry=entry_of(placement.layer_device, dev, CPU), copies=copies),
-            False,
-            f"estimate: largest live set of one -ub {min(cfg.ubatch, cfg.batch)} graph"
-            + (f", {copies} input copies (pipeline parallelism)" if copies > 1 else "")))
+        if graph is not None:
+            compute = graph.get(dev, 0)
+            how = f"engine graph of one -ub {min(cfg.ubatch, cfg.batch)} ubatch through ggml's allocator"
+        else:
+            compute = compute_buffer_bytes(
+                tmap, cfg, holds_layers=holds_layers, holds_output=(out_dev == dev), is_gpu=is_gpu,
+                holds_ffn=dev in ffn_devs, entry=entry_of(placement.layer_device, dev, CPU), copies=copies)
+            how = f"estimate: largest live set of one -ub {min(cfg.ubatch, cfg.batch)} graph"
+        terms.append(Term("compute", compute, False,
+                          how + (f", {copies} input copies (pipeline parallelism)" if copies > 1 else "")))
         if dev == mm_dev:
             terms.append(Term("mmproj", cfg.mmproj_bytes, True,
                               f"--mmproj {Path(cfg.mmproj or '').name}: projector weights from its header"))

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from planner.compute_buffers import entry_of, is_ffn_matmul, placement_copies
+from planner.compute_buffers import entry_of, is_ffn_matmul, placement_compute, placement_copies
 from planner.errors import LogFormatError
 from planner.logparse import EngineLog, host_or_device
 from planner.memory import CPU, MIB, Placement, RunConfig, compute_buffer_bytes, kv_bytes_by_layer, mix_bytes
@@ -181,12 +181,14 @@ def verify(log: EngineLog, tmap: TensorMap, mix: Mapping[str, str], placement: P
             "token_embd.weight")
         copies = placement_copies(run.engine, placement.devices, placement.layer_device,
                                   {n: placement.device_of(n) for n in sizes}, out_dev, CPU)
+        graph = placement_compute(tmap, run, placement.devices, placement.layer_device, placement.device_of, out_dev,
+                                  CPU, copies)      # the engine's graph replayed, where the data has it
         for dev, mib in by_planner("compute", keep_max=True).items():
             is_gpu = dev != CPU
             holds_ffn = any(placement.device_of(n) == dev for n in sizes if is_ffn_matmul(n))
-            pred = compute_buffer_bytes(tmap, run, holds_layers=dev in placement.layer_device,
-                                        holds_output=(out_dev == dev), is_gpu=is_gpu, holds_ffn=holds_ffn,
-                                        entry=entry_of(placement.layer_device, dev, CPU), copies=copies) / MIB
+            pred = (graph.get(dev, 0) if graph is not None else compute_buffer_bytes(
+                tmap, run, holds_layers=dev in placement.layer_device, holds_output=(out_dev == dev), is_gpu=is_gpu,
+                holds_ffn=holds_ffn, entry=entry_of(placement.layer_device, dev, CPU), copies=copies)) / MIB
             checks.append(Check("compute", dev, pred, round(mib, 2), "MiB", False,
                                 " + ".join(logged_names.get(dev, []))))
         if ld.layer_device:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerate the RPC-harness fixtures in tests/fixtures/engine/ from ALREADY BUILT engines (this script builds
-# nothing). Each case starts N rpc-server processes bound to 127.0.0.1 (ports 50150-50199), runs the engine's CLI
+# nothing). Each case starts N rpc-server processes bound to 127.0.0.1 (ports 50150-50199, or from $PORT_BASE), runs the engine's CLI
 # with --rpc over them (so the engine sees N devices, no GPU needed), saves the full log, a stripped copy (the
 # lines the tests compare: layer assignment, layer sizes, weight/KV/compute buffers) and the exact command, and
 # stops its rpc-servers. rpc-server is unauthenticated: never bind it to anything but 127.0.0.1.
@@ -29,8 +29,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$out/full"
 
 case "$engine" in
-  ik)       rpc="$bin/rpc-server";      cli="$bin/llama-cli";        commit=8337e4cd;  base=50150; extra=() ;;
-  mainline) rpc="$bin/ggml-rpc-server"; cli="$bin/llama-completion"; commit=0c1e57098; base=50170
+  ik)       rpc="$bin/rpc-server";      cli="$bin/llama-cli";        commit=8337e4cd;  base=${PORT_BASE:-50150}; extra=() ;;
+  mainline) rpc="$bin/ggml-rpc-server"; cli="$bin/llama-completion"; commit=0c1e57098; base=${PORT_BASE:-50170}
             extra=(-no-cnv -lv 5 --fit off) ;;
   *) echo "engine must be ik or mainline" >&2; exit 2 ;;
 esac
@@ -91,13 +91,33 @@ EOF
 EXP_CPU_0_20='blk\.([0-9]|1[0-9]|20)\.ffn_(gate|up|down)_exps\.weight=CPU'
 EXP_CPU_40S='blk\.(4[0-9])\.ffn_(gate|up|down)_exps\.weight=CPU'
 EXP_CPU_ODD='blk\.[0-9]*[13579]\.ffn_(gate|up)_exps\.weight=CPU'
+EXP_CPU_0_2='blk\.[0-2]\.ffn_(gate|up|down)_exps\.weight=CPU'
+EXP_CPU_UPGATE_2_5='blk\.[2-5]\.ffn_(gate|up)_exps\.weight=CPU'
 
 case "$(basename "$model")" in
+  rpc8*)   # rpc8 (tools/rpc_check/make_models.sh: 8 layers, hidden 256, 8 experts, 2 used): compute-buffer cases
+           # for the allocator replay (planner/engine_graph.py): large ubatches, no flash attention, -ot experts
+    run_case g-rpc2-ub2048            2 -ngl 99 -ts 1,1 -c 4096 -ub 2048 -b 2048
+    run_case g-rpc2-ub4096-ot0-2      2 -ngl 99 -ts 1,1 -c 4096 -ub 4096 -b 4096 -ot "$EXP_CPU_0_2"
+    run_case g-rpc1-ngl4-ub4096       1 -ngl 4 -c 8192 -ub 4096 -b 4096
+    run_case g-rpc2-ngl6-nofa         2 -ngl 6 -ts 1,1 -c 1024 -fa off
+    run_case g-rpc3-nofa-ub256        3 -ngl 99 -c 512 -ub 256 -fa off
+    ;;
+  u8*)     # u8 (make_tiny_qwen3moe.py u8.gguf --hidden 256 --layers 8 --experts 16 --used 8 --heads 16 --kv-heads 4
+           # --head-dim 32 --ffn-exp 96 --ffn 384 --vocab 1024): Qwen3-235B's 8 of 128 experts and 16:4 heads, tiny
+    run_case g-u8-rpc2-ngl99          2 -ngl 99 -c 2048
+    run_case g-u8-rpc3-ngl5-ub2048    3 -ngl 5 -ts 1,2,1 -c 2048 -ub 2048 -b 2048
+    run_case g-u8-rpc2-otup-nofa      2 -ngl 99 -c 1024 -fa off -ot "$EXP_CPU_UPGATE_2_5"
+    run_case g-u8-rpc2-ub4096-ngl7    2 -ngl 7 -c 4096 -ub 4096 -b 4096
+    ;;
   ds*)   # tiny DeepSeek (make_tiny_deepseek2.py, 20 layers): MLA in ik, full multi-head K/V in mainline
     DS_EXP_CPU='blk\.([5-9]|1[0-2])\.ffn_(gate|up|down)_exps\.weight=CPU'
+    DS_EXP_CPU_10S='blk\.1[0-9]\.ffn_(gate|up|down)_exps\.weight=CPU'
     run_case ds-rpc3-ngl99-ts1,1,1      3 -ngl 99 -ts 1,1,1 -c 1024
     run_case ds-rpc3-ngl15-ts2,1,1      3 -ngl 15 -ts 2,1,1 -c 512
     run_case ds-rpc4-ngl99-ot5-12-ub256 4 -ngl 99 -ts 1,1,1,1 -c 2048 -ub 256 -ot "$DS_EXP_CPU"
+    run_case g-ds-rpc2-ngl12-ub1024     2 -ngl 12 -c 2048 -ub 1024 -b 1024
+    run_case g-ds-rpc2-nofa-ot10s       2 -ngl 99 -c 1024 -fa off -ot "$DS_EXP_CPU_10S"
     ;;
   *)     # t94 (make_tiny_qwen3moe.py, 94 layers, Qwen3-235B tensor names)
     run_case rpc3-ngl99-default-split  3 -ngl 99 -c 512

@@ -1,0 +1,262 @@
+"""The compute graph an engine builds for one worst-case ubatch, rebuilt from ``data/engine_graphs.toml`` and
+replayed through ggml's scheduler and allocator (:mod:`planner.gallocr`) to size every backend's compute buffer
+as the engine logs it.
+
+Which graphs exist: ``engine_graphs.toml`` has a table per (engine, architecture); :func:`has_graph` says whether
+one applies (today: mainline, Qwen3-MoE-shaped models: MoE in every layer, softmax gating, no shared experts, no
+MLA, no SWA).  Others keep the live-set estimate of :mod:`planner.compute_buffers`.
+
+The worst-case ubatch (mainline ``llama_context::sched_reserve``, src/llama-context.cpp): ``T = min(n_ctx,
+n_ubatch)`` tokens, every one an output, against ``n_kv`` cache cells; the buffer the engine keeps is the largest
+over the graphs it reserves, and the prompt-sized one is the largest.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from planner.gallocr import T, buffer_sizes
+from planner.tensors import ModelParams, TensorMap
+
+UNQUANTIZED = frozenset({"f32", "f16", "bf16"})
+
+
+@cache
+def _templates() -> dict[str, Any]:
+    with resources.files("planner.data").joinpath("engine_graphs.toml").open("rb") as fh:
+        return tomllib.load(fh)
+
+
+def _roles(tmap: TensorMap) -> frozenset[str]:
+    return frozenset(t.role for t in tmap.tensors)
+
+
+def graph_of(engine: str, tmap: TensorMap) -> str | None:
+    """The template in ``engine_graphs.toml`` that draws this model's graph on this engine, or None:
+    ``qwen3moe`` (MoE in every layer, softmax gating, no shared experts, plain GQA attention) and ``deepseek2``
+    (mainline's plain multi-head path for the legacy ``attn_kv_b`` layout: no ``attn_k_b``/``attn_v_b``, which
+    mainline runs as MLA; dense lead layers, sigmoid gating with ``exp_probs_b``, one shared expert)."""
+    p = tmap.params
+    if p.n_swa or p.full_attn_interval or not (p.n_expert and p.n_expert_used and p.n_ff_exp):
+        return None
+    if p.arch == "qwen3moe" and not (p.kv_lora_rank or p.n_dense_lead or p.n_shared_exp or p.n_ff_shexp):
+        name = "qwen3moe"
+    elif p.arch == "deepseek2" and p.kv_lora_rank and p.q_lora_rank and p.n_shared_exp == 1:
+        roles = tmap.derived(_roles)
+        name = "deepseek2" if "attn_kv_b" in roles and "attn_k_b" not in roles else ""
+    else:
+        name = ""
+    return name if name and name in _templates().get(engine, {}) else None
+
+
+def has_graph(engine: str, tmap: TensorMap) -> bool:
+    """Whether a node-level graph of this engine and model is in the data (:func:`graph_of`)."""
+    return graph_of(engine, tmap) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class GraphShape:
+    """The numbers the graph's sizes are products of (see engine_graphs.toml)."""
+
+    T: int
+    n_embd: int
+    q: int
+    kv: int
+    n_kv: int
+    n_expert: int
+    n_used: int
+    ff: int
+    n_vocab: int
+    n_head: int
+    mask: int          # bytes per mask element: 2 (f16, flash attention) or 4
+    vidx: int          # V-cache row indices per token: 1, or kv without flash attention (transposed V)
+    qa: int = 0        # MLA (deepseek2): q_lora_rank, kv_lora_rank, kv_lora_rank + rope, n_head x (nope + v),
+    kvl: int = 0       # the rope width, n_head x v, the dense FFN and the shared expert's widths
+    kvp: int = 0
+    kvb: int = 0
+    rope: int = 0
+    vo: int = 0
+    nff: int = 0
+    sh: int = 0
+    rk: int = 0        # Hadamard rotation of a quantized K cache: the matrix width (0 = none)
+    rotv: bool = False  # ... of a quantized V cache (64 x 64)
+
+    @classmethod
+    def of(cls, p: ModelParams, tokens: int, n_kv: int, flash_attn: bool, type_k: str = "f16",
+           type_v: str = "f16") -> GraphShape:
+        rk = 0
+        if type_k.lower() not in UNQUANTIZED and p.head_dim % 64 == 0:      # llama-kv-cache.cpp:321-325, 1450-1458
+            rk = 64
+            while p.head_dim % (rk * 2) == 0:
+                rk *= 2
+        rotv = type_v.lower() not in UNQUANTIZED and (p.head_dim_v or p.head_dim) % 64 == 0
+        return cls(T=tokens, n_embd=p.n_embd, q=p.n_head * p.head_dim, kv=p.n_head_kv * p.head_dim, n_kv=n_kv,
+                   n_expert=p.n_expert, n_used=p.n_expert_used, ff=p.n_ff_exp, n_vocab=p.n_vocab, n_head=p.n_head,
+                   mask=2 if flash_attn else 4, vidx=1 if flash_attn else p.n_head_kv * (p.head_dim_v or p.head_dim),
+                   rk=rk, rotv=rotv, qa=p.q_lora_rank, kvl=p.kv_lora_rank, kvp=p.kv_lora_rank + p.n_rot,
+                   kvb=p.n_head * ((p.qk_nope_head_dim or p.head_dim - p.n_rot) + (p.head_dim_v or p.head_dim)),
+                   rope=p.n_rot, vo=p.n_head * (p.head_dim_v or p.head_dim), nff=p.n_ff,
+                   sh=p.n_ff_shexp or p.n_ff_exp * p.n_shared_exp)
+
+    def has(self, flag: str) -> bool:
+        """Whether a row with this flag is in the graph."""
+        return {"fa": self.mask == 2, "nofa": self.mask != 2, "rotk": self.rk > 0, "rotv": self.rotv}.get(flag, True)
+
+    def size(self, expr: str) -> int:
+        if expr == "topk":         # a view of the first n_used of n_expert sorted ids per token (its nbytes)
+            return ((self.T - 1) * self.n_expert + self.n_used) * 4
+        if expr.startswith("rows:"):   # a strided view of the first W of each R-wide row: (T-1) R + W elements
+            w, r = (self.size(x) for x in expr[5:].split(","))
+            return ((self.T - 1) * r + w) * 4
+        out = 1
+        for f in expr.split("*"):
+            out *= int(f) if f.isdigit() else int(getattr(self, f))
+        return out
+
+
+def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], device_of: Callable[[str], int],
+          out_dev: int, cpu: int, dense: Sequence[bool] = ()) -> list[T]:
+    """The graph's tensors in graph order for template ``graph`` (:func:`graph_of`); devices are backend indices
+    (``cpu`` the last).  ``device_of`` maps a weight's GGUF name to its device (``-ot`` included); ``dense``: the
+    layers with a dense FFN (rows flagged "dense"; the others take the "moe" rows)."""
+    tpl = _templates()[engine][graph]
+    ts: list[T] = []
+    ids: dict[str, int] = {}
+    n_layer = len(layer_dev)
+    full_offload = cpu not in layer_dev and out_dev != cpu
+    pin_norm = shape.T < 32 or full_offload      # llama-context.cpp:2646-2657 graph_get_cb
+
+    def add(t: T) -> int:
+        ts.append(t)
+        return len(ts) - 1
+
+    for name, expr, *flag in tpl["inputs"]:
+        if shape.has(flag[0] if flag else ""):
+            ids["in:" + name] = add(T(f"inp_{name}", "NONE", shape.size(expr), layout=expr, inp=True))
+    weights: dict[str, int] = {}
+
+    def weight(name: str) -> int:
+        if name not in weights:
+            weights[name] = add(T(name, "NONE", 0, dev=device_of(name), weight=True))
+        return weights[name]
+
+    def nodes(rows: list[list[Any]], il: int, local: dict[str, int]) -> None:
+        dev = layer_dev[il] if il >= 0 else out_dev
+        for row in rows:
+            name, op, expr, srcs = row[0], row[1], row[2], row[3]
+            view = row[4] if len(row) > 4 else ""
+            flag = row[5] if len(row) > 5 else ""
+            if (flag == "last" and il != n_layer - 1) or not shape.has(flag):
+                continue
+            is_dense = il >= 0 and il < len(dense) and dense[il]
+            if (flag == "dense" and not is_dense) or (flag == "moe" and is_dense):
+                continue
+            resolved: list[int] = []
+            for s in srcs:
+                alts = [a for a in s.split("|") if a in local or a.startswith(("in:", "w:", "kv:"))]
+                s = alts[-1] if alts else s
+                if s.startswith("w:"):
+                    role = s[2:] if "." in s else s[2:] + ".weight"      # "w:exp_probs_b.bias": as named
+                    resolved.append(weight(f"blk.{il}.{role}" if il >= 0 and role.split(".")[0] not in (
+                        "output", "output_norm", "token_embd") else role))
+                elif s.startswith("kv:"):
+                    key = f"{s}{il}"
+                    if key not in local:
+                        local[key] = add(T(f"cache_{s[3:]}_l{il}", "NONE", 0, dev=dev))
+                    resolved.append(local[key])
+                elif s.startswith("in:"):
+                    resolved.append(ids[s])
+                else:
+                    resolved.append(local[s])
+            if op == "EXPERT_SUM":      # build_moe_ffn: n_used views of `weighted`, summed by n_used - 1 ADDs
+                views = [add(T(f"{name}{k}-{il}", "VIEW", shape.size(expr), srcs=(resolved[0],),
+                               view_src=resolved[0])) for k in range(shape.n_used)]
+                cur = views[0]
+                for v in views[1:]:
+                    cur = add(T(f"moe_out-{il}", "ADD", shape.size(expr), srcs=(cur, v), layout=expr))
+                local["moe_out"] = cur
+                continue
+            v_src = None
+            if view:
+                if view.startswith("kv:"):
+                    key = f"{view}{il}"
+                    if key not in local:
+                        local[key] = add(T(f"cache_{view[3:]}_l{il}", "NONE", 0, dev=dev))
+                    v_src = local[key]
+                else:
+                    root = local[[a for a in view.split("|") if a in local][-1]]
+                    while (up := ts[root].view_src) is not None:    # ggml keeps a view's root (ggml.c)
+                        root = up
+                    v_src = root
+            pin = dev if (flag == "norm" and pin_norm and il >= 0) else None
+            local[name] = add(T(f"{name}-{il}", op, shape.size(expr), srcs=tuple(resolved), view_src=v_src,
+                                layout=expr, pin=pin, out=flag == "out"))
+
+    head: dict[str, int] = {}
+    nodes(tpl["head"], -1, head)
+    inp = head["inp_embd"]
+    for il in range(n_layer):
+        local = {"inpL": inp}
+        nodes(tpl["layer"], il, local)
+        inp = local["l_out"]
+    nodes(tpl["tail"], -1, {"inpL": inp})
+    return ts
+
+
+@cache
+def _sizes(engine: str, graph: str, shape: GraphShape, layer_dev: tuple[int, ...], dense: tuple[bool, ...],
+           weight_dev: tuple[tuple[str, int], ...], out_dev: int, n_backends: int, copies: int) -> tuple[int, ...]:
+    wd = dict(weight_dev)
+    cpu = n_backends - 1
+
+    def device_of(name: str) -> int:
+        if name in wd:
+            return wd[name]
+        if name.startswith("blk."):
+            return layer_dev[int(name.split(".")[1])]
+        return cpu if name == "token_embd.weight" else out_dev
+
+    ts = build(engine, graph, shape, layer_dev, device_of, out_dev, cpu, dense)
+    return tuple(buffer_sizes(ts, n_backends, copies=copies))
+
+
+RUN = 3     # identical layers in a row kept by :func:`compress` (tests/test_engine_graph.py: 2 is not enough)
+
+
+def compress(layer_dev: Sequence[int], weight_dev: dict[str, int],
+             dense: Sequence[bool] = ()) -> tuple[list[int], dict[str, int], list[bool]]:
+    """The same placement with every run of identical layers (same device, same weights moved where) cut to
+    ``RUN`` layers.  The graph repeats per layer, so the allocator reaches its steady state within a run and a
+    longer run changes no buffer (checked on every harness placement, tests/test_engine_graph.py); the last layer
+    stays the last (it alone gathers the output rows)."""
+    moved: dict[int, list[tuple[str, int]]] = {}
+    for name, dev in weight_dev.items():
+        if name.startswith("blk."):
+            moved.setdefault(int(name.split(".")[1]), []).append((name.split(".", 2)[2], dev))
+    kinds = [il < len(dense) and dense[il] for il in range(len(layer_dev))]
+    sig = [(d, kinds[il], tuple(sorted(moved.get(il, ())))) for il, d in enumerate(layer_dev)]
+    keep = [il for il in range(len(sig))
+            if il < RUN or any(sig[j] != sig[il] for j in range(il - RUN, il)) or il == len(sig) - 1]
+    new_dev = [layer_dev[il] for il in keep]
+    new_w = {name: dev for name, dev in weight_dev.items() if not name.startswith("blk.")}
+    for k, il in enumerate(keep):
+        new_w.update({f"blk.{k}.{rest}": dev for rest, dev in moved.get(il, ())})
+    return new_dev, new_w, [kinds[il] for il in keep]
+
+
+def compute_buffers(engine: str, graph: str, p: ModelParams, shape: GraphShape, layer_dev: Sequence[int],
+                    weight_dev: dict[str, int], out_dev: int, n_backends: int, copies: int = 1,
+                    *, exact_layers: bool = False) -> tuple[int, ...]:
+    """Each backend's compute buffer in bytes (backend ``n_backends - 1`` is the CPU) for template ``graph``.
+    ``weight_dev``: the weights away from their layer's device (``-ot``), by GGUF name; token_embd is on the CPU,
+    the output's tensors on ``out_dev``.  The placement is :func:`compress`-ed unless ``exact_layers``."""
+    dense = [il < p.n_dense_lead for il in range(len(layer_dev))]
+    if not exact_layers:
+        layer_dev, weight_dev, dense = compress(layer_dev, weight_dev, dense)
+    return _sizes(engine, graph, shape, tuple(layer_dev), tuple(dense), tuple(sorted(weight_dev.items())), out_dev,
+                  n_backends, copies)
