@@ -20,6 +20,7 @@ from planner.layer_split import (CUDA_ALIGNMENT, CUDA_MATRIX_ROW_PADDING, HOST_A
                                  SplitDevice, SplitRequest, layer_split)
 from planner.layer_split_flags import SplitFlags, flags_for
 from planner.quants import catalogue
+from planner.roles import PER_LAYER_GLOBALS, layer_copies
 from planner.tensors import TensorMap
 
 # ----------------------------------------------------------------------------------------------- engine buffers
@@ -66,6 +67,8 @@ def tensor_devices(tmap: TensorMap, split: LayerSplit,
             dev = split.layer_device[t.layer] if t.layer < len(split.layer_device) else None
         elif t.name == "token_embd.weight":
             dev = None
+        elif t.name in PER_LAYER_GLOBALS:      # copies beyond the first: engine_buffers / layer_copies
+            dev = split.layer_device[0] if split.layer_device else None
         else:
             dev = split.output_device
         for rx, target in compiled:
@@ -92,10 +95,12 @@ def engine_buffers(tmap: TensorMap, mix: Mapping[str, str] | None, split: LayerS
     devs = tensor_devices(tmap, split, overrides)
     by_name = tmap.by_name()
     weights: dict[int | None, int] = {}
-    for name, dev in devs.items():
+    p = tmap.params
+    for name, dev0 in devs.items():
         t = by_name[name]
-        is_cuda = dev is not None and bool(cuda and cuda[dev])
-        weights[dev] = weights.get(dev, 0) + alloc_bytes(type_of(t, mix), t.shape, nbytes(t, mix), cuda=is_cuda)
+        for dev in layer_copies(name, p.arch, split.layer_device, p.is_swa) or [dev0]:
+            is_cuda = dev is not None and bool(cuda and cuda[dev])
+            weights[dev] = weights.get(dev, 0) + alloc_bytes(type_of(t, mix), t.shape, nbytes(t, mix), cuda=is_cuda)
     if "output.weight" not in by_name and split.output_device is not None and "token_embd.weight" in by_name:
         t = by_name["token_embd.weight"]
         dev = split.output_device
@@ -214,7 +219,8 @@ def flags_for_names(engine: str, tmap: TensorMap, gpus: Sequence[str], layer_dev
 
 def placement_buffers(engine: str, tmap: TensorMap, mix: Mapping[str, str] | None, tensor_device: Mapping[str, str],
                       layer_device: Sequence[str], kv_layer_bytes: Sequence[int], *, load: str = "mmap",
-                      cuda_devices: bool = True) -> list[tuple[str, str, int]]:
+                      cuda_devices: bool = True,
+                      tied_duplicate_device: str | None = None) -> list[tuple[str, str, int]]:
     """Memory per engine buffer for a placement in planner names: (kind, buffer name, bytes), in log order.
 
     Weights per device (GPU buffers with CUDA's alignment and row padding when ``cuda_devices``), the CPU split
@@ -222,29 +228,37 @@ def placement_buffers(engine: str, tmap: TensorMap, mix: Mapping[str, str] | Non
     layers). Names: GPUs as given; ik puts the input layer in the host buffer of the GPU backend (``CUDA_Host``;
     ``CPU`` without a GPU or when mmap'ed), other CPU weights in ``CPU``; mainline logs a mmap'ed CPU buffer as
     ``CPU_Mapped`` (the span of the file from the first CPU tensor to the last when the header is known, see
-    :func:`engine_buffers`). KV per layer device. Bytes are exact for
+    :func:`engine_buffers`). ``tied_duplicate_device``: the output layer's device when it holds the duplicate of a
+    tied ``token_embd`` (:meth:`planner.memory.Placement.tied_duplicate_device`). KV per layer device. Bytes are exact for
     host/RPC buffers (checked against the harness logs); the CUDA padding follows ggml-cuda's get_alloc_size.
     """
     weights: dict[str, int] = {}
     order: list[str] = []
     has_gpu = any(d != CPU_NAME for d in (*layer_device, *tensor_device.values()))
     types = mix or {}
+    p = tmap.params
     for name_, shape, dtype in tmap.derived(loaded_shapes):
-        dev = tensor_device.get(name_, CPU_NAME)
-        if dev == CPU_NAME:
-            if name_ == "token_embd.weight":
-                name = "CUDA_Host" if (engine != "mainline" and has_gpu and load != "mmap") else (
-                    "CPU_Mapped" if (engine == "mainline" and load == "mmap") else "CPU")
+        for dev in layer_copies(name_, p.arch, layer_device, p.is_swa) or [tensor_device.get(name_, CPU_NAME)]:
+            if dev == CPU_NAME:
+                if name_ == "token_embd.weight":
+                    name = "CUDA_Host" if (engine != "mainline" and has_gpu and load != "mmap") else (
+                        "CPU_Mapped" if (engine == "mainline" and load == "mmap") else "CPU")
+                else:
+                    name = "CPU_Mapped" if (engine == "mainline" and load == "mmap") else "CPU"
+                size = _alloc(types.get(name_, dtype), shape, False)
             else:
-                name = "CPU_Mapped" if (engine == "mainline" and load == "mmap") else "CPU"
-            size = _alloc(types.get(name_, dtype), shape, False)
-        else:
-            name = dev
-            size = _alloc(types.get(name_, dtype), shape, cuda_devices)
-        if name not in weights:
-            order.append(name)
-            weights[name] = 0
-        weights[name] += size
+                name = dev
+                size = _alloc(types.get(name_, dtype), shape, cuda_devices)
+            if name not in weights:
+                order.append(name)
+                weights[name] = 0
+            weights[name] += size
+        if name_ == "token_embd.weight" and tied_duplicate_device is not None:
+            dup = tied_duplicate_device
+            if dup not in weights:
+                order.append(dup)
+                weights[dup] = 0
+            weights[dup] += _alloc(types.get(name_, dtype), shape, cuda_devices and dup != CPU_NAME)
     header = getattr(tmap, "header", None)
     if "CPU_Mapped" in weights and header is not None:
         cpu = {t.name for t in tmap.tensors if tmap.is_loaded(t) and tensor_device.get(t.name, CPU_NAME) == CPU_NAME}

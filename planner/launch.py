@@ -455,7 +455,7 @@ def placement_from_command(tmap: TensorMap, cmd: ParsedCommand, gpus: Sequence[s
         if dev != CPU and dev not in gpus:
             raise UsageError(f"-ot sends {name} to {dev}, but this machine has "
                              f"{', '.join(gpus) or 'no GPU'}")
-    return Placement(devices, tuple(layer_device), tuple(gpus) + (CPU,))
+    return Placement(devices, tuple(layer_device), tuple(gpus) + (CPU,), output_device=named.output_device)
 
 
 def export_script(launch: LaunchCommand, *, model_path: str, port: int, comments: Sequence[str]) -> str:

@@ -16,6 +16,7 @@ from planner.constants import constants
 from planner.devices import CPU
 from planner.devices import is_gpu as devices_is_gpu
 from planner.quants import catalogue
+from planner.roles import layer_copies
 from planner.mmproj import mmproj_device
 from planner.runconfig import RunConfig
 from planner.tensors import ModelParams, TensorInfo, TensorMap
@@ -33,9 +34,28 @@ class Placement:
     tensor_device: Mapping[str, str]
     layer_device: tuple[str, ...]       # per layer: "CPU" or "CUDA<i>"
     devices: tuple[str, ...]            # all devices considered, CPU last
+    output_device: str | None = None    # the output layer's device (-ngl above n_layer: the last GPU); None: CPU
 
     def device_of(self, name: str) -> str:
         return self.tensor_device.get(name, CPU)
+
+    def logits_device(self, tied: bool) -> str:
+        """Where the logits are computed: ``output.weight``'s device, or for an output tied to ``token_embd`` the
+        output layer's device, where both engines load a duplicate of ``token_embd`` (``TENSOR_DUPLICATED`` in
+        ``create_tensor``: mainline llama-model-loader.cpp maps it to ``LLM_TENSOR_OUTPUT``'s layer, ik's
+        ``create_embd_output`` creates it in the output context)."""
+        if not tied:
+            return self.device_of("output.weight")
+        return self.output_device or self.device_of("token_embd.weight")
+
+    def tied_duplicate_device(self, tied: bool) -> str | None:
+        """The device holding the duplicate of a tied ``token_embd`` beyond the input copy, or None: in both
+        engines a device that already holds ``token_embd`` in the same buffer type reuses it (mainline returns
+        the tensor already in that context); the planner keeps the input layer on the CPU."""
+        if not tied:
+            return None
+        out = self.logits_device(True)
+        return None if out == self.device_of("token_embd.weight") else out
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,15 +199,19 @@ def memory_report(tmap: TensorMap, mix: Mapping[str, str], placement: Placement,
     sizes = {n: shape_bytes(get(n, dtype), shape) for n, shape, dtype in tmap.derived(loaded_shapes)}
     weights: dict[str, int] = {d: 0 for d in placement.devices}
     device_of = placement.device_of
+    p = tmap.params
     for name, nbytes in sizes.items():
-        dev = device_of(name)
-        weights[dev] = weights.get(dev, 0) + nbytes
+        for dev in layer_copies(name, p.arch, placement.layer_device, p.is_swa) or [device_of(name)]:
+            weights[dev] = weights.get(dev, 0) + nbytes
     kv_by_layer = kv_bytes_by_layer(tmap.params, cfg)
     kv: dict[str, int] = {d: 0 for d in placement.devices}
     for dev, nbytes in zip(placement.layer_device, kv_by_layer):
         kv[dev] = kv.get(dev, 0) + nbytes
-    out_dev = placement.device_of("output.weight") if "output.weight" in sizes else placement.device_of(
-        "token_embd.weight")
+    tied = "output.weight" not in sizes and "token_embd.weight" in sizes
+    out_dev = placement.logits_device(tied)
+    dup_dev = placement.tied_duplicate_device(tied)
+    if dup_dev is not None:
+        weights[dup_dev] = weights.get(dup_dev, 0) + sizes["token_embd.weight"]
     mm_dev = mmproj_device(cfg, budgets or placement.devices)
     devices = []
     from planner.compute_buffers import entry_of, placement_compute, placement_copies
@@ -229,7 +253,7 @@ def memory_report(tmap: TensorMap, mix: Mapping[str, str], placement: Placement,
     from planner.engine_buffers import placement_buffers
 
     buffers = placement_buffers(cfg.engine, tmap, mix, placement.tensor_device, placement.layer_device, kv_by_layer,
-                                load=cfg.load)
+                                load=cfg.load, tied_duplicate_device=dup_dev)
     has_gpu = any(devices_is_gpu(d) for d in (*placement.layer_device, *placement.tensor_device.values()))
     for d in devices:
         if d.term("compute"):

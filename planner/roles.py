@@ -6,6 +6,7 @@
   layer's.  ``-ot``/``--override-tensor`` moves FFN matrices and the output; ``ffn_gate_inp`` (the router) is
   an FFN tensor the engines keep with the layer's attention (it is used before the expert matmuls; llama.cpp
   ``--cpu-moe`` and ik's ``-ncmoe`` patterns match ``ffn_(up|down|gate)_exps`` only, common/common.cpp).
+* :func:`layer_copies`: global tensors every layer (or every full-attention layer) loads, one copy per buffer.
 * :func:`active_fraction`: the share of a tensor's weights one token reads: routed experts by
   ``n_expert_used / n_expert`` (the router's top-k, llama.cpp ``llm_graph_context::build_moe_ffn``), the token
   embedding one row (a ``get_rows`` lookup), everything else fully.
@@ -13,11 +14,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable, Sequence
+from typing import TypeVar
+
 from planner.tensors import TensorInfo
 
 TIED_ROLES = {"ffn_gate_exps": "ffn_gate_up_exps", "ffn_up_exps": "ffn_gate_up_exps",
               "ffn_gate": "ffn_gate_up", "ffn_up": "ffn_gate_up",
               "ffn_gate_shexp": "ffn_gate_up_shexp", "ffn_up_shexp": "ffn_gate_up_shexp"}
+
+# Global tensors that the engines create once per layer: layer 0's (the first loading layer's) call makes the
+# tensor, later calls pass TENSOR_DUPLICATED (mainline models/llama.cpp, phi3.cpp ...: ``i != 0 ?
+# TENSOR_DUPLICATED : 0``; gemma4.cpp: full-attention layers only). The role is LLM_TENSOR_LAYER_REPEATING, so
+# each copy goes to its layer's buffer, and create_tensor returns the copy a context already has
+# (llama-model-loader.cpp @0c1e57098): one copy per device that holds a loading layer.
+D = TypeVar("D", bound=Hashable | None)
+PER_LAYER_GLOBALS = frozenset({"rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight"})
+
+
+def layer_copies(name: str, arch: str, layer_device: Sequence[D], is_swa: Callable[[int], bool]) -> list[D]:
+    """Devices holding a copy of a :data:`PER_LAYER_GLOBALS` tensor, the first loading layer's first; empty for
+    any other tensor or when no layer is on a device."""
+    if name not in PER_LAYER_GLOBALS:
+        return []
+    loading = [il for il in range(len(layer_device)) if not (arch.startswith("gemma4") and is_swa(il))]
+    return list(dict.fromkeys(layer_device[il] for il in loading))
 
 
 def moves_with_ffn(role: str) -> bool:

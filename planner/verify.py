@@ -25,6 +25,7 @@ from planner.compute_buffers import entry_of, is_ffn_matmul, placement_compute, 
 from planner.errors import LogFormatError
 from planner.logparse import EngineLog, host_or_device
 from planner.memory import CPU, MIB, Placement, RunConfig, compute_buffer_bytes, kv_bytes_by_layer, mix_bytes
+from planner.roles import layer_copies
 from planner.tensors import TensorMap
 
 if TYPE_CHECKING:
@@ -140,9 +141,14 @@ def verify(log: EngineLog, tmap: TensorMap, mix: Mapping[str, str], placement: P
         if ld.type_k and ld.type_v and (ld.type_k, ld.type_v) != (run.type_k, run.type_v):
             run = replace(run, type_k=ld.type_k, type_v=ld.type_v)
         weights: dict[str, float] = {}
+        p = tmap.params
         for name, nbytes in sizes.items():
-            dev = placement.device_of(name)
-            weights[dev] = weights.get(dev, 0) + nbytes
+            for dev in layer_copies(name, p.arch, placement.layer_device, p.is_swa) or [placement.device_of(name)]:
+                weights[dev] = weights.get(dev, 0) + nbytes
+        tied = "output.weight" not in sizes and "token_embd.weight" in sizes
+        dup_dev = placement.tied_duplicate_device(tied)
+        if dup_dev is not None:
+            weights[dup_dev] = weights.get(dup_dev, 0) + sizes["token_embd.weight"]
         logged_names: dict[str, list[str]] = {}
         for b in ld.buffers:
             logged_names.setdefault(dmap.get(b.device, b.device), [])
@@ -177,8 +183,7 @@ def verify(log: EngineLog, tmap: TensorMap, mix: Mapping[str, str], placement: P
                                 " + ".join(logged_names.get(dev, []))))
         if ld.kv_total_mib is not None:
             checks.append(Check("kv_total", "", sum(kv_pred.values()) / MIB, ld.kv_total_mib, "MiB", True))
-        out_dev = placement.device_of("output.weight") if "output.weight" in sizes else placement.device_of(
-            "token_embd.weight")
+        out_dev = placement.logits_device(tied)
         copies = placement_copies(run.engine, placement.devices, placement.layer_device,
                                   {n: placement.device_of(n) for n in sizes}, out_dev, CPU)
         graph = placement_compute(tmap, run, placement.devices, placement.layer_device, placement.device_of, out_dev,

@@ -152,3 +152,23 @@ def test_check_warns_about_flags_current_ik_rejects():
     r = run("check", "qwen3-235b-a22b", "--base-type", "IQ3_K", "--recipe-file", SEED_RECIPE,
             "--profile", "rtx3090ti-9950x-96g", "--engine", "ik-2025", "--", *SEED_ARGV)
     assert "warning" not in r.output          # the card's own era accepted both
+
+
+def test_check_charges_a_tied_outputs_duplicate_on_the_gpu():
+    # gemma-3 has no output.weight: with -ngl above n_layer (62) the output layer is on the GPU and both engines
+    # load a second token_embd there (TENSOR_DUPLICATED, created in the output layer's context: mainline
+    # llama-model-loader.cpp create_tensor, ik create_embd_output); the logits are computed there too.
+    # llama-quantize gives a tied token_embd the output rule, q6_K in Q4_K_M (210 bytes per 256 weights); the
+    # vocabulary is 262,208 x 5,376 (config.json), output_norm 5,376 f32.
+    def cuda0(ngl):
+        r = run("check", "gemma-3-27b", "--base-type", "Q4_K_M", "--vram", "24", "--ram", "64", "--json", "--",
+                "-ngl", ngl, "-c", "8192", "-fa", "on")
+        assert r.exit_code == 0, r.output
+        mem = json.loads(r.stdout)["memory"]
+        dev = next(d for d in mem["devices"] if d["device"] == "CUDA0")
+        terms = {t["name"]: t["bytes"] for t in dev["terms"]}
+        return terms["weights"], terms["compute"]
+
+    (w62, c62), (w63, c63) = cuda0(62), cuda0(63)
+    assert w63 - w62 == 262208 * 5376 // 256 * 210 + 5376 * 4
+    assert c62 < 262208 * 512 * 4 <= c63          # the f32 logits of one -ub 512 ubatch now live on the GPU

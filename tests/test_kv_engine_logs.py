@@ -326,3 +326,31 @@ def test_mamba2_hybrid_layers_from_the_per_layer_arrays():
     assert rs == {4096: "0.14", 16384: "0.14"}
     with pytest.raises(UnknownModelError, match="ik_llama.cpp does not load"):
         layer_caches(p, CacheConfig(engine="ik"))
+
+
+RPC_CASES = [c for c in CASES if c["servers"]]
+
+
+@pytest.mark.parametrize("case", RPC_CASES, ids=_ids(RPC_CASES))
+def test_model_buffer_per_rpc_server_equals_its_first_allocation(case):
+    """The weights each rpc-server allocates (its log's first ``alloc_buffer`` size, bytes) equal what `check`
+    predicts for the same command: the placement from -ngl/-ts, a tied output's duplicate of ``token_embd`` on the
+    output layer's device (gemma-3/-4: no output.weight; mainline create_tensor sends TENSOR_DUPLICATED token_embd
+    to LLM_TENSOR_OUTPUT's layer) and one ``rope_freqs`` per device holding a loading layer (gemma-4: full
+    attention layers; TENSOR_DUPLICATED for the later ones)."""
+    from planner.engine_buffers import placement_buffers
+    from planner.launch import parse_server_command, placement_from_command
+
+    tmap = _model(case["model"])
+    cmd = parse_server_command(shlex.split(case["command"]), engine=case["engine"])
+    gpus = [f"CUDA{i}" for i in range(case["servers"])]
+    pl = placement_from_command(tmap, cmd, gpus)
+    tied = "output.weight" not in {t.name for t in tmap.tensors}
+    got = {n: b for k, n, b in placement_buffers(case["engine"], tmap, None, pl.tensor_device, pl.layer_device,
+                                                 [0] * tmap.params.n_layer, cuda_devices=False,
+                                                 tied_duplicate_device=pl.tied_duplicate_device(tied))
+           if k == "weights"}
+    logged = [int(re.search(r"\[alloc_buffer\] device: \d+, size: (\d+)",
+                            log_text(case["log"].replace(".log", f"-server{s}.log"))).group(1))
+              for s in range(case["servers"])]
+    assert [got.get(g, 0) for g in gpus] == logged
