@@ -236,11 +236,17 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
                                     copies=copies) for d in budget.devices}
     out_dev_extra = {d: compute_buffer_bytes(tmap, cfg, holds_layers=True, holds_output=True,
                                              is_gpu=is_gpu(d), copies=copies) - base[d] for d in budget.devices}
-    if "output.weight" not in {t.name for t in tmap.tensors}:
-        # output tied to token_embd: the logits are computed where token_embd lives (the CPU, below), so the
-        # output's share of the compute buffer is a fixed CPU term (memory_report charges it there too)
+    tied_out = next((t for t in tmap.tensors if t.role == "token_embd"), None) if "output.weight" not in {
+        t.name for t in tmap.tensors} else None
+    if tied_out is not None:
+        # output tied to token_embd: the plan keeps the output layer on the CPU (-ngl n_layer), where the logits
+        # multiply all of token_embd every token (speed.TIED_OUTPUT: the TG read below, the PP matmul on the CPU
+        # as for any CPU output) and the output's share of the compute buffer is a fixed CPU term (memory_report
+        # charges it there too)
         fixed_bytes[CPU] = fixed_bytes.get(CPU, 0) + out_dev_extra.get(CPU, 0)
         out_dev_extra = {}
+        active[tied_out.name] = 1.0
+        fixed_time["pp_s"] += ub * 2.0 * tied_out.n_elements / speeds[CPU].flops
     groups: list[Group] = []
     for t in tmap.tensors:
         if t.n_dims >= 2 and t.role != "token_embd":
@@ -270,7 +276,7 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
             for t in ts:
                 nb = catalogue().get(types.get(t.name, t.dtype) if types else t.dtype).tensor_bytes(t.shape)
                 fixed_bytes[home] += nb
-                fixed_time["tg_s"] += nb * active_fraction(t, p.n_expert_used) * spb[home]
+                fixed_time["tg_s"] += nb * active[t.name] * spb[home]
                 if offload and home == CPU and t.layer is not None:
                     fixed_time["pp_s"] += nb / h2d
             continue

@@ -172,3 +172,17 @@ def test_check_charges_a_tied_outputs_duplicate_on_the_gpu():
     (w62, c62), (w63, c63) = cuda0(62), cuda0(63)
     assert w63 - w62 == 262208 * 5376 // 256 * 210 + 5376 * 4
     assert c62 < 262208 * 512 * 4 <= c63          # the f32 logits of one -ub 512 ubatch now live on the GPU
+
+
+def test_a_tied_output_on_the_cpu_reads_all_of_token_embd_every_token():
+    # The logits multiply the whole of token_embd (262,208 x 5,376 at q6_K: 1,156,337,280 bytes) for every
+    # generated token, on the output layer's device. With -ngl 62 (= n_layer) that is the CPU, and no RAM reads
+    # faster than its nominal bandwidth (102.4 GB/s on this defaulted profile): one token takes at least that
+    # much longer than with the output on the GPU (-ngl 63). The speed model used to count one row (a lookup).
+    def tg(ngl):
+        r = run("check", "gemma-3-27b", "--base-type", "Q4_K_M", "--vram", "24", "--ram", "64", "--json", "--",
+                "-ngl", ngl, "-c", "8192", "-fa", "on")
+        assert r.exit_code == 0, r.output
+        return json.loads(r.stdout)["speed"]["tg_tps"]
+
+    assert 1 / tg(62) - 1 / tg(63) >= 262208 * 5376 // 256 * 210 / 102.4e9
