@@ -79,7 +79,7 @@ def document(tmap: TensorMap, plan: Plan, *, model_path: str, source_path: str |
                 "imatrix: none (--no-imatrix): llama-quantize without --imatrix, imatrix-only types not used")
     gpus = [d for d in sorted(plan.budgets, key=lambda d: (len(d), d)) if d != "CPU"]
     launch = build_launch(tmap, plan.devices, plan.layer_device, plan.run, model_path, host=host, port=port,
-                          types=plan.types, gpus=gpus or None)
+                          types=plan.types, gpus=gpus or None, output_device=plan.output_device)
     if len(gpus) > 1:
         recheck_launch(tmap, plan, launch, gpus)
     if check_binary:
@@ -108,6 +108,10 @@ def recheck_launch(tmap: TensorMap, plan: Plan, launch: LaunchCommand, gpus: lis
     if placement.layer_device != plan.layer_device:
         raise EmitterError(f"{plan.run.engine} would map the layers differently from the plan under "
                            f"{' '.join(launch.argv[:12])} ...")
+    tied = "output.weight" not in plan.devices
+    if tied and placement.logits_device(True) != plan.placement.logits_device(True):
+        raise EmitterError(f"the command puts the tied output layer on {placement.logits_device(True)}, the plan on "
+                           f"{plan.placement.logits_device(True)}")
     bad = [n for n, d in plan.devices.items() if placement.device_of(n) != d]
     if bad:
         raise EmitterError(f"the command puts {bad[0]} on {placement.device_of(bad[0])}, the plan on "

@@ -133,7 +133,7 @@ def _units(tmap: TensorMap, plan: Plan) -> dict[tuple[int, str], list[str]]:
 
 
 def _tg_ms(tmap: TensorMap, types: Mapping[str, str], devices: Mapping[str, str], plan: Plan, hw: Hardware) -> float:
-    placement = Placement(devices, plan.layer_device, plan.placement.devices)
+    placement = Placement(devices, plan.layer_device, plan.placement.devices, output_device=plan.output_device)
     return 1e3 / estimate_speed(tmap, types, placement, hw, plan.run, depths=(0,)).tg_tps
 
 
@@ -363,7 +363,7 @@ def _next_gib(tmap: TensorMap, plan: Plan, hw: Hardware, prices: _Prices | None,
                 for k in batch:
                     for n in units[k]:
                         devices[n] = d.device
-            placement = Placement(devices, plan.layer_device, plan.placement.devices)
+            placement = Placement(devices, plan.layer_device, plan.placement.devices, output_device=plan.output_device)
             if moved and memory_report(tmap, plan.types, placement, budgets, plan.run).fits:
                 best = (1e3 / _tg_ms(tmap, plan.types, devices, plan, hw), f"{moved} more {what[moved == 1]} from the CPU, "
                         "types kept")

@@ -10,6 +10,8 @@ Where a layer's attention and KV live follows the engines' layer split (llama.cp
 
 from __future__ import annotations
 
+import dataclasses
+
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -238,15 +240,18 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
                                              is_gpu=is_gpu(d), copies=copies) - base[d] for d in budget.devices}
     tied_out = next((t for t in tmap.tensors if t.role == "token_embd"), None) if "output.weight" not in {
         t.name for t in tmap.tensors} else None
+    tied_devs: list[str] = []
     if tied_out is not None:
-        # output tied to token_embd: the plan keeps the output layer on the CPU (-ngl n_layer), where the logits
-        # multiply all of token_embd every token (speed.TIED_OUTPUT: the TG read below, the PP matmul on the CPU
-        # as for any CPU output) and the output's share of the compute buffer is a fixed CPU term (memory_report
-        # charges it there too)
-        fixed_bytes[CPU] = fixed_bytes.get(CPU, 0) + out_dev_extra.get(CPU, 0)
-        out_dev_extra = {}
+        # output tied to token_embd: both engines load a second token_embd with the output layer
+        # (memory.Placement.logits_device), which multiplies all of it every token (speed.TIED_OUTPUT). Its
+        # device is the output layer's, as the engine's -ngl rule allows it (launch.engine_output_device: ik only
+        # with every layer offloaded, mainline with any); on a GPU the input copy stays on the CPU (also_bytes).
+        # A cluster keeps it on the CPU.
+        from planner.launch import engine_output_device
+
         active[tied_out.name] = 1.0
-        fixed_time["pp_s"] += ub * 2.0 * tied_out.n_elements / speeds[CPU].flops
+        tied_devs = [CPU] if any(is_remote(d) for d in budget.devices) or not layer_device else list(dict.fromkeys(
+            engine_output_device(cfg.engine, layer_device, d) for d in (layer_device[-1], CPU)))
     groups: list[Group] = []
     for t in tmap.tensors:
         if t.n_dims >= 2 and t.role != "token_embd":
@@ -272,7 +277,9 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
         else:
             home = last_gpu
         placement_only = types is not None
-        if (not placement_only and not quantizable(t0, engine)) or (placement_only and not is_movable(t0)):
+        tied_token = tied_out is not None and t0.name == tied_out.name
+        if (not placement_only and not quantizable(t0, engine)) or (
+                placement_only and not is_movable(t0) and not tied_token):
             for t in ts:
                 nb = catalogue().get(types.get(t.name, t.dtype) if types else t.dtype).tensor_bytes(t.shape)
                 fixed_bytes[home] += nb
@@ -282,7 +289,7 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
             continue
         # device options: attention and norms stay with their layer; FFN and output may go to CPU
         movable = (moves_with_ffn(role) or role == "output") and not is_remote(home)
-        devs = [home] + ([CPU] if movable and home != CPU else [])
+        devs = tied_devs if tied_token else [home] + ([CPU] if movable and home != CPU else [])
         # a converter's quantized tensors (MXFP4 experts) keep their type: llama-quantize will not requantize
         # them (quantize.keep_prequantized_items)
         kept = [t.dtype if not quantizable(t, engine) or t.name in prequantized else None for t in ts]
@@ -320,8 +327,14 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
                                           sum(per), sum(b * active[t.name] for b, t in zip(per, ts)),
                                           sum(loss_of(t.name, x) for x, t in zip(tn, ts)) if quality else 0.0)
                 label, total, read, loss = price
-                extra = out_dev_extra.get(dev, 0) if role == "output" else 0
+                extra = out_dev_extra.get(dev, 0) if (role == "output" or tied_token) else 0
                 pp = total / h2d if (offload and dev == CPU and layer is not None) else 0.0
+                if tied_token:      # the logits matmul of each ubatch where the output layer is (CPU: unoffloaded)
+                    flops = speeds[CPU].flops if dev == CPU else sum(speeds[g].flops for g in local_gpus)
+                    pp = ub * 2.0 * t0.n_elements / flops
+                    options.append(Option(label, dev, total + extra, loss, read * spb[dev], pp,
+                                          also_device=CPU if dev != CPU else "", also_bytes=total if dev != CPU else 0))
+                    continue
                 options.append(Option(label, dev, total + extra, loss, read * spb[dev], pp))
         if not options:
             raise UsageError(f"no allowed type can store {t0.name} on {devs}",
@@ -491,7 +504,7 @@ def build_layered_groups(tmap: TensorMap, order: Sequence[str], budget: Budget, 
 
 def replace_option(o: Option, home: str) -> Option:
     """``o`` as the option of a layer living on ``home``."""
-    return Option(o.type_name, o.device, o.bytes, o.loss, o.seconds, o.pp_seconds, home)
+    return dataclasses.replace(o, home=home)
 
 
 def layered_capacities(tmap: TensorMap, budget: Budget, cfg: RunConfig, fixed_bytes: Mapping[str, int]) -> dict[str, int]:

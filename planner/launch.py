@@ -160,7 +160,8 @@ def engine_output_device(engine: str, layer_device: Sequence[str], out_dev: str)
 def build_launch(tmap: TensorMap, devices: Mapping[str, str], layer_device: Sequence[str], run: RunConfig,
                  model_path: str, *, host: str = "127.0.0.1", port: int = 8080,
                  server: str | None = None, types: Mapping[str, str] | None = None,
-                 gpus: Sequence[str] | None = None, rpc: str | None = None) -> LaunchCommand:
+                 gpus: Sequence[str] | None = None, rpc: str | None = None,
+                 output_device: str | None = None) -> LaunchCommand:
     """The llama-server (and llama-sweep-bench) command that reproduces a placement.
 
     ``-ngl``/``-ts`` come from :func:`planner.layer_split.flags_for_names`: values under which the engine profile's
@@ -169,7 +170,8 @@ def build_launch(tmap: TensorMap, devices: Mapping[str, str], layer_device: Sequ
     is returned. ``types`` (the mix) sizes ik's layers; ``gpus`` is the engine's device list when it has GPUs the
     plan leaves empty.  On an RPC cluster ``devices``/``layer_device``
     carry the engine's own names (``RPC0[host:port]``), ``gpus`` is its device order (remote devices first) and
-    ``rpc`` the ``--rpc`` value (:mod:`planner.rpc`).
+    ``rpc`` the ``--rpc`` value (:mod:`planner.rpc`). ``output_device``: a tied output's planned layer device
+    (:attr:`planner.planning.Plan.output_device`).
 
     Raises:
         EmitterError: no -ngl/-ts reproduces the plan's layer map, or the -ot rules do not reproduce it.
@@ -178,7 +180,7 @@ def build_launch(tmap: TensorMap, devices: Mapping[str, str], layer_device: Sequ
 
     prof = engine_profile(run.engine)
     gpu_list = _gpu_names(layer_device, devices, gpus)
-    out_dev = devices.get("output.weight", devices.get("token_embd.weight", CPU))
+    out_dev = devices.get("output.weight", output_device or CPU)     # a tied output: its layer's planned device
     ngl_out = engine_output_device(run.engine, layer_device, out_dev)
     sizes = run_sizes(run.engine, tmap, types, ctx=run.ctx, type_k=run.type_k, type_v=run.type_v,
                       ubatch=run.ubatch, batch=run.batch, flash_attn=run.flash_attn, amb=run.amb)

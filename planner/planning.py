@@ -72,14 +72,17 @@ class Plan:
     quality: QualityEstimate | None
     solver: SolverInfo | None
     notes: tuple[str, ...] = ()
+    output_device: str | None = None    # a tied output's layer (its second token_embd, the logits); None: CPU
 
     @property
     def placement(self) -> Placement:
         """The plan's devices as a :class:`Placement` (GPUs in name order, the CPU last)."""
-        devs = tuple(sorted({*self.devices.values(), *self.layer_device}, key=lambda d: (d == CPU, d)))
+        devs = tuple(sorted({*self.devices.values(), *self.layer_device, *([self.output_device] if
+                                                                          self.output_device else [])},
+                            key=lambda d: (d == CPU, d)))
         if CPU not in devs:
             devs = devs + (CPU,)
-        return Placement(self.devices, self.layer_device, devs)
+        return Placement(self.devices, self.layer_device, devs, output_device=self.output_device)
 
 
 PROOF_WORK = 0.5        # balanced, second step: deterministic work allowed for a proof of the fastest plan
@@ -115,12 +118,13 @@ _FINISH_NOTES = ("load: ", "-ub ", "predicted TG ", "predicted PP ")     # the n
 def _finish(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequest, layer_device: tuple[str, ...],
             types: dict[str, str], devices: dict[str, str], sol: Solution | None, quality: QualityModel | None,
             notes: list[str], *,
-            speed_of: Callable[[Mapping[str, str], Placement], SpeedEstimate] | None = None) -> Plan:
+            speed_of: Callable[[Mapping[str, str], Placement], SpeedEstimate] | None = None,
+            output_device: str | None = None) -> Plan:
     cfg = request.run
     # a re-finish (recipe simplification) decides -ub, the load mode and the target checks again: its notes replace
     # the first finish's (their figures can differ), the others are kept
     notes = [n for n in notes if not n.startswith(_FINISH_NOTES)]
-    placement = Placement(devices, layer_device, budget.devices)
+    placement = Placement(devices, layer_device, budget.devices, output_device=output_device)
     if request.ub_auto:
         cfg = _largest_ubatch_that_fits(tmap, types, placement, budget, cfg, notes)
     if request.load_auto:
@@ -158,7 +162,8 @@ def _finish(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequest,
                 run=cfg, types=dict(types), devices=dict(devices), layer_device=layer_device,
                 budgets=dict(budget.bytes), total_bytes=total, n_elements=tmap.n_elements,
                 bpw=8.0 * total / tmap.n_elements, memory=mem, speed=spd, quality=q, solver=info,
-                notes=tuple(dict.fromkeys(notes)))    # a re-finish (recipe simplification) repeats notes
+                notes=tuple(dict.fromkeys(notes)),    # a re-finish (recipe simplification) repeats notes
+                output_device=output_device)
 
 
 def _largest_ubatch_that_fits(tmap: TensorMap, types: Mapping[str, str], placement: Placement, budget: Budget,
@@ -403,6 +408,10 @@ def _assemble(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanReques
               speed_of: Callable[[Mapping[str, str], Placement], SpeedEstimate] | None = None) -> Plan:
     gmap = {g.key: g.tensors for g in groups}
     types, devices = _expand(sol, gmap)
+    output_device = None
+    if "output.weight" not in devices and devices.get("token_embd.weight", CPU) != CPU:
+        # a tied output's option names the output layer's device; token_embd itself is the input layer (CPU)
+        output_device, devices["token_embd.weight"] = devices["token_embd.weight"], CPU
     cat = catalogue()
     for t in tmap.tensors:
         twin = tmap.nextn_twin(t) if t.name not in types and fixed_types is None else None
@@ -419,7 +428,8 @@ def _assemble(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanReques
     n_cpu = sum(1 for d in layer_device if d == CPU)
     if budget.gpus and n_cpu:
         notes.append(f"attention and KV of the first {n_cpu} layers stay on the CPU (-ngl {len(layer_device) - n_cpu})")
-    return _finish(tmap, hw, budget, request, layer_device, types, devices, sol, quality, notes, speed_of=speed_of)
+    return _finish(tmap, hw, budget, request, layer_device, types, devices, sol, quality, notes, speed_of=speed_of,
+                   output_device=output_device)
 
 
 def joint_plan(tmap: TensorMap, hw: Hardware, request: PlanRequest, quality: QualityModel) -> Plan:
@@ -483,7 +493,7 @@ def _simplify(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanReques
     if request.max_rules is not None and s.ln_ratio_cost > 0.001:
         note += f" to meet --max-rules {request.max_rules} (above the 0.1 % a PPL run resolves)"
     return _finish(tmap, hw, budget, request, plan.layer_device, types, dict(plan.devices), sol, quality,
-                   [*plan.notes, note])
+                   [*plan.notes, note], output_device=plan.output_device)
 
 
 def _feasible(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequest,

@@ -33,6 +33,8 @@ class Option:
     seconds: float      # predicted seconds per generated token contributed
     pp_seconds: float = 0.0   # predicted seconds per prompt ubatch contributed (PCIe copy of CPU weights)
     home: str = ""            # with :class:`LayerHomes`: the layer's device this option assumes ("" = the group's)
+    also_device: str = ""     # a second device this option charges (a tied output on a GPU: token_embd's input
+    also_bytes: int = 0       # copy stays on the CPU), and its bytes there
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +143,8 @@ RESOLUTION = 1e7
 
 def _signature(g: Group) -> tuple:
     return (g.role, g.home, g.handoff_s, g.type_key, tuple((o.type_name, o.device, o.bytes, round(o.loss, 12),
-                                                            round(o.seconds, 12), round(o.pp_seconds, 12), o.home)
+                                                            round(o.seconds, 12), round(o.pp_seconds, 12), o.home,
+                                                            o.also_device, o.also_bytes)
                           for o in g.options))
 
 
@@ -202,6 +205,8 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
     for dev in devices:
         terms = [(v, o.bytes) for members, vs in zip(class_list, counts)
                  for v, o in zip(vs, members[0].options) if o.device == dev and o.bytes]
+        terms += [(v, o.also_bytes) for members, vs in zip(class_list, counts)
+                  for v, o in zip(vs, members[0].options) if o.also_device == dev and o.also_bytes]
         if home_terms is not None:
             terms += [(v, b) for v, b in home_terms.bytes.get(dev, []) if b]
         if terms:
@@ -346,6 +351,8 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
                 loss += o.loss
                 seconds += o.seconds
                 used[o.device] = used.get(o.device, 0) + o.bytes
+                if o.also_bytes:
+                    used[o.also_device] = used.get(o.also_device, 0) + o.also_bytes
     seconds += sum(solver.value(y) * o.seconds for y, o in handoff_vars)
     err = 0.5 * sum(len(members) for members in class_list) / loss_scale
     obj = solver.objective_value / loss_scale if objective.kind != "speed" else solver.objective_value / sec_scale
@@ -493,8 +500,9 @@ def _add_homes(m: Any, homes: LayerHomes, class_list: list[list[Group]], counts:
 def _dominated(a: Option, b: Option) -> bool:
     """b is at least as good as a in every constraint and objective term (same device and home)."""
     return (a.device == b.device and a.home == b.home and b.bytes <= a.bytes and b.loss <= a.loss and b.seconds <= a.seconds
-            and b.pp_seconds <= a.pp_seconds
-            and (b.bytes, b.loss, b.seconds, b.pp_seconds) != (a.bytes, a.loss, a.seconds, a.pp_seconds))
+            and b.pp_seconds <= a.pp_seconds and a.also_device == b.also_device and b.also_bytes <= a.also_bytes
+            and (b.bytes, b.loss, b.seconds, b.pp_seconds, b.also_bytes)
+            != (a.bytes, a.loss, a.seconds, a.pp_seconds, a.also_bytes))
 
 
 def _prune(members: list[Group], *, same_type_only: bool = False) -> list[Group]:
@@ -506,8 +514,9 @@ def _prune(members: list[Group], *, same_type_only: bool = False) -> list[Group]
     for i, a in enumerate(opts):
         if any(_dominated(a, b) and (not same_type_only or a.type_name == b.type_name) for b in opts):
             continue
-        if any((a.device, a.bytes, a.loss, a.seconds, a.pp_seconds, a.home)
-               == (b.device, b.bytes, b.loss, b.seconds, b.pp_seconds, b.home) for b in opts[:i]):
+        if any((a.device, a.bytes, a.loss, a.seconds, a.pp_seconds, a.home, a.also_device, a.also_bytes)
+               == (b.device, b.bytes, b.loss, b.seconds, b.pp_seconds, b.home, b.also_device, b.also_bytes)
+               for b in opts[:i]):
             continue
         keep.append(a)
     if len(keep) == len(opts):

@@ -186,3 +186,34 @@ def test_a_tied_output_on_the_cpu_reads_all_of_token_embd_every_token():
         return json.loads(r.stdout)["speed"]["tg_tps"]
 
     assert 1 / tg(62) - 1 / tg(63) >= 262208 * 5376 // 256 * 210 / 102.4e9
+
+
+@pytest.mark.parametrize("engine,vram", [("ik", "48"), ("mainline", "24")])
+def test_a_tied_output_on_the_gpu_is_planned_with_its_duplicate(engine, vram):
+    # ik offloads the output layer only with -ngl > n_layer (62 for gemma-3-27b), mainline with any -ngl (it
+    # counts the output first); with the output layer on the GPU both load a second token_embd there. The plan
+    # must say so in its command and charge it: CUDA0's weights are the tensors it places there plus one more
+    # token_embd, each sized by ggml's block rule for its type; the emitted command, checked, says the same.
+    from planner.quants import catalogue
+    from planner.source import load_model
+
+    r = run("plan", "gemma-3-27b", "--vram", vram, "--ram", "64", "--engine", engine, "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    plan, argv = doc["plan"], doc["launch"]["argv"]
+    assert plan["output_device"] == "CUDA0" and argv[argv.index("-ngl") + 1] == "63"
+    tmap = load_model("gemma-3-27b")
+    size = {t.name: catalogue().get(plan["types"][t.name]).tensor_bytes(t.shape) for t in tmap.tensors}
+    on_gpu = sum(b for n, b in size.items() if plan["devices"][n] == "CUDA0")
+    mem = {d["device"]: {t["name"]: t["bytes"] for t in d["terms"]} for d in plan["memory"]["devices"]}
+    assert plan["devices"]["token_embd.weight"] == "CPU"
+    assert mem["CUDA0"]["weights"] == on_gpu + size["token_embd.weight"]
+    assert mem["CPU"]["weights"] == sum(b for n, b in size.items() if plan["devices"][n] == "CPU")
+    recipe = doc["recipe"]
+    c = run("check", "gemma-3-27b", "--vram", vram, "--ram", "64", "--engine", engine, "--base-type",
+            recipe["base_type"], *[a for rx, ty in recipe["rules"] for a in ("--custom-q", f"{rx}={ty}")], "--json",
+            "--", *argv[3:])
+    assert c.exit_code == 0, c.output
+    checked = {d["device"]: {t["name"]: t["bytes"] for t in d["terms"]}
+               for d in json.loads(c.stdout)["memory"]["devices"]}
+    assert checked["CUDA0"]["weights"] == mem["CUDA0"]["weights"]

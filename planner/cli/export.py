@@ -64,7 +64,7 @@ def export_command(plan_file: str, out: str | None, scripts_dir: str | None, mod
 
     path = model_path or saved.model_path or f"{safe_filename(saved.tmap.name)}.gguf"
     launch = build_launch(saved.tmap, saved.devices, saved.layer_device, saved.run, path, port=port,
-                          types=saved.types)
+                          types=saved.types, output_device=saved.plan.get("output_device"))
     if check_binary:
         check_flags(launch.argv, help_of_binary(check_binary))
     text = export_script(launch, model_path=path, port=port, comments=script_comments(saved))
