@@ -24,6 +24,11 @@ allocated here), graph inputs (``inp``: they live on the last backend, the CPU),
    ggml-impl.h:44, the CPU buffer type and an rpc-server's CPU backend); freed bytes merge with their neighbours.
 
 The result is each backend's ``max_size``: what ``sched_reserve`` logs as "<dev> compute buffer size".
+
+ik_llama.cpp 8337e4cd3 runs the same passes (ggml-backend.cpp:1439-1968: no CUDA op offload over RPC, and its
+extra split rules, REDUCE/FAKE_CPY and 0xff-flagged ops, are not in the graphs drawn here) and the same allocator
+(ggml-alloc.c:472-640, without mainline's ggml_gallocr_free_extra_space, which an in-place reuse of the same
+layout never needs), but a shorter ``ggml_op_can_inplace`` (:data:`IK_INPLACE_OPS`, :func:`inplace_ops`).
 """
 
 from __future__ import annotations
@@ -36,7 +41,16 @@ ALIGN = 32
 INPLACE_OPS = frozenset({"FILL", "SCALE", "DIAG_MASK_ZERO", "DIAG_MASK_INF", "ADD", "ADD_ID", "ADD1", "SUB", "MUL",
                          "DIV", "SQR", "SQRT", "LOG", "UNARY", "ROPE", "ROPE_BACK", "SILU_BACK", "RMS_NORM",
                          "RMS_NORM_BACK", "CLAMP", "SOFT_MAX", "SOFT_MAX_BACK"})
+# ik_llama.cpp 8337e4cd3 ggml/src/ggml-alloc.c:40-63: a shorter list (no FILL, CLAMP or *_BACK), and ik's fused
+# ops (FUSED_RMS_NORM, MOE_FUSED_UP_GATE, MUL_MULTI_ADD) are not in it
+IK_INPLACE_OPS = frozenset({"SCALE", "DIAG_MASK_ZERO", "DIAG_MASK_INF", "ADD", "ADD_ID", "ADD1", "SUB", "MUL", "DIV",
+                            "SQR", "SQRT", "LOG", "UNARY", "ROPE", "RMS_NORM", "SOFT_MAX"})
 VIEW_OPS = frozenset({"VIEW", "RESHAPE", "PERMUTE", "TRANSPOSE"})       # ggml_is_view_op
+
+
+def inplace_ops(engine: str) -> frozenset[str]:
+    """The ops ggml-alloc may compute in place of a source, for an engine's ggml."""
+    return IK_INPLACE_OPS if engine.startswith("ik") else INPLACE_OPS
 
 
 @dataclass(slots=True)
@@ -230,9 +244,11 @@ def schedule(ts: Sequence[T], n_backends: int, *, copies: int = 1) -> Schedule:
     return Schedule(ts, be, srcs, graph, split_inputs, splits)
 
 
-def buffer_sizes(ts: Sequence[T], n_backends: int, *, copies: int = 1) -> list[int]:
+def buffer_sizes(ts: Sequence[T], n_backends: int, *, copies: int = 1,
+                 inplace: frozenset[str] = INPLACE_OPS) -> list[int]:
     """Each backend's compute buffer (bytes) for the graph ``ts`` (every tensor that is not pre-allocated and
-    not a graph input is a node, in graph order).  The last backend is the CPU."""
+    not a graph input is a node, in graph order).  The last backend is the CPU; ``inplace``: the engine's
+    ggml_op_can_inplace (:func:`inplace_ops`)."""
     cpu = n_backends - 1
     leafs = [i for i, t in enumerate(ts) if t.op == "NONE"]
     sc = schedule(ts, n_backends, copies=copies)
@@ -250,7 +266,7 @@ def buffer_sizes(ts: Sequence[T], n_backends: int, *, copies: int = 1) -> list[i
         t = ts[i]
         if own[i] or t.dev is not None or t.view_src is not None or (t.op == "NONE" and not t.inp):
             return
-        if t.op in INPLACE_OPS:
+        if t.op in inplace:
             for p in srcs[i]:
                 pt = ts[p]
                 if not own[p] or pt.out or pt.view_src is not None or pt.layout != t.layout:
