@@ -32,8 +32,8 @@ module names those live sets (all f32 activations, 4 bytes, ``E = n_embd * T * 4
   input, flagged as outputs so ggml-alloc never frees them.  This was the 1.5-2.6x the RPC harness logged for
   mainline full offload.
 
-Where ``data/engine_graphs.toml`` has the engine's graph for the architecture (mainline, Qwen3-MoE shapes), the
-live sets are not used: :func:`placement_compute` rebuilds the graph node by node and replays ggml's scheduler
+Where ``data/engine_graphs.toml`` has the engine's graph for the architecture (mainline: Qwen3-MoE shapes and
+DeepSeek; ik: Qwen3-MoE shapes; see :func:`planner.engine_graph.graph_of`), the live sets are not used: :func:`placement_compute` rebuilds the graph node by node and replays ggml's scheduler
 and best-fit allocator over it (:mod:`planner.engine_graph`, :mod:`planner.gallocr`), holes and reuse included,
 for the placement itself; :func:`estimate` (a device's role, what the solver knows before it places anything)
 replays a small placement that gives the device that role (:func:`_canonical`).  Elsewhere the live sets summed
@@ -47,9 +47,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from planner.runconfig import RunConfig
 from planner.tensors import ModelParams, TensorMap
+
+if TYPE_CHECKING:
+    from planner.engine_graph import GraphShape
 
 F32 = 4
 # GGML_KQ_MASK_PAD: ik ggml.h 8337e4cd (16); ik-2025 assumed 64 (the value before ik lowered it); mainline 0c1e57098
@@ -269,10 +273,10 @@ def placement_compute(tmap: TensorMap, cfg: RunConfig, devices: Sequence[str], l
     allocator (:mod:`planner.engine_graph`); None where no graph of this engine and architecture is in the data.
     ``devices``: every device the engine is given (the CPU is put last, as ggml's scheduler has it);
     ``device_of``: where each weight is loaded (``-ot`` included)."""
-    from planner.engine_graph import GraphShape, compute_buffers, graph_of
+    from planner.engine_graph import compute_buffers, graph_of
 
     p = tmap.params
-    graph = graph_of(cfg.engine, tmap)
+    graph = graph_of(cfg.engine, tmap, cfg.flash_attn, _tokens(cfg))
     if graph is None:
         return None
     order = [d for d in dict.fromkeys((*devices, *layer_device, out_dev)) if d != cpu] + [cpu]
@@ -287,9 +291,18 @@ def placement_compute(tmap: TensorMap, cfg: RunConfig, devices: Sequence[str], l
         dev = device_of(t.name)
         if dev != home:
             moved[t.name] = idx[dev]
-    shape = GraphShape.of(p, _tokens(cfg), cfg.kv_size, cfg.flash_attn, cfg.type_k, cfg.type_v)
+    shape = _shape(p, cfg)
     sizes = compute_buffers(cfg.engine, graph, p, shape, ld, moved, out, len(order), copies)
     return {d: sizes[i] for d, i in idx.items()}
+
+
+def _shape(p: ModelParams, cfg: RunConfig) -> GraphShape:
+    from planner.engine_graph import GraphShape
+
+    # ik raises an -amb below 128 MiB to 128 (common/common.cpp:1966-1970)
+    amb = max(cfg.amb, 128) if cfg.engine == "ik" and cfg.amb > 0 else 0
+    return GraphShape.of(p, _tokens(cfg), cfg.kv_size, cfg.flash_attn, cfg.type_k, cfg.type_v,
+                         mask_pad=KQ_MASK_PAD.get(cfg.engine, 1), amb=amb)
 
 
 _K = 3      # layers per device in the role's stand-in placement: the graph repeats per layer, so a device's
@@ -305,7 +318,7 @@ def _canonical(tmap: TensorMap, cfg: RunConfig, role: DeviceRole) -> int | None:
     (DeepSeek) are the first block's, with ``_K`` MoE layers after them when that block is the device's."""
     from planner.engine_graph import graph_of
 
-    graph = graph_of(cfg.engine, tmap)
+    graph = graph_of(cfg.engine, tmap, cfg.flash_attn, _tokens(cfg))
     if graph is None:
         return None
     if role.copies > 1:
@@ -339,7 +352,7 @@ def _stand_in(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str, ent
     CPU (the CPU: of one GPU layer, besides its own), 2 the up/gate experts of every other layer of the device;
     for the CPU, ``split`` 2 puts the last GPU block on a second
     GPU (the CPU's buffer depends on whether the GPU its expert results go back to also holds the output)."""
-    from planner.engine_graph import GraphShape, compute_buffers
+    from planner.engine_graph import compute_buffers
 
     p = tmap.params
     d, o, c = 0, 1, 2
@@ -351,7 +364,7 @@ def _stand_in(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str, ent
     if role.host:
         tail = [d] * _K if split == 2 else [o] * _K
         layers = ([c] if role.attention else [o]) * first + tail
-        out = layers[-1]
+        out = c if role.output else layers[-1]       # a CPU holding the output (ik: launch.engine_output_device)
         if role.ffn and not role.attention:
             cpu_exps = range(lead, first)
         elif role.ffn and split == 1:
@@ -377,7 +390,7 @@ def _stand_in(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str, ent
         me = d
     moved = {f"blk.{il}.{r}.weight": c for il in cpu_exps for r in exps}
     moved.update({f"blk.{il}.{r}.weight": d for il in own_exps for r in exps})
-    shape = GraphShape.of(p, _tokens(cfg), cfg.kv_size, cfg.flash_attn, cfg.type_k, cfg.type_v)
+    shape = _shape(p, cfg)
     return compute_buffers(cfg.engine, graph, p, shape, layers, moved, out, 3, role.copies)[me]
 
 

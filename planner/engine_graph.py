@@ -2,13 +2,15 @@
 replayed through ggml's scheduler and allocator (:mod:`planner.gallocr`) to size every backend's compute buffer
 as the engine logs it.
 
-Which graphs exist: ``engine_graphs.toml`` has a table per (engine, architecture); :func:`has_graph` says whether
-one applies (today: mainline, Qwen3-MoE-shaped models: MoE in every layer, softmax gating, no shared experts, no
-MLA, no SWA).  Others keep the live-set estimate of :mod:`planner.compute_buffers`.
+Which graphs exist: ``engine_graphs.toml`` has a table per (engine, architecture); :func:`graph_of` says which
+one applies (mainline: Qwen3-MoE-shaped models, DeepSeek on the legacy ``attn_kv_b`` layout; ik 8337e4cd3: the
+same Qwen3-MoE shapes, with flash attention and fused up/gate experts).  Others keep
+the live-set estimate of :mod:`planner.compute_buffers`.
 
-The worst-case ubatch (mainline ``llama_context::sched_reserve``, src/llama-context.cpp): ``T = min(n_ctx,
-n_ubatch)`` tokens, every one an output, against ``n_kv`` cache cells; the buffer the engine keeps is the largest
-over the graphs it reserves, and the prompt-sized one is the largest.
+The worst-case ubatch (mainline ``llama_context::sched_reserve``, src/llama-context.cpp; ik
+``llama_init_from_model``, src/llama.cpp): ``T = min(n_ctx, n_ubatch)`` tokens, every one an output, against
+``n_kv`` cache cells; the buffer the engine keeps is the largest over the graphs it reserves, and the prompt-sized
+one is the largest.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from planner.gallocr import T, buffer_sizes
+from planner.gallocr import T, buffer_sizes, inplace_ops
 from planner.tensors import ModelParams, TensorMap
 
 UNQUANTIZED = frozenset({"f32", "f16", "bf16"})
@@ -36,13 +38,26 @@ def _roles(tmap: TensorMap) -> frozenset[str]:
     return frozenset(t.role for t in tmap.tensors)
 
 
-def graph_of(engine: str, tmap: TensorMap) -> str | None:
+def _fused_up_gate(tmap: TensorMap) -> bool:
+    """Whether every layer's up and gate experts share a type: ik then computes them in one MOE_FUSED_UP_GATE
+    (ik src/llama-build-context.cpp:1600-1609, ``fused_moe_up_gate`` and ``up_exps->type == gate_exps->type``)."""
+    types: dict[int | None, set[str]] = {}
+    for t in tmap.tensors:
+        if t.role in ("ffn_up_exps", "ffn_gate_exps"):
+            types.setdefault(t.layer, set()).add(t.dtype)
+    return all(len(v) == 1 for v in types.values())
+
+
+def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int = 512) -> str | None:
     """The template in ``engine_graphs.toml`` that draws this model's graph on this engine, or None:
     ``qwen3moe`` (MoE in every layer, softmax gating, no shared experts, plain GQA attention) and ``deepseek2``
     (mainline's plain multi-head path for the legacy ``attn_kv_b`` layout: no ``attn_k_b``/``attn_v_b``, which
-    mainline runs as MLA; dense lead layers, sigmoid gating with ``exp_probs_b``, one shared expert)."""
+    mainline runs as MLA; dense lead layers, sigmoid gating with ``exp_probs_b``, one shared expert).  ik's
+    templates draw its flash-attention graph with fused up/gate experts only."""
     p = tmap.params
     if p.n_swa or p.full_attn_interval or not (p.n_expert and p.n_expert_used and p.n_ff_exp):
+        return None
+    if engine == "ik" and not (flash_attn and tmap.derived(_fused_up_gate)):
         return None
     if p.arch == "qwen3moe" and not (p.kv_lora_rank or p.n_dense_lead or p.n_shared_exp or p.n_ff_shexp):
         name = "qwen3moe"
@@ -85,29 +100,51 @@ class GraphShape:
     sh: int = 0
     rk: int = 0        # Hadamard rotation of a quantized K cache: the matrix width (0 = none)
     rotv: bool = False  # ... of a quantized V cache (64 x 64)
+    tm: int = 0        # the KQ mask's rows: T padded to GGML_KQ_MASK_PAD (ik 16, ggml.h:2485; mainline unpadded)
+    hc: int = 0        # ik MLA: heads per -amb chunk, the chunks, qk_nope and v head widths, their sum, nope + rope
+    nit: int = 1
+    nope: int = 0
+    hv: int = 0
+    npv: int = 0
+    qk: int = 0
+    kvq: bool = False  # ik MLA: a cache type other than f16 (its rope part is cast to f16 before the repeat)
 
     @classmethod
     def of(cls, p: ModelParams, tokens: int, n_kv: int, flash_attn: bool, type_k: str = "f16",
-           type_v: str = "f16") -> GraphShape:
+           type_v: str = "f16", mask_pad: int = 1, amb: int = 0) -> GraphShape:
         rk = 0
         if type_k.lower() not in UNQUANTIZED and p.head_dim % 64 == 0:      # llama-kv-cache.cpp:321-325, 1450-1458
             rk = 64
             while p.head_dim % (rk * 2) == 0:
                 rk *= 2
         rotv = type_v.lower() not in UNQUANTIZED and (p.head_dim_v or p.head_dim) % 64 == 0
+        nope = p.qk_nope_head_dim or p.head_dim - p.n_rot
+        hv = p.head_dim_v or p.head_dim
+        hc = p.n_head
+        kv_f32_mib = p.n_head * (nope + hv) * n_kv * 4 // (1 << 20)     # ik build_deepseek2.cpp:924-939 (-amb)
+        if amb > 0 and kv_f32_mib > amb:
+            hc = 1
+            for niter in range(2, p.n_head):
+                if p.n_head % niter == 0 and kv_f32_mib // niter <= amb:
+                    hc = p.n_head // niter
+                    break
         return cls(T=tokens, n_embd=p.n_embd, q=p.n_head * p.head_dim, kv=p.n_head_kv * p.head_dim, n_kv=n_kv,
                    n_expert=p.n_expert, n_used=p.n_expert_used, ff=p.n_ff_exp, n_vocab=p.n_vocab, n_head=p.n_head,
                    mask=2 if flash_attn else 4, vidx=1 if flash_attn else p.n_head_kv * (p.head_dim_v or p.head_dim),
                    rk=rk, rotv=rotv, qa=p.q_lora_rank, kvl=p.kv_lora_rank, kvp=p.kv_lora_rank + p.n_rot,
                    kvb=p.n_head * ((p.qk_nope_head_dim or p.head_dim - p.n_rot) + (p.head_dim_v or p.head_dim)),
                    rope=p.n_rot, vo=p.n_head * (p.head_dim_v or p.head_dim), nff=p.n_ff,
-                   sh=p.n_ff_shexp or p.n_ff_exp * p.n_shared_exp)
+                   sh=p.n_ff_shexp or p.n_ff_exp * p.n_shared_exp, tm=-(-tokens // mask_pad) * mask_pad,
+                   hc=hc, nit=p.n_head // hc if hc else 1, nope=nope, hv=hv, npv=nope + hv, qk=nope + p.n_rot,
+                   kvq=type_k.lower() != "f16")
 
     def has(self, flag: str) -> bool:
         """Whether a row with this flag is in the graph."""
-        return {"fa": self.mask == 2, "nofa": self.mask != 2, "rotk": self.rk > 0, "rotv": self.rotv}.get(flag, True)
+        return {"fa": self.mask == 2, "nofa": self.mask != 2, "rotk": self.rk > 0, "rotv": self.rotv,
+                "kvq": self.kvq}.get(flag, True)
 
-    def size(self, expr: str) -> int:
+    def size(self, expr: str, k1: int = 1) -> int:
+        """Bytes of a row's expression; ``k1``: the -amb chunk's number, from 1 (rows flagged "iter")."""
         if expr == "topk":         # a view of the first n_used of n_expert sorted ids per token (its nbytes)
             return ((self.T - 1) * self.n_expert + self.n_used) * 4
         if expr.startswith("rows:"):   # a strided view of the first W of each R-wide row: (T-1) R + W elements
@@ -115,8 +152,36 @@ class GraphShape:
             return ((self.T - 1) * r + w) * 4
         out = 1
         for f in expr.split("*"):
-            out *= int(f) if f.isdigit() else int(getattr(self, f))
+            out *= int(f) if f.isdigit() else k1 if f == "k1" else int(getattr(self, f))
         return out
+
+
+_ITER = ("iter", "iter0", "iterN")
+
+
+def _chunked(rows: list[list[Any]], n_iter: int) -> list[tuple[list[Any], int]]:
+    """The layer's rows with each run of rows flagged "iter"/"iter0"/"iterN" repeated once per -amb chunk (ik
+    build_deepseek2.cpp:969-1012): (row, chunk index); "iter0" rows only in the first chunk, "iterN" in the
+    others."""
+    out: list[tuple[list[Any], int]] = []
+    i = 0
+    while i < len(rows):
+        if not _flags(rows[i]) & set(_ITER):
+            out.append((rows[i], 0))
+            i += 1
+            continue
+        j = i
+        while j < len(rows) and _flags(rows[j]) & set(_ITER):
+            j += 1
+        for k in range(n_iter):
+            out.extend((r, k) for r in rows[i:j]
+                       if not ("iter0" in _flags(r) and k > 0) and not ("iterN" in _flags(r) and k == 0))
+        i = j
+    return out
+
+
+def _flags(row: list[Any]) -> set[str]:
+    return set(row[5].split("+")) if len(row) > 5 and row[5] else set()
 
 
 def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], device_of: Callable[[str], int],
@@ -145,19 +210,22 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
             weights[name] = add(T(name, "NONE", 0, dev=device_of(name), weight=True))
         return weights[name]
 
-    def nodes(rows: list[list[Any]], il: int, local: dict[str, int]) -> None:
+    def nodes(rows: list[tuple[list[Any], int]], il: int, local: dict[str, int]) -> None:
         dev = layer_dev[il] if il >= 0 else out_dev
-        for row in rows:
+        for row, k in rows:
             name, op, expr, srcs = row[0], row[1], row[2], row[3]
             view = row[4] if len(row) > 4 else ""
-            flag = row[5] if len(row) > 5 else ""
-            if (flag == "last" and il != n_layer - 1) or not shape.has(flag):
+            flags = _flags(row)
+            if ("last" in flags and il != n_layer - 1) or not all(shape.has(f) for f in flags):
                 continue
             is_dense = il >= 0 and il < len(dense) and dense[il]
-            if (flag == "dense" and not is_dense) or (flag == "moe" and is_dense):
+            if ("dense" in flags and not is_dense) or ("moe" in flags and is_dense):
                 continue
             resolved: list[int] = []
             for s in srcs:
+                if s == "self":         # ggml_cast: a CPY into a new tensor, which is its own second source
+                    resolved.append(-1)
+                    continue
                 alts = [a for a in s.split("|") if a in local or a.startswith(("in:", "w:", "kv:"))]
                 s = alts[-1] if alts else s
                 if s.startswith("w:"):
@@ -173,9 +241,10 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
                     resolved.append(ids[s])
                 else:
                     resolved.append(local[s])
+            resolved = [len(ts) if r == -1 else r for r in resolved]
             if op == "EXPERT_SUM":      # build_moe_ffn: n_used views of `weighted`, summed by n_used - 1 ADDs
-                views = [add(T(f"{name}{k}-{il}", "VIEW", shape.size(expr), srcs=(resolved[0],),
-                               view_src=resolved[0])) for k in range(shape.n_used)]
+                views = [add(T(f"{name}{j}-{il}", "VIEW", shape.size(expr), srcs=(resolved[0],),
+                               view_src=resolved[0])) for j in range(shape.n_used)]
                 cur = views[0]
                 for v in views[1:]:
                     cur = add(T(f"moe_out-{il}", "ADD", shape.size(expr), srcs=(cur, v), layout=expr))
@@ -193,18 +262,19 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
                     while (up := ts[root].view_src) is not None:    # ggml keeps a view's root (ggml.c)
                         root = up
                     v_src = root
-            pin = dev if (flag == "norm" and pin_norm and il >= 0) else None
-            local[name] = add(T(f"{name}-{il}", op, shape.size(expr), srcs=tuple(resolved), view_src=v_src,
-                                layout=expr, pin=pin, out=flag == "out"))
+            pin = dev if ("norm" in flags and pin_norm and il >= 0) else None
+            local[name] = add(T(f"{name}-{il}", op, shape.size(expr, k + 1), srcs=tuple(resolved), view_src=v_src,
+                                layout=expr, pin=pin, out="out" in flags))
 
     head: dict[str, int] = {}
-    nodes(tpl["head"], -1, head)
+    nodes(_chunked(tpl["head"], 1), -1, head)
     inp = head["inp_embd"]
+    layer = _chunked(tpl["layer"], shape.nit)
     for il in range(n_layer):
         local = {"inpL": inp}
-        nodes(tpl["layer"], il, local)
+        nodes(layer, il, local)
         inp = local["l_out"]
-    nodes(tpl["tail"], -1, {"inpL": inp})
+    nodes(_chunked(tpl["tail"], 1), -1, {"inpL": inp})
     return ts
 
 
@@ -222,7 +292,7 @@ def _sizes(engine: str, graph: str, shape: GraphShape, layer_dev: tuple[int, ...
         return cpu if name == "token_embd.weight" else out_dev
 
     ts = build(engine, graph, shape, layer_dev, device_of, out_dev, cpu, dense)
-    return tuple(buffer_sizes(ts, n_backends, copies=copies))
+    return tuple(buffer_sizes(ts, n_backends, copies=copies, inplace=inplace_ops(engine)))
 
 
 RUN = 3     # identical layers in a row kept by :func:`compress` (tests/test_engine_graph.py: 2 is not enough)

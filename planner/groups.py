@@ -234,10 +234,15 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
     # the output layer's home: the main host's last GPU (a cluster's remote devices come before it)
     last_gpu = next((g for g in reversed(budget.gpus) if not is_remote(g)), CPU)
     copies = solver_copies(tmap, budget, cfg)
-    base = {d: compute_buffer_bytes(tmap, cfg, holds_layers=True, holds_output=False, is_gpu=is_gpu(d),
-                                    copies=copies) for d in budget.devices}
-    out_dev_extra = {d: compute_buffer_bytes(tmap, cfg, holds_layers=True, holds_output=True,
-                                             is_gpu=is_gpu(d), copies=copies) - base[d] for d in budget.devices}
+    # the output's share of a device's compute buffer, over every way the graph can enter the device: capacities()
+    # and the layer homes charge the device's buffer for its entry (compute_buffers.entry_of), which can be less
+    # than the entry-free one (ik's replay: a first GPU's 152 vs 168 MiB, Qwen3-235B -ub 512), and the output
+    # must still make up the whole buffer with it
+    out_dev_extra = {d: max(compute_buffer_bytes(tmap, cfg, holds_layers=True, holds_output=True, is_gpu=is_gpu(d),
+                                                 copies=copies, entry=e)
+                            - compute_buffer_bytes(tmap, cfg, holds_layers=True, holds_output=False,
+                                                   is_gpu=is_gpu(d), copies=copies, entry=e)
+                            for e in ("", "input", "cpu")) for d in budget.devices}
     tied_out = next((t for t in tmap.tensors if t.role == "token_embd"), None) if "output.weight" not in {
         t.name for t in tmap.tensors} else None
     tied_devs: list[str] = []

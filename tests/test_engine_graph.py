@@ -1,10 +1,12 @@
 """The allocator replay (planner/engine_graph.py + planner/gallocr.py) against the engine itself.
 
-Independent sources, all from llama.cpp 0c1e57098 run on this machine over RPC (tools/engine_harness/):
+Independent sources, all from llama.cpp 0c1e57098 and ik_llama.cpp 8337e4cd3 run on this machine over RPC
+(tools/engine_harness/):
 - tests/fixtures/engine/graphs/*.txt: the scheduler's own dump of the prompt graph (GGML_SCHED_DEBUG=2,
-  tools/engine_harness/dump_graph.sh): every non-view node's op, size and backend, and each split's inputs;
+  tools/engine_harness/dump_graph.sh; ik-*.txt with ENGINE=ik): every non-view node's op, size and backend, and
+  each split's inputs;
 - the load logs' "<dev> compute buffer size" lines (tests/fixtures/engine/, tests/fixtures/rpc/), printed to
-  0.01 MiB at load and to 0.0001 MiB by the context's destructor ("compute buffer size is").
+  0.01 MiB at load and (mainline) to 0.0001 MiB by the context's destructor ("compute buffer size is").
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from planner.compute_buffers import DeviceRole, estimate
+from planner.compute_buffers import DeviceRole, estimate, sched_copies
 from planner.engine_buffers import tensor_devices
 from planner.engine_graph import GraphShape, build, graph_of, has_graph
 from planner.gallocr import VIEW_OPS, schedule
@@ -23,7 +25,7 @@ from planner.runconfig import RunConfig
 from planner.tensors import builtin
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_compute_buffers import harness_cases, predicted_harness, predicted_rpc, rpc_cases  # noqa: E402
+from test_compute_buffers import harness_cases, ik_amb, predicted_harness, predicted_rpc, rpc_cases  # noqa: E402
 from test_layer_split import ENGINE_DIR, derive, manifest  # noqa: E402
 
 MIB = 1 << 20
@@ -32,43 +34,88 @@ GRAPHS = ENGINE_DIR / "graphs"
 
 def _placement(fx: dict, *, graph: bool = True):
     """(graph tensors, backend names with the CPU last) for a harness fixture, as memory_report builds them (or,
-    ``graph`` False, what compute_buffers takes: params, shape, layer devices, moved weights, output, backends)."""
+    ``graph`` False, what compute_buffers takes: params, shape, layer devices, moved weights, output, backends).
+    ik lists each RPC device twice (tests/fixtures/engine/README.md): one backend per name."""
+    from planner.compute_buffers import KQ_MASK_PAD
+
+    engine = fx["engine"]
     tmap, cmd, _, devices, _, split, _ = derive(fx)
     names = [d.name for d in devices]
-    cpu = len(names)
+    order = [*dict.fromkeys(n for n in names if n != "CPU"), "CPU"]
+    cpu = len(order) - 1
     overrides = tuple((rx, None if d.upper().startswith("CPU") else names.index(d)) for rx, d in cmd.overrides)
     tdev = tensor_devices(tmap, split, overrides)
-    conv = {None: cpu, **{i: i for i in range(cpu)}}
+    conv = {None: cpu, **{i: order.index(n) for i, n in enumerate(names)}}
     ld = [conv[d] for d in split.layer_device]
     ctx = cmd.ctx or tmap.params.n_ctx_train
-    shape = GraphShape.of(tmap.params, min(cmd.ubatch, cmd.batch, ctx), -(-ctx // 256) * 256, cmd.flash_attn,
-                          cmd.type_k, cmd.type_v)
+    tokens = min(cmd.ubatch, cmd.batch, ctx)
+    shape = GraphShape.of(tmap.params, tokens, -(-ctx // 256) * 256, cmd.flash_attn, cmd.type_k, cmd.type_v,
+                          mask_pad=KQ_MASK_PAD[engine], amb=ik_amb(fx["command"]) if engine == "ik" else 0)
     out = conv[split.output_device]
-    tpl = graph_of("mainline", tmap)
+    tpl = graph_of(engine, tmap, cmd.flash_attn, tokens)
     assert tpl is not None
     if not graph:
         moved = {n: conv[d] for n, d in tdev.items() if n.startswith("blk.") and conv[d] != ld[int(n.split(".")[1])]}
-        copies = 4 if (cpu not in ld and out != cpu and len(names) > 1 and not cmd.overrides) else 1
+        copies = sched_copies(engine, n_devices=cpu, all_offloaded=cpu not in ld and out != cpu,
+                              overrides=bool(cmd.overrides))
         return tpl, tmap.params, shape, ld, moved, out, cpu + 1, copies
-    ts = build("mainline", tpl, shape, ld, lambda n: cpu if n == "token_embd.weight" else conv[tdev[n]], out, cpu,
+    ts = build(engine, tpl, shape, ld, lambda n: cpu if n == "token_embd.weight" else conv[tdev[n]], out, cpu,
                [il < tmap.params.n_dense_lead for il in range(len(ld))])
-    return ts, [*names, "CPU"]
+    return ts, order
+
+
+def _rpc_placement(case: dict):
+    """(graph tensors, backend names with the CPU last) for a tests/fixtures/rpc case (the rpc8/rpc2big models),
+    the layer map as its log prints it (as test_compute_buffers.predicted_rpc)."""
+    import re as _re
+
+    import test_rpc_harness as h
+
+    from planner.compute_buffers import KQ_MASK_PAD
+
+    engine = case["engine"]
+    text = (h.FIX / case["log"]).read_text(encoding="utf-8")
+    tmap, a = h._model(case["model"]), h._args(case["command"])
+    bufts = [d.buft for d in h.engine_devices(h._cluster(a["rpc"]), engine)]
+    n = tmap.params.n_layer
+    ld = h._layer_map(case, text, bufts, n, a["ngl"])
+    order = [*dict.fromkeys(d for d in (*bufts, *ld) if d != "CPU"), "CPU"]
+    cpu = len(order) - 1
+
+    def where(name: str) -> int:
+        if name == "token_embd.weight":
+            return cpu
+        hit = next((d for rx, d in a["ot"] if _re.search(rx, name)), None)
+        if hit is None:
+            t = next(t for t in tmap.tensors if t.name == name)
+            hit = ld[t.layer] if t.layer is not None else ld[n]
+        return order.index(hit)
+
+    shape = GraphShape.of(tmap.params, min(512, a["ctx"]), -(-a["ctx"] // 256) * 256, True, a["ctk"], a["ctv"],
+                          mask_pad=KQ_MASK_PAD[engine])
+    tpl = graph_of(engine, tmap)
+    assert tpl is not None
+    ts = build(engine, tpl, shape, [order.index(d) for d in ld[:n]], where, order.index(ld[n]), cpu)
+    return ts, order
 
 
 def _fmt(size: int) -> str:                     # ggml-backend.cpp:987-995 fmt_size
     return f"{size // MIB}M" if size >= MIB else f"{size // 1024}K"
 
 
-# ggml_op_desc as the dump prints it ("%10.10s"): GLU ops print their GLU name
+# mainline's dump prints ggml_op_desc ("%10.10s"): GLU and unary ops print their own name; ik's prints ggml_op_name
 _OP = {"GLU": "SWIGLU", "FLASH_ATTN_EXT": "FLASH_ATTN", "UNARY": "SIGMOID"}
+_CACHE_STORES = {"SET_ROWS", "CPY"}     # their size is the cache view's (the type of the cache), not ours
 
 
 @pytest.mark.parametrize("dump", sorted(p.name for p in GRAPHS.glob("*.txt")))
 def test_graph_matches_the_schedulers_own_dump(dump):
     lines = (GRAPHS / dump).read_text().splitlines()
     command = lines[1].removeprefix("# command: ")
-    fx = next(f for f in manifest() if f["command"] == command)
-    ts, names = _placement(fx)
+    import test_rpc_harness as h
+
+    fx = next((f for f in manifest() if f["command"] == command), None)
+    ts, names = _placement(fx) if fx else _rpc_placement(next(c for c in h.CASES if c["command"] == command))
     sc = schedule(ts, len(names))
     theirs_nodes, theirs_splits = [], []
     for line in lines[2:]:
@@ -87,11 +134,12 @@ def test_graph_matches_the_schedulers_own_dump(dump):
         if k + 1 < len(sc.splits) and sc.splits[k + 1][1] == i:
             k += 1
         split_of[i] = names[sc.splits[k][0]]
-    ours_nodes = [(_OP.get(ts[i].op, ts[i].op), _fmt(ts[i].size), split_of[i]) for i in order]
+    op_of = (lambda op: op) if lines[0].startswith("# engine: ik") else (lambda op: _OP.get(op, op))
+    ours_nodes = [(op_of(ts[i].op)[:10], _fmt(ts[i].size), split_of[i]) for i in order]
     assert [n[0] for n in ours_nodes] == [n[0] for n in theirs_nodes]          # the same ops in the same order
     assert [n[2] for n in ours_nodes] == [n[2] for n in theirs_nodes]          # each on the same backend
-    assert [(o[1], n[0]) for o, n in zip(ours_nodes, theirs_nodes) if n[0] != "SET_ROWS"] == [
-        (t[1], t[0]) for t in theirs_nodes if t[0] != "SET_ROWS"]              # the same sizes (SET_ROWS: a cache view)
+    assert [(o[1], n[0]) for o, n in zip(ours_nodes, theirs_nodes) if n[0] not in _CACHE_STORES] == [
+        (t[1], t[0]) for t in theirs_nodes if t[0] not in _CACHE_STORES]       # the same sizes (stores: a cache view)
     ours_splits = [(names[b], sorted(_fmt(sc.ts[s].size) for s in inputs)) for b, _, inputs in sc.splits]
     assert ours_splits == theirs_splits                                        # the same splits and copied inputs
 
@@ -115,15 +163,14 @@ def _graph_cases():
     out = []
     for p in harness_cases() + rpc_cases():
         log, dev = p.values
-        if not log.startswith("mainline"):
-            continue
+        engine = "mainline" if log.startswith("mainline") else "ik"
         if p.id.startswith("rpc/"):
             case = next(c for c in h.CASES if c["log"] == log)
             tmap, text = h._model(case["model"]), (h.FIX / log).read_text(encoding="utf-8")
         else:
             fx = next(f for f in manifest() if f["log"] == log)
             tmap, text = derive(fx)[0], (ENGINE_DIR / log).read_text(encoding="utf-8")
-        if has_graph("mainline", tmap):
+        if has_graph(engine, tmap):
             out.append(pytest.param(p.id.startswith("rpc/"), log, dev, _precise(text)[dev], id=p.id))
     return out
 
@@ -143,6 +190,16 @@ def test_every_mainline_harness_log_is_replayed():
     assert len(cases) >= 98
     assert {c.values[1].split("-")[1] for c in cases} >= {"rpc2", "rpc3", "rpc4", "ds", "g", "one", "two", "cache"}
     assert any("ub4096" in c.values[1] for c in cases) and any("ub2048" in c.values[1] for c in cases)
+
+
+def test_every_ik_qwen3moe_harness_log_is_replayed():
+    # ik's Qwen3-MoE graph (engine_graphs.toml [ik.qwen3moe]): every buffer of the t94 (94 layers) and rpc8 logs,
+    # -ub 128 to 1024, q8_0 cache, partial offload, -ot of all experts or only up/gate to the CPU or between devices
+    cases = [c for c in _graph_cases() if c.values[1].startswith("ik")]
+    assert len(cases) >= 50
+    assert {c.values[1] for c in cases} >= {"ik-rpc3-ts1,1,2-q8kv-otodd.log", "ik-rpc4-ngl80-ot40s-c4096.log",
+                                             "ik-rpc4-ts3,1,1,1-ngl94.log", "ik-two-ot-mixed.log",
+                                             "ik-one-ot-exps.log", "ik-two-ot-rpc.log"}
 
 
 def test_three_layers_per_device_reach_the_steady_state():
@@ -165,49 +222,55 @@ def test_three_layers_per_device_reach_the_steady_state():
         assert two[0] < full[0]                    # two layers are not enough: the 3 is not arbitrary
 
 
-@pytest.mark.parametrize("log", [f["log"] for f in manifest() if f["engine"] == "mainline"
-                                 and has_graph("mainline", derive(f)[0])])
+_REPLAYED = [f["log"] for f in manifest() if f["engine"] in ("mainline", "ik") and "-sm graph" not in f["command"]
+             and has_graph(f["engine"], derive(f)[0])]
+
+
+@pytest.mark.parametrize("log", _REPLAYED)
 def test_runs_of_identical_layers_cut_to_three_change_no_buffer(log):
     # planner.engine_graph.compress: the 94-layer t94 placements (ngl 60/80/94, -ot 0-20, 40s, odd layers)
-    # replayed whole and cut give the same bytes on every backend
+    # replayed whole and cut give the same bytes on every backend (mainline and ik)
     from planner.engine_graph import compress, compute_buffers
 
-    tpl, p, shape, ld, moved, out, n, copies = _placement(next(f for f in manifest() if f["log"] == log), graph=False)
-    assert compute_buffers("mainline", tpl, p, shape, ld, moved, out, n, copies) == compute_buffers(
-        "mainline", tpl, p, shape, ld, moved, out, n, copies, exact_layers=True)
+    fx = next(f for f in manifest() if f["log"] == log)
+    tpl, p, shape, ld, moved, out, n, copies = _placement(fx, graph=False)
+    assert compute_buffers(fx["engine"], tpl, p, shape, ld, moved, out, n, copies) == compute_buffers(
+        fx["engine"], tpl, p, shape, ld, moved, out, n, copies, exact_layers=True)
     assert len(compress(ld, moved)[0]) <= len(ld)
 
 
 def _role_and_replay(fx: dict):
     """(device, the role estimate the solver reserves, the placement replay check reports) per device."""
-    from planner.compute_buffers import entry_of, is_ffn_matmul, placement_compute, sched_copies
+    from planner.compute_buffers import entry_of, is_ffn_matmul, placement_compute
 
+    engine = fx["engine"]
     tmap, cmd, _, devices, _, split, _ = derive(fx)
     names = [d.name for d in devices]
     overrides = tuple((rx, None if d.upper().startswith("CPU") else names.index(d)) for rx, d in cmd.overrides)
     tdev = tensor_devices(tmap, split, overrides)
     ffn = {dv for n, dv in tdev.items() if is_ffn_matmul(n)}
-    cfg = RunConfig(engine="mainline", ctx=cmd.ctx, type_k=cmd.type_k, type_v=cmd.type_v,
-                    flash_attn=cmd.flash_attn, ubatch=cmd.ubatch, batch=cmd.batch, amb=0)
-    copies = sched_copies("mainline", n_devices=len(set(names)), overrides=bool(cmd.overrides),
+    cfg = RunConfig(engine=engine, ctx=cmd.ctx, type_k=cmd.type_k, type_v=cmd.type_v,
+                    flash_attn=cmd.flash_attn, ubatch=cmd.ubatch, batch=cmd.batch,
+                    amb=ik_amb(fx["command"]) if engine == "ik" else 0)
+    copies = sched_copies(engine, n_devices=len(set(names) - {"CPU"}), overrides=bool(cmd.overrides),
                           all_offloaded=None not in split.layer_device and split.output_device is not None)
     name_of = {None: "CPU", **dict(enumerate(names))}
     replay = placement_compute(tmap, cfg, names, [name_of[d] for d in split.layer_device],
                                lambda n: name_of[tdev.get(n)] if n != "token_embd.weight" else "CPU",
                                name_of[split.output_device], "CPU", copies)
     assert replay is not None
-    for i, dev in enumerate([*names, "CPU"]):
+    for dev in dict.fromkeys([*names, "CPU"]):
         if dev == "CPU":
             role = DeviceRole(None in split.layer_device, None in ffn, split.output_device is None, host=True,
                               copies=copies)
         else:
-            role = DeviceRole(i in split.layer_device, i in ffn, split.output_device == i, copies=copies,
-                              entry=entry_of([name_of[d] for d in split.layer_device], dev, "CPU"))
+            idx = {i for i, d in enumerate(names) if d == dev}          # ik lists an RPC device twice
+            role = DeviceRole(bool(idx & set(split.layer_device)), bool(idx & ffn), split.output_device in idx,
+                              copies=copies, entry=entry_of([name_of[d] for d in split.layer_device], dev, "CPU"))
         yield dev, estimate(tmap, cfg, role).bytes, replay[dev]
 
 
-@pytest.mark.parametrize("log", [f["log"] for f in manifest() if f["engine"] == "mainline"
-                                 and has_graph("mainline", derive(f)[0])])
+@pytest.mark.parametrize("log", _REPLAYED)
 def test_the_solvers_role_estimate_never_reserves_less_than_the_replay(log):
     # the solver sizes compute buffers per device role before it places anything (planner.compute_buffers
     # ._canonical: the largest over stand-in placements); the plan is then re-checked with the placement's own
