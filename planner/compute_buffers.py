@@ -32,8 +32,8 @@ module names those live sets (all f32 activations, 4 bytes, ``E = n_embd * T * 4
   input, flagged as outputs so ggml-alloc never frees them.  This was the 1.5-2.6x the RPC harness logged for
   mainline full offload.
 
-Where ``data/engine_graphs.toml`` has the engine's graph for the architecture (mainline: Qwen3-MoE shapes and
-DeepSeek; ik: Qwen3-MoE shapes; see :func:`planner.engine_graph.graph_of`), the live sets are not used: :func:`placement_compute` rebuilds the graph node by node and replays ggml's scheduler
+Where ``data/engine_graphs.toml`` has the engine's graph for the architecture (mainline and ik: Qwen3-MoE shapes
+and DeepSeek; see :func:`planner.engine_graph.graph_of`), the live sets are not used: :func:`placement_compute` rebuilds the graph node by node and replays ggml's scheduler
 and best-fit allocator over it (:mod:`planner.engine_graph`, :mod:`planner.gallocr`), holes and reuse included,
 for the placement itself; :func:`estimate` (a device's role, what the solver knows before it places anything)
 replays a small placement that gives the device that role (:func:`_canonical`).  Elsewhere the live sets summed

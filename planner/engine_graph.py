@@ -4,7 +4,7 @@ as the engine logs it.
 
 Which graphs exist: ``engine_graphs.toml`` has a table per (engine, architecture); :func:`graph_of` says which
 one applies (mainline: Qwen3-MoE-shaped models, DeepSeek on the legacy ``attn_kv_b`` layout; ik 8337e4cd3: the
-same Qwen3-MoE shapes, with flash attention and fused up/gate experts).  Others keep
+same Qwen3-MoE shapes and DeepSeek under ``-mla 3``, with flash attention and fused up/gate experts).  Others keep
 the live-set estimate of :mod:`planner.compute_buffers`.
 
 The worst-case ubatch (mainline ``llama_context::sched_reserve``, src/llama-context.cpp; ik
@@ -53,12 +53,19 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
     ``qwen3moe`` (MoE in every layer, softmax gating, no shared experts, plain GQA attention) and ``deepseek2``
     (mainline's plain multi-head path for the legacy ``attn_kv_b`` layout: no ``attn_k_b``/``attn_v_b``, which
     mainline runs as MLA; dense lead layers, sigmoid gating with ``exp_probs_b``, one shared expert).  ik's
-    templates draw its flash-attention graph with fused up/gate experts only."""
+    templates draw its flash-attention graph with fused up/gate experts only, and for DeepSeek its -mla 3 graph of a
+    ubatch of ``tokens`` >= 128 (see engine_graphs.toml)."""
     p = tmap.params
     if p.n_swa or p.full_attn_interval or not (p.n_expert and p.n_expert_used and p.n_ff_exp):
         return None
     if engine == "ik" and not (flash_attn and tmap.derived(_fused_up_gate)):
         return None
+    if engine == "ik" and p.arch == "deepseek2":
+        # ik runs -mla 3 when the GGUF has attn_kv_b (else it falls back to -mla 1: src/llama.cpp:1310-1331); the
+        # prompt-sized graph (pp_opt: >= 128 tokens, build_deepseek2.cpp:1299) only
+        ok = p.kv_lora_rank and p.q_lora_rank and p.n_shared_exp == 1 and tokens >= 128
+        ok = ok and "attn_kv_b" in tmap.derived(_roles) and "deepseek2" in _templates().get(engine, {})
+        return "deepseek2" if ok else None
     if p.arch == "qwen3moe" and not (p.kv_lora_rank or p.n_dense_lead or p.n_shared_exp or p.n_ff_shexp):
         name = "qwen3moe"
     elif p.arch == "deepseek2" and p.kv_lora_rank and p.q_lora_rank and p.n_shared_exp == 1:

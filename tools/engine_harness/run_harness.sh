@@ -118,6 +118,11 @@ case "$(basename "$model")" in
     run_case ds-rpc4-ngl99-ot5-12-ub256 4 -ngl 99 -ts 1,1,1,1 -c 2048 -ub 256 -ot "$DS_EXP_CPU"
     run_case g-ds-rpc2-ngl12-ub1024     2 -ngl 12 -c 2048 -ub 1024 -b 1024
     run_case g-ds-rpc2-nofa-ot10s       2 -ngl 99 -c 1024 -fa off -ot "$DS_EXP_CPU_10S"
+    if [ "$engine" = ik ]; then    # ik's -amb chunks of heads (build_deepseek2.cpp:924-1012): 2 and 4 chunks
+      # (ik raises -amb below 128 to 128, common/common.cpp:1966-1970: the chunks need a long context here)
+      run_case g-ds-rpc2-c64k-amb128        2 -ngl 99 -c 65536 -amb 128
+      run_case g-ds-rpc2-c128k-amb128-q8kv  2 -ngl 99 -c 131072 -amb 128 -ctk q8_0
+    fi
     ;;
   *)     # t94 (make_tiny_qwen3moe.py, 94 layers, Qwen3-235B tensor names)
     run_case rpc3-ngl99-default-split  3 -ngl 99 -c 512
