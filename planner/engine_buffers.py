@@ -81,7 +81,8 @@ def tensor_devices(tmap: TensorMap, split: LayerSplit,
 
 def engine_buffers(tmap: TensorMap, mix: Mapping[str, str] | None, split: LayerSplit, *, n_devices: int,
                    kv_layer_bytes: Sequence[int], overrides: Sequence[tuple[str, int | None]] = (),
-                   cuda: Sequence[bool] | None = None, cpu_mapped: bool = False) -> tuple[EngineBuffer, ...]:
+                   cuda: Sequence[bool] | None = None, cpu_mapped: bool = False,
+                   engine: str = "mainline") -> tuple[EngineBuffer, ...]:
     """Weight and KV buffer bytes per device, as ``llm_load_tensors``/``llama_kv_cache_init`` allocate them.
 
     ``kv_layer_bytes[il]`` is the KV of layer ``il`` at the allocated (padded) context. ``cuda[d]`` says whether
@@ -90,7 +91,9 @@ def engine_buffers(tmap: TensorMap, mix: Mapping[str, str] | None, split: LayerS
     ``use_mmap_buffer &= !has_buft_overrides``) or, with ``cpu_mapped``, a buffer over the mmap'ed file from the
     first CPU tensor's offset to the last one's end (``llama_model_loader::get_mapping_range``: tensors of other
     devices in between count too; mainline logs it as ``CPU_Mapped``). When the output is tied to
-    ``token_embd`` and offloaded, the engine loads a duplicate of ``token_embd`` on the output device.
+    ``token_embd`` and offloaded, the engine loads a duplicate of ``token_embd`` on the output device; ik also on the
+    CPU when its weights are allocated (:meth:`planner.memory.Placement.tied_duplicate_device`), and one copy of
+    a per-layer global (``rope_freqs``) per loading layer (:func:`planner.roles.layer_copies`).
     """
     devs = tensor_devices(tmap, split, overrides)
     by_name = tmap.by_name()
@@ -98,14 +101,18 @@ def engine_buffers(tmap: TensorMap, mix: Mapping[str, str] | None, split: LayerS
     p = tmap.params
     for name, dev0 in devs.items():
         t = by_name[name]
-        for dev in layer_copies(name, p.arch, split.layer_device, p.is_swa) or [dev0]:
+        # devices are indices here, the CPU None: mapped=-1 names no device
+        for dev in layer_copies(name, p.arch, split.layer_device, p.is_swa, engine=engine,
+                                mapped=None if cpu_mapped else -1) or [dev0]:
             is_cuda = dev is not None and bool(cuda and cuda[dev])
             weights[dev] = weights.get(dev, 0) + alloc_bytes(type_of(t, mix), t.shape, nbytes(t, mix), cuda=is_cuda)
-    if "output.weight" not in by_name and split.output_device is not None and "token_embd.weight" in by_name:
+    dup_on_cpu = engine != "mainline" and not cpu_mapped       # ik: see Placement.tied_duplicate_device
+    if ("output.weight" not in by_name and "token_embd.weight" in by_name
+            and (split.output_device is not None or dup_on_cpu)):
         t = by_name["token_embd.weight"]
         dev = split.output_device
         weights[dev] = weights.get(dev, 0) + alloc_bytes(type_of(t, mix), t.shape, nbytes(t, mix),
-                                                         cuda=bool(cuda and cuda[dev]))
+                                                         cuda=dev is not None and bool(cuda and cuda[dev]))
     header = getattr(tmap, "header", None)
     if cpu_mapped and header is not None and None in weights:
         cpu = {name for name, dev in devs.items() if dev is None}
@@ -174,12 +181,12 @@ class NamedSplit:
 
 
 def run_sizes(engine: str, tmap: TensorMap, mix: Mapping[str, str] | None, *, ctx: int, type_k: str, type_v: str,
-              ubatch: int, batch: int, flash_attn: bool = True, amb: int = 0) -> LayerSizes | None:
-    """ik's layer-size table for a run (None for the engines whose rule does not use it)."""
+              ubatch: int, batch: int, flash_attn: bool = True, amb: int = 0, n_seq: int = 1) -> LayerSizes | None:
+    """ik's layer-size table for a run (None for the engines whose rule does not use it); ``n_seq`` is ``-np``."""
     if engine != "ik":
         return None
     return ik_layer_sizes(tmap, mix, ctx=ctx, type_k=type_k, type_v=type_v, n_ubatch=ubatch, n_batch=batch,
-                          flash_attn=flash_attn, amb=amb)
+                          flash_attn=flash_attn, amb=amb, n_seq=n_seq)
 
 
 def map_for_flags(engine: str, tmap: TensorMap, gpus: Sequence[str], gpu_free_bytes: Sequence[int], *,
@@ -237,8 +244,10 @@ def placement_buffers(engine: str, tmap: TensorMap, mix: Mapping[str, str] | Non
     has_gpu = any(d != CPU_NAME for d in (*layer_device, *tensor_device.values()))
     types = mix or {}
     p = tmap.params
+    mapped = CPU_NAME if load == "mmap" else None
     for name_, shape, dtype in tmap.derived(loaded_shapes):
-        for dev in layer_copies(name_, p.arch, layer_device, p.is_swa) or [tensor_device.get(name_, CPU_NAME)]:
+        for dev in layer_copies(name_, p.arch, layer_device, p.is_swa, engine=engine,
+                                mapped=mapped) or [tensor_device.get(name_, CPU_NAME)]:
             if dev == CPU_NAME:
                 if name_ == "token_embd.weight":
                     name = "CUDA_Host" if (engine != "mainline" and has_gpu and load != "mmap") else (
@@ -254,11 +263,13 @@ def placement_buffers(engine: str, tmap: TensorMap, mix: Mapping[str, str] | Non
                 weights[name] = 0
             weights[name] += size
         if name_ == "token_embd.weight" and tied_duplicate_device is not None:
-            dup = tied_duplicate_device
+            # ik, output on the CPU: the output's buffer type is the input's (llama_default_buffer_type_cpu,
+            # src/llama.cpp:4322/4635 @8337e4cd3), so the duplicate shares the input's buffer and its name
+            dup = name if tied_duplicate_device == CPU_NAME else tied_duplicate_device
             if dup not in weights:
                 order.append(dup)
                 weights[dup] = 0
-            weights[dup] += _alloc(types.get(name_, dtype), shape, cuda_devices and dup != CPU_NAME)
+            weights[dup] += _alloc(types.get(name_, dtype), shape, cuda_devices and dup not in (CPU_NAME, "CUDA_Host"))
     header = getattr(tmap, "header", None)
     if "CPU_Mapped" in weights and header is not None:
         cpu = {t.name for t in tmap.tensors if tmap.is_loaded(t) and tensor_device.get(t.name, CPU_NAME) == CPU_NAME}

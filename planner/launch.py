@@ -181,7 +181,8 @@ def build_launch(tmap: TensorMap, devices: Mapping[str, str], layer_device: Sequ
     out_dev = devices.get("output.weight", devices.get("token_embd.weight", CPU))
     ngl_out = engine_output_device(run.engine, layer_device, out_dev)
     sizes = run_sizes(run.engine, tmap, types, ctx=run.ctx, type_k=run.type_k, type_v=run.type_v,
-                      ubatch=run.ubatch, batch=run.batch, flash_attn=run.flash_attn, amb=run.amb)
+                      ubatch=run.ubatch, batch=run.batch, flash_attn=run.flash_attn, amb=run.amb,
+                      n_seq=run.n_parallel)
     ts: tuple[float, ...] = ()
     if gpu_list:
         flags = flags_for_names(run.engine, tmap, gpu_list, layer_device, ngl_out, sizes=sizes)
@@ -435,7 +436,7 @@ def placement_from_command(tmap: TensorMap, cmd: ParsedCommand, gpus: Sequence[s
     run = cmd.run
     sizes = run_sizes(run.engine, tmap, types, ctx=run.ctx or tmap.params.n_ctx_train, type_k=run.type_k,
                       type_v=run.type_v, ubatch=run.ubatch, batch=run.batch, flash_attn=run.flash_attn,
-                      amb=run.amb) if gpus else None
+                      amb=run.amb, n_seq=run.n_parallel) if gpus else None
     free = list(gpu_free_bytes) if gpu_free_bytes is not None else [24 << 30] * len(gpus)
     named = map_for_flags(run.engine, tmap, list(gpus), free, n_gpu_layers=cmd.ngl,
                           tensor_split=cmd.tensor_split or None, sizes=sizes)

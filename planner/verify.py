@@ -142,11 +142,13 @@ def verify(log: EngineLog, tmap: TensorMap, mix: Mapping[str, str], placement: P
             run = replace(run, type_k=ld.type_k, type_v=ld.type_v)
         weights: dict[str, float] = {}
         p = tmap.params
+        mapped = CPU if run.load == "mmap" else None
         for name, nbytes in sizes.items():
-            for dev in layer_copies(name, p.arch, placement.layer_device, p.is_swa) or [placement.device_of(name)]:
+            for dev in layer_copies(name, p.arch, placement.layer_device, p.is_swa, engine=run.engine,
+                                    mapped=mapped) or [placement.device_of(name)]:
                 weights[dev] = weights.get(dev, 0) + nbytes
         tied = "output.weight" not in sizes and "token_embd.weight" in sizes
-        dup_dev = placement.tied_duplicate_device(tied)
+        dup_dev = placement.tied_duplicate_device(tied, run.engine, run.load)
         if dup_dev is not None:
             weights[dup_dev] = weights.get(dup_dev, 0) + sizes["token_embd.weight"]
         logged_names: dict[str, list[str]] = {}
