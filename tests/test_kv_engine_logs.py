@@ -146,6 +146,22 @@ def ik_allocs(text: str) -> list[tuple[str, int]]:
     return [(m[1], int(m[2])) for m in map(_BUFT_ALLOC.search, text.splitlines()) if m]
 
 
+def _ik_dsv4_allocs(text: str) -> dict[str, int]:
+    """Bytes per buffer type of the allocations right before ik's "DSV4 cache:" line: the per-tensor buffers of
+    ``llama_context::ensure_dsv4_cache_tensors`` (src/llama-dsv4.cpp:883-1000 @8337e4cd3), which prints nothing
+    between them; empty for other models."""
+    lines = text.splitlines()
+    end = next((i for i, line in enumerate(lines) if "DSV4 cache:" in line), None)
+    out: dict[str, int] = {}
+    if end is None:
+        return out
+    i = end - 1
+    while i >= 0 and (m := _BUFT_ALLOC.search(lines[i])):
+        out[m[1]] = out.get(m[1], 0) + int(m[2])
+        i -= 1
+    return out
+
+
 def ik_allocs_before(text: str, pattern: str) -> list[tuple[str, int]]:
     """The allocation logged right before each line matching ``pattern`` that names the same buffer type: what
     the engine allocated for the buffer that line prints (its own size line follows each allocation)."""
@@ -183,6 +199,9 @@ def test_printed_cache_buffers_equal_the_prediction(case):
     assert printed, case["log"]
     total = sum(c.total_bytes for c in predicted(case)) / MIB
     assert abs(total - sum(printed)) <= (0.005 + 32 / MIB) * len(printed) + 1e-9, (total, printed)
+    if case["engine"] == "ik":      # and in bytes: the allocation before each KV buffer line, the DSV4 buffers
+        allocated = sum(n for _, n in ik_allocs_before(text, r"(\S+) KV buffer size"))
+        assert allocated + sum(_ik_dsv4_allocs(text).values()) == total * MIB
 
 
 RPC = [c for c in ALL_CASES if c["servers"]]
@@ -219,10 +238,14 @@ def test_rpc_cache_allocations_equal_the_prediction_to_the_byte(case):
         logged = ik_layer_map(text, tmap.params.n_layer)          # the planner's rule: test_ik_layer_map_...
         kv_allocs = dict(ik_allocs_before(text, r"(\S+) KV buffer size"))
         _ik_server_allocs(case)
+        dsv4 = _ik_dsv4_allocs(text)
         for dev in dict.fromkeys(logged[:-1]):
             want = sum(c.total_bytes for c in caches if logged[c.layer] == dev and c.kind != "dsv4")
             want += sum(c.k_bytes for c in caches if logged[c.layer] == dev and c.kind == "dsv4")
             assert kv_allocs.get(dev, 0) == want, (dev, kv_allocs)
+            # DeepSeek-V4's compressed caches and compressor states: one buffer per tensor on the layer's device
+            want = sum(c.index_bytes for c in caches if logged[c.layer] == dev and c.kind == "dsv4")
+            assert dsv4.get(dev, 0) == want, (dev, dsv4)
         return
     logged_ml = {int(il): dev for il, dev in _ASSIGNED.findall(text)}
     split = map_for_flags("mainline", tmap, [f"RPC{i}" for i in range(n)], [1] * n,
