@@ -129,6 +129,48 @@ def engine_buffers(tmap: TensorMap, mix: Mapping[str, str] | None, split: LayerS
 
 
 IK_HOST_ALLOC_EXTRA = 32
+# ik llm_prepare_mla: a derived wk_b of a quantized wkv_b is Q8_0, or Q8_0_R8 when wkv_b is one of the _R8 repacks
+# (GGML_TYPE_Q4_0_R8 .. GGML_TYPE_Q8_K_R8, src/llama.cpp:3054-3055 @8337e4cd3)
+_R8_IDS = range(202, 400)
+
+
+def ik_mla_derived(tmap: TensorMap, mix: Mapping[str, str] | None, mla_attn: int) -> dict[str, int]:
+    """Weights ik computes at load for an MLA model beyond the file's tensors, each in a buffer of its own on
+    the buffer type of the tensor it is computed from: source tensor name -> bytes (``llm_prepare_mla``,
+    src/llama.cpp:2975-3470 @8337e4cd3; not part of any "buffer size" line of its log).
+
+    * legacy layout (``attn_kv_b``, no ``attn_k_b``), ``-mla`` > 0: ``attn_k_b`` [nope, kv_lora, n_head] in Q8_0
+      (the wkv_b type when not quantized) and ``attn_v_b`` [kv_lora, v_head, n_head] in the wkv_b type, from
+      ``attn_kv_b``;
+    * the converter's layout (``attn_k_b``/``attn_v_b``, no ``attn_kv_b``), ``-mla`` other than 1: ``attn_kv_b``
+      [kv_lora, n_head * (nope + v_head)] in BF16 when both are BF16, F16 when both are F16, else Q8_0
+      (``llm_compute_wkv_b``), from ``attn_k_b``.
+
+    Under ``-sm graph``/``attn`` ik splits these per device instead: not modelled (ik's -sm graph is not).
+    """
+    from planner.kv_cache import MLA_ARCHS
+
+    p = tmap.params
+    if p.arch not in MLA_ARCHS or not p.kv_lora_rank:
+        return {}
+    cat = catalogue()
+    by_name = {t.name: t for t in tmap.tensors if tmap.is_loaded(t)}
+    out: dict[str, int] = {}
+    for il in range(p.n_layer):
+        kvb, kb, vb = (by_name.get(f"blk.{il}.attn_{n}.weight") for n in ("kv_b", "k_b", "v_b"))
+        if kvb is not None and kb is None and mla_attn > 0:
+            qt = cat.get(type_of(kvb, mix))
+            k_type = ("q8_0_r8" if qt.id in _R8_IDS else "q8_0") if qt.is_quantized else qt.name
+            nope = p.qk_nope_head_dim
+            v_head = kvb.shape[1] // p.n_head - nope
+            out[kvb.name] = (_row_size(k_type, nope) * p.kv_lora_rank * p.n_head
+                             + qt.row_bytes(p.kv_lora_rank) * v_head * p.n_head)
+        elif kb is not None and vb is not None and kvb is None and mla_attn != 1:
+            types = {type_of(kb, mix), type_of(vb, mix)}
+            wkv_type = "bf16" if types == {"bf16"} else "f16" if types == {"f16"} else "q8_0"
+            nope, v_head = kb.shape[0], vb.shape[1]
+            out[kb.name] = _row_size(wkv_type, p.kv_lora_rank) * p.n_head * (nope + v_head)
+    return out
 
 
 def buffer_lines(engine: str, buffers: Sequence[EngineBuffer], device_names: Sequence[str], *,

@@ -224,6 +224,13 @@ def memory_report(tmap: TensorMap, mix: Mapping[str, str], placement: Placement,
     dup_dev = placement.tied_duplicate_device(tied, cfg.engine, cfg.load)
     if dup_dev is not None:
         weights[dup_dev] = weights.get(dup_dev, 0) + sizes["token_embd.weight"]
+    if cfg.engine != "mainline":
+        # ik's MLA tensors derived at load (attn_kv_b from attn_k_b/attn_v_b, or these from attn_kv_b), each in a
+        # buffer of its own beside its source (planner.engine_buffers.ik_mla_derived)
+        from planner.engine_buffers import ik_mla_derived
+
+        for src, nbytes in ik_mla_derived(tmap, mix, int(getattr(cfg, "mla", 3))).items():
+            weights[device_of(src)] = weights.get(device_of(src), 0) + nbytes
     mm_dev = mmproj_device(cfg, budgets or placement.devices)
     devices = []
     from planner.compute_buffers import entry_of, placement_compute, placement_copies

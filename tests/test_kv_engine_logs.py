@@ -56,6 +56,7 @@ ALL_CASES = CASES + IK_CASES
 MIB = 1 << 20
 KINDS = ("dsv4", "mla", "dsa", "qwen35moe", "gemma3", "gptoss", "gemma4", "llama4", "nemotronh")
 IK_KINDS = tuple(k for k in KINDS if k != "nemotronh")      # ik 8337e4cd3 has no nemotron_h architecture
+# (+ "mlalegacy": the legacy attn_kv_b DeepSeek layout, make_tiny_deepseek2.py --layers 20, ik only)
 
 _BUFFER = re.compile(r"(?:KV|RS|state) buffer size = +([\d.]+) MiB")
 _ALLOC = re.compile(r"\[alloc_buffer\] device: \d+, size: (\d+)")
@@ -632,3 +633,53 @@ def test_ik_mla0_runs_a_mla_file_as_per_head_attention():
     assert mib["mla-c4096-mla1-rpc1.log"] == mib["mla-c4096-fa-off-rpc1.log"] == [6 * 4096 * 576 * 2 / MIB]
     assert mib["mla-c4096-mla1-fa-off-rpc1.log"] == [6 * 4096 * (576 + 512) * 2 / MIB]
     assert sum(c.total_bytes for c in predicted(_ik_case("mla-c4096-mla0-rpc1.log"))) == 6 * 4096 * 1280 * 2
+
+
+MLA_IK = [c for c in IK_CASES if c["kind"] in ("mla", "dsa", "mlalegacy")]
+
+
+@pytest.mark.parametrize("case", MLA_IK, ids=_ids(MLA_IK))
+def test_ik_mla_tensors_derived_at_load_equal_their_allocations(case):
+    """ik's llm_prepare_mla computes the MLA tensors the file lacks, each in a buffer of its own on its source's
+    device (the allocation right before each "Computed blk.N.NAME" line): attn_kv_b from attn_k_b/attn_v_b unless
+    -mla 1, attn_k_b/attn_v_b from a legacy attn_kv_b unless -mla 0. Per device, in bytes, what
+    planner.engine_buffers.ik_mla_derived predicts, and what memory_report adds to that device's weights."""
+    from planner.engine_buffers import ik_mla_derived
+    from planner.memory import Placement, RunConfig, memory_report
+
+    text = case_log(case)
+    tmap = case_model(case)
+    logged: dict[str, int] = {}
+    last = None
+    for line in text.splitlines():
+        m = _BUFT_ALLOC.search(line)
+        if m:
+            last = (m[1], int(m[2]))
+        elif line.startswith("Computed blk.") and last:
+            logged[last[0]] = logged.get(last[0], 0) + last[1]
+            last = None
+    layer_dev = ik_layer_map(text, tmap.params.n_layer)
+    want: dict[str, int] = {}
+    for src, nbytes in ik_mla_derived(tmap, None, parse(case["command"]).mla).items():
+        dev = layer_dev[int(src.split(".")[1])]
+        want[dev] = want.get(dev, 0) + nbytes
+    assert logged == want
+    run = parse(case["command"])
+    derives = run.mla > 0 if case["kind"] == "mlalegacy" else run.mla != 1
+    p = tmap.params                                  # kv_lora 512 x 4 heads x (nope 128 + v 128), bf16, per layer
+    assert sum(logged.values()) == derives * p.n_layer * p.kv_lora_rank * p.n_head * (128 + 128) * 2
+    # memory_report: the device's weights term = its model buffer + what ik derives there
+    names = {d: ("CPU" if d == "CPU" else f"CUDA{i}") for i, d in enumerate(dict.fromkeys(layer_dev))}
+    devices = {t.name: names[layer_dev[t.layer]] if t.layer is not None else
+               (names[layer_dev[-1]] if t.name != "token_embd.weight" else "CPU") for t in tmap.tensors}
+    pl = Placement(devices, tuple(names[d] for d in layer_dev[:-1]), (*{v for v in names.values() if v != "CPU"},
+                                                                       "CPU"), output_device=names[layer_dev[-1]])
+    cfg = RunConfig(engine="ik", ctx=run.ctx, type_k=run.type_k, type_v=run.type_v, flash_attn=run.flash_attn,
+                    load="mmap")
+    if run.mla != 3:
+        return                                     # RunConfig carries no -mla: the report assumes ik's default
+    rep = memory_report(tmap, {}, pl, {}, cfg)
+    models = dict(ik_allocs_before(text, r"llm_load_tensors: +(\S+) buffer size"))
+    for dev, name in names.items():
+        if name != "CPU":
+            assert rep.device(name).term("weights") == models[dev] + want.get(dev, 0)

@@ -13,6 +13,7 @@
 # release; binaries llama-cli and rpc-server.
 #
 # Usage: run_kv_kinds_ik.sh BIN_DIR OUT_DIR [WORK_DIR] [KIND_FILTER]   (a filter re-runs only the kinds it matches)
+# Kinds: make_tiny_arch.py's (nemotronh refused by ik) and mlalegacy (make_tiny_deepseek2.py --layers 20).
 # OUT_DIR gets, per case, CASE.log (tools/strip_log.py --filter kv-ik), CASE-server<i>.log for RPC cases,
 # KIND.header.gguf and cases.jsonl ({"log", "engine", "commit", "model", "kind", "servers", "command"}); a kind ik
 # refuses gets KIND-refused.log (not in cases.jsonl). WORK_DIR (default: a temporary folder) keeps the models and
@@ -47,7 +48,11 @@ trap stop_servers EXIT
 
 make_model() {   # $1 = kind: the model file and its committed header (bytes before the tensor data)
   local kind=$1
-  [ -f "$work/$kind.gguf" ] || python3 "$here/make_tiny_arch.py" "$kind" "$work/$kind.gguf"
+  if [ "$kind" = mlalegacy ]; then    # the legacy DeepSeek layout (one attn_kv_b), tests/fixtures/engine/ds20
+    [ -f "$work/$kind.gguf" ] || python3 "$here/make_tiny_deepseek2.py" "$work/$kind.gguf" --layers 20
+  else
+    [ -f "$work/$kind.gguf" ] || python3 "$here/make_tiny_arch.py" "$kind" "$work/$kind.gguf"
+  fi
   python3 - "$work/$kind.gguf" "$out/$kind.header.gguf" <<'EOF'
 import sys
 import gguf
@@ -101,7 +106,7 @@ with open(path, "a") as fh:
 EOF
 }
 
-for kind in dsv4 mla dsa qwen35moe gemma3 gptoss gemma4 llama4; do
+for kind in dsv4 mla dsa qwen35moe gemma3 gptoss gemma4 llama4 mlalegacy; do
   if [ -n "$filter" ] && [[ "$kind" != $filter ]]; then continue; fi
   make_model "$kind"
 done
@@ -145,6 +150,10 @@ run_kind gptoss "c4096-q8:-c 4096 -ctk q8_0" "c4000-fa-off:-c 4000 -fa off" "c40
 run_kind gemma4 "c4096-fa-off:-c 4096 -fa off" "c4096-nommap-ngl0:-c 4096 --no-mmap -ngl 0"
 run_case gemma4 gemma4-c4096-nommap 0 -c 4096 --no-mmap
 run_kind llama4 "c16384-ub256:-c 16384 -ub 256"
+# MLA in the legacy layout (attn_kv_b only; 20 layers, make_tiny_deepseek2.py): ik derives attn_k_b/attn_v_b at
+# load for -mla > 0, each in a buffer of its own; -mla 0 is plain attention over the file's 4 heads
+run_kind mlalegacy "c4096-mla1:-c 4096 -mla 1" "c4096-mla0:-c 4096 -mla 0" "c4096-fa-off:-c 4096 -fa off"
+run_case mlalegacy mlalegacy-c4096-nommap 0 -c 4096 --no-mmap
 
 # Nemotron-H: ik 8337e4cd3 has no nemotron_h architecture; keep its refusal
 if [ -z "$filter" ] || [[ nemotronh == $filter ]]; then
