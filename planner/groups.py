@@ -236,11 +236,14 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
                                     copies=copies) for d in budget.devices}
     out_dev_extra = {d: compute_buffer_bytes(tmap, cfg, holds_layers=True, holds_output=True,
                                              is_gpu=is_gpu(d), copies=copies) - base[d] for d in budget.devices}
-    if "output.weight" not in {t.name for t in tmap.tensors}:
+    tied = "output.weight" not in {t.name for t in tmap.tensors}
+    if tied:
         # output tied to token_embd: the logits are computed where token_embd lives (the CPU, below), so the
         # output's share of the compute buffer is a fixed CPU term (memory_report charges it there too)
         fixed_bytes[CPU] = fixed_bytes.get(CPU, 0) + out_dev_extra.get(CPU, 0)
         out_dev_extra = {}
+    # ik loads a tied token_embd twice into an allocated CPU buffer (memory.Placement.tied_duplicate_device)
+    embd_copies = 2 if (tied and cfg.engine != "mainline" and cfg.load != "mmap") else 1
     groups: list[Group] = []
     for t in tmap.tensors:
         if t.n_dims >= 2 and t.role != "token_embd":
@@ -269,7 +272,7 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
         if (not placement_only and not quantizable(t0, engine)) or (placement_only and not is_movable(t0)):
             for t in ts:
                 nb = catalogue().get(types.get(t.name, t.dtype) if types else t.dtype).tensor_bytes(t.shape)
-                fixed_bytes[home] += nb
+                fixed_bytes[home] += nb * (embd_copies if t.role == "token_embd" and home == CPU else 1)
                 fixed_time["tg_s"] += nb * active_fraction(t, p.n_expert_used) * spb[home]
                 if offload and home == CPU and t.layer is not None:
                     fixed_time["pp_s"] += nb / h2d
@@ -315,6 +318,8 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
                                           sum(loss_of(t.name, x) for x, t in zip(tn, ts)) if quality else 0.0)
                 label, total, read, loss = price
                 extra = out_dev_extra.get(dev, 0) if role == "output" else 0
+                if role == "token_embd" and dev == CPU:
+                    extra += (embd_copies - 1) * total
                 pp = total / h2d if (offload and dev == CPU and layer is not None) else 0.0
                 options.append(Option(label, dev, total + extra, loss, read * spb[dev], pp))
         if not options:

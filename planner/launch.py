@@ -390,7 +390,8 @@ def parse_server_command(argv: Sequence[str], engine: str = "ik") -> ParsedComma
                     threads=threads if threads is not None and threads > 0 else None,
                     threads_batch=num("-tb", "--threads-batch", default=None), numa=vals.get("--numa"),
                     mmproj=vals.get("--mmproj", vals.get("-mm")),
-                    mmproj_offload="--no-mmproj-offload" not in flags)
+                    mmproj_offload="--no-mmproj-offload" not in flags,
+                    n_parallel=max(1, num("-np", "--parallel", default=1)), mla=num("-mla", "--mla-use", default=3))
     ts_raw = vals.get("-ts", vals.get("--tensor-split"))
     ts: tuple[float, ...] = ()
     if ts_raw:

@@ -229,7 +229,7 @@ def memory_report(tmap: TensorMap, mix: Mapping[str, str], placement: Placement,
         # buffer of its own beside its source (planner.engine_buffers.ik_mla_derived)
         from planner.engine_buffers import ik_mla_derived
 
-        for src, nbytes in ik_mla_derived(tmap, mix, int(getattr(cfg, "mla", 3))).items():
+        for src, nbytes in ik_mla_derived(tmap, mix, cfg.mla).items():
             weights[device_of(src)] = weights.get(device_of(src), 0) + nbytes
     mm_dev = mmproj_device(cfg, budgets or placement.devices)
     devices = []

@@ -54,6 +54,7 @@ CASES = _cases(FIX)
 IK_CASES = _cases(FIX_IK)
 ALL_CASES = CASES + IK_CASES
 MIB = 1 << 20
+CPU_NAME = "CPU"
 KINDS = ("dsv4", "mla", "dsa", "qwen35moe", "gemma3", "gptoss", "gemma4", "llama4", "nemotronh")
 IK_KINDS = tuple(k for k in KINDS if k != "nemotronh")      # ik 8337e4cd3 has no nemotron_h architecture
 # (+ "mlalegacy": the legacy attn_kv_b DeepSeek layout, make_tiny_deepseek2.py --layers 20, ik only)
@@ -394,17 +395,26 @@ def test_legacy_mla_file_is_plain_attention_on_mainline_and_mla_on_ik():
     assert not _model("mla.header.gguf").params.mla_legacy
 
 
-@pytest.mark.parametrize("case", CASES, ids=_ids(CASES))
+@pytest.mark.parametrize("case", ALL_CASES, ids=_ids(ALL_CASES))
 def test_log_parser_reads_every_cache_buffer(case):
     """What `verify` reads from these logs (planner.logparse): every KV, RS and DSV4 state buffer counts as the
-    cache of its device, and the total sums every cache's own size line (mainline prints one per cache)."""
+    cache of its device, and the total sums every cache's own size line (mainline prints one per cache; ik one
+    "KV self size" line, its DSA indexer keys and DeepSeek-V4's compressed caches on lines of their own)."""
     from planner.logparse import parse_load_log
 
-    text = log_text(case["log"])
+    text = case_log(case)
     ld = parse_load_log(text)
     kv = [b for b in ld.buffers if b.kind == "kv"]
-    assert [f"{b.mib:.2f}" for b in kv] == _BUFFER.findall(text)
     caches = predicted(case)
+    total = sum(c.total_bytes for c in caches) / MIB
+    if case["engine"] == "ik":
+        assert [f"{b.mib:.2f}" for b in kv] == re.findall(r"KV buffer size = +([\d.]+) MiB", text)
+        # "KV self size" sums K and V, not the recurrent state in the same buffer (src/llama.cpp:8499-8551)
+        total -= sum(c.state_bytes for c in caches) / MIB
+        n_lines = len(re.findall(r"KV self size|KV self indexer size|DSV4 cache:", text))
+        assert ld.kv_total_mib is not None and abs(ld.kv_total_mib - total) <= 0.005 * n_lines + 0.005
+        return
+    assert [f"{b.mib:.2f}" for b in kv] == _BUFFER.findall(text)
     if case["servers"]:
         device_of = {int(il): dev for il, dev in _ASSIGNED.findall(text)}
         names = re.findall(r"using device (RPC\d) \(([^)]*)\)", text)
@@ -412,7 +422,6 @@ def test_log_parser_reads_every_cache_buffer(case):
             logged = sum(b.mib for b in kv if b.device == f"RPC0[{addr}]")
             want = sum(c.total_bytes for c in caches if device_of[c.layer] == dev) / MIB
             assert abs(logged - want) <= 0.005 * sum(b.device == f"RPC0[{addr}]" for b in kv) + 1e-9, (i, dev)
-    total = sum(c.total_bytes for c in caches) / MIB
     n_lines = len(re.findall(r"(?:llama_kv_cache|llama_memory_recurrent): size|ratio = \d.*size =", text))
     assert ld.kv_total_mib is not None and abs(ld.kv_total_mib - total) <= 0.005 * n_lines + 0.005
 
@@ -683,3 +692,25 @@ def test_ik_mla_tensors_derived_at_load_equal_their_allocations(case):
     for dev, name in names.items():
         if name != "CPU":
             assert rep.device(name).term("weights") == models[dev] + want.get(dev, 0)
+
+
+@pytest.mark.parametrize("case", IK_RPC, ids=_ids(IK_RPC))
+def test_verify_reads_iks_kv_kind_logs(case):
+    """`verify --cluster` on these ik runs: every exact check (weights of the rpc-servers, KV per device, the
+    KV total) matches what ik printed, for every kind: DeepSeek-V4's compressed caches are in no per-device line
+    (ik logs their total apart), a hybrid's recurrent state is in the KV buffer but not in "KV self size"."""
+    from planner.cluster_flags import cluster_from_flags
+    from planner.hardware import load_profile
+    from planner.verify import verify_logs
+
+    argv = shlex.split(case["command"])
+    endpoints = argv[argv.index("--rpc") + 1].split(",")
+    hosts = [f"s{i}=addr:{e.split(':')[0]},port:{e.split(':')[1]},ram:24,bw:10gbe" for i, e in enumerate(endpoints)]
+    cluster = cluster_from_flags(load_profile("cpu-epyc9654-768g"), hosts)
+    tmap = case_model(case)
+    mix = {t.name: t.dtype for t in tmap.tensors}
+    (report,) = verify_logs([_fix(case) / case["log"]], tmap, mix, cluster.main, engine="ik", argv=argv,
+                            cluster=cluster)
+    bad = [c for c in report.checks if c.exact and not c.ok and (c.term != "weights" or c.device != CPU_NAME)]
+    assert not bad, bad
+    assert {c.term for c in report.checks if c.exact} >= {"weights", "kv", "kv_total"}
