@@ -21,7 +21,7 @@ from planner.layer_split import (CUDA_ALIGNMENT, CUDA_MATRIX_ROW_PADDING, HOST_A
 from planner.layer_split_flags import SplitFlags, flags_for
 from planner.quants import catalogue
 from planner.roles import PER_LAYER_GLOBALS, layer_copies
-from planner.tensors import TensorMap
+from planner.tensors import ModelParams, TensorInfo, TensorMap
 
 # ----------------------------------------------------------------------------------------------- engine buffers
 
@@ -148,29 +148,45 @@ def ik_mla_derived(tmap: TensorMap, mix: Mapping[str, str] | None, mla_attn: int
 
     Under ``-sm graph``/``attn`` ik splits these per device instead: not modelled (ik's -sm graph is not).
     """
+    return {src: ik_mla_derived_size(tmap.params, by, partner, type_of(by, mix),
+                                     None if partner is None else type_of(partner, mix))
+            for src, (by, partner) in ik_mla_sources(tmap, mla_attn).items()}
+
+
+def ik_mla_sources(tmap: TensorMap, mla_attn: int) -> dict[str, tuple[TensorInfo, TensorInfo | None]]:
+    """The tensors :func:`ik_mla_derived` computes from: source name -> (source, the attn_v_b it is combined with
+    in the converter's layout, None for a legacy attn_kv_b)."""
     from planner.kv_cache import MLA_ARCHS
 
     p = tmap.params
     if p.arch not in MLA_ARCHS or not p.kv_lora_rank:
         return {}
-    cat = catalogue()
     by_name = {t.name: t for t in tmap.tensors if tmap.is_loaded(t)}
-    out: dict[str, int] = {}
+    out: dict[str, tuple[TensorInfo, TensorInfo | None]] = {}
     for il in range(p.n_layer):
         kvb, kb, vb = (by_name.get(f"blk.{il}.attn_{n}.weight") for n in ("kv_b", "k_b", "v_b"))
         if kvb is not None and kb is None and mla_attn > 0:
-            qt = cat.get(type_of(kvb, mix))
-            k_type = ("q8_0_r8" if qt.id in _R8_IDS else "q8_0") if qt.is_quantized else qt.name
-            nope = p.qk_nope_head_dim
-            v_head = kvb.shape[1] // p.n_head - nope
-            out[kvb.name] = (_row_size(k_type, nope) * p.kv_lora_rank * p.n_head
-                             + qt.row_bytes(p.kv_lora_rank) * v_head * p.n_head)
+            out[kvb.name] = (kvb, None)
         elif kb is not None and vb is not None and kvb is None and mla_attn != 1:
-            types = {type_of(kb, mix), type_of(vb, mix)}
-            wkv_type = "bf16" if types == {"bf16"} else "f16" if types == {"f16"} else "q8_0"
-            nope, v_head = kb.shape[0], vb.shape[1]
-            out[kb.name] = _row_size(wkv_type, p.kv_lora_rank) * p.n_head * (nope + v_head)
+            out[kb.name] = (kb, vb)
     return out
+
+
+def ik_mla_derived_size(p: ModelParams, src: TensorInfo, partner: TensorInfo | None, src_type: str,
+                        partner_type: str | None) -> int:
+    """Bytes ik derives from ``src`` (a source of :func:`ik_mla_sources`, with its ``partner`` attn_v_b) stored as
+    ``src_type``, the partner as ``partner_type`` (None: assume ``src_type``, which never gives less than the
+    engine: a mixed pair is Q8_0)."""
+    qt = catalogue().get(src_type)
+    if partner is None:
+        k_type = ("q8_0_r8" if qt.id in _R8_IDS else "q8_0") if qt.is_quantized else qt.name
+        nope = p.qk_nope_head_dim
+        v_head = src.shape[1] // p.n_head - nope
+        return (_row_size(k_type, nope) * p.kv_lora_rank * p.n_head
+                + qt.row_bytes(p.kv_lora_rank) * v_head * p.n_head)
+    types = {src_type, partner_type or src_type}
+    wkv_type = "bf16" if types == {"bf16"} else "f16" if types == {"f16"} else "q8_0"
+    return _row_size(wkv_type, p.kv_lora_rank) * p.n_head * (src.shape[0] + partner.shape[1])
 
 
 def buffer_lines(engine: str, buffers: Sequence[EngineBuffer], device_names: Sequence[str], *,

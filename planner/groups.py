@@ -244,6 +244,11 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
         out_dev_extra = {}
     # ik loads a tied token_embd twice into an allocated CPU buffer (memory.Placement.tied_duplicate_device)
     embd_copies = 2 if (tied and cfg.engine != "mainline" and cfg.load != "mmap") else 1
+    # and derives MLA tensors at load beside their source (engine_buffers.ik_mla_derived): charged with the
+    # source's option; the attn_v_b it pairs with is assumed at the source's type (never less than the engine)
+    from planner.engine_buffers import ik_mla_derived_size, ik_mla_sources
+
+    mla_src = ik_mla_sources(tmap, cfg.mla) if cfg.engine != "mainline" else {}
     groups: list[Group] = []
     for t in tmap.tensors:
         if t.n_dims >= 2 and t.role != "token_embd":
@@ -273,6 +278,11 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
             for t in ts:
                 nb = catalogue().get(types.get(t.name, t.dtype) if types else t.dtype).tensor_bytes(t.shape)
                 fixed_bytes[home] += nb * (embd_copies if t.role == "token_embd" and home == CPU else 1)
+                if t.name in mla_src:
+                    src, partner = mla_src[t.name]
+                    fixed_bytes[home] += ik_mla_derived_size(
+                        p, src, partner, types.get(t.name, t.dtype) if types else t.dtype,
+                        None if partner is None else (types or {}).get(partner.name, partner.dtype))
                 fixed_time["tg_s"] += nb * active_fraction(t, p.n_expert_used) * spb[home]
                 if offload and home == CPU and t.layer is not None:
                     fixed_time["pp_s"] += nb / h2d
@@ -320,6 +330,8 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
                 extra = out_dev_extra.get(dev, 0) if role == "output" else 0
                 if role == "token_embd" and dev == CPU:
                     extra += (embd_copies - 1) * total
+                if t0.name in mla_src and len(ts) == 1:
+                    extra += ik_mla_derived_size(p, *mla_src[t0.name], tn[0], None)
                 pp = total / h2d if (offload and dev == CPU and layer is not None) else 0.0
                 options.append(Option(label, dev, total + extra, loss, read * spb[dev], pp))
         if not options:
