@@ -25,7 +25,7 @@ from planner.quantize import imatrix_types, quantizable
 from planner.quants import catalogue
 from planner.regexes import compile_user_regex, search
 from planner.request import PlanRequest
-from planner.roles import TIED_ROLES, active_fraction, is_movable, moves_with_ffn
+from planner.roles import TIED_ROLES, active_fraction, is_movable, layer_copies, moves_with_ffn
 from planner.runconfig import RunConfig
 from planner.solver import Group, LayerHomes, Option
 from planner.speed import DeviceSpeed, device_speeds, linear_pp_fixed, linear_tg_costs
@@ -277,7 +277,10 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
         if (not placement_only and not quantizable(t0, engine)) or (placement_only and not is_movable(t0)):
             for t in ts:
                 nb = catalogue().get(types.get(t.name, t.dtype) if types else t.dtype).tensor_bytes(t.shape)
-                fixed_bytes[home] += nb * (embd_copies if t.role == "token_embd" and home == CPU else 1)
+                # a per-layer global (rope_freqs) is charged where memory_report puts its copies (roles.layer_copies)
+                for d in layer_copies(t.name, p.arch, layer_device, p.is_swa, engine=cfg.engine,
+                                      mapped=CPU if cfg.load == "mmap" else None) or [home]:
+                    fixed_bytes[d] += nb * (embd_copies if t.role == "token_embd" and d == CPU else 1)
                 if t.name in mla_src:
                     src, partner = mla_src[t.name]
                     fixed_bytes[home] += ik_mla_derived_size(
