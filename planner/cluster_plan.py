@@ -491,9 +491,11 @@ def command_on_cluster(tmap: TensorMap, types: Mapping[str, str], parsed: Parsed
                                               gpu_free_bytes=[free[b] for b in order])
     back = {d.buft: d.name for d in devs}
     back[CPU] = CPU
+    out = engine_placement.output_device
     placement = Placement({k: back[v] for k, v in engine_placement.tensor_device.items()},
                           tuple(back[d] for d in engine_placement.layer_device),
-                          tuple(d.name for d in devs) + (CPU,))
+                          tuple(d.name for d in devs) + (CPU,),
+                          output_device=None if out is None else back[out])   # a tied output's duplicate goes there
     return ClusterCommand(placement, tuple(d.name for d in devs), {d.buft: d.name for d in devs})
 
 

@@ -21,7 +21,7 @@ from planner.layer_split import (CUDA_ALIGNMENT, CUDA_MATRIX_ROW_PADDING, HOST_A
 from planner.layer_split_flags import SplitFlags, flags_for
 from planner.quants import catalogue
 from planner.roles import PER_LAYER_GLOBALS, layer_copies
-from planner.tensors import TensorMap
+from planner.tensors import ModelParams, TensorInfo, TensorMap
 
 # ----------------------------------------------------------------------------------------------- engine buffers
 
@@ -81,7 +81,8 @@ def tensor_devices(tmap: TensorMap, split: LayerSplit,
 
 def engine_buffers(tmap: TensorMap, mix: Mapping[str, str] | None, split: LayerSplit, *, n_devices: int,
                    kv_layer_bytes: Sequence[int], overrides: Sequence[tuple[str, int | None]] = (),
-                   cuda: Sequence[bool] | None = None, cpu_mapped: bool = False) -> tuple[EngineBuffer, ...]:
+                   cuda: Sequence[bool] | None = None, cpu_mapped: bool = False,
+                   engine: str = "mainline") -> tuple[EngineBuffer, ...]:
     """Weight and KV buffer bytes per device, as ``llm_load_tensors``/``llama_kv_cache_init`` allocate them.
 
     ``kv_layer_bytes[il]`` is the KV of layer ``il`` at the allocated (padded) context. ``cuda[d]`` says whether
@@ -90,7 +91,9 @@ def engine_buffers(tmap: TensorMap, mix: Mapping[str, str] | None, split: LayerS
     ``use_mmap_buffer &= !has_buft_overrides``) or, with ``cpu_mapped``, a buffer over the mmap'ed file from the
     first CPU tensor's offset to the last one's end (``llama_model_loader::get_mapping_range``: tensors of other
     devices in between count too; mainline logs it as ``CPU_Mapped``). When the output is tied to
-    ``token_embd`` and offloaded, the engine loads a duplicate of ``token_embd`` on the output device.
+    ``token_embd`` and offloaded, the engine loads a duplicate of ``token_embd`` on the output device; ik also on the
+    CPU when its weights are allocated (:meth:`planner.memory.Placement.tied_duplicate_device`), and one copy of
+    a per-layer global (``rope_freqs``) per loading layer (:func:`planner.roles.layer_copies`).
     """
     devs = tensor_devices(tmap, split, overrides)
     by_name = tmap.by_name()
@@ -98,14 +101,18 @@ def engine_buffers(tmap: TensorMap, mix: Mapping[str, str] | None, split: LayerS
     p = tmap.params
     for name, dev0 in devs.items():
         t = by_name[name]
-        for dev in layer_copies(name, p.arch, split.layer_device, p.is_swa) or [dev0]:
+        # devices are indices here, the CPU None: mapped=-1 names no device
+        for dev in layer_copies(name, p.arch, split.layer_device, p.is_swa, engine=engine,
+                                mapped=None if cpu_mapped else -1) or [dev0]:
             is_cuda = dev is not None and bool(cuda and cuda[dev])
             weights[dev] = weights.get(dev, 0) + alloc_bytes(type_of(t, mix), t.shape, nbytes(t, mix), cuda=is_cuda)
-    if "output.weight" not in by_name and split.output_device is not None and "token_embd.weight" in by_name:
+    dup_on_cpu = engine != "mainline" and not cpu_mapped       # ik: see Placement.tied_duplicate_device
+    if ("output.weight" not in by_name and "token_embd.weight" in by_name
+            and (split.output_device is not None or dup_on_cpu)):
         t = by_name["token_embd.weight"]
         dev = split.output_device
         weights[dev] = weights.get(dev, 0) + alloc_bytes(type_of(t, mix), t.shape, nbytes(t, mix),
-                                                         cuda=bool(cuda and cuda[dev]))
+                                                         cuda=dev is not None and bool(cuda and cuda[dev]))
     header = getattr(tmap, "header", None)
     if cpu_mapped and header is not None and None in weights:
         cpu = {name for name, dev in devs.items() if dev is None}
@@ -122,6 +129,64 @@ def engine_buffers(tmap: TensorMap, mix: Mapping[str, str] | None, split: LayerS
 
 
 IK_HOST_ALLOC_EXTRA = 32
+# ik llm_prepare_mla: a derived wk_b of a quantized wkv_b is Q8_0, or Q8_0_R8 when wkv_b is one of the _R8 repacks
+# (GGML_TYPE_Q4_0_R8 .. GGML_TYPE_Q8_K_R8, src/llama.cpp:3054-3055 @8337e4cd3)
+_R8_IDS = range(202, 400)
+
+
+def ik_mla_derived(tmap: TensorMap, mix: Mapping[str, str] | None, mla_attn: int) -> dict[str, int]:
+    """Weights ik computes at load for an MLA model beyond the file's tensors, each in a buffer of its own on
+    the buffer type of the tensor it is computed from: source tensor name -> bytes (``llm_prepare_mla``,
+    src/llama.cpp:2975-3470 @8337e4cd3; not part of any "buffer size" line of its log).
+
+    * legacy layout (``attn_kv_b``, no ``attn_k_b``), ``-mla`` > 0: ``attn_k_b`` [nope, kv_lora, n_head] in Q8_0
+      (the wkv_b type when not quantized) and ``attn_v_b`` [kv_lora, v_head, n_head] in the wkv_b type, from
+      ``attn_kv_b``;
+    * the converter's layout (``attn_k_b``/``attn_v_b``, no ``attn_kv_b``), ``-mla`` other than 1: ``attn_kv_b``
+      [kv_lora, n_head * (nope + v_head)] in BF16 when both are BF16, F16 when both are F16, else Q8_0
+      (``llm_compute_wkv_b``), from ``attn_k_b``.
+
+    Under ``-sm graph``/``attn`` ik splits these per device instead: not modelled (ik's -sm graph is not).
+    """
+    return {src: ik_mla_derived_size(tmap.params, by, partner, type_of(by, mix),
+                                     None if partner is None else type_of(partner, mix))
+            for src, (by, partner) in ik_mla_sources(tmap, mla_attn).items()}
+
+
+def ik_mla_sources(tmap: TensorMap, mla_attn: int) -> dict[str, tuple[TensorInfo, TensorInfo | None]]:
+    """The tensors :func:`ik_mla_derived` computes from: source name -> (source, the attn_v_b it is combined with
+    in the converter's layout, None for a legacy attn_kv_b)."""
+    from planner.kv_cache import MLA_ARCHS
+
+    p = tmap.params
+    if p.arch not in MLA_ARCHS or not p.kv_lora_rank:
+        return {}
+    by_name = {t.name: t for t in tmap.tensors if tmap.is_loaded(t)}
+    out: dict[str, tuple[TensorInfo, TensorInfo | None]] = {}
+    for il in range(p.n_layer):
+        kvb, kb, vb = (by_name.get(f"blk.{il}.attn_{n}.weight") for n in ("kv_b", "k_b", "v_b"))
+        if kvb is not None and kb is None and mla_attn > 0:
+            out[kvb.name] = (kvb, None)
+        elif kb is not None and vb is not None and kvb is None and mla_attn != 1:
+            out[kb.name] = (kb, vb)
+    return out
+
+
+def ik_mla_derived_size(p: ModelParams, src: TensorInfo, partner: TensorInfo | None, src_type: str,
+                        partner_type: str | None) -> int:
+    """Bytes ik derives from ``src`` (a source of :func:`ik_mla_sources`, with its ``partner`` attn_v_b) stored as
+    ``src_type``, the partner as ``partner_type`` (None: assume ``src_type``, which never gives less than the
+    engine: a mixed pair is Q8_0)."""
+    qt = catalogue().get(src_type)
+    if partner is None:
+        k_type = ("q8_0_r8" if qt.id in _R8_IDS else "q8_0") if qt.is_quantized else qt.name
+        nope = p.qk_nope_head_dim
+        v_head = src.shape[1] // p.n_head - nope
+        return (_row_size(k_type, nope) * p.kv_lora_rank * p.n_head
+                + qt.row_bytes(p.kv_lora_rank) * v_head * p.n_head)
+    types = {src_type, partner_type or src_type}
+    wkv_type = "bf16" if types == {"bf16"} else "f16" if types == {"f16"} else "q8_0"
+    return _row_size(wkv_type, p.kv_lora_rank) * p.n_head * (src.shape[0] + partner.shape[1])
 
 
 def buffer_lines(engine: str, buffers: Sequence[EngineBuffer], device_names: Sequence[str], *,
@@ -174,12 +239,12 @@ class NamedSplit:
 
 
 def run_sizes(engine: str, tmap: TensorMap, mix: Mapping[str, str] | None, *, ctx: int, type_k: str, type_v: str,
-              ubatch: int, batch: int, flash_attn: bool = True, amb: int = 0) -> LayerSizes | None:
-    """ik's layer-size table for a run (None for the engines whose rule does not use it)."""
+              ubatch: int, batch: int, flash_attn: bool = True, amb: int = 0, n_seq: int = 1) -> LayerSizes | None:
+    """ik's layer-size table for a run (None for the engines whose rule does not use it); ``n_seq`` is ``-np``."""
     if engine != "ik":
         return None
     return ik_layer_sizes(tmap, mix, ctx=ctx, type_k=type_k, type_v=type_v, n_ubatch=ubatch, n_batch=batch,
-                          flash_attn=flash_attn, amb=amb)
+                          flash_attn=flash_attn, amb=amb, n_seq=n_seq)
 
 
 def map_for_flags(engine: str, tmap: TensorMap, gpus: Sequence[str], gpu_free_bytes: Sequence[int], *,
@@ -237,8 +302,10 @@ def placement_buffers(engine: str, tmap: TensorMap, mix: Mapping[str, str] | Non
     has_gpu = any(d != CPU_NAME for d in (*layer_device, *tensor_device.values()))
     types = mix or {}
     p = tmap.params
+    mapped = CPU_NAME if load == "mmap" else None
     for name_, shape, dtype in tmap.derived(loaded_shapes):
-        for dev in layer_copies(name_, p.arch, layer_device, p.is_swa) or [tensor_device.get(name_, CPU_NAME)]:
+        for dev in layer_copies(name_, p.arch, layer_device, p.is_swa, engine=engine,
+                                mapped=mapped) or [tensor_device.get(name_, CPU_NAME)]:
             if dev == CPU_NAME:
                 if name_ == "token_embd.weight":
                     name = "CUDA_Host" if (engine != "mainline" and has_gpu and load != "mmap") else (
@@ -254,11 +321,13 @@ def placement_buffers(engine: str, tmap: TensorMap, mix: Mapping[str, str] | Non
                 weights[name] = 0
             weights[name] += size
         if name_ == "token_embd.weight" and tied_duplicate_device is not None:
-            dup = tied_duplicate_device
+            # ik, output on the CPU: the output's buffer type is the input's (llama_default_buffer_type_cpu,
+            # src/llama.cpp:4322/4635 @8337e4cd3), so the duplicate shares the input's buffer and its name
+            dup = name if tied_duplicate_device == CPU_NAME else tied_duplicate_device
             if dup not in weights:
                 order.append(dup)
                 weights[dup] = 0
-            weights[dup] += _alloc(types.get(name_, dtype), shape, cuda_devices and dup != CPU_NAME)
+            weights[dup] += _alloc(types.get(name_, dtype), shape, cuda_devices and dup not in (CPU_NAME, "CUDA_Host"))
     header = getattr(tmap, "header", None)
     if "CPU_Mapped" in weights and header is not None:
         cpu = {t.name for t in tmap.tensors if tmap.is_loaded(t) and tensor_device.get(t.name, CPU_NAME) == CPU_NAME}

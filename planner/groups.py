@@ -27,7 +27,7 @@ from planner.quantize import imatrix_types, quantizable
 from planner.quants import catalogue
 from planner.regexes import compile_user_regex, search
 from planner.request import PlanRequest
-from planner.roles import TIED_ROLES, active_fraction, is_movable, moves_with_ffn
+from planner.roles import TIED_ROLES, active_fraction, is_movable, layer_copies, moves_with_ffn
 from planner.runconfig import RunConfig
 from planner.solver import Group, LayerHomes, Option
 from planner.speed import DeviceSpeed, device_speeds, linear_pp_fixed, linear_tg_costs
@@ -257,6 +257,13 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
         active[tied_out.name] = 1.0
         tied_devs = [CPU] if any(is_remote(d) for d in budget.devices) or not layer_device else list(dict.fromkeys(
             engine_output_device(cfg.engine, layer_device, d) for d in (layer_device[-1], CPU)))
+    # ik loads a tied token_embd twice into an allocated CPU buffer (memory.Placement.tied_duplicate_device)
+    embd_copies = 2 if (tied_out is not None and cfg.engine != "mainline" and cfg.load != "mmap") else 1
+    # and derives MLA tensors at load beside their source (engine_buffers.ik_mla_derived): charged with the
+    # source's option; the attn_v_b it pairs with is assumed at the source's type (never less than the engine)
+    from planner.engine_buffers import ik_mla_derived_size, ik_mla_sources
+
+    mla_src = ik_mla_sources(tmap, cfg.mla) if cfg.engine != "mainline" else {}
     groups: list[Group] = []
     for t in tmap.tensors:
         if t.n_dims >= 2 and t.role != "token_embd":
@@ -287,7 +294,15 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
                 placement_only and not is_movable(t0) and not tied_token):
             for t in ts:
                 nb = catalogue().get(types.get(t.name, t.dtype) if types else t.dtype).tensor_bytes(t.shape)
-                fixed_bytes[home] += nb
+                # a per-layer global (rope_freqs) is charged where memory_report puts its copies (roles.layer_copies)
+                for d in layer_copies(t.name, p.arch, layer_device, p.is_swa, engine=cfg.engine,
+                                      mapped=CPU if cfg.load == "mmap" else None) or [home]:
+                    fixed_bytes[d] += nb * (embd_copies if t.role == "token_embd" and d == CPU else 1)
+                if t.name in mla_src:
+                    src, partner = mla_src[t.name]
+                    fixed_bytes[home] += ik_mla_derived_size(
+                        p, src, partner, types.get(t.name, t.dtype) if types else t.dtype,
+                        None if partner is None else (types or {}).get(partner.name, partner.dtype))
                 fixed_time["tg_s"] += nb * active[t.name] * spb[home]
                 if offload and home == CPU and t.layer is not None:
                     fixed_time["pp_s"] += nb / h2d
@@ -333,6 +348,10 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
                                           sum(loss_of(t.name, x) for x, t in zip(tn, ts)) if quality else 0.0)
                 label, total, read, loss = price
                 extra = out_dev_extra.get(dev, 0) if (role == "output" or tied_token) else 0
+                if role == "token_embd" and dev == CPU:
+                    extra += (embd_copies - 1) * total
+                if t0.name in mla_src and len(ts) == 1:
+                    extra += ik_mla_derived_size(p, *mla_src[t0.name], tn[0], None)
                 pp = total / h2d if (offload and dev == CPU and layer is not None) else 0.0
                 if tied_token:      # the logits matmul of each ubatch where the output layer is (CPU: unoffloaded)
                     flops = speeds[CPU].flops if dev == CPU else sum(speeds[g].flops for g in local_gpus)

@@ -178,9 +178,10 @@ def _check_supported(params: ModelParams, cfg: CacheConfig) -> None:
                                 hint="needs attention.sliding_window_pattern (or a known per-architecture period)")
 
 
-def _ik_layer(params: ModelParams, il: int, cfg: CacheConfig) -> LayerCache:
-    """ik ``llama_kv_cache_init`` / ``llama_model::cache_size`` for layer ``il`` (no ``--swa-compress``)."""
-    kv = cfg.kv_size
+def _ik_layer(params: ModelParams, il: int, cfg: CacheConfig, kv: int | None = None) -> LayerCache:
+    """ik ``llama_kv_cache_init`` / ``llama_model::cache_size`` for layer ``il`` (no ``--swa-compress``) at
+    ``kv`` cells (default: the padded context)."""
+    kv = cfg.kv_size if kv is None else kv
     if params.is_recurrent(il):
         # s = F32 [n_embd_v_s, slots], slots = min(max(1, n_seq_max), kv_size) (llama_qwen3next_state_slots)
         slots = min(max(1, cfg.n_seq), kv)
@@ -221,9 +222,28 @@ def _ik_layer(params: ModelParams, il: int, cfg: CacheConfig) -> LayerCache:
     head_k = params.layer_head_dim(il)
     head_v = head_k if (params.head_dim_swa and params.is_swa(il)) else (params.head_dim_v or params.head_dim)
     n_kv = params.head_count_kv(il)
+    if params.arch in MLA_ARCHS and params.kv_lora_rank and n_kv == 1:
+        # -mla 0 on a file in the converter's MLA layout (one KV head of the latent): ik's loader turns it back
+        # into per-head attention, n_head_kv = n_gqa() = n_head heads of key/value_length_mla
+        # (src/llama-hparams.cpp:1087-1104 deepseek2, :1946-1961 glm-dsa @8337e4cd3, "Adjusted mainline
+        # llama.cpp MLA tensors"); the planner's head widths already are the *_mla ones
+        n_kv = params.n_head
     k = _row(cfg.type_k, head_k) * n_kv * kv          # [n_embd_head_k, n_head_kv * kv_size]: per-head rows
     v = _row(cfg.type_v, head_v * n_kv) * kv          # n_embd_v_gqa per cell (hybrid: no state tail)
     return LayerCache(il, "swa" if params.is_swa(il) else "full", kv, k_bytes=k, v_bytes=v)
+
+
+def ik_cache_size(params: ModelParams, il: int, cfg: CacheConfig, kv_size: int) -> int:
+    """ik ``llama_model::cache_size`` (src/llama-model.cpp:2463-2532 @8337e4cd3): the per-layer cache estimate its
+    layer-size table ("Layer N: weights, KV, total, compute") and greedy device fill use, at ``kv_size`` = ``-c``
+    as given. It is the allocation rule of every layer below ``n_layer``, without what ``llama_kv_cache_init``
+    skips: layers that reuse an earlier layer's KV (gemma-4 ``shared_kv_layers``) and NextN/MTP blocks count as
+    attention layers, and an MLA layer's DSA indexer keys are left out (tests/fixtures/kv_kinds_ik: the tables of
+    the gemma-4, Qwen3.5-MoE and DeepSeek-V4 runs)."""
+    if not 0 <= il < params.n_layer:
+        return 0
+    c = _ik_layer(params, il, cfg, kv_size)
+    return c.total_bytes - (c.index_bytes if c.kind == "mla" else 0)
 
 
 # mainline DeepSeek-V4 compressor states (src/llama-kv-cache-dsv4.cpp:1313-1328 @0c1e57098): per compressed layer

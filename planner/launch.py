@@ -183,7 +183,8 @@ def build_launch(tmap: TensorMap, devices: Mapping[str, str], layer_device: Sequ
     out_dev = devices.get("output.weight", output_device or CPU)     # a tied output: its layer's planned device
     ngl_out = engine_output_device(run.engine, layer_device, out_dev)
     sizes = run_sizes(run.engine, tmap, types, ctx=run.ctx, type_k=run.type_k, type_v=run.type_v,
-                      ubatch=run.ubatch, batch=run.batch, flash_attn=run.flash_attn, amb=run.amb)
+                      ubatch=run.ubatch, batch=run.batch, flash_attn=run.flash_attn, amb=run.amb,
+                      n_seq=run.n_parallel)
     ts: tuple[float, ...] = ()
     if gpu_list:
         flags = flags_for_names(run.engine, tmap, gpu_list, layer_device, ngl_out, sizes=sizes)
@@ -391,7 +392,8 @@ def parse_server_command(argv: Sequence[str], engine: str = "ik") -> ParsedComma
                     threads=threads if threads is not None and threads > 0 else None,
                     threads_batch=num("-tb", "--threads-batch", default=None), numa=vals.get("--numa"),
                     mmproj=vals.get("--mmproj", vals.get("-mm")),
-                    mmproj_offload="--no-mmproj-offload" not in flags)
+                    mmproj_offload="--no-mmproj-offload" not in flags,
+                    n_parallel=max(1, num("-np", "--parallel", default=1)), mla=num("-mla", "--mla-use", default=3))
     ts_raw = vals.get("-ts", vals.get("--tensor-split"))
     ts: tuple[float, ...] = ()
     if ts_raw:
@@ -437,7 +439,7 @@ def placement_from_command(tmap: TensorMap, cmd: ParsedCommand, gpus: Sequence[s
     run = cmd.run
     sizes = run_sizes(run.engine, tmap, types, ctx=run.ctx or tmap.params.n_ctx_train, type_k=run.type_k,
                       type_v=run.type_v, ubatch=run.ubatch, batch=run.batch, flash_attn=run.flash_attn,
-                      amb=run.amb) if gpus else None
+                      amb=run.amb, n_seq=run.n_parallel) if gpus else None
     free = list(gpu_free_bytes) if gpu_free_bytes is not None else [24 << 30] * len(gpus)
     named = map_for_flags(run.engine, tmap, list(gpus), free, n_gpu_layers=cmd.ngl,
                           tensor_split=cmd.tensor_split or None, sizes=sizes)

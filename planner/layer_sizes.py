@@ -35,28 +35,16 @@ def nbytes(t: TensorInfo, mix: Mapping[str, str] | None = None) -> int:
 
 
 def ik_kv_bytes(tmap: TensorMap, il: int, *, ctx: int, type_k: str, type_v: str, flash_attn: bool = True,
-                mla_attn: int = 3) -> int:
-    """ik ``llama_model::cache_size`` (src/llama-model.cpp at 8337e4cd) for one layer at ``kv_size = ctx``.
+                mla_attn: int = 3, n_seq: int = 1) -> int:
+    """ik ``llama_model::cache_size`` (src/llama-model.cpp:2463 @8337e4cd) for one layer at ``kv_size = ctx``:
+    :func:`planner.kv_cache.ik_cache_size` (standard, MLA per ``-mla``/FA, gated delta-net state, DeepSeek-V4
+    compressed caches; every layer below ``n_layer`` counts, shared-KV and NextN layers included); ``n_seq`` is
+    ``-np`` (recurrent state slots, DeepSeek-V4 streams)."""
+    from planner.kv_cache import CacheConfig, ik_cache_size
 
-    Standard attention: ``row(type_k, head_dim_k) * n_head_kv * ctx + row(type_v, n_embd_v_gqa) * ctx``. MLA with
-    ``-mla`` > 0 and flash attention: ``row(type_k, kv_lora_rank + n_rot) * ctx``; without FA the same width in the
-    V type (K type for ``-mla 1``, which adds a transposed V of ``kv_lora_rank``). SWA compression, recurrent and
-    DeepSeek-V4 layers are not modelled (their architectures are not in the planner's tables).
-    """
-    p = tmap.params
-    if not 0 <= il < p.n_layer:
-        return 0
-    if p.is_mla and mla_attn:
-        width = p.kv_lora_rank + p.n_rot
-        if flash_attn:
-            return _row_size(type_k, width) * ctx
-        size = _row_size(type_k if mla_attn == 1 else type_v, width) * ctx
-        if mla_attn == 1:
-            size += _row_size(type_v, p.kv_lora_rank * ctx)
-        return size
-    k = _row_size(type_k, p.head_dim) * p.n_head_kv * ctx
-    v = _row_size(type_v, p.n_embd_v_gqa) * ctx
-    return k + v
+    cfg = CacheConfig(engine="ik", ctx=max(1, ctx), type_k=type_k, type_v=type_v, flash_attn=flash_attn,
+                      mla=mla_attn, n_seq=max(1, n_seq))
+    return ik_cache_size(tmap.params, il, cfg, ctx)
 
 
 def mainline_kv_bytes(tmap: TensorMap, il: int, *, ctx: int, type_k: str, type_v: str, n_stream: int = 1) -> int:
@@ -77,7 +65,8 @@ def mainline_kv_bytes(tmap: TensorMap, il: int, *, ctx: int, type_k: str, type_v
 
 def ik_layer_sizes(tmap: TensorMap, mix: Mapping[str, str] | None = None, *, ctx: int, type_k: str = "f16",
                    type_v: str = "f16", n_ubatch: int = 512, n_batch: int = 2048, flash_attn: bool = True,
-                   mla_attn: int = 3, amb: int = 0, worst_case_tokens: int = 0, mtp: bool = False) -> LayerSizes:
+                   mla_attn: int = 3, amb: int = 0, worst_case_tokens: int = 0, mtp: bool = False,
+                   n_seq: int = 1) -> LayerSizes:
     """ik ``get_layer_sizes`` (src/llama.cpp at 8337e4cd) for a mix (tensor name → type; default: the file's types).
 
     ``ctx`` is ``-c`` as given (the engine passes ``max_ctx_size = n_ctx``, unpadded); ``n_ubatch`` is
@@ -159,7 +148,8 @@ def ik_layer_sizes(tmap: TensorMap, mix: Mapping[str, str] | None = None, *, ctx
                         n_max_head = n_head // niter
                         break
             compute[il] = max(compute[il], 2 * _ne(vb, 1) * n_max_head * ctx * 4)
-    kv = [ik_kv_bytes(tmap, il, ctx=ctx, type_k=type_k, type_v=type_v, flash_attn=flash_attn, mla_attn=mla_attn)
+    kv = [ik_kv_bytes(tmap, il, ctx=ctx, type_k=type_k, type_v=type_v, flash_attn=flash_attn, mla_attn=mla_attn,
+                      n_seq=n_seq)
           for il in range(n)]
     output_weights = ow or embd
     max_compute = max(compute, default=0)

@@ -12,7 +12,10 @@ Everything here reads text that ik_llama.cpp or llama.cpp printed, in the spelli
   cache, DeepSeek-V4's raw/compressed/indexer caches) and the recurrent state and DeepSeek-V4 compressor states
   apart (``llama_memory_recurrent: CPU RS buffer size``, ``llama_dsv4_comp_state: CPU DSV4 csa state buffer
   size``, each with its own ``size =`` line): all of them are the cache, summed per device and in the total
-  (src/llama-kv-cache.cpp, llama-memory-recurrent.cpp, llama-kv-cache-dsv4.cpp at 0c1e57098).  Compute buffers: ``<device> compute buffer size`` (any prefix).  Context lines
+  (src/llama-kv-cache.cpp, llama-memory-recurrent.cpp, llama-kv-cache-dsv4.cpp at 0c1e57098).  ik's MLA and
+  DeepSeek-V4 totals (``KV self size = T MiB, c^KV (f16): ..`` / ``K-only (f16): ..``) count too, with its DSA
+  indexer keys (``KV self indexer size``) and DeepSeek-V4's compressed caches (``DSV4 cache: .. total= X MiB``,
+  one buffer per tensor, no device line) in the total only.  Compute buffers: ``<device> compute buffer size`` (any prefix).  Context lines
   ``n_ctx``/``n_batch``/``n_ubatch``/``flash_attn`` from ``llama_new_context_with_model:`` (ik before 2025-05),
   ``llama_init_from_model:`` (ik current), ``llama_context:`` (mainline).  Layer assignment: ik's ``Setting default
   device in layer N to D`` (``src/llama.cpp``, 8337e4cd) and ``offloaded N/M layers to GPU`` (both).
@@ -156,6 +159,13 @@ _KV_TOTAL_OLD = re.compile(
 _KV_TOTAL_NEW = re.compile(
     rf"llama_kv_cache\w*:\s+size\s*=\s*(?P<t>{_NUM})\s*MiB\s*\(.*?\),\s*K \((?P<tk>\w+)\):\s*(?P<k>{_NUM})\s*MiB,"
     rf"\s*V \((?P<tv>\w+)\):\s*(?P<v>{_NUM})\s*MiB")
+# ik (src/llama.cpp:8536-8561 @8337e4cd3): MLA "c^KV (type): K MiB, kv^T (type): V MiB" or "kv^T: not used",
+# DeepSeek-V4 "K-only (type): K MiB"; the DSA indexer keys and DeepSeek-V4's compressed caches on lines of their own
+_KV_TOTAL_IK = re.compile(
+    rf"KV self size\s*=\s*(?P<t>{_NUM})\s*MiB,\s*(?:c\^KV|K-only) \((?P<tk>\w+)\):\s*(?P<k>{_NUM})\s*MiB"
+    rf"(?:,\s*kv\^T \((?P<tv>\w+)\):\s*(?P<v>{_NUM})\s*MiB)?")
+_KV_EXTRA_IK = re.compile(
+    rf"(?:KV self indexer size\s*=\s*|DSV4 cache: .*total=\s*)(?P<t>{_NUM})\s*MiB")
 _STATE_TOTAL = re.compile(
     rf"^(?:llama_memory_recurrent:\s+size|llama_dsv4_comp_state:\s+\w+ ratio = .*?, size)\s*=\s*(?P<t>{_NUM})\s*MiB")
 _CTX = re.compile(r"^(?:llama_new_context_with_model|llama_init_from_model|llama_context)\s*:\s+"
@@ -200,7 +210,12 @@ def parse_load_log(text: str) -> LoadLog:
             kv = kv or m
             kv_sums = [kv_sums[0] + float(m["t"]), kv_sums[1] + float(m["k"]), kv_sums[2] + float(m["v"])]
             continue
-        m = _STATE_TOTAL.match(ln)
+        m = _KV_TOTAL_IK.search(ln)
+        if m:
+            kv = kv or m
+            kv_sums = [kv_sums[0] + float(m["t"]), kv_sums[1] + float(m["k"]), kv_sums[2] + float(m["v"] or 0)]
+            continue
+        m = _STATE_TOTAL.match(ln) or _KV_EXTRA_IK.search(ln)
         if m:
             kv_sums[0] += float(m["t"])
             continue
@@ -246,7 +261,7 @@ def parse_load_log(text: str) -> LoadLog:
         engine=engine, spelling=spelling, buffers=tuple(buffers),
         kv_total_mib=round(kv_sums[0], 2) if kv else None, kv_k_mib=round(kv_sums[1], 2) if kv else None,
         kv_v_mib=round(kv_sums[2], 2) if kv else None, type_k=kv["tk"] if kv else None,
-        type_v=kv["tv"] if kv else None,
+        type_v=(kv["tv"] or kv["tk"]) if kv else None,
         n_ctx=num("n_ctx"), n_batch=num("n_batch"), n_ubatch=num("n_ubatch"),
         flash_attn=None if fa is None else fa in ("1", "true", "on", "enabled"),
         mla=num("mla_attn"), offloaded_layers=offloaded, layer_device=tuple(layer_dev), graph_splits=splits,

@@ -48,14 +48,24 @@ class Placement:
             return self.device_of("output.weight")
         return self.output_device or self.device_of("token_embd.weight")
 
-    def tied_duplicate_device(self, tied: bool) -> str | None:
-        """The device holding the duplicate of a tied ``token_embd`` beyond the input copy, or None: in both
-        engines a device that already holds ``token_embd`` in the same buffer type reuses it (mainline returns
-        the tensor already in that context); the planner keeps the input layer on the CPU."""
+    def tied_duplicate_device(self, tied: bool, engine: str = "mainline", load: str = "mmap") -> str | None:
+        """The device holding the duplicate of a tied ``token_embd`` beyond the input copy, or None.
+
+        Mainline reuses a tensor its context already has (create_tensor, llama-model-loader.cpp @0c1e57098), so a
+        duplicate on the input's device costs nothing. ik's ``create_embd_output`` (src/llama-load-tensors.cpp:536
+        @8337e4cd3) creates the TENSOR_DUPLICATED ``token_embd`` in the output context, ``create_tensor_for``
+        (src/llama-model-loader.cpp:910) dups it without a lookup, and with the output on the CPU the input and
+        output buffer types are the same (``llama_default_buffer_type_cpu``, src/llama.cpp:4322/4635): one
+        context, two tensors. Under mmap both point into the file (src/llama.cpp:4735); otherwise (``--no-mmap``,
+        ``-rtr``, ik's ``-ot``) the CPU buffer holds ``token_embd`` twice (gemma-3 tiny, --no-mmap, output on the
+        CPU: 262,144 bytes more; tests/fixtures/kv_kinds_ik). The planner keeps the input layer on the CPU.
+        """
         if not tied:
             return None
         out = self.logits_device(True)
-        return None if out == self.device_of("token_embd.weight") else out
+        if out != self.device_of("token_embd.weight"):
+            return out
+        return out if engine != "mainline" and load != "mmap" else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,8 +210,10 @@ def memory_report(tmap: TensorMap, mix: Mapping[str, str], placement: Placement,
     weights: dict[str, int] = {d: 0 for d in placement.devices}
     device_of = placement.device_of
     p = tmap.params
+    mapped = CPU if cfg.load == "mmap" else None
     for name, nbytes in sizes.items():
-        for dev in layer_copies(name, p.arch, placement.layer_device, p.is_swa) or [device_of(name)]:
+        for dev in layer_copies(name, p.arch, placement.layer_device, p.is_swa, engine=cfg.engine,
+                                mapped=mapped) or [device_of(name)]:
             weights[dev] = weights.get(dev, 0) + nbytes
     kv_by_layer = kv_bytes_by_layer(tmap.params, cfg)
     kv: dict[str, int] = {d: 0 for d in placement.devices}
@@ -209,9 +221,16 @@ def memory_report(tmap: TensorMap, mix: Mapping[str, str], placement: Placement,
         kv[dev] = kv.get(dev, 0) + nbytes
     tied = "output.weight" not in sizes and "token_embd.weight" in sizes
     out_dev = placement.logits_device(tied)
-    dup_dev = placement.tied_duplicate_device(tied)
+    dup_dev = placement.tied_duplicate_device(tied, cfg.engine, cfg.load)
     if dup_dev is not None:
         weights[dup_dev] = weights.get(dup_dev, 0) + sizes["token_embd.weight"]
+    if cfg.engine != "mainline":
+        # ik's MLA tensors derived at load (attn_kv_b from attn_k_b/attn_v_b, or these from attn_kv_b), each in a
+        # buffer of its own beside its source (planner.engine_buffers.ik_mla_derived)
+        from planner.engine_buffers import ik_mla_derived
+
+        for src, nbytes in ik_mla_derived(tmap, mix, cfg.mla).items():
+            weights[device_of(src)] = weights.get(device_of(src), 0) + nbytes
     mm_dev = mmproj_device(cfg, budgets or placement.devices)
     devices = []
     from planner.compute_buffers import entry_of, placement_compute, placement_copies

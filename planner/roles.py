@@ -6,7 +6,8 @@
   layer's.  ``-ot``/``--override-tensor`` moves FFN matrices and the output; ``ffn_gate_inp`` (the router) is
   an FFN tensor the engines keep with the layer's attention (it is used before the expert matmuls; llama.cpp
   ``--cpu-moe`` and ik's ``-ncmoe`` patterns match ``ffn_(up|down|gate)_exps`` only, common/common.cpp).
-* :func:`layer_copies`: global tensors every layer (or every full-attention layer) loads, one copy per buffer.
+* :func:`layer_copies`: global tensors every layer (or every full-attention layer) loads: one copy per buffer
+  (mainline) or per layer (ik).
 * :func:`active_fraction`: the share of a tensor's weights one token reads: routed experts by
   ``n_expert_used / n_expert`` (the router's top-k, llama.cpp ``llm_graph_context::build_moe_ffn``), the token
   embedding one row (a ``get_rows`` lookup), everything else fully.
@@ -26,19 +27,37 @@ TIED_ROLES = {"ffn_gate_exps": "ffn_gate_up_exps", "ffn_up_exps": "ffn_gate_up_e
 # Global tensors that the engines create once per layer: layer 0's (the first loading layer's) call makes the
 # tensor, later calls pass TENSOR_DUPLICATED (mainline models/llama.cpp, phi3.cpp ...: ``i != 0 ?
 # TENSOR_DUPLICATED : 0``; gemma4.cpp: full-attention layers only). The role is LLM_TENSOR_LAYER_REPEATING, so
-# each copy goes to its layer's buffer, and create_tensor returns the copy a context already has
-# (llama-model-loader.cpp @0c1e57098): one copy per device that holds a loading layer.
+# each copy goes to its layer's buffer, and mainline's create_tensor returns the copy a context already has
+# (llama-model-loader.cpp @0c1e57098): one copy per device that holds a loading layer. ik's
+# ``llama_model_loader::create_tensor_for`` (src/llama-model-loader.cpp:910 @8337e4cd3) looks nothing up: every
+# call ``ggml_dup_tensor``s a new tensor into the layer's context, so each loading layer has its own copy, in
+# memory wherever the buffer is allocated; in a buffer over the mmap'ed file (src/llama.cpp:4735) every copy
+# points at the same file bytes (gemma-4 over one rpc-server: 512 bytes more than mainline, one rope_freqs per
+# full-attention layer; tests/fixtures/kv_kinds_ik).
 D = TypeVar("D", bound=Hashable | None)
 PER_LAYER_GLOBALS = frozenset({"rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight"})
 
 
-def layer_copies(name: str, arch: str, layer_device: Sequence[D], is_swa: Callable[[int], bool]) -> list[D]:
-    """Devices holding a copy of a :data:`PER_LAYER_GLOBALS` tensor, the first loading layer's first; empty for
-    any other tensor or when no layer is on a device."""
+def layer_copies(name: str, arch: str, layer_device: Sequence[D], is_swa: Callable[[int], bool], *,
+                 engine: str = "mainline", mapped: D | None = None) -> list[D]:
+    """Devices holding a copy of a :data:`PER_LAYER_GLOBALS` tensor, the first loading layer's first, a device
+    repeated once per copy it holds; empty for any other tensor or when no layer is on a device.
+
+    ``engine``: "mainline" keeps one copy per device; ik (any other profile) one per loading layer, except on
+    ``mapped`` (the device whose weights are a buffer over the mmap'ed file: the CPU under mmap), where the copies
+    share the file's bytes.
+    """
     if name not in PER_LAYER_GLOBALS:
         return []
     loading = [il for il in range(len(layer_device)) if not (arch.startswith("gemma4") and is_swa(il))]
-    return list(dict.fromkeys(layer_device[il] for il in loading))
+    devices = [layer_device[il] for il in loading]
+    if engine == "mainline":
+        return list(dict.fromkeys(devices))
+    out: list[D] = []
+    for dev in devices:
+        if dev != mapped or dev not in out:
+            out.append(dev)
+    return out
 
 
 def moves_with_ffn(role: str) -> bool:

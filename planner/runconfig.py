@@ -71,6 +71,9 @@ class RunConfig:
     # f32 input image on the CPU
     mmproj_compute_bytes: int = field(default=0, metadata={"json": "omit_default"})
     mmproj_input_bytes: int = field(default=0, metadata={"json": "omit_default"})
+    # ik -mla (common/common.h @8337e4cd3: mla_attn = 3): the MLA cache layout (planner/kv_cache.py) and which
+    # MLA tensors ik derives at load (planner/engine_buffers.py ik_mla_derived)
+    mla: int = field(default=3, metadata={"json": "omit_default"})
 
     @property
     def qengine(self) -> str:

@@ -142,11 +142,13 @@ def verify(log: EngineLog, tmap: TensorMap, mix: Mapping[str, str], placement: P
             run = replace(run, type_k=ld.type_k, type_v=ld.type_v)
         weights: dict[str, float] = {}
         p = tmap.params
+        mapped = CPU if run.load == "mmap" else None
         for name, nbytes in sizes.items():
-            for dev in layer_copies(name, p.arch, placement.layer_device, p.is_swa) or [placement.device_of(name)]:
+            for dev in layer_copies(name, p.arch, placement.layer_device, p.is_swa, engine=run.engine,
+                                    mapped=mapped) or [placement.device_of(name)]:
                 weights[dev] = weights.get(dev, 0) + nbytes
         tied = "output.weight" not in sizes and "token_embd.weight" in sizes
-        dup_dev = placement.tied_duplicate_device(tied)
+        dup_dev = placement.tied_duplicate_device(tied, run.engine, run.load)
         if dup_dev is not None:
             weights[dup_dev] = weights.get(dup_dev, 0) + sizes["token_embd.weight"]
         logged_names: dict[str, list[str]] = {}
@@ -178,11 +180,23 @@ def verify(log: EngineLog, tmap: TensorMap, mix: Mapping[str, str], placement: P
         for il, nbytes in enumerate(kv_bytes_by_layer(tmap.params, run)):    # per block, engine's allocation
             dev = placement.layer_device[il] if il < len(placement.layer_device) else CPU
             kv_pred[dev] = kv_pred.get(dev, 0) + nbytes
+        kv_total = sum(kv_pred.values())
+        if run.engine != "mainline":
+            # ik's "KV buffer" lines hold no DeepSeek-V4 compressed cache (one buffer per tensor, logged as a
+            # total only, src/llama-dsv4.cpp:883-1000 @8337e4cd3), and its "KV self size" line sums K and V
+            # only, not the recurrent state in the same buffer (src/llama.cpp:8499-8551)
+            from planner.kv_cache import CacheConfig, layer_caches
+
+            for c in layer_caches(tmap.params, CacheConfig.from_run(run)):
+                dev = placement.layer_device[c.layer] if c.layer < len(placement.layer_device) else CPU
+                if c.kind == "dsv4":
+                    kv_pred[dev] -= c.index_bytes
+                kv_total -= c.state_bytes
         for dev, mib in by_planner("kv").items():
             checks.append(Check("kv", dev, kv_pred.get(dev, 0) / MIB, round(mib, 2), "MiB", True,
                                 " + ".join(logged_names.get(dev, []))))
         if ld.kv_total_mib is not None:
-            checks.append(Check("kv_total", "", sum(kv_pred.values()) / MIB, ld.kv_total_mib, "MiB", True))
+            checks.append(Check("kv_total", "", kv_total / MIB, ld.kv_total_mib, "MiB", True))
         out_dev = placement.logits_device(tied)
         copies = placement_copies(run.engine, placement.devices, placement.layer_device,
                                   {n: placement.device_of(n) for n in sizes}, out_dev, CPU)

@@ -15,6 +15,15 @@ engine is never run here.
   device must equal the cache allocations to the byte.
 * Layout: the cells of each window-sized cache and the number of layers each cache holds, as the engine prints
   them, against the planner's per-layer cells and kinds; the window and recurrent sizes do not move with -c.
+
+ik_llama.cpp 8337e4cd3 (llama-cli, rpc-server) ran the same files (tests/fixtures/kv_kinds_ik/, captured by
+tools/engine_harness/run_kv_kinds_ik.sh; every kind but Nemotron-H, which ik refuses). ik's rpc-server cannot log
+its allocations, so the harness preloads tools/engine_harness/buft_alloc_log.c into every process: each
+``ggml_backend_buft_alloc_buffer`` call appears as ``[buft_alloc] buft: NAME, size: BYTES`` in the client's log
+(its own CPU buffers and every RPC buffer, by the server's name) and in each server's. The same tests run on them
+with ik's spellings: "KV buffer size" lines (and the DeepSeek-V4 "DSV4 cache: ... total" line), the allocation
+right before each such line in bytes, the layer map from "Setting default device in layer N to D" over ik's
+offload list (a CPU-only build lists each rpc-server twice).
 """
 
 from __future__ import annotations
@@ -32,14 +41,30 @@ from planner.kv_cache import CacheConfig, LayerCache, layer_caches
 from planner.source import load_model
 
 FIX = Path(__file__).parent / "fixtures" / "kv_kinds"
+FIX_IK = Path(__file__).parent / "fixtures" / "kv_kinds_ik"
 ENGINE_FIX = Path(__file__).parent / "fixtures" / "engine"
-CASES = [json.loads(line) for line in (FIX / "cases.jsonl").read_text(encoding="utf-8").splitlines() if line]
+
+
+def _cases(fix: Path) -> list[dict]:
+    return [dict(json.loads(line), dir=fix.name)
+            for line in (fix / "cases.jsonl").read_text(encoding="utf-8").splitlines() if line]
+
+
+CASES = _cases(FIX)
+IK_CASES = _cases(FIX_IK)
+ALL_CASES = CASES + IK_CASES
 MIB = 1 << 20
+CPU_NAME = "CPU"
 KINDS = ("dsv4", "mla", "dsa", "qwen35moe", "gemma3", "gptoss", "gemma4", "llama4", "nemotronh")
+IK_KINDS = tuple(k for k in KINDS if k != "nemotronh")      # ik 8337e4cd3 has no nemotron_h architecture
+# (+ "mlalegacy": the legacy attn_kv_b DeepSeek layout, make_tiny_deepseek2.py --layers 20, ik only)
 
 _BUFFER = re.compile(r"(?:KV|RS|state) buffer size = +([\d.]+) MiB")
 _ALLOC = re.compile(r"\[alloc_buffer\] device: \d+, size: (\d+)")
 _ASSIGNED = re.compile(r"layer +(\d+) assigned to device (\S+),")
+# ik: every KV buffer line, and the DeepSeek-V4 compressed caches/states (one buffer per tensor, on first decode)
+_BUFFER_IK = re.compile(r"KV buffer size = +([\d.]+) MiB|DSV4 cache: .*total= *([\d.]+) MiB")
+_BUFT_ALLOC = re.compile(r"\[buft_alloc\] buft: (.+?), size: (\d+)$")
 
 
 @dataclass(frozen=True)
@@ -51,79 +76,228 @@ class Run:
     type_v: str
     flash_attn: bool
     swa_full: bool
+    mla: int = 3
+    mmap: bool = True
 
 
 def parse(command: str) -> Run:
-    """The flags of a fixture command that change the cache, with llama-completion's defaults (common/arg.cpp)."""
+    """The flags of a fixture command that change the cache, with the engine's defaults: llama-completion
+    (common/arg.cpp @0c1e57098: -fa auto) or ik's llama-cli (common/common.h @8337e4cd3: flash_attn = true,
+    mla_attn = 3; -fa takes on/off/auto/1/0)."""
     argv = shlex.split(command)
 
     def opt(name: str, default: str) -> str:
         return argv[argv.index(name) + 1] if name in argv else default
 
     return Run(ctx=int(opt("-c", "4096")), ubatch=int(opt("-ub", "512")), n_seq=int(opt("-np", "1")),
-               type_k=opt("-ctk", "f16"), type_v=opt("-ctv", "f16"), flash_attn=opt("-fa", "auto") != "off",
-               swa_full="--swa-full" in argv)
+               type_k=opt("-ctk", "f16"), type_v=opt("-ctv", "f16"), flash_attn=opt("-fa", "auto") not in ("off", "0"),
+               swa_full="--swa-full" in argv, mla=int(opt("-mla", "3")), mmap="--no-mmap" not in argv)
+
+
+def _fix(case: dict) -> Path:
+    return FIX_IK if case.get("dir") == FIX_IK.name else FIX
 
 
 @cache
-def _model(name: str):
-    return load_model(str(FIX / name), check_size=False)
+def _model(name: str, fix: Path = FIX):
+    return load_model(str(fix / name), check_size=False)
+
+
+def case_model(case: dict):
+    return _model(case["model"], _fix(case))
 
 
 def predicted(case: dict) -> tuple[LayerCache, ...]:
     run = parse(case["command"])
-    cfg = CacheConfig(engine="mainline", ctx=run.ctx, type_k=run.type_k, type_v=run.type_v,
-                      flash_attn=run.flash_attn, n_seq=run.n_seq, ubatch=run.ubatch, swa_full=run.swa_full)
-    return layer_caches(_model(case["model"]).params, cfg)
+    cfg = CacheConfig(engine=case["engine"], ctx=run.ctx, type_k=run.type_k, type_v=run.type_v,
+                      flash_attn=run.flash_attn, n_seq=run.n_seq, ubatch=run.ubatch, swa_full=run.swa_full,
+                      mla=run.mla)
+    return layer_caches(case_model(case).params, cfg)
 
 
-def log_text(name: str) -> str:
-    return (FIX / name).read_text(encoding="utf-8", errors="replace")
+def log_text(name: str, fix: Path = FIX) -> str:
+    return (fix / name).read_text(encoding="utf-8", errors="replace")
+
+
+def case_log(case: dict, server: int | None = None) -> str:
+    name = case["log"] if server is None else case["log"].replace(".log", f"-server{server}.log")
+    return log_text(name, _fix(case))
 
 
 def _ids(cases: list[dict]) -> list[str]:
-    return [c["log"].removesuffix(".log") for c in cases]
+    return [f"{c['engine']}-" + c["log"].removesuffix(".log") for c in cases]
+
+
+def ik_offload_list(text: str) -> list[str]:
+    """ik's ``model->devices`` as its log prints them ("NAME: using device NAME - N MiB free", one line per entry,
+    llama_load_model_from_file @8337e4cd3): a CPU-only build lists each RPC device twice, a CPU entry between."""
+    return re.findall(r"^(\S+): using device \S+ - \d+ MiB free$", text, re.M)
+
+
+def ik_layer_map(text: str, n_layer: int) -> list[str]:
+    """Device (buffer-type name, or CPU) of layers 0..n_layer (n_layer = the output layer), from ik's "Setting
+    default device in layer N to D" lines (D: an entry of its offload list); layers without a line stay on the
+    CPU."""
+    entries = ik_offload_list(text)
+    got = {int(a): int(b) for a, b in re.findall(r"Setting default device in layer +(\d+) to (\d+)", text)}
+    return [entries[got[il]] if il in got else "CPU" for il in range(n_layer + 1)]
+
+
+def ik_allocs(text: str) -> list[tuple[str, int]]:
+    """(buffer type, bytes) of every ``[buft_alloc]`` line (tools/engine_harness/buft_alloc_log.c), in order."""
+    return [(m[1], int(m[2])) for m in map(_BUFT_ALLOC.search, text.splitlines()) if m]
+
+
+def _ik_dsv4_allocs(text: str) -> dict[str, int]:
+    """Bytes per buffer type of the allocations right before ik's "DSV4 cache:" line: the per-tensor buffers of
+    ``llama_context::ensure_dsv4_cache_tensors`` (src/llama-dsv4.cpp:883-1000 @8337e4cd3), which prints nothing
+    between them; empty for other models."""
+    lines = text.splitlines()
+    end = next((i for i, line in enumerate(lines) if "DSV4 cache:" in line), None)
+    out: dict[str, int] = {}
+    if end is None:
+        return out
+    i = end - 1
+    while i >= 0 and (m := _BUFT_ALLOC.search(lines[i])):
+        out[m[1]] = out.get(m[1], 0) + int(m[2])
+        i -= 1
+    return out
+
+
+def ik_allocs_before(text: str, pattern: str) -> list[tuple[str, int]]:
+    """The allocation logged right before each line matching ``pattern`` that names the same buffer type: what
+    the engine allocated for the buffer that line prints (its own size line follows each allocation)."""
+    out: list[tuple[str, int]] = []
+    last: dict[str, int] = {}
+    for line in text.splitlines():
+        m = _BUFT_ALLOC.search(line)
+        if m:
+            last[m[1]] = int(m[2])
+            continue
+        m = re.search(pattern, line)
+        if m and m[1] in last:          # a mmap'ed CPU buffer is not allocated: no line before it
+            out.append((m[1], last.pop(m[1])))
+    return out
 
 
 def test_every_kind_is_captured_at_two_contexts_and_over_rpc():
-    for kind in KINDS:
-        runs = [c for c in CASES if c["kind"] == kind]
-        assert {parse(c["command"]).ctx for c in runs} >= {4096, 16384}, kind
-        assert {c["servers"] for c in runs} >= {0, 1, 2}, kind
-        assert all(c["engine"] == "mainline" and c["commit"] == "0c1e57098" for c in runs)
+    for engine, commit, kinds, cases in (("mainline", "0c1e57098", KINDS, CASES), ("ik", "8337e4cd3", IK_KINDS, IK_CASES)):
+        for kind in kinds:
+            runs = [c for c in cases if c["kind"] == kind]
+            assert {parse(c["command"]).ctx for c in runs} >= {4096, 16384}, (engine, kind)
+            assert {c["servers"] for c in runs} >= {0, 1, 2}, (engine, kind)
+        assert all(c["engine"] == engine and c["commit"] == commit for c in cases)
 
 
-@pytest.mark.parametrize("case", CASES, ids=_ids(CASES))
+@pytest.mark.parametrize("case", ALL_CASES, ids=_ids(ALL_CASES))
 def test_printed_cache_buffers_equal_the_prediction(case):
-    printed = [float(x) for x in _BUFFER.findall(log_text(case["log"]))]
+    """Every printed KV/state buffer (0.01 MiB): the sum must equal the planner's total within the rounding (ik's
+    CPU backend mallocs 32 bytes more than asked, ggml-backend.cpp:706 @8337e4cd3: counted in the tolerance)."""
+    text = case_log(case)
+    if case["engine"] == "ik":
+        printed = [float(a or b) for a, b in _BUFFER_IK.findall(text)]
+    else:
+        printed = [float(x) for x in _BUFFER.findall(text)]
     assert printed, case["log"]
     total = sum(c.total_bytes for c in predicted(case)) / MIB
-    assert abs(total - sum(printed)) <= 0.005 * len(printed) + 1e-9, (total, printed)
+    assert abs(total - sum(printed)) <= (0.005 + 32 / MIB) * len(printed) + 1e-9, (total, printed)
+    if case["engine"] == "ik":      # and in bytes: the allocation before each KV buffer line, the DSV4 buffers
+        allocated = sum(n for _, n in ik_allocs_before(text, r"(\S+) KV buffer size"))
+        assert allocated + sum(_ik_dsv4_allocs(text).values()) == total * MIB
 
 
-RPC = [c for c in CASES if c["servers"]]
+RPC = [c for c in ALL_CASES if c["servers"]]
+
+
+def _ik_server_allocs(case: dict) -> dict[str, list[int]]:
+    """Per rpc-server buffer-type name: the sizes that server allocated (its own log), which must be the client's
+    allocations on that buffer type in the same order (one alloc_buffer request each)."""
+    text = case_log(case)
+    client = ik_allocs(text)
+    out = {}
+    for i in range(case["servers"]):
+        port = 50420 + i
+        name = next(e for e in ik_offload_list(text) if e.endswith(f":{port}]"))
+        server = [n for _, n in ik_allocs(case_log(case, i))]
+        assert server == [n for b, n in client if b == name], (i, name)
+        out[name] = server
+    return out
 
 
 @pytest.mark.parametrize("case", RPC, ids=_ids(RPC))
 def test_rpc_cache_allocations_equal_the_prediction_to_the_byte(case):
-    """Per device, from the command alone: mainline's layer rule (-ngl 99 -ts 1,1 over the rpc devices,
-    planner.layer_split) gives each layer's device, which must be the one the engine logged; the planner's cache
-    bytes of the layers on a device must equal that server's cache allocations."""
+    """Per device, from the command alone: the engine's layer rule (mainline: -ngl 99 -ts 1,1 over the rpc
+    devices; ik: its greedy fill over its offload list, planner.layer_split) gives each layer's device, which must
+    be the one the engine logged; the planner's cache bytes of the layers on a device must equal that server's
+    cache allocations."""
     from planner.engine_buffers import map_for_flags
 
-    text = log_text(case["log"])
-    logged = {int(il): dev for il, dev in _ASSIGNED.findall(text)}
+    text = case_log(case)
     n = case["servers"]
-    split = map_for_flags("mainline", _model(case["model"]), [f"RPC{i}" for i in range(n)], [1] * n,
+    tmap = case_model(case)
+    caches = predicted(case)
+    if case["engine"] == "ik":
+        logged = ik_layer_map(text, tmap.params.n_layer)          # the planner's rule: test_ik_layer_map_...
+        kv_allocs = dict(ik_allocs_before(text, r"(\S+) KV buffer size"))
+        _ik_server_allocs(case)
+        dsv4 = _ik_dsv4_allocs(text)
+        for dev in dict.fromkeys(logged[:-1]):
+            want = sum(c.total_bytes for c in caches if logged[c.layer] == dev and c.kind != "dsv4")
+            want += sum(c.k_bytes for c in caches if logged[c.layer] == dev and c.kind == "dsv4")
+            assert kv_allocs.get(dev, 0) == want, (dev, kv_allocs)
+            # DeepSeek-V4's compressed caches and compressor states: one buffer per tensor on the layer's device
+            want = sum(c.index_bytes for c in caches if logged[c.layer] == dev and c.kind == "dsv4")
+            assert dsv4.get(dev, 0) == want, (dev, dsv4)
+        return
+    logged_ml = {int(il): dev for il, dev in _ASSIGNED.findall(text)}
+    split = map_for_flags("mainline", tmap, [f"RPC{i}" for i in range(n)], [1] * n,
                           n_gpu_layers=99, tensor_split=(1,) * n)
     device_of = dict(enumerate(split.layer_device))
-    assert {il: dev for il, dev in logged.items() if il in device_of} == device_of
-    caches = predicted(case)
+    assert {il: dev for il, dev in logged_ml.items() if il in device_of} == device_of
     for i in range(case["servers"]):
-        allocs = [int(x) for x in _ALLOC.findall(log_text(case["log"].replace(".log", f"-server{i}.log")))]
+        allocs = [int(x) for x in _ALLOC.findall(case_log(case, i))]
         assert len(allocs) >= 2                          # model buffer, cache buffer(s) if any, compute buffer
         want = sum(c.total_bytes for c in caches if device_of[c.layer] == f"RPC{i}")
         assert sum(allocs[1:-1]) == want, (i, allocs)
+
+
+IK_RPC = [c for c in IK_CASES if c["servers"]]
+
+
+@pytest.mark.parametrize("case", IK_RPC, ids=_ids(IK_RPC))
+def test_ik_layer_map_is_the_planners(case):
+    """ik's own layer map ("Setting default device in layer N to D" over its offload list) is what the planner's
+    ik rule (greedy fill by its layer-size table, planner.layer_split) gives for the command."""
+    from planner.engine_buffers import map_for_flags, run_sizes
+
+    text = case_log(case)
+    tmap = case_model(case)
+    entries = ik_offload_list(text)
+    free = [int(x) << 20 for x in re.findall(r"^\S+: using device \S+ - (\d+) MiB free$", text, re.M)]
+    run = parse(case["command"])
+    argv = shlex.split(case["command"])
+    ngl = int(argv[argv.index("-ngl") + 1])
+    ts = tuple(float(x) for x in argv[argv.index("-ts") + 1].split(",")) if "-ts" in argv else None
+    sizes = run_sizes("ik", tmap, None, ctx=run.ctx, type_k=run.type_k, type_v=run.type_v, ubatch=run.ubatch,
+                      batch=2048, flash_attn=run.flash_attn)
+    split = map_for_flags("ik", tmap, entries, free, n_gpu_layers=ngl, tensor_split=ts, sizes=sizes)
+    assert list(split.layer_device) + [split.output_device] == ik_layer_map(text, tmap.params.n_layer)
+
+
+@pytest.mark.parametrize("case", IK_CASES, ids=_ids(IK_CASES))
+def test_ik_layer_size_table_is_the_planners(case):
+    """ik's "Layer N: weights, KV, total, compute MiB" table (get_layer_sizes, src/llama.cpp:4156 @8337e4cd3), the
+    sizes its greedy fill places layers by: every row's weights and KV equal planner.layer_sizes.ik_layer_sizes
+    (KV: ik's llama_model::cache_size, which counts shared-KV and NextN layers) to the printed 0.01 MiB."""
+    from planner.layer_sizes import ik_layer_sizes
+
+    rows = re.findall(r"^Layer +(\d+): +([\d.]+), +([\d.]+), +([\d.]+) +([\d.]+) +MiB$", case_log(case), re.M)
+    assert rows, case["log"]
+    run = parse(case["command"])
+    sizes = ik_layer_sizes(case_model(case), ctx=run.ctx, type_k=run.type_k, type_v=run.type_v,
+                           n_ubatch=run.ubatch, flash_attn=run.flash_attn, mla_attn=run.mla, n_seq=run.n_seq)
+    got = [(il, f"{w / MIB:.2f}", f"{kv / MIB:.2f}") for il, (w, kv) in enumerate(zip(sizes.weights, sizes.kv))]
+    assert got == [(int(il), w, kv) for il, w, kv, _, _ in rows]
 
 
 def _cache_blocks(text: str) -> list[tuple[str, int, int]]:
@@ -221,17 +395,26 @@ def test_legacy_mla_file_is_plain_attention_on_mainline_and_mla_on_ik():
     assert not _model("mla.header.gguf").params.mla_legacy
 
 
-@pytest.mark.parametrize("case", CASES, ids=_ids(CASES))
+@pytest.mark.parametrize("case", ALL_CASES, ids=_ids(ALL_CASES))
 def test_log_parser_reads_every_cache_buffer(case):
     """What `verify` reads from these logs (planner.logparse): every KV, RS and DSV4 state buffer counts as the
-    cache of its device, and the total sums every cache's own size line (mainline prints one per cache)."""
+    cache of its device, and the total sums every cache's own size line (mainline prints one per cache; ik one
+    "KV self size" line, its DSA indexer keys and DeepSeek-V4's compressed caches on lines of their own)."""
     from planner.logparse import parse_load_log
 
-    text = log_text(case["log"])
+    text = case_log(case)
     ld = parse_load_log(text)
     kv = [b for b in ld.buffers if b.kind == "kv"]
-    assert [f"{b.mib:.2f}" for b in kv] == _BUFFER.findall(text)
     caches = predicted(case)
+    total = sum(c.total_bytes for c in caches) / MIB
+    if case["engine"] == "ik":
+        assert [f"{b.mib:.2f}" for b in kv] == re.findall(r"KV buffer size = +([\d.]+) MiB", text)
+        # "KV self size" sums K and V, not the recurrent state in the same buffer (src/llama.cpp:8499-8551)
+        total -= sum(c.state_bytes for c in caches) / MIB
+        n_lines = len(re.findall(r"KV self size|KV self indexer size|DSV4 cache:", text))
+        assert ld.kv_total_mib is not None and abs(ld.kv_total_mib - total) <= 0.005 * n_lines + 0.005
+        return
+    assert [f"{b.mib:.2f}" for b in kv] == _BUFFER.findall(text)
     if case["servers"]:
         device_of = {int(il): dev for il, dev in _ASSIGNED.findall(text)}
         names = re.findall(r"using device (RPC\d) \(([^)]*)\)", text)
@@ -239,7 +422,6 @@ def test_log_parser_reads_every_cache_buffer(case):
             logged = sum(b.mib for b in kv if b.device == f"RPC0[{addr}]")
             want = sum(c.total_bytes for c in caches if device_of[c.layer] == dev) / MIB
             assert abs(logged - want) <= 0.005 * sum(b.device == f"RPC0[{addr}]" for b in kv) + 1e-9, (i, dev)
-    total = sum(c.total_bytes for c in caches) / MIB
     n_lines = len(re.findall(r"(?:llama_kv_cache|llama_memory_recurrent): size|ratio = \d.*size =", text))
     assert ld.kv_total_mib is not None and abs(ld.kv_total_mib - total) <= 0.005 * n_lines + 0.005
 
@@ -329,6 +511,30 @@ def test_mamba2_hybrid_layers_from_the_per_layer_arrays():
 
 
 RPC_CASES = [c for c in CASES if c["servers"]]
+# ik: every run whose weights go through an allocation (an rpc-server's buffer, or the CPU's with --no-mmap)
+IK_WEIGHT_CASES = [c for c in IK_CASES if c["servers"] or not parse(c["command"]).mmap]
+
+
+def _predicted_weights(case: dict, gpus: list[str], free: list[int] | None = None) -> dict[str, int]:
+    """What `check` predicts for the case's command: weights per buffer name (``gpus`` in the engine's offload
+    order; the CPU as "CPU", ik's host buffer "CUDA_Host" counted with it: a CPU-only build has one CPU buffer
+    type)."""
+    from planner.engine_buffers import placement_buffers
+    from planner.launch import parse_server_command, placement_from_command
+
+    tmap = case_model(case)
+    cmd = parse_server_command(shlex.split(case["command"]), engine=case["engine"])
+    pl = placement_from_command(tmap, cmd, gpus, gpu_free_bytes=free)
+    tied = "output.weight" not in {t.name for t in tmap.tensors}
+    dup = pl.tied_duplicate_device(tied, engine=case["engine"], load=cmd.run.load)
+    out: dict[str, int] = {}
+    for kind, name, size in placement_buffers(case["engine"], tmap, None, pl.tensor_device, pl.layer_device,
+                                              [0] * tmap.params.n_layer, cuda_devices=False, load=cmd.run.load,
+                                              tied_duplicate_device=dup):
+        if kind == "weights":
+            key = "CPU" if name == "CUDA_Host" else name
+            out[key] = out.get(key, 0) + size
+    return out
 
 
 @pytest.mark.parametrize("case", RPC_CASES, ids=_ids(RPC_CASES))
@@ -338,19 +544,173 @@ def test_model_buffer_per_rpc_server_equals_its_first_allocation(case):
     output layer's device (gemma-3/-4: no output.weight; mainline create_tensor sends TENSOR_DUPLICATED token_embd
     to LLM_TENSOR_OUTPUT's layer) and one ``rope_freqs`` per device holding a loading layer (gemma-4: full
     attention layers; TENSOR_DUPLICATED for the later ones)."""
-    from planner.engine_buffers import placement_buffers
-    from planner.launch import parse_server_command, placement_from_command
-
-    tmap = _model(case["model"])
-    cmd = parse_server_command(shlex.split(case["command"]), engine=case["engine"])
     gpus = [f"CUDA{i}" for i in range(case["servers"])]
-    pl = placement_from_command(tmap, cmd, gpus)
-    tied = "output.weight" not in {t.name for t in tmap.tensors}
-    got = {n: b for k, n, b in placement_buffers(case["engine"], tmap, None, pl.tensor_device, pl.layer_device,
-                                                 [0] * tmap.params.n_layer, cuda_devices=False,
-                                                 tied_duplicate_device=pl.tied_duplicate_device(tied))
-           if k == "weights"}
-    logged = [int(re.search(r"\[alloc_buffer\] device: \d+, size: (\d+)",
-                            log_text(case["log"].replace(".log", f"-server{s}.log"))).group(1))
+    got = _predicted_weights(case, gpus)
+    logged = [int(re.search(r"\[alloc_buffer\] device: \d+, size: (\d+)", case_log(case, s)).group(1))
               for s in range(case["servers"])]
     assert [got.get(g, 0) for g in gpus] == logged
+
+
+@pytest.mark.parametrize("case", IK_WEIGHT_CASES, ids=_ids(IK_WEIGHT_CASES))
+def test_ik_weight_buffers_equal_their_allocations(case):
+    """ik: every weight buffer the engine allocates (the allocation right before each "llm_load_tensors: NAME
+    buffer size" line, bytes; each rpc-server's first allocation) equals what `check` predicts for the command,
+    on ik's own layer map (its greedy fill over its offload list, planner.layer_split)."""
+    text = case_log(case)
+    entries = ik_offload_list(text)
+    free = [int(x) << 20 for x in re.findall(r"^\S+: using device \S+ - (\d+) MiB free$", text, re.M)]
+    got = _predicted_weights(case, entries, free)
+    logged = dict(ik_allocs_before(text, r"llm_load_tensors: +(\S+) buffer size"))
+    assert logged, case["log"]
+    if case["servers"]:        # each server's first allocation is its model buffer (none: no layer there)
+        assert {b: n[0] for b, n in _ik_server_allocs(case).items() if n} == {b: logged[b] for b in logged if
+                                                                           b != "CPU"}
+    assert {b: got.get(b, 0) for b in logged} == logged
+
+
+def _ik_case(log: str) -> dict:
+    return next(c for c in IK_CASES if c["log"] == log)
+
+
+def test_ik_refuses_nemotron_h():
+    """ik 8337e4cd3 has no nemotron_h architecture (its log), and the planner refuses it for ik by name."""
+    assert "unknown model architecture: 'nemotron_h'" in log_text("nemotronh-refused.log", FIX_IK)
+    assert not any(c["kind"] == "nemotronh" for c in IK_CASES)
+
+
+def test_ik_loads_a_tied_token_embd_twice_when_the_output_is_on_the_cpu_and_not_mmaped():
+    """The question of ik's create_embd_output (src/llama-load-tensors.cpp:536 @8337e4cd3): the tied output's
+    TENSOR_DUPLICATED token_embd goes to the output context, create_tensor_for (src/llama-model-loader.cpp:910)
+    dups it without a lookup, and with the output on the CPU that context is the input's (both
+    llama_default_buffer_type_cpu, src/llama.cpp:4322/4635). The gemma-3 logs, in bytes: with --no-mmap and the
+    output on the CPU (-ngl 0, -ngl 8 = n_layer, or no device) the CPU buffer holds token_embd twice; at -ngl 99
+    the duplicate is on the rpc-server and the CPU holds one; under mmap the CPU buffer is not allocated at all."""
+    tmap = case_model(_ik_case("gemma3-c4096.log"))
+    by_name = tmap.by_name()
+    embd = by_name["token_embd.weight"].n_elements * 2                       # bf16
+    norm = -(-by_name["output_norm.weight"].n_elements * 4 // 32) * 32
+    layers = sum(-(-t.n_elements * (4 if t.dtype == "f32" else 2) // 32) * 32 for t in tmap.tensors
+                 if t.layer is not None)
+
+    def weights(log: str) -> dict[str, int]:
+        return dict(ik_allocs_before(log_text(log, FIX_IK), r"llm_load_tensors: +(\S+) buffer size"))
+
+    rpc = "RPC0[127.0.0.1:50420]"
+    assert weights("gemma3-c4096-nommap.log") == {"CPU": 2 * embd + norm + layers}
+    assert weights("gemma3-c4096-nommap-ngl0-rpc1.log") == {"CPU": 2 * embd + norm + layers}
+    assert weights("gemma3-c4096-nommap-ngl8-rpc1.log") == {"CPU": 2 * embd + norm, rpc: layers}
+    assert weights("gemma3-c4096-nommap-ngl99-rpc1.log") == {"CPU": embd, rpc: layers + norm + embd}
+    assert weights("gemma3-c4096-ngl8-rpc1.log") == {rpc: layers}                  # mmap: CPU not allocated
+    from planner.memory import Placement
+
+    on_cpu = Placement({"token_embd.weight": "CPU"}, ("CUDA0",), ("CUDA0", "CPU"), output_device=None)
+    offloaded = Placement({"token_embd.weight": "CPU"}, ("CUDA0",), ("CUDA0", "CPU"), output_device="CUDA0")
+    assert [on_cpu.tied_duplicate_device(True, "ik", load) for load in ("no-mmap", "rtr", "mmap")] == [
+        "CPU", "CPU", None]
+    assert on_cpu.tied_duplicate_device(True, "mainline", "no-mmap") is None   # mainline reuses the tensor
+    assert offloaded.tied_duplicate_device(True, "ik", "mmap") == "CUDA0"
+    assert on_cpu.tied_duplicate_device(False, "ik", "no-mmap") is None
+
+
+def test_ik_loads_rope_freqs_once_per_full_attention_layer():
+    """gemma-4's rope_freqs (TENSOR_DUPLICATED on every full-attention layer after the first, 2 of 10 here): ik's
+    create_tensor_for dups it per call, mainline returns the copy its context has. Over one rpc-server the
+    same file's model buffer is 512 bytes (one 128-float copy) larger on ik than on mainline; with --no-mmap on the
+    CPU ik's buffer holds both copies and token_embd twice."""
+    from planner.roles import layer_copies
+
+    ik = ik_allocs(log_text("gemma4-c16384-rpc1-server0.log", FIX_IK))[0][1]
+    ml = int(_ALLOC.search(log_text("gemma4-c16384-rpc1-server0.log")).group(1))
+    rope = case_model(_ik_case("gemma4-c4096.log")).by_name()["rope_freqs.weight"]
+    assert ik - ml == rope.n_elements * 4 == 512
+    p = case_model(_ik_case("gemma4-c4096.log")).params
+    devs = ("CUDA0",) * 5 + ("CUDA1",) * 5
+    assert layer_copies("rope_freqs.weight", p.arch, devs, p.is_swa) == ["CUDA0", "CUDA1"]
+    assert layer_copies("rope_freqs.weight", p.arch, devs, p.is_swa, engine="ik") == ["CUDA0", "CUDA1"]
+    assert layer_copies("rope_freqs.weight", p.arch, ("CUDA0",) * 10, p.is_swa, engine="ik") == ["CUDA0"] * 2
+    assert layer_copies("rope_freqs.weight", p.arch, ("CPU",) * 10, p.is_swa, engine="ik", mapped="CPU") == ["CPU"]
+
+
+def test_ik_mla0_runs_a_mla_file_as_per_head_attention():
+    """-mla 0 on the converter's MLA layout (one 576-wide KV head): ik's loader restores n_head_kv = n_gqa = 4
+    heads of key_length_mla 192 / value_length_mla 128 ("Adjusted mainline llama.cpp MLA tensors"), so the cache
+    is 6 layers x 4096 cells x (4 x 192 + 4 x 128) x 2 bytes; -mla 1/2/3 keep the 576-wide latent (-mla 1 without
+    flash attention adds the transposed 512-wide V)."""
+    mib = {c["log"]: [float(a or b) for a, b in _BUFFER_IK.findall(case_log(c))] for c in IK_CASES
+           if c["kind"] == "mla" and parse(c["command"]).ctx == 4096 and c["servers"] == 1}
+    assert mib["mla-c4096-mla0-rpc1.log"] == [6 * 4096 * (4 * 192 + 4 * 128) * 2 / MIB]
+    assert mib["mla-c4096-mla1-rpc1.log"] == mib["mla-c4096-fa-off-rpc1.log"] == [6 * 4096 * 576 * 2 / MIB]
+    assert mib["mla-c4096-mla1-fa-off-rpc1.log"] == [6 * 4096 * (576 + 512) * 2 / MIB]
+    assert sum(c.total_bytes for c in predicted(_ik_case("mla-c4096-mla0-rpc1.log"))) == 6 * 4096 * 1280 * 2
+
+
+MLA_IK = [c for c in IK_CASES if c["kind"] in ("mla", "dsa", "mlalegacy")]
+
+
+@pytest.mark.parametrize("case", MLA_IK, ids=_ids(MLA_IK))
+def test_ik_mla_tensors_derived_at_load_equal_their_allocations(case):
+    """ik's llm_prepare_mla computes the MLA tensors the file lacks, each in a buffer of its own on its source's
+    device (the allocation right before each "Computed blk.N.NAME" line): attn_kv_b from attn_k_b/attn_v_b unless
+    -mla 1, attn_k_b/attn_v_b from a legacy attn_kv_b unless -mla 0. Per device, in bytes, what
+    planner.engine_buffers.ik_mla_derived predicts, and what memory_report adds to that device's weights."""
+    from planner.engine_buffers import ik_mla_derived
+    from planner.memory import Placement, RunConfig, memory_report
+
+    text = case_log(case)
+    tmap = case_model(case)
+    logged: dict[str, int] = {}
+    last = None
+    for line in text.splitlines():
+        m = _BUFT_ALLOC.search(line)
+        if m:
+            last = (m[1], int(m[2]))
+        elif line.startswith("Computed blk.") and last:
+            logged[last[0]] = logged.get(last[0], 0) + last[1]
+            last = None
+    layer_dev = ik_layer_map(text, tmap.params.n_layer)
+    want: dict[str, int] = {}
+    for src, nbytes in ik_mla_derived(tmap, None, parse(case["command"]).mla).items():
+        dev = layer_dev[int(src.split(".")[1])]
+        want[dev] = want.get(dev, 0) + nbytes
+    assert logged == want
+    run = parse(case["command"])
+    derives = run.mla > 0 if case["kind"] == "mlalegacy" else run.mla != 1
+    p = tmap.params                                  # kv_lora 512 x 4 heads x (nope 128 + v 128), bf16, per layer
+    assert sum(logged.values()) == derives * p.n_layer * p.kv_lora_rank * p.n_head * (128 + 128) * 2
+    # memory_report: the device's weights term = its model buffer + what ik derives there
+    names = {d: ("CPU" if d == "CPU" else f"CUDA{i}") for i, d in enumerate(dict.fromkeys(layer_dev))}
+    devices = {t.name: names[layer_dev[t.layer]] if t.layer is not None else
+               (names[layer_dev[-1]] if t.name != "token_embd.weight" else "CPU") for t in tmap.tensors}
+    pl = Placement(devices, tuple(names[d] for d in layer_dev[:-1]), (*{v for v in names.values() if v != "CPU"},
+                                                                       "CPU"), output_device=names[layer_dev[-1]])
+    cfg = RunConfig(engine="ik", ctx=run.ctx, type_k=run.type_k, type_v=run.type_v, flash_attn=run.flash_attn,
+                    load="mmap")
+    if run.mla != 3:
+        return                                     # RunConfig carries no -mla: the report assumes ik's default
+    rep = memory_report(tmap, {}, pl, {}, cfg)
+    models = dict(ik_allocs_before(text, r"llm_load_tensors: +(\S+) buffer size"))
+    for dev, name in names.items():
+        if name != "CPU":
+            assert rep.device(name).term("weights") == models[dev] + want.get(dev, 0)
+
+
+@pytest.mark.parametrize("case", IK_RPC, ids=_ids(IK_RPC))
+def test_verify_reads_iks_kv_kind_logs(case):
+    """`verify --cluster` on these ik runs: every exact check (weights of the rpc-servers, KV per device, the
+    KV total) matches what ik printed, for every kind: DeepSeek-V4's compressed caches are in no per-device line
+    (ik logs their total apart), a hybrid's recurrent state is in the KV buffer but not in "KV self size"."""
+    from planner.cluster_flags import cluster_from_flags
+    from planner.hardware import load_profile
+    from planner.verify import verify_logs
+
+    argv = shlex.split(case["command"])
+    endpoints = argv[argv.index("--rpc") + 1].split(",")
+    hosts = [f"s{i}=addr:{e.split(':')[0]},port:{e.split(':')[1]},ram:24,bw:10gbe" for i, e in enumerate(endpoints)]
+    cluster = cluster_from_flags(load_profile("cpu-epyc9654-768g"), hosts)
+    tmap = case_model(case)
+    mix = {t.name: t.dtype for t in tmap.tensors}
+    (report,) = verify_logs([_fix(case) / case["log"]], tmap, mix, cluster.main, engine="ik", argv=argv,
+                            cluster=cluster)
+    bad = [c for c in report.checks if c.exact and not c.ok and (c.term != "weights" or c.device != CPU_NAME)]
+    assert not bad, bad
+    assert {c.term for c in report.checks if c.exact} >= {"weights", "kv", "kv_total"}

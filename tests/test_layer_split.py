@@ -172,7 +172,7 @@ def derive(fx: dict):
     overrides = tuple((rx, None if dev.upper().startswith("CPU") else names.index(dev)) for rx, dev in cmd.overrides)
     mapped = "--no-mmap" not in fx["command"] and (engine == "mainline" or not overrides)
     buffers = engine_buffers(tmap, None, split, n_devices=len(devices), kv_layer_bytes=kv, overrides=overrides,
-                             cpu_mapped=mapped)
+                             cpu_mapped=mapped, engine=engine)
     return tmap, cmd, lines, devices, sizes, split, buffers
 
 

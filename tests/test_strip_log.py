@@ -2,7 +2,8 @@
 
 The independent check is the committed fixtures themselves: each was cut from a full engine log by the filter
 that is now its named configuration (tests/fixtures/engine/*.log by the engine harness's, tests/fixtures/rpc/*.log
-by the RPC harness's client and --server filters, tests/fixtures/kv_kinds/*.log by the KV harness's), so filtering a fixture again must give it back line for line.
+by the RPC harness's client and --server filters, tests/fixtures/kv_kinds/*.log by the KV harness's and
+tests/fixtures/kv_kinds_ik/*.log by its ik side's), so filtering a fixture again must give it back line for line.
 A filter that dropped a line some fixture kept fails here.
 """
 
@@ -31,6 +32,7 @@ def _cases() -> list[tuple[Path, str]]:
     for p in sorted((FIXTURES / "rpc").glob("*.log")):
         out.append((p, "rpc-server" if re.search(r"-server\d+\.log$", p.name) else "rpc-client"))
     out += [(p, "kv") for p in sorted((FIXTURES / "kv_kinds").glob("*.log"))]
+    out += [(p, "kv-ik") for p in sorted((FIXTURES / "kv_kinds_ik").glob("*.log"))]
     return out
 
 
@@ -39,7 +41,7 @@ CASES = _cases()
 
 def test_every_kind_of_fixture_is_covered():
     kinds = {kind for _, kind in CASES}
-    assert kinds == {"harness", "rpc-client", "rpc-server", "kv"}
+    assert kinds == {"harness", "rpc-client", "rpc-server", "kv", "kv-ik"}
     assert len(CASES) >= 30
 
 

@@ -15,6 +15,10 @@ reads exactly those lines:
 * ``kv``: the KV/state fixtures of tools/engine_harness/run_kv_kinds.sh (tests/fixtures/kv_kinds/), client and
   server logs alike: context flags, the layout lines (n_swa, layer -> device, which layers each cache holds), every
   KV / recurrent-state / DeepSeek-V4 compressor-state / compute buffer and each server's allocations in bytes.
+* ``kv-ik``: the ik_llama.cpp side of those fixtures (tools/engine_harness/run_kv_kinds_ik.sh,
+  tests/fixtures/kv_kinds_ik/): context and MLA flags, ik's layer-size table and "Setting default device" map,
+  every weight/KV/compute buffer line, the DeepSeek-V4 cache line, ik's MLA adjustments (computed attn_kv_b,
+  "changing MLA") and every allocation in bytes (the buft_alloc_log.c shim's "[buft_alloc]" lines).
 
 tests/test_strip_log.py re-filters every committed fixture with its filter and checks nothing is lost.
 """
@@ -47,6 +51,12 @@ FILTERS: dict[str, re.Pattern[str]] = {
         r"llama_memory_recurrent: size|ratio = \d|creating|: layer +\d+: (dev|filtered)|compute buffer size|"
         r"memory_breakdown_print|alloc_buffer|Starting RPC|endpoint|padding V cache|does not have KV|reuse layer|"
         r"error|failed|warning|WARN"),
+    "kv-ik": re.compile(
+        r"llama_init_from_model: +(n_ctx|n_batch|n_ubatch|flash_attn|mla_attn|attn_max_b) |"
+        r"llm_load_print_meta: +(n_layer|n_swa|n_swa_pattern|n_head_kv|n_embd_head_k|n_embd_head_v|n_embd_k_gqa|"
+        r"n_embd_v_gqa|n_lora_kv|n_rot) |using device|^Layer +\d+:|^Total   :|Setting default device|offload|"
+        r"buffer size|KV self|DSV4 cache|state slots|MLA|wkv_b|Computed|need to compute|overridden|graph splits|"
+        r"buft_alloc|Starting RPC|endpoint|error|failed|warning|WARN"),
 }
 
 
