@@ -214,6 +214,13 @@ def _solve_with_layers(tmap: TensorMap, hw: Hardware, budget: Budget, request: P
             last_err = InfeasibleBudgetError("fixed terms alone exceed a device budget",
                                              shortfall_bytes={d: -c for d, c in cap.items() if c < 0})
             continue
+        over = {d: b - cap.get(d, 0) for d, b in _pinned_bytes(groups).items() if b > cap.get(d, 0)}
+        if over:
+            # the layers' own tensors (attention, norms) at their smallest types overfill a device: more layers
+            # on the CPU free it (gemma-3-27b, 8 + 32 GiB, 32k q8_0 cache: fits at a later split)
+            last_err = InfeasibleBudgetError("the layers' own tensors alone exceed a device budget",
+                                             shortfall_bytes=over)
+            continue
         obj = _objective(request, quality, types is not None, fixed_time)
         # capacities are all non-negative here: moving more attention to the CPU moves the same bytes
         # and only slows generation, so an infeasible answer now is final
@@ -224,6 +231,18 @@ def _solve_with_layers(tmap: TensorMap, hw: Hardware, budget: Budget, request: P
             break
     assert last_err is not None
     raise last_err
+
+
+def _pinned_bytes(groups: Sequence[Group]) -> dict[str, int]:
+    """Bytes each device must take whatever the solver chooses: for every group whose options all charge the
+    same device, its smallest option there."""
+    out: dict[str, int] = {}
+    for g in groups:
+        devs = {o.device for o in g.options}
+        if len(devs) == 1:
+            d = next(iter(devs))
+            out[d] = out.get(d, 0) + min(o.bytes for o in g.options)
+    return out
 
 
 def _solve_objective(groups: list[Group], cap: Mapping[str, int], obj: Objective, fixed_time: Mapping[str, float],

@@ -217,3 +217,13 @@ def test_a_tied_output_on_the_gpu_is_planned_with_its_duplicate(engine, vram):
     checked = {d["device"]: {t["name"]: t["bytes"] for t in d["terms"]}
                for d in json.loads(c.stdout)["memory"]["devices"]}
     assert checked["CUDA0"]["weights"] == mem["CUDA0"]["weights"]
+
+
+def test_a_smaller_cache_never_turns_a_fitting_plan_infeasible():
+    # gemma-3-27b on 8 GiB + 32 GiB at 32k: with an f16 cache it plans, so with q8_0 (34 bytes per 32 values
+    # instead of 64, ggml's block_q8_0) it must too. The layer split search stopped at the first split whose fixed
+    # terms fit, although the layers' own attention tensors overfilled the GPU there; more CPU layers fix that.
+    for kv in ("f16", "q8_0"):
+        r = run("plan", "gemma-3-27b", "--vram", "8", "--ram", "32", "--ctx", "32768", "--kv", kv, "--json")
+        assert r.exit_code == 0, (kv, r.output)
+        assert json.loads(r.stdout)["plan"]["memory"]["fits"]
