@@ -148,6 +148,26 @@ def _signature(g: Group) -> tuple:
                           for o in g.options))
 
 
+# Each group's signature, kept from the previous solve (only its groups, held so that their ids stay theirs): a
+# plan solves the same groups two or more times (balanced: quality then speed; --pareto: every point), and the
+# signatures cost about 0.05 CPU s per solve on the headline model (566 groups, 35,000 rounded option fields).
+_SIGNATURES: dict[int, tuple[Group, tuple]] = {}
+
+
+def _signatures(groups: Sequence[Group]) -> list[tuple]:
+    """:func:`_signature` of every group, remembered from the previous call for the same group objects."""
+    global _SIGNATURES
+    memo: dict[int, tuple[Group, tuple]] = {}
+    out = []
+    for g in groups:
+        hit = _SIGNATURES.get(id(g))
+        sig = hit[1] if hit is not None and hit[0] is g else _signature(g)
+        memo[id(g)] = (g, sig)
+        out.append(sig)
+    _SIGNATURES = memo
+    return out
+
+
 def _cp_model() -> Any:
     """``ortools.sat.python.cp_model``, imported on first use without pandas.
 
@@ -187,8 +207,8 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
     t_start = time.perf_counter()
     groups = sorted(groups, key=lambda g: (g.layer if g.layer is not None else -1, g.key))
     classes: dict[tuple, list[Group]] = {}
-    for g in groups:
-        classes.setdefault(_signature(g), []).append(g)
+    for g, sig in zip(groups, _signatures(groups)):
+        classes.setdefault(sig, []).append(g)
     # pruning is per class; a shared type key couples classes, so only prune there within one type
     class_list = [_prune(members, same_type_only=bool(members[0].type_key)) for members in classes.values()]
 

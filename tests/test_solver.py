@@ -86,3 +86,18 @@ def test_deterministic():
     a = solve(groups, {"CUDA0": 3000, "CPU": 9000}, Objective("quality", max_seconds=0.6))
     b = solve(list(reversed(groups)), {"CUDA0": 3000, "CPU": 9000}, Objective("quality", max_seconds=0.6))
     assert a.choice == b.choice
+
+
+def test_remembered_signatures_are_the_groups_own():
+    """The signatures kept from the previous solve are used only for the very same group objects: a new group
+    (even one with the key of an old one) gets its own."""
+    import dataclasses
+
+    from planner.solver import _signature, _signatures
+
+    rnd = random.Random(5)
+    groups = _groups(rnd, n_layers=3)
+    assert _signatures(groups) == [_signature(g) for g in groups]
+    changed = [dataclasses.replace(g, role="other") if i % 2 else g for i, g in enumerate(groups)]
+    assert _signatures(changed) == [_signature(g) for g in changed]
+    assert _signatures(list(reversed(changed))) == [_signature(g) for g in reversed(changed)]

@@ -1,0 +1,85 @@
+"""Prints (no assertions) every CP-SAT search of one `gguf-planner plan` run and where its gap comes from.
+
+    python3 benchmarks/solve_steps.py [PLAN ARGS ...]        (default: plan --vram 24 --ram 96)
+    python3 benchmarks/solve_steps.py deepseek-r1 --profile 2xrtx3090-epyc9354-384g
+
+Per search: the objective (quality / speed), its model (plain; the probe of a tightened solve; the model tightened
+by reduced costs from the probe's solution: planner.solver._tightened), the gap it was allowed to stop at, CP-SAT's
+work (deterministic time, load-independent), how it ended and its own gap, and two figures of its model's LP
+relaxation (GLOP duals, bound in exact arithmetic: planner.solver_bounds):
+
+- ``LP gap``: the solution's distance to the LP bound.  No search proves a gap smaller than the LP gap without
+  closing it by branching, so this is what a proof costs.
+- ``hand-off``: the share of the solution's objective that is the hand-off terms (the y variables: one
+  GPU->CPU->GPU round trip per layer with any group away from home).  Measured with this script (December 2026):
+  dropping those terms cut the speed step's LP gap from 0.197 % to 0.051 % on Qwen3-235B on 4x RTX 3090 and from
+  0.176 % to 0.019 % on Kimi-K2 on 2x RTX 3090 (HiGHS, scipy.optimize.milp, on the exported models), so a stronger
+  hand-off formulation is where the speed step's proofs are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sys
+from typing import Any
+
+import planner.solver as solver_mod
+from planner.solver_bounds import lagrangian_bound
+
+
+def _lp_gap(m: Any, objective: float) -> str:
+    lb = lagrangian_bound(m.proto)
+    if lb is None or not objective:
+        return "-"
+    return f"{float((objective - lb[0]) / objective):.4%}"
+
+
+def _handoff_share(m: Any, solver: Any, objective: float) -> str:
+    proto = m.proto
+    total = 0
+    for v, k in zip(proto.objective.vars, proto.objective.coeffs):
+        if proto.variables[v].name.startswith("y"):
+            total += k * solver.value(m.get_int_var_from_proto_index(v))
+    return f"{total / objective:.3%}" if objective else "-"
+
+
+def main(argv: list[str]) -> None:
+    args = ["plan", *(argv or ["--vram", "24", "--ram", "96"])]
+    rows: list[str] = []
+    run = solver_mod._run
+
+    def traced(cp_model: Any, m: Any, objective: Any, work: float) -> tuple[Any, int]:
+        solver, status = run(cp_model, m, objective, work)
+        name = solver.status_name(status)
+        if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            obj, bound = solver.objective_value, solver.best_objective_bound
+            gap = f"{abs(obj - bound) / max(abs(obj), 1e-30):.4%}"
+            lp, share = _lp_gap(m, obj), _handoff_share(m, solver, obj)
+        else:
+            gap = lp = share = "-"
+        model = ("plain" if not objective.tighten else
+                 "probe" if work == min(solver_mod.TIGHTEN_PROBE_WORK, objective.work_limit) else "tight")
+        rows.append(f"{objective.kind:8} {model:>5} "
+                    f"{objective.relative_gap:9.0e} {solver.deterministic_time:7.3f} {name:9} {gap:>9} {lp:>9} "
+                    f"{share:>9} {len(m.proto.variables):6}")
+        return solver, status
+
+    solver_mod._run = traced
+    from planner.cli import main as cli_main
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            cli_main(args)
+    except SystemExit as exc:
+        if exc.code:
+            raise
+    finally:
+        solver_mod._run = run
+    print(f"{'step':8} {'model':>5} {'gap limit':>9} {'work':>7} {'status':9} {'gap':>9} {'LP gap':>9} "
+          f"{'hand-off':>9} {'vars':>6}")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
