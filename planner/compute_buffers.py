@@ -301,8 +301,14 @@ def _shape(p: ModelParams, cfg: RunConfig) -> GraphShape:
 
     # ik raises an -amb below 128 MiB to 128 (common/common.cpp:1966-1970)
     amb = max(cfg.amb, 128) if cfg.engine == "ik" and cfg.amb > 0 else 0
+    n_kv_swa = 0
+    if p.n_swa:
+        # the window cache's cells (planner/kv_cache.py: the engine's SWA cache size), its mask's rows
+        from planner.kv_cache import CacheConfig, layer_caches
+
+        n_kv_swa = next((c.cells for c in layer_caches(p, CacheConfig.from_run(cfg)) if c.kind == "swa"), 0)
     return GraphShape.of(p, _tokens(cfg), cfg.kv_size, cfg.flash_attn, cfg.type_k, cfg.type_v,
-                         mask_pad=KQ_MASK_PAD.get(cfg.engine, 1), amb=amb)
+                         mask_pad=KQ_MASK_PAD.get(cfg.engine, 1), amb=amb, n_kv_swa=n_kv_swa)
 
 
 _K = 3      # layers per device in the role's stand-in placement: the graph repeats per layer, so a device's

@@ -3,7 +3,8 @@ replayed through ggml's scheduler and allocator (:mod:`planner.gallocr`) to size
 as the engine logs it.
 
 Which graphs exist: ``engine_graphs.toml`` has a table per (engine, architecture); :func:`graph_of` says which
-one applies (mainline: Qwen3-MoE-shaped models, DeepSeek on the legacy ``attn_kv_b`` layout; ik 8337e4cd3: the
+one applies (mainline: Qwen3-MoE-shaped models, DeepSeek on the legacy ``attn_kv_b`` layout, gpt-oss with its
+sliding-window and full caches; ik 8337e4cd3: the
 same Qwen3-MoE shapes and DeepSeek under ``-mla 3``, with flash attention and fused up/gate experts).  Others keep
 the live-set estimate of :mod:`planner.compute_buffers`.
 
@@ -52,10 +53,14 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
     """The template in ``engine_graphs.toml`` that draws this model's graph on this engine, or None:
     ``qwen3moe`` (MoE in every layer, softmax gating, no shared experts, plain GQA attention) and ``deepseek2``
     (mainline's plain multi-head path for the legacy ``attn_kv_b`` layout: no ``attn_k_b``/``attn_v_b``, which
-    mainline runs as MLA; dense lead layers, sigmoid gating with ``exp_probs_b``, one shared expert).  ik's
+    mainline runs as MLA; dense lead layers, sigmoid gating with ``exp_probs_b``, one shared expert), ``gptoss``
+    (mainline: gpt-oss, its SWA layers reading the window cache's inputs).  ik's
     templates draw its flash-attention graph with fused up/gate experts only, and for DeepSeek its -mla 3 graph of a
     ubatch of ``tokens`` >= 128 (see engine_graphs.toml)."""
     p = tmap.params
+    if p.arch == "gpt-oss" and p.n_swa and p.n_expert and p.n_ff_exp:
+        # every layer MoE with biased experts, SWA on the layers the pattern names (openai-moe.cpp:62-175)
+        return "gptoss" if "gptoss" in _templates().get(engine, {}) else None
     if p.n_swa or p.full_attn_interval or not (p.n_expert and p.n_expert_used and p.n_ff_exp):
         return None
     if engine == "ik" and not (flash_attn and tmap.derived(_fused_up_gate)):
@@ -115,10 +120,11 @@ class GraphShape:
     npv: int = 0
     qk: int = 0
     kvq: bool = False  # ik MLA: a cache type other than f16 (its rope part is cast to f16 before the repeat)
+    n_kvs: int = 0     # the sliding-window cache's cells (gpt-oss: its SWA layers' mask and cache; 0 = no SWA)
 
     @classmethod
     def of(cls, p: ModelParams, tokens: int, n_kv: int, flash_attn: bool, type_k: str = "f16",
-           type_v: str = "f16", mask_pad: int = 1, amb: int = 0) -> GraphShape:
+           type_v: str = "f16", mask_pad: int = 1, amb: int = 0, n_kv_swa: int = 0) -> GraphShape:
         rk = 0
         if type_k.lower() not in UNQUANTIZED and p.head_dim % 64 == 0:      # llama-kv-cache.cpp:321-325, 1450-1458
             rk = 64
@@ -143,7 +149,7 @@ class GraphShape:
                    rope=p.n_rot, vo=p.n_head * (p.head_dim_v or p.head_dim), nff=p.n_ff,
                    sh=p.n_ff_shexp or p.n_ff_exp * p.n_shared_exp, tm=-(-tokens // mask_pad) * mask_pad,
                    hc=hc, nit=p.n_head // hc if hc else 1, nope=nope, hv=hv, npv=nope + hv, qk=nope + p.n_rot,
-                   kvq=type_k.lower() != "f16")
+                   kvq=type_k.lower() != "f16", n_kvs=n_kv_swa)
 
     def has(self, flag: str) -> bool:
         """Whether a row with this flag is in the graph."""
@@ -192,10 +198,12 @@ def _flags(row: list[Any]) -> set[str]:
 
 
 def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], device_of: Callable[[str], int],
-          out_dev: int, cpu: int, dense: Sequence[bool] = ()) -> list[T]:
+          out_dev: int, cpu: int, dense: Sequence[bool] = (), swa: Sequence[bool] = ()) -> list[T]:
     """The graph's tensors in graph order for template ``graph`` (:func:`graph_of`); devices are backend indices
     (``cpu`` the last).  ``device_of`` maps a weight's GGUF name to its device (``-ot`` included); ``dense``: the
-    layers with a dense FFN (rows flagged "dense"; the others take the "moe" rows)."""
+    layers with a dense FFN (rows flagged "dense"; the others take the "moe" rows); ``swa``: the sliding-window
+    layers, whose "in:NAME" sources are the window cache's inputs "in:NAME_swa" where the template has them
+    (mainline build_attn with llm_graph_input_attn_kv_iswa, src/llama-graph.cpp:3425-3455)."""
     tpl = _templates()[engine][graph]
     ts: list[T] = []
     ids: dict[str, int] = {}
@@ -245,7 +253,8 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
                         local[key] = add(T(f"cache_{s[3:]}_l{il}", "NONE", 0, dev=dev))
                     resolved.append(local[key])
                 elif s.startswith("in:"):
-                    resolved.append(ids[s])
+                    is_swa = 0 <= il < len(swa) and swa[il]
+                    resolved.append(ids[s + "_swa"] if is_swa and s + "_swa" in ids else ids[s])
                 else:
                     resolved.append(local[s])
             resolved = [len(ts) if r == -1 else r for r in resolved]
@@ -287,7 +296,8 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
 
 @cache
 def _sizes(engine: str, graph: str, shape: GraphShape, layer_dev: tuple[int, ...], dense: tuple[bool, ...],
-           weight_dev: tuple[tuple[str, int], ...], out_dev: int, n_backends: int, copies: int) -> tuple[int, ...]:
+           weight_dev: tuple[tuple[str, int], ...], out_dev: int, n_backends: int, copies: int,
+           swa: tuple[bool, ...] = ()) -> tuple[int, ...]:
     wd = dict(weight_dev)
     cpu = n_backends - 1
 
@@ -298,32 +308,34 @@ def _sizes(engine: str, graph: str, shape: GraphShape, layer_dev: tuple[int, ...
             return layer_dev[int(name.split(".")[1])]
         return cpu if name == "token_embd.weight" else out_dev
 
-    ts = build(engine, graph, shape, layer_dev, device_of, out_dev, cpu, dense)
+    ts = build(engine, graph, shape, layer_dev, device_of, out_dev, cpu, dense, swa)
     return tuple(buffer_sizes(ts, n_backends, copies=copies, inplace=inplace_ops(engine)))
 
 
 RUN = 3     # identical layers in a row kept by :func:`compress` (tests/test_engine_graph.py: 2 is not enough)
 
 
-def compress(layer_dev: Sequence[int], weight_dev: dict[str, int],
-             dense: Sequence[bool] = ()) -> tuple[list[int], dict[str, int], list[bool]]:
+def compress(layer_dev: Sequence[int], weight_dev: dict[str, int], dense: Sequence[bool] = (),
+             swa: Sequence[bool] = ()) -> tuple[list[int], dict[str, int], list[bool], list[bool]]:
     """The same placement with every run of identical layers (same device, same weights moved where) cut to
     ``RUN`` layers.  The graph repeats per layer, so the allocator reaches its steady state within a run and a
     longer run changes no buffer (checked on every harness placement, tests/test_engine_graph.py); the last layer
-    stays the last (it alone gathers the output rows)."""
+    stays the last (it alone gathers the output rows).  A layer's kind is its FFN (``dense``) and its cache
+    (``swa``): alternating kinds are kept as they are."""
     moved: dict[int, list[tuple[str, int]]] = {}
     for name, dev in weight_dev.items():
         if name.startswith("blk."):
             moved.setdefault(int(name.split(".")[1]), []).append((name.split(".", 2)[2], dev))
     kinds = [il < len(dense) and dense[il] for il in range(len(layer_dev))]
-    sig = [(d, kinds[il], tuple(sorted(moved.get(il, ())))) for il, d in enumerate(layer_dev)]
+    windows = [il < len(swa) and swa[il] for il in range(len(layer_dev))]
+    sig = [(d, kinds[il], windows[il], tuple(sorted(moved.get(il, ())))) for il, d in enumerate(layer_dev)]
     keep = [il for il in range(len(sig))
             if il < RUN or any(sig[j] != sig[il] for j in range(il - RUN, il)) or il == len(sig) - 1]
     new_dev = [layer_dev[il] for il in keep]
     new_w = {name: dev for name, dev in weight_dev.items() if not name.startswith("blk.")}
     for k, il in enumerate(keep):
         new_w.update({f"blk.{k}.{rest}": dev for rest, dev in moved.get(il, ())})
-    return new_dev, new_w, [kinds[il] for il in keep]
+    return new_dev, new_w, [kinds[il] for il in keep], [windows[il] for il in keep]
 
 
 def compute_buffers(engine: str, graph: str, p: ModelParams, shape: GraphShape, layer_dev: Sequence[int],
@@ -333,7 +345,8 @@ def compute_buffers(engine: str, graph: str, p: ModelParams, shape: GraphShape, 
     ``weight_dev``: the weights away from their layer's device (``-ot``), by GGUF name; token_embd is on the CPU,
     the output's tensors on ``out_dev``.  The placement is :func:`compress`-ed unless ``exact_layers``."""
     dense = [il < p.n_dense_lead for il in range(len(layer_dev))]
+    swa = [p.is_swa(il) for il in range(len(layer_dev))] if shape.n_kvs else []
     if not exact_layers:
-        layer_dev, weight_dev, dense = compress(layer_dev, weight_dev, dense)
+        layer_dev, weight_dev, dense, swa = compress(layer_dev, weight_dev, dense, swa)
     return _sizes(engine, graph, shape, tuple(layer_dev), tuple(dense), tuple(sorted(weight_dev.items())), out_dev,
-                  n_backends, copies)
+                  n_backends, copies, tuple(swa))

@@ -113,6 +113,13 @@ def test_graph_matches_the_schedulers_own_dump(dump):
 
     fx = next((f for f in manifest() if f["command"] == command), None)
     ts, names = _placement(fx) if fx else _rpc_placement(next(c for c in h.CASES if c["command"] == command))
+    assert_matches_dump(lines, ts, names)
+
+
+def assert_matches_dump(lines: list[str], ts, names: list[str]) -> None:
+    """The graph ``ts`` (backends ``names``, the CPU last) against a GGML_SCHED_DEBUG=2 dump's lines: the same
+    non-view ops in the same order, each on the same backend and of the same size, and the same splits with the
+    same copied inputs."""
     sc = schedule(ts, len(names))
     theirs_nodes, theirs_splits = [], []
     for line in lines[2:]:
