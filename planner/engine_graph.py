@@ -4,7 +4,7 @@ as the engine logs it.
 
 Which graphs exist: ``engine_graphs.toml`` has a table per (engine, architecture); :func:`graph_of` says which
 one applies (mainline: Qwen3-MoE-shaped models, DeepSeek on the legacy ``attn_kv_b`` layout, gpt-oss with its
-sliding-window and full caches; ik 8337e4cd3: the
+sliding-window and full caches; ik 8337e4cd3: gpt-oss, the
 same Qwen3-MoE shapes and DeepSeek under ``-mla 3``, with flash attention and fused up/gate experts).  Others keep
 the live-set estimate of :mod:`planner.compute_buffers`.
 
@@ -44,7 +44,7 @@ def _fused_up_gate(tmap: TensorMap) -> bool:
     (ik src/llama-build-context.cpp:1600-1609, ``fused_moe_up_gate`` and ``up_exps->type == gate_exps->type``)."""
     types: dict[int | None, set[str]] = {}
     for t in tmap.tensors:
-        if t.role in ("ffn_up_exps", "ffn_gate_exps"):
+        if t.role in ("ffn_up_exps", "ffn_gate_exps") and t.name.endswith(".weight"):    # not gpt-oss's biases
             types.setdefault(t.layer, set()).add(t.dtype)
     return all(len(v) == 1 for v in types.values())
 
@@ -54,12 +54,15 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
     ``qwen3moe`` (MoE in every layer, softmax gating, no shared experts, plain GQA attention) and ``deepseek2``
     (mainline's plain multi-head path for the legacy ``attn_kv_b`` layout: no ``attn_k_b``/``attn_v_b``, which
     mainline runs as MLA; dense lead layers, sigmoid gating with ``exp_probs_b``, one shared expert), ``gptoss``
-    (mainline: gpt-oss, its SWA layers reading the window cache's inputs).  ik's
+    (gpt-oss, its SWA layers reading the window cache's inputs; ik: with flash attention and fused up/gate).  ik's
     templates draw its flash-attention graph with fused up/gate experts only, and for DeepSeek its -mla 3 graph of a
     ubatch of ``tokens`` >= 128 (see engine_graphs.toml)."""
     p = tmap.params
     if p.arch == "gpt-oss" and p.n_swa and p.n_expert and p.n_ff_exp:
-        # every layer MoE with biased experts, SWA on the layers the pattern names (openai-moe.cpp:62-175)
+        # every layer MoE with biased experts, SWA on the layers the pattern names (mainline openai-moe.cpp:
+        # 62-175; ik build_openai.cpp:5-65, its flash-attention graph with fused up/gate experts only)
+        if engine == "ik" and not (flash_attn and tmap.derived(_fused_up_gate)):
+            return None
         return "gptoss" if "gptoss" in _templates().get(engine, {}) else None
     if p.n_swa or p.full_attn_interval or not (p.n_expert and p.n_expert_used and p.n_ff_exp):
         return None
@@ -345,7 +348,7 @@ def compute_buffers(engine: str, graph: str, p: ModelParams, shape: GraphShape, 
     ``weight_dev``: the weights away from their layer's device (``-ot``), by GGUF name; token_embd is on the CPU,
     the output's tensors on ``out_dev``.  The placement is :func:`compress`-ed unless ``exact_layers``."""
     dense = [il < p.n_dense_lead for il in range(len(layer_dev))]
-    swa = [p.is_swa(il) for il in range(len(layer_dev))] if shape.n_kvs else []
+    swa = [p.is_swa(il) for il in range(len(layer_dev))] if p.n_swa else []
     if not exact_layers:
         layer_dev, weight_dev, dense, swa = compress(layer_dev, weight_dev, dense, swa)
     return _sizes(engine, graph, shape, tuple(layer_dev), tuple(dense), tuple(sorted(weight_dev.items())), out_dev,
