@@ -3,7 +3,8 @@ replayed through ggml's scheduler and allocator (:mod:`planner.gallocr`) to size
 as the engine logs it.
 
 Which graphs exist: ``engine_graphs.toml`` has a table per (engine, architecture); :func:`graph_of` says which
-one applies (mainline: Qwen3-MoE-shaped models, DeepSeek on the legacy ``attn_kv_b`` layout, gpt-oss with its
+one applies (mainline: Qwen3-MoE-shaped models, DeepSeek on the legacy ``attn_kv_b`` layout or with
+``attn_k_b``/``attn_v_b`` (MLA), gpt-oss with its
 sliding-window and full caches; ik 8337e4cd3: gpt-oss, the
 same Qwen3-MoE shapes and DeepSeek under ``-mla 3``, with flash attention and fused up/gate experts).  Others keep
 the live-set estimate of :mod:`planner.compute_buffers`.
@@ -78,7 +79,8 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
         name = "qwen3moe"
     elif p.arch == "deepseek2" and p.kv_lora_rank and p.q_lora_rank and p.n_shared_exp == 1:
         roles = tmap.derived(_roles)
-        name = "deepseek2" if "attn_kv_b" in roles and "attn_k_b" not in roles else ""
+        name = "deepseek2" if "attn_kv_b" in roles and "attn_k_b" not in roles else (
+            "deepseek2mla" if engine == "mainline" and "attn_k_b" in roles and "attn_v_b" in roles else "")
     else:
         name = ""
     return name if name and name in _templates().get(engine, {}) else None
@@ -124,6 +126,7 @@ class GraphShape:
     qk: int = 0
     kvq: bool = False  # ik MLA: a cache type other than f16 (its rope part is cast to f16 before the repeat)
     n_kvs: int = 0     # the sliding-window cache's cells (gpt-oss: its SWA layers' mask and cache; 0 = no SWA)
+    wscale: bool = False  # the routed weights scaled (expert_weights_scale neither 0 nor 1: a SCALE node)
 
     @classmethod
     def of(cls, p: ModelParams, tokens: int, n_kv: int, flash_attn: bool, type_k: str = "f16",
@@ -152,12 +155,13 @@ class GraphShape:
                    rope=p.n_rot, vo=p.n_head * (p.head_dim_v or p.head_dim), nff=p.n_ff,
                    sh=p.n_ff_shexp or p.n_ff_exp * p.n_shared_exp, tm=-(-tokens // mask_pad) * mask_pad,
                    hc=hc, nit=p.n_head // hc if hc else 1, nope=nope, hv=hv, npv=nope + hv, qk=nope + p.n_rot,
-                   kvq=type_k.lower() != "f16", n_kvs=n_kv_swa)
+                   kvq=type_k.lower() != "f16", n_kvs=n_kv_swa,
+                   wscale=p.expert_weights_scale not in (0.0, 1.0))
 
     def has(self, flag: str) -> bool:
         """Whether a row with this flag is in the graph."""
         return {"fa": self.mask == 2, "nofa": self.mask != 2, "rotk": self.rk > 0, "rotv": self.rotv,
-                "kvq": self.kvq}.get(flag, True)
+                "kvq": self.kvq, "wscale": self.wscale}.get(flag, True)
 
     def size(self, expr: str, k1: int = 1) -> int:
         """Bytes of a row's expression; ``k1``: the -amb chunk's number, from 1 (rows flagged "iter")."""

@@ -105,12 +105,6 @@ MISSES: dict[tuple[str, str], str] = {
     ("mainline", "dsv4-c4096-rpc2"): "rpc1 cpu",
     ("mainline", "dsv4-c4096-q8-rpc1"): "rpc0 cpu",
     ("mainline", "dsv4-c8192-np2-rpc1"): "rpc0 cpu",
-    ("mainline", "mla-c4096"): "cpu",
-    ("mainline", "mla-c16384"): "cpu",
-    ("mainline", "mla-c16384-rpc1"): "rpc0",
-    ("mainline", "mla-c4096-rpc2"): "rpc0 rpc1",
-    ("mainline", "mla-c4096-fa-off-rpc1"): "rpc0",
-    ("mainline", "mla-c4096-q8-rpc1"): "rpc0",
     ("mainline", "dsa-c4096"): "cpu",
     ("mainline", "dsa-c16384"): "cpu",
     ("mainline", "dsa-c16384-rpc1"): "rpc0 cpu",
@@ -183,7 +177,6 @@ MISSES: dict[tuple[str, str], str] = {
 _NO_GRAPH = "no engine graph for this architecture: live-set estimate"
 WHY: dict[tuple[str, str], str] = {
     ("mainline", "dsv4"): _NO_GRAPH + " (compressed attention, indexer, hyper-connections not modelled)",
-    ("mainline", "mla"): _NO_GRAPH + " (mainline.deepseek2 is the legacy attn_kv_b layout only)",
     ("mainline", "dsa"): _NO_GRAPH + " (MLA + the DSA lightning indexer)",
     ("mainline", "qwen35moe"): _NO_GRAPH + " (gated delta-net state ops)",
     ("mainline", "gemma3"): _NO_GRAPH + " (two caches: the SWA window and the full context)",

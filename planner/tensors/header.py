@@ -88,6 +88,8 @@ def from_gguf(header: Any) -> TensorMap:
         n_shared_exp=num("expert_shared_count", 0) or 0,
         n_nextn=num("nextn_predict_layers", 0) or 0,
         qk_norm=_optional_qk_norm(arch) and any(t.role == "attn_q_norm" for t in tensors),
+        # the routed weights' scale (mainline build_moe_ffn scales them unless 0 or 1, src/llama-graph.cpp:2163-2166)
+        expert_weights_scale=_float(header.get(f"{arch}.expert_weights_scale")),
         **_gguf_layout(header, arch, tensors),
     )
     name = header.get("general.name")
@@ -100,6 +102,11 @@ def from_gguf(header: Any) -> TensorMap:
                      file_bytes=header.file_bytes, header=header)
     validate_model(tmap)
     return tmap
+
+
+def _float(value: Any) -> float:
+    """A float header value, 0.0 where absent or not a number."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
 
 
 def _gguf_layout(header: Any, arch: str, tensors: tuple[TensorInfo, ...]) -> dict[str, Any]:

@@ -47,6 +47,7 @@ class ModelParams:
     qk_norm: bool = False       # attn_q_norm/attn_k_norm where a template makes them optional (GLM-4.5)
     # --- attention / state layout (what sizes the KV cache; planner/kv_cache.py) ---
     n_swa: int = 0              # sliding-window (or chunked) attention window in tokens; 0 = none
+    expert_weights_scale: float = 0.0   # {arch}.expert_weights_scale of a GGUF header (0: not given)
     swa_period: int = 0         # layer il is SWA when il % swa_period < swa_period - 1 (llama.cpp set_swa_pattern)
     swa_layers: tuple[bool, ...] = ()   # explicit per-layer SWA flags (a header array); wins over swa_period
     head_dim_swa: int = 0       # key/value head width on SWA layers when it differs (key_length_swa); 0 = head_dim
