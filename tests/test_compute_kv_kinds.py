@@ -110,10 +110,7 @@ MISSES: dict[tuple[str, str], str] = {
     ("mainline", "dsa-c16384-rpc1"): "rpc0 cpu",
     ("mainline", "dsa-c4096-rpc2"): "rpc0 rpc1 cpu",
     ("mainline", "dsa-c4096-fa-off-rpc1"): "rpc0 cpu",
-    ("mainline", "gemma3-c4096"): "cpu",
-    ("mainline", "gemma3-c4096-rpc2"): "rpc0 rpc1 cpu",
     ("mainline", "gemma3-c4096-swa-full-rpc1"): "rpc0 cpu",
-    ("mainline", "gemma3-c4096-ub256-rpc1"): "cpu",
     ("mainline", "gemma4-c4096"): "cpu",
     ("mainline", "gemma4-c4096-rpc2"): "rpc0 rpc1 cpu",
     ("mainline", "gemma4-c4096-fa-off-rpc1"): "cpu",
@@ -179,7 +176,8 @@ WHY: dict[tuple[str, str], str] = {
     ("mainline", "dsv4"): _NO_GRAPH + " (compressed attention, indexer, hyper-connections not modelled)",
     ("mainline", "dsa"): _NO_GRAPH + " (MLA + the DSA lightning indexer)",
     ("mainline", "qwen35moe"): _NO_GRAPH + " (gated delta-net state ops)",
-    ("mainline", "gemma3"): _NO_GRAPH + " (two caches: the SWA window and the full context)",
+    ("mainline", "gemma3"): "--swa-full: RunConfig (and so verify) has no --swa-full, the window cache is drawn with "
+                            "its own cells instead of the full context's",
     ("mainline", "gemma4"): _NO_GRAPH + " (SWA and full caches of different head sizes, shared KV)",
     ("mainline", "llama4"): _NO_GRAPH + " (chunked attention cache, MoE every 2nd layer)",
     ("mainline", "nemotronh"): _NO_GRAPH + " (Mamba-2 state ops)",
@@ -268,4 +266,34 @@ def test_graph_matches_the_schedulers_own_dump(dump):
                lambda name: order.index(device_of(name)), order.index(out_dev), len(order) - 1,
                [il < p.n_dense_lead for il in range(len(layer_device))],
                [p.is_swa(il) for il in range(len(layer_device))] if p.n_swa else [])
+    assert_matches_dump(lines, ts, order)
+
+
+def test_gemma3_quantized_cache_rotations_match_a_dump_and_its_buffers():
+    # graphs_extra/: gemma-3 with -ctk/-ctv q8_0 (no kv_kinds case has it): the Hadamard rotations of Q, K, V and
+    # the attention output (llama-kv-cache.cpp:321-338, llama-graph.cpp:2883-2930) node by node against the dump,
+    # and both buffers against the destructor's 4-decimal lines of the same run (the .compute.txt beside it)
+    from dataclasses import replace
+
+    from test_engine_graph import assert_matches_dump
+
+    from planner.compute_buffers import _shape
+    from planner.engine_graph import build
+
+    extra = FIX / "graphs_extra"
+    lines = (extra / "mainline-gemma3-c4096-q8-rpc1.txt").read_text().splitlines()
+    assert "-c 4096 -ctk q8_0 -ctv q8_0" in lines[1]
+    logged_is = {m[1]: float(m[2]) for m in re.finditer(r"(\S+) compute buffer size is +([\d.]+) MiB",
+                                                         (extra / "mainline-gemma3-c4096-q8-rpc1.compute.txt")
+                                                         .read_text())}
+    tmap, run, devices, layer_device, device_of, out_dev, copies = _placement("gemma3-c4096-ub256-rpc1.log",
+                                                                              "mainline")
+    run = replace(run, ubatch=512, type_k="q8_0", type_v="q8_0")
+    got = placement_compute(tmap, run, devices, layer_device, device_of, out_dev, CPU, copies)
+    assert got is not None and {d: round(v / MIB, 4) for d, v in got.items()} == logged_is
+    p = tmap.params
+    order = [*devices, CPU]
+    ts = build("mainline", "gemma3", _shape(p, run), [order.index(d) for d in layer_device],
+               lambda name: order.index(device_of(name)), order.index(out_dev), len(order) - 1,
+               [False] * len(layer_device), [p.is_swa(il) for il in range(len(layer_device))])
     assert_matches_dump(lines, ts, order)
