@@ -16,6 +16,7 @@ from planner.explain import Explanation
 from planner.launch import LaunchCommand
 from planner.planning import Plan
 from planner.recipe import Recipe
+from planner.roles import tied_output
 from planner.runconfig import RunConfig
 from planner.tensors import TensorMap
 from planner.units import GIB
@@ -108,7 +109,7 @@ def recheck_launch(tmap: TensorMap, plan: Plan, launch: LaunchCommand, gpus: lis
     if placement.layer_device != plan.layer_device:
         raise EmitterError(f"{plan.run.engine} would map the layers differently from the plan under "
                            f"{' '.join(launch.argv[:12])} ...")
-    tied = "output.weight" not in plan.devices
+    tied = tmap.derived(tied_output) is not None
     if tied and placement.logits_device(True) != plan.placement.logits_device(True):
         raise EmitterError(f"the command puts the tied output layer on {placement.logits_device(True)}, the plan on "
                            f"{plan.placement.logits_device(True)}")

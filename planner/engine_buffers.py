@@ -20,7 +20,7 @@ from planner.layer_split import (CUDA_ALIGNMENT, CUDA_MATRIX_ROW_PADDING, HOST_A
                                  SplitDevice, SplitRequest, layer_split)
 from planner.layer_split_flags import SplitFlags, flags_for
 from planner.quants import catalogue
-from planner.roles import PER_LAYER_GLOBALS, layer_copies
+from planner.roles import PER_LAYER_GLOBALS, layer_copies, tied_output
 from planner.tensors import ModelParams, TensorInfo, TensorMap
 
 # ----------------------------------------------------------------------------------------------- engine buffers
@@ -107,9 +107,9 @@ def engine_buffers(tmap: TensorMap, mix: Mapping[str, str] | None, split: LayerS
             is_cuda = dev is not None and bool(cuda and cuda[dev])
             weights[dev] = weights.get(dev, 0) + alloc_bytes(type_of(t, mix), t.shape, nbytes(t, mix), cuda=is_cuda)
     dup_on_cpu = engine != "mainline" and not cpu_mapped       # ik: see Placement.tied_duplicate_device
-    if ("output.weight" not in by_name and "token_embd.weight" in by_name
-            and (split.output_device is not None or dup_on_cpu)):
-        t = by_name["token_embd.weight"]
+    embd = tmap.derived(tied_output)
+    if embd is not None and (split.output_device is not None or dup_on_cpu):
+        t = embd
         dev = split.output_device
         weights[dev] = weights.get(dev, 0) + alloc_bytes(type_of(t, mix), t.shape, nbytes(t, mix),
                                                          cuda=dev is not None and bool(cuda and cuda[dev]))

@@ -27,7 +27,7 @@ from planner.quantize import imatrix_types, quantizable
 from planner.quants import catalogue
 from planner.regexes import compile_user_regex, search
 from planner.request import PlanRequest
-from planner.roles import TIED_ROLES, active_fraction, is_movable, layer_copies, moves_with_ffn
+from planner.roles import TIED_ROLES, active_fraction, is_movable, layer_copies, moves_with_ffn, tied_output
 from planner.runconfig import RunConfig
 from planner.solver import Group, LayerHomes, Option
 from planner.speed import DeviceSpeed, device_speeds, linear_pp_fixed, linear_tg_costs
@@ -243,8 +243,7 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
                             - compute_buffer_bytes(tmap, cfg, holds_layers=True, holds_output=False,
                                                    is_gpu=is_gpu(d), copies=copies, entry=e)
                             for e in ("", "input", "cpu")) for d in budget.devices}
-    tied_out = next((t for t in tmap.tensors if t.role == "token_embd"), None) if "output.weight" not in {
-        t.name for t in tmap.tensors} else None
+    tied_out = tmap.derived(tied_output)
     tied_devs: list[str] = []
     if tied_out is not None:
         # output tied to token_embd: both engines load a second token_embd with the output layer

@@ -16,7 +16,7 @@ from planner.constants import constants
 from planner.devices import CPU
 from planner.devices import is_gpu as devices_is_gpu
 from planner.quants import catalogue
-from planner.roles import layer_copies
+from planner.roles import layer_copies, tied_output
 from planner.mmproj import mmproj_device
 from planner.runconfig import RunConfig
 from planner.tensors import ModelParams, TensorInfo, TensorMap
@@ -219,7 +219,7 @@ def memory_report(tmap: TensorMap, mix: Mapping[str, str], placement: Placement,
     kv: dict[str, int] = {d: 0 for d in placement.devices}
     for dev, nbytes in zip(placement.layer_device, kv_by_layer):
         kv[dev] = kv.get(dev, 0) + nbytes
-    tied = "output.weight" not in sizes and "token_embd.weight" in sizes
+    tied = tmap.derived(tied_output) is not None
     out_dev = placement.logits_device(tied)
     dup_dev = placement.tied_duplicate_device(tied, cfg.engine, cfg.load)
     if dup_dev is not None:

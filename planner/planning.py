@@ -26,6 +26,7 @@ from planner.quantize import quantizable
 from planner.quants import catalogue
 from planner.regexes import compile_user_regex, search
 from planner.request import PlanRequest
+from planner.roles import tied_output
 from planner.runconfig import UBATCH_CHOICES, RunConfig
 from planner.solver import Group, LayerHomes, Objective, Solution, SolveStep, solve, weakest
 from planner.speed import DeviceSpeed, SpeedEstimate, estimate_speed
@@ -428,7 +429,7 @@ def _assemble(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanReques
     gmap = {g.key: g.tensors for g in groups}
     types, devices = _expand(sol, gmap)
     output_device = None
-    if "output.weight" not in devices and devices.get("token_embd.weight", CPU) != CPU:
+    if tmap.derived(tied_output) is not None and devices.get("token_embd.weight", CPU) != CPU:
         # a tied output's option names the output layer's device; token_embd itself is the input layer (CPU)
         output_device, devices["token_embd.weight"] = devices["token_embd.weight"], CPU
     cat = catalogue()

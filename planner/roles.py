@@ -8,6 +8,7 @@
   ``--cpu-moe`` and ik's ``-ncmoe`` patterns match ``ffn_(up|down|gate)_exps`` only, common/common.cpp).
 * :func:`layer_copies`: global tensors every layer (or every full-attention layer) loads: one copy per buffer
   (mainline) or per layer (ik).
+* :func:`tied_output`: the ``token_embd`` an output without ``output.weight`` is tied to.
 * :func:`active_fraction`: the share of a tensor's weights one token reads: routed experts by
   ``n_expert_used / n_expert`` (the router's top-k, llama.cpp ``llm_graph_context::build_moe_ffn``), the token
   embedding one row (a ``get_rows`` lookup), everything else fully.
@@ -18,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Sequence
 from typing import TypeVar
 
-from planner.tensors import TensorInfo
+from planner.tensors import TensorInfo, TensorMap
 
 TIED_ROLES = {"ffn_gate_exps": "ffn_gate_up_exps", "ffn_up_exps": "ffn_gate_up_exps",
               "ffn_gate": "ffn_gate_up", "ffn_up": "ffn_gate_up",
@@ -58,6 +59,15 @@ def layer_copies(name: str, arch: str, layer_device: Sequence[D], is_swa: Callab
         if dev != mapped or dev not in out:
             out.append(dev)
     return out
+
+
+def tied_output(tmap: TensorMap) -> TensorInfo | None:
+    """``token_embd`` when the model has no ``output.weight``: the output is tied to it, and both engines load a
+    second copy with the output layer (:meth:`planner.memory.Placement.tied_duplicate_device`), which multiplies
+    all of it every token. None otherwise. Call as ``tmap.derived(tied_output)`` (computed once per map)."""
+    if any(t.name == "output.weight" for t in tmap.tensors):
+        return None
+    return next((t for t in tmap.tensors if t.name == "token_embd.weight"), None)
 
 
 def moves_with_ffn(role: str) -> bool:

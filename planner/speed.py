@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 from planner.devices import is_gpu, is_remote
 from planner.memory import CPU, Placement, RunConfig, constants, shape_bytes
 from planner.quants import catalogue
-from planner.roles import active_fraction, moves_with_ffn
+from planner.roles import active_fraction, moves_with_ffn, tied_output
 from planner.speed_basis import SpeedBasis, speed_basis
 from planner.tensors import TensorInfo, TensorMap
 
@@ -213,7 +213,7 @@ def _path(tmap: TensorMap, placement: Placement) -> list[str]:
     """Devices along one token's path: per layer the attention device, then each FFN tensor's device."""
     layer_device = placement.layer_device
     n = len(layer_device)
-    tied = tmap.derived(_tied)
+    tied = tmap.derived(tied_output) is not None
 
     def device_of(name: str) -> str:
         return placement.logits_device(True) if tied and name == TIED_OUTPUT else placement.device_of(name)
@@ -279,8 +279,8 @@ def _tensor_rows(tmap: TensorMap) -> tuple[_Row, ...]:
         matmul = t.n_dims >= 2 and t.role != "token_embd"
         rows.append((t.name, t.layer, t.shape, t.dtype, frac, t.n_dims < 2, matmul,
                      2.0 * t.n_elements * frac if matmul else 0.0, t.is_expert, t.n_expert))
-    embd = next((t for t in tmap.tensors if t.role == "token_embd"), None)
-    if tmap.derived(_tied) and embd is not None:
+    embd = tmap.derived(tied_output)
+    if embd is not None:
         # the output tied to token_embd: the logits multiply the whole matrix every token (the engines' duplicate
         # of token_embd on the output layer's device, Placement.logits_device); typed as token_embd
         rows.append((TIED_OUTPUT, None, embd.shape, embd.dtype, 1.0, False, True, 2.0 * embd.n_elements, False, 0))
@@ -288,12 +288,6 @@ def _tensor_rows(tmap: TensorMap) -> tuple[_Row, ...]:
 
 
 TIED_OUTPUT = "output.weight"       # the speed rows' name for a tied output (no such tensor in the file)
-
-
-def _tied(tmap: TensorMap) -> bool:
-    """No ``output.weight``: the output is tied to ``token_embd``."""
-    names = {t.name for t in tmap.tensors}
-    return "output.weight" not in names and "token_embd.weight" in names
 
 
 
@@ -333,7 +327,7 @@ def speed_terms(tmap: TensorMap, mix: Mapping[str, str], placement: Placement, h
     offload = bool(gpus) and ub >= k["offload_min_batch"]
     cpu_matmul_layers: set[int] = set()     # layers with a 2-D tensor on the CPU (their thread-pool syncs)
     device_of = placement.device_of
-    tied = tmap.derived(_tied)
+    tied = tmap.derived(tied_output) is not None
     for name, layer, shape, dtype, frac, flat, matmul, f, expert, n_expert in tmap.derived(_tensor_rows):
         dev = placement.logits_device(True) if tied and name == TIED_OUTPUT else device_of(name)
         if dev == CPU and layer is not None and not flat:

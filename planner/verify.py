@@ -25,7 +25,7 @@ from planner.compute_buffers import entry_of, is_ffn_matmul, placement_compute, 
 from planner.errors import LogFormatError
 from planner.logparse import EngineLog, host_or_device
 from planner.memory import CPU, MIB, Placement, RunConfig, compute_buffer_bytes, kv_bytes_by_layer, mix_bytes
-from planner.roles import layer_copies
+from planner.roles import layer_copies, tied_output
 from planner.tensors import TensorMap
 
 if TYPE_CHECKING:
@@ -147,7 +147,7 @@ def verify(log: EngineLog, tmap: TensorMap, mix: Mapping[str, str], placement: P
             for dev in layer_copies(name, p.arch, placement.layer_device, p.is_swa, engine=run.engine,
                                     mapped=mapped) or [placement.device_of(name)]:
                 weights[dev] = weights.get(dev, 0) + nbytes
-        tied = "output.weight" not in sizes and "token_embd.weight" in sizes
+        tied = tmap.derived(tied_output) is not None
         dup_dev = placement.tied_duplicate_device(tied, run.engine, run.load)
         if dup_dev is not None:
             weights[dup_dev] = weights.get(dup_dev, 0) + sizes["token_embd.weight"]
