@@ -125,7 +125,8 @@ def plan_floor(tmap: TensorMap, budget: Budget, request: PlanRequest) -> FloorCl
     if request.max_size_bytes:
         weights = min(weights, request.max_size_bytes)
     n = sum(t.n_elements for t in tmap.tensors if tmap.is_loaded(t))
-    return floors_for_budget(request.run.qengine, weights, n, n_expert=tmap.params.n_expert)
+    return floors_for_budget(request.run.qengine, weights, n, n_expert=tmap.params.n_expert,
+                             tied=tmap.derived(tied_output) is not None)
 
 
 def candidate_types(t: TensorInfo, engine: str, *, allow: Sequence[str] | None, deny: Sequence[str],
