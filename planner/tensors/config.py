@@ -68,6 +68,12 @@ def config_arch(config: Mapping[str, Any]) -> str:
         UnknownModelError: no template maps this model_type (the message lists the supported ones).
     """
     flat = _flatten_config(config)
+    classes = config.get("architectures") or ()
+    for cls in classes if isinstance(classes, list) else ():
+        # a transformers class a model_type shared by two architectures cannot tell apart ("bailing_hybrid")
+        arch = next((a for a, t in _architectures().items() if cls in t.get("hf_architectures", ())), None)
+        if arch is not None:
+            return arch
     for model_type in (flat.get("model_type", ""), config.get("model_type", "")):
         arch = next((a for a, t in _architectures().items() if model_type in t.get("hf_model_types", ())), None)
         if arch is not None:
@@ -130,6 +136,9 @@ def params_from_config(config: Mapping[str, Any], source: str = "config.json", *
     values.update(derived_fields(tpl, values))                  # Mixtral: n_ff_exp=n_ff (experts as wide)
     if not values.get("n_swa"):
         values.pop("swa_period", None)
+    layers = _hf_recurrent_layers(tpl.get("hf_layers", {}), flat, int(values["n_layer"]))
+    if layers:
+        values["recurrent_layers"] = layers
     if tpl.get("keeps_nextn"):
         # the converter appends the NextN/MTP block(s) after the decoder blocks (block_count = L + nextn)
         values["n_nextn"] = int(flat.get("num_nextn_predict_layers") or 0)
@@ -150,6 +159,24 @@ def params_from_config(config: Mapping[str, Any], source: str = "config.json", *
         return ModelParams(**values)
     except TypeError as exc:
         raise UnknownModelError(f"{source}: config.json field has the wrong type: {exc}") from exc
+
+
+def _hf_recurrent_layers(rule: Mapping[str, Any], flat: Mapping[str, Any], n_layer: int) -> tuple[bool, ...]:
+    """Per-layer recurrent flags of a per-layer hybrid's decoder blocks from config.json (``hf_layers`` in
+    architectures.toml), as its converter writes head_count_kv; () without a rule.
+
+    ``group``: attention where (il + 1) % config[key] == 0 or il >= n_layer // g * g, recurrent elsewhere
+    (llama.cpp conversion/bailingmoe3.py BailingMoeV3Model.is_full_attention @0c1e57098).
+
+    Raises:
+        UnknownModelError: the config lacks the key the rule reads.
+    """
+    if not rule:
+        return ()
+    g = flat.get(rule["key"])
+    if rule["rule"] != "group" or not isinstance(g, int) or g <= 0:
+        raise UnknownModelError(f"config.json lacks {rule['key']} (which layers are attention layers)")
+    return tuple(not ((il + 1) % g == 0 or il >= n_layer // g * g) for il in range(n_layer))
 
 
 def model_display_name(config: Mapping[str, Any], folder: str | None = None) -> str:
