@@ -76,3 +76,67 @@ def test_ling3_tiny_shape_total_is_the_engines_size_label():
                 moe_shared_expert_intermediate_size=512)
     total = param_counts(from_config(tiny)).total
     assert abs(total / 7.9e9 - 1) < 0.05 / 7.9
+
+
+TINY_JAMBA = {
+    "architectures": ["JambaForCausalLM"], "model_type": "jamba", "hidden_size": 256, "intermediate_size": 512,
+    "num_hidden_layers": 8, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 512,
+    "attn_layer_offset": 4, "attn_layer_period": 8, "expert_layer_offset": 1, "expert_layer_period": 2,
+    "mamba_d_conv": 4, "mamba_d_state": 16, "mamba_dt_rank": 16, "mamba_expand": 2, "num_experts": 4,
+    "num_experts_per_tok": 2, "tie_word_embeddings": False,
+}
+
+
+def test_jamba_config_builds_the_file_mainline_ran():
+    """The jamba template from a config with tests/fixtures/kv_kinds/jamba.header.gguf's numbers (the file
+    llama.cpp 0c1e57098 ran: kv_kinds/jamba-*) equals it tensor for tensor; Mamba/attention layers from
+    attn_layer_period/offset, experts from expert_layer_period/offset; the same KV and Mamba state."""
+    cfg_map = from_config(TINY_JAMBA)
+    ran = load_model(str(KV_KINDS / "jamba.header.gguf"), check_size=False)
+    assert {t.name: (t.shape, t.dtype) for t in cfg_map.tensors} == {t.name: (t.shape, t.dtype) for t in ran.tensors}
+    assert cfg_map.params.recurrent_layers == ran.params.recurrent_layers
+    cfg = CacheConfig(engine="mainline", ctx=4096, type_k="f16", type_v="f16")
+    assert ([(c.layer, c.kind, c.total_bytes) for c in layer_caches(cfg_map.params, cfg)]
+            == [(c.layer, c.kind, c.total_bytes) for c in layer_caches(ran.params, cfg)])
+
+
+def test_jamba_defaults_and_unmodelled_expert_offsets():
+    """The converter's defaults (conversion/jamba.py: d_conv 4, d_state 16, dt_rank ceil(n_embd / 16) for a
+    missing or "auto" mamba_dt_rank); an expert offset other than period - 1 is refused by name."""
+    auto = {k: v for k, v in TINY_JAMBA.items() if k not in ("mamba_d_conv", "mamba_d_state")}
+    p = from_config(dict(auto, mamba_dt_rank="auto")).params
+    assert (p.ssm_d_conv, p.ssm_d_state, p.ssm_dt_rank, p.ssm_d_inner) == (4, 16, 256 // 16, 512)
+    with pytest.raises(UnknownModelError, match="expert_layer_offset = 0"):
+        from_config(dict(TINY_JAMBA, expert_layer_offset=0))
+
+
+# ai21labs/AI21-Jamba-1.5-Mini config.json, as a public repository's model factory transcribes it (its docstring
+# links https://huggingface.co/ai21labs/AI21-Jamba-1.5-Mini/blob/main/config.json); the Hub is not reachable here
+JAMBA_15_MINI = {
+    "architectures": ["JambaForCausalLM"], "attention_dropout": 0.0, "attn_layer_offset": 4, "attn_layer_period": 8,
+    "bos_token_id": 1, "eos_token_id": [2, 518], "expert_layer_offset": 1, "expert_layer_period": 2,
+    "hidden_act": "silu", "hidden_size": 4096, "initializer_range": 0.02, "intermediate_size": 14336,
+    "mamba_conv_bias": True, "mamba_d_conv": 4, "mamba_d_state": 16, "mamba_dt_rank": 256, "mamba_expand": 2,
+    "mamba_proj_bias": False, "max_position_embeddings": 262144, "model_type": "jamba", "num_attention_heads": 32,
+    "num_experts": 16, "num_experts_per_tok": 2, "num_hidden_layers": 32, "num_key_value_heads": 8,
+    "num_logits_to_keep": 1, "output_router_logits": False, "pad_token_id": 0, "rms_norm_eps": 1e-06,
+    "router_aux_loss_coef": 0.001, "sliding_window": None, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+    "transformers_version": "4.40.2", "use_cache": True, "use_mamba_kernels": False, "vocab_size": 65536,
+}
+
+
+def test_jamba_15_mini_layout_and_state():
+    """Jamba 1.5 Mini: attention on layers 4, 12, 20, 28 (8 KV heads of 128), Mamba on the other 28, experts on odd
+    layers. Per Mamba layer and sequence, F32 (mainline n_embd_r + n_embd_s, src/llama-hparams.cpp:229, 257
+    @0c1e57098): (4 - 1) x 8192 conv + 16 x 8192 state = 155,648 floats, whatever the context; per attention
+    layer 2 x 8 x 128 f16 values per cell."""
+    tmap = from_config(JAMBA_15_MINI)
+    p = tmap.params
+    assert [il for il in range(32) if not p.is_recurrent(il)] == [4, 12, 20, 28]
+    assert [il for il in range(32) if p.is_moe_layer(il)] == list(range(1, 32, 2))
+    for ctx in (8192, 65536):
+        caches = layer_caches(p, CacheConfig(engine="mainline", ctx=ctx, type_k="f16", type_v="f16"))
+        assert {c.state_bytes for c in caches if c.kind == "recurrent"} == {4 * (3 * 8192 + 16 * 8192)}
+        assert {c.total_bytes for c in caches if c.kind == "full"} == {ctx * 2 * 8 * 128 * 2}
+    with pytest.raises(UnknownModelError, match="ik_llama.cpp does not load"):
+        layer_caches(p, CacheConfig(engine="ik"))

@@ -120,6 +120,8 @@ def params_from_config(config: Mapping[str, Any], source: str = "config.json", *
         values.setdefault(key, value)
     for key in tpl.get("ignore", ()):
         values.pop(key, None)
+    for key in [k for k, v in values.items() if k != "arch" and isinstance(v, str)]:
+        values.pop(key)                         # "auto" (Jamba's mamba_dt_rank): derived below, as the converter does
     if values.get("kv_lora_rank"):
         # MLA: Q/K heads are qk_nope + qk_rope wide, as convert_hf_to_gguf writes attention.key_length
         # (transformers' DeepseekV3Config may serialize head_dim = qk_rope_head_dim, which is not that)
@@ -139,6 +141,8 @@ def params_from_config(config: Mapping[str, Any], source: str = "config.json", *
     layers = _hf_recurrent_layers(tpl.get("hf_layers", {}), flat, int(values["n_layer"]))
     if layers:
         values["recurrent_layers"] = layers
+    if "hf_moe" in tpl:
+        values["moe_every"] = _hf_moe_period(tpl["hf_moe"], flat)
     if tpl.get("keeps_nextn"):
         # the converter appends the NextN/MTP block(s) after the decoder blocks (block_count = L + nextn)
         values["n_nextn"] = int(flat.get("num_nextn_predict_layers") or 0)
@@ -166,17 +170,38 @@ def _hf_recurrent_layers(rule: Mapping[str, Any], flat: Mapping[str, Any], n_lay
     architectures.toml), as its converter writes head_count_kv; () without a rule.
 
     ``group``: attention where (il + 1) % config[key] == 0 or il >= n_layer // g * g, recurrent elsewhere
-    (llama.cpp conversion/bailingmoe3.py BailingMoeV3Model.is_full_attention @0c1e57098).
+    (llama.cpp conversion/bailingmoe3.py BailingMoeV3Model.is_full_attention @0c1e57098); ``period``: attention
+    where il >= config[offset] and (il - offset) % config[period] == 0 (conversion/jamba.py n_kv_vec).
 
     Raises:
         UnknownModelError: the config lacks the key the rule reads.
     """
     if not rule:
         return ()
+    if rule["rule"] == "period":
+        period, offset = flat.get(rule["period"]), flat.get(rule["offset"])
+        if not isinstance(period, int) or period <= 0 or not isinstance(offset, int):
+            raise UnknownModelError(f"config.json lacks {rule['period']}/{rule['offset']} (which layers are "
+                                    "attention layers)")
+        return tuple(not (il >= offset and (il - offset) % period == 0) for il in range(n_layer))
     g = flat.get(rule["key"])
     if rule["rule"] != "group" or not isinstance(g, int) or g <= 0:
         raise UnknownModelError(f"config.json lacks {rule['key']} (which layers are attention layers)")
     return tuple(not ((il + 1) % g == 0 or il >= n_layer // g * g) for il in range(n_layer))
+
+
+def _hf_moe_period(rule: Mapping[str, str], flat: Mapping[str, Any]) -> int:
+    """``moe_every`` from a period/offset pair (``hf_moe``: Jamba's expert_layer_period/offset; experts where
+    (il - offset) % period == 0, conversion/jamba.py modify_tensors), which the planner's (il + 1) % moe_every == 0
+    expresses when offset = period - 1.
+
+    Raises:
+        UnknownModelError: another offset (or no period)."""
+    period, offset = flat.get(rule["period"]), flat.get(rule["offset"], 0)
+    if not isinstance(period, int) or period <= 0 or offset != period - 1:
+        raise UnknownModelError(f"config.json {rule['period']} = {period}, {rule['offset']} = {offset}: only "
+                                "experts on every period-th layer ending each period are modelled")
+    return period
 
 
 def model_display_name(config: Mapping[str, Any], folder: str | None = None) -> str:
