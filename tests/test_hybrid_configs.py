@@ -140,3 +140,32 @@ def test_jamba_15_mini_layout_and_state():
         assert {c.total_bytes for c in caches if c.kind == "full"} == {ctx * 2 * 8 * 128 * 2}
     with pytest.raises(UnknownModelError, match="ik_llama.cpp does not load"):
         layer_caches(p, CacheConfig(engine="ik"))
+
+
+TINY_KIMI_LINEAR = {
+    "architectures": ["KimiLinearForCausalLM"], "model_type": "kimi_linear", "hidden_size": 256,
+    "intermediate_size": 512, "num_hidden_layers": 8, "num_attention_heads": 4, "num_key_value_heads": 4,
+    "vocab_size": 512, "kv_lora_rank": 512, "q_lora_rank": None, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64,
+    "v_head_dim": 128, "num_experts": 8, "num_experts_per_token": 2, "num_shared_experts": 1,
+    "moe_intermediate_size": 64, "first_k_dense_replace": 1, "tie_word_embeddings": False,
+    "linear_attn_config": {"full_attn_layers": [4, 8], "kda_layers": [1, 2, 3, 5, 6, 7], "num_heads": 4,
+                           "head_dim": 64, "short_conv_kernel_size": 4},
+}
+
+
+def test_kimi_linear_config_builds_the_file_mainline_ran():
+    """The kimi-linear template from a config with tests/fixtures/kv_kinds/kimilinear.header.gguf's numbers (the
+    file llama.cpp 0c1e57098 ran: kv_kinds/kimilinear-*) equals it tensor for tensor: KDA layers from the nested
+    linear_attn_config (head_dim, short_conv_kernel_size; MLA on the 1-based full_attn_layers), no Q LoRA; the
+    same KV and KDA state; ik refuses it by name."""
+    cfg_map = from_config(TINY_KIMI_LINEAR)
+    ran = load_model(str(KV_KINDS / "kimilinear.header.gguf"), check_size=False)
+    assert {t.name: (t.shape, t.dtype) for t in cfg_map.tensors} == {t.name: (t.shape, t.dtype) for t in ran.tensors}
+    assert cfg_map.params.recurrent_layers == ran.params.recurrent_layers == (True, True, True, False) * 2
+    cfg = CacheConfig(engine="mainline", ctx=4096, type_k="f16", type_v="f16")
+    assert ([(c.layer, c.kind, c.total_bytes) for c in layer_caches(cfg_map.params, cfg)]
+            == [(c.layer, c.kind, c.total_bytes) for c in layer_caches(ran.params, cfg)])
+    with pytest.raises(UnknownModelError, match="ik_llama.cpp does not load"):
+        layer_caches(cfg_map.params, CacheConfig(engine="ik"))
+    with pytest.raises(UnknownModelError, match="full_attn_layers"):
+        from_config(dict(TINY_KIMI_LINEAR, linear_attn_config={"head_dim": 64, "short_conv_kernel_size": 4}))

@@ -110,8 +110,9 @@ def params_from_config(config: Mapping[str, Any], source: str = "config.json", *
     fields_map.update({k: tuple(v) for k, v in tpl.get("hf_fields", {}).items()})
     for target, keys in fields_map.items():
         for k in keys:
-            if k in flat and flat[k] is not None:
-                values[target] = flat[k]
+            v = _lookup(flat, k)
+            if v is not None:
+                values[target] = v
                 break
     missing = [f for f in ("n_layer", "n_embd", "n_vocab", "n_head") if f not in values]
     if missing:
@@ -165,19 +166,37 @@ def params_from_config(config: Mapping[str, Any], source: str = "config.json", *
         raise UnknownModelError(f"{source}: config.json field has the wrong type: {exc}") from exc
 
 
+def _lookup(flat: Mapping[str, Any], key: str) -> Any:
+    """``flat[key]``, where a dotted key names a field of a nested object (``linear_attn_config.head_dim``);
+    None when absent."""
+    value: Any = flat
+    for part in key.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
 def _hf_recurrent_layers(rule: Mapping[str, Any], flat: Mapping[str, Any], n_layer: int) -> tuple[bool, ...]:
     """Per-layer recurrent flags of a per-layer hybrid's decoder blocks from config.json (``hf_layers`` in
     architectures.toml), as its converter writes head_count_kv; () without a rule.
 
     ``group``: attention where (il + 1) % config[key] == 0 or il >= n_layer // g * g, recurrent elsewhere
     (llama.cpp conversion/bailingmoe3.py BailingMoeV3Model.is_full_attention @0c1e57098); ``period``: attention
-    where il >= config[offset] and (il - offset) % config[period] == 0 (conversion/jamba.py n_kv_vec).
+    where il >= config[offset] and (il - offset) % config[period] == 0 (conversion/jamba.py n_kv_vec); ``list1``:
+    attention on the 1-based layer numbers config[key] lists (conversion/kimi_linear.py: il + 1 in
+    linear_attn_config.full_attn_layers).
 
     Raises:
         UnknownModelError: the config lacks the key the rule reads.
     """
     if not rule:
         return ()
+    if rule["rule"] == "list1":
+        listed = _lookup(flat, rule["key"])
+        if not isinstance(listed, list) or not all(isinstance(x, int) for x in listed):
+            raise UnknownModelError(f"config.json lacks {rule['key']} (which layers are attention layers)")
+        return tuple(il + 1 not in listed for il in range(n_layer))
     if rule["rule"] == "period":
         period, offset = flat.get(rule["period"]), flat.get(rule["offset"])
         if not isinstance(period, int) or period <= 0 or not isinstance(offset, int):
