@@ -169,3 +169,33 @@ def test_kimi_linear_config_builds_the_file_mainline_ran():
         layer_caches(cfg_map.params, CacheConfig(engine="ik"))
     with pytest.raises(UnknownModelError, match="full_attn_layers"):
         from_config(dict(TINY_KIMI_LINEAR, linear_attn_config={"head_dim": 64, "short_conv_kernel_size": 4}))
+
+
+TINY_GRANITE_H = {
+    "architectures": ["GraniteMoeHybridForCausalLM"], "model_type": "granitemoehybrid", "hidden_size": 256,
+    "intermediate_size": 512, "shared_intermediate_size": 512, "num_hidden_layers": 8, "num_attention_heads": 4,
+    "num_key_value_heads": 2, "vocab_size": 512, "num_local_experts": 0, "tie_word_embeddings": True,
+    "layer_types": ["mamba", "mamba", "attention", "mamba"] * 2, "mamba_d_conv": 4, "mamba_d_state": 32,
+    "mamba_n_groups": 2, "mamba_n_heads": 8, "mamba_d_head": 64, "mamba_expand": 2,
+}
+
+
+def test_granite_h_config_builds_the_file_mainline_ran():
+    """The granitehybrid template from a config with tests/fixtures/kv_kinds/granitehybrid.header.gguf's numbers
+    (the file llama.cpp 0c1e57098 ran) equals it tensor for tensor: Mamba-2 layers where layer_types is not
+    "attention", the mamba_-prefixed numbers as conversion/granite.py reads them, a dense model's shared_mlp as
+    ffn_gate/up/down, the tied output; the same KV and Mamba-2 state. With experts, every layer is MoE with the
+    shared expert shared_intermediate_size wide (granite-hybrid.cpp load_arch_tensors)."""
+    cfg_map = from_config(TINY_GRANITE_H)
+    ran = load_model(str(KV_KINDS / "granitehybrid.header.gguf"), check_size=False)
+    assert {t.name: (t.shape, t.dtype) for t in cfg_map.tensors} == {t.name: (t.shape, t.dtype) for t in ran.tensors}
+    assert cfg_map.params.recurrent_layers == ran.params.recurrent_layers
+    cfg = CacheConfig(engine="mainline", ctx=4096, type_k="f16", type_v="f16")
+    assert ([(c.layer, c.kind, c.total_bytes) for c in layer_caches(cfg_map.params, cfg)]
+            == [(c.layer, c.kind, c.total_bytes) for c in layer_caches(ran.params, cfg)])
+    moe = from_config(dict(TINY_GRANITE_H, num_local_experts=4, num_experts_per_tok=2, shared_intermediate_size=128))
+    shapes = {t.name: t.shape for t in moe.tensors}
+    assert shapes["blk.0.ffn_up_exps.weight"] == (256, 512, 4) and shapes["blk.0.ffn_up_shexp.weight"] == (256, 128)
+    assert "blk.0.ffn_up.weight" not in shapes
+    with pytest.raises(UnknownModelError, match="layer_types"):
+        from_config({k: v for k, v in TINY_GRANITE_H.items() if k != "layer_types"})

@@ -192,6 +192,11 @@ def _hf_recurrent_layers(rule: Mapping[str, Any], flat: Mapping[str, Any], n_lay
     """
     if not rule:
         return ()
+    if rule["rule"] == "types":
+        types = _lookup(flat, rule["key"])
+        if not isinstance(types, list) or len(types) < n_layer:
+            raise UnknownModelError(f"config.json lacks {rule['key']} (which layers are attention layers)")
+        return tuple(types[il] != rule["attention"] for il in range(n_layer))
     if rule["rule"] == "list1":
         listed = _lookup(flat, rule["key"])
         if not isinstance(listed, list) or not all(isinstance(x, int) for x in listed):
