@@ -307,8 +307,14 @@ def _shape(p: ModelParams, cfg: RunConfig) -> GraphShape:
         from planner.kv_cache import CacheConfig, layer_caches
 
         n_kv_swa = next((c.cells for c in layer_caches(p, CacheConfig.from_run(cfg)) if c.kind == "swa"), 0)
-    return GraphShape.of(p, _tokens(cfg), cfg.kv_size, cfg.flash_attn, cfg.type_k, cfg.type_v,
-                         mask_pad=KQ_MASK_PAD.get(cfg.engine, 1), amb=amb, n_kv_swa=n_kv_swa)
+    n_kv = cfg.kv_size
+    n_seq = max(1, cfg.n_parallel)
+    if cfg.engine == "mainline" and n_seq > 1:
+        # mainline without --kv-unified: one stream per sequence over n_ctx_seq = GGML_PAD(n_ctx / n_seq_max, 256)
+        # cells (src/llama-context.cpp:290-296), the mask [n_kv, T / n_stream, 1, n_stream] (llama-graph.cpp:29-45)
+        n_kv = _pad(cfg.kv_size // n_seq, 256)
+    return GraphShape.of(p, _tokens(cfg), n_kv, cfg.flash_attn, cfg.type_k, cfg.type_v,
+                         mask_pad=KQ_MASK_PAD.get(cfg.engine, 1), amb=amb, n_kv_swa=n_kv_swa, n_seqs=n_seq)
 
 
 _K = 3      # layers per device in the role's stand-in placement: the graph repeats per layer, so a device's

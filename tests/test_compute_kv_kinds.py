@@ -119,10 +119,6 @@ MISSES: dict[tuple[str, str], str] = {
     ("mainline", "llama4-c16384-rpc1"): "rpc0 cpu",
     ("mainline", "llama4-c4096-rpc2"): "rpc0 rpc1 cpu",
     ("mainline", "llama4-c16384-ub256-rpc1"): "rpc0 cpu",
-    ("mainline", "qwen35moe-c4096"): "cpu",
-    ("mainline", "qwen35moe-c16384"): "cpu",
-    ("mainline", "qwen35moe-c16384-rpc1"): "rpc0",
-    ("mainline", "qwen35moe-c4096-np2-rpc1"): "cpu",
     ("mainline", "nemotronh-c4096-rpc2"): "rpc1",
     ("mainline", "nemotronh-c4096-np2-rpc1"): "rpc0 cpu",
     ("ik", "dsv4-c4096"): "cpu",
@@ -175,7 +171,6 @@ _NO_GRAPH = "no engine graph for this architecture: live-set estimate"
 WHY: dict[tuple[str, str], str] = {
     ("mainline", "dsv4"): _NO_GRAPH + " (compressed attention, indexer, hyper-connections not modelled)",
     ("mainline", "dsa"): _NO_GRAPH + " (MLA + the DSA lightning indexer)",
-    ("mainline", "qwen35moe"): _NO_GRAPH + " (gated delta-net state ops)",
     ("mainline", "gemma3"): "--swa-full: RunConfig (and so verify) has no --swa-full, the window cache is drawn with "
                             "its own cells instead of the full context's",
     ("mainline", "gemma4"): _NO_GRAPH + " (SWA and full caches of different head sizes, shared KV)",
@@ -265,7 +260,8 @@ def test_graph_matches_the_schedulers_own_dump(dump):
     ts = build(engine, graph, shape, [order.index(d) for d in layer_device],
                lambda name: order.index(device_of(name)), order.index(out_dev), len(order) - 1,
                [il < p.n_dense_lead for il in range(len(layer_device))],
-               [p.is_swa(il) for il in range(len(layer_device))] if p.n_swa else [])
+               [p.is_swa(il) for il in range(len(layer_device))] if p.n_swa else [],
+               [p.is_recurrent(il) for il in range(len(layer_device))])
     assert_matches_dump(lines, ts, order)
 
 
