@@ -71,6 +71,8 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
         # the gated delta-net hybrid with routed and gated shared experts (mainline qwen35moe.cpp)
         roles = tmap.derived(_roles)
         gdn = {"attn_qkv", "attn_gate", "ffn_gate_inp_shexp"} <= roles and "ffn_gate_up_exps" not in roles
+        if engine == "ik":      # ik's template: flash attention and fused up/gate experts only (as ik.qwen3moe)
+            gdn = gdn and flash_attn and tmap.derived(_fused_up_gate)
         return "qwen35moe" if gdn and "qwen35moe" in _templates().get(engine, {}) else None
     if p.n_swa or p.full_attn_interval or not (p.n_expert and p.n_expert_used and p.n_ff_exp):
         return None
@@ -142,6 +144,7 @@ class GraphShape:
     kd: int = 0
     dtr: int = 0
     dsv: int = 0
+    dc: int = 0        # the conv kernel (d_conv)
 
     @classmethod
     def of(cls, p: ModelParams, tokens: int, n_kv: int, flash_attn: bool, type_k: str = "f16",
@@ -203,7 +206,7 @@ def _recurrent(p: ModelParams, tokens: int, n_seqs: int) -> dict[str, int]:
     dsv = p.ssm_d_inner // p.ssm_dt_rank
     return {"ns": n_seqs, "cch": cch, "tc": tokens + (p.ssm_d_conv - 1) * n_seqs, "nr": (p.ssm_d_conv - 1) * cch,
             "rss": p.ssm_d_state * p.ssm_d_inner, "kd": p.ssm_n_group * p.ssm_d_state, "dtr": p.ssm_dt_rank,
-            "dsv": dsv}
+            "dsv": dsv, "dc": p.ssm_d_conv}
 
 
 _ITER = ("iter", "iter0", "iterN")
