@@ -272,27 +272,51 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
     shared: dict[str, int] = {}
     shared_rows = {row[0]: row for row in tpl.get("shared", [])}
 
+    sizes: dict[tuple[str, int], int] = {}
+
+    def size(expr: str, k1: int = 1) -> int:
+        if (expr, k1) not in sizes:
+            sizes[expr, k1] = shape.size(expr, k1)
+        return sizes[expr, k1]
+
+    # keyed by the row list's id: the list is kept with its rows, so no other list can take that id meanwhile
+    kept: dict[tuple[int, bool, bool, bool], tuple[object, list[tuple[list[Any], int, set[str], list[tuple[str, ...]]]]]] = {}
+
+    def rows_of(rows: list[tuple[list[Any], int]], il: int) -> list[tuple[list[Any], int, set[str], list[tuple[str, ...]]]]:
+        """The rows a layer of this kind draws (its flags hold), with their flags and their sources' alternatives;
+        parsed once per kind."""
+        is_last, is_dense = il == n_layer - 1, il >= 0 and il < len(dense) and dense[il]
+        is_recr = 0 <= il < len(recr) and recr[il]
+        key = (id(rows), is_last, is_dense, is_recr)
+        if key not in kept:
+            out = []
+            for row, k in rows:
+                flags = _flags(row)
+                if ("last" in flags and not is_last) or not all(shape.has(f) for f in flags):
+                    continue
+                if ("dense" in flags and not is_dense) or ("moe" in flags and is_dense):
+                    continue
+                if ("recr" in flags and not is_recr) or ("full" in flags and is_recr):
+                    continue
+                out.append((row, k, flags, [tuple(x.split("|")) for x in row[3]]))
+            kept[key] = (rows, out)
+        return kept[key][1]
+
     def nodes(rows: list[tuple[list[Any], int]], il: int, local: dict[str, int]) -> None:
         dev = layer_dev[il] if il >= 0 else out_dev
-        for row, k in rows:
-            name, op, expr, srcs = row[0], row[1], row[2], row[3]
+        for row, k, flags, srcs in rows_of(rows, il):
+            name, op, expr = row[0], row[1], row[2]
             view = row[4] if len(row) > 4 else ""
-            flags = _flags(row)
-            if ("last" in flags and il != n_layer - 1) or not all(shape.has(f) for f in flags):
-                continue
-            is_dense = il >= 0 and il < len(dense) and dense[il]
-            if ("dense" in flags and not is_dense) or ("moe" in flags and is_dense):
-                continue
-            is_recr = 0 <= il < len(recr) and recr[il]
-            if ("recr" in flags and not is_recr) or ("full" in flags and is_recr):
-                continue
             resolved: list[int] = []
-            for s in srcs:
-                if s == "self":         # ggml_cast: a CPY into a new tensor, which is its own second source
+            for choices in srcs:
+                if choices == ("self",):      # ggml_cast: a CPY into a new tensor, which is its own second source
                     resolved.append(-1)
                     continue
-                alts = [a for a in s.split("|") if a in local or a.startswith(("in:", "w:", "kv:", "sh:"))]
-                s = alts[-1] if alts else s
+                if len(choices) == 1:
+                    s = choices[0]
+                else:
+                    alts = [a for a in choices if a in local or a.startswith(("in:", "w:", "kv:", "sh:"))]
+                    s = alts[-1] if alts else choices[-1]
                 if s.startswith("sh:"):
                     if s not in shared:
                         nodes([(shared_rows[s[3:]], 0)], il, shared)
@@ -315,11 +339,11 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
                     resolved.append(local[s])
             resolved = [len(ts) if r == -1 else r for r in resolved]
             if op == "EXPERT_SUM":      # build_moe_ffn: n_used views of `weighted`, summed by n_used - 1 ADDs
-                views = [add(T(f"{name}{j}-{il}", "VIEW", shape.size(expr), srcs=(resolved[0],),
+                views = [add(T(f"{name}{j}-{il}", "VIEW", size(expr), srcs=(resolved[0],),
                                view_src=resolved[0])) for j in range(shape.n_used)]
                 cur = views[0]
                 for v in views[1:]:
-                    cur = add(T(f"moe_out-{il}", "ADD", shape.size(expr), srcs=(cur, v), layout=expr))
+                    cur = add(T(f"moe_out-{il}", "ADD", size(expr), srcs=(cur, v), layout=expr))
                 local["moe_out"] = cur
                 continue
             v_src = None
@@ -337,7 +361,7 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
                         root = up
                     v_src = root
             pin = dev if ("norm" in flags and pin_norm and il >= 0) else None
-            local[name] = add(T(f"{name}-{il}", op, shape.size(expr, k + 1), srcs=tuple(resolved), view_src=v_src,
+            local[name] = add(T(f"{name}-{il}", op, size(expr, k + 1), srcs=tuple(resolved), view_src=v_src,
                                 layout=expr, pin=pin, out="out" in flags))
 
     head: dict[str, int] = {}
