@@ -337,7 +337,19 @@ def _canonical(tmap: TensorMap, cfg: RunConfig, role: DeviceRole) -> int | None:
         # the solver reserves input copies when the plan might run with pipeline parallelism (groups.solver_copies)
         # but its answer may keep experts on the CPU (-ot, one copy): reserve for either
         return max(_pipelined(tmap, cfg, role, graph), _canonical(tmap, cfg, replace(role, copies=1)) or 0)
-    return _pipelined(tmap, cfg, role, graph)
+    return _pipelined(tmap, cfg, role, graph) + _leaf_allowance(tmap, cfg, role, graph)
+
+
+def _leaf_allowance(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str) -> int:
+    """What the stand-ins leave out of a graph whose layers create leafs (:func:`planner.engine_graph.
+    layer_leaf_bytes`: allocated up front, one set per layer the device holds): the device may hold every layer, the
+    stand-in's block holds a few, so the rest are added (an upper bound: one device holding all the layers)."""
+    from planner.engine_graph import layer_leaf_bytes
+
+    per = layer_leaf_bytes(cfg.engine, graph, _shape(tmap.params, cfg))
+    if not per or not role.attention:
+        return 0
+    return per * max(0, tmap.params.n_loaded_layers - _K - tmap.params.n_dense_lead)
 
 
 def _pipelined(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str) -> int:

@@ -74,6 +74,12 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
         if engine == "ik":      # ik's template: flash attention and fused up/gate experts only (as ik.qwen3moe)
             gdn = gdn and flash_attn and tmap.derived(_fused_up_gate)
         return "qwen35moe" if gdn and "qwen35moe" in _templates().get(engine, {}) else None
+    if p.arch == "glm-dsa" and p.kv_lora_rank and p.q_lora_rank and p.n_shared_exp == 1 and p.indexer_top_k:
+        # GLM-5 DSA: every layer a full indexer layer (no indexer_types key), MLA in the attn_k_b/attn_v_b layout;
+        # flash attention only
+        roles = tmap.derived(_roles)
+        ok = flash_attn and {"attn_k_b", "attn_v_b", "indexer.attn_k"} <= roles
+        return "glmdsa" if ok and "glmdsa" in _templates().get(engine, {}) else None
     if p.n_swa or p.full_attn_interval or not (p.n_expert and p.n_expert_used and p.n_ff_exp):
         return None
     if engine == "ik" and not (flash_attn and tmap.derived(_fused_up_gate)):
@@ -145,6 +151,9 @@ class GraphShape:
     dtr: int = 0
     dsv: int = 0
     dc: int = 0        # the conv kernel (d_conv)
+    ih: int = 0        # DSA lightning indexer: head width, heads, keys kept per query (min(n_kv, top_k))
+    nih: int = 0
+    itk: int = 0
 
     @classmethod
     def of(cls, p: ModelParams, tokens: int, n_kv: int, flash_attn: bool, type_k: str = "f16",
@@ -174,7 +183,8 @@ class GraphShape:
                    sh=p.n_ff_shexp or p.n_ff_exp * p.n_shared_exp, tm=-(-tokens // mask_pad) * mask_pad,
                    hc=hc, nit=p.n_head // hc if hc else 1, nope=nope, hv=hv, npv=nope + hv, qk=nope + p.n_rot,
                    kvq=type_k.lower() != "f16", n_kvs=n_kv_swa,
-                   wscale=p.expert_weights_scale not in (0.0, 1.0), **_recurrent(p, tokens, n_seqs))
+                   wscale=p.expert_weights_scale not in (0.0, 1.0), ih=p.indexer_head_size, nih=p.indexer_n_head,
+                   itk=min(n_kv, p.indexer_top_k), **_recurrent(p, tokens, n_seqs))
 
     def has(self, flag: str) -> bool:
         """Whether a row with this flag is in the graph."""
@@ -360,6 +370,9 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
                     while (up := ts[root].view_src) is not None:    # ggml keeps a view's root (ggml.c)
                         root = up
                     v_src = root
+            if op == "LEAF":          # a tensor the graph creates (ggml_new_tensor): allocated as a leaf
+                local[name] = add(T(f"{name}-{il}", "NONE", size(expr), layout=expr, leaf=True))
+                continue
             pin = dev if ("norm" in flags and pin_norm and il >= 0) else None
             local[name] = add(T(f"{name}-{il}", op, size(expr, k + 1), srcs=tuple(resolved), view_src=v_src,
                                 layout=expr, pin=pin, out="out" in flags))
@@ -392,6 +405,16 @@ def _sizes(engine: str, graph: str, shape: GraphShape, layer_dev: tuple[int, ...
 
     ts = build(engine, graph, shape, layer_dev, device_of, out_dev, cpu, dense, swa, recr)
     return tuple(buffer_sizes(ts, n_backends, copies=copies, inplace=inplace_ops(engine)))
+
+
+def layer_leaf_bytes(engine: str, graph: str, shape: GraphShape) -> int:
+    """Bytes of the tensors a layer of the template creates as leafs ("LEAF" rows: DSA's zeros,
+    llama-graph.cpp:3071-3073).  ggml-alloc allocates every leaf before the first node (ggml-alloc.c
+    ggml_gallocr_alloc_graph_impl), so a device's buffer grows by about this much per layer it holds: such graphs
+    are replayed layer by layer (no :func:`compress`), and a role's stand-in adds it for the layers it leaves out
+    (planner/compute_buffers.py).  On the RPC harness a GLM-DSA device logged 54.79, 54.91 and 55.05 MiB with 4, 5
+    and 6 of its layers (128 KiB of zeros each)."""
+    return sum(shape.size(row[2]) for row in _templates()[engine][graph]["layer"] if row[1] == "LEAF")
 
 
 RUN = 3     # identical layers in a row kept by :func:`compress` (tests/test_engine_graph.py: 2 is not enough)
@@ -432,7 +455,7 @@ def compute_buffers(engine: str, graph: str, p: ModelParams, shape: GraphShape, 
     dense = [il < p.n_dense_lead for il in range(len(layer_dev))]
     swa = [p.is_swa(il) for il in range(len(layer_dev))] if p.n_swa else []
     recr = [p.is_recurrent(il) for il in range(len(layer_dev))]
-    if not exact_layers:
+    if not exact_layers and not layer_leaf_bytes(engine, graph, shape):
         layer_dev, weight_dev, dense, swa, recr = compress(layer_dev, weight_dev, dense, swa, recr)
     return _sizes(engine, graph, shape, tuple(layer_dev), tuple(dense), tuple(sorted(weight_dev.items())), out_dev,
                   n_backends, copies, tuple(swa), tuple(recr))

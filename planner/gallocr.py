@@ -72,6 +72,8 @@ class T:
     inp: bool = False
     out: bool = False
     pin: int | None = None
+    leaf: bool = False      # a leaf the graph creates itself (ggml_new_tensor, no data): allocated with the others,
+    #                         on its consumer's backend (DeepSeek sparse attention's zeros, llama-graph.cpp:3073)
 
 
 @dataclass(slots=True)
@@ -266,7 +268,7 @@ def buffer_sizes(ts: Sequence[T], n_backends: int, *, copies: int = 1,
 
     def allocate(i: int, b: int) -> None:
         t = ts[i]
-        if own[i] or t.dev is not None or t.view_src is not None or (t.op == "NONE" and not t.inp):
+        if own[i] or t.dev is not None or t.view_src is not None or (t.op == "NONE" and not (t.inp or t.leaf)):
             return
         if ("UNARY" if t.op in UNARY_OPS else t.op) in inplace:
             for p in srcs[i]:
