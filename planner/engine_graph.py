@@ -78,8 +78,8 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
         # GLM-5 DSA: every layer a full indexer layer (no indexer_types key), MLA in the attn_k_b/attn_v_b layout;
         # flash attention only
         roles = tmap.derived(_roles)
-        ok = flash_attn and {"attn_k_b", "attn_v_b", "indexer.attn_k"} <= roles
-        return "glmdsa" if ok and "glmdsa" in _templates().get(engine, {}) else None
+        dsa = flash_attn and {"attn_k_b", "attn_v_b", "indexer.attn_k"} <= roles
+        return "glmdsa" if dsa and "glmdsa" in _templates().get(engine, {}) else None
     if p.n_swa or p.full_attn_interval or not (p.n_expert and p.n_expert_used and p.n_ff_exp):
         return None
     if engine == "ik" and not (flash_attn and tmap.derived(_fused_up_gate)):
