@@ -65,6 +65,12 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
         if engine == "ik" and not (flash_attn and tmap.derived(_fused_up_gate)):
             return None
         return "gptoss" if "gptoss" in _templates().get(engine, {}) else None
+    if p.arch == "llama4" and p.n_swa and p.n_expert and p.n_expert_used == 1:
+        # chunked attention on 3 of 4 layers (NoPE full layers), MoE every moe_every-th layer, one routed expert
+        # (its CONT) and a shared expert: mainline llama4.cpp
+        roles = tmap.derived(_roles)
+        l4 = {"ffn_gate_shexp", "ffn_up_shexp", "ffn_down_shexp"} <= roles
+        return "llama4" if l4 and "llama4" in _templates().get(engine, {}) else None
     if p.arch == "gemma3" and p.n_swa and not p.n_expert:
         return "gemma3" if "gemma3" in _templates().get(engine, {}) else None
     if p.arch == "qwen35moe" and (p.full_attn_interval or p.recurrent_layers) and p.n_expert and p.n_ff_shexp:
@@ -290,14 +296,16 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
         return sizes[expr, k1]
 
     # keyed by the row list's id: the list is kept with its rows, so no other list can take that id meanwhile
-    kept: dict[tuple[int, bool, bool, bool], tuple[object, list[tuple[list[Any], int, set[str], list[tuple[str, ...]]]]]] = {}
+    kept: dict[tuple[int, bool, bool, bool, bool],
+               tuple[object, list[tuple[list[Any], int, set[str], list[tuple[str, ...]]]]]] = {}
 
     def rows_of(rows: list[tuple[list[Any], int]], il: int) -> list[tuple[list[Any], int, set[str], list[tuple[str, ...]]]]:
         """The rows a layer of this kind draws (its flags hold), with their flags and their sources' alternatives;
         parsed once per kind."""
         is_last, is_dense = il == n_layer - 1, il >= 0 and il < len(dense) and dense[il]
         is_recr = 0 <= il < len(recr) and recr[il]
-        key = (id(rows), is_last, is_dense, is_recr)
+        is_swa = 0 <= il < len(swa) and swa[il]
+        key = (id(rows), is_last, is_dense, is_recr, is_swa)
         if key not in kept:
             out = []
             for row, k in rows:
@@ -307,6 +315,8 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
                 if ("dense" in flags and not is_dense) or ("moe" in flags and is_dense):
                     continue
                 if ("recr" in flags and not is_recr) or ("full" in flags and is_recr):
+                    continue
+                if ("swa" in flags and not is_swa) or ("noswa" in flags and is_swa):
                     continue
                 out.append((row, k, flags, [tuple(x.split("|")) for x in row[3]]))
             kept[key] = (rows, out)
@@ -407,6 +417,12 @@ def _sizes(engine: str, graph: str, shape: GraphShape, layer_dev: tuple[int, ...
     return tuple(buffer_sizes(ts, n_backends, copies=copies, inplace=inplace_ops(engine)))
 
 
+def dense_flags(p: ModelParams, n: int) -> list[bool]:
+    """Which of the first ``n`` layers take a template's "dense" rows: a MoE model's layers without experts (the
+    dense lead layers, Llama-4's every other layer: ModelParams.is_moe_layer); a dense model's are all dense."""
+    return [not p.is_moe_layer(il) if p.is_moe else il < p.n_dense_lead for il in range(n)]
+
+
 def layer_leaf_bytes(engine: str, graph: str, shape: GraphShape) -> int:
     """Bytes of the tensors a layer of the template creates as leafs ("LEAF" rows: DSA's zeros,
     llama-graph.cpp:3071-3073).  ggml-alloc allocates every leaf before the first node (ggml-alloc.c
@@ -452,7 +468,7 @@ def compute_buffers(engine: str, graph: str, p: ModelParams, shape: GraphShape, 
     """Each backend's compute buffer in bytes (backend ``n_backends - 1`` is the CPU) for template ``graph``.
     ``weight_dev``: the weights away from their layer's device (``-ot``), by GGUF name; token_embd is on the CPU,
     the output's tensors on ``out_dev``.  The placement is :func:`compress`-ed unless ``exact_layers``."""
-    dense = [il < p.n_dense_lead for il in range(len(layer_dev))]
+    dense = dense_flags(p, len(layer_dev))
     swa = [p.is_swa(il) for il in range(len(layer_dev))] if p.n_swa else []
     recr = [p.is_recurrent(il) for il in range(len(layer_dev))]
     if not exact_layers and not layer_leaf_bytes(engine, graph, shape):

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from planner.compute_buffers import entry_of, placement_compute, placement_copies
-from planner.engine_graph import graph_of
+from planner.engine_graph import dense_flags, graph_of
 from planner.memory import CPU, compute_buffer_bytes
 from planner.runconfig import RunConfig
 
@@ -110,11 +110,6 @@ MISSES: dict[tuple[str, str], str] = {
     ("mainline", "gemma4-c4096"): "cpu",
     ("mainline", "gemma4-c4096-rpc2"): "rpc0 rpc1 cpu",
     ("mainline", "gemma4-c4096-fa-off-rpc1"): "cpu",
-    ("mainline", "llama4-c4096"): "cpu",
-    ("mainline", "llama4-c16384"): "cpu",
-    ("mainline", "llama4-c16384-rpc1"): "rpc0 cpu",
-    ("mainline", "llama4-c4096-rpc2"): "rpc0 rpc1 cpu",
-    ("mainline", "llama4-c16384-ub256-rpc1"): "rpc0 cpu",
     ("mainline", "nemotronh-c4096-rpc2"): "rpc1",
     ("mainline", "nemotronh-c4096-np2-rpc1"): "rpc0 cpu",
     ("ik", "dsv4-c4096"): "cpu",
@@ -193,7 +188,6 @@ WHY: dict[tuple[str, str], str] = {
     ("mainline", "gemma3"): "--swa-full: RunConfig (and so verify) has no --swa-full, the window cache is drawn with "
                             "its own cells instead of the full context's",
     ("mainline", "gemma4"): _NO_GRAPH + " (SWA and full caches of different head sizes, shared KV)",
-    ("mainline", "llama4"): _NO_GRAPH + " (chunked attention cache, MoE every 2nd layer)",
     ("mainline", "nemotronh"): _NO_GRAPH + " (Mamba-2 state ops)",
     ("ik", "dsv4"): _NO_GRAPH + " (compressed attention, indexer, hyper-connections not modelled)",
     ("ik", "mla"): "ik.deepseek2 covers -mla 3 with flash attention only: live-set estimate",
@@ -283,7 +277,7 @@ def test_graph_matches_the_schedulers_own_dump(dump):
     shape = _shape(p, run)
     ts = build(engine, graph, shape, [order.index(d) for d in layer_device],
                lambda name: order.index(device_of(name)), order.index(out_dev), len(order) - 1,
-               [il < p.n_dense_lead for il in range(len(layer_device))],
+               dense_flags(p, len(layer_device)),
                [p.is_swa(il) for il in range(len(layer_device))] if p.n_swa else [],
                [p.is_recurrent(il) for il in range(len(layer_device))])
     assert_matches_dump(lines, ts, order)
