@@ -4,8 +4,9 @@ as the engine logs it.
 
 Which graphs exist: ``engine_graphs.toml`` has a table per (engine, architecture); :func:`graph_of` says which
 one applies (mainline: Qwen3-MoE-shaped models, DeepSeek on the legacy ``attn_kv_b`` layout or with
-``attn_k_b``/``attn_v_b`` (MLA), gpt-oss and gemma-3 with their sliding-window and full caches; ik 8337e4cd3:
-gpt-oss, the same Qwen3-MoE shapes and DeepSeek under ``-mla 3``, with flash attention and fused up/gate
+``attn_k_b``/``attn_v_b`` (MLA), gpt-oss and gemma-3 with their sliding-window and full caches, the Qwen3.5-MoE
+gated delta-net hybrid, GLM-5 DSA (flash attention), Llama-4 with chunked attention; ik 8337e4cd3: gpt-oss, the
+same Qwen3-MoE shapes, Qwen3.5-MoE and DeepSeek under ``-mla 3``, with flash attention and fused up/gate
 experts).  Others keep the live-set estimate of :mod:`planner.compute_buffers`.
 
 The worst-case ubatch (mainline ``llama_context::sched_reserve``, src/llama-context.cpp; ik
