@@ -71,6 +71,8 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
         # (its CONT) and a shared expert: mainline llama4.cpp
         roles = tmap.derived(_roles)
         l4 = {"ffn_gate_shexp", "ffn_up_shexp", "ffn_down_shexp"} <= roles
+        if engine == "ik":      # ik's template: flash attention and fused up/gate experts only
+            l4 = l4 and flash_attn and tmap.derived(_fused_up_gate)
         return "llama4" if l4 and "llama4" in _templates().get(engine, {}) else None
     if p.arch == "gemma3" and p.n_swa and not p.n_expert:
         return "gemma3" if "gemma3" in _templates().get(engine, {}) else None
