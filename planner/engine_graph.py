@@ -84,10 +84,9 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
             gdn = gdn and flash_attn and tmap.derived(_fused_up_gate)
         return "qwen35moe" if gdn and "qwen35moe" in _templates().get(engine, {}) else None
     if p.arch == "glm-dsa" and p.kv_lora_rank and p.q_lora_rank and p.n_shared_exp == 1 and p.indexer_top_k:
-        # GLM-5 DSA: every layer a full indexer layer (no indexer_types key), MLA in the attn_k_b/attn_v_b layout;
-        # flash attention only
+        # GLM-5 DSA: every layer a full indexer layer (no indexer_types key), MLA in the attn_k_b/attn_v_b layout
         roles = tmap.derived(_roles)
-        dsa = flash_attn and {"attn_k_b", "attn_v_b", "indexer.attn_k"} <= roles
+        dsa = {"attn_k_b", "attn_v_b", "indexer.attn_k"} <= roles
         return "glmdsa" if dsa and "glmdsa" in _templates().get(engine, {}) else None
     if p.n_swa or p.full_attn_interval or not (p.n_expert and p.n_expert_used and p.n_ff_exp):
         return None

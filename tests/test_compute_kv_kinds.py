@@ -105,7 +105,6 @@ MISSES: dict[tuple[str, str], str] = {
     ("mainline", "dsv4-c4096-rpc2"): "rpc1 cpu",
     ("mainline", "dsv4-c4096-q8-rpc1"): "rpc0 cpu",
     ("mainline", "dsv4-c8192-np2-rpc1"): "rpc0 cpu",
-    ("mainline", "dsa-c4096-fa-off-rpc1"): "rpc0 cpu",
     ("mainline", "gemma3-c4096-swa-full-rpc1"): "rpc0 cpu",
     ("mainline", "gemma4-c4096"): "cpu",
     ("mainline", "gemma4-c4096-rpc2"): "rpc0 rpc1 cpu",
@@ -179,7 +178,6 @@ MISSES: dict[tuple[str, str], str] = {
 _NO_GRAPH = "no engine graph for this architecture: live-set estimate"
 WHY: dict[tuple[str, str], str] = {
     ("mainline", "dsv4"): _NO_GRAPH + " (compressed attention, indexer, hyper-connections not modelled)",
-    ("mainline", "dsa"): "mainline.glmdsa is the flash-attention graph only (-fa off scores by KQ): live-set estimate",
     ("mainline", "gemma3"): "--swa-full: RunConfig (and so verify) has no --swa-full, the window cache is drawn with "
                             "its own cells instead of the full context's",
     ("mainline", "gemma4"): _NO_GRAPH + " (SWA and full caches of different head sizes, shared KV)",
