@@ -45,6 +45,8 @@ models.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -307,8 +309,14 @@ def _shape(p: ModelParams, cfg: RunConfig) -> GraphShape:
         from planner.kv_cache import CacheConfig, layer_caches
 
         n_kv_swa = next((c.cells for c in layer_caches(p, CacheConfig.from_run(cfg)) if c.kind == "swa"), 0)
-    return GraphShape.of(p, _tokens(cfg), cfg.kv_size, cfg.flash_attn, cfg.type_k, cfg.type_v,
-                         mask_pad=KQ_MASK_PAD.get(cfg.engine, 1), amb=amb, n_kv_swa=n_kv_swa)
+    n_kv = cfg.kv_size
+    n_seq = max(1, cfg.n_parallel)
+    if cfg.engine == "mainline" and n_seq > 1:
+        # mainline without --kv-unified: one stream per sequence over n_ctx_seq = GGML_PAD(n_ctx / n_seq_max, 256)
+        # cells (src/llama-context.cpp:290-296), the mask [n_kv, T / n_stream, 1, n_stream] (llama-graph.cpp:29-45)
+        n_kv = _pad(cfg.kv_size // n_seq, 256)
+    return GraphShape.of(p, _tokens(cfg), n_kv, cfg.flash_attn, cfg.type_k, cfg.type_v,
+                         mask_pad=KQ_MASK_PAD.get(cfg.engine, 1), amb=amb, n_kv_swa=n_kv_swa, n_seqs=n_seq)
 
 
 _K = 3      # layers per device in the role's stand-in placement: the graph repeats per layer, so a device's
@@ -331,7 +339,19 @@ def _canonical(tmap: TensorMap, cfg: RunConfig, role: DeviceRole) -> int | None:
         # the solver reserves input copies when the plan might run with pipeline parallelism (groups.solver_copies)
         # but its answer may keep experts on the CPU (-ot, one copy): reserve for either
         return max(_pipelined(tmap, cfg, role, graph), _canonical(tmap, cfg, replace(role, copies=1)) or 0)
-    return _pipelined(tmap, cfg, role, graph)
+    return _pipelined(tmap, cfg, role, graph) + _leaf_allowance(tmap, cfg, role, graph)
+
+
+def _leaf_allowance(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str) -> int:
+    """What the stand-ins leave out of a graph whose layers create leafs (:func:`planner.engine_graph.
+    layer_leaf_bytes`: allocated up front, one set per layer the device holds): the device may hold every layer, the
+    stand-in's block holds a few, so the rest are added (an upper bound: one device holding all the layers)."""
+    from planner.engine_graph import layer_leaf_bytes
+
+    per = layer_leaf_bytes(cfg.engine, graph, _shape(tmap.params, cfg))
+    if not per or not role.attention:
+        return 0
+    return per * max(0, tmap.params.n_loaded_layers - _K - tmap.params.n_dense_lead)
 
 
 def _pipelined(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str) -> int:
@@ -349,13 +369,18 @@ def _pipelined(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str) ->
         variants = [(e, 0) for e in entries]
     else:
         entries = [role.entry] if role.entry else ["", "cpu", "input"]
-        variants = [(e, k) for e in entries for k in ((0, 1, 2) if role.attention and role.ffn else (0,))]
+        splits = (0, 1, 2, 3, 4) if tmap.params.n_ff_shexp else (0, 1, 2, 3)
+        variants = [(e, k) for e in entries for k in (splits if role.attention and role.ffn else (0,))]
     return max(_stand_in(tmap, cfg, role, graph, entry, split) for entry, split in variants)
 
 
 def _stand_in(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str, entry: str, split: int) -> int:
     """One placement for :func:`_canonical`: ``split`` 1 moves the experts of one of the device's layers to the
-    CPU (the CPU: of one GPU layer, besides its own), 2 the up/gate experts of every other layer of the device;
+    CPU (the CPU: of one GPU layer, besides its own), 2 the up/gate experts of every other layer of the device, 3
+    their down experts (up/gate stay: the SwiGLU product crosses to the CPU), 4 their shared experts (the solver
+    places each expert tensor on its own: `plan qwen3.5-397b-a17b --vram 16,16 --ram 64 --ctx 8192 --kv q8_0
+    --engine mainline` keeps layer 7's up/gate on CUDA0 and its down on the CPU, 192.30 MiB against 184.02
+    reserved without these variants);
     for the CPU, ``split`` 2 puts the last GPU block on a second
     GPU (the CPU's buffer depends on whether the GPU its expert results go back to also holds the output)."""
     from planner.engine_graph import compute_buffers
@@ -363,12 +388,14 @@ def _stand_in(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str, ent
     p = tmap.params
     d, o, c = 0, 1, 2
     lead = p.n_dense_lead
-    first = _K + lead                       # the first block: the dense layers and _K MoE layers
+    per = _period(p)
+    k = _K if per == 1 else 2 * per         # layers per block (a hybrid's: two periods, each ending in attention)
+    first = k + lead                        # the first block: the dense layers and k MoE layers
     exps: tuple[str, ...] = ("ffn_gate_exps", "ffn_up_exps", "ffn_down_exps")
     cpu_exps: range = range(0)
     own_exps: range = range(0)
     if role.host:
-        tail = [d] * _K if split == 2 else [o] * _K
+        tail = [d] * k if split == 2 else [o] * k
         layers = ([c] if role.attention else [o]) * first + tail
         out = c if role.output else layers[-1]       # a CPU holding the output (ik: launch.engine_output_device)
         if role.ffn and not role.attention:
@@ -377,27 +404,53 @@ def _stand_in(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str, ent
             cpu_exps = range(first, first + 1)
         me = c
     else:
-        before = [c] * first if entry == "cpu" else ([] if entry == "input" else [o] * first)
-        n_mine = first if not before else _K
+        # a hybrid's neighbours: one period before (the kinds stay aligned), one layer after
+        n_before = first if per == 1 else per
+        before = [c] * n_before if entry == "cpu" else ([] if entry == "input" else [o] * n_before)
+        n_mine = first if not before else k
         mine = [d] * n_mine if role.attention or not role.ffn else [o] * n_mine
-        after = [] if role.output else [o] * _K
+        after = [] if role.output else [o] * (k if per == 1 else 1)
         layers = before + mine + after
         out = d if role.output else o
-        mine_moe = range(len(before) + n_mine - _K, len(before) + n_mine)
+        mine_moe = range(len(before) + n_mine - k, len(before) + n_mine)
         if role.attention and not role.ffn:
             cpu_exps = mine_moe
         elif role.ffn and not role.attention:
             own_exps = mine_moe
         elif split == 1:
-            cpu_exps = range(mine_moe.start, mine_moe.start + 1)
-        elif split == 2:
-            cpu_exps = range(mine_moe.start, mine_moe.stop, 2)
-            exps = exps[:2]                 # gate and up only: the down projection stays (the -ot split of up/gate)
+            # a hybrid: the first period's attention layer, whose mask copy the next period's keeps alive
+            one = mine_moe.start + (per - 1 if per > 1 else 0)
+            cpu_exps = range(one, one + 1)
+        elif split >= 2:
+            # a hybrid: every layer but the block's last (the mask copy stays alive through them all)
+            cpu_exps = range(mine_moe.start, mine_moe.stop, 2) if per == 1 else range(mine_moe.start,
+                                                                                     mine_moe.stop - 1)
+            # 2: gate and up only, the down projection stays (the -ot split of up/gate); 3: down only; 4: shared
+            exps = {2: exps[:2], 3: exps[2:]}.get(split, ("ffn_gate_shexp", "ffn_up_shexp", "ffn_down_shexp"))
         me = d
     moved = {f"blk.{il}.{r}.weight": c for il in cpu_exps for r in exps}
     moved.update({f"blk.{il}.{r}.weight": d for il in own_exps for r in exps})
     shape = _shape(p, cfg)
     return compute_buffers(cfg.engine, graph, p, shape, layers, moved, out, 3, role.copies)[me]
+
+
+def _period(p: ModelParams) -> int:
+    """Layers per repeat of a model's layer kinds: a hybrid's recurrent layers with attention every
+    ``full_attn_interval``-th, a sliding-window (or chunked) pattern's window layers with a full one, Llama-4's MoE
+    every ``moe_every``-th layer (their least common multiple); 1 for a model whose layers are alike.  The
+    stand-ins of :func:`_stand_in` span two periods: an attention mask's copy on a device lives from the device's
+    first layer to its last layer of that kind (ggml-alloc frees it after its last consumer), so a layer's peak
+    meets the other kind's mask only when a later layer of that kind is on the same device (Llama-4 Scout at 32k:
+    three-layer stand-ins reserved 108.59 MiB where a 12-layer device replays 128.52)."""
+    periods = [1]
+    for flags in ([p.is_recurrent(il) for il in range(p.n_loaded_layers)] if p.full_attn_interval else [],
+                  [p.is_swa(il) for il in range(p.n_loaded_layers)] if p.n_swa else []):
+        plain = [i for i, f in enumerate(flags) if not f]
+        if 0 < len(plain) < len(flags):
+            periods.append(max((b - a for a, b in zip(plain, plain[1:])), default=plain[0] + 1))
+    if p.moe_every > 1:
+        periods.append(p.moe_every)
+    return math.lcm(*periods)
 
 
 def estimate(tmap: TensorMap, cfg: RunConfig, role: DeviceRole) -> ComputeEstimate:

@@ -42,6 +42,7 @@ _HF_FIELDS: dict[str, tuple[str, ...]] = {
     "ssm_dt_rank": ("linear_num_value_heads",),
     "indexer_n_head": ("index_n_heads",),
     "indexer_head_size": ("index_head_dim",),
+    "indexer_top_k": ("index_topk",),
     "n_ff_shexp": ("shared_expert_intermediate_size",),
     "moe_every": ("interleave_moe_layer_step",),
     "compress_ratios": ("compress_ratios",),
