@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from planner.errors import UsageError
+from planner.quality_band import band_log_q
 from planner.quality_error import (DISTRIBUTIONS, FLOAT_SOURCES, ErrorFit, _canonical, _prior, canonical_base,
                                    error_fit, measured_type_corrections, rel_mse)
 from planner.quality_prior import _sharpen, prior_importance, quantizable, role_weights_for
@@ -273,6 +274,10 @@ class QualityModel:
         else:
             s_shape = shape * abs(math.log(loss0 / self.calibration_loss))
         s = math.hypot(self.uncertainty_fixed, s_shape)
+        band = band_log_q()
+        floor = band is not None and band[1] > s
+        if band is not None:      # at least the width the dev residuals give at the nominal coverage (quality_band)
+            s = max(s, band[1])
         lo = max(0.0, min(rs)) * math.exp(-s)
         hi = max(rs) * math.exp(s)
         notes = list(self.assumptions)
@@ -284,7 +289,9 @@ class QualityModel:
             notes.append(f"types without a measurement, from the fitted error line: {', '.join(fitted)}")
         if n_over:
             notes.append(f"{n_over} tensor terms from the user calibration file")
-        notes.append(f"band: spread of {len(self.variants)} prior/distribution variants, widened by log-sigma {s:.2f}")
+        notes.append(f"band: spread of {len(self.variants)} prior/distribution variants, widened by log-sigma {s:.2f}"
+                     + (f" (nominal {band[0]:.0%} coverage from leave-one-family-out residuals on the dev ladders)"
+                        if band is not None and floor else ""))
         kind = self.scale.kind if self.scale else "prior"
         detail = self.scale.detail if self.scale else "prior only"
         return QualityEstimate(loss=loss0, ppl_ratio=math.exp(r0), ppl_ratio_low=math.exp(min(lo, r0)),
