@@ -178,3 +178,19 @@ def test_nextn_block_is_quantized_like_the_last_loaded_layer():
     fp = quantize(builtin("glm-4.5-air"), QuantizeSpec(base_type=rec["base_type"], has_imatrix=True,
                                                        custom_q=parse_custom_q([f"{rx}={ty}" for rx, ty in rec["rules"]], "ik")))
     assert {r.name: r.type_name for r in fp.tensors if r.name.startswith("blk.46.")} == nextn
+
+
+def test_max_rules_counts_the_printed_rules_and_says_when_it_is_not_reached():
+    """--max-rules N bounds the rules of the printed --custom-q (counted from that string), merging a role into a
+    type another rule writes when that removes a rule; where the engine's floors and memory leave more rules (ik keeps
+    MoE attn_v at q8_0 and output at q6_K or better: src/llama-quantize.cpp 385-387, 544-547 at 8337e4cd, and
+    output/token_embd are one rule each), the note says so instead of claiming the bound was met (before: "to meet
+    --max-rules 4" over a 6-rule recipe)."""
+    box = ("plan", "qwen3-30b-a3b", "--vram", "8", "--ram", "32")
+    five = run_json(*box, "--max-rules", "5")
+    assert len(five["recipe"]["custom_q"].split(",")) == five["rule_count"] <= 5
+    four = run_json(*box, "--max-rules", "4")
+    n = len(four["recipe"]["custom_q"].split(","))
+    assert n == four["rule_count"]
+    notes = " ".join(four["plan"]["notes"])
+    assert n <= 4 or f"--max-rules 4 not reached: {n} rules" in notes, notes
