@@ -194,3 +194,29 @@ def test_max_rules_counts_the_printed_rules_and_says_when_it_is_not_reached():
     assert n == four["rule_count"]
     notes = " ".join(four["plan"]["notes"])
     assert n <= 4 or f"--max-rules 4 not reached: {n} rules" in notes, notes
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_export_quantize_stops_before_the_first_step_when_an_input_is_missing(tmp_path):
+    """The exported workflow checks the programs and the files the user supplies (the engine checkout's
+    convert_hf_to_gguf.py, the calibration text) before anything runs: without calibration.txt it used to download
+    and convert the model and only then fail at llama-imatrix.  Run with stand-in programs that log their calls."""
+    out = tmp_path / "plan.json"
+    assert run("plan", "qwen3-30b-a3b", "--vram", "24", "--ram", "64", "--out", str(out)).exit_code == 0
+    script = tmp_path / "quantize.sh"
+    assert run("export", "--plan", str(out), "--quantize", "--out", str(script)).exit_code == 0
+    bindir, work, log = tmp_path / "bin", tmp_path / "work", tmp_path / "calls.log"
+    bindir.mkdir()
+    work.mkdir()
+    for prog in ("huggingface-cli", "python3", "llama-imatrix", "llama-quantize"):
+        stub = bindir / prog
+        stub.write_text(f'#!/bin/sh\necho {prog} >> "{log}"\n')
+        stub.chmod(0o755)
+    env = {"PATH": f"{bindir}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    (work / "convert_hf_to_gguf.py").write_text("")
+    r = subprocess.run(["bash", str(script)], cwd=work, env=env, capture_output=True, text=True)
+    assert r.returncode == 1 and "missing input: calibration.txt" in r.stderr and not log.exists(), r.stderr
+    (work / "calibration.txt").write_text("text\n")
+    r = subprocess.run(["bash", str(script)], cwd=work, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert log.read_text().split() == ["huggingface-cli", "python3", "llama-imatrix", "llama-quantize"]
