@@ -73,6 +73,16 @@ class PredictedVsMeasured:
     inside_band: bool          # the measurement (within 2 standard errors) lies inside the predicted band
 
 
+def ratio_se(ppl: float, ppl_se: float, ref_ppl: float, ref_se: float, correlation: float | None = None) -> float:
+    """Standard error of PPL / reference PPL measured on the same text: the two relative errors combined with
+    the correlation of ln PPL over the same chunks (llama.cpp ``tools/perplexity/perplexity.cpp`` prints
+    ``Cor(ln(PPL(Q)), ln(PPL(base)))`` and this error for ``Mean PPL(Q)/PPL(base)``); ``correlation`` defaults to
+    quality_prior.toml ``[uncertainty].ppl_correlation`` (a plain PPL run does not print it)."""
+    rho = _prior()["uncertainty"]["ppl_correlation"] if correlation is None else correlation
+    s1, s2 = ppl_se / ppl, ref_se / ref_ppl
+    return ppl / ref_ppl * math.sqrt(max(0.0, s1 * s1 + s2 * s2 - 2 * rho * s1 * s2))
+
+
 def predicted_vs_measured(estimate: QualityEstimate, measured_ppl: float, reference_ppl: float,
                           measured_se: float | None = None) -> PredictedVsMeasured:
     """Compare an estimate with a measured PPL of the same mix and the PPL of the unquantized model (or of a Q8_0,
@@ -300,7 +310,7 @@ class QualityModel:
 
 
 __all__ = ["Calibration", "CalibrationRow", "PredictedVsMeasured", "QualityEstimate", "QualityModel", "ScaleSource",
-           "apply_rules", "predicted_vs_measured",
+           "apply_rules", "predicted_vs_measured", "ratio_se",
            "calibration_fit", "canonical_base", "difference_inside_band", "measured_type_corrections",
            "role_weights_for", "scale_source",
            "error_fit", "CalibrationFit", "DATA", "DISTRIBUTIONS", "ErrorFit", "FLOAT_SOURCES", "is_calibration_model", "prior_importance", "quantizable", "read_calibration", "rel_mse"]

@@ -96,17 +96,13 @@ def test_band_reaches_its_nominal_coverage_on_held_out_cards():
     prints for that model (``QualityModel.estimate``), at least that fraction of the measured ratios lies inside.
     A measurement counts as inside when it is within 2 standard errors of the band, the rule of ``compare
     --measured``; the error of a ratio is the cards' two printed errors combined with the correlation of
-    quality_prior.toml [uncertainty] (0.985).  Measured: 25 of 29 (86 %; Qwen3-Coder 8/8, GLM-4.6 5/9,
+    quality_prior.toml [uncertainty] (0.985; ``quality.ratio_se``).  Measured: 25 of 29 (86 %; Qwen3-Coder 8/8, GLM-4.6 5/9,
     DeepSeek-V3.1 12/12); 22 of 29 without the measurement error; 13 of 29 with the band before (variants and the
     scale's log-sigma only).  The four misses are GLM-4.6's IQ4_KS, IQ2_KL, smol-IQ2_KS and smol-IQ1_KT."""
-    import math
-
     from planner.measurements import ladder_tmap, mix_types
-    from planner.quality import QualityModel
+    from planner.quality import QualityModel, ratio_se
     from planner.quality_band import band_log_q
-    from planner.quality_error import _prior
 
-    rho = _prior()["uncertainty"]["ppl_correlation"]
     coverage, _ = band_log_q()
     inside = total = 0
     for lad in read_ladders(FIXTURE):
@@ -117,8 +113,7 @@ def test_band_reaches_its_nominal_coverage_on_held_out_cards():
         for p in lad.points[1:]:
             e = qm.estimate(mix_types(tmap, p.mix, imatrix=lad.imatrix))
             r = p.ppl / ref.ppl
-            s1, s2 = p.ppl_se / p.ppl, ref.ppl_se / ref.ppl
-            se = r * math.sqrt(max(0.0, s1 * s1 + s2 * s2 - 2 * rho * s1 * s2))
+            se = ratio_se(p.ppl, p.ppl_se, ref.ppl, ref.ppl_se)
             inside += e.ppl_ratio_low / e0 - 2 * se <= r <= e.ppl_ratio_high / e0 + 2 * se
             total += 1
     assert total == 29 and coverage == 0.8
