@@ -82,12 +82,13 @@ def simplify_mix(tmap: TensorMap, types: Mapping[str, str], *, ln_ratio_of: Call
         best: tuple[tuple[float, int], tuple[str, str], str, int, dict[str, int]] | None = None
         for (role, ty), names in groups.items():
             others = [t2 for (r2, t2) in groups if r2 == role and t2 != ty]
-            if need:      # a role may also take a type another rule already writes, so the two rules become one
+            if need and count_rules is not None:   # a role may take a type another rule writes: one rule fewer
                 others += sorted({t2 for (r2, t2) in groups if r2 != role and t2 != ty} - set(others))
             for to in others:
                 if not all(allowed(n, to) for n in names):
                     continue
                 if need and count_rules is not None and to not in {t2 for (r2, t2) in groups if r2 == role}:
+                    # only a move that removes a rule (otherwise two roles could trade types forever)
                     trial = dict(cur)
                     trial.update(dict.fromkeys(names, to))
                     if counter(trial) >= n_rules:
