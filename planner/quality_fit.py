@@ -240,11 +240,11 @@ def _pool(fits: Sequence[ScaleFit]) -> tuple[float, float]:
     return math.exp(m), 1.0 / math.sqrt(sum(w))
 
 
-def fit_constants(ladders: Sequence[Ladder] | None = None) -> Constants:
-    """Every measured constant, from the shipped ladders (or ``ladders``); the prediction band (which refits
-    everything once per family left out) only for the shipped ladders."""
+def fit_constants(ladders: Sequence[Ladder] | None = None, *, band: bool = False) -> Constants:
+    """Every measured constant, from the shipped ladders (or ``ladders``); with ``band`` also the prediction band
+    (:mod:`planner.quality_band`: it refits everything once per family left out, so it is asked for only where
+    the data file is written or checked)."""
     cfg = _cfg()
-    shipped = ladders is None
     ladders = tuple(load_ladders() if ladders is None else ladders)
     by_id = {lad.id: lad for lad in ladders}
     ref_corpus = cfg["reference_corpus"]
@@ -283,12 +283,13 @@ def fit_constants(ladders: Sequence[Ladder] | None = None) -> Constants:
                          "point_log_sd": max(f.point_log_sd for f in fits),
                          "loss_min": min(f.loss_min for f in fits), "loss_max": max(f.loss_max for f in fits)}
     ks = [math.log(v["k"]) for v in models.values()]
-    band = None
-    if shipped:
+    band_fit = None
+    if band:
         from planner.quality_band import fit_band  # noqa: PLC0415  (it calls back into this module)
-        band = fit_band()
+        band_fit = fit_band(ladders)
     return Constants(corrections, role_weights, scales, models, math.exp(f_log), f_se,
-                     math.exp(statistics.fmean(ks)), statistics.stdev(ks), _law_with_out_of_family_sd(models), band)
+                     math.exp(statistics.fmean(ks)), statistics.stdev(ks), _law_with_out_of_family_sd(models),
+                     band_fit)
 
 
 def leave_family_out(models: Mapping[str, Mapping]) -> list[tuple[str, float, float, float]]:
@@ -451,7 +452,7 @@ def user_scale(tmap: TensorMap, path: str | os.PathLike[str]) -> ScaleSource:
 
 
 def main(argv: Sequence[str]) -> int:
-    c = fit_constants()
+    c = fit_constants(band=True)
     text = render_toml(c)
     if "--write" in argv:
         (DATA / "quality_measured.toml").write_text(text)
