@@ -5,7 +5,8 @@ as the engine logs it.
 Which graphs exist: ``engine_graphs.toml`` has a table per (engine, architecture); :func:`graph_of` says which
 one applies (mainline: Qwen3-MoE-shaped models, DeepSeek on the legacy ``attn_kv_b`` layout or with
 ``attn_k_b``/``attn_v_b`` (MLA), gpt-oss and gemma-3 with their sliding-window and full caches, the Qwen3.5-MoE
-gated delta-net hybrid, GLM-5 DSA (flash attention), Llama-4 with chunked attention; ik 8337e4cd3: gpt-oss, the
+gated delta-net hybrid, GLM-5 DSA (flash attention), Llama-4 with chunked attention, Nemotron-H (Mamba-2, attention
+and dense MLP layers); ik 8337e4cd3: gpt-oss, the
 same Qwen3-MoE shapes, Qwen3.5-MoE and DeepSeek under ``-mla 3``, with flash attention and fused up/gate
 experts).  Others keep the live-set estimate of :mod:`planner.compute_buffers`.
 
@@ -88,6 +89,9 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
         roles = tmap.derived(_roles)
         dsa = {"attn_k_b", "attn_v_b", "indexer.attn_k"} <= roles
         return "glmdsa" if dsa and "glmdsa" in _templates().get(engine, {}) else None
+    if p.arch == "nemotron_h" and p.recurrent_layers and not p.n_expert and p.ssm_n_group:
+        # Mamba-2, attention and dense MLP layers from the per-layer arrays (mainline nemotron-h.cpp)
+        return "nemotronh" if "nemotronh" in _templates().get(engine, {}) else None
     if p.n_swa or p.full_attn_interval or not (p.n_expert and p.n_expert_used and p.n_ff_exp):
         return None
     if engine == "ik" and not (flash_attn and tmap.derived(_fused_up_gate)):
@@ -202,13 +206,13 @@ class GraphShape:
     def size(self, expr: str, k1: int = 1) -> int:
         """Bytes of a row's expression (products, summed by "+"); ``k1``: the -amb chunk's number, from 1 (rows
         flagged "iter")."""
+        if expr.startswith("rows:"):   # a strided view of the first W of each R-wide row: (T-1) R + W elements
+            w, r = (self.size(x) for x in expr[5:].split(","))
+            return ((self.T - 1) * r + w) * 4
         if "+" in expr:
             return sum(self.size(x, k1) for x in expr.split("+"))
         if expr == "topk":         # a view of the first n_used of n_expert sorted ids per token (its nbytes)
             return ((self.T - 1) * self.n_expert + self.n_used) * 4
-        if expr.startswith("rows:"):   # a strided view of the first W of each R-wide row: (T-1) R + W elements
-            w, r = (self.size(x) for x in expr[5:].split(","))
-            return ((self.T - 1) * r + w) * 4
         out = 1
         for f in expr.split("*"):
             out *= int(f) if f.isdigit() else k1 if f == "k1" else int(getattr(self, f))
@@ -273,8 +277,16 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
     full_offload = cpu not in layer_dev and out_dev != cpu
     pin_norm = shape.T < 32 or full_offload      # llama-context.cpp:2646-2657 graph_get_cb
 
+    # graph order: a tensor's key; rows flagged "pre" go right after the last row flagged "exp" (see below)
+    keys: list[tuple[int, int]] = []
+    nxt = [(0, 0)]          # the key of the next tensor (minor 0: its own index)
+    mark = [(0, 0)]         # after the last expanded row
+
     def add(t: T) -> int:
         ts.append(t)
+        keys.append(nxt[0] if nxt[0][1] else (len(ts), 0))
+        if nxt[0][1]:
+            nxt[0] = (nxt[0][0], nxt[0][1] + 1)
         return len(ts) - 1
 
     for name, expr, *flag in tpl["inputs"]:
@@ -314,7 +326,7 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
                 flags = _flags(row)
                 if ("last" in flags and not is_last) or not all(shape.has(f) for f in flags):
                     continue
-                if ("dense" in flags and not is_dense) or ("moe" in flags and is_dense):
+                if ("dense" in flags and not is_dense) or (flags & {"moe", "nodense"} and is_dense):
                     continue
                 if ("recr" in flags and not is_recr) or ("full" in flags and is_recr):
                     continue
@@ -386,8 +398,15 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
                 local[name] = add(T(f"{name}-{il}", "NONE", size(expr), layout=expr, leaf=True))
                 continue
             pin = dev if ("norm" in flags and pin_norm and il >= 0) else None
+            if "pre" in flags:      # drawn where the last expanded row left off
+                nxt[0] = (mark[0][0], mark[0][1] + 1)
             local[name] = add(T(f"{name}-{il}", op, size(expr, k + 1), srcs=tuple(resolved), view_src=v_src,
                                 layout=expr, pin=pin, out="out" in flags))
+            if "pre" in flags:
+                mark[0] = keys[-1]
+                nxt[0] = (0, 0)
+            elif "exp" in flags:
+                mark[0] = keys[-1]
 
     head: dict[str, int] = {}
     nodes(_chunked(tpl["head"], 1), -1, head)
@@ -398,7 +417,25 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
         nodes(layer, il, local)
         inp = local["l_out"]
     nodes(_chunked(tpl["tail"], 1), -1, {"inpL": inp})
-    return ts
+    return _reordered(ts, keys) if any(k[1] for k in keys) else ts
+
+
+def _reordered(ts: list[T], keys: list[tuple[int, int]]) -> list[T]:
+    """The tensors sorted by their keys, sources and view sources renumbered.  ggml orders a graph by its
+    ``ggml_build_forward_expand`` calls, each adding the unvisited ancestors of the expanded tensor depth first
+    (ggml.c ggml_visit_parents): a node built early but expanded later lands late.  Templates are written in
+    the order of the rows' own dependencies; a row flagged "pre" reads no node of its layer and is expanded
+    before the layer's input is (a Mamba layer's conv-state build_rs, mamba-base.cpp:184 and llama-graph.cpp:
+    3512-3547), so it lands right after the last row flagged "exp" (an expanded node) of the graph so far."""
+    order = sorted(range(len(ts)), key=keys.__getitem__)
+    new = {old: i for i, old in enumerate(order)}
+    out = []
+    for old in order:
+        t = ts[old]
+        t.srcs = tuple(new[s] for s in t.srcs)
+        t.view_src = None if t.view_src is None else new[t.view_src]
+        out.append(t)
+    return out
 
 
 @cache
@@ -421,8 +458,15 @@ def _sizes(engine: str, graph: str, shape: GraphShape, layer_dev: tuple[int, ...
 
 def dense_flags(p: ModelParams, n: int) -> list[bool]:
     """Which of the first ``n`` layers take a template's "dense" rows: a MoE model's layers without experts (the
-    dense lead layers, Llama-4's every other layer: ModelParams.is_moe_layer); a dense model's are all dense."""
-    return [not p.is_moe_layer(il) if p.is_moe else il < p.n_dense_lead for il in range(n)]
+    dense lead layers, Llama-4's every other layer: ModelParams.is_moe_layer); a dense model's lead layers and its
+    FFN-only layers (:func:`_ffn_only`).  Rows flagged "moe" or "nodense" are drawn on the others."""
+    return [not p.is_moe_layer(il) if p.is_moe else il < p.n_dense_lead or _ffn_only(p, il) for il in range(n)]
+
+
+def _ffn_only(p: ModelParams, il: int) -> bool:
+    """A layer with neither a recurrent mixer nor attention, only an FFN: Nemotron-H's MLP layers, where the header's
+    per-layer head_count_kv is 0 and the layer is not recurrent (nemotron-h.cpp:13-16, 110-128)."""
+    return bool(p.n_head_kv_layers) and not p.is_recurrent(il) and p.head_count_kv(il) == 0
 
 
 def layer_leaf_bytes(engine: str, graph: str, shape: GraphShape) -> int:

@@ -109,8 +109,6 @@ MISSES: dict[tuple[str, str], str] = {
     ("mainline", "gemma4-c4096"): "cpu",
     ("mainline", "gemma4-c4096-rpc2"): "rpc0 rpc1 cpu",
     ("mainline", "gemma4-c4096-fa-off-rpc1"): "cpu",
-    ("mainline", "nemotronh-c4096-rpc2"): "rpc1",
-    ("mainline", "nemotronh-c4096-np2-rpc1"): "rpc0 cpu",
     ("ik", "dsv4-c4096"): "cpu",
     ("ik", "dsv4-c16384"): "cpu",
     ("ik", "dsv4-c16384-rpc1"): "rpc0 cpu",
@@ -181,7 +179,6 @@ WHY: dict[tuple[str, str], str] = {
     ("mainline", "gemma3"): "--swa-full: RunConfig (and so verify) has no --swa-full, the window cache is drawn with "
                             "its own cells instead of the full context's",
     ("mainline", "gemma4"): _NO_GRAPH + " (SWA and full caches of different head sizes, shared KV)",
-    ("mainline", "nemotronh"): _NO_GRAPH + " (Mamba-2 state ops)",
     ("ik", "dsv4"): _NO_GRAPH + " (compressed attention, indexer, hyper-connections not modelled)",
     ("ik", "mla"): "ik.deepseek2 covers -mla 3 with flash attention only: live-set estimate",
     ("ik", "mlalegacy"): "ik.deepseek2 covers -mla 3 with flash attention only: live-set estimate",
