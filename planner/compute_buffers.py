@@ -441,9 +441,14 @@ def _period(p: ModelParams) -> int:
     stand-ins of :func:`_stand_in` span two periods: an attention mask's copy on a device lives from the device's
     first layer to its last layer of that kind (ggml-alloc frees it after its last consumer), so a layer's peak
     meets the other kind's mask only when a later layer of that kind is on the same device (Llama-4 Scout at 32k:
-    three-layer stand-ins reserved 108.59 MiB where a 12-layer device replays 128.52)."""
+    three-layer stand-ins reserved 108.59 MiB where a 12-layer device replays 128.52).  Kinds from per-layer arrays
+    (Nemotron-H, Granite-4.0-H) count by their attention layers: the largest gap between two of them."""
+    from planner.engine_graph import ffn_only
+
     periods = [1]
-    for flags in ([p.is_recurrent(il) for il in range(p.n_loaded_layers)] if p.full_attn_interval else [],
+    # a hybrid's attention layers (Nemotron-H's MLP layers have none; its kinds come from per-layer arrays)
+    hybrid = p.full_attn_interval or p.recurrent_layers
+    for flags in ([p.is_recurrent(il) or ffn_only(p, il) for il in range(p.n_loaded_layers)] if hybrid else [],
                   [p.is_swa(il) for il in range(p.n_loaded_layers)] if p.n_swa else []):
         plain = [i for i, f in enumerate(flags) if not f]
         if 0 < len(plain) < len(flags):

@@ -5,9 +5,8 @@ as the engine logs it.
 Which graphs exist: ``engine_graphs.toml`` has a table per (engine, architecture); :func:`graph_of` says which
 one applies (mainline: Qwen3-MoE-shaped models, DeepSeek on the legacy ``attn_kv_b`` layout or with
 ``attn_k_b``/``attn_v_b`` (MLA), gpt-oss and gemma-3 with their sliding-window and full caches, the Qwen3.5-MoE
-gated delta-net hybrid, GLM-5 DSA (flash attention), Llama-4 with chunked attention, Nemotron-H (Mamba-2, attention
-and dense MLP layers); ik 8337e4cd3: gpt-oss, the
-same Qwen3-MoE shapes, Qwen3.5-MoE and DeepSeek under ``-mla 3``, with flash attention and fused up/gate
+gated delta-net hybrid, GLM-5 DSA (flash attention), Llama-4 with chunked attention, Nemotron-H and Granite-4.0-H
+(Mamba-2, attention and dense FFN layers); ik 8337e4cd3: gpt-oss, the same Qwen3-MoE shapes, Qwen3.5-MoE and DeepSeek under ``-mla 3``, with flash attention and fused up/gate
 experts).  Others keep the live-set estimate of :mod:`planner.compute_buffers`.
 
 The worst-case ubatch (mainline ``llama_context::sched_reserve``, src/llama-context.cpp; ik
@@ -89,9 +88,11 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
         roles = tmap.derived(_roles)
         dsa = {"attn_k_b", "attn_v_b", "indexer.attn_k"} <= roles
         return "glmdsa" if dsa and "glmdsa" in _templates().get(engine, {}) else None
-    if p.arch == "nemotron_h" and p.recurrent_layers and not p.n_expert and p.ssm_n_group:
-        # Mamba-2, attention and dense MLP layers from the per-layer arrays (mainline nemotron-h.cpp)
-        return "nemotronh" if "nemotronh" in _templates().get(engine, {}) else None
+    if p.arch in ("nemotron_h", "granitehybrid") and p.recurrent_layers and not p.n_expert and p.ssm_n_group:
+        # Mamba-2 and attention layers from the per-layer arrays, no experts: Nemotron-H's attention/MLP layers
+        # (nemotron-h.cpp), Granite-4.0-H's dense FFN after either mixer (granite-hybrid.cpp)
+        name = "nemotronh" if p.arch == "nemotron_h" else "granitehybrid"
+        return name if name in _templates().get(engine, {}) else None
     if p.n_swa or p.full_attn_interval or not (p.n_expert and p.n_expert_used and p.n_ff_exp):
         return None
     if engine == "ik" and not (flash_attn and tmap.derived(_fused_up_gate)):
@@ -459,11 +460,11 @@ def _sizes(engine: str, graph: str, shape: GraphShape, layer_dev: tuple[int, ...
 def dense_flags(p: ModelParams, n: int) -> list[bool]:
     """Which of the first ``n`` layers take a template's "dense" rows: a MoE model's layers without experts (the
     dense lead layers, Llama-4's every other layer: ModelParams.is_moe_layer); a dense model's lead layers and its
-    FFN-only layers (:func:`_ffn_only`).  Rows flagged "moe" or "nodense" are drawn on the others."""
-    return [not p.is_moe_layer(il) if p.is_moe else il < p.n_dense_lead or _ffn_only(p, il) for il in range(n)]
+    FFN-only layers (:func:`ffn_only`).  Rows flagged "moe" or "nodense" are drawn on the others."""
+    return [not p.is_moe_layer(il) if p.is_moe else il < p.n_dense_lead or ffn_only(p, il) for il in range(n)]
 
 
-def _ffn_only(p: ModelParams, il: int) -> bool:
+def ffn_only(p: ModelParams, il: int) -> bool:
     """A layer with neither a recurrent mixer nor attention, only an FFN: Nemotron-H's MLP layers, where the header's
     per-layer head_count_kv is 0 and the layer is not recurrent (nemotron-h.cpp:13-16, 110-128)."""
     return bool(p.n_head_kv_layers) and not p.is_recurrent(il) and p.head_count_kv(il) == 0
@@ -517,6 +518,12 @@ def compute_buffers(engine: str, graph: str, p: ModelParams, shape: GraphShape, 
     dense = dense_flags(p, len(layer_dev))
     swa = [p.is_swa(il) for il in range(len(layer_dev))] if p.n_swa else []
     recr = [p.is_recurrent(il) for il in range(len(layer_dev))]
+    n = p.n_loaded_layers
+    if p.recurrent_layers and len(layer_dev) > n:
+        # a role's stand-in longer than the model (compute_buffers._stand_in): kinds from per-layer arrays repeat
+        # the model's own pattern rather than turning into the attention layers of no array
+        dense = [dense[il % n] for il in range(len(layer_dev))]
+        recr = [recr[il % n] for il in range(len(layer_dev))]
     if not exact_layers and not layer_leaf_bytes(engine, graph, shape):
         layer_dev, weight_dev, dense, swa, recr = compress(layer_dev, weight_dev, dense, swa, recr)
     return _sizes(engine, graph, shape, tuple(layer_dev), tuple(dense), tuple(sorted(weight_dev.items())), out_dev,
