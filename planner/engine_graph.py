@@ -5,8 +5,8 @@ as the engine logs it.
 Which graphs exist: ``engine_graphs.toml`` has a table per (engine, architecture); :func:`graph_of` says which
 one applies (mainline: Qwen3-MoE-shaped models, DeepSeek on the legacy ``attn_kv_b`` layout or with
 ``attn_k_b``/``attn_v_b`` (MLA), gpt-oss and gemma-3 with their sliding-window and full caches, the Qwen3.5-MoE
-gated delta-net hybrid, GLM-5 DSA (flash attention), Llama-4 with chunked attention, Nemotron-H and Granite-4.0-H
-(Mamba-2, attention and dense FFN layers); ik 8337e4cd3: gpt-oss, the same Qwen3-MoE shapes, Qwen3.5-MoE and DeepSeek under ``-mla 3``, with flash attention and fused up/gate
+gated delta-net hybrid, GLM-5 DSA (flash attention), Llama-4 with chunked attention, Nemotron-H, Granite-4.0-H and
+Falcon-H1 (Mamba-2, attention and dense FFN layers); ik 8337e4cd3: gpt-oss, the same Qwen3-MoE shapes, Qwen3.5-MoE and DeepSeek under ``-mla 3``, with flash attention and fused up/gate
 experts).  Others keep the live-set estimate of :mod:`planner.compute_buffers`.
 
 The worst-case ubatch (mainline ``llama_context::sched_reserve``, src/llama-context.cpp; ik
@@ -88,6 +88,9 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
         roles = tmap.derived(_roles)
         dsa = {"attn_k_b", "attn_v_b", "indexer.attn_k"} <= roles
         return "glmdsa" if dsa and "glmdsa" in _templates().get(engine, {}) else None
+    if p.arch == "falcon-h1" and p.recurrent_attn and p.ssm_n_group and not p.n_expert:
+        # attention and a Mamba-2 mixer in every layer, a dense FFN (mainline falcon-h1.cpp)
+        return "falconh1" if "falconh1" in _templates().get(engine, {}) else None
     if p.arch in ("nemotron_h", "granitehybrid") and p.recurrent_layers and not p.n_expert and p.ssm_n_group:
         # Mamba-2 and attention layers from the per-layer arrays, no experts: Nemotron-H's attention/MLP layers
         # (nemotron-h.cpp), Granite-4.0-H's dense FFN after either mixer (granite-hybrid.cpp)
