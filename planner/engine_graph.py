@@ -5,7 +5,7 @@ as the engine logs it.
 Which graphs exist: ``engine_graphs.toml`` has a table per (engine, architecture); :func:`graph_of` says which
 one applies (mainline: Qwen3-MoE-shaped models, DeepSeek on the legacy ``attn_kv_b`` layout or with
 ``attn_k_b``/``attn_v_b`` (MLA), gpt-oss and gemma-3 with their sliding-window and full caches; ik 8337e4cd3:
-gpt-oss, the same Qwen3-MoE shapes and DeepSeek under ``-mla 3``, with flash attention and fused up/gate
+gpt-oss, gemma-3, the same Qwen3-MoE shapes and DeepSeek under ``-mla 3``, with flash attention and fused up/gate
 experts).  Others keep the live-set estimate of :mod:`planner.compute_buffers`.
 
 The worst-case ubatch (mainline ``llama_context::sched_reserve``, src/llama-context.cpp; ik
@@ -55,7 +55,8 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
     (mainline's plain multi-head path for the legacy ``attn_kv_b`` layout: no ``attn_k_b``/``attn_v_b``, which
     mainline runs as MLA; dense lead layers, sigmoid gating with ``exp_probs_b``, one shared expert), ``gptoss``
     (gpt-oss, its SWA layers reading the window cache's inputs; ik: with flash attention and fused up/gate),
-    ``gemma3`` (mainline: dense gemma-3, the same window inputs), ``deepseek2mla`` (mainline, ``attn_k_b``).  ik's
+    ``gemma3`` (dense gemma-3, the same window inputs; ik: with flash attention), ``deepseek2mla`` (mainline,
+    ``attn_k_b``).  ik's
     templates draw its flash-attention graph with fused up/gate experts only, and for DeepSeek its -mla 3 graph of a
     ubatch of ``tokens`` >= 128 (see engine_graphs.toml)."""
     p = tmap.params
@@ -66,6 +67,9 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
             return None
         return "gptoss" if "gptoss" in _templates().get(engine, {}) else None
     if p.arch == "gemma3" and p.n_swa and not p.n_expert:
+        # ik: its flash-attention graph only (build_gemma3.cpp); mainline gemma3.cpp either way
+        if engine == "ik" and not flash_attn:
+            return None
         return "gemma3" if "gemma3" in _templates().get(engine, {}) else None
     if p.n_swa or p.full_attn_interval or not (p.n_expert and p.n_expert_used and p.n_ff_exp):
         return None
