@@ -315,6 +315,24 @@ _K = 3      # layers per device in the role's stand-in placement: the graph repe
 #             buffer is the same for any count from 2 on (tests/test_compute_buffers.py checks 3 against 40)
 
 
+def _period(p: ModelParams) -> int:
+    """How many layers the model's layer kinds repeat after: its sliding-window pattern (gemma-3: five window
+    layers and one full, gpt-oss: pairs), else 1."""
+    if p.n_swa and p.swa_layers:
+        flags = p.swa_layers[:p.n_loaded_layers]
+        return next((q for q in range(1, len(flags) + 1) if all(f == flags[i % q] for i, f in enumerate(flags))), 1)
+    return p.swa_period if (p.n_swa and p.swa_period) else 1
+
+
+def _block(p: ModelParams) -> int:
+    """Layers per block of a stand-in placement: ``_K``, or for a model whose layers alternate kinds the smallest
+    whole number of :func:`_period` s that is at least ``_K``, so every block holds each kind of layer (each kind
+    reads its own mask and cache: a block of window layers alone left out the full layers' mask, 64 MiB of ik
+    gemma-3-27b's buffer at 32k and -ub 1024)."""
+    period = _period(p)
+    return -(-_K // period) * period
+
+
 def _canonical(tmap: TensorMap, cfg: RunConfig, role: DeviceRole) -> int | None:
     """:func:`estimate` from the allocator replay, for a device whose neighbours are not known yet (the solver):
     the largest of the buffers the device gets in small placements that give it the role, over one other GPU
@@ -342,33 +360,44 @@ def _pipelined(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str) ->
         # sched_copies) it computes the token embeddings alone
         hosts = [replace(role, attention=False, ffn=False)] if role.copies > 1 else (
             [role, replace(role, attention=False)] if role.attention else [role])
-        return max(_stand_in(tmap, cfg, h, graph, role.entry, k) for h in hosts
-                   for k in ((0, 1, 2) if h.ffn else (0, 2)))
+        return max(_stand_in(tmap, cfg, h, graph, role.entry, split) for h in hosts
+                   for split in ((0, 1, 2) if h.ffn else (0, 2)))
+    # the device's block ending the model: the output's device, or (``last``) with the output on the CPU (ik's
+    # -ngl n_layer, a tied output there); a block of the last layer alone as well
+    lasts = (0, 1) if role.output else (0, _block(tmap.params), 1) if role.attention else (0,)
     if role.copies > 1:
         entries = [role.entry] if role.entry else ["", "input"]      # no CPU layers, no -ot
-        variants = [(e, 0) for e in entries]
+        variants = [(e, 0, last) for e in entries for last in (lasts if role.output else (0,))]
     else:
         entries = [role.entry] if role.entry else ["", "cpu", "input"]
-        variants = [(e, k) for e in entries for k in ((0, 1, 2) if role.attention and role.ffn else (0,))]
-    return max(_stand_in(tmap, cfg, role, graph, entry, split) for entry, split in variants)
+        variants = [(e, k, last) for e in entries for k in ((0, 1, 2, 3) if role.attention and role.ffn else (0,))
+                    for last in lasts]
+    return max(_stand_in(tmap, cfg, role, graph, entry, split, last) for entry, split, last in variants
+               if not (entry == "input" and last == 1))      # one layer from the input on: a one-layer model
 
 
-def _stand_in(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str, entry: str, split: int) -> int:
-    """One placement for :func:`_canonical`: ``split`` 1 moves the experts of one of the device's layers to the
-    CPU (the CPU: of one GPU layer, besides its own), 2 the up/gate experts of every other layer of the device;
+def _stand_in(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str, entry: str, split: int,
+              last: int = 0) -> int:
+    """One placement for :func:`_canonical`: ``split`` 1 moves the experts of the device's first layer to the
+    CPU (the CPU: of one GPU layer, besides its own), 3 those of its second, 2 the up/gate experts of every other
+    layer of the device;
     for the CPU, ``split`` 2 puts the last GPU block on a second
-    GPU (the CPU's buffer depends on whether the GPU its expert results go back to also holds the output)."""
+    GPU (the CPU's buffer depends on whether the GPU its expert results go back to also holds the output).
+    ``last`` (a GPU): its block ends the model with that many layers (1 or a whole block; 0: it does not, unless
+    the role has the output), and the output is on the CPU unless the role has it.  The engines put CPU layers
+    first (-ngl offloads the last layers), so the CPU's block never ends the model."""
     from planner.engine_graph import compute_buffers
 
     p = tmap.params
     d, o, c = 0, 1, 2
     lead = p.n_dense_lead
-    first = _K + lead                       # the first block: the dense layers and _K MoE layers
+    k = _block(p)
+    first = k + lead                       # the first block: the dense layers and k MoE layers
     exps: tuple[str, ...] = ("ffn_gate_exps", "ffn_up_exps", "ffn_down_exps")
     cpu_exps: range = range(0)
     own_exps: range = range(0)
     if role.host:
-        tail = [d] * _K if split == 2 else [o] * _K
+        tail = [d] * k if split == 2 else [o] * k
         layers = ([c] if role.attention else [o]) * first + tail
         out = c if role.output else layers[-1]       # a CPU holding the output (ik: launch.engine_output_device)
         if role.ffn and not role.attention:
@@ -378,18 +407,21 @@ def _stand_in(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str, ent
         me = c
     else:
         before = [c] * first if entry == "cpu" else ([] if entry == "input" else [o] * first)
-        n_mine = first if not before else _K
+        n_mine = first if not before else (last or k)
         mine = [d] * n_mine if role.attention or not role.ffn else [o] * n_mine
-        after = [] if role.output else [o] * _K
+        after = [] if role.output or last else [o] * k
         layers = before + mine + after
-        out = d if role.output else o
-        mine_moe = range(len(before) + n_mine - _K, len(before) + n_mine)
+        out = d if role.output else c if last else o
+        mine_moe = range(len(before) + n_mine - min(k, n_mine), len(before) + n_mine)
         if role.attention and not role.ffn:
             cpu_exps = mine_moe
         elif role.ffn and not role.attention:
             own_exps = mine_moe
         elif split == 1:
             cpu_exps = range(mine_moe.start, mine_moe.start + 1)
+        elif split == 3:                    # a layer's experts between two of the device's own (mainline
+            mid = min(mine_moe.start + 1, mine_moe.stop - 1)     # DeepSeek-R1: 48 MiB more than the first's)
+            cpu_exps = range(mid, mid + 1)
         elif split == 2:
             cpu_exps = range(mine_moe.start, mine_moe.stop, 2)
             exps = exps[:2]                 # gate and up only: the down projection stays (the -ot split of up/gate)
@@ -397,7 +429,11 @@ def _stand_in(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str, ent
     moved = {f"blk.{il}.{r}.weight": c for il in cpu_exps for r in exps}
     moved.update({f"blk.{il}.{r}.weight": d for il in own_exps for r in exps})
     shape = _shape(p, cfg)
-    return compute_buffers(cfg.engine, graph, p, shape, layers, moved, out, 3, role.copies)[me]
+    # the layer kinds as the model's own last layers have them: the last layer gathers the output rows, and
+    # what else is alive then depends on its kind (ik gemma-3-27b's last layer is a window layer, 21 MiB more)
+    period = _period(p)
+    base = (p.n_loaded_layers - len(layers)) % period
+    return compute_buffers(cfg.engine, graph, p, shape, layers, moved, out, 3, role.copies, layer_base=base)[me]
 
 
 def estimate(tmap: TensorMap, cfg: RunConfig, role: DeviceRole) -> ComputeEstimate:

@@ -238,13 +238,28 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
             weights[name] = add(T(name, "NONE", 0, dev=device_of(name), weight=True))
         return weights[name]
 
-    def nodes(rows: list[tuple[list[Any], int]], il: int, local: dict[str, int]) -> None:
-        dev = layer_dev[il] if il >= 0 else out_dev
+    sizes: dict[tuple[str, int], int] = {}
+
+    def size(expr: str, k1: int = 1) -> int:
+        if (expr, k1) not in sizes:
+            sizes[expr, k1] = shape.size(expr, k1)
+        return sizes[expr, k1]
+
+    def drawn(rows: list[tuple[list[Any], int]]) -> list[tuple[list[Any], int, set[str]]]:
+        """The rows this shape draws (its flags hold; "last", "dense", "moe" are decided per layer)."""
+        out = []
         for row, k in rows:
+            flags = _flags(row)
+            if all(shape.has(f) for f in flags):
+                out.append((row, k, flags))
+        return out
+
+    def nodes(rows: list[tuple[list[Any], int, set[str]]], il: int, local: dict[str, int]) -> None:
+        dev = layer_dev[il] if il >= 0 else out_dev
+        for row, k, flags in rows:
             name, op, expr, srcs = row[0], row[1], row[2], row[3]
             view = row[4] if len(row) > 4 else ""
-            flags = _flags(row)
-            if ("last" in flags and il != n_layer - 1) or not all(shape.has(f) for f in flags):
+            if "last" in flags and il != n_layer - 1:
                 continue
             is_dense = il >= 0 and il < len(dense) and dense[il]
             if ("dense" in flags and not is_dense) or ("moe" in flags and is_dense):
@@ -272,11 +287,11 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
                     resolved.append(local[s])
             resolved = [len(ts) if r == -1 else r for r in resolved]
             if op == "EXPERT_SUM":      # build_moe_ffn: n_used views of `weighted`, summed by n_used - 1 ADDs
-                views = [add(T(f"{name}{j}-{il}", "VIEW", shape.size(expr), srcs=(resolved[0],),
+                views = [add(T(f"{name}{j}-{il}", "VIEW", size(expr), srcs=(resolved[0],),
                                view_src=resolved[0])) for j in range(shape.n_used)]
                 cur = views[0]
                 for v in views[1:]:
-                    cur = add(T(f"moe_out-{il}", "ADD", shape.size(expr), srcs=(cur, v), layout=expr))
+                    cur = add(T(f"moe_out-{il}", "ADD", size(expr), srcs=(cur, v), layout=expr))
                 local["moe_out"] = cur
                 continue
             v_src = None
@@ -292,18 +307,18 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
                         root = up
                     v_src = root
             pin = dev if ("norm" in flags and pin_norm and il >= 0) else None
-            local[name] = add(T(f"{name}-{il}", op, shape.size(expr, k + 1), srcs=tuple(resolved), view_src=v_src,
+            local[name] = add(T(f"{name}-{il}", op, size(expr, k + 1), srcs=tuple(resolved), view_src=v_src,
                                 layout=expr, pin=pin, out="out" in flags))
 
     head: dict[str, int] = {}
-    nodes(_chunked(tpl["head"], 1), -1, head)
+    nodes(drawn(_chunked(tpl["head"], 1)), -1, head)
     inp = head[tpl["head"][-1][0]]           # the last head row is layer 0's input (gemma-3: the scaled embeddings)
-    layer = _chunked(tpl["layer"], shape.nit)
+    layer = drawn(_chunked(tpl["layer"], shape.nit))
     for il in range(n_layer):
         local = {"inpL": inp}
         nodes(layer, il, local)
         inp = local["l_out"]
-    nodes(_chunked(tpl["tail"], 1), -1, {"inpL": inp})
+    nodes(drawn(_chunked(tpl["tail"], 1)), -1, {"inpL": inp})
     return ts
 
 
@@ -353,12 +368,14 @@ def compress(layer_dev: Sequence[int], weight_dev: dict[str, int], dense: Sequen
 
 def compute_buffers(engine: str, graph: str, p: ModelParams, shape: GraphShape, layer_dev: Sequence[int],
                     weight_dev: dict[str, int], out_dev: int, n_backends: int, copies: int = 1,
-                    *, exact_layers: bool = False) -> tuple[int, ...]:
+                    *, exact_layers: bool = False, layer_base: int = 0) -> tuple[int, ...]:
     """Each backend's compute buffer in bytes (backend ``n_backends - 1`` is the CPU) for template ``graph``.
     ``weight_dev``: the weights away from their layer's device (``-ot``), by GGUF name; token_embd is on the CPU,
-    the output's tensors on ``out_dev``.  The placement is :func:`compress`-ed unless ``exact_layers``."""
+    the output's tensors on ``out_dev``.  The placement is :func:`compress`-ed unless ``exact_layers``.
+    ``layer_base``: the model layer the placement's first layer stands for (its sliding-window kind; a stand-in
+    placement of a few layers, :func:`planner.compute_buffers.estimate`)."""
     dense = [il < p.n_dense_lead for il in range(len(layer_dev))]
-    swa = [p.is_swa(il) for il in range(len(layer_dev))] if p.n_swa else []
+    swa = [p.is_swa(il + layer_base) for il in range(len(layer_dev))] if p.n_swa else []
     if not exact_layers:
         layer_dev, weight_dev, dense, swa = compress(layer_dev, weight_dev, dense, swa)
     return _sizes(engine, graph, shape, tuple(layer_dev), tuple(dense), tuple(sorted(weight_dev.items())), out_dev,
