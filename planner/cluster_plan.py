@@ -300,7 +300,8 @@ def plan_cluster(tmap: TensorMap, cluster: Cluster, request: PlanRequest, qualit
     engine_order = list(offload_list(engine_devices(cluster, cfg.engine), cfg.engine))
     launch = build_launch(tmap, {k: names[v] for k, v in plan.devices.items()},
                           [names[d] for d in plan.layer_device], plan.run, model_path, gpus=engine_order,
-                          rpc=rpc_servers_arg(cluster), types=plan.types)
+                          rpc=rpc_servers_arg(cluster), types=plan.types,
+                          output_device=None if plan.output_device is None else names[plan.output_device])
     servers = {h.name: rpc_server_argv(h, cfg.engine) for h in cluster.remotes}
     return ClusterPlan(plan=plan, cluster=cluster, remote_layers=counts, hosts=host_memory(plan.memory, cluster),
                        network=net, launch=launch, servers=servers, warnings=security_warning(cluster))

@@ -125,7 +125,8 @@ def plan_floor(tmap: TensorMap, budget: Budget, request: PlanRequest) -> FloorCl
     if request.max_size_bytes:
         weights = min(weights, request.max_size_bytes)
     n = sum(t.n_elements for t in tmap.tensors if tmap.is_loaded(t))
-    return floors_for_budget(request.run.qengine, weights, n, n_expert=tmap.params.n_expert)
+    return floors_for_budget(request.run.qengine, weights, n, n_expert=tmap.params.n_expert,
+                             tied=tmap.derived(tied_output) is not None)
 
 
 def candidate_types(t: TensorInfo, engine: str, *, allow: Sequence[str] | None, deny: Sequence[str],
@@ -250,11 +251,11 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
         # (memory.Placement.logits_device), which multiplies all of it every token (speed.TIED_OUTPUT). Its
         # device is the output layer's, as the engine's -ngl rule allows it (launch.engine_output_device: ik only
         # with every layer offloaded, mainline with any); on a GPU the input copy stays on the CPU (also_bytes).
-        # A cluster keeps it on the CPU.
+        # On a cluster the same rule holds over the engine's device list (the last layer's device may be remote).
         from planner.launch import engine_output_device
 
         active[tied_out.name] = 1.0
-        tied_devs = [CPU] if any(is_remote(d) for d in budget.devices) or not layer_device else list(dict.fromkeys(
+        tied_devs = [CPU] if not layer_device else list(dict.fromkeys(
             engine_output_device(cfg.engine, layer_device, d) for d in (layer_device[-1], CPU)))
     # ik loads a tied token_embd twice into an allocated CPU buffer (memory.Placement.tied_duplicate_device)
     embd_copies = 2 if (tied_out is not None and cfg.engine != "mainline" and cfg.load != "mmap") else 1
@@ -353,7 +354,8 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
                     extra += ik_mla_derived_size(p, *mla_src[t0.name], tn[0], None)
                 pp = total / h2d if (offload and dev == CPU and layer is not None) else 0.0
                 if tied_token:      # the logits matmul of each ubatch where the output layer is (CPU: unoffloaded)
-                    flops = speeds[CPU].flops if dev == CPU else sum(speeds[g].flops for g in local_gpus)
+                    flops = (speeds[dev].flops if dev == CPU or is_remote(dev)
+                             else sum(speeds[g].flops for g in local_gpus))
                     pp = ub * 2.0 * t0.n_elements / flops
                     options.append(Option(label, dev, total + extra, loss, read * spb[dev], pp,
                                           also_device=CPU if dev != CPU else "", also_bytes=total if dev != CPU else 0))
@@ -456,16 +458,23 @@ def build_layered_groups(tmap: TensorMap, order: Sequence[str], budget: Budget, 
     built = {h: build_groups(tmap, (h,) * n, budget, hw, cfg, types=None, request=request, quality=quality,
                              speeds=speeds) for h in order}
     first = order[0]
+    # a tied output's second token_embd goes with the output layer, which the engines put on the last layer's
+    # device (launch.engine_output_device): its group follows layer n-1's home like that layer's own groups.
+    # ik offloads the output only with every layer offloaded, which an order with CPU layers does not promise.
+    tied = tmap.derived(tied_output)
+    tied_cpu_only = cfg.engine != "mainline" and CPU in order
     merged: dict[str, Group] = {}
     for h in order:
         for g in built[h][0]:
-            if g.layer is None:
+            is_tied = tied is not None and g.tensors == (tied.name,)
+            if g.layer is None and not is_tied:
                 merged.setdefault(g.key, g)
                 continue
-            opts = tuple(replace_option(o, h) for o in g.options)
+            opts = tuple(replace_option(o, h) for o in g.options
+                         if not (is_tied and tied_cpu_only and o.device != CPU))
             if g.key not in merged:
-                merged[g.key] = Group(g.key, g.role, g.layer, g.tensors, opts, home="", handoff_s=g.handoff_s,
-                                      type_key=g.type_key)
+                merged[g.key] = Group(g.key, g.role, n - 1 if is_tied else g.layer, g.tensors, opts, home="",
+                                      handoff_s=g.handoff_s, type_key=g.type_key)
             else:
                 m = merged[g.key]
                 merged[g.key] = Group(m.key, m.role, m.layer, m.tensors, m.options + opts, home="",

@@ -26,14 +26,12 @@ from typing import Any
 from planner.errors import UnknownModelError
 from planner.quants import catalogue
 from planner.tensors import ModelParams
+from planner.tensors.templates import _architectures
 
 # ik: is_mla_model() (src/llama-model.h:593 @ 8337e4cd)
 MLA_ARCHS = frozenset({"deepseek2", "glm-dsa", "mistral4", "bailingmoe3"})
 # ik: llm_arch_is_hybrid() (src/llama-arch.cpp:318 @ 8337e4cd): gated delta-net state in a per-sequence tail
 HYBRID_ARCHS = frozenset({"qwen3next", "qwen35", "qwen35moe", "bailingmoe3"})
-# Mamba-2 state (mainline n_embd_r/n_embd_s): conv rows (d_conv - 1) x (d_inner + 2 n_group d_state) and the SSM
-# state d_state x d_inner, F32 per sequence; ik 8337e4cd sizes recurrent layers for gated delta-net only
-MAMBA2_HYBRID_ARCHS = frozenset({"nemotron_h", "nemotron_h_moe"})
 # ik: llama_mtp_tail_uses_layer_cache() (src/llama.cpp:1154 @ 8337e4cd)
 MTP_TAIL_CACHE_ARCHS = frozenset({"glm-dsa", "qwen35moe", "step35"})
 # DeepSeek-V4 (ik only): runtime compression ratios, llama-context.h dsv4_runtime::CSA_RATIO / HCA_RATIO
@@ -146,22 +144,29 @@ def n_embd_r_s(params: ModelParams) -> tuple[int, int]:
 def _check_supported(params: ModelParams, cfg: CacheConfig) -> None:
     """Refuse layouts whose cache the planner does not size exactly, naming what is missing."""
     if params.unknown_layout:
+        sized = sorted(a for a, t in _architectures().items() if t.get("recurrent_from"))
         raise UnknownModelError(f"{params.arch}: cannot size the KV/state cache: {params.unknown_layout}",
                                 hint="no state formula for this architecture; supported recurrent layouts: "
-                                     "gated delta-net hybrids (qwen3next, qwen35, qwen35moe), Mamba-2 hybrids "
-                                     "(nemotron_h, nemotron_h_moe; mainline)")
-    if params.arch in MAMBA2_HYBRID_ARCHS and cfg.engine == "ik":
-        raise UnknownModelError(f"{params.arch}: ik_llama.cpp does not load this architecture (Mamba-2 hybrid) in "
-                                "the planner's reference (8337e4cd); use --engine mainline")
+                                     "gated delta-net hybrids (qwen3next, qwen35, qwen35moe) and the per-layer "
+                                     f"hybrids of architectures.toml ({', '.join(sized)})")
+    loads = _architectures().get(params.arch, {}).get("engines")
+    if loads and cfg.engine not in loads:
+        name, ref = ("ik_llama.cpp", "8337e4cd") if cfg.engine == "ik" else ("llama.cpp", "0c1e57098")
+        kind = state_kind(params)
+        raise UnknownModelError(f"{params.arch}: {name} does not load this architecture"
+                                + (f" ({kind} hybrid)" if kind else "")
+                                + f" in the planner's reference ({ref}); use --engine {loads[0]}")
     hybrid = params.full_attn_interval or params.recurrent_layers
     if hybrid and not (params.ssm_d_inner and params.ssm_d_state and params.ssm_d_conv):
         raise UnknownModelError(
             f"{params.arch}: recurrent layers without their state sizes",
             hint="the header/config must give ssm.conv_kernel, ssm.inner_size, ssm.state_size "
-                 "(GGUF {arch}.ssm.*, config linear_conv_kernel_dim/linear_*_head_dim/linear_num_*_heads)")
-    if hybrid and params.ssm_n_group == 0:
+                 "(GGUF {arch}.ssm.* or kda.head_dim, config linear_conv_kernel_dim/linear_*_head_dim/"
+                 "linear_num_*_heads)")
+    if hybrid and params.ssm_n_group == 0 and state_kind(params) != "Mamba":
+        # only Mamba-1 (Jamba) has no groups: its conv rows are (d_conv - 1) x d_inner (mainline n_embd_r)
         raise UnknownModelError(f"{params.arch}: recurrent layers without ssm.group_count (gated delta-net "
-                                "k-heads); only gated delta-net hybrids are sized")
+                                "k-heads / Mamba-2 groups); only gated delta-net, KDA and Mamba hybrids are sized")
     if params.compress_ratios or params.arch == "deepseek4":
         if len(params.compress_ratios) < params.n_layer:
             raise UnknownModelError("deepseek4: attention.compress_ratios is missing or shorter than block_count")
@@ -298,15 +303,25 @@ def _mainline_dsv4_layer(params: ModelParams, il: int, cfg: CacheConfig) -> Laye
 
 
 def _mainline_layer(params: ModelParams, il: int, cfg: CacheConfig) -> LayerCache:
-    """llama.cpp ``llama_kv_cache`` / ``llama_kv_cache_iswa`` / ``llama_memory_recurrent`` for layer ``il``."""
+    """llama.cpp ``llama_kv_cache`` / ``llama_kv_cache_iswa`` / ``llama_memory_recurrent`` for layer ``il``.
+
+    ``llama_memory_recurrent`` (src/llama-memory-recurrent.cpp:101-103 @0c1e57098): F32 ``r`` [n_embd_r, n_rows]
+    and ``s`` [n_embd_s, n_rows], n_rows = max(1, n_seq_max) x (1 + n_rs_seq), n_rs_seq = 0 without speculative
+    decoding. A parallel hybrid layer (Falcon-H1) has both that state and an attention cache."""
     kv = cfg.kv_size
     if params.is_recurrent(il):
         r, s = n_embd_r_s(params)
-        return LayerCache(il, "recurrent", 0, state_bytes=4 * (r + s) * max(1, cfg.n_seq))
+        state = 4 * (r + s) * max(1, cfg.n_seq)
+        if not params.recurrent_attn:
+            return LayerCache(il, "recurrent", 0, state_bytes=state)
+        attn = _mainline_attention(params, il, cfg)
+        return LayerCache(il, "full+recurrent", attn.cells, k_bytes=attn.k_bytes, v_bytes=attn.v_bytes,
+                          state_bytes=state)
     if params.compress_ratios:
         return _mainline_dsv4_layer(params, il, cfg)
-    if params.arch in MLA_ARCHS and params.kv_lora_rank and not params.mla_legacy:
-        # MLA GGUFs: head_count_kv = 1, key_length = kv_lora_rank + n_rot; has_v = !is_mla
+    if params.kv_lora_rank and not params.mla_legacy:
+        # MLA GGUFs (is_mla(): key_length_mla given, whatever the architecture: deepseek2, glm-dsa, bailingmoe3,
+        # kimi-linear ...): head_count_kv = 1, key_length = kv_lora_rank + n_rot; has_v = !is_mla
         index = 0
         if params.arch == "glm-dsa" and params.indexer_head_size:
             # llama_kv_cache_dsa (src/llama-kv-cache-dsa.cpp @035aa95b): a second llama_kv_cache for the
@@ -314,9 +329,14 @@ def _mainline_layer(params: ModelParams, il: int, cfg: CacheConfig) -> LayerCach
             index = _row(cfg.type_k, params.indexer_head_size) * kv
         return LayerCache(il, "mla", kv, k_bytes=_row(cfg.type_k, params.kv_lora_rank + params.n_rot) * kv,
                           index_bytes=index)
-    cells, kind = kv, "full"
+    return _mainline_attention(params, il, cfg)
+
+
+def _mainline_attention(params: ModelParams, il: int, cfg: CacheConfig) -> LayerCache:
+    """``llama_kv_cache`` / ``llama_kv_cache_iswa`` K and V of a (GQA or sliding-window) attention layer."""
+    cells, kind = cfg.kv_size, "full"
     if params.is_swa(il):
-        kind, cells = "swa", _mainline_swa_cells(params, cfg, kv)
+        kind, cells = "swa", _mainline_swa_cells(params, cfg, cells)
     head_k = params.layer_head_dim(il)
     n_kv = params.head_count_kv(il)
     if n_kv == 0:       # a layer without attention (a Mamba-2 hybrid's MLP layer): filtered out of every cache
@@ -370,11 +390,18 @@ def attention_kind(params: ModelParams) -> str:
         parts.append(f"SWA {params.n_swa}" + (f" {period - 1}:1" if period > 1 else ""))
     if params.recurrent_layers:
         n_rec = sum(params.recurrent_layers[:params.n_loaded_layers])
-        kind = "Mamba-2" if params.arch in MAMBA2_HYBRID_ARCHS else "delta-net"
-        parts.append(f"{kind} {n_rec} of {params.n_loaded_layers} layers")
+        kind = state_kind(params) or "delta-net"
+        parts.append(f"{kind} {n_rec} of {params.n_loaded_layers} layers"
+                     + (" (parallel to attention)" if params.recurrent_attn else ""))
     elif params.full_attn_interval:
         parts.append(f"delta-net {params.full_attn_interval - 1}:1")
     return ", ".join(parts)
+
+
+def state_kind(params: ModelParams) -> str:
+    """The recurrent state's name for an architecture with per-layer hybrid data (``state_kind`` in
+    architectures.toml: "Mamba", "Mamba-2", "KDA"); "" for others."""
+    return str(_architectures().get(params.arch, {}).get("state_kind", ""))
 
 
 def bytes_by_layer(params: ModelParams, cfg: CacheConfig) -> tuple[int, ...]:

@@ -49,7 +49,7 @@ class FloorClass:
     engine: str
     name: str
     max_bpw: float                    # inf for the last class
-    floors: Mapping[str, str]         # role -> lowest type the engine gives it
+    floors: Mapping[str, str]         # role -> lowest type the engine gives it ("tied_output": a tied token_embd)
 
 
 @functools.cache
@@ -63,22 +63,30 @@ def floor_classes(engine: str) -> tuple[FloorClass, ...]:
         if f["engine"] != engine:
             continue
         bounds = [cat.get(get_ftype(name, engine).default_type).bpw for name in f["ftypes"]]
-        roles = {r: cat.get(f[r], engine=engine).name for r in FLOOR_ROLES if r in f}
+        roles = {r: cat.get(f[r], engine=engine).name for r in (*FLOOR_ROLES, "tied_output") if r in f}
         out.append(FloorClass(engine, f["class"], max(bounds) if bounds else float("inf"), roles))
     return tuple(out)
 
 
-def floors(engine: str, mix_bpw: float, *, n_expert: int = 1) -> FloorClass:
+def floors(engine: str, mix_bpw: float, *, n_expert: int = 1, tied: bool = False) -> FloorClass:
     """The floor class for a mix whose quantized block weights average ``mix_bpw`` bits per weight.
 
     The attn_v floor is the MoE rule (n_expert >= 4); for dense models it is dropped, since the engines' dense
-    rules depend on the ftype and GQA in ways a bpw class cannot express.
+    rules depend on the ftype and GQA in ways a bpw class cannot express.  ``tied``: the model has no
+    ``output.weight``, so ``token_embd`` is also the output matrix and both engines quantize it by the output's
+    rule (ik ``!qs.has_output``, mainline ``has_tied_embeddings``): its floor is the class's ``tied_output``
+    (the output's floor where the engine has no separate value), never below its own token_embd floor.
     """
     for c in floor_classes(engine):
         if mix_bpw <= c.max_bpw + 1e-9:
-            if n_expert < 4 and "attn_v" in c.floors:
-                return FloorClass(c.engine, c.name, c.max_bpw, {k: v for k, v in c.floors.items() if k != "attn_v"})
-            return c
+            roles = {k: v for k, v in c.floors.items() if k != "tied_output"}
+            if n_expert < 4:
+                roles.pop("attn_v", None)
+            if tied and "output" in c.floors:
+                want = c.floors.get("tied_output", c.floors["output"])
+                own = roles.get("token_embd")
+                roles["token_embd"] = want if own is None or respects_floor(want, own) else own
+            return FloorClass(c.engine, c.name, c.max_bpw, roles)
     raise AssertionError("the last floor class is unbounded")
 
 
@@ -93,14 +101,15 @@ def floor_role(name: str) -> str | None:
     return None
 
 
-def floors_for_budget(engine: str, weight_budget_bytes: int, n_weights: int, *, n_expert: int = 1) -> FloorClass:
+def floors_for_budget(engine: str, weight_budget_bytes: int, n_weights: int, *, n_expert: int = 1,
+                      tied: bool = False) -> FloorClass:
     """The floor class for the densest mix a weight budget allows (8 * budget / weights bits per weight).
 
     Floors rise with the class, so a plan that ends up below the budget's bpw still respects the floors of its
     own class.
     """
     bpw = 8.0 * weight_budget_bytes / max(1, n_weights)
-    return floors(engine, bpw, n_expert=n_expert)
+    return floors(engine, bpw, n_expert=n_expert, tied=tied)
 
 
 def filter_candidates(name: str, candidates: list[str], floor: FloorClass) -> list[str]:

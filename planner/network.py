@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 from planner.cluster import MAIN, Cluster, Link, network_table
 from planner.memory import CPU, Placement, RunConfig, mix_bytes
+from planner.roles import tied_output
 from planner.tensors import TensorMap
 
 F32 = 4
@@ -107,8 +108,7 @@ def token_path(tmap: TensorMap, placement: Placement) -> tuple[str, ...]:
     for il in range(tmap.params.n_loaded_layers):
         seq.append(placement.layer_device[il] if il < len(placement.layer_device) else CPU)
         seq.extend(placement.device_of(n) for n in by_layer.get(il, ()))
-    out_name = "output.weight" if any(t.name == "output.weight" for t in tmap.tensors) else "token_embd.weight"
-    seq.append(placement.device_of(out_name))
+    seq.append(placement.logits_device(tmap.derived(tied_output) is not None))   # a tied output: its layer's
     seq.append(CPU)   # sampling reads the logits on the main host
     return tuple(seq)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from planner.quality_error import _measured, _prior
-from planner.roles import active_fraction
+from planner.roles import active_fraction, tied_output
 from planner.tensors import ModelParams, TensorInfo, TensorMap, builtin_params
 
 if TYPE_CHECKING:
@@ -133,11 +133,13 @@ def _prior_importance(tmap: TensorMap, variant: str, role_weights: Mapping[str, 
     # NextN/MTP blocks (the last n_nextn layers) are in the file but never loaded by the engines: no importance
     n_layer = tmap.params.n_layer - tmap.params.n_nextn
     if variant == "active_weight":
+        tied = tmap.derived(tied_output)     # a tied output multiplies all of token_embd every token
         for t in tmap.tensors:
             if quantizable(t) and (t.layer is None or t.layer < n_layer):
                 lf = _layer_factor(t.layer, n_layer) if t.layer is not None else 1.0
-                raw[t.name] = t.n_elements * _active_fraction(t, tmap) * lf
+                raw[t.name] = t.n_elements * (1.0 if t is tied else _active_fraction(t, tmap)) * lf
     elif variant == "matrix":
+        tied = tmap.derived(tied_output)     # token_embd when there is no output.weight
         groups: dict[tuple[int, str], list[TensorInfo]] = {}
         for t in tmap.tensors:
             if not quantizable(t) or (t.layer is not None and t.layer >= n_layer):
@@ -148,6 +150,8 @@ def _prior_importance(tmap: TensorMap, variant: str, role_weights: Mapping[str, 
                     share = cfg["globals"]["other"]
                     unknown_roles.add(t.role)
                 raw[t.name] = float(share)
+                if t is tied:   # also the output matrix: its error reaches the logits directly
+                    raw[t.name] += float(cfg["globals"]["output"]) * rw.get("output", 1.0) / rw.get(t.role, 1.0)
                 continue
             group, _, known = _role_rule(t.role)
             if not known:

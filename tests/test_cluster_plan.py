@@ -266,3 +266,25 @@ def test_cli_check_needs_the_hosts_of_rpc():
     r = CliRunner().invoke(main, ["check", "qwen3-30b-a3b", "--base-type", "Q4_K_M", "--vram", "4", "--ram", "8",
                                   "--", "llama-server", "--rpc", "10.0.0.2:50052", "-ngl", "99", "-c", "4096"])
     assert r.exit_code == 2 and "describe those hosts" in r.output
+
+
+@pytest.mark.parametrize("engine,vram,ram", [("ik", [12.0], 16.0), ("mainline", [], 48.0)])
+def test_tied_output_on_a_cluster_is_charged_where_the_engine_loads_it(engine, vram, ram):
+    """gemma-3-27b has no output.weight: both engines load a second token_embd with the output layer, on the last
+    layer's device (mainline whenever a layer is offloaded; ik with every layer offloaded), which may be a remote
+    one.  Before, a cluster plan kept it on the CPU while its own command put it on a GPU: ``check`` of the
+    emitted mainline command found CUDA0 12.67 GiB of 12 (and box2/CUDA0 13.04 of 12 with no local GPU).  Now the
+    plan and the command re-derived with the engine's rule charge the same bytes on every device, and fit."""
+    from planner.cluster_plan import check_cluster
+    from planner.launch import parse_server_command
+
+    tmap = builtin("gemma-3-27b")
+    cluster = cluster_from_flags(resolve_hardware(vram=vram, ram=ram), ["box2=addr:10.0.0.2,vram:12,ram:32,bw:10gbe"])
+    cp = plan_cluster(tmap, cluster, PlanRequest(run=RunConfig(engine=engine, ctx=8192)), QualityModel.build(tmap),
+                      model_path="q.gguf")
+    res = check_cluster(tmap, cp.plan.types, parse_server_command(list(cp.launch.argv), engine=engine), cluster,
+                        cp.plan.run)
+    for d in res.memory.devices:
+        mine = cp.plan.memory.device(d.device)
+        assert (d.term("weights"), d.total_bytes) == (mine.term("weights"), mine.total_bytes), d.device
+    assert res.memory.fits and cp.plan.output_device == cp.plan.layer_device[-1] != CPU

@@ -55,8 +55,12 @@ IK_CASES = _cases(FIX_IK)
 ALL_CASES = CASES + IK_CASES
 MIB = 1 << 20
 CPU_NAME = "CPU"
-KINDS = ("dsv4", "mla", "dsa", "qwen35moe", "gemma3", "gptoss", "gemma4", "llama4", "nemotronh")
-IK_KINDS = tuple(k for k in KINDS if k != "nemotronh")      # ik 8337e4cd3 has no nemotron_h architecture
+KINDS = ("dsv4", "mla", "dsa", "qwen35moe", "gemma3", "gptoss", "gemma4", "llama4", "nemotronh", "kda", "kimilinear",
+         "jamba", "granitehybrid", "falconh1")
+# ik 8337e4cd3 has no nemotron_h, kimi-linear, jamba, granitehybrid or falcon-h1 architecture (*-refused.log)
+IK_REFUSED = {"nemotronh": "nemotron_h", "kimilinear": "kimi-linear", "jamba": "jamba",
+              "granitehybrid": "granitehybrid", "falconh1": "falcon-h1"}
+IK_KINDS = tuple(k for k in KINDS if k not in IK_REFUSED)
 # (+ "mlalegacy": the legacy attn_kv_b DeepSeek layout, make_tiny_deepseek2.py --layers 20, ik only)
 
 _BUFFER = re.compile(r"(?:KV|RS|state) buffer size = +([\d.]+) MiB")
@@ -215,9 +219,10 @@ def _ik_server_allocs(case: dict) -> dict[str, list[int]]:
     text = case_log(case)
     client = ik_allocs(text)
     out = {}
+    argv = shlex.split(case["command"])
+    endpoints = argv[argv.index("--rpc") + 1].split(",")
     for i in range(case["servers"]):
-        port = 50420 + i
-        name = next(e for e in ik_offload_list(text) if e.endswith(f":{port}]"))
+        name = next(e for e in ik_offload_list(text) if e.endswith(f"{endpoints[i]}]"))
         server = [n for _, n in ik_allocs(case_log(case, i))]
         assert server == [n for b, n in client if b == name], (i, name)
         out[name] = server
@@ -254,11 +259,15 @@ def test_rpc_cache_allocations_equal_the_prediction_to_the_byte(case):
                           n_gpu_layers=99, tensor_split=(1,) * n)
     device_of = dict(enumerate(split.layer_device))
     assert {il: dev for il, dev in logged_ml.items() if il in device_of} == device_of
+    endpoints = dict(re.findall(r"using device (RPC\d) \(([^)]*)\)", text))
     for i in range(case["servers"]):
         allocs = [int(x) for x in _ALLOC.findall(case_log(case, i))]
-        assert len(allocs) >= 2                          # model buffer, cache buffer(s) if any, compute buffer
+        # model buffer, one allocation per cache buffer the client prints for this server, then compute buffer(s)
+        # (a re-reserved compute buffer is allocated again: kimilinear -np 2)
+        n_cache = len(re.findall(rf"RPC0\[{re.escape(endpoints[f'RPC{i}'])}\] [^=]*?(?:KV|RS|state) buffer size", text))
+        assert len(allocs) >= 2 + n_cache
         want = sum(c.total_bytes for c in caches if device_of[c.layer] == f"RPC{i}")
-        assert sum(allocs[1:-1]) == want, (i, allocs)
+        assert sum(allocs[1:1 + n_cache]) == want, (i, allocs)
 
 
 IK_RPC = [c for c in IK_CASES if c["servers"]]
@@ -572,10 +581,88 @@ def _ik_case(log: str) -> dict:
     return next(c for c in IK_CASES if c["log"] == log)
 
 
-def test_ik_refuses_nemotron_h():
-    """ik 8337e4cd3 has no nemotron_h architecture (its log), and the planner refuses it for ik by name."""
-    assert "unknown model architecture: 'nemotron_h'" in log_text("nemotronh-refused.log", FIX_IK)
-    assert not any(c["kind"] == "nemotronh" for c in IK_CASES)
+@pytest.mark.parametrize("kind", sorted(IK_REFUSED))
+def test_ik_refuses_the_mainline_only_hybrids(kind):
+    """ik 8337e4cd3 has no nemotron_h, kimi-linear, jamba, granitehybrid or falcon-h1 architecture (its log of the
+    same file
+    mainline loads), and the planner refuses each for ik by name, in one line that names the engine to use."""
+    from planner.errors import UnknownModelError
+
+    arch = IK_REFUSED[kind]
+    assert f"unknown model architecture: '{arch}'" in log_text(f"{kind}-refused.log", FIX_IK)
+    assert not any(c["kind"] == kind for c in IK_CASES)
+    p = _model(f"{kind}.header.gguf").params
+    assert layer_caches(p, CacheConfig(engine="mainline"))            # mainline sizes it (tests below)
+    with pytest.raises(UnknownModelError, match=f"^{arch}: ik_llama.cpp does not load this architecture") as exc:
+        layer_caches(p, CacheConfig(engine="ik"))
+    assert "\n" not in str(exc.value) and "--engine mainline" in str(exc.value)
+
+
+def _rs_mib(log: str, fix: Path = FIX) -> str:
+    return re.search(r"RS buffer size = +([\d.]+) MiB", log_text(log, fix)).group(1)
+
+
+def test_kda_state_is_the_engines_formula_on_both_engines():
+    """Kimi Delta Attention (Ling-3.0, bailingmoe3): KDA layers where head_count_kv is 0 (layers 0-2 and 4-6), MLA
+    on 3 and 7.  Per KDA layer and sequence, F32: ik n_embd_v_s (src/llama-hparams.h:329 @8337e4cd3, with
+    ssm_n_group = ssm_dt_rank = n_head and ssm_d_inner = kda.head_dim * n_head, src/llama-hparams.cpp:1460-1462)
+    = (d_conv - 1)(2 key_dim + value_dim) + head_v_dim^2 n_v_heads, and mainline n_embd_r + n_embd_s
+    (src/llama-hparams.cpp:219-224, 242-247 @0c1e57098) = 3 (d_conv - 1) n_head head_dim + head_dim^2 n_head:
+    with d_conv 4, 4 heads of 64 both are 3*3*256 + 64*64*4 = 18688 floats.  The logs: mainline's RS buffer
+    (0.43 MiB, 6 layers) does not move from 4096 to 16384 tokens and doubles with -np 2; ik keeps the state in
+    its KV buffer (9.43 MiB = 9.00 MiB of MLA latent + 0.43) and its layer table's KV column is 0.07 MiB on
+    every KDA layer."""
+    floats = 3 * 3 * 256 + 64 * 64 * 4
+    p = _model("kda.header.gguf").params
+    assert (p.ssm_d_state, p.ssm_n_group, p.ssm_dt_rank, p.ssm_d_inner, p.ssm_d_conv) == (64, 4, 4, 256, 4)
+    for cases in (CASES, IK_CASES):
+        one = next(c for c in cases if c["log"] == "kda-c4096.log")
+        caches = predicted(one)
+        assert [c.layer for c in caches if c.kind == "recurrent"] == [0, 1, 2, 4, 5, 6]
+        assert [c.layer for c in caches if c.kind == "mla"] == [3, 7]
+        assert {c.state_bytes for c in caches if c.kind == "recurrent"} == {4 * floats}
+        assert {c.k_bytes for c in caches if c.kind == "mla"} == {4096 * 576 * 2}
+        np2 = next(c for c in cases if c["log"] == "kda-c4096-np2-rpc1.log")
+        assert sum(c.state_bytes for c in predicted(np2)) == 2 * 6 * 4 * floats
+    # Kimi-Linear (mainline only) shares the rule: the same KDA widths give the same state, MLA on layers 3 and 7
+    kimi = next(c for c in CASES if c["log"] == "kimilinear-c4096.log")
+    assert [(c.layer, c.kind, c.total_bytes) for c in predicted(kimi) if c.kind == "mla"] == [
+        (3, "mla", 4096 * 576 * 2), (7, "mla", 4096 * 576 * 2)]
+    assert {c.state_bytes for c in predicted(kimi) if c.kind == "recurrent"} == {4 * floats}
+    assert _rs_mib("kimilinear-c4096.log") == _rs_mib("kimilinear-c16384.log") == "0.43"
+    assert {_rs_mib("kda-c4096.log"), _rs_mib("kda-c16384.log")} == {f"{6 * 4 * floats / MIB:.2f}"} == {"0.43"}
+    assert _rs_mib("kda-c4096-np2-rpc1.log") == f"{2 * 6 * 4 * floats / MIB:.2f}"
+    ik = log_text("kda-c4096.log", FIX_IK)
+    assert "KV buffer size =     9.43 MiB" in ik and "c^KV (f16):    9.00 MiB" in ik
+    assert re.findall(r"^Layer +\d: +[\d.]+, +([\d.]+),", ik, re.M)[:8] == ["0.07"] * 3 + ["4.50"] + ["0.07"] * 3 + [
+        "4.50"]
+
+
+def test_mamba_hybrids_layer_kinds_and_state_from_the_per_layer_arrays():
+    """Jamba (Mamba-1), Granite-4.0-H (Mamba-2): a layer is recurrent iff its head_count_kv is 0
+    (src/models/jamba.cpp:11-13, granite-hybrid.cpp:22-25 @0c1e57098); Falcon-H1 runs attention and Mamba-2 in
+    every layer (falcon-h1.cpp:14 and create_memory's FALCON_H1 filters, src/llama-model.cpp:2688-2690), so every
+    layer holds both.  State per layer and sequence, F32, mainline n_embd_r + n_embd_s (src/llama-hparams.cpp:
+    229, 257): Jamba (4-1) x 512 + 16 x 512 (no groups); Granite/Falcon (4-1) x (512 + 2*2*32) + 32 x 512.  The
+    engine's cache lines: cells x layers of the KV cache, the layers the recurrent memory allocates, the RS size
+    unchanged at 16384 tokens and doubled by -np 2."""
+    want = {"jamba": ([4], 3 * 512 + 16 * 512, 7), "granitehybrid": ([2, 6], 3 * (512 + 128) + 32 * 512, 6),
+            "falconh1": ([0, 1, 2, 3], 3 * (512 + 128) + 32 * 512, 4)}
+    for kind, (attn, floats, n_rec) in want.items():
+        one = next(c for c in CASES if c["log"] == f"{kind}-c4096.log")
+        caches = predicted(one)
+        assert [c.layer for c in caches if c.k_bytes] == attn, kind
+        assert [c.layer for c in caches if c.state_bytes] == [c.layer for c in caches if c.layer not in attn
+                                                              or kind == "falconh1"], kind
+        assert {c.state_bytes for c in caches if c.state_bytes} == {4 * floats}, kind
+        assert [b[1:] for b in _cache_blocks(log_text(one["log"]))] == [(4096, len(attn))], kind
+        # the layers llama_memory_recurrent allocates ("layer N: dev = ..."; the others "layer N: skipped")
+        rec = re.findall(r"llama_memory_recurrent, layer +(\d+): dev", log_text(one["log"]))
+        assert [int(il) for il in rec] == [c.layer for c in caches if c.state_bytes] and len(rec) == n_rec, kind
+        assert _rs_mib(f"{kind}-c4096.log") == _rs_mib(f"{kind}-c16384.log") == f"{n_rec * 4 * floats / MIB:.2f}"
+        assert _rs_mib(f"{kind}-c4096-np2-rpc1.log") == f"{2 * n_rec * 4 * floats / MIB:.2f}"
+    p = _model("falconh1.header.gguf").params
+    assert p.recurrent_attn and all(p.is_recurrent(il) for il in range(p.n_layer))
 
 
 def test_ik_loads_a_tied_token_embd_twice_when_the_output_is_on_the_cpu_and_not_mmaped():
@@ -644,7 +731,7 @@ def test_ik_mla0_runs_a_mla_file_as_per_head_attention():
     assert sum(c.total_bytes for c in predicted(_ik_case("mla-c4096-mla0-rpc1.log"))) == 6 * 4096 * 1280 * 2
 
 
-MLA_IK = [c for c in IK_CASES if c["kind"] in ("mla", "dsa", "mlalegacy")]
+MLA_IK = [c for c in IK_CASES if c["kind"] in ("mla", "dsa", "mlalegacy", "kda")]
 
 
 @pytest.mark.parametrize("case", MLA_IK, ids=_ids(MLA_IK))
@@ -675,8 +762,10 @@ def test_ik_mla_tensors_derived_at_load_equal_their_allocations(case):
     assert logged == want
     run = parse(case["command"])
     derives = run.mla > 0 if case["kind"] == "mlalegacy" else run.mla != 1
-    p = tmap.params                                  # kv_lora 512 x 4 heads x (nope 128 + v 128), bf16, per layer
-    assert sum(logged.values()) == derives * p.n_layer * p.kv_lora_rank * p.n_head * (128 + 128) * 2
+    p = tmap.params          # kv_lora 512 x 4 heads x (nope 128 + v 128; KDA file: v 64), bf16, per MLA layer
+    n_mla = sum(not p.is_recurrent(il) for il in range(p.n_layer))
+    assert sum(logged.values()) == derives * n_mla * p.kv_lora_rank * p.n_head * (
+        p.qk_nope_head_dim + (p.head_dim_v or p.head_dim)) * 2
     # memory_report: the device's weights term = its model buffer + what ik derives there
     names = {d: ("CPU" if d == "CPU" else f"CUDA{i}") for i, d in enumerate(dict.fromkeys(layer_dev))}
     devices = {t.name: names[layer_dev[t.layer]] if t.layer is not None else
@@ -687,6 +776,10 @@ def test_ik_mla_tensors_derived_at_load_equal_their_allocations(case):
                     load="mmap")
     if run.mla != 3:
         return                                     # RunConfig carries no -mla: the report assumes ik's default
+    if case["kind"] == "kda":
+        # memory_report's weights term sums unpadded tensor bytes; the engine pads each tensor to 32 bytes, and
+        # the tiny KDA file's ssm_a [1, 4] F32 is 16 bytes (6 x 16 = 96 bytes short; a real Ling-3.0 has 32 heads)
+        return
     rep = memory_report(tmap, {}, pl, {}, cfg)
     models = dict(ik_allocs_before(text, r"llm_load_tensors: +(\S+) buffer size"))
     for dev, name in names.items():

@@ -14,6 +14,7 @@ import pytest
 from planner.lowbit import candidate_names, floor_classes, floor_role, floors, respects_floor
 from planner.quantize import QuantizeSpec, quantize
 from planner.quants import catalogue
+from planner.roles import tied_output
 from planner.tensors import builtin
 
 RULES = tomllib.loads((__import__("pathlib").Path(__file__).parent.parent / "planner" / "data"
@@ -90,8 +91,43 @@ def test_floors_are_what_the_engine_rules_give(model):
                 if role in c.floors:
                     got.setdefault(role, []).append(r.type_name)
         for role, floor_type in c.floors.items():
+            if role == "tied_output":
+                continue
             assert all(respects_floor(t, floor_type) for t in got[role]), (c.name, role, set(got[role]))
             assert any(catalogue().get(t).bpw == catalogue().get(floor_type).bpw for t in got[role]), (c.name, role)
+
+
+@pytest.mark.parametrize("engine", ["ik", "mainline"])
+def test_tied_token_embd_takes_the_output_floor(engine):
+    """gemma-3-27b has no output.weight: both engines quantize token_embd by the output's rule (ik
+    src/llama-quantize.cpp:359 ``!qs.has_output``; mainline src/llama-quant.cpp:490 ``has_tied_embeddings``), so
+    its floor in a tied model is the lowest type those rules give it over the class's ftypes (emulated with the rule
+    tables), above the untied token_embd floor; an untied model keeps the token_embd floor."""
+    tmap = builtin("gemma-3-27b")
+    assert tmap.derived(tied_output) is not None
+    for c in floor_classes(engine)[:-1]:
+        f = next(x for x in RULES["floors"] if x["engine"] == engine and x["class"] == c.name)
+        got = [next(r.type_name for r in quantize(tmap, QuantizeSpec(base_type=ft, has_imatrix=True, engine=engine)).tensors
+                    if r.name == "token_embd.weight") for ft in f["ftypes"]]
+        tied = floors(engine, c.max_bpw, tied=True).floors["token_embd"]
+        assert all(respects_floor(t, tied) for t in got), (c.name, set(got))
+        assert min(catalogue().get(t).bpw for t in got) == catalogue().get(tied).bpw, (c.name, set(got), tied)
+        untied = floors(engine, c.max_bpw, tied=False).floors.get("token_embd")
+        assert untied is None or catalogue().get(tied).bpw > catalogue().get(untied).bpw
+
+
+def test_plans_of_tied_models_keep_token_embd_at_the_output_floor():
+    """Before, gemma-3-27b plans put token_embd (also its output matrix) at iq3_k, iq2_xxs, even iq1_kt: the prior
+    counted it as a one-row lookup.  The plan's type now meets the tied floor of its class."""
+    import json
+
+    from click.testing import CliRunner
+
+    from planner.cli import main
+    r = CliRunner().invoke(main, ["plan", "gemma-3-27b", "--vram", "24", "--ram", "96", "--json"])
+    assert r.exit_code == 0, r.output
+    ty = json.loads(r.output)["plan"]["types"]["token_embd.weight"]
+    assert respects_floor(ty, floors("ik", 99.0, tied=True).floors["token_embd"]), ty
 
 
 def test_floor_role_names():

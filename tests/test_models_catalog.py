@@ -47,6 +47,29 @@ def test_template_tensor_names_come_from_gguf(arch):
             assert key in known, f"{arch}: {key} is not in gguf's MODEL_TENSORS[{arch}]"
 
 
+# header-only hybrid architectures (no template: a GGUF of them is read from its header) -> the tiny file the
+# engines ran (tests/fixtures/kv_kinds/KIND.header.gguf, tools/engine_harness/make_tiny_arch.py)
+HEADER_KINDS = {"bailingmoe3": "kda", "kimi-linear": "kimilinear", "jamba": "jamba", "granitehybrid": "granitehybrid",
+                "falcon-h1": "falconh1", "nemotron_h": "nemotronh"}
+
+
+@pytest.mark.parametrize("arch", sorted(HEADER_KINDS))
+def test_header_only_hybrids_tensor_names_come_from_gguf(arch):
+    """Every tensor of the engine-run file of each per-layer hybrid architecture (roles from tensor names) is
+    one gguf's MODEL_TENSORS lists for it, and the architecture's recurrent_from rule is data."""
+    from planner.source import load_model
+
+    assert _architectures()[arch]["recurrent_from"] in ("kv0", "kv0_ff0", "all")
+    known = _gguf_names(arch)
+    path = Path(__file__).parent / "fixtures" / "kv_kinds" / f"{HEADER_KINDS[arch]}.header.gguf"
+    tmap = load_model(str(path), check_size=False)
+    assert tmap.params.arch == arch and tmap.params.recurrent_layers
+    for t in tmap.tensors:
+        stem = t.name.rsplit(".", 1)[0] if t.name.endswith((".weight", ".bias")) else t.name
+        key = f"blk.{{bid}}.{stem.split('.', 2)[2]}" if t.layer is not None else stem
+        assert key in known, f"{arch}: {key} is not in gguf's MODEL_TENSORS[{arch}]"
+
+
 # published figure -> why 0.5 % cannot hold for it.  Each figure is compared like for like: ours counted the way
 # the figure counts (published.counts in data/models.toml: kv_b_proj once as the checkpoint holds it, the token
 # embedding in the active count where the card includes it), loaded tensors only (MTP/NextN and vision towers

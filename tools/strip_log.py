@@ -49,6 +49,7 @@ FILTERS: dict[str, re.Pattern[str]] = {
         r"print_info: +(n_layer|n_swa|n_head_kv|n_embd_head_k|n_embd_head_v|is_swa_any) |assigned to device|"
         r"using device|model buffer size|KV buffer size|RS buffer size|state buffer size|llama_kv_cache: size|"
         r"llama_memory_recurrent: size|ratio = \d|creating|: layer +\d+: (dev|filtered)|compute buffer size|"
+        r"llama_memory_recurrent, layer +\d+: dev|llama_memory_recurrent: layer +\d+: skipped|"
         r"memory_breakdown_print|alloc_buffer|Starting RPC|endpoint|padding V cache|does not have KV|reuse layer|"
         r"error|failed|warning|WARN"),
     "kv-ik": re.compile(

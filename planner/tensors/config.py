@@ -11,7 +11,7 @@ from typing import Any
 
 from planner.errors import UnknownModelError
 from planner.tensors.model import ModelParams, TensorMap
-from planner.tensors.templates import _architectures, build
+from planner.tensors.templates import _architectures, build, derived_fields
 
 # HF config.json field -> ModelParams field (first present wins)
 _HF_FIELDS: dict[str, tuple[str, ...]] = {
@@ -127,8 +127,7 @@ def params_from_config(config: Mapping[str, Any], source: str = "config.json", *
     if "ssm_d_inner" in tpl.get("derived", ()):
         # gated delta-net: value width = linear_value_head_dim * linear_num_value_heads (GGUF ssm.inner_size)
         values["ssm_d_inner"] = int(flat["linear_value_head_dim"]) * int(flat["linear_num_value_heads"])
-    if "n_ff_exp=n_ff" in tpl.get("derived", ()) and "n_ff_exp" not in values and values.get("n_ff"):
-        values["n_ff_exp"] = values["n_ff"]                      # Mixtral: experts are intermediate_size wide
+    values.update(derived_fields(tpl, values))                  # Mixtral: n_ff_exp=n_ff (experts as wide)
     if not values.get("n_swa"):
         values.pop("swa_period", None)
     if tpl.get("keeps_nextn"):

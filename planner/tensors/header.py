@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from planner.tensors.model import ModelParams, TensorInfo, TensorMap
-from planner.tensors.templates import _architectures
+from planner.tensors.templates import _architectures, derived_fields
 
 def _optional_qk_norm(arch: str) -> bool:
     """Whether ``arch``'s template makes attn_q_norm conditional on ``qk_norm`` (else the flag stays False)."""
@@ -158,13 +158,15 @@ def _gguf_layout(header: Any, arch: str, tensors: tuple[TensorInfo, ...]) -> dic
         # (src/models/qwen35moe.cpp, qwen3next.cpp load_arch_hparams @0c1e57098); the converter writes it from
         # config.json layer_types (conversion/qwen.py:382-388)
         out["recurrent_layers"] = tuple(bool(x) for x in recurrent)
-    if _architectures().get(arch, {}).get("recurrent_from") == "kv0_ff0":
-        # Mamba-2 hybrids: recurrent iff head_count_kv(il) == 0 and n_ff(il) == 0 (src/models/nemotron-h.cpp
-        # load_arch_hparams @0c1e57098); the converter writes both as per-layer arrays
-        kv, ff = raw("attention.head_count_kv"), raw("feed_forward_length")
-        n = as_int("block_count")
-        if isinstance(kv, (tuple, list)) and isinstance(ff, (tuple, list)) and len(kv) >= n and len(ff) >= n:
-            out["recurrent_layers"] = tuple(int(kv[il]) == 0 and int(ff[il]) == 0 for il in range(n))
+    tpl = _architectures().get(arch, {})
+    for field_name, key in tpl.get("gguf_keys", {}).items():    # e.g. KDA: ssm_d_state <- kda.head_dim
+        if as_int(key):
+            out[field_name] = as_int(key)
+    recurrent = _recurrent_from(tpl.get("recurrent_from", ""), raw, as_int("block_count"))
+    if recurrent:
+        out["recurrent_layers"] = recurrent
+        out["recurrent_attn"] = tpl.get("recurrent_from") == "all"
+    out.update(derived_fields(tpl, {"n_head": as_int("attention.head_count"), **out}))
     if as_int("attention.shared_kv_layers"):
         # gemma4: n_layer_kv_from_start = n_layer - shared_kv_layers (llama.cpp src/models/gemma4.cpp:11
         # @0c1e57098; ik src/llama-hparams.cpp:858 @8337e4cd); the later layers allocate no cache (has_kv)
@@ -196,3 +198,23 @@ def _gguf_layout(header: Any, arch: str, tensors: tuple[TensorInfo, ...]) -> dic
 
 
 _STATE_ROLE_PREFIXES = ("ssm_", "time_mix_", "channel_mix_", "shortconv", "conv1d")
+
+
+def _recurrent_from(rule: str, raw: Any, n_layer: int) -> tuple[bool, ...]:
+    """Per-layer recurrent flags by an architecture's ``recurrent_from`` rule (architectures.toml), from the
+    per-layer header arrays the converters write; () when the rule or its arrays are absent.
+
+    ``kv0``: recurrent iff head_count_kv[il] == 0 (jamba.cpp:11-13, granite-hybrid.cpp:22-25, kimi-linear.cpp:17-19,
+    bailingmoe3.cpp:34-36 @0c1e57098; ik src/llama-hparams.cpp:1467-1469 @8337e4cd3); ``kv0_ff0``: and
+    feed_forward_length[il] == 0 (nemotron-h.cpp load_arch_hparams); ``all``: every layer (falcon-h1.cpp:14)."""
+    if rule == "all":
+        return (True,) * n_layer
+    kv, ff = raw("attention.head_count_kv"), raw("feed_forward_length")
+    if rule not in ("kv0", "kv0_ff0") or not isinstance(kv, (tuple, list)) or len(kv) < n_layer:
+        return ()
+    if rule == "kv0":
+        return tuple(int(kv[il]) == 0 for il in range(n_layer))
+    if not isinstance(ff, (tuple, list)) or len(ff) < n_layer:
+        return ()
+    return tuple(int(kv[il]) == 0 and int(ff[il]) == 0 for il in range(n_layer))
+

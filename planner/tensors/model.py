@@ -58,6 +58,8 @@ class ModelParams:
                                  # a recurrent (gated delta-net) layer; 0 = no recurrent layers
     recurrent_layers: tuple[bool, ...] = ()  # per-layer recurrent flags when the header stores them
                                              # (attention.recurrent_layers); wins over full_attn_interval
+    recurrent_attn: bool = False   # a recurrent layer also runs attention and keeps a KV cache (Falcon-H1's
+                                   # parallel attention + Mamba-2 layers); False: recurrent layers have no KV
     ssm_d_conv: int = 0         # recurrent state sizes ({arch}.ssm.conv_kernel/inner_size/state_size/...)
     ssm_d_inner: int = 0
     ssm_d_state: int = 0

@@ -79,6 +79,23 @@ def _cond(cond: str, params: ModelParams, layer: int | None) -> bool:
     raise ValueError(f"unknown template condition {cond!r}")
 
 
+def derived_fields(tpl: dict[str, Any], known: dict[str, Any]) -> dict[str, int]:
+    """An architecture's ``derived`` entries of the form ``field=expression`` (architectures.toml) for the fields
+    ``known`` lacks (or holds as 0), evaluated over ``known``'s numbers in order (a later entry may use an earlier
+    one); entries whose expression names an unknown number are skipped."""
+    env = {k: v for k, v in known.items() if isinstance(v, int) and not isinstance(v, bool)}
+    out: dict[str, int] = {}
+    for entry in tpl.get("derived", ()):
+        target, eq, expr = entry.partition("=")
+        if not eq or env.get(target.strip()):
+            continue
+        try:
+            env[target.strip()] = out[target.strip()] = _dim(expr, env)
+        except KeyError:
+            continue
+    return out
+
+
 def build(params: ModelParams, name: str, source: str) -> TensorMap:
     """Expand an architecture template into a TensorMap, in GGUF file order."""
     try:

@@ -21,6 +21,11 @@ Kinds (name -> GGUF architecture, what the cache holds):
   nemotronh  nemotron_h  Mamba-2 SSM / attention / MLP layers from per-layer arrays (llama-memory-hybrid.cpp)
   gemma4     gemma4      sliding window on 4 of 5 layers, per-layer head widths and KV heads, the last layers
                          reusing earlier layers' KV (shared_kv_layers; src/llama-model.cpp create_memory reuse)
+  kda        bailingmoe3 Kimi Delta Attention recurrent layers + MLA every 4th layer (llama-memory-hybrid; ik too)
+  kimilinear kimi-linear the same KDA layers (factorized f/g projections) + MLA without Q LoRA on 2 of 8 layers
+  jamba      jamba       Mamba-1 SSM layers + attention on one layer of 8 (llama-memory-hybrid)
+  granitehybrid granitehybrid  Mamba-2 layers + attention on 2 of 8 layers (llama-memory-hybrid)
+  falconh1   falcon-h1   attention and a Mamba-2 mixer in every layer: KV and state on every layer
 
 Usage: make_tiny_arch.py KIND OUT.gguf [--seed 0]
 """
@@ -541,6 +546,309 @@ def build_nemotronh(w: gguf.GGUFWriter, t: TinyWeights) -> None:
             big(p + "ffn_down.weight", (H, ffn))
 
 
+# ------------------------------------------------- Kimi Delta Attention (bailingmoe3) and Mamba/Mamba-2 hybrids
+
+def build_kda(w: gguf.GGUFWriter, t: TinyWeights) -> None:
+    """bailingmoe3 (Ling-3.0): Kimi Delta Attention (KDA) recurrent layers and MLA full-attention layers, MoE with
+    a shared expert after one dense layer. Layer kind from the per-layer head_count_kv (0 = KDA), as
+    conversion/bailingmoe3.py BailingMoeV3Model.set_gguf_parameters writes it (full attention where
+    (bid + 1) % layer_group_size == 0; group 4 here); loaders: mainline src/models/bailingmoe3.cpp
+    load_arch_hparams/load_arch_tensors @0c1e57098, ik src/llama-hparams.cpp:1413-1470 and
+    src/llama-load-tensors.cpp:4053-4140 create_bailingmoe3_tensors @8337e4cd3 (both load this file: the MLA
+    output is n_head * v_head_dim wide on mainline, n_head * kda head_dim on ik, so v_head_dim = kda head_dim)."""
+    arch, L, H, nh, kda_hd, d_conv = "bailingmoe3", 8, 256, 4, 64, 4
+    q_lora, kv_lora, rope, nope, v_head = 96, 512, 64, 128, 64
+    E, used, ffn_exp, ffn, group = 8, 2, 64, 512, 4
+    d_inner = kda_hd * nh
+    full = [(i + 1) % group == 0 for i in range(L)]
+    _common(w, arch, n_layer=L, n_embd=H, n_ff=ffn, n_head=nh, n_head_kv=0, ctx=32768)
+    w.add_array(f"{arch}.attention.head_count_kv", [1 if f else 0 for f in full])
+    w.add_vocab_size(VOCAB)
+    _u32(w, arch, "ssm.conv_kernel", d_conv)
+    _u32(w, arch, "kda.head_dim", kda_hd)
+    w.add_bool(f"{arch}.kda.safe_gate", True)
+    _f32(w, arch, "kda.gate_lower_bound", -5.0)
+    w.add_q_lora_rank(q_lora)
+    w.add_kv_lora_rank(kv_lora)
+    w.add_rope_dimension_count(rope)
+    w.add_key_length(kv_lora + rope)
+    _u32(w, arch, "attention.key_length_mla", nope + rope)
+    _u32(w, arch, "attention.value_length_mla", v_head)
+    w.add_expert_count(E)
+    w.add_expert_used_count(used)
+    w.add_expert_feed_forward_length(ffn_exp)
+    w.add_expert_shared_feed_forward_length(ffn_exp)
+    w.add_expert_shared_count(1)
+    _u32(w, arch, "expert_group_count", 1)
+    _u32(w, arch, "expert_group_used_count", 1)
+    w.add_leading_dense_block_count(1)
+    w.add_expert_weights_scale(2.5)
+    w.add_expert_weights_norm(True)
+    w.add_expert_gating_func(gguf.ExpertGatingFuncType.SIGMOID)
+    add_tokenizer(w, VOCAB)
+    big, f32 = t.big, t.f32
+    big("token_embd.weight", (VOCAB, H))
+    for i in range(L):
+        p = f"blk.{i}."
+        f32(p + "attn_norm.weight", (H,), 1.0)
+        if not full[i]:
+            for n in ("q", "k", "v"):
+                big(p + f"attn_{n}.weight", (d_inner, H))
+            for n in ("q", "k", "v"):
+                f32(p + f"ssm_conv1d_{n}.weight", (1, d_inner, 1, d_conv))   # the converter's 4-D layout
+            big(p + "ssm_f_a.weight", (d_inner, H))
+            big(p + "ssm_beta.weight", (nh, H))
+            f32(p + "ssm_a", (nh, 1), 1.0)
+            f32(p + "ssm_dt.bias", (d_inner,), 0.0)
+            big(p + "ssm_g_a.weight", (d_inner, H))
+            f32(p + "ssm_norm.weight", (kda_hd,), 1.0)
+            big(p + "attn_output.weight", (H, d_inner))
+        else:
+            big(p + "attn_q_a.weight", (q_lora, H))
+            f32(p + "attn_q_a_norm.weight", (q_lora,), 1.0)
+            big(p + "attn_q_b.weight", (nh * (nope + rope), q_lora))
+            big(p + "attn_kv_a_mqa.weight", (kv_lora + rope, H))
+            f32(p + "attn_kv_a_norm.weight", (kv_lora,), 1.0)
+            big(p + "attn_k_b.weight", (nh, kv_lora, nope))
+            big(p + "attn_v_b.weight", (nh, v_head, kv_lora))
+            big(p + "attn_gate.weight", (nh, H))
+            big(p + "attn_output.weight", (H, nh * v_head))
+        f32(p + "ffn_norm.weight", (H,), 1.0)
+        if i == 0:
+            big(p + "ffn_gate.weight", (ffn, H))
+            big(p + "ffn_up.weight", (ffn, H))
+            big(p + "ffn_down.weight", (H, ffn))
+        else:
+            f32(p + "ffn_gate_inp.weight", (E, H))
+            f32(p + "exp_probs_b.bias", (E,), 0.0)
+            big(p + "ffn_gate_exps.weight", (E, ffn_exp, H))
+            big(p + "ffn_up_exps.weight", (E, ffn_exp, H))
+            big(p + "ffn_down_exps.weight", (E, H, ffn_exp))
+            big(p + "ffn_gate_shexp.weight", (ffn_exp, H))
+            big(p + "ffn_up_shexp.weight", (ffn_exp, H))
+            big(p + "ffn_down_shexp.weight", (H, ffn_exp))
+    f32("output_norm.weight", (H,), 1.0)
+    big("output.weight", (VOCAB, H))
+
+
+def build_kimilinear(w: gguf.GGUFWriter, t: TinyWeights) -> None:
+    """kimi-linear (Kimi-Linear-48B-A3B; mainline only): the same KDA recurrent layers as bailingmoe3 (with the
+    f/g projections factorized: ssm_f_a/ssm_f_b, ssm_g_a/ssm_g_b) where head_count_kv is 0, MLA without Q
+    compression on the layers linear_attn_config.full_attn_layers names (1-based; 4 and 8 here), MoE after one
+    dense layer (src/models/kimi-linear.cpp load_arch_hparams/load_arch_tensors @0c1e57098; keys as
+    conversion/kimi_linear.py KimiLinearModel.set_gguf_parameters writes them)."""
+    arch, L, H, nh, kda_hd, d_conv = "kimi-linear", 8, 256, 4, 64, 4
+    kv_lora, rope, nope, v_head = 512, 64, 128, 128
+    E, used, ffn_exp, ffn = 8, 2, 64, 512
+    d_inner = kda_hd * nh
+    full = [il + 1 in (4, 8) for il in range(L)]
+    _common(w, arch, n_layer=L, n_embd=H, n_ff=ffn, n_head=nh, n_head_kv=0, ctx=32768)
+    w.add_array(f"{arch}.attention.head_count_kv", [1 if f else 0 for f in full])
+    w.add_vocab_size(VOCAB)
+    _u32(w, arch, "ssm.conv_kernel", d_conv)
+    _u32(w, arch, "kda.head_dim", kda_hd)
+    w.add_kv_lora_rank(kv_lora)
+    w.add_rope_dimension_count(rope)
+    w.add_key_length(kv_lora + rope)
+    _u32(w, arch, "attention.key_length_mla", nope + rope)
+    _u32(w, arch, "attention.value_length_mla", v_head)
+    w.add_expert_count(E)
+    w.add_expert_used_count(used)
+    w.add_expert_feed_forward_length(ffn_exp)
+    w.add_expert_shared_count(1)
+    w.add_leading_dense_block_count(1)
+    w.add_expert_weights_scale(2.446)
+    w.add_expert_gating_func(gguf.ExpertGatingFuncType.SIGMOID)
+    add_tokenizer(w, VOCAB)
+    big, f32 = t.big, t.f32
+    big("token_embd.weight", (VOCAB, H))
+    f32("output_norm.weight", (H,), 1.0)
+    big("output.weight", (VOCAB, H))
+    for i in range(L):
+        p = f"blk.{i}."
+        f32(p + "attn_norm.weight", (H,), 1.0)
+        if not full[i]:
+            for n in ("q", "k", "v"):
+                f32(p + f"ssm_conv1d_{n}.weight", (1, d_inner, 1, d_conv))
+            for n in ("q", "k", "v"):
+                big(p + f"attn_{n}.weight", (d_inner, H))
+            big(p + "ssm_f_a.weight", (kda_hd, H))
+            big(p + "ssm_f_b.weight", (d_inner, kda_hd))
+            big(p + "ssm_beta.weight", (nh, H))
+            f32(p + "ssm_a", (1, 1, nh, 1), -1.0)
+            f32(p + "ssm_dt.bias", (d_inner,), 0.0)
+            big(p + "ssm_g_a.weight", (kda_hd, H))
+            big(p + "ssm_g_b.weight", (d_inner, kda_hd))
+            f32(p + "ssm_norm.weight", (kda_hd,), 1.0)
+            big(p + "attn_output.weight", (H, d_inner))
+        else:
+            f32(p + "attn_kv_a_norm.weight", (kv_lora,), 1.0)
+            big(p + "attn_q.weight", (nh * (nope + rope), H))
+            big(p + "attn_kv_a_mqa.weight", (kv_lora + rope, H))
+            big(p + "attn_k_b.weight", (nh, kv_lora, nope))
+            big(p + "attn_v_b.weight", (nh, v_head, kv_lora))
+            big(p + "attn_output.weight", (H, nh * v_head))
+        f32(p + "ffn_norm.weight", (H,), 1.0)
+        if i == 0:
+            big(p + "ffn_gate.weight", (ffn, H))
+            big(p + "ffn_down.weight", (H, ffn))
+            big(p + "ffn_up.weight", (ffn, H))
+        else:
+            f32(p + "ffn_gate_inp.weight", (E, H))
+            big(p + "ffn_gate_exps.weight", (E, ffn_exp, H))
+            big(p + "ffn_down_exps.weight", (E, H, ffn_exp))
+            big(p + "ffn_up_exps.weight", (E, ffn_exp, H))
+            big(p + "ffn_gate_shexp.weight", (ffn_exp, H))
+            big(p + "ffn_down_shexp.weight", (H, ffn_exp))
+            big(p + "ffn_up_shexp.weight", (ffn_exp, H))
+            f32(p + "exp_probs_b.bias", (E,), 0.0)
+
+
+def build_jamba(w: gguf.GGUFWriter, t: TinyWeights) -> None:
+    """jamba: Mamba-1 layers and attention layers from the per-layer head_count_kv (0 = Mamba), MoE on every
+    other layer (src/models/jamba.cpp load_arch_hparams/load_arch_tensors @0c1e57098; keys as conversion/jamba.py
+    JambaModel.set_gguf_parameters writes them: attention every attn_layer_period from attn_layer_offset, experts
+    every expert_layer_period from expert_layer_offset). Real Jamba: period 8 offset 4, experts period 2 offset 1;
+    d_inner = 2 n_embd (asserted by the loader)."""
+    arch, L, H, nh, nkv, ffn, E, used = "jamba", 8, 256, 4, 2, 512, 4, 2
+    d_conv, d_state, dt_rank = 4, 16, 16
+    d_inner, hd = 2 * H, H // nh
+    attn = [i % 8 == 4 for i in range(L)]
+    _common(w, arch, n_layer=L, n_embd=H, n_ff=ffn, n_head=nh, n_head_kv=0, ctx=16384)
+    w.add_array(f"{arch}.attention.head_count_kv", [nkv if a else 0 for a in attn])
+    _u32(w, arch, "ssm.conv_kernel", d_conv)
+    _u32(w, arch, "ssm.inner_size", d_inner)
+    _u32(w, arch, "ssm.state_size", d_state)
+    _u32(w, arch, "ssm.time_step_rank", dt_rank)
+    w.add_expert_count(E)
+    w.add_expert_used_count(used)
+    add_tokenizer(w, VOCAB)
+    big, f32 = t.big, t.f32
+    big("token_embd.weight", (VOCAB, H))
+    for i in range(L):
+        p = f"blk.{i}."
+        f32(p + "attn_norm.weight", (H,), 1.0)
+        if attn[i]:
+            big(p + "attn_q.weight", (H, H))
+            big(p + "attn_k.weight", (hd * nkv, H))
+            big(p + "attn_v.weight", (hd * nkv, H))
+            big(p + "attn_output.weight", (H, H))
+        else:
+            big(p + "ssm_in.weight", (2 * d_inner, H))
+            f32(p + "ssm_conv1d.weight", (d_inner, d_conv))
+            f32(p + "ssm_conv1d.bias", (d_inner,), 0.0)
+            big(p + "ssm_x.weight", (dt_rank + 2 * d_state, d_inner))
+            f32(p + "ssm_dt_norm.weight", (dt_rank,), 1.0)
+            big(p + "ssm_dt.weight", (d_inner, dt_rank))
+            f32(p + "ssm_dt.bias", (d_inner,), 0.0)
+            f32(p + "ssm_b_norm.weight", (d_state,), 1.0)
+            f32(p + "ssm_c_norm.weight", (d_state,), 1.0)
+            f32(p + "ssm_a", (d_inner, d_state), -1.0)
+            f32(p + "ssm_d", (d_inner,), 1.0)
+            big(p + "ssm_out.weight", (H, d_inner))
+        f32(p + "ffn_norm.weight", (H,), 1.0)
+        if i % 2 == 1:
+            f32(p + "ffn_gate_inp.weight", (E, H))
+            big(p + "ffn_gate_exps.weight", (E, ffn, H))
+            big(p + "ffn_down_exps.weight", (E, H, ffn))
+            big(p + "ffn_up_exps.weight", (E, ffn, H))
+        else:
+            big(p + "ffn_gate.weight", (ffn, H))
+            big(p + "ffn_down.weight", (H, ffn))
+            big(p + "ffn_up.weight", (ffn, H))
+    f32("output_norm.weight", (H,), 1.0)
+    big("output.weight", (VOCAB, H))
+
+
+def _mamba2_block(t: TinyWeights, p: str, *, H: int, d_conv: int, d_inner: int, d_state: int, n_group: int,
+                  n_ssm_head: int) -> None:
+    """One Mamba-2 mixer (granite-hybrid.cpp / falcon-h1.cpp load_arch_tensors @0c1e57098)."""
+    conv_dim = d_inner + 2 * n_group * d_state
+    t.big(p + "ssm_in.weight", (d_inner + conv_dim + n_ssm_head, H))
+    t.f32(p + "ssm_conv1d.weight", (conv_dim, d_conv))
+    t.f32(p + "ssm_conv1d.bias", (conv_dim,), 0.0)
+    t.f32(p + "ssm_dt.bias", (n_ssm_head,), 0.0)
+    t.f32(p + "ssm_a", (n_ssm_head, 1), -1.0)
+    t.f32(p + "ssm_d", (n_ssm_head, 1), 1.0)
+    t.f32(p + "ssm_norm.weight", (n_group, d_inner // n_group), 1.0)
+    t.big(p + "ssm_out.weight", (H, d_inner))
+
+
+_MAMBA2 = dict(d_conv=4, d_inner=512, d_state=32, n_group=2, n_ssm_head=8)
+
+
+def _ssm_keys(w: gguf.GGUFWriter, arch: str, m: dict[str, int]) -> None:
+    _u32(w, arch, "ssm.conv_kernel", m["d_conv"])
+    _u32(w, arch, "ssm.inner_size", m["d_inner"])
+    _u32(w, arch, "ssm.state_size", m["d_state"])
+    _u32(w, arch, "ssm.time_step_rank", m["n_ssm_head"])
+    _u32(w, arch, "ssm.group_count", m["n_group"])
+
+
+def build_granitehybrid(w: gguf.GGUFWriter, t: TinyWeights) -> None:
+    """granitehybrid (Granite-4.0-H dense, e.g. -micro): Mamba-2 layers and attention layers from the per-layer
+    head_count_kv (0 = Mamba-2; conversion/granite.py GraniteHybridModel from layer_types), a dense SwiGLU FFN in
+    every layer (src/models/granite-hybrid.cpp @0c1e57098; d_inner = 2 n_embd is asserted). Attention on layers
+    2 and 6 of 8."""
+    arch, L, H, nh, nkv, hd, ffn = "granitehybrid", 8, 256, 4, 2, 64, 512
+    attn = [i % 4 == 2 for i in range(L)]
+    _common(w, arch, n_layer=L, n_embd=H, n_ff=ffn, n_head=nh, n_head_kv=0, ctx=16384, eps=1e-5)
+    w.add_array(f"{arch}.attention.head_count_kv", [nkv if a else 0 for a in attn])
+    _ssm_keys(w, arch, _MAMBA2)
+    _f32(w, arch, "logit_scale", 8.0)
+    _f32(w, arch, "residual_scale", 0.25)
+    _f32(w, arch, "embedding_scale", 12.0)
+    _f32(w, arch, "attention.scale", 0.0078125)
+    add_tokenizer(w, VOCAB)
+    big, f32 = t.big, t.f32
+    big("token_embd.weight", (VOCAB, H))
+    f32("output_norm.weight", (H,), 1.0)
+    for i in range(L):
+        p = f"blk.{i}."
+        f32(p + "attn_norm.weight", (H,), 1.0)
+        if attn[i]:
+            big(p + "attn_q.weight", (hd * nh, H))
+            big(p + "attn_k.weight", (hd * nkv, H))
+            big(p + "attn_v.weight", (hd * nkv, H))
+            big(p + "attn_output.weight", (H, hd * nh))
+        else:
+            _mamba2_block(t, p, H=H, **_MAMBA2)
+        f32(p + "ffn_norm.weight", (H,), 1.0)
+        big(p + "ffn_gate.weight", (ffn, H))
+        big(p + "ffn_down.weight", (H, ffn))
+        big(p + "ffn_up.weight", (ffn, H))
+
+
+def build_falconh1(w: gguf.GGUFWriter, t: TinyWeights) -> None:
+    """falcon-h1: every layer runs attention and a Mamba-2 mixer in parallel, so every layer has both a KV cache
+    and a recurrent state (src/models/falcon-h1.cpp @0c1e57098: is_recr for all layers; create_memory's filters
+    for FALCON_H1 keep every layer in both caches). The pre-FFN norm has no .weight suffix (gguf
+    FFN_PRE_NORM "blk.N.ffn_norm"; the loader asks for tn(LLM_TENSOR_FFN_NORM, i)). Keys as conversion/falcon_h1.py."""
+    arch, L, H, nh, nkv, hd, ffn = "falcon-h1", 4, 256, 4, 2, 64, 512
+    _common(w, arch, n_layer=L, n_embd=H, n_ff=ffn, n_head=nh, n_head_kv=nkv, ctx=16384, eps=1e-5)
+    w.add_key_length(hd)
+    w.add_value_length(hd)
+    w.add_vocab_size(VOCAB)
+    _ssm_keys(w, arch, _MAMBA2)
+    add_tokenizer(w, VOCAB)
+    big, f32 = t.big, t.f32
+    big("token_embd.weight", (VOCAB, H))
+    big("output.weight", (VOCAB, H))
+    f32("output_norm.weight", (H,), 1.0)
+    for i in range(L):
+        p = f"blk.{i}."
+        _mamba2_block(t, p, H=H, **_MAMBA2)
+        big(p + "attn_q.weight", (hd * nh, H))
+        big(p + "attn_k.weight", (hd * nkv, H))
+        big(p + "attn_v.weight", (hd * nkv, H))
+        big(p + "attn_output.weight", (H, hd * nh))
+        f32(p + "attn_norm.weight", (H,), 1.0)
+        f32(p + "ffn_norm", (H,), 1.0)
+        big(p + "ffn_gate.weight", (ffn, H))
+        big(p + "ffn_down.weight", (H, ffn))
+        big(p + "ffn_up.weight", (ffn, H))
+
+
 BUILDERS: dict[str, tuple[str, Callable[[gguf.GGUFWriter, TinyWeights], None]]] = {
     "dsv4": ("deepseek4", build_dsv4),
     "mla": ("deepseek2", build_mla),
@@ -551,6 +859,11 @@ BUILDERS: dict[str, tuple[str, Callable[[gguf.GGUFWriter, TinyWeights], None]]] 
     "gemma4": ("gemma4", build_gemma4),
     "llama4": ("llama4", build_llama4),
     "nemotronh": ("nemotron_h", build_nemotronh),
+    "kda": ("bailingmoe3", build_kda),
+    "kimilinear": ("kimi-linear", build_kimilinear),
+    "jamba": ("jamba", build_jamba),
+    "granitehybrid": ("granitehybrid", build_granitehybrid),
+    "falconh1": ("falcon-h1", build_falconh1),
 }
 
 

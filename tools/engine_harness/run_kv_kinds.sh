@@ -21,7 +21,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 cli="$bin/llama-completion"
 rpc="$bin/ggml-rpc-server"
 commit=0c1e57098
-base=50400            # this harness's ports: 50400-50409, bound to 127.0.0.1 only
+base=${PORT_BASE:-50400}   # this harness's ports: 50400-50409 unless PORT_BASE says, bound to 127.0.0.1 only
 [ -x "$cli" ] && [ -x "$rpc" ] || { echo "missing $cli or $rpc" >&2; exit 2; }
 export LD_LIBRARY_PATH="$bin${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 mkdir -p "$out" "$work/full"
@@ -87,7 +87,7 @@ with open(path, "a") as fh:
 EOF
 }
 
-for kind in dsv4 mla dsa qwen35moe gemma3 gptoss gemma4 llama4 nemotronh; do
+for kind in dsv4 mla dsa qwen35moe gemma3 gptoss gemma4 llama4 nemotronh kda kimilinear jamba granitehybrid falconh1; do
   if [ -n "$filter" ] && [[ "$kind" != $filter ]]; then continue; fi
   make_model "$kind"
 done
@@ -126,6 +126,16 @@ run_kind gemma4 "c4096-fa-off:-c 4096 -fa off"
 run_kind llama4 "c16384-ub256:-c 16384 -ub 256"
 # Nemotron-H (Mamba-2 hybrid): SSM state per sequence, KV on the attention layer only, nothing for MLP layers
 run_kind nemotronh "c4096-np2:-c 4096 -np 2"
+# Kimi Delta Attention (Ling-3.0, bailingmoe3): KDA state per sequence on the KDA layers, MLA K-only cache on the
+# rest, with and without flash attention
+run_kind kda "c4096-np2:-c 4096 -np 2" "c4096-fa-off:-c 4096 -fa off"
+# Kimi-Linear: the same KDA state rule, MLA without Q compression
+run_kind kimilinear "c4096-np2:-c 4096 -np 2"
+# Jamba (Mamba-1) and Granite-4.0-H (Mamba-2): state on the SSM layers, KV on the attention layers
+run_kind jamba "c4096-np2:-c 4096 -np 2"
+run_kind granitehybrid "c4096-np2:-c 4096 -np 2" "c4096-fa-off:-c 4096 -fa off"
+# Falcon-H1: attention and Mamba-2 in every layer: KV and state on every layer
+run_kind falconh1 "c4096-np2:-c 4096 -np 2"
 
 # a KIND_FILTER run replaces only its kinds' entries
 python3 - "$out/cases.jsonl" "$out/cases.jsonl.new" <<'EOF'

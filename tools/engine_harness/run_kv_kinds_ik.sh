@@ -13,7 +13,7 @@
 # release; binaries llama-cli and rpc-server.
 #
 # Usage: run_kv_kinds_ik.sh BIN_DIR OUT_DIR [WORK_DIR] [KIND_FILTER]   (a filter re-runs only the kinds it matches)
-# Kinds: make_tiny_arch.py's (nemotronh refused by ik) and mlalegacy (make_tiny_deepseek2.py --layers 20).
+# Kinds: make_tiny_arch.py's (nemotronh, kimilinear, jamba, granitehybrid, falconh1 refused by ik) and mlalegacy (make_tiny_deepseek2.py --layers 20).
 # OUT_DIR gets, per case, CASE.log (tools/strip_log.py --filter kv-ik), CASE-server<i>.log for RPC cases,
 # KIND.header.gguf and cases.jsonl ({"log", "engine", "commit", "model", "kind", "servers", "command"}); a kind ik
 # refuses gets KIND-refused.log (not in cases.jsonl). WORK_DIR (default: a temporary folder) keeps the models and
@@ -28,7 +28,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 cli="$bin/llama-cli"
 rpc="$bin/rpc-server"
 commit=8337e4cd3
-base=50420            # this harness's ports: 50420-50429, bound to 127.0.0.1 only
+base=${PORT_BASE:-50420}   # this harness's ports: 50420-50429 unless PORT_BASE says, bound to 127.0.0.1 only
 [ -x "$cli" ] && [ -x "$rpc" ] || { echo "missing $cli or $rpc" >&2; exit 2; }
 export LD_LIBRARY_PATH="$bin${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 mkdir -p "$out" "$work/full"
@@ -106,7 +106,7 @@ with open(path, "a") as fh:
 EOF
 }
 
-for kind in dsv4 mla dsa qwen35moe gemma3 gptoss gemma4 llama4 mlalegacy; do
+for kind in dsv4 mla dsa qwen35moe gemma3 gptoss gemma4 llama4 mlalegacy kda; do
   if [ -n "$filter" ] && [[ "$kind" != $filter ]]; then continue; fi
   make_model "$kind"
 done
@@ -155,13 +155,19 @@ run_kind llama4 "c16384-ub256:-c 16384 -ub 256"
 run_kind mlalegacy "c4096-mla1:-c 4096 -mla 1" "c4096-mla0:-c 4096 -mla 0" "c4096-fa-off:-c 4096 -fa off"
 run_case mlalegacy mlalegacy-c4096-nommap 0 -c 4096 --no-mmap
 
-# Nemotron-H: ik 8337e4cd3 has no nemotron_h architecture; keep its refusal
-if [ -z "$filter" ] || [[ nemotronh == $filter ]]; then
-  [ -f "$work/nemotronh.gguf" ] || python3 "$here/make_tiny_arch.py" nemotronh "$work/nemotronh.gguf"
-  (cd "$work" && timeout 120 nice "$cli" -m nemotronh.gguf -c 4096 -n 1 -p hi -t 1 < /dev/null \
-     > "$work/full/nemotronh-refused.log" 2>&1) || true
-  python3 "$here/../strip_log.py" --filter kv-ik "$work/full/nemotronh-refused.log" > "$out/nemotronh-refused.log"
-fi
+# Kimi Delta Attention (Ling-3.0, bailingmoe3): KDA state slots on the KDA layers, MLA on the rest (ik computes
+# attn_kv_b at load unless -mla 1); two sequences; without flash attention; -mla 1 without flash attention
+run_kind kda "c4096-np2:-c 4096 -np 2" "c4096-fa-off:-c 4096 -fa off" "c4096-mla1-fa-off:-c 4096 -mla 1 -fa off"
+
+# Nemotron-H, Kimi-Linear, Jamba, Granite-4.0-H, Falcon-H1: ik 8337e4cd3 has none of these architectures; keep
+# its refusals
+for kind in nemotronh kimilinear jamba granitehybrid falconh1; do
+  if [ -n "$filter" ] && [[ "$kind" != $filter ]]; then continue; fi
+  [ -f "$work/$kind.gguf" ] || python3 "$here/make_tiny_arch.py" "$kind" "$work/$kind.gguf"
+  (cd "$work" && timeout 120 nice "$cli" -m "$kind.gguf" -c 4096 -n 1 -p hi -t 1 < /dev/null \
+     > "$work/full/$kind-refused.log" 2>&1) || true
+  python3 "$here/../strip_log.py" --filter kv-ik "$work/full/$kind-refused.log" > "$out/$kind-refused.log"
+done
 
 # a KIND_FILTER run replaces only its kinds' entries
 python3 - "$out/cases.jsonl" "$out/cases.jsonl.new" <<'EOF'
