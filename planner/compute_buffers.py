@@ -276,8 +276,8 @@ def placement_compute(tmap: TensorMap, cfg: RunConfig, devices: Sequence[str], l
     from planner.engine_graph import compute_buffers, graph_of
 
     p = tmap.params
-    graph = graph_of(cfg.engine, tmap, cfg.flash_attn, _tokens(cfg))
-    if graph is None:
+    graph = graph_of(cfg.engine, tmap, cfg.flash_attn, _tokens(cfg), cfg.mla)
+    if graph is None or not _shape(p, cfg).drawn():
         return None
     order = [d for d in dict.fromkeys((*devices, *layer_device, out_dev)) if d != cpu] + [cpu]
     idx = {d: i for i, d in enumerate(order)}
@@ -296,6 +296,15 @@ def placement_compute(tmap: TensorMap, cfg: RunConfig, devices: Sequence[str], l
     return {d: sizes[i] for d, i in idx.items()}
 
 
+def replayed(tmap: TensorMap, cfg: RunConfig) -> bool:
+    """Whether this run's compute buffers come from the engine's graph (:func:`placement_compute`), not the
+    live-set estimate."""
+    from planner.engine_graph import graph_of
+
+    return graph_of(cfg.engine, tmap, cfg.flash_attn, _tokens(cfg), cfg.mla) is not None and _shape(
+        tmap.params, cfg).drawn()
+
+
 def _shape(p: ModelParams, cfg: RunConfig) -> GraphShape:
     from planner.engine_graph import GraphShape
 
@@ -308,7 +317,7 @@ def _shape(p: ModelParams, cfg: RunConfig) -> GraphShape:
 
         n_kv_swa = next((c.cells for c in layer_caches(p, CacheConfig.from_run(cfg)) if c.kind == "swa"), 0)
     return GraphShape.of(p, _tokens(cfg), cfg.kv_size, cfg.flash_attn, cfg.type_k, cfg.type_v,
-                         mask_pad=KQ_MASK_PAD.get(cfg.engine, 1), amb=amb, n_kv_swa=n_kv_swa)
+                         mask_pad=KQ_MASK_PAD.get(cfg.engine, 1), amb=amb, n_kv_swa=n_kv_swa, mla=cfg.mla)
 
 
 _K = 3      # layers per device in the role's stand-in placement: the graph repeats per layer, so a device's
@@ -342,8 +351,8 @@ def _canonical(tmap: TensorMap, cfg: RunConfig, role: DeviceRole) -> int | None:
     (DeepSeek) are the first block's, with ``_K`` MoE layers after them when that block is the device's."""
     from planner.engine_graph import graph_of
 
-    graph = graph_of(cfg.engine, tmap, cfg.flash_attn, _tokens(cfg))
-    if graph is None:
+    graph = graph_of(cfg.engine, tmap, cfg.flash_attn, _tokens(cfg), cfg.mla)
+    if graph is None or not _shape(tmap.params, cfg).drawn():
         return None
     if role.copies > 1:
         # the solver reserves input copies when the plan might run with pipeline parallelism (groups.solver_copies)

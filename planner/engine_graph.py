@@ -49,7 +49,7 @@ def _fused_up_gate(tmap: TensorMap) -> bool:
     return all(len(v) == 1 for v in types.values())
 
 
-def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int = 512) -> str | None:
+def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int = 512, mla: int = 3) -> str | None:
     """The template in ``engine_graphs.toml`` that draws this model's graph on this engine, or None:
     ``qwen3moe`` (MoE in every layer, softmax gating, no shared experts, plain GQA attention) and ``deepseek2``
     (mainline's plain multi-head path for the legacy ``attn_kv_b`` layout: no ``attn_k_b``/``attn_v_b``, which
@@ -73,14 +73,15 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
         return "gemma3" if "gemma3" in _templates().get(engine, {}) else None
     if p.n_swa or p.full_attn_interval or not (p.n_expert and p.n_expert_used and p.n_ff_exp):
         return None
+    if engine == "ik" and p.arch == "deepseek2":
+        # every -mla and both attention modes (build_deepseek2.cpp; GraphShape.drawn says which shapes), with either
+        # layout: ik derives attn_kv_b, or attn_k_b/attn_v_b, at load (src/llama.cpp llm_prepare_mla); fused up/gate
+        roles = tmap.derived(_roles)
+        ok = p.kv_lora_rank and p.q_lora_rank and p.n_shared_exp == 1 and tmap.derived(_fused_up_gate)
+        ok = ok and ("attn_kv_b" in roles or {"attn_k_b", "attn_v_b"} <= roles)
+        return "deepseek2" if ok and "deepseek2" in _templates().get(engine, {}) else None
     if engine == "ik" and not (flash_attn and tmap.derived(_fused_up_gate)):
         return None
-    if engine == "ik" and p.arch == "deepseek2":
-        # ik runs -mla 3 when the GGUF has attn_kv_b (else it falls back to -mla 1: src/llama.cpp:1310-1331); the
-        # prompt-sized graph (pp_opt: >= 128 tokens, build_deepseek2.cpp:1299) only
-        ok = p.kv_lora_rank and p.q_lora_rank and p.n_shared_exp == 1 and tokens >= 128
-        ok = ok and "attn_kv_b" in tmap.derived(_roles) and "deepseek2" in _templates().get(engine, {})
-        return "deepseek2" if ok else None
     if p.arch == "qwen3moe" and not (p.kv_lora_rank or p.n_dense_lead or p.n_shared_exp or p.n_ff_shexp):
         name = "qwen3moe"
     elif p.arch == "deepseek2" and p.kv_lora_rank and p.q_lora_rank and p.n_shared_exp == 1:
@@ -133,10 +134,12 @@ class GraphShape:
     kvq: bool = False  # ik MLA: a cache type other than f16 (its rope part is cast to f16 before the repeat)
     n_kvs: int = 0     # the sliding-window cache's cells (gpt-oss: its SWA layers' mask and cache; 0 = no SWA)
     wscale: bool = False  # the routed weights scaled (expert_weights_scale neither 0 nor 1: a SCALE node)
+    mla: int = 3       # ik MLA: -mla (0: plain attention over decompressed K and V; 1, 2, 3)
+    amb: int = 0       # ik: -amb MiB (0: none)
 
     @classmethod
     def of(cls, p: ModelParams, tokens: int, n_kv: int, flash_attn: bool, type_k: str = "f16",
-           type_v: str = "f16", mask_pad: int = 1, amb: int = 0, n_kv_swa: int = 0) -> GraphShape:
+           type_v: str = "f16", mask_pad: int = 1, amb: int = 0, n_kv_swa: int = 0, mla: int = 3) -> GraphShape:
         rk = 0
         if type_k.lower() not in UNQUANTIZED and p.head_dim % 64 == 0:      # llama-kv-cache.cpp:321-325, 1450-1458
             rk = 64
@@ -162,12 +165,44 @@ class GraphShape:
                    sh=p.n_ff_shexp or p.n_ff_exp * p.n_shared_exp, tm=-(-tokens // mask_pad) * mask_pad,
                    hc=hc, nit=p.n_head // hc if hc else 1, nope=nope, hv=hv, npv=nope + hv, qk=nope + p.n_rot,
                    kvq=type_k.lower() != "f16", n_kvs=n_kv_swa,
-                   wscale=p.expert_weights_scale not in (0.0, 1.0))
+                   wscale=p.expert_weights_scale not in (0.0, 1.0), mla=mla, amb=amb)
+
+    def _mla_paths(self) -> dict[str, bool]:
+        """ik build_deepseek2.cpp's attention paths at 8337e4cd3 (the -mla value, flash attention, pp_opt =
+        ``n_tokens >= 128 && mla_attn > 1``, 1293): "mfa" the per-chunk decompression (mla > 1, flash attention,
+        pp_opt: 903), "mc" the latent-space paths (the other mla > 0 cases: 1017), "mcfa" their flash attention
+        (mla 1 or 3: 1034), "mcno" KQ and softmax, "mtr" the transposed latent copied out of the K cache (mla > 1,
+        1082), "mv1" the transposed V cache of -mla 1 without flash attention (869), "m0" -mla 0 (1222)."""
+        fa = self.mask == 2
+        pp = self.T >= 128 and self.mla > 1
+        mfa = self.mla > 1 and fa and pp
+        mc = self.mla >= 1 and not mfa
+        mcfa = mc and fa and self.mla in (1, 3)
+        return {"mla": self.mla >= 1, "m0": self.mla == 0, "mfa": mfa, "mc": mc, "mcfa": mcfa,
+                "mcno": mc and not mcfa, "mtr": mc and not mcfa and self.mla > 1,
+                "mv1": self.mla == 1 and not fa, "ppo": pp, "nppo": not pp}
 
     def has(self, flag: str) -> bool:
-        """Whether a row with this flag is in the graph."""
-        return {"fa": self.mask == 2, "nofa": self.mask != 2, "rotk": self.rk > 0, "rotv": self.rotv,
-                "kvq": self.kvq, "wscale": self.wscale}.get(flag, True)
+        """Whether a row with this flag is in the graph ("a|b": either)."""
+        if "|" in flag:
+            return any(self.has(f) for f in flag.split("|"))
+        known = {"fa": self.mask == 2, "nofa": self.mask != 2, "rotk": self.rk > 0, "rotv": self.rotv,
+                 "kvq": self.kvq, "wscale": self.wscale}
+        if flag in known:
+            return known[flag]
+        return self._mla_paths().get(flag, True)
+
+    def drawn(self) -> bool:
+        """Whether the ik DeepSeek template draws this shape: not -mla 0 without flash attention
+        (llm_build_kv's KQ path), not KQ in -amb chunks (build_deepseek2.cpp:1130-1150: ``kq_size`` over -amb
+        MiB), not the latent paths without flash attention on a quantized K cache (its transposed copy)."""
+        paths = self._mla_paths()
+        if paths["m0"] and self.mask != 2:
+            return False
+        if paths["mcno"]:
+            kq_mib = self.n_kv * self.T * self.n_head * 4 // (1 << 20)
+            return not (self.amb > 0 and kq_mib > self.amb) and not self.kvq
+        return True
 
     def size(self, expr: str, k1: int = 1) -> int:
         """Bytes of a row's expression; ``k1``: the -amb chunk's number, from 1 (rows flagged "iter")."""

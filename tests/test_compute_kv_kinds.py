@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from planner.compute_buffers import entry_of, placement_compute, placement_copies
+from planner.compute_buffers import entry_of, placement_compute, placement_copies, replayed
 from planner.engine_graph import graph_of
 from planner.memory import CPU, compute_buffer_bytes
 from planner.runconfig import RunConfig
@@ -131,11 +131,6 @@ MISSES: dict[tuple[str, str], str] = {
     ("ik", "dsv4-c4096-rpc2"): "rpc0 rpc1 cpu",
     ("ik", "dsv4-c4096-q8-rpc1"): "rpc0 cpu",
     ("ik", "dsv4-c8192-np2-rpc1"): "rpc0 cpu",
-    ("ik", "mla-c4096-fa-off-rpc1"): "rpc0",
-    ("ik", "mla-c4096-mla1-rpc1"): "rpc0",
-    ("ik", "mla-c4096-mla1-fa-off-rpc1"): "rpc0",
-    ("ik", "mla-c4096-mla2-fa-off-rpc1"): "rpc0",
-    ("ik", "mla-c4096-mla0-rpc1"): "rpc0",
     ("ik", "dsa-c4096-fa-off-rpc1"): "rpc0",
     ("ik", "qwen35moe-c4096"): "cpu",
     ("ik", "qwen35moe-c16384"): "cpu",
@@ -155,9 +150,6 @@ MISSES: dict[tuple[str, str], str] = {
     ("ik", "llama4-c16384-rpc1"): "rpc0 cpu",
     ("ik", "llama4-c4096-rpc2"): "rpc0 rpc1 cpu",
     ("ik", "llama4-c16384-ub256-rpc1"): "rpc0 cpu",
-    ("ik", "mlalegacy-c4096-mla1-rpc1"): "rpc0",
-    ("ik", "mlalegacy-c4096-mla0-rpc1"): "rpc0",
-    ("ik", "mlalegacy-c4096-fa-off-rpc1"): "rpc0",
     ("mainline", "kda-c4096"): "cpu",
     ("mainline", "kda-c16384"): "cpu",
     ("mainline", "kda-c16384-rpc1"): "rpc0",
@@ -200,9 +192,7 @@ WHY: dict[tuple[str, str], str] = {
     ("mainline", "llama4"): _NO_GRAPH + " (chunked attention cache, MoE every 2nd layer)",
     ("mainline", "nemotronh"): _NO_GRAPH + " (Mamba-2 state ops)",
     ("ik", "dsv4"): _NO_GRAPH + " (compressed attention, indexer, hyper-connections not modelled)",
-    ("ik", "mla"): "ik.deepseek2 covers -mla 3 with flash attention only: live-set estimate",
-    ("ik", "mlalegacy"): "ik.deepseek2 covers -mla 3 with flash attention only: live-set estimate",
-    ("ik", "dsa"): "ik.deepseek2 covers -mla 3 with flash attention only: live-set estimate",
+    ("ik", "dsa"): _NO_GRAPH + " (MLA + the DSA lightning indexer)",
     ("ik", "qwen35moe"): _NO_GRAPH + " (gated delta-net state ops)",
     ("ik", "gptoss"): "ik.gptoss is the flash-attention graph only: live-set estimate",
     ("ik", "gemma4"): _NO_GRAPH + " (SWA and full caches of different head sizes, shared KV)",
@@ -249,10 +239,25 @@ def test_kv_kinds_compute_buffer_within_10_percent(engine, log, dev):
     assert abs(pred / got - 1) <= 0.10, (pred, got)
 
 
+# replayed, within 10 %, but not to the printed digit (engine, log without .log) -> why.  Strict.
+INEXACT: dict[tuple[str, str], str] = {
+    # every node and its size equal ik's dump (graphs/ik-mla-c4096-mla0-rpc1.txt); the allocator's placement
+    # differs: 12.63 vs 11.80 MiB (mla), 12.38 vs 11.65 (mlalegacy), over rather than under the log
+    ("ik", "mla-c4096-mla0-rpc1"): "-mla 0: the replay's best-fit placement leaves 0.8 MiB more than ik's",
+    ("ik", "mlalegacy-c4096-mla0-rpc1"): "-mla 0: the replay's best-fit placement leaves 0.7 MiB more than ik's",
+}
+
+
 def _exact_cases():
-    return [p for p in _cases() if not p.marks and graph_of(p.values[0], case_model(_case(*p.values[1::-1])),
-                                                                  parse(_case(*p.values[1::-1])["command"]).flash_attn,
-                                                                  parse(_case(*p.values[1::-1])["command"]).ubatch)]
+    out = []
+    for p in _cases():
+        if p.marks or not replayed(*_placement(p.values[1], p.values[0])[:2]):
+            continue
+        why = INEXACT.get((p.values[0], p.values[1].removesuffix(".log")))
+        if why and p.values[2] != CPU:
+            p = pytest.param(*p.values, marks=[pytest.mark.xfail(strict=True, reason=why)], id=p.id)
+        out.append(p)
+    return out
 
 
 @pytest.mark.parametrize("engine,log,dev", _exact_cases())
@@ -282,8 +287,8 @@ def test_graph_matches_the_schedulers_own_dump(dump):
     tmap, run, devices, layer_device, device_of, out_dev, _ = _placement(case["log"], engine)
     p = tmap.params
     order = [*devices, CPU]
-    graph = graph_of(engine, tmap, run.flash_attn, _tokens(run))
-    assert graph is not None
+    graph = graph_of(engine, tmap, run.flash_attn, _tokens(run), run.mla)
+    assert graph is not None and _shape(p, run).drawn()
     shape = _shape(p, run)
     ts = build(engine, graph, shape, [order.index(d) for d in layer_device],
                lambda name: order.index(device_of(name)), order.index(out_dev), len(order) - 1,
