@@ -324,6 +324,12 @@ _K = 3      # layers per device in the role's stand-in placement: the graph repe
 #             buffer is the same for any count from 2 on (tests/test_compute_buffers.py checks 3 against 40)
 
 
+# MoE layers of a stand-in block whose experts alternate GPU/CPU (every other layer's -ot): ik's -mla 0 DeepSeek-R1
+# at 4k needs 4 of them to reach the buffer of a whole alternating device (268.00 MiB; 3 give 254.54), 6, 24 and
+# 56 give the same
+_ALTERNATING = 6
+
+
 def _period(p: ModelParams) -> int:
     """How many layers the model's layer kinds repeat after: its sliding-window pattern (gemma-3: five window
     layers and one full, gpt-oss: pairs), else 1."""
@@ -379,17 +385,21 @@ def _pipelined(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str) ->
         variants = [(e, 0, last) for e in entries for last in (lasts if role.output else (0,))]
     else:
         entries = [role.entry] if role.entry else ["", "cpu", "input"]
-        variants = [(e, k, last) for e in entries for k in ((0, 1, 2, 3) if role.attention and role.ffn else (0,))
-                    for last in lasts]
+        if "cpu" in entries and tmap.params.n_dense_lead > 1:
+            entries.append("cpu1")          # the CPU holds the first dense layer only, the device the others
+        variants = [(e, k, last) for e in entries
+                    for k in ((0, 1, 2, 3, 4, 5) if role.attention and role.ffn else (0,))
+                    for last in lasts if not (k >= 4 and last == 1)]
     return max(_stand_in(tmap, cfg, role, graph, entry, split, last) for entry, split, last in variants
-               if not (entry == "input" and last == 1))      # one layer from the input on: a one-layer model
+               if not (entry in ("input", "cpu1") and last == 1))   # from the input on: a one-layer model
 
 
 def _stand_in(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str, entry: str, split: int,
               last: int = 0) -> int:
     """One placement for :func:`_canonical`: ``split`` 1 moves the experts of the device's first layer to the
     CPU (the CPU: of one GPU layer, besides its own), 3 those of its second, 2 the up/gate experts of every other
-    layer of the device;
+    layer of the device, 4 and 5 all experts of every other layer over ``_ALTERNATING`` layers (from the first or
+    the second);
     for the CPU, ``split`` 2 puts the last GPU block on a second
     GPU (the CPU's buffer depends on whether the GPU its expert results go back to also holds the output).
     ``last`` (a GPU): its block ends the model with that many layers (1 or a whole block; 0: it does not, unless
@@ -415,13 +425,17 @@ def _stand_in(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str, ent
             cpu_exps = range(first, first + 1)
         me = c
     else:
-        before = [c] * first if entry == "cpu" else ([] if entry == "input" else [o] * first)
-        n_mine = first if not before else (last or k)
+        before = [c] * first if entry == "cpu" else [c] if entry == "cpu1" else [] if entry == "input" else [o] * first
+        n_mine = first - 1 if entry == "cpu1" else first if not before else (last or k)
+        n_moe = min(k, n_mine)
+        if split >= 4 and p.n_expert:       # a long run of layers alternating their experts GPU/CPU
+            n_moe = _ALTERNATING
+            n_mine += _ALTERNATING - k
         mine = [d] * n_mine if role.attention or not role.ffn else [o] * n_mine
         after = [] if role.output or last else [o] * k
         layers = before + mine + after
         out = d if role.output else c if last else o
-        mine_moe = range(len(before) + n_mine - min(k, n_mine), len(before) + n_mine)
+        mine_moe = range(len(before) + n_mine - n_moe, len(before) + n_mine)
         if role.attention and not role.ffn:
             cpu_exps = mine_moe
         elif role.ffn and not role.attention:
@@ -434,6 +448,8 @@ def _stand_in(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str, ent
         elif split == 2:
             cpu_exps = range(mine_moe.start, mine_moe.stop, 2)
             exps = exps[:2]                 # gate and up only: the down projection stays (the -ot split of up/gate)
+        elif split >= 4:                    # either parity (-mla 0 DeepSeek-R1: 270.13 and 270.25 MiB)
+            cpu_exps = range(mine_moe.start + split - 4, mine_moe.stop, 2)
         me = d
     moved = {f"blk.{il}.{r}.weight": c for il in cpu_exps for r in exps}
     moved.update({f"blk.{il}.{r}.weight": d for il in own_exps for r in exps})

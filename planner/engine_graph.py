@@ -156,6 +156,10 @@ class GraphShape:
                 if p.n_head % niter == 0 and kv_f32_mib // niter <= amb:
                     hc = p.n_head // niter
                     break
+        if _kq_chunked(p.n_head, tokens, n_kv, amb, flash_attn, mla):
+            # KQ in chunks of heads (build_deepseek2.cpp:1130-1136): n_step = ceil(kq MiB / amb), capped at n_head
+            n_step = min(-(-(n_kv * tokens * p.n_head * 4 // (1 << 20)) // amb), p.n_head)
+            hc = -(-p.n_head // n_step)
         return cls(T=tokens, n_embd=p.n_embd, q=p.n_head * p.head_dim, kv=p.n_head_kv * p.head_dim, n_kv=n_kv,
                    n_expert=p.n_expert, n_used=p.n_expert_used, ff=p.n_ff_exp, n_vocab=p.n_vocab, n_head=p.n_head,
                    mask=2 if flash_attn else 4, vidx=1 if flash_attn else p.n_head_kv * (p.head_dim_v or p.head_dim),
@@ -178,9 +182,10 @@ class GraphShape:
         mfa = self.mla > 1 and fa and pp
         mc = self.mla >= 1 and not mfa
         mcfa = mc and fa and self.mla in (1, 3)
+        chunk = mc and not mcfa and _kq_chunked(self.n_head, self.T, self.n_kv, self.amb, fa, self.mla)
         return {"mla": self.mla >= 1, "m0": self.mla == 0, "mfa": mfa, "mc": mc, "mcfa": mcfa,
                 "mcno": mc and not mcfa, "mtr": mc and not mcfa and self.mla > 1,
-                "mv1": self.mla == 1 and not fa, "ppo": pp, "nppo": not pp}
+                "mv1": self.mla == 1 and not fa, "ppo": pp, "nppo": not pp, "chunk": chunk, "nochunk": not chunk}
 
     def has(self, flag: str) -> bool:
         """Whether a row with this flag is in the graph ("a|b": either)."""
@@ -194,14 +199,13 @@ class GraphShape:
 
     def drawn(self) -> bool:
         """Whether the ik DeepSeek template draws this shape: not -mla 0 without flash attention
-        (llm_build_kv's KQ path), not KQ in -amb chunks (build_deepseek2.cpp:1130-1150: ``kq_size`` over -amb
-        MiB), not the latent paths without flash attention on a quantized K cache (its transposed copy)."""
+        (llm_build_kv's KQ path), not the latent paths without flash attention on a quantized K cache (its
+        transposed copy), not KQ chunks of unequal heads (-amb chunks that do not divide n_head)."""
         paths = self._mla_paths()
         if paths["m0"] and self.mask != 2:
             return False
         if paths["mcno"]:
-            kq_mib = self.n_kv * self.T * self.n_head * 4 // (1 << 20)
-            return not (self.amb > 0 and kq_mib > self.amb) and not self.kvq
+            return not self.kvq and (not paths["chunk"] or self.n_head % self.hc == 0)
         return True
 
     def size(self, expr: str, k1: int = 1) -> int:
@@ -215,6 +219,14 @@ class GraphShape:
         for f in expr.split("*"):
             out *= int(f) if f.isdigit() else k1 if f == "k1" else int(getattr(self, f))
         return out
+
+
+def _kq_chunked(n_head: int, tokens: int, n_kv: int, amb: int, flash_attn: bool, mla: int) -> bool:
+    """ik's latent-space attention without flash attention computes KQ in chunks of heads when it exceeds -amb
+    MiB (build_deepseek2.cpp:1097-1150: ``kq_size = n_kv x n_tokens x n_head x 4`` bytes in whole MiB)."""
+    mfa = flash_attn and mla > 1 and tokens >= 128
+    return mla >= 1 and not mfa and not (flash_attn and mla in (1, 3)) and amb > 0 and (
+        n_kv * tokens * n_head * 4 // (1 << 20) > amb)
 
 
 _ITER = ("iter", "iter0", "iterN")

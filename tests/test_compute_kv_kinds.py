@@ -63,7 +63,8 @@ def _placement(log: str, engine: str):
     assert "-ot" not in argv and "-b" not in argv
     run = RunConfig(engine=engine, ctx=r.ctx, type_k=r.type_k, type_v=r.type_v, flash_attn=r.flash_attn,
                     ubatch=r.ubatch, batch=max(2048, r.ubatch), n_parallel=r.n_seq, mla=r.mla,
-                    amb=256 if engine != "mainline" else 0, load="mmap" if r.mmap else "no-mmap")
+                    amb=(int(argv[argv.index("-amb") + 1]) if "-amb" in argv else 256) if engine != "mainline" else 0,
+                    load="mmap" if r.mmap else "no-mmap")     # ik's -amb default: common.h attn_max_batch 256
     n = tmap.params.n_loaded_layers
     where = _layer_map(case, text, n)
     layer_device, out_dev = where[:n], where[n]
@@ -239,25 +240,8 @@ def test_kv_kinds_compute_buffer_within_10_percent(engine, log, dev):
     assert abs(pred / got - 1) <= 0.10, (pred, got)
 
 
-# replayed, within 10 %, but not to the printed digit (engine, log without .log) -> why.  Strict.
-INEXACT: dict[tuple[str, str], str] = {
-    # every node and its size equal ik's dump (graphs/ik-mla-c4096-mla0-rpc1.txt); the allocator's placement
-    # differs: 12.63 vs 11.80 MiB (mla), 12.38 vs 11.65 (mlalegacy), over rather than under the log
-    ("ik", "mla-c4096-mla0-rpc1"): "-mla 0: the replay's best-fit placement leaves 0.8 MiB more than ik's",
-    ("ik", "mlalegacy-c4096-mla0-rpc1"): "-mla 0: the replay's best-fit placement leaves 0.7 MiB more than ik's",
-}
-
-
 def _exact_cases():
-    out = []
-    for p in _cases():
-        if p.marks or not replayed(*_placement(p.values[1], p.values[0])[:2]):
-            continue
-        why = INEXACT.get((p.values[0], p.values[1].removesuffix(".log")))
-        if why and p.values[2] != CPU:
-            p = pytest.param(*p.values, marks=[pytest.mark.xfail(strict=True, reason=why)], id=p.id)
-        out.append(p)
-    return out
+    return [p for p in _cases() if not p.marks and replayed(*_placement(p.values[1], p.values[0])[:2])]
 
 
 @pytest.mark.parametrize("engine,log,dev", _exact_cases())
