@@ -291,9 +291,11 @@ def test_the_solvers_role_estimate_never_reserves_less_than_the_replay(log):
         assert role_bytes >= replay_bytes, (dev, role_bytes / MIB, replay_bytes / MIB)
 
 
-def _role_vs_replay(model: str, engine: str, cfg: RunConfig, layer_device: list[str], out_dev: str):
-    """(device, the role estimate, the replay) per device of a built-in model's placement without -ot: every
-    weight on its layer's device, token_embd on the CPU, the output's tensors on ``out_dev``."""
+def _role_vs_replay(model: str, engine: str, cfg: RunConfig, layer_device: list[str], out_dev: str,
+                    cpu_experts: frozenset[int] = frozenset()):
+    """(device, the role estimate, the replay) per device of a built-in model's placement: every weight on its
+    layer's device but the experts of the layers in ``cpu_experts`` (-ot ...=CPU), token_embd on the CPU, the
+    output's tensors on ``out_dev``."""
     from planner.compute_buffers import entry_of, placement_compute, placement_copies
 
     tm = builtin(model)
@@ -303,6 +305,8 @@ def _role_vs_replay(model: str, engine: str, cfg: RunConfig, layer_device: list[
     def device_of(name: str) -> str:
         parts = name.split(".")
         if parts[0] == "blk" and int(parts[1]) < n:
+            if int(parts[1]) in cpu_experts and parts[2].endswith("_exps"):
+                return "CPU"
             return layer_device[int(parts[1])]
         return "CPU" if name == "token_embd.weight" else out_dev
 
@@ -347,3 +351,19 @@ def test_the_role_estimate_covers_every_split_of_a_sliding_window_model(model, e
         for dev, role_bytes, replay_bytes in _role_vs_replay(model, engine, cfg, ld, out):
             assert role_bytes >= replay_bytes, (ld.count("CPU"), ld.count("CUDA0"), out, dev,
                                                 role_bytes / MIB, replay_bytes / MIB)
+
+
+@pytest.mark.parametrize("mla,fa", [(0, True), (1, True), (3, False)])
+def test_the_role_estimate_covers_every_other_layers_experts_on_the_cpu(mla, fa):
+    # ik DeepSeek-R1 with every other layer's experts on the CPU (-ot), on one GPU with the output on the CPU or
+    # after five CPU layers with the output: the replay (ik's -mla 0 graph: 268.00 MiB) exceeded every stand-in
+    # that moved one layer's experts or only up/gate (266.50 MiB); the -mla paths are checked against ik's
+    # dumps in test_compute_kv_kinds
+    cfg = RunConfig(engine="ik", ctx=4096, type_k="f16", type_v="f16", ubatch=512, batch=2048, mla=mla,
+                    flash_attn=fa)
+    n = builtin("deepseek-r1").params.n_loaded_layers
+    for parity in (0, 1):
+        moved = frozenset(range(3 + parity, n, 2))
+        for ld, out in ((["CUDA0"] * n, "CPU"), (["CPU"] * 5 + ["CUDA0"] * (n - 5), "CUDA0")):
+            for dev, role_bytes, replay_bytes in _role_vs_replay("deepseek-r1", "ik", cfg, ld, out, moved):
+                assert role_bytes >= replay_bytes, (parity, out, dev, role_bytes / MIB, replay_bytes / MIB)
