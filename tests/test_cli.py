@@ -242,3 +242,18 @@ def test_gemma_plans_pass_their_own_memory_recheck(args):
     r = run("plan", "gemma-3-27b", *args, "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["plan"]["memory"]["fits"]
+
+
+def test_swa_full_caches_the_whole_context_on_mainline():
+    # mainline --swa-full (common/arg.cpp:1690-1695 @0c1e57098): llama_kv_cache_iswa keeps size_base for the
+    # window layers (src/llama-kv-cache-iswa.cpp:73), so each of gemma-3-27b's 62 layers caches all 32,768 cells:
+    # 62 x 2 (K and V) x 16 KV heads x 128 x 32768 cells x q8_0's 34 bytes per 32 (the tiny model's engine log,
+    # tests/fixtures/kv_kinds/gemma3-c4096-swa-full-rpc1.log, is checked in test_kv_engine_logs)
+    r = run("plan", "gemma-3-27b", "--engine", "mainline", "--vram", "24", "--ram", "64", "--ctx", "32768",
+            "--swa-full", "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["plan"]["memory"]["kv_cache_bytes"] == 62 * 2 * 16 * 128 * 32768 * 34 // 32
+    assert "--swa-full" in doc["launch"]["argv"]
+    r = run("plan", "gemma-3-27b", "--vram", "24", "--ram", "64", "--swa-full")     # ik: no such flag
+    assert r.exit_code == 2 and "mainline" in r.output and "Traceback" not in r.output

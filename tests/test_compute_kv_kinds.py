@@ -62,7 +62,7 @@ def _placement(log: str, engine: str):
     argv = shlex.split(case["command"])
     assert "-ot" not in argv and "-b" not in argv
     run = RunConfig(engine=engine, ctx=r.ctx, type_k=r.type_k, type_v=r.type_v, flash_attn=r.flash_attn,
-                    ubatch=r.ubatch, batch=max(2048, r.ubatch), n_parallel=r.n_seq, mla=r.mla,
+                    ubatch=r.ubatch, batch=max(2048, r.ubatch), n_parallel=r.n_seq, mla=r.mla, swa_full=r.swa_full,
                     amb=(int(argv[argv.index("-amb") + 1]) if "-amb" in argv else 256) if engine != "mainline" else 0,
                     load="mmap" if r.mmap else "no-mmap")     # ik's -amb default: common.h attn_max_batch 256
     n = tmap.params.n_loaded_layers
@@ -111,7 +111,6 @@ MISSES: dict[tuple[str, str], str] = {
     ("mainline", "dsa-c16384-rpc1"): "rpc0 cpu",
     ("mainline", "dsa-c4096-rpc2"): "rpc0 rpc1 cpu",
     ("mainline", "dsa-c4096-fa-off-rpc1"): "rpc0 cpu",
-    ("mainline", "gemma3-c4096-swa-full-rpc1"): "rpc0 cpu",
     ("mainline", "gemma4-c4096"): "cpu",
     ("mainline", "gemma4-c4096-rpc2"): "rpc0 rpc1 cpu",
     ("mainline", "gemma4-c4096-fa-off-rpc1"): "cpu",
@@ -187,8 +186,6 @@ WHY: dict[tuple[str, str], str] = {
     ("mainline", "dsv4"): _NO_GRAPH + " (compressed attention, indexer, hyper-connections not modelled)",
     ("mainline", "dsa"): _NO_GRAPH + " (MLA + the DSA lightning indexer)",
     ("mainline", "qwen35moe"): _NO_GRAPH + " (gated delta-net state ops)",
-    ("mainline", "gemma3"): "--swa-full: RunConfig (and so verify) has no --swa-full, the window cache is drawn with "
-                            "its own cells instead of the full context's",
     ("mainline", "gemma4"): _NO_GRAPH + " (SWA and full caches of different head sizes, shared KV)",
     ("mainline", "llama4"): _NO_GRAPH + " (chunked attention cache, MoE every 2nd layer)",
     ("mainline", "nemotronh"): _NO_GRAPH + " (Mamba-2 state ops)",
