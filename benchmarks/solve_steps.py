@@ -13,8 +13,15 @@ relaxation (GLOP duals, bound in exact arithmetic: planner.solver_bounds):
 - ``hand-off``: the share of the solution's objective that is the hand-off terms (the y variables: one
   GPU->CPU->GPU round trip per layer with any group away from home).  Measured with this script (December 2026):
   dropping those terms cut the speed step's LP gap from 0.197 % to 0.051 % on Qwen3-235B on 4x RTX 3090 and from
-  0.176 % to 0.019 % on Kimi-K2 on 2x RTX 3090 (HiGHS, scipy.optimize.milp, on the exported models), so a stronger
-  hand-off formulation is where the speed step's proofs are.
+  0.176 % to 0.019 % on Kimi-K2 on 2x RTX 3090 (HiGHS, scipy.optimize.milp, on the exported models).  That is a
+  different problem, not a weaker formulation: with a fixed layer split one class's constraints (its option counts
+  summing to its layers, y >= its CPU count) form an interval matrix, totally unimodular, so no reformulation of
+  the hand-off alone tightens the LP; without the hand-off cost a layer's up/gate and down experts move to the CPU
+  one at a time, finer steps for the knapsack rows.  The gap is the coupling rows' integrality (whole expert
+  tensors of 2.4-4.9 GB against 22 GB GPUs).  Measured on DeepSeek-R1's quality step (2x RTX 3090 + 384 GiB): LP
+  gap 0.075 %, HiGHS proves the optimum in 3.3 CPU s; CP-SAT hinted with that optimum is still 0.038 % from a proof
+  after 2.0 work units; single-row MIR cuts on the capacity rows left the LP bound where it was, and the rows
+  rewritten over each class's smallest option did not shorten CP-SAT's proof.  What did pay (December 2026): the LP's branching order (planner.solver.lp_guided).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ planner calls infeasible although the solver found a plan, or worse, a plan that
 ``plan`` (in-process, as a user types it) on a grid of built-ins x budgets x contexts x KV types and prints every
 case whose exit is not 0 (fits) or 2 with an ordinary infeasibility message.
 
-    python3 benchmarks/stress_recheck.py [--models a,b] [--quick]
+    python3 benchmarks/stress_recheck.py [--models a,b] [--engine mainline] [--quick]
 
 Each case takes 1-20 CPU s on the 2-core machine; --quick runs a few of them. Not part of the test suite (the
 found cases become tests: tests/test_cli.py::test_plan_reserves_what_the_memory_report_charges).
@@ -36,14 +36,17 @@ def main_(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--ctx", default=",".join(CTXS), help="contexts to try (comma-separated; 'max' searches)")
+    ap.add_argument("--engine", default="ik", help="engine profile (plan --engine)")
+    ap.add_argument("--budgets", default="", help="VRAM/RAM pairs instead of the default grid, e.g. 24/256+16,16/128")
     ap.add_argument("--quick", action="store_true", help="one budget, one context, one KV type per model")
     a = ap.parse_args(argv)
     ctx_list = a.ctx.split(",")
-    budgets, ctxs, kvs = (BUDGETS[:1], ctx_list[-1:], KVS[-1:]) if a.quick else (BUDGETS, ctx_list, KVS)
+    grid = [tuple(b.split("/")) for b in a.budgets.split("+")] if a.budgets else BUDGETS
+    budgets, ctxs, kvs = (grid[:1], ctx_list[-1:], KVS[-1:]) if a.quick else (grid, ctx_list, KVS)
     bad = 0
     n = 0
     for model, (vram, ram), ctx, kv in itertools.product(a.models.split(","), budgets, ctxs, kvs):
-        args = ["plan", model, "--vram", vram, "--ram", ram, "--ctx", ctx, "--kv", kv]
+        args = ["plan", model, "--vram", vram, "--ram", ram, "--ctx", ctx, "--kv", kv, "--engine", a.engine]
         t0 = time.process_time()
         r = CliRunner().invoke(main, args)
         n += 1

@@ -140,7 +140,7 @@ def _with_measurements(rows: list[CompareRow], cands: Sequence[str], measured: M
     """Rows with their measured PPL ratio next to the prediction.  The reference is ``reference`` (the unquantized
     model's or a Q8_0's PPL on the same text); without it, the measured candidate the model predicts best, its
     measured PPL divided by its predicted ratio (a Q8_0 is predicted at ~1.0002)."""
-    from planner.quality import QualityEstimate, predicted_vs_measured
+    from planner.quality import QualityEstimate, _prior, predicted_vs_measured, ratio_se
 
     by_key = {}
     for cand, r in zip(cands, rows):
@@ -181,8 +181,11 @@ def _with_measurements(rows: list[CompareRow], cands: Sequence[str], measured: M
             raise UsageError(f"--measured {name}: a PPL needs a reference", hint="give --reference-ppl PPL[+-ERR] "
                              "(the bf16 or Q8_0 model on the same text)")
         se = m.se if m.se is not None else None
-        if se is not None and ref_se is not None:
-            se = math.hypot(se, m.ppl * ref_se / ref_ppl)
+        if se is not None and ref_se is not None:      # same text: the errors are correlated (ratio_se)
+            se = ratio_se(m.ppl, se, ref_ppl, ref_se) * ref_ppl
+            if not any(n.startswith("measured ratio errors") for n in notes):
+                notes.append("measured ratio errors combine the two PPL errors at correlation "
+                             f"{_prior()['uncertainty']['ppl_correlation']} (same text, quality_prior.toml)")
         pvm = predicted_vs_measured(est, m.ppl, ref_ppl, se)
         out[id(r)] = _replace(r, measured_ratio=pvm.measured, measured_se=pvm.measured_se,
                               measured_inside_band=pvm.inside_band,

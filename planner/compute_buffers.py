@@ -45,6 +45,8 @@ models.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -316,36 +318,29 @@ def _shape(p: ModelParams, cfg: RunConfig) -> GraphShape:
         from planner.kv_cache import CacheConfig, layer_caches
 
         n_kv_swa = next((c.cells for c in layer_caches(p, CacheConfig.from_run(cfg)) if c.kind == "swa"), 0)
-    return GraphShape.of(p, _tokens(cfg), cfg.kv_size, cfg.flash_attn, cfg.type_k, cfg.type_v,
-                         mask_pad=KQ_MASK_PAD.get(cfg.engine, 1), amb=amb, n_kv_swa=n_kv_swa, mla=cfg.mla)
+    n_kv = cfg.kv_size
+    n_seq = max(1, cfg.n_parallel)
+    if cfg.engine == "mainline" and n_seq > 1:
+        # mainline without --kv-unified: one stream per sequence over n_ctx_seq = GGML_PAD(n_ctx / n_seq_max, 256)
+        # cells (src/llama-context.cpp:290-296), the mask [n_kv, T / n_stream, 1, n_stream] (llama-graph.cpp:29-45)
+        n_kv = _pad(cfg.kv_size // n_seq, 256)
+    return GraphShape.of(p, _tokens(cfg), n_kv, cfg.flash_attn, cfg.type_k, cfg.type_v,
+                         mask_pad=KQ_MASK_PAD.get(cfg.engine, 1), amb=amb, n_kv_swa=n_kv_swa, n_seqs=n_seq,
+                         mla=cfg.mla)
 
 
 _K = 3      # layers per device in the role's stand-in placement: the graph repeats per layer, so a device's
 #             buffer is the same for any count from 2 on (tests/test_compute_buffers.py checks 3 against 40)
-
-
 # MoE layers of a stand-in block whose experts alternate GPU/CPU (every other layer's -ot): ik's -mla 0 DeepSeek-R1
 # at 4k needs 4 of them to reach the buffer of a whole alternating device (268.00 MiB; 3 give 254.54), 6, 24 and
 # 56 give the same
 _ALTERNATING = 6
 
 
-def _period(p: ModelParams) -> int:
-    """How many layers the model's layer kinds repeat after: its sliding-window pattern (gemma-3: five window
-    layers and one full, gpt-oss: pairs), else 1."""
-    if p.n_swa and p.swa_layers:
-        flags = p.swa_layers[:p.n_loaded_layers]
-        return next((q for q in range(1, len(flags) + 1) if all(f == flags[i % q] for i, f in enumerate(flags))), 1)
-    return p.swa_period if (p.n_swa and p.swa_period) else 1
-
-
 def _block(p: ModelParams) -> int:
-    """Layers per block of a stand-in placement: ``_K``, or for a model whose layers alternate kinds the smallest
-    whole number of :func:`_period` s that is at least ``_K``, so every block holds each kind of layer (each kind
-    reads its own mask and cache: a block of window layers alone left out the full layers' mask, 64 MiB of ik
-    gemma-3-27b's buffer at 32k and -ub 1024)."""
-    period = _period(p)
-    return -(-_K // period) * period
+    """Layers per block of a stand-in placement: ``_K``, or two of the model's periods (:func:`_period`)."""
+    per = _period(p)
+    return _K if per == 1 else 2 * per
 
 
 def _canonical(tmap: TensorMap, cfg: RunConfig, role: DeviceRole) -> int | None:
@@ -364,7 +359,19 @@ def _canonical(tmap: TensorMap, cfg: RunConfig, role: DeviceRole) -> int | None:
         # the solver reserves input copies when the plan might run with pipeline parallelism (groups.solver_copies)
         # but its answer may keep experts on the CPU (-ot, one copy): reserve for either
         return max(_pipelined(tmap, cfg, role, graph), _canonical(tmap, cfg, replace(role, copies=1)) or 0)
-    return _pipelined(tmap, cfg, role, graph)
+    return _pipelined(tmap, cfg, role, graph) + _leaf_allowance(tmap, cfg, role, graph)
+
+
+def _leaf_allowance(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str) -> int:
+    """What the stand-ins leave out of a graph whose layers create leafs (:func:`planner.engine_graph.
+    layer_leaf_bytes`: allocated up front, one set per layer the device holds): the device may hold every layer, the
+    stand-in's block holds a few, so the rest are added (an upper bound: one device holding all the layers)."""
+    from planner.engine_graph import layer_leaf_bytes
+
+    per = layer_leaf_bytes(cfg.engine, graph, _shape(tmap.params, cfg))
+    if not per or not role.attention:
+        return 0
+    return per * max(0, tmap.params.n_loaded_layers - _K - tmap.params.n_dense_lead)
 
 
 def _pipelined(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str) -> int:
@@ -375,8 +382,8 @@ def _pipelined(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str) ->
         # sched_copies) it computes the token embeddings alone
         hosts = [replace(role, attention=False, ffn=False)] if role.copies > 1 else (
             [role, replace(role, attention=False)] if role.attention else [role])
-        return max(_stand_in(tmap, cfg, h, graph, role.entry, split) for h in hosts
-                   for split in ((0, 1, 2) if h.ffn else (0, 2)))
+        return max(_stand_in(tmap, cfg, h, graph, role.entry, k) for h in hosts
+                   for k in ((0, 1, 2) if h.ffn else (0, 2)))
     # the device's block ending the model: the output's device, or (``last``) with the output on the CPU (ik's
     # -ngl n_layer, a tied output there); a block of the last layer alone as well
     lasts = (0, 1) if role.output else (0, _block(tmap.params), 1) if role.attention else (0,)
@@ -387,31 +394,36 @@ def _pipelined(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str) ->
         entries = [role.entry] if role.entry else ["", "cpu", "input"]
         if "cpu" in entries and tmap.params.n_dense_lead > 1:
             entries.append("cpu1")          # the CPU holds the first dense layer only, the device the others
-        variants = [(e, k, last) for e in entries
-                    for k in ((0, 1, 2, 3, 4, 5) if role.attention and role.ffn else (0,))
-                    for last in lasts if not (k >= 4 and last == 1)]
+        splits = (0, 1, 2, 3) + ((4,) if tmap.params.n_ff_shexp else ()) + ((5, 6, 7) if tmap.params.n_expert else ())
+        variants = [(e, k, last) for e in entries for k in (splits if role.attention and role.ffn else (0,))
+                    for last in lasts if not (k >= 6 and last == 1)]
     return max(_stand_in(tmap, cfg, role, graph, entry, split, last) for entry, split, last in variants
                if not (entry in ("input", "cpu1") and last == 1))   # from the input on: a one-layer model
 
 
 def _stand_in(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str, entry: str, split: int,
               last: int = 0) -> int:
-    """One placement for :func:`_canonical`: ``split`` 1 moves the experts of the device's first layer to the
-    CPU (the CPU: of one GPU layer, besides its own), 3 those of its second, 2 the up/gate experts of every other
-    layer of the device, 4 and 5 all experts of every other layer over ``_ALTERNATING`` layers (from the first or
-    the second);
-    for the CPU, ``split`` 2 puts the last GPU block on a second
+    """One placement for :func:`_canonical`: ``split`` 1 moves the experts of one of the device's layers to the
+    CPU (the CPU: of one GPU layer, besides its own), 2 the up/gate experts of every other layer of the device, 3
+    their down experts (up/gate stay: the SwiGLU product crosses to the CPU), 4 their shared experts (the solver
+    places each expert tensor on its own: `plan qwen3.5-397b-a17b --vram 16,16 --ram 64 --ctx 8192 --kv q8_0
+    --engine mainline` keeps layer 7's up/gate on CUDA0 and its down on the CPU, 192.30 MiB against 184.02
+    reserved without these variants), 5 the experts of the device's second layer (mainline DeepSeek-R1: 48 MiB
+    more than the first's), 6 and 7 all experts of every other layer over ``_ALTERNATING`` layers (from the first
+    or the second); for the CPU, ``split`` 2 puts the last GPU block on a second
     GPU (the CPU's buffer depends on whether the GPU its expert results go back to also holds the output).
     ``last`` (a GPU): its block ends the model with that many layers (1 or a whole block; 0: it does not, unless
     the role has the output), and the output is on the CPU unless the role has it.  The engines put CPU layers
-    first (-ngl offloads the last layers), so the CPU's block never ends the model."""
+    first (-ngl offloads the last layers), so the CPU's block never ends the model.  ``entry`` "cpu1": the CPU
+    holds the first dense lead layer only."""
     from planner.engine_graph import compute_buffers
 
     p = tmap.params
     d, o, c = 0, 1, 2
     lead = p.n_dense_lead
-    k = _block(p)
-    first = k + lead                       # the first block: the dense layers and k MoE layers
+    per = _period(p)
+    k = _block(p)                           # layers per block (a hybrid's: two periods, each ending in attention)
+    first = k + lead                        # the first block: the dense layers and k MoE layers
     exps: tuple[str, ...] = ("ffn_gate_exps", "ffn_up_exps", "ffn_down_exps")
     cpu_exps: range = range(0)
     own_exps: range = range(0)
@@ -425,14 +437,17 @@ def _stand_in(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str, ent
             cpu_exps = range(first, first + 1)
         me = c
     else:
-        before = [c] * first if entry == "cpu" else [c] if entry == "cpu1" else [] if entry == "input" else [o] * first
+        # a hybrid's neighbours: one period before (the kinds stay aligned), one layer after
+        n_before = first if per == 1 else per
+        before = [c] * n_before if entry == "cpu" else [c] if entry == "cpu1" else [] if entry == "input" else (
+            [o] * n_before)
         n_mine = first - 1 if entry == "cpu1" else first if not before else (last or k)
         n_moe = min(k, n_mine)
-        if split >= 4 and p.n_expert:       # a long run of layers alternating their experts GPU/CPU
+        if split >= 6:                      # a long run of layers alternating their experts GPU/CPU
             n_moe = _ALTERNATING
             n_mine += _ALTERNATING - k
         mine = [d] * n_mine if role.attention or not role.ffn else [o] * n_mine
-        after = [] if role.output or last else [o] * k
+        after = [] if role.output or last else [o] * (k if per == 1 else 1)
         layers = before + mine + after
         out = d if role.output else c if last else o
         mine_moe = range(len(before) + n_mine - n_moe, len(before) + n_mine)
@@ -441,24 +456,48 @@ def _stand_in(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str, ent
         elif role.ffn and not role.attention:
             own_exps = mine_moe
         elif split == 1:
-            cpu_exps = range(mine_moe.start, mine_moe.start + 1)
-        elif split == 3:                    # a layer's experts between two of the device's own (mainline
-            mid = min(mine_moe.start + 1, mine_moe.stop - 1)     # DeepSeek-R1: 48 MiB more than the first's)
+            # a hybrid: the first period's attention layer, whose mask copy the next period's keeps alive
+            one = mine_moe.start + (per - 1 if per > 1 else 0)
+            cpu_exps = range(one, one + 1)
+        elif split == 5:                    # a layer's experts between two of the device's own
+            mid = min(mine_moe.start + 1, mine_moe.stop - 1)
             cpu_exps = range(mid, mid + 1)
-        elif split == 2:
-            cpu_exps = range(mine_moe.start, mine_moe.stop, 2)
-            exps = exps[:2]                 # gate and up only: the down projection stays (the -ot split of up/gate)
-        elif split >= 4:                    # either parity (-mla 0 DeepSeek-R1: 270.13 and 270.25 MiB)
-            cpu_exps = range(mine_moe.start + split - 4, mine_moe.stop, 2)
+        elif split >= 6:                    # either parity (-mla 0 DeepSeek-R1: 270.13 and 270.25 MiB)
+            cpu_exps = range(mine_moe.start + split - 6, mine_moe.stop, 2)
+        elif split >= 2:
+            # a hybrid: every layer but the block's last (the mask copy stays alive through them all)
+            cpu_exps = range(mine_moe.start, mine_moe.stop, 2) if per == 1 else range(mine_moe.start,
+                                                                                     mine_moe.stop - 1)
+            # 2: gate and up only, the down projection stays (the -ot split of up/gate); 3: down only; 4: shared
+            exps = {2: exps[:2], 3: exps[2:]}.get(split, ("ffn_gate_shexp", "ffn_up_shexp", "ffn_down_shexp"))
         me = d
     moved = {f"blk.{il}.{r}.weight": c for il in cpu_exps for r in exps}
     moved.update({f"blk.{il}.{r}.weight": d for il in own_exps for r in exps})
     shape = _shape(p, cfg)
-    # the layer kinds as the model's own last layers have them: the last layer gathers the output rows, and
+    # the layer kinds as the model's own last layers have them too: the last layer gathers the output rows, and
     # what else is alive then depends on its kind (ik gemma-3-27b's last layer is a window layer, 21 MiB more)
-    period = _period(p)
-    base = (p.n_loaded_layers - len(layers)) % period
-    return compute_buffers(cfg.engine, graph, p, shape, layers, moved, out, 3, role.copies, layer_base=base)[me]
+    bases = dict.fromkeys((0, (p.n_loaded_layers - len(layers)) % per))
+    return max(compute_buffers(cfg.engine, graph, p, shape, layers, moved, out, 3, role.copies, layer_base=b)[me]
+               for b in bases)
+
+
+def _period(p: ModelParams) -> int:
+    """Layers per repeat of a model's layer kinds: a hybrid's recurrent layers with attention every
+    ``full_attn_interval``-th, a sliding-window (or chunked) pattern's window layers with a full one, Llama-4's MoE
+    every ``moe_every``-th layer (their least common multiple); 1 for a model whose layers are alike.  The
+    stand-ins of :func:`_stand_in` span two periods: an attention mask's copy on a device lives from the device's
+    first layer to its last layer of that kind (ggml-alloc frees it after its last consumer), so a layer's peak
+    meets the other kind's mask only when a later layer of that kind is on the same device (Llama-4 Scout at 32k:
+    three-layer stand-ins reserved 108.59 MiB where a 12-layer device replays 128.52)."""
+    periods = [1]
+    for flags in ([p.is_recurrent(il) for il in range(p.n_loaded_layers)] if p.full_attn_interval else [],
+                  [p.is_swa(il) for il in range(p.n_loaded_layers)] if p.n_swa else []):
+        plain = [i for i, f in enumerate(flags) if not f]
+        if 0 < len(plain) < len(flags):
+            periods.append(max((b - a for a, b in zip(plain, plain[1:])), default=plain[0] + 1))
+    if p.moe_every > 1:
+        periods.append(p.moe_every)
+    return math.lcm(*periods)
 
 
 def estimate(tmap: TensorMap, cfg: RunConfig, role: DeviceRole) -> ComputeEstimate:

@@ -9,6 +9,7 @@ import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from planner.errors import UsageError
@@ -300,7 +301,7 @@ def quantize_script(path: str, style: str = "plain") -> str:
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UsageError(f"{path} has no quantize workflow: {exc}",
                          hint="write the plan JSON with `gguf-planner plan --out` for an unquantized model") from exc
-    body: list[str] = []
+    body = _preflight([str(x) for x in wf.get("programs", ())], [str(x) for x in wf.get("inputs", ())])
     for i, (title, argv, nbytes, exact, writes) in enumerate(steps, 1):
         if not argv:
             raise UsageError(f"{path}: step {i} has no command")
@@ -318,6 +319,25 @@ def quantize_script(path: str, style: str = "plain") -> str:
     if styled is not None:
         raise UsageError(f"{path}: no llama-quantize step of the workflow takes the plan's recipe")
     return script(comments, body)
+
+
+def _preflight(programs: Sequence[str], inputs: Sequence[str]) -> list[str]:
+    """Lines that stop the script before its first step when a program is not on PATH or a file the user supplies
+    is missing (the converter is run from the engine's checkout; the calibration text is the user's), so a missing
+    piece is found before hours of download and conversion, not after."""
+    from planner.quoting import comment_line, shell_quote
+
+    if not programs and not inputs:
+        return []
+    out = [comment_line("{}", "preflight: the programs and the files you supply, before anything is written")]
+    if programs:
+        out.append(f"for p in {' '.join(shell_quote(p) for p in programs)}; do command -v \"$p\" >/dev/null || "
+                   "{ echo \"missing program: $p (not on PATH)\" >&2; exit 1; }; done")
+    if inputs:
+        out.append(f"for f in {' '.join(shell_quote(f) for f in inputs)}; do [[ -e \"$f\" ]] || "
+                   "{ echo \"missing input: $f (run from the folder that holds it, or edit the path)\" >&2; exit 1; }; "
+                   "done")
+    return [*out, ""]
 
 
 def script_comments(saved: SavedPlan) -> list[str]:

@@ -4,8 +4,10 @@ as the engine logs it.
 
 Which graphs exist: ``engine_graphs.toml`` has a table per (engine, architecture); :func:`graph_of` says which
 one applies (mainline: Qwen3-MoE-shaped models, DeepSeek on the legacy ``attn_kv_b`` layout or with
-``attn_k_b``/``attn_v_b`` (MLA), gpt-oss and gemma-3 with their sliding-window and full caches; ik 8337e4cd3:
-gpt-oss, gemma-3, the same Qwen3-MoE shapes and DeepSeek under ``-mla 3``, with flash attention and fused up/gate
+``attn_k_b``/``attn_v_b`` (MLA), gpt-oss and gemma-3 with their sliding-window and full caches, the Qwen3.5-MoE
+gated delta-net hybrid, GLM-5 DSA (flash attention), Llama-4 with chunked attention; ik 8337e4cd3: gpt-oss,
+gemma-3, the same Qwen3-MoE shapes, Qwen3.5-MoE and DeepSeek under every ``-mla``, with flash attention (DeepSeek:
+with or without) and fused up/gate
 experts).  Others keep the live-set estimate of :mod:`planner.compute_buffers`.
 
 The worst-case ubatch (mainline ``llama_context::sched_reserve``, src/llama-context.cpp; ik
@@ -66,11 +68,31 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
         if engine == "ik" and not (flash_attn and tmap.derived(_fused_up_gate)):
             return None
         return "gptoss" if "gptoss" in _templates().get(engine, {}) else None
+    if p.arch == "llama4" and p.n_swa and p.n_expert and p.n_expert_used == 1:
+        # chunked attention on 3 of 4 layers (NoPE full layers), MoE every moe_every-th layer, one routed expert
+        # (its CONT) and a shared expert: mainline llama4.cpp
+        roles = tmap.derived(_roles)
+        l4 = {"ffn_gate_shexp", "ffn_up_shexp", "ffn_down_shexp"} <= roles
+        if engine == "ik":      # ik's template: flash attention and fused up/gate experts only
+            l4 = l4 and flash_attn and tmap.derived(_fused_up_gate)
+        return "llama4" if l4 and "llama4" in _templates().get(engine, {}) else None
     if p.arch == "gemma3" and p.n_swa and not p.n_expert:
         # ik: its flash-attention graph only (build_gemma3.cpp); mainline gemma3.cpp either way
         if engine == "ik" and not flash_attn:
             return None
         return "gemma3" if "gemma3" in _templates().get(engine, {}) else None
+    if p.arch == "qwen35moe" and (p.full_attn_interval or p.recurrent_layers) and p.n_expert and p.n_ff_shexp:
+        # the gated delta-net hybrid with routed and gated shared experts (mainline qwen35moe.cpp)
+        roles = tmap.derived(_roles)
+        gdn = {"attn_qkv", "attn_gate", "ffn_gate_inp_shexp"} <= roles and "ffn_gate_up_exps" not in roles
+        if engine == "ik":      # ik's template: flash attention and fused up/gate experts only (as ik.qwen3moe)
+            gdn = gdn and flash_attn and tmap.derived(_fused_up_gate)
+        return "qwen35moe" if gdn and "qwen35moe" in _templates().get(engine, {}) else None
+    if p.arch == "glm-dsa" and p.kv_lora_rank and p.q_lora_rank and p.n_shared_exp == 1 and p.indexer_top_k:
+        # GLM-5 DSA: every layer a full indexer layer (no indexer_types key), MLA in the attn_k_b/attn_v_b layout
+        roles = tmap.derived(_roles)
+        dsa = {"attn_k_b", "attn_v_b", "indexer.attn_k"} <= roles
+        return "glmdsa" if dsa and "glmdsa" in _templates().get(engine, {}) else None
     if p.n_swa or p.full_attn_interval or not (p.n_expert and p.n_expert_used and p.n_ff_exp):
         return None
     if engine == "ik" and p.arch == "deepseek2":
@@ -134,12 +156,25 @@ class GraphShape:
     kvq: bool = False  # ik MLA: a cache type other than f16 (its rope part is cast to f16 before the repeat)
     n_kvs: int = 0     # the sliding-window cache's cells (gpt-oss: its SWA layers' mask and cache; 0 = no SWA)
     wscale: bool = False  # the routed weights scaled (expert_weights_scale neither 0 nor 1: a SCALE node)
+    ns: int = 1        # recurrent layers (gated delta-net): the reserve ubatch's sequences (n_seq_max), conv
+    cch: int = 0       # channels (d_inner + 2 n_group d_state), conv input columns (T + (d_conv - 1) ns), the
+    tc: int = 0        # conv and SSM state rows (n_embd_r, n_embd_s), the key width (n_group d_state), the value
+    nr: int = 0        # heads (dt_rank) and the value head width (d_inner / dt_rank)
+    rss: int = 0
+    kd: int = 0
+    dtr: int = 0
+    dsv: int = 0
+    dc: int = 0        # the conv kernel (d_conv)
+    ih: int = 0        # DSA lightning indexer: head width, heads, keys kept per query (min(n_kv, top_k))
+    nih: int = 0
+    itk: int = 0
     mla: int = 3       # ik MLA: -mla (0: plain attention over decompressed K and V; 1, 2, 3)
     amb: int = 0       # ik: -amb MiB (0: none)
 
     @classmethod
     def of(cls, p: ModelParams, tokens: int, n_kv: int, flash_attn: bool, type_k: str = "f16",
-           type_v: str = "f16", mask_pad: int = 1, amb: int = 0, n_kv_swa: int = 0, mla: int = 3) -> GraphShape:
+           type_v: str = "f16", mask_pad: int = 1, amb: int = 0, n_kv_swa: int = 0, n_seqs: int = 1,
+           mla: int = 3) -> GraphShape:
         rk = 0
         if type_k.lower() not in UNQUANTIZED and p.head_dim % 64 == 0:      # llama-kv-cache.cpp:321-325, 1450-1458
             rk = 64
@@ -169,7 +204,9 @@ class GraphShape:
                    sh=p.n_ff_shexp or p.n_ff_exp * p.n_shared_exp, tm=-(-tokens // mask_pad) * mask_pad,
                    hc=hc, nit=p.n_head // hc if hc else 1, nope=nope, hv=hv, npv=nope + hv, qk=nope + p.n_rot,
                    kvq=type_k.lower() != "f16", n_kvs=n_kv_swa,
-                   wscale=p.expert_weights_scale not in (0.0, 1.0), mla=mla, amb=amb)
+                   wscale=p.expert_weights_scale not in (0.0, 1.0), ih=p.indexer_head_size, nih=p.indexer_n_head,
+                   itk=min(n_kv, p.indexer_top_k), mla=mla, amb=amb, **_recurrent(p, tokens, n_seqs))
+
 
     def _mla_paths(self) -> dict[str, bool]:
         """ik build_deepseek2.cpp's attention paths at 8337e4cd3 (the -mla value, flash attention, pp_opt =
@@ -209,7 +246,10 @@ class GraphShape:
         return True
 
     def size(self, expr: str, k1: int = 1) -> int:
-        """Bytes of a row's expression; ``k1``: the -amb chunk's number, from 1 (rows flagged "iter")."""
+        """Bytes of a row's expression (products, summed by "+"); ``k1``: the -amb chunk's number, from 1 (rows
+        flagged "iter")."""
+        if "+" in expr:
+            return sum(self.size(x, k1) for x in expr.split("+"))
         if expr == "topk":         # a view of the first n_used of n_expert sorted ids per token (its nbytes)
             return ((self.T - 1) * self.n_expert + self.n_used) * 4
         if expr.startswith("rows:"):   # a strided view of the first W of each R-wide row: (T-1) R + W elements
@@ -227,6 +267,18 @@ def _kq_chunked(n_head: int, tokens: int, n_kv: int, amb: int, flash_attn: bool,
     mfa = flash_attn and mla > 1 and tokens >= 128
     return mla >= 1 and not mfa and not (flash_attn and mla in (1, 3)) and amb > 0 and (
         n_kv * tokens * n_head * 4 // (1 << 20) > amb)
+
+
+def _recurrent(p: ModelParams, tokens: int, n_seqs: int) -> dict[str, int]:
+    """The gated delta-net sizes of :class:`GraphShape` (mainline qwen35moe.cpp build_layer_attn_linear and
+    llama-hparams.cpp n_embd_r/n_embd_s at 0c1e57098); zeros for a model without recurrent layers."""
+    if not (p.ssm_d_inner and p.ssm_dt_rank and p.ssm_d_conv):
+        return {}
+    cch = p.ssm_d_inner + 2 * p.ssm_n_group * p.ssm_d_state
+    dsv = p.ssm_d_inner // p.ssm_dt_rank
+    return {"ns": n_seqs, "cch": cch, "tc": tokens + (p.ssm_d_conv - 1) * n_seqs, "nr": (p.ssm_d_conv - 1) * cch,
+            "rss": p.ssm_d_state * p.ssm_d_inner, "kd": p.ssm_n_group * p.ssm_d_state, "dtr": p.ssm_dt_rank,
+            "dsv": dsv, "dc": p.ssm_d_conv}
 
 
 _ITER = ("iter", "iter0", "iterN")
@@ -258,12 +310,16 @@ def _flags(row: list[Any]) -> set[str]:
 
 
 def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], device_of: Callable[[str], int],
-          out_dev: int, cpu: int, dense: Sequence[bool] = (), swa: Sequence[bool] = ()) -> list[T]:
+          out_dev: int, cpu: int, dense: Sequence[bool] = (), swa: Sequence[bool] = (),
+          recr: Sequence[bool] = ()) -> list[T]:
     """The graph's tensors in graph order for template ``graph`` (:func:`graph_of`); devices are backend indices
     (``cpu`` the last).  ``device_of`` maps a weight's GGUF name to its device (``-ot`` included); ``dense``: the
     layers with a dense FFN (rows flagged "dense"; the others take the "moe" rows); ``swa``: the sliding-window
     layers, whose "in:NAME" sources are the window cache's inputs "in:NAME_swa" where the template has them
-    (mainline build_attn with llm_graph_input_attn_kv_iswa, src/llama-graph.cpp:3425-3455)."""
+    (mainline build_attn with llm_graph_input_attn_kv_iswa, src/llama-graph.cpp:3425-3455); ``recr``: the
+    recurrent layers of a hybrid (rows flagged "recr"; the others take the "full" rows).  A source "sh:NAME" is
+    a row of the template's ``shared`` list (views of a graph input that every layer reads), put into the graph
+    where it is first read, as ggml's depth-first walk does (ggml.c ggml_visit_parents)."""
     tpl = _templates()[engine][graph]
     ts: list[T] = []
     ids: dict[str, int] = {}
@@ -285,6 +341,9 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
             weights[name] = add(T(name, "NONE", 0, dev=device_of(name), weight=True))
         return weights[name]
 
+    shared: dict[str, int] = {}
+    shared_rows = {row[0]: row for row in tpl.get("shared", [])}
+
     sizes: dict[tuple[str, int], int] = {}
 
     def size(expr: str, k1: int = 1) -> int:
@@ -292,34 +351,56 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
             sizes[expr, k1] = shape.size(expr, k1)
         return sizes[expr, k1]
 
-    def drawn(rows: list[tuple[list[Any], int]]) -> list[tuple[list[Any], int, set[str]]]:
-        """The rows this shape draws (its flags hold; "last", "dense", "moe" are decided per layer)."""
-        out = []
-        for row, k in rows:
-            flags = _flags(row)
-            if all(shape.has(f) for f in flags):
-                out.append((row, k, flags))
-        return out
+    # keyed by the row list's id: the list is kept with its rows, so no other list can take that id meanwhile
+    kept: dict[tuple[int, bool, bool, bool, bool],
+               tuple[object, list[tuple[list[Any], int, set[str], list[tuple[str, ...]]]]]] = {}
 
-    def nodes(rows: list[tuple[list[Any], int, set[str]]], il: int, local: dict[str, int]) -> None:
+    def rows_of(rows: list[tuple[list[Any], int]], il: int) -> list[tuple[list[Any], int, set[str], list[tuple[str, ...]]]]:
+        """The rows a layer of this kind draws (its flags hold), with their flags and their sources' alternatives;
+        parsed once per kind."""
+        is_last, is_dense = il == n_layer - 1, il >= 0 and il < len(dense) and dense[il]
+        is_recr = 0 <= il < len(recr) and recr[il]
+        is_swa = 0 <= il < len(swa) and swa[il]
+        key = (id(rows), is_last, is_dense, is_recr, is_swa)
+        if key not in kept:
+            out = []
+            for row, k in rows:
+                flags = _flags(row)
+                if ("last" in flags and not is_last) or not all(shape.has(f) for f in flags):
+                    continue
+                if ("dense" in flags and not is_dense) or ("moe" in flags and is_dense):
+                    continue
+                if ("recr" in flags and not is_recr) or ("full" in flags and is_recr):
+                    continue
+                if ("swa" in flags and not is_swa) or ("noswa" in flags and is_swa):
+                    continue
+                out.append((row, k, flags, [tuple(x.split("|")) for x in row[3]]))
+            kept[key] = (rows, out)
+        return kept[key][1]
+
+    def nodes(rows: list[tuple[list[Any], int]], il: int, local: dict[str, int]) -> None:
         dev = layer_dev[il] if il >= 0 else out_dev
-        for row, k, flags in rows:
-            name, op, expr, srcs = row[0], row[1], row[2], row[3]
+        for row, k, flags, srcs in rows_of(rows, il):
+            name, op, expr = row[0], row[1], row[2]
             view = row[4] if len(row) > 4 else ""
-            if "last" in flags and il != n_layer - 1:
-                continue
-            is_dense = il >= 0 and il < len(dense) and dense[il]
-            if ("dense" in flags and not is_dense) or ("moe" in flags and is_dense):
-                continue
             resolved: list[int] = []
-            for s in srcs:
-                if s == "self":         # ggml_cast: a CPY into a new tensor, which is its own second source
+            for choices in srcs:
+                if choices == ("self",):      # ggml_cast: a CPY into a new tensor, which is its own second source
                     resolved.append(-1)
                     continue
-                alts = [a for a in s.split("|") if a in local or a.startswith(("in:", "w:", "kv:"))]
-                s = alts[-1] if alts else s
-                if s.startswith("w:"):
-                    role = s[2:] if "." in s else s[2:] + ".weight"      # "w:exp_probs_b.bias": as named
+                if len(choices) == 1:
+                    s = choices[0]
+                else:
+                    alts = [a for a in choices if a in local or a.startswith(("in:", "w:", "kv:", "sh:"))]
+                    s = alts[-1] if alts else choices[-1]
+                if s.startswith("sh:"):
+                    if s not in shared:
+                        nodes([(shared_rows[s[3:]], 0)], il, shared)
+                        shared[s] = shared[s[3:]]
+                    resolved.append(shared[s])
+                elif s.startswith("w:"):
+                    # "w:exp_probs_b.bias": as named; "w:ssm_a.": a weight without a suffix (blk.N.ssm_a)
+                    role = (s[2:].rstrip(".") if s.endswith(".") else s[2:]) if "." in s else s[2:] + ".weight"
                     resolved.append(weight(f"blk.{il}.{role}" if il >= 0 and role.split(".")[0] not in (
                         "output", "output_norm", "token_embd") else role))
                 elif s.startswith("kv:"):
@@ -348,31 +429,36 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
                     if key not in local:
                         local[key] = add(T(f"cache_{view[3:]}_l{il}", "NONE", 0, dev=dev))
                     v_src = local[key]
+                elif view.startswith("in:"):
+                    v_src = ids[view]
                 else:
                     root = local[[a for a in view.split("|") if a in local][-1]]
                     while (up := ts[root].view_src) is not None:    # ggml keeps a view's root (ggml.c)
                         root = up
                     v_src = root
+            if op == "LEAF":          # a tensor the graph creates (ggml_new_tensor): allocated as a leaf
+                local[name] = add(T(f"{name}-{il}", "NONE", size(expr), layout=expr, leaf=True))
+                continue
             pin = dev if ("norm" in flags and pin_norm and il >= 0) else None
             local[name] = add(T(f"{name}-{il}", op, size(expr, k + 1), srcs=tuple(resolved), view_src=v_src,
                                 layout=expr, pin=pin, out="out" in flags))
 
     head: dict[str, int] = {}
-    nodes(drawn(_chunked(tpl["head"], 1)), -1, head)
+    nodes(_chunked(tpl["head"], 1), -1, head)
     inp = head[tpl["head"][-1][0]]           # the last head row is layer 0's input (gemma-3: the scaled embeddings)
-    layer = drawn(_chunked(tpl["layer"], shape.nit))
+    layer = _chunked(tpl["layer"], shape.nit)
     for il in range(n_layer):
         local = {"inpL": inp}
         nodes(layer, il, local)
         inp = local["l_out"]
-    nodes(drawn(_chunked(tpl["tail"], 1)), -1, {"inpL": inp})
+    nodes(_chunked(tpl["tail"], 1), -1, {"inpL": inp})
     return ts
 
 
 @cache
 def _sizes(engine: str, graph: str, shape: GraphShape, layer_dev: tuple[int, ...], dense: tuple[bool, ...],
            weight_dev: tuple[tuple[str, int], ...], out_dev: int, n_backends: int, copies: int,
-           swa: tuple[bool, ...] = ()) -> tuple[int, ...]:
+           swa: tuple[bool, ...] = (), recr: tuple[bool, ...] = ()) -> tuple[int, ...]:
     wd = dict(weight_dev)
     cpu = n_backends - 1
 
@@ -383,34 +469,53 @@ def _sizes(engine: str, graph: str, shape: GraphShape, layer_dev: tuple[int, ...
             return layer_dev[int(name.split(".")[1])]
         return cpu if name == "token_embd.weight" else out_dev
 
-    ts = build(engine, graph, shape, layer_dev, device_of, out_dev, cpu, dense, swa)
+    ts = build(engine, graph, shape, layer_dev, device_of, out_dev, cpu, dense, swa, recr)
     return tuple(buffer_sizes(ts, n_backends, copies=copies, inplace=inplace_ops(engine)))
+
+
+def dense_flags(p: ModelParams, n: int) -> list[bool]:
+    """Which of the first ``n`` layers take a template's "dense" rows: a MoE model's layers without experts (the
+    dense lead layers, Llama-4's every other layer: ModelParams.is_moe_layer); a dense model's are all dense."""
+    return [not p.is_moe_layer(il) if p.is_moe else il < p.n_dense_lead for il in range(n)]
+
+
+def layer_leaf_bytes(engine: str, graph: str, shape: GraphShape) -> int:
+    """Bytes of the tensors a layer of the template creates as leafs ("LEAF" rows: DSA's zeros,
+    llama-graph.cpp:3071-3073).  ggml-alloc allocates every leaf before the first node (ggml-alloc.c
+    ggml_gallocr_alloc_graph_impl), so a device's buffer grows by about this much per layer it holds: such graphs
+    are replayed layer by layer (no :func:`compress`), and a role's stand-in adds it for the layers it leaves out
+    (planner/compute_buffers.py).  On the RPC harness a GLM-DSA device logged 54.79, 54.91 and 55.05 MiB with 4, 5
+    and 6 of its layers (128 KiB of zeros each)."""
+    return sum(shape.size(row[2]) for row in _templates()[engine][graph]["layer"] if row[1] == "LEAF")
 
 
 RUN = 3     # identical layers in a row kept by :func:`compress` (tests/test_engine_graph.py: 2 is not enough)
 
 
 def compress(layer_dev: Sequence[int], weight_dev: dict[str, int], dense: Sequence[bool] = (),
-             swa: Sequence[bool] = ()) -> tuple[list[int], dict[str, int], list[bool], list[bool]]:
+             swa: Sequence[bool] = (), recr: Sequence[bool] = ()
+             ) -> tuple[list[int], dict[str, int], list[bool], list[bool], list[bool]]:
     """The same placement with every run of identical layers (same device, same weights moved where) cut to
     ``RUN`` layers.  The graph repeats per layer, so the allocator reaches its steady state within a run and a
     longer run changes no buffer (checked on every harness placement, tests/test_engine_graph.py); the last layer
-    stays the last (it alone gathers the output rows).  A layer's kind is its FFN (``dense``) and its cache
-    (``swa``): alternating kinds are kept as they are."""
+    stays the last (it alone gathers the output rows).  A layer's kind is its FFN (``dense``), its cache
+    (``swa``) and its mixer (``recr``): alternating kinds are kept as they are."""
     moved: dict[int, list[tuple[str, int]]] = {}
     for name, dev in weight_dev.items():
         if name.startswith("blk."):
             moved.setdefault(int(name.split(".")[1]), []).append((name.split(".", 2)[2], dev))
     kinds = [il < len(dense) and dense[il] for il in range(len(layer_dev))]
     windows = [il < len(swa) and swa[il] for il in range(len(layer_dev))]
-    sig = [(d, kinds[il], windows[il], tuple(sorted(moved.get(il, ())))) for il, d in enumerate(layer_dev)]
+    mixers = [il < len(recr) and recr[il] for il in range(len(layer_dev))]
+    sig = [(d, kinds[il], windows[il], mixers[il], tuple(sorted(moved.get(il, ()))))
+           for il, d in enumerate(layer_dev)]
     keep = [il for il in range(len(sig))
             if il < RUN or any(sig[j] != sig[il] for j in range(il - RUN, il)) or il == len(sig) - 1]
     new_dev = [layer_dev[il] for il in keep]
     new_w = {name: dev for name, dev in weight_dev.items() if not name.startswith("blk.")}
     for k, il in enumerate(keep):
         new_w.update({f"blk.{k}.{rest}": dev for rest, dev in moved.get(il, ())})
-    return new_dev, new_w, [kinds[il] for il in keep], [windows[il] for il in keep]
+    return new_dev, new_w, [kinds[il] for il in keep], [windows[il] for il in keep], [mixers[il] for il in keep]
 
 
 def compute_buffers(engine: str, graph: str, p: ModelParams, shape: GraphShape, layer_dev: Sequence[int],
@@ -419,11 +524,13 @@ def compute_buffers(engine: str, graph: str, p: ModelParams, shape: GraphShape, 
     """Each backend's compute buffer in bytes (backend ``n_backends - 1`` is the CPU) for template ``graph``.
     ``weight_dev``: the weights away from their layer's device (``-ot``), by GGUF name; token_embd is on the CPU,
     the output's tensors on ``out_dev``.  The placement is :func:`compress`-ed unless ``exact_layers``.
-    ``layer_base``: the model layer the placement's first layer stands for (its sliding-window kind; a stand-in
-    placement of a few layers, :func:`planner.compute_buffers.estimate`)."""
-    dense = [il < p.n_dense_lead for il in range(len(layer_dev))]
-    swa = [p.is_swa(il + layer_base) for il in range(len(layer_dev))] if p.n_swa else []
-    if not exact_layers:
-        layer_dev, weight_dev, dense, swa = compress(layer_dev, weight_dev, dense, swa)
+    ``layer_base``: the model layer the placement's first layer stands for (its kind: sliding-window, recurrent,
+    dense; a stand-in placement of a few layers, :func:`planner.compute_buffers.estimate`)."""
+    n = len(layer_dev)
+    dense = dense_flags(p, n + layer_base)[layer_base:]
+    swa = [p.is_swa(il + layer_base) for il in range(n)] if p.n_swa else []
+    recr = [p.is_recurrent(il + layer_base) for il in range(n)]
+    if not exact_layers and not layer_leaf_bytes(engine, graph, shape):
+        layer_dev, weight_dev, dense, swa, recr = compress(layer_dev, weight_dev, dense, swa, recr)
     return _sizes(engine, graph, shape, tuple(layer_dev), tuple(dense), tuple(sorted(weight_dev.items())), out_dev,
-                  n_backends, copies, tuple(swa))
+                  n_backends, copies, tuple(swa), tuple(recr))

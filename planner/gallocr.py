@@ -46,6 +46,8 @@ INPLACE_OPS = frozenset({"FILL", "SCALE", "DIAG_MASK_ZERO", "DIAG_MASK_INF", "AD
 IK_INPLACE_OPS = frozenset({"SCALE", "DIAG_MASK_ZERO", "DIAG_MASK_INF", "ADD", "ADD_ID", "ADD1", "SUB", "MUL", "DIV",
                             "SQR", "SQRT", "LOG", "UNARY", "ROPE", "RMS_NORM", "SOFT_MAX"})
 VIEW_OPS = frozenset({"VIEW", "RESHAPE", "PERMUTE", "TRANSPOSE"})       # ggml_is_view_op
+# GGML_OP_UNARY under the name its dump prints (ggml_op_desc): the templates may name the unary op itself
+UNARY_OPS = frozenset({"SILU", "SIGMOID", "SOFTPLUS", "EXP", "NEG", "GELU", "TANH", "RELU", "ABS"})
 
 
 def inplace_ops(engine: str) -> frozenset[str]:
@@ -70,6 +72,8 @@ class T:
     inp: bool = False
     out: bool = False
     pin: int | None = None
+    leaf: bool = False      # a leaf the graph creates itself (ggml_new_tensor, no data): allocated with the others,
+    #                         on its consumer's backend (DeepSeek sparse attention's zeros, llama-graph.cpp:3073)
 
 
 @dataclass(slots=True)
@@ -264,9 +268,9 @@ def buffer_sizes(ts: Sequence[T], n_backends: int, *, copies: int = 1,
 
     def allocate(i: int, b: int) -> None:
         t = ts[i]
-        if own[i] or t.dev is not None or t.view_src is not None or (t.op == "NONE" and not t.inp):
+        if own[i] or t.dev is not None or t.view_src is not None or (t.op == "NONE" and not (t.inp or t.leaf)):
             return
-        if t.op in inplace:
+        if ("UNARY" if t.op in UNARY_OPS else t.op) in inplace:
             for p in srcs[i]:
                 pt = ts[p]
                 if not own[p] or pt.out or pt.view_src is not None or pt.layout != t.layout:

@@ -45,6 +45,12 @@ def choose_load(tmap: TensorMap, types: Mapping[str, str], placement: Placement,
     has_gpu = any(d != CPU for d in placement.devices)
     cpu_weights = any(placement.device_of(t.name) == CPU and t.n_dims >= 2 and t.role != "token_embd"
                       for t in tmap.tensors)
+    if prof["rtr"] and has_gpu and not cpu_weights and run.load == "rtr":
+        # nothing for -rtr to repack: it would only turn mmap off and copy token_embd into RAM (ik a tied one
+        # twice, memory.Placement.tied_duplicate_device); the engine's default, mmap, it is
+        mm = replace(run, load="mmap")
+        return LoadChoice(mm, estimate_speed(tmap, types, placement, hw, mm),
+                          "load: mmap (the engine's default): every matrix is on a GPU, so -rtr has nothing to repack")
     if not prof["rtr"] or not has_gpu or not cpu_weights:
         return LoadChoice(run, estimate_speed(tmap, types, placement, hw, run), "")
     rtr_run = replace(run, load="rtr")

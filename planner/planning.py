@@ -478,7 +478,8 @@ def _simplify(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanReques
     """Merge one-off type groups that buy no measurable quality (planner.simplify), or down to --max-rules;
     the merged plan is re-checked like any other."""
     from planner.groups import candidate_types, plan_floor
-    from planner.simplify import simplify_mix
+    from planner.recipe import rule_count
+    from planner.simplify import simplify_mix, simplify_note
 
     cat = catalogue()
     by = tmap.by_name()
@@ -498,7 +499,8 @@ def _simplify(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanReques
                      bytes_of=lambda n, ty: cat.get(ty).tensor_bytes(by[n].shape),
                      device_of=lambda n: plan.devices[n],
                      free_bytes={d.device: max(0, d.free_bytes) for d in plan.memory.devices},
-                     allowed=allowed, max_rules=request.max_rules)
+                     allowed=allowed, max_rules=request.max_rules,
+                     count_rules=(lambda ty: rule_count(tmap, ty, engine)) if request.max_rules is not None else None)
     if not s.merges:
         return plan
     last = tmap.params.n_loaded_layers - 1
@@ -508,10 +510,7 @@ def _simplify(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanReques
             twin = f"blk.{last}." + t.name.split(".", 2)[2]
             if twin in types:
                 types[t.name] = types[twin]
-    note = (f"recipe simplified: {len(s.merges)} type groups merged ({s.groups_before} -> {s.groups_after}), "
-            f"predicted PPL +{(math.exp(s.ln_ratio_cost) - 1) * 100:.2f} %")
-    if request.max_rules is not None and s.ln_ratio_cost > 0.001:
-        note += f" to meet --max-rules {request.max_rules} (above the 0.1 % a PPL run resolves)"
+    note = simplify_note(s, request.max_rules)
     return _finish(tmap, hw, budget, request, plan.layer_device, types, dict(plan.devices), sol, quality,
                    [*plan.notes, note], output_device=plan.output_device)
 

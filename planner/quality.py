@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from planner.errors import UsageError
+from planner.quality_band import band_log_q
 from planner.quality_error import (DISTRIBUTIONS, FLOAT_SOURCES, ErrorFit, _canonical, _prior, canonical_base,
                                    error_fit, measured_type_corrections, rel_mse)
 from planner.quality_prior import _sharpen, prior_importance, quantizable, role_weights_for
@@ -70,6 +71,16 @@ class PredictedVsMeasured:
     measured: float
     measured_se: float | None
     inside_band: bool          # the measurement (within 2 standard errors) lies inside the predicted band
+
+
+def ratio_se(ppl: float, ppl_se: float, ref_ppl: float, ref_se: float, correlation: float | None = None) -> float:
+    """Standard error of PPL / reference PPL measured on the same text: the two relative errors combined with
+    the correlation of ln PPL over the same chunks (llama.cpp ``tools/perplexity/perplexity.cpp`` prints
+    ``Cor(ln(PPL(Q)), ln(PPL(base)))`` and this error for ``Mean PPL(Q)/PPL(base)``); ``correlation`` defaults to
+    quality_prior.toml ``[uncertainty].ppl_correlation`` (a plain PPL run does not print it)."""
+    rho = _prior()["uncertainty"]["ppl_correlation"] if correlation is None else correlation
+    s1, s2 = ppl_se / ppl, ref_se / ref_ppl
+    return ppl / ref_ppl * math.sqrt(max(0.0, s1 * s1 + s2 * s2 - 2 * rho * s1 * s2))
 
 
 def predicted_vs_measured(estimate: QualityEstimate, measured_ppl: float, reference_ppl: float,
@@ -273,6 +284,10 @@ class QualityModel:
         else:
             s_shape = shape * abs(math.log(loss0 / self.calibration_loss))
         s = math.hypot(self.uncertainty_fixed, s_shape)
+        band = band_log_q()
+        floor = band is not None and band[1] > s
+        if band is not None:      # at least the width the dev residuals give at the nominal coverage (quality_band)
+            s = max(s, band[1])
         lo = max(0.0, min(rs)) * math.exp(-s)
         hi = max(rs) * math.exp(s)
         notes = list(self.assumptions)
@@ -284,7 +299,9 @@ class QualityModel:
             notes.append(f"types without a measurement, from the fitted error line: {', '.join(fitted)}")
         if n_over:
             notes.append(f"{n_over} tensor terms from the user calibration file")
-        notes.append(f"band: spread of {len(self.variants)} prior/distribution variants, widened by log-sigma {s:.2f}")
+        notes.append(f"band: spread of {len(self.variants)} prior/distribution variants, widened by log-sigma {s:.2f}"
+                     + (f" (nominal {band[0]:.0%} coverage from leave-one-family-out residuals on the dev ladders)"
+                        if band is not None and floor else ""))
         kind = self.scale.kind if self.scale else "prior"
         detail = self.scale.detail if self.scale else "prior only"
         return QualityEstimate(loss=loss0, ppl_ratio=math.exp(r0), ppl_ratio_low=math.exp(min(lo, r0)),
@@ -293,7 +310,7 @@ class QualityModel:
 
 
 __all__ = ["Calibration", "CalibrationRow", "PredictedVsMeasured", "QualityEstimate", "QualityModel", "ScaleSource",
-           "apply_rules", "predicted_vs_measured",
+           "apply_rules", "predicted_vs_measured", "ratio_se",
            "calibration_fit", "canonical_base", "difference_inside_band", "measured_type_corrections",
            "role_weights_for", "scale_source",
            "error_fit", "CalibrationFit", "DATA", "DISTRIBUTIONS", "ErrorFit", "FLOAT_SOURCES", "is_calibration_model", "prior_importance", "quantizable", "read_calibration", "rel_mse"]

@@ -27,11 +27,15 @@ import statistics
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from planner.measurements import (Ladder, LadderEvaluation, evaluate_ladder, ladder_losses, ladder_tmap,
                                   load_ladders)
 from planner.quality import DATA, QualityModel, ScaleSource, _prior, canonical_base
 from planner.quality_scale import DepthLaw, model_depth
+
+if TYPE_CHECKING:
+    from planner.quality_band import BandFit
 from planner.tensors import TensorMap
 
 
@@ -206,6 +210,7 @@ class Constants:
     pooled_k: float
     pooled_log_sd: float
     depth_law: DepthLaw | None = None
+    band: BandFit | None = None          # the prediction band (quality_band.py), for the shipped ladders only
 
 
 DEPTH_REF = 64     # layers at which the depth law states k_ref (a round number inside the measured 46-94)
@@ -235,8 +240,10 @@ def _pool(fits: Sequence[ScaleFit]) -> tuple[float, float]:
     return math.exp(m), 1.0 / math.sqrt(sum(w))
 
 
-def fit_constants(ladders: Sequence[Ladder] | None = None) -> Constants:
-    """Every measured constant, from the shipped ladders (or ``ladders``)."""
+def fit_constants(ladders: Sequence[Ladder] | None = None, *, band: bool = False) -> Constants:
+    """Every measured constant, from the shipped ladders (or ``ladders``); with ``band`` also the prediction band
+    (:mod:`planner.quality_band`: it refits everything once per family left out, so it is asked for only where
+    the data file is written or checked)."""
     cfg = _cfg()
     ladders = tuple(load_ladders() if ladders is None else ladders)
     by_id = {lad.id: lad for lad in ladders}
@@ -276,8 +283,13 @@ def fit_constants(ladders: Sequence[Ladder] | None = None) -> Constants:
                          "point_log_sd": max(f.point_log_sd for f in fits),
                          "loss_min": min(f.loss_min for f in fits), "loss_max": max(f.loss_max for f in fits)}
     ks = [math.log(v["k"]) for v in models.values()]
+    band_fit = None
+    if band:
+        from planner.quality_band import fit_band  # noqa: PLC0415  (it calls back into this module)
+        band_fit = fit_band(ladders)
     return Constants(corrections, role_weights, scales, models, math.exp(f_log), f_se,
-                     math.exp(statistics.fmean(ks)), statistics.stdev(ks), _law_with_out_of_family_sd(models))
+                     math.exp(statistics.fmean(ks)), statistics.stdev(ks), _law_with_out_of_family_sd(models),
+                     band_fit)
 
 
 def leave_family_out(models: Mapping[str, Mapping]) -> list[tuple[str, float, float, float]]:
@@ -340,6 +352,19 @@ def render_toml(c: Constants) -> str:
             f"depth_min = {d.depth_range[0]}",
             f"depth_max = {d.depth_range[1]}",
             f"models = {len(c.models)}",
+            "",
+        ]
+    if c.band is not None:
+        b = c.band
+        lines += [
+            "[band]",
+            "# log half-width q of the prediction band on ln(PPL ratio): ln r_pred * exp(+-q) holds the measured ln r of",
+            "# a fraction `coverage` of the dev points (split-conformal quantile of |ln(ln r_meas / ln r_pred)|), each",
+            "# family predicted by every constant refitted on the other families (planner/quality_band.py)",
+            f"coverage = {b.coverage}",
+            f"log_q = {b.log_q:.4f}",
+            f"points = {b.points}",
+            f"ladders = {b.ladders}",
             "",
         ]
     lines += [
@@ -427,7 +452,7 @@ def user_scale(tmap: TensorMap, path: str | os.PathLike[str]) -> ScaleSource:
 
 
 def main(argv: Sequence[str]) -> int:
-    c = fit_constants()
+    c = fit_constants(band=True)
     text = render_toml(c)
     if "--write" in argv:
         (DATA / "quality_measured.toml").write_text(text)

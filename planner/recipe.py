@@ -61,22 +61,18 @@ def _role_rx(roles: Sequence[str]) -> str:
     return "(" + "|".join(esc(r) for r in roles) + ")"
 
 
-def build_recipe(tmap: TensorMap, types: Mapping[str, str], *, engine: str = "ik",
-                 base_type: str | None = None, has_imatrix: bool = False,
-                 ignore_imatrix_rules: bool = False) -> Recipe:
-    """Compress ``types`` (tensor -> stored type) into rules and verify them by re-application.
-
-    Raises:
-        EmitterError: the compressed recipe would not reproduce the plan (never emitted).
-    """
+def _signatures(tmap: TensorMap, types: Mapping[str, str], engine: str
+                ) -> tuple[dict[tuple, list[str]], list[tuple[str, str]]]:
+    """Roles grouped by their whole (type, layers) assignment (each group is one rule per type) and the global
+    tensors (one rule each): what :func:`build_recipe` emits."""
     from planner.quantize import QuantizeSpec, is_quantizable
 
     spec0 = QuantizeSpec(base_type="Q8_0", engine=engine)   # an ftype both engines know
-    quantized = [t for t in tmap.tensors if is_quantizable(t, spec0)]
-    # (role) -> {type: [layers]}
-    by_role: dict[str, dict[str, list[int]]] = {}
+    by_role: dict[str, dict[str, list[int]]] = {}            # (role) -> {type: [layers]}
     globals_: list[tuple[str, str]] = []
-    for t in quantized:
+    for t in tmap.tensors:
+        if not is_quantizable(t, spec0):
+            continue
         ty = types[t.name]
         if t.layer is None:
             globals_.append((t.name, ty))
@@ -87,6 +83,24 @@ def build_recipe(tmap: TensorMap, types: Mapping[str, str], *, engine: str = "ik
     for role, per_type in by_role.items():
         sig = tuple(sorted((ty, tuple(sorted(ls))) for ty, ls in per_type.items()))
         signature.setdefault(sig, []).append(role)
+    return signature, globals_
+
+
+def rule_count(tmap: TensorMap, types: Mapping[str, str], engine: str = "ik") -> int:
+    """How many rules :func:`build_recipe` writes for ``types`` (without building and verifying it)."""
+    signature, globals_ = _signatures(tmap, types, engine)
+    return sum(len(sig) for sig in signature) + len(globals_)
+
+
+def build_recipe(tmap: TensorMap, types: Mapping[str, str], *, engine: str = "ik",
+                 base_type: str | None = None, has_imatrix: bool = False,
+                 ignore_imatrix_rules: bool = False) -> Recipe:
+    """Compress ``types`` (tensor -> stored type) into rules and verify them by re-application.
+
+    Raises:
+        EmitterError: the compressed recipe would not reproduce the plan (never emitted).
+    """
+    signature, globals_ = _signatures(tmap, types, engine)
     rules: list[tuple[str, str]] = []
     all_layers = tuple(sorted({t.layer for t in tmap.tensors if t.layer is not None}))
     all_roles = {t.role for t in tmap.tensors if t.layer is not None}

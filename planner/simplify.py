@@ -2,7 +2,8 @@
 
 The solver optimises bytes, time and loss per layer, so its mixes carry one-off exceptions (``blk\\.41\\.attn_q
 \\.weight=iq4_k``) that buy a negligible loss.  :func:`simplify_mix` removes them greedily: a *type group* is the
-tensors of one role stored in one type; merging it moves them to another type the role already uses.  A merge is
+tensors of one role stored in one type; merging it moves them to another type the role already uses (or, to meet
+``max_rules`` with ``count_rules`` given, a type another rule writes when that removes a rule).  A merge is
 taken when
 
 * every device stays within its free bytes (the caller passes what is left after the plan), and
@@ -16,6 +17,7 @@ predicted quality it cost.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -80,9 +82,17 @@ def simplify_mix(tmap: TensorMap, types: Mapping[str, str], *, ln_ratio_of: Call
         best: tuple[tuple[float, int], tuple[str, str], str, int, dict[str, int]] | None = None
         for (role, ty), names in groups.items():
             others = [t2 for (r2, t2) in groups if r2 == role and t2 != ty]
+            if need and count_rules is not None:   # a role may take a type another rule writes: one rule fewer
+                others += sorted({t2 for (r2, t2) in groups if r2 != role and t2 != ty} - set(others))
             for to in others:
                 if not all(allowed(n, to) for n in names):
                     continue
+                if need and count_rules is not None and to not in {t2 for (r2, t2) in groups if r2 == role}:
+                    # only a move that removes a rule (otherwise two roles could trade types forever)
+                    trial = dict(cur)
+                    trial.update(dict.fromkeys(names, to))
+                    if counter(trial) >= n_rules:
+                        continue
                 cost = sum(ln_ratio_of(n, to) - ln_ratio_of(n, ty) for n in names)
                 per_dev: dict[str, int] = {}
                 for n in names:
@@ -109,4 +119,16 @@ def simplify_mix(tmap: TensorMap, types: Mapping[str, str], *, ln_ratio_of: Call
     return Simplified(cur, tuple(merges), before, counter(cur), spent)
 
 
-__all__ = ["Merge", "Simplified", "simplify_mix"]
+def simplify_note(s: Simplified, max_rules: int | None) -> str:
+    """The plan's note on what the merges did and cost, and whether ``max_rules`` was reached."""
+    note = (f"recipe simplified: {len(s.merges)} type groups merged ({s.groups_before} -> {s.groups_after}), "
+            f"predicted PPL +{(math.exp(s.ln_ratio_cost) - 1) * 100:.2f} %")
+    if max_rules is not None and s.groups_after > max_rules:
+        note += (f"; --max-rules {max_rules} not reached: {s.groups_after} rules are left where no further merge fits "
+                 "in memory or is allowed for its tensors")
+    elif max_rules is not None and s.ln_ratio_cost > 0.001:
+        note += f" to meet --max-rules {max_rules} (above the 0.1 % a PPL run resolves)"
+    return note
+
+
+__all__ = ["Merge", "Simplified", "simplify_mix", "simplify_note"]

@@ -48,6 +48,8 @@ class Workflow:
     total_disk_bytes: int        # every file of the workflow kept until the end
     peak_disk_bytes: int         # the most at any one time when each intermediate is deleted after its last use
     assumptions: tuple[str, ...]
+    programs: tuple[str, ...] = ()   # the commands the steps run, in order of first use
+    inputs: tuple[str, ...] = ()     # files the user supplies (scripts, calibration text, a given imatrix or GGUF)
 
 
 @functools.cache
@@ -176,7 +178,13 @@ def quantize_workflow(tmap: TensorMap, recipe: _Recipe, *, builtin_name: str | N
                       reads=(source_gguf,) + ((imx_file,) if imx_file and imx_source == "computed" else ())))
     if not use_imatrix:
         notes.append("no imatrix (--no-imatrix): types llama-quantize refuses without one are not used")
-    return Workflow(tuple(steps), imx_file, imx_source, sum(s.disk_bytes for s in steps), _peak(steps), tuple(notes))
+    written = {s.writes for s in steps}
+    inputs = [s.argv[1] for s in steps if s.argv[0] == "python3"]       # the converter / cast scripts
+    if imx_source == "computed":
+        inputs.append(facts["imatrix"]["calibration"])
+    inputs += [f for f in (imx_file, source_gguf) if f and f not in written]
+    return Workflow(tuple(steps), imx_file, imx_source, sum(s.disk_bytes for s in steps), _peak(steps), tuple(notes),
+                    tuple(dict.fromkeys(s.argv[0] for s in steps)), tuple(dict.fromkeys(inputs)))
 
 
 def _peak(steps: Sequence[Step]) -> int:

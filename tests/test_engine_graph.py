@@ -19,7 +19,7 @@ import pytest
 
 from planner.compute_buffers import DeviceRole, estimate, sched_copies
 from planner.engine_buffers import tensor_devices
-from planner.engine_graph import GraphShape, build, graph_of, has_graph
+from planner.engine_graph import GraphShape, build, dense_flags, graph_of, has_graph
 from planner.gallocr import VIEW_OPS, schedule
 from planner.runconfig import RunConfig
 from planner.tensors import builtin
@@ -60,7 +60,7 @@ def _placement(fx: dict, *, graph: bool = True):
                               overrides=bool(cmd.overrides))
         return tpl, tmap.params, shape, ld, moved, out, cpu + 1, copies
     ts = build(engine, tpl, shape, ld, lambda n: cpu if n == "token_embd.weight" else conv[tdev[n]], out, cpu,
-               [il < tmap.params.n_dense_lead for il in range(len(ld))])
+               dense_flags(tmap.params, len(ld)))
     return ts, order
 
 

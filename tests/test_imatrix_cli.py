@@ -122,6 +122,25 @@ def test_compare_measured_ppl_next_to_the_prediction():
     assert any("no --reference-ppl" in n for n in doc["notes"])
 
 
+def test_ratio_error_is_the_one_llama_perplexity_prints():
+    """Two PPLs measured on the same text are correlated: llama.cpp's --kl-divergence summary (tests/fixtures/logs/
+    mainline-kld-pr19661.txt, github.com/ggml-org/llama.cpp/pull/19661) prints PPL(Q) 15.919427 +- 0.295934,
+    PPL(base) 13.505476 +- 0.255762, Cor 87.69 % and Mean PPL(Q)/PPL(base) 1.178739 +- 0.010983; ratio_se with that
+    correlation gives the printed error, where the independent combination used by compare --measured before gave
+    0.0313 (x2.8), and on the seed card (below) 0.0091 against 0.0011 at the default correlation 0.985 (x8)."""
+    from planner.quality import ratio_se
+
+    text = (FIX / "logs" / "mainline-kld-pr19661.txt").read_text()
+    assert "Cor(ln(PPL(Q)), ln(PPL(base))):  87.69%" in text and "1.178739 ±   0.010983" in text
+    assert ratio_se(15.919427, 0.295934, 13.505476, 0.255762, correlation=0.8769) == pytest.approx(0.010983, abs=2e-6)
+    # compare --measured with a reference PPL: the seed card's IQ3_K and Q8_0 (same text, errors correlated)
+    doc = run_json("compare", "Q8_0", "IQ3_K", "--vram", "24", "--ram", "96", "--measured", "IQ3_K=5.4403+-0.03421",
+                   "--reference-ppl", "5.3141+-0.03321")
+    row = next(r for r in doc["rows"] if r["name"] == "IQ3_K")
+    assert row["measured_se"] == pytest.approx(ratio_se(5.4403, 0.03421, 5.3141, 0.03321), abs=1e-6)
+    assert row["measured_se"] < 0.002 and any("correlation 0.985" in n for n in doc["notes"])
+
+
 @pytest.mark.parametrize("args, needle", [
     (["--measured", "IQ9=5.0"], "names no candidate"),
     (["--measured", "Q8_0=abc"], "neither PPL"),

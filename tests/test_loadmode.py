@@ -46,3 +46,15 @@ def test_load_flag_forces_rtr():
 def test_cpu_only_plan_keeps_the_engine_default():
     doc = plan_json("--vram", "0", "--ram", "64")
     assert "-rtr" in doc["launch"]["argv"]
+
+
+def test_all_gpu_plan_uses_mmap_not_rtr():
+    """Every matrix on the GPU: -rtr has nothing to repack (ik repacks only CPU-resident tensors, and never
+    token_embd) and would only turn mmap off (ik PR 147), so the plan keeps ik's default, mmap, and says so."""
+    doc = plan_json("--vram", "32", "--ram", "32")
+    plan = doc["plan"]
+    on_cpu = [n for n, d in plan["devices"].items() if d == "CPU" and plan["types"][n] != "f32"]
+    assert on_cpu == ["token_embd.weight"], on_cpu
+    argv = doc["launch"]["argv"]
+    assert "-rtr" not in argv and "--no-mmap" not in argv and plan["run"]["load"] == "mmap"
+    assert any(n.startswith("load: mmap") for n in plan["notes"])

@@ -18,7 +18,7 @@ from planner.tensors import builtin
 
 @pytest.fixture(scope="module")
 def constants():
-    return fit_constants()
+    return fit_constants(band=True)      # the band too: the data file's [band] is checked against its refit
 
 
 @pytest.fixture(scope="module")

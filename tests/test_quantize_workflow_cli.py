@@ -178,3 +178,45 @@ def test_nextn_block_is_quantized_like_the_last_loaded_layer():
     fp = quantize(builtin("glm-4.5-air"), QuantizeSpec(base_type=rec["base_type"], has_imatrix=True,
                                                        custom_q=parse_custom_q([f"{rx}={ty}" for rx, ty in rec["rules"]], "ik")))
     assert {r.name: r.type_name for r in fp.tensors if r.name.startswith("blk.46.")} == nextn
+
+
+def test_max_rules_counts_the_printed_rules_and_says_when_it_is_not_reached():
+    """--max-rules N bounds the rules of the printed --custom-q (counted from that string), merging a role into a
+    type another rule writes when that removes a rule; where the engine's floors and memory leave more rules (ik keeps
+    MoE attn_v at q8_0 and output at q6_K or better: src/llama-quantize.cpp 385-387, 544-547 at 8337e4cd, and
+    output/token_embd are one rule each), the note says so instead of claiming the bound was met (before: "to meet
+    --max-rules 4" over a 6-rule recipe)."""
+    box = ("plan", "qwen3-30b-a3b", "--vram", "8", "--ram", "32")
+    five = run_json(*box, "--max-rules", "5")
+    assert len(five["recipe"]["custom_q"].split(",")) == five["rule_count"] <= 5
+    four = run_json(*box, "--max-rules", "4")
+    n = len(four["recipe"]["custom_q"].split(","))
+    assert n == four["rule_count"]
+    notes = " ".join(four["plan"]["notes"])
+    assert n <= 4 or f"--max-rules 4 not reached: {n} rules" in notes, notes
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_export_quantize_stops_before_the_first_step_when_an_input_is_missing(tmp_path):
+    """The exported workflow checks the programs and the files the user supplies (the engine checkout's
+    convert_hf_to_gguf.py, the calibration text) before anything runs: without calibration.txt it used to download
+    and convert the model and only then fail at llama-imatrix.  Run with stand-in programs that log their calls."""
+    out = tmp_path / "plan.json"
+    assert run("plan", "qwen3-30b-a3b", "--vram", "24", "--ram", "64", "--out", str(out)).exit_code == 0
+    script = tmp_path / "quantize.sh"
+    assert run("export", "--plan", str(out), "--quantize", "--out", str(script)).exit_code == 0
+    bindir, work, log = tmp_path / "bin", tmp_path / "work", tmp_path / "calls.log"
+    bindir.mkdir()
+    work.mkdir()
+    for prog in ("huggingface-cli", "python3", "llama-imatrix", "llama-quantize"):
+        stub = bindir / prog
+        stub.write_text(f'#!/bin/sh\necho {prog} >> "{log}"\n')
+        stub.chmod(0o755)
+    env = {"PATH": f"{bindir}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    (work / "convert_hf_to_gguf.py").write_text("")
+    r = subprocess.run(["bash", str(script)], cwd=work, env=env, capture_output=True, text=True)
+    assert r.returncode == 1 and "missing input: calibration.txt" in r.stderr and not log.exists(), r.stderr
+    (work / "calibration.txt").write_text("text\n")
+    r = subprocess.run(["bash", str(script)], cwd=work, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert log.read_text().split() == ["huggingface-cli", "python3", "llama-imatrix", "llama-quantize"]

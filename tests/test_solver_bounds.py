@@ -106,8 +106,9 @@ def _instance(seed: int, n_groups: int, twins: int, handoff: float = 0.0):
     return groups, {"CUDA0": int(total_min * 0.6), "CPU": int(total_min * 0.9)}
 
 
-def _milp(groups, capacity, weight, handoff_weight):
-    """Exact optimum of sum(weight(option)) + handoff_weight per layer with any group away from its home."""
+def _milp(groups, capacity, weight, handoff_weight, max_seconds=None):
+    """Exact optimum of sum(weight(option)) + handoff_weight per layer with any group away from its home; with
+    ``max_seconds`` (limit, hand-off seconds), the seconds of the options and hand-offs at most the limit."""
     from scipy.optimize import Bounds, LinearConstraint, milp
 
     cols = [(gi, o) for gi, g in enumerate(groups) for o in g.options]
@@ -123,6 +124,11 @@ def _milp(groups, capacity, weight, handoff_weight):
         rows.append([float(o.bytes) if o.device == dev else 0.0 for _, o in cols] + [0.0] * len(layers))
         lb.append(-np.inf)
         ub.append(float(cap))
+    if max_seconds is not None:
+        limit, handoff_s = max_seconds
+        rows.append([o.seconds for _, o in cols] + [handoff_s] * len(layers))
+        lb.append(-np.inf)
+        ub.append(limit)
     for li, layer in enumerate(layers):        # z_layer >= away of each group of the layer
         for gi, g in enumerate(groups):
             if g.layer == layer:
@@ -183,3 +189,27 @@ def test_tightened_solve_reaches_the_exact_optimum(seed, n_groups, twins, handof
         assert sol.seconds == pytest.approx(exact, rel=1e-5, abs=1e-12)
     for dev, cap in capacity.items():
         assert sum(o.bytes for o in sol.choice.values() if o.device == dev) <= cap
+
+
+@pytest.mark.parametrize("seed, n_groups, twins, handoff", [
+    (0, 12, 2, 0.0), (1, 10, 3, 0.0), (2, 8, 3, 2e-4), (3, 12, 2, 5e-4),
+])
+def test_lp_guided_search_reaches_the_exact_optimum(seed, n_groups, twins, handoff):
+    """The speed objective and quality under a time row search in the LP's order (planner.solver.lp_guided): the
+    same proven optimum as the exact MILP (scipy.optimize.milp)."""
+    from planner.solver import lp_guided
+
+    groups, capacity = _instance(seed, n_groups, twins, handoff)
+    fastest = Objective("speed")
+    assert lp_guided(fastest)
+    fast = solve(groups, capacity, fastest)
+    assert fast.status == "OPTIMAL"
+    assert fast.seconds == pytest.approx(_milp(groups, capacity, lambda o: o.seconds, handoff), rel=1e-5, abs=1e-12)
+    best = solve(groups, capacity, Objective("quality"))
+    limit = (fast.seconds + best.seconds) / 2              # halfway between the fastest and the best-quality plan
+    timed = Objective("quality", max_seconds=limit)
+    assert lp_guided(timed) and not lp_guided(Objective("quality"))
+    sol = solve(groups, capacity, timed)
+    assert sol.status == "OPTIMAL" and sol.seconds <= limit
+    exact = _milp(groups, capacity, lambda o: o.loss, 0.0, max_seconds=(limit, handoff))
+    assert sol.loss == pytest.approx(exact, rel=1e-6, abs=1e-9)

@@ -42,6 +42,7 @@ _HF_FIELDS: dict[str, tuple[str, ...]] = {
     "ssm_dt_rank": ("linear_num_value_heads",),
     "indexer_n_head": ("index_n_heads",),
     "indexer_head_size": ("index_head_dim",),
+    "indexer_top_k": ("index_topk",),
     "n_ff_shexp": ("shared_expert_intermediate_size",),
     "moe_every": ("interleave_moe_layer_step",),
     "compress_ratios": ("compress_ratios",),
@@ -68,6 +69,12 @@ def config_arch(config: Mapping[str, Any]) -> str:
         UnknownModelError: no template maps this model_type (the message lists the supported ones).
     """
     flat = _flatten_config(config)
+    classes = config.get("architectures") or ()
+    for cls in classes if isinstance(classes, list) else ():
+        # a transformers class a model_type shared by two architectures cannot tell apart ("bailing_hybrid")
+        arch = next((a for a, t in _architectures().items() if cls in t.get("hf_architectures", ())), None)
+        if arch is not None:
+            return arch
     for model_type in (flat.get("model_type", ""), config.get("model_type", "")):
         arch = next((a for a, t in _architectures().items() if model_type in t.get("hf_model_types", ())), None)
         if arch is not None:
@@ -104,8 +111,9 @@ def params_from_config(config: Mapping[str, Any], source: str = "config.json", *
     fields_map.update({k: tuple(v) for k, v in tpl.get("hf_fields", {}).items()})
     for target, keys in fields_map.items():
         for k in keys:
-            if k in flat and flat[k] is not None:
-                values[target] = flat[k]
+            v = _lookup(flat, k)
+            if v is not None:
+                values[target] = v
                 break
     missing = [f for f in ("n_layer", "n_embd", "n_vocab", "n_head") if f not in values]
     if missing:
@@ -114,6 +122,8 @@ def params_from_config(config: Mapping[str, Any], source: str = "config.json", *
         values.setdefault(key, value)
     for key in tpl.get("ignore", ()):
         values.pop(key, None)
+    for key in [k for k, v in values.items() if k != "arch" and isinstance(v, str)]:
+        values.pop(key)                         # "auto" (Jamba's mamba_dt_rank): derived below, as the converter does
     if values.get("kv_lora_rank"):
         # MLA: Q/K heads are qk_nope + qk_rope wide, as convert_hf_to_gguf writes attention.key_length
         # (transformers' DeepseekV3Config may serialize head_dim = qk_rope_head_dim, which is not that)
@@ -130,6 +140,11 @@ def params_from_config(config: Mapping[str, Any], source: str = "config.json", *
     values.update(derived_fields(tpl, values))                  # Mixtral: n_ff_exp=n_ff (experts as wide)
     if not values.get("n_swa"):
         values.pop("swa_period", None)
+    layers = _hf_recurrent_layers(tpl.get("hf_layers", {}), flat, int(values["n_layer"]))
+    if layers:
+        values["recurrent_layers"] = layers
+    if "hf_moe" in tpl:
+        values["moe_every"] = _hf_moe_period(tpl["hf_moe"], flat)
     if tpl.get("keeps_nextn"):
         # the converter appends the NextN/MTP block(s) after the decoder blocks (block_count = L + nextn)
         values["n_nextn"] = int(flat.get("num_nextn_predict_layers") or 0)
@@ -150,6 +165,68 @@ def params_from_config(config: Mapping[str, Any], source: str = "config.json", *
         return ModelParams(**values)
     except TypeError as exc:
         raise UnknownModelError(f"{source}: config.json field has the wrong type: {exc}") from exc
+
+
+def _lookup(flat: Mapping[str, Any], key: str) -> Any:
+    """``flat[key]``, where a dotted key names a field of a nested object (``linear_attn_config.head_dim``);
+    None when absent."""
+    value: Any = flat
+    for part in key.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _hf_recurrent_layers(rule: Mapping[str, Any], flat: Mapping[str, Any], n_layer: int) -> tuple[bool, ...]:
+    """Per-layer recurrent flags of a per-layer hybrid's decoder blocks from config.json (``hf_layers`` in
+    architectures.toml), as its converter writes head_count_kv; () without a rule.
+
+    ``group``: attention where (il + 1) % config[key] == 0 or il >= n_layer // g * g, recurrent elsewhere
+    (llama.cpp conversion/bailingmoe3.py BailingMoeV3Model.is_full_attention @0c1e57098); ``period``: attention
+    where il >= config[offset] and (il - offset) % config[period] == 0 (conversion/jamba.py n_kv_vec); ``list1``:
+    attention on the 1-based layer numbers config[key] lists (conversion/kimi_linear.py: il + 1 in
+    linear_attn_config.full_attn_layers).
+
+    Raises:
+        UnknownModelError: the config lacks the key the rule reads.
+    """
+    if not rule:
+        return ()
+    if rule["rule"] == "types":
+        types = _lookup(flat, rule["key"])
+        if not isinstance(types, list) or len(types) < n_layer:
+            raise UnknownModelError(f"config.json lacks {rule['key']} (which layers are attention layers)")
+        return tuple(types[il] != rule["attention"] for il in range(n_layer))
+    if rule["rule"] == "list1":
+        listed = _lookup(flat, rule["key"])
+        if not isinstance(listed, list) or not all(isinstance(x, int) for x in listed):
+            raise UnknownModelError(f"config.json lacks {rule['key']} (which layers are attention layers)")
+        return tuple(il + 1 not in listed for il in range(n_layer))
+    if rule["rule"] == "period":
+        period, offset = flat.get(rule["period"]), flat.get(rule["offset"])
+        if not isinstance(period, int) or period <= 0 or not isinstance(offset, int):
+            raise UnknownModelError(f"config.json lacks {rule['period']}/{rule['offset']} (which layers are "
+                                    "attention layers)")
+        return tuple(not (il >= offset and (il - offset) % period == 0) for il in range(n_layer))
+    g = flat.get(rule["key"])
+    if rule["rule"] != "group" or not isinstance(g, int) or g <= 0:
+        raise UnknownModelError(f"config.json lacks {rule['key']} (which layers are attention layers)")
+    return tuple(not ((il + 1) % g == 0 or il >= n_layer // g * g) for il in range(n_layer))
+
+
+def _hf_moe_period(rule: Mapping[str, str], flat: Mapping[str, Any]) -> int:
+    """``moe_every`` from a period/offset pair (``hf_moe``: Jamba's expert_layer_period/offset; experts where
+    (il - offset) % period == 0, conversion/jamba.py modify_tensors), which the planner's (il + 1) % moe_every == 0
+    expresses when offset = period - 1.
+
+    Raises:
+        UnknownModelError: another offset (or no period)."""
+    period, offset = flat.get(rule["period"]), flat.get(rule["offset"], 0)
+    if not isinstance(period, int) or period <= 0 or offset != period - 1:
+        raise UnknownModelError(f"config.json {rule['period']} = {period}, {rule['offset']} = {offset}: only "
+                                "experts on every period-th layer ending each period are modelled")
+    return period
 
 
 def model_display_name(config: Mapping[str, Any], folder: str | None = None) -> str:

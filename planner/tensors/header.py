@@ -148,6 +148,7 @@ def _gguf_layout(header: Any, arch: str, tensors: tuple[TensorInfo, ...]) -> dic
                             ("ssm_n_group", "ssm.group_count"), ("full_attn_interval", "full_attention_interval"),
                             ("indexer_n_head", "attention.indexer.head_count"),
                             ("indexer_head_size", "attention.indexer.key_length"),
+                            ("indexer_top_k", "attention.indexer.top_k"),
                             ("n_ff_shexp", "expert_shared_feed_forward_length"),
                             ("moe_every", "interleave_moe_layer_step")):
         if as_int(key):

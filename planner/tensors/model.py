@@ -67,6 +67,7 @@ class ModelParams:
     ssm_n_group: int = 0
     indexer_n_head: int = 0     # DeepSeek sparse attention lightning indexer ({arch}.attention.indexer.*)
     indexer_head_size: int = 0
+    indexer_top_k: int = 0      # keys each query keeps (attention.indexer.top_k; config.json index_topk)
     compress_ratios: tuple[int, ...] = ()    # DeepSeek-V4 per-layer KV compression ratio (0, 4 or 128)
     o_groups: int = 0           # DeepSeek-V4 grouped output LoRA (attn_output_a/_b): groups and rank per group
     o_lora_rank: int = 0

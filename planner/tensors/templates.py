@@ -91,7 +91,7 @@ def derived_fields(tpl: dict[str, Any], known: dict[str, Any]) -> dict[str, int]
             continue
         try:
             env[target.strip()] = out[target.strip()] = _dim(expr, env)
-        except KeyError:
+        except (KeyError, ValueError):      # a number it needs is unknown, or a division is not exact
             continue
     return out
 
