@@ -394,7 +394,10 @@ def _pipelined(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str) ->
         entries = [role.entry] if role.entry else ["", "cpu", "input"]
         if "cpu" in entries and tmap.params.n_dense_lead > 1:
             entries.append("cpu1")          # the CPU holds the first dense layer only, the device the others
-        splits = (0, 1, 2, 3) + ((4,) if tmap.params.n_ff_shexp else ()) + ((5, 6, 7) if tmap.params.n_expert else ())
+        # the mid-layer and alternating stand-ins: where a dense lead shifts the MoE layers (DeepSeek; enumerated
+        # splits of Qwen3-30B-A3B and gpt-oss-20b with every other layer's experts on the CPU need none of them)
+        splits = (0, 1, 2, 3) + ((4,) if tmap.params.n_ff_shexp else ()) + (
+            (5, 6, 7) if tmap.params.n_expert and tmap.params.n_dense_lead else ())
         variants = [(e, k, last) for e in entries for k in (splits if role.attention and role.ffn else (0,))
                     for last in lasts if not (k >= 6 and last == 1)]
     return max(_stand_in(tmap, cfg, role, graph, entry, split, last) for entry, split, last in variants
