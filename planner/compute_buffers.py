@@ -278,8 +278,8 @@ def placement_compute(tmap: TensorMap, cfg: RunConfig, devices: Sequence[str], l
     from planner.engine_graph import compute_buffers, graph_of
 
     p = tmap.params
-    graph = graph_of(cfg.engine, tmap, cfg.flash_attn, _tokens(cfg))
-    if graph is None:
+    graph = graph_of(cfg.engine, tmap, cfg.flash_attn, _tokens(cfg), cfg.mla)
+    if graph is None or not _shape(p, cfg).drawn():
         return None
     order = [d for d in dict.fromkeys((*devices, *layer_device, out_dev)) if d != cpu] + [cpu]
     idx = {d: i for i, d in enumerate(order)}
@@ -296,6 +296,15 @@ def placement_compute(tmap: TensorMap, cfg: RunConfig, devices: Sequence[str], l
     shape = _shape(p, cfg)
     sizes = compute_buffers(cfg.engine, graph, p, shape, ld, moved, out, len(order), copies)
     return {d: sizes[i] for d, i in idx.items()}
+
+
+def replayed(tmap: TensorMap, cfg: RunConfig) -> bool:
+    """Whether this run's compute buffers come from the engine's graph (:func:`placement_compute`), not the
+    live-set estimate."""
+    from planner.engine_graph import graph_of
+
+    return graph_of(cfg.engine, tmap, cfg.flash_attn, _tokens(cfg), cfg.mla) is not None and _shape(
+        tmap.params, cfg).drawn()
 
 
 def _shape(p: ModelParams, cfg: RunConfig) -> GraphShape:
@@ -316,11 +325,22 @@ def _shape(p: ModelParams, cfg: RunConfig) -> GraphShape:
         # cells (src/llama-context.cpp:290-296), the mask [n_kv, T / n_stream, 1, n_stream] (llama-graph.cpp:29-45)
         n_kv = _pad(cfg.kv_size // n_seq, 256)
     return GraphShape.of(p, _tokens(cfg), n_kv, cfg.flash_attn, cfg.type_k, cfg.type_v,
-                         mask_pad=KQ_MASK_PAD.get(cfg.engine, 1), amb=amb, n_kv_swa=n_kv_swa, n_seqs=n_seq)
+                         mask_pad=KQ_MASK_PAD.get(cfg.engine, 1), amb=amb, n_kv_swa=n_kv_swa, n_seqs=n_seq,
+                         mla=cfg.mla)
 
 
 _K = 3      # layers per device in the role's stand-in placement: the graph repeats per layer, so a device's
 #             buffer is the same for any count from 2 on (tests/test_compute_buffers.py checks 3 against 40)
+# MoE layers of a stand-in block whose experts alternate GPU/CPU (every other layer's -ot): ik's -mla 0 DeepSeek-R1
+# at 4k needs 4 of them to reach the buffer of a whole alternating device (268.00 MiB; 3 give 254.54), 6, 24 and
+# 56 give the same
+_ALTERNATING = 6
+
+
+def _block(p: ModelParams) -> int:
+    """Layers per block of a stand-in placement: ``_K``, or two of the model's periods (:func:`_period`)."""
+    per = _period(p)
+    return _K if per == 1 else 2 * per
 
 
 def _canonical(tmap: TensorMap, cfg: RunConfig, role: DeviceRole) -> int | None:
@@ -332,8 +352,8 @@ def _canonical(tmap: TensorMap, cfg: RunConfig, role: DeviceRole) -> int | None:
     (DeepSeek) are the first block's, with ``_K`` MoE layers after them when that block is the device's."""
     from planner.engine_graph import graph_of
 
-    graph = graph_of(cfg.engine, tmap, cfg.flash_attn, _tokens(cfg))
-    if graph is None:
+    graph = graph_of(cfg.engine, tmap, cfg.flash_attn, _tokens(cfg), cfg.mla)
+    if graph is None or not _shape(tmap.params, cfg).drawn():
         return None
     if role.copies > 1:
         # the solver reserves input copies when the plan might run with pipeline parallelism (groups.solver_copies)
@@ -364,32 +384,48 @@ def _pipelined(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str) ->
             [role, replace(role, attention=False)] if role.attention else [role])
         return max(_stand_in(tmap, cfg, h, graph, role.entry, k) for h in hosts
                    for k in ((0, 1, 2) if h.ffn else (0, 2)))
+    # the device's block ending the model: the output's device, or (``last``) with the output on the CPU (ik's
+    # -ngl n_layer, a tied output there); a block of the last layer alone as well
+    lasts = (0, 1) if role.output else (0, _block(tmap.params), 1) if role.attention else (0,)
     if role.copies > 1:
         entries = [role.entry] if role.entry else ["", "input"]      # no CPU layers, no -ot
-        variants = [(e, 0) for e in entries]
+        variants = [(e, 0, last) for e in entries for last in (lasts if role.output else (0,))]
     else:
         entries = [role.entry] if role.entry else ["", "cpu", "input"]
-        splits = (0, 1, 2, 3, 4) if tmap.params.n_ff_shexp else (0, 1, 2, 3)
-        variants = [(e, k) for e in entries for k in (splits if role.attention and role.ffn else (0,))]
-    return max(_stand_in(tmap, cfg, role, graph, entry, split) for entry, split in variants)
+        if "cpu" in entries and tmap.params.n_dense_lead > 1:
+            entries.append("cpu1")          # the CPU holds the first dense layer only, the device the others
+        # the mid-layer and alternating stand-ins: where a dense lead shifts the MoE layers (DeepSeek; enumerated
+        # splits of Qwen3-30B-A3B and gpt-oss-20b with every other layer's experts on the CPU need none of them)
+        splits = (0, 1, 2, 3) + ((4,) if tmap.params.n_ff_shexp else ()) + (
+            (5, 6, 7) if tmap.params.n_expert and tmap.params.n_dense_lead else ())
+        variants = [(e, k, last) for e in entries for k in (splits if role.attention and role.ffn else (0,))
+                    for last in lasts if not (k >= 6 and last == 1)]
+    return max(_stand_in(tmap, cfg, role, graph, entry, split, last) for entry, split, last in variants
+               if not (entry in ("input", "cpu1") and last == 1))   # from the input on: a one-layer model
 
 
-def _stand_in(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str, entry: str, split: int) -> int:
+def _stand_in(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str, entry: str, split: int,
+              last: int = 0) -> int:
     """One placement for :func:`_canonical`: ``split`` 1 moves the experts of one of the device's layers to the
     CPU (the CPU: of one GPU layer, besides its own), 2 the up/gate experts of every other layer of the device, 3
     their down experts (up/gate stay: the SwiGLU product crosses to the CPU), 4 their shared experts (the solver
     places each expert tensor on its own: `plan qwen3.5-397b-a17b --vram 16,16 --ram 64 --ctx 8192 --kv q8_0
     --engine mainline` keeps layer 7's up/gate on CUDA0 and its down on the CPU, 192.30 MiB against 184.02
-    reserved without these variants);
-    for the CPU, ``split`` 2 puts the last GPU block on a second
-    GPU (the CPU's buffer depends on whether the GPU its expert results go back to also holds the output)."""
+    reserved without these variants), 5 the experts of the device's second layer (mainline DeepSeek-R1: 48 MiB
+    more than the first's), 6 and 7 all experts of every other layer over ``_ALTERNATING`` layers (from the first
+    or the second); for the CPU, ``split`` 2 puts the last GPU block on a second
+    GPU (the CPU's buffer depends on whether the GPU its expert results go back to also holds the output).
+    ``last`` (a GPU): its block ends the model with that many layers (1 or a whole block; 0: it does not, unless
+    the role has the output), and the output is on the CPU unless the role has it.  The engines put CPU layers
+    first (-ngl offloads the last layers), so the CPU's block never ends the model.  ``entry`` "cpu1": the CPU
+    holds the first dense lead layer only."""
     from planner.engine_graph import compute_buffers
 
     p = tmap.params
     d, o, c = 0, 1, 2
     lead = p.n_dense_lead
     per = _period(p)
-    k = _K if per == 1 else 2 * per         # layers per block (a hybrid's: two periods, each ending in attention)
+    k = _block(p)                           # layers per block (a hybrid's: two periods, each ending in attention)
     first = k + lead                        # the first block: the dense layers and k MoE layers
     exps: tuple[str, ...] = ("ffn_gate_exps", "ffn_up_exps", "ffn_down_exps")
     cpu_exps: range = range(0)
@@ -406,13 +442,18 @@ def _stand_in(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str, ent
     else:
         # a hybrid's neighbours: one period before (the kinds stay aligned), one layer after
         n_before = first if per == 1 else per
-        before = [c] * n_before if entry == "cpu" else ([] if entry == "input" else [o] * n_before)
-        n_mine = first if not before else k
+        before = [c] * n_before if entry == "cpu" else [c] if entry == "cpu1" else [] if entry == "input" else (
+            [o] * n_before)
+        n_mine = first - 1 if entry == "cpu1" else first if not before else (last or k)
+        n_moe = min(k, n_mine)
+        if split >= 6:                      # a long run of layers alternating their experts GPU/CPU
+            n_moe = _ALTERNATING
+            n_mine += _ALTERNATING - k
         mine = [d] * n_mine if role.attention or not role.ffn else [o] * n_mine
-        after = [] if role.output else [o] * (k if per == 1 else 1)
+        after = [] if role.output or last else [o] * (k if per == 1 else 1)
         layers = before + mine + after
-        out = d if role.output else o
-        mine_moe = range(len(before) + n_mine - k, len(before) + n_mine)
+        out = d if role.output else c if last else o
+        mine_moe = range(len(before) + n_mine - n_moe, len(before) + n_mine)
         if role.attention and not role.ffn:
             cpu_exps = mine_moe
         elif role.ffn and not role.attention:
@@ -421,6 +462,11 @@ def _stand_in(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str, ent
             # a hybrid: the first period's attention layer, whose mask copy the next period's keeps alive
             one = mine_moe.start + (per - 1 if per > 1 else 0)
             cpu_exps = range(one, one + 1)
+        elif split == 5:                    # a layer's experts between two of the device's own
+            mid = min(mine_moe.start + 1, mine_moe.stop - 1)
+            cpu_exps = range(mid, mid + 1)
+        elif split >= 6:                    # either parity (-mla 0 DeepSeek-R1: 270.13 and 270.25 MiB)
+            cpu_exps = range(mine_moe.start + split - 6, mine_moe.stop, 2)
         elif split >= 2:
             # a hybrid: every layer but the block's last (the mask copy stays alive through them all)
             cpu_exps = range(mine_moe.start, mine_moe.stop, 2) if per == 1 else range(mine_moe.start,
@@ -431,7 +477,11 @@ def _stand_in(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str, ent
     moved = {f"blk.{il}.{r}.weight": c for il in cpu_exps for r in exps}
     moved.update({f"blk.{il}.{r}.weight": d for il in own_exps for r in exps})
     shape = _shape(p, cfg)
-    return compute_buffers(cfg.engine, graph, p, shape, layers, moved, out, 3, role.copies)[me]
+    # the layer kinds as the model's own last layers have them too: the last layer gathers the output rows, and
+    # what else is alive then depends on its kind (ik gemma-3-27b's last layer is a window layer, 21 MiB more)
+    bases = dict.fromkeys((0, (p.n_loaded_layers - len(layers)) % per))
+    return max(compute_buffers(cfg.engine, graph, p, shape, layers, moved, out, 3, role.copies, layer_base=b)[me]
+               for b in bases)
 
 
 def _period(p: ModelParams) -> int:

@@ -6,7 +6,8 @@ Which graphs exist: ``engine_graphs.toml`` has a table per (engine, architecture
 one applies (mainline: Qwen3-MoE-shaped models, DeepSeek on the legacy ``attn_kv_b`` layout or with
 ``attn_k_b``/``attn_v_b`` (MLA), gpt-oss and gemma-3 with their sliding-window and full caches, the Qwen3.5-MoE
 gated delta-net hybrid, GLM-5 DSA (flash attention), Llama-4 with chunked attention, Nemotron-H, Granite-4.0-H and
-Falcon-H1 (Mamba-2, attention and dense FFN layers); ik 8337e4cd3: gpt-oss, the same Qwen3-MoE shapes, Qwen3.5-MoE and DeepSeek under ``-mla 3``, with flash attention and fused up/gate
+Falcon-H1 (Mamba-2, attention and dense FFN layers); ik 8337e4cd3: gpt-oss, gemma-3, the same Qwen3-MoE shapes,
+Qwen3.5-MoE and DeepSeek under every ``-mla``, with flash attention (DeepSeek: with or without) and fused up/gate
 experts).  Others keep the live-set estimate of :mod:`planner.compute_buffers`.
 
 The worst-case ubatch (mainline ``llama_context::sched_reserve``, src/llama-context.cpp; ik
@@ -50,13 +51,14 @@ def _fused_up_gate(tmap: TensorMap) -> bool:
     return all(len(v) == 1 for v in types.values())
 
 
-def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int = 512) -> str | None:
+def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int = 512, mla: int = 3) -> str | None:
     """The template in ``engine_graphs.toml`` that draws this model's graph on this engine, or None:
     ``qwen3moe`` (MoE in every layer, softmax gating, no shared experts, plain GQA attention) and ``deepseek2``
     (mainline's plain multi-head path for the legacy ``attn_kv_b`` layout: no ``attn_k_b``/``attn_v_b``, which
     mainline runs as MLA; dense lead layers, sigmoid gating with ``exp_probs_b``, one shared expert), ``gptoss``
     (gpt-oss, its SWA layers reading the window cache's inputs; ik: with flash attention and fused up/gate),
-    ``gemma3`` (mainline: dense gemma-3, the same window inputs), ``deepseek2mla`` (mainline, ``attn_k_b``).  ik's
+    ``gemma3`` (dense gemma-3, the same window inputs; ik: with flash attention), ``deepseek2mla`` (mainline,
+    ``attn_k_b``).  ik's
     templates draw its flash-attention graph with fused up/gate experts only, and for DeepSeek its -mla 3 graph of a
     ubatch of ``tokens`` >= 128 (see engine_graphs.toml)."""
     p = tmap.params
@@ -75,6 +77,9 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
             l4 = l4 and flash_attn and tmap.derived(_fused_up_gate)
         return "llama4" if l4 and "llama4" in _templates().get(engine, {}) else None
     if p.arch == "gemma3" and p.n_swa and not p.n_expert:
+        # ik: its flash-attention graph only (build_gemma3.cpp); mainline gemma3.cpp either way
+        if engine == "ik" and not flash_attn:
+            return None
         return "gemma3" if "gemma3" in _templates().get(engine, {}) else None
     if p.arch == "qwen35moe" and (p.full_attn_interval or p.recurrent_layers) and p.n_expert and p.n_ff_shexp:
         # the gated delta-net hybrid with routed and gated shared experts (mainline qwen35moe.cpp)
@@ -98,14 +103,15 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
         return name if name in _templates().get(engine, {}) else None
     if p.n_swa or p.full_attn_interval or not (p.n_expert and p.n_expert_used and p.n_ff_exp):
         return None
+    if engine == "ik" and p.arch == "deepseek2":
+        # every -mla and both attention modes (build_deepseek2.cpp; GraphShape.drawn says which shapes), with either
+        # layout: ik derives attn_kv_b, or attn_k_b/attn_v_b, at load (src/llama.cpp llm_prepare_mla); fused up/gate
+        roles = tmap.derived(_roles)
+        ok = p.kv_lora_rank and p.q_lora_rank and p.n_shared_exp == 1 and tmap.derived(_fused_up_gate)
+        ok = ok and ("attn_kv_b" in roles or {"attn_k_b", "attn_v_b"} <= roles)
+        return "deepseek2" if ok and "deepseek2" in _templates().get(engine, {}) else None
     if engine == "ik" and not (flash_attn and tmap.derived(_fused_up_gate)):
         return None
-    if engine == "ik" and p.arch == "deepseek2":
-        # ik runs -mla 3 when the GGUF has attn_kv_b (else it falls back to -mla 1: src/llama.cpp:1310-1331); the
-        # prompt-sized graph (pp_opt: >= 128 tokens, build_deepseek2.cpp:1299) only
-        ok = p.kv_lora_rank and p.q_lora_rank and p.n_shared_exp == 1 and tokens >= 128
-        ok = ok and "attn_kv_b" in tmap.derived(_roles) and "deepseek2" in _templates().get(engine, {})
-        return "deepseek2" if ok else None
     if p.arch == "qwen3moe" and not (p.kv_lora_rank or p.n_dense_lead or p.n_shared_exp or p.n_ff_shexp):
         name = "qwen3moe"
     elif p.arch == "deepseek2" and p.kv_lora_rank and p.q_lora_rank and p.n_shared_exp == 1:
@@ -170,10 +176,13 @@ class GraphShape:
     ih: int = 0        # DSA lightning indexer: head width, heads, keys kept per query (min(n_kv, top_k))
     nih: int = 0
     itk: int = 0
+    mla: int = 3       # ik MLA: -mla (0: plain attention over decompressed K and V; 1, 2, 3)
+    amb: int = 0       # ik: -amb MiB (0: none)
 
     @classmethod
     def of(cls, p: ModelParams, tokens: int, n_kv: int, flash_attn: bool, type_k: str = "f16",
-           type_v: str = "f16", mask_pad: int = 1, amb: int = 0, n_kv_swa: int = 0, n_seqs: int = 1) -> GraphShape:
+           type_v: str = "f16", mask_pad: int = 1, amb: int = 0, n_kv_swa: int = 0, n_seqs: int = 1,
+           mla: int = 3) -> GraphShape:
         rk = 0
         if type_k.lower() not in UNQUANTIZED and p.head_dim % 64 == 0:      # llama-kv-cache.cpp:321-325, 1450-1458
             rk = 64
@@ -190,6 +199,10 @@ class GraphShape:
                 if p.n_head % niter == 0 and kv_f32_mib // niter <= amb:
                     hc = p.n_head // niter
                     break
+        if _kq_chunked(p.n_head, tokens, n_kv, amb, flash_attn, mla):
+            # KQ in chunks of heads (build_deepseek2.cpp:1130-1136): n_step = ceil(kq MiB / amb), capped at n_head
+            n_step = min(-(-(n_kv * tokens * p.n_head * 4 // (1 << 20)) // amb), p.n_head)
+            hc = -(-p.n_head // n_step)
         return cls(T=tokens, n_embd=p.n_embd, q=p.n_head * p.head_dim, kv=p.n_head_kv * p.head_dim, n_kv=n_kv,
                    n_expert=p.n_expert, n_used=p.n_expert_used, ff=p.n_ff_exp, n_vocab=p.n_vocab, n_head=p.n_head,
                    mask=2 if flash_attn else 4, vidx=1 if flash_attn else p.n_head_kv * (p.head_dim_v or p.head_dim),
@@ -200,12 +213,45 @@ class GraphShape:
                    hc=hc, nit=p.n_head // hc if hc else 1, nope=nope, hv=hv, npv=nope + hv, qk=nope + p.n_rot,
                    kvq=type_k.lower() != "f16", n_kvs=n_kv_swa,
                    wscale=p.expert_weights_scale not in (0.0, 1.0), ih=p.indexer_head_size, nih=p.indexer_n_head,
-                   itk=min(n_kv, p.indexer_top_k), **_recurrent(p, tokens, n_seqs))
+                   itk=min(n_kv, p.indexer_top_k), mla=mla, amb=amb, **_recurrent(p, tokens, n_seqs))
+
+
+    def _mla_paths(self) -> dict[str, bool]:
+        """ik build_deepseek2.cpp's attention paths at 8337e4cd3 (the -mla value, flash attention, pp_opt =
+        ``n_tokens >= 128 && mla_attn > 1``, 1293): "mfa" the per-chunk decompression (mla > 1, flash attention,
+        pp_opt: 903), "mc" the latent-space paths (the other mla > 0 cases: 1017), "mcfa" their flash attention
+        (mla 1 or 3: 1034), "mcno" KQ and softmax, "mtr" the transposed latent copied out of the K cache (mla > 1,
+        1082), "mv1" the transposed V cache of -mla 1 without flash attention (869), "m0" -mla 0 (1222)."""
+        fa = self.mask == 2
+        pp = self.T >= 128 and self.mla > 1
+        mfa = self.mla > 1 and fa and pp
+        mc = self.mla >= 1 and not mfa
+        mcfa = mc and fa and self.mla in (1, 3)
+        chunk = mc and not mcfa and _kq_chunked(self.n_head, self.T, self.n_kv, self.amb, fa, self.mla)
+        return {"mla": self.mla >= 1, "m0": self.mla == 0, "mfa": mfa, "mc": mc, "mcfa": mcfa,
+                "mcno": mc and not mcfa, "mtr": mc and not mcfa and self.mla > 1,
+                "mv1": self.mla == 1 and not fa, "ppo": pp, "nppo": not pp, "chunk": chunk, "nochunk": not chunk}
 
     def has(self, flag: str) -> bool:
-        """Whether a row with this flag is in the graph."""
-        return {"fa": self.mask == 2, "nofa": self.mask != 2, "rotk": self.rk > 0, "rotv": self.rotv,
-                "kvq": self.kvq, "wscale": self.wscale}.get(flag, True)
+        """Whether a row with this flag is in the graph ("a|b": either)."""
+        if "|" in flag:
+            return any(self.has(f) for f in flag.split("|"))
+        known = {"fa": self.mask == 2, "nofa": self.mask != 2, "rotk": self.rk > 0, "rotv": self.rotv,
+                 "kvq": self.kvq, "wscale": self.wscale}
+        if flag in known:
+            return known[flag]
+        return self._mla_paths().get(flag, True)
+
+    def drawn(self) -> bool:
+        """Whether the ik DeepSeek template draws this shape: not -mla 0 without flash attention
+        (llm_build_kv's KQ path), not the latent paths without flash attention on a quantized K cache (its
+        transposed copy), not KQ chunks of unequal heads (-amb chunks that do not divide n_head)."""
+        paths = self._mla_paths()
+        if paths["m0"] and self.mask != 2:
+            return False
+        if paths["mcno"]:
+            return not self.kvq and (not paths["chunk"] or self.n_head % self.hc == 0)
+        return True
 
     def size(self, expr: str, k1: int = 1) -> int:
         """Bytes of a row's expression (products, summed by "+"); ``k1``: the -amb chunk's number, from 1 (rows
@@ -221,6 +267,14 @@ class GraphShape:
         for f in expr.split("*"):
             out *= int(f) if f.isdigit() else k1 if f == "k1" else int(getattr(self, f))
         return out
+
+
+def _kq_chunked(n_head: int, tokens: int, n_kv: int, amb: int, flash_attn: bool, mla: int) -> bool:
+    """ik's latent-space attention without flash attention computes KQ in chunks of heads when it exceeds -amb
+    MiB (build_deepseek2.cpp:1097-1150: ``kq_size = n_kv x n_tokens x n_head x 4`` bytes in whole MiB)."""
+    mfa = flash_attn and mla > 1 and tokens >= 128
+    return mla >= 1 and not mfa and not (flash_attn and mla in (1, 3)) and amb > 0 and (
+        n_kv * tokens * n_head * 4 // (1 << 20) > amb)
 
 
 def _recurrent(p: ModelParams, tokens: int, n_seqs: int) -> dict[str, int]:
@@ -514,19 +568,23 @@ def compress(layer_dev: Sequence[int], weight_dev: dict[str, int], dense: Sequen
 
 def compute_buffers(engine: str, graph: str, p: ModelParams, shape: GraphShape, layer_dev: Sequence[int],
                     weight_dev: dict[str, int], out_dev: int, n_backends: int, copies: int = 1,
-                    *, exact_layers: bool = False) -> tuple[int, ...]:
+                    *, exact_layers: bool = False, layer_base: int = 0) -> tuple[int, ...]:
     """Each backend's compute buffer in bytes (backend ``n_backends - 1`` is the CPU) for template ``graph``.
     ``weight_dev``: the weights away from their layer's device (``-ot``), by GGUF name; token_embd is on the CPU,
-    the output's tensors on ``out_dev``.  The placement is :func:`compress`-ed unless ``exact_layers``."""
-    dense = dense_flags(p, len(layer_dev))
-    swa = [p.is_swa(il) for il in range(len(layer_dev))] if p.n_swa else []
-    recr = [p.is_recurrent(il) for il in range(len(layer_dev))]
-    n = p.n_loaded_layers
-    if p.recurrent_layers and len(layer_dev) > n:
+    the output's tensors on ``out_dev``.  The placement is :func:`compress`-ed unless ``exact_layers``.
+    ``layer_base``: the model layer the placement's first layer stands for (its kind: sliding-window, recurrent,
+    dense; a stand-in placement of a few layers, :func:`planner.compute_buffers.estimate`)."""
+    n = len(layer_dev)
+    dense = dense_flags(p, n + layer_base)[layer_base:]
+    swa = [p.is_swa(il + layer_base) for il in range(n)] if p.n_swa else []
+    recr = [p.is_recurrent(il + layer_base) for il in range(n)]
+    m = p.n_loaded_layers
+    if p.recurrent_layers and n + layer_base > m:
         # a role's stand-in longer than the model (compute_buffers._stand_in): kinds from per-layer arrays repeat
         # the model's own pattern rather than turning into the attention layers of no array
-        dense = [dense[il % n] for il in range(len(layer_dev))]
-        recr = [recr[il % n] for il in range(len(layer_dev))]
+        model_dense = dense_flags(p, m)
+        dense = [model_dense[(il + layer_base) % m] for il in range(n)]
+        recr = [p.is_recurrent((il + layer_base) % m) for il in range(n)]
     if not exact_layers and not layer_leaf_bytes(engine, graph, shape):
         layer_dev, weight_dev, dense, swa, recr = compress(layer_dev, weight_dev, dense, swa, recr)
     return _sizes(engine, graph, shape, tuple(layer_dev), tuple(dense), tuple(sorted(weight_dev.items())), out_dev,

@@ -83,7 +83,8 @@ class CacheConfig:
         return cls(engine=engine, ctx=int(run.ctx), type_k=run.type_k, type_v=run.type_v,
                    flash_attn=bool(run.flash_attn), mla=int(getattr(run, "mla", 3)),
                    n_seq=max(1, int(getattr(run, "n_parallel", 1))), ubatch=int(getattr(run, "ubatch", 512)),
-                   mtp=bool(getattr(run, "mtp", False)))
+                   mtp=bool(getattr(run, "mtp", False)),
+                   swa_full=engine == "mainline" and bool(getattr(run, "swa_full", False)))
 
 
 @dataclass(frozen=True, slots=True)

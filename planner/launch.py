@@ -244,6 +244,8 @@ def build_launch(tmap: TensorMap, devices: Mapping[str, str], layer_device: Sequ
     args += [prof["ubatch"], str(run.ubatch), prof["batch"], str(run.batch)]
     if prof["amb"]:
         args += [prof["amb"], str(run.amb)]
+    if run.swa_full and prof.get("swa_full"):
+        args.append(prof["swa_full"])
     if run.load == "rtr" and prof["rtr"]:
         args.append(prof["rtr"])
     elif run.load in ("no-mmap", "rtr"):
@@ -393,7 +395,8 @@ def parse_server_command(argv: Sequence[str], engine: str = "ik") -> ParsedComma
                     threads_batch=num("-tb", "--threads-batch", default=None), numa=vals.get("--numa"),
                     mmproj=vals.get("--mmproj", vals.get("-mm")),
                     mmproj_offload="--no-mmproj-offload" not in flags,
-                    n_parallel=max(1, num("-np", "--parallel", default=1)), mla=num("-mla", "--mla-use", default=3))
+                    n_parallel=max(1, num("-np", "--parallel", default=1)), mla=num("-mla", "--mla-use", default=3),
+                    swa_full=engine == "mainline" and "--swa-full" in flags)
     ts_raw = vals.get("-ts", vals.get("--tensor-split"))
     ts: tuple[float, ...] = ()
     if ts_raw:

@@ -74,6 +74,9 @@ class RunConfig:
     # ik -mla (common/common.h @8337e4cd3: mla_attn = 3): the MLA cache layout (planner/kv_cache.py) and which
     # MLA tensors ik derives at load (planner/engine_buffers.py ik_mla_derived)
     mla: int = field(default=3, metadata={"json": "omit_default"})
+    # mainline --swa-full (common/arg.cpp @0c1e57098): the sliding-window layers' cache holds the whole context
+    # (llama_kv_cache_iswa keeps size_base, src/llama-kv-cache-iswa.cpp:73); ik has no such flag
+    swa_full: bool = field(default=False, metadata={"json": "omit_default"})
 
     @property
     def qengine(self) -> str:

@@ -119,7 +119,9 @@ def test_plan_reserves_what_the_memory_report_charges():
     # a tied output (gemma-3: no output.weight, the logits are computed where token_embd lives, n_vocab 262,144 x
     # ub x 4 bytes on the CPU) and the CPU layers' residual that the first GPU after them receives. At this budget
     # both devices end within 0.1 GiB of full, so either term made the plan fail. (--ram 34, was 32: a tied
-    # token_embd is the output matrix and keeps the output's floor, 1.2 GiB more than the iq1_kt it could take.)
+    # token_embd is the output matrix and keeps the output's floor, 1.2 GiB more than the iq1_kt it could take;
+    # and ik's gemma-3 graph is replayed: both of ik's f16 KQ masks, window and full, are n_kv x T on every
+    # attention device, build_gemma3.cpp:24-25, where the live-set estimate had one.)
     r = run("plan", "gemma-3-27b", "--vram", "8", "--ram", "34", "--ctx", "61440", "--kv", "f16", "--json")
     assert r.exit_code == 0, r.output
     plan = json.loads(r.stdout)["plan"]
@@ -231,11 +233,27 @@ def test_a_smaller_cache_never_turns_a_fitting_plan_infeasible():
 
 
 @pytest.mark.parametrize("args", [("--vram", "24", "--ram", "96", "--ctx", "32768", "--kv", "q8_0"),
-                                  ("--vram", "12", "--ram", "64", "--ctx", "8192", "--kv", "f16")])
+                                  ("--vram", "12", "--ram", "64", "--ctx", "8192", "--kv", "f16"),
+                                  ("--vram", "16,16", "--ram", "64", "--ctx", "32768", "--kv", "f16")])
 def test_gemma_plans_pass_their_own_memory_recheck(args):
-    # benchmarks/stress_recheck.py cases: an ik gemma-3 compute-buffer graph whose replay exceeded the solver's
-    # per-role reservation by 6-30 MiB made these plans fail "internal re-check failed" (the graph was withdrawn);
-    # a plan the solver finds must pass the full memory report.
+    # benchmarks/stress_recheck.py cases: with ik's gemma-3 graph replayed, the solver's per-role reservation
+    # (stand-ins of three window layers, never the full layers' mask) was 6-64 MiB short, and these plans failed
+    # "internal re-check failed"; a plan the solver finds must pass the full memory report.
     r = run("plan", "gemma-3-27b", *args, "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["plan"]["memory"]["fits"]
+
+
+def test_swa_full_caches_the_whole_context_on_mainline():
+    # mainline --swa-full (common/arg.cpp:1690-1695 @0c1e57098): llama_kv_cache_iswa keeps size_base for the
+    # window layers (src/llama-kv-cache-iswa.cpp:73), so each of gemma-3-27b's 62 layers caches all 32,768 cells:
+    # 62 x 2 (K and V) x 16 KV heads x 128 x 32768 cells x q8_0's 34 bytes per 32 (the tiny model's engine log,
+    # tests/fixtures/kv_kinds/gemma3-c4096-swa-full-rpc1.log, is checked in test_kv_engine_logs)
+    r = run("plan", "gemma-3-27b", "--engine", "mainline", "--vram", "24", "--ram", "64", "--ctx", "32768",
+            "--swa-full", "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["plan"]["memory"]["kv_cache_bytes"] == 62 * 2 * 16 * 128 * 32768 * 34 // 32
+    assert "--swa-full" in doc["launch"]["argv"]
+    r = run("plan", "gemma-3-27b", "--vram", "24", "--ram", "64", "--swa-full")     # ik: no such flag
+    assert r.exit_code == 2 and "mainline" in r.output and "Traceback" not in r.output

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from planner.compute_buffers import entry_of, placement_compute, placement_copies
+from planner.compute_buffers import entry_of, placement_compute, placement_copies, replayed
 from planner.engine_graph import dense_flags, graph_of
 from planner.memory import CPU, compute_buffer_bytes
 from planner.runconfig import RunConfig
@@ -62,8 +62,9 @@ def _placement(log: str, engine: str):
     argv = shlex.split(case["command"])
     assert "-ot" not in argv and "-b" not in argv
     run = RunConfig(engine=engine, ctx=r.ctx, type_k=r.type_k, type_v=r.type_v, flash_attn=r.flash_attn,
-                    ubatch=r.ubatch, batch=max(2048, r.ubatch), n_parallel=r.n_seq, mla=r.mla,
-                    amb=256 if engine != "mainline" else 0, load="mmap" if r.mmap else "no-mmap")
+                    ubatch=r.ubatch, batch=max(2048, r.ubatch), n_parallel=r.n_seq, mla=r.mla, swa_full=r.swa_full,
+                    amb=(int(argv[argv.index("-amb") + 1]) if "-amb" in argv else 256) if engine != "mainline" else 0,
+                    load="mmap" if r.mmap else "no-mmap")     # ik's -amb default: common.h attn_max_batch 256
     n = tmap.params.n_loaded_layers
     where = _layer_map(case, text, n)
     layer_device, out_dev = where[:n], where[n]
@@ -105,7 +106,6 @@ MISSES: dict[tuple[str, str], str] = {
     ("mainline", "dsv4-c4096-rpc2"): "rpc1 cpu",
     ("mainline", "dsv4-c4096-q8-rpc1"): "rpc0 cpu",
     ("mainline", "dsv4-c8192-np2-rpc1"): "rpc0 cpu",
-    ("mainline", "gemma3-c4096-swa-full-rpc1"): "rpc0 cpu",
     ("mainline", "gemma4-c4096"): "cpu",
     ("mainline", "gemma4-c4096-rpc2"): "rpc0 rpc1 cpu",
     ("mainline", "gemma4-c4096-fa-off-rpc1"): "cpu",
@@ -115,22 +115,7 @@ MISSES: dict[tuple[str, str], str] = {
     ("ik", "dsv4-c4096-rpc2"): "rpc0 rpc1 cpu",
     ("ik", "dsv4-c4096-q8-rpc1"): "rpc0 cpu",
     ("ik", "dsv4-c8192-np2-rpc1"): "rpc0 cpu",
-    ("ik", "mla-c4096-fa-off-rpc1"): "rpc0",
-    ("ik", "mla-c4096-mla1-rpc1"): "rpc0",
-    ("ik", "mla-c4096-mla1-fa-off-rpc1"): "rpc0",
-    ("ik", "mla-c4096-mla2-fa-off-rpc1"): "rpc0",
-    ("ik", "mla-c4096-mla0-rpc1"): "rpc0",
     ("ik", "dsa-c4096-fa-off-rpc1"): "rpc0",
-    ("ik", "gemma3-c4096"): "cpu",
-    ("ik", "gemma3-c16384"): "cpu",
-    ("ik", "gemma3-c16384-rpc1"): "rpc0 cpu",
-    ("ik", "gemma3-c4096-rpc2"): "rpc1 cpu",
-    ("ik", "gemma3-c4096-ub256-rpc1"): "rpc0 cpu",
-    ("ik", "gemma3-c4096-nommap-ngl0-rpc1"): "cpu",
-    ("ik", "gemma3-c4096-nommap-ngl8-rpc1"): "rpc0 cpu",
-    ("ik", "gemma3-c4096-nommap-ngl99-rpc1"): "rpc0 cpu",
-    ("ik", "gemma3-c4096-ngl8-rpc1"): "rpc0 cpu",
-    ("ik", "gemma3-c4096-nommap"): "cpu",
     ("ik", "gptoss-c4000-fa-off-rpc1"): "cpu",
     ("ik", "gemma4-c4096"): "cpu",
     ("ik", "gemma4-c16384"): "cpu",
@@ -139,9 +124,6 @@ MISSES: dict[tuple[str, str], str] = {
     ("ik", "gemma4-c4096-fa-off-rpc1"): "cpu",
     ("ik", "gemma4-c4096-nommap-ngl0-rpc1"): "cpu",
     ("ik", "gemma4-c4096-nommap"): "cpu",
-    ("ik", "mlalegacy-c4096-mla1-rpc1"): "rpc0",
-    ("ik", "mlalegacy-c4096-mla0-rpc1"): "rpc0",
-    ("ik", "mlalegacy-c4096-fa-off-rpc1"): "rpc0",
     ("mainline", "kda-c4096"): "cpu",
     ("mainline", "kda-c16384"): "cpu",
     ("mainline", "kda-c16384-rpc1"): "rpc0",
@@ -166,14 +148,9 @@ MISSES: dict[tuple[str, str], str] = {
 _NO_GRAPH = "no engine graph for this architecture: live-set estimate"
 WHY: dict[tuple[str, str], str] = {
     ("mainline", "dsv4"): _NO_GRAPH + " (compressed attention, indexer, hyper-connections not modelled)",
-    ("mainline", "gemma3"): "--swa-full: RunConfig (and so verify) has no --swa-full, the window cache is drawn with "
-                            "its own cells instead of the full context's",
     ("mainline", "gemma4"): _NO_GRAPH + " (SWA and full caches of different head sizes, shared KV)",
     ("ik", "dsv4"): _NO_GRAPH + " (compressed attention, indexer, hyper-connections not modelled)",
-    ("ik", "mla"): "ik.deepseek2 covers -mla 3 with flash attention only: live-set estimate",
-    ("ik", "mlalegacy"): "ik.deepseek2 covers -mla 3 with flash attention only: live-set estimate",
-    ("ik", "dsa"): "ik.deepseek2 covers -mla 3 with flash attention only: live-set estimate",
-    ("ik", "gemma3"): _NO_GRAPH + " (two caches: the SWA window and the full context)",
+    ("ik", "dsa"): _NO_GRAPH + " (MLA + the DSA lightning indexer)",
     ("ik", "gptoss"): "ik.gptoss is the flash-attention graph only: live-set estimate",
     ("ik", "gemma4"): _NO_GRAPH + " (SWA and full caches of different head sizes, shared KV)",
     ("mainline", "kda"): _NO_GRAPH + " (KDA state ops and the MLA attention layers of bailingmoe3)",
@@ -217,9 +194,7 @@ def test_kv_kinds_compute_buffer_within_10_percent(engine, log, dev):
 
 
 def _exact_cases():
-    return [p for p in _cases() if not p.marks and graph_of(p.values[0], case_model(_case(*p.values[1::-1])),
-                                                                  parse(_case(*p.values[1::-1])["command"]).flash_attn,
-                                                                  parse(_case(*p.values[1::-1])["command"]).ubatch)]
+    return [p for p in _cases() if not p.marks and replayed(*_placement(p.values[1], p.values[0])[:2])]
 
 
 @pytest.mark.parametrize("engine,log,dev", _exact_cases())
@@ -249,8 +224,8 @@ def test_graph_matches_the_schedulers_own_dump(dump):
     tmap, run, devices, layer_device, device_of, out_dev, _ = _placement(case["log"], engine)
     p = tmap.params
     order = [*devices, CPU]
-    graph = graph_of(engine, tmap, run.flash_attn, _tokens(run))
-    assert graph is not None
+    graph = graph_of(engine, tmap, run.flash_attn, _tokens(run), run.mla)
+    assert graph is not None and _shape(p, run).drawn()
     shape = _shape(p, run)
     ts = build(engine, graph, shape, [order.index(d) for d in layer_device],
                lambda name: order.index(device_of(name)), order.index(out_dev), len(order) - 1,

@@ -103,6 +103,8 @@ def _run_script(path, tmp_path) -> list[str]:
     """The exported script run by bash with every step's binary replaced by a function; what the last
     llama-quantize call received, one argument per line (the recipe as bash itself reads it back)."""
     args = tmp_path / "quantize.args"
+    for f in ("convert_hf_to_gguf.py", "calibration.txt"):    # the files the script's preflight asks the user for
+        (tmp_path / f).write_text("")
     subprocess.run(["bash", "-c", _FAKES + f"source {path}"], capture_output=True, text=True, check=True,
                    cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "QUANTIZE_ARGS": str(args)})
     return args.read_text().split("\n")[:-1]

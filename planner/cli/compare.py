@@ -26,7 +26,8 @@ from planner.cli.options import hardware_options, imatrix_options, json_option, 
 @click.option("--force", is_flag=True, help="let --plot overwrite")
 @json_option()
 def compare_command(candidates: tuple[str, ...], model: str | None, hw_opts: dict[str, Any], engine: str,
-                    ctx: str | None, kv: str, ubatch: int | None, batch: int | None, amb: int, load: str | None,
+                    ctx: str | None, kv: str, ubatch: int | None, batch: int | None, amb: int, swa_full: bool,
+                    load: str | None,
                     threads: int | None, gpu_margin: float | None, os_reserve: float | None, imatrix_file: str | None,
                     no_imatrix: bool, ignore_imatrix_rules: bool, measured: tuple[str, ...], reference_ppl: str | None,
                     plot: str | None, force: bool, as_json: bool) -> None:
@@ -46,7 +47,7 @@ def compare_command(candidates: tuple[str, ...], model: str | None, hw_opts: dic
 
     imx = declared_imatrix(imatrix_file, no_imatrix, ignore_imatrix_rules, engine)
     hw = hardware.hardware_from_options(**hw_opts)
-    run = run_config(engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, hw)
+    run = run_config(engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, hw, swa_full)
     result = compare(list(candidates), model=model, hw=hw, run=run, imatrix=imx, measured=list(measured),
                      reference=reference_ppl)
     if plot:

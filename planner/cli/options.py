@@ -131,6 +131,8 @@ def run_options(func: F) -> F:
                           "with --min-pp the smallest that meets it; else 512]"),
         click.option("--batch", "batch", type=int, default=None, help="-b logical batch, >= -ub [default: max(2048, -ub)]"),
         click.option("--amb", type=int, default=512, show_default=True, help="-amb MiB (ik)"),
+        click.option("--swa-full", is_flag=True,
+                     help="mainline --swa-full: sliding-window layers cache the whole context (emitted)"),
         click.option("--load", type=click.Choice(["rtr", "no-mmap", "mmap"]), default=None,
                      help="how weights are loaded (plan/place default: chosen by predicted speed: --no-mmap for "
                           "hybrid ik runs unless -rtr is predicted faster, rtr for CPU-only ik, mmap for mainline)"),
@@ -152,7 +154,7 @@ def mmproj_options(func: F) -> F:
 
 def run_config(engine: str, ctx: str | None, kv: str, ubatch: int | None, batch: int | None, amb: int, load: str | None,
                threads: int | None, gpu_margin: float | None, os_reserve: float | None,
-               hw: Hardware | None = None) -> RunConfig:
+               hw: Hardware | None = None, swa_full: bool = False) -> RunConfig:
     """The :class:`RunConfig` of the run options (``--ctx max`` and no --ctx: 0, chosen later)."""
     from planner.launch import engine_profile
     from planner.runconfig import RunConfig, batch_sizes
@@ -168,7 +170,12 @@ def run_config(engine: str, ctx: str | None, kv: str, ubatch: int | None, batch:
             raise UsageError(f"--ctx expects a number or 'max', got {ctx!r}") from None
         check_option("--ctx", ctx_n)
     ub, b = batch_sizes(ubatch, batch)
-    return RunConfig(engine=engine, ctx=ctx_n, type_k=kv, type_v=kv, ubatch=ub, batch=b, amb=amb,
+    if swa_full and engine != "mainline":
+        from planner.errors import UsageError
+
+        raise UsageError("--swa-full is a mainline flag: ik keeps the whole context in every layer's cache",
+                         hint="drop --swa-full, or plan for --engine mainline")
+    return RunConfig(engine=engine, ctx=ctx_n, type_k=kv, type_v=kv, ubatch=ub, batch=b, amb=amb, swa_full=swa_full,
                      load=load or engine_profile(engine)["default_load"],
                      threads=threads or (hw.threads_default if hw is not None else None),
                      **margins(gpu_margin, os_reserve))

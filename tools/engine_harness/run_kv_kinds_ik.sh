@@ -131,9 +131,12 @@ run_kind() {   # $1 = kind, then "name:flags" variants run over one rpc-server
 # tensor on the first decode; a quantized K cache; two sequences
 run_kind dsv4 "c4096-q8:-c 4096 -ctk q8_0" "c8192-np2:-c 8192 -np 2"
 # MLA (the converter's attn_k_b/attn_v_b layout): -mla 3 computes attn_kv_b per layer; -fa off stores the latent
-# in the V type; -mla 1 keeps no wkv_b and, without flash attention, a transposed V cache; -mla 0 plain attention
+# in the V type; -mla 1 keeps no wkv_b and, without flash attention, a transposed V cache; -mla 0 plain attention; at
+# 32k cells KQ (256 MiB) exceeds -amb 128 and ik computes it in chunks of heads (the c32768-amb128 cases were run
+# with PORT_BASE=19100)
 run_kind mla "c4096-fa-off:-c 4096 -fa off" "c4096-q8:-c 4096 -ctk q8_0" "c4096-mla1:-c 4096 -mla 1" \
-  "c4096-mla1-fa-off:-c 4096 -mla 1 -fa off" "c4096-mla2-fa-off:-c 4096 -mla 2 -fa off" "c4096-mla0:-c 4096 -mla 0"
+  "c4096-mla1-fa-off:-c 4096 -mla 1 -fa off" "c4096-mla2-fa-off:-c 4096 -mla 2 -fa off" "c4096-mla0:-c 4096 -mla 0" \
+  "c32768-amb128-fa-off:-c 32768 -amb 128 -fa off" "c32768-amb128-mla1-fa-off:-c 32768 -amb 128 -mla 1 -fa off"
 # DSA (GLM-5): MLA cache + the lightning-indexer key cache on "full" indexer layers
 run_kind dsa "c4096-fa-off:-c 4096 -fa off" "c4096-q8:-c 4096 -ctk q8_0"
 # gated delta-net hybrid: recurrent state per sequence slot, independent of the context
