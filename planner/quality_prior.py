@@ -130,6 +130,7 @@ def _prior_importance(tmap: TensorMap, variant: str, role_weights: Mapping[str, 
     cfg = _prior()
     raw: dict[str, float] = {t.name: 0.0 for t in tmap.tensors}
     unknown_roles: set[str] = set()
+    tied_output_share = 0.0
     # NextN/MTP blocks (the last n_nextn layers) are in the file but never loaded by the engines: no importance
     n_layer = tmap.params.n_layer - tmap.params.n_nextn
     if variant == "active_weight":
@@ -150,8 +151,8 @@ def _prior_importance(tmap: TensorMap, variant: str, role_weights: Mapping[str, 
                     share = cfg["globals"]["other"]
                     unknown_roles.add(t.role)
                 raw[t.name] = float(share)
-                if t is tied:   # also the output matrix: its error reaches the logits directly
-                    raw[t.name] += float(cfg["globals"]["output"]) * rw.get("output", 1.0) / rw.get(t.role, 1.0)
+                if t is tied:   # also the output matrix: its error reaches the logits directly (added below)
+                    tied_output_share = float(cfg["globals"]["output"])
                 continue
             group, _, known = _role_rule(t.role)
             if not known:
@@ -177,6 +178,8 @@ def _prior_importance(tmap: TensorMap, variant: str, role_weights: Mapping[str, 
         for t in tmap.tensors:
             if raw[t.name] > 0:
                 raw[t.name] *= rw.get(t.role, 1.0)
+    if tied_output_share:   # the tied token_embd's output share, with the output's role multiplier
+        raw["token_embd.weight"] += tied_output_share * (rw or {}).get("output", 1.0)
     total = sum(raw.values())
     imp = {k: (v / total if total > 0 else 0.0) for k, v in raw.items()}
     notes: tuple[str, ...] = ()
