@@ -32,17 +32,26 @@ TINY_LING = {
 }
 
 
-def test_ling3_config_builds_the_file_the_engines_ran():
-    """Every tensor (name, ne shape, converter type) of the template equals the engine-run file's, and the KV /
-    KDA state per layer on both engines is the same as from that file's header."""
-    cfg_map = from_config(TINY_LING)
-    ran = load_model(str(KV_KINDS / "kda.header.gguf"), check_size=False)
+
+def _same_as_engine_file(config: dict, header: str, engines: tuple[str, ...] = ("mainline",)):
+    """The template built from ``config`` equals the engine-run file ``header`` (tests/fixtures/kv_kinds) tensor for
+    tensor (name, ne shape, converter type), with the same recurrent layers and the same KV / state per layer on
+    each of ``engines``; returns both maps for the caller's own checks."""
+    cfg_map = from_config(config)
+    ran = load_model(str(KV_KINDS / header), check_size=False)
     assert {t.name: (t.shape, t.dtype) for t in cfg_map.tensors} == {t.name: (t.shape, t.dtype) for t in ran.tensors}
-    assert cfg_map.params.recurrent_layers == ran.params.recurrent_layers == (True, True, True, False) * 2
-    for engine in ("ik", "mainline"):
+    assert cfg_map.params.recurrent_layers == ran.params.recurrent_layers
+    for engine in engines:
         cfg = CacheConfig(engine=engine, ctx=4096, type_k="f16", type_v="f16")
         assert ([(c.layer, c.kind, c.total_bytes) for c in layer_caches(cfg_map.params, cfg)]
                 == [(c.layer, c.kind, c.total_bytes) for c in layer_caches(ran.params, cfg)])
+    return cfg_map, ran
+
+def test_ling3_config_builds_the_file_the_engines_ran():
+    """Every tensor (name, ne shape, converter type) of the template equals the engine-run file's, and the KV /
+    KDA state per layer on both engines is the same as from that file's header."""
+    cfg_map, ran = _same_as_engine_file(TINY_LING, "kda.header.gguf", ("ik", "mainline"))
+    assert cfg_map.params.recurrent_layers == ran.params.recurrent_layers == (True, True, True, False) * 2
 
 
 def test_bailing_hybrid_model_type_maps_by_class():
@@ -91,13 +100,7 @@ def test_jamba_config_builds_the_file_mainline_ran():
     """The jamba template from a config with tests/fixtures/kv_kinds/jamba.header.gguf's numbers (the file
     llama.cpp 0c1e57098 ran: kv_kinds/jamba-*) equals it tensor for tensor; Mamba/attention layers from
     attn_layer_period/offset, experts from expert_layer_period/offset; the same KV and Mamba state."""
-    cfg_map = from_config(TINY_JAMBA)
-    ran = load_model(str(KV_KINDS / "jamba.header.gguf"), check_size=False)
-    assert {t.name: (t.shape, t.dtype) for t in cfg_map.tensors} == {t.name: (t.shape, t.dtype) for t in ran.tensors}
-    assert cfg_map.params.recurrent_layers == ran.params.recurrent_layers
-    cfg = CacheConfig(engine="mainline", ctx=4096, type_k="f16", type_v="f16")
-    assert ([(c.layer, c.kind, c.total_bytes) for c in layer_caches(cfg_map.params, cfg)]
-            == [(c.layer, c.kind, c.total_bytes) for c in layer_caches(ran.params, cfg)])
+    cfg_map, ran = _same_as_engine_file(TINY_JAMBA, "jamba.header.gguf")
 
 
 def test_jamba_defaults_and_unmodelled_expert_offsets():
@@ -158,13 +161,8 @@ def test_kimi_linear_config_builds_the_file_mainline_ran():
     file llama.cpp 0c1e57098 ran: kv_kinds/kimilinear-*) equals it tensor for tensor: KDA layers from the nested
     linear_attn_config (head_dim, short_conv_kernel_size; MLA on the 1-based full_attn_layers), no Q LoRA; the
     same KV and KDA state; ik refuses it by name."""
-    cfg_map = from_config(TINY_KIMI_LINEAR)
-    ran = load_model(str(KV_KINDS / "kimilinear.header.gguf"), check_size=False)
-    assert {t.name: (t.shape, t.dtype) for t in cfg_map.tensors} == {t.name: (t.shape, t.dtype) for t in ran.tensors}
+    cfg_map, ran = _same_as_engine_file(TINY_KIMI_LINEAR, "kimilinear.header.gguf")
     assert cfg_map.params.recurrent_layers == ran.params.recurrent_layers == (True, True, True, False) * 2
-    cfg = CacheConfig(engine="mainline", ctx=4096, type_k="f16", type_v="f16")
-    assert ([(c.layer, c.kind, c.total_bytes) for c in layer_caches(cfg_map.params, cfg)]
-            == [(c.layer, c.kind, c.total_bytes) for c in layer_caches(ran.params, cfg)])
     with pytest.raises(UnknownModelError, match="ik_llama.cpp does not load"):
         layer_caches(cfg_map.params, CacheConfig(engine="ik"))
     with pytest.raises(UnknownModelError, match="full_attn_layers"):
@@ -186,13 +184,7 @@ def test_granite_h_config_builds_the_file_mainline_ran():
     "attention", the mamba_-prefixed numbers as conversion/granite.py reads them, a dense model's shared_mlp as
     ffn_gate/up/down, the tied output; the same KV and Mamba-2 state. With experts, every layer is MoE with the
     shared expert shared_intermediate_size wide (granite-hybrid.cpp load_arch_tensors)."""
-    cfg_map = from_config(TINY_GRANITE_H)
-    ran = load_model(str(KV_KINDS / "granitehybrid.header.gguf"), check_size=False)
-    assert {t.name: (t.shape, t.dtype) for t in cfg_map.tensors} == {t.name: (t.shape, t.dtype) for t in ran.tensors}
-    assert cfg_map.params.recurrent_layers == ran.params.recurrent_layers
-    cfg = CacheConfig(engine="mainline", ctx=4096, type_k="f16", type_v="f16")
-    assert ([(c.layer, c.kind, c.total_bytes) for c in layer_caches(cfg_map.params, cfg)]
-            == [(c.layer, c.kind, c.total_bytes) for c in layer_caches(ran.params, cfg)])
+    cfg_map, ran = _same_as_engine_file(TINY_GRANITE_H, "granitehybrid.header.gguf")
     moe = from_config(dict(TINY_GRANITE_H, num_local_experts=4, num_experts_per_tok=2, shared_intermediate_size=128))
     shapes = {t.name: t.shape for t in moe.tensors}
     assert shapes["blk.0.ffn_up_exps.weight"] == (256, 512, 4) and shapes["blk.0.ffn_up_shexp.weight"] == (256, 128)
