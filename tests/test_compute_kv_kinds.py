@@ -142,6 +142,23 @@ MISSES: dict[tuple[str, str], str] = {
     ("mainline", "jamba-c4096-np2-rpc1"): "rpc0 cpu",
     ("ik", "kda-c4096-fa-off-rpc1"): "rpc0",
     ("ik", "kda-c4096-mla1-fa-off-rpc1"): "rpc0",
+    ("mainline", "mamba-c4096"): "cpu",
+    ("mainline", "mamba-c16384"): "cpu",
+    ("mainline", "mamba-c16384-rpc1"): "rpc0 cpu",
+    ("mainline", "mamba-c4096-rpc2"): "rpc0 rpc1 cpu",
+    ("mainline", "mamba-c4096-np2-rpc1"): "rpc0 cpu",
+    ("mainline", "rwkv6-c4096"): "cpu",
+    ("mainline", "rwkv6-c16384"): "cpu",
+    ("mainline", "rwkv6-c16384-rpc1"): "rpc0 cpu",
+    ("mainline", "rwkv6-c4096-rpc2"): "rpc0 rpc1 cpu",
+    ("mainline", "rwkv6-c4096-np2-rpc1"): "rpc0 cpu",
+    ("mainline", "rwkv7-c4096"): "cpu",
+    ("mainline", "rwkv7-c16384"): "cpu",
+    ("mainline", "rwkv7-c16384-rpc1"): "rpc0 cpu",
+    ("mainline", "rwkv7-c4096-rpc2"): "rpc0 rpc1 cpu",
+    ("mainline", "rwkv7-c4096-np2-rpc1"): "rpc0 cpu",
+    ("mainline", "lfm2-c4096-np2-rpc1"): "rpc0 cpu",
+    ("mainline", "plamo2-c4096-np2-rpc1"): "rpc0 cpu",
 }
 # Why, per (engine, kind): no graph in planner/data/engine_graphs.toml for the run, so the live-set estimate
 # (planner/compute_buffers.py live_sets) stands in; its sets do not cover these architectures' own tensors.
@@ -157,6 +174,14 @@ WHY: dict[tuple[str, str], str] = {
     ("mainline", "kimilinear"): _NO_GRAPH + " (KDA state ops and the MLA attention layers of kimi-linear)",
     ("mainline", "jamba"): _NO_GRAPH + " (Mamba-1 state ops)",
     ("ik", "kda"): _NO_GRAPH + " (KDA state ops; the live-set estimate misses without flash attention)",
+    # purely recurrent models: the live sets charge a KQ mask these graphs do not build (over at 16384 tokens)
+    # and have no set for the mixer's own intermediates (under at 4096 on the device holding the layers)
+    ("mainline", "mamba"): _NO_GRAPH + " (Mamba-1 mixer; no attention, so no KQ mask)",
+    ("mainline", "rwkv6"): _NO_GRAPH + " (RWKV-6 time/channel mix; no attention, so no KQ mask)",
+    ("mainline", "rwkv7"): _NO_GRAPH + " (RWKV-7 time/channel mix; no attention, so no KQ mask)",
+    # with -np 2 the hybrids' recurrent inputs double and the attention set's mask does not: over by 23-66 %
+    ("mainline", "lfm2"): _NO_GRAPH + " (short-conv layers; -np 2 over-reserves)",
+    ("mainline", "plamo2"): _NO_GRAPH + " (PLaMo-2 Mamba layers; -np 2 over-reserves)",
 }
 
 
@@ -193,8 +218,26 @@ def test_kv_kinds_compute_buffer_within_10_percent(engine, log, dev):
     assert abs(pred / got - 1) <= 0.10, (pred, got)
 
 
+# (engine, log without .log) -> replayed devices within 10 % but not to the printed digit, with the reason.
+# Strict: a fix turns them into XPASS -> failure.
+INEXACT: dict[tuple[str, str], tuple[str, str]] = {
+    ("mainline", "mamba2-c4096-rpc2"): ("rpc0", "the node order and backends equal the engine's dump, but the "
+                                                "replay allocates 0.42 MiB less on the first of the two devices "
+                                                "(12.35 vs 12.77 MiB; not explained yet)"),
+}
+
+
 def _exact_cases():
-    return [p for p in _cases() if not p.marks and replayed(*_placement(p.values[1], p.values[0])[:2])]
+    out = []
+    for p in _cases():
+        engine, log, dev = p.values
+        if p.marks or not replayed(*_placement(log, engine)[:2]):
+            continue
+        devs, why = INEXACT.get((engine, log.removesuffix(".log")), ("", ""))
+        if _short(case_log(_case(log, engine)), dev) in devs.split():
+            p = pytest.param(*p.values, marks=[pytest.mark.xfail(strict=True, reason=why)], id=p.id)
+        out.append(p)
+    return out
 
 
 @pytest.mark.parametrize("engine,log,dev", _exact_cases())
@@ -297,7 +340,8 @@ _HYBRID_ARRAYS = ("nemotronh", "granitehybrid", "falconh1")     # layer kinds fr
 
 
 @pytest.mark.parametrize("engine,log,dev", [p for p in _exact_cases()
-                                            if _case(p.values[1], p.values[0])["kind"] in _HYBRID_ARRAYS])
+                                            if _case(p.values[1], p.values[0])["kind"] in _HYBRID_ARRAYS + ("mamba2",)
+                                            and not p.marks])
 def test_the_solvers_role_estimate_covers_the_replay(engine, log, dev):
     # the solver reserves a device's compute buffer by its role before placing anything (compute_buffers
     # ._canonical over stand-in placements); the re-check replays the real placement, which equals the log (above).
