@@ -99,6 +99,12 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
     if p.arch == "mamba2" and p.recurrent_layers and p.ssm_n_group and not p.recurrent_attn:
         # a Mamba-2 mixer in every layer, no attention, no FFN (mainline mamba.cpp with build_mamba2_layer)
         return "mamba2" if "mamba2" in _templates().get(engine, {}) else None
+    if p.arch == "mamba" and p.recurrent_layers and not p.ssm_n_group and not p.recurrent_attn:
+        # Mamba-1 without the dt/B/C norms (FalconMamba's ssm.dt_b_c_rms adds three RMS_NORMs: not drawn)
+        header = tmap.header
+        norms = header is not None and bool(header.get("mamba.ssm.dt_b_c_rms"))
+        norms = norms or "ssm_dt_norm" in tmap.derived(_roles)
+        return "mamba" if not norms and "mamba" in _templates().get(engine, {}) else None
     if p.arch in ("nemotron_h", "granitehybrid") and p.recurrent_layers and not p.n_expert and p.ssm_n_group:
         # Mamba-2 and attention layers from the per-layer arrays, no experts: Nemotron-H's attention/MLP layers
         # (nemotron-h.cpp), Granite-4.0-H's dense FFN after either mixer (granite-hybrid.cpp)
@@ -176,6 +182,7 @@ class GraphShape:
     dtr: int = 0
     dsv: int = 0
     dc: int = 0        # the conv kernel (d_conv)
+    ds: int = 0        # the SSM state width (d_state; Mamba-1's B and C per token)
     ih: int = 0        # DSA lightning indexer: head width, heads, keys kept per query (min(n_kv, top_k))
     nih: int = 0
     itk: int = 0
@@ -289,7 +296,7 @@ def _recurrent(p: ModelParams, tokens: int, n_seqs: int) -> dict[str, int]:
     dsv = p.ssm_d_inner // p.ssm_dt_rank
     return {"ns": n_seqs, "cch": cch, "tc": tokens + (p.ssm_d_conv - 1) * n_seqs, "nr": (p.ssm_d_conv - 1) * cch,
             "rss": p.ssm_d_state * p.ssm_d_inner, "kd": p.ssm_n_group * p.ssm_d_state, "dtr": p.ssm_dt_rank,
-            "dsv": dsv, "dc": p.ssm_d_conv}
+            "dsv": dsv, "dc": p.ssm_d_conv, "ds": p.ssm_d_state}
 
 
 _ITER = ("iter", "iter0", "iterN")

@@ -142,11 +142,6 @@ MISSES: dict[tuple[str, str], str] = {
     ("mainline", "jamba-c4096-np2-rpc1"): "rpc0 cpu",
     ("ik", "kda-c4096-fa-off-rpc1"): "rpc0",
     ("ik", "kda-c4096-mla1-fa-off-rpc1"): "rpc0",
-    ("mainline", "mamba-c4096"): "cpu",
-    ("mainline", "mamba-c16384"): "cpu",
-    ("mainline", "mamba-c16384-rpc1"): "rpc0 cpu",
-    ("mainline", "mamba-c4096-rpc2"): "rpc0 rpc1 cpu",
-    ("mainline", "mamba-c4096-np2-rpc1"): "rpc0 cpu",
     ("mainline", "rwkv6-c4096"): "cpu",
     ("mainline", "rwkv6-c16384"): "cpu",
     ("mainline", "rwkv6-c16384-rpc1"): "rpc0 cpu",
@@ -176,7 +171,6 @@ WHY: dict[tuple[str, str], str] = {
     ("ik", "kda"): _NO_GRAPH + " (KDA state ops; the live-set estimate misses without flash attention)",
     # purely recurrent models: the live sets charge a KQ mask these graphs do not build (over at 16384 tokens)
     # and have no set for the mixer's own intermediates (under at 4096 on the device holding the layers)
-    ("mainline", "mamba"): _NO_GRAPH + " (Mamba-1 mixer; no attention, so no KQ mask)",
     ("mainline", "rwkv6"): _NO_GRAPH + " (RWKV-6 time/channel mix; no attention, so no KQ mask)",
     ("mainline", "rwkv7"): _NO_GRAPH + " (RWKV-7 time/channel mix; no attention, so no KQ mask)",
     # with -np 2 the hybrids' recurrent inputs double and the attention set's mask does not: over by 23-66 %
@@ -340,7 +334,7 @@ _HYBRID_ARRAYS = ("nemotronh", "granitehybrid", "falconh1")     # layer kinds fr
 
 
 @pytest.mark.parametrize("engine,log,dev", [p for p in _exact_cases()
-                                            if _case(p.values[1], p.values[0])["kind"] in _HYBRID_ARRAYS + ("mamba2",)
+                                            if _case(p.values[1], p.values[0])["kind"] in _HYBRID_ARRAYS + ("mamba", "mamba2")
                                             and not p.marks])
 def test_the_solvers_role_estimate_covers_the_replay(engine, log, dev):
     # the solver reserves a device's compute buffer by its role before placing anything (compute_buffers
