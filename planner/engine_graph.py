@@ -96,6 +96,9 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
     if p.arch == "falcon-h1" and p.recurrent_attn and p.ssm_n_group and not p.n_expert:
         # attention and a Mamba-2 mixer in every layer, a dense FFN (mainline falcon-h1.cpp)
         return "falconh1" if "falconh1" in _templates().get(engine, {}) else None
+    if p.arch == "jamba" and p.recurrent_layers and p.n_expert and p.n_ff_exp and not p.ssm_n_group:
+        # Mamba-1 and attention layers from the per-layer arrays, MoE every moe_every-th layer (mainline jamba.cpp)
+        return "jamba" if "jamba" in _templates().get(engine, {}) else None
     if p.arch in ("nemotron_h", "granitehybrid") and p.recurrent_layers and not p.n_expert and p.ssm_n_group:
         # Mamba-2 and attention layers from the per-layer arrays, no experts: Nemotron-H's attention/MLP layers
         # (nemotron-h.cpp), Granite-4.0-H's dense FFN after either mixer (granite-hybrid.cpp)
@@ -173,6 +176,7 @@ class GraphShape:
     dtr: int = 0
     dsv: int = 0
     dc: int = 0        # the conv kernel (d_conv)
+    ds: int = 0        # the SSM state width (d_state; Mamba-1's B and C rows)
     ih: int = 0        # DSA lightning indexer: head width, heads, keys kept per query (min(n_kv, top_k))
     nih: int = 0
     itk: int = 0
@@ -286,7 +290,7 @@ def _recurrent(p: ModelParams, tokens: int, n_seqs: int) -> dict[str, int]:
     dsv = p.ssm_d_inner // p.ssm_dt_rank
     return {"ns": n_seqs, "cch": cch, "tc": tokens + (p.ssm_d_conv - 1) * n_seqs, "nr": (p.ssm_d_conv - 1) * cch,
             "rss": p.ssm_d_state * p.ssm_d_inner, "kd": p.ssm_n_group * p.ssm_d_state, "dtr": p.ssm_dt_rank,
-            "dsv": dsv, "dc": p.ssm_d_conv}
+            "dsv": dsv, "dc": p.ssm_d_conv, "ds": p.ssm_d_state}
 
 
 _ITER = ("iter", "iter0", "iterN")
@@ -437,6 +441,8 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
                 for v in views[1:]:
                     cur = add(T(f"moe_out-{il}", "ADD", size(expr), srcs=(cur, v), layout=expr))
                 local["moe_out"] = cur
+                if "exp" in flags:      # each view and sum expanded (mainline llama-graph.cpp:2353, 2362)
+                    mark[0] = keys[-1]
                 continue
             v_src = None
             if view:

@@ -135,11 +135,6 @@ MISSES: dict[tuple[str, str], str] = {
     ("mainline", "kimilinear-c16384-rpc1"): "rpc0",
     ("mainline", "kimilinear-c4096-rpc2"): "rpc0 rpc1",
     ("mainline", "kimilinear-c4096-np2-rpc1"): "rpc0 cpu",
-    ("mainline", "jamba-c4096"): "cpu",
-    ("mainline", "jamba-c16384"): "cpu",
-    ("mainline", "jamba-c16384-rpc1"): "rpc0",
-    ("mainline", "jamba-c4096-rpc2"): "rpc0 rpc1",
-    ("mainline", "jamba-c4096-np2-rpc1"): "rpc0 cpu",
     ("ik", "kda-c4096-fa-off-rpc1"): "rpc0",
     ("ik", "kda-c4096-mla1-fa-off-rpc1"): "rpc0",
 }
@@ -155,7 +150,6 @@ WHY: dict[tuple[str, str], str] = {
     ("ik", "gemma4"): _NO_GRAPH + " (SWA and full caches of different head sizes, shared KV)",
     ("mainline", "kda"): _NO_GRAPH + " (KDA state ops and the MLA attention layers of bailingmoe3)",
     ("mainline", "kimilinear"): _NO_GRAPH + " (KDA state ops and the MLA attention layers of kimi-linear)",
-    ("mainline", "jamba"): _NO_GRAPH + " (Mamba-1 state ops)",
     ("ik", "kda"): _NO_GRAPH + " (KDA state ops; the live-set estimate misses without flash attention)",
 }
 
@@ -293,7 +287,7 @@ def test_dsa_buffer_grows_with_the_layers_a_device_holds(log):
     assert pred is not None and {d: round(v / MIB, 4) for d, v in pred.items()} == got
 
 
-_HYBRID_ARRAYS = ("nemotronh", "granitehybrid", "falconh1")     # layer kinds from per-layer header arrays
+_HYBRID_ARRAYS = ("nemotronh", "granitehybrid", "falconh1", "jamba")     # layer kinds from per-layer header arrays
 
 
 @pytest.mark.parametrize("engine,log,dev", [p for p in _exact_cases()
