@@ -96,6 +96,10 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
     if p.arch == "falcon-h1" and p.recurrent_attn and p.ssm_n_group and not p.n_expert:
         # attention and a Mamba-2 mixer in every layer, a dense FFN (mainline falcon-h1.cpp)
         return "falconh1" if "falconh1" in _templates().get(engine, {}) else None
+    if p.arch == "bailingmoe3" and p.recurrent_layers and p.kv_lora_rank and p.n_expert and p.ssm_n_group:
+        # Kimi Delta Attention and MLA layers from the per-layer arrays, a dense lead, MoE with a shared expert
+        # (mainline bailingmoe3.cpp)
+        return "bailingmoe3" if "bailingmoe3" in _templates().get(engine, {}) else None
     if p.arch == "jamba" and p.recurrent_layers and p.n_expert and p.n_ff_exp and not p.ssm_n_group:
         # Mamba-1 and attention layers from the per-layer arrays, MoE every moe_every-th layer (mainline jamba.cpp)
         return "jamba" if "jamba" in _templates().get(engine, {}) else None
