@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -96,10 +96,14 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
     if p.arch == "falcon-h1" and p.recurrent_attn and p.ssm_n_group and not p.n_expert:
         # attention and a Mamba-2 mixer in every layer, a dense FFN (mainline falcon-h1.cpp)
         return "falconh1" if "falconh1" in _templates().get(engine, {}) else None
-    if p.arch == "bailingmoe3" and p.recurrent_layers and p.kv_lora_rank and p.n_expert and p.ssm_n_group:
+    if p.arch in ("bailingmoe3", "kimi-linear") and p.recurrent_layers and p.kv_lora_rank and p.n_expert:
         # Kimi Delta Attention and MLA layers from the per-layer arrays, a dense lead, MoE with a shared expert
-        # (mainline bailingmoe3.cpp)
-        return "bailingmoe3" if "bailingmoe3" in _templates().get(engine, {}) else None
+        # (mainline bailingmoe3.cpp, kimi-linear.cpp); drawn: MLA in the attn_k_b/attn_v_b layout (Kimi-Linear's
+        # MHA fallback and fused attn_qkv are not), Ling-3.0 with its Q LoRA
+        roles = tmap.derived(_roles)
+        kda = p.ssm_n_group > 0 and {"attn_k_b", "attn_v_b"} <= roles and "attn_qkv" not in roles
+        kda = kda and (p.arch == "kimi-linear" or (bool(p.q_lora_rank) and "attn_q_a" in roles))
+        return p.arch if kda and p.arch in _templates().get(engine, {}) else None
     if p.arch == "jamba" and p.recurrent_layers and p.n_expert and p.n_ff_exp and not p.ssm_n_group:
         # Mamba-1 and attention layers from the per-layer arrays, MoE every moe_every-th layer (mainline jamba.cpp)
         return "jamba" if "jamba" in _templates().get(engine, {}) else None
@@ -181,6 +185,7 @@ class GraphShape:
     dsv: int = 0
     dc: int = 0        # the conv kernel (d_conv)
     ds: int = 0        # the SSM state width (d_state; Mamba-1's B and C rows)
+    nx: int = 0        # recurrent states copied as extra (n_rs - n_seqs: a template's reserve_seqs below -np)
     ih: int = 0        # DSA lightning indexer: head width, heads, keys kept per query (min(n_kv, top_k))
     nih: int = 0
     itk: int = 0
@@ -337,6 +342,12 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
     a row of the template's ``shared`` list (views of a graph input that every layer reads), put into the graph
     where it is first read, as ggml's depth-first walk does (ggml.c ggml_visit_parents)."""
     tpl = _templates()[engine][graph]
+    k_seqs = tpl.get("reserve_seqs", 0)
+    if k_seqs and shape.ns > k_seqs:
+        # the engine reserves this architecture's prompt graph with k sequences whatever -np (Kimi-Linear:
+        # llama-context.cpp:716-722); the other states are the rs input's extra states
+        shape = replace(shape, ns=k_seqs, nx=shape.nx + shape.ns - k_seqs,
+                        tc=shape.tc - (shape.dc - 1) * (shape.ns - k_seqs))
     ts: list[T] = []
     ids: dict[str, int] = {}
     n_layer = len(layer_dev)

@@ -124,11 +124,6 @@ MISSES: dict[tuple[str, str], str] = {
     ("ik", "gemma4-c4096-fa-off-rpc1"): "cpu",
     ("ik", "gemma4-c4096-nommap-ngl0-rpc1"): "cpu",
     ("ik", "gemma4-c4096-nommap"): "cpu",
-    ("mainline", "kimilinear-c4096"): "cpu",
-    ("mainline", "kimilinear-c16384"): "cpu",
-    ("mainline", "kimilinear-c16384-rpc1"): "rpc0",
-    ("mainline", "kimilinear-c4096-rpc2"): "rpc0 rpc1",
-    ("mainline", "kimilinear-c4096-np2-rpc1"): "rpc0 cpu",
     ("ik", "kda-c4096-fa-off-rpc1"): "rpc0",
     ("ik", "kda-c4096-mla1-fa-off-rpc1"): "rpc0",
 }
@@ -142,7 +137,6 @@ WHY: dict[tuple[str, str], str] = {
     ("ik", "dsa"): _NO_GRAPH + " (MLA + the DSA lightning indexer)",
     ("ik", "gptoss"): "ik.gptoss is the flash-attention graph only: live-set estimate",
     ("ik", "gemma4"): _NO_GRAPH + " (SWA and full caches of different head sizes, shared KV)",
-    ("mainline", "kimilinear"): _NO_GRAPH + " (KDA state ops and the MLA attention layers of kimi-linear)",
     ("ik", "kda"): _NO_GRAPH + " (KDA state ops; the live-set estimate misses without flash attention)",
 }
 
@@ -280,7 +274,7 @@ def test_dsa_buffer_grows_with_the_layers_a_device_holds(log):
     assert pred is not None and {d: round(v / MIB, 4) for d, v in pred.items()} == got
 
 
-_HYBRID_ARRAYS = ("nemotronh", "granitehybrid", "falconh1", "jamba", "kda")     # layer kinds from per-layer header arrays
+_HYBRID_ARRAYS = ("nemotronh", "granitehybrid", "falconh1", "jamba", "kda", "kimilinear")     # layer kinds from per-layer header arrays
 
 
 @pytest.mark.parametrize("engine,log,dev", [p for p in _exact_cases()
