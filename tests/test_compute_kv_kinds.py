@@ -124,8 +124,6 @@ MISSES: dict[tuple[str, str], str] = {
     ("ik", "gemma4-c4096-fa-off-rpc1"): "cpu",
     ("ik", "gemma4-c4096-nommap-ngl0-rpc1"): "cpu",
     ("ik", "gemma4-c4096-nommap"): "cpu",
-    ("ik", "kda-c4096-fa-off-rpc1"): "rpc0",
-    ("ik", "kda-c4096-mla1-fa-off-rpc1"): "rpc0",
 }
 # Why, per (engine, kind): no graph in planner/data/engine_graphs.toml for the run, so the live-set estimate
 # (planner/compute_buffers.py live_sets) stands in; its sets do not cover these architectures' own tensors.
@@ -137,7 +135,6 @@ WHY: dict[tuple[str, str], str] = {
     ("ik", "dsa"): _NO_GRAPH + " (MLA + the DSA lightning indexer)",
     ("ik", "gptoss"): "ik.gptoss is the flash-attention graph only: live-set estimate",
     ("ik", "gemma4"): _NO_GRAPH + " (SWA and full caches of different head sizes, shared KV)",
-    ("ik", "kda"): _NO_GRAPH + " (KDA state ops; the live-set estimate misses without flash attention)",
 }
 
 
