@@ -6,9 +6,10 @@ Which graphs exist: ``engine_graphs.toml`` has a table per (engine, architecture
 one applies (mainline: Qwen3-MoE-shaped models, DeepSeek on the legacy ``attn_kv_b`` layout or with
 ``attn_k_b``/``attn_v_b`` (MLA), gpt-oss and gemma-3 with their sliding-window and full caches, the Qwen3.5-MoE
 gated delta-net hybrid, GLM-5 DSA (flash attention), Llama-4 with chunked attention, Nemotron-H, Granite-4.0-H and
-Falcon-H1 (Mamba-2, attention and dense FFN layers); ik 8337e4cd3: gpt-oss, gemma-3, the same Qwen3-MoE shapes,
-Qwen3.5-MoE and DeepSeek under every ``-mla``, with flash attention (DeepSeek: with or without) and fused up/gate
-experts).  Others keep the live-set estimate of :mod:`planner.compute_buffers`.
+Falcon-H1 (Mamba-2, attention and dense FFN layers), Jamba (Mamba-1, attention, MoE every other layer), Ling-3.0 and
+Kimi-Linear (Kimi Delta Attention and MLA); ik 8337e4cd3: gpt-oss, gemma-3, the same Qwen3-MoE shapes, Qwen3.5-MoE,
+Ling-3.0 (``-mla`` >= 1) and DeepSeek under every ``-mla``, with flash attention (DeepSeek and Ling-3.0: with or
+without) and fused up/gate experts).  Others keep the live-set estimate of :mod:`planner.compute_buffers`.
 
 The worst-case ubatch (mainline ``llama_context::sched_reserve``, src/llama-context.cpp; ik
 ``llama_init_from_model``, src/llama.cpp): ``T = min(n_ctx, n_ubatch)`` tokens, every one an output, against
