@@ -331,3 +331,36 @@ def test_the_solvers_role_estimate_covers_the_replay(engine, log, dev):
         role = DeviceRole(dev in layer_device, dev in layer_device, out_dev == dev, copies=copies,
                           entry=entry_of(layer_device, dev, CPU))
     assert estimate(tmap, run, role).bytes >= predicted(log, engine)[dev] * MIB
+
+
+@pytest.mark.parametrize("kind", ["jamba", "kda", "kimilinear"])
+def test_hybrid_quantized_cache_matches_a_dump_and_its_buffers(kind):
+    # graphs_extra/: the kind's tiny model over one rpc-server with -ctk/-ctv q8_0, the plans' default cache (no
+    # kv_kinds case has it): the attention layers' Hadamard rotations where the engine makes them
+    # (llama-kv-cache.cpp:321-338; MLA's K-only cache has none in build_attn, llama-graph.cpp:2982-3030) node by
+    # node against the dump, and both buffers against the destructor's 4-decimal lines of the same run
+    from dataclasses import replace
+
+    from test_engine_graph import assert_matches_dump
+
+    from planner.compute_buffers import _shape, _tokens
+    from planner.engine_graph import build
+
+    extra = FIX / "graphs_extra"
+    lines = (extra / f"mainline-{kind}-c4096-q8-rpc1.txt").read_text().splitlines()
+    assert "-c 4096 -ctk q8_0 -ctv q8_0" in lines[1]
+    logged_is = {m[1]: float(m[2]) for m in re.finditer(r"(\S+) compute buffer size is +([\d.]+) MiB",
+                                                         (extra / f"mainline-{kind}-c4096-q8-rpc1.compute.txt")
+                                                         .read_text())}
+    tmap, run, devices, layer_device, device_of, out_dev, copies = _placement(f"{kind}-c16384-rpc1.log", "mainline")
+    run = replace(run, ctx=4096, type_k="q8_0", type_v="q8_0")
+    got = placement_compute(tmap, run, devices, layer_device, device_of, out_dev, CPU, copies)
+    assert got is not None and {d: round(v / MIB, 4) for d, v in got.items()} == logged_is
+    p = tmap.params
+    order = [*devices, CPU]
+    graph = graph_of("mainline", tmap, run.flash_attn, _tokens(run), run.mla)
+    assert graph is not None
+    ts = build("mainline", graph, _shape(p, run), [order.index(d) for d in layer_device],
+               lambda name: order.index(device_of(name)), order.index(out_dev), len(order) - 1,
+               dense_flags(p, len(layer_device)), [], [p.is_recurrent(il) for il in range(len(layer_device))])
+    assert_matches_dump(lines, ts, order)
