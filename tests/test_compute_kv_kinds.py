@@ -364,3 +364,34 @@ def test_hybrid_quantized_cache_matches_a_dump_and_its_buffers(kind):
                lambda name: order.index(device_of(name)), order.index(out_dev), len(order) - 1,
                dense_flags(p, len(layer_device)), [], [p.is_recurrent(il) for il in range(len(layer_device))])
     assert_matches_dump(lines, ts, order)
+
+
+def test_ik_kda_quantized_cache_matches_a_dump_and_its_buffers():
+    # kv_kinds_ik/graphs_extra/: ik's kda tiny model over one rpc-server with -ctk q8_0 (its default -mla 3 and flash
+    # attention: the latent cache's rope part cast to f16 per chunk, [ik.deepseek2]'s "kvq" rows) node by node
+    # against ik's dump, and both buffers against the lines the same run printed (2 decimals: ik has no
+    # destructor line)
+    from dataclasses import replace
+
+    from test_engine_graph import assert_matches_dump
+
+    from planner.compute_buffers import _shape, _tokens
+    from planner.engine_graph import build
+
+    extra = FIX_IK / "graphs_extra"
+    lines = (extra / "ik-kda-c4096-q8-rpc1.txt").read_text().splitlines()
+    assert "-c 4096 -ctk q8_0" in lines[1]
+    printed = logged((extra / "ik-kda-c4096-q8-rpc1.compute.txt").read_text())
+    tmap, run, devices, layer_device, device_of, out_dev, copies = _placement("kda-c16384-rpc1.log", "ik")
+    run = replace(run, ctx=4096, type_k="q8_0")
+    got = placement_compute(tmap, run, devices, layer_device, device_of, out_dev, CPU, copies)
+    assert got is not None and printed.keys() == got.keys()
+    assert all(abs(got[d] / MIB - printed[d]) <= 0.005 for d in printed), (got, printed)
+    p = tmap.params
+    order = [*devices, CPU]
+    graph = graph_of("ik", tmap, run.flash_attn, _tokens(run), run.mla)
+    assert graph is not None
+    ts = build("ik", graph, _shape(p, run), [order.index(d) for d in layer_device],
+               lambda name: order.index(device_of(name)), order.index(out_dev), len(order) - 1,
+               dense_flags(p, len(layer_device)), [], [p.is_recurrent(il) for il in range(len(layer_device))])
+    assert_matches_dump(lines, ts, order)
