@@ -104,11 +104,8 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
         roles = tmap.derived(_roles)
         kda = p.ssm_n_group > 0 and {"attn_k_b", "attn_v_b"} <= roles and "attn_qkv" not in roles
         kda = kda and (p.arch == "kimi-linear" or (bool(p.q_lora_rank) and "attn_q_a" in roles))
-        if engine == "ik":
-            # the paths checked against ik's dumps: -mla >= 1, flash attention with a prompt-sized ubatch or none;
-            # fused up/gate experts
-            mfa = flash_attn and mla > 1 and tokens >= 128
-            kda = kda and mla >= 1 and (mfa or not flash_attn) and tmap.derived(_fused_up_gate)
+        if engine == "ik":      # -mla >= 1 (every latent path checked against ik's dumps), fused up/gate experts
+            kda = kda and mla >= 1 and tmap.derived(_fused_up_gate)
         return p.arch if kda and p.arch in _templates().get(engine, {}) else None
     if p.arch == "jamba" and p.recurrent_layers and p.n_expert and p.n_ff_exp and not p.ssm_n_group:
         # Mamba-1 and attention layers from the per-layer arrays, MoE every moe_every-th layer (mainline jamba.cpp)

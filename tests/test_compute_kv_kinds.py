@@ -366,9 +366,14 @@ def test_hybrid_quantized_cache_matches_a_dump_and_its_buffers(kind):
     assert_matches_dump(lines, ts, order)
 
 
-def test_ik_kda_quantized_cache_matches_a_dump_and_its_buffers():
+@pytest.mark.parametrize("run_name,flags,args", [
+    ("ik-kda-c4096-q8-rpc1", "-c 4096 -ctk q8_0", {"type_k": "q8_0"}),
+    ("ik-kda-c4096-mla1-rpc1", "-c 4096 -mla 1", {"mla": 1}),
+])
+def test_ik_kda_runs_outside_the_cases_match_a_dump_and_their_buffers(run_name, flags, args):
     # kv_kinds_ik/graphs_extra/: ik's kda tiny model over one rpc-server with -ctk q8_0 (its default -mla 3 and flash
-    # attention: the latent cache's rope part cast to f16 per chunk, [ik.deepseek2]'s "kvq" rows) node by node
+    # attention: the latent cache's rope part cast to f16 per chunk, [ik.deepseek2]'s "kvq" rows) and with -mla 1
+    # and flash attention (the "mcfa" path; the output gate's projection right after the cache store) node by node
     # against ik's dump, and both buffers against the lines the same run printed (2 decimals: ik has no
     # destructor line)
     from dataclasses import replace
@@ -379,11 +384,11 @@ def test_ik_kda_quantized_cache_matches_a_dump_and_its_buffers():
     from planner.engine_graph import build
 
     extra = FIX_IK / "graphs_extra"
-    lines = (extra / "ik-kda-c4096-q8-rpc1.txt").read_text().splitlines()
-    assert "-c 4096 -ctk q8_0" in lines[1]
-    printed = logged((extra / "ik-kda-c4096-q8-rpc1.compute.txt").read_text())
+    lines = (extra / f"{run_name}.txt").read_text().splitlines()
+    assert flags in lines[1]
+    printed = logged((extra / f"{run_name}.compute.txt").read_text())
     tmap, run, devices, layer_device, device_of, out_dev, copies = _placement("kda-c16384-rpc1.log", "ik")
-    run = replace(run, ctx=4096, type_k="q8_0")
+    run = replace(run, ctx=4096, **args)
     got = placement_compute(tmap, run, devices, layer_device, device_of, out_dev, CPU, copies)
     assert got is not None and printed.keys() == got.keys()
     assert all(abs(got[d] / MIB - printed[d]) <= 0.005 for d in printed), (got, printed)
