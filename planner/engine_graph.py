@@ -8,8 +8,8 @@ one applies (mainline: Qwen3-MoE-shaped models, DeepSeek on the legacy ``attn_kv
 gated delta-net hybrid, GLM-5 DSA (flash attention), Llama-4 with chunked attention, Nemotron-H, Granite-4.0-H and
 Falcon-H1 (Mamba-2, attention and dense FFN layers), dense gemma-4 with its shared-KV layers reading another
 layer's (another device's) cache; ik 8337e4cd3: gpt-oss, gemma-3, the same Qwen3-MoE shapes,
-Qwen3.5-MoE and DeepSeek under every ``-mla``, with flash attention (DeepSeek: with or without) and fused up/gate
-experts).  Others keep the live-set estimate of :mod:`planner.compute_buffers`.
+Qwen3.5-MoE and DeepSeek under every ``-mla``, with flash attention (DeepSeek, gemma-4: with or without) and fused
+up/gate experts, dense gemma-4).  Others keep the live-set estimate of :mod:`planner.compute_buffers`.
 
 The worst-case ubatch (mainline ``llama_context::sched_reserve``, src/llama-context.cpp; ik
 ``llama_init_from_model``, src/llama.cpp): ``T = min(n_ctx, n_ubatch)`` tokens, every one an output, against
@@ -98,6 +98,9 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
         roles = tmap.derived(_roles)
         own_v = tmap.derived(_own_v)
         g4 = "layer_output_scale" in roles and "per_layer_token_embd" not in roles and own_v
+        if engine == "ik" and not flash_attn:
+            # ik's KQ is never split by -amb while K and Q head counts differ (build-context.cpp:2126)
+            g4 = g4 and all(p.head_count_kv(il) < p.n_head for il in range(p.n_loaded_layers))
         return "gemma4" if g4 and "gemma4" in _templates().get(engine, {}) else None
     if p.arch == "qwen35moe" and (p.full_attn_interval or p.recurrent_layers) and p.n_expert and p.n_ff_shexp:
         # the gated delta-net hybrid with routed and gated shared experts (mainline qwen35moe.cpp)
@@ -186,8 +189,8 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
     a row of the template's ``shared`` list (views of a graph input that every layer reads), put into the graph
     where it is first read, as ggml's depth-first walk does (ggml.c ggml_visit_parents).  ``kv_dev``: per layer,
     the backend of another layer's cache it reads (gemma-4's shared-KV layers, :func:`kv_devices`), -1 for a
-    layer with its own; such a layer drops the rows flagged "ownkv" (its K/V projections and cache stores), and its
-    "kv:" cache views are of that cache, on that backend.  A template with ``window = true`` sizes a
+    layer with its own; such a layer drops the rows flagged "ownkv" (its K/V projections and cache stores) and
+    draws those flagged "sharedkv", and its "kv:" cache views are of that cache, on that backend.  A template with ``window = true`` sizes a
     sliding-window layer's rows by :meth:`GraphShape.window` (its own cells and head widths)."""
     tpl = _templates()[engine][graph]
     windowed = bool(tpl.get("window"))
@@ -266,7 +269,7 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
                     continue
                 if ("swa" in flags and not is_swa) or ("noswa" in flags and is_swa):
                     continue
-                if "ownkv" in flags and is_shared:
+                if ("ownkv" in flags and is_shared) or ("sharedkv" in flags and not is_shared):
                     continue
                 out.append((row, k, flags, [tuple(x.split("|")) for x in row[3]]))
             kept[key] = (rows, out)
