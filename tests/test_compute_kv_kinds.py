@@ -113,7 +113,6 @@ MISSES: dict[tuple[str, str], str] = {
     ("ik", "dsv4-c4096-q8-rpc1"): "rpc0 cpu",
     ("ik", "dsv4-c8192-np2-rpc1"): "rpc0 cpu",
     ("ik", "dsa-c4096-fa-off-rpc1"): "rpc0",
-    ("ik", "gptoss-c4000-fa-off-rpc1"): "cpu",
 }
 # Why, per (engine, kind): no graph in planner/data/engine_graphs.toml for the run, so the live-set estimate
 # (planner/compute_buffers.py live_sets) stands in; its sets do not cover these architectures' own tensors.
@@ -122,7 +121,6 @@ WHY: dict[tuple[str, str], str] = {
     ("mainline", "dsv4"): _NO_GRAPH + " (compressed attention, indexer, hyper-connections not modelled)",
     ("ik", "dsv4"): _NO_GRAPH + " (compressed attention, indexer, hyper-connections not modelled)",
     ("ik", "dsa"): _NO_GRAPH + " (MLA + the DSA lightning indexer)",
-    ("ik", "gptoss"): "ik.gptoss is the flash-attention graph only: live-set estimate",
 }
 
 
