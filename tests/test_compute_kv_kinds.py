@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from planner.compute_buffers import entry_of, placement_compute, placement_copies, replayed
-from planner.engine_graph import dense_flags, graph_of, kv_devices
+from planner.engine_graph import dense_flags, graph_of, k_as_v, kv_devices
 from planner.memory import CPU, compute_buffer_bytes
 from planner.runconfig import RunConfig
 
@@ -219,7 +219,7 @@ def test_graph_matches_the_schedulers_own_dump(dump):
     ts = build(engine, graph, shape, ld, lambda name: order.index(device_of(name)), order.index(out_dev),
                len(order) - 1, dense_flags(p, len(layer_device)),
                [p.is_swa(il) for il in range(len(layer_device))] if p.n_swa else [],
-               [p.is_recurrent(il) for il in range(len(layer_device))], kv_devices(p, ld))
+               [p.is_recurrent(il) for il in range(len(layer_device))], kv_devices(p, ld), k_as_v(tmap))
     assert_matches_dump(lines, ts, order)
 
 
@@ -282,7 +282,7 @@ def test_dsa_buffer_grows_with_the_layers_a_device_holds(log):
 
 
 # layer kinds from per-layer header arrays; gemma-4's shared-KV layers
-_ROLE_CHECKED = ("nemotronh", "granitehybrid", "falconh1", "gemma4")
+_ROLE_CHECKED = ("nemotronh", "granitehybrid", "falconh1", "gemma4", "gemma4kv")
 
 
 @pytest.mark.parametrize("engine,log,dev", [p for p in _exact_cases()
