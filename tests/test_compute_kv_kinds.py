@@ -112,7 +112,6 @@ MISSES: dict[tuple[str, str], str] = {
     ("ik", "dsv4-c4096-rpc2"): "rpc0 rpc1 cpu",
     ("ik", "dsv4-c4096-q8-rpc1"): "rpc0 cpu",
     ("ik", "dsv4-c8192-np2-rpc1"): "rpc0 cpu",
-    ("ik", "dsa-c4096-fa-off-rpc1"): "rpc0",
 }
 # Why, per (engine, kind): no graph in planner/data/engine_graphs.toml for the run, so the live-set estimate
 # (planner/compute_buffers.py live_sets) stands in; its sets do not cover these architectures' own tensors.
@@ -120,7 +119,6 @@ _NO_GRAPH = "no engine graph for this architecture: live-set estimate"
 WHY: dict[tuple[str, str], str] = {
     ("mainline", "dsv4"): _NO_GRAPH + " (compressed attention, indexer, hyper-connections not modelled)",
     ("ik", "dsv4"): _NO_GRAPH + " (compressed attention, indexer, hyper-connections not modelled)",
-    ("ik", "dsa"): _NO_GRAPH + " (MLA + the DSA lightning indexer)",
 }
 
 
