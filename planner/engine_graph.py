@@ -8,9 +8,10 @@ one applies (mainline: Qwen3-MoE-shaped models, DeepSeek on the legacy ``attn_kv
 gated delta-net hybrid, GLM-5 DSA (flash attention), Llama-4 with chunked attention, Nemotron-H, Granite-4.0-H and
 Falcon-H1 (Mamba-2, attention and dense FFN layers), dense gemma-4 with its shared-KV layers reading another
 layer's (another device's) cache and its K-as-V (attention_k_eq_v) layers, Jamba (Mamba-1, attention, MoE every
-other layer), Ling-3.0 and Kimi-Linear (Kimi Delta Attention and MLA); ik 8337e4cd3: gpt-oss, gemma-3, the same Qwen3-MoE shapes, Qwen3.5-MoE, Ling-3.0
-(``-mla`` >= 1) and DeepSeek under every ``-mla``, with flash attention (DeepSeek, gemma-4 and Ling-3.0: with or
-without) and fused up/gate experts, dense gemma-4).  Others keep the live-set estimate of
+other layer), Ling-3.0 and Kimi-Linear (Kimi Delta Attention and MLA); ik 8337e4cd3: gpt-oss, gemma-3, the same
+Qwen3-MoE shapes, Qwen3.5-MoE, Ling-3.0 (``-mla`` >= 1), DeepSeek under every ``-mla`` and GLM-DSA (its dense MLA
+graph: no ``--dsa``), with flash attention (DeepSeek, GLM-DSA, gpt-oss, gemma-4 and Ling-3.0: with or without) and
+fused up/gate experts, dense gemma-4).  Others keep the live-set estimate of
 :mod:`planner.compute_buffers`.
 
 The worst-case ubatch (mainline ``llama_context::sched_reserve``, src/llama-context.cpp; ik
@@ -119,6 +120,12 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
     if p.arch == "glm-dsa" and p.kv_lora_rank and p.q_lora_rank and p.n_shared_exp == 1 and p.indexer_top_k:
         # GLM-5 DSA: every layer a full indexer layer (no indexer_types key), MLA in the attn_k_b/attn_v_b layout
         roles = tmap.derived(_roles)
+        if engine == "ik":
+            # ik runs the indexer only with --dsa (off by default: common/common.h:431, dsa_should_use in
+            # build_deepseek2.cpp:338-340, which the plans never emit); without it GLM-DSA is build_deepseek2's
+            # dense MLA graph ("When off, the model runs the dense MLA path", 798-804): its deepseek2 template
+            dense_mla = tmap.derived(_fused_up_gate) and {"attn_k_b", "attn_v_b"} <= roles
+            return "deepseek2" if dense_mla and "deepseek2" in _templates().get(engine, {}) else None
         dsa = {"attn_k_b", "attn_v_b", "indexer.attn_k"} <= roles
         return "glmdsa" if dsa and "glmdsa" in _templates().get(engine, {}) else None
     if p.arch == "falcon-h1" and p.recurrent_attn and p.ssm_n_group and not p.n_expert:

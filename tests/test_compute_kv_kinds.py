@@ -112,7 +112,6 @@ MISSES: dict[tuple[str, str], str] = {
     ("ik", "dsv4-c4096-rpc2"): "rpc0 rpc1 cpu",
     ("ik", "dsv4-c4096-q8-rpc1"): "rpc0 cpu",
     ("ik", "dsv4-c8192-np2-rpc1"): "rpc0 cpu",
-    ("ik", "dsa-c4096-fa-off-rpc1"): "rpc0",
     ("mainline", "rwkv6-c4096"): "cpu",
     ("mainline", "rwkv6-c16384"): "cpu",
     ("mainline", "rwkv6-c16384-rpc1"): "rpc0 cpu",
@@ -132,7 +131,6 @@ _NO_GRAPH = "no engine graph for this architecture: live-set estimate"
 WHY: dict[tuple[str, str], str] = {
     ("mainline", "dsv4"): _NO_GRAPH + " (compressed attention, indexer, hyper-connections not modelled)",
     ("ik", "dsv4"): _NO_GRAPH + " (compressed attention, indexer, hyper-connections not modelled)",
-    ("ik", "dsa"): _NO_GRAPH + " (MLA + the DSA lightning indexer)",
     # purely recurrent models: the live sets charge a KQ mask these graphs do not build (over at 16384 tokens)
     # and have no set for the mixer's own intermediates (under at 4096 on the device holding the layers)
     ("mainline", "rwkv6"): _NO_GRAPH + " (RWKV-6 time/channel mix; no attention, so no KQ mask)",
