@@ -6,9 +6,12 @@ Which graphs exist: ``engine_graphs.toml`` has a table per (engine, architecture
 one applies (mainline: Qwen3-MoE-shaped models, DeepSeek on the legacy ``attn_kv_b`` layout or with
 ``attn_k_b``/``attn_v_b`` (MLA), gpt-oss and gemma-3 with their sliding-window and full caches, the Qwen3.5-MoE
 gated delta-net hybrid, GLM-5 DSA (flash attention), Llama-4 with chunked attention, Nemotron-H, Granite-4.0-H and
-Falcon-H1 (Mamba-2, attention and dense FFN layers); ik 8337e4cd3: gpt-oss, gemma-3, the same Qwen3-MoE shapes,
-Qwen3.5-MoE and DeepSeek under every ``-mla``, with flash attention (DeepSeek: with or without) and fused up/gate
-experts).  Others keep the live-set estimate of :mod:`planner.compute_buffers`.
+Falcon-H1 (Mamba-2, attention and dense FFN layers), dense gemma-4 with its shared-KV layers reading another
+layer's (another device's) cache, Jamba (Mamba-1, attention, MoE every other layer), Ling-3.0 and Kimi-Linear (Kimi
+Delta Attention and MLA); ik 8337e4cd3: gpt-oss, gemma-3, the same Qwen3-MoE shapes, Qwen3.5-MoE, Ling-3.0
+(``-mla`` >= 1) and DeepSeek under every ``-mla``, with flash attention (DeepSeek, gemma-4 and Ling-3.0: with or
+without) and fused up/gate experts, dense gemma-4).  Others keep the live-set estimate of
+:mod:`planner.compute_buffers`.
 
 The worst-case ubatch (mainline ``llama_context::sched_reserve``, src/llama-context.cpp; ik
 ``llama_init_from_model``, src/llama.cpp): ``T = min(n_ctx, n_ubatch)`` tokens, every one an output, against
@@ -20,15 +23,17 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 from functools import cache
 from importlib import resources
 from typing import Any
 
 from planner.gallocr import T, buffer_sizes, inplace_ops
+from planner.graph_shape import GraphShape
 from planner.tensors import ModelParams, TensorMap
 
-UNQUANTIZED = frozenset({"f32", "f16", "bf16"})
+__all__ = ["GraphShape", "build", "compute_buffers", "dense_flags", "graph_of", "has_graph", "kv_devices",
+           "layer_leaf_bytes"]
 
 
 @cache
@@ -49,6 +54,14 @@ def _fused_up_gate(tmap: TensorMap) -> bool:
         if t.role in ("ffn_up_exps", "ffn_gate_exps") and t.name.endswith(".weight"):    # not gpt-oss's biases
             types.setdefault(t.layer, set()).add(t.dtype)
     return all(len(v) == 1 for v in types.values())
+
+
+def _own_v(tmap: TensorMap) -> bool:
+    """Whether every layer that stores its own K/V (below ``n_layer_kv``) has its V projection (gemma-4: without
+    attn_v the engines store K as V, gemma4.cpp:246-248)."""
+    n = tmap.params.n_layer_kv or tmap.params.n_loaded_layers
+    have = {t.layer for t in tmap.tensors if t.role == "attn_v"}
+    return all(il in have for il in range(n))
 
 
 def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int = 512, mla: int = 3) -> str | None:
@@ -81,6 +94,17 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
         if engine == "ik" and not flash_attn:
             return None
         return "gemma3" if "gemma3" in _templates().get(engine, {}) else None
+    if p.arch == "gemma4" and p.n_swa and not p.n_expert:
+        # dense gemma-4 without per-layer embeddings, every own-KV layer with its V projection and the layer output
+        # scale (mainline gemma4.cpp:155-437); MoE (26B-A4B), per-layer embeddings (E2B/E4B) and V = K layers are
+        # other graphs
+        roles = tmap.derived(_roles)
+        own_v = tmap.derived(_own_v)
+        g4 = "layer_output_scale" in roles and "per_layer_token_embd" not in roles and own_v
+        if engine == "ik" and not flash_attn:
+            # ik's KQ is never split by -amb while K and Q head counts differ (build-context.cpp:2126)
+            g4 = g4 and all(p.head_count_kv(il) < p.n_head for il in range(p.n_loaded_layers))
+        return "gemma4" if g4 and "gemma4" in _templates().get(engine, {}) else None
     if p.arch == "qwen35moe" and (p.full_attn_interval or p.recurrent_layers) and p.n_expert and p.n_ff_shexp:
         # the gated delta-net hybrid with routed and gated shared experts (mainline qwen35moe.cpp)
         roles = tmap.derived(_roles)
@@ -96,6 +120,19 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
     if p.arch == "falcon-h1" and p.recurrent_attn and p.ssm_n_group and not p.n_expert:
         # attention and a Mamba-2 mixer in every layer, a dense FFN (mainline falcon-h1.cpp)
         return "falconh1" if "falconh1" in _templates().get(engine, {}) else None
+    if p.arch in ("bailingmoe3", "kimi-linear") and p.recurrent_layers and p.kv_lora_rank and p.n_expert:
+        # Kimi Delta Attention and MLA layers from the per-layer arrays, a dense lead, MoE with a shared expert
+        # (mainline bailingmoe3.cpp, kimi-linear.cpp); drawn: MLA in the attn_k_b/attn_v_b layout (Kimi-Linear's
+        # MHA fallback and fused attn_qkv are not), Ling-3.0 with its Q LoRA
+        roles = tmap.derived(_roles)
+        kda = p.ssm_n_group > 0 and {"attn_k_b", "attn_v_b"} <= roles and "attn_qkv" not in roles
+        kda = kda and (p.arch == "kimi-linear" or (bool(p.q_lora_rank) and "attn_q_a" in roles))
+        if engine == "ik":      # -mla >= 1 (every latent path checked against ik's dumps), fused up/gate experts
+            kda = kda and mla >= 1 and tmap.derived(_fused_up_gate)
+        return p.arch if kda and p.arch in _templates().get(engine, {}) else None
+    if p.arch == "jamba" and p.recurrent_layers and p.n_expert and p.n_ff_exp and not p.ssm_n_group:
+        # Mamba-1 and attention layers from the per-layer arrays, MoE every moe_every-th layer (mainline jamba.cpp)
+        return "jamba" if "jamba" in _templates().get(engine, {}) else None
     if p.arch in ("nemotron_h", "granitehybrid") and p.recurrent_layers and not p.n_expert and p.ssm_n_group:
         # Mamba-2 and attention layers from the per-layer arrays, no experts: Nemotron-H's attention/MLP layers
         # (nemotron-h.cpp), Granite-4.0-H's dense FFN after either mixer (granite-hybrid.cpp)
@@ -128,167 +165,6 @@ def has_graph(engine: str, tmap: TensorMap) -> bool:
     return graph_of(engine, tmap) is not None
 
 
-@dataclass(frozen=True, slots=True)
-class GraphShape:
-    """The numbers the graph's sizes are products of (see engine_graphs.toml)."""
-
-    T: int
-    n_embd: int
-    q: int
-    kv: int
-    n_kv: int
-    n_expert: int
-    n_used: int
-    ff: int
-    n_vocab: int
-    n_head: int
-    mask: int          # bytes per mask element: 2 (f16, flash attention) or 4
-    vidx: int          # V-cache row indices per token: 1, or kv without flash attention (transposed V)
-    qa: int = 0        # MLA (deepseek2): q_lora_rank, kv_lora_rank, kv_lora_rank + rope, n_head x (nope + v),
-    kvl: int = 0       # the rope width, n_head x v, the dense FFN and the shared expert's widths
-    kvp: int = 0
-    kvb: int = 0
-    rope: int = 0
-    vo: int = 0
-    nff: int = 0
-    sh: int = 0
-    rk: int = 0        # Hadamard rotation of a quantized K cache: the matrix width (0 = none)
-    rotv: bool = False  # ... of a quantized V cache (64 x 64)
-    tm: int = 0        # the KQ mask's rows: T padded to GGML_KQ_MASK_PAD (ik 16, ggml.h:2485; mainline unpadded)
-    hc: int = 0        # ik MLA: heads per -amb chunk, the chunks, qk_nope and v head widths, their sum, nope + rope
-    nit: int = 1
-    nope: int = 0
-    hv: int = 0
-    npv: int = 0
-    qk: int = 0
-    kvq: bool = False  # ik MLA: a cache type other than f16 (its rope part is cast to f16 before the repeat)
-    n_kvs: int = 0     # the sliding-window cache's cells (gpt-oss: its SWA layers' mask and cache; 0 = no SWA)
-    wscale: bool = False  # the routed weights scaled (expert_weights_scale neither 0 nor 1: a SCALE node)
-    ns: int = 1        # recurrent layers (gated delta-net): the reserve ubatch's sequences (n_seq_max), conv
-    cch: int = 0       # channels (d_inner + 2 n_group d_state), conv input columns (T + (d_conv - 1) ns), the
-    tc: int = 0        # conv and SSM state rows (n_embd_r, n_embd_s), the key width (n_group d_state), the value
-    nr: int = 0        # heads (dt_rank) and the value head width (d_inner / dt_rank)
-    rss: int = 0
-    kd: int = 0
-    dtr: int = 0
-    dsv: int = 0
-    dc: int = 0        # the conv kernel (d_conv)
-    ih: int = 0        # DSA lightning indexer: head width, heads, keys kept per query (min(n_kv, top_k))
-    nih: int = 0
-    itk: int = 0
-    mla: int = 3       # ik MLA: -mla (0: plain attention over decompressed K and V; 1, 2, 3)
-    amb: int = 0       # ik: -amb MiB (0: none)
-
-    @classmethod
-    def of(cls, p: ModelParams, tokens: int, n_kv: int, flash_attn: bool, type_k: str = "f16",
-           type_v: str = "f16", mask_pad: int = 1, amb: int = 0, n_kv_swa: int = 0, n_seqs: int = 1,
-           mla: int = 3) -> GraphShape:
-        rk = 0
-        if type_k.lower() not in UNQUANTIZED and p.head_dim % 64 == 0:      # llama-kv-cache.cpp:321-325, 1450-1458
-            rk = 64
-            while p.head_dim % (rk * 2) == 0:
-                rk *= 2
-        rotv = type_v.lower() not in UNQUANTIZED and (p.head_dim_v or p.head_dim) % 64 == 0
-        nope = p.qk_nope_head_dim or p.head_dim - p.n_rot
-        hv = p.head_dim_v or p.head_dim
-        hc = p.n_head
-        kv_f32_mib = p.n_head * (nope + hv) * n_kv * 4 // (1 << 20)     # ik build_deepseek2.cpp:924-939 (-amb)
-        if amb > 0 and kv_f32_mib > amb:
-            hc = 1
-            for niter in range(2, p.n_head):
-                if p.n_head % niter == 0 and kv_f32_mib // niter <= amb:
-                    hc = p.n_head // niter
-                    break
-        if _kq_chunked(p.n_head, tokens, n_kv, amb, flash_attn, mla):
-            # KQ in chunks of heads (build_deepseek2.cpp:1130-1136): n_step = ceil(kq MiB / amb), capped at n_head
-            n_step = min(-(-(n_kv * tokens * p.n_head * 4 // (1 << 20)) // amb), p.n_head)
-            hc = -(-p.n_head // n_step)
-        return cls(T=tokens, n_embd=p.n_embd, q=p.n_head * p.head_dim, kv=p.n_head_kv * p.head_dim, n_kv=n_kv,
-                   n_expert=p.n_expert, n_used=p.n_expert_used, ff=p.n_ff_exp, n_vocab=p.n_vocab, n_head=p.n_head,
-                   mask=2 if flash_attn else 4, vidx=1 if flash_attn else p.n_head_kv * (p.head_dim_v or p.head_dim),
-                   rk=rk, rotv=rotv, qa=p.q_lora_rank, kvl=p.kv_lora_rank, kvp=p.kv_lora_rank + p.n_rot,
-                   kvb=p.n_head * ((p.qk_nope_head_dim or p.head_dim - p.n_rot) + (p.head_dim_v or p.head_dim)),
-                   rope=p.n_rot, vo=p.n_head * (p.head_dim_v or p.head_dim), nff=p.n_ff,
-                   sh=p.n_ff_shexp or p.n_ff_exp * p.n_shared_exp, tm=-(-tokens // mask_pad) * mask_pad,
-                   hc=hc, nit=p.n_head // hc if hc else 1, nope=nope, hv=hv, npv=nope + hv, qk=nope + p.n_rot,
-                   kvq=type_k.lower() != "f16", n_kvs=n_kv_swa,
-                   wscale=p.expert_weights_scale not in (0.0, 1.0), ih=p.indexer_head_size, nih=p.indexer_n_head,
-                   itk=min(n_kv, p.indexer_top_k), mla=mla, amb=amb, **_recurrent(p, tokens, n_seqs))
-
-
-    def _mla_paths(self) -> dict[str, bool]:
-        """ik build_deepseek2.cpp's attention paths at 8337e4cd3 (the -mla value, flash attention, pp_opt =
-        ``n_tokens >= 128 && mla_attn > 1``, 1293): "mfa" the per-chunk decompression (mla > 1, flash attention,
-        pp_opt: 903), "mc" the latent-space paths (the other mla > 0 cases: 1017), "mcfa" their flash attention
-        (mla 1 or 3: 1034), "mcno" KQ and softmax, "mtr" the transposed latent copied out of the K cache (mla > 1,
-        1082), "mv1" the transposed V cache of -mla 1 without flash attention (869), "m0" -mla 0 (1222)."""
-        fa = self.mask == 2
-        pp = self.T >= 128 and self.mla > 1
-        mfa = self.mla > 1 and fa and pp
-        mc = self.mla >= 1 and not mfa
-        mcfa = mc and fa and self.mla in (1, 3)
-        chunk = mc and not mcfa and _kq_chunked(self.n_head, self.T, self.n_kv, self.amb, fa, self.mla)
-        return {"mla": self.mla >= 1, "m0": self.mla == 0, "mfa": mfa, "mc": mc, "mcfa": mcfa,
-                "mcno": mc and not mcfa, "mtr": mc and not mcfa and self.mla > 1,
-                "mv1": self.mla == 1 and not fa, "ppo": pp, "nppo": not pp, "chunk": chunk, "nochunk": not chunk}
-
-    def has(self, flag: str) -> bool:
-        """Whether a row with this flag is in the graph ("a|b": either)."""
-        if "|" in flag:
-            return any(self.has(f) for f in flag.split("|"))
-        known = {"fa": self.mask == 2, "nofa": self.mask != 2, "rotk": self.rk > 0, "rotv": self.rotv,
-                 "kvq": self.kvq, "wscale": self.wscale}
-        if flag in known:
-            return known[flag]
-        return self._mla_paths().get(flag, True)
-
-    def drawn(self) -> bool:
-        """Whether the ik DeepSeek template draws this shape: not -mla 0 without flash attention
-        (llm_build_kv's KQ path), not the latent paths without flash attention on a quantized K cache (its
-        transposed copy), not KQ chunks of unequal heads (-amb chunks that do not divide n_head)."""
-        paths = self._mla_paths()
-        if paths["m0"] and self.mask != 2:
-            return False
-        if paths["mcno"]:
-            return not self.kvq and (not paths["chunk"] or self.n_head % self.hc == 0)
-        return True
-
-    def size(self, expr: str, k1: int = 1) -> int:
-        """Bytes of a row's expression (products, summed by "+"); ``k1``: the -amb chunk's number, from 1 (rows
-        flagged "iter")."""
-        if expr.startswith("rows:"):   # a strided view of the first W of each R-wide row: (T-1) R + W elements
-            w, r = (self.size(x) for x in expr[5:].split(","))
-            return ((self.T - 1) * r + w) * 4
-        if "+" in expr:
-            return sum(self.size(x, k1) for x in expr.split("+"))
-        if expr == "topk":         # a view of the first n_used of n_expert sorted ids per token (its nbytes)
-            return ((self.T - 1) * self.n_expert + self.n_used) * 4
-        out = 1
-        for f in expr.split("*"):
-            out *= int(f) if f.isdigit() else k1 if f == "k1" else int(getattr(self, f))
-        return out
-
-
-def _kq_chunked(n_head: int, tokens: int, n_kv: int, amb: int, flash_attn: bool, mla: int) -> bool:
-    """ik's latent-space attention without flash attention computes KQ in chunks of heads when it exceeds -amb
-    MiB (build_deepseek2.cpp:1097-1150: ``kq_size = n_kv x n_tokens x n_head x 4`` bytes in whole MiB)."""
-    mfa = flash_attn and mla > 1 and tokens >= 128
-    return mla >= 1 and not mfa and not (flash_attn and mla in (1, 3)) and amb > 0 and (
-        n_kv * tokens * n_head * 4 // (1 << 20) > amb)
-
-
-def _recurrent(p: ModelParams, tokens: int, n_seqs: int) -> dict[str, int]:
-    """The gated delta-net sizes of :class:`GraphShape` (mainline qwen35moe.cpp build_layer_attn_linear and
-    llama-hparams.cpp n_embd_r/n_embd_s at 0c1e57098); zeros for a model without recurrent layers."""
-    if not (p.ssm_d_inner and p.ssm_dt_rank and p.ssm_d_conv):
-        return {}
-    cch = p.ssm_d_inner + 2 * p.ssm_n_group * p.ssm_d_state
-    dsv = p.ssm_d_inner // p.ssm_dt_rank
-    return {"ns": n_seqs, "cch": cch, "tc": tokens + (p.ssm_d_conv - 1) * n_seqs, "nr": (p.ssm_d_conv - 1) * cch,
-            "rss": p.ssm_d_state * p.ssm_d_inner, "kd": p.ssm_n_group * p.ssm_d_state, "dtr": p.ssm_dt_rank,
-            "dsv": dsv, "dc": p.ssm_d_conv}
-
-
 _ITER = ("iter", "iter0", "iterN")
 
 
@@ -319,7 +195,7 @@ def _flags(row: list[Any]) -> set[str]:
 
 def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], device_of: Callable[[str], int],
           out_dev: int, cpu: int, dense: Sequence[bool] = (), swa: Sequence[bool] = (),
-          recr: Sequence[bool] = ()) -> list[T]:
+          recr: Sequence[bool] = (), kv_dev: Sequence[int] = ()) -> list[T]:
     """The graph's tensors in graph order for template ``graph`` (:func:`graph_of`); devices are backend indices
     (``cpu`` the last).  ``device_of`` maps a weight's GGUF name to its device (``-ot`` included); ``dense``: the
     layers with a dense FFN (rows flagged "dense"; the others take the "moe" rows); ``swa``: the sliding-window
@@ -327,8 +203,19 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
     (mainline build_attn with llm_graph_input_attn_kv_iswa, src/llama-graph.cpp:3425-3455); ``recr``: the
     recurrent layers of a hybrid (rows flagged "recr"; the others take the "full" rows).  A source "sh:NAME" is
     a row of the template's ``shared`` list (views of a graph input that every layer reads), put into the graph
-    where it is first read, as ggml's depth-first walk does (ggml.c ggml_visit_parents)."""
+    where it is first read, as ggml's depth-first walk does (ggml.c ggml_visit_parents).  ``kv_dev``: per layer,
+    the backend of another layer's cache it reads (gemma-4's shared-KV layers, :func:`kv_devices`), -1 for a
+    layer with its own; such a layer drops the rows flagged "ownkv" (its K/V projections and cache stores) and
+    draws those flagged "sharedkv", and its "kv:" cache views are of that cache, on that backend.  A template with ``window = true`` sizes a
+    sliding-window layer's rows by :meth:`GraphShape.window` (its own cells and head widths)."""
     tpl = _templates()[engine][graph]
+    k_seqs = tpl.get("reserve_seqs", 0)
+    if k_seqs and shape.ns > k_seqs:
+        # the engine reserves this architecture's prompt graph with k sequences whatever -np (Kimi-Linear:
+        # llama-context.cpp:716-722); the other states are the rs input's extra states
+        shape = replace(shape, ns=k_seqs, nx=shape.nx + shape.ns - k_seqs,
+                        tc=shape.tc - (shape.dc - 1) * (shape.ns - k_seqs))
+    windowed = bool(tpl.get("window"))
     ts: list[T] = []
     ids: dict[str, int] = {}
     n_layer = len(layer_dev)
@@ -360,15 +247,27 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
     shared: dict[str, int] = {}
     shared_rows = {row[0]: row for row in tpl.get("shared", [])}
 
-    sizes: dict[tuple[str, int], int] = {}
+    sizes: dict[tuple[str, int, bool], int] = {}
+    win_shape = shape.window() if windowed else shape
 
-    def size(expr: str, k1: int = 1) -> int:
-        if (expr, k1) not in sizes:
-            sizes[expr, k1] = shape.size(expr, k1)
-        return sizes[expr, k1]
+    def size(expr: str, k1: int = 1, win: bool = False) -> int:
+        if (expr, k1, win) not in sizes:
+            sizes[expr, k1, win] = (win_shape if win else shape).size(expr, k1)
+        return sizes[expr, k1, win]
+
+    def shared_kv(il: int) -> bool:
+        return 0 <= il < len(kv_dev) and kv_dev[il] >= 0
+
+    def cache_node(s: str, il: int, local: dict[str, int]) -> int:
+        """The cache a "kv:" source names: the layer's own, or the one it shares (on that layer's backend)."""
+        key = f"{s}{il}"
+        if key not in local:
+            dev = kv_dev[il] if shared_kv(il) else layer_dev[il]
+            local[key] = add(T(f"cache_{s[3:]}_l{il}", "NONE", 0, dev=dev))
+        return local[key]
 
     # keyed by the row list's id: the list is kept with its rows, so no other list can take that id meanwhile
-    kept: dict[tuple[int, bool, bool, bool, bool],
+    kept: dict[tuple[int, bool, bool, bool, bool, bool],
                tuple[object, list[tuple[list[Any], int, set[str], list[tuple[str, ...]]]]]] = {}
 
     def rows_of(rows: list[tuple[list[Any], int]], il: int) -> list[tuple[list[Any], int, set[str], list[tuple[str, ...]]]]:
@@ -377,12 +276,14 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
         is_last, is_dense = il == n_layer - 1, il >= 0 and il < len(dense) and dense[il]
         is_recr = 0 <= il < len(recr) and recr[il]
         is_swa = 0 <= il < len(swa) and swa[il]
-        key = (id(rows), is_last, is_dense, is_recr, is_swa)
+        is_shared = shared_kv(il)
+        key = (id(rows), is_last, is_dense, is_recr, is_swa, is_shared)
         if key not in kept:
             out = []
+            lshape = win_shape if is_swa else shape
             for row, k in rows:
                 flags = _flags(row)
-                if ("last" in flags and not is_last) or not all(shape.has(f) for f in flags):
+                if ("last" in flags and not is_last) or not all(lshape.has(f) for f in flags):
                     continue
                 if ("dense" in flags and not is_dense) or (flags & {"moe", "nodense"} and is_dense):
                     continue
@@ -390,12 +291,15 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
                     continue
                 if ("swa" in flags and not is_swa) or ("noswa" in flags and is_swa):
                     continue
+                if ("ownkv" in flags and is_shared) or ("sharedkv" in flags and not is_shared):
+                    continue
                 out.append((row, k, flags, [tuple(x.split("|")) for x in row[3]]))
             kept[key] = (rows, out)
         return kept[key][1]
 
     def nodes(rows: list[tuple[list[Any], int]], il: int, local: dict[str, int]) -> None:
         dev = layer_dev[il] if il >= 0 else out_dev
+        win = windowed and 0 <= il < len(swa) and swa[il]
         for row, k, flags, srcs in rows_of(rows, il):
             name, op, expr = row[0], row[1], row[2]
             view = row[4] if len(row) > 4 else ""
@@ -420,10 +324,7 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
                     resolved.append(weight(f"blk.{il}.{role}" if il >= 0 and role.split(".")[0] not in (
                         "output", "output_norm", "token_embd") else role))
                 elif s.startswith("kv:"):
-                    key = f"{s}{il}"
-                    if key not in local:
-                        local[key] = add(T(f"cache_{s[3:]}_l{il}", "NONE", 0, dev=dev))
-                    resolved.append(local[key])
+                    resolved.append(cache_node(s, il, local))
                 elif s.startswith("in:"):
                     is_swa = 0 <= il < len(swa) and swa[il]
                     resolved.append(ids[s + "_swa"] if is_swa and s + "_swa" in ids else ids[s])
@@ -431,20 +332,19 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
                     resolved.append(local[s])
             resolved = [len(ts) if r == -1 else r for r in resolved]
             if op == "EXPERT_SUM":      # build_moe_ffn: n_used views of `weighted`, summed by n_used - 1 ADDs
-                views = [add(T(f"{name}{j}-{il}", "VIEW", size(expr), srcs=(resolved[0],),
+                views = [add(T(f"{name}{j}-{il}", "VIEW", size(expr, 1, win), srcs=(resolved[0],),
                                view_src=resolved[0])) for j in range(shape.n_used)]
                 cur = views[0]
                 for v in views[1:]:
-                    cur = add(T(f"moe_out-{il}", "ADD", size(expr), srcs=(cur, v), layout=expr))
+                    cur = add(T(f"moe_out-{il}", "ADD", size(expr, 1, win), srcs=(cur, v), layout=expr))
                 local["moe_out"] = cur
+                if "exp" in flags:      # each view and sum expanded (mainline llama-graph.cpp:2353, 2362)
+                    mark[0] = keys[-1]
                 continue
             v_src = None
             if view:
                 if view.startswith("kv:"):
-                    key = f"{view}{il}"
-                    if key not in local:
-                        local[key] = add(T(f"cache_{view[3:]}_l{il}", "NONE", 0, dev=dev))
-                    v_src = local[key]
+                    v_src = cache_node(view, il, local)
                 elif view.startswith("in:"):
                     v_src = ids[view]
                 else:
@@ -453,13 +353,15 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
                         root = up
                     v_src = root
             if op == "LEAF":          # a tensor the graph creates (ggml_new_tensor): allocated as a leaf
-                local[name] = add(T(f"{name}-{il}", "NONE", size(expr), layout=expr, leaf=True))
+                local[name] = add(T(f"{name}-{il}", "NONE", size(expr, 1, win), layout=expr, leaf=True))
                 continue
             pin = dev if ("norm" in flags and pin_norm and il >= 0) else None
             if "pre" in flags:      # drawn where the last expanded row left off
                 nxt[0] = (mark[0][0], mark[0][1] + 1)
-            local[name] = add(T(f"{name}-{il}", op, size(expr, k + 1), srcs=tuple(resolved), view_src=v_src,
-                                layout=expr, pin=pin, out="out" in flags))
+            # a window layer's tensor has another layout only where its size differs (its own head widths)
+            layout = (expr, True) if win and size(expr, k + 1, True) != size(expr, k + 1) else expr
+            local[name] = add(T(f"{name}-{il}", op, size(expr, k + 1, win), srcs=tuple(resolved), view_src=v_src,
+                                layout=layout, pin=pin, out="out" in flags))
             if "pre" in flags:
                 mark[0] = keys[-1]
                 nxt[0] = (0, 0)
@@ -499,7 +401,8 @@ def _reordered(ts: list[T], keys: list[tuple[int, int]]) -> list[T]:
 @cache
 def _sizes(engine: str, graph: str, shape: GraphShape, layer_dev: tuple[int, ...], dense: tuple[bool, ...],
            weight_dev: tuple[tuple[str, int], ...], out_dev: int, n_backends: int, copies: int,
-           swa: tuple[bool, ...] = (), recr: tuple[bool, ...] = ()) -> tuple[int, ...]:
+           swa: tuple[bool, ...] = (), recr: tuple[bool, ...] = (), kv_dev: tuple[int, ...] = ()
+           ) -> tuple[int, ...]:
     wd = dict(weight_dev)
     cpu = n_backends - 1
 
@@ -510,8 +413,29 @@ def _sizes(engine: str, graph: str, shape: GraphShape, layer_dev: tuple[int, ...
             return layer_dev[int(name.split(".")[1])]
         return cpu if name == "token_embd.weight" else out_dev
 
-    ts = build(engine, graph, shape, layer_dev, device_of, out_dev, cpu, dense, swa, recr)
+    ts = build(engine, graph, shape, layer_dev, device_of, out_dev, cpu, dense, swa, recr, kv_dev)
     return tuple(buffer_sizes(ts, n_backends, copies=copies, inplace=inplace_ops(engine)))
+
+
+def kv_devices(p: ModelParams, layer_dev: Sequence[int], layer_base: int = 0, elsewhere: int = -1) -> list[int]:
+    """:func:`build`'s ``kv_dev``: per layer of a placement, -1 where the layer stores its own K/V, else the backend
+    of the cache it reads.  From ``n_layer_kv`` on (gemma-4 ``shared_kv_layers``) a layer reads the last own
+    window layer's cache (``n_layer_kv - 2``) if it is a window layer, else the last full one's (``n_layer_kv -
+    1``): mainline src/llama-model.cpp:2780-2788 (the reuse callback, 0c1e57098), ik src/llama-build-context.cpp:
+    2015-2020 (llm_build_kqv, 8337e4cd3).  ``layer_base``: the model layer the placement's first layer stands for;
+    a cache owner before it (a stand-in placement) is on ``elsewhere`` (-1: the layer's own backend)."""
+    m = p.n_layer_kv
+    if not m:
+        return []
+    out = []
+    for il, dev in enumerate(layer_dev):
+        g = il + layer_base
+        if g < m:
+            out.append(-1)
+            continue
+        owner = m - (2 if p.is_swa(g) else 1) - layer_base
+        out.append(layer_dev[owner] if 0 <= owner < len(layer_dev) else elsewhere if elsewhere >= 0 else dev)
+    return out
 
 
 def dense_flags(p: ModelParams, n: int) -> list[bool]:
@@ -541,13 +465,13 @@ RUN = 3     # identical layers in a row kept by :func:`compress` (tests/test_eng
 
 
 def compress(layer_dev: Sequence[int], weight_dev: dict[str, int], dense: Sequence[bool] = (),
-             swa: Sequence[bool] = (), recr: Sequence[bool] = ()
-             ) -> tuple[list[int], dict[str, int], list[bool], list[bool], list[bool]]:
+             swa: Sequence[bool] = (), recr: Sequence[bool] = (), kv_dev: Sequence[int] = ()
+             ) -> tuple[list[int], dict[str, int], list[bool], list[bool], list[bool], list[int]]:
     """The same placement with every run of identical layers (same device, same weights moved where) cut to
     ``RUN`` layers.  The graph repeats per layer, so the allocator reaches its steady state within a run and a
     longer run changes no buffer (checked on every harness placement, tests/test_engine_graph.py); the last layer
     stays the last (it alone gathers the output rows).  A layer's kind is its FFN (``dense``), its cache
-    (``swa``) and its mixer (``recr``): alternating kinds are kept as they are."""
+    (``swa``), its mixer (``recr``) and the cache it reads (``kv_dev``): alternating kinds are kept as they are."""
     moved: dict[int, list[tuple[str, int]]] = {}
     for name, dev in weight_dev.items():
         if name.startswith("blk."):
@@ -555,25 +479,30 @@ def compress(layer_dev: Sequence[int], weight_dev: dict[str, int], dense: Sequen
     kinds = [il < len(dense) and dense[il] for il in range(len(layer_dev))]
     windows = [il < len(swa) and swa[il] for il in range(len(layer_dev))]
     mixers = [il < len(recr) and recr[il] for il in range(len(layer_dev))]
-    sig = [(d, kinds[il], windows[il], mixers[il], tuple(sorted(moved.get(il, ()))))
-           for il, d in enumerate(layer_dev)]
+    caches = [kv_dev[il] if il < len(kv_dev) else -1 for il in range(len(layer_dev))]
+    # a layer reading another device's cache is never cut: each adds its own copies of the cache views, all made
+    # at the start of the device's split (ggml-backend.cpp:1510-1590), so the buffer grows with every such layer
+    sig = [(d, kinds[il], windows[il], mixers[il], caches[il] if caches[il] in (-1, d) else (caches[il], il),
+            tuple(sorted(moved.get(il, ())))) for il, d in enumerate(layer_dev)]
     keep = [il for il in range(len(sig))
             if il < RUN or any(sig[j] != sig[il] for j in range(il - RUN, il)) or il == len(sig) - 1]
     new_dev = [layer_dev[il] for il in keep]
     new_w = {name: dev for name, dev in weight_dev.items() if not name.startswith("blk.")}
     for k, il in enumerate(keep):
         new_w.update({f"blk.{k}.{rest}": dev for rest, dev in moved.get(il, ())})
-    return new_dev, new_w, [kinds[il] for il in keep], [windows[il] for il in keep], [mixers[il] for il in keep]
+    return (new_dev, new_w, [kinds[il] for il in keep], [windows[il] for il in keep], [mixers[il] for il in keep],
+            [caches[il] for il in keep] if kv_dev else [])
 
 
 def compute_buffers(engine: str, graph: str, p: ModelParams, shape: GraphShape, layer_dev: Sequence[int],
                     weight_dev: dict[str, int], out_dev: int, n_backends: int, copies: int = 1,
-                    *, exact_layers: bool = False, layer_base: int = 0) -> tuple[int, ...]:
+                    *, exact_layers: bool = False, layer_base: int = 0, kv_elsewhere: int = -1) -> tuple[int, ...]:
     """Each backend's compute buffer in bytes (backend ``n_backends - 1`` is the CPU) for template ``graph``.
     ``weight_dev``: the weights away from their layer's device (``-ot``), by GGUF name; token_embd is on the CPU,
     the output's tensors on ``out_dev``.  The placement is :func:`compress`-ed unless ``exact_layers``.
     ``layer_base``: the model layer the placement's first layer stands for (its kind: sliding-window, recurrent,
-    dense; a stand-in placement of a few layers, :func:`planner.compute_buffers.estimate`)."""
+    dense; a stand-in placement of a few layers, :func:`planner.compute_buffers.estimate`); ``kv_elsewhere``: the
+    backend of a shared cache whose layer is before the stand-in (:func:`kv_devices`)."""
     n = len(layer_dev)
     dense = dense_flags(p, n + layer_base)[layer_base:]
     swa = [p.is_swa(il + layer_base) for il in range(n)] if p.n_swa else []
@@ -585,7 +514,8 @@ def compute_buffers(engine: str, graph: str, p: ModelParams, shape: GraphShape, 
         model_dense = dense_flags(p, m)
         dense = [model_dense[(il + layer_base) % m] for il in range(n)]
         recr = [p.is_recurrent((il + layer_base) % m) for il in range(n)]
+    kv_dev = kv_devices(p, layer_dev, layer_base, kv_elsewhere)
     if not exact_layers and not layer_leaf_bytes(engine, graph, shape):
-        layer_dev, weight_dev, dense, swa, recr = compress(layer_dev, weight_dev, dense, swa, recr)
+        layer_dev, weight_dev, dense, swa, recr, kv_dev = compress(layer_dev, weight_dev, dense, swa, recr, kv_dev)
     return _sizes(engine, graph, shape, tuple(layer_dev), tuple(dense), tuple(sorted(weight_dev.items())), out_dev,
-                  n_backends, copies, tuple(swa), tuple(recr))
+                  n_backends, copies, tuple(swa), tuple(recr), tuple(kv_dev))

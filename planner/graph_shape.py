@@ -1,0 +1,226 @@
+"""The numbers an engine graph's tensor sizes are products of (:class:`GraphShape`, the tokens, widths and cache
+cells of one worst-case ubatch), for :mod:`planner.engine_graph`'s templates (``data/engine_graphs.toml``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from planner.quants import catalogue
+from planner.tensors import ModelParams
+
+UNQUANTIZED = frozenset({"f32", "f16", "bf16"})
+
+
+@dataclass(frozen=True, slots=True)
+class GraphShape:
+    """The numbers the graph's sizes are products of (see engine_graphs.toml)."""
+
+    T: int
+    n_embd: int
+    q: int
+    kv: int
+    n_kv: int
+    n_expert: int
+    n_used: int
+    ff: int
+    n_vocab: int
+    n_head: int
+    mask: int          # bytes per mask element: 2 (f16, flash attention) or 4
+    vidx: int          # V-cache row indices per token: 1, or kv without flash attention (transposed V)
+    qa: int = 0        # MLA (deepseek2): q_lora_rank, kv_lora_rank, kv_lora_rank + rope, n_head x (nope + v),
+    kvl: int = 0       # the rope width, n_head x v, the dense FFN and the shared expert's widths
+    kvp: int = 0
+    kvb: int = 0
+    rope: int = 0
+    vo: int = 0
+    nff: int = 0
+    sh: int = 0
+    rk: int = 0        # Hadamard rotation of a quantized K cache: the matrix width (0 = none)
+    rotv: bool = False  # ... of a quantized V cache (64 x 64)
+    tm: int = 0        # the KQ mask's rows: T padded to GGML_KQ_MASK_PAD (ik 16, ggml.h:2485; mainline unpadded)
+    hc: int = 0        # ik MLA: heads per -amb chunk, the chunks, qk_nope and v head widths, their sum, nope + rope
+    nit: int = 1
+    nope: int = 0
+    hv: int = 0
+    npv: int = 0
+    qk: int = 0
+    kvq: bool = False  # ik MLA: a cache type other than f16 (its rope part is cast to f16 before the repeat)
+    n_kvs: int = 0     # the sliding-window cache's cells (gpt-oss: its SWA layers' mask and cache; 0 = no SWA)
+    wscale: bool = False  # the routed weights scaled (expert_weights_scale neither 0 nor 1: a SCALE node)
+    ns: int = 1        # recurrent layers (gated delta-net): the reserve ubatch's sequences (n_seq_max), conv
+    cch: int = 0       # channels (d_inner + 2 n_group d_state), conv input columns (T + (d_conv - 1) ns), the
+    tc: int = 0        # conv and SSM state rows (n_embd_r, n_embd_s), the key width (n_group d_state), the value
+    nr: int = 0        # heads (dt_rank) and the value head width (d_inner / dt_rank)
+    rss: int = 0
+    kd: int = 0
+    dtr: int = 0
+    dsv: int = 0
+    dc: int = 0        # the conv kernel (d_conv)
+    ds: int = 0        # the SSM state width (d_state; Mamba-1's B and C rows)
+    nx: int = 0        # recurrent states copied as extra (n_rs - n_seqs: a template's reserve_seqs below -np)
+    ih: int = 0        # DSA lightning indexer: head width, heads, keys kept per query (min(n_kv, top_k))
+    nih: int = 0
+    itk: int = 0
+    mla: int = 3       # ik MLA: -mla (0: plain attention over decompressed K and V; 1, 2, 3)
+    amb: int = 0       # ik: -amb MiB (0: none)
+    kr: int = 0        # bytes of one cell of a layer's K and V cache (ggml_row_size of n_head_kv x head width in the
+    vr: int = 0        # cache type): a cache view of n_kv cells is n_kv x kr bytes (llama-kv-cache.cpp get_k/get_v)
+    # a window layer's own widths where its heads differ from the full layers' (gemma-4: key_length_swa and a
+    # per-layer head_count_kv): (q, kv, kr, vr, vpad) of the first sliding-window layer; () = the same
+    swa_dims: tuple[int, ...] = ()
+    vpad: int = 0      # a transposed V cache's row (n_embd_v_gqa_max) where the layer's V is narrower: its V padded
+    #                    to it before the store (mainline llama-kv-cache.cpp:1405-1409, [TAG_V_CACHE_VARIABLE])
+
+    @classmethod
+    def of(cls, p: ModelParams, tokens: int, n_kv: int, flash_attn: bool, type_k: str = "f16",
+           type_v: str = "f16", mask_pad: int = 1, amb: int = 0, n_kv_swa: int = 0, n_seqs: int = 1,
+           mla: int = 3) -> GraphShape:
+        rk = 0
+        if type_k.lower() not in UNQUANTIZED and p.head_dim % 64 == 0:      # llama-kv-cache.cpp:321-325, 1450-1458
+            rk = 64
+            while p.head_dim % (rk * 2) == 0:
+                rk *= 2
+        rotv = type_v.lower() not in UNQUANTIZED and (p.head_dim_v or p.head_dim) % 64 == 0
+        nope = p.qk_nope_head_dim or p.head_dim - p.n_rot
+        hv = p.head_dim_v or p.head_dim
+        hc = p.n_head
+        kv_f32_mib = p.n_head * (nope + hv) * n_kv * 4 // (1 << 20)     # ik build_deepseek2.cpp:924-939 (-amb)
+        if amb > 0 and kv_f32_mib > amb:
+            hc = 1
+            for niter in range(2, p.n_head):
+                if p.n_head % niter == 0 and kv_f32_mib // niter <= amb:
+                    hc = p.n_head // niter
+                    break
+        if _kq_chunked(p.n_head, tokens, n_kv, amb, flash_attn, mla):
+            # KQ in chunks of heads (build_deepseek2.cpp:1130-1136): n_step = ceil(kq MiB / amb), capped at n_head
+            n_step = min(-(-(n_kv * tokens * p.n_head * 4 // (1 << 20)) // amb), p.n_head)
+            hc = -(-p.n_head // n_step)
+        fields: dict[str, Any] = dict(T=tokens, n_embd=p.n_embd, q=p.n_head * p.head_dim, kv=p.n_head_kv * p.head_dim, n_kv=n_kv,
+                   n_expert=p.n_expert, n_used=p.n_expert_used, ff=p.n_ff_exp, n_vocab=p.n_vocab, n_head=p.n_head,
+                   mask=2 if flash_attn else 4, vidx=1 if flash_attn else p.n_head_kv * (p.head_dim_v or p.head_dim),
+                   rk=rk, rotv=rotv, qa=p.q_lora_rank, kvl=p.kv_lora_rank, kvp=p.kv_lora_rank + p.n_rot,
+                   kvb=p.n_head * ((p.qk_nope_head_dim or p.head_dim - p.n_rot) + (p.head_dim_v or p.head_dim)),
+                   rope=p.n_rot, vo=p.n_head * (p.head_dim_v or p.head_dim), nff=p.n_ff,
+                   sh=p.n_ff_shexp or p.n_ff_exp * p.n_shared_exp, tm=-(-tokens // mask_pad) * mask_pad,
+                   hc=hc, nit=p.n_head // hc if hc else 1, nope=nope, hv=hv, npv=nope + hv, qk=nope + p.n_rot,
+                   kvq=type_k.lower() != "f16", n_kvs=n_kv_swa,
+                   wscale=p.expert_weights_scale not in (0.0, 1.0), ih=p.indexer_head_size, nih=p.indexer_n_head,
+                   itk=min(n_kv, p.indexer_top_k), mla=mla, amb=amb)
+        fields.update(_recurrent(p, tokens, n_seqs))
+        fields.update(_cache_rows(p, type_k, type_v, flash_attn))
+        return cls(**fields)
+
+    def window(self) -> GraphShape:
+        """The shape a sliding-window layer's rows are sized by in a template with ``window = true``: the window
+        cache's cells as ``n_kv`` and the window layers' own widths (:attr:`swa_dims`)."""
+        if not self.swa_dims:
+            return replace(self, n_kv=self.n_kvs or self.n_kv)
+        q, kv, kr, vr, vpad = self.swa_dims
+        return replace(self, n_kv=self.n_kvs or self.n_kv, q=q, kv=kv, kr=kr, vr=vr, vpad=vpad, swa_dims=())
+
+
+    def _mla_paths(self) -> dict[str, bool]:
+        """ik build_deepseek2.cpp's attention paths at 8337e4cd3 (the -mla value, flash attention, pp_opt =
+        ``n_tokens >= 128 && mla_attn > 1``, 1293): "mfa" the per-chunk decompression (mla > 1, flash attention,
+        pp_opt: 903), "mc" the latent-space paths (the other mla > 0 cases: 1017), "mcfa" their flash attention
+        (mla 1 or 3: 1034), "mcno" KQ and softmax, "mtr" the transposed latent copied out of the K cache (mla > 1,
+        1082), "mv1" the transposed V cache of -mla 1 without flash attention (869), "m0" -mla 0 (1222)."""
+        fa = self.mask == 2
+        pp = self.T >= 128 and self.mla > 1
+        mfa = self.mla > 1 and fa and pp
+        mc = self.mla >= 1 and not mfa
+        mcfa = mc and fa and self.mla in (1, 3)
+        chunk = mc and not mcfa and _kq_chunked(self.n_head, self.T, self.n_kv, self.amb, fa, self.mla)
+        return {"mla": self.mla >= 1, "m0": self.mla == 0, "mfa": mfa, "mc": mc, "mcfa": mcfa,
+                "mcno": mc and not mcfa, "mtr": mc and not mcfa and self.mla > 1,
+                "mv1": self.mla == 1 and not fa, "ppo": pp, "nppo": not pp, "chunk": chunk, "nochunk": not chunk}
+
+    def has(self, flag: str) -> bool:
+        """Whether a row with this flag is in the graph ("a|b": either)."""
+        if "|" in flag:
+            return any(self.has(f) for f in flag.split("|"))
+        known = {"fa": self.mask == 2, "nofa": self.mask != 2, "rotk": self.rk > 0, "rotv": self.rotv,
+                 "kvq": self.kvq, "wscale": self.wscale, "vpad": self.vpad > 0}
+        if flag in known:
+            return known[flag]
+        return self._mla_paths().get(flag, True)
+
+    def drawn(self) -> bool:
+        """Whether the ik DeepSeek template draws this shape: not -mla 0 without flash attention
+        (llm_build_kv's KQ path), not the latent paths without flash attention on a quantized K cache (its
+        transposed copy), not KQ chunks of unequal heads (-amb chunks that do not divide n_head)."""
+        paths = self._mla_paths()
+        if paths["m0"] and self.mask != 2:
+            return False
+        if paths["mcno"]:
+            return not self.kvq and (not paths["chunk"] or self.n_head % self.hc == 0)
+        return True
+
+    def size(self, expr: str, k1: int = 1) -> int:
+        """Bytes of a row's expression (products, summed by "+"); ``k1``: the -amb chunk's number, from 1 (rows
+        flagged "iter")."""
+        if expr.startswith("rows:"):   # a strided view of the first W of each R-wide row: (T-1) R + W elements
+            w, r = (self.size(x) for x in expr[5:].split(","))
+            return ((self.T - 1) * r + w) * 4
+        if "+" in expr:
+            return sum(self.size(x, k1) for x in expr.split("+"))
+        if expr == "topk":         # a view of the first n_used of n_expert sorted ids per token (its nbytes)
+            return ((self.T - 1) * self.n_expert + self.n_used) * 4
+        out = 1
+        for f in expr.split("*"):
+            out *= int(f) if f.isdigit() else k1 if f == "k1" else int(getattr(self, f))
+        return out
+
+
+def _kq_chunked(n_head: int, tokens: int, n_kv: int, amb: int, flash_attn: bool, mla: int) -> bool:
+    """ik's latent-space attention without flash attention computes KQ in chunks of heads when it exceeds -amb
+    MiB (build_deepseek2.cpp:1097-1150: ``kq_size = n_kv x n_tokens x n_head x 4`` bytes in whole MiB)."""
+    mfa = flash_attn and mla > 1 and tokens >= 128
+    return mla >= 1 and not mfa and not (flash_attn and mla in (1, 3)) and amb > 0 and (
+        n_kv * tokens * n_head * 4 // (1 << 20) > amb)
+
+
+def _cache_rows(p: ModelParams, type_k: str, type_v: str, flash_attn: bool) -> dict[str, Any]:
+    """:attr:`GraphShape.kr`/``vr`` of the full layers and, where the window layers' heads differ (a per-layer
+    head_count_kv or key_length_swa), their :attr:`GraphShape.swa_dims`."""
+    cat = catalogue()
+
+    def dims(il: int) -> tuple[int, int, int, int]:
+        hk = p.layer_head_dim(il)
+        nkv = p.head_count_kv(il)
+        return (p.n_head * hk, nkv * hk, cat.get(type_k).row_bytes(nkv * hk), cat.get(type_v).row_bytes(nkv * hv(il)))
+
+    def hv(il: int) -> int:
+        return p.layer_head_dim(il) if (p.head_dim_swa and p.is_swa(il)) else (p.head_dim_v or p.head_dim)
+
+    if p.kv_lora_rank or not p.n_head_kv:
+        return {}
+    layers = [il for il in range(p.n_loaded_layers) if p.head_count_kv(il)]
+    full = next((il for il in layers if not p.is_swa(il)), 0)
+    q, kv, kr, vr = dims(full)
+    out: dict[str, Any] = {"kr": kr, "vr": vr}
+    win = next((il for il in layers if p.is_swa(il)), None)
+    if win is not None and (p.head_dim_swa or p.n_head_kv_layers):
+        # the full layers' own widths too (the header's head_count_kv / key_length are not theirs alone); a
+        # transposed V cache's row indices are n_embd_v_gqa_max per token for both caches (mainline
+        # llama-kv-cache.cpp:1430-1445)
+        vmax = max(p.head_count_kv(il) * hv(il) for il in layers)
+
+        def pad(il: int) -> int:
+            return vmax if not flash_attn and p.head_count_kv(il) * hv(il) < vmax else 0
+
+        out.update(q=q, kv=kv, vidx=1 if flash_attn else vmax, vpad=pad(full), swa_dims=(*dims(win), pad(win)))
+    return out
+
+
+def _recurrent(p: ModelParams, tokens: int, n_seqs: int) -> dict[str, int]:
+    """The gated delta-net sizes of :class:`GraphShape` (mainline qwen35moe.cpp build_layer_attn_linear and
+    llama-hparams.cpp n_embd_r/n_embd_s at 0c1e57098); zeros for a model without recurrent layers."""
+    if not (p.ssm_d_inner and p.ssm_dt_rank and p.ssm_d_conv):
+        return {}
+    cch = p.ssm_d_inner + 2 * p.ssm_n_group * p.ssm_d_state
+    dsv = p.ssm_d_inner // p.ssm_dt_rank
+    return {"ns": n_seqs, "cch": cch, "tc": tokens + (p.ssm_d_conv - 1) * n_seqs, "nr": (p.ssm_d_conv - 1) * cch,
+            "rss": p.ssm_d_state * p.ssm_d_inner, "kd": p.ssm_n_group * p.ssm_d_state, "dtr": p.ssm_dt_rank,
+            "dsv": dsv, "dc": p.ssm_d_conv, "ds": p.ssm_d_state}
