@@ -120,6 +120,15 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
     if p.arch == "falcon-h1" and p.recurrent_attn and p.ssm_n_group and not p.n_expert:
         # attention and a Mamba-2 mixer in every layer, a dense FFN (mainline falcon-h1.cpp)
         return "falconh1" if "falconh1" in _templates().get(engine, {}) else None
+    if p.arch == "mamba2" and p.recurrent_layers and p.ssm_n_group and not p.recurrent_attn:
+        # a Mamba-2 mixer in every layer, no attention, no FFN (mainline mamba.cpp with build_mamba2_layer)
+        return "mamba2" if "mamba2" in _templates().get(engine, {}) else None
+    if p.arch == "mamba" and p.recurrent_layers and not p.ssm_n_group and not p.recurrent_attn:
+        # Mamba-1 without the dt/B/C norms (FalconMamba's ssm.dt_b_c_rms adds three RMS_NORMs: not drawn)
+        header = tmap.header
+        norms = header is not None and bool(header.get("mamba.ssm.dt_b_c_rms"))
+        norms = norms or "ssm_dt_norm" in tmap.derived(_roles)
+        return "mamba" if not norms and "mamba" in _templates().get(engine, {}) else None
     if p.arch in ("bailingmoe3", "kimi-linear") and p.recurrent_layers and p.kv_lora_rank and p.n_expert:
         # Kimi Delta Attention and MLA layers from the per-layer arrays, a dense lead, MoE with a shared expert
         # (mainline bailingmoe3.cpp, kimi-linear.cpp); drawn: MLA in the attn_k_b/attn_v_b layout (Kimi-Linear's
