@@ -338,9 +338,12 @@ _ALTERNATING = 6
 
 
 def _block(p: ModelParams) -> int:
-    """Layers per block of a stand-in placement: ``_K``, or two of the model's periods (:func:`_period`)."""
+    """Layers per block of a stand-in placement: ``_K``, or two of the model's periods (:func:`_period`) after the
+    layers that precede its repeating kinds (:func:`_periodic_from`: DeepSeek-V4's sliding-window-only layers, whose
+    hidden state before the second CSA layer of a device leaves a hole: the tiny dsv4 model over one rpc-server at
+    16k logs 28.61 MiB, a stand-in of two periods alone replays 28.11)."""
     per = _period(p)
-    return _K if per == 1 else 2 * per
+    return _K if per == 1 else 2 * per + _periodic_from(p)
 
 
 def _canonical(tmap: TensorMap, cfg: RunConfig, role: DeviceRole) -> int | None:
@@ -479,9 +482,15 @@ def _stand_in(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str, ent
     shape = _shape(p, cfg)
     # the layer kinds as the model's own last layers have them too: the last layer gathers the output rows, and
     # what else is alive then depends on its kind (ik gemma-3-27b's last layer is a window layer, 21 MiB more)
-    bases = dict.fromkeys((0, (p.n_loaded_layers - len(layers)) % per))
+    bases = dict.fromkeys((0, (p.n_loaded_layers - len(layers)) % per, _periodic_from(p)))
     return max(compute_buffers(cfg.engine, graph, p, shape, layers, moved, out, 3, role.copies, layer_base=b)[me]
                for b in bases)
+
+
+def _periodic_from(p: ModelParams) -> int:
+    """The first layer of the model's repeating kinds: DeepSeek-V4's first compressed layer (its leading
+    sliding-window-only layers are not part of the 4/128 period, :func:`_period`); 0 for other models."""
+    return next((il for il, r in enumerate(p.compress_ratios[:p.n_loaded_layers]) if r), 0)
 
 
 def _period(p: ModelParams) -> int:
@@ -505,6 +514,13 @@ def _period(p: ModelParams) -> int:
             periods.append(max((b - a for a, b in zip(plain, plain[1:])), default=plain[0] + 1))
     if p.moe_every > 1:
         periods.append(p.moe_every)
+    if p.compress_ratios:
+        # DeepSeek-V4: the compress ratios after the leading sliding-window-only layers (V4-Flash: 4, 128 repeated;
+        # a device holding a CSA layer gets the CSA and indexer inputs, one holding an HCA layer the HCA ones)
+        ratios = list(p.compress_ratios[:p.n_loaded_layers])
+        tail = ratios[next((i for i, r in enumerate(ratios) if r), len(ratios)):]
+        periods.append(next((k for k in range(1, len(tail) + 1)
+                             if all(tail[i] == tail[i + k] for i in range(len(tail) - k))), 1))
     return math.lcm(*periods)
 
 

@@ -6,7 +6,8 @@ Which graphs exist: ``engine_graphs.toml`` has a table per (engine, architecture
 one applies (mainline: Qwen3-MoE-shaped models, DeepSeek on the legacy ``attn_kv_b`` layout or with
 ``attn_k_b``/``attn_v_b`` (MLA), gpt-oss and gemma-3 with their sliding-window and full caches, the Qwen3.5-MoE
 gated delta-net hybrid, GLM-5 DSA (flash attention), Llama-4 with chunked attention, Nemotron-H, Granite-4.0-H and
-Falcon-H1 (Mamba-2, attention and dense FFN layers); ik 8337e4cd3: gpt-oss, gemma-3, the same Qwen3-MoE shapes,
+Falcon-H1 (Mamba-2, attention and dense FFN layers), DeepSeek-V4 (hyper-connections, raw/CSA/HCA attention by
+compress ratio as per-layer tags, :func:`layer_tags`); ik 8337e4cd3: gpt-oss, gemma-3, the same Qwen3-MoE shapes,
 Qwen3.5-MoE and DeepSeek under every ``-mla``, with flash attention (DeepSeek: with or without) and fused up/gate
 experts).  Others keep the live-set estimate of :mod:`planner.compute_buffers`.
 
@@ -20,15 +21,14 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any
 
 from planner.gallocr import T, buffer_sizes, inplace_ops
+from planner.graph_shape import GraphShape
 from planner.tensors import ModelParams, TensorMap
 
-UNQUANTIZED = frozenset({"f32", "f16", "bf16"})
 
 
 @cache
@@ -93,6 +93,11 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
         roles = tmap.derived(_roles)
         dsa = {"attn_k_b", "attn_v_b", "indexer.attn_k"} <= roles
         return "glmdsa" if dsa and "glmdsa" in _templates().get(engine, {}) else None
+    if p.arch == "deepseek4" and p.compress_ratios and p.hc_mult == 4 and p.o_groups and p.n_shared_exp == 1:
+        # DeepSeek-V4 (mainline deepseek4.cpp: its hyper-connection code asserts hc_mult == 4); flash attention
+        # only (the raw-mask types and the sparse mask's zeros follow it; the KQ path is not drawn)
+        v4 = flash_attn and "deepseek4" in _templates().get(engine, {})
+        return "deepseek4" if v4 else None
     if p.arch == "falcon-h1" and p.recurrent_attn and p.ssm_n_group and not p.n_expert:
         # attention and a Mamba-2 mixer in every layer, a dense FFN (mainline falcon-h1.cpp)
         return "falconh1" if "falconh1" in _templates().get(engine, {}) else None
@@ -128,167 +133,6 @@ def has_graph(engine: str, tmap: TensorMap) -> bool:
     return graph_of(engine, tmap) is not None
 
 
-@dataclass(frozen=True, slots=True)
-class GraphShape:
-    """The numbers the graph's sizes are products of (see engine_graphs.toml)."""
-
-    T: int
-    n_embd: int
-    q: int
-    kv: int
-    n_kv: int
-    n_expert: int
-    n_used: int
-    ff: int
-    n_vocab: int
-    n_head: int
-    mask: int          # bytes per mask element: 2 (f16, flash attention) or 4
-    vidx: int          # V-cache row indices per token: 1, or kv without flash attention (transposed V)
-    qa: int = 0        # MLA (deepseek2): q_lora_rank, kv_lora_rank, kv_lora_rank + rope, n_head x (nope + v),
-    kvl: int = 0       # the rope width, n_head x v, the dense FFN and the shared expert's widths
-    kvp: int = 0
-    kvb: int = 0
-    rope: int = 0
-    vo: int = 0
-    nff: int = 0
-    sh: int = 0
-    rk: int = 0        # Hadamard rotation of a quantized K cache: the matrix width (0 = none)
-    rotv: bool = False  # ... of a quantized V cache (64 x 64)
-    tm: int = 0        # the KQ mask's rows: T padded to GGML_KQ_MASK_PAD (ik 16, ggml.h:2485; mainline unpadded)
-    hc: int = 0        # ik MLA: heads per -amb chunk, the chunks, qk_nope and v head widths, their sum, nope + rope
-    nit: int = 1
-    nope: int = 0
-    hv: int = 0
-    npv: int = 0
-    qk: int = 0
-    kvq: bool = False  # ik MLA: a cache type other than f16 (its rope part is cast to f16 before the repeat)
-    n_kvs: int = 0     # the sliding-window cache's cells (gpt-oss: its SWA layers' mask and cache; 0 = no SWA)
-    wscale: bool = False  # the routed weights scaled (expert_weights_scale neither 0 nor 1: a SCALE node)
-    ns: int = 1        # recurrent layers (gated delta-net): the reserve ubatch's sequences (n_seq_max), conv
-    cch: int = 0       # channels (d_inner + 2 n_group d_state), conv input columns (T + (d_conv - 1) ns), the
-    tc: int = 0        # conv and SSM state rows (n_embd_r, n_embd_s), the key width (n_group d_state), the value
-    nr: int = 0        # heads (dt_rank) and the value head width (d_inner / dt_rank)
-    rss: int = 0
-    kd: int = 0
-    dtr: int = 0
-    dsv: int = 0
-    dc: int = 0        # the conv kernel (d_conv)
-    ih: int = 0        # DSA lightning indexer: head width, heads, keys kept per query (min(n_kv, top_k))
-    nih: int = 0
-    itk: int = 0
-    mla: int = 3       # ik MLA: -mla (0: plain attention over decompressed K and V; 1, 2, 3)
-    amb: int = 0       # ik: -amb MiB (0: none)
-
-    @classmethod
-    def of(cls, p: ModelParams, tokens: int, n_kv: int, flash_attn: bool, type_k: str = "f16",
-           type_v: str = "f16", mask_pad: int = 1, amb: int = 0, n_kv_swa: int = 0, n_seqs: int = 1,
-           mla: int = 3) -> GraphShape:
-        rk = 0
-        if type_k.lower() not in UNQUANTIZED and p.head_dim % 64 == 0:      # llama-kv-cache.cpp:321-325, 1450-1458
-            rk = 64
-            while p.head_dim % (rk * 2) == 0:
-                rk *= 2
-        rotv = type_v.lower() not in UNQUANTIZED and (p.head_dim_v or p.head_dim) % 64 == 0
-        nope = p.qk_nope_head_dim or p.head_dim - p.n_rot
-        hv = p.head_dim_v or p.head_dim
-        hc = p.n_head
-        kv_f32_mib = p.n_head * (nope + hv) * n_kv * 4 // (1 << 20)     # ik build_deepseek2.cpp:924-939 (-amb)
-        if amb > 0 and kv_f32_mib > amb:
-            hc = 1
-            for niter in range(2, p.n_head):
-                if p.n_head % niter == 0 and kv_f32_mib // niter <= amb:
-                    hc = p.n_head // niter
-                    break
-        if _kq_chunked(p.n_head, tokens, n_kv, amb, flash_attn, mla):
-            # KQ in chunks of heads (build_deepseek2.cpp:1130-1136): n_step = ceil(kq MiB / amb), capped at n_head
-            n_step = min(-(-(n_kv * tokens * p.n_head * 4 // (1 << 20)) // amb), p.n_head)
-            hc = -(-p.n_head // n_step)
-        return cls(T=tokens, n_embd=p.n_embd, q=p.n_head * p.head_dim, kv=p.n_head_kv * p.head_dim, n_kv=n_kv,
-                   n_expert=p.n_expert, n_used=p.n_expert_used, ff=p.n_ff_exp, n_vocab=p.n_vocab, n_head=p.n_head,
-                   mask=2 if flash_attn else 4, vidx=1 if flash_attn else p.n_head_kv * (p.head_dim_v or p.head_dim),
-                   rk=rk, rotv=rotv, qa=p.q_lora_rank, kvl=p.kv_lora_rank, kvp=p.kv_lora_rank + p.n_rot,
-                   kvb=p.n_head * ((p.qk_nope_head_dim or p.head_dim - p.n_rot) + (p.head_dim_v or p.head_dim)),
-                   rope=p.n_rot, vo=p.n_head * (p.head_dim_v or p.head_dim), nff=p.n_ff,
-                   sh=p.n_ff_shexp or p.n_ff_exp * p.n_shared_exp, tm=-(-tokens // mask_pad) * mask_pad,
-                   hc=hc, nit=p.n_head // hc if hc else 1, nope=nope, hv=hv, npv=nope + hv, qk=nope + p.n_rot,
-                   kvq=type_k.lower() != "f16", n_kvs=n_kv_swa,
-                   wscale=p.expert_weights_scale not in (0.0, 1.0), ih=p.indexer_head_size, nih=p.indexer_n_head,
-                   itk=min(n_kv, p.indexer_top_k), mla=mla, amb=amb, **_recurrent(p, tokens, n_seqs))
-
-
-    def _mla_paths(self) -> dict[str, bool]:
-        """ik build_deepseek2.cpp's attention paths at 8337e4cd3 (the -mla value, flash attention, pp_opt =
-        ``n_tokens >= 128 && mla_attn > 1``, 1293): "mfa" the per-chunk decompression (mla > 1, flash attention,
-        pp_opt: 903), "mc" the latent-space paths (the other mla > 0 cases: 1017), "mcfa" their flash attention
-        (mla 1 or 3: 1034), "mcno" KQ and softmax, "mtr" the transposed latent copied out of the K cache (mla > 1,
-        1082), "mv1" the transposed V cache of -mla 1 without flash attention (869), "m0" -mla 0 (1222)."""
-        fa = self.mask == 2
-        pp = self.T >= 128 and self.mla > 1
-        mfa = self.mla > 1 and fa and pp
-        mc = self.mla >= 1 and not mfa
-        mcfa = mc and fa and self.mla in (1, 3)
-        chunk = mc and not mcfa and _kq_chunked(self.n_head, self.T, self.n_kv, self.amb, fa, self.mla)
-        return {"mla": self.mla >= 1, "m0": self.mla == 0, "mfa": mfa, "mc": mc, "mcfa": mcfa,
-                "mcno": mc and not mcfa, "mtr": mc and not mcfa and self.mla > 1,
-                "mv1": self.mla == 1 and not fa, "ppo": pp, "nppo": not pp, "chunk": chunk, "nochunk": not chunk}
-
-    def has(self, flag: str) -> bool:
-        """Whether a row with this flag is in the graph ("a|b": either)."""
-        if "|" in flag:
-            return any(self.has(f) for f in flag.split("|"))
-        known = {"fa": self.mask == 2, "nofa": self.mask != 2, "rotk": self.rk > 0, "rotv": self.rotv,
-                 "kvq": self.kvq, "wscale": self.wscale}
-        if flag in known:
-            return known[flag]
-        return self._mla_paths().get(flag, True)
-
-    def drawn(self) -> bool:
-        """Whether the ik DeepSeek template draws this shape: not -mla 0 without flash attention
-        (llm_build_kv's KQ path), not the latent paths without flash attention on a quantized K cache (its
-        transposed copy), not KQ chunks of unequal heads (-amb chunks that do not divide n_head)."""
-        paths = self._mla_paths()
-        if paths["m0"] and self.mask != 2:
-            return False
-        if paths["mcno"]:
-            return not self.kvq and (not paths["chunk"] or self.n_head % self.hc == 0)
-        return True
-
-    def size(self, expr: str, k1: int = 1) -> int:
-        """Bytes of a row's expression (products, summed by "+"); ``k1``: the -amb chunk's number, from 1 (rows
-        flagged "iter")."""
-        if expr.startswith("rows:"):   # a strided view of the first W of each R-wide row: (T-1) R + W elements
-            w, r = (self.size(x) for x in expr[5:].split(","))
-            return ((self.T - 1) * r + w) * 4
-        if "+" in expr:
-            return sum(self.size(x, k1) for x in expr.split("+"))
-        if expr == "topk":         # a view of the first n_used of n_expert sorted ids per token (its nbytes)
-            return ((self.T - 1) * self.n_expert + self.n_used) * 4
-        out = 1
-        for f in expr.split("*"):
-            out *= int(f) if f.isdigit() else k1 if f == "k1" else int(getattr(self, f))
-        return out
-
-
-def _kq_chunked(n_head: int, tokens: int, n_kv: int, amb: int, flash_attn: bool, mla: int) -> bool:
-    """ik's latent-space attention without flash attention computes KQ in chunks of heads when it exceeds -amb
-    MiB (build_deepseek2.cpp:1097-1150: ``kq_size = n_kv x n_tokens x n_head x 4`` bytes in whole MiB)."""
-    mfa = flash_attn and mla > 1 and tokens >= 128
-    return mla >= 1 and not mfa and not (flash_attn and mla in (1, 3)) and amb > 0 and (
-        n_kv * tokens * n_head * 4 // (1 << 20) > amb)
-
-
-def _recurrent(p: ModelParams, tokens: int, n_seqs: int) -> dict[str, int]:
-    """The gated delta-net sizes of :class:`GraphShape` (mainline qwen35moe.cpp build_layer_attn_linear and
-    llama-hparams.cpp n_embd_r/n_embd_s at 0c1e57098); zeros for a model without recurrent layers."""
-    if not (p.ssm_d_inner and p.ssm_dt_rank and p.ssm_d_conv):
-        return {}
-    cch = p.ssm_d_inner + 2 * p.ssm_n_group * p.ssm_d_state
-    dsv = p.ssm_d_inner // p.ssm_dt_rank
-    return {"ns": n_seqs, "cch": cch, "tc": tokens + (p.ssm_d_conv - 1) * n_seqs, "nr": (p.ssm_d_conv - 1) * cch,
-            "rss": p.ssm_d_state * p.ssm_d_inner, "kd": p.ssm_n_group * p.ssm_d_state, "dtr": p.ssm_dt_rank,
-            "dsv": dsv, "dc": p.ssm_d_conv}
-
-
 _ITER = ("iter", "iter0", "iterN")
 
 
@@ -319,13 +163,15 @@ def _flags(row: list[Any]) -> set[str]:
 
 def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], device_of: Callable[[str], int],
           out_dev: int, cpu: int, dense: Sequence[bool] = (), swa: Sequence[bool] = (),
-          recr: Sequence[bool] = ()) -> list[T]:
+          recr: Sequence[bool] = (), tags: Sequence[str] = ()) -> list[T]:
     """The graph's tensors in graph order for template ``graph`` (:func:`graph_of`); devices are backend indices
     (``cpu`` the last).  ``device_of`` maps a weight's GGUF name to its device (``-ot`` included); ``dense``: the
     layers with a dense FFN (rows flagged "dense"; the others take the "moe" rows); ``swa``: the sliding-window
     layers, whose "in:NAME" sources are the window cache's inputs "in:NAME_swa" where the template has them
     (mainline build_attn with llm_graph_input_attn_kv_iswa, src/llama-graph.cpp:3425-3455); ``recr``: the
-    recurrent layers of a hybrid (rows flagged "recr"; the others take the "full" rows).  A source "sh:NAME" is
+    recurrent layers of a hybrid (rows flagged "recr"; the others take the "full" rows); ``tags``: each layer's
+    kind tags (:func:`layer_tags`, "+"-joined: a row flagged with a tag is drawn only on layers that have it).
+    A source "sh:NAME" is
     a row of the template's ``shared`` list (views of a graph input that every layer reads), put into the graph
     where it is first read, as ggml's depth-first walk does (ggml.c ggml_visit_parents)."""
     tpl = _templates()[engine][graph]
@@ -368,7 +214,7 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
         return sizes[expr, k1]
 
     # keyed by the row list's id: the list is kept with its rows, so no other list can take that id meanwhile
-    kept: dict[tuple[int, bool, bool, bool, bool],
+    kept: dict[tuple[int, bool, bool, bool, bool, str],
                tuple[object, list[tuple[list[Any], int, set[str], list[tuple[str, ...]]]]]] = {}
 
     def rows_of(rows: list[tuple[list[Any], int]], il: int) -> list[tuple[list[Any], int, set[str], list[tuple[str, ...]]]]:
@@ -377,11 +223,15 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
         is_last, is_dense = il == n_layer - 1, il >= 0 and il < len(dense) and dense[il]
         is_recr = 0 <= il < len(recr) and recr[il]
         is_swa = 0 <= il < len(swa) and swa[il]
-        key = (id(rows), is_last, is_dense, is_recr, is_swa)
+        tag = tags[il] if 0 <= il < len(tags) else ""
+        key = (id(rows), is_last, is_dense, is_recr, is_swa, tag)
         if key not in kept:
             out = []
+            have = set(tag.split("+")) if tag else set()
             for row, k in rows:
                 flags = _flags(row)
+                if flags & TAGS and not flags & TAGS <= have:
+                    continue
                 if ("last" in flags and not is_last) or not all(shape.has(f) for f in flags):
                     continue
                 if ("dense" in flags and not is_dense) or (flags & {"moe", "nodense"} and is_dense):
@@ -499,7 +349,7 @@ def _reordered(ts: list[T], keys: list[tuple[int, int]]) -> list[T]:
 @cache
 def _sizes(engine: str, graph: str, shape: GraphShape, layer_dev: tuple[int, ...], dense: tuple[bool, ...],
            weight_dev: tuple[tuple[str, int], ...], out_dev: int, n_backends: int, copies: int,
-           swa: tuple[bool, ...] = (), recr: tuple[bool, ...] = ()) -> tuple[int, ...]:
+           swa: tuple[bool, ...] = (), recr: tuple[bool, ...] = (), tags: tuple[str, ...] = ()) -> tuple[int, ...]:
     wd = dict(weight_dev)
     cpu = n_backends - 1
 
@@ -510,8 +360,24 @@ def _sizes(engine: str, graph: str, shape: GraphShape, layer_dev: tuple[int, ...
             return layer_dev[int(name.split(".")[1])]
         return cpu if name == "token_embd.weight" else out_dev
 
-    ts = build(engine, graph, shape, layer_dev, device_of, out_dev, cpu, dense, swa, recr)
+    ts = build(engine, graph, shape, layer_dev, device_of, out_dev, cpu, dense, swa, recr, tags)
     return tuple(buffer_sizes(ts, n_backends, copies=copies, inplace=inplace_ops(engine)))
+
+
+# layer tags a template's rows may be flagged with (:func:`layer_tags`)
+TAGS = frozenset({"raw", "csa", "hca", "hash", "nohash"})
+
+
+def layer_tags(p: ModelParams, il: int) -> str:
+    """A layer's kind tags, "+"-joined (rows flagged with one are drawn only on layers that have it): DeepSeek-V4's
+    attention by compress ratio ("raw" 0, "csa" 4, "hca" 128: mainline deepseek4.cpp:1200-1221) and its routing
+    ("hash": the first ``n_hash_layers`` take their experts from ffn_gate_tid2eid, 1320-1323; "nohash"); "" for
+    other models."""
+    if not p.compress_ratios:
+        return ""
+    ratio = p.compress_ratios[il % len(p.compress_ratios)]
+    kind = {4: "csa", 128: "hca"}.get(ratio, "raw")
+    return kind + ("+hash" if il < p.n_hash_layers else "+nohash")
 
 
 def dense_flags(p: ModelParams, n: int) -> list[bool]:
@@ -541,8 +407,8 @@ RUN = 3     # identical layers in a row kept by :func:`compress` (tests/test_eng
 
 
 def compress(layer_dev: Sequence[int], weight_dev: dict[str, int], dense: Sequence[bool] = (),
-             swa: Sequence[bool] = (), recr: Sequence[bool] = ()
-             ) -> tuple[list[int], dict[str, int], list[bool], list[bool], list[bool]]:
+             swa: Sequence[bool] = (), recr: Sequence[bool] = (), tags: Sequence[str] = ()
+             ) -> tuple[list[int], dict[str, int], list[bool], list[bool], list[bool], list[str]]:
     """The same placement with every run of identical layers (same device, same weights moved where) cut to
     ``RUN`` layers.  The graph repeats per layer, so the allocator reaches its steady state within a run and a
     longer run changes no buffer (checked on every harness placement, tests/test_engine_graph.py); the last layer
@@ -555,7 +421,8 @@ def compress(layer_dev: Sequence[int], weight_dev: dict[str, int], dense: Sequen
     kinds = [il < len(dense) and dense[il] for il in range(len(layer_dev))]
     windows = [il < len(swa) and swa[il] for il in range(len(layer_dev))]
     mixers = [il < len(recr) and recr[il] for il in range(len(layer_dev))]
-    sig = [(d, kinds[il], windows[il], mixers[il], tuple(sorted(moved.get(il, ()))))
+    tag = [tags[il] if il < len(tags) else "" for il in range(len(layer_dev))]
+    sig = [(d, kinds[il], windows[il], mixers[il], tag[il], tuple(sorted(moved.get(il, ()))))
            for il, d in enumerate(layer_dev)]
     keep = [il for il in range(len(sig))
             if il < RUN or any(sig[j] != sig[il] for j in range(il - RUN, il)) or il == len(sig) - 1]
@@ -563,7 +430,8 @@ def compress(layer_dev: Sequence[int], weight_dev: dict[str, int], dense: Sequen
     new_w = {name: dev for name, dev in weight_dev.items() if not name.startswith("blk.")}
     for k, il in enumerate(keep):
         new_w.update({f"blk.{k}.{rest}": dev for rest, dev in moved.get(il, ())})
-    return new_dev, new_w, [kinds[il] for il in keep], [windows[il] for il in keep], [mixers[il] for il in keep]
+    return (new_dev, new_w, [kinds[il] for il in keep], [windows[il] for il in keep], [mixers[il] for il in keep],
+            [tag[il] for il in keep])
 
 
 def compute_buffers(engine: str, graph: str, p: ModelParams, shape: GraphShape, layer_dev: Sequence[int],
@@ -585,7 +453,8 @@ def compute_buffers(engine: str, graph: str, p: ModelParams, shape: GraphShape, 
         model_dense = dense_flags(p, m)
         dense = [model_dense[(il + layer_base) % m] for il in range(n)]
         recr = [p.is_recurrent((il + layer_base) % m) for il in range(n)]
+    tags = [layer_tags(p, il + layer_base) for il in range(n)]
     if not exact_layers and not layer_leaf_bytes(engine, graph, shape):
-        layer_dev, weight_dev, dense, swa, recr = compress(layer_dev, weight_dev, dense, swa, recr)
+        layer_dev, weight_dev, dense, swa, recr, tags = compress(layer_dev, weight_dev, dense, swa, recr, tags)
     return _sizes(engine, graph, shape, tuple(layer_dev), tuple(dense), tuple(sorted(weight_dev.items())), out_dev,
-                  n_backends, copies, tuple(swa), tuple(recr))
+                  n_backends, copies, tuple(swa), tuple(recr), tuple(tags))

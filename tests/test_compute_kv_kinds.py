@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from planner.compute_buffers import entry_of, placement_compute, placement_copies, replayed
-from planner.engine_graph import dense_flags, graph_of
+from planner.engine_graph import dense_flags, graph_of, layer_tags
 from planner.memory import CPU, compute_buffer_bytes
 from planner.runconfig import RunConfig
 
@@ -100,12 +100,6 @@ def predicted(log: str, engine: str) -> dict[str, float]:
 # (engine, log without .log) -> its devices off by more than 10 % ("cpu", "rpcN": the N-th RPC buffer the log
 # names).  Strict: a fix turns the case into an XPASS, a failure until it is taken off the list.
 MISSES: dict[tuple[str, str], str] = {
-    ("mainline", "dsv4-c4096"): "cpu",
-    ("mainline", "dsv4-c16384"): "cpu",
-    ("mainline", "dsv4-c16384-rpc1"): "rpc0 cpu",
-    ("mainline", "dsv4-c4096-rpc2"): "rpc1 cpu",
-    ("mainline", "dsv4-c4096-q8-rpc1"): "rpc0 cpu",
-    ("mainline", "dsv4-c8192-np2-rpc1"): "rpc0 cpu",
     ("mainline", "gemma4-c4096"): "cpu",
     ("mainline", "gemma4-c4096-rpc2"): "rpc0 rpc1 cpu",
     ("mainline", "gemma4-c4096-fa-off-rpc1"): "cpu",
@@ -147,7 +141,6 @@ MISSES: dict[tuple[str, str], str] = {
 # (planner/compute_buffers.py live_sets) stands in; its sets do not cover these architectures' own tensors.
 _NO_GRAPH = "no engine graph for this architecture: live-set estimate"
 WHY: dict[tuple[str, str], str] = {
-    ("mainline", "dsv4"): _NO_GRAPH + " (compressed attention, indexer, hyper-connections not modelled)",
     ("mainline", "gemma4"): _NO_GRAPH + " (SWA and full caches of different head sizes, shared KV)",
     ("ik", "dsv4"): _NO_GRAPH + " (compressed attention, indexer, hyper-connections not modelled)",
     ("ik", "dsa"): _NO_GRAPH + " (MLA + the DSA lightning indexer)",
@@ -231,7 +224,8 @@ def test_graph_matches_the_schedulers_own_dump(dump):
                lambda name: order.index(device_of(name)), order.index(out_dev), len(order) - 1,
                dense_flags(p, len(layer_device)),
                [p.is_swa(il) for il in range(len(layer_device))] if p.n_swa else [],
-               [p.is_recurrent(il) for il in range(len(layer_device))])
+               [p.is_recurrent(il) for il in range(len(layer_device))],
+               [layer_tags(p, il) for il in range(len(layer_device))])
     assert_matches_dump(lines, ts, order)
 
 
@@ -293,7 +287,8 @@ def test_dsa_buffer_grows_with_the_layers_a_device_holds(log):
     assert pred is not None and {d: round(v / MIB, 4) for d, v in pred.items()} == got
 
 
-_HYBRID_ARRAYS = ("nemotronh", "granitehybrid", "falconh1")     # layer kinds from per-layer header arrays
+# layer kinds from per-layer header arrays, and DeepSeek-V4's per-layer compress ratios (raw/CSA/HCA, hash routing)
+_HYBRID_ARRAYS = ("nemotronh", "granitehybrid", "falconh1", "dsv4")
 
 
 @pytest.mark.parametrize("engine,log,dev", [p for p in _exact_cases()
@@ -313,3 +308,4 @@ def test_the_solvers_role_estimate_covers_the_replay(engine, log, dev):
         role = DeviceRole(dev in layer_device, dev in layer_device, out_dev == dev, copies=copies,
                           entry=entry_of(layer_device, dev, CPU))
     assert estimate(tmap, run, role).bytes >= predicted(log, engine)[dev] * MIB
+
