@@ -281,18 +281,21 @@ def placement_compute(tmap: TensorMap, cfg: RunConfig, devices: Sequence[str], l
     graph = graph_of(cfg.engine, tmap, cfg.flash_attn, _tokens(cfg), cfg.mla)
     if graph is None or not _shape(p, cfg).drawn():
         return None
-    order = [d for d in dict.fromkeys((*devices, *layer_device, out_dev)) if d != cpu] + [cpu]
-    idx = {d: i for i, d in enumerate(order)}
-    ld = [idx[d] for d in layer_device[:p.n_loaded_layers]]
-    out = idx[out_dev]
-    moved: dict[str, int] = {}
+    away: dict[str, str] = {}
     for t in tmap.tensors:
         if not tmap.is_loaded(t):
             continue
         home = cpu if t.role == "token_embd" else (layer_device[t.layer] if t.layer is not None else out_dev)
         dev = device_of(t.name)
         if dev != home:
-            moved[t.name] = idx[dev]
+            away[t.name] = dev
+    # a device that only holds moved weights is a backend too (explain's "next GiB" moves units onto a GPU the plan
+    # left empty: the tiny dsv4 model at --vram 1.005,1.005)
+    order = [d for d in dict.fromkeys((*devices, *layer_device, out_dev, *away.values())) if d != cpu] + [cpu]
+    idx = {d: i for i, d in enumerate(order)}
+    ld = [idx[d] for d in layer_device[:p.n_loaded_layers]]
+    out = idx[out_dev]
+    moved = {name: idx[dev] for name, dev in away.items()}
     shape = _shape(p, cfg)
     sizes = compute_buffers(cfg.engine, graph, p, shape, ld, moved, out, len(order), copies)
     return {d: sizes[i] for d, i in idx.items()}
