@@ -77,6 +77,9 @@ class DeviceRole:
     # where the graph enters this device: "input" = it holds layer 0 (ik-2025 casts the f32 KQ mask to f16
     # there), "cpu" = it holds the first offloaded layer after CPU-resident ones (receives the residual stream)
     entry: str = ""
+    # how many of the model's layers the device holds, where the caller knows it (a layout); None: up to all of
+    # them.  Only graphs whose layers create leafs depend on it (:func:`layer_leaf_allowance`)
+    layers: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,20 +367,36 @@ def _canonical(tmap: TensorMap, cfg: RunConfig, role: DeviceRole) -> int | None:
     if role.copies > 1:
         # the solver reserves input copies when the plan might run with pipeline parallelism (groups.solver_copies)
         # but its answer may keep experts on the CPU (-ot, one copy): reserve for either
-        return max(_pipelined(tmap, cfg, role, graph), _canonical(tmap, cfg, replace(role, copies=1)) or 0)
+        return max(_pipelined(tmap, cfg, role, graph), _pipelined(tmap, cfg, replace(role, copies=1), graph)
+                   ) + _leaf_allowance(tmap, cfg, role, graph)
     return _pipelined(tmap, cfg, role, graph) + _leaf_allowance(tmap, cfg, role, graph)
 
 
 def _leaf_allowance(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str) -> int:
     """What the stand-ins leave out of a graph whose layers create leafs (:func:`planner.engine_graph.
-    layer_leaf_bytes`: allocated up front, one set per layer the device holds): the device may hold every layer, the
-    stand-in's block holds a few, so the rest are added (an upper bound: one device holding all the layers)."""
+    layer_leaf_bytes`: allocated up front, one set per layer the device holds): the stand-in's block holds ``_K``
+    layers (a first device's block ``_K`` and the dense lead layers), the device ``role.layers`` (unknown: every
+    layer, an upper bound), so the leafs of the rest are added."""
     from planner.engine_graph import layer_leaf_bytes
 
     per = layer_leaf_bytes(cfg.engine, graph, _shape(tmap.params, cfg))
     if not per or not role.attention:
         return 0
-    return per * max(0, tmap.params.n_loaded_layers - _K - tmap.params.n_dense_lead)
+    held = tmap.params.n_loaded_layers if role.layers is None else role.layers
+    return per * max(0, held - _K)
+
+
+def layer_leaf_allowance(tmap: TensorMap, cfg: RunConfig) -> int:
+    """Bytes one more layer adds to its device's compute buffer beyond a role's stand-in block: the leafs its
+    graph creates (:func:`planner.engine_graph.layer_leaf_bytes`, GLM-DSA's zeros); 0 for the other graphs.  The
+    layer-home model charges it per layer on the layer's device (groups.build_layered_groups) and reserves the
+    devices' buffers for ``layers=0``."""
+    from planner.engine_graph import graph_of, layer_leaf_bytes
+
+    graph = graph_of(cfg.engine, tmap, cfg.flash_attn, _tokens(cfg), cfg.mla)
+    if graph is None or not _shape(tmap.params, cfg).drawn():
+        return 0
+    return layer_leaf_bytes(cfg.engine, graph, _shape(tmap.params, cfg))
 
 
 def _pipelined(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str) -> int:

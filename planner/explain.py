@@ -79,6 +79,7 @@ class TypeChoice:
     pct_per_gib: float
     upgrade_fits: bool = False        # the next type fits on the device as the plan stands (memory_report)
     upgrade_tg_delta: float = 0.0     # predicted TG change (tok/s) with the next type, placement kept
+    kept: bool = False                # the source's own quantized tensors, which llama-quantize copies
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,11 +234,16 @@ class _Prices:
         self.plan, self.request, self.quality = plan, request, quality
         self.floor = plan_floor(tmap, Budget(plan.placement.devices, dict(plan.budgets)), request)
         self._cands: dict[tuple[str, str, tuple[int, ...], str], list[str]] = {}
+        self.kept = tmap.prequantized if tmap.converter_types else frozenset()
 
     def next_type(self, names: Sequence[str], ty: str, dev: str) -> tuple[str, int, float] | None:
-        """(type, extra bytes, loss saved) of the cheapest larger candidate predicted better, or None."""
+        """(type, extra bytes, loss saved) of the cheapest larger candidate predicted better, or None: none for
+        tensors llama-quantize keeps as stored (a source's own quantized tensors, gpt-oss's MXFP4 experts:
+        quantize.keep_prequantized_items)."""
         from planner.groups import candidate_types
 
+        if self.kept & set(names):
+            return None
         t0 = self.by[names[0]]
         key = (t0.role, dev, t0.shape, t0.dtype)
         if key not in self._cands:
@@ -288,7 +294,8 @@ def _type_choices(tmap: TensorMap, plan: Plan, hw: Hardware, prices: _Prices, ba
             if fits:
                 dtg = 1e3 / _tg_ms(tmap, up, plan.devices, plan, hw) - 1e3 / base_ms
         out.append(TypeChoice(f"{fam} on {dev}", ty, len(names), size[key], nxt, extra, round(gain, 4),
-                              round(gain / (extra / GIB), 4) if extra else 0.0, fits, round(dtg, 4)))
+                              round(gain / (extra / GIB), 4) if extra else 0.0, fits, round(dtg, 4),
+                              kept=bool(prices.kept & set(names))))
     return tuple(out)
 
 

@@ -400,7 +400,8 @@ def capacities(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, cfg
         c = budget.bytes[d] - (cfg.gpu_margin_bytes if gpu else cfg.os_reserve_bytes)
         c -= sum(nbytes for x, nbytes in zip(layer_device, kv) if x == d)
         c -= compute_buffer_bytes(tmap, cfg, holds_layers=holds, holds_output=False, is_gpu=gpu, copies=copies,
-                                  entry=entry_of(layer_device, d, CPU))   # as memory_report charges it
+                                  entry=entry_of(layer_device, d, CPU),   # as memory_report charges it
+                                  n_layers=sum(1 for x in layer_device if x == d) if gpu else None)
         c -= fixed_bytes.get(d, 0)
         c -= cfg.mmproj_bytes + cfg.mmproj_compute_bytes if d == mm_dev else 0
         c -= cfg.mmproj_input_bytes if mm_dev is not None and d == CPU else 0
@@ -450,6 +451,8 @@ def build_layered_groups(tmap: TensorMap, order: Sequence[str], budget: Budget, 
     homes; ``base + sum of a layout's per-layer terms`` equals :func:`build_groups` on that layout.
     """
     from planner.memory import compute_buffer_bytes
+
+    from planner.compute_buffers import layer_leaf_allowance
 
     n = tmap.params.n_layer
     speeds = dict(speeds) if speeds is not None else device_speeds(hw, cfg)
@@ -523,10 +526,18 @@ def build_layered_groups(tmap: TensorMap, order: Sequence[str], budget: Budget, 
     copies = solver_copies(tmap, budget, cfg)
     # a device's compute buffer depends on how the graph enters it (compute_buffers.entry_of), which the layer
     # homes decide: reserve the largest of the entries its position in ``order`` allows ("cpu" only after the CPU)
+    # (for no layer's leafs: a graph whose layers create leafs grows by them per layer held, charged per layer
+    # below; compute_buffers.layer_leaf_allowance)
     hold_bytes = {d: max(compute_buffer_bytes(tmap, cfg, holds_layers=True, holds_output=False, is_gpu=is_gpu(d),
-                                              copies=copies, entry=e)
+                                              copies=copies, entry=e, n_layers=0)
                          for e in ("", "input", *(("cpu",) if CPU in order[:i] else ())))
                   for i, d in enumerate(order) if d != CPU}
+    leaf = layer_leaf_allowance(tmap, cfg)
+    if leaf:
+        for il in range(min(n, p.n_loaded_layers)):
+            for h in order:
+                if h != CPU:            # the CPU's buffer is reserved for every layer (layered_capacities)
+                    layer_bytes[il][h] += leaf
     # a GPU given the output but no layer computes the head alone: its buffer less the output group's share
     alone = {d: max(0, output_alone(tmap, cfg, copies) - output_extra(tmap, cfg, d, copies)) for d in order if is_gpu(d)}
     homes = LayerHomes(tuple(order), tuple(layer_bytes), tuple(layer_s), tuple(layer_pp), hold_bytes=hold_bytes,

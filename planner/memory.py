@@ -169,13 +169,16 @@ def kv_bytes_per_layer(params: ModelParams, cfg: RunConfig) -> int:
 # ----------------------------------------------------------------------------- estimates
 
 def compute_buffer_bytes(tmap: TensorMap, cfg: RunConfig, *, holds_layers: bool, holds_output: bool,
-                         is_gpu: bool, holds_ffn: bool | None = None, entry: str = "", copies: int = 1) -> int:
+                         is_gpu: bool, holds_ffn: bool | None = None, entry: str = "", copies: int = 1,
+                         n_layers: int | None = None) -> int:
     """Compute buffer of one device: the largest live set of the worst-case ubatch graph
     (:mod:`planner.compute_buffers`; scales with -ub, -c, -amb, vocab and expert width). Estimate.
 
     ``holds_layers``: the device runs layers' attention; ``holds_ffn``: it runs FFN/expert matmuls (None: same as
     ``holds_layers``); the CPU (``is_gpu`` False) also holds the graph inputs (KQ mask, token embeddings);
-    ``copies``: the scheduler's input copies (:func:`planner.compute_buffers.placement_copies`).
+    ``copies``: the scheduler's input copies (:func:`planner.compute_buffers.placement_copies`); ``n_layers``:
+    how many layers the device holds, where known (None: up to all; :attr:`planner.compute_buffers.DeviceRole.
+    layers`).
     """
     from planner.compute_buffers import DeviceRole, estimate
 
@@ -183,7 +186,7 @@ def compute_buffer_bytes(tmap: TensorMap, cfg: RunConfig, *, holds_layers: bool,
     if is_gpu and not (holds_layers or holds_output or ffn):
         return 0
     return estimate(tmap, cfg, DeviceRole(holds_layers, ffn, holds_output, host=not is_gpu,
-                                          entry=entry, copies=copies)).bytes
+                                          entry=entry, copies=copies, layers=n_layers)).bytes
 
 
 def output_extra(tmap: TensorMap, cfg: RunConfig, d: str, copies: int) -> int:

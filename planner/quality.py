@@ -30,6 +30,7 @@ from planner.quality_prior import _sharpen, prior_importance, quantizable, role_
 from planner.quality_scale import (CalibrationFit, ScaleSource, _source_dtypes, apply_rules, calibration_fit,
                                    is_calibration_model, scale_source)
 from planner.quality_user import Calibration, CalibrationRow, _overrides, read_calibration
+from planner.quants import catalogue
 from planner.tables import DATA
 from planner.tensors import TensorMap
 
@@ -198,7 +199,11 @@ class QualityModel:
         if calibration is not None:
             overrides, cal_notes = _overrides(tmap, default.importance, calibration)
             notes.extend(cal_notes)
-        notes.append("PPL ratio is relative to the unquantized (bf16) model on wiki.test.raw-like text")
+        native = sum(1 for t in tmap.tensors if src.get(t.name) not in (None, *FLOAT_SOURCES)
+                     and catalogue().get(t.dtype).kind != "index") if tmap.converter_types else 0
+        notes.append("PPL ratio is relative to the unquantized (bf16) model on wiki.test.raw-like text" if not native
+                     else f"PPL ratio is relative to the original model as released on wiki.test.raw-like text (its "
+                          f"{native} tensors stored quantized there, kept as stored, cost nothing)")
         return cls(model=tmap.name, importance=default.importance, source_dtype=src, has_imatrix=has_imatrix,
                    k=scale.k, distribution=default.distribution, calibration_loss=fit.calibration_loss,
                    uncertainty_fixed=scale.log_sigma, overrides=overrides, variants=tuple(variants),

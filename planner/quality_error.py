@@ -103,9 +103,11 @@ def rel_mse(type_name: str, distribution: str = DISTRIBUTIONS[0], imatrix: bool 
     """
     qt = catalogue().get(type_name, context="quality model")
     table, fits = _error_table()
+    if source_dtype == type_name:
+        # kept as stored: an integer table (DeepSeek-V4's ffn_gate_tid2eid), a float, or a source's own quantized
+        # tensor (gpt-oss's MXFP4 experts as released), which llama-quantize copies
+        return 0.0, "lossless"
     if qt.kind == "index":
-        if source_dtype == type_name:
-            return 0.0, "lossless"        # an integer table kept as stored (DeepSeek-V4's ffn_gate_tid2eid)
         raise UnknownQuantTypeError(type_name, context="integer type, not a weight type")
     if qt.kind == "float":
         base = qt.repack_base or qt.name

@@ -44,6 +44,11 @@ def _source_dtypes(tmap: TensorMap) -> tuple[dict[str, str], int]:
     for t in tmap.tensors:
         if t.dtype in FLOAT_SOURCES or catalogue().get(t.dtype).kind == "index":
             src[t.name] = t.dtype          # (an integer table is no weight: kept as stored, it costs nothing)
+        elif tmap.converter_types:
+            # the converter's own quantized tensors are the original weights (gpt-oss's and DeepSeek-V4's MXFP4
+            # experts as released, V4's FP8 linears as Q8_0): the reference the loss is measured against, which
+            # llama-quantize keeps as stored (quantize.keep_prequantized_items)
+            src[t.name] = t.dtype
         else:
             src[t.name] = "bf16"
             assumed += quantizable(t)

@@ -287,6 +287,45 @@ def test_dsa_buffer_grows_with_the_layers_a_device_holds(log):
     assert pred is not None and {d: round(v / MIB, 4) for d, v in pred.items()} == got
 
 
+def test_dsa_reservation_follows_the_layers_a_device_holds():
+    # the same three -ts runs: the engine's buffer grows by each layer's leafs (54.79, 54.91, 55.05 MiB with 4, 5,
+    # 6 layers).  The solver reserves a device's buffer for the layers it is given (DeviceRole.layers; the layer
+    # homes charge layer_leaf_allowance per layer): what it reserves covers every logged line, the per-layer step
+    # is the logs' own step, and a device reserved for every layer (layers unknown) reserves that many steps more
+    from dataclasses import replace
+
+    from planner.compute_buffers import DeviceRole, estimate, layer_leaf_allowance
+
+    tmap, run, *_ = _placement("dsa-c4096-rpc2.log", "mainline")
+    n = tmap.params.n_loaded_layers
+    logged: dict[int, float] = {}
+    for log in sorted((FIX / "graphs_extra").glob("mainline-dsa-*-ts*.log")):
+        text = log.read_text().splitlines()
+        got = {m[1]: float(m[2]) for m in (re.search(r"(\S+) compute buffer size is +([\d.]+) MiB", x) for x in text)
+               if m}
+        where = [m[1] for m in (re.search(r"layer +\d+ assigned to device (\S+),", x) for x in text) if m]
+        layer_device, out_dev = where[:n], where[n]
+        copies = placement_copies("mainline", ["RPC0", "RPC1"], layer_device, {
+            t.name: out_dev if t.layer is None or t.layer >= n else layer_device[t.layer] for t in tmap.tensors
+            if tmap.is_loaded(t) and t.name != "token_embd.weight"} | {"token_embd.weight": CPU}, out_dev, CPU)
+        for dev in ("RPC0", "RPC1"):
+            held = layer_device.count(dev)
+            mib = got[{"RPC0": "RPC0[127.0.0.1:19206]", "RPC1": "RPC0[127.0.0.1:19207]"}[dev]]
+            if out_dev != dev:
+                logged.setdefault(held, mib)
+            role = DeviceRole(True, True, out_dev == dev, copies=copies, layers=held,
+                              entry=entry_of(layer_device, dev, CPU))
+            assert estimate(tmap, run, role).bytes >= mib * MIB, (log.name, dev, held)
+            assert estimate(tmap, run, replace(role, layers=None)).bytes == (
+                estimate(tmap, run, role).bytes + layer_leaf_allowance(tmap, run) * (n - max(held, 3)))
+    per = layer_leaf_allowance(tmap, run)
+    assert per > 0
+    steps = sorted(logged)
+    assert len(steps) >= 2
+    for a, b in zip(steps, steps[1:]):
+        assert abs((logged[b] - logged[a]) - (b - a) * per / MIB) <= 0.01 * (b - a), (a, b, logged)
+
+
 # layer kinds from per-layer header arrays, and DeepSeek-V4's per-layer compress ratios (raw/CSA/HCA, hash routing)
 _HYBRID_ARRAYS = ("nemotronh", "granitehybrid", "falconh1", "dsv4")
 

@@ -130,3 +130,19 @@ def test_plan_text_has_the_why_section():
     block = text[text.index("why (the plan's own"):text.index("recipe (")]
     for key in ("binding:", "objective:", "experts on CUDA0:", "position:", "PR 2262", "types:", "next GiB:"):
         assert key in block
+
+
+def test_kept_mxfp4_experts_are_explained_as_kept_not_priced():
+    # gpt-oss's experts are released in MXFP4 and llama-quantize copies them (ik src/llama-quantize.cpp:1614,1724
+    # @8337e4cd): no type is on offer for them, so "why these types" says so instead of pricing an upgrade the
+    # recipe could never carry
+    from click.testing import CliRunner
+
+    from planner.cli import main
+
+    r = CliRunner().invoke(main, ["plan", "gpt-oss-20b", "--vram", "8", "--ram", "32", "--json"])
+    assert r.exit_code == 0, r.output
+    types = json.loads(r.output)["explanation"]["types"]
+    experts = [t for t in types if "_exps" in t["group"]]
+    assert experts and all(t["kept"] and t["type_name"] == "mxfp4" and not t["next_type"] for t in experts)
+    assert all(not t["kept"] for t in types if "_exps" not in t["group"])

@@ -203,6 +203,36 @@ def test_float_types_cost_nothing_on_bf16_source(model, qwen):
     assert model.estimate({}).ppl_ratio == 1.0
 
 
+@pytest.mark.parametrize("name", ["gpt-oss-20b", "deepseek-v4-flash"])
+def test_a_sources_own_quantized_tensors_kept_as_stored_cost_nothing(name):
+    # gpt-oss's and DeepSeek-V4's experts are released in MXFP4 (the converter writes them as stored); llama-quantize
+    # copies a tensor whose rule names its own type (ik src/llama-quantize.cpp:1614 @8337e4cd, `quantize &=
+    # tensor->type != new_type`) and never requantizes one (:1724): those bytes are the original weights, the
+    # reference a PPL ratio is measured against, so they add no loss; the mix's loss is that of the rest alone
+    from planner.quantize import keep_prequantized_items
+
+    tmap = builtin(name)
+    m = QualityModel.build(tmap)
+    kept = sorted(tmap.prequantized)
+    assert kept and keep_prequantized_items(tmap)
+    assert all(m.tensor_loss(n, tmap.by_name()[n].dtype) == 0.0 for n in kept)
+    mix = {t.name: t.dtype if t.name in kept else "q4_0" for t in tmap.tensors if t.n_dims >= 2}
+    rest = {n: ty for n, ty in mix.items() if n not in kept}
+    assert m.estimate(mix).ppl_ratio == pytest.approx(m.estimate(rest).ppl_ratio, rel=1e-12)
+    assert m.estimate(mix).ppl_ratio > 1.0
+    assert any("as released" in a for a in m.assumptions)
+
+
+def test_a_quantized_gguf_is_still_measured_against_an_assumed_bf16_original():
+    # a llama-quantize output (no converter types) re-planned: its quantized tensors are not the original, so
+    # keeping them costs their error against the assumed bf16 weights
+    tmap = dataclasses.replace(builtin("gpt-oss-20b"), converter_types=False)
+    m = QualityModel.build(tmap)
+    n = next(iter(sorted(tmap.prequantized)))
+    assert m.tensor_loss(n, "mxfp4") > 0.0
+    assert any("assumed bf16 original" in a for a in m.assumptions)
+
+
 def test_float_rounding_costs_on_f32_source(qwen):
     f32 = with_tensors(qwen, tuple(dataclasses.replace(t, dtype="f32") if t.n_dims >= 2 else t
                                    for t in qwen.tensors))

@@ -86,7 +86,8 @@ def _print_explanation(e: Explanation) -> None:
         nxt = (f"{t.next_type} would cost +{gib(t.extra_bytes, 2)} for -{t.ppl_gain_pct:.3f} % PPL "
                f"({t.pct_per_gib:.3f} % per GiB); "
                + (f"it fits, at TG {t.upgrade_tg_delta:+.2f} tok/s" if t.upgrade_fits else "it does not fit")
-               if t.next_type else "no larger candidate is predicted better")
+               if t.next_type else "kept as the source stores it (llama-quantize copies a source's quantized tensors)"
+               if t.kept else "no larger candidate is predicted better")
         print_text(f"  types: {t.group} at {t.type_name} ({t.n_tensors} tensors, {gib(t.bytes, 2)}): {nxt}")
     for w in e.next_gib:
         ppl = ("" if w.ppl_delta_pct is None else
