@@ -504,7 +504,7 @@ def _stand_in(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str, ent
     shape = _shape(p, cfg)
     # the layer kinds as the model's own last layers have them too: the last layer gathers the output rows, and
     # what else is alive then depends on its kind (ik gemma-3-27b's last layer is a window layer, 21 MiB more)
-    bases = dict.fromkeys((0, (p.n_loaded_layers - len(layers)) % per, _periodic_from(p)))
+    bases = dict.fromkeys((0, (p.n_loaded_layers - len(layers)) % per))
     return max(compute_buffers(cfg.engine, graph, p, shape, layers, moved, out, 3, role.copies, layer_base=b)[me]
                for b in bases)
 
