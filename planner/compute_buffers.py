@@ -367,9 +367,29 @@ def _canonical(tmap: TensorMap, cfg: RunConfig, role: DeviceRole) -> int | None:
     if role.copies > 1:
         # the solver reserves input copies when the plan might run with pipeline parallelism (groups.solver_copies)
         # but its answer may keep experts on the CPU (-ot, one copy): reserve for either
-        return max(_pipelined(tmap, cfg, role, graph), _pipelined(tmap, cfg, replace(role, copies=1), graph)
-                   ) + _leaf_allowance(tmap, cfg, role, graph)
-    return _pipelined(tmap, cfg, role, graph) + _leaf_allowance(tmap, cfg, role, graph)
+        one = replace(role, copies=1)
+        return max(_pipelined(tmap, cfg, role, graph), _pipelined(tmap, cfg, one, graph),
+                   _shared_kv(tmap, cfg, one, graph)) + _leaf_allowance(tmap, cfg, role, graph)
+    return max(_pipelined(tmap, cfg, role, graph), _shared_kv(tmap, cfg, role, graph)) + _leaf_allowance(
+        tmap, cfg, role, graph)
+
+
+def _shared_kv(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str) -> int:
+    """The device holding every layer that reads an earlier layer's cache (gemma-4 ``shared_kv_layers``) with those
+    caches on another device: each such layer copies its K and V views in at the start of the device's split
+    (:func:`planner.engine_graph.kv_devices`), so the buffer grows with their number, which the stand-ins' few
+    layers do not reach (the RPC harness: 73.02 MiB on the second of two devices, ``-ts 1,1``)."""
+    from planner.engine_graph import compute_buffers
+
+    p = tmap.params
+    m, n = p.n_layer_kv, p.n_loaded_layers
+    if not (role.attention and not role.host and 0 < m < n) or role.entry == "input":
+        return 0            # a device holding layer 0 holds the cache owners of its layers too (layers are contiguous)
+    d, o, c = 0, 1, 2
+    ffn = ("ffn_gate_exps", "ffn_up_exps", "ffn_down_exps") if p.n_expert else ("ffn_gate", "ffn_up", "ffn_down")
+    moved = {} if role.ffn else {f"blk.{il}.{r}.weight": c for il in range(m, n) for r in ffn}
+    return compute_buffers(cfg.engine, graph, p, _shape(p, cfg), [o] * m + [d] * (n - m), moved,
+                           d if role.output else o, 3, role.copies)[d]
 
 
 def _leaf_allowance(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str) -> int:
@@ -452,7 +472,10 @@ def _stand_in(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str, ent
     per = _period(p)
     k = _block(p)                           # layers per block (a hybrid's: two periods, each ending in attention)
     first = k + lead                        # the first block: the dense layers and k MoE layers
-    exps: tuple[str, ...] = ("ffn_gate_exps", "ffn_up_exps", "ffn_down_exps")
+    # a dense model's FFN weights move as the experts do (the solver places them per tensor: `plan` of the tiny
+    # gemma-4 at --vram 1.04 put two layers' gate and up on the CPU, 2 MiB over a reservation without them)
+    exps: tuple[str, ...] = ("ffn_gate_exps", "ffn_up_exps", "ffn_down_exps") if p.n_expert else (
+        "ffn_gate", "ffn_up", "ffn_down")
     cpu_exps: range = range(0)
     own_exps: range = range(0)
     if role.host:

@@ -6,10 +6,11 @@ Which graphs exist: ``engine_graphs.toml`` has a table per (engine, architecture
 one applies (mainline: Qwen3-MoE-shaped models, DeepSeek on the legacy ``attn_kv_b`` layout or with
 ``attn_k_b``/``attn_v_b`` (MLA), gpt-oss and gemma-3 with their sliding-window and full caches, the Qwen3.5-MoE
 gated delta-net hybrid, GLM-5 DSA (flash attention), Llama-4 with chunked attention, Nemotron-H, Granite-4.0-H and
-Falcon-H1 (Mamba-2, attention and dense FFN layers), DeepSeek-V4 (hyper-connections, raw/CSA/HCA attention by
-compress ratio as per-layer tags, :func:`layer_tags`); ik 8337e4cd3: gpt-oss, gemma-3, the same Qwen3-MoE shapes,
-Qwen3.5-MoE and DeepSeek under every ``-mla``, with flash attention (DeepSeek: with or without) and fused up/gate
-experts).  Others keep the live-set estimate of :mod:`planner.compute_buffers`.
+Falcon-H1 (Mamba-2, attention and dense FFN layers), dense gemma-4 with its shared-KV layers reading another
+layer's (another device's) cache, DeepSeek-V4 (hyper-connections, raw/CSA/HCA attention by compress ratio as
+per-layer tags, :func:`layer_tags`); ik 8337e4cd3: gpt-oss, gemma-3, the same Qwen3-MoE shapes,
+Qwen3.5-MoE and DeepSeek under every ``-mla``, with flash attention (DeepSeek, gemma-4: with or without) and fused
+up/gate experts, dense gemma-4).  Others keep the live-set estimate of :mod:`planner.compute_buffers`.
 
 The worst-case ubatch (mainline ``llama_context::sched_reserve``, src/llama-context.cpp; ik
 ``llama_init_from_model``, src/llama.cpp): ``T = min(n_ctx, n_ubatch)`` tokens, every one an output, against
@@ -29,6 +30,8 @@ from planner.gallocr import T, buffer_sizes, inplace_ops
 from planner.graph_shape import GraphShape
 from planner.tensors import ModelParams, TensorMap
 
+__all__ = ["GraphShape", "build", "compute_buffers", "dense_flags", "graph_of", "has_graph", "kv_devices",
+           "layer_leaf_bytes", "layer_tags"]
 
 
 @cache
@@ -49,6 +52,14 @@ def _fused_up_gate(tmap: TensorMap) -> bool:
         if t.role in ("ffn_up_exps", "ffn_gate_exps") and t.name.endswith(".weight"):    # not gpt-oss's biases
             types.setdefault(t.layer, set()).add(t.dtype)
     return all(len(v) == 1 for v in types.values())
+
+
+def _own_v(tmap: TensorMap) -> bool:
+    """Whether every layer that stores its own K/V (below ``n_layer_kv``) has its V projection (gemma-4: without
+    attn_v the engines store K as V, gemma4.cpp:246-248)."""
+    n = tmap.params.n_layer_kv or tmap.params.n_loaded_layers
+    have = {t.layer for t in tmap.tensors if t.role == "attn_v"}
+    return all(il in have for il in range(n))
 
 
 def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int = 512, mla: int = 3) -> str | None:
@@ -81,6 +92,17 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
         if engine == "ik" and not flash_attn:
             return None
         return "gemma3" if "gemma3" in _templates().get(engine, {}) else None
+    if p.arch == "gemma4" and p.n_swa and not p.n_expert:
+        # dense gemma-4 without per-layer embeddings, every own-KV layer with its V projection and the layer output
+        # scale (mainline gemma4.cpp:155-437); MoE (26B-A4B), per-layer embeddings (E2B/E4B) and V = K layers are
+        # other graphs
+        roles = tmap.derived(_roles)
+        own_v = tmap.derived(_own_v)
+        g4 = "layer_output_scale" in roles and "per_layer_token_embd" not in roles and own_v
+        if engine == "ik" and not flash_attn:
+            # ik's KQ is never split by -amb while K and Q head counts differ (build-context.cpp:2126)
+            g4 = g4 and all(p.head_count_kv(il) < p.n_head for il in range(p.n_loaded_layers))
+        return "gemma4" if g4 and "gemma4" in _templates().get(engine, {}) else None
     if p.arch == "qwen35moe" and (p.full_attn_interval or p.recurrent_layers) and p.n_expert and p.n_ff_shexp:
         # the gated delta-net hybrid with routed and gated shared experts (mainline qwen35moe.cpp)
         roles = tmap.derived(_roles)
@@ -163,18 +185,22 @@ def _flags(row: list[Any]) -> set[str]:
 
 def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], device_of: Callable[[str], int],
           out_dev: int, cpu: int, dense: Sequence[bool] = (), swa: Sequence[bool] = (),
-          recr: Sequence[bool] = (), tags: Sequence[str] = ()) -> list[T]:
+          recr: Sequence[bool] = (), kv_dev: Sequence[int] = (), tags: Sequence[str] = ()) -> list[T]:
     """The graph's tensors in graph order for template ``graph`` (:func:`graph_of`); devices are backend indices
     (``cpu`` the last).  ``device_of`` maps a weight's GGUF name to its device (``-ot`` included); ``dense``: the
     layers with a dense FFN (rows flagged "dense"; the others take the "moe" rows); ``swa``: the sliding-window
     layers, whose "in:NAME" sources are the window cache's inputs "in:NAME_swa" where the template has them
     (mainline build_attn with llm_graph_input_attn_kv_iswa, src/llama-graph.cpp:3425-3455); ``recr``: the
-    recurrent layers of a hybrid (rows flagged "recr"; the others take the "full" rows); ``tags``: each layer's
-    kind tags (:func:`layer_tags`, "+"-joined: a row flagged with a tag is drawn only on layers that have it).
-    A source "sh:NAME" is
+    recurrent layers of a hybrid (rows flagged "recr"; the others take the "full" rows).  A source "sh:NAME" is
     a row of the template's ``shared`` list (views of a graph input that every layer reads), put into the graph
-    where it is first read, as ggml's depth-first walk does (ggml.c ggml_visit_parents)."""
+    where it is first read, as ggml's depth-first walk does (ggml.c ggml_visit_parents).  ``kv_dev``: per layer,
+    the backend of another layer's cache it reads (gemma-4's shared-KV layers, :func:`kv_devices`), -1 for a
+    layer with its own; such a layer drops the rows flagged "ownkv" (its K/V projections and cache stores) and
+    draws those flagged "sharedkv", and its "kv:" cache views are of that cache, on that backend.  A template with ``window = true`` sizes a
+    sliding-window layer's rows by :meth:`GraphShape.window` (its own cells and head widths).  ``tags``: each layer's
+    kind tags (:func:`layer_tags`, "+"-joined: a row flagged with a tag is drawn only on layers that have it)."""
     tpl = _templates()[engine][graph]
+    windowed = bool(tpl.get("window"))
     ts: list[T] = []
     ids: dict[str, int] = {}
     n_layer = len(layer_dev)
@@ -206,15 +232,27 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
     shared: dict[str, int] = {}
     shared_rows = {row[0]: row for row in tpl.get("shared", [])}
 
-    sizes: dict[tuple[str, int], int] = {}
+    sizes: dict[tuple[str, int, bool], int] = {}
+    win_shape = shape.window() if windowed else shape
 
-    def size(expr: str, k1: int = 1) -> int:
-        if (expr, k1) not in sizes:
-            sizes[expr, k1] = shape.size(expr, k1)
-        return sizes[expr, k1]
+    def size(expr: str, k1: int = 1, win: bool = False) -> int:
+        if (expr, k1, win) not in sizes:
+            sizes[expr, k1, win] = (win_shape if win else shape).size(expr, k1)
+        return sizes[expr, k1, win]
+
+    def shared_kv(il: int) -> bool:
+        return 0 <= il < len(kv_dev) and kv_dev[il] >= 0
+
+    def cache_node(s: str, il: int, local: dict[str, int]) -> int:
+        """The cache a "kv:" source names: the layer's own, or the one it shares (on that layer's backend)."""
+        key = f"{s}{il}"
+        if key not in local:
+            dev = kv_dev[il] if shared_kv(il) else layer_dev[il]
+            local[key] = add(T(f"cache_{s[3:]}_l{il}", "NONE", 0, dev=dev))
+        return local[key]
 
     # keyed by the row list's id: the list is kept with its rows, so no other list can take that id meanwhile
-    kept: dict[tuple[int, bool, bool, bool, bool, str],
+    kept: dict[tuple[int, bool, bool, bool, bool, bool, str],
                tuple[object, list[tuple[list[Any], int, set[str], list[tuple[str, ...]]]]]] = {}
 
     def rows_of(rows: list[tuple[list[Any], int]], il: int) -> list[tuple[list[Any], int, set[str], list[tuple[str, ...]]]]:
@@ -223,16 +261,18 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
         is_last, is_dense = il == n_layer - 1, il >= 0 and il < len(dense) and dense[il]
         is_recr = 0 <= il < len(recr) and recr[il]
         is_swa = 0 <= il < len(swa) and swa[il]
+        is_shared = shared_kv(il)
         tag = tags[il] if 0 <= il < len(tags) else ""
-        key = (id(rows), is_last, is_dense, is_recr, is_swa, tag)
+        key = (id(rows), is_last, is_dense, is_recr, is_swa, is_shared, tag)
         if key not in kept:
             out = []
+            lshape = win_shape if is_swa else shape
             have = set(tag.split("+")) if tag else set()
             for row, k in rows:
                 flags = _flags(row)
                 if flags & TAGS and not flags & TAGS <= have:
                     continue
-                if ("last" in flags and not is_last) or not all(shape.has(f) for f in flags):
+                if ("last" in flags and not is_last) or not all(lshape.has(f) for f in flags):
                     continue
                 if ("dense" in flags and not is_dense) or (flags & {"moe", "nodense"} and is_dense):
                     continue
@@ -240,12 +280,15 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
                     continue
                 if ("swa" in flags and not is_swa) or ("noswa" in flags and is_swa):
                     continue
+                if ("ownkv" in flags and is_shared) or ("sharedkv" in flags and not is_shared):
+                    continue
                 out.append((row, k, flags, [tuple(x.split("|")) for x in row[3]]))
             kept[key] = (rows, out)
         return kept[key][1]
 
     def nodes(rows: list[tuple[list[Any], int]], il: int, local: dict[str, int]) -> None:
         dev = layer_dev[il] if il >= 0 else out_dev
+        win = windowed and 0 <= il < len(swa) and swa[il]
         for row, k, flags, srcs in rows_of(rows, il):
             name, op, expr = row[0], row[1], row[2]
             view = row[4] if len(row) > 4 else ""
@@ -270,10 +313,7 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
                     resolved.append(weight(f"blk.{il}.{role}" if il >= 0 and role.split(".")[0] not in (
                         "output", "output_norm", "token_embd") else role))
                 elif s.startswith("kv:"):
-                    key = f"{s}{il}"
-                    if key not in local:
-                        local[key] = add(T(f"cache_{s[3:]}_l{il}", "NONE", 0, dev=dev))
-                    resolved.append(local[key])
+                    resolved.append(cache_node(s, il, local))
                 elif s.startswith("in:"):
                     is_swa = 0 <= il < len(swa) and swa[il]
                     resolved.append(ids[s + "_swa"] if is_swa and s + "_swa" in ids else ids[s])
@@ -281,20 +321,17 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
                     resolved.append(local[s])
             resolved = [len(ts) if r == -1 else r for r in resolved]
             if op == "EXPERT_SUM":      # build_moe_ffn: n_used views of `weighted`, summed by n_used - 1 ADDs
-                views = [add(T(f"{name}{j}-{il}", "VIEW", size(expr), srcs=(resolved[0],),
+                views = [add(T(f"{name}{j}-{il}", "VIEW", size(expr, 1, win), srcs=(resolved[0],),
                                view_src=resolved[0])) for j in range(shape.n_used)]
                 cur = views[0]
                 for v in views[1:]:
-                    cur = add(T(f"moe_out-{il}", "ADD", size(expr), srcs=(cur, v), layout=expr))
+                    cur = add(T(f"moe_out-{il}", "ADD", size(expr, 1, win), srcs=(cur, v), layout=expr))
                 local["moe_out"] = cur
                 continue
             v_src = None
             if view:
                 if view.startswith("kv:"):
-                    key = f"{view}{il}"
-                    if key not in local:
-                        local[key] = add(T(f"cache_{view[3:]}_l{il}", "NONE", 0, dev=dev))
-                    v_src = local[key]
+                    v_src = cache_node(view, il, local)
                 elif view.startswith("in:"):
                     v_src = ids[view]
                 else:
@@ -303,13 +340,15 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
                         root = up
                     v_src = root
             if op == "LEAF":          # a tensor the graph creates (ggml_new_tensor): allocated as a leaf
-                local[name] = add(T(f"{name}-{il}", "NONE", size(expr), layout=expr, leaf=True))
+                local[name] = add(T(f"{name}-{il}", "NONE", size(expr, 1, win), layout=expr, leaf=True))
                 continue
             pin = dev if ("norm" in flags and pin_norm and il >= 0) else None
             if "pre" in flags:      # drawn where the last expanded row left off
                 nxt[0] = (mark[0][0], mark[0][1] + 1)
-            local[name] = add(T(f"{name}-{il}", op, size(expr, k + 1), srcs=tuple(resolved), view_src=v_src,
-                                layout=expr, pin=pin, out="out" in flags))
+            # a window layer's tensor has another layout only where its size differs (its own head widths)
+            layout = (expr, True) if win and size(expr, k + 1, True) != size(expr, k + 1) else expr
+            local[name] = add(T(f"{name}-{il}", op, size(expr, k + 1, win), srcs=tuple(resolved), view_src=v_src,
+                                layout=layout, pin=pin, out="out" in flags))
             if "pre" in flags:
                 mark[0] = keys[-1]
                 nxt[0] = (0, 0)
@@ -349,7 +388,8 @@ def _reordered(ts: list[T], keys: list[tuple[int, int]]) -> list[T]:
 @cache
 def _sizes(engine: str, graph: str, shape: GraphShape, layer_dev: tuple[int, ...], dense: tuple[bool, ...],
            weight_dev: tuple[tuple[str, int], ...], out_dev: int, n_backends: int, copies: int,
-           swa: tuple[bool, ...] = (), recr: tuple[bool, ...] = (), tags: tuple[str, ...] = ()) -> tuple[int, ...]:
+           swa: tuple[bool, ...] = (), recr: tuple[bool, ...] = (), kv_dev: tuple[int, ...] = (),
+           tags: tuple[str, ...] = ()) -> tuple[int, ...]:
     wd = dict(weight_dev)
     cpu = n_backends - 1
 
@@ -360,8 +400,29 @@ def _sizes(engine: str, graph: str, shape: GraphShape, layer_dev: tuple[int, ...
             return layer_dev[int(name.split(".")[1])]
         return cpu if name == "token_embd.weight" else out_dev
 
-    ts = build(engine, graph, shape, layer_dev, device_of, out_dev, cpu, dense, swa, recr, tags)
+    ts = build(engine, graph, shape, layer_dev, device_of, out_dev, cpu, dense, swa, recr, kv_dev, tags)
     return tuple(buffer_sizes(ts, n_backends, copies=copies, inplace=inplace_ops(engine)))
+
+
+def kv_devices(p: ModelParams, layer_dev: Sequence[int], layer_base: int = 0, elsewhere: int = -1) -> list[int]:
+    """:func:`build`'s ``kv_dev``: per layer of a placement, -1 where the layer stores its own K/V, else the backend
+    of the cache it reads.  From ``n_layer_kv`` on (gemma-4 ``shared_kv_layers``) a layer reads the last own
+    window layer's cache (``n_layer_kv - 2``) if it is a window layer, else the last full one's (``n_layer_kv -
+    1``): mainline src/llama-model.cpp:2780-2788 (the reuse callback, 0c1e57098), ik src/llama-build-context.cpp:
+    2015-2020 (llm_build_kqv, 8337e4cd3).  ``layer_base``: the model layer the placement's first layer stands for;
+    a cache owner before it (a stand-in placement) is on ``elsewhere`` (-1: the layer's own backend)."""
+    m = p.n_layer_kv
+    if not m:
+        return []
+    out = []
+    for il, dev in enumerate(layer_dev):
+        g = il + layer_base
+        if g < m:
+            out.append(-1)
+            continue
+        owner = m - (2 if p.is_swa(g) else 1) - layer_base
+        out.append(layer_dev[owner] if 0 <= owner < len(layer_dev) else elsewhere if elsewhere >= 0 else dev)
+    return out
 
 
 # layer tags a template's rows may be flagged with (:func:`layer_tags`)
@@ -407,13 +468,13 @@ RUN = 3     # identical layers in a row kept by :func:`compress` (tests/test_eng
 
 
 def compress(layer_dev: Sequence[int], weight_dev: dict[str, int], dense: Sequence[bool] = (),
-             swa: Sequence[bool] = (), recr: Sequence[bool] = (), tags: Sequence[str] = ()
-             ) -> tuple[list[int], dict[str, int], list[bool], list[bool], list[bool], list[str]]:
+             swa: Sequence[bool] = (), recr: Sequence[bool] = (), kv_dev: Sequence[int] = (), tags: Sequence[str] = ()
+             ) -> tuple[list[int], dict[str, int], list[bool], list[bool], list[bool], list[int], list[str]]:
     """The same placement with every run of identical layers (same device, same weights moved where) cut to
     ``RUN`` layers.  The graph repeats per layer, so the allocator reaches its steady state within a run and a
     longer run changes no buffer (checked on every harness placement, tests/test_engine_graph.py); the last layer
     stays the last (it alone gathers the output rows).  A layer's kind is its FFN (``dense``), its cache
-    (``swa``) and its mixer (``recr``): alternating kinds are kept as they are."""
+    (``swa``), its mixer (``recr``) and the cache it reads (``kv_dev``): alternating kinds are kept as they are."""
     moved: dict[int, list[tuple[str, int]]] = {}
     for name, dev in weight_dev.items():
         if name.startswith("blk."):
@@ -421,9 +482,12 @@ def compress(layer_dev: Sequence[int], weight_dev: dict[str, int], dense: Sequen
     kinds = [il < len(dense) and dense[il] for il in range(len(layer_dev))]
     windows = [il < len(swa) and swa[il] for il in range(len(layer_dev))]
     mixers = [il < len(recr) and recr[il] for il in range(len(layer_dev))]
+    caches = [kv_dev[il] if il < len(kv_dev) else -1 for il in range(len(layer_dev))]
     tag = [tags[il] if il < len(tags) else "" for il in range(len(layer_dev))]
-    sig = [(d, kinds[il], windows[il], mixers[il], tag[il], tuple(sorted(moved.get(il, ()))))
-           for il, d in enumerate(layer_dev)]
+    # a layer reading another device's cache is never cut: each adds its own copies of the cache views, all made
+    # at the start of the device's split (ggml-backend.cpp:1510-1590), so the buffer grows with every such layer
+    sig = [(d, kinds[il], windows[il], mixers[il], caches[il] if caches[il] in (-1, d) else (caches[il], il),
+            tag[il], tuple(sorted(moved.get(il, ())))) for il, d in enumerate(layer_dev)]
     keep = [il for il in range(len(sig))
             if il < RUN or any(sig[j] != sig[il] for j in range(il - RUN, il)) or il == len(sig) - 1]
     new_dev = [layer_dev[il] for il in keep]
@@ -431,17 +495,18 @@ def compress(layer_dev: Sequence[int], weight_dev: dict[str, int], dense: Sequen
     for k, il in enumerate(keep):
         new_w.update({f"blk.{k}.{rest}": dev for rest, dev in moved.get(il, ())})
     return (new_dev, new_w, [kinds[il] for il in keep], [windows[il] for il in keep], [mixers[il] for il in keep],
-            [tag[il] for il in keep])
+            [caches[il] for il in keep] if kv_dev else [], [tag[il] for il in keep])
 
 
 def compute_buffers(engine: str, graph: str, p: ModelParams, shape: GraphShape, layer_dev: Sequence[int],
                     weight_dev: dict[str, int], out_dev: int, n_backends: int, copies: int = 1,
-                    *, exact_layers: bool = False, layer_base: int = 0) -> tuple[int, ...]:
+                    *, exact_layers: bool = False, layer_base: int = 0, kv_elsewhere: int = -1) -> tuple[int, ...]:
     """Each backend's compute buffer in bytes (backend ``n_backends - 1`` is the CPU) for template ``graph``.
     ``weight_dev``: the weights away from their layer's device (``-ot``), by GGUF name; token_embd is on the CPU,
     the output's tensors on ``out_dev``.  The placement is :func:`compress`-ed unless ``exact_layers``.
     ``layer_base``: the model layer the placement's first layer stands for (its kind: sliding-window, recurrent,
-    dense; a stand-in placement of a few layers, :func:`planner.compute_buffers.estimate`)."""
+    dense; a stand-in placement of a few layers, :func:`planner.compute_buffers.estimate`); ``kv_elsewhere``: the
+    backend of a shared cache whose layer is before the stand-in (:func:`kv_devices`)."""
     n = len(layer_dev)
     dense = dense_flags(p, n + layer_base)[layer_base:]
     swa = [p.is_swa(il + layer_base) for il in range(n)] if p.n_swa else []
@@ -453,8 +518,10 @@ def compute_buffers(engine: str, graph: str, p: ModelParams, shape: GraphShape, 
         model_dense = dense_flags(p, m)
         dense = [model_dense[(il + layer_base) % m] for il in range(n)]
         recr = [p.is_recurrent((il + layer_base) % m) for il in range(n)]
+    kv_dev = kv_devices(p, layer_dev, layer_base, kv_elsewhere)
     tags = [layer_tags(p, il + layer_base) for il in range(n)]
     if not exact_layers and not layer_leaf_bytes(engine, graph, shape):
-        layer_dev, weight_dev, dense, swa, recr, tags = compress(layer_dev, weight_dev, dense, swa, recr, tags)
+        layer_dev, weight_dev, dense, swa, recr, kv_dev, tags = compress(layer_dev, weight_dev, dense, swa, recr,
+                                                                         kv_dev, tags)
     return _sizes(engine, graph, shape, tuple(layer_dev), tuple(dense), tuple(sorted(weight_dev.items())), out_dev,
-                  n_backends, copies, tuple(swa), tuple(recr), tuple(tags))
+                  n_backends, copies, tuple(swa), tuple(recr), tuple(kv_dev), tuple(tags))

@@ -1,11 +1,12 @@
-"""The numbers an engine graph's tensor sizes are products of (:class:`GraphShape`), from a model's parameters and a
-run (ubatch tokens, cache cells, flash attention, cache types, -amb, sequences): planner/data/engine_graphs.toml's
-size expressions name these fields, :mod:`planner.engine_graph` evaluates them."""
+"""The numbers an engine graph's tensor sizes are products of (:class:`GraphShape`, the tokens, widths and cache
+cells of one worst-case ubatch), for :mod:`planner.engine_graph`'s templates (``data/engine_graphs.toml``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
+from planner.quants import catalogue
 from planner.tensors import ModelParams
 
 UNQUANTIZED = frozenset({"f32", "f16", "bf16"})
@@ -61,11 +62,17 @@ class GraphShape:
     itk: int = 0
     mla: int = 3       # ik MLA: -mla (0: plain attention over decompressed K and V; 1, 2, 3)
     amb: int = 0       # ik: -amb MiB (0: none)
+    kr: int = 0        # bytes of one cell of a layer's K and V cache (ggml_row_size of n_head_kv x head width in the
+    vr: int = 0        # cache type): a cache view of n_kv cells is n_kv x kr bytes (llama-kv-cache.cpp get_k/get_v)
+    # a window layer's own widths where its heads differ from the full layers' (gemma-4: key_length_swa and a
+    # per-layer head_count_kv): (q, kv, kr, vr, vpad) of the first sliding-window layer; () = the same
+    swa_dims: tuple[int, ...] = ()
+    vpad: int = 0      # a transposed V cache's row (n_embd_v_gqa_max) where the layer's V is narrower: its V padded
+    #                    to it before the store (mainline llama-kv-cache.cpp:1405-1409, [TAG_V_CACHE_VARIABLE])
     hcm: int = 0       # DeepSeek-V4 (:func:`_dsv4`): hyper-connection streams, their mix width, the grouped output
-    hmix: int = 0      # LoRA's width, the head width and a K-cache row's bytes; cells of the raw, CSA and HCA caches;
-    ol: int = 0        # the reserve plan's blocks per ratio (4, 128), rows read of 4-blocks (n4 = 4 nb4), state rows,
-    hd: int = 0        # persisted rows and state reads per ratio
-    kr: int = 0
+    hmix: int = 0      # LoRA's width, the head width; cells of the raw, CSA and HCA caches; the reserve plan's blocks
+    ol: int = 0        # per ratio (4, 128), rows read of 4-blocks (n4 = 4 nb4), state rows, persisted rows and state
+    hd: int = 0        # reads per ratio (a K-cache row's bytes: kr above, n_head_kv = 1)
     nraw: int = 0
     ncsa: int = 0
     nhca: int = 0
@@ -104,9 +111,7 @@ class GraphShape:
             # KQ in chunks of heads (build_deepseek2.cpp:1130-1136): n_step = ceil(kq MiB / amb), capped at n_head
             n_step = min(-(-(n_kv * tokens * p.n_head * 4 // (1 << 20)) // amb), p.n_head)
             hc = -(-p.n_head // n_step)
-        extra: dict[str, int] = {"itk": min(n_kv, p.indexer_top_k), **_recurrent(p, tokens, n_seqs),
-                                 **_dsv4(p, tokens, n_kv, type_k, n_seqs)}
-        return cls(T=tokens, n_embd=p.n_embd, q=p.n_head * p.head_dim, kv=p.n_head_kv * p.head_dim, n_kv=n_kv,
+        fields: dict[str, Any] = dict(T=tokens, n_embd=p.n_embd, q=p.n_head * p.head_dim, kv=p.n_head_kv * p.head_dim, n_kv=n_kv,
                    n_expert=p.n_expert, n_used=p.n_expert_used, ff=p.n_ff_exp, n_vocab=p.n_vocab, n_head=p.n_head,
                    mask=2 if flash_attn else 4, vidx=1 if flash_attn else p.n_head_kv * (p.head_dim_v or p.head_dim),
                    rk=rk, rotv=rotv, qa=p.q_lora_rank, kvl=p.kv_lora_rank, kvp=p.kv_lora_rank + p.n_rot,
@@ -116,7 +121,19 @@ class GraphShape:
                    hc=hc, nit=p.n_head // hc if hc else 1, nope=nope, hv=hv, npv=nope + hv, qk=nope + p.n_rot,
                    kvq=type_k.lower() != "f16", n_kvs=n_kv_swa,
                    wscale=p.expert_weights_scale not in (0.0, 1.0), ih=p.indexer_head_size, nih=p.indexer_n_head,
-                   mla=mla, amb=amb, **extra)
+                   itk=min(n_kv, p.indexer_top_k), mla=mla, amb=amb)
+        fields.update(_recurrent(p, tokens, n_seqs))
+        fields.update(_cache_rows(p, type_k, type_v, flash_attn))
+        fields.update(_dsv4(p, tokens, n_kv, n_seqs))
+        return cls(**fields)
+
+    def window(self) -> GraphShape:
+        """The shape a sliding-window layer's rows are sized by in a template with ``window = true``: the window
+        cache's cells as ``n_kv`` and the window layers' own widths (:attr:`swa_dims`)."""
+        if not self.swa_dims:
+            return replace(self, n_kv=self.n_kvs or self.n_kv)
+        q, kv, kr, vr, vpad = self.swa_dims
+        return replace(self, n_kv=self.n_kvs or self.n_kv, q=q, kv=kv, kr=kr, vr=vr, vpad=vpad, swa_dims=())
 
 
     def _mla_paths(self) -> dict[str, bool]:
@@ -140,7 +157,7 @@ class GraphShape:
         if "|" in flag:
             return any(self.has(f) for f in flag.split("|"))
         known = {"fa": self.mask == 2, "nofa": self.mask != 2, "rotk": self.rk > 0, "rotv": self.rotv,
-                 "kvq": self.kvq, "wscale": self.wscale}
+                 "kvq": self.kvq, "wscale": self.wscale, "vpad": self.vpad > 0}
         if flag in known:
             return known[flag]
         return self._mla_paths().get(flag, True)
@@ -180,6 +197,39 @@ def _kq_chunked(n_head: int, tokens: int, n_kv: int, amb: int, flash_attn: bool,
         n_kv * tokens * n_head * 4 // (1 << 20) > amb)
 
 
+def _cache_rows(p: ModelParams, type_k: str, type_v: str, flash_attn: bool) -> dict[str, Any]:
+    """:attr:`GraphShape.kr`/``vr`` of the full layers and, where the window layers' heads differ (a per-layer
+    head_count_kv or key_length_swa), their :attr:`GraphShape.swa_dims`."""
+    cat = catalogue()
+
+    def dims(il: int) -> tuple[int, int, int, int]:
+        hk = p.layer_head_dim(il)
+        nkv = p.head_count_kv(il)
+        return (p.n_head * hk, nkv * hk, cat.get(type_k).row_bytes(nkv * hk), cat.get(type_v).row_bytes(nkv * hv(il)))
+
+    def hv(il: int) -> int:
+        return p.layer_head_dim(il) if (p.head_dim_swa and p.is_swa(il)) else (p.head_dim_v or p.head_dim)
+
+    if p.kv_lora_rank or not p.n_head_kv:
+        return {}
+    layers = [il for il in range(p.n_loaded_layers) if p.head_count_kv(il)]
+    full = next((il for il in layers if not p.is_swa(il)), 0)
+    q, kv, kr, vr = dims(full)
+    out: dict[str, Any] = {"kr": kr, "vr": vr}
+    win = next((il for il in layers if p.is_swa(il)), None)
+    if win is not None and (p.head_dim_swa or p.n_head_kv_layers):
+        # the full layers' own widths too (the header's head_count_kv / key_length are not theirs alone); a
+        # transposed V cache's row indices are n_embd_v_gqa_max per token for both caches (mainline
+        # llama-kv-cache.cpp:1430-1445)
+        vmax = max(p.head_count_kv(il) * hv(il) for il in layers)
+
+        def pad(il: int) -> int:
+            return vmax if not flash_attn and p.head_count_kv(il) * hv(il) < vmax else 0
+
+        out.update(q=q, kv=kv, vidx=1 if flash_attn else vmax, vpad=pad(full), swa_dims=(*dims(win), pad(win)))
+    return out
+
+
 def _recurrent(p: ModelParams, tokens: int, n_seqs: int) -> dict[str, int]:
     """The gated delta-net sizes of :class:`GraphShape` (mainline qwen35moe.cpp build_layer_attn_linear and
     llama-hparams.cpp n_embd_r/n_embd_s at 0c1e57098); zeros for a model without recurrent layers."""
@@ -192,7 +242,7 @@ def _recurrent(p: ModelParams, tokens: int, n_seqs: int) -> dict[str, int]:
             "dsv": dsv, "dc": p.ssm_d_conv}
 
 
-def _dsv4(p: ModelParams, tokens: int, n_kv: int, type_k: str, n_seqs: int) -> dict[str, int]:
+def _dsv4(p: ModelParams, tokens: int, n_kv: int, n_seqs: int) -> dict[str, int]:
     """DeepSeek-V4's sizes of :class:`GraphShape` (mainline 0c1e57098); nothing for other models.  ``n_kv``: the
     context per sequence.  Caches per stream (one per sequence, planner/kv_cache.py _mainline_dsv4_layer): the
     raw cache ``GGML_PAD(n_swa + T, 256)`` cells, the compressed ones ``GGML_PAD(ceil(n_kv / ratio), 256)``; the
@@ -201,8 +251,6 @@ def _dsv4(p: ModelParams, tokens: int, n_kv: int, type_k: str, n_seqs: int) -> d
     with state_size 2 x 4 (CSA and indexer) and 128 (HCA, 1313-1329); the indexer keeps ``min(n_csa, top_k)``."""
     if not (p.compress_ratios and p.hc_mult):
         return {}
-    from planner.quants import catalogue
-
     def pad(x: int) -> int:
         return -(-x // 256) * 256
 
@@ -210,7 +258,7 @@ def _dsv4(p: ModelParams, tokens: int, n_kv: int, type_k: str, n_seqs: int) -> d
     ncsa = pad(max(1, -(-n_kv // 4)))
     nb4, nb128 = tokens // 4 + ns, tokens // 128 + ns
     return {"hcm": p.hc_mult, "hmix": (2 + p.hc_mult) * p.hc_mult, "ol": p.o_groups * p.o_lora_rank,
-            "hd": p.head_dim, "kr": catalogue().get(type_k.lower()).row_bytes(p.head_dim),
+            "hd": p.head_dim,
             "nraw": pad(min(n_kv, p.n_swa + tokens)), "ncsa": ncsa, "nhca": pad(max(1, -(-n_kv // 128))),
             "nb4": nb4, "nb128": nb128, "n4": 4 * nb4, "sr4": 8 * ns, "sr128": 128 * ns,
             "pe4": min(tokens, 8 * ns), "pe128": min(tokens, 128 * ns), "rd4": 8 * nb4, "rd128": 128 * nb128,
