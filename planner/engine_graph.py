@@ -7,10 +7,12 @@ one applies (mainline: Qwen3-MoE-shaped models, DeepSeek on the legacy ``attn_kv
 ``attn_k_b``/``attn_v_b`` (MLA), gpt-oss and gemma-3 with their sliding-window and full caches, the Qwen3.5-MoE
 gated delta-net hybrid, GLM-5 DSA (flash attention), Llama-4 with chunked attention, Nemotron-H, Granite-4.0-H and
 Falcon-H1 (Mamba-2, attention and dense FFN layers), dense gemma-4 with its shared-KV layers reading another
-layer's (another device's) cache, DeepSeek-V4 (hyper-connections, raw/CSA/HCA attention by compress ratio as
-per-layer tags, :func:`layer_tags`); ik 8337e4cd3: gpt-oss, gemma-3, the same Qwen3-MoE shapes,
-Qwen3.5-MoE and DeepSeek under every ``-mla``, with flash attention (DeepSeek, gemma-4: with or without) and fused
-up/gate experts, dense gemma-4).  Others keep the live-set estimate of :mod:`planner.compute_buffers`.
+layer's (another device's) cache, Jamba (Mamba-1, attention, MoE every other layer), Ling-3.0 and Kimi-Linear (Kimi
+Delta Attention and MLA), DeepSeek-V4 (hyper-connections, raw/CSA/HCA attention by compress ratio as per-layer tags,
+:func:`layer_tags`); ik 8337e4cd3: gpt-oss, gemma-3, the same Qwen3-MoE shapes, Qwen3.5-MoE, Ling-3.0
+(``-mla`` >= 1) and DeepSeek under every ``-mla``, with flash attention (DeepSeek, gemma-4 and Ling-3.0: with or
+without) and fused up/gate experts, dense gemma-4).  Others keep the live-set estimate of
+:mod:`planner.compute_buffers`.
 
 The worst-case ubatch (mainline ``llama_context::sched_reserve``, src/llama-context.cpp; ik
 ``llama_init_from_model``, src/llama.cpp): ``T = min(n_ctx, n_ubatch)`` tokens, every one an output, against
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -123,6 +126,19 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
     if p.arch == "falcon-h1" and p.recurrent_attn and p.ssm_n_group and not p.n_expert:
         # attention and a Mamba-2 mixer in every layer, a dense FFN (mainline falcon-h1.cpp)
         return "falconh1" if "falconh1" in _templates().get(engine, {}) else None
+    if p.arch in ("bailingmoe3", "kimi-linear") and p.recurrent_layers and p.kv_lora_rank and p.n_expert:
+        # Kimi Delta Attention and MLA layers from the per-layer arrays, a dense lead, MoE with a shared expert
+        # (mainline bailingmoe3.cpp, kimi-linear.cpp); drawn: MLA in the attn_k_b/attn_v_b layout (Kimi-Linear's
+        # MHA fallback and fused attn_qkv are not), Ling-3.0 with its Q LoRA
+        roles = tmap.derived(_roles)
+        kda = p.ssm_n_group > 0 and {"attn_k_b", "attn_v_b"} <= roles and "attn_qkv" not in roles
+        kda = kda and (p.arch == "kimi-linear" or (bool(p.q_lora_rank) and "attn_q_a" in roles))
+        if engine == "ik":      # -mla >= 1 (every latent path checked against ik's dumps), fused up/gate experts
+            kda = kda and mla >= 1 and tmap.derived(_fused_up_gate)
+        return p.arch if kda and p.arch in _templates().get(engine, {}) else None
+    if p.arch == "jamba" and p.recurrent_layers and p.n_expert and p.n_ff_exp and not p.ssm_n_group:
+        # Mamba-1 and attention layers from the per-layer arrays, MoE every moe_every-th layer (mainline jamba.cpp)
+        return "jamba" if "jamba" in _templates().get(engine, {}) else None
     if p.arch in ("nemotron_h", "granitehybrid") and p.recurrent_layers and not p.n_expert and p.ssm_n_group:
         # Mamba-2 and attention layers from the per-layer arrays, no experts: Nemotron-H's attention/MLP layers
         # (nemotron-h.cpp), Granite-4.0-H's dense FFN after either mixer (granite-hybrid.cpp)
@@ -200,6 +216,12 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
     sliding-window layer's rows by :meth:`GraphShape.window` (its own cells and head widths).  ``tags``: each layer's
     kind tags (:func:`layer_tags`, "+"-joined: a row flagged with a tag is drawn only on layers that have it)."""
     tpl = _templates()[engine][graph]
+    k_seqs = tpl.get("reserve_seqs", 0)
+    if k_seqs and shape.ns > k_seqs:
+        # the engine reserves this architecture's prompt graph with k sequences whatever -np (Kimi-Linear:
+        # llama-context.cpp:716-722); the other states are the rs input's extra states
+        shape = replace(shape, ns=k_seqs, nx=shape.nx + shape.ns - k_seqs,
+                        tc=shape.tc - (shape.dc - 1) * (shape.ns - k_seqs))
     windowed = bool(tpl.get("window"))
     ts: list[T] = []
     ids: dict[str, int] = {}
@@ -327,6 +349,8 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
                 for v in views[1:]:
                     cur = add(T(f"moe_out-{il}", "ADD", size(expr, 1, win), srcs=(cur, v), layout=expr))
                 local["moe_out"] = cur
+                if "exp" in flags:      # each view and sum expanded (mainline llama-graph.cpp:2353, 2362)
+                    mark[0] = keys[-1]
                 continue
             v_src = None
             if view:

@@ -370,7 +370,11 @@ def _next_gib(tmap: TensorMap, plan: Plan, hw: Hardware, prices: _Prices | None,
                 for k in batch:
                     for n in units[k]:
                         devices[n] = d.device
-            placement = Placement(devices, plan.layer_device, plan.placement.devices, output_device=plan.output_device)
+            # the GPU gaining the units joins the devices even where the plan left it empty (a 2-GPU budget whose
+            # plan uses one: memory_report checks, and the compute replay places, only the devices listed)
+            used = [m.device for m in plan.memory.devices
+                    if m.device != CPU and (m.device in plan.placement.devices or m.device == d.device)]
+            placement = Placement(devices, plan.layer_device, (*used, CPU), output_device=plan.output_device)
             if moved and memory_report(tmap, plan.types, placement, budgets, plan.run).fits:
                 best = (1e3 / _tg_ms(tmap, plan.types, devices, plan, hw), f"{moved} more {what[moved == 1]} from the CPU, "
                         "types kept")

@@ -57,6 +57,8 @@ class GraphShape:
     dtr: int = 0
     dsv: int = 0
     dc: int = 0        # the conv kernel (d_conv)
+    ds: int = 0        # the SSM state width (d_state; Mamba-1's B and C rows)
+    nx: int = 0        # recurrent states copied as extra (n_rs - n_seqs: a template's reserve_seqs below -np)
     ih: int = 0        # DSA lightning indexer: head width, heads, keys kept per query (min(n_kv, top_k))
     nih: int = 0
     itk: int = 0
@@ -239,7 +241,7 @@ def _recurrent(p: ModelParams, tokens: int, n_seqs: int) -> dict[str, int]:
     dsv = p.ssm_d_inner // p.ssm_dt_rank
     return {"ns": n_seqs, "cch": cch, "tc": tokens + (p.ssm_d_conv - 1) * n_seqs, "nr": (p.ssm_d_conv - 1) * cch,
             "rss": p.ssm_d_state * p.ssm_d_inner, "kd": p.ssm_n_group * p.ssm_d_state, "dtr": p.ssm_dt_rank,
-            "dsv": dsv, "dc": p.ssm_d_conv}
+            "dsv": dsv, "dc": p.ssm_d_conv, "ds": p.ssm_d_state}
 
 
 def _dsv4(p: ModelParams, tokens: int, n_kv: int, n_seqs: int) -> dict[str, int]:
@@ -251,6 +253,7 @@ def _dsv4(p: ModelParams, tokens: int, n_kv: int, n_seqs: int) -> dict[str, int]
     with state_size 2 x 4 (CSA and indexer) and 128 (HCA, 1313-1329); the indexer keeps ``min(n_csa, top_k)``."""
     if not (p.compress_ratios and p.hc_mult):
         return {}
+
     def pad(x: int) -> int:
         return -(-x // 256) * 256
 

@@ -108,24 +108,6 @@ MISSES: dict[tuple[str, str], str] = {
     ("ik", "dsv4-c8192-np2-rpc1"): "rpc0 cpu",
     ("ik", "dsa-c4096-fa-off-rpc1"): "rpc0",
     ("ik", "gptoss-c4000-fa-off-rpc1"): "cpu",
-    ("mainline", "kda-c4096"): "cpu",
-    ("mainline", "kda-c16384"): "cpu",
-    ("mainline", "kda-c16384-rpc1"): "rpc0",
-    ("mainline", "kda-c4096-rpc2"): "rpc0 rpc1",
-    ("mainline", "kda-c4096-np2-rpc1"): "rpc0 cpu",
-    ("mainline", "kda-c4096-fa-off-rpc1"): "rpc0",
-    ("mainline", "kimilinear-c4096"): "cpu",
-    ("mainline", "kimilinear-c16384"): "cpu",
-    ("mainline", "kimilinear-c16384-rpc1"): "rpc0",
-    ("mainline", "kimilinear-c4096-rpc2"): "rpc0 rpc1",
-    ("mainline", "kimilinear-c4096-np2-rpc1"): "rpc0 cpu",
-    ("mainline", "jamba-c4096"): "cpu",
-    ("mainline", "jamba-c16384"): "cpu",
-    ("mainline", "jamba-c16384-rpc1"): "rpc0",
-    ("mainline", "jamba-c4096-rpc2"): "rpc0 rpc1",
-    ("mainline", "jamba-c4096-np2-rpc1"): "rpc0 cpu",
-    ("ik", "kda-c4096-fa-off-rpc1"): "rpc0",
-    ("ik", "kda-c4096-mla1-fa-off-rpc1"): "rpc0",
 }
 # Why, per (engine, kind): no graph in planner/data/engine_graphs.toml for the run, so the live-set estimate
 # (planner/compute_buffers.py live_sets) stands in; its sets do not cover these architectures' own tensors.
@@ -134,10 +116,6 @@ WHY: dict[tuple[str, str], str] = {
     ("ik", "dsv4"): _NO_GRAPH + " (compressed attention, indexer, hyper-connections not modelled)",
     ("ik", "dsa"): _NO_GRAPH + " (MLA + the DSA lightning indexer)",
     ("ik", "gptoss"): "ik.gptoss is the flash-attention graph only: live-set estimate",
-    ("mainline", "kda"): _NO_GRAPH + " (KDA state ops and the MLA attention layers of bailingmoe3)",
-    ("mainline", "kimilinear"): _NO_GRAPH + " (KDA state ops and the MLA attention layers of kimi-linear)",
-    ("mainline", "jamba"): _NO_GRAPH + " (Mamba-1 state ops)",
-    ("ik", "kda"): _NO_GRAPH + " (KDA state ops; the live-set estimate misses without flash attention)",
 }
 
 
@@ -316,7 +294,7 @@ def test_dsa_reservation_follows_the_layers_a_device_holds():
 
 # layer kinds from per-layer header arrays; gemma-4's shared-KV layers; DeepSeek-V4's per-layer compress ratios
 # (raw/CSA/HCA) and hash routing
-_ROLE_CHECKED = ("nemotronh", "granitehybrid", "falconh1", "gemma4", "dsv4")
+_ROLE_CHECKED = ("nemotronh", "granitehybrid", "falconh1", "gemma4", "jamba", "kda", "kimilinear", "dsv4")
 
 
 @pytest.mark.parametrize("engine,log,dev", [p for p in _exact_cases()
@@ -389,3 +367,72 @@ def test_role_estimate_covers_a_dense_ffn_partly_on_the_cpu():
                                                                 lambda x: CPU if x == "token_embd.weight" else "CUDA0",
                                                                 "CUDA0", CPU, 1)["CUDA0"]
     assert estimate(tmap, run, DeviceRole(True, True, True, entry="input")).bytes >= got["CUDA0"]
+
+
+@pytest.mark.parametrize("kind", ["jamba", "kda", "kimilinear"])
+def test_hybrid_quantized_cache_matches_a_dump_and_its_buffers(kind):
+    # graphs_extra/: the kind's tiny model over one rpc-server with -ctk/-ctv q8_0, the plans' default cache (no
+    # kv_kinds case has it): the attention layers' Hadamard rotations where the engine makes them
+    # (llama-kv-cache.cpp:321-338; MLA's K-only cache has none in build_attn, llama-graph.cpp:2982-3030) node by
+    # node against the dump, and both buffers against the destructor's 4-decimal lines of the same run
+    from dataclasses import replace
+
+    from test_engine_graph import assert_matches_dump
+
+    from planner.compute_buffers import _shape, _tokens
+    from planner.engine_graph import build
+
+    extra = FIX / "graphs_extra"
+    lines = (extra / f"mainline-{kind}-c4096-q8-rpc1.txt").read_text().splitlines()
+    assert "-c 4096 -ctk q8_0 -ctv q8_0" in lines[1]
+    logged_is = {m[1]: float(m[2]) for m in re.finditer(r"(\S+) compute buffer size is +([\d.]+) MiB",
+                                                         (extra / f"mainline-{kind}-c4096-q8-rpc1.compute.txt")
+                                                         .read_text())}
+    tmap, run, devices, layer_device, device_of, out_dev, copies = _placement(f"{kind}-c16384-rpc1.log", "mainline")
+    run = replace(run, ctx=4096, type_k="q8_0", type_v="q8_0")
+    got = placement_compute(tmap, run, devices, layer_device, device_of, out_dev, CPU, copies)
+    assert got is not None and {d: round(v / MIB, 4) for d, v in got.items()} == logged_is
+    p = tmap.params
+    order = [*devices, CPU]
+    graph = graph_of("mainline", tmap, run.flash_attn, _tokens(run), run.mla)
+    assert graph is not None
+    ts = build("mainline", graph, _shape(p, run), [order.index(d) for d in layer_device],
+               lambda name: order.index(device_of(name)), order.index(out_dev), len(order) - 1,
+               dense_flags(p, len(layer_device)), [], [p.is_recurrent(il) for il in range(len(layer_device))])
+    assert_matches_dump(lines, ts, order)
+
+
+@pytest.mark.parametrize("run_name,flags,args", [
+    ("ik-kda-c4096-q8-rpc1", "-c 4096 -ctk q8_0", {"type_k": "q8_0"}),
+    ("ik-kda-c4096-mla1-rpc1", "-c 4096 -mla 1", {"mla": 1}),
+])
+def test_ik_kda_runs_outside_the_cases_match_a_dump_and_their_buffers(run_name, flags, args):
+    # kv_kinds_ik/graphs_extra/: ik's kda tiny model over one rpc-server with -ctk q8_0 (its default -mla 3 and flash
+    # attention: the latent cache's rope part cast to f16 per chunk, [ik.deepseek2]'s "kvq" rows) and with -mla 1
+    # and flash attention (the "mcfa" path; the output gate's projection right after the cache store) node by node
+    # against ik's dump, and both buffers against the lines the same run printed (2 decimals: ik has no
+    # destructor line)
+    from dataclasses import replace
+
+    from test_engine_graph import assert_matches_dump
+
+    from planner.compute_buffers import _shape, _tokens
+    from planner.engine_graph import build
+
+    extra = FIX_IK / "graphs_extra"
+    lines = (extra / f"{run_name}.txt").read_text().splitlines()
+    assert flags in lines[1]
+    printed = logged((extra / f"{run_name}.compute.txt").read_text())
+    tmap, run, devices, layer_device, device_of, out_dev, copies = _placement("kda-c16384-rpc1.log", "ik")
+    run = replace(run, ctx=4096, **args)
+    got = placement_compute(tmap, run, devices, layer_device, device_of, out_dev, CPU, copies)
+    assert got is not None and printed.keys() == got.keys()
+    assert all(abs(got[d] / MIB - printed[d]) <= 0.005 for d in printed), (got, printed)
+    p = tmap.params
+    order = [*devices, CPU]
+    graph = graph_of("ik", tmap, run.flash_attn, _tokens(run), run.mla)
+    assert graph is not None
+    ts = build("ik", graph, _shape(p, run), [order.index(d) for d in layer_device],
+               lambda name: order.index(device_of(name)), order.index(out_dev), len(order) - 1,
+               dense_flags(p, len(layer_device)), [], [p.is_recurrent(il) for il in range(len(layer_device))])
+    assert_matches_dump(lines, ts, order)

@@ -146,3 +146,25 @@ def test_kept_mxfp4_experts_are_explained_as_kept_not_priced():
     experts = [t for t in types if "_exps" in t["group"]]
     assert experts and all(t["kept"] and t["type_name"] == "mxfp4" and not t["next_type"] for t in experts)
     assert all(not t["kept"] for t in types if "_exps" not in t["group"])
+
+
+def test_next_gib_on_a_gpu_the_plan_left_empty_is_checked_there(tmp_path):
+    """A 2-GPU budget whose plan uses one GPU: the +1 GiB what-if for the empty GPU moves experts onto it, so that
+    GPU must join the placement's devices (memory_report checks and the compute replay places only the devices
+    listed; it raised KeyError 'CUDA0' once the tiny Jamba got an engine graph).  The model: the tiny Jamba file
+    llama.cpp 0c1e57098 ran (tests/fixtures/kv_kinds/jamba.header.gguf, its data zeros: a sparse file)."""
+    from click.testing import CliRunner
+
+    from planner.cli import main
+
+    header = Path(__file__).parent / "fixtures" / "kv_kinds" / "jamba.header.gguf"
+    path = tmp_path / "jamba.gguf"
+    path.write_bytes(header.read_bytes())
+    with path.open("r+b") as fh:
+        fh.truncate(22993568)              # the file size its header implies (kv_kinds/README.md: 23.0 MB)
+    r = CliRunner().invoke(main, ["plan", str(path), "--vram", "1.01,1.01", "--ram", "5", "--ctx", "8192",
+                                  "--engine", "mainline"])
+    assert r.exit_code == 0, r.output
+    assert "-ts 0,1" in r.output                                   # the plan leaves CUDA0 empty
+    line = next(x for x in r.output.splitlines() if "next GiB: +1 GiB CUDA0" in x)
+    assert "more layers' routed experts from the CPU" in line or "routed-expert unit" in line

@@ -101,6 +101,13 @@ def test_jamba_config_builds_the_file_mainline_ran():
     llama.cpp 0c1e57098 ran: kv_kinds/jamba-*) equals it tensor for tensor; Mamba/attention layers from
     attn_layer_period/offset, experts from expert_layer_period/offset; the same KV and Mamba state."""
     cfg_map, ran = _same_as_engine_file(TINY_JAMBA, "jamba.header.gguf")
+    # the header has no expert-layer key: the file's routers say which layers are MoE (the loader's rule,
+    # jamba.cpp:88-100: ffn_gate_inp present) and the experts' shape their width (feed_forward_length's)
+    routers = {t.layer for t in ran.tensors if t.role == "ffn_gate_inp"}
+    width = {t.shape[1] for t in ran.tensors if t.role == "ffn_gate_exps"}
+    for p in (cfg_map.params, ran.params):
+        assert [p.is_moe_layer(il) for il in range(p.n_layer)] == [il in routers for il in range(p.n_layer)]
+        assert {p.n_ff_exp} == width
 
 
 def test_jamba_defaults_and_unmodelled_expert_offsets():

@@ -63,6 +63,7 @@ def from_gguf(header: Any) -> TensorMap:
     kv_lora_rank = num("attention.kv_lora_rank", 0) or 0
     n_rot = num("rope.dimension_count", 0) or 0
     tensors = tuple(TensorInfo(t.name, tuple(t.shape), t.type_name) for t in header.tensors)
+    layout = _gguf_layout(header, arch, tensors)
     params = ModelParams(
         arch=arch,
         n_layer=required("block_count"),
@@ -74,7 +75,7 @@ def from_gguf(header: Any) -> TensorMap:
         n_expert=num("expert_count", 0) or 0,
         n_expert_used=num("expert_used_count", 0) or 0,
         n_ff=num("feed_forward_length", 0) or 0,
-        n_ff_exp=num("expert_feed_forward_length", 0) or 0,
+        n_ff_exp=num("expert_feed_forward_length", 0) or layout.pop("n_ff_exp", 0),
         n_ctx_train=num("context_length", 0) or 0,
         tied="output.weight" not in names,
         n_dense_lead=num("leading_dense_block_count", 0) or 0,
@@ -90,7 +91,7 @@ def from_gguf(header: Any) -> TensorMap:
         qk_norm=_optional_qk_norm(arch) and any(t.role == "attn_q_norm" for t in tensors),
         # the routed weights' scale (mainline build_moe_ffn scales them unless 0 or 1, src/llama-graph.cpp:2163-2166)
         expert_weights_scale=_float(header.get(f"{arch}.expert_weights_scale")),
-        **_gguf_layout(header, arch, tensors),
+        **layout,
     )
     name = header.get("general.name")
     if isinstance(name, str) and name.strip():
@@ -167,7 +168,14 @@ def _gguf_layout(header: Any, arch: str, tensors: tuple[TensorInfo, ...]) -> dic
     if recurrent:
         out["recurrent_layers"] = recurrent
         out["recurrent_attn"] = tpl.get("recurrent_from") == "all"
-    out.update(derived_fields(tpl, {"n_head": as_int("attention.head_count"), **out}))
+    known = {"n_head": as_int("attention.head_count"), **out}
+    if as_int("expert_count"):
+        # experts as wide as the FFN where the header has no expert width (the "n_ff_exp=n_ff" of Mixtral and
+        # Jamba, whose converters write only feed_forward_length: conversion/jamba.py set_gguf_parameters)
+        known["n_ff"] = as_int("feed_forward_length")
+    out.update(derived_fields(tpl, known))
+    if as_int("expert_count") and not out.get("moe_every"):
+        out.update(_moe_period(tensors, as_int("block_count")))
     if as_int("attention.shared_kv_layers"):
         # gemma4: n_layer_kv_from_start = n_layer - shared_kv_layers (llama.cpp src/models/gemma4.cpp:11
         # @0c1e57098; ik src/llama-hparams.cpp:858 @8337e4cd); the later layers allocate no cache (has_kv)
@@ -196,6 +204,18 @@ def _gguf_layout(header: Any, arch: str, tensors: tuple[TensorInfo, ...]) -> dic
         out.pop("swa_period", None)
         out.pop("swa_layers", None)
     return out
+
+
+def _moe_period(tensors: tuple[TensorInfo, ...], n_layer: int) -> dict[str, int]:
+    """``moe_every`` from the layers that carry a router (ffn_gate_inp) when they are exactly every k-th layer,
+    (il + 1) % k == 0 (Jamba's experts on odd layers: the loader makes a layer MoE iff its ffn_gate_inp exists,
+    src/models/jamba.cpp:88-100 @0c1e57098, and the header has no key for it); {} when every layer, or another
+    pattern (DeepSeek's dense lead layers: leading_dense_block_count), carries them."""
+    moe = {t.layer for t in tensors if t.role == "ffn_gate_inp" and t.layer is not None and t.layer < n_layer}
+    for k in range(2, n_layer + 1):
+        if moe and moe == {il for il in range(n_layer) if (il + 1) % k == 0}:
+            return {"moe_every": k}
+    return {}
 
 
 _STATE_ROLE_PREFIXES = ("ssm_", "time_mix_", "channel_mix_", "shortconv", "conv1d")
