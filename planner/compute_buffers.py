@@ -497,7 +497,8 @@ def _stand_in(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str, ent
         if split >= 6:                      # a long run of layers alternating their experts GPU/CPU
             n_moe = _ALTERNATING
             n_mine += _ALTERNATING - k
-        mine = [d] * n_mine if role.attention or not role.ffn else [o] * n_mine
+        # the output alone (no attention, no FFN): every layer elsewhere, on another GPU or (entry "cpu") the CPU
+        mine = [d] * n_mine if role.attention else [c if entry == "cpu" and not role.ffn else o] * n_mine
         after = [] if role.output or last else [o] * (k if per == 1 else 1)
         layers = before + mine + after
         out = d if role.output else c if last else o
