@@ -21,6 +21,7 @@ from planner.documents import ParetoSet, PlanDocument, document, launch_model_pa
 from planner.errors import InfeasibleBudgetError, UsageError
 from planner.hardware import Hardware
 from planner.imatrix_use import ImatrixUse
+from planner.kv_cache import check_engine
 from planner.memory import Placement
 from planner.pareto import pareto_plans
 from planner.planning import Plan, feasible_for, joint_plan, resolve_ctx, with_ctx
@@ -102,6 +103,7 @@ def plan(model: str | None, hardware: Hardware, request: PlanRequest,
     from planner.source import load_model
 
     tmap = load_model(model)
+    check_engine(tmap.params, request.run.engine)      # an architecture the engine refuses: one line, first
     for ty in (*request.allow, *request.deny, *(ty for _, ty in request.fixed)):
         catalogue().get(ty, engine=request.run.qengine)
     request = replace(request, has_imatrix=request.has_imatrix or bool(request.imatrix))

@@ -20,7 +20,7 @@ from planner.layer_split import (CUDA_ALIGNMENT, CUDA_MATRIX_ROW_PADDING, HOST_A
                                  SplitDevice, SplitRequest, layer_split)
 from planner.layer_split_flags import SplitFlags, flags_for
 from planner.quants import catalogue
-from planner.roles import PER_LAYER_GLOBALS, layer_copies, tied_output
+from planner.roles import PER_LAYER_GLOBALS, layer_copies, on_first_layer, tied_output
 from planner.tensors import ModelParams, TensorInfo, TensorMap
 
 # ----------------------------------------------------------------------------------------------- engine buffers
@@ -67,7 +67,7 @@ def tensor_devices(tmap: TensorMap, split: LayerSplit,
             dev = split.layer_device[t.layer] if t.layer < len(split.layer_device) else None
         elif t.name == "token_embd.weight":
             dev = None
-        elif t.name in PER_LAYER_GLOBALS:      # copies beyond the first: engine_buffers / layer_copies
+        elif t.name in PER_LAYER_GLOBALS or on_first_layer(tmap, t.name):   # copies: engine_buffers / layer_copies
             dev = split.layer_device[0] if split.layer_device else None
         else:
             dev = split.output_device

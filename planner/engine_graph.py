@@ -70,7 +70,7 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
     ``qwen3moe`` (MoE in every layer, softmax gating, no shared experts, plain GQA attention) and ``deepseek2``
     (mainline's plain multi-head path for the legacy ``attn_kv_b`` layout: no ``attn_k_b``/``attn_v_b``, which
     mainline runs as MLA; dense lead layers, sigmoid gating with ``exp_probs_b``, one shared expert), ``gptoss``
-    (gpt-oss, its SWA layers reading the window cache's inputs; ik: with flash attention and fused up/gate),
+    (gpt-oss, its SWA layers reading the window cache's inputs; ik: fused up/gate, with or without flash attention),
     ``gemma3`` (dense gemma-3, the same window inputs; ik: with flash attention), ``deepseek2mla`` (mainline,
     ``attn_k_b``).  ik's
     templates draw its flash-attention graph with fused up/gate experts only, and for DeepSeek its -mla 3 graph of a
@@ -78,8 +78,8 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
     p = tmap.params
     if p.arch == "gpt-oss" and p.n_swa and p.n_expert and p.n_ff_exp:
         # every layer MoE with biased experts, SWA on the layers the pattern names (mainline openai-moe.cpp:
-        # 62-175; ik build_openai.cpp:5-65, its flash-attention graph with fused up/gate experts only)
-        if engine == "ik" and not (flash_attn and tmap.derived(_fused_up_gate)):
+        # 62-175; ik build_openai.cpp:5-65, with or without flash attention, fused up/gate experts only)
+        if engine == "ik" and not tmap.derived(_fused_up_gate):
             return None
         return "gptoss" if "gptoss" in _templates().get(engine, {}) else None
     if p.arch == "llama4" and p.n_swa and p.n_expert and p.n_expert_used == 1:
@@ -126,6 +126,15 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
     if p.arch == "falcon-h1" and p.recurrent_attn and p.ssm_n_group and not p.n_expert:
         # attention and a Mamba-2 mixer in every layer, a dense FFN (mainline falcon-h1.cpp)
         return "falconh1" if "falconh1" in _templates().get(engine, {}) else None
+    if p.arch == "mamba2" and p.recurrent_layers and p.ssm_n_group and not p.recurrent_attn:
+        # a Mamba-2 mixer in every layer, no attention, no FFN (mainline mamba.cpp with build_mamba2_layer)
+        return "mamba2" if "mamba2" in _templates().get(engine, {}) else None
+    if p.arch == "mamba" and p.recurrent_layers and not p.ssm_n_group and not p.recurrent_attn:
+        # Mamba-1 without the dt/B/C norms (FalconMamba's ssm.dt_b_c_rms adds three RMS_NORMs: not drawn)
+        header = tmap.header
+        norms = header is not None and bool(header.get("mamba.ssm.dt_b_c_rms"))
+        norms = norms or "ssm_dt_norm" in tmap.derived(_roles)
+        return "mamba" if not norms and "mamba" in _templates().get(engine, {}) else None
     if p.arch in ("bailingmoe3", "kimi-linear") and p.recurrent_layers and p.kv_lora_rank and p.n_expert:
         # Kimi Delta Attention and MLA layers from the per-layer arrays, a dense lead, MoE with a shared expert
         # (mainline bailingmoe3.cpp, kimi-linear.cpp); drawn: MLA in the attn_k_b/attn_v_b layout (Kimi-Linear's

@@ -386,6 +386,13 @@ def _next_gib(tmap: TensorMap, plan: Plan, hw: Hardware, prices: _Prices | None,
             out.append(WhatIf(f"+1 GiB {d.device}", "no routed-expert unit more fits", round(base_tps, 4), 0.0,
                               base_ppl, 0.0 if base_ppl is not None else None))
             continue
+        if best[0] < base_tps:
+            # the units' extra hand-offs outweigh their faster reads (a small model's layers split between devices):
+            # the solver would leave the GiB unused, so that is what it buys
+            out.append(WhatIf(f"+1 GiB {d.device}", f"nothing: {best[1].replace(', types kept', '')} would be "
+                              f"predicted slower (TG {best[0]:.1f} tok/s; more GPU<->CPU hand-offs than bytes saved)",
+                              round(base_tps, 4), 0.0, base_ppl, 0.0 if base_ppl is not None else None))
+            continue
         out.append(WhatIf(f"+1 GiB {d.device}", best[1], round(best[0], 4), round(best[0] - base_tps, 4), base_ppl,
                           0.0 if base_ppl is not None else None))
     cpu = plan.memory.device(CPU)

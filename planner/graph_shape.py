@@ -94,11 +94,12 @@ class GraphShape:
            type_v: str = "f16", mask_pad: int = 1, amb: int = 0, n_kv_swa: int = 0, n_seqs: int = 1,
            mla: int = 3) -> GraphShape:
         rk = 0
-        if type_k.lower() not in UNQUANTIZED and p.head_dim % 64 == 0:      # llama-kv-cache.cpp:321-325, 1450-1458
+        # (a model without attention heads, mamba/rwkv: head_dim 0, no cache to rotate; 0 % 64 would loop below)
+        if type_k.lower() not in UNQUANTIZED and p.head_dim and p.head_dim % 64 == 0:  # llama-kv-cache.cpp:321-325
             rk = 64
             while p.head_dim % (rk * 2) == 0:
                 rk *= 2
-        rotv = type_v.lower() not in UNQUANTIZED and (p.head_dim_v or p.head_dim) % 64 == 0
+        rotv = type_v.lower() not in UNQUANTIZED and (p.head_dim_v or p.head_dim or 1) % 64 == 0
         nope = p.qk_nope_head_dim or p.head_dim - p.n_rot
         hv = p.head_dim_v or p.head_dim
         hc = p.n_head

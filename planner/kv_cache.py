@@ -137,9 +137,35 @@ def n_embd_v_s(params: ModelParams) -> int:
 
 
 def n_embd_r_s(params: ModelParams) -> tuple[int, int]:
-    """mainline ``llama_hparams::n_embd_r`` / ``n_embd_s`` (src/llama-hparams.cpp): conv rows and SSM state."""
+    """mainline ``llama_hparams::n_embd_r`` / ``n_embd_s`` (src/llama-hparams.cpp:208-258 @0c1e57098): conv rows
+    and SSM state; an architecture whose rows are not Mamba's (RWKV's token shift and wkv state, LFM2's short-conv
+    cache) gives them as ``state_r``/``state_s`` (architectures.toml ``derived``, the same branches' formulas)."""
+    if params.state_r or params.state_s:
+        return params.state_r, params.state_s
     r = max(0, params.ssm_d_conv - 1) * (params.ssm_d_inner + 2 * params.ssm_n_group * params.ssm_d_state)
     return r, params.ssm_d_state * params.ssm_d_inner
+
+
+def check_engine(params: ModelParams, engine: str) -> None:
+    """Refuse, in one line, an architecture the engine does not run (``engines`` in architectures.toml; an engine
+    profile name such as ``ik-2025`` counts as ik), naming the engine that does.
+
+    Raises:
+        UnknownModelError: the engine's reference build refuses the architecture (``refusals`` says why when it
+            knows the name but cannot run it).
+    """
+    engine = "mainline" if engine == "mainline" else "ik"
+    tpl = _architectures().get(params.arch, {})
+    loads = tpl.get("engines")
+    if loads and engine not in loads:
+        name, ref = ("ik_llama.cpp", "8337e4cd") if engine == "ik" else ("llama.cpp", "0c1e57098")
+        kind = state_kind(params)
+        pure = params.recurrent_layers and not params.recurrent_attn and all(params.recurrent_layers)
+        # refusals: why an engine that knows the architecture's name still cannot run it (architectures.toml)
+        why = tpl.get("refusals", {}).get(engine, "does not load this architecture")
+        raise UnknownModelError(f"{params.arch}: {name} {why}"
+                                + (f" ({kind} {'model' if pure else 'hybrid'})" if kind else "")
+                                + f" in the planner's reference ({ref}); use --engine {loads[0]}")
 
 
 def _check_supported(params: ModelParams, cfg: CacheConfig) -> None:
@@ -150,21 +176,16 @@ def _check_supported(params: ModelParams, cfg: CacheConfig) -> None:
                                 hint="no state formula for this architecture; supported recurrent layouts: "
                                      "gated delta-net hybrids (qwen3next, qwen35, qwen35moe) and the per-layer "
                                      f"hybrids of architectures.toml ({', '.join(sized)})")
-    loads = _architectures().get(params.arch, {}).get("engines")
-    if loads and cfg.engine not in loads:
-        name, ref = ("ik_llama.cpp", "8337e4cd") if cfg.engine == "ik" else ("llama.cpp", "0c1e57098")
-        kind = state_kind(params)
-        raise UnknownModelError(f"{params.arch}: {name} does not load this architecture"
-                                + (f" ({kind} hybrid)" if kind else "")
-                                + f" in the planner's reference ({ref}); use --engine {loads[0]}")
+    check_engine(params, cfg.engine)
     hybrid = params.full_attn_interval or params.recurrent_layers
-    if hybrid and not (params.ssm_d_inner and params.ssm_d_state and params.ssm_d_conv):
+    own_rows = params.state_r or params.state_s      # RWKV / LFM2: rows from their own keys, no ssm.* numbers
+    if hybrid and not own_rows and not (params.ssm_d_inner and params.ssm_d_state and params.ssm_d_conv):
         raise UnknownModelError(
             f"{params.arch}: recurrent layers without their state sizes",
             hint="the header/config must give ssm.conv_kernel, ssm.inner_size, ssm.state_size "
                  "(GGUF {arch}.ssm.* or kda.head_dim, config linear_conv_kernel_dim/linear_*_head_dim/"
                  "linear_num_*_heads)")
-    if hybrid and params.ssm_n_group == 0 and state_kind(params) != "Mamba":
+    if hybrid and not own_rows and params.ssm_n_group == 0 and state_kind(params) != "Mamba":
         # only Mamba-1 (Jamba) has no groups: its conv rows are (d_conv - 1) x d_inner (mainline n_embd_r)
         raise UnknownModelError(f"{params.arch}: recurrent layers without ssm.group_count (gated delta-net "
                                 "k-heads / Mamba-2 groups); only gated delta-net, KDA and Mamba hybrids are sized")
@@ -378,6 +399,10 @@ def total_cache_bytes(params: ModelParams, cfg: CacheConfig) -> int:
 def attention_kind(params: ModelParams) -> str:
     """A short name for the model's attention/state layout (for listings)."""
     parts = []
+    n_loaded = params.n_loaded_layers
+    if (params.recurrent_layers and not params.recurrent_attn
+            and all(params.recurrent_layers[:n_loaded])):           # mamba, mamba2, rwkv*: no attention at all
+        return f"{state_kind(params) or 'recurrent'} state in all {n_loaded} layers, no attention"
     if params.compress_ratios or params.arch == "deepseek4":
         parts.append("CSA/HCA compressed MQA (DeepSeek-V4)")
     elif params.arch in MLA_ARCHS and params.kv_lora_rank:

@@ -35,13 +35,18 @@ class OverrideRule:
 
 
 def default_devices(tmap: TensorMap, layer_device: Sequence[str], ngl_output_on_gpu: str | None) -> dict[str, str]:
-    """Where each tensor goes without -ot: its layer's device; token_embd on CPU; output per -ngl."""
+    """Where each tensor goes without -ot: its layer's device; token_embd on CPU; a norm of the embedding with layer
+    0 (roles.on_first_layer); output per -ngl."""
+    from planner.roles import on_first_layer
+
     out = {}
     for t in tmap.tensors:
         if t.layer is not None:
             out[t.name] = layer_device[t.layer]
         elif t.role == "token_embd":
             out[t.name] = CPU
+        elif on_first_layer(tmap, t.name) and layer_device:
+            out[t.name] = layer_device[0]
         else:
             out[t.name] = ngl_output_on_gpu or CPU
     return out

@@ -190,6 +190,7 @@ def parse_load_log(text: str) -> LoadLog:
     buffers: list[Buffer] = []
     kv = None
     kv_sums = [0.0, 0.0, 0.0]           # total, K, V over every cache's size line (mainline: one per cache)
+    state_only = False                  # a recurrent state's size line without any KV line (mamba, rwkv)
     ctx: dict[str, str] = {}
     offloaded = None
     layer_dev: list[tuple[int, int]] = []
@@ -218,6 +219,7 @@ def parse_load_log(text: str) -> LoadLog:
         m = _STATE_TOTAL.match(ln) or _KV_EXTRA_IK.search(ln)
         if m:
             kv_sums[0] += float(m["t"])
+            state_only = True
             continue
         m = _CTX.match(ln)
         if m:
@@ -259,7 +261,7 @@ def parse_load_log(text: str) -> LoadLog:
     fa = ctx.get("flash_attn")
     return LoadLog(
         engine=engine, spelling=spelling, buffers=tuple(buffers),
-        kv_total_mib=round(kv_sums[0], 2) if kv else None, kv_k_mib=round(kv_sums[1], 2) if kv else None,
+        kv_total_mib=round(kv_sums[0], 2) if kv or state_only else None, kv_k_mib=round(kv_sums[1], 2) if kv else None,
         kv_v_mib=round(kv_sums[2], 2) if kv else None, type_k=kv["tk"] if kv else None,
         type_v=(kv["tv"] or kv["tk"]) if kv else None,
         n_ctx=num("n_ctx"), n_batch=num("n_batch"), n_ubatch=num("n_ubatch"),

@@ -38,6 +38,21 @@ TIED_ROLES = {"ffn_gate_exps": "ffn_gate_up_exps", "ffn_up_exps": "ffn_gate_up_e
 D = TypeVar("D", bound=Hashable | None)
 PER_LAYER_GLOBALS = frozenset({"rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight"})
 
+# The norm right after the token embedding (RWKV's LN0, BLOOM's word_embeddings_layernorm): mainline's
+# LLM_TENSOR_TOKEN_EMBD_NORM is LLM_TENSOR_LAYER_REPEATING, "do the norms on the first layer (not the input
+# layer)" (src/llama-arch.cpp:732 @0c1e57098; the loaders create it as tn(..., "weight", 0)), so it sits in layer
+# 0's buffer.  LFM2 stores its final norm under the same name (LLM_TENSOR_OUTPUT_NORM_LFM2 -> "token_embd_norm",
+# src/llama-arch.cpp:442, LAYER_OUTPUT): architectures.toml says so with ``token_embd_norm_is_output``.
+FIRST_LAYER_GLOBALS = frozenset({"token_embd_norm.weight", "token_embd_norm.bias"})
+
+
+def on_first_layer(tmap: TensorMap, name: str) -> bool:
+    """Whether the global tensor ``name`` is loaded into layer 0's buffer (:data:`FIRST_LAYER_GLOBALS`)."""
+    from planner.tensors.templates import _architectures
+
+    return name in FIRST_LAYER_GLOBALS and not _architectures().get(tmap.params.arch, {}).get(
+        "token_embd_norm_is_output", False)
+
 
 def layer_copies(name: str, arch: str, layer_device: Sequence[D], is_swa: Callable[[int], bool], *,
                  engine: str = "mainline", mapped: D | None = None) -> list[D]:

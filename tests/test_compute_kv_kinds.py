@@ -107,7 +107,18 @@ MISSES: dict[tuple[str, str], str] = {
     ("ik", "dsv4-c4096-q8-rpc1"): "rpc0 cpu",
     ("ik", "dsv4-c8192-np2-rpc1"): "rpc0 cpu",
     ("ik", "dsa-c4096-fa-off-rpc1"): "rpc0",
-    ("ik", "gptoss-c4000-fa-off-rpc1"): "cpu",
+    ("mainline", "rwkv6-c4096"): "cpu",
+    ("mainline", "rwkv6-c16384"): "cpu",
+    ("mainline", "rwkv6-c16384-rpc1"): "rpc0 cpu",
+    ("mainline", "rwkv6-c4096-rpc2"): "rpc0 rpc1 cpu",
+    ("mainline", "rwkv6-c4096-np2-rpc1"): "rpc0 cpu",
+    ("mainline", "rwkv7-c4096"): "cpu",
+    ("mainline", "rwkv7-c16384"): "cpu",
+    ("mainline", "rwkv7-c16384-rpc1"): "rpc0 cpu",
+    ("mainline", "rwkv7-c4096-rpc2"): "rpc0 rpc1 cpu",
+    ("mainline", "rwkv7-c4096-np2-rpc1"): "rpc0 cpu",
+    ("mainline", "lfm2-c4096-np2-rpc1"): "rpc0 cpu",
+    ("mainline", "plamo2-c4096-np2-rpc1"): "rpc0 cpu",
 }
 # Why, per (engine, kind): no graph in planner/data/engine_graphs.toml for the run, so the live-set estimate
 # (planner/compute_buffers.py live_sets) stands in; its sets do not cover these architectures' own tensors.
@@ -115,7 +126,13 @@ _NO_GRAPH = "no engine graph for this architecture: live-set estimate"
 WHY: dict[tuple[str, str], str] = {
     ("ik", "dsv4"): _NO_GRAPH + " (compressed attention, indexer, hyper-connections not modelled)",
     ("ik", "dsa"): _NO_GRAPH + " (MLA + the DSA lightning indexer)",
-    ("ik", "gptoss"): "ik.gptoss is the flash-attention graph only: live-set estimate",
+    # purely recurrent models: the live sets charge a KQ mask these graphs do not build (over at 16384 tokens)
+    # and have no set for the mixer's own intermediates (under at 4096 on the device holding the layers)
+    ("mainline", "rwkv6"): _NO_GRAPH + " (RWKV-6 time/channel mix; no attention, so no KQ mask)",
+    ("mainline", "rwkv7"): _NO_GRAPH + " (RWKV-7 time/channel mix; no attention, so no KQ mask)",
+    # with -np 2 the hybrids' recurrent inputs double and the attention set's mask does not: over by 23-66 %
+    ("mainline", "lfm2"): _NO_GRAPH + " (short-conv layers; -np 2 over-reserves)",
+    ("mainline", "plamo2"): _NO_GRAPH + " (PLaMo-2 Mamba layers; -np 2 over-reserves)",
 }
 
 
@@ -152,8 +169,26 @@ def test_kv_kinds_compute_buffer_within_10_percent(engine, log, dev):
     assert abs(pred / got - 1) <= 0.10, (pred, got)
 
 
+# (engine, log without .log) -> replayed devices within 10 % but not to the printed digit, with the reason.
+# Strict: a fix turns them into XPASS -> failure.
+INEXACT: dict[tuple[str, str], tuple[str, str]] = {
+    ("mainline", "mamba2-c4096-rpc2"): ("rpc0", "the node order and backends equal the engine's dump, but the "
+                                                "replay allocates 0.42 MiB less on the first of the two devices "
+                                                "(12.35 vs 12.77 MiB; not explained yet)"),
+}
+
+
 def _exact_cases():
-    return [p for p in _cases() if not p.marks and replayed(*_placement(p.values[1], p.values[0])[:2])]
+    out = []
+    for p in _cases():
+        engine, log, dev = p.values
+        if p.marks or not replayed(*_placement(log, engine)[:2]):
+            continue
+        devs, why = INEXACT.get((engine, log.removesuffix(".log")), ("", ""))
+        if _short(case_log(_case(log, engine)), dev) in devs.split():
+            p = pytest.param(*p.values, marks=[pytest.mark.xfail(strict=True, reason=why)], id=p.id)
+        out.append(p)
+    return out
 
 
 @pytest.mark.parametrize("engine,log,dev", _exact_cases())
@@ -294,11 +329,13 @@ def test_dsa_reservation_follows_the_layers_a_device_holds():
 
 # layer kinds from per-layer header arrays; gemma-4's shared-KV layers; DeepSeek-V4's per-layer compress ratios
 # (raw/CSA/HCA) and hash routing
-_ROLE_CHECKED = ("nemotronh", "granitehybrid", "falconh1", "gemma4", "jamba", "kda", "kimilinear", "dsv4")
+_ROLE_CHECKED = ("nemotronh", "granitehybrid", "falconh1", "gemma4", "jamba", "kda", "kimilinear", "mamba",
+                 "mamba2", "dsv4")
 
 
 @pytest.mark.parametrize("engine,log,dev", [p for p in _exact_cases()
-                                            if _case(p.values[1], p.values[0])["kind"] in _ROLE_CHECKED])
+                                            if _case(p.values[1], p.values[0])["kind"] in _ROLE_CHECKED
+                                            and not p.marks])
 def test_the_solvers_role_estimate_covers_the_replay(engine, log, dev):
     # the solver reserves a device's compute buffer by its role before placing anything (compute_buffers
     # ._canonical over stand-in placements); the re-check replays the real placement, which equals the log (above).
@@ -436,3 +473,15 @@ def test_ik_kda_runs_outside_the_cases_match_a_dump_and_their_buffers(run_name, 
                lambda name: order.index(device_of(name)), order.index(out_dev), len(order) - 1,
                dense_flags(p, len(layer_device)), [], [p.is_recurrent(il) for il in range(len(layer_device))])
     assert_matches_dump(lines, ts, order)
+
+
+def test_graph_shape_of_a_model_without_heads_and_a_quantized_cache():
+    # mamba (head_count 0, head_dim 0) with -ctk q8_0: no K cache to rotate (llama-kv-cache.cpp:321-325 asks for a
+    # head width divisible by 64); 0 % 64 == 0 sent the rotation-width search into an endless loop, and `plan
+    # mamba.gguf --kv q8_0` with it
+    from planner.graph_shape import GraphShape
+
+    p = case_model(_case("mamba-c4096.log", "mainline")).params
+    assert p.head_dim == 0
+    shape = GraphShape.of(p, 512, 4096, True, "q8_0", "q8_0")
+    assert (shape.rk, shape.rotv) == (0, False)

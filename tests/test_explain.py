@@ -9,6 +9,7 @@ test_golden.py), so no solve runs here.
 """
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,9 @@ def test_next_gib_on_a_gpu_the_plan_left_empty_is_checked_there(tmp_path):
     assert "-ts 0,1" in r.output                                   # the plan leaves CUDA0 empty
     line = next(x for x in r.output.splitlines() if "next GiB: +1 GiB CUDA0" in x)
     assert "more layers' routed experts from the CPU" in line or "routed-expert unit" in line
+    # a GiB the solver would leave unused buys nothing: a move the speed model predicts slower (here the moved
+    # layers' GPU<->CPU hand-offs outweigh their reads) is named as such, never reported as "TG -x tok/s"
+    for x in r.output.splitlines():
+        if "next GiB: +1 GiB CUDA" in x:
+            gain = float(re.search(r"TG ([+-][\d.]+) tok/s", x)[1])
+            assert gain >= 0.0 and (gain > 0.0 or x.split("; ", 1)[1].startswith(("nothing", "no "))), x

@@ -91,17 +91,33 @@ def test_architecture_without_a_template_is_planned_from_its_header():
     assert [x.total_bytes for x in c] == [128 * 2 * 1024 + 256 * 1024] * 2
 
 
-def test_mamba_header_is_refused_by_name():
-    kv = {"general.architecture": "mamba", "mamba.block_count": 1, "mamba.context_length": 0,
-          "mamba.embedding_length": 256, "mamba.attention.head_count": 0, "mamba.ssm.conv_kernel": 4,
-          "mamba.ssm.inner_size": 512, "mamba.ssm.state_size": 16, "mamba.ssm.time_step_rank": 16}
+def _mamba_like(arch: str):
+    kv = {"general.architecture": arch, f"{arch}.block_count": 1, f"{arch}.context_length": 0,
+          f"{arch}.embedding_length": 256, f"{arch}.attention.head_count": 0, f"{arch}.ssm.conv_kernel": 4,
+          f"{arch}.ssm.inner_size": 512, f"{arch}.ssm.state_size": 16, f"{arch}.ssm.time_step_rank": 16}
     tensors = [("token_embd.weight", (256, 100), "f32"), ("blk.0.ssm_in.weight", (256, 1024), "f32"),
                ("blk.0.ssm_conv1d.weight", (4, 512), "f32"), ("blk.0.ssm_a", (16, 512), "f32")]
-    m = from_gguf(_header(kv, tensors))        # inspect still works: the tensors are all there
+    return from_gguf(_header(kv, tensors))
+
+
+def test_mamba_header_is_sized_for_mainline_and_refused_for_ik():
+    # architectures.toml [mamba]: every layer recurrent; mainline n_embd_r + n_embd_s (src/llama-hparams.cpp:
+    # 208-258 @0c1e57098) = (4 - 1) x 512 + 16 x 512 F32 per sequence; ik 8337e4cd3 aborts building its graph
+    m = _mamba_like("mamba")
     assert len(m.tensors) == 4
-    with pytest.raises(UnknownModelError, match="mamba: cannot size the KV/state cache: recurrent-state tensors "
-                                                "ssm_a, ssm_conv1d, ssm_in"):
+    (c,) = layer_caches(m.params, CacheConfig(engine="mainline"))
+    assert (c.kind, c.state_bytes, c.k_bytes) == ("recurrent", 4 * (3 * 512 + 16 * 512), 0)
+    with pytest.raises(UnknownModelError, match="mamba: ik_llama.cpp aborts building"):
         layer_caches(m.params, CacheConfig())
+
+
+def test_state_tensors_of_an_architecture_without_data_are_refused_by_name():
+    # kimi-k3 (a mainline architecture, src/llama-arch.cpp:155 @0c1e57098) has no entry in architectures.toml:
+    # its state tensors are named, nothing is guessed
+    m = _mamba_like("kimi-k3")
+    with pytest.raises(UnknownModelError, match="kimi-k3: cannot size the KV/state cache: recurrent-state tensors "
+                                                "ssm_a, ssm_conv1d, ssm_in"):
+        layer_caches(m.params, CacheConfig(engine="mainline"))
 
 
 def test_deepseek4_ratios_inferred_from_tensors():

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import pytest
 
-from planner.kv_cache import CacheConfig, LayerCache, layer_caches
+from planner.kv_cache import CacheConfig, LayerCache, check_engine, layer_caches
 from planner.source import load_model
 
 FIX = Path(__file__).parent / "fixtures" / "kv_kinds"
@@ -56,11 +56,14 @@ ALL_CASES = CASES + IK_CASES
 MIB = 1 << 20
 CPU_NAME = "CPU"
 KINDS = ("dsv4", "mla", "dsa", "qwen35moe", "gemma3", "gptoss", "gemma4", "llama4", "nemotronh", "kda", "kimilinear",
-         "jamba", "granitehybrid", "falconh1")
-# ik 8337e4cd3 has no nemotron_h, kimi-linear, jamba, granitehybrid or falcon-h1 architecture (*-refused.log)
+         "jamba", "granitehybrid", "falconh1", "mamba", "mamba2", "rwkv6", "rwkv7", "plamo2", "lfm2")
+# ik 8337e4cd3 has no nemotron_h, kimi-linear, jamba, granitehybrid, falcon-h1, mamba2, rwkv6, rwkv7, plamo2 or lfm2
+# architecture (*-refused.log); it knows mamba but aborts building its graph (IK_BROKEN)
 IK_REFUSED = {"nemotronh": "nemotron_h", "kimilinear": "kimi-linear", "jamba": "jamba",
-              "granitehybrid": "granitehybrid", "falconh1": "falcon-h1"}
-IK_KINDS = tuple(k for k in KINDS if k not in IK_REFUSED)
+              "granitehybrid": "granitehybrid", "falconh1": "falcon-h1", "mamba2": "mamba2", "rwkv6": "rwkv6",
+              "rwkv7": "rwkv7", "plamo2": "plamo2", "lfm2": "lfm2"}
+IK_BROKEN = {"mamba": "mamba"}
+IK_KINDS = tuple(k for k in KINDS if k not in IK_REFUSED and k not in IK_BROKEN)
 # (+ "mlalegacy": the legacy attn_kv_b DeepSeek layout, make_tiny_deepseek2.py --layers 20, ik only)
 
 _BUFFER = re.compile(r"(?:KV|RS|state) buffer size = +([\d.]+) MiB")
@@ -583,9 +586,8 @@ def _ik_case(log: str) -> dict:
 
 @pytest.mark.parametrize("kind", sorted(IK_REFUSED))
 def test_ik_refuses_the_mainline_only_hybrids(kind):
-    """ik 8337e4cd3 has no nemotron_h, kimi-linear, jamba, granitehybrid or falcon-h1 architecture (its log of the
-    same file
-    mainline loads), and the planner refuses each for ik by name, in one line that names the engine to use."""
+    """ik 8337e4cd3 has no nemotron_h, kimi-linear, jamba, granitehybrid, falcon-h1, mamba2, rwkv6, rwkv7, plamo2
+    or lfm2 architecture (its log of the same file mainline loads), and the planner refuses each for ik by name, in one line that names the engine to use."""
     from planner.errors import UnknownModelError
 
     arch = IK_REFUSED[kind]
@@ -596,6 +598,11 @@ def test_ik_refuses_the_mainline_only_hybrids(kind):
     with pytest.raises(UnknownModelError, match=f"^{arch}: ik_llama.cpp does not load this architecture") as exc:
         layer_caches(p, CacheConfig(engine="ik"))
     assert "\n" not in str(exc.value) and "--engine mainline" in str(exc.value)
+    # `plan` checks it first (api.plan), before any type rule can fail on the architecture's odd tensors (LFM2's
+    # rows of 3 conv taps), for every ik profile
+    with pytest.raises(UnknownModelError, match=f"^{arch}: ik_llama.cpp does not load this architecture"):
+        check_engine(p, "ik-2025")
+    check_engine(p, "mainline")
 
 
 def _rs_mib(log: str, fix: Path = FIX) -> str:
@@ -807,3 +814,67 @@ def test_verify_reads_iks_kv_kind_logs(case):
     bad = [c for c in report.checks if c.exact and not c.ok and (c.term != "weights" or c.device != CPU_NAME)]
     assert not bad, bad
     assert {c.term for c in report.checks if c.exact} >= {"weights", "kv", "kv_total"}
+
+
+def _r_s_mib(log: str) -> tuple[str, str]:
+    """The R (conv / token-shift rows) and S (SSM / wkv state) MiB of llama_memory_recurrent's size line."""
+    m = re.search(r"llama_memory_recurrent: size = .*R \(f32\): +([\d.]+) MiB, S \(f32\): +([\d.]+) MiB",
+                  log_text(log))
+    assert m, log
+    return m[1], m[2]
+
+
+# kind -> (R floats, S floats) per layer and sequence, from mainline's n_embd_r/n_embd_s (src/llama-hparams.cpp:
+# 208-258 @0c1e57098) over make_tiny_arch.py's numbers: Mamba-1 (d_conv 4, d_inner 512, d_state 16, no groups),
+# Mamba-2 (d_conv 4, d_inner 512, 2 groups of d_state 32), RWKV (token_shift_count 2 x n_embd 256, n_embd x
+# head_size 64), PLaMo-2 (Mamba with group_count 0: d_conv 4, d_inner 256, d_state 16), LFM2 (n_embd 256 x
+# (l_cache 3 - 1), no S)
+STATE_ROWS = {"mamba": (3 * 512, 16 * 512), "mamba2": (3 * (512 + 2 * 2 * 32), 32 * 512),
+              "rwkv6": (2 * 256, 256 * 64), "rwkv7": (2 * 256, 256 * 64), "plamo2": (3 * 256, 16 * 256),
+              "lfm2": (256 * 2, 0)}
+# kind -> attention layers (KV cache), the others recurrent; n_layer
+STATE_LAYOUT = {"mamba": ((), 6), "mamba2": ((), 6), "rwkv6": ((), 4), "rwkv7": ((), 4), "plamo2": ((1, 3), 4),
+                "lfm2": ((2, 5, 7), 8)}
+
+
+@pytest.mark.parametrize("kind", sorted(STATE_ROWS))
+def test_recurrent_kinds_state_rows_and_layers_equal_the_engine(kind):
+    """Pure recurrent models (mamba, mamba2, rwkv6, rwkv7: every layer state, no KV cache) and the hybrids plamo2
+    (Mamba where head_count_kv is 0) and lfm2 (short-conv where head_count_kv is 0): per layer and sequence the
+    planner's F32 state is the engine formula's R + S floats (STATE_ROWS), on exactly the layers
+    llama_memory_recurrent allocates ("layer N: dev", the others "skipped"), with the R and S totals it prints; the
+    state does not move from 4096 to 16384 tokens and doubles with -np 2; KV only on the attention layers, whose
+    cells x layers the kv cache prints."""
+    (r, s), (attn, n_layer) = STATE_ROWS[kind], STATE_LAYOUT[kind]
+    one = next(c for c in CASES if c["log"] == f"{kind}-c4096.log")
+    caches = predicted(one)
+    rec = [c.layer for c in caches if c.state_bytes]
+    assert rec == [il for il in range(n_layer) if il not in attn]
+    assert {c.state_bytes for c in caches if c.state_bytes} == {4 * (r + s)}
+    assert [c.layer for c in caches if c.k_bytes] == list(attn)
+    logged = re.findall(r"llama_memory_recurrent, layer +(\d+): dev", log_text(one["log"]))
+    assert [int(il) for il in logged] == rec
+    assert _r_s_mib(one["log"]) == (f"{len(rec) * 4 * r / MIB:.2f}", f"{len(rec) * 4 * s / MIB:.2f}")
+    assert [b[1:] for b in _cache_blocks(log_text(one["log"]))] == ([(4096, len(attn))] if attn else [])
+    assert _rs_mib(f"{kind}-c4096.log") == _rs_mib(f"{kind}-c16384.log") == f"{len(rec) * 4 * (r + s) / MIB:.2f}"
+    assert _rs_mib(f"{kind}-c4096-np2-rpc1.log") == f"{2 * len(rec) * 4 * (r + s) / MIB:.2f}"
+    np2 = next(c for c in CASES if c["log"] == f"{kind}-c4096-np2-rpc1.log")
+    assert sum(c.state_bytes for c in predicted(np2)) == 2 * len(rec) * 4 * (r + s)
+
+
+def test_ik_knows_mamba_but_cannot_run_it():
+    """ik 8337e4cd3 loads a Mamba-1 file but its llama_kv_cache_init makes the K cache n_embd_head_k x n_head_kv
+    wide (src/llama.cpp:1514), 0 for a model without heads: the log shows K (f32) 0.00 MiB beside the SSM state
+    in V, and build_mamba then aborts on ggml_reshape_2d's GGML_ASSERT.  The planner refuses mamba for ik in one
+    line saying so, and sizes it for mainline."""
+    from planner.errors import UnknownModelError
+
+    text = log_text("mamba-refused.log", FIX_IK)
+    assert "KV self size  =    0.19 MiB, K (f32):    0.00 MiB, V (f32):    0.19 MiB" in text
+    assert "GGML_ASSERT(ggml_nelements(a) == ne0*ne1) failed" in text
+    assert not any(c["kind"] == "mamba" for c in IK_CASES)
+    p = _model("mamba.header.gguf").params
+    assert layer_caches(p, CacheConfig(engine="mainline"))
+    with pytest.raises(UnknownModelError, match="^mamba: ik_llama.cpp aborts building this architecture's graph") as exc:
+        layer_caches(p, CacheConfig(engine="ik"))
+    assert "\n" not in str(exc.value) and "--engine mainline" in str(exc.value)

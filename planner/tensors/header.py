@@ -161,19 +161,22 @@ def _gguf_layout(header: Any, arch: str, tensors: tuple[TensorInfo, ...]) -> dic
         # config.json layer_types (conversion/qwen.py:382-388)
         out["recurrent_layers"] = tuple(bool(x) for x in recurrent)
     tpl = _architectures().get(arch, {})
-    for field_name, key in tpl.get("gguf_keys", {}).items():    # e.g. KDA: ssm_d_state <- kda.head_dim
+    # gguf_keys: a ModelParams field from a key of its own (KDA: ssm_d_state <- kda.head_dim), or a number only the
+    # ``derived`` expressions use (RWKV: token_shift_count, wkv_head_size)
+    scratch: dict[str, int] = {}
+    for field_name, key in tpl.get("gguf_keys", {}).items():
         if as_int(key):
-            out[field_name] = as_int(key)
+            (out if field_name in ModelParams.__dataclass_fields__ else scratch)[field_name] = as_int(key)
     recurrent = _recurrent_from(tpl.get("recurrent_from", ""), raw, as_int("block_count"))
     if recurrent:
         out["recurrent_layers"] = recurrent
         out["recurrent_attn"] = tpl.get("recurrent_from") == "all"
-    known = {"n_head": as_int("attention.head_count"), **out}
+    known = {"n_head": as_int("attention.head_count"), "n_embd": as_int("embedding_length"), **scratch, **out}
     if as_int("expert_count"):
         # experts as wide as the FFN where the header has no expert width (the "n_ff_exp=n_ff" of Mixtral and
         # Jamba, whose converters write only feed_forward_length: conversion/jamba.py set_gguf_parameters)
         known["n_ff"] = as_int("feed_forward_length")
-    out.update(derived_fields(tpl, known))
+    out.update({k: v for k, v in derived_fields(tpl, known).items() if k in ModelParams.__dataclass_fields__})
     if as_int("expert_count") and not out.get("moe_every"):
         out.update(_moe_period(tensors, as_int("block_count")))
     if as_int("attention.shared_kv_layers"):
@@ -227,8 +230,11 @@ def _recurrent_from(rule: str, raw: Any, n_layer: int) -> tuple[bool, ...]:
 
     ``kv0``: recurrent iff head_count_kv[il] == 0 (jamba.cpp:11-13, granite-hybrid.cpp:22-25, kimi-linear.cpp:17-19,
     bailingmoe3.cpp:34-36 @0c1e57098; ik src/llama-hparams.cpp:1467-1469 @8337e4cd3); ``kv0_ff0``: and
-    feed_forward_length[il] == 0 (nemotron-h.cpp load_arch_hparams); ``all``: every layer (falcon-h1.cpp:14)."""
-    if rule == "all":
+    feed_forward_length[il] == 0 (nemotron-h.cpp load_arch_hparams); ``all``: every layer, beside its attention
+    (falcon-h1.cpp:14); ``every``: every layer, no attention (the purely recurrent architectures of
+    llm_arch_is_recurrent, src/llama-arch.cpp:1071-1081: is_recr_impl filled for all layers,
+    src/llama-model.cpp:1384, and one llama_memory_recurrent for them, :2669-2678 @0c1e57098)."""
+    if rule in ("all", "every"):
         return (True,) * n_layer
     kv, ff = raw("attention.head_count_kv"), raw("feed_forward_length")
     if rule not in ("kv0", "kv0_ff0") or not isinstance(kv, (tuple, list)) or len(kv) < n_layer:

@@ -65,6 +65,9 @@ class ModelParams:
     ssm_d_state: int = 0
     ssm_dt_rank: int = 0
     ssm_n_group: int = 0
+    state_r: int = 0            # per-layer, per-sequence state rows (F32 floats) when they are not Mamba's conv/SSM
+    state_s: int = 0            # formulas: mainline n_embd_r()/n_embd_s() of RWKV (token shift, wkv state) and LFM2
+                                # (short-conv cache), from architectures.toml ``derived``; 0 = the Mamba formulas
     indexer_n_head: int = 0     # DeepSeek sparse attention lightning indexer ({arch}.attention.indexer.*)
     indexer_head_size: int = 0
     indexer_top_k: int = 0      # keys each query keeps (attention.indexer.top_k; config.json index_topk)

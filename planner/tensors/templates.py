@@ -22,10 +22,12 @@ def _architectures() -> dict[str, Any]:
 
 def _dim(expr: str, env: Mapping[str, int]) -> int:
     """A sum of products of parameter names and integers, e.g. ``kv_lora_rank + n_rot``; ``/`` divides exactly
-    (left to right within a term: ``n_head*head_dim/o_groups``)."""
+    (left to right within a term: ``n_head*head_dim/o_groups``); ``-`` subtracts a term (``n_embd*l_cache -
+    n_embd``)."""
     total = 0
-    for term in expr.split("+"):
-        value, op = 1, "*"
+    parts = re.split(r"([+-])", expr)
+    for sign, term in zip(["+", *parts[1::2]], parts[0::2]):
+        value, op = (1 if sign == "+" else -1), "*"
         for i, part in enumerate(re.split(r"([*/])", term)):
             if i % 2:
                 op = part

@@ -26,6 +26,12 @@ Kinds (name -> GGUF architecture, what the cache holds):
   jamba      jamba       Mamba-1 SSM layers + attention on one layer of 8 (llama-memory-hybrid)
   granitehybrid granitehybrid  Mamba-2 layers + attention on 2 of 8 layers (llama-memory-hybrid)
   falconh1   falcon-h1   attention and a Mamba-2 mixer in every layer: KV and state on every layer
+  mamba      mamba       Mamba-1 in every layer, no attention: state only (llama-memory-recurrent; ik too)
+  mamba2     mamba2      Mamba-2 in every layer, no attention: state only (llama-memory-recurrent)
+  plamo2     plamo2      Mamba layers + attention on every other layer (llama-memory-hybrid)
+  lfm2       lfm2        short-conv layers + attention on 3 of 8 layers: conv state and KV (llama-memory-hybrid)
+  rwkv6      rwkv6       RWKV-6 time/channel mix in every layer: token shift + wkv state (llama-memory-recurrent)
+  rwkv7      rwkv7       RWKV-7, the same state rows (llama-memory-recurrent)
 
 Usage: make_tiny_arch.py KIND OUT.gguf [--seed 0]
 """
@@ -849,6 +855,273 @@ def build_falconh1(w: gguf.GGUFWriter, t: TinyWeights) -> None:
         big(p + "ffn_up.weight", (ffn, H))
 
 
+# ------------------------------------------------------------------------ pure recurrent models (no attention)
+
+def _ssm_only_common(w: gguf.GGUFWriter, arch: str, L: int, H: int) -> None:
+    """What conversion/mamba.py MambaModel/Mamba2Model.set_gguf_parameters writes @0c1e57098 (lines 63-73,
+    155-166): context 2**20, feed_forward_length 0 and head_count 0 ("unused, but seemingly required when
+    loading"), no head_count_kv."""
+    w.add_name(f"tiny-{arch}")
+    w.add_context_length(2**20)
+    w.add_embedding_length(H)
+    w.add_feed_forward_length(0)
+    w.add_head_count(0)
+    w.add_block_count(L)
+
+
+def build_mamba(w: gguf.GGUFWriter, t: TinyWeights) -> None:
+    """mamba (Mamba-1, e.g. state-spaces/mamba-130m: d_conv 4, d_state 16, dt_rank ceil(n_embd / 16), d_inner =
+    2 n_embd, which the loader requires): every layer a Mamba-1 mixer, no attention, no FFN
+    (src/models/mamba.cpp load_arch_hparams/load_arch_tensors @0c1e57098; ik src/llama-load-tensors.cpp
+    LLM_ARCH_MAMBA @8337e4cd3 creates the same tensors)."""
+    arch, L, H = "mamba", 6, 256
+    d_conv, d_state, dt_rank, d_inner = 4, 16, 16, 2 * H
+    _ssm_only_common(w, arch, L, H)
+    _u32(w, arch, "ssm.conv_kernel", d_conv)
+    _u32(w, arch, "ssm.inner_size", d_inner)
+    _u32(w, arch, "ssm.state_size", d_state)
+    _u32(w, arch, "ssm.time_step_rank", dt_rank)
+    _f32(w, arch, "attention.layer_norm_rms_epsilon", 1e-5)
+    w.add_bool(f"{arch}.ssm.dt_b_c_rms", False)
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_BF16)
+    add_tokenizer(w, VOCAB)
+    big, f32 = t.big, t.f32
+    big("token_embd.weight", (VOCAB, H))
+    f32("output_norm.weight", (H,), 1.0)
+    big("output.weight", (VOCAB, H))
+    for i in range(L):
+        p = f"blk.{i}."
+        f32(p + "attn_norm.weight", (H,), 1.0)
+        big(p + "ssm_in.weight", (2 * d_inner, H))
+        f32(p + "ssm_conv1d.weight", (d_inner, d_conv))
+        f32(p + "ssm_conv1d.bias", (d_inner,), 0.0)
+        big(p + "ssm_x.weight", (dt_rank + 2 * d_state, d_inner))
+        big(p + "ssm_dt.weight", (d_inner, dt_rank))
+        f32(p + "ssm_dt.bias", (d_inner,), 0.0)
+        f32(p + "ssm_a", (d_inner, d_state), -1.0)
+        f32(p + "ssm_d", (d_inner,), 1.0)
+        big(p + "ssm_out.weight", (H, d_inner))
+
+
+def build_mamba2(w: gguf.GGUFWriter, t: TinyWeights) -> None:
+    """mamba2 (e.g. state-spaces/mamba2-130m: d_conv 4, d_state 128, head_dim 64, n_groups 1; here 2 groups of
+    d_state 32): every layer a Mamba-2 mixer, no attention, no FFN (src/models/mamba2.cpp @0c1e57098;
+    ssm.time_step_rank = d_inner / head_dim = the SSM heads, conversion/mamba.py:163)."""
+    arch, L, H = "mamba2", 6, 256
+    _ssm_only_common(w, arch, L, H)
+    _ssm_keys(w, arch, _MAMBA2)
+    _f32(w, arch, "attention.layer_norm_rms_epsilon", 1e-5)
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_BF16)
+    add_tokenizer(w, VOCAB)
+    big, f32 = t.big, t.f32
+    big("token_embd.weight", (VOCAB, H))
+    f32("output_norm.weight", (H,), 1.0)
+    big("output.weight", (VOCAB, H))
+    for i in range(L):
+        p = f"blk.{i}."
+        f32(p + "attn_norm.weight", (H,), 1.0)
+        _mamba2_block(t, p, H=H, **_MAMBA2)
+
+
+def build_plamo2(w: gguf.GGUFWriter, t: TinyWeights) -> None:
+    """plamo2 (PLaMo-2: Mamba layers and attention layers, every other one by mamba_step 2): a layer is Mamba iff
+    its head_count_kv is 0 (src/models/plamo2.cpp load_arch_hparams/load_arch_tensors @0c1e57098); keys as
+    conversion/plamo.py Plamo2Model.set_gguf_parameters writes them (per-layer head_count / head_count_kv arrays,
+    ssm.inner_size = mamba_num_heads x hidden_size_per_head, ssm.group_count 0). Fused QKV, per-head Q/K norms,
+    post-attention and post-FFN norms without a .weight suffix (tn(LLM_TENSOR_ATTN_POST_NORM, i))."""
+    arch, L, H, nh, nkv, hd, ffn = "plamo2", 4, 256, 4, 2, 64, 512
+    m_heads, d_state, d_conv = 4, 16, 4
+    d_inner, dt_dim = m_heads * hd, max(64, H // 16)
+    attn = [i % 2 == 1 for i in range(L)]
+    w.add_name(f"tiny-{arch}")
+    w.add_vocab_size(VOCAB)
+    w.add_head_count_kv([nkv if a else 0 for a in attn])
+    w.add_head_count([nh if a else 0 for a in attn])
+    w.add_context_length(4096)
+    w.add_embedding_length(H)
+    w.add_key_length(hd)
+    w.add_value_length(hd)
+    w.add_block_count(L)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_rope_freq_base(10000.0)
+    w.add_ssm_state_size(d_state)
+    w.add_ssm_conv_kernel(d_conv)
+    w.add_ssm_time_step_rank(m_heads)
+    w.add_ssm_inner_size(d_inner)
+    w.add_ssm_group_count(0)
+    w.add_feed_forward_length(ffn)
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_BF16)
+    add_tokenizer(w, VOCAB)
+    big, f32 = t.big, t.f32
+    big("token_embd.weight", (VOCAB, H))
+    f32("output_norm.weight", (H,), 1.0)
+    big("output.weight", (VOCAB, H))
+    for i in range(L):
+        p = f"blk.{i}."
+        f32(p + "attn_norm.weight", (H,), 1.0)
+        if attn[i]:
+            big(p + "attn_qkv.weight", ((nh + 2 * nkv) * hd, H))
+            f32(p + "attn_q_norm.weight", (nh, hd), 1.0)
+            f32(p + "attn_k_norm.weight", (nkv, hd), 1.0)
+            big(p + "attn_output.weight", (H, nh * hd))
+        else:
+            big(p + "ssm_in.weight", (2 * d_inner, H))
+            f32(p + "ssm_conv1d.weight", (d_inner, d_conv))
+            big(p + "ssm_x.weight", (dt_dim + 2 * d_state, d_inner))
+            big(p + "ssm_dt.weight", (m_heads, dt_dim))
+            f32(p + "ssm_dt.bias", (m_heads,), 0.0)
+            f32(p + "ssm_a", (m_heads,), -1.0)
+            f32(p + "ssm_d", (m_heads,), 1.0)
+            big(p + "ssm_out.weight", (H, d_inner))
+            f32(p + "ssm_dt_norm", (dt_dim,), 1.0)
+            f32(p + "ssm_b_norm", (d_state,), 1.0)
+            f32(p + "ssm_c_norm", (d_state,), 1.0)
+        f32(p + "post_attention_norm", (H,), 1.0)
+        f32(p + "ffn_norm.weight", (H,), 1.0)
+        big(p + "ffn_down.weight", (H, ffn))
+        big(p + "ffn_up.weight", (2 * ffn, H))
+        f32(p + "post_ffw_norm", (H,), 1.0)
+
+
+def build_lfm2(w: gguf.GGUFWriter, t: TinyWeights) -> None:
+    """lfm2 (LFM2-350M/1.2B: gated short-convolution layers and GQA attention layers; here attention on layers 2, 5
+    and 7 of 8): a layer is a short-conv layer iff its head_count_kv is 0 (src/models/lfm2.cpp
+    load_arch_hparams/load_arch_tensors @0c1e57098); keys as conversion/lfm2.py LFM2Model.set_gguf_parameters
+    writes them (head_count_kv 0 on conv layers, shortconv.l_cache = conv_L_cache, 3 in the released models);
+    the final norm is token_embd_norm (LLM_TENSOR_OUTPUT_NORM_LFM2), the output tied to token_embd, conv weights
+    F32 (conversion/base.py SHORTCONV_CONV)."""
+    arch, L, H, nh, nkv, hd, ffn, l_cache = "lfm2", 8, 256, 4, 2, 64, 512, 3
+    attn = [i in (2, 5, 7) for i in range(L)]
+    _common(w, arch, n_layer=L, n_embd=H, n_ff=0, n_head=nh, n_head_kv=0, ctx=32768, eps=1e-5)
+    w.add_array(f"{arch}.attention.head_count_kv", [nkv if a else 0 for a in attn])
+    w.add_vocab_size(VOCAB)
+    _u32(w, arch, "shortconv.l_cache", l_cache)
+    w.add_feed_forward_length(ffn)
+    add_tokenizer(w, VOCAB)
+    big, f32 = t.big, t.f32
+    big("token_embd.weight", (VOCAB, H))
+    f32("token_embd_norm.weight", (H,), 1.0)
+    for i in range(L):
+        p = f"blk.{i}."
+        f32(p + "attn_norm.weight", (H,), 1.0)
+        if attn[i]:
+            f32(p + "attn_q_norm.weight", (hd,), 1.0)
+            f32(p + "attn_k_norm.weight", (hd,), 1.0)
+            big(p + "attn_q.weight", (nh * hd, H))
+            big(p + "attn_k.weight", (nkv * hd, H))
+            big(p + "attn_v.weight", (nkv * hd, H))
+            big(p + "attn_output.weight", (H, nh * hd))
+        else:
+            f32(p + "shortconv.conv.weight", (H, l_cache))
+            big(p + "shortconv.in_proj.weight", (3 * H, H))
+            big(p + "shortconv.out_proj.weight", (H, H))
+        f32(p + "ffn_norm.weight", (H,), 1.0)
+        big(p + "ffn_gate.weight", (ffn, H))
+        big(p + "ffn_down.weight", (H, ffn))
+        big(p + "ffn_up.weight", (ffn, H))
+
+
+def _rwkv_keys(w: gguf.GGUFWriter, arch: str, L: int, H: int, head: int, ffn: int) -> None:
+    """conversion/rwkv.py Rwkv6Model/Rwkv7Model.set_gguf_parameters @0c1e57098: context 1048576, head_count 0, no
+    token_shift_count (the loader's default 2, src/llama-hparams.h:143)."""
+    w.add_name(f"tiny-{arch}")
+    w.add_context_length(1048576)
+    w.add_embedding_length(H)
+    w.add_block_count(L)
+    w.add_layer_norm_eps(1e-5)
+    w.add_wkv_head_size(head)
+    w.add_feed_forward_length(ffn)
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_BF16)
+    w.add_head_count(0)
+
+
+def _rwkv_ends(t: TinyWeights, H: int) -> None:
+    t.big("token_embd.weight", (VOCAB, H))
+    t.f32("token_embd_norm.weight", (H,), 1.0)
+    t.f32("token_embd_norm.bias", (H,), 0.0)
+    t.f32("output_norm.weight", (H,), 1.0)
+    t.f32("output_norm.bias", (H,), 0.0)
+    t.big("output.weight", (VOCAB, H))
+
+
+def build_rwkv6(w: gguf.GGUFWriter, t: TinyWeights) -> None:
+    """rwkv6 (RWKV-6 "Finch": time mix with a wkv state of head_size x n_embd per layer and sequence, token shift of
+    2 x n_embd for the time and channel mixes; no attention): src/models/rwkv6.cpp load_arch_tensors @0c1e57098,
+    fused lerp (conversion/rwkv.py stacks w/k/v/r/g into time_mix_lerp_fused), the converter's F32 tensors
+    (TIME_MIX_FIRST/W1/W2/DECAY_W1/DECAY_W2/LERP_FUSED, conversion/base.py)."""
+    arch, L, H, head, ffn, tmx, tdx = "rwkv6", 4, 256, 64, 512, 32, 64
+    _rwkv_keys(w, arch, L, H, head, ffn)
+    w.add_rescale_every_n_layers(6)
+    w.add_time_mix_extra_dim(tmx)
+    w.add_time_decay_extra_dim(tdx)
+    add_tokenizer(w, VOCAB)
+    big, f32 = t.big, t.f32
+    _rwkv_ends(t, H)
+    for i in range(L):
+        p = f"blk.{i}."
+        for n in ("attn_norm", "attn_norm_2", "time_mix_ln"):
+            f32(p + f"{n}.weight", (H,), 1.0)
+            f32(p + f"{n}.bias", (H,), 0.0)
+        f32(p + "time_mix_w1.weight", (5 * tmx, H))
+        f32(p + "time_mix_w2.weight", (5, H, tmx))
+        f32(p + "time_mix_lerp_x.weight", (H,))
+        f32(p + "time_mix_lerp_fused.weight", (5, 1, 1, H))
+        f32(p + "time_mix_first.weight", (H // head, head))
+        f32(p + "time_mix_decay.weight", (H,))
+        f32(p + "time_mix_decay_w1.weight", (tdx, H))
+        f32(p + "time_mix_decay_w2.weight", (H, tdx))
+        for n in ("key", "value", "receptance", "gate"):
+            big(p + f"time_mix_{n}.weight", (H, H))
+        big(p + "time_mix_output.weight", (H, H))
+        f32(p + "channel_mix_lerp_k.weight", (H,))
+        f32(p + "channel_mix_lerp_r.weight", (H,))
+        big(p + "channel_mix_key.weight", (ffn, H))
+        big(p + "channel_mix_value.weight", (H, ffn))
+        big(p + "channel_mix_receptance.weight", (H, H))
+
+
+def build_rwkv7(w: gguf.GGUFWriter, t: TinyWeights) -> None:
+    """rwkv7 (RWKV-7 "Goose": the same state rows as RWKV-6, head_size x n_embd wkv state and 2 x n_embd token
+    shift per layer and sequence): src/models/rwkv7.cpp load_arch_tensors @0c1e57098; LoRA ranks as
+    conversion/rwkv.py Rwkv7Model writes them (decay, iclr, value-residual mix, gate)."""
+    arch, L, H, head, ffn = "rwkv7", 4, 256, 64, 512
+    r_decay, r_iclr, r_vres, r_gate = 32, 32, 16, 64
+    _rwkv_keys(w, arch, L, H, head, ffn)
+    w.add_decay_lora_rank(r_decay)
+    w.add_iclr_lora_rank(r_iclr)
+    w.add_value_residual_mix_lora_rank(r_vres)
+    w.add_gate_lora_rank(r_gate)
+    add_tokenizer(w, VOCAB)
+    big, f32 = t.big, t.f32
+    _rwkv_ends(t, H)
+    for i in range(L):
+        p = f"blk.{i}."
+        for n in ("attn_norm", "attn_norm_2", "time_mix_ln"):
+            f32(p + f"{n}.weight", (H,), 1.0)
+            f32(p + f"{n}.bias", (H,), 0.0)
+        f32(p + "time_mix_w0.weight", (H,))
+        f32(p + "time_mix_w1.weight", (r_decay, H))
+        f32(p + "time_mix_w2.weight", (H, r_decay))
+        f32(p + "time_mix_a0.weight", (H,))
+        big(p + "time_mix_a1.weight", (r_iclr, H))
+        big(p + "time_mix_a2.weight", (H, r_iclr))
+        r_v = r_iclr if i == 0 else r_vres
+        f32(p + "time_mix_v0.weight", (H,))
+        big(p + "time_mix_v1.weight", (r_v, H))
+        big(p + "time_mix_v2.weight", (H, r_v))
+        big(p + "time_mix_g1.weight", (r_gate, H))
+        big(p + "time_mix_g2.weight", (H, r_gate))
+        f32(p + "time_mix_lerp_fused.weight", (6, 1, 1, H))
+        for n in ("k_k", "k_a", "r_k"):
+            f32(p + f"time_mix_{n}.weight", (H,))
+        for n in ("key", "value", "receptance"):
+            big(p + f"time_mix_{n}.weight", (H, H))
+        big(p + "time_mix_output.weight", (H, H))
+        f32(p + "channel_mix_lerp_k.weight", (H,))
+        big(p + "channel_mix_key.weight", (ffn, H))
+        big(p + "channel_mix_value.weight", (H, ffn))
+
+
 BUILDERS: dict[str, tuple[str, Callable[[gguf.GGUFWriter, TinyWeights], None]]] = {
     "dsv4": ("deepseek4", build_dsv4),
     "mla": ("deepseek2", build_mla),
@@ -864,6 +1137,12 @@ BUILDERS: dict[str, tuple[str, Callable[[gguf.GGUFWriter, TinyWeights], None]]] 
     "jamba": ("jamba", build_jamba),
     "granitehybrid": ("granitehybrid", build_granitehybrid),
     "falconh1": ("falcon-h1", build_falconh1),
+    "mamba": ("mamba", build_mamba),
+    "mamba2": ("mamba2", build_mamba2),
+    "plamo2": ("plamo2", build_plamo2),
+    "lfm2": ("lfm2", build_lfm2),
+    "rwkv6": ("rwkv6", build_rwkv6),
+    "rwkv7": ("rwkv7", build_rwkv7),
 }
 
 

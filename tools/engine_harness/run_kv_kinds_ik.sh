@@ -13,7 +13,8 @@
 # release; binaries llama-cli and rpc-server.
 #
 # Usage: run_kv_kinds_ik.sh BIN_DIR OUT_DIR [WORK_DIR] [KIND_FILTER]   (a filter re-runs only the kinds it matches)
-# Kinds: make_tiny_arch.py's (nemotronh, kimilinear, jamba, granitehybrid, falconh1 refused by ik) and mlalegacy (make_tiny_deepseek2.py --layers 20).
+# Kinds: make_tiny_arch.py's (nemotronh, kimilinear, jamba, granitehybrid, falconh1, mamba, mamba2, plamo2, lfm2,
+# rwkv6, rwkv7 refused by ik) and mlalegacy (make_tiny_deepseek2.py --layers 20).
 # OUT_DIR gets, per case, CASE.log (tools/strip_log.py --filter kv-ik), CASE-server<i>.log for RPC cases,
 # KIND.header.gguf and cases.jsonl ({"log", "engine", "commit", "model", "kind", "servers", "command"}); a kind ik
 # refuses gets KIND-refused.log (not in cases.jsonl). WORK_DIR (default: a temporary folder) keeps the models and
@@ -162,9 +163,9 @@ run_case mlalegacy mlalegacy-c4096-nommap 0 -c 4096 --no-mmap
 # attn_kv_b at load unless -mla 1); two sequences; without flash attention; -mla 1 without flash attention
 run_kind kda "c4096-np2:-c 4096 -np 2" "c4096-fa-off:-c 4096 -fa off" "c4096-mla1-fa-off:-c 4096 -mla 1 -fa off"
 
-# Nemotron-H, Kimi-Linear, Jamba, Granite-4.0-H, Falcon-H1: ik 8337e4cd3 has none of these architectures; keep
-# its refusals
-for kind in nemotronh kimilinear jamba granitehybrid falconh1; do
+# Nemotron-H, Kimi-Linear, Jamba, Granite-4.0-H, Falcon-H1, Mamba-2, PLaMo-2, LFM2, RWKV-6/7: ik 8337e4cd3 has none
+# of these architectures; Mamba-1 it knows but aborts building its graph; keep its refusals
+for kind in nemotronh kimilinear jamba granitehybrid falconh1 mamba mamba2 plamo2 lfm2 rwkv6 rwkv7; do
   if [ -n "$filter" ] && [[ "$kind" != $filter ]]; then continue; fi
   [ -f "$work/$kind.gguf" ] || python3 "$here/make_tiny_arch.py" "$kind" "$work/$kind.gguf"
   (cd "$work" && timeout 120 nice "$cli" -m "$kind.gguf" -c 4096 -n 1 -p hi -t 1 < /dev/null \
