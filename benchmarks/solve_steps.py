@@ -4,7 +4,7 @@
     python3 benchmarks/solve_steps.py deepseek-r1 --profile 2xrtx3090-epyc9354-384g
 
 Per search: the objective (quality / speed), its model (plain; the probe of a tightened solve; the model tightened
-by reduced costs from the probe's solution: planner.solver._tightened), the gap it was allowed to stop at, CP-SAT's
+by reduced costs from the probe's solution: planner.solver_bounds.tightened_search), the gap it was allowed to stop at, CP-SAT's
 work (deterministic time, load-independent), how it ended and its own gap, and two figures of its model's LP
 relaxation (GLOP duals, bound in exact arithmetic: planner.solver_bounds):
 
@@ -32,6 +32,7 @@ import sys
 from typing import Any
 
 import planner.solver as solver_mod
+import planner.solver_bounds as bounds_mod
 from planner.solver_bounds import lagrangian_bound
 
 
@@ -66,7 +67,8 @@ def main(argv: list[str]) -> None:
         else:
             gap = lp = share = "-"
         model = ("plain" if not objective.tighten else
-                 "probe" if work == min(solver_mod.TIGHTEN_PROBE_WORK, objective.work_limit) else "tight")
+                 "probe" if work in (min(bounds_mod.TIGHTEN_PROBE_WORK, objective.work_limit),
+                                            min(bounds_mod.FULL_PROBE_WORK, objective.work_limit)) else "tight")
         rows.append(f"{objective.kind:8} {model:>5} "
                     f"{objective.relative_gap:9.0e} {solver.deterministic_time:7.3f} {name:9} {gap:>9} {lp:>9} "
                     f"{share:>9} {len(m.proto.variables):6}")

@@ -278,7 +278,7 @@ def placement_compute(tmap: TensorMap, cfg: RunConfig, devices: Sequence[str], l
     allocator (:mod:`planner.engine_graph`); None where no graph of this engine and architecture is in the data.
     ``devices``: every device the engine is given (the CPU is put last, as ggml's scheduler has it);
     ``device_of``: where each weight is loaded (``-ot`` included)."""
-    from planner.engine_graph import compute_buffers, graph_of
+    from planner.engine_graph import compute_buffers, graph_of, k_as_v
 
     p = tmap.params
     graph = graph_of(cfg.engine, tmap, cfg.flash_attn, _tokens(cfg), cfg.mla)
@@ -300,7 +300,7 @@ def placement_compute(tmap: TensorMap, cfg: RunConfig, devices: Sequence[str], l
     out = idx[out_dev]
     moved = {name: idx[dev] for name, dev in away.items()}
     shape = _shape(p, cfg)
-    sizes = compute_buffers(cfg.engine, graph, p, shape, ld, moved, out, len(order), copies)
+    sizes = compute_buffers(cfg.engine, graph, p, shape, ld, moved, out, len(order), copies, kev=k_as_v(tmap))
     return {d: sizes[i] for d, i in idx.items()}
 
 
@@ -379,7 +379,7 @@ def _shared_kv(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str) ->
     caches on another device: each such layer copies its K and V views in at the start of the device's split
     (:func:`planner.engine_graph.kv_devices`), so the buffer grows with their number, which the stand-ins' few
     layers do not reach (the RPC harness: 73.02 MiB on the second of two devices, ``-ts 1,1``)."""
-    from planner.engine_graph import compute_buffers
+    from planner.engine_graph import compute_buffers, k_as_v
 
     p = tmap.params
     m, n = p.n_layer_kv, p.n_loaded_layers
@@ -389,7 +389,7 @@ def _shared_kv(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str) ->
     ffn = ("ffn_gate_exps", "ffn_up_exps", "ffn_down_exps") if p.n_expert else ("ffn_gate", "ffn_up", "ffn_down")
     moved = {} if role.ffn else {f"blk.{il}.{r}.weight": c for il in range(m, n) for r in ffn}
     return compute_buffers(cfg.engine, graph, p, _shape(p, cfg), [o] * m + [d] * (n - m), moved,
-                           d if role.output else o, 3, role.copies)[d]
+                           d if role.output else o, 3, role.copies, kev=k_as_v(tmap))[d]
 
 
 def _leaf_allowance(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str) -> int:
@@ -442,9 +442,10 @@ def _pipelined(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str) ->
         # the mid-layer and alternating stand-ins: where a dense lead shifts the MoE layers (DeepSeek; enumerated
         # splits of Qwen3-30B-A3B and gpt-oss-20b with every other layer's experts on the CPU need none of them)
         splits = (0, 1, 2, 3) + ((4,) if tmap.params.n_ff_shexp else ()) + (
-            (5, 6, 7) if tmap.params.n_expert and tmap.params.n_dense_lead else ())
+            (5, 6, 7) if tmap.params.n_expert and tmap.params.n_dense_lead else ()) + (
+            (8,) if _period(tmap.params) > 1 else ())
         variants = [(e, k, last) for e in entries for k in (splits if role.attention and role.ffn else (0,))
-                    for last in lasts if not (k >= 6 and last == 1)]
+                    for last in lasts if not (k in (6, 7) and last == 1)]
     return max(_stand_in(tmap, cfg, role, graph, entry, split, last) for entry, split, last in variants
                if not (entry in ("input", "cpu1") and last == 1))   # from the input on: a one-layer model
 
@@ -458,13 +459,14 @@ def _stand_in(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str, ent
     --engine mainline` keeps layer 7's up/gate on CUDA0 and its down on the CPU, 192.30 MiB against 184.02
     reserved without these variants), 5 the experts of the device's second layer (mainline DeepSeek-R1: 48 MiB
     more than the first's), 6 and 7 all experts of every other layer over ``_ALTERNATING`` layers (from the first
-    or the second); for the CPU, ``split`` 2 puts the last GPU block on a second
+    or the second), 8 (a periodic model) the FFN of the device's first layer; for the CPU, ``split`` 2 puts the
+    last GPU block on a second
     GPU (the CPU's buffer depends on whether the GPU its expert results go back to also holds the output).
     ``last`` (a GPU): its block ends the model with that many layers (1 or a whole block; 0: it does not, unless
     the role has the output), and the output is on the CPU unless the role has it.  The engines put CPU layers
     first (-ngl offloads the last layers), so the CPU's block never ends the model.  ``entry`` "cpu1": the CPU
     holds the first dense lead layer only."""
-    from planner.engine_graph import compute_buffers
+    from planner.engine_graph import compute_buffers, k_as_v
 
     p = tmap.params
     d, o, c = 0, 1, 2
@@ -494,7 +496,7 @@ def _stand_in(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str, ent
             [o] * n_before)
         n_mine = first - 1 if entry == "cpu1" else first if not before else (last or k)
         n_moe = min(k, n_mine)
-        if split >= 6:                      # a long run of layers alternating their experts GPU/CPU
+        if split in (6, 7):                 # a long run of layers alternating their experts GPU/CPU
             n_moe = _ALTERNATING
             n_mine += _ALTERNATING - k
         # the output alone (no attention, no FFN): every layer elsewhere, on another GPU or (entry "cpu") the CPU
@@ -511,10 +513,14 @@ def _stand_in(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str, ent
             # a hybrid: the first period's attention layer, whose mask copy the next period's keeps alive
             one = mine_moe.start + (per - 1 if per > 1 else 0)
             cpu_exps = range(one, one + 1)
+        elif split == 8:                    # a periodic model: the FFN of the device's first layer alone (the
+            # tiny gemma-4 K-as-V file, --vram 1.03 --ctx 8192 --kv q8_0: layer 5's FFN on the CPU after CPU layers
+            # 0-4, 20.28 MiB against 19.27 reserved; moving more layers' FFNs gives less)
+            cpu_exps = range(mine_moe.start, mine_moe.start + 1)
         elif split == 5:                    # a layer's experts between two of the device's own
             mid = min(mine_moe.start + 1, mine_moe.stop - 1)
             cpu_exps = range(mid, mid + 1)
-        elif split >= 6:                    # either parity (-mla 0 DeepSeek-R1: 270.13 and 270.25 MiB)
+        elif split in (6, 7):               # either parity (-mla 0 DeepSeek-R1: 270.13 and 270.25 MiB)
             cpu_exps = range(mine_moe.start + split - 6, mine_moe.stop, 2)
         elif split >= 2:
             # a hybrid: every layer but the block's last (the mask copy stays alive through them all)
@@ -529,7 +535,8 @@ def _stand_in(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str, ent
     # the layer kinds as the model's own last layers have them too: the last layer gathers the output rows, and
     # what else is alive then depends on its kind (ik gemma-3-27b's last layer is a window layer, 21 MiB more)
     bases = dict.fromkeys((0, (p.n_loaded_layers - len(layers)) % per))
-    return max(compute_buffers(cfg.engine, graph, p, shape, layers, moved, out, 3, role.copies, layer_base=b)[me]
+    return max(compute_buffers(cfg.engine, graph, p, shape, layers, moved, out, 3, role.copies, layer_base=b,
+                               kev=k_as_v(tmap))[me]
                for b in bases)
 
 

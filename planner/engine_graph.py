@@ -7,11 +7,12 @@ one applies (mainline: Qwen3-MoE-shaped models, DeepSeek on the legacy ``attn_kv
 ``attn_k_b``/``attn_v_b`` (MLA), gpt-oss and gemma-3 with their sliding-window and full caches, the Qwen3.5-MoE
 gated delta-net hybrid, GLM-5 DSA (flash attention), Llama-4 with chunked attention, Nemotron-H, Granite-4.0-H and
 Falcon-H1 (Mamba-2, attention and dense FFN layers), dense gemma-4 with its shared-KV layers reading another
-layer's (another device's) cache, Jamba (Mamba-1, attention, MoE every other layer), Ling-3.0 and Kimi-Linear (Kimi
-Delta Attention and MLA), DeepSeek-V4 (hyper-connections, raw/CSA/HCA attention by compress ratio as per-layer tags,
-:func:`layer_tags`); ik 8337e4cd3: gpt-oss, gemma-3, the same Qwen3-MoE shapes, Qwen3.5-MoE, Ling-3.0
-(``-mla`` >= 1) and DeepSeek under every ``-mla``, with flash attention (DeepSeek, gemma-4 and Ling-3.0: with or
-without) and fused up/gate experts, dense gemma-4).  Others keep the live-set estimate of
+layer's (another device's) cache and its K-as-V (attention_k_eq_v) layers, Jamba (Mamba-1, attention, MoE every
+other layer), Ling-3.0 and Kimi-Linear (Kimi Delta Attention and MLA), DeepSeek-V4 (hyper-connections, raw/CSA/HCA
+attention by compress ratio as per-layer tags, :func:`layer_tags`); ik 8337e4cd3: gpt-oss, gemma-3, the same
+Qwen3-MoE shapes, Qwen3.5-MoE, Ling-3.0 (``-mla`` >= 1), DeepSeek under every ``-mla`` and GLM-DSA (its dense MLA
+graph: no ``--dsa``), with flash attention (DeepSeek, GLM-DSA, gpt-oss, gemma-4 and Ling-3.0: with or without) and
+fused up/gate experts, dense gemma-4).  Others keep the live-set estimate of
 :mod:`planner.compute_buffers`.
 
 The worst-case ubatch (mainline ``llama_context::sched_reserve``, src/llama-context.cpp; ik
@@ -33,7 +34,7 @@ from planner.gallocr import T, buffer_sizes, inplace_ops
 from planner.graph_shape import GraphShape
 from planner.tensors import ModelParams, TensorMap
 
-__all__ = ["GraphShape", "build", "compute_buffers", "dense_flags", "graph_of", "has_graph", "kv_devices",
+__all__ = ["GraphShape", "build", "compute_buffers", "dense_flags", "graph_of", "has_graph", "k_as_v", "kv_devices",
            "layer_leaf_bytes", "layer_tags"]
 
 
@@ -57,12 +58,17 @@ def _fused_up_gate(tmap: TensorMap) -> bool:
     return all(len(v) == 1 for v in types.values())
 
 
-def _own_v(tmap: TensorMap) -> bool:
-    """Whether every layer that stores its own K/V (below ``n_layer_kv``) has its V projection (gemma-4: without
-    attn_v the engines store K as V, gemma4.cpp:246-248)."""
-    n = tmap.params.n_layer_kv or tmap.params.n_loaded_layers
-    have = {t.layer for t in tmap.tensors if t.role == "attn_v"}
-    return all(il in have for il in range(n))
+def k_as_v(tmap: TensorMap) -> tuple[bool, ...]:
+    """Per loaded layer, whether it stores K as V: an attention layer with attn_k and no attn_v (gemma-4's
+    attention_k_eq_v full layers: mainline gemma4.cpp:246-248, ik build_gemma4.cpp:960-975); () when none does."""
+    return tmap.derived(_k_as_v)
+
+
+def _k_as_v(tmap: TensorMap) -> tuple[bool, ...]:
+    k = {t.layer for t in tmap.tensors if t.role == "attn_k"}
+    v = {t.layer for t in tmap.tensors if t.role == "attn_v"}
+    out = tuple(il in k and il not in v for il in range(tmap.params.n_loaded_layers))
+    return out if any(out) else ()
 
 
 def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int = 512, mla: int = 3) -> str | None:
@@ -96,12 +102,11 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
             return None
         return "gemma3" if "gemma3" in _templates().get(engine, {}) else None
     if p.arch == "gemma4" and p.n_swa and not p.n_expert:
-        # dense gemma-4 without per-layer embeddings, every own-KV layer with its V projection and the layer output
-        # scale (mainline gemma4.cpp:155-437); MoE (26B-A4B), per-layer embeddings (E2B/E4B) and V = K layers are
+        # dense gemma-4 without per-layer embeddings, with the layer output scale (mainline gemma4.cpp:155-437);
+        # layers storing K as V (attention_k_eq_v) included; MoE (26B-A4B) and per-layer embeddings (E2B/E4B) are
         # other graphs
         roles = tmap.derived(_roles)
-        own_v = tmap.derived(_own_v)
-        g4 = "layer_output_scale" in roles and "per_layer_token_embd" not in roles and own_v
+        g4 = "layer_output_scale" in roles and "per_layer_token_embd" not in roles
         if engine == "ik" and not flash_attn:
             # ik's KQ is never split by -amb while K and Q head counts differ (build-context.cpp:2126)
             g4 = g4 and all(p.head_count_kv(il) < p.n_head for il in range(p.n_loaded_layers))
@@ -116,6 +121,12 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
     if p.arch == "glm-dsa" and p.kv_lora_rank and p.q_lora_rank and p.n_shared_exp == 1 and p.indexer_top_k:
         # GLM-5 DSA: every layer a full indexer layer (no indexer_types key), MLA in the attn_k_b/attn_v_b layout
         roles = tmap.derived(_roles)
+        if engine == "ik":
+            # ik runs the indexer only with --dsa (off by default: common/common.h:431, dsa_should_use in
+            # build_deepseek2.cpp:338-340, which the plans never emit); without it GLM-DSA is build_deepseek2's
+            # dense MLA graph ("When off, the model runs the dense MLA path", 798-804): its deepseek2 template
+            dense_mla = tmap.derived(_fused_up_gate) and {"attn_k_b", "attn_v_b"} <= roles
+            return "deepseek2" if dense_mla and "deepseek2" in _templates().get(engine, {}) else None
         dsa = {"attn_k_b", "attn_v_b", "indexer.attn_k"} <= roles
         return "glmdsa" if dsa and "glmdsa" in _templates().get(engine, {}) else None
     if p.arch == "deepseek4" and p.compress_ratios and p.hc_mult == 4 and p.o_groups and p.n_shared_exp == 1:
@@ -210,7 +221,8 @@ def _flags(row: list[Any]) -> set[str]:
 
 def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], device_of: Callable[[str], int],
           out_dev: int, cpu: int, dense: Sequence[bool] = (), swa: Sequence[bool] = (),
-          recr: Sequence[bool] = (), kv_dev: Sequence[int] = (), tags: Sequence[str] = ()) -> list[T]:
+          recr: Sequence[bool] = (), kv_dev: Sequence[int] = (), kev: Sequence[bool] = (),
+          tags: Sequence[str] = ()) -> list[T]:
     """The graph's tensors in graph order for template ``graph`` (:func:`graph_of`); devices are backend indices
     (``cpu`` the last).  ``device_of`` maps a weight's GGUF name to its device (``-ot`` included); ``dense``: the
     layers with a dense FFN (rows flagged "dense"; the others take the "moe" rows); ``swa``: the sliding-window
@@ -221,9 +233,12 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
     where it is first read, as ggml's depth-first walk does (ggml.c ggml_visit_parents).  ``kv_dev``: per layer,
     the backend of another layer's cache it reads (gemma-4's shared-KV layers, :func:`kv_devices`), -1 for a
     layer with its own; such a layer drops the rows flagged "ownkv" (its K/V projections and cache stores) and
-    draws those flagged "sharedkv", and its "kv:" cache views are of that cache, on that backend.  A template with ``window = true`` sizes a
-    sliding-window layer's rows by :meth:`GraphShape.window` (its own cells and head widths).  ``tags``: each layer's
-    kind tags (:func:`layer_tags`, "+"-joined: a row flagged with a tag is drawn only on layers that have it)."""
+    draws those flagged "sharedkv", and its "kv:" cache views are of that cache, on that backend.  ``kev``: the
+    layers that store K as V (no V projection, gemma-4's attention_k_eq_v): rows flagged "ownv" are drawn on layers
+    with their own KV and V projection, "kev" on these, "noownv" on these and the shared-KV layers.  A template
+    with ``window = true`` sizes a sliding-window layer's rows by :meth:`GraphShape.window` (its own cells and
+    head widths).  ``tags``: each layer's kind tags (:func:`layer_tags`, "+"-joined: a row flagged with a tag is
+    drawn only on layers that have it)."""
     tpl = _templates()[engine][graph]
     k_seqs = tpl.get("reserve_seqs", 0)
     if k_seqs and shape.ns > k_seqs:
@@ -283,7 +298,7 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
         return local[key]
 
     # keyed by the row list's id: the list is kept with its rows, so no other list can take that id meanwhile
-    kept: dict[tuple[int, bool, bool, bool, bool, bool, str],
+    kept: dict[tuple[int, bool, bool, bool, bool, bool, bool, str],
                tuple[object, list[tuple[list[Any], int, set[str], list[tuple[str, ...]]]]]] = {}
 
     def rows_of(rows: list[tuple[list[Any], int]], il: int) -> list[tuple[list[Any], int, set[str], list[tuple[str, ...]]]]:
@@ -293,8 +308,10 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
         is_recr = 0 <= il < len(recr) and recr[il]
         is_swa = 0 <= il < len(swa) and swa[il]
         is_shared = shared_kv(il)
+        is_kev = not is_shared and 0 <= il < len(kev) and kev[il]
+        own_v = not is_shared and not is_kev
         tag = tags[il] if 0 <= il < len(tags) else ""
-        key = (id(rows), is_last, is_dense, is_recr, is_swa, is_shared, tag)
+        key = (id(rows), is_last, is_dense, is_recr, is_swa, is_shared, is_kev, tag)
         if key not in kept:
             out = []
             lshape = win_shape if is_swa else shape
@@ -312,6 +329,8 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
                 if ("swa" in flags and not is_swa) or ("noswa" in flags and is_swa):
                     continue
                 if ("ownkv" in flags and is_shared) or ("sharedkv" in flags and not is_shared):
+                    continue
+                if ("ownv" in flags and not own_v) or ("noownv" in flags and own_v) or ("kev" in flags and not is_kev):
                     continue
                 out.append((row, k, flags, [tuple(x.split("|")) for x in row[3]]))
             kept[key] = (rows, out)
@@ -422,7 +441,7 @@ def _reordered(ts: list[T], keys: list[tuple[int, int]]) -> list[T]:
 def _sizes(engine: str, graph: str, shape: GraphShape, layer_dev: tuple[int, ...], dense: tuple[bool, ...],
            weight_dev: tuple[tuple[str, int], ...], out_dev: int, n_backends: int, copies: int,
            swa: tuple[bool, ...] = (), recr: tuple[bool, ...] = (), kv_dev: tuple[int, ...] = (),
-           tags: tuple[str, ...] = ()) -> tuple[int, ...]:
+           kev: tuple[bool, ...] = (), tags: tuple[str, ...] = ()) -> tuple[int, ...]:
     wd = dict(weight_dev)
     cpu = n_backends - 1
 
@@ -433,7 +452,7 @@ def _sizes(engine: str, graph: str, shape: GraphShape, layer_dev: tuple[int, ...
             return layer_dev[int(name.split(".")[1])]
         return cpu if name == "token_embd.weight" else out_dev
 
-    ts = build(engine, graph, shape, layer_dev, device_of, out_dev, cpu, dense, swa, recr, kv_dev, tags)
+    ts = build(engine, graph, shape, layer_dev, device_of, out_dev, cpu, dense, swa, recr, kv_dev, kev, tags)
     return tuple(buffer_sizes(ts, n_backends, copies=copies, inplace=inplace_ops(engine)))
 
 
@@ -501,13 +520,16 @@ RUN = 3     # identical layers in a row kept by :func:`compress` (tests/test_eng
 
 
 def compress(layer_dev: Sequence[int], weight_dev: dict[str, int], dense: Sequence[bool] = (),
-             swa: Sequence[bool] = (), recr: Sequence[bool] = (), kv_dev: Sequence[int] = (), tags: Sequence[str] = ()
-             ) -> tuple[list[int], dict[str, int], list[bool], list[bool], list[bool], list[int], list[str]]:
+             swa: Sequence[bool] = (), recr: Sequence[bool] = (), kv_dev: Sequence[int] = (),
+             kev: Sequence[bool] = (), tags: Sequence[str] = ()
+             ) -> tuple[list[int], dict[str, int], list[bool], list[bool], list[bool], list[int], list[bool],
+                        list[str]]:
     """The same placement with every run of identical layers (same device, same weights moved where) cut to
     ``RUN`` layers.  The graph repeats per layer, so the allocator reaches its steady state within a run and a
     longer run changes no buffer (checked on every harness placement, tests/test_engine_graph.py); the last layer
     stays the last (it alone gathers the output rows).  A layer's kind is its FFN (``dense``), its cache
-    (``swa``), its mixer (``recr``) and the cache it reads (``kv_dev``): alternating kinds are kept as they are."""
+    (``swa``), its mixer (``recr``), the cache it reads (``kv_dev``) and its V (``kev``): alternating kinds are
+    kept as they are."""
     moved: dict[int, list[tuple[str, int]]] = {}
     for name, dev in weight_dev.items():
         if name.startswith("blk."):
@@ -516,11 +538,12 @@ def compress(layer_dev: Sequence[int], weight_dev: dict[str, int], dense: Sequen
     windows = [il < len(swa) and swa[il] for il in range(len(layer_dev))]
     mixers = [il < len(recr) and recr[il] for il in range(len(layer_dev))]
     caches = [kv_dev[il] if il < len(kv_dev) else -1 for il in range(len(layer_dev))]
-    tag = [tags[il] if il < len(tags) else "" for il in range(len(layer_dev))]
     # a layer reading another device's cache is never cut: each adds its own copies of the cache views, all made
     # at the start of the device's split (ggml-backend.cpp:1510-1590), so the buffer grows with every such layer
+    kvs = [il < len(kev) and kev[il] for il in range(len(layer_dev))]
+    tag = [tags[il] if il < len(tags) else "" for il in range(len(layer_dev))]
     sig = [(d, kinds[il], windows[il], mixers[il], caches[il] if caches[il] in (-1, d) else (caches[il], il),
-            tag[il], tuple(sorted(moved.get(il, ())))) for il, d in enumerate(layer_dev)]
+            kvs[il], tag[il], tuple(sorted(moved.get(il, ())))) for il, d in enumerate(layer_dev)]
     keep = [il for il in range(len(sig))
             if il < RUN or any(sig[j] != sig[il] for j in range(il - RUN, il)) or il == len(sig) - 1]
     new_dev = [layer_dev[il] for il in keep]
@@ -528,18 +551,21 @@ def compress(layer_dev: Sequence[int], weight_dev: dict[str, int], dense: Sequen
     for k, il in enumerate(keep):
         new_w.update({f"blk.{k}.{rest}": dev for rest, dev in moved.get(il, ())})
     return (new_dev, new_w, [kinds[il] for il in keep], [windows[il] for il in keep], [mixers[il] for il in keep],
-            [caches[il] for il in keep] if kv_dev else [], [tag[il] for il in keep])
+            [caches[il] for il in keep] if kv_dev else [], [kvs[il] for il in keep] if kev else [],
+            [tag[il] for il in keep])
 
 
 def compute_buffers(engine: str, graph: str, p: ModelParams, shape: GraphShape, layer_dev: Sequence[int],
                     weight_dev: dict[str, int], out_dev: int, n_backends: int, copies: int = 1,
-                    *, exact_layers: bool = False, layer_base: int = 0, kv_elsewhere: int = -1) -> tuple[int, ...]:
+                    *, exact_layers: bool = False, layer_base: int = 0, kv_elsewhere: int = -1,
+                    kev: Sequence[bool] = ()) -> tuple[int, ...]:
     """Each backend's compute buffer in bytes (backend ``n_backends - 1`` is the CPU) for template ``graph``.
     ``weight_dev``: the weights away from their layer's device (``-ot``), by GGUF name; token_embd is on the CPU,
     the output's tensors on ``out_dev``.  The placement is :func:`compress`-ed unless ``exact_layers``.
     ``layer_base``: the model layer the placement's first layer stands for (its kind: sliding-window, recurrent,
     dense; a stand-in placement of a few layers, :func:`planner.compute_buffers.estimate`); ``kv_elsewhere``: the
-    backend of a shared cache whose layer is before the stand-in (:func:`kv_devices`)."""
+    backend of a shared cache whose layer is before the stand-in (:func:`kv_devices`); ``kev``: per model layer,
+    whether it stores K as V (:func:`k_as_v`)."""
     n = len(layer_dev)
     dense = dense_flags(p, n + layer_base)[layer_base:]
     swa = [p.is_swa(il + layer_base) for il in range(n)] if p.n_swa else []
@@ -552,9 +578,10 @@ def compute_buffers(engine: str, graph: str, p: ModelParams, shape: GraphShape, 
         dense = [model_dense[(il + layer_base) % m] for il in range(n)]
         recr = [p.is_recurrent((il + layer_base) % m) for il in range(n)]
     kv_dev = kv_devices(p, layer_dev, layer_base, kv_elsewhere)
+    layer_kev = [bool(kev) and kev[(il + layer_base) % len(kev)] for il in range(n)]
     tags = [layer_tags(p, il + layer_base) for il in range(n)]
     if not exact_layers and not layer_leaf_bytes(engine, graph, shape):
-        layer_dev, weight_dev, dense, swa, recr, kv_dev, tags = compress(layer_dev, weight_dev, dense, swa, recr,
-                                                                         kv_dev, tags)
+        layer_dev, weight_dev, dense, swa, recr, kv_dev, layer_kev, tags = compress(
+            layer_dev, weight_dev, dense, swa, recr, kv_dev, layer_kev, tags)
     return _sizes(engine, graph, shape, tuple(layer_dev), tuple(dense), tuple(sorted(weight_dev.items())), out_dev,
-                  n_backends, copies, tuple(swa), tuple(recr), tuple(kv_dev), tuple(tags))
+                  n_backends, copies, tuple(swa), tuple(recr), tuple(kv_dev), tuple(layer_kev), tuple(tags))

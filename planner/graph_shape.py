@@ -67,7 +67,7 @@ class GraphShape:
     kr: int = 0        # bytes of one cell of a layer's K and V cache (ggml_row_size of n_head_kv x head width in the
     vr: int = 0        # cache type): a cache view of n_kv cells is n_kv x kr bytes (llama-kv-cache.cpp get_k/get_v)
     # a window layer's own widths where its heads differ from the full layers' (gemma-4: key_length_swa and a
-    # per-layer head_count_kv): (q, kv, kr, vr, vpad) of the first sliding-window layer; () = the same
+    # per-layer head_count_kv): (q, kv, kr, vr, vpad, rk) of the first sliding-window layer; () = the same
     swa_dims: tuple[int, ...] = ()
     vpad: int = 0      # a transposed V cache's row (n_embd_v_gqa_max) where the layer's V is narrower: its V padded
     #                    to it before the store (mainline llama-kv-cache.cpp:1405-1409, [TAG_V_CACHE_VARIABLE])
@@ -93,12 +93,8 @@ class GraphShape:
     def of(cls, p: ModelParams, tokens: int, n_kv: int, flash_attn: bool, type_k: str = "f16",
            type_v: str = "f16", mask_pad: int = 1, amb: int = 0, n_kv_swa: int = 0, n_seqs: int = 1,
            mla: int = 3) -> GraphShape:
-        rk = 0
-        # (a model without attention heads, mamba/rwkv: head_dim 0, no cache to rotate; 0 % 64 would loop below)
-        if type_k.lower() not in UNQUANTIZED and p.head_dim and p.head_dim % 64 == 0:  # llama-kv-cache.cpp:321-325
-            rk = 64
-            while p.head_dim % (rk * 2) == 0:
-                rk *= 2
+        rk = _rot_k(type_k, p.head_dim)
+        # (a model without attention heads, mamba/rwkv: head_dim 0, no cache to rotate)
         rotv = type_v.lower() not in UNQUANTIZED and (p.head_dim_v or p.head_dim or 1) % 64 == 0
         nope = p.qk_nope_head_dim or p.head_dim - p.n_rot
         hv = p.head_dim_v or p.head_dim
@@ -135,8 +131,13 @@ class GraphShape:
         cache's cells as ``n_kv`` and the window layers' own widths (:attr:`swa_dims`)."""
         if not self.swa_dims:
             return replace(self, n_kv=self.n_kvs or self.n_kv)
-        q, kv, kr, vr, vpad = self.swa_dims
-        return replace(self, n_kv=self.n_kvs or self.n_kv, q=q, kv=kv, kr=kr, vr=vr, vpad=vpad, swa_dims=())
+        q, kv, kr, vr, vpad, rk = self.swa_dims
+        return replace(self, n_kv=self.n_kvs or self.n_kv, q=q, kv=kv, kr=kr, vr=vr, vpad=vpad, rk=rk, swa_dims=())
+
+    @property
+    def rks(self) -> int:
+        """:attr:`rk` of the window cache (its own K rotation input, sized by the window layers' head width)."""
+        return self.swa_dims[5] if self.swa_dims else self.rk
 
 
     def _mla_paths(self) -> dict[str, bool]:
@@ -200,6 +201,17 @@ def _kq_chunked(n_head: int, tokens: int, n_kv: int, amb: int, flash_attn: bool,
         n_kv * tokens * n_head * 4 // (1 << 20) > amb)
 
 
+def _rot_k(type_k: str, head: int) -> int:
+    """The K rotation's width of a cache of this head width (0: none): a quantized K cache and a head divisible by
+    64, the largest power of two dividing it (mainline llama-kv-cache.cpp:321-325, 1450-1458)."""
+    if type_k.lower() in UNQUANTIZED or not head or head % 64:     # head 0 (mamba/rwkv): 0 % 64 would loop
+        return 0
+    rk = 64
+    while head % (rk * 2) == 0:
+        rk *= 2
+    return rk
+
+
 def _cache_rows(p: ModelParams, type_k: str, type_v: str, flash_attn: bool) -> dict[str, Any]:
     """:attr:`GraphShape.kr`/``vr`` of the full layers and, where the window layers' heads differ (a per-layer
     head_count_kv or key_length_swa), their :attr:`GraphShape.swa_dims`."""
@@ -229,7 +241,8 @@ def _cache_rows(p: ModelParams, type_k: str, type_v: str, flash_attn: bool) -> d
         def pad(il: int) -> int:
             return vmax if not flash_attn and p.head_count_kv(il) * hv(il) < vmax else 0
 
-        out.update(q=q, kv=kv, vidx=1 if flash_attn else vmax, vpad=pad(full), swa_dims=(*dims(win), pad(win)))
+        out.update(q=q, kv=kv, vidx=1 if flash_attn else vmax, vpad=pad(full),
+                   swa_dims=(*dims(win), pad(win), _rot_k(type_k, p.layer_head_dim(win))))
     return out
 
 

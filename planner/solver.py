@@ -238,12 +238,14 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
     all_opts = [(v, o) for members, vs in zip(class_list, counts) for v, o in zip(vs, members[0].options)]
     # shared type keys: one Boolean per (key, type); a class may only use the key's chosen type
     by_key: dict[str, list[int]] = {}
+    key_vars: list[tuple[dict[str, Any], list[int]]] = []      # each key's type Booleans and its classes
     for ci, members in enumerate(class_list):
         if members[0].type_key:
             by_key.setdefault(members[0].type_key, []).append(ci)
     for key, cis in sorted(by_key.items()):
         tnames = sorted({o.type_name for ci in cis for o in class_list[ci][0].options})
         z = {t: m.new_bool_var(f"z[{key},{t}]") for t in tnames}
+        key_vars.append((z, cis))
         m.add_exactly_one(z.values())
         for ci in cis:
             size = len(class_list[ci])
@@ -313,25 +315,29 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
         m.minimize(sum(c * v for v, c in int_coef if c))
 
     if hint is not None:
-        # a previous solution (e.g. the best-quality plan, feasible for the balanced second step)
+        # a previous solution (e.g. the best-quality plan, feasible for the balanced second step), hinted completely
+        # (the auxiliary variables too) where it can be: a tightened solve then takes its objective as the bound
+        # to cut by and needs no probe (planner.solver_bounds.tightened_search)
+        value: dict[int, int] = {}
         for members, vs in zip(class_list, counts):
             opts = members[0].options
             chosen = [hint.choice.get(g.key) for g in members]
             for v, o in zip(vs, opts):
-                m.add_hint(v, sum(1 for c in chosen if c == o))
+                value[v.index] = sum(1 for c in chosen if c == o)
+                m.add_hint(v, value[v.index])
+        for (y, _), aways in zip(handoff_vars, handoff_away):
+            m.add_hint(y, max((sum(value.get(v.index, 0) for v in away) for away in aways), default=0))
+        for z, cis in key_vars:
+            used_types = {o.type_name for ci in cis for v, o in zip(counts[ci], class_list[ci][0].options)
+                          if value.get(v.index)}
+            for t, zt in z.items():
+                m.add_hint(zt, int(used_types == {t}))
         if home_terms is not None and homes is not None and len(hint.layer_device) == homes.n_layer:
-            # layer homes: a complete hint (the auxiliary variables too), so CP-SAT starts from a feasible solution
-            # (one box keeps its partial hint: measured to prove its plans within the short first try)
-            value: dict[int, int] = {}
-            for members, vs in zip(class_list, counts):
-                chosen = [hint.choice.get(g.key) for g in members]
-                for v, o in zip(vs, members[0].options):
-                    value[v.index] = sum(1 for c in chosen if c == o)
-            for (y, _), aways in zip(handoff_vars, handoff_away):
-                m.add_hint(y, max((sum(value.get(v.index, 0) for v in away) for away in aways), default=0))
             home_terms.hint(m, hint.layer_device, homes)
     if objective.tighten and int_coef:
-        solver, status = _tightened(cp_model, m, objective)
+        from planner.solver_bounds import tightened_search
+
+        solver, status = tightened_search(cp_model, m, objective)
     else:
         solver, status = _run(cp_model, m, objective, objective.work_limit)
     name = solver.status_name(status)
@@ -416,41 +422,6 @@ def lp_guided(objective: Objective) -> bool:
     LP-guided 0.209) and the tightened runs (DeepSeek-R1/Kimi-K2/4x RTX 3090: mixed) keep the default."""
     return (objective.kind == "speed" or (objective.kind == "quality" and (
         objective.max_seconds is not None or objective.max_pp_seconds is not None))) and not objective.tighten
-
-
-# Work of the first run of a tightened solve: enough for CP-SAT to find a solution within a fraction of a percent
-# of the optimum on the 2x / 4x RTX 3090 instances (the closer, the more reduced-cost bounds it gives).  Measured
-# against 0.05 and 0.2 (CP-SAT work summed over headline, --pareto 8, --ctx max, R1/Kimi-K2 on 2x3090, 4x3090):
-# 0.05 left R1 at 0.12 % after 4.5 units, 0.2 left Kimi-K2 and 4x3090 at 0.27 %; 0.1 is the best of the three.
-TIGHTEN_PROBE_WORK = 0.1
-
-
-def _tightened(cp_model: Any, m: Any, objective: Objective) -> tuple[Any, int]:
-    """Search in two runs: a short one for a solution, then, with every variable's range cut to what a solution at
-    least as good can use (:func:`planner.solver_bounds.reduced_cost_bounds`, exact), the rest of the work from it.
-    The optimum is the same and a proof on the tightened model is one for the original."""
-    from planner.solver_bounds import reduced_cost_bounds
-
-    probe = min(TIGHTEN_PROBE_WORK, objective.work_limit)
-    first, status = _run(cp_model, m, objective, probe)
-    if status == cp_model.OPTIMAL or status == cp_model.INFEASIBLE:
-        return first, status
-    rest = max(objective.work_limit - first.deterministic_time, 0.0)
-    if status != cp_model.FEASIBLE:         # nothing found yet: the rest of the work on the model as it is
-        return _run(cp_model, m, objective, rest)
-    proto = m.proto
-    values = [int(first.value(m.get_int_var_from_proto_index(j))) for j in range(len(proto.variables))]
-    new = reduced_cost_bounds(proto, round(first.objective_value)) or {}
-    if any(not lo <= values[j] <= hi for j, (lo, hi) in new.items()):
-        new = {}                            # cannot happen in exact arithmetic; never cut off the solution at hand
-    for j, (lo, hi) in new.items():
-        dom = proto.variables[j].domain
-        dom.clear()
-        dom.extend([lo, hi])
-    m.clear_hints()
-    for j, v in enumerate(values):
-        m.add_hint(m.get_int_var_from_proto_index(j), v)
-    return _run(cp_model, m, objective, rest)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from planner.compute_buffers import entry_of, placement_compute, placement_copies, replayed
-from planner.engine_graph import dense_flags, graph_of, kv_devices, layer_tags
+from planner.engine_graph import dense_flags, graph_of, k_as_v, kv_devices, layer_tags
 from planner.memory import CPU, compute_buffer_bytes
 from planner.runconfig import RunConfig
 
@@ -106,7 +106,6 @@ MISSES: dict[tuple[str, str], str] = {
     ("ik", "dsv4-c4096-rpc2"): "rpc0 rpc1 cpu",
     ("ik", "dsv4-c4096-q8-rpc1"): "rpc0 cpu",
     ("ik", "dsv4-c8192-np2-rpc1"): "rpc0 cpu",
-    ("ik", "dsa-c4096-fa-off-rpc1"): "rpc0",
     ("mainline", "rwkv6-c4096"): "cpu",
     ("mainline", "rwkv6-c16384"): "cpu",
     ("mainline", "rwkv6-c16384-rpc1"): "rpc0 cpu",
@@ -125,7 +124,6 @@ MISSES: dict[tuple[str, str], str] = {
 _NO_GRAPH = "no engine graph for this architecture: live-set estimate"
 WHY: dict[tuple[str, str], str] = {
     ("ik", "dsv4"): _NO_GRAPH + " (compressed attention, indexer, hyper-connections not modelled)",
-    ("ik", "dsa"): _NO_GRAPH + " (MLA + the DSA lightning indexer)",
     # purely recurrent models: the live sets charge a KQ mask these graphs do not build (over at 16384 tokens)
     # and have no set for the mixer's own intermediates (under at 4096 on the device holding the layers)
     ("mainline", "rwkv6"): _NO_GRAPH + " (RWKV-6 time/channel mix; no attention, so no KQ mask)",
@@ -225,7 +223,7 @@ def test_graph_matches_the_schedulers_own_dump(dump):
     ts = build(engine, graph, shape, ld, lambda name: order.index(device_of(name)), order.index(out_dev),
                len(order) - 1, dense_flags(p, len(layer_device)),
                [p.is_swa(il) for il in range(len(layer_device))] if p.n_swa else [],
-               [p.is_recurrent(il) for il in range(len(layer_device))], kv_devices(p, ld),
+               [p.is_recurrent(il) for il in range(len(layer_device))], kv_devices(p, ld), k_as_v(tmap),
                [layer_tags(p, il) for il in range(len(layer_device))])
     assert_matches_dump(lines, ts, order)
 
@@ -329,8 +327,8 @@ def test_dsa_reservation_follows_the_layers_a_device_holds():
 
 # layer kinds from per-layer header arrays; gemma-4's shared-KV layers; DeepSeek-V4's per-layer compress ratios
 # (raw/CSA/HCA) and hash routing
-_ROLE_CHECKED = ("nemotronh", "granitehybrid", "falconh1", "gemma4", "jamba", "kda", "kimilinear", "mamba",
-                 "mamba2", "dsv4")
+_ROLE_CHECKED = ("nemotronh", "granitehybrid", "falconh1", "gemma4", "gemma4kv", "jamba", "kda", "kimilinear",
+                 "mamba", "mamba2", "dsv4")
 
 
 @pytest.mark.parametrize("engine,log,dev", [p for p in _exact_cases()
@@ -485,3 +483,39 @@ def test_graph_shape_of_a_model_without_heads_and_a_quantized_cache():
     assert p.head_dim == 0
     shape = GraphShape.of(p, 512, 4096, True, "q8_0", "q8_0")
     assert (shape.rk, shape.rotv) == (0, False)
+
+
+def test_gemma4_quantized_cache_rotations_match_a_dump_and_its_buffers():
+    # graphs_extra/mainline-gemma4-c4096-q8-rpc1.*: the gemma4 tiny model over one rpc-server with -ctk/-ctv q8_0
+    # (PORT_BASE=18262 FIXTURE_PORTS=50400 dump_graph.sh; the destructor's lines from the same run, its port written
+    # back): each cache's K rotation is sized by its own head width (llama-kv-cache.cpp:1450-1458: the window cache's
+    # 128 x 128, 64 KiB, the full cache's 256 x 256), Q rotated on the shared-KV layers too (llama-graph.cpp:
+    # 3128-3137); node by node against the dump, both buffers against the 4-decimal lines
+    from dataclasses import replace
+
+    from test_engine_graph import assert_matches_dump
+
+    from planner.compute_buffers import _shape, _tokens
+    from planner.engine_graph import build
+
+    extra = FIX / "graphs_extra"
+    lines = (extra / "mainline-gemma4-c4096-q8-rpc1.txt").read_text().splitlines()
+    assert "-c 4096 -ctk q8_0 -ctv q8_0" in lines[1]
+    split1 = next(x for x in lines if x.startswith("## SPLIT #1"))
+    assert "[attn_inp_k_rot (  64K)]" in split1 and "[attn_inp_k_rot ( 256K)]" in split1
+    logged_is = {m[1]: float(m[2]) for m in re.finditer(r"(\S+) compute buffer size is +([\d.]+) MiB",
+                                                         (extra / "mainline-gemma4-c4096-q8-rpc1.compute.txt")
+                                                         .read_text())}
+    tmap, run, devices, layer_device, device_of, out_dev, copies = _placement("gemma4-c16384-rpc1.log", "mainline")
+    run = replace(run, ctx=4096, type_k="q8_0", type_v="q8_0")
+    got = placement_compute(tmap, run, devices, layer_device, device_of, out_dev, CPU, copies)
+    assert got is not None and {d: round(v / MIB, 4) for d, v in got.items()} == logged_is
+    p = tmap.params
+    order = [*devices, CPU]
+    graph = graph_of("mainline", tmap, run.flash_attn, _tokens(run), run.mla)
+    assert graph == "gemma4"
+    ld = [order.index(d) for d in layer_device]
+    ts = build("mainline", graph, _shape(p, run), ld, lambda name: order.index(device_of(name)),
+               order.index(out_dev), len(order) - 1, dense_flags(p, len(layer_device)),
+               [p.is_swa(il) for il in range(len(layer_device))], [], kv_devices(p, ld), k_as_v(tmap))
+    assert_matches_dump(lines, ts, order)

@@ -55,8 +55,8 @@ IK_CASES = _cases(FIX_IK)
 ALL_CASES = CASES + IK_CASES
 MIB = 1 << 20
 CPU_NAME = "CPU"
-KINDS = ("dsv4", "mla", "dsa", "qwen35moe", "gemma3", "gptoss", "gemma4", "llama4", "nemotronh", "kda", "kimilinear",
-         "jamba", "granitehybrid", "falconh1", "mamba", "mamba2", "rwkv6", "rwkv7", "plamo2", "lfm2")
+KINDS = ("dsv4", "mla", "dsa", "qwen35moe", "gemma3", "gptoss", "gemma4", "gemma4kv", "llama4", "nemotronh", "kda",
+         "kimilinear", "jamba", "granitehybrid", "falconh1", "mamba", "mamba2", "rwkv6", "rwkv7", "plamo2", "lfm2")
 # ik 8337e4cd3 has no nemotron_h, kimi-linear, jamba, granitehybrid, falcon-h1, mamba2, rwkv6, rwkv7, plamo2 or lfm2
 # architecture (*-refused.log); it knows mamba but aborts building its graph (IK_BROKEN)
 IK_REFUSED = {"nemotronh": "nemotron_h", "kimilinear": "kimi-linear", "jamba": "jamba",
@@ -326,7 +326,7 @@ def _cache_blocks(text: str) -> list[tuple[str, int, int]]:
     return out
 
 
-SWA_KINDS = [c for c in CASES if c["kind"] in ("gemma3", "gptoss", "dsv4", "gemma4", "llama4")]
+SWA_KINDS = [c for c in CASES if c["kind"] in ("gemma3", "gptoss", "dsv4", "gemma4", "gemma4kv", "llama4")]
 
 
 @pytest.mark.parametrize("case", SWA_KINDS, ids=_ids(SWA_KINDS))

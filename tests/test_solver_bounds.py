@@ -146,7 +146,6 @@ def _milp(groups, capacity, weight, handoff_weight, max_seconds=None):
 def probe_stops_at_first_solution(monkeypatch):
     """Small instances are proven within the probe; stop it at its first solution so that the search runs on the
     tightened model.  Yields the number of variables each tightening changed."""
-    import planner.solver as solver_mod
     import planner.solver_bounds as bounds_mod
 
     cp_model = _cp_model()
@@ -154,12 +153,12 @@ def probe_stops_at_first_solution(monkeypatch):
     changed: list[int] = []
 
     def first_only(self, m, *a, **k):
-        if self.parameters.max_deterministic_time == solver_mod.TIGHTEN_PROBE_WORK:
+        if self.parameters.max_deterministic_time == bounds_mod.TIGHTEN_PROBE_WORK:
             self.parameters.stop_after_first_solution = True
         return real_solve(self, m, *a, **k)
 
-    def counting(proto, upper):
-        new = real_bounds(proto, upper)
+    def counting(proto, upper, relax=None):
+        new = real_bounds(proto, upper, relax)
         changed.append(len(new or {}))
         return new
 
@@ -213,3 +212,45 @@ def test_lp_guided_search_reaches_the_exact_optimum(seed, n_groups, twins, hando
     assert sol.status == "OPTIMAL" and sol.seconds <= limit
     exact = _milp(groups, capacity, lambda o: o.loss, 0.0, max_seconds=(limit, handoff))
     assert sol.loss == pytest.approx(exact, rel=1e-6, abs=1e-9)
+
+
+@pytest.mark.parametrize("seed, n_groups, twins, handoff", [
+    (0, 12, 2, 0.0), (2, 8, 3, 2e-4), (3, 12, 2, 5e-4),
+])
+@pytest.mark.parametrize("kind", ["quality", "speed"])
+@pytest.mark.parametrize("guess", [0.0, 1e-3, 1.0])
+@pytest.mark.parametrize("first_only", [False, True])
+def test_guessed_probe_reaches_the_exact_optimum(seed, n_groups, twins, handoff, kind, guess, first_only,
+                                                 monkeypatch, request):
+    """Without a hint the probe runs on the model cut for an objective ``guess`` above the LP bound: 0 rounds down
+    below the bound, so nothing is cut; 1e-3 leaves the probe no solution on two of these six instances (measured:
+    then the whole model is probed, planner.solver_bounds._probe_then_tighten); 1.0 cuts little.
+    Whatever the guess, and whether the probe proves its model (and returns) or stops at its first solution (and
+    the tightened search runs), the solve ends at the exact MILP optimum (scipy.optimize.milp)."""
+    import planner.solver_bounds as bounds_mod
+
+    if first_only:
+        request.getfixturevalue("probe_stops_at_first_solution")
+    monkeypatch.setattr(bounds_mod, "GUESS_GAP", guess)
+    groups, capacity = _instance(seed, n_groups, twins, handoff)
+    sol = solve(groups, capacity, Objective(kind, tighten=True))
+    assert sol.status == "OPTIMAL" and sol.gap == 0.0
+    if kind == "quality":
+        assert sol.loss == pytest.approx(_milp(groups, capacity, lambda o: o.loss, 0.0), rel=1e-6, abs=1e-9)
+    else:
+        assert sol.seconds == pytest.approx(_milp(groups, capacity, lambda o: o.seconds, handoff), rel=1e-5,
+                                            abs=1e-12)
+    for dev, cap in capacity.items():
+        assert sum(o.bytes for o in sol.choice.values() if o.device == dev) <= cap
+
+
+def test_objective_if_feasible_checks_every_row_exactly():
+    """The objective of a point only when it satisfies every domain and row (brute force over the small model)."""
+    from planner.solver_bounds import objective_if_feasible
+
+    m, xs, cost, size, rows = _knapsack_model(3)
+    feasible = set(_feasible_points(xs, size, rows))
+    for point in itertools.product(range(3), repeat=len(xs)):
+        got = objective_if_feasible(m.proto, list(point))
+        assert got == (sum(c * p for c, p in zip(cost, point)) if point in feasible else None)
+    assert objective_if_feasible(m.proto, [0] * (len(xs) - 1)) is None       # not one value per variable

@@ -21,6 +21,8 @@ Kinds (name -> GGUF architecture, what the cache holds):
   nemotronh  nemotron_h  Mamba-2 SSM / attention / MLP layers from per-layer arrays (llama-memory-hybrid.cpp)
   gemma4     gemma4      sliding window on 4 of 5 layers, per-layer head widths and KV heads, the last layers
                          reusing earlier layers' KV (shared_kv_layers; src/llama-model.cpp create_memory reuse)
+  gemma4kv   gemma4      the gemma4 layers with the full layers' V taken from K (attention_k_eq_v, no attn_v) and
+                         no shared-KV layers, as the larger dense Gemma-4 checkpoints
   kda        bailingmoe3 Kimi Delta Attention recurrent layers + MLA every 4th layer (llama-memory-hybrid; ik too)
   kimilinear kimi-linear the same KDA layers (factorized f/g projections) + MLA without Q LoRA on 2 of 8 layers
   jamba      jamba       Mamba-1 SSM layers + attention on one layer of 8 (llama-memory-hybrid)
@@ -420,7 +422,18 @@ def build_gemma4(w: gguf.GGUFWriter, t: TinyWeights) -> None:
     pair to be SWA then full, as in Gemma-4 E2B: 35 layers, 20 shared):
     src/models/gemma4.cpp load_arch_hparams/load_arch_tensors; keys as conversion/gemma.py Gemma4Model writes
     them (lines 671-735); one rope_freqs tensor for the full layers (proportional RoPE), no per-layer embeddings."""
-    arch, L, H, nh, ffn, shared = "gemma4", 10, 256, 8, 512, 5
+    _gemma4(w, t, shared=5, v_on_full=True)
+
+
+def build_gemma4kv(w: gguf.GGUFWriter, t: TinyWeights) -> None:
+    """gemma4 as the larger dense Gemma-4 checkpoints have it: attention_k_eq_v, the full layers without attn_v
+    (the engines use K as V: mainline src/models/gemma4.cpp:78-85 and 246-248, ik build_gemma4.cpp:963-975), and
+    no shared-KV layers (shared_kv_layers 0); otherwise the gemma4 file."""
+    _gemma4(w, t, shared=0, v_on_full=False)
+
+
+def _gemma4(w: gguf.GGUFWriter, t: TinyWeights, *, shared: int, v_on_full: bool) -> None:
+    arch, L, H, nh, ffn = "gemma4", 10, 256, 8, 512
     hd_full, hd_swa, kv_full, kv_swa = 256, 128, 1, 4
     swa = [il % 5 < 4 for il in range(L)]
     kv_heads = [kv_swa if s else kv_full for s in swa]
@@ -447,7 +460,8 @@ def build_gemma4(w: gguf.GGUFWriter, t: TinyWeights) -> None:
         f32(p + "attn_norm.weight", (H,), 1.0)
         big(p + "attn_q.weight", (hd * nh, H))
         big(p + "attn_k.weight", (hd * nkv, H))
-        big(p + "attn_v.weight", (hd * nkv, H))
+        if v_on_full or swa[i]:
+            big(p + "attn_v.weight", (hd * nkv, H))
         big(p + "attn_output.weight", (H, hd * nh))
         f32(p + "attn_q_norm.weight", (hd,), 1.0)
         f32(p + "attn_k_norm.weight", (hd,), 1.0)
@@ -1130,6 +1144,7 @@ BUILDERS: dict[str, tuple[str, Callable[[gguf.GGUFWriter, TinyWeights], None]]] 
     "gemma3": ("gemma3", build_gemma3),
     "gptoss": ("gpt-oss", build_gptoss),
     "gemma4": ("gemma4", build_gemma4),
+    "gemma4kv": ("gemma4", build_gemma4kv),
     "llama4": ("llama4", build_llama4),
     "nemotronh": ("nemotron_h", build_nemotronh),
     "kda": ("bailingmoe3", build_kda),

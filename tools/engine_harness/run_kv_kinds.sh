@@ -88,8 +88,8 @@ with open(path, "a") as fh:
 EOF
 }
 
-for kind in dsv4 mla dsa qwen35moe gemma3 gptoss gemma4 llama4 nemotronh kda kimilinear jamba granitehybrid falconh1 \
-    mamba mamba2 plamo2 lfm2 rwkv6 rwkv7; do
+for kind in dsv4 mla dsa qwen35moe gemma3 gptoss gemma4 gemma4kv llama4 nemotronh kda kimilinear jamba granitehybrid \
+    falconh1 mamba mamba2 plamo2 lfm2 rwkv6 rwkv7; do
   if [ -n "$filter" ] && [[ "$kind" != $filter ]]; then continue; fi
   make_model "$kind"
 done
@@ -124,6 +124,8 @@ run_kind gemma3 "c4096-swa-full:-c 4096 --swa-full" "c4096-ub256:-c 4096 -ub 256
 run_kind gptoss "c4096-ub256:-c 4096 -ub 256" "c4096-q8:-c 4096 -ctk q8_0 -ctv q8_0"
 # gemma-4: the last layers reuse earlier layers' KV; without flash attention V rows are padded to the widest layer
 run_kind gemma4 "c4096-fa-off:-c 4096 -fa off"
+# gemma-4 with K as V on the full layers (attention_k_eq_v) and no shared-KV layers (the larger dense checkpoints)
+run_kind gemma4kv "c4096-fa-off:-c 4096 -fa off"
 # Llama 4: 8192-token chunks (cells = min(context, 8192 + ubatch)): the context at 4096, 8704 cells at 16384
 run_kind llama4 "c16384-ub256:-c 16384 -ub 256"
 # Nemotron-H (Mamba-2 hybrid): SSM state per sequence, KV on the attention layer only, nothing for MLP layers

@@ -107,7 +107,7 @@ with open(path, "a") as fh:
 EOF
 }
 
-for kind in dsv4 mla dsa qwen35moe gemma3 gptoss gemma4 llama4 mlalegacy kda; do
+for kind in dsv4 mla dsa qwen35moe gemma3 gptoss gemma4 gemma4kv llama4 mlalegacy kda; do
   if [ -n "$filter" ] && [[ "$kind" != $filter ]]; then continue; fi
   make_model "$kind"
 done
@@ -153,6 +153,7 @@ run_kind gptoss "c4096-q8:-c 4096 -ctk q8_0" "c4000-fa-off:-c 4000 -fa off" "c40
 # gemma-4: the last layers reuse earlier layers' KV; rope_freqs created once per full-attention layer
 run_kind gemma4 "c4096-fa-off:-c 4096 -fa off" "c4096-nommap-ngl0:-c 4096 --no-mmap -ngl 0"
 run_case gemma4 gemma4-c4096-nommap 0 -c 4096 --no-mmap
+run_kind gemma4kv "c4096-fa-off:-c 4096 -fa off"
 run_kind llama4 "c16384-ub256:-c 16384 -ub 256"
 # MLA in the legacy layout (attn_kv_b only; 20 layers, make_tiny_deepseek2.py): ik derives attn_k_b/attn_v_b at
 # load for -mla > 0, each in a buffer of its own; -mla 0 is plain attention over the file's 4 heads
