@@ -284,18 +284,21 @@ def placement_compute(tmap: TensorMap, cfg: RunConfig, devices: Sequence[str], l
     graph = graph_of(cfg.engine, tmap, cfg.flash_attn, _tokens(cfg), cfg.mla)
     if graph is None or not _shape(p, cfg).drawn():
         return None
-    order = [d for d in dict.fromkeys((*devices, *layer_device, out_dev)) if d != cpu] + [cpu]
-    idx = {d: i for i, d in enumerate(order)}
-    ld = [idx[d] for d in layer_device[:p.n_loaded_layers]]
-    out = idx[out_dev]
-    moved: dict[str, int] = {}
+    away: dict[str, str] = {}
     for t in tmap.tensors:
         if not tmap.is_loaded(t):
             continue
         home = cpu if t.role == "token_embd" else (layer_device[t.layer] if t.layer is not None else out_dev)
         dev = device_of(t.name)
         if dev != home:
-            moved[t.name] = idx[dev]
+            away[t.name] = dev
+    # a device that only holds moved weights is a backend too (explain's "next GiB" moves units onto a GPU the plan
+    # left empty: the tiny dsv4 model at --vram 1.005,1.005)
+    order = [d for d in dict.fromkeys((*devices, *layer_device, out_dev, *away.values())) if d != cpu] + [cpu]
+    idx = {d: i for i, d in enumerate(order)}
+    ld = [idx[d] for d in layer_device[:p.n_loaded_layers]]
+    out = idx[out_dev]
+    moved = {name: idx[dev] for name, dev in away.items()}
     shape = _shape(p, cfg)
     sizes = compute_buffers(cfg.engine, graph, p, shape, ld, moved, out, len(order), copies, kev=k_as_v(tmap))
     return {d: sizes[i] for d, i in idx.items()}
@@ -341,9 +344,12 @@ _ALTERNATING = 6
 
 
 def _block(p: ModelParams) -> int:
-    """Layers per block of a stand-in placement: ``_K``, or two of the model's periods (:func:`_period`)."""
+    """Layers per block of a stand-in placement: ``_K``, or two of the model's periods (:func:`_period`) after the
+    layers that precede its repeating kinds (:func:`_periodic_from`: DeepSeek-V4's sliding-window-only layers, whose
+    hidden state before the second CSA layer of a device leaves a hole: the tiny dsv4 model over one rpc-server at
+    16k logs 28.61 MiB, a stand-in of two periods alone replays 28.11)."""
     per = _period(p)
-    return _K if per == 1 else 2 * per
+    return _K if per == 1 else 2 * per + _periodic_from(p)
 
 
 def _canonical(tmap: TensorMap, cfg: RunConfig, role: DeviceRole) -> int | None:
@@ -493,7 +499,8 @@ def _stand_in(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str, ent
         if split in (6, 7):                 # a long run of layers alternating their experts GPU/CPU
             n_moe = _ALTERNATING
             n_mine += _ALTERNATING - k
-        mine = [d] * n_mine if role.attention or not role.ffn else [o] * n_mine
+        # the output alone (no attention, no FFN): every layer elsewhere, on another GPU or (entry "cpu") the CPU
+        mine = [d] * n_mine if role.attention else [c if entry == "cpu" and not role.ffn else o] * n_mine
         after = [] if role.output or last else [o] * (k if per == 1 else 1)
         layers = before + mine + after
         out = d if role.output else c if last else o
@@ -533,6 +540,12 @@ def _stand_in(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str, ent
                for b in bases)
 
 
+def _periodic_from(p: ModelParams) -> int:
+    """The first layer of the model's repeating kinds: DeepSeek-V4's first compressed layer (its leading
+    sliding-window-only layers are not part of the 4/128 period, :func:`_period`); 0 for other models."""
+    return next((il for il, r in enumerate(p.compress_ratios[:p.n_loaded_layers]) if r), 0)
+
+
 def _period(p: ModelParams) -> int:
     """Layers per repeat of a model's layer kinds: a hybrid's recurrent layers with attention every
     ``full_attn_interval``-th, a sliding-window (or chunked) pattern's window layers with a full one, Llama-4's MoE
@@ -554,6 +567,13 @@ def _period(p: ModelParams) -> int:
             periods.append(max((b - a for a, b in zip(plain, plain[1:])), default=plain[0] + 1))
     if p.moe_every > 1:
         periods.append(p.moe_every)
+    if p.compress_ratios:
+        # DeepSeek-V4: the compress ratios after the leading sliding-window-only layers (V4-Flash: 4, 128 repeated;
+        # a device holding a CSA layer gets the CSA and indexer inputs, one holding an HCA layer the HCA ones)
+        ratios = list(p.compress_ratios[:p.n_loaded_layers])
+        tail = ratios[next((i for i, r in enumerate(ratios) if r), len(ratios)):]
+        periods.append(next((k for k in range(1, len(tail) + 1)
+                             if all(tail[i] == tail[i + k] for i in range(len(tail) - k))), 1))
     return math.lcm(*periods)
 
 

@@ -8,7 +8,8 @@ one applies (mainline: Qwen3-MoE-shaped models, DeepSeek on the legacy ``attn_kv
 gated delta-net hybrid, GLM-5 DSA (flash attention), Llama-4 with chunked attention, Nemotron-H, Granite-4.0-H and
 Falcon-H1 (Mamba-2, attention and dense FFN layers), dense gemma-4 with its shared-KV layers reading another
 layer's (another device's) cache and its K-as-V (attention_k_eq_v) layers, Jamba (Mamba-1, attention, MoE every
-other layer), Ling-3.0 and Kimi-Linear (Kimi Delta Attention and MLA); ik 8337e4cd3: gpt-oss, gemma-3, the same
+other layer), Ling-3.0 and Kimi-Linear (Kimi Delta Attention and MLA), DeepSeek-V4 (hyper-connections, raw/CSA/HCA
+attention by compress ratio as per-layer tags, :func:`layer_tags`); ik 8337e4cd3: gpt-oss, gemma-3, the same
 Qwen3-MoE shapes, Qwen3.5-MoE, Ling-3.0 (``-mla`` >= 1), DeepSeek under every ``-mla`` and GLM-DSA (its dense MLA
 graph: no ``--dsa``), with flash attention (DeepSeek, GLM-DSA, gpt-oss, gemma-4 and Ling-3.0: with or without) and
 fused up/gate experts, dense gemma-4).  Others keep the live-set estimate of
@@ -34,7 +35,7 @@ from planner.graph_shape import GraphShape
 from planner.tensors import ModelParams, TensorMap
 
 __all__ = ["GraphShape", "build", "compute_buffers", "dense_flags", "graph_of", "has_graph", "k_as_v", "kv_devices",
-           "layer_leaf_bytes"]
+           "layer_leaf_bytes", "layer_tags"]
 
 
 @cache
@@ -128,6 +129,11 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
             return "deepseek2" if dense_mla and "deepseek2" in _templates().get(engine, {}) else None
         dsa = {"attn_k_b", "attn_v_b", "indexer.attn_k"} <= roles
         return "glmdsa" if dsa and "glmdsa" in _templates().get(engine, {}) else None
+    if p.arch == "deepseek4" and p.compress_ratios and p.hc_mult == 4 and p.o_groups and p.n_shared_exp == 1:
+        # DeepSeek-V4 (mainline deepseek4.cpp: its hyper-connection code asserts hc_mult == 4); flash attention
+        # only (the raw-mask types and the sparse mask's zeros follow it; the KQ path is not drawn)
+        v4 = flash_attn and "deepseek4" in _templates().get(engine, {})
+        return "deepseek4" if v4 else None
     if p.arch == "falcon-h1" and p.recurrent_attn and p.ssm_n_group and not p.n_expert:
         # attention and a Mamba-2 mixer in every layer, a dense FFN (mainline falcon-h1.cpp)
         return "falconh1" if "falconh1" in _templates().get(engine, {}) else None
@@ -215,7 +221,8 @@ def _flags(row: list[Any]) -> set[str]:
 
 def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], device_of: Callable[[str], int],
           out_dev: int, cpu: int, dense: Sequence[bool] = (), swa: Sequence[bool] = (),
-          recr: Sequence[bool] = (), kv_dev: Sequence[int] = (), kev: Sequence[bool] = ()) -> list[T]:
+          recr: Sequence[bool] = (), kv_dev: Sequence[int] = (), kev: Sequence[bool] = (),
+          tags: Sequence[str] = ()) -> list[T]:
     """The graph's tensors in graph order for template ``graph`` (:func:`graph_of`); devices are backend indices
     (``cpu`` the last).  ``device_of`` maps a weight's GGUF name to its device (``-ot`` included); ``dense``: the
     layers with a dense FFN (rows flagged "dense"; the others take the "moe" rows); ``swa``: the sliding-window
@@ -230,7 +237,8 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
     layers that store K as V (no V projection, gemma-4's attention_k_eq_v): rows flagged "ownv" are drawn on layers
     with their own KV and V projection, "kev" on these, "noownv" on these and the shared-KV layers.  A template
     with ``window = true`` sizes a sliding-window layer's rows by :meth:`GraphShape.window` (its own cells and
-    head widths)."""
+    head widths).  ``tags``: each layer's kind tags (:func:`layer_tags`, "+"-joined: a row flagged with a tag is
+    drawn only on layers that have it)."""
     tpl = _templates()[engine][graph]
     k_seqs = tpl.get("reserve_seqs", 0)
     if k_seqs and shape.ns > k_seqs:
@@ -290,7 +298,7 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
         return local[key]
 
     # keyed by the row list's id: the list is kept with its rows, so no other list can take that id meanwhile
-    kept: dict[tuple[int, bool, bool, bool, bool, bool, bool],
+    kept: dict[tuple[int, bool, bool, bool, bool, bool, bool, str],
                tuple[object, list[tuple[list[Any], int, set[str], list[tuple[str, ...]]]]]] = {}
 
     def rows_of(rows: list[tuple[list[Any], int]], il: int) -> list[tuple[list[Any], int, set[str], list[tuple[str, ...]]]]:
@@ -302,12 +310,16 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
         is_shared = shared_kv(il)
         is_kev = not is_shared and 0 <= il < len(kev) and kev[il]
         own_v = not is_shared and not is_kev
-        key = (id(rows), is_last, is_dense, is_recr, is_swa, is_shared, is_kev)
+        tag = tags[il] if 0 <= il < len(tags) else ""
+        key = (id(rows), is_last, is_dense, is_recr, is_swa, is_shared, is_kev, tag)
         if key not in kept:
             out = []
             lshape = win_shape if is_swa else shape
+            have = set(tag.split("+")) if tag else set()
             for row, k in rows:
                 flags = _flags(row)
+                if flags & TAGS and not flags & TAGS <= have:
+                    continue
                 if ("last" in flags and not is_last) or not all(lshape.has(f) for f in flags):
                     continue
                 if ("dense" in flags and not is_dense) or (flags & {"moe", "nodense"} and is_dense):
@@ -429,7 +441,7 @@ def _reordered(ts: list[T], keys: list[tuple[int, int]]) -> list[T]:
 def _sizes(engine: str, graph: str, shape: GraphShape, layer_dev: tuple[int, ...], dense: tuple[bool, ...],
            weight_dev: tuple[tuple[str, int], ...], out_dev: int, n_backends: int, copies: int,
            swa: tuple[bool, ...] = (), recr: tuple[bool, ...] = (), kv_dev: tuple[int, ...] = (),
-           kev: tuple[bool, ...] = ()) -> tuple[int, ...]:
+           kev: tuple[bool, ...] = (), tags: tuple[str, ...] = ()) -> tuple[int, ...]:
     wd = dict(weight_dev)
     cpu = n_backends - 1
 
@@ -440,7 +452,7 @@ def _sizes(engine: str, graph: str, shape: GraphShape, layer_dev: tuple[int, ...
             return layer_dev[int(name.split(".")[1])]
         return cpu if name == "token_embd.weight" else out_dev
 
-    ts = build(engine, graph, shape, layer_dev, device_of, out_dev, cpu, dense, swa, recr, kv_dev, kev)
+    ts = build(engine, graph, shape, layer_dev, device_of, out_dev, cpu, dense, swa, recr, kv_dev, kev, tags)
     return tuple(buffer_sizes(ts, n_backends, copies=copies, inplace=inplace_ops(engine)))
 
 
@@ -463,6 +475,22 @@ def kv_devices(p: ModelParams, layer_dev: Sequence[int], layer_base: int = 0, el
         owner = m - (2 if p.is_swa(g) else 1) - layer_base
         out.append(layer_dev[owner] if 0 <= owner < len(layer_dev) else elsewhere if elsewhere >= 0 else dev)
     return out
+
+
+# layer tags a template's rows may be flagged with (:func:`layer_tags`)
+TAGS = frozenset({"raw", "csa", "hca", "hash", "nohash"})
+
+
+def layer_tags(p: ModelParams, il: int) -> str:
+    """A layer's kind tags, "+"-joined (rows flagged with one are drawn only on layers that have it): DeepSeek-V4's
+    attention by compress ratio ("raw" 0, "csa" 4, "hca" 128: mainline deepseek4.cpp:1200-1221) and its routing
+    ("hash": the first ``n_hash_layers`` take their experts from ffn_gate_tid2eid, 1320-1323; "nohash"); "" for
+    other models."""
+    if not p.compress_ratios:
+        return ""
+    ratio = p.compress_ratios[il % len(p.compress_ratios)]
+    kind = {4: "csa", 128: "hca"}.get(ratio, "raw")
+    return kind + ("+hash" if il < p.n_hash_layers else "+nohash")
 
 
 def dense_flags(p: ModelParams, n: int) -> list[bool]:
@@ -493,8 +521,9 @@ RUN = 3     # identical layers in a row kept by :func:`compress` (tests/test_eng
 
 def compress(layer_dev: Sequence[int], weight_dev: dict[str, int], dense: Sequence[bool] = (),
              swa: Sequence[bool] = (), recr: Sequence[bool] = (), kv_dev: Sequence[int] = (),
-             kev: Sequence[bool] = ()
-             ) -> tuple[list[int], dict[str, int], list[bool], list[bool], list[bool], list[int], list[bool]]:
+             kev: Sequence[bool] = (), tags: Sequence[str] = ()
+             ) -> tuple[list[int], dict[str, int], list[bool], list[bool], list[bool], list[int], list[bool],
+                        list[str]]:
     """The same placement with every run of identical layers (same device, same weights moved where) cut to
     ``RUN`` layers.  The graph repeats per layer, so the allocator reaches its steady state within a run and a
     longer run changes no buffer (checked on every harness placement, tests/test_engine_graph.py); the last layer
@@ -512,8 +541,9 @@ def compress(layer_dev: Sequence[int], weight_dev: dict[str, int], dense: Sequen
     # a layer reading another device's cache is never cut: each adds its own copies of the cache views, all made
     # at the start of the device's split (ggml-backend.cpp:1510-1590), so the buffer grows with every such layer
     kvs = [il < len(kev) and kev[il] for il in range(len(layer_dev))]
+    tag = [tags[il] if il < len(tags) else "" for il in range(len(layer_dev))]
     sig = [(d, kinds[il], windows[il], mixers[il], caches[il] if caches[il] in (-1, d) else (caches[il], il),
-            kvs[il], tuple(sorted(moved.get(il, ())))) for il, d in enumerate(layer_dev)]
+            kvs[il], tag[il], tuple(sorted(moved.get(il, ())))) for il, d in enumerate(layer_dev)]
     keep = [il for il in range(len(sig))
             if il < RUN or any(sig[j] != sig[il] for j in range(il - RUN, il)) or il == len(sig) - 1]
     new_dev = [layer_dev[il] for il in keep]
@@ -521,7 +551,8 @@ def compress(layer_dev: Sequence[int], weight_dev: dict[str, int], dense: Sequen
     for k, il in enumerate(keep):
         new_w.update({f"blk.{k}.{rest}": dev for rest, dev in moved.get(il, ())})
     return (new_dev, new_w, [kinds[il] for il in keep], [windows[il] for il in keep], [mixers[il] for il in keep],
-            [caches[il] for il in keep] if kv_dev else [], [kvs[il] for il in keep] if kev else [])
+            [caches[il] for il in keep] if kv_dev else [], [kvs[il] for il in keep] if kev else [],
+            [tag[il] for il in keep])
 
 
 def compute_buffers(engine: str, graph: str, p: ModelParams, shape: GraphShape, layer_dev: Sequence[int],
@@ -548,8 +579,9 @@ def compute_buffers(engine: str, graph: str, p: ModelParams, shape: GraphShape, 
         recr = [p.is_recurrent((il + layer_base) % m) for il in range(n)]
     kv_dev = kv_devices(p, layer_dev, layer_base, kv_elsewhere)
     layer_kev = [bool(kev) and kev[(il + layer_base) % len(kev)] for il in range(n)]
+    tags = [layer_tags(p, il + layer_base) for il in range(n)]
     if not exact_layers and not layer_leaf_bytes(engine, graph, shape):
-        layer_dev, weight_dev, dense, swa, recr, kv_dev, layer_kev = compress(layer_dev, weight_dev, dense, swa, recr,
-                                                                             kv_dev, layer_kev)
+        layer_dev, weight_dev, dense, swa, recr, kv_dev, layer_kev, tags = compress(
+            layer_dev, weight_dev, dense, swa, recr, kv_dev, layer_kev, tags)
     return _sizes(engine, graph, shape, tuple(layer_dev), tuple(dense), tuple(sorted(weight_dev.items())), out_dev,
-                  n_backends, copies, tuple(swa), tuple(recr), tuple(kv_dev), tuple(layer_kev))
+                  n_backends, copies, tuple(swa), tuple(recr), tuple(kv_dev), tuple(layer_kev), tuple(tags))

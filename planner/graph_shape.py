@@ -71,6 +71,23 @@ class GraphShape:
     swa_dims: tuple[int, ...] = ()
     vpad: int = 0      # a transposed V cache's row (n_embd_v_gqa_max) where the layer's V is narrower: its V padded
     #                    to it before the store (mainline llama-kv-cache.cpp:1405-1409, [TAG_V_CACHE_VARIABLE])
+    hcm: int = 0       # DeepSeek-V4 (:func:`_dsv4`): hyper-connection streams, their mix width, the grouped output
+    hmix: int = 0      # LoRA's width, the head width; cells of the raw, CSA and HCA caches; the reserve plan's blocks
+    ol: int = 0        # per ratio (4, 128), rows read of 4-blocks (n4 = 4 nb4), state rows, persisted rows and state
+    hd: int = 0        # reads per ratio (a K-cache row's bytes: kr above, n_head_kv = 1)
+    nraw: int = 0
+    ncsa: int = 0
+    nhca: int = 0
+    nb4: int = 0
+    nb128: int = 0
+    n4: int = 0
+    sr4: int = 0
+    sr128: int = 0
+    pe4: int = 0
+    pe128: int = 0
+    rd4: int = 0
+    rd128: int = 0
+    nst: int = 1       # DeepSeek-V4: cache streams (one per sequence; the keys concatenated over all of them)
 
     @classmethod
     def of(cls, p: ModelParams, tokens: int, n_kv: int, flash_attn: bool, type_k: str = "f16",
@@ -106,6 +123,7 @@ class GraphShape:
                    itk=min(n_kv, p.indexer_top_k), mla=mla, amb=amb)
         fields.update(_recurrent(p, tokens, n_seqs))
         fields.update(_cache_rows(p, type_k, type_v, flash_attn))
+        fields.update(_dsv4(p, tokens, n_kv, n_seqs))
         return cls(**fields)
 
     def window(self) -> GraphShape:
@@ -238,3 +256,27 @@ def _recurrent(p: ModelParams, tokens: int, n_seqs: int) -> dict[str, int]:
     return {"ns": n_seqs, "cch": cch, "tc": tokens + (p.ssm_d_conv - 1) * n_seqs, "nr": (p.ssm_d_conv - 1) * cch,
             "rss": p.ssm_d_state * p.ssm_d_inner, "kd": p.ssm_n_group * p.ssm_d_state, "dtr": p.ssm_dt_rank,
             "dsv": dsv, "dc": p.ssm_d_conv, "ds": p.ssm_d_state}
+
+
+def _dsv4(p: ModelParams, tokens: int, n_kv: int, n_seqs: int) -> dict[str, int]:
+    """DeepSeek-V4's sizes of :class:`GraphShape` (mainline 0c1e57098); nothing for other models.  ``n_kv``: the
+    context per sequence.  Caches per stream (one per sequence, planner/kv_cache.py _mainline_dsv4_layer): the
+    raw cache ``GGML_PAD(n_swa + T, 256)`` cells, the compressed ones ``GGML_PAD(ceil(n_kv / ratio), 256)``; the
+    reserve plan (src/llama-kv-cache-dsv4.cpp:842-880): ``n_blocks = T / ratio + n_seqs``, state reads ``2 ratio
+    n_blocks`` (CSA, overlapping) or ``ratio n_blocks`` (HCA), persisted rows ``min(T, state_size n_stream)``
+    with state_size 2 x 4 (CSA and indexer) and 128 (HCA, 1313-1329); the indexer keeps ``min(n_csa, top_k)``."""
+    if not (p.compress_ratios and p.hc_mult):
+        return {}
+
+    def pad(x: int) -> int:
+        return -(-x // 256) * 256
+
+    ns = max(1, n_seqs)
+    ncsa = pad(max(1, -(-n_kv // 4)))
+    nb4, nb128 = tokens // 4 + ns, tokens // 128 + ns
+    return {"hcm": p.hc_mult, "hmix": (2 + p.hc_mult) * p.hc_mult, "ol": p.o_groups * p.o_lora_rank,
+            "hd": p.head_dim,
+            "nraw": pad(min(n_kv, p.n_swa + tokens)), "ncsa": ncsa, "nhca": pad(max(1, -(-n_kv // 128))),
+            "nb4": nb4, "nb128": nb128, "n4": 4 * nb4, "sr4": 8 * ns, "sr128": 128 * ns,
+            "pe4": min(tokens, 8 * ns), "pe128": min(tokens, 128 * ns), "rd4": 8 * nb4, "rd128": 128 * nb128,
+            "itk": min(ncsa, p.indexer_top_k), "nst": ns}

@@ -21,7 +21,7 @@ from planner.devices import CPU, gpu_name, is_gpu, is_remote
 from planner.errors import UsageError
 from planner.lowbit import (FloorClass, candidate_names, filter_candidates, floor_role, floors_for_budget,
                             respects_floor)
-from planner.memory import compute_buffer_bytes, kv_bytes_by_layer, shape_bytes
+from planner.memory import compute_buffer_bytes, kv_bytes_by_layer, output_alone, output_extra, shape_bytes
 from planner.mmproj import mmproj_device
 from planner.quantize import imatrix_types, quantizable
 from planner.quants import catalogue
@@ -189,8 +189,8 @@ def _candidate_types(t: TensorInfo, engine: str, *, allow: Sequence[str] | None,
 
 def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, hw: Hardware, cfg: RunConfig, *,
                  types: Mapping[str, str] | None, request: PlanRequest, quality: QualityModel | None = None,
-                 speeds: Mapping[str, DeviceSpeed] | None = None, extra_time: Mapping[str, float] | None = None
-                 ) -> tuple[list[Group], dict[str, int], dict[str, float]]:
+                 speeds: Mapping[str, DeviceSpeed] | None = None, extra_time: Mapping[str, float] | None = None,
+                 layer_homes: bool = False) -> tuple[list[Group], dict[str, int], dict[str, float]]:
     """Groups, the bytes fixed per device (non-quantized tensors, token_embd), and the fixed parts of the
     TG and PP times ({"tg_s", "pp_s"}) that no choice changes.
 
@@ -239,11 +239,9 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
     # and the layer homes charge the device's buffer for its entry (compute_buffers.entry_of), which can be less
     # than the entry-free one (ik's replay: a first GPU's 152 vs 168 MiB, Qwen3-235B -ub 512), and the output
     # must still make up the whole buffer with it
-    out_dev_extra = {d: max(compute_buffer_bytes(tmap, cfg, holds_layers=True, holds_output=True, is_gpu=is_gpu(d),
-                                                 copies=copies, entry=e)
-                            - compute_buffer_bytes(tmap, cfg, holds_layers=True, holds_output=False,
-                                                   is_gpu=is_gpu(d), copies=copies, entry=e)
-                            for e in ("", "input", "cpu")) for d in budget.devices}
+    # a GPU that holds no layer computes the head alone (with ``layer_homes`` the solver's alone term charges it)
+    out_dev_extra = {d: output_extra(tmap, cfg, d, copies) if layer_homes or d in layer_device or not is_gpu(d)
+                     else output_alone(tmap, cfg, copies) for d in budget.devices}
     tied_out = tmap.derived(tied_output)
     tied_devs: list[str] = []
     if tied_out is not None:
@@ -459,7 +457,7 @@ def build_layered_groups(tmap: TensorMap, order: Sequence[str], budget: Budget, 
     n = tmap.params.n_layer
     speeds = dict(speeds) if speeds is not None else device_speeds(hw, cfg)
     built = {h: build_groups(tmap, (h,) * n, budget, hw, cfg, types=None, request=request, quality=quality,
-                             speeds=speeds) for h in order}
+                             speeds=speeds, layer_homes=True) for h in order}
     first = order[0]
     # a tied output's second token_embd goes with the output layer, which the engines put on the last layer's
     # device (launch.engine_output_device): its group follows layer n-1's home like that layer's own groups.
@@ -540,7 +538,10 @@ def build_layered_groups(tmap: TensorMap, order: Sequence[str], budget: Budget, 
             for h in order:
                 if h != CPU:            # the CPU's buffer is reserved for every layer (layered_capacities)
                     layer_bytes[il][h] += leaf
+    # a GPU given the output but no layer computes the head alone: its buffer less the output group's share
+    alone = {d: max(0, output_alone(tmap, cfg, copies) - output_extra(tmap, cfg, d, copies)) for d in order if is_gpu(d)}
     homes = LayerHomes(tuple(order), tuple(layer_bytes), tuple(layer_s), tuple(layer_pp), hold_bytes=hold_bytes,
+                       alone_bytes=alone,
                        hold_s=dict(hold_s or {}), hold_pp_s=dict(hold_pp_s or {}), shared=tuple(shared))
     return sorted(merged.values(), key=lambda g: g.key), fixed_bytes, fixed_time, homes
 

@@ -23,7 +23,8 @@ from planner.tensors import ModelParams, TensorInfo, TensorMap
 from planner.units import GIB, MIB
 
 __all__ = ["CPU", "MIB", "DeviceMemory", "MemoryReport", "Placement", "RunConfig", "Term", "compute_buffer_bytes",
-           "constants", "kv_bytes_by_layer", "kv_bytes_per_layer", "memory_report", "loaded_shapes", "mix_bytes", "shape_bytes",
+           "constants", "kv_bytes_by_layer", "kv_bytes_per_layer", "memory_report", "loaded_shapes", "mix_bytes", "output_alone",
+           "output_extra", "shape_bytes",
            "tensor_bytes"]
 
 
@@ -186,6 +187,20 @@ def compute_buffer_bytes(tmap: TensorMap, cfg: RunConfig, *, holds_layers: bool,
         return 0
     return estimate(tmap, cfg, DeviceRole(holds_layers, ffn, holds_output, host=not is_gpu,
                                           entry=entry, copies=copies, layers=n_layers)).bytes
+
+
+def output_extra(tmap: TensorMap, cfg: RunConfig, d: str, copies: int) -> int:
+    """The output's share of device ``d``'s compute buffer over a device holding layers, over every entry."""
+    return max(compute_buffer_bytes(tmap, cfg, holds_layers=True, holds_output=True, is_gpu=devices_is_gpu(d), copies=copies,
+                                    entry=e)
+               - compute_buffer_bytes(tmap, cfg, holds_layers=True, holds_output=False, is_gpu=devices_is_gpu(d),
+                                      copies=copies, entry=e) for e in ("", "input", "cpu"))
+
+
+def output_alone(tmap: TensorMap, cfg: RunConfig, copies: int) -> int:
+    """A GPU's compute buffer when it holds the output and no layer (DeepSeek-V4's hyper-connection head on the tiny
+    dsv4 model's CUDA0: 5.04 MiB, where the output's share over a layer-holding device is 0)."""
+    return compute_buffer_bytes(tmap, cfg, holds_layers=False, holds_output=True, is_gpu=True, copies=copies)
 
 
 # ----------------------------------------------------------------------------- report

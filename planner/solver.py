@@ -73,6 +73,7 @@ class LayerHomes:
     hold_bytes: dict[str, int] = field(default_factory=dict)
     hold_s: dict[str, float] = field(default_factory=dict)
     hold_pp_s: dict[str, float] = field(default_factory=dict)
+    alone_bytes: dict[str, int] = field(default_factory=dict)   # charged to a device with the output and no layer
     shared: tuple[tuple[tuple[str, ...], float, float], ...] = ()   # (devices of one host, s, pp_s)
 
     @property
@@ -486,6 +487,12 @@ def _add_homes(m: Any, homes: LayerHomes, class_list: list[list[Group]], counts:
         m.add(hold[d] <= sum(x[il][j] for il in range(n)))      # exactly "holds a layer": no phantom hold
         if homes.hold_bytes.get(d):
             by_dev.setdefault(d, []).append((hold[d], int(homes.hold_bytes[d])))
+        outs = [v for members, vs in zip(class_list, counts) for v, o in zip(vs, members[0].options)
+                if members[0].role == "output" and o.device == d]
+        if homes.alone_bytes.get(d) and outs:
+            alone = m.new_bool_var(f"alone[{d}]")
+            m.add(alone >= sum(outs) - hold[d])
+            by_dev.setdefault(d, []).append((alone, int(homes.alone_bytes[d])))
         if homes.hold_s.get(d) or homes.hold_pp_s.get(d):
             costs.append((hold[d], Option("hold", d, 0, 0.0, homes.hold_s.get(d, 0.0), homes.hold_pp_s.get(d, 0.0))))
     hosts = []

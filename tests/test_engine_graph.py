@@ -337,14 +337,15 @@ def _splits(n: int) -> list[tuple[list[str], str]]:
 
 @pytest.mark.parametrize("model,engine,ctx,kv,ub", [
     ("gemma-3-27b", "ik", 32768, "q8_0", 1024), ("gemma-3-27b", "mainline", 8192, "f16", 512),
-    ("gpt-oss-20b", "mainline", 32768, "q8_0", 1024)])
+    ("gpt-oss-20b", "mainline", 32768, "q8_0", 1024), ("deepseek-v4-flash", "mainline", 32768, "f16", 512)])
 def test_the_role_estimate_covers_every_split_of_a_sliding_window_model(model, engine, ctx, kv, ub):
     # the solver reserves each device's compute buffer from the role estimate (stand-in placements) and the plan
     # is re-checked with its own replay (which equals the engines' logs: above).  A sliding-window model's layers
     # alternate kinds, each with its own mask (gemma-3: 5 window layers, 1 full), and the last layer gathers the
     # output rows: stand-ins of 3 window layers reserved 358 MiB where ik's replay of
     # `plan gemma-3-27b --vram 24 --ram 96 --ctx 32768 --kv q8_0`'s placement (62 layers on the GPU, the tied
-    # output on the CPU) needs 422 MiB, and mainline's full offload of gemma-3-27b at 8k 570.67 vs 602.70 MiB
+    # output on the CPU) needs 422 MiB, and mainline's full offload of gemma-3-27b at 8k 570.67 vs 602.70 MiB.
+    # DeepSeek-V4-Flash: two sliding-window-only layers, then CSA/HCA alternating, hash-routed first layers
     cfg = RunConfig(engine=engine, ctx=ctx, type_k=kv, type_v=kv, ubatch=ub, batch=max(ub, 2048))
     n = builtin(model).params.n_loaded_layers
     for ld, out in _splits(n):
