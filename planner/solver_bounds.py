@@ -241,14 +241,7 @@ def tightened_search(cp_model: Any, m: Any, objective: Objective) -> tuple[Any, 
             return _probe_then_tighten(cp_model, m, replace(objective, work_limit=objective.work_limit - used))
     assert best is not None
     upper, values = best
-    new = reduced_cost_bounds(proto, upper, relax) or {}
-    if any(not lo <= values[j] <= hi for j, (lo, hi) in new.items()):
-        new = {}                                # cannot happen in exact arithmetic; never cut off the solution at hand
-    _restrict(proto, new)
-    m.clear_hints()
-    for j, v in enumerate(values):
-        m.add_hint(m.get_int_var_from_proto_index(j), v)
-    return solver._run(cp_model, m, objective, max(objective.work_limit - used, 0.0))
+    return _tighten_and_run(cp_model, m, objective, upper, values, max(objective.work_limit - used, 0.0), relax)
 
 
 def _probe_then_tighten(cp_model: Any, m: Any, objective: Objective) -> tuple[Any, int]:
@@ -263,16 +256,25 @@ def _probe_then_tighten(cp_model: Any, m: Any, objective: Objective) -> tuple[An
     rest = max(objective.work_limit - first.deterministic_time, 0.0)
     if status != cp_model.FEASIBLE:         # nothing found yet: the rest of the work on the model as it is
         return solver._run(cp_model, m, objective, rest)
+    values = [int(first.value(m.get_int_var_from_proto_index(j))) for j in range(len(m.proto.variables))]
+    return _tighten_and_run(cp_model, m, objective, round(first.objective_value), values, rest)
+
+
+def _tighten_and_run(cp_model: Any, m: Any, objective: Objective, upper: int, values: Sequence[int], work: float,
+                     relax: Relaxation | None = None) -> tuple[Any, int]:
+    """Cut every variable's range to what a solution of objective ``upper`` or better can use
+    (:func:`reduced_cost_bounds`), hint the known solution ``values`` and search for ``work`` units."""
+    import planner.solver as solver
+
     proto = m.proto
-    values = [int(first.value(m.get_int_var_from_proto_index(j))) for j in range(len(proto.variables))]
-    new = reduced_cost_bounds(proto, round(first.objective_value)) or {}
+    new = reduced_cost_bounds(proto, upper, relax) or {}
     if any(not lo <= values[j] <= hi for j, (lo, hi) in new.items()):
-        new = {}                            # cannot happen in exact arithmetic; never cut off the solution at hand
+        new = {}                                # cannot happen in exact arithmetic; never cut off the solution at hand
     _restrict(proto, new)
     m.clear_hints()
     for j, v in enumerate(values):
         m.add_hint(m.get_int_var_from_proto_index(j), v)
-    return solver._run(cp_model, m, objective, rest)
+    return solver._run(cp_model, m, objective, work)
 
 
 def _set_domain(proto: Any, j: int, dom: Sequence[int]) -> None:
