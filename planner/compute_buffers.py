@@ -414,9 +414,8 @@ def layer_leaf_allowance(tmap: TensorMap, cfg: RunConfig) -> int:
     from planner.engine_graph import graph_of, layer_leaf_bytes
 
     graph = graph_of(cfg.engine, tmap, cfg.flash_attn, _tokens(cfg), cfg.mla)
-    if graph is None or not _shape(tmap.params, cfg).drawn():
-        return 0
-    return layer_leaf_bytes(cfg.engine, graph, _shape(tmap.params, cfg))
+    shape = _shape(tmap.params, cfg)
+    return layer_leaf_bytes(cfg.engine, graph, shape) if graph is not None and shape.drawn() else 0
 
 
 def _pipelined(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str) -> int:

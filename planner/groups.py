@@ -450,8 +450,6 @@ def build_layered_groups(tmap: TensorMap, order: Sequence[str], budget: Budget, 
     Returns the groups, the fixed bytes per device (compute buffers not included), the fixed times and the
     homes; ``base + sum of a layout's per-layer terms`` equals :func:`build_groups` on that layout.
     """
-    from planner.memory import compute_buffer_bytes
-
     from planner.compute_buffers import layer_leaf_allowance
 
     n = tmap.params.n_layer
