@@ -363,10 +363,9 @@ def _target_search(cp_model: Any, m: Any, objective: Objective, first: Any, stat
         if st != cp_model.INFEASIBLE:
             break
         bound = target + 1                    # no solution of objective <= target: a proof, so a bound
-    if bound >= upper:
-        return _Found(first, [int(first.value(m.get_int_var_from_proto_index(j)))
-                              for j in range(len(proto.variables))], upper, upper, used), cp_model.OPTIMAL
-    if bound > first.best_objective_bound:
-        return _Found(first, [int(first.value(m.get_int_var_from_proto_index(j)))
-                              for j in range(len(proto.variables))], upper, bound, used), cp_model.FEASIBLE
-    return first, status
+    # the first search's solution, within the gap when the target (with a lifted bound) reaches it
+    within = bound > 0 and upper <= math.floor(bound / (1 - gap))
+    if bound <= first.best_objective_bound:
+        return first, cp_model.OPTIMAL if within else status
+    return (_Found(first, [int(first.value(m.get_int_var_from_proto_index(j))) for j in range(len(proto.variables))],
+                   upper, min(bound, upper), used), cp_model.OPTIMAL if within or bound >= upper else cp_model.FEASIBLE)
