@@ -4,7 +4,8 @@
     python3 benchmarks/solve_steps.py deepseek-r1 --profile 2xrtx3090-epyc9354-384g
 
 Per search: the objective (quality / speed), its model (plain; the probe of a tightened solve; the model tightened
-by reduced costs from the probe's solution: planner.solver_bounds.tightened_search), the gap it was allowed to stop at, CP-SAT's
+by reduced costs from the probe's solution: planner.solver_bounds.tightened_search; the target search for a solution
+within the allowed gap, planner.solver_bounds._target_search), the gap it was allowed to stop at, CP-SAT's
 work (deterministic time, load-independent), how it ended and its own gap, and two figures of its model's LP
 relaxation (GLOP duals, bound in exact arithmetic: planner.solver_bounds):
 
@@ -67,6 +68,7 @@ def main(argv: list[str]) -> None:
         else:
             gap = lp = share = "-"
         model = ("plain" if not objective.tighten else
+                 "target" if not m.proto.has_objective() else
                  "probe" if work in (min(bounds_mod.TIGHTEN_PROBE_WORK, objective.work_limit),
                                             min(bounds_mod.FULL_PROBE_WORK, objective.work_limit)) else "tight")
         rows.append(f"{objective.kind:8} {model:>5} "
