@@ -106,16 +106,6 @@ MISSES: dict[tuple[str, str], str] = {
     ("ik", "dsv4-c4096-rpc2"): "rpc0 rpc1 cpu",
     ("ik", "dsv4-c4096-q8-rpc1"): "rpc0 cpu",
     ("ik", "dsv4-c8192-np2-rpc1"): "rpc0 cpu",
-    ("mainline", "rwkv6-c4096"): "cpu",
-    ("mainline", "rwkv6-c16384"): "cpu",
-    ("mainline", "rwkv6-c16384-rpc1"): "rpc0 cpu",
-    ("mainline", "rwkv6-c4096-rpc2"): "rpc0 rpc1 cpu",
-    ("mainline", "rwkv6-c4096-np2-rpc1"): "rpc0 cpu",
-    ("mainline", "rwkv7-c4096"): "cpu",
-    ("mainline", "rwkv7-c16384"): "cpu",
-    ("mainline", "rwkv7-c16384-rpc1"): "rpc0 cpu",
-    ("mainline", "rwkv7-c4096-rpc2"): "rpc0 rpc1 cpu",
-    ("mainline", "rwkv7-c4096-np2-rpc1"): "rpc0 cpu",
     ("mainline", "lfm2-c4096-np2-rpc1"): "rpc0 cpu",
     ("mainline", "plamo2-c4096-np2-rpc1"): "rpc0 cpu",
 }
@@ -124,10 +114,6 @@ MISSES: dict[tuple[str, str], str] = {
 _NO_GRAPH = "no engine graph for this architecture: live-set estimate"
 WHY: dict[tuple[str, str], str] = {
     ("ik", "dsv4"): _NO_GRAPH + " (compressed attention, indexer, hyper-connections not modelled)",
-    # purely recurrent models: the live sets charge a KQ mask these graphs do not build (over at 16384 tokens)
-    # and have no set for the mixer's own intermediates (under at 4096 on the device holding the layers)
-    ("mainline", "rwkv6"): _NO_GRAPH + " (RWKV-6 time/channel mix; no attention, so no KQ mask)",
-    ("mainline", "rwkv7"): _NO_GRAPH + " (RWKV-7 time/channel mix; no attention, so no KQ mask)",
     # with -np 2 the hybrids' recurrent inputs double and the attention set's mask does not: over by 23-66 %
     ("mainline", "lfm2"): _NO_GRAPH + " (short-conv layers; -np 2 over-reserves)",
     ("mainline", "plamo2"): _NO_GRAPH + " (PLaMo-2 Mamba layers; -np 2 over-reserves)",
@@ -169,11 +155,10 @@ def test_kv_kinds_compute_buffer_within_10_percent(engine, log, dev):
 
 # (engine, log without .log) -> replayed devices within 10 % but not to the printed digit, with the reason.
 # Strict: a fix turns them into XPASS -> failure.
-INEXACT: dict[tuple[str, str], tuple[str, str]] = {
-    ("mainline", "mamba2-c4096-rpc2"): ("rpc0", "the node order and backends equal the engine's dump, but the "
-                                                "replay allocates 0.42 MiB less on the first of the two devices "
-                                                "(12.35 vs 12.77 MiB; not explained yet)"),
-}
+# (mainline mamba2-c4096-rpc2's first device was 0.42 MiB short, 12.35 vs 12.77, until engine_graph.compress kept
+# three identical layers after layer 0 rather than counting layer 0 among them: the allocator is not yet in its
+# steady state after the layer that follows the graph's inputs.)
+INEXACT: dict[tuple[str, str], tuple[str, str]] = {}
 
 
 def _exact_cases():
@@ -328,7 +313,7 @@ def test_dsa_reservation_follows_the_layers_a_device_holds():
 # layer kinds from per-layer header arrays; gemma-4's shared-KV layers; DeepSeek-V4's per-layer compress ratios
 # (raw/CSA/HCA) and hash routing
 _ROLE_CHECKED = ("nemotronh", "granitehybrid", "falconh1", "gemma4", "gemma4kv", "jamba", "kda", "kimilinear",
-                 "mamba", "mamba2", "dsv4")
+                 "mamba", "mamba2", "dsv4", "rwkv6", "rwkv7")
 
 
 @pytest.mark.parametrize("engine,log,dev", [p for p in _exact_cases()
