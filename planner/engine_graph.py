@@ -146,12 +146,20 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
         norms = header is not None and bool(header.get("mamba.ssm.dt_b_c_rms"))
         norms = norms or "ssm_dt_norm" in tmap.derived(_roles)
         return "mamba" if not norms and "mamba" in _templates().get(engine, {}) else None
-    if p.arch in ("rwkv6", "rwkv7") and p.wkv_head_size and p.state_r == 2 * p.n_embd and p.decay_rank:
-        # two token-shift rows (time and channel mix); RWKV-6 with the converter's fused lerp (its older five
-        # lerp tensors are another graph), RWKV-7 with its gate LoRA (6 mixes) and group norm
+    if p.arch in ("rwkv6", "rwkv7", "rwkv6qwen2", "arwkv7") and p.wkv_head_size and p.decay_rank:
+        # rwkv6/rwkv7: two token-shift rows (time and channel mix), the Qwen2-trunk ones one; the converter's fused
+        # lerp (RWKV-6's older five lerp tensors are another graph); RWKV-7 with its gate LoRA (6 mixes) and
+        # group norm; rwkv6qwen2 in the QRWKV6 layout (no time_mix_first, key/value/receptance biases)
         roles = tmap.derived(_roles)
-        need = {"time_mix_lerp_fused", "time_mix_ln"} | ({"time_mix_g1", "time_mix_g2"} if p.arch == "rwkv7" else set())
-        fits = need <= roles and bool(p.mix_rank if p.arch == "rwkv6" else p.gate_rank)
+        v7, qwen = p.arch.endswith("rwkv7"), p.arch in ("rwkv6qwen2", "arwkv7")
+        need = {"time_mix_lerp_fused"} | ({"time_mix_g1", "time_mix_g2", "time_mix_ln"} if v7 else set())
+        fits = p.state_r == (1 if qwen else 2) * p.n_embd and need <= roles and bool(p.gate_rank if v7 else p.mix_rank)
+        if p.arch == "rwkv6":
+            fits = fits and "time_mix_ln" in roles
+        elif p.arch == "rwkv6qwen2":
+            biases = {t.name.split(".", 2)[2] for t in tmap.tensors if t.name.endswith("bias") and t.layer == 0}
+            fits = fits and "time_mix_first" not in roles and {f"time_mix_{x}.bias" for x in (
+                "key", "value", "receptance")} <= biases
         return p.arch if fits and p.arch in _templates().get(engine, {}) else None
     if p.arch in ("bailingmoe3", "kimi-linear") and p.recurrent_layers and p.kv_lora_rank and p.n_expert:
         # Kimi Delta Attention and MLA layers from the per-layer arrays, a dense lead, MoE with a shared expert

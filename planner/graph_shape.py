@@ -67,6 +67,7 @@ class GraphShape:
     lic: int = 0
     lvr: int = 0
     lgt: int = 0
+    lkv: int = 0       # the time mix's key/value width (rwkv6qwen2: head_count_kv heads of the wkv head size)
     ih: int = 0        # DSA lightning indexer: head width, heads, keys kept per query (min(n_kv, top_k))
     nih: int = 0
     itk: int = 0
@@ -170,7 +171,8 @@ class GraphShape:
         if "|" in flag:
             return any(self.has(f) for f in flag.split("|"))
         known = {"fa": self.mask == 2, "nofa": self.mask != 2, "rotk": self.rk > 0, "rotv": self.rotv,
-                 "kvq": self.kvq, "wscale": self.wscale, "vpad": self.vpad > 0}
+                 "kvq": self.kvq, "wscale": self.wscale, "vpad": self.vpad > 0,
+                 "lgqa": 0 < self.lkv < self.n_embd}     # rwkv6qwen2's grouped key/value, repeated per head
         if flag in known:
             return known[flag]
         return self._mla_paths().get(flag, True)
@@ -278,7 +280,8 @@ def _rwkv(p: ModelParams, tokens: int, n_seqs: int) -> dict[str, int]:
         return {}
     ns = max(1, n_seqs)
     return {"ns": ns, "tq": tokens // ns, "nr": p.state_r, "rss": p.state_s, "wh": p.n_embd // p.wkv_head_size,
-            "lmix": p.mix_rank, "ldec": p.decay_rank, "lic": p.iclr_rank, "lvr": p.vres_rank, "lgt": p.gate_rank}
+            "lmix": p.mix_rank, "ldec": p.decay_rank, "lic": p.iclr_rank, "lvr": p.vres_rank, "lgt": p.gate_rank,
+            "lkv": p.n_head_kv * p.wkv_head_size if p.n_head_kv else p.n_embd}
 
 
 def _dsv4(p: ModelParams, tokens: int, n_kv: int, n_seqs: int) -> dict[str, int]:
