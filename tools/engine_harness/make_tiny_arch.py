@@ -34,6 +34,7 @@ Kinds (name -> GGUF architecture, what the cache holds):
   lfm2       lfm2        short-conv layers + attention on 3 of 8 layers: conv state and KV (llama-memory-hybrid)
   rwkv6      rwkv6       RWKV-6 time/channel mix in every layer: token shift + wkv state (llama-memory-recurrent)
   rwkv7      rwkv7       RWKV-7, the same state rows (llama-memory-recurrent)
+  rwkv6rescale2 rwkv6    the rwkv6 file with rescale_every_n_layers 2 (RWKV-6 halves every 2nd layer's output)
   rwkv6qwen2 rwkv6qwen2  RWKV-6 time mix on a Qwen2 trunk (one token-shift row, grouped key/value, SwiGLU FFN)
   arwkv7     arwkv7      RWKV-7 time mix on a Qwen2 trunk (one token-shift row, SwiGLU FFN)
 
@@ -1060,14 +1061,15 @@ def _rwkv_ends(t: TinyWeights, H: int) -> None:
     t.big("output.weight", (VOCAB, H))
 
 
-def build_rwkv6(w: gguf.GGUFWriter, t: TinyWeights) -> None:
+def build_rwkv6(w: gguf.GGUFWriter, t: TinyWeights, rescale: int = 6) -> None:
     """rwkv6 (RWKV-6 "Finch": time mix with a wkv state of head_size x n_embd per layer and sequence, token shift of
     2 x n_embd for the time and channel mixes; no attention): src/models/rwkv6.cpp load_arch_tensors @0c1e57098,
     fused lerp (conversion/rwkv.py stacks w/k/v/r/g into time_mix_lerp_fused), the converter's F32 tensors
-    (TIME_MIX_FIRST/W1/W2/DECAY_W1/DECAY_W2/LERP_FUSED, conversion/base.py)."""
+    (TIME_MIX_FIRST/W1/W2/DECAY_W1/DECAY_W2/LERP_FUSED, conversion/base.py).  ``rescale``: rescale_every_n_layers
+    (the released models' 6; kind rwkv6rescale2 halves every 2nd layer's output, so 4 layers show it)."""
     arch, L, H, head, ffn, tmx, tdx = "rwkv6", 4, 256, 64, 512, 32, 64
     _rwkv_keys(w, arch, L, H, head, ffn)
-    w.add_rescale_every_n_layers(6)
+    w.add_rescale_every_n_layers(rescale)
     w.add_time_mix_extra_dim(tmx)
     w.add_time_decay_extra_dim(tdx)
     add_tokenizer(w, VOCAB)
@@ -1250,6 +1252,7 @@ BUILDERS: dict[str, tuple[str, Callable[[gguf.GGUFWriter, TinyWeights], None]]] 
     "lfm2": ("lfm2", build_lfm2),
     "rwkv6": ("rwkv6", build_rwkv6),
     "rwkv7": ("rwkv7", build_rwkv7),
+    "rwkv6rescale2": ("rwkv6", lambda w, t: build_rwkv6(w, t, rescale=2)),
     "rwkv6qwen2": ("rwkv6qwen2", build_rwkv6qwen2),
     "arwkv7": ("arwkv7", build_arwkv7),
 }
