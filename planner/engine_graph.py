@@ -133,6 +133,8 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
         # DeepSeek-V4 (mainline deepseek4.cpp: its hyper-connection code asserts hc_mult == 4); flash attention
         # only (the raw-mask types and the sparse mask's zeros follow it; the KQ path is not drawn)
         v4 = flash_attn and "deepseek4" in _templates().get(engine, {})
+        if engine == "ik":      # ik's template: fused up/gate experts only, no dense lead layer (build_deepseek4.cpp)
+            v4 = v4 and tmap.derived(_fused_up_gate) and not p.n_dense_lead
         return "deepseek4" if v4 else None
     if p.arch == "falcon-h1" and p.recurrent_attn and p.ssm_n_group and not p.n_expert:
         # attention and a Mamba-2 mixer in every layer, a dense FFN (mainline falcon-h1.cpp)
@@ -318,7 +320,10 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
             have = set(tag.split("+")) if tag else set()
             for row, k in rows:
                 flags = _flags(row)
-                if flags & TAGS and not flags & TAGS <= have:
+                # a flag naming a layer tag holds where the layer has it; "a|b": either alternative (tags or
+                # shape flags) holds
+                if not all(any(g in have if g in TAGS else lshape.has(g) for g in f.split("|"))
+                           for f in flags if TAGS.intersection(f.split("|"))):
                     continue
                 if ("last" in flags and not is_last) or not all(lshape.has(f) for f in flags):
                     continue
@@ -336,11 +341,16 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
             kept[key] = (rows, out)
         return kept[key][1]
 
+    once: dict[str, int] = {}
+
     def nodes(rows: list[tuple[list[Any], int]], il: int, local: dict[str, int]) -> None:
         dev = layer_dev[il] if il >= 0 else out_dev
         win = windowed and 0 <= il < len(swa) and swa[il]
         for row, k, flags, srcs in rows_of(rows, il):
             name, op, expr = row[0], row[1], row[2]
+            if "once" in flags and name in once:     # drawn by the first layer that has the row, read by the others
+                local[name] = once[name]
+                continue
             view = row[4] if len(row) > 4 else ""
             resolved: list[int] = []
             for choices in srcs:
@@ -401,6 +411,8 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
             layout = (expr, True) if win and size(expr, k + 1, True) != size(expr, k + 1) else expr
             local[name] = add(T(f"{name}-{il}", op, size(expr, k + 1, win), srcs=tuple(resolved), view_src=v_src,
                                 layout=layout, pin=pin, out="out" in flags))
+            if "once" in flags:
+                once[name] = local[name]
             if "pre" in flags:
                 mark[0] = keys[-1]
                 nxt[0] = (0, 0)

@@ -100,12 +100,6 @@ def predicted(log: str, engine: str) -> dict[str, float]:
 # (engine, log without .log) -> its devices off by more than 10 % ("cpu", "rpcN": the N-th RPC buffer the log
 # names).  Strict: a fix turns the case into an XPASS, a failure until it is taken off the list.
 MISSES: dict[tuple[str, str], str] = {
-    ("ik", "dsv4-c4096"): "cpu",
-    ("ik", "dsv4-c16384"): "cpu",
-    ("ik", "dsv4-c16384-rpc1"): "rpc0 cpu",
-    ("ik", "dsv4-c4096-rpc2"): "rpc0 rpc1 cpu",
-    ("ik", "dsv4-c4096-q8-rpc1"): "rpc0 cpu",
-    ("ik", "dsv4-c8192-np2-rpc1"): "rpc0 cpu",
     ("mainline", "rwkv6-c4096"): "cpu",
     ("mainline", "rwkv6-c16384"): "cpu",
     ("mainline", "rwkv6-c16384-rpc1"): "rpc0 cpu",
@@ -123,7 +117,6 @@ MISSES: dict[tuple[str, str], str] = {
 # (planner/compute_buffers.py live_sets) stands in; its sets do not cover these architectures' own tensors.
 _NO_GRAPH = "no engine graph for this architecture: live-set estimate"
 WHY: dict[tuple[str, str], str] = {
-    ("ik", "dsv4"): _NO_GRAPH + " (compressed attention, indexer, hyper-connections not modelled)",
     # purely recurrent models: the live sets charge a KQ mask these graphs do not build (over at 16384 tokens)
     # and have no set for the mixer's own intermediates (under at 4096 on the device holding the layers)
     ("mainline", "rwkv6"): _NO_GRAPH + " (RWKV-6 time/channel mix; no attention, so no KQ mask)",
