@@ -92,6 +92,37 @@ def test_experts_on_the_cpu_end_each_layers_split():
     assert_matches_dump(lines, ts, order)
 
 
+@pytest.mark.parametrize("run_name,ctx,ubatch,batch", [("ik-dsv4-c16384-ub2048-rpc1", 16384, 2048, 2048),
+                                                        ("ik-dsv4-c8192-ub128-rpc1", 8192, 128, 2048)])
+def test_other_ubatches_match_a_dump_and_their_buffers(run_name, ctx, ubatch, batch):
+    # graphs_extra/: the plans choose -ub (2048 for deepseek-v4-flash at 80 GiB + 128 GiB, 32k); the raw keys'
+    # window (256 ceil((max(256, T) + n_swa) / 256) cells: 2304 at T = 2048, 512 at T = 128), the reserve plan's
+    # blocks and the indexer's widths follow T: node by node against ik's dumps, the buffers against the lines the
+    # same runs printed (2 decimals)
+    from dataclasses import replace
+
+    from test_engine_graph import assert_matches_dump
+
+    from planner.compute_buffers import _shape, _tokens
+    from planner.engine_graph import build, graph_of, layer_tags
+
+    extra = FIX_IK / "graphs_extra"
+    lines = (extra / f"{run_name}.txt").read_text().splitlines()
+    assert f"-c {ctx} -ub {ubatch}" in lines[1]
+    printed = logged((extra / f"{run_name}.compute.txt").read_text())
+    tmap, run, devices, layer_device, device_of, out_dev, copies = _placement("dsv4-c16384-rpc1.log", "ik")
+    run = replace(run, ctx=ctx, ubatch=ubatch, batch=batch)
+    got = placement_compute(tmap, run, devices, layer_device, device_of, out_dev, CPU, copies)
+    assert got is not None and printed.keys() == got.keys()
+    assert all(abs(got[d] / MIB - printed[d]) <= 0.005 for d in printed), (got, printed)
+    p = tmap.params
+    order = [*devices, CPU]
+    ts = build("ik", graph_of("ik", tmap, True, _tokens(run), run.mla) or "", _shape(p, run),
+               [order.index(d) for d in layer_device], lambda name: order.index(device_of(name)),
+               order.index(out_dev), len(order) - 1, tags=[layer_tags(p, il) for il in range(len(layer_device))])
+    assert_matches_dump(lines, ts, order)
+
+
 @pytest.mark.parametrize("dump", ["ik-dsv4-c16384-rpc1.txt", "ik-dsv4-c4096-rpc2.txt"])
 def test_layer_copy_allowance_is_the_dumps_per_layer_mask_copies(dump):
     # what the solver charges per layer (planner/input_copies.py) against the engine's own split inputs: the
