@@ -87,8 +87,10 @@ def layer_copy_allowance(tmap: TensorMap, cfg: RunConfig) -> list[int]:
     p = tmap.params
     n = p.n_loaded_layers
     graph = graph_of(cfg.engine, tmap, cfg.flash_attn, _tokens(cfg), cfg.mla)
+    if graph is None or not input_rooted(cfg.engine, graph):
+        return [0] * n
     shape = _shape(p, cfg)
-    if graph is None or not shape.drawn():
+    if not shape.drawn():
         return [0] * n
     by_tag: dict[str, int] = {}
     out = []
