@@ -389,7 +389,7 @@ def _shared_kv(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str) ->
     ffn = ("ffn_gate_exps", "ffn_up_exps", "ffn_down_exps") if p.n_expert else ("ffn_gate", "ffn_up", "ffn_down")
     moved = {} if role.ffn else {f"blk.{il}.{r}.weight": c for il in range(m, n) for r in ffn}
     return compute_buffers(cfg.engine, graph, p, _shape(p, cfg), [o] * m + [d] * (n - m), moved,
-                           d if role.output else o, 3, role.copies, kev=k_as_v(tmap))[d]
+                           d if role.output else o, 3, role.copies, kev=k_as_v(tmap), shared_inputs=True)[d]
 
 
 def _leaf_allowance(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str) -> int:
@@ -542,8 +542,9 @@ def _stand_in(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str, ent
     # the layer kinds as the model's own last layers have them too: the last layer gathers the output rows, and
     # what else is alive then depends on its kind (ik gemma-3-27b's last layer is a window layer, 21 MiB more)
     bases = dict.fromkeys((0, (p.n_loaded_layers - len(layers)) % per))
+    # the layers' own input-view copies read once: the solver charges them per layer (planner/input_copies.py)
     return max(compute_buffers(cfg.engine, graph, p, shape, layers, moved, out, 3, role.copies, layer_base=b,
-                               kev=k_as_v(tmap))[me]
+                               kev=k_as_v(tmap), shared_inputs=True)[me]
                for b in bases)
 
 

@@ -12,8 +12,9 @@ other layer), Ling-3.0 and Kimi-Linear (Kimi Delta Attention and MLA), DeepSeek-
 attention by compress ratio as per-layer tags, :func:`layer_tags`), RWKV-6/7 and their Qwen2-trunk forms
 (rwkv6qwen2 in the QRWKV6 layout, arwkv7); ik 8337e4cd3: gpt-oss, gemma-3, the same
 Qwen3-MoE shapes, Qwen3.5-MoE, Ling-3.0 (``-mla`` >= 1), DeepSeek under every ``-mla`` and GLM-DSA (its dense MLA
-graph: no ``--dsa``), with flash attention (DeepSeek, GLM-DSA, gpt-oss, gemma-4 and Ling-3.0: with or without) and
-fused up/gate experts, dense gemma-4).  Others keep the live-set estimate of
+graph: no ``--dsa``), DeepSeek-V4 (its fused ops; each layer copies its own mask views: planner/input_copies.py),
+with flash attention (DeepSeek, GLM-DSA, gpt-oss, gemma-4 and Ling-3.0: with or without) and fused up/gate experts,
+dense gemma-4).  Others keep the live-set estimate of
 :mod:`planner.compute_buffers`.
 
 The worst-case ubatch (mainline ``llama_context::sched_reserve``, src/llama-context.cpp; ik
@@ -33,6 +34,7 @@ from typing import Any
 
 from planner.gallocr import T, buffer_sizes, inplace_ops
 from planner.graph_shape import GraphShape
+from planner.input_copies import input_rooted, layer_leaf_bytes
 from planner.layer_kinds import TAGS, compress, dense_flags, ffn_only, kv_devices, layer_tags
 from planner.tensors import ModelParams, TensorMap
 
@@ -134,8 +136,9 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
     if p.arch == "deepseek4" and p.compress_ratios and p.hc_mult == 4 and p.o_groups and p.n_shared_exp == 1:
         # DeepSeek-V4 (mainline deepseek4.cpp: its hyper-connection code asserts hc_mult == 4); flash attention
         # only (the raw-mask types and the sparse mask's zeros follow it; the KQ path is not drawn)
-        v4 = flash_attn and "deepseek4" in _templates().get(engine, {})
-        return "deepseek4" if v4 else None
+        # (ik's template: fused up/gate experts, no dense lead layer: build_deepseek4.cpp)
+        v4 = flash_attn and (engine != "ik" or (tmap.derived(_fused_up_gate) and not p.n_dense_lead))
+        return "deepseek4" if v4 and "deepseek4" in _templates().get(engine, {}) else None
     if p.arch == "falcon-h1" and p.recurrent_attn and p.ssm_n_group and not p.n_expert:
         # attention and a Mamba-2 mixer in every layer, a dense FFN (mainline falcon-h1.cpp)
         return "falconh1" if "falconh1" in _templates().get(engine, {}) else None
@@ -239,7 +242,7 @@ def _flags(row: list[Any]) -> set[str]:
 def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], device_of: Callable[[str], int],
           out_dev: int, cpu: int, dense: Sequence[bool] = (), swa: Sequence[bool] = (),
           recr: Sequence[bool] = (), kv_dev: Sequence[int] = (), kev: Sequence[bool] = (),
-          tags: Sequence[str] = ()) -> list[T]:
+          tags: Sequence[str] = (), shared_inputs: bool = False) -> list[T]:
     """The graph's tensors in graph order for template ``graph`` (:func:`graph_of`); devices are backend indices
     (``cpu`` the last).  ``device_of`` maps a weight's GGUF name to its device (``-ot`` included); ``dense``: the
     layers with a dense FFN (rows flagged "dense"; the others take the "moe" rows); ``swa``: the sliding-window
@@ -255,8 +258,10 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
     with their own KV and V projection, "kev" on these, "noownv" on these and the shared-KV layers.  A template
     with ``window = true`` sizes a sliding-window layer's rows by :meth:`GraphShape.window` (its own cells and
     head widths).  ``tags``: each layer's kind tags (:func:`layer_tags`, "+"-joined: a row flagged with a tag is
-    drawn only on layers that have it)."""
+    drawn only on layers that have it).  ``shared_inputs``: every layer reads the first one's views of the graph
+    inputs (drawn "once"), so a device copies each in once (planner/input_copies.py: the solver's role stand-ins)."""
     tpl = _templates()[engine][graph]
+    shared_views = input_rooted(engine, graph) if shared_inputs else frozenset()
     k_seqs = tpl.get("reserve_seqs", 0)
     if k_seqs and shape.ns > k_seqs:
         # the engine reserves this architecture's prompt graph with k sequences whatever -np (Kimi-Linear:
@@ -338,7 +343,9 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
             have = set(tag.split("+")) if tag else set()
             for row, k in rows:
                 flags = _flags(row)
-                if flags & TAGS and not flags & TAGS <= have:
+                # a flag naming a layer tag holds where the layer has it ("a|b": either, tags or shape flags)
+                if not all(any(g in have if g in TAGS else lshape.has(g) for g in f.split("|"))
+                           for f in flags if TAGS.intersection(f.split("|"))):
                     continue
                 if ("last" in flags and not is_last) or ("nofirst" in flags and "first" in have):
                     continue
@@ -358,11 +365,16 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
             kept[key] = (rows, out)
         return kept[key][1]
 
+    once: dict[str, int] = {}       # rows drawn by the first layer that has them, read by the others
+
     def nodes(rows: list[tuple[list[Any], int]], il: int, local: dict[str, int]) -> None:
         dev = layer_dev[il] if il >= 0 else out_dev
         win = windowed and 0 <= il < len(swa) and swa[il]
         for row, k, flags, srcs in rows_of(rows, il):
             name, op, expr = row[0], row[1], row[2]
+            if ("once" in flags or name in shared_views) and name in once:
+                local[name] = once[name]
+                continue
             view = row[4] if len(row) > 4 else ""
             resolved: list[int] = []
             for choices in srcs:
@@ -423,6 +435,8 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
             layout = (expr, True) if win and size(expr, k + 1, True) != size(expr, k + 1) else expr
             local[name] = add(T(f"{name}-{il}", op, size(expr, k + 1, win), srcs=tuple(resolved), view_src=v_src,
                                 layout=layout, pin=pin, out="out" in flags))
+            if "once" in flags or name in shared_views:
+                once[name] = local[name]
             if "pre" in flags:
                 mark[0] = keys[-1]
                 nxt[0] = (0, 0)
@@ -466,7 +480,7 @@ def _reordered(ts: list[T], keys: list[tuple[int, int]]) -> list[T]:
 def _sizes(engine: str, graph: str, shape: GraphShape, layer_dev: tuple[int, ...], dense: tuple[bool, ...],
            weight_dev: tuple[tuple[str, int], ...], out_dev: int, n_backends: int, copies: int,
            swa: tuple[bool, ...] = (), recr: tuple[bool, ...] = (), kv_dev: tuple[int, ...] = (),
-           kev: tuple[bool, ...] = (), tags: tuple[str, ...] = ()) -> tuple[int, ...]:
+           kev: tuple[bool, ...] = (), tags: tuple[str, ...] = (), shared_inputs: bool = False) -> tuple[int, ...]:
     wd = dict(weight_dev)
     cpu = n_backends - 1
 
@@ -477,7 +491,8 @@ def _sizes(engine: str, graph: str, shape: GraphShape, layer_dev: tuple[int, ...
             return layer_dev[int(name.split(".")[1])]
         return cpu if name == "token_embd.weight" else out_dev
 
-    ts = build(engine, graph, shape, layer_dev, device_of, out_dev, cpu, dense, swa, recr, kv_dev, kev, tags)
+    ts = build(engine, graph, shape, layer_dev, device_of, out_dev, cpu, dense, swa, recr, kv_dev, kev, tags,
+               shared_inputs)
     return tuple(buffer_sizes(ts, n_backends, copies=copies, inplace=inplace_ops(engine)))
 
 
@@ -490,27 +505,18 @@ def first_layer_own(engine: str, graph: str) -> bool:
     return any(_flags(row) & {"first", "nofirst", "pre"} for row in _templates()[engine][graph]["layer"])
 
 
-def layer_leaf_bytes(engine: str, graph: str, shape: GraphShape) -> int:
-    """Bytes of the tensors a layer of the template creates as leafs ("LEAF" rows: DSA's zeros,
-    llama-graph.cpp:3071-3073).  ggml-alloc allocates every leaf before the first node (ggml-alloc.c
-    ggml_gallocr_alloc_graph_impl), so a device's buffer grows by about this much per layer it holds: such graphs
-    are replayed layer by layer (no :func:`compress`), and a role's stand-in adds it for the layers it leaves out
-    (planner/compute_buffers.py).  On the RPC harness a GLM-DSA device logged 54.79, 54.91 and 55.05 MiB with 4, 5
-    and 6 of its layers (128 KiB of zeros each)."""
-    return sum(shape.size(row[2]) for row in _templates()[engine][graph]["layer"] if row[1] == "LEAF")
-
-
 def compute_buffers(engine: str, graph: str, p: ModelParams, shape: GraphShape, layer_dev: Sequence[int],
                     weight_dev: dict[str, int], out_dev: int, n_backends: int, copies: int = 1,
                     *, exact_layers: bool = False, layer_base: int = 0, kv_elsewhere: int = -1,
-                    kev: Sequence[bool] = ()) -> tuple[int, ...]:
+                    kev: Sequence[bool] = (), shared_inputs: bool = False) -> tuple[int, ...]:
     """Each backend's compute buffer in bytes (backend ``n_backends - 1`` is the CPU) for template ``graph``.
     ``weight_dev``: the weights away from their layer's device (``-ot``), by GGUF name; token_embd is on the CPU,
-    the output's tensors on ``out_dev``.  The placement is :func:`compress`-ed unless ``exact_layers``.
+    the output's tensors on ``out_dev``.  The placement is :func:`compress`-ed unless ``exact_layers`` or its
+    layers create leafs or copy their own input views (the buffer grows per layer held).
     ``layer_base``: the model layer the placement's first layer stands for (its kind: sliding-window, recurrent,
     dense; a stand-in placement of a few layers, :func:`planner.compute_buffers.estimate`); ``kv_elsewhere``: the
     backend of a shared cache whose layer is before the stand-in (:func:`kv_devices`); ``kev``: per model layer,
-    whether it stores K as V (:func:`k_as_v`)."""
+    whether it stores K as V (:func:`k_as_v`); ``shared_inputs``: see :func:`build`."""
     n = len(layer_dev)
     dense = dense_flags(p, n + layer_base)[layer_base:]
     swa = [p.is_swa(il + layer_base) for il in range(n)] if p.n_swa else []
@@ -525,8 +531,9 @@ def compute_buffers(engine: str, graph: str, p: ModelParams, shape: GraphShape, 
     kv_dev = kv_devices(p, layer_dev, layer_base, kv_elsewhere)
     layer_kev = [bool(kev) and kev[(il + layer_base) % len(kev)] for il in range(n)]
     tags = [layer_tags(p, il + layer_base) for il in range(n)]
-    if not exact_layers and not layer_leaf_bytes(engine, graph, shape):
+    if not exact_layers and not layer_leaf_bytes(engine, graph, shape) and not input_rooted(engine, graph):
         layer_dev, weight_dev, dense, swa, recr, kv_dev, layer_kev, tags = compress(
             layer_dev, weight_dev, dense, swa, recr, kv_dev, layer_kev, tags)
     return _sizes(engine, graph, shape, tuple(layer_dev), tuple(dense), tuple(sorted(weight_dev.items())), out_dev,
-                  n_backends, copies, tuple(swa), tuple(recr), tuple(kv_dev), tuple(layer_kev), tuple(tags))
+                  n_backends, copies, tuple(swa), tuple(recr), tuple(kv_dev), tuple(layer_kev), tuple(tags),
+                  shared_inputs)
