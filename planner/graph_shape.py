@@ -3,6 +3,7 @@ cells of one worst-case ubatch), for :mod:`planner.engine_graph`'s templates (``
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -59,6 +60,14 @@ class GraphShape:
     dc: int = 0        # the conv kernel (d_conv)
     ds: int = 0        # the SSM state width (d_state; Mamba-1's B and C rows)
     nx: int = 0        # recurrent states copied as extra (n_rs - n_seqs: a template's reserve_seqs below -np)
+    tq: int = 0        # RWKV (:func:`_rwkv`): tokens per sequence (n_seq_tokens), wkv heads (n_embd / head size),
+    wh: int = 0        # the time mix's low-rank widths: token-shift mix, decay, in-context learning rate, value
+    lmix: int = 0      # residual mix, gate (ModelParams.mix_rank, decay_rank, iclr_rank, vres_rank, gate_rank);
+    ldec: int = 0      # its token-shift and wkv state rows are nr and rss above (n_embd_r, n_embd_s)
+    lic: int = 0
+    lvr: int = 0
+    lgt: int = 0
+    lkv: int = 0       # the time mix's key/value width (rwkv6qwen2: head_count_kv heads of the wkv head size)
     ih: int = 0        # DSA lightning indexer: head width, heads, keys kept per query (min(n_kv, top_k))
     nih: int = 0
     itk: int = 0
@@ -88,6 +97,12 @@ class GraphShape:
     rd4: int = 0
     rd128: int = 0
     nst: int = 1       # DeepSeek-V4: cache streams (one per sequence; the keys concatenated over all of them)
+    nwin: int = 0      # ik DeepSeek-V4 (:func:`_dsv4`): the raw keys' attention window, the reserve plan's blocks per
+    cb4: int = 0       # ratio (4, 128) and their state reads, the mask index's width
+    cb128: int = 0
+    rdi4: int = 0
+    rdi128: int = 0
+    mti: int = 0
 
     @classmethod
     def of(cls, p: ModelParams, tokens: int, n_kv: int, flash_attn: bool, type_k: str = "f16",
@@ -122,6 +137,7 @@ class GraphShape:
                    wscale=p.expert_weights_scale not in (0.0, 1.0), ih=p.indexer_head_size, nih=p.indexer_n_head,
                    itk=min(n_kv, p.indexer_top_k), mla=mla, amb=amb)
         fields.update(_recurrent(p, tokens, n_seqs))
+        fields.update(_rwkv(p, tokens, n_seqs))
         fields.update(_cache_rows(p, type_k, type_v, flash_attn))
         fields.update(_dsv4(p, tokens, n_kv, n_seqs))
         return cls(**fields)
@@ -161,7 +177,10 @@ class GraphShape:
         if "|" in flag:
             return any(self.has(f) for f in flag.split("|"))
         known = {"fa": self.mask == 2, "nofa": self.mask != 2, "rotk": self.rk > 0, "rotv": self.rotv,
-                 "kvq": self.kvq, "wscale": self.wscale, "vpad": self.vpad > 0}
+                 "kvq": self.kvq, "wscale": self.wscale, "vpad": self.vpad > 0,
+                 "lgqa": 0 < self.lkv < self.n_embd,      # rwkv6qwen2's grouped key/value, repeated per head
+                 "lidk": self.itk < self.ncsa, "nolidk": self.itk >= self.ncsa,
+                 "mti": self.mti < self.nwin + self.ncsa, "nomti": self.mti >= self.nwin + self.ncsa}
         if flag in known:
             return known[flag]
         return self._mla_paths().get(flag, True)
@@ -183,8 +202,9 @@ class GraphShape:
         if expr.startswith("rows:"):   # a strided view of the first W of each R-wide row: (T-1) R + W elements
             w, r = (self.size(x) for x in expr[5:].split(","))
             return ((self.T - 1) * r + w) * 4
-        if "+" in expr:
-            return sum(self.size(x, k1) for x in expr.split("+"))
+        if "+" in expr or "-" in expr:    # a sum of products, "-" subtracting the term it starts
+            return sum(-self.size(x[1:], k1) if x[0] == "-" else self.size(x.lstrip("+"), k1)
+                       for x in re.findall(r"[+-]?[^+-]+", expr))
         if expr == "topk":         # a view of the first n_used of n_expert sorted ids per token (its nbytes)
             return ((self.T - 1) * self.n_expert + self.n_used) * 4
         out = 1
@@ -258,10 +278,24 @@ def _recurrent(p: ModelParams, tokens: int, n_seqs: int) -> dict[str, int]:
             "dsv": dsv, "dc": p.ssm_d_conv, "ds": p.ssm_d_state}
 
 
+def _rwkv(p: ModelParams, tokens: int, n_seqs: int) -> dict[str, int]:
+    """RWKV's sizes of :class:`GraphShape` (mainline rwkv6-base.cpp, rwkv7-base.cpp and
+    llm_graph_context::build_rwkv_token_shift_load/store, llama-graph.cpp:3592-3633 @0c1e57098): the reserve
+    ubatch's sequences and tokens per sequence, the token-shift rows (n_embd_r, token_shift_count x n_embd) and
+    the wkv state (n_embd_s, n_embd x head size) per sequence, n_embd / head size heads, the low-rank widths;
+    nothing for other models."""
+    if not (p.wkv_head_size and p.state_r and p.state_s):
+        return {}
+    ns = max(1, n_seqs)
+    return {"ns": ns, "tq": tokens // ns, "nr": p.state_r, "rss": p.state_s, "wh": p.n_embd // p.wkv_head_size,
+            "lmix": p.mix_rank, "ldec": p.decay_rank, "lic": p.iclr_rank, "lvr": p.vres_rank, "lgt": p.gate_rank,
+            "lkv": p.n_head_kv * p.wkv_head_size if p.n_head_kv else p.n_embd}
+
+
 def _dsv4(p: ModelParams, tokens: int, n_kv: int, n_seqs: int) -> dict[str, int]:
-    """DeepSeek-V4's sizes of :class:`GraphShape` (mainline 0c1e57098); nothing for other models.  ``n_kv``: the
-    context per sequence.  Caches per stream (one per sequence, planner/kv_cache.py _mainline_dsv4_layer): the
-    raw cache ``GGML_PAD(n_swa + T, 256)`` cells, the compressed ones ``GGML_PAD(ceil(n_kv / ratio), 256)``; the
+    """DeepSeek-V4's sizes of :class:`GraphShape` (mainline 0c1e57098 and ik 8337e4cd3); nothing for other models.
+    ``n_kv``: the context per sequence (mainline), the cache's cells (ik).  mainline's caches per stream (one per
+    sequence, planner/kv_cache.py _mainline_dsv4_layer): the raw cache ``GGML_PAD(n_swa + T, 256)`` cells, the compressed ones ``GGML_PAD(ceil(n_kv / ratio), 256)``; the
     reserve plan (src/llama-kv-cache-dsv4.cpp:842-880): ``n_blocks = T / ratio + n_seqs``, state reads ``2 ratio
     n_blocks`` (CSA, overlapping) or ``ratio n_blocks`` (HCA), persisted rows ``min(T, state_size n_stream)``
     with state_size 2 x 4 (CSA and indexer) and 128 (HCA, 1313-1329); the indexer keeps ``min(n_csa, top_k)``."""
@@ -274,9 +308,18 @@ def _dsv4(p: ModelParams, tokens: int, n_kv: int, n_seqs: int) -> dict[str, int]
     ns = max(1, n_seqs)
     ncsa = pad(max(1, -(-n_kv // 4)))
     nb4, nb128 = tokens // 4 + ns, tokens // 128 + ns
+    # ik (src/graphs/build_deepseek4.cpp, src/llama-dsv4.cpp @8337e4cd3): n_kv is the raw cache's n_ctx cells (one
+    # cache for every sequence), read through the window of 256 ceil((max(256, T) + n_swa) / 256) cells
+    # (1076-1089); the reserve plan has ceil(T / ratio) blocks of its one sequence (dsv4_build_reserve_comp_plan,
+    # 492-525), the compressed caches pad(ceil(n_ctx / ratio), 256) cells per stream; flash attention indexes a CSA
+    # mask pad(n_swa + index_topk, 256) wide (592-600)
+    cb4, cb128 = -(-tokens // 4), -(-tokens // 128)
+    win = 256 * -(-(max(256, tokens) + p.n_swa) // 256)
     return {"hcm": p.hc_mult, "hmix": (2 + p.hc_mult) * p.hc_mult, "ol": p.o_groups * p.o_lora_rank,
             "hd": p.head_dim,
             "nraw": pad(min(n_kv, p.n_swa + tokens)), "ncsa": ncsa, "nhca": pad(max(1, -(-n_kv // 128))),
             "nb4": nb4, "nb128": nb128, "n4": 4 * nb4, "sr4": 8 * ns, "sr128": 128 * ns,
             "pe4": min(tokens, 8 * ns), "pe128": min(tokens, 128 * ns), "rd4": 8 * nb4, "rd128": 128 * nb128,
-            "itk": min(ncsa, p.indexer_top_k), "nst": ns}
+            "itk": min(ncsa, p.indexer_top_k), "nst": ns,
+            "nwin": min(max(256, pad(n_kv)), win), "cb4": cb4, "cb128": cb128, "rdi4": 8 * cb4, "rdi128": 128 * cb128,
+            "mti": pad(p.n_swa + p.indexer_top_k)}
