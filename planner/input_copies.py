@@ -56,7 +56,8 @@ def layer_copy_bytes(engine: str, graph: str, shape: GraphShape, tag: str) -> in
     """Bytes of the graph-input views a layer with these tags copies to its device: rows of the template's layer
     that are views rooted at an "in:" input and read by a drawn compute row (the rows drawn by the layer's tags
     and the shape's flags, planner/engine_graph.py)."""
-    from planner.engine_graph import TAGS, _flags, _templates
+    from planner.engine_graph import _flags, _templates
+    from planner.layer_kinds import TAGS
 
     have = set(tag.split("+")) if tag else set()
 
@@ -82,7 +83,8 @@ def layer_copy_bytes(engine: str, graph: str, shape: GraphShape, tag: str) -> in
 def layer_copy_allowance(tmap: TensorMap, cfg: RunConfig) -> list[int]:
     """Per loaded layer, :func:`layer_copy_bytes` of the engine's graph for the run (all 0 where there is none)."""
     from planner.compute_buffers import _shape, _tokens
-    from planner.engine_graph import graph_of, layer_tags
+    from planner.engine_graph import graph_of
+    from planner.layer_kinds import layer_tags
 
     p = tmap.params
     n = p.n_loaded_layers

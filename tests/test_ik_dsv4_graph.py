@@ -123,6 +123,44 @@ def test_other_ubatches_match_a_dump_and_their_buffers(run_name, ctx, ubatch, ba
     assert_matches_dump(lines, ts, order)
 
 
+def test_an_indexer_keeping_every_compressed_row_builds_no_top_k():
+    # graphs_extra/ik-dsv4k512-c1024-rpc1.*: make_tiny_arch.py dsv4k512 (the dsv4 file with V4-Flash's index_topk
+    # 512; dsv4k512.header.gguf its header) at -c 1024 over one rpc-server: 256 compressed rows, all kept, so ik
+    # builds neither the indexer's top-k nor its mask (build_deepseek4.cpp:1155-1170: index_topk < the CSA mask's
+    # width) and CSA layers read the CSA mask input itself, indexed by MASK_TO_IDX (768 wide < 768 + 256 keys):
+    # the template's "nolidk" rows, node by node against ik's dump, both buffers against the printed lines
+    from test_engine_graph import assert_matches_dump
+
+    from planner.compute_buffers import _shape, _tokens
+    from planner.engine_graph import build, graph_of, layer_tags
+    from planner.runconfig import RunConfig
+    from planner.source import load_model
+
+    extra = FIX_IK / "graphs_extra"
+    lines = (extra / "ik-dsv4k512-c1024-rpc1.txt").read_text().splitlines()
+    assert "-c 1024" in lines[1] and not any("INDEXER_TO" in x or "MASK_TOPK" in x for x in lines)
+    printed = logged((extra / "ik-dsv4k512-c1024-rpc1.compute.txt").read_text())
+    tmap = load_model(str(extra / "dsv4k512.header.gguf"), check_size=False)
+    p = tmap.params
+    assert p.indexer_top_k == 512
+    run = RunConfig(engine="ik", ctx=1024, type_k="f16", type_v="f16", flash_attn=True, ubatch=512, batch=2048,
+                    amb=256)       # the command's defaults: f16 cache, ik's -amb 256
+    shape = _shape(p, run)
+    assert not shape.has("lidk") and shape.has("mti")
+    dev = "RPC0[127.0.0.1:50420]"
+    n = p.n_loaded_layers
+
+    def device_of(name: str) -> str:
+        return CPU if name == "token_embd.weight" else dev
+
+    got = placement_compute(tmap, run, [dev], [dev] * n, device_of, dev, CPU, 1)
+    assert got is not None and printed.keys() == got.keys()
+    assert all(abs(got[d] / MIB - printed[d]) <= 0.005 for d in printed), (got, printed)
+    ts = build("ik", graph_of("ik", tmap, True, _tokens(run), run.mla) or "", shape, [0] * n,
+               lambda name: [dev, CPU].index(device_of(name)), 0, 1, tags=[layer_tags(p, il) for il in range(n)])
+    assert_matches_dump(lines, ts, [dev, CPU])
+
+
 @pytest.mark.parametrize("dump", ["ik-dsv4-c16384-rpc1.txt", "ik-dsv4-c4096-rpc2.txt"])
 def test_layer_copy_allowance_is_the_dumps_per_layer_mask_copies(dump):
     # what the solver charges per layer (planner/input_copies.py) against the engine's own split inputs: the
