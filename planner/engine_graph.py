@@ -36,7 +36,7 @@ from planner.graph_shape import GraphShape
 from planner.tensors import ModelParams, TensorMap
 
 __all__ = ["GraphShape", "build", "compute_buffers", "dense_flags", "graph_of", "has_graph", "k_as_v", "kv_devices",
-           "layer_leaf_bytes", "layer_tags"]
+           "layer_leaf_bytes", "layer_tags", "reads_state_early"]
 
 
 @cache
@@ -517,6 +517,13 @@ def ffn_only(p: ModelParams, il: int) -> bool:
     return bool(p.n_head_kv_layers) and not p.is_recurrent(il) and p.head_count_kv(il) == 0
 
 
+def reads_state_early(engine: str, graph: str) -> bool:
+    """Whether the template has rows flagged "pre" (a recurrent layer's conv-state reads, drawn before the previous
+    layer's unexpanded tail): a device's last layer then hands that tail to the next device, so it is not like the
+    layers before it (the mamba2 rpc2 harness case: the first device's 4 layers log 12.77 MiB, 3 of them 12.35)."""
+    return any("pre" in _flags(row) for row in _templates()[engine][graph]["layer"])
+
+
 def layer_leaf_bytes(engine: str, graph: str, shape: GraphShape) -> int:
     """Bytes of the tensors a layer of the template creates as leafs ("LEAF" rows: DSA's zeros,
     llama-graph.cpp:3071-3073).  ggml-alloc allocates every leaf before the first node (ggml-alloc.c
@@ -536,9 +543,10 @@ def compress(layer_dev: Sequence[int], weight_dev: dict[str, int], dense: Sequen
              ) -> tuple[list[int], dict[str, int], list[bool], list[bool], list[bool], list[int], list[bool],
                         list[str]]:
     """The same placement with every run of identical layers (same device, same weights moved where) cut to
-    ``RUN`` layers.  The graph repeats per layer, so the allocator reaches its steady state within a run and a
-    longer run changes no buffer (checked on every harness placement, tests/test_engine_graph.py); the last layer
-    stays the last (it alone gathers the output rows).  A layer's kind is its FFN (``dense``), its cache
+    ``RUN`` layers and the run's last one.  The graph repeats per layer, so the allocator reaches its steady state
+    within a run and a longer run changes no buffer (checked on every harness placement, tests/test_engine_graph.py);
+    the run's last layer may differ (the next layer's state reads land before its tail, :func:`reads_state_early`),
+    and the model's last layer stays the last (it alone gathers the output rows).  A layer's kind is its FFN (``dense``), its cache
     (``swa``), its mixer (``recr``), the cache it reads (``kv_dev``) and its V (``kev``): alternating kinds are
     kept as they are."""
     moved: dict[int, list[tuple[str, int]]] = {}
@@ -555,8 +563,12 @@ def compress(layer_dev: Sequence[int], weight_dev: dict[str, int], dense: Sequen
     tag = [tags[il] if il < len(tags) else "" for il in range(len(layer_dev))]
     sig = [(d, kinds[il], windows[il], mixers[il], caches[il] if caches[il] in (-1, d) else (caches[il], il),
             kvs[il], tag[il], tuple(sorted(moved.get(il, ())))) for il, d in enumerate(layer_dev)]
+    # a run's last layer stays too: the next layer's "pre" rows (a Mamba layer's state reads) land before its
+    # unexpanded tail, which the next device may then compute (the mamba2 rpc2 harness case: the first device's
+    # 4 layers cut to 3 replayed 12.35 MiB, all 4 give the engine's 12.77)
     keep = [il for il in range(len(sig))
-            if il < RUN or any(sig[j] != sig[il] for j in range(il - RUN, il)) or il == len(sig) - 1]
+            if il < RUN or any(sig[j] != sig[il] for j in range(il - RUN, il)) or il == len(sig) - 1
+            or sig[il + 1] != sig[il]]
     new_dev = [layer_dev[il] for il in keep]
     new_w = {name: dev for name, dev in weight_dev.items() if not name.startswith("blk.")}
     for k, il in enumerate(keep):

@@ -165,11 +165,7 @@ def test_kv_kinds_compute_buffer_within_10_percent(engine, log, dev):
 
 # (engine, log without .log) -> replayed devices within 10 % but not to the printed digit, with the reason.
 # Strict: a fix turns them into XPASS -> failure.
-INEXACT: dict[tuple[str, str], tuple[str, str]] = {
-    ("mainline", "mamba2-c4096-rpc2"): ("rpc0", "the node order and backends equal the engine's dump, but the "
-                                                "replay allocates 0.42 MiB less on the first of the two devices "
-                                                "(12.35 vs 12.77 MiB; not explained yet)"),
-}
+INEXACT: dict[tuple[str, str], tuple[str, str]] = {}
 
 
 def _exact_cases():
