@@ -320,7 +320,7 @@ def test_dsa_reservation_follows_the_layers_a_device_holds():
 # layer kinds from per-layer header arrays; gemma-4's shared-KV layers; DeepSeek-V4's per-layer compress ratios
 # (raw/CSA/HCA) and hash routing
 _ROLE_CHECKED = ("nemotronh", "granitehybrid", "falconh1", "gemma4", "gemma4kv", "jamba", "kda", "kimilinear",
-                 "mamba", "mamba2", "dsv4", "lfm2", "plamo2")
+                 "mamba", "mamba2", "dsv4", "lfm2", "lfm2moe", "plamo2")
 
 
 @pytest.mark.parametrize("engine,log,dev", [p for p in _exact_cases()
