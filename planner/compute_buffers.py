@@ -450,7 +450,7 @@ def _pipelined(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str) ->
 
 
 def _stand_in(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str, entry: str, split: int,
-              last: int = 0, extra: int = 0, _done: int = 0) -> int:
+              last: int = 0) -> int:
     """One placement for :func:`_canonical`: ``split`` 1 moves the experts of one of the device's layers to the
     CPU (the CPU: of one GPU layer, besides its own), 2 the up/gate experts of every other layer of the device, 3
     their down experts (up/gate stay: the SwiGLU product crosses to the CPU), 4 their shared experts (the solver
@@ -464,15 +464,17 @@ def _stand_in(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str, ent
     ``last`` (a GPU): its block ends the model with that many layers (1 or a whole block; 0: it does not, unless
     the role has the output), and the output is on the CPU unless the role has it.  The engines put CPU layers
     first (-ngl offloads the last layers), so the CPU's block never ends the model.  ``entry`` "cpu1": the CPU
-    holds the first dense lead layer only.  ``extra``: layers added to the device's block (``_done``: the variants
-    are chosen already)."""
-    from planner.engine_graph import compute_buffers, k_as_v, reads_state_early
+    holds the first dense lead layer only."""
+    from planner.engine_graph import compute_buffers, first_layer_own, k_as_v
 
     p = tmap.params
     d, o, c = 0, 1, 2
     lead = p.n_dense_lead
     per = _period(p)
     k = _block(p)                           # layers per block (a hybrid's: two periods, each ending in attention)
+    if per == 1 and first_layer_own(cfg.engine, graph):
+        k += 1      # a layer 0 of its own kind (recurrent state reads, RWKV's token-embedding norm): one steady layer
+        #             less in a block from layer 0 (a periodic model's two periods already span it)
     first = k + lead                        # the first block: the dense layers and k MoE layers
     # a dense model's FFN weights move as the experts do (the solver places them per tensor: `plan` of the tiny
     # gemma-4 at --vram 1.04 put two layers' gate and up on the CPU, 2 MiB over a reservation without them)
@@ -495,19 +497,13 @@ def _stand_in(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str, ent
         before = [c] * n_before if entry == "cpu" else [c] if entry == "cpu1" else [] if entry == "input" else (
             [o] * n_before)
         n_mine = first - 1 if entry == "cpu1" else first if not before else (last or k)
-        after = [] if role.output or last else [o] * (k if per == 1 else 1)
-        if after and reads_state_early(cfg.engine, graph) and not _done:
-            # a block's steady layers and the one handing its tail on (reads_state_early), as well as the block
-            # alone (a hybrid's kinds then end elsewhere)
-            return max(_stand_in(tmap, cfg, role, graph, entry, split, last, 0, 1),
-                       _stand_in(tmap, cfg, role, graph, entry, split, last, 1, 1))
-        n_mine += extra
         n_moe = min(k, n_mine)
         if split in (6, 7):                 # a long run of layers alternating their experts GPU/CPU
             n_moe = _ALTERNATING
             n_mine += _ALTERNATING - k
         # the output alone (no attention, no FFN): every layer elsewhere, on another GPU or (entry "cpu") the CPU
         mine = [d] * n_mine if role.attention else [c if entry == "cpu" and not role.ffn else o] * n_mine
+        after = [] if role.output or last else [o] * (k if per == 1 else 1)
         layers = before + mine + after
         out = d if role.output else c if last else o
         mine_moe = range(len(before) + n_mine - n_moe, len(before) + n_mine)

@@ -35,8 +35,8 @@ from planner.gallocr import T, buffer_sizes, inplace_ops
 from planner.graph_shape import GraphShape
 from planner.tensors import ModelParams, TensorMap
 
-__all__ = ["GraphShape", "build", "compute_buffers", "dense_flags", "graph_of", "has_graph", "k_as_v", "kv_devices",
-           "layer_leaf_bytes", "layer_tags", "reads_state_early"]
+__all__ = ["GraphShape", "build", "compute_buffers", "dense_flags", "first_layer_own", "graph_of", "has_graph",
+           "k_as_v", "kv_devices", "layer_leaf_bytes", "layer_tags"]
 
 
 @cache
@@ -147,6 +147,21 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
         norms = header is not None and bool(header.get("mamba.ssm.dt_b_c_rms"))
         norms = norms or "ssm_dt_norm" in tmap.derived(_roles)
         return "mamba" if not norms and "mamba" in _templates().get(engine, {}) else None
+    if p.arch in ("rwkv6", "rwkv7", "rwkv6qwen2", "arwkv7") and p.wkv_head_size and p.decay_rank:
+        # rwkv6/rwkv7: two token-shift rows (time and channel mix), the Qwen2-trunk ones one; the converter's fused
+        # lerp (RWKV-6's older five lerp tensors are another graph); RWKV-7 with its gate LoRA (6 mixes) and
+        # group norm; rwkv6qwen2 in the QRWKV6 layout (no time_mix_first, key/value/receptance biases)
+        roles = tmap.derived(_roles)
+        v7, qwen = p.arch.endswith("rwkv7"), p.arch in ("rwkv6qwen2", "arwkv7")
+        need = {"time_mix_lerp_fused"} | ({"time_mix_g1", "time_mix_g2", "time_mix_ln"} if v7 else set())
+        fits = p.state_r == (1 if qwen else 2) * p.n_embd and need <= roles and bool(p.gate_rank if v7 else p.mix_rank)
+        if p.arch == "rwkv6":
+            fits = fits and "time_mix_ln" in roles
+        elif p.arch == "rwkv6qwen2":
+            biases = {t.name.split(".", 2)[2] for t in tmap.tensors if t.name.endswith("bias") and t.layer == 0}
+            fits = fits and "time_mix_first" not in roles and {f"time_mix_{x}.bias" for x in (
+                "key", "value", "receptance")} <= biases
+        return p.arch if fits and p.arch in _templates().get(engine, {}) else None
     if p.arch in ("bailingmoe3", "kimi-linear") and p.recurrent_layers and p.kv_lora_rank and p.n_expert:
         # Kimi Delta Attention and MLA layers from the per-layer arrays, a dense lead, MoE with a shared expert
         # (mainline bailingmoe3.cpp, kimi-linear.cpp); drawn: MLA in the attn_k_b/attn_v_b layout (Kimi-Linear's
@@ -160,8 +175,8 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
     if p.arch in ("lfm2", "lfm2moe") and p.recurrent_layers and p.state_r and not p.n_swa:
         # short-conv and attention layers from the per-layer arrays, no sliding window (mainline lfm2.cpp
         # graph<false>, which lfm2moe.cpp builds too); a dense FFN, or LFM2-MoE's dense lead and sigmoid-gated MoE
-        # with the router bias (conversion/lfm2.py:111) and no shared expert; separate Q/K/V projections (build_qkv's fused attn_qkv path is
-        # not drawn)
+        # with the router bias (conversion/lfm2.py:111) and no shared expert; separate Q/K/V projections
+        # (build_qkv's fused attn_qkv path is not drawn)
         roles = tmap.derived(_roles)
         lfm = "attn_q" in roles and "attn_qkv" not in roles
         lfm = lfm and (bool(p.n_expert) == (p.arch == "lfm2moe")) and not (p.n_shared_exp or p.n_ff_shexp)
@@ -285,9 +300,12 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
             ids["in:" + name] = add(T(f"inp_{name}", "NONE", shape.size(expr), layout=expr, inp=True))
     weights: dict[str, int] = {}
 
-    def weight(name: str) -> int:
+    def weight(name: str, il: int = -1) -> int:
         if name not in weights:
-            weights[name] = add(T(name, "NONE", 0, dev=device_of(name), weight=True))
+            # the token-embedding norm is loaded with layer 0 (LLM_TENSOR_LAYER_REPEATING, mainline
+            # llama-arch.cpp:732 @0c1e57098), whatever device holds the other model-level weights
+            dev = layer_dev[il] if il >= 0 and name.startswith("token_embd_norm.") else device_of(name)
+            weights[name] = add(T(name, "NONE", 0, dev=dev, weight=True))
         return weights[name]
 
     shared: dict[str, int] = {}
@@ -335,7 +353,9 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
                 flags = _flags(row)
                 if flags & TAGS and not flags & TAGS <= have:
                     continue
-                if ("last" in flags and not is_last) or not all(lshape.has(f) for f in flags):
+                if ("last" in flags and not is_last) or ("nofirst" in flags and "first" in have):
+                    continue
+                if not all(lshape.has(f) for f in flags):
                     continue
                 if ("dense" in flags and not is_dense) or (flags & {"moe", "nodense"} and is_dense):
                     continue
@@ -376,7 +396,7 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
                     # "w:exp_probs_b.bias": as named; "w:ssm_a.": a weight without a suffix (blk.N.ssm_a)
                     role = (s[2:].rstrip(".") if s.endswith(".") else s[2:]) if "." in s else s[2:] + ".weight"
                     resolved.append(weight(f"blk.{il}.{role}" if il >= 0 and role.split(".")[0] not in (
-                        "output", "output_norm", "token_embd") else role))
+                        "output", "output_norm", "token_embd", "token_embd_norm") else role, il))
                 elif s.startswith("kv:"):
                     resolved.append(cache_node(s, il, local))
                 elif s.startswith("in:"):
@@ -421,13 +441,16 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
                 nxt[0] = (0, 0)
             elif "exp" in flags:
                 mark[0] = keys[-1]
+            if "glob" in flags:
+                glob[name] = local[name]
 
     head: dict[str, int] = {}
+    glob: dict[str, int] = {}           # rows flagged "glob": read by every later layer by name
     nodes(_chunked(tpl["head"], 1), -1, head)
     inp = head[tpl["head"][-1][0]]           # the last head row is layer 0's input (gemma-3: the scaled embeddings)
     layer = _chunked(tpl["layer"], shape.nit)
     for il in range(n_layer):
-        local = {"inpL": inp}
+        local = {"inpL": inp, **glob}
         nodes(layer, il, local)
         inp = local["l_out"]
     nodes(_chunked(tpl["tail"], 1), -1, {"inpL": inp})
@@ -493,19 +516,26 @@ def kv_devices(p: ModelParams, layer_dev: Sequence[int], layer_base: int = 0, el
 
 
 # layer tags a template's rows may be flagged with (:func:`layer_tags`)
-TAGS = frozenset({"raw", "csa", "hca", "hash", "nohash"})
+TAGS = frozenset({"raw", "csa", "hca", "hash", "nohash", "first", "rescale"})
 
 
 def layer_tags(p: ModelParams, il: int) -> str:
     """A layer's kind tags, "+"-joined (rows flagged with one are drawn only on layers that have it): DeepSeek-V4's
     attention by compress ratio ("raw" 0, "csa" 4, "hca" 128: mainline deepseek4.cpp:1200-1221) and its routing
-    ("hash": the first ``n_hash_layers`` take their experts from ffn_gate_tid2eid, 1320-1323; "nohash"); "" for
-    other models."""
-    if not p.compress_ratios:
-        return ""
-    ratio = p.compress_ratios[il % len(p.compress_ratios)]
-    kind = {4: "csa", 128: "hca"}.get(ratio, "raw")
-    return kind + ("+hash" if il < p.n_hash_layers else "+nohash")
+    ("hash": the first ``n_hash_layers`` take their experts from ffn_gate_tid2eid, 1320-1323; "nohash"); "first"
+    on the model's layer 0 (rows flagged "nofirst" are drawn on the others: RWKV-7's value of layer 0 is every
+    later layer's residual, rwkv7-base.cpp:74-85, and the token-embedding norm is built with layer 0, rwkv6.cpp:102,
+    on its device: TOKEN_EMBD_NORM is a layer-0 tensor, llama-arch.cpp:732); "rescale" on the layers whose output
+    RWKV-6 halves (every ``rescale_every``-th, rwkv6.cpp:164-166); all at 0c1e57098."""
+    tags = []
+    if p.compress_ratios:
+        ratio = p.compress_ratios[il % len(p.compress_ratios)]
+        tags += [{4: "csa", 128: "hca"}.get(ratio, "raw"), "hash" if il < p.n_hash_layers else "nohash"]
+    if il == 0:
+        tags.append("first")
+    if p.rescale_every and (il + 1) % p.rescale_every == 0:
+        tags.append("rescale")
+    return "+".join(tags)
 
 
 def dense_flags(p: ModelParams, n: int) -> list[bool]:
@@ -521,11 +551,13 @@ def ffn_only(p: ModelParams, il: int) -> bool:
     return bool(p.n_head_kv_layers) and not p.is_recurrent(il) and p.head_count_kv(il) == 0
 
 
-def reads_state_early(engine: str, graph: str) -> bool:
-    """Whether the template has rows flagged "pre" (a recurrent layer's conv-state reads, drawn before the previous
-    layer's unexpanded tail): a device's last layer then hands that tail to the next device, so it is not like the
-    layers before it (the mamba2 rpc2 harness case: the first device's 4 layers log 12.77 MiB, 3 of them 12.35)."""
-    return any("pre" in _flags(row) for row in _templates()[engine][graph]["layer"])
+def first_layer_own(engine: str, graph: str) -> bool:
+    """Whether the model's layer 0 is a kind of its own for the allocator: the template draws it unlike the others
+    (rows flagged "first" or "nofirst", :func:`layer_tags`), or a layer's "pre" rows (its recurrent state's reads)
+    land among the previous layer's rows, which layer 0 has none of.  A stand-in placement from layer 0 then needs
+    one more layer to reach the steady state (the tiny RWKV-6 on the CPU: 7.1309 MiB with 4 layers or more, 2 KiB
+    less with 3; the tiny Mamba-2's first of two rpc-servers, 4 layers: 12.77 MiB as logged, 12.35 with 3)."""
+    return any(_flags(row) & {"first", "nofirst", "pre"} for row in _templates()[engine][graph]["layer"])
 
 
 def layer_leaf_bytes(engine: str, graph: str, shape: GraphShape) -> int:
@@ -547,11 +579,13 @@ def compress(layer_dev: Sequence[int], weight_dev: dict[str, int], dense: Sequen
              ) -> tuple[list[int], dict[str, int], list[bool], list[bool], list[bool], list[int], list[bool],
                         list[str]]:
     """The same placement with every run of identical layers (same device, same weights moved where) cut to
-    ``RUN`` layers and the run's last one.  The graph repeats per layer, so the allocator reaches its steady state
-    within a run and a longer run changes no buffer (checked on every harness placement, tests/test_engine_graph.py);
-    the run's last layer may differ (the next layer's state reads land before its tail, :func:`reads_state_early`),
-    and the model's last layer stays the last (it alone gathers the output rows).  A layer's kind is its FFN (``dense``), its cache
-    (``swa``), its mixer (``recr``), the cache it reads (``kv_dev``) and its V (``kev``): alternating kinds are
+    ``RUN`` layers.  The graph repeats per layer, so the allocator reaches its steady state within a run and a
+    longer run changes no buffer (checked on every harness placement, tests/test_engine_graph.py); the last layer
+    stays the last (it alone gathers the output rows).  A layer's kind is its FFN (``dense``), its cache
+    (``swa``), its mixer (``recr``), the cache it reads (``kv_dev``), its V (``kev``) and its tags (``tags``,
+    :func:`layer_tags`: layer 0 is a kind of its own, so a run after it keeps ``RUN`` more layers; the allocator is
+    not steady yet after the layer that follows the graph's inputs: mainline Mamba-2 over two rpc-servers replayed
+    12.35 MiB on the first device with layer 0 counted in the run, 12.77 as logged without): alternating kinds are
     kept as they are."""
     moved: dict[int, list[tuple[str, int]]] = {}
     for name, dev in weight_dev.items():
@@ -567,12 +601,8 @@ def compress(layer_dev: Sequence[int], weight_dev: dict[str, int], dense: Sequen
     tag = [tags[il] if il < len(tags) else "" for il in range(len(layer_dev))]
     sig = [(d, kinds[il], windows[il], mixers[il], caches[il] if caches[il] in (-1, d) else (caches[il], il),
             kvs[il], tag[il], tuple(sorted(moved.get(il, ())))) for il, d in enumerate(layer_dev)]
-    # a run's last layer stays too: the next layer's "pre" rows (a Mamba layer's state reads) land before its
-    # unexpanded tail, which the next device may then compute (the mamba2 rpc2 harness case: the first device's
-    # 4 layers cut to 3 replayed 12.35 MiB, all 4 give the engine's 12.77)
     keep = [il for il in range(len(sig))
-            if il < RUN or any(sig[j] != sig[il] for j in range(il - RUN, il)) or il == len(sig) - 1
-            or sig[il + 1] != sig[il]]
+            if il < RUN or any(sig[j] != sig[il] for j in range(il - RUN, il)) or il == len(sig) - 1]
     new_dev = [layer_dev[il] for il in keep]
     new_w = {name: dev for name, dev in weight_dev.items() if not name.startswith("blk.")}
     for k, il in enumerate(keep):
