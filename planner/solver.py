@@ -399,9 +399,11 @@ def _run(cp_model: Any, m: Any, objective: Objective, work: float) -> tuple[Any,
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = objective.workers
     # The limit is CP-SAT's deterministic time (work units), so the same inputs give the same plan on a slow
-    # CI box and a fast desktop; wall time is only a far backstop.
+    # CI box and a fast desktop; wall time is only a far backstop against a hang: ~100x the ~5-6 wall s a unit
+    # takes here unloaded, since a nearer one made plans depend on the machine's load (at load 7-10 on 2 cores a
+    # 60 s-per-unit backstop cut runs short: another plan for qwen3-30b-a3b --vram 12, a multi-GPU golden failed).
     solver.parameters.max_deterministic_time = work
-    solver.parameters.max_time_in_seconds = objective.work_limit * 60
+    solver.parameters.max_time_in_seconds = objective.work_limit * 600
     solver.parameters.random_seed = 0
     # full LP relaxation at every node: measured 1.5-2x faster to a proof on this multiple-choice knapsack
     solver.parameters.linearization_level = 2
