@@ -23,8 +23,7 @@ one is the largest.
 
 from __future__ import annotations
 
-import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from functools import cache
 from importlib import resources
@@ -33,15 +32,16 @@ from typing import Any
 from planner.gallocr import T, buffer_sizes, inplace_ops
 from planner.graph_shape import GraphShape
 from planner.tensors import ModelParams, TensorMap
+from planner.toml_tables import two_level_tables
 
 __all__ = ["GraphShape", "build", "compute_buffers", "dense_flags", "graph_of", "has_graph", "k_as_v", "kv_devices",
            "layer_leaf_bytes", "layer_tags"]
 
 
 @cache
-def _templates() -> dict[str, Any]:
-    with resources.files("planner.data").joinpath("engine_graphs.toml").open("rb") as fh:
-        return tomllib.load(fh)
+def _templates() -> dict[str, Mapping[str, Any]]:
+    """engine -> template name -> template; a template is parsed when first read (a plan reads one or two)."""
+    return two_level_tables(resources.files("planner.data").joinpath("engine_graphs.toml").read_text("utf-8"))
 
 
 def _roles(tmap: TensorMap) -> frozenset[str]:
