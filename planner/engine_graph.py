@@ -219,6 +219,53 @@ def _flags(row: list[Any]) -> set[str]:
     return set(row[5].split("+")) if len(row) > 5 and row[5] else set()
 
 
+class _Memo:
+    """What :func:`build` derives from the template and the shape alone, kept across the builds of one (engine,
+    template, shape): the stand-in placements of a role replay the same template tens of times (DeepSeek-V4 with
+    ~260 rows a layer: 110 builds in one plan).  ``parts``: the chunked head/layer/tail rows and each shared row
+    as a one-row list (persistent objects: ``kept`` is keyed by their ids); ``kept``: each layer kind's rows;
+    ``sizes``: each size expression's bytes."""
+
+    __slots__ = ("parts", "kept", "sizes")
+
+    def __init__(self) -> None:
+        self.parts: dict[tuple[str, int], list[tuple[list[Any], int]]] = {}
+        self.kept: dict[tuple[int, bool, bool, bool, bool, bool, bool, str],
+                        tuple[object, list[tuple[list[Any], int, set[str], list[_Source]]]]] = {}
+        self.sizes: dict[tuple[str, int, bool], int] = {}
+
+
+_MEMOS: dict[tuple[str, str, GraphShape], _Memo] = {}
+_MEMO_KEEP = 16         # shapes remembered (a plan uses one or two; a test session thousands)
+
+
+def _memo(engine: str, graph: str, shape: GraphShape) -> _Memo:
+    key = (engine, graph, shape)
+    memo = _MEMOS.pop(key, None) or _Memo()
+    _MEMOS[key] = memo                      # most recent last
+    while len(_MEMOS) > _MEMO_KEEP:
+        del _MEMOS[next(iter(_MEMOS))]
+    return memo
+
+
+_STATIC = ("in:", "w:", "kv:", "sh:")       # sources that exist whatever the layer drew before
+# a source's alternatives "a|b" as the runtime needs them: the layer's own nodes among the alternatives after the
+# last static one (last first), the source taken when none of them exists, and that source's kind
+_Source = tuple[tuple[str, ...], str, str]
+
+
+def _source(choices: tuple[str, ...]) -> _Source:
+    """``choices`` resolved as far as they can be before a layer is drawn: the last alternative that exists (a
+    static source always does; a node of the layer if drawn), else the last one."""
+    if choices == ("self",):
+        return (), "self", "self"
+    static = [i for i, a in enumerate(choices) if a.startswith(_STATIC)]
+    last = static[-1] if static else -1
+    s = choices[last]
+    kind = next((p for p in _STATIC if s.startswith(p)), "") if last >= 0 else ""
+    return tuple(reversed(choices[last + 1:])), s, kind
+
+
 def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], device_of: Callable[[str], int],
           out_dev: int, cpu: int, dense: Sequence[bool] = (), swa: Sequence[bool] = (),
           recr: Sequence[bool] = (), kv_dev: Sequence[int] = (), kev: Sequence[bool] = (),
@@ -278,7 +325,8 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
     shared: dict[str, int] = {}
     shared_rows = {row[0]: row for row in tpl.get("shared", [])}
 
-    sizes: dict[tuple[str, int, bool], int] = {}
+    memo = _memo(engine, graph, shape)
+    sizes = memo.sizes
     win_shape = shape.window() if windowed else shape
 
     def size(expr: str, k1: int = 1, win: bool = False) -> int:
@@ -297,11 +345,10 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
             local[key] = add(T(f"cache_{s[3:]}_l{il}", "NONE", 0, dev=dev))
         return local[key]
 
-    # keyed by the row list's id: the list is kept with its rows, so no other list can take that id meanwhile
-    kept: dict[tuple[int, bool, bool, bool, bool, bool, bool, str],
-               tuple[object, list[tuple[list[Any], int, set[str], list[tuple[str, ...]]]]]] = {}
+    # keyed by the row list's id: the list is kept with its rows (memo.parts), so no other list takes that id
+    kept = memo.kept
 
-    def rows_of(rows: list[tuple[list[Any], int]], il: int) -> list[tuple[list[Any], int, set[str], list[tuple[str, ...]]]]:
+    def rows_of(rows: list[tuple[list[Any], int]], il: int) -> list[tuple[list[Any], int, set[str], list[_Source]]]:
         """The rows a layer of this kind draws (its flags hold), with their flags and their sources' alternatives;
         parsed once per kind."""
         is_last, is_dense = il == n_layer - 1, il >= 0 and il < len(dense) and dense[il]
@@ -332,7 +379,7 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
                     continue
                 if ("ownv" in flags and not own_v) or ("noownv" in flags and own_v) or ("kev" in flags and not is_kev):
                     continue
-                out.append((row, k, flags, [tuple(x.split("|")) for x in row[3]]))
+                out.append((row, k, flags, [_source(tuple(x.split("|"))) for x in row[3]]))
             kept[key] = (rows, out)
         return kept[key][1]
 
@@ -343,33 +390,35 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
             name, op, expr = row[0], row[1], row[2]
             view = row[4] if len(row) > 4 else ""
             resolved: list[int] = []
-            for choices in srcs:
-                if choices == ("self",):      # ggml_cast: a CPY into a new tensor, which is its own second source
+            for own, s, kind in srcs:
+                if kind == "self":      # ggml_cast: a CPY into a new tensor, which is its own second source
                     resolved.append(-1)
                     continue
-                if len(choices) == 1:
-                    s = choices[0]
-                else:
-                    alts = [a for a in choices if a in local or a.startswith(("in:", "w:", "kv:", "sh:"))]
-                    s = alts[-1] if alts else choices[-1]
-                if s.startswith("sh:"):
+                for a in own:           # "a|b": the last alternative that exists (_source)
+                    if a in local:
+                        s, kind = a, ""
+                        break
+                if kind == "sh:":
                     if s not in shared:
-                        nodes([(shared_rows[s[3:]], 0)], il, shared)
+                        if (s, 0) not in memo.parts:
+                            memo.parts[s, 0] = [(shared_rows[s[3:]], 0)]
+                        nodes(memo.parts[s, 0], il, shared)
                         shared[s] = shared[s[3:]]
                     resolved.append(shared[s])
-                elif s.startswith("w:"):
+                elif kind == "w:":
                     # "w:exp_probs_b.bias": as named; "w:ssm_a.": a weight without a suffix (blk.N.ssm_a)
                     role = (s[2:].rstrip(".") if s.endswith(".") else s[2:]) if "." in s else s[2:] + ".weight"
                     resolved.append(weight(f"blk.{il}.{role}" if il >= 0 and role.split(".")[0] not in (
                         "output", "output_norm", "token_embd") else role))
-                elif s.startswith("kv:"):
+                elif kind == "kv:":
                     resolved.append(cache_node(s, il, local))
-                elif s.startswith("in:"):
+                elif kind == "in:":
                     is_swa = 0 <= il < len(swa) and swa[il]
                     resolved.append(ids[s + "_swa"] if is_swa and s + "_swa" in ids else ids[s])
                 else:
                     resolved.append(local[s])
-            resolved = [len(ts) if r == -1 else r for r in resolved]
+            if -1 in resolved:
+                resolved = [len(ts) if r == -1 else r for r in resolved]
             if op == "EXPERT_SUM":      # build_moe_ffn: n_used views of `weighted`, summed by n_used - 1 ADDs
                 views = [add(T(f"{name}{j}-{il}", "VIEW", size(expr, 1, win), srcs=(resolved[0],),
                                view_src=resolved[0])) for j in range(shape.n_used)]
@@ -407,15 +456,20 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
             elif "exp" in flags:
                 mark[0] = keys[-1]
 
+    def part(name: str, n_iter: int = 1) -> list[tuple[list[Any], int]]:
+        if (name, n_iter) not in memo.parts:
+            memo.parts[name, n_iter] = _chunked(tpl[name], n_iter)
+        return memo.parts[name, n_iter]
+
     head: dict[str, int] = {}
-    nodes(_chunked(tpl["head"], 1), -1, head)
+    nodes(part("head"), -1, head)
     inp = head[tpl["head"][-1][0]]           # the last head row is layer 0's input (gemma-3: the scaled embeddings)
-    layer = _chunked(tpl["layer"], shape.nit)
+    layer = part("layer", shape.nit)
     for il in range(n_layer):
         local = {"inpL": inp}
         nodes(layer, il, local)
         inp = local["l_out"]
-    nodes(_chunked(tpl["tail"], 1), -1, {"inpL": inp})
+    nodes(part("tail"), -1, {"inpL": inp})
     return _reordered(ts, keys) if any(k[1] for k in keys) else ts
 
 
