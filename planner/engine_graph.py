@@ -30,6 +30,7 @@ from importlib import resources
 from typing import Any
 
 from planner.gallocr import T, buffer_sizes, inplace_ops
+from planner.graph_memo import Row, memo_of, source
 from planner.graph_shape import GraphShape
 from planner.tensors import ModelParams, TensorMap
 from planner.toml_tables import two_level_tables
@@ -219,53 +220,6 @@ def _flags(row: list[Any]) -> set[str]:
     return set(row[5].split("+")) if len(row) > 5 and row[5] else set()
 
 
-class _Memo:
-    """What :func:`build` derives from the template and the shape alone, kept across the builds of one (engine,
-    template, shape): the stand-in placements of a role replay the same template tens of times (DeepSeek-V4 with
-    ~260 rows a layer: 110 builds in one plan).  ``parts``: the chunked head/layer/tail rows and each shared row
-    as a one-row list (persistent objects: ``kept`` is keyed by their ids); ``kept``: each layer kind's rows;
-    ``sizes``: each size expression's bytes."""
-
-    __slots__ = ("parts", "kept", "sizes")
-
-    def __init__(self) -> None:
-        self.parts: dict[tuple[str, int], list[tuple[list[Any], int]]] = {}
-        self.kept: dict[tuple[int, bool, bool, bool, bool, bool, bool, str],
-                        tuple[object, list[tuple[list[Any], int, set[str], list[_Source]]]]] = {}
-        self.sizes: dict[tuple[str, int, bool], int] = {}
-
-
-_MEMOS: dict[tuple[str, str, GraphShape], _Memo] = {}
-_MEMO_KEEP = 16         # shapes remembered (a plan uses one or two; a test session thousands)
-
-
-def _memo(engine: str, graph: str, shape: GraphShape) -> _Memo:
-    key = (engine, graph, shape)
-    memo = _MEMOS.pop(key, None) or _Memo()
-    _MEMOS[key] = memo                      # most recent last
-    while len(_MEMOS) > _MEMO_KEEP:
-        del _MEMOS[next(iter(_MEMOS))]
-    return memo
-
-
-_STATIC = ("in:", "w:", "kv:", "sh:")       # sources that exist whatever the layer drew before
-# a source's alternatives "a|b" as the runtime needs them: the layer's own nodes among the alternatives after the
-# last static one (last first), the source taken when none of them exists, and that source's kind
-_Source = tuple[tuple[str, ...], str, str]
-
-
-def _source(choices: tuple[str, ...]) -> _Source:
-    """``choices`` resolved as far as they can be before a layer is drawn: the last alternative that exists (a
-    static source always does; a node of the layer if drawn), else the last one."""
-    if choices == ("self",):
-        return (), "self", "self"
-    static = [i for i, a in enumerate(choices) if a.startswith(_STATIC)]
-    last = static[-1] if static else -1
-    s = choices[last]
-    kind = next((p for p in _STATIC if s.startswith(p)), "") if last >= 0 else ""
-    return tuple(reversed(choices[last + 1:])), s, kind
-
-
 def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], device_of: Callable[[str], int],
           out_dev: int, cpu: int, dense: Sequence[bool] = (), swa: Sequence[bool] = (),
           recr: Sequence[bool] = (), kv_dev: Sequence[int] = (), kev: Sequence[bool] = (),
@@ -325,14 +279,16 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
     shared: dict[str, int] = {}
     shared_rows = {row[0]: row for row in tpl.get("shared", [])}
 
-    memo = _memo(engine, graph, shape)
+    memo = memo_of(engine, graph, shape)
     sizes = memo.sizes
     win_shape = shape.window() if windowed else shape
 
     def size(expr: str, k1: int = 1, win: bool = False) -> int:
-        if (expr, k1, win) not in sizes:
-            sizes[expr, k1, win] = (win_shape if win else shape).size(expr, k1)
-        return sizes[expr, k1, win]
+        key = (expr, k1, win)
+        got = sizes.get(key)
+        if got is None:
+            got = sizes[key] = (win_shape if win else shape).size(expr, k1)
+        return got
 
     def shared_kv(il: int) -> bool:
         return 0 <= il < len(kv_dev) and kv_dev[il] >= 0
@@ -348,7 +304,7 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
     # keyed by the row list's id: the list is kept with its rows (memo.parts), so no other list takes that id
     kept = memo.kept
 
-    def rows_of(rows: list[tuple[list[Any], int]], il: int) -> list[tuple[list[Any], int, set[str], list[_Source]]]:
+    def rows_of(rows: list[tuple[list[Any], int]], il: int) -> list[Row]:
         """The rows a layer of this kind draws (its flags hold), with their flags and their sources' alternatives;
         parsed once per kind."""
         is_last, is_dense = il == n_layer - 1, il >= 0 and il < len(dense) and dense[il]
@@ -379,14 +335,20 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
                     continue
                 if ("ownv" in flags and not own_v) or ("noownv" in flags and own_v) or ("kev" in flags and not is_kev):
                     continue
-                out.append((row, k, flags, [_source(tuple(x.split("|"))) for x in row[3]]))
+                # a node's bytes, and its layout: a window layer's has another only where its size differs (its
+                # own head widths); the views/sums of EXPERT_SUM and LEAF rows are sized where they are drawn
+                expr, win = row[2], windowed and is_swa
+                drawn_here = row[1] in ("EXPERT_SUM", "LEAF")
+                sz = 0 if drawn_here else size(expr, k + 1, win)
+                layout = (expr, True) if not drawn_here and win and sz != size(expr, k + 1) else expr
+                out.append((row, k, flags, [source(tuple(x.split("|"))) for x in row[3]], sz, layout))
             kept[key] = (rows, out)
         return kept[key][1]
 
     def nodes(rows: list[tuple[list[Any], int]], il: int, local: dict[str, int]) -> None:
         dev = layer_dev[il] if il >= 0 else out_dev
         win = windowed and 0 <= il < len(swa) and swa[il]
-        for row, k, flags, srcs in rows_of(rows, il):
+        for row, _k, flags, srcs, sz, layout in rows_of(rows, il):
             name, op, expr = row[0], row[1], row[2]
             view = row[4] if len(row) > 4 else ""
             resolved: list[int] = []
@@ -394,7 +356,7 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
                 if kind == "self":      # ggml_cast: a CPY into a new tensor, which is its own second source
                     resolved.append(-1)
                     continue
-                for a in own:           # "a|b": the last alternative that exists (_source)
+                for a in own:           # "a|b": the last alternative that exists (graph_memo.source)
                     if a in local:
                         s, kind = a, ""
                         break
@@ -446,9 +408,7 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
             pin = dev if ("norm" in flags and pin_norm and il >= 0) else None
             if "pre" in flags:      # drawn where the last expanded row left off
                 nxt[0] = (mark[0][0], mark[0][1] + 1)
-            # a window layer's tensor has another layout only where its size differs (its own head widths)
-            layout = (expr, True) if win and size(expr, k + 1, True) != size(expr, k + 1) else expr
-            local[name] = add(T(f"{name}-{il}", op, size(expr, k + 1, win), srcs=tuple(resolved), view_src=v_src,
+            local[name] = add(T(f"{name}-{il}", op, sz, srcs=tuple(resolved), view_src=v_src,
                                 layout=layout, pin=pin, out="out" in flags))
             if "pre" in flags:
                 mark[0] = keys[-1]

@@ -1,5 +1,5 @@
 """planner.engine_graph keeps what a build derives from the template and the shape alone across builds
-(``_Memo``: each layer kind's rows, resolved sources, size expressions).  A replay with that memory warm from
+(``planner.graph_memo``: each layer kind's rows, resolved sources, size expressions).  A replay with that memory warm from
 other shapes, models and engines must equal a replay that starts from nothing (the reference: the same code
 with every memo cleared), for the graphs whose layers differ most (DeepSeek-V4's tagged CSA/HCA layers and leafs,
 gemma-3's window layers, ik's Qwen3-MoE)."""
@@ -11,6 +11,7 @@ from dataclasses import replace
 import pytest
 
 import planner.engine_graph as eg
+from planner import graph_memo
 from planner.compute_buffers import DeviceRole, estimate
 from planner.runconfig import RunConfig
 from planner.tensors import builtin
@@ -29,7 +30,7 @@ def _replays(model: str, engine: str, ctx: int) -> list[int]:
 
 @pytest.mark.parametrize("model,engine", CASES)
 def test_warm_memo_replays_equal_cold_ones(model, engine):
-    eg._MEMOS.clear()
+    graph_memo._MEMOS.clear()
     cold = _replays(model, engine, 8192)
     _replays(model, engine, 4096)               # warm: another shape of the same template
     other, other_engine = CASES[(CASES.index((model, engine)) + 1) % len(CASES)]
@@ -37,4 +38,4 @@ def test_warm_memo_replays_equal_cold_ones(model, engine):
     warm = _replays(model, engine, 8192)
     assert warm == cold
     assert (engine, "deepseek4" if "v4" in model else "gemma3" if "gemma" in model else "qwen3moe") in {
-        k[:2] for k in eg._MEMOS}
+        k[:2] for k in graph_memo._MEMOS}
