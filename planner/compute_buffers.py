@@ -465,13 +465,16 @@ def _stand_in(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str, ent
     the role has the output), and the output is on the CPU unless the role has it.  The engines put CPU layers
     first (-ngl offloads the last layers), so the CPU's block never ends the model.  ``entry`` "cpu1": the CPU
     holds the first dense lead layer only."""
-    from planner.engine_graph import compute_buffers, k_as_v
+    from planner.engine_graph import compute_buffers, first_layer_own, k_as_v
 
     p = tmap.params
     d, o, c = 0, 1, 2
     lead = p.n_dense_lead
     per = _period(p)
     k = _block(p)                           # layers per block (a hybrid's: two periods, each ending in attention)
+    if per == 1 and first_layer_own(cfg.engine, graph):
+        k += 1      # a layer 0 of its own kind (recurrent state reads, RWKV's token-embedding norm): one steady layer
+        #             less in a block from layer 0 (a periodic model's two periods already span it)
     first = k + lead                        # the first block: the dense layers and k MoE layers
     # a dense model's FFN weights move as the experts do (the solver places them per tensor: `plan` of the tiny
     # gemma-4 at --vram 1.04 put two layers' gate and up on the CPU, 2 MiB over a reservation without them)

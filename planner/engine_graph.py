@@ -35,8 +35,8 @@ from planner.graph_shape import GraphShape
 from planner.tensors import ModelParams, TensorMap
 from planner.toml_tables import two_level_tables
 
-__all__ = ["GraphShape", "build", "compute_buffers", "dense_flags", "graph_of", "has_graph", "k_as_v", "kv_devices",
-           "layer_leaf_bytes", "layer_tags"]
+__all__ = ["GraphShape", "build", "compute_buffers", "dense_flags", "first_layer_own", "graph_of", "has_graph",
+           "k_as_v", "kv_devices", "layer_leaf_bytes", "layer_tags"]
 
 
 @cache
@@ -147,6 +147,21 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
         norms = header is not None and bool(header.get("mamba.ssm.dt_b_c_rms"))
         norms = norms or "ssm_dt_norm" in tmap.derived(_roles)
         return "mamba" if not norms and "mamba" in _templates().get(engine, {}) else None
+    if p.arch in ("rwkv6", "rwkv7", "rwkv6qwen2", "arwkv7") and p.wkv_head_size and p.decay_rank:
+        # rwkv6/rwkv7: two token-shift rows (time and channel mix), the Qwen2-trunk ones one; the converter's fused
+        # lerp (RWKV-6's older five lerp tensors are another graph); RWKV-7 with its gate LoRA (6 mixes) and
+        # group norm; rwkv6qwen2 in the QRWKV6 layout (no time_mix_first, key/value/receptance biases)
+        roles = tmap.derived(_roles)
+        v7, qwen = p.arch.endswith("rwkv7"), p.arch in ("rwkv6qwen2", "arwkv7")
+        need = {"time_mix_lerp_fused"} | ({"time_mix_g1", "time_mix_g2", "time_mix_ln"} if v7 else set())
+        fits = p.state_r == (1 if qwen else 2) * p.n_embd and need <= roles and bool(p.gate_rank if v7 else p.mix_rank)
+        if p.arch == "rwkv6":
+            fits = fits and "time_mix_ln" in roles
+        elif p.arch == "rwkv6qwen2":
+            biases = {t.name.split(".", 2)[2] for t in tmap.tensors if t.name.endswith("bias") and t.layer == 0}
+            fits = fits and "time_mix_first" not in roles and {f"time_mix_{x}.bias" for x in (
+                "key", "value", "receptance")} <= biases
+        return p.arch if fits and p.arch in _templates().get(engine, {}) else None
     if p.arch in ("bailingmoe3", "kimi-linear") and p.recurrent_layers and p.kv_lora_rank and p.n_expert:
         # Kimi Delta Attention and MLA layers from the per-layer arrays, a dense lead, MoE with a shared expert
         # (mainline bailingmoe3.cpp, kimi-linear.cpp); drawn: MLA in the attn_k_b/attn_v_b layout (Kimi-Linear's
@@ -271,9 +286,12 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
             ids["in:" + name] = add(T(f"inp_{name}", "NONE", shape.size(expr), layout=expr, inp=True))
     weights: dict[str, int] = {}
 
-    def weight(name: str) -> int:
+    def weight(name: str, il: int = -1) -> int:
         if name not in weights:
-            weights[name] = add(T(name, "NONE", 0, dev=device_of(name), weight=True))
+            # the token-embedding norm is loaded with layer 0 (LLM_TENSOR_LAYER_REPEATING, mainline
+            # llama-arch.cpp:732 @0c1e57098), whatever device holds the other model-level weights
+            dev = layer_dev[il] if il >= 0 and name.startswith("token_embd_norm.") else device_of(name)
+            weights[name] = add(T(name, "NONE", 0, dev=dev, weight=True))
         return weights[name]
 
     shared: dict[str, int] = {}
@@ -323,7 +341,9 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
                 flags = _flags(row)
                 if flags & TAGS and not flags & TAGS <= have:
                     continue
-                if ("last" in flags and not is_last) or not all(lshape.has(f) for f in flags):
+                if ("last" in flags and not is_last) or ("nofirst" in flags and "first" in have):
+                    continue
+                if not all(lshape.has(f) for f in flags):
                     continue
                 if ("dense" in flags and not is_dense) or (flags & {"moe", "nodense"} and is_dense):
                     continue
@@ -371,7 +391,7 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
                     # "w:exp_probs_b.bias": as named; "w:ssm_a.": a weight without a suffix (blk.N.ssm_a)
                     role = (s[2:].rstrip(".") if s.endswith(".") else s[2:]) if "." in s else s[2:] + ".weight"
                     resolved.append(weight(f"blk.{il}.{role}" if il >= 0 and role.split(".")[0] not in (
-                        "output", "output_norm", "token_embd") else role))
+                        "output", "output_norm", "token_embd", "token_embd_norm") else role, il))
                 elif kind == "kv:":
                     resolved.append(cache_node(s, il, local))
                 elif kind == "in:":
@@ -415,6 +435,8 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
                 nxt[0] = (0, 0)
             elif "exp" in flags:
                 mark[0] = keys[-1]
+            if "glob" in flags:
+                glob[name] = local[name]
 
     def part(name: str, n_iter: int = 1) -> list[tuple[list[Any], int]]:
         if (name, n_iter) not in memo.parts:
@@ -422,11 +444,12 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
         return memo.parts[name, n_iter]
 
     head: dict[str, int] = {}
+    glob: dict[str, int] = {}           # rows flagged "glob": read by every later layer by name
     nodes(part("head"), -1, head)
     inp = head[tpl["head"][-1][0]]           # the last head row is layer 0's input (gemma-3: the scaled embeddings)
     layer = part("layer", shape.nit)
     for il in range(n_layer):
-        local = {"inpL": inp}
+        local = {"inpL": inp, **glob}
         nodes(layer, il, local)
         inp = local["l_out"]
     nodes(part("tail"), -1, {"inpL": inp})
@@ -492,19 +515,26 @@ def kv_devices(p: ModelParams, layer_dev: Sequence[int], layer_base: int = 0, el
 
 
 # layer tags a template's rows may be flagged with (:func:`layer_tags`)
-TAGS = frozenset({"raw", "csa", "hca", "hash", "nohash"})
+TAGS = frozenset({"raw", "csa", "hca", "hash", "nohash", "first", "rescale"})
 
 
 def layer_tags(p: ModelParams, il: int) -> str:
     """A layer's kind tags, "+"-joined (rows flagged with one are drawn only on layers that have it): DeepSeek-V4's
     attention by compress ratio ("raw" 0, "csa" 4, "hca" 128: mainline deepseek4.cpp:1200-1221) and its routing
-    ("hash": the first ``n_hash_layers`` take their experts from ffn_gate_tid2eid, 1320-1323; "nohash"); "" for
-    other models."""
-    if not p.compress_ratios:
-        return ""
-    ratio = p.compress_ratios[il % len(p.compress_ratios)]
-    kind = {4: "csa", 128: "hca"}.get(ratio, "raw")
-    return kind + ("+hash" if il < p.n_hash_layers else "+nohash")
+    ("hash": the first ``n_hash_layers`` take their experts from ffn_gate_tid2eid, 1320-1323; "nohash"); "first"
+    on the model's layer 0 (rows flagged "nofirst" are drawn on the others: RWKV-7's value of layer 0 is every
+    later layer's residual, rwkv7-base.cpp:74-85, and the token-embedding norm is built with layer 0, rwkv6.cpp:102,
+    on its device: TOKEN_EMBD_NORM is a layer-0 tensor, llama-arch.cpp:732); "rescale" on the layers whose output
+    RWKV-6 halves (every ``rescale_every``-th, rwkv6.cpp:164-166); all at 0c1e57098."""
+    tags = []
+    if p.compress_ratios:
+        ratio = p.compress_ratios[il % len(p.compress_ratios)]
+        tags += [{4: "csa", 128: "hca"}.get(ratio, "raw"), "hash" if il < p.n_hash_layers else "nohash"]
+    if il == 0:
+        tags.append("first")
+    if p.rescale_every and (il + 1) % p.rescale_every == 0:
+        tags.append("rescale")
+    return "+".join(tags)
 
 
 def dense_flags(p: ModelParams, n: int) -> list[bool]:
@@ -518,6 +548,15 @@ def ffn_only(p: ModelParams, il: int) -> bool:
     """A layer with neither a recurrent mixer nor attention, only an FFN: Nemotron-H's MLP layers, where the header's
     per-layer head_count_kv is 0 and the layer is not recurrent (nemotron-h.cpp:13-16, 110-128)."""
     return bool(p.n_head_kv_layers) and not p.is_recurrent(il) and p.head_count_kv(il) == 0
+
+
+def first_layer_own(engine: str, graph: str) -> bool:
+    """Whether the model's layer 0 is a kind of its own for the allocator: the template draws it unlike the others
+    (rows flagged "first" or "nofirst", :func:`layer_tags`), or a layer's "pre" rows (its recurrent state's reads)
+    land among the previous layer's rows, which layer 0 has none of.  A stand-in placement from layer 0 then needs
+    one more layer to reach the steady state (the tiny RWKV-6 on the CPU: 7.1309 MiB with 4 layers or more, 2 KiB
+    less with 3; the tiny Mamba-2's first of two rpc-servers, 4 layers: 12.77 MiB as logged, 12.35 with 3)."""
+    return any(_flags(row) & {"first", "nofirst", "pre"} for row in _templates()[engine][graph]["layer"])
 
 
 def layer_leaf_bytes(engine: str, graph: str, shape: GraphShape) -> int:
@@ -542,7 +581,10 @@ def compress(layer_dev: Sequence[int], weight_dev: dict[str, int], dense: Sequen
     ``RUN`` layers.  The graph repeats per layer, so the allocator reaches its steady state within a run and a
     longer run changes no buffer (checked on every harness placement, tests/test_engine_graph.py); the last layer
     stays the last (it alone gathers the output rows).  A layer's kind is its FFN (``dense``), its cache
-    (``swa``), its mixer (``recr``), the cache it reads (``kv_dev``) and its V (``kev``): alternating kinds are
+    (``swa``), its mixer (``recr``), the cache it reads (``kv_dev``), its V (``kev``) and its tags (``tags``,
+    :func:`layer_tags`: layer 0 is a kind of its own, so a run after it keeps ``RUN`` more layers; the allocator is
+    not steady yet after the layer that follows the graph's inputs: mainline Mamba-2 over two rpc-servers replayed
+    12.35 MiB on the first device with layer 0 counted in the run, 12.77 as logged without): alternating kinds are
     kept as they are."""
     moved: dict[int, list[tuple[str, int]]] = {}
     for name, dev in weight_dev.items():

@@ -3,6 +3,7 @@ cells of one worst-case ubatch), for :mod:`planner.engine_graph`'s templates (``
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -59,6 +60,14 @@ class GraphShape:
     dc: int = 0        # the conv kernel (d_conv)
     ds: int = 0        # the SSM state width (d_state; Mamba-1's B and C rows)
     nx: int = 0        # recurrent states copied as extra (n_rs - n_seqs: a template's reserve_seqs below -np)
+    tq: int = 0        # RWKV (:func:`_rwkv`): tokens per sequence (n_seq_tokens), wkv heads (n_embd / head size),
+    wh: int = 0        # the time mix's low-rank widths: token-shift mix, decay, in-context learning rate, value
+    lmix: int = 0      # residual mix, gate (ModelParams.mix_rank, decay_rank, iclr_rank, vres_rank, gate_rank);
+    ldec: int = 0      # its token-shift and wkv state rows are nr and rss above (n_embd_r, n_embd_s)
+    lic: int = 0
+    lvr: int = 0
+    lgt: int = 0
+    lkv: int = 0       # the time mix's key/value width (rwkv6qwen2: head_count_kv heads of the wkv head size)
     ih: int = 0        # DSA lightning indexer: head width, heads, keys kept per query (min(n_kv, top_k))
     nih: int = 0
     itk: int = 0
@@ -122,6 +131,7 @@ class GraphShape:
                    wscale=p.expert_weights_scale not in (0.0, 1.0), ih=p.indexer_head_size, nih=p.indexer_n_head,
                    itk=min(n_kv, p.indexer_top_k), mla=mla, amb=amb)
         fields.update(_recurrent(p, tokens, n_seqs))
+        fields.update(_rwkv(p, tokens, n_seqs))
         fields.update(_cache_rows(p, type_k, type_v, flash_attn))
         fields.update(_dsv4(p, tokens, n_kv, n_seqs))
         return cls(**fields)
@@ -161,7 +171,8 @@ class GraphShape:
         if "|" in flag:
             return any(self.has(f) for f in flag.split("|"))
         known = {"fa": self.mask == 2, "nofa": self.mask != 2, "rotk": self.rk > 0, "rotv": self.rotv,
-                 "kvq": self.kvq, "wscale": self.wscale, "vpad": self.vpad > 0}
+                 "kvq": self.kvq, "wscale": self.wscale, "vpad": self.vpad > 0,
+                 "lgqa": 0 < self.lkv < self.n_embd}     # rwkv6qwen2's grouped key/value, repeated per head
         if flag in known:
             return known[flag]
         return self._mla_paths().get(flag, True)
@@ -183,8 +194,9 @@ class GraphShape:
         if expr.startswith("rows:"):   # a strided view of the first W of each R-wide row: (T-1) R + W elements
             w, r = (self.size(x) for x in expr[5:].split(","))
             return ((self.T - 1) * r + w) * 4
-        if "+" in expr:
-            return sum(self.size(x, k1) for x in expr.split("+"))
+        if "+" in expr or "-" in expr:    # a sum of products, "-" subtracting the term it starts
+            return sum(-self.size(x[1:], k1) if x[0] == "-" else self.size(x.lstrip("+"), k1)
+                       for x in re.findall(r"[+-]?[^+-]+", expr))
         if expr == "topk":         # a view of the first n_used of n_expert sorted ids per token (its nbytes)
             return ((self.T - 1) * self.n_expert + self.n_used) * 4
         out = 1
@@ -256,6 +268,20 @@ def _recurrent(p: ModelParams, tokens: int, n_seqs: int) -> dict[str, int]:
     return {"ns": n_seqs, "cch": cch, "tc": tokens + (p.ssm_d_conv - 1) * n_seqs, "nr": (p.ssm_d_conv - 1) * cch,
             "rss": p.ssm_d_state * p.ssm_d_inner, "kd": p.ssm_n_group * p.ssm_d_state, "dtr": p.ssm_dt_rank,
             "dsv": dsv, "dc": p.ssm_d_conv, "ds": p.ssm_d_state}
+
+
+def _rwkv(p: ModelParams, tokens: int, n_seqs: int) -> dict[str, int]:
+    """RWKV's sizes of :class:`GraphShape` (mainline rwkv6-base.cpp, rwkv7-base.cpp and
+    llm_graph_context::build_rwkv_token_shift_load/store, llama-graph.cpp:3592-3633 @0c1e57098): the reserve
+    ubatch's sequences and tokens per sequence, the token-shift rows (n_embd_r, token_shift_count x n_embd) and
+    the wkv state (n_embd_s, n_embd x head size) per sequence, n_embd / head size heads, the low-rank widths;
+    nothing for other models."""
+    if not (p.wkv_head_size and p.state_r and p.state_s):
+        return {}
+    ns = max(1, n_seqs)
+    return {"ns": ns, "tq": tokens // ns, "nr": p.state_r, "rss": p.state_s, "wh": p.n_embd // p.wkv_head_size,
+            "lmix": p.mix_rank, "ldec": p.decay_rank, "lic": p.iclr_rank, "lvr": p.vres_rank, "lgt": p.gate_rank,
+            "lkv": p.n_head_kv * p.wkv_head_size if p.n_head_kv else p.n_embd}
 
 
 def _dsv4(p: ModelParams, tokens: int, n_kv: int, n_seqs: int) -> dict[str, int]:

@@ -217,7 +217,9 @@ def validate_model(tmap: Any) -> None:
         if t.role.endswith("_exps") and len(t.shape) == 3 and t.shape[2] != p.n_expert:
             raise _error(f"tensor {t.name} holds {t.shape[2]} experts but {arch}.expert_count = {p.n_expert}",
                          f"{arch}.expert_count", source)
-    if p.n_head_kv > p.n_head:
+    if p.n_head_kv > p.n_head and not (p.n_head == 0 and p.wkv_head_size):
+        # (rwkv6qwen2: head_count 0 and head_count_kv grouping the time mix's key/value, conversion/rwkv.py:118-124
+        # @0c1e57098; a model without attention heads)
         raise _error(f"{arch}.attention.head_count = {p.n_head} is below head_count_kv = {p.n_head_kv}",
                      f"{arch}.attention.head_count", source)
     if p.n_head > 0 and (p.n_head_kv < 1 or p.n_head % p.n_head_kv):

@@ -68,6 +68,17 @@ class ModelParams:
     state_r: int = 0            # per-layer, per-sequence state rows (F32 floats) when they are not Mamba's conv/SSM
     state_s: int = 0            # formulas: mainline n_embd_r()/n_embd_s() of RWKV (token shift, wkv state) and LFM2
                                 # (short-conv cache), from architectures.toml ``derived``; 0 = the Mamba formulas
+    # RWKV time mix (architectures.toml ``gguf_keys``; their graphs' widths, mainline src/models/rwkv6-base.cpp,
+    # rwkv7-base.cpp @0c1e57098): the wkv head width, RWKV-6's halving of the residual every n layers
+    # (rescale_every_n_layers) and the low-rank widths: the token-shift mix (time_mix_extra_dim), the decay
+    # (time_decay_extra_dim, RWKV-7 decay_lora_rank), RWKV-7's in-context learning rate, value-residual mix, gate
+    wkv_head_size: int = 0
+    rescale_every: int = 0
+    mix_rank: int = 0
+    decay_rank: int = 0
+    iclr_rank: int = 0
+    vres_rank: int = 0
+    gate_rank: int = 0
     indexer_n_head: int = 0     # DeepSeek sparse attention lightning indexer ({arch}.attention.indexer.*)
     indexer_head_size: int = 0
     indexer_top_k: int = 0      # keys each query keeps (attention.indexer.top_k; config.json index_topk)

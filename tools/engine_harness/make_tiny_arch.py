@@ -34,6 +34,9 @@ Kinds (name -> GGUF architecture, what the cache holds):
   lfm2       lfm2        short-conv layers + attention on 3 of 8 layers: conv state and KV (llama-memory-hybrid)
   rwkv6      rwkv6       RWKV-6 time/channel mix in every layer: token shift + wkv state (llama-memory-recurrent)
   rwkv7      rwkv7       RWKV-7, the same state rows (llama-memory-recurrent)
+  rwkv6rescale2 rwkv6    the rwkv6 file with rescale_every_n_layers 2 (RWKV-6 halves every 2nd layer's output)
+  rwkv6qwen2 rwkv6qwen2  RWKV-6 time mix on a Qwen2 trunk (one token-shift row, grouped key/value, SwiGLU FFN)
+  arwkv7     arwkv7      RWKV-7 time mix on a Qwen2 trunk (one token-shift row, SwiGLU FFN)
 
 Usage: make_tiny_arch.py KIND OUT.gguf [--seed 0]
 """
@@ -1058,14 +1061,15 @@ def _rwkv_ends(t: TinyWeights, H: int) -> None:
     t.big("output.weight", (VOCAB, H))
 
 
-def build_rwkv6(w: gguf.GGUFWriter, t: TinyWeights) -> None:
+def build_rwkv6(w: gguf.GGUFWriter, t: TinyWeights, rescale: int = 6) -> None:
     """rwkv6 (RWKV-6 "Finch": time mix with a wkv state of head_size x n_embd per layer and sequence, token shift of
     2 x n_embd for the time and channel mixes; no attention): src/models/rwkv6.cpp load_arch_tensors @0c1e57098,
     fused lerp (conversion/rwkv.py stacks w/k/v/r/g into time_mix_lerp_fused), the converter's F32 tensors
-    (TIME_MIX_FIRST/W1/W2/DECAY_W1/DECAY_W2/LERP_FUSED, conversion/base.py)."""
+    (TIME_MIX_FIRST/W1/W2/DECAY_W1/DECAY_W2/LERP_FUSED, conversion/base.py).  ``rescale``: rescale_every_n_layers
+    (the released models' 6; kind rwkv6rescale2 halves every 2nd layer's output, so 4 layers show it)."""
     arch, L, H, head, ffn, tmx, tdx = "rwkv6", 4, 256, 64, 512, 32, 64
     _rwkv_keys(w, arch, L, H, head, ffn)
-    w.add_rescale_every_n_layers(6)
+    w.add_rescale_every_n_layers(rescale)
     w.add_time_mix_extra_dim(tmx)
     w.add_time_decay_extra_dim(tdx)
     add_tokenizer(w, VOCAB)
@@ -1136,6 +1140,96 @@ def build_rwkv7(w: gguf.GGUFWriter, t: TinyWeights) -> None:
         big(p + "channel_mix_value.weight", (H, ffn))
 
 
+def build_rwkv6qwen2(w: gguf.GGUFWriter, t: TinyWeights) -> None:
+    """rwkv6qwen2 (QRWKV6: RWKV-6 time mix on a Qwen2 trunk: RMS norms, one token-shift row, SwiGLU FFN):
+    src/models/rwkv6qwen2.cpp load_arch_tensors @0c1e57098; keys as conversion/rwkv.py RWKV6Qwen2Model writes them
+    (token_shift_count 1, head_count_kv for the grouped key/value, head_count 0); no time_mix_first (the gated
+    linear attention path of the QRWKV checkpoints) and the key/value/receptance biases of the Qwen2 trunk."""
+    arch, L, H, head, ffn, tmx, tdx, kv_heads = "rwkv6qwen2", 4, 256, 64, 512, 32, 64, 2
+    kv = kv_heads * head
+    _rwkv_keys(w, arch, L, H, head, ffn)
+    w.add_time_mix_extra_dim(tmx)
+    w.add_time_decay_extra_dim(tdx)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_token_shift_count(1)
+    w.add_head_count_kv(kv_heads)
+    add_tokenizer(w, VOCAB)
+    big, f32 = t.big, t.f32
+    big("token_embd.weight", (VOCAB, H))
+    f32("output_norm.weight", (H,), 1.0)
+    big("output.weight", (VOCAB, H))
+    for i in range(L):
+        p = f"blk.{i}."
+        f32(p + "attn_norm.weight", (H,), 1.0)
+        f32(p + "time_mix_w1.weight", (5 * tmx, H))
+        f32(p + "time_mix_w2.weight", (5, H, tmx))
+        f32(p + "time_mix_lerp_x.weight", (H,))
+        f32(p + "time_mix_lerp_fused.weight", (5, 1, 1, H))
+        f32(p + "time_mix_decay.weight", (H,))
+        f32(p + "time_mix_decay_w1.weight", (tdx, H))
+        f32(p + "time_mix_decay_w2.weight", (H, tdx))
+        big(p + "time_mix_key.weight", (kv, H))
+        big(p + "time_mix_value.weight", (kv, H))
+        big(p + "time_mix_receptance.weight", (H, H))
+        big(p + "time_mix_gate.weight", (H, H))
+        f32(p + "time_mix_key.bias", (kv,), 0.0)
+        f32(p + "time_mix_value.bias", (kv,), 0.0)
+        f32(p + "time_mix_receptance.bias", (H,), 0.0)
+        big(p + "time_mix_output.weight", (H, H))
+        f32(p + "ffn_norm.weight", (H,), 1.0)
+        big(p + "ffn_gate.weight", (ffn, H))
+        big(p + "ffn_down.weight", (H, ffn))
+        big(p + "ffn_up.weight", (ffn, H))
+
+
+def build_arwkv7(w: gguf.GGUFWriter, t: TinyWeights) -> None:
+    """arwkv7 (RWKV-7 time mix on a Qwen2 trunk: RMS norms, one token-shift row, SwiGLU FFN): src/models/arwkv7.cpp
+    load_arch_tensors @0c1e57098; keys as conversion/rwkv.py ARwkv7Model writes them (token_shift_count 1, the
+    converter's LoRA ranks 64/64/32 and a gate of 128 with wkv_has_gate, here scaled down), with the gate and the
+    time_mix_ln group norm."""
+    arch, L, H, head, ffn = "arwkv7", 4, 256, 64, 512
+    r_decay, r_iclr, r_vres, r_gate = 32, 32, 16, 64
+    _rwkv_keys(w, arch, L, H, head, ffn)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_decay_lora_rank(r_decay)
+    w.add_iclr_lora_rank(r_iclr)
+    w.add_value_residual_mix_lora_rank(r_vres)
+    w.add_gate_lora_rank(r_gate)
+    w.add_token_shift_count(1)
+    add_tokenizer(w, VOCAB)
+    big, f32 = t.big, t.f32
+    big("token_embd.weight", (VOCAB, H))
+    f32("output_norm.weight", (H,), 1.0)
+    big("output.weight", (VOCAB, H))
+    for i in range(L):
+        p = f"blk.{i}."
+        f32(p + "attn_norm.weight", (H,), 1.0)
+        f32(p + "time_mix_w0.weight", (H,))
+        f32(p + "time_mix_w1.weight", (r_decay, H))
+        f32(p + "time_mix_w2.weight", (H, r_decay))
+        f32(p + "time_mix_a0.weight", (H,))
+        big(p + "time_mix_a1.weight", (r_iclr, H))
+        big(p + "time_mix_a2.weight", (H, r_iclr))
+        r_v = r_iclr if i == 0 else r_vres
+        f32(p + "time_mix_v0.weight", (H,))
+        big(p + "time_mix_v1.weight", (r_v, H))
+        big(p + "time_mix_v2.weight", (H, r_v))
+        big(p + "time_mix_g1.weight", (r_gate, H))
+        big(p + "time_mix_g2.weight", (H, r_gate))
+        f32(p + "time_mix_lerp_fused.weight", (6, 1, 1, H))
+        for n in ("k_k", "k_a", "r_k"):
+            f32(p + f"time_mix_{n}.weight", (H,))
+        for n in ("key", "value", "receptance"):
+            big(p + f"time_mix_{n}.weight", (H, H))
+        f32(p + "time_mix_ln.weight", (H,), 1.0)
+        f32(p + "time_mix_ln.bias", (H,), 0.0)
+        big(p + "time_mix_output.weight", (H, H))
+        f32(p + "ffn_norm.weight", (H,), 1.0)
+        big(p + "ffn_gate.weight", (ffn, H))
+        big(p + "ffn_down.weight", (H, ffn))
+        big(p + "ffn_up.weight", (ffn, H))
+
+
 BUILDERS: dict[str, tuple[str, Callable[[gguf.GGUFWriter, TinyWeights], None]]] = {
     "dsv4": ("deepseek4", build_dsv4),
     "mla": ("deepseek2", build_mla),
@@ -1158,6 +1252,9 @@ BUILDERS: dict[str, tuple[str, Callable[[gguf.GGUFWriter, TinyWeights], None]]] 
     "lfm2": ("lfm2", build_lfm2),
     "rwkv6": ("rwkv6", build_rwkv6),
     "rwkv7": ("rwkv7", build_rwkv7),
+    "rwkv6rescale2": ("rwkv6", lambda w, t: build_rwkv6(w, t, rescale=2)),
+    "rwkv6qwen2": ("rwkv6qwen2", build_rwkv6qwen2),
+    "arwkv7": ("arwkv7", build_arwkv7),
 }
 
 

@@ -89,7 +89,7 @@ EOF
 }
 
 for kind in dsv4 mla dsa qwen35moe gemma3 gptoss gemma4 gemma4kv llama4 nemotronh kda kimilinear jamba granitehybrid \
-    falconh1 mamba mamba2 plamo2 lfm2 rwkv6 rwkv7; do
+    falconh1 mamba mamba2 plamo2 lfm2 rwkv6 rwkv7 rwkv6qwen2 arwkv7; do
   if [ -n "$filter" ] && [[ "$kind" != $filter ]]; then continue; fi
   make_model "$kind"
 done
@@ -145,6 +145,9 @@ run_kind mamba "c4096-np2:-c 4096 -np 2"
 run_kind mamba2 "c4096-np2:-c 4096 -np 2"
 run_kind rwkv6 "c4096-np2:-c 4096 -np 2"
 run_kind rwkv7 "c4096-np2:-c 4096 -np 2"
+# the RWKV time mixes on a Qwen2 trunk (one token-shift row, SwiGLU FFN): rwkv6qwen2 with grouped key/value
+run_kind rwkv6qwen2 "c4096-np2:-c 4096 -np 2"
+run_kind arwkv7 "c4096-np2:-c 4096 -np 2"
 # PLaMo-2 (Mamba + attention every other layer) and LFM2 (short-conv + attention): state and KV per layer kind
 # (the tiny plamo2 hangs in its first decode after the load log: run with TIMEOUT=20)
 run_kind plamo2 "c4096-np2:-c 4096 -np 2"
