@@ -4,7 +4,8 @@
     python3 benchmarks/solve_steps.py deepseek-r1 --profile 2xrtx3090-epyc9354-384g
 
 Per search: the objective (quality / speed), its model (plain; the probe of a tightened solve; the model tightened
-by reduced costs from the probe's solution: planner.solver_bounds.tightened_search), the gap it was allowed to stop at, CP-SAT's
+by reduced costs from the probe's solution: planner.solver_bounds.tightened_search; the target search for a solution
+within the allowed gap, planner.solver_bounds._target_search), the gap it was allowed to stop at, CP-SAT's
 work (deterministic time, load-independent), how it ended and its own gap, and two figures of its model's LP
 relaxation (GLOP duals, bound in exact arithmetic: planner.solver_bounds):
 
@@ -22,6 +23,16 @@ relaxation (GLOP duals, bound in exact arithmetic: planner.solver_bounds):
   gap 0.075 %, HiGHS proves the optimum in 3.3 CPU s; CP-SAT hinted with that optimum is still 0.038 % from a proof
   after 2.0 work units; single-row MIR cuts on the capacity rows left the LP bound where it was, and the rows
   rewritten over each class's smallest option did not shorten CP-SAT's proof.  What did pay (December 2026): the LP's branching order (planner.solver.lp_guided).
+
+Measured in session 8 on the exported models of the 2x RTX 3090 + 384 GiB and 4x RTX 3090 plans (scipy.optimize.milp
+with ``node_limit=1`` for HiGHS's root): the share of the LP gap closed at the root, speed steps: HiGHS 72 % (R1),
+65 % (Kimi-K2), 67 % (Qwen3-235B 4x3090); CP-SAT with 20 root cut rounds (``max_cut_rounds_at_level_zero``, default
+1) 32 %, 10 %, 44 %.  So the speed steps are bound-limited and HiGHS's root cuts (aggregated c-MIR with the hand-off
+rows as variable bounds, lifted covers) are the lever left.  The quality step of R1 is not: 20 root cut rounds
+lift CP-SAT's bound to 1 unit below the optimum in 0.2 work, but its search still ends 0.02 % above; the target
+search (planner.solver_bounds._target_search) finds the optimum itself.  20 root cut rounds on every tightened run
+measured worse overall (bench_solver work: R1 3.66 -> 5.00, --ctx max 0.68 -> 2.47, band 2.29 -> 2.54; better on
+Kimi-K2 24+384 and 4x3090), so the default stays.
 """
 
 from __future__ import annotations
@@ -67,6 +78,7 @@ def main(argv: list[str]) -> None:
         else:
             gap = lp = share = "-"
         model = ("plain" if not objective.tighten else
+                 "target" if not m.proto.has_objective() else
                  "probe" if work in (min(bounds_mod.TIGHTEN_PROBE_WORK, objective.work_limit),
                                             min(bounds_mod.FULL_PROBE_WORK, objective.work_limit)) else "tight")
         rows.append(f"{objective.kind:8} {model:>5} "

@@ -389,7 +389,7 @@ def _shared_kv(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str) ->
     ffn = ("ffn_gate_exps", "ffn_up_exps", "ffn_down_exps") if p.n_expert else ("ffn_gate", "ffn_up", "ffn_down")
     moved = {} if role.ffn else {f"blk.{il}.{r}.weight": c for il in range(m, n) for r in ffn}
     return compute_buffers(cfg.engine, graph, p, _shape(p, cfg), [o] * m + [d] * (n - m), moved,
-                           d if role.output else o, 3, role.copies, kev=k_as_v(tmap))[d]
+                           d if role.output else o, 3, role.copies, kev=k_as_v(tmap), shared_inputs=True)[d]
 
 
 def _leaf_allowance(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str) -> int:
@@ -442,7 +442,7 @@ def _pipelined(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str) ->
         # splits of Qwen3-30B-A3B and gpt-oss-20b with every other layer's experts on the CPU need none of them)
         splits = (0, 1, 2, 3) + ((4,) if tmap.params.n_ff_shexp else ()) + (
             (5, 6, 7) if tmap.params.n_expert and tmap.params.n_dense_lead else ()) + (
-            (8,) if _period(tmap.params) > 1 else ())
+            (8,) if _period(tmap.params) > 1 else ()) + ((9,) if not tmap.params.n_expert else ())
         variants = [(e, k, last) for e in entries for k in (splits if role.attention and role.ffn else (0,))
                     for last in lasts if not (k in (6, 7) and last == 1)]
     return max(_stand_in(tmap, cfg, role, graph, entry, split, last) for entry, split, last in variants
@@ -458,9 +458,9 @@ def _stand_in(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str, ent
     --engine mainline` keeps layer 7's up/gate on CUDA0 and its down on the CPU, 192.30 MiB against 184.02
     reserved without these variants), 5 the experts of the device's second layer (mainline DeepSeek-R1: 48 MiB
     more than the first's), 6 and 7 all experts of every other layer over ``_ALTERNATING`` layers (from the first
-    or the second), 8 (a periodic model) the FFN of the device's first layer; for the CPU, ``split`` 2 puts the
-    last GPU block on a second
-    GPU (the CPU's buffer depends on whether the GPU its expert results go back to also holds the output).
+    or the second), 8 (a periodic model) the FFN of the device's first layer, 9 (a dense model) its gate and up;
+    for the CPU, ``split`` 2 puts the last GPU block on a second GPU (the CPU's buffer depends on whether the GPU
+    its expert results go back to also holds the output).
     ``last`` (a GPU): its block ends the model with that many layers (1 or a whole block; 0: it does not, unless
     the role has the output), and the output is on the CPU unless the role has it.  The engines put CPU layers
     first (-ngl offloads the last layers), so the CPU's block never ends the model.  ``entry`` "cpu1": the CPU
@@ -519,6 +519,11 @@ def _stand_in(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str, ent
             # tiny gemma-4 K-as-V file, --vram 1.03 --ctx 8192 --kv q8_0: layer 5's FFN on the CPU after CPU layers
             # 0-4, 20.28 MiB against 19.27 reserved; moving more layers' FFNs gives less)
             cpu_exps = range(mine_moe.start, mine_moe.start + 1)
+        elif split == 9:                    # a dense model: one layer's gate and up alone (the solver places the
+            # FFN tensor by tensor: `plan rwkv6qwen2.gguf --vram 1.01 --ram 5 --ctx 8192` (make_tiny_arch.py) put
+            # layer 0's on the CPU, 7016480 B replayed against 6949920 reserved; every other layer's: 6949920)
+            cpu_exps = range(mine_moe.start, mine_moe.start + 1)
+            exps = exps[:2]
         elif split == 5:                    # a layer's experts between two of the device's own
             mid = min(mine_moe.start + 1, mine_moe.stop - 1)
             cpu_exps = range(mid, mid + 1)
@@ -537,8 +542,9 @@ def _stand_in(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: str, ent
     # the layer kinds as the model's own last layers have them too: the last layer gathers the output rows, and
     # what else is alive then depends on its kind (ik gemma-3-27b's last layer is a window layer, 21 MiB more)
     bases = dict.fromkeys((0, (p.n_loaded_layers - len(layers)) % per))
+    # the layers' own input-view copies read once: the solver charges them per layer (planner/input_copies.py)
     return max(compute_buffers(cfg.engine, graph, p, shape, layers, moved, out, 3, role.copies, layer_base=b,
-                               kev=k_as_v(tmap))[me]
+                               kev=k_as_v(tmap), shared_inputs=True)[me]
                for b in bases)
 
 

@@ -9,10 +9,12 @@ gated delta-net hybrid, GLM-5 DSA (flash attention), Llama-4 with chunked attent
 Falcon-H1 (Mamba-2, attention and dense FFN layers), dense gemma-4 with its shared-KV layers reading another
 layer's (another device's) cache and its K-as-V (attention_k_eq_v) layers, Jamba (Mamba-1, attention, MoE every
 other layer), Ling-3.0 and Kimi-Linear (Kimi Delta Attention and MLA), DeepSeek-V4 (hyper-connections, raw/CSA/HCA
-attention by compress ratio as per-layer tags, :func:`layer_tags`); ik 8337e4cd3: gpt-oss, gemma-3, the same
+attention by compress ratio as per-layer tags, :func:`layer_tags`), RWKV-6/7 and their Qwen2-trunk forms
+(rwkv6qwen2 in the QRWKV6 layout, arwkv7); ik 8337e4cd3: gpt-oss, gemma-3, the same
 Qwen3-MoE shapes, Qwen3.5-MoE, Ling-3.0 (``-mla`` >= 1), DeepSeek under every ``-mla`` and GLM-DSA (its dense MLA
-graph: no ``--dsa``), with flash attention (DeepSeek, GLM-DSA, gpt-oss, gemma-4 and Ling-3.0: with or without) and
-fused up/gate experts, dense gemma-4).  Others keep the live-set estimate of
+graph: no ``--dsa``), DeepSeek-V4 (its fused ops; each layer copies its own mask views: planner/input_copies.py),
+with flash attention (DeepSeek, GLM-DSA, gpt-oss, gemma-4 and Ling-3.0: with or without) and fused up/gate experts,
+dense gemma-4).  Others keep the live-set estimate of
 :mod:`planner.compute_buffers`.
 
 The worst-case ubatch (mainline ``llama_context::sched_reserve``, src/llama-context.cpp; ik
@@ -32,11 +34,13 @@ from typing import Any
 from planner.gallocr import T, buffer_sizes, inplace_ops
 from planner.graph_memo import Row, memo_of, source
 from planner.graph_shape import GraphShape
+from planner.input_copies import input_rooted, layer_leaf_bytes
+from planner.layer_kinds import TAGS, compress, dense_flags, ffn_only, kv_devices, layer_tags
 from planner.tensors import ModelParams, TensorMap
 from planner.toml_tables import two_level_tables
 
-__all__ = ["GraphShape", "build", "compute_buffers", "dense_flags", "first_layer_own", "graph_of", "has_graph",
-           "k_as_v", "kv_devices", "layer_leaf_bytes", "layer_tags"]
+__all__ = ["GraphShape", "build", "compress", "compute_buffers", "dense_flags", "ffn_only", "first_layer_own",
+           "graph_of", "has_graph", "k_as_v", "kv_devices", "layer_leaf_bytes", "layer_tags"]
 
 
 @cache
@@ -133,8 +137,9 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
     if p.arch == "deepseek4" and p.compress_ratios and p.hc_mult == 4 and p.o_groups and p.n_shared_exp == 1:
         # DeepSeek-V4 (mainline deepseek4.cpp: its hyper-connection code asserts hc_mult == 4); flash attention
         # only (the raw-mask types and the sparse mask's zeros follow it; the KQ path is not drawn)
-        v4 = flash_attn and "deepseek4" in _templates().get(engine, {})
-        return "deepseek4" if v4 else None
+        # (ik's template: fused up/gate experts, no dense lead layer: build_deepseek4.cpp)
+        v4 = flash_attn and (engine != "ik" or (tmap.derived(_fused_up_gate) and not p.n_dense_lead))
+        return "deepseek4" if v4 and "deepseek4" in _templates().get(engine, {}) else None
     if p.arch == "falcon-h1" and p.recurrent_attn and p.ssm_n_group and not p.n_expert:
         # attention and a Mamba-2 mixer in every layer, a dense FFN (mainline falcon-h1.cpp)
         return "falconh1" if "falconh1" in _templates().get(engine, {}) else None
@@ -238,7 +243,7 @@ def _flags(row: list[Any]) -> set[str]:
 def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], device_of: Callable[[str], int],
           out_dev: int, cpu: int, dense: Sequence[bool] = (), swa: Sequence[bool] = (),
           recr: Sequence[bool] = (), kv_dev: Sequence[int] = (), kev: Sequence[bool] = (),
-          tags: Sequence[str] = ()) -> list[T]:
+          tags: Sequence[str] = (), shared_inputs: bool = False) -> list[T]:
     """The graph's tensors in graph order for template ``graph`` (:func:`graph_of`); devices are backend indices
     (``cpu`` the last).  ``device_of`` maps a weight's GGUF name to its device (``-ot`` included); ``dense``: the
     layers with a dense FFN (rows flagged "dense"; the others take the "moe" rows); ``swa``: the sliding-window
@@ -254,8 +259,10 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
     with their own KV and V projection, "kev" on these, "noownv" on these and the shared-KV layers.  A template
     with ``window = true`` sizes a sliding-window layer's rows by :meth:`GraphShape.window` (its own cells and
     head widths).  ``tags``: each layer's kind tags (:func:`layer_tags`, "+"-joined: a row flagged with a tag is
-    drawn only on layers that have it)."""
+    drawn only on layers that have it).  ``shared_inputs``: every layer reads the first one's views of the graph
+    inputs (drawn "once"), so a device copies each in once (planner/input_copies.py: the solver's role stand-ins)."""
     tpl = _templates()[engine][graph]
+    shared_views = input_rooted(engine, graph) if shared_inputs else frozenset()
     k_seqs = tpl.get("reserve_seqs", 0)
     if k_seqs and shape.ns > k_seqs:
         # the engine reserves this architecture's prompt graph with k sequences whatever -np (Kimi-Linear:
@@ -339,7 +346,9 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
             have = set(tag.split("+")) if tag else set()
             for row, k in rows:
                 flags = _flags(row)
-                if flags & TAGS and not flags & TAGS <= have:
+                # a flag naming a layer tag holds where the layer has it ("a|b": either, tags or shape flags)
+                if not all(any(g in have if g in TAGS else lshape.has(g) for g in f.split("|"))
+                           for f in flags if TAGS.intersection(f.split("|"))):
                     continue
                 if ("last" in flags and not is_last) or ("nofirst" in flags and "first" in have):
                     continue
@@ -365,11 +374,16 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
             kept[key] = (rows, out)
         return kept[key][1]
 
+    once: dict[str, int] = {}       # rows drawn by the first layer that has them, read by the others
+
     def nodes(rows: list[tuple[list[Any], int]], il: int, local: dict[str, int]) -> None:
         dev = layer_dev[il] if il >= 0 else out_dev
         win = windowed and 0 <= il < len(swa) and swa[il]
         for row, _k, flags, srcs, sz, layout in rows_of(rows, il):
             name, op, expr = row[0], row[1], row[2]
+            if ("once" in flags or name in shared_views) and name in once:
+                local[name] = once[name]
+                continue
             view = row[4] if len(row) > 4 else ""
             resolved: list[int] = []
             for own, s, kind in srcs:
@@ -430,6 +444,8 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
                 nxt[0] = (mark[0][0], mark[0][1] + 1)
             local[name] = add(T(f"{name}-{il}", op, sz, srcs=tuple(resolved), view_src=v_src,
                                 layout=layout, pin=pin, out="out" in flags))
+            if "once" in flags or name in shared_views:
+                once[name] = local[name]
             if "pre" in flags:
                 mark[0] = keys[-1]
                 nxt[0] = (0, 0)
@@ -478,7 +494,7 @@ def _reordered(ts: list[T], keys: list[tuple[int, int]]) -> list[T]:
 def _sizes(engine: str, graph: str, shape: GraphShape, layer_dev: tuple[int, ...], dense: tuple[bool, ...],
            weight_dev: tuple[tuple[str, int], ...], out_dev: int, n_backends: int, copies: int,
            swa: tuple[bool, ...] = (), recr: tuple[bool, ...] = (), kv_dev: tuple[int, ...] = (),
-           kev: tuple[bool, ...] = (), tags: tuple[str, ...] = ()) -> tuple[int, ...]:
+           kev: tuple[bool, ...] = (), tags: tuple[str, ...] = (), shared_inputs: bool = False) -> tuple[int, ...]:
     wd = dict(weight_dev)
     cpu = n_backends - 1
 
@@ -489,65 +505,9 @@ def _sizes(engine: str, graph: str, shape: GraphShape, layer_dev: tuple[int, ...
             return layer_dev[int(name.split(".")[1])]
         return cpu if name == "token_embd.weight" else out_dev
 
-    ts = build(engine, graph, shape, layer_dev, device_of, out_dev, cpu, dense, swa, recr, kv_dev, kev, tags)
+    ts = build(engine, graph, shape, layer_dev, device_of, out_dev, cpu, dense, swa, recr, kv_dev, kev, tags,
+               shared_inputs)
     return tuple(buffer_sizes(ts, n_backends, copies=copies, inplace=inplace_ops(engine)))
-
-
-def kv_devices(p: ModelParams, layer_dev: Sequence[int], layer_base: int = 0, elsewhere: int = -1) -> list[int]:
-    """:func:`build`'s ``kv_dev``: per layer of a placement, -1 where the layer stores its own K/V, else the backend
-    of the cache it reads.  From ``n_layer_kv`` on (gemma-4 ``shared_kv_layers``) a layer reads the last own
-    window layer's cache (``n_layer_kv - 2``) if it is a window layer, else the last full one's (``n_layer_kv -
-    1``): mainline src/llama-model.cpp:2780-2788 (the reuse callback, 0c1e57098), ik src/llama-build-context.cpp:
-    2015-2020 (llm_build_kqv, 8337e4cd3).  ``layer_base``: the model layer the placement's first layer stands for;
-    a cache owner before it (a stand-in placement) is on ``elsewhere`` (-1: the layer's own backend)."""
-    m = p.n_layer_kv
-    if not m:
-        return []
-    out = []
-    for il, dev in enumerate(layer_dev):
-        g = il + layer_base
-        if g < m:
-            out.append(-1)
-            continue
-        owner = m - (2 if p.is_swa(g) else 1) - layer_base
-        out.append(layer_dev[owner] if 0 <= owner < len(layer_dev) else elsewhere if elsewhere >= 0 else dev)
-    return out
-
-
-# layer tags a template's rows may be flagged with (:func:`layer_tags`)
-TAGS = frozenset({"raw", "csa", "hca", "hash", "nohash", "first", "rescale"})
-
-
-def layer_tags(p: ModelParams, il: int) -> str:
-    """A layer's kind tags, "+"-joined (rows flagged with one are drawn only on layers that have it): DeepSeek-V4's
-    attention by compress ratio ("raw" 0, "csa" 4, "hca" 128: mainline deepseek4.cpp:1200-1221) and its routing
-    ("hash": the first ``n_hash_layers`` take their experts from ffn_gate_tid2eid, 1320-1323; "nohash"); "first"
-    on the model's layer 0 (rows flagged "nofirst" are drawn on the others: RWKV-7's value of layer 0 is every
-    later layer's residual, rwkv7-base.cpp:74-85, and the token-embedding norm is built with layer 0, rwkv6.cpp:102,
-    on its device: TOKEN_EMBD_NORM is a layer-0 tensor, llama-arch.cpp:732); "rescale" on the layers whose output
-    RWKV-6 halves (every ``rescale_every``-th, rwkv6.cpp:164-166); all at 0c1e57098."""
-    tags = []
-    if p.compress_ratios:
-        ratio = p.compress_ratios[il % len(p.compress_ratios)]
-        tags += [{4: "csa", 128: "hca"}.get(ratio, "raw"), "hash" if il < p.n_hash_layers else "nohash"]
-    if il == 0:
-        tags.append("first")
-    if p.rescale_every and (il + 1) % p.rescale_every == 0:
-        tags.append("rescale")
-    return "+".join(tags)
-
-
-def dense_flags(p: ModelParams, n: int) -> list[bool]:
-    """Which of the first ``n`` layers take a template's "dense" rows: a MoE model's layers without experts (the
-    dense lead layers, Llama-4's every other layer: ModelParams.is_moe_layer); a dense model's lead layers and its
-    FFN-only layers (:func:`ffn_only`).  Rows flagged "moe" or "nodense" are drawn on the others."""
-    return [not p.is_moe_layer(il) if p.is_moe else il < p.n_dense_lead or ffn_only(p, il) for il in range(n)]
-
-
-def ffn_only(p: ModelParams, il: int) -> bool:
-    """A layer with neither a recurrent mixer nor attention, only an FFN: Nemotron-H's MLP layers, where the header's
-    per-layer head_count_kv is 0 and the layer is not recurrent (nemotron-h.cpp:13-16, 110-128)."""
-    return bool(p.n_head_kv_layers) and not p.is_recurrent(il) and p.head_count_kv(il) == 0
 
 
 def first_layer_own(engine: str, graph: str) -> bool:
@@ -559,69 +519,18 @@ def first_layer_own(engine: str, graph: str) -> bool:
     return any(_flags(row) & {"first", "nofirst", "pre"} for row in _templates()[engine][graph]["layer"])
 
 
-def layer_leaf_bytes(engine: str, graph: str, shape: GraphShape) -> int:
-    """Bytes of the tensors a layer of the template creates as leafs ("LEAF" rows: DSA's zeros,
-    llama-graph.cpp:3071-3073).  ggml-alloc allocates every leaf before the first node (ggml-alloc.c
-    ggml_gallocr_alloc_graph_impl), so a device's buffer grows by about this much per layer it holds: such graphs
-    are replayed layer by layer (no :func:`compress`), and a role's stand-in adds it for the layers it leaves out
-    (planner/compute_buffers.py).  On the RPC harness a GLM-DSA device logged 54.79, 54.91 and 55.05 MiB with 4, 5
-    and 6 of its layers (128 KiB of zeros each)."""
-    return sum(shape.size(row[2]) for row in _templates()[engine][graph]["layer"] if row[1] == "LEAF")
-
-
-RUN = 3     # identical layers in a row kept by :func:`compress` (tests/test_engine_graph.py: 2 is not enough)
-
-
-def compress(layer_dev: Sequence[int], weight_dev: dict[str, int], dense: Sequence[bool] = (),
-             swa: Sequence[bool] = (), recr: Sequence[bool] = (), kv_dev: Sequence[int] = (),
-             kev: Sequence[bool] = (), tags: Sequence[str] = ()
-             ) -> tuple[list[int], dict[str, int], list[bool], list[bool], list[bool], list[int], list[bool],
-                        list[str]]:
-    """The same placement with every run of identical layers (same device, same weights moved where) cut to
-    ``RUN`` layers.  The graph repeats per layer, so the allocator reaches its steady state within a run and a
-    longer run changes no buffer (checked on every harness placement, tests/test_engine_graph.py); the last layer
-    stays the last (it alone gathers the output rows).  A layer's kind is its FFN (``dense``), its cache
-    (``swa``), its mixer (``recr``), the cache it reads (``kv_dev``), its V (``kev``) and its tags (``tags``,
-    :func:`layer_tags`: layer 0 is a kind of its own, so a run after it keeps ``RUN`` more layers; the allocator is
-    not steady yet after the layer that follows the graph's inputs: mainline Mamba-2 over two rpc-servers replayed
-    12.35 MiB on the first device with layer 0 counted in the run, 12.77 as logged without): alternating kinds are
-    kept as they are."""
-    moved: dict[int, list[tuple[str, int]]] = {}
-    for name, dev in weight_dev.items():
-        if name.startswith("blk."):
-            moved.setdefault(int(name.split(".")[1]), []).append((name.split(".", 2)[2], dev))
-    kinds = [il < len(dense) and dense[il] for il in range(len(layer_dev))]
-    windows = [il < len(swa) and swa[il] for il in range(len(layer_dev))]
-    mixers = [il < len(recr) and recr[il] for il in range(len(layer_dev))]
-    caches = [kv_dev[il] if il < len(kv_dev) else -1 for il in range(len(layer_dev))]
-    # a layer reading another device's cache is never cut: each adds its own copies of the cache views, all made
-    # at the start of the device's split (ggml-backend.cpp:1510-1590), so the buffer grows with every such layer
-    kvs = [il < len(kev) and kev[il] for il in range(len(layer_dev))]
-    tag = [tags[il] if il < len(tags) else "" for il in range(len(layer_dev))]
-    sig = [(d, kinds[il], windows[il], mixers[il], caches[il] if caches[il] in (-1, d) else (caches[il], il),
-            kvs[il], tag[il], tuple(sorted(moved.get(il, ())))) for il, d in enumerate(layer_dev)]
-    keep = [il for il in range(len(sig))
-            if il < RUN or any(sig[j] != sig[il] for j in range(il - RUN, il)) or il == len(sig) - 1]
-    new_dev = [layer_dev[il] for il in keep]
-    new_w = {name: dev for name, dev in weight_dev.items() if not name.startswith("blk.")}
-    for k, il in enumerate(keep):
-        new_w.update({f"blk.{k}.{rest}": dev for rest, dev in moved.get(il, ())})
-    return (new_dev, new_w, [kinds[il] for il in keep], [windows[il] for il in keep], [mixers[il] for il in keep],
-            [caches[il] for il in keep] if kv_dev else [], [kvs[il] for il in keep] if kev else [],
-            [tag[il] for il in keep])
-
-
 def compute_buffers(engine: str, graph: str, p: ModelParams, shape: GraphShape, layer_dev: Sequence[int],
                     weight_dev: dict[str, int], out_dev: int, n_backends: int, copies: int = 1,
                     *, exact_layers: bool = False, layer_base: int = 0, kv_elsewhere: int = -1,
-                    kev: Sequence[bool] = ()) -> tuple[int, ...]:
+                    kev: Sequence[bool] = (), shared_inputs: bool = False) -> tuple[int, ...]:
     """Each backend's compute buffer in bytes (backend ``n_backends - 1`` is the CPU) for template ``graph``.
     ``weight_dev``: the weights away from their layer's device (``-ot``), by GGUF name; token_embd is on the CPU,
-    the output's tensors on ``out_dev``.  The placement is :func:`compress`-ed unless ``exact_layers``.
+    the output's tensors on ``out_dev``.  The placement is :func:`compress`-ed unless ``exact_layers`` or its
+    layers create leafs or copy their own input views (the buffer grows per layer held).
     ``layer_base``: the model layer the placement's first layer stands for (its kind: sliding-window, recurrent,
     dense; a stand-in placement of a few layers, :func:`planner.compute_buffers.estimate`); ``kv_elsewhere``: the
     backend of a shared cache whose layer is before the stand-in (:func:`kv_devices`); ``kev``: per model layer,
-    whether it stores K as V (:func:`k_as_v`)."""
+    whether it stores K as V (:func:`k_as_v`); ``shared_inputs``: see :func:`build`."""
     n = len(layer_dev)
     dense = dense_flags(p, n + layer_base)[layer_base:]
     swa = [p.is_swa(il + layer_base) for il in range(n)] if p.n_swa else []
@@ -636,8 +545,9 @@ def compute_buffers(engine: str, graph: str, p: ModelParams, shape: GraphShape, 
     kv_dev = kv_devices(p, layer_dev, layer_base, kv_elsewhere)
     layer_kev = [bool(kev) and kev[(il + layer_base) % len(kev)] for il in range(n)]
     tags = [layer_tags(p, il + layer_base) for il in range(n)]
-    if not exact_layers and not layer_leaf_bytes(engine, graph, shape):
+    if not exact_layers and not layer_leaf_bytes(engine, graph, shape) and not input_rooted(engine, graph):
         layer_dev, weight_dev, dense, swa, recr, kv_dev, layer_kev, tags = compress(
             layer_dev, weight_dev, dense, swa, recr, kv_dev, layer_kev, tags)
     return _sizes(engine, graph, shape, tuple(layer_dev), tuple(dense), tuple(sorted(weight_dev.items())), out_dev,
-                  n_backends, copies, tuple(swa), tuple(recr), tuple(kv_dev), tuple(layer_kev), tuple(tags))
+                  n_backends, copies, tuple(swa), tuple(recr), tuple(kv_dev), tuple(layer_kev), tuple(tags),
+                  shared_inputs)

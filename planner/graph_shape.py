@@ -97,6 +97,12 @@ class GraphShape:
     rd4: int = 0
     rd128: int = 0
     nst: int = 1       # DeepSeek-V4: cache streams (one per sequence; the keys concatenated over all of them)
+    nwin: int = 0      # ik DeepSeek-V4 (:func:`_dsv4`): the raw keys' attention window, the reserve plan's blocks per
+    cb4: int = 0       # ratio (4, 128) and their state reads, the mask index's width
+    cb128: int = 0
+    rdi4: int = 0
+    rdi128: int = 0
+    mti: int = 0
 
     @classmethod
     def of(cls, p: ModelParams, tokens: int, n_kv: int, flash_attn: bool, type_k: str = "f16",
@@ -172,7 +178,9 @@ class GraphShape:
             return any(self.has(f) for f in flag.split("|"))
         known = {"fa": self.mask == 2, "nofa": self.mask != 2, "rotk": self.rk > 0, "rotv": self.rotv,
                  "kvq": self.kvq, "wscale": self.wscale, "vpad": self.vpad > 0,
-                 "lgqa": 0 < self.lkv < self.n_embd}     # rwkv6qwen2's grouped key/value, repeated per head
+                 "lgqa": 0 < self.lkv < self.n_embd,      # rwkv6qwen2's grouped key/value, repeated per head
+                 "lidk": self.itk < self.ncsa, "nolidk": self.itk >= self.ncsa,
+                 "mti": self.mti < self.nwin + self.ncsa, "nomti": self.mti >= self.nwin + self.ncsa}
         if flag in known:
             return known[flag]
         return self._mla_paths().get(flag, True)
@@ -285,9 +293,9 @@ def _rwkv(p: ModelParams, tokens: int, n_seqs: int) -> dict[str, int]:
 
 
 def _dsv4(p: ModelParams, tokens: int, n_kv: int, n_seqs: int) -> dict[str, int]:
-    """DeepSeek-V4's sizes of :class:`GraphShape` (mainline 0c1e57098); nothing for other models.  ``n_kv``: the
-    context per sequence.  Caches per stream (one per sequence, planner/kv_cache.py _mainline_dsv4_layer): the
-    raw cache ``GGML_PAD(n_swa + T, 256)`` cells, the compressed ones ``GGML_PAD(ceil(n_kv / ratio), 256)``; the
+    """DeepSeek-V4's sizes of :class:`GraphShape` (mainline 0c1e57098 and ik 8337e4cd3); nothing for other models.
+    ``n_kv``: the context per sequence (mainline), the cache's cells (ik).  mainline's caches per stream (one per
+    sequence, planner/kv_cache.py _mainline_dsv4_layer): the raw cache ``GGML_PAD(n_swa + T, 256)`` cells, the compressed ones ``GGML_PAD(ceil(n_kv / ratio), 256)``; the
     reserve plan (src/llama-kv-cache-dsv4.cpp:842-880): ``n_blocks = T / ratio + n_seqs``, state reads ``2 ratio
     n_blocks`` (CSA, overlapping) or ``ratio n_blocks`` (HCA), persisted rows ``min(T, state_size n_stream)``
     with state_size 2 x 4 (CSA and indexer) and 128 (HCA, 1313-1329); the indexer keeps ``min(n_csa, top_k)``."""
@@ -300,9 +308,18 @@ def _dsv4(p: ModelParams, tokens: int, n_kv: int, n_seqs: int) -> dict[str, int]
     ns = max(1, n_seqs)
     ncsa = pad(max(1, -(-n_kv // 4)))
     nb4, nb128 = tokens // 4 + ns, tokens // 128 + ns
+    # ik (src/graphs/build_deepseek4.cpp, src/llama-dsv4.cpp @8337e4cd3): n_kv is the raw cache's n_ctx cells (one
+    # cache for every sequence), read through the window of 256 ceil((max(256, T) + n_swa) / 256) cells
+    # (1076-1089); the reserve plan has ceil(T / ratio) blocks of its one sequence (dsv4_build_reserve_comp_plan,
+    # 492-525), the compressed caches pad(ceil(n_ctx / ratio), 256) cells per stream; flash attention indexes a CSA
+    # mask pad(n_swa + index_topk, 256) wide (592-600)
+    cb4, cb128 = -(-tokens // 4), -(-tokens // 128)
+    win = 256 * -(-(max(256, tokens) + p.n_swa) // 256)
     return {"hcm": p.hc_mult, "hmix": (2 + p.hc_mult) * p.hc_mult, "ol": p.o_groups * p.o_lora_rank,
             "hd": p.head_dim,
             "nraw": pad(min(n_kv, p.n_swa + tokens)), "ncsa": ncsa, "nhca": pad(max(1, -(-n_kv // 128))),
             "nb4": nb4, "nb128": nb128, "n4": 4 * nb4, "sr4": 8 * ns, "sr128": 128 * ns,
             "pe4": min(tokens, 8 * ns), "pe128": min(tokens, 128 * ns), "rd4": 8 * nb4, "rd128": 128 * nb128,
-            "itk": min(ncsa, p.indexer_top_k), "nst": ns}
+            "itk": min(ncsa, p.indexer_top_k), "nst": ns,
+            "nwin": min(max(256, pad(n_kv)), win), "cb4": cb4, "cb128": cb128, "rdi4": 8 * cb4, "rdi128": 128 * cb128,
+            "mti": pad(p.n_swa + p.indexer_top_k)}

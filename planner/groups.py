@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from planner.constants import constants
 from planner.devices import CPU, gpu_name, is_gpu, is_remote
 from planner.errors import UsageError
+from planner.input_copies import layer_copy_allowance
 from planner.lowbit import (FloorClass, candidate_names, filter_candidates, floor_role, floors_for_budget,
                             respects_floor)
 from planner.memory import compute_buffer_bytes, kv_bytes_by_layer, output_alone, output_extra, shape_bytes
@@ -262,6 +263,11 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
     from planner.engine_buffers import ik_mla_derived_size, ik_mla_sources
 
     mla_src = ik_mla_sources(tmap, cfg.mla) if cfg.engine != "mainline" else {}
+    # a layer's own copies of graph-input views: charged where its FFN is on its GPU (input_copies), half with the
+    # down projection and half with gate/up where the layer has both (a layer that keeps one on the CPU ends the
+    # device's split: its copies are the run's last, which the role's buffer holds)
+    copy_allow = layer_copy_allowance(tmap, cfg)
+    gate_up = {members[k][0].layer for k, r in roles.items() if r in ("ffn_gate_up_exps", "ffn_gate_up")}
     groups: list[Group] = []
     for t in tmap.tensors:
         if t.n_dims >= 2 and t.role != "token_embd":
@@ -350,6 +356,10 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
                     extra += (embd_copies - 1) * total
                 if t0.name in mla_src and len(ts) == 1:
                     extra += ik_mla_derived_size(p, *mla_src[t0.name], tn[0], None)
+                if layer is not None and layer < len(copy_allow) and dev == home and is_gpu(dev):
+                    half = copy_allow[layer] // 2 if layer in gate_up else 0
+                    extra += {"ffn_down_exps": copy_allow[layer] - half, "ffn_down": copy_allow[layer] - half,
+                              "ffn_gate_up_exps": half, "ffn_gate_up": half}.get(role, 0)
                 pp = total / h2d if (offload and dev == CPU and layer is not None) else 0.0
                 if tied_token:      # the logits matmul of each ubatch where the output layer is (CPU: unoffloaded)
                     flops = (speeds[dev].flops if dev == CPU or is_remote(dev)

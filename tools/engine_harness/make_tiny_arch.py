@@ -80,7 +80,7 @@ def _f32(w: gguf.GGUFWriter, arch: str, key: str, value: float) -> None:
 
 # ----------------------------------------------------------------------------------------------- DeepSeek-V4
 
-def build_dsv4(w: gguf.GGUFWriter, t: TinyWeights) -> None:
+def build_dsv4(w: gguf.GGUFWriter, t: TinyWeights, top_k: int = 64) -> None:
     """deepseek4: src/models/deepseek4.cpp load_arch_hparams/load_arch_tensors (lines 19-176); keys as
     conversion/deepseek.py DeepseekV4Model.set_gguf_parameters writes them (lines 659-689). The layer pattern is
     V4-Flash's: two uncompressed (pure sliding-window) layers, then CSA (ratio 4, with the lightning indexer) and
@@ -108,7 +108,7 @@ def build_dsv4(w: gguf.GGUFWriter, t: TinyWeights) -> None:
     w.add_array(f"{arch}.swiglu_clamp_shexp", [10.0] * L)
     _u32(w, arch, "attention.indexer.head_count", ix_heads)
     _u32(w, arch, "attention.indexer.key_length", ix_dim)
-    _u32(w, arch, "attention.indexer.top_k", 64)
+    _u32(w, arch, "attention.indexer.top_k", top_k)
     _u32(w, arch, "attention.output_group_count", o_groups)
     _u32(w, arch, "attention.output_lora_rank", o_lora)
     w.add_array(f"{arch}.attention.compress_ratios", ratios)
@@ -1232,6 +1232,9 @@ def build_arwkv7(w: gguf.GGUFWriter, t: TinyWeights) -> None:
 
 BUILDERS: dict[str, tuple[str, Callable[[gguf.GGUFWriter, TinyWeights], None]]] = {
     "dsv4": ("deepseek4", build_dsv4),
+    # the dsv4 file keeping 512 keys per query (V4-Flash's index_topk): from -c 2048 down the indexer keeps every
+    # compressed row and ik builds no top-k (build_deepseek4.cpp:1155-1170)
+    "dsv4k512": ("deepseek4", lambda w, t: build_dsv4(w, t, top_k=512)),
     "mla": ("deepseek2", build_mla),
     "dsa": ("glm-dsa", build_dsa),
     "qwen35moe": ("qwen35moe", build_qwen35moe),
