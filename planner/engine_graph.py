@@ -8,9 +8,10 @@ one applies (mainline: Qwen3-MoE-shaped models, DeepSeek on the legacy ``attn_kv
 gated delta-net hybrid, GLM-5 DSA (flash attention), Llama-4 with chunked attention, Nemotron-H, Granite-4.0-H and
 Falcon-H1 (Mamba-2, attention and dense FFN layers), dense gemma-4 with its shared-KV layers reading another
 layer's (another device's) cache and its K-as-V (attention_k_eq_v) layers, Jamba (Mamba-1, attention, MoE every
-other layer), Ling-3.0 and Kimi-Linear (Kimi Delta Attention and MLA), DeepSeek-V4 (hyper-connections, raw/CSA/HCA
-attention by compress ratio as per-layer tags, :func:`layer_tags`), RWKV-6/7 and their Qwen2-trunk forms
-(rwkv6qwen2 in the QRWKV6 layout, arwkv7); ik 8337e4cd3: gpt-oss, gemma-3, the same
+other layer), LFM2 and LFM2-MoE (gated short convolutions and attention), PLaMo-2 (Mamba and attention),
+Ling-3.0 and Kimi-Linear (Kimi Delta Attention and MLA), DeepSeek-V4 (hyper-connections, raw/CSA/HCA attention by
+compress ratio as per-layer tags, :func:`layer_tags`), RWKV-6/7 and their Qwen2-trunk forms (rwkv6qwen2 in the
+QRWKV6 layout, arwkv7); ik 8337e4cd3: gpt-oss, gemma-3, the same
 Qwen3-MoE shapes, Qwen3.5-MoE, Ling-3.0 (``-mla`` >= 1), DeepSeek under every ``-mla`` and GLM-DSA (its dense MLA
 graph: no ``--dsa``), DeepSeek-V4 (its fused ops; each layer copies its own mask views: planner/input_copies.py),
 with flash attention (DeepSeek, GLM-DSA, gpt-oss, gemma-4 and Ling-3.0: with or without) and fused up/gate experts,
@@ -177,6 +178,20 @@ def graph_of(engine: str, tmap: TensorMap, flash_attn: bool = True, tokens: int 
         if engine == "ik":      # -mla >= 1 (every latent path checked against ik's dumps), fused up/gate experts
             kda = kda and mla >= 1 and tmap.derived(_fused_up_gate)
         return p.arch if kda and p.arch in _templates().get(engine, {}) else None
+    if p.arch in ("lfm2", "lfm2moe") and p.recurrent_layers and p.state_r and not p.n_swa:
+        # short-conv and attention layers from the per-layer arrays, no sliding window (mainline lfm2.cpp
+        # graph<false>, which lfm2moe.cpp builds too); a dense FFN, or LFM2-MoE's dense lead and sigmoid-gated MoE
+        # with the router bias (conversion/lfm2.py:111) and no shared expert; separate Q/K/V projections
+        # (build_qkv's fused attn_qkv path is not drawn)
+        roles = tmap.derived(_roles)
+        lfm = "attn_q" in roles and "attn_qkv" not in roles
+        lfm = lfm and (bool(p.n_expert) == (p.arch == "lfm2moe")) and not (p.n_shared_exp or p.n_ff_shexp)
+        moe_ok = not p.n_expert or "exp_probs_b" in roles      # sigmoid gating: the converter's only value
+        return p.arch if lfm and moe_ok and p.arch in _templates().get(engine, {}) else None
+    if p.arch == "plamo2" and p.recurrent_layers and p.ssm_d_inner and not p.ssm_n_group and not p.n_expert:
+        # Mamba (no groups: plamo2.cpp asserts n_group == 0) and attention layers from the per-layer arrays, a
+        # fused attn_qkv projection, dense FFN (mainline plamo2.cpp)
+        return "plamo2" if "plamo2" in _templates().get(engine, {}) else None
     if p.arch == "jamba" and p.recurrent_layers and p.n_expert and p.n_ff_exp and not p.ssm_n_group:
         # Mamba-1 and attention layers from the per-layer arrays, MoE every moe_every-th layer (mainline jamba.cpp)
         return "jamba" if "jamba" in _templates().get(engine, {}) else None

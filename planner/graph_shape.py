@@ -59,6 +59,7 @@ class GraphShape:
     dsv: int = 0
     dc: int = 0        # the conv kernel (d_conv)
     ds: int = 0        # the SSM state width (d_state; Mamba-1's B and C rows)
+    dtw: int = 0       # dt's width out of ssm_x: Mamba-1's dt_rank, PLaMo-2's max(64, n_embd / 16) (plamo2.cpp dt_dim)
     nx: int = 0        # recurrent states copied as extra (n_rs - n_seqs: a template's reserve_seqs below -np)
     tq: int = 0        # RWKV (:func:`_rwkv`): tokens per sequence (n_seq_tokens), wkv heads (n_embd / head size),
     wh: int = 0        # the time mix's low-rank widths: token-shift mix, decay, in-context learning rate, value
@@ -137,6 +138,7 @@ class GraphShape:
                    wscale=p.expert_weights_scale not in (0.0, 1.0), ih=p.indexer_head_size, nih=p.indexer_n_head,
                    itk=min(n_kv, p.indexer_top_k), mla=mla, amb=amb)
         fields.update(_recurrent(p, tokens, n_seqs))
+        fields.update(_short_conv(p, tokens, n_seqs))
         fields.update(_rwkv(p, tokens, n_seqs))
         fields.update(_cache_rows(p, type_k, type_v, flash_attn))
         fields.update(_dsv4(p, tokens, n_kv, n_seqs))
@@ -177,6 +179,7 @@ class GraphShape:
         if "|" in flag:
             return any(self.has(f) for f in flag.split("|"))
         known = {"fa": self.mask == 2, "nofa": self.mask != 2, "rotk": self.rk > 0, "rotv": self.rotv,
+                 "norotv": not self.rotv,
                  "kvq": self.kvq, "wscale": self.wscale, "vpad": self.vpad > 0,
                  "lgqa": 0 < self.lkv < self.n_embd,      # rwkv6qwen2's grouped key/value, repeated per head
                  "lidk": self.itk < self.ncsa, "nolidk": self.itk >= self.ncsa,
@@ -275,7 +278,18 @@ def _recurrent(p: ModelParams, tokens: int, n_seqs: int) -> dict[str, int]:
     dsv = p.ssm_d_inner // p.ssm_dt_rank
     return {"ns": n_seqs, "cch": cch, "tc": tokens + (p.ssm_d_conv - 1) * n_seqs, "nr": (p.ssm_d_conv - 1) * cch,
             "rss": p.ssm_d_state * p.ssm_d_inner, "kd": p.ssm_n_group * p.ssm_d_state, "dtr": p.ssm_dt_rank,
-            "dsv": dsv, "dc": p.ssm_d_conv, "ds": p.ssm_d_state}
+            "dsv": dsv, "dc": p.ssm_d_conv, "ds": p.ssm_d_state,
+            "dtw": max(64, p.n_embd // 16) if p.arch == "plamo2" else p.ssm_dt_rank}
+
+
+def _short_conv(p: ModelParams, tokens: int, n_seqs: int) -> dict[str, int]:
+    """LFM2's gated short convolution (a conv state of ``state_r`` = (l_cache - 1) n_embd rows, no SSM state:
+    llama-hparams.cpp:214-217 at 0c1e57098): its n_embd channels, conv rows, kernel and the conv input's columns
+    ``T + (l_cache - 1) n_seqs`` (mainline lfm2.cpp:173-198); nothing for other models."""
+    if not (p.state_r and not p.state_s and not p.ssm_d_inner and p.n_embd):
+        return {}
+    d_conv = p.state_r // p.n_embd
+    return {"ns": n_seqs, "cch": p.n_embd, "nr": p.state_r, "dc": d_conv + 1, "tc": tokens + d_conv * n_seqs}
 
 
 def _rwkv(p: ModelParams, tokens: int, n_seqs: int) -> dict[str, int]:

@@ -32,6 +32,7 @@ Kinds (name -> GGUF architecture, what the cache holds):
   mamba2     mamba2      Mamba-2 in every layer, no attention: state only (llama-memory-recurrent)
   plamo2     plamo2      Mamba layers + attention on every other layer (llama-memory-hybrid)
   lfm2       lfm2        short-conv layers + attention on 3 of 8 layers: conv state and KV (llama-memory-hybrid)
+  lfm2moe    lfm2moe     lfm2 with 2 dense lead layers, then sigmoid-gated MoE; the last layer short-conv
   rwkv6      rwkv6       RWKV-6 time/channel mix in every layer: token shift + wkv state (llama-memory-recurrent)
   rwkv7      rwkv7       RWKV-7, the same state rows (llama-memory-recurrent)
   rwkv6rescale2 rwkv6    the rwkv6 file with rescale_every_n_layers 2 (RWKV-6 halves every 2nd layer's output)
@@ -1038,6 +1039,55 @@ def build_lfm2(w: gguf.GGUFWriter, t: TinyWeights) -> None:
         big(p + "ffn_up.weight", (ffn, H))
 
 
+def build_lfm2moe(w: gguf.GGUFWriter, t: TinyWeights) -> None:
+    """lfm2moe (LFM2-8B-A1B: the lfm2 layers with a dense lead and sigmoid-gated MoE FFNs after it; here attention on
+    layers 2 and 5 of 8, so the last layer is a short-conv layer as in the released models): keys as
+    conversion/lfm2.py LFM2MoeModel.set_gguf_parameters writes them (expert_feed_forward_length,
+    leading_dense_block_count, expert_gating_func SIGMOID; no expert_weights_scale/norm keys), experts merged per
+    layer, the router's expert_bias as exp_probs_b.bias (src/models/lfm2moe.cpp load_arch_tensors @0c1e57098)."""
+    arch, L, H, nh, nkv, hd, ffn, l_cache = "lfm2moe", 8, 256, 4, 2, 64, 512, 3
+    E, used, ffn_exp, dense = 8, 4, 128, 2
+    attn = [i in (2, 5) for i in range(L)]
+    _common(w, arch, n_layer=L, n_embd=H, n_ff=ffn, n_head=nh, n_head_kv=0, ctx=32768, eps=1e-5)
+    w.add_array(f"{arch}.attention.head_count_kv", [nkv if a else 0 for a in attn])
+    w.add_expert_count(E)
+    w.add_expert_used_count(used)
+    w.add_expert_feed_forward_length(ffn_exp)
+    w.add_leading_dense_block_count(dense)
+    w.add_expert_gating_func(gguf.ExpertGatingFuncType.SIGMOID)
+    w.add_vocab_size(VOCAB)
+    _u32(w, arch, "shortconv.l_cache", l_cache)
+    add_tokenizer(w, VOCAB)
+    big, f32 = t.big, t.f32
+    big("token_embd.weight", (VOCAB, H))
+    f32("token_embd_norm.weight", (H,), 1.0)
+    for i in range(L):
+        p = f"blk.{i}."
+        f32(p + "attn_norm.weight", (H,), 1.0)
+        if attn[i]:
+            f32(p + "attn_q_norm.weight", (hd,), 1.0)
+            f32(p + "attn_k_norm.weight", (hd,), 1.0)
+            big(p + "attn_q.weight", (nh * hd, H))
+            big(p + "attn_k.weight", (nkv * hd, H))
+            big(p + "attn_v.weight", (nkv * hd, H))
+            big(p + "attn_output.weight", (H, nh * hd))
+        else:
+            f32(p + "shortconv.conv.weight", (H, l_cache))
+            big(p + "shortconv.in_proj.weight", (3 * H, H))
+            big(p + "shortconv.out_proj.weight", (H, H))
+        f32(p + "ffn_norm.weight", (H,), 1.0)
+        if i < dense:
+            big(p + "ffn_gate.weight", (ffn, H))
+            big(p + "ffn_down.weight", (H, ffn))
+            big(p + "ffn_up.weight", (ffn, H))
+        else:
+            big(p + "ffn_gate_inp.weight", (E, H))
+            f32(p + "exp_probs_b.bias", (E,), 0.0)
+            big(p + "ffn_gate_exps.weight", (E, ffn_exp, H))
+            big(p + "ffn_down_exps.weight", (E, H, ffn_exp))
+            big(p + "ffn_up_exps.weight", (E, ffn_exp, H))
+
+
 def _rwkv_keys(w: gguf.GGUFWriter, arch: str, L: int, H: int, head: int, ffn: int) -> None:
     """conversion/rwkv.py Rwkv6Model/Rwkv7Model.set_gguf_parameters @0c1e57098: context 1048576, head_count 0, no
     token_shift_count (the loader's default 2, src/llama-hparams.h:143)."""
@@ -1253,6 +1303,7 @@ BUILDERS: dict[str, tuple[str, Callable[[gguf.GGUFWriter, TinyWeights], None]]] 
     "mamba2": ("mamba2", build_mamba2),
     "plamo2": ("plamo2", build_plamo2),
     "lfm2": ("lfm2", build_lfm2),
+    "lfm2moe": ("lfm2moe", build_lfm2moe),
     "rwkv6": ("rwkv6", build_rwkv6),
     "rwkv7": ("rwkv7", build_rwkv7),
     "rwkv6rescale2": ("rwkv6", lambda w, t: build_rwkv6(w, t, rescale=2)),

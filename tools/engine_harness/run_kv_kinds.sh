@@ -89,7 +89,7 @@ EOF
 }
 
 for kind in dsv4 mla dsa qwen35moe gemma3 gptoss gemma4 gemma4kv llama4 nemotronh kda kimilinear jamba granitehybrid \
-    falconh1 mamba mamba2 plamo2 lfm2 rwkv6 rwkv7 rwkv6qwen2 arwkv7; do
+    falconh1 mamba mamba2 plamo2 lfm2 lfm2moe rwkv6 rwkv7 rwkv6qwen2 arwkv7; do
   if [ -n "$filter" ] && [[ "$kind" != $filter ]]; then continue; fi
   make_model "$kind"
 done
@@ -152,6 +152,8 @@ run_kind arwkv7 "c4096-np2:-c 4096 -np 2"
 # (the tiny plamo2 hangs in its first decode after the load log: run with TIMEOUT=20)
 run_kind plamo2 "c4096-np2:-c 4096 -np 2"
 run_kind lfm2 "c4096-np2:-c 4096 -np 2" "c4096-fa-off:-c 4096 -fa off"
+# LFM2-MoE: the same state and KV, MoE FFNs after a dense lead, the last layer short-conv
+run_kind lfm2moe "c4096-np2:-c 4096 -np 2"
 
 # a KIND_FILTER run replaces only its kinds' entries
 python3 - "$out/cases.jsonl" "$out/cases.jsonl.new" <<'EOF'
