@@ -26,27 +26,28 @@ one is the largest.
 
 from __future__ import annotations
 
-import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from functools import cache
 from importlib import resources
 from typing import Any
 
 from planner.gallocr import T, buffer_sizes, inplace_ops
+from planner.graph_memo import Row, memo_of, source
 from planner.graph_shape import GraphShape
 from planner.input_copies import input_rooted, layer_leaf_bytes
 from planner.layer_kinds import TAGS, compress, dense_flags, ffn_only, kv_devices, layer_tags
 from planner.tensors import ModelParams, TensorMap
+from planner.toml_tables import two_level_tables
 
 __all__ = ["GraphShape", "build", "compress", "compute_buffers", "dense_flags", "ffn_only", "first_layer_own",
            "graph_of", "has_graph", "k_as_v", "kv_devices", "layer_leaf_bytes", "layer_tags"]
 
 
 @cache
-def _templates() -> dict[str, Any]:
-    with resources.files("planner.data").joinpath("engine_graphs.toml").open("rb") as fh:
-        return tomllib.load(fh)
+def _templates() -> dict[str, Mapping[str, Any]]:
+    """engine -> template name -> template; a template is parsed when first read (a plan reads one or two)."""
+    return two_level_tables(resources.files("planner.data").joinpath("engine_graphs.toml").read_text("utf-8"))
 
 
 def _roles(tmap: TensorMap) -> frozenset[str]:
@@ -318,13 +319,16 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
     shared: dict[str, int] = {}
     shared_rows = {row[0]: row for row in tpl.get("shared", [])}
 
-    sizes: dict[tuple[str, int, bool], int] = {}
+    memo = memo_of(engine, graph, shape)
+    sizes = memo.sizes
     win_shape = shape.window() if windowed else shape
 
     def size(expr: str, k1: int = 1, win: bool = False) -> int:
-        if (expr, k1, win) not in sizes:
-            sizes[expr, k1, win] = (win_shape if win else shape).size(expr, k1)
-        return sizes[expr, k1, win]
+        key = (expr, k1, win)
+        got = sizes.get(key)
+        if got is None:
+            got = sizes[key] = (win_shape if win else shape).size(expr, k1)
+        return got
 
     def shared_kv(il: int) -> bool:
         return 0 <= il < len(kv_dev) and kv_dev[il] >= 0
@@ -337,11 +341,10 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
             local[key] = add(T(f"cache_{s[3:]}_l{il}", "NONE", 0, dev=dev))
         return local[key]
 
-    # keyed by the row list's id: the list is kept with its rows, so no other list can take that id meanwhile
-    kept: dict[tuple[int, bool, bool, bool, bool, bool, bool, str],
-               tuple[object, list[tuple[list[Any], int, set[str], list[tuple[str, ...]]]]]] = {}
+    # keyed by the row list's id: the list is kept with its rows (memo.parts), so no other list takes that id
+    kept = memo.kept
 
-    def rows_of(rows: list[tuple[list[Any], int]], il: int) -> list[tuple[list[Any], int, set[str], list[tuple[str, ...]]]]:
+    def rows_of(rows: list[tuple[list[Any], int]], il: int) -> list[Row]:
         """The rows a layer of this kind draws (its flags hold), with their flags and their sources' alternatives;
         parsed once per kind."""
         is_last, is_dense = il == n_layer - 1, il >= 0 and il < len(dense) and dense[il]
@@ -376,7 +379,13 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
                     continue
                 if ("ownv" in flags and not own_v) or ("noownv" in flags and own_v) or ("kev" in flags and not is_kev):
                     continue
-                out.append((row, k, flags, [tuple(x.split("|")) for x in row[3]]))
+                # a node's bytes, and its layout: a window layer's has another only where its size differs (its
+                # own head widths); the views/sums of EXPERT_SUM and LEAF rows are sized where they are drawn
+                expr, win = row[2], windowed and is_swa
+                drawn_here = row[1] in ("EXPERT_SUM", "LEAF")
+                sz = 0 if drawn_here else size(expr, k + 1, win)
+                layout = (expr, True) if not drawn_here and win and sz != size(expr, k + 1) else expr
+                out.append((row, k, flags, [source(tuple(x.split("|"))) for x in row[3]], sz, layout))
             kept[key] = (rows, out)
         return kept[key][1]
 
@@ -385,40 +394,42 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
     def nodes(rows: list[tuple[list[Any], int]], il: int, local: dict[str, int]) -> None:
         dev = layer_dev[il] if il >= 0 else out_dev
         win = windowed and 0 <= il < len(swa) and swa[il]
-        for row, k, flags, srcs in rows_of(rows, il):
+        for row, _k, flags, srcs, sz, layout in rows_of(rows, il):
             name, op, expr = row[0], row[1], row[2]
             if ("once" in flags or name in shared_views) and name in once:
                 local[name] = once[name]
                 continue
             view = row[4] if len(row) > 4 else ""
             resolved: list[int] = []
-            for choices in srcs:
-                if choices == ("self",):      # ggml_cast: a CPY into a new tensor, which is its own second source
+            for own, s, kind in srcs:
+                if kind == "self":      # ggml_cast: a CPY into a new tensor, which is its own second source
                     resolved.append(-1)
                     continue
-                if len(choices) == 1:
-                    s = choices[0]
-                else:
-                    alts = [a for a in choices if a in local or a.startswith(("in:", "w:", "kv:", "sh:"))]
-                    s = alts[-1] if alts else choices[-1]
-                if s.startswith("sh:"):
+                for a in own:           # "a|b": the last alternative that exists (graph_memo.source)
+                    if a in local:
+                        s, kind = a, ""
+                        break
+                if kind == "sh:":
                     if s not in shared:
-                        nodes([(shared_rows[s[3:]], 0)], il, shared)
+                        if (s, 0) not in memo.parts:
+                            memo.parts[s, 0] = [(shared_rows[s[3:]], 0)]
+                        nodes(memo.parts[s, 0], il, shared)
                         shared[s] = shared[s[3:]]
                     resolved.append(shared[s])
-                elif s.startswith("w:"):
+                elif kind == "w:":
                     # "w:exp_probs_b.bias": as named; "w:ssm_a.": a weight without a suffix (blk.N.ssm_a)
                     role = (s[2:].rstrip(".") if s.endswith(".") else s[2:]) if "." in s else s[2:] + ".weight"
                     resolved.append(weight(f"blk.{il}.{role}" if il >= 0 and role.split(".")[0] not in (
                         "output", "output_norm", "token_embd", "token_embd_norm") else role, il))
-                elif s.startswith("kv:"):
+                elif kind == "kv:":
                     resolved.append(cache_node(s, il, local))
-                elif s.startswith("in:"):
+                elif kind == "in:":
                     is_swa = 0 <= il < len(swa) and swa[il]
                     resolved.append(ids[s + "_swa"] if is_swa and s + "_swa" in ids else ids[s])
                 else:
                     resolved.append(local[s])
-            resolved = [len(ts) if r == -1 else r for r in resolved]
+            if -1 in resolved:
+                resolved = [len(ts) if r == -1 else r for r in resolved]
             if op == "EXPERT_SUM":      # build_moe_ffn: n_used views of `weighted`, summed by n_used - 1 ADDs
                 views = [add(T(f"{name}{j}-{il}", "VIEW", size(expr, 1, win), srcs=(resolved[0],),
                                view_src=resolved[0])) for j in range(shape.n_used)]
@@ -446,9 +457,7 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
             pin = dev if ("norm" in flags and pin_norm and il >= 0) else None
             if "pre" in flags:      # drawn where the last expanded row left off
                 nxt[0] = (mark[0][0], mark[0][1] + 1)
-            # a window layer's tensor has another layout only where its size differs (its own head widths)
-            layout = (expr, True) if win and size(expr, k + 1, True) != size(expr, k + 1) else expr
-            local[name] = add(T(f"{name}-{il}", op, size(expr, k + 1, win), srcs=tuple(resolved), view_src=v_src,
+            local[name] = add(T(f"{name}-{il}", op, sz, srcs=tuple(resolved), view_src=v_src,
                                 layout=layout, pin=pin, out="out" in flags))
             if "once" in flags or name in shared_views:
                 once[name] = local[name]
@@ -460,16 +469,21 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
             if "glob" in flags:
                 glob[name] = local[name]
 
+    def part(name: str, n_iter: int = 1) -> list[tuple[list[Any], int]]:
+        if (name, n_iter) not in memo.parts:
+            memo.parts[name, n_iter] = _chunked(tpl[name], n_iter)
+        return memo.parts[name, n_iter]
+
     head: dict[str, int] = {}
     glob: dict[str, int] = {}           # rows flagged "glob": read by every later layer by name
-    nodes(_chunked(tpl["head"], 1), -1, head)
+    nodes(part("head"), -1, head)
     inp = head[tpl["head"][-1][0]]           # the last head row is layer 0's input (gemma-3: the scaled embeddings)
-    layer = _chunked(tpl["layer"], shape.nit)
+    layer = part("layer", shape.nit)
     for il in range(n_layer):
         local = {"inpL": inp, **glob}
         nodes(layer, il, local)
         inp = local["l_out"]
-    nodes(_chunked(tpl["tail"], 1), -1, {"inpL": inp})
+    nodes(part("tail"), -1, {"inpL": inp})
     return _reordered(ts, keys) if any(k[1] for k in keys) else ts
 
 

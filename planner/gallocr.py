@@ -34,7 +34,7 @@ layout never needs), but a shorter ``ggml_op_can_inplace`` (:data:`IK_INPLACE_OP
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 ALIGN = 32
 # ggml-alloc.c:22-51 ggml_op_can_inplace (UNARY/GLU: GLU is not in the list)
@@ -76,58 +76,60 @@ class T:
     #                         on its consumer's backend (DeepSeek sparse attention's zeros, llama-graph.cpp:3073)
 
 
-@dataclass(slots=True)
-class _Block:
-    offset: int
-    size: int
-
-
-@dataclass(slots=True)
 class _Alloc:
-    """ggml_dyn_tallocr with one chunk (the CPU and RPC buffer types report no maximum size)."""
+    """ggml_dyn_tallocr with one chunk (the CPU and RPC buffer types report no maximum size): its free blocks as
+    two parallel lists (offsets ascending, sizes), the last one the unbounded tail."""
 
-    blocks: list[_Block] = field(default_factory=lambda: [_Block(0, 1 << 62)])
-    max_size: int = 0
+    __slots__ = ("offs", "sizes", "max_size")
+
+    def __init__(self) -> None:
+        self.offs: list[int] = [0]
+        self.sizes: list[int] = [1 << 62]
+        self.max_size = 0
 
     def alloc(self, size: int) -> int:
         size = -(-size // ALIGN) * ALIGN
-        best, best_size = -1, None
-        for i in range(len(self.blocks) - 1):
-            b = self.blocks[i]
-            if b.size >= size and (best_size is None or b.size <= best_size):
-                best, best_size = i, b.size
+        sizes = self.sizes
+        best, best_size = -1, 0
+        for i in range(len(sizes) - 1):
+            bs = sizes[i]
+            if bs >= size and (best == -1 or bs <= best_size):
+                best, best_size = i, bs
         if best == -1:
-            best = len(self.blocks) - 1
-        b = self.blocks[best]
-        off = b.offset
-        b.offset += size
-        b.size -= size
-        if b.size == 0:
-            del self.blocks[best]
-        self.max_size = max(self.max_size, off + size)
+            best = len(sizes) - 1
+        off = self.offs[best]
+        if sizes[best] == size:
+            del self.offs[best], sizes[best]
+        else:
+            self.offs[best] = off + size
+            sizes[best] -= size
+        if off + size > self.max_size:
+            self.max_size = off + size
         return off
 
     def free(self, off: int, size: int) -> None:
         size = -(-size // ALIGN) * ALIGN
-        bl = self.blocks
-        for i, b in enumerate(bl):
-            if b.offset + b.size == off:
-                b.size += size
-                if i + 1 < len(bl) and b.offset + b.size == bl[i + 1].offset:
-                    b.size += bl[i + 1].size
-                    del bl[i + 1]
+        offs, sizes = self.offs, self.sizes
+        n = len(offs)
+        for i in range(n):
+            if offs[i] + sizes[i] == off:
+                sizes[i] += size
+                if i + 1 < n and offs[i] + sizes[i] == offs[i + 1]:
+                    sizes[i] += sizes[i + 1]
+                    del offs[i + 1], sizes[i + 1]
                 return
-            if off + size == b.offset:
-                b.offset = off
-                b.size += size
-                if i > 0 and bl[i - 1].offset + bl[i - 1].size == b.offset:
-                    bl[i - 1].size += b.size
-                    del bl[i]
+            if off + size == offs[i]:
+                offs[i] = off
+                sizes[i] += size
+                if i > 0 and offs[i - 1] + sizes[i - 1] == off:
+                    sizes[i - 1] += sizes[i]
+                    del offs[i], sizes[i]
                 return
         pos = 0
-        while pos < len(bl) and bl[pos].offset < off:
+        while pos < n and offs[pos] < off:
             pos += 1
-        bl.insert(pos, _Block(off, size))
+        offs.insert(pos, off)
+        sizes.insert(pos, size)
 
 
 def _assign(ts: Sequence[T], nodes: Sequence[int], cpu: int) -> list[int]:
@@ -140,27 +142,29 @@ def _assign(ts: Sequence[T], nodes: Sequence[int], cpu: int) -> list[int]:
             be[i] = t.pin
         elif t.inp:
             be[i] = cpu                                       # leafs: graph inputs go to the CPU (1.inp)
+    dev = [t.dev for t in ts]
     for i in nodes:                                           # pass 1: backend_id_from_cur
-        t = ts[i]
         if be[i] != -1:
             continue
-        vdev = ts[t.view_src].dev if t.view_src is not None else None
+        t = ts[i]
+        vdev = dev[t.view_src] if t.view_src is not None else None
         if vdev is not None:
             be[i] = vdev
         elif t.inp:
             be[i] = cpu
         else:
             for s in t.srcs:
-                dev = ts[s].dev
-                if ts[s].weight and dev is not None:
-                    be[i] = dev
+                d = dev[s]
+                if d is not None and ts[s].weight:
+                    be[i] = d
                     break
     plain = [i for i in nodes if ts[i].op not in VIEW_OPS]
     for order, skip_cpu in ((plain, True), (plain[::-1], True), (plain, False), (plain[::-1], False)):
         cur = -1
         for i in order:                                       # pass 2: expand
-            if be[i] != -1:
-                cur = -1 if (skip_cpu and be[i] == cpu) else be[i]
+            b = be[i]
+            if b != -1:
+                cur = -1 if (skip_cpu and b == cpu) else b
             elif cur != -1:
                 be[i] = cur
     for i in nodes:                                           # pass 4: views and sources
@@ -311,20 +315,25 @@ def buffer_sizes(ts: Sequence[T], n_backends: int, *, copies: int = 1,
             allocate(c, be[c])
     for i in leafs:
         allocate(i, be[i])
+    vsrc = [t.view_src for t in ts]
     for i, _b in graph:
-        t = ts[i]
-        if t.view_src is not None and t.op != "DEP":
-            views[t.view_src] += 1
+        if vsrc[i] is not None and ts[i].op != "DEP":
+            views[vsrc[i]] += 1      # type: ignore[index]
         for s in srcs[i]:
             children[s] += 1
+    # what allocate() would return at once for, hoisted: pre-allocated tensors, views and other graphs' leafs
+    fixed = [t.dev is not None or t.view_src is not None or (t.op == "NONE" and not (t.inp or t.leaf)) for t in ts]
     for i, b in graph:
-        for s in srcs[i]:
-            allocate(s, b)
-        allocate(i, b)
-        for s in srcs[i]:
+        si = srcs[i]
+        for s in si:
+            if not (own[s] or fixed[s]):
+                allocate(s, b)
+        if not (own[i] or fixed[i]):
+            allocate(i, b)
+        for s in si:
             children[s] -= 1
             if children[s] == 0 and views[s] == 0:
-                v = ts[s].view_src
+                v = vsrc[s]
                 if v is not None:
                     views[v] -= 1
                     if views[v] == 0 and children[v] == 0 and own[v]:

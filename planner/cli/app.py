@@ -3,8 +3,11 @@ are range-checked before a command runs."""
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -45,13 +48,28 @@ def _stdout_failed(exc: OSError) -> int:
     return exit_code_for(err)
 
 
+@contextmanager
+def _young_collections_every(allocations: int) -> Iterator[None]:
+    """CPython's cyclic collector with its first generation collected every ``allocations`` net allocations
+    instead of 700: a plan makes ~10^5-10^6 short-lived objects (graph replays, solver models) and few cycles.
+    Measured on the 2-core CI machine (gc.callbacks): collector time of deepseek-v4-flash on mainline 0.49 ->
+    0.27 CPU s, of the headline 0.088 -> 0.052; the older generations keep their thresholds."""
+    old = gc.get_threshold()
+    gc.set_threshold(allocations, *old[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
+
+
 class PlannerGroup(click.Group):
     """Maps every exception to one line and an exit code (tracebacks only with GGUF_PLANNER_DEBUG=1)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             _safe_streams()
-            result = super().invoke(ctx)
+            with _young_collections_every(10_000):
+                result = super().invoke(ctx)
             if sys.stdout is not None:
                 sys.stdout.flush()       # a full disk on stdout shows here, not at interpreter exit
             return result

@@ -1,0 +1,62 @@
+"""What :func:`planner.engine_graph.build` derives from a template and a graph shape alone, kept across builds: a
+role's stand-in placements (:mod:`planner.compute_buffers`) replay the same template tens of times per plan, so
+each layer kind's rows, their sources and their sizes are worked out once per (engine, template, shape).
+tests/test_replay_memo.py checks that replays with this memory warm equal replays without it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from planner.graph_shape import GraphShape
+
+__all__ = ["Memo", "Row", "Source", "memo_of", "source"]
+
+_STATIC = ("in:", "w:", "kv:", "sh:")       # sources that exist whatever the layer drew before
+# a source's alternatives "a|b" as the runtime needs them: the layer's own nodes among the alternatives after the
+# last static one (last first), the source taken when none of them exists, and that source's kind
+Source = tuple[tuple[str, ...], str, str]
+# a row as a layer kind draws it: the template row, its -amb chunk, its flags, its sources, its bytes and layout
+Row = tuple[list[Any], int, set[str], list[Source], int, object]
+
+
+class Memo:
+    """What :func:`planner.engine_graph.build` derives from the template and the shape alone, kept across the
+    builds of one (engine, template, shape): a role's stand-in placements replay the same template tens of times
+    (DeepSeek-V4 with ~260 rows a layer: 110 builds in one plan).  ``parts``: the chunked head/layer/tail rows and each shared row
+    as a one-row list (persistent objects: ``kept`` is keyed by their ids); ``kept``: each layer kind's rows;
+    ``sizes``: each size expression's bytes."""
+
+    __slots__ = ("parts", "kept", "sizes")
+
+    def __init__(self) -> None:
+        self.parts: dict[tuple[str, int], list[tuple[list[Any], int]]] = {}
+        self.kept: dict[tuple[int, bool, bool, bool, bool, bool, bool, str],
+                        tuple[object, list[Row]]] = {}
+        self.sizes: dict[tuple[str, int, bool], int] = {}
+
+
+_MEMOS: dict[tuple[str, str, GraphShape], Memo] = {}
+_MEMO_KEEP = 16         # shapes remembered (a plan uses one or two; a test session thousands)
+
+
+def memo_of(engine: str, graph: str, shape: GraphShape) -> Memo:
+    """The memory of one (engine, template, shape), the least recently used one forgotten past ``_MEMO_KEEP``."""
+    key = (engine, graph, shape)
+    memo = _MEMOS.pop(key, None) or Memo()
+    _MEMOS[key] = memo                      # most recent last
+    while len(_MEMOS) > _MEMO_KEEP:
+        del _MEMOS[next(iter(_MEMOS))]
+    return memo
+
+
+def source(choices: tuple[str, ...]) -> Source:
+    """``choices`` resolved as far as they can be before a layer is drawn: the last alternative that exists (a
+    static source always does; a node of the layer if drawn), else the last one."""
+    if choices == ("self",):
+        return (), "self", "self"
+    static = [i for i, a in enumerate(choices) if a.startswith(_STATIC)]
+    last = static[-1] if static else -1
+    s = choices[last]
+    kind = next((p for p in _STATIC if s.startswith(p)), "") if last >= 0 else ""
+    return tuple(reversed(choices[last + 1:])), s, kind

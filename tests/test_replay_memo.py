@@ -1,0 +1,41 @@
+"""planner.engine_graph keeps what a build derives from the template and the shape alone across builds
+(``planner.graph_memo``: each layer kind's rows, resolved sources, size expressions).  A replay with that memory warm from
+other shapes, models and engines must equal a replay that starts from nothing (the reference: the same code
+with every memo cleared), for the graphs whose layers differ most (DeepSeek-V4's tagged CSA/HCA layers and leafs,
+gemma-3's window layers, ik's Qwen3-MoE)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+import planner.engine_graph as eg
+from planner import graph_memo
+from planner.compute_buffers import DeviceRole, estimate
+from planner.runconfig import RunConfig
+from planner.tensors import builtin
+
+CASES = [("deepseek-v4-flash", "mainline"), ("gemma-3-27b", "ik"), ("gemma-3-27b", "mainline"),
+         ("qwen3-235b-a22b", "ik")]
+ROLES = [DeviceRole(attention=True, ffn=True, output=True, host=False),
+         DeviceRole(attention=True, ffn=False, output=False, host=False)]
+
+
+def _replays(model: str, engine: str, ctx: int) -> list[int]:
+    eg._sizes.cache_clear()             # every placement is built again (its memo may be warm)
+    cfg = replace(RunConfig(engine=engine, ctx=ctx), type_k="q8_0", type_v="q8_0")
+    return [estimate(builtin(model), cfg, role).bytes for role in ROLES]
+
+
+@pytest.mark.parametrize("model,engine", CASES)
+def test_warm_memo_replays_equal_cold_ones(model, engine):
+    graph_memo._MEMOS.clear()
+    cold = _replays(model, engine, 8192)
+    _replays(model, engine, 4096)               # warm: another shape of the same template
+    other, other_engine = CASES[(CASES.index((model, engine)) + 1) % len(CASES)]
+    _replays(other, other_engine, 8192)         # and another model or engine
+    warm = _replays(model, engine, 8192)
+    assert warm == cold
+    assert (engine, "deepseek4" if "v4" in model else "gemma3" if "gemma" in model else "qwen3moe") in {
+        k[:2] for k in graph_memo._MEMOS}
