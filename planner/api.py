@@ -282,4 +282,5 @@ def plan_cluster(model: str | None, cluster: Cluster, request: PlanRequest, emit
     cp = _plan_cluster(tmap, cluster, request, quality, model_path=out_path)
     return cluster_document(tmap, cp, model_path=out_path,
                             source_path=model if model and model.endswith(".gguf") else None,
-                            imatrix=request.imatrix)
+                            imatrix=request.imatrix, has_imatrix=request.has_imatrix,
+                            ignore_imatrix_rules=request.ignore_imatrix_rules)

@@ -344,19 +344,21 @@ class ClusterDocument:
 
 
 def cluster_document(tmap: TensorMap, cp: ClusterPlan, *, model_path: str, source_path: str | None = None,
-                     imatrix: str | None = None) -> ClusterDocument:
+                     imatrix: str | None = None, has_imatrix: bool = False,
+                     ignore_imatrix_rules: bool = False) -> ClusterDocument:
     """The emitted commands of a cluster plan: recipe and quantize command as for one box, the main
     ``llama-server`` with ``--rpc`` and the engine's remote device names, and each host's ``rpc-server``."""
     import shlex
 
-    from planner.documents import PLAN_FORMAT, PlanDocument
-    from planner.recipe import build_recipe
+    from planner.documents import PLAN_FORMAT, PlanDocument, recipe_and_workflow
     from planner.rpc import server_spec
 
-    recipe = build_recipe(tmap, cp.plan.types, engine=cp.plan.run.qengine)
-    src = source_path or f"{tmap.name}-BF16-00001-of-0000N.gguf"
-    doc = PlanDocument(PLAN_FORMAT, cp.plan, recipe, recipe.quantize_command(src, model_path, imatrix=imatrix),
-                       cp.launch, cp.launch.shell(), cp.launch.shell(cp.launch.sweep_argv))
+    # the recipe under the plan's imatrix rules (an assumed imatrix allows the low-bit types the solver may pick)
+    recipe, qcmd, wf, note = recipe_and_workflow(tmap, cp.plan, model_path=model_path, source_path=source_path,
+                                                 imatrix=imatrix, has_imatrix=has_imatrix,
+                                                 ignore_imatrix_rules=ignore_imatrix_rules)
+    doc = PlanDocument(PLAN_FORMAT, cp.plan, recipe, qcmd, cp.launch, cp.launch.shell(),
+                       cp.launch.shell(cp.launch.sweep_argv), wf, note, len(recipe.rules))
     servers = tuple(ServerCommand(h.name, h.address, cp.servers[h.name],
                                   " ".join(shlex.quote(a) for a in cp.servers[h.name])) for h in cp.cluster.remotes)
     load = cp.network.load

@@ -61,24 +61,11 @@ def document(tmap: TensorMap, plan: Plan, *, model_path: str, source_path: str |
     the recipe is verified under the same imatrix rules llama-quantize will apply.
     """
     from planner.launch import build_launch
-    from planner.recipe import build_recipe
-    recipe: Recipe | None = None
-    qcmd: str | None = None
-    wf: Workflow | None = None
-    note = ""
-    if with_recipe:
-        recipe = build_recipe(tmap, plan.types, engine=plan.run.qengine, has_imatrix=has_imatrix,
-                              ignore_imatrix_rules=ignore_imatrix_rules)
-        builtin_name = tmap.source.removeprefix("builtin:") if tmap.source.startswith("builtin:") else None
-        wf = quantize_workflow(tmap, recipe, builtin_name=builtin_name, engine=plan.run.qengine, output=model_path,
-                               quantized_bytes=plan.total_bytes, imatrix=imatrix, use_imatrix=has_imatrix,
-                               threads=plan.run.threads, ram_bytes=plan.budgets.get("CPU"), source_gguf=source_path,
-                               ignore_imatrix_rules=ignore_imatrix_rules)
-        qcmd = shlex.join(wf.steps[-1].argv)
-        note = (f"imatrix: {imatrix}" if has_imatrix and imatrix else
-                f"imatrix: computed by the workflow ({wf.imatrix}); the plan assumes one (default), "
-                "--no-imatrix plans without" if has_imatrix else
-                "imatrix: none (--no-imatrix): llama-quantize without --imatrix, imatrix-only types not used")
+
+    recipe, qcmd, wf, note = recipe_and_workflow(tmap, plan, model_path=model_path, source_path=source_path,
+                                                 imatrix=imatrix, has_imatrix=has_imatrix,
+                                                 ignore_imatrix_rules=ignore_imatrix_rules) if with_recipe else (
+        None, None, None, "")
     gpus = [d for d in sorted(plan.budgets, key=lambda d: (len(d), d)) if d != "CPU"]
     launch = build_launch(tmap, plan.devices, plan.layer_device, plan.run, model_path, host=host, port=port,
                           types=plan.types, gpus=gpus or None, output_device=plan.output_device)
@@ -90,6 +77,28 @@ def document(tmap: TensorMap, plan: Plan, *, model_path: str, source_path: str |
         check_flags(launch.argv, help_of_binary(check_binary))
     return PlanDocument(PLAN_FORMAT, plan, recipe, qcmd, launch, launch.shell(), launch.shell(launch.sweep_argv),
                         wf, note, len(recipe.rules) if recipe else None)
+
+
+def recipe_and_workflow(tmap: TensorMap, plan: Plan, *, model_path: str, source_path: str | None = None,
+                        imatrix: str | None = None, has_imatrix: bool = False, ignore_imatrix_rules: bool = False
+                        ) -> tuple[Recipe, str, Workflow, str]:
+    """The plan's recipe (verified by re-application under the imatrix rules llama-quantize will apply), its
+    quantize workflow, the workflow's last command and the note saying which imatrix is used: one box's plan and a
+    cluster plan (planner.cluster_plan.cluster_document) alike."""
+    from planner.recipe import build_recipe
+
+    recipe = build_recipe(tmap, plan.types, engine=plan.run.qengine, has_imatrix=has_imatrix,
+                          ignore_imatrix_rules=ignore_imatrix_rules)
+    builtin_name = tmap.source.removeprefix("builtin:") if tmap.source.startswith("builtin:") else None
+    wf = quantize_workflow(tmap, recipe, builtin_name=builtin_name, engine=plan.run.qengine, output=model_path,
+                           quantized_bytes=plan.total_bytes, imatrix=imatrix, use_imatrix=has_imatrix,
+                           threads=plan.run.threads, ram_bytes=plan.budgets.get("CPU"), source_gguf=source_path,
+                           ignore_imatrix_rules=ignore_imatrix_rules)
+    note = (f"imatrix: {imatrix}" if has_imatrix and imatrix else
+            f"imatrix: computed by the workflow ({wf.imatrix}); the plan assumes one (default), "
+            "--no-imatrix plans without" if has_imatrix else
+            "imatrix: none (--no-imatrix): llama-quantize without --imatrix, imatrix-only types not used")
+    return recipe, shlex.join(wf.steps[-1].argv), wf, note
 
 
 def recheck_launch(tmap: TensorMap, plan: Plan, launch: LaunchCommand, gpus: list[str]) -> None:

@@ -356,7 +356,7 @@ def build_groups(tmap: TensorMap, layer_device: Sequence[str], budget: Budget, h
                     extra += (embd_copies - 1) * total
                 if t0.name in mla_src and len(ts) == 1:
                     extra += ik_mla_derived_size(p, *mla_src[t0.name], tn[0], None)
-                if layer is not None and layer < len(copy_allow) and dev == home and is_gpu(dev):
+                if layer is not None and layer < len(copy_allow) and dev == home and dev != CPU:
                     half = copy_allow[layer] // 2 if layer in gate_up else 0
                     extra += {"ffn_down_exps": copy_allow[layer] - half, "ffn_down": copy_allow[layer] - half,
                               "ffn_gate_up_exps": half, "ffn_gate_up": half}.get(role, 0)

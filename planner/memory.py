@@ -14,7 +14,7 @@ from pathlib import Path
 
 from planner.constants import constants
 from planner.devices import CPU
-from planner.devices import is_gpu as devices_is_gpu
+from planner.devices import is_gpu as devices_is_gpu, is_remote
 from planner.quants import catalogue
 from planner.roles import layer_copies, tied_output
 from planner.mmproj import mmproj_device
@@ -294,7 +294,8 @@ def memory_report(tmap: TensorMap, mix: Mapping[str, str], placement: Placement,
     has_gpu = any(devices_is_gpu(d) for d in (*placement.layer_device, *placement.tensor_device.values()))
     for d in devices:
         if d.term("compute"):
-            name = d.device if devices_is_gpu(d.device) else ("CUDA_Host" if has_gpu else "CPU")
+            # the local CPU's compute buffer is the GPU backend's host buffer; an rpc-server host's CPU is its own
+            name = d.device if devices_is_gpu(d.device) or is_remote(d.device) else ("CUDA_Host" if has_gpu else "CPU")
             buffers.append(("compute", name, d.term("compute")))
     return MemoryReport(tuple(devices), sum(kv.values()), cfg.kv_size, tuple(buffers))
 

@@ -288,3 +288,24 @@ def test_tied_output_on_a_cluster_is_charged_where_the_engine_loads_it(engine, v
         mine = cp.plan.memory.device(d.device)
         assert (d.term("weights"), d.total_bytes) == (mine.term("weights"), mine.total_bytes), d.device
     assert res.memory.fits and cp.plan.output_device == cp.plan.layer_device[-1] != CPU
+
+
+def test_a_low_bit_cluster_plan_is_quantized_with_the_imatrix_it_assumes():
+    # the default plan assumes an imatrix (plan --help), so the solver may pick imatrix-only types; a cluster plan's
+    # recipe was verified as if none were used, so a tight cluster plan failed after solving ("llama-quantize
+    # refuses iq2_kt without an importance matrix").  ik's llama-quantize refuses these types without one
+    # (src/llama-quantize.cpp "Missing importance matrix for tensor ... in a very low-bit quantization").  The
+    # rpc-server host's CPU compute buffer is its own device's, not the local CUDA_Host buffer.
+    from planner.quantize import imatrix_types
+
+    r = CliRunner().invoke(main, ["plan", "qwen3-30b-a3b", "--vram", "4", "--ram", "8", "--ctx", "4096",
+                                  "--engine", "ik", "--rpc-host", "box2=addr:10.0.0.2,ram:8,bw:1gbe", "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)["document"]
+    types = set(doc["plan"]["types"].values())
+    assert types & set(imatrix_types("ik")), types
+    steps = doc["workflow"]["steps"]
+    assert any(s["argv"][0] == "llama-imatrix" for s in steps)
+    assert "--imatrix" in steps[-1]["argv"] and steps[-1]["argv"][0] == "llama-quantize"
+    compute = [b for b in doc["plan"]["memory"]["buffers"] if b[0] == "compute"]
+    assert [b[1] for b in compute if b[1].startswith("box2/")] == ["box2/CPU"]
