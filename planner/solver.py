@@ -317,7 +317,7 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
     if hint is not None:
         # a previous solution (e.g. the best-quality plan, feasible for the balanced second step), hinted completely
         # (the auxiliary variables too) where it can be: a tightened solve then takes its objective as the bound
-        # to cut by and needs no probe (planner.solver_bounds.tightened_search)
+        # to cut by, and no probe when it lies within the probe's guess (planner.solver_bounds.tightened_search)
         value: dict[int, int] = {}
         for members, vs in zip(class_list, counts):
             opts = members[0].options

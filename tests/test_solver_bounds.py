@@ -300,3 +300,17 @@ def test_target_search_keeps_a_true_bound_and_a_true_solution(seed, gap):
     assert within == (status == cp_model.OPTIMAL)       # the status says whether the gap is met, both ways
     if np.floor(bound / (1 - gap)) >= optimum and np.floor(bound / (1 - gap)) < points[worst]:
         assert status == cp_model.OPTIMAL
+
+
+def test_variable_bounds_read_the_whole_domain():
+    # solver_bounds.var_bounds: the probe's hints and the LP's column bounds come from it; a domain of two
+    # intervals and a single value too (the last element is the upper bound whatever the proto's indexing does)
+    from ortools.sat.python import cp_model
+
+    from planner.solver_bounds import var_bounds
+
+    m = cp_model.CpModel()
+    m.new_int_var(0, 7, "a")
+    m.new_int_var(2, 2, "b")
+    m.new_int_var_from_domain(cp_model.Domain.from_intervals([[1, 3], [5, 9]]), "c")
+    assert [var_bounds(v) for v in m.proto.variables] == [(0, 7), (2, 2), (1, 9)]
