@@ -187,3 +187,38 @@ def test_a_full_gpu_run_of_v4_flash_layers_is_reserved():
     r = CliRunner().invoke(main, ["plan", "deepseek-v4-flash", "--vram", "80", "--ram", "128", "--ctx", "32768",
                                   "--kv", "q8_0", "--engine", "ik"])
     assert r.exit_code == 0, r.output
+
+
+def test_the_solvers_copy_charge_covers_any_split_of_the_ffn():
+    # the solver charges each layer's mask copies (layer_copy_allowance) on the options that keep its FFN on the GPU:
+    # half on the down projection's, half on the gate/up pair's (planner/groups.py); a layer with its FFN on the CPU
+    # ends the run of GPU layers, so its copies are not held.  Over random per-layer splits of the tiny dsv4's FFN at 16k (experts all on the GPU, all on the CPU,
+    # gate/up or down alone on the CPU, the shared experts alone on the CPU), the device's role reservation plus the
+    # charge covers the replay (which equals ik's allocations, the tests above)
+    import random
+
+    from planner.compute_buffers import DeviceRole, entry_of, estimate
+
+    tmap, run, devices, layer_device, device_of, out_dev, _ = _placement("dsv4-c16384-rpc1.log", "ik")
+    dev = devices[0]
+    allow = layer_copy_allowance(tmap, run)
+    role = DeviceRole(True, True, out_dev == dev, copies=1, entry=entry_of(layer_device, dev, CPU))
+    reserved = estimate(tmap, run, role).bytes
+    rng = random.Random(1)
+    n = len(layer_device)
+    for _ in range(40):
+        mask = [rng.randrange(5) for _ in range(n)]    # 0 GPU, 1 experts CPU, 2 gate/up CPU, 3 down CPU, 4 shexp CPU
+
+        def where(name: str, mask: list[int] = mask) -> str:
+            if name.startswith("blk."):
+                m = mask[int(name.split(".")[1])]
+                if "_exps" in name and (m == 1 or (m == 2 and "down" not in name) or (m == 3 and "down" in name)):
+                    return CPU
+                if "_shexp" in name and m == 4:
+                    return CPU
+            return device_of(name)
+
+        got = placement_compute(tmap, run, devices, layer_device, where, out_dev, CPU, 1)
+        assert got is not None
+        charged = sum({1: 0, 2: a - a // 2, 3: a // 2}.get(m, a) for a, m in zip(allow, mask))
+        assert reserved + charged >= got[dev], (mask, reserved + charged, got[dev])
