@@ -552,7 +552,7 @@ def compute_buffers(engine: str, graph: str, p: ModelParams, shape: GraphShape, 
     recr = [p.is_recurrent(il + layer_base) for il in range(n)]
     m = p.n_loaded_layers
     if p.recurrent_layers and n + layer_base > m:
-        # a role's stand-in longer than the model (compute_buffers._stand_in): kinds from per-layer arrays repeat
+        # a role's stand-in longer than the model (role_compute._stand_in): kinds from per-layer arrays repeat
         # the model's own pattern rather than turning into the attention layers of no array
         model_dense = dense_flags(p, m)
         dense = [model_dense[(il + layer_base) % m] for il in range(n)]

@@ -460,7 +460,7 @@ def build_layered_groups(tmap: TensorMap, order: Sequence[str], budget: Budget, 
     Returns the groups, the fixed bytes per device (compute buffers not included), the fixed times and the
     homes; ``base + sum of a layout's per-layer terms`` equals :func:`build_groups` on that layout.
     """
-    from planner.compute_buffers import layer_leaf_allowance
+    from planner.role_compute import layer_leaf_allowance
 
     n = tmap.params.n_layer
     speeds = dict(speeds) if speeds is not None else device_speeds(hw, cfg)
@@ -535,7 +535,7 @@ def build_layered_groups(tmap: TensorMap, order: Sequence[str], budget: Budget, 
     # a device's compute buffer depends on how the graph enters it (compute_buffers.entry_of), which the layer
     # homes decide: reserve the largest of the entries its position in ``order`` allows ("cpu" only after the CPU)
     # (for no layer's leafs: a graph whose layers create leafs grows by them per layer held, charged per layer
-    # below; compute_buffers.layer_leaf_allowance)
+    # below; role_compute.layer_leaf_allowance)
     hold_bytes = {d: max(compute_buffer_bytes(tmap, cfg, holds_layers=True, holds_output=False, is_gpu=is_gpu(d),
                                               copies=copies, entry=e, n_layers=0)
                          for e in ("", "input", *(("cpu",) if CPU in order[:i] else ())))

@@ -14,7 +14,7 @@ The replay (:mod:`planner.engine_graph`) sizes this exactly for a placement; the
 experts stay on a GPU, charges each layer's copies to its FFN down projection's option on the layer's GPU
 (:func:`layer_copy_allowance`, planner/groups.py): a split runs from one layer with FFN work off the device to the
 next, so the copies alive at once are at most those of the layers whose down projection is on the device, plus the
-run's last layer, which the role's stand-in replay already holds (planner/compute_buffers.py ``_canonical``).
+run's last layer, which the role's stand-in replay already holds (planner/role_compute.py ``_canonical``).
 """
 
 from __future__ import annotations

@@ -268,7 +268,8 @@ def test_dsa_reservation_follows_the_layers_a_device_holds():
     # is the logs' own step, and a device reserved for every layer (layers unknown) reserves that many steps more
     from dataclasses import replace
 
-    from planner.compute_buffers import DeviceRole, estimate, layer_leaf_allowance
+    from planner.compute_buffers import DeviceRole, estimate
+    from planner.role_compute import layer_leaf_allowance
 
     tmap, run, *_ = _placement("dsa-c4096-rpc2.log", "mainline")
     n = tmap.params.n_loaded_layers
@@ -310,13 +311,13 @@ _ROLE_CHECKED = ("nemotronh", "granitehybrid", "falconh1", "gemma4", "gemma4kv",
                                             if _case(p.values[1], p.values[0])["kind"] in _ROLE_CHECKED
                                             and not p.marks])
 def test_the_solvers_role_estimate_covers_the_replay(engine, log, dev):
-    # the solver reserves a device's compute buffer by its role before placing anything (compute_buffers
-    # ._canonical over stand-in placements); the re-check replays the real placement, which equals the log (above).
+    # the solver reserves a device's compute buffer by its role before placing anything (role_compute._canonical
+    # over stand-in placements); the re-check replays the real placement, which equals the log (above).
     # Kinds from per-layer arrays are aperiodic stretches (Nemotron-H "M-M*M-M-"): the stand-ins must span the
-    # attention layers' period (compute_buffers._period), or a device holding the attention layer reserved less
+    # attention layers' period (role_compute._period), or a device holding the attention layer reserved less
     # (`plan nemotronh.gguf --vram 1.015 --ram 6 --ctx 8192`: internal re-check failed, CUDA0 short by 2.4 MiB).
     # gemma-4 -ts 1,1: the second device's shared-KV layers copy the first's cache views in, 73.02 MiB
-    # (compute_buffers._shared_kv).  ik DeepSeek-V4: each layer copies its own views of the masks to its GPU; the
+    # (role_compute._shared_kv).  ik DeepSeek-V4: each layer copies its own views of the masks to its GPU; the
     # role reads them once and the solver charges every layer whose FFN is on the GPU its copies (its down
     # projection's option, planner/input_copies.py): every layer of these runs
     from planner.compute_buffers import DeviceRole, estimate
@@ -363,7 +364,7 @@ def test_role_estimate_covers_a_dense_ffn_partly_on_the_cpu():
     # the solver places a dense model's FFN weights tensor by tensor: `plan gemma4.gguf --vram 1.04 --ram 8 --ctx
     # 8192 --kv f16 --engine mainline` (make_tiny_arch.py gemma4) put layers 2-3's gate and up on the CPU, a replay
     # of 20.01 MiB on CUDA0 against 18.02 reserved ("internal re-check failed"): the stand-ins move a dense FFN's
-    # weights as they move experts (compute_buffers._stand_in)
+    # weights as they move experts (role_compute._stand_in)
     from dataclasses import replace
 
     from planner.compute_buffers import DeviceRole, estimate

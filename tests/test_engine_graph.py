@@ -208,7 +208,7 @@ def test_every_ik_qwen3moe_harness_log_is_replayed():
 
 
 def test_three_layers_per_device_reach_the_steady_state():
-    # the role estimate replays 3 layers per device (planner.compute_buffers._block): the same buffers as the real
+    # the role estimate replays 3 layers per device (planner.role_compute._block): the same buffers as the real
     # 94-layer placement of Qwen3-235B at -ub 512 and 4096 (CPU layers, a middle GPU, the output GPU)
     tm = builtin("qwen3-235b-a22b")
     p = tm.params
@@ -283,8 +283,8 @@ def _role_and_replay(fx: dict):
 
 @pytest.mark.parametrize("log", _REPLAYED)
 def test_the_solvers_role_estimate_never_reserves_less_than_the_replay(log):
-    # the solver sizes compute buffers per device role before it places anything (planner.compute_buffers
-    # ._canonical: the largest over stand-in placements); the plan is then re-checked with the placement's own
+    # the solver sizes compute buffers per device role before it places anything (planner.role_compute._canonical:
+    # the largest over stand-in placements); the plan is then re-checked with the placement's own
     # replay, which equals the engine's log (above).  Reserving less would fail that re-check on a tight plan.
     fx = next(f for f in manifest() if f["log"] == log)
     for dev, role_bytes, replay_bytes in _role_and_replay(fx):
