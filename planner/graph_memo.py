@@ -1,5 +1,5 @@
 """What :func:`planner.engine_graph.build` derives from a template and a graph shape alone, kept across builds: a
-role's stand-in placements (:mod:`planner.compute_buffers`) replay the same template tens of times per plan, so
+role's stand-in placements (:mod:`planner.role_compute`) replay the same template tens of times per plan, so
 each layer kind's rows, their sources and their sizes are worked out once per (engine, template, shape).
 tests/test_replay_memo.py checks that replays with this memory warm equal replays without it.
 """

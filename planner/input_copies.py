@@ -31,8 +31,8 @@ def layer_leaf_bytes(engine: str, graph: str, shape: GraphShape) -> int:
     """Bytes of the tensors a layer of the template creates as leafs ("LEAF" rows: DSA's zeros,
     llama-graph.cpp:3071-3073).  ggml-alloc allocates every leaf before the first node (ggml-alloc.c
     ggml_gallocr_alloc_graph_impl), so a device's buffer grows by about this much per layer it holds: such graphs
-    are replayed layer by layer (no :func:`planner.engine_graph.compress`), and a role's stand-in adds it for the layers it leaves out
-    (planner/compute_buffers.py).  On the RPC harness a GLM-DSA device logged 54.79, 54.91 and 55.05 MiB with 4, 5
+    are replayed layer by layer (no :func:`planner.layer_kinds.compress`), and a role's stand-in adds it for the
+    layers it leaves out (planner/role_compute.py).  On the RPC harness a GLM-DSA device logged 54.79, 54.91 and 55.05 MiB with 4, 5
     and 6 of its layers (128 KiB of zeros each)."""
     from planner.engine_graph import _templates
 
@@ -65,12 +65,12 @@ def layer_copy_bytes(engine: str, graph: str, shape: GraphShape, tag: str) -> in
         return any(g in have if g in TAGS else shape.has(g) for g in f.split("|"))
 
     rows = [r for r in _templates()[engine][graph]["layer"] if all(holds(f) for f in _flags(r))]
+    rooted = input_rooted(engine, graph)
     of_input: dict[str, int] = {}
     total = 0
     for row in rows:
-        name, op, expr, srcs = row[0], row[1], row[2], row[3]
-        view = row[4] if len(row) > 4 else ""
-        if op in VIEW_OPS and (view.startswith("in:") or view in of_input):
+        name, expr, srcs = row[0], row[2], row[3]
+        if name in rooted:
             of_input[name] = shape.size(expr)
             continue
         for s in srcs:

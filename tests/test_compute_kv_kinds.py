@@ -167,6 +167,19 @@ def test_replayed_kinds_equal_the_log_to_the_printed_digit(engine, log, dev):
     assert abs(pred - got) <= 0.005 + 1e-9, (pred, got)
 
 
+def _homes(layer_device: list[str], out_dev: str):
+    """device_of for a layer map without -ot: each layer's weights on its layer's device, token_embd on the CPU,
+    the rest (output, norms) on the output's device."""
+    n = len(layer_device)
+
+    def device_of(name: str) -> str:
+        parts = name.split(".")
+        if name == "token_embd.weight":
+            return CPU
+        return layer_device[int(parts[1])] if parts[0] == "blk" and int(parts[1]) < n else out_dev
+    return device_of
+
+
 def _replay_matches_dump(lines: list[str], engine: str, tmap, run, devices: list[str],
                          layer_device: list[str], device_of, out_dev: str, graph: str | None = None) -> list:
     """The placement's graph, built with every layer's kind (FFN, window, mixer, cache device, K-as-V, tags),
@@ -247,12 +260,7 @@ def test_dsa_buffer_grows_with_the_layers_a_device_holds(log):
     tmap, run, *_ = _placement("dsa-c4096-rpc2.log", "mainline")
     n = tmap.params.n_loaded_layers
     layer_device, out_dev = where[:n], where[n]
-
-    def device_of(name: str) -> str:
-        parts = name.split(".")
-        if name == "token_embd.weight":
-            return CPU
-        return layer_device[int(parts[1])] if parts[0] == "blk" and int(parts[1]) < n else out_dev
+    device_of = _homes(layer_device, out_dev)
 
     names_loaded = [t.name for t in tmap.tensors if tmap.is_loaded(t)]
     devices = list(names.values())
@@ -520,12 +528,7 @@ def test_rwkv6_rescaled_layers_match_a_dump_and_its_buffers():
     _, run, *_ = _placement("rwkv6-c4096-rpc2.log", "mainline")
     n = p.n_loaded_layers
     layer_device, out_dev = where[:n], where[n]
-
-    def device_of(name: str) -> str:
-        parts = name.split(".")
-        if name == "token_embd.weight":
-            return CPU
-        return layer_device[int(parts[1])] if parts[0] == "blk" and int(parts[1]) < n else out_dev
+    device_of = _homes(layer_device, out_dev)
 
     devices = list(names.values())
     copies = placement_copies("mainline", devices, layer_device,
