@@ -142,7 +142,7 @@ def second_box_option(exc: InfeasibleBudgetError, tmap: TensorMap | None = None,
     extra = cfg.os_reserve_bytes
     if short and tmap is not None and request is not None:
         from planner.groups import smallest_weights
-        from planner.planning import resolve_ctx
+        from planner.context_search import resolve_ctx
 
         cfg = resolve_ctx(tmap, cfg)          # --ctx not given: the default the plan would have used
         extra += compute_buffer_bytes(tmap, cfg, holds_layers=True, holds_output=False, is_gpu=False)
