@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from planner.cluster import MAIN, Cluster
 from planner.memory import CPU, GIB, MemoryReport, Placement, RunConfig
-from planner.speed import DeviceSpeed, device_speeds
+from planner.device_speed import DeviceSpeed, device_speeds
 
 if TYPE_CHECKING:
     from planner.check import CheckResult
@@ -45,7 +45,7 @@ def is_gpu_device(name: str) -> bool:
 def cluster_speeds(cluster: Cluster, cfg: RunConfig) -> dict[str, DeviceSpeed]:
     """Effective bandwidth and compute of every device of the cluster, under planner names.
 
-    The main host's as :func:`planner.speed.device_speeds`; each remote host's from its own hardware with its
+    The main host's as :func:`planner.device_speed.device_speeds`; each remote host's from its own hardware with its
     rpc-server ``-t`` (or its physical cores) as the CPU thread count.
     """
     out = dict(device_speeds(cluster.main, cfg))

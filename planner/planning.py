@@ -29,7 +29,8 @@ from planner.request import PlanRequest
 from planner.roles import tied_output
 from planner.runconfig import UBATCH_CHOICES, RunConfig
 from planner.solver import Group, LayerHomes, Objective, Solution, SolveStep, solve, weakest
-from planner.speed import DeviceSpeed, SpeedEstimate, estimate_speed
+from planner.device_speed import DeviceSpeed
+from planner.speed import SpeedEstimate, estimate_speed
 from planner.tensors import TensorMap
 
 if TYPE_CHECKING:
