@@ -236,8 +236,7 @@ def build_launch(tmap: TensorMap, devices: Mapping[str, str], layer_device: Sequ
     check_rules = (_ncmoe_rules(n_cpu_moe) if n_cpu_moe else []) + list(rules)
     verify_overrides(tmap, check_rules, defaults, devices)
     args: list[str] = [prof["ctx"], str(run.ctx), prof["type_k"], run.type_k, prof["type_v"], run.type_v]
-    if run.flash_attn:
-        args += list(prof["flash_attn"])
+    args += list(prof["flash_attn"] if run.flash_attn else prof["no_flash_attn"])
     args += list(prof["extra"])
     args += [prof["ngl"], str(ngl)]
     if ts:
@@ -331,8 +330,8 @@ def parse_server_command(argv: Sequence[str], engine: str = "ik") -> ParsedComma
     ot: list[OverrideRule] = []
     flags: set[str] = set()
     ignored: list[str] = []
-    fa = True if engine != "ik-2025" else False
     prof = engine_profile(engine)
+    fa = bool(prof["flash_attn_default"])
     value_flags = set(engines()["server_value_flags"])
     warnings: list[str] = []
     i = 0
