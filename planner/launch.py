@@ -256,6 +256,13 @@ def build_launch(tmap: TensorMap, devices: Mapping[str, str], layer_device: Sequ
         args.append(prof["no_mmap"])
     if run.threads:
         args += [prof["threads"], str(run.threads)]
+    # what a parsed command carries beyond the defaults (check's "the plan's own command" keeps the user's)
+    if run.threads_batch:
+        args += [prof["threads_batch"], str(run.threads_batch)]
+    if run.numa:
+        args += [prof["numa"], run.numa]
+    if run.mla != 3 and prof["mla"]:
+        args += [prof["mla"], str(run.mla)]
     server_bin = server or prof["server"]
     model = ["-m", model_path] + (["--rpc", rpc] if rpc else [])
     mmproj: list[str] = []

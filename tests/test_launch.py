@@ -168,3 +168,22 @@ def test_an_emitted_command_runs_with_the_flash_attention_it_was_planned_with(en
     assert (back.ctx, back.type_k, back.type_v, back.load) == (8192, "f16", "f16", "no-mmap")
     if engine == "ik":
         check_flags(lc.argv, IK_HELP)
+
+
+@pytest.mark.parametrize("engine", ["ik", "mainline"])
+def test_a_commands_threads_batch_numa_and_mla_survive_into_the_plans_own_command(engine):
+    """``check`` plans "the plan's own command" with the user's run settings; -tb, --numa and ik's -mla change
+    speed (and -mla the KV cache), so the emitted command carries them: a command parsed, re-emitted and parsed
+    again keeps them (before, all three were dropped and the engine ran its defaults: -tb = -t, no NUMA mode,
+    -mla 3)."""
+    tm = builtin("qwen3-30b-a3b")
+    dev = {t.name: (CPU if (t.is_expert and t.layer < 20) or t.role == "token_embd" else "CUDA0")
+           for t in tm.tensors}
+    user = ["llama-server", "-m", "x.gguf", "-c", "8192", "-t", "12", "-tb", "24", "--numa", "distribute",
+            "--no-mmap"] + (["-mla", "2"] if engine == "ik" else [])
+    run = parse_server_command(user, engine=engine).run
+    lc = build_launch(tm, dev, tuple(["CUDA0"] * 48), run, "x.gguf")
+    back = parse_server_command(lc.argv, engine=engine).run
+    assert (back.threads, back.threads_batch, back.numa, back.mla) == (12, 24, "distribute", 2 if engine == "ik" else 3)
+    if engine == "ik":
+        check_flags(lc.argv, IK_HELP)
