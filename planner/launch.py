@@ -432,8 +432,8 @@ def parse_server_command(argv: Sequence[str], engine: str = "ik") -> ParsedComma
     threads = num("-t", "--threads")
     load = "rtr" if ("-rtr" in flags or "--run-time-repack" in flags) else (
         "no-mmap" if "--no-mmap" in flags else "mmap")
-    if load == "mmap" and engine != "mainline" and (ot or "-ncmoe" in vals or "--n-cpu-moe" in vals
-                                                    or "-cmoe" in flags or "--cpu-moe" in flags):
+    if load == "mmap" and prof["cpu_override_disables_mmap"] and (
+            ot or "-ncmoe" in vals or "--n-cpu-moe" in vals or "-cmoe" in flags or "--cpu-moe" in flags):
         load = "no-mmap"   # ik since 2026-03-26 (PR 1510, src/llama-load-tensors.cpp): a CPU override disables mmap
     n_parallel, kv_unified, note = server_parallel(engine, num("-np", "--parallel"), kvu)
     if note:

@@ -20,7 +20,7 @@ from planner.devices import CPU
 from planner.errors import InfeasibleBudgetError, SolverError
 from planner.groups import Budget, build_groups, capacities, layer_split, smallest_weights
 from planner.hints import with_options
-from planner.loadmode import choose_load
+from planner.loadmode import choose_load, engine_load
 from planner.memory import MemoryReport, Placement, kv_bytes_by_layer, memory_report, mix_bytes
 from planner.quantize import quantizable
 from planner.quants import catalogue
@@ -136,6 +136,8 @@ def _finish(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequest,
         if choice.reason:
             notes.append(choice.reason)
     else:
+        cfg, why = engine_load(tmap, placement, cfg)
+        notes += [why] if why else []
         spd = estimate_speed(tmap, types, placement, hw, cfg)
     mem = memory_report(tmap, types, placement, budget.bytes, cfg)
     if not mem.fits:
