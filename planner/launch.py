@@ -236,8 +236,7 @@ def build_launch(tmap: TensorMap, devices: Mapping[str, str], layer_device: Sequ
     check_rules = (_ncmoe_rules(n_cpu_moe) if n_cpu_moe else []) + list(rules)
     verify_overrides(tmap, check_rules, defaults, devices)
     args: list[str] = [prof["ctx"], str(run.ctx), prof["type_k"], run.type_k, prof["type_v"], run.type_v]
-    if run.flash_attn:
-        args += list(prof["flash_attn"])
+    args += list(prof["flash_attn"] if run.flash_attn else prof["no_flash_attn"])
     args += list(prof["extra"])
     args += [prof["ngl"], str(ngl)]
     if ts:
@@ -257,6 +256,13 @@ def build_launch(tmap: TensorMap, devices: Mapping[str, str], layer_device: Sequ
         args.append(prof["no_mmap"])
     if run.threads:
         args += [prof["threads"], str(run.threads)]
+    # what a parsed command carries beyond the defaults (check's "the plan's own command" keeps the user's)
+    if run.threads_batch:
+        args += [prof["threads_batch"], str(run.threads_batch)]
+    if run.numa:
+        args += [prof["numa"], run.numa]
+    if run.mla != 3 and prof["mla"]:
+        args += [prof["mla"], str(run.mla)]
     server_bin = server or prof["server"]
     model = ["-m", model_path] + (["--rpc", rpc] if rpc else [])
     mmproj: list[str] = []
@@ -331,8 +337,8 @@ def parse_server_command(argv: Sequence[str], engine: str = "ik") -> ParsedComma
     ot: list[OverrideRule] = []
     flags: set[str] = set()
     ignored: list[str] = []
-    fa = True if engine != "ik-2025" else False
     prof = engine_profile(engine)
+    fa = bool(prof["flash_attn_default"])
     value_flags = set(engines()["server_value_flags"])
     warnings: list[str] = []
     i = 0
@@ -388,8 +394,8 @@ def parse_server_command(argv: Sequence[str], engine: str = "ik") -> ParsedComma
     threads = num("-t", "--threads")
     load = "rtr" if ("-rtr" in flags or "--run-time-repack" in flags) else (
         "no-mmap" if "--no-mmap" in flags else "mmap")
-    if load == "mmap" and engine != "mainline" and (ot or "-ncmoe" in vals or "--n-cpu-moe" in vals
-                                                    or "-cmoe" in flags or "--cpu-moe" in flags):
+    if load == "mmap" and prof["cpu_override_disables_mmap"] and (
+            ot or "-ncmoe" in vals or "--n-cpu-moe" in vals or "-cmoe" in flags or "--cpu-moe" in flags):
         load = "no-mmap"   # ik since 2026-03-26 (PR 1510, src/llama-load-tensors.cpp): a CPU override disables mmap
     run = RunConfig(engine=engine, ctx=num("-c", "--ctx-size", default=0),
                     type_k=vals.get("-ctk", vals.get("--cache-type-k", "f16")),
