@@ -274,7 +274,8 @@ def build_launch(tmap: TensorMap, devices: Mapping[str, str], layer_device: Sequ
     mmproj: list[str] = []
     if run.mmproj:
         mmproj = [prof["mmproj"], run.mmproj] + ([] if run.mmproj_offload else [prof["no_mmproj_offload"]])
-    argv = (server_bin, *model, *args, *mmproj, "--host", host, "--port", str(port))
+    cram = [prof["cache_ram"], str(run.cache_ram_mib)] if run.cache_ram_mib is not None and prof["cache_ram"] else []
+    argv = (server_bin, *model, *args, *mmproj, *cram, "--host", host, "--port", str(port))
     sweep = ("llama-sweep-bench", *model, *args)
     return LaunchCommand(run.engine, tuple(argv), tuple(sweep), tuple(rules), ngl, ts, n_cpu_moe, split_note)
 
@@ -438,6 +439,9 @@ def parse_server_command(argv: Sequence[str], engine: str = "ik") -> ParsedComma
     n_parallel, kv_unified, note = server_parallel(engine, num("-np", "--parallel"), kvu)
     if note:
         warnings.append(note)
+    cram = num("-cram", "--cache-ram", default=None)
+    if cram is not None and cram < -1:
+        raise UsageError(f"-cram expects MiB (-1: no limit, 0: off), got {cram}")
     run = RunConfig(engine=engine, ctx=num("-c", "--ctx-size", default=0),
                     type_k=vals.get("-ctk", vals.get("--cache-type-k", "f16")),
                     type_v=vals.get("-ctv", vals.get("--cache-type-v", "f16")), flash_attn=fa,
@@ -447,6 +451,7 @@ def parse_server_command(argv: Sequence[str], engine: str = "ik") -> ParsedComma
                     threads_batch=num("-tb", "--threads-batch", default=None), numa=vals.get("--numa"),
                     mmproj=vals.get("--mmproj", vals.get("-mm")),
                     mmproj_offload="--no-mmproj-offload" not in flags,
+                    cache_ram_mib=cram,
                     n_parallel=n_parallel, kv_unified=kv_unified, mla=num("-mla", "--mla-use", default=3),
                     swa_full=engine == "mainline" and "--swa-full" in flags)
     ts_raw = vals.get("-ts", vals.get("--tensor-split"))
