@@ -97,3 +97,22 @@ def test_the_engine_shows_what_unified_changes():
         assert got[0][dev] > got[1][dev]
         # and the replay follows, to the printed digit (the generic test covers every device)
         assert [round(predicted_compute(x, "mainline")[dev], 2) for x in (kvu, per_seq)] == [g[dev] for g in got]
+
+
+def test_a_plan_json_carries_kv_unified_validated():
+    """RunConfig.kv_unified is written only when set (goldens unchanged) and read back; anything but a boolean is
+    a one-line plan-file error naming the JSON path."""
+    import json
+
+    from planner.documents import plan_schema, saved_plan
+    from planner.errors import PlanFileError
+
+    doc = json.loads((Path(__file__).parent / "golden/headline/plan.json").read_text())
+    assert "kv_unified" not in doc["plan"]["run"]
+    doc["plan"]["run"].update(kv_unified=True, n_parallel=4)
+    run = saved_plan(doc, "plan.json").run
+    assert (run.kv_unified, run.n_parallel) == (True, 4)
+    doc["plan"]["run"]["kv_unified"] = "yes"
+    with pytest.raises(PlanFileError) as e:
+        plan_schema().check(doc, source="plan.json")
+    assert e.value.path == "$.plan.run.kv_unified"
