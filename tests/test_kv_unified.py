@@ -116,3 +116,16 @@ def test_a_plan_json_carries_kv_unified_validated():
     with pytest.raises(PlanFileError) as e:
         plan_schema().check(doc, source="plan.json")
     assert e.value.path == "$.plan.run.kv_unified"
+
+
+def test_the_memory_report_counts_cells_as_the_engine_does():
+    """The KV term's note: one stream per sequence without -kvu ("4 x 1024", the engine's "(1024 cells, ...,
+    4/4 seqs)" in qwen3moe-c4096-np4-rpc1.log), the padded context with it."""
+    from planner.memory import _cells
+    from planner.runconfig import RunConfig
+
+    assert "(  1024 cells,   8 layers,  4/4 seqs)" in log_text("qwen3moe-c4096-np4-rpc1.log")
+    assert _cells(RunConfig(engine="mainline", ctx=4096, n_parallel=4)) == "4 x 1024"
+    assert "(  4096 cells,   8 layers,  4/1 seqs)" in log_text("qwen3moe-c4096-np4-kvu-rpc1.log")
+    assert _cells(RunConfig(engine="mainline", ctx=4096, n_parallel=4, kv_unified=True)) == "4096"
+    assert _cells(RunConfig(engine="ik", ctx=4096, n_parallel=4)) == "4096"
