@@ -32,7 +32,7 @@ import speed_accuracy as acc  # noqa: E402
 from planner.calibrate import expected_uncertainty  # noqa: E402
 from planner.hardware import load_profile  # noqa: E402
 from planner.launch import parse_server_command, placement_from_command  # noqa: E402
-from planner.speed import GROUPS  # noqa: E402
+from planner.device_speed import GROUPS  # noqa: E402
 
 COMMON = "-fa -ctk q8_0 -ctv q8_0 -c 32768 -fmoe -amb 512 -rtr -ngl 99"
 CANDIDATES = (

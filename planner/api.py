@@ -24,7 +24,8 @@ from planner.imatrix_use import ImatrixUse
 from planner.kv_cache import check_engine
 from planner.memory import Placement
 from planner.pareto import pareto_plans
-from planner.planning import Plan, feasible_for, joint_plan, resolve_ctx, with_ctx
+from planner.context_search import resolve_ctx, with_ctx
+from planner.planning import Plan, feasible_for, joint_plan
 from planner.planning import place as place_mix
 from planner.quants import catalogue
 from planner.request import EmitOptions, PlanRequest

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 from planner.errors import LogFormatError, UsageError
 from planner.logparse import SweepBench
 from planner.memory import Placement, RunConfig
-from planner.speed import GROUPS, PP_GROUPS, TG_GROUPS, device_speeds, speed_terms
+from planner.device_speed import GROUPS, PP_GROUPS, TG_GROUPS, device_speeds
+from planner.speed import speed_terms
 from planner.tensors import TensorMap
 
 if TYPE_CHECKING:
@@ -228,7 +229,7 @@ def _levenberg_marquardt(resid: Callable[[np.ndarray], np.ndarray], jac: Callabl
 def _describe(group: str, m: float, log_se: float, separated: bool, run: CalibrationRun) -> FittedConstant:
     """The machine constant behind a term group's multiplier (rates divide by it, times multiply)."""
     from planner.memory import CPU
-    from planner.speed import _k
+    from planner.device_speed import _k
 
     k = _k()
     rel = math.exp(log_se) - 1.0

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from planner.cluster import MAIN, Cluster
 from planner.memory import CPU, GIB, MemoryReport, Placement, RunConfig
-from planner.speed import DeviceSpeed, device_speeds
+from planner.device_speed import DeviceSpeed, device_speeds
 
 if TYPE_CHECKING:
     from planner.check import CheckResult
@@ -45,7 +45,7 @@ def is_gpu_device(name: str) -> bool:
 def cluster_speeds(cluster: Cluster, cfg: RunConfig) -> dict[str, DeviceSpeed]:
     """Effective bandwidth and compute of every device of the cluster, under planner names.
 
-    The main host's as :func:`planner.speed.device_speeds`; each remote host's from its own hardware with its
+    The main host's as :func:`planner.device_speed.device_speeds`; each remote host's from its own hardware with its
     rpc-server ``-t`` (or its physical cores) as the CPU thread count.
     """
     out = dict(device_speeds(cluster.main, cfg))
@@ -142,7 +142,7 @@ def second_box_option(exc: InfeasibleBudgetError, tmap: TensorMap | None = None,
     extra = cfg.os_reserve_bytes
     if short and tmap is not None and request is not None:
         from planner.groups import smallest_weights
-        from planner.planning import resolve_ctx
+        from planner.context_search import resolve_ctx
 
         cfg = resolve_ctx(tmap, cfg)          # --ctx not given: the default the plan would have used
         extra += compute_buffer_bytes(tmap, cfg, holds_layers=True, holds_output=False, is_gpu=False)

@@ -223,7 +223,8 @@ def compare(candidates: list[str], *, model: str | None, hw: Hardware, run: RunC
     """
     from planner.imatrix_use import declared_imatrix, imatrix_for
     from planner.memory import mix_bytes
-    from planner.planning import place, resolve_ctx
+    from planner.context_search import resolve_ctx
+    from planner.planning import place
     from planner.quality import QualityModel
     from planner.request import PlanRequest
     from planner.source import load_model

@@ -298,9 +298,12 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
 
     def add(t: T) -> int:
         ts.append(t)
-        keys.append(nxt[0] if nxt[0][1] else (len(ts), 0))
-        if nxt[0][1]:
-            nxt[0] = (nxt[0][0], nxt[0][1] + 1)
+        n = nxt[0]
+        if n[1]:
+            keys.append(n)
+            nxt[0] = (n[0], n[1] + 1)
+        else:
+            keys.append((len(ts), 0))
         return len(ts) - 1
 
     for name, expr, *flag in tpl["inputs"]:
@@ -390,6 +393,7 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
         return kept[key][1]
 
     once: dict[str, int] = {}       # rows drawn by the first layer that has them, read by the others
+    moved = [False]                 # a row flagged "pre" was drawn: the graph order is not the drawing order
 
     def nodes(rows: list[tuple[list[Any], int]], il: int, local: dict[str, int]) -> None:
         dev = layer_dev[il] if il >= 0 else out_dev
@@ -402,32 +406,30 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
             view = row[4] if len(row) > 4 else ""
             resolved: list[int] = []
             for own, s, kind in srcs:
-                if kind == "self":      # ggml_cast: a CPY into a new tensor, which is its own second source
-                    resolved.append(-1)
-                    continue
                 for a in own:           # "a|b": the last alternative that exists (graph_memo.source)
                     if a in local:
                         s, kind = a, ""
                         break
-                if kind == "sh:":
+                if not kind:            # a node of the layer (the most common source)
+                    resolved.append(local[s])
+                elif kind == "self":    # ggml_cast: a CPY into a new tensor, which is its own second source
+                    resolved.append(-1)
+                elif kind == "sh:":
                     if s not in shared:
                         if (s, 0) not in memo.parts:
                             memo.parts[s, 0] = [(shared_rows[s[3:]], 0)]
-                        nodes(memo.parts[s, 0], il, shared)
+                        nodes(memo.parts[s, 0], il, shared)  # noqa: F821  (deleted after the last layer: see below)
                         shared[s] = shared[s[3:]]
                     resolved.append(shared[s])
-                elif kind == "w:":
-                    # "w:exp_probs_b.bias": as named; "w:ssm_a.": a weight without a suffix (blk.N.ssm_a)
-                    role = (s[2:].rstrip(".") if s.endswith(".") else s[2:]) if "." in s else s[2:] + ".weight"
-                    resolved.append(weight(f"blk.{il}.{role}" if il >= 0 and role.split(".")[0] not in (
-                        "output", "output_norm", "token_embd", "token_embd_norm") else role, il))
+                elif kind == "w:":      # a layer's weight, its name in the layer (graph_memo.source)
+                    resolved.append(weight(f"blk.{il}.{s}" if il >= 0 else s, il))
+                elif kind == "wm:":     # a model-level weight
+                    resolved.append(weight(s, il))
                 elif kind == "kv:":
                     resolved.append(cache_node(s, il, local))
-                elif kind == "in:":
+                else:                   # "in:"
                     is_swa = 0 <= il < len(swa) and swa[il]
                     resolved.append(ids[s + "_swa"] if is_swa and s + "_swa" in ids else ids[s])
-                else:
-                    resolved.append(local[s])
             if -1 in resolved:
                 resolved = [len(ts) if r == -1 else r for r in resolved]
             if op == "EXPERT_SUM":      # build_moe_ffn: n_used views of `weighted`, summed by n_used - 1 ADDs
@@ -457,8 +459,10 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
             pin = dev if ("norm" in flags and pin_norm and il >= 0) else None
             if "pre" in flags:      # drawn where the last expanded row left off
                 nxt[0] = (mark[0][0], mark[0][1] + 1)
-            local[name] = add(T(f"{name}-{il}", op, sz, srcs=tuple(resolved), view_src=v_src,
-                                layout=layout, pin=pin, out="out" in flags))
+                moved[0] = True
+            # positional: name, op, size, srcs, view_src, layout, dev, weight, inp, out, pin (the hottest call)
+            local[name] = add(T(f"{name}-{il}", op, sz, tuple(resolved), v_src, layout, None, False, False,
+                                "out" in flags, pin))
             if "once" in flags or name in shared_views:
                 once[name] = local[name]
             if "pre" in flags:
@@ -484,7 +488,10 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
         nodes(layer, il, local)
         inp = local["l_out"]
     nodes(part("tail"), -1, {"inpL": inp})
-    return _reordered(ts, keys) if any(k[1] for k in keys) else ts
+    # nodes() calls itself, so its closure refers to it: a reference cycle that would keep every tensor of this
+    # graph alive until the cyclic collector finds it (~17,000 tensors a headline plan); cut it here
+    del nodes
+    return _reordered(ts, keys) if moved[0] else ts
 
 
 def _reordered(ts: list[T], keys: list[tuple[int, int]]) -> list[T]:

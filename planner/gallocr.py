@@ -189,7 +189,7 @@ class Schedule:
 
     ts: list[T]
     be: list[int]
-    srcs: list[list[int]]
+    srcs: list[tuple[int, ...]]
     graph: list[tuple[int, int]]
     split_inputs: list[int]
     splits: list[tuple[int, int, list[int]]]
@@ -206,7 +206,7 @@ def schedule(ts: Sequence[T], n_backends: int, *, copies: int = 1) -> Schedule:
     copy_of: dict[tuple[int, int], list[int]] = {}
     graph: list[tuple[int, int]] = []            # (tensor, backend) in graph-copy order
     split_inputs: list[int] = []                 # copies (all of them) in creation order
-    srcs = [list(t.srcs) for t in ts]
+    srcs = [t.srcs for t in ts]                  # a node's own tuple until one of its sources is copied
     split: list[int] = []
     split_be = -1
     deps: list[tuple[int, int]] = []
@@ -227,7 +227,8 @@ def schedule(ts: Sequence[T], n_backends: int, *, copies: int = 1) -> Schedule:
             split_be = be[i]
             splits.append((split_be, i, []))
         split.append(i)
-        for j, s in enumerate(srcs[i]):
+        copied: list[int] | None = None
+        for j, s in enumerate(t.srcs):
             if be[s] == split_be:
                 continue
             key = (s, split_be)
@@ -237,17 +238,21 @@ def schedule(ts: Sequence[T], n_backends: int, *, copies: int = 1) -> Schedule:
                     ts.append(T(f"{ts[s].name}#{split_be}#{c}", "CPY", ts[s].size, layout=ts[s].layout,
                                 inp=copies > 1, out=copies > 1))
                     be.append(split_be)
-                    srcs.append([])
+                    srcs.append(())
                     made.append(len(ts) - 1)
                 copy_of[key] = made
                 split_inputs.extend(made)
                 splits[-1][2].append(s)
                 ts.append(T(f"{ts[s].name} (dep)", "DEP", 0, srcs=(s,), view_src=s))
                 be.append(be[s])
-                srcs.append([s])
+                srcs.append((s,))
                 deps.append((len(ts) - 1, be[s]))
                 deps.append((made[0], split_be))
-            srcs[i][j] = copy_of[key][0]
+            if copied is None:
+                copied = list(t.srcs)
+            copied[j] = copy_of[key][0]
+        if copied is not None:
+            srcs[i] = tuple(copied)
     flush()
     return Schedule(ts, be, srcs, graph, split_inputs, splits)
 
@@ -274,6 +279,11 @@ def buffer_sizes(ts: Sequence[T], n_backends: int, *, copies: int = 1,
         t = ts[i]
         if own[i] or t.dev is not None or t.view_src is not None or (t.op == "NONE" and not (t.inp or t.leaf)):
             return
+        place(i, b)
+
+    def place(i: int, b: int) -> None:
+        """:func:`allocate` for a tensor known to need memory (not yet allocated, not pre-allocated, not a view)."""
+        t = ts[i]
         if ("UNARY" if t.op in UNARY_OPS else t.op) in inplace:
             for p in srcs[i]:
                 pt = ts[p]
@@ -300,7 +310,7 @@ def buffer_sizes(ts: Sequence[T], n_backends: int, *, copies: int = 1,
                 for c in range(1, copies):
                     ts.append(T(f"{ts[i].name}#{c}", "NONE", ts[i].size, layout=ts[i].layout, inp=True, out=True))
                     be.append(cpu)
-                    srcs.append([])
+                    srcs.append(())
                     extra.append(len(ts) - 1)
                 ts[i].out = True
                 allocate(i, cpu)
@@ -327,9 +337,9 @@ def buffer_sizes(ts: Sequence[T], n_backends: int, *, copies: int = 1,
         si = srcs[i]
         for s in si:
             if not (own[s] or fixed[s]):
-                allocate(s, b)
+                place(s, b)
         if not (own[i] or fixed[i]):
-            allocate(i, b)
+            place(i, b)
         for s in si:
             children[s] -= 1
             if children[s] == 0 and views[s] == 0:

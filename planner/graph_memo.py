@@ -50,13 +50,22 @@ def memo_of(engine: str, graph: str, shape: GraphShape) -> Memo:
     return memo
 
 
+# model-level weights: a "w:" source naming one of these is not a layer's (no "blk.N." prefix)
+_MODEL_WEIGHTS = ("output", "output_norm", "token_embd", "token_embd_norm")
+
+
 def source(choices: tuple[str, ...]) -> Source:
     """``choices`` resolved as far as they can be before a layer is drawn: the last alternative that exists (a
-    static source always does; a node of the layer if drawn), else the last one."""
+    static source always does; a node of the layer if drawn), else the last one.  A weight source ("w:ROLE") comes
+    back as the weight's name within its layer (kind "w:": "w:exp_probs_b.bias" as named, "w:ssm_a." a weight
+    without a suffix, blk.N.ssm_a, else ROLE.weight) or, for a model-level weight, its whole name (kind "wm:")."""
     if choices == ("self",):
         return (), "self", "self"
     static = [i for i, a in enumerate(choices) if a.startswith(_STATIC)]
     last = static[-1] if static else -1
     s = choices[last]
     kind = next((p for p in _STATIC if s.startswith(p)), "") if last >= 0 else ""
+    if kind == "w:":
+        s = (s[2:].rstrip(".") if s.endswith(".") else s[2:]) if "." in s else s[2:] + ".weight"
+        kind = "wm:" if s.split(".")[0] in _MODEL_WEIGHTS else "w:"
     return tuple(reversed(choices[last + 1:])), s, kind

@@ -31,7 +31,8 @@ from planner.request import PlanRequest
 from planner.roles import TIED_ROLES, active_fraction, is_movable, layer_copies, moves_with_ffn, tied_output
 from planner.runconfig import RunConfig
 from planner.solver import Group, LayerHomes, Option
-from planner.speed import DeviceSpeed, device_speeds, linear_pp_fixed, linear_tg_costs
+from planner.device_speed import DeviceSpeed, device_speeds
+from planner.speed import linear_pp_fixed, linear_tg_costs
 from planner.tensors import TensorInfo, TensorMap
 
 if TYPE_CHECKING:

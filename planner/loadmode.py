@@ -70,3 +70,19 @@ def choose_load(tmap: TensorMap, types: Mapping[str, str], placement: Placement,
     else:
         why = "-rtr is not predicted faster here, and ik's README advises against it for hybrid runs"
     return LoadChoice(plain_run, plain, f"load: --no-mmap, not -rtr: {why} ({figures})")
+
+
+def engine_load(tmap: TensorMap, placement: Placement, run: RunConfig) -> tuple[RunConfig, str]:
+    """The load mode the engine runs a placement with, and a note when it is not ``run.load``: current ik turns
+    mmap off as soon as one tensor is overridden to the CPU (``cpu_override_disables_mmap`` in engines.toml), which
+    a placement needs when a layer on a GPU keeps a tensor (its experts) on the CPU; a ``--load mmap`` plan would
+    print a command that runs as ``--no-mmap``, so the plan says ``--no-mmap`` and why."""
+    if run.load != "mmap" or not engine_profile(run.engine)["cpu_override_disables_mmap"]:
+        return run, ""
+    ld = placement.layer_device
+    if not any(t.layer is not None and t.layer < len(ld) and ld[t.layer] != CPU and placement.device_of(t.name) == CPU
+               for t in tmap.tensors):
+        return run, ""
+    return replace(run, load="no-mmap"), (
+        f"load: --no-mmap, not mmap: {run.engine} turns mmap off when a tensor is overridden to the CPU (-ot ...=CPU; "
+        "ik src/llama-load-tensors.cpp:5309-5311, PR 1510)")

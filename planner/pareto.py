@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 
 import planner.planning as planning
 from planner.errors import InfeasibleBudgetError, UsageError
-from planner.planning import QUALITY_STEP_GAP, Plan, joint_plan_and_solution, resolve_ctx
+from planner.context_search import resolve_ctx
+from planner.planning import QUALITY_STEP_GAP, Plan, joint_plan_and_solution
 
 if TYPE_CHECKING:
     from planner.hardware import Hardware

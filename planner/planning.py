@@ -3,8 +3,8 @@
 ``place`` keeps each tensor's type and chooses devices; ``joint_plan`` chooses types and devices together.
 Both build the same groups (:mod:`planner.groups`), try layer splits from all-GPU towards the CPU, hand them
 to :func:`planner.solver.solve`, and re-check the result independently with
-:func:`planner.memory.memory_report` before anyone sees it.  ``with_ctx`` resolves or searches the context;
-:mod:`planner.pareto` walks the quality/speed frontier with it.  Infeasible budgets are reported with the nearest feasible
+:func:`planner.memory.memory_report` before anyone sees it.  :mod:`planner.context_search` resolves or searches the context;
+:mod:`planner.pareto` walks the quality/speed frontier.  Infeasible budgets are reported with the nearest feasible
 changes (:mod:`planner.hints`).
 """
 
@@ -16,11 +16,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from planner import prompt_cache
 from planner.devices import CPU
 from planner.errors import InfeasibleBudgetError, SolverError
 from planner.groups import Budget, build_groups, capacities, layer_split, smallest_weights
 from planner.hints import with_options
-from planner.loadmode import choose_load
+from planner.loadmode import choose_load, engine_load
 from planner.memory import MemoryReport, Placement, kv_bytes_by_layer, memory_report, mix_bytes
 from planner.quantize import quantizable
 from planner.quants import catalogue
@@ -29,7 +30,8 @@ from planner.request import PlanRequest
 from planner.roles import tied_output
 from planner.runconfig import UBATCH_CHOICES, RunConfig
 from planner.solver import Group, LayerHomes, Objective, Solution, SolveStep, solve, weakest
-from planner.speed import DeviceSpeed, SpeedEstimate, estimate_speed
+from planner.device_speed import DeviceSpeed
+from planner.speed import SpeedEstimate, estimate_speed
 from planner.tensors import TensorMap
 
 if TYPE_CHECKING:
@@ -113,7 +115,7 @@ def _vs_best_note(q: QualityEstimate, best_ln_ratio: float) -> str:
                f"outside the band {q.ppl_ratio_low:.4f}-{q.ppl_ratio_high:.4f}: a predicted quality cost"))
 
 
-_FINISH_NOTES = ("load: ", "-ub ", "predicted TG ", "predicted PP ")     # the notes _finish itself writes
+_FINISH_NOTES = ("load: ", "-ub ", "predicted TG ", "predicted PP ", "prompt cache: ")     # the notes _finish itself writes
 
 
 def _finish(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequest, layer_device: tuple[str, ...],
@@ -135,11 +137,17 @@ def _finish(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequest,
         if choice.reason:
             notes.append(choice.reason)
     else:
+        cfg, why = engine_load(tmap, placement, cfg)
+        notes += [why] if why else []
         spd = estimate_speed(tmap, types, placement, hw, cfg)
     mem = memory_report(tmap, types, placement, budget.bytes, cfg)
     if not mem.fits:
         raise InfeasibleBudgetError("internal re-check failed: " + "; ".join(mem.problems()),
                                     shortfall_bytes=mem.shortfall())
+    host = next((d for d in mem.devices if d.device == CPU), None)
+    if host is not None:        # the server's prompt cache fills the RAM the plan leaves, not more
+        cfg, why = prompt_cache.planned(cfg, host.free_bytes)
+        notes += [why] if why else []
     if speed_of is not None:      # a cluster's estimate (network terms, remote devices) replaces the one-box one
         spd = speed_of(types, placement)
     # the ILP's time terms are memory-bound and linear; the full estimate also checks compute: say so if it differs
@@ -537,66 +545,3 @@ def feasible_for(tmap: TensorMap, hw: Hardware, types: Mapping[str, str] | None)
     """``request -> whether any plan exists`` on ``hw`` (a fixed mix when ``types`` is given)."""
     budget = Budget.from_hardware(hw)
     return lambda request: _feasible(tmap, hw, budget, request, types)
-
-
-def with_ctx(tmap: TensorMap, request: PlanRequest, attempt: Callable[[PlanRequest], Plan],
-             feasible: Callable[[PlanRequest], bool] | None = None) -> Plan:
-    """Run ``attempt`` (a place or a joint plan) at the requested context: the given one, the default for the
-    model when none is given, or the largest that fits (``request.ctx_max``).
-
-    With ``feasible``, the largest context is searched with feasibility solves (no objective) and ``attempt``
-    runs once, at the context found; without it, every step of the search is a full ``attempt``.
-    """
-    if request.ctx_max:
-        if feasible is not None:
-            ctx = _largest_ctx(tmap, request, feasible)
-            return attempt(replace(request, run=replace(request.run, ctx=ctx)))
-        return _largest_ctx_by_attempt(tmap, attempt, request)
-    return attempt(replace(request, run=resolve_ctx(tmap, request.run)))
-
-
-def _ctx_range(tmap: TensorMap) -> tuple[int, int]:
-    """Context search range in units of 256 cells (the KV padding with flash attention), up to n_ctx_train."""
-    return 1, max(256, tmap.params.n_ctx_train or 131072) // 256
-
-
-def _largest_ctx(tmap: TensorMap, request: PlanRequest, feasible: Callable[[PlanRequest], bool]) -> int:
-    """--ctx max: the largest context (multiple of 256, up to n_ctx_train) for which a plan exists; 256 when none
-    does (the attempt there then raises with the shortfall)."""
-    lo, hi = _ctx_range(tmap)
-    if feasible(replace(request, run=replace(request.run, ctx=hi * 256))):
-        return hi * 256         # the whole range fits (MoE models with a quantized cache, often): no search
-    best, hi = 256, hi - 1
-    while lo <= hi:
-        mid = (lo + hi) // 2
-        if feasible(replace(request, run=replace(request.run, ctx=mid * 256))):
-            best, lo = mid * 256, mid + 1
-        else:
-            hi = mid - 1
-    return best
-
-
-def _largest_ctx_by_attempt(tmap: TensorMap, attempt: Callable[[PlanRequest], Plan], request: PlanRequest) -> Plan:
-    """--ctx max without a feasibility test: binary search over full attempts."""
-    lo, hi = _ctx_range(tmap)
-    best = None
-    while lo <= hi:
-        mid = (lo + hi) // 2
-        try:
-            best = attempt(replace(request, run=replace(request.run, ctx=mid * 256)))
-            lo = mid + 1
-        except InfeasibleBudgetError:
-            hi = mid - 1
-    if best is None:
-        return attempt(replace(request, run=replace(request.run, ctx=256)))   # raises with the shortfall
-    return best
-
-
-DEFAULT_CTX = 32768
-
-
-def resolve_ctx(tmap: TensorMap, run: RunConfig) -> RunConfig:
-    """ctx 0 (not given): 32768, or the model's training context when that is shorter."""
-    if run.ctx:
-        return run
-    return replace(run, ctx=min(DEFAULT_CTX, tmap.params.n_ctx_train or DEFAULT_CTX))

@@ -115,7 +115,8 @@ def test_machine_calibration_from_saved_table(seed_run):
     import tomllib
 
     from planner.calibrate import MachineCalibration, calibration_toml
-    from planner.speed import hw_scales, speed_basis
+    from planner.device_speed import hw_scales
+    from planner.speed import speed_basis
 
     cal = calibrate([seed_run])
     mc = MachineCalibration.from_table(tomllib.loads(calibration_toml(cal, ["a.log"]))["calibration"])

@@ -142,3 +142,95 @@ def test_export_script_keeps_hostile_path_literal(tmp_path):
                               "PORT": "9"})
     a2 = res.stdout.splitlines()
     assert a2[a2.index("-m") + 1] == "/other.gguf" and a2[a2.index("--port") + 1] == "9"
+
+
+# Flash attention's default when a command does not say: ik on (common/common.h:422 `flash_attn = true` @8337e4cd),
+# mainline auto = on where supported (common/common.h:501 @0c1e57098), ik as of the seed card off (bare -fa switch).
+@pytest.mark.parametrize("engine, default", [("ik", True), ("mainline", True), ("ik-2025", False)])
+def test_flash_attention_default_of_a_command_that_does_not_say(engine, default):
+    assert parse_server_command(["llama-server", "-m", "x.gguf", "-c", "4096"], engine=engine).run.flash_attn is default
+
+
+@pytest.mark.parametrize("engine", ["ik", "mainline", "ik-2025"])
+@pytest.mark.parametrize("flash_attn", [True, False])
+def test_an_emitted_command_runs_with_the_flash_attention_it_was_planned_with(engine, flash_attn):
+    """A plan without flash attention (``check`` of a user's ``-fa off`` command plans its own command with the
+    user's settings) must say so where the engine's default is on; before, the command left -fa out and ik or
+    mainline ran it with flash attention and another compute buffer (DeepSeek-V4-Flash on ik, 80 GiB: the plan's
+    own command then re-checked 0.15 GiB over on CUDA0)."""
+    tm = builtin("qwen3-30b-a3b")
+    dev = {t.name: (CPU if (t.is_expert and t.layer < 20) or t.role == "token_embd" else "CUDA0")
+           for t in tm.tensors}
+    run = RunConfig(engine=engine, ctx=8192, flash_attn=flash_attn, type_k="f16", type_v="f16", load="no-mmap")
+    lc = build_launch(tm, dev, tuple(["CUDA0"] * 48), run, "x.gguf")
+    back = parse_server_command(lc.argv, engine=engine).run
+    assert back.flash_attn is flash_attn, lc.argv
+    assert (back.ctx, back.type_k, back.type_v, back.load) == (8192, "f16", "f16", "no-mmap")
+    if engine == "ik":
+        check_flags(lc.argv, IK_HELP)
+
+
+@pytest.mark.parametrize("engine", ["ik", "mainline"])
+def test_a_commands_threads_batch_numa_and_mla_survive_into_the_plans_own_command(engine):
+    """``check`` plans "the plan's own command" with the user's run settings; -tb, --numa and ik's -mla change
+    speed (and -mla the KV cache), so the emitted command carries them: a command parsed, re-emitted and parsed
+    again keeps them (before, all three were dropped and the engine ran its defaults: -tb = -t, no NUMA mode,
+    -mla 3)."""
+    tm = builtin("qwen3-30b-a3b")
+    dev = {t.name: (CPU if (t.is_expert and t.layer < 20) or t.role == "token_embd" else "CUDA0")
+           for t in tm.tensors}
+    user = ["llama-server", "-m", "x.gguf", "-c", "8192", "-t", "12", "-tb", "24", "--numa", "distribute",
+            "--no-mmap"] + (["-mla", "2"] if engine == "ik" else [])
+    run = parse_server_command(user, engine=engine).run
+    lc = build_launch(tm, dev, tuple(["CUDA0"] * 48), run, "x.gguf")
+    back = parse_server_command(lc.argv, engine=engine).run
+    assert (back.threads, back.threads_batch, back.numa, back.mla) == (12, 24, "distribute", 2 if engine == "ik" else 3)
+    if engine == "ik":
+        check_flags(lc.argv, IK_HELP)
+
+
+# llama-server's slots without -np: mainline -1 = auto (common/arg.cpp:1403 @0c1e57098), resolved by the server to
+# 4 slots and a unified KV cache whatever -kvu/-no-kvu says (tools/server/server.cpp:156-160); ik 1
+# (common/common.h:300 @8337e4cd), no -kvu (its cache is one buffer of -c cells).
+@pytest.mark.parametrize("engine, extra, expect", [
+    ("mainline", [], (4, True)), ("mainline", ["-no-kvu"], (4, True)), ("mainline", ["-np", "-1"], (4, True)),
+    ("mainline", ["-np", "1"], (1, False)), ("mainline", ["-np", "3"], (3, False)),
+    ("mainline", ["--parallel", "3", "--kv-unified"], (3, True)), ("mainline", ["-np", "2", "-kvu", "-no-kvu"], (2, False)),
+    ("ik", [], (1, False)), ("ik", ["-np", "4"], (4, False)), ("ik-2025", [], (1, False))])
+def test_server_slots_and_unified_cache_of_a_command(engine, extra, expect):
+    cmd = parse_server_command(["llama-server", "-m", "x.gguf", "-c", "8192", *extra], engine=engine)
+    assert (cmd.run.n_parallel, cmd.run.kv_unified) == expect
+    auto = engine == "mainline" and (not {"-np", "--parallel"} & set(extra) or "-1" in extra)
+    assert any("4 slots sharing one unified KV cache" in w for w in cmd.warnings) is auto, cmd.warnings
+
+
+def test_slots_the_engine_refuses():
+    with pytest.raises(UsageError):
+        parse_server_command(["llama-server", "-m", "x.gguf", "-np", "0"], engine="mainline")
+    with pytest.raises(UsageError):
+        parse_server_command(["llama-server", "-m", "x.gguf", "-np", "-1"], engine="ik")
+    assert any(w.startswith("-kvu: not an ik flag") for w in
+               parse_server_command(["llama-server", "-m", "x.gguf", "-kvu"], engine="ik").warnings)
+
+
+@pytest.mark.parametrize("engine, n_parallel, kv_unified", [
+    ("mainline", 1, False), ("mainline", 4, True), ("mainline", 2, False), ("ik", 1, False), ("ik", 3, False),
+    ("ik-2025", 2, False)])
+def test_the_emitted_command_runs_the_planned_slots(engine, n_parallel, kv_unified):
+    """A plan is for ``n_parallel`` slots; mainline's server without -np runs 4 unified ones (above), so its
+    command says -np always, and -kvu where the run shares one cache; ik's only where it differs from its 1.
+    Parse -> emit -> parse keeps both (before: a mainline plan emitted no -np and ran 4 unified slots)."""
+    tm = builtin("qwen3-30b-a3b")
+    dev = {t.name: (CPU if (t.is_expert and t.layer < 20) or t.role == "token_embd" else "CUDA0")
+           for t in tm.tensors}
+    run = RunConfig(engine=engine, ctx=8192, load="no-mmap", n_parallel=n_parallel, kv_unified=kv_unified)
+    lc = build_launch(tm, dev, tuple(["CUDA0"] * 48), run, "x.gguf")
+    back = parse_server_command(lc.argv, engine=engine)
+    assert (back.run.n_parallel, back.run.kv_unified) == (n_parallel, kv_unified), lc.argv
+    assert ("-np" in lc.argv) is (engine == "mainline" or n_parallel != 1)
+    assert ("-kvu" in lc.argv) is kv_unified
+    assert not back.warnings
+    again = build_launch(tm, dev, tuple(["CUDA0"] * 48), back.run, "x.gguf")
+    assert again.argv == lc.argv
+    if engine == "ik":
+        check_flags(lc.argv, IK_HELP)

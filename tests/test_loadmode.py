@@ -58,3 +58,21 @@ def test_all_gpu_plan_uses_mmap_not_rtr():
     argv = doc["launch"]["argv"]
     assert "-rtr" not in argv and "--no-mmap" not in argv and plan["run"]["load"] == "mmap"
     assert any(n.startswith("load: mmap") for n in plan["notes"])
+
+
+def test_mmap_asked_for_a_hybrid_ik_plan_is_planned_as_the_no_mmap_ik_runs():
+    """Current ik turns mmap off as soon as one tensor is overridden to the CPU buffer type
+    (src/llama-load-tensors.cpp:463 and 5309-5311 @8337e4cd, PR 1510), which a hybrid plan's -ot ...=CPU rules do;
+    so ``--load mmap`` gets a plan that says --no-mmap (and why) instead of a command the engine runs otherwise
+    than predicted.  The command parsed back (check's reading of the same rule) agrees with the plan."""
+    from planner.launch import parse_server_command
+
+    doc = plan_json("--vram", "8", "--ram", "32", "--load", "mmap")
+    argv = doc["launch"]["argv"]
+    assert any("=CPU" in a for a in argv) and "--no-mmap" in argv and doc["plan"]["run"]["load"] == "no-mmap"
+    assert any(n.startswith("load: --no-mmap, not mmap") for n in doc["plan"]["notes"])
+    assert parse_server_command(argv).run.load == "no-mmap"
+    # ik as of the seed card (a year before PR 1510) kept mmap with overrides: the plan keeps the user's choice
+    old = plan_json("--vram", "8", "--ram", "32", "--load", "mmap", "--engine", "ik-2025")
+    assert old["plan"]["run"]["load"] == "mmap" and "--no-mmap" not in old["launch"]["argv"]
+    assert parse_server_command(old["launch"]["argv"], engine="ik-2025").run.load == "mmap"

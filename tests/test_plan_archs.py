@@ -57,7 +57,8 @@ def test_hybrid_kv_read_counts_attention_blocks_and_state_only():
     # Qwen3-Next all on the CPU: per token the 36 recurrent states are read whole at any depth, and only the 12
     # attention blocks read cached cells (bytes per cell from the cache layout: K 2 x row(q8_0, 256) + V row(512))
     from planner.memory import Placement
-    from planner.speed import device_speeds, speed_terms
+    from planner.device_speed import device_speeds
+    from planner.speed import speed_terms
 
     tm = builtin("qwen3-next-80b-a3b")
     hw = resolve_hardware(vram=[0.0], ram=256.0)

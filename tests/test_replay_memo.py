@@ -39,3 +39,21 @@ def test_warm_memo_replays_equal_cold_ones(model, engine):
     assert warm == cold
     assert (engine, "deepseek4" if "v4" in model else "gemma3" if "gemma" in model else "qwen3moe") in {
         k[:2] for k in graph_memo._MEMOS}
+
+
+@pytest.mark.parametrize("model,engine", CASES)
+def test_a_replay_leaves_no_garbage_cycles(model, engine):
+    """A replayed graph is freed by reference counting when its build returns: build()'s recursive nodes() closure
+    referred to itself, a cycle that kept each replay's ~300 tensors alive until the cyclic collector ran (on the
+    headline plan 62 replays, 16,749 tensors and 30,475 tuples found by it; on deepseek-v4-flash mainline 0.26 of
+    the collector's 0.28 CPU s)."""
+    import gc
+
+    _replays(model, engine, 8192)            # warm every memo: only what one replay makes is counted below
+    gc.collect()
+    gc.disable()
+    try:
+        _replays(model, engine, 8192)
+        assert gc.collect() == 0
+    finally:
+        gc.enable()

@@ -12,7 +12,8 @@ import pytest
 from planner.hardware import load_profile
 from planner.launch import parse_server_command, placement_from_command
 from planner.memory import RunConfig
-from planner.speed import (device_speeds, estimate_speed, gpu_fa_kernel, handoff_kinds, rtr_type, speed_terms)
+from planner.device_speed import device_speeds
+from planner.speed import estimate_speed, gpu_fa_kernel, handoff_kinds, rtr_type, speed_terms
 from planner.tensors import builtin
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -159,7 +159,7 @@ def run_config(engine: str, ctx: str | None, kv: str, ubatch: int | None, batch:
     from planner.launch import engine_profile
     from planner.runconfig import RunConfig, batch_sizes
 
-    ctx_n = 0   # 0: chosen per model (planner.plan.resolve_ctx) or searched (--ctx max)
+    ctx_n = 0   # 0: chosen per model (planner.context_search.resolve_ctx) or searched (--ctx max)
     if ctx not in (None, "max"):
         from planner.errors import UsageError
         from planner.validate import check_option
