@@ -201,6 +201,14 @@ GUESS_GAP = 1e-3
 # work) and 4x RTX 3090 (0.58 %).  3 rounds: the LP gap of DeepSeek-R1's speed step 0.110 % -> 0.017 % in 0.3 CPU s
 # (5 rounds: 0.004 %, 1.1 s); Kimi-K2's 0.177 % -> 0.099 %, 4x RTX 3090's 0.165 % -> 0.084 %.
 CUT_ROUNDS = 3
+# Rounds for the balanced plan's speed step (objective kind "speed"), whose LP gap is the larger (see CUT_ROUNDS);
+# the quality steps keep 3 (5 everywhere made DeepSeek-R1's quality step slower).  Measured against 3 (CP-SAT work,
+# bench_solver's cases, December 2026): Kimi-K2 on 2x RTX 3090 + 384 GiB 3.263 -> 1.672 work, FEASIBLE 0.120 % ->
+# proven within the step's 0.1 %; DeepSeek-R1 there the same 1.302 work, its gap 0.024 % -> 0.012 %; 4x RTX 3090
+# the same 2.500 work, its search ending 0.29 % from the bound instead of 0.23 % (4 and 6 rounds: the same); the
+# headline, --ctx max, --pareto 8, kimi-k2 24+384 and --granularity band unchanged (their speed step is proven by the
+# plain short try, or its model has more than planner.solver_cuts.MAX_ROWS rows).
+SPEED_CUT_ROUNDS = 5
 # The bound with the cuts becomes CP-SAT's objective domain (it stops once its solution is within the allowed gap of
 # it) when the solution at hand is within FLOOR_NEAR times that gap of it.  Farther, CP-SAT cannot stop early anyway
 # and the domain only moved its search, measured to worse solutions: 4x RTX 3090's speed step (its solution at hand
@@ -224,15 +232,16 @@ def tightened_search(cp_model: Any, m: Any, objective: Objective) -> tuple[Any, 
     the guess is used instead of a probe; a hint above the guess (the balanced speed step's hint, the quality
     solution, is often several percent slow) still gets the probe, and the better of the two is kept.
 
-    The LP is the model's with CUT_ROUNDS rounds of Gomory cuts (planner.solver_cuts, exact and valid for every
-    integer solution), so its bound is a bound of the original: every result reports the higher of it and CP-SAT's,
-    and when the solution at hand is near it (FLOOR_NEAR) it is CP-SAT's starting bound (the objective's domain), so
-    the search stops as soon as its solution is within the allowed gap of it."""
+    The LP is the model's with CUT_ROUNDS (a speed step: SPEED_CUT_ROUNDS) rounds of Gomory cuts (planner.solver_cuts,
+    exact and valid for every integer solution), so its bound is a bound of the original: every result reports the
+    higher of it and CP-SAT's, and when the solution at hand is near it (FLOOR_NEAR) it is CP-SAT's starting bound
+    (the objective's domain), so the search stops as soon as its solution is within the allowed gap of it."""
     import planner.solver as solver
     from planner.solver_cuts import model_cuts
 
     proto = m.proto
-    cuts = model_cuts(proto, CUT_ROUNDS) if CUT_ROUNDS else []
+    rounds = SPEED_CUT_ROUNDS if objective.kind == "speed" else CUT_ROUNDS
+    cuts = model_cuts(proto, rounds) if rounds else []
     relax = relaxation(proto, cuts)
     if relax is None:
         return _probe_then_tighten(cp_model, m, objective)

@@ -157,7 +157,7 @@ def test_cuts_keep_the_exact_optimum_of_solver_models(seed, monkeypatch):
     assert res.success
     x = [int(round(v)) for v in res.x]
     optimum = _objective(seen[0], x)
-    cuts = model_cuts(proto, 3)
+    cuts = model_cuts(proto, bounds_mod.SPEED_CUT_ROUNDS)   # a speed step: the rounds its search uses
     assert cuts
     for w, rhs in cuts:
         assert sum(k * x[v] for v, k in w.items()) >= rhs
