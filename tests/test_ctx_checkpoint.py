@@ -2,11 +2,12 @@
 
 Independent sources:
 
-* mainline measured: llama.cpp 0c1e57098's own ``llama_state_seq_get_size_ext(ctx, 0,
-  LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY)`` -- what tools/server/server-context.cpp create_checkpoint stores -- on
-  tiny GGUFs of every sliding-window and recurrent kind with one slot filled
-  (tools/engine_harness/run_ckpt_sizes.sh + ckpt_size.c -> tests/fixtures/ctx_checkpoints/mainline.jsonl; the
-  models' headers are tests/fixtures/kv_kinds/KIND.header.gguf, the same files).  To the byte.
+* measured: llama.cpp 0c1e57098's own ``llama_state_seq_get_size_ext(ctx, 0, LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY)``
+  -- what tools/server/server-context.cpp create_checkpoint stores -- on tiny GGUFs of every sliding-window and
+  recurrent kind with one slot filled, and ik_llama.cpp 8337e4cd's ``llama_state_seq_get_size(ctx, 0, PARTIAL_ONLY)``
+  (examples/server/server-context.cpp:28) on its gated delta-net and KDA hybrids (tools/engine_harness/
+  run_ckpt_sizes.sh + ckpt_size.c -> tests/fixtures/ctx_checkpoints/{mainline,ik}.jsonl; the models' headers are
+  tests/fixtures/kv_kinds/KIND.header.gguf, the same files).  To the byte.
 * a real model, by hand from the engines' writers and the model's published config: gemma-3-27b on mainline
   (src/llama-kv-cache.cpp state_write, :2065-2340; src/llama-context.cpp:3191-3197) and Qwen3-Next-80B-A3B on ik
   (src/llama.cpp write_kv_cache / write_kv_cache_data, :9768-10147 @8337e4cd).
@@ -25,19 +26,20 @@ from planner.tensors import builtin
 from planner.source import load_model
 
 FIX = Path(__file__).parent / "fixtures"
-CASES = [json.loads(line) for line in (FIX / "ctx_checkpoints/mainline.jsonl").read_text().splitlines() if line]
+CASES = [json.loads(line) for name in ("mainline", "ik")
+         for line in (FIX / f"ctx_checkpoints/{name}.jsonl").read_text().splitlines() if line]
 
 
-def _cfg(case: dict, **kw: object) -> CacheConfig:
-    return CacheConfig(engine="mainline", ctx=case["n_ctx"], type_k="f16", type_v="f16", n_seq=case["n_seq"],
-                       unified=case["kv_unified"], swa_full=case["swa_full"], **kw)  # type: ignore[arg-type]
+def _cfg(case: dict) -> CacheConfig:
+    return CacheConfig(engine=case["engine"], ctx=case["n_ctx"], type_k="f16", type_v="f16", n_seq=case["n_seq"],
+                       unified=case["kv_unified"], swa_full=case["swa_full"])
 
 
 def _params(kind: str):
     return load_model(str(FIX / "kv_kinds" / f"{kind}.header.gguf"), check_size=False).params
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c['kind']}-c{c['n_ctx']}-np{c['n_seq']}"
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c['engine']}-{c['kind']}-c{c['n_ctx']}-np{c['n_seq']}"
                          f"{'-kvu' if c['kv_unified'] else ''}-t{c['n_tokens']}")
 def test_one_checkpoint_is_the_bytes_the_engine_writes(case):
     params = _params(case["kind"])
@@ -45,7 +47,11 @@ def test_one_checkpoint_is_the_bytes_the_engine_writes(case):
     assert makes_checkpoints(params, cfg)
     got = checkpoint_bytes(params, cfg)
     assert got is not None
-    if params.n_swa and case["n_tokens"] < min(params.n_swa, case["n_ctx"]):
+    slot = case["n_ctx"] // case["n_seq"]
+    if case["engine"] == "ik" and case["n_tokens"] < slot:
+        # ik writes a cell header (pos, n_seq_id: 8 bytes) for every cell the slot holds (src/llama.cpp:9768-9786)
+        assert case["partial_bytes"] == got - 8 * (slot - case["n_tokens"])
+    elif params.n_swa and case["n_tokens"] < min(params.n_swa, case["n_ctx"]):
         # fewer tokens than the window: the engine writes fewer cells than the full slot's worst case
         assert case["partial_bytes"] < got
     else:
@@ -53,9 +59,10 @@ def test_one_checkpoint_is_the_bytes_the_engine_writes(case):
 
 
 def test_the_fixture_covers_windows_and_recurrent_state():
-    kinds = {c["kind"] for c in CASES}
+    kinds = {c["kind"] for c in CASES if c["engine"] == "mainline"}
     assert {"gemma3", "gptoss", "llama4", "gemma4"} <= kinds                     # SWA / chunked
     assert {"qwen35moe", "falconh1", "mamba", "rwkv7", "jamba", "lfm2"} <= kinds  # recurrent, hybrid, parallel
+    assert {c["kind"] for c in CASES if c["engine"] == "ik"} == {"qwen35moe", "kda"}  # delta-net, KDA + MLA
 
 
 def test_no_checkpoints_without_a_window_or_state_and_none_with_swa_full():

@@ -4,6 +4,9 @@
 //
 // Build against an ALREADY BUILT mainline llama.cpp (builds nothing of the engine):
 //   cc -O1 -o ckpt_size ckpt_size.c -I$SRC/include -I$SRC/ggml/include -L$BIN -lllama -lggml -lggml-base
+// or ik_llama.cpp (8337e4cd: llama_state_seq_get_size takes the flags, examples/server/server-context.cpp:28):
+//   cc -O1 -DIK_LLAMA -o ckpt_size_ik ckpt_size.c -I$IK/include -I$IK/ggml/include -L$IK/build-rpc/src \
+//      -L$IK/build-rpc/ggml/src -lllama -lggml
 // Usage: LD_LIBRARY_PATH=$BIN ./ckpt_size MODEL N_CTX N_SEQ KV_UNIFIED(0/1) SWA_FULL(0/1) N_TOKENS
 // Prints one line: n_ctx n_seq unified swa_full n_tokens partial_bytes full_bytes
 #include <stdio.h>
@@ -29,13 +32,19 @@ int main(int argc, char ** argv) {
     struct llama_context_params cp = llama_context_default_params();
     cp.n_ctx = (uint32_t) atoi(argv[2]);
     cp.n_seq_max = (uint32_t) atoi(argv[3]);
-    cp.kv_unified = atoi(argv[4]) != 0;
+#ifndef IK_LLAMA
+    cp.kv_unified = atoi(argv[4]) != 0;   // ik: one cache shared by all sequences, no --swa-full
     cp.swa_full = atoi(argv[5]) != 0;
+#endif
     cp.n_batch = 512;
     cp.n_ubatch = 512;
     cp.n_threads = 1;
     cp.n_threads_batch = 1;
+#ifdef IK_LLAMA
+    cp.flash_attn = true;
+#else
     cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_ENABLED;
+#endif
     struct llama_context * ctx = llama_init_from_model(model, cp);
     if (!ctx) { fprintf(stderr, "cannot make a context\n"); return 1; }
     const int n_tokens = atoi(argv[6]);
@@ -43,13 +52,27 @@ int main(int argc, char ** argv) {
     for (int done = 0; done < n_tokens; ) {
         int n = n_tokens - done < 512 ? n_tokens - done : 512;
         for (int i = 0; i < n; ++i) tok[i] = 1 + (done + i) % 200;
-        if (llama_decode(ctx, llama_batch_get_one(tok, n)) != 0) { fprintf(stderr, "decode failed\n"); return 1; }
+#ifdef IK_LLAMA
+        struct llama_batch batch = llama_batch_get_one(tok, n, done, 0);
+#else
+        struct llama_batch batch = llama_batch_get_one(tok, n);
+#endif
+        if (llama_decode(ctx, batch) != 0) { fprintf(stderr, "decode failed\n"); return 1; }
         done += n;
     }
+#ifdef IK_LLAMA
+    size_t partial = llama_state_seq_get_size(ctx, 0, LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY);
+    size_t full = llama_state_seq_get_size(ctx, 0, 0);
+#else
     size_t partial = llama_state_seq_get_size_ext(ctx, 0, LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY);
     size_t full = llama_state_seq_get_size_ext(ctx, 0, 0);
+#endif
     printf("%s %s %s %s %d %zu %zu\n", argv[2], argv[3], argv[4], argv[5], n_tokens, partial, full);
     llama_free(ctx);
+#ifdef IK_LLAMA
+    llama_free_model(model);
+#else
     llama_model_free(model);
+#endif
     return 0;
 }
