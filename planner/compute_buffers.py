@@ -127,7 +127,11 @@ def is_ffn_matmul(name: str) -> bool:
 
 
 def _tokens(cfg: RunConfig) -> int:
-    return max(1, min(cfg.ubatch, cfg.batch, cfg.ctx))
+    """The worst-case reserve's tokens: min(-c, -ub, -b); mainline rounds them up to a multiple of its n_seq_max
+    sequences (src/llama-context.cpp:2528-2530 @0c1e57098: -np 3 reserves 513 tokens at -ub 512)."""
+    t = max(1, min(cfg.ubatch, cfg.batch, cfg.ctx))
+    n_seq = max(1, cfg.n_parallel)
+    return -(-t // n_seq) * n_seq if cfg.engine == "mainline" else t
 
 
 def _pad(x: int, p: int) -> int:

@@ -14,13 +14,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from dataclasses import dataclass, field
 
-from planner.engines import engine_profile, engines
+from planner.engines import engine_profile, engines, server_parallel
 from planner.errors import EmitterError, EngineFlagError, UsageError
 from planner.memory import CPU, Placement, RunConfig
 from planner.regexes import compile_user_regex, layers_regex, roles_regex, search
 from planner.tensors import TensorMap
 
-__all__ = ["engine_profile", "engines"]   # re-exported from planner.engines for older imports
+__all__ = ["engine_profile", "engines", "server_parallel"]   # re-exported from planner.engines
 
 
 # ------------------------------------------------------------------------- regex compression
@@ -333,35 +333,6 @@ class ParsedCommand:
     rpc: tuple[str, ...] = field(default=())        # --rpc endpoints, in order (planner.cluster_plan.check_cluster)
 
 
-def server_parallel(engine: str, n_parallel: int | None, kv_unified: bool) -> tuple[int, bool, str]:
-    """(slots, unified KV cache, a note) llama-server runs for ``-np`` (None: not given) and ``-kvu`` as given.
-
-    The profile's ``parallel_default`` (engines.toml) is what the server takes without ``-np``; a negative one is
-    auto, resolved by ``parallel_auto``: mainline runs 4 slots sharing one unified cache, whatever -kvu/-no-kvu says
-    (common/arg.cpp:1403 ``n_parallel = -1``, tools/server/server.cpp:156-160 @0c1e57098); ik 1 (common.h:300
-    @8337e4cd), and it has no -kvu (its cache is always one buffer of -c cells).
-
-    Raises:
-        UsageError: -np 0 (mainline: "invalid value for n_parallel", common/arg.cpp:2547), or a negative -np where
-            the engine has no automatic slot count.
-    """
-    prof = engine_profile(engine)
-    if n_parallel == 0:
-        raise UsageError("-np 0: llama-server needs at least one slot")
-    unified = kv_unified and bool(prof["kv_unified"])
-    n = prof["parallel_default"] if n_parallel is None else n_parallel
-    if n > 0:
-        return n, unified, ""
-    auto = prof.get("parallel_auto")
-    if not auto:
-        raise UsageError(f"-np {n_parallel}: {engine} has no automatic slot count", hint="give -np 1 or more")
-    n, unified = int(auto["n_parallel"]), bool(auto["kv_unified"])
-    given = "no -np" if n_parallel is None else f"-np {n_parallel} (auto)"
-    return n, unified, (f"{given}: {engine}'s llama-server runs {n} slots"
-                        + (" sharing one unified KV cache" if unified else "")
-                        + " (its default); checked as -np " + str(n) + (" -kvu" if unified else ""))
-
-
 def parse_server_command(argv: Sequence[str], engine: str = "ik") -> ParsedCommand:
     """Parse a llama-server command line (the binary name first or not).
 
@@ -438,15 +409,15 @@ def parse_server_command(argv: Sequence[str], engine: str = "ik") -> ParsedComma
     if load == "mmap" and prof["cpu_override_disables_mmap"] and (
             ot or "-ncmoe" in vals or "--n-cpu-moe" in vals or "-cmoe" in flags or "--cpu-moe" in flags):
         load = "no-mmap"   # ik since 2026-03-26 (PR 1510, src/llama-load-tensors.cpp): a CPU override disables mmap
-    cram = num("-cram", "--cache-ram", default=None)
-    if cram is not None and cram < -1:
-        raise UsageError(f"-cram expects MiB (-1: no limit, 0: off), got {cram}")
     ckpt = num(*prof["ctx_checkpoints"], default=None) if prof["ctx_checkpoints"] else None
     if ckpt is not None and ckpt < 0:
         raise UsageError(f"{prof['ctx_checkpoints'][0]} expects a number of checkpoints per slot (0: none), got {ckpt}")
     n_parallel, kv_unified, note = server_parallel(engine, num("-np", "--parallel"), kvu)
     if note:
         warnings.append(note)
+    cram = num("-cram", "--cache-ram", default=None)
+    if cram is not None and cram < -1:
+        raise UsageError(f"-cram expects MiB (-1: no limit, 0: off), got {cram}")
     run = RunConfig(engine=engine, ctx=num("-c", "--ctx-size", default=0),
                     type_k=vals.get("-ctk", vals.get("--cache-type-k", "f16")),
                     type_v=vals.get("-ctv", vals.get("--cache-type-v", "f16")), flash_attn=fa,

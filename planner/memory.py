@@ -147,6 +147,15 @@ def mix_bytes(tmap: TensorMap, mix: Mapping[str, str]) -> dict[str, int]:
     return {t.name: shape_bytes(get(t.name, t.dtype), t.shape) for t in tmap.tensors}
 
 
+def _cells(cfg: RunConfig) -> str:
+    """The cells as the engine's cache line counts them: "4 x 1024" for mainline -np 4 without -kvu (one stream
+    per sequence, planner.kv_cache.CacheConfig.n_stream), else the padded context."""
+    from planner.kv_cache import CacheConfig
+
+    cache = CacheConfig.from_run(cfg)
+    return f"{cache.n_stream} x {cache.n_ctx_seq}" if cache.n_stream > 1 else str(cfg.kv_size)
+
+
 def kv_bytes_by_layer(params: ModelParams, cfg: RunConfig) -> tuple[int, ...]:
     """KV cache / recurrent state bytes of every block, on the block's device (0 for blocks without one).
 
@@ -263,7 +272,7 @@ def memory_report(tmap: TensorMap, mix: Mapping[str, str], placement: Placement,
         terms = [Term("weights", weights.get(dev, 0), True,
                       "" if is_gpu else _ram_mode_note(cfg))]
         terms.append(Term("kv_cache", kv.get(dev, 0), True,
-                          f"{cfg.type_k}/{cfg.type_v}, {cfg.kv_size} cells"))
+                          f"{cfg.type_k}/{cfg.type_v}, {_cells(cfg)} cells"))
         if graph is not None:
             compute = graph.get(dev, 0)
             how = f"engine graph of one -ub {min(cfg.ubatch, cfg.batch)} ubatch through ggml's allocator"

@@ -78,17 +78,17 @@ class RunConfig:
     # mainline --swa-full (common/arg.cpp @0c1e57098): the sliding-window layers' cache holds the whole context
     # (llama_kv_cache_iswa keeps size_base, src/llama-kv-cache-iswa.cpp:73); ik has no such flag
     swa_full: bool = field(default=False, metadata={"json": "omit_default"})
+    # mainline -kvu (common/arg.cpp:1724 @0c1e57098): the -np sequences share one cache of -c cells instead of one
+    # stream of -c / -np cells each (src/llama-context.cpp:290-300, llama-kv-cache.cpp:84); the SWA cache and the
+    # attention graph follow (planner/kv_cache.py, planner/compute_buffers.py).  llama-server without -np runs 4
+    # slots unified (engines.toml parallel_auto).  ik's cache is always one shared buffer: ignored there.
+    kv_unified: bool = field(default=False, metadata={"json": "omit_default"})
     # llama-server's prompt cache in RAM, -cram MiB (None: the engine's default, engines.toml cache_ram_default_mib;
     # -1 no limit, 0 off): planner/prompt_cache.py sizes it to the RAM a plan leaves
     cache_ram_mib: int | None = field(default=None, metadata={"json": "omit_default"})
     # llama-server's context checkpoints per slot, -ctxcp (mainline) / -ctx-ckpt (ik) N (None: the engine's default,
     # engines.toml ctx_checkpoints_default): planner/prompt_cache.py caps it where the default would outgrow the RAM
     ctx_checkpoints: int | None = field(default=None, metadata={"json": "omit_default"})
-    # mainline -kvu (common/arg.cpp:1724 @0c1e57098): the -np sequences share one cache of -c cells instead of one
-    # stream of -c / -np cells each (src/llama-context.cpp:290-300, llama-kv-cache.cpp:84); the SWA cache and the
-    # attention graph follow (planner/kv_cache.py, planner/compute_buffers.py).  llama-server without -np runs 4
-    # slots unified (engines.toml parallel_auto).  ik's cache is always one shared buffer: ignored there.
-    kv_unified: bool = field(default=False, metadata={"json": "omit_default"})
 
     @property
     def qengine(self) -> str:

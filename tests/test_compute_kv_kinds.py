@@ -62,7 +62,8 @@ def _placement(log: str, engine: str):
     argv = shlex.split(case["command"])
     assert "-ot" not in argv and "-b" not in argv
     run = RunConfig(engine=engine, ctx=r.ctx, type_k=r.type_k, type_v=r.type_v, flash_attn=r.flash_attn,
-                    ubatch=r.ubatch, batch=max(2048, r.ubatch), n_parallel=r.n_seq, mla=r.mla, swa_full=r.swa_full,
+                    ubatch=r.ubatch, batch=max(2048, r.ubatch), n_parallel=r.n_seq, kv_unified=r.unified, mla=r.mla,
+                    swa_full=r.swa_full,
                     amb=(int(argv[argv.index("-amb") + 1]) if "-amb" in argv else 256) if engine != "mainline" else 0,
                     load="mmap" if r.mmap else "no-mmap")     # ik's -amb default: common.h attn_max_batch 256
     n = tmap.params.n_loaded_layers

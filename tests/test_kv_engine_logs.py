@@ -85,6 +85,7 @@ class Run:
     swa_full: bool
     mla: int = 3
     mmap: bool = True
+    unified: bool = False       # -kvu: the harness's kv_unified_shim.c (LLAMA_SHIM_KV_UNIFIED=1) sets it
 
 
 def parse(command: str) -> Run:
@@ -98,7 +99,8 @@ def parse(command: str) -> Run:
 
     return Run(ctx=int(opt("-c", "4096")), ubatch=int(opt("-ub", "512")), n_seq=int(opt("-np", "1")),
                type_k=opt("-ctk", "f16"), type_v=opt("-ctv", "f16"), flash_attn=opt("-fa", "auto") not in ("off", "0"),
-               swa_full="--swa-full" in argv, mla=int(opt("-mla", "3")), mmap="--no-mmap" not in argv)
+               swa_full="--swa-full" in argv, mla=int(opt("-mla", "3")), mmap="--no-mmap" not in argv,
+               unified="LLAMA_SHIM_KV_UNIFIED=1" in argv)
 
 
 def _fix(case: dict) -> Path:
@@ -118,7 +120,7 @@ def predicted(case: dict) -> tuple[LayerCache, ...]:
     run = parse(case["command"])
     cfg = CacheConfig(engine=case["engine"], ctx=run.ctx, type_k=run.type_k, type_v=run.type_v,
                       flash_attn=run.flash_attn, n_seq=run.n_seq, ubatch=run.ubatch, swa_full=run.swa_full,
-                      mla=run.mla)
+                      mla=run.mla, unified=run.unified)
     return layer_caches(case_model(case).params, cfg)
 
 
