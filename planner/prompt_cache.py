@@ -46,8 +46,8 @@ def checkpoints_default(engine: str) -> int:
     return int(prof["ctx_checkpoints_default"]) if prof["ctx_checkpoints"] else 0
 
 
-def checkpoint_ram(run: RunConfig, params: ModelParams) -> tuple[int, int | None]:
-    """(checkpoints per slot ``run`` keeps, bytes of one; None: not sized) -- (n, 0) for a model without any."""
+def checkpoint_ram(run: RunConfig, params: ModelParams) -> tuple[int, int]:
+    """(checkpoints per slot ``run`` keeps, bytes of one) -- (n, 0) for a model without any."""
     n = checkpoints_default(run.engine) if run.ctx_checkpoints is None else run.ctx_checkpoints
     if not checkpoints_default(run.engine):
         return 0, 0
@@ -66,10 +66,7 @@ def planned(run: RunConfig, cpu_free_bytes: int, params: ModelParams) -> tuple[R
     notes: list[str] = []
     free, after = max(0, cpu_free_bytes), ""
     n, one = checkpoint_ram(run, params)
-    if one is None and n:
-        notes.append(f"context checkpoints: {params.arch}'s are not sized by the planner (up to {n} per slot in "
-                     "RAM beside the prompt cache): leave RAM for them or lower -ctxcp")
-    elif n and one:
+    if n and one:
         per_n = run.n_parallel * one
         if run.ctx_checkpoints is None and per_n * n > free:
             fit = free // per_n

@@ -27,7 +27,10 @@ if [ "$engine" = ik ]; then
 qwen35moe 4096 2 0 0 2048
 qwen35moe 4096 1 0 0 1500
 kda 4096 1 0 0 4096
-kda 4096 2 0 0 2048'
+kda 4096 2 0 0 2048
+dsv4 4096 1 0 0 4096
+dsv4 4096 2 0 0 2048
+dsv4 4096 1 0 0 1500'
 else
   commit=0c1e57098
   cc -O1 -o "$work/ckpt_size" "$here/ckpt_size.c" -I"$src/include" -I"$src/ggml/include" "${ldirs[@]}" \
@@ -55,7 +58,10 @@ rwkv6 4096 2 1 0 1500
 rwkv7 4096 2 1 0 1500
 arwkv7 4096 2 1 0 1500
 kda 4096 2 1 0 1500
-kimilinear 4096 2 1 0 1500'
+kimilinear 4096 2 1 0 1500
+dsv4 4096 1 1 0 1500
+dsv4 4096 2 0 0 1500
+dsv4 4096 1 1 0 100'
 fi
 : > "$out.new"
 # kind n_ctx n_seq kv_unified swa_full n_tokens
