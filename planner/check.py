@@ -6,6 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from planner import prompt_cache
+from planner.devices import CPU
 from planner.groups import Budget
 from planner.memory import MemoryReport, Placement, memory_report, mix_bytes
 from planner.runconfig import RunConfig
@@ -42,6 +44,9 @@ def evaluate(tmap: TensorMap, types: Mapping[str, str], placement: Placement, hw
     """Memory and speed of a given mix and placement (the `check` command's library call)."""
     budget = Budget.from_hardware(hw)
     mem = memory_report(tmap, types, placement, budget.bytes, run)
+    host = next((d for d in mem.devices if d.device == CPU), None)
+    cache = prompt_cache.warning(run, host.free_bytes) if host is not None else ""
+    warnings = (*warnings, cache) if cache else tuple(warnings)
     spd = estimate_speed(tmap, types, placement, hw, run)
     q = quality.estimate(types) if quality is not None else None
     sizes = mix_bytes(tmap, types)

@@ -134,12 +134,20 @@ def _pad(x: int, p: int) -> int:
     return -(-x // p) * p
 
 
+def _n_kv(cfg: RunConfig) -> int:
+    """Cells one attention stream reads (:attr:`planner.kv_cache.CacheConfig.n_ctx_seq`: mainline -np without -kvu
+    splits -c into one stream per sequence)."""
+    from planner.kv_cache import CacheConfig
+
+    return CacheConfig.from_run(cfg).n_ctx_seq
+
+
 def mask_bytes(p: ModelParams, cfg: RunConfig, *, on_host: bool) -> int:
     """The KQ mask: n_kv x pad(T); f16 when flash attention is on (ik and mainline build it f16: ik
     build_inp_KQ_mask, mainline src/llama-graph.cpp:38 "flash attention requires an f16 mask"; ik-2025 casts its
     f32 input to f16, so the host holds the f32 tensor and the devices the f16 copy)."""
     t = _pad(_tokens(cfg), KQ_MASK_PAD.get(cfg.engine, 64))
-    n_kv = cfg.kv_size
+    n_kv = _n_kv(cfg)
     if not cfg.flash_attn:
         return n_kv * t * F32
     if on_host and cfg.engine == "ik-2025":
@@ -232,7 +240,7 @@ def _ik_mla_attention(p: ModelParams, cfg: RunConfig, t: int) -> int:
     hv = p.head_dim_v or p.head_dim
     if t < 128 or not cfg.flash_attn:
         return _kq(p, cfg, t)
-    n_kv = cfg.kv_size
+    n_kv = _n_kv(cfg)
     heads = p.n_head
     kv_f32_mib = p.n_head * (nope + hv) * n_kv * F32 // (1 << 20)
     if cfg.amb and kv_f32_mib > cfg.amb:
@@ -248,7 +256,7 @@ def _ik_mla_attention(p: ModelParams, cfg: RunConfig, t: int) -> int:
 
 def _kq(p: ModelParams, cfg: RunConfig, t: int) -> int:
     """KQ = n_kv x T x n_head f32; ik splits the heads so one chunk stays under -amb MiB (llm_build_kqv)."""
-    kq = cfg.kv_size * t * p.n_head * F32
+    kq = _n_kv(cfg) * t * p.n_head * F32
     if cfg.amb and cfg.engine != "mainline":
         kq = min(kq, cfg.amb * (1 << 20))
     return kq
@@ -333,18 +341,20 @@ def _graph_shape(p: ModelParams, cfg: RunConfig) -> GraphShape:
 
     # ik raises an -amb below 128 MiB to 128 (common/common.cpp:1966-1970)
     amb = max(cfg.amb, 128) if cfg.engine == "ik" and cfg.amb > 0 else 0
+    from planner.kv_cache import CacheConfig, layer_caches
+
+    cache = CacheConfig.from_run(cfg)
     n_kv_swa = 0
     if p.n_swa:
-        # the window cache's cells (planner/kv_cache.py: the engine's SWA cache size), its mask's rows
-        from planner.kv_cache import CacheConfig, layer_caches
-
-        n_kv_swa = next((c.cells for c in layer_caches(p, CacheConfig.from_run(cfg)) if c.kind == "swa"), 0)
-    n_kv = cfg.kv_size
+        # the window cache's cells per stream (planner/kv_cache.py: the engine's SWA cache size), its mask's rows
+        n_kv_swa = next((c.cells for c in layer_caches(p, cache) if c.kind == "swa"), 0)
+    # the cells one stream's attention reads: mainline -np without -kvu has one stream per sequence of n_ctx_seq
+    # cells (src/llama-context.cpp:290-300) and the reserve ubatch one sequence per stream, the mask [n_kv,
+    # T / n_stream, 1, n_stream] (llama-graph.cpp:29-45: n_stream = kv_unified ? 1 : n_seqs_unq); with -kvu (and
+    # in ik) one stream of all -c cells.  The reserve's ubatch has n_seq_max sequences either way
+    # (llama-context.cpp:628-674): the recurrent layers' n_seqs.
+    n_kv = cache.n_ctx_seq
     n_seq = max(1, cfg.n_parallel)
-    if cfg.engine == "mainline" and n_seq > 1:
-        # mainline without --kv-unified: one stream per sequence over n_ctx_seq = GGML_PAD(n_ctx / n_seq_max, 256)
-        # cells (src/llama-context.cpp:290-296), the mask [n_kv, T / n_stream, 1, n_stream] (llama-graph.cpp:29-45)
-        n_kv = _pad(cfg.kv_size // n_seq, 256)
     return GraphShape.of(p, _tokens(cfg), n_kv, cfg.flash_attn, cfg.type_k, cfg.type_v,
                          mask_pad=KQ_MASK_PAD.get(cfg.engine, 1), amb=amb, n_kv_swa=n_kv_swa, n_seqs=n_seq,
                          mla=cfg.mla)

@@ -158,7 +158,7 @@ def plan_schema() -> Any:
     KV and tensor types, device and tensor names, run numbers in range, one-line text)."""
     from planner.engines import engine_names
     from planner.quants import catalogue
-    from planner.validate import array, enum, int_, mapping, nullable, schema_for, text
+    from planner.validate import array, boolean, enum, int_, mapping, nullable, schema_for, text
 
     types = enum(*catalogue().names())
     device = text(64, _DEVICE)
@@ -181,7 +181,9 @@ def plan_schema() -> Any:
         "RunConfig.amb": int_(0, 1 << 20),
         "RunConfig.load": enum("rtr", "no-mmap", "mmap"),
         "RunConfig.n_parallel": int_(1, 4096),
+        "RunConfig.kv_unified": boolean(),
         "RunConfig.threads": nullable(int_(1, 4096)),
+        "RunConfig.cache_ram_mib": nullable(int_(-1, 1 << 30)),
         "RunConfig.gpu_margin_bytes": int_(0, 1 << 40),
         "RunConfig.os_reserve_bytes": int_(0, 1 << 50),
         "LaunchCommand.argv": array(text(1 << 16, _PRINTABLE), 1000),

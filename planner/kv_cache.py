@@ -13,7 +13,7 @@ One function per engine, each a transcription of the engine's allocation code:
   (src/llama-kv-cache-dsv4.cpp @0c1e57098): a window-sized raw K cache, compressed/indexer caches and compressor
   states.  Checked against real mainline logs of tiny models of every kind in tests/test_kv_engine_logs.py.
 
-Every layer gets a :class:`LayerCache` (bytes on the device that holds the layer).  A layout the planner cannot
+Every layer gets a :class:`LayerCache` (bytes on the device that holds the layer, all streams).  A layout the planner cannot
 size exactly raises :class:`planner.errors.UnknownModelError` naming what is missing; nothing is guessed.
 """
 
@@ -43,10 +43,11 @@ ENGINES = ("ik", "mainline")
 class CacheConfig:
     """The run flags that change the cache: engine, ``-c``, ``-ctk/-ctv``, ``-fa``, ``-mla``, ``-np``, ``-ub``.
 
-    ``-c`` cells are shared by all sequences (ik; mainline with a unified KV cache).  Mainline without
-    ``--kv-unified`` splits them into ``-np`` streams padded one by one, and its SWA cache then holds ``n_swa +
-    n_ubatch`` cells per stream: not modelled (full layers differ by the padding, SWA layers by up to
-    ``(np - 1) * n_ubatch`` cells).
+    ``-c`` cells are shared by all sequences in ik (one cache, always) and in mainline with ``-kvu``
+    (``unified``).  Mainline without it keeps one stream per sequence of ``n_ctx_seq = GGML_PAD(n_ctx / np, 256)``
+    cells (src/llama-context.cpp:290-300, llama-kv-cache.cpp:84 ``n_stream = unified ? 1 : n_seq_max``,
+    tensors ``[n_embd, kv_size, n_stream]`` at :233), and its SWA cache ``n_swa + n_ubatch`` cells per stream
+    instead of ``n_swa * np + n_ubatch`` in the one unified stream (llama-kv-cache-iswa.cpp:73 @0c1e57098).
     """
 
     engine: str = "ik"              # "ik" (ik_llama.cpp) or "mainline" (llama.cpp)
@@ -60,12 +61,16 @@ class CacheConfig:
     idx_type_k: str = "f16"         # ik DSA indexer key cache type (cparams.idx_type_k default F16)
     mtp: bool = False               # NextN/MTP layers loaded (ik -mtp); mainline never allocates them
     swa_full: bool = False          # mainline --swa-full: SWA layers get the full context
+    unified: bool = False           # mainline -kvu: one stream shared by the -np sequences (ik: always one cache)
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, not {self.engine!r}")
         if self.ctx < 1 or self.n_seq < 1 or self.ubatch < 1:
             raise ValueError("ctx, n_seq and ubatch must be positive")
+        if self.n_ctx_seq < 1:
+            raise UnknownModelError(f"-c {self.ctx} over -np {self.n_seq} leaves no cells per sequence (mainline "
+                                    "throws n_ctx_seq == 0)", hint="raise -c, lower -np or give -kvu")
 
     @property
     def pad(self) -> int:
@@ -76,6 +81,20 @@ class CacheConfig:
     def kv_size(self) -> int:
         return -(-self.ctx // self.pad) * self.pad
 
+    @property
+    def n_stream(self) -> int:
+        """Cache streams: mainline ``unified ? 1 : n_seq_max`` (src/llama-kv-cache.cpp:84); ik one."""
+        return self.n_seq if self.engine == "mainline" and not self.unified else 1
+
+    @property
+    def n_ctx_seq(self) -> int:
+        """Cells of one stream: mainline ``n_ctx`` unified, else ``GGML_PAD(n_ctx / n_seq_max, 256)``
+        (src/llama-context.cpp:290-300 @0c1e57098, ``n_ctx`` already padded to 256); the DeepSeek-V4 caches, one
+        stream per sequence whatever -kvu says, are this many cells each."""
+        if self.engine != "mainline" or self.unified or self.n_seq == 1:
+            return self.kv_size
+        return _pad(self.kv_size // self.n_seq, 256)
+
     @classmethod
     def from_run(cls, run: Any) -> CacheConfig:
         """From a RunConfig-like object (engine profile names such as ``ik-2025`` map to ``ik``)."""
@@ -84,7 +103,8 @@ class CacheConfig:
                    flash_attn=bool(run.flash_attn), mla=int(getattr(run, "mla", 3)),
                    n_seq=max(1, int(getattr(run, "n_parallel", 1))), ubatch=int(getattr(run, "ubatch", 512)),
                    mtp=bool(getattr(run, "mtp", False)),
-                   swa_full=engine == "mainline" and bool(getattr(run, "swa_full", False)))
+                   swa_full=engine == "mainline" and bool(getattr(run, "swa_full", False)),
+                   unified=engine == "mainline" and bool(getattr(run, "kv_unified", False)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,19 +305,21 @@ def _pad(n: int, to: int) -> int:
     return -(-n // to) * to
 
 
-def _mainline_swa_cells(params: ModelParams, cfg: CacheConfig, kv: int, per_stream: bool = False) -> int:
+def _mainline_swa_cells(params: ModelParams, cfg: CacheConfig, kv: int, unified: bool) -> int:
     """``llama_kv_cache_iswa``: ``size_swa = GGML_PAD(min(size_base, n_swa * (unified ? n_seq_max : 1) + n_ubatch),
-    256)`` (src/llama-kv-cache-iswa.cpp:73 @0c1e57098); ``--swa-full`` keeps ``size_base``."""
+    256)`` cells per stream (src/llama-kv-cache-iswa.cpp:73 @0c1e57098), ``size_base`` = ``kv``; ``--swa-full``
+    keeps ``size_base``."""
     if cfg.swa_full:
         return kv
-    return _pad(min(kv, params.n_swa * (1 if per_stream else cfg.n_seq) + cfg.ubatch), 256)
+    return _pad(min(kv, params.n_swa * (cfg.n_seq if unified else 1) + cfg.ubatch), 256)
 
 
 def _mainline_dsv4_layer(params: ModelParams, il: int, cfg: CacheConfig) -> LayerCache:
     """mainline ``llama_kv_cache_dsv4::llama_kv_cache_dsv4`` (src/llama-kv-cache-dsv4.cpp:1210-1335 @0c1e57098).
 
-    Every cache keeps one stream per sequence (``unified_raw = unified_compressed = false``), over the per-sequence
-    context ``n_ctx_seq`` (src/llama-context.cpp:290-296: ``GGML_PAD(n_ctx / n_seq_max, 256)``):
+    Every cache keeps one stream per sequence (``unified_raw = unified_compressed = false``, -kvu unused), over the
+    per-sequence context ``n_ctx_seq`` (:attr:`CacheConfig.n_ctx_seq`: ``n_ctx`` with -kvu, else
+    ``GGML_PAD(n_ctx / n_seq_max, 256)``, src/llama-context.cpp:290-300):
 
     * raw: a K-only (``dsv4_make_k_only``) ``llama_kv_cache_iswa`` in which every trunk layer slides
       (``set_swa_pattern(0)``, src/models/deepseek4.cpp:66), so ``n_swa + n_ubatch`` cells, padded to 256;
@@ -307,9 +329,10 @@ def _mainline_dsv4_layer(params: ModelParams, il: int, cfg: CacheConfig) -> Laye
     * compressor states, F32 (:data:`DSV4_MAINLINE_STATES`), ``n_rs_seq`` = 0 (no rollback snapshots).
     """
     n_stream = max(1, cfg.n_seq)
-    ctx_seq = cfg.kv_size if n_stream == 1 else _pad(cfg.kv_size // n_stream, 256)
+    ctx_seq = cfg.n_ctx_seq
     head = params.layer_head_dim(il)
-    k = _row(cfg.type_k, head * params.head_count_kv(il)) * _mainline_swa_cells(params, cfg, ctx_seq, True) * n_stream
+    raw = _mainline_swa_cells(params, cfg, ctx_seq, False)      # unified_raw = false (:1239)
+    k = _row(cfg.type_k, head * params.head_count_kv(il)) * raw * n_stream
     ratio = params.compress_ratios[il]
     index = 0
     if ratio:
@@ -321,7 +344,7 @@ def _mainline_dsv4_layer(params: ModelParams, il: int, cfg: CacheConfig) -> Laye
             if state_ratio == ratio:
                 n_embd_state = mult * (head if width == "head" else params.indexer_head_size)
                 index += 2 * 4 * n_embd_state * state_size * n_stream
-    return LayerCache(il, "dsv4", _mainline_swa_cells(params, cfg, ctx_seq, True), k_bytes=k, index_bytes=index)
+    return LayerCache(il, "dsv4", raw, k_bytes=k, index_bytes=index)
 
 
 def _mainline_layer(params: ModelParams, il: int, cfg: CacheConfig) -> LayerCache:
@@ -329,8 +352,9 @@ def _mainline_layer(params: ModelParams, il: int, cfg: CacheConfig) -> LayerCach
 
     ``llama_memory_recurrent`` (src/llama-memory-recurrent.cpp:101-103 @0c1e57098): F32 ``r`` [n_embd_r, n_rows]
     and ``s`` [n_embd_s, n_rows], n_rows = max(1, n_seq_max) x (1 + n_rs_seq), n_rs_seq = 0 without speculative
-    decoding. A parallel hybrid layer (Falcon-H1) has both that state and an attention cache."""
-    kv = cfg.kv_size
+    decoding. A parallel hybrid layer (Falcon-H1) has both that state and an attention cache.  Attention caches:
+    ``cfg.n_stream`` streams of ``cfg.n_ctx_seq`` cells (-np without -kvu: one per sequence)."""
+    kv, ns = cfg.n_ctx_seq, cfg.n_stream
     if params.is_recurrent(il):
         r, s = n_embd_r_s(params)
         state = 4 * (r + s) * max(1, cfg.n_seq)
@@ -348,17 +372,18 @@ def _mainline_layer(params: ModelParams, il: int, cfg: CacheConfig) -> LayerCach
         if params.arch == "glm-dsa" and params.indexer_head_size:
             # llama_kv_cache_dsa (src/llama-kv-cache-dsa.cpp @035aa95b): a second llama_kv_cache for the
             # lightning indexer with n_head_kv = 1, n_embd_head_k = indexer_head_size, the K type, no V (MLA)
-            index = _row(cfg.type_k, params.indexer_head_size) * kv
-        return LayerCache(il, "mla", kv, k_bytes=_row(cfg.type_k, params.kv_lora_rank + params.n_rot) * kv,
+            index = _row(cfg.type_k, params.indexer_head_size) * kv * ns
+        return LayerCache(il, "mla", kv, k_bytes=_row(cfg.type_k, params.kv_lora_rank + params.n_rot) * kv * ns,
                           index_bytes=index)
     return _mainline_attention(params, il, cfg)
 
 
 def _mainline_attention(params: ModelParams, il: int, cfg: CacheConfig) -> LayerCache:
-    """``llama_kv_cache`` / ``llama_kv_cache_iswa`` K and V of a (GQA or sliding-window) attention layer."""
-    cells, kind = cfg.kv_size, "full"
+    """``llama_kv_cache`` / ``llama_kv_cache_iswa`` K and V of a (GQA or sliding-window) attention layer: ``cells``
+    per stream, bytes of all ``cfg.n_stream`` streams."""
+    cells, kind = cfg.n_ctx_seq, "full"
     if params.is_swa(il):
-        kind, cells = "swa", _mainline_swa_cells(params, cfg, cells)
+        kind, cells = "swa", _mainline_swa_cells(params, cfg, cells, cfg.unified)
     head_k = params.layer_head_dim(il)
     n_kv = params.head_count_kv(il)
     if n_kv == 0:       # a layer without attention (a Mamba-2 hybrid's MLP layer): filtered out of every cache
@@ -368,8 +393,8 @@ def _mainline_attention(params: ModelParams, il: int, cfg: CacheConfig) -> Layer
     # full layers) pads the narrower ones
     v_width = (_n_embd_v_gqa(params, il) if cfg.flash_attn
                else max(_n_embd_v_gqa(params, j) for j in range(params.n_layer)))
-    return LayerCache(il, kind, cells, k_bytes=_row(cfg.type_k, head_k * n_kv) * cells,
-                      v_bytes=_row(cfg.type_v, v_width) * cells)
+    return LayerCache(il, kind, cells, k_bytes=_row(cfg.type_k, head_k * n_kv) * cells * cfg.n_stream,
+                      v_bytes=_row(cfg.type_v, v_width) * cells * cfg.n_stream)
 
 
 def _n_embd_v_gqa(params: ModelParams, il: int) -> int:

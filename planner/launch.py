@@ -248,6 +248,12 @@ def build_launch(tmap: TensorMap, devices: Mapping[str, str], layer_device: Sequ
     args += [prof["ubatch"], str(run.ubatch), prof["batch"], str(run.batch)]
     if prof["amb"]:
         args += [prof["amb"], str(run.amb)]
+    # -np always where the server's default is not a number of slots (mainline's auto: 4 unified), else when it
+    # differs; -kvu where the run shares one cache (parse_server_command reads both back)
+    if prof["parallel"] and run.n_parallel != prof["parallel_default"]:
+        args += [prof["parallel"], str(run.n_parallel)]
+    if run.kv_unified and prof["kv_unified"]:
+        args.append(prof["kv_unified"])
     if run.swa_full and prof.get("swa_full"):
         args.append(prof["swa_full"])
     if run.load == "rtr" and prof["rtr"]:
@@ -268,7 +274,8 @@ def build_launch(tmap: TensorMap, devices: Mapping[str, str], layer_device: Sequ
     mmproj: list[str] = []
     if run.mmproj:
         mmproj = [prof["mmproj"], run.mmproj] + ([] if run.mmproj_offload else [prof["no_mmproj_offload"]])
-    argv = (server_bin, *model, *args, *mmproj, "--host", host, "--port", str(port))
+    cram = [prof["cache_ram"], str(run.cache_ram_mib)] if run.cache_ram_mib is not None and prof["cache_ram"] else []
+    argv = (server_bin, *model, *args, *mmproj, *cram, "--host", host, "--port", str(port))
     sweep = ("llama-sweep-bench", *model, *args)
     return LaunchCommand(run.engine, tuple(argv), tuple(sweep), tuple(rules), ngl, ts, n_cpu_moe, split_note)
 
@@ -324,6 +331,35 @@ class ParsedCommand:
     rpc: tuple[str, ...] = field(default=())        # --rpc endpoints, in order (planner.cluster_plan.check_cluster)
 
 
+def server_parallel(engine: str, n_parallel: int | None, kv_unified: bool) -> tuple[int, bool, str]:
+    """(slots, unified KV cache, a note) llama-server runs for ``-np`` (None: not given) and ``-kvu`` as given.
+
+    The profile's ``parallel_default`` (engines.toml) is what the server takes without ``-np``; a negative one is
+    auto, resolved by ``parallel_auto``: mainline runs 4 slots sharing one unified cache, whatever -kvu/-no-kvu says
+    (common/arg.cpp:1403 ``n_parallel = -1``, tools/server/server.cpp:156-160 @0c1e57098); ik 1 (common.h:300
+    @8337e4cd), and it has no -kvu (its cache is always one buffer of -c cells).
+
+    Raises:
+        UsageError: -np 0 (mainline: "invalid value for n_parallel", common/arg.cpp:2547), or a negative -np where
+            the engine has no automatic slot count.
+    """
+    prof = engine_profile(engine)
+    if n_parallel == 0:
+        raise UsageError("-np 0: llama-server needs at least one slot")
+    unified = kv_unified and bool(prof["kv_unified"])
+    n = prof["parallel_default"] if n_parallel is None else n_parallel
+    if n > 0:
+        return n, unified, ""
+    auto = prof.get("parallel_auto")
+    if not auto:
+        raise UsageError(f"-np {n_parallel}: {engine} has no automatic slot count", hint="give -np 1 or more")
+    n, unified = int(auto["n_parallel"]), bool(auto["kv_unified"])
+    given = "no -np" if n_parallel is None else f"-np {n_parallel} (auto)"
+    return n, unified, (f"{given}: {engine}'s llama-server runs {n} slots"
+                        + (" sharing one unified KV cache" if unified else "")
+                        + " (its default); checked as -np " + str(n) + (" -kvu" if unified else ""))
+
+
 def parse_server_command(argv: Sequence[str], engine: str = "ik") -> ParsedCommand:
     """Parse a llama-server command line (the binary name first or not).
 
@@ -339,6 +375,7 @@ def parse_server_command(argv: Sequence[str], engine: str = "ik") -> ParsedComma
     ignored: list[str] = []
     prof = engine_profile(engine)
     fa = bool(prof["flash_attn_default"])
+    kvu = False
     value_flags = set(engines()["server_value_flags"])
     warnings: list[str] = []
     i = 0
@@ -362,6 +399,8 @@ def parse_server_command(argv: Sequence[str], engine: str = "ik") -> ParsedComma
             fa = False
             i += 1
             continue
+        if a in ("-kvu", "--kv-unified", "-no-kvu", "--no-kv-unified"):
+            kvu = a in ("-kvu", "--kv-unified")        # the last one given wins (common/arg.cpp:1724-1730)
         if a in value_flags:
             if i + 1 >= len(args):
                 raise UsageError(f"{a} needs a value")
@@ -397,6 +436,12 @@ def parse_server_command(argv: Sequence[str], engine: str = "ik") -> ParsedComma
     if load == "mmap" and prof["cpu_override_disables_mmap"] and (
             ot or "-ncmoe" in vals or "--n-cpu-moe" in vals or "-cmoe" in flags or "--cpu-moe" in flags):
         load = "no-mmap"   # ik since 2026-03-26 (PR 1510, src/llama-load-tensors.cpp): a CPU override disables mmap
+    cram = num("-cram", "--cache-ram", default=None)
+    if cram is not None and cram < -1:
+        raise UsageError(f"-cram expects MiB (-1: no limit, 0: off), got {cram}")
+    n_parallel, kv_unified, note = server_parallel(engine, num("-np", "--parallel"), kvu)
+    if note:
+        warnings.append(note)
     run = RunConfig(engine=engine, ctx=num("-c", "--ctx-size", default=0),
                     type_k=vals.get("-ctk", vals.get("--cache-type-k", "f16")),
                     type_v=vals.get("-ctv", vals.get("--cache-type-v", "f16")), flash_attn=fa,
@@ -406,7 +451,8 @@ def parse_server_command(argv: Sequence[str], engine: str = "ik") -> ParsedComma
                     threads_batch=num("-tb", "--threads-batch", default=None), numa=vals.get("--numa"),
                     mmproj=vals.get("--mmproj", vals.get("-mm")),
                     mmproj_offload="--no-mmproj-offload" not in flags,
-                    n_parallel=max(1, num("-np", "--parallel", default=1)), mla=num("-mla", "--mla-use", default=3),
+                    cache_ram_mib=cram,
+                    n_parallel=n_parallel, kv_unified=kv_unified, mla=num("-mla", "--mla-use", default=3),
                     swa_full=engine == "mainline" and "--swa-full" in flags)
     ts_raw = vals.get("-ts", vals.get("--tensor-split"))
     ts: tuple[float, ...] = ()

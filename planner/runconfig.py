@@ -55,11 +55,12 @@ class RunConfig:
     batch: int = DEFAULT_BATCH
     amb: int = 512                     # -amb MiB (ik)
     load: str = "rtr"                  # mmap | no-mmap | rtr
-    n_parallel: int = 1
+    n_parallel: int = 1                # -np: sequences (server slots)
     threads: int | None = None
     gpu_margin_bytes: int = DEFAULT_GPU_MARGIN_BYTES   # per-GPU safety margin (data/speed_constants.toml)
     os_reserve_bytes: int = DEFAULT_OS_RESERVE_BYTES   # RAM left to the OS and the server (estimate, same file)
-    # speed-only flags of a user's command (not emitted in plans, so kept out of the plan JSON): -tb and --numa
+    # speed-only flags of a user's command (a plan never chooses them, so they stay out of the plan JSON; the
+    # command check plans for comparison carries them): -tb and --numa
     threads_batch: int | None = field(default=None, metadata={"json": False})
     numa: str | None = field(default=None, metadata={"json": False})
     # --mmproj FILE: a vision/audio projector loaded beside the model (planner/mmproj.py); its weight bytes come
@@ -77,6 +78,14 @@ class RunConfig:
     # mainline --swa-full (common/arg.cpp @0c1e57098): the sliding-window layers' cache holds the whole context
     # (llama_kv_cache_iswa keeps size_base, src/llama-kv-cache-iswa.cpp:73); ik has no such flag
     swa_full: bool = field(default=False, metadata={"json": "omit_default"})
+    # llama-server's prompt cache in RAM, -cram MiB (None: the engine's default, engines.toml cache_ram_default_mib;
+    # -1 no limit, 0 off): planner/prompt_cache.py sizes it to the RAM a plan leaves
+    cache_ram_mib: int | None = field(default=None, metadata={"json": "omit_default"})
+    # mainline -kvu (common/arg.cpp:1724 @0c1e57098): the -np sequences share one cache of -c cells instead of one
+    # stream of -c / -np cells each (src/llama-context.cpp:290-300, llama-kv-cache.cpp:84); the SWA cache and the
+    # attention graph follow (planner/kv_cache.py, planner/compute_buffers.py).  llama-server without -np runs 4
+    # slots unified (engines.toml parallel_auto).  ik's cache is always one shared buffer: ignored there.
+    kv_unified: bool = field(default=False, metadata={"json": "omit_default"})
 
     @property
     def qengine(self) -> str:

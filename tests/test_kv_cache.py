@@ -131,9 +131,16 @@ def test_gemma3_pattern_and_swa_full():
 
 def test_llama4_chunked_layers_mainline():
     p = builtin("llama-4-scout").params         # 8192-token chunks on 3 of 4 layers
-    ml = layer_caches(p, CacheConfig(engine="mainline", ctx=65536, ubatch=512, n_seq=2))
-    # n_swa * n_seq + n_ubatch = 8192 * 2 + 512 = 16896 -> padded to 16896 (66 * 256)
+    # -kvu: one stream; the window cache n_swa * n_seq + n_ubatch = 8192 * 2 + 512 = 16896 cells (66 * 256,
+    # src/llama-kv-cache-iswa.cpp:73 @0c1e57098 `n_swa*(unified ? n_seq_max : 1) + n_ubatch`)
+    ml = layer_caches(p, CacheConfig(engine="mainline", ctx=65536, ubatch=512, n_seq=2, unified=True))
     assert [c.cells for c in ml[:4]] == [16896, 16896, 16896, 65536]
+    # without -kvu: two streams of n_ctx_seq = GGML_PAD(65536 / 2, 256) = 32768 cells (llama-context.cpp:290-300),
+    # the window cache min(32768, 8192 + 512) = 8704 cells per stream; bytes count both streams
+    two = layer_caches(p, CacheConfig(engine="mainline", ctx=65536, ubatch=512, n_seq=2))
+    assert [c.cells for c in two[:4]] == [8704, 8704, 8704, 32768]
+    assert two[3].total_bytes == ml[3].total_bytes                      # 2 x 32768 cells = 65536
+    assert two[0].total_bytes * 16896 == ml[0].total_bytes * 2 * 8704
 
 
 # ----------------------------------------------------------------------------------- recurrent (hybrid)

@@ -187,3 +187,50 @@ def test_a_commands_threads_batch_numa_and_mla_survive_into_the_plans_own_comman
     assert (back.threads, back.threads_batch, back.numa, back.mla) == (12, 24, "distribute", 2 if engine == "ik" else 3)
     if engine == "ik":
         check_flags(lc.argv, IK_HELP)
+
+
+# llama-server's slots without -np: mainline -1 = auto (common/arg.cpp:1403 @0c1e57098), resolved by the server to
+# 4 slots and a unified KV cache whatever -kvu/-no-kvu says (tools/server/server.cpp:156-160); ik 1
+# (common/common.h:300 @8337e4cd), no -kvu (its cache is one buffer of -c cells).
+@pytest.mark.parametrize("engine, extra, expect", [
+    ("mainline", [], (4, True)), ("mainline", ["-no-kvu"], (4, True)), ("mainline", ["-np", "-1"], (4, True)),
+    ("mainline", ["-np", "1"], (1, False)), ("mainline", ["-np", "3"], (3, False)),
+    ("mainline", ["--parallel", "3", "--kv-unified"], (3, True)), ("mainline", ["-np", "2", "-kvu", "-no-kvu"], (2, False)),
+    ("ik", [], (1, False)), ("ik", ["-np", "4"], (4, False)), ("ik-2025", [], (1, False))])
+def test_server_slots_and_unified_cache_of_a_command(engine, extra, expect):
+    cmd = parse_server_command(["llama-server", "-m", "x.gguf", "-c", "8192", *extra], engine=engine)
+    assert (cmd.run.n_parallel, cmd.run.kv_unified) == expect
+    auto = engine == "mainline" and (not {"-np", "--parallel"} & set(extra) or "-1" in extra)
+    assert any("4 slots sharing one unified KV cache" in w for w in cmd.warnings) is auto, cmd.warnings
+
+
+def test_slots_the_engine_refuses():
+    with pytest.raises(UsageError):
+        parse_server_command(["llama-server", "-m", "x.gguf", "-np", "0"], engine="mainline")
+    with pytest.raises(UsageError):
+        parse_server_command(["llama-server", "-m", "x.gguf", "-np", "-1"], engine="ik")
+    assert any(w.startswith("-kvu: not an ik flag") for w in
+               parse_server_command(["llama-server", "-m", "x.gguf", "-kvu"], engine="ik").warnings)
+
+
+@pytest.mark.parametrize("engine, n_parallel, kv_unified", [
+    ("mainline", 1, False), ("mainline", 4, True), ("mainline", 2, False), ("ik", 1, False), ("ik", 3, False),
+    ("ik-2025", 2, False)])
+def test_the_emitted_command_runs_the_planned_slots(engine, n_parallel, kv_unified):
+    """A plan is for ``n_parallel`` slots; mainline's server without -np runs 4 unified ones (above), so its
+    command says -np always, and -kvu where the run shares one cache; ik's only where it differs from its 1.
+    Parse -> emit -> parse keeps both (before: a mainline plan emitted no -np and ran 4 unified slots)."""
+    tm = builtin("qwen3-30b-a3b")
+    dev = {t.name: (CPU if (t.is_expert and t.layer < 20) or t.role == "token_embd" else "CUDA0")
+           for t in tm.tensors}
+    run = RunConfig(engine=engine, ctx=8192, load="no-mmap", n_parallel=n_parallel, kv_unified=kv_unified)
+    lc = build_launch(tm, dev, tuple(["CUDA0"] * 48), run, "x.gguf")
+    back = parse_server_command(lc.argv, engine=engine)
+    assert (back.run.n_parallel, back.run.kv_unified) == (n_parallel, kv_unified), lc.argv
+    assert ("-np" in lc.argv) is (engine == "mainline" or n_parallel != 1)
+    assert ("-kvu" in lc.argv) is kv_unified
+    assert not back.warnings
+    again = build_launch(tm, dev, tuple(["CUDA0"] * 48), back.run, "x.gguf")
+    assert again.argv == lc.argv
+    if engine == "ik":
+        check_flags(lc.argv, IK_HELP)

@@ -1,1 +1,1 @@
-llama-server -m Qwen3-235B-A22B-planned.gguf -c 32768 -ctk q8_0 -ctv q8_0 -fa on -ngl 95 -ot 'blk\.([1-9]|1[0-1]|2[5-9]|[3-8][0-9]|9[0-3])\.ffn_(down|gate|up)_exps=CPU' -ub 512 -b 2048 -amb 512 --no-mmap -t 16 --host 127.0.0.1 --port 8080
+llama-server -m Qwen3-235B-A22B-planned.gguf -c 32768 -ctk q8_0 -ctv q8_0 -fa on -ngl 95 -ot 'blk\.([1-9]|1[0-1]|2[5-9]|[3-8][0-9]|9[0-3])\.ffn_(down|gate|up)_exps=CPU' -ub 512 -b 2048 -amb 512 --no-mmap -t 16 -cram 4585 --host 127.0.0.1 --port 8080

@@ -24,5 +24,6 @@ exec "$LLAMA_SERVER" \
     -amb 512 \
     --no-mmap \
     -t 16 \
+    -cram 4585 \
     --host 127.0.0.1 \
     --port "$PORT"
