@@ -532,6 +532,7 @@ def _sizes(engine: str, graph: str, shape: GraphShape, layer_dev: tuple[int, ...
     return tuple(buffer_sizes(ts, n_backends, copies=copies, inplace=inplace_ops(engine)))
 
 
+@cache
 def first_layer_own(engine: str, graph: str) -> bool:
     """Whether the model's layer 0 is a kind of its own for the allocator: the template draws it unlike the others
     (rows flagged "first" or "nofirst", :func:`layer_tags`), or a layer's "pre" rows (its recurrent state's reads)

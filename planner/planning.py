@@ -297,7 +297,7 @@ def solve_layered(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRe
                   hold_s: Mapping[str, float] | None = None, hold_pp_s: Mapping[str, float] | None = None,
                   shared: tuple[tuple[tuple[str, ...], float, float], ...] = (),
                   start: Sequence[tuple[str, ...]] = ()) -> tuple[tuple[str, ...], Solution, list[Group]]:
-    """Types, devices and every layer's device in one model (:func:`planner.groups.build_layered_groups`): the
+    """Types, devices and every layer's device in one model (:func:`planner.layered_groups.build_layered_groups`): the
     layers in contiguous ranges over ``order``, any range possibly empty.
 
     ``start``: layouts to warm-start from, first feasible wins (the fixed-layout model of :func:`build_groups`
@@ -307,7 +307,7 @@ def solve_layered(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRe
     Raises:
         InfeasibleBudgetError: nothing fits (the shortfall per device).
     """
-    from planner.groups import build_layered_groups, layered_capacities
+    from planner.layered_groups import build_layered_groups, layered_capacities
 
     cfg = request.run
     need = (smallest_weights(tmap, None, request, budget) + sum(kv_bytes_by_layer(tmap.params, cfg))
@@ -332,7 +332,7 @@ def _warm_start(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequ
                 layouts: Sequence[tuple[str, ...]], speeds: Mapping[str, DeviceSpeed] | None) -> Solution | None:
     """A feasible assignment for the layered model from the first layout whose fixed-layout model solves (its
     options re-tagged with their layer's home), or None."""
-    from planner.groups import replace_option
+    from planner.layered_groups import replace_option
 
     for layout in layouts:
         groups, fixed, fixed_time = build_groups(tmap, layout, budget, hw, request.run, types=None, request=request,

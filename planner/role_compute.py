@@ -91,7 +91,7 @@ def _leaf_allowance(tmap: TensorMap, cfg: RunConfig, role: DeviceRole, graph: st
 def layer_leaf_allowance(tmap: TensorMap, cfg: RunConfig) -> int:
     """Bytes one more layer adds to its device's compute buffer beyond a role's stand-in block: the leafs its
     graph creates (:func:`planner.engine_graph.layer_leaf_bytes`, GLM-DSA's zeros); 0 for the other graphs.  The
-    layer-home model charges it per layer on the layer's device (groups.build_layered_groups) and reserves the
+    layer-home model charges it per layer on the layer's device (layered_groups.build_layered_groups) and reserves the
     devices' buffers for ``layers=0``."""
     from planner.engine_graph import graph_of, layer_leaf_bytes
 

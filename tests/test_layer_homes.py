@@ -25,8 +25,8 @@ import pytest
 from planner.cluster_flags import cluster_from_flags
 from planner.cluster_plan import cluster_budgets, cluster_speeds, layer_order, link_terms, plan_cluster
 from planner.errors import InfeasibleBudgetError
-from planner.groups import (Budget, build_groups, build_layered_groups, capacities, layered_capacities,
-                            solver_copies)
+from planner.groups import Budget, build_groups, capacities, solver_copies
+from planner.layered_groups import build_layered_groups, layered_capacities
 from planner.hardware import resolve_hardware
 from planner.compute_buffers import entry_of
 from planner.devices import is_gpu
