@@ -73,9 +73,9 @@ def planned(run: RunConfig, cpu_free_bytes: int, params: ModelParams) -> tuple[R
             run = replace(run, ctx_checkpoints=fit)
             flag = engine_profile(run.engine)["ctx_checkpoints"][0]
             notes.append(f"context checkpoints: {flag} {fit}" + (" (off)" if not fit else "")
-                         + f": each of the {run.n_parallel} slot(s) keeps up to {n} checkpoints of {_mib(one)} MiB "
-                         f"in RAM by default ({_mib(per_n * n)} MiB), more than the {free // MIB} MiB this plan "
-                         "leaves free")
+                         + f": llama-server keeps up to {n} checkpoints of {_mib(one)} MiB per slot in RAM by "
+                         f"default, {_mib(per_n * n)} MiB for {run.n_parallel} slot(s), more than the {free // MIB} "
+                         "MiB this plan leaves free")
             n = fit
         if per_n * n:
             after = f" after the context checkpoints ({_mib(per_n * n)} MiB: {run.n_parallel} x {n} x {_mib(one)})"

@@ -149,3 +149,15 @@ def test_checkpoint_flags_are_read_in_each_engines_spelling():
     assert parse_server_command(["llama-server", "-c", "4096"], engine="ik").run.ctx_checkpoints is None
     with pytest.raises(UsageError, match="-ctxcp"):
         parse_server_command(["llama-server", "-ctxcp", "-1"], engine="mainline")
+
+
+def test_a_capped_checkpoint_count_survives_the_plan_file(tmp_path):
+    plan, script = tmp_path / "p.json", tmp_path / "run.sh"
+    r = CliRunner().invoke(main, ["plan", "gemma-3-27b", "--engine", "mainline", "--vram", "24", "--ram", "12",
+                                  "--out", str(plan)])
+    assert r.exit_code == 0, r.output
+    n = json.loads(plan.read_text())["plan"]["run"]["ctx_checkpoints"]
+    assert 0 < n < 32
+    r = CliRunner().invoke(main, ["export", "--plan", str(plan), "--out", str(script), "--model-path", "/m/x.gguf"])
+    assert r.exit_code == 0, r.output
+    assert f"-ctxcp {n} " in script.read_text()
