@@ -45,8 +45,8 @@ def evaluate(tmap: TensorMap, types: Mapping[str, str], placement: Placement, hw
     budget = Budget.from_hardware(hw)
     mem = memory_report(tmap, types, placement, budget.bytes, run)
     host = next((d for d in mem.devices if d.device == CPU), None)
-    cache = prompt_cache.warning(run, host.free_bytes) if host is not None else ""
-    warnings = (*warnings, cache) if cache else tuple(warnings)
+    cache = prompt_cache.warning(run, host.free_bytes, tmap.params) if host is not None else ()
+    warnings = (*warnings, *cache)
     spd = estimate_speed(tmap, types, placement, hw, run)
     q = quality.estimate(types) if quality is not None else None
     sizes = mix_bytes(tmap, types)

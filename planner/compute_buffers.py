@@ -324,7 +324,23 @@ def replayed(tmap: TensorMap, cfg: RunConfig) -> bool:
         tmap.params, cfg).drawn()
 
 
+# the last (params, run) -> shape of :func:`_shape`: a role's stand-ins ask it for the same two objects over and over
+# (the headline plan ~150 times); kept with the objects themselves (both frozen), so an id reused by another object
+# never hits
+_LAST_SHAPE: tuple[ModelParams, RunConfig, GraphShape] | None = None
+
+
 def _shape(p: ModelParams, cfg: RunConfig) -> GraphShape:
+    global _LAST_SHAPE
+    last = _LAST_SHAPE
+    if last is not None and last[0] is p and last[1] is cfg:
+        return last[2]
+    shape = _graph_shape(p, cfg)
+    _LAST_SHAPE = (p, cfg, shape)
+    return shape
+
+
+def _graph_shape(p: ModelParams, cfg: RunConfig) -> GraphShape:
     from planner.engine_graph import GraphShape
 
     # ik raises an -amb below 128 MiB to 128 (common/common.cpp:1966-1970)

@@ -184,6 +184,7 @@ def plan_schema() -> Any:
         "RunConfig.kv_unified": boolean(),
         "RunConfig.threads": nullable(int_(1, 4096)),
         "RunConfig.cache_ram_mib": nullable(int_(-1, 1 << 30)),
+        "RunConfig.ctx_checkpoints": nullable(int_(0, 1 << 30)),
         "RunConfig.gpu_margin_bytes": int_(0, 1 << 40),
         "RunConfig.os_reserve_bytes": int_(0, 1 << 50),
         "LaunchCommand.argv": array(text(1 << 16, _PRINTABLE), 1000),

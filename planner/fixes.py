@@ -9,7 +9,8 @@ proposed that this check does not pass.
 "Smallest" is defined on what the user keeps: a change of *where weights live* (routed experts moved by ``-ot``
 rules to a GPU with room or to the CPU, ``-ts``, the command's own ``-ncmoe``, or ``-ngl``) that fits with the
 highest predicted TG, then the fewest expert bytes moved between the GPUs and the CPU, is the fix
-(:data:`SMALLEST`). Changes that give something up (a shorter ``-c``, a quantized KV cache ``-ctk/-ctv q8_0``)
+(:data:`SMALLEST`). Changes that give something up (a shorter ``-c``, a quantized KV cache ``-ctk/-ctv q8_0``, one
+server slot ``-np 1`` where the command runs several)
 are listed as alternatives with what they cost, never chosen for the user.
 
 Which layers' experts move: the last ones on the device first. The speed model has no position term (only bytes
@@ -37,8 +38,8 @@ if TYPE_CHECKING:
 
 SMALLEST = ("the change of where weights live (routed experts moved by -ot rules to a GPU with room or to the CPU, "
             "-ts in proportion to the GPUs' memory, the command's own -ncmoe, or -ngl) that fits with the highest "
-            "predicted TG, then the fewest expert bytes moved between the GPUs and the CPU; a shorter -c or a "
-            "quantized KV cache gives something up and is only listed")
+            "predicted TG, then the fewest expert bytes moved between the GPUs and the CPU; a shorter -c, a "
+            "quantized KV cache or fewer server slots gives something up and is only listed")
 FASTER_MIN_GAIN = 0.02   # a fitting command gets a faster suggestion when predicted TG or PP gains at least 2 %
 OT_FLAGS = ("-ot", "--override-tensor")
 NGL_FLAGS = ("-ngl", "--gpu-layers", "--n-gpu-layers")
@@ -394,6 +395,17 @@ def _raise_ngl(judge: _Judge, argv: list[str], ngl_now: int) -> FixOption | None
     return judge.option("ngl", f"-ngl {k}", set_flag(argv, NGL_FLAGS, str(k)))
 
 
+def _one_slot(judge: _Judge, argv: list[str], n_parallel: int) -> FixOption | None:
+    """One server slot instead of several (mainline's default is 4 sharing a unified cache, engines.toml
+    parallel_auto): the SWA cache, the recurrent state and the attention graph shrink with the slots."""
+    if n_parallel <= 1:
+        return None
+    new = set_flag([a for a in argv if a not in ("-kvu", "--kv-unified")], ("-np", "--parallel"), "1")
+    if not judge.fits(new):
+        return None
+    return judge.option("slots", "-np 1", new, cost=f"{n_parallel} server slots -> 1 (one request at a time)")
+
+
 def propose_fix(tmap: TensorMap, types: Mapping[str, str], argv: Sequence[str], hw: Hardware, result: CheckResult,
                 *, engine: str, run_overrides: Mapping[str, Any] | None = None,
                 plan_command: Callable[[], tuple[Sequence[str], str]] | None = None) -> FixProposal | None:
@@ -435,7 +447,7 @@ def propose_fix(tmap: TensorMap, types: Mapping[str, str], argv: Sequence[str], 
             if opt is not None:
                 options.append(opt)
         placement_fixes = sorted(options, key=lambda o: (-o.tg_tps, o.moved_bytes))
-        others = [o for o in (_quantized_kv(judge, args, run.type_k, run.type_v),
+        others = [o for o in (_quantized_kv(judge, args, run.type_k, run.type_v), _one_slot(judge, args, run.n_parallel),
                               _shorter_ctx(judge, args, run.ctx)) if o is not None]
         fix = placement_fixes[0] if placement_fixes else None
         alternatives = tuple(placement_fixes[1:]) + tuple(others)

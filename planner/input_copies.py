@@ -34,7 +34,7 @@ def layer_leaf_bytes(engine: str, graph: str, shape: GraphShape) -> int:
     are replayed layer by layer (no :func:`planner.layer_kinds.compress`), and a role's stand-in adds it for the
     layers it leaves out (planner/role_compute.py).  On the RPC harness a GLM-DSA device logged 54.79, 54.91 and 55.05 MiB with 4, 5
     and 6 of its layers (128 KiB of zeros each)."""
-    from planner.engine_graph import _templates
+    from planner.graph_select import _templates
 
     return sum(shape.size(row[2]) for row in _templates()[engine][graph]["layer"] if row[1] == "LEAF")
 
@@ -42,7 +42,7 @@ def layer_leaf_bytes(engine: str, graph: str, shape: GraphShape) -> int:
 @cache
 def input_rooted(engine: str, graph: str) -> frozenset[str]:
     """Names of a template's layer rows that are views rooted at a graph input ("in:NAME", or a view of one)."""
-    from planner.engine_graph import _templates
+    from planner.graph_select import _templates
 
     out: set[str] = set()
     for row in _templates()[engine][graph]["layer"]:
@@ -56,7 +56,8 @@ def layer_copy_bytes(engine: str, graph: str, shape: GraphShape, tag: str) -> in
     """Bytes of the graph-input views a layer with these tags copies to its device: rows of the template's layer
     that are views rooted at an "in:" input and read by a drawn compute row (the rows drawn by the layer's tags
     and the shape's flags, planner/engine_graph.py)."""
-    from planner.engine_graph import _flags, _templates
+    from planner.engine_graph import _flags
+    from planner.graph_select import _templates
     from planner.layer_kinds import TAGS
 
     have = set(tag.split("+")) if tag else set()

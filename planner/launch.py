@@ -275,6 +275,8 @@ def build_launch(tmap: TensorMap, devices: Mapping[str, str], layer_device: Sequ
     if run.mmproj:
         mmproj = [prof["mmproj"], run.mmproj] + ([] if run.mmproj_offload else [prof["no_mmproj_offload"]])
     cram = [prof["cache_ram"], str(run.cache_ram_mib)] if run.cache_ram_mib is not None and prof["cache_ram"] else []
+    if run.ctx_checkpoints is not None and prof["ctx_checkpoints"]:
+        cram = [prof["ctx_checkpoints"][0], str(run.ctx_checkpoints), *cram]
     argv = (server_bin, *model, *args, *mmproj, *cram, "--host", host, "--port", str(port))
     sweep = ("llama-sweep-bench", *model, *args)
     return LaunchCommand(run.engine, tuple(argv), tuple(sweep), tuple(rules), ngl, ts, n_cpu_moe, split_note)
@@ -407,6 +409,9 @@ def parse_server_command(argv: Sequence[str], engine: str = "ik") -> ParsedComma
     if load == "mmap" and prof["cpu_override_disables_mmap"] and (
             ot or "-ncmoe" in vals or "--n-cpu-moe" in vals or "-cmoe" in flags or "--cpu-moe" in flags):
         load = "no-mmap"   # ik since 2026-03-26 (PR 1510, src/llama-load-tensors.cpp): a CPU override disables mmap
+    ckpt = num(*prof["ctx_checkpoints"], default=None) if prof["ctx_checkpoints"] else None
+    if ckpt is not None and ckpt < 0:
+        raise UsageError(f"{prof['ctx_checkpoints'][0]} expects a number of checkpoints per slot (0: none), got {ckpt}")
     n_parallel, kv_unified, note = server_parallel(engine, num("-np", "--parallel"), kvu)
     if note:
         warnings.append(note)
@@ -422,7 +427,7 @@ def parse_server_command(argv: Sequence[str], engine: str = "ik") -> ParsedComma
                     threads_batch=num("-tb", "--threads-batch", default=None), numa=vals.get("--numa"),
                     mmproj=vals.get("--mmproj", vals.get("-mm")),
                     mmproj_offload="--no-mmproj-offload" not in flags,
-                    cache_ram_mib=cram,
+                    cache_ram_mib=cram, ctx_checkpoints=ckpt,
                     n_parallel=n_parallel, kv_unified=kv_unified, mla=num("-mla", "--mla-use", default=3),
                     swa_full=engine == "mainline" and "--swa-full" in flags)
     ts_raw = vals.get("-ts", vals.get("--tensor-split"))

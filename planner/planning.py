@@ -115,7 +115,8 @@ def _vs_best_note(q: QualityEstimate, best_ln_ratio: float) -> str:
                f"outside the band {q.ppl_ratio_low:.4f}-{q.ppl_ratio_high:.4f}: a predicted quality cost"))
 
 
-_FINISH_NOTES = ("load: ", "-ub ", "predicted TG ", "predicted PP ", "prompt cache: ")     # the notes _finish itself writes
+# the notes _finish itself writes
+_FINISH_NOTES = ("load: ", "-ub ", "predicted TG ", "predicted PP ", "prompt cache: ", "context checkpoints: ")
 
 
 def _finish(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequest, layer_device: tuple[str, ...],
@@ -145,9 +146,9 @@ def _finish(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequest,
         raise InfeasibleBudgetError("internal re-check failed: " + "; ".join(mem.problems()),
                                     shortfall_bytes=mem.shortfall())
     host = next((d for d in mem.devices if d.device == CPU), None)
-    if host is not None:        # the server's prompt cache fills the RAM the plan leaves, not more
-        cfg, why = prompt_cache.planned(cfg, host.free_bytes)
-        notes += [why] if why else []
+    if host is not None:        # the server's checkpoints and prompt cache fill the RAM the plan leaves, not more
+        cfg, whys = prompt_cache.planned(cfg, host.free_bytes, tmap.params)
+        notes += whys
     if speed_of is not None:      # a cluster's estimate (network terms, remote devices) replaces the one-box one
         spd = speed_of(types, placement)
     # the ILP's time terms are memory-bound and linear; the full estimate also checks compute: say so if it differs

@@ -86,6 +86,9 @@ class RunConfig:
     # llama-server's prompt cache in RAM, -cram MiB (None: the engine's default, engines.toml cache_ram_default_mib;
     # -1 no limit, 0 off): planner/prompt_cache.py sizes it to the RAM a plan leaves
     cache_ram_mib: int | None = field(default=None, metadata={"json": "omit_default"})
+    # llama-server's context checkpoints per slot, -ctxcp (mainline) / -ctx-ckpt (ik) N (None: the engine's default,
+    # engines.toml ctx_checkpoints_default): planner/prompt_cache.py caps it where the default would outgrow the RAM
+    ctx_checkpoints: int | None = field(default=None, metadata={"json": "omit_default"})
 
     @property
     def qengine(self) -> str:

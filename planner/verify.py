@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from planner.compute_buffers import entry_of, is_ffn_matmul, placement_compute, placement_copies
 from planner.errors import LogFormatError
+from planner.kv_cache import CacheConfig
 from planner.logparse import EngineLog, host_or_device
 from planner.memory import CPU, MIB, Placement, RunConfig, compute_buffer_bytes, kv_bytes_by_layer, mix_bytes
 from planner.roles import layer_copies, tied_output
@@ -133,7 +134,9 @@ def verify(log: EngineLog, tmap: TensorMap, mix: Mapping[str, str], placement: P
     sizes = {n: b for n, b in mix_bytes(tmap, mix).items() if n in loaded}
     if log.load is not None:
         ld = log.load
-        if ld.n_ctx and ld.n_ctx != run.kv_size and ld.n_ctx != run.ctx:
+        # mainline without -kvu sets n_ctx to its streams' cells, n_ctx_seq x -np (src/llama-context.cpp:302-305)
+        cc = CacheConfig.from_run(run)
+        if ld.n_ctx and ld.n_ctx not in (run.kv_size, run.ctx, cc.n_ctx_seq * cc.n_stream):
             notes.append(f"the log's n_ctx {ld.n_ctx} differs from the command's context {run.ctx}: "
                          f"KV predicted for n_ctx {ld.n_ctx}")
         if ld.n_ctx:
@@ -185,7 +188,7 @@ def verify(log: EngineLog, tmap: TensorMap, mix: Mapping[str, str], placement: P
             # ik's "KV buffer" lines hold no DeepSeek-V4 compressed cache (one buffer per tensor, logged as a
             # total only, src/llama-dsv4.cpp:883-1000 @8337e4cd3), and its "KV self size" line sums K and V
             # only, not the recurrent state in the same buffer (src/llama.cpp:8499-8551)
-            from planner.kv_cache import CacheConfig, layer_caches
+            from planner.kv_cache import layer_caches
 
             for c in layer_caches(tmap.params, CacheConfig.from_run(run)):
                 dev = placement.layer_device[c.layer] if c.layer < len(placement.layer_device) else CPU

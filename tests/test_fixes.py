@@ -172,3 +172,28 @@ def test_ncmoe_command_gets_its_own_knob_turned_minimally():
     assert best["moved_bytes"] == (n - 2) * layer
     assert run(best["argv"])["memory"]["fits"] is True
     assert run([*cmd[:-1], str(n - 1)])["memory"]["fits"] is False
+
+
+def test_a_mainline_command_over_by_its_default_slots_is_offered_one_slot():
+    """mainline's llama-server without -np runs 4 slots sharing one unified cache (common/arg.cpp:1403,
+    tools/server/server.cpp:156-160 @0c1e57098); for gemma-3 that is a window cache of n_swa x 4 + ub cells per
+    SWA layer instead of n_swa + ub (src/llama-kv-cache-iswa.cpp:73).  When that is what does not fit, -np 1 is
+    listed (it gives up concurrent requests, so it is an alternative, never the fix) and re-checks as fitting."""
+    base = ["check", "gemma-3-27b", "--base-type", "Q4_K_M", "--ram", "64", "--engine", "mainline", "--json"]
+    cmd = ["--", "llama-server", "-m", "x.gguf", "-c", "32768", "-ngl", "99", "-fa", "on"]
+
+    def cuda0(extra: list[str], vram: str) -> dict:
+        r = CliRunner().invoke(main, [*base, "--vram", vram, *cmd, *extra])
+        doc = json.loads(r.stdout)
+        return doc, next(d for d in doc["memory"]["devices"] if d["device"] == "CUDA0")
+
+    _, four = cuda0([], "80")
+    _, one = cuda0(["-np", "1"], "80")
+    assert one["total_bytes"] < four["total_bytes"]
+    vram = f"{(one['total_bytes'] + four['total_bytes']) / 2 / 2**30:.3f}"
+    doc, dev = cuda0([], vram)
+    assert not dev["fits"]
+    alts = doc["fix"]["alternatives"]
+    slot = next(a for a in alts if a["change"] == "-np 1")
+    assert slot["fits"] and slot["argv"][-2:] == ["-np", "1"]
+    assert doc["fix"]["fix"]["change"] != "-np 1"

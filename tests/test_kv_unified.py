@@ -129,3 +129,23 @@ def test_the_memory_report_counts_cells_as_the_engine_does():
     assert "(  4096 cells,   8 layers,  4/1 seqs)" in log_text("qwen3moe-c4096-np4-kvu-rpc1.log")
     assert _cells(RunConfig(engine="mainline", ctx=4096, n_parallel=4, kv_unified=True)) == "4096"
     assert _cells(RunConfig(engine="ik", ctx=4096, n_parallel=4)) == "4096"
+
+
+def test_verify_takes_mainlines_rounded_n_ctx_as_the_commands_own():
+    """Without -kvu mainline sets n_ctx to n_ctx_seq x -np (src/llama-context.cpp:302-305 @0c1e57098): -c 4096
+    -np 3 logs n_ctx = 4608 (3 x 1536).  That is the command's own context, not a different one, so verify adds
+    no "n_ctx differs" note (it did before)."""
+    from planner.hardware import load_profile
+    from planner.logparse import parse_log, read_log
+    from planner.memory import Placement
+    from planner.source import load_model
+    from planner.verify import verify
+
+    fix = Path(__file__).parent / "fixtures" / "kv_kinds"
+    lg = parse_log(read_log(fix / "qwen3moe-c4096-np3-rpc1.log"))
+    assert lg.load.n_ctx == 4608
+    tm = load_model(str(fix / "qwen3moe.header.gguf"), check_size=False)
+    run = parse_server_command(["llama-completion", "-ngl", "0", "-c", "4096", "-np", "3"], engine="mainline").run
+    pl = Placement({t.name: "CPU" for t in tm.tensors}, tuple(["CPU"] * tm.params.n_layer), {"CPU": 1 << 40})
+    rep = verify(lg, tm, {t.name: t.dtype for t in tm.tensors}, pl, load_profile("rtx3090ti-9950x-96g"), run)
+    assert not any("n_ctx" in n for n in rep.notes), rep.notes

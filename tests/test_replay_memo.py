@@ -57,3 +57,17 @@ def test_a_replay_leaves_no_garbage_cycles(model, engine):
         assert gc.collect() == 0
     finally:
         gc.enable()
+
+
+def test_shape_memo_answers_for_the_objects_it_was_asked_for():
+    """compute_buffers._shape remembers its last (params, run) by identity: alternating runs, models and an equal
+    but distinct run each get the shape computed afresh for them (compute_buffers._graph_shape)."""
+    from planner import compute_buffers as cb
+
+    base = replace(RunConfig(engine="ik", ctx=8192), type_k="q8_0", type_v="q8_0")
+    runs = [base, replace(base, ctx=32768), replace(base, engine="mainline"), replace(base, ubatch=2048)]
+    models = [builtin("qwen3-235b-a22b").params, builtin("gemma-3-27b").params]
+    asked = [(p, cfg) for p in models for cfg in runs] * 2 + [(models[0], replace(base))]
+    shapes = [cb._shape(p, cfg) for p, cfg in asked]
+    assert shapes == [cb._graph_shape(p, cfg) for p, cfg in asked]
+    assert len(set(shapes)) == len(models) * len(runs)      # the runs and models do differ in shape
