@@ -39,6 +39,16 @@ speed steps' LP gap to 0.017 % (R1), 0.099 % (Kimi-K2), 0.084 % (4x3090) of the 
 five rounds: 0.004 %, 0.089 %, 0.058 %).  The ``LP gap`` column here is still the plain LP's.  What is left: Kimi-K2
 and 4x3090 need a bound ~0.1 % higher than the cuts give, and CP-SAT's search on the 4x3090 speed step ends
 0.1-0.25 % above the optimum (HiGHS: 67,063,979) after 2.0 work: a primal problem too.
+
+Later in session 9 (CP-SAT work of the whole plan, bench_solver's cases): five rounds for the speed step only
+(planner.solver_bounds.SPEED_CUT_ROUNDS) took Kimi-K2 2x3090 from 3.263 work FEASIBLE 0.120 % to 1.672 work
+proven within 0.1 %, R1 from gap 0.024 % to 0.012 % (same work), 4x3090 from 0.23 % to 0.29 % (same work).
+Tried and rejected: the speed step's short exact try tightened (with cuts) instead of plain (the headline loses
+its proof: 0.070 -> 0.520 work, gap 0 -> 0.021 %; Kimi-K2 and 4x3090 no better); that try skipped (headline,
+--ctx max and kimi-k2 24+384 lose their proofs, Kimi-K2 2x3090 ends 0.50 % from the bound: its long try needs the
+short try's solution; R1 0.83 work but 0.041 %); R1's speed step at a 0.01 % gap (plain try, then 2.0 work of
+tightened and target search with five rounds: still 0.0119 %, the bound being ~0.004 % under the optimum, so the
+search does not find a solution within 0.01 %: a primal problem).
 """
 
 from __future__ import annotations
