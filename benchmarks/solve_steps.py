@@ -44,7 +44,8 @@ Later in session 9 (CP-SAT work of the whole plan, bench_solver's cases): five r
 (planner.solver_bounds.SPEED_CUT_ROUNDS) took Kimi-K2 2x3090 from 3.263 work FEASIBLE 0.120 % to 1.672 work
 proven within 0.1 %, R1 from gap 0.024 % to 0.012 % (same work), 4x3090 from 0.23 % to 0.29 % (same work).
 Tried and rejected: the speed step's short exact try tightened (with cuts) instead of plain (the headline loses
-its proof: 0.070 -> 0.520 work, gap 0 -> 0.021 %; Kimi-K2 and 4x3090 no better); that try skipped (headline,
+its proof: 0.070 -> 0.520 work, gap 0 -> 0.021 %, --ctx max 0.417 -> 0.597 work; Kimi-K2 2x3090 3.263 work,
+0.121 %; 4x3090 0.150 % instead of 0.29 %, the same work); that try skipped (headline,
 --ctx max and kimi-k2 24+384 lose their proofs, Kimi-K2 2x3090 ends 0.50 % from the bound: its long try needs the
 short try's solution; R1 0.83 work but 0.041 %); R1's speed step at a 0.01 % gap (plain try, then 2.0 work of
 tightened and target search with five rounds: still 0.0119 %, the bound being ~0.004 % under the optimum, so the
