@@ -66,19 +66,23 @@ def var_bounds(var: Any) -> tuple[int, int]:
     return int(dom[0]), int(dom[-1])
 
 
-def _lp_solve(proto: Any, rows: list[tuple[list[tuple[int, int]], int | None, int | None]],
-              cost: list[int]) -> tuple[list[float], list[float]] | None:
-    """Duals and primal values of the LP relaxation (GLOP, deterministic), or None when it does not solve to
-    optimality."""
+def solved_glop(bounds: Sequence[tuple[int, int]], rows: Sequence[tuple[list[tuple[int, int]], int | None, int | None]],
+                cost: Sequence[int]) -> tuple[Any, list[Any], list[Any]] | None:
+    """GLOP (deterministic) on the LP relaxation, solved: (solver, columns, rows), or None when it does not reach
+    optimality.  A variable named twice in a row has its coefficients summed.  The one LP builder of the reduced-cost
+    bounds here and of the cuts (planner.solver_cuts)."""
     from ortools.linear_solver import pywraplp
 
     lp = pywraplp.Solver.CreateSolver("GLOP")
-    xs = [lp.NumVar(float(lo), float(hi), "") for lo, hi in map(var_bounds, proto.variables)]
+    xs = [lp.NumVar(float(lo), float(hi), "") for lo, hi in bounds]
     cons = []
     for terms, lo, hi in rows:
         ct = lp.Constraint(-math.inf if lo is None else float(lo), math.inf if hi is None else float(hi))
+        summed: dict[int, int] = {}
         for v, k in terms:
-            ct.SetCoefficient(xs[v], ct.GetCoefficient(xs[v]) + k)
+            summed[v] = summed.get(v, 0) + k
+        for v, k in summed.items():
+            ct.SetCoefficient(xs[v], float(k))
         cons.append(ct)
     obj = lp.Objective()
     for j, k in enumerate(cost):
@@ -87,6 +91,16 @@ def _lp_solve(proto: Any, rows: list[tuple[list[tuple[int, int]], int | None, in
     obj.SetMinimization()
     if lp.Solve() != pywraplp.Solver.OPTIMAL:
         return None
+    return lp, xs, cons
+
+
+def _lp_solve(proto: Any, rows: list[tuple[list[tuple[int, int]], int | None, int | None]],
+              cost: list[int]) -> tuple[list[float], list[float]] | None:
+    """Duals and primal values of the LP relaxation, or None when it does not solve to optimality."""
+    got = solved_glop([var_bounds(v) for v in proto.variables], rows, cost)
+    if got is None:
+        return None
+    _, xs, cons = got
     return [ct.dual_value() for ct in cons], [x.solution_value() for x in xs]
 
 

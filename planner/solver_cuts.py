@@ -46,27 +46,13 @@ Row = tuple[list[tuple[int, int]], "int | None", "int | None"]
 def _lp(n: int, cost: Sequence[int], bounds: Sequence[tuple[int, int]], rows: Sequence[Row]
         ) -> tuple[float, list[float], list[int], list[int]] | None:
     """GLOP's optimum: objective, primal values, and the basis status of every variable and row."""
-    from ortools.linear_solver import pywraplp
+    from planner.solver_bounds import solved_glop
 
-    lp = pywraplp.Solver.CreateSolver("GLOP")
-    xs = [lp.NumVar(float(lo), float(hi), "") for lo, hi in bounds]
-    cons = []
-    for terms, lo, hi in rows:
-        ct = lp.Constraint(-math.inf if lo is None else float(lo), math.inf if hi is None else float(hi))
-        summed: dict[int, int] = {}
-        for v, k in terms:
-            summed[v] = summed.get(v, 0) + k
-        for v, k in summed.items():
-            ct.SetCoefficient(xs[v], float(k))
-        cons.append(ct)
-    obj = lp.Objective()
-    for j, k in enumerate(cost):
-        if k:
-            obj.SetCoefficient(xs[j], float(k))
-    obj.SetMinimization()
-    if lp.Solve() != pywraplp.Solver.OPTIMAL:
+    got = solved_glop(bounds, rows, cost)
+    if got is None:
         return None
-    return (obj.Value(), [x.solution_value() for x in xs], [x.basis_status() for x in xs],
+    lp, xs, cons = got
+    return (lp.Objective().Value(), [x.solution_value() for x in xs], [x.basis_status() for x in xs],
             [c.basis_status() for c in cons])
 
 
