@@ -89,7 +89,8 @@ def _planned_cram(run: RunConfig, cpu_free_bytes: int, after: str) -> tuple[RunC
     if not default or run.cache_ram_mib is not None or cpu_free_bytes >= default * MIB:
         return run, ""
     mib = max(0, cpu_free_bytes // MIB)
-    what = f"-cram {mib}" if mib else "-cram 0 (off)"
+    flag = engine_profile(run.engine)["cache_ram"]
+    what = f"{flag} {mib}" if mib else f"{flag} 0 (off)"
     return replace(run, cache_ram_mib=mib), (
         f"prompt cache: {what}: llama-server keeps up to {default} MiB of past prompts in RAM by default, more "
         f"than the {mib} MiB this plan leaves free{after}")
@@ -119,7 +120,8 @@ def _cram_warning(run: RunConfig, cpu_free_bytes: int) -> str:
     if limit == 0 or (limit > 0 and limit * MIB <= max(0, cpu_free_bytes)):
         return ""
     mib = max(0, cpu_free_bytes // MIB)
-    said = "no limit (-cram -1)" if limit < 0 else (
-        f"up to {limit} MiB" + ("" if run.cache_ram_mib is not None else " (-cram, the default)"))
+    flag = engine_profile(run.engine)["cache_ram"]
+    said = f"no limit ({flag} -1)" if limit < 0 else (
+        f"up to {limit} MiB" + ("" if run.cache_ram_mib is not None else f" ({flag}, the default)"))
     return (f"prompt cache: llama-server keeps {said} of past prompts in RAM, more than the {mib} MiB this command "
-            f"leaves free: add -cram {mib}")
+            f"leaves free: add {flag} {mib}")
