@@ -66,32 +66,68 @@ def var_bounds(var: Any) -> tuple[int, int]:
     return int(dom[0]), int(dom[-1])
 
 
+class GlopLP:
+    """GLOP (deterministic) on the LP relaxation of ``min cost.x`` over ``rows`` and ``bounds``; rows can be added
+    after a solve and the LP solved again (the cuts' rounds: only the new rows are passed to GLOP from Python).  A
+    variable named twice in a row has its coefficients summed.  The one LP builder of the reduced-cost bounds here
+    and of the cuts (planner.solver_cuts).  After :meth:`solve`, ``lp``, ``xs`` and ``cons`` are the solved
+    solver's."""
+
+    def __init__(self, bounds: Sequence[tuple[int, int]], rows: Sequence[tuple[list[tuple[int, int]], int | None,
+                                                                                int | None]], cost: Sequence[int]):
+        from ortools.linear_solver import pywraplp
+
+        self._model = self.lp = pywraplp.Solver.CreateSolver("GLOP")
+        self.xs: list[Any] = [self.lp.NumVar(float(lo), float(hi), "") for lo, hi in bounds]
+        self.cons: list[Any] = []
+        self._solved = False
+        self.add_rows(rows)
+        obj = self.lp.Objective()
+        for j, k in enumerate(cost):
+            if k:
+                obj.SetCoefficient(self.xs[j], float(k))
+        obj.SetMinimization()
+
+    def add_rows(self, rows: Sequence[tuple[Sequence[tuple[int, int]], int | None, int | None]]) -> None:
+        model = self._model
+        xs = model.variables() if self._solved else self.xs
+        for terms, lo, hi in rows:
+            ct = model.Constraint(-math.inf if lo is None else float(lo), math.inf if hi is None else float(hi))
+            summed: dict[int, int] = {}
+            for v, k in terms:
+                summed[v] = summed.get(v, 0) + k
+            for v, k in summed.items():
+                ct.SetCoefficient(xs[v], float(k))
+            if not self._solved:
+                self.cons.append(ct)
+
+    def solve(self) -> bool:
+        """Whether GLOP reached the optimum.  A second solve runs on a fresh copy of the model (its proto, copied in
+        C++), from scratch: GLOP warm-started from the last basis ends at another optimal basis of these
+        degenerate LPs, so other cuts, and CP-SAT's searches from them measured worse on the cases the cut rounds
+        were measured on (bench_solver, December 2026: DeepSeek-R1 on 2x RTX 3090 + 384 GiB 1.30 -> 1.84 work,
+        Kimi-K2 there 1.67 -> 3.26)."""
+        from ortools.linear_solver import pywraplp
+
+        if self._solved:
+            from ortools.linear_solver import linear_solver_pb2
+
+            proto = linear_solver_pb2.MPModelProto()
+            self._model.ExportModelToProto(proto)
+            self.lp = pywraplp.Solver.CreateSolver("GLOP")
+            self.lp.LoadModelFromProto(proto)
+            self.xs, self.cons = self.lp.variables(), self.lp.constraints()
+        self._solved = True
+        return bool(self.lp.Solve() == pywraplp.Solver.OPTIMAL)
+
+
 def solved_glop(bounds: Sequence[tuple[int, int]], rows: Sequence[tuple[list[tuple[int, int]], int | None, int | None]],
                 cost: Sequence[int]) -> tuple[Any, list[Any], list[Any]] | None:
-    """GLOP (deterministic) on the LP relaxation, solved: (solver, columns, rows), or None when it does not reach
-    optimality.  A variable named twice in a row has its coefficients summed.  The one LP builder of the reduced-cost
-    bounds here and of the cuts (planner.solver_cuts)."""
-    from ortools.linear_solver import pywraplp
-
-    lp = pywraplp.Solver.CreateSolver("GLOP")
-    xs = [lp.NumVar(float(lo), float(hi), "") for lo, hi in bounds]
-    cons = []
-    for terms, lo, hi in rows:
-        ct = lp.Constraint(-math.inf if lo is None else float(lo), math.inf if hi is None else float(hi))
-        summed: dict[int, int] = {}
-        for v, k in terms:
-            summed[v] = summed.get(v, 0) + k
-        for v, k in summed.items():
-            ct.SetCoefficient(xs[v], float(k))
-        cons.append(ct)
-    obj = lp.Objective()
-    for j, k in enumerate(cost):
-        if k:
-            obj.SetCoefficient(xs[j], float(k))
-    obj.SetMinimization()
-    if lp.Solve() != pywraplp.Solver.OPTIMAL:
+    """:class:`GlopLP`, solved: (solver, columns, rows), or None when it does not reach optimality."""
+    got = GlopLP(bounds, rows, cost)
+    if not got.solve():
         return None
-    return lp, xs, cons
+    return got.lp, got.xs, got.cons
 
 
 def _lp_solve(proto: Any, rows: list[tuple[list[tuple[int, int]], int | None, int | None]],

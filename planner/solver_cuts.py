@@ -43,17 +43,13 @@ _MIN_FRAC = 1e-3
 Row = tuple[list[tuple[int, int]], "int | None", "int | None"]
 
 
-def _lp(n: int, cost: Sequence[int], bounds: Sequence[tuple[int, int]], rows: Sequence[Row]
-        ) -> tuple[float, list[float], list[int], list[int]] | None:
-    """GLOP's optimum: objective, primal values, and the basis status of every variable and row."""
-    from planner.solver_bounds import solved_glop
-
-    got = solved_glop(bounds, rows, cost)
-    if got is None:
+def _lp(lp: Any) -> tuple[float, list[float], list[int], list[int]] | None:
+    """The optimum of ``lp`` (planner.solver_bounds.GlopLP) solved again: objective, primal values, and the basis
+    status of every variable and row."""
+    if not lp.solve():
         return None
-    lp, xs, cons = got
-    return (lp.Objective().Value(), [x.solution_value() for x in xs], [x.basis_status() for x in xs],
-            [c.basis_status() for c in cons])
+    return (lp.lp.Objective().Value(), [x.solution_value() for x in lp.xs], [x.basis_status() for x in lp.xs],
+            [c.basis_status() for c in lp.cons])
 
 
 def _gmi(lam: Sequence[int], rows: Sequence[Row], bounds: Sequence[tuple[int, int]], at_lo: Sequence[bool]
@@ -124,24 +120,33 @@ def gomory_cuts(proto: Any, rounds: int = 3, per_round: int = 20) -> tuple[list[
     """Up to ``rounds`` rounds of GMI cuts ``sum w_j x_j >= rhs`` (exact integers, valid for every integer solution
     of the CP-SAT model ``proto``: see the module docstring) and the LP bound with them (floating point, a guide
     only).  Empty when the model is not a plain integer linear program."""
-    import numpy as np
-    from ortools.linear_solver import pywraplp
-
     from planner.solver_bounds import _rows, var_bounds
 
     rows0 = _rows(proto)
     if rows0 is None or len(rows0) > MAX_ROWS:
         return [], math.nan
     n = len(proto.variables)
-    bounds = [var_bounds(v) for v in proto.variables]
     cost = [0] * n
     for v, k in zip(proto.objective.vars, proto.objective.coeffs):
         cost[int(v)] += int(k)
+    return cuts_of(rows0, [var_bounds(v) for v in proto.variables], cost, rounds, per_round)
+
+
+def cuts_of(rows0: Sequence[Row], bounds: Sequence[tuple[int, int]], cost: Sequence[int], rounds: int,
+            per_round: int) -> tuple[list[Cut], float]:
+    """:func:`gomory_cuts` of the integer program ``min cost.x`` over ``rows0`` and ``bounds``."""
+    import numpy as np
+    from ortools.linear_solver import pywraplp
+
+    from planner.solver_bounds import GlopLP
+
+    n = len(bounds)
     rows: list[Row] = list(rows0)
     cuts: list[Cut] = []
     value = math.nan
+    glop = GlopLP(bounds, rows, cost)
     for _ in range(rounds + 1):
-        res = _lp(n, cost, bounds, rows)
+        res = _lp(glop)
         if res is None:
             break
         value, x, vstat, cstat = res
@@ -196,9 +201,12 @@ def gomory_cuts(proto: Any, rounds: int = 3, per_round: int = 20) -> tuple[list[
         if not found:
             break
         found.sort(key=lambda t: -t[0])
+        new: list[Row] = []
         for _v, w, rhs in found[:per_round]:
             cuts.append((w, rhs))
-            rows.append((sorted(w.items()), rhs, None))
+            new.append((sorted(w.items()), rhs, None))
+        rows.extend(new)
+        glop.add_rows(new)
     return cuts, value
 
 
