@@ -138,17 +138,20 @@ def cuts_of(rows0: Sequence[Row], bounds: Sequence[tuple[int, int]], cost: Seque
     import numpy as np
     from ortools.linear_solver import pywraplp
 
-    from planner.solver_bounds import GlopLP
+    from planner.solver_bounds import GlopLP, lp_key, remember_lp
 
     n = len(bounds)
     rows: list[Row] = list(rows0)
     cuts: list[Cut] = []
     value = math.nan
     glop = GlopLP(bounds, rows, cost)
+    solved = -1                                  # rows in the LP solved last
     for _ in range(rounds + 1):
         res = _lp(glop)
         if res is None:
+            solved = -1
             break
+        solved = len(rows)
         value, x, vstat, cstat = res
         if len(cuts) >= rounds * per_round or _ == rounds:
             break
@@ -207,6 +210,10 @@ def cuts_of(rows0: Sequence[Row], bounds: Sequence[tuple[int, int]], cost: Seque
             new.append((sorted(w.items()), rhs, None))
         rows.extend(new)
         glop.add_rows(new)
+    if solved == len(rows):
+        # the LP with every cut: the one planner.solver_bounds.relaxation asks for next
+        remember_lp(lp_key(rows, bounds, cost), [c.dual_value() for c in glop.cons],
+                    [v.solution_value() for v in glop.xs])
     return cuts, value
 
 
