@@ -204,6 +204,7 @@ def relaxation(proto: Any, cuts: Sequence[tuple[Mapping[int, int], int]] = ()) -
     top = 0
     for terms, side, (yn, yd) in used:
         y = yn << (e - (yd.bit_length() - 1))
+        assert side is not None
         top += y * side
         for v, k in terms:
             num[v] -= y * k
