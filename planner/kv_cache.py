@@ -95,6 +95,13 @@ class CacheConfig:
             return self.kv_size
         return _pad(self.kv_size // self.n_seq, 256)
 
+    @property
+    def slot_ctx(self) -> int:
+        """Tokens one llama-server slot can hold: mainline's ``llama_n_ctx_seq`` (the whole padded context with
+        -kvu, else one stream's cells), ik's ``n_ctx / n_parallel`` (examples/server: ``n_ctx_slot``, ``n_ctx``
+        padded like the cache)."""
+        return self.n_ctx_seq if self.engine == "mainline" else self.kv_size // self.n_seq
+
     @classmethod
     def from_run(cls, run: Any) -> CacheConfig:
         """From a RunConfig-like object (engine profile names such as ``ik-2025`` map to ``ik``)."""

@@ -27,7 +27,7 @@ from planner.cli.options import hardware_options, imatrix_options, json_option, 
 @json_option()
 def compare_command(candidates: tuple[str, ...], model: str | None, hw_opts: dict[str, Any], engine: str,
                     ctx: str | None, kv: str, ubatch: int | None, batch: int | None, amb: int, swa_full: bool,
-                    load: str | None,
+                    n_parallel: int, kv_unified: bool, load: str | None,
                     threads: int | None, gpu_margin: float | None, os_reserve: float | None, imatrix_file: str | None,
                     no_imatrix: bool, ignore_imatrix_rules: bool, measured: tuple[str, ...], reference_ppl: str | None,
                     plot: str | None, force: bool, as_json: bool) -> None:
@@ -47,7 +47,8 @@ def compare_command(candidates: tuple[str, ...], model: str | None, hw_opts: dic
 
     imx = declared_imatrix(imatrix_file, no_imatrix, ignore_imatrix_rules, engine)
     hw = hardware.hardware_from_options(**hw_opts)
-    run = run_config(engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, hw, swa_full)
+    run = run_config(engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, hw, swa_full,
+                     n_parallel, kv_unified)
     result = compare(list(candidates), model=model, hw=hw, run=run, imatrix=imx, measured=list(measured),
                      reference=reference_ppl)
     if plot:

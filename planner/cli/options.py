@@ -133,6 +133,11 @@ def run_options(func: F) -> F:
         click.option("--amb", type=int, default=512, show_default=True, help="-amb MiB (ik)"),
         click.option("--swa-full", is_flag=True,
                      help="mainline --swa-full: sliding-window layers cache the whole context (emitted)"),
+        click.option("--parallel", "n_parallel", type=click.IntRange(min=1), default=1, show_default=True,
+                     metavar="N", help="llama-server slots (-np): each serves -c/N tokens; mainline gives each its "
+                                       "own KV stream unless --kv-unified"),
+        click.option("--kv-unified", is_flag=True,
+                     help="mainline -kvu: the slots share one KV cache of -c cells (ik's only layout)"),
         click.option("--load", type=click.Choice(["rtr", "no-mmap", "mmap"]), default=None,
                      help="how weights are loaded (plan/place default: chosen by predicted speed: --no-mmap for "
                           "hybrid ik runs unless -rtr is predicted faster, rtr for CPU-only ik, mmap for mainline)"),
@@ -154,7 +159,8 @@ def mmproj_options(func: F) -> F:
 
 def run_config(engine: str, ctx: str | None, kv: str, ubatch: int | None, batch: int | None, amb: int, load: str | None,
                threads: int | None, gpu_margin: float | None, os_reserve: float | None,
-               hw: Hardware | None = None, swa_full: bool = False) -> RunConfig:
+               hw: Hardware | None = None, swa_full: bool = False, n_parallel: int = 1,
+               kv_unified: bool = False) -> RunConfig:
     """The :class:`RunConfig` of the run options (``--ctx max`` and no --ctx: 0, chosen later)."""
     from planner.launch import engine_profile
     from planner.runconfig import RunConfig, batch_sizes
@@ -175,7 +181,16 @@ def run_config(engine: str, ctx: str | None, kv: str, ubatch: int | None, batch:
 
         raise UsageError("--swa-full is a mainline flag: ik keeps the whole context in every layer's cache",
                          hint="drop --swa-full, or plan for --engine mainline")
+    if kv_unified and not engine_profile(engine)["kv_unified"]:
+        from planner.errors import UsageError
+
+        raise UsageError(f"--kv-unified is a mainline flag: {engine}'s slots always share one KV cache of -c cells",
+                         hint="drop --kv-unified, or plan for --engine mainline")
+    from planner.engines import server_parallel
+
+    n_parallel, kv_unified, _ = server_parallel(engine, n_parallel, kv_unified)
     return RunConfig(engine=engine, ctx=ctx_n, type_k=kv, type_v=kv, ubatch=ub, batch=b, amb=amb, swa_full=swa_full,
+                     n_parallel=n_parallel, kv_unified=kv_unified,
                      load=load or engine_profile(engine)["default_load"],
                      threads=threads or (hw.threads_default if hw is not None else None),
                      **margins(gpu_margin, os_reserve))

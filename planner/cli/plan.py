@@ -61,7 +61,8 @@ from planner.mmproj import with_mmproj
 @click.option("--force", is_flag=True)
 @json_option()
 def plan_command(model: str | None, hw_opts: dict[str, Any], engine: str, ctx: str | None, kv: str, ubatch: int | None,
-                 batch: int | None, amb: int, swa_full: bool, load: str | None, threads: int | None,
+                 batch: int | None, amb: int, swa_full: bool, n_parallel: int, kv_unified: bool, load: str | None,
+                 threads: int | None,
                  gpu_margin: float | None,
                  os_reserve: float | None, objective: str, min_tg: float | None, min_pp: float | None,
                  max_size: float | None, allow: tuple[str, ...], deny: tuple[str, ...], fixed: tuple[str, ...],
@@ -93,7 +94,8 @@ def plan_command(model: str | None, hw_opts: dict[str, Any], engine: str, ctx: s
     hw = clus.main if clus is not None else hardware.hardware_from_options(
         **hw_opts, disk_path=local_dir(model_path or model))
     run = with_mmproj(run_config(engine, ctx, "q8_0" if kv == "auto" else kv, ubatch, batch, amb, load, threads,
-                                 gpu_margin, os_reserve, hw, swa_full), mmproj, offload=not no_mmproj_offload)
+                                 gpu_margin, os_reserve, hw, swa_full, n_parallel, kv_unified), mmproj,
+                     offload=not no_mmproj_offload)
     request = PlanRequest(run=run, objective=objective, min_tg=min_tg, min_pp=min_pp, load_auto=load is None,
                           ub_auto=ubatch is None and batch is None,
                           max_size_bytes=api.size_cap_bytes(max_size), allow=tuple(allow), deny=tuple(deny),
@@ -136,7 +138,7 @@ def plan_command(model: str | None, hw_opts: dict[str, Any], engine: str, ctx: s
 def place_command(model: str | None, base_type: str | None, custom_q: tuple[str, ...], recipe_file: str | None,
                   token_embedding_type: str | None, output_tensor_type: str | None, pure: bool, hw_opts: dict[str, Any],
                   engine: str, ctx: str | None, kv: str, ubatch: int | None, batch: int | None, amb: int, swa_full: bool,
-                  load: str | None, threads: int | None, gpu_margin: float | None, os_reserve: float | None,
+                  n_parallel: int, kv_unified: bool, load: str | None, threads: int | None, gpu_margin: float | None, os_reserve: float | None,
                   mmproj: str | None, no_mmproj_offload: bool, model_path: str | None, min_tg: float | None,
                   min_pp: float | None, check_binary: str | None, out: str | None, force: bool,
                   imatrix_file: str | None, no_imatrix: bool, ignore_imatrix_rules: bool, as_json: bool) -> None:
@@ -158,7 +160,7 @@ def place_command(model: str | None, base_type: str | None, custom_q: tuple[str,
     validate_declared(imx, tmap)
     hw = hardware.hardware_from_options(**hw_opts)
     run = with_mmproj(run_config(engine, ctx, kv, ubatch, batch, amb, load, threads, gpu_margin, os_reserve, hw,
-                                 swa_full), mmproj, offload=not no_mmproj_offload)
+                                 swa_full, n_parallel, kv_unified), mmproj, offload=not no_mmproj_offload)
     types, fp = mix_from_options(tmap, base_type=base_type, custom_q=custom_q, recipe_text=recipe_text(recipe_file),
                                  engine=engine, token_embedding_type=token_embedding_type,
                                  output_tensor_type=output_tensor_type, pure=pure, imatrix=imx)

@@ -11,8 +11,20 @@ from planner.units import GIB
 
 if TYPE_CHECKING:
     from planner.cluster_plan import ClusterDocument
+    from planner.runconfig import RunConfig
     from planner.documents import ParetoSet, PlanDocument
     from planner.explain import Explanation
+
+
+def slots_text(run: RunConfig) -> str:
+    """`` (4 slots of 8192 tokens)`` for a run with server slots (-np), from the engine's own division of the
+    context (:attr:`planner.kv_cache.CacheConfig.slot_ctx`); empty for one slot."""
+    from planner.kv_cache import CacheConfig
+
+    if run.n_parallel <= 1:
+        return ""
+    return (f" ({run.n_parallel} slots of {CacheConfig.from_run(run).slot_ctx} tokens"
+            + (", sharing one KV cache" if run.kv_unified else "") + ")")
 
 
 def render_plan(doc: PlanDocument, style: str = "plain") -> None:
@@ -22,7 +34,7 @@ def render_plan(doc: PlanDocument, style: str = "plain") -> None:
     from collections import Counter
 
     print_text(f"{p.model} on {', '.join(f'{d} {round(b / GIB, 2):g} GiB' for d, b in p.budgets.items())}, "
-               f"engine {p.engine}, context {p.run.ctx}, KV {p.run.type_k}/{p.run.type_v}")
+               f"engine {p.engine}, context {p.run.ctx}{slots_text(p.run)}, KV {p.run.type_k}/{p.run.type_v}")
     if p.solver:
         s = p.solver
         print_text(f"solver: {s.status} ({s.objective_kind}), gap {pct(s.gap)}, {s.wall_s:.2f} s, "
