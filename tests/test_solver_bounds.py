@@ -314,3 +314,45 @@ def test_variable_bounds_read_the_whole_domain():
     m.new_int_var(2, 2, "b")
     m.new_int_var_from_domain(cp_model.Domain.from_intervals([[1, 3], [5, 9]]), "c")
     assert [var_bounds(v) for v in m.proto.variables] == [(0, 7), (2, 2), (1, 9)]
+
+
+class _AtHand:
+    """A search result holding a given solution (what planner.solver_bounds._rins reads of a CpSolver)."""
+
+    def __init__(self, values, objective, bound):
+        self._values = values
+        self.objective_value = float(objective)
+        self.best_objective_bound = float(bound)
+        self.deterministic_time = 0.0
+        self.wall_time = 0.0
+
+    def value(self, var):
+        return self._values[var.index]
+
+    def status_name(self, status):
+        return str(status)
+
+
+@pytest.mark.parametrize("seed", FEASIBLE_SEEDS)
+def test_rins_keeps_a_solution_of_the_model_and_a_true_bound(seed):
+    """From the worst feasible point of each small knapsack: what the neighbourhood search returns satisfies every
+    row (brute force lists the model's points), is no worse than what it started from, and its bound is at most
+    the true optimum; it reaches the optimum whenever the optimum agrees with the LP where the start does."""
+    from planner.solver_bounds import _rins, relaxation
+
+    cp_model = _cp_model()
+    m, xs, cost, size, rows = _knapsack_model(seed)
+    points = list(_feasible_points(xs, size, rows))
+    value = {pt: sum(c * p for c, p in zip(cost, pt)) for pt in points}
+    best, worst = min(value.values()), max(value, key=value.get)
+    relax = relaxation(m.proto)
+    found, status = _rins(cp_model, m, Objective(kind="quality", relative_gap=1e-9, work_limit=1.0),
+                          _AtHand(list(worst), value[worst], 0), relax, 0.5)
+    got = tuple(int(found.value(x)) for x in xs)
+    assert got in value and value[got] == found.objective_value <= value[worst]
+    assert found.best_objective_bound <= best
+    fixed = [j for j, x in enumerate(relax.values) if abs(x - worst[j]) < 1e-6]
+    if any(all(pt[j] == worst[j] for j in fixed) and value[pt] == best for pt in points):
+        assert found.objective_value == best
+    assert (status == cp_model.OPTIMAL) == (found.objective_value - found.best_objective_bound
+                                             <= 1e-9 * max(1, found.objective_value))
