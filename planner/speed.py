@@ -256,10 +256,12 @@ def speed_terms(tmap: TensorMap, mix: Mapping[str, str], placement: Placement, h
     # to the depth (a sliding window caps them), recurrent blocks their whole per-sequence state every token
     from planner.kv_cache import CacheConfig, layer_caches
 
+    # one request's cache: with server slots (-np) a request reads its own sequence's cells and recurrent state
+    # only, not the other slots' (whose memory planner.kv_cache charges)
     cache_ctx = max(cfg.ctx, max(depths, default=0) + 1, 256)
     attn_blocks: dict[str, list[tuple[float, int]]] = {}     # device -> [(bytes per cell, cells)]
     state_bytes: dict[str, float] = {}
-    for c in layer_caches(p, CacheConfig.from_run(replace(cfg, ctx=cache_ctx))):
+    for c in layer_caches(p, CacheConfig.from_run(replace(cfg, ctx=cache_ctx, n_parallel=1, kv_unified=False))):
         dev = placement.layer_device[c.layer] if c.layer < len(placement.layer_device) else CPU
         dev = dev if dev in speeds else CPU
         state_bytes[dev] = state_bytes.get(dev, 0.0) + c.state_bytes
@@ -355,6 +357,14 @@ def speed_terms(tmap: TensorMap, mix: Mapping[str, str], placement: Placement, h
     return tuple(out)
 
 
+def full_depth(cfg: RunConfig) -> int:
+    """The deepest context one request reaches: ``-c``, or with server slots one slot's share
+    (:attr:`planner.kv_cache.CacheConfig.slot_ctx`)."""
+    from planner.kv_cache import CacheConfig
+
+    return cfg.ctx if cfg.n_parallel <= 1 else CacheConfig.from_run(cfg).slot_ctx
+
+
 def estimate_speed(tmap: TensorMap, mix: Mapping[str, str], placement: Placement, hw: Hardware, cfg: RunConfig, *,
                    depths: Sequence[int] | None = None, scales: Mapping[str, float] | None = None,
                    constants: Mapping[str, float] | None = None, numa: str | None = None,
@@ -369,11 +379,12 @@ def estimate_speed(tmap: TensorMap, mix: Mapping[str, str], placement: Placement
     """
     if constants is not None:
         raise ValueError("constants overrides go through scales")
-    depths = tuple(depths) if depths is not None else (0, cfg.ctx)
+    full = full_depth(cfg)
+    depths = tuple(depths) if depths is not None else (0, full)
     if 0 not in depths:
         depths = (0,) + depths
-    if cfg.ctx not in depths:
-        depths = depths + (cfg.ctx,)
+    if full not in depths:
+        depths = depths + (full,)
     numa = numa if numa is not None else cfg.numa
     threads_batch = threads_batch if threads_batch is not None else cfg.threads_batch
     terms = speed_terms(tmap, mix, placement, hw, cfg, depths, numa=numa, threads_batch=threads_batch,
@@ -413,10 +424,12 @@ def estimate_speed(tmap: TensorMap, mix: Mapping[str, str], placement: Placement
         *(("calibrated multipliers: " + ", ".join(f"{g} x{v:.2f}" for g, v in scales.items()),) if scales else ()),
         *(f"{d}: {speeds[d].mem_bw_gbs / 1e9:.0f} GB/s effective on its host, its layers computed there" for d in speeds
           if is_remote(d)),
+        *((f"one request at a time: {cfg.n_parallel} slots of {full} tokens (full context = one slot's); concurrent "
+           "requests share the devices, not modelled",) if cfg.n_parallel > 1 else ()),
         *notes,
     )
     return SpeedEstimate(
-        tg_tps=by_depth[0][0], tg_tps_ctx=by_depth[cfg.ctx][0], pp_tps=by_depth[0][1], pp_tps_ctx=by_depth[cfg.ctx][1],
+        tg_tps=by_depth[0][0], tg_tps_ctx=by_depth[full][0], pp_tps=by_depth[0][1], pp_tps_ctx=by_depth[full][1],
         tg_ms_by_device=per_dev, handoffs_per_token=n_cpu_gpu + n_gpu_gpu, assumptions=assumptions, label=label,
         points=points, basis=speed_basis(hw), terms=terms)
 

@@ -77,3 +77,23 @@ def test_bad_slot_options_are_one_line_errors(extra, words):
     r = CliRunner().invoke(main, [*BASE, *extra])
     assert r.exit_code == 2
     assert words in r.output and "Traceback" not in r.output
+
+
+def test_speed_is_one_requests_with_slots():
+    """With server slots a request reaches its slot's context only (8192 of -c 32768 over 4 slots, the engines'
+    division above) and reads its own sequence's recurrent state: Qwen3-Next's gated delta-net layers keep one state
+    per sequence (memory: 4 of them), but a token of one request reads one.  So 4 slots predict the one-slot speed
+    at depth 0, and at full context the one-slot speed at depth 8192."""
+    from planner.memory import Placement
+    from planner.speed import estimate_speed
+
+    tm = load_model("qwen3-next-80b-a3b")
+    hw = resolve_hardware(vram=[24.0], ram=96.0)
+    mix = {t.name: t.dtype for t in tm.tensors}
+    placement = Placement({t.name: "CPU" for t in tm.tensors}, ("CPU",) * tm.params.n_layer, ("CPU",))
+    one = estimate_speed(tm, mix, placement, hw, RunConfig(ctx=32768), depths=(0, 8192))
+    four = estimate_speed(tm, mix, placement, hw, RunConfig(ctx=32768, n_parallel=4))
+    assert four.tg_tps == one.tg_tps and four.pp_tps == one.pp_tps
+    assert four.tg_tps_ctx != one.tg_tps_ctx                   # one-slot default: the whole 32768
+    deep = estimate_speed(tm, mix, placement, hw, RunConfig(ctx=8192))
+    assert four.tg_tps_ctx == pytest.approx(deep.tg_tps_ctx, rel=1e-12)
