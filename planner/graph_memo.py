@@ -6,11 +6,13 @@ tests/test_replay_memo.py checks that replays with this memory warm equal replay
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from planner.gallocr import Graph, T
 from planner.graph_shape import GraphShape
 
-__all__ = ["Memo", "Row", "Source", "memo_of", "source"]
+__all__ = ["Memo", "Row", "Skeleton", "Source", "memo_of", "source"]
 
 _STATIC = ("in:", "w:", "kv:", "sh:")       # sources that exist whatever the layer drew before
 # a source's alternatives "a|b" as the runtime needs them: the layer's own nodes among the alternatives after the
@@ -20,24 +22,56 @@ Source = tuple[tuple[str, ...], str, str]
 Row = tuple[list[Any], int, set[str], list[Source], int, object]
 
 
+@dataclass(frozen=True, slots=True)
+class Skeleton:
+    """One graph of a template, shape and sequence of layer kinds, its devices aside: the tensors (pre-allocated
+    ones on a placeholder device 0, no node pinned) and where a placement's devices go.  ``weights``: (tensor, GGUF
+    name, the layer whose device it takes or -1: its name says, ``device_of``); ``caches``: (tensor, layer);
+    ``norms``: (node, layer) pinned to the layer's device when ``pin_all`` or the model is fully offloaded
+    (llama-context.cpp:2646-2657 graph_get_cb); ``graph``: the tensors as the allocator reads them."""
+
+    ts: list[T]
+    weights: tuple[tuple[int, str, int], ...]
+    caches: tuple[tuple[int, int], ...]
+    norms: tuple[tuple[int, int], ...]
+    pin_all: bool
+    graph: Graph
+
+
 class Memo:
     """What :func:`planner.engine_graph.build` derives from the template and the shape alone, kept across the
     builds of one (engine, template, shape): a role's stand-in placements replay the same template tens of times
     (DeepSeek-V4 with ~260 rows a layer: 110 builds in one plan).  ``parts``: the chunked head/layer/tail rows and each shared row
     as a one-row list (persistent objects: ``kept`` is keyed by their ids); ``kept``: each layer kind's rows;
-    ``sizes``: each size expression's bytes."""
+    ``sizes``: each size expression's bytes; ``skeletons``: the graph of each sequence of layer kinds (the
+    placements of one plan differ in devices far more than in kinds: DeepSeek-R1 on 2x RTX 3090, 110 placements
+    of 7 kind sequences), the least recently drawn forgotten past ``_SKELETONS_KEEP``."""
 
-    __slots__ = ("parts", "kept", "sizes")
+    __slots__ = ("parts", "kept", "sizes", "skeletons")
 
     def __init__(self) -> None:
         self.parts: dict[tuple[str, int], list[tuple[list[Any], int]]] = {}
         self.kept: dict[tuple[int, bool, bool, bool, bool, bool, bool, str],
                         tuple[object, list[Row]]] = {}
         self.sizes: dict[tuple[str, int, bool], int] = {}
+        self.skeletons: dict[tuple[object, ...], Skeleton] = {}
+
+    def skeleton(self, key: tuple[object, ...]) -> Skeleton | None:
+        """The skeleton drawn for ``key``, now the most recent one."""
+        got = self.skeletons.pop(key, None)
+        if got is not None:
+            self.skeletons[key] = got
+        return got
+
+    def keep(self, key: tuple[object, ...], skeleton: Skeleton) -> None:
+        self.skeletons[key] = skeleton
+        while len(self.skeletons) > _SKELETONS_KEEP:
+            del self.skeletons[next(iter(self.skeletons))]
 
 
 _MEMOS: dict[tuple[str, str, GraphShape], Memo] = {}
 _MEMO_KEEP = 16         # shapes remembered (a plan uses one or two; a test session thousands)
+_SKELETONS_KEEP = 32    # kind sequences remembered per shape (a plan: 6-18)
 
 
 def memo_of(engine: str, graph: str, shape: GraphShape) -> Memo:
