@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 ALIGN = 32
 # ggml-alloc.c:22-51 ggml_op_can_inplace (UNARY/GLU: GLU is not in the list)
@@ -139,7 +140,7 @@ class Graph:
     view source, sources) in graph order; ``first``: (node, the tensor whose device pass 1 gives it, -2 the CPU)."""
 
     __slots__ = ("ts", "nodes", "plain", "leafs", "in_leafs", "pre", "inp", "first", "srcs", "vsrc", "asize",
-                 "layout", "out", "fixed", "held", "live", "children", "views", "_inplace", "_gaps")
+                 "layout", "out", "fixed", "held", "live", "children", "views", "_inplace", "_passes")
 
     def __init__(self, ts: Sequence[T]) -> None:
         self.ts = ts
@@ -174,27 +175,13 @@ class Graph:
             if ts[i].view_src is not None:
                 self.views[ts[i].view_src] += 1                     # type: ignore[index]
         self._inplace: dict[frozenset[str], list[bool]] = {}
-        self._gaps: dict[tuple[int, ...], list[tuple[int, int, tuple[int, ...]]]] = {}
+        self._passes: dict[tuple[int, ...], _Passes] = {}
 
-    def gaps(self, pinned: tuple[int, ...]) -> list[tuple[int, int, tuple[int, ...]]]:
-        """The runs of non-view nodes that pass 1 leaves without a backend, with ``pinned`` pinned: (the node before
-        the run with one or -1, the node after it or -1, the run).  Which nodes pass 1 assigns does not depend on
-        the devices (a node with a weight source or a pre-allocated view source always gets one)."""
-        got = self._gaps.get(pinned)
+    def passes(self, pinned: tuple[int, ...]) -> _Passes:
+        """:class:`_Passes` with the nodes ``pinned`` pinned (worked out once per set)."""
+        got = self._passes.get(pinned)
         if got is None:
-            known = {i for i, _j in self.first}.union(self.inp, self.pre, pinned)
-            got, run, before = [], [], -1
-            for i in self.plain:
-                if i not in known:
-                    run.append(i)
-                    continue
-                if run:
-                    got.append((before, i, tuple(run)))
-                    run = []
-                before = i
-            if run:
-                got.append((before, -1, tuple(run)))
-            self._gaps[pinned] = got
+            got = self._passes[pinned] = _passes(self, pinned)
         return got
 
     def inplace(self, ops: frozenset[str]) -> list[bool]:
@@ -203,6 +190,61 @@ class Graph:
         if got is None:
             got = self._inplace[ops] = [("UNARY" if t.op in UNARY_OPS else t.op) in ops for t in self.ts]
         return got
+
+
+class _Passes(NamedTuple):
+    """What passes 1, 2 and 4 of the scheduler do to a :class:`Graph` with some nodes pinned, the devices aside:
+    which tensors have a backend after each step does not depend on them (a graph input's is the CPU, a pre-allocated
+    tensor's its device, a node's with a weight source or a pre-allocated view source that device), only which
+    backend.  ``first``: pass 1's (node, the tensor whose device it takes, -2 the CPU); ``gaps``: the runs of
+    non-view nodes pass 1 leaves without one, as (the node before the run or -1, the node after it or -1, the run);
+    ``fill``: pass 4's assignments in order, (tensor, the tensor whose backend it takes, -1 backend 0)."""
+
+    first: list[tuple[int, int]]
+    gaps: list[tuple[int, int, tuple[int, ...]]]
+    fill: list[tuple[int, int]]
+
+
+def _passes(g: Graph, pinned: tuple[int, ...]) -> _Passes:
+    """:meth:`Graph.passes`: passes 1, 2 and 4 run on whether each tensor has a backend yet."""
+    known = set(g.inp).union(g.pre, pinned)
+    first = [(i, j) for i, j in g.first if i not in known]
+    known.update(i for i, _j in first)
+    gaps: list[tuple[int, int, tuple[int, ...]]] = []
+    run: list[int] = []
+    before = -1
+    for i in g.plain:
+        if i not in known:
+            run.append(i)
+            continue
+        if run:
+            gaps.append((before, i, tuple(run)))
+            run = []
+        before = i
+    if run:
+        gaps.append((before, -1, tuple(run)))
+    unset = [True] * len(g.srcs)
+    for i in known:
+        unset[i] = False
+    for before, after, run_ in gaps:
+        if before >= 0 or after >= 0:               # a neighbour with a backend: the run gets one
+            for i in run_:
+                unset[i] = False
+    fill: list[tuple[int, int]] = []
+    for i, _view, v, _srcs in g.nodes:              # pass 4: views and sources (pre-allocated: set)
+        if unset[i] and v is not None:
+            fill.append((i, v))
+            unset[i] = unset[v]
+        for s in g.live[i]:
+            if unset[s]:
+                w = g.vsrc[s]
+                fill.append((s, i if w is None else w))
+                unset[s] = unset[i if w is None else w]
+        if unset[i]:
+            fill.append((i, -1))
+            unset[i] = False
+    return _Passes(first, gaps, fill)
+
 
 
 def _first_device(ts: Sequence[T], i: int) -> int:
@@ -219,6 +261,7 @@ def _first_device(ts: Sequence[T], i: int) -> int:
 def _assign(g: Graph, devs: Sequence[int], pins: Sequence[tuple[int, int]], cpu: int) -> list[int]:
     """Backend of every tensor: passes 1-4 of ggml_backend_sched_split_graph; ``devs``: per tensor, the device of a
     pre-allocated one (any value for the others); ``pins``: (node, backend) set before scheduling."""
+    steps = g.passes(tuple(i for i, _b in pins))
     be = [-1] * len(g.srcs)
     for i in g.inp:
         be[i] = cpu                                           # leafs: graph inputs go to the CPU (1.inp)
@@ -226,28 +269,19 @@ def _assign(g: Graph, devs: Sequence[int], pins: Sequence[tuple[int, int]], cpu:
         be[i] = b
     for i in g.pre:
         be[i] = devs[i]
-    for i, j in g.first:                                      # pass 1: backend_id_from_cur
-        if be[i] == -1:
-            be[i] = cpu if j == -2 else devs[j]
+    for i, j in steps.first:                                  # pass 1: backend_id_from_cur
+        be[i] = cpu if j == -2 else devs[j]
     # pass 2: expand the GPU backends down, then up, then every backend down, then up.  A run of unassigned
     # nodes takes, from its neighbours with a backend, the one before if not the CPU, else the one after if not
     # the CPU, else the one before, else the one after: the four sweeps' result, in one pass over the runs only
-    for before, after, run in g.gaps(tuple(i for i, _b in pins)):
+    for before, after, run in steps.gaps:
         b, a = (be[before] if before >= 0 else -1), (be[after] if after >= 0 else -1)
         got = b if b not in (-1, cpu) else a if a not in (-1, cpu) else b if b != -1 else a
         if got != -1:
             for i in run:
                 be[i] = got
-    vsrc, live = g.vsrc, g.live
-    for i, _view, v, _srcs in g.nodes:                        # pass 4: views and sources (pre-allocated: set)
-        if be[i] == -1 and v is not None:
-            be[i] = be[v]
-        for s in live[i]:
-            if be[s] == -1:
-                w = vsrc[s]
-                be[s] = be[w] if w is not None else be[i]
-        if be[i] == -1:
-            be[i] = 0
+    for i, j in steps.fill:                                   # pass 4: views and sources
+        be[i] = be[j] if j >= 0 else 0
     return be
 
 
