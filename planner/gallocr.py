@@ -144,38 +144,59 @@ class Graph:
 
     def __init__(self, ts: Sequence[T]) -> None:
         self.ts = ts
-        nodes = [i for i, t in enumerate(ts) if t.op != "NONE"]
-        self.nodes = [(i, ts[i].op in VIEW_OPS, ts[i].view_src, ts[i].srcs) for i in nodes]
-        self.plain = [i for i in nodes if ts[i].op not in VIEW_OPS]
-        self.leafs = [i for i, t in enumerate(ts) if t.op == "NONE"]
-        self.in_leafs = [i for i in self.leafs if ts[i].inp]
-        self.pre = [i for i, t in enumerate(ts) if t.dev is not None]
-        self.inp = [i for i, t in enumerate(ts) if t.inp]
-        self.first = [(i, j) for i in nodes if (j := _first_device(ts, i)) != -1]
         self.srcs = [t.srcs for t in ts]
+        self.vsrc = [t.view_src for t in ts]
         # the sources ggml-alloc's counts can change anything for: a pre-allocated tensor is never allocated or
         # freed, and skipping them saves a fifth of the allocation loop's steps (DeepSeek-R1's graphs: 20 % of
         # sources are weights or caches)
-        self.held = [t.dev is not None for t in ts]
-        self.live = [tuple(p for p in t.srcs if ts[p].dev is None) for t in ts]
-        self.vsrc = [t.view_src for t in ts]
+        held = self.held = [t.dev is not None for t in ts]
+        not_held = [not h for h in held]
+        self.live = [tuple(filter(not_held.__getitem__, s)) if s else s for s in self.srcs]
+        self.leafs = [i for i, t in enumerate(ts) if t.op == "NONE"]
+        self.in_leafs = [i for i in self.leafs if ts[i].inp]
+        self.pre = [i for i, h in enumerate(held) if h]
+        self.inp = [i for i, t in enumerate(ts) if t.inp]
+        self.nodes: list[tuple[int, bool, int | None, tuple[int, ...]]] = []
+        self.plain: list[int] = []
+        self.first: list[tuple[int, int]] = []
+        # ggml-alloc's counts before the scheduler's copies: every node is in the graph copy, so each source is
+        # counted once per reading node and each view once against its source (replay adjusts for the copies)
+        self.children = [0] * len(ts)
+        self.views = [0] * len(ts)
+        for i, t in enumerate(ts):
+            if t.op != "NONE":
+                self._node(i, t, held, ts)
         self.asize = [-(-t.size // ALIGN) * ALIGN for t in ts]
         self.layout = [t.layout for t in ts]
         self.out = [t.out for t in ts]
         # what ggml-alloc never allocates: pre-allocated tensors, views and other graphs' leafs
         self.fixed = [t.dev is not None or t.view_src is not None or (t.op == "NONE" and not (t.inp or t.leaf))
                       for t in ts]
-        # ggml-alloc's counts before the scheduler's copies: every node is in the graph copy, so each source is
-        # counted once per reading node and each view once against its source (replay adjusts for the copies)
-        self.children = [0] * len(ts)
-        self.views = [0] * len(ts)
-        for i in nodes:
-            for p in ts[i].srcs:
-                self.children[p] += 1
-            if ts[i].view_src is not None:
-                self.views[ts[i].view_src] += 1                     # type: ignore[index]
         self._inplace: dict[frozenset[str], list[bool]] = {}
         self._passes: dict[tuple[int, ...], _Passes] = {}
+
+    def _node(self, i: int, t: T, held: list[bool], ts: Sequence[T]) -> None:
+        """Node ``i``'s rows and counts; pass 1 (backend_id_from_cur): the tensor whose device it takes (its view
+        source's if pre-allocated, else -2 for a graph input (the CPU), else its first weight source's)."""
+        view = t.op in VIEW_OPS
+        v = t.view_src
+        self.nodes.append((i, view, v, t.srcs))
+        if not view:
+            self.plain.append(i)
+        if v is not None and held[v]:
+            self.first.append((i, v))
+        elif t.inp:
+            self.first.append((i, -2))
+        else:
+            for s in t.srcs:
+                if held[s] and ts[s].weight:
+                    self.first.append((i, s))
+                    break
+        children = self.children
+        for p in t.srcs:
+            children[p] += 1
+        if v is not None:
+            self.views[v] += 1
 
     def passes(self, pinned: tuple[int, ...]) -> _Passes:
         """:class:`_Passes` with the nodes ``pinned`` pinned (worked out once per set)."""
@@ -245,17 +266,6 @@ def _passes(g: Graph, pinned: tuple[int, ...]) -> _Passes:
             unset[i] = False
     return _Passes(first, gaps, fill)
 
-
-
-def _first_device(ts: Sequence[T], i: int) -> int:
-    """Pass 1 (backend_id_from_cur) for node ``i``: the tensor whose device it takes (its view source's, else its
-    first weight source's), -2 for a graph input (the CPU), -1 for none."""
-    t = ts[i]
-    if t.view_src is not None and ts[t.view_src].dev is not None:
-        return t.view_src
-    if t.inp:
-        return -2
-    return next((s for s in t.srcs if ts[s].dev is not None and ts[s].weight), -1)
 
 
 def _assign(g: Graph, devs: Sequence[int], pins: Sequence[tuple[int, int]], cpu: int) -> list[int]:
