@@ -32,7 +32,7 @@ from functools import cache
 from typing import Any
 
 from planner.gallocr import Graph, T, inplace_ops, replay
-from planner.graph_memo import Row, Skeleton, memo_of, source
+from planner.graph_memo import Row, Skeleton, keep_skeleton, memo_of, skeleton_of, source
 from planner.graph_select import _templates, graph_of, has_graph, k_as_v
 from planner.graph_shape import GraphShape
 from planner.input_copies import input_rooted, layer_leaf_bytes
@@ -117,14 +117,13 @@ def skeleton(engine: str, graph: str, shape: GraphShape, n_layer: int, dense: tu
              swa: tuple[bool, ...] = (), recr: tuple[bool, ...] = (), kv_shared: tuple[bool, ...] = (),
              kev: tuple[bool, ...] = (), tags: tuple[str, ...] = (), shared_inputs: bool = False) -> Skeleton:
     """The graph :func:`build` draws for ``n_layer`` layers of these kinds, devices aside (``kv_shared``: the
-    layers reading another layer's cache), drawn once per (engine, template, shape) and kinds
-    (:class:`planner.graph_memo.Memo`)."""
-    memo = memo_of(engine, graph, shape)
-    key = (n_layer, dense, swa, recr, kv_shared, kev, tags, shared_inputs)
-    got = memo.skeleton(key)
+    layers reading another layer's cache), drawn once per (engine, template, shape) and kinds while remembered
+    (:func:`planner.graph_memo.skeleton_of`)."""
+    kinds = (n_layer, dense, swa, recr, kv_shared, kev, tags, shared_inputs)
+    got = skeleton_of(engine, graph, shape, kinds)
     if got is None:
         got = _draw(engine, graph, shape, n_layer, dense, swa, recr, kv_shared, kev, tags, shared_inputs)
-        memo.keep(key, got)
+        keep_skeleton(engine, graph, shape, kinds, got)
     return got
 
 

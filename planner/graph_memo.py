@@ -12,7 +12,7 @@ from typing import Any
 from planner.gallocr import Graph, T
 from planner.graph_shape import GraphShape
 
-__all__ = ["Memo", "Row", "Skeleton", "Source", "memo_of", "source"]
+__all__ = ["Memo", "Row", "Skeleton", "Source", "keep_skeleton", "memo_of", "skeleton_of", "source"]
 
 _STATIC = ("in:", "w:", "kv:", "sh:")       # sources that exist whatever the layer drew before
 # a source's alternatives "a|b" as the runtime needs them: the layer's own nodes among the alternatives after the
@@ -43,35 +43,24 @@ class Memo:
     builds of one (engine, template, shape): a role's stand-in placements replay the same template tens of times
     (DeepSeek-V4 with ~260 rows a layer: 110 builds in one plan).  ``parts``: the chunked head/layer/tail rows and each shared row
     as a one-row list (persistent objects: ``kept`` is keyed by their ids); ``kept``: each layer kind's rows;
-    ``sizes``: each size expression's bytes; ``skeletons``: the graph of each sequence of layer kinds (the
-    placements of one plan differ in devices far more than in kinds: DeepSeek-R1 on 2x RTX 3090, 110 placements
-    of 7 kind sequences), the least recently drawn forgotten past ``_SKELETONS_KEEP``."""
+    ``sizes``: each size expression's bytes."""
 
-    __slots__ = ("parts", "kept", "sizes", "skeletons")
+    __slots__ = ("parts", "kept", "sizes")
 
     def __init__(self) -> None:
         self.parts: dict[tuple[str, int], list[tuple[list[Any], int]]] = {}
         self.kept: dict[tuple[int, bool, bool, bool, bool, bool, bool, str],
                         tuple[object, list[Row]]] = {}
         self.sizes: dict[tuple[str, int, bool], int] = {}
-        self.skeletons: dict[tuple[object, ...], Skeleton] = {}
-
-    def skeleton(self, key: tuple[object, ...]) -> Skeleton | None:
-        """The skeleton drawn for ``key``, now the most recent one."""
-        got = self.skeletons.pop(key, None)
-        if got is not None:
-            self.skeletons[key] = got
-        return got
-
-    def keep(self, key: tuple[object, ...], skeleton: Skeleton) -> None:
-        self.skeletons[key] = skeleton
-        while len(self.skeletons) > _SKELETONS_KEEP:
-            del self.skeletons[next(iter(self.skeletons))]
 
 
 _MEMOS: dict[tuple[str, str, GraphShape], Memo] = {}
 _MEMO_KEEP = 16         # shapes remembered (a plan uses one or two; a test session thousands)
-_SKELETONS_KEEP = 32    # kind sequences remembered per shape (a plan: 6-18)
+# the graph of each (engine, template, shape) and sequence of layer kinds: the placements of one plan differ in
+# devices far more than in kinds (DeepSeek-R1 on 2x RTX 3090: 110 placements of 7 kind sequences; 15 plans of
+# the built-in models: 18 at most, gemma-3 mainline); one takes 1-2.5 MiB (DeepSeek-R1, DeepSeek-V4), so 24 at most
+_SKELETONS: dict[tuple[str, str, GraphShape, tuple[object, ...]], Skeleton] = {}
+_SKELETONS_KEEP = 24
 
 
 def memo_of(engine: str, graph: str, shape: GraphShape) -> Memo:
@@ -82,6 +71,21 @@ def memo_of(engine: str, graph: str, shape: GraphShape) -> Memo:
     while len(_MEMOS) > _MEMO_KEEP:
         del _MEMOS[next(iter(_MEMOS))]
     return memo
+
+
+def skeleton_of(engine: str, graph: str, shape: GraphShape, kinds: tuple[object, ...]) -> Skeleton | None:
+    """The skeleton drawn for these kinds (:func:`planner.engine_graph.skeleton`), now the most recent one."""
+    got = _SKELETONS.pop((engine, graph, shape, kinds), None)
+    if got is not None:
+        _SKELETONS[engine, graph, shape, kinds] = got
+    return got
+
+
+def keep_skeleton(engine: str, graph: str, shape: GraphShape, kinds: tuple[object, ...], sk: Skeleton) -> None:
+    """Remember a drawn skeleton, the least recently used one forgotten past ``_SKELETONS_KEEP``."""
+    _SKELETONS[engine, graph, shape, kinds] = sk
+    while len(_SKELETONS) > _SKELETONS_KEEP:
+        del _SKELETONS[next(iter(_SKELETONS))]
 
 
 # model-level weights: a "w:" source naming one of these is not a layer's (no "blk.N." prefix)
