@@ -336,8 +336,8 @@ def _split(g: Graph, be: list[int], copies: int) -> _Split:
             split_be = be[i]
             splits.append((split_be, i, []))
         split.append(i)
-        copied: list[int] | None = None
-        for j, s in enumerate(tsrcs):
+        copied: dict[int, int] | None = None        # source -> its copy on this backend
+        for s in tsrcs:
             if be[s] == split_be:
                 continue
             key = (s, split_be)
@@ -356,11 +356,11 @@ def _split(g: Graph, be: list[int], copies: int) -> _Split:
                 deps.append(n + len(added) - 1)
                 deps.append(first)
             if copied is None:
-                copied = list(tsrcs)
-            copied[j] = first
+                copied = {}
+            copied[s] = first
             read_copies.append((i, s, first))
         if copied is not None:
-            srcs[i] = tuple(copied)
+            srcs[i] = tuple(copied.get(s, s) for s in tsrcs)
     order.extend(deps)
     order.extend(split)
     return _Split(be, srcs, order, split_inputs, splits, added, read_copies)
