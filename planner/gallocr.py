@@ -25,6 +25,9 @@ allocated here), graph inputs (``inp``: they live on the last backend, the CPU),
 
 The result is each backend's ``max_size``: what ``sched_reserve`` logs as "<dev> compute buffer size".
 
+A tensor list is read once into a :class:`Graph`, with what the passes do that does not depend on the devices
+(:class:`_Passes`), and replayed per placement (:func:`replay`: the pre-allocated tensors' devices and the pins).
+
 ik_llama.cpp 8337e4cd3 runs the same passes (ggml-backend.cpp:1439-1968: no CUDA op offload over RPC, and its
 extra split rules, REDUCE/FAKE_CPY and 0xff-flagged ops, are not in the graphs drawn here) and the same allocator
 (ggml-alloc.c:472-640, without mainline's ggml_gallocr_free_extra_space, which an in-place reuse of the same
