@@ -31,8 +31,8 @@ from dataclasses import replace
 from functools import cache
 from typing import Any
 
-from planner.gallocr import T, buffer_sizes, inplace_ops
-from planner.graph_memo import Row, memo_of, source
+from planner.gallocr import Graph, T, inplace_ops, replay
+from planner.graph_memo import Row, Skeleton, keep_skeleton, memo_of, skeleton_of, source
 from planner.graph_select import _templates, graph_of, has_graph, k_as_v
 from planner.graph_shape import GraphShape
 from planner.input_copies import input_rooted, layer_leaf_bytes
@@ -92,6 +92,45 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
     head widths).  ``tags``: each layer's kind tags (:func:`layer_tags`, "+"-joined: a row flagged with a tag is
     drawn only on layers that have it).  ``shared_inputs``: every layer reads the first one's views of the graph
     inputs (drawn "once"), so a device copies each in once (planner/input_copies.py: the solver's role stand-ins)."""
+    sk = skeleton(engine, graph, shape, len(layer_dev), tuple(dense), tuple(swa), tuple(recr),
+                  tuple(d >= 0 for d in kv_dev), tuple(kev), tuple(tags), shared_inputs)
+    devs, pins = placed(sk, layer_dev, device_of, out_dev, cpu, kv_dev)
+    pin = dict(pins)
+    return [replace(t, dev=None if t.dev is None else devs[i], pin=pin.get(i)) for i, t in enumerate(sk.ts)]
+
+
+def placed(sk: Skeleton, layer_dev: Sequence[int], device_of: Callable[[str], int], out_dev: int, cpu: int,
+           kv_dev: Sequence[int]) -> tuple[list[int], list[tuple[int, int]]]:
+    """A placement's devices for the skeleton's tensors (per tensor, -1 for those not pre-allocated) and its pinned
+    nodes as (node, backend), as :func:`planner.gallocr.replay` takes them (see :func:`build`)."""
+    devs = [-1] * len(sk.ts)
+    for i, name, il in sk.weights:
+        devs[i] = layer_dev[il] if il >= 0 else device_of(name)
+    for i, il in sk.caches:
+        devs[i] = kv_dev[il] if 0 <= il < len(kv_dev) and kv_dev[il] >= 0 else layer_dev[il]
+    if sk.pin_all or (cpu not in layer_dev and out_dev != cpu):
+        return devs, [(i, layer_dev[il]) for i, il in sk.norms]
+    return devs, []
+
+
+def skeleton(engine: str, graph: str, shape: GraphShape, n_layer: int, dense: tuple[bool, ...] = (),
+             swa: tuple[bool, ...] = (), recr: tuple[bool, ...] = (), kv_shared: tuple[bool, ...] = (),
+             kev: tuple[bool, ...] = (), tags: tuple[str, ...] = (), shared_inputs: bool = False) -> Skeleton:
+    """The graph :func:`build` draws for ``n_layer`` layers of these kinds, devices aside (``kv_shared``: the
+    layers reading another layer's cache), drawn once per (engine, template, shape) and kinds while remembered
+    (:func:`planner.graph_memo.skeleton_of`)."""
+    kinds = (n_layer, dense, swa, recr, kv_shared, kev, tags, shared_inputs)
+    got = skeleton_of(engine, graph, shape, kinds)
+    if got is None:
+        got = _draw(engine, graph, shape, n_layer, dense, swa, recr, kv_shared, kev, tags, shared_inputs)
+        keep_skeleton(engine, graph, shape, kinds, got)
+    return got
+
+
+def _draw(engine: str, graph: str, shape: GraphShape, n_layer: int, dense: tuple[bool, ...],
+          swa: tuple[bool, ...], recr: tuple[bool, ...], kv_shared: tuple[bool, ...], kev: tuple[bool, ...],
+          tags: tuple[str, ...], shared_inputs: bool) -> Skeleton:
+    """:func:`skeleton` drawn from the template (see :func:`build`)."""
     tpl = _templates()[engine][graph]
     shared_views = input_rooted(engine, graph) if shared_inputs else frozenset()
     k_seqs = tpl.get("reserve_seqs", 0)
@@ -103,9 +142,9 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
     windowed = bool(tpl.get("window"))
     ts: list[T] = []
     ids: dict[str, int] = {}
-    n_layer = len(layer_dev)
-    full_offload = cpu not in layer_dev and out_dev != cpu
-    pin_norm = shape.T < 32 or full_offload      # llama-context.cpp:2646-2657 graph_get_cb
+    weight_at: list[tuple[int, str, int]] = []      # the skeleton's device slots (see Skeleton)
+    cache_at: list[tuple[int, int]] = []
+    norm_at: list[tuple[int, int]] = []
 
     # graph order: a tensor's key; rows flagged "pre" go right after the last row flagged "exp" (see below)
     keys: list[tuple[int, int]] = []
@@ -129,10 +168,10 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
 
     def weight(name: str, il: int = -1) -> int:
         if name not in weights:
+            weights[name] = add(T(name, "NONE", 0, dev=0, weight=True))
             # the token-embedding norm is loaded with layer 0 (LLM_TENSOR_LAYER_REPEATING, mainline
             # llama-arch.cpp:732 @0c1e57098), whatever device holds the other model-level weights
-            dev = layer_dev[il] if il >= 0 and name.startswith("token_embd_norm.") else device_of(name)
-            weights[name] = add(T(name, "NONE", 0, dev=dev, weight=True))
+            weight_at.append((weights[name], name, il if il >= 0 and name.startswith("token_embd_norm.") else -1))
         return weights[name]
 
     shared: dict[str, int] = {}
@@ -150,14 +189,14 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
         return got
 
     def shared_kv(il: int) -> bool:
-        return 0 <= il < len(kv_dev) and kv_dev[il] >= 0
+        return 0 <= il < len(kv_shared) and kv_shared[il]
 
     def cache_node(s: str, il: int, local: dict[str, int]) -> int:
         """The cache a "kv:" source names: the layer's own, or the one it shares (on that layer's backend)."""
         key = f"{s}{il}"
         if key not in local:
-            dev = kv_dev[il] if shared_kv(il) else layer_dev[il]
-            local[key] = add(T(f"cache_{s[3:]}_l{il}", "NONE", 0, dev=dev))
+            local[key] = add(T(f"cache_{s[3:]}_l{il}", "NONE", 0, dev=0))
+            cache_at.append((local[key], il))
         return local[key]
 
     # keyed by the row list's id: the list is kept with its rows (memo.parts), so no other list takes that id
@@ -212,7 +251,6 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
     moved = [False]                 # a row flagged "pre" was drawn: the graph order is not the drawing order
 
     def nodes(rows: list[tuple[list[Any], int]], il: int, local: dict[str, int]) -> None:
-        dev = layer_dev[il] if il >= 0 else out_dev
         win = windowed and 0 <= il < len(swa) and swa[il]
         for row, _k, flags, srcs, sz, layout in rows_of(rows, il):
             name, op, expr = row[0], row[1], row[2]
@@ -272,13 +310,14 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
             if op == "LEAF":          # a tensor the graph creates (ggml_new_tensor): allocated as a leaf
                 local[name] = add(T(f"{name}-{il}", "NONE", size(expr, 1, win), layout=expr, leaf=True))
                 continue
-            pin = dev if ("norm" in flags and pin_norm and il >= 0) else None
+            if "norm" in flags and il >= 0:
+                norm_at.append((len(ts), il))
             if "pre" in flags:      # drawn where the last expanded row left off
                 nxt[0] = (mark[0][0], mark[0][1] + 1)
                 moved[0] = True
             # positional: name, op, size, srcs, view_src, layout, dev, weight, inp, out, pin (the hottest call)
             local[name] = add(T(f"{name}-{il}", op, sz, tuple(resolved), v_src, layout, None, False, False,
-                                "out" in flags, pin))
+                                "out" in flags, None))
             if "once" in flags or name in shared_views:
                 once[name] = local[name]
             if "pre" in flags:
@@ -307,25 +346,34 @@ def build(engine: str, graph: str, shape: GraphShape, layer_dev: Sequence[int], 
     # nodes() calls itself, so its closure refers to it: a reference cycle that would keep every tensor of this
     # graph alive until the cyclic collector finds it (~17,000 tensors a headline plan); cut it here
     del nodes
-    return _reordered(ts, keys) if moved[0] else ts
+    if moved[0]:
+        ts, new = _reordered(ts, keys)
+        weight_at = [(new[i], name, il) for i, name, il in weight_at]
+        cache_at = [(new[i], il) for i, il in cache_at]
+        norm_at = [(new[i], il) for i, il in norm_at]
+    # llama-context.cpp:2646-2657 graph_get_cb: the norms are pinned for a short ubatch (or a full offload)
+    return Skeleton(ts, tuple(weight_at), tuple(cache_at), tuple(norm_at), shape.T < 32, Graph(ts))
 
 
-def _reordered(ts: list[T], keys: list[tuple[int, int]]) -> list[T]:
+def _reordered(ts: list[T], keys: list[tuple[int, int]]) -> tuple[list[T], list[int]]:
     """The tensors sorted by their keys, sources and view sources renumbered.  ggml orders a graph by its
     ``ggml_build_forward_expand`` calls, each adding the unvisited ancestors of the expanded tensor depth first
     (ggml.c ggml_visit_parents): a node built early but expanded later lands late.  Templates are written in
     the order of the rows' own dependencies; a row flagged "pre" reads no node of its layer and is expanded
     before the layer's input is (a Mamba layer's conv-state build_rs, mamba-base.cpp:184 and llama-graph.cpp:
-    3512-3547), so it lands right after the last row flagged "exp" (an expanded node) of the graph so far."""
+    3512-3547), so it lands right after the last row flagged "exp" (an expanded node) of the graph so far.  Also
+    returned: each old index's new one."""
     order = sorted(range(len(ts)), key=keys.__getitem__)
-    new = {old: i for i, old in enumerate(order)}
+    new = [0] * len(ts)
+    for i, old in enumerate(order):
+        new[old] = i
     out = []
     for old in order:
         t = ts[old]
         t.srcs = tuple(new[s] for s in t.srcs)
         t.view_src = None if t.view_src is None else new[t.view_src]
         out.append(t)
-    return out
+    return out, new
 
 
 @cache
@@ -343,9 +391,10 @@ def _sizes(engine: str, graph: str, shape: GraphShape, layer_dev: tuple[int, ...
             return layer_dev[int(name.split(".")[1])]
         return cpu if name == "token_embd.weight" else out_dev
 
-    ts = build(engine, graph, shape, layer_dev, device_of, out_dev, cpu, dense, swa, recr, kv_dev, kev, tags,
-               shared_inputs)
-    return tuple(buffer_sizes(ts, n_backends, copies=copies, inplace=inplace_ops(engine)))
+    sk = skeleton(engine, graph, shape, len(layer_dev), dense, swa, recr, tuple(d >= 0 for d in kv_dev), kev, tags,
+                  shared_inputs)
+    devs, pins = placed(sk, layer_dev, device_of, out_dev, cpu, kv_dev)
+    return tuple(replay(sk.graph, devs, pins, n_backends, copies=copies, inplace=inplace_ops(engine)))
 
 
 @cache

@@ -25,6 +25,9 @@ allocated here), graph inputs (``inp``: they live on the last backend, the CPU),
 
 The result is each backend's ``max_size``: what ``sched_reserve`` logs as "<dev> compute buffer size".
 
+A tensor list is read once into a :class:`Graph`, with what the passes do that does not depend on the devices
+(:class:`_Passes`), and replayed per placement (:func:`replay`: the pre-allocated tensors' devices and the pins).
+
 ik_llama.cpp 8337e4cd3 runs the same passes (ggml-backend.cpp:1439-1968: no CUDA op offload over RPC, and its
 extra split rules, REDUCE/FAKE_CPY and 0xff-flagged ops, are not in the graphs drawn here) and the same allocator
 (ggml-alloc.c:472-640, without mainline's ggml_gallocr_free_extra_space, which an in-place reuse of the same
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 ALIGN = 32
 # ggml-alloc.c:22-51 ggml_op_can_inplace (UNARY/GLU: GLU is not in the list)
@@ -78,7 +82,8 @@ class T:
 
 class _Alloc:
     """ggml_dyn_tallocr with one chunk (the CPU and RPC buffer types report no maximum size): its free blocks as
-    two parallel lists (offsets ascending, sizes), the last one the unbounded tail."""
+    two parallel lists (offsets ascending, sizes), the last one the unbounded tail.  Sizes come padded to
+    ``ALIGN`` (:attr:`Graph.asize`)."""
 
     __slots__ = ("offs", "sizes", "max_size")
 
@@ -88,7 +93,6 @@ class _Alloc:
         self.max_size = 0
 
     def alloc(self, size: int) -> int:
-        size = -(-size // ALIGN) * ALIGN
         sizes = self.sizes
         best, best_size = -1, 0
         for i in range(len(sizes) - 1):
@@ -108,7 +112,6 @@ class _Alloc:
         return off
 
     def free(self, off: int, size: int) -> None:
-        size = -(-size // ALIGN) * ALIGN
         offs, sizes = self.offs, self.sizes
         n = len(offs)
         for i in range(n):
@@ -132,52 +135,238 @@ class _Alloc:
         sizes.insert(pos, size)
 
 
-def _assign(ts: Sequence[T], nodes: Sequence[int], cpu: int) -> list[int]:
-    """Backend of every tensor: passes 1-4 of ggml_backend_sched_split_graph."""
-    be = [-1] * len(ts)
-    for i, t in enumerate(ts):
-        if t.dev is not None:
-            be[i] = t.dev
-        elif t.pin is not None:
-            be[i] = t.pin
+class Graph:
+    """A graph's tensors as the scheduler and the allocator read them, the pre-allocated tensors' devices and the
+    pinned nodes' backends aside (:func:`replay` takes those): read once per tensor list, since a template's
+    skeleton (planner.engine_graph) is replayed under tens of placements a plan (DeepSeek-R1 on 2x RTX 3090: 110
+    replays of 7 skeletons).  Lists are per tensor unless named per node; ``nodes`` rows are (node, is a view op,
+    view source, sources) in graph order; ``first``: (node, the tensor whose device pass 1 gives it, -2 the CPU)."""
+
+    __slots__ = ("ts", "nodes", "plain", "leafs", "in_leafs", "pre", "inp", "first", "srcs", "vsrc", "asize",
+                 "layout", "out", "fixed", "held", "live", "children", "views", "_inplace", "_passes")
+
+    def __init__(self, ts: Sequence[T]) -> None:
+        self.ts = ts
+        self.srcs = [t.srcs for t in ts]
+        self.vsrc = [t.view_src for t in ts]
+        # the sources ggml-alloc's counts can change anything for: a pre-allocated tensor is never allocated or
+        # freed, and skipping them saves a fifth of the allocation loop's steps (DeepSeek-R1's graphs: 20 % of
+        # sources are weights or caches)
+        held = self.held = [t.dev is not None for t in ts]
+        not_held = [not h for h in held]
+        self.live = [tuple(filter(not_held.__getitem__, s)) if s else s for s in self.srcs]
+        self.leafs = [i for i, t in enumerate(ts) if t.op == "NONE"]
+        self.in_leafs = [i for i in self.leafs if ts[i].inp]
+        self.pre = [i for i, h in enumerate(held) if h]
+        self.inp = [i for i, t in enumerate(ts) if t.inp]
+        self.nodes: list[tuple[int, bool, int | None, tuple[int, ...]]] = []
+        self.plain: list[int] = []
+        self.first: list[tuple[int, int]] = []
+        # ggml-alloc's counts before the scheduler's copies: every node is in the graph copy, so each source is
+        # counted once per reading node and each view once against its source (replay adjusts for the copies)
+        self.children = [0] * len(ts)
+        self.views = [0] * len(ts)
+        for i, t in enumerate(ts):
+            if t.op != "NONE":
+                self._node(i, t, held, ts)
+        self.asize = [-(-t.size // ALIGN) * ALIGN for t in ts]
+        self.layout = [t.layout for t in ts]
+        self.out = [t.out for t in ts]
+        # what ggml-alloc never allocates: pre-allocated tensors, views and other graphs' leafs
+        self.fixed = [t.dev is not None or t.view_src is not None or (t.op == "NONE" and not (t.inp or t.leaf))
+                      for t in ts]
+        self._inplace: dict[frozenset[str], list[bool]] = {}
+        self._passes: dict[tuple[int, ...], _Passes] = {}
+
+    def _node(self, i: int, t: T, held: list[bool], ts: Sequence[T]) -> None:
+        """Node ``i``'s rows and counts; pass 1 (backend_id_from_cur): the tensor whose device it takes (its view
+        source's if pre-allocated, else -2 for a graph input (the CPU), else its first weight source's)."""
+        view = t.op in VIEW_OPS
+        v = t.view_src
+        self.nodes.append((i, view, v, t.srcs))
+        if not view:
+            self.plain.append(i)
+        if v is not None and held[v]:
+            self.first.append((i, v))
         elif t.inp:
-            be[i] = cpu                                       # leafs: graph inputs go to the CPU (1.inp)
-    dev = [t.dev for t in ts]
-    for i in nodes:                                           # pass 1: backend_id_from_cur
-        if be[i] != -1:
-            continue
-        t = ts[i]
-        vdev = dev[t.view_src] if t.view_src is not None else None
-        if vdev is not None:
-            be[i] = vdev
-        elif t.inp:
-            be[i] = cpu
+            self.first.append((i, -2))
         else:
             for s in t.srcs:
-                d = dev[s]
-                if d is not None and ts[s].weight:
-                    be[i] = d
+                if held[s] and ts[s].weight:
+                    self.first.append((i, s))
                     break
-    plain = [i for i in nodes if ts[i].op not in VIEW_OPS]
-    for order, skip_cpu in ((plain, True), (plain[::-1], True), (plain, False), (plain[::-1], False)):
-        cur = -1
-        for i in order:                                       # pass 2: expand
-            b = be[i]
-            if b != -1:
-                cur = -1 if (skip_cpu and b == cpu) else b
-            elif cur != -1:
-                be[i] = cur
-    for i in nodes:                                           # pass 4: views and sources
-        t = ts[i]
-        if be[i] == -1 and t.view_src is not None:
-            be[i] = be[t.view_src]
-        for s in t.srcs:
-            if be[s] == -1:
-                v = ts[s].view_src
-                be[s] = be[v] if v is not None else be[i]
-        if be[i] == -1:
-            be[i] = 0
+        children = self.children
+        for p in t.srcs:
+            children[p] += 1
+        if v is not None:
+            self.views[v] += 1
+
+    def passes(self, pinned: tuple[int, ...]) -> _Passes:
+        """:class:`_Passes` with the nodes ``pinned`` pinned (worked out once per set)."""
+        got = self._passes.get(pinned)
+        if got is None:
+            got = self._passes[pinned] = _passes(self, pinned)
+        return got
+
+    def inplace(self, ops: frozenset[str]) -> list[bool]:
+        """Per tensor: whether its op may reuse a source's memory under the engine's ``ops``."""
+        got = self._inplace.get(ops)
+        if got is None:
+            got = self._inplace[ops] = [("UNARY" if t.op in UNARY_OPS else t.op) in ops for t in self.ts]
+        return got
+
+
+class _Passes(NamedTuple):
+    """What passes 1, 2 and 4 of the scheduler do to a :class:`Graph` with some nodes pinned, the devices aside:
+    which tensors have a backend after each step does not depend on them (a graph input's is the CPU, a pre-allocated
+    tensor's its device, a node's with a weight source or a pre-allocated view source that device), only which
+    backend.  ``first``: pass 1's (node, the tensor whose device it takes, -2 the CPU); ``gaps``: the runs of
+    non-view nodes pass 1 leaves without one, as (the node before the run or -1, the node after it or -1, the run);
+    ``fill``: pass 4's assignments in order, (tensor, the tensor whose backend it takes, -1 backend 0)."""
+
+    first: list[tuple[int, int]]
+    gaps: list[tuple[int, int, tuple[int, ...]]]
+    fill: list[tuple[int, int]]
+
+
+def _passes(g: Graph, pinned: tuple[int, ...]) -> _Passes:
+    """:meth:`Graph.passes`: passes 1, 2 and 4 run on whether each tensor has a backend yet."""
+    known = set(g.inp).union(g.pre, pinned)
+    first = [(i, j) for i, j in g.first if i not in known]
+    known.update(i for i, _j in first)
+    gaps: list[tuple[int, int, tuple[int, ...]]] = []
+    run: list[int] = []
+    before = -1
+    for i in g.plain:
+        if i not in known:
+            run.append(i)
+            continue
+        if run:
+            gaps.append((before, i, tuple(run)))
+            run = []
+        before = i
+    if run:
+        gaps.append((before, -1, tuple(run)))
+    unset = [True] * len(g.srcs)
+    for i in known:
+        unset[i] = False
+    for before, after, run_ in gaps:
+        if before >= 0 or after >= 0:               # a neighbour with a backend: the run gets one
+            for i in run_:
+                unset[i] = False
+    fill: list[tuple[int, int]] = []
+    for i, _view, v, _srcs in g.nodes:              # pass 4: views and sources (pre-allocated: set)
+        if unset[i] and v is not None:
+            fill.append((i, v))
+            unset[i] = unset[v]
+        for s in g.live[i]:
+            if unset[s]:
+                w = g.vsrc[s]
+                fill.append((s, i if w is None else w))
+                unset[s] = unset[i if w is None else w]
+        if unset[i]:
+            fill.append((i, -1))
+            unset[i] = False
+    return _Passes(first, gaps, fill)
+
+
+
+def _assign(g: Graph, devs: Sequence[int], pins: Sequence[tuple[int, int]], cpu: int) -> list[int]:
+    """Backend of every tensor: passes 1-4 of ggml_backend_sched_split_graph; ``devs``: per tensor, the device of a
+    pre-allocated one (any value for the others); ``pins``: (node, backend) set before scheduling."""
+    steps = g.passes(tuple(i for i, _b in pins))
+    be = [-1] * len(g.srcs)
+    for i in g.inp:
+        be[i] = cpu                                           # leafs: graph inputs go to the CPU (1.inp)
+    for i, b in pins:
+        be[i] = b
+    for i in g.pre:
+        be[i] = devs[i]
+    for i, j in steps.first:                                  # pass 1: backend_id_from_cur
+        be[i] = cpu if j == -2 else devs[j]
+    # pass 2: expand the GPU backends down, then up, then every backend down, then up.  A run of unassigned
+    # nodes takes, from its neighbours with a backend, the one before if not the CPU, else the one after if not
+    # the CPU, else the one before, else the one after: the four sweeps' result, in one pass over the runs only
+    for before, after, run in steps.gaps:
+        b, a = (be[before] if before >= 0 else -1), (be[after] if after >= 0 else -1)
+        got = b if b not in (-1, cpu) else a if a not in (-1, cpu) else b if b != -1 else a
+        if got != -1:
+            for i in run:
+                be[i] = got
+    for i, j in steps.fill:                                   # pass 4: views and sources
+        be[i] = be[j] if j >= 0 else 0
     return be
+
+
+@dataclass(slots=True)
+class _Split:
+    """Pass 5 and the graph copy over a :class:`Graph`: ``be`` and ``srcs`` extended by the tensors it adds, listed
+    in ``added`` as (source, backend, copy index) for a copy and (source, -1, 0) for a dependency view; ``order``:
+    the graph copy's tensors in order; ``copied``: (node, source, its copy) for each source a node reads from a
+    copy."""
+
+    be: list[int]
+    srcs: list[tuple[int, ...]]
+    order: list[int]
+    split_inputs: list[int]
+    splits: list[tuple[int, int, list[int]]]
+    added: list[tuple[int, int, int]]
+    copied: list[tuple[int, int, int]]
+
+
+def _split(g: Graph, be: list[int], copies: int) -> _Split:
+    """Pass 5 of ggml_backend_sched_split_graph and the graph copy (see the module docstring)."""
+    n = len(be)
+    splits: list[tuple[int, int, list[int]]] = []
+    copy_of: dict[tuple[int, int], int] = {}       # (tensor, backend) -> its first copy
+    order: list[int] = []                          # tensors in graph-copy order
+    split_inputs: list[int] = []                   # copies (all of them) in creation order
+    added: list[tuple[int, int, int]] = []
+    read_copies: list[tuple[int, int, int]] = []
+    srcs = g.srcs.copy()                           # a node's own tuple until one of its sources is copied
+    split: list[int] = []
+    split_be = -1
+    deps: list[int] = []
+    for i, view, _v, tsrcs in g.nodes:
+        if view:
+            split.append(i)
+            continue
+        if be[i] != split_be:
+            order.extend(deps)
+            order.extend(split)
+            deps.clear()
+            split.clear()
+            split_be = be[i]
+            splits.append((split_be, i, []))
+        split.append(i)
+        copied: dict[int, int] | None = None        # source -> its copy on this backend
+        for s in tsrcs:
+            if be[s] == split_be:
+                continue
+            key = (s, split_be)
+            first = copy_of.get(key)
+            if first is None:
+                first = copy_of[key] = n + len(added)
+                for c in range(copies):
+                    added.append((s, split_be, c))
+                    be.append(split_be)
+                    srcs.append(())
+                split_inputs.extend(range(first, first + copies))
+                splits[-1][2].append(s)
+                added.append((s, -1, 0))
+                be.append(be[s])
+                srcs.append((s,))
+                deps.append(n + len(added) - 1)
+                deps.append(first)
+            if copied is None:
+                copied = {}
+            copied[s] = first
+            read_copies.append((i, s, first))
+        if copied is not None:
+            srcs[i] = tuple(copied.get(s, s) for s in tsrcs)
+    order.extend(deps)
+    order.extend(split)
+    return _Split(be, srcs, order, split_inputs, splits, added, read_copies)
 
 
 @dataclass(slots=True)
@@ -195,66 +384,21 @@ class Schedule:
     splits: list[tuple[int, int, list[int]]]
 
 
+def _devices(ts: Sequence[T]) -> tuple[list[int], list[tuple[int, int]]]:
+    """The tensors' own devices (-1: none) and pins, as :func:`replay` takes them."""
+    return [-1 if t.dev is None else t.dev for t in ts], [(i, t.pin) for i, t in enumerate(ts) if t.pin is not None]
+
+
 def schedule(ts: Sequence[T], n_backends: int, *, copies: int = 1) -> Schedule:
     """Passes 1-5 of ggml_backend_sched_split_graph and the graph copy (see the module docstring)."""
-    cpu = n_backends - 1
-    nodes = [i for i, t in enumerate(ts) if t.op != "NONE"]
-    be = _assign(ts, nodes, cpu)
-    ts = list(ts)
-    splits: list[tuple[int, int, list[int]]] = []
-    # pass 5: splits and their input copies
-    copy_of: dict[tuple[int, int], list[int]] = {}
-    graph: list[tuple[int, int]] = []            # (tensor, backend) in graph-copy order
-    split_inputs: list[int] = []                 # copies (all of them) in creation order
-    srcs = [t.srcs for t in ts]                  # a node's own tuple until one of its sources is copied
-    split: list[int] = []
-    split_be = -1
-    deps: list[tuple[int, int]] = []
-
-    def flush() -> None:
-        graph.extend(deps)
-        graph.extend((i, be[i]) for i in split)
-        deps.clear()
-        split.clear()
-
-    for i in nodes:
-        t = ts[i]
-        if t.op in VIEW_OPS:
-            split.append(i)
-            continue
-        if be[i] != split_be:
-            flush()
-            split_be = be[i]
-            splits.append((split_be, i, []))
-        split.append(i)
-        copied: list[int] | None = None
-        for j, s in enumerate(t.srcs):
-            if be[s] == split_be:
-                continue
-            key = (s, split_be)
-            if key not in copy_of:
-                made = []
-                for c in range(copies):
-                    ts.append(T(f"{ts[s].name}#{split_be}#{c}", "CPY", ts[s].size, layout=ts[s].layout,
-                                inp=copies > 1, out=copies > 1))
-                    be.append(split_be)
-                    srcs.append(())
-                    made.append(len(ts) - 1)
-                copy_of[key] = made
-                split_inputs.extend(made)
-                splits[-1][2].append(s)
-                ts.append(T(f"{ts[s].name} (dep)", "DEP", 0, srcs=(s,), view_src=s))
-                be.append(be[s])
-                srcs.append((s,))
-                deps.append((len(ts) - 1, be[s]))
-                deps.append((made[0], split_be))
-            if copied is None:
-                copied = list(t.srcs)
-            copied[j] = copy_of[key][0]
-        if copied is not None:
-            srcs[i] = tuple(copied)
-    flush()
-    return Schedule(ts, be, srcs, graph, split_inputs, splits)
+    g = Graph(ts)
+    sp = _split(g, _assign(g, *_devices(ts), n_backends - 1), copies)
+    out = list(ts)
+    for s, b, c in sp.added:
+        t = ts[s]
+        out.append(T(f"{t.name}#{b}#{c}", "CPY", t.size, layout=t.layout, inp=copies > 1, out=copies > 1) if b >= 0
+                   else T(f"{t.name} (dep)", "DEP", 0, srcs=(s,), view_src=s))
+    return Schedule(out, sp.be, sp.srcs, [(i, sp.be[i]) for i in sp.order], sp.split_inputs, sp.splits)
 
 
 def buffer_sizes(ts: Sequence[T], n_backends: int, *, copies: int = 1,
@@ -262,83 +406,81 @@ def buffer_sizes(ts: Sequence[T], n_backends: int, *, copies: int = 1,
     """Each backend's compute buffer (bytes) for the graph ``ts`` (every tensor that is not pre-allocated and
     not a graph input is a node, in graph order).  The last backend is the CPU; ``inplace``: the engine's
     ggml_op_can_inplace (:func:`inplace_ops`)."""
+    return replay(Graph(ts), *_devices(ts), n_backends, copies=copies, inplace=inplace)
+
+
+def replay(g: Graph, devs: Sequence[int], pins: Sequence[tuple[int, int]], n_backends: int, *,
+           copies: int = 1, inplace: frozenset[str] = INPLACE_OPS) -> list[int]:
+    """:func:`buffer_sizes` of the graph ``g`` with its pre-allocated tensors on ``devs`` (per tensor) and its
+    pinned nodes on ``pins`` ((node, backend) pairs)."""
     cpu = n_backends - 1
-    leafs = [i for i, t in enumerate(ts) if t.op == "NONE"]
-    sc = schedule(ts, n_backends, copies=copies)
-    ts, be, srcs, graph, split_inputs = sc.ts, sc.be, sc.srcs, sc.graph, sc.split_inputs
-    # ggml-alloc
+    sp = _split(g, _assign(g, devs, pins, cpu), copies)
+    be, srcs, order = sp.be, sp.srcs, sp.order
+    # the added tensors: a copy is allocated as any node; a dependency view (DEP) never is, and its source's view
+    # count leaves it out
+    asize, layout, out, fixed, vsrc = g.asize.copy(), g.layout.copy(), g.out.copy(), g.fixed.copy(), g.vsrc.copy()
+    inpl, children, live, held = g.inplace(inplace).copy(), g.children.copy(), g.live.copy(), g.held
+    for s, b, _c in sp.added:
+        copy = b >= 0
+        asize.append(asize[s] if copy else 0)
+        layout.append(layout[s] if copy else None)
+        out.append(copy and copies > 1)
+        fixed.append(not copy)
+        vsrc.append(None)
+        inpl.append(False)
+        children.append(0)
+        if copy:
+            live.append(())
+        else:
+            children[s] += 1                # the dependency view reads its source
+            live.append(() if held[s] else (s,))
+    for i, s, c in sp.copied:
+        children[s] -= 1
+        children[c] += 1
+        live[i] = tuple(x for x in srcs[i] if x >= len(held) or not held[x])
     allocs = [_Alloc() for _ in range(n_backends)]
-    n = len(ts)
-    children = [0] * n
-    views = [0] * n
+    n = len(be)
+    views = g.views + [0] * (n - len(g.views))
     own = [False] * n
+    busy = fixed.copy()                     # own or fixed: what the allocation loop skips
     addr = [0] * n
     where = [0] * n
 
-    def allocate(i: int, b: int) -> None:
-        t = ts[i]
-        if own[i] or t.dev is not None or t.view_src is not None or (t.op == "NONE" and not (t.inp or t.leaf)):
-            return
-        place(i, b)
-
     def place(i: int, b: int) -> None:
-        """:func:`allocate` for a tensor known to need memory (not yet allocated, not pre-allocated, not a view)."""
-        t = ts[i]
-        if ("UNARY" if t.op in UNARY_OPS else t.op) in inplace:
-            for p in srcs[i]:
-                pt = ts[p]
-                if not own[p] or pt.out or pt.view_src is not None or pt.layout != t.layout:
+        """Allocate a tensor known to need memory (not yet allocated, not pre-allocated, not a view)."""
+        if inpl[i]:
+            for p in live[i]:
+                if not own[p] or out[p] or vsrc[p] is not None or layout[p] != layout[i]:
                     continue
                 if children[p] == 1 and views[p] == 0:
-                    own[i], addr[i], where[i] = True, addr[p], where[p]
-                    own[p] = False
+                    own[i] = busy[i] = True
+                    addr[i], where[i] = addr[p], where[p]
+                    own[p] = busy[p] = False
                     return
-        own[i] = True
+        own[i] = busy[i] = True
         where[i] = b
-        addr[i] = allocs[b].alloc(t.size)
-
-    def free(i: int) -> None:
-        if ts[i].out:
-            return
-        allocs[where[i]].free(addr[i], ts[i].size)
-        own[i] = False
+        addr[i] = allocs[b].alloc(asize[i])
 
     if copies > 1:
-        for i in leafs:
-            if ts[i].inp:
-                extra = []
-                for c in range(1, copies):
-                    ts.append(T(f"{ts[i].name}#{c}", "NONE", ts[i].size, layout=ts[i].layout, inp=True, out=True))
-                    be.append(cpu)
-                    srcs.append(())
-                    extra.append(len(ts) - 1)
-                ts[i].out = True
-                allocate(i, cpu)
-                for e in extra:
-                    children.append(0)
-                    views.append(0)
-                    own.append(False)
-                    addr.append(0)
-                    where.append(0)
-                    allocate(e, cpu)
-        for c in split_inputs:
-            allocate(c, be[c])
-    for i in leafs:
-        allocate(i, be[i])
-    vsrc = [t.view_src for t in ts]
-    for i, _b in graph:
-        if vsrc[i] is not None and ts[i].op != "DEP":
-            views[vsrc[i]] += 1      # type: ignore[index]
-        for s in srcs[i]:
-            children[s] += 1
-    # what allocate() would return at once for, hoisted: pre-allocated tensors, views and other graphs' leafs
-    fixed = [t.dev is not None or t.view_src is not None or (t.op == "NONE" and not (t.inp or t.leaf)) for t in ts]
-    for i, b in graph:
-        si = srcs[i]
+        for i in g.in_leafs:
+            out[i] = True
+            if not busy[i]:
+                place(i, cpu)
+            for _c in range(1, copies):
+                allocs[cpu].alloc(asize[i])      # the input's other copies: leafs of the CPU, never freed
+        for c in sp.split_inputs:
+            if not busy[c]:
+                place(c, be[c])
+    for i in g.leafs:
+        if not busy[i]:
+            place(i, be[i])
+    for i in order:
+        si = live[i]
+        b = be[i]
         for s in si:
-            if not (own[s] or fixed[s]):
+            if not busy[s]:
                 place(s, b)
-        if not (own[i] or fixed[i]):
+        if not busy[i]:
             place(i, b)
         for s in si:
             children[s] -= 1
@@ -346,8 +488,10 @@ def buffer_sizes(ts: Sequence[T], n_backends: int, *, copies: int = 1,
                 v = vsrc[s]
                 if v is not None:
                     views[v] -= 1
-                    if views[v] == 0 and children[v] == 0 and own[v]:
-                        free(v)
-                elif own[s]:
-                    free(s)
+                    if views[v] == 0 and children[v] == 0 and own[v] and not out[v]:
+                        allocs[where[v]].free(addr[v], asize[v])
+                        own[v] = busy[v] = False
+                elif own[s] and not out[s]:
+                    allocs[where[s]].free(addr[s], asize[s])
+                    own[s] = busy[s] = False
     return [a.max_size for a in allocs]

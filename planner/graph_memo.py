@@ -6,11 +6,13 @@ tests/test_replay_memo.py checks that replays with this memory warm equal replay
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from planner.gallocr import Graph, T
 from planner.graph_shape import GraphShape
 
-__all__ = ["Memo", "Row", "Source", "memo_of", "source"]
+__all__ = ["Memo", "Row", "Skeleton", "Source", "keep_skeleton", "memo_of", "skeleton_of", "source"]
 
 _STATIC = ("in:", "w:", "kv:", "sh:")       # sources that exist whatever the layer drew before
 # a source's alternatives "a|b" as the runtime needs them: the layer's own nodes among the alternatives after the
@@ -18,6 +20,22 @@ _STATIC = ("in:", "w:", "kv:", "sh:")       # sources that exist whatever the la
 Source = tuple[tuple[str, ...], str, str]
 # a row as a layer kind draws it: the template row, its -amb chunk, its flags, its sources, its bytes and layout
 Row = tuple[list[Any], int, set[str], list[Source], int, object]
+
+
+@dataclass(frozen=True, slots=True)
+class Skeleton:
+    """One graph of a template, shape and sequence of layer kinds, its devices aside: the tensors (pre-allocated
+    ones on a placeholder device 0, no node pinned) and where a placement's devices go.  ``weights``: (tensor, GGUF
+    name, the layer whose device it takes or -1: its name says, ``device_of``); ``caches``: (tensor, layer);
+    ``norms``: (node, layer) pinned to the layer's device when ``pin_all`` or the model is fully offloaded
+    (llama-context.cpp:2646-2657 graph_get_cb); ``graph``: the tensors as the allocator reads them."""
+
+    ts: list[T]
+    weights: tuple[tuple[int, str, int], ...]
+    caches: tuple[tuple[int, int], ...]
+    norms: tuple[tuple[int, int], ...]
+    pin_all: bool
+    graph: Graph
 
 
 class Memo:
@@ -38,6 +56,11 @@ class Memo:
 
 _MEMOS: dict[tuple[str, str, GraphShape], Memo] = {}
 _MEMO_KEEP = 16         # shapes remembered (a plan uses one or two; a test session thousands)
+# the graph of each (engine, template, shape) and sequence of layer kinds: the placements of one plan differ in
+# devices far more than in kinds (DeepSeek-R1 on 2x RTX 3090: 110 placements of 7 kind sequences; 15 plans of
+# the built-in models: 18 at most, gemma-3 mainline); one takes 1-2.5 MiB (DeepSeek-R1, DeepSeek-V4), so 24 at most
+_SKELETONS: dict[tuple[str, str, GraphShape, tuple[object, ...]], Skeleton] = {}
+_SKELETONS_KEEP = 24
 
 
 def memo_of(engine: str, graph: str, shape: GraphShape) -> Memo:
@@ -48,6 +71,21 @@ def memo_of(engine: str, graph: str, shape: GraphShape) -> Memo:
     while len(_MEMOS) > _MEMO_KEEP:
         del _MEMOS[next(iter(_MEMOS))]
     return memo
+
+
+def skeleton_of(engine: str, graph: str, shape: GraphShape, kinds: tuple[object, ...]) -> Skeleton | None:
+    """The skeleton drawn for these kinds (:func:`planner.engine_graph.skeleton`), now the most recent one."""
+    got = _SKELETONS.pop((engine, graph, shape, kinds), None)
+    if got is not None:
+        _SKELETONS[engine, graph, shape, kinds] = got
+    return got
+
+
+def keep_skeleton(engine: str, graph: str, shape: GraphShape, kinds: tuple[object, ...], sk: Skeleton) -> None:
+    """Remember a drawn skeleton, the least recently used one forgotten past ``_SKELETONS_KEEP``."""
+    _SKELETONS[engine, graph, shape, kinds] = sk
+    while len(_SKELETONS) > _SKELETONS_KEEP:
+        del _SKELETONS[next(iter(_SKELETONS))]
 
 
 # model-level weights: a "w:" source naming one of these is not a layer's (no "blk.N." prefix)

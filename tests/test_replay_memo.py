@@ -1,8 +1,8 @@
 """planner.engine_graph keeps what a build derives from the template and the shape alone across builds
-(``planner.graph_memo``: each layer kind's rows, resolved sources, size expressions).  A replay with that memory warm from
-other shapes, models and engines must equal a replay that starts from nothing (the reference: the same code
-with every memo cleared), for the graphs whose layers differ most (DeepSeek-V4's tagged CSA/HCA layers and leafs,
-gemma-3's window layers, ik's Qwen3-MoE)."""
+(``planner.graph_memo``: each layer kind's rows, resolved sources, size expressions, and the graph of each
+sequence of layer kinds).  A replay with that memory warm from other shapes, models and engines must equal a
+replay that starts from nothing (the reference: the same code with every memo cleared), for the graphs whose
+layers differ most (DeepSeek-V4's tagged CSA/HCA layers and leafs, gemma-3's window layers, ik's Qwen3-MoE)."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ def _replays(model: str, engine: str, ctx: int) -> list[int]:
 @pytest.mark.parametrize("model,engine", CASES)
 def test_warm_memo_replays_equal_cold_ones(model, engine):
     graph_memo._MEMOS.clear()
+    graph_memo._SKELETONS.clear()           # the graphs drawn per sequence of layer kinds too
     cold = _replays(model, engine, 8192)
     _replays(model, engine, 4096)               # warm: another shape of the same template
     other, other_engine = CASES[(CASES.index((model, engine)) + 1) % len(CASES)]
