@@ -12,7 +12,8 @@ import pytest
 
 from planner.solver import Group, Objective, Option, _cp_model, solve
 from planner.solver_bounds import _rows, relaxation, var_bounds
-from planner.solver_cuts import gomory_cuts, model_cuts
+import planner.solver_cuts as solver_cuts
+from planner.solver_cuts import cuts_of, gomory_cuts, model_cuts
 
 
 def _compositions(total: int, parts: int):
@@ -164,3 +165,64 @@ def test_cuts_keep_the_exact_optimum_of_solver_models(seed, monkeypatch):
     relax = relaxation(proto, cuts)
     assert relax is not None and relax.bound <= optimum
     assert sol.status == "OPTIMAL" and found == [optimum]
+
+
+def _knapsack(seed: int):
+    """A balanced plan's speed step in miniature (groups choosing options on two GPUs and the CPU, byte-sized capacity
+    rows, a loss row) with what the fast path must reproduce: variables shifted below zero (x = y + 1), fixed
+    variables, a variable named twice in a row, terms out of order."""
+    rng = np.random.default_rng(seed)
+    rows, bounds, cost, caps, loss = [], [], [], [[], [], []], []
+    for _g in range(int(rng.integers(20, 40))):
+        count, vs = int(rng.choice([1, 1, 2, 3])), []
+        for d in range(3):
+            for t in range(4):
+                v, size = len(bounds), int(rng.integers(1, 60)) << 18
+                vs.append(v)
+                bounds.append((0, count) if rng.random() > 0.03 else (0, 0))
+                caps[d].append((v, size))
+                loss.append((v, int(rng.integers(0, 1000)) // (1 + t)))
+                cost.append((size >> 12) * (4 if d == 2 else 1) + int(rng.integers(0, 50)))
+        rows.append(([(v, 1) for v in vs], count, count))
+    for d, share in enumerate((0.5 / 12, 0.4 / 12, 0.25)):
+        rows.append((caps[d], None, int(sum(k for _, k in caps[d]) * share)))
+    rows.append((loss, None, int(sum(k for _, k in loss) * 0.25)))
+    v, k = rows[-2][0][0]
+    rows[-2][0][0:1] = [(v, k - 1), (v, 1)]
+    rng.shuffle(rows[-3][0])
+    for v in rng.choice(len(bounds), len(bounds) // 8, replace=False).tolist():
+        bounds[v] = (bounds[v][0] - 1, bounds[v][1] - 1)
+        for i, (terms, lo, hi) in enumerate(rows):
+            s = sum(k for u, k in terms if u == v)
+            if s:
+                rows[i] = (terms, None if lo is None else lo - s, hi - s)
+    return rows, bounds, cost
+
+
+def test_fast_path_gives_the_reference_cuts(monkeypatch):
+    """The numpy path (exact limb sums, float-screened ceilings) returns the reference path's cuts, each dict in the
+    same key order, and the same LP bound; with some candidates sent back to the reference path too (a round mixes
+    them).  The test would notice a fast path that never runs."""
+    seen, sent_back = [0], [0]
+    real = solver_cuts._fast_cut
+
+    def counted(*args):
+        seen[0] += 1
+        if seen[0] % 4 == 0:
+            sent_back[0] += 1
+            raise solver_cuts._Inexact
+        return real(*args)
+
+    made = 0
+    for seed in range(8):
+        rows, bounds, cost = _knapsack(seed)
+        monkeypatch.setattr(solver_cuts, "_FAST", False)
+        ref = cuts_of(rows, bounds, cost, 3, 20)
+        for fast_cut in (real, counted):
+            monkeypatch.setattr(solver_cuts, "_FAST", True)
+            monkeypatch.setattr(solver_cuts, "_fast_cut", fast_cut)
+            got = cuts_of(rows, bounds, cost, 3, 20)
+            assert got == ref, seed
+            assert [list(w.items()) for w, _ in got[0]] == [list(w.items()) for w, _ in ref[0]], seed
+        made += len(ref[0])
+    assert made > 60 and seen[0] > 50 and sent_back[0] > 10, (made, seen, sent_back)
