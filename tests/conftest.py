@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
+
+# what planner/__init__.py sets for the CLI, set here before any test module loads numpy (json, pathlib and pytest
+# do not): one BLAS thread, so the plans do not depend on the machine's core count
+for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS"):
+    os.environ[_var] = "1"
 
 FIXTURES = Path(__file__).parent / "fixtures"
 IK = FIXTURES / "ik"

@@ -226,3 +226,16 @@ def test_fast_path_gives_the_reference_cuts(monkeypatch):
             assert [list(w.items()) for w, _ in got[0]] == [list(w.items()) for w, _ in ref[0]], seed
         made += len(ref[0])
     assert made > 60 and seen[0] > 50 and sent_back[0] > 10, (made, seen, sent_back)
+
+
+def test_the_planner_runs_one_blas_thread_whatever_the_environment_says():
+    """The cuts' basis inverse must not depend on the core count (planner/__init__.py): the CLI's process gets one
+    BLAS thread even when the environment asks for more."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import planner, numpy, os; print(os.environ['OPENBLAS_NUM_THREADS'], os.environ['MKL_NUM_THREADS'])"
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="8", MKL_NUM_THREADS="8")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["1", "1"]
