@@ -119,8 +119,8 @@ class GlopLP:
             self.cons.append(ct)
 
     def solve(self) -> bool:
-        """Whether GLOP reached the optimum.  A second solve runs on a fresh copy of the model (its proto, copied in
-        C++), from scratch: GLOP warm-started from the last basis ends at another optimal basis of these
+        """Whether GLOP reached the optimum.  A solve after rows were added runs a fresh solver loaded from the
+        model's proto (exported after the first solve, the new rows appended to it), from scratch: GLOP warm-started from the last basis ends at another optimal basis of these
         degenerate LPs, so other cuts, and CP-SAT's searches from them measured worse on the cases the cut rounds
         were measured on (bench_solver, December 2026: DeepSeek-R1 on 2x RTX 3090 + 384 GiB 1.30 -> 1.84 work,
         Kimi-K2 there 1.67 -> 3.26)."""

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
-# what planner/__init__.py sets for the CLI, set here before any test module loads numpy (json, pathlib and pytest
-# do not): one BLAS thread, so the plans do not depend on the machine's core count
-for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS"):
-    os.environ[_var] = "1"
+# imported before any test module loads numpy (json, pathlib and pytest do not), so planner/__init__.py's one BLAS
+# thread holds in the tests as in the CLI: the plans do not depend on the machine's core count
+import planner  # noqa: F401
 
 FIXTURES = Path(__file__).parent / "fixtures"
 IK = FIXTURES / "ik"

@@ -138,7 +138,8 @@ def plan_command(model: str | None, hw_opts: dict[str, Any], engine: str, ctx: s
 def place_command(model: str | None, base_type: str | None, custom_q: tuple[str, ...], recipe_file: str | None,
                   token_embedding_type: str | None, output_tensor_type: str | None, pure: bool, hw_opts: dict[str, Any],
                   engine: str, ctx: str | None, kv: str, ubatch: int | None, batch: int | None, amb: int, swa_full: bool,
-                  n_parallel: int, kv_unified: bool, load: str | None, threads: int | None, gpu_margin: float | None, os_reserve: float | None,
+                  n_parallel: int, kv_unified: bool, load: str | None, threads: int | None, gpu_margin: float | None,
+                  os_reserve: float | None,
                   mmproj: str | None, no_mmproj_offload: bool, model_path: str | None, min_tg: float | None,
                   min_pp: float | None, check_binary: str | None, out: str | None, force: bool,
                   imatrix_file: str | None, no_imatrix: bool, ignore_imatrix_rules: bool, as_json: bool) -> None:
