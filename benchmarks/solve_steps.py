@@ -50,6 +50,20 @@ its proof: 0.070 -> 0.520 work, gap 0 -> 0.021 %, --ctx max 0.417 -> 0.597 work;
 short try's solution; R1 0.83 work but 0.041 %); R1's speed step at a 0.01 % gap (plain try, then 2.0 work of
 tightened and target search with five rounds: still 0.0119 %, the bound being ~0.004 % under the optimum, so the
 search does not find a solution within 0.01 %: a primal problem).
+
+Session 11 (HiGHS, scipy.optimize.milp, on the speed steps exported at the tightened search's entry): the optima
+are R1 173,843,813 (0.0080 % above the LP bound with five rounds of cuts), Kimi-K2 2x3090 100,363,297 (0.0498 %
+above it), 4x3090 67,061,484 (0.0653 %); more rounds barely move the last two (Kimi-K2 0.0450 % after 12 rounds of
+20, 0.0447 % after 20 of 40; 4x3090 0.0523 %), and CP-SAT on the model tightened by the optimum, 1.0 work, lifts
+its bound by at most 0.008 % (default, LB-tree search, the cuts as rows, the floor).  So Kimi-K2's 0.01 % and
+4x3090's 0.05 % need branching that HiGHS itself takes 4.8 and 12 wall s for, while R1 needs only a better
+solution: the target search for 0.01 % finds one 0.0006 % above the optimum in 0.18 work
+(planner.planning.SPEED_STEP_AIM).  The cuts' LP bound as the objective's floor in the speed step's short try
+(planner.solver_bounds.floored_search) made CP-SAT's search find better solutions on the multi-GPU cases (R1
+0.0080 % from the bound in the short try, Kimi-K2 0.089 % in 0.52 work instead of 0.099 % in 1.11) but slowed the
+single-GPU proofs (--ctx max 0.417 -> 0.597 work and its last step unproven, --granularity band 0.741 -> 0.975),
+so it is used with several GPUs only; the same floor with a 0.01 % stopping gap in the short try ended the
+multi-GPU golden plan's step at a worse solution (0.004 %) it had proven optimal before: not used.
 """
 
 from __future__ import annotations

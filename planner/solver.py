@@ -91,11 +91,15 @@ class Objective:
     work_limit: float = 2.0               # CP-SAT deterministic time (measured here: ~5-6 wall s per unit on
                                           # 2 cores); machine-independent, so a plan does not depend on load
     relative_gap: float = 0.0             # stop when the proven gap is at most this (0 = prove optimality)
+    aim_gap: float = 0.0                  # a tightened search that ends within relative_gap but near its bound
+                                          # tries for this smaller gap too (planner.solver_bounds.AIM_NEAR)
     cpu_first: bool = False               # fill a class's lowest layers with CPU options first (mainline's
                                           # --n-cpu-moe N keeps the FIRST N layers' experts on the CPU)
     workers: int = 1                      # one worker: deterministic, and fastest on 2 cores (measured)
     tighten: bool = False                 # reduced-cost bounds (planner.solver_bounds) from the solution of a
                                           # short first run, then the search on the tightened model
+    floor: bool = False                   # without tighten: the LP bound with the cuts as the objective's floor
+                                          # (planner.solver_bounds.floored_search)
 
 
 # How far a solve got, strongest first: proven optimal; optimal within the requested relative gap; a solution
@@ -338,6 +342,10 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
         from planner.solver_bounds import tightened_search
 
         solver, status = tightened_search(cp_model, m, objective)
+    elif objective.floor and int_coef:
+        from planner.solver_bounds import floored_search
+
+        solver, status = floored_search(cp_model, m, objective)
     else:
         solver, status = _run(cp_model, m, objective, objective.work_limit)
     name = solver.status_name(status)

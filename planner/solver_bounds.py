@@ -385,6 +385,28 @@ def tightened_search(cp_model: Any, m: Any, objective: Objective) -> tuple[Any, 
                             cuts)
 
 
+def floored_search(cp_model: Any, m: Any, objective: Objective) -> tuple[Any, int]:
+    """One search of the model as it is (no variable's range cut), with the bound of its LP with the cuts
+    (:func:`relaxation`, CUT_ROUNDS or SPEED_CUT_ROUNDS rounds as :func:`tightened_search` takes them, so the cuts
+    are computed once for both) as the objective's domain floor: the same optimum, and a bound CP-SAT starts from.
+    It changes where CP-SAT's search goes, measured (bench_solver, December 2026) on the balanced plans' speed steps'
+    short tries: on the models with layer homes (several GPUs), the solution after the 0.5 work short try DeepSeek-R1
+    on 2x RTX 3090 + 384 GiB 0.0119 % -> 0.0080 % from that bound (HiGHS: the optimum is 0.0080 % above it),
+    Kimi-K2 there 0.22 % -> 0.089 % (the whole speed step: 1.11 -> 0.52 work, 0.099 % -> 0.089 %), 4x RTX 3090's step
+    0.13 % -> 0.11 % from it; Qwen3-235B on 2x RTX 3090 (the multi-GPU golden plan) proven in 0.388 work instead of
+    0.297, the same plan.  On the single-GPU models it slowed
+    proofs (--ctx max's last speed step: proven in 0.32 work without it, not in 0.5 with it), so only the layered
+    models' speed steps use it (planner.planning._proven_or_within)."""
+    import planner.solver as solver
+    from planner.solver_cuts import model_cuts
+
+    proto = m.proto
+    relax = relaxation(proto, model_cuts(proto, SPEED_CUT_ROUNDS if objective.kind == "speed" else CUT_ROUNDS))
+    if relax is not None:
+        _floor_objective(proto, math.ceil(relax.bound))
+    return solver._run(cp_model, m, objective, objective.work_limit)
+
+
 def _probe_then_tighten(cp_model: Any, m: Any, objective: Objective) -> tuple[Any, int]:
     """:func:`tightened_search` without a guess: a probe on the whole model, then the model tightened by its
     solution."""
@@ -432,9 +454,31 @@ def _tighten_and_run(cp_model: Any, m: Any, objective: Objective, upper: int, va
     left = work - found.deterministic_time
     if status == cp_model.FEASIBLE and relax is not None and objective.relative_gap > 0 and left > 0:
         found, status = _rins(cp_model, m, objective, found, relax, min(RINS_WORK, left))
+    if status == cp_model.OPTIMAL and relax is not None:
+        found, status = _aim(cp_model, m, objective, found, status, work - found.deterministic_time, cuts)
     if status != cp_model.FEASIBLE or not reserve:
         return found, status
     return _target_search(cp_model, m, objective, found, status, work - found.deterministic_time, cuts)
+
+
+def _aim(cp_model: Any, m: Any, objective: Objective, found: Any, status: int, work: float,
+         cuts: Sequence[tuple[Mapping[int, int], int]]) -> tuple[Any, int]:
+    """A search that ended within its allowed gap (``objective.relative_gap``) but outside ``objective.aim_gap``,
+    with its solution within AIM_NEAR aimed gaps of its bound: the target search (:func:`_target_search`) for a
+    solution within the aimed gap, for at most TARGET_WORK units; the result at hand when it finds none."""
+    aim = objective.aim_gap
+    if not 0 < aim < objective.relative_gap or work <= 0:
+        return found, status
+    obj = round(found.objective_value)
+    bound = math.floor(found.best_objective_bound)
+    if obj - bound <= aim * max(1, abs(obj)) or obj - bound > AIM_NEAR * aim * max(1, abs(obj)):
+        return found, status
+    got, st = _target_search(cp_model, m, replace(objective, relative_gap=aim), found, cp_model.FEASIBLE,
+                             min(TARGET_WORK, work), cuts)
+    if st == cp_model.OPTIMAL and round(got.objective_value) < obj:
+        return got, st
+    return _Found(found, [int(found.value(m.get_int_var_from_proto_index(j))) for j in range(len(m.proto.variables))],
+                  obj, max(bound, min(math.floor(got.best_objective_bound), obj)), got.deterministic_time), status
 
 
 def _rins(cp_model: Any, m: Any, objective: Objective, found: Any, relax: Relaxation, work: float
@@ -522,6 +566,10 @@ RINS_WORK = 0.2
 # scipy.optimize.milp, on the exported model), while the feasibility search for a solution within 0.01 % of that
 # bound finds one 0.0002 % above the optimum in 0.034 work.
 TARGET_WORK = 0.3
+# :func:`_aim` runs when the solution at hand is within this many aimed gaps of the bound (farther, the target search
+# measured no solution in its work: Kimi-K2 on 2x RTX 3090 + 384 GiB, speed step, 0.055 % from the bound with the cuts
+# after RINS while the optimum itself, HiGHS on the exported model, lies 0.050 % above that bound).
+AIM_NEAR = 3.0
 
 
 class _Found:

@@ -356,3 +356,56 @@ def test_rins_keeps_a_solution_of_the_model_and_a_true_bound(seed):
         assert found.objective_value == best
     assert (status == cp_model.OPTIMAL) == (found.objective_value - found.best_objective_bound
                                              <= 1e-9 * max(1, found.objective_value))
+
+
+@pytest.mark.parametrize("seed, n_groups, twins, handoff", [
+    (0, 12, 2, 0.0), (1, 10, 3, 0.0), (2, 8, 3, 2e-4), (3, 12, 2, 5e-4),
+])
+@pytest.mark.parametrize("kind", ["quality", "speed"])
+def test_floored_solve_reaches_the_exact_optimum(seed, n_groups, twins, handoff, kind):
+    """The LP bound with the cuts as the objective's floor (Objective.floor, planner.solver_bounds.floored_search):
+    a bound of every solution, so the proven optimum is the exact MILP's (scipy.optimize.milp), never cut off."""
+    groups, capacity = _instance(seed, n_groups, twins, handoff)
+    sol = solve(groups, capacity, Objective(kind, floor=True))
+    assert sol.status == "OPTIMAL"
+    if kind == "quality":
+        assert sol.loss == pytest.approx(_milp(groups, capacity, lambda o: o.loss, 0.0), rel=1e-6, abs=1e-9)
+    else:
+        exact = _milp(groups, capacity, lambda o: o.seconds, handoff)
+        assert sol.seconds == pytest.approx(exact, rel=1e-5, abs=1e-12)
+        assert sol.bound <= sol.objective
+
+
+@pytest.mark.parametrize("seed", FEASIBLE_SEEDS)
+def test_aim_finds_a_solution_within_the_aimed_gap_or_keeps_the_one_at_hand(seed):
+    """A search that ended within its allowed gap but outside the aimed one (planner.solver_bounds._aim), from the
+    worst feasible point of each small knapsack and the LP bound: the result is a point of the model with its own
+    objective and a bound no higher than the true optimum (brute force); it is within the aimed gap whenever a
+    point is (the target ``floor(bound / (1 - aim))`` reaches the optimum), else it is within the aimed gap of a
+    bound lifted by the target search's proofs, or the point at hand."""
+    from planner.solver import Objective
+    from planner.solver_bounds import AIM_NEAR, _aim
+
+    cp_model = _cp_model()
+    m, xs, cost, size, rows = _knapsack_model(seed)
+    points = {pt: sum(c * p for c, p in zip(cost, pt)) for pt in _feasible_points(xs, size, rows)}
+    optimum = min(points.values())
+    worst = max(points, key=points.get)
+    bound = int(np.floor(float(lagrangian_bound(m.proto)[0])))
+    if points[worst] == optimum or bound <= 0:
+        pytest.skip("nothing to improve")
+    away = (points[worst] - bound) / points[worst]
+    aim = away / (AIM_NEAR - 1)                    # the point at hand within AIM_NEAR aimed gaps of the bound
+    first = _Stopped(m, worst, points[worst], bound)
+    got, status = _aim(cp_model, m, Objective("speed", relative_gap=2 * away, aim_gap=aim, tighten=True), first,
+                       cp_model.OPTIMAL, 5.0, [])
+    assert status == cp_model.OPTIMAL                  # within the allowed gap it was, within it it stays
+    point = tuple(int(got.value(x)) for x in xs)
+    assert point in points and points[point] == got.objective_value <= points[worst]
+    assert got.best_objective_bound <= optimum
+    target = int(np.floor(bound / (1 - aim)))
+    if target >= optimum:
+        assert got.objective_value <= target
+    else:
+        # no point within the first target: a proof lifts the bound and the next target may reach one
+        assert point == worst or got.objective_value <= np.floor(got.best_objective_bound / (1 - aim))
