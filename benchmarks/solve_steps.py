@@ -63,7 +63,17 @@ solution: the target search for 0.01 % finds one 0.0006 % above the optimum in 0
 0.0080 % from the bound in the short try, Kimi-K2 0.089 % in 0.52 work instead of 0.099 % in 1.11) but slowed the
 single-GPU proofs (--ctx max 0.417 -> 0.597 work and its last step unproven, --granularity band 0.741 -> 0.975),
 so it is used with several GPUs only; the same floor with a 0.01 % stopping gap in the short try ended the
-multi-GPU golden plan's step at a worse solution (0.004 %) it had proven optimal before: not used.
+multi-GPU golden plan's step at a worse solution (0.004 %) it had proven optimal before: not used.  CP-SAT cannot
+lift the bound of Kimi-K2's step itself (on the model tightened by the optimum, 1.0 work: +0.008 % at most with
+LB-tree search and the cuts as rows), but a Lagrangian decomposition can (planner.solver_lagrange): the loss and
+CPU rows priced at their LP duals, the rest solved per GPU, gives bounds 0.0010 % (R1), 0.0020 % (Kimi-K2) and
+0.082 % (4x3090; 0.0176 % at 1.05 times the duals) below the optima.  Its parts' solutions at the best multipliers,
+as the guide of a RINS-like neighbourhood, found 4x3090's near-optimum (0.0037 % above it) in 0.07 work where
+CP-SAT's 1.67-work long try ended 0.33 % above the bound.  Tried: skipping the speed short try on several GPUs once
+the decomposition follows (Kimi-K2 3.5 s, 0.0092 %; but the multi-GPU golden plan's step, proven in the short try
+before, stopped 0.07 % from its bound; 4x3090 0.074 %), the short try at 0.3 work with and without the floor (the
+golden plan unproven, or Kimi-K2 0.017 % / 4x3090 0.04-0.06 %), the parts' gap 1e-5 / 2e-5 / 3e-5 / 1e-4 (Kimi-K2
+0.011-0.015 %, no trend: its one hard part's target searches decide).
 """
 
 from __future__ import annotations

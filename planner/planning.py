@@ -90,11 +90,12 @@ class Plan:
 
 PROOF_WORK = 0.5        # balanced, second step: deterministic work allowed for a proof of the fastest plan
 SPEED_STEP_GAP = 1e-3   # balanced, second step: stop within 0.1 % of the fastest plan (0.01 tok/s at 10 tok/s)
-# balanced, second step: when it ends within SPEED_STEP_GAP with its solution near its bound (planner.solver_bounds.
-# AIM_NEAR), a target search for a solution within this gap (planner.solver_bounds._aim).  Measured (bench_solver,
-# December 2026): DeepSeek-R1 on 2x RTX 3090 + 384 GiB, whose step ended 0.0119 % from the bound, proven within
-# 0.0086 % for 0.18 more work (HiGHS on the exported step: the optimum lies 0.0080 % above that bound); the other
-# cases end within it already or too far from their bound for a target search to succeed.
+# balanced, second step: the gap it aims at (planner.solver.Objective.aim_gap).  A long try whose solution at hand is
+# outside it runs the Lagrangian decomposition first where the model falls apart by GPU (planner.solver_lagrange:
+# Kimi-K2 on 2x RTX 3090 + 384 GiB 0.089 % -> 0.011 %, 4x RTX 3090 0.11 % -> 0.024 %, bench_solver December 2026);
+# one that ends within SPEED_STEP_GAP otherwise, near its bound (planner.solver_bounds.AIM_NEAR), a target search for
+# a solution within it (planner.solver_bounds._aim: DeepSeek-R1 there 0.0119 % -> 0.0086 % for 0.18 more work before
+# the short try's floor made it 0.0080 %).
 SPEED_STEP_AIM = 1e-4
 # balanced, first step: stop within 0.01 % of the least loss (a PPL ratio of 1.0233 moves by < 1e-5); measured
 # here: Kimi-K2 on 2x RTX 3090 + 384 GiB goes from FEASIBLE after the whole work limit to proven within the gap

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from dataclasses import dataclass, field
 
+from planner.devices import CPU
 from planner.errors import InfeasibleBudgetError, SolverError
 
 
@@ -91,8 +92,9 @@ class Objective:
     work_limit: float = 2.0               # CP-SAT deterministic time (measured here: ~5-6 wall s per unit on
                                           # 2 cores); machine-independent, so a plan does not depend on load
     relative_gap: float = 0.0             # stop when the proven gap is at most this (0 = prove optimality)
-    aim_gap: float = 0.0                  # a tightened search that ends within relative_gap but near its bound
-                                          # tries for this smaller gap too (planner.solver_bounds.AIM_NEAR)
+    aim_gap: float = 0.0                  # a tightened search may stop within relative_gap but aims at this: with
+                                          # coupling rows the decomposition first (planner.solver_lagrange), else a
+                                          # target search when it ends near (planner.solver_bounds.AIM_NEAR)
     cpu_first: bool = False               # fill a class's lowest layers with CPU options first (mainline's
                                           # --n-cpu-moe N keeps the FIRST N layers' experts on the CPU)
     workers: int = 1                      # one worker: deterministic, and fastest on 2 cores (measured)
@@ -227,6 +229,7 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
 
     home_terms = _add_homes(m, homes, class_list, counts) if homes is not None else None
     devices = sorted(capacity)
+    coupling: list[int] = []            # rows over every class (planner.solver_lagrange): the CPU's, the targets'
     for dev in devices:
         terms = [(v, o.bytes) for members, vs in zip(class_list, counts)
                  for v, o in zip(vs, members[0].options) if o.device == dev and o.bytes]
@@ -238,6 +241,8 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
             # divide by the gcd of the byte counts (tensor sizes share large powers of two): exact, and
             # far smaller coefficients for CP-SAT's LP relaxation
             div = math.gcd(*(c for _, c in terms))
+            if dev == CPU:
+                coupling.append(len(m.proto.constraints))
             m.add(sum((c // div) * v for v, c in terms) <= max(0, int(capacity[dev])) // div)
     all_opts = [(v, o) for members, vs in zip(class_list, counts) for v, o in zip(vs, members[0].options)]
     # shared type keys: one Boolean per (key, type); a class may only use the key's chosen type
@@ -285,6 +290,7 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
         all_opts += home_terms.costs
     if objective.max_total_bytes is not None:
         div = math.gcd(*(o.bytes for _, o in all_opts if o.bytes)) or 1
+        coupling.append(len(m.proto.constraints))
         m.add(sum((o.bytes // div) * v for v, o in all_opts) <= objective.max_total_bytes // div)
 
     # integer scaling: time in nanoseconds-ish units, loss scaled so both have ~1e-9 resolution
@@ -294,6 +300,7 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
     sec_scale = RESOLUTION / max_sec
     if objective.max_seconds is not None:
         budget = objective.max_seconds - fixed_seconds
+        coupling.append(len(m.proto.constraints))
         m.add(sum(round(o.seconds * sec_scale) * v for v, o in all_opts) <= math.floor(budget * sec_scale))
 
     if objective.max_pp_seconds is not None:
@@ -302,8 +309,10 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
             m.add(sum(v for v, _ in all_opts) < 0)          # even an all-GPU placement is too slow
         elif pp:
             pp_scale = RESOLUTION / max(c for _, c in pp)
+            coupling.append(len(m.proto.constraints))
             m.add(sum(round(c * pp_scale) * v for v, c in pp) <= math.floor(objective.max_pp_seconds * pp_scale))
     if objective.max_loss is not None:
+        coupling.append(len(m.proto.constraints))
         m.add(sum(round(o.loss * loss_scale) * v for v, o in all_opts if o.loss)
               <= math.floor(objective.max_loss * loss_scale))
     if objective.kind == "feasibility":
@@ -341,7 +350,7 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
     if objective.tighten and int_coef:
         from planner.solver_bounds import tightened_search
 
-        solver, status = tightened_search(cp_model, m, objective)
+        solver, status = tightened_search(cp_model, m, objective, coupling)
     elif objective.floor and int_coef:
         from planner.solver_bounds import floored_search
 

@@ -131,9 +131,9 @@ def test_cuts_keep_the_exact_optimum_of_solver_models(seed, monkeypatch):
     seen, found = [], []
     real = bounds_mod.tightened_search
 
-    def capture(cp_model, m, objective):
+    def capture(cp_model, m, objective, coupling=()):
         seen.append(m.clone())
-        result = real(cp_model, m, objective)
+        result = real(cp_model, m, objective, coupling)
         found.append(round(result[0].objective_value))
         return result
 

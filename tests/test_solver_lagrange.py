@@ -1,0 +1,204 @@
+"""The Lagrangian decomposition bound (planner.solver_lagrange) on small two-GPU instances of the solver's own models:
+the bound lies between the LP relaxation's and the exact MILP optimum (HiGHS through scipy.optimize.milp on the
+exported model, a test dependency only), the parts' point it reports as feasible meets every row of the model with
+the objective it states, and a balanced-style speed solve that uses it claims no gap the exact optimum contradicts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from planner.solver import Group, Objective, Option, solve
+from planner.solver_bounds import _rows, lagrangian_bound, var_bounds
+from planner.solver_lagrange import components, device_bound
+
+
+def _two_gpu_instance(seed: int, n_layers: int = 6):
+    """Per layer two groups (its experts: gate_up and down) homed on CUDA0 (first half) or CUDA1 (second half), each
+    with types on its home GPU or on the CPU, and a layer hand-off when away; capacities that fit about half the
+    experts on each GPU."""
+    rng = np.random.default_rng(seed)
+    groups = []
+    for layer in range(n_layers):
+        home = "CUDA0" if layer < n_layers // 2 else "CUDA1"
+        for role in ("gate_up", "down"):
+            opts = []
+            for t in range(3):
+                nbytes = int(rng.integers(8, 40)) * 4096
+                loss = float(rng.uniform(0.0, 1.0)) * (3 - t)
+                opts.append(Option(f"t{t}", home, nbytes, loss, float(rng.uniform(1e-4, 3e-4))))
+                opts.append(Option(f"t{t}", "CPU", nbytes, loss, float(rng.uniform(8e-4, 1.6e-3))))
+            groups.append(Group(f"{role}.{layer}", role, layer, (f"blk.{layer}.{role}",), tuple(opts), home=home,
+                                handoff_s=float(rng.uniform(1e-5, 5e-5))))
+    half = sum(min(o.bytes for o in g.options) for g in groups) // 2
+    capacity = {"CUDA0": int(half * 0.55), "CUDA1": int(half * 0.6), "CPU": half * 10}
+    return groups, capacity
+
+
+def _captured(groups, capacity, objective, hint=None):
+    """The CP-SAT model and coupling rows planner.solver.solve hands to the tightened search."""
+    import planner.solver_bounds as sb
+
+    got = {}
+    real = sb.tightened_search
+
+    def capture(cp_model, m, obj, coupling=()):
+        if not got:                                  # the plan's model, not the decomposition's parts
+            got["proto"] = m.clone().proto
+            got["coupling"] = list(coupling)
+            got["model"] = m.clone()
+        return real(cp_model, m, obj, coupling)
+
+    sb.tightened_search = capture
+    try:
+        sol = solve(groups, capacity, objective, hint=hint)
+    finally:
+        sb.tightened_search = real
+    return got, sol
+
+
+def _milp(proto) -> float:
+    """Exact optimum of a CP-SAT model of linear rows (scipy.optimize.milp, HiGHS)."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    rows = _rows(proto)
+    n = len(proto.variables)
+    cost = np.zeros(n)
+    for v, k in zip(proto.objective.vars, proto.objective.coeffs):
+        cost[int(v)] += int(k)
+    a = np.zeros((len(rows), n))
+    lo, hi = [], []
+    for r, (terms, lb, ub) in enumerate(rows):
+        for v, k in terms:
+            a[r, v] += k
+        lo.append(-np.inf if lb is None else lb)
+        hi.append(np.inf if ub is None else ub)
+    bounds = [var_bounds(v) for v in proto.variables]
+    res = milp(cost, constraints=LinearConstraint(a, lo, hi), integrality=np.ones(n),
+               bounds=Bounds([b[0] for b in bounds], [b[1] for b in bounds]), options={"mip_rel_gap": 0})
+    assert res.success, res.message
+    return float(res.fun)
+
+
+def test_components_follow_the_rows_left():
+    rows = [([(0, 1), (1, 1)], 1, 1), ([(2, 1), (3, 2)], None, 5), ([(1, 1), (2, 1)], None, 9)]
+    assert components(5, rows, skip={2}) == [[0, 1], [2, 3], [4]]
+    assert components(5, rows, skip=set()) == [[0, 1, 2, 3], [4]]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_device_bound_lies_between_the_lp_and_the_exact_optimum(seed):
+    groups, capacity = _two_gpu_instance(seed)
+    best = solve(groups, capacity, Objective("quality"))
+    objective = Objective("speed", max_loss=best.loss * 1.05, tighten=True, relative_gap=1e-3, aim_gap=1e-4)
+    got, _ = _captured(groups, capacity, objective)
+    proto = got["proto"]
+    assert len(got["coupling"]) == 2                       # the CPU's bytes and the loss bound
+    exact = _milp(proto)
+    lp = float(lagrangian_bound(proto)[0])
+    upper = int(np.ceil(exact)) + 10 ** 6
+    res = device_bound(_cp(), proto, got["coupling"], upper)
+    assert res is not None
+    assert lp - 1e-6 * abs(lp) <= float(res.bound) <= exact + 1e-9
+    if res.feasible is not None:
+        obj, values = res.feasible
+        cost = [0] * len(proto.variables)
+        for v, k in zip(proto.objective.vars, proto.objective.coeffs):
+            cost[int(v)] += int(k)
+        assert obj == sum(c * x for c, x in zip(cost, values)) >= exact - 1e-9
+        for terms, lo, hi in _rows(proto):
+            act = sum(k * values[v] for v, k in terms)
+            assert (lo is None or act >= lo) and (hi is None or act <= hi)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_search_after_the_decomposition_claims_a_true_gap(seed, monkeypatch):
+    """The balanced plan's speed long try (gap 0.1 %, aim 0.01 %) from the best-quality solution, outside its aim:
+    the decomposition runs first (planner.solver_bounds._by_device), and what the search returns is a point of the
+    model with its own objective, a bound at most the exact optimum and the status its gap earns."""
+    import planner.solver_bounds as sb
+    from planner.solver_cuts import model_cuts
+
+    groups, capacity = _two_gpu_instance(seed)
+    best = solve(groups, capacity, Objective("quality"))
+    objective = Objective("speed", max_loss=best.loss * 1.05, tighten=True, relative_gap=1e-3, aim_gap=1e-4)
+    got, _ = _captured(groups, capacity, objective, hint=best)
+    m, proto, coupling = got["model"], got["proto"], got["coupling"]
+    exact = _milp(proto)
+    hinted = dict(zip(proto.solution_hint.vars, proto.solution_hint.values))
+    values = [int(hinted[j]) for j in range(len(proto.variables))]
+    upper = sb.objective_if_feasible(proto, values)
+    assert upper is not None
+    cuts = model_cuts(proto, sb.SPEED_CUT_ROUNDS)
+    relax = sb.relaxation(proto, cuts)
+    if upper - np.ceil(float(relax.bound)) <= 1e-4 * upper:
+        pytest.skip("the quality solution is within the aim already")
+    ran = []
+    real = sb._by_device
+    monkeypatch.setattr(sb, "_by_device", lambda *a: ran.append(1) or real(*a))
+    cp_model = _cp()
+    found, status = sb._tighten_and_run(cp_model, m, objective, upper, values, 1.5, relax, cuts, coupling)
+    assert ran
+    point = [int(found.value(m.get_int_var_from_proto_index(j))) for j in range(len(proto.variables))]
+    assert sb.objective_if_feasible(proto, point) == round(found.objective_value) >= exact - 1e-9
+    assert found.best_objective_bound <= exact + 1e-9
+    within = found.objective_value - found.best_objective_bound <= 1e-3 * found.objective_value
+    assert (status == cp_model.OPTIMAL) == within
+
+
+def _cp():
+    from planner.solver import _cp_model
+
+    return _cp_model()
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("factor", [1.0, 1.1])
+def test_parts_evaluate_the_lagrangian_function_exactly(seed, factor):
+    """``L(y)`` of planner.solver_lagrange at the LP's multipliers (and 1.1 times them) against an independent
+    computation: the model without its coupling rows, priced by ``c - y A``, solved whole by HiGHS (the parts may stop
+    within their PART_GAP of their own optimum, so L is at most that much lower, never higher)."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    import planner.solver_bounds as sb
+    from planner.solver_lagrange import PART_GAP, PART_WORK, _Parts
+
+    groups, capacity = _two_gpu_instance(seed)
+    best = solve(groups, capacity, Objective("quality"))
+    objective = Objective("speed", max_loss=best.loss * 1.05, tighten=True, relative_gap=1e-3, aim_gap=1e-4)
+    got, _ = _captured(groups, capacity, objective)
+    proto, coupling = got["proto"], got["coupling"]
+    rows = _rows(proto)
+    parts = _Parts(_cp(), proto, rows, coupling, None)
+    duals = sb._lp_solve(proto, rows, parts.cost)[0]
+    y = [duals[i] * factor if (duals[i] < 0 and rows[i][2] is not None) or (duals[i] > 0 and rows[i][1] is not None)
+         else 0.0 for i in coupling]                  # the signs device_bound keeps
+    assert any(y)
+    value, _activity, point = parts.evaluate(y, PART_WORK)
+    cost = np.array(parts.cost, dtype=float)
+    const = 0.0
+    for i, yi in zip(coupling, y):
+        if not yi:
+            continue
+        terms, lo, hi = rows[i]
+        for v, k in terms:
+            cost[v] -= yi * k
+        const += yi * (hi if yi < 0 else lo)
+    keep = [r for i, r in enumerate(rows) if i not in coupling]
+    a = np.zeros((len(keep), len(cost)))
+    for r, (terms, _lo, _hi) in enumerate(keep):
+        for v, k in terms:
+            a[r, v] += k
+    bounds = [var_bounds(v) for v in proto.variables]
+    res = milp(cost, constraints=LinearConstraint(a, [-np.inf if lo is None else lo for _, lo, _ in keep],
+                                                  [np.inf if hi is None else hi for _, _, hi in keep]),
+               integrality=np.ones(len(cost)), bounds=Bounds([b[0] for b in bounds], [b[1] for b in bounds]),
+               options={"mip_rel_gap": 0})
+    assert res.success, res.message
+    exact = res.fun + const
+    slack = PART_GAP * float(np.abs(cost) @ np.array([b[1] for b in bounds])) + 1e-6 * abs(exact)
+    assert exact - slack <= float(value) <= exact + 1e-6 * abs(exact)
+    # the parts' point meets every row of its own part
+    for terms, lo, hi in keep:
+        act = sum(k * point[v] for v, k in terms)
+        assert (lo is None or act >= lo) and (hi is None or act <= hi)
