@@ -34,7 +34,8 @@ from typing import Any
 # Evaluations of L along the ray of the LP's multipliers (the first at the LP's own): 4x RTX 3090's best lies at
 # 1.05 times them, DeepSeek-R1's and Kimi-K2's at 1.0 (module docstring).
 STEPS = 3
-# CP-SAT work per part per evaluation (planner.solver_bounds.tightened_search on the part).
+# CP-SAT work per part per evaluation (planner.solver_bounds.tightened_search on the part); the decomposition's total
+# is the caller's (planner.solver_bounds.DEVICE_WORK).
 PART_WORK = 0.5
 # Each part's search stops within this relative gap of its own objective (planner.solver_bounds.tightened_search):
 # the parts' objectives are of the size of the model's, so the sum of their bounds lies within about this of the
@@ -100,9 +101,11 @@ class _Parts:
         self.values = values
         self.work = 0.0
 
-    def evaluate(self, y: Sequence[float], work: float) -> tuple[Fraction, list[int], list[int]] | None:
-        """``L(y)`` (exact) and the subgradient's row activities ``a_i.x`` of the parts' solutions, or None when a part
-        has no solution within its work (then no bound is claimed)."""
+    def evaluate(self, y: Sequence[float], work: float, budget: float = math.inf
+                 ) -> tuple[Fraction, list[int], list[int]] | None:
+        """``L(y)`` (exact), the coupling rows' activities ``a_i.x`` at the parts' solutions (the subgradient) and
+        those solutions, or None when a part has no solution within its work (then no bound is claimed).  ``work``:
+        each part's CP-SAT work at most; ``budget``: all the parts' together."""
         ratios = [yi.as_integer_ratio() for yi in y]
         e = max((d.bit_length() - 1 for _n, d in ratios), default=0)
         den = 1 << e
@@ -119,8 +122,9 @@ class _Parts:
                 num[v] -= yi * k
         total = Fraction(top, den)
         point = [0] * len(self.bounds)
+        start = self.work
         for part, prow in zip(self.parts, self.part_rows):
-            got = self._solve_part(part, prow, num, den, work)
+            got = self._solve_part(part, prow, num, den, max(min(work, budget - (self.work - start)), 1e-3))
             if got is None:
                 return None
             bound, xs = got
@@ -183,8 +187,8 @@ class DeviceBound:
     point: list[int] | None                          # the parts' solutions at the multipliers of the bound
 
 
-def device_bound(cp_model: Any, proto: Any, coupling: Sequence[int], upper: int, values: Sequence[int] | None = None
-                 ) -> DeviceBound | None:
+def device_bound(cp_model: Any, proto: Any, coupling: Sequence[int], upper: int, values: Sequence[int] | None = None,
+                 work: float = 1.0) -> DeviceBound | None:
     """The best ``L(y)`` over up to STEPS multipliers along the ray of the LP relaxation's duals of
     the ``coupling`` rows (the indices of rows of ``proto`` that tie its parts together), for a CP-SAT model whose
     objective ``upper`` is reached by the solution ``values``; None when the model is not a plain integer program
@@ -231,7 +235,9 @@ def device_bound(cp_model: Any, proto: Any, coupling: Sequence[int], upper: int,
         seen: list[tuple[float, Fraction, float]] = []          # (r, L(r y0), slope)
         r = 1.0
         for _ in range(STEPS):
-            got = parts.evaluate([r * yi for yi in y0], PART_WORK)
+            if parts.work >= work:
+                break
+            got = parts.evaluate([r * yi for yi in y0], PART_WORK, work - parts.work)
             if got is None:
                 break
             value, act, point = got
