@@ -146,11 +146,11 @@ class _Parts:
             x = lo if num[j] >= 0 else hi
             return Fraction(num[j] * x, den), [x]
         big = max(abs(num[j]) for j in part)
-        if not big:
-            return Fraction(0), [self.values[j] if self.values else self.bounds[j][0] for j in part]
-        shift = big.bit_length() - _COEF_BITS          # coefficients num / 2**shift, rounded down
-        coef = [(num[j] >> shift) if shift > 0 else num[j] for j in part]
-        scale = Fraction(1 << shift, den) if shift > 0 else Fraction(1, den)
+        if not big and self.values is not None:       # nothing to price: the solution at hand meets its rows
+            return Fraction(0), [self.values[j] for j in part]
+        shift = max(big.bit_length() - _COEF_BITS, 0)  # coefficients num / 2**shift, rounded down
+        coef = [num[j] >> shift for j in part]          # floor division: never above the true coefficient
+        scale = Fraction(1 << shift, den)
         index = {j: t for t, j in enumerate(part)}
         m = cp_model.CpModel()
         xs = [m.new_int_var(*self.bounds[j], "") for j in part]
@@ -164,6 +164,15 @@ class _Parts:
                     m.add(expr >= lo)
                 if hi is not None:
                     m.add(expr <= hi)
+        if not big:                                    # a point of the part's rows, any
+            solver = cp_model.CpSolver()
+            solver.parameters.num_workers = 1
+            solver.parameters.max_deterministic_time = work
+            status = solver.solve(m)
+            self.work += solver.deterministic_time
+            if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+                return None
+            return Fraction(0), [int(solver.value(x)) for x in xs]
         m.minimize(sum(c * x for c, x in zip(coef, xs) if c))
         if self.values is not None:
             for j, x in zip(part, xs):

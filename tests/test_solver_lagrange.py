@@ -202,3 +202,31 @@ def test_parts_evaluate_the_lagrangian_function_exactly(seed, factor):
     for terms, lo, hi in keep:
         act = sum(k * point[v] for v, k in terms)
         assert (lo is None or act >= lo) and (hi is None or act <= hi)
+
+
+def test_a_part_without_cost_still_gives_a_point_of_its_rows():
+    """A part whose priced costs are all zero (no objective terms, in no priced row) is solved for any point of its
+    own rows when there is no solution at hand, so a point reported as feasible meets every row; the bound is the
+    brute-force optimum's or below."""
+    import itertools
+
+    from ortools.sat.python import cp_model
+
+    m = cp_model.CpModel()
+    x = [m.new_int_var(0, 2, f"x{i}") for i in range(6)]
+    m.add(x[0] + x[1] == 2)                      # part A
+    m.add(x[2] + x[3] == 2)                      # part B: no cost, not in the coupling row
+    m.add(x[4] + x[5] == 2)                      # part C
+    m.add(x[0] + x[4] <= 1)                      # the coupling row (index 3)
+    cost = [1, 10, 0, 0, 2, 7]
+    m.minimize(sum(c * v for c, v in zip(cost, x)))
+    points = [p for p in itertools.product(range(3), repeat=6)
+              if p[0] + p[1] == 2 and p[2] + p[3] == 2 and p[4] + p[5] == 2 and p[0] + p[4] <= 1]
+    optimum = min(sum(c * v for c, v in zip(cost, p)) for p in points)
+    res = device_bound(cp_model, m.proto, [3], optimum + 100)
+    assert res is not None and res.bound <= optimum
+    for found in (res.feasible[1] if res.feasible else None, res.point):
+        if found is not None:
+            assert (found[0] + found[1], found[2] + found[3], found[4] + found[5]) == (2, 2, 2)
+    if res.feasible is not None:
+        assert tuple(res.feasible[1]) in points
