@@ -390,13 +390,13 @@ def floored_search(cp_model: Any, m: Any, objective: Objective) -> tuple[Any, in
     (:func:`relaxation`, CUT_ROUNDS or SPEED_CUT_ROUNDS rounds as :func:`tightened_search` takes them, so the cuts
     are computed once for both) as the objective's domain floor: the same optimum, and a bound CP-SAT starts from.
     It changes where CP-SAT's search goes, measured (bench_solver, December 2026) on the balanced plans' speed steps'
-    short tries: on the models with layer homes (several GPUs), the solution after the 0.5 work short try DeepSeek-R1
-    on 2x RTX 3090 + 384 GiB 0.0119 % -> 0.0080 % from that bound (HiGHS: the optimum is 0.0080 % above it),
-    Kimi-K2 there 0.22 % -> 0.089 % (the whole speed step: 1.11 -> 0.52 work, 0.099 % -> 0.089 %), 4x RTX 3090's step
-    0.13 % -> 0.11 % from it; Qwen3-235B on 2x RTX 3090 (the multi-GPU golden plan) proven in 0.388 work instead of
-    0.297, the same plan.  On the single-GPU models it slowed
-    proofs (--ctx max's last speed step: proven in 0.32 work without it, not in 0.5 with it), so only the layered
-    models' speed steps use it (planner.planning._proven_or_within)."""
+    short tries: on the models of several GPUs, the solution after the 0.5 work short try DeepSeek-R1 on 2x RTX 3090
+    + 384 GiB 0.0119 % -> 0.0080 % from that bound (HiGHS: the optimum is 0.0080 % above it), Kimi-K2 there 0.22 % ->
+    0.089 % (the whole speed step: 1.11 -> 0.52 work, 0.099 % -> 0.089 %, before the decomposition), 4x RTX 3090's
+    step 0.13 % -> 0.11 % from it; Qwen3-235B on 2x RTX 3090 (the multi-GPU golden plan) proven in 0.388 work instead
+    of 0.297, the same plan.  On the single-GPU models it slowed proofs (--ctx max's last speed step: proven in 0.32
+    work without it, not in 0.5 with it), so only the multi-GPU models' speed steps use it
+    (planner.planning._proven_or_within)."""
     import planner.solver as solver
     from planner.solver_cuts import model_cuts
 
