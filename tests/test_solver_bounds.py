@@ -272,6 +272,20 @@ class _Stopped:
         return "FEASIBLE"
 
 
+def _from_the_worst_point(seed: int):
+    """A small knapsack, its points by brute force with their objectives, the optimum, the worst point and the LP
+    bound rounded down (skipped when there is nothing to improve)."""
+    m, xs, cost, size, rows = _knapsack_model(seed)
+    points = {pt: sum(c * p for c, p in zip(cost, pt)) for pt in _feasible_points(xs, size, rows)}
+    optimum = min(points.values())
+    worst = max(points, key=points.get)
+    bound = int(np.floor(float(lagrangian_bound(m.proto)[0])))
+    assert bound <= optimum
+    if points[worst] == optimum or bound <= 0:
+        pytest.skip("nothing to improve")
+    return m, xs, points, optimum, worst, bound
+
+
 @pytest.mark.parametrize("seed", FEASIBLE_SEEDS)
 @pytest.mark.parametrize("gap", [0.3, 0.05, 0.01, 0.0005])
 def test_target_search_keeps_a_true_bound_and_a_true_solution(seed, gap):
@@ -282,14 +296,7 @@ def test_target_search_keeps_a_true_bound_and_a_true_solution(seed, gap):
     from planner.solver_bounds import _target_search
 
     cp_model = _cp_model()
-    m, xs, cost, size, rows = _knapsack_model(seed)
-    points = {pt: sum(c * p for c, p in zip(cost, pt)) for pt in _feasible_points(xs, size, rows)}
-    optimum = min(points.values())
-    worst = max(points, key=points.get)
-    bound = int(np.floor(float(lagrangian_bound(m.proto)[0])))
-    assert bound <= optimum
-    if points[worst] == optimum or bound <= 0:
-        pytest.skip("nothing to improve")
+    m, xs, points, optimum, worst, bound = _from_the_worst_point(seed)
     first = _Stopped(m, worst, points[worst], bound)
     got, status = _target_search(cp_model, m, Objective("quality", relative_gap=gap, tighten=True), first,
                                  cp_model.FEASIBLE, 5.0)
@@ -387,13 +394,7 @@ def test_aim_finds_a_solution_within_the_aimed_gap_or_keeps_the_one_at_hand(seed
     from planner.solver_bounds import AIM_NEAR, _aim
 
     cp_model = _cp_model()
-    m, xs, cost, size, rows = _knapsack_model(seed)
-    points = {pt: sum(c * p for c, p in zip(cost, pt)) for pt in _feasible_points(xs, size, rows)}
-    optimum = min(points.values())
-    worst = max(points, key=points.get)
-    bound = int(np.floor(float(lagrangian_bound(m.proto)[0])))
-    if points[worst] == optimum or bound <= 0:
-        pytest.skip("nothing to improve")
+    m, xs, points, optimum, worst, bound = _from_the_worst_point(seed)
     away = (points[worst] - bound) / points[worst]
     aim = away / (AIM_NEAR - 1)                    # the point at hand within AIM_NEAR aimed gaps of the bound
     first = _Stopped(m, worst, points[worst], bound)
