@@ -13,7 +13,7 @@ bound whether or not the parts are solved to the end.  Unlike the LP relaxation,
 the capacity left over on each GPU by whole layers, the gap the LP bound misses.
 
 Exactness: the multipliers are floats (dyadic rationals); ``c - y A`` and ``sum y_i s_i`` are computed in integers
-over their common power-of-two denominator, and each part's coefficients are rounded down to a coarser power of two,
+over their common power-of-two denominator (planner.solver_bounds.priced, as for the LP bound), and each part's coefficients are rounded down to a coarser power of two,
 which lowers its minimum since every variable is non-negative (checked), so the result stays a bound.
 
 Measured (HiGHS, scipy.optimize.milp, on the exported speed steps of bench_solver's cases, December 2026; the
@@ -50,11 +50,6 @@ PART_GAP = 5e-5
 MAX_PART_SHARE = 0.75
 # Bits of the largest coefficient of a part's objective after rounding down (CP-SAT's sums stay far from 2**63).
 _COEF_BITS = 40
-
-
-def _meets(row: tuple[Any, int | None, int | None], activity: int) -> bool:
-    _terms, lo, hi = row
-    return (lo is None or activity >= lo) and (hi is None or activity <= hi)
 
 
 def components(n: int, rows: Sequence[tuple[Sequence[tuple[int, int]], Any, Any]], skip: set[int]) -> list[list[int]]:
@@ -106,20 +101,9 @@ class _Parts:
         """``L(y)`` (exact), the coupling rows' activities ``a_i.x`` at the parts' solutions (the subgradient) and
         those solutions, or None when a part has no solution within its work (then no bound is claimed).  ``work``:
         each part's CP-SAT work at most; ``budget``: all the parts' together."""
-        ratios = [yi.as_integer_ratio() for yi in y]
-        e = max((d.bit_length() - 1 for _n, d in ratios), default=0)
-        den = 1 << e
-        num = [k * den for k in self.cost]
-        top = 0
-        for i, (yn, yd) in zip(self.coupling, ratios):
-            if not yn:
-                continue
-            terms, lo, hi = self.rows[i]
-            side = hi if yn < 0 else lo
-            yi = yn << (e - (yd.bit_length() - 1))
-            top += yi * side
-            for v, k in terms:
-                num[v] -= yi * k
+        from planner.solver_bounds import priced
+
+        num, top, den = priced(self.cost, [self.rows[i] for i in self.coupling], y)
         total = Fraction(top, den)
         point = [0] * len(self.bounds)
         start = self.work
@@ -250,10 +234,9 @@ def device_bound(cp_model: Any, proto: Any, coupling: Sequence[int], upper: int,
             if got is None:
                 break
             value, act, point = got
-            if all(_meets(rows[i], a) for i, a in zip(coupling, act)):
-                obj = sum(c * x for c, x in zip(parts.cost, point))
-                if found is None or obj < found[0]:
-                    found = (obj, point)
+            obj = sb.objective_if_feasible(proto, point)          # every row and domain, exactly
+            if obj is not None and (found is None or obj < found[0]):
+                found = (obj, point)
             slope = -sum(yi * (a - s) for yi, a, s in zip(y0, act, sides) if yi)
             seen.append((r, value, slope))
             if best is None or value > best:
