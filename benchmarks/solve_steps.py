@@ -74,6 +74,18 @@ the decomposition follows (Kimi-K2 3.5 s, 0.0092 %; but the multi-GPU golden pla
 before, stopped 0.07 % from its bound; 4x3090 0.074 %), the short try at 0.3 work with and without the floor (the
 golden plan unproven, or Kimi-K2 0.017 % / 4x3090 0.04-0.06 %), the parts' gap 1e-5 / 2e-5 / 3e-5 / 1e-4 (Kimi-K2
 0.011-0.015 %, no trend: its one hard part's target searches decide).
+
+Session 12 (bench_solver, best of 3): the balanced plan's quality step spent R1's 0.80 work (a 0.5-work proof
+attempt ending 0.052 % from its bound, then 0.29 to 0.0065 %), Kimi-K2 24+384's 2.4.  Its LP bound with three
+rounds of cuts lies near the optimum (R1: the target search for 0.01 % of it finds a solution in 0.02 work), so the
+quality step may now stop within its 0.01 % from the short try on (its probe still seeks a proof: CP-SAT's gap 0
+there, so the headline and the multi-GPU golden plan are the same, proven), and its tightened search tries one
+target first (planner.solver_bounds.TARGET_FIRST_WORK): R1 1.310 -> 0.631 work, 4.86x -> 3.77x the headline;
+Kimi-K2 24+384 2.580 -> 0.410 (5.72x -> 1.95x); Kimi-K2 2x3090 1.808 -> 1.439 (6.06x -> 5.15x, 0.0112 %).  The
+probe's bound now counts for the whole model up to its guess (a better solution lies in the cut: any solution
+below the guess is one of the probe's model).  More targets first (a loop lifting the bound 0.01 % per target) cost
+--granularity band 0.5 CPU s, whose quality LP bound lies 0.24 % below the optimum.  The multi-GPU speed short try
+at 0.15 / 0.3 work (R1 3.2 s, Kimi-K2 4.0 s but 0.0168 %, 4x3090 0.047 %, the golden plan unproven): not used.
 """
 
 from __future__ import annotations

@@ -329,7 +329,10 @@ def tightened_search(cp_model: Any, m: Any, objective: Objective, coupling: Sequ
 
     The probe runs on the model cut the same way for an objective GUESS_GAP above the LP bound, hinted with the LP's
     solution rounded down: any solution it finds is one of the original model, and when it proves an optimum no
-    higher than the guess, that optimum is the original's (every better solution lies within the cut).  A complete
+    higher than the guess, that optimum is the original's (every better solution lies within the cut).  Its bound
+    is one of the original up to the guess: every solution of objective at most the guess is one of the cut model,
+    every other is above the guess, so the original's optimum is at least the lower of the probe's bound and the
+    guess + 1 (its optimum is sought: CP-SAT's gap limit 0 in the probe, whatever the search's).  A complete
     feasible hint the caller gave (the long try after a short one, the speed step after the quality step) within
     the guess is used instead of a probe; a hint above the guess (the balanced speed step's hint, the quality
     solution, is often several percent slow) still gets the probe, and the better of the two is kept.
@@ -358,6 +361,7 @@ def tightened_search(cp_model: Any, m: Any, objective: Objective, coupling: Sequ
             best = (upper, given)
     guess = math.floor(relax.bound + GUESS_GAP * abs(relax.bound))
     used = 0.0
+    bound = math.ceil(relax.bound)
     if best is None or best[0] > guess:
         probe = min(TIGHTEN_PROBE_WORK, objective.work_limit)
         _restrict(proto, reduced_cost_bounds(proto, guess, relax) or {})
@@ -365,14 +369,19 @@ def tightened_search(cp_model: Any, m: Any, objective: Objective, coupling: Sequ
         for j, x in enumerate(relax.values):
             lo, hi = var_bounds(proto.variables[j])
             m.add_hint(m.get_int_var_from_proto_index(j), min(max(math.floor(x + 1e-9), lo), hi))
-        first, status = solver._run(cp_model, m, objective, probe)
+        first, status = solver._run(cp_model, m, replace(objective, relative_gap=0.0), probe)
         used = first.deterministic_time
         if status == cp_model.OPTIMAL and first.objective_value <= guess:
             return first, status                 # the original's optimum: every better solution is in the cut
+        # a bound of the original: a solution of objective <= guess is one of the cut model, so at least the
+        # probe's bound; any other is above the guess (an infeasible cut model: every solution is)
         if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-            # the probe's own bound is one of the cut model only; the LP's with the cuts is the original's
+            bound = max(bound, min(math.floor(first.best_objective_bound), guess + 1))
+        elif status == cp_model.INFEASIBLE:
+            bound = max(bound, guess + 1)
+        if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             obj = round(first.objective_value)
-            lifted = min(math.ceil(relax.bound), obj)
+            lifted = min(bound, obj)
             if obj - lifted <= objective.relative_gap * max(1, abs(obj)):
                 return _Found(first, [int(first.value(m.get_int_var_from_proto_index(j))) for j in range(n)], obj,
                               lifted, first.deterministic_time), cp_model.OPTIMAL
@@ -390,7 +399,7 @@ def tightened_search(cp_model: Any, m: Any, objective: Objective, coupling: Sequ
     assert best is not None
     upper, values = best
     return _tighten_and_run(cp_model, m, objective, upper, values, max(objective.work_limit - used, 0.0), relax,
-                            cuts, coupling)
+                            cuts, coupling, bound)
 
 
 def floored_search(cp_model: Any, m: Any, objective: Objective) -> tuple[Any, int]:
@@ -433,18 +442,19 @@ def _probe_then_tighten(cp_model: Any, m: Any, objective: Objective) -> tuple[An
 
 def _tighten_and_run(cp_model: Any, m: Any, objective: Objective, upper: int, values: Sequence[int], work: float,
                      relax: Relaxation | None = None, cuts: Sequence[tuple[Mapping[int, int], int]] = (),
-                     coupling: Sequence[int] = ()) -> tuple[Any, int]:
+                     coupling: Sequence[int] = (), bound: int | None = None) -> tuple[Any, int]:
     """Cut every variable's range to what a solution of objective ``upper`` or better can use
     (:func:`reduced_cost_bounds`), hint the known solution ``values`` and search for ``work`` units; when the search
     may stop within a gap (``objective.relative_gap``) and ends outside it, the last TARGET_WORK of them go to
-    :func:`_target_search`.  With ``coupling`` rows (planner.solver.solve: the rows over every class) and an aimed gap
+    :func:`_target_search` (a quality objective's: its first target before the search, TARGET_FIRST_WORK).
+    ``bound``: a bound of the model known besides its LP's (:func:`tightened_search`'s probe).  With ``coupling`` rows (planner.solver.solve: the rows over every class) and an aimed gap
     the solution at hand is outside of, the Lagrangian decomposition at those rows comes first (:func:`_by_device`):
     its bound becomes the search's floor, its solution the one at hand."""
     import planner.solver as solver
 
     proto = m.proto
     _tighten_to(proto, upper, relax, values)
-    floor = math.ceil(relax.bound) if relax is not None else None
+    floor = max(math.ceil(relax.bound), bound if bound is not None else -_INF) if relax is not None else None
     by_device = bool(coupling and relax is not None and floor is not None and objective.aim_gap
                      and upper - floor > objective.aim_gap * max(1, abs(upper)))
     if by_device:
@@ -459,6 +469,16 @@ def _tighten_and_run(cp_model: Any, m: Any, objective: Objective, upper: int, va
     for j, v in enumerate(values):
         m.add_hint(m.get_int_var_from_proto_index(j), v)
     reserve = min(TARGET_WORK, work / 2) if objective.relative_gap > 0 else 0.0
+    if reserve and objective.kind == "quality" and floor is not None and (
+            upper - floor > objective.relative_gap * max(1, abs(upper))):
+        # one target of the search for a solution within the gap before the search for the optimum (TARGET_FIRST_WORK)
+        got, status = _target_search(cp_model, m, objective, _Found(None, list(values), upper, floor, 0.0),
+                                     cp_model.FEASIBLE, min(reserve, TARGET_FIRST_WORK), cuts, tries=1)
+        if status == cp_model.OPTIMAL:
+            return got, status
+        work = max(work - got.deterministic_time, 0.0)
+        reserve = min(reserve, work / 2)
+        floor = max(floor, math.floor(got.best_objective_bound))     # lifted when its target had no solution
     if cuts and floor is not None and upper - floor <= FLOOR_NEAR * objective.relative_gap * abs(upper):
         _floor_objective(proto, floor)
     found, status = solver._run(cp_model, m, objective, work - reserve)
@@ -635,6 +655,14 @@ RINS_WORK = 0.2
 # scipy.optimize.milp, on the exported model), while the feasibility search for a solution within 0.01 % of that
 # bound finds one 0.0002 % above the optimum in 0.034 work.
 TARGET_WORK = 0.3
+# Work of one target of the target search (below) run first, before the search for the optimum, in a quality
+# objective's tightened search that may stop within a gap (the balanced plan's first step): the quality objective's
+# LP bound with the cuts lies near its optimum, so a solution within 0.01 % of it is often found at once.  Measured
+# (bench_solver, December 2026): DeepSeek-R1 on 2x RTX 3090 + 384 GiB, the first target found in 0.02 work where
+# the search, RINS and the target search after it took 0.46 (0.80 with the proof attempt before); Kimi-K2 there
+# found none in 0.05 (0.235 tried: none either).  One target only: where the LP bound is far from the optimum
+# (--granularity band: 0.24 % below it) each target lifts the bound by 0.01 %, and 25 of them cost 0.5 CPU s.
+TARGET_FIRST_WORK = 0.05
 # Work of the Lagrangian decomposition (:func:`_by_device`, all its parts' searches together): Kimi-K2 on 2x RTX 3090 +
 # 384 GiB takes 0.53 (one part is hard), 4x RTX 3090 0.05; a cap for models of more or harder parts.
 DEVICE_WORK = 1.0
@@ -645,26 +673,32 @@ AIM_NEAR = 3.0
 
 
 class _Found:
-    """A solution found by :func:`_target_search`, read the way :mod:`planner.solver` reads a ``CpSolver``."""
+    """A solution found by :func:`_target_search`, read the way :mod:`planner.solver` reads a ``CpSolver``; ``first``
+    the search it follows (None: none ran yet, a solution at hand)."""
 
-    def __init__(self, first: Any, values: list[int], objective: int, bound: int, work: float) -> None:
+    def __init__(self, first: Any | None, values: list[int], objective: int, bound: int, work: float) -> None:
         self._first = first
         self._values = values
         self.objective_value = float(objective)
         self.best_objective_bound = float(bound)
         self.deterministic_time = work
-        self.wall_time = first.wall_time
+        self.wall_time = first.wall_time if first is not None else 0.0
 
     def value(self, var: Any) -> int:
         return self._values[var.index]
 
     def status_name(self, status: int) -> str:
+        if self._first is None:
+            from ortools.sat import cp_model_pb2
+
+            return str(cp_model_pb2.CpSolverStatus.Name(status))
         return str(self._first.status_name(status))
 
 
 def _target_search(cp_model: Any, m: Any, objective: Objective, first: Any, status: int, work: float,
-                   cuts: Sequence[tuple[Mapping[int, int], int]] = ()) -> tuple[Any, int]:
-    """After a search that stopped with a solution outside its allowed gap: look for one inside it.
+                   cuts: Sequence[tuple[Mapping[int, int], int]] = (), tries: int = 1 << 30) -> tuple[Any, int]:
+    """After a search that stopped with a solution outside its allowed gap: look for one inside it (at most
+    ``tries`` targets).
 
     With ``B`` the search's proven bound and ``g`` the allowed relative gap, any solution of objective at most
     ``T = floor(B / (1 - g))`` is within the gap.  The model is cut to what such a solution can use (reduced costs
@@ -685,7 +719,8 @@ def _target_search(cp_model: Any, m: Any, objective: Objective, first: Any, stat
     relax = relaxation(proto, cuts)
     bound = max(math.floor(first.best_objective_bound), math.ceil(relax.bound) if relax is not None else 0)
     used = first.deterministic_time
-    while work > 1e-6 and bound > 0:
+    while work > 1e-6 and bound > 0 and tries > 0:
+        tries -= 1
         target = math.floor(bound / (1 - gap))
         if target >= upper:
             break

@@ -410,3 +410,85 @@ def test_aim_finds_a_solution_within_the_aimed_gap_or_keeps_the_one_at_hand(seed
     else:
         # no point within the first target: a proof lifts the bound and the next target may reach one
         assert point == worst or got.objective_value <= np.floor(got.best_objective_bound / (1 - aim))
+
+
+@pytest.mark.parametrize("seed", FEASIBLE_SEEDS)
+@pytest.mark.parametrize("guess", [0.0, 1e-3, 0.05])
+@pytest.mark.parametrize("gap", [0.2, 0.01, 0.0])
+@pytest.mark.parametrize("first_only", [False, True])
+def test_probe_bound_is_a_bound_of_the_whole_model(seed, guess, gap, first_only, monkeypatch):
+    """The probe of a tightened search runs on the model cut for an objective ``guess`` above the LP bound (proving
+    that model's optimum, or stopping at its first solution); its bound counts for the whole model only up to the
+    guess + 1.  Whatever the guess and the gap allowed, the search returns a feasible point with its own objective
+    and a bound no higher than the optimum, and says OPTIMAL exactly when the gap is met.  Against brute force."""
+    import planner.solver_bounds as bounds_mod
+    from planner.solver_bounds import tightened_search
+
+    cp_model = _cp_model()
+    real_solve = cp_model.CpSolver.solve
+
+    def stop_first(self, m, *a, **k):
+        if self.parameters.max_deterministic_time == bounds_mod.TIGHTEN_PROBE_WORK:
+            self.parameters.stop_after_first_solution = True
+        return real_solve(self, m, *a, **k)
+
+    if first_only:
+        monkeypatch.setattr(cp_model.CpSolver, "solve", stop_first)
+    monkeypatch.setattr(bounds_mod, "GUESS_GAP", guess)
+    m, xs, cost, size, rows = _knapsack_model(seed)
+    points = {pt: sum(c * p for c, p in zip(cost, pt)) for pt in _feasible_points(xs, size, rows)}
+    optimum = min(points.values())
+    got, status = tightened_search(cp_model, m, Objective("quality", relative_gap=gap, tighten=True, work_limit=1.0))
+    point = tuple(int(got.value(x)) for x in xs)
+    assert point in points and points[point] == round(got.objective_value)
+    assert got.best_objective_bound <= optimum
+    within = got.objective_value - got.best_objective_bound <= gap * max(1.0, abs(got.objective_value))
+    assert (status == cp_model.OPTIMAL) == within
+
+
+@pytest.mark.parametrize("seed", FEASIBLE_SEEDS)
+def test_target_search_tries_at_most_the_targets_allowed(seed, monkeypatch):
+    """One target (the quality search's first, planner.solver_bounds.TARGET_FIRST_WORK): a single search, and when
+    the target has no solution the bound is lifted past it (an exact proof: brute force finds no point there)."""
+    import planner.solver as solver_mod
+    from planner.solver_bounds import _target_search
+
+    cp_model = _cp_model()
+    m, xs, points, optimum, worst, bound = _from_the_worst_point(seed)
+    runs = []
+    real_run = solver_mod._run
+
+    def counting(*a, **k):
+        runs.append(1)
+        return real_run(*a, **k)
+
+    monkeypatch.setattr(solver_mod, "_run", counting)
+    gap = 1e-4
+    got, status = _target_search(cp_model, m, Objective("quality", relative_gap=gap, tighten=True),
+                                 _Stopped(m, worst, points[worst], bound), cp_model.FEASIBLE, 5.0, tries=1)
+    assert len(runs) == 1
+    target = int(np.floor(bound / (1 - gap)))
+    if any(v <= target for v in points.values()):
+        assert status == cp_model.OPTIMAL and got.objective_value <= target
+    else:                                       # lifted past the target (from the LP bound rounded up: >= ours)
+        assert min(target + 1, points[worst]) <= got.best_objective_bound <= optimum
+
+
+def test_probe_bound_stops_at_the_guess_where_the_cut_model_misses_the_optimum(monkeypatch):
+    """min 8a + 8b + 7c over 0/1 with 4a + 4b + 3c >= 6: the LP takes a and half of b (12, dual 2), c's reduced cost
+    is 1, so the model cut for an objective of 12 (the LP bound, no cuts) has c = 0 and proves 16 (a + b), while the
+    optimum is 15 (a + c, by hand).  The probe's 16 bounds only the solutions within the cut: the search must not
+    call a + b optimal, and ends at 15."""
+    import planner.solver_bounds as bounds_mod
+    from planner.solver_bounds import tightened_search
+
+    cp_model = _cp_model()
+    monkeypatch.setattr(bounds_mod, "CUT_ROUNDS", 0)
+    monkeypatch.setattr(bounds_mod, "GUESS_GAP", 1e-3)
+    m = cp_model.CpModel()
+    a, b, c = (m.new_int_var(0, 1, n) for n in "abc")
+    m.add(4 * a + 4 * b + 3 * c >= 6)
+    m.minimize(8 * a + 8 * b + 7 * c)
+    got, status = tightened_search(cp_model, m, Objective("quality", tighten=True, work_limit=1.0))
+    assert got.best_objective_bound <= 15
+    assert (status, round(got.objective_value), got.value(c)) == (cp_model.OPTIMAL, 15, 1)
