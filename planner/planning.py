@@ -289,7 +289,7 @@ def _proven_or_within(groups: list[Group], cap: Mapping[str, int], obj: Objectiv
     smaller than the speed step's: measured, the headline's quality step is then proven in the short try).  The
     quality step's short try may already stop within ``gap`` (its probe still looks for a proof, and the target
     search comes first: planner.solver_bounds.TARGET_FIRST_WORK): DeepSeek-R1 on 2x RTX 3090 + 384 GiB, quality
-    step 0.80 -> 0.05 work, Kimi-K2 on 24 + 384 GiB 2.4 -> 0.3 (bench_solver, December 2026).  A speed
+    step 0.80 -> 0.05 work, Kimi-K2 on 24 + 384 GiB 2.4 -> 0.04 (bench_solver, December 2026).  A speed
     step's short try on several GPUs starts from the LP bound with the cuts as its floor (``Objective.floor``,
     measured there only: planner.solver_bounds.floored_search); its long try aims at SPEED_STEP_AIM."""
     short_gap = gap if obj.kind == "quality" else obj.relative_gap
