@@ -346,7 +346,7 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
             for t, zt in z.items():
                 m.add_hint(zt, int(used_types == {t}))
         if home_terms is not None and homes is not None and len(hint.layer_device) == homes.n_layer:
-            home_terms.hint(m, hint.layer_device, homes)
+            home_terms.hint(m, hint.layer_device, homes, value)
     if objective.tighten and int_coef:
         from planner.solver_bounds import tightened_search
 
@@ -450,14 +450,18 @@ class _HomeTerms:
     costs: list[tuple[Any, Option]]                 # (variable, pseudo-option carrying seconds / pp seconds)
     hold: dict[str, Any]                            # device -> holds at least one layer
     hosts: list[tuple[Any, Any, list[str]]]         # (any used, extra used, devices) per host with several
+    alone: list[tuple[Any, list[Any], str]] = field(default_factory=list)   # (output alone, output counts, device)
 
-    def hint(self, m: Any, layer_device: Sequence[str], homes: LayerHomes) -> None:
-        """Hint every variable of the homes from a layout."""
+    def hint(self, m: Any, layer_device: Sequence[str], homes: LayerHomes, counts: Mapping[int, int]) -> None:
+        """Hint every variable of the homes from a layout and the hinted option counts (by variable index)."""
         for il, row in enumerate(self.x):
             for h, v in zip(homes.order, row):
                 m.add_hint(v, int(layer_device[il] == h))
         for d, v in self.hold.items():
             m.add_hint(v, int(d in layer_device))
+        for alone, outs, d in self.alone:
+            # its row: alone >= outputs there - holds a layer (the least value: it only adds bytes)
+            m.add_hint(alone, int(sum(counts.get(v.index, 0) for v in outs) > int(d in layer_device)))
         for any_used, extra, devs in self.hosts:
             used = sum(1 for d in devs if d in layer_device)
             m.add_hint(any_used, int(used > 0))
@@ -496,6 +500,7 @@ def _add_homes(m: Any, homes: LayerHomes, class_list: list[list[Group]], counts:
     held = sorted(set(homes.hold_bytes) | set(homes.hold_s) | set(homes.hold_pp_s)
                   | {d for devs, _, _ in homes.shared for d in devs})
     hold = {}
+    alones: list[tuple[Any, list[Any], str]] = []
     for d in held:
         if d not in order:
             continue
@@ -511,6 +516,7 @@ def _add_homes(m: Any, homes: LayerHomes, class_list: list[list[Group]], counts:
         if homes.alone_bytes.get(d) and outs:
             alone = m.new_bool_var(f"alone[{d}]")
             m.add(alone >= sum(outs) - hold[d])
+            alones.append((alone, outs, d))
             by_dev.setdefault(d, []).append((alone, int(homes.alone_bytes[d])))
         if homes.hold_s.get(d) or homes.hold_pp_s.get(d):
             costs.append((hold[d], Option("hold", d, 0, 0.0, homes.hold_s.get(d, 0.0), homes.hold_pp_s.get(d, 0.0))))
@@ -526,7 +532,7 @@ def _add_homes(m: Any, homes: LayerHomes, class_list: list[list[Group]], counts:
         m.add(extra == sum(hs) - any_used)
         costs.append((extra, Option("shared", "", 0, 0.0, s, pp)))
         hosts.append((any_used, extra, [d for d in devs if d in hold]))
-    return _HomeTerms(x, by_dev, costs, hold, hosts)
+    return _HomeTerms(x, by_dev, costs, hold, hosts, alones)
 
 
 def _dominated(a: Option, b: Option) -> bool:
