@@ -118,8 +118,9 @@ def test_per_layer_terms_add_up_to_the_fixed_layout_model():
     assert checked == 45          # C(8 + 2, 2) layouts of 8 layers over 3 devices
 
 
-@pytest.mark.parametrize("objective", ["speed", "quality"])
-def test_the_chosen_split_is_the_best_of_every_split(objective):
+def _tiny_layered(objective: str):
+    """:func:`_tiny` with what solve_layered takes: (tmap, cluster, run, request, quality, budget, order, and its
+    keyword arguments: speeds, the link terms)."""
     tmap, cluster, run = _tiny()
     request = PlanRequest(run=run, allow=("Q8_0", "Q4_0"), floors=False, objective=objective)
     quality = QualityModel.build(tmap)
@@ -128,8 +129,15 @@ def test_the_chosen_split_is_the_best_of_every_split(objective):
     speeds = cluster_speeds(cluster, run)
     order = layer_order(devs)
     hold_s, hold_pp_s, shared = link_terms(tmap, cluster, run, order)
-    layout, sol, _ = solve_layered(tmap, cluster.main, budget, request, quality, order, speeds=speeds,
-                                   hold_s=hold_s, hold_pp_s=hold_pp_s, shared=shared)
+    return tmap, cluster, run, request, quality, budget, order, dict(speeds=speeds, hold_s=hold_s,
+                                                                     hold_pp_s=hold_pp_s, shared=shared)
+
+
+@pytest.mark.parametrize("objective", ["speed", "quality"])
+def test_the_chosen_split_is_the_best_of_every_split(objective):
+    tmap, cluster, run, request, quality, budget, order, kw = _tiny_layered(objective)
+    devs, speeds = budget.devices, kw["speeds"]
+    layout, sol, _ = solve_layered(tmap, cluster.main, budget, request, quality, order, **kw)
     assert sol.status == "OPTIMAL"
     best: dict[tuple, float] = {}
     ub = min(run.ubatch, run.batch)
@@ -179,21 +187,12 @@ def test_a_solution_hints_every_variable_of_the_layered_model_feasibly(objective
     plan of docs/rpc.md: its speed step ended 5.48 % from its bound, 0.50 % with the hint complete)."""
     import planner.solver_bounds as bounds_mod
 
-    tmap, cluster, run = _tiny()
-    request = PlanRequest(run=run, allow=("Q8_0", "Q4_0"), floors=False, objective=objective)
-    quality = QualityModel.build(tmap)
-    devs, sizes, labels = cluster_budgets(cluster)
-    budget = Budget(devs, sizes, labels)
-    speeds = cluster_speeds(cluster, run)
-    order = layer_order(devs)
-    hold_s, hold_pp_s, shared = link_terms(tmap, cluster, run, order)
+    tmap, cluster, run, request, quality, budget, order, kw = _tiny_layered(objective)
     groups, fixed, fixed_time, homes = build_layered_groups(tmap, order, budget, cluster.main, run, request=request,
-                                                            quality=quality, speeds=speeds, hold_s=hold_s,
-                                                            hold_pp_s=hold_pp_s, shared=shared)
+                                                            quality=quality, **kw)
     assert homes.alone_bytes                    # the model has the auxiliary this test is about
     cap = layered_capacities(tmap, budget, run, fixed)
-    _, sol, _ = solve_layered(tmap, cluster.main, budget, request, quality, order, speeds=speeds, hold_s=hold_s,
-                              hold_pp_s=hold_pp_s, shared=shared)
+    _, sol, _ = solve_layered(tmap, cluster.main, budget, request, quality, order, **kw)
     seen = []
     real = bounds_mod.tightened_search
 
