@@ -276,8 +276,9 @@ def plan_cluster(tmap: TensorMap, cluster: Cluster, request: PlanRequest, qualit
     budget = Budget(devs, sizes, labels)
     speeds = cluster_speeds(cluster, cfg)
 
-    def speed_of(types: Mapping[str, str], placement: Placement) -> SpeedEstimate:
-        return cluster_speed(tmap, types, placement, cluster, cfg, speeds)
+    def speed_of(types: Mapping[str, str], placement: Placement, run: RunConfig) -> SpeedEstimate:
+        # the plan's own run configuration (its -ub and load mode), with the devices' speeds of the request's
+        return cluster_speed(tmap, types, placement, cluster, run, speeds)
 
     # as on one box, a layer's attention goes to the main host's CPU only when the GPUs cannot take every layer
     # (the -ngl < n_layer case): the layered model without the CPU as a home first, then with it

@@ -14,7 +14,7 @@ rows), which the model rates as a tie.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -39,8 +39,13 @@ class LoadChoice:
 
 
 def choose_load(tmap: TensorMap, types: Mapping[str, str], placement: Placement, hw: Hardware,
-                run: RunConfig) -> LoadChoice:
-    """Pick ``rtr`` or ``no-mmap`` for an engine that has ``-rtr``; other engines keep ``run.load``."""
+                run: RunConfig, estimate: Callable[[RunConfig], SpeedEstimate] | None = None) -> LoadChoice:
+    """Pick ``rtr`` or ``no-mmap`` for an engine that has ``-rtr``; other engines keep ``run.load``.  ``estimate``:
+    the plan's speed under a run configuration (a cluster's: planner.cluster_plan.cluster_speed), else the one-box
+    estimate on ``hw``."""
+    if estimate is None:
+        def estimate(r: RunConfig) -> SpeedEstimate:
+            return estimate_speed(tmap, types, placement, hw, r)
     prof = engine_profile(run.engine)
     has_gpu = any(d != CPU for d in placement.devices)
     cpu_weights = any(placement.device_of(t.name) == CPU and t.n_dims >= 2 and t.role != "token_embd"
@@ -49,14 +54,14 @@ def choose_load(tmap: TensorMap, types: Mapping[str, str], placement: Placement,
         # nothing for -rtr to repack: it would only turn mmap off and copy token_embd into RAM (ik a tied one
         # twice, memory.Placement.tied_duplicate_device); the engine's default, mmap, it is
         mm = replace(run, load="mmap")
-        return LoadChoice(mm, estimate_speed(tmap, types, placement, hw, mm),
+        return LoadChoice(mm, estimate(mm),
                           "load: mmap (the engine's default): every matrix is on a GPU, so -rtr has nothing to repack")
     if not prof["rtr"] or not has_gpu or not cpu_weights:
-        return LoadChoice(run, estimate_speed(tmap, types, placement, hw, run), "")
+        return LoadChoice(run, estimate(run), "")
     rtr_run = replace(run, load="rtr")
     plain_run = replace(run, load="no-mmap")
-    rtr = estimate_speed(tmap, types, placement, hw, rtr_run)
-    plain = estimate_speed(tmap, types, placement, hw, plain_run)
+    rtr = estimate(rtr_run)
+    plain = estimate(plain_run)
     faster = (rtr.tg_tps > plain.tg_tps and rtr.pp_tps >= plain.pp_tps) or \
              (rtr.pp_tps > plain.pp_tps and rtr.tg_tps >= plain.tg_tps)
     if faster:

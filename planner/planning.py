@@ -129,25 +129,29 @@ _FINISH_NOTES = ("load: ", "-ub ", "predicted TG ", "predicted PP ", "prompt cac
 def _finish(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequest, layer_device: tuple[str, ...],
             types: dict[str, str], devices: dict[str, str], sol: Solution | None, quality: QualityModel | None,
             notes: list[str], *,
-            speed_of: Callable[[Mapping[str, str], Placement], SpeedEstimate] | None = None,
+            speed_of: Callable[[Mapping[str, str], Placement, RunConfig], SpeedEstimate] | None = None,
             output_device: str | None = None) -> Plan:
     cfg = request.run
     # a re-finish (recipe simplification) decides -ub, the load mode and the target checks again: its notes replace
     # the first finish's (their figures can differ), the others are kept
     notes = [n for n in notes if not n.startswith(_FINISH_NOTES)]
     placement = Placement(devices, layer_device, budget.devices, output_device=output_device)
+    # a cluster's estimate (network terms, remote devices) in place of the one-box one, for -ub and the load mode too
+    est: Callable[[RunConfig], SpeedEstimate] | None = (
+        (lambda run: speed_of(types, placement, run)) if speed_of is not None else None)
     if request.ub_auto:
-        cfg = _largest_ubatch_that_fits(tmap, types, placement, budget, cfg, notes)
+        cfg = _ubatch(tmap, types, placement, budget, cfg, notes,
+                      est or (lambda run: estimate_speed(tmap, types, placement, hw, run)))
     if request.load_auto:
         # -rtr or --no-mmap copy the same bytes into RAM, so the placement stays valid; speed decides
-        choice = choose_load(tmap, types, placement, hw, cfg)
+        choice = choose_load(tmap, types, placement, hw, cfg, estimate=est)
         cfg, spd = choice.run, choice.speed
         if choice.reason:
             notes.append(choice.reason)
     else:
         cfg, why = engine_load(tmap, placement, cfg)
         notes += [why] if why else []
-        spd = estimate_speed(tmap, types, placement, hw, cfg)
+        spd = est(cfg) if est is not None else estimate_speed(tmap, types, placement, hw, cfg)
     mem = memory_report(tmap, types, placement, budget.bytes, cfg)
     if not mem.fits:
         raise InfeasibleBudgetError("internal re-check failed: " + "; ".join(mem.problems()),
@@ -156,8 +160,6 @@ def _finish(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequest,
     if host is not None:        # the server's checkpoints and prompt cache fill the RAM the plan leaves, not more
         cfg, whys = prompt_cache.planned(cfg, host.free_bytes, tmap.params)
         notes += whys
-    if speed_of is not None:      # a cluster's estimate (network terms, remote devices) replaces the one-box one
-        spd = speed_of(types, placement)
     # the ILP's time terms are memory-bound and linear; the full estimate also checks compute: say so if it differs
     if request.min_tg and spd.tg_tps < request.min_tg:
         notes.append(f"predicted TG {spd.tg_tps:.2f} tok/s is below --min-tg {request.min_tg}: the CPU is "
@@ -183,23 +185,36 @@ def _finish(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequest,
                 output_device=output_device)
 
 
-def _largest_ubatch_that_fits(tmap: TensorMap, types: Mapping[str, str], placement: Placement, budget: Budget,
-                              cfg: RunConfig, notes: list[str]) -> RunConfig:
-    """-ub as a decision: the largest of UBATCH_CHOICES whose compute buffers still fit beside the plan on every
-    device (types and placement unchanged, so TG and quality are too; larger micro-batches amortise the per-ubatch
-    copy of CPU-resident weights and raise PP).  -b follows as max(-b, -ub)."""
-    best = cfg
+def _ubatch(tmap: TensorMap, types: Mapping[str, str], placement: Placement, budget: Budget, cfg: RunConfig,
+            notes: list[str], speed: Callable[[RunConfig], SpeedEstimate]) -> RunConfig:
+    """-ub as a decision: of UBATCH_CHOICES from the given -ub up whose compute buffers still fit beside the plan on
+    every device (types and placement unchanged, so TG and quality are too), the one ``speed`` predicts the fastest
+    prompt processing for (the largest on a tie).  Larger micro-batches amortise the per-ubatch copy of CPU-resident
+    weights; over a cluster's link a larger one may be slower (the tiny two-host model of tests/test_layer_homes.py,
+    ik: PP 1.5x faster at -ub 512 than at 4096).  -b follows as max(-b, -ub)."""
+    fits = [cfg]
     for ub in UBATCH_CHOICES:
         if ub <= cfg.ubatch:
             continue
         trial = replace(cfg, ubatch=ub, batch=max(cfg.batch, ub))
         if not memory_report(tmap, types, placement, budget.bytes, trial).fits:
             break
-        best = trial
-    if best.ubatch != cfg.ubatch:
-        notes.append(f"-ub {best.ubatch}: the largest micro-batch whose compute buffers fit beside the plan "
+        fits.append(trial)
+    if len(fits) == 1:
+        return cfg
+    pp = [speed(c).pp_tps for c in fits]
+    best = max(range(len(fits)), key=lambda i: (pp[i], i))
+    if best == len(fits) - 1:
+        notes.append(f"-ub {fits[best].ubatch}: the largest micro-batch whose compute buffers fit beside the plan "
                      f"(faster prompt processing; types and placement unchanged)")
-    return best
+    elif best:
+        notes.append(f"-ub {fits[best].ubatch}: the fastest predicted prompt processing of the micro-batches whose "
+                     f"compute buffers fit beside the plan (PP {pp[best]:.0f} tok/s; -ub {fits[-1].ubatch}: "
+                     f"{pp[-1]:.0f})")
+    else:
+        notes.append(f"-ub {cfg.ubatch} kept: larger micro-batches fit but are predicted slower (PP {pp[0]:.0f} "
+                     f"tok/s; -ub {fits[-1].ubatch}: {pp[-1]:.0f})")
+    return fits[best]
 
 
 def _solve_with_layers(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequest, *,
@@ -449,7 +464,7 @@ def place(tmap: TensorMap, types: Mapping[str, str], hw: Hardware, request: Plan
 def _assemble(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequest, layer_device: tuple[str, ...],
               sol: Solution, groups: list[Group], *, fixed_types: Mapping[str, str] | None,
               quality: QualityModel | None,
-              speed_of: Callable[[Mapping[str, str], Placement], SpeedEstimate] | None = None) -> Plan:
+              speed_of: Callable[[Mapping[str, str], Placement, RunConfig], SpeedEstimate] | None = None) -> Plan:
     gmap = {g.key: g.tensors for g in groups}
     types, devices = _expand(sol, gmap)
     output_device = None

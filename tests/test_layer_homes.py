@@ -211,3 +211,31 @@ def test_a_solution_hints_every_variable_of_the_layered_model_feasibly(objective
     assert missing == []
     assert value is not None
     assert again.objective == pytest.approx(sol.objective, rel=1e-9)     # the same optimum, from its own hint
+
+
+def test_a_cluster_plan_prints_its_own_speed_and_the_fastest_micro_batch_that_fits():
+    """A cluster plan's speed is the cluster estimate (remote devices, the link) under the plan's own run
+    configuration, the -ub and load mode it chose, not the request's; and of the micro-batches whose compute buffers
+    fit, it takes the one that estimate predicts the fastest prompt processing for (over this link the smallest:
+    the one-box rule, the largest that fits, ran it at -ub 4096, 1.5x slower, and printed the PP of -ub 512)."""
+    from planner.cluster_plan import cluster_speed
+    from planner.memory import memory_report
+    from planner.runconfig import UBATCH_CHOICES
+
+    tmap, cluster, run = _tiny()
+    run = replace(run, engine="ik")
+    request = PlanRequest(run=run, allow=("q8_0", "q4_0"), floors=False, objective="speed", ub_auto=True,
+                          load_auto=True)
+    plan = plan_cluster(tmap, cluster, request, None, model_path="t.gguf").plan
+    devs, sizes, _ = cluster_budgets(cluster)
+    placement = Placement(plan.devices, plan.layer_device, devs, output_device=plan.output_device)
+    speeds = cluster_speeds(cluster, run)
+    own = cluster_speed(tmap, plan.types, placement, cluster, plan.run, speeds)
+    assert (plan.speed.tg_tps, plan.speed.pp_tps) == (own.tg_tps, own.pp_tps)
+    fitting = [ub for ub in UBATCH_CHOICES if memory_report(
+        tmap, plan.types, placement, sizes, replace(plan.run, ubatch=ub, batch=max(plan.run.batch, ub))).fits]
+    assert len(fitting) > 1                     # a choice was made
+    for ub in fitting:
+        other = cluster_speed(tmap, plan.types, placement, cluster,
+                              replace(plan.run, ubatch=ub, batch=max(plan.run.batch, ub)), speeds)
+        assert other.pp_tps <= plan.speed.pp_tps
