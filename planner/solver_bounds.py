@@ -447,9 +447,10 @@ def _tighten_and_run(cp_model: Any, m: Any, objective: Objective, upper: int, va
     (:func:`reduced_cost_bounds`), hint the known solution ``values`` and search for ``work`` units; when the search
     may stop within a gap (``objective.relative_gap``) and ends outside it, the last TARGET_WORK of them go to
     :func:`_target_search` (a quality objective's: its first target before the search, TARGET_FIRST_WORK).
-    ``bound``: a bound of the model known besides its LP's (:func:`tightened_search`'s probe).  With ``coupling`` rows (planner.solver.solve: the rows over every class) and an aimed gap
-    the solution at hand is outside of, the Lagrangian decomposition at those rows comes first (:func:`_by_device`):
-    its bound becomes the search's floor, its solution the one at hand."""
+    ``bound``: a bound of the model known besides its LP's (:func:`tightened_search`'s probe).  With ``coupling``
+    rows (planner.solver.solve: the rows over every class) and an aimed gap the solution at hand is outside of, the
+    Lagrangian decomposition at those rows comes first (:func:`_by_device`): its bound becomes the search's floor,
+    its solution the one at hand."""
     import planner.solver as solver
 
     proto = m.proto
