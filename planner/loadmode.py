@@ -6,7 +6,7 @@ types without a CUDA row-interleaved kernel (notably the k-quants) are then alwa
 prompt processing, where the GPU would otherwise take a copy of the weights per ubatch.  ``-rtr`` also turns mmap
 off (PR 147), as ``--no-mmap`` does, so both copy the CPU-resident weights into RAM: their memory is the same.
 
-The speed model (:func:`planner.speed.estimate_speed`) predicts both modes for the planned placement; ``-rtr`` is
+The speed model (:func:`planner.speed.estimate_speed`, a cluster's with its links) predicts both modes for the planned placement; ``-rtr`` is
 chosen only when it predicts faster generation or faster prompt processing at no loss of the other, and the plan
 says why either way.  A CPU-only plan keeps the engine's default (ik: ``-rtr``, its CPU kernels for interleaved
 rows), which the model rates as a tie.
@@ -14,19 +14,15 @@ rows), which the model rates as a tie.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 from planner.devices import CPU
 from planner.engines import engine_profile
 from planner.memory import Placement
 from planner.runconfig import RunConfig
-from planner.speed import SpeedEstimate, estimate_speed
+from planner.speed import SpeedEstimate
 from planner.tensors import TensorMap
-
-if TYPE_CHECKING:
-    from planner.hardware import Hardware
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,14 +34,11 @@ class LoadChoice:
     reason: str
 
 
-def choose_load(tmap: TensorMap, types: Mapping[str, str], placement: Placement, hw: Hardware,
-                run: RunConfig, estimate: Callable[[RunConfig], SpeedEstimate] | None = None) -> LoadChoice:
+def choose_load(tmap: TensorMap, placement: Placement, run: RunConfig,
+                estimate: Callable[[RunConfig], SpeedEstimate]) -> LoadChoice:
     """Pick ``rtr`` or ``no-mmap`` for an engine that has ``-rtr``; other engines keep ``run.load``.  ``estimate``:
-    the plan's speed under a run configuration (a cluster's: planner.cluster_plan.cluster_speed), else the one-box
-    estimate on ``hw``."""
-    if estimate is None:
-        def estimate(r: RunConfig) -> SpeedEstimate:
-            return estimate_speed(tmap, types, placement, hw, r)
+    the plan's speed under a run configuration (one box: planner.speed.estimate_speed; a cluster:
+    planner.cluster_plan.cluster_speed)."""
     prof = engine_profile(run.engine)
     has_gpu = any(d != CPU for d in placement.devices)
     cpu_weights = any(placement.device_of(t.name) == CPU and t.n_dims >= 2 and t.role != "token_embd"

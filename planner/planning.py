@@ -136,22 +136,25 @@ def _finish(tmap: TensorMap, hw: Hardware, budget: Budget, request: PlanRequest,
     # the first finish's (their figures can differ), the others are kept
     notes = [n for n in notes if not n.startswith(_FINISH_NOTES)]
     placement = Placement(devices, layer_device, budget.devices, output_device=output_device)
-    # a cluster's estimate (network terms, remote devices) in place of the one-box one, for -ub and the load mode too
-    est: Callable[[RunConfig], SpeedEstimate] | None = (
-        (lambda run: speed_of(types, placement, run)) if speed_of is not None else None)
+    # the plan's speed under a run configuration: a cluster's estimate (network terms, remote devices) in place of
+    # the one-box one, for -ub, the load mode and the speed printed alike
+    def est(run: RunConfig) -> SpeedEstimate:
+        if speed_of is not None:
+            return speed_of(types, placement, run)
+        return estimate_speed(tmap, types, placement, hw, run)
+
     if request.ub_auto:
-        cfg = _ubatch(tmap, types, placement, budget, cfg, notes,
-                      est or (lambda run: estimate_speed(tmap, types, placement, hw, run)))
+        cfg = _ubatch(tmap, types, placement, budget, cfg, notes, est)
     if request.load_auto:
         # -rtr or --no-mmap copy the same bytes into RAM, so the placement stays valid; speed decides
-        choice = choose_load(tmap, types, placement, hw, cfg, estimate=est)
+        choice = choose_load(tmap, placement, cfg, est)
         cfg, spd = choice.run, choice.speed
         if choice.reason:
             notes.append(choice.reason)
     else:
         cfg, why = engine_load(tmap, placement, cfg)
         notes += [why] if why else []
-        spd = est(cfg) if est is not None else estimate_speed(tmap, types, placement, hw, cfg)
+        spd = est(cfg)
     mem = memory_report(tmap, types, placement, budget.bytes, cfg)
     if not mem.fits:
         raise InfeasibleBudgetError("internal re-check failed: " + "; ".join(mem.problems()),

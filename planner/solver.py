@@ -450,7 +450,7 @@ class _HomeTerms:
     costs: list[tuple[Any, Option]]                 # (variable, pseudo-option carrying seconds / pp seconds)
     hold: dict[str, Any]                            # device -> holds at least one layer
     hosts: list[tuple[Any, Any, list[str]]]         # (any used, extra used, devices) per host with several
-    alone: list[tuple[Any, list[Any], str]] = field(default_factory=list)   # (output alone, output counts, device)
+    alone: list[tuple[Any, list[Any], str]]         # (output alone on a GPU holding no layer, output counts, device)
 
     def hint(self, m: Any, layer_device: Sequence[str], homes: LayerHomes, counts: Mapping[int, int]) -> None:
         """Hint every variable of the homes from a layout and the hinted option counts (by variable index)."""

@@ -120,8 +120,8 @@ class GlopLP:
 
     def solve(self) -> bool:
         """Whether GLOP reached the optimum.  A solve after rows were added runs a fresh solver loaded from the
-        model's proto (exported after the first solve, the new rows appended to it), from scratch: GLOP warm-started from the last basis ends at another optimal basis of these
-        degenerate LPs, so other cuts, and CP-SAT's searches from them measured worse on the cases the cut rounds
+        model's proto (exported after the first solve, the new rows appended to it), from scratch: GLOP warm-started
+        from the last basis ends at another optimal basis of these degenerate LPs, so other cuts, and CP-SAT's searches from them measured worse on the cases the cut rounds
         were measured on (bench_solver, December 2026: DeepSeek-R1 on 2x RTX 3090 + 384 GiB 1.30 -> 1.84 work,
         Kimi-K2 there 1.67 -> 3.26)."""
         from ortools.linear_solver import pywraplp
