@@ -350,7 +350,10 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
     if objective.tighten and int_coef:
         from planner.solver_bounds import tightened_search
 
-        solver, status = tightened_search(cp_model, m, objective, coupling)
+        # each class's count on each device: a neighbourhood that keeps the placement and re-chooses the types
+        kept = [[v.index for v, o in zip(vs, members[0].options) if o.device == dev]
+                for members, vs in zip(class_list, counts) for dev in sorted({o.device for o in members[0].options})]
+        solver, status = tightened_search(cp_model, m, objective, coupling, kept)
     elif objective.floor and int_coef:
         from planner.solver_bounds import floored_search
 

@@ -196,13 +196,13 @@ def test_a_solution_hints_every_variable_of_the_layered_model_feasibly(objective
     seen = []
     real = bounds_mod.tightened_search
 
-    def capture(cp_model, m, objective, coupling=()):
+    def capture(cp_model, m, objective, coupling=(), kept=()):
         p = m.proto
         given = dict(zip(p.solution_hint.vars, p.solution_hint.values))
         point = [int(given.get(j, -1)) for j in range(len(p.variables))]
         seen.append(([p.variables[j].name for j in range(len(p.variables)) if j not in given],
                      bounds_mod.objective_if_feasible(p, point)))
-        return real(cp_model, m, objective, coupling)
+        return real(cp_model, m, objective, coupling, kept)
 
     monkeypatch.setattr(bounds_mod, "tightened_search", capture)
     obj = _objective(request, quality, False, fixed_time)

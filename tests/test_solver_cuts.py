@@ -131,9 +131,9 @@ def test_cuts_keep_the_exact_optimum_of_solver_models(seed, monkeypatch):
     seen, found = [], []
     real = bounds_mod.tightened_search
 
-    def capture(cp_model, m, objective, coupling=()):
+    def capture(cp_model, m, objective, coupling=(), kept=()):
         seen.append(m.clone())
-        result = real(cp_model, m, objective, coupling)
+        result = real(cp_model, m, objective, coupling, kept)
         found.append(round(result[0].objective_value))
         return result
 

@@ -42,12 +42,13 @@ def _captured(groups, capacity, objective, hint=None):
     got = {}
     real = sb.tightened_search
 
-    def capture(cp_model, m, obj, coupling=()):
+    def capture(cp_model, m, obj, coupling=(), kept=()):
         if not got:                                  # the plan's model, not the decomposition's parts
             got["proto"] = m.clone().proto
             got["coupling"] = list(coupling)
             got["model"] = m.clone()
-        return real(cp_model, m, obj, coupling)
+            got["kept"] = [list(f) for f in kept]
+        return real(cp_model, m, obj, coupling, kept)
 
     sb.tightened_search = capture
     try:
@@ -137,7 +138,8 @@ def test_search_after_the_decomposition_claims_a_true_gap(seed, monkeypatch):
     real = sb._by_device
     monkeypatch.setattr(sb, "_by_device", lambda *a: ran.append(1) or real(*a))
     cp_model = _cp()
-    found, status = sb._tighten_and_run(cp_model, m, objective, upper, values, 1.5, relax, cuts, coupling)
+    found, status = sb._tighten_and_run(cp_model, m, objective, upper, values, 1.5, relax, cuts, coupling,
+                                        kept=got["kept"])
     assert ran
     point = [int(found.value(m.get_int_var_from_proto_index(j))) for j in range(len(proto.variables))]
     assert sb.objective_if_feasible(proto, point) == round(found.objective_value) >= exact - 1e-9
@@ -230,3 +232,53 @@ def test_a_part_without_cost_still_gives_a_point_of_its_rows():
             assert (found[0] + found[1], found[2] + found[3], found[4] + found[5]) == (2, 2, 2)
     if res.feasible is not None:
         assert tuple(res.feasible[1]) in points
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_solve_keeps_each_class_on_each_device_as_one_family(seed):
+    """The families the solver hands to the tightened search (planner.solver.solve: the kept neighbourhood of
+    planner.solver_bounds) are, per class, its count variables of one device: together they hold every count variable
+    once, each family's options share one device and no family spans two classes."""
+    groups, capacity = _two_gpu_instance(seed)
+    got, _ = _captured(groups, capacity, Objective("speed", tighten=True))
+    proto, kept = got["proto"], got["kept"]
+    names = [v.name for v in proto.variables]
+    counts = [j for j, name in enumerate(names) if name.startswith("n")]
+    assert sorted(j for family in kept for j in family) == counts
+    device_row = {}                                  # each count variable's device: the byte row it appears in
+    for i, (terms, _lo, hi) in enumerate(_rows(proto)):
+        if hi is not None and len(terms) > 2 and all(k > 0 for _, k in terms) and any(k > 1 for _, k in terms):
+            for v, _k in terms:
+                device_row.setdefault(v, i)
+    assert set(counts) <= set(device_row)
+    for family in kept:
+        assert len({names[j].split("_")[0] for j in family}) == 1
+        assert len({device_row.get(j) for j in family}) == 1
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_kept_neighbourhood_finds_the_best_types_for_the_placement_at_hand(seed):
+    """From the best-quality solution, the kept neighbourhood (each class's count per device held) of the speed step
+    returns a point of the model with the same count per family and, proven within its work, the exact optimum of the
+    model with those counts fixed (HiGHS on that model, an independent solver)."""
+    import planner.solver_bounds as sb
+
+    groups, capacity = _two_gpu_instance(seed)
+    best = solve(groups, capacity, Objective("quality"))
+    objective = Objective("speed", max_loss=best.loss * 1.05, tighten=True, relative_gap=1e-3, aim_gap=1e-4)
+    got, _ = _captured(groups, capacity, objective, hint=best)
+    m, proto, kept = got["model"], got["proto"], got["kept"]
+    hinted = dict(zip(proto.solution_hint.vars, proto.solution_hint.values))
+    values = [int(hinted[j]) for j in range(len(proto.variables))]
+    upper = sb.objective_if_feasible(proto, values)
+    assert upper is not None
+    cp_model = _cp()
+    point, obj, _work = sb._neighbourhood(cp_model, m, objective, values, None, 2.0, kept)
+    assert obj is not None and obj <= upper
+    assert sb.objective_if_feasible(proto, point) == obj
+    for family in kept:
+        assert sum(point[j] for j in family) == sum(values[j] for j in family)
+    fixed = m.clone()
+    for family in kept:
+        fixed.add(sum(fixed.get_int_var_from_proto_index(j) for j in family) == sum(values[j] for j in family))
+    assert obj == round(_milp(fixed.proto))
