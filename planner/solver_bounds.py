@@ -20,7 +20,7 @@ quality step, 893 of 983 variables tightened from the solution CP-SAT finds in 0
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
@@ -61,9 +61,20 @@ def _rows(proto: Any) -> list[tuple[list[tuple[int, int]], int | None, int | Non
 def var_bounds(var: Any) -> tuple[int, int]:
     """Lowest and highest value of a CP-SAT proto variable.  ``var.domain[-1]`` is not the last element under
     ortools 9.15's pybind protos (it gave 0 for a domain [0, 7], so the probe's "LP solution rounded down" hint was
-    every variable at its lower bound): the domain is copied to a list first."""
-    dom = list(var.domain)
-    return int(dom[0]), int(dom[-1])
+    every variable at its lower bound): the last element is indexed from the front (a third of the time of copying
+    the domain to a list; ~20,000 calls in a two-GPU plan)."""
+    dom = var.domain
+    return int(dom[0]), int(dom[len(dom) - 1])
+
+
+def _set_hints(m: Any, values: Iterable[tuple[int, int]]) -> None:
+    """Replace the hint of CP-SAT model ``m`` by (variable index, value) pairs, written to the proto's fields
+    directly: what ``clear_hints`` and one ``add_hint`` per variable write, in a twentieth of the time."""
+    m.clear_hints()
+    hint = m.proto.solution_hint
+    for j, v in values:
+        hint.vars.append(j)
+        hint.values.append(v)
 
 
 class GlopLP:
@@ -366,10 +377,8 @@ def tightened_search(cp_model: Any, m: Any, objective: Objective, coupling: Sequ
     if best is None or best[0] > guess:
         probe = min(TIGHTEN_PROBE_WORK, objective.work_limit)
         _restrict(proto, reduced_cost_bounds(proto, guess, relax) or {})
-        m.clear_hints()
-        for j, x in enumerate(relax.values):
-            lo, hi = var_bounds(proto.variables[j])
-            m.add_hint(m.get_int_var_from_proto_index(j), min(max(math.floor(x + 1e-9), lo), hi))
+        _set_hints(m, ((j, min(max(math.floor(x + 1e-9), lo), hi))
+                       for j, (x, (lo, hi)) in enumerate(zip(relax.values, map(var_bounds, proto.variables)))))
         first, status = solver._run(cp_model, m, replace(objective, relative_gap=0.0), probe)
         used = first.deterministic_time
         if status == cp_model.OPTIMAL and first.objective_value <= guess:
@@ -393,9 +402,7 @@ def tightened_search(cp_model: Any, m: Any, objective: Objective, coupling: Sequ
             if best is None or found < best[0]:
                 best = (found, [int(first.value(m.get_int_var_from_proto_index(j))) for j in range(n)])
         elif best is None:                       # the guess was too low: probe the whole model
-            m.clear_hints()
-            for j, x in hinted.items():
-                m.add_hint(m.get_int_var_from_proto_index(j), x)
+            _set_hints(m, hinted.items())
             return _probe_then_tighten(cp_model, m, replace(objective, work_limit=objective.work_limit - used))
     assert best is not None
     upper, values = best
@@ -468,9 +475,7 @@ def _tighten_and_run(cp_model: Any, m: Any, objective: Objective, upper: int, va
         if better < upper:
             upper = better
             _tighten_to(proto, upper, relax, values)
-    m.clear_hints()
-    for j, v in enumerate(values):
-        m.add_hint(m.get_int_var_from_proto_index(j), v)
+    _set_hints(m, enumerate(values))
     reserve = min(TARGET_WORK, work / 2) if objective.relative_gap > 0 else 0.0
     if reserve and objective.kind == "quality" and floor is not None and (
             upper - floor > objective.relative_gap * max(1, abs(upper))):
@@ -547,9 +552,7 @@ def _neighbourhood(cp_model: Any, m: Any, objective: Objective, at_hand: Sequenc
             _set_domain(sub.proto, j, [v, v])
     for family in kept:
         sub.add(sum(sub.get_int_var_from_proto_index(j) for j in family) == sum(at_hand[j] for j in family))
-    sub.clear_hints()
-    for j, v in enumerate(at_hand):
-        sub.add_hint(sub.get_int_var_from_proto_index(j), v)
+    _set_hints(sub, enumerate(at_hand))
     res, st = solver._run(cp_model, sub, replace(objective, relative_gap=0.0), work)
     if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return list(at_hand), None, res.deterministic_time
