@@ -352,7 +352,9 @@ def tightened_search(cp_model: Any, m: Any, objective: Objective, coupling: Sequ
     The LP is the model's with CUT_ROUNDS (a speed step: SPEED_CUT_ROUNDS) rounds of Gomory cuts (planner.solver_cuts,
     exact and valid for every integer solution), so its bound is a bound of the original: every result reports the
     higher of it and CP-SAT's, and when the solution at hand is near it (FLOOR_NEAR) it is CP-SAT's starting bound
-    (the objective's domain), so the search stops as soon as its solution is within the allowed gap of it."""
+    (the objective's domain), so the search stops as soon as its solution is within the allowed gap of it.
+    ``coupling`` and ``kept`` go to the decomposition (:func:`_by_device`): the rows over every part, and the families
+    of variables whose sums its last neighbourhood search holds."""
     import planner.solver as solver
     from planner.solver_cuts import model_cuts
 
