@@ -257,3 +257,16 @@ def test_swa_full_caches_the_whole_context_on_mainline():
     assert "--swa-full" in doc["launch"]["argv"]
     r = run("plan", "gemma-3-27b", "--vram", "24", "--ram", "64", "--swa-full")     # ik: no such flag
     assert r.exit_code == 2 and "mainline" in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("gap", [3e-9, 4.1e-5, 6.0e-5, 9.9e-5, 1.12e-4, 6.16e-4, 9.4e-4, 1.5e-3, 6.8e-3])
+def test_solver_gap_is_printed_to_two_significant_digits_below_a_tenth_of_a_percent(gap):
+    """A printed gap is read against the 0.01 % and 0.1 % limits the solves stop at, so below 0.1 % it keeps two
+    significant digits (0.0060 % with two decimals read "0.01%", the limit itself); never 0.00 % when non-zero."""
+    from planner.output.sink import pct
+
+    text = pct(gap)
+    shown = float(text.rstrip("%")) / 100
+    assert shown > 0
+    rel = 0.05 if gap < 1e-3 else 0.5 * 1e-4 / gap       # two significant digits; two decimals of a percent above
+    assert abs(shown - gap) <= rel * gap + 1e-15, text

@@ -42,7 +42,7 @@ def render_plan(doc: PlanDocument, style: str = "plain") -> None:
         if len(s.steps) > 1:
             print_text("  steps: " + "; ".join(
                 f"{st.objective} {st.status} (gap {pct(st.gap)}"
-                + (f", stop at {pct(st.gap_limit)})" if st.gap_limit else ")") for st in s.steps))
+                + (f", stop at {st.gap_limit:.2%})" if st.gap_limit else ")") for st in s.steps))
     print_text(f"size: {gib(p.total_bytes)} ({p.bpw:.3f} BPW), {p.total_bytes:,} bytes")
     print_text(counts_block(dict(Counter(p.types.values()))))
     print_memory(p.memory)

@@ -117,7 +117,8 @@ def emit(result: Any, *, as_json: bool, render: Renderer) -> None:
 
 
 def pct(gap: float) -> str:
-    """A solver gap as a percentage; a tiny non-zero gap is shown as such, never rounded to 0.00 %."""
-    if 0 < gap < 5e-5:
-        return f"{gap * 100:.1g}%"
+    """A solver gap as a percentage: below 0.1 % with two significant digits, so a gap is never rounded onto the
+    0.01 % limits it is compared with (0.0060 % and 0.0112 % both read "0.01%" with two decimals) nor to 0.00 %."""
+    if 0 < gap < 1e-3:
+        return f"{gap * 100:#.2g}%"
     return f"{gap:.2%}"
