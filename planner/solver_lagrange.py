@@ -121,7 +121,7 @@ class _Parts:
     def _solve_part(self, part: list[int], prow: list[int], num: list[int], den: int, work: float
                     ) -> tuple[Fraction, list[int]] | None:
         import planner.solver as solver_mod
-        from planner.solver_bounds import tightened_search
+        from planner.solver_bounds import _set_hints, tightened_search
 
         cp_model = self.cp_model
         if not prow:                          # a variable in no row: its best bound
@@ -149,18 +149,14 @@ class _Parts:
                 if hi is not None:
                     m.add(expr <= hi)
         if not big:                                    # a point of the part's rows, any
-            solver = cp_model.CpSolver()
-            solver.parameters.num_workers = 1
-            solver.parameters.max_deterministic_time = work
-            status = solver.solve(m)
+            solver, status = solver_mod._run(cp_model, m, solver_mod.Objective("feasibility", work_limit=work), work)
             self.work += solver.deterministic_time
             if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
                 return None
             return Fraction(0), [int(solver.value(x)) for x in xs]
         m.minimize(sum(c * x for c, x in zip(coef, xs) if c))
         if self.values is not None:
-            for j, x in zip(part, xs):
-                m.add_hint(x, self.values[j])
+            _set_hints(m, enumerate(self.values[j] for j in part))     # the part's variables are 0.. in part order
         found, status = tightened_search(cp_model, m, solver_mod.Objective("speed", tighten=True, work_limit=work,
                                                                            relative_gap=PART_GAP))
         self.work += found.deterministic_time
