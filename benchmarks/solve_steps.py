@@ -86,6 +86,19 @@ probe's bound now counts for the whole model up to its guess (a better solution 
 below the guess is one of the probe's model).  More targets first (a loop lifting the bound 0.01 % per target) cost
 --granularity band 0.5 CPU s, whose quality LP bound lies 0.24 % below the optimum.  The multi-GPU speed short try
 at 0.15 / 0.3 work (R1 3.2 s, Kimi-K2 4.0 s but 0.0168 %, 4x3090 0.047 %, the golden plan unproven): not used.
+
+Session 14 (this script and bench_solver --heldout): the multi-GPU speed step's short try (0.5 work, floored at the
+cuts' LP bound) found all its solutions before 0.03 work and spent the rest on a proof only the multi-GPU golden plan
+completed (at 0.388).  Without it the long try starts from the quality solution and its decomposition takes over;
+what it lost came back with two changes: the decomposition runs again after a gain much larger than the gap left
+(its ray of multipliers is sized by the solution at hand: 4x3090 from the probe's solution 0.88 % above the bound
+ended at 0.072 %, with the second run 0.018 %), and the parts' optimisation runs stop at 0.1 work, the rest going to
+the target search that proves their bounds.  CPU s / gap, before -> after: golden 1.98 / proven -> 1.44 / 0.0070 %
+(its solution 0.0029 % above that optimum), R1 2x3090 3.50 / 0.0071 % -> 2.09 / 0.0067 %, Kimi-K2 2x3090 5.16 /
+0.0060 % -> 3.32 / 0.0075 %, 4x3090 3.28 / 0.024 % -> 2.81 / 0.018 %; held out Qwen3-30B 8+8 2.70 / 0.062 % ->
+2.03 / 0.070 %, GLM-4.5-Air 24+24 2.81 -> 2.16 (0.042 %), Qwen3-235B 24+16+12 3.92 -> 3.28 (0.019 -> 0.020 %),
+R1 8x3090 4.04 / 0.017 % -> 3.37 / 0.0027 %, R1 48+48 7.11 / 0.026 % -> 5.60 / 0.025 %.  Without the second
+decomposition: 4x3090 0.072 % (over its 0.05 % target), Qwen3-30B 0.096 % for 1.31 work.
 """
 
 from __future__ import annotations

@@ -100,8 +100,9 @@ class Objective:
     workers: int = 1                      # one worker: deterministic, and fastest on 2 cores (measured)
     tighten: bool = False                 # reduced-cost bounds (planner.solver_bounds) from the solution of a
                                           # short first run, then the search on the tightened model
-    floor: bool = False                   # without tighten: the LP bound with the cuts as the objective's floor
-                                          # (planner.solver_bounds.floored_search)
+    search_work: float | None = None      # a tightened search that may stop within a gap: its optimisation run
+                                          # at most this, the rest to RINS and the target search (the Lagrangian
+                                          # decomposition's parts: planner.solver_lagrange.PART_SEARCH_WORK)
 
 
 # How far a solve got, strongest first: proven optimal; optimal within the requested relative gap; a solution
@@ -354,10 +355,6 @@ def solve(groups: Sequence[Group], capacity: Mapping[str, int], objective: Objec
         kept = [[v.index for v, o in zip(vs, members[0].options) if o.device == dev]
                 for members, vs in zip(class_list, counts) for dev in sorted({o.device for o in members[0].options})]
         solver, status = tightened_search(cp_model, m, objective, coupling, kept)
-    elif objective.floor and int_coef:
-        from planner.solver_bounds import floored_search
-
-        solver, status = floored_search(cp_model, m, objective)
     else:
         solver, status = _run(cp_model, m, objective, objective.work_limit)
     name = solver.status_name(status)

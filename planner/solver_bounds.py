@@ -394,7 +394,7 @@ def tightened_search(cp_model: Any, m: Any, objective: Objective, coupling: Sequ
         if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             obj = round(first.objective_value)
             lifted = min(bound, obj)
-            if obj - lifted <= objective.relative_gap * max(1, abs(obj)):
+            if obj - lifted <= (objective.aim_gap or objective.relative_gap) * max(1, abs(obj)):
                 return _Found(first, [int(first.value(m.get_int_var_from_proto_index(j))) for j in range(n)], obj,
                               lifted, first.deterministic_time), cp_model.OPTIMAL
         for j, dom in enumerate(domains):
@@ -410,28 +410,6 @@ def tightened_search(cp_model: Any, m: Any, objective: Objective, coupling: Sequ
     upper, values = best
     return _tighten_and_run(cp_model, m, objective, upper, values, max(objective.work_limit - used, 0.0), relax,
                             cuts, coupling, bound, kept)
-
-
-def floored_search(cp_model: Any, m: Any, objective: Objective) -> tuple[Any, int]:
-    """One search of the model as it is (no variable's range cut), with the bound of its LP with the cuts
-    (:func:`relaxation`, CUT_ROUNDS or SPEED_CUT_ROUNDS rounds as :func:`tightened_search` takes them, so the cuts
-    are computed once for both) as the objective's domain floor: the same optimum, and a bound CP-SAT starts from.
-    It changes where CP-SAT's search goes, measured (bench_solver, December 2026) on the balanced plans' speed steps'
-    short tries: on the models of several GPUs, the solution after the 0.5 work short try DeepSeek-R1 on 2x RTX 3090
-    + 384 GiB 0.0119 % -> 0.0080 % from that bound (HiGHS: the optimum is 0.0080 % above it), Kimi-K2 there 0.22 % ->
-    0.089 % (the whole speed step: 1.11 -> 0.52 work, 0.099 % -> 0.089 %, before the decomposition), 4x RTX 3090's
-    step 0.13 % -> 0.11 % from it; Qwen3-235B on 2x RTX 3090 (the multi-GPU golden plan) proven in 0.388 work instead
-    of 0.297, the same plan.  On the single-GPU models it slowed proofs (--ctx max's last speed step: proven in 0.32
-    work without it, not in 0.5 with it), so only the multi-GPU models' speed steps use it
-    (planner.planning._proven_or_within)."""
-    import planner.solver as solver
-    from planner.solver_cuts import model_cuts
-
-    proto = m.proto
-    relax = relaxation(proto, model_cuts(proto, SPEED_CUT_ROUNDS if objective.kind == "speed" else CUT_ROUNDS))
-    if relax is not None:
-        _floor_objective(proto, math.ceil(relax.bound))
-    return solver._run(cp_model, m, objective, objective.work_limit)
 
 
 def _probe_then_tighten(cp_model: Any, m: Any, objective: Objective) -> tuple[Any, int]:
@@ -491,7 +469,8 @@ def _tighten_and_run(cp_model: Any, m: Any, objective: Objective, upper: int, va
         floor = max(floor, math.floor(got.best_objective_bound))     # lifted when its target had no solution
     if cuts and floor is not None and upper - floor <= FLOOR_NEAR * objective.relative_gap * abs(upper):
         _floor_objective(proto, floor)
-    found, status = solver._run(cp_model, m, objective, work - reserve)
+    run = work - reserve if objective.search_work is None else min(objective.search_work, work - reserve)
+    found, status = solver._run(cp_model, m, objective, run)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE, cp_model.INFEASIBLE):
         # no solution within the work (seen with the cut rows, a hint CP-SAT did not complete): the one at hand
         found = _Found(found, list(values), upper, floor if floor is not None else 0, found.deterministic_time)
@@ -573,28 +552,39 @@ def _by_device(cp_model: Any, m: Any, objective: Objective, upper: int, values: 
     the LP optimum with the cuts (RINS: Kimi-K2 on 2x RTX 3090, 0.033 % -> 0.0048 %), then the kept neighbourhood
     (``kept``: families of variables whose sums are held, planner.solver.solve's count of each class on each device,
     so the placement stays and the types are chosen again: KEPT_WORK), each while it is still outside the aimed
-    gap."""
+    gap.  The decomposition runs again from the solution they found while that one is better than the one it
+    started from by more than AGAIN_GAIN times the gap left (its multipliers' first step is sized by the solution at
+    hand) and its parts have more than AGAIN_WORK of DEVICE_WORK left; the bound is the best of the runs'."""
     from planner.solver_lagrange import device_bound
 
-    got = device_bound(cp_model, m.proto, coupling, upper, values, DEVICE_WORK)
-    if got is None:
-        return upper, values, -_INF, 0.0
-    used = got.work
-    if got.feasible is not None and got.feasible[0] < upper:
-        upper, values = got.feasible
-    lifted = math.ceil(got.bound)
-    for guide in ([float(x) for x in got.point] if got.point is not None else None, relax.values):
-        if guide is None or upper - lifted <= objective.aim_gap * max(1, abs(upper)):
-            continue
-        found, obj, w = _neighbourhood(cp_model, m, objective, values, guide, RINS_WORK)
-        used += w
-        if obj is not None and obj < upper:
-            upper, values = obj, found
-    if kept and upper - lifted > objective.aim_gap * max(1, abs(upper)):
-        found, obj, w = _neighbourhood(cp_model, m, objective, values, None, KEPT_WORK, kept)
-        used += w
-        if obj is not None and obj < upper:
-            upper, values = obj, found
+    used = 0.0
+    parts_work = 0.0
+    lifted = -_INF
+    while True:
+        start = upper
+        got = device_bound(cp_model, m.proto, coupling, upper, values, DEVICE_WORK - parts_work)
+        if got is None:
+            break
+        used += got.work
+        parts_work += got.work
+        if got.feasible is not None and got.feasible[0] < upper:
+            upper, values = got.feasible
+        lifted = max(lifted, math.ceil(got.bound))
+        for guide in ([float(x) for x in got.point] if got.point is not None else None, relax.values):
+            if guide is None or upper - lifted <= objective.aim_gap * max(1, abs(upper)):
+                continue
+            found, obj, w = _neighbourhood(cp_model, m, objective, values, guide, RINS_WORK)
+            used += w
+            if obj is not None and obj < upper:
+                upper, values = obj, found
+        if kept and upper - lifted > objective.aim_gap * max(1, abs(upper)):
+            found, obj, w = _neighbourhood(cp_model, m, objective, values, None, KEPT_WORK, kept)
+            used += w
+            if obj is not None and obj < upper:
+                upper, values = obj, found
+        if (upper - lifted <= objective.aim_gap * max(1, abs(upper)) or start - upper <= AGAIN_GAIN * (upper - lifted)
+                or DEVICE_WORK - parts_work <= AGAIN_WORK):
+            break
     return upper, values, lifted, used
 
 
@@ -692,6 +682,17 @@ KEPT_WORK = 0.05
 # Work of the Lagrangian decomposition (:func:`_by_device`, all its parts' searches together): Kimi-K2 on 2x RTX 3090 +
 # 384 GiB takes 0.53 (one part is hard), 4x RTX 3090 0.05; a cap for models of more or harder parts.
 DEVICE_WORK = 1.0
+# :func:`_by_device` runs the decomposition again when its neighbourhood searches made the solution at hand better by
+# more than AGAIN_GAIN times the gap left to its bound and more than AGAIN_WORK of DEVICE_WORK is left: the ray of
+# multipliers (planner.solver_lagrange.device_bound) takes its first step to where the bound's tangent reaches the
+# solution at hand, so from a solution far above the optimum it overshoots.  Measured (bench_solver --heldout,
+# December 2026, the multi-GPU speed step started from its probe's solution, planner.planning._proven_or_within):
+# Qwen3-235B on 4x RTX 3090 + 384 GiB from 0.88 % above the bound: 0.072 % -> 0.018 % for 0.17 more work;
+# Qwen3-30B on 8+8 GiB 0.096 % -> 0.070 % and 1.31 -> 0.31 work (the long search after it no longer needed);
+# DeepSeek-R1 on 8x RTX 3090 0.017 % -> 0.0027 %.  DeepSeek-R1 on 48+48 GiB, whose parts take the whole DEVICE_WORK,
+# runs it once (a second run with a fresh DEVICE_WORK: the same gap for 2.8 instead of 1.7 work).
+AGAIN_GAIN = 2.0
+AGAIN_WORK = 0.1
 # :func:`_aim` runs when the solution at hand is within this many aimed gaps of the bound (farther, the target search
 # measured no solution in its work: Kimi-K2 on 2x RTX 3090 + 384 GiB, speed step, 0.055 % from the bound with the cuts
 # after RINS while the optimum itself, HiGHS on the exported model, lies 0.050 % above that bound).

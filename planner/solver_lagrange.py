@@ -37,6 +37,14 @@ STEPS = 3
 # CP-SAT work per part per evaluation (planner.solver_bounds.tightened_search on the part); the decomposition's total
 # is the caller's (planner.solver_bounds.DEVICE_WORK).
 PART_WORK = 0.5
+# Each part's optimisation run at most this work (planner.solver.Objective.search_work), the rest of PART_WORK to its
+# RINS and target search, which prove the part's bound (the sum of the parts' bounds is the decomposition's): CP-SAT's
+# optimisation run finds the part's good solutions early and then spends its work on a proof it rarely completes.
+# Measured (bench_solver --heldout, December 2026; against the run taking all but the target search's 0.25): Kimi-K2
+# on 2x RTX 3090 + 384 GiB 0.924 -> 0.788 work, the same 0.0075 %; DeepSeek-R1 there 0.378 -> 0.243, the same
+# 0.0067 %; DeepSeek-R1 on 48+48 GiB 0.031 % -> 0.025 % for 1.73 -> 1.91 work; the other cases unchanged.  0.02:
+# Kimi-K2 0.0092 %; 0.15: as 0.1 but for more work.
+PART_SEARCH_WORK = 0.1
 # Each part's search stops within this relative gap of its own objective (planner.solver_bounds.tightened_search):
 # the parts' objectives are of the size of the model's, so the sum of their bounds lies within about this of the
 # sum of their optima.  Kimi-K2 on 2x RTX 3090 + 384 GiB, speed step: one part proves nothing tighter than 0.13 % in
@@ -158,7 +166,8 @@ class _Parts:
         if self.values is not None:
             _set_hints(m, enumerate(self.values[j] for j in part))     # the part's variables are 0.. in part order
         found, status = tightened_search(cp_model, m, solver_mod.Objective("speed", tighten=True, work_limit=work,
-                                                                           relative_gap=PART_GAP))
+                                                                           relative_gap=PART_GAP,
+                                                                           search_work=PART_SEARCH_WORK))
         self.work += found.deterministic_time
         if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             return None

@@ -282,3 +282,93 @@ def test_kept_neighbourhood_finds_the_best_types_for_the_placement_at_hand(seed)
     for family in kept:
         fixed.add(sum(fixed.get_int_var_from_proto_index(j) for j in family) == sum(values[j] for j in family))
     assert obj == round(_milp(fixed.proto))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_decomposition_run_again_from_a_better_solution_keeps_a_true_bound(seed, monkeypatch):
+    """From the best-quality solution, the decomposition run again after its neighbourhoods improved the solution
+    (planner.solver_bounds.AGAIN_GAIN, here 0 so that any gain repeats it, with an aim of 0): every run starts from
+    the best solution so far with what its predecessors left of DEVICE_WORK, and the result is a point of the model
+    with its stated objective, no worse than one run's, with a bound at least one run's and at most the exact
+    optimum (HiGHS on the exported model)."""
+    import planner.solver_bounds as sb
+    import planner.solver_lagrange as sl
+
+    groups, capacity = _two_gpu_instance(seed)
+    best = solve(groups, capacity, Objective("quality"))
+    objective = Objective("speed", max_loss=best.loss * 1.05, tighten=True, relative_gap=1e-3, aim_gap=0.0)
+    got, _ = _captured(groups, capacity, objective, hint=best)
+    m, proto, coupling, kept = got["model"], got["proto"], got["coupling"], got["kept"]
+    exact = _milp(proto)
+    hinted = dict(zip(proto.solution_hint.vars, proto.solution_hint.values))
+    values = [int(hinted[j]) for j in range(len(proto.variables))]
+    upper = sb.objective_if_feasible(proto, values)
+    assert upper is not None
+    relax = sb.relaxation(proto, [])
+    calls: list[tuple[int, float, float]] = []          # (upper, work allowed, work used) of each decomposition
+    real = sl.device_bound
+
+    def counted(cp_model, p, rows, up, vals=None, work=1.0):
+        res = real(cp_model, p, rows, up, vals, work)
+        calls.append((up, work, res.work if res is not None else 0.0))
+        return res
+
+    monkeypatch.setattr(sl, "device_bound", counted)
+    monkeypatch.setattr(sb, "AGAIN_WORK", float("inf"))
+    once = sb._by_device(_cp(), m.clone(), objective, upper, list(values), coupling, relax, kept)
+    assert len(calls) == 1
+    once_spent = calls[0][2]
+    calls.clear()
+    monkeypatch.setattr(sb, "AGAIN_GAIN", 0.0)
+    monkeypatch.setattr(sb, "AGAIN_WORK", 0.0)
+    again = sb._by_device(_cp(), m.clone(), objective, upper, list(values), coupling, relax, kept)
+    for res in (once, again):
+        obj, point, lifted, _used = res
+        assert sb.objective_if_feasible(proto, point) == obj >= exact - 1e-9
+        assert lifted <= exact + 1e-9
+    assert again[0] <= once[0] and again[2] >= once[2]
+    if upper > once[0] > once[2] and once_spent < sb.DEVICE_WORK:    # it gained, left a gap and work: again
+        assert len(calls) >= 2
+    assert calls[0][:2] == (upper, sb.DEVICE_WORK)
+    for (_u0, allowed, spent), (u1, next_allowed, _s) in zip(calls, calls[1:]):
+        assert u1 < _u0 and next_allowed == pytest.approx(allowed - spent)
+
+
+@pytest.mark.parametrize("gpus", [1, 2])
+def test_speed_step_on_several_gpus_has_no_short_try(gpus, monkeypatch):
+    """The balanced plan's speed step (planner.planning._proven_or_within): on one GPU a short try of PROOF_WORK
+    comes first; on several the long try alone (tightened, stopping within SPEED_STEP_GAP and aiming at
+    SPEED_STEP_AIM), started from the quality solution, its decomposition doing what the short try's solution did.
+    (Its claims against the exact optimum: test_search_after_the_decomposition_claims_a_true_gap.)"""
+    import planner.planning as planning
+
+    groups, capacity = _two_gpu_instance(3)
+    if gpus == 1:
+        groups = [_moved(g, "CUDA1", "CUDA0") for g in groups]
+        capacity = {"CUDA0": capacity["CUDA0"] + capacity["CUDA1"], "CPU": capacity["CPU"]}
+    best = solve(groups, capacity, Objective("quality"))
+    step = Objective("speed", max_loss=best.loss * 1.05)
+    calls: list[tuple[Objective, object]] = []
+    real = planning.solve
+
+    def recorded(grps, cap, objective, **kw):
+        calls.append((objective, kw.get("hint")))
+        return real(grps, cap, objective, **kw)
+
+    monkeypatch.setattr(planning, "solve", recorded)
+    sol = planning._proven_or_within(groups, capacity, step, planning.SPEED_STEP_GAP, 0.0, None, best)
+    first, hint = calls[0]
+    if gpus == 2:
+        assert len(calls) == 1 and first.tighten and hint is best
+        assert (first.relative_gap, first.aim_gap) == (planning.SPEED_STEP_GAP, planning.SPEED_STEP_AIM)
+    else:
+        assert first.work_limit == min(planning.PROOF_WORK, step.work_limit) and not first.tighten
+    assert sol.status in ("OPTIMAL", "OPTIMAL_WITHIN_GAP")
+
+
+def _moved(group, old, new):
+    """``group`` with its home and its options on ``old`` moved to ``new``."""
+    from dataclasses import replace
+
+    return replace(group, home=new if group.home == old else group.home,
+                   options=tuple(replace(o, device=new) if o.device == old else o for o in group.options))
