@@ -447,9 +447,11 @@ def _tighten_and_run(cp_model: Any, m: Any, objective: Objective, upper: int, va
     floor = max(math.ceil(relax.bound), bound if bound is not None else -_INF) if relax is not None else None
     by_device = bool(coupling and relax is not None and floor is not None and objective.aim_gap
                      and upper - floor > objective.aim_gap * max(1, abs(upper)))
+    decomposed = False                           # the decomposition ran (the model fell apart) and gave a bound
     if by_device:
         assert relax is not None and floor is not None
         better, values, lifted, used = _by_device(cp_model, m, objective, upper, list(values), coupling, relax, kept)
+        decomposed = lifted > -_INF
         work = max(work - used, 0.0)
         floor = max(floor, min(lifted, better))
         if better < upper:
@@ -471,7 +473,7 @@ def _tighten_and_run(cp_model: Any, m: Any, objective: Objective, upper: int, va
         _floor_objective(proto, floor)
     run = work - reserve if objective.search_work is None else min(objective.search_work, work - reserve)
     searched = objective
-    aimed = by_device and floor is not None and upper - floor > objective.aim_gap * max(1, abs(upper))
+    aimed = decomposed and floor is not None and upper - floor > objective.aim_gap * max(1, abs(upper))
     if aimed:
         # the decomposition left its solution outside the aimed gap: a short search for it, branching the way the LP
         # points (planner.solver.lp_guided, which a model tightened by reduced costs does not take by default)
