@@ -118,34 +118,59 @@ def test_search_after_the_decomposition_claims_a_true_gap(seed, monkeypatch):
     the decomposition runs first (planner.solver_bounds._by_device), and what the search returns is a point of the
     model with its own objective, a bound at most the exact optimum and the status its gap earns."""
     import planner.solver_bounds as sb
+
+    start = _speed_long_try(*_two_gpu_instance(seed), aim=1e-4)
+    if start is None:
+        pytest.skip("the quality solution is within the aim already")
+    ran = []
+    real = sb._by_device
+    monkeypatch.setattr(sb, "_by_device", lambda *a: ran.append(1) or real(*a))
+    found, status = _run_long_try(start)
+    assert ran
+    _assert_true_claims(start, found, status)
+
+
+def _speed_long_try(groups, capacity, aim):
+    """What the balanced plan's speed long try (gap 0.1 %, aim ``aim``) starts from, with the best-quality solution
+    as the solution at hand: a dict of the model and its parts, or None when that solution is within the aim of the
+    LP bound with the cuts already."""
+    import planner.solver_bounds as sb
     from planner.solver_cuts import model_cuts
 
-    groups, capacity = _two_gpu_instance(seed)
     best = solve(groups, capacity, Objective("quality"))
-    objective = Objective("speed", max_loss=best.loss * 1.05, tighten=True, relative_gap=1e-3, aim_gap=1e-4)
+    objective = Objective("speed", max_loss=best.loss * 1.05, tighten=True, relative_gap=1e-3, aim_gap=aim)
     got, _ = _captured(groups, capacity, objective, hint=best)
-    m, proto, coupling = got["model"], got["proto"], got["coupling"]
-    exact = _milp(proto)
+    proto = got["proto"]
     hinted = dict(zip(proto.solution_hint.vars, proto.solution_hint.values))
     values = [int(hinted[j]) for j in range(len(proto.variables))]
     upper = sb.objective_if_feasible(proto, values)
     assert upper is not None
     cuts = model_cuts(proto, sb.SPEED_CUT_ROUNDS)
     relax = sb.relaxation(proto, cuts)
-    if upper - np.ceil(float(relax.bound)) <= 1e-4 * upper:
-        pytest.skip("the quality solution is within the aim already")
-    ran = []
-    real = sb._by_device
-    monkeypatch.setattr(sb, "_by_device", lambda *a: ran.append(1) or real(*a))
-    cp_model = _cp()
-    found, status = sb._tighten_and_run(cp_model, m, objective, upper, values, 1.5, relax, cuts, coupling,
-                                        kept=got["kept"])
-    assert ran
+    if upper - np.ceil(float(relax.bound)) <= aim * upper:
+        return None
+    return dict(got, objective=objective, values=values, upper=upper, cuts=cuts, relax=relax, exact=_milp(proto))
+
+
+def _run_long_try(start):
+    """planner.solver_bounds._tighten_and_run from ``start`` (:func:`_speed_long_try`) with 1.5 work."""
+    import planner.solver_bounds as sb
+
+    return sb._tighten_and_run(_cp(), start["model"], start["objective"], start["upper"], start["values"], 1.5,
+                               start["relax"], start["cuts"], start["coupling"], kept=start["kept"])
+
+
+def _assert_true_claims(start, found, status):
+    """What a long try returned is a point of the model with its own objective, a bound at most the exact optimum,
+    and OPTIMAL exactly when within the 0.1 % it may stop at."""
+    import planner.solver_bounds as sb
+
+    m, proto, exact = start["model"], start["proto"], start["exact"]
     point = [int(found.value(m.get_int_var_from_proto_index(j))) for j in range(len(proto.variables))]
     assert sb.objective_if_feasible(proto, point) == round(found.objective_value) >= exact - 1e-9
     assert found.best_objective_bound <= exact + 1e-9
     within = found.objective_value - found.best_objective_bound <= 1e-3 * found.objective_value
-    assert (status == cp_model.OPTIMAL) == within
+    assert (status == _cp().OPTIMAL) == within
 
 
 def _cp():
@@ -383,37 +408,21 @@ def test_search_after_the_decomposition_aims_when_outside_the_aim(seed, gpus, mo
     stop at (0.1 %).  On one GPU the model does not fall apart (no decomposition) and no search aims."""
     import planner.solver as solver_mod
     import planner.solver_bounds as sb
-    from planner.solver_cuts import model_cuts
 
     groups, capacity = _two_gpu_instance(seed)
     if gpus == 1:
         groups = [_moved(g, "CUDA1", "CUDA0") for g in groups]
         capacity = {"CUDA0": capacity["CUDA0"] + capacity["CUDA1"], "CPU": capacity["CPU"]}
-    best = solve(groups, capacity, Objective("quality"))
-    objective = Objective("speed", max_loss=best.loss * 1.05, tighten=True, relative_gap=1e-3, aim_gap=1e-9)
-    got, _ = _captured(groups, capacity, objective, hint=best)
-    m, proto, coupling = got["model"], got["proto"], got["coupling"]
-    exact = _milp(proto)
-    hinted = dict(zip(proto.solution_hint.vars, proto.solution_hint.values))
-    values = [int(hinted[j]) for j in range(len(proto.variables))]
-    upper = sb.objective_if_feasible(proto, values)
-    cuts = model_cuts(proto, sb.SPEED_CUT_ROUNDS)
-    relax = sb.relaxation(proto, cuts)
-    if upper - np.ceil(float(relax.bound)) <= 1e-9 * upper:
+    start = _speed_long_try(groups, capacity, aim=1e-9)
+    if start is None:
         pytest.skip("the quality solution is the LP bound's")
+    m = start["model"]
     runs = []
     real = solver_mod._run
     monkeypatch.setattr(solver_mod, "_run", lambda cp, mm, obj, w: runs.append((mm is m, obj, w)) or real(cp, mm, obj, w))
-    cp_model = _cp()
-    found, status = sb._tighten_and_run(cp_model, m, objective, upper, values, 1.5, relax, cuts, coupling,
-                                        kept=got["kept"])
-    own = [(obj, w) for same, obj, w in runs if same and obj.kind == "speed" and proto.has_objective()]
-    aimed = [(obj, w) for obj, w in own if obj.relative_gap == 1e-9]
+    found, status = _run_long_try(start)
+    aimed = [(obj, w) for same, obj, w in runs if same and obj.kind == "speed" and obj.relative_gap == 1e-9]
     assert len(aimed) == (1 if gpus == 2 else 0)
     for obj, w in aimed:
         assert w <= sb.AIMED_WORK and solver_mod.lp_guided(obj)
-    point = [int(found.value(m.get_int_var_from_proto_index(j))) for j in range(len(proto.variables))]
-    assert sb.objective_if_feasible(proto, point) == round(found.objective_value) >= exact - 1e-9
-    assert found.best_objective_bound <= exact + 1e-9
-    within = found.objective_value - found.best_objective_bound <= 1e-3 * found.objective_value
-    assert (status == cp_model.OPTIMAL) == within
+    _assert_true_claims(start, found, status)
