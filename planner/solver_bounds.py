@@ -394,7 +394,7 @@ def tightened_search(cp_model: Any, m: Any, objective: Objective, coupling: Sequ
         if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             obj = round(first.objective_value)
             lifted = min(bound, obj)
-            if obj - lifted <= (objective.aim_gap or objective.relative_gap) * max(1, abs(obj)):
+            if obj - lifted <= min(objective.aim_gap or objective.relative_gap, objective.relative_gap) * max(1, abs(obj)):
                 return _Found(first, [int(first.value(m.get_int_var_from_proto_index(j))) for j in range(n)], obj,
                               lifted, first.deterministic_time), cp_model.OPTIMAL
         for j, dom in enumerate(domains):
@@ -438,8 +438,11 @@ def _tighten_and_run(cp_model: Any, m: Any, objective: Objective, upper: int, va
     :func:`_target_search` (a quality objective's: its first target before the search, TARGET_FIRST_WORK).
     ``bound``: a bound of the model known besides its LP's (:func:`tightened_search`'s probe).  With ``coupling``
     rows (planner.solver.solve: the rows over every class) and an aimed gap the solution at hand is outside of, the
-    Lagrangian decomposition at those rows comes first (:func:`_by_device`): its bound becomes the search's floor,
-    its solution the one at hand."""
+    Lagrangian decomposition at those rows comes first (:func:`_by_device`, within ``work``): its bound becomes the
+    search's floor, its solution the one at hand; when that is still outside the aimed gap, the search aims at it
+    for at most AIMED_WORK (LP-guided), and its result counts as within the allowed gap when it is.  The search's
+    own run is at most ``objective.search_work`` when that is set (the decomposition's parts); after a run so
+    capped, RINS and the target search share all the work left instead of TARGET_WORK."""
     import planner.solver as solver
 
     proto = m.proto
@@ -450,7 +453,8 @@ def _tighten_and_run(cp_model: Any, m: Any, objective: Objective, upper: int, va
     decomposed = False                           # the decomposition ran (the model fell apart) and gave a bound
     if by_device:
         assert relax is not None and floor is not None
-        better, values, lifted, used = _by_device(cp_model, m, objective, upper, list(values), coupling, relax, kept)
+        better, values, lifted, used = _by_device(cp_model, m, objective, upper, list(values), coupling, relax, kept,
+                                                  work)
         decomposed = lifted > -_INF
         work = max(work - used, 0.0)
         floor = max(floor, min(lifted, better))
@@ -555,7 +559,8 @@ def _neighbourhood(cp_model: Any, m: Any, objective: Objective, at_hand: Sequenc
 
 
 def _by_device(cp_model: Any, m: Any, objective: Objective, upper: int, values: list[int], coupling: Sequence[int],
-               relax: Relaxation, kept: Sequence[Sequence[int]] = ()) -> tuple[int, list[int], int, float]:
+               relax: Relaxation, kept: Sequence[Sequence[int]] = (), work: float = math.inf
+               ) -> tuple[int, list[int], int, float]:
     """The Lagrangian decomposition at the ``coupling`` rows (planner.solver_lagrange.device_bound) for a tightened
     search whose solution at hand (objective ``upper``, ``values``) lies outside its aimed gap: (the best objective
     and solution now, the decomposition's bound rounded up, the work).  The solution is the better of the one at hand,
@@ -567,7 +572,8 @@ def _by_device(cp_model: Any, m: Any, objective: Objective, upper: int, values: 
     so the placement stays and the types are chosen again: KEPT_WORK), each while it is still outside the aimed
     gap.  The decomposition runs again from the solution they found while that one is better than the one it
     started from by more than AGAIN_GAIN times the gap left (its multipliers' first step is sized by the solution at
-    hand) and its parts have more than AGAIN_WORK of DEVICE_WORK left; the bound is the best of the runs'."""
+    hand) and its parts have more than AGAIN_WORK of DEVICE_WORK left; the bound is the best of the runs'.  All of
+    it within ``work`` (the parts at most DEVICE_WORK of it)."""
     from planner.solver_lagrange import device_bound
 
     used = 0.0
@@ -575,7 +581,8 @@ def _by_device(cp_model: Any, m: Any, objective: Objective, upper: int, values: 
     lifted = -_INF
     while True:
         start = upper
-        got = device_bound(cp_model, m.proto, coupling, upper, values, DEVICE_WORK - parts_work)
+        allowed = min(DEVICE_WORK - parts_work, work - used)
+        got = device_bound(cp_model, m.proto, coupling, upper, values, allowed) if allowed > 0 else None
         if got is None:
             break
         used += got.work
@@ -586,17 +593,19 @@ def _by_device(cp_model: Any, m: Any, objective: Objective, upper: int, values: 
         for guide in ([float(x) for x in got.point] if got.point is not None else None, relax.values):
             if guide is None or upper - lifted <= objective.aim_gap * max(1, abs(upper)):
                 continue
-            found, obj, w = _neighbourhood(cp_model, m, objective, values, guide, RINS_WORK)
+            if work - used <= 0:
+                break
+            found, obj, w = _neighbourhood(cp_model, m, objective, values, guide, min(RINS_WORK, work - used))
             used += w
             if obj is not None and obj < upper:
                 upper, values = obj, found
-        if kept and upper - lifted > objective.aim_gap * max(1, abs(upper)):
-            found, obj, w = _neighbourhood(cp_model, m, objective, values, None, KEPT_WORK, kept)
+        if kept and upper - lifted > objective.aim_gap * max(1, abs(upper)) and work - used > 0:
+            found, obj, w = _neighbourhood(cp_model, m, objective, values, None, min(KEPT_WORK, work - used), kept)
             used += w
             if obj is not None and obj < upper:
                 upper, values = obj, found
         if (upper - lifted <= objective.aim_gap * max(1, abs(upper)) or start - upper <= AGAIN_GAIN * (upper - lifted)
-                or DEVICE_WORK - parts_work <= AGAIN_WORK):
+                or min(DEVICE_WORK - parts_work, work - used) <= AGAIN_WORK):
             break
     return upper, values, lifted, used
 

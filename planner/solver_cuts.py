@@ -599,8 +599,9 @@ _CACHE: list[tuple[tuple, int, list[Cut]]] = []
 
 
 def model_cuts(proto: Any, rounds: int, per_round: int = 20) -> list[Cut]:
-    """:func:`gomory_cuts` of ``proto``, remembered for the last model: a plan solves the same model twice (the
-    short try and the long one of planner.planning._proven_or_within differ only in their hint and gap)."""
+    """:func:`gomory_cuts` of ``proto``, remembered for the last model: a plan may solve the same model twice (the
+    short try and the long one of planner.planning._proven_or_within differ only in their hint and gap; a speed step
+    on several GPUs has no short try)."""
     from planner.solver_bounds import _rows, var_bounds
 
     rows = _rows(proto)

@@ -426,3 +426,77 @@ def test_search_after_the_decomposition_aims_when_outside_the_aim(seed, gpus, mo
     for obj, w in aimed:
         assert w <= sb.AIMED_WORK and solver_mod.lp_guided(obj)
     _assert_true_claims(start, found, status)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_aimed_search_cut_short_counts_within_the_allowed_gap(seed, monkeypatch):
+    """The aimed search cut short (stopped at its first solution, the hinted one: no proof of the aim) reports the
+    status its result earns against the exact optimum: OPTIMAL exactly when within the 0.1 % the long try may stop
+    at, never beyond it (planner.solver_bounds._tighten_and_run relabels only such a result), and a result within
+    that gap ends the long try (no RINS or target search after it)."""
+    import planner.solver as solver_mod
+
+    start = _speed_long_try(*_two_gpu_instance(seed), aim=1e-9)
+    if start is None:
+        pytest.skip("the quality solution is the LP bound's")
+    m = start["model"]
+    ended = []
+    real = solver_mod._run
+
+    def run(cp, mm, obj, w):
+        if mm is m and obj.relative_gap == 1e-9:
+            cp_model = _cp()
+            real_solve = cp_model.CpSolver.solve
+
+            def first(self, model, *a, **k):
+                self.parameters.stop_after_first_solution = True
+                return real_solve(self, model, *a, **k)
+
+            monkeypatch.setattr(cp_model.CpSolver, "solve", first)
+            try:
+                solver, status = real(cp, mm, obj, w)
+            finally:
+                monkeypatch.setattr(cp_model.CpSolver, "solve", real_solve)
+            ended.append((status, solver.objective_value, solver.best_objective_bound))
+            return solver, status
+        if ended:
+            ended.append(None)                         # a run after the aimed one
+        return real(cp, mm, obj, w)
+
+    monkeypatch.setattr(solver_mod, "_run", run)
+    found, status = _run_long_try(start)
+    aimed_status, obj, bound = ended[0]
+    if aimed_status == _cp().FEASIBLE and obj - bound <= 1e-3 * obj:
+        assert len(ended) == 1 and status == _cp().OPTIMAL
+    _assert_true_claims(start, found, status)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("work", [0.0, 0.002])
+def test_decomposition_keeps_to_the_long_trys_work(seed, work, monkeypatch):
+    """planner.solver_bounds._tighten_and_run given little work: the decomposition gets at most that much (none at
+    all when there is none), not DEVICE_WORK, and what the long try returns still claims only what the exact optimum
+    allows."""
+    import planner.solver_bounds as sb
+    import planner.solver_lagrange as sl
+
+    start = _speed_long_try(*_two_gpu_instance(seed), aim=1e-9)
+    if start is None:
+        pytest.skip("the quality solution is the LP bound's")
+    allowed = []
+    real = sl.device_bound
+
+    def counted(cp_model, p, rows, up, vals=None, w=1.0):
+        allowed.append(w)
+        return real(cp_model, p, rows, up, vals, w)
+
+    monkeypatch.setattr(sl, "device_bound", counted)
+    found, status = sb._tighten_and_run(_cp(), start["model"], start["objective"], start["upper"], start["values"],
+                                        work, start["relax"], start["cuts"], start["coupling"], kept=start["kept"])
+    assert all(0 < w <= work for w in allowed) and (allowed or work == 0.0)
+    point = [int(found.value(start["model"].get_int_var_from_proto_index(j)))
+             for j in range(len(start["proto"].variables))]
+    assert sb.objective_if_feasible(start["proto"], point) == round(found.objective_value)
+    assert found.best_objective_bound <= start["exact"] + 1e-9
+    if status == _cp().OPTIMAL:
+        assert found.objective_value - found.best_objective_bound <= 1e-3 * found.objective_value
