@@ -176,8 +176,6 @@ def test_zero_remote_layers_when_the_link_is_slow_and_remote_layers_when_it_is_f
         assert all(d.fits for d in cp.plan.memory.devices)
 
 
-
-
 @pytest.mark.parametrize("objective", ["speed", "quality"])
 def test_a_solution_hints_every_variable_of_the_layered_model_feasibly(objective, monkeypatch):
     """A layered solution handed to the next solve (the balanced speed step's hint, a long try's) hints every
